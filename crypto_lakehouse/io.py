@@ -1,0 +1,103 @@
+"""Atomic file writing: every file the pipeline writes goes through here.
+
+A file is written to a temporary sibling and renamed into place, so a run killed at any
+moment leaves either the old file or the new one, never a half-written file that a later
+run could mistake for complete. Temporary names start with ``.tmp-`` and end with ``.part``
+so that globs such as ``*.pqt`` or ``*.zip`` never pick them up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's directory; rename it onto ``path`` on success.
+
+    On any exception the temporary file is removed and the target is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Deterministic JSON (sorted keys), so an unchanged state gives identical bytes."""
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def write_json_if_changed(path: str | Path, obj: Any) -> bool:
+    """Write only when the content differs; keeps the mtime of unchanged files.
+
+    Returns True when the file was (re)written.
+    """
+    text = json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return False
+    write_text(path, text)
+    return True
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    path = Path(path)
+    if not path.exists():
+        return default
+    return json.loads(path.read_text())
+
+
+def touch(path: str | Path) -> None:
+    """Create an empty marker file atomically (e.g. the legacy ``<zip>.verified``)."""
+    write_bytes(path, b"")
+
+
+def write_parquet(
+    path: str | Path, table: pa.Table, metadata: dict[str, str] | None = None
+) -> None:
+    """Write a Parquet file atomically (zstd, like the legacy polars writer).
+
+    ``metadata`` is merged into the schema's key-value metadata (values as strings).
+    """
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(merged)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def remove_stale_temps(directory: str | Path) -> int:
+    """Delete leftover ``.tmp-*.part`` files of a killed run below ``directory``."""
+    n = 0
+    for p in Path(directory).rglob(".tmp-*.part"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            n += 1
+    return n

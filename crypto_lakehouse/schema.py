@@ -1,0 +1,72 @@
+"""Column names and Arrow types of the legacy data files (legacy-behaviour §10)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIME_TYPE = pa.timestamp("ms", tz="UTC")
+
+# The 12 fields of a kline CSV row or REST array, in source order (binance-facts §4.1).
+KLINE_SOURCE_FIELDS = (
+    "candle_begin_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "trade_num",
+    "taker_buy_base_asset_volume",
+    "taker_buy_quote_asset_volume",
+    "ignore",
+)
+
+# Parsed and API klines: 10 columns (legacy §10.1).
+KLINE_SCHEMA = pa.schema(
+    [
+        ("candle_begin_time", TIME_TYPE),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("quote_volume", pa.float64()),
+        ("trade_num", pa.int64()),
+        ("taker_buy_base_asset_volume", pa.float64()),
+        ("taker_buy_quote_asset_volume", pa.float64()),
+    ]
+)
+KLINE_COLUMNS = tuple(KLINE_SCHEMA.names)
+
+# Columns that are summed when candles are merged or resampled.
+VOLUME_COLUMNS = (
+    "volume",
+    "quote_volume",
+    "trade_num",
+    "taker_buy_base_asset_volume",
+    "taker_buy_quote_asset_volume",
+)
+
+# Parsed archive funding (legacy §10.2) plus the interval the archive states per row.
+PARSED_FUNDING_SCHEMA = pa.schema(
+    [
+        ("funding_time", TIME_TYPE),
+        ("funding_interval_hours", pa.int64()),
+        ("funding_rate", pa.float64()),
+        ("candle_begin_time", TIME_TYPE),
+    ]
+)
+
+# REST funding (legacy §10.4).
+API_FUNDING_SCHEMA = pa.schema(
+    [
+        ("funding_time", TIME_TYPE),
+        ("candle_begin_time", TIME_TYPE),
+        ("funding_rate", pa.float64()),
+    ]
+)
+
+
+def empty_klines() -> pa.Table:
+    return KLINE_SCHEMA.empty_table()
