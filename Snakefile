@@ -1,0 +1,50 @@
+# crypto_lakehouse: Binance historical market data to Parquet (successor of BHDS V1).
+#
+# Targets, in the legacy order (one per legacy script): aws_download, aws_parse,
+# api_download, gen_kline, resample; "all" (the default) runs them all.
+# Jobs are per (trade type, symbol[, interval]); listing is one checkpoint per trade type
+# and dataset. Output paths: legacy layout under config["data_dir"] (aws_data/,
+# parsed_data/, api_data/, results_data/) and the pipeline's records under
+# {data_dir}/lakehouse/ (reports/, stats/, logs/, summaries/, ...); see docs/architecture.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/aws_download.smk"
+include: "rules/aws_parse.smk"
+include: "rules/api_download.smk"
+include: "rules/gen_kline.smk"
+include: "rules/resample.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        [summaries(stage) for stage in plan.STAGES],
+
+
+rule summarize:
+    input:
+        reports=get_summary_input,
+    output:
+        summary=f"{LH}/summaries/{{stage}}/{{trade_type}}.json",
+    log:
+        f"{LH}/logs/summaries/{{stage}}/{{trade_type}}.log",
+    localrule: True
+    conda:
+        "envs/pipeline.yaml"
+    params:
+        stage="{stage}",
+        trade_type="{trade_type}",
+    script:
+        "scripts/summarize.py"
+
+
+onsuccess:
+    plan.print_summaries(LH)

@@ -1,0 +1,49 @@
+"""COIN-M contract sizes for the VWAP fix (quirk Q3) and the gen_kline rule glue."""
+
+from __future__ import annotations
+
+from crypto_lakehouse.io import read_json
+
+
+class MissingContractSize(LookupError):
+    pass
+
+
+def contract_size_for(exchange_info_path, symbol: str, override: float | None = None) -> float:
+    """USD per contract of a COIN-M symbol: the config override, else exchangeInfo.
+
+    Delisted symbols are absent from exchangeInfo; they need ``contract_sizes`` in the config.
+    """
+    if override is not None:
+        return float(override)
+    info = read_json(exchange_info_path, default={}) if exchange_info_path else {}
+    entry = (info.get("symbols") or {}).get(symbol) or {}
+    size = entry.get("contractSize", entry.get("contract_size"))
+    if size is None:
+        raise MissingContractSize(
+            f"{symbol}: no contractSize in {exchange_info_path} (delisted?); "
+            f"set it in the config key contract_sizes.{symbol}"
+        )
+    return float(size)
+
+
+def run_gen_kline_rule(
+    *,
+    exchange_info=None,
+    contract_size_override=None,
+    parse_klines=None,
+    api_klines=None,
+    parse_funding=None,
+    api_funding=None,
+    **kwargs,
+):
+    """Entry point of rule gen_kline_symbol: resolves the contract size, then generates.
+
+    The report inputs are dependencies only; run_gen_kline reads the data files themselves.
+    """
+    from crypto_lakehouse.generate import run_gen_kline
+
+    contract_size = None
+    if kwargs["trade_type"] == "cm_futures" and kwargs.get("with_vwap", True):
+        contract_size = contract_size_for(exchange_info, kwargs["symbol"], contract_size_override)
+    return run_gen_kline(contract_size=contract_size, **kwargs)

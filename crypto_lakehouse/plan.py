@@ -1,0 +1,113 @@
+"""Workflow-time helpers used by ``rules/common.smk``: dates, listing indexes, config checks.
+
+They run while Snakemake builds the DAG, so they must be cheap: listing indexes are read
+once per file and cached.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+from pathlib import Path
+
+STAGES = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample")
+
+
+class ConfigError(ValueError):
+    """A configuration value that the schema cannot express; the message names the key."""
+
+
+def today_utc() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def _parse_date(key: str, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"config key {key!r}: {value!r} is not an ISO date (YYYY-MM-DD)") from exc
+
+
+def resolve_dates(
+    start_date: str | None,
+    end_date: str | None,
+    lookback_days: int | None,
+    today: dt.date | None = None,
+) -> tuple[str | None, str]:
+    """Return (start, end) as ISO strings; end defaults to today (UTC), start to the
+    lookback window or None (all history)."""
+    end = _parse_date("end_date", end_date) or (today or today_utc())
+    start = _parse_date("start_date", start_date)
+    if start is None and lookback_days:
+        start = end - dt.timedelta(days=int(lookback_days) - 1)
+    if start is not None and start > end:
+        raise ConfigError(f"config key 'start_date': {start} is after end_date {end}")
+    return (start.isoformat() if start else None, end.isoformat())
+
+
+def check_config(config: dict) -> None:
+    """Checks beyond the JSON schema; raises ConfigError naming the key."""
+    from crypto_lakehouse.intervals import interval_ms
+
+    try:
+        interval_ms(config["interval"])
+    except ValueError as exc:
+        raise ConfigError(f"config key 'interval': {exc}") from exc
+    targets = config.get("resample", {}).get("targets", [])
+    try:
+        from crypto_lakehouse.resample import validate_targets
+    except ImportError:  # resample not installed: nothing to validate against
+        validate_targets = None
+    if validate_targets is not None:
+        try:
+            validate_targets(targets)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'resample.targets': {exc}") from exc
+    resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
+
+
+def symbol_selection(config: dict, trade_type: str) -> list[str] | str:
+    """The configured symbols of a trade type: a sorted list, or "all"."""
+    sel = config.get("symbols", {}).get(trade_type, "all")
+    return "all" if sel == "all" else sorted(set(sel))
+
+
+@functools.lru_cache(maxsize=64)
+def _load_index(path: str, mtime_ns: int) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def load_index(path: str | Path) -> dict:
+    """A listing index (see crypto_lakehouse.archive.listing), cached per file version."""
+    path = str(path)
+    return _load_index(path, os.stat(path).st_mtime_ns)
+
+
+def listed_symbols(index_path: str | Path) -> list[str]:
+    return sorted(load_index(index_path)["symbols"])
+
+
+def symbol_digest(index_path: str | Path, symbol: str) -> str:
+    """Digest of one symbol's remote files: a download job reruns only when it changes."""
+    return load_index(index_path)["symbols"][symbol]["digest"]
+
+
+def print_summaries(lakehouse_dir: str | Path) -> None:
+    """Last lines of a successful run: where the run summaries are and their headlines."""
+    from crypto_lakehouse.io import read_json
+    from crypto_lakehouse.summary import headline
+
+    root = Path(lakehouse_dir) / "summaries"
+    paths = sorted(root.glob("*/*.json"))
+    if not paths:
+        return
+    print(f"crypto_lakehouse run summaries in {root}:")
+    for path in paths:
+        summary = read_json(path, default=None)
+        if summary:
+            print(f"  {headline(summary)}")

@@ -1,0 +1,65 @@
+# Legacy api_download.sh: REST fill of missing and recent days, and funding history.
+
+
+rule exchange_info:
+    output:
+        out_path=f"{LH}/exchange_info/{{trade_type}}.json",
+    log:
+        f"{LH}/logs/exchange_info/{{trade_type}}.log",
+    localrule: True
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        rest_spot=rest_slot("spot"),
+        rest_um=rest_slot("um_futures"),
+        rest_cm=rest_slot("cm_futures"),
+    params:
+        args=get_exchange_info_args,
+        refresh=get_listing_refresh,
+    script:
+        "../scripts/exchange_info.py"
+
+
+rule api_download_klines:
+    input:
+        unpack(get_api_klines_input),
+    output:
+        report_path=f"{LH}/reports/api_download/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
+    log:
+        f"{LH}/logs/api_download/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+    localrule: True
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        rest_spot=rest_slot("spot"),
+        rest_um=rest_slot("um_futures"),
+        rest_cm=rest_slot("cm_futures"),
+    params:
+        args=get_api_args,
+    script:
+        "../scripts/api_download_klines.py"
+
+
+rule api_download_funding:
+    input:
+        unpack(get_api_funding_input),
+    output:
+        report_path=f"{LH}/reports/api_download/{{trade_type}}/funding/{{symbol}}.json",
+    log:
+        f"{LH}/logs/api_download/{{trade_type}}/funding/{{symbol}}.log",
+    localrule: True
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        rest_spot=rest_slot("spot"),
+        rest_um=rest_slot("um_futures"),
+        rest_cm=rest_slot("cm_futures"),
+    params:
+        args=get_api_args,
+    script:
+        "../scripts/api_download_funding.py"
+
+
+rule api_download:
+    input:
+        summaries("api_download"),

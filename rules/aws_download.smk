@@ -1,0 +1,42 @@
+# Legacy aws_download.sh: list the archive, download and verify kline and funding zips.
+
+
+checkpoint list_archive:
+    output:
+        index=f"{LH}/listing/{{trade_type}}/{{dataset}}.json",
+    log:
+        f"{LH}/logs/list_archive/{{trade_type}}/{{dataset}}.log",
+    localrule: True
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        archive_http=1,
+    params:
+        args=get_listing_args,
+        refresh=get_listing_refresh,
+    script:
+        "../scripts/list_archive.py"
+
+
+rule aws_download_symbol:
+    input:
+        listing=get_listing_ancient,
+    output:
+        report_path=f"{LH}/reports/aws_download/{{trade_type}}/{{dataset}}/{{symbol}}.json",
+    log:
+        f"{LH}/logs/aws_download/{{trade_type}}/{{dataset}}/{{symbol}}.log",
+    localrule: True
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        archive_http=1,
+    params:
+        args=get_download_args,
+        digest=get_symbol_digest,
+    script:
+        "../scripts/aws_download_symbol.py"
+
+
+rule aws_download:
+    input:
+        summaries("aws_download"),

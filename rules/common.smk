@@ -1,0 +1,264 @@
+# Shared set-up: config validation, path helpers and every input/params function.
+# Rules live in the topic files; functions live here (snakemake --lint wants them apart).
+
+import crypto_lakehouse.plan as plan
+from snakemake.utils import validate
+
+validate(config, schema="../config/config.schema.yaml")
+plan.check_config(config)
+
+DATA = config["data_dir"]
+LH = f"{DATA}/lakehouse"
+INTERVAL = config["interval"]
+KLINES = f"klines-{INTERVAL}"
+TRADE_TYPES = list(config["trade_types"])
+FUTURES = [t for t in TRADE_TYPES if t != "spot"]
+START_DATE, END_DATE = plan.resolve_dates(
+    config["start_date"], config["end_date"], config["lookback_days"]
+)
+API_URL = {
+    "spot": config["endpoints"]["spot_api"],
+    "um_futures": config["endpoints"]["um_api"],
+    "cm_futures": config["endpoints"]["cm_api"],
+}
+RESAMPLE_TARGETS = {
+    t: [
+        {"interval": x["interval"], "offset_step": x["offset_step"]}
+        for x in config["resample"]["targets"]
+        if x["trade_type"] == t
+    ]
+    for t in TRADE_TYPES
+}
+
+
+wildcard_constraints:
+    trade_type="spot|um_futures|cm_futures",
+    symbol="[A-Z0-9_]+",
+    dataset="klines-[0-9]+[smhdw]|funding",
+    interval="[0-9]+[smhdw]",
+    stage="|".join(plan.STAGES),
+
+
+# ------------------------------------------------------------------ paths
+def report_path(stage, trade_type, dataset, symbol):
+    return f"{LH}/reports/{stage}/{trade_type}/{dataset}/{symbol}.json"
+
+
+def listing_index_path(trade_type, dataset):
+    return f"{LH}/listing/{trade_type}/{dataset}.json"
+
+
+# ------------------------------------------------------------------ symbols (checkpoint)
+def listed(trade_type, dataset):
+    """Symbols kept by the listing checkpoint of (trade type, dataset)."""
+    index = checkpoints.list_archive.get(trade_type=trade_type, dataset=dataset).output.index
+    return plan.listed_symbols(index)
+
+
+def kline_symbols(trade_type):
+    return listed(trade_type, KLINES)
+
+
+def archive_funding_symbols(trade_type):
+    return listed(trade_type, "funding") if trade_type != "spot" else []
+
+
+def funding_symbols(trade_type):
+    """Q5 fixed: funding is fetched for every futures symbol with klines or archived funding."""
+    return sorted(set(kline_symbols(trade_type)) | set(archive_funding_symbols(trade_type)))
+
+
+def datasets(trade_type):
+    return [KLINES] if trade_type == "spot" else [KLINES, "funding"]
+
+
+# ------------------------------------------------------------------ aws_download
+def get_listing_args(wildcards):
+    kind = "funding" if wildcards.dataset == "funding" else "klines"
+    return dict(
+        trade_type=wildcards.trade_type,
+        dataset=kind,
+        interval=INTERVAL,
+        symbols=plan.symbol_selection(config, wildcards.trade_type),
+        listing_url=config["endpoints"]["listing"],
+        details_dir=f"{LH}/listing/{wildcards.trade_type}/{wildcards.dataset}",
+        include_monthly=config["download"]["use_monthly_klines"],
+        concurrency=config["download"]["listing_concurrency"],
+        timeout_s=config["download"]["timeout_s"],
+        max_retries=config["download"]["max_retries"],
+    )
+
+
+def get_listing_refresh(wildcards):
+    # The archive grows daily: a new end date re-lists (a changed value reruns the checkpoint).
+    return END_DATE
+
+
+def get_listing_ancient(wildcards):
+    # Dependency only: the shared index changing must not rerun every symbol; the symbol's
+    # own digest (params) does that.
+    return ancient(listing_index_path(wildcards.trade_type, wildcards.dataset))
+
+
+def get_symbol_digest(wildcards):
+    index = checkpoints.list_archive.get(
+        trade_type=wildcards.trade_type, dataset=wildcards.dataset
+    ).output.index
+    return plan.symbol_digest(index, wildcards.symbol)
+
+
+def get_download_args(wildcards):
+    kind = "funding" if wildcards.dataset == "funding" else "klines"
+    dl = config["download"]
+    return dict(
+        trade_type=wildcards.trade_type,
+        dataset=kind,
+        interval=INTERVAL,
+        symbol=wildcards.symbol,
+        details_path=f"{LH}/listing/{wildcards.trade_type}/{wildcards.dataset}/{wildcards.symbol}.json",
+        data_dir=DATA,
+        archive_url=config["endpoints"]["archive"],
+        # Only an explicit end date limits downloads: "today" would rerun every symbol daily,
+        # while the listing digest already reruns exactly the symbols with new files.
+        start_date=START_DATE,
+        end_date=config["end_date"],
+        use_monthly_klines=dl["use_monthly_klines"],
+        concurrency=dl["concurrency"],
+        max_retries=dl["max_retries"],
+        timeout_s=dl["timeout_s"],
+    )
+
+
+# ------------------------------------------------------------------ aws_parse
+def get_parse_args(wildcards):
+    args = dict(trade_type=wildcards.trade_type, symbol=wildcards.symbol, data_dir=DATA)
+    if "interval" in wildcards.keys():
+        args["interval"] = wildcards.interval
+    return args
+
+
+# ------------------------------------------------------------------ api_download
+def get_api_klines_input(wildcards):
+    return {
+        "parse_report": report_path("aws_parse", wildcards.trade_type, KLINES, wildcards.symbol),
+        "exchange_info_path": f"{LH}/exchange_info/{wildcards.trade_type}.json",
+    }
+
+
+def get_api_funding_input(wildcards):
+    if wildcards.symbol in archive_funding_symbols(wildcards.trade_type):
+        return {
+            "parse_report": report_path(
+                "aws_parse", wildcards.trade_type, "funding", wildcards.symbol
+            )
+        }
+    return {}
+
+
+def get_api_args(wildcards):
+    rest = config["rest"]
+    args = dict(
+        trade_type=wildcards.trade_type,
+        symbol=wildcards.symbol,
+        data_dir=DATA,
+        api_url=API_URL[wildcards.trade_type],
+        end_date=END_DATE,
+        weight_share=rest["weight_share"],
+        max_retries=rest["max_retries"],
+        timeout_s=rest["timeout_s"],
+    )
+    if "interval" in wildcards.keys():
+        args["interval"] = wildcards.interval
+    elif not get_api_funding_input(wildcards):
+        args["parse_report"] = None
+    return args
+
+
+def get_exchange_info_args(wildcards):
+    return dict(
+        trade_type=wildcards.trade_type,
+        api_url=API_URL[wildcards.trade_type],
+        timeout_s=config["rest"]["timeout_s"],
+    )
+
+
+# ------------------------------------------------------------------ gen_kline
+def get_gen_input(wildcards):
+    tt, sym = wildcards.trade_type, wildcards.symbol
+    inputs = {
+        "parse_klines": report_path("aws_parse", tt, KLINES, sym),
+        "api_klines": report_path("api_download", tt, KLINES, sym),
+    }
+    if tt != "spot" and config["generate"][tt]["with_funding_rates"]:
+        inputs["api_funding"] = report_path("api_download", tt, "funding", sym)
+        if sym in archive_funding_symbols(tt):
+            inputs["parse_funding"] = report_path("aws_parse", tt, "funding", sym)
+    if tt == "cm_futures":
+        inputs["exchange_info"] = f"{LH}/exchange_info/{tt}.json"
+    return inputs
+
+
+def get_gen_args(wildcards):
+    opts = config["generate"][wildcards.trade_type]
+    return dict(
+        trade_type=wildcards.trade_type,
+        symbol=wildcards.symbol,
+        interval=wildcards.interval,
+        data_dir=DATA,
+        split_gaps=opts["split_gaps"],
+        with_vwap=opts["with_vwap"],
+        with_funding_rates=opts["with_funding_rates"] and wildcards.trade_type != "spot",
+        min_days=opts["min_days"],
+        min_price_chg=opts["min_price_chg"],
+    )
+
+
+def get_contract_size_override(wildcards):
+    return config["contract_sizes"].get(wildcards.symbol)
+
+
+# ------------------------------------------------------------------ resample
+def get_resample_args(wildcards):
+    return dict(
+        trade_type=wildcards.trade_type,
+        symbol=wildcards.symbol,
+        interval=wildcards.interval,
+        data_dir=DATA,
+        targets=RESAMPLE_TARGETS[wildcards.trade_type],
+        aggregations=config["resample"]["aggregations"],
+    )
+
+
+def rest_slot(trade_type):
+    """Resource callable: one slot of the REST budget of the given host family."""
+    return lambda wildcards: int(wildcards.trade_type == trade_type)
+
+
+# ------------------------------------------------------------------ targets and summaries
+def stage_reports(stage, trade_type):
+    """Every per-symbol report of one stage and trade type."""
+    if stage in ("aws_download", "aws_parse"):
+        paths = [report_path(stage, trade_type, KLINES, s) for s in kline_symbols(trade_type)]
+        paths += [
+            report_path(stage, trade_type, "funding", s)
+            for s in archive_funding_symbols(trade_type)
+        ]
+        return paths
+    if stage == "api_download":
+        paths = [report_path(stage, trade_type, KLINES, s) for s in kline_symbols(trade_type)]
+        if trade_type != "spot":
+            paths += [
+                report_path(stage, trade_type, "funding", s) for s in funding_symbols(trade_type)
+            ]
+        return paths
+    if stage == "resample" and not RESAMPLE_TARGETS[trade_type]:
+        return []
+    return [report_path(stage, trade_type, KLINES, s) for s in kline_symbols(trade_type)]
+
+
+def get_summary_input(wildcards):
+    return stage_reports(wildcards.stage, wildcards.trade_type)
+
+
+def summaries(stage):
+    return [f"{LH}/summaries/{stage}/{t}.json" for t in TRADE_TYPES]

@@ -1,0 +1,24 @@
+# Legacy resample.sh: coarser candles at every offset, several target intervals per job.
+
+
+rule resample_symbol:
+    input:
+        gen_report=f"{LH}/reports/gen_kline/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
+    output:
+        report_path=f"{LH}/reports/resample/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
+    log:
+        f"{LH}/logs/resample/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        args=get_resample_args,
+    script:
+        "../scripts/resample_symbol.py"
+
+
+rule resample:
+    input:
+        summaries("resample"),
