@@ -1,0 +1,181 @@
+"""HTTP for the archive: sessions, retries with exponential back-off and jitter, and
+streamed downloads that hash while they write.
+
+Failure classes (legacy-behaviour Q20):
+- ``NotFound`` (404): the object does not exist; permanent, never retried here.
+- ``TransientError``: connection errors, timeouts, truncated bodies, 5xx, 429 and 403
+  (the archive has answered transient AccessDenied, binance-facts §1.1); retried.
+- ``HTTPStatusError``: any other status; permanent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+log = logging.getLogger(__name__)
+
+# Back-off before retry n (0-based) is min(CAP, BASE * 2**n) * U(0.5, 1). Module-level so
+# that tests can shorten it.
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+TRANSIENT_STATUS = frozenset({403, 429, 500, 502, 503, 504})
+STREAM_CHUNK_BYTES = 1 << 16
+# Errors of the connection or the body, raised by requests, urllib3 or the socket.
+_NETWORK_ERRORS = (requests.RequestException, Urllib3Error, ConnectionError, TimeoutError)
+
+
+class ArchiveHTTPError(Exception):
+    def __init__(self, url: str, message: str):
+        super().__init__(f"{url}: {message}")
+        self.url = url
+
+
+class NotFound(ArchiveHTTPError):
+    pass
+
+
+class TransientError(ArchiveHTTPError):
+    pass
+
+
+class HTTPStatusError(ArchiveHTTPError):
+    pass
+
+
+def backoff_delay(retry: int) -> float:
+    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**retry) * random.uniform(0.5, 1.0)
+
+
+def new_session(pool_size: int = 10) -> requests.Session:
+    """A session whose connection pool holds ``pool_size`` keep-alive connections.
+
+    Retries are ours (``adapter max_retries=0``) so that every failure is counted.
+    """
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 1), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class ThreadSessions:
+    """One ``requests.Session`` per worker thread (a Session is not documented as
+    thread-safe); all are closed together."""
+
+    def __init__(self):
+        self._local = threading.local()
+        self._all: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = new_session(pool_size=2)
+            self._local.session = session
+            with self._lock:
+                self._all.append(session)
+        return session
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._all:
+                session.close()
+            self._all.clear()
+
+
+def _classify(url: str, status: int) -> ArchiveHTTPError | None:
+    if 200 <= status < 300:
+        return None
+    if status == 404:
+        return NotFound(url, "404 Not Found")
+    if status in TRANSIENT_STATUS or status >= 500:
+        return TransientError(url, f"HTTP {status}")
+    return HTTPStatusError(url, f"HTTP {status}")
+
+
+def get_once(session: requests.Session, url: str, *, params=None, timeout_s: float) -> bytes:
+    """One GET of a small body; raises the classified error on failure."""
+    try:
+        resp = session.get(url, params=params, timeout=timeout_s)
+        body = resp.content
+    except _NETWORK_ERRORS as exc:  # incl. ChunkedEncodingError: body cut short
+        raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
+    error = _classify(resp.url or url, resp.status_code)
+    if error is not None:
+        raise error
+    expected = None if resp.headers.get("Content-Encoding") else resp.headers.get("Content-Length")
+    if expected is not None and expected.isdigit() and int(expected) != len(body):
+        raise TransientError(url, f"truncated body: {len(body)} of {expected} bytes")
+    return body
+
+
+def get_with_retries(
+    session: requests.Session,
+    url: str,
+    *,
+    params=None,
+    timeout_s: float,
+    max_retries: int,
+    on_retry: Callable[[ArchiveHTTPError], None] | None = None,
+) -> bytes:
+    """GET a small body, retrying transient failures ``max_retries`` times.
+
+    Raises ``NotFound``/``HTTPStatusError`` at once and the last ``TransientError`` when
+    the retries are exhausted.
+    """
+    retry = 0
+    while True:
+        try:
+            return get_once(session, url, params=params, timeout_s=timeout_s)
+        except TransientError as exc:
+            if retry >= max_retries:
+                raise
+            if on_retry is not None:
+                on_retry(exc)
+            log.debug("retry %d/%d after %s", retry + 1, max_retries, exc)
+            time.sleep(backoff_delay(retry))
+            retry += 1
+
+
+def stream_to_file(
+    session: requests.Session, url: str, dest: Path, *, timeout_s: float
+) -> tuple[int, str]:
+    """GET ``url`` into ``dest`` (a temporary path), hashing on the fly.
+
+    Returns ``(n_bytes, sha256_hex)``. A body shorter than its Content-Length, or a
+    connection dropped mid-body, raises ``TransientError``.
+    """
+    digest = hashlib.sha256()
+    n_bytes = 0
+    try:
+        with session.get(url, stream=True, timeout=timeout_s) as resp:
+            error = _classify(url, resp.status_code)
+            if error is not None:
+                raise error
+            with open(dest, "wb") as out:
+                # raw.stream avoids requests' per-chunk decoding layer; the archive serves
+                # zips without a Content-Encoding, so bytes are written as received.
+                for chunk in resp.raw.stream(STREAM_CHUNK_BYTES, decode_content=True):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    n_bytes += len(chunk)
+            # Content-Length counts encoded bytes; only compare when nothing was decoded.
+            expected = None
+            if not resp.headers.get("Content-Encoding"):
+                expected = resp.headers.get("Content-Length")
+    except _NETWORK_ERRORS as exc:
+        # A disk error (plain OSError such as ENOSPC) is not in this tuple and propagates.
+        raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
+    if expected is not None and expected.isdigit() and int(expected) != n_bytes:
+        raise TransientError(url, f"truncated body: {n_bytes} of {expected} bytes")
+    return n_bytes, digest.hexdigest()

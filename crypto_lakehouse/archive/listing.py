@@ -1,0 +1,339 @@
+"""Listing the archive bucket (S3 ListObjects v1) and the ``list_archive`` checkpoint.
+
+Request: ``{listing_url}?delimiter=/&prefix=<dir>/[&marker=<m>]``. The XML is parsed with
+``xml.etree`` and element names are matched without their namespace (S3 answers with the
+default namespace ``http://s3.amazonaws.com/doc/2006-03-01/``, test servers may not). A page
+with a single ``Contents`` or ``CommonPrefixes`` is just a list of one (quirk Q10 fixed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse.archive import http
+from crypto_lakehouse.archive.checksum import sha256_file
+from crypto_lakehouse.archive.symbols import filter_symbols, validate_names
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("klines", "funding")
+
+
+class ListingError(Exception):
+    """A listing response that is not a usable ListBucketResult, or a failed listing."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    key: str
+    size: int
+    last_modified: str
+    etag: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ListingPage:
+    dirs: list[str]  # CommonPrefixes/Prefix, with their trailing "/"
+    files: list[FileEntry]  # Contents
+    is_truncated: bool
+    next_marker: str | None
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _child_text(elem: ET.Element, name: str) -> str | None:
+    for child in elem:
+        if _local(child.tag) == name:
+            return child.text or ""
+    return None
+
+
+def parse_listing_page(xml_bytes: bytes, source: str = "listing") -> ListingPage:
+    """Parse one ListBucketResult page; ``source`` names the request in errors."""
+    try:
+        root = ET.fromstring(xml_bytes)
+    except ET.ParseError as exc:
+        raise ListingError(f"{source}: response is not XML ({exc})") from None
+    if _local(root.tag) != "ListBucketResult":
+        detail = _child_text(root, "Message") or _child_text(root, "Code") or ""
+        raise ListingError(f"{source}: expected ListBucketResult, got {_local(root.tag)} {detail}")
+    dirs: list[str] = []
+    files: list[FileEntry] = []
+    is_truncated = False
+    next_marker = None
+    for elem in root:
+        name = _local(elem.tag)
+        if name == "CommonPrefixes":
+            prefix = _child_text(elem, "Prefix")
+            if prefix:
+                dirs.append(prefix)
+        elif name == "Contents":
+            key = _child_text(elem, "Key")
+            size = _child_text(elem, "Size")
+            if not key or size is None or not size.strip().isdigit():
+                raise ListingError(f"{source}: Contents entry without Key or integer Size: {key!r}")
+            files.append(
+                FileEntry(
+                    key=key,
+                    size=int(size),
+                    last_modified=(_child_text(elem, "LastModified") or "").strip(),
+                    etag=(_child_text(elem, "ETag") or "").strip(),
+                )
+            )
+        elif name == "IsTruncated":
+            is_truncated = (elem.text or "").strip().lower() == "true"
+        elif name == "NextMarker":
+            next_marker = (elem.text or "").strip() or None
+    return ListingPage(dirs, files, is_truncated, next_marker)
+
+
+def list_prefix(
+    session: requests.Session,
+    listing_url: str,
+    prefix: str,
+    *,
+    timeout_s: float = 15.0,
+    max_retries: int = 5,
+    on_retry=None,
+) -> tuple[list[str], list[FileEntry]]:
+    """All sub-directories and files directly below ``prefix``, following pagination.
+
+    The next marker is ``NextMarker``, or else the greatest Key/Prefix of the page (S3 only
+    sends NextMarker with a delimiter; keys come in lexicographic order).
+    """
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    dirs: list[str] = []
+    files: list[FileEntry] = []
+    marker: str | None = None
+    while True:
+        params = {"delimiter": "/", "prefix": prefix}
+        if marker is not None:
+            params["marker"] = marker
+        source = f"listing of {prefix!r}" + (f" after {marker!r}" if marker else "")
+        body = http.get_with_retries(
+            session,
+            listing_url,
+            params=params,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            on_retry=on_retry,
+        )
+        page = parse_listing_page(body, source)
+        dirs.extend(page.dirs)
+        files.extend(page.files)
+        if not page.is_truncated:
+            break
+        candidates = [x for x in (page.dirs[-1:] + [f.key for f in page.files[-1:]])]
+        next_marker = page.next_marker or (max(candidates) if candidates else None)
+        if next_marker is None or (marker is not None and next_marker <= marker):
+            raise ListingError(f"{source}: truncated page without a usable next marker")
+        marker = next_marker
+    return sorted(set(dirs)), sorted(set(files), key=lambda f: f.key)
+
+
+def list_dirs(session, listing_url: str, prefix: str, **kwargs) -> list[str]:
+    return list_prefix(session, listing_url, prefix, **kwargs)[0]
+
+
+def list_files(session, listing_url: str, prefix: str, **kwargs) -> list[FileEntry]:
+    return list_prefix(session, listing_url, prefix, **kwargs)[1]
+
+
+def dir_names(prefixes: list[str], parent: str) -> list[str]:
+    """``data/spot/daily/klines/BTCUSDT/`` below ``data/spot/daily/klines/`` -> ``BTCUSDT``."""
+    names = []
+    for p in prefixes:
+        if p.startswith(parent):
+            name = p[len(parent) :].rstrip("/")
+            if name:
+                names.append(name)
+    return names
+
+
+def dataset_dirs(
+    trade_type: str, dataset: str, interval: str | None, include_monthly: bool
+) -> tuple[str, callable]:
+    """(prefix listing the symbols, function symbol -> prefixes listing its files)."""
+    if trade_type not in layout.TRADE_TYPES:
+        raise ValueError(f"unknown trade type {trade_type!r}; expected {layout.TRADE_TYPES}")
+    if dataset == "klines":
+        if not interval:
+            raise ValueError("dataset 'klines' needs an interval")
+
+        def symbol_dirs(symbol: str) -> list[str]:
+            dirs = [layout.kline_dir_key(trade_type, symbol, interval)]
+            if include_monthly:
+                dirs.append(layout.kline_dir_key(trade_type, symbol, interval, "monthly"))
+            return dirs
+
+        # The symbol list always comes from the *daily* klines directory (legacy §2.1).
+        return layout.kline_symbols_prefix(trade_type), symbol_dirs
+    if dataset == "funding":
+        if trade_type not in layout.FUTURES_TRADE_TYPES:
+            raise ValueError(f"dataset 'funding' exists only for futures, not {trade_type!r}")
+        return layout.funding_symbols_prefix(trade_type), lambda s: [
+            layout.funding_dir_key(trade_type, s)
+        ]
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def run_listing(
+    *,
+    trade_type: str,
+    dataset: str,
+    interval: str | None,
+    symbols,
+    listing_url: str,
+    out_index,
+    details_dir,
+    include_monthly: bool = False,
+    concurrency: int = 16,
+    timeout_s: float = 15.0,
+    max_retries: int = 5,
+) -> dict:
+    """List one trade type's symbols and their files; write the index and detail files.
+
+    All-or-nothing: if any page cannot be listed after the retries, nothing is written
+    and ``ListingError`` names every failed prefix.
+    """
+    started = time.monotonic()
+    symbols_prefix, symbol_dirs = dataset_dirs(trade_type, dataset, interval, include_monthly)
+    what = f"{trade_type} {dataset}" + (f" {interval}" if dataset == "klines" else "")
+    retries = 0
+    retry_lock = threading.Lock()
+
+    def count_retry(exc):
+        nonlocal retries
+        with retry_lock:
+            retries += 1
+        log.info("retrying after %s", exc)
+
+    kwargs = dict(timeout_s=timeout_s, max_retries=max_retries, on_retry=count_retry)
+    session = http.new_session(concurrency)
+    try:
+        try:
+            listed = dir_names(
+                list_dirs(session, listing_url, symbols_prefix, **kwargs), symbols_prefix
+            )
+        except (http.ArchiveHTTPError, ListingError) as exc:
+            raise ListingError(
+                f"{what}: cannot list symbols below {symbols_prefix}: {exc}"
+            ) from exc
+    finally:
+        session.close()
+
+    not_listed: list[str] = []
+    filtered_out: list[dict] = []
+    if symbols == "all":
+        valid, refused = validate_names(listed)
+        kept, filtered_out = filter_symbols(trade_type, valid)
+    else:
+        if isinstance(symbols, str):
+            raise ValueError(f"symbols must be a list of names or 'all', got {symbols!r}")
+        valid, refused = validate_names(symbols)
+        listed_set = set(listed)
+        kept = [s for s in valid if s in listed_set]
+        not_listed = [s for s in valid if s not in listed_set]
+    for item in refused:
+        log.warning("%s: refused symbol name %r: %s", what, item["name"], item["reason"])
+    if not_listed:
+        log.warning("%s: configured symbols not in the archive listing: %s", what, not_listed)
+
+    files_of, failures = _list_symbol_files(kept, symbol_dirs, listing_url, concurrency, kwargs)
+    if failures:
+        lines = "\n".join(f"  {sym}: {err}" for sym, err in sorted(failures.items()))
+        raise ListingError(
+            f"{what}: listing failed for {len(failures)} of {len(kept)} symbols after "
+            f"{max_retries} retries; nothing written:\n{lines}"
+        )
+
+    details_dir = Path(details_dir)
+    details_dir.mkdir(parents=True, exist_ok=True)
+    index_symbols: dict[str, dict] = {}
+    no_files: list[str] = []
+    for sym in kept:
+        entries = [f.to_dict() for f in files_of[sym]]
+        if not entries:
+            no_files.append(sym)
+            continue
+        path = details_dir / f"{sym}.json"
+        io.write_json_if_changed(path, entries)
+        index_symbols[sym] = {"digest": sha256_file(path), "n_files": len(entries)}
+    for stale in details_dir.glob("*.json"):
+        if stale.stem not in index_symbols:
+            stale.unlink()
+            log.info("%s: removed details of %s (no longer kept)", what, stale.stem)
+    if no_files:
+        log.info("%s: %d symbols have no files for this dataset: %s", what, len(no_files), no_files)
+
+    index = {
+        "trade_type": trade_type,
+        "dataset": dataset,
+        "interval": interval if dataset == "klines" else None,
+        "include_monthly": bool(include_monthly) if dataset == "klines" else False,
+        "symbols": index_symbols,
+        "refused": refused,
+        "filtered_out": filtered_out,
+        "not_listed": not_listed,
+        "no_files": no_files,
+    }
+    io.write_json_if_changed(out_index, index)
+    if not index_symbols:
+        log.warning("%s: no symbols to download (empty index written)", what)
+    n_files = sum(v["n_files"] for v in index_symbols.values())
+    seconds = time.monotonic() - started
+    log.info(
+        "%s: %d listed, %d kept, %d files, %d retries, %.1f s",
+        what, len(listed), len(index_symbols), n_files, retries, seconds,
+    )  # fmt: skip
+    return {
+        "n_listed": len(listed),
+        "n_kept": len(index_symbols),
+        "n_refused": len(refused),
+        "n_filtered_out": len(filtered_out),
+        "n_not_listed": len(not_listed),
+        "n_files": n_files,
+        "retries": retries,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _list_symbol_files(symbols, symbol_dirs, listing_url, concurrency, kwargs):
+    """List every symbol's directories on a thread pool; returns (files_of, failures)."""
+    sessions = http.ThreadSessions()
+    files_of: dict[str, list[FileEntry]] = {}
+    failures: dict[str, str] = {}
+
+    def one(symbol: str) -> list[FileEntry]:
+        session = sessions.get()
+        out: list[FileEntry] = []
+        for prefix in symbol_dirs(symbol):
+            out.extend(list_files(session, listing_url, prefix, **kwargs))
+        return sorted(out, key=lambda f: f.key)
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            futures = {sym: pool.submit(one, sym) for sym in symbols}
+            for sym, fut in futures.items():
+                try:
+                    files_of[sym] = fut.result()
+                except (http.ArchiveHTTPError, ListingError) as exc:
+                    failures[sym] = str(exc)
+    finally:
+        sessions.close()
+    return files_of, failures
