@@ -1,0 +1,286 @@
+"""The archive side of the emulator: object sources and the S3 ListObjects v1 answer.
+
+A *source* knows a tree of keys. It answers three questions:
+
+- ``list_dir(dir_prefix)``: the sorted direct children of a directory (``dir_prefix`` ends
+  with ``/`` or is empty); sub-directories are returned as ``<dir>/`` strings, objects as keys.
+  The result may be a lazy sequence (only ``len`` and integer indexing are used), so a
+  synthetic universe of millions of keys never materialises a list.
+- ``info(key)``: ``ObjectInfo`` (size, last-modified epoch seconds, ETag) or None.
+- ``read(key)``: the object's bytes or None.
+
+``list_page`` turns sources into one S3 page (binance-facts §2): at most ``max_keys`` entries,
+common prefixes count toward the limit, entries strictly greater than ``marker``, in
+lexicographic order; ``NextMarker`` is the last entry of a truncated page.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import formatdate
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from xml.sax.saxutils import escape
+
+BUCKET = "data.binance.vision"
+S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+MAX_KEYS = 1000
+_XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    last_modified: float  # epoch seconds
+    etag: str  # quoted, as S3 sends it
+
+
+class Source(Protocol):
+    def list_dir(self, dir_prefix: str) -> Sequence[str]: ...
+
+    def info(self, key: str) -> ObjectInfo | None: ...
+
+    def read(self, key: str) -> bytes | None: ...
+
+
+def _is_temp(name: str) -> bool:
+    # Temporaries of crypto_lakehouse.io: never visible as objects.
+    return name.startswith(".tmp-") and name.endswith(".part")
+
+
+class DirectorySource:
+    """Objects stored as files: ``root/<key>``. LastModified is the file's mtime."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._md5: dict[str, tuple[int, int, str]] = {}
+        self._lock = threading.Lock()
+
+    def _path(self, key: str) -> Path | None:
+        if not key or key.startswith("/") or ".." in key.split("/") or "\\" in key:
+            return None
+        return self.root / key
+
+    def list_dir(self, dir_prefix: str) -> Sequence[str]:
+        path = self._path(dir_prefix.rstrip("/")) if dir_prefix else self.root
+        if path is None or not path.is_dir():
+            return []
+        out = []
+        with os.scandir(path) as it:
+            for entry in it:
+                if _is_temp(entry.name):
+                    continue
+                if entry.is_dir():
+                    out.append(f"{dir_prefix}{entry.name}/")
+                elif entry.is_file():
+                    out.append(f"{dir_prefix}{entry.name}")
+        out.sort()
+        return out
+
+    def info(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        if path is None:
+            return None
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        if not path.is_file():
+            return None
+        cached = self._md5.get(key)
+        if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+            etag = cached[2]
+        else:
+            try:
+                etag = hashlib.md5(path.read_bytes()).hexdigest()
+            except OSError:
+                return None
+            with self._lock:
+                self._md5[key] = (st.st_size, st.st_mtime_ns, etag)
+        return ObjectInfo(st.st_size, st.st_mtime, f'"{etag}"')
+
+    def read(self, key: str) -> bytes | None:
+        path = self._path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
+
+
+class LazySeq(Sequence[str]):
+    """A sorted sequence defined by its length and an index function (for ``bisect``)."""
+
+    def __init__(self, n: int, item: Callable[[int], str]):
+        self._n = n
+        self._item = item
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self._item(j) for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._item(i)
+
+
+# ---------------------------------------------------------------- listing
+@dataclass
+class ListPage:
+    prefix: str
+    delimiter: str
+    marker: str
+    max_keys: int
+    keys: list[str]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_marker: str | None
+
+
+def _dir_entries_after(
+    sources: Sequence[Source], dir_prefix: str, prefix: str, marker: str
+) -> Iterator[str]:
+    """Merged sorted entries of a directory that start with ``prefix`` and are > ``marker``."""
+    iters = []
+    for src in sources:
+        seq = src.list_dir(dir_prefix)
+        lo = bisect.bisect_left(seq, prefix)
+        lo = max(lo, bisect.bisect_right(seq, marker)) if marker else lo
+        iters.append(_take_while_prefix(seq, lo, prefix))
+    last = None
+    for entry in heapq.merge(*iters):
+        if entry != last:
+            yield entry
+            last = entry
+
+
+def _take_while_prefix(seq: Sequence[str], lo: int, prefix: str) -> Iterator[str]:
+    for i in range(lo, len(seq)):
+        entry = seq[i]
+        if not entry.startswith(prefix):
+            return
+        yield entry
+
+
+def _walk(sources: Sequence[Source], dir_prefix: str) -> Iterator[str]:
+    """All keys below ``dir_prefix`` in lexicographic order (a sorted tree walk is sorted)."""
+    for entry in _dir_entries_after(sources, dir_prefix, dir_prefix, ""):
+        if entry.endswith("/"):
+            yield from _walk(sources, entry)
+        else:
+            yield entry
+
+
+def _entries(
+    sources: Sequence[Source], prefix: str, delimiter: str, marker: str
+) -> Iterable[tuple[str, bool]]:
+    """(entry, is_common_prefix) in order, for any delimiter."""
+    dir_prefix = prefix[: prefix.rfind("/") + 1]
+    if delimiter == "/":
+        for entry in _dir_entries_after(sources, dir_prefix, prefix, marker):
+            yield entry, entry.endswith("/")
+        return
+    # Generic path (no or unusual delimiter): roll keys up below the prefix.
+    last_cp = None
+    for key in _walk(sources, dir_prefix):
+        if not key.startswith(prefix):
+            continue
+        if delimiter:
+            cut = key.find(delimiter, len(prefix))
+            if cut >= 0:
+                cp = key[: cut + len(delimiter)]
+                if cp != last_cp and cp > marker:
+                    last_cp = cp
+                    yield cp, True
+                continue
+        if key > marker:
+            yield key, False
+
+
+def list_page(
+    sources: Sequence[Source],
+    prefix: str = "",
+    delimiter: str = "",
+    marker: str = "",
+    max_keys: int = MAX_KEYS,
+    hidden: Callable[[str], bool] = lambda key: False,
+) -> ListPage:
+    max_keys = max(0, min(int(max_keys), MAX_KEYS))
+    keys: list[str] = []
+    cps: list[str] = []
+    truncated = False
+    last = None
+    n = 0
+    for entry, is_cp in _entries(sources, prefix, delimiter, marker):
+        if not is_cp and hidden(entry):
+            continue
+        if n == max_keys:
+            truncated = True
+            break
+        (cps if is_cp else keys).append(entry)
+        last = entry
+        n += 1
+    next_marker = last if truncated and delimiter else None
+    return ListPage(prefix, delimiter, marker, max_keys, keys, cps, truncated, next_marker)
+
+
+def iso_time(epoch: float) -> str:
+    """S3 LastModified: ``2026-04-01T08:06:34.000Z``."""
+    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def http_time(epoch: float) -> str:
+    return formatdate(epoch, usegmt=True)
+
+
+def page_xml(
+    page: ListPage, info: Callable[[str], ObjectInfo | None], bucket: str = BUCKET
+) -> bytes:
+    """Render a page like S3: Contents first, then CommonPrefixes."""
+    parts = [
+        _XML_DECL,
+        f'<ListBucketResult xmlns="{S3_NS}">',
+        f"<Name>{escape(bucket)}</Name>",
+        f"<Prefix>{escape(page.prefix)}</Prefix>",
+        f"<Marker>{escape(page.marker)}</Marker>",
+    ]
+    if page.next_marker is not None:
+        parts.append(f"<NextMarker>{escape(page.next_marker)}</NextMarker>")
+    parts.append(f"<MaxKeys>{page.max_keys}</MaxKeys>")
+    if page.delimiter:
+        parts.append(f"<Delimiter>{escape(page.delimiter)}</Delimiter>")
+    parts.append(f"<IsTruncated>{'true' if page.is_truncated else 'false'}</IsTruncated>")
+    for key in page.keys:
+        meta = info(key)
+        if meta is None:  # vanished between listing and stat: S3 would not list it either
+            continue
+        parts.append(
+            f"<Contents><Key>{escape(key)}</Key>"
+            f"<LastModified>{iso_time(meta.last_modified)}</LastModified>"
+            f"<ETag>{escape(meta.etag)}</ETag><Size>{meta.size}</Size>"
+            "<StorageClass>STANDARD</StorageClass></Contents>"
+        )
+    for cp in page.common_prefixes:
+        parts.append(f"<CommonPrefixes><Prefix>{escape(cp)}</Prefix></CommonPrefixes>")
+    parts.append("</ListBucketResult>")
+    return "".join(parts).encode()
+
+
+def error_xml(code: str, message: str, resource: str = "") -> bytes:
+    extra = f"<Key>{escape(resource)}</Key>" if resource else ""
+    return (
+        f"{_XML_DECL}<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+        f"{extra}<RequestId>EMULATOR</RequestId></Error>"
+    ).encode()
