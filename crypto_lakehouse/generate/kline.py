@@ -1,0 +1,274 @@
+"""``run_gen_kline``: one symbol's merged, gap-split and gap-filled kline files (legacy §8)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time as clock
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse.generate.checks import QualityGateError, check_output
+from crypto_lakehouse.generate.fill import fill_segment
+from crypto_lakehouse.generate.funding import (
+    FUNDING_COLUMN,
+    FundingEvents,
+    count_outside,
+    events_in_range,
+    join_funding,
+    read_funding,
+)
+from crypto_lakehouse.generate.gaps import find_gaps, segment_names, split_ranges
+from crypto_lakehouse.generate.merge import (
+    SOURCE_ARCHIVE,
+    SOURCE_REST,
+    TIME,
+    merge_candles,
+    read_kline_files,
+)
+from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale
+from crypto_lakehouse.generate.vwap import vwap, vwap_column_name
+from crypto_lakehouse.intervals import interval_ms
+from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
+
+log = logging.getLogger(__name__)
+
+
+def output_schema(vwap_col: str | None, with_funding: bool) -> pa.Schema:
+    """Legacy §10.5: the ten kline columns, then ``avg_price_1m``, then ``funding_rate``."""
+    fields = list(KLINE_SCHEMA)
+    if vwap_col:
+        fields.append(pa.field(vwap_col, pa.float64()))
+    if with_funding:
+        fields.append(pa.field(FUNDING_COLUMN, pa.float64()))
+    return pa.schema(fields)
+
+
+def to_table(columns: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
+    arrays = []
+    for f in schema:
+        values = columns[f.name]
+        if f.name == TIME:
+            arrays.append(pa.array(values, type=pa.int64()).view(TIME_TYPE))
+        else:
+            arrays.append(pa.array(values, type=f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _contract_size_for(trade_type: str, symbol: str, with_vwap: bool, contract_size):
+    if trade_type != "cm_futures" or not with_vwap:
+        return None
+    if contract_size is None:
+        raise ValueError(
+            f"cm_futures symbol {symbol}: no contract size for the COIN-M VWAP; "
+            f"set it under the config key `contract_sizes` (e.g. contract_sizes: {{{symbol}: 100}})"
+        )
+    if not float(contract_size) > 0:
+        raise ValueError(
+            f"cm_futures symbol {symbol}: contract size {contract_size!r} must be > 0 "
+            f"(config key `contract_sizes`)"
+        )
+    return float(contract_size)
+
+
+def _relative(path: Path, data_dir) -> str:
+    return Path(path).relative_to(Path(data_dir)).as_posix()
+
+
+def run_gen_kline(
+    *,
+    trade_type: str,
+    symbol: str,
+    interval: str,
+    data_dir,
+    split_gaps: bool,
+    with_vwap: bool,
+    with_funding_rates: bool,
+    min_days: float = 1,
+    min_price_chg: float = 0.1,
+    contract_size: float | None = None,
+    report_path,
+    stats_path,
+) -> dict:
+    """Merge archive and REST candles, split at gaps, fill each segment and write one file
+    per segment to ``results_data/{T}/klines/{I}/{NAME}.pqt``. Only this symbol's files are
+    written or removed. Raises QualityGateError (after writing the other files, the report
+    and the stats) when a file breaks a quality gate; that file is not kept.
+    """
+    if trade_type not in layout.TRADE_TYPES:
+        raise ValueError(
+            f"unknown trade type {trade_type!r} (expected one of {layout.TRADE_TYPES})"
+        )
+    step_ms = interval_ms(interval)
+    coin_contract = _contract_size_for(trade_type, symbol, with_vwap, contract_size)
+    seconds: dict[str, float] = {}
+    started = tick = clock.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = clock.perf_counter()
+        seconds[name] = round(now - tick, 4)
+        tick = now
+
+    archive_paths = sorted(
+        layout.parsed_klines_dir(data_dir, trade_type, symbol, interval).glob(f"*{SUFFIX}")
+    )
+    rest_paths = sorted(
+        layout.api_klines_dir(data_dir, trade_type, symbol, interval).glob(f"*{SUFFIX}")
+    )
+    archive, archive_problems = read_kline_files(archive_paths)
+    rest, rest_problems = read_kline_files(rest_paths)
+    rows_in = {"archive": len(archive[TIME]), "rest": len(rest[TIME])}
+    lap("read")
+    candles = merge_candles(archive, rest)
+    del archive, rest
+    lap("merge")
+
+    with_funding = with_funding_rates and trade_type in layout.FUTURES_TRADE_TYPES
+    events = FundingEvents(np.empty(0, np.int64), np.empty(0, np.float64))
+    if with_funding:
+        events = read_funding(data_dir, trade_type, symbol)
+    # Q19: the column exists whenever the symbol has funding, never invented otherwise.
+    funding_col = FUNDING_COLUMN if with_funding and len(events) else None
+    problems = archive_problems + rest_problems + events.problems
+    lap("read_funding")
+
+    vwap_col = vwap_column_name(interval) if with_vwap else None
+    if vwap_col and len(candles):
+        c = candles.columns
+        c[vwap_col] = vwap(c["volume"], c["quote_volume"], c["open"], coin_contract)
+    lap("vwap")
+
+    if not len(candles):
+        ranges: list[tuple[int, int]] = []
+    elif split_gaps:
+        c = candles.columns
+        gaps = find_gaps(c[TIME], c["open"], c["close"], min_days, min_price_chg)
+        ranges = split_ranges(c[TIME], gaps)
+    else:
+        ranges = [(0, len(candles))]
+    names = segment_names(symbol, len(ranges))
+    lap("split")
+
+    out_dir = layout.results_klines_dir(data_dir, trade_type, interval)
+    schema = output_schema(vwap_col, funding_col is not None)
+    vwap_rule = "none"
+    if vwap_col:
+        vwap_rule = (
+            f"volume*contract_size/quote_volume (contract_size={coin_contract:g})"
+            if coin_contract
+            else "quote_volume/volume"
+        )
+    segments, failures, written, grid_ranges = [], [], set(), []
+    fill_seconds = check_seconds = write_seconds = 0.0
+    for (start, stop), name in zip(ranges, names, strict=True):
+        t0 = clock.perf_counter()
+        part = {k: v[start:stop] for k, v in candles.columns.items()}
+        filled = fill_segment(part, step_ms, vwap_col)
+        grid = filled[TIME]
+        grid_ranges.append((int(grid[0]), int(grid[-1])))
+        if funding_col:
+            filled[funding_col] = join_funding(grid, step_ms, events)
+        t1 = clock.perf_counter()
+        path = out_dir / f"{name}{SUFFIX}"
+        rel = _relative(path, data_dir)
+        try:
+            in_range = events_in_range(events, int(grid[0]), int(grid[-1]))
+            gates = check_output(
+                rel,
+                filled,
+                step_ms,
+                vwap_col=vwap_col,
+                funding_col=funding_col,
+                funding_time=events.time[in_range],
+                funding_rate=events.rate[in_range],
+            )
+        except QualityGateError as exc:
+            log.error("quality gate failed: %s", exc)
+            failures.append(str(exc))
+            continue
+        t2 = clock.perf_counter()
+        source = candles.source[start:stop]
+        n_archive = int(np.count_nonzero(source == SOURCE_ARCHIVE))
+        n_rest = int(np.count_nonzero(source == SOURCE_REST))
+        n_rows = len(grid)
+        n_events = in_range.stop - in_range.start if funding_col else 0
+        coverage = {
+            "archive_minutes": n_archive,
+            "rest_minutes": n_rest,
+            "filled_minutes": n_rows - n_archive - n_rest,
+        }
+        metadata = {
+            "interval": interval,
+            "vwap": vwap_rule,
+            "funding_joined": "true" if funding_col else "false",
+            "funding_events": n_events,
+            "source_coverage": json.dumps(coverage, sort_keys=True),
+            # Share of rows that are real candles rather than synthesised fill.
+            "quality_score": f"{(n_archive + n_rest) / n_rows:.6f}",
+            "quality_gates": json.dumps(gates, sort_keys=True),
+        }
+        io.write_parquet(path, to_table(filled, schema), metadata=metadata)
+        written.add(name)
+        del filled, part
+        t3 = clock.perf_counter()
+        fill_seconds += t1 - t0
+        check_seconds += t2 - t1
+        write_seconds += t3 - t2
+        segments.append(
+            {
+                "name": name,
+                "file": rel,
+                "rows": n_rows,
+                "first": iso_ms(grid[0]),
+                "last": iso_ms(grid[-1]),
+                **coverage,
+                "funding_events": n_events,
+            }
+        )
+    seconds.update(
+        fill=round(fill_seconds, 4), checks=round(check_seconds, 4), write=round(write_seconds, 4)
+    )
+    tick = clock.perf_counter()
+    removed = sorted(_relative(p, data_dir) for p in remove_stale(out_dir, symbol, written))
+    lap("remove_stale")
+
+    report = {
+        "trade_type": trade_type,
+        "symbol": symbol,
+        "interval": interval,
+        "no_data": not len(candles),
+        "segments": segments,
+        "removed": removed,
+        "funding_column": funding_col is not None,
+        "funding_events_outside_segments": count_outside(events, grid_ranges) if funding_col else 0,
+        "input_problems": sorted(problems),
+        "quality_failures": failures,
+    }
+    if not len(candles):
+        log.warning("%s %s %s: no candles with volume > 0, no output", trade_type, symbol, interval)
+    io.write_json(report_path, report)
+    seconds["total"] = round(clock.perf_counter() - started, 4)
+    stats = {
+        "trade_type": trade_type,
+        "symbol": symbol,
+        "interval": interval,
+        "seconds": seconds,
+        "rows": {
+            **rows_in,
+            "merged": len(candles),
+            "output": sum(s["rows"] for s in segments),
+            "funding_events": len(events),
+        },
+        "files_written": len(segments),
+        "files_removed": len(removed),
+        "input_problems": len(problems),
+        "quality_failures": failures,
+    }
+    io.write_json(stats_path, stats)
+    if failures:
+        raise QualityGateError("; ".join(failures))
+    return stats

@@ -1,0 +1,46 @@
+"""Output file names of one symbol and the removal of its stale files (quirk Q18 fixed).
+
+Legacy deleted the whole output folder of a trade type on every run. Here a job touches
+only its own symbol's files: ``SYM.pqt`` and ``SP{n}_SYM.pqt``. The match is exact, so
+``SP0_BTCUSDT.pqt`` never matches symbol ``XBTCUSDT`` nor ``SP0_XBTCUSDT.pqt`` symbol ``BTCUSDT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+import numpy as np
+
+SUFFIX = ".pqt"
+
+
+def iso_ms(ms) -> str:
+    """``2020-01-01T00:00:00Z`` for an epoch-ms value (used in reports and messages)."""
+    ms = int(ms)
+    stamp = np.datetime64(ms, "ms")
+    return str(stamp if ms % 1000 else stamp.astype("datetime64[s]")) + "Z"
+
+
+def symbol_file_re(symbol: str) -> re.Pattern[str]:
+    return re.compile(rf"^(?:SP\d+_)?{re.escape(symbol)}{re.escape(SUFFIX)}$")
+
+
+def symbol_files(directory: Path, symbol: str) -> list[Path]:
+    """This symbol's segment files in ``directory`` (sorted)."""
+    if not directory.is_dir():
+        return []
+    pattern = symbol_file_re(symbol)
+    return sorted(p for p in directory.iterdir() if p.is_file() and pattern.match(p.name))
+
+
+def remove_stale(directory: Path, symbol: str, keep_names: set[str]) -> list[Path]:
+    """Delete this symbol's files whose segment name is not in ``keep_names``; return them."""
+    removed = []
+    for path in symbol_files(directory, symbol):
+        if path.name[: -len(SUFFIX)] not in keep_names:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(path)
+    return removed
