@@ -12,7 +12,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config sits next to this Snakefile, whatever the working directory;
+# --configfile / --config are merged on top of it.
+configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 include: "rules/common.smk"

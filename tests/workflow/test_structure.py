@@ -1,0 +1,66 @@
+"""Workflow structure: lint, format, config validation and the job plan."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO, job_counts, run_snakemake, write_listing_index
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    proc = run_snakemake(tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_snakefmt_check_is_clean():
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_unknown_config_key_is_rejected_by_name(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", "--config", "intervall=1m", check=False)
+    assert proc.returncode != 0
+    assert "intervall" in proc.stdout + proc.stderr
+
+
+def test_bad_config_value_names_the_key(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", "--config", "start_date=2024-13-45", check=False)
+    assert proc.returncode != 0
+    assert "start_date" in proc.stdout + proc.stderr
+
+
+def test_dry_run_before_listing_plans_only_the_listing(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", config={"data_dir": str(tmp_path / "d")})
+    counts = job_counts(proc.stdout)
+    assert counts["list_archive"] == 3  # one per trade type until the checkpoints ran
+
+
+def test_dry_run_plans_one_job_per_symbol_and_stage(tmp_path):
+    data = tmp_path / "d"
+    spot = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
+    um = ["AAAUSDT", "DDDUSDT"]
+    um_funding = ["AAAUSDT", "EEEUSDT"]  # EEE: funding archived, klines not (delisted)
+    cm = ["AAAUSD_PERP"]
+    write_listing_index(data, "spot", "klines-1m", spot)
+    write_listing_index(data, "um_futures", "klines-1m", um)
+    write_listing_index(data, "um_futures", "funding", um_funding)
+    write_listing_index(data, "cm_futures", "klines-1m", cm)
+    write_listing_index(data, "cm_futures", "funding", cm)
+    proc = run_snakemake(tmp_path, "-n", config={"data_dir": str(data)})
+    counts = job_counts(proc.stdout)
+    n_kline_symbols = len(spot) + len(um) + len(cm)
+    assert counts["aws_download_symbol"] == n_kline_symbols + len(um_funding) + len(cm)
+    assert counts["aws_parse_klines"] == n_kline_symbols
+    assert counts["aws_parse_funding"] == len(um_funding) + len(cm)
+    assert counts["api_download_klines"] == n_kline_symbols
+    # Q5: funding for the union of kline and archived-funding symbols.
+    assert counts["api_download_funding"] == len(set(um) | set(um_funding)) + len(cm)
+    assert counts["gen_kline_symbol"] == n_kline_symbols
+    assert counts["resample_symbol"] == n_kline_symbols
+    assert counts["exchange_info"] == 3
+    assert counts["summarize"] == 15
+    assert "list_archive" not in counts  # indexes exist: no re-listing in the same day
