@@ -1,0 +1,374 @@
+"""S3 ListObjects v1 parsing, pagination and the ``run_listing`` checkpoint."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import requests
+
+from crypto_lakehouse.archive import http
+from crypto_lakehouse.archive.listing import (
+    FileEntry,
+    ListingError,
+    list_dirs,
+    list_files,
+    list_prefix,
+    parse_listing_page,
+    run_listing,
+)
+from crypto_lakehouse.emulator import Emulator, Faults
+
+NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.001)
+
+
+def _contents(key, size=10, lm="2024-01-02T03:04:05.000Z", etag='"abc"'):
+    return (
+        f"<Contents><Key>{key}</Key><LastModified>{lm}</LastModified>"
+        f"<ETag>{etag.replace(chr(34), '&quot;')}</ETag><Size>{size}</Size>"
+        "<StorageClass>STANDARD</StorageClass></Contents>"
+    )
+
+
+def _page(body, truncated=False, next_marker=None, ns=NS):
+    xmlns = f' xmlns="{ns}"' if ns else ""
+    nm = f"<NextMarker>{next_marker}</NextMarker>" if next_marker else ""
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult{xmlns}>'
+        f"<Name>data.binance.vision</Name><Prefix>p/</Prefix><Marker></Marker>{nm}"
+        f"<MaxKeys>1000</MaxKeys><Delimiter>/</Delimiter>"
+        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{body}</ListBucketResult>"
+    ).encode()
+
+
+# ---------------------------------------------------------------- page parsing
+@pytest.mark.parametrize("ns", [NS, None, "urn:other"])
+def test_single_contents_entry_is_a_list_of_one_whatever_the_namespace(ns):
+    page = parse_listing_page(_page(_contents("p/A.zip", 42), ns=ns))
+    assert page.files == [FileEntry("p/A.zip", 42, "2024-01-02T03:04:05.000Z", '"abc"')]
+    assert page.dirs == []
+    assert page.is_truncated is False and page.next_marker is None
+
+
+def test_single_common_prefix_is_a_list_of_one():
+    page = parse_listing_page(_page("<CommonPrefixes><Prefix>p/BTCUSDT/</Prefix></CommonPrefixes>"))
+    assert page.dirs == ["p/BTCUSDT/"]
+    assert page.files == []
+
+
+def test_common_prefixes_and_contents_are_kept_apart():
+    body = (
+        _contents("p/a.zip", 1)
+        + _contents("p/a.zip.CHECKSUM", 2)
+        + "<CommonPrefixes><Prefix>p/X/</Prefix></CommonPrefixes>"
+        + "<CommonPrefixes><Prefix>p/Y/</Prefix></CommonPrefixes>"
+    )
+    page = parse_listing_page(_page(body, truncated=True, next_marker="p/Y/"))
+    assert [f.key for f in page.files] == ["p/a.zip", "p/a.zip.CHECKSUM"]
+    assert [f.size for f in page.files] == [1, 2]
+    assert page.dirs == ["p/X/", "p/Y/"]
+    assert page.is_truncated is True and page.next_marker == "p/Y/"
+
+
+def test_empty_listing():
+    page = parse_listing_page(_page(""))
+    assert page.files == [] and page.dirs == [] and not page.is_truncated
+
+
+@pytest.mark.parametrize(
+    "xml, message",
+    [
+        (b"<html>oops", "not XML"),
+        (
+            b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+            "expected ListBucketResult, got Error Access Denied",
+        ),
+        (_page("<Contents><Key>p/a.zip</Key></Contents>"), "without Key or integer Size"),
+        (_page("<Contents><Key>p/a.zip</Key><Size>x</Size></Contents>"), "integer Size"),
+    ],
+)
+def test_bad_pages_raise_listing_error_naming_the_request(xml, message):
+    with pytest.raises(ListingError, match=message) as info:
+        parse_listing_page(xml, source="listing of 'p/'")
+    assert "listing of 'p/'" in str(info.value)
+
+
+# ---------------------------------------------------------------- pagination (stub session)
+class _Resp:
+    def __init__(self, status, body, url):
+        self.status_code, self.content, self.url = status, body, url
+        self.headers = {"Content-Length": str(len(body))}
+
+
+class StubSession:
+    """Answers listing GETs from a list of scripted (status | exception, body) steps."""
+
+    def __init__(self, steps):
+        self.steps = list(steps)
+        self.params_seen = []
+
+    def get(self, url, params=None, timeout=None):
+        self.params_seen.append(dict(params or {}))
+        status, body = self.steps.pop(0)
+        if isinstance(status, Exception):
+            raise status
+        return _Resp(status, body, url)
+
+
+def test_pagination_without_next_marker_uses_the_last_key():
+    session = StubSession(
+        [
+            (200, _page(_contents("p/a") + _contents("p/b"), truncated=True)),
+            (200, _page(_contents("p/c"), truncated=False)),
+        ]
+    )
+    dirs, files = list_prefix(session, "http://x", "p/", timeout_s=1, max_retries=0)
+    assert [f.key for f in files] == ["p/a", "p/b", "p/c"]
+    assert dirs == []
+    assert [p.get("marker") for p in session.params_seen] == [None, "p/b"]
+    assert all(p["delimiter"] == "/" and p["prefix"] == "p/" for p in session.params_seen)
+
+
+def test_pagination_marker_prefers_next_marker_and_falls_back_to_last_prefix():
+    cp = "<CommonPrefixes><Prefix>p/{}/</Prefix></CommonPrefixes>"
+    session = StubSession(
+        [
+            (200, _page(cp.format("A") + cp.format("B"), truncated=True, next_marker="p/B/")),
+            (200, _page(cp.format("C"), truncated=True)),
+            (200, _page(cp.format("D"))),
+        ]
+    )
+    assert list_dirs(session, "http://x", "p", timeout_s=1, max_retries=0) == [
+        "p/A/",
+        "p/B/",
+        "p/C/",
+        "p/D/",
+    ]
+    assert [p.get("marker") for p in session.params_seen] == [None, "p/B/", "p/C/"]
+
+
+def test_truncated_page_without_progress_is_an_error_not_a_loop():
+    session = StubSession([(200, _page("", truncated=True))])
+    with pytest.raises(ListingError, match="without a usable next marker"):
+        list_files(session, "http://x", "p/", timeout_s=1, max_retries=0)
+
+
+def test_transient_failures_are_retried_then_succeed():
+    retries = []
+    session = StubSession(
+        [
+            (requests.ConnectionError("reset"), b""),
+            (503, b"<Error/>"),
+            (200, _page(_contents("p/a"))),
+        ]
+    )
+    files = list_files(
+        session, "http://x", "p/", timeout_s=1, max_retries=2, on_retry=retries.append
+    )
+    assert [f.key for f in files] == ["p/a"]
+    assert len(retries) == 2
+
+
+def test_retries_are_bounded():
+    session = StubSession([(500, b""), (500, b""), (500, b"")])
+    with pytest.raises(http.TransientError, match="HTTP 500"):
+        list_files(session, "http://x", "p/", timeout_s=1, max_retries=2)
+    assert len(session.params_seen) == 3
+
+
+def test_404_is_not_retried():
+    session = StubSession([(404, b""), (200, _page(""))])
+    with pytest.raises(http.NotFound):
+        list_files(session, "http://x", "p/", timeout_s=1, max_retries=3)
+    assert len(session.params_seen) == 1
+
+
+# ---------------------------------------------------------------- against the emulator
+def _make_mirror(root: Path, keys):
+    for key in keys:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(key.encode())
+
+
+def test_more_than_1000_keys_are_paged_through(tmp_path):
+    prefix = "data/spot/daily/klines/BTCUSDT/1m/"
+    days = [f"2020-01-01+{i:04d}" for i in range(1201)]
+    keys = [f"{prefix}BTCUSDT-1m-{d}.zip{s}" for d in days for s in ("", ".CHECKSUM")]
+    _make_mirror(tmp_path, keys)
+    with Emulator(mirror_dir=tmp_path) as emu:
+        session = http.new_session()
+        files = list_files(session, emu.base_url, prefix, timeout_s=5, max_retries=0)
+        assert emu.counts["list"] == 3  # 2402 keys: 1000 + 1000 + 402
+    assert [f.key for f in files] == sorted(keys)
+    assert all(f.size == len(f.key.encode()) for f in files)
+    assert all(f.last_modified.endswith("Z") and f.etag.startswith('"') for f in files)
+
+
+# ---------------------------------------------------------------- run_listing
+SPOT_NAMES = ["BTCUSDT", "ETHUSDT", "ETHBTC", "USDCUSDT", "BTCUPUSDT", "SYRUPUSDT", "btcusdt"]
+
+
+def _spot_mirror(root: Path):
+    keys = []
+    for sym in SPOT_NAMES:
+        d = f"data/spot/daily/klines/{sym}/1m/"
+        keys += [f"{d}{sym}-1m-2024-01-01.zip", f"{d}{sym}-1m-2024-01-01.zip.CHECKSUM"]
+    keys += ["data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2024-01-02.zip"]
+    keys += ["data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2023-12.zip"]
+    # A symbol without the requested interval: listed, kept, but no files.
+    keys += ["data/spot/daily/klines/SOLUSDT/1s/SOLUSDT-1s-2024-01-01.zip"]
+    _make_mirror(root, keys)
+
+
+def _listing(emu, tmp_path, **kw):
+    args = dict(
+        trade_type="spot",
+        dataset="klines",
+        interval="1m",
+        symbols="all",
+        listing_url=emu.base_url,
+        out_index=tmp_path / "out" / "klines-1m.json",
+        details_dir=tmp_path / "out" / "klines-1m",
+        include_monthly=False,
+        concurrency=4,
+        timeout_s=5,
+        max_retries=1,
+    )
+    args.update(kw)
+    stats = run_listing(**args)
+    return stats, json.loads(Path(args["out_index"]).read_text())
+
+
+def test_run_listing_all_applies_filters_and_writes_details(tmp_path):
+    _spot_mirror(tmp_path / "mirror")
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        stats, index = _listing(emu, tmp_path)
+    assert sorted(index["symbols"]) == ["BTCUSDT", "ETHUSDT", "SYRUPUSDT"]
+    assert index["refused"] == [
+        {"name": "btcusdt", "reason": "invalid symbol name (expected [A-Z0-9_]+)"}
+    ]
+    assert [d["name"] for d in index["filtered_out"]] == ["BTCUPUSDT", "ETHBTC", "USDCUSDT"]
+    assert index["no_files"] == ["SOLUSDT"]
+    assert index["not_listed"] == []
+    assert (index["trade_type"], index["dataset"], index["interval"]) == ("spot", "klines", "1m")
+    details_dir = tmp_path / "out" / "klines-1m"
+    assert sorted(p.name for p in details_dir.iterdir()) == [
+        "BTCUSDT.json",
+        "ETHUSDT.json",
+        "SYRUPUSDT.json",
+    ]
+    eth = json.loads((details_dir / "ETHUSDT.json").read_text())
+    assert [e["key"] for e in eth] == [
+        "data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2024-01-01.zip",
+        "data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2024-01-01.zip.CHECKSUM",
+        "data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2024-01-02.zip",
+    ]
+    assert set(eth[0]) == {"key", "size", "last_modified", "etag"}
+    assert eth[0]["size"] == len(eth[0]["key"])
+    digest = hashlib.sha256((details_dir / "ETHUSDT.json").read_bytes()).hexdigest()
+    assert index["symbols"]["ETHUSDT"] == {"digest": digest, "n_files": 3}
+    # Daily only: the monthly BTCUSDT zip is not listed.
+    assert index["symbols"]["BTCUSDT"]["n_files"] == 2
+    assert stats["n_kept"] == 3 and stats["n_files"] == 7
+
+
+def test_run_listing_is_deterministic_and_keeps_unchanged_details(tmp_path):
+    _spot_mirror(tmp_path / "mirror")
+    details = tmp_path / "out" / "klines-1m" / "BTCUSDT.json"
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        _listing(emu, tmp_path)
+        first_index = (tmp_path / "out" / "klines-1m.json").read_bytes()
+        mtime = details.stat().st_mtime_ns
+        _listing(emu, tmp_path)
+    assert (tmp_path / "out" / "klines-1m.json").read_bytes() == first_index
+    assert details.stat().st_mtime_ns == mtime
+
+
+def test_run_listing_monthly_and_removal_of_stale_details(tmp_path):
+    _spot_mirror(tmp_path / "mirror")
+    stale = tmp_path / "out" / "klines-1m" / "OLDUSDT.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("[]\n")
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        _, index = _listing(emu, tmp_path, include_monthly=True)
+    assert not stale.exists()
+    btc = json.loads((tmp_path / "out" / "klines-1m" / "BTCUSDT.json").read_text())
+    assert [e["key"] for e in btc][
+        -1
+    ] == "data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2023-12.zip"
+    assert index["symbols"]["BTCUSDT"]["n_files"] == 3
+
+
+def test_run_listing_explicit_symbols_reports_not_listed_and_refused(tmp_path):
+    _spot_mirror(tmp_path / "mirror")
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        _, index = _listing(emu, tmp_path, symbols=["ETHBTC", "DOGEUSDT", "bad name"])
+    # An explicit list is not filtered: the user asked for ETHBTC.
+    assert list(index["symbols"]) == ["ETHBTC"]
+    assert index["not_listed"] == ["DOGEUSDT"]
+    assert [r["name"] for r in index["refused"]] == ["bad name"]
+    assert index["filtered_out"] == []
+
+
+def test_run_listing_funding_with_no_symbols_writes_a_valid_empty_index(tmp_path, caplog):
+    _spot_mirror(tmp_path / "mirror")  # no funding prefixes at all (like the legacy fixture)
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        stats, index = _listing(
+            emu, tmp_path, trade_type="um_futures", dataset="funding", interval=None
+        )
+    assert index["symbols"] == {} and index["dataset"] == "funding"
+    assert stats["n_kept"] == 0
+    assert "no symbols" in caplog.text
+
+
+def test_run_listing_funding_lists_monthly_funding_dirs(tmp_path):
+    d = "data/futures/cm/monthly/fundingRate/"
+    _make_mirror(
+        tmp_path / "mirror",
+        [
+            f"{d}BTCUSD_PERP/BTCUSD_PERP-fundingRate-2024-01.zip",
+            f"{d}BTCUSD_PERP/BTCUSD_PERP-fundingRate-2024-01.zip.CHECKSUM",
+            f"{d}BTCUSD_250627/BTCUSD_250627-fundingRate-2024-01.zip",
+        ],
+    )
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        _, index = _listing(
+            emu, tmp_path, trade_type="cm_futures", dataset="funding", interval=None
+        )
+    assert index["symbols"]["BTCUSD_PERP"]["n_files"] == 2
+    assert [d["name"] for d in index["filtered_out"]] == ["BTCUSD_250627"]
+
+
+def test_funding_is_refused_for_spot(tmp_path):
+    with pytest.raises(ValueError, match="only for futures"):
+        run_listing(
+            trade_type="spot", dataset="funding", interval=None, symbols="all",
+            listing_url="http://127.0.0.1:9", out_index=tmp_path / "i.json",
+            details_dir=tmp_path / "d",
+        )  # fmt: skip
+
+
+def test_listing_failure_of_one_symbol_writes_nothing_and_names_it(tmp_path):
+    _spot_mirror(tmp_path / "mirror")
+    failing = "?data/spot/daily/klines/ETHUSDT/1m/"
+    with Emulator(mirror_dir=tmp_path / "mirror", faults=Faults(fail_always={failing})) as emu:
+        with pytest.raises(ListingError, match="ETHUSDT") as info:
+            _listing(emu, tmp_path)
+    assert "1 of 4 symbols" in str(info.value)  # SOLUSDT counts until its files are known
+    assert not (tmp_path / "out" / "klines-1m.json").exists()
+    assert not (tmp_path / "out" / "klines-1m").exists()
+
+
+def test_listing_survives_injected_5xx(tmp_path):
+    _spot_mirror(tmp_path / "mirror")
+    with Emulator(mirror_dir=tmp_path / "mirror", faults=Faults(fail_rate=0.5, seed=4)) as emu:
+        stats, index = _listing(emu, tmp_path, max_retries=8)
+        assert emu.counts["fault_5xx"] > 0
+    assert sorted(index["symbols"]) == ["BTCUSDT", "ETHUSDT", "SYRUPUSDT"]
+    assert stats["retries"] == emu.counts["fault_5xx"]
