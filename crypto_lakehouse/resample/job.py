@@ -1,0 +1,212 @@
+"""``run_resample``: every segment file of one symbol to every target interval and offset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time as clock
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale
+from crypto_lakehouse.generate.vwap import vwap_column_name
+from crypto_lakehouse.intervals import interval_ms
+from crypto_lakehouse.resample.targets import validate_aggregations, validate_targets
+from crypto_lakehouse.resample.validation import ResampleValidationError, validate
+from crypto_lakehouse.resample.windows import (
+    FUNDING_PRICE,
+    FUNDING_RATE,
+    FUNDING_TIME,
+    TIME,
+    Resampled,
+    resample,
+)
+from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
+
+log = logging.getLogger(__name__)
+
+
+def read_columns(path: Path) -> tuple[dict[str, np.ndarray], pa.Schema]:
+    """All columns of a generated file as numpy arrays (times as int64 ms)."""
+    table = pq.read_table(path)
+    columns = {}
+    for field in table.schema:
+        col = table.column(field.name)
+        if col.null_count:
+            raise ValueError(f"{path}: column {field.name!r} has null values")
+        if pa.types.is_timestamp(field.type):
+            col = col.cast(TIME_TYPE).cast(pa.int64())
+        columns[field.name] = col.to_numpy()
+    return columns, table.schema
+
+
+def output_table(
+    result: Resampled, in_schema: pa.Schema, vwap_col: str, aggs: dict[str, str], extra: list[str]
+) -> pa.Table:
+    """Legacy §10.6 column order, then the added columns in ``aggregations`` order."""
+    fields = list(KLINE_SCHEMA)
+    if vwap_col in result.columns:
+        fields.append(pa.field(vwap_col, pa.float64()))
+    if FUNDING_RATE in result.columns:
+        fields += [
+            pa.field(FUNDING_RATE, pa.float64()),
+            pa.field(FUNDING_PRICE, pa.float64()),
+            pa.field(FUNDING_TIME, TIME_TYPE),
+        ]
+    for name in extra:
+        if aggs[name] in ("first", "last", "max", "min"):
+            fields.append(in_schema.field(name))
+        else:  # sum or mean: the dtype numpy produced (int64 sums, float64 means)
+            fields.append(pa.field(name, pa.from_numpy_dtype(result.columns[name].dtype)))
+    arrays = []
+    for f in fields:
+        values = result.columns[f.name]
+        mask = ~result.valid[f.name] if f.name in result.valid else None
+        if pa.types.is_timestamp(f.type):
+            arrays.append(pa.array(values, type=pa.int64(), mask=mask).view(f.type))
+        else:
+            arrays.append(pa.array(values, type=f.type, mask=mask))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _segments(gen_report, symbol: str) -> list[dict]:
+    if gen_report is None:
+        return []
+    report = io.read_json(gen_report)
+    if report is None:
+        raise FileNotFoundError(f"gen_kline report {gen_report} does not exist")
+    if report.get("symbol") != symbol:
+        raise ValueError(
+            f"gen_kline report {gen_report} is for {report.get('symbol')!r}, not {symbol!r}"
+        )
+    return list(report.get("segments", []))
+
+
+def run_resample(
+    *,
+    trade_type: str,
+    symbol: str,
+    interval: str,
+    data_dir,
+    gen_report,
+    targets,
+    aggregations=None,
+    report_path,
+    stats_path,
+) -> dict:
+    """Resample each segment file listed in ``gen_report`` to every target and offset and
+    write ``results_data/{T}/resampled_klines/{RI}/{OFFSET}/{NAME}.pqt``.
+
+    This job owns all of the symbol's resampled files: any of them that this call does not
+    write (a segment that disappeared, a target or offset no longer configured) is removed.
+    Raises ResampleValidationError, after all other files, the report and the stats are
+    written, when an output disagrees with its source; that output is not kept.
+    """
+    started = clock.perf_counter()
+    step_ms = interval_ms(interval)
+    plan = validate_targets(targets, base_interval=interval)
+    vwap_col = vwap_column_name(interval)
+    reserved = (*KLINE_SCHEMA.names, vwap_col, FUNDING_RATE, FUNDING_PRICE, FUNDING_TIME)
+    aggs = validate_aggregations(aggregations, reserved=reserved)
+    segments = _segments(gen_report, symbol)
+    root = layout.resampled_dir(data_dir, trade_type, "_", "_").parent.parent
+
+    outputs, failures, dropped = [], [], {}
+    written: dict[Path, set[str]] = {}
+    seconds = {"read": 0.0, "resample": 0.0, "validate": 0.0, "write": 0.0}
+    for seg in segments:
+        name = seg["name"]
+        t0 = clock.perf_counter()
+        try:
+            columns, in_schema = read_columns(Path(data_dir) / seg["file"])
+        except Exception as exc:  # reported; the other segments still run
+            failures.append(f"{seg['file']}: cannot read ({exc})")
+            continue
+        known = set(reserved) | set(aggs)
+        unused = sorted(set(columns) - known)
+        if unused:  # legacy drops columns it has no rule for; say so
+            log.warning("%s: columns without an aggregation are dropped: %s", seg["file"], unused)
+            dropped[name] = unused
+        extra = [c for c in aggs if c in columns]
+        seconds["read"] += clock.perf_counter() - t0
+        for target in plan:
+            for offset in target.offsets:
+                t1 = clock.perf_counter()
+                out_dir = layout.resampled_dir(data_dir, trade_type, target.interval, offset.name)
+                path = out_dir / f"{name}{SUFFIX}"
+                rel = path.relative_to(Path(data_dir)).as_posix()
+                try:
+                    result = resample(
+                        columns, step_ms, target.interval_ms, offset.ms, vwap_col, aggs
+                    )
+                except ValueError as exc:
+                    failures.append(f"{rel}: {exc}")
+                    continue
+                t2 = clock.perf_counter()
+                try:
+                    checks = validate(rel, columns, result, step_ms, target.interval_ms, offset.ms)
+                except ResampleValidationError as exc:
+                    log.error("resample validation failed: %s", exc)
+                    failures.append(str(exc))
+                    continue
+                t3 = clock.perf_counter()
+                metadata = {
+                    "interval": target.interval,
+                    "offset": offset.name,
+                    "source_file": seg["file"],
+                    "validation": json.dumps(checks, sort_keys=True),
+                }
+                table = output_table(result, in_schema, vwap_col, aggs, extra)
+                io.write_parquet(path, table, metadata=metadata)
+                written.setdefault(out_dir, set()).add(name)
+                seconds["resample"] += t2 - t1
+                seconds["validate"] += t3 - t2
+                seconds["write"] += clock.perf_counter() - t3
+                out_time = result.columns[TIME]
+                outputs.append(
+                    {
+                        "interval": target.interval,
+                        "offset": offset.name,
+                        "name": name,
+                        "file": rel,
+                        "rows": len(result),
+                        "first": iso_ms(out_time[0]) if len(result) else None,
+                        "last": iso_ms(out_time[-1]) if len(result) else None,
+                    }
+                )
+    removed = []
+    existing_dirs = sorted(p for p in root.glob("*/*") if p.is_dir()) if root.is_dir() else []
+    for out_dir in existing_dirs:
+        for p in remove_stale(out_dir, symbol, written.get(out_dir, set())):
+            removed.append(p.relative_to(Path(data_dir)).as_posix())
+    report = {
+        "trade_type": trade_type,
+        "symbol": symbol,
+        "interval": interval,
+        "targets": [{"interval": t.interval, "offsets": [o.name for o in t.offsets]} for t in plan],
+        "outputs": outputs,
+        "removed": sorted(removed),
+        "dropped_columns": dropped,
+        "failures": failures,
+    }
+    io.write_json(report_path, report)
+    stats = {
+        "trade_type": trade_type,
+        "symbol": symbol,
+        "interval": interval,
+        "seconds": {k: round(v, 4) for k, v in seconds.items()}
+        | {"total": round(clock.perf_counter() - started, 4)},
+        "segments": len(segments),
+        "files_written": len(outputs),
+        "rows_written": sum(o["rows"] for o in outputs),
+        "files_removed": len(removed),
+        "failures": failures,
+    }
+    io.write_json(stats_path, stats)
+    if failures:
+        raise ResampleValidationError("; ".join(failures))
+    return stats
