@@ -15,8 +15,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_snakemake(workdir: Path, *args: str, config: dict | None = None, timeout=600, check=True):
     """Run snakemake from the repository with its data under ``workdir``."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
     if config is not None:
         cfg = workdir / "test-config.yaml"
         cfg.write_text(json.dumps(config))

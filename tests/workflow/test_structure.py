@@ -16,7 +16,9 @@ def test_snakemake_lint_is_clean(tmp_path):
 def test_snakefmt_check_is_clean():
     proc = subprocess.run(
         [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

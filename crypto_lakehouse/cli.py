@@ -1,0 +1,130 @@
+"""Command line for legacy BHDS users.
+
+``python -m crypto_lakehouse workflow aws-download 1m`` runs the Snakemake target that
+replaces the legacy ``aws_download.sh 1m``, and likewise for the other scripts. Snakemake
+runs in this process through its own command-line entry point, so workflow profiles
+(``profiles/default``, ``--profile profiles/slurm``) apply exactly as with ``snakemake``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# command → (Snakemake target, legacy equivalent, what it does)
+COMMANDS = {
+    "aws-download": (
+        "aws_download",
+        "aws_download.sh [interval]",
+        "list the archive, download kline and funding zips with their CHECKSUMs, verify SHA-256",
+    ),
+    "aws-parse": (
+        "aws_parse",
+        "aws_parse.sh [interval]",
+        "parse verified archives into Parquet (monthly kline partitions, funding per symbol)",
+    ),
+    "api-download": (
+        "api_download",
+        "api_download.sh [interval]",
+        "fill missing and recent days from the REST API and fetch the funding history",
+    ),
+    "gen-kline": (
+        "gen_kline",
+        "gen_kline.sh [interval]",
+        "merge archive and REST candles, split at gaps, add VWAP and funding, fill the grid",
+    ),
+    "resample": (
+        "resample",
+        "resample.sh",
+        "resample the generated candles to coarser intervals at every offset",
+    ),
+    "complete-pipeline": (
+        "all",
+        "the five scripts in order",
+        "run every step: aws-download, aws-parse, api-download, gen-kline, resample",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m crypto_lakehouse",
+        description="crypto_lakehouse: Binance historical data pipeline (Snakemake).",
+    )
+    groups = parser.add_subparsers(dest="group", required=True)
+    wf = groups.add_parser(
+        "workflow",
+        help="run a pipeline step (one per legacy BHDS script)",
+        description="Run one pipeline step through Snakemake. Each command replaces a legacy "
+        "BHDS shell script.",
+    )
+    commands = wf.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (target, legacy, what) in COMMANDS.items():
+        cmd = commands.add_parser(
+            name,
+            help=f"{what} (legacy: {legacy})",
+            description=f"{what[0].upper()}{what[1:]}. Snakemake target `{target}`; "
+            f"legacy equivalent: `{legacy}`.",
+        )
+        cmd.add_argument(
+            "interval",
+            nargs="?",
+            default=None,
+            help="kline interval, e.g. 1m (the legacy scripts' argument; default: config)",
+        )
+        cmd.add_argument("--cores", "-c", default="all", help="CPU cores to use (default: all)")
+        cmd.add_argument("--dry-run", "-n", action="store_true", help="only print the plan")
+        cmd.add_argument("--profile", help="Snakemake profile, e.g. profiles/slurm")
+        cmd.add_argument("--configfile", help="YAML config merged over config/config.yaml")
+        cmd.add_argument("--directory", "-d", help="working directory (default: current)")
+        cmd.set_defaults(target=target, snakemake_args=[])
+    parser.epilog = "Further Snakemake options may follow `--`, e.g. `-- --keep-going`."
+    return parser
+
+
+def snakemake_argv(args: argparse.Namespace) -> list[str]:
+    """The Snakemake command line for parsed CLI arguments."""
+    argv = ["--snakefile", str(REPO_ROOT / "Snakefile"), "--cores", str(args.cores)]
+    if args.directory:
+        argv += ["--directory", args.directory]
+    if args.profile:
+        argv += ["--profile", args.profile]
+    if args.configfile:
+        argv += ["--configfile", args.configfile]
+    if args.interval:
+        argv += ["--config", f"interval={args.interval}"]
+    if args.dry_run:
+        argv.append("--dry-run")
+    argv += list(args.snakemake_args)
+    argv.append(args.target)
+    return argv
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse our options; everything after a bare `--` goes to Snakemake unchanged."""
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    args = build_parser().parse_args(argv)
+    args.snakemake_args = extra
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    smk_argv = snakemake_argv(args)
+    from snakemake.cli import main as snakemake_main
+
+    try:
+        snakemake_main(smk_argv)
+    except SystemExit as exc:  # snakemake's entry point always exits
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
