@@ -1,0 +1,145 @@
+"""aws_parse: verified Binance archives to the legacy Parquet layout, incrementally.
+
+``klines`` writes monthly partitions, ``funding`` one file per symbol. This module holds
+what both share: choosing which archives may be read (listed in the download report AND
+carrying a ``.verified`` marker, and not already found defective with the same content),
+the private state between runs, and run timings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crypto_lakehouse import io, layout
+
+log = logging.getLogger(__name__)
+
+STAGE = "aws_parse"
+
+
+def load_download_report(download_report: str | Path | dict | None) -> dict:
+    """The download job's report (path or already-loaded dict); ``{}`` when there is none."""
+    if download_report is None:
+        return {}
+    if isinstance(download_report, dict):
+        return download_report
+    return io.read_json(download_report, default={}) or {}
+
+
+def verified_marker(zip_path: Path) -> Path:
+    return zip_path.with_name(zip_path.name + ".verified")
+
+
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class ArchiveSelection:
+    """The archives of one symbol this run may use."""
+
+    usable: dict[str, str] = field(default_factory=dict)  # key -> sha256
+    unverified: list[str] = field(default_factory=list)  # listed, no .verified or no zip
+    known_bad: dict[str, dict] = field(default_factory=dict)  # key -> {"sha256", "reason"}
+    ignored: list[str] = field(default_factory=list)  # listed, but not this dataset's names
+    upstream_quarantined: dict[str, str] = field(default_factory=dict)
+
+
+def select_archives(
+    report: dict,
+    data_dir: str | Path,
+    previously_bad: dict[str, dict],
+    belongs: Callable[[str], bool],
+) -> ArchiveSelection:
+    """Listed + verified archives, minus those parse already quarantined with the same sha256.
+
+    ``belongs(key)`` tells whether a key is an archive of this symbol and dataset.
+    """
+    sel = ArchiveSelection(upstream_quarantined=dict(report.get("quarantined") or {}))
+    for key, entry in sorted((report.get("files") or {}).items()):
+        if not key.endswith(".zip") or not belongs(key):
+            sel.ignored.append(key)
+            continue
+        path = layout.aws_path(data_dir, key)
+        if not (verified_marker(path).exists() and path.exists()):
+            sel.unverified.append(key)
+            continue
+        sha = (entry or {}).get("sha256") or _sha256_of(path)
+        bad = previously_bad.get(key)
+        if bad and bad.get("sha256") == sha:
+            sel.known_bad[key] = bad
+            continue
+        sel.usable[key] = sha
+    # A defect found earlier stays on record until the key comes back with new content.
+    for key, bad in previously_bad.items():
+        if key not in sel.usable:
+            sel.known_bad.setdefault(key, bad)
+    if sel.ignored:
+        log.warning(
+            "ignored %d listed keys that are not archives of this dataset", len(sel.ignored)
+        )
+    return sel
+
+
+def state_file(data_dir, trade_type: str, dataset: str, symbol: str) -> Path:
+    return layout.state_path(data_dir, STAGE, trade_type, dataset, symbol)
+
+
+def load_state(path: Path) -> dict:
+    """The previous run's state; a missing or unreadable one means "parse everything"."""
+    try:
+        state = io.read_json(path, default={})
+    except ValueError:
+        log.warning("state %s is unreadable; rebuilding from the archives", path)
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def reported_quarantine(sel: ArchiveSelection, found_now: dict[str, str]) -> dict[str, str]:
+    """Every known-defective key with its reason: the download's, then parse's own."""
+    merged = dict(sel.upstream_quarantined)
+    merged.update({k: v["reason"] for k, v in sel.known_bad.items()})
+    merged.update(found_now)
+    return dict(sorted(merged.items()))
+
+
+class Timer:
+    """Seconds spent per named step, summed over the run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._start = time.perf_counter()
+
+    @contextmanager
+    def step(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t
+
+    def total(self) -> float:
+        return time.perf_counter() - self._start
+
+
+def throughput_stats(timer: Timer, csv_bytes: int) -> dict[str, Any]:
+    total = timer.total()
+    mb = csv_bytes / 1e6
+    return {
+        "csv_mb": round(mb, 3),
+        "seconds": round(total, 4),
+        "mb_per_s": round(mb / total, 3) if total > 0 else None,
+        "timings": {k: round(v, 4) for k, v in sorted(timer.seconds.items())},
+    }

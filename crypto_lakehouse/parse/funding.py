@@ -1,0 +1,283 @@
+"""aws_parse for funding rates: verified monthly archives to one file per symbol.
+
+Output: ``parsed_data/{T}/funding/{SYM}.pqt`` (legacy §5.2, schema §10.2 plus the archive's
+``funding_interval_hours``). Legacy quirk Q13 is fixed: only verified archives are read,
+rows are de-duplicated on ``funding_time`` keeping the last, and when no data remains the
+output is removed rather than left stale.
+
+Incremental like the klines: each archive owns its month; only months whose archive is new,
+changed or gone are re-read, the rows of the other months are kept from the existing file
+(which is small: about 90 rows per month at 8 h).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse.parse import (
+    Timer,
+    load_download_report,
+    load_state,
+    reported_quarantine,
+    select_archives,
+    state_file,
+    throughput_stats,
+)
+from crypto_lakehouse.parse.csv_reader import (
+    ArchiveDefect,
+    CsvSpec,
+    read_csv_bytes,
+    read_zip_member,
+)
+from crypto_lakehouse.parse.validate import (
+    Period,
+    archive_period,
+    check_finite,
+    check_times,
+    format_ms,
+    quarantine_archive,
+)
+from crypto_lakehouse.schema import PARSED_FUNDING_SCHEMA, TIME_TYPE
+
+log = logging.getLogger(__name__)
+
+DATASET = "funding"
+HOUR_MS = 3_600_000
+
+FUNDING_CSV = CsvSpec(
+    names=("calc_time", "funding_interval_hours", "last_funding_rate"),
+    types={
+        "calc_time": pa.int64(),
+        "funding_interval_hours": pa.int64(),
+        "last_funding_rate": pa.float64(),
+    },
+    header_prefix=b"calc_time",
+)
+
+
+def _keep_last_per_time(ms: np.ndarray) -> np.ndarray:
+    """Indices, in time order, of the last row of each distinct time (file order decides)."""
+    order = np.argsort(ms, kind="stable")
+    sorted_ms = ms[order]
+    last = np.ones(ms.size, dtype=bool)
+    last[:-1] = sorted_ms[1:] != sorted_ms[:-1]
+    return order[last]
+
+
+def read_funding_archive(
+    path: str | Path, key: str, period: Period, timer: Timer | None = None
+) -> tuple[pa.Table, int, int]:
+    """One monthly archive as a table in the parsed funding schema, de-duplicated.
+
+    Returns (table, CSV bytes, duplicate rows dropped). Raises ArchiveDefect naming ``key``
+    and the first bad line.
+    """
+    timer = timer or Timer()
+    with timer.step("read"):
+        data = read_zip_member(path, key)
+        table, header_lines = read_csv_bytes(data, FUNDING_CSV, key)
+    with timer.step("check"):
+        raw = table.column("calc_time").to_numpy()
+        # Funding times carry a few ms of jitter: no grid; repeats are resolved, not refused.
+        ms = check_times(raw, period, None, header_lines, key, reject_duplicates=False)
+        check_finite(table, header_lines, key)
+        hours = table.column("funding_interval_hours").to_numpy()
+        if (hours <= 0).any():
+            i = int(np.argmax(hours <= 0))
+            raise ArchiveDefect(
+                f"{key}: line {i + 1 + header_lines}: funding_interval_hours {int(hours[i])} "
+                "is not a positive number of hours"
+            )
+        keep = _keep_last_per_time(ms)
+        ms = ms[keep]
+        time_col = pa.array(ms).view(TIME_TYPE)
+        hour_col = pa.array(ms - ms % HOUR_MS).view(TIME_TYPE)
+        out = pa.Table.from_arrays(
+            [
+                time_col,
+                pa.array(hours[keep]),
+                pa.array(table.column("last_funding_rate").to_numpy()[keep]),
+                hour_col,
+            ],
+            schema=PARSED_FUNDING_SCHEMA,
+        )
+    return out, len(data), int(raw.size - keep.size)
+
+
+def _read_existing(path: Path) -> pa.Table | None:
+    if not path.exists():
+        return None
+    try:
+        table = pq.ParquetFile(path).read()
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("funding file %s is unreadable (%s); rebuilding it", path, exc)
+        return None
+    if table.schema.remove_metadata() != PARSED_FUNDING_SCHEMA:
+        log.warning("funding file %s has another schema; rebuilding it", path)
+        return None
+    return table
+
+
+def _outside_periods(table: pa.Table, periods: list[Period]) -> pa.Table:
+    """Rows of ``table`` whose funding_time lies in none of ``periods``."""
+    if not periods:
+        return table
+    ms = table.column("funding_time").cast(pa.int64()).to_numpy()
+    inside = np.zeros(ms.size, dtype=bool)
+    for p in periods:
+        inside |= (ms >= p.start_ms) & (ms < p.end_ms)
+    return table.filter(pa.array(~inside))
+
+
+def _summary(table: pa.Table | None) -> dict:
+    if table is None or table.num_rows == 0:
+        return {"rows": 0, "first": None, "last": None}
+    ts = table.column("funding_time").cast(pa.int64())
+    return {
+        "rows": table.num_rows,
+        "first": format_ms(ts[0].as_py()),
+        "last": format_ms(ts[-1].as_py()),
+    }
+
+
+def _interval_counts(table: pa.Table | None) -> dict[str, int]:
+    if table is None or table.num_rows == 0:
+        return {}
+    counts = pc.value_counts(table.column("funding_interval_hours")).to_pylist()
+    return {str(c["values"]): int(c["counts"]) for c in sorted(counts, key=lambda c: c["values"])}
+
+
+def run_parse_funding(
+    *, trade_type, symbol, data_dir, download_report, report_path, stats_path
+) -> dict:
+    """Parse one symbol's verified funding archives (entry point of rule ``aws_parse_funding``).
+
+    Returns the run stats (also written to ``stats_path``); the deterministic report goes to
+    ``report_path``: ``{"trade_type", "symbol", "dataset", "rows", "first", "last", "files",
+    "quarantined", "quality"}``.
+    """
+    timer = Timer()
+    out_path = layout.parsed_funding_path(data_dir, trade_type, symbol)
+    state_path = state_file(data_dir, trade_type, DATASET, symbol)
+    state = load_state(state_path)
+    periods: dict[str, Period] = {}
+
+    def belongs(key: str) -> bool:
+        period = archive_period(key, f"{symbol}-fundingRate-")
+        if period is None or not period.is_month or f"/fundingRate/{symbol}/" not in key:
+            return False
+        periods[key] = period
+        return True
+
+    sel = select_archives(
+        load_download_report(download_report), data_dir, state.get("quarantined") or {}, belongs
+    )
+    old_files = {k: v for k, v in (state.get("files") or {}).items() if belongs(k)}
+    old_dups: dict[str, int] = dict(state.get("duplicates") or {})
+    existing = _read_existing(out_path)
+    state_has_rows = bool((state.get("output") or {}).get("rows"))
+    # Without a trustworthy existing file every archive is read again.
+    full_rebuild = existing is None and (state_has_rows or out_path.exists()) or not state
+    if not state:
+        existing = None
+
+    changed = sorted(k for k, sha in sel.usable.items() if full_rebuild or old_files.get(k) != sha)
+    gone = sorted(k for k in old_files if k not in sel.usable)
+
+    quarantined_now: dict[str, dict] = {}
+    new_tables: list[pa.Table] = []
+    dups = {k: n for k, n in old_dups.items() if k in sel.usable}
+    files_parsed = csv_bytes = 0
+    for key in changed:
+        path = layout.aws_path(data_dir, key)
+        try:
+            table, n, dropped = read_funding_archive(path, key, periods[key], timer)
+        except ArchiveDefect as exc:
+            reason = str(exc)
+            log.error("quarantined %s", reason)
+            quarantine_archive(data_dir, key, reason)
+            quarantined_now[key] = {"sha256": sel.usable[key], "reason": reason}
+            dups.pop(key, None)
+            continue
+        files_parsed += 1
+        csv_bytes += n
+        dups[key] = dropped
+        if dropped:
+            log.warning("%s: %d repeated funding_time rows dropped (kept the last)", key, dropped)
+        new_tables.append(table)
+
+    usable = {k: v for k, v in sel.usable.items() if k not in quarantined_now}
+    result = existing
+    if changed or gone or full_rebuild:
+        with timer.step("write"):
+            replaced = [periods[k] for k in changed + gone]
+            parts = [] if existing is None else [_outside_periods(existing, replaced)]
+            parts += new_tables
+            parts = [p for p in parts if p.num_rows]
+            if parts:
+                combined = pa.concat_tables(parts)
+                ms = combined.column("funding_time").cast(pa.int64()).to_numpy()
+                result = combined.take(pa.array(_keep_last_per_time(ms)))
+                io.write_parquet(out_path, result)
+            else:
+                result = None
+                with contextlib.suppress(FileNotFoundError):
+                    out_path.unlink()
+
+    output = _summary(result)
+    bad = {k: v for k, v in (state.get("quarantined") or {}).items() if k not in usable}
+    bad.update(quarantined_now)
+    io.write_json(
+        state_path,
+        {
+            "files": dict(sorted(usable.items())),
+            "duplicates": dict(sorted((k, v) for k, v in dups.items() if k in usable)),
+            "output": output,
+            "quarantined": dict(sorted(bad.items())),
+        },
+    )
+    found_now = {k: v["reason"] for k, v in quarantined_now.items()}
+    report = {
+        "trade_type": trade_type,
+        "symbol": symbol,
+        "dataset": DATASET,
+        **output,
+        "files": dict(sorted(usable.items())),
+        "quarantined": reported_quarantine(sel, found_now),
+        "quality": {
+            "duplicates_dropped": sum(v for k, v in dups.items() if k in usable),
+            "funding_interval_hours": _interval_counts(result),
+        },
+    }
+    io.write_json(report_path, report)
+    stats = {
+        "trade_type": trade_type,
+        "symbol": symbol,
+        "dataset": DATASET,
+        "files_parsed": files_parsed,
+        "files_unchanged": len(usable) - files_parsed,
+        "files_unverified": sorted(sel.unverified),
+        "files_ignored": len(sel.ignored),
+        "files_quarantined": len(quarantined_now),
+        "quarantined": found_now,
+        "csv_bytes": csv_bytes,
+        **throughput_stats(timer, csv_bytes),
+    }
+    io.write_json(stats_path, stats)
+    log.info(
+        "%s %s funding: %d files parsed, %d quarantined, %d rows",
+        trade_type,
+        symbol,
+        files_parsed,
+        len(quarantined_now),
+        output["rows"],
+    )
+    return stats

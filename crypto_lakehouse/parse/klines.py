@@ -1,0 +1,393 @@
+"""aws_parse for klines: verified daily/monthly archives to monthly Parquet partitions.
+
+Output: ``parsed_data/{T}/klines/{SYM}/{I}/{YYYYMM}.pqt`` (legacy §5.1, schema §10.1),
+plus the quality record (docs/quality.md), a deterministic report and run stats.
+
+Incremental model: every UTC day of a month is owned by one archive (a daily archive beats
+a monthly one for its day, unless the download report's ``day_sources`` says otherwise).
+The state remembers which archives (by sha256) built the partitions. A month is rebuilt only
+when the archives of that month changed; inside it, only the days whose owner or owner's
+content changed are re-read, the other days keep their rows from the existing partition.
+So a re-published archive replaces exactly the rows of its day or month (legacy Q8 fixed),
+a key that left the report takes its rows with it, and a daily update reads only new files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import io, layout, quality
+from crypto_lakehouse.intervals import DAY_MS, interval_ms
+from crypto_lakehouse.parse import (
+    Timer,
+    load_download_report,
+    load_state,
+    reported_quarantine,
+    select_archives,
+    state_file,
+    throughput_stats,
+)
+from crypto_lakehouse.parse.csv_reader import (
+    ArchiveDefect,
+    CsvSpec,
+    read_csv_bytes,
+    read_zip_member,
+)
+from crypto_lakehouse.parse.validate import (
+    Period,
+    archive_period,
+    check_finite,
+    check_times,
+    format_ms,
+    quarantine_archive,
+)
+from crypto_lakehouse.schema import KLINE_COLUMNS, KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
+
+log = logging.getLogger(__name__)
+
+_INT_COLUMNS = ("candle_begin_time", "trade_num")
+KLINE_CSV = CsvSpec(
+    names=KLINE_SOURCE_FIELDS,
+    types={c: pa.int64() if c in _INT_COLUMNS else pa.float64() for c in KLINE_COLUMNS},
+    header_prefix=b"open_time",
+)
+_PARTITION_RE = re.compile(r"^\d{6}$")
+
+
+def read_kline_archive(
+    path: str | Path, key: str, period: Period, interval: str, timer: Timer | None = None
+) -> tuple[pa.Table, int]:
+    """One archive as a table in the legacy schema (ms UTC); returns (table, CSV bytes).
+
+    Raises ArchiveDefect naming ``key`` and the first bad line.
+    """
+    timer = timer or Timer()
+    with timer.step("read"):
+        data = read_zip_member(path, key)
+        table, header_lines = read_csv_bytes(data, KLINE_CSV, key)
+    with timer.step("check"):
+        raw = table.column("candle_begin_time").to_numpy()
+        ms = check_times(raw, period, interval_ms(interval), header_lines, key)
+        check_finite(table, header_lines, key)
+        table = table.set_column(
+            0, pa.field("candle_begin_time", TIME_TYPE), pa.array(ms).view(TIME_TYPE)
+        )
+    return table, len(data)
+
+
+# ---------------------------------------------------------------- day ownership
+def day_owners(periods: dict[str, Period], day_sources: dict[int, str]) -> dict[int, str]:
+    """Day number -> key of the archive whose rows that day takes."""
+    owners: dict[int, str] = {}
+    # Monthly first so that daily archives override them day by day.
+    for key, period in sorted(periods.items(), key=lambda kv: (not kv[1].is_month, kv[0])):
+        for d in period.day_numbers():
+            owners[d] = key
+    for d, key in day_sources.items():
+        if key in periods and d in owners:
+            owners[d] = key
+    return owners
+
+
+def _day_sources_by_month(raw: dict | None) -> dict[str, dict[int, str]]:
+    """``{"YYYY-MM-DD": key}`` from the download report, grouped by partition month."""
+    out: dict[str, dict[int, str]] = defaultdict(dict)
+    for day, key in (raw or {}).items():
+        try:
+            y, m, d = (int(x) for x in day.split("-"))
+        except (ValueError, AttributeError):
+            continue
+        p = archive_period(f"x-{y:04d}-{m:02d}-{d:02d}.zip", "x-")
+        if p and isinstance(key, str):
+            out[p.month][p.start_ms // DAY_MS] = key
+    return out
+
+
+# ---------------------------------------------------------------- partitions
+def _read_partition(path: Path) -> pa.Table | None:
+    """The existing partition, or None when absent or not in the legacy schema."""
+    if not path.exists():
+        return None
+    try:
+        table = pq.ParquetFile(path).read()
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("partition %s is unreadable (%s); rebuilding it", path, exc)
+        return None
+    if table.schema.remove_metadata() != KLINE_SCHEMA:
+        log.warning("partition %s has another schema; rebuilding it", path)
+        return None
+    return table
+
+
+def _rows_of_days(table: pa.Table, days: set[int]) -> pa.Table:
+    if not days:
+        return table.slice(0, 0)
+    day = table.column("candle_begin_time").cast(pa.int64()).to_numpy() // DAY_MS
+    return table.filter(pa.array(np.isin(day, sorted(days))))
+
+
+def _partition_summary(table: pa.Table) -> dict:
+    ts = table.column("candle_begin_time").cast(pa.int64())
+    return {
+        "rows": table.num_rows,
+        "first": format_ms(ts[0].as_py()),
+        "last": format_ms(ts[-1].as_py()),
+    }
+
+
+class _MonthJob:
+    """Rebuilds one monthly partition; keeps at most one month of one symbol in memory."""
+
+    def __init__(self, run: _KlineRun, month: str, usable: dict[str, str], old: dict[str, str]):
+        self.run = run
+        self.month = month
+        self.usable = dict(usable)  # key -> sha256 of this month's archives
+        self.old = old  # key -> sha256 that built the existing partition
+        self.path = run.part_dir / f"{month}.pqt"
+
+    def _owners(self, keys, day_sources) -> dict[int, str]:
+        return day_owners({k: self.run.periods[k] for k in keys}, day_sources)
+
+    def execute(self) -> tuple[pa.Table | None, pa.Table | None]:
+        run = self.run
+        existing = _read_partition(self.path)
+        old_owner = self._owners(self.old, run.old_day_sources.get(self.month, {}))
+        day_sources = run.day_sources.get(self.month, {})
+        loaded: dict[str, pa.Table] = {}
+        while True:
+            owner = self._owners(self.usable, day_sources)
+            refresh = {
+                d
+                for d, k in owner.items()
+                if existing is None or old_owner.get(d) != k or self.old.get(k) != self.usable[k]
+            }
+            needed = sorted({owner[d] for d in refresh} - set(loaded))
+            if not needed:
+                break
+            for key in needed:
+                table = run.read(key, self.usable[key])
+                if table is None:
+                    del self.usable[key]  # quarantined: its days go to another owner or none
+                else:
+                    loaded[key] = table
+        parts = []
+        if existing is not None:
+            parts.append(_rows_of_days(existing, set(owner) - refresh))
+        by_key: dict[str, set[int]] = defaultdict(set)
+        for d in refresh:
+            by_key[owner[d]].add(d)
+        for key, days in sorted(by_key.items()):
+            table = loaded[key]
+            whole = len(days) == len(run.periods[key].day_numbers())
+            parts.append(table if whole else _rows_of_days(table, days))
+        if not owner:
+            return None, None
+        table = pa.concat_tables(parts).sort_by("candle_begin_time") if parts else None
+        if table is not None and table.num_rows == 0:
+            table = None
+        klines = table if table is not None else KLINE_SCHEMA.empty_table()
+        return table, quality.day_quality(klines, run.interval, owner)
+
+
+class _KlineRun:
+    def __init__(self, *, trade_type, symbol, interval, data_dir, download_report):
+        self.trade_type, self.symbol, self.interval = trade_type, symbol, interval
+        self.data_dir = data_dir
+        self.dataset = f"klines-{interval}"
+        self.timer = Timer()
+        self.part_dir = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval)
+        self.state_path = state_file(data_dir, trade_type, self.dataset, symbol)
+        self.state = load_state(self.state_path)
+        self.report_in = load_download_report(download_report)
+        interval_ms(interval)  # refuse an unsupported interval before touching anything
+        self.stem_prefix = f"{symbol}-{interval}-"
+        self.periods: dict[str, Period] = {}
+        self.sel = select_archives(
+            self.report_in, data_dir, self.state.get("quarantined") or {}, self._belongs
+        )
+        self.day_sources = _day_sources_by_month(self.report_in.get("day_sources"))
+        self.old_day_sources = _day_sources_by_month(self.state.get("day_sources"))
+        self.quarantined_now: dict[str, dict] = {}
+        self.files_parsed = 0
+        self.csv_bytes = 0
+
+    def _belongs(self, key: str) -> bool:
+        period = archive_period(key, self.stem_prefix)
+        if period is None or f"/klines/{self.symbol}/{self.interval}/" not in key:
+            return False
+        self.periods[key] = period
+        return True
+
+    def read(self, key: str, sha: str) -> pa.Table | None:
+        """A validated archive, or None after quarantining it."""
+        path = layout.aws_path(self.data_dir, key)
+        try:
+            table, n = read_kline_archive(path, key, self.periods[key], self.interval, self.timer)
+        except ArchiveDefect as exc:
+            reason = str(exc)
+            log.error("quarantined %s", reason)
+            quarantine_archive(self.data_dir, key, reason)
+            self.quarantined_now[key] = {"sha256": sha, "reason": reason}
+            return None
+        self.files_parsed += 1
+        self.csv_bytes += n
+        return table
+
+    def execute(self, report_path, stats_path) -> dict:
+        old_files: dict[str, str] = {
+            k: v for k, v in (self.state.get("files") or {}).items() if self._belongs(k)
+        }
+        old_parts: dict[str, dict] = dict(self.state.get("partitions") or {})
+        new_by_month: dict[str, dict[str, str]] = defaultdict(dict)
+        for key, sha in self.sel.usable.items():
+            new_by_month[self.periods[key].month][key] = sha
+        old_by_month: dict[str, dict[str, str]] = defaultdict(dict)
+        for key, sha in old_files.items():
+            old_by_month[self.periods[key].month][key] = sha
+        on_disk = (
+            {p.stem for p in self.part_dir.glob("*.pqt") if _PARTITION_RE.match(p.stem)}
+            if self.part_dir.exists()
+            else set()
+        )
+
+        partitions = {m: v for m, v in old_parts.items()}
+        quality_parts: list[pa.Table] = []
+        rebuilt: set[str] = set()
+        written = removed = 0
+        for month in sorted(set(new_by_month) | set(old_by_month) | on_disk | set(old_parts)):
+            unchanged = (
+                new_by_month.get(month, {}) == old_by_month.get(month, {})
+                and self.day_sources.get(month, {}) == self.old_day_sources.get(month, {})
+                and (month in old_parts) == (month in on_disk)
+            )
+            if unchanged:
+                continue
+            job = _MonthJob(self, month, new_by_month.get(month, {}), old_by_month.get(month, {}))
+            table, q = job.execute()
+            rebuilt.add(month)
+            if q is not None:
+                quality_parts.append(q)
+            path = self.part_dir / f"{month}.pqt"
+            with self.timer.step("write"):
+                if table is None:
+                    partitions.pop(month, None)
+                    if path.exists():
+                        path.unlink()
+                        removed += 1
+                else:
+                    io.write_parquet(path, table)
+                    partitions[month] = _partition_summary(table)
+                    written += 1
+
+        usable = {k: v for k, v in self.sel.usable.items() if k not in self.quarantined_now}
+        with self.timer.step("quality"):
+            qtable = self._update_quality(rebuilt, quality_parts, partitions, usable)
+
+        bad = {k: v for k, v in (self.state.get("quarantined") or {}).items() if k not in usable}
+        bad.update(self.quarantined_now)
+        new_state = {
+            "files": usable,
+            "partitions": dict(sorted(partitions.items())),
+            "day_sources": self.report_in.get("day_sources") or {},
+            "quarantined": dict(sorted(bad.items())),
+        }
+        io.write_json(self.state_path, new_state)
+
+        found_now = {k: v["reason"] for k, v in self.quarantined_now.items()}
+        report = {
+            "trade_type": self.trade_type,
+            "symbol": self.symbol,
+            "dataset": self.dataset,
+            "partitions": new_state["partitions"],
+            "files": dict(sorted(usable.items())),
+            "quarantined": reported_quarantine(self.sel, found_now),
+            "quality": quality.summarize(qtable),
+        }
+        io.write_json(report_path, report)
+        stats = {
+            "trade_type": self.trade_type,
+            "symbol": self.symbol,
+            "dataset": self.dataset,
+            "files_listed": len(self.sel.usable)
+            + len(self.sel.unverified)
+            + len(self.sel.known_bad),
+            "files_parsed": self.files_parsed,
+            "files_unchanged": len(usable) - self.files_parsed,
+            "files_unverified": sorted(self.sel.unverified),
+            "files_ignored": len(self.sel.ignored),
+            "files_quarantined": len(self.quarantined_now),
+            "quarantined": found_now,
+            "partitions_written": written,
+            "partitions_removed": removed,
+            "csv_bytes": self.csv_bytes,
+            **throughput_stats(self.timer, self.csv_bytes),
+        }
+        io.write_json(stats_path, stats)
+        return stats
+
+    def _update_quality(self, rebuilt, new_rows, partitions, usable) -> pa.Table:
+        qpath = layout.quality_path(self.data_dir, self.trade_type, self.interval, self.symbol)
+        old = None
+        if qpath.exists() and self.state:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                old = pq.ParquetFile(qpath).read()
+                if old.schema.remove_metadata() != quality.QUALITY_SCHEMA:
+                    old = None
+        if old is None:
+            # Record lost or from an unknown run: measure the untouched partitions again.
+            for month in sorted(set(partitions) - rebuilt):
+                new_rows.append(self._quality_from_partition(month, usable))
+            rebuilt = rebuilt | set(partitions)
+        elif not rebuilt:
+            return old
+        table = quality.merge_quality(old, rebuilt, new_rows, self.interval)
+        if table.num_rows == 0:
+            with contextlib.suppress(FileNotFoundError):
+                qpath.unlink()
+        else:
+            io.write_parquet(qpath, table)
+        return table
+
+    def _quality_from_partition(self, month: str, usable: dict[str, str]) -> pa.Table:
+        periods = {k: self.periods[k] for k in usable if self.periods[k].month == month}
+        owner = day_owners(periods, self.day_sources.get(month, {}))
+        table = _read_partition(self.part_dir / f"{month}.pqt")
+        if table is None:
+            table = KLINE_SCHEMA.empty_table()
+        return quality.day_quality(table, self.interval, owner)
+
+
+def run_parse_klines(
+    *, trade_type, symbol, interval, data_dir, download_report, report_path, stats_path
+) -> dict:
+    """Parse one symbol's verified kline archives (entry point of rule ``aws_parse_klines``).
+
+    Returns the run stats (also written to ``stats_path``); the deterministic report goes to
+    ``report_path``. Defective archives are quarantined and reported, never raised.
+    """
+    run = _KlineRun(
+        trade_type=trade_type,
+        symbol=symbol,
+        interval=interval,
+        data_dir=data_dir,
+        download_report=download_report,
+    )
+    stats = run.execute(report_path, stats_path)
+    log.info(
+        "%s %s %s: %d files parsed, %d quarantined, %.1f MB/s",
+        trade_type,
+        symbol,
+        interval,
+        stats["files_parsed"],
+        stats["files_quarantined"],
+        stats["mb_per_s"] or 0.0,
+    )
+    return stats

@@ -1,0 +1,175 @@
+"""Structural checks of one parsed archive, and quarantining the archives that fail them.
+
+A file that fails is moved out of ``aws_data`` (zip and CHECKSUM) to the quarantine folder,
+loses its ``.verified`` marker and gets a ``.reason`` file; the job carries on with the
+other files. Messages name the bucket key and the first bad line (1-based line of the CSV,
+header included), so a person can open the file at that line.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse.intervals import DAY_MS
+from crypto_lakehouse.parse.csv_reader import ArchiveDefect
+
+# Binance stamps in µs from 2025-01-01 on spot (binance-facts §4.1): anything at or above
+# 1e15 cannot be a ms epoch of this era, so the unit is decided per file from the maximum.
+MICROSECOND_THRESHOLD = 10**15
+
+# Weekly candles start on Mondays; the Unix epoch was a Thursday.
+_WEEK_MS = 7 * DAY_MS
+_WEEK_ORIGIN_MS = 4 * DAY_MS
+
+_PERIOD_RE = re.compile(r"-(\d{4})-(\d{2})(?:-(\d{2}))?\.zip$")
+
+
+@dataclass(frozen=True)
+class Period:
+    """The UTC day or month an archive covers, from its file name."""
+
+    start_ms: int
+    end_ms: int  # exclusive
+    label: str  # "2020-01-01" or "2020-01"
+
+    @property
+    def is_month(self) -> bool:
+        return len(self.label) == 7
+
+    @property
+    def month(self) -> str:
+        """Partition name ``YYYYMM``."""
+        return self.label[:4] + self.label[5:7]
+
+    def day_numbers(self) -> range:
+        """Days since the epoch covered by this period."""
+        return range(self.start_ms // DAY_MS, self.end_ms // DAY_MS)
+
+
+def archive_period(key: str, stem_prefix: str) -> Period | None:
+    """Period of ``…/{stem_prefix}YYYY-MM[-DD].zip``; None when the name does not fit."""
+    name = key.rsplit("/", 1)[-1]
+    if not name.startswith(stem_prefix):
+        return None
+    m = _PERIOD_RE.fullmatch(name, len(stem_prefix) - 1)
+    if not m:
+        return None
+    year, month, day = int(m.group(1)), int(m.group(2)), m.group(3)
+    if not 1 <= month <= 12:
+        return None
+    if day is None:
+        start = datetime(year, month, 1, tzinfo=timezone.utc)
+        days = calendar.monthrange(year, month)[1]
+        label = f"{year:04d}-{month:02d}"
+    else:
+        try:
+            start = datetime(year, month, int(day), tzinfo=timezone.utc)
+        except ValueError:
+            return None
+        days = 1
+        label = f"{year:04d}-{month:02d}-{int(day):02d}"
+    start_ms = int(start.timestamp()) * 1000
+    return Period(start_ms, start_ms + days * DAY_MS, label)
+
+
+def format_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _grid_origin(step_ms: int) -> int:
+    return _WEEK_ORIGIN_MS if step_ms % _WEEK_MS == 0 else 0
+
+
+def check_times(
+    raw: np.ndarray,
+    period: Period,
+    step_ms: int | None,
+    header_lines: int,
+    label: str,
+    *,
+    reject_duplicates: bool = True,
+) -> np.ndarray:
+    """Normalise a time column to ms and check it; returns the ms values.
+
+    Checks (first failing line reported): inside the file's day or month, on the interval
+    grid (when ``step_ms`` is given), no repeated time (when ``reject_duplicates``).
+    """
+    factor = 1000 if int(raw.max()) >= MICROSECOND_THRESHOLD else 1
+    ms = raw // factor if factor != 1 else raw
+    bad = (ms < period.start_ms) | (ms >= period.end_ms)
+    if factor != 1:
+        bad |= raw % factor != 0
+    if step_ms is not None:
+        bad |= (ms - _grid_origin(step_ms)) % step_ms != 0
+    first = int(np.argmax(bad)) if bad.any() else None
+    dup_first = None
+    if reject_duplicates and not bool(np.all(ms[1:] > ms[:-1])):
+        order = np.argsort(ms, kind="stable")
+        repeated = np.flatnonzero(ms[order][1:] == ms[order][:-1]) + 1
+        if repeated.size:
+            dup_first = int(order[repeated].min())
+    if first is None and dup_first is None:
+        return ms
+    if first is None or (dup_first is not None and dup_first < first):
+        line = dup_first + 1 + header_lines
+        raise ArchiveDefect(f"{label}: line {line}: time {format_ms(int(ms[dup_first]))} repeats")
+    value = int(ms[first])
+    line = first + 1 + header_lines
+    if not period.start_ms <= value < period.end_ms:
+        raise ArchiveDefect(
+            f"{label}: line {line}: time {format_ms(value)} (raw {int(raw[first])}) is outside "
+            f"the file's {'month' if period.is_month else 'day'} {period.label}"
+        )
+    raise ArchiveDefect(
+        f"{label}: line {line}: time {format_ms(value)} (raw {int(raw[first])}) is not on the "
+        f"{step_ms // 1000 if step_ms else 0}s interval grid"
+    )
+
+
+def check_finite(table: pa.Table, header_lines: int, label: str) -> None:
+    """Every float column finite (pyarrow reads "nan" and "inf" as floats)."""
+    first: tuple[int, str] | None = None
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not pa.types.is_floating(column.type):
+            continue
+        values = column.to_numpy()
+        finite = np.isfinite(values)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            if first is None or i < first[0]:
+                first = (i, f"field {name!r} is not a finite number: {values[i]}")
+    if first is not None:
+        raise ArchiveDefect(f"{label}: line {first[0] + 1 + header_lines}: {first[1]}")
+
+
+# ---------------------------------------------------------------- quarantine
+def _with_suffix(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def quarantine_archive(data_dir: str | Path, key: str, reason: str) -> Path:
+    """Move a defective archive out of ``aws_data``; returns its quarantine path.
+
+    The ``.verified`` marker goes first: if the run dies half-way the file is merely
+    unverified, so the download job re-checks it instead of anyone trusting it.
+    """
+    src = layout.aws_path(data_dir, key)
+    dst = layout.quarantine_path(data_dir, key)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        _with_suffix(src, ".verified").unlink()
+    for suffix in ("", ".CHECKSUM"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(_with_suffix(src, suffix), _with_suffix(dst, suffix))
+    io.write_text(_with_suffix(dst, ".reason"), reason + "\n")
+    return dst
