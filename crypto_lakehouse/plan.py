@@ -64,7 +64,9 @@ def check_config(config: dict) -> None:
         validate_targets = None
     if validate_targets is not None:
         try:
-            validate_targets(targets)
+            validate_targets(
+                [{"interval": t["interval"], "offset_step": t["offset_step"]} for t in targets]
+            )
         except ValueError as exc:
             raise ConfigError(f"config key 'resample.targets': {exc}") from exc
     resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
