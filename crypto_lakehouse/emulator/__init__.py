@@ -4,5 +4,6 @@ through a pluggable handler, the public REST endpoints. Used by every test; neve
 
 from .faults import Faults
 from .server import Emulator
+from .synthetic import SyntheticUniverse
 
-__all__ = ["Emulator", "Faults"]
+__all__ = ["Emulator", "Faults", "SyntheticUniverse"]

@@ -1,0 +1,322 @@
+"""A virtual archive for scale tests: thousands of symbols × days, no files on disk.
+
+``SyntheticUniverse`` is an emulator source (see ``archive.py``): directories are lazy sorted
+sequences computed from an index, so a universe of millions of keys costs no memory.
+Objects are generated on request: valid zips (one CSV member in the exact archive format)
+and matching CHECKSUM sidecars.
+
+Listings must give each object's exact ``Size`` without generating it. The synthetic values
+are therefore kept inside ranges whose printed width never changes (prices 10000–19999.9,
+volumes 20–49.999, trade counts 100–999, …) and the zips are stored uncompressed: every
+file of one shape then has the same length, measured once on a template file.
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import hashlib
+import re
+from datetime import date, datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from .. import layout
+from ..intervals import candles_per_day, interval_ms
+from .archive import LazySeq, ObjectInfo
+from .generate import (
+    _seed,
+    checksum_bytes,
+    format_funding_csv,
+    format_kline_csv,
+    spot_time_unit,
+    zip_bytes,
+)
+
+# Name pattern per trade type: (letter, quote suffix). Zero-padded index keeps them sorted.
+_NAMES = {"spot": ("S", "USDT"), "um_futures": ("U", "USDT"), "cm_futures": ("C", "USD_PERP")}
+_CHECKSUM = ".CHECKSUM"
+
+
+def _month_add(d: date, k: int) -> date:
+    m = d.month - 1 + k
+    return date(d.year + m // 12, m % 12 + 1, 1)
+
+
+class SyntheticUniverse:
+    """``n_spot`` / ``n_um`` / ``n_cm`` symbols, each with ``days`` daily kline files per
+    interval from ``start``; futures symbols also get monthly funding archives for every month
+    touched by the day range (``funding=False`` to omit them).
+    """
+
+    def __init__(
+        self,
+        n_spot: int = 0,
+        n_um: int = 0,
+        n_cm: int = 0,
+        days: int = 30,
+        start: str = "2024-01-01",
+        intervals: tuple[str, ...] = ("1m",),
+        funding: bool = True,
+        seed: int = 0,
+    ):
+        self.counts = {"spot": n_spot, "um_futures": n_um, "cm_futures": n_cm}
+        self.days = days
+        self.start = date.fromisoformat(start)
+        self.intervals = sorted(intervals)
+        self.funding = funding
+        self.seed = seed
+        last = self.start + timedelta(days=max(days, 1) - 1)
+        n_months = (last.year - self.start.year) * 12 + last.month - self.start.month + 1
+        first = self.start.replace(day=1)
+        self.months = [_month_add(first, k).strftime("%Y-%m") for k in range(n_months)]
+        self._templates: dict[tuple, tuple[int, int]] = {}
+        # A downloader fetches a zip and its CHECKSUM close together: keep recent zips.
+        self._zip = functools.lru_cache(maxsize=32)(self._zip_uncached)
+        self._patterns = {
+            tt: re.compile(rf"^{_NAMES[tt][0]}(\d{{6}}){re.escape(_NAMES[tt][1])}$")
+            for tt in _NAMES
+        }
+
+    # ------------------------------------------------------------ names
+    def symbol(self, trade_type: str, i: int) -> str:
+        letter, quote = _NAMES[trade_type]
+        return f"{letter}{i:06d}{quote}"
+
+    def symbols(self, trade_type: str) -> list[str]:
+        return [self.symbol(trade_type, i) for i in range(self.counts[trade_type])]
+
+    def day(self, j: int) -> str:
+        return (self.start + timedelta(days=j)).isoformat()
+
+    def _has_symbol(self, trade_type: str, symbol: str) -> bool:
+        m = self._patterns[trade_type].match(symbol)
+        return bool(m) and int(m.group(1)) < self.counts[trade_type]
+
+    def _markets(self):
+        for tt, n in self.counts.items():
+            if n > 0:
+                yield tt, layout.MARKET_PREFIX[tt]
+
+    def _has_funding(self, trade_type: str) -> bool:
+        return self.funding and trade_type in layout.FUTURES_TRADE_TYPES
+
+    # ------------------------------------------------------------ Source protocol
+    def list_dir(self, dir_prefix: str):
+        markets = dict(self._markets())
+        if dir_prefix == "":
+            return ["data/"] if markets else []
+        if dir_prefix == "data/":
+            return sorted({"/".join(root.split("/")[:2]) + "/" for root in markets.values()})
+        if dir_prefix == "data/futures/":
+            return sorted(root + "/" for root in markets.values() if root.startswith(dir_prefix))
+        for tt, root in markets.items():
+            if dir_prefix.startswith(root + "/"):
+                return self._list_market(tt, root, dir_prefix[len(root) + 1 :])
+        return []
+
+    def _list_market(self, tt: str, root: str, rest: str):
+        base = f"{root}/"
+        if rest == "":
+            return [base + "daily/"] + ([base + "monthly/"] if self._has_funding(tt) else [])
+        if rest == "daily/":
+            return [base + "daily/klines/"]
+        if rest == "monthly/":
+            return [base + "monthly/fundingRate/"] if self._has_funding(tt) else []
+        parts = rest.rstrip("/").split("/")
+        n = self.counts[tt]
+        if parts[:2] == ["daily", "klines"]:
+            d = base + "daily/klines/"
+            if len(parts) == 2:
+                return LazySeq(n, lambda i: f"{d}{self.symbol(tt, i)}/")
+            sym = parts[2]
+            if not self._has_symbol(tt, sym):
+                return []
+            if len(parts) == 3:
+                return [f"{d}{sym}/{iv}/" for iv in self.intervals]
+            if len(parts) == 4 and parts[3] in self.intervals:
+                iv = parts[3]
+                return LazySeq(
+                    2 * self.days,
+                    lambda j: (
+                        layout.daily_kline_key(tt, sym, iv, self.day(j // 2))
+                        + (_CHECKSUM if j % 2 else "")
+                    ),
+                )
+            return []
+        if parts[:2] == ["monthly", "fundingRate"] and self._has_funding(tt):
+            d = base + "monthly/fundingRate/"
+            if len(parts) == 2:
+                return LazySeq(n, lambda i: f"{d}{self.symbol(tt, i)}/")
+            if len(parts) == 3 and self._has_symbol(tt, parts[2]):
+                sym = parts[2]
+                return LazySeq(
+                    2 * len(self.months),
+                    lambda j: (
+                        layout.funding_key(tt, sym, self.months[j // 2])
+                        + (_CHECKSUM if j % 2 else "")
+                    ),
+                )
+        return []
+
+    def _parse(self, key: str):
+        """(trade_type, kind, symbol, interval, period, is_checksum) of a key we hold, or None."""
+        is_checksum = key.endswith(_CHECKSUM)
+        zkey = key[: -len(_CHECKSUM)] if is_checksum else key
+        for tt, root in self._markets():
+            if not zkey.startswith(root + "/"):
+                continue
+            parts = zkey[len(root) + 1 :].split("/")
+            if len(parts) == 5 and parts[:2] == ["daily", "klines"]:
+                sym, iv, name = parts[2:]
+                m = re.fullmatch(
+                    rf"{re.escape(sym)}-{re.escape(iv)}-(\d{{4}}-\d{{2}}-\d{{2}})\.zip", name
+                )
+                if not (m and iv in self.intervals and self._has_symbol(tt, sym)):
+                    return None
+                j = (date.fromisoformat(m.group(1)) - self.start).days
+                return (
+                    (tt, "kline", sym, iv, m.group(1), is_checksum) if 0 <= j < self.days else None
+                )
+            if (
+                len(parts) == 4
+                and parts[:2] == ["monthly", "fundingRate"]
+                and self._has_funding(tt)
+            ):
+                sym, name = parts[2:]
+                m = re.fullmatch(rf"{re.escape(sym)}-fundingRate-(\d{{4}}-\d{{2}})\.zip", name)
+                if m and m.group(1) in self.months and self._has_symbol(tt, sym):
+                    return (tt, "funding", sym, None, m.group(1), is_checksum)
+            return None
+        return None
+
+    def info(self, key: str) -> ObjectInfo | None:
+        parsed = self._parse(key)
+        if parsed is None:
+            return None
+        tt, kind, sym, iv, period, is_checksum = parsed
+        zip_name = key.rsplit("/", 1)[1].removesuffix(_CHECKSUM)
+        if is_checksum:
+            size = len(checksum_bytes(zip_name, b"", tt != "spot"))
+        else:
+            size = self._size(tt, kind, iv, period, zip_name)
+        etag = '"' + hashlib.md5(key.encode()).hexdigest() + '"'
+        return ObjectInfo(size, self._published(kind, period), etag)
+
+    def read(self, key: str) -> bytes | None:
+        parsed = self._parse(key)
+        if parsed is None:
+            return None
+        tt, kind, sym, iv, period, is_checksum = parsed
+        if is_checksum:
+            zip_key = key[: -len(_CHECKSUM)]
+            return checksum_bytes(zip_key.rsplit("/", 1)[1], self._zip(zip_key), tt != "spot")
+        return self._zip(key)
+
+    # ------------------------------------------------------------ content
+    @staticmethod
+    def _published(kind: str, period: str) -> float:
+        """Upload time: the next day (or month) at 08:06:34 UTC."""
+        if kind == "kline":
+            d = date.fromisoformat(period) + timedelta(days=1)
+        else:
+            d = _month_add(date.fromisoformat(period + "-01"), 1)
+        return datetime(d.year, d.month, d.day, 8, 6, 34, tzinfo=timezone.utc).timestamp()
+
+    def _shape(self, tt: str, kind: str, iv: str | None, period: str) -> tuple:
+        if kind == "kline":
+            unit = spot_time_unit(period) if tt == "spot" else "ms"
+            return (tt, kind, iv, unit)
+        y, m = (int(x) for x in period.split("-"))
+        return (tt, kind, calendar.monthrange(y, m)[1])
+
+    def _size(self, tt: str, kind: str, iv: str | None, period: str, zip_name: str) -> int:
+        shape = self._shape(tt, kind, iv, period)
+        if shape not in self._templates:
+            # Same shape, another symbol: only the member name's length differs.
+            sym = self.symbol(tt, 0)
+            data, member = self._build(tt, kind, sym, iv, period)
+            self._templates[shape] = (len(data), len(member))
+        size, member_len = self._templates[shape]
+        # The member name (as long as the zip name) is stored twice in a zip: local header
+        # and central directory.
+        return size + 2 * (len(zip_name) - member_len)
+
+    def _zip_uncached(self, key: str) -> bytes:
+        tt, kind, sym, iv, period, _ = self._parse(key)
+        data, member = self._build(tt, kind, sym, iv, period)
+        expected = self._size(tt, kind, iv, period, key.rsplit("/", 1)[1])
+        if len(data) != expected:
+            raise RuntimeError(f"synthetic {key}: {len(data)} bytes, listed as {expected}")
+        return data
+
+    def _build(self, tt, kind, sym, iv, period) -> tuple[bytes, str]:
+        if kind == "kline":
+            frame = self._kline_frame(tt, sym, iv, date.fromisoformat(period))
+            unit = spot_time_unit(period) if tt == "spot" else "ms"
+            csv = format_kline_csv(frame, tt, unit)
+            member = f"{sym}-{iv}-{period}.csv"
+            stamp = datetime.fromisoformat(period) + timedelta(days=1)
+        else:
+            csv = format_funding_csv(self._funding_frame(tt, sym, period))
+            member = f"{sym}-fundingRate-{period}.csv"
+            stamp = datetime.fromisoformat(period + "-01")
+        return zip_bytes(member, csv, stamp, stored=True), member
+
+    def _kline_frame(self, tt: str, sym: str, iv: str, d: date) -> pd.DataFrame:
+        """Consistent OHLCV inside fixed-width ranges (see module docstring)."""
+        n = candles_per_day(iv)
+        step = interval_ms(iv)
+        rng = np.random.default_rng(_seed(self.seed, tt, sym, iv, d.toordinal(), "synthetic"))
+        path = 15_000 * np.exp(np.cumsum(rng.standard_normal(n + 1) * 0.001))
+        path = np.clip(path, 10_100, 19_900)
+        opens, closes = np.round(path[:-1], 1), np.round(path[1:], 1)
+        spread = np.round(np.abs(rng.standard_normal((2, n))) * 10, 1)
+        highs = np.clip(np.maximum(opens, closes) + spread[0], 10_000, 19_999.9)
+        lows = np.clip(np.minimum(opens, closes) - spread[1], 10_000, 19_999.9)
+        vwap = lows + (highs - lows) * rng.uniform(0.0, 1.0, n)
+        share = rng.uniform(0.5, 0.99, n)
+        if tt == "cm_futures":
+            volume = rng.integers(20, 50, n).astype(float)
+            taker = np.floor(volume * share)
+            quote = np.round(volume * 100 / vwap, 8)
+            taker_quote = np.minimum(np.round(taker * 100 / vwap, 8), quote)
+        else:
+            volume = np.round(rng.uniform(20, 49.999, n), 3)
+            taker = np.clip(np.round(volume * share, 3), 10, volume)
+            quote = np.round(volume * vwap, 5)
+            taker_quote = np.minimum(np.round(taker * vwap, 5), quote)
+        t0 = int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()) * 1000
+        open_times = t0 + np.arange(n, dtype=np.int64) * step
+        return pd.DataFrame(
+            {
+                "open_time": open_times,
+                "open": opens,
+                "high": highs,
+                "low": lows,
+                "close": closes,
+                "volume": volume,
+                "close_time": open_times + step - 1,
+                "quote_volume": quote,
+                "count": rng.integers(100, 1000, n),
+                "taker_buy_volume": taker,
+                "taker_buy_quote_volume": taker_quote,
+                "ignore": np.zeros(n, dtype=np.int64),
+            }
+        )
+
+    def _funding_frame(self, tt: str, sym: str, month: str) -> pd.DataFrame:
+        y, m = (int(x) for x in month.split("-"))
+        n = calendar.monthrange(y, m)[1] * 3
+        rng = np.random.default_rng(_seed(self.seed, tt, sym, month, "synthetic-funding"))
+        t0 = int(datetime(y, m, 1, tzinfo=timezone.utc).timestamp()) * 1000
+        return pd.DataFrame(
+            {
+                "calc_time": t0
+                + np.arange(n, dtype=np.int64) * 8 * 3_600_000
+                + rng.integers(0, 27, n),
+                "funding_interval_hours": np.full(n, 8, dtype=np.int64),
+                "last_funding_rate": np.round(rng.uniform(1e-8, 9.9e-4, n), 8),
+            }
+        )
