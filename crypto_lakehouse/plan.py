@@ -64,9 +64,14 @@ def check_config(config: dict) -> None:
         validate_targets = None
     if validate_targets is not None:
         try:
-            validate_targets(
-                [{"interval": t["interval"], "offset_step": t["offset_step"]} for t in targets]
-            )
+            for trade_type in sorted({t["trade_type"] for t in targets}):
+                validate_targets(
+                    [
+                        {"interval": t["interval"], "offset_step": t["offset_step"]}
+                        for t in targets
+                        if t["trade_type"] == trade_type
+                    ]
+                )
         except ValueError as exc:
             raise ConfigError(f"config key 'resample.targets': {exc}") from exc
     resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
