@@ -45,11 +45,11 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024  # a 64-thread downloader opens its connections in one burst
 
-    def __init__(self, emulator: "Emulator"):
+    def __init__(self, emulator: "Emulator", port: int = 0):
         self.emulator = emulator
         self.open_sockets: set[socket.socket] = set()
         self.sockets_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def process_request(self, request, client_address):
         with self.sockets_lock:
@@ -106,10 +106,11 @@ class Emulator:
         self.port = 0
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> "Emulator":
+    def start(self, port: int = 0) -> "Emulator":
+        """Serve from a daemon thread; ``port`` 0 picks a free ephemeral port."""
         if self._server is not None:
             return self
-        self._server = _Server(self)
+        self._server = _Server(self, port)
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(

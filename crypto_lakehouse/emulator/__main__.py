@@ -1,0 +1,85 @@
+"""Run the emulator in the foreground: ``python -m crypto_lakehouse.emulator --mirror DIR``.
+
+Prints the base URL on stdout (first line) and serves until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from .faults import Faults
+from .server import Emulator
+from .synthetic import SyntheticUniverse
+
+
+def _keys(text: str | None) -> set[str]:
+    return {k.strip() for k in (text or "").split(",") if k.strip()}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m crypto_lakehouse.emulator", description=__doc__)
+    p.add_argument("--mirror", help="archive mirror directory (files at DIR/<bucket key>)")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: ephemeral)")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    p.add_argument("--fail-rate", type=float, default=0.0, help="fraction answered 500/503")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="fraction of GETs cut mid-body")
+    p.add_argument("--corrupt-first", help="comma-separated keys corrupt on the first GET only")
+    p.add_argument("--corrupt-always", help="comma-separated keys always corrupt")
+    p.add_argument("--missing-checksum", help="comma-separated zip keys without CHECKSUM")
+    p.add_argument("--fail-always", help="comma-separated keys always answered 500")
+    p.add_argument("--faults-on-rest", action="store_true", help="latency/5xx also on REST")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--synthetic",
+        metavar="N_SPOT,N_UM,N_CM,DAYS,START",
+        help="add a synthetic universe, e.g. 1000,300,50,30,2024-01-01",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> Emulator:
+    faults = Faults(
+        latency=args.latency,
+        fail_rate=args.fail_rate,
+        drop_rate=args.drop_rate,
+        corrupt_first=_keys(args.corrupt_first),
+        corrupt_always=_keys(args.corrupt_always),
+        missing_checksum=_keys(args.missing_checksum),
+        fail_always=_keys(args.fail_always),
+        apply_to_rest=args.faults_on_rest,
+        seed=args.seed,
+    )
+    listing = None
+    if args.synthetic:
+        n_spot, n_um, n_cm, days, start = args.synthetic.split(",")
+        listing = SyntheticUniverse(int(n_spot), int(n_um), int(n_cm), int(days), start)
+    if args.mirror is None and listing is None:
+        raise SystemExit("give --mirror DIR and/or --synthetic ...")
+    return Emulator(mirror_dir=args.mirror, faults=faults, listing=listing)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    emu = build(args)
+    emu.start(port=args.port)
+    print(emu.base_url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.stop()
+        print(dict(emu.counts), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
