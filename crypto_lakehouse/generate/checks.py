@@ -40,7 +40,7 @@ def check_output(
         raise QualityGateError(f"{label}: no rows")
     diff = np.diff(time)
     _fail(label, time[1:], diff == 0, "duplicate minute")
-    _fail(label, time[1:], diff != step_ms, f"grid not contiguous ({step_ms} ms step) before")
+    _fail(label, time[1:], diff != step_ms, f"grid not contiguous (step other than {step_ms} ms)")
     o, h, lo, c = columns["open"], columns["high"], columns["low"], columns["close"]
     finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)
     _fail(label, time, ~finite, "non-finite open/high/low/close")

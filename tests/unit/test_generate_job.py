@@ -1,0 +1,363 @@
+"""run_gen_kline end to end on small files in a temporary data_dir."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse.generate import run_gen_kline
+from crypto_lakehouse.generate.checks import QualityGateError
+from crypto_lakehouse.schema import API_FUNDING_SCHEMA, KLINE_SCHEMA, PARSED_FUNDING_SCHEMA
+
+MIN = 60_000
+HOUR = 3_600_000
+DAY = 86_400_000
+T0 = 1_600_000_000_000 - 1_600_000_000_000 % DAY  # 2020-09-13 00:00 UTC
+
+
+def kline_table(times, **overrides) -> pa.Table:
+    n = len(times)
+    cols = {
+        "candle_begin_time": pa.array(np.asarray(times, dtype=np.int64)).cast(
+            KLINE_SCHEMA.field("candle_begin_time").type
+        ),
+        "open": np.full(n, 100.0),
+        "high": np.full(n, 101.0),
+        "low": np.full(n, 99.0),
+        "close": np.full(n, 100.0),
+        "volume": np.full(n, 2.0),
+        "quote_volume": np.full(n, 200.0),
+        "trade_num": np.full(n, 3, dtype=np.int64),
+        "taker_buy_base_asset_volume": np.full(n, 1.0),
+        "taker_buy_quote_asset_volume": np.full(n, 100.0),
+    }
+    for k, v in overrides.items():
+        cols[k] = np.asarray(v, dtype=np.int64 if k == "trade_num" else np.float64)
+    return pa.table(cols, schema=KLINE_SCHEMA)
+
+
+def write_archive(data_dir, trade_type, symbol, name, table):
+    d = layout.parsed_klines_dir(data_dir, trade_type, symbol, "1m")
+    io.write_parquet(d / f"{name}.pqt", table)
+
+
+def write_rest(data_dir, trade_type, symbol, name, table):
+    d = layout.api_klines_dir(data_dir, trade_type, symbol, "1m")
+    io.write_parquet(d / f"{name}.pqt", table)
+
+
+def funding_times(*ms):
+    return pa.array(np.array(ms, dtype=np.int64)).cast(pa.timestamp("ms", tz="UTC"))
+
+
+def write_archive_funding(data_dir, trade_type, symbol, hours, rates):
+    t = funding_times(*[T0 + h * HOUR for h in hours])
+    table = pa.table(
+        {
+            "funding_time": t,
+            "funding_interval_hours": np.full(len(hours), 8, dtype=np.int64),
+            "funding_rate": np.asarray(rates, dtype=np.float64),
+            "candle_begin_time": t,
+        },
+        schema=PARSED_FUNDING_SCHEMA,
+    )
+    io.write_parquet(layout.parsed_funding_path(data_dir, trade_type, symbol), table)
+
+
+def write_rest_funding(data_dir, trade_type, symbol, hours, rates):
+    cbt = funding_times(*[T0 + h * HOUR for h in hours])
+    ft = funding_times(*[T0 + h * HOUR + 8 for h in hours])  # REST times carry ms jitter
+    table = pa.table(
+        {"funding_time": ft, "candle_begin_time": cbt, "funding_rate": np.asarray(rates)},
+        schema=API_FUNDING_SCHEMA,
+    )
+    io.write_parquet(layout.api_funding_path(data_dir, trade_type, symbol), table)
+
+
+def gen(data_dir, trade_type="spot", symbol="BTCUSDT", **kw):
+    args = dict(
+        trade_type=trade_type,
+        symbol=symbol,
+        interval="1m",
+        data_dir=data_dir,
+        split_gaps=True,
+        with_vwap=True,
+        with_funding_rates=trade_type != "spot",
+        min_days=1,
+        min_price_chg=0.1,
+        contract_size=None,
+        report_path=data_dir / "lakehouse" / "reports" / f"{symbol}.json",
+        stats_path=data_dir / "lakehouse" / "stats" / f"{symbol}.json",
+    )
+    args.update(kw)
+    stats = run_gen_kline(**args)
+    return json.loads(args["report_path"].read_text()), stats
+
+
+def out_dir(data_dir, trade_type="spot"):
+    return layout.results_klines_dir(data_dir, trade_type, "1m")
+
+
+def minutes(start, count):
+    return [start + i * MIN for i in range(count)]
+
+
+def test_spot_gap_split_fill_and_rest_priority(tmp_path):
+    # Day A: 10 minutes, minute 5 untraded (volume 0). Day C (3 days later, +50 %): 5 minutes
+    # from the archive and REST minutes that override minute 1 and add minute 5.
+    day_a = minutes(T0, 10)
+    vol_a = [2.0] * 10
+    vol_a[5] = 0.0
+    write_archive(tmp_path, "spot", "BTCUSDT", "202009a", kline_table(day_a, volume=vol_a))
+    tc = T0 + 3 * DAY
+    day_c = minutes(tc, 5)
+    write_archive(
+        tmp_path,
+        "spot",
+        "BTCUSDT",
+        "202009c",
+        kline_table(day_c, open=[150.0] * 5, high=[151.0] * 5, low=[149.0] * 5, close=[150.0] * 5),
+    )
+    rest = kline_table(
+        [tc + MIN, tc + 5 * MIN],
+        open=[150.0, 150.0],
+        high=[152.0, 150.5],
+        low=[149.5, 149.0],
+        close=[151.0, 150.0],
+        volume=[4.0, 1.0],
+        quote_volume=[604.0, 150.0],
+    )
+    write_rest(tmp_path, "spot", "BTCUSDT", "20200916", rest)
+    write_rest(tmp_path, "spot", "BTCUSDT", "20200915", kline_table([]))  # an empty REST day
+
+    report, stats = gen(tmp_path)
+
+    assert sorted(p.name for p in out_dir(tmp_path).iterdir()) == ["BTCUSDT.pqt", "SP0_BTCUSDT.pqt"]
+    old = pq.read_table(out_dir(tmp_path) / "SP0_BTCUSDT.pqt")
+    new = pq.read_table(out_dir(tmp_path) / "BTCUSDT.pqt")
+    expected_cols = [*KLINE_SCHEMA.names, "avg_price_1m"]
+    assert old.column_names == expected_cols
+    assert old.schema.field("candle_begin_time").type == pa.timestamp("ms", tz="UTC")
+    assert old.schema.field("trade_num").type == pa.int64()
+    assert old.schema.field("avg_price_1m").type == pa.float64()
+    # Segment 1: minute 5 dropped (zero volume) then re-created by the fill.
+    assert old.num_rows == 10
+    assert old["volume"].to_pylist()[5] == 0.0
+    assert old["trade_num"].to_pylist()[5] == 0
+    assert old["open"].to_pylist()[5] == 100.0  # the previous close
+    assert old["avg_price_1m"].to_pylist() == [100.0] * 10
+    # Segment 2: 6 minutes, REST wins on minute 1 and adds minute 5.
+    assert new.num_rows == 6
+    assert new["close"].to_pylist() == [150.0, 151.0, 150.0, 150.0, 150.0, 150.0]
+    assert new["volume"].to_pylist()[1] == 4.0
+    assert new["avg_price_1m"].to_pylist()[1] == 151.0  # 604 / 4
+    assert new["avg_price_1m"].to_pylist()[5] == 150.0  # 150 / 1
+
+    seg_old, seg_new = report["segments"]
+    assert seg_old == {
+        "name": "SP0_BTCUSDT",
+        "file": "results_data/spot/klines/1m/SP0_BTCUSDT.pqt",
+        "rows": 10,
+        "first": "2020-09-13T00:00:00Z",
+        "last": "2020-09-13T00:09:00Z",
+        "archive_minutes": 9,
+        "rest_minutes": 0,
+        "filled_minutes": 1,
+        "funding_events": 0,
+    }
+    assert (seg_new["name"], seg_new["archive_minutes"], seg_new["rest_minutes"]) == (
+        "BTCUSDT",
+        4,
+        2,
+    )
+    assert seg_new["first"] == "2020-09-16T00:00:00Z"
+    assert report["removed"] == [] and report["no_data"] is False
+    assert stats["rows"]["merged"] == 15 and "seconds" in stats
+
+    meta = {k.decode(): v.decode() for k, v in old.schema.metadata.items()}
+    assert meta["interval"] == "1m"
+    assert meta["vwap"] == "quote_volume/volume"
+    assert meta["funding_joined"] == "false"
+    assert json.loads(meta["source_coverage"]) == {
+        "archive_minutes": 9,
+        "rest_minutes": 0,
+        "filled_minutes": 1,
+    }
+    assert meta["quality_score"] == "0.900000"
+    assert json.loads(meta["quality_gates"])["contiguous"] == "passed"
+
+
+def test_report_is_deterministic(tmp_path):
+    write_archive(tmp_path, "spot", "BTCUSDT", "a", kline_table(minutes(T0, 5)))
+    gen(tmp_path)
+    first = (tmp_path / "lakehouse" / "reports" / "BTCUSDT.json").read_bytes()
+    gen(tmp_path)
+    assert (tmp_path / "lakehouse" / "reports" / "BTCUSDT.json").read_bytes() == first
+
+
+def test_without_split_gaps_one_plain_file(tmp_path):
+    write_archive(tmp_path, "spot", "BTCUSDT", "a", kline_table(minutes(T0, 3)))
+    write_archive(
+        tmp_path,
+        "spot",
+        "BTCUSDT",
+        "b",
+        kline_table(
+            minutes(T0 + 3 * DAY, 3),
+            open=[200.0] * 3,
+            high=[201.0] * 3,
+            low=[199] * 3,
+            close=[200.0] * 3,
+        ),
+    )
+    report, _ = gen(tmp_path, split_gaps=False, with_vwap=False)
+    assert [s["name"] for s in report["segments"]] == ["BTCUSDT"]
+    table = pq.read_table(out_dir(tmp_path) / "BTCUSDT.pqt")
+    assert table.column_names == KLINE_SCHEMA.names
+    assert table.num_rows == 3 * DAY // MIN + 3
+
+
+def test_incremental_resplit_removes_only_this_symbols_stale_files(tmp_path):
+    write_archive(tmp_path, "spot", "BTCUSDT", "a", kline_table(minutes(T0, 3)))
+    write_archive(
+        tmp_path,
+        "spot",
+        "BTCUSDT",
+        "b",
+        kline_table(
+            minutes(T0 + 3 * DAY, 3),
+            open=[200.0] * 3,
+            high=[201.0] * 3,
+            low=[199] * 3,
+            close=[200.0] * 3,
+        ),
+    )
+    gen(tmp_path)
+    others = ["SP0_XBTCUSDT.pqt", "XBTCUSDT.pqt", "SP0_BTCUSDTX.pqt", "ETHUSDT.pqt"]
+    for name in others:
+        (out_dir(tmp_path) / name).write_bytes(b"other symbol")
+    # The older archive month disappears: one segment left, SP0_BTCUSDT is stale.
+    (layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "a.pqt").unlink()
+    report, _ = gen(tmp_path)
+    assert report["removed"] == ["results_data/spot/klines/1m/SP0_BTCUSDT.pqt"]
+    assert sorted(p.name for p in out_dir(tmp_path).iterdir()) == sorted([*others, "BTCUSDT.pqt"])
+    for name in others:
+        assert (out_dir(tmp_path) / name).read_bytes() == b"other symbol"
+
+
+def test_no_data_gives_no_files_and_says_so(tmp_path):
+    write_archive(tmp_path, "spot", "BTCUSDT", "a", kline_table(minutes(T0, 3)))
+    gen(tmp_path)
+    # Now every candle has zero volume: nothing to write, the old file goes.
+    write_archive(tmp_path, "spot", "BTCUSDT", "a", kline_table(minutes(T0, 3), volume=[0.0] * 3))
+    report, stats = gen(tmp_path)
+    assert report["no_data"] is True and report["segments"] == []
+    assert report["removed"] == ["results_data/spot/klines/1m/BTCUSDT.pqt"]
+    assert list(out_dir(tmp_path).iterdir()) == []
+    # A symbol with no input folder at all.
+    report, _ = gen(tmp_path, symbol="NOPEUSDT")
+    assert report["no_data"] is True and report["segments"] == []
+
+
+def test_unreadable_input_file_is_reported_and_skipped(tmp_path):
+    write_archive(tmp_path, "spot", "BTCUSDT", "a", kline_table(minutes(T0, 3)))
+    bad = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "b.pqt"
+    bad.write_bytes(b"not parquet")
+    report, _ = gen(tmp_path)
+    assert report["segments"][0]["rows"] == 3
+    assert len(report["input_problems"]) == 1 and "b.pqt" in report["input_problems"][0]
+
+
+def test_um_funding_join_rest_wins_and_untraded_hour_kept(tmp_path):
+    # 00:00 … 16:00 traded except the 08:00 minute (volume 0: legacy lost its funding, Q4).
+    times = minutes(T0, 16 * 60 + 1)
+    volume = np.full(len(times), 2.0)
+    volume[8 * 60] = 0.0
+    write_archive(tmp_path, "um_futures", "BTCUSDT", "a", kline_table(times, volume=volume))
+    write_archive_funding(tmp_path, "um_futures", "BTCUSDT", [-8, 0, 8], [0.5, 0.0001, 0.0002])
+    # REST repeats 08:00 with another value (REST wins) and adds 16:00 and 24:00.
+    write_rest_funding(tmp_path, "um_futures", "BTCUSDT", [8, 16, 24], [0.0003, -0.0004, 0.7])
+    report, _ = gen(tmp_path, trade_type="um_futures")
+    table = pq.read_table(out_dir(tmp_path, "um_futures") / "BTCUSDT.pqt")
+    assert table.column_names[-2:] == ["avg_price_1m", "funding_rate"]
+    rate = table["funding_rate"].to_numpy()
+    assert rate[0] == 0.0001 and rate[8 * 60] == 0.0003 and rate[16 * 60] == -0.0004
+    assert np.count_nonzero(rate) == 3
+    assert table["volume"].to_numpy()[8 * 60] == 0.0  # the re-created minute
+    assert report["segments"][0]["funding_events"] == 3
+    assert report["funding_events_outside_segments"] == 2  # −08:00 and 24:00
+    meta = table.schema.metadata
+    assert meta[b"funding_joined"] == b"true"
+
+
+def test_rest_funding_used_without_archive_funding(tmp_path):
+    write_archive(tmp_path, "um_futures", "ETHUSDT", "a", kline_table(minutes(T0, 61)))
+    write_rest_funding(tmp_path, "um_futures", "ETHUSDT", [1], [0.0002])
+    gen(tmp_path, trade_type="um_futures", symbol="ETHUSDT")
+    table = pq.read_table(out_dir(tmp_path, "um_futures") / "ETHUSDT.pqt")
+    assert table["funding_rate"].to_numpy()[60] == 0.0002
+
+
+def test_no_funding_column_for_a_symbol_without_funding(tmp_path):
+    write_archive(tmp_path, "um_futures", "ETHUSDT", "a", kline_table(minutes(T0, 5)))
+    report, _ = gen(tmp_path, trade_type="um_futures", symbol="ETHUSDT")
+    table = pq.read_table(out_dir(tmp_path, "um_futures") / "ETHUSDT.pqt")
+    assert "funding_rate" not in table.column_names
+    assert report["funding_column"] is False
+
+
+def test_funding_not_joined_when_disabled(tmp_path):
+    write_archive(tmp_path, "um_futures", "ETHUSDT", "a", kline_table(minutes(T0, 5)))
+    write_rest_funding(tmp_path, "um_futures", "ETHUSDT", [0], [0.0002])
+    gen(tmp_path, trade_type="um_futures", symbol="ETHUSDT", with_funding_rates=False)
+    table = pq.read_table(out_dir(tmp_path, "um_futures") / "ETHUSDT.pqt")
+    assert "funding_rate" not in table.column_names
+
+
+def test_cm_vwap_with_contract_size(tmp_path):
+    # 10 contracts of 100 USD for 0.05 BTC → 20000; low/high 19000/21000 keep it unclipped.
+    table = kline_table(
+        minutes(T0, 2),
+        open=[20000.0] * 2,
+        high=[21000.0] * 2,
+        low=[19000.0] * 2,
+        close=[20000.0] * 2,
+        volume=[10.0, 10.0],
+        quote_volume=[0.05, 0.04],
+    )
+    write_archive(tmp_path, "cm_futures", "BTCUSD_PERP", "a", table)
+    gen(tmp_path, trade_type="cm_futures", symbol="BTCUSD_PERP", contract_size=100)
+    out = pq.read_table(out_dir(tmp_path, "cm_futures") / "BTCUSD_PERP.pqt")
+    # Minute 2: 1000 / 0.04 = 25000, clipped to the high 21000.
+    assert out["avg_price_1m"].to_pylist() == pytest.approx([20000.0, 21000.0], rel=1e-12)
+    assert b"contract_size=100" in out.schema.metadata[b"vwap"]
+
+
+def test_cm_without_contract_size_is_a_clear_error(tmp_path):
+    write_archive(tmp_path, "cm_futures", "ETHUSD_PERP", "a", kline_table(minutes(T0, 2)))
+    with pytest.raises(ValueError, match="ETHUSD_PERP.*contract_sizes"):
+        gen(tmp_path, trade_type="cm_futures", symbol="ETHUSD_PERP", contract_size=None)
+
+
+def test_quality_gate_failure_names_file_and_minute(tmp_path):
+    # Segment 1 is fine; segment 2 has close above high at its second minute.
+    write_archive(tmp_path, "spot", "BTCUSDT", "a", kline_table(minutes(T0, 3)))
+    bad = kline_table(
+        minutes(T0 + 3 * DAY, 3),
+        open=[200.0] * 3,
+        high=[201.0] * 3,
+        low=[199.0] * 3,
+        close=[200.0, 205.0, 200.0],
+    )
+    write_archive(tmp_path, "spot", "BTCUSDT", "b", bad)
+    with pytest.raises(
+        QualityGateError,
+        match=r"results_data/spot/klines/1m/BTCUSDT.pqt: OHLC .* 2020-09-16T00:01:00Z",
+    ):
+        gen(tmp_path)
+    assert sorted(p.name for p in out_dir(tmp_path).iterdir()) == ["SP0_BTCUSDT.pqt"]
