@@ -1,0 +1,432 @@
+"""aws_parse klines on real Binance archives (tests/../shared/fixtures).
+
+Expected values are read from the archive CSVs themselves with the stdlib (csv, decimal),
+and compared with the legacy BHDS V1 partitions built from the same files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io as stdio
+import os
+import zipfile
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import FIXTURES
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.io import read_json
+from crypto_lakehouse.parse import klines as klines_mod
+from crypto_lakehouse.parse.klines import run_parse_klines
+from crypto_lakehouse.schema import KLINE_SCHEMA
+
+REAL = FIXTURES / "real"
+LEGACY = FIXTURES / "legacy-v1-real"
+MIRROR = LEGACY / "mirror"
+FLOAT_FIELDS = {1: "open", 2: "high", 3: "low", 4: "close", 5: "volume", 7: "quote_volume"}
+FLOAT_FIELDS.update({9: "taker_buy_base_asset_volume", 10: "taker_buy_quote_asset_volume"})
+
+
+# ---------------------------------------------------------------- helpers
+def spot_key(day: str, interval: str = "1m") -> str:
+    return layout.daily_kline_key("spot", "BTCUSDT", interval, day)
+
+
+def zip_of(member: str, data: bytes) -> bytes:
+    buf = stdio.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(member, data)
+    return buf.getvalue()
+
+
+def member_bytes(zip_path: Path) -> bytes:
+    with zipfile.ZipFile(zip_path) as zf:
+        return zf.read(zf.namelist()[0])
+
+
+def csv_rows(data: bytes) -> list[list[str]]:
+    rows = list(csv.reader(stdio.StringIO(data.decode())))
+    return rows[1:] if rows and rows[0][0] == "open_time" else rows
+
+
+def put_archive(data_dir: Path, key: str, zip_bytes: bytes, verified: bool = True) -> str:
+    path = layout.aws_path(data_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(zip_bytes)
+    digest = hashlib.sha256(zip_bytes).hexdigest()
+    path.with_name(path.name + ".CHECKSUM").write_text(f"{digest}  {path.name}")
+    if verified:
+        path.with_name(path.name + ".verified").touch()
+    return key
+
+
+def download_report(data_dir: Path, keys, **extra) -> dict:
+    files = {}
+    for key in keys:
+        data = layout.aws_path(data_dir, key).read_bytes()
+        files[key] = {
+            "size": len(data),
+            "last_modified": "2024-01-01T00:00:00Z",
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+    return {"trade_type": "spot", "dataset": "klines-1m", "symbol": "BTCUSDT", "files": files,
+            "quarantined": {}, **extra}  # fmt: skip
+
+
+def parse(data_dir: Path, report: dict, trade_type="spot", symbol="BTCUSDT", interval="1m"):
+    out = data_dir / "out"
+    stats = run_parse_klines(
+        trade_type=trade_type,
+        symbol=symbol,
+        interval=interval,
+        data_dir=data_dir,
+        download_report=report,
+        report_path=out / "report.json",
+        stats_path=out / "stats.json",
+    )
+    return stats, read_json(out / "report.json")
+
+
+def partition(data_dir: Path, month: str, trade_type="spot", symbol="BTCUSDT", interval="1m"):
+    path = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval) / f"{month}.pqt"
+    return pq.read_table(path)
+
+
+def times_ms(table) -> np.ndarray:
+    return table.column("candle_begin_time").cast("int64").to_numpy()
+
+
+def real_spot_2020(data_dir: Path) -> list[str]:
+    keys = []
+    for day in ("2020-01-01", "2020-01-02", "2020-01-03"):
+        src = REAL / "spot" / f"BTCUSDT-1m-{day}.zip"
+        keys.append(put_archive(data_dir, spot_key(day), src.read_bytes()))
+    return keys
+
+
+def assert_rows_equal_csv(table, rows: list[list[str]]) -> None:
+    """Every parsed row equals the CSV row (times to ms, numbers as parsed decimals)."""
+    assert table.num_rows == len(rows)
+    unit = 1000 if int(rows[-1][0]) >= 10**15 else 1
+    assert times_ms(table).tolist() == [int(r[0]) // unit for r in rows]
+    assert table.column("trade_num").to_pylist() == [int(r[8]) for r in rows]
+    for pos, name in FLOAT_FIELDS.items():
+        got = table.column(name).to_numpy()
+        exact = sum(Decimal(r[pos]) for r in rows)
+        assert abs(Decimal(repr(float(got.sum()))) - exact) <= abs(exact) * Decimal("1e-12")
+        assert got[0] == float(rows[0][pos]) and got[-1] == float(rows[-1][pos])
+
+
+# ---------------------------------------------------------------- real files
+def test_spot_ms_headerless_days_match_the_csv(tmp_path):
+    keys = real_spot_2020(tmp_path)
+    stats, report = parse(tmp_path, download_report(tmp_path, keys))
+    table = partition(tmp_path, "202001")
+    assert table.schema.remove_metadata() == KLINE_SCHEMA
+    rows = [r for k in keys for r in csv_rows(member_bytes(layout.aws_path(tmp_path, k)))]
+    assert len(rows) == 3 * 1440
+    assert_rows_equal_csv(table, rows)
+    assert table.column("open")[0].as_py() == 7195.24  # first candle of 2020 in the archive
+    assert stats["files_parsed"] == 3 and stats["files_quarantined"] == 0
+    assert report["partitions"] == {
+        "202001": {
+            "rows": 4320,
+            "first": "2020-01-01 00:00:00.000",
+            "last": "2020-01-03 23:59:00.000",
+        }
+    }
+    assert report["files"] == {
+        k: v["sha256"] for k, v in download_report(tmp_path, keys)["files"].items()
+    }
+    assert report["quality"]["complete_days"] == 3 and report["quality"]["missing_rows"] == 0
+
+
+def test_spot_microsecond_file_is_converted_to_ms(tmp_path):
+    src = MIRROR / spot_key("2025-01-01")
+    key = put_archive(tmp_path, spot_key("2025-01-01"), src.read_bytes())
+    parse(tmp_path, download_report(tmp_path, [key]))
+    rows = csv_rows(member_bytes(src))
+    assert rows[0][0] == "1735689600000000"  # the file really is in µs
+    table = partition(tmp_path, "202501")
+    assert_rows_equal_csv(table, rows)
+    assert times_ms(table)[0] == 1735689600000
+
+
+@pytest.mark.parametrize(
+    ("trade_type", "symbol", "src", "month"),
+    [
+        ("um_futures", "BTCUSDT", REAL / "futures_um" / "BTCUSDT-1m-2022-09-05.zip", "202209"),
+        (
+            "cm_futures",
+            "BTCUSD_PERP",
+            REAL / "futures_cm" / "BTCUSD_PERP-1m-2022-10-24.zip",
+            "202210",
+        ),
+    ],
+)
+def test_futures_files_with_header_line(tmp_path, trade_type, symbol, src, month):
+    day = src.stem.rsplit("-", 3)
+    key = layout.daily_kline_key(trade_type, symbol, "1m", "-".join(day[1:]))
+    put_archive(tmp_path, key, src.read_bytes())
+    stats, report = parse(tmp_path, download_report(tmp_path, [key]), trade_type, symbol)
+    data = member_bytes(src)
+    assert data.startswith(b"open_time,")
+    assert_rows_equal_csv(partition(tmp_path, month, trade_type, symbol), csv_rows(data))
+    assert report["partitions"][month]["rows"] == 1440 and stats["files_parsed"] == 1
+
+
+LEGACY_PARTITIONS = sorted((LEGACY / "parsed_data").rglob("*.pqt"))
+
+
+@pytest.mark.parametrize("legacy_file", LEGACY_PARTITIONS, ids=lambda p: str(p.relative_to(LEGACY)))
+def test_partitions_equal_legacy_outputs(tmp_path, legacy_file):
+    rel = legacy_file.relative_to(LEGACY / "parsed_data")
+    trade_type, _, symbol, interval, name = rel.parts
+    prefix = f"{layout.kline_dir_key(trade_type, symbol, interval)}"
+    keys = []
+    for src in sorted((MIRROR / prefix).glob("*.zip")):
+        keys.append(put_archive(tmp_path, prefix + src.name, src.read_bytes()))
+    parse(tmp_path, download_report(tmp_path, keys), trade_type, symbol, interval)
+    ours = partition(tmp_path, name[:-4], trade_type, symbol, interval)
+    legacy = pq.read_table(legacy_file)
+    assert ours.schema.remove_metadata() == legacy.schema.remove_metadata()
+    assert times_ms(ours).tolist() == times_ms(legacy).tolist()
+    for name in legacy.column_names[1:]:
+        diff = np.abs(ours.column(name).to_numpy() - legacy.column(name).to_numpy())
+        assert diff.max() <= 1e-4, name
+
+
+def test_monthly_archive_and_daily_precedence(tmp_path):
+    days = [member_bytes(REAL / "spot" / f"BTCUSDT-1m-2020-01-0{d}.zip") for d in (1, 2, 3)]
+    monthly = layout.monthly_kline_key("spot", "BTCUSDT", "1m", "2020-01")
+    put_archive(tmp_path, monthly, zip_of("BTCUSDT-1m-2020-01.csv", b"".join(days)))
+    stats, report = parse(tmp_path, download_report(tmp_path, [monthly]))
+    assert_rows_equal_csv(partition(tmp_path, "202001"), csv_rows(b"".join(days)))
+
+    # A daily archive of the same day holds only its first 600 minutes: it wins for its day.
+    short = b"".join(stdio.BytesIO(days[1]).readlines()[:600])
+    daily = put_archive(tmp_path, spot_key("2020-01-02"), zip_of("d.csv", short))
+    stats, report = parse(tmp_path, download_report(tmp_path, [monthly, daily]))
+    assert stats["files_parsed"] == 1  # only the new daily file is read
+    assert_rows_equal_csv(partition(tmp_path, "202001"), csv_rows(days[0] + short + days[2]))
+    # The monthly file claims all 31 days but holds 3: days 4..31 count as missing too.
+    assert report["quality"]["missing_rows"] == 840 + 28 * 1440
+
+    # The download's day_sources say the monthly file is the source of that day.
+    rep = download_report(tmp_path, [monthly, daily], day_sources={"2020-01-02": monthly})
+    stats, report = parse(tmp_path, rep)
+    assert_rows_equal_csv(partition(tmp_path, "202001"), csv_rows(b"".join(days)))
+
+
+# ---------------------------------------------------------------- verification gate
+def test_only_listed_and_verified_archives_are_parsed(tmp_path):
+    keys = real_spot_2020(tmp_path)
+    layout.aws_path(tmp_path, keys[1]).with_name(Path(keys[1]).name + ".verified").unlink()
+    report = download_report(tmp_path, keys[:2])  # 2020-01-03 verified but not listed
+    stats, rep = parse(tmp_path, report)
+    assert stats["files_parsed"] == 1 and stats["files_unverified"] == [keys[1]]
+    days = np.unique(times_ms(partition(tmp_path, "202001")) // 86_400_000)
+    assert days.tolist() == [18262]  # 2020-01-01 only
+    assert list(rep["files"]) == [keys[0]]
+
+
+# ---------------------------------------------------------------- defects
+def corrupt(data: bytes, line_no: int, change) -> bytes:
+    lines = data.split(b"\n")
+    lines[line_no - 1] = change(lines[line_no - 1])
+    return b"\n".join(lines)
+
+
+def defect_case(tmp_path, bad_zip: bytes, day="2020-01-02"):
+    """Day 2 replaced by ``bad_zip``; days 1 and 3 are the real archives."""
+    keys = real_spot_2020(tmp_path)
+    bad_key = put_archive(tmp_path, spot_key(day), bad_zip)
+    if bad_key not in keys:
+        keys.append(bad_key)
+    stats, report = parse(tmp_path, download_report(tmp_path, keys))
+    reason = report["quarantined"].get(bad_key, "")
+    return bad_key, stats, report, reason
+
+
+def assert_quarantined(tmp_path, bad_key, stats, report, n_days_left=2):
+    assert stats["files_quarantined"] == 1 and stats["quarantined"] == {
+        bad_key: report["quarantined"][bad_key]
+    }
+    src = layout.aws_path(tmp_path, bad_key)
+    dst = layout.quarantine_path(tmp_path, bad_key)
+    assert not src.exists() and not src.with_name(src.name + ".verified").exists()
+    assert dst.exists() and dst.with_name(dst.name + ".CHECKSUM").exists()
+    assert dst.with_name(dst.name + ".reason").read_text().strip() == report["quarantined"][bad_key]
+    assert bad_key not in report["files"]
+    # Nothing else is lost: the other days are complete.
+    table = partition(tmp_path, "202001")
+    assert table.num_rows == n_days_left * 1440
+
+
+DAY2 = REAL / "spot" / "BTCUSDT-1m-2020-01-02.zip"
+
+
+def test_corrupt_csv_row_names_file_and_line(tmp_path):
+    bad = corrupt(
+        member_bytes(DAY2),
+        17,
+        lambda ln: b",".join([ln.split(b",")[0], b"7x1.5", *ln.split(b",")[2:]]),
+    )
+    key, stats, report, reason = defect_case(tmp_path, zip_of("a.csv", bad))
+    assert key in reason and "line 17" in reason and "'open'" in reason and "7x1.5" in reason
+    assert_quarantined(tmp_path, key, stats, report)
+
+
+def test_wrong_column_count_names_file_and_line(tmp_path):
+    bad = corrupt(member_bytes(DAY2), 5, lambda ln: ln.rsplit(b",", 1)[0])
+    key, stats, report, reason = defect_case(tmp_path, zip_of("a.csv", bad))
+    assert key in reason and "line 5: 11 fields, expected 12" in reason
+    assert_quarantined(tmp_path, key, stats, report)
+
+
+def test_empty_zip(tmp_path):
+    buf = stdio.BytesIO()
+    zipfile.ZipFile(buf, "w").close()
+    key, stats, report, reason = defect_case(tmp_path, buf.getvalue())
+    assert reason == f"{key}: zip has no member (empty archive)"
+    assert_quarantined(tmp_path, key, stats, report)
+
+
+def test_zip_with_two_members(tmp_path):
+    buf = stdio.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a.csv", member_bytes(DAY2))
+        zf.writestr("b.csv", member_bytes(DAY2))
+    key, stats, report, reason = defect_case(tmp_path, buf.getvalue())
+    assert reason == f"{key}: zip has 2 members (a.csv, b.csv), expected 1"
+    assert_quarantined(tmp_path, key, stats, report)
+
+
+def test_dates_not_matching_the_file_name(tmp_path):
+    # The 2020-01-02 rows packed under the name of 2020-01-05.
+    key, stats, report, reason = defect_case(tmp_path, DAY2.read_bytes(), day="2020-01-05")
+    assert key in reason and "line 1:" in reason
+    assert "2020-01-02 00:00:00.000" in reason and "outside the file's day 2020-01-05" in reason
+    assert_quarantined(tmp_path, key, stats, report, n_days_left=3)
+
+
+def test_duplicate_and_off_grid_rows(tmp_path):
+    rows = member_bytes(DAY2).split(b"\n")
+    dup = b"\n".join(rows[:100] + [rows[99]] + rows[100:])
+    key, stats, report, reason = defect_case(tmp_path, zip_of("a.csv", dup))
+    assert "line 101: time 2020-01-02 01:39:00.000 repeats" in reason
+    off = corrupt(
+        member_bytes(DAY2), 3, lambda ln: ln.replace(ln[:13], str(int(ln[:13]) + 1).encode(), 1)
+    )
+    key, stats, report, reason = defect_case(tmp_path / "b", zip_of("a.csv", off))
+    assert "line 3:" in reason and "not on the 60s interval grid" in reason
+
+
+def test_line_numbers_count_the_header_line(tmp_path):
+    src = REAL / "futures_um" / "BTCUSDT-1m-2022-09-05.zip"
+    bad = corrupt(member_bytes(src), 10, lambda ln: ln.replace(b",", b",,", 1))
+    key = put_archive(tmp_path, layout.daily_kline_key("um_futures", "BTCUSDT", "1m", "2022-09-05"),
+                      zip_of("x.csv", bad))  # fmt: skip
+    stats, report = parse(tmp_path, download_report(tmp_path, [key]), "um_futures")
+    assert "line 10: 13 fields, expected 12" in report["quarantined"][key]
+    assert report["partitions"] == {} and stats["files_quarantined"] == 1
+
+
+def test_quarantined_archive_is_not_retried_until_republished(tmp_path):
+    bad = corrupt(member_bytes(DAY2), 5, lambda ln: ln.rsplit(b",", 1)[0])
+    key, _, _, reason = defect_case(tmp_path, zip_of("a.csv", bad))
+    # The download job fetches the same bad file again: it is skipped, still reported.
+    put_archive(tmp_path, key, zip_of("a.csv", bad))
+    keys = [spot_key(d) for d in ("2020-01-01", "2020-01-02", "2020-01-03")]
+    stats, report = parse(tmp_path, download_report(tmp_path, keys))
+    assert stats["files_parsed"] == 0 and report["quarantined"][key] == reason
+    # Binance re-publishes a good file: parsed, and no longer quarantined.
+    put_archive(tmp_path, key, DAY2.read_bytes())
+    stats, report = parse(tmp_path, download_report(tmp_path, keys))
+    assert stats["files_parsed"] == 1 and report["quarantined"] == {}
+    assert partition(tmp_path, "202001").num_rows == 4320
+
+
+# ---------------------------------------------------------------- incremental
+def test_second_run_reads_no_zip(tmp_path, monkeypatch):
+    keys = real_spot_2020(tmp_path)
+    report = download_report(tmp_path, keys)
+    _, first = parse(tmp_path, report)
+    part = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "202001.pqt"
+    mtime = part.stat().st_mtime_ns
+
+    def no_read(*a, **k):
+        raise AssertionError("a zip was read")
+
+    monkeypatch.setattr(klines_mod, "read_zip_member", no_read)
+    stats, second = parse(tmp_path, report)
+    assert stats["files_parsed"] == 0 and stats["files_unchanged"] == 3
+    assert second == first
+    assert part.stat().st_mtime_ns == mtime
+
+
+def test_daily_update_reads_only_the_new_file_and_month(tmp_path):
+    keys = real_spot_2020(tmp_path)
+    parse(tmp_path, download_report(tmp_path, keys))
+    p202001 = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "202001.pqt"
+    mtime = p202001.stat().st_mtime_ns
+    new = put_archive(
+        tmp_path, spot_key("2024-12-31"), (MIRROR / spot_key("2024-12-31")).read_bytes()
+    )
+    stats, report = parse(tmp_path, download_report(tmp_path, keys + [new]))
+    assert stats["files_parsed"] == 1 and stats["partitions_written"] == 1
+    assert p202001.stat().st_mtime_ns == mtime  # untouched month not rewritten
+    assert sorted(report["partitions"]) == ["202001", "202412"]
+    # The quality record now spans the gap, with empty days in between.
+    q = pq.read_table(layout.quality_path(tmp_path, "spot", "1m", "BTCUSDT"))
+    assert q.num_rows == (np.datetime64("2024-12-31") - np.datetime64("2020-01-01")).astype(int) + 1
+    assert report["quality"]["days_without_rows"] == q.num_rows - 4
+
+
+def test_republished_archive_replaces_its_day(tmp_path):
+    keys = real_spot_2020(tmp_path)
+    parse(tmp_path, download_report(tmp_path, keys))
+    # Re-published day 2: its first 1000 minutes only, with every close changed.
+    lines = member_bytes(DAY2).split(b"\n")[:1000]
+    new_rows = [ln.split(b",") for ln in lines]
+    for f in new_rows:
+        f[4] = b"1234.5"
+    new_csv = b"\n".join(b",".join(f) for f in new_rows) + b"\n"
+    put_archive(tmp_path, keys[1], zip_of("BTCUSDT-1m-2020-01-02.csv", new_csv))
+    stats, report = parse(tmp_path, download_report(tmp_path, keys))
+    assert stats["files_parsed"] == 1
+    table = partition(tmp_path, "202001")
+    day1 = csv_rows(member_bytes(layout.aws_path(tmp_path, keys[0])))
+    day3 = csv_rows(member_bytes(layout.aws_path(tmp_path, keys[2])))
+    assert_rows_equal_csv(table, day1 + csv_rows(new_csv) + day3)  # no stale day-2 minute left
+    assert report["partitions"]["202001"]["rows"] == 2880 + 1000
+
+
+def test_key_leaving_the_report_takes_its_rows(tmp_path):
+    keys = real_spot_2020(tmp_path)
+    parse(tmp_path, download_report(tmp_path, keys))
+    stats, report = parse(tmp_path, download_report(tmp_path, [keys[0], keys[2]]))
+    assert np.unique(times_ms(partition(tmp_path, "202001")) // 86_400_000).tolist() == [
+        18262,
+        18264,
+    ]
+    assert stats["files_parsed"] == 0  # the other days are kept from the partition
+    stats, report = parse(tmp_path, download_report(tmp_path, []))
+    assert report["partitions"] == {} and stats["partitions_removed"] == 1
+    assert not (layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "202001.pqt").exists()
+    assert not layout.quality_path(tmp_path, "spot", "1m", "BTCUSDT").exists()
+
+
+def test_deleted_partition_is_rebuilt(tmp_path):
+    keys = real_spot_2020(tmp_path)
+    report = download_report(tmp_path, keys)
+    parse(tmp_path, report)
+    part = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "202001.pqt"
+    os.unlink(part)
+    stats, rep = parse(tmp_path, report)
+    assert stats["files_parsed"] == 3 and partition(tmp_path, "202001").num_rows == 4320
