@@ -1,0 +1,264 @@
+"""GET requests to one Binance API host, within its rate limits, with Binance's error rules.
+
+What each answer means (binance-facts §5.3, legacy quirks Q1 and Q12 fixed):
+
+- 200: the JSON body. ``X-MBX-USED-WEIGHT-1M`` (present on every answer) feeds the limiter.
+- 429: a limit was hit. Every thread of the job waits ``Retry-After`` seconds, then the same
+  request is sent again: work is never dropped.
+- 418 (IP banned) or 403 (WAF): every request to the host stops at once (continuing would
+  extend the ban); the job fails with a message naming the host and the wait Binance asked for.
+- 400 with code -1121/-1122: ``InvalidSymbol``; the caller skips the symbol.
+- Other 4xx: ``RestError`` (a bug in the request; retrying cannot help).
+- 5xx, timeouts, connection errors: retried with exponential back-off and jitter, at most
+  ``max_retries`` times per request. After ``breaker_threshold`` consecutive failures on the
+  host the circuit breaker opens: every thread pauses (doubling each time it re-opens).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import requests
+
+from crypto_lakehouse.rest import API_PREFIX, INVALID_SYMBOL_CODES
+from crypto_lakehouse.rest.limiter import HostStopped, WindowLimiter
+
+log = logging.getLogger(__name__)
+
+USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+
+__all__ = [
+    "ClientStats",
+    "HostStopped",
+    "InvalidSymbol",
+    "RestClient",
+    "RestError",
+    "TransientFailure",
+]
+
+
+class RestError(RuntimeError):
+    """A permanent error answer (4xx other than rate limits)."""
+
+    def __init__(self, message: str, status: int = 0, code: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class InvalidSymbol(RestError):
+    """Binance answered -1121 (invalid symbol) or -1122 (invalid symbol status)."""
+
+
+class TransientFailure(RuntimeError):
+    """5xx answers, timeouts or connection errors outlasted the retries."""
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    weight: int = 0
+    http_429: int = 0
+    http_418: int = 0
+    http_403: int = 0
+    http_5xx: int = 0
+    network_errors: int = 0
+    retries: int = 0
+    breaker_opens: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class RestClient:
+    """Thread-safe GET client for one API host (``api_url`` without trailing slash)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        trade_type: str,
+        *,
+        weight_limiter: WindowLimiter,
+        funding_limiter: WindowLimiter | None = None,
+        max_retries: int = 5,
+        timeout_s: float = 15.0,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        breaker_threshold: int = 5,
+        max_429_per_request: int = 100,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.prefix = API_PREFIX[trade_type]
+        self.trade_type = trade_type
+        self.weight_limiter = weight_limiter
+        self.funding_limiter = funding_limiter
+        self.max_retries = int(max_retries)
+        self.timeout_s = float(timeout_s)
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.breaker_threshold = int(breaker_threshold)
+        self.max_429_per_request = int(max_429_per_request)
+        self.stats = ClientStats()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._consecutive_failures = 0
+        self._breaker_level = 0
+
+    # ------------------------------------------------------------ plumbing
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            self._local.session = s
+            with self._lock:
+                self._sessions.append(s)
+        return s
+
+    def close(self) -> None:
+        with self._lock:
+            for s in self._sessions:
+                s.close()
+            self._sessions.clear()
+
+    def __enter__(self) -> "RestClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _count(self, **inc: int) -> None:
+        with self._lock:
+            for k, v in inc.items():
+                setattr(self.stats, k, getattr(self.stats, k) + v)
+
+    def _limiters(self) -> list[WindowLimiter]:
+        return [x for x in (self.weight_limiter, self.funding_limiter) if x is not None]
+
+    def _stop_host(self, message: str) -> None:
+        for lim in self._limiters():
+            lim.stop(message)
+
+    # ------------------------------------------------------------ failures
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        return base * random.uniform(0.5, 1.5)
+
+    def _on_success(self) -> None:
+        with self._lock:
+            self._consecutive_failures = 0
+            self._breaker_level = 0
+
+    def _on_failure(self) -> None:
+        with self._lock:
+            self._consecutive_failures += 1
+            if self._consecutive_failures < self.breaker_threshold:
+                return
+            self._consecutive_failures = 0
+            self._breaker_level += 1
+            level = self._breaker_level
+            self.stats.breaker_opens += 1
+        pause = self._backoff(level + 1)
+        log.warning(
+            "%s: %d consecutive failures, circuit breaker open: pausing all requests %.1f s",
+            self.api_url,
+            self.breaker_threshold,
+            pause,
+        )
+        for lim in self._limiters():
+            lim.pause_for(pause)
+
+    # ------------------------------------------------------------ requests
+    def get_json(
+        self, endpoint: str, params: dict | None = None, *, weight: int = 1, funding: bool = False
+    ):
+        """GET ``{api_url}{prefix}{endpoint}`` and return the decoded JSON body."""
+        url = f"{self.api_url}{self.prefix}{endpoint}"
+        where = f"{url}?{requests.compat.urlencode(params or {})}"
+        attempt = 0
+        n429 = 0
+        while True:
+            if funding and self.funding_limiter is not None:
+                self.funding_limiter.acquire(1)
+            window = self.weight_limiter.acquire(weight)
+            self._count(weight=weight)
+            try:
+                resp = self._session().get(url, params=params, timeout=self.timeout_s)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                self._count(network_errors=1)
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                self._count(requests=1)
+                used = resp.headers.get(USED_WEIGHT_HEADER)
+                if used is not None and used.isdigit():
+                    self.weight_limiter.observe(window, int(used))
+                status = resp.status_code
+                if status == 200:
+                    self._on_success()
+                    return resp.json()
+                if status == 429:
+                    n429 += 1
+                    self._count(http_429=1)
+                    wait = self._retry_after(resp, window)
+                    log.warning("%s: HTTP 429, waiting %.1f s (Retry-After)", where, wait)
+                    self.weight_limiter.mark_full(window)
+                    for lim in self._limiters():
+                        lim.pause_for(wait)
+                    if n429 > self.max_429_per_request:
+                        raise TransientFailure(f"{where}: still HTTP 429 after {n429} waits")
+                    continue
+                if status in (418, 403):
+                    self._count(**{f"http_{status}": 1})
+                    what = "IP banned (418)" if status == 418 else "blocked by the WAF (403)"
+                    message = (
+                        f"{self.api_url}: {what} on {where}; Retry-After="
+                        f"{resp.headers.get('Retry-After', '?')} s. All requests to this host "
+                        "stopped; wait before running again."
+                    )
+                    log.error(message)
+                    self._stop_host(message)
+                    raise HostStopped(message)
+                if 400 <= status < 500:
+                    code, msg = _error_body(resp)
+                    text = f"{where}: HTTP {status} code={code} msg={msg!r}"
+                    if code in INVALID_SYMBOL_CODES:
+                        raise InvalidSymbol(text, status, code)
+                    raise RestError(text, status, code)
+                self._count(http_5xx=1)
+                error = f"HTTP {status}"
+            # transient failure: back off and retry this request
+            self._on_failure()
+            attempt += 1
+            if attempt > self.max_retries:
+                raise TransientFailure(f"{where}: {error} after {self.max_retries} retries")
+            self._count(retries=1)
+            delay = self._backoff(attempt)
+            log.info(
+                "%s: %s, retry %d/%d in %.2f s", where, error, attempt, self.max_retries, delay
+            )
+            time.sleep(delay)
+
+    def _retry_after(self, resp: requests.Response, window: int) -> float:
+        value = resp.headers.get("Retry-After", "")
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            # No usable header: the window that was exceeded ends at the next boundary.
+            lim = self.weight_limiter
+            return max(0.0, lim.window_start(window + 1) - time.time())
+
+    def server_time_ms(self) -> int:
+        return int(self.get_json("/time", weight=1)["serverTime"])
+
+
+def _error_body(resp: requests.Response) -> tuple[int | None, str]:
+    try:
+        body = resp.json()
+        return int(body.get("code")), str(body.get("msg", ""))
+    except (ValueError, TypeError, AttributeError, json.JSONDecodeError):
+        return None, resp.text[:200]

@@ -1,0 +1,134 @@
+"""exchangeInfo, fetched once per run: the rate limits to respect and per-symbol facts.
+
+The summary file (``lakehouse/exchange_info/{T}.json``) holds:
+
+- ``request_weight``: ``{"limit", "window_s"}`` of the ``REQUEST_WEIGHT`` pool. Binance states
+  the window as ``interval`` × ``intervalNum`` (``MINUTE`` × 1); reading it instead of assuming
+  60 s lets the REST jobs follow whatever window the server (or the emulator) announces.
+- ``rate_limits``: every entry of ``rateLimits`` with its window in seconds.
+- ``symbols``: per symbol ``status`` (``contractStatus`` for COIN-M), ``contract_type``,
+  ``contract_size`` (COIN-M only, used by the VWAP fix Q3) and ``onboard_date`` (ms).
+
+It holds no server time, so an unchanged exchange gives identical bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from crypto_lakehouse.io import read_json, write_json
+from crypto_lakehouse.rest import DEFAULT_WEIGHT_LIMIT, EXCHANGE_INFO_WEIGHT
+from crypto_lakehouse.rest.client import RestClient
+from crypto_lakehouse.rest.limiter import WindowLimiter
+
+log = logging.getLogger(__name__)
+
+_INTERVAL_S = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400}
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    weight_limit: int
+    window_s: float
+
+
+def default_rate_limits(trade_type: str) -> RateLimits:
+    return RateLimits(DEFAULT_WEIGHT_LIMIT[trade_type], 60.0)
+
+
+def _window_s(entry: dict) -> float:
+    unit = str(entry.get("interval", "")).upper()
+    if unit not in _INTERVAL_S:
+        raise ValueError(f"rateLimits entry with unknown interval: {entry!r}")
+    return float(_INTERVAL_S[unit] * int(entry.get("intervalNum", 1)))
+
+
+def summarize_exchange_info(raw: dict, trade_type: str) -> dict:
+    """Reduce a raw exchangeInfo answer to the facts the pipeline uses."""
+    limits = []
+    for entry in raw.get("rateLimits") or []:
+        limits.append(
+            {
+                "type": entry.get("rateLimitType"),
+                "interval": entry.get("interval"),
+                "interval_num": int(entry.get("intervalNum", 1)),
+                "limit": int(entry["limit"]),
+                "window_s": _window_s(entry),
+            }
+        )
+    weight = [x for x in limits if x["type"] == "REQUEST_WEIGHT"]
+    # Several REQUEST_WEIGHT windows would be unusual; the shortest is the binding one.
+    weight.sort(key=lambda x: x["window_s"])
+    request_weight = (
+        {"limit": weight[0]["limit"], "window_s": weight[0]["window_s"]}
+        if weight
+        else {"limit": DEFAULT_WEIGHT_LIMIT[trade_type], "window_s": 60.0}
+    )
+    symbols = {}
+    for s in raw.get("symbols") or []:
+        name = s.get("symbol")
+        if not name:
+            continue
+        symbols[name] = {
+            "status": s.get("contractStatus", s.get("status")),
+            "contract_type": s.get("contractType"),
+            "contract_size": s.get("contractSize"),
+            "onboard_date": s.get("onboardDate"),
+        }
+    return {
+        "trade_type": trade_type,
+        "request_weight": request_weight,
+        "rate_limits": limits,
+        "symbols": dict(sorted(symbols.items())),
+    }
+
+
+def load_rate_limits(exchange_info_path: str | Path | None, trade_type: str) -> RateLimits:
+    """Weight limit and window from a summary file; Binance's defaults when absent."""
+    info = read_json(exchange_info_path) if exchange_info_path else None
+    if not info or "request_weight" not in info:
+        if exchange_info_path:
+            log.warning(
+                "%s: no exchange info, using default weight limit %d per minute",
+                exchange_info_path,
+                DEFAULT_WEIGHT_LIMIT[trade_type],
+            )
+        return default_rate_limits(trade_type)
+    rw = info["request_weight"]
+    return RateLimits(int(rw["limit"]), float(rw["window_s"]))
+
+
+def run_exchange_info(
+    *,
+    trade_type: str,
+    api_url: str,
+    out_path: str | Path,
+    timeout_s: float = 15.0,
+    max_retries: int = 5,
+) -> dict:
+    """Fetch ``{prefix}/exchangeInfo`` once and write its summary to ``out_path``."""
+    t0 = time.monotonic()
+    limiter = WindowLimiter(DEFAULT_WEIGHT_LIMIT[trade_type], name=f"{trade_type}-weight")
+    with RestClient(
+        api_url, trade_type, weight_limiter=limiter, max_retries=max_retries, timeout_s=timeout_s
+    ) as client:
+        raw = client.get_json("/exchangeInfo", weight=EXCHANGE_INFO_WEIGHT[trade_type])
+        summary = summarize_exchange_info(raw, trade_type)
+        write_json(out_path, summary)
+        stats = {
+            "symbols": len(summary["symbols"]),
+            "request_weight": summary["request_weight"],
+            "seconds": round(time.monotonic() - t0, 3),
+            **client.stats.as_dict(),
+        }
+    log.info(
+        "%s exchangeInfo: %d symbols, weight limit %d per %.0f s",
+        trade_type,
+        stats["symbols"],
+        summary["request_weight"]["limit"],
+        summary["request_weight"]["window_s"],
+    )
+    return stats

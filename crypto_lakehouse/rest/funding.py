@@ -1,0 +1,230 @@
+"""Funding history after the archive from REST: ``api_data/{T}/funding_rate/{SYM}.pqt``.
+
+Legacy fetched the latest 1000 records without a start time, only for symbols with archive
+funding (§7, Q5). Here (Q5 fixed):
+
+- Called for every um/cm symbol with klines or archive funding (the workflow takes the union).
+- Start: one ms after the newest event already known, i.e. the later of the last archived event
+  (``parsed_data/{T}/funding/{SYM}.pqt``) and the last stored REST event. With neither, from the
+  symbol's first parsed kline day (any interval); with no klines either, from epoch 0, which
+  Binance answers with the symbol's first records.
+- End: the server time, but not after the end of ``end_date`` (inclusive), so a run with a
+  fixed ``end_date`` is reproducible.
+- Pages of ``limit=1000`` by ``startTime`` (next start = last ``fundingTime`` + 1) until a
+  page holds fewer than 1000 records.
+- Incremental: stored records are kept; new ones are appended, de-duplicated on
+  ``funding_time`` (last wins) and sorted by ``candle_begin_time`` (the hour floor).
+- A symbol with no funding at all (delivery contracts, spot pairs) gets no file, so that
+  downstream never invents a funding column for it (Q19).
+- um ``fundingRate`` has its own pool (500 requests per 5 minutes) and no request weight;
+  cm weighs 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.intervals import DAY_MS
+from crypto_lakehouse.io import remove_stale_temps, write_json, write_parquet
+from crypto_lakehouse.provenance import day_number, ms_iso
+from crypto_lakehouse.rest import FUNDING_REQUEST_LIMIT, FUNDING_WINDOW_MINUTES
+from crypto_lakehouse.rest.client import (
+    HostStopped,
+    InvalidSymbol,
+    RestClient,
+    RestError,
+    TransientFailure,
+)
+from crypto_lakehouse.rest.exchange_info import load_rate_limits
+from crypto_lakehouse.rest.limiter import WindowLimiter
+from crypto_lakehouse.schema import API_FUNDING_SCHEMA, TIME_TYPE
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT = 1000
+HOUR_MS = 3_600_000
+
+
+def _max_time(path: Path, column: str) -> int | None:
+    if not path.exists():
+        return None
+    col = pq.read_table(path, columns=[column])[column]
+    if len(col) == 0:
+        return None
+    return int(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy().max())
+
+
+def first_kline_ms(data_dir, trade_type: str, symbol: str) -> int | None:
+    """Earliest parsed candle of the symbol over all intervals (first partition of each)."""
+    root = Path(data_dir) / "parsed_data" / trade_type / "klines" / symbol
+    firsts = []
+    for interval_dir in sorted(root.iterdir()) if root.is_dir() else []:
+        parts = sorted(interval_dir.glob("*.pqt"))
+        if parts:
+            col = pq.read_table(parts[0], columns=["candle_begin_time"])["candle_begin_time"]
+            if len(col):
+                firsts.append(int(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy().min()))
+    return min(firsts) if firsts else None
+
+
+def records_to_table(records: list[dict]) -> pa.Table:
+    """REST fundingRate objects → API_FUNDING_SCHEMA (unknown fields ignored)."""
+    if not records:
+        return API_FUNDING_SCHEMA.empty_table()
+    df = pd.DataFrame(records)
+    t = df["fundingTime"].astype("int64").to_numpy()
+    return pa.table(
+        {
+            "funding_time": pa.array(t, TIME_TYPE),
+            "candle_begin_time": pa.array(t - t % HOUR_MS, TIME_TYPE),
+            "funding_rate": pa.array(df["fundingRate"].astype("float64").to_numpy(), pa.float64()),
+        },
+        schema=API_FUNDING_SCHEMA,
+    )
+
+
+def merge_funding(stored: pa.Table, new: pa.Table) -> pa.Table:
+    df = pa.concat_tables([stored.cast(API_FUNDING_SCHEMA), new]).to_pandas()
+    df = df.drop_duplicates("funding_time", keep="last")
+    df = df.sort_values(["candle_begin_time", "funding_time"], kind="stable")
+    return pa.Table.from_pandas(df, schema=API_FUNDING_SCHEMA, preserve_index=False)
+
+
+def run_api_funding(
+    *,
+    trade_type: str,
+    symbol: str,
+    data_dir: str | Path,
+    api_url: str,
+    parse_report,
+    end_date: str | None,
+    weight_share: float = 0.8,
+    max_retries: int = 5,
+    timeout_s: float = 15.0,
+    report_path: str | Path,
+    stats_path: str | Path,
+    exchange_info_path: str | Path | None = None,
+    backoff_base_s: float = 1.0,
+) -> dict:
+    """Fetch the symbol's funding events after the newest known one; see module docstring.
+
+    ``exchange_info_path`` (optional) supplies the weight limit and window; without it the
+    Binance defaults apply. ``parse_report`` is accepted for the workflow's dependency only:
+    the parsed funding file itself says what the archive holds.
+    """
+    if trade_type not in layout.FUTURES_TRADE_TYPES:
+        raise ValueError(f"funding exists for um_futures and cm_futures only, not {trade_type!r}")
+    t0 = time.monotonic()
+    out_path = layout.api_funding_path(data_dir, trade_type, symbol)
+    if out_path.parent.is_dir():
+        remove_stale_temps(out_path.parent)
+    stored = pq.read_table(out_path) if out_path.exists() else API_FUNDING_SCHEMA.empty_table()
+    last_archived = _max_time(
+        layout.parsed_funding_path(data_dir, trade_type, symbol), "funding_time"
+    )
+    last_stored = _max_time(out_path, "funding_time")
+    known = [x for x in (last_archived, last_stored) if x is not None]
+    if known:
+        start_ms = max(known) + 1
+        start_from = "last_event"
+    else:
+        first = first_kline_ms(data_dir, trade_type, symbol)
+        start_ms = (first - first % DAY_MS) if first is not None else 0
+        start_from = "first_kline_day" if first is not None else "epoch"
+
+    limits = load_rate_limits(exchange_info_path, trade_type)
+    weight_limiter = WindowLimiter(
+        limits.weight_limit,
+        share=weight_share,
+        window_s=limits.window_s,
+        name=f"{trade_type}-weight",
+    )
+    funding_limiter = None
+    if trade_type == "um_futures":
+        funding_limiter = WindowLimiter(
+            FUNDING_REQUEST_LIMIT,
+            share=weight_share,
+            window_s=limits.window_s * FUNDING_WINDOW_MINUTES,
+            name="um-fundingRate",
+        )
+    client = RestClient(
+        api_url,
+        trade_type,
+        weight_limiter=weight_limiter,
+        funding_limiter=funding_limiter,
+        max_retries=max_retries,
+        timeout_s=timeout_s,
+        backoff_base_s=backoff_base_s,
+    )
+    report = {
+        "trade_type": trade_type,
+        "symbol": symbol,
+        "end_date": end_date,
+        "status": "ok",
+        "invalid_symbol": False,
+    }
+    stats = {"pages": 0, "new_records": 0, "start_from": start_from}
+    fetched: list[dict] = []
+    failure: Exception | None = None
+    with client:
+        try:
+            now_ms = client.server_time_ms()
+            end_ms = (
+                now_ms if not end_date else min(now_ms, (day_number(end_date) + 1) * DAY_MS - 1)
+            )
+            s = start_ms
+            while s <= end_ms:
+                page = client.get_json(
+                    "/fundingRate",
+                    {"symbol": symbol, "startTime": s, "endTime": end_ms, "limit": PAGE_LIMIT},
+                    weight=0 if trade_type == "um_futures" else 1,
+                    funding=trade_type == "um_futures",
+                )
+                stats["pages"] += 1
+                fetched.extend(page)
+                if len(page) < PAGE_LIMIT:
+                    break
+                nxt = int(page[-1]["fundingTime"]) + 1
+                if nxt <= s:  # a server not moving forward would loop forever
+                    raise RestError(f"{symbol}: fundingRate page does not advance past {s}")
+                s = nxt
+        except InvalidSymbol as exc:
+            log.warning("%s %s: invalid symbol, funding skipped: %s", trade_type, symbol, exc)
+            report.update(status="invalid_symbol", invalid_symbol=True)
+        except (HostStopped, TransientFailure, RestError) as exc:
+            failure = exc  # keep the pages already fetched: they are contiguous from start
+        stats.update(client.stats.as_dict())
+
+    new = records_to_table(fetched)
+    if new.num_rows:
+        # only records after the start: a server ignoring startTime must not rewrite history
+        new = new.filter(pc.greater_equal(new["funding_time"].cast(pa.int64()), start_ms))
+    merged = merge_funding(stored, new) if new.num_rows else stored
+    if new.num_rows:
+        write_parquet(out_path, merged)
+    times = merged["funding_time"].cast(pa.int64()).to_numpy() if merged.num_rows else np.array([])
+    report.update(
+        records=merged.num_rows,
+        first_funding_time=ms_iso(int(times.min())) if times.size else None,
+        last_funding_time=ms_iso(int(times.max())) if times.size else None,
+        last_archived_funding_time=ms_iso(last_archived) if last_archived is not None else None,
+    )
+    stats.update(
+        new_records=new.num_rows,
+        seconds=round(time.monotonic() - t0, 3),
+        error=str(failure) if failure else None,
+    )
+    write_json(report_path, report)
+    write_json(stats_path, stats)
+    if failure is not None:
+        raise failure
+    return stats

@@ -1,0 +1,488 @@
+"""Fill kline days the archive lacks from REST: ``api_data/{T}/klines/{SYM}/{I}/{YYYYMMDD}.pqt``.
+
+Which days (legacy §6.1, quirk Q9 fixed):
+
+- Every UTC day from the symbol's first archived day to ``end_date`` is considered, including
+  the days after the last archived day (the recent tail the archive has not published yet).
+- A day is *missing* when its parsed archive rows are fewer than a complete day's candles
+  (``intervals.candles_per_day``) and it has no ``api_data`` day file yet.
+- Only *complete* days are fetched: a day whose last candle closes after the server time taken
+  at the start of the job is left alone (``pending``); the next run fetches it once it is over.
+  So no day file ever holds an unfinished candle, and rows with ``close_time >= server time``
+  are dropped besides (defence in depth).
+- An empty answer for a past day writes a 0-row file: the day is done (delisted, not yet
+  listed, exchange downtime) and is never asked again.
+- A symbol without archive data (``parse_report`` None or no parsed rows) has no first day to
+  anchor the range: it is skipped with a log line and its report says ``no_archive``.
+- When the archive later holds the complete day, the REST day file is removed: the archive
+  replaces it (Q9), and the provenance says ``archive``.
+
+How (binance-facts §5.1): consecutive missing days are grouped into chunks; a chunk is split
+into request windows of at most ``limit`` candles, each sent with ``startTime`` and ``endTime``
+(needed by COIN-M, which otherwise answers from ``endTime`` backwards). ``limit`` is chosen to
+minimise weight per candle: spot weighs 2 for any limit up to 1000; futures weigh 2 for
+limits in [100, 500), so a 1m day is three requests of 480 (weight 6, not 10 for one of 1440).
+Chunks run on a small thread pool that shares one limiter per host; each chunk writes its day
+files atomically one by one, so an interrupted run resumes without refetching stored days.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.intervals import DAY_MS, candles_per_day, interval_ms
+from crypto_lakehouse.io import read_json, remove_stale_temps, write_json, write_parquet
+from crypto_lakehouse.provenance import (
+    PROVENANCE_SCHEMA,
+    build_provenance,
+    day_iso,
+    day_number,
+    summarize_provenance,
+)
+from crypto_lakehouse.rest import KLINES_MAX_LIMIT, kline_weight
+from crypto_lakehouse.rest.client import (
+    HostStopped,
+    InvalidSymbol,
+    RestClient,
+    RestError,
+    TransientFailure,
+)
+from crypto_lakehouse.rest.exchange_info import load_rate_limits
+from crypto_lakehouse.rest.limiter import WindowLimiter
+from crypto_lakehouse.schema import KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
+
+log = logging.getLogger(__name__)
+
+CM_MAX_WINDOW_MS = 200 * DAY_MS  # COIN-M: endTime - startTime <= 200 days
+CHUNK_REQUESTS = 24  # requests per chunk: bounds the work a killed run loses per thread
+DEFAULT_CONCURRENCY = 4
+
+# (largest limit of the tier, weight); spot has one tier (binance-facts §5.1).
+_TIERS = {
+    "spot": ((1000, 2),),
+    "futures": ((99, 1), (499, 2), (1000, 5), (1500, 10)),
+}
+
+
+# ---------------------------------------------------------------- request plan
+@dataclass(frozen=True)
+class Window:
+    start_ms: int
+    end_ms: int  # inclusive, as Binance reads endTime
+    limit: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    first_day: int
+    n_days: int
+    windows: tuple[Window, ...]
+
+    @property
+    def days(self) -> range:
+        return range(self.first_day, self.first_day + self.n_days)
+
+
+def _tiers(trade_type: str, interval: str) -> list[tuple[int, int]]:
+    tiers = _TIERS["spot" if trade_type == "spot" else "futures"]
+    cap_all = KLINES_MAX_LIMIT[trade_type]
+    if trade_type == "cm_futures":
+        cap_all = min(cap_all, max(1, CM_MAX_WINDOW_MS // interval_ms(interval)))
+    return [(min(cap, cap_all), w) for cap, w in tiers]
+
+
+def check_interval(interval: str) -> tuple[int, int]:
+    """(interval ms, candles per day); only intervals that tile a UTC day are supported."""
+    ims = interval_ms(interval)
+    if ims > DAY_MS or DAY_MS % ims:
+        raise ValueError(f"interval {interval!r} does not divide a day; REST day fill needs one")
+    return ims, candles_per_day(interval)
+
+
+def plan_chunks(trade_type: str, interval: str, days) -> list[Chunk]:
+    """Group day numbers into chunks of consecutive days with their request windows."""
+    ims, cpd = check_interval(interval)
+    tiers = _tiers(trade_type, interval)
+    best_cap = min(tiers, key=lambda t: (t[1] / t[0], -t[0]))[0]
+    chunk_days = max(1, CHUNK_REQUESTS * best_cap // cpd)
+    d = np.unique(np.asarray(list(days), dtype=np.int64))
+    if d.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(d) != 1)
+    run_starts = np.concatenate(([d[0]], d[breaks + 1]))
+    run_ends = np.concatenate((d[breaks], [d[-1]]))
+    chunks = []
+    for a, b in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
+        for first in range(a, b + 1, chunk_days):
+            n_days = min(chunk_days, b + 1 - first)
+            chunks.append(
+                Chunk(first, n_days, _windows(trade_type, tiers, ims, cpd, first, n_days))
+            )
+    return chunks
+
+
+def _windows(trade_type, tiers, ims, cpd, first_day, n_days) -> tuple[Window, ...]:
+    candles = n_days * cpd
+    cap, _ = min(tiers, key=lambda t: (math.ceil(candles / t[0]) * t[1], -t[0]))
+    n = math.ceil(candles / cap)
+    size = math.ceil(candles / n)  # balanced windows, none above the tier's cap
+    start0 = first_day * DAY_MS
+    stop = (first_day + n_days) * DAY_MS
+    out = []
+    for i in range(n):
+        s = start0 + i * size * ims
+        e = min(s + size * ims, stop)
+        limit = (e - s) // ims
+        out.append(Window(s, e - 1, limit, kline_weight(trade_type, limit)))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- data
+def read_archive_times(data_dir, trade_type, symbol, interval) -> np.ndarray:
+    """Sorted open times (ms) of all parsed archive candles of the symbol."""
+    d = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval)
+    parts = []
+    for path in sorted(d.glob("*.pqt")) if d.is_dir() else []:
+        col = pq.read_table(path, columns=["candle_begin_time"])["candle_begin_time"]
+        parts.append(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy())
+    if not parts:
+        return np.array([], dtype=np.int64)
+    return np.sort(np.concatenate(parts))
+
+
+def klines_to_table(rows: list, *, lo_ms: int, hi_ms: int, now_ms: int) -> pa.Table:
+    """REST kline arrays → legacy 10 columns: closed candles with ``lo <= open < hi``,
+    de-duplicated on open time (last answer wins), sorted."""
+    if not rows:
+        return KLINE_SCHEMA.empty_table()
+    width = len(rows[0])
+    if width != len(KLINE_SOURCE_FIELDS):
+        raise RestError(f"kline arrays have {width} fields, expected {len(KLINE_SOURCE_FIELDS)}")
+    df = pd.DataFrame(rows, columns=list(KLINE_SOURCE_FIELDS))
+    open_ms = df["candle_begin_time"].astype("int64")
+    close_ms = df["close_time"].astype("int64")
+    keep = (close_ms < now_ms) & (open_ms >= lo_ms) & (open_ms < hi_ms)
+    df = df.loc[keep.to_numpy()]
+    df = df.assign(candle_begin_time=open_ms[keep]).drop_duplicates(
+        "candle_begin_time", keep="last"
+    )
+    df = df.sort_values("candle_begin_time", kind="stable")
+    cols = {"candle_begin_time": pa.array(df["candle_begin_time"].to_numpy(), TIME_TYPE)}
+    for name in KLINE_SCHEMA.names[1:]:
+        t = KLINE_SCHEMA.field(name).type
+        cols[name] = pa.array(df[name].astype("int64" if t == pa.int64() else "float64"), t)
+    return pa.table(cols, schema=KLINE_SCHEMA)
+
+
+def day_file(api_dir: Path, day: int) -> Path:
+    return api_dir / f"{day_iso(day).replace('-', '')}.pqt"
+
+
+def existing_day_files(api_dir: Path) -> dict[int, Path]:
+    out = {}
+    for p in api_dir.glob("*.pqt") if api_dir.is_dir() else []:
+        stem = p.stem
+        if len(stem) == 8 and stem.isdigit():
+            out[day_number(f"{stem[:4]}-{stem[4:6]}-{stem[6:]}")] = p
+    return out
+
+
+# ---------------------------------------------------------------- the job
+class _Job:
+    """One symbol's fill: shared state of the worker threads."""
+
+    def __init__(self, client, trade_type, symbol, interval, api_dir, now_ms):
+        self.client = client
+        self.trade_type = trade_type
+        self.symbol = symbol
+        self.interval = interval
+        self.api_dir = api_dir
+        self.now_ms = now_ms
+        self.cancel = threading.Event()
+        self.lock = threading.Lock()
+        self.invalid_symbol: str | None = None
+        self.host_stopped: str | None = None
+        self.failures: list[str] = []
+        self.days_fetched = 0
+        self.days_empty = 0
+        self.candles = 0
+
+    def run_chunk(self, chunk: Chunk) -> None:
+        if self.cancel.is_set():
+            return
+        try:
+            rows: list = []
+            for w in chunk.windows:
+                if self.cancel.is_set():
+                    return
+                rows.extend(
+                    self.client.get_json(
+                        "/klines",
+                        {
+                            "symbol": self.symbol,
+                            "interval": self.interval,
+                            "startTime": w.start_ms,
+                            "endTime": w.end_ms,
+                            "limit": w.limit,
+                        },
+                        weight=w.weight,
+                    )
+                )
+            lo, hi = chunk.first_day * DAY_MS, (chunk.first_day + chunk.n_days) * DAY_MS
+            table = klines_to_table(rows, lo_ms=lo, hi_ms=hi, now_ms=self.now_ms)
+        except InvalidSymbol as exc:
+            with self.lock:
+                self.invalid_symbol = str(exc)
+            self.cancel.set()
+            return
+        except HostStopped as exc:
+            with self.lock:
+                self.host_stopped = str(exc)
+            self.cancel.set()
+            return
+        except (TransientFailure, RestError) as exc:
+            days = f"{day_iso(chunk.first_day)}..{day_iso(chunk.first_day + chunk.n_days - 1)}"
+            log.error("%s %s: days %s not fetched: %s", self.symbol, self.interval, days, exc)
+            with self.lock:
+                self.failures.append(f"{days}: {exc}")
+            return
+        self._write_days(chunk, table)
+
+    def _write_days(self, chunk: Chunk, table: pa.Table) -> None:
+        times = table["candle_begin_time"].cast(pa.int64()).to_numpy()
+        bounds = np.searchsorted(
+            times, [d * DAY_MS for d in range(chunk.first_day, chunk.first_day + chunk.n_days + 1)]
+        )
+        for i, day in enumerate(chunk.days):
+            part = table.slice(bounds[i], bounds[i + 1] - bounds[i])
+            write_parquet(day_file(self.api_dir, day), part)
+            with self.lock:
+                self.candles += part.num_rows
+                if part.num_rows:
+                    self.days_fetched += 1
+                else:
+                    self.days_empty += 1
+
+
+def _load_parse_report(parse_report):
+    if parse_report is None or isinstance(parse_report, dict):
+        return parse_report
+    return read_json(parse_report)
+
+
+def run_api_klines(
+    *,
+    trade_type: str,
+    symbol: str,
+    interval: str,
+    data_dir: str | Path,
+    api_url: str,
+    parse_report,
+    exchange_info_path: str | Path | None,
+    end_date: str | None,
+    weight_share: float = 0.8,
+    max_retries: int = 5,
+    timeout_s: float = 15.0,
+    report_path: str | Path,
+    stats_path: str | Path,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    backoff_base_s: float = 1.0,
+) -> dict:
+    """Fetch the symbol's missing complete days; write day files, provenance, report, stats.
+
+    Raises ``HostStopped`` (418/403) or ``TransientFailure`` (retries exhausted, after all
+    other days were done); an invalid symbol (-1121/-1122) is skipped and reported.
+    """
+    t0 = time.monotonic()
+    ims, cpd = check_interval(interval)
+    api_dir = layout.api_klines_dir(data_dir, trade_type, symbol, interval)
+    prov_path = layout.provenance_path(data_dir, trade_type, interval, symbol)
+    if api_dir.is_dir():
+        remove_stale_temps(api_dir)
+    report = {
+        "trade_type": trade_type,
+        "symbol": symbol,
+        "interval": interval,
+        "end_date": end_date,
+        "status": "ok",
+        "invalid_symbol": False,
+    }
+    stats = {"days_planned": 0, "days_fetched": 0, "days_empty": 0, "candles": 0}
+
+    archive_times = read_archive_times(data_dir, trade_type, symbol, interval)
+    if _load_parse_report(parse_report) is None or archive_times.size == 0:
+        log.info(
+            "%s %s %s: no archive data, no first day to anchor REST: skipped",
+            trade_type,
+            symbol,
+            interval,
+        )
+        write_parquet(prov_path, PROVENANCE_SCHEMA.empty_table())
+        report.update(
+            status="no_archive",
+            rest_day_files=0,
+            rest_empty_day_files=0,
+            **summarize_provenance(
+                PROVENANCE_SCHEMA.empty_table(),
+                last_candle_ms=None,
+                interval_ms=ims,
+                end_day=day_number(end_date) if end_date else 0,
+            ),
+        )
+        return _finish(report, stats, report_path, stats_path, t0)
+
+    limits = load_rate_limits(exchange_info_path, trade_type)
+    limiter = WindowLimiter(
+        limits.weight_limit,
+        share=weight_share,
+        window_s=limits.window_s,
+        name=f"{trade_type}-weight",
+    )
+    client = RestClient(
+        api_url,
+        trade_type,
+        weight_limiter=limiter,
+        max_retries=max_retries,
+        timeout_s=timeout_s,
+        backoff_base_s=backoff_base_s,
+    )
+    with client:
+        try:
+            now_ms = client.server_time_ms()
+        except (HostStopped, TransientFailure, RestError):
+            stats.update(client.stats.as_dict(), seconds=round(time.monotonic() - t0, 3))
+            write_json(stats_path, stats)
+            raise
+        first_day = int(archive_times[0] // DAY_MS)
+        end_day = day_number(end_date) if end_date else now_ms // DAY_MS
+        last_complete_day = now_ms // DAY_MS - 1
+        archive_counts = pd.Series(archive_times // DAY_MS).value_counts()
+        existing = existing_day_files(api_dir)
+
+        days = np.arange(first_day, min(end_day, last_complete_day) + 1, dtype=np.int64)
+        short = archive_counts.reindex(days, fill_value=0).to_numpy() < cpd
+        todo = [int(d) for d in days[short] if int(d) not in existing]
+        chunks = plan_chunks(trade_type, interval, todo)
+        stats["days_planned"] = len(todo)
+        log.info(
+            "%s %s %s: %d days to fetch in %d chunks (%d requests)",
+            trade_type,
+            symbol,
+            interval,
+            len(todo),
+            len(chunks),
+            sum(len(c.windows) for c in chunks),
+        )
+
+        job = _Job(client, trade_type, symbol, interval, api_dir, now_ms)
+        t_fetch = time.monotonic()
+        with ThreadPoolExecutor(max_workers=max(1, int(concurrency))) as pool:
+            list(pool.map(job.run_chunk, chunks))
+        fetch_s = time.monotonic() - t_fetch
+        stats.update(client.stats.as_dict())
+        stats["rate_limit_wait_s"] = round(limiter.waited_s, 3)
+
+    superseded = _drop_superseded(api_dir, archive_counts, cpd)
+    table, last_candle = _provenance(
+        api_dir, archive_times, archive_counts, first_day, end_day, last_complete_day, cpd
+    )
+    write_parquet(prov_path, table)
+    existing = existing_day_files(api_dir)
+    rest_rows = table["rest_rows"].to_numpy()
+    fetched = table["rest_fetched"].to_numpy()
+    report.update(
+        rest_day_files=len(existing),
+        rest_empty_day_files=int((fetched & (rest_rows == 0)).sum()),
+        **summarize_provenance(table, last_candle_ms=last_candle, interval_ms=ims, end_day=end_day),
+    )
+    if job.invalid_symbol:
+        log.warning("%s %s: invalid symbol, skipped: %s", trade_type, symbol, job.invalid_symbol)
+        report.update(status="invalid_symbol", invalid_symbol=True)
+    stats.update(
+        days_fetched=job.days_fetched,
+        days_empty=job.days_empty,
+        days_failed=len(job.failures),
+        rest_days_superseded=superseded,
+        candles=job.candles,
+        fetch_seconds=round(fetch_s, 3),
+        candles_per_min=round(job.candles / fetch_s * 60, 1) if fetch_s > 0 else 0.0,
+        errors=job.failures[:20],
+    )
+    result = _finish(report, stats, report_path, stats_path, t0)
+    if job.host_stopped:
+        raise HostStopped(job.host_stopped)
+    if job.failures:
+        raise TransientFailure(
+            f"{trade_type} {symbol} {interval}: {len(job.failures)} chunk(s) not fetched "
+            f"after retries; first: {job.failures[0]}"
+        )
+    return result
+
+
+def _drop_superseded(api_dir: Path, archive_counts: pd.Series, cpd: int) -> int:
+    """Remove REST day files of days the archive now holds completely (Q9)."""
+    n = 0
+    for day, path in sorted(existing_day_files(api_dir).items()):
+        if int(archive_counts.get(day, 0)) >= cpd:
+            path.unlink(missing_ok=True)
+            log.info("%s: archive day complete, REST day file removed", path)
+            n += 1
+    return n
+
+
+def _provenance(api_dir, archive_times, archive_counts, first_day, end_day, last_complete_day, cpd):
+    files = {d: p for d, p in existing_day_files(api_dir).items() if first_day <= d <= end_day}
+    rest_counts = pd.Series(
+        {d: pq.read_metadata(p).num_rows for d, p in sorted(files.items())}, dtype="int64"
+    )
+    # Days with rows in both sources: count distinct candles of the union.
+    both = [d for d, n in rest_counts.items() if n and archive_counts.get(d, 0)]
+    union = {}
+    rest_max = None
+    for d in both:
+        rest_t = _file_times(files[d])
+        lo, hi = np.searchsorted(archive_times, [d * DAY_MS, (d + 1) * DAY_MS])
+        union[d] = int(np.union1d(rest_t, archive_times[lo:hi]).size)
+    nonempty = [d for d, n in rest_counts.items() if n]
+    if nonempty:
+        rest_max = int(_file_times(files[max(nonempty)]).max())
+    horizon = (end_day + 1) * DAY_MS
+    arch_in = archive_times[archive_times < horizon]
+    candidates = [
+        x for x in (int(arch_in[-1]) if arch_in.size else None, rest_max) if x is not None
+    ]
+    table = build_provenance(
+        first_day=first_day,
+        last_day=end_day,
+        last_complete_day=last_complete_day,
+        expected_rows=cpd,
+        archive_rows=archive_counts,
+        rest_rows=rest_counts,
+        union_rows=pd.Series(union, dtype="int64"),
+    )
+    return table, (max(candidates) if candidates else None)
+
+
+def _file_times(path: Path) -> np.ndarray:
+    col = pq.read_table(path, columns=["candle_begin_time"])["candle_begin_time"]
+    return col.cast(TIME_TYPE).cast(pa.int64()).to_numpy()
+
+
+def _finish(report, stats, report_path, stats_path, t0) -> dict:
+    stats["seconds"] = round(time.monotonic() - t0, 3)
+    write_json(report_path, report)
+    write_json(stats_path, stats)
+    return stats
