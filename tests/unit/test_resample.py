@@ -1,0 +1,331 @@
+"""Resample rules on small hand-built series, with hand-computed expectations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse.resample import run_resample, validate_aggregations, validate_targets
+from crypto_lakehouse.resample.validation import ResampleValidationError, validate
+from crypto_lakehouse.resample.windows import Resampled, resample
+from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
+
+MIN = 60_000
+HOUR = 3_600_000
+DAY = 86_400_000
+T0 = 1_600_000_000_000 - 1_600_000_000_000 % DAY  # 2020-09-13 00:00 UTC
+
+
+def series(start_ms: int, count: int, funding: dict[int, float] | None = None):
+    """Minute i (from ``start_ms``) has open i, high i + 0.5, low i − 0.5, close i + 0.25,
+    volume 1, trade_num i, avg_price i + 0.1; ``funding`` maps minute index → rate."""
+    i = np.arange(count, dtype=np.float64)
+    cols = {
+        "candle_begin_time": start_ms + np.arange(count, dtype=np.int64) * MIN,
+        "open": i,
+        "high": i + 0.5,
+        "low": i - 0.5,
+        "close": i + 0.25,
+        "volume": np.ones(count),
+        "quote_volume": i * 2,
+        "trade_num": np.arange(count, dtype=np.int64),
+        "taker_buy_base_asset_volume": np.full(count, 0.5),
+        "taker_buy_quote_asset_volume": i,
+        "avg_price_1m": i + 0.1,
+    }
+    if funding is not None:
+        rate = np.zeros(count)
+        for k, v in funding.items():
+            rate[k] = v
+        cols["funding_rate"] = rate
+    return cols
+
+
+def arith(a: int, b: int) -> int:
+    """Sum of the integers a … b inclusive."""
+    return (a + b) * (b - a + 1) // 2
+
+
+# ------------------------------------------------------------------ windows
+def test_hourly_windows_cut_at_segment_edges_with_offsets():
+    # 00:07 … 02:36 (150 minutes). Offset 0m: only [01:00, 02:00) is complete.
+    cols = series(T0 + 7 * MIN, 150)
+    out = resample(cols, MIN, HOUR, 0, "avg_price_1m")
+    assert out.columns["candle_begin_time"].tolist() == [T0 + HOUR]
+    # 01:00 is minute index 53; the window holds indices 53 … 112.
+    assert out.columns["open"].tolist() == [53.0]
+    assert out.columns["high"].tolist() == [112.5]
+    assert out.columns["low"].tolist() == [52.5]
+    assert out.columns["close"].tolist() == [112.25]
+    assert out.columns["volume"].tolist() == [60.0]
+    assert out.columns["trade_num"].tolist() == [arith(53, 112)]
+    assert out.columns["trade_num"].dtype == np.int64
+    assert out.columns["quote_volume"].tolist() == [2.0 * arith(53, 112)]
+    assert out.columns["avg_price_1m"].tolist() == [53.1]
+    # Offset 5m: [00:05, 01:05) misses its first minutes, [02:05, 03:05) its last:
+    # only [01:05, 02:05) (indices 58 … 117) remains.
+    out = resample(cols, MIN, HOUR, 5 * MIN, "avg_price_1m")
+    assert out.columns["candle_begin_time"].tolist() == [T0 + HOUR + 5 * MIN]
+    assert out.columns["open"].tolist() == [58.0]
+    assert out.columns["close"].tolist() == [117.25]
+    # Offset 5m at 5m windows: 00:07 is inside [00:05, 00:10); first full window 00:10.
+    out = resample(cols, MIN, 5 * MIN, 0, "avg_price_1m")
+    assert out.columns["candle_begin_time"][0] == T0 + 10 * MIN
+    assert len(out) == (150 - 3) // 5  # indices 3 … 147 form 29 windows; 148, 149 are partial
+
+
+def test_window_missing_its_first_or_last_minute_is_dropped():
+    # 01:01 … 03:00: [01:00, 02:00) lacks 01:00, [03:00, 04:00) has one minute.
+    out = resample(series(T0 + HOUR + MIN, 120), MIN, HOUR, 0)
+    assert out.columns["candle_begin_time"].tolist() == [T0 + 2 * HOUR]
+    # 01:00 … 02:58: [02:00, 03:00) lacks 02:59.
+    out = resample(series(T0 + HOUR, 119), MIN, HOUR, 0)
+    assert out.columns["candle_begin_time"].tolist() == [T0 + HOUR]
+    # Shorter than one window: nothing.
+    out = resample(series(T0, 59), MIN, HOUR, 0)
+    assert len(out) == 0 and out.columns["open"].dtype == np.float64
+
+
+def test_funding_first_settled_minute_or_null():
+    # 3 hours from 00:00. Hour 0: rates at 00:00 and 00:30 → the 00:00 one. Hour 1: 5e-7 at
+    # 01:00 is below 1e-6 and ignored, −0.0002 at 01:10 counts. Hour 2: none → null.
+    cols = series(T0, 180, funding={0: 0.0001, 30: 0.0003, 60: 5e-7, 70: -0.0002})
+    out = resample(cols, MIN, HOUR, 0, "avg_price_1m")
+    assert out.columns["funding_rate"][:2].tolist() == [0.0001, -0.0002]
+    assert out.columns["funding_price"][:2].tolist() == [0.0, 70.0]  # the open of that minute
+    assert out.columns["funding_time"][:2].tolist() == [T0, T0 + 70 * MIN]
+    assert out.valid["funding_rate"].tolist() == [True, True, False]
+    # Offset 30m: [00:30, 01:30) starts with the 00:30 event; [01:30, 02:30) has none;
+    # the 00:00 event lies in no full window.
+    out = resample(cols, MIN, HOUR, 30 * MIN)
+    assert out.columns["funding_rate"][0] == 0.0003
+    assert out.valid["funding_rate"].tolist() == [True, False]
+
+
+def test_non_contiguous_input_is_rejected():
+    cols = series(T0, 10)
+    cols["candle_begin_time"][5:] += MIN
+    with pytest.raises(ValueError, match="not a contiguous .* after minute 2020-09-13T00:04:00Z"):
+        resample(cols, MIN, 5 * MIN, 0)
+
+
+def test_custom_aggregations_of_added_columns():
+    cols = series(T0, 10)
+    cols["open_interest"] = np.array([5, 3, 9, 1, 2, 7, 7, 0, 4, 6], dtype=np.int64)
+    aggs = {"open_interest": "max"}
+    out = resample(cols, MIN, 5 * MIN, 0, aggregations=aggs)
+    assert out.columns["open_interest"].tolist() == [9, 7]
+    for func, want in [
+        ("first", [5, 7]),
+        ("last", [2, 6]),
+        ("min", [1, 0]),
+        ("sum", [20, 24]),
+        ("mean", [4.0, 4.8]),
+    ]:
+        got = resample(cols, MIN, 5 * MIN, 0, aggregations={"open_interest": func})
+        assert got.columns["open_interest"].tolist() == pytest.approx(want)
+
+
+# ------------------------------------------------------------------ targets
+def test_validate_targets_expands_offsets():
+    plan = validate_targets(
+        [
+            {"interval": "1h", "offset_step": "5m"},
+            {"interval": "5m", "offset_step": "0m"},
+            {"interval": "4h", "offset_step": "1h"},
+            {"interval": "1d", "offset_step": "4h"},
+        ]
+    )
+    names = {t.interval: [o.name for o in t.offsets] for t in plan}
+    assert names["1h"] == [f"{5 * i}m" for i in range(12)]
+    assert names["5m"] == ["0m"]
+    assert names["4h"] == ["0h", "1h", "2h", "3h"]
+    assert names["1d"] == ["0h", "4h", "8h", "12h", "16h", "20h"]
+    assert [o.ms for o in plan[0].offsets][:3] == [0, 5 * MIN, 10 * MIN]
+
+
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        ([{"interval": "1h", "offset_step": "1h"}], "must be shorter than the interval"),
+        ([{"interval": "1h", "offset_step": "2h"}], "must be shorter than the interval"),
+        ([{"interval": "1h", "offset_step": "7m"}], "does not divide the interval"),
+        ([{"interval": "1h", "offset_step": "5x"}], "offset_step '5x' is not a number"),
+        ([{"interval": "1w", "offset_step": "0m"}], "interval '1w' is not a number"),
+        ([{"interval": "1h", "offset_step": "0h"}], "use offset_step '0m'"),
+        ([{"interval": "1h"}], "needs both"),
+        ([{"interval": "1h", "offset_step": "0m", "x": 1}], "expected"),
+        ([], "non-empty list"),
+        (
+            [{"interval": "1h", "offset_step": "0m"}, {"interval": "1h", "offset_step": "5m"}],
+            "listed twice",
+        ),
+    ],
+)
+def test_validate_targets_rejects_bad_entries(targets, message):
+    with pytest.raises(ValueError, match=message):
+        validate_targets(targets)
+
+
+def test_validate_targets_checks_the_base_interval():
+    with pytest.raises(ValueError, match="not a multiple of the base interval '1h'"):
+        validate_targets([{"interval": "90m", "offset_step": "0m"}], base_interval="1h")
+    with pytest.raises(ValueError, match="offset_step '30m' is not a multiple"):
+        validate_targets([{"interval": "4h", "offset_step": "30m"}], base_interval="1h")
+
+
+def test_validate_aggregations():
+    assert validate_aggregations({"oi": "mean"}) == {"oi": "mean"}
+    assert validate_aggregations(None) == {}
+    with pytest.raises(ValueError, match="'median' is not one of"):
+        validate_aggregations({"oi": "median"})
+    with pytest.raises(ValueError, match="legacy columns keep"):
+        validate_aggregations({"volume": "max"}, reserved=("volume",))
+
+
+# ------------------------------------------------------------------ validation
+def test_validation_catches_wrong_sums_extremes_and_counts():
+    cols = series(T0, 120)
+    good = resample(cols, MIN, HOUR, 0)
+    assert validate("f", cols, good, MIN, HOUR, 0)["windows"] == "2"
+
+    def tampered(name, index, value):
+        columns = {k: v.copy() for k, v in good.columns.items()}
+        columns[name][index] = value
+        return Resampled(columns, good.valid, good.first_row, good.rows_per_window)
+
+    with pytest.raises(ResampleValidationError, match="window 2020-09-13T01:00:00Z: volume"):
+        validate("f", cols, tampered("volume", 1, 61.0), MIN, HOUR, 0)
+    with pytest.raises(ResampleValidationError, match="window 2020-09-13T00:00:00Z: high"):
+        validate("f", cols, tampered("high", 0, 58.0), MIN, HOUR, 0)
+    with pytest.raises(ResampleValidationError, match="window 2020-09-13T01:00:00Z: trade_num"):
+        validate("f", cols, tampered("trade_num", 1, 0), MIN, HOUR, 0)
+    short = Resampled({k: v[:1] for k, v in good.columns.items()}, {}, 0, 60)
+    with pytest.raises(ResampleValidationError, match="1 windows emitted, 2 fully covered"):
+        validate("f", cols, short, MIN, HOUR, 0)
+
+
+# ------------------------------------------------------------------ run_resample
+def write_segment(data_dir, trade_type, name, cols):
+    arrays = {}
+    for k, v in cols.items():
+        if k == "candle_begin_time":
+            arrays[k] = pa.array(v).cast(TIME_TYPE)
+        else:
+            arrays[k] = pa.array(v)
+    path = layout.results_klines_dir(data_dir, trade_type, "1m") / f"{name}.pqt"
+    io.write_parquet(path, pa.table(arrays))
+    return path.relative_to(data_dir).as_posix()
+
+
+def write_gen_report(data_dir, trade_type, symbol, segments):
+    path = data_dir / "lakehouse" / "reports" / "gen_kline" / f"{symbol}.json"
+    io.write_json(
+        path,
+        {
+            "trade_type": trade_type,
+            "symbol": symbol,
+            "interval": "1m",
+            "segments": [{"name": n, "file": f} for n, f in segments],
+        },
+    )
+    return path
+
+
+def run(data_dir, trade_type, symbol, gen_report, targets, aggregations=None):
+    return run_resample(
+        trade_type=trade_type,
+        symbol=symbol,
+        interval="1m",
+        data_dir=data_dir,
+        gen_report=gen_report,
+        targets=targets,
+        aggregations=aggregations or {},
+        report_path=data_dir / "lakehouse" / "reports" / "resample" / f"{symbol}.json",
+        stats_path=data_dir / "lakehouse" / "stats" / "resample" / f"{symbol}.json",
+    )
+
+
+def test_run_resample_several_targets_schema_and_metadata(tmp_path):
+    seg_old = write_segment(tmp_path, "um_futures", "SP0_BTCUSDT", series(T0, 120, {0: 1e-4}))
+    new_cols = series(T0 + 5 * DAY, 180, {60: 2e-4})
+    new_cols["open_interest"] = np.arange(180, dtype=np.float64)
+    seg_new = write_segment(tmp_path, "um_futures", "BTCUSDT", new_cols)
+    report = write_gen_report(
+        tmp_path, "um_futures", "BTCUSDT", [("SP0_BTCUSDT", seg_old), ("BTCUSDT", seg_new)]
+    )
+    targets = [{"interval": "1h", "offset_step": "30m"}, {"interval": "5m", "offset_step": "0m"}]
+    stats = run(tmp_path, "um_futures", "BTCUSDT", report, targets, {"open_interest": "last"})
+    assert stats["files_written"] == 6
+    base = tmp_path / "results_data" / "um_futures" / "resampled_klines"
+    files = sorted(p.relative_to(base).as_posix() for p in base.rglob("*.pqt"))
+    assert files == [
+        f"{ri}/{off}/{name}.pqt"
+        for ri, off in [("1h", "0m"), ("1h", "30m"), ("5m", "0m")]
+        for name in ("BTCUSDT", "SP0_BTCUSDT")
+    ]
+    t = pq.read_table(base / "1h" / "0m" / "BTCUSDT.pqt")
+    assert t.column_names == [
+        *KLINE_SCHEMA.names,
+        "avg_price_1m",
+        "funding_rate",
+        "funding_price",
+        "funding_time",
+        "open_interest",
+    ]
+    assert t.schema.field("funding_time").type == TIME_TYPE
+    assert t.schema.field("trade_num").type == pa.int64()
+    assert t["funding_rate"].to_pylist() == [None, 2e-4, None]
+    assert t["funding_price"].to_pylist() == [None, 60.0, None]
+    assert t["open_interest"].to_pylist() == [59.0, 119.0, 179.0]
+    assert pq.read_table(base / "1h" / "30m" / "BTCUSDT.pqt").num_rows == 2
+    assert pq.read_table(base / "5m" / "0m" / "SP0_BTCUSDT.pqt").num_rows == 24
+    meta = t.schema.metadata
+    assert json.loads(meta[b"validation"]) == {
+        "windows": "3",
+        "volume_sums": "passed",
+        "high_low": "passed",
+    }
+    assert meta[b"offset"] == b"0m" and meta[b"interval"] == b"1h"
+
+
+def test_run_resample_is_incremental_per_symbol(tmp_path):
+    seg_old = write_segment(tmp_path, "spot", "SP0_BTCUSDT", series(T0, 120))
+    seg_new = write_segment(tmp_path, "spot", "BTCUSDT", series(T0 + 5 * DAY, 120))
+    both = write_gen_report(
+        tmp_path, "spot", "BTCUSDT", [("SP0_BTCUSDT", seg_old), ("BTCUSDT", seg_new)]
+    )
+    run(tmp_path, "spot", "BTCUSDT", both, [{"interval": "1h", "offset_step": "30m"}])
+    base = tmp_path / "results_data" / "spot" / "resampled_klines" / "1h"
+    for off in ("0m", "30m"):
+        (base / off / "SP0_XBTCUSDT.pqt").write_bytes(b"other")
+        (base / off / "XBTCUSDT.pqt").write_bytes(b"other")
+    # Re-split: only BTCUSDT remains, and the 30m offsets are no longer configured.
+    only_new = write_gen_report(tmp_path, "spot", "BTCUSDT", [("BTCUSDT", seg_new)])
+    run(tmp_path, "spot", "BTCUSDT", only_new, [{"interval": "1h", "offset_step": "0m"}])
+    rep = json.loads((tmp_path / "lakehouse/reports/resample/BTCUSDT.json").read_text())
+    assert rep["removed"] == [
+        "results_data/spot/resampled_klines/1h/0m/SP0_BTCUSDT.pqt",
+        "results_data/spot/resampled_klines/1h/30m/BTCUSDT.pqt",
+        "results_data/spot/resampled_klines/1h/30m/SP0_BTCUSDT.pqt",
+    ]
+    assert sorted(p.name for p in (base / "0m").iterdir()) == [
+        "BTCUSDT.pqt",
+        "SP0_XBTCUSDT.pqt",
+        "XBTCUSDT.pqt",
+    ]
+    assert sorted(p.name for p in (base / "30m").iterdir()) == ["SP0_XBTCUSDT.pqt", "XBTCUSDT.pqt"]
+    # No gen output at all (gen_report None): this symbol's files go, others stay.
+    run(tmp_path, "spot", "BTCUSDT", None, [{"interval": "1h", "offset_step": "0m"}])
+    assert sorted(p.name for p in (base / "0m").iterdir()) == ["SP0_XBTCUSDT.pqt", "XBTCUSDT.pqt"]
+
+
+def test_run_resample_rejects_invalid_targets_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="does not divide"):
+        run(tmp_path, "spot", "BTCUSDT", None, [{"interval": "1h", "offset_step": "7m"}])
+    assert not (tmp_path / "lakehouse").exists()
