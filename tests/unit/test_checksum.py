@@ -4,10 +4,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 
 from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksum, sha256_file
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 SPOT_DIR = FIXTURES / "legacy-v1-real" / "mirror" / "data" / "spot" / "daily" / "klines"
 UM_DIR = FIXTURES / "legacy-v1-real" / "mirror" / "data" / "futures" / "um" / "daily" / "klines"
 SPOT_ZIP = SPOT_DIR / "BTCUSDT" / "1m" / "BTCUSDT-1m-2020-01-01.zip"

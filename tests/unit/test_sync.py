@@ -1,0 +1,455 @@
+"""``run_sync`` against the emulator: download, verify, quarantine, retries, incremental runs.
+
+Most tests use the real legacy fixture mirror (exact Binance zips and sidecars); tests that
+need many files or monthly archives build a small mirror of generated zips.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, REPO_ROOT
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.archive import http
+from crypto_lakehouse.archive.listing import run_listing
+from crypto_lakehouse.archive.selection import key_period, select
+from crypto_lakehouse.archive.sync import SyncError, run_sync
+from crypto_lakehouse.emulator import Faults
+
+MIRROR = FIXTURES / "legacy-v1-real" / "mirror"
+SPOT_DIR = "data/spot/daily/klines/BTCUSDT/1m/"
+SPOT_DAYS = ["2020-01-01", "2020-01-02", "2020-01-03", "2024-12-31", "2025-01-01"]
+SPOT_KEYS = [f"{SPOT_DIR}BTCUSDT-1m-{d}.zip" for d in SPOT_DAYS]
+CASES = {
+    "spot": ("BTCUSDT", SPOT_KEYS),
+    "um_futures": (
+        "BTCUSDT",
+        ["data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2022-09-05.zip"],
+    ),
+    "cm_futures": (
+        "BTCUSD_PERP",
+        ["data/futures/cm/daily/klines/BTCUSD_PERP/1m/BTCUSD_PERP-1m-2022-10-24.zip"],
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.001)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Job:
+    """One symbol's list + sync against an emulator, with all paths under ``tmp``."""
+
+    def __init__(self, emu, tmp: Path, trade_type="spot", symbol="BTCUSDT", dataset="klines"):
+        self.emu, self.tmp = emu, tmp
+        self.trade_type, self.symbol, self.dataset = trade_type, symbol, dataset
+        self.data_dir = tmp / "data"
+        self.tag = "funding" if dataset == "funding" else "klines-1m"
+        self.details_dir = tmp / "listing" / self.tag
+        self.report_path = tmp / "report.json"
+        self.stats_path = tmp / "stats.json"
+
+    def list(self, include_monthly=False):
+        run_listing(
+            trade_type=self.trade_type, dataset=self.dataset,
+            interval=None if self.dataset == "funding" else "1m", symbols=[self.symbol],
+            listing_url=self.emu.base_url, out_index=self.tmp / "listing" / f"{self.tag}.json",
+            details_dir=self.details_dir, include_monthly=include_monthly, concurrency=2,
+            timeout_s=5, max_retries=2,
+        )  # fmt: skip
+        return self
+
+    def sync(self, **kw):
+        args = dict(
+            trade_type=self.trade_type, dataset=self.dataset,
+            interval=None if self.dataset == "funding" else "1m", symbol=self.symbol,
+            details_path=self.details_dir / f"{self.symbol}.json", data_dir=self.data_dir,
+            archive_url=self.emu.base_url, start_date=None, end_date=None,
+            use_monthly_klines=False, concurrency=8, max_retries=3, timeout_s=5,
+            report_path=self.report_path, stats_path=self.stats_path,
+        )  # fmt: skip
+        args.update(kw)
+        return run_sync(**args)
+
+    def report(self):
+        return json.loads(self.report_path.read_text())
+
+    def stats(self):
+        return json.loads(self.stats_path.read_text())
+
+    def local(self, key):
+        return layout.aws_path(self.data_dir, key)
+
+    def zip_gets(self):
+        return {k: n for k, n in self.emu.get_counts.items() if n}
+
+
+def _assert_verified(job, key, source_root=MIRROR):
+    local = job.local(key)
+    assert local.read_bytes() == (source_root / key).read_bytes()
+    assert Path(f"{local}.verified").read_bytes() == b""
+    assert Path(f"{local}.CHECKSUM").read_bytes() == (source_root / f"{key}.CHECKSUM").read_bytes()
+
+
+# ---------------------------------------------------------------- the real fixture mirror
+@pytest.mark.parametrize("trade_type", sorted(CASES))
+def test_all_files_downloaded_and_verified(tmp_path, emulator, trade_type):
+    symbol, keys = CASES[trade_type]
+    job = Job(emulator(mirror_dir=MIRROR), tmp_path, trade_type, symbol).list()
+    stats = job.sync()
+    for key in keys:
+        _assert_verified(job, key)
+    report = job.report()
+    assert report["files"] == {
+        k: {
+            "size": (MIRROR / k).stat().st_size,
+            "last_modified": report["files"][k]["last_modified"],
+            "sha256": _sha(MIRROR / k),
+        }
+        for k in keys
+    }
+    assert report["quarantined"] == {} and "day_sources" not in report
+    assert (report["trade_type"], report["symbol"]) == (trade_type, symbol)
+    assert stats["files_done"] == stats["files_total"] == stats["files_downloaded"] == len(keys)
+    assert stats["bytes"] == sum((MIRROR / k).stat().st_size for k in keys)
+    assert stats["retries"] == 0 and stats["errors"] == 0
+    assert set(stats) >= {"mb", "seconds", "files_per_s", "mb_per_s", "files_quarantined"}
+    state = layout.state_path(job.data_dir, "aws_download", trade_type, "klines-1m", symbol)
+    assert sorted(json.loads(state.read_text())["verified"]) == keys
+
+
+def test_second_run_makes_no_request_and_writes_the_same_report(tmp_path, emulator):
+    emu = emulator(mirror_dir=MIRROR)
+    job = Job(emu, tmp_path).list()
+    job.sync()
+    first = job.report_path.read_bytes()
+    emu.reset_counts()
+    stats = job.sync()
+    assert emu.counts["get"] == 0 and emu.counts["head"] == 0
+    assert job.report_path.read_bytes() == first
+    assert stats["files_up_to_date"] == 5 and stats["requests"] == 0
+
+
+def test_corrupted_once_is_fetched_again_and_verified(tmp_path, emulator):
+    bad = SPOT_KEYS[1]
+    emu = emulator(mirror_dir=MIRROR, faults=Faults(corrupt_first={bad}))
+    job = Job(emu, tmp_path).list()
+    stats = job.sync()
+    _assert_verified(job, bad)
+    assert emu.get_counts[bad] == 2
+    assert emu.counts["fault_corrupt"] == 1
+    assert stats["retries"] == 1 and stats["files_done"] == 5
+    assert job.report()["quarantined"] == {}
+
+
+def test_missing_checksum_is_quarantined_and_reported_without_failing(tmp_path, emulator):
+    bad = SPOT_KEYS[0]
+    emu = emulator(mirror_dir=MIRROR, faults=Faults(missing_checksum={bad}))
+    job = Job(emu, tmp_path).list()
+    stats = job.sync()
+    report = job.report()
+    assert list(report["quarantined"]) == [bad]
+    assert "CHECKSUM" in report["quarantined"][bad]
+    assert bad not in report["files"] and len(report["files"]) == 4
+    assert not job.local(bad).exists() and not Path(f"{job.local(bad)}.verified").exists()
+    reason = Path(f"{layout.quarantine_path(job.data_dir, bad)}.reason").read_text()
+    assert "CHECKSUM" in reason
+    assert stats["files_quarantined"] == 1 and stats["warnings"] == 1
+    # Not retried while its listing entry is unchanged.
+    emu.reset_counts()
+    job.sync()
+    assert emu.counts["get"] == 0
+    assert list(job.report()["quarantined"]) == [bad]
+
+
+def test_checksum_404_although_listed_is_quarantined(tmp_path, emulator):
+    bad = SPOT_KEYS[2]
+    emu = emulator(mirror_dir=MIRROR)
+    job = Job(emu, tmp_path).list()  # the listing still shows the CHECKSUM
+    emu.faults.missing_checksum.add(bad)
+    job.sync()
+    assert "404" in job.report()["quarantined"][bad]
+    assert emu.get_counts[bad] == 0  # no point fetching a zip that cannot be verified
+
+
+def test_checksum_never_matching_is_quarantined_with_the_body_kept(tmp_path, emulator):
+    bad = SPOT_KEYS[3]
+    emu = emulator(mirror_dir=MIRROR, faults=Faults(corrupt_always={bad}))
+    job = Job(emu, tmp_path).list()
+    stats = job.sync(max_retries=2)
+    assert emu.get_counts[bad] == 3  # 1 + 2 retries
+    assert "does not match" in job.report()["quarantined"][bad]
+    assert not job.local(bad).exists() and not Path(f"{job.local(bad)}.verified").exists()
+    kept = layout.quarantine_path(job.data_dir, bad)
+    assert kept.stat().st_size == (MIRROR / bad).stat().st_size
+    assert _sha(kept) != _sha(MIRROR / bad)
+    assert stats["files_done"] == 4 and stats["files_quarantined"] == 1
+    # Binance re-uploads the file: the listing entry changes and the key is tried again.
+    emu.faults.corrupt_always.clear()
+    emu.last_modified[bad] = "2030-01-01T00:00:00Z"
+    job.list()
+    emu.reset_counts()
+    job.sync()
+    _assert_verified(job, bad)
+    assert job.report()["quarantined"] == {}
+    assert emu.get_counts[bad] == 1 and emu.counts["get"] == 2
+
+
+def test_changed_last_modified_refetches_exactly_that_file(tmp_path, emulator):
+    changed = SPOT_KEYS[4]
+    emu = emulator(mirror_dir=MIRROR)
+    job = Job(emu, tmp_path).list()
+    job.sync()
+    emu.last_modified[changed] = "2030-06-01T12:00:00Z"
+    job.list()
+    emu.reset_counts()
+    stats = job.sync()
+    assert dict(job.zip_gets()) == {changed: 1, f"{changed}.CHECKSUM": 1}
+    _assert_verified(job, changed)
+    assert job.report()["files"][changed]["last_modified"] == "2030-06-01T12:00:00.000Z"
+    assert stats["files_downloaded"] == 1 and stats["files_up_to_date"] == 4
+
+
+def test_persistent_500_fails_the_job_after_finishing_the_others(tmp_path, emulator):
+    bad = SPOT_KEYS[2]
+    emu = emulator(mirror_dir=MIRROR, faults=Faults(fail_always={bad}))
+    job = Job(emu, tmp_path).list()
+    with pytest.raises(SyncError, match="1 file") as info:
+        job.sync(max_retries=2)
+    assert bad in str(info.value)
+    assert emu.get_counts[bad] == 3
+    for key in SPOT_KEYS:
+        if key != bad:
+            _assert_verified(job, key)
+    assert not job.local(bad).exists()
+    assert not job.report_path.exists()  # the Snakemake output exists only for a good job
+    stats = job.stats()
+    assert stats["files_failed"] == 1 and stats["errors"] == 1 and stats["files_done"] == 4
+    # The state was saved: the rerun fetches only the missing file.
+    emu.faults.fail_always.clear()
+    emu.reset_counts()
+    job.sync()
+    assert dict(job.zip_gets()) == {bad: 1, f"{bad}.CHECKSUM": 1}
+    _assert_verified(job, bad)
+
+
+def test_legacy_data_dir_is_adopted_without_requests(tmp_path, emulator):
+    emu = emulator(mirror_dir=MIRROR)
+    job = Job(emu, tmp_path).list()
+    for key in SPOT_KEYS:  # a BHDS V1 aws_data: zip + CHECKSUM + empty .verified
+        dest = job.local(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(MIRROR / key, dest)
+        shutil.copyfile(MIRROR / f"{key}.CHECKSUM", f"{dest}.CHECKSUM")
+        Path(f"{dest}.verified").touch()
+    stats = job.sync()
+    assert emu.counts["get"] == 0
+    assert stats["files_adopted"] == 5
+    assert {k: v["sha256"] for k, v in job.report()["files"].items()} == {
+        k: _sha(MIRROR / k) for k in SPOT_KEYS
+    }
+    emu.reset_counts()
+    assert job.sync()["files_up_to_date"] == 5 and emu.counts["get"] == 0
+
+
+def test_unverified_or_short_local_files_are_not_trusted(tmp_path, emulator):
+    emu = emulator(mirror_dir=MIRROR)
+    job = Job(emu, tmp_path).list()
+    complete_unmarked, half, wrong_size_marked = SPOT_KEYS[0], SPOT_KEYS[1], SPOT_KEYS[2]
+    for key in (complete_unmarked, half, wrong_size_marked):
+        job.local(key).parent.mkdir(parents=True, exist_ok=True)
+    # A complete zip without marker and without CHECKSUM: cannot be verified locally.
+    shutil.copyfile(MIRROR / complete_unmarked, job.local(complete_unmarked))
+    # Half a file (a killed aria2), no marker.
+    data = (MIRROR / half).read_bytes()
+    job.local(half).write_bytes(data[: len(data) // 2])
+    # A marker next to a file of the wrong size.
+    job.local(wrong_size_marked).write_bytes(b"junk")
+    Path(f"{job.local(wrong_size_marked)}.verified").touch()
+    job.sync()
+    for key in (complete_unmarked, half, wrong_size_marked):
+        assert emu.get_counts[key] == 1
+        _assert_verified(job, key)
+
+
+def _zip_temps(job):
+    folder = job.local(SPOT_KEYS[0]).parent
+    return [p for p in folder.glob(".tmp-*.zip.*.part") if "CHECKSUM" not in p.name]
+
+
+def test_killed_download_leaves_no_marker_and_no_partial_file(tmp_path, emulator):
+    emu = emulator(mirror_dir=MIRROR, faults=Faults(latency=1.0))
+    job = Job(emu, tmp_path)
+    emu.faults.latency = 0.0
+    job.list()
+    emu.faults.latency = 1.0
+    code = textwrap.dedent(
+        f"""
+        from crypto_lakehouse.archive.sync import run_sync
+        run_sync(trade_type="spot", dataset="klines", interval="1m", symbol="BTCUSDT",
+                 details_path={str(job.details_dir / "BTCUSDT.json")!r},
+                 data_dir={str(job.data_dir)!r}, archive_url={emu.base_url!r},
+                 concurrency=8, max_retries=0, timeout_s=30,
+                 report_path={str(job.report_path)!r}, stats_path={str(job.stats_path)!r})
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while not _zip_temps(job):  # a zip download has started (its body is 1 s away)
+            assert time.monotonic() < deadline, "the child never started a zip download"
+            assert child.poll() is None, "the child ended before it was killed"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+    for key in SPOT_KEYS:
+        assert not job.local(key).exists()
+        assert not Path(f"{job.local(key)}.verified").exists()
+    assert not job.report_path.exists()
+    assert _zip_temps(job)  # the kill really interrupted downloads in progress
+    emu.faults.latency = 0.0
+    job.sync()
+    for key in SPOT_KEYS:
+        _assert_verified(job, key)
+    assert not list(job.local(SPOT_KEYS[0]).parent.glob(".tmp-*.part"))
+
+
+def test_date_range_selects_daily_files(tmp_path, emulator):
+    job = Job(emulator(mirror_dir=MIRROR), tmp_path).list()
+    stats = job.sync(start_date="2020-01-02", end_date="2024-12-31")
+    assert sorted(job.report()["files"]) == SPOT_KEYS[1:4]
+    assert stats["files_total"] == 3
+    assert not job.local(SPOT_KEYS[0]).exists() and not job.local(SPOT_KEYS[4]).exists()
+
+
+# ---------------------------------------------------------------- generated mirrors
+def _write_archive(root: Path, key: str, payload: bytes, newline=False) -> None:
+    """A zip holding one CSV member, and its ``sha256sum``-style sidecar."""
+    path = root / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(path.name[:-4] + ".csv", payload)
+    line = f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}"
+    (root / f"{key}.CHECKSUM").write_text(line + ("\n" if newline else ""))
+
+
+def _generated_mirror(root: Path, n_days: int) -> list[str]:
+    keys = []
+    for i in range(n_days):
+        day = date.fromordinal(date(2023, 1, 1).toordinal() + i).isoformat()
+        key = f"{SPOT_DIR}BTCUSDT-1m-{day}.zip"
+        _write_archive(root, key, os.urandom(2000) + day.encode(), newline=i % 2 == 0)
+        keys.append(key)
+    return keys
+
+
+def test_injected_5xx_and_dropped_connections_still_complete(tmp_path, emulator):
+    keys = _generated_mirror(tmp_path / "mirror", 80)
+    faults = Faults(fail_rate=0.05, drop_rate=0.05, seed=7)
+    emu = emulator(mirror_dir=tmp_path / "mirror", faults=faults)
+    job = Job(emu, tmp_path)
+    emu.faults.fail_rate = 0.0
+    job.list()
+    emu.faults.fail_rate = 0.05
+    stats = job.sync(concurrency=16, max_retries=6)
+    assert emu.counts["fault_5xx"] > 0 and emu.counts["fault_drop"] > 0
+    assert stats["retries"] == emu.counts["fault_5xx"] + emu.counts["fault_drop"]
+    assert sorted(job.report()["files"]) == keys
+    for key in keys:
+        _assert_verified(job, key, tmp_path / "mirror")
+
+
+def test_monthly_klines_replace_complete_months_only(tmp_path, emulator):
+    root = tmp_path / "mirror"
+    daily = []
+    for day in range(1, 32):  # January 2024 complete, February 1-3
+        daily.append(f"{SPOT_DIR}BTCUSDT-1m-2024-01-{day:02d}.zip")
+    daily += [f"{SPOT_DIR}BTCUSDT-1m-2024-02-0{d}.zip" for d in (1, 2, 3)]
+    monthly_dir = "data/spot/monthly/klines/BTCUSDT/1m/"
+    monthly = [f"{monthly_dir}BTCUSDT-1m-2024-01.zip", f"{monthly_dir}BTCUSDT-1m-2024-02.zip"]
+    for key in daily + monthly:
+        _write_archive(root, key, key.encode())
+    emu = emulator(mirror_dir=root)
+    job = Job(emu, tmp_path).list(include_monthly=True)
+    job.sync(use_monthly_klines=True, start_date="2024-01-01", end_date="2024-02-02")
+    report = job.report()
+    # January is complete inside the range: its monthly zip; February is not: daily zips.
+    assert sorted(report["files"]) == sorted([monthly[0]] + daily[31:33])
+    sources = report["day_sources"]
+    assert len(sources) == 33
+    assert sources["2024-01-01"] == sources["2024-01-31"] == monthly[0]
+    assert sources["2024-02-02"] == daily[32]
+    assert all(emu.get_counts[k] == 0 for k in daily[:31] + [monthly[1], daily[33]])
+
+
+def test_quarantined_monthly_zip_falls_back_to_daily_files(tmp_path, emulator):
+    root = tmp_path / "mirror"
+    daily = [f"{SPOT_DIR}BTCUSDT-1m-2024-01-{d:02d}.zip" for d in range(1, 32)]
+    month = "data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01.zip"
+    for key in daily + [month]:
+        _write_archive(root, key, key.encode())
+    emu = emulator(mirror_dir=root, faults=Faults(corrupt_always={month}))
+    job = Job(emu, tmp_path).list(include_monthly=True)
+    job.sync(use_monthly_klines=True, max_retries=1)
+    report = job.report()
+    assert list(report["quarantined"]) == [month]
+    assert sorted(report["files"]) == daily
+    assert report["day_sources"]["2024-01-15"] == daily[14]
+
+
+def test_funding_files_are_monthly(tmp_path, emulator):
+    root = tmp_path / "mirror"
+    d = "data/futures/um/monthly/fundingRate/BTCUSDT/"
+    keys = [f"{d}BTCUSDT-fundingRate-2024-0{m}.zip" for m in (1, 2, 3)]
+    for key in keys:
+        _write_archive(root, key, key.encode(), newline=True)
+    job = Job(emulator(mirror_dir=root), tmp_path, "um_futures", "BTCUSDT", "funding").list()
+    job.sync(start_date="2024-02-15", end_date="2024-03-01")
+    report = job.report()
+    assert sorted(report["files"]) == keys[1:]
+    assert report["dataset"] == "funding" and report["interval"] is None
+
+
+# ---------------------------------------------------------------- selection (pure)
+def test_key_dates_are_parsed_leniently():
+    f = key_period("data/spot/monthly/klines/ADABKRW/1d/ADABKRW-1d-2020-8.zip")
+    assert (f.monthly, f.first_day, f.last_day) == (True, date(2020, 8, 1), date(2020, 8, 31))
+    f = key_period("x/BTCUSDT-1m-2024-2-9.zip")
+    assert (f.monthly, f.first_day) == (False, date(2024, 2, 9))
+    assert key_period("x/BTCUSDT-1m-2024-02.zip").last_day == date(2024, 2, 29)  # leap year
+    with pytest.raises(ValueError, match="x/BTCUSDT-1m-2024-02-30.zip: invalid date"):
+        key_period("x/BTCUSDT-1m-2024-02-30.zip")
+    with pytest.raises(ValueError, match="no -YYYY-MM"):
+        key_period("x/BTCUSDT-1m-latest.zip")
+
+
+def test_selection_bounds_are_inclusive_and_open_ended():
+    keys = [f"k-2024-01-{d:02d}.zip" for d in range(1, 11)] + ["k-bad.zip"]
+    sel = select(keys, date(2024, 1, 3), date(2024, 1, 5))
+    assert [f.key for f in sel.files] == keys[2:5]
+    assert list(sel.ignored) == ["k-bad.zip"]
+    assert [f.key for f in select(keys, None, date(2024, 1, 2)).files] == keys[:2]
+    assert [f.key for f in select(keys, date(2024, 1, 9), None).files] == keys[8:10]
+    # Monthly files overlap a range that cuts into their month.
+    assert [f.key for f in select(["m-2024-01.zip"], date(2024, 1, 31), None).files] == [
+        "m-2024-01.zip"
+    ]
