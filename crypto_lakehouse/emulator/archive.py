@@ -20,6 +20,7 @@ import bisect
 import hashlib
 import heapq
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -91,7 +92,7 @@ class DirectorySource:
             st = path.stat()
         except OSError:
             return None
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             return None
         cached = self._md5.get(key)
         if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:

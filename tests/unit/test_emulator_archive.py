@@ -69,15 +69,27 @@ def legacy(emulator):
 def test_listing_paginates_over_1000_keys_in_one_folder(tmp_path, emulator):
     folder = tmp_path / "data/spot/daily/klines/XUSDT/1m"
     folder.mkdir(parents=True)
-    names = [f"XUSDT-1m-{i:05d}.zip" for i in range(2345)]
+    names = [f"XUSDT-1m-{i:05d}.zip" for i in range(1234)]
     for name in names:
         (folder / name).write_bytes(name.encode())
     emu = emulator(mirror_dir=tmp_path)
     entries, sizes = _list_all(emu.base_url, "data/spot/daily/klines/XUSDT/1m/")
     expected = sorted(f"data/spot/daily/klines/XUSDT/1m/{n}" for n in names)
     assert entries == expected  # each key once, lexicographic order across pages
-    assert sizes == [1000, 1000, 345]
-    assert emu.counts["list"] == 3
+    assert sizes == [1000, 234]
+    assert emu.counts["list"] == 2
+
+
+def test_synthetic_folder_paginates_by_day(emulator):
+    universe = SyntheticUniverse(n_um=1, days=1100, start="2021-01-01")
+    emu = emulator(listing=universe)
+    sym = universe.symbols("um_futures")[0]
+    entries, sizes = _list_all(emu.base_url, f"data/futures/um/daily/klines/{sym}/1m/")
+    assert sizes == [1000, 1000, 200]
+    days = [universe.day(j) for j in range(1100)]
+    assert days[-1] == "2024-01-05"  # 2021-01-01 + 3 × 365 days = 2024-01-01, + 4 more
+    base = f"data/futures/um/daily/klines/{sym}/1m/{sym}-1m-"
+    assert entries == [f"{base}{d}.zip{ext}" for d in days for ext in ("", ".CHECKSUM")]
 
 
 def test_common_prefixes_count_toward_the_page_limit(emulator):
