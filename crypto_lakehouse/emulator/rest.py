@@ -128,7 +128,7 @@ class FrameKlines:
         for j, name in enumerate(_KLINE_FIELDS):
             self.values[:, j] = out[name].tolist()
 
-    def select(self, lo: int, hi: int, limit: int, newest: bool) -> list:
+    def select(self, lo: int, hi: int, limit: int, newest: bool, ims: int = 0) -> list:
         """Candles with ``lo <= open <= hi``: the first ``limit`` (or the last if ``newest``)."""
         a, b = (
             np.searchsorted(self.times, [lo, hi], side="left")[0],
@@ -156,30 +156,26 @@ def _fmt(x: np.ndarray, decimals: int = 8) -> list[str]:
 
 @dataclass
 class SyntheticKlines:
-    """Seeded candles on ``[start_ms, end_ms)`` minus ``gaps``, computed per request.
+    """Seeded candles of any interval on ``[start_ms, end_ms)`` minus ``gaps``, computed per
+    request.
 
-    Every value is a pure function of (seed, open time), so two requests for the same candle
-    agree and years of history cost nothing until asked for.
+    Every value is a pure function of (seed, interval, open time), so two requests for the same
+    candle agree and years of history cost nothing until asked for.
     """
 
-    interval: str
     start_ms: int
     end_ms: int | None = None  # exclusive; None: no end (still listed)
     seed: int = 0
     base_price: float = 100.0
     gaps: tuple[tuple[int, int], ...] = ()  # [from, to) ranges without candles (downtime)
 
-    def __post_init__(self):
-        self.ims = interval_ms(self.interval)
-        self.gap_candles = sum(max(0, (b - a) // self.ims + 1) for a, b in self.gaps)
-
     def _price(self, t: np.ndarray) -> np.ndarray:
         days = t.astype(np.float64) / DAY_MS
         wave = 0.2 * np.sin(2 * np.pi * days / 30) + 0.03 * np.sin(2 * np.pi * days)
-        return self.base_price * (1 + wave + 0.002 * (_mix(t // self.ims, self.seed) - 0.5))
+        return self.base_price * (1 + wave + 0.002 * (_mix(t // 1000, self.seed) - 0.5))
 
-    def select(self, lo: int, hi: int, limit: int, newest: bool) -> list:
-        ims = self.ims
+    def select(self, lo: int, hi: int, limit: int, newest: bool, ims: int = 60_000) -> list:
+        gap_candles = sum(max(0, (b - a) // ims + 1) for a, b in self.gaps)
         lo = max(lo, self.start_ms)
         if self.end_ms is not None:
             hi = min(hi, self.end_ms - 1)
@@ -187,7 +183,7 @@ class SyntheticKlines:
         last = (hi // ims) * ims
         if last < first:
             return []
-        span = (limit + self.gap_candles) * ims
+        span = (limit + gap_candles) * ims
         if newest:
             first = max(first, last - span)
         else:
@@ -200,7 +196,7 @@ class SyntheticKlines:
             return []
         o = self._price(t)
         c = self._price(t + ims)
-        u1, u2, u3, u4, u5 = (_mix(t // ims, self.seed * 7 + k) for k in range(1, 6))
+        u1, u2, u3, u4, u5 = (_mix(t // ims, self.seed * 7 + k + ims) for k in range(1, 6))
         h = np.maximum(o, c) * (1 + 0.001 * u1)
         low = np.minimum(o, c) * (1 - 0.001 * u2)
         vol = 1 + 99 * u3
@@ -369,15 +365,16 @@ class RestEmulator:
         *,
         start_ms: int,
         end_ms: int | None = None,
-        interval: str = "1m",
+        interval: str | None = None,
         seed: int = 0,
         base_price: float = 100.0,
         gaps=(),
         listed: bool = True,
     ) -> None:
         self.add_symbol(market, symbol, listed=listed)
+        # interval None: the generator serves every interval
         self._klines[(market_of(market), symbol, interval)] = SyntheticKlines(
-            interval, start_ms, end_ms, seed, base_price, tuple(tuple(g) for g in gaps)
+            start_ms, end_ms, seed, base_price, tuple(tuple(g) for g in gaps)
         )
 
     def add_funding(self, market: str, symbol: str, records) -> None:
@@ -453,6 +450,29 @@ class RestEmulator:
     def ban(self, market: str, seconds: float) -> None:
         with self._lock:
             self._state[market_of(market)].banned_until = time.time() + seconds
+
+    def unban(self, market: str) -> None:
+        """End a ban and any pending Retry-After period of the family."""
+        with self._lock:
+            st = self._state[market_of(market)]
+            st.banned_until = 0.0
+            for pool in (st.weight, st.funding):
+                if pool is not None:
+                    pool.retry_until, pool.violations = 0.0, 0
+
+    def klines_rows(
+        self, market: str, symbol: str, interval: str, start_ms: int, end_ms: int
+    ) -> list:
+        """The REST arrays the emulator holds for ``start_ms <= open < end_ms`` (any count),
+        regardless of "now": what a test writes as archive data or expects back."""
+        src = self._source(market_of(market), symbol, interval)
+        if src is None:
+            return []
+        return src.select(start_ms, end_ms - 1, 10**9, False, interval_ms(interval))
+
+    def _source(self, family: str, symbol: str, interval: str):
+        src = self._klines.get((family, symbol, interval))
+        return src if src is not None else self._klines.get((family, symbol, None))
 
     def counters(self, market: str) -> dict:
         with self._lock:
@@ -647,7 +667,7 @@ class RestEmulator:
         symbol = self._check_symbol(family, query)
         interval = query.get("interval", "")
         try:
-            interval_ms(interval)
+            ims = interval_ms(interval)
         except ValueError:
             raise _ApiError(400, -1120, "Invalid interval.") from None
         limit = _int_param(query, "limit", 500)
@@ -674,10 +694,10 @@ class RestEmulator:
         hi = min(end if end is not None else now, now)
         if hi < lo:
             return []
-        src = self._klines.get((family, symbol, interval))
+        src = self._source(family, symbol, interval)
         if src is None:
             return []
-        return src.select(lo, hi, limit, newest)
+        return src.select(lo, hi, limit, newest, ims)
 
     def _ep_fundingRate(self, family: str, query: dict) -> list:
         if family == "um" and not query.get("symbol"):

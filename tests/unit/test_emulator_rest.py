@@ -1,0 +1,293 @@
+"""The REST emulator answers like Binance (binance-facts §5): data, weights, limits, errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import pytest
+import requests
+
+from crypto_lakehouse.emulator.rest import RestEmulator
+from tests.conftest import FIXTURES
+
+REAL_REST = FIXTURES / "real" / "rest"
+TRUTH = FIXTURES / "legacy-v1-real" / "truth"
+DAY = 86_400_000
+MIN = 60_000
+D0 = 19_000 * DAY  # 2022-01-08
+
+
+def get(rest, path, **query):
+    status, headers, body = rest.handle("GET", path, {k: str(v) for k, v in query.items()}, {})
+    return status, headers, json.loads(body)
+
+
+def test_non_rest_paths_are_not_handled():
+    assert RestEmulator().handle("GET", "/data/spot/", {}, {}) is None
+
+
+def test_time_follows_the_settable_clock():
+    rest = RestEmulator(now_ms=1_700_000_000_123)
+    status, headers, body = get(rest, "/fapi/v1/time")
+    assert status == 200 and body == {"serverTime": 1_700_000_000_123}
+    assert headers["X-MBX-USED-WEIGHT-1M"] == "1"
+    rest.now_ms = 5
+    assert get(rest, "/api/v3/time")[2]["serverTime"] == 5
+
+
+@pytest.mark.parametrize(
+    ("market", "path", "limit", "weight"),
+    [
+        ("spot", "/api/v3/klines", 1000, 2),
+        ("spot", "/api/v3/klines", 10, 2),
+        ("um", "/fapi/v1/klines", 99, 1),
+        ("um", "/fapi/v1/klines", 480, 2),
+        ("um", "/fapi/v1/klines", 500, 5),
+        ("cm", "/dapi/v1/klines", 1000, 5),
+        ("cm", "/dapi/v1/klines", 1500, 10),
+    ],
+)
+def test_kline_weight_by_market_and_limit(market, path, limit, weight):
+    rest = RestEmulator(now_ms=D0 + DAY)
+    rest.add_symbol(market, "XUSD_PERP")
+    status, headers, _ = get(rest, path, symbol="XUSD_PERP", interval="1m", limit=limit)
+    assert status == 200
+    assert headers["X-MBX-USED-WEIGHT-1M"] == str(weight)
+    get(rest, path, symbol="XUSD_PERP", interval="1m", limit=limit)
+    assert rest.counters(market)["weight"] == 2 * weight
+
+
+def test_klines_from_truth_csv_keep_the_csv_strings():
+    csv = TRUTH / "klines" / "cm" / "BTCUSD_PERP-1m.csv.gz"
+    lines = gzip.decompress(csv.read_bytes()).decode().splitlines()
+    first = lines[1].split(",")
+    t0 = int(first[0])
+    rest = RestEmulator(now_ms=t0 + 2 * DAY)
+    rest.add_klines("cm", "BTCUSD_PERP", csv)
+    status, _, rows = get(
+        rest,
+        "/dapi/v1/klines",
+        symbol="BTCUSD_PERP",
+        interval="1m",
+        startTime=t0,
+        endTime=t0 + 2 * MIN - 1,
+        limit=10,
+    )
+    assert status == 200 and len(rows) == 2
+    # CSV columns: open_time,open,high,low,close,volume,quote_volume,count,taker_buy_volume,
+    # taker_buy_quote_volume → REST order puts close_time at 6 and ignore at 11.
+    assert rows[0] == [
+        t0,
+        first[1],
+        first[2],
+        first[3],
+        first[4],
+        first[5],
+        t0 + MIN - 1,
+        first[6],
+        int(first[7]),
+        first[8],
+        first[9],
+        "0",
+    ]
+
+
+def test_spot_returns_first_limit_from_start_and_futures_too():
+    rest = RestEmulator(now_ms=D0 + 10 * DAY)
+    rest.add_synthetic_klines("spot", "AUSDT", start_ms=D0)
+    rest.add_synthetic_klines("um", "AUSDT", start_ms=D0)
+    for path in ("/api/v3/klines", "/fapi/v1/klines"):
+        _, _, rows = get(
+            rest, path, symbol="AUSDT", interval="1m", startTime=D0, endTime=D0 + DAY - 1, limit=5
+        )
+        assert [r[0] for r in rows] == [D0 + i * MIN for i in range(5)]
+
+
+def test_cm_window_rule_newest_limit_before_end_and_200_days():
+    rest = RestEmulator(now_ms=D0 + 300 * DAY)
+    rest.add_synthetic_klines("cm", "AUSD_PERP", start_ms=D0)
+    _, _, rows = get(
+        rest,
+        "/dapi/v1/klines",
+        symbol="AUSD_PERP",
+        interval="1m",
+        startTime=D0,
+        endTime=D0 + DAY - 1,
+        limit=5,
+    )
+    assert [r[0] for r in rows] == [D0 + DAY - (5 - i) * MIN for i in range(5)]
+    status, _, body = get(
+        rest,
+        "/dapi/v1/klines",
+        symbol="AUSD_PERP",
+        interval="1d",
+        startTime=D0,
+        endTime=D0 + 201 * DAY,
+        limit=5,
+    )
+    assert status == 400 and body["code"] == -1127
+
+
+def test_open_candle_is_served_and_future_candles_do_not_exist():
+    now = D0 + 30 * MIN + 15_000  # 15 s into the 00:30 candle
+    rest = RestEmulator(now_ms=now)
+    rest.add_synthetic_klines("um", "AUSDT", start_ms=D0)
+    _, _, rows = get(
+        rest,
+        "/fapi/v1/klines",
+        symbol="AUSDT",
+        interval="1m",
+        startTime=D0,
+        endTime=D0 + DAY - 1,
+        limit=1000,
+    )
+    assert len(rows) == 31
+    assert rows[-1][0] == D0 + 30 * MIN and rows[-1][6] >= now
+
+
+def test_synthetic_values_do_not_depend_on_the_request_window():
+    rest = RestEmulator(now_ms=D0 + 5 * DAY)
+    rest.add_synthetic_klines("spot", "AUSDT", start_ms=D0, seed=3)
+    a = get(rest, "/api/v3/klines", symbol="AUSDT", interval="1m", startTime=D0, limit=100)[2]
+    b = get(
+        rest, "/api/v3/klines", symbol="AUSDT", interval="1m", startTime=D0 + 50 * MIN, limit=10
+    )[2]
+    assert a[50:60] == b
+    assert all(float(r[3]) <= min(float(r[1]), float(r[4])) for r in a)
+    assert all(float(r[2]) >= max(float(r[1]), float(r[4])) for r in a)
+
+
+def test_gaps_and_listing_end_have_no_candles():
+    rest = RestEmulator(now_ms=D0 + 5 * DAY)
+    rest.add_synthetic_klines(
+        "um", "AUSDT", start_ms=D0, end_ms=D0 + DAY, gaps=[(D0 + 10 * MIN, D0 + 20 * MIN)]
+    )
+    rows = rest.klines_rows("um", "AUSDT", "1m", D0, D0 + 3 * DAY)
+    assert len(rows) == 1440 - 10
+    assert (
+        get(
+            rest,
+            "/fapi/v1/klines",
+            symbol="AUSDT",
+            interval="1m",
+            startTime=D0 + DAY,
+            endTime=D0 + 2 * DAY - 1,
+            limit=1000,
+        )[2]
+        == []
+    )
+
+
+def test_unknown_symbol_and_invalid_status():
+    rest = RestEmulator()
+    rest.add_symbol("um", "OFFUSDT")
+    rest.set_invalid_status("um", "OFFUSDT")
+    status, _, body = get(rest, "/fapi/v1/klines", symbol="NOPE", interval="1m")
+    assert (status, body) == (400, {"code": -1121, "msg": "Invalid symbol."})
+    status, _, body = get(rest, "/fapi/v1/klines", symbol="OFFUSDT", interval="1m")
+    assert status == 400 and body["code"] == -1122
+    status, _, body = get(rest, "/dapi/v1/fundingRate", symbol="NOPE")
+    assert status == 400 and body["code"] == -1121
+
+
+def test_exchange_info_from_real_fixture_announces_the_configured_limit():
+    rest = RestEmulator(now_ms=42, window_s=2, weight_limits={"cm": 77})
+    rest.set_exchange_info("cm", REAL_REST / "dapi_v1_exchangeInfo_2025-08-07_25symbols.json")
+    rest.add_symbol("cm", "NEWUSD_PERP")
+    rest.add_symbol("cm", "OLDUSD_PERP", listed=False)
+    status, headers, info = get(rest, "/dapi/v1/exchangeInfo")
+    assert status == 200 and info["serverTime"] == 42
+    weight = [x for x in info["rateLimits"] if x["rateLimitType"] == "REQUEST_WEIGHT"]
+    assert weight == [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 2, "limit": 77}
+    ]
+    names = [s["symbol"] for s in info["symbols"]]
+    assert len(names) == 26 and "NEWUSD_PERP" in names and "OLDUSD_PERP" not in names
+    btc = next(s for s in info["symbols"] if s["symbol"] == "BTCUSD_PERP")
+    assert btc["contractSize"] == 100
+
+
+def test_429_with_retry_after_then_418_for_a_client_that_keeps_going():
+    rest = RestEmulator(window_s=60, weight_limits={"spot": 4}, ban_after=2)
+    rest.add_symbol("spot", "AUSDT")
+    q = {"symbol": "AUSDT", "interval": "1m", "limit": 5}
+    assert get(rest, "/api/v3/klines", **q)[0] == 200
+    assert get(rest, "/api/v3/klines", **q)[0] == 200  # used 4 of 4
+    status, headers, body = get(rest, "/api/v3/klines", **q)
+    assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60
+    assert headers["X-MBX-USED-WEIGHT-1M"] == "4"
+    assert get(rest, "/api/v3/klines", **q)[0] == 429  # violation 1
+    assert get(rest, "/api/v3/klines", **q)[0] == 429  # violation 2
+    status, headers, _ = get(rest, "/api/v3/klines", **q)
+    assert status == 418 and int(headers["Retry-After"]) == 120
+    assert get(rest, "/api/v3/time")[0] == 418  # the ban covers every endpoint of the family
+    assert get(rest, "/fapi/v1/time")[0] == 200  # other families have their own pool
+    c = rest.counters("spot")
+    assert (c["429"], c["418"]) == (3, 2)
+
+
+def test_weight_window_resets():
+    rest = RestEmulator(window_s=0.5, weight_limits={"um": 1})
+    assert get(rest, "/fapi/v1/time")[0] == 200
+    status, headers, _ = get(rest, "/fapi/v1/time")
+    assert status == 429
+    time.sleep(0.55)
+    rest.unban("um")
+    assert get(rest, "/fapi/v1/time")[0] == 200
+
+
+def test_injected_5xx_burst_then_normal():
+    rest = RestEmulator()
+    rest.inject(503, count=2, market="um", path="/time", after=1)
+    codes = [get(rest, "/fapi/v1/time")[0] for _ in range(4)]
+    assert codes == [200, 503, 503, 200]
+    assert rest.counters("um")["5xx"] == 2
+
+
+def test_funding_pages_forward_from_start_time_inclusive():
+    rest = RestEmulator(now_ms=D0 + 100 * DAY)
+    rest.add_funding("um", "BTCUSDT", REAL_REST / "fapi_v1_fundingRate_BTCUSDT_2020-01.json")
+    records = json.loads((REAL_REST / "fapi_v1_fundingRate_BTCUSDT_2020-01.json").read_text())
+    t = [r["fundingTime"] for r in records]
+    status, headers, body = get(
+        rest, "/fapi/v1/fundingRate", symbol="BTCUSDT", startTime=t[1], limit=2
+    )
+    assert status == 200 and [r["fundingTime"] for r in body] == t[1:3]
+    assert body[0]["fundingRate"] == records[1]["fundingRate"]
+    assert headers["X-MBX-USED-WEIGHT-1M"] == "0"  # um fundingRate has its own pool
+    _, _, newest = get(rest, "/fapi/v1/fundingRate", symbol="BTCUSDT", limit=2)
+    assert [r["fundingTime"] for r in newest] == t[-2:]
+
+
+def test_um_funding_pool_is_separate_from_weight():
+    rest = RestEmulator(funding_limit=2, funding_windows=5, window_s=60)
+    rest.add_funding("um", "BTCUSDT", [])
+    assert get(rest, "/fapi/v1/fundingRate", symbol="BTCUSDT")[0] == 200
+    assert get(rest, "/fapi/v1/fundingRate", symbol="BTCUSDT")[0] == 200
+    assert get(rest, "/fapi/v1/fundingRate", symbol="BTCUSDT")[0] == 429
+    assert get(rest, "/fapi/v1/time")[0] == 200  # the weight pool is untouched
+
+
+def test_synthetic_funding_every_8h_with_jitter():
+    rest = RestEmulator(now_ms=D0 + 10 * DAY)
+    rest.add_synthetic_funding("cm", "AUSD_PERP", start_ms=D0, end_ms=D0 + 2 * DAY)
+    _, headers, body = get(
+        rest, "/dapi/v1/fundingRate", symbol="AUSD_PERP", startTime=0, limit=1000
+    )
+    assert len(body) == 6 and headers["X-MBX-USED-WEIGHT-1M"] == "1"
+    assert all(0 <= r["fundingTime"] - (D0 + i * 8 * 3_600_000) < 10 for i, r in enumerate(body))
+
+
+def test_served_over_http_by_the_emulator(emulator):
+    rest = RestEmulator(now_ms=D0 + DAY)
+    rest.add_synthetic_klines("spot", "AUSDT", start_ms=D0)
+    emu = emulator(rest=rest)
+    r = requests.get(
+        f"{emu.base_url}/api/v3/klines",
+        params={"symbol": "AUSDT", "interval": "1h", "startTime": D0, "limit": 3},
+        timeout=5,
+    )
+    assert r.status_code == 200 and r.headers["X-MBX-USED-WEIGHT-1M"] == "2"
+    assert [row[0] for row in r.json()] == [D0, D0 + 3_600_000, D0 + 7_200_000]

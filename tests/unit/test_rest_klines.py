@@ -1,0 +1,386 @@
+"""REST day fill (``run_api_klines``) against the emulator: which days, what is written, faults."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.emulator.rest import RestEmulator
+from crypto_lakehouse.io import write_json, write_parquet
+from crypto_lakehouse.provenance import day_iso
+from crypto_lakehouse.rest.client import HostStopped, TransientFailure
+from crypto_lakehouse.rest.klines import klines_to_table, run_api_klines
+from crypto_lakehouse.schema import KLINE_SCHEMA
+from tests.conftest import FIXTURES
+
+DAY = 86_400_000
+MIN = 60_000
+D = 19_000  # 2022-01-08 as a day number
+SYM = "AUSDT"
+T = "um_futures"
+
+
+def write_archive(rest, data_dir, days, *, symbol=SYM, keep_rows=None, market="um"):
+    """Parsed archive partitions holding the emulator's candles of ``days``
+    (only the first ``keep_rows[day]`` candles of a short day)."""
+    keep_rows = keep_rows or {}
+    rows = []
+    for d in days:
+        day_rows = rest.klines_rows(market, symbol, "1m", d * DAY, (d + 1) * DAY)
+        rows += day_rows[: keep_rows.get(d, len(day_rows))]
+    table = klines_to_table(rows, lo_ms=0, hi_ms=2**62, now_ms=2**62)
+    out = layout.parsed_klines_dir(
+        data_dir, {"um": T, "spot": "spot", "cm": "cm_futures"}[market], symbol, "1m"
+    )
+    write_parquet(out / "202201.pqt", table)
+
+
+def exchange_info(tmp, limit, window_s=1.0):
+    path = tmp / "ei.json"
+    write_json(path, {"request_weight": {"limit": limit, "window_s": window_s}})
+    return path
+
+
+def run(url, tmp, end_day, *, symbol=SYM, trade_type=T, parse_report=None, ei=None, **kw):
+    kw.setdefault("backoff_base_s", 0.01)
+    return run_api_klines(
+        trade_type=trade_type,
+        symbol=symbol,
+        interval="1m",
+        data_dir=tmp,
+        api_url=url,
+        parse_report={"partitions": {}} if parse_report is None else parse_report,
+        exchange_info_path=ei,
+        end_date=day_iso(end_day),
+        report_path=tmp / "report.json",
+        stats_path=tmp / "stats.json",
+        **kw,
+    )
+
+
+def day_path(tmp, d, symbol=SYM, trade_type=T):
+    return (
+        layout.api_klines_dir(tmp, trade_type, symbol, "1m") / f"{day_iso(d).replace('-', '')}.pqt"
+    )
+
+
+def day_files(tmp, symbol=SYM, trade_type=T):
+    d = layout.api_klines_dir(tmp, trade_type, symbol, "1m")
+    return sorted(p.name for p in d.glob("*.pqt")) if d.exists() else []
+
+
+def provenance(tmp, symbol=SYM, trade_type=T):
+    df = pq.read_table(layout.provenance_path(tmp, trade_type, "1m", symbol)).to_pandas()
+    return {str(r.day): (r.source, r.archive_rows, r.rest_rows, r.rows) for r in df.itertuples()}
+
+
+def report(tmp):
+    return json.loads((tmp / "report.json").read_text())
+
+
+def expected_day(rest, d, symbol=SYM, market="um"):
+    rows = rest.klines_rows(market, symbol, "1m", d * DAY, (d + 1) * DAY)
+    return klines_to_table(rows, lo_ms=0, hi_ms=2**62, now_ms=2**62)
+
+
+@pytest.fixture
+def um(emulator):
+    """An emulator with one synthetic um symbol listed on day D; "now" = day D+5, 01:00."""
+    rest = RestEmulator(now_ms=(D + 5) * DAY + 3_600_000)
+    rest.add_synthetic_klines("um", SYM, start_ms=D * DAY, seed=7)
+    return rest, emulator(rest=rest)
+
+
+# ---------------------------------------------------------------- conversion (real data)
+def test_rest_arrays_to_legacy_table_drop_the_open_candle():
+    rows = json.loads(
+        (FIXTURES / "real" / "rest" / "api_v3_klines_BTCUSDT_1m_2021-10-22.json").read_text()
+    )
+    # "now" inside the last candle: it is still open and must be dropped.
+    now = rows[-1][0] + 1
+    t = klines_to_table(rows, lo_ms=0, hi_ms=2**62, now_ms=now)
+    assert t.schema == KLINE_SCHEMA
+    assert t.num_rows == len(rows) - 1
+    assert t["candle_begin_time"].cast("int64").to_pylist() == [r[0] for r in rows[:-1]]
+    assert t["open"].to_pylist() == [float(r[1]) for r in rows[:-1]]
+    assert t["quote_volume"].to_pylist() == [float(r[7]) for r in rows[:-1]]
+    assert t["trade_num"].to_pylist() == [r[8] for r in rows[:-1]]
+    assert t["taker_buy_quote_asset_volume"].to_pylist() == [float(r[10]) for r in rows[:-1]]
+
+
+# ---------------------------------------------------------------- which days
+def test_interior_missing_day_is_fetched_alone(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D, D + 1, D + 3])
+    stats = run(emu.base_url, tmp_path, D + 3)
+    assert day_files(tmp_path) == [day_path(tmp_path, D + 2).name]
+    assert pq.read_table(day_path(tmp_path, D + 2)).equals(expected_day(rest, D + 2))
+    # a 1440-candle futures day is 3 requests of limit 480 (weight 2 each)
+    assert rest.counters("um")["requests/klines"] == 3
+    assert stats["weight"] == 3 * 2 + 1  # + /time
+    prov = provenance(tmp_path)
+    assert prov[day_iso(D + 2)] == ("rest", 0, 1440, 1440)
+    assert prov[day_iso(D)][0] == "archive"
+
+
+def test_short_archive_day_is_completed(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D, D + 1], keep_rows={D + 1: 1000})
+    run(emu.base_url, tmp_path, D + 1)
+    assert day_files(tmp_path) == [day_path(tmp_path, D + 1).name]
+    assert provenance(tmp_path)[day_iso(D + 1)] == ("mixed", 1000, 1440, 1440)
+    assert report(tmp_path)["days_incomplete"] == 0
+
+
+def test_recent_tail_after_the_archive_is_fetched_but_not_the_open_day(um, tmp_path):
+    rest, emu = um  # now = D+5 01:00
+    write_archive(rest, tmp_path, [D, D + 1])
+    run(emu.base_url, tmp_path, D + 5)
+    assert day_files(tmp_path) == [day_path(tmp_path, d).name for d in (D + 2, D + 3, D + 4)]
+    for d in (D + 2, D + 3, D + 4):
+        assert pq.read_table(day_path(tmp_path, d)).num_rows == 1440
+    rep = report(tmp_path)
+    assert rep["pending_days"] == [[day_iso(D + 5), day_iso(D + 5)]]
+    assert rep["last_candle"] == day_iso(D + 4) + "T23:59:00Z"
+    assert rep["freshness_lag_minutes"] == 1440  # the whole of end_date is still to come
+    # the next day, the now-complete day is fetched and nothing else
+    rest.now_ms = (D + 6) * DAY + 30_000
+    before = rest.counters("um")["requests/klines"]
+    run(emu.base_url, tmp_path, D + 5)
+    assert rest.counters("um")["requests/klines"] - before == 3
+    assert pq.read_table(day_path(tmp_path, D + 5)).num_rows == 1440
+    assert report(tmp_path)["freshness_lag_minutes"] == 0
+
+
+def test_no_unfinished_candle_is_ever_stored(emulator, tmp_path):
+    # The server serves candles up to its "now"; the last one is open.
+    now = (D + 2) * DAY + 90 * MIN + 5_000
+    rest = RestEmulator(now_ms=now)
+    rest.add_synthetic_klines("spot", SYM, start_ms=D * DAY)
+    emu = emulator(rest=rest)
+    write_archive(rest, tmp_path, [D], market="spot")
+    run(emu.base_url, tmp_path, D + 2, trade_type="spot")
+    files = day_files(tmp_path, trade_type="spot")
+    assert files == [day_path(tmp_path, D + 1).name]  # D+2 is still open: no file
+    assert report(tmp_path)["pending_days"] == [[day_iso(D + 2), day_iso(D + 2)]]
+
+
+def test_delisted_symbol_gets_empty_day_files_and_missing_provenance(emulator, tmp_path):
+    rest = RestEmulator(now_ms=(D + 10) * DAY)
+    rest.add_synthetic_klines("um", SYM, start_ms=D * DAY, end_ms=(D + 2) * DAY, listed=False)
+    emu = emulator(rest=rest)
+    write_archive(rest, tmp_path, [D, D + 1])
+    run(emu.base_url, tmp_path, D + 4)
+    assert day_files(tmp_path) == [day_path(tmp_path, d).name for d in (D + 2, D + 3, D + 4)]
+    assert all(pq.read_table(day_path(tmp_path, d)).num_rows == 0 for d in (D + 2, D + 3, D + 4))
+    assert pq.read_table(day_path(tmp_path, D + 2)).schema == KLINE_SCHEMA
+    prov = provenance(tmp_path)
+    assert [prov[day_iso(d)][0] for d in range(D, D + 5)] == ["archive"] * 2 + ["missing"] * 3
+    rep = report(tmp_path)
+    assert rep["missing_days"] == [[day_iso(D + 2), day_iso(D + 4)]]
+    assert rep["rest_empty_day_files"] == 3
+    # empty answers mark the days done: the next run asks nothing
+    before = rest.counters("um")["requests/klines"]
+    run(emu.base_url, tmp_path, D + 4)
+    assert rest.counters("um")["requests/klines"] == before
+
+
+def test_symbol_without_archive_is_skipped_without_requests(um, tmp_path):
+    rest, emu = um
+    stats = run_api_klines(
+        trade_type=T,
+        symbol="NEWUSDT",
+        interval="1m",
+        data_dir=tmp_path,
+        api_url=emu.base_url,
+        parse_report=None,
+        exchange_info_path=None,
+        end_date=day_iso(D + 3),
+        report_path=tmp_path / "report.json",
+        stats_path=tmp_path / "stats.json",
+    )
+    assert report(tmp_path)["status"] == "no_archive"
+    assert day_files(tmp_path, symbol="NEWUSDT") == []
+    assert stats["days_planned"] == 0
+
+
+def test_archive_day_supersedes_an_old_rest_day(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D, D + 2])
+    run(emu.base_url, tmp_path, D + 2)
+    assert day_files(tmp_path) == [day_path(tmp_path, D + 1).name]
+    write_archive(rest, tmp_path, [D, D + 1, D + 2])  # the archive now has D+1
+    stats = run(emu.base_url, tmp_path, D + 2)
+    assert day_files(tmp_path) == []
+    assert stats["rest_days_superseded"] == 1
+    assert provenance(tmp_path)[day_iso(D + 1)][0] == "archive"
+
+
+def test_real_truth_series_fills_a_short_real_day(emulator, tmp_path):
+    """um BTCUSDT 2022-09-05 from the legacy-v1-real truth CSV; the archive holds its first
+    half only; REST completes it with exactly the CSV values."""
+    csv = FIXTURES / "legacy-v1-real" / "truth" / "klines" / "um" / "BTCUSDT-1m.csv.gz"
+    lines = gzip.decompress(csv.read_bytes()).decode().splitlines()[1:]
+    day = int(lines[0].split(",")[0]) // DAY
+    rest = RestEmulator(now_ms=(day + 2) * DAY + 3_600_000)
+    rest.add_klines("um", "BTCUSDT", csv)
+    emu = emulator(rest=rest)
+    write_archive(rest, tmp_path, [day], symbol="BTCUSDT", keep_rows={day: 720})
+    run(emu.base_url, tmp_path, day + 1, symbol="BTCUSDT")
+    t = pq.read_table(day_path(tmp_path, day, symbol="BTCUSDT"))
+    assert t.num_rows == len(lines) == 1440
+    fields = [ln.split(",") for ln in lines]
+    assert t["candle_begin_time"].cast("int64").to_pylist() == [int(f[0]) for f in fields]
+    assert t["close"].to_pylist() == [float(f[4]) for f in fields]
+    assert t["quote_volume"].to_pylist() == [float(f[6]) for f in fields]
+    assert t["trade_num"].to_pylist() == [int(f[7]) for f in fields]
+    prov = provenance(tmp_path, symbol="BTCUSDT")
+    assert prov[day_iso(day)] == ("mixed", 720, 1440, 1440)
+    assert prov[day_iso(day + 1)] == ("missing", 0, 0, 0)  # the truth has no other minutes
+
+
+# ---------------------------------------------------------------- limits and faults
+def test_tiny_weight_limit_forces_429s_that_are_waited_out(emulator, tmp_path):
+    # The server allows 12 weight per 1 s window, but exchange info claims 2400: the client
+    # only learns from 429s. Four separate missing days run on four threads.
+    rest = RestEmulator(now_ms=(D + 9) * DAY, window_s=1, weight_limits={"um": 12})
+    rest.add_synthetic_klines("um", SYM, start_ms=D * DAY)
+    emu = emulator(rest=rest)
+    write_archive(rest, tmp_path, [D, D + 2, D + 4, D + 6, D + 8])
+    stats = run(emu.base_url, tmp_path, D + 8, ei=exchange_info(tmp_path, 2400))
+    c = rest.counters("um")
+    assert c["429"] > 0 and c.get("418", 0) == 0
+    assert stats["http_429"] == c["429"]
+    for d in (D + 1, D + 3, D + 5, D + 7):
+        assert pq.read_table(day_path(tmp_path, d)).equals(expected_day(rest, d))
+
+
+def test_known_limit_is_respected_without_any_429(emulator, tmp_path):
+    rest = RestEmulator(now_ms=(D + 9) * DAY, window_s=1, weight_limits={"um": 20})
+    rest.add_synthetic_klines("um", SYM, start_ms=D * DAY)
+    emu = emulator(rest=rest)
+    write_archive(rest, tmp_path, [D, D + 2, D + 4, D + 6, D + 8])
+    stats = run(emu.base_url, tmp_path, D + 8, ei=exchange_info(tmp_path, 20))
+    assert rest.counters("um").get("429", 0) == 0
+    assert stats["days_fetched"] == 4
+    # 12 requests of weight 2 + /time = 25 > 16 per window: the limiter had to wait
+    assert stats["rate_limit_wait_s"] > 0
+
+
+def test_418_stops_the_job_with_a_clear_message(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D])
+    rest.inject(418, market="um", path="/klines", after=2, retry_after=30)
+    with pytest.raises(HostStopped, match=r"418.*Retry-After=30"):
+        run(emu.base_url, tmp_path, D + 4, concurrency=1)
+    assert rest.counters("um")["requests/klines"] == 3  # nothing sent after the ban
+
+
+def test_403_stops_the_job(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D])
+    rest.inject(403, market="um", path="/klines")
+    with pytest.raises(HostStopped, match="403"):
+        run(emu.base_url, tmp_path, D + 2, concurrency=1)
+    assert rest.counters("um")["requests/klines"] == 1
+
+
+def test_5xx_burst_is_retried(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D])
+    rest.inject(503, count=3, market="um", path="/klines")
+    stats = run(emu.base_url, tmp_path, D + 2)
+    assert stats["http_5xx"] == 3 and stats["retries"] == 3
+    assert stats["days_fetched"] == 2
+
+
+def test_long_failure_run_opens_the_circuit_breaker_then_recovers(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D])
+    rest.inject(500, count=6, market="um", path="/klines")
+    stats = run(emu.base_url, tmp_path, D + 1, concurrency=1, max_retries=8)
+    assert stats["breaker_opens"] == 1 and stats["days_fetched"] == 1
+
+
+def test_timeouts_are_retried(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D])
+    rest.inject(None, count=1, market="um", path="/klines", delay_s=1.0)
+    stats = run(emu.base_url, tmp_path, D + 1, timeout_s=0.3)
+    assert stats["network_errors"] == 1 and stats["days_fetched"] == 1
+
+
+def test_failures_outlasting_retries_fail_the_job_after_other_days(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D, D + 2])
+    # the first day (D+1, 3 requests) succeeds, the next two (D+3, D+4) never do
+    rest.inject(500, count=1000, market="um", path="/klines", after=3)
+    with pytest.raises(TransientFailure, match="not fetched after retries"):
+        run(emu.base_url, tmp_path, D + 4, concurrency=1, max_retries=2)
+    assert day_files(tmp_path) == [day_path(tmp_path, D + 1).name]
+    assert json.loads((tmp_path / "stats.json").read_text())["days_failed"] == 2
+
+
+@pytest.mark.parametrize("how", ["unknown", "status"])
+def test_invalid_symbol_is_skipped(um, tmp_path, how):
+    rest, emu = um
+    symbol = "GONEUSDT"
+    if how == "status":
+        rest.add_symbol("um", symbol)
+        rest.set_invalid_status("um", symbol)
+    write_archive(rest, tmp_path, [D], symbol=SYM)
+    # an archive for the invalid symbol: copy SYM's partition under its name
+    src = layout.parsed_klines_dir(tmp_path, T, SYM, "1m") / "202201.pqt"
+    dst = layout.parsed_klines_dir(tmp_path, T, symbol, "1m") / "202201.pqt"
+    write_parquet(dst, pq.read_table(src))
+    run(emu.base_url, tmp_path, D + 3, symbol=symbol)
+    rep = report(tmp_path)
+    assert rep["invalid_symbol"] is True and rep["status"] == "invalid_symbol"
+    assert day_files(tmp_path, symbol=symbol) == []
+
+
+def test_resume_after_interruption_refetches_nothing(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D])
+    # interrupted by a ban after 2 days (6 requests) of 4
+    rest.inject(418, market="um", path="/klines", after=6, retry_after=1)
+    with pytest.raises(HostStopped):
+        run(emu.base_url, tmp_path, D + 4, concurrency=1)
+    done = set(day_files(tmp_path))
+    assert len(done) == 2
+    rest.unban("um")
+    before = rest.counters("um")["requests/klines"]
+    run(emu.base_url, tmp_path, D + 4)
+    assert rest.counters("um")["requests/klines"] - before == 3 * 2
+    assert set(day_files(tmp_path)) == {day_path(tmp_path, d).name for d in range(D + 1, D + 5)}
+    for d in range(D + 1, D + 5):
+        assert pq.read_table(day_path(tmp_path, d)).equals(expected_day(rest, d))
+
+
+def test_report_is_deterministic(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D])
+    run(emu.base_url, tmp_path, D + 3)
+    first = (tmp_path / "report.json").read_bytes()
+    run(emu.base_url, tmp_path, D + 3)
+    assert (tmp_path / "report.json").read_bytes() == first
+
+
+def test_spot_two_day_chunks_save_requests(emulator, tmp_path):
+    rest = RestEmulator(now_ms=(D + 30) * DAY)
+    rest.add_synthetic_klines("spot", SYM, start_ms=D * DAY)
+    emu = emulator(rest=rest)
+    write_archive(rest, tmp_path, [D], market="spot")
+    stats = run(emu.base_url, tmp_path, D + 25, trade_type="spot")
+    # two-day chunks: 2,880 candles in 3 requests of 960 (limit ≤ 1000, weight 2 each);
+    # 12 chunks + 1 single day (2 requests of 720) = 38 requests instead of 50
+    assert rest.counters("spot")["requests/klines"] == 38
+    assert stats["weight"] == 38 * 2 + 1
+    assert stats["candles"] == 25 * 1440
+    assert pq.read_table(day_path(tmp_path, D + 17, trade_type="spot")).equals(
+        expected_day(rest, D + 17, market="spot")
+    )
