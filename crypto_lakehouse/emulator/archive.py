@@ -22,8 +22,8 @@ import heapq
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from email.utils import formatdate
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
@@ -238,8 +238,11 @@ def list_page(
 
 def iso_time(epoch: float) -> str:
     """S3 LastModified: ``2026-04-01T08:06:34.000Z``."""
-    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    whole = int(epoch // 1)
+    millis = int(round((epoch - whole) * 1000))
+    if millis == 1000:
+        whole, millis = whole + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
 def http_time(epoch: float) -> str:

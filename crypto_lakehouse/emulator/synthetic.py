@@ -26,10 +26,11 @@ from .. import layout
 from ..intervals import candles_per_day, interval_ms
 from .archive import LazySeq, ObjectInfo
 from .generate import (
+    FUNDING_HEADER,
+    KLINE_HEADER,
+    PRINT_DECIMALS,
     _seed,
     checksum_bytes,
-    format_funding_csv,
-    format_kline_csv,
     spot_time_unit,
     zip_bytes,
 )
@@ -37,6 +38,78 @@ from .generate import (
 # Name pattern per trade type: (letter, quote suffix). Zero-padded index keeps them sorted.
 _NAMES = {"spot": ("S", "USDT"), "um_futures": ("U", "USDT"), "cm_futures": ("C", "USD_PERP")}
 _CHECKSUM = ".CHECKSUM"
+
+
+def _between(name: str, head: str, tail: str) -> str | None:
+    """The part of ``name`` between ``head`` and ``tail``, or None if it is not so framed."""
+    if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail):
+        return name[len(head) : -len(tail)]
+    return None
+
+
+def _digits(values: np.ndarray, decimals: int) -> np.ndarray:
+    """Non-negative numbers as an (n, width) matrix of ASCII bytes; every row must have the
+    same number of integer digits (the synthetic ranges guarantee it)."""
+    values = np.asarray(values)
+    if values.dtype.kind in "iu":
+        scaled = values.astype(np.int64) * 10**decimals
+    else:
+        scaled = np.rint(values * 10.0**decimals).astype(np.int64)
+    if not len(scaled):
+        return np.zeros((0, 1), dtype=np.uint8)
+    if scaled.min() < 0:
+        raise ValueError("fixed-width rendering needs non-negative values")
+    int_part = scaled // 10**decimals
+    width = len(str(int(int_part.max())))
+    if int_part.min() < (10 ** (width - 1) if width > 1 else 0):
+        raise ValueError("values of one column have different widths")
+    total = width + decimals
+    powers = 10 ** np.arange(total - 1, -1, -1, dtype=np.int64)
+    chars = ((scaled[:, None] // powers) % 10 + 48).astype(np.uint8)
+    if decimals:
+        dot = np.full((len(scaled), 1), ord("."), dtype=np.uint8)
+        chars = np.hstack([chars[:, :width], dot, chars[:, width:]])
+    return chars
+
+
+def _render(columns: list[np.ndarray], header: str | None) -> bytes:
+    """Rows of fixed-width columns joined by commas; the same bytes as the general formatter."""
+    n = len(columns[0])
+    sep = np.full((n, 1), ord(","), dtype=np.uint8)
+    parts = []
+    for col in columns:
+        parts += [col, sep]
+    parts[-1] = np.full((n, 1), ord("\n"), dtype=np.uint8)
+    body = np.hstack(parts).tobytes() if n else b""
+    return (header + "\n").encode() + body if header else body
+
+
+def render_kline_csv(frame: pd.DataFrame, trade_type: str, time_unit: str) -> bytes:
+    """Fast fixed-width twin of ``generate.format_kline_csv`` (same output for these ranges)."""
+    pdec, vdec, qdec = PRINT_DECIMALS[trade_type]
+    scale = 1000 if time_unit == "us" else 1
+    f = frame
+    cols = [
+        _digits(f["open_time"].to_numpy() * scale, 0),
+        *(_digits(f[c].to_numpy(), pdec) for c in ("open", "high", "low", "close")),
+        _digits(f["volume"].to_numpy(), vdec),
+        _digits((f["close_time"].to_numpy() + 1) * scale - 1, 0),
+        _digits(f["quote_volume"].to_numpy(), qdec),
+        _digits(f["count"].to_numpy(), 0),
+        _digits(f["taker_buy_volume"].to_numpy(), vdec),
+        _digits(f["taker_buy_quote_volume"].to_numpy(), qdec),
+        _digits(f["ignore"].to_numpy(), 0),
+    ]
+    return _render(cols, KLINE_HEADER if trade_type != "spot" else None)
+
+
+def render_funding_csv(frame: pd.DataFrame) -> bytes:
+    cols = [
+        _digits(frame["calc_time"].to_numpy(), 0),
+        _digits(frame["funding_interval_hours"].to_numpy(), 0),
+        _digits(frame["last_funding_rate"].to_numpy(), 8),
+    ]
+    return _render(cols, FUNDING_HEADER)
 
 
 def _month_add(d: date, k: int) -> date:
@@ -71,6 +144,8 @@ class SyntheticUniverse:
         n_months = (last.year - self.start.year) * 12 + last.month - self.start.month + 1
         first = self.start.replace(day=1)
         self.months = [_month_add(first, k).strftime("%Y-%m") for k in range(n_months)]
+        self._days = [(self.start + timedelta(days=j)).isoformat() for j in range(days)]
+        self._day_index = set(self._days)
         self._templates: dict[tuple, tuple[int, int]] = {}
         # A downloader fetches a zip and its CHECKSUM close together: keep recent zips.
         self._zip = functools.lru_cache(maxsize=32)(self._zip_uncached)
@@ -88,7 +163,7 @@ class SyntheticUniverse:
         return [self.symbol(trade_type, i) for i in range(self.counts[trade_type])]
 
     def day(self, j: int) -> str:
-        return (self.start + timedelta(days=j)).isoformat()
+        return self._days[j]
 
     def _has_symbol(self, trade_type: str, symbol: str) -> bool:
         m = self._patterns[trade_type].match(symbol)
@@ -170,24 +245,21 @@ class SyntheticUniverse:
             parts = zkey[len(root) + 1 :].split("/")
             if len(parts) == 5 and parts[:2] == ["daily", "klines"]:
                 sym, iv, name = parts[2:]
-                m = re.fullmatch(
-                    rf"{re.escape(sym)}-{re.escape(iv)}-(\d{{4}}-\d{{2}}-\d{{2}})\.zip", name
-                )
-                if not (m and iv in self.intervals and self._has_symbol(tt, sym)):
+                day = _between(name, f"{sym}-{iv}-", ".zip")
+                if not (day in self._day_index and iv in self.intervals):
                     return None
-                j = (date.fromisoformat(m.group(1)) - self.start).days
-                return (
-                    (tt, "kline", sym, iv, m.group(1), is_checksum) if 0 <= j < self.days else None
-                )
+                if not self._has_symbol(tt, sym):
+                    return None
+                return (tt, "kline", sym, iv, day, is_checksum)
             if (
                 len(parts) == 4
                 and parts[:2] == ["monthly", "fundingRate"]
                 and self._has_funding(tt)
             ):
                 sym, name = parts[2:]
-                m = re.fullmatch(rf"{re.escape(sym)}-fundingRate-(\d{{4}}-\d{{2}})\.zip", name)
-                if m and m.group(1) in self.months and self._has_symbol(tt, sym):
-                    return (tt, "funding", sym, None, m.group(1), is_checksum)
+                month = _between(name, f"{sym}-fundingRate-", ".zip")
+                if month in self.months and self._has_symbol(tt, sym):
+                    return (tt, "funding", sym, None, month, is_checksum)
             return None
         return None
 
@@ -216,6 +288,7 @@ class SyntheticUniverse:
 
     # ------------------------------------------------------------ content
     @staticmethod
+    @functools.lru_cache(maxsize=4096)
     def _published(kind: str, period: str) -> float:
         """Upload time: the next day (or month) at 08:06:34 UTC."""
         if kind == "kline":
@@ -255,11 +328,11 @@ class SyntheticUniverse:
         if kind == "kline":
             frame = self._kline_frame(tt, sym, iv, date.fromisoformat(period))
             unit = spot_time_unit(period) if tt == "spot" else "ms"
-            csv = format_kline_csv(frame, tt, unit)
+            csv = render_kline_csv(frame, tt, unit)
             member = f"{sym}-{iv}-{period}.csv"
             stamp = datetime.fromisoformat(period) + timedelta(days=1)
         else:
-            csv = format_funding_csv(self._funding_frame(tt, sym, period))
+            csv = render_funding_csv(self._funding_frame(tt, sym, period))
             member = f"{sym}-fundingRate-{period}.csv"
             stamp = datetime.fromisoformat(period + "-01")
         return zip_bytes(member, csv, stamp, stored=True), member

@@ -531,3 +531,20 @@ def test_cli_prints_base_url_and_serves(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_synthetic_fast_renderer_matches_general_formatter():
+    from datetime import date
+
+    from crypto_lakehouse.emulator.synthetic import render_funding_csv, render_kline_csv
+
+    universe = SyntheticUniverse(n_spot=1, n_um=1, n_cm=1, days=1)
+    for trade_type in ("spot", "um_futures", "cm_futures"):
+        sym = universe.symbols(trade_type)[0]
+        for day, unit in (("2024-12-31", "ms"), ("2025-01-01", "us")):
+            frame = universe._kline_frame(trade_type, sym, "1m", date.fromisoformat(day))
+            fast = render_kline_csv(frame, trade_type, unit)
+            assert fast == gen.format_kline_csv(frame, trade_type, unit)
+    frame = universe._funding_frame("cm_futures", universe.symbols("cm_futures")[0], "2024-02")
+    assert render_funding_csv(frame) == gen.format_funding_csv(frame)
+    assert len(frame) == 29 * 3
