@@ -1,0 +1,208 @@
+"""REST funding history (``run_api_funding``) against the emulator."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.emulator.rest import RestEmulator
+from crypto_lakehouse.io import write_json, write_parquet
+from crypto_lakehouse.provenance import day_iso
+from crypto_lakehouse.rest.funding import run_api_funding
+from crypto_lakehouse.schema import API_FUNDING_SCHEMA, KLINE_SCHEMA, PARSED_FUNDING_SCHEMA
+from tests.conftest import FIXTURES
+
+DAY = 86_400_000
+HOUR = 3_600_000
+D = 19_000  # 2022-01-08
+REAL_REST = FIXTURES / "real" / "rest"
+
+
+def run(url, tmp, *, symbol="AUSDT", trade_type="um_futures", end_day=None, ei=None, **kw):
+    kw.setdefault("backoff_base_s", 0.01)
+    return run_api_funding(
+        trade_type=trade_type,
+        symbol=symbol,
+        data_dir=tmp,
+        api_url=url,
+        parse_report=None,
+        end_date=day_iso(end_day) if end_day is not None else None,
+        report_path=tmp / "report.json",
+        stats_path=tmp / "stats.json",
+        exchange_info_path=ei,
+        **kw,
+    )
+
+
+def stored(tmp, symbol="AUSDT", trade_type="um_futures"):
+    return pq.read_table(layout.api_funding_path(tmp, trade_type, symbol))
+
+
+def report(tmp):
+    return json.loads((tmp / "report.json").read_text())
+
+
+def served_times(rest, market, symbol, lo, hi):
+    """Funding times the emulator holds in [lo, hi] (asked without a limit)."""
+    out, s = [], lo
+    while True:
+        _, _, body = rest.handle(
+            "GET",
+            {"um": "/fapi/v1", "cm": "/dapi/v1"}[market] + "/fundingRate",
+            {"symbol": symbol, "startTime": str(s), "endTime": str(hi), "limit": "1000"},
+            {},
+        )
+        page = json.loads(body)
+        out += [r["fundingTime"] for r in page]
+        if len(page) < 1000:
+            return out
+        s = page[-1]["fundingTime"] + 1
+
+
+def write_first_kline(tmp, symbol, trade_type, first_ms):
+    t = pa.table({"candle_begin_time": pa.array([first_ms], KLINE_SCHEMA.field(0).type)})
+    for f in KLINE_SCHEMA:
+        if f.name != "candle_begin_time":
+            t = t.append_column(f, pa.array([1], f.type))
+    write_parquet(layout.parsed_klines_dir(tmp, trade_type, symbol, "1m") / "202201.pqt", t)
+
+
+def test_pagination_over_more_than_1000_records_from_the_first_kline_day(emulator, tmp_path):
+    # 1 h funding for 90 days: 2,160 events; the symbol's klines start on day D+10 at 05:17.
+    rest = RestEmulator(now_ms=(D + 80) * DAY + 1234)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 90) * DAY, every_h=1)
+    emu = emulator(rest=rest)
+    write_first_kline(tmp_path, "AUSDT", "um_futures", (D + 10) * DAY + 5 * HOUR + 17 * 60_000)
+    stats = run(emu.base_url, tmp_path)
+    requests_sent = rest.counters("um")["requests/fundingRate"]
+    expected = served_times(rest, "um", "AUSDT", (D + 10) * DAY, rest.now_ms)
+    assert len(expected) == 70 * 24 + 1  # day D+10 00:00 .. day D+80 00:00 inclusive
+    t = stored(tmp_path)
+    assert t.schema == API_FUNDING_SCHEMA
+    assert t["funding_time"].cast("int64").to_pylist() == expected
+    assert t["candle_begin_time"].cast("int64").to_pylist() == [x - x % HOUR for x in expected]
+    assert stats["pages"] == 2 and stats["start_from"] == "first_kline_day"
+    assert requests_sent == 2
+
+
+def test_incremental_run_fetches_only_after_the_last_stored_event(emulator, tmp_path):
+    # "now" 10 ms after midnight: past the 0-9 ms jitter of the midnight event
+    rest = RestEmulator(now_ms=(D + 5) * DAY + 10)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 20) * DAY)
+    emu = emulator(rest=rest)
+    write_first_kline(tmp_path, "AUSDT", "um_futures", D * DAY)
+    run(emu.base_url, tmp_path)
+    first = stored(tmp_path)
+    assert first.num_rows == 5 * 3 + 1
+    rest.now_ms = (D + 7) * DAY + 10
+    stats = run(emu.base_url, tmp_path)
+    assert stats["new_records"] == 6 and stats["pages"] == 1
+    t = stored(tmp_path)
+    assert t.slice(0, first.num_rows).equals(first)  # kept as stored
+    assert t["funding_time"].cast("int64").to_pylist() == served_times(
+        rest, "um", "AUSDT", D * DAY, rest.now_ms
+    )
+
+
+def test_starts_after_the_last_archived_event(emulator, tmp_path):
+    rest = RestEmulator(now_ms=(D + 4) * DAY)
+    rest.add_funding("cm", "BTCUSD_PERP", REAL_REST / "dapi_v1_fundingRate_BTCUSD_PERP_limit5.json")
+    emu = emulator(rest=rest)
+    records = json.loads((REAL_REST / "dapi_v1_fundingRate_BTCUSD_PERP_limit5.json").read_text())
+    last_archived = records[1]["fundingTime"]
+    parsed = pa.table(
+        {
+            "funding_time": pa.array([last_archived], PARSED_FUNDING_SCHEMA.field(0).type),
+            "funding_interval_hours": pa.array([8], pa.int64()),
+            "funding_rate": pa.array([float(records[1]["fundingRate"])]),
+            "candle_begin_time": pa.array([last_archived], PARSED_FUNDING_SCHEMA.field(3).type),
+        }
+    )
+    write_parquet(layout.parsed_funding_path(tmp_path, "cm_futures", "BTCUSD_PERP"), parsed)
+    run(emu.base_url, tmp_path, symbol="BTCUSD_PERP", trade_type="cm_futures")
+    t = stored(tmp_path, "BTCUSD_PERP", "cm_futures")
+    assert t["funding_time"].cast("int64").to_pylist() == [r["fundingTime"] for r in records[2:]]
+    assert t["funding_rate"].to_pylist() == [float(r["fundingRate"]) for r in records[2:]]
+    assert report(tmp_path)["last_archived_funding_time"] is not None
+
+
+def test_real_um_sample_from_epoch_when_nothing_is_known(emulator, tmp_path):
+    path = REAL_REST / "fapi_v1_fundingRate_BTCUSDT_2024-01-01.json"
+    records = json.loads(path.read_text())
+    rest = RestEmulator(now_ms=records[-1]["fundingTime"] + DAY)
+    rest.add_funding("um", "BTCUSDT", path)
+    emu = emulator(rest=rest)
+    stats = run(emu.base_url, tmp_path, symbol="BTCUSDT")
+    assert stats["start_from"] == "epoch"
+    t = stored(tmp_path, "BTCUSDT")
+    assert t["funding_time"].cast("int64").to_pylist() == [r["fundingTime"] for r in records]
+    assert t["funding_rate"].to_pylist() == [float(r["fundingRate"]) for r in records]
+
+
+def test_jittered_times_floor_to_the_hour(emulator, tmp_path):
+    path = REAL_REST / "dapi_v1_fundingRate_BTCUSD_PERP_limit5.json"
+    records = json.loads(path.read_text())
+    rest = RestEmulator(now_ms=records[-1]["fundingTime"] + DAY)
+    rest.add_funding("cm", "BTCUSD_PERP", path)
+    emu = emulator(rest=rest)
+    run(emu.base_url, tmp_path, symbol="BTCUSD_PERP", trade_type="cm_futures")
+    t = stored(tmp_path, "BTCUSD_PERP", "cm_futures")
+    assert records[0]["fundingTime"] == 1605513600010  # the fixture's 10 ms jitter
+    assert t["candle_begin_time"].cast("int64").to_pylist()[0] == 1605513600000
+    assert t["funding_time"].cast("int64").to_pylist()[0] == 1605513600010
+
+
+def test_end_date_caps_the_range(emulator, tmp_path):
+    rest = RestEmulator(now_ms=(D + 10) * DAY)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 20) * DAY)
+    emu = emulator(rest=rest)
+    write_first_kline(tmp_path, "AUSDT", "um_futures", D * DAY)
+    run(emu.base_url, tmp_path, end_day=D + 1)
+    times = stored(tmp_path)["funding_time"].cast("int64").to_pylist()
+    assert len(times) == 6 and max(times) < (D + 2) * DAY
+
+
+def test_no_funding_at_all_writes_no_file(emulator, tmp_path):
+    rest = RestEmulator(now_ms=(D + 10) * DAY)
+    rest.add_funding("cm", "BTCUSD_231229", [])  # a delivery contract: empty answers
+    emu = emulator(rest=rest)
+    run(emu.base_url, tmp_path, symbol="BTCUSD_231229", trade_type="cm_futures")
+    assert not layout.api_funding_path(tmp_path, "cm_futures", "BTCUSD_231229").exists()
+    assert report(tmp_path)["records"] == 0
+
+
+def test_invalid_symbol_is_skipped(emulator, tmp_path):
+    rest = RestEmulator(now_ms=(D + 10) * DAY)
+    emu = emulator(rest=rest)
+    run(emu.base_url, tmp_path, symbol="GONEUSDT")
+    assert report(tmp_path)["invalid_symbol"] is True
+    assert not layout.api_funding_path(tmp_path, "um_futures", "GONEUSDT").exists()
+
+
+def test_funding_pool_429s_are_waited_out(emulator, tmp_path):
+    # The server allows 2 um fundingRate requests per 1 s; 5 pages are needed.
+    rest = RestEmulator(now_ms=(D + 200) * DAY + 10, window_s=1, funding_limit=2, funding_windows=1)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 200) * DAY, every_h=1)
+    emu = emulator(rest=rest)
+    write_first_kline(tmp_path, "AUSDT", "um_futures", D * DAY)
+    ei = tmp_path / "ei.json"
+    write_json(ei, {"request_weight": {"limit": 2400, "window_s": 1.0}})
+    stats = run(emu.base_url, tmp_path, ei=ei)
+    assert stats["http_429"] > 0 and rest.counters("um").get("418", 0) == 0
+    assert stored(tmp_path).num_rows == 200 * 24  # hourly events on [D, D+200)
+
+
+def test_5xx_then_success_and_spot_is_refused(emulator, tmp_path):
+    rest = RestEmulator(now_ms=(D + 3) * DAY + 10)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 9) * DAY)
+    rest.inject(502, count=2, market="um", path="/fundingRate")
+    emu = emulator(rest=rest)
+    write_first_kline(tmp_path, "AUSDT", "um_futures", D * DAY)
+    stats = run(emu.base_url, tmp_path)
+    assert stats["retries"] == 2 and stored(tmp_path).num_rows == 10
+    with pytest.raises(ValueError, match="spot"):
+        run(emu.base_url, tmp_path, trade_type="spot")
