@@ -84,7 +84,10 @@ def read_kline_files(paths: list[Path]) -> tuple[dict[str, np.ndarray], list[str
             col = table.column(name)
             if name == TIME:
                 col = col.cast(pa.int64())
-            out[name][pos : pos + n] = col.to_numpy()
+            at = pos
+            for chunk in col.chunks:  # copy each chunk once, straight into place
+                out[name][at : at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                at += len(chunk)
         pos += n
     if pos < total:  # some files were skipped
         out = {k: v[:pos] for k, v in out.items()}
@@ -93,11 +96,12 @@ def read_kline_files(paths: list[Path]) -> tuple[dict[str, np.ndarray], list[str
     return out, problems
 
 
-def keep_last_index(time: np.ndarray) -> np.ndarray:
-    """Indices that sort ``time`` ascending, keeping the last row of each duplicate time."""
+def keep_last_index(time: np.ndarray) -> np.ndarray | None:
+    """Indices that sort ``time`` ascending, keeping the last row of each duplicate time;
+    ``None`` when ``time`` is already strictly ascending (the usual case: no copy needed)."""
     n = len(time)
     if n < 2 or bool(np.all(time[1:] > time[:-1])):
-        return np.arange(n)
+        return None
     order = np.argsort(time, kind="stable")
     sorted_time = time[order]
     last = np.ones(n, dtype=bool)
@@ -105,30 +109,57 @@ def keep_last_index(time: np.ndarray) -> np.ndarray:
     return order[last]
 
 
+def _traded_rows(candles: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Rows to keep after de-duplication and ``volume > 0``; ``None`` means all, in order."""
+    order = keep_last_index(candles[TIME])
+    volume = candles["volume"] if order is None else candles["volume"][order]
+    traded = volume > 0
+    if order is None:
+        return None if traded.all() else np.flatnonzero(traded)
+    return order[traded]
+
+
+def _take(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    return values if rows is None else values[rows]
+
+
 def merge_candles(archive: dict[str, np.ndarray], rest: dict[str, np.ndarray]) -> Candles:
     """Legacy merge with ``exclude_empty=True``.
 
-    Archive: de-duplicate (keep last), sort, keep volume > 0. REST: keep volume > 0.
-    Then archive + REST, de-duplicate keeping the last, so REST wins on the same minute.
+    Archive: de-duplicate (keep last), sort, keep volume > 0. REST: keep volume > 0. Then
+    archive + REST de-duplicated keeping the last row, so REST wins on the same minute
+    (and the later of two REST rows wins). Both inputs being sorted after their own
+    de-duplication, the union is a merge of two sorted arrays (no sort of the whole).
     """
-    idx_a = keep_last_index(archive[TIME])
-    idx_a = idx_a[archive["volume"][idx_a] > 0]
-    idx_r = np.flatnonzero(rest["volume"] > 0)
-    time = np.concatenate((archive[TIME][idx_a], rest[TIME][idx_r]))
-    keep = keep_last_index(time)
-    # Positions of the kept rows in the concatenation of the two full inputs.
-    n_archive_total = len(archive[TIME])
-    global_idx = np.concatenate((idx_a, n_archive_total + idx_r))[keep]
-    from_archive = keep < len(idx_a)
-    identity = len(rest[TIME]) == 0 and len(global_idx) == n_archive_total
-    identity = identity and bool(np.all(global_idx == np.arange(n_archive_total)))
+    rows_a = _traded_rows(archive)
+    rows_r = _traded_rows(rest)
+    time_a = _take(archive[TIME], rows_a)
+    time_r = _take(rest[TIME], rows_r)
+    if len(time_r) and len(time_a):
+        hit = np.minimum(np.searchsorted(time_r, time_a), len(time_r) - 1)
+        kept = time_r[hit] != time_a  # archive minutes that REST does not replace
+        if not kept.all():
+            rows_a = np.flatnonzero(kept) if rows_a is None else rows_a[kept]
+            time_a = time_a[kept]
+    n_a, n_r = len(time_a), len(time_r)
+    # Position of every row in the merged, ascending result.
+    pos_a = np.arange(n_a) + np.searchsorted(time_r, time_a)
+    pos_r = np.arange(n_r) + np.searchsorted(time_a, time_r, side="right")
+    archive_first = n_a == 0 or int(pos_a[-1]) == n_a - 1  # REST only after the archive
     columns: dict[str, np.ndarray] = {}
     for name in KLINE_COLUMNS:
-        if identity:  # already sorted, unique and traded: no copy
-            columns[name] = archive[name]
-        elif len(rest[TIME]) == 0:
-            columns[name] = archive[name][global_idx]
+        part_a = _take(archive[name], rows_a)
+        if n_r == 0:
+            columns[name] = part_a  # a view of the input when nothing was dropped
+            continue
+        merged = np.empty(n_a + n_r, dtype=part_a.dtype)
+        if archive_first:
+            merged[:n_a] = part_a
+            merged[n_a:] = _take(rest[name], rows_r)
         else:
-            columns[name] = np.concatenate((archive[name], rest[name]))[global_idx]
-    source = np.where(from_archive, SOURCE_ARCHIVE, SOURCE_REST).astype(np.int8)
+            merged[pos_a] = part_a
+            merged[pos_r] = _take(rest[name], rows_r)
+        columns[name] = merged
+    source = np.full(n_a + n_r, SOURCE_ARCHIVE, dtype=np.int8)
+    source[pos_r] = SOURCE_REST
     return Candles(columns=columns, source=source)

@@ -55,6 +55,23 @@ def test_merge_rest_wins_on_same_minute_and_sources_are_tracked():
     assert merged.source.tolist() == [SOURCE_ARCHIVE, SOURCE_REST, SOURCE_ARCHIVE, SOURCE_REST]
 
 
+def test_merge_rest_after_archive_and_rest_duplicates_keep_last():
+    archive = candles([T0, T0 + MIN, T0 + 2 * MIN], close=[1.0, 2.0, 3.0])
+    # REST repeats the last archive minute twice (the later REST row wins) and adds one.
+    rest = candles([T0 + 2 * MIN, T0 + 3 * MIN, T0 + 2 * MIN], close=[30.0, 40.0, 31.0])
+    merged = merge_candles(archive, rest)
+    assert merged.time.tolist() == [T0, T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN]
+    assert merged.columns["close"].tolist() == [1.0, 2.0, 31.0, 40.0]
+    assert merged.source.tolist() == [SOURCE_ARCHIVE, SOURCE_ARCHIVE, SOURCE_REST, SOURCE_REST]
+    assert merged.columns["trade_num"].dtype == np.int64
+
+
+def test_merge_rest_only():
+    merged = merge_candles(candles([]), candles([T0 + MIN, T0], close=[2.0, 1.0]))
+    assert merged.columns["close"].tolist() == [1.0, 2.0]
+    assert merged.source.tolist() == [SOURCE_REST, SOURCE_REST]
+
+
 def test_merge_drops_zero_volume_candles_of_both_sources():
     archive = candles([T0, T0 + MIN, T0 + 2 * MIN], volume=[1.0, 0.0, 2.0])
     rest = candles([T0 + 3 * MIN], volume=[0.0])
