@@ -25,10 +25,11 @@ class Faults:
     - ``latency``: seconds added to every archive request (and REST if ``apply_to_rest``).
     - ``fail_rate``: fraction of archive GET/HEAD requests (listings and objects) answered 500/503.
     - ``drop_rate``: fraction of object GETs whose connection closes after half the body.
-    - ``corrupt_first``: keys whose body has flipped bytes on the first GET only.
+    - ``corrupt_first``: keys whose body has flipped bytes the first time it is served only.
     - ``corrupt_always``: keys whose body is always corrupt (the CHECKSUM never matches).
     - ``missing_checksum``: zip keys whose ``.CHECKSUM`` answers 404 and is absent from listings.
-    - ``fail_always``: keys (or listing prefixes) always answered 500: a failure outlasting retries.
+    - ``fail_always``: keys always answered 500 (a failure outlasting retries); a listing fails
+      for ``"?" + prefix``.
     - ``apply_to_rest``: latency and ``fail_rate`` also hit ``/api``, ``/fapi``, ``/dapi``.
     """
 
@@ -53,6 +54,10 @@ class Faults:
             raise ValueError(f"Faults.latency must be >= 0, got {self.latency!r}")
 
     # ------------------------------------------------------------ decisions
+    def counts_attempts(self, key: str) -> bool:
+        """Whether decisions for ``key`` depend on how often it was requested."""
+        return bool(self.fail_rate or self.drop_rate)
+
     def _draw(self, kind: str, key: str, n: int) -> float:
         return random.Random(f"{self.seed}:{kind}:{key}:{n}").random()
 
@@ -67,9 +72,10 @@ class Faults:
     def drops(self, key: str, n: int) -> bool:
         return bool(self.drop_rate) and self._draw("drop", key, n) < self.drop_rate
 
-    def corrupts(self, key: str, n: int) -> bool:
-        """Whether the ``n``-th GET of ``key`` serves a corrupt body."""
-        return key in self.corrupt_always or (key in self.corrupt_first and n == 1)
+    def corrupts(self, key: str, first_body: bool) -> bool:
+        """Whether this GET serves a corrupt body; ``first_body``: no body of ``key`` was
+        served since it joined ``corrupt_first`` (a 5xx answer does not count)."""
+        return key in self.corrupt_always or (key in self.corrupt_first and first_body)
 
     def hides_checksum(self, key: str) -> bool:
         """True for a ``.CHECKSUM`` key whose archive is listed in ``missing_checksum``."""

@@ -78,6 +78,7 @@ class Emulator:
     ``mirror_dir``: files at ``mirror_dir/<bucket key>``. ``listing``: another source (e.g. a
     ``SyntheticUniverse``) merged with the mirror; the mirror wins for a key in both.
     ``last_modified``: per-key override (epoch seconds, datetime or ISO string) of LastModified.
+    ``track_keys=False`` skips the per-key ``get_counts`` (memory for multi-million-key runs).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class Emulator:
         faults: Faults | None = None,
         rest: RestHandler | None = None,
         listing: Source | None = None,
+        track_keys: bool = True,
     ):
         self.mirror_dir = Path(mirror_dir) if mirror_dir is not None else None
         self.faults = faults if faults is not None else Faults()
@@ -95,10 +97,12 @@ class Emulator:
             self.sources.append(DirectorySource(self.mirror_dir))
         if listing is not None:
             self.sources.append(listing)
+        self.track_keys = track_keys
         self.last_modified: dict[str, Any] = {}
         self.counts: Counter[str] = Counter()
         self.get_counts: Counter[str] = Counter()
         self._attempts: Counter[tuple[str, str]] = Counter()
+        self._bodies_served: set[str] = set()  # corrupt_first keys already served once
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -151,16 +155,29 @@ class Emulator:
             self.get_counts.clear()
 
     def next_attempt(self, kind: str, key: str) -> int:
-        """1-based number of this request for ``key`` (fault decisions depend on it).
+        """1-based number of this request for ``key`` (fault decisions depend on it), or 0
+        when no active fault looks at it.
 
         Kept apart from ``get_counts`` so ``reset_counts`` does not make ``corrupt_first``
         keys corrupt again.
         """
         with self._lock:
-            self._attempts[(kind, key)] += 1
-            if kind == "get":
+            if kind == "get" and self.track_keys:
                 self.get_counts[key] += 1
+            if not self.faults.counts_attempts(key):
+                return 0  # no decision depends on it: do not grow the table
+            self._attempts[(kind, key)] += 1
             return self._attempts[(kind, key)]
+
+    def first_body(self, key: str) -> bool:
+        """True exactly once per ``corrupt_first`` key: the first body served for it."""
+        if key not in self.faults.corrupt_first:
+            return False
+        with self._lock:
+            if key in self._bodies_served:
+                return False
+            self._bodies_served.add(key)
+            return True
 
     # ------------------------------------------------------------ objects
     def info(self, key: str) -> ObjectInfo | None:
@@ -379,7 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(meta.size))
             self.end_headers()
             return
-        if faults.corrupts(key, n):
+        if faults.corrupts(key, emu.first_body(key)):
             emu.count("fault_corrupt")
             body = corrupt(body)
         drop = faults.drops(key, n)

@@ -212,6 +212,25 @@ def test_corrupt_first_then_correct(legacy):
     assert legacy.counts["fault_corrupt"] == 1
 
 
+def test_corrupt_first_means_first_body_served_not_first_request(legacy):
+    key = SPOT_DIR + "BTCUSDT-1m-2020-01-02.zip"
+    legacy.faults.corrupt_first = {key}
+    legacy.faults.fail_always = {key}
+    assert requests.get(f"{legacy.base_url}/{key}", timeout=10).status_code == 500
+    legacy.faults.fail_always = set()
+    assert not _sha_ok(legacy.base_url, key)
+    assert _sha_ok(legacy.base_url, key)
+    legacy.reset_counts()  # counters only: the key stays served
+    assert _sha_ok(legacy.base_url, key)
+
+
+def test_track_keys_off_keeps_totals_only(emulator):
+    emu = emulator(mirror_dir=LEGACY_MIRROR)
+    emu.track_keys = False
+    assert requests.get(f"{emu.base_url}/{SPOT_0101}", timeout=10).status_code == 200
+    assert emu.counts["get"] == 1 and not emu.get_counts
+
+
 def test_corrupt_always(legacy):
     legacy.faults.corrupt_always = {SPOT_0101}
     assert [_sha_ok(legacy.base_url, SPOT_0101) for _ in range(3)] == [False] * 3
