@@ -1,0 +1,182 @@
+"""Weight limiter, request plan and client error mapping."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from crypto_lakehouse.emulator.rest import RestEmulator
+from crypto_lakehouse.rest import kline_weight
+from crypto_lakehouse.rest.client import InvalidSymbol, RestClient, RestError
+from crypto_lakehouse.rest.klines import DAY_MS, check_interval, plan_chunks
+from crypto_lakehouse.rest.limiter import HostStopped, WindowLimiter
+
+D = 19_000
+
+
+# ---------------------------------------------------------------- limiter
+def test_budget_is_the_share_of_the_limit():
+    assert WindowLimiter(2400, share=0.8).budget == 1920
+    assert WindowLimiter(6000).budget == 4800
+    with pytest.raises(ValueError):
+        WindowLimiter(10, share=0)
+
+
+def _align(lim):
+    """Sleep to just after a window start, so the next steps happen inside one window."""
+    now = time.time()
+    time.sleep(lim.window_start(lim.window_of(now) + 1) - now + 0.01)
+
+
+def test_waits_for_the_next_window_when_the_budget_is_used():
+    lim = WindowLimiter(10, share=1.0, window_s=1.0, guard_s=0.02)
+    _align(lim)
+    w = lim.acquire(5)
+    assert lim.acquire(5) == w
+    assert lim.acquire(1) == w + 1
+    assert time.time() >= lim.window_start(w + 1)
+
+
+def test_server_header_fills_the_window_but_only_its_own():
+    lim = WindowLimiter(10, share=1.0, window_s=1.0, guard_s=0.02)
+    _align(lim)
+    w = lim.acquire(1)
+    lim.observe(w - 1, 10)  # a late answer to a request of the previous window: ignored
+    assert lim.acquire(1) == w
+    lim.observe(w, 10)  # the server counts 10 (other clients share the IP)
+    assert lim.acquire(1) == w + 1
+
+
+def test_stop_wakes_waiting_threads():
+    lim = WindowLimiter(1, share=1.0, window_s=30)
+    lim.acquire(1)
+    errors = []
+
+    def worker():
+        try:
+            lim.acquire(1)
+        except HostStopped as exc:
+            errors.append(str(exc))
+
+    th = threading.Thread(target=worker)
+    th.start()
+    time.sleep(0.1)
+    lim.stop("banned")
+    th.join(2)
+    assert errors == ["banned"]
+    with pytest.raises(HostStopped):
+        lim.acquire(0)
+
+
+def test_pause_blocks_everyone():
+    lim = WindowLimiter(100, window_s=60)
+    lim.pause_for(0.3)
+    t0 = time.monotonic()
+    lim.acquire(1)
+    assert time.monotonic() - t0 >= 0.28
+
+
+def test_threads_never_exceed_the_budget_of_a_window():
+    lim = WindowLimiter(10, share=1.0, window_s=0.1, guard_s=0.005)
+    per_window = Counter()
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(5):
+            w = lim.acquire(3)
+            with lock:
+                per_window[w] += 3
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert sum(per_window.values()) == 90
+    assert max(per_window.values()) <= 9  # three requests of 3 fit into 10
+
+
+# ---------------------------------------------------------------- plan
+def _cover(chunk, ims):
+    """The windows tile the chunk's days exactly, each within its limit."""
+    start = chunk.first_day * DAY_MS
+    for w in chunk.windows:
+        assert w.start_ms == start
+        assert (w.end_ms + 1 - w.start_ms) // ims == w.limit
+        start = w.end_ms + 1
+    assert start == (chunk.first_day + chunk.n_days) * DAY_MS
+
+
+def test_futures_1m_day_is_three_requests_of_480():
+    (chunk,) = plan_chunks("um_futures", "1m", [D])
+    assert [(w.limit, w.weight) for w in chunk.windows] == [(480, 2)] * 3
+    _cover(chunk, 60_000)
+
+
+def test_spot_1m_pairs_of_days_use_960_candle_windows():
+    chunks = plan_chunks("spot", "1m", [D, D + 1, D + 2])
+    assert [c.n_days for c in chunks] == [2, 1]
+    assert [w.limit for w in chunks[0].windows] == [960] * 3
+    assert [w.limit for w in chunks[1].windows] == [720] * 2
+    assert all(w.weight == 2 for c in chunks for w in c.windows)
+    for c in chunks:
+        _cover(c, 60_000)
+
+
+def test_non_consecutive_days_are_separate_chunks():
+    chunks = plan_chunks("cm_futures", "1m", [D + 5, D, D + 1, D + 5])
+    assert [(c.first_day, c.n_days) for c in chunks] == [(D, 1), (D + 1, 1), (D + 5, 1)]
+
+
+def test_futures_1h_groups_20_days_into_one_request():
+    (chunk,) = plan_chunks("um_futures", "1h", range(D, D + 20))
+    assert [(w.limit, w.weight) for w in chunk.windows] == [(480, 2)]
+    (single,) = plan_chunks("um_futures", "1h", [D + 40])
+    assert [(w.limit, w.weight) for w in single.windows] == [(24, 1)]
+
+
+def test_cm_windows_stay_within_200_days():
+    chunks = plan_chunks("cm_futures", "1d", range(D, D + 1000))
+    for c in chunks:
+        _cover(c, DAY_MS)
+        for w in c.windows:
+            assert w.end_ms - w.start_ms <= 200 * DAY_MS
+
+
+@pytest.mark.parametrize("interval", ["7m", "1w", "2d"])
+def test_intervals_that_do_not_tile_a_day_are_refused(interval):
+    with pytest.raises(ValueError, match="does not divide a day"):
+        check_interval(interval)
+
+
+def test_weight_table():
+    assert [kline_weight("um_futures", n) for n in (1, 99, 100, 499, 500, 1000, 1001)] == [
+        1,
+        1,
+        2,
+        2,
+        5,
+        5,
+        10,
+    ]
+    assert {kline_weight("spot", n) for n in (1, 500, 1000)} == {2}
+
+
+# ---------------------------------------------------------------- client errors
+def test_client_maps_error_codes(emulator):
+    rest = RestEmulator(now_ms=D * DAY_MS)
+    rest.add_symbol("um", "AUSDT")
+    emu = emulator(rest=rest)
+    lim = WindowLimiter(2400)
+    with RestClient(emu.base_url, "um_futures", weight_limiter=lim) as client:
+        with pytest.raises(InvalidSymbol) as err:
+            client.get_json("/klines", {"symbol": "NOPE", "interval": "1m"}, weight=5)
+        assert err.value.code == -1121
+        with pytest.raises(RestError) as err:
+            client.get_json("/klines", {"symbol": "AUSDT", "interval": "1m", "limit": 5000})
+        assert err.value.code == -1130 and not isinstance(err.value, InvalidSymbol)
+        assert client.server_time_ms() == D * DAY_MS
+        assert client.stats.requests == 3
