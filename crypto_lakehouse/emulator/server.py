@@ -399,9 +399,44 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.corrupts(key, emu.first_body(key)):
             emu.count("fault_corrupt")
             body = corrupt(body)
+        status = 200
+        span = _byte_range(self.headers.get("Range"), len(body))
+        if span == "invalid":
+            self._send(
+                416,
+                error_xml("InvalidRange", "The requested range is not satisfiable"),
+                {"Content-Range": f"bytes */{len(body)}"},
+            )
+            return
+        if span is not None:
+            start, end = span
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+            body = body[start : end + 1]
+            status = 206
         drop = faults.drops(key, n)
         if drop:
             emu.count("fault_drop")
         else:
             emu.count("get_bytes", len(body))
-        self._send(200, body, headers, drop=drop)
+        self._send(status, body, headers, drop=drop)
+
+
+def _byte_range(header: str | None, size: int):
+    """``(start, end)`` of a single ``bytes=a-b`` / ``a-`` / ``-n`` range, None for no or an
+    unsupported (multi-range) header, ``"invalid"`` for an unsatisfiable one."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header[len("bytes=") :].strip().partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                return "invalid"
+            return max(0, size - n), size - 1
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or end < start:
+        return "invalid"
+    return start, end

@@ -181,6 +181,20 @@ def test_get_head_and_404(legacy):
     assert legacy.counts["get"] == 0 and legacy.get_counts[SPOT_0101] == 0
 
 
+def test_range_requests(legacy):
+    expected = (LEGACY_MIRROR / SPOT_0101).read_bytes()
+    url = f"{legacy.base_url}/{SPOT_0101}"
+    r = requests.get(url, headers={"Range": "bytes=100-"}, timeout=10)
+    assert r.status_code == 206 and r.content == expected[100:]
+    assert r.headers["Content-Range"] == f"bytes 100-{len(expected) - 1}/{len(expected)}"
+    r = requests.get(url, headers={"Range": "bytes=0-9"}, timeout=10)
+    assert r.status_code == 206 and r.content == expected[:10]
+    r = requests.get(url, headers={"Range": "bytes=-5"}, timeout=10)
+    assert r.content == expected[-5:]
+    r = requests.get(url, headers={"Range": f"bytes={len(expected)}-"}, timeout=10)
+    assert r.status_code == 416
+
+
 def test_many_concurrent_connections(legacy):
     expected = hashlib.sha256((LEGACY_MIRROR / SPOT_0101).read_bytes()).hexdigest()
 
