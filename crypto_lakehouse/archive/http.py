@@ -56,12 +56,18 @@ def backoff_delay(retry: int) -> float:
     return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**retry) * random.uniform(0.5, 1.0)
 
 
-def new_session(pool_size: int = 10) -> requests.Session:
+def new_session(pool_size: int = 10, base_url: str | None = None) -> requests.Session:
     """A session whose connection pool holds ``pool_size`` keep-alive connections.
 
-    Retries are ours (``adapter max_retries=0``) so that every failure is counted.
+    Retries are ours (``adapter max_retries=0``) so that every failure is counted. With
+    ``base_url`` (every request goes to that host), the proxy settings of the environment
+    (``HTTP_PROXY``, ``NO_PROXY``, ...) are resolved once here instead of on every request,
+    which costs about a millisecond of CPU per request in requests.
     """
     session = requests.Session()
+    if base_url is not None:
+        session.proxies = requests.utils.get_environ_proxies(base_url)
+        session.trust_env = False
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 1), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -72,7 +78,8 @@ class ThreadSessions:
     """One ``requests.Session`` per worker thread (a Session is not documented as
     thread-safe); all are closed together."""
 
-    def __init__(self):
+    def __init__(self, base_url: str | None = None):
+        self.base_url = base_url
         self._local = threading.local()
         self._all: list[requests.Session] = []
         self._lock = threading.Lock()
@@ -80,7 +87,7 @@ class ThreadSessions:
     def get(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = new_session(pool_size=2)
+            session = new_session(pool_size=2, base_url=self.base_url)
             self._local.session = session
             with self._lock:
                 self._all.append(session)

@@ -224,7 +224,7 @@ def run_listing(
         log.info("retrying after %s", exc)
 
     kwargs = dict(timeout_s=timeout_s, max_retries=max_retries, on_retry=count_retry)
-    session = http.new_session(concurrency)
+    session = http.new_session(concurrency, base_url=listing_url)
     try:
         try:
             listed = dir_names(
@@ -315,7 +315,7 @@ def run_listing(
 
 def _list_symbol_files(symbols, symbol_dirs, listing_url, concurrency, kwargs):
     """List every symbol's directories on a thread pool; returns (files_of, failures)."""
-    sessions = http.ThreadSessions()
+    sessions = http.ThreadSessions(listing_url)
     files_of: dict[str, list[FileEntry]] = {}
     failures: dict[str, str] = {}
 

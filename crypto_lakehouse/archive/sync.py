@@ -136,7 +136,7 @@ class _Syncer:
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.listing = listing
-        self.sessions = http.ThreadSessions()
+        self.sessions = http.ThreadSessions(self.archive_url)
 
     # -------------------------------------------------------------- paths
     def local(self, key: str) -> Path:

@@ -1,0 +1,207 @@
+"""Benchmark: our ``run_sync`` against ``aria2c -j32 -x4`` (the legacy downloader).
+
+Run by hand (not in CI)::
+
+    python benchmarks/bench_aws_download.py [--symbols 20] [--days 100] [--latency 0.02]
+        [--concurrency 64] [--mode sequential|cores2]
+
+What it does:
+
+1. Builds a mirror of ``symbols × days`` spot 1m daily archives (zip + CHECKSUM each) in the
+   Binance formats. To keep set-up fast, 8 template days are generated with
+   ``crypto_lakehouse.emulator.generate`` and their bytes are reused for every key (each key
+   still gets its own CHECKSUM sidecar). Cached in ``--work`` between runs.
+2. Serves it with the emulator in a *separate process* (``python -m crypto_lakehouse.emulator``)
+   with ``--latency`` seconds added to every request, so server and client do not share a GIL.
+3. Lists the archive with ``run_listing`` (not timed).
+4. Times ``run_sync`` over all symbols into an empty data dir: one call per symbol, either
+   ``sequential`` (one after the other in this process) or ``cores2`` (two worker processes,
+   as Snakemake runs ``aws_download_symbol`` jobs with ``--cores 2``). Ours verifies every
+   SHA-256 and writes the ``.verified`` markers.
+5. Times ``aria2c -i <list> -j32 -x4 -q`` on the same zip + CHECKSUM URLs into an empty
+   directory (no verification, as in legacy ``aws_download``).
+6. Prints files/s (zips + CHECKSUMs) and MB/s for both and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from crypto_lakehouse import layout  # noqa: E402
+from crypto_lakehouse.archive.listing import run_listing  # noqa: E402
+from crypto_lakehouse.archive.sync import run_sync  # noqa: E402
+
+N_TEMPLATES = 8
+
+
+def symbol_names(n: int) -> list[str]:
+    # Letters only, all passing the spot filter (quote USDT, no UP/DOWN/BULL/BEAR suffix).
+    return [f"S{chr(65 + i // 26)}{chr(65 + i % 26)}USDT" for i in range(n)]
+
+
+def build_mirror(mirror: Path, n_symbols: int, n_days: int) -> int:
+    """Write the mirror unless it already holds this shape; returns the zip count."""
+    marker = mirror / ".bench-shape.json"
+    shape = {"symbols": n_symbols, "days": n_days, "templates": N_TEMPLATES}
+    if marker.exists() and json.loads(marker.read_text()) == shape:
+        return n_symbols * n_days
+    from crypto_lakehouse.emulator.generate import write_kline_day
+
+    shutil.rmtree(mirror, ignore_errors=True)
+    tpl_dir = mirror.parent / "templates"
+    shutil.rmtree(tpl_dir, ignore_errors=True)
+    first = date(2024, 1, 1)
+    templates = []
+    for i in range(N_TEMPLATES):
+        key = write_kline_day(tpl_dir, "spot", "TPLUSDT", "1m", first + timedelta(days=i))
+        templates.append((tpl_dir / key).read_bytes())
+    for s, sym in enumerate(symbol_names(n_symbols)):
+        for d in range(n_days):
+            key = layout.daily_kline_key("spot", sym, "1m", (first + timedelta(days=d)).isoformat())
+            data = templates[(s + d) % N_TEMPLATES]
+            path = mirror / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            digest = hashlib.sha256(data).hexdigest()
+            Path(f"{path}.CHECKSUM").write_text(f"{digest}  {path.name}")
+    shutil.rmtree(tpl_dir, ignore_errors=True)
+    marker.write_text(json.dumps(shape))
+    return n_symbols * n_days
+
+
+def start_emulator(mirror: Path, latency: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crypto_lakehouse.emulator", "--mirror", str(mirror),
+         "--latency", str(latency)],
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    base_url = proc.stdout.readline().strip()
+    if not base_url.startswith("http://127.0.0.1:"):
+        proc.kill()
+        raise SystemExit(f"emulator did not start: {base_url!r}")
+    return proc, base_url
+
+
+def _sync_symbol(args: tuple) -> dict:
+    symbol, details_dir, data_dir, base_url, concurrency = args
+    return run_sync(
+        trade_type="spot", dataset="klines", interval="1m", symbol=symbol,
+        details_path=Path(details_dir) / f"{symbol}.json", data_dir=data_dir,
+        archive_url=base_url, start_date=None, end_date=None, use_monthly_klines=False,
+        concurrency=concurrency, max_retries=5, timeout_s=30,
+        report_path=Path(data_dir) / "reports" / f"{symbol}.json",
+        stats_path=Path(data_dir) / "stats" / f"{symbol}.json",
+    )  # fmt: skip
+
+
+def time_ours(symbols, details_dir, data_dir, base_url, concurrency, mode) -> tuple[float, int]:
+    jobs = [(s, str(details_dir), str(data_dir), base_url, concurrency) for s in symbols]
+    t0 = time.perf_counter()
+    if mode == "sequential":
+        stats = [_sync_symbol(j) for j in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=2) as pool:
+            stats = list(pool.map(_sync_symbol, jobs))
+    seconds = time.perf_counter() - t0
+    return seconds, sum(s["bytes"] for s in stats)
+
+
+def time_aria2(keys, base_url, out_dir: Path, work: Path) -> tuple[float, int]:
+    input_file = work / "aria2-input.txt"
+    lines = []
+    for key in keys:
+        for k in (key, f"{key}.CHECKSUM"):
+            lines.append(f"{base_url}/{k}\n  dir={out_dir / Path(k).parent}\n")
+    input_file.write_text("".join(lines))
+    t0 = time.perf_counter()
+    result = subprocess.run(["aria2c", "-i", str(input_file), "-j32", "-x4", "-q"])
+    seconds = time.perf_counter() - t0
+    if result.returncode != 0:
+        print(f"warning: aria2c exited with {result.returncode}", file=sys.stderr)
+    n_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    return seconds, n_bytes
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--symbols", type=int, default=20)
+    p.add_argument("--days", type=int, default=100)
+    p.add_argument("--latency", type=float, default=0.02, help="seconds per request")
+    p.add_argument("--concurrency", type=int, default=64, help="run_sync threads per job")
+    p.add_argument("--mode", choices=("sequential", "cores2"), default="sequential")
+    p.add_argument("--work", type=Path, default=Path("/tmp/bench_aws_download"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if shutil.which("aria2c") is None:
+        raise SystemExit("aria2c not found (Debian: apt-get install -y aria2)")
+
+    work = args.work
+    mirror = work / "mirror"
+    n_zips = build_mirror(mirror, args.symbols, args.days)
+    n_files = 2 * n_zips  # zip + CHECKSUM
+    symbols = symbol_names(args.symbols)
+    emu, base_url = start_emulator(mirror, args.latency)
+    try:
+        listing_dir = work / "listing"
+        shutil.rmtree(listing_dir, ignore_errors=True)
+        run_listing(
+            trade_type="spot", dataset="klines", interval="1m", symbols=symbols,
+            listing_url=base_url, out_index=listing_dir / "klines-1m.json",
+            details_dir=listing_dir / "klines-1m", concurrency=16,
+        )  # fmt: skip
+        keys = []
+        for sym in symbols:
+            details = json.loads((listing_dir / "klines-1m" / f"{sym}.json").read_text())
+            keys += [e["key"] for e in details if e["key"].endswith(".zip")]
+        assert len(keys) == n_zips, (len(keys), n_zips)
+
+        data_dir = work / "ours"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        ours_s, ours_bytes = time_ours(
+            symbols, listing_dir / "klines-1m", data_dir, base_url, args.concurrency, args.mode
+        )
+        n_verified = len(list((data_dir / "aws_data").rglob("*.zip.verified")))
+        assert n_verified == n_zips, f"only {n_verified} of {n_zips} verified"
+
+        aria_dir = work / "aria2"
+        shutil.rmtree(aria_dir, ignore_errors=True)
+        aria_s, aria_bytes = time_aria2(keys, base_url, aria_dir, work)
+        n_aria = sum(1 for p in aria_dir.rglob("*") if p.is_file() and p.suffix != ".aria2")
+    finally:
+        emu.terminate()
+        emu.wait(timeout=10)
+
+    def line(name, seconds, n, n_bytes):
+        print(
+            f"{name:<34} {n:>6} files {n_bytes / 1e6:>8.1f} MB {seconds:>7.2f} s "
+            f"{n / seconds:>8.1f} files/s {n_bytes / 1e6 / seconds:>7.2f} MB/s"
+        )
+
+    print(
+        f"mirror: {args.symbols} symbols x {args.days} days = {n_zips} zips + {n_zips} "
+        f"CHECKSUMs; latency {args.latency * 1000:.0f} ms/request; ours: {args.mode}, "
+        f"{args.concurrency} threads per job"
+    )
+    line("run_sync (download + SHA-256)", ours_s, n_files, ours_bytes)
+    line("aria2c -j32 -x4 (no verification)", aria_s, n_aria, aria_bytes)
+    print(f"ratio files/s ours / aria2: {(n_files / ours_s) / (n_aria / aria_s):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
