@@ -1,0 +1,87 @@
+"""exchangeInfo summary: rate limits and symbol facts from the real 2021–2025 answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crypto_lakehouse.contracts import contract_size_for
+from crypto_lakehouse.emulator.rest import RestEmulator
+from crypto_lakehouse.io import read_json
+from crypto_lakehouse.rest.exchange_info import (
+    RateLimits,
+    load_rate_limits,
+    run_exchange_info,
+    summarize_exchange_info,
+)
+from tests.conftest import FIXTURES
+
+REAL_REST = FIXTURES / "real" / "rest"
+
+
+def raw(name):
+    return json.loads((REAL_REST / name).read_text())
+
+
+@pytest.mark.parametrize(
+    ("name", "trade_type", "limit"),
+    [
+        ("api_v3_exchangeInfo_2025-08-07_25symbols.json", "spot", 6000),
+        ("api_v3_exchangeInfo_2021-10-22_truncated.json", "spot", 1200),
+        ("fapi_v1_exchangeInfo_2025-08-07_25symbols.json", "um_futures", 2400),
+        ("fapi_v1_exchangeInfo_2022-02-19_truncated.json", "um_futures", 6000),
+        ("dapi_v1_exchangeInfo_2025-08-07_25symbols.json", "cm_futures", 2400),
+    ],
+)
+def test_request_weight_limit_per_minute_from_real_answers(name, trade_type, limit):
+    summary = summarize_exchange_info(raw(name), trade_type)
+    assert summary["request_weight"] == {"limit": limit, "window_s": 60.0}
+
+
+def test_raw_requests_window_is_five_minutes():
+    summary = summarize_exchange_info(raw("api_v3_exchangeInfo_2025-08-07_25symbols.json"), "spot")
+    raw_requests = [x for x in summary["rate_limits"] if x["type"] == "RAW_REQUESTS"]
+    assert raw_requests == [
+        {
+            "type": "RAW_REQUESTS",
+            "interval": "MINUTE",
+            "interval_num": 5,
+            "limit": 61000,
+            "window_s": 300.0,
+        }
+    ]
+
+
+def test_cm_symbols_carry_contract_size_and_contract_status():
+    data = raw("dapi_v1_exchangeInfo_2025-08-07_25symbols.json")
+    summary = summarize_exchange_info(data, "cm_futures")
+    assert len(summary["symbols"]) == len(data["symbols"])
+    for s in data["symbols"]:
+        entry = summary["symbols"][s["symbol"]]
+        assert entry["contract_size"] == s["contractSize"]
+        assert entry["status"] == s["contractStatus"]
+    assert summary["symbols"]["BTCUSD_PERP"]["contract_size"] == 100
+
+
+def test_run_against_emulator_learns_the_short_window(emulator, tmp_path):
+    rest = RestEmulator(window_s=2, weight_limits={"cm": 300})
+    rest.set_exchange_info("cm", REAL_REST / "dapi_v1_exchangeInfo_2025-08-07_25symbols.json")
+    emu = emulator(rest=rest)
+    out = tmp_path / "exchange_info" / "cm_futures.json"
+    stats = run_exchange_info(
+        trade_type="cm_futures", api_url=emu.base_url, out_path=out, timeout_s=5
+    )
+    assert stats["symbols"] == 25 and stats["weight"] == 1
+    assert read_json(out)["request_weight"] == {"limit": 300, "window_s": 2.0}
+    assert load_rate_limits(out, "cm_futures") == RateLimits(300, 2.0)
+    assert contract_size_for(out, "BTCUSD_PERP") == 100.0  # what gen_kline reads (Q3)
+    # deterministic: a second fetch gives the same bytes (no serverTime in the summary)
+    first = out.read_bytes()
+    run_exchange_info(trade_type="cm_futures", api_url=emu.base_url, out_path=out, timeout_s=5)
+    assert out.read_bytes() == first
+
+
+def test_defaults_without_a_file(tmp_path):
+    assert load_rate_limits(None, "spot") == RateLimits(6000, 60.0)
+    assert load_rate_limits(tmp_path / "absent.json", "um_futures") == RateLimits(2400, 60.0)
