@@ -23,44 +23,60 @@ def grid_positions(time: np.ndarray, step_ms: int) -> np.ndarray:
     return offset // step_ms
 
 
+def _as_slice(rows: np.ndarray) -> slice | None:
+    """``rows`` as a slice when it is one ascending run (then the store can be viewed)."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return None
+
+
 def fill_segment(
-    columns: dict[str, np.ndarray], step_ms: int, vwap_col: str | None = None
+    columns: dict[str, np.ndarray],
+    step_ms: int,
+    vwap_col: str | None = None,
+    rows: np.ndarray | slice | None = None,
+    time: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The segment on the grid from its first to its last candle, both included.
 
-    Missing candles: ``close`` carried forward, ``open``/``high``/``low`` = that close,
-    volumes and ``trade_num`` 0, the VWAP = ``open``. Then the VWAP of **every** row is
-    clipped to ``[low, high]``, as legacy does. Columns other than these (e.g. funding) are
-    not handled here. When the segment is already complete, the arrays are returned as is.
+    ``columns`` holds the segment's candles, or, with ``rows``, a store whose ``rows`` are
+    the segment's candles (``time`` then gives their times). Missing candles: ``close``
+    carried forward, ``open``/``high``/``low`` = that close, volumes and ``trade_num`` 0, the
+    VWAP = ``open``. Then the VWAP of **every** row is clipped to ``[low, high]``, as legacy
+    does. When the segment is complete and contiguous in ``columns``, the result holds
+    views, not copies.
     """
-    time = columns[TIME]
+    if isinstance(rows, np.ndarray):
+        rows = _as_slice(rows) or rows
+    if time is None:
+        time = columns[TIME] if rows is None else columns[TIME][rows]
+    names = [*PRICE_COLUMNS, "close", *VOLUME_COLUMNS] + ([vwap_col] if vwap_col else [])
     pos = grid_positions(time, step_ms)
     size = int(pos[-1]) + 1
     if size == len(time):
-        out = dict(columns)
+        pick = slice(None) if rows is None else rows
+        out = {TIME: time, **{name: columns[name][pick] for name in names}}
     else:
         present = np.zeros(size, dtype=bool)
         present[pos] = True
         missing = np.flatnonzero(~present)
-        # Segment row of the latest real candle at or before each grid row (row 0 is real):
-        # a gather with ascending indices, much cheaper than scattering every column.
+        # Candle of the latest real minute at or before each grid row (row 0 is real): one
+        # gather per column with ascending indices, cheaper than scattering.
         latest = np.cumsum(present) - 1
+        if isinstance(rows, slice):
+            latest += rows.start
+        elif rows is not None:
+            latest = rows[latest]
         out = {TIME: time[0] + np.arange(size, dtype=np.int64) * step_ms}
-        close = columns["close"][latest]
-        out["close"] = close
-        carried = close[missing]
+        for name in names:
+            out[name] = columns[name][latest]
+        carried_close = out["close"][missing]
         for name in PRICE_COLUMNS:
-            filled = columns[name][latest]
-            filled[missing] = carried
-            out[name] = filled
+            out[name][missing] = carried_close
         for name in VOLUME_COLUMNS:
-            filled = columns[name][latest]
-            filled[missing] = 0
-            out[name] = filled
+            out[name][missing] = 0
         if vwap_col is not None:
-            filled = columns[vwap_col][latest]
-            filled[missing] = out["open"][missing]
-            out[vwap_col] = filled
+            out[vwap_col][missing] = carried_close  # = the filled open
     if vwap_col is not None:
         out[vwap_col] = np.minimum(np.maximum(out[vwap_col], out["low"]), out["high"])
     return out

@@ -26,7 +26,7 @@ from crypto_lakehouse.generate.merge import (
     SOURCE_ARCHIVE,
     SOURCE_REST,
     TIME,
-    merge_candles,
+    merge_store,
     read_kline_files,
 )
 from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale
@@ -119,12 +119,12 @@ def run_gen_kline(
     rest_paths = sorted(
         layout.api_klines_dir(data_dir, trade_type, symbol, interval).glob(f"*{SUFFIX}")
     )
-    archive, archive_problems = read_kline_files(archive_paths)
-    rest, rest_problems = read_kline_files(rest_paths)
-    rows_in = {"archive": len(archive[TIME]), "rest": len(rest[TIME])}
+    store, (n_archive_rows, n_rest_rows), read_problems = read_kline_files(
+        archive_paths, rest_paths
+    )
+    rows_in = {"archive": n_archive_rows, "rest": n_rest_rows}
     lap("read")
-    candles = merge_candles(archive, rest)
-    del archive, rest
+    candles = merge_store(store, n_archive_rows)
     lap("merge")
 
     with_funding = with_funding_rates and trade_type in layout.FUTURES_TRADE_TYPES
@@ -133,21 +133,22 @@ def run_gen_kline(
         events = read_funding(data_dir, trade_type, symbol)
     # Q19: the column exists whenever the symbol has funding, never invented otherwise.
     funding_col = FUNDING_COLUMN if with_funding and len(events) else None
-    problems = archive_problems + rest_problems + events.problems
+    problems = read_problems + events.problems
     lap("read_funding")
 
     vwap_col = vwap_column_name(interval) if with_vwap else None
     if vwap_col and len(candles):
-        c = candles.columns
-        c[vwap_col] = vwap(c["volume"], c["quote_volume"], c["open"], coin_contract)
+        # On every store row (dropped rows included): cheaper than gathering twice.
+        store[vwap_col] = vwap(store["volume"], store["quote_volume"], store["open"], coin_contract)
     lap("vwap")
 
     if not len(candles):
         ranges: list[tuple[int, int]] = []
     elif split_gaps:
-        c = candles.columns
-        gaps = find_gaps(c[TIME], c["open"], c["close"], min_days, min_price_chg)
-        ranges = split_ranges(c[TIME], gaps)
+        gaps = find_gaps(
+            candles.time, candles.gather("open"), candles.gather("close"), min_days, min_price_chg
+        )
+        ranges = split_ranges(candles.time, gaps)
     else:
         ranges = [(0, len(candles))]
     names = segment_names(symbol, len(ranges))
@@ -166,8 +167,8 @@ def run_gen_kline(
     fill_seconds = check_seconds = write_seconds = 0.0
     for (start, stop), name in zip(ranges, names, strict=True):
         t0 = clock.perf_counter()
-        part = {k: v[start:stop] for k, v in candles.columns.items()}
-        filled = fill_segment(part, step_ms, vwap_col)
+        rows = slice(start, stop) if candles.rows is None else candles.rows[start:stop]
+        filled = fill_segment(store, step_ms, vwap_col, rows=rows, time=candles.time[start:stop])
         grid = filled[TIME]
         grid_ranges.append((int(grid[0]), int(grid[-1])))
         if funding_col:
@@ -213,7 +214,7 @@ def run_gen_kline(
         }
         io.write_parquet(path, to_table(filled, schema), metadata=metadata)
         written.add(name)
-        del filled, part
+        del filled
         t3 = clock.perf_counter()
         fill_seconds += t1 - t0
         check_seconds += t2 - t1

@@ -1,14 +1,16 @@
 """Read one symbol's archive and REST candles and merge them (legacy §8.1).
 
-Columns are handled as numpy arrays (times as int64 ms) because every later step
-(gap scan, fill, checks) is a whole-column numpy operation; reading straight into
-pre-allocated arrays keeps the peak memory near one copy of the data.
+Columns are numpy arrays (times as int64 ms) because every later step (gap scan, fill,
+checks) is a whole-column numpy operation. All files are read straight into one
+pre-allocated "store" (archive rows, then REST rows) and the merge only computes which
+store row each merged candle is; the fill then gathers every column once from the store.
+That keeps the data in memory about twice (store + one filled segment) at the peak.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +28,20 @@ SOURCE_REST = 1
 
 @dataclass
 class Candles:
-    """Column arrays of equal length; ``candle_begin_time`` is int64 ms UTC."""
+    """Merged candles: row ``i`` is ``store[...][rows[i]]`` (``rows`` None: every store row,
+    in order). ``time`` is already gathered (int64 ms UTC, ascending, unique)."""
 
-    columns: dict[str, np.ndarray]
-    source: np.ndarray  # int8 per row: SOURCE_ARCHIVE or SOURCE_REST
-    problems: list[str] = field(default_factory=list)
+    store: dict[str, np.ndarray]
+    rows: np.ndarray | None
+    time: np.ndarray
+    source: np.ndarray  # int8 per merged row: SOURCE_ARCHIVE or SOURCE_REST
 
     def __len__(self) -> int:
-        return len(self.columns[TIME])
+        return len(self.time)
 
-    @property
-    def time(self) -> np.ndarray:
-        return self.columns[TIME]
+    def gather(self, name: str) -> np.ndarray:
+        values = self.store[name]
+        return values if self.rows is None else values[self.rows]
 
 
 def _numpy_dtype(arrow_type: pa.DataType) -> np.dtype:
@@ -57,29 +61,31 @@ def _conformed(path: Path) -> pa.Table:
     return table
 
 
-def read_kline_files(paths: list[Path]) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Concatenate kline files in the given order into pre-allocated arrays.
+def read_kline_files(*groups: list[Path]) -> tuple[dict[str, np.ndarray], list[int], list[str]]:
+    """Concatenate the kline files of every group, in order, into pre-allocated arrays.
 
-    A file that cannot be read or has the wrong columns is skipped and named in the
-    returned problem list, so one bad file never stops the symbol.
+    Returns the arrays, the number of rows each group contributed and the problems. A file
+    that cannot be read or has the wrong columns is skipped and named in the problem list,
+    so one bad file never stops the symbol.
     """
-    tables: list[tuple[Path, int]] = []
+    sized: list[tuple[int, Path, int]] = []
     problems: list[str] = []
-    for path in paths:
-        try:
-            tables.append((path, pq.ParquetFile(path).metadata.num_rows))
-        except Exception as exc:  # unreadable footer: any pyarrow/OS error
-            problems.append(f"{path}: unreadable parquet ({exc})")
-    total = sum(n for _, n in tables)
+    for g, paths in enumerate(groups):
+        for path in paths:
+            try:
+                sized.append((g, path, pq.ParquetFile(path).metadata.num_rows))
+            except Exception as exc:  # unreadable footer: any pyarrow/OS error
+                problems.append(f"{path}: unreadable parquet ({exc})")
+    total = sum(n for _, _, n in sized)
     out = {f.name: np.empty(total, dtype=_numpy_dtype(f.type)) for f in KLINE_SCHEMA}
+    group_rows = [0] * len(groups)
     pos = 0
-    for path, _ in tables:
+    for g, path, _ in sized:
         try:
             table = _conformed(path)
         except Exception as exc:
             problems.append(f"{path}: {exc}")
             continue
-        n = table.num_rows
         for name in KLINE_COLUMNS:
             col = table.column(name)
             if name == TIME:
@@ -88,12 +94,13 @@ def read_kline_files(paths: list[Path]) -> tuple[dict[str, np.ndarray], list[str
             for chunk in col.chunks:  # copy each chunk once, straight into place
                 out[name][at : at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
                 at += len(chunk)
-        pos += n
+        pos += table.num_rows
+        group_rows[g] += table.num_rows
     if pos < total:  # some files were skipped
         out = {k: v[:pos] for k, v in out.items()}
     for p in problems:
         log.warning("skipping kline file %s", p)
-    return out, problems
+    return out, group_rows, problems
 
 
 def keep_last_index(time: np.ndarray) -> np.ndarray | None:
@@ -109,57 +116,49 @@ def keep_last_index(time: np.ndarray) -> np.ndarray | None:
     return order[last]
 
 
-def _traded_rows(candles: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Rows to keep after de-duplication and ``volume > 0``; ``None`` means all, in order."""
-    order = keep_last_index(candles[TIME])
-    volume = candles["volume"] if order is None else candles["volume"][order]
-    traded = volume > 0
+def _traded_rows(time: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    """Rows left after de-duplication (keep last), sorting and ``volume > 0``."""
+    order = keep_last_index(time)
     if order is None:
-        return None if traded.all() else np.flatnonzero(traded)
-    return order[traded]
+        return np.flatnonzero(volume > 0)
+    return order[volume[order] > 0]
 
 
-def _take(values: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-    return values if rows is None else values[rows]
-
-
-def merge_candles(archive: dict[str, np.ndarray], rest: dict[str, np.ndarray]) -> Candles:
-    """Legacy merge with ``exclude_empty=True``.
+def merge_store(store: dict[str, np.ndarray], n_archive: int) -> Candles:
+    """Legacy merge with ``exclude_empty=True`` over a store of archive then REST rows.
 
     Archive: de-duplicate (keep last), sort, keep volume > 0. REST: keep volume > 0. Then
     archive + REST de-duplicated keeping the last row, so REST wins on the same minute
-    (and the later of two REST rows wins). Both inputs being sorted after their own
+    (and the later of two REST rows wins). Both parts being sorted after their own
     de-duplication, the union is a merge of two sorted arrays (no sort of the whole).
     """
-    rows_a = _traded_rows(archive)
-    rows_r = _traded_rows(rest)
-    time_a = _take(archive[TIME], rows_a)
-    time_r = _take(rest[TIME], rows_r)
+    time, volume = store[TIME], store["volume"]
+    rows_a = _traded_rows(time[:n_archive], volume[:n_archive])
+    rows_r = n_archive + _traded_rows(time[n_archive:], volume[n_archive:])
+    time_a, time_r = time[rows_a], time[rows_r]
     if len(time_r) and len(time_a):
         hit = np.minimum(np.searchsorted(time_r, time_a), len(time_r) - 1)
         kept = time_r[hit] != time_a  # archive minutes that REST does not replace
         if not kept.all():
-            rows_a = np.flatnonzero(kept) if rows_a is None else rows_a[kept]
-            time_a = time_a[kept]
-    n_a, n_r = len(time_a), len(time_r)
-    # Position of every row in the merged, ascending result.
-    pos_a = np.arange(n_a) + np.searchsorted(time_r, time_a)
-    pos_r = np.arange(n_r) + np.searchsorted(time_a, time_r, side="right")
-    archive_first = n_a == 0 or int(pos_a[-1]) == n_a - 1  # REST only after the archive
-    columns: dict[str, np.ndarray] = {}
-    for name in KLINE_COLUMNS:
-        part_a = _take(archive[name], rows_a)
-        if n_r == 0:
-            columns[name] = part_a  # a view of the input when nothing was dropped
-            continue
-        merged = np.empty(n_a + n_r, dtype=part_a.dtype)
-        if archive_first:
-            merged[:n_a] = part_a
-            merged[n_a:] = _take(rest[name], rows_r)
-        else:
-            merged[pos_a] = part_a
-            merged[pos_r] = _take(rest[name], rows_r)
-        columns[name] = merged
-    source = np.full(n_a + n_r, SOURCE_ARCHIVE, dtype=np.int8)
-    source[pos_r] = SOURCE_REST
-    return Candles(columns=columns, source=source)
+            rows_a, time_a = rows_a[kept], time_a[kept]
+    n_a, n_r = len(rows_a), len(rows_r)
+    if n_r == 0:
+        rows, merged_time = rows_a, time_a
+    elif n_a == 0 or time_a[-1] < time_r[0]:  # REST only after the archive (the usual case)
+        rows, merged_time = np.concatenate((rows_a, rows_r)), np.concatenate((time_a, time_r))
+    else:
+        pos_a = np.arange(n_a) + np.searchsorted(time_r, time_a)
+        pos_r = np.arange(n_r) + np.searchsorted(time_a, time_r, side="right")
+        rows = np.empty(n_a + n_r, dtype=np.int64)
+        rows[pos_a], rows[pos_r] = rows_a, rows_r
+        merged_time = time[rows]
+    source = np.where(rows >= n_archive, SOURCE_REST, SOURCE_ARCHIVE).astype(np.int8)
+    if len(rows) == len(time) and bool(np.all(rows[1:] > rows[:-1])):
+        rows = None  # every store row kept, in order: work on the store itself
+    return Candles(store=store, rows=rows, time=merged_time, source=source)
+
+
+def merge_candles(archive: dict[str, np.ndarray], rest: dict[str, np.ndarray]) -> Candles:
+    """``merge_store`` for two separate column dicts (archive, REST)."""
+    store = {k: np.concatenate((archive[k], rest[k])) for k in KLINE_COLUMNS}
+    return merge_store(store, len(archive[TIME]))

@@ -51,7 +51,7 @@ def test_merge_rest_wins_on_same_minute_and_sources_are_tracked():
     rest = candles([T0 + MIN, T0 + 3 * MIN], close=[20.0, 40.0])
     merged = merge_candles(archive, rest)
     assert merged.time.tolist() == [T0, T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN]
-    assert merged.columns["close"].tolist() == [1.0, 20.0, 3.0, 40.0]
+    assert merged.gather("close").tolist() == [1.0, 20.0, 3.0, 40.0]
     assert merged.source.tolist() == [SOURCE_ARCHIVE, SOURCE_REST, SOURCE_ARCHIVE, SOURCE_REST]
 
 
@@ -61,14 +61,14 @@ def test_merge_rest_after_archive_and_rest_duplicates_keep_last():
     rest = candles([T0 + 2 * MIN, T0 + 3 * MIN, T0 + 2 * MIN], close=[30.0, 40.0, 31.0])
     merged = merge_candles(archive, rest)
     assert merged.time.tolist() == [T0, T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN]
-    assert merged.columns["close"].tolist() == [1.0, 2.0, 31.0, 40.0]
+    assert merged.gather("close").tolist() == [1.0, 2.0, 31.0, 40.0]
     assert merged.source.tolist() == [SOURCE_ARCHIVE, SOURCE_ARCHIVE, SOURCE_REST, SOURCE_REST]
-    assert merged.columns["trade_num"].dtype == np.int64
+    assert merged.gather("trade_num").dtype == np.int64
 
 
 def test_merge_rest_only():
     merged = merge_candles(candles([]), candles([T0 + MIN, T0], close=[2.0, 1.0]))
-    assert merged.columns["close"].tolist() == [1.0, 2.0]
+    assert merged.gather("close").tolist() == [1.0, 2.0]
     assert merged.source.tolist() == [SOURCE_REST, SOURCE_REST]
 
 
@@ -84,7 +84,7 @@ def test_merge_zero_volume_rest_minute_does_not_replace_a_traded_archive_minute(
     archive = candles([T0, T0 + MIN], close=[1.0, 2.0])
     rest = candles([T0 + MIN], close=[99.0], volume=[0.0])
     merged = merge_candles(archive, rest)
-    assert merged.columns["close"].tolist() == [1.0, 2.0]
+    assert merged.gather("close").tolist() == [1.0, 2.0]
     assert merged.source.tolist() == [SOURCE_ARCHIVE, SOURCE_ARCHIVE]
 
 
@@ -97,8 +97,8 @@ def test_merge_archive_duplicates_keep_last_then_sort():
     )
     merged = merge_candles(archive, candles([]))
     assert merged.time.tolist() == [T0, T0 + 2 * MIN]
-    assert merged.columns["close"].tolist() == [1.0, 3.0]
-    assert set(merged.columns) == set(KLINE_COLUMNS)
+    assert merged.gather("close").tolist() == [1.0, 3.0]
+    assert all(len(merged.gather(name)) == 2 for name in KLINE_COLUMNS)
 
 
 # ------------------------------------------------------------------ VWAP
@@ -212,7 +212,23 @@ def test_fill_clips_vwap_below_low_on_a_complete_segment():
     seg["avg_price_1m"] = np.array([98.0, 100.0])
     out = fill_segment(seg, MIN, "avg_price_1m")
     assert out["avg_price_1m"].tolist() == [99.0, 100.0]
-    assert out["close"] is seg["close"]  # complete segments are not copied
+    assert np.shares_memory(out["close"], seg["close"])  # complete segments are not copied
+
+
+def test_fill_from_a_store_with_row_index():
+    # Store rows: minute 3 (row 0), minute 0 (row 1), minute 1 (row 2), a dropped row 3.
+    store = candles(
+        [T0 + 3 * MIN, T0, T0 + MIN, T0 + 2 * MIN], close=[4.0, 1.0, 2.0, 9.0], volume=[1, 1, 1, 0]
+    )
+    rows = np.array([1, 2, 0])
+    out = fill_segment(store, MIN, rows=rows, time=store["candle_begin_time"][rows])
+    assert out["candle_begin_time"].tolist() == [T0 + i * MIN for i in range(4)]
+    assert out["close"].tolist() == [1.0, 2.0, 2.0, 4.0]
+    assert out["volume"].tolist() == [1.0, 1.0, 0.0, 1.0]
+    # An ascending run of rows is used as a view of the store.
+    done = fill_segment(store, MIN, rows=np.array([1, 2]))
+    assert done["close"].tolist() == [1.0, 2.0]
+    assert np.shares_memory(done["close"], store["close"])
 
 
 def test_fill_rejects_a_candle_off_the_grid():
