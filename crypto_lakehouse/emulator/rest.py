@@ -151,7 +151,9 @@ def _mix(x: np.ndarray, salt: int) -> np.ndarray:
 
 
 def _fmt(x: np.ndarray, decimals: int = 8) -> list[str]:
-    return np.char.mod(f"%.{decimals}f", x).tolist()
+    # Building a JSON answer is per value anyway; %-formatting is twice as fast as np.char.mod.
+    spec = f"%.{decimals}f"
+    return [spec % v for v in x.tolist()]
 
 
 @dataclass

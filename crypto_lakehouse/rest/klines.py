@@ -184,26 +184,33 @@ def read_archive_times(data_dir, trade_type, symbol, interval) -> np.ndarray:
 
 def klines_to_table(rows: list, *, lo_ms: int, hi_ms: int, now_ms: int) -> pa.Table:
     """REST kline arrays → legacy 10 columns: closed candles with ``lo <= open < hi``,
-    de-duplicated on open time (last answer wins), sorted."""
+    de-duplicated on open time (last answer wins), sorted.
+
+    Columns are converted whole: decimal strings by Arrow's string → float64 cast.
+    """
     if not rows:
         return KLINE_SCHEMA.empty_table()
     width = len(rows[0])
     if width != len(KLINE_SOURCE_FIELDS):
         raise RestError(f"kline arrays have {width} fields, expected {len(KLINE_SOURCE_FIELDS)}")
-    df = pd.DataFrame(rows, columns=list(KLINE_SOURCE_FIELDS))
-    open_ms = df["candle_begin_time"].astype("int64")
-    close_ms = df["close_time"].astype("int64")
+    cols = dict(zip(KLINE_SOURCE_FIELDS, zip(*rows, strict=True), strict=True))
+    open_ms = np.asarray(cols["candle_begin_time"], dtype=np.int64)
+    close_ms = np.asarray(cols["close_time"], dtype=np.int64)
     keep = (close_ms < now_ms) & (open_ms >= lo_ms) & (open_ms < hi_ms)
-    df = df.loc[keep.to_numpy()]
-    df = df.assign(candle_begin_time=open_ms[keep]).drop_duplicates(
-        "candle_begin_time", keep="last"
-    )
-    df = df.sort_values("candle_begin_time", kind="stable")
-    cols = {"candle_begin_time": pa.array(df["candle_begin_time"].to_numpy(), TIME_TYPE)}
+    # stable sort by open time, then keep the last row of each run of equal times
+    order = np.argsort(open_ms, kind="stable")
+    order = order[keep[order]]
+    t = open_ms[order]
+    order = order[np.append(t[1:] != t[:-1], True)] if t.size else order
+    idx = pa.array(order)
+    out = {"candle_begin_time": pa.array(open_ms[order], TIME_TYPE)}
     for name in KLINE_SCHEMA.names[1:]:
-        t = KLINE_SCHEMA.field(name).type
-        cols[name] = pa.array(df[name].astype("int64" if t == pa.int64() else "float64"), t)
-    return pa.table(cols, schema=KLINE_SCHEMA)
+        typ = KLINE_SCHEMA.field(name).type
+        values = pa.array(cols[name])
+        if pa.types.is_string(values.type):
+            values = values.cast(pa.float64())
+        out[name] = values.take(idx).cast(typ)
+    return pa.table(out, schema=KLINE_SCHEMA)
 
 
 def day_file(api_dir: Path, day: int) -> Path:
