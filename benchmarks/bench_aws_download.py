@@ -21,6 +21,9 @@ What it does:
 5. Times ``aria2c -i <list> -j32 -x4 -q`` on the same zip + CHECKSUM URLs into an empty
    directory (no verification, as in legacy ``aws_download``).
 6. Prints files/s (zips + CHECKSUMs) and MB/s for both and the ratio.
+
+``--server-nodelay`` removes the emulator's ~40 ms Nagle/delayed-ACK stall on small
+responses (see ``_NODELAY_MAIN``), so that the configured latency is the only delay.
 """
 
 from __future__ import annotations
@@ -83,10 +86,28 @@ def build_mirror(mirror: Path, n_symbols: int, n_days: int) -> int:
     return n_symbols * n_days
 
 
-def start_emulator(mirror: Path, latency: float) -> tuple[subprocess.Popen, str]:
+# The emulator writes headers and body in two send() calls; with Nagle on the server and
+# delayed ACKs on the client a small keep-alive response (a CHECKSUM) then waits ~40 ms.
+# ``--server-nodelay`` starts the emulator with TCP_NODELAY on its sockets so that the
+# configured latency is the only delay.
+_NODELAY_MAIN = """
+import socket, sys
+from crypto_lakehouse.emulator import server, __main__ as emulator_main
+_orig = server._Server.process_request
+def _process_request(self, request, client_address):
+    request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return _orig(self, request, client_address)
+server._Server.process_request = _process_request
+sys.exit(emulator_main.main(sys.argv[1:]))
+"""
+
+
+def start_emulator(
+    mirror: Path, latency: float, nodelay: bool = False
+) -> tuple[subprocess.Popen, str]:
+    launcher = ["-c", _NODELAY_MAIN] if nodelay else ["-m", "crypto_lakehouse.emulator"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crypto_lakehouse.emulator", "--mirror", str(mirror),
-         "--latency", str(latency)],
+        [sys.executable, *launcher, "--mirror", str(mirror), "--latency", str(latency)],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
@@ -145,6 +166,7 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=64, help="run_sync threads per job")
     p.add_argument("--mode", choices=("sequential", "cores2"), default="sequential")
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_aws_download"))
+    p.add_argument("--server-nodelay", action="store_true", help="TCP_NODELAY in the emulator")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if shutil.which("aria2c") is None:
@@ -155,7 +177,7 @@ def main(argv=None) -> int:
     n_zips = build_mirror(mirror, args.symbols, args.days)
     n_files = 2 * n_zips  # zip + CHECKSUM
     symbols = symbol_names(args.symbols)
-    emu, base_url = start_emulator(mirror, args.latency)
+    emu, base_url = start_emulator(mirror, args.latency, args.server_nodelay)
     try:
         listing_dir = work / "listing"
         shutil.rmtree(listing_dir, ignore_errors=True)
@@ -195,7 +217,7 @@ def main(argv=None) -> int:
     print(
         f"mirror: {args.symbols} symbols x {args.days} days = {n_zips} zips + {n_zips} "
         f"CHECKSUMs; latency {args.latency * 1000:.0f} ms/request; ours: {args.mode}, "
-        f"{args.concurrency} threads per job"
+        f"{args.concurrency} threads per job; server TCP_NODELAY: {args.server_nodelay}"
     )
     line("run_sync (download + SHA-256)", ours_s, n_files, ours_bytes)
     line("aria2c -j32 -x4 (no verification)", aria_s, n_aria, aria_bytes)

@@ -453,3 +453,20 @@ def test_selection_bounds_are_inclusive_and_open_ended():
     assert [f.key for f in select(["m-2024-01.zip"], date(2024, 1, 31), None).files] == [
         "m-2024-01.zip"
     ]
+
+
+def test_zip_404_although_listed_is_quarantined_with_its_checksum(tmp_path, emulator):
+    keys = _generated_mirror(tmp_path / "mirror", 3)
+    emu = emulator(mirror_dir=tmp_path / "mirror")
+    job = Job(emu, tmp_path).list()
+    gone = keys[1]
+    (tmp_path / "mirror" / gone).unlink()  # vanished after the listing
+    stats = job.sync()
+    report = job.report()
+    assert report["quarantined"] == {gone: "zip not found (404) although listed"}
+    assert sorted(report["files"]) == [keys[0], keys[2]]
+    assert emu.get_counts[gone] == 1  # a 404 is not retried
+    assert not Path(f"{job.local(gone)}.CHECKSUM").exists()
+    moved = layout.quarantine_path(job.data_dir, f"{gone}.CHECKSUM")
+    assert moved.read_bytes() == (tmp_path / "mirror" / f"{gone}.CHECKSUM").read_bytes()
+    assert stats["files_quarantined"] == 1 and stats["errors"] == 0
