@@ -79,18 +79,21 @@ def touch(path: str | Path) -> None:
 
 
 def write_parquet(
-    path: str | Path, table: pa.Table, metadata: dict[str, str] | None = None
+    path: str | Path, table: pa.Table, metadata: dict[str, str] | None = None, **write_options
 ) -> None:
     """Write a Parquet file atomically (zstd, like the legacy polars writer).
 
     ``metadata`` is merged into the schema's key-value metadata (values as strings).
+    ``write_options`` go to ``pyarrow.parquet.write_table`` (e.g. ``use_dictionary=False``
+    for high-cardinality float data, where dictionary pages only cost time and space).
     """
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
+    options = {"compression": "zstd", **write_options}
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, **options)
 
 
 def remove_stale_temps(directory: str | Path) -> int:

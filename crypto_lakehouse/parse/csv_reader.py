@@ -8,6 +8,7 @@ person at the exact row whatever pyarrow version produced the error.
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ _FLOAT_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _INT_RE = r"^[+-]?\d+$"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: one spec per kind of file
 class CsvSpec:
     """How to read one kind of archive CSV."""
 
@@ -75,6 +76,22 @@ def _trim_trailing_blank_lines(data: bytes) -> bytes:
     return data
 
 
+@functools.cache
+def _options(spec: CsvSpec, header_lines: int):
+    """pyarrow reader options, built once per kind of file (small files: it shows)."""
+    return (
+        pacsv.ReadOptions(column_names=list(spec.names), skip_rows=header_lines, use_threads=False),
+        # Blank lines are not skipped: inside the data they are a defect to report.
+        pacsv.ParseOptions(ignore_empty_lines=False),
+        pacsv.ConvertOptions(
+            column_types=spec.types,
+            include_columns=spec.kept,
+            null_values=[],  # an empty field is an error, not a null
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
 def read_csv_bytes(data: bytes, spec: CsvSpec, label: str) -> tuple[pa.Table, int]:
     """Parse CSV bytes; returns the table of the kept columns and the number of header lines.
 
@@ -82,19 +99,13 @@ def read_csv_bytes(data: bytes, spec: CsvSpec, label: str) -> tuple[pa.Table, in
     """
     data = _trim_trailing_blank_lines(data)
     header_lines = 1 if has_header(data, spec) else 0
+    read_options, parse_options, convert_options = _options(spec, header_lines)
     try:
         table = pacsv.read_csv(
             pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(
-                column_names=list(spec.names), skip_rows=header_lines, use_threads=False
-            ),
-            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types=spec.types,
-                include_columns=spec.kept,
-                null_values=[],
-                quoted_strings_can_be_null=False,
-            ),
+            read_options=read_options,
+            parse_options=parse_options,
+            convert_options=convert_options,
         )
     except pa.ArrowInvalid as exc:
         problem = locate_csv_defect(data, spec, header_lines)

@@ -138,11 +138,13 @@ def check_times(
 
 def check_finite(table: pa.Table, header_lines: int, label: str) -> None:
     """Every float column finite (pyarrow reads "nan" and "inf" as floats)."""
+    floats = [(n, c.to_numpy()) for n, c in zip(table.column_names, table.columns, strict=True)
+              if pa.types.is_floating(c.type)]  # fmt: skip
+    # A NaN or infinity anywhere makes the grand total non-finite: one cheap test first.
+    if np.isfinite(sum(float(v.sum()) for _, v in floats)):
+        return
     first: tuple[int, str] | None = None
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        if not pa.types.is_floating(column.type):
-            continue
-        values = column.to_numpy()
+    for name, values in floats:
         finite = np.isfinite(values)
         if not finite.all():
             i = int(np.argmin(finite))

@@ -1,0 +1,142 @@
+"""Benchmark of aws_parse klines: parse throughput against the reading limit, one process.
+
+The limit is measured in the same run on the same files: inflate each zip member and read
+it with pyarrow's CSV reader (same options as the parser), nothing else. The parse figure
+is the whole ``run_parse_klines`` call on a fresh data folder (checks, quarantine logic,
+partition and quality writes, state, report). Both are CSV megabytes per second of one core
+(single process, pyarrow without threads), by wall clock and by CPU time (the machine is
+shared, so CPU time is the steadier figure); best of ``--repeat`` runs, after a warm-up.
+
+    python benchmarks/bench_aws_parse.py [--days 62] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+import zipfile
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.emulator.generate import write_kline_day
+from crypto_lakehouse.parse.csv_reader import has_header
+from crypto_lakehouse.parse.klines import KLINE_CSV, run_parse_klines
+
+SYMBOL, INTERVAL, TRADE_TYPE = "BTCUSDT", "1m", "spot"
+
+
+def build_archives(data_dir: Path, first_day: date, days: int) -> dict:
+    """Daily 1m zips (+ .verified) under ``data_dir/aws_data``; returns the download report."""
+    files = {}
+    for i in range(days):
+        day = (first_day + timedelta(days=i)).isoformat()
+        key = write_kline_day(data_dir / "aws_data", TRADE_TYPE, SYMBOL, INTERVAL, day, seed=7)
+        path = layout.aws_path(data_dir, key)
+        path.with_name(path.name + ".verified").touch()
+        checksum = path.with_name(path.name + ".CHECKSUM").read_text().split()[0]
+        files[key] = {"size": path.stat().st_size, "last_modified": day, "sha256": checksum}
+    return {"trade_type": TRADE_TYPE, "dataset": f"klines-{INTERVAL}", "symbol": SYMBOL,
+            "files": files, "quarantined": {}}  # fmt: skip
+
+
+def read_limit(paths: list[Path]) -> tuple[float, float, int]:
+    """Wall and CPU seconds and CSV bytes to inflate and CSV-read every file, no checks."""
+    t, c = time.perf_counter(), time.process_time()
+    total = 0
+    for path in paths:
+        with zipfile.ZipFile(path) as zf:
+            data = zf.read(zf.infolist()[0])
+        total += len(data)
+        pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(
+                column_names=list(KLINE_CSV.names),
+                skip_rows=1 if has_header(data, KLINE_CSV) else 0,
+                use_threads=False,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=KLINE_CSV.types, include_columns=KLINE_CSV.kept
+            ),
+        )
+    return time.perf_counter() - t, time.process_time() - c, total
+
+
+def full_parse(source: Path, report: dict, work: Path) -> tuple[float, float, dict, float]:
+    """Wall and CPU seconds of a first parse on a fresh copy, its stats, and the wall
+    seconds of a no-op rerun."""
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(source / "aws_data", work / "aws_data")
+    kwargs = dict(
+        trade_type=TRADE_TYPE,
+        symbol=SYMBOL,
+        interval=INTERVAL,
+        data_dir=work,
+        download_report=report,
+        report_path=work / "report.json",
+        stats_path=work / "stats.json",
+    )
+    t, c = time.perf_counter(), time.process_time()
+    stats = run_parse_klines(**kwargs)
+    first, first_cpu = time.perf_counter() - t, time.process_time() - c
+    t = time.perf_counter()
+    again = run_parse_klines(**kwargs)
+    rerun = time.perf_counter() - t
+    assert again["files_parsed"] == 0
+    return first, first_cpu, stats, rerun
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--days", type=int, default=62)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--first-day", default="2024-10-01")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench_aws_parse_") as tmp:
+        tmp = Path(tmp)
+        report = build_archives(tmp / "src", date.fromisoformat(args.first_day), args.days)
+        paths = [layout.aws_path(tmp / "src", k) for k in sorted(report["files"])]
+        full_parse(tmp / "src", report, tmp / "warm")  # imports and caches
+        read_limit(paths[:5])
+        limits, limits_cpu, fulls, fulls_cpu, reruns = [], [], [], [], []
+        stats: dict = {}
+        for i in range(args.repeat):
+            seconds, cpu, csv_bytes = read_limit(paths)
+            limits.append(seconds)
+            limits_cpu.append(cpu)
+            first, first_cpu, stats, rerun = full_parse(tmp / "src", report, tmp / f"run{i}")
+            fulls.append(first)
+            fulls_cpu.append(first_cpu)
+            reruns.append(rerun)
+            assert stats["csv_bytes"] == csv_bytes and stats["files_parsed"] == args.days
+
+    mb = csv_bytes / 1e6
+    limit_mbs, limit_cpu_mbs = mb / min(limits), mb / min(limits_cpu)
+    parse_mbs, parse_cpu_mbs = mb / min(fulls), mb / min(fulls_cpu)
+    result = {
+        "files": args.days,
+        "csv_mb": round(mb, 2),
+        "zip_mb": round(sum(f["size"] for f in report["files"].values()) / 1e6, 2),
+        "limit_mb_per_s": round(limit_mbs, 1),
+        "parse_mb_per_s": round(parse_mbs, 1),
+        "parse_vs_limit": round(parse_mbs / limit_mbs, 3),
+        "limit_cpu_mb_per_s": round(limit_cpu_mbs, 1),
+        "parse_cpu_mb_per_s": round(parse_cpu_mbs, 1),
+        "parse_vs_limit_cpu": round(parse_cpu_mbs / limit_cpu_mbs, 3),
+        "parse_seconds": round(min(fulls), 3),
+        "noop_rerun_seconds": round(min(reruns), 4),
+        "parse_cpu_timings_last_run": stats.get("cpu_timings"),
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
