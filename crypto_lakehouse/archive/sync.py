@@ -236,6 +236,7 @@ class _Syncer:
         """Move what we have of a defective file out of ``aws_data``; never ``.verified``."""
         key = out.key
         dest = layout.quarantine_path(self.data_dir, key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.verified_marker(key).unlink()
         final = self.local(key)
@@ -243,7 +244,6 @@ class _Syncer:
             if kept_body:
                 final.unlink()  # an older version; the defective new body is in quarantine
             else:
-                dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(final, dest)
         checksum_local = self.local(key + CHECKSUM_SUFFIX)
         if checksum_local.exists():
