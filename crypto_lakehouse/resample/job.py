@@ -23,6 +23,7 @@ from crypto_lakehouse.resample.windows import (
     FUNDING_TIME,
     TIME,
     Resampled,
+    check_contiguous,
     resample,
 )
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
@@ -123,8 +124,9 @@ def run_resample(
         t0 = clock.perf_counter()
         try:
             columns, in_schema = read_columns(Path(data_dir) / seg["file"])
+            check_contiguous(columns[TIME], step_ms)
         except Exception as exc:  # reported; the other segments still run
-            failures.append(f"{seg['file']}: cannot read ({exc})")
+            failures.append(f"{seg['file']}: {exc}")
             continue
         known = set(reserved) | set(aggs)
         unused = sorted(set(columns) - known)
@@ -139,13 +141,15 @@ def run_resample(
                 out_dir = layout.resampled_dir(data_dir, trade_type, target.interval, offset.name)
                 path = out_dir / f"{name}{SUFFIX}"
                 rel = path.relative_to(Path(data_dir)).as_posix()
-                try:
-                    result = resample(
-                        columns, step_ms, target.interval_ms, offset.ms, vwap_col, aggs
-                    )
-                except ValueError as exc:
-                    failures.append(f"{rel}: {exc}")
-                    continue
+                result = resample(
+                    columns,
+                    step_ms,
+                    target.interval_ms,
+                    offset.ms,
+                    vwap_col,
+                    aggs,
+                    contiguous_checked=True,
+                )
                 t2 = clock.perf_counter()
                 try:
                     checks = validate(rel, columns, result, step_ms, target.interval_ms, offset.ms)

@@ -22,20 +22,24 @@ class ResampleValidationError(ValueError):
     """A resampled file does not agree with its source; the symbol's job must fail."""
 
 
-def covered_window_starts(time: np.ndarray, step_ms: int, ri_ms: int, offset_ms: int) -> np.ndarray:
+def covered_windows(
+    time: np.ndarray, step_ms: int, ri_ms: int, offset_ms: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Starts ``s = k·RI + offset`` of the windows whose minutes ``s`` and ``s + RI − step``
-    are both in ``time``."""
+    are both in ``time``, with the source row range ``[lo, hi)`` of each."""
     if len(time) == 0:
-        return np.empty(0, dtype=np.int64)
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty
     k_first = -((offset_ms - int(time[0])) // ri_ms)
     k_last = (int(time[-1]) - offset_ms) // ri_ms
     starts = np.arange(k_first, k_last + 1, dtype=np.int64) * ri_ms + offset_ms
-
-    def present(values: np.ndarray) -> np.ndarray:
-        pos = np.minimum(np.searchsorted(time, values), len(time) - 1)
-        return time[pos] == values
-
-    return starts[present(starts) & present(starts + ri_ms - step_ms)]
+    lo = np.searchsorted(time, starts, side="left")
+    hi = np.searchsorted(time, starts + ri_ms, side="left")
+    n = len(time)
+    has_first = time[np.minimum(lo, n - 1)] == starts
+    has_last = (hi > 0) & (time[np.maximum(hi - 1, 0)] == starts + ri_ms - step_ms)
+    covered = has_first & has_last
+    return starts[covered], lo[covered], hi[covered]
 
 
 def validate(
@@ -49,7 +53,7 @@ def validate(
     """Raise ResampleValidationError naming the file and window; else return the results."""
     time = source[TIME]
     out_time = result.columns[TIME]
-    expected = covered_window_starts(time, step_ms, ri_ms, offset_ms)
+    expected, lo, hi = covered_windows(time, step_ms, ri_ms, offset_ms)
     if len(out_time) != len(expected) or not np.array_equal(out_time, expected):
         raise ResampleValidationError(
             f"{label}: {len(out_time)} windows emitted, {len(expected)} fully covered windows "
@@ -58,8 +62,6 @@ def validate(
     checks = {"windows": str(len(expected))}
     if len(expected) == 0:
         return checks | {"volume_sums": "passed", "high_low": "passed"}
-    lo = np.searchsorted(time, out_time, side="left")
-    hi = np.searchsorted(time, out_time + ri_ms, side="left")
     short = np.flatnonzero(hi - lo != ri_ms // step_ms)
     if len(short):
         raise ResampleValidationError(

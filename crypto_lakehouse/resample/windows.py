@@ -75,18 +75,21 @@ def resample(
     offset_ms: int,
     vwap_col: str | None = None,
     aggregations: dict[str, str] | None = None,
+    contiguous_checked: bool = False,
 ) -> Resampled:
     """Aggregate the fully covered windows: open first, high max, low min, close last,
     volumes and ``trade_num`` summed, the VWAP of the first minute; with ``funding_rate``,
     the first minute with ``|rate| > 1e-6`` gives ``funding_rate``, ``funding_price`` (its
     open) and ``funding_time`` (its minute), null when the window has none. Added columns
-    follow ``aggregations``."""
+    follow ``aggregations``. The series must be contiguous; pass ``contiguous_checked``
+    when the caller already ran ``check_contiguous`` on it."""
     time = columns[TIME]
     per_window = ri_ms // step_ms
     n = len(time)
     n_windows, start = 0, 0
     if n:
-        check_contiguous(time, step_ms)
+        if not contiguous_checked:
+            check_contiguous(time, step_ms)
         first_start = first_full_window(int(time[0]), ri_ms, offset_ms)
         lead = first_start - int(time[0])
         # A window boundary off the candle grid never has its first minute in the file.

@@ -329,3 +329,20 @@ def test_run_resample_rejects_invalid_targets_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="does not divide"):
         run(tmp_path, "spot", "BTCUSDT", None, [{"interval": "1h", "offset_step": "7m"}])
     assert not (tmp_path / "lakehouse").exists()
+
+
+def test_run_resample_bad_segment_fails_the_job_after_the_others(tmp_path):
+    holed = series(T0, 120)
+    holed["candle_begin_time"][60:] += MIN  # 01:00 missing
+    bad = write_segment(tmp_path, "spot", "SP0_BTCUSDT", holed)
+    good = write_segment(tmp_path, "spot", "BTCUSDT", series(T0 + 5 * DAY, 120))
+    report = write_gen_report(
+        tmp_path, "spot", "BTCUSDT", [("SP0_BTCUSDT", bad), ("BTCUSDT", good)]
+    )
+    with pytest.raises(
+        ResampleValidationError,
+        match=r"results_data/spot/klines/1m/SP0_BTCUSDT.pqt: .* after minute 2020-09-13T00:59:00Z",
+    ):
+        run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "1h", "offset_step": "0m"}])
+    out = tmp_path / "results_data" / "spot" / "resampled_klines" / "1h" / "0m"
+    assert sorted(p.name for p in out.iterdir()) == ["BTCUSDT.pqt"]
