@@ -291,3 +291,36 @@ def test_served_over_http_by_the_emulator(emulator):
     )
     assert r.status_code == 200 and r.headers["X-MBX-USED-WEIGHT-1M"] == "2"
     assert [row[0] for row in r.json()] == [D0, D0 + 3_600_000, D0 + 7_200_000]
+
+
+def test_klines_from_a_legacy_frame():
+    import pyarrow.parquet as pq
+
+    parsed = FIXTURES / "legacy-v1-real" / "parsed_data" / "um_futures" / "klines" / "BTCUSDT"
+    df = pq.read_table(parsed / "1m" / "202209.pqt").to_pandas()
+    t0 = int(df["candle_begin_time"].iloc[0].timestamp() * 1000)
+    rest = RestEmulator(now_ms=t0 + 2 * DAY)
+    rest.add_klines("um", "BTCUSDT", df)
+    _, _, rows = get(
+        rest, "/fapi/v1/klines", symbol="BTCUSDT", interval="1m", startTime=t0, limit=3
+    )
+    assert [r[0] for r in rows] == [t0, t0 + MIN, t0 + 2 * MIN]
+    assert [float(r[4]) for r in rows] == df["close"].iloc[:3].tolist()
+    assert [r[8] for r in rows] == df["trade_num"].iloc[:3].tolist()
+    assert all(r[6] == r[0] + MIN - 1 for r in rows)
+
+
+def test_synthesized_exchange_info_for_known_symbols():
+    rest = RestEmulator()
+    rest.add_symbol("cm", "BTCUSD_PERP")
+    rest.add_symbol("cm", "ETHUSD_PERP")
+    rest.set_contract_size("cm", "ETHUSD_PERP", 10)
+    _, _, info = get(rest, "/dapi/v1/exchangeInfo")
+    sizes = {s["symbol"]: s["contractSize"] for s in info["symbols"]}
+    assert sizes == {"BTCUSD_PERP": 100, "ETHUSD_PERP": 10}
+    assert info["rateLimits"][0] == {
+        "rateLimitType": "REQUEST_WEIGHT",
+        "interval": "MINUTE",
+        "intervalNum": 1,
+        "limit": 2400,
+    }

@@ -384,3 +384,44 @@ def test_spot_two_day_chunks_save_requests(emulator, tmp_path):
     assert pq.read_table(day_path(tmp_path, D + 17, trade_type="spot")).equals(
         expected_day(rest, D + 17, market="spot")
     )
+
+
+def test_cm_window_rule_still_gives_whole_days(emulator, tmp_path):
+    # COIN-M answers the newest `limit` candles before endTime: windows of exactly `limit`
+    # candles make that the whole window.
+    rest = RestEmulator(now_ms=(D + 4) * DAY)
+    rest.add_synthetic_klines("cm", "AUSD_PERP", start_ms=D * DAY)
+    emu = emulator(rest=rest)
+    write_archive(rest, tmp_path, [D, D + 2], symbol="AUSD_PERP", market="cm")
+    run(emu.base_url, tmp_path, D + 3, symbol="AUSD_PERP", trade_type="cm_futures")
+    for d in (D + 1, D + 3):
+        got = pq.read_table(day_path(tmp_path, d, "AUSD_PERP", "cm_futures"))
+        assert got.equals(expected_day(rest, d, "AUSD_PERP", market="cm"))
+
+
+def test_hourly_interval_groups_days(emulator, tmp_path):
+    rest = RestEmulator(now_ms=(D + 30) * DAY)
+    rest.add_synthetic_klines("um", SYM, start_ms=D * DAY)
+    emu = emulator(rest=rest)
+    rows = rest.klines_rows("um", SYM, "1h", D * DAY, (D + 1) * DAY)
+    write_parquet(
+        layout.parsed_klines_dir(tmp_path, T, SYM, "1h") / "202201.pqt",
+        klines_to_table(rows, lo_ms=0, hi_ms=2**62, now_ms=2**62),
+    )
+    run_api_klines(
+        trade_type=T,
+        symbol=SYM,
+        interval="1h",
+        data_dir=tmp_path,
+        api_url=emu.base_url,
+        parse_report={"partitions": {}},
+        exchange_info_path=None,
+        end_date=day_iso(D + 20),
+        report_path=tmp_path / "report.json",
+        stats_path=tmp_path / "stats.json",
+    )
+    # 20 days × 24 candles = one request of limit 480 (weight 2)
+    assert rest.counters("um")["requests/klines"] == 1
+    files = sorted(layout.api_klines_dir(tmp_path, T, SYM, "1h").glob("*.pqt"))
+    assert len(files) == 20 and all(pq.read_metadata(f).num_rows == 24 for f in files)
+    assert report(tmp_path)["days_by_source"]["rest"] == 20
