@@ -99,6 +99,16 @@ def listed_symbols(index_path: str | Path) -> list[str]:
     return sorted(load_index(index_path)["symbols"])
 
 
+def listed_symbol_set(index_path: str | Path) -> frozenset[str]:
+    """The kept symbols as a set (membership tests in per-job input functions)."""
+    return _symbol_set(str(index_path), os.stat(index_path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _symbol_set(path: str, mtime_ns: int) -> frozenset[str]:
+    return frozenset(_load_index(path, mtime_ns)["symbols"])
+
+
 def symbol_digest(index_path: str | Path, symbol: str) -> str:
     """Digest of one symbol's remote files: a download job reruns only when it changes."""
     return load_index(index_path)["symbols"][symbol]["digest"]

@@ -18,9 +18,10 @@ checkpoint list_archive:
         "../scripts/list_archive.py"
 
 
+# No input: the job is planned only after its listing was evaluated (stage_reports), and
+# reruns when its own listing digest (params) changes. A file dependency on the shared
+# listing index would make Snakemake re-plan every download job after the checkpoint.
 rule aws_download_symbol:
-    input:
-        listing=get_listing_ancient,
     output:
         report_path=f"{LH}/reports/aws_download/{{trade_type}}/{{dataset}}/{{symbol}}.json",
     log:
