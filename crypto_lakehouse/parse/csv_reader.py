@@ -68,12 +68,16 @@ def has_header(data: bytes, spec: CsvSpec) -> bool:
     return data.startswith(spec.header_prefix)
 
 
-def _trim_trailing_blank_lines(data: bytes) -> bytes:
-    # Only extra blank lines at the end are harmless; blank lines inside the data are a
-    # defect, which is why the reader does not ignore empty lines.
-    if data.endswith((b"\n\n", b"\r\n\r\n", b" ", b"\r\n\n")):
-        return data.rstrip() + b"\n"
-    return data
+def normalise_csv_bytes(data: bytes) -> bytes:
+    """Trailing blank lines trimmed and a final newline ensured (copies only when needed).
+
+    Only extra blank lines at the end are harmless; blank lines inside the data are a
+    defect, which is why the reader does not ignore empty lines.
+    """
+    if data.endswith(b"\n") and not data.endswith((b"\n\n", b"\r\n\r\n", b"\r\n\n")):
+        return data
+    stripped = data.rstrip()
+    return stripped + b"\n" if stripped else b""
 
 
 @functools.cache
@@ -97,7 +101,7 @@ def read_csv_bytes(data: bytes, spec: CsvSpec, label: str) -> tuple[pa.Table, in
 
     Raises ArchiveDefect naming ``label`` and the first bad line.
     """
-    data = _trim_trailing_blank_lines(data)
+    data = normalise_csv_bytes(data)
     header_lines = 1 if has_header(data, spec) else 0
     read_options, parse_options, convert_options = _options(spec, header_lines)
     try:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +39,19 @@ from crypto_lakehouse.parse import (
 from crypto_lakehouse.parse.csv_reader import (
     ArchiveDefect,
     CsvSpec,
+    has_header,
+    normalise_csv_bytes,
     read_csv_bytes,
     read_zip_member,
 )
 from crypto_lakehouse.parse.validate import (
+    MICROSECOND_THRESHOLD,
     Period,
     archive_period,
     check_finite,
     check_times,
     format_ms,
+    grid_origin,
     quarantine_archive,
 )
 from crypto_lakehouse.schema import KLINE_COLUMNS, KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
@@ -66,6 +71,19 @@ _PARTITION_RE = re.compile(r"^\d{6}$")
 PARTITION_WRITE_OPTIONS = {"use_dictionary": False, "write_statistics": ["candle_begin_time"]}
 
 
+def _checked(table: pa.Table, header_lines: int, key: str, period: Period, step: int) -> pa.Table:
+    """Run the structural checks on one archive's rows; returns them with ms UTC times."""
+    raw = table.column("candle_begin_time").to_numpy()
+    ms = check_times(raw, period, step, header_lines, key)
+    check_finite(table, header_lines, key)
+    table = table.set_column(
+        0, pa.field("candle_begin_time", TIME_TYPE), pa.array(ms).view(TIME_TYPE)
+    )
+    if not bool(np.all(ms[1:] > ms[:-1])):
+        table = table.sort_by("candle_begin_time")  # rows out of order, none repeated
+    return table
+
+
 def read_kline_archive(
     path: str | Path, key: str, period: Period, interval: str, timer: Timer | None = None
 ) -> tuple[pa.Table, int]:
@@ -78,15 +96,112 @@ def read_kline_archive(
         data = read_zip_member(path, key)
         table, header_lines = read_csv_bytes(data, KLINE_CSV, key)
     with timer.step("check"):
-        raw = table.column("candle_begin_time").to_numpy()
-        ms = check_times(raw, period, interval_ms(interval), header_lines, key)
-        check_finite(table, header_lines, key)
-        table = table.set_column(
+        table = _checked(table, header_lines, key, period, interval_ms(interval))
+    return table, len(data)
+
+
+@dataclass
+class _Member:
+    key: str
+    period: Period
+    data: bytes  # the CSV member, trailing blank lines trimmed, ending with a newline
+    header_lines: int
+    rows: int
+
+    @property
+    def body(self) -> memoryview:
+        start = self.data.index(b"\n") + 1 if self.header_lines else 0
+        return memoryview(self.data)[start:]
+
+
+def read_kline_archives(
+    items: list[tuple[str, Path, Period]], interval: str, timer: Timer | None = None
+) -> tuple[dict[str, pa.Table], dict[str, str], dict[str, int]]:
+    """Several archives (one month's) read with ONE CSV call; same result as one by one.
+
+    Returns (tables by key, defect messages by key, CSV bytes by key). A single pyarrow
+    call over the month's joined rows costs about a third less than a call per small
+    daily file, and the checks run once over the month's columns. Whenever something
+    is wrong the affected files go through ``read_kline_archive``'s per-file path, which
+    names the file and line.
+    """
+    timer = timer or Timer()
+    step = interval_ms(interval)
+    tables: dict[str, pa.Table] = {}
+    defects: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    members: list[_Member] = []
+    with timer.step("read"):
+        for key, path, period in items:
+            try:
+                data = normalise_csv_bytes(read_zip_member(path, key))
+            except ArchiveDefect as exc:
+                defects[key] = str(exc)
+                continue
+            sizes[key] = len(data)
+            header_lines = 1 if has_header(data, KLINE_CSV) else 0
+            rows = data.count(b"\n") - header_lines
+            members.append(_Member(key, period, data, header_lines, rows))
+        batch = None
+        if members and all(m.rows > 0 for m in members):
+            try:
+                batch = read_csv_bytes(b"".join(m.body for m in members), KLINE_CSV, "batch")[0]
+            except ArchiveDefect:
+                batch = None  # some file is bad: the per-file path below finds which
+            if batch is not None and batch.num_rows != sum(m.rows for m in members):
+                batch = None
+    if batch is None:
+        for m in members:
+            try:
+                with timer.step("read"):
+                    table, header_lines = read_csv_bytes(m.data, KLINE_CSV, m.key)
+                with timer.step("check"):
+                    tables[m.key] = _checked(table, header_lines, m.key, m.period, step)
+            except ArchiveDefect as exc:
+                defects[m.key] = str(exc)
+        return tables, defects, sizes
+
+    with timer.step("check"):
+        counts = np.array([m.rows for m in members], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        raw = batch.column("candle_begin_time").to_numpy()
+        factor = np.repeat(
+            np.where(np.maximum.reduceat(raw, offsets) >= MICROSECOND_THRESHOLD, 1000, 1), counts
+        )
+        ms = raw // factor
+        start = np.repeat([m.period.start_ms for m in members], counts)
+        end = np.repeat([m.period.end_ms for m in members], counts)
+        bad = (
+            (ms < start)
+            | (ms >= end)
+            | (raw % factor != 0)
+            | ((ms - grid_origin(step)) % step != 0)
+        )
+        for column in batch.columns[1:]:
+            if pa.types.is_floating(column.type):
+                bad |= ~np.isfinite(column.to_numpy())
+        ascending = np.ones(ms.size, dtype=bool)
+        ascending[1:] = ms[1:] > ms[:-1]
+        ascending[offsets] = True  # a file may start below the previous file's end
+        file_of_row = np.repeat(np.arange(len(members)), counts)
+        suspects = set(np.unique(file_of_row[bad | ~ascending]).tolist())
+        batch = batch.set_column(
             0, pa.field("candle_begin_time", TIME_TYPE), pa.array(ms).view(TIME_TYPE)
         )
-        if not bool(np.all(ms[1:] > ms[:-1])):
-            table = table.sort_by("candle_begin_time")  # rows out of order, none repeated
-    return table, len(data)
+        for i, m in enumerate(members):
+            rows = batch.slice(int(offsets[i]), int(counts[i]))
+            if i not in suspects:
+                tables[m.key] = rows
+                continue
+            # Exact verdict and message from the per-file checks, on the original values.
+            original = rows.set_column(
+                0, "candle_begin_time", pa.array(raw[offsets[i] :][: counts[i]])
+            )
+            try:
+                tables[m.key] = _checked(original, m.header_lines, m.key, m.period, step)
+            except ArchiveDefect as exc:
+                defects[m.key] = str(exc)
+    return tables, defects, sizes
 
 
 # ---------------------------------------------------------------- day ownership
@@ -199,8 +314,7 @@ class _MonthJob:
             needed = sorted({owner[d] for d in refresh} - set(loaded))
             if not needed:
                 break
-            for key in needed:
-                table = run.read(key, self.usable[key])
+            for key, table in run.read_many({k: self.usable[k] for k in needed}).items():
                 if table is None:
                     del self.usable[key]  # quarantined: its days go to another owner or none
                 else:
@@ -253,20 +367,17 @@ class _KlineRun:
         self.periods[key] = period
         return True
 
-    def read(self, key: str, sha: str) -> pa.Table | None:
-        """A validated archive, or None after quarantining it."""
-        path = layout.aws_path(self.data_dir, key)
-        try:
-            table, n = read_kline_archive(path, key, self.periods[key], self.interval, self.timer)
-        except ArchiveDefect as exc:
-            reason = str(exc)
+    def read_many(self, shas: dict[str, str]) -> dict[str, pa.Table | None]:
+        """Validated archives by key; None for those found defective (now quarantined)."""
+        items = [(k, layout.aws_path(self.data_dir, k), self.periods[k]) for k in sorted(shas)]
+        tables, defects, sizes = read_kline_archives(items, self.interval, self.timer)
+        for key, reason in sorted(defects.items()):
             log.error("quarantined %s", reason)
             quarantine_archive(self.data_dir, key, reason)
-            self.quarantined_now[key] = {"sha256": sha, "reason": reason}
-            return None
-        self.files_parsed += 1
-        self.csv_bytes += n
-        return table
+            self.quarantined_now[key] = {"sha256": shas[key], "reason": reason}
+        self.files_parsed += len(tables)
+        self.csv_bytes += sum(sizes.values())
+        return {k: tables.get(k) for k in shas}
 
     def execute(self, report_path, stats_path) -> dict:
         old_files: dict[str, str] = {

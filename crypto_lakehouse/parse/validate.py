@@ -86,7 +86,7 @@ def format_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def _grid_origin(step_ms: int) -> int:
+def grid_origin(step_ms: int) -> int:
     return _WEEK_ORIGIN_MS if step_ms % _WEEK_MS == 0 else 0
 
 
@@ -110,7 +110,7 @@ def check_times(
     if factor != 1:
         bad |= raw % factor != 0
     if step_ms is not None:
-        bad |= (ms - _grid_origin(step_ms)) % step_ms != 0
+        bad |= (ms - grid_origin(step_ms)) % step_ms != 0
     first = int(np.argmax(bad)) if bad.any() else None
     dup_first = None
     if reject_duplicates and not bool(np.all(ms[1:] > ms[:-1])):

@@ -22,7 +22,8 @@ from conftest import FIXTURES
 from crypto_lakehouse import layout
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.parse import klines as klines_mod
-from crypto_lakehouse.parse.klines import run_parse_klines
+from crypto_lakehouse.parse.klines import read_kline_archive, read_kline_archives, run_parse_klines
+from crypto_lakehouse.parse.validate import archive_period
 from crypto_lakehouse.schema import KLINE_SCHEMA
 
 REAL = FIXTURES / "real"
@@ -430,3 +431,30 @@ def test_deleted_partition_is_rebuilt(tmp_path):
     os.unlink(part)
     stats, rep = parse(tmp_path, report)
     assert stats["files_parsed"] == 3 and partition(tmp_path, "202001").num_rows == 4320
+
+
+# ---------------------------------------------------------------- batched reading
+def test_batched_read_equals_file_by_file():
+    """One CSV call over several archives (ms, µs, with and without header) gives exactly
+    the per-file tables."""
+    items = []
+    for key in (spot_key("2020-01-01"), spot_key("2024-12-31"), spot_key("2025-01-01")):
+        items.append((key, MIRROR / key, archive_period(key, "BTCUSDT-1m-")))
+    um = layout.daily_kline_key("um_futures", "BTCUSDT", "1m", "2022-09-05")
+    items.append((um, MIRROR / um, archive_period(um, "BTCUSDT-1m-")))
+    tables, defects, sizes = read_kline_archives(items, "1m")
+    assert defects == {}
+    for key, path, period in items:
+        single, n = read_kline_archive(path, key, period, "1m")
+        assert tables[key].equals(single) and sizes[key] == n == len(member_bytes(path))
+
+
+def test_rows_out_of_order_are_sorted_not_refused(tmp_path):
+    lines = member_bytes(DAY2).rstrip(b"\n").split(b"\n")
+    shuffled = b"\n".join(lines[700:] + lines[:700]) + b"\n"
+    keys = real_spot_2020(tmp_path)
+    put_archive(tmp_path, keys[1], zip_of("a.csv", shuffled))
+    stats, report = parse(tmp_path, download_report(tmp_path, keys))
+    assert report["quarantined"] == {}
+    rows = [r for k in keys for r in csv_rows(member_bytes(REAL / "spot" / Path(k).name))]
+    assert_rows_equal_csv(partition(tmp_path, "202001"), rows)
