@@ -27,6 +27,8 @@ from bench_gen_kline import (  # noqa: E402
     TRADE_TYPE,
     build_inputs,
     pin_one_core,
+    report_figures,
+    usage_since,
 )
 
 TARGETS = [{"interval": "1h", "offset_step": "5m"}, {"interval": "5m", "offset_step": "0m"}]
@@ -70,19 +72,7 @@ def child(data_dir: Path) -> None:
         report_path=data_dir / "bench" / "resample_report.json",
         stats_path=data_dir / "bench" / "resample_stats.json",
     )
-    wall = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
-    print(
-        json.dumps(
-            {
-                "wall_s": round(wall, 3),
-                "cpu_s": round(cpu, 3),
-                "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-                **stats,
-            }
-        )
-    )
+    print(json.dumps(usage_since(before, started) | stats))
 
 
 def main() -> None:
@@ -106,11 +96,8 @@ def main() -> None:
             text=True,
         )
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"resample wall time : {result['wall_s']:.2f} s (goal < 5 s, one core)")
-        print(f"resample CPU time  : {result['cpu_s']:.2f} s (user + system of the child)")
-        print(f"peak RSS (child)   : {result['peak_rss_mb']:.0f} MB")
-        print(f"files / rows       : {result['files_written']} / {result['rows_written']:,}")
-        print(f"stage seconds      : {result['seconds']}")
+        report_figures(result, "resample", 5)
+        print(f"files / rows        : {result['files_written']} / {result['rows_written']:,}")
 
 
 if __name__ == "__main__":

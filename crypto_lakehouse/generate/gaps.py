@@ -11,6 +11,15 @@ LONG_PAUSE_DAYS = 2
 LONG_PAUSE_MIN_CHG = 0.0
 
 
+def _abs_change(open_next: np.ndarray, close_prev: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.abs(open_next / close_prev - 1.0)
+
+
+def _is_gap(time_diff, abs_change, min_days: float, min_price_chg: float) -> np.ndarray:
+    return (time_diff > min_days * DAY_MS) & (abs_change > min_price_chg)
+
+
 def scan_gaps(
     time: np.ndarray, open_: np.ndarray, close: np.ndarray, min_days: float, min_price_chg: float
 ) -> np.ndarray:
@@ -18,11 +27,8 @@ def scan_gaps(
     ``|open / close_prev − 1| > min_price_chg`` (both strict, like legacy ``scan_gaps``)."""
     if len(time) < 2:
         return time[:0]
-    time_diff = time[1:] - time[:-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        price_change = open_[1:] / close[:-1] - 1.0
-    is_gap = (time_diff > min_days * DAY_MS) & (np.abs(price_change) > min_price_chg)
-    return time[1:][is_gap]
+    change = _abs_change(open_[1:], close[:-1])
+    return time[1:][_is_gap(time[1:] - time[:-1], change, min_days, min_price_chg)]
 
 
 def combine_gaps(*gap_lists: np.ndarray) -> np.ndarray:
@@ -33,12 +39,28 @@ def combine_gaps(*gap_lists: np.ndarray) -> np.ndarray:
 
 
 def find_gaps(
-    time: np.ndarray, open_: np.ndarray, close: np.ndarray, min_days: float, min_price_chg: float
+    time: np.ndarray,
+    open_: np.ndarray,
+    close: np.ndarray,
+    min_days: float,
+    min_price_chg: float,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Both legacy criteria: the configured one and the two-day pause with any price change."""
+    """Both legacy criteria, ``scan_gaps(min_days, min_price_chg)`` ∪ ``scan_gaps(2, 0)``.
+
+    With ``rows``, candle ``i`` is ``open_[rows[i]]``/``close[rows[i]]`` (a store and the
+    merged row index). Prices are read only after pauses long enough for either
+    criterion, so whole columns are never gathered or divided.
+    """
+    if len(time) < 2:
+        return np.empty(0, dtype=np.int64)
+    time_diff = time[1:] - time[:-1]
+    after = np.flatnonzero(time_diff > min(min_days, LONG_PAUSE_DAYS) * DAY_MS) + 1
+    at, before = (after, after - 1) if rows is None else (rows[after], rows[after - 1])
+    pause, change = time_diff[after - 1], _abs_change(open_[at], close[before])
     return combine_gaps(
-        scan_gaps(time, open_, close, min_days, min_price_chg),
-        scan_gaps(time, open_, close, LONG_PAUSE_DAYS, LONG_PAUSE_MIN_CHG),
+        time[after][_is_gap(pause, change, min_days, min_price_chg)],
+        time[after][_is_gap(pause, change, LONG_PAUSE_DAYS, LONG_PAUSE_MIN_CHG)],
     )
 
 

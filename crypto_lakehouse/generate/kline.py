@@ -146,7 +146,12 @@ def run_gen_kline(
         ranges: list[tuple[int, int]] = []
     elif split_gaps:
         gaps = find_gaps(
-            candles.time, candles.gather("open"), candles.gather("close"), min_days, min_price_chg
+            candles.time,
+            store["open"],
+            store["close"],
+            min_days,
+            min_price_chg,
+            rows=candles.rows,
         )
         ranges = split_ranges(candles.time, gaps)
     else:

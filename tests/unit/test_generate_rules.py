@@ -159,6 +159,16 @@ def test_two_gaps_from_both_criteria_come_out_sorted():
     assert find_gaps(t, o, c, 1, 0.1).tolist() == [T0 + 3 * DAY, T0 + 4 * DAY + 12 * HOUR]
 
 
+def test_find_gaps_reads_prices_through_a_row_index():
+    # Store order: candle 2, candle 0, candle 1 (as after a merge with REST rows).
+    t = np.array([T0, T0 + 3 * DAY, T0 + 4 * DAY + 12 * HOUR], dtype=np.int64)
+    store_open = np.array([151.5, 100.0, 101.0])
+    store_close = np.array([151.5, 100.0, 101.0])
+    rows = np.array([1, 2, 0])
+    gaps = find_gaps(t, store_open, store_close, 1, 0.1, rows=rows)
+    assert gaps.tolist() == [T0 + 3 * DAY, T0 + 4 * DAY + 12 * HOUR]
+
+
 def test_combine_gaps_sorts_out_of_order_detections():
     # Legacy's unique() could hand the splitter [g2, g1] (Q2); we always sort.
     g1, g2, g3 = T0 + DAY, T0 + 5 * DAY, T0 + 9 * DAY
