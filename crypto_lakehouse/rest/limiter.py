@@ -7,7 +7,8 @@ answers 429 when a request would exceed the limit. The limiter keeps a job below
 - Windows are fixed slices of ``window_s`` seconds of the wall clock (Binance's minutes start
   at whole minutes of server time; servers and clients are NTP-synchronised). A new window is
   entered ``guard_s`` after the boundary, so that a server clock slightly behind ours has
-  already reset its counter when our first request of the window arrives.
+  already reset its counter when our first request of the window arrives. Requests sent
+  during the guard time count for both windows: the server already puts them into the new one.
 - The used weight of a window is the larger of what we reserved and what the server last
   reported for that window. A header only counts for the window its request was *sent* in:
   a late answer to a request of the previous window must not fill the new window.
@@ -53,6 +54,7 @@ class WindowLimiter:
         self._cond = threading.Condition()
         self._window = -1
         self._used = 0
+        self._carry = 0  # reserved after the wall boundary, before the new window began
         self._paused_until = 0.0
         self._stopped: str | None = None
         self.waited_s = 0.0  # total time threads spent blocked (summed over threads)
@@ -68,8 +70,9 @@ class WindowLimiter:
     def _roll(self, now: float) -> int:
         w = self.window_of(now)
         if w != self._window:
+            self._used = self._carry if w == self._window + 1 else 0
             self._window = w
-            self._used = 0
+            self._carry = 0
         return w
 
     # ------------------------------------------------------------ API
@@ -89,6 +92,8 @@ class WindowLimiter:
                 if self._used + units <= self.budget or self._used == 0:
                     self._used += units
                     self.reserved += units
+                    if now >= (w + 1) * self.window_s:  # inside the guard time
+                        self._carry += units
                     return w
                 self._wait(self.window_start(w + 1) - now)
 

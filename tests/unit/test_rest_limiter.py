@@ -180,3 +180,16 @@ def test_client_maps_error_codes(emulator):
         assert err.value.code == -1130 and not isinstance(err.value, InvalidSymbol)
         assert client.server_time_ms() == D * DAY_MS
         assert client.stats.requests == 3
+
+
+def test_requests_in_the_guard_time_count_for_the_next_window_too():
+    lim = WindowLimiter(10, share=1.0, window_s=1.0, guard_s=0.3)
+    now = time.time()
+    # sleep into the guard time: past the wall boundary, before the window rolls
+    time.sleep((now // 1.0 + 1) - now + 0.05)
+    w = lim.acquire(6)
+    assert time.time() < lim.window_start(w + 1)
+    # the server already counts these 6 in the new window: only 4 more fit there
+    time.sleep(lim.window_start(w + 1) - time.time() + 0.01)
+    assert lim.acquire(4) == w + 1
+    assert lim.acquire(1) == w + 2
