@@ -20,7 +20,30 @@ import pyarrow.csv as pacsv
 
 
 class ArchiveDefect(Exception):
-    """A permanent defect of one archive file: the file is quarantined, the job goes on."""
+    """A permanent defect of one archive file: the file is quarantined, the job goes on.
+
+    ``line`` is the 1-based CSV line the message points at, when there is one.
+    """
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
+
+
+def first_defect(*checks) -> list:
+    """Run every check; raise the defect with the lowest line number, if any.
+
+    Returns the checks' results, in order, when none fails.
+    """
+    found, results = [], []
+    for check in checks:
+        try:
+            results.append(check())
+        except ArchiveDefect as exc:
+            found.append(exc)
+    if found:
+        raise min(found, key=lambda e: e.line if e.line is not None else 0)
+    return results
 
 
 # A decimal as Binance prints it ("0.00004123", "-0.0001", "19431", "1e-05").

@@ -34,6 +34,7 @@ from crypto_lakehouse.parse import (
 from crypto_lakehouse.parse.csv_reader import (
     ArchiveDefect,
     CsvSpec,
+    first_defect,
     read_csv_bytes,
     read_zip_member,
 )
@@ -87,15 +88,23 @@ def read_funding_archive(
     with timer.step("check"):
         raw = table.column("calc_time").to_numpy()
         # Funding times carry a few ms of jitter: no grid; repeats are resolved, not refused.
-        ms = check_times(raw, period, None, header_lines, key, reject_duplicates=False)
-        check_finite(table, header_lines, key)
         hours = table.column("funding_interval_hours").to_numpy()
-        if (hours <= 0).any():
-            i = int(np.argmax(hours <= 0))
-            raise ArchiveDefect(
-                f"{key}: line {i + 1 + header_lines}: funding_interval_hours {int(hours[i])} "
-                "is not a positive number of hours"
-            )
+
+        def check_hours() -> None:
+            if (hours <= 0).any():
+                i = int(np.argmax(hours <= 0))
+                line = i + 1 + header_lines
+                raise ArchiveDefect(
+                    f"{key}: line {line}: funding_interval_hours {int(hours[i])} "
+                    "is not a positive number of hours",
+                    line,
+                )
+
+        ms, _, _ = first_defect(
+            lambda: check_times(raw, period, None, header_lines, key, reject_duplicates=False),
+            lambda: check_finite(table, header_lines, key),
+            check_hours,
+        )
         keep = _keep_last_per_time(ms)
         ms = ms[keep]
         time_col = pa.array(ms).view(TIME_TYPE)

@@ -39,6 +39,7 @@ from crypto_lakehouse.parse import (
 from crypto_lakehouse.parse.csv_reader import (
     ArchiveDefect,
     CsvSpec,
+    first_defect,
     has_header,
     normalise_csv_bytes,
     read_csv_bytes,
@@ -74,8 +75,10 @@ PARTITION_WRITE_OPTIONS = {"use_dictionary": False, "write_statistics": ["candle
 def _checked(table: pa.Table, header_lines: int, key: str, period: Period, step: int) -> pa.Table:
     """Run the structural checks on one archive's rows; returns them with ms UTC times."""
     raw = table.column("candle_begin_time").to_numpy()
-    ms = check_times(raw, period, step, header_lines, key)
-    check_finite(table, header_lines, key)
+    ms, _ = first_defect(
+        lambda: check_times(raw, period, step, header_lines, key),
+        lambda: check_finite(table, header_lines, key),
+    )
     table = table.set_column(
         0, pa.field("candle_begin_time", TIME_TYPE), pa.array(ms).view(TIME_TYPE)
     )

@@ -122,17 +122,21 @@ def check_times(
         return ms
     if first is None or (dup_first is not None and dup_first < first):
         line = dup_first + 1 + header_lines
-        raise ArchiveDefect(f"{label}: line {line}: time {format_ms(int(ms[dup_first]))} repeats")
+        raise ArchiveDefect(
+            f"{label}: line {line}: time {format_ms(int(ms[dup_first]))} repeats", line
+        )
     value = int(ms[first])
     line = first + 1 + header_lines
     if not period.start_ms <= value < period.end_ms:
         raise ArchiveDefect(
             f"{label}: line {line}: time {format_ms(value)} (raw {int(raw[first])}) is outside "
-            f"the file's {'month' if period.is_month else 'day'} {period.label}"
+            f"the file's {'month' if period.is_month else 'day'} {period.label}",
+            line,
         )
     raise ArchiveDefect(
         f"{label}: line {line}: time {format_ms(value)} (raw {int(raw[first])}) is not on the "
-        f"{step_ms // 1000 if step_ms else 0}s interval grid"
+        f"{step_ms // 1000 if step_ms else 0}s interval grid",
+        line,
     )
 
 
@@ -151,7 +155,8 @@ def check_finite(table: pa.Table, header_lines: int, label: str) -> None:
             if first is None or i < first[0]:
                 first = (i, f"field {name!r} is not a finite number: {values[i]}")
     if first is not None:
-        raise ArchiveDefect(f"{label}: line {first[0] + 1 + header_lines}: {first[1]}")
+        line = first[0] + 1 + header_lines
+        raise ArchiveDefect(f"{label}: line {line}: {first[1]}", line)
 
 
 # ---------------------------------------------------------------- quarantine

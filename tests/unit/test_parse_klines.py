@@ -458,3 +458,14 @@ def test_rows_out_of_order_are_sorted_not_refused(tmp_path):
     assert report["quarantined"] == {}
     rows = [r for k in keys for r in csv_rows(member_bytes(REAL / "spot" / Path(k).name))]
     assert_rows_equal_csv(partition(tmp_path, "202001"), rows)
+
+
+def test_the_first_bad_line_is_named_whatever_the_kind_of_defect(tmp_path):
+    # Line 40 has a NaN price, line 12 a time outside the day: line 12 is reported.
+    data = corrupt(member_bytes(DAY2), 40, lambda ln: ln.replace(ln.split(b",")[2], b"nan", 1))
+    data = corrupt(data, 12, lambda ln: b"1577836800000" + ln[13:])
+    key, stats, report, reason = defect_case(tmp_path, zip_of("a.csv", data))
+    assert "line 12:" in reason and "outside the file's day 2020-01-02" in reason
+    data = corrupt(member_bytes(DAY2), 40, lambda ln: ln.replace(ln.split(b",")[2], b"nan", 1))
+    key, stats, report, reason = defect_case(tmp_path / "b", zip_of("a.csv", data))
+    assert "line 40: field 'high' is not a finite number" in reason
