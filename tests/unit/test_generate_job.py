@@ -192,6 +192,19 @@ def test_spot_gap_split_fill_and_rest_priority(tmp_path):
     assert json.loads(meta["quality_gates"])["contiguous"] == "passed"
 
 
+def test_output_trimmed_to_first_and_last_traded_minute(tmp_path):
+    # Q7 kept: leading and trailing zero-volume minutes are not in the output.
+    volume = [0.0, 2.0, 0.0, 2.0, 0.0]
+    write_archive(tmp_path, "spot", "BTCUSDT", "a", kline_table(minutes(T0, 5), volume=volume))
+    report, _ = gen(tmp_path)
+    assert (report["segments"][0]["first"], report["segments"][0]["last"]) == (
+        "2020-09-13T00:01:00Z",
+        "2020-09-13T00:03:00Z",
+    )
+    table = pq.read_table(out_dir(tmp_path) / "BTCUSDT.pqt")
+    assert table["volume"].to_pylist() == [2.0, 0.0, 2.0]
+
+
 def test_report_is_deterministic(tmp_path):
     write_archive(tmp_path, "spot", "BTCUSDT", "a", kline_table(minutes(T0, 5)))
     gen(tmp_path)
