@@ -14,6 +14,9 @@ from typing import Any, Callable
 
 from crypto_lakehouse.logs import configure_from_snakemake
 
+# Params that exist only so that a changed value reruns the job; never passed on.
+TRIGGER_PARAMS = ("digest", "refresh")
+
 
 def stats_path_for(report_path: str | Path) -> str:
     """``lakehouse/reports/<stage>/…`` → ``lakehouse/stats/<stage>/…`` (run figures)."""
@@ -33,7 +36,8 @@ def build_kwargs(smk, func: Callable) -> dict[str, Any]:
     params = _named(smk.params)
     # A params entry called "args" holds a dict of keyword arguments (built in common.smk).
     kwargs.update(params.pop("args", {}) or {})
-    params.pop("digest", None)  # only there to trigger reruns
+    for trigger in TRIGGER_PARAMS:  # only there to make Snakemake rerun the job
+        params.pop(trigger, None)
     for source in (params, _named(smk.input), _named(smk.output)):
         for key, value in source.items():
             if key in kwargs:

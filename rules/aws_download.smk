@@ -3,7 +3,7 @@
 
 checkpoint list_archive:
     output:
-        index=f"{LH}/listing/{{trade_type}}/{{dataset}}.json",
+        out_index=f"{LH}/listing/{{trade_type}}/{{dataset}}.json",
     log:
         f"{LH}/logs/list_archive/{{trade_type}}/{{dataset}}.log",
     localrule: True

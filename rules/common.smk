@@ -56,7 +56,7 @@ def listing_index_path(trade_type, dataset):
 # went from 55 s to a few seconds without it).
 def listed(trade_type, dataset):
     """Symbols kept by the listing checkpoint of (trade type, dataset)."""
-    index = checkpoints.list_archive.get(trade_type=trade_type, dataset=dataset).output.index
+    index = checkpoints.list_archive.get(trade_type=trade_type, dataset=dataset).output.out_index
     return plan.listed_symbols(index)
 
 

@@ -1,0 +1,106 @@
+"""`snakemake aws_download` end to end against the emulator (issue: aws_download target)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from conftest import emulator_config, read_json, snakemake
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.emulator.faults import Faults
+from crypto_lakehouse.emulator.generate import build_mirror
+
+START, END = "2023-01-01", "2024-06-03"  # 520 days: 1040 keys under one spot prefix
+SHORT = ("2024-05-30", "2024-06-03")
+
+
+def make_mirror(root: Path) -> list[str]:
+    spec_short = {"start": SHORT[0], "end": SHORT[1], "interval": "1h"}
+    keys = build_mirror(
+        root, {"spot": {"symbols": ["BTCUSDT"], "start": START, "end": END, "interval": "1h"}}
+    )
+    keys += build_mirror(
+        root,
+        {
+            # kept: SYRUPUSDT (Q15 fixed); filtered: stablecoin, leveraged, non-USDT quote
+            "spot": {"symbols": ["SYRUPUSDT", "USDCUSDT", "BTCUPUSDT", "ETHBTC"], **spec_short},
+            # filtered: delivery contract
+            "um_futures": {
+                "symbols": ["BTCUSDT", "BTCUSDT_260925"],
+                "funding_months": ["2024-03", "2024-04"],
+                **spec_short,
+            },
+            "cm_futures": {
+                "symbols": ["BTCUSD_PERP", "BTCUSD_250627"],
+                "funding_months": ["2024-04"],
+                **spec_short,
+            },
+        },
+    )
+    return keys
+
+
+def test_aws_download_end_to_end(tmp_path, emulator):
+    mirror = tmp_path / "mirror"
+    keys = make_mirror(mirror)
+    corrupted_once = layout.daily_kline_key("spot", "BTCUSDT", "1h", "2023-06-15")
+    no_checksum = layout.daily_kline_key("um_futures", "BTCUSDT", "1h", "2024-06-01")
+    faults = Faults(
+        fail_rate=0.05, corrupt_first={corrupted_once}, missing_checksum={no_checksum}, seed=7
+    )
+    emu = emulator(mirror_dir=mirror, faults=faults)
+    data = tmp_path / "data"
+    config = emulator_config(
+        emu.base_url,
+        data,
+        interval="1h",
+        symbols={"spot": "all", "um_futures": "all", "cm_futures": "all"},
+        start_date=START,
+        end_date=END,
+    )
+
+    snakemake(tmp_path, config, "aws_download")
+
+    filtered = {"USDCUSDT", "BTCUPUSDT", "ETHBTC", "BTCUSDT_260925", "BTCUSD_250627"}
+    expected = [k for k in keys if k != no_checksum and not any(f"/{s}/" in k for s in filtered)]
+    assert len([k for k in expected if k.startswith("data/spot/daily/klines/BTCUSDT/")]) == 520
+    for key in expected:
+        local = layout.aws_path(data, key)
+        assert local.exists(), key
+        assert Path(f"{local}.CHECKSUM").exists(), key
+        assert Path(f"{local}.verified").exists(), key
+        assert local.read_bytes() == (mirror / key).read_bytes(), key
+    for key in keys:
+        if any(f"/{s}/" in key for s in filtered):
+            assert not layout.aws_path(data, key).exists(), key
+    # The corrupted-once archive was fetched again in the same run and verified.
+    assert emu.get_counts[corrupted_once] >= 2
+
+    # The zip without CHECKSUM is quarantined, never left looking valid, and reported.
+    assert not Path(f"{layout.aws_path(data, no_checksum)}.verified").exists()
+    report = read_json(data / "lakehouse/reports/aws_download/um_futures/klines-1h/BTCUSDT.json")
+    assert no_checksum in report["quarantined"]
+    summary = read_json(data / "lakehouse/summaries/aws_download/um_futures.json")
+    assert "klines-1h/BTCUSDT" in summary["problems"] or "klines-1h/BTCUSDT" in summary["figures"]
+
+    index = read_json(data / "lakehouse/listing/spot/klines-1h.json")
+    assert sorted(index["symbols"]) == ["BTCUSDT", "SYRUPUSDT"]
+    assert {"USDCUSDT", "BTCUPUSDT", "ETHBTC"} <= {
+        (x["name"] if isinstance(x, dict) else x) for x in index["filtered_out"]
+    }
+
+    # A second run with nothing new fetches nothing at all.
+    emu.reset_counts()
+    proc = snakemake(tmp_path, config, "aws_download")
+    assert emu.counts["get"] == 0, proc.stdout[-2000:]
+
+    # A re-upload (new LastModified) found by a re-listing re-fetches exactly that archive.
+    reuploaded = layout.daily_kline_key("cm_futures", "BTCUSD_PERP", "1h", "2024-06-02")
+    later = time.time() + 3600
+    os.utime(mirror / reuploaded, (later, later))
+    emu.reset_counts()
+    snakemake(tmp_path, config, "aws_download", "--forcerun", "list_archive")
+    fetched = {k for k, n in emu.get_counts.items() if n and k.endswith(".zip")}
+    assert fetched == {reuploaded}
