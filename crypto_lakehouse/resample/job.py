@@ -32,17 +32,36 @@ log = logging.getLogger(__name__)
 
 
 def read_columns(path: Path) -> tuple[dict[str, np.ndarray], pa.Schema]:
-    """All columns of a generated file as numpy arrays (times as int64 ms)."""
-    table = pq.read_table(path)
-    columns = {}
-    for field in table.schema:
-        col = table.column(field.name)
-        if col.null_count:
-            raise ValueError(f"{path}: column {field.name!r} has null values")
-        if pa.types.is_timestamp(field.type):
-            col = col.cast(TIME_TYPE).cast(pa.int64())
-        columns[field.name] = col.to_numpy()
-    return columns, table.schema
+    """All columns of a generated file as numpy arrays (times as int64 ms).
+
+    Row groups are read one at a time into pre-allocated arrays, so the data is held
+    once plus one row group (reading the whole table first would hold it twice).
+    """
+    parquet = pq.ParquetFile(path)
+    schema = parquet.schema_arrow
+    n = parquet.metadata.num_rows
+    columns = {
+        f.name: np.empty(
+            n, dtype=np.int64 if pa.types.is_timestamp(f.type) else f.type.to_pandas_dtype()
+        )
+        for f in schema
+    }
+    at = 0
+    for i in range(parquet.num_row_groups):
+        group = parquet.read_row_group(i)
+        for field in schema:
+            col = group.column(field.name)
+            if col.null_count:
+                raise ValueError(f"{path}: column {field.name!r} has null values")
+            if pa.types.is_timestamp(field.type):
+                col = col.cast(TIME_TYPE).cast(pa.int64())
+            pos = at
+            for chunk in col.chunks:
+                columns[field.name][pos : pos + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                pos += len(chunk)
+        at += group.num_rows
+        del group
+    return columns, schema
 
 
 def output_table(
