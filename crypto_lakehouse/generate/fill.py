@@ -62,12 +62,16 @@ def fill_segment(
         missing = np.flatnonzero(~present)
         # Candle of the latest real minute at or before each grid row (row 0 is real): one
         # gather per column with ascending indices, cheaper than scattering.
-        latest = np.cumsum(present) - 1
+        latest = np.cumsum(present)
+        latest -= 1  # in place: each full-size temporary costs page faults
         if isinstance(rows, slice):
             latest += rows.start
         elif rows is not None:
             latest = rows[latest]
-        out = {TIME: time[0] + np.arange(size, dtype=np.int64) * step_ms}
+        grid = np.arange(size, dtype=np.int64)
+        grid *= step_ms
+        grid += time[0]
+        out = {TIME: grid}
         for name in names:
             out[name] = columns[name][latest]
         carried_close = out["close"][missing]

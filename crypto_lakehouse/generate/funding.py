@@ -82,14 +82,14 @@ def join_funding(grid_time: np.ndarray, step_ms: int, events: FundingEvents) -> 
     The grid is complete, so no event inside it can be lost (legacy joined before the fill
     and lost events whose HH:00 minute had no trade: Q4).
     """
-    column = np.zeros(len(grid_time), dtype=np.float64)
     if len(grid_time) == 0:
-        return column
+        return np.zeros(0, dtype=np.float64)
     inside = events_in_range(events, int(grid_time[0]), int(grid_time[-1]))
     rows = (events.time[inside] - grid_time[0]) // step_ms
     # Events are unique per candle_begin_time; at coarser intervals two may share a candle.
-    column += np.bincount(rows, weights=events.rate[inside], minlength=len(grid_time))
-    return column
+    return np.bincount(rows, weights=events.rate[inside], minlength=len(grid_time)).astype(
+        np.float64, copy=False
+    )
 
 
 def count_outside(events: FundingEvents, ranges: list[tuple[int, int]]) -> int:

@@ -152,7 +152,8 @@ def merge_store(store: dict[str, np.ndarray], n_archive: int) -> Candles:
         rows = np.empty(n_a + n_r, dtype=np.int64)
         rows[pos_a], rows[pos_r] = rows_a, rows_r
         merged_time = time[rows]
-    source = np.where(rows >= n_archive, SOURCE_REST, SOURCE_ARCHIVE).astype(np.int8)
+    source = np.full(len(rows), SOURCE_ARCHIVE, dtype=np.int8)
+    source[rows >= n_archive] = SOURCE_REST
     if len(rows) == len(time) and bool(np.all(rows[1:] > rows[:-1])):
         rows = None  # every store row kept, in order: work on the store itself
     return Candles(store=store, rows=rows, time=merged_time, source=source)
