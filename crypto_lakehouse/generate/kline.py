@@ -103,6 +103,7 @@ def run_gen_kline(
             f"unknown trade type {trade_type!r} (expected one of {layout.TRADE_TYPES})"
         )
     step_ms = interval_ms(interval)
+    min_days, min_price_chg = float(min_days), float(min_price_chg)  # config may give ints
     coin_contract = _contract_size_for(trade_type, symbol, with_vwap, contract_size)
     seconds: dict[str, float] = {}
     started = tick = clock.perf_counter()
