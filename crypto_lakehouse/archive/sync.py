@@ -26,9 +26,16 @@ Failures (quirk Q20 fixed):
 Report (the Snakemake output, deterministic)::
 
     {"trade_type", "dataset", "interval", "symbol",
-     "files": {key: {"size", "last_modified", "sha256"}},   # verified zips in range
+     "files": {key: {"size", "last_modified", "sha256"}},   # every verified zip held locally
      "quarantined": {key: reason}, "ignored": {key: reason},
      "day_sources": {"YYYY-MM-DD": key}}                     # only with use_monthly_klines
+
+The date range limits what is FETCHED, never what is reported: ``files`` lists every zip of
+the symbol and dataset that is present locally and verified (this run's, earlier runs'
+outside today's range, adopted legacy files, keys the listing no longer shows). The parse
+job removes the rows of a key that leaves this report, so a moving window (``lookback_days``)
+must not make yesterday's oldest day disappear. ``day_sources`` keeps the choices of earlier
+runs for the days that have left the range.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from pathlib import Path
 from crypto_lakehouse import io, layout
 from crypto_lakehouse.archive import http
 from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksum, sha256_file
-from crypto_lakehouse.archive.selection import parse_day, select
+from crypto_lakehouse.archive.selection import key_period, parse_day, select
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +311,8 @@ def run_sync(
     state = io.read_json(state_file, default=None) or {}
     verified_state: dict = state.get("verified", {})
     quarantined_state: dict = state.get("quarantined", {})
+    # Day choices of earlier runs (monthly klines), kept for days outside today's range.
+    day_sources: dict = state.get("day_sources", {}) if use_monthly else {}
 
     def known_quarantine(key: str) -> bool:
         q = quarantined_state.get(key)
@@ -357,15 +366,28 @@ def run_sync(
                     }
             if not (use_monthly and any(o.status == "quarantined" for o in outcomes.values())):
                 break
+        # Held locally (any date): the range limits fetching, not the report.
+        scan_dirs = symbol_dirs(trade_type, kind, symbol, interval, kind == "klines")
+        held, adopted = _held_files(syncer, scan_dirs, listing, verified_state, outcomes,
+                                    concurrency)  # fmt: skip
+        if use_monthly:
+            day_sources.update(selection.day_sources)
+            day_sources = {d: k for d, k in sorted(day_sources.items()) if k in held}
     finally:
         syncer.close()
-        io.write_json(state_file, {"verified": verified_state, "quarantined": quarantined_state})
+        io.write_json(
+            state_file,
+            {"verified": verified_state, "quarantined": quarantined_state,
+             "day_sources": day_sources},
+        )  # fmt: skip
 
     for key, reason in ignored.items():
         log.warning("%s: ignored %s: %s", label, key, reason)
     selected = {f.key for f in selection.files}
     verified = {k: o for k, o in outcomes.items() if o.status == "verified" and k in selected}
-    quarantined = {k: o.reason for k, o in outcomes.items() if o.status == "quarantined"}
+    # Quarantined now, or earlier and not fetched again (outside the range): still defective.
+    quarantined = {k: q["reason"] for k, q in quarantined_state.items() if k not in held}
+    quarantined.update({k: o.reason for k, o in outcomes.items() if o.status == "quarantined"})
     failed = {k: o.reason for k, o in outcomes.items() if o.status == "failed"}
     seconds = time.monotonic() - started
     downloaded = [o for o in outcomes.values() if o.how == "downloaded"]
@@ -377,7 +399,8 @@ def run_sync(
         "files_total": len(selected),
         "files_done": len(verified),
         "files_downloaded": len(downloaded),
-        "files_adopted": sum(o.how == "adopted" for o in outcomes.values()),
+        "files_adopted": sum(o.how == "adopted" for o in outcomes.values()) + adopted,
+        "files_held": len(held),
         "files_up_to_date": sum(o.how == "up_to_date" for o in outcomes.values()),
         "files_quarantined": len(quarantined),
         "files_failed": len(failed),
@@ -412,19 +435,12 @@ def run_sync(
         "dataset": tag,
         "interval": interval if kind == "klines" else None,
         "symbol": symbol,
-        "files": {
-            k: {
-                "size": int(listing[k]["size"]),
-                "last_modified": listing[k].get("last_modified", ""),
-                "sha256": o.sha256,
-            }
-            for k, o in sorted(verified.items())
-        },
+        "files": dict(sorted(held.items())),
         "quarantined": dict(sorted(quarantined.items())),
         "ignored": dict(sorted(ignored.items())),
     }
     if use_monthly:
-        report["day_sources"] = {d: k for d, k in selection.day_sources.items() if k in verified}
+        report["day_sources"] = day_sources
     io.write_json(report_path, report)
     return stats
 
@@ -483,6 +499,69 @@ def _run_pass(
                     progress.add(o)
                 progress.maybe_log()
         progress.maybe_log(force=True)
+
+
+def _local_verified_keys(data_dir, dirs) -> set[str]:
+    """Keys of the zips with a ``.verified`` marker in the given folders (one listdir each)."""
+    keys: set[str] = set()
+    for d in dirs:
+        try:
+            names = set(os.listdir(layout.aws_path(data_dir, d)))
+        except OSError:
+            continue
+        keys.update(d + n for n in names if n.endswith(".zip") and n + VERIFIED_SUFFIX in names)
+    return keys
+
+
+def _held_files(syncer, dirs, listing, verified_state, outcomes, concurrency):
+    """Every zip of the symbol's folders that is present and verified, with its report entry.
+
+    This run's outcomes decide for the keys they cover. Other keys count when the zip and
+    its marker exist: known ones (state) when the size still matches what was verified,
+    unknown ones (a legacy ``aws_data`` outside the range, a key the listing no longer
+    shows) after local adoption, which also records them in the state. Returns
+    ``(held, number adopted)``.
+    """
+
+    def entry(known: dict) -> dict:
+        return {k: known[k] for k in ("size", "last_modified", "sha256")}
+
+    held = {k: entry(verified_state[k]) for k, o in outcomes.items() if o.status == "verified"}
+    to_adopt: list[tuple[str, int]] = []
+    for key in sorted((_local_verified_keys(syncer.data_dir, dirs) | set(verified_state))
+                      - set(outcomes)):  # fmt: skip
+        try:
+            key_period(key)
+        except ValueError:
+            continue  # not an archive name of this dataset; the parse job would ignore it
+        size = _size_of(syncer.local(key))
+        if size is None or not syncer.verified_marker(key).exists():
+            continue
+        known = verified_state.get(key)
+        if known is not None and int(known["size"]) == size:
+            held[key] = entry(known)
+            continue
+        listed = listing.get(key)
+        to_adopt.append((key, int(listed["size"]) if listed else size))
+    if not to_adopt:
+        return held, 0
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        results = list(pool.map(lambda item: syncer.adopt(*item), to_adopt))
+    adopted = 0
+    for (key, size), o in zip(to_adopt, results, strict=True):
+        if o is None:
+            log.warning("%s: local zip with .verified cannot be verified; not reported", key)
+            continue
+        listed = listing.get(key) or {}
+        verified_state[key] = {
+            "size": size,
+            "last_modified": listed.get("last_modified", ""),
+            "etag": listed.get("etag", ""),
+            "sha256": o.sha256,
+        }
+        held[key] = entry(verified_state[key])
+        adopted += 1
+    return held, adopted
 
 
 def _size_of(path: Path) -> int | None:

@@ -17,6 +17,7 @@ import zipfile
 from datetime import date
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import FIXTURES, REPO_ROOT
 
@@ -26,6 +27,7 @@ from crypto_lakehouse.archive.listing import run_listing
 from crypto_lakehouse.archive.selection import key_period, select
 from crypto_lakehouse.archive.sync import SyncError, run_sync
 from crypto_lakehouse.emulator import Faults
+from crypto_lakehouse.parse.klines import run_parse_klines
 
 MIRROR = FIXTURES / "legacy-v1-real" / "mirror"
 SPOT_DIR = "data/spot/daily/klines/BTCUSDT/1m/"
@@ -470,3 +472,77 @@ def test_zip_404_although_listed_is_quarantined_with_its_checksum(tmp_path, emul
     moved = layout.quarantine_path(job.data_dir, f"{gone}.CHECKSUM")
     assert moved.read_bytes() == (tmp_path / "mirror" / f"{gone}.CHECKSUM").read_bytes()
     assert stats["files_quarantined"] == 1 and stats["errors"] == 0
+
+
+# ---------------------------------------------------------------- moving date window
+def _csv_open_times(zip_path: Path) -> list[int]:
+    with zipfile.ZipFile(zip_path) as zf:
+        lines = zf.read(zf.namelist()[0]).decode().splitlines()
+    return [int(line.split(",")[0]) for line in lines if line and not line.startswith("open_")]
+
+
+def _parse_klines(job):
+    run_parse_klines(
+        trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=job.data_dir,
+        download_report=job.report_path, report_path=job.tmp / "parse.json",
+        stats_path=job.tmp / "parse-stats.json",
+    )  # fmt: skip
+    part = layout.parsed_klines_dir(job.data_dir, "spot", "BTCUSDT", "1m") / "202001.pqt"
+    return pq.read_table(part).column("candle_begin_time").cast("int64").to_pylist()
+
+
+def test_moving_start_date_keeps_older_verified_files_and_their_rows(tmp_path, emulator):
+    emu = emulator(mirror_dir=MIRROR)
+    job = Job(emu, tmp_path).list()
+    job.sync(start_date="2020-01-01", end_date="2020-01-03")
+    assert sorted(job.report()["files"]) == SPOT_KEYS[:3]
+    day_times = [_csv_open_times(MIRROR / k) for k in SPOT_KEYS[:3]]
+    assert _parse_klines(job) == day_times[0] + day_times[1] + day_times[2]
+
+    # The next day the window starts one day later (lookback_days) and reaches 2024-12-31.
+    emu.reset_counts()
+    stats = job.sync(start_date="2020-01-02", end_date="2024-12-31")
+    assert dict(job.zip_gets()) == {SPOT_KEYS[3]: 1, f"{SPOT_KEYS[3]}.CHECKSUM": 1}
+    report = job.report()
+    assert sorted(report["files"]) == SPOT_KEYS[:4]  # 2020-01-01 is still held and verified
+    assert report["files"][SPOT_KEYS[0]]["sha256"] == _sha(MIRROR / SPOT_KEYS[0])
+    assert stats["files_total"] == 3 and stats["files_held"] == 4
+    assert _parse_klines(job) == day_times[0] + day_times[1] + day_times[2]
+
+
+def test_legacy_files_outside_the_range_are_adopted_and_reported(tmp_path, emulator):
+    emu = emulator(mirror_dir=MIRROR)
+    job = Job(emu, tmp_path).list()
+    for key in SPOT_KEYS:  # a BHDS V1 aws_data holding the whole history
+        dest = job.local(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(MIRROR / key, dest)
+        Path(f"{dest}.verified").touch()
+    stats = job.sync(start_date="2024-12-31", end_date="2025-01-01")
+    assert emu.counts["get"] == 0
+    assert {k: v["sha256"] for k, v in job.report()["files"].items()} == {
+        k: _sha(MIRROR / k) for k in SPOT_KEYS
+    }
+    assert stats["files_adopted"] == 5
+    # A file with a marker but other bytes than the listing says is not reported.
+    job.local(SPOT_KEYS[0]).write_bytes(b"not the zip")
+    state = layout.state_path(job.data_dir, "aws_download", "spot", "klines-1m", "BTCUSDT")
+    state.unlink()
+    job.sync(start_date="2024-12-31", end_date="2025-01-01")
+    assert sorted(job.report()["files"]) == SPOT_KEYS[1:]
+
+
+def test_key_gone_from_the_listing_stays_while_verified_locally(tmp_path, emulator):
+    emu = emulator(mirror_dir=MIRROR)
+    job = Job(emu, tmp_path).list()
+    job.sync()
+    first = job.report()["files"]
+    details_path = job.details_dir / "BTCUSDT.json"
+    details = json.loads(details_path.read_text())
+    gone = SPOT_KEYS[2]
+    details = [e for e in details if e["key"] not in (gone, f"{gone}.CHECKSUM")]
+    details_path.write_text(json.dumps(details))
+    emu.reset_counts()
+    job.sync()
+    assert emu.counts["get"] == 0
+    assert job.report()["files"] == first
