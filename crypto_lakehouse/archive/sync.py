@@ -23,6 +23,10 @@ Failures (quirk Q20 fixed):
 - transient failures that outlast the retries: all other files are finished, the state and
   stats are written, then ``SyncError`` lists the failed keys.
 
+A zip the parse job quarantined (structurally bad: moved to the quarantine folder, marker
+removed) is reported as quarantined with its ``.reason`` and not fetched again while its
+listing entry is the one we verified; a re-upload is fetched and verified anew.
+
 Report (the Snakemake output, deterministic)::
 
     {"trade_type", "dataset", "interval", "symbol",
@@ -314,6 +318,16 @@ def run_sync(
     # Day choices of earlier runs (monthly klines), kept for days outside today's range.
     day_sources: dict = state.get("day_sources", {}) if use_monthly else {}
 
+    # Quarantined by the parse job since the last run: not fetched again until re-uploaded.
+    for key, reason in _parse_quarantined(data_dir, verified_state, listing).items():
+        log.info("%s: quarantined by aws_parse (%s); not fetched again", key, reason)
+        del verified_state[key]
+        quarantined_state[key] = {
+            "zip": _fingerprint(listing.get(key)),
+            "checksum": _fingerprint(listing.get(key + CHECKSUM_SUFFIX)),
+            "reason": reason,
+        }
+
     def known_quarantine(key: str) -> bool:
         q = quarantined_state.get(key)
         return (
@@ -499,6 +513,31 @@ def _run_pass(
                     progress.add(o)
                 progress.maybe_log()
         progress.maybe_log(force=True)
+
+
+def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[str, str]:
+    """Keys verified by an earlier run whose zip the parse job has since moved to quarantine.
+
+    Such a key is missing from ``aws_data`` while its quarantined copy has the size we
+    verified; unless the listing shows a re-upload (new size or LastModified), fetching it
+    again would bring back the same defective bytes, run after run. Returns key -> reason.
+    """
+    found: dict[str, str] = {}
+    for key, known in verified_state.items():
+        entry = listing.get(key)
+        if entry is not None and _fingerprint(entry) != _fingerprint(known):
+            continue  # re-uploaded: the new bytes deserve a new try
+        if _size_of(layout.aws_path(data_dir, key)) is not None:
+            continue
+        kept = layout.quarantine_path(data_dir, key)
+        if _size_of(kept) != int(known["size"]):
+            continue
+        try:
+            reason = Path(f"{kept}.reason").read_text().strip()
+        except OSError:
+            reason = ""
+        found[key] = reason or "quarantined by aws_parse"
+    return found
 
 
 def _local_verified_keys(data_dir, dirs) -> set[str]:

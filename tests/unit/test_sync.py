@@ -546,3 +546,41 @@ def test_key_gone_from_the_listing_stays_while_verified_locally(tmp_path, emulat
     job.sync()
     assert emu.counts["get"] == 0
     assert job.report()["files"] == first
+
+
+# ---------------------------------------------------------------- after a parse quarantine
+def test_archive_quarantined_by_parse_is_not_fetched_again_until_reuploaded(tmp_path, emulator):
+    root = tmp_path / "mirror"
+    good, bad = SPOT_KEYS[0], f"{SPOT_DIR}BTCUSDT-1m-2020-01-02.zip"
+    (root / SPOT_DIR).mkdir(parents=True)
+    for name in (good, f"{good}.CHECKSUM"):
+        shutil.copyfile(MIRROR / name, root / name)
+    _write_archive(root, bad, b"1577923200000,not,a,kline\n")  # right checksum, bad CSV
+    emu = emulator(mirror_dir=root)
+    job = Job(emu, tmp_path).list()
+    job.sync()
+    assert sorted(job.report()["files"]) == [good, bad]
+    _parse_klines(job)
+    reason = Path(f"{layout.quarantine_path(job.data_dir, bad)}.reason").read_text().strip()
+    assert bad in reason and not job.local(bad).exists()  # parse moved it to quarantine
+
+    emu.reset_counts()
+    stats = job.sync()
+    assert emu.get_counts[bad] == 0 and emu.get_counts[f"{bad}.CHECKSUM"] == 0
+    report = job.report()
+    assert report["quarantined"] == {bad: reason}
+    assert sorted(report["files"]) == [good]
+    assert stats["files_quarantined"] == 1 and stats["files_downloaded"] == 0
+    emu.reset_counts()
+    job.sync()  # and so on, run after run
+    assert emu.counts["get"] == 0 and job.report()["quarantined"] == {bad: reason}
+
+    # Binance re-uploads it (new LastModified): fetched and verified again.
+    emu.last_modified[bad] = "2030-01-01T00:00:00Z"
+    job.list()
+    emu.reset_counts()
+    job.sync()
+    assert emu.get_counts[bad] == 1
+    report = job.report()
+    assert sorted(report["files"]) == [good, bad] and report["quarantined"] == {}
+    _assert_verified(job, bad, root)
