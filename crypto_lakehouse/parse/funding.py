@@ -8,6 +8,12 @@ output is removed rather than left stale.
 Incremental like the klines: each archive owns its month; only months whose archive is new,
 changed or gone are re-read, the rows of the other months are kept from the existing file
 (which is small: about 90 rows per month at 8 h).
+
+Rows no tracked archive ever owned (a legacy BHDS file used in place, months whose archives
+lie outside the download range) are kept: only the months of archives parsed now, and of
+tracked archives that left the report or were quarantined, are replaced or removed. So the
+output is removed only when every row it held came from archives we tracked, and a file the
+pipeline did not write that cannot be read is left as it is (its archives wait).
 """
 
 from __future__ import annotations
@@ -121,29 +127,29 @@ def read_funding_archive(
     return out, len(data), int(raw.size - keep.size)
 
 
-def _read_existing(path: Path) -> pa.Table | None:
+def _read_existing(path: Path) -> tuple[pa.Table | None, str | None]:
+    """(table, None), (None, None) when absent, or (None, why it cannot be used)."""
     if not path.exists():
-        return None
+        return None, None
     try:
         table = pq.ParquetFile(path).read()
     except (OSError, pa.ArrowException) as exc:
-        log.warning("funding file %s is unreadable (%s); rebuilding it", path, exc)
-        return None
+        return None, f"unreadable ({exc})"
     if table.schema.remove_metadata() != PARSED_FUNDING_SCHEMA:
-        log.warning("funding file %s has another schema; rebuilding it", path)
-        return None
-    return table
+        return None, "not in the parsed funding schema"
+    return table, None
 
 
 def _outside_periods(table: pa.Table, periods: list[Period]) -> pa.Table:
-    """Rows of ``table`` whose funding_time lies in none of ``periods``."""
+    """Rows of ``table`` whose funding_time lies in none of ``periods`` (``table`` itself
+    when that is every row)."""
     if not periods:
         return table
     ms = table.column("funding_time").cast(pa.int64()).to_numpy()
     inside = np.zeros(ms.size, dtype=bool)
     for p in periods:
         inside |= (ms >= p.start_ms) & (ms < p.end_ms)
-    return table.filter(pa.array(~inside))
+    return table.filter(pa.array(~inside)) if inside.any() else table
 
 
 def _summary(table: pa.Table | None) -> dict:
@@ -191,15 +197,25 @@ def run_parse_funding(
     )
     old_files = {k: v for k, v in (state.get("files") or {}).items() if belongs(k)}
     old_dups: dict[str, int] = dict(state.get("duplicates") or {})
-    existing = _read_existing(out_path)
+    existing, problem = _read_existing(out_path)
     state_has_rows = bool((state.get("output") or {}).get("rows"))
-    # Without a trustworthy existing file every archive is read again.
+    # Whether the file on disk is the one this pipeline wrote (older states: it had rows).
+    written_by_us = bool(state.get("written", state_has_rows)) and out_path.exists()
+    untracked_output = None
+    if problem and not written_by_us:
+        # Not ours and not readable: overwriting it would lose rows nobody can rebuild.
+        untracked_output = f"{problem}; not overwritten: move it away to parse the archives"
+        log.error("%s is %s", out_path, untracked_output)
+    elif problem:
+        log.warning("funding file %s is %s; rebuilding it", out_path, problem)
+    # Without a trustworthy existing file (or state) every archive is read again.
     full_rebuild = existing is None and (state_has_rows or out_path.exists()) or not state
-    if not state:
-        existing = None
 
     changed = sorted(k for k, sha in sel.usable.items() if full_rebuild or old_files.get(k) != sha)
     gone = sorted(k for k in old_files if k not in sel.usable)
+    waiting = changed if untracked_output else []
+    if untracked_output:
+        changed, gone = [], []
 
     quarantined_now: dict[str, dict] = {}
     new_tables: list[pa.Table] = []
@@ -223,21 +239,29 @@ def run_parse_funding(
             log.warning("%s: %d repeated funding_time rows dropped (kept the last)", key, dropped)
         new_tables.append(table)
 
-    usable = {k: v for k, v in sel.usable.items() if k not in quarantined_now}
+    usable = {k: v for k, v in sel.usable.items() if k not in quarantined_now and k not in waiting}
     result = existing
-    if changed or gone or full_rebuild:
+    written = written_by_us
+    # Months re-read now, and months of tracked archives that are gone or quarantined; a new
+    # archive found defective replaces nothing (rows of its month, if any, are not ours).
+    replaced = [periods[k] for k in changed if k in usable]
+    replaced += [periods[k] for k in old_files if k not in usable]
+    kept = None if existing is None else _outside_periods(existing, replaced)
+    if untracked_output or (not new_tables and kept is not None and kept is existing):
+        pass  # nothing to add, nothing of ours to take away: the file stays as it is
+    elif changed or gone or full_rebuild:
         with timer.step("write"):
-            replaced = [periods[k] for k in changed + gone]
-            parts = [] if existing is None else [_outside_periods(existing, replaced)]
-            parts += new_tables
-            parts = [p for p in parts if p.num_rows]
+            parts = [p for p in [kept, *new_tables] if p is not None and p.num_rows]
             if parts:
                 combined = pa.concat_tables(parts)
                 ms = combined.column("funding_time").cast(pa.int64()).to_numpy()
                 result = combined.take(pa.array(_keep_last_per_time(ms)))
                 io.write_parquet(out_path, result)
+                written = True
             else:
+                # Every row it held came from archives we tracked, and they are gone.
                 result = None
+                written = False
                 with contextlib.suppress(FileNotFoundError):
                     out_path.unlink()
 
@@ -250,6 +274,7 @@ def run_parse_funding(
             "files": dict(sorted(usable.items())),
             "duplicates": dict(sorted((k, v) for k, v in dups.items() if k in usable)),
             "output": output,
+            "written": written,
             "quarantined": dict(sorted(bad.items())),
         },
     )
@@ -265,6 +290,7 @@ def run_parse_funding(
             "duplicates_dropped": sum(v for k, v in dups.items() if k in usable),
             "funding_interval_hours": _interval_counts(result),
         },
+        "untracked_output": untracked_output,
     }
     io.write_json(report_path, report)
     stats = {
@@ -276,6 +302,7 @@ def run_parse_funding(
         "files_unverified": sorted(sel.unverified),
         "files_ignored": len(sel.ignored),
         "files_quarantined": len(quarantined_now),
+        "files_waiting": waiting,
         "quarantined": found_now,
         "csv_bytes": csv_bytes,
         **throughput_stats(timer, csv_bytes),

@@ -10,6 +10,14 @@ when the archives of that month changed; inside it, only the days whose owner or
 content changed are re-read, the other days keep their rows from the existing partition.
 So a re-published archive replaces exactly the rows of its day or month (legacy Q8 fixed),
 a key that left the report takes its rows with it, and a daily update reads only new files.
+
+Rows no tracked archive ever owned are never dropped: a partition on disk that no archive
+of the state or the report maps to (a legacy BHDS ``parsed_data`` used in place, a month
+whose archives lie outside the download range) is left untouched and reported under
+``untracked_partitions``; when a month is rebuilt, existing rows of days that no archive
+owns now and none owned before are kept. Only the days of a key that left the report or
+was quarantined lose their rows. A foreign partition that cannot be read is not
+overwritten: its month's archives wait (not parsed) until it is moved away.
 """
 
 from __future__ import annotations
@@ -236,26 +244,45 @@ def _day_sources_by_month(raw: dict | None) -> dict[str, dict[int, str]]:
 
 
 # ---------------------------------------------------------------- partitions
-def _read_partition(path: Path) -> pa.Table | None:
-    """The existing partition, or None when absent or not in the legacy schema."""
+def _load_partition(path: Path) -> tuple[pa.Table | None, str | None]:
+    """(table, None), (None, None) when absent, or (None, why it cannot be used)."""
     if not path.exists():
-        return None
+        return None, None
     try:
         table = pq.ParquetFile(path).read()
     except (OSError, pa.ArrowException) as exc:
-        log.warning("partition %s is unreadable (%s); rebuilding it", path, exc)
-        return None
+        return None, f"unreadable ({exc})"
     if table.schema.remove_metadata() != KLINE_SCHEMA:
-        log.warning("partition %s has another schema; rebuilding it", path)
-        return None
+        return None, "not in the legacy kline schema"
+    ms = table.column("candle_begin_time").cast(pa.int64()).to_numpy()
+    if not bool(np.all(ms[1:] >= ms[:-1])):
+        table = table.sort_by("candle_begin_time")  # a foreign file need not be sorted
+    return table, None
+
+
+def _read_partition(path: Path) -> pa.Table | None:
+    """The existing partition, or None when absent or not usable (then rebuilt)."""
+    table, problem = _load_partition(path)
+    if problem:
+        log.warning("partition %s is %s; rebuilding it", path, problem)
     return table
+
+
+def _day_numbers(table: pa.Table) -> np.ndarray:
+    return table.column("candle_begin_time").cast(pa.int64()).to_numpy() // DAY_MS
 
 
 def _rows_of_days(table: pa.Table, days: set[int]) -> pa.Table:
     if not days:
         return table.slice(0, 0)
-    day = table.column("candle_begin_time").cast(pa.int64()).to_numpy() // DAY_MS
-    return table.filter(pa.array(np.isin(day, sorted(days))))
+    return table.filter(pa.array(np.isin(_day_numbers(table), sorted(days))))
+
+
+def _kept_rows(table: pa.Table, unchanged: set[int], tracked: set[int]) -> pa.Table:
+    """Rows of days whose owner did not change, and of days no archive owns or owned."""
+    day = _day_numbers(table)
+    keep = np.isin(day, sorted(unchanged)) | ~np.isin(day, sorted(tracked))
+    return table if bool(keep.all()) else table.filter(pa.array(keep))
 
 
 def _concat_by_time(parts: list[pa.Table]) -> pa.Table:
@@ -288,6 +315,10 @@ def _partition_summary(table: pa.Table) -> dict:
     }
 
 
+class ForeignPartitionUnreadable(Exception):
+    """A partition the pipeline did not write cannot be read: it must not be overwritten."""
+
+
 class _MonthJob:
     """Rebuilds one monthly partition; keeps at most one month of one symbol in memory."""
 
@@ -303,7 +334,11 @@ class _MonthJob:
 
     def execute(self) -> tuple[pa.Table | None, pa.Table | None]:
         run = self.run
-        existing = _read_partition(self.path)
+        existing, problem = _load_partition(self.path)
+        if problem and self.month not in run.own_partitions:
+            raise ForeignPartitionUnreadable(problem)
+        if problem:
+            log.warning("partition %s is %s; rebuilding it", self.path, problem)
         old_owner = self._owners(self.old, run.old_day_sources.get(self.month, {}))
         day_sources = run.day_sources.get(self.month, {})
         loaded: dict[str, pa.Table] = {}
@@ -324,7 +359,9 @@ class _MonthJob:
                     loaded[key] = table
         parts = []
         if existing is not None:
-            parts.append(_rows_of_days(existing, set(owner) - refresh))
+            # Days that left every owner (key gone or quarantined) lose their rows; days no
+            # tracked archive ever owned (legacy rows) keep them.
+            parts.append(_kept_rows(existing, set(owner) - refresh, set(owner) | set(old_owner)))
         by_key: dict[str, set[int]] = defaultdict(set)
         for d in refresh:
             by_key[owner[d]].add(d)
@@ -332,13 +369,20 @@ class _MonthJob:
             table = loaded[key]
             whole = len(days) == len(run.periods[key].day_numbers())
             parts.append(table if whole else _rows_of_days(table, days))
-        if not owner:
-            return None, None
         with run.timer.step("merge"):
             klines = _concat_by_time(parts)
-        with run.timer.step("quality"):
-            q = quality.day_quality(klines, run.interval, owner)
+        q = None
+        if owner:
+            with run.timer.step("quality"):
+                q = quality.day_quality(_owned_rows(klines, owner), run.interval, owner)
         return (klines if klines.num_rows else None), q
+
+
+def _owned_rows(klines: pa.Table, owner: dict[int, str]) -> pa.Table:
+    """The rows the quality record measures: those of days an archive owns."""
+    day = _day_numbers(klines)
+    owned = np.isin(day, sorted(owner))
+    return klines if bool(owned.all()) else klines.filter(pa.array(owned))
 
 
 class _KlineRun:
@@ -360,6 +404,7 @@ class _KlineRun:
         self.day_sources = _day_sources_by_month(self.report_in.get("day_sources"))
         self.old_day_sources = _day_sources_by_month(self.state.get("day_sources"))
         self.quarantined_now: dict[str, dict] = {}
+        self.own_partitions: set[str] = set()  # months this pipeline wrote (from the state)
         self.files_parsed = 0
         self.csv_bytes = 0
 
@@ -400,10 +445,16 @@ class _KlineRun:
         )
 
         partitions = {m: v for m, v in old_parts.items()}
+        self.own_partitions.update(old_parts)
+        untracked: dict[str, str] = {}  # month -> why its partition is left as it is
+        blocked: set[str] = set()  # keys waiting for an unreadable foreign partition
         quality_parts: list[pa.Table] = []
         rebuilt: set[str] = set()
         written = removed = 0
         for month in sorted(set(new_by_month) | set(old_by_month) | on_disk | set(old_parts)):
+            if month not in new_by_month and month not in old_by_month and month not in old_parts:
+                untracked[month] = "no tracked archive"  # legacy or out-of-range data: ours to keep
+                continue
             unchanged = (
                 new_by_month.get(month, {}) == old_by_month.get(month, {})
                 and self.day_sources.get(month, {}) == self.old_day_sources.get(month, {})
@@ -412,7 +463,16 @@ class _KlineRun:
             if unchanged:
                 continue
             job = _MonthJob(self, month, new_by_month.get(month, {}), old_by_month.get(month, {}))
-            table, q = job.execute()
+            try:
+                table, q = job.execute()
+            except ForeignPartitionUnreadable as exc:
+                waiting = sorted(new_by_month.get(month, {}))
+                untracked[month] = (
+                    f"{exc}; not overwritten: move it away to parse its {len(waiting)} archive(s)"
+                )
+                log.error("%s/%s.pqt is %s", self.part_dir, month, untracked[month])
+                blocked.update(waiting)
+                continue
             rebuilt.add(month)
             if q is not None:
                 quality_parts.append(q)
@@ -428,7 +488,11 @@ class _KlineRun:
                     partitions[month] = _partition_summary(table)
                     written += 1
 
-        usable = {k: v for k, v in self.sel.usable.items() if k not in self.quarantined_now}
+        usable = {
+            k: v
+            for k, v in self.sel.usable.items()
+            if k not in self.quarantined_now and k not in blocked
+        }
         with self.timer.step("quality"):
             qtable = self._update_quality(rebuilt, quality_parts, partitions, usable)
 
@@ -451,6 +515,7 @@ class _KlineRun:
             "files": dict(sorted(usable.items())),
             "quarantined": reported_quarantine(self.sel, found_now),
             "quality": quality.summarize(qtable),
+            "untracked_partitions": dict(sorted(untracked.items())),
         }
         io.write_json(report_path, report)
         stats = {
@@ -468,6 +533,8 @@ class _KlineRun:
             "quarantined": found_now,
             "partitions_written": written,
             "partitions_removed": removed,
+            "partitions_untracked": len(untracked),
+            "files_waiting": sorted(blocked),
             "csv_bytes": self.csv_bytes,
             **throughput_stats(self.timer, self.csv_bytes),
         }
@@ -503,7 +570,7 @@ class _KlineRun:
         table = _read_partition(self.part_dir / f"{month}.pqt")
         if table is None:
             table = KLINE_SCHEMA.empty_table()
-        return quality.day_quality(table, self.interval, owner)
+        return quality.day_quality(_owned_rows(table, owner), self.interval, owner)
 
 
 def run_parse_klines(

@@ -8,6 +8,7 @@ import io as stdio
 import zipfile
 from decimal import Decimal
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from conftest import FIXTURES
 
@@ -15,7 +16,7 @@ from crypto_lakehouse import layout
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.parse import funding as funding_mod
 from crypto_lakehouse.parse.funding import run_parse_funding
-from crypto_lakehouse.schema import PARSED_FUNDING_SCHEMA
+from crypto_lakehouse.schema import PARSED_FUNDING_SCHEMA, TIME_TYPE
 
 REAL_CSV = FIXTURES / "real" / "futures_um" / "fundingRate" / "BTCUSDT-fundingRate-2026-08.csv"
 HOUR = 3_600_000
@@ -193,3 +194,84 @@ def test_rows_outside_the_month_are_refused(tmp_path):
     assert "line 2:" in report["quarantined"][key]
     assert "outside the file's month 2026-09" in report["quarantined"][key]
     assert report["rows"] == 0
+
+
+# ---------------------------------------------------------------- data the pipeline did not write
+def shifted_rows(days: int) -> list[list[str]]:
+    shift = days * 86_400_000
+    return [[str(int(r[0]) + shift), r[1], r[2]] for r in real_rows()]
+
+
+def legacy_file(data_dir, rows: list[list[str]]):
+    """A legacy BHDS funding file (schema §10.2) written from CSV rows, used in place."""
+    ms = [int(r[0]) for r in rows]
+    table = pa.table(
+        {
+            "funding_time": pa.array(ms, pa.int64()).cast(TIME_TYPE),
+            "funding_interval_hours": pa.array([int(r[1]) for r in rows], pa.int64()),
+            "funding_rate": pa.array([float(r[2]) for r in rows], pa.float64()),
+            "candle_begin_time": pa.array([t - t % HOUR for t in ms], pa.int64()).cast(TIME_TYPE),
+        }
+    )
+    path = layout.parsed_funding_path(data_dir, "um_futures", "BTCUSDT")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def test_legacy_file_without_tracked_archives_is_kept(tmp_path):
+    path = legacy_file(tmp_path, real_rows())
+    before = path.read_bytes()
+    for report in (None, report_of(tmp_path, []), None):
+        stats, rep = parse(tmp_path, report)
+        assert path.read_bytes() == before
+        assert rep["rows"] == 93 and rep["files"] == {}
+
+
+def test_new_month_joins_legacy_rows_and_leaves_without_them(tmp_path):
+    legacy_file(tmp_path, real_rows())  # August 2026 from the legacy tool
+    sep_rows = shifted_rows(31)[:90]
+    sep = put(tmp_path, "2026-09", "\n".join(",".join(r) for r in sep_rows).encode() + b"\n")
+    stats, report = parse(tmp_path, report_of(tmp_path, [sep]))
+    assert stats["files_parsed"] == 1
+    assert_equals_csv(output(tmp_path), real_rows() + sep_rows)
+    # September leaves the report: its rows go, the legacy August rows stay.
+    stats, report = parse(tmp_path, report_of(tmp_path, []))
+    assert_equals_csv(output(tmp_path), real_rows())
+    assert report["rows"] == 93
+
+
+def test_defective_new_archive_keeps_legacy_rows_of_its_month(tmp_path):
+    legacy_file(tmp_path, real_rows())
+    lines = REAL_CSV.read_bytes().split(b"\n")
+    lines[7] = lines[7].replace(b",8,", b",8,zz", 1)
+    aug = put(tmp_path, "2026-08", b"\n".join(lines))
+    stats, report = parse(tmp_path, report_of(tmp_path, [aug]))
+    assert stats["files_quarantined"] == 1 and aug in report["quarantined"]
+    assert_equals_csv(output(tmp_path), real_rows())
+
+
+def test_archive_replaces_its_month_of_a_legacy_file(tmp_path):
+    legacy_file(tmp_path, real_rows() + shifted_rows(31)[:90])  # August and September
+    aug10 = b"\n".join(REAL_CSV.read_bytes().split(b"\n")[:11]) + b"\n"
+    aug = put(tmp_path, "2026-08", aug10)
+    parse(tmp_path, report_of(tmp_path, [aug]))
+    assert_equals_csv(output(tmp_path), real_rows()[:10] + shifted_rows(31)[:90])
+    # Quarantined by the download later: August goes, legacy September stays.
+    stats, report = parse(tmp_path, report_of(tmp_path, []))
+    assert_equals_csv(output(tmp_path), shifted_rows(31)[:90])
+
+
+def test_unreadable_foreign_file_is_not_overwritten(tmp_path):
+    path = layout.parsed_funding_path(tmp_path, "um_futures", "BTCUSDT")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not parquet")
+    aug = put(tmp_path, "2026-08", REAL_CSV.read_bytes())
+    stats, report = parse(tmp_path, report_of(tmp_path, [aug]))
+    assert path.read_bytes() == b"not parquet"
+    assert report["untracked_output"].startswith("unreadable") and report["files"] == {}
+    assert stats["files_waiting"] == [aug]
+    path.unlink()
+    stats, report = parse(tmp_path, report_of(tmp_path, [aug]))
+    assert stats["files_parsed"] == 1 and report["untracked_output"] is None
+    assert_equals_csv(output(tmp_path), real_rows())

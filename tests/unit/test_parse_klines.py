@@ -469,3 +469,98 @@ def test_the_first_bad_line_is_named_whatever_the_kind_of_defect(tmp_path):
     data = corrupt(member_bytes(DAY2), 40, lambda ln: ln.replace(ln.split(b",")[2], b"nan", 1))
     key, stats, report, reason = defect_case(tmp_path / "b", zip_of("a.csv", data))
     assert "line 40: field 'high' is not a finite number" in reason
+
+
+# ---------------------------------------------------------------- data the pipeline did not write
+LEGACY_202001 = LEGACY / "parsed_data" / "spot" / "klines" / "BTCUSDT" / "1m" / "202001.pqt"
+
+
+def legacy_in_place(data_dir: Path) -> Path:
+    """A legacy BHDS partition used in place (days 2020-01-01..03, no archive of ours)."""
+    dest = layout.parsed_klines_dir(data_dir, "spot", "BTCUSDT", "1m") / "202001.pqt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(LEGACY_202001.read_bytes())
+    return dest
+
+
+def legacy_days(days: set[int]):
+    table = pq.read_table(LEGACY_202001)
+    return table.filter(np.isin(times_ms(table) // 86_400_000, sorted(days)))
+
+
+def test_untracked_legacy_partition_survives_unchanged(tmp_path):
+    part = legacy_in_place(tmp_path)
+    key = put_archive(
+        tmp_path, spot_key("2024-12-31"), (MIRROR / spot_key("2024-12-31")).read_bytes()
+    )
+    for report in (download_report(tmp_path, [key]), download_report(tmp_path, []), None):
+        stats, rep = parse(tmp_path, report)
+        assert part.read_bytes() == LEGACY_202001.read_bytes()
+        assert rep["untracked_partitions"] == {"202001": "no tracked archive"}
+        assert "202001" not in rep["partitions"] and stats["partitions_untracked"] == 1
+
+
+def test_new_day_archive_keeps_the_other_legacy_days(tmp_path):
+    legacy_in_place(tmp_path)
+    # A day-2 archive holding its first 600 minutes only: its rows replace day 2's.
+    short = b"".join(stdio.BytesIO(member_bytes(DAY2)).readlines()[:600])
+    key = put_archive(tmp_path, spot_key("2020-01-02"), zip_of("d.csv", short))
+    stats, report = parse(tmp_path, download_report(tmp_path, [key]))
+    table = partition(tmp_path, "202001")
+    day = times_ms(table) // 86_400_000
+    assert table.filter(day != 18263).equals(legacy_days({18262, 18264}))  # legacy rows kept
+    assert_rows_equal_csv(table.filter(day == 18263), csv_rows(short))
+    assert report["partitions"]["202001"]["rows"] == 2 * 1440 + 600
+    assert report["untracked_partitions"] == {}
+    # The quality record measures the archived day only.
+    q = pq.read_table(layout.quality_path(tmp_path, "spot", "1m", "BTCUSDT"))
+    assert q.column("rows").to_pylist() == [600] and q.column("source").to_pylist() == [key]
+    # Unchanged second run: nothing read, the same report.
+    stats, again = parse(tmp_path, download_report(tmp_path, [key]))
+    assert stats["files_parsed"] == 0 and again == report
+    # A lost quality record is measured again from the partition, legacy days left out.
+    layout.quality_path(tmp_path, "spot", "1m", "BTCUSDT").unlink()
+    stats, again = parse(tmp_path, download_report(tmp_path, [key]))
+    assert again == report
+    assert pq.read_table(layout.quality_path(tmp_path, "spot", "1m", "BTCUSDT")).equals(q)
+
+
+def test_key_quarantined_after_being_parsed_loses_its_rows_only(tmp_path):
+    legacy_in_place(tmp_path)
+    keys = [put_archive(tmp_path, spot_key("2020-01-02"), DAY2.read_bytes())]
+    parse(tmp_path, download_report(tmp_path, keys))
+    assert partition(tmp_path, "202001").num_rows == 3 * 1440
+    # Re-published with a defect: parse quarantines it, and day 2 leaves the partition.
+    bad = corrupt(member_bytes(DAY2), 5, lambda ln: ln.rsplit(b",", 1)[0])
+    put_archive(tmp_path, keys[0], zip_of("a.csv", bad))
+    stats, report = parse(tmp_path, download_report(tmp_path, keys))
+    assert stats["files_quarantined"] == 1 and keys[0] in report["quarantined"]
+    assert partition(tmp_path, "202001").equals(legacy_days({18262, 18264}))
+
+
+def test_key_quarantined_by_the_download_loses_its_rows_only(tmp_path):
+    legacy_in_place(tmp_path)
+    key = put_archive(tmp_path, spot_key("2020-01-02"), DAY2.read_bytes())
+    parse(tmp_path, download_report(tmp_path, [key]))
+    rep = download_report(tmp_path, [])
+    rep["quarantined"] = {key: "zip not found (404) although listed"}
+    stats, report = parse(tmp_path, rep)
+    assert partition(tmp_path, "202001").equals(legacy_days({18262, 18264}))
+    assert report["partitions"]["202001"]["rows"] == 2 * 1440
+    # The month keeps only legacy rows now: later runs leave it alone.
+    stats, again = parse(tmp_path, rep)
+    assert stats["partitions_written"] == 0 and again == report
+
+
+def test_unreadable_foreign_partition_is_not_overwritten(tmp_path):
+    part = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "202001.pqt"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"not parquet")
+    keys = real_spot_2020(tmp_path)
+    stats, report = parse(tmp_path, download_report(tmp_path, keys))
+    assert part.read_bytes() == b"not parquet"
+    assert report["untracked_partitions"]["202001"].startswith("unreadable")
+    assert report["files"] == {} and stats["files_waiting"] == keys
+    part.unlink()  # moved away by a person: the archives are parsed
+    stats, report = parse(tmp_path, download_report(tmp_path, keys))
+    assert stats["files_parsed"] == 3 and partition(tmp_path, "202001").num_rows == 4320
