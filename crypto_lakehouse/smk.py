@@ -44,7 +44,9 @@ def build_kwargs(smk, func: Callable) -> dict[str, Any]:
                 raise TypeError(f"argument {key!r} given twice to {func.__name__}")
             kwargs[key] = value
     accepted = inspect.signature(func).parameters
-    if "stats_path" in accepted and "stats_path" not in kwargs and "report_path" in kwargs:
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    wants_stats = "stats_path" in accepted or takes_any
+    if wants_stats and "stats_path" not in kwargs and "report_path" in kwargs:
         kwargs["stats_path"] = stats_path_for(kwargs["report_path"])
     return kwargs
 

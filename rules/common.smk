@@ -150,13 +150,16 @@ def get_api_klines_input(wildcards):
 
 
 def get_api_funding_input(wildcards):
-    if wildcards.symbol in indexed(wildcards.trade_type, "funding"):
-        return {
-            "parse_report": report_path(
-                "aws_parse", wildcards.trade_type, "funding", wildcards.symbol
-            )
-        }
-    return {}
+    inputs = {"exchange_info_path": f"{LH}/exchange_info/{wildcards.trade_type}.json"}
+    if has_archive_funding(wildcards):
+        inputs["parse_report"] = report_path(
+            "aws_parse", wildcards.trade_type, "funding", wildcards.symbol
+        )
+    return inputs
+
+
+def has_archive_funding(wildcards):
+    return wildcards.symbol in indexed(wildcards.trade_type, "funding")
 
 
 def get_api_args(wildcards):
@@ -173,7 +176,7 @@ def get_api_args(wildcards):
     )
     if "interval" in wildcards.keys():
         args["interval"] = wildcards.interval
-    elif not get_api_funding_input(wildcards):
+    elif not has_archive_funding(wildcards):
         args["parse_report"] = None
     return args
 
