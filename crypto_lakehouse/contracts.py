@@ -1,4 +1,4 @@
-"""COIN-M contract sizes for the VWAP fix (quirk Q3) and the gen_kline rule glue."""
+"""COIN-M contract sizes for the VWAP fix (quirk Q3)."""
 
 from __future__ import annotations
 
@@ -25,25 +25,3 @@ def contract_size_for(exchange_info_path, symbol: str, override: float | None = 
             f"set it in the config key contract_sizes.{symbol}"
         )
     return float(size)
-
-
-def run_gen_kline_rule(
-    *,
-    exchange_info=None,
-    contract_size_override=None,
-    parse_klines=None,
-    api_klines=None,
-    parse_funding=None,
-    api_funding=None,
-    **kwargs,
-):
-    """Entry point of rule gen_kline_symbol: resolves the contract size, then generates.
-
-    The report inputs are dependencies only; run_gen_kline reads the data files themselves.
-    """
-    from crypto_lakehouse.generate import run_gen_kline
-
-    contract_size = None
-    if kwargs["trade_type"] == "cm_futures" and kwargs.get("with_vwap", True):
-        contract_size = contract_size_for(exchange_info, kwargs["symbol"], contract_size_override)
-    return run_gen_kline(contract_size=contract_size, **kwargs)

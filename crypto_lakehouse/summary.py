@@ -26,6 +26,17 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _flatten(stats: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a stats record, nested keys joined with dots."""
+    flat: dict[str, float] = {}
+    for key, value in stats.items():
+        if _is_number(value):
+            flat[f"{prefix}{key}"] = value
+        elif isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+
+
 def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
     totals: dict[str, float] = {}
     problems: dict[str, dict] = {}
@@ -34,16 +45,15 @@ def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
         report = read_json(report_path, default={}) or {}
         stats = read_json(stats_path_for(report_path), default={}) or {}
         name = f"{Path(report_path).parent.name}/{Path(report_path).stem}"
-        for key, value in stats.items():
-            if _is_number(value):
-                totals[key] = totals.get(key, 0) + value
+        for key, value in _flatten(stats).items():
+            totals[key] = totals.get(key, 0) + value
         listed = {k: stats[k] for k in LIST_KEYS if stats.get(k)}
         if listed:
             problems[name] = listed
         picked = {k: report[k] for k in REPORT_FIGURES if report.get(k) not in (None, {}, [])}
         if picked:
             figures[name] = picked
-    seconds = totals.get("seconds") or 0
+    seconds = totals.get("seconds") or totals.get("seconds.total") or 0
     summary = {
         "stage": stage,
         "trade_type": trade_type,

@@ -1,0 +1,77 @@
+"""Rule-level entry points of the CPU stages: resolve what the rule hands over, skip
+unchanged symbols (crypto_lakehouse.incremental), then call the stage's logic."""
+
+from __future__ import annotations
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.contracts import contract_size_for
+from crypto_lakehouse.incremental import run_unless_unchanged
+
+
+def _gen_inputs(data_dir, trade_type, symbol, interval) -> list:
+    return [
+        layout.parsed_klines_dir(data_dir, trade_type, symbol, interval),
+        layout.api_klines_dir(data_dir, trade_type, symbol, interval),
+        layout.parsed_funding_path(data_dir, trade_type, symbol),
+        layout.api_funding_path(data_dir, trade_type, symbol),
+    ]
+
+
+def run_gen_kline_rule(
+    *,
+    report_path,
+    stats_path,
+    exchange_info=None,
+    contract_size_override=None,
+    parse_klines=None,
+    api_klines=None,
+    parse_funding=None,
+    api_funding=None,
+    **kwargs,
+):
+    """Rule gen_kline_symbol. The report inputs are dependencies only: the data files are
+    read by run_gen_kline itself."""
+    from crypto_lakehouse.generate import run_gen_kline
+
+    contract_size = None
+    if kwargs["trade_type"] == "cm_futures" and kwargs.get("with_vwap", True):
+        contract_size = contract_size_for(exchange_info, kwargs["symbol"], contract_size_override)
+    args = dict(kwargs, contract_size=contract_size)
+    return run_unless_unchanged(
+        stage="gen_kline",
+        data_dir=kwargs["data_dir"],
+        trade_type=kwargs["trade_type"],
+        dataset=f"klines-{kwargs['interval']}",
+        symbol=kwargs["symbol"],
+        inputs=_gen_inputs(
+            kwargs["data_dir"], kwargs["trade_type"], kwargs["symbol"], kwargs["interval"]
+        ),
+        params=args,
+        output_files=lambda report: [s["file"] for s in report.get("segments", [])],
+        report_path=report_path,
+        stats_path=stats_path,
+        build=lambda: run_gen_kline(report_path=report_path, stats_path=stats_path, **args),
+    )
+
+
+def run_resample_rule(*, gen_report, report_path, stats_path, **kwargs):
+    """Rule resample_symbol: inputs are the segment files the gen_kline report lists."""
+    from crypto_lakehouse.io import read_json
+    from crypto_lakehouse.resample import run_resample
+
+    segments = (read_json(gen_report, default={}) or {}).get("segments", [])
+    return run_unless_unchanged(
+        stage="resample",
+        data_dir=kwargs["data_dir"],
+        trade_type=kwargs["trade_type"],
+        dataset=f"klines-{kwargs['interval']}",
+        symbol=kwargs["symbol"],
+        inputs=[gen_report, *(f"{kwargs['data_dir']}/{s['file']}" for s in segments)],
+        params=kwargs,
+        output_files=lambda report: [o["file"] for o in report.get("outputs", [])],
+        report_path=report_path,
+        stats_path=stats_path,
+        build=lambda: run_resample(
+            gen_report=gen_report, report_path=report_path, stats_path=stats_path, **kwargs
+        ),
+    )
