@@ -6,11 +6,10 @@ import os
 import time
 from pathlib import Path
 
-from conftest import emulator_config, read_json, snakemake
-
 from crypto_lakehouse import layout
 from crypto_lakehouse.emulator.faults import Faults
 from crypto_lakehouse.emulator.generate import build_mirror
+from tests.e2e.e2e_helpers import emulator_config, read_json, snakemake
 
 START, END = "2023-01-01", "2024-06-03"  # 520 days: 1040 keys under one spot prefix
 SHORT = ("2024-05-30", "2024-06-03")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import snakemake
-from legacy_real import (
+
+from tests.e2e.e2e_helpers import snakemake
+from tests.e2e.legacy_real_scenario import (
     LEGACY,
     compare_frames,
     legacy_config,

@@ -4,9 +4,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 
 from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksum, sha256_file
+from tests.conftest import FIXTURES
 
 SPOT_DIR = FIXTURES / "legacy-v1-real" / "mirror" / "data" / "spot" / "daily" / "klines"
 UM_DIR = FIXTURES / "legacy-v1-real" / "mirror" / "data" / "futures" / "um" / "daily" / "klines"

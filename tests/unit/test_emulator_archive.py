@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import FIXTURES
 
 from crypto_lakehouse.emulator import Faults, SyntheticUniverse
 from crypto_lakehouse.emulator import generate as gen
 from crypto_lakehouse.emulator.mirrors import real_mirror
+from tests.conftest import FIXTURES
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 LEGACY_MIRROR = FIXTURES / "legacy-v1-real" / "mirror"

@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FIXTURES
 
 from crypto_lakehouse import io, layout
 from crypto_lakehouse.generate import run_gen_kline
 from crypto_lakehouse.resample import run_resample
 from crypto_lakehouse.schema import KLINE_SCHEMA
+from tests.conftest import FIXTURES
 
 LEGACY = FIXTURES / "legacy-v1-real"
 TOLERANCE = 1e-4

@@ -10,13 +10,13 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import FIXTURES
 
 from crypto_lakehouse import layout
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.parse import funding as funding_mod
 from crypto_lakehouse.parse.funding import run_parse_funding
 from crypto_lakehouse.schema import PARSED_FUNDING_SCHEMA, TIME_TYPE
+from tests.conftest import FIXTURES
 
 REAL_CSV = FIXTURES / "real" / "futures_um" / "fundingRate" / "BTCUSDT-fundingRate-2026-08.csv"
 HOUR = 3_600_000

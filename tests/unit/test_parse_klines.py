@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import FIXTURES
 
 from crypto_lakehouse import layout
 from crypto_lakehouse.io import read_json
@@ -25,6 +24,7 @@ from crypto_lakehouse.parse import klines as klines_mod
 from crypto_lakehouse.parse.klines import read_kline_archive, read_kline_archives, run_parse_klines
 from crypto_lakehouse.parse.validate import archive_period
 from crypto_lakehouse.schema import KLINE_SCHEMA
+from tests.conftest import FIXTURES
 
 REAL = FIXTURES / "real"
 LEGACY = FIXTURES / "legacy-v1-real"

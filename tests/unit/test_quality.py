@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FIXTURES
 
 from crypto_lakehouse import layout, quality
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.parse.klines import run_parse_klines
 from crypto_lakehouse.schema import KLINE_SCHEMA
+from tests.conftest import FIXTURES
 
 DAY = 86_400_000
 D0 = 19_000  # 2022-01-08 as a day number

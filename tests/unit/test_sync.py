@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import FIXTURES, REPO_ROOT
 
 from crypto_lakehouse import layout
 from crypto_lakehouse.archive import http
@@ -28,6 +27,7 @@ from crypto_lakehouse.archive.selection import key_period, select
 from crypto_lakehouse.archive.sync import SyncError, run_sync
 from crypto_lakehouse.emulator import Faults
 from crypto_lakehouse.parse.klines import run_parse_klines
+from tests.conftest import FIXTURES, REPO_ROOT
 
 MIRROR = FIXTURES / "legacy-v1-real" / "mirror"
 SPOT_DIR = "data/spot/daily/klines/BTCUSDT/1m/"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO, job_counts, run_snakemake, write_listing_index
+from tests.workflow.workflow_helpers import REPO, job_counts, run_snakemake, write_listing_index
 
 
 def test_snakemake_lint_is_clean(tmp_path):

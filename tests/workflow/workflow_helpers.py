@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -70,8 +68,3 @@ def write_listing_index(data_dir: Path, trade_type: str, dataset: str, symbols: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(index))
     return path
-
-
-@pytest.fixture
-def workdir(tmp_path):
-    return tmp_path
