@@ -1,21 +1,22 @@
-"""Glue between a Snakemake ``script:`` and a package entry point.
+"""Glue between a rule and a package entry point.
 
-Each ``scripts/<rule>.py`` is two lines: it hands its ``snakemake`` object and one entry point
-to :func:`run_rule`, which sets up logging and calls the entry point with keyword arguments
-built from the rule's named params, inputs and outputs. Scripts never read the config.
+Each ``scripts/<rule>.py`` is two lines: it hands one entry point to :func:`run_job`, which
+sets up logging and calls it with the keyword arguments the rule passed as JSON
+(``job_json`` in ``rules/common.smk``: the rule's args plus its named inputs and outputs).
+Rules with few jobs may use ``script:`` instead and :func:`run_rule`. Scripts never read
+the config.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from crypto_lakehouse.logs import configure_from_snakemake
-
-# Params that exist only so that a changed value reruns the job; never passed on.
-TRIGGER_PARAMS = ("digest", "refresh")
+from crypto_lakehouse.logs import configure_from_snakemake, configure_logging
 
 
 def stats_path_for(report_path: str | Path) -> str:
@@ -32,17 +33,18 @@ def _named(namedlist) -> dict[str, Any]:
 
 
 def build_kwargs(smk, func: Callable) -> dict[str, Any]:
+    """Keyword arguments of a ``script:`` rule: its named params, inputs and outputs."""
     kwargs: dict[str, Any] = {}
-    params = _named(smk.params)
-    # A params entry called "args" holds a dict of keyword arguments (built in common.smk).
-    kwargs.update(params.pop("args", {}) or {})
-    for trigger in TRIGGER_PARAMS:  # only there to make Snakemake rerun the job
-        params.pop(trigger, None)
-    for source in (params, _named(smk.input), _named(smk.output)):
+    for source in (_named(smk.params), _named(smk.input), _named(smk.output)):
         for key, value in source.items():
             if key in kwargs:
                 raise TypeError(f"argument {key!r} given twice to {func.__name__}")
             kwargs[key] = value
+    return with_stats_path(func, kwargs)
+
+
+def with_stats_path(func: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Add ``stats_path`` (derived from ``report_path``) when the entry point takes it."""
     accepted = inspect.signature(func).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
     wants_stats = "stats_path" in accepted or takes_any
@@ -57,4 +59,15 @@ def run_rule(smk, func: Callable) -> Any:
     logging.getLogger("crypto_lakehouse").info(
         "rule %s: %s(%s)", smk.rule, func.__name__, ", ".join(sorted(kwargs))
     )
+    return func(**kwargs)
+
+
+def run_job(func: Callable, argv: list[str] | None = None) -> Any:
+    """``scripts/<rule>.py JOB_JSON LOG_FILE``: run one job of a shell: rule."""
+    argv = sys.argv if argv is None else argv
+    if len(argv) != 3:
+        raise SystemExit(f"usage: {argv[0]} JOB_JSON LOG_FILE (called by the workflow's rules)")
+    configure_logging(argv[2])
+    kwargs = with_stats_path(func, json.loads(argv[1]))
+    logging.getLogger("crypto_lakehouse").info("%s(%s)", func.__name__, ", ".join(sorted(kwargs)))
     return func(**kwargs)

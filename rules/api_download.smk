@@ -14,10 +14,12 @@ rule exchange_info:
         rest_um=rest_slot("um_futures"),
         rest_cm=rest_slot("cm_futures"),
     params:
-        args=get_exchange_info_args,
+        job=job_json(get_exchange_info_args),
         refresh=get_listing_refresh,
-    script:
-        "../scripts/exchange_info.py"
+        python=PYTHON,
+        script=script_path("exchange_info"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download_klines:
@@ -35,9 +37,11 @@ rule api_download_klines:
         rest_um=rest_slot("um_futures"),
         rest_cm=rest_slot("cm_futures"),
     params:
-        args=get_api_args,
-    script:
-        "../scripts/api_download_klines.py"
+        job=job_json(get_api_args),
+        python=PYTHON,
+        script=script_path("api_download_klines"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download_funding:
@@ -55,9 +59,11 @@ rule api_download_funding:
         rest_um=rest_slot("um_futures"),
         rest_cm=rest_slot("cm_futures"),
     params:
-        args=get_api_args,
-    script:
-        "../scripts/api_download_funding.py"
+        job=job_json(get_api_args),
+        python=PYTHON,
+        script=script_path("api_download_funding"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download:

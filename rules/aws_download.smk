@@ -12,10 +12,12 @@ checkpoint list_archive:
     resources:
         archive_http=1,
     params:
-        args=get_listing_args,
+        job=job_json(get_listing_args),
         refresh=get_listing_refresh,
-    script:
-        "../scripts/list_archive.py"
+        python=PYTHON,
+        script=script_path("list_archive"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 # No input: the job is planned only after its listing was evaluated (stage_reports), and
@@ -32,10 +34,12 @@ rule aws_download_symbol:
     resources:
         archive_http=1,
     params:
-        args=get_download_args,
+        job=job_json(get_download_args),
         digest=get_symbol_digest,
-    script:
-        "../scripts/aws_download_symbol.py"
+        python=PYTHON,
+        script=script_path("aws_download_symbol"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_download:

@@ -15,9 +15,11 @@ rule aws_parse_klines:
         mem_mb=2000,
         runtime=30,
     params:
-        args=get_parse_args,
-    script:
-        "../scripts/aws_parse_klines.py"
+        job=job_json(get_parse_args),
+        python=PYTHON,
+        script=script_path("aws_parse_klines"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_parse_funding:
@@ -33,9 +35,11 @@ rule aws_parse_funding:
         mem_mb=1000,
         runtime=10,
     params:
-        args=get_parse_args,
-    script:
-        "../scripts/aws_parse_funding.py"
+        job=job_json(get_parse_args),
+        python=PYTHON,
+        script=script_path("aws_parse_funding"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_parse:

@@ -14,10 +14,11 @@ rule gen_kline_symbol:
         mem_mb=2000,
         runtime=30,
     params:
-        args=get_gen_args,
-        contract_size_override=get_contract_size_override,
-    script:
-        "../scripts/gen_kline_symbol.py"
+        job=job_json(get_gen_args),
+        python=PYTHON,
+        script=script_path("gen_kline_symbol"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule gen_kline:

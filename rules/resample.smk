@@ -14,9 +14,11 @@ rule resample_symbol:
         mem_mb=2000,
         runtime=30,
     params:
-        args=get_resample_args,
-    script:
-        "../scripts/resample_symbol.py"
+        job=job_json(get_resample_args),
+        python=PYTHON,
+        script=script_path("resample_symbol"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule resample:

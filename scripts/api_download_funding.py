@@ -1,7 +1,9 @@
-"""Snakemake wrapper of rule `api_download_funding`: calls crypto_lakehouse.rest.funding.run_api_funding."""
+"""Rule `api_download_funding`: calls crypto_lakehouse.rest.funding.run_api_funding.
+
+Usage (by the rule's shell command): python scripts/api_download_funding.py JOB_JSON LOG_FILE
+"""
 
 from crypto_lakehouse.rest.funding import run_api_funding
+from crypto_lakehouse.smk import run_job
 
-from crypto_lakehouse.smk import run_rule
-
-run_rule(snakemake, run_api_funding)  # noqa: F821 (snakemake is injected by the script: directive)
+run_job(run_api_funding)

@@ -1,7 +1,9 @@
-"""Snakemake wrapper of rule `aws_parse_klines`: calls crypto_lakehouse.parse.klines.run_parse_klines."""
+"""Rule `aws_parse_klines`: calls crypto_lakehouse.parse.klines.run_parse_klines.
+
+Usage (by the rule's shell command): python scripts/aws_parse_klines.py JOB_JSON LOG_FILE
+"""
 
 from crypto_lakehouse.parse.klines import run_parse_klines
+from crypto_lakehouse.smk import run_job
 
-from crypto_lakehouse.smk import run_rule
-
-run_rule(snakemake, run_parse_klines)  # noqa: F821 (snakemake is injected by the script: directive)
+run_job(run_parse_klines)

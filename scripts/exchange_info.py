@@ -1,7 +1,9 @@
-"""Snakemake wrapper of rule `exchange_info`: calls crypto_lakehouse.rest.exchange_info.run_exchange_info."""
+"""Rule `exchange_info`: calls crypto_lakehouse.rest.exchange_info.run_exchange_info.
+
+Usage (by the rule's shell command): python scripts/exchange_info.py JOB_JSON LOG_FILE
+"""
 
 from crypto_lakehouse.rest.exchange_info import run_exchange_info
+from crypto_lakehouse.smk import run_job
 
-from crypto_lakehouse.smk import run_rule
-
-run_rule(snakemake, run_exchange_info)  # noqa: F821 (snakemake is injected by the script: directive)
+run_job(run_exchange_info)

@@ -1,7 +1,9 @@
-"""Snakemake wrapper of rule `gen_kline_symbol`: calls crypto_lakehouse.generate.run_gen_kline
-(through crypto_lakehouse.jobs: contract size, skip when inputs are unchanged)."""
+"""Rule `gen_kline_symbol`: calls crypto_lakehouse.jobs.run_gen_kline_rule.
+
+Usage (by the rule's shell command): python scripts/gen_kline_symbol.py JOB_JSON LOG_FILE
+"""
 
 from crypto_lakehouse.jobs import run_gen_kline_rule
-from crypto_lakehouse.smk import run_rule
+from crypto_lakehouse.smk import run_job
 
-run_rule(snakemake, run_gen_kline_rule)  # noqa: F821 (snakemake is injected by the script: directive)
+run_job(run_gen_kline_rule)

@@ -1,6 +1,9 @@
-"""Snakemake wrapper of rule `list_archive`: calls crypto_lakehouse.archive.listing.run_listing."""
+"""Rule `list_archive`: calls crypto_lakehouse.archive.listing.run_listing.
+
+Usage (by the rule's shell command): python scripts/list_archive.py JOB_JSON LOG_FILE
+"""
 
 from crypto_lakehouse.archive.listing import run_listing
-from crypto_lakehouse.smk import run_rule
+from crypto_lakehouse.smk import run_job
 
-run_rule(snakemake, run_listing)  # noqa: F821 (snakemake is injected by the script: directive)
+run_job(run_listing)

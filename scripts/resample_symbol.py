@@ -1,7 +1,9 @@
-"""Snakemake wrapper of rule `resample_symbol`: calls crypto_lakehouse.resample.run_resample
-(through crypto_lakehouse.jobs: skip when the generated klines are unchanged)."""
+"""Rule `resample_symbol`: calls crypto_lakehouse.jobs.run_resample_rule.
+
+Usage (by the rule's shell command): python scripts/resample_symbol.py JOB_JSON LOG_FILE
+"""
 
 from crypto_lakehouse.jobs import run_resample_rule
-from crypto_lakehouse.smk import run_rule
+from crypto_lakehouse.smk import run_job
 
-run_rule(snakemake, run_resample_rule)  # noqa: F821 (snakemake is injected by the script: directive)
+run_job(run_resample_rule)

@@ -38,7 +38,10 @@ def test_bad_config_value_names_the_key(tmp_path):
 def test_dry_run_before_listing_plans_only_the_listing(tmp_path):
     proc = run_snakemake(tmp_path, "-n", config={"data_dir": str(tmp_path / "d")})
     counts = job_counts(proc.stdout)
-    assert counts["list_archive"] == 3  # one per trade type until the checkpoints ran
+    # Every listing (spot klines; um and cm klines and funding) is planned up front, and
+    # nothing else until the checkpoints ran.
+    assert counts["list_archive"] == 5
+    assert "aws_download_symbol" not in counts
 
 
 def test_dry_run_plans_one_job_per_symbol_and_stage(tmp_path):
