@@ -54,7 +54,9 @@ def daily_kline_key(trade_type: str, symbol: str, interval: str, day: str) -> st
 
 def monthly_kline_key(trade_type: str, symbol: str, interval: str, month: str) -> str:
     """``month`` is ``YYYY-MM``."""
-    return f"{kline_dir_key(trade_type, symbol, interval, 'monthly')}{symbol}-{interval}-{month}.zip"
+    return (
+        f"{kline_dir_key(trade_type, symbol, interval, 'monthly')}{symbol}-{interval}-{month}.zip"
+    )
 
 
 def funding_key(trade_type: str, symbol: str, month: str) -> str:
@@ -88,7 +90,12 @@ def results_klines_dir(data_dir, trade_type, interval) -> Path:
 
 def resampled_dir(data_dir, trade_type, resample_interval, offset) -> Path:
     return (
-        Path(data_dir) / "results_data" / trade_type / "resampled_klines" / resample_interval / offset
+        Path(data_dir)
+        / "results_data"
+        / trade_type
+        / "resampled_klines"
+        / resample_interval
+        / offset
     )
 
 

@@ -70,7 +70,8 @@ def check_config(config: dict) -> None:
                         {"interval": t["interval"], "offset_step": t["offset_step"]}
                         for t in targets
                         if t["trade_type"] == trade_type
-                    ]
+                    ],
+                    base_interval=config["interval"],
                 )
         except ValueError as exc:
             raise ConfigError(f"config key 'resample.targets': {exc}") from exc

@@ -2,8 +2,9 @@
 
 ``{data_dir}/lakehouse/summaries/{stage}/{trade_type}.json`` aggregates the per-symbol
 stats files of that stage (files, bytes, seconds, retries, errors, quarantined files, ...)
-and the figures the reports carry (quality, freshness, accuracy). Numeric stats are summed
-over symbols; see docs/summaries.md.
+and the figures the reports carry (quality, freshness, accuracy). Counters are summed over
+symbols (nested keys joined with dots); rates are recomputed from the sums, never summed.
+See docs/summaries.md.
 """
 
 from __future__ import annotations
@@ -17,24 +18,66 @@ from crypto_lakehouse.smk import stats_path_for
 
 log = logging.getLogger(__name__)
 
-# Report keys whose values are copied per symbol into the summary (when present).
-REPORT_FIGURES = ("quality", "quality_score", "freshness", "accuracy", "quarantined", "skipped")
-LIST_KEYS = ("errors", "warnings", "quarantined", "failed")
+# Stats lists that name problems: copied per symbol into "problems" when non-empty.
+LIST_KEYS = ("errors", "warnings", "quarantined", "failed", "failures", "quality_failures")
+# Counters shown in the headline line, when the stage has them.
+HEADLINE_KEYS = (
+    "files_total",
+    "files_downloaded",
+    "files_parsed",
+    "files_written",
+    "bytes",
+    "csv_bytes",
+    "rows.output",
+    "rows_written",
+    "candles",
+    "requests",
+    "weight",
+    "http_429",
+    "retries",
+    "files_failed",
+    "files_quarantined",
+    "skipped_unchanged",
+)
 
 
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _is_rate(key: str) -> bool:
+    return key.endswith(("_per_s", "_per_min"))
+
+
 def _flatten(stats: dict, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a stats record, nested keys joined with dots."""
+    """Numeric leaves of a stats record (rates left out), nested keys joined with dots."""
     flat: dict[str, float] = {}
     for key, value in stats.items():
-        if _is_number(value):
+        if _is_number(value) and not _is_rate(key):
             flat[f"{prefix}{key}"] = value
         elif isinstance(value, dict):
             flat.update(_flatten(value, f"{prefix}{key}."))
     return flat
+
+
+def report_figures(report: dict) -> dict:
+    """Quality (parse), freshness (REST), accuracy and gate results (gen_kline, resample)."""
+    figures = {}
+    quality = report.get("quality")
+    if isinstance(quality, dict) and "score" in quality:
+        figures["quality_score"] = quality["score"]
+        figures["missing_rows"] = quality.get("missing_rows")
+    for key in ("freshness_lag_minutes", "last_candle", "status"):
+        if report.get(key) not in (None, "ok"):
+            figures[key] = report[key]
+    if report.get("missing_days"):
+        figures["missing_day_ranges"] = len(report["missing_days"])
+    for key in ("quarantined", "quality_failures", "failures", "input_problems"):
+        if report.get(key):
+            figures[key] = report[key]
+    if report.get("funding_events_outside_segments"):
+        figures["funding_events_outside_segments"] = report["funding_events_outside_segments"]
+    return figures
 
 
 def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
@@ -50,10 +93,9 @@ def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
         listed = {k: stats[k] for k in LIST_KEYS if stats.get(k)}
         if listed:
             problems[name] = listed
-        picked = {k: report[k] for k in REPORT_FIGURES if report.get(k) not in (None, {}, [])}
+        picked = report_figures(report)
         if picked:
             figures[name] = picked
-    seconds = totals.get("seconds") or totals.get("seconds.total") or 0
     summary = {
         "stage": stage,
         "trade_type": trade_type,
@@ -63,20 +105,38 @@ def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
         "figures": figures,
         "written_at_unix": int(time.time()),
     }
-    if seconds and "bytes" in totals:
-        summary["throughput_mb_s"] = totals["bytes"] / 1e6 / seconds
-    if seconds and "files" in totals:
-        summary["throughput_files_s"] = totals["files"] / seconds
+    scores = [f["quality_score"] for f in figures.values() if "quality_score" in f]
+    if scores:
+        summary["quality_score_min"] = min(scores)
+        summary["quality_score_mean"] = sum(scores) / len(scores)
+    lags = [f["freshness_lag_minutes"] for f in figures.values() if "freshness_lag_minutes" in f]
+    if lags:
+        summary["freshness_lag_minutes_max"] = max(lags)
+    seconds = totals.get("seconds") or totals.get("seconds.total") or 0
+    volume = totals.get("bytes") or totals.get("csv_bytes")
+    if seconds and volume:
+        summary["throughput_mb_s"] = volume / 1e6 / seconds
+    files = (
+        totals.get("files_downloaded") or totals.get("files_parsed") or totals.get("files_written")
+    )
+    if seconds and files:
+        summary["throughput_files_s"] = files / seconds
     return summary
 
 
 def headline(summary: dict) -> str:
     t = summary.get("totals", {})
     parts = [f"{summary['stage']}/{summary['trade_type']}: {summary['symbols']} symbols"]
-    for key in ("files", "bytes", "rows", "requests", "retries", "errors", "quarantined"):
-        if key in t:
+    for key in HEADLINE_KEYS:
+        if t.get(key):
             value = t[key]
-            parts.append(f"{key}={value / 1e6:.1f}MB" if key == "bytes" else f"{key}={value:g}")
+            if key in ("bytes", "csv_bytes"):
+                parts.append(f"{key.replace('bytes', 'MB')}={value / 1e6:.1f}")
+            else:
+                parts.append(f"{key}={value:g}")
+    for key in ("quality_score_min", "freshness_lag_minutes_max", "throughput_mb_s"):
+        if key in summary:
+            parts.append(f"{key}={summary[key]:.3g}")
     if summary["problems"]:
         parts.append(f"symbols with problems={len(summary['problems'])}")
     return ", ".join(parts)

@@ -2,6 +2,7 @@
 # Rules live in the topic files; functions live here (snakemake --lint wants them apart).
 
 import json
+import os
 import sys
 
 import crypto_lakehouse.plan as plan
@@ -10,7 +11,7 @@ from snakemake.utils import validate
 validate(config, schema="../config/config.schema.yaml")
 plan.check_config(config)
 
-DATA = config["data_dir"]
+DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as legacy
 LH = f"{DATA}/lakehouse"
 INTERVAL = config["interval"]
 KLINES = f"klines-{INTERVAL}"

@@ -6,8 +6,8 @@ Content-Length on every answer so clients can keep connections alive.
 
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 import socket
 import threading
 import time

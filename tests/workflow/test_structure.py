@@ -69,3 +69,13 @@ def test_dry_run_plans_one_job_per_symbol_and_stage(tmp_path):
     assert counts["exchange_info"] == 3
     assert counts["summarize"] == 15
     assert "list_archive" not in counts  # indexes exist: no re-listing in the same day
+
+
+def test_invalid_resample_offset_is_rejected_at_config_validation(tmp_path):
+    config = {
+        "data_dir": str(tmp_path / "d"),
+        "resample": {"targets": [{"trade_type": "spot", "interval": "1h", "offset_step": "1h"}]},
+    }
+    proc = run_snakemake(tmp_path, "-n", config=config, check=False)
+    assert proc.returncode != 0
+    assert "resample.targets" in proc.stdout + proc.stderr

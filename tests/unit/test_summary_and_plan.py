@@ -1,0 +1,147 @@
+"""Run summaries (crypto_lakehouse.summary) and workflow-time helpers (crypto_lakehouse.plan)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from crypto_lakehouse.plan import ConfigError, check_config, resolve_dates
+from crypto_lakehouse.summary import headline, run_summary
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def test_summary_sums_counters_recomputes_rates_and_collects_problems(tmp_path):
+    lh = tmp_path / "lakehouse"
+    reports = []
+    for sym, nbytes, secs, quarantined in (
+        ("AAAUSDT", 3_000_000, 2.0, {}),
+        ("BBBUSDT", 1_000_000, 2.0, {"k.zip": "no CHECKSUM"}),
+    ):
+        rep = lh / "reports/aws_download/spot/klines-1m" / f"{sym}.json"
+        _write(rep, {"symbol": sym, "quarantined": quarantined})
+        _write(
+            lh / "stats/aws_download/spot/klines-1m" / f"{sym}.json",
+            {
+                "bytes": nbytes,
+                "seconds": secs,
+                "files_downloaded": 10,
+                "retries": 1,
+                "mb_per_s": nbytes / 1e6 / secs,
+                "files_quarantined": len(quarantined),
+                "seconds_detail": {"verify": 0.5},
+            },
+        )
+        reports.append(rep)
+    out = lh / "summaries/aws_download/spot.json"
+    summary = run_summary(
+        stage="aws_download", trade_type="spot", summary=str(out), reports=reports
+    )
+    assert json.loads(out.read_text())["totals"] == summary["totals"]
+    assert summary["symbols"] == 2
+    assert summary["totals"]["bytes"] == 4_000_000 and summary["totals"]["retries"] == 2
+    assert summary["totals"]["seconds_detail.verify"] == 1.0
+    assert "mb_per_s" not in summary["totals"]  # a rate summed over symbols means nothing
+    assert summary["throughput_mb_s"] == pytest.approx(1.0)  # 4 MB in 4 s
+    assert summary["throughput_files_s"] == pytest.approx(5.0)
+    assert summary["figures"] == {"klines-1m/BBBUSDT": {"quarantined": {"k.zip": "no CHECKSUM"}}}
+    line = headline(summary)
+    assert (
+        "aws_download/spot: 2 symbols" in line
+        and "MB=4.0" in line
+        and "files_quarantined=1" in line
+    )
+
+
+def test_summary_figures_quality_and_freshness(tmp_path):
+    lh = tmp_path / "lakehouse"
+    parse = lh / "reports/aws_parse/um_futures/klines-1m/X.json"
+    _write(parse, {"quality": {"score": 0.75, "missing_rows": 360}})
+    api = lh / "reports/api_download/um_futures/klines-1m/X.json"
+    _write(api, {"freshness_lag_minutes": 90, "missing_days": [["2024-01-01", "2024-01-02"]]})
+    s1 = run_summary(
+        stage="aws_parse",
+        trade_type="um_futures",
+        summary=str(tmp_path / "a.json"),
+        reports=[parse],
+    )
+    s2 = run_summary(
+        stage="api_download",
+        trade_type="um_futures",
+        summary=str(tmp_path / "b.json"),
+        reports=[api],
+    )
+    assert s1["quality_score_min"] == 0.75 and s1["figures"]["klines-1m/X"]["missing_rows"] == 360
+    assert s2["freshness_lag_minutes_max"] == 90
+    assert s2["figures"]["klines-1m/X"]["missing_day_ranges"] == 1
+
+
+def test_resolve_dates():
+    today = dt.date(2026, 11, 26)
+    assert resolve_dates(None, None, None, today) == (None, "2026-11-26")
+    assert resolve_dates(None, None, 30, today) == ("2026-10-28", "2026-11-26")
+    assert resolve_dates("2024-01-01", "2024-01-31", 5, today) == ("2024-01-01", "2024-01-31")
+    with pytest.raises(ConfigError, match="start_date"):
+        resolve_dates("2024-02-01", "2024-01-31", None, today)
+    with pytest.raises(ConfigError, match="end_date"):
+        resolve_dates(None, "2024-02-30", None, today)
+
+
+def _config(**over):
+    cfg = {
+        "interval": "1m",
+        "start_date": None,
+        "end_date": None,
+        "lookback_days": None,
+        "resample": {"targets": [{"trade_type": "spot", "interval": "1h", "offset_step": "5m"}]},
+    }
+    cfg.update(over)
+    return cfg
+
+
+def test_check_config_names_the_key():
+    check_config(_config())
+    with pytest.raises(ConfigError, match="resample.targets"):
+        check_config(
+            _config(
+                resample={
+                    "targets": [{"trade_type": "spot", "interval": "1h", "offset_step": "1h"}]
+                }
+            )
+        )
+    # Targets are checked against the configured base interval, not a fixed 1m.
+    with pytest.raises(ConfigError, match="resample.targets"):
+        check_config(
+            _config(
+                interval="1h",
+                resample={
+                    "targets": [{"trade_type": "spot", "interval": "5m", "offset_step": "0m"}]
+                },
+            )
+        )
+    with pytest.raises(ConfigError, match="interval"):
+        check_config(_config(interval="7x"))
+
+
+def test_run_job_passes_json_kwargs_and_derives_the_stats_path(tmp_path):
+    from crypto_lakehouse.smk import run_job, stats_path_for
+
+    seen = {}
+
+    def entry(*, symbol, report_path, stats_path):
+        seen.update(symbol=symbol, report_path=report_path, stats_path=stats_path)
+        return 7
+
+    report = str(tmp_path / "lakehouse/reports/gen_kline/spot/klines-1m/BTCUSDT.json")
+    job = json.dumps({"symbol": "BTCUSDT", "report_path": report})
+    assert run_job(entry, ["script.py", job, str(tmp_path / "job.log")]) == 7
+    assert seen["stats_path"] == stats_path_for(report)
+    assert seen["stats_path"].endswith("lakehouse/stats/gen_kline/spot/klines-1m/BTCUSDT.json")
+    assert "entry(report_path, stats_path, symbol)" in (tmp_path / "job.log").read_text()
+    with pytest.raises(SystemExit, match="JOB_JSON LOG_FILE"):
+        run_job(entry, ["script.py"])
