@@ -16,10 +16,9 @@ rule exchange_info:
     params:
         job=job_json(get_exchange_info_args),
         refresh=get_listing_refresh,
-        python=PYTHON,
         script=script_path("exchange_info"),
     shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+        "python3 {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download_klines:
@@ -38,10 +37,9 @@ rule api_download_klines:
         rest_cm=rest_slot("cm_futures"),
     params:
         job=job_json(get_api_args),
-        python=PYTHON,
         script=script_path("api_download_klines"),
     shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+        "python3 {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download_funding:
@@ -60,10 +58,9 @@ rule api_download_funding:
         rest_cm=rest_slot("cm_futures"),
     params:
         job=job_json(get_api_args),
-        python=PYTHON,
         script=script_path("api_download_funding"),
     shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+        "python3 {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download:

@@ -14,10 +14,9 @@ checkpoint list_archive:
     params:
         job=job_json(get_listing_args),
         refresh=get_listing_refresh,
-        python=PYTHON,
         script=script_path("list_archive"),
     shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+        "python3 {params.script:q} {params.job:q} {log:q}"
 
 
 # No input: the job is planned only after its listing was evaluated (stage_reports), and
@@ -36,10 +35,9 @@ rule aws_download_symbol:
     params:
         job=job_json(get_download_args),
         digest=get_symbol_digest,
-        python=PYTHON,
         script=script_path("aws_download_symbol"),
     shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+        "python3 {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_download:

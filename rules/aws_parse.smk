@@ -16,10 +16,9 @@ rule aws_parse_klines:
         runtime=30,
     params:
         job=job_json(get_parse_args),
-        python=PYTHON,
         script=script_path("aws_parse_klines"),
     shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+        "python3 {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_parse_funding:
@@ -36,10 +35,9 @@ rule aws_parse_funding:
         runtime=10,
     params:
         job=job_json(get_parse_args),
-        python=PYTHON,
         script=script_path("aws_parse_funding"),
     shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+        "python3 {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_parse:

@@ -3,7 +3,6 @@
 
 import json
 import os
-import sys
 
 import crypto_lakehouse.plan as plan
 from snakemake.utils import validate
@@ -43,13 +42,12 @@ wildcard_constraints:
     stage="|".join(plan.STAGES),
 
 
-# Jobs run their scripts with the interpreter that runs Snakemake (as script: would).
-PYTHON = sys.executable
-
-
 # ------------------------------------------------------------------ paths
 def script_path(rule_name):
-    return str(workflow.source_path(f"../scripts/{rule_name}.py"))
+    # Jobs run `python3 scripts/<rule>.py`: the environment with crypto_lakehouse installed
+    # must be the active one (as for `snakemake` itself). The path is a params value, so it
+    # must be stable between runs (a source-cache path would rerun every job every time).
+    return os.path.join(workflow.basedir, "scripts", f"{rule_name}.py")
 
 
 def job_json(args_function):

@@ -15,10 +15,9 @@ rule gen_kline_symbol:
         runtime=30,
     params:
         job=job_json(get_gen_args),
-        python=PYTHON,
         script=script_path("gen_kline_symbol"),
     shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+        "python3 {params.script:q} {params.job:q} {log:q}"
 
 
 rule gen_kline:

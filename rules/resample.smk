@@ -15,10 +15,9 @@ rule resample_symbol:
         runtime=30,
     params:
         job=job_json(get_resample_args),
-        python=PYTHON,
         script=script_path("resample_symbol"),
     shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+        "python3 {params.script:q} {params.job:q} {log:q}"
 
 
 rule resample:
