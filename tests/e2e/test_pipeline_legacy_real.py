@@ -4,6 +4,8 @@ where the fixture README lists a legacy defect that we fix (cm VWAP, Q3)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -69,5 +71,24 @@ def test_cm_vwap_is_usd_per_coin_from_the_contract_size(pipeline_run):
 
 def test_second_run_downloads_nothing(pipeline_run):
     _, _, second, counts = pipeline_run
-    assert counts.get("get", 0) == 0
-    assert "Nothing to be done" in second.stdout + second.stderr or counts.get("rest", 0) == 0
+    assert counts.get("get", 0) == 0 and counts.get("rest", 0) == 0
+    assert "Nothing to be done" in second.stdout + second.stderr
+
+
+def test_run_summaries_are_written_and_announced(pipeline_run):
+    data, first, *_ = pipeline_run
+    for stage in ("aws_download", "aws_parse", "api_download", "gen_kline", "resample"):
+        for trade_type in ("spot", "um_futures", "cm_futures"):
+            summary = json.loads(
+                (data / f"lakehouse/summaries/{stage}/{trade_type}.json").read_text()
+            )
+            assert summary["symbols"] >= 1, (stage, trade_type)
+    parse = json.loads((data / "lakehouse/summaries/aws_parse/spot.json").read_text())
+    # docs/quality.md: the symbol score is the mean day score over the record, gaps included:
+    # 5 complete archive days (score 1) among the 1828 days 2020-01-01 … 2025-01-01.
+    assert parse["quality_score_min"] == pytest.approx(5 / 1828, abs=1e-6)
+    api = json.loads((data / "lakehouse/summaries/api_download/um_futures.json").read_text())
+    # um BTCUSDT: last candle 2022-09-05 23:59, end date 2025-01-01 → 849 days behind
+    assert api["freshness_lag_minutes_max"] == 849 * 1440
+    out = first.stdout + first.stderr
+    assert "crypto_lakehouse run summaries in" in out and "aws_download/spot: 1 symbols" in out
