@@ -22,6 +22,23 @@ KLINE_SOURCE_FIELDS = (
     "ignore",
 )
 
+# The same 12 fields as Binance names them: the header line of newer futures CSVs
+# (binance-facts §4.1) and the column names of REST kline arrays.
+ARCHIVE_KLINE_FIELDS = (
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+)
+
 # Parsed and API klines: 10 columns (legacy §10.1).
 KLINE_SCHEMA = pa.schema(
     [

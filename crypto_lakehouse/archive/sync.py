@@ -56,6 +56,7 @@ from crypto_lakehouse import io, layout
 from crypto_lakehouse.archive import http
 from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksum, sha256_file
 from crypto_lakehouse.archive.selection import key_period, parse_day, select
+from crypto_lakehouse.quarantine import quarantine_archive
 
 log = logging.getLogger(__name__)
 
@@ -246,20 +247,7 @@ class _Syncer:
     def quarantine(self, out: Outcome, reason: str, kept_body: bool = False) -> Outcome:
         """Move what we have of a defective file out of ``aws_data``; never ``.verified``."""
         key = out.key
-        dest = layout.quarantine_path(self.data_dir, key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.verified_marker(key).unlink()
-        final = self.local(key)
-        if final.exists():
-            if kept_body:
-                final.unlink()  # an older version; the defective new body is in quarantine
-            else:
-                os.replace(final, dest)
-        checksum_local = self.local(key + CHECKSUM_SUFFIX)
-        if checksum_local.exists():
-            os.replace(checksum_local, layout.quarantine_path(self.data_dir, key + CHECKSUM_SUFFIX))
-        io.write_text(Path(f"{dest}.reason"), reason + "\n")
+        quarantine_archive(self.data_dir, key, reason, discard_local=kept_body)
         log.warning("quarantined %s: %s", key, reason)
         out.status, out.reason = "quarantined", reason
         return out

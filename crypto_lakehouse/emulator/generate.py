@@ -36,21 +36,9 @@ import pyarrow.compute as pc
 from .. import layout
 from ..intervals import candles_per_day, interval_ms
 from ..io import write_bytes
+from ..schema import ARCHIVE_KLINE_FIELDS
 
-KLINE_COLUMNS = [
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "ignore",
-]
+KLINE_COLUMNS = list(ARCHIVE_KLINE_FIELDS)
 KLINE_HEADER = ",".join(KLINE_COLUMNS)
 FUNDING_COLUMNS = ["calc_time", "funding_interval_hours", "last_funding_rate"]
 FUNDING_HEADER = ",".join(FUNDING_COLUMNS)

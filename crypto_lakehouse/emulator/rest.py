@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from crypto_lakehouse.intervals import DAY_MS, interval_ms
+from crypto_lakehouse.schema import ARCHIVE_KLINE_FIELDS
 
 FAMILIES = {"/api/": "spot", "/fapi/": "um", "/dapi/": "cm"}
 PREFIX = {"spot": "/api/v3", "um": "/fapi/v1", "cm": "/dapi/v1"}
@@ -62,20 +63,7 @@ CM_MAX_SPAN_MS = 200 * DAY_MS
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 
 # Column order of a REST kline array (binance-facts §4.1).
-_KLINE_FIELDS = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "ignore",
-)
+_KLINE_FIELDS = ARCHIVE_KLINE_FIELDS
 _LEGACY_TO_REST = {
     "candle_begin_time": "open_time",
     "trade_num": "count",

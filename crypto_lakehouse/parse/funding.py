@@ -50,8 +50,8 @@ from crypto_lakehouse.parse.validate import (
     check_finite,
     check_times,
     format_ms,
-    quarantine_archive,
 )
+from crypto_lakehouse.quarantine import quarantine_archive
 from crypto_lakehouse.schema import PARSED_FUNDING_SCHEMA, TIME_TYPE
 
 log = logging.getLogger(__name__)

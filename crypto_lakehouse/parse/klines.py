@@ -61,8 +61,8 @@ from crypto_lakehouse.parse.validate import (
     check_times,
     format_ms,
     grid_origin,
-    quarantine_archive,
 )
+from crypto_lakehouse.quarantine import quarantine_archive
 from crypto_lakehouse.schema import KLINE_COLUMNS, KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
 
 log = logging.getLogger(__name__)

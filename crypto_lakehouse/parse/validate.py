@@ -9,8 +9,6 @@ header included), so a person can open the file at that line.
 from __future__ import annotations
 
 import calendar
-import contextlib
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from crypto_lakehouse import io, layout
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.parse.csv_reader import ArchiveDefect
 
@@ -162,21 +159,3 @@ def check_finite(table: pa.Table, header_lines: int, label: str) -> None:
 # ---------------------------------------------------------------- quarantine
 def _with_suffix(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
-
-
-def quarantine_archive(data_dir: str | Path, key: str, reason: str) -> Path:
-    """Move a defective archive out of ``aws_data``; returns its quarantine path.
-
-    The ``.verified`` marker goes first: if the run dies half-way the file is merely
-    unverified, so the download job re-checks it instead of anyone trusting it.
-    """
-    src = layout.aws_path(data_dir, key)
-    dst = layout.quarantine_path(data_dir, key)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        _with_suffix(src, ".verified").unlink()
-    for suffix in ("", ".CHECKSUM"):
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(_with_suffix(src, suffix), _with_suffix(dst, suffix))
-    io.write_text(_with_suffix(dst, ".reason"), reason + "\n")
-    return dst

@@ -1,0 +1,41 @@
+"""Quarantine: where defective archives go, out of ``aws_data`` and never ``.verified``.
+
+Used by the download (a CHECKSUM that never matches, a missing CHECKSUM) and by the parse (a
+structurally bad CSV). A quarantined zip keeps its CHECKSUM beside it and a ``.reason`` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from crypto_lakehouse import io, layout
+
+
+def _with_suffix(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def quarantine_archive(
+    data_dir: str | Path, key: str, reason: str, *, discard_local: bool = False
+) -> Path:
+    """Move a defective archive out of ``aws_data``; returns its quarantine path.
+
+    The ``.verified`` marker goes first: if the run dies half-way the file is merely
+    unverified, so the download job re-checks it instead of anyone trusting it.
+    ``discard_local`` deletes the local zip instead of moving it (it is an older version
+    whose defective replacement was already put in quarantine).
+    """
+    src = layout.aws_path(data_dir, key)
+    dst = layout.quarantine_path(data_dir, key)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        _with_suffix(src, ".verified").unlink()
+    if discard_local:
+        src.unlink(missing_ok=True)
+    for suffix in ("", ".CHECKSUM"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(_with_suffix(src, suffix), _with_suffix(dst, suffix))
+    io.write_text(_with_suffix(dst, ".reason"), reason + "\n")
+    return dst
