@@ -9,6 +9,8 @@ runs in this process through its own command-line entry point, so workflow profi
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -98,8 +100,10 @@ def snakemake_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--config", f"interval={args.interval}"]
     if args.dry_run:
         argv.append("--dry-run")
-    argv += list(args.snakemake_args)
+    # The target before the pass-through options: an option taking several values (such as
+    # --config) would otherwise swallow it.
     argv.append(args.target)
+    argv += list(args.snakemake_args)
     return argv
 
 
@@ -114,9 +118,56 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+_JOB_RE = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
+_TRADE_TYPE_RE = re.compile(r"^\s+wildcards:.*\btrade_type=(\w+)")
+
+
+def plan_table(dry_run_output: str) -> str:
+    """Job counts per rule and trade type, from the job blocks of a dry run's output."""
+    counts: dict[tuple[str, str], int] = {}
+    rule = None
+    for line in dry_run_output.splitlines():
+        m = _JOB_RE.match(line.strip()) if not line.startswith(" ") else None
+        if m:
+            if rule is not None:
+                counts[rule] = counts.get(rule, 0) + 1
+            rule = (m.group(1), "(none)")
+            continue
+        t = _TRADE_TYPE_RE.match(line)
+        if t and rule is not None:
+            rule = (rule[0], t.group(1))
+    if rule is not None:
+        counts[rule] = counts.get(rule, 0) + 1
+    trade_types = sorted({t for _, t in counts})
+    rules = sorted(
+        {r for r, _ in counts},
+        key=lambda r: list(counts).index((r, next(t for rr, t in counts if rr == r))),
+    )
+    width = max([len(r) for r in rules] + [4])
+    lines = [
+        "Plan: jobs per rule and trade type",
+        f"{'rule':<{width}}  " + "  ".join(f"{t:>10}" for t in trade_types),
+    ]
+    for r in rules:
+        lines.append(
+            f"{r:<{width}}  " + "  ".join(f"{counts.get((r, t), 0):>10}" for t in trade_types)
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     smk_argv = snakemake_argv(args)
+    if args.dry_run:
+        # A dry run is read back to add the per-trade-type plan to Snakemake's per-rule table.
+        proc = subprocess.run(
+            [sys.executable, "-m", "snakemake", *smk_argv], capture_output=True, text=True
+        )
+        sys.stdout.write(proc.stdout)
+        sys.stderr.write(proc.stderr)
+        if proc.returncode == 0:
+            print(plan_table(proc.stdout + proc.stderr))
+        return proc.returncode
     from snakemake.cli import main as snakemake_main
 
     try:
