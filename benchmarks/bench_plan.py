@@ -82,8 +82,9 @@ def main() -> None:
             len(json.loads(p.read_text())["symbols"])
             for p in (work / "data/lakehouse/listing").glob("*/klines-*.json")
         )
-        wall, peak, out = snakemake(work, config, "-n", "all")
+        wall, peak, out = snakemake(work, config, "-n", "-q", "all")
         counts = job_counts(out)
+        wall_verbose, peak_verbose, _ = snakemake(work, config, "-n", "all")
 
         small = Path(tmp) / "small"
         small.mkdir()

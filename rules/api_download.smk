@@ -10,9 +10,7 @@ rule exchange_info:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        rest_spot=rest_slot("spot"),
-        rest_um=rest_slot("um_futures"),
-        rest_cm=rest_slot("cm_futures"),
+        rest_jobs=1,
     params:
         job=job_json(get_exchange_info_args),
         refresh=get_listing_refresh,
@@ -32,9 +30,7 @@ rule api_download_klines:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        rest_spot=rest_slot("spot"),
-        rest_um=rest_slot("um_futures"),
-        rest_cm=rest_slot("cm_futures"),
+        rest_jobs=1,
     params:
         job=job_json(get_api_args),
         script=script_path("api_download_klines"),
@@ -53,9 +49,7 @@ rule api_download_funding:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        rest_spot=rest_slot("spot"),
-        rest_um=rest_slot("um_futures"),
-        rest_cm=rest_slot("cm_futures"),
+        rest_jobs=1,
     params:
         job=job_json(get_api_args),
         script=script_path("api_download_funding"),

@@ -262,11 +262,6 @@ def get_resample_args(wildcards):
     )
 
 
-def rest_slot(trade_type):
-    """Resource callable: one slot of the REST budget of the given host family."""
-    return lambda wildcards: int(wildcards.trade_type == trade_type)
-
-
 # ------------------------------------------------------------------ targets and summaries
 def stage_reports(stage, trade_type):
     """Every per-symbol report of one stage and trade type."""
