@@ -97,8 +97,12 @@ def main() -> None:
     )
     print("jobs per rule:", json.dumps(counts))
     print(
-        f"dry run of all: {wall:.1f} s wall, peak RSS {peak:.0f} MB "
+        f"dry run of all (snakemake -n -q all): {wall:.1f} s wall, peak RSS {peak:.0f} MB "
         f"(goal < 30 s and < 1 GB); {counts.get('total', 0)} jobs"
+    )
+    print(
+        f"dry run printing every job (snakemake -n all): {wall_verbose:.1f} s wall, "
+        f"peak RSS {peak_verbose:.0f} MB"
     )
     print(
         f"baseline (default job, before listing): {base_wall:.1f} s; ratio {wall / base_wall:.1f}x"
