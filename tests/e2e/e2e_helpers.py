@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.workflow.workflow_helpers import REPO, run_snakemake
+
+__all__ = ["REPO", "emulator_config", "read_json", "snakemake"]
 
 
 def emulator_config(base_url: str, data_dir: Path, **overrides) -> dict:
@@ -28,29 +28,10 @@ def emulator_config(base_url: str, data_dir: Path, **overrides) -> dict:
 
 
 def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900, check: bool = True):
-    cfg = workdir / "e2e-config.json"
-    cfg.write_text(json.dumps(config))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(cfg),
-        "--cores",
-        "2",
-        *args,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
-            f"{proc.stdout[-3000:]}\n{proc.stderr[-12000:]}"
-        )
-    return proc
+    """``snakemake --cores 2 ARGS`` with ``config`` in ``workdir`` (see run_snakemake)."""
+    return run_snakemake(
+        workdir, "--cores", "2", *args, config=config, timeout=timeout, check=check
+    )
 
 
 def read_json(path: Path):
