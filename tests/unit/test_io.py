@@ -1,0 +1,54 @@
+"""Atomic writes (crypto_lakehouse.io): a failed or killed write never leaves a file that
+looks complete."""
+
+from __future__ import annotations
+
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crypto_lakehouse import io
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "a" / "x.pqt"
+    io.write_bytes(target, b"old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x.pqt"]
+
+
+def test_temp_names_are_never_matched_by_data_globs(tmp_path):
+    target = tmp_path / "202401.pqt"
+    with io.atomic_path(target) as tmp:
+        assert tmp.parent == target.parent
+        assert not tmp.match("*.pqt") and not tmp.match("*.zip") and tmp.name.startswith(".tmp-")
+        # A leftover of a killed run is found and removed by remove_stale_temps.
+        leftover = tmp.with_name(tmp.name + "x.part")
+        leftover.write_bytes(b"")
+        tmp.write_bytes(b"data")
+    assert io.remove_stale_temps(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["202401.pqt"]
+
+
+def test_touch_and_writes_survive_a_removed_folder(tmp_path):
+    marker = tmp_path / "d" / "k.zip.verified"
+    io.touch(marker)
+    assert marker.exists() and marker.stat().st_size == 0
+    shutil.rmtree(tmp_path / "d")  # the folder disappears after it was first seen
+    io.touch(marker)
+    io.write_json(tmp_path / "d" / "r.json", {"b": 1, "a": 2})
+    assert (tmp_path / "d" / "r.json").read_text() == '{\n "a": 2,\n "b": 1\n}\n'
+    assert not io.write_json_if_changed(tmp_path / "d" / "r.json", {"a": 2, "b": 1})
+
+
+def test_write_parquet_adds_metadata(tmp_path):
+    table = pa.table({"x": [1, 2]})
+    io.write_parquet(tmp_path / "t.pqt", table, metadata={"interval": "1m"})
+    meta = pq.read_schema(tmp_path / "t.pqt").metadata
+    assert meta[b"interval"] == b"1m"
