@@ -139,10 +139,7 @@ def plan_table(dry_run_output: str) -> str:
     if rule is not None:
         counts[rule] = counts.get(rule, 0) + 1
     trade_types = sorted({t for _, t in counts})
-    rules = sorted(
-        {r for r, _ in counts},
-        key=lambda r: list(counts).index((r, next(t for rr, t in counts if rr == r))),
-    )
+    rules = list(dict.fromkeys(r for r, _ in counts))  # in the order the dry run printed
     width = max([len(r) for r in rules] + [4])
     lines = [
         "Plan: jobs per rule and trade type",

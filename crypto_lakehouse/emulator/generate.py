@@ -75,6 +75,31 @@ def spot_time_unit(day: str | date) -> str:
 
 
 # ---------------------------------------------------------------- klines
+def day_frame(
+    d: date, step: int, opens, highs, lows, closes, volume, quote, trades, taker, taker_quote
+) -> pd.DataFrame:
+    """The 12 archive columns of one UTC day's candles (times in ms) from their values."""
+    n = len(opens)
+    open_time = int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()) * 1000
+    open_times = open_time + np.arange(n, dtype=np.int64) * step
+    return pd.DataFrame(
+        {
+            "open_time": open_times,
+            "open": opens,
+            "high": highs,
+            "low": lows,
+            "close": closes,
+            "volume": volume,
+            "close_time": open_times + step - 1,
+            "quote_volume": quote,
+            "count": np.asarray(trades).astype(np.int64),
+            "taker_buy_volume": taker,
+            "taker_buy_quote_volume": taker_quote,
+            "ignore": np.zeros(n, dtype=np.int64),
+        }
+    )
+
+
 def kline_frame(
     trade_type: str,
     symbol: str,
@@ -144,23 +169,8 @@ def kline_frame(
             col[idle] = 0.0
         trades[idle] = 0
 
-    open_time = int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()) * 1000
-    open_times = open_time + np.arange(n, dtype=np.int64) * step
-    frame = pd.DataFrame(
-        {
-            "open_time": open_times,
-            "open": opens,
-            "high": highs,
-            "low": lows,
-            "close": closes,
-            "volume": volume,
-            "close_time": open_times + step - 1,
-            "quote_volume": quote,
-            "count": trades.astype(np.int64),
-            "taker_buy_volume": taker,
-            "taker_buy_quote_volume": taker_quote,
-            "ignore": np.zeros(n, dtype=np.int64),
-        }
+    frame = day_frame(
+        d, step, opens, highs, lows, closes, volume, quote, trades, taker, taker_quote
     )
     keep = np.ones(n, dtype=bool)
     keep[list(missing)] = False

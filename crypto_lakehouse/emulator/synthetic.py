@@ -31,6 +31,7 @@ from .generate import (
     PRINT_DECIMALS,
     _seed,
     checksum_bytes,
+    day_frame,
     spot_time_unit,
     zip_bytes,
 )
@@ -360,23 +361,9 @@ class SyntheticUniverse:
             taker = np.clip(np.round(volume * share, 3), 10, volume)
             quote = np.round(volume * vwap, 5)
             taker_quote = np.minimum(np.round(taker * vwap, 5), quote)
-        t0 = int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()) * 1000
-        open_times = t0 + np.arange(n, dtype=np.int64) * step
-        return pd.DataFrame(
-            {
-                "open_time": open_times,
-                "open": opens,
-                "high": highs,
-                "low": lows,
-                "close": closes,
-                "volume": volume,
-                "close_time": open_times + step - 1,
-                "quote_volume": quote,
-                "count": rng.integers(100, 1000, n),
-                "taker_buy_volume": taker,
-                "taker_buy_quote_volume": taker_quote,
-                "ignore": np.zeros(n, dtype=np.int64),
-            }
+        trades = rng.integers(100, 1000, n)
+        return day_frame(
+            d, step, opens, highs, lows, closes, volume, quote, trades, taker, taker_quote
         )
 
     def _funding_frame(self, tt: str, sym: str, month: str) -> pd.DataFrame:
