@@ -100,7 +100,7 @@ class ThreadSessions:
             self._all.clear()
 
 
-def _classify(url: str, status: int) -> ArchiveHTTPError | None:
+def classify(url: str, status: int) -> ArchiveHTTPError | None:
     if 200 <= status < 300:
         return None
     if status == 404:
@@ -117,7 +117,7 @@ def get_once(session: requests.Session, url: str, *, params=None, timeout_s: flo
         body = resp.content
     except _NETWORK_ERRORS as exc:  # incl. ChunkedEncodingError: body cut short
         raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
-    error = _classify(resp.url or url, resp.status_code)
+    error = classify(resp.url or url, resp.status_code)
     if error is not None:
         raise error
     expected = None if resp.headers.get("Content-Encoding") else resp.headers.get("Content-Length")
@@ -166,7 +166,7 @@ def stream_to_file(
     n_bytes = 0
     try:
         with session.get(url, stream=True, timeout=timeout_s) as resp:
-            error = _classify(url, resp.status_code)
+            error = classify(url, resp.status_code)
             if error is not None:
                 raise error
             with open(dest, "wb") as out:

@@ -48,12 +48,12 @@ import contextlib
 import logging
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from crypto_lakehouse import io, layout
-from crypto_lakehouse.archive import http
+from crypto_lakehouse.archive import connections, http
 from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksum, sha256_file
 from crypto_lakehouse.archive.selection import key_period, parse_day, select
 from crypto_lakehouse.quarantine import quarantine_archive
@@ -148,7 +148,7 @@ class _Syncer:
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.listing = listing
-        self.sessions = http.ThreadSessions(self.archive_url)
+        self.conns = connections.ThreadConnections(timeout_s)
 
     # -------------------------------------------------------------- paths
     def local(self, key: str) -> Path:
@@ -185,7 +185,6 @@ class _Syncer:
 
     def fetch(self, key: str) -> Outcome:
         """Download ``key`` and its CHECKSUM, verify, mark; retries inside."""
-        session = self.sessions.get()
         checksum_key = key + CHECKSUM_SUFFIX
         out = Outcome(key, "failed")
         if checksum_key not in self.listing:
@@ -198,9 +197,7 @@ class _Syncer:
             try:
                 if expected is None:
                     out.requests += 1
-                    body = http.get_once(
-                        session, f"{self.archive_url}/{checksum_key}", timeout_s=self.timeout_s
-                    )
+                    body = connections.get_bytes(self.conns, f"{self.archive_url}/{checksum_key}")
                     line = parse_checksum(body, checksum_key)
                     if line.file_name != final.name:
                         log.warning("%s names %r, not %r", checksum_key, line.file_name, final.name)
@@ -208,8 +205,8 @@ class _Syncer:
                     expected = line.sha256
                 out.requests += 1
                 with io.atomic_path(final) as tmp:
-                    n_bytes, digest = http.stream_to_file(
-                        session, f"{self.archive_url}/{key}", tmp, timeout_s=self.timeout_s
+                    n_bytes, digest = connections.stream_to_file(
+                        self.conns, f"{self.archive_url}/{key}", tmp
                     )
                     out.bytes += n_bytes
                     if digest != expected:
@@ -253,7 +250,7 @@ class _Syncer:
         return out
 
     def close(self) -> None:
-        self.sessions.close()
+        self.conns.close()
 
 
 def run_sync(
@@ -494,7 +491,9 @@ def _run_pass(
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             pending = {pool.submit(run, item) for item in work}
             while pending:
-                done, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
+                # Wakes every PROGRESS_EVERY_S, not per file: a main thread woken on every
+                # completion competes with the workers for the GIL.
+                done, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=ALL_COMPLETED)
                 for fut in done:
                     o = fut.result()
                     outcomes[o.key] = o

@@ -1,0 +1,227 @@
+"""``archive.connections``: the ``http.client`` downloader's HTTP behaviour.
+
+Scripted servers answer exactly what a case needs (stale keep-alive, redirects, chunked and
+short bodies); the emulator serves real objects and plays an HTTP proxy (it accepts
+absolute-form request targets, as a proxy receives them).
+"""
+
+import hashlib
+import socket
+import socketserver
+import threading
+from pathlib import Path
+
+import pytest
+
+from crypto_lakehouse.archive import connections, http
+from tests.conftest import FIXTURES
+
+MIRROR = FIXTURES / "legacy-v1-real" / "mirror"
+KEY = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip"
+
+
+class ScriptedServer:
+    """Loopback TCP server; ``answer(request_head, n)`` returns the raw bytes to send for
+    the n-th request (1-based, over all connections) and whether to close afterwards."""
+
+    def __init__(self, answer):
+        self.requests: list[bytes] = []
+        self.connections = 0
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                outer.connections += 1
+                buf = b""
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        data = self.request.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                    head, buf = buf.split(b"\r\n\r\n", 1)
+                    outer.requests.append(head)
+                    raw, close = answer(head, len(outer.requests))
+                    self.request.sendall(raw)
+                    if close:
+                        self.request.shutdown(socket.SHUT_RDWR)
+                        return
+
+        socketserver.ThreadingTCPServer.daemon_threads = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def make(answer):
+        servers.append(ScriptedServer(answer))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def ok(body: bytes, extra: str = "") -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+@pytest.fixture
+def conns():
+    c = connections.ThreadConnections(timeout_s=5)
+    yield c
+    c.close()
+
+
+def test_object_streams_to_file_with_its_sha256(tmp_path, emulator, conns):
+    emu = emulator(mirror_dir=MIRROR)
+    expected = (MIRROR / KEY).read_bytes()
+    dest = tmp_path / "out.zip"
+    n_bytes, digest = connections.stream_to_file(conns, f"{emu.base_url}/{KEY}", dest)
+    assert dest.read_bytes() == expected
+    assert (n_bytes, digest) == (len(expected), hashlib.sha256(expected).hexdigest())
+    checksum = connections.get_bytes(conns, f"{emu.base_url}/{KEY}.CHECKSUM")
+    assert checksum == (MIRROR / f"{KEY}.CHECKSUM").read_bytes()
+
+
+def test_requests_of_one_thread_share_one_keep_alive_connection(scripted, conns):
+    server = scripted(lambda head, n: (ok(b"x" * n), False))
+    bodies = [connections.get_bytes(conns, f"{server.url}/k{i}") for i in range(1, 4)]
+    assert bodies == [b"x", b"xx", b"xxx"]
+    assert server.connections == 1
+    first = server.requests[0].decode().split("\r\n")
+    assert first[0] == "GET /k1 HTTP/1.1"
+    # Hashes are over the published bytes: the client must not invite compression.
+    assert "Accept-Encoding: identity" in first
+
+
+def test_idle_connection_closed_by_the_server_is_reopened_transparently(scripted, conns):
+    # The first answer says keep-alive but the server closes right after it, as S3 does
+    # with idle connections: the next GET meets a dead socket and must not fail.
+    server = scripted(lambda head, n: (ok(b"body"), n == 1))
+    assert connections.get_bytes(conns, f"{server.url}/a") == b"body"
+    assert connections.get_bytes(conns, f"{server.url}/b") == b"body"
+    assert server.connections == 2
+
+
+def test_redirects_are_followed_to_the_object(tmp_path, scripted, emulator, conns):
+    emu = emulator(mirror_dir=MIRROR)
+    moved = f"HTTP/1.1 301 Moved Permanently\r\nLocation: {emu.base_url}/{KEY}\r\n"
+    server = scripted(lambda head, n: ((moved + "Content-Length: 0\r\n\r\n").encode(), False))
+    n_bytes, _ = connections.stream_to_file(conns, f"{server.url}/{KEY}", tmp_path / "z")
+    assert n_bytes == (MIRROR / KEY).stat().st_size
+
+
+def test_chunked_body_is_decoded(tmp_path, scripted, conns):
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    server = scripted(lambda head, n: (chunked, False))
+    n_bytes, digest = connections.stream_to_file(conns, f"{server.url}/c", tmp_path / "c")
+    assert (tmp_path / "c").read_bytes() == b"abcde"
+    assert digest == hashlib.sha256(b"abcde").hexdigest() and n_bytes == 5
+
+
+@pytest.mark.parametrize("fetch", ["stream", "bytes"])
+def test_body_cut_short_is_a_transient_error(tmp_path, scripted, conns, fetch):
+    short = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"y" * 40
+    server = scripted(lambda head, n: (short, True))
+    with pytest.raises(http.TransientError, match="/cut"):
+        if fetch == "stream":
+            connections.stream_to_file(conns, f"{server.url}/cut", tmp_path / "cut")
+        else:
+            connections.get_bytes(conns, f"{server.url}/cut")
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(404, http.NotFound), (503, http.TransientError), (400, http.HTTPStatusError)],
+)
+def test_status_classes_and_the_connection_survives_an_error_body(scripted, conns, status, error):
+    def answer(head, n):
+        if n == 1:
+            body = b"<Error>no</Error>"
+            return (
+                f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body,
+                False,
+            )
+        return ok(b"fine"), False
+
+    server = scripted(answer)
+    with pytest.raises(error):
+        connections.get_bytes(conns, f"{server.url}/first")
+    assert connections.get_bytes(conns, f"{server.url}/second") == b"fine"
+    assert server.connections == 1
+
+
+def test_refused_connection_is_transient(conns):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connections are refused
+        with pytest.raises(http.TransientError, match="ConnectionRefused"):
+            connections.get_bytes(conns, f"http://127.0.0.1:{port}/x")
+
+
+def test_silent_server_times_out_as_transient(scripted):
+    server = scripted(lambda head, n: (b"", False))  # reads the request, never answers
+    slow = connections.ThreadConnections(timeout_s=0.3)
+    try:
+        with pytest.raises(http.TransientError, match="timed out"):
+            connections.get_bytes(slow, f"{server.url}/x")
+    finally:
+        slow.close()
+
+
+def test_http_proxy_from_the_environment_gets_absolute_urls(monkeypatch, emulator, scripted):
+    # The archive host does not resolve: the object can only arrive through the proxy.
+    emu = emulator(mirror_dir=MIRROR)
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:p%40ss@127.0.0.1:{emu.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    via_proxy = connections.ThreadConnections(timeout_s=5)
+    try:
+        body = connections.get_bytes(via_proxy, f"http://archive.invalid/{KEY}.CHECKSUM")
+    finally:
+        via_proxy.close()
+    assert body == (MIRROR / f"{KEY}.CHECKSUM").read_bytes()
+
+    # What went over the wire: absolute-form target and Basic credentials ("user:p@ss").
+    server = scripted(lambda head, n: (ok(b"k"), False))
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:p%40ss@127.0.0.1:{server.url.rsplit(':', 1)[1]}")
+    seen = connections.ThreadConnections(timeout_s=5)
+    try:
+        assert connections.get_bytes(seen, "http://archive.invalid/some/key") == b"k"
+    finally:
+        seen.close()
+    lines = server.requests[0].decode().split("\r\n")
+    assert lines[0] == "GET http://archive.invalid/some/key HTTP/1.1"
+    assert "Proxy-Authorization: Basic dXNlcjpwQHNz" in lines
+
+
+def test_no_proxy_bypasses_the_proxy(monkeypatch, scripted):
+    server = scripted(lambda head, n: (ok(b"direct"), False))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = connections.ThreadConnections(timeout_s=5)
+    try:
+        assert connections.get_bytes(direct, f"{server.url}/x") == b"direct"
+    finally:
+        direct.close()
+
+
+def test_disk_errors_are_not_mistaken_for_network_errors(emulator, conns, tmp_path):
+    emu = emulator(mirror_dir=MIRROR)
+    missing_dir = tmp_path / "no" / "such" / "dir" / "out.zip"
+    with pytest.raises(FileNotFoundError):
+        connections.stream_to_file(conns, f"{emu.base_url}/{KEY}", Path(missing_dir))
+    # The unread body must not poison the thread's next request.
+    checksum = connections.get_bytes(conns, f"{emu.base_url}/{KEY}.CHECKSUM")
+    assert checksum == (MIRROR / f"{KEY}.CHECKSUM").read_bytes()
