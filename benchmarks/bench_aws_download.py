@@ -21,9 +21,6 @@ What it does:
 5. Times ``aria2c -i <list> -j32 -x4 -q`` on the same zip + CHECKSUM URLs into an empty
    directory (no verification, as in legacy ``aws_download``).
 6. Prints files/s (zips + CHECKSUMs) and MB/s for both and the ratio.
-
-``--server-nodelay`` removes the emulator's ~40 ms Nagle/delayed-ACK stall on small
-responses (see ``_NODELAY_MAIN``), so that the configured latency is the only delay.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -86,28 +84,10 @@ def build_mirror(mirror: Path, n_symbols: int, n_days: int) -> int:
     return n_symbols * n_days
 
 
-# The emulator writes headers and body in two send() calls; with Nagle on the server and
-# delayed ACKs on the client a small keep-alive response (a CHECKSUM) then waits ~40 ms.
-# ``--server-nodelay`` starts the emulator with TCP_NODELAY on its sockets so that the
-# configured latency is the only delay.
-_NODELAY_MAIN = """
-import socket, sys
-from crypto_lakehouse.emulator import server, __main__ as emulator_main
-_orig = server._Server.process_request
-def _process_request(self, request, client_address):
-    request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return _orig(self, request, client_address)
-server._Server.process_request = _process_request
-sys.exit(emulator_main.main(sys.argv[1:]))
-"""
-
-
-def start_emulator(
-    mirror: Path, latency: float, nodelay: bool = False
-) -> tuple[subprocess.Popen, str]:
-    launcher = ["-c", _NODELAY_MAIN] if nodelay else ["-m", "crypto_lakehouse.emulator"]
+def start_emulator(mirror: Path, latency: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, *launcher, "--mirror", str(mirror), "--latency", str(latency)],
+        [sys.executable, "-m", "crypto_lakehouse.emulator", "--mirror", str(mirror),
+         "--latency", str(latency)],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
@@ -130,8 +110,19 @@ def _sync_symbol(args: tuple) -> dict:
     )  # fmt: skip
 
 
-def time_ours(symbols, details_dir, data_dir, base_url, concurrency, mode) -> tuple[float, int]:
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its reaped children (pool workers, aria2c)."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def time_ours(symbols, details_dir, data_dir, base_url, concurrency, mode):
+    """``(wall s, CPU s, bytes)``."""
     jobs = [(s, str(details_dir), str(data_dir), base_url, concurrency) for s in symbols]
+    c0 = cpu_seconds()
     t0 = time.perf_counter()
     if mode == "sequential":
         stats = [_sync_symbol(j) for j in jobs]
@@ -139,23 +130,26 @@ def time_ours(symbols, details_dir, data_dir, base_url, concurrency, mode) -> tu
         with ProcessPoolExecutor(max_workers=2) as pool:
             stats = list(pool.map(_sync_symbol, jobs))
     seconds = time.perf_counter() - t0
-    return seconds, sum(s["bytes"] for s in stats)
+    return seconds, cpu_seconds() - c0, sum(s["bytes"] for s in stats)
 
 
-def time_aria2(keys, base_url, out_dir: Path, work: Path) -> tuple[float, int]:
+def time_aria2(keys, base_url, out_dir: Path, work: Path):
+    """``(wall s, CPU s, bytes)``."""
     input_file = work / "aria2-input.txt"
     lines = []
     for key in keys:
         for k in (key, f"{key}.CHECKSUM"):
             lines.append(f"{base_url}/{k}\n  dir={out_dir / Path(k).parent}\n")
     input_file.write_text("".join(lines))
+    c0 = cpu_seconds()
     t0 = time.perf_counter()
     result = subprocess.run(["aria2c", "-i", str(input_file), "-j32", "-x4", "-q"])
     seconds = time.perf_counter() - t0
+    cpu = cpu_seconds() - c0
     if result.returncode != 0:
         print(f"warning: aria2c exited with {result.returncode}", file=sys.stderr)
     n_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
-    return seconds, n_bytes
+    return seconds, cpu, n_bytes
 
 
 def main(argv=None) -> int:
@@ -166,7 +160,6 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=64, help="run_sync threads per job")
     p.add_argument("--mode", choices=("sequential", "cores2"), default="sequential")
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_aws_download"))
-    p.add_argument("--server-nodelay", action="store_true", help="TCP_NODELAY in the emulator")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if shutil.which("aria2c") is None:
@@ -177,7 +170,7 @@ def main(argv=None) -> int:
     n_zips = build_mirror(mirror, args.symbols, args.days)
     n_files = 2 * n_zips  # zip + CHECKSUM
     symbols = symbol_names(args.symbols)
-    emu, base_url = start_emulator(mirror, args.latency, args.server_nodelay)
+    emu, base_url = start_emulator(mirror, args.latency)
     try:
         listing_dir = work / "listing"
         shutil.rmtree(listing_dir, ignore_errors=True)
@@ -194,7 +187,7 @@ def main(argv=None) -> int:
 
         data_dir = work / "ours"
         shutil.rmtree(data_dir, ignore_errors=True)
-        ours_s, ours_bytes = time_ours(
+        ours_s, ours_cpu, ours_bytes = time_ours(
             symbols, listing_dir / "klines-1m", data_dir, base_url, args.concurrency, args.mode
         )
         n_verified = len(list((data_dir / "aws_data").rglob("*.zip.verified")))
@@ -202,25 +195,26 @@ def main(argv=None) -> int:
 
         aria_dir = work / "aria2"
         shutil.rmtree(aria_dir, ignore_errors=True)
-        aria_s, aria_bytes = time_aria2(keys, base_url, aria_dir, work)
+        aria_s, aria_cpu, aria_bytes = time_aria2(keys, base_url, aria_dir, work)
         n_aria = sum(1 for p in aria_dir.rglob("*") if p.is_file() and p.suffix != ".aria2")
     finally:
         emu.terminate()
         emu.wait(timeout=10)
 
-    def line(name, seconds, n, n_bytes):
+    def line(name, seconds, cpu, n, n_bytes):
         print(
             f"{name:<34} {n:>6} files {n_bytes / 1e6:>8.1f} MB {seconds:>7.2f} s "
-            f"{n / seconds:>8.1f} files/s {n_bytes / 1e6 / seconds:>7.2f} MB/s"
+            f"{n / seconds:>8.1f} files/s {n_bytes / 1e6 / seconds:>7.2f} MB/s "
+            f"CPU {cpu * 1000 / n:.2f} ms/file"
         )
 
     print(
         f"mirror: {args.symbols} symbols x {args.days} days = {n_zips} zips + {n_zips} "
         f"CHECKSUMs; latency {args.latency * 1000:.0f} ms/request; ours: {args.mode}, "
-        f"{args.concurrency} threads per job; server TCP_NODELAY: {args.server_nodelay}"
+        f"{args.concurrency} threads per job"
     )
-    line("run_sync (download + SHA-256)", ours_s, n_files, ours_bytes)
-    line("aria2c -j32 -x4 (no verification)", aria_s, n_aria, aria_bytes)
+    line("run_sync (download + SHA-256)", ours_s, ours_cpu, n_files, ours_bytes)
+    line("aria2c -j32 -x4 (no verification)", aria_s, aria_cpu, n_aria, aria_bytes)
     print(f"ratio files/s ours / aria2: {(n_files / ours_s) / (n_aria / aria_s):.2f}")
     return 0
 

@@ -24,7 +24,6 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
-from email.utils import formatdate
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 from xml.sax.saxutils import escape
@@ -60,13 +59,13 @@ class DirectorySource:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._root = str(self.root)
         self._md5: dict[str, tuple[int, int, str]] = {}
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path | None:
-        if not key or key.startswith("/") or ".." in key.split("/") or "\\" in key:
-            return None
-        return self.root / key
+        path = self._file(key)
+        return None if path is None else Path(path)
 
     def list_dir(self, dir_prefix: str) -> Sequence[str]:
         path = self._path(dir_prefix.rstrip("/")) if dir_prefix else self.root
@@ -84,36 +83,63 @@ class DirectorySource:
         out.sort()
         return out
 
+    def _file(self, key: str) -> str | None:
+        # A string, not a Path: this runs for every GET and HEAD.
+        if not key or key[0] == "/" or "\\" in key or ".." in key.split("/"):
+            return None
+        return f"{self._root}/{key}"
+
     def info(self, key: str) -> ObjectInfo | None:
-        path = self._path(key)
+        path = self._file(key)
         if path is None:
             return None
         try:
-            st = path.stat()
-        except OSError:
+            st = os.stat(path)
+        except (OSError, ValueError):
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
+        return self._info(key, st, None)
+
+    def _info(self, key: str, st: os.stat_result, body: bytes | None) -> ObjectInfo | None:
         cached = self._md5.get(key)
         if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
             etag = cached[2]
         else:
-            try:
-                etag = hashlib.md5(path.read_bytes()).hexdigest()
-            except OSError:
-                return None
+            if body is None:
+                body = self.read(key)
+                if body is None:
+                    return None
+            etag = hashlib.md5(body).hexdigest()
             with self._lock:
                 self._md5[key] = (st.st_size, st.st_mtime_ns, etag)
         return ObjectInfo(st.st_size, st.st_mtime, f'"{etag}"')
 
     def read(self, key: str) -> bytes | None:
-        path = self._path(key)
-        if path is None or not path.is_file():
+        got = self.fetch(key, meta=False)
+        return None if got is None else got[1]
+
+    def fetch(self, key: str, meta: bool = True) -> tuple[ObjectInfo | None, bytes] | None:
+        """``(info(key), read(key))`` from one open file (a GET needs both); ``meta=False``
+        skips the info."""
+        path = self._file(key)
+        if path is None:
             return None
         try:
-            return path.read_bytes()
-        except OSError:
+            # O_NONBLOCK: opening a FIFO must not wait for a writer.
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb", buffering=0) as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    return None
+                body = f.readall()
+        except (OSError, ValueError):
             return None
+        if not meta:
+            return None, body
+        if len(body) != st.st_size:  # the file changed while read: describe what was read
+            etag = f'"{hashlib.md5(body).hexdigest()}"'
+            return ObjectInfo(len(body), st.st_mtime, etag), body
+        return self._info(key, st, body), body
 
 
 class LazySeq(Sequence[str]):
@@ -245,8 +271,33 @@ def iso_time(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_http_times: dict[int, str] = {}  # epoch second -> http_time
+
+
 def http_time(epoch: float) -> str:
-    return formatdate(epoch, usegmt=True)
+    """``Mon, 01 Apr 2026 08:06:34 GMT``, as ``formatdate(epoch, usegmt=True)``; cached per
+    second (it runs for every GET and HEAD, and a mirror's files share few seconds)."""
+    whole = int(epoch // 1)
+    if epoch - whole >= 0.9999995:  # formatdate rounds to microseconds first
+        whole += 1
+    text = _http_times.get(whole)
+    if text is None:
+        t = time.gmtime(whole)
+        text = "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+            _DAYS[t.tm_wday],
+            t.tm_mday,
+            _MONTHS[t.tm_mon - 1],
+            t.tm_year,
+            t.tm_hour,
+            t.tm_min,
+            t.tm_sec,
+        )
+        if len(_http_times) >= 65536:
+            _http_times.clear()
+        _http_times[whole] = text
+    return text
 
 
 def page_xml(
