@@ -14,10 +14,10 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Folders known to exist: a downloader creates thousands of files in a few folders, and a
 # mkdir per file (a failing syscall plus a stat) was a visible share of its CPU time.
@@ -135,6 +135,10 @@ def write_parquet(
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
+    # Imported here: the download jobs use this module but not Parquet, and pyarrow (with
+    # numpy and its BLAS threads) costs ~120 ms per job start.
+    import pyarrow.parquet as pq
+
     options = {"compression": "zstd", **write_options}
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **options)
