@@ -32,8 +32,9 @@ import certifi
 import requests.utils
 
 from .. import __version__
-from .http import STREAM_CHUNK_BYTES, TransientError, classify
+from .http import TransientError, classify
 
+STREAM_CHUNK_BYTES = 1 << 16
 MAX_REDIRECTS = 5
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _HEADERS = {

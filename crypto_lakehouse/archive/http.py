@@ -1,5 +1,5 @@
-"""HTTP for the archive: sessions, retries with exponential back-off and jitter, and
-streamed downloads that hash while they write.
+"""HTTP for the archive: failure classes, retries with exponential back-off and jitter, and
+``requests`` sessions for the listings (object downloads: :mod:`.connections`).
 
 Failure classes (legacy-behaviour Q20):
 - ``NotFound`` (404): the object does not exist; permanent, never retried here.
@@ -10,13 +10,11 @@ Failure classes (legacy-behaviour Q20):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -29,7 +27,6 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 TRANSIENT_STATUS = frozenset({403, 429, 500, 502, 503, 504})
-STREAM_CHUNK_BYTES = 1 << 16
 # Errors of the connection or the body, raised by requests, urllib3 or the socket.
 _NETWORK_ERRORS = (requests.RequestException, Urllib3Error, ConnectionError, TimeoutError)
 
@@ -152,37 +149,3 @@ def get_with_retries(
             log.debug("retry %d/%d after %s", retry + 1, max_retries, exc)
             time.sleep(backoff_delay(retry))
             retry += 1
-
-
-def stream_to_file(
-    session: requests.Session, url: str, dest: Path, *, timeout_s: float
-) -> tuple[int, str]:
-    """GET ``url`` into ``dest`` (a temporary path), hashing on the fly.
-
-    Returns ``(n_bytes, sha256_hex)``. A body shorter than its Content-Length, or a
-    connection dropped mid-body, raises ``TransientError``.
-    """
-    digest = hashlib.sha256()
-    n_bytes = 0
-    try:
-        with session.get(url, stream=True, timeout=timeout_s) as resp:
-            error = classify(url, resp.status_code)
-            if error is not None:
-                raise error
-            with open(dest, "wb") as out:
-                # raw.stream avoids requests' per-chunk decoding layer; the archive serves
-                # zips without a Content-Encoding, so bytes are written as received.
-                for chunk in resp.raw.stream(STREAM_CHUNK_BYTES, decode_content=True):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    n_bytes += len(chunk)
-            # Content-Length counts encoded bytes; only compare when nothing was decoded.
-            expected = None
-            if not resp.headers.get("Content-Encoding"):
-                expected = resp.headers.get("Content-Length")
-    except _NETWORK_ERRORS as exc:
-        # A disk error (plain OSError such as ENOSPC) is not in this tuple and propagates.
-        raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
-    if expected is not None and expected.isdigit() and int(expected) != n_bytes:
-        raise TransientError(url, f"truncated body: {n_bytes} of {expected} bytes")
-    return n_bytes, digest.hexdigest()
