@@ -19,7 +19,10 @@ What it does:
    as Snakemake runs ``aws_download_symbol`` jobs with ``--cores 2``). Ours verifies every
    SHA-256 and writes the ``.verified`` markers.
 5. Times ``aria2c -i <list> -j32 -x4 -q`` on the same zip + CHECKSUM URLs into an empty
-   directory (no verification, as in legacy ``aws_download``).
+   directory (no verification, as in legacy ``aws_download``). The goal ratio is against
+   this. Then, for reference only, the legacy ``verify`` step over aria2's files (SHA-256
+   against the CHECKSUM, an empty ``.verified`` marker; two processes): the legacy script
+   runs it after the download, so aria2 + verify is what the legacy step costs in all.
 6. Prints files/s (zips + CHECKSUMs), MB/s and CPU per file (user + system, of this process
    and its reaped children: the pool workers or aria2c, never the emulator) for both, and
    the ratio.
@@ -161,6 +164,30 @@ def time_aria2(keys, base_url, out_dir: Path, work: Path):
     return seconds, cpu, n_bytes
 
 
+def _legacy_verify_one(zip_path: str) -> bool:
+    """Legacy ``verify`` of one zip (legacy-behaviour §4): SHA-256 against the first token of
+    ``<zip>.CHECKSUM``; an empty ``<zip>.verified`` on success."""
+    expected = Path(f"{zip_path}.CHECKSUM").read_text().split()[0]
+    if hashlib.sha256(Path(zip_path).read_bytes()).hexdigest() != expected:
+        return False
+    Path(f"{zip_path}.verified").touch()
+    return True
+
+
+def time_legacy_verify(out_dir: Path) -> tuple[float, float]:
+    """``(wall s, CPU s)`` of the legacy verify step over aria2's files, in a pool of two
+    processes (legacy: ``os.cpu_count() - 2`` workers, which is 0 on this machine)."""
+    zips = [str(p) for p in out_dir.rglob("*.zip")]
+    c0 = cpu_seconds()
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        ok = sum(pool.map(_legacy_verify_one, zips, chunksize=64))
+    seconds = time.perf_counter() - t0
+    if ok != len(zips):
+        print(f"warning: legacy verify passed {ok} of {len(zips)} zips", file=sys.stderr)
+    return seconds, cpu_seconds() - c0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--symbols", type=int, default=20)
@@ -206,6 +233,7 @@ def main(argv=None) -> int:
         shutil.rmtree(aria_dir, ignore_errors=True)
         aria_s, aria_cpu, aria_bytes = time_aria2(keys, base_url, aria_dir, work)
         n_aria = sum(1 for p in aria_dir.rglob("*") if p.is_file() and p.suffix != ".aria2")
+        verify_s, verify_cpu = time_legacy_verify(aria_dir)
     finally:
         emu.terminate()
         emu.wait(timeout=10)
@@ -224,7 +252,16 @@ def main(argv=None) -> int:
     )
     line("run_sync (download + SHA-256)", ours_s, ours_cpu, n_files, ours_bytes)
     line("aria2c -j32 -x4 (no verification)", aria_s, aria_cpu, n_aria, aria_bytes)
+    line(
+        "  + legacy verify (2 processes)",
+        aria_s + verify_s,
+        aria_cpu + verify_cpu,
+        n_aria,
+        aria_bytes,
+    )
     print(f"ratio files/s ours / aria2: {(n_files / ours_s) / (n_aria / aria_s):.2f}")
+    legacy_rate = n_aria / (aria_s + verify_s)
+    print(f"ratio files/s ours / (aria2 + legacy verify): {(n_files / ours_s) / legacy_rate:.2f}")
     return 0
 
 
