@@ -1,27 +1,28 @@
-"""Archive object GETs on the standard library's ``http.client``: one keep-alive connection
-per worker thread and origin, no per-request machinery beyond the socket.
+"""Archive object GETs on plain sockets (:mod:`.wire`): one keep-alive connection per worker
+thread and origin, no per-request machinery beyond the socket.
 
-Why not ``requests`` here: a download job moves thousands of ~40 KB files with 32-64
-threads. ``requests`` + ``urllib3`` spend ~1.5 ms of CPU per request (adapters, hooks,
-header case-folding, pool bookkeeping), and 64 threads fighting for the GIL over that work
-made the downloader CPU-bound, slower than aria2 at 20 ms latency. ``http.client`` does the
-same HTTP/1.1 (Content-Length and chunked bodies, keep-alive, TLS) for a fraction of that.
-Listings and the REST API stay on ``requests``: there a request carries far more work than
-its HTTP overhead.
+Why not ``requests`` or ``http.client`` here: a download job moves thousands of ~40 KB files
+with 32-64 threads. ``requests`` + ``urllib3`` spent ~1.5 ms of CPU per request, and 64
+threads fighting for the GIL over that work made the downloader CPU-bound and slower than
+aria2 at 20 ms latency; ``http.client`` halved that, and reading the head in one ``recv``
+instead of line by line through ``email.parser`` took off another third (figures in
+``benchmarks/bench_aws_download.py`` and the issue notes). Listings and the REST API stay on
+``requests``: there a request carries far more work than its HTTP overhead.
 
 What is kept from ``requests``: proxies from the environment (``HTTP(S)_PROXY``,
 ``ALL_PROXY``, ``NO_PROXY``; HTTPS through ``CONNECT``, HTTP in absolute form, with
-``user:password@`` as Proxy-Authorization), the CA bundle (``REQUESTS_CA_BUNDLE``,
-``CURL_CA_BUNDLE``, else certifi's), redirects (up to ``MAX_REDIRECTS``), timeouts per
-socket operation. Failures are classified as in :mod:`.http`.
+``user:password@`` as Proxy-Authorization; ``https://`` proxy URLs are refused with a clear
+error), the CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, else certifi's), redirects
+(up to ``MAX_REDIRECTS``), a timeout per socket operation. Failures are classified as in
+:mod:`.http`: network errors, timeouts and bodies cut short are ``TransientError``.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import os
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -32,9 +33,9 @@ import certifi
 import requests.utils
 
 from .. import __version__
-from .http import TransientError, classify
+from . import wire
+from .http import ArchiveHTTPError, TransientError, classify
 
-STREAM_CHUNK_BYTES = 1 << 16
 MAX_REDIRECTS = 5
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _HEADERS = {
@@ -42,19 +43,21 @@ _HEADERS = {
     # Hashes are over the bytes as published; never let a server compress them.
     "Accept-Encoding": "identity",
 }
-# A kept-alive connection the server has closed in the meantime fails on first use with
-# one of these before any answer arrives; the GET is then repeated once on a new one.
-_STALE_CONNECTION = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-_NETWORK_ERRORS = (OSError, http.client.HTTPException)
+_NETWORK_ERRORS = (OSError, wire.WireError)
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
 
 @dataclass
-class _Held:
-    conn: http.client.HTTPConnection
-    absolute: bool  # through an HTTP proxy: request targets are whole URLs
-    headers: dict[str, str]
+class _Route:
+    """How requests to one origin travel: directly, or through a proxy."""
+
+    peer: tuple[str, int]  # where the socket connects
+    tls_host: str | None  # server name for TLS (the origin's host), None for plain HTTP
+    tunnel: str | None  # "host:port" to CONNECT to through the proxy first
+    absolute: bool  # plain HTTP through a proxy: request targets are whole URLs
+    headers: dict[str, str]  # sent with every request (Host, Proxy-Authorization, ...)
+    proxy_headers: dict[str, str]  # sent with CONNECT
 
 
 def _ca_bundle() -> str:
@@ -79,116 +82,127 @@ def _proxy_auth(proxy_url: str) -> dict[str, str]:
 
 
 class ThreadConnections:
-    """Keep-alive ``http.client`` connections, one per (worker thread, origin).
+    """Keep-alive connections, one per (worker thread, origin).
 
-    ``get(url)`` answers ``(status, response)`` with the body unread; the caller reads it
-    (or calls ``discard``) before the thread's next request. ``close()`` closes them all.
+    ``get(url)`` answers ``(final url, connection, response)`` with the body unread; the
+    caller reads it (``connection.body(response)``) before the thread's next request.
+    ``close()`` closes them all.
     """
 
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s
         self._local = threading.local()
-        self._all: set[http.client.HTTPConnection] = set()
+        self._all: set[wire.Connection] = set()
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
-        self._proxies: dict[Origin, str | None] = {}
+        self._routes: dict[Origin, _Route] = {}
 
     # ------------------------------------------------------------ connections
-    def _proxy_for(self, url: str, origin: Origin) -> str | None:
-        if origin not in self._proxies:  # resolved once per origin: NO_PROXY matching is slow
-            proxies = requests.utils.get_environ_proxies(url)
-            self._proxies[origin] = requests.utils.select_proxy(url, proxies)
-        return self._proxies[origin]
+    def _route(self, url: str, origin: Origin) -> _Route:
+        route = self._routes.get(origin)
+        if route is None:  # resolved once per origin: NO_PROXY matching is slow
+            route = self._routes[origin] = _plan_route(url, origin)
+        return route
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
             self._tls = ssl.create_default_context(cafile=_ca_bundle())
         return self._tls
 
-    def _connect(self, url: str, origin: Origin) -> _Held:
-        scheme, host, port = origin
-        proxy = self._proxy_for(url, origin)
-        if proxy is None:
-            peer_host, peer_port, tls = host, port, scheme == "https"
-        else:
-            p_scheme, peer_host, peer_port = _origin(proxy)
-            tls = p_scheme == "https"
-        if tls:
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                peer_host, peer_port, timeout=self.timeout_s, context=self._tls_context()
-            )
-        else:
-            conn = http.client.HTTPConnection(peer_host, peer_port, timeout=self.timeout_s)
-        proxy_headers = _proxy_auth(proxy) if proxy is not None else {}
-        absolute = proxy is not None and scheme == "http"
-        if proxy is not None and not absolute:
-            conn.set_tunnel(host, port, headers=proxy_headers)  # HTTPS through CONNECT
-        held = _Held(conn, absolute, {**_HEADERS, **(proxy_headers if absolute else {})})
+    def _connect(self, url: str, route: _Route) -> wire.Connection:
+        sock = socket.create_connection(route.peer, timeout=self.timeout_s)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if route.tunnel is not None:
+                tunnel = wire.Connection(sock).request(
+                    "CONNECT", route.tunnel, {"Host": route.tunnel, **route.proxy_headers}
+                )
+                if tunnel is None or not 200 <= tunnel.status < 300:
+                    status = "no answer" if tunnel is None else f"HTTP {tunnel.status}"
+                    raise TransientError(url, f"proxy refused CONNECT {route.tunnel}: {status}")
+            if route.tls_host is not None:
+                sock = self._tls_context().wrap_socket(sock, server_hostname=route.tls_host)
+        except BaseException:
+            sock.close()
+            raise
+        conn = wire.Connection(sock)
         with self._lock:
             self._all.add(conn)
-        return held
+        return conn
 
-    def _held(self, url: str, origin: Origin) -> _Held:
+    def _connection(self, url: str, origin: Origin, route: _Route) -> wire.Connection:
         pool = self._local.__dict__.setdefault("pool", {})
-        held = pool.get(origin)
-        if held is None:
-            held = pool[origin] = self._connect(url, origin)
-        return held
+        conn = pool.get(origin)
+        if conn is None or not conn.reusable:
+            conn = pool[origin] = self._connect(url, route)
+        return conn
 
     def drop(self, url: str) -> None:
         """Close this thread's connection to the origin of ``url`` (after a failure the
         connection's state is unknown); the next request opens a new one."""
-        held = self._local.__dict__.get("pool", {}).pop(_origin(url), None)
-        if held is not None:
-            held.conn.close()
+        conn = self._local.__dict__.get("pool", {}).pop(_origin(url), None)
+        if conn is not None:
+            conn.close()
             with self._lock:
-                self._all.discard(held.conn)
+                self._all.discard(conn)
 
     # ------------------------------------------------------------ requests
-    def _send(self, url: str) -> http.client.HTTPResponse:
+    def _send(self, url: str) -> tuple[wire.Connection, wire.Response]:
         origin = _origin(url)
-        parts = urlsplit(url)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        for attempt in (0, 1):
-            held = self._held(url, origin)
-            reused = held.conn.sock is not None
+        route = self._route(url, origin)
+        if route.absolute:
+            target = url
+        else:
+            parts = urlsplit(url)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for _attempt in (0, 1):
+            reused = False
             try:
-                held.conn.request("GET", url if held.absolute else path, headers=held.headers)
-                return held.conn.getresponse()
-            except _STALE_CONNECTION as exc:
+                conn = self._connection(url, origin, route)
+                reused = conn.used
+                response = conn.request("GET", target, route.headers)
+            except ArchiveHTTPError:
                 self.drop(url)
-                if reused and attempt == 0:
+                raise
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                self.drop(url)
+                if reused:
                     continue  # the server closed an idle keep-alive connection: reconnect
                 raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
             except _NETWORK_ERRORS as exc:
                 self.drop(url)
                 raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")
+            if response is not None:
+                return conn, response
+            self.drop(url)  # closed before answering: only a reused connection can be
+        raise TransientError(url, "connection closed before an answer, twice")
 
-    def get(self, url: str) -> tuple[str, http.client.HTTPResponse]:
-        """GET ``url`` following redirects; ``(final url, response)`` with a 2xx status.
+    def get(self, url: str) -> tuple[str, wire.Connection, wire.Response]:
+        """GET ``url`` following redirects; ``(final url, connection, response)`` with a
+        2xx status and the body unread.
 
         Raises the classified error (:func:`.http.classify`) for any other status, after
         reading the error body so that the connection stays usable.
         """
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self._send(url)
-            location = resp.getheader("Location")
-            if resp.status in REDIRECT_STATUS and location:
-                self.discard(url, resp)
+            conn, response = self._send(url)
+            location = response.headers.get("location")
+            if response.status in REDIRECT_STATUS and location:
+                self.discard(url, conn, response)
                 url = urljoin(url, location)
                 continue
-            error = classify(url, resp.status)
+            error = classify(url, response.status)
             if error is not None:
-                self.discard(url, resp)
+                self.discard(url, conn, response)
                 raise error
-            return url, resp
+            return url, conn, response
         raise TransientError(url, f"more than {MAX_REDIRECTS} redirects")
 
-    def discard(self, url: str, resp: http.client.HTTPResponse) -> None:
+    def discard(self, url: str, conn: wire.Connection, response: wire.Response) -> None:
         """Read and drop a body so the connection can carry the next request."""
         try:
-            resp.read()
+            for _ in conn.body(response):
+                pass
         except _NETWORK_ERRORS:
             self.drop(url)
 
@@ -199,11 +213,36 @@ class ThreadConnections:
             self._all.clear()
 
 
+def _plan_route(url: str, origin: Origin) -> _Route:
+    scheme, host, port = origin
+    default_port = 443 if scheme == "https" else 80
+    host_header = host if port == default_port else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        host_header = f"[{host}]" if port == default_port else f"[{host}]:{port}"
+    headers = {"Host": host_header, **_HEADERS}
+    tls_host = host if scheme == "https" else None
+    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    if proxy is None:
+        return _Route((host, port), tls_host, None, False, headers, {})
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"  # requests accepts a bare host:port too
+    p_scheme, p_host, p_port = _origin(proxy)
+    if p_scheme != "http":
+        raise ValueError(
+            f"proxy {proxy!r} for {url}: only http:// proxy URLs are supported for archive "
+            "downloads (HTTPS still travels encrypted through them with CONNECT)"
+        )
+    auth = _proxy_auth(proxy)
+    if scheme == "https":
+        return _Route((p_host, p_port), tls_host, f"{host}:{port}", False, headers, auth)
+    return _Route((p_host, p_port), None, None, True, {**headers, **auth}, {})
+
+
 def get_bytes(conns: ThreadConnections, url: str) -> bytes:
     """The whole body of a small object; a short body raises ``TransientError``."""
-    final, resp = conns.get(url)
+    final, conn, response = conns.get(url)
     try:
-        return resp.read()  # raises IncompleteRead when the body is cut short
+        return b"".join(bytes(chunk) for chunk in conn.body(response))
     except _NETWORK_ERRORS as exc:
         conns.drop(final)
         raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
@@ -215,27 +254,23 @@ def stream_to_file(conns: ThreadConnections, url: str, dest: Path) -> tuple[int,
     Returns ``(n_bytes, sha256_hex)``. A body shorter than its Content-Length, or a
     connection dropped mid-body, raises ``TransientError``; disk errors propagate.
     """
-    final, resp = conns.get(url)
-    expected = resp.length  # None for a chunked body (http.client checks its end itself)
+    final, conn, response = conns.get(url)
     digest = hashlib.sha256()
     n_bytes = 0
-    buffer = bytearray(STREAM_CHUNK_BYTES)
     try:
-        with memoryview(buffer) as view, open(dest, "wb") as out:
+        with open(dest, "wb") as out:
+            chunks = conn.body(response)
             while True:
                 try:
-                    n = resp.readinto(buffer)  # reads the socket only: errors are the network's
+                    chunk = next(chunks, None)  # reads the socket only: errors are the network's
                 except _NETWORK_ERRORS as exc:
                     raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
-                if not n:
+                if chunk is None:
                     break
-                out.write(view[:n])
-                digest.update(view[:n])
-                n_bytes += n
+                out.write(chunk)
+                digest.update(chunk)
+                n_bytes += len(chunk)
     except BaseException:
         conns.drop(final)  # a body left half read makes the connection unusable
         raise
-    if expected is not None and n_bytes != expected:
-        conns.drop(final)
-        raise TransientError(url, f"truncated body: {n_bytes} of {expected} bytes")
     return n_bytes, digest.hexdigest()

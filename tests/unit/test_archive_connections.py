@@ -6,8 +6,12 @@ absolute-form request targets, as a proxy receives them).
 """
 
 import hashlib
+import select
+import shutil
 import socket
 import socketserver
+import ssl
+import subprocess
 import threading
 from pathlib import Path
 
@@ -22,9 +26,10 @@ KEY = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2020-01-01.zip"
 
 class ScriptedServer:
     """Loopback TCP server; ``answer(request_head, n)`` returns the raw bytes to send for
-    the n-th request (1-based, over all connections) and whether to close afterwards."""
+    the n-th request (1-based, over all connections) and whether to close afterwards.
+    With ``tls`` (an ``ssl.SSLContext``) it speaks HTTPS."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, tls=None):
         self.requests: list[bytes] = []
         self.connections = 0
         outer = self
@@ -32,6 +37,11 @@ class ScriptedServer:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
                 outer.connections += 1
+                if tls is not None:
+                    try:
+                        self.request = tls.wrap_socket(self.request, server_side=True)
+                    except OSError:  # a client that refuses our certificate
+                        return
                 buf = b""
                 while True:
                     while b"\r\n\r\n" not in buf:
@@ -61,8 +71,8 @@ class ScriptedServer:
 def scripted():
     servers = []
 
-    def make(answer):
-        servers.append(ScriptedServer(answer))
+    def make(answer, tls=None):
+        servers.append(ScriptedServer(answer, tls))
         return servers[-1]
 
     yield make
@@ -225,3 +235,141 @@ def test_disk_errors_are_not_mistaken_for_network_errors(emulator, conns, tmp_pa
     # The unread body must not poison the thread's next request.
     checksum = connections.get_bytes(conns, f"{emu.base_url}/{KEY}.CHECKSUM")
     assert checksum == (MIRROR / f"{KEY}.CHECKSUM").read_bytes()
+
+
+def test_body_ending_with_the_connection_is_read_to_the_end(scripted, conns):
+    # HTTP/1.0 style: no Content-Length, the body ends when the server closes.
+    server = scripted(lambda head, n: (b"HTTP/1.0 200 OK\r\n\r\n" + b"z" * 70000, True))
+    assert connections.get_bytes(conns, f"{server.url}/a") == b"z" * 70000
+    assert connections.get_bytes(conns, f"{server.url}/b") == b"z" * 70000
+    assert server.connections == 2  # nothing was kept alive
+
+
+def test_interim_1xx_answers_are_skipped(scripted, conns):
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+    server = scripted(lambda head, n: (early + ok(b"final"), False))
+    assert connections.get_bytes(conns, f"{server.url}/a") == b"final"
+
+
+def test_garbled_response_head_is_a_transient_error(scripted, conns):
+    server = scripted(lambda head, n: (b"SSH-2.0-OpenSSH\r\n\r\n", True))
+    with pytest.raises(http.TransientError, match="bad status line"):
+        connections.get_bytes(conns, f"{server.url}/a")
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is needed (Debian package openssl)")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(d / "cert.pem", d / "key.pem")
+    return d / "cert.pem", server_tls
+
+
+def test_https_with_the_configured_ca_bundle(monkeypatch, scripted, certificate, tmp_path):
+    cert, server_tls = certificate
+    server = scripted(lambda head, n: (ok(b"secret" * n), False), tls=server_tls)
+    url = server.url.replace("http://", "https://")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    trusting = connections.ThreadConnections(timeout_s=5)
+    try:
+        assert connections.get_bytes(trusting, f"{url}/a") == b"secret"
+        n_bytes, digest = connections.stream_to_file(trusting, f"{url}/b", tmp_path / "b")
+    finally:
+        trusting.close()
+    assert (n_bytes, digest) == (12, hashlib.sha256(b"secret" * 2).hexdigest())
+    assert server.connections == 1  # kept alive inside TLS too
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    strict = connections.ThreadConnections(timeout_s=5)
+    try:
+        with pytest.raises(http.TransientError, match="CERTIFICATE_VERIFY_FAILED"):
+            connections.get_bytes(strict, f"{url}/a")  # self-signed: not in certifi's bundle
+    finally:
+        strict.close()
+
+
+class ConnectProxy:
+    """A loopback HTTP proxy that only tunnels (CONNECT) and records the request heads."""
+
+    def __init__(self):
+        self.heads: list[bytes] = []
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = self.request.recv(4096)
+                    if not data:
+                        return
+                    head += data
+                outer.heads.append(head)
+                host, port = head.split(b" ")[1].decode().rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)))
+                self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                pair = {self.request: upstream, upstream: self.request}
+                while True:
+                    ready, _, _ = select.select(list(pair), [], [], 5)
+                    if not ready:
+                        return
+                    for s in ready:
+                        data = s.recv(65536)
+                        if not data:
+                            upstream.close()
+                            return
+                        pair[s].sendall(data)
+
+        socketserver.ThreadingTCPServer.daemon_threads = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_https_through_a_connect_proxy(monkeypatch, scripted, certificate):
+    cert, server_tls = certificate
+    server = scripted(lambda head, n: (ok(b"tunnelled"), False), tls=server_tls)
+    proxy = ConnectProxy()
+    try:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        monkeypatch.setenv("HTTPS_PROXY", f"http://me:pw@127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        via = connections.ThreadConnections(timeout_s=5)
+        try:
+            url = server.url.replace("http://", "https://")
+            assert connections.get_bytes(via, f"{url}/a") == b"tunnelled"
+            assert connections.get_bytes(via, f"{url}/b") == b"tunnelled"
+        finally:
+            via.close()
+    finally:
+        proxy.close()
+    assert len(proxy.heads) == 1  # one tunnel, kept alive for both GETs
+    lines = proxy.heads[0].decode().split("\r\n")
+    assert lines[0] == f"CONNECT 127.0.0.1:{server.url.rsplit(':', 1)[1]} HTTP/1.1"
+    assert "Proxy-Authorization: Basic bWU6cHc=" in lines  # me:pw
+    # The origin saw an ordinary origin-form request, never the proxy credentials.
+    assert server.requests[0].decode().startswith("GET /a HTTP/1.1")
+    assert b"Proxy-Authorization" not in server.requests[0]
+
+
+def test_https_proxy_urls_are_refused_with_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "https://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    refusing = connections.ThreadConnections(timeout_s=5)
+    with pytest.raises(ValueError, match="only http:// proxy URLs"):
+        connections.get_bytes(refusing, "https://archive.invalid/x")
