@@ -3,7 +3,7 @@
 Run by hand (not in CI)::
 
     python benchmarks/bench_aws_download.py [--symbols 20] [--days 100] [--latency 0.02]
-        [--concurrency 64] [--mode sequential|cores2]
+        [--concurrency 32] [--mode sequential|cores2] [--work DIR]
 
 What it does:
 
@@ -193,7 +193,9 @@ def main(argv=None) -> int:
     p.add_argument("--symbols", type=int, default=20)
     p.add_argument("--days", type=int, default=100)
     p.add_argument("--latency", type=float, default=0.02, help="seconds per request")
-    p.add_argument("--concurrency", type=int, default=64, help="run_sync threads per job")
+    p.add_argument(
+        "--concurrency", type=int, default=32, help="run_sync threads per job (config default)"
+    )
     p.add_argument("--mode", choices=("sequential", "cores2"), default="sequential")
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_aws_download"))
     args = p.parse_args(argv)
