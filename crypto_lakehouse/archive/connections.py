@@ -49,6 +49,16 @@ Origin = tuple[str, str, int]  # scheme, host, port
 
 
 @dataclass
+class Request:
+    """A GET sent on a thread's connection ``slot``, its answer not read yet."""
+
+    url: str
+    slot: int
+    conn: wire.Connection
+    reused: bool  # the connection had carried an answer before: it may have gone stale
+
+
+@dataclass
 class _Route:
     """How requests to one origin travel: directly, or through a proxy."""
 
@@ -130,24 +140,27 @@ class ThreadConnections:
             self._all.add(conn)
         return conn
 
-    def _connection(self, url: str, origin: Origin, route: _Route) -> wire.Connection:
+    def _connection(self, url: str, origin: Origin, route: _Route, slot: int) -> wire.Connection:
         pool = self._local.__dict__.setdefault("pool", {})
-        conn = pool.get(origin)
+        conn = pool.get((origin, slot))
         if conn is None or not conn.reusable:
-            conn = pool[origin] = self._connect(url, route)
+            conn = pool[(origin, slot)] = self._connect(url, route)
         return conn
 
-    def drop(self, url: str) -> None:
-        """Close this thread's connection to the origin of ``url`` (after a failure the
-        connection's state is unknown); the next request opens a new one."""
-        conn = self._local.__dict__.get("pool", {}).pop(_origin(url), None)
+    def drop(self, url: str, slot: int = 0) -> None:
+        """Close this thread's connection ``slot`` to the origin of ``url`` (after a failure
+        the connection's state is unknown); the next request opens a new one."""
+        conn = self._local.__dict__.get("pool", {}).pop((_origin(url), slot), None)
         if conn is not None:
             conn.close()
             with self._lock:
                 self._all.discard(conn)
 
     # ------------------------------------------------------------ requests
-    def _send(self, url: str) -> tuple[wire.Connection, wire.Response]:
+    def send(self, url: str, slot: int = 0) -> Request:
+        """Send a GET on this thread's connection ``slot`` to the origin of ``url``; the
+        answer is read by :meth:`get`. Two slots let one thread have two requests on the
+        way at once (a zip's answer travels while its CHECKSUM is read)."""
         origin = _origin(url)
         route = self._route(url, origin)
         if route.absolute:
@@ -155,56 +168,85 @@ class ThreadConnections:
         else:
             parts = urlsplit(url)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        for _attempt in (0, 1):
+        for attempt in (0, 1):
             reused = False
             try:
-                conn = self._connection(url, origin, route)
+                conn = self._connection(url, origin, route, slot)
                 reused = conn.used
-                response = conn.request("GET", target, route.headers)
+                conn.send("GET", target, route.headers)
+                return Request(url, slot, conn, reused)
             except ArchiveHTTPError:
-                self.drop(url)
+                self.drop(url, slot)
                 raise
             except (BrokenPipeError, ConnectionResetError) as exc:
-                self.drop(url)
-                if reused:
+                self.drop(url, slot)
+                if reused and attempt == 0:
                     continue  # the server closed an idle keep-alive connection: reconnect
                 raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
             except _NETWORK_ERRORS as exc:
-                self.drop(url)
+                self.drop(url, slot)
                 raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
-            if response is not None:
-                return conn, response
-            self.drop(url)  # closed before answering: only a reused connection can be
-        raise TransientError(url, "connection closed before an answer, twice")
+        raise AssertionError("unreachable")
 
-    def get(self, url: str) -> tuple[str, wire.Connection, wire.Response]:
-        """GET ``url`` following redirects; ``(final url, connection, response)`` with a
-        2xx status and the body unread.
+    def _answer(self, request: Request) -> tuple[Request, wire.Response]:
+        """The answer's head, with the request it answers (a new one when ``request`` met a
+        stale connection and was sent again)."""
+        url, slot = request.url, request.slot
+        try:
+            response = request.conn.response("GET")
+            if response is not None:
+                return request, response
+            error: BaseException | None = None
+        except ConnectionResetError as exc:
+            error = exc
+        except _NETWORK_ERRORS as exc:
+            self.drop(url, slot)
+            raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
+        self.drop(url, slot)
+        if request.reused:
+            # A kept-alive connection the server had closed while idle: ask again on a new
+            # one (which is not reused, so this happens at most once).
+            return self._answer(self.send(url, slot))
+        reason = "connection closed before an answer" if error is None else repr(error)
+        raise TransientError(url, reason)
+
+    def get(
+        self, url: str, slot: int = 0, request: Request | None = None
+    ) -> tuple[str, wire.Connection, wire.Response]:
+        """GET ``url`` (or read the answer to ``request``, already sent for it) following
+        redirects; ``(final url, connection, response)`` with a 2xx status, body unread.
 
         Raises the classified error (:func:`.http.classify`) for any other status, after
         reading the error body so that the connection stays usable.
         """
+        if request is None:
+            request = self.send(url, slot)
         for _ in range(MAX_REDIRECTS + 1):
-            conn, response = self._send(url)
+            request, response = self._answer(request)
+            url, conn = request.url, request.conn
             location = response.headers.get("location")
             if response.status in REDIRECT_STATUS and location:
-                self.discard(url, conn, response)
-                url = urljoin(url, location)
+                self.discard(request, response)
+                request = self.send(urljoin(url, location), slot)
                 continue
             error = classify(url, response.status)
             if error is not None:
-                self.discard(url, conn, response)
+                self.discard(request, response)
                 raise error
             return url, conn, response
         raise TransientError(url, f"more than {MAX_REDIRECTS} redirects")
 
-    def discard(self, url: str, conn: wire.Connection, response: wire.Response) -> None:
+    def discard(self, request: Request, response: wire.Response) -> None:
         """Read and drop a body so the connection can carry the next request."""
         try:
-            for _ in conn.body(response):
+            for _ in request.conn.body(response):
                 pass
         except _NETWORK_ERRORS:
-            self.drop(url)
+            self.drop(request.url, request.slot)
+
+    def abandon(self, request: Request) -> None:
+        """Give up a sent request whose answer will not be read: close its connection."""
+        self.drop(request.url, request.slot)
 
     def close(self) -> None:
         with self._lock:
@@ -238,23 +280,30 @@ def _plan_route(url: str, origin: Origin) -> _Route:
     return _Route((p_host, p_port), None, None, True, {**headers, **auth}, {})
 
 
-def get_bytes(conns: ThreadConnections, url: str) -> bytes:
+def get_bytes(conns: ThreadConnections, url: str, slot: int = 0) -> bytes:
     """The whole body of a small object; a short body raises ``TransientError``."""
-    final, conn, response = conns.get(url)
+    final, conn, response = conns.get(url, slot)
     try:
         return b"".join(bytes(chunk) for chunk in conn.body(response))
     except _NETWORK_ERRORS as exc:
-        conns.drop(final)
+        conns.drop(final, slot)
         raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
 
 
-def stream_to_file(conns: ThreadConnections, url: str, dest: Path) -> tuple[int, str]:
-    """GET ``url`` into ``dest`` (a temporary path), hashing on the fly.
+def stream_to_file(
+    conns: ThreadConnections,
+    url: str,
+    dest: Path,
+    slot: int = 0,
+    request: Request | None = None,
+) -> tuple[int, str]:
+    """GET ``url`` (or read the answer to ``request``, already sent) into ``dest`` (a
+    temporary path), hashing on the fly.
 
     Returns ``(n_bytes, sha256_hex)``. A body shorter than its Content-Length, or a
     connection dropped mid-body, raises ``TransientError``; disk errors propagate.
     """
-    final, conn, response = conns.get(url)
+    final, conn, response = conns.get(url, slot, request)
     digest = hashlib.sha256()
     n_bytes = 0
     try:
@@ -271,6 +320,6 @@ def stream_to_file(conns: ThreadConnections, url: str, dest: Path) -> tuple[int,
                 digest.update(chunk)
                 n_bytes += len(chunk)
     except BaseException:
-        conns.drop(final)  # a body left half read makes the connection unusable
+        conns.drop(final, slot)  # a body left half read makes the connection unusable
         raise
     return n_bytes, digest.hexdigest()

@@ -125,13 +125,16 @@ class Connection:
             if not self._fill():
                 raise WireError("connection closed inside a chunked body")
 
-    def request(self, method: str, target: str, headers: dict[str, str]) -> Response | None:
-        """Send a request without body and read the final response head; None when the
-        connection turned out to be closed by the peer before answering (only possible on a
-        reused one). After a 2xx answer to CONNECT the socket is a tunnel: no body follows."""
+    def send(self, method: str, target: str, headers: dict[str, str]) -> None:
+        """Send a request without body; its answer is read with :meth:`response`."""
         head_lines = [f"{method} {target} HTTP/1.1"]
         head_lines += [f"{name}: {value}" for name, value in headers.items()]
         self.sock.sendall(("\r\n".join(head_lines) + "\r\n\r\n").encode("latin-1"))
+
+    def response(self, method: str) -> Response | None:
+        """The final response head to a request sent with ``method``; None when the
+        connection turned out to be closed by the peer before answering (only possible on a
+        reused one). After a 2xx answer to CONNECT the socket is a tunnel: no body follows."""
         while True:
             head = self._head()
             if head is None:
@@ -146,6 +149,11 @@ class Connection:
             response = Response(status, response_headers, keep_alive, no_body)
             self.reusable = response.keep_alive
             return response
+
+    def request(self, method: str, target: str, headers: dict[str, str]) -> Response | None:
+        """:meth:`send`, then :meth:`response`."""
+        self.send(method, target, headers)
+        return self.response(method)
 
     def body(self, response: Response) -> Iterator[memoryview | bytes]:
         """The body in chunks (valid until the next one is taken). A body cut short raises

@@ -23,6 +23,7 @@ class Faults:
     """What goes wrong, changeable while the server runs (the handler reads it per request).
 
     - ``latency``: seconds added to every archive request (and REST if ``apply_to_rest``).
+    - ``slow_keys``: extra seconds before answering a request for these object keys.
     - ``fail_rate``: fraction of archive GET/HEAD requests (listings and objects) answered 500/503.
     - ``drop_rate``: fraction of object GETs whose connection closes after half the body.
     - ``corrupt_first``: keys whose body has flipped bytes the first time it is served only.
@@ -34,6 +35,7 @@ class Faults:
     """
 
     latency: float = 0.0
+    slow_keys: dict[str, float] = field(default_factory=dict)
     fail_rate: float = 0.0
     drop_rate: float = 0.0
     corrupt_first: set[str] = field(default_factory=set)
@@ -52,6 +54,9 @@ class Faults:
                 raise ValueError(f"Faults.{name} must be within [0, 1], got {value!r}")
         if self.latency < 0:
             raise ValueError(f"Faults.latency must be >= 0, got {self.latency!r}")
+        self.slow_keys = dict(self.slow_keys)
+        if any(v < 0 for v in self.slow_keys.values()):
+            raise ValueError("Faults.slow_keys values must be >= 0 seconds")
 
     # ------------------------------------------------------------ decisions
     def counts_attempts(self, key: str) -> bool:

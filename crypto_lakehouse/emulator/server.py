@@ -352,7 +352,7 @@ class Emulator:
             rel = ""
         elif rel.startswith(BUCKET + "/"):
             rel = rel[len(BUCKET) + 1 :]
-        latency = self.faults.latency
+        latency = self.faults.latency + self.faults.slow_keys.get(rel, 0.0)
         reply = self._listing(query) if rel == "" else self._object(rel, head, headers)
         reply.latency = latency
         return reply
