@@ -32,8 +32,8 @@ def _ensure_dir(folder: Path) -> None:
         _KNOWN_DIRS.add(key)
 
 
-def _temp_sibling(path: Path) -> Path:
-    """Create and return an empty, unique temporary file beside ``path``.
+def _temp_sibling(path: Path) -> tuple[Path, int]:
+    """Create a unique temporary file beside ``path``; its path and a write descriptor.
 
     A process/thread/counter name with O_EXCL instead of tempfile.mkstemp: same guarantee
     (never an existing file), without drawing random names.
@@ -42,15 +42,36 @@ def _temp_sibling(path: Path) -> Path:
     while True:
         tmp = path.with_name(f"{stem}{next(_TMP_COUNTER)}.part")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:  # left by an earlier process with the same pid
             continue
         except FileNotFoundError:  # the folder was removed since we saw it
             _KNOWN_DIRS.discard(str(path.parent))
             _ensure_dir(path.parent)
             continue
-        os.close(fd)
-        return tmp
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[tuple[int, Path]]:
+    """Yield ``(fd, temporary path)`` beside ``path``: write through the descriptor; on
+    success it is closed and the file renamed onto ``path``.
+
+    On any exception the temporary file is removed and the target is left untouched (the
+    caller may also move the temporary file away itself before raising).
+    """
+    path = Path(path)
+    _ensure_dir(path.parent)
+    tmp_path, fd = _temp_sibling(path)
+    try:
+        try:
+            yield fd, tmp_path
+        finally:
+            os.close(fd)
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
 
 
 @contextlib.contextmanager
@@ -59,21 +80,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     On any exception the temporary file is removed and the target is left untouched.
     """
-    path = Path(path)
-    _ensure_dir(path.parent)
-    tmp_path = _temp_sibling(path)
-    try:
+    with atomic_file(path) as (_fd, tmp_path):
         yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
+
+
+def write_all(fd: int, data) -> None:
+    """``os.write`` until every byte of ``data`` (bytes-like) is written."""
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    with atomic_file(path) as (fd, _tmp):
+        write_all(fd, data)
 
 
 def write_text(path: str | Path, text: str) -> None:

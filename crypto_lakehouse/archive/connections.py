@@ -32,7 +32,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import certifi
 import requests.utils
 
-from .. import __version__
+from .. import __version__, io
 from . import wire
 from .http import ArchiveHTTPError, TransientError, classify
 
@@ -293,12 +293,12 @@ def get_bytes(conns: ThreadConnections, url: str, slot: int = 0) -> bytes:
 def stream_to_file(
     conns: ThreadConnections,
     url: str,
-    dest: Path,
+    dest: Path | int,
     slot: int = 0,
     request: Request | None = None,
 ) -> tuple[int, str]:
     """GET ``url`` (or read the answer to ``request``, already sent) into ``dest`` (a
-    temporary path), hashing on the fly.
+    temporary path, or a descriptor open for writing), hashing on the fly.
 
     Returns ``(n_bytes, sha256_hex)``. A body shorter than its Content-Length, or a
     connection dropped mid-body, raises ``TransientError``; disk errors propagate.
@@ -307,7 +307,8 @@ def stream_to_file(
     digest = hashlib.sha256()
     n_bytes = 0
     try:
-        with open(dest, "wb") as out:
+        fd = dest if isinstance(dest, int) else os.open(dest, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
             chunks = conn.body(response)
             while True:
                 try:
@@ -316,9 +317,12 @@ def stream_to_file(
                     raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
                 if chunk is None:
                     break
-                out.write(chunk)
+                io.write_all(fd, chunk)
                 digest.update(chunk)
                 n_bytes += len(chunk)
+        finally:
+            if fd is not dest:
+                os.close(fd)
     except BaseException:
         conns.drop(final, slot)  # a body left half read makes the connection unusable
         raise

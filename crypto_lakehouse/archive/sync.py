@@ -214,10 +214,10 @@ class _Syncer:
                     expected = line.sha256
                 else:
                     out.requests += 1
-                with io.atomic_path(final) as tmp:
+                with io.atomic_file(final) as (fd, tmp):
                     request, zip_request = zip_request, None
                     n_bytes, digest = connections.stream_to_file(
-                        self.conns, zip_url, tmp, slot=ZIP_SLOT, request=request
+                        self.conns, zip_url, fd, slot=ZIP_SLOT, request=request
                     )
                     out.bytes += n_bytes
                     if digest != expected:
@@ -502,7 +502,10 @@ def _run_pass(
         return syncer.fetch(key)
 
     if work:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        # Each worker has two requests on the way (a zip and its CHECKSUM, see fetch), so
+        # ``concurrency`` requests in flight take half as many threads; fewer threads also
+        # fight less over the GIL.
+        with ThreadPoolExecutor(max_workers=max(1, (concurrency + 1) // 2)) as pool:
             pending = {pool.submit(run, item) for item in work}
             while pending:
                 # Wakes every PROGRESS_EVERY_S, not per file: a main thread woken on every
