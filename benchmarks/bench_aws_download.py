@@ -3,7 +3,7 @@
 Run by hand (not in CI)::
 
     python benchmarks/bench_aws_download.py [--symbols 20] [--days 100] [--latency 0.02]
-        [--concurrency 32] [--mode sequential|cores2] [--work DIR]
+        [--concurrency 32] [--jobs 1 | --mode sequential|cores2] [--work DIR]
 
 What it does:
 
@@ -14,10 +14,13 @@ What it does:
 2. Serves it with the emulator in a *separate process* (``python -m crypto_lakehouse.emulator``)
    with ``--latency`` seconds added to every request, so server and client do not share a GIL.
 3. Lists the archive with ``run_listing`` (not timed).
-4. Times ``run_sync`` over all symbols into an empty data dir: one call per symbol, either
-   ``sequential`` (one after the other in this process) or ``cores2`` (two worker processes,
-   as Snakemake runs ``aws_download_symbol`` jobs with ``--cores 2``). Ours verifies every
-   SHA-256 and writes the ``.verified`` markers.
+4. Times ``run_sync`` over all symbols into an empty data dir: one call per symbol, with
+   ``--jobs`` of them at a time in worker processes, as Snakemake runs ``aws_download_symbol``
+   jobs: ``--jobs 1`` (= ``--mode sequential``, in this process) is ``--cores 1``, ``--jobs 2``
+   (= ``--mode cores2``) is ``--cores 2``, ``--jobs 4`` is any ``--cores`` >= 4 with the
+   default profile (its ``archive_http: 4``). ``--concurrency`` is the config's
+   ``download.concurrency`` (requests in flight per job). Ours verifies every SHA-256 and
+   writes the ``.verified`` markers.
 5. Times ``aria2c -i <list> -j32 -x4 -q`` on the same zip + CHECKSUM URLs into an empty
    directory (no verification, as in legacy ``aws_download``). The goal ratio is against
    this. Then, for reference only, the legacy ``verify`` step over aria2's files (SHA-256
@@ -131,15 +134,15 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def time_ours(symbols, details_dir, data_dir, base_url, concurrency, mode):
+def time_ours(symbols, details_dir, data_dir, base_url, concurrency, n_jobs):
     """``(wall s, CPU s, bytes)``."""
     jobs = [(s, str(details_dir), str(data_dir), base_url, concurrency) for s in symbols]
     c0 = cpu_seconds()
     t0 = time.perf_counter()
-    if mode == "sequential":
+    if n_jobs == 1:
         stats = [_sync_symbol(j) for j in jobs]
     else:
-        with ProcessPoolExecutor(max_workers=2) as pool:
+        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
             stats = list(pool.map(_sync_symbol, jobs))
     seconds = time.perf_counter() - t0
     return seconds, cpu_seconds() - c0, sum(s["bytes"] for s in stats)
@@ -194,11 +197,14 @@ def main(argv=None) -> int:
     p.add_argument("--days", type=int, default=100)
     p.add_argument("--latency", type=float, default=0.02, help="seconds per request")
     p.add_argument(
-        "--concurrency", type=int, default=32, help="run_sync threads per job (config default)"
+        "--concurrency", type=int, default=32, help="requests in flight per job (config default)"
     )
-    p.add_argument("--mode", choices=("sequential", "cores2"), default="sequential")
+    p.add_argument("--mode", choices=("sequential", "cores2"), help="--jobs 1 or 2")
+    p.add_argument("--jobs", type=int, help="download jobs at a time (default 1)")
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_aws_download"))
     args = p.parse_args(argv)
+    if args.jobs is None:
+        args.jobs = 2 if args.mode == "cores2" else 1
     logging.basicConfig(level=logging.WARNING)
     if shutil.which("aria2c") is None:
         raise SystemExit("aria2c not found (Debian: apt-get install -y aria2)")
@@ -226,7 +232,7 @@ def main(argv=None) -> int:
         data_dir = work / "ours"
         shutil.rmtree(data_dir, ignore_errors=True)
         ours_s, ours_cpu, ours_bytes = time_ours(
-            symbols, listing_dir / "klines-1m", data_dir, base_url, args.concurrency, args.mode
+            symbols, listing_dir / "klines-1m", data_dir, base_url, args.concurrency, args.jobs
         )
         n_verified = len(list((data_dir / "aws_data").rglob("*.zip.verified")))
         assert n_verified == n_zips, f"only {n_verified} of {n_zips} verified"
@@ -249,8 +255,8 @@ def main(argv=None) -> int:
 
     print(
         f"mirror: {args.symbols} symbols x {args.days} days = {n_zips} zips + {n_zips} "
-        f"CHECKSUMs; latency {args.latency * 1000:.0f} ms/request; ours: {args.mode}, "
-        f"{args.concurrency} threads per job"
+        f"CHECKSUMs; latency {args.latency * 1000:.0f} ms/request; ours: {args.jobs} job(s) at a time, "
+        f"{args.concurrency} requests in flight per job"
     )
     line("run_sync (download + SHA-256)", ours_s, ours_cpu, n_files, ours_bytes)
     line("aria2c -j32 -x4 (no verification)", aria_s, aria_cpu, n_aria, aria_bytes)
