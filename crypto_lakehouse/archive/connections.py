@@ -92,7 +92,7 @@ def _proxy_auth(proxy_url: str) -> dict[str, str]:
 
 
 class ThreadConnections:
-    """Keep-alive connections, one per (worker thread, origin).
+    """Keep-alive connections, one per (worker thread, origin, slot).
 
     ``get(url)`` answers ``(final url, connection, response)`` with the body unread; the
     caller reads it (``connection.body(response)``) before the thread's next request.
@@ -144,6 +144,10 @@ class ThreadConnections:
         pool = self._local.__dict__.setdefault("pool", {})
         conn = pool.get((origin, slot))
         if conn is None or not conn.reusable:
+            if conn is not None:  # ended by the server (Connection: close): forget it
+                conn.close()
+                with self._lock:
+                    self._all.discard(conn)
             conn = pool[(origin, slot)] = self._connect(url, route)
         return conn
 
