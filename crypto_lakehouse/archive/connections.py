@@ -1,12 +1,13 @@
-"""Archive object GETs on plain sockets (:mod:`.wire`): one keep-alive connection per worker
-thread and origin, no per-request machinery beyond the socket.
+"""Archive object GETs on plain sockets (:mod:`.wire`): keep-alive connections per worker
+thread, origin and slot (two slots let a thread have a zip's and its CHECKSUM's GET on the
+way at once), no per-request machinery beyond the socket.
 
 Why not ``requests`` or ``http.client`` here: a download job moves thousands of ~40 KB files
-with 32-64 threads. ``requests`` + ``urllib3`` spent ~1.5 ms of CPU per request, and 64
+with dozens of threads. ``requests`` + ``urllib3`` spent ~1.5 ms of CPU per request, and 64
 threads fighting for the GIL over that work made the downloader CPU-bound and slower than
 aria2 at 20 ms latency; ``http.client`` halved that, and reading the head in one ``recv``
 instead of line by line through ``email.parser`` took off another third (figures in
-``benchmarks/bench_aws_download.py`` and the issue notes). Listings and the REST API stay on
+``docs/benchmarks.md``). Listings and the REST API stay on
 ``requests``: there a request carries far more work than its HTTP overhead.
 
 What is kept from ``requests``: proxies from the environment (``HTTP(S)_PROXY``,
