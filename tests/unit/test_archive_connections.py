@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto_lakehouse.archive import connections, http
+from crypto_lakehouse.archive import connections, http, wire
 from tests.conftest import FIXTURES
 
 MIRROR = FIXTURES / "legacy-v1-real" / "mirror"
@@ -373,3 +373,39 @@ def test_https_proxy_urls_are_refused_with_a_clear_error(monkeypatch):
     refusing = connections.ThreadConnections(timeout_s=5)
     with pytest.raises(ValueError, match="only http:// proxy URLs"):
         connections.get_bytes(refusing, "https://archive.invalid/x")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n"
+        b"0\r\nTrailer: 1\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world",
+    ],
+    ids=["sized", "chunked-with-extension-and-trailer", "after-100"],
+)
+def test_wire_reads_answers_split_at_every_byte(raw):
+    # The peer writes one byte at a time: every head, size line and body boundary falls
+    # between two recv calls at some point.
+    ours, peer = socket.socketpair()
+    ours.settimeout(5)
+
+    def trickle():
+        assert peer.recv(4096).startswith(b"GET /k HTTP/1.1\r\n")
+        for i in range(len(raw)):
+            peer.sendall(raw[i : i + 1])
+        peer.sendall(ok(b"next"))  # a second answer on the same connection
+
+    writer = threading.Thread(target=trickle)
+    writer.start()
+    conn = wire.Connection(ours)
+    response = conn.request("GET", "/k", {"Host": "x"})
+    assert response.status == 200
+    assert b"".join(bytes(c) for c in conn.body(response)) == b"hello world"
+    # The connection is positioned exactly at the next answer.
+    second = conn.response("GET")
+    assert second.status == 200 and b"".join(bytes(c) for c in conn.body(second)) == b"next"
+    writer.join()
+    ours.close()
+    peer.close()
