@@ -150,7 +150,6 @@ class _Syncer:
         self.data_dir = Path(data_dir)
         self.archive_url = archive_url.rstrip("/")
         self.max_retries = max_retries
-        self.timeout_s = timeout_s
         self.listing = listing
         self.conns = connections.ThreadConnections(timeout_s)
 
