@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# `shared/` sits beside the repository root (also in CI, which places it there).
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+# Real Binance files and legacy outputs, copied from the project's shared fixtures
+# (provenance: tests/fixtures/real/SOURCES.md, tests/fixtures/legacy-v1-real/README.md).
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture

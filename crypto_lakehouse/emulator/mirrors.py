@@ -1,4 +1,4 @@
-"""Test mirrors built from the real Binance files in ``shared/fixtures``.
+"""Test mirrors built from real Binance files (the tests keep them in ``tests/fixtures``).
 
 ``real_mirror`` returns a manifest ``{key: provenance}`` that says, per object, whether its
 bytes are Binance's (``exact``) or were put together here (``constructed: …``):
@@ -22,8 +22,6 @@ from .. import layout
 from ..io import write_bytes
 from .generate import checksum_bytes, zip_bytes
 
-DEFAULT_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
-
 # From legacy-v1-real/README.md §1 ("Which files are exact Binance files").
 _LEGACY_CONSTRUCTED = {
     "BTCUSDT-1m-2024-12-31.zip": "constructed: zip around the exact Binance CSV member",
@@ -36,9 +34,11 @@ _LEGACY_CONSTRUCTED = {
 
 
 def _fixtures(fixtures_dir) -> Path:
-    root = Path(fixtures_dir) if fixtures_dir is not None else DEFAULT_FIXTURES
-    if not (root / "real").is_dir():
-        raise FileNotFoundError(f"fixture folder not found: {root} (expected shared/fixtures)")
+    root = Path(fixtures_dir)
+    if not (root / "real").is_dir() or not (root / "legacy-v1-real").is_dir():
+        raise FileNotFoundError(
+            f"fixture folder not found: {root} (expected real/ and legacy-v1-real/ in it)"
+        )
     return root
 
 
@@ -49,7 +49,7 @@ def _add_zip_with_checksum(dest: Path, key: str, data: bytes, newline: bool) -> 
 
 
 def real_mirror(
-    dest: str | Path, *, funding: bool = True, extras: bool = False, fixtures_dir=None
+    dest: str | Path, fixtures_dir: str | Path, *, funding: bool = True, extras: bool = False
 ) -> dict[str, str]:
     """Fill ``dest`` (``dest/<key>``) with real archive objects; returns ``{key: provenance}``."""
     root = _fixtures(fixtures_dir)

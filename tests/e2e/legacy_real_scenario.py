@@ -1,5 +1,5 @@
 """The legacy-v1-real scenario served by the emulator: the real archive files the legacy
-tool downloaded, and its REST answers (`shared/fixtures/legacy-v1-real/README.md`)."""
+tool downloaded, and its REST answers (`tests/fixtures/legacy-v1-real/README.md`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from crypto_lakehouse.emulator.mirrors import real_mirror
 from crypto_lakehouse.emulator.rest import RestEmulator
 
 REPO = Path(__file__).resolve().parents[2]
-LEGACY = REPO.parent / "shared" / "fixtures" / "legacy-v1-real"
+FIXTURES = REPO / "tests" / "fixtures"
+LEGACY = FIXTURES / "legacy-v1-real"
 MANIFEST = json.loads((LEGACY / "truth" / "manifest.json").read_text())
 SYMBOLS = {"spot": "BTCUSDT", "um_futures": "BTCUSDT", "cm_futures": "BTCUSD_PERP"}
 MARKET_DIR = {"spot": "spot", "um_futures": "um", "cm_futures": "cm"}
@@ -37,7 +38,7 @@ def legacy_rest(window_s: float = 5.0) -> RestEmulator:
 
 
 def legacy_mirror(dest: Path) -> None:
-    real_mirror(dest, funding=False)  # exactly the 14 objects legacy downloaded
+    real_mirror(dest, FIXTURES, funding=False)  # exactly the 14 objects legacy downloaded
 
 
 def legacy_config(base_url: str, data_dir: Path) -> dict:

@@ -519,7 +519,7 @@ def test_synthetic_sizes_and_checksums(emulator):
 
 
 def test_real_mirror_manifest_and_bytes(tmp_path, emulator):
-    manifest = real_mirror(tmp_path, extras=True)
+    manifest = real_mirror(tmp_path, FIXTURES, extras=True)
     emu = emulator(mirror_dir=tmp_path)
     for key in manifest:
         body = requests.get(f"{emu.base_url}/{key}", timeout=10).content

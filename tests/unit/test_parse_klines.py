@@ -1,4 +1,4 @@
-"""aws_parse klines on real Binance archives (tests/../shared/fixtures).
+"""aws_parse klines on real Binance archives (tests/fixtures/real).
 
 Expected values are read from the archive CSVs themselves with the stdlib (csv, decimal),
 and compared with the legacy BHDS V1 partitions built from the same files.
