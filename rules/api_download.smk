@@ -16,7 +16,7 @@ rule exchange_info:
         refresh=get_listing_refresh,
         script=script_path("exchange_info"),
     shell:
-        "python3 {params.script:q} {params.job:q} {log:q}"
+        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download_klines:
@@ -35,7 +35,7 @@ rule api_download_klines:
         job=job_json(get_api_args),
         script=script_path("api_download_klines"),
     shell:
-        "python3 {params.script:q} {params.job:q} {log:q}"
+        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download_funding:
@@ -54,7 +54,7 @@ rule api_download_funding:
         job=job_json(get_api_args),
         script=script_path("api_download_funding"),
     shell:
-        "python3 {params.script:q} {params.job:q} {log:q}"
+        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download:

@@ -16,7 +16,7 @@ checkpoint list_archive:
         refresh=get_listing_refresh,
         script=script_path("list_archive"),
     shell:
-        "python3 {params.script:q} {params.job:q} {log:q}"
+        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
 
 
 # No input: the job is planned only after its listing was evaluated (stage_reports), and
@@ -37,7 +37,7 @@ rule aws_download_symbol:
         digest=get_symbol_digest,
         script=script_path("aws_download_symbol"),
     shell:
-        "python3 {params.script:q} {params.job:q} {log:q}"
+        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_download:

@@ -18,7 +18,7 @@ rule aws_parse_klines:
         job=job_json(get_parse_args),
         script=script_path("aws_parse_klines"),
     shell:
-        "python3 {params.script:q} {params.job:q} {log:q}"
+        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_parse_funding:
@@ -37,7 +37,7 @@ rule aws_parse_funding:
         job=job_json(get_parse_args),
         script=script_path("aws_parse_funding"),
     shell:
-        "python3 {params.script:q} {params.job:q} {log:q}"
+        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_parse:

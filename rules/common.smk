@@ -3,6 +3,7 @@
 
 import json
 import os
+import sys
 
 import crypto_lakehouse.plan as plan
 from snakemake.utils import validate
@@ -42,11 +43,17 @@ wildcard_constraints:
     stage="|".join(plan.STAGES),
 
 
+# Jobs run their script with the interpreter that runs Snakemake, so
+# `/path/to/venv/bin/snakemake` works without activating the venv (cron, schedulers). It is
+# part of the shell template, not a params value: a venv's `python` and `python3` differ as
+# paths, and a changed params value would rerun every job.
+PYTHON = sys.executable
+
+
 # ------------------------------------------------------------------ paths
 def script_path(rule_name):
-    # Jobs run `python3 scripts/<rule>.py`: the environment with crypto_lakehouse installed
-    # must be the active one (as for `snakemake` itself). The path is a params value, so it
-    # must be stable between runs (a source-cache path would rerun every job every time).
+    # The path is a params value, so it must be stable between runs (a source-cache path
+    # would rerun every job every time).
     return os.path.join(workflow.basedir, "scripts", f"{rule_name}.py")
 
 

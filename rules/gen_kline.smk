@@ -17,7 +17,7 @@ rule gen_kline_symbol:
         job=job_json(get_gen_args),
         script=script_path("gen_kline_symbol"),
     shell:
-        "python3 {params.script:q} {params.job:q} {log:q}"
+        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule gen_kline:

@@ -17,7 +17,7 @@ rule resample_symbol:
         job=job_json(get_resample_args),
         script=script_path("resample_symbol"),
     shell:
-        "python3 {params.script:q} {params.job:q} {log:q}"
+        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule resample:
