@@ -14,9 +14,10 @@ rule exchange_info:
     params:
         job=job_json(get_exchange_info_args),
         refresh=get_listing_refresh,
+        python=PYTHON,
         script=script_path("exchange_info"),
     shell:
-        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download_klines:
@@ -33,9 +34,10 @@ rule api_download_klines:
         rest_jobs=1,
     params:
         job=job_json(get_api_args),
+        python=PYTHON,
         script=script_path("api_download_klines"),
     shell:
-        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download_funding:
@@ -52,9 +54,10 @@ rule api_download_funding:
         rest_jobs=1,
     params:
         job=job_json(get_api_args),
+        python=PYTHON,
         script=script_path("api_download_funding"),
     shell:
-        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule api_download:

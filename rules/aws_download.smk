@@ -14,9 +14,10 @@ checkpoint list_archive:
     params:
         job=job_json(get_listing_args),
         refresh=get_listing_refresh,
+        python=PYTHON,
         script=script_path("list_archive"),
     shell:
-        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 # No input: the job is planned only after its listing was evaluated (stage_reports), and
@@ -35,9 +36,10 @@ rule aws_download_symbol:
     params:
         job=job_json(get_download_args),
         digest=get_symbol_digest,
+        python=PYTHON,
         script=script_path("aws_download_symbol"),
     shell:
-        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_download:

@@ -16,9 +16,10 @@ rule aws_parse_klines:
         runtime=30,
     params:
         job=job_json(get_parse_args),
+        python=PYTHON,
         script=script_path("aws_parse_klines"),
     shell:
-        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_parse_funding:
@@ -35,9 +36,10 @@ rule aws_parse_funding:
         runtime=10,
     params:
         job=job_json(get_parse_args),
+        python=PYTHON,
         script=script_path("aws_parse_funding"),
     shell:
-        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule aws_parse:

@@ -43,11 +43,12 @@ wildcard_constraints:
     stage="|".join(plan.STAGES),
 
 
-# Jobs run their script with the interpreter that runs Snakemake, so
-# `/path/to/venv/bin/snakemake` works without activating the venv (cron, schedulers). It is
-# part of the shell template, not a params value: a venv's `python` and `python3` differ as
-# paths, and a changed params value would rerun every job.
-PYTHON = sys.executable
+# Jobs run their script with the interpreter of the environment that runs Snakemake, so
+# `/path/to/venv/bin/snakemake` works without activating the venv (cron, schedulers). It is a
+# params value, so it must not depend on how Snakemake was started: `python`, `python3` and
+# the `snakemake` entry point of one environment all give `{prefix}/bin/python3`.
+_ENV_PYTHON = os.path.join(sys.prefix, "bin", "python3")
+PYTHON = _ENV_PYTHON if os.path.exists(_ENV_PYTHON) else sys.executable
 
 
 # ------------------------------------------------------------------ paths

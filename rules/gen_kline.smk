@@ -15,9 +15,10 @@ rule gen_kline_symbol:
         runtime=30,
     params:
         job=job_json(get_gen_args),
+        python=PYTHON,
         script=script_path("gen_kline_symbol"),
     shell:
-        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule gen_kline:

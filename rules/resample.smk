@@ -15,9 +15,10 @@ rule resample_symbol:
         runtime=30,
     params:
         job=job_json(get_resample_args),
+        python=PYTHON,
         script=script_path("resample_symbol"),
     shell:
-        "{PYTHON:q} {params.script:q} {params.job:q} {log:q}"
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 rule resample:
