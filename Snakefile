@@ -23,12 +23,14 @@ include: "rules/aws_parse.smk"
 include: "rules/api_download.smk"
 include: "rules/gen_kline.smk"
 include: "rules/resample.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         [summaries(stage) for stage in plan.STAGES],
+        rules.report.output.index,
 
 
 rule summarize:
@@ -38,6 +40,8 @@ rule summarize:
         summary=f"{LH}/summaries/{{stage}}/{{trade_type}}.json",
     log:
         f"{LH}/logs/summaries/{{stage}}/{{trade_type}}.log",
+    benchmark:
+        f"{LH}/benchmarks/summaries/{{stage}}/{{trade_type}}.tsv"
     localrule: True
     conda:
         "envs/pipeline.yaml"

@@ -121,3 +121,42 @@ def quality_path(data_dir, trade_type, interval, symbol) -> Path:
 
 def provenance_path(data_dir, trade_type, interval, symbol) -> Path:
     return lakehouse_dir(data_dir) / "provenance" / trade_type / interval / f"{symbol}.pqt"
+
+
+def report_dir(data_dir) -> Path:
+    """The ``report`` target's folder: ``index.html``, ``coverage.parquet``, ``figures/``."""
+    return lakehouse_dir(data_dir) / "report"
+
+
+def report_index_path(data_dir) -> Path:
+    return report_dir(data_dir) / "index.html"
+
+
+def report_coverage_path(data_dir) -> Path:
+    return report_dir(data_dir) / "coverage.parquet"
+
+
+def report_figures_dir(data_dir) -> Path:
+    return report_dir(data_dir) / "figures"
+
+
+def summaries_dir(data_dir) -> Path:
+    return lakehouse_dir(data_dir) / "summaries"
+
+
+def benchmarks_dir(data_dir) -> Path:
+    """Snakemake ``benchmark:`` files: a rule's ``log:`` path with ``logs`` → ``benchmarks``
+    and ``.log`` → ``.tsv``."""
+    return lakehouse_dir(data_dir) / "benchmarks"
+
+
+def quarantine_dir(data_dir) -> Path:
+    return lakehouse_dir(data_dir) / "quarantine"
+
+
+def provenance_dir(data_dir, trade_type, interval) -> Path:
+    return lakehouse_dir(data_dir) / "provenance" / trade_type / interval
+
+
+def quality_dir(data_dir, trade_type, interval) -> Path:
+    return lakehouse_dir(data_dir) / "quality" / trade_type / interval

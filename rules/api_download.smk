@@ -6,6 +6,8 @@ rule exchange_info:
         out_path=f"{LH}/exchange_info/{{trade_type}}.json",
     log:
         f"{LH}/logs/exchange_info/{{trade_type}}.log",
+    benchmark:
+        f"{LH}/benchmarks/exchange_info/{{trade_type}}.tsv"
     localrule: True
     conda:
         "../envs/pipeline.yaml"
@@ -27,6 +29,8 @@ rule api_download_klines:
         report_path=f"{LH}/reports/api_download/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
     log:
         f"{LH}/logs/api_download/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+    benchmark:
+        f"{LH}/benchmarks/api_download/{{trade_type}}/klines-{{interval}}/{{symbol}}.tsv"
     localrule: True
     conda:
         "../envs/pipeline.yaml"
@@ -47,6 +51,8 @@ rule api_download_funding:
         report_path=f"{LH}/reports/api_download/{{trade_type}}/funding/{{symbol}}.json",
     log:
         f"{LH}/logs/api_download/{{trade_type}}/funding/{{symbol}}.log",
+    benchmark:
+        f"{LH}/benchmarks/api_download/{{trade_type}}/funding/{{symbol}}.tsv"
     localrule: True
     conda:
         "../envs/pipeline.yaml"

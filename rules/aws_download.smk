@@ -6,6 +6,8 @@ checkpoint list_archive:
         out_index=f"{LH}/listing/{{trade_type}}/{{dataset}}.json",
     log:
         f"{LH}/logs/list_archive/{{trade_type}}/{{dataset}}.log",
+    benchmark:
+        f"{LH}/benchmarks/list_archive/{{trade_type}}/{{dataset}}.tsv"
     localrule: True
     conda:
         "../envs/pipeline.yaml"
@@ -28,6 +30,8 @@ rule aws_download_symbol:
         report_path=f"{LH}/reports/aws_download/{{trade_type}}/{{dataset}}/{{symbol}}.json",
     log:
         f"{LH}/logs/aws_download/{{trade_type}}/{{dataset}}/{{symbol}}.log",
+    benchmark:
+        f"{LH}/benchmarks/aws_download/{{trade_type}}/{{dataset}}/{{symbol}}.tsv"
     localrule: True
     conda:
         "../envs/pipeline.yaml"

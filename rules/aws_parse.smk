@@ -9,6 +9,8 @@ rule aws_parse_klines:
         report_path=f"{LH}/reports/aws_parse/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
     log:
         f"{LH}/logs/aws_parse/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+    benchmark:
+        f"{LH}/benchmarks/aws_parse/{{trade_type}}/klines-{{interval}}/{{symbol}}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -29,6 +31,8 @@ rule aws_parse_funding:
         report_path=f"{LH}/reports/aws_parse/{{trade_type}}/funding/{{symbol}}.json",
     log:
         f"{LH}/logs/aws_parse/{{trade_type}}/funding/{{symbol}}.log",
+    benchmark:
+        f"{LH}/benchmarks/aws_parse/{{trade_type}}/funding/{{symbol}}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:

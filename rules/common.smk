@@ -308,3 +308,14 @@ def get_summary_input(wildcards):
 
 def summaries(stage):
     return [f"{LH}/summaries/{stage}/{t}.json" for t in TRADE_TYPES]
+
+
+# ------------------------------------------------------------------ report
+def get_report_args(wildcards):
+    return dict(
+        data_dir=DATA,
+        interval=INTERVAL,
+        trade_types=TRADE_TYPES,
+        end_date=END_DATE,
+        stale_after_hours=config["report"]["stale_after_hours"],
+    )

@@ -8,6 +8,8 @@ rule gen_kline_symbol:
         report_path=f"{LH}/reports/gen_kline/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
     log:
         f"{LH}/logs/gen_kline/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+    benchmark:
+        f"{LH}/benchmarks/gen_kline/{{trade_type}}/klines-{{interval}}/{{symbol}}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:

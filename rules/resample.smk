@@ -8,6 +8,8 @@ rule resample_symbol:
         report_path=f"{LH}/reports/resample/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
     log:
         f"{LH}/logs/resample/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+    benchmark:
+        f"{LH}/benchmarks/resample/{{trade_type}}/klines-{{interval}}/{{symbol}}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:

@@ -1,0 +1,302 @@
+"""The coverage table: per (trade type, symbol, UTC day), how many candles came from where.
+
+Built from two records every run already leaves behind, never from the candles themselves
+(reading the full universe's minutes would take the report tens of minutes):
+
+- the provenance table of each symbol (``lakehouse/provenance/{T}/{I}/{SYM}.pqt``, written by
+  ``api_download``): candles per day in the archive, in REST, and in both together;
+- the footers of the generated files (``results_data/{T}/klines/{I}/[SPn_]{SYM}.pqt``): each
+  segment's first candle and row count. A segment is contiguous on the interval grid (a
+  gen_kline gate), so it covers ``[first, first + rows × step)``; the time between two
+  segments of a symbol is the delisting gap gen_kline split it at.
+
+Per day (``E`` = candles of a complete day, 1440 at 1m):
+
+- ``minutes_archive`` = archive candles (zero-volume candles included);
+- ``minutes_rest`` = candles only REST has (distinct union − archive): on a short archive day
+  completed by REST, the archive keeps its minutes and REST adds the rest;
+- ``minutes_filled`` = minutes inside a segment that no source has (gen_kline carried the
+  close forward there; a zero-volume source candle is not counted: it was served);
+- ``in_gap`` = every minute of the day lies between two segments;
+- ``minutes_missing`` = minutes of the symbol's life (from its first candle to the end of
+  ``end_date``, gap minutes excluded) that none of the above covers: the tail after the last
+  candle, days REST answered empty, days not fetched yet.
+
+So on a day fully inside the symbol's life the four counts add up to ``E``. Days run from the
+first day with a candle to ``end_date``. Everything is computed on whole columns over all
+symbols of a trade type at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.generate.outputs import SUFFIX
+from crypto_lakehouse.intervals import DAY_MS, candles_per_day, interval_ms
+
+log = logging.getLogger(__name__)
+
+COVERAGE_SCHEMA = pa.schema(
+    [
+        ("trade_type", pa.string()),
+        ("symbol", pa.string()),
+        ("day", pa.date32()),
+        ("minutes_archive", pa.int32()),
+        ("minutes_rest", pa.int32()),
+        ("minutes_filled", pa.int32()),
+        ("minutes_missing", pa.int32()),
+        ("in_gap", pa.bool_()),
+    ]
+)
+
+# Heatmap categories, in legend order; NO_DAY marks cells outside a symbol's days.
+CATEGORIES = ("archive", "REST", "filled", "missing", "delisted gap")
+GAP = 4
+NO_DAY = 5
+
+_SEGMENT_RE = re.compile(r"^(?:SP(\d+)_)?(.+)$")
+
+
+def read_provenance(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
+    """Every symbol's provenance rows: ``symbol``, ``day`` (day number), ``archive_rows``,
+    ``rows``. A file that cannot be read is logged and skipped (one bad symbol never stops
+    the report)."""
+    folder = layout.provenance_dir(data_dir, trade_type, interval)
+    frames = []
+    for path in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+        try:
+            t = pq.read_table(path, columns=["day", "archive_rows", "rows"])
+        except Exception as exc:  # any pyarrow/OS error: name the file, go on
+            log.error("provenance %s unreadable, symbol left out of the coverage: %s", path, exc)
+            continue
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": path.stem,
+                    "day": t.column("day").cast(pa.int32()).to_numpy().astype(np.int64),
+                    "archive_rows": t.column("archive_rows").to_numpy(),
+                    "rows": t.column("rows").to_numpy(),
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame(
+            {
+                "symbol": pd.Series(dtype=str),
+                "day": pd.Series(dtype=np.int64),
+                "archive_rows": pd.Series(dtype=np.int64),
+                "rows": pd.Series(dtype=np.int64),
+            }
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _first_time_ms(meta: pq.FileMetaData, column: int) -> int | None:
+    """Smallest candle time from the row-group statistics (None when they are absent)."""
+    lows = []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(column).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        lows.append(stats.min)
+    if not lows:
+        return None
+    first = min(lows)
+    if isinstance(first, pd.Timestamp | np.datetime64) or hasattr(first, "timestamp"):
+        return int(pd.Timestamp(first).value // 1_000_000)
+    return int(first)
+
+
+def read_segments(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
+    """One row per generated segment file: ``symbol``, ``first_ms``, ``end_ms`` (exclusive)
+    and ``gates`` (the file's ``quality_gates`` metadata: the gen_kline gates it passed)."""
+    folder = layout.results_klines_dir(data_dir, trade_type, interval)
+    step = interval_ms(interval)
+    rows = []
+    for path in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+        symbol = _SEGMENT_RE.match(path.stem).group(2)
+        try:
+            meta = pq.ParquetFile(path).metadata
+            column = meta.schema.to_arrow_schema().get_field_index("candle_begin_time")
+            first = _first_time_ms(meta, column)
+            if first is None and meta.num_rows:
+                time = pq.read_table(path, columns=["candle_begin_time"]).column(0)
+                first = int(time.cast(pa.int64()).to_numpy().min())
+        except Exception as exc:  # any pyarrow/OS error: name the file, go on
+            log.error("generated file %s unreadable, left out of the coverage: %s", path, exc)
+            continue
+        if meta.num_rows and first is not None:
+            gates = (meta.metadata or {}).get(b"quality_gates", b"{}").decode()
+            rows.append((symbol, first, first + meta.num_rows * step, gates))
+    return pd.DataFrame(rows, columns=["symbol", "first_ms", "end_ms", "gates"]).astype(
+        {"first_ms": np.int64, "end_ms": np.int64}
+    )
+
+
+def _minutes_per_day(
+    codes: np.ndarray, start_ms: np.ndarray, end_ms: np.ndarray, step: int
+) -> pd.Series:
+    """Candles of ``[start, end)`` intervals per (code, day), summed: the intervals are cut
+    at UTC midnights (one entry per day they touch) without a loop over days."""
+    keep = end_ms > start_ms
+    codes, start_ms, end_ms = codes[keep], start_ms[keep], end_ms[keep]
+    first_day = start_ms // DAY_MS
+    last_day = (end_ms - 1) // DAY_MS
+    n_days = last_day - first_day + 1
+    owner = np.repeat(np.arange(len(codes)), n_days)
+    offset = np.arange(len(owner)) - np.repeat(np.cumsum(n_days) - n_days, n_days)
+    day = first_day[owner] + offset
+    lo = np.maximum(start_ms[owner], day * DAY_MS)
+    hi = np.minimum(end_ms[owner], (day + 1) * DAY_MS)
+    minutes = (hi - lo) // step
+    frame = pd.DataFrame({"code": codes[owner], "day": day, "minutes": minutes})
+    return frame.groupby(["code", "day"], sort=False)["minutes"].sum()
+
+
+def coverage_table(
+    provenance: pd.DataFrame,
+    segments: pd.DataFrame,
+    *,
+    trade_type: str,
+    interval: str,
+    end_day: int,
+) -> pd.DataFrame:
+    """The coverage rows of one trade type (see the module docstring), sorted by symbol, day.
+
+    ``provenance``: ``symbol``, ``day`` (day number), ``archive_rows``, ``rows``;
+    ``segments``: ``symbol``, ``first_ms``, ``end_ms`` (exclusive). ``end_day``: day number of
+    ``end_date``.
+    """
+    step = interval_ms(interval)
+    per_day = candles_per_day(interval)
+    prov = provenance[provenance["day"] <= end_day]
+    symbols = sorted(set(prov["symbol"]) | set(segments["symbol"]))
+    code_of = {s: i for i, s in enumerate(symbols)}
+    p_code = prov["symbol"].map(code_of).to_numpy(np.int64)
+    s_code = segments["symbol"].map(code_of).to_numpy(np.int64)
+    s_first = segments["first_ms"].to_numpy(np.int64)
+    s_end = segments["end_ms"].to_numpy(np.int64)
+
+    # The symbol's life starts at its first candle: the first traded minute (segment start)
+    # or the first day any source has a candle, whichever is earlier.
+    n = len(symbols)
+    life_start = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(life_start, s_code, s_first)
+    has_rows = prov["rows"].to_numpy() > 0
+    np.minimum.at(life_start, p_code[has_rows], prov["day"].to_numpy(np.int64)[has_rows] * DAY_MS)
+    alive = life_start < np.iinfo(np.int64).max
+    first_day = np.where(alive, life_start // DAY_MS, end_day + 1)
+
+    # Gaps: between consecutive segments of a symbol.
+    order = np.lexsort((s_first, s_code))
+    g_code, g_first, g_end = s_code[order], s_first[order], s_end[order]
+    same = g_code[1:] == g_code[:-1]
+    gap_code, gap_start, gap_end = g_code[1:][same], g_end[:-1][same], g_first[1:][same]
+
+    # Every (symbol, day) from the first day to end_day.
+    n_days = np.maximum(end_day - first_day + 1, 0)
+    code = np.repeat(np.arange(n), n_days)
+    day = first_day[code] + (np.arange(len(code)) - np.repeat(np.cumsum(n_days) - n_days, n_days))
+    key = pd.MultiIndex.from_arrays([code, day], names=["code", "day"])
+
+    def lookup(series: pd.Series) -> np.ndarray:
+        return series.reindex(key, fill_value=0).to_numpy(np.int64)
+
+    prov_idx = pd.MultiIndex.from_arrays([p_code, prov["day"].to_numpy(np.int64)])
+    archive = lookup(pd.Series(prov["archive_rows"].to_numpy(np.int64), index=prov_idx))
+    union = lookup(pd.Series(prov["rows"].to_numpy(np.int64), index=prov_idx))
+    rest = np.maximum(union - archive, 0)
+    span = lookup(_minutes_per_day(s_code, s_first, s_end, step))
+    gap = lookup(_minutes_per_day(gap_code, gap_start, gap_end, step))
+    before_life = lookup(
+        _minutes_per_day(np.arange(n)[alive], first_day[alive] * DAY_MS, life_start[alive], step)
+    )
+    filled = np.maximum(span - np.minimum(union, span), 0)
+    life = per_day - gap - before_life
+    missing = np.maximum(life - archive - rest - filled, 0)
+    return pd.DataFrame(
+        {
+            "trade_type": trade_type,
+            "symbol": np.asarray(symbols, dtype=object)[code] if n else np.empty(0, object),
+            "day": day,
+            "minutes_archive": archive.astype(np.int32),
+            "minutes_rest": rest.astype(np.int32),
+            "minutes_filled": filled.astype(np.int32),
+            "minutes_missing": missing.astype(np.int32),
+            "in_gap": gap >= per_day,
+        }
+    )
+
+
+def build_coverage(data_dir, trade_types, interval: str, end_day: int) -> pd.DataFrame:
+    """The coverage rows of every trade type (day as a day number)."""
+    frames = [
+        coverage_table(
+            read_provenance(data_dir, t, interval),
+            read_segments(data_dir, t, interval),
+            trade_type=t,
+            interval=interval,
+            end_day=end_day,
+        )
+        for t in trade_types
+    ]
+    if not frames:
+        return pd.DataFrame({f.name: [] for f in COVERAGE_SCHEMA})
+    return pd.concat(frames, ignore_index=True)
+
+
+def to_arrow(coverage: pd.DataFrame) -> pa.Table:
+    """The coverage rows with ``day`` as a date (the ``coverage.parquet`` schema)."""
+    return pa.table(
+        {
+            "trade_type": pa.array(coverage["trade_type"].astype(str), pa.string()),
+            "symbol": pa.array(coverage["symbol"].astype(str), pa.string()),
+            "day": pa.array(coverage["day"].to_numpy(np.int32), pa.int32()).cast(pa.date32()),
+            **{
+                name: pa.array(coverage[name].to_numpy(np.int32), pa.int32())
+                for name in ("minutes_archive", "minutes_rest", "minutes_filled", "minutes_missing")
+            },
+            "in_gap": pa.array(coverage["in_gap"].to_numpy(bool), pa.bool_()),
+        },
+        schema=COVERAGE_SCHEMA,
+    )
+
+
+def category_grid(coverage: pd.DataFrame) -> tuple[np.ndarray, list[str], int]:
+    """The heatmap of one trade type: a (symbols × days) array of category codes (index into
+    ``CATEGORIES``; ``NO_DAY`` outside a symbol's days), the symbols (sorted by first day,
+    then name) and the day number of column 0. A day's category is its largest minute count
+    (ties: the earlier category), or the gap."""
+    if coverage.empty:
+        return np.empty((0, 0), np.uint8), [], 0
+    first = coverage.groupby("symbol", sort=False)["day"].min()
+    symbols = sorted(first.index, key=lambda s: (first[s], s))
+    row_of = pd.Series(np.arange(len(symbols)), index=symbols)
+    day0 = int(coverage["day"].min())
+    width = int(coverage["day"].max()) - day0 + 1
+    counts = coverage[
+        ["minutes_archive", "minutes_rest", "minutes_filled", "minutes_missing"]
+    ].to_numpy()
+    category = counts.argmax(axis=1).astype(np.uint8)
+    category[coverage["in_gap"].to_numpy(bool)] = GAP
+    grid = np.full((len(symbols), width), NO_DAY, dtype=np.uint8)
+    grid[row_of[coverage["symbol"]].to_numpy(), coverage["day"].to_numpy(np.int64) - day0] = (
+        category
+    )
+    return grid, symbols, day0
+
+
+def read_coverage(path: str | Path) -> pd.DataFrame:
+    """``coverage.parquet`` back as the in-memory frame (day as a day number)."""
+    t = pq.read_table(path)
+    frame = t.drop(["day"]).to_pandas()
+    frame.insert(2, "day", t.column("day").cast(pa.int32()).to_numpy().astype(np.int64))
+    return frame

@@ -1,0 +1,138 @@
+"""The page's figures, drawn with matplotlib's Agg backend into PNG bytes.
+
+The coverage heatmap is one raster image per trade type (``imshow`` of a category grid with a
+``ListedColormap``), whatever the universe's size: 2,700 symbols × 2,000 days is one
+5.4-megapixel image, not millions of DOM elements. Its axes get an integer number of pixels
+per cell (at least one), so nearest-neighbour drawing shows every cell and blends none.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import date, timedelta
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from crypto_lakehouse.report.coverage import CATEGORIES  # noqa: E402
+
+DPI = 100
+# archive, REST, filled, missing, delisted gap, (no day): distinguishable for the usual
+# colour-vision deficiencies (Okabe-Ito hues) and white outside a symbol's days.
+COLOURS = ("#0072B2", "#E69F00", "#CC79A7", "#D55E00", "#999999", "#FFFFFF")
+_EPOCH = date(1970, 1, 1)
+
+# Margins around the heatmap axes, in pixels: symbol labels left, dates below, legend above.
+_LEFT, _RIGHT, _TOP, _BOTTOM = 150, 20, 70, 60
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _cell_pixels(cells: int, target: int, largest: int) -> int:
+    """Pixels per cell: the image aims at ``target`` pixels, never less than one per cell."""
+    return max(1, min(largest, target // max(cells, 1)))
+
+
+def heatmap(grid: np.ndarray, symbols: list[str], day0: int, title: str) -> bytes:
+    """The coverage heatmap of one trade type (``grid`` from ``coverage.category_grid``)."""
+    n_symbols, n_days = grid.shape
+    px_x = _cell_pixels(n_days, 1200, 24)
+    px_y = _cell_pixels(n_symbols, 500, 16)
+    axes_w, axes_h = n_days * px_x, n_symbols * px_y
+    fig_w, fig_h = axes_w + _LEFT + _RIGHT, axes_h + _TOP + _BOTTOM
+    fig = plt.figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
+    ax = fig.add_axes((_LEFT / fig_w, _BOTTOM / fig_h, axes_w / fig_w, axes_h / fig_h))
+    ax.imshow(
+        grid,
+        cmap=ListedColormap(COLOURS),
+        vmin=-0.5,
+        vmax=len(COLOURS) - 0.5,
+        interpolation="nearest",
+        aspect="auto",
+    )
+    step_y = max(1, int(np.ceil(n_symbols / max(axes_h // 14, 1))))
+    ticks_y = np.arange(0, n_symbols, step_y)
+    ax.set_yticks(ticks_y, [symbols[i] for i in ticks_y], fontsize=8)
+    n_ticks_x = max(2, min(12, axes_w // 110))
+    ticks_x = np.unique(np.linspace(0, n_days - 1, n_ticks_x).round().astype(int))
+    labels_x = [(_EPOCH + timedelta(days=int(day0 + i))).isoformat() for i in ticks_x]
+    ax.set_xticks(ticks_x, labels_x, fontsize=8)
+    ax.set_xlabel("UTC day", fontsize=9)
+    ax.set_ylabel(f"symbols ({n_symbols}, by first day)", fontsize=9)
+    legend = [
+        Patch(facecolor=c, edgecolor="#333333", label=n)
+        for c, n in zip(COLOURS[: len(CATEGORIES)], CATEGORIES, strict=True)
+    ]
+    fig.legend(
+        handles=legend,
+        loc="upper left",
+        bbox_to_anchor=(_LEFT / fig_w, 1 - 4 / fig_h),
+        ncol=len(legend),
+        fontsize=9,
+        frameon=False,
+        title=title,
+        title_fontsize=10,
+        alignment="left",
+    )
+    return png_bytes(fig)
+
+
+def _small_figure():
+    return plt.subplots(figsize=(8, 3.2), dpi=DPI, layout="constrained")
+
+
+def score_histogram(scores_by_type: dict[str, np.ndarray]) -> bytes:
+    """Distribution of the symbol quality scores, one outline per trade type."""
+    fig, ax = _small_figure()
+    bins = np.linspace(0, 1, 41)
+    for (trade_type, scores), colour in zip(scores_by_type.items(), COLOURS, strict=False):
+        ax.hist(scores, bins=bins, histtype="step", linewidth=1.6, color=colour, label=trade_type)
+    ax.set_xlabel("symbol quality score (mean day score)")
+    ax.set_ylabel("symbols")
+    ax.set_yscale("symlog", linthresh=10)
+    if scores_by_type:
+        ax.legend(fontsize=8)
+    return png_bytes(fig)
+
+
+def lag_histogram(lags_by_type: dict[str, np.ndarray], stale_after_hours: float) -> bytes:
+    """Lag of each symbol's last candle behind end_date (days), per trade type."""
+    fig, ax = _small_figure()
+    largest = max((float(np.nanmax(v)) for v in lags_by_type.values() if len(v)), default=1.0)
+    bins = np.linspace(0, max(largest / 1440, 2.0), 41)
+    for (trade_type, lags), colour in zip(lags_by_type.items(), COLOURS, strict=False):
+        ax.hist(
+            lags / 1440, bins=bins, histtype="step", linewidth=1.6, color=colour, label=trade_type
+        )
+    ax.axvline(stale_after_hours / 24, color="#333333", linestyle="--", linewidth=1)
+    ax.text(stale_after_hours / 24, ax.get_ylim()[1], " stale", va="top", fontsize=8)
+    ax.set_xlabel("lag of the last candle behind the end of end_date (days)")
+    ax.set_ylabel("symbols")
+    ax.set_yscale("symlog", linthresh=10)
+    if lags_by_type:
+        ax.legend(fontsize=8)
+    return png_bytes(fig)
+
+
+def stage_bars(stages: list[str], wall_s: list[float], job_s: list[float]) -> bytes:
+    """Wall time and summed job time per stage."""
+    fig, ax = _small_figure()
+    y = np.arange(len(stages))
+    ax.barh(y - 0.2, np.nan_to_num(wall_s), height=0.4, color=COLOURS[0], label="wall time")
+    ax.barh(y + 0.2, np.nan_to_num(job_s), height=0.4, color=COLOURS[1], label="jobs' own seconds")
+    ax.set_yticks(y, stages)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.legend(fontsize=8)
+    return png_bytes(fig)

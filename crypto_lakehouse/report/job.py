@@ -1,0 +1,324 @@
+"""``run_report``: the ``report`` target's job (``docs/report.md``)."""
+
+from __future__ import annotations
+
+import logging
+import time as clock
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse.intervals import candles_per_day
+from crypto_lakehouse.provenance import day_number
+from crypto_lakehouse.report import figures, page, records
+from crypto_lakehouse.report.coverage import (
+    build_coverage,
+    category_grid,
+    read_segments,
+    to_arrow,
+)
+
+log = logging.getLogger(__name__)
+
+WORST_SYMBOLS = 20
+SLOWEST_JOBS = 20
+MAX_LISTED = 500  # rows of a long list (quarantine, stale symbols) shown on the page
+
+
+def _coverage_section(coverage: pd.DataFrame, trade_types, interval: str, out: dict) -> str:
+    parts = []
+    per_day = candles_per_day(interval)
+    totals = []
+    for trade_type in trade_types:
+        mine = coverage[coverage["trade_type"] == trade_type]
+        if mine.empty:
+            parts.append(f'<h3>{page.esc(trade_type)}</h3><p class="empty">no symbol-days</p>')
+            continue
+        grid, symbols, day0 = category_grid(mine)
+        png = figures.heatmap(grid, symbols, day0, f"{trade_type}: dominant source per day")
+        name = f"coverage_{trade_type}"
+        out[name] = png
+        parts.append(f"<h3>{page.esc(trade_type)}</h3>")
+        parts.append(
+            page.figure(
+                png,
+                f"coverage heatmap of {trade_type}",
+                f"{len(symbols)} symbols × {grid.shape[1]} days; a cell's colour is the source "
+                f"of most of the day's {per_day} candles (grey: the day lies in a delisting gap).",
+                name,
+            )
+        )
+        minutes = mine[
+            ["minutes_archive", "minutes_rest", "minutes_filled", "minutes_missing"]
+        ].sum()
+        whole = max(int(minutes.sum()), 1)
+        totals.append(
+            {
+                "trade type": trade_type,
+                "symbols": len(symbols),
+                "symbol-days": len(mine),
+                "archive %": 100 * minutes["minutes_archive"] / whole,
+                "REST %": 100 * minutes["minutes_rest"] / whole,
+                "filled %": 100 * minutes["minutes_filled"] / whole,
+                "missing %": 100 * minutes["minutes_missing"] / whole,
+                "days in a gap": int(mine["in_gap"].sum()),
+            }
+        )
+    summary = page.table(
+        pd.DataFrame(totals),
+        numeric=(
+            "symbols",
+            "symbol-days",
+            "archive %",
+            "REST %",
+            "filled %",
+            "missing %",
+            "days in a gap",
+        ),
+        empty="no coverage: no provenance records or generated files found",
+    )
+    intro = (
+        "<p>Per symbol and UTC day, where the candles come from "
+        "(<code>coverage.parquet</code> next to this page holds the minute counts). "
+        "Shares are of all candle-minutes of the trade type.</p>"
+    )
+    return intro + summary + "".join(parts)
+
+
+def _quality_section(data_dir, trade_types, interval: str, out: dict) -> str:
+    scores = records.quality_scores(data_dir, trade_types, interval)
+    by_type = {
+        t: scores.loc[scores["trade_type"] == t, "score"].to_numpy(float) for t in trade_types
+    }
+    png = figures.score_histogram({t: v for t, v in by_type.items() if len(v)})
+    out["quality_scores"] = png
+    body = [
+        page.figure(
+            png,
+            "distribution of symbol quality scores",
+            f"{len(scores)} symbols; score = completeness × validity × liveliness, mean over "
+            "the symbol's archived days (docs/quality.md).",
+            "quality_scores",
+        ),
+        f"<h3>The {WORST_SYMBOLS} worst symbols</h3>",
+    ]
+    worst = scores.sort_values(["score", "trade_type", "symbol"]).head(WORST_SYMBOLS)
+    worst = worst.assign(reasons=records.quality_reasons(worst))
+    body.append(
+        page.table(
+            worst[["trade_type", "symbol", "score", "days", "reasons"]],
+            numeric=("score", "days"),
+            empty="no quality records",
+        )
+    )
+    quarantined = records.quarantined_files(data_dir)
+    body.append(f"<h3>Quarantined files ({len(quarantined)})</h3>")
+    body.append(page.table(quarantined.head(MAX_LISTED), empty="no file was quarantined"))
+    if len(quarantined) > MAX_LISTED:
+        body.append(
+            f"<p>… and {len(quarantined) - MAX_LISTED} more under lakehouse/quarantine/.</p>"
+        )
+    return "".join(body)
+
+
+def _freshness_section(
+    segments: dict[str, pd.DataFrame],
+    coverage: pd.DataFrame,
+    trade_types,
+    end_day: int,
+    end_date: str,
+    stale_after_hours: float,
+    out: dict,
+) -> str:
+    frames = []
+    for t in trade_types:
+        symbols = coverage.loc[coverage["trade_type"] == t, "symbol"].unique()
+        frames.append(records.freshness(segments[t], symbols, end_day, t))
+    fresh = pd.concat(frames, ignore_index=True)
+    lags = {
+        t: fresh.loc[
+            (fresh["trade_type"] == t) & fresh["lag_minutes"].notna(), "lag_minutes"
+        ].to_numpy(float)
+        for t in trade_types
+    }
+    png = figures.lag_histogram({t: v for t, v in lags.items() if len(v)}, stale_after_hours)
+    out["freshness"] = png
+    limit = stale_after_hours * 60
+    stale = fresh[fresh["lag_minutes"].isna() | (fresh["lag_minutes"] > limit)]
+    stale = stale.sort_values(["trade_type", "lag_minutes"], ascending=[True, False])
+    shown = stale.assign(
+        last_candle_close=stale["last_candle_close"].map(
+            lambda t: "no generated candles" if pd.isna(t) else t.strftime("%Y-%m-%d %H:%M")
+        ),
+        lag_days=stale["lag_minutes"] / 1440,
+    )[["trade_type", "symbol", "last_candle_close", "lag_minutes", "lag_days"]]
+    counts = (
+        fresh.assign(stale=fresh.index.isin(stale.index))
+        .groupby("trade_type")
+        .agg(
+            symbols=("symbol", "size"),
+            stale=("stale", "sum"),
+            max_lag_minutes=("lag_minutes", "max"),
+        )
+        .reset_index()
+    )
+    body = [
+        f"<p>Lag of each symbol's last candle behind the end of end_date ({page.esc(end_date)}); "
+        f"stale: more than {stale_after_hours:g} hours (config <code>report.stale_after_hours</code>).</p>",
+        page.table(counts, numeric=("symbols", "stale", "max_lag_minutes")),
+        page.figure(png, "distribution of freshness lags", "Lag per symbol, in days.", "freshness"),
+        f"<h3>Stale symbols ({len(stale)})</h3>",
+        page.table(
+            shown.head(MAX_LISTED), numeric=("lag_minutes", "lag_days"), empty="no stale symbol"
+        ),
+    ]
+    return "".join(body)
+
+
+def _run_section(data_dir, summaries: dict, out: dict) -> str:
+    benchmarks = records.read_benchmarks(data_dir)
+    stages = records.stage_table(summaries, benchmarks)
+    png = figures.stage_bars(
+        list(stages["stage"]),
+        list(stages["wall_s"].astype(float)),
+        list(stages["job_seconds"].astype(float)),
+    )
+    out["stages"] = png
+    slowest = benchmarks.sort_values("seconds", ascending=False).head(SLOWEST_JOBS)
+    body = [
+        "<p>Per stage, from the run summaries (lakehouse/summaries/) and the Snakemake benchmark "
+        "files (lakehouse/benchmarks/): wall time is the first job's start to the last job's "
+        "end; job seconds are the jobs' own durations summed; files are downloaded or "
+        "adopted archives (aws_download), parsed archives (aws_parse), REST days and "
+        "funding pages fetched (api_download), files written (gen_kline, resample).</p>",
+        page.table(
+            stages.rename(columns={"wall_s": "wall s", "job_seconds": "job s", "mb_per_s": "MB/s"}),
+            numeric=("jobs", "wall s", "job s", "files", "mb", "MB/s", "retries", "http_429"),
+        ),
+        page.figure(
+            png, "time per stage", "Wall time and the jobs' own seconds per stage.", "stages"
+        ),
+        f"<h3>The {SLOWEST_JOBS} slowest jobs</h3>",
+        page.table(
+            slowest[["job", "stage", "seconds", "max_rss_mb", "cpu_time"]],
+            numeric=("seconds", "max_rss_mb", "cpu_time"),
+            empty="no benchmark files (lakehouse/benchmarks/)",
+        ),
+    ]
+    return "".join(body)
+
+
+def _checks_section(segments: dict[str, pd.DataFrame], summaries: dict) -> str:
+    frames = [s.assign(trade_type=t) for t, s in segments.items()]
+    all_segments = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    gates = records.gate_counts(all_segments, summaries)
+    failures = records.failure_messages(summaries)
+    body = [
+        "<p>gen_kline gates (contiguous grid, unique minutes, OHLC, VWAP in range, funding "
+        "events) as recorded in each generated file; resample accuracy validation (volume sums "
+        "and high/low against the source minutes) of every resampled file. A file failing a "
+        "check is not kept and its job fails.</p>",
+        page.table(gates, numeric=("passed", "failed"), empty="no generated files"),
+        f"<h3>Failures ({len(failures)})</h3>",
+    ]
+    if failures:
+        body.append("<ul>" + "".join(f"<li>{page.esc(m)}</li>" for m in failures) + "</ul>")
+    else:
+        body.append('<p class="empty">none</p>')
+    return "".join(body)
+
+
+def run_report(
+    *,
+    data_dir,
+    interval: str,
+    trade_types: list[str],
+    end_date: str,
+    stale_after_hours: float,
+    index,
+    coverage,
+    figures_dir,
+    summaries=(),
+) -> dict:
+    """Write ``coverage.parquet``, the figures (PNG, also for Snakemake's report) and the
+    page ``index.html``. ``summaries`` are the rule's inputs (read from their folder)."""
+    started = clock.perf_counter()
+    seconds: dict[str, float] = {}
+    tick = started
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = clock.perf_counter()
+        seconds[name] = round(now - tick, 3)
+        tick = now
+
+    end_day = day_number(end_date)
+    table = build_coverage(data_dir, trade_types, interval, end_day)
+    io.write_parquet(coverage, to_arrow(table))
+    lap("coverage")
+    segments = {t: read_segments(data_dir, t, interval) for t in trade_types}
+    summary_records = records.read_summaries(data_dir, trade_types)
+    lap("records")
+    pngs: dict[str, bytes] = {}
+    sections = [
+        page.section(1, "Coverage", _coverage_section(table, trade_types, interval, pngs)),
+    ]
+    lap("coverage_section")
+    sections.append(
+        page.section(2, "Quality", _quality_section(data_dir, trade_types, interval, pngs))
+    )
+    lap("quality_section")
+    sections.append(
+        page.section(
+            3,
+            "Freshness",
+            _freshness_section(
+                segments, table, trade_types, end_day, end_date, stale_after_hours, pngs
+            ),
+        )
+    )
+    sections.append(page.section(4, "The run", _run_section(data_dir, summary_records, pngs)))
+    sections.append(page.section(5, "Checks", _checks_section(segments, summary_records)))
+    lap("other_sections")
+    written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    html_text = page.page(
+        "crypto_lakehouse report",
+        f"data_dir {Path(data_dir)} · interval {interval} · trade types {', '.join(trade_types)} "
+        f"· end_date {end_date} · written {written}",
+        sections,
+    )
+    figures_dir = Path(figures_dir)
+    for name, png in pngs.items():
+        io.write_bytes(figures_dir / f"{name}.png", png)
+    io.write_text(index, html_text)
+    lap("write")
+    seconds["total"] = round(clock.perf_counter() - started, 3)
+    stats = {
+        "coverage_rows": len(table),
+        "figures": len(pngs),
+        "page_bytes": len(html_text.encode()),
+        "seconds": seconds,
+    }
+    log.info(
+        "report: %s (%d coverage rows, %d figures, %.1f MB) in %.1f s",
+        index,
+        len(table),
+        len(pngs),
+        stats["page_bytes"] / 1e6,
+        seconds["total"],
+    )
+    return stats
+
+
+def default_paths(data_dir) -> dict[str, str]:
+    return {
+        "index": str(layout.report_index_path(data_dir)),
+        "coverage": str(layout.report_coverage_path(data_dir)),
+        "figures_dir": str(layout.report_figures_dir(data_dir)),
+    }
+
+
+__all__ = ["run_report", "default_paths", "np"]

@@ -1,0 +1,261 @@
+"""Readers for the page's sections: quality records, quarantine, freshness, run summaries,
+benchmark files and quality gates. Each returns a small frame or dict; the page only formats.
+
+Benchmark files are found by globbing ``lakehouse/benchmarks/**/*.tsv`` and a job is named by
+its path relative to that folder: the rules' grouping of symbols into jobs may change without
+the report knowing it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.generate.outputs import SUFFIX
+from crypto_lakehouse.intervals import DAY_MS
+from crypto_lakehouse.io import read_json
+
+log = logging.getLogger(__name__)
+
+from crypto_lakehouse.plan import STAGES  # noqa: E402
+
+# Rule folders (below logs/ and benchmarks/) that belong to a stage of another name.
+_STAGE_OF_FOLDER = {"list_archive": "aws_download", "exchange_info": "api_download"}
+_QUALITY_COLUMNS = [
+    "rows",
+    "expected_rows",
+    "missing_rows",
+    "zero_volume_rows",
+    "ohlc_violations",
+    "taker_violations",
+    "score",
+]
+
+
+# ---------------------------------------------------------------- quality
+def quality_scores(data_dir, trade_types, interval: str) -> pd.DataFrame:
+    """Per symbol: ``trade_type``, ``symbol``, ``score`` (mean day score, as the parse report),
+    ``days`` and the sums of the quality record's counts."""
+    frames = []
+    for trade_type in trade_types:
+        folder = layout.quality_dir(data_dir, trade_type, interval)
+        for path in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+            try:
+                t = pq.read_table(path, columns=_QUALITY_COLUMNS).to_pandas()
+            except Exception as exc:  # any pyarrow/OS error: name the file, go on
+                log.error("quality record %s unreadable, left out: %s", path, exc)
+                continue
+            t["trade_type"], t["symbol"] = trade_type, path.stem
+            frames.append(t)
+    if not frames:
+        return pd.DataFrame(
+            columns=["trade_type", "symbol", "score", "days", *_QUALITY_COLUMNS[:-1]]
+        )
+    days = pd.concat(frames, ignore_index=True)
+    grouped = days.groupby(["trade_type", "symbol"], sort=True)
+    out = grouped[_QUALITY_COLUMNS[:-1]].sum()
+    out["score"] = grouped["score"].mean()
+    out["days"] = grouped.size()
+    out["days_without_rows"] = grouped["rows"].apply(lambda r: int((r == 0).sum()))
+    return out.reset_index()
+
+
+def quality_reasons(scores: pd.DataFrame) -> pd.Series:
+    """Why a symbol scores below 1, from the components of the score (docs/quality.md)."""
+    expected = scores["expected_rows"].clip(lower=1)
+    rows = scores["rows"].clip(lower=1)
+    missing = 100 * scores["missing_rows"] / expected
+    zero = 100 * scores["zero_volume_rows"] / rows
+    parts = [
+        np.where(
+            scores["missing_rows"] > 0,
+            missing.map("{:.1f}% of candles missing".format)
+            + scores["days_without_rows"].map(lambda d: f" ({d} days without rows)" if d else ""),
+            "",
+        ),
+        np.where(
+            scores["ohlc_violations"] > 0,
+            scores["ohlc_violations"].map("{} OHLC violations".format),
+            "",
+        ),
+        np.where(
+            scores["taker_violations"] > 0,
+            scores["taker_violations"].map("{} taker-volume violations".format),
+            "",
+        ),
+        np.where(
+            scores["zero_volume_rows"] > 0, zero.map("{:.1f}% zero-volume candles".format), ""
+        ),
+    ]
+    joined = pd.Series(
+        ["; ".join(p for p in row if p) for row in zip(*parts, strict=True)], index=scores.index
+    )
+    return joined.replace("", "no defect found")
+
+
+def quarantined_files(data_dir) -> pd.DataFrame:
+    """Every quarantined archive (``key``) with the reason written next to it."""
+    root = layout.quarantine_dir(data_dir)
+    rows = []
+    for path in sorted(root.rglob("*.reason")) if root.is_dir() else []:
+        key = path.relative_to(root).as_posix()[: -len(".reason")]
+        try:
+            reason = path.read_text(errors="replace").strip()
+        except OSError as exc:
+            reason = f"(reason unreadable: {exc})"
+        rows.append((key, reason))
+    return pd.DataFrame(rows, columns=["key", "reason"])
+
+
+# ---------------------------------------------------------------- freshness
+def freshness(segments: pd.DataFrame, symbols, end_day: int, trade_type: str) -> pd.DataFrame:
+    """Lag of each symbol's last candle behind the end of ``end_date`` (minutes), from the
+    generated segments (``end_ms`` exclusive = close of the last candle). ``symbols`` lists
+    the symbols of the trade type; those without a generated file get no lag (NaN)."""
+    last_end = segments.groupby("symbol")["end_ms"].max() if len(segments) else pd.Series()
+    frame = pd.DataFrame({"symbol": sorted(set(symbols) | set(last_end.index))})
+    end = frame["symbol"].map(last_end)
+    horizon = (end_day + 1) * DAY_MS
+    frame["last_candle_close"] = pd.to_datetime(end, unit="ms", utc=True)
+    frame["lag_minutes"] = (horizon - end) // 60_000
+    frame.insert(0, "trade_type", trade_type)
+    return frame
+
+
+# ---------------------------------------------------------------- the run
+def read_summaries(data_dir, trade_types) -> dict[tuple[str, str], dict]:
+    """``{(stage, trade_type): summary}`` for the summaries that exist."""
+    found = {}
+    for stage in STAGES:
+        for trade_type in trade_types:
+            path = layout.summaries_dir(data_dir) / stage / f"{trade_type}.json"
+            summary = read_json(path, default=None)
+            if summary is not None:
+                found[(stage, trade_type)] = summary
+    return found
+
+
+def read_benchmarks(data_dir) -> pd.DataFrame:
+    """One row per benchmark file: ``job`` (path below ``benchmarks/`` without ``.tsv``),
+    ``stage``, ``seconds``, ``max_rss_mb``, ``cpu_time``, ``end_unix`` (the file's mtime: the
+    job's end). A file that is not a Snakemake benchmark table is skipped with a warning."""
+    root = layout.benchmarks_dir(data_dir)
+    rows = []
+    for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+        rel = path.relative_to(root).with_suffix("").as_posix()
+        parts = rel.split("/")
+        folder = parts[0]
+        stage = parts[1] if folder == "summaries" and len(parts) > 1 else folder
+        stage = _STAGE_OF_FOLDER.get(stage, stage)
+        try:
+            table = pd.read_csv(path, sep="\t")
+            seconds = float(table["s"].iloc[-1])
+            rss = pd.to_numeric(table.get("max_rss", pd.Series([np.nan])), errors="coerce")
+            cpu = pd.to_numeric(table.get("cpu_time", pd.Series([np.nan])), errors="coerce")
+            end = os.stat(path).st_mtime
+        except Exception as exc:  # malformed or vanished file: name it, go on
+            log.warning("benchmark file %s skipped: %s", path, exc)
+            continue
+        rows.append((rel, stage, seconds, float(rss.iloc[-1]), float(cpu.iloc[-1]), end))
+    return pd.DataFrame(
+        rows, columns=["job", "stage", "seconds", "max_rss_mb", "cpu_time", "end_unix"]
+    )
+
+
+def _total(totals: dict, *keys: str) -> float:
+    return float(sum(totals.get(k, 0) or 0 for k in keys))
+
+
+def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame) -> pd.DataFrame:
+    """Per stage: jobs, wall time (first job start to last job end, from the benchmark files),
+    job seconds summed, files, bytes, throughput, retries, REST 429s (from the summaries)."""
+    rows = []
+    for stage in STAGES:
+        picked = [s for (st, _), s in summaries.items() if st == stage]
+        totals: dict[str, float] = {}
+        for s in picked:
+            for k, v in s.get("totals", {}).items():
+                totals[k] = totals.get(k, 0) + v
+        seconds = _total(totals, "seconds") or _total(totals, "seconds.total")
+        files = (
+            _total(totals, "files_downloaded", "files_up_to_date", "files_adopted")
+            if stage == "aws_download"
+            else _total(totals, "files_parsed")
+            if stage == "aws_parse"
+            else _total(totals, "days_fetched", "pages")
+            if stage == "api_download"
+            else _total(totals, "files_written")
+        )
+        volume = _total(totals, "bytes", "csv_bytes")
+        jobs = benchmarks[benchmarks["stage"] == stage] if len(benchmarks) else benchmarks
+        wall = None
+        if len(jobs):
+            wall = float(jobs["end_unix"].max() - (jobs["end_unix"] - jobs["seconds"]).min())
+        rows.append(
+            {
+                "stage": stage,
+                "jobs": int(sum(s.get("symbols", 0) for s in picked)),
+                "wall_s": wall,
+                "job_seconds": seconds,
+                "files": files,
+                "mb": volume / 1e6,
+                "mb_per_s": volume / 1e6 / seconds if seconds and volume else None,
+                "retries": _total(totals, "retries"),
+                "http_429": _total(totals, "http_429"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- gates and accuracy
+def gate_counts(segments: pd.DataFrame, summaries: dict[tuple[str, str], dict]) -> pd.DataFrame:
+    """Per trade type and check: files passed and failures, for the gen_kline gates (the
+    ``quality_gates`` each generated file records) and the resample accuracy validation
+    (every written resampled file passed it; failures are the jobs' messages)."""
+    rows = []
+    trade_types = sorted({t for _, t in summaries} | set(segments.get("trade_type", [])))
+    for trade_type in trade_types:
+        gen = summaries.get(("gen_kline", trade_type), {})
+        gen_failed = sum(
+            len(p.get("quality_failures", [])) for p in gen.get("problems", {}).values()
+        )
+        mine = segments[segments["trade_type"] == trade_type] if len(segments) else segments
+        passed: dict[str, int] = {}
+        for text in mine.get("gates", []):
+            for gate, result in json.loads(text or "{}").items():
+                passed[gate] = passed.get(gate, 0) + 1 if result else passed.get(gate, 0)
+        for gate, n in sorted(passed.items()):
+            rows.append(("gen_kline", trade_type, gate, n, None))
+        rows.append(("gen_kline", trade_type, "all gates (files)", len(mine), gen_failed))
+        res = summaries.get(("resample", trade_type))
+        if res is not None:
+            res_failed = sum(len(p.get("failures", [])) for p in res.get("problems", {}).values())
+            written = int(res.get("totals", {}).get("files_written", 0))
+            rows.append(
+                ("resample", trade_type, "volume sums, high/low (files)", written, res_failed)
+            )
+    return pd.DataFrame(rows, columns=["stage", "trade_type", "check", "passed", "failed"])
+
+
+def failure_messages(summaries: dict[tuple[str, str], dict]) -> list[str]:
+    out = []
+    for (stage, trade_type), s in sorted(summaries.items()):
+        for job, problems in sorted(s.get("problems", {}).items()):
+            for key in ("quality_failures", "failures"):
+                for message in problems.get(key, []):
+                    out.append(f"{stage}/{trade_type} {job}: {message}")
+    return out
+
+
+def relative_or_absolute(path, root) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
