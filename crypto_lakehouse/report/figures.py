@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from crypto_lakehouse.report.coverage import CATEGORIES  # noqa: E402
 
@@ -29,7 +30,8 @@ COLOURS = ("#0072B2", "#E69F00", "#CC79A7", "#D55E00", "#999999", "#FFFFFF")
 _EPOCH = date(1970, 1, 1)
 
 # Margins around the heatmap axes, in pixels: symbol labels left, dates below, legend above.
-_LEFT, _RIGHT, _TOP, _BOTTOM = 150, 20, 70, 60
+_LEFT, _RIGHT, _TOP, _BOTTOM = 110, 20, 70, 50
+_MIN_WIDTH = 820  # room for the legend's five entries on one line
 
 
 def png_bytes(fig) -> bytes:
@@ -48,9 +50,9 @@ def heatmap(grid: np.ndarray, symbols: list[str], day0: int, title: str) -> byte
     """The coverage heatmap of one trade type (``grid`` from ``coverage.category_grid``)."""
     n_symbols, n_days = grid.shape
     px_x = _cell_pixels(n_days, 1200, 24)
-    px_y = _cell_pixels(n_symbols, 500, 16)
+    px_y = _cell_pixels(n_symbols, 500, 24)
     axes_w, axes_h = n_days * px_x, n_symbols * px_y
-    fig_w, fig_h = axes_w + _LEFT + _RIGHT, axes_h + _TOP + _BOTTOM
+    fig_w, fig_h = max(axes_w + _LEFT + _RIGHT, _MIN_WIDTH), axes_h + _TOP + _BOTTOM
     fig = plt.figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
     ax = fig.add_axes((_LEFT / fig_w, _BOTTOM / fig_h, axes_w / fig_w, axes_h / fig_h))
     ax.imshow(
@@ -69,7 +71,6 @@ def heatmap(grid: np.ndarray, symbols: list[str], day0: int, title: str) -> byte
     labels_x = [(_EPOCH + timedelta(days=int(day0 + i))).isoformat() for i in ticks_x]
     ax.set_xticks(ticks_x, labels_x, fontsize=8)
     ax.set_xlabel("UTC day", fontsize=9)
-    ax.set_ylabel(f"symbols ({n_symbols}, by first day)", fontsize=9)
     legend = [
         Patch(facecolor=c, edgecolor="#333333", label=n)
         for c, n in zip(COLOURS[: len(CATEGORIES)], CATEGORIES, strict=True)
@@ -89,7 +90,9 @@ def heatmap(grid: np.ndarray, symbols: list[str], day0: int, title: str) -> byte
 
 
 def _small_figure():
-    return plt.subplots(figsize=(8, 3.2), dpi=DPI, layout="constrained")
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=DPI, layout="constrained")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig, ax
 
 
 def score_histogram(scores_by_type: dict[str, np.ndarray]) -> bytes:
@@ -100,7 +103,6 @@ def score_histogram(scores_by_type: dict[str, np.ndarray]) -> bytes:
         ax.hist(scores, bins=bins, histtype="step", linewidth=1.6, color=colour, label=trade_type)
     ax.set_xlabel("symbol quality score (mean day score)")
     ax.set_ylabel("symbols")
-    ax.set_yscale("symlog", linthresh=10)
     if scores_by_type:
         ax.legend(fontsize=8)
     return png_bytes(fig)
@@ -119,7 +121,6 @@ def lag_histogram(lags_by_type: dict[str, np.ndarray], stale_after_hours: float)
     ax.text(stale_after_hours / 24, ax.get_ylim()[1], " stale", va="top", fontsize=8)
     ax.set_xlabel("lag of the last candle behind the end of end_date (days)")
     ax.set_ylabel("symbols")
-    ax.set_yscale("symlog", linthresh=10)
     if lags_by_type:
         ax.legend(fontsize=8)
     return png_bytes(fig)

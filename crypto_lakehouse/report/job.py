@@ -7,7 +7,6 @@ import time as clock
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from crypto_lakehouse import io, layout
@@ -46,7 +45,7 @@ def _coverage_section(coverage: pd.DataFrame, trade_types, interval: str, out: d
             page.figure(
                 png,
                 f"coverage heatmap of {trade_type}",
-                f"{len(symbols)} symbols × {grid.shape[1]} days; a cell's colour is the source "
+                f"{len(symbols)} symbols (rows, sorted by first day) × {grid.shape[1]} days; a cell's colour is the source "
                 f"of most of the day's {per_day} candles (grey: the day lies in a delisting gap).",
                 name,
             )
@@ -319,6 +318,3 @@ def default_paths(data_dir) -> dict[str, str]:
         "coverage": str(layout.report_coverage_path(data_dir)),
         "figures_dir": str(layout.report_figures_dir(data_dir)),
     }
-
-
-__all__ = ["run_report", "default_paths", "np"]
