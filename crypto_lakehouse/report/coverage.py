@@ -185,14 +185,21 @@ def coverage_table(
     s_first = segments["first_ms"].to_numpy(np.int64)
     s_end = segments["end_ms"].to_numpy(np.int64)
 
-    # The symbol's life starts at its first candle: the first traded minute (segment start)
-    # or the first day any source has a candle, whichever is earlier.
+    # The symbol's life starts at its first candle: the first traded minute (a segment's
+    # start) when it lies on the first day any source has a candle, else (only untraded
+    # candles that day, or no generated file) the start of that day: the provenance counts
+    # days, not minutes.
     n = len(symbols)
-    life_start = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(life_start, s_code, s_first)
+    never = np.iinfo(np.int64).max
+    first_traded = np.full(n, never, dtype=np.int64)
+    np.minimum.at(first_traded, s_code, s_first)
+    first_row_day = np.full(n, never // DAY_MS, dtype=np.int64)
     has_rows = prov["rows"].to_numpy() > 0
-    np.minimum.at(life_start, p_code[has_rows], prov["day"].to_numpy(np.int64)[has_rows] * DAY_MS)
-    alive = life_start < np.iinfo(np.int64).max
+    np.minimum.at(first_row_day, p_code[has_rows], prov["day"].to_numpy(np.int64)[has_rows])
+    life_start = np.where(
+        first_traded // DAY_MS <= first_row_day, first_traded, first_row_day * DAY_MS
+    )
+    alive = life_start < never // DAY_MS * DAY_MS
     first_day = np.where(alive, life_start // DAY_MS, end_day + 1)
 
     # Gaps: between consecutive segments of a symbol.

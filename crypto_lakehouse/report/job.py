@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import io
 from crypto_lakehouse.intervals import candles_per_day
 from crypto_lakehouse.provenance import day_number
 from crypto_lakehouse.report import figures, page, records
@@ -310,11 +310,3 @@ def run_report(
         seconds["total"],
     )
     return stats
-
-
-def default_paths(data_dir) -> dict[str, str]:
-    return {
-        "index": str(layout.report_index_path(data_dir)),
-        "coverage": str(layout.report_coverage_path(data_dir)),
-        "figures_dir": str(layout.report_figures_dir(data_dir)),
-    }

@@ -1,0 +1,289 @@
+"""The report's building blocks: coverage arithmetic, heatmap categories, record readers."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.report import records
+from crypto_lakehouse.report.coverage import (
+    GAP,
+    NO_DAY,
+    category_grid,
+    coverage_table,
+    read_segments,
+)
+
+MIN = 60_000
+DAY = 86_400_000
+D0 = (date(2024, 1, 1) - date(1970, 1, 1)).days  # day number of 2024-01-01
+
+
+def ms(day_offset: int, minute: int = 0) -> int:
+    return (D0 + day_offset) * DAY + minute * MIN
+
+
+def textbook_coverage(archive, rest, segments, end_day):
+    """Minute-by-minute loop over sets: the definitions of the issue, nothing vectorised.
+
+    ``archive``/``rest``: sets of candle times (ms); ``segments``: [(first_ms, end_ms)]."""
+    inside = set()
+    for a, b in segments:
+        inside |= set(range(a, b, MIN))
+    ordered = sorted(segments)
+    gap = set()
+    for (_, end1), (start2, _) in zip(ordered, ordered[1:], strict=False):
+        gap |= set(range(end1, start2, MIN))
+    first = min(min(archive | rest), min(a for a, _ in segments))
+    rows = []
+    for day in range(first // DAY, end_day + 1):
+        day_minutes = set(range(day * DAY, (day + 1) * DAY, MIN))
+        life = {t for t in day_minutes if t >= first} - gap
+        a = archive & day_minutes
+        r = (rest - archive) & day_minutes
+        filled = (inside & day_minutes) - archive - rest
+        rows.append(
+            {
+                "day": day,
+                "minutes_archive": len(a),
+                "minutes_rest": len(r),
+                "minutes_filled": len(filled),
+                "minutes_missing": len(life - a - r - filled),
+                "in_gap": day_minutes <= gap,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def provenance_of(symbol, archive, rest):
+    days = sorted({t // DAY for t in archive | rest})
+    return pd.DataFrame(
+        {
+            "symbol": symbol,
+            "day": days,
+            "archive_rows": [sum(1 for t in archive if t // DAY == d) for d in days],
+            "rows": [sum(1 for t in archive | rest if t // DAY == d) for d in days],
+        }
+    )
+
+
+def test_coverage_matches_the_minute_by_minute_definition():
+    # Life starts 2024-01-01 10:00; archive to day 2 12:00 with 30 minutes of downtime on
+    # day 1 (filled), REST completes day 2 and has day 3; delisted from day 3 18:00 to day
+    # 7 06:00 (gap: days 4..6 whole, days 3 and 7 partly); relisted, archive until day 8,
+    # then nothing to end_date = day 10 (missing tail).
+    archive = set(range(ms(0, 600), ms(2, 720), MIN)) - set(range(ms(1, 100), ms(1, 130), MIN))
+    archive |= set(range(ms(7, 360), ms(9), MIN))
+    rest = set(range(ms(2, 0), ms(3, 1080), MIN)) - set(range(ms(2, 0), ms(2, 5), MIN))
+    segments = [(ms(0, 600), ms(3, 1080)), (ms(7, 360), ms(9))]
+    end_day = D0 + 10
+    prov = pd.concat([provenance_of("AAAUSDT", archive, rest)], ignore_index=True)
+    segs = pd.DataFrame(
+        [("AAAUSDT", a, b) for a, b in segments], columns=["symbol", "first_ms", "end_ms"]
+    )
+    got = coverage_table(prov, segs, trade_type="spot", interval="1m", end_day=end_day)
+    expected = textbook_coverage(archive, rest, segments, end_day)
+    pd.testing.assert_frame_equal(
+        got.drop(columns=["trade_type", "symbol"]).reset_index(drop=True),
+        expected,
+        check_dtype=False,
+    )
+    # and the sums: 1440 on days fully inside the life, gap days all zero
+    by_day = got.set_index("day")
+    four = by_day[["minutes_archive", "minutes_rest", "minutes_filled", "minutes_missing"]]
+    assert (four.loc[[D0 + 1, D0 + 2, D0 + 8, D0 + 9, D0 + 10]].sum(axis=1) == 1440).all()
+    assert by_day.loc[D0 + 1, "minutes_filled"] == 30
+    assert by_day.loc[D0 + 4 : D0 + 6, "in_gap"].all()
+    assert not by_day.loc[[D0 + 3, D0 + 7], "in_gap"].any()
+    assert (four.loc[D0 + 4 : D0 + 6].to_numpy() == 0).all()
+    assert (by_day.loc[D0 + 9 : D0 + 10, "minutes_missing"] == 1440).all()
+
+
+def test_coverage_of_several_symbols_and_a_coarser_interval():
+    hour = 3_600_000
+    a_times = set(range(ms(0), ms(2), hour))
+    b_times = set(range(ms(1, 120), ms(3), hour)) - {ms(2, 300)}
+    prov = pd.concat(
+        [
+            provenance_of("AAA", {t for t in a_times}, set()),
+            provenance_of("BBB", {t for t in b_times}, set()),
+        ],
+        ignore_index=True,
+    )
+    segs = pd.DataFrame(
+        [("AAA", ms(0), ms(2)), ("BBB", ms(1, 120), ms(3))],
+        columns=["symbol", "first_ms", "end_ms"],
+    )
+    got = coverage_table(prov, segs, trade_type="um_futures", interval="1h", end_day=D0 + 2)
+    a = got[got["symbol"] == "AAA"].set_index("day")
+    b = got[got["symbol"] == "BBB"].set_index("day")
+    assert list(a.index) == [D0, D0 + 1, D0 + 2] and list(b.index) == [D0 + 1, D0 + 2]
+    assert a.loc[D0 + 2, "minutes_missing"] == 24  # the columns count candles (24 a day at 1h)
+    assert b.loc[D0 + 1, ["minutes_archive", "minutes_missing"]].tolist() == [22, 0]
+    assert b.loc[D0 + 2, ["minutes_archive", "minutes_filled"]].tolist() == [23, 1]
+
+
+def test_heatmap_category_is_the_largest_count_or_the_gap():
+    frame = pd.DataFrame(
+        {
+            "symbol": ["LATE", "EARLY", "EARLY", "EARLY", "EARLY"],
+            "day": [12, 10, 11, 12, 13],
+            "minutes_archive": [1000, 1440, 0, 0, 0],
+            "minutes_rest": [440, 0, 700, 0, 0],
+            "minutes_filled": [0, 0, 740, 0, 0],
+            "minutes_missing": [0, 0, 0, 0, 1440],
+            "in_gap": [False, False, False, True, False],
+        }
+    )
+    grid, symbols, day0 = category_grid(frame)
+    assert symbols == ["EARLY", "LATE"] and day0 == 10
+    assert grid.tolist() == [[0, 2, GAP, 3], [NO_DAY, NO_DAY, 0, NO_DAY]]
+
+
+def _segment_file(path, first_ms: int, rows: int, gates: dict | None = None):
+    times = pa.array(np.arange(rows, dtype=np.int64) * MIN + first_ms, pa.int64())
+    table = pa.table({"candle_begin_time": times.cast(pa.timestamp("ms", tz="UTC"))})
+    meta = {b"quality_gates": str(gates or {}).replace("'", '"').encode()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(meta), path, row_group_size=1000)
+
+
+def test_segments_come_from_the_generated_files_footers(tmp_path):
+    folder = layout.results_klines_dir(tmp_path, "cm_futures", "1m")
+    _segment_file(folder / "SP0_BTCUSD_PERP.pqt", ms(0, 5), 2500, {"ohlc": "passed"})
+    _segment_file(folder / "BTCUSD_PERP.pqt", ms(5), 100)
+    _segment_file(folder / "ETHUSD_PERP.pqt", ms(1, 7), 3)
+    got = read_segments(tmp_path, "cm_futures", "1m").sort_values(["symbol", "first_ms"])
+    assert got[["symbol", "first_ms", "end_ms"]].values.tolist() == [
+        ["BTCUSD_PERP", ms(0, 5), ms(0, 5) + 2500 * MIN],
+        ["BTCUSD_PERP", ms(5), ms(5) + 100 * MIN],
+        ["ETHUSD_PERP", ms(1, 7), ms(1, 10)],
+    ]
+    assert '"ohlc"' in got["gates"].iloc[0]
+
+
+def test_benchmark_jobs_are_named_by_their_path_whatever_the_grouping(tmp_path):
+    root = layout.benchmarks_dir(tmp_path)
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    files = {
+        "gen_kline/spot/klines-1m/shard-003.tsv": "12.5",
+        "gen_kline/spot/klines-1m/BTCUSDT.tsv": "2.0",
+        "list_archive/spot/klines-1m.tsv": "1.0",
+        "summaries/resample/spot.tsv": "0.5",
+    }
+    for rel, seconds in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{seconds}\t0:00:12\t100.5\t1\t1\t1\t0\t0\t0\t3.5\n")
+    (root / "broken.tsv").write_text("not a benchmark\n")
+    got = records.read_benchmarks(tmp_path).set_index("job")
+    assert set(got.index) == {
+        "gen_kline/spot/klines-1m/shard-003",
+        "gen_kline/spot/klines-1m/BTCUSDT",
+        "list_archive/spot/klines-1m",
+        "summaries/resample/spot",
+    }
+    assert got.loc["gen_kline/spot/klines-1m/shard-003", ["stage", "seconds"]].tolist() == [
+        "gen_kline",
+        12.5,
+    ]
+    assert got.loc["list_archive/spot/klines-1m", "stage"] == "aws_download"
+    assert got.loc["summaries/resample/spot", "stage"] == "resample"
+
+
+def test_stage_wall_time_spans_first_start_to_last_end():
+    bench = pd.DataFrame(
+        {
+            "job": ["a", "b", "c"],
+            "stage": ["gen_kline", "gen_kline", "resample"],
+            "seconds": [10.0, 4.0, 1.0],
+            "max_rss_mb": [1.0, 1.0, 1.0],
+            "cpu_time": [1.0, 1.0, 1.0],
+            "end_unix": [110.0, 130.0, 140.0],
+        }
+    )
+    summaries = {
+        ("gen_kline", "spot"): {
+            "symbols": 2,
+            "totals": {"seconds.total": 13.0, "files_written": 3},
+        },
+        ("api_download", "spot"): {
+            "symbols": 1,
+            "totals": {"seconds": 8.0, "days_fetched": 5, "retries": 2, "http_429": 1},
+        },
+        ("aws_download", "spot"): {"symbols": 1, "totals": {"seconds": 2.0, "bytes": 4e6}},
+    }
+    got = records.stage_table(summaries, bench).set_index("stage")
+    assert got.loc["gen_kline", ["wall_s", "job_seconds", "files", "jobs"]].tolist() == [
+        30.0,  # first start 110 - 10 = 100, last end 130
+        13.0,
+        3.0,
+        2,
+    ]
+    assert got.loc["api_download", ["files", "retries", "http_429"]].tolist() == [5.0, 2.0, 1.0]
+    assert got.loc["aws_download", "mb_per_s"] == pytest.approx(2.0)
+    assert pd.isna(got.loc["aws_parse", "wall_s"])
+
+
+def test_quality_scores_and_reasons(tmp_path):
+    from crypto_lakehouse.quality import QUALITY_SCHEMA
+
+    folder = layout.quality_dir(tmp_path, "spot", "1m")
+    folder.mkdir(parents=True)
+    day = pa.array([date(2024, 1, 1), date(2024, 1, 2)], pa.date32())
+    for name, rows, zero, ohlc, scores in (
+        ("GOODUSDT", [1440, 1440], [0, 0], [0, 0], [1.0, 1.0]),
+        ("BADUSDT", [1440, 0], [144, 0], [3, 0], [0.9, 0.0]),
+    ):
+        table = pa.table(
+            {
+                "date": day,
+                "source": pa.array(["k1", None], pa.string()),
+                "rows": rows,
+                "expected_rows": [1440, 1440],
+                "missing_rows": [1440 - r for r in rows],
+                "zero_volume_rows": zero,
+                "longest_zero_volume_run": [0, 0],
+                "ohlc_violations": ohlc,
+                "taker_violations": [0, 0],
+                "score": scores,
+            },
+            schema=QUALITY_SCHEMA,
+        )
+        pq.write_table(table, folder / f"{name}.pqt")
+    got = records.quality_scores(tmp_path, ["spot"], "1m").set_index("symbol")
+    assert got.loc["BADUSDT", "score"] == pytest.approx(0.45)
+    assert got.loc["GOODUSDT", "score"] == 1.0
+    reasons = records.quality_reasons(got)
+    assert reasons["BADUSDT"] == (
+        "50.0% of candles missing (1 days without rows); 3 OHLC violations; "
+        "10.0% zero-volume candles"
+    )
+    assert reasons["GOODUSDT"] == "no defect found"
+
+
+def test_quarantined_files_with_reasons(tmp_path):
+    key = "data/spot/daily/klines/X/1m/X-1m-2024-01-01.zip"
+    target = layout.quarantine_path(tmp_path, key)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"zip")
+    target.with_name(target.name + ".reason").write_text("line 3: field 'open' is not a number\n")
+    got = records.quarantined_files(tmp_path)
+    assert got.values.tolist() == [[key, "line 3: field 'open' is not a number"]]
+
+
+def test_freshness_lag_behind_the_end_of_end_date():
+    segs = pd.DataFrame(
+        {"symbol": ["A", "A", "B"], "first_ms": [0, 0, 0], "end_ms": [ms(3), ms(9, 1380), ms(10)]}
+    )
+    got = records.freshness(segs, ["A", "B", "C"], D0 + 9, "spot").set_index("symbol")
+    assert got.loc["A", "lag_minutes"] == 60
+    assert got.loc["B", "lag_minutes"] == 0
+    assert pd.isna(got.loc["C", "lag_minutes"])
+    assert got.loc["B", "last_candle_close"] == datetime(2024, 1, 11, tzinfo=timezone.utc)
