@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from crypto_lakehouse import layout
@@ -65,29 +67,40 @@ NO_DAY = 5
 _SEGMENT_RE = re.compile(r"^(?:SP(\d+)_)?(.+)$")
 
 
+def read_symbol_tables(folder: Path, columns: list[str], what: str) -> pa.Table:
+    """The ``columns`` of every ``{SYM}.pqt`` in ``folder``, concatenated, with a ``symbol``
+    column (the file's stem). One multi-threaded dataset scan; if a file is unreadable the
+    files are read one by one and the unreadable ones are logged and left out (one bad
+    symbol never stops the report)."""
+    paths = sorted(str(p) for p in folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []
+    empty = pa.table({"symbol": pa.array([], pa.string())})
+    if not paths:
+        return empty
+    try:
+        scan = ds.dataset(paths, format="parquet").to_table(
+            columns={**{c: ds.field(c) for c in columns}, "file": ds.field("__filename")}
+        )
+        stems = pc.replace_substring_regex(scan.column("file"), r"^.*/|\.pqt$", "")
+        return scan.drop(["file"]).append_column("symbol", stems)
+    except (pa.ArrowInvalid, OSError) as exc:
+        log.warning("%s: reading the files one by one (%s)", folder, exc)
+    tables = []
+    for path in paths:
+        try:
+            t = pq.read_table(path, columns=columns)
+        except Exception as exc:  # any pyarrow/OS error: name the file, go on
+            log.error("%s %s unreadable, symbol left out: %s", what, path, exc)
+            continue
+        tables.append(t.append_column("symbol", pa.array([Path(path).stem] * t.num_rows)))
+    return pa.concat_tables(tables) if tables else empty
+
+
 def read_provenance(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
     """Every symbol's provenance rows: ``symbol``, ``day`` (day number), ``archive_rows``,
-    ``rows``. A file that cannot be read is logged and skipped (one bad symbol never stops
-    the report)."""
+    ``rows``."""
     folder = layout.provenance_dir(data_dir, trade_type, interval)
-    frames = []
-    for path in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
-        try:
-            t = pq.read_table(path, columns=["day", "archive_rows", "rows"])
-        except Exception as exc:  # any pyarrow/OS error: name the file, go on
-            log.error("provenance %s unreadable, symbol left out of the coverage: %s", path, exc)
-            continue
-        frames.append(
-            pd.DataFrame(
-                {
-                    "symbol": path.stem,
-                    "day": t.column("day").cast(pa.int32()).to_numpy().astype(np.int64),
-                    "archive_rows": t.column("archive_rows").to_numpy(),
-                    "rows": t.column("rows").to_numpy(),
-                }
-            )
-        )
-    if not frames:
+    t = read_symbol_tables(folder, ["day", "archive_rows", "rows"], "provenance")
+    if t.num_rows == 0:
         return pd.DataFrame(
             {
                 "symbol": pd.Series(dtype=str),
@@ -96,7 +109,14 @@ def read_provenance(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
                 "rows": pd.Series(dtype=np.int64),
             }
         )
-    return pd.concat(frames, ignore_index=True)
+    return pd.DataFrame(
+        {
+            "symbol": t.column("symbol").to_pandas(),
+            "day": t.column("day").cast(pa.int32()).to_numpy().astype(np.int64),
+            "archive_rows": t.column("archive_rows").to_numpy(),
+            "rows": t.column("rows").to_numpy(),
+        }
+    )
 
 
 def _first_time_ms(meta: pq.FileMetaData, column: int) -> int | None:
@@ -143,9 +163,9 @@ def read_segments(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
 
 def _minutes_per_day(
     codes: np.ndarray, start_ms: np.ndarray, end_ms: np.ndarray, step: int
-) -> pd.Series:
-    """Candles of ``[start, end)`` intervals per (code, day), summed: the intervals are cut
-    at UTC midnights (one entry per day they touch) without a loop over days."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candles of ``[start, end)`` intervals per (code, day) as three arrays: the intervals are
+    cut at UTC midnights (one entry per day they touch) without a loop over days."""
     keep = end_ms > start_ms
     codes, start_ms, end_ms = codes[keep], start_ms[keep], end_ms[keep]
     first_day = start_ms // DAY_MS
@@ -156,9 +176,7 @@ def _minutes_per_day(
     day = first_day[owner] + offset
     lo = np.maximum(start_ms[owner], day * DAY_MS)
     hi = np.minimum(end_ms[owner], (day + 1) * DAY_MS)
-    minutes = (hi - lo) // step
-    frame = pd.DataFrame({"code": codes[owner], "day": day, "minutes": minutes})
-    return frame.groupby(["code", "day"], sort=False)["minutes"].sum()
+    return codes[owner], day, (hi - lo) // step
 
 
 def coverage_table(
@@ -212,19 +230,22 @@ def coverage_table(
     n_days = np.maximum(end_day - first_day + 1, 0)
     code = np.repeat(np.arange(n), n_days)
     day = first_day[code] + (np.arange(len(code)) - np.repeat(np.cumsum(n_days) - n_days, n_days))
-    key = pd.MultiIndex.from_arrays([code, day], names=["code", "day"])
+    row_offset = np.cumsum(n_days) - n_days  # row of each symbol's first day
 
-    def lookup(series: pd.Series) -> np.ndarray:
-        return series.reindex(key, fill_value=0).to_numpy(np.int64)
+    def scatter(codes: np.ndarray, days: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Per-row sums of values given by (code, day); days outside the rows are dropped."""
+        inside = (days >= first_day[codes]) & (days <= end_day)
+        rows = row_offset[codes[inside]] + days[inside] - first_day[codes[inside]]
+        return np.bincount(rows, weights=values[inside], minlength=len(code)).astype(np.int64)
 
-    prov_idx = pd.MultiIndex.from_arrays([p_code, prov["day"].to_numpy(np.int64)])
-    archive = lookup(pd.Series(prov["archive_rows"].to_numpy(np.int64), index=prov_idx))
-    union = lookup(pd.Series(prov["rows"].to_numpy(np.int64), index=prov_idx))
+    p_day = prov["day"].to_numpy(np.int64)
+    archive = scatter(p_code, p_day, prov["archive_rows"].to_numpy(np.int64))
+    union = scatter(p_code, p_day, prov["rows"].to_numpy(np.int64))
     rest = np.maximum(union - archive, 0)
-    span = lookup(_minutes_per_day(s_code, s_first, s_end, step))
-    gap = lookup(_minutes_per_day(gap_code, gap_start, gap_end, step))
-    before_life = lookup(
-        _minutes_per_day(np.arange(n)[alive], first_day[alive] * DAY_MS, life_start[alive], step)
+    span = scatter(*_minutes_per_day(s_code, s_first, s_end, step))
+    gap = scatter(*_minutes_per_day(gap_code, gap_start, gap_end, step))
+    before_life = scatter(
+        *_minutes_per_day(np.arange(n)[alive], first_day[alive] * DAY_MS, life_start[alive], step)
     )
     filled = np.maximum(span - np.minimum(union, span), 0)
     life = per_day - gap - before_life

@@ -230,6 +230,61 @@ def _checks_section(segments: dict[str, pd.DataFrame], summaries: dict) -> str:
     return "".join(body)
 
 
+def render_report(
+    *,
+    data_dir,
+    coverage: pd.DataFrame,
+    segments: dict[str, pd.DataFrame],
+    interval: str,
+    trade_types: list[str],
+    end_date: str,
+    stale_after_hours: float,
+    seconds: dict[str, float] | None = None,
+) -> tuple[str, dict[str, bytes]]:
+    """The page's HTML and its figures (PNG bytes by name) for a coverage table and the
+    generated segments; the other records are read below ``data_dir``."""
+    seconds = {} if seconds is None else seconds
+    tick = clock.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = clock.perf_counter()
+        seconds[name] = round(now - tick, 3)
+        tick = now
+
+    end_day = day_number(end_date)
+    summary_records = records.read_summaries(data_dir, trade_types)
+    pngs: dict[str, bytes] = {}
+    sections = [
+        page.section(1, "Coverage", _coverage_section(coverage, trade_types, interval, pngs))
+    ]
+    lap("coverage_section")
+    sections.append(
+        page.section(2, "Quality", _quality_section(data_dir, trade_types, interval, pngs))
+    )
+    lap("quality_section")
+    sections.append(
+        page.section(
+            3,
+            "Freshness",
+            _freshness_section(
+                segments, coverage, trade_types, end_day, end_date, stale_after_hours, pngs
+            ),
+        )
+    )
+    sections.append(page.section(4, "The run", _run_section(data_dir, summary_records, pngs)))
+    sections.append(page.section(5, "Checks", _checks_section(segments, summary_records)))
+    lap("other_sections")
+    written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    html_text = page.page(
+        "crypto_lakehouse report",
+        f"data_dir {Path(data_dir)} · interval {interval} · trade types {', '.join(trade_types)} "
+        f"· end_date {end_date} · written {written}",
+        sections,
+    )
+    return html_text, pngs
+
+
 def run_report(
     *,
     data_dir,
@@ -245,55 +300,24 @@ def run_report(
     """Write ``coverage.parquet``, the figures (PNG, also for Snakemake's report) and the
     page ``index.html``. ``summaries`` are the rule's inputs (read from their folder)."""
     started = clock.perf_counter()
-    seconds: dict[str, float] = {}
-    tick = started
-
-    def lap(name: str) -> None:
-        nonlocal tick
-        now = clock.perf_counter()
-        seconds[name] = round(now - tick, 3)
-        tick = now
-
-    end_day = day_number(end_date)
-    table = build_coverage(data_dir, trade_types, interval, end_day)
+    table = build_coverage(data_dir, trade_types, interval, day_number(end_date))
     io.write_parquet(coverage, to_arrow(table))
-    lap("coverage")
     segments = {t: read_segments(data_dir, t, interval) for t in trade_types}
-    summary_records = records.read_summaries(data_dir, trade_types)
-    lap("records")
-    pngs: dict[str, bytes] = {}
-    sections = [
-        page.section(1, "Coverage", _coverage_section(table, trade_types, interval, pngs)),
-    ]
-    lap("coverage_section")
-    sections.append(
-        page.section(2, "Quality", _quality_section(data_dir, trade_types, interval, pngs))
-    )
-    lap("quality_section")
-    sections.append(
-        page.section(
-            3,
-            "Freshness",
-            _freshness_section(
-                segments, table, trade_types, end_day, end_date, stale_after_hours, pngs
-            ),
-        )
-    )
-    sections.append(page.section(4, "The run", _run_section(data_dir, summary_records, pngs)))
-    sections.append(page.section(5, "Checks", _checks_section(segments, summary_records)))
-    lap("other_sections")
-    written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    html_text = page.page(
-        "crypto_lakehouse report",
-        f"data_dir {Path(data_dir)} · interval {interval} · trade types {', '.join(trade_types)} "
-        f"· end_date {end_date} · written {written}",
-        sections,
+    seconds = {"coverage": round(clock.perf_counter() - started, 3)}
+    html_text, pngs = render_report(
+        data_dir=data_dir,
+        coverage=table,
+        segments=segments,
+        interval=interval,
+        trade_types=trade_types,
+        end_date=end_date,
+        stale_after_hours=stale_after_hours,
+        seconds=seconds,
     )
     figures_dir = Path(figures_dir)
     for name, png in pngs.items():
         io.write_bytes(figures_dir / f"{name}.png", png)
     io.write_text(index, html_text)
-    lap("write")
     seconds["total"] = round(clock.perf_counter() - started, 3)
     stats = {
         "coverage_rows": len(table),
@@ -302,11 +326,12 @@ def run_report(
         "seconds": seconds,
     }
     log.info(
-        "report: %s (%d coverage rows, %d figures, %.1f MB) in %.1f s",
+        "report: %s (%d coverage rows, %d figures, %.1f MB) in %.1f s %s",
         index,
         len(table),
         len(pngs),
         stats["page_bytes"] / 1e6,
         seconds["total"],
+        seconds,
     )
     return stats

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crypto_lakehouse import layout
-from crypto_lakehouse.generate.outputs import SUFFIX
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.io import read_json
+from crypto_lakehouse.report.coverage import read_symbol_tables
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +43,38 @@ _QUALITY_COLUMNS = [
 # ---------------------------------------------------------------- quality
 def quality_scores(data_dir, trade_types, interval: str) -> pd.DataFrame:
     """Per symbol: ``trade_type``, ``symbol``, ``score`` (mean day score, as the parse report),
-    ``days`` and the sums of the quality record's counts."""
+    ``days``, ``days_without_rows`` and the sums of the quality record's counts."""
     frames = []
     for trade_type in trade_types:
         folder = layout.quality_dir(data_dir, trade_type, interval)
-        for path in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
-            try:
-                t = pq.read_table(path, columns=_QUALITY_COLUMNS).to_pandas()
-            except Exception as exc:  # any pyarrow/OS error: name the file, go on
-                log.error("quality record %s unreadable, left out: %s", path, exc)
-                continue
-            t["trade_type"], t["symbol"] = trade_type, path.stem
-            frames.append(t)
+        t = read_symbol_tables(folder, _QUALITY_COLUMNS, "quality record")
+        if t.num_rows == 0:
+            continue
+        t = t.append_column("no_rows", pc.cast(pc.equal(t.column("rows"), 0), pa.int64()))
+        sums = [(c, "sum") for c in (*_QUALITY_COLUMNS[:-1], "no_rows")]
+        grouped = t.group_by("symbol").aggregate([*sums, ("score", "mean"), ("score", "count")])
+        frame = grouped.to_pandas().rename(
+            columns={
+                **{f"{c}_sum": c for c in _QUALITY_COLUMNS[:-1]},
+                "no_rows_sum": "days_without_rows",
+                "score_mean": "score",
+                "score_count": "days",
+            }
+        )
+        frame.insert(0, "trade_type", trade_type)
+        frames.append(frame)
     if not frames:
         return pd.DataFrame(
-            columns=["trade_type", "symbol", "score", "days", *_QUALITY_COLUMNS[:-1]]
+            columns=[
+                "trade_type",
+                "symbol",
+                "score",
+                "days",
+                "days_without_rows",
+                *_QUALITY_COLUMNS[:-1],
+            ]
         )
-    days = pd.concat(frames, ignore_index=True)
-    grouped = days.groupby(["trade_type", "symbol"], sort=True)
-    out = grouped[_QUALITY_COLUMNS[:-1]].sum()
-    out["score"] = grouped["score"].mean()
-    out["days"] = grouped.size()
-    out["days_without_rows"] = grouped["rows"].apply(lambda r: int((r == 0).sum()))
-    return out.reset_index()
+    return pd.concat(frames, ignore_index=True).sort_values(["trade_type", "symbol"])
 
 
 def quality_reasons(scores: pd.DataFrame) -> pd.Series:
