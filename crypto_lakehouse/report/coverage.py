@@ -196,10 +196,10 @@ def coverage_table(
     step = interval_ms(interval)
     per_day = candles_per_day(interval)
     prov = provenance[provenance["day"] <= end_day]
-    symbols = sorted(set(prov["symbol"]) | set(segments["symbol"]))
-    code_of = {s: i for i, s in enumerate(symbols)}
-    p_code = prov["symbol"].map(code_of).to_numpy(np.int64)
-    s_code = segments["symbol"].map(code_of).to_numpy(np.int64)
+    # Symbols as integer codes (hashing in C: no Python object per row).
+    symbols = sorted(set(pd.unique(prov["symbol"])) | set(pd.unique(segments["symbol"])))
+    p_code = pd.Categorical(prov["symbol"], categories=symbols).codes.astype(np.int64)
+    s_code = pd.Categorical(segments["symbol"], categories=symbols).codes.astype(np.int64)
     s_first = segments["first_ms"].to_numpy(np.int64)
     s_end = segments["end_ms"].to_numpy(np.int64)
 
@@ -252,8 +252,8 @@ def coverage_table(
     missing = np.maximum(life - archive - rest - filled, 0)
     return pd.DataFrame(
         {
-            "trade_type": trade_type,
-            "symbol": np.asarray(symbols, dtype=object)[code] if n else np.empty(0, object),
+            "trade_type": pd.Categorical.from_codes(np.zeros(len(code), np.int8), [trade_type]),
+            "symbol": pd.Categorical.from_codes(code, symbols),
             "day": day,
             "minutes_archive": archive.astype(np.int32),
             "minutes_rest": rest.astype(np.int32),
@@ -281,12 +281,17 @@ def build_coverage(data_dir, trade_types, interval: str, end_day: int) -> pd.Dat
     return pd.concat(frames, ignore_index=True)
 
 
+def _strings(column: pd.Series) -> pa.Array:
+    """A (categorical) string column as an Arrow string array, without a Python str per row."""
+    return pa.array(column.astype("category")).cast(pa.string())
+
+
 def to_arrow(coverage: pd.DataFrame) -> pa.Table:
     """The coverage rows with ``day`` as a date (the ``coverage.parquet`` schema)."""
     return pa.table(
         {
-            "trade_type": pa.array(coverage["trade_type"].astype(str), pa.string()),
-            "symbol": pa.array(coverage["symbol"].astype(str), pa.string()),
+            "trade_type": _strings(coverage["trade_type"]),
+            "symbol": _strings(coverage["symbol"]),
             "day": pa.array(coverage["day"].to_numpy(np.int32), pa.int32()).cast(pa.date32()),
             **{
                 name: pa.array(coverage[name].to_numpy(np.int32), pa.int32())
@@ -305,26 +310,21 @@ def category_grid(coverage: pd.DataFrame) -> tuple[np.ndarray, list[str], int]:
     (ties: the earlier category), or the gap."""
     if coverage.empty:
         return np.empty((0, 0), np.uint8), [], 0
-    first = coverage.groupby("symbol", sort=False)["day"].min()
-    symbols = sorted(first.index, key=lambda s: (first[s], s))
-    row_of = pd.Series(np.arange(len(symbols)), index=symbols)
-    day0 = int(coverage["day"].min())
-    width = int(coverage["day"].max()) - day0 + 1
+    codes, names = pd.factorize(coverage["symbol"])
+    day = coverage["day"].to_numpy(np.int64)
+    first = np.full(len(names), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, codes, day)
+    order = np.lexsort((np.asarray(names, dtype=str), first))  # by first day, then name
+    symbols = [str(names[i]) for i in order]
+    row_of = np.empty(len(names), dtype=np.int64)
+    row_of[order] = np.arange(len(names))
+    day0 = int(day.min())
+    width = int(day.max()) - day0 + 1
     counts = coverage[
         ["minutes_archive", "minutes_rest", "minutes_filled", "minutes_missing"]
     ].to_numpy()
     category = counts.argmax(axis=1).astype(np.uint8)
     category[coverage["in_gap"].to_numpy(bool)] = GAP
     grid = np.full((len(symbols), width), NO_DAY, dtype=np.uint8)
-    grid[row_of[coverage["symbol"]].to_numpy(), coverage["day"].to_numpy(np.int64) - day0] = (
-        category
-    )
+    grid[row_of[codes], day - day0] = category
     return grid, symbols, day0
-
-
-def read_coverage(path: str | Path) -> pd.DataFrame:
-    """``coverage.parquet`` back as the in-memory frame (day as a day number)."""
-    t = pq.read_table(path)
-    frame = t.drop(["day"]).to_pandas()
-    frame.insert(2, "day", t.column("day").cast(pa.int32()).to_numpy().astype(np.int64))
-    return frame
