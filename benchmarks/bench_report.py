@@ -73,9 +73,10 @@ def synthetic_universe(n_symbols: int, n_days: int, seed: int = 16):
     rel = day - day0
     in_gap = has_gap[code] & (rel >= gap_at[code]) & (rel < gap_at[code] + 30)
     gone = (rng.random(n_symbols) < 0.03)[code] & (day > end_day - 100)
-    archive[in_gap | gone], rest[in_gap | gone] = 0, 0
+    absent = in_gap | gone
+    archive[absent], rest[absent] = 0, 0
     union = np.maximum(archive, np.where(rest > 0, PER_DAY, 0))
-    union[down] = PER_DAY - 60
+    union[down & ~absent] = PER_DAY - 60
     prov = pd.DataFrame(
         {"symbol": symbols[code], "day": day, "archive_rows": archive, "rows": union}
     )

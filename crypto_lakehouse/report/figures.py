@@ -30,7 +30,7 @@ COLOURS = ("#0072B2", "#E69F00", "#CC79A7", "#D55E00", "#999999", "#FFFFFF")
 _EPOCH = date(1970, 1, 1)
 
 # Margins around the heatmap axes, in pixels: symbol labels left, dates below, legend above.
-_LEFT, _RIGHT, _TOP, _BOTTOM = 110, 20, 70, 50
+_LEFT, _RIGHT, _TOP, _BOTTOM = 110, 60, 70, 50
 _MIN_WIDTH = 820  # room for the legend's five entries on one line
 
 
