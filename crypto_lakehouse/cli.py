@@ -43,10 +43,15 @@ COMMANDS = {
         "resample.sh",
         "resample the generated candles to coarser intervals at every offset",
     ),
+    "report": (
+        "report",
+        "no legacy equivalent",
+        "write lakehouse/report/index.html: coverage, quality, freshness, run times, checks",
+    ),
     "complete-pipeline": (
         "all",
         "the five scripts in order",
-        "run every step: aws-download, aws-parse, api-download, gen-kline, resample",
+        "run every step: aws-download, aws-parse, api-download, gen-kline, resample, report",
     ),
 }
 
