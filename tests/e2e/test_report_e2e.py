@@ -84,7 +84,9 @@ def report_run(tmp_path_factory):
             report={"stale_after_hours": 12},
         )
         snakemake(tmp, config, "all")
-    return tmp / "data"
+    # Snakemake's own report embeds the page and the figures (marked with report(...)).
+    smk_report = snakemake(tmp, config, "--report", str(tmp / "snakemake-report.html"))
+    return tmp / "data", smk_report.stdout + smk_report.stderr
 
 
 def expected_coverage() -> pd.DataFrame:
@@ -119,7 +121,8 @@ def expected_coverage() -> pd.DataFrame:
 
 
 def test_coverage_is_what_the_emulator_served(report_run):
-    got = pq.read_table(report_run / "lakehouse/report/coverage.parquet").to_pandas()
+    data, _ = report_run
+    got = pq.read_table(data / "lakehouse/report/coverage.parquet").to_pandas()
     assert set(got["trade_type"]) == {"spot"} and set(got["symbol"]) == {SYMBOL}
     got = got.drop(columns=["trade_type", "symbol"]).reset_index(drop=True)
     expected = expected_coverage()
@@ -133,14 +136,22 @@ def test_coverage_is_what_the_emulator_served(report_run):
 
 
 def test_page_is_self_contained(report_run):
-    html = (report_run / "lakehouse/report/index.html").read_text()
+    data, _ = report_run
+    html = (data / "lakehouse/report/index.html").read_text()
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in html
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing from the network
     assert "<script" not in html
     assert SYMBOL in html.split("Stale symbols")[1]  # lag 1440 min > 12 h
-    figures = sorted(p.name for p in (report_run / "lakehouse/report/figures").glob("*.png"))
+    figures = sorted(p.name for p in (data / "lakehouse/report/figures").glob("*.png"))
     assert figures == ["coverage_spot.png", "freshness.png", "quality_scores.png", "stages.png"]
+
+
+def test_snakemake_report_includes_the_page_and_figures(report_run):
+    data, log = report_run
+    for name in ("index.html", "coverage_spot.png", "freshness.png", "stages.png"):
+        assert f"Adding {name}" in log
+    assert (data.parent / "snakemake-report.html").stat().st_size > 0
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -153,7 +164,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 def test_page_in_headless_chromium(report_run, tmp_path):
     from tests.e2e.browser import open_page
 
-    index = report_run / "lakehouse/report/index.html"
+    data, _ = report_run
+    index = data / "lakehouse/report/index.html"
     html = index.read_text()
     declared = [
         png_size(base64.b64decode(m))
@@ -167,5 +179,5 @@ def test_page_in_headless_chromium(report_run, tmp_path):
     assert [(i["naturalWidth"], i["naturalHeight"]) for i in result.images] == declared
     assert all(i["complete"] and i["decoded"] for i in result.images)
     assert png_size(shot.read_bytes())[0] > 0
-    keep = report_run.parent / "report-screenshot.png"  # for a human look after the run
+    keep = data.parent / "report-screenshot.png"  # for a human look after the run
     shutil.copy(shot, keep)

@@ -287,3 +287,22 @@ def test_freshness_lag_behind_the_end_of_end_date():
     assert got.loc["B", "lag_minutes"] == 0
     assert pd.isna(got.loc["C", "lag_minutes"])
     assert got.loc["B", "last_candle_close"] == datetime(2024, 1, 11, tzinfo=timezone.utc)
+
+
+def test_an_unreadable_provenance_file_leaves_out_only_its_symbol(tmp_path, caplog):
+    from crypto_lakehouse.report.coverage import read_provenance
+
+    folder = layout.provenance_dir(tmp_path, "spot", "1m")
+    folder.mkdir(parents=True)
+    table = pa.table(
+        {
+            "day": pa.array([date(2024, 1, 1)], pa.date32()),
+            "archive_rows": [1440],
+            "rows": [1440],
+        }
+    )
+    pq.write_table(table, folder / "GOODUSDT.pqt")
+    (folder / "BADUSDT.pqt").write_bytes(b"not parquet")
+    got = read_provenance(tmp_path, "spot", "1m")
+    assert got["symbol"].tolist() == ["GOODUSDT"] and got["day"].tolist() == [D0]
+    assert "BADUSDT.pqt" in caplog.text
