@@ -106,7 +106,7 @@ def lakehouse_dir(data_dir) -> Path:
 
 def quarantine_path(data_dir, key: str) -> Path:
     """Where a permanently defective archive file (and its CHECKSUM) is moved."""
-    return lakehouse_dir(data_dir) / "quarantine" / key
+    return quarantine_dir(data_dir) / key
 
 
 def state_path(data_dir, stage: str, trade_type: str, dataset: str, symbol: str) -> Path:
@@ -116,11 +116,11 @@ def state_path(data_dir, stage: str, trade_type: str, dataset: str, symbol: str)
 
 
 def quality_path(data_dir, trade_type, interval, symbol) -> Path:
-    return lakehouse_dir(data_dir) / "quality" / trade_type / interval / f"{symbol}.pqt"
+    return quality_dir(data_dir, trade_type, interval) / f"{symbol}.pqt"
 
 
 def provenance_path(data_dir, trade_type, interval, symbol) -> Path:
-    return lakehouse_dir(data_dir) / "provenance" / trade_type / interval / f"{symbol}.pqt"
+    return provenance_dir(data_dir, trade_type, interval) / f"{symbol}.pqt"
 
 
 def report_dir(data_dir) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -262,10 +261,3 @@ def failure_messages(summaries: dict[tuple[str, str], dict]) -> list[str]:
                 for message in problems.get(key, []):
                     out.append(f"{stage}/{trade_type} {job}: {message}")
     return out
-
-
-def relative_or_absolute(path, root) -> str:
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
