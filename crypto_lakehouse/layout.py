@@ -169,6 +169,26 @@ def lakehouse_dir(data_dir) -> Path:
     return Path(data_dir) / "lakehouse"
 
 
+def listing_index_path(data_dir, trade_type: str, dataset: str) -> Path:
+    """Index the ``list_archive`` checkpoint writes (``dataset``: ``klines-1m``, ``funding``);
+    its per-symbol file lists sit in the folder of the same name beside it."""
+    return lakehouse_dir(data_dir) / "listing" / trade_type / f"{dataset}.json"
+
+
+def plan_listing_index_path(data_dir, trade_type: str, dataset: str) -> Path:
+    """The same, listed by ``crypto_lakehouse plan`` (never read by the workflow)."""
+    return lakehouse_dir(data_dir) / "plan" / "listing" / trade_type / f"{dataset}.json"
+
+
+def listing_details_dir(index_path: str | Path) -> Path:
+    index_path = Path(index_path)
+    return index_path.with_name(index_path.stem)
+
+
+def summary_path(data_dir, stage: str, trade_type: str) -> Path:
+    return lakehouse_dir(data_dir) / "summaries" / stage / f"{trade_type}.json"
+
+
 def quarantine_path(data_dir, key: str) -> Path:
     """Where a permanently defective archive file (and its CHECKSUM) is moved."""
     return lakehouse_dir(data_dir) / "quarantine" / key

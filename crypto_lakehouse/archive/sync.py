@@ -100,6 +100,15 @@ def symbol_dirs(trade_type, dataset_kind, symbol, interval, use_monthly) -> list
     return dirs
 
 
+def zip_keys_in(listing, dirs: list[str]) -> list[str]:
+    """The listed zips directly inside one of ``dirs`` (not in sub-folders)."""
+    return [
+        k
+        for k in listing
+        if k.endswith(".zip") and any(k.startswith(d) and "/" not in k[len(d) :] for d in dirs)
+    ]
+
+
 def _fingerprint(entry: dict | None) -> dict | None:
     if entry is None:
         return None
@@ -301,11 +310,7 @@ def run_sync(
         raise FileNotFoundError(f"{label}: listing details {details_path} do not exist")
     listing = {e["key"]: e for e in details}
     dirs = symbol_dirs(trade_type, kind, symbol, interval, use_monthly)
-    zip_keys = [
-        k
-        for k in listing
-        if k.endswith(".zip") and any(k.startswith(d) and "/" not in k[len(d) :] for d in dirs)
-    ]
+    zip_keys = zip_keys_in(listing, dirs)
     for d in dirs:
         io.remove_stale_temps(layout.aws_path(data_dir, d))  # partial files of a killed run
 
