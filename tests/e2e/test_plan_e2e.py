@@ -126,10 +126,24 @@ def test_plan_counts_symbols_files_bytes_and_rest_days(archive):
 
 
 def test_plan_after_a_run_reuses_its_listing_and_sees_the_files(archive):
-    tmp, _, emu = archive
+    tmp, mirror, emu = archive
     data = tmp / "data-run"
     config = config_for(emu, data)
-    snakemake(tmp, config, "aws_download")
+    proc = snakemake(tmp, config, "aws_download")
+    # Each download job closes with a progress line, in its log and on the console.
+    log_dir = data / "lakehouse" / "logs" / "aws_download"
+    spot_log = (log_dir / "spot" / "klines-1h" / "BTCUSDT.log").read_text()
+    size = mirror_bytes(mirror, []) + sum(
+        (mirror / layout.daily_kline_key("spot", "BTCUSDT", "1h", d)).stat().st_size
+        for d in days(START, "2024-06-03")
+        if layout.daily_kline_key("spot", "BTCUSDT", "1h", d) != DROPPED
+    )
+    line = f"aws_download spot klines-1h BTCUSDT: 5/5 files, {size / 1e6:.1f}/{size / 1e6:.1f} MB"
+    assert line in spot_log and line in proc.stderr
+    assert "ETA 0 s" in spot_log
+    for log_file in log_dir.rglob("*.log"):
+        text = log_file.read_text()
+        assert all(c.isprintable() or c == "\n" for c in text), log_file
     emu.reset_counts()
     plan = run_plan(tmp, config)
     assert emu.counts.get("list", 0) == 0  # the run's own listing answers the same request
