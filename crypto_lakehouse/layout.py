@@ -147,6 +147,20 @@ def segment_files(directory: str | Path, symbol: str) -> list[Path]:
     return sorted(found, key=order)
 
 
+def segment_files_by_symbol(directory: str | Path) -> dict[str, list[Path]]:
+    """Every symbol's segment files in ``directory``, in time order (one directory scan)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return {}
+    found: dict[str, list[tuple[float, Path]]] = {}
+    for path in directory.iterdir():
+        parsed = parse_segment_name(path.name)
+        if parsed is not None and path.is_file():
+            symbol, sp = parsed
+            found.setdefault(symbol, []).append((float("inf") if sp is None else sp, path))
+    return {s: [p for _, p in sorted(found[s])] for s in sorted(found)}
+
+
 def segment_symbols(directory: str | Path) -> list[str]:
     """The symbols that have segment files in ``directory`` (sorted)."""
     directory = Path(directory)

@@ -222,9 +222,7 @@ def view_files(data_dir) -> dict[str, list[Path]]:
 
 
 def _segment_files_in(directory: Path) -> list[Path]:
-    return [
-        p for s in layout.segment_symbols(directory) for p in layout.segment_files(directory, s)
-    ]
+    return [p for files in layout.segment_files_by_symbol(directory).values() for p in files]
 
 
 def _symbol_files_in(directory: Path) -> list[Path]:
@@ -273,13 +271,21 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
 
     files = view_files(data_dir)
     con = duckdb.connect(database)
+    # union_by_name reads every file's footer whenever a query is planned: keep them cached.
+    con.execute("SET parquet_metadata_cache = true")
+    # Files come grouped per folder and symbol in time order, the latest segment last: its
+    # number is the count of older segment files just before it.
     latest = []
     for name in ("klines", "resampled_klines"):
+        older, group = 0, None
         for path in files[name]:
             symbol, sp = layout.parse_segment_name(path.name)
+            if (path.parent, symbol) != group:
+                older, group = 0, (path.parent, symbol)
             if sp is None:
-                n_older = len(layout.segment_files(path.parent, symbol)) - 1
-                latest.append((str(path), n_older))
+                latest.append((str(path), older))
+            else:
+                older += 1
     con.execute("CREATE TEMP TABLE _lakehouse_latest_segment (file VARCHAR, segment INTEGER)")
     if latest:
         con.executemany("INSERT INTO _lakehouse_latest_segment VALUES (?, ?)", latest)
