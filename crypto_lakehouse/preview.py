@@ -345,14 +345,17 @@ def main(args) -> int:
     """``crypto_lakehouse plan`` (arguments parsed by ``crypto_lakehouse.cli``)."""
     import logging
 
+    from snakemake.exceptions import WorkflowError
+
     from crypto_lakehouse.archive.listing import ListingError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.configfile, args.config or (), args.directory)
         plan = make_plan(config)
-    except (workflow_plan.ConfigError, ListingError, OSError) as exc:
-        print(f"crypto_lakehouse plan: {exc}")
+    except (workflow_plan.ConfigError, WorkflowError, ListingError, OSError, ValueError) as exc:
+        # A schema error's text goes on with the whole schema: its first paragraph says it.
+        print(f"crypto_lakehouse plan: {str(exc).split(chr(10) * 2)[0]}")
         return 1
     print(json.dumps(plan, indent=1) if args.json else format_plan(plan))
     return 0
