@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from crypto_lakehouse import layout
 from crypto_lakehouse.schema import TIME_TYPE
@@ -237,6 +238,30 @@ def _sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
+def schema_groups(paths: list[Path]) -> list[list[Path]]:
+    """The files grouped by identical Arrow schema (names and types), in first-seen order.
+
+    Spot klines have no ``funding_rate``, futures klines may; VWAP is optional. DuckDB's
+    ``union_by_name`` would read every file's footer each time a query is planned; one scan
+    per schema needs only the first file's, and files pruned by a filter are never opened.
+    """
+    groups: dict[tuple, list[Path]] = {}
+    for path in paths:
+        schema = pq.read_schema(path)
+        key = tuple((f.name, str(f.type)) for f in schema)
+        groups.setdefault(key, []).append(path)
+    return list(groups.values())
+
+
+def _scan_sql(paths: list[Path]) -> str:
+    """One ``read_parquet`` per schema, united by column name (NULL where a file lacks one)."""
+    scans = [
+        f"SELECT * FROM read_parquet({_sql_list(group)}, filename = true)"
+        for group in schema_groups(paths)
+    ]
+    return "(" + " UNION ALL BY NAME ".join(scans) + ")"
+
+
 def _view_sql(name: str, paths: list[Path]) -> str:
     pattern, columns = VIEW_PATTERNS[name]
     derived = []
@@ -247,7 +272,7 @@ def _view_sql(name: str, paths: list[Path]) -> str:
         elif col == "source":
             expr = f"CASE {expr} WHEN 'parsed_data' THEN 'archive' ELSE 'rest' END"
         derived.append(f'{expr} AS "{col}"')
-    scan = f"read_parquet({_sql_list(paths)}, filename = true, union_by_name = true)"
+    scan = _scan_sql(paths)
     if "segment_sp" not in columns:
         return f"SELECT {', '.join(derived)}, * EXCLUDE (filename) FROM {scan}"
     # The latest segment is the plain SYM.pqt; its number (the count of SPn_ files beside
@@ -271,8 +296,7 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
 
     files = view_files(data_dir)
     con = duckdb.connect(database)
-    # union_by_name reads every file's footer whenever a query is planned: keep them cached.
-    con.execute("SET parquet_metadata_cache = true")
+    con.execute("SET parquet_metadata_cache = true")  # footers are read once per connection
     # Files come grouped per folder and symbol in time order, the latest segment last: its
     # number is the count of older segment files just before it.
     latest = []
