@@ -88,6 +88,14 @@ def kline_segment_files(
     """The symbol's segment files in time order; DataNotFoundError names what exists."""
     data_dir = Path(data_dir).expanduser()
     _check_trade_type(trade_type)
+    root_of = layout.results_klines_root if resample is None else layout.resampled_root
+    if not root_of(data_dir, trade_type).is_dir():
+        kind = "generated" if resample is None else "resampled"
+        present = [t for t in layout.TRADE_TYPES if root_of(data_dir, t).is_dir()]
+        raise DataNotFoundError(
+            f"no {kind} klines of {trade_type} in {data_dir} ({root_of(data_dir, trade_type)} "
+            f"does not exist; trade types with {kind} klines: {_names(present)})"
+        )
     if resample is None:
         root = layout.results_klines_root(data_dir, trade_type)
         if interval not in layout.subdir_names(root):

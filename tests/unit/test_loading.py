@@ -128,6 +128,8 @@ def test_polars_missing_says_how_to_install(data, monkeypatch):
     [
         (dict(trade_type="futures"), "unknown trade type 'futures'; expected one of spot"),
         (dict(interval="5m"), "no interval '5m'.*intervals present: 1m"),
+        (dict(trade_type="cm_futures"), "no generated klines of cm_futures.*: spot, um_futures"),
+        (dict(trade_type="spot", resample="1h"), "resampled klines: um_futures\\)"),
         (dict(symbol="BTCUSD"), "did you mean BTCUSDT.*symbols present: BTCUSDT, ETHUSDT"),
         (dict(resample="4h"), "no resample interval '4h'.*present: 1h"),
         (dict(resample="1h", offset="0m"), "no offset '0m'.*offsets present: 15m"),
