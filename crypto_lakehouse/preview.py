@@ -352,10 +352,15 @@ def main(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.configfile, args.config or (), args.directory)
-        plan = make_plan(config)
-    except (workflow_plan.ConfigError, WorkflowError, ListingError, OSError, ValueError) as exc:
+    except (workflow_plan.ConfigError, WorkflowError, OSError, ValueError) as exc:
         # A schema error's text goes on with the whole schema: its first paragraph says it.
         print(f"crypto_lakehouse plan: {str(exc).split(chr(10) * 2)[0]}")
+        return 1
+    try:
+        plan = make_plan(config)
+    except ListingError as exc:
+        url = config["endpoints"]["listing"]
+        print(f"crypto_lakehouse plan: listing {url} (config key endpoints.listing) failed: {exc}")
         return 1
     print(json.dumps(plan, indent=1) if args.json else format_plan(plan))
     return 0

@@ -175,3 +175,21 @@ def test_plan_text_names_reasons_and_estimate(archive, capsys):
     assert "REST: 3 days to fetch" in out
     assert "Total estimate: download" in out
     assert "\x1b" not in out
+
+
+def test_plan_names_the_endpoint_it_cannot_list(tmp_path, capsys):
+    import socket
+
+    from crypto_lakehouse.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = emulator_config(f"http://127.0.0.1:{port}", tmp_path / "data")
+    config["download"] = {"max_retries": 0}
+    cfg = tmp_path / "closed.yaml"
+    cfg.write_text(json.dumps(config))
+    assert main(["plan", "--configfile", str(cfg)]) == 1
+    out = capsys.readouterr().out
+    assert f"listing http://127.0.0.1:{port} (config key endpoints.listing) failed" in out
+    assert "Traceback" not in out and len(out.splitlines()) == 1
