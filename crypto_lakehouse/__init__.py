@@ -5,3 +5,16 @@ scripts in ``scripts/`` are thin wrappers that call one function each.
 """
 
 __version__ = "0.1.0"
+
+
+# The loading API, imported on first use so that pipeline jobs (which import submodules of
+# this package) never pay for pandas, polars or DuckDB.
+_LAZY = {"load_klines", "duckdb_connect"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from crypto_lakehouse import loading
+
+        return getattr(loading, name)
+    raise AttributeError(f"module 'crypto_lakehouse' has no attribute {name!r}")

@@ -88,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--configfile", help="YAML config merged over config/config.yaml")
         cmd.add_argument("--directory", "-d", help="working directory (default: current)")
         cmd.set_defaults(target=target, snakemake_args=[])
+    plan = groups.add_parser(
+        "plan",
+        help="list the archive and show what a run would fetch, with a time estimate",
+        description="List the archive (a fresh cached listing is reused) and print per trade "
+        "type and dataset: symbols kept and filtered, files and bytes to download, files "
+        "already present, days to fetch from REST, and an estimated time (docs/plan.md).",
+    )
+    plan.add_argument("--configfile", help="YAML config merged over config/config.yaml")
+    plan.add_argument(
+        "--config", nargs="+", metavar="KEY=VALUE", help="config values, as for Snakemake"
+    )
+    plan.add_argument("--directory", "-d", help="directory a relative data_dir is relative to")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.epilog = "Further Snakemake options may follow `--`, e.g. `-- --keep-going`."
     return parser
 
@@ -159,6 +172,10 @@ def plan_table(dry_run_output: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.group == "plan":
+        from crypto_lakehouse import preview
+
+        return preview.main(args)
     smk_argv = snakemake_argv(args)
     if args.dry_run:
         # A dry run is read back to add the per-trade-type plan to Snakemake's per-rule table.

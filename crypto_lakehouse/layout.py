@@ -89,19 +89,118 @@ def results_klines_dir(data_dir, trade_type, interval) -> Path:
 
 
 def resampled_dir(data_dir, trade_type, resample_interval, offset) -> Path:
-    return (
-        Path(data_dir)
-        / "results_data"
-        / trade_type
-        / "resampled_klines"
-        / resample_interval
-        / offset
-    )
+    return resampled_root(data_dir, trade_type) / resample_interval / offset
+
+
+def results_klines_root(data_dir, trade_type) -> Path:
+    """Parent of the per-interval folders of generated klines."""
+    return Path(data_dir) / "results_data" / trade_type / "klines"
+
+
+def resampled_root(data_dir, trade_type) -> Path:
+    """Parent of the ``{RI}/{OFFSET}`` folders of resampled klines."""
+    return Path(data_dir) / "results_data" / trade_type / "resampled_klines"
+
+
+def parsed_funding_dir(data_dir, trade_type) -> Path:
+    return parsed_funding_path(data_dir, trade_type, "_").parent
+
+
+def api_funding_dir(data_dir, trade_type) -> Path:
+    return api_funding_path(data_dir, trade_type, "_").parent
+
+
+# ---------------------------------------------------------------- segment files
+# gen_kline splits a symbol at gaps (legacy §8.4): ``SP0_SYM.pqt``, ``SP1_SYM.pqt``, … are the
+# older segments and plain ``SYM.pqt`` the latest. Resampled files keep the same names.
+SEGMENT_SUFFIX = ".pqt"
+_SEGMENT_NAME_RE = re.compile(r"^(?:SP(\d+)_)?([A-Z0-9_]+)\.pqt$")
+
+
+def segment_file_re(symbol: str) -> re.Pattern[str]:
+    """Exactly this symbol's segment names: ``SP0_BTCUSDT.pqt`` never matches ``XBTCUSDT``."""
+    return re.compile(rf"^(?:SP\d+_)?{re.escape(symbol)}{re.escape(SEGMENT_SUFFIX)}$")
+
+
+def parse_segment_name(name: str) -> tuple[str, int | None] | None:
+    """``SP3_BTCUSDT.pqt`` → ``("BTCUSDT", 3)``, ``BTCUSDT.pqt`` → ``("BTCUSDT", None)`` (the
+    latest segment), anything else → None (temporary files, foreign files)."""
+    m = _SEGMENT_NAME_RE.match(name)
+    if not m:
+        return None
+    return m.group(2), (int(m.group(1)) if m.group(1) is not None else None)
+
+
+def segment_files(directory: str | Path, symbol: str) -> list[Path]:
+    """One symbol's segment files in ``directory`` in time order: ``SP0_``, ``SP1_``, …
+    (numerically: ``SP10_`` after ``SP9_``), then the latest segment ``SYM.pqt``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    pattern = segment_file_re(symbol)
+    found = [p for p in directory.iterdir() if pattern.match(p.name) and p.is_file()]
+
+    def order(path: Path) -> float:
+        sp = parse_segment_name(path.name)[1]
+        return float("inf") if sp is None else sp
+
+    return sorted(found, key=order)
+
+
+def segment_files_by_symbol(directory: str | Path) -> dict[str, list[Path]]:
+    """Every symbol's segment files in ``directory``, in time order (one directory scan)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return {}
+    found: dict[str, list[tuple[float, Path]]] = {}
+    for path in directory.iterdir():
+        parsed = parse_segment_name(path.name)
+        if parsed is not None and path.is_file():
+            symbol, sp = parsed
+            found.setdefault(symbol, []).append((float("inf") if sp is None else sp, path))
+    return {s: [p for _, p in sorted(found[s])] for s in sorted(found)}
+
+
+def segment_symbols(directory: str | Path) -> list[str]:
+    """The symbols that have segment files in ``directory`` (sorted)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    names = (parse_segment_name(p.name) for p in directory.iterdir())
+    return sorted({n[0] for n in names if n is not None})
+
+
+def subdir_names(directory: str | Path) -> list[str]:
+    """Sorted names of the sub-folders (intervals, offsets, ...) of ``directory``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 # ---------------------------------------------------------------- pipeline records
 def lakehouse_dir(data_dir) -> Path:
     return Path(data_dir) / "lakehouse"
+
+
+def listing_index_path(data_dir, trade_type: str, dataset: str) -> Path:
+    """Index the ``list_archive`` checkpoint writes (``dataset``: ``klines-1m``, ``funding``);
+    its per-symbol file lists sit in the folder of the same name beside it."""
+    return lakehouse_dir(data_dir) / "listing" / trade_type / f"{dataset}.json"
+
+
+def plan_listing_index_path(data_dir, trade_type: str, dataset: str) -> Path:
+    """The same, listed by ``crypto_lakehouse plan`` (never read by the workflow)."""
+    return lakehouse_dir(data_dir) / "plan" / "listing" / trade_type / f"{dataset}.json"
+
+
+def listing_details_dir(index_path: str | Path) -> Path:
+    index_path = Path(index_path)
+    return index_path.with_name(index_path.stem)
+
+
+def summary_path(data_dir, stage: str, trade_type: str) -> Path:
+    return summaries_dir(data_dir) / stage / f"{trade_type}.json"
 
 
 def quarantine_path(data_dir, key: str) -> Path:

@@ -135,6 +135,8 @@ def get_listing_args(wildcards):
         concurrency=config["download"]["listing_concurrency"],
         timeout_s=config["download"]["timeout_s"],
         max_retries=config["download"]["max_retries"],
+        # Recorded in the index: `crypto_lakehouse plan` reuses an index listed for its end date.
+        end_date=END_DATE,
     )
 
 

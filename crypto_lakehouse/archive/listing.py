@@ -192,6 +192,22 @@ def dataset_dirs(
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
 
 
+def listing_request(
+    *, trade_type, dataset, interval, symbols, listing_url, include_monthly, end_date
+) -> dict:
+    """What an index answers: every argument that changes its content, and the end date
+    it was listed for (the workflow lists again when the end date changes)."""
+    return {
+        "trade_type": trade_type,
+        "dataset": dataset,
+        "interval": interval if dataset == "klines" else None,
+        "include_monthly": bool(include_monthly) if dataset == "klines" else False,
+        "symbols": symbols if symbols == "all" else sorted(set(symbols)),
+        "listing_url": listing_url,
+        "end_date": end_date,
+    }
+
+
 def run_listing(
     *,
     trade_type: str,
@@ -205,11 +221,14 @@ def run_listing(
     concurrency: int = 16,
     timeout_s: float = 15.0,
     max_retries: int = 5,
+    end_date: str | None = None,
 ) -> dict:
     """List one trade type's symbols and their files; write the index and detail files.
 
     All-or-nothing: if any page cannot be listed after the retries, nothing is written
-    and ``ListingError`` names every failed prefix.
+    and ``ListingError`` names every failed prefix. The index records the ``request`` it
+    answers (``listing_request``; ``end_date`` is the run's resolved end date), so that
+    ``crypto_lakehouse plan`` can tell whether it is fresh.
     """
     started = time.monotonic()
     symbols_prefix, symbol_dirs = dataset_dirs(trade_type, dataset, interval, include_monthly)
@@ -282,6 +301,15 @@ def run_listing(
         log.info("%s: %d symbols have no files for this dataset: %s", what, len(no_files), no_files)
 
     index = {
+        "request": listing_request(
+            trade_type=trade_type,
+            dataset=dataset,
+            interval=interval,
+            symbols=symbols,
+            listing_url=listing_url,
+            include_monthly=include_monthly,
+            end_date=end_date,
+        ),
         "trade_type": trade_type,
         "dataset": dataset,
         "interval": interval if dataset == "klines" else None,

@@ -56,6 +56,7 @@ from crypto_lakehouse import io, layout
 from crypto_lakehouse.archive import connections, http
 from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksum, sha256_file
 from crypto_lakehouse.archive.selection import key_period, parse_day, select
+from crypto_lakehouse.progress import EVERY_S, Progress
 from crypto_lakehouse.quarantine import quarantine_archive
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 STAGE = "aws_download"
 CHECKSUM_SUFFIX = ".CHECKSUM"
 VERIFIED_SUFFIX = ".verified"
-PROGRESS_EVERY_S = 2.0
+PROGRESS_EVERY_S = EVERY_S
 
 
 class SyncError(RuntimeError):
@@ -100,6 +101,15 @@ def symbol_dirs(trade_type, dataset_kind, symbol, interval, use_monthly) -> list
     return dirs
 
 
+def zip_keys_in(listing, dirs: list[str]) -> list[str]:
+    """The listed zips directly inside one of ``dirs`` (not in sub-folders)."""
+    return [
+        k
+        for k in listing
+        if k.endswith(".zip") and any(k.startswith(d) and "/" not in k[len(d) :] for d in dirs)
+    ]
+
+
 def _fingerprint(entry: dict | None) -> dict | None:
     if entry is None:
         return None
@@ -116,33 +126,6 @@ class Outcome:
     bytes: int = 0
     retries: int = 0
     requests: int = 0
-
-
-class _Progress:
-    """Periodic progress lines (time-based, never per file) and the totals."""
-
-    def __init__(self, label: str, total: int):
-        self.label = label
-        self.total = total
-        self.done = 0
-        self.bytes = 0
-        self.started = time.monotonic()
-        self.last_line = self.started
-
-    def add(self, outcome: Outcome) -> None:
-        self.done += 1
-        self.bytes += outcome.bytes
-
-    def maybe_log(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_line < PROGRESS_EVERY_S:
-            return
-        self.last_line = now
-        elapsed = max(now - self.started, 1e-9)
-        log.info(
-            "%s: %d/%d files, %.1f MB, %.1f files/s",
-            self.label, self.done, self.total, self.bytes / 1e6, self.done / elapsed,
-        )  # fmt: skip
 
 
 class _Syncer:
@@ -301,11 +284,7 @@ def run_sync(
         raise FileNotFoundError(f"{label}: listing details {details_path} do not exist")
     listing = {e["key"]: e for e in details}
     dirs = symbol_dirs(trade_type, kind, symbol, interval, use_monthly)
-    zip_keys = [
-        k
-        for k in listing
-        if k.endswith(".zip") and any(k.startswith(d) and "/" not in k[len(d) :] for d in dirs)
-    ]
+    zip_keys = zip_keys_in(listing, dirs)
     for d in dirs:
         io.remove_stale_temps(layout.aws_path(data_dir, d))  # partial files of a killed run
 
@@ -485,10 +464,10 @@ def _run_pass(
             continue
         work.append((key, "adopt" if _size_of(syncer.local(key)) == size else "fetch"))
 
-    progress = _Progress(label, len(keys))
-    for o in outcomes.values():
-        if o.key in keys:
-            progress.add(o)
+    # Progress over the work only (files already up to date or quarantined take no time);
+    # bytes count a file's listed size once it is verified, downloaded or adopted.
+    work_bytes = sum(int(listing[key]["size"]) for key, _ in work)
+    progress = Progress(f"{STAGE} {label}", len(work), total_bytes=work_bytes, logger=log)
 
     def run(item):
         key, action = item
@@ -513,7 +492,7 @@ def _run_pass(
                 for fut in done:
                     o = fut.result()
                     outcomes[o.key] = o
-                    progress.add(o)
+                    progress.add(1, int(listing[o.key]["size"]))
                 progress.maybe_log()
         progress.maybe_log(force=True)
 

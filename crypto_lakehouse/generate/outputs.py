@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-SUFFIX = ".pqt"
+from crypto_lakehouse import layout
+
+SUFFIX = layout.SEGMENT_SUFFIX
 
 
 def iso_ms(ms) -> str:
@@ -24,7 +26,7 @@ def iso_ms(ms) -> str:
 
 
 def symbol_file_re(symbol: str) -> re.Pattern[str]:
-    return re.compile(rf"^(?:SP\d+_)?{re.escape(symbol)}{re.escape(SUFFIX)}$")
+    return layout.segment_file_re(symbol)
 
 
 def symbol_files(directory: Path, symbol: str) -> list[Path]:

@@ -62,6 +62,7 @@ from crypto_lakehouse.parse.validate import (
     format_ms,
     grid_origin,
 )
+from crypto_lakehouse.progress import Progress
 from crypto_lakehouse.quarantine import quarantine_archive
 from crypto_lakehouse.schema import KLINE_COLUMNS, KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
 
@@ -451,7 +452,14 @@ class _KlineRun:
         quality_parts: list[pa.Table] = []
         rebuilt: set[str] = set()
         written = removed = 0
-        for month in sorted(set(new_by_month) | set(old_by_month) | on_disk | set(old_parts)):
+        months = sorted(set(new_by_month) | set(old_by_month) | on_disk | set(old_parts))
+        progress = Progress(
+            f"aws_parse {self.trade_type} klines-{self.interval} {self.symbol}", len(months),
+            unit="months", logger=log,
+        )  # fmt: skip
+        for i, month in enumerate(months):
+            progress.done = i
+            progress.maybe_log()
             if month not in new_by_month and month not in old_by_month and month not in old_parts:
                 untracked[month] = "no tracked archive"  # legacy or out-of-range data: ours to keep
                 continue
@@ -487,6 +495,8 @@ class _KlineRun:
                     io.write_parquet(path, table, **PARTITION_WRITE_OPTIONS)
                     partitions[month] = _partition_summary(table)
                     written += 1
+        progress.done = len(months)
+        progress.finish()
 
         usable = {
             k: v

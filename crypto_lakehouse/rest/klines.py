@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,8 @@ import pyarrow.parquet as pq
 from crypto_lakehouse import layout
 from crypto_lakehouse.intervals import DAY_MS, candles_per_day, interval_ms
 from crypto_lakehouse.io import read_json, remove_stale_temps, write_json, write_parquet
+from crypto_lakehouse.progress import EVERY_S as PROGRESS_EVERY_S
+from crypto_lakehouse.progress import Progress
 from crypto_lakehouse.provenance import (
     PROVENANCE_SCHEMA,
     build_provenance,
@@ -417,8 +419,20 @@ def run_api_klines(
 
         job = _Job(client, trade_type, symbol, interval, api_dir, now_ms)
         t_fetch = time.monotonic()
+        progress = Progress(
+            f"api_download {trade_type} klines-{interval} {symbol}", len(todo), unit="days",
+            logger=log,
+        )  # fmt: skip
         with ThreadPoolExecutor(max_workers=max(1, int(concurrency))) as pool:
-            list(pool.map(job.run_chunk, chunks))
+            pending = {pool.submit(job.run_chunk, chunk): chunk for chunk in chunks}
+            while pending:
+                done, _ = wait(pending, timeout=PROGRESS_EVERY_S)
+                for future in done:
+                    progress.add(pending.pop(future).n_days)
+                    future.result()
+                progress.maybe_log()
+        if chunks:
+            progress.maybe_log(force=True)
         fetch_s = time.monotonic() - t_fetch
         stats.update(client.stats.as_dict())
         stats["rate_limit_wait_s"] = round(limiter.waited_s, 3)

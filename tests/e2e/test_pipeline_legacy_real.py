@@ -13,6 +13,8 @@ import pytest
 from tests.e2e.e2e_helpers import snakemake
 from tests.e2e.legacy_real_scenario import (
     LEGACY,
+    PRICE_TOL,
+    SYMBOLS,
     compare_frames,
     legacy_config,
     legacy_mirror,
@@ -92,3 +94,81 @@ def test_run_summaries_are_written_and_announced(pipeline_run):
     assert api["freshness_lag_minutes_max"] == 849 * 1440
     out = first.stdout + first.stderr
     assert "crypto_lakehouse run summaries in" in out and "aws_download/spot: 1 symbols" in out
+
+
+# ------------------------------------------------------------ loading the run's files
+def legacy_segments(folder, symbol) -> list:
+    """The legacy tool's segment files of one symbol, oldest first (legacy §8.4 names)."""
+    older = sorted(folder.glob(f"SP*_{symbol}.pqt"), key=lambda p: int(p.name[2:].split("_")[0]))
+    return [*older, folder / f"{symbol}.pqt"]
+
+
+@pytest.mark.parametrize("trade_type", ["spot", "um_futures", "cm_futures"])
+def test_load_klines_matches_the_legacy_segments(pipeline_run, trade_type):
+    import crypto_lakehouse
+
+    data, *_ = pipeline_run
+    symbol = SYMBOLS[trade_type]
+    files = legacy_segments(LEGACY / "results_data" / trade_type / "klines" / "1m", symbol)
+    df = crypto_lakehouse.load_klines(data, trade_type, symbol)
+    legacy = [pq.read_table(f).to_pandas() for f in files]
+    assert df["segment"].tolist() == [i for i, t in enumerate(legacy) for _ in range(len(t))]
+    times = np.concatenate([t["candle_begin_time"].to_numpy() for t in legacy])
+    np.testing.assert_array_equal(df["candle_begin_time"].to_numpy(), times)
+    closes = np.concatenate([t["close"].to_numpy() for t in legacy])
+    np.testing.assert_allclose(df["close"].to_numpy(), closes, rtol=0, atol=PRICE_TOL)
+
+    # A time range: the 60 minutes from the 11th candle of the latest segment on.
+    start = legacy[-1]["candle_begin_time"].iloc[10]
+    part = crypto_lakehouse.load_klines(
+        data, trade_type, symbol, start=start, end=start + np.timedelta64(60, "m")
+    )
+    expected = legacy[-1]["candle_begin_time"].iloc[10:70].to_numpy()
+    np.testing.assert_array_equal(part["candle_begin_time"].to_numpy(), expected)
+    assert set(part["segment"]) == {len(legacy) - 1}
+
+
+def test_load_resampled_klines_matches_legacy(pipeline_run):
+    import crypto_lakehouse
+
+    data, *_ = pipeline_run
+    folder = LEGACY / "results_data" / "spot" / "resampled_klines" / "1h" / "5m"
+    legacy = [pq.read_table(f).to_pandas() for f in legacy_segments(folder, "BTCUSDT")]
+    df = crypto_lakehouse.load_klines(data, "spot", "BTCUSDT", resample="1h", offset="5m")
+    times = np.concatenate([t["candle_begin_time"].to_numpy() for t in legacy])
+    np.testing.assert_array_equal(df["candle_begin_time"].to_numpy(), times)
+    assert df["segment"].max() == len(legacy) - 1
+    pl = pytest.importorskip("polars")
+    frame = crypto_lakehouse.load_klines(
+        data, "spot", "BTCUSDT", resample="1h", offset="5m", engine="polars"
+    )
+    assert isinstance(frame, pl.DataFrame) and frame.height == len(times)
+
+
+def test_duckdb_views_over_the_run(pipeline_run):
+    import crypto_lakehouse
+
+    data, *_ = pipeline_run
+    con = crypto_lakehouse.duckdb_connect(data)
+    got = dict(
+        ((tt, sym, seg), n)
+        for tt, sym, seg, n in con.execute(
+            "SELECT trade_type, symbol, segment, count(*) FROM klines GROUP BY ALL"
+        ).fetchall()
+    )
+    expected = {}
+    for trade_type, symbol in SYMBOLS.items():
+        folder = LEGACY / "results_data" / trade_type / "klines" / "1m"
+        for i, f in enumerate(legacy_segments(folder, symbol)):
+            expected[(trade_type, symbol, i)] = pq.read_metadata(f).num_rows
+    assert got == expected
+    offsets = con.execute(
+        "SELECT DISTINCT \"offset\" FROM resampled_klines WHERE trade_type = 'spot' "
+        "AND interval = '1h'"
+    ).fetchall()
+    assert sorted(int(o[:-1]) for (o,) in offsets) == list(range(0, 60, 5))
+    for view, name in (("quality", "quality"), ("provenance", "provenance")):
+        rows = dict(con.execute(f"SELECT trade_type, count(*) FROM {view} GROUP BY ALL").fetchall())
+        for trade_type, symbol in SYMBOLS.items():
+            path = data / "lakehouse" / name / trade_type / "1m" / f"{symbol}.pqt"
+            assert rows[trade_type] == pq.read_metadata(path).num_rows

@@ -106,3 +106,14 @@ localrule all:
     assert rows["aws_parse_klines"] == ["0", "2", "0"]
     assert rows["aws_download_symbol"] == ["0", "1", "1"]
     assert rows["all"] == ["1", "0", "0"]
+
+
+def test_plan_reports_a_config_error_by_key_without_the_schema(capsys):
+    from crypto_lakehouse.cli import main
+
+    assert main(["plan", "--config", "bogus_key=1"]) == 1
+    out = capsys.readouterr().out
+    assert "'bogus_key' was unexpected" in out and "$schema" not in out
+    assert main(["plan", "--config", "interval=7m"]) == 1
+    out = capsys.readouterr().out
+    assert "config key" in out and "'7m'" in out  # which key is blamed: issue 12 (i12a)

@@ -1,0 +1,329 @@
+"""Reading the pipeline's outputs without knowing the folder layout (docs/loading.md).
+
+``load_klines`` returns one symbol's generated (or resampled) candles as a pandas or polars
+frame, its gap segments (``SP0_SYM.pqt``, ``SP1_SYM.pqt``, …, ``SYM.pqt``) concatenated in time
+order with a ``segment`` column. ``duckdb_connect`` opens a DuckDB connection with one view
+per kind of file. Paths come from ``layout`` only.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.schema import TIME_TYPE
+
+TIME = "candle_begin_time"
+FUNDING_RATE = "funding_rate"
+ENGINES = ("pandas", "polars")
+# How funding_rate comes back; see docs/loading.md "The funding_rate convention".
+FUNDING_MODES = ("file", "nan", "zero")
+
+
+class DataNotFoundError(LookupError):
+    """The requested data is not in the data directory; the message says what is."""
+
+
+def _names(values, limit: int = 20) -> str:
+    values = list(values)
+    if not values:
+        return "none"
+    shown = ", ".join(values[:limit])
+    return shown if len(values) <= limit else f"{shown}, … ({len(values)} in all)"
+
+
+def _unknown(what: str, value: str, present: list[str], where: Path) -> DataNotFoundError:
+    close = difflib.get_close_matches(value, present, n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return DataNotFoundError(
+        f"no {what} {value!r} in {where}{hint} ({what}s present: {_names(present)})"
+    )
+
+
+def _check_trade_type(trade_type: str) -> None:
+    if trade_type not in layout.TRADE_TYPES:
+        raise ValueError(
+            f"unknown trade type {trade_type!r}; expected one of {', '.join(layout.TRADE_TYPES)}"
+        )
+
+
+def _utc(value, name: str) -> pa.Scalar | None:
+    """A time bound as a scalar of the files' type; naive times are taken as UTC."""
+    if value is None:
+        return None
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}={value!r} is not a time ({exc})") from None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return pa.scalar(stamp.value // 1_000_000, pa.int64()).cast(TIME_TYPE)
+
+
+def time_filter(start=None, end=None) -> ds.Expression | None:
+    """``start <= candle_begin_time < end`` (either bound optional) as a dataset filter,
+    so Parquet row groups outside the range are skipped by their statistics."""
+    lo, hi = _utc(start, "start"), _utc(end, "end")
+    if lo is not None and hi is not None and lo.value >= hi.value:
+        raise ValueError(f"start={start!r} is not before end={end!r}")
+    expr = None
+    if lo is not None:
+        expr = ds.field(TIME) >= lo
+    if hi is not None:
+        cond = ds.field(TIME) < hi
+        expr = cond if expr is None else expr & cond
+    return expr
+
+
+def kline_segment_files(
+    data_dir, trade_type: str, symbol: str, interval: str = "1m", resample=None, offset="0m"
+) -> list[Path]:
+    """The symbol's segment files in time order; DataNotFoundError names what exists."""
+    data_dir = Path(data_dir).expanduser()
+    _check_trade_type(trade_type)
+    root_of = layout.results_klines_root if resample is None else layout.resampled_root
+    if not root_of(data_dir, trade_type).is_dir():
+        kind = "generated" if resample is None else "resampled"
+        present = [t for t in layout.TRADE_TYPES if root_of(data_dir, t).is_dir()]
+        raise DataNotFoundError(
+            f"no {kind} klines of {trade_type} in {data_dir} ({root_of(data_dir, trade_type)} "
+            f"does not exist; trade types with {kind} klines: {_names(present)})"
+        )
+    if resample is None:
+        root = layout.results_klines_root(data_dir, trade_type)
+        if interval not in layout.subdir_names(root):
+            raise _unknown("interval", interval, layout.subdir_names(root), root)
+        directory = layout.results_klines_dir(data_dir, trade_type, interval)
+    else:
+        root = layout.resampled_root(data_dir, trade_type)
+        if resample not in layout.subdir_names(root):
+            raise _unknown("resample interval", resample, layout.subdir_names(root), root)
+        if offset not in layout.subdir_names(root / resample):
+            present = layout.subdir_names(root / resample)
+            raise _unknown("offset", offset, present, root / resample)
+        directory = layout.resampled_dir(data_dir, trade_type, resample, offset)
+    files = layout.segment_files(directory, symbol)
+    if not files:
+        raise _unknown("symbol", symbol, layout.segment_symbols(directory), directory)
+    return files
+
+
+def read_klines_table(files: list[Path], start=None, end=None) -> pa.Table:
+    """The segment files concatenated (time order kept), with an int32 ``segment`` column:
+    0 for the oldest segment file, n-1 for ``SYM.pqt``."""
+    expr = time_filter(start, end)
+    tables = []
+    for number, path in enumerate(files):
+        table = ds.dataset(path, format="parquet").to_table(filter=expr)
+        segment = pa.array([number] * table.num_rows, pa.int32())
+        tables.append(table.append_column("segment", segment))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def apply_funding_mode(table: pa.Table, mode: str, resampled: bool) -> pa.Table:
+    """``file``: as stored. ``nan``: null where no funding was settled, in generated klines
+    too (where the file stores 0.0). ``zero``: 0.0 there, in resampled klines too (where the
+    file stores null). Only ``funding_rate`` changes; ``funding_price``/``funding_time`` of
+    resampled files stay null, they have no neutral value."""
+    if mode not in FUNDING_MODES:
+        raise ValueError(f"funding={mode!r}; expected one of {', '.join(FUNDING_MODES)}")
+    if mode == "file" or FUNDING_RATE not in table.column_names:
+        return table
+    rate = table.column(FUNDING_RATE)
+    if mode == "nan" and not resampled:
+        rate = pc.if_else(pc.equal(rate, 0.0), pa.scalar(None, pa.float64()), rate)
+    elif mode == "zero" and resampled:
+        rate = pc.fill_null(rate, 0.0)
+    index = table.column_names.index(FUNDING_RATE)
+    return table.set_column(index, FUNDING_RATE, rate)
+
+
+def load_klines(
+    data_dir,
+    trade_type: str,
+    symbol: str,
+    interval: str = "1m",
+    start=None,
+    end=None,
+    resample: str | None = None,
+    offset: str = "0m",
+    engine: str = "pandas",
+    funding: str = "file",
+):
+    """One symbol's klines as a pandas (or polars) DataFrame.
+
+    ``interval`` selects ``results_data/{T}/klines/{interval}``; with ``resample`` (e.g.
+    ``"1h"``) the resampled files ``results_data/{T}/resampled_klines/{resample}/{offset}``
+    are read instead. ``start`` (inclusive) and ``end`` (exclusive) bound
+    ``candle_begin_time``; strings, datetimes and pandas Timestamps are accepted, naive ones
+    are UTC. ``funding`` is one of ``file``, ``nan``, ``zero`` (docs/loading.md).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}; expected one of {', '.join(ENGINES)}")
+    if funding not in FUNDING_MODES:
+        raise ValueError(f"funding={funding!r}; expected one of {', '.join(FUNDING_MODES)}")
+    if engine == "polars":
+        try:
+            import polars as pl
+        except ImportError:
+            raise ImportError(
+                "engine='polars' needs polars: pip install polars "
+                "(or pip install 'crypto_lakehouse[analysis]')"
+            ) from None
+    files = kline_segment_files(data_dir, trade_type, symbol, interval, resample, offset)
+    table = read_klines_table(files, start, end)
+    table = apply_funding_mode(table, funding, resampled=resample is not None)
+    if engine == "polars":
+        return pl.from_arrow(table)
+    return table.to_pandas()
+
+
+# ---------------------------------------------------------------------------- DuckDB
+# Path tails that the views parse with regexp_extract on DuckDB's `filename` column. A filter
+# on a column derived from `filename` alone lets DuckDB skip the other files unread.
+_SEG = r"(?:SP([0-9]+)_)?([A-Z0-9_]+)\.pqt$"
+VIEW_PATTERNS = {
+    "klines": (r"/results_data/([a-z_]+)/klines/([^/]+)/" + _SEG,
+               ("trade_type", "interval", "segment_sp", "symbol")),
+    "resampled_klines": (r"/results_data/([a-z_]+)/resampled_klines/([^/]+)/([^/]+)/" + _SEG,
+                         ("trade_type", "interval", "offset", "segment_sp", "symbol")),
+    "quality": (r"/lakehouse/quality/([a-z_]+)/([^/]+)/([A-Z0-9_]+)\.pqt$",
+                ("trade_type", "interval", "symbol")),
+    "provenance": (r"/lakehouse/provenance/([a-z_]+)/([^/]+)/([A-Z0-9_]+)\.pqt$",
+                   ("trade_type", "interval", "symbol")),
+    "funding": (r"/(parsed_data|api_data)/([a-z_]+)/(?:funding|funding_rate)/([A-Z0-9_]+)\.pqt$",
+                ("source", "trade_type", "symbol")),
+}  # fmt: skip
+
+
+def view_files(data_dir) -> dict[str, list[Path]]:
+    """Every file each view reads, found through ``layout`` (temporary files excluded)."""
+    # Absolute: the views parse path tails that start with "/".
+    data_dir = Path(data_dir).expanduser().absolute()
+    out: dict[str, list[Path]] = {name: [] for name in VIEW_PATTERNS}
+    for tt in layout.TRADE_TYPES:
+        klines_root = layout.results_klines_root(data_dir, tt)
+        for iv in layout.subdir_names(klines_root):
+            out["klines"] += _segment_files_in(layout.results_klines_dir(data_dir, tt, iv))
+        resampled_root = layout.resampled_root(data_dir, tt)
+        for ri in layout.subdir_names(resampled_root):
+            for off in layout.subdir_names(resampled_root / ri):
+                out["resampled_klines"] += _segment_files_in(
+                    layout.resampled_dir(data_dir, tt, ri, off)
+                )
+        for view, dir_of in (
+            ("quality", layout.quality_dir),
+            ("provenance", layout.provenance_dir),
+        ):
+            root = dir_of(data_dir, tt, "_").parent
+            for iv in layout.subdir_names(root):
+                out[view] += _symbol_files_in(dir_of(data_dir, tt, iv))
+        out["funding"] += _symbol_files_in(layout.parsed_funding_dir(data_dir, tt))
+        out["funding"] += _symbol_files_in(layout.api_funding_dir(data_dir, tt))
+    return out
+
+
+def _segment_files_in(directory: Path) -> list[Path]:
+    return [p for files in layout.segment_files_by_symbol(directory).values() for p in files]
+
+
+def _symbol_files_in(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p for p in directory.glob(f"*{layout.SEGMENT_SUFFIX}") if layout.is_valid_symbol(p.stem)
+    )
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def schema_groups(paths: list[Path]) -> list[list[Path]]:
+    """The files grouped by identical Arrow schema (names and types), in first-seen order.
+
+    Spot klines have no ``funding_rate``, futures klines may; VWAP is optional. DuckDB's
+    ``union_by_name`` would read every file's footer each time a query is planned; one scan
+    per schema needs only the first file's, and files pruned by a filter are never opened.
+    """
+    groups: dict[tuple, list[Path]] = {}
+    for path in paths:
+        schema = pq.read_schema(path)
+        key = tuple((f.name, str(f.type)) for f in schema)
+        groups.setdefault(key, []).append(path)
+    return list(groups.values())
+
+
+def _scan_sql(paths: list[Path]) -> str:
+    """One ``read_parquet`` per schema, united by column name (NULL where a file lacks one)."""
+    scans = [
+        f"SELECT * FROM read_parquet({_sql_list(group)}, filename = true)"
+        for group in schema_groups(paths)
+    ]
+    return "(" + " UNION ALL BY NAME ".join(scans) + ")"
+
+
+def _view_sql(name: str, paths: list[Path]) -> str:
+    pattern, columns = VIEW_PATTERNS[name]
+    derived = []
+    for i, col in enumerate(columns, start=1):
+        expr = f"regexp_extract(filename, '{pattern}', {i})"
+        if col == "segment_sp":
+            expr = f"TRY_CAST(NULLIF({expr}, '') AS INTEGER)"
+        elif col == "source":
+            expr = f"CASE {expr} WHEN 'parsed_data' THEN 'archive' ELSE 'rest' END"
+        derived.append(f'{expr} AS "{col}"')
+    scan = _scan_sql(paths)
+    if "segment_sp" not in columns:
+        return f"SELECT {', '.join(derived)}, * EXCLUDE (filename) FROM {scan}"
+    # The latest segment is the plain SYM.pqt; its number (the count of SPn_ files beside
+    # it) comes from a small table, the older ones carry theirs in the name.
+    keep = ", ".join(f'"{c}"' for c in columns if c != "segment_sp")
+    return (
+        f"SELECT {keep}, CAST(coalesce(segment_sp, latest.segment) AS INTEGER) AS segment, "
+        f"* EXCLUDE (filename, segment_sp, file, segment, {keep}) FROM ("
+        f"SELECT {', '.join(derived)}, * FROM {scan}) d "
+        f"LEFT JOIN _lakehouse_latest_segment latest ON d.filename = latest.file"
+    )
+
+
+def duckdb_connect(data_dir, database: str = ":memory:"):
+    """A DuckDB connection with views ``klines``, ``resampled_klines``, ``funding``,
+    ``quality`` and ``provenance`` over the files present now (a new file needs a new
+    connection). A view with no file yet is not created; ``lakehouse_views`` lists the
+    views and their file counts. Columns derived from the path come first
+    (``trade_type``, ``interval``, ``offset``, ``symbol``, ``segment``, ``source``)."""
+    import duckdb
+
+    files = view_files(data_dir)
+    con = duckdb.connect(database)
+    con.execute("SET parquet_metadata_cache = true")  # footers are read once per connection
+    # Files come grouped per folder and symbol in time order, the latest segment last: its
+    # number is the count of older segment files just before it.
+    latest = []
+    for name in ("klines", "resampled_klines"):
+        older, group = 0, None
+        for path in files[name]:
+            symbol, sp = layout.parse_segment_name(path.name)
+            if (path.parent, symbol) != group:
+                older, group = 0, (path.parent, symbol)
+            if sp is None:
+                latest.append((str(path), older))
+            else:
+                older += 1
+    con.execute("CREATE TEMP TABLE _lakehouse_latest_segment (file VARCHAR, segment INTEGER)")
+    if latest:
+        con.executemany("INSERT INTO _lakehouse_latest_segment VALUES (?, ?)", latest)
+    con.execute("CREATE TEMP TABLE lakehouse_views (view VARCHAR, files BIGINT)")
+    for name, paths in files.items():
+        con.execute("INSERT INTO lakehouse_views VALUES (?, ?)", (name, len(paths)))
+        if paths:
+            con.execute(f"CREATE TEMP VIEW {name} AS {_view_sql(name, paths)}")
+    return con

@@ -1,0 +1,366 @@
+"""``crypto_lakehouse plan``: what a run would fetch, before it runs (docs/plan.md).
+
+The archive is listed as the ``list_archive`` checkpoint would list it, or a fresh index is
+reused: the checkpoint's own (``lakehouse/listing/``) or one an earlier ``plan`` wrote
+(``lakehouse/plan/listing/``, never read by the workflow). An index is fresh when it answers
+the same request: trade type, dataset, interval, monthly klines, symbol selection, listing
+URL and the run's resolved end date (the workflow lists again when the end date changes).
+
+From the listing and the files on disk it counts, per trade type and dataset, the symbols
+kept and filtered, the zips (with their CHECKSUMs) to download and those already verified,
+and the kline days the REST API would fill; then it estimates the time at measured rates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse import plan as workflow_plan
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+SCHEMA = REPO_ROOT / "config" / "config.schema.yaml"
+
+# Conservative download rates used when no earlier run measured any (docs/plan.md): well
+# below one job's 320 files/s at 32 requests in flight and a 100 ms round trip.
+DEFAULT_DOWNLOAD_MB_S = 5.0
+DEFAULT_DOWNLOAD_FILES_S = 50.0
+
+
+@dataclass
+class DatasetPlan:
+    trade_type: str
+    dataset: str  # "klines-1m" or "funding"
+    listing: str  # where the index came from
+    kept: int = 0
+    filtered: list[dict] = field(default_factory=list)  # {"name", "reason"}
+    refused: list[dict] = field(default_factory=list)
+    not_listed: list[str] = field(default_factory=list)
+    no_files: list[str] = field(default_factory=list)
+    files_to_download: int = 0
+    bytes_to_download: int = 0
+    files_present: int = 0
+    bytes_present: int = 0
+    rest_days: int = 0
+    rest_weight: int = 0
+    rest_symbols: int = 0  # funding: symbols whose history REST is asked for
+    download_seconds: float = 0.0
+    rest_seconds: float = 0.0
+    rates: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- configuration
+def load_config(configfile=None, overrides=(), directory=None) -> dict:
+    """The merged, validated config a run would see: ``config/config.yaml``, then
+    ``--configfile``, then ``--config key=value`` (parsed like Snakemake's)."""
+    import yaml
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config, validate
+
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    if configfile:
+        update_config(config, yaml.safe_load(Path(configfile).read_text()) or {})
+    update_config(config, parse_config(list(overrides)))
+    validate(config, str(SCHEMA), set_default=True)
+    workflow_plan.check_config(config)
+    data_dir = Path(os.path.expanduser(config["data_dir"]))
+    if directory and not data_dir.is_absolute():
+        data_dir = Path(directory) / data_dir
+    config["data_dir"] = str(data_dir)
+    return config
+
+
+def _datasets(config, trade_type) -> list[str]:
+    klines = f"klines-{config['interval']}"
+    return [klines] if trade_type == "spot" else [klines, "funding"]
+
+
+def _request_args(config, trade_type, dataset, end_date) -> dict:
+    """The list_archive job's arguments (rules/common.smk get_listing_args)."""
+    kind = "funding" if dataset == "funding" else "klines"
+    return dict(
+        trade_type=trade_type,
+        dataset=kind,
+        interval=config["interval"],
+        symbols=workflow_plan.symbol_selection(config, trade_type),
+        listing_url=config["endpoints"]["listing"],
+        include_monthly=config["download"]["use_monthly_klines"],
+        end_date=end_date,
+    )
+
+
+# ---------------------------------------------------------------- listing
+def fresh_index(path: Path, request: dict) -> dict | None:
+    """The index at ``path`` if it answers ``request``, else None."""
+    index = io.read_json(path, default=None)
+    if isinstance(index, dict) and index.get("request") == request:
+        return index
+    return None
+
+
+def obtain_index(config, trade_type, dataset, end_date) -> tuple[dict, Path, str]:
+    """(index, its path, how it was obtained): a fresh cached index, else a new listing."""
+    from crypto_lakehouse.archive.listing import listing_request, run_listing
+
+    data_dir = config["data_dir"]
+    args = _request_args(config, trade_type, dataset, end_date)
+    request = listing_request(**args)
+    for path, origin in (
+        (layout.listing_index_path(data_dir, trade_type, dataset), "the last run's listing"),
+        (layout.plan_listing_index_path(data_dir, trade_type, dataset), "an earlier plan's"),
+    ):
+        index = fresh_index(path, request)
+        if index is not None:
+            return index, path, f"reused {origin} ({path})"
+    path = layout.plan_listing_index_path(data_dir, trade_type, dataset)
+    dl = config["download"]
+    run_listing(
+        **args,
+        out_index=path,
+        details_dir=layout.listing_details_dir(path),
+        concurrency=dl["listing_concurrency"],
+        timeout_s=dl["timeout_s"],
+        max_retries=dl["max_retries"],
+    )
+    return io.read_json(path), path, f"listed now ({path})"
+
+
+# ---------------------------------------------------------------- counting
+def _rest_days(config, trade_type, symbol, files, end_date, today) -> tuple[int, int]:
+    """(days, weight) the REST fill would fetch for one symbol: days from its first archived
+    day to the end date (closed days only) that no selected archive and no stored REST day
+    file covers. Archive days that turn out short are fetched too; a plan cannot see them."""
+    from crypto_lakehouse.provenance import day_number
+    from crypto_lakehouse.rest.klines import existing_day_files, plan_chunks
+
+    if not files:
+        return 0, 0  # no archive day to anchor the range (report status "no_archive")
+    interval = config["interval"]
+    covered = set()
+    for f in files:
+        covered.update(range(day_number(f.first_day), day_number(f.last_day) + 1))
+    api_dir = layout.api_klines_dir(config["data_dir"], trade_type, symbol, interval)
+    covered.update(existing_day_files(api_dir))
+    first = min(covered)
+    last = min(day_number(end_date), day_number(today) - 1)
+    todo = [d for d in range(first, last + 1) if d not in covered]
+    chunks = plan_chunks(trade_type, interval, todo)
+    return len(todo), sum(w.weight for c in chunks for w in c.windows)
+
+
+def count_dataset(config, trade_type, dataset, index, index_path, end_date, today, out):
+    from crypto_lakehouse.archive.selection import parse_day, select
+    from crypto_lakehouse.archive.sync import (
+        CHECKSUM_SUFFIX,
+        VERIFIED_SUFFIX,
+        symbol_dirs,
+        zip_keys_in,
+    )
+
+    data_dir = config["data_dir"]
+    kind = "funding" if dataset == "funding" else "klines"
+    use_monthly = bool(config["download"]["use_monthly_klines"]) and kind == "klines"
+    start, _ = workflow_plan.resolve_dates(
+        config["start_date"], config["end_date"], config["lookback_days"]
+    )
+    # As the download jobs: only an explicit end date limits the files (get_download_args).
+    start_day, end_day = parse_day(start), parse_day(config["end_date"])
+    details_dir = layout.listing_details_dir(index_path)
+    out.kept = len(index["symbols"])
+    out.filtered = list(index.get("filtered_out", []))
+    out.refused = list(index.get("refused", []))
+    out.not_listed = list(index.get("not_listed", []))
+    out.no_files = list(index.get("no_files", []))
+    for symbol in sorted(index["symbols"]):
+        details = io.read_json(details_dir / f"{symbol}.json", default=[]) or []
+        listing = {e["key"]: e for e in details}
+        dirs = symbol_dirs(trade_type, kind, symbol, config["interval"], use_monthly)
+        selection = select(zip_keys_in(listing, dirs), start_day, end_day, use_monthly=use_monthly)
+        for f in selection.files:
+            size = int(listing[f.key]["size"])
+            both = size + int(listing.get(f.key + CHECKSUM_SUFFIX, {}).get("size", 0))
+            local = layout.aws_path(data_dir, f.key)
+            marker = layout.aws_path(data_dir, f.key + VERIFIED_SUFFIX)
+            if marker.exists() and local.exists() and local.stat().st_size == size:
+                out.files_present += 1
+                out.bytes_present += both
+            else:
+                out.files_to_download += 1
+                out.bytes_to_download += both
+        if kind == "klines":
+            days, weight = _rest_days(config, trade_type, symbol, selection.files, end_date, today)
+            out.rest_days += days
+            out.rest_weight += weight
+
+
+def funding_rest_symbols(kline_index: dict, funding_index: dict | None) -> int:
+    """Q5: funding is fetched for every futures symbol with klines or archived funding."""
+    return len(set(kline_index["symbols"]) | set((funding_index or {}).get("symbols", {})))
+
+
+# ---------------------------------------------------------------- rates
+def measured_rates(config, trade_type) -> dict:
+    """Rates to estimate with, and where each comes from."""
+    from crypto_lakehouse.rest import DEFAULT_WEIGHT_LIMIT
+
+    data_dir = config["data_dir"]
+    rates = {
+        "download_mb_s": DEFAULT_DOWNLOAD_MB_S,
+        "download_files_s": DEFAULT_DOWNLOAD_FILES_S,
+        "download_source": "conservative defaults",
+    }
+    summary = io.read_json(layout.summary_path(data_dir, "aws_download", trade_type), None)
+    if summary and summary.get("throughput_mb_s") and summary.get("throughput_files_s"):
+        rates["download_mb_s"] = float(summary["throughput_mb_s"])
+        rates["download_files_s"] = float(summary["throughput_files_s"])
+        rates["download_source"] = "the last aws_download run summary"
+    share = float(config["rest"]["weight_share"])
+    ceiling = DEFAULT_WEIGHT_LIMIT[trade_type] * share / 60.0  # weight per second
+    rates["rest_weight_s"] = ceiling
+    rates["rest_source"] = f"the weight limit ({DEFAULT_WEIGHT_LIMIT[trade_type]}/min × {share})"
+    summary = io.read_json(layout.summary_path(data_dir, "api_download", trade_type), None)
+    totals = (summary or {}).get("totals", {})
+    if totals.get("weight") and totals.get("seconds"):
+        measured = totals["weight"] / totals["seconds"]
+        if measured < ceiling:
+            rates["rest_weight_s"] = measured
+            rates["rest_source"] = "the last api_download run summary"
+    return rates
+
+
+def estimate(out: DatasetPlan, rates: dict) -> None:
+    out.rates = rates
+    if out.files_to_download:
+        # Each zip travels with its CHECKSUM: two files per archive.
+        by_bytes = out.bytes_to_download / 1e6 / rates["download_mb_s"]
+        by_files = 2 * out.files_to_download / rates["download_files_s"]
+        out.download_seconds = round(max(by_bytes, by_files), 1)
+    if out.rest_weight:
+        out.rest_seconds = round(out.rest_weight / rates["rest_weight_s"], 1)
+
+
+# ---------------------------------------------------------------- the plan
+def make_plan(config: dict, today: dt.date | None = None) -> dict:
+    today = today or workflow_plan.today_utc()
+    start, end = workflow_plan.resolve_dates(
+        config["start_date"], config["end_date"], config["lookback_days"], today=today
+    )
+    plans: list[DatasetPlan] = []
+    for trade_type in config["trade_types"]:
+        rates = measured_rates(config, trade_type)
+        indexes = {}
+        for dataset in _datasets(config, trade_type):
+            index, path, origin = obtain_index(config, trade_type, dataset, end)
+            indexes[dataset] = index
+            out = DatasetPlan(trade_type, dataset, origin)
+            count_dataset(config, trade_type, dataset, index, path, end, today, out)
+            if dataset == "funding":
+                kline_index = indexes[f"klines-{config['interval']}"]
+                out.rest_symbols = funding_rest_symbols(kline_index, index)
+            estimate(out, rates)
+            plans.append(out)
+    return {
+        "data_dir": config["data_dir"],
+        "interval": config["interval"],
+        "start_date": start,
+        "end_date": end,
+        "lookback_days": config["lookback_days"] if config["start_date"] is None else None,
+        "datasets": [asdict(p) for p in plans],
+        "download_seconds": round(sum(p.download_seconds for p in plans), 1),
+        "rest_seconds": round(sum(p.rest_seconds for p in plans), 1),
+    }
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _reasons(records: list[dict], limit: int = 8) -> str:
+    shown = [f"{r['name']} ({r['reason']})" for r in records[:limit]]
+    more = f", … {len(records) - limit} more" if len(records) > limit else ""
+    return ", ".join(shown) + more
+
+
+def format_plan(plan: dict) -> str:
+    since = plan["start_date"] or "the first archived day"
+    lines = [f"Plan for {plan['data_dir']}: klines {plan['interval']} from {since} to "
+             f"{plan['end_date']}"]  # fmt: skip
+    if plan["lookback_days"]:
+        lines[0] += f" (lookback_days: {plan['lookback_days']})"
+    for d in plan["datasets"]:
+        lines.append(f"{d['trade_type']} {d['dataset']}: listing {d['listing']}")
+        symbols = f"  symbols: {d['kept']} kept, {len(d['filtered'])} filtered"
+        if d["filtered"]:
+            symbols += f": {_reasons(d['filtered'])}"
+        lines.append(symbols)
+        if d["refused"]:
+            lines.append(f"  refused names: {_reasons(d['refused'])}")
+        if d["not_listed"]:
+            lines.append(f"  configured but not in the archive: {', '.join(d['not_listed'])}")
+        if d["no_files"]:
+            lines.append(f"  listed without files: {', '.join(d['no_files'])}")
+        lines.append(
+            f"  archive: {d['files_to_download']} files, {_mb(d['bytes_to_download'])} to "
+            f"download; {d['files_present']} files, {_mb(d['bytes_present'])} present (verified)"
+        )
+        if d["dataset"] == "funding":
+            lines.append(f"  REST: funding history of {d['rest_symbols']} symbols")
+        else:
+            lines.append(f"  REST: {d['rest_days']} days to fetch (weight {d['rest_weight']})")
+        r = d["rates"]
+        parts = []
+        if d["files_to_download"]:
+            parts.append(
+                f"download {_duration(d['download_seconds'])} at {r['download_mb_s']:.1f} MB/s, "
+                f"{r['download_files_s']:.0f} files/s ({r['download_source']})"
+            )
+        if d["rest_weight"]:
+            parts.append(
+                f"REST {_duration(d['rest_seconds'])} at {r['rest_weight_s'] * 60:.0f} "
+                f"weight/min ({r['rest_source']})"
+            )
+        lines.append("  estimate: " + ("; ".join(parts) if parts else "nothing to fetch"))
+    lines.append(
+        f"Total estimate: download {_duration(plan['download_seconds'])}, REST "
+        f"{_duration(plan['rest_seconds'])} (one job at a time; parallel jobs are faster)"
+    )
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    """``crypto_lakehouse plan`` (arguments parsed by ``crypto_lakehouse.cli``)."""
+    import logging
+
+    from snakemake.exceptions import WorkflowError
+
+    from crypto_lakehouse.archive.listing import ListingError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.configfile, args.config or (), args.directory)
+    except (workflow_plan.ConfigError, WorkflowError, OSError, ValueError) as exc:
+        # A schema error's text goes on with the whole schema: its first paragraph says it.
+        print(f"crypto_lakehouse plan: {str(exc).split(chr(10) * 2)[0]}")
+        return 1
+    try:
+        plan = make_plan(config)
+    except ListingError as exc:
+        url = config["endpoints"]["listing"]
+        print(f"crypto_lakehouse plan: listing {url} (config key endpoints.listing) failed: {exc}")
+        return 1
+    print(json.dumps(plan, indent=1) if args.json else format_plan(plan))
+    return 0

@@ -1,0 +1,195 @@
+"""`crypto_lakehouse plan` against the emulator: counts from the listing and the disk,
+listing reuse when fresh (docs/plan.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.emulator import Emulator
+from crypto_lakehouse.emulator.generate import build_mirror
+from tests.e2e.e2e_helpers import REPO, emulator_config, snakemake
+
+START, END = "2024-05-29", "2024-06-05"  # the archive has 2024-05-28 … 2024-06-03
+DROPPED = layout.daily_kline_key("spot", "BTCUSDT", "1h", "2024-05-31")
+
+
+def days(first: str, last: str) -> list[str]:
+    d, out = date.fromisoformat(first), []
+    while d <= date.fromisoformat(last):
+        out.append(d.isoformat())
+        d += timedelta(days=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("plan")
+    mirror = tmp / "mirror"
+    build_mirror(
+        mirror,
+        {
+            "spot": {"symbols": ["BTCUSDT", "USDCUSDT", "ETHBTC"], "start": "2024-05-28",
+                     "end": "2024-06-03", "interval": "1h"},
+            "um_futures": {"symbols": ["BTCUSDT", "BTCUSDT_260925"], "start": "2024-05-30",
+                           "end": "2024-06-03", "interval": "1h",
+                           "funding_months": ["2024-04", "2024-05"]},
+        },
+    )  # fmt: skip
+    for key in (DROPPED, DROPPED + ".CHECKSUM"):  # a day the archive never published
+        (mirror / key).unlink()
+    with Emulator(mirror_dir=mirror) as emu:
+        yield tmp, mirror, emu
+
+
+def config_for(emu, data: Path, **overrides) -> dict:
+    settings = dict(
+        interval="1h",
+        trade_types=["spot", "um_futures"],
+        symbols={"spot": "all", "um_futures": "all"},
+        start_date=START,
+        end_date=END,
+        resample={"targets": []},
+    )
+    return emulator_config(emu.base_url, data, **(settings | overrides))
+
+
+def run_plan(tmp: Path, config: dict) -> dict:
+    cfg = tmp / "plan-config.yaml"
+    cfg.write_text(json.dumps(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "crypto_lakehouse", "plan", "--configfile", str(cfg), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plan = json.loads(proc.stdout)
+    return {(d["trade_type"], d["dataset"]): d for d in plan["datasets"]} | {"_plan": plan}
+
+
+def mirror_bytes(mirror: Path, keys: list[str]) -> int:
+    return sum(
+        (mirror / k).stat().st_size + (mirror / f"{k}.CHECKSUM").stat().st_size for k in keys
+    )
+
+
+def test_plan_counts_symbols_files_bytes_and_rest_days(archive):
+    tmp, mirror, emu = archive
+    data = tmp / "data-fresh"
+    emu.reset_counts()
+    plan = run_plan(tmp, config_for(emu, data))
+    assert emu.counts["list"] > 0 and emu.counts.get("get", 0) == 0  # listed, nothing fetched
+
+    spot = plan[("spot", "klines-1h")]
+    assert spot["kept"] == 1
+    assert {r["name"] for r in spot["filtered"]} == {"USDCUSDT", "ETHBTC"}
+    assert all(r["reason"] for r in spot["filtered"])
+    spot_keys = [
+        layout.daily_kline_key("spot", "BTCUSDT", "1h", d) for d in days(START, "2024-06-03")
+    ]
+    spot_keys.remove(DROPPED)
+    assert spot["files_to_download"] == len(spot_keys) == 5
+    assert spot["bytes_to_download"] == mirror_bytes(mirror, spot_keys)
+    assert spot["files_present"] == 0
+    # From the first archived day in range to the end date: 05-31 (never published),
+    # 06-04 and 06-05 (after the archive's last day).
+    assert spot["rest_days"] == 3 and spot["rest_weight"] > 0
+
+    um = plan[("um_futures", "klines-1h")]
+    assert [r["name"] for r in um["filtered"]] == ["BTCUSDT_260925"]
+    um_keys = [layout.daily_kline_key("um_futures", "BTCUSDT", "1h", d) for d in days("2024-05-30", "2024-06-03")]  # fmt: skip
+    assert um["files_to_download"] == 5
+    assert um["bytes_to_download"] == mirror_bytes(mirror, um_keys)
+    assert um["rest_days"] == 2
+
+    funding = plan[("um_futures", "funding")]
+    # Only the month overlapping the date range; April ends before it.
+    assert funding["files_to_download"] == 1
+    key = layout.funding_key("um_futures", "BTCUSDT", "2024-05")
+    assert funding["bytes_to_download"] == mirror_bytes(mirror, [key])
+    assert funding["rest_symbols"] == 1
+
+    # No run summary yet: the conservative defaults, and an estimate from them.
+    assert spot["rates"]["download_source"] == "conservative defaults"
+    expected = max(spot["bytes_to_download"] / 1e6 / 5.0, 2 * 5 / 50.0)
+    assert spot["download_seconds"] == pytest.approx(expected, abs=0.05)
+
+
+def test_plan_after_a_run_reuses_its_listing_and_sees_the_files(archive):
+    tmp, mirror, emu = archive
+    data = tmp / "data-run"
+    config = config_for(emu, data)
+    proc = snakemake(tmp, config, "aws_download")
+    # Each download job closes with a progress line, in its log and on the console.
+    log_dir = data / "lakehouse" / "logs" / "aws_download"
+    spot_log = (log_dir / "spot" / "klines-1h" / "BTCUSDT.log").read_text()
+    size = mirror_bytes(mirror, []) + sum(
+        (mirror / layout.daily_kline_key("spot", "BTCUSDT", "1h", d)).stat().st_size
+        for d in days(START, "2024-06-03")
+        if layout.daily_kline_key("spot", "BTCUSDT", "1h", d) != DROPPED
+    )
+    line = f"aws_download spot klines-1h BTCUSDT: 5/5 files, {size / 1e6:.1f}/{size / 1e6:.1f} MB"
+    assert line in spot_log and line in proc.stderr
+    assert "ETA 0 s" in spot_log
+    for log_file in log_dir.rglob("*.log"):
+        text = log_file.read_text()
+        assert all(c.isprintable() or c == "\n" for c in text), log_file
+    emu.reset_counts()
+    plan = run_plan(tmp, config)
+    assert emu.counts.get("list", 0) == 0  # the run's own listing answers the same request
+    for d in plan["_plan"]["datasets"]:
+        assert d["listing"].startswith("reused the last run's listing"), d["listing"]
+        assert d["files_to_download"] == 0 and d["files_present"] > 0
+    assert plan[("spot", "klines-1h")]["files_present"] == 5
+    rates = plan[("spot", "klines-1h")]["rates"]
+    assert rates["download_source"] == "the last aws_download run summary"
+
+    # Another end date is another request: the archive is listed again.
+    emu.reset_counts()
+    later = run_plan(tmp, config_for(emu, data, end_date="2024-06-06"))
+    assert emu.counts["list"] > 0
+    assert later[("spot", "klines-1h")]["listing"].startswith("listed now")
+    assert later[("spot", "klines-1h")]["rest_days"] == 4
+
+
+def test_plan_text_names_reasons_and_estimate(archive, capsys):
+    from crypto_lakehouse.cli import main
+
+    tmp, _, emu = archive
+    cfg = tmp / "text-config.yaml"
+    cfg.write_text(json.dumps(config_for(emu, tmp / "data-text")))
+    assert main(["plan", "--configfile", str(cfg), "--config", "interval=1h"]) == 0
+    out = capsys.readouterr().out
+    assert "USDCUSDT (stablecoin" in out and "BTCUSDT_260925 (delivery" in out
+    assert "spot klines-1h: listing listed now" in out
+    assert "REST: 3 days to fetch" in out
+    assert "Total estimate: download" in out
+    assert "\x1b" not in out
+
+
+def test_plan_names_the_endpoint_it_cannot_list(tmp_path, capsys):
+    import socket
+
+    from crypto_lakehouse.cli import main
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = emulator_config(f"http://127.0.0.1:{port}", tmp_path / "data")
+    config["download"] = {"max_retries": 0}
+    cfg = tmp_path / "closed.yaml"
+    cfg.write_text(json.dumps(config))
+    assert main(["plan", "--configfile", str(cfg)]) == 1
+    out = capsys.readouterr().out
+    assert f"listing http://127.0.0.1:{port} (config key endpoints.listing) failed" in out
+    assert "Traceback" not in out and len(out.splitlines()) == 1

@@ -1,0 +1,227 @@
+"""crypto_lakehouse.load_klines and duckdb_connect on small files written here in the
+layout of docs (legacy §10.5/§10.6, docs/quality.md, docs/provenance.md)."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import crypto_lakehouse
+from crypto_lakehouse import layout
+from crypto_lakehouse.loading import DataNotFoundError
+from crypto_lakehouse.schema import TIME_TYPE
+
+MIN = 60_000
+HOUR = 3_600_000
+T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+
+
+def kline_table(first_ms: int, n: int, step_ms: int = MIN, funding: str | None = None):
+    """Candles whose open is their minute index (so rows are recognisable); funding on the
+    HH:00 candles: "zeros" stores 0.0 elsewhere (1m files), "nulls" null (resampled)."""
+    t = first_ms + np.arange(n, dtype=np.int64) * step_ms
+    cols = {
+        "candle_begin_time": pa.array(t).cast(TIME_TYPE),
+        "open": (t // MIN).astype(np.float64),
+        "close": (t // MIN).astype(np.float64) + 0.5,
+        "volume": np.ones(n),
+    }
+    if funding is not None:
+        on_hour = t % HOUR == 0
+        rate = np.where(on_hour, 1e-4, 0.0)
+        cols["funding_rate"] = pa.array(rate, mask=~on_hour if funding == "nulls" else None)
+    return pa.table(cols)
+
+
+def write(path, table):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=60)
+
+
+@pytest.fixture
+def data(tmp_path):
+    d = tmp_path / "data"
+    kdir = layout.results_klines_dir(d, "um_futures", "1m")
+    # Segments SP0 … SP10 and the latest: SP10 must sort after SP9, the plain file last.
+    for i in range(11):
+        write(kdir / f"SP{i}_BTCUSDT.pqt", kline_table(T0 + i * 10 * HOUR, 3, funding="zeros"))
+    write(kdir / "BTCUSDT.pqt", kline_table(T0 + 200 * HOUR, 180, funding="zeros"))
+    write(kdir / "ETHUSDT.pqt", kline_table(T0, 120, funding="zeros"))
+    write(kdir / ".tmp-ETHUSDT.pqt.1-2-3.part", pa.table({"x": [1]}))  # a run in progress
+    rdir = layout.resampled_dir(d, "um_futures", "1h", "15m")
+    write(rdir / "BTCUSDT.pqt", kline_table(T0 + 15 * MIN, 4, HOUR, funding="nulls"))
+    write(layout.results_klines_dir(d, "spot", "1m") / "BTCUSDT.pqt", kline_table(T0 + MIN, 5))
+    return d
+
+
+def test_segments_in_time_order_with_numbers(data):
+    df = crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT")
+    assert list(df["segment"].unique()) == list(range(12))
+    assert (df.groupby("segment").size().to_numpy() == [3] * 11 + [180]).all()
+    assert df["candle_begin_time"].is_monotonic_increasing
+    first_of_sp10 = df.loc[df["segment"] == 10, "candle_begin_time"].iloc[0]
+    assert first_of_sp10 == pd.Timestamp(T0 + 100 * HOUR, unit="ms", tz="UTC")
+
+
+def test_time_range_is_half_open_and_naive_means_utc(data):
+    start = pd.Timestamp(T0 + 200 * HOUR + 30 * MIN, unit="ms")  # naive: UTC
+    end = (start + pd.Timedelta(minutes=60)).tz_localize("UTC").tz_convert("Asia/Tokyo")
+    df = crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", start=start, end=end)
+    expected_minutes = (T0 + 200 * HOUR) // MIN + 30 + np.arange(60)
+    np.testing.assert_array_equal(df["open"].to_numpy(), expected_minutes.astype(float))
+    assert set(df["segment"]) == {11}
+    only_end = crypto_lakehouse.load_klines(
+        data, "um_futures", "BTCUSDT", end=pd.Timestamp(T0 + 10 * HOUR + 2 * MIN, unit="ms")
+    )
+    assert len(only_end) == 3 + 2  # SP0 whole, SP1's first two minutes
+
+
+def test_start_after_end_is_refused(data):
+    with pytest.raises(ValueError, match="not before"):
+        crypto_lakehouse.load_klines(data, "spot", "BTCUSDT", start="2024-02-01", end="2024-01-01")
+
+
+def test_resampled_files_by_interval_and_offset(data):
+    df = crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", resample="1h", offset="15m")
+    expected = pd.date_range("2024-01-01 00:15", periods=4, freq="h", tz="UTC")
+    assert list(df["candle_begin_time"]) == list(expected)
+
+
+def test_funding_modes(data):
+    raw = crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT")
+    assert (raw["funding_rate"] == 0.0).sum() == 118  # stored zeros on non-hour minutes
+    nan = crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT", funding="nan")
+    on_hour = nan["candle_begin_time"].dt.minute == 0
+    assert nan["funding_rate"].isna().tolist() == (~on_hour).tolist()
+    assert (nan.loc[on_hour, "funding_rate"] == 1e-4).all()
+    res = crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", resample="1h", offset="15m")
+    assert res["funding_rate"].isna().all()  # :15 windows hold no HH:00 minute... as written
+    zero = crypto_lakehouse.load_klines(
+        data, "um_futures", "BTCUSDT", resample="1h", offset="15m", funding="zero"
+    )
+    assert (zero["funding_rate"] == 0.0).all()
+    with pytest.raises(ValueError, match="funding='x'"):
+        crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT", funding="x")
+
+
+def test_polars_engine(data):
+    pl = pytest.importorskip("polars")
+    df = crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT", engine="polars")
+    assert isinstance(df, pl.DataFrame)
+    assert df.height == 120 and df["open"].to_list() == [float(T0 // MIN + i) for i in range(120)]
+
+
+def test_polars_missing_says_how_to_install(data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "polars", None)  # import polars raises ImportError
+    with pytest.raises(ImportError, match="pip install polars"):
+        crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT", engine="polars")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(trade_type="futures"), "unknown trade type 'futures'; expected one of spot"),
+        (dict(interval="5m"), "no interval '5m'.*intervals present: 1m"),
+        (dict(trade_type="cm_futures"), "no generated klines of cm_futures.*: spot, um_futures"),
+        (dict(trade_type="spot", resample="1h"), "resampled klines: um_futures\\)"),
+        (dict(symbol="BTCUSD"), "did you mean BTCUSDT.*symbols present: BTCUSDT, ETHUSDT"),
+        (dict(resample="4h"), "no resample interval '4h'.*present: 1h"),
+        (dict(resample="1h", offset="0m"), "no offset '0m'.*offsets present: 15m"),
+    ],
+)
+def test_unknown_names_say_what_exists(data, kwargs, message):
+    args = dict(trade_type="um_futures", symbol="BTCUSDT") | kwargs
+    with pytest.raises((DataNotFoundError, ValueError), match=message):
+        crypto_lakehouse.load_klines(data, **args)
+
+
+# ---------------------------------------------------------------------------- DuckDB
+@pytest.fixture
+def full(data):
+    """Besides klines: funding from both sources, a quality and a provenance record."""
+    t = pa.array([T0 + 8 * HOUR + 1]).cast(TIME_TYPE)
+    hour = pa.array([T0 + 8 * HOUR]).cast(TIME_TYPE)
+    write(
+        layout.parsed_funding_path(data, "um_futures", "BTCUSDT"),
+        pa.table({"funding_time": t, "funding_interval_hours": [8], "funding_rate": [1e-4],
+                  "candle_begin_time": hour}),
+    )  # fmt: skip
+    write(
+        layout.api_funding_path(data, "um_futures", "BTCUSDT"),
+        pa.table({"funding_time": t, "candle_begin_time": hour, "funding_rate": [2e-4]}),
+    )
+    write(
+        layout.quality_path(data, "spot", "1m", "BTCUSDT"),
+        pa.table({"date": pa.array([19723, 19724], pa.date32()), "score": [1.0, 0.5]}),
+    )
+    write(
+        layout.provenance_path(data, "spot", "1m", "BTCUSDT"),
+        pa.table({"day": pa.array([19723], pa.date32()), "source": ["archive"]}),
+    )
+    return data
+
+
+def test_duckdb_views_derive_columns_from_paths(full):
+    con = crypto_lakehouse.duckdb_connect(full)
+    rows = con.execute(
+        "SELECT trade_type, interval, symbol, segment, count(*) FROM klines GROUP BY ALL "
+        "ORDER BY ALL"
+    ).fetchall()
+    assert rows == (
+        [("spot", "1m", "BTCUSDT", 0, 5)]
+        + [("um_futures", "1m", "BTCUSDT", i, 3) for i in range(11)]
+        + [("um_futures", "1m", "BTCUSDT", 11, 180), ("um_futures", "1m", "ETHUSDT", 0, 120)]
+    )
+    assert con.execute('SELECT DISTINCT interval, "offset" FROM resampled_klines').fetchall() == [
+        ("1h", "15m")
+    ]
+    funding = con.execute(
+        "SELECT source, trade_type, symbol, funding_rate, funding_interval_hours FROM funding "
+        "ORDER BY source"
+    ).fetchall()
+    assert funding == [
+        ("archive", "um_futures", "BTCUSDT", 1e-4, 8),
+        ("rest", "um_futures", "BTCUSDT", 2e-4, None),  # union_by_name: column absent → NULL
+    ]
+    assert con.execute("SELECT symbol, avg(score) FROM quality GROUP BY 1").fetchall() == [
+        ("BTCUSDT", 0.75)
+    ]
+    assert con.execute("SELECT interval, source FROM provenance").fetchall() == [("1m", "archive")]
+
+
+def test_duckdb_view_without_files_is_not_created(data):
+    con = crypto_lakehouse.duckdb_connect(data)
+    counts = dict(con.execute("SELECT * FROM lakehouse_views").fetchall())
+    assert counts == {"klines": 14, "resampled_klines": 1, "quality": 0, "provenance": 0,
+                      "funding": 0}  # fmt: skip
+    with pytest.raises(Exception, match="funding"):
+        con.execute("SELECT * FROM funding")
+
+
+def test_duckdb_symbol_filter_skips_other_files(data):
+    # The filter on the path-derived column prunes files before their rows are read.
+    con = crypto_lakehouse.duckdb_connect(data)
+    sql = "SELECT count(*) FROM klines WHERE trade_type = 'um_futures' AND symbol = 'ETHUSDT'"
+    assert con.execute(sql).fetchone() == (120,)
+    profile = "".join(str(row) for row in con.execute(f"EXPLAIN ANALYZE {sql}").fetchall())
+    # One scan per file schema (spot files have no funding_rate): 1 of the 14 files is read.
+    scanned = [tuple(map(int, m)) for m in re.findall(r"Scanning Files: (\d+)/(\d+)", profile)]
+    assert scanned and sum(a for a, _ in scanned) == 1, profile
+    assert sum(b for _, b in scanned) == 14, profile
+
+
+def test_duckdb_pqt_pitfall(data):
+    """docs/loading.md: `FROM 'x.pqt'` is not recognised, read_parquet('x.pqt') is."""
+    import duckdb
+
+    path = layout.results_klines_dir(data, "spot", "1m") / "BTCUSDT.pqt"
+    con = duckdb.connect()
+    with pytest.raises(duckdb.Error):
+        con.execute(f"SELECT count(*) FROM '{path}'").fetchone()
+    assert con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone() == (5,)
