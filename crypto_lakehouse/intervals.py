@@ -26,9 +26,22 @@ def candles_per_day(interval: str) -> int:
 # increasing length. `1mo` is a calendar month: its length varies, so it has no entry in
 # interval_ms and the pipeline (a fixed-step candle grid) cannot produce or resample it.
 BINANCE_INTERVALS = (
-    "1s", "1m", "3m", "5m", "15m", "30m",
-    "1h", "2h", "4h", "6h", "8h", "12h",
-    "1d", "3d", "1w", "1mo",
+    "1s",
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+    "1mo",
 )
 CALENDAR_INTERVALS = {
     "1mo": "1mo is a calendar month (28 to 31 days): the pipeline builds fixed-length "

@@ -97,8 +97,7 @@ def date_range_notice(config: dict, start: str | None, end: str) -> str | None:
 def resample_skipped_notice(trade_types: list[str], resampled: list[str]) -> str:
     skipped = [t for t in trade_types if t not in resampled]
     return (
-        f"resample: no resample.targets entry for {', '.join(skipped)}; "
-        "the resample stage skips it"
+        f"resample: no resample.targets entry for {', '.join(skipped)}; the resample stage skips it"
     )
 
 
