@@ -6,6 +6,7 @@ import os
 import sys
 
 import crypto_lakehouse.plan as plan
+import crypto_lakehouse.reachability as reachability
 from crypto_lakehouse.configuration import check_user_config
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -331,3 +332,19 @@ def get_resample_target_input(wildcards):
     if not RESAMPLED_TRADE_TYPES:
         raise WorkflowError(plan.no_resample_targets_message(TRADE_TYPES))
     return summaries("resample")
+
+
+# ------------------------------------------------------------------ run start and end
+def check_endpoints():
+    """onstart: one request per endpoint in use before any job starts; an unreachable host
+    stops the run here with one line per endpoint (not hundreds of retried jobs)."""
+    targets = [rule.name for rule in workflow.dag.targetrules]
+    if workflow.dag.targetfiles:
+        targets.append("(files)")
+    endpoints = reachability.workflow_endpoints(config, TRADE_TYPES, targets)
+    failures = reachability.preflight(endpoints)
+    if failures:
+        verbose = reachability.verbose_requested(workflow.output_settings.verbose)
+        # Printed and ended here: a WorkflowError would add Snakemake's traceback lines.
+        print(reachability.report(failures, verbose), file=sys.stderr)
+        sys.exit(1)
