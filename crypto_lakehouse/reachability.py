@@ -24,6 +24,8 @@ PREFLIGHT_TIMEOUT_S = 5.0
 # Setting this variable (or Snakemake's --verbose) adds the exception chain to the message.
 VERBOSE_ENV = "CRYPTO_LAKEHOUSE_VERBOSE"
 
+# A TLS stream cut short is a dropped connection (transient), not a failed handshake.
+_TLS_CUT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _NO_ROUTE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
 
 
@@ -49,8 +51,9 @@ def unreachable_cause(exc: BaseException) -> str | None:
             return f"name resolution failed ({e.strerror or e})"
         if isinstance(e, ConnectionRefusedError):
             return "connection refused"
-        if isinstance(e, ssl.SSLError):
-            return f"TLS failure ({getattr(e, 'verify_message', None) or e.reason or e})"
+        if isinstance(e, ssl.SSLError) and not isinstance(e, _TLS_CUT):
+            detail = getattr(e, "verify_message", None) or getattr(e, "reason", None) or e
+            return f"TLS failure ({detail})"
         if isinstance(e, OSError) and e.errno in _NO_ROUTE:
             return f"host unreachable ({os.strerror(e.errno)})"
     for e in _chain(exc):
