@@ -26,14 +26,18 @@ class FailedJob:
     message: str = ""
 
 
-def failed_jobs(snakemake_log: str | Path) -> list[FailedJob]:
-    """The failed jobs of a run, from its Snakemake log file, in the order they failed."""
+def failed_jobs(snakemake_log) -> list[FailedJob]:
+    """The failed jobs of a run, from its Snakemake log file(s) (``onerror`` gets a list),
+    in the order they failed."""
+    paths = [snakemake_log] if isinstance(snakemake_log, (str, Path)) else snakemake_log
+    lines: list[str] = []
+    for path in paths or []:
+        try:
+            lines += Path(path).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
     jobs: list[FailedJob] = []
     current: FailedJob | None = None
-    try:
-        lines = Path(snakemake_log).read_text(errors="replace").splitlines()
-    except OSError:
-        return []
     for line in lines:
         m = _BLOCK_RE.match(line)
         if m:
@@ -64,7 +68,7 @@ def last_error_line(log_path: str | Path) -> str:
     return lines[-1].strip() if lines else "(empty log)"
 
 
-def failure_report(snakemake_log: str | Path) -> str:
+def failure_report(snakemake_log) -> str:
     """One line per failed job (rule, output or wildcards) and its last error line."""
     jobs = failed_jobs(snakemake_log)
     if not jobs:

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import requests
 
+# Setting this variable (or Snakemake's --verbose) adds the exception chain to the message.
+from crypto_lakehouse.logs import VERBOSE_ENV
+
 # Seconds the pre-run check waits for a host (connect and first byte). A host that does not
 # answer a single small request in this time is reported as unreachable.
 PREFLIGHT_TIMEOUT_S = 5.0
-# Setting this variable (or Snakemake's --verbose) adds the exception chain to the message.
-VERBOSE_ENV = "CRYPTO_LAKEHOUSE_VERBOSE"
 
 # A TLS stream cut short is a dropped connection (transient), not a failed handshake.
 _TLS_CUT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
