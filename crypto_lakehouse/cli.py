@@ -113,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def snakemake_argv(args: argparse.Namespace) -> list[str]:
     """The Snakemake command line for parsed CLI arguments."""
-    argv = ["--snakefile", str(workflow_dir() / "Snakefile"), "--cores", str(args.cores)]
+    # The target first: options taking several values (--config, --configfile) would
+    # otherwise swallow it as one of their values.
+    argv = ["--snakefile", str(workflow_dir() / "Snakefile"), args.target]
+    argv += ["--cores", str(args.cores)]
     if args.directory:
         argv += ["--directory", args.directory]
     if args.profile:
@@ -124,9 +127,6 @@ def snakemake_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--config", f"interval={args.interval}"]
     if args.dry_run:
         argv.append("--dry-run")
-    # The target before the pass-through options: an option taking several values (such as
-    # --config) would otherwise swallow it.
-    argv.append(args.target)
     argv += list(args.snakemake_args)
     return argv
 

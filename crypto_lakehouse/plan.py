@@ -79,7 +79,10 @@ def check_config(config: dict) -> None:
                     base_interval=config["interval"],
                 )
         except ValueError as exc:
-            raise ConfigError(f"config key 'resample.targets': {exc}") from exc
+            raise ConfigError(
+                f"config key 'resample.targets': {exc} (the targets must suit interval: "
+                f"{config['interval']}; give resample.targets for it, or [] to skip resampling)"
+            ) from exc
     resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
 
 
