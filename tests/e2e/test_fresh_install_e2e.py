@@ -18,6 +18,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -131,11 +132,6 @@ def test_download_and_parse_on_the_emulator(venv, tmp_path, emulator):
     assert len(expected) == 48
     files = sorted(layout.parsed_klines_dir(data, "spot", "BTCUSDT", "1h").rglob("*.pqt"))
     assert files
-    table = pq.read_table(files[0]) if len(files) == 1 else None
-    times = (
-        table.column("candle_begin_time") if table is not None
-        else [t for f in files for t in pq.read_table(f).column("candle_begin_time")]
-    )  # fmt: skip
-    got = sorted(int(t.value // 1_000_000) if hasattr(t, "value") else
-                 int(t.as_py().timestamp() * 1000) for t in times)  # fmt: skip
+    times = pa.chunked_array([pq.read_table(f).column("candle_begin_time") for f in files])
+    got = sorted(times.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist())
     assert got == sorted(expected)
