@@ -13,6 +13,7 @@ import errno
 import os
 import socket
 import ssl
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -77,7 +78,7 @@ class Endpoint:
 class Failure:
     endpoint: Endpoint
     cause: str
-    detail: str  # the exception chain (shown with --verbose)
+    detail: str  # the traceback (shown with --verbose)
 
     def message(self) -> str:
         keys = "config keys" if "," in self.endpoint.key else "config key"
@@ -95,7 +96,7 @@ def probe(endpoint: Endpoint, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> Failure
         if cause is None:
             kind = "no answer" if isinstance(exc, requests.Timeout) else type(exc).__name__
             cause = f"{kind} within {timeout_s:g} s" if kind == "no answer" else kind
-        return Failure(endpoint, cause, f"{type(exc).__name__}: {exc}")
+        return Failure(endpoint, cause, "".join(traceback.format_exception(exc)).rstrip())
 
 
 def preflight(endpoints: list[Endpoint], timeout_s: float = PREFLIGHT_TIMEOUT_S) -> list[Failure]:
@@ -145,7 +146,7 @@ def verbose_requested(snakemake_verbose: bool = False) -> bool:
 def report(failures: list[Failure], verbose: bool = False) -> str:
     lines = [f.message() for f in failures]
     if verbose:
-        lines += [f"  {f.endpoint.url}: {f.detail}" for f in failures]
+        lines += [f"{f.endpoint.url}:\n{f.detail}" for f in failures]
     else:
         lines.append(f"(details: --verbose or {VERBOSE_ENV}=1)")
     return "\n".join(lines)

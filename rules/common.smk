@@ -338,13 +338,15 @@ def get_resample_target_input(wildcards):
 def check_endpoints():
     """onstart: one request per endpoint in use before any job starts; an unreachable host
     stops the run here with one line per endpoint (not hundreds of retried jobs)."""
+    verbose = reachability.verbose_requested(workflow.output_settings.verbose)
+    if verbose:  # jobs inherit it: their tracebacks reach the console too (logs.py)
+        os.environ[reachability.VERBOSE_ENV] = "1"
     targets = [rule.name for rule in workflow.dag.targetrules]
     if workflow.dag.targetfiles:
         targets.append("(files)")
     endpoints = reachability.workflow_endpoints(config, TRADE_TYPES, targets)
     failures = reachability.preflight(endpoints)
     if failures:
-        verbose = reachability.verbose_requested(workflow.output_settings.verbose)
         # Printed and ended here: a WorkflowError would add Snakemake's traceback lines.
         print(reachability.report(failures, verbose), file=sys.stderr)
         sys.exit(1)

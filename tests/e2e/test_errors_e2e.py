@@ -62,6 +62,7 @@ def test_verbose_shows_the_exception(tmp_path):
     proc, _ = _run(tmp_path, _config(tmp_path, base_url), "--verbose")
     out = proc.stdout + proc.stderr
     assert "cannot reach" in out and "ConnectionError" in out
+    assert "Traceback (most recent call last)" in out
 
 
 def test_failed_jobs_are_listed_with_their_last_error_line(tmp_path, emulator):
