@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from crypto_lakehouse.intervals import check_binance_interval
+from crypto_lakehouse.intervals import check_base_interval, check_binance_interval
 from crypto_lakehouse.plan import ConfigError
 
 DATE_KEYS = ("start_date", "end_date")
@@ -82,7 +82,7 @@ def unknown_keys(config, schema: dict, root: dict | None = None, path=None) -> l
 def interval_errors(config: dict) -> list[str]:
     errors = []
     if "interval" in config:
-        errors.append(check_binance_interval("interval", config["interval"]))
+        errors.append(check_base_interval(config["interval"]))
     targets = (config.get("resample") or {}).get("targets") or []
     if isinstance(targets, list):
         for i, target in enumerate(targets):

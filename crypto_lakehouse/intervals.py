@@ -50,10 +50,13 @@ CALENDAR_INTERVALS = {
 }
 
 
+_FIXED = [i for i in BINANCE_INTERVALS if i not in CALENDAR_INTERVALS]
+
+
 def check_binance_interval(key: str, value) -> str | None:
     """None when ``value`` is a Binance kline interval the pipeline can build, else a
     message naming ``key`` and listing the valid values."""
-    usable = [i for i in BINANCE_INTERVALS if i not in CALENDAR_INTERVALS]
+    usable = _FIXED
     if value in CALENDAR_INTERVALS:
         return f"config key {key!r}: {value!r} is not supported: {CALENDAR_INTERVALS[value]}"
     if value not in BINANCE_INTERVALS:
@@ -62,3 +65,16 @@ def check_binance_interval(key: str, value) -> str | None:
             f"valid values: {', '.join(usable)}"
         )
     return None
+
+
+def check_base_interval(value: str) -> str | None:
+    """None when ``value`` can be the pipeline's base interval (config key ``interval``)."""
+    problem = check_binance_interval("interval", value)
+    if problem is None and DAY_MS % interval_ms(value):
+        fitting = [i for i in BINANCE_INTERVALS if i in _FIXED and DAY_MS % interval_ms(i) == 0]
+        hint = f" (resample.targets can produce {value})" if value.endswith("d") else ""
+        return (
+            f"config key 'interval': {value!r} is longer than a UTC day, which the quality "
+            f"record and the REST fill work in; valid values: {', '.join(fitting)}{hint}"
+        )
+    return problem

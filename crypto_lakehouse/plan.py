@@ -57,9 +57,9 @@ def resolve_dates(
 
 def check_config(config: dict) -> None:
     """Checks beyond the JSON schema; raises ConfigError naming the key."""
-    from crypto_lakehouse.intervals import check_binance_interval
+    from crypto_lakehouse.intervals import check_base_interval
 
-    problem = check_binance_interval("interval", config["interval"])
+    problem = check_base_interval(config["interval"])
     if problem:
         raise ConfigError(problem)
     targets = config.get("resample", {}).get("targets", [])

@@ -43,9 +43,22 @@ def test_resolve_dates_takes_dates_as_well_as_strings():
     assert resolve_dates(None, dt.date(2025, 1, 20), 30, today) == ("2024-12-22", "2025-01-20")
 
 
-@pytest.mark.parametrize("interval", [i for i in BINANCE if i != "1mo"])
-def test_every_fixed_binance_interval_is_accepted(interval):
+@pytest.mark.parametrize("interval", BINANCE[: BINANCE.index("1d") + 1])
+def test_every_binance_interval_up_to_a_day_is_accepted(interval):
     check_user_config({"interval": interval}, SCHEMA)
+
+
+@pytest.mark.parametrize("interval", ["3d", "1w"])
+def test_a_base_interval_longer_than_a_day_is_refused_with_its_reason(interval):
+    with pytest.raises(ConfigError, match=f"'interval': '{interval}' is longer than a UTC day"):
+        check_user_config({"interval": interval}, SCHEMA)
+
+
+def test_resample_targets_may_be_longer_than_a_day():
+    config = user_config(
+        "resample: {targets: [{trade_type: spot, interval: 3d, offset_step: 12h}]}"
+    )
+    check_user_config(config, SCHEMA)
 
 
 @pytest.mark.parametrize("bad", ["7m", "2d", "1M", "60s", "1y"])
