@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from crypto_lakehouse.intervals import check_base_interval, check_binance_interval
-from crypto_lakehouse.plan import ConfigError
+from crypto_lakehouse.plan import ConfigError, parse_config_date
 
 DATE_KEYS = ("start_date", "end_date")
 
@@ -31,14 +31,8 @@ def normalise_dates(config: dict) -> None:
     the form every job parameter and the schema use."""
     for key in DATE_KEYS:
         value = config.get(key)
-        if isinstance(value, dt.datetime):
-            if value.time() != dt.time(0) or value.tzinfo not in (None, dt.timezone.utc):
-                raise ConfigError(
-                    f"config key {key!r}: {value} has a time of day; give a UTC day (YYYY-MM-DD)"
-                )
-            config[key] = value.date().isoformat()
-        elif isinstance(value, dt.date):
-            config[key] = value.isoformat()
+        if isinstance(value, dt.date):  # datetime too (a subclass)
+            config[key] = parse_config_date(key, value).isoformat()
 
 
 def _resolve(schema: dict, root: dict) -> dict:

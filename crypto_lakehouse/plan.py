@@ -23,7 +23,8 @@ def today_utc() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date()
 
 
-def _parse_date(key: str, value: str | dt.date | None) -> dt.date | None:
+def parse_config_date(key: str, value: str | dt.date | None) -> dt.date | None:
+    """A config date (ISO string, or the date YAML makes of an unquoted one) as a date."""
     if value is None:
         return None
     if isinstance(value, dt.datetime):  # YAML `2025-01-20 00:00:00`
@@ -46,8 +47,8 @@ def resolve_dates(
 ) -> tuple[str | None, str]:
     """Return (start, end) as ISO strings; end defaults to today (UTC), start to the
     lookback window or None (all history). Dates may be ISO strings or dates."""
-    end = _parse_date("end_date", end_date) or (today or today_utc())
-    start = _parse_date("start_date", start_date)
+    end = parse_config_date("end_date", end_date) or (today or today_utc())
+    start = parse_config_date("start_date", start_date)
     if start is None and lookback_days:
         start = end - dt.timedelta(days=int(lookback_days) - 1)
     if start is not None and start > end:

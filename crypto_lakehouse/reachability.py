@@ -118,7 +118,7 @@ def workflow_endpoints(config: dict, trade_types: list[str], targets: list[str])
 
     endpoints = config["endpoints"]
     out = [
-        Endpoint("endpoints.listing", f"{endpoints['listing']}/?prefix=data/&max-keys=1",
+        Endpoint("endpoints.listing", f"{endpoints['listing']}?prefix=data/&max-keys=1",
                  endpoints["listing"]),
         Endpoint("endpoints.archive", f"{endpoints['archive']}/", endpoints["archive"]),
     ]  # fmt: skip
