@@ -7,6 +7,9 @@
 # parsed_data/, api_data/, results_data/) and the pipeline's records under
 # {data_dir}/lakehouse/ (reports/, stats/, logs/, summaries/, ...); see docs/architecture.md.
 
+import sys
+
+from crypto_lakehouse.failures import failure_report
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -52,5 +55,13 @@ rule summarize:
         "scripts/summarize.py"
 
 
+onstart:
+    check_endpoints()
+
+
 onsuccess:
     plan.print_summaries(LH)
+
+
+onerror:
+    print(failure_report(log), file=sys.stderr)

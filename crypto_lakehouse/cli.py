@@ -14,7 +14,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def workflow_dir() -> Path:
+    """The folder holding the Snakefile: the checkout this package runs from (source tree,
+    editable install), else the copy a wheel installs inside the package (setup.py)."""
+    for candidate in (PACKAGE_DIR.parent, PACKAGE_DIR / "workflow"):
+        if (candidate / "Snakefile").is_file() and (candidate / "rules").is_dir():
+            return candidate
+    raise SystemExit(
+        f"crypto_lakehouse: no Snakefile next to {PACKAGE_DIR} nor in {PACKAGE_DIR / 'workflow'};"
+        " reinstall the package (pip install .) or run from a checkout"
+    )
+
+
+def profile_path(profile: str) -> str:
+    """``--profile`` as given when it exists, else the workflow's own ``profiles/<name>``
+    (so ``--profile slurm`` or ``profiles/slurm`` works from any directory)."""
+    if Path(profile).exists():
+        return profile
+    shipped = workflow_dir() / "profiles" / Path(profile).name
+    return str(shipped) if shipped.is_dir() else profile
+
 
 # command → (Snakemake target, legacy equivalent, what it does)
 COMMANDS = {
@@ -84,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.add_argument("--cores", "-c", default="all", help="CPU cores to use (default: all)")
         cmd.add_argument("--dry-run", "-n", action="store_true", help="only print the plan")
-        cmd.add_argument("--profile", help="Snakemake profile, e.g. profiles/slurm")
+        cmd.add_argument(
+            "--profile", help="Snakemake profile: a folder, or a shipped one by name (slurm)"
+        )
         cmd.add_argument("--configfile", help="YAML config merged over config/config.yaml")
         cmd.add_argument("--directory", "-d", help="working directory (default: current)")
         cmd.set_defaults(target=target, snakemake_args=[])
@@ -107,20 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def snakemake_argv(args: argparse.Namespace) -> list[str]:
     """The Snakemake command line for parsed CLI arguments."""
-    argv = ["--snakefile", str(REPO_ROOT / "Snakefile"), "--cores", str(args.cores)]
+    # The target first: options taking several values (--config, --configfile) would
+    # otherwise swallow it as one of their values.
+    argv = ["--snakefile", str(workflow_dir() / "Snakefile"), args.target]
+    argv += ["--cores", str(args.cores)]
     if args.directory:
         argv += ["--directory", args.directory]
     if args.profile:
-        argv += ["--profile", args.profile]
+        argv += ["--profile", profile_path(args.profile)]
     if args.configfile:
         argv += ["--configfile", args.configfile]
     if args.interval:
         argv += ["--config", f"interval={args.interval}"]
     if args.dry_run:
         argv.append("--dry-run")
-    # The target before the pass-through options: an option taking several values (such as
-    # --config) would otherwise swallow it.
-    argv.append(args.target)
     argv += list(args.snakemake_args)
     return argv
 

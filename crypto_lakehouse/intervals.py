@@ -20,3 +20,61 @@ def interval_ms(interval: str) -> int:
 def candles_per_day(interval: str) -> int:
     """Expected candle count of a complete UTC day (1440 at 1m)."""
     return DAY_MS // interval_ms(interval)
+
+
+# Binance's kline intervals (archive directories and the REST `interval` parameter), in
+# increasing length. `1mo` is a calendar month: its length varies, so it has no entry in
+# interval_ms and the pipeline (a fixed-step candle grid) cannot produce or resample it.
+BINANCE_INTERVALS = (
+    "1s",
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+    "1mo",
+)
+CALENDAR_INTERVALS = {
+    "1mo": "1mo is a calendar month (28 to 31 days): the pipeline builds fixed-length "
+    "candles on a regular grid (gap filling, resampling windows and offsets), which a "
+    "varying length does not fit; build 1d candles and group them by calendar month instead"
+}
+
+
+_FIXED = [i for i in BINANCE_INTERVALS if i not in CALENDAR_INTERVALS]
+
+
+def check_binance_interval(key: str, value) -> str | None:
+    """None when ``value`` is a Binance kline interval the pipeline can build, else a
+    message naming ``key`` and listing the valid values."""
+    usable = _FIXED
+    if value in CALENDAR_INTERVALS:
+        return f"config key {key!r}: {value!r} is not supported: {CALENDAR_INTERVALS[value]}"
+    if value not in BINANCE_INTERVALS:
+        return (
+            f"config key {key!r}: {value!r} is not a Binance kline interval; "
+            f"valid values: {', '.join(usable)}"
+        )
+    return None
+
+
+def check_base_interval(value: str) -> str | None:
+    """None when ``value`` can be the pipeline's base interval (config key ``interval``)."""
+    problem = check_binance_interval("interval", value)
+    if problem is None and DAY_MS % interval_ms(value):
+        fitting = [i for i in BINANCE_INTERVALS if i in _FIXED and DAY_MS % interval_ms(i) == 0]
+        hint = f" (resample.targets can produce {value})" if value.endswith("d") else ""
+        return (
+            f"config key 'interval': {value!r} is longer than a UTC day, which the quality "
+            f"record and the REST fill work in; valid values: {', '.join(fitting)}{hint}"
+        )
+    return problem

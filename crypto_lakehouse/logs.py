@@ -3,15 +3,48 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+# Set (or run Snakemake with this in the environment) to see job tracebacks on the console.
+VERBOSE_ENV = "CRYPTO_LAKEHOUSE_VERBOSE"
+
+
+class OneLineErrors(logging.Formatter):
+    """Console format: an exception as one line naming the log file, which keeps the whole
+    traceback (a run of many failing jobs stays readable)."""
+
+    def __init__(self, log_file: str | Path | None):
+        super().__init__(FORMAT)
+        self.log_file = log_file
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not record.exc_info or not self.log_file:
+            return super().format(record)
+        saved = record.exc_info, record.exc_text
+        exc = record.exc_info[1]
+        record.exc_info = record.exc_text = None  # the file handler formats the traceback
+        try:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            return (
+                f"{super().format(record)}: {type(exc).__name__}: {first} "
+                f"(traceback in {self.log_file})"
+            )
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
 def configure_logging(log_file: str | Path | None, level: int = logging.INFO) -> None:
-    """Log to the rule's ``log:`` file and to stderr; route uncaught exceptions there too."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Log to the rule's ``log:`` file and to stderr; route uncaught exceptions there too
+    (their traceback to the file only, unless ``CRYPTO_LAKEHOUSE_VERBOSE`` is set)."""
+    console = logging.StreamHandler(sys.stderr)
+    if os.environ.get(VERBOSE_ENV, "") in ("", "0"):
+        console.setFormatter(OneLineErrors(log_file))
+    handlers: list[logging.Handler] = [console]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))

@@ -23,9 +23,16 @@ def today_utc() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date()
 
 
-def _parse_date(key: str, value: str | None) -> dt.date | None:
+def parse_config_date(key: str, value: str | dt.date | None) -> dt.date | None:
+    """A config date (ISO string, or the date YAML makes of an unquoted one) as a date."""
     if value is None:
         return None
+    if isinstance(value, dt.datetime):  # YAML `2025-01-20 00:00:00`
+        if value.time() != dt.time(0):
+            raise ConfigError(f"config key {key!r}: {value} has a time of day; give a UTC day")
+        return value.date()
+    if isinstance(value, dt.date):  # YAML reads an unquoted 2025-01-20 as a date
+        return value
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError as exc:
@@ -33,15 +40,15 @@ def _parse_date(key: str, value: str | None) -> dt.date | None:
 
 
 def resolve_dates(
-    start_date: str | None,
-    end_date: str | None,
+    start_date: str | dt.date | None,
+    end_date: str | dt.date | None,
     lookback_days: int | None,
     today: dt.date | None = None,
 ) -> tuple[str | None, str]:
     """Return (start, end) as ISO strings; end defaults to today (UTC), start to the
-    lookback window or None (all history)."""
-    end = _parse_date("end_date", end_date) or (today or today_utc())
-    start = _parse_date("start_date", start_date)
+    lookback window or None (all history). Dates may be ISO strings or dates."""
+    end = parse_config_date("end_date", end_date) or (today or today_utc())
+    start = parse_config_date("start_date", start_date)
     if start is None and lookback_days:
         start = end - dt.timedelta(days=int(lookback_days) - 1)
     if start is not None and start > end:
@@ -51,12 +58,11 @@ def resolve_dates(
 
 def check_config(config: dict) -> None:
     """Checks beyond the JSON schema; raises ConfigError naming the key."""
-    from crypto_lakehouse.intervals import interval_ms
+    from crypto_lakehouse.intervals import check_base_interval
 
-    try:
-        interval_ms(config["interval"])
-    except ValueError as exc:
-        raise ConfigError(f"config key 'interval': {exc}") from exc
+    problem = check_base_interval(config["interval"])
+    if problem:
+        raise ConfigError(problem)
     targets = config.get("resample", {}).get("targets", [])
     try:
         from crypto_lakehouse.resample import validate_targets
@@ -74,8 +80,37 @@ def check_config(config: dict) -> None:
                     base_interval=config["interval"],
                 )
         except ValueError as exc:
-            raise ConfigError(f"config key 'resample.targets': {exc}") from exc
+            raise ConfigError(
+                f"config key 'resample.targets': {exc} (the targets must suit interval: "
+                f"{config['interval']}; give resample.targets for it, or [] to skip resampling)"
+            ) from exc
     resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
+
+
+def date_range_notice(config: dict, start: str | None, end: str) -> str | None:
+    """The line a run starts with when lookback_days (not the user's start_date) chose the
+    first day: a config with only end_date would otherwise silently get a short window."""
+    if config.get("start_date") is None and config.get("lookback_days"):
+        return (
+            f"klines from {start} to {end} (lookback_days: {config['lookback_days']}; "
+            "set start_date or lookback_days: null for the whole history)"
+        )
+    return None
+
+
+def resample_skipped_notice(trade_types: list[str], resampled: list[str]) -> str:
+    skipped = [t for t in trade_types if t not in resampled]
+    return (
+        f"resample: no resample.targets entry for {', '.join(skipped)}; the resample stage skips it"
+    )
+
+
+def no_resample_targets_message(trade_types: list[str]) -> str:
+    return (
+        "nothing to resample: config key 'resample.targets' has no entry for the trade types "
+        f"in use ({', '.join(trade_types)}); add one, e.g. "
+        "{trade_type: spot, interval: 1h, offset_step: 5m}"
+    )
 
 
 def symbol_selection(config: dict, trade_type: str) -> list[str] | str:

@@ -60,12 +60,15 @@ def load_config(configfile=None, overrides=(), directory=None) -> dict:
     ``--configfile``, then ``--config key=value`` (parsed like Snakemake's)."""
     import yaml
     from snakemake.cli import parse_config
+
+    from .configuration import check_user_config
     from snakemake.utils import update_config, validate
 
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     if configfile:
         update_config(config, yaml.safe_load(Path(configfile).read_text()) or {})
     update_config(config, parse_config(list(overrides)))
+    check_user_config(config, SCHEMA)  # the workflow's own checks: one line per problem
     validate(config, str(SCHEMA), set_default=True)
     workflow_plan.check_config(config)
     data_dir = Path(os.path.expanduser(config["data_dir"]))

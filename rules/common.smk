@@ -6,10 +6,20 @@ import os
 import sys
 
 import crypto_lakehouse.plan as plan
+import crypto_lakehouse.reachability as reachability
+from crypto_lakehouse.configuration import check_user_config
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, schema="../config/config.schema.yaml")
-plan.check_config(config)
+# Our check first: it names the key (closest valid key for a typo, the valid intervals) in a
+# few lines and turns YAML dates into ISO strings; Snakemake's validate then fills the
+# defaults (its own error would dump the whole schema).
+try:
+    check_user_config(config, f"{workflow.basedir}/config/config.schema.yaml")
+    validate(config, schema="../config/config.schema.yaml")
+    plan.check_config(config)
+except plan.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as legacy
 LH = f"{DATA}/lakehouse"
@@ -20,6 +30,8 @@ FUTURES = [t for t in TRADE_TYPES if t != "spot"]
 START_DATE, END_DATE = plan.resolve_dates(
     config["start_date"], config["end_date"], config["lookback_days"]
 )
+if workflow.is_main_process and plan.date_range_notice(config, START_DATE, END_DATE):
+    print(plan.date_range_notice(config, START_DATE, END_DATE), file=sys.stderr)
 API_URL = {
     "spot": config["endpoints"]["spot_api"],
     "um_futures": config["endpoints"]["um_api"],
@@ -33,6 +45,9 @@ RESAMPLE_TARGETS = {
     ]
     for t in TRADE_TYPES
 }
+RESAMPLED_TRADE_TYPES = [t for t in TRADE_TYPES if RESAMPLE_TARGETS[t]]
+if workflow.is_main_process and len(RESAMPLED_TRADE_TYPES) < len(TRADE_TYPES):
+    print(plan.resample_skipped_notice(TRADE_TYPES, RESAMPLED_TRADE_TYPES), file=sys.stderr)
 
 
 wildcard_constraints:
@@ -309,7 +324,34 @@ def get_summary_input(wildcards):
 
 
 def summaries(stage):
-    return [f"{LH}/summaries/{stage}/{t}.json" for t in TRADE_TYPES]
+    """The run summaries of a stage; resample only for trade types with resample targets."""
+    trade_types = RESAMPLED_TRADE_TYPES if stage == "resample" else TRADE_TYPES
+    return [f"{LH}/summaries/{stage}/{t}.json" for t in trade_types]
+
+
+def get_resample_target_input(wildcards):
+    # An explicit `resample` target with nothing to resample is an error, not an empty success.
+    if not RESAMPLED_TRADE_TYPES:
+        raise WorkflowError(plan.no_resample_targets_message(TRADE_TYPES))
+    return summaries("resample")
+
+
+# ------------------------------------------------------------------ run start and end
+def check_endpoints():
+    """onstart: one request per endpoint in use before any job starts; an unreachable host
+    stops the run here with one line per endpoint (not hundreds of retried jobs)."""
+    verbose = reachability.verbose_requested(workflow.output_settings.verbose)
+    if verbose:  # jobs inherit it: their tracebacks reach the console too (logs.py)
+        os.environ[reachability.VERBOSE_ENV] = "1"
+    targets = [rule.name for rule in workflow.dag.targetrules]
+    if workflow.dag.targetfiles:
+        targets.append("(files)")
+    endpoints = reachability.workflow_endpoints(config, TRADE_TYPES, targets)
+    failures = reachability.preflight(endpoints)
+    if failures:
+        # Printed and ended here: a WorkflowError would add Snakemake's traceback lines.
+        print(reachability.report(failures, verbose), file=sys.stderr)
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------ report

@@ -25,4 +25,4 @@ rule resample_symbol:
 
 rule resample:
     input:
-        summaries("resample"),
+        get_resample_target_input,

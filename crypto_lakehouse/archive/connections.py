@@ -35,7 +35,7 @@ import requests.utils
 
 from .. import __version__, io
 from . import wire
-from .http import ArchiveHTTPError, TransientError, classify
+from .http import ArchiveHTTPError, TransientError, classify, network_error
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
@@ -190,7 +190,7 @@ class ThreadConnections:
                 raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
             except _NETWORK_ERRORS as exc:
                 self.drop(url, slot)
-                raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
+                raise network_error(url, exc) from exc
         raise AssertionError("unreachable")
 
     def _answer(self, request: Request) -> tuple[Request, wire.Response]:

@@ -6,6 +6,9 @@ Failure classes (legacy-behaviour Q20):
 - ``TransientError``: connection errors, timeouts, truncated bodies, 5xx, 429 and 403
   (the archive has answered transient AccessDenied, binance-facts §1.1); retried.
 - ``HTTPStatusError``: any other status; permanent.
+- ``Unreachable``: failed name lookup, refused connection, TLS failure, no route to the
+  host (:func:`crypto_lakehouse.reachability.unreachable_cause`); permanent, never retried:
+  waiting does not bring a host back, it only hides the cause under thousands of retries.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from collections.abc import Callable
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3Error
+
+from crypto_lakehouse.reachability import unreachable_cause
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,18 @@ class TransientError(ArchiveHTTPError):
 
 class HTTPStatusError(ArchiveHTTPError):
     pass
+
+
+class Unreachable(ArchiveHTTPError):
+    pass
+
+
+def network_error(url: str, exc: BaseException) -> ArchiveHTTPError:
+    """The classified error for an exception of the connection or the body."""
+    cause = unreachable_cause(exc)
+    if cause is not None:
+        return Unreachable(url, cause)
+    return TransientError(url, f"{type(exc).__name__}: {exc}")
 
 
 def backoff_delay(retry: int) -> float:
@@ -113,7 +130,7 @@ def get_once(session: requests.Session, url: str, *, params=None, timeout_s: flo
         resp = session.get(url, params=params, timeout=timeout_s)
         body = resp.content
     except _NETWORK_ERRORS as exc:  # incl. ChunkedEncodingError: body cut short
-        raise TransientError(url, f"{type(exc).__name__}: {exc}") from exc
+        raise network_error(url, exc) from exc
     error = classify(resp.url or url, resp.status_code)
     if error is not None:
         raise error

@@ -216,6 +216,8 @@ class _Syncer:
                 io.touch(self.verified_marker(key))  # last: the zip is complete and right
                 out.status, out.how, out.sha256 = "verified", "downloaded", digest
                 return out
+            except http.Unreachable:
+                raise  # the host is not there: the job stops (no retries, no other files)
             except http.NotFound as exc:
                 what = "CHECKSUM" if exc.url.endswith(CHECKSUM_SUFFIX) else "zip"
                 return self.quarantine(out, f"{what} not found (404) although listed")
@@ -489,10 +491,15 @@ def _run_pass(
                 # Wakes every PROGRESS_EVERY_S, not per file: a main thread woken on every
                 # completion competes with the workers for the GIL.
                 done, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=ALL_COMPLETED)
-                for fut in done:
-                    o = fut.result()
-                    outcomes[o.key] = o
-                    progress.add(1, int(listing[o.key]["size"]))
+                try:
+                    for fut in done:
+                        o = fut.result()
+                        outcomes[o.key] = o
+                        progress.add(1, int(listing[o.key]["size"]))
+                except http.Unreachable:
+                    for fut in pending:  # files not started yet are not attempted
+                        fut.cancel()
+                    raise
                 progress.maybe_log()
         progress.maybe_log(force=True)
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 # REST path prefix of each trade type (binance-facts §5).
 API_PREFIX = {"spot": "/api/v3", "um_futures": "/fapi/v1", "cm_futures": "/dapi/v1"}
 
+# Cheapest request of every market (weight 1, no parameters): the pre-run reachability check.
+PING_ENDPOINT = "/ping"
+
 # Largest ``limit`` the klines endpoint accepts (binance-facts §5.1).
 KLINES_MAX_LIMIT = {"spot": 1000, "um_futures": 1500, "cm_futures": 1500}
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 import requests
 
+from crypto_lakehouse.reachability import unreachable_cause
 from crypto_lakehouse.rest import API_PREFIX, INVALID_SYMBOL_CODES
 from crypto_lakehouse.rest.limiter import HostStopped, WindowLimiter
 
@@ -191,6 +192,14 @@ class RestClient:
                 resp = self._session().get(url, params=params, timeout=self.timeout_s)
             except (requests.Timeout, requests.ConnectionError) as exc:
                 self._count(network_errors=1)
+                cause = unreachable_cause(exc)
+                if cause is not None:
+                    # No retry brings back a host that does not resolve, refuses or fails
+                    # TLS: stop every request to it at once, naming the cause.
+                    message = f"{self.api_url}: cannot reach the host: {cause}"
+                    log.error(message)
+                    self._stop_host(message)
+                    raise HostStopped(message) from exc
                 error = f"{type(exc).__name__}: {exc}"
             else:
                 self._count(requests=1)

@@ -172,11 +172,12 @@ def test_status_classes_and_the_connection_survives_an_error_body(scripted, conn
     assert server.connections == 1
 
 
-def test_refused_connection_is_transient(conns):
+def test_refused_connection_is_fatal_not_transient(conns):
+    # Issue 12: a refused connection is not retried like a 5xx (the host is not there).
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but not listening: connections are refused
-        with pytest.raises(http.TransientError, match="ConnectionRefused"):
+        with pytest.raises(http.Unreachable, match="connection refused"):
             connections.get_bytes(conns, f"http://127.0.0.1:{port}/x")
 
 
@@ -292,7 +293,8 @@ def test_https_with_the_configured_ca_bundle(monkeypatch, scripted, certificate,
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     strict = connections.ThreadConnections(timeout_s=5)
     try:
-        with pytest.raises(http.TransientError, match="CERTIFICATE_VERIFY_FAILED"):
+        # A failed TLS handshake is fatal too (issue 12), naming the verification error.
+        with pytest.raises(http.Unreachable, match="TLS failure .*self.signed"):
             connections.get_bytes(strict, f"{url}/a")  # self-signed: not in certifi's bundle
     finally:
         strict.close()

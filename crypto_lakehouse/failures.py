@@ -1,0 +1,84 @@
+"""The end of a failed run: which jobs failed and the last error line of each one's log.
+
+Snakemake's own ending ("At least one job did not complete successfully") names no job;
+its log file does, one "Error in rule …" block per failed job with the job's log path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_BLOCK_RE = re.compile(r"^Error in rule (\S+):\s*$")
+_FIELD_RE = re.compile(r"^\s+(output|log|wildcards|message): (.*)$")
+# The last line of a Python traceback: "package.module.SomeError: message".
+_EXCEPTION_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failure|Stopped|Exit)\b")
+_LOG_SUFFIX = " (check log file(s) for error details)"
+
+
+@dataclass
+class FailedJob:
+    rule: str
+    output: str = ""
+    log: str = ""
+    wildcards: str = ""
+    message: str = ""
+
+
+def failed_jobs(snakemake_log) -> list[FailedJob]:
+    """The failed jobs of a run, from its Snakemake log file(s) (``onerror`` gets a list),
+    in the order they failed."""
+    paths = [snakemake_log] if isinstance(snakemake_log, (str, Path)) else snakemake_log
+    lines: list[str] = []
+    for path in paths or []:
+        try:
+            lines += Path(path).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+    jobs: list[FailedJob] = []
+    current: FailedJob | None = None
+    for line in lines:
+        m = _BLOCK_RE.match(line)
+        if m:
+            current = FailedJob(m.group(1))
+            jobs.append(current)
+            continue
+        if current is None:
+            continue
+        f = _FIELD_RE.match(line)
+        if f:
+            value = f.group(2).removesuffix(_LOG_SUFFIX).strip()
+            setattr(current, f.group(1), "" if value == "None" else value)
+        elif line and not line.startswith(" "):
+            current = None  # the block ended
+    return jobs
+
+
+def last_error_line(log_path: str | Path) -> str:
+    """The exception line closest to the end of a job log, else its last non-empty line."""
+    try:
+        lines = [ln.rstrip() for ln in Path(log_path).read_text(errors="replace").splitlines()]
+    except OSError:
+        return f"(no log at {log_path})"
+    lines = [ln for ln in lines if ln.strip()]
+    for line in reversed(lines):
+        if _EXCEPTION_RE.match(line):
+            return line
+    return lines[-1].strip() if lines else "(empty log)"
+
+
+def failure_report(snakemake_log) -> str:
+    """One line per failed job (rule, output or wildcards) and its last error line."""
+    jobs = failed_jobs(snakemake_log)
+    if not jobs:
+        return ""
+    out = [f"crypto_lakehouse: {len(jobs)} job(s) failed:"]
+    for job in jobs:
+        what = job.output or job.wildcards
+        cause = last_error_line(job.log.split(",")[0].strip()) if job.log else job.message
+        out.append(f"  {job.rule} {what}".rstrip())
+        out.append(f"    {cause}")
+        if job.log:
+            out.append(f"    log: {job.log}")
+    return "\n".join(out)

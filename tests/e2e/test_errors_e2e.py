@@ -1,0 +1,117 @@
+"""Errors a newcomer meets first, through a real `snakemake` run: an endpoint that cannot be
+reached stops the run before any job, within seconds, with one line; failed jobs are listed
+at the end with their last error line."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from crypto_lakehouse.emulator.faults import Faults
+from tests.e2e.e2e_helpers import REPO, emulator_config, snakemake
+
+pytestmark = pytest.mark.e2e
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _config(tmp_path, base_url: str, **over) -> dict:
+    return emulator_config(
+        base_url, tmp_path / "data", end_date="2025-01-20", lookback_days=2, **over
+    )
+
+
+def _run(tmp_path, config, *args):
+    started = time.monotonic()
+    proc = snakemake(tmp_path, config, *args, check=False, timeout=120)
+    return proc, time.monotonic() - started
+
+
+def _run_timed(tmp_path, config) -> tuple[subprocess.CompletedProcess, float]:
+    """Run Snakemake and time it from its first output line (its interpreter and imports
+    loaded) to its exit: the run's own time to fail, not the machine's start-up load."""
+    cfg = tmp_path / "test-config.yaml"
+    cfg.write_text(json.dumps(config))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(tmp_path), "--cores", "2", "--configfile", str(cfg)]  # fmt: skip
+    with subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        first = proc.stdout.readline()
+        started = time.monotonic()
+        rest = proc.stdout.read()
+        proc.wait(timeout=120)
+        seconds = time.monotonic() - started
+    return subprocess.CompletedProcess(cmd, proc.returncode, first + rest, ""), seconds
+
+
+@pytest.mark.parametrize(
+    "kind, cause", [("closed port", "connection refused"), ("no DNS", "name resolution failed")]
+)
+def test_unreachable_endpoint_stops_the_run_within_seconds(tmp_path, kind, cause):
+    base_url = (
+        _closed_port_url() if kind == "closed port" else "http://binance.crypto-lakehouse.invalid"
+    )
+    proc, seconds = _run_timed(tmp_path, _config(tmp_path, base_url))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert seconds < 10, f"{seconds:.1f} s"
+    messages = [line for line in out.splitlines() if line.startswith("cannot reach")]
+    assert len(messages) == 1, out
+    assert messages[0].startswith(
+        f"cannot reach {base_url} (config keys endpoints.listing, endpoints.archive, "
+        f"endpoints.spot_api, endpoints.um_api, endpoints.cm_api): {cause}"
+    )
+    assert "Traceback" not in out and 'File "' not in out
+    # No job ran: nothing was written under the data directory.
+    assert not (tmp_path / "data" / "lakehouse" / "logs").exists()
+    assert not list((tmp_path / ".snakemake").glob("locks/*"))
+
+
+def test_verbose_shows_the_exception(tmp_path):
+    base_url = _closed_port_url()
+    proc, _ = _run(tmp_path, _config(tmp_path, base_url), "--verbose")
+    out = proc.stdout + proc.stderr
+    assert "cannot reach" in out and "ConnectionError" in out
+    assert "Traceback (most recent call last)" in out
+
+
+def test_failed_jobs_are_listed_with_their_last_error_line(tmp_path, emulator):
+    # The host answers (so the pre-run check passes) but every archive request fails.
+    emu = emulator(faults=Faults(fail_rate=1.0))
+    config = _config(
+        tmp_path,
+        emu.base_url,
+        trade_types=["spot", "um_futures"],
+        download={"max_retries": 0},
+        resample={"targets": []},
+    )
+    proc, _ = _run(tmp_path, config, "aws_download")
+    assert proc.returncode != 0
+    lines = proc.stderr.splitlines()
+    # The two kline listings fail (um funding is listed only after um klines succeeded).
+    assert "crypto_lakehouse: 2 job(s) failed:" in lines, proc.stderr[-3000:]
+    start = lines.index("crypto_lakehouse: 2 job(s) failed:")
+    report = lines[start + 1 :]
+    listings = {
+        f"{tmp_path}/data/lakehouse/listing/{t}.json"
+        for t in ("spot/klines-1m", "um_futures/klines-1m")
+    }
+    assert {line.strip().split(" ", 1)[1] for line in report[0:6:3]} == listings
+    assert all(line.startswith("  list_archive ") for line in report[0:6:3])
+    for i in (1, 4):
+        assert report[i].strip().startswith("crypto_lakehouse.archive.listing.ListingError: ")
+        assert "HTTP 50" in report[i]
+        assert report[i + 1].strip().startswith(f"log: {tmp_path}/data/lakehouse/logs/")
+    # A job's traceback stays in its log file; the console gets one line per failure.
+    assert "Traceback" not in proc.stderr
+    assert "traceback in " in proc.stderr

@@ -1,0 +1,136 @@
+"""Config a person writes: YAML dates, Binance intervals, unknown keys, the lookback notice."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import yaml
+
+from crypto_lakehouse.configuration import check_user_config, unknown_keys
+from crypto_lakehouse.plan import ConfigError, date_range_notice, resolve_dates
+from tests.conftest import REPO_ROOT
+
+SCHEMA = REPO_ROOT / "config" / "config.schema.yaml"
+# Binance's kline intervals, as listed in the REST API documentation.
+BINANCE = "1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1mo".split()
+
+
+def user_config(text: str) -> dict:
+    return yaml.safe_load(text)
+
+
+def test_unquoted_yaml_dates_are_accepted_as_iso_strings():
+    config = user_config("start_date: 2025-01-01\nend_date: 2025-01-20\n")
+    assert isinstance(config["end_date"], dt.date)  # what YAML hands us
+    check_user_config(config, SCHEMA)
+    assert config["start_date"] == "2025-01-01"
+    assert config["end_date"] == "2025-01-20"
+
+
+def test_yaml_datetime_with_a_time_of_day_is_refused_by_name():
+    with pytest.raises(ConfigError, match="end_date"):
+        check_user_config(user_config("end_date: 2025-01-20 12:30:00\n"), SCHEMA)
+
+
+def test_resolve_dates_takes_dates_as_well_as_strings():
+    today = dt.date(2026, 1, 1)
+    assert resolve_dates(dt.date(2025, 1, 1), dt.date(2025, 1, 20), 30, today) == (
+        "2025-01-01",
+        "2025-01-20",
+    )
+    # 30 days ending on 2025-01-20 start 29 days earlier.
+    assert resolve_dates(None, dt.date(2025, 1, 20), 30, today) == ("2024-12-22", "2025-01-20")
+
+
+@pytest.mark.parametrize("interval", BINANCE[: BINANCE.index("1d") + 1])
+def test_every_binance_interval_up_to_a_day_is_accepted(interval):
+    check_user_config({"interval": interval}, SCHEMA)
+
+
+@pytest.mark.parametrize("interval", ["3d", "1w"])
+def test_a_base_interval_longer_than_a_day_is_refused_with_its_reason(interval):
+    with pytest.raises(ConfigError, match=f"'interval': '{interval}' is longer than a UTC day"):
+        check_user_config({"interval": interval}, SCHEMA)
+
+
+def test_resample_targets_may_be_longer_than_a_day():
+    config = user_config(
+        "resample: {targets: [{trade_type: spot, interval: 3d, offset_step: 12h}]}"
+    )
+    check_user_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize("bad", ["7m", "2d", "1M", "60s", "1y"])
+def test_a_non_binance_interval_names_the_key_and_lists_the_valid_values(bad):
+    with pytest.raises(ConfigError) as err:
+        check_user_config({"interval": bad}, SCHEMA)
+    message = str(err.value)
+    assert f"config key 'interval': {bad!r}" in message
+    assert "resample" not in message
+    listed = message.split("valid values: ")[1].split()
+    assert [v.strip(",") for v in listed] == [i for i in BINANCE if i != "1mo"]
+
+
+def test_a_bad_resample_target_interval_names_its_own_key():
+    config = user_config(
+        "resample:\n  targets:\n"
+        "    - {trade_type: spot, interval: 1h, offset_step: 5m}\n"
+        "    - {trade_type: spot, interval: 7m, offset_step: 0m}\n"
+    )
+    with pytest.raises(ConfigError, match=r"'resample\.targets\[1\]\.interval': '7m'"):
+        check_user_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize("where", ["interval: 1mo", "resample: {targets: [{trade_type: spot, "
+                                   "interval: 1mo, offset_step: 0m}]}"])  # fmt: skip
+def test_1mo_is_refused_with_its_reason(where):
+    with pytest.raises(ConfigError, match="calendar month") as err:
+        check_user_config(user_config(where), SCHEMA)
+    assert "'1mo' is not supported" in str(err.value)
+
+
+def test_unknown_keys_are_named_with_the_closest_valid_key():
+    config = user_config(
+        "symbolz: {spot: all}\ndownload: {timeout: 3}\n"
+        "generate: {spot: {with_vwapp: true}}\nzzz: 1\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        check_user_config(config, SCHEMA)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid configuration:"
+    assert "unknown config key 'symbolz': did you mean 'symbols'?" in lines[1]
+    assert "unknown config key 'download.timeout': did you mean 'timeout_s'?" in lines[2]
+    # $ref'd sub-schemas (generate options) are followed too.
+    assert "'generate.spot.with_vwapp': did you mean 'with_vwap'?" in lines[3]
+    # Nothing close: the valid keys are listed instead of a guess.
+    assert "unknown config key 'zzz': valid keys: data_dir, interval," in lines[4]
+    assert len(lines) == 5  # no schema dump
+
+
+def test_unknown_keys_inside_list_items():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    config = {"resample": {"targets": [{"trade_type": "spot", "intervall": "1h"}]}}
+    assert unknown_keys(config, schema) == [
+        "unknown config key 'resample.targets[0].intervall': did you mean 'interval'?"
+    ]
+
+
+def test_other_schema_violations_are_one_line_naming_the_key():
+    with pytest.raises(ConfigError) as err:
+        check_user_config({"download": {"concurrency": 0}}, SCHEMA)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2
+    assert "config key 'download.concurrency': 0 is less than the minimum of 1" in lines[1]
+
+
+def test_lookback_notice_only_when_lookback_chose_the_start():
+    notice = date_range_notice(
+        {"start_date": None, "lookback_days": 30}, "2024-12-22", "2025-01-20"
+    )
+    assert notice == (
+        "klines from 2024-12-22 to 2025-01-20 (lookback_days: 30; set start_date or "
+        "lookback_days: null for the whole history)"
+    )
+    assert date_range_notice({"start_date": "2025-01-01", "lookback_days": 30}, "x", "y") is None
+    assert date_range_notice({"start_date": None, "lookback_days": None}, None, "y") is None

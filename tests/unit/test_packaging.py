@@ -1,0 +1,57 @@
+"""Declared dependencies match the imports; the conda env and the lock file agree."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+
+from tests.conftest import REPO_ROOT
+
+# Import name -> distribution name, where they differ.
+DISTRIBUTION = {"yaml": "pyyaml"}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
+
+
+def _imported_top_level() -> set[str]:
+    names: set[str] = set()
+    for path in [*REPO_ROOT.joinpath("crypto_lakehouse").rglob("*.py"),
+                 *REPO_ROOT.joinpath("scripts").glob("*.py")]:  # fmt: skip
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    # Snakefile and rules are not Python files: their import lines.
+    for path in [REPO_ROOT / "Snakefile", *REPO_ROOT.joinpath("rules").glob("*.smk")]:
+        names |= set(re.findall(r"^(?:import|from) (\w+)", path.read_text(), re.M))
+    return {n for n in names if n not in sys.stdlib_module_names and n != "crypto_lakehouse"}
+
+
+def test_dependencies_are_declared_exactly_as_imported():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    core = {_name(r) for r in project["dependencies"]}
+    extras = {_name(r) for reqs in project["optional-dependencies"].values() for r in reqs}
+    imported = {DISTRIBUTION.get(n, n) for n in _imported_top_level()}
+    assert imported - core - extras == set(), "imported but not declared"
+    assert core - imported == set(), "declared but never imported"
+
+
+def _pins(lines, pattern) -> dict[str, str]:
+    return {m.group(1).lower(): m.group(2) for m in map(re.compile(pattern).match, lines) if m}
+
+
+def test_conda_env_pins_the_locked_versions():
+    env = _pins(
+        (REPO_ROOT / "envs" / "pipeline.yaml").read_text().splitlines(),
+        r"^\s+- ([A-Za-z0-9_.-]+)=([0-9][^\s=]*)$",
+    )
+    lock = _pins((REPO_ROOT / "requirements.lock").read_text().splitlines(), r"^([\w.-]+)==(\S+)")
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    for dep in map(_name, project["dependencies"]):
+        assert dep in env, f"{dep} not pinned in envs/pipeline.yaml"
+        assert env[dep] == lock[dep], dep

@@ -1,0 +1,221 @@
+"""Unreachable hosts: classified once, never retried, and checked before a run starts."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+import requests
+
+from crypto_lakehouse.archive import connections, http
+from crypto_lakehouse.failures import failed_jobs, failure_report, last_error_line
+from crypto_lakehouse.reachability import (
+    Endpoint,
+    preflight,
+    probe,
+    report,
+    unreachable_cause,
+    workflow_endpoints,
+)
+from crypto_lakehouse.rest.client import RestClient
+from crypto_lakehouse.rest.limiter import HostStopped, WindowLimiter
+
+UNRESOLVABLE = "http://archive.crypto-lakehouse.invalid"  # RFC 2606: never resolves
+
+
+@pytest.fixture
+def closed_port_url():
+    """A local port nobody listens on: connections are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def plain_tcp_url():
+    """A server that answers a TLS ClientHello with plain text: the handshake fails."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def _requests_error(url):
+    try:
+        requests.get(url, timeout=5)
+    except requests.RequestException as exc:
+        return exc
+    raise AssertionError(f"{url} answered")
+
+
+def test_causes_are_classified(closed_port_url, plain_tcp_url):
+    assert unreachable_cause(_requests_error(closed_port_url)) == "connection refused"
+    assert unreachable_cause(_requests_error(UNRESOLVABLE)).startswith("name resolution failed")
+    assert unreachable_cause(_requests_error(plain_tcp_url)).startswith("TLS failure")
+    assert unreachable_cause(socket.gaierror(-2, "Name or service not known")) == (
+        "name resolution failed (Name or service not known)"
+    )
+    assert unreachable_cause(ConnectionRefusedError(111, "refused")) == "connection refused"
+    assert unreachable_cause(OSError(113, "No route to host")).startswith("host unreachable")
+    assert unreachable_cause(ssl.SSLCertVerificationError("bad cert")).startswith("TLS failure")
+    # Transient: retried as before.
+    assert unreachable_cause(TimeoutError("timed out")) is None
+    assert unreachable_cause(ConnectionResetError(104, "reset")) is None
+    assert unreachable_cause(requests.exceptions.ChunkedEncodingError("cut")) is None
+
+
+def test_listing_get_fails_at_once_without_retries(closed_port_url, monkeypatch):
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 10.0)  # a retry would take seconds
+    retries = []
+    session = http.new_session()
+    started = time.monotonic()
+    with pytest.raises(http.Unreachable, match="connection refused"):
+        http.get_with_retries(
+            session, closed_port_url + "/x", timeout_s=5, max_retries=5, on_retry=retries.append
+        )
+    assert retries == []
+    assert time.monotonic() - started < 2
+
+
+def test_download_connection_fails_as_unreachable(closed_port_url):
+    conns = connections.ThreadConnections(timeout_s=5)
+    try:
+        with pytest.raises(http.Unreachable, match="connection refused"):
+            conns.get(closed_port_url + "/data/x.zip")
+        with pytest.raises(http.Unreachable, match="name resolution failed"):
+            conns.get(UNRESOLVABLE + "/data/x.zip")
+    finally:
+        conns.close()
+
+
+def test_rest_client_stops_the_host_without_retries(closed_port_url):
+    client = RestClient(
+        closed_port_url,
+        "um_futures",
+        weight_limiter=WindowLimiter(2400),
+        max_retries=5,
+        backoff_base_s=10.0,
+    )
+    started = time.monotonic()
+    with pytest.raises(HostStopped, match="cannot reach the host: connection refused"):
+        client.get_json("/klines", {"symbol": "BTCUSDT"})
+    assert time.monotonic() - started < 2
+    assert client.stats.retries == 0
+
+
+def test_probe_accepts_any_http_answer(emulator, closed_port_url):
+    emu = emulator()
+    # The emulator answers 404 for an unknown path: the host is there.
+    assert probe(Endpoint("endpoints.archive", f"{emu.base_url}/nothing", emu.base_url)) is None
+    failure = probe(Endpoint("endpoints.um_api", closed_port_url + "/fapi/v1/ping", "x"))
+    assert failure.cause == "connection refused"
+
+
+def test_preflight_reports_one_line_per_endpoint(closed_port_url, emulator):
+    emu = emulator()
+    config = {
+        "endpoints": {
+            "listing": emu.base_url,
+            "archive": emu.base_url,
+            "spot_api": closed_port_url,
+            "um_api": UNRESOLVABLE,
+            "cm_api": emu.base_url,
+        }
+    }
+    endpoints = workflow_endpoints(config, ["spot", "um_futures", "cm_futures"], ["all"])
+    assert [e.key for e in endpoints] == [
+        "endpoints.listing, endpoints.archive, endpoints.cm_api",
+        "endpoints.spot_api",
+        "endpoints.um_api",
+    ]
+    failures = preflight(endpoints)
+    lines = report(failures).splitlines()
+    assert lines[0] == (
+        f"cannot reach {closed_port_url} (config key endpoints.spot_api): connection refused"
+    )
+    assert lines[1].startswith(
+        f"cannot reach {UNRESOLVABLE} (config key endpoints.um_api): name resolution failed"
+    )
+    assert len(lines) == 3 and "--verbose" in lines[2]
+    assert "Traceback" not in report(failures)
+    verbose = report(failures, verbose=True)
+    assert "Traceback (most recent call last)" in verbose and "ConnectionError" in verbose
+
+
+def test_archive_targets_do_not_need_the_rest_hosts():
+    config = {"endpoints": {k: f"http://{k}" for k in
+                            ("listing", "archive", "spot_api", "um_api", "cm_api")}}  # fmt: skip
+    keys = [e.key for e in workflow_endpoints(config, ["spot"], ["aws_download"])]
+    assert keys == ["endpoints.listing", "endpoints.archive"]
+    keys = [e.key for e in workflow_endpoints(config, ["spot"], ["gen_kline"])]
+    assert keys == ["endpoints.listing", "endpoints.archive", "endpoints.spot_api"]
+
+
+SNAKEMAKE_LOG = """\
+Building DAG of jobs...
+[Fri Dec  4 05:51:16 2026]
+localcheckpoint list_archive:
+    output: /d/lakehouse/listing/spot/klines-1m.json
+Error in rule list_archive:
+    message: None
+    jobid: 4
+    output: /d/lakehouse/listing/spot/klines-1m.json
+    log: {log} (check log file(s) for error details)
+    shell:
+        python3 scripts/list_archive.py '{{}}' {log}
+        (command exited with non-zero exit code)
+Error in rule gen_kline_symbol:
+    message: None
+    jobid: 9
+    output: /d/lakehouse/reports/gen_kline/spot/klines-1m/BTCUSDT.json
+    log: /nonexistent.log (check log file(s) for error details)
+Exiting because a job execution failed. Look above for error messages
+"""
+
+
+def test_failure_report_lists_each_failed_job_with_its_last_error_line(tmp_path):
+    job_log = tmp_path / "job.log"
+    job_log.write_text(
+        "2026-12-04 INFO crypto_lakehouse: run_listing(...)\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "crypto_lakehouse.archive.sync.SyncError: spot BTCUSDT: 2 file(s) still missing:\n"
+        "  data/a.zip: HTTP 503\n"
+        "  data/b.zip: HTTP 503\n"
+    )
+    smk_log = tmp_path / "run.log"
+    smk_log.write_text(SNAKEMAKE_LOG.format(log=job_log))
+    jobs = failed_jobs(smk_log)
+    assert [(j.rule, j.log) for j in jobs] == [
+        ("list_archive", str(job_log)),
+        ("gen_kline_symbol", "/nonexistent.log"),
+    ]
+    assert last_error_line(job_log).startswith("crypto_lakehouse.archive.sync.SyncError: spot")
+    lines = failure_report(smk_log).splitlines()
+    assert lines[0] == "crypto_lakehouse: 2 job(s) failed:"
+    assert lines[1] == "  list_archive /d/lakehouse/listing/spot/klines-1m.json"
+    assert "SyncError: spot BTCUSDT: 2 file(s) still missing:" in lines[2]
+    assert lines[5].strip() == "(no log at /nonexistent.log)"
+    assert failure_report(tmp_path / "missing.log") == ""

@@ -1,0 +1,75 @@
+"""Config errors and notices as a user sees them from `snakemake -n` (dry runs, no network)."""
+
+from __future__ import annotations
+
+from tests.workflow.workflow_helpers import REPO, run_snakemake
+
+
+def _snakemake_with_yaml(tmp_path, yaml_text: str, *args: str):
+    cfg = tmp_path / "user.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'd'}\n{yaml_text}")
+    # The target first: --configfile takes several values.
+    return run_snakemake(tmp_path, *args, "-n", "--configfile", str(cfg), check=False)
+
+
+def test_unquoted_end_date_runs_and_the_lookback_window_is_announced_first(tmp_path):
+    # The shipped config has lookback_days: 30 and no start_date.
+    assert "lookback_days: 30" in (REPO / "config" / "config.yaml").read_text()
+    proc = _snakemake_with_yaml(tmp_path, "end_date: 2025-01-20\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first_lines = proc.stderr.splitlines()[:5]
+    assert (
+        "klines from 2024-12-22 to 2025-01-20 (lookback_days: 30; set start_date or "
+        "lookback_days: null for the whole history)"
+    ) in first_lines
+
+
+def test_date_on_the_command_line(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", "--config", "end_date=2025-01-20", check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "klines from 2024-12-22 to 2025-01-20" in proc.stderr
+
+
+def test_explicit_start_date_prints_no_lookback_notice(tmp_path):
+    proc = _snakemake_with_yaml(tmp_path, "start_date: 2025-01-01\nend_date: 2025-01-20\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "lookback_days" not in proc.stderr
+
+
+def test_unknown_key_gives_a_short_message_without_the_schema(tmp_path):
+    proc = _snakemake_with_yaml(tmp_path, "symbolz: {spot: all}\n")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "unknown config key 'symbolz': did you mean 'symbols'?" in out
+    assert "$schema" not in out and "Failed validating" not in out
+    assert len(out.splitlines()) < 12, out
+
+
+def test_bad_interval_is_blamed_on_interval_not_on_resample(tmp_path):
+    proc = _snakemake_with_yaml(tmp_path, "interval: 7m\n")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "config key 'interval': '7m' is not a Binance kline interval" in out
+    assert "resample.targets" not in out
+
+
+def test_resample_target_without_resample_targets_fails_by_name(tmp_path):
+    proc = _snakemake_with_yaml(tmp_path, "resample: {targets: []}\n", "resample")
+    assert proc.returncode != 0
+    assert "nothing to resample: config key 'resample.targets'" in proc.stdout + proc.stderr
+
+
+def test_all_without_resample_targets_says_the_stage_is_skipped(tmp_path):
+    proc = _snakemake_with_yaml(
+        tmp_path,
+        "resample:\n  targets: [{trade_type: spot, interval: 1h, offset_step: 5m}]\n",
+        "all",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "resample: no resample.targets entry for um_futures, cm_futures; "
+        "the resample stage skips it"
+    ) in proc.stderr
+    # Only spot gets a resample summary job.
+    assert "summaries/resample/spot.json" in proc.stdout
+    assert "summaries/resample/um_futures.json" not in proc.stdout
