@@ -173,6 +173,7 @@ def get_download_args(wildcards):
 # ------------------------------------------------------------------ aws_parse
 def get_parse_args(wildcards):
     args = dict(trade_type=wildcards.trade_type, symbol=wildcards.symbol, data_dir=DATA)
+    args.update(config["parse"])  # max_inflate_ratio, max_inflated_bytes
     if "interval" in wildcards.keys():
         args["interval"] = wildcards.interval
     return args
