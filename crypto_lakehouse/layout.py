@@ -99,6 +99,13 @@ def resampled_dir(data_dir, trade_type, resample_interval, offset) -> Path:
     )
 
 
+def derived_roots(data_dir) -> list[Path]:
+    """The folders every run writes Parquet/JSON into (all but ``aws_data``, which holds the
+    archives: millions of files, swept per symbol by its download job)."""
+    names = ("parsed_data", "api_data", "results_data", "lakehouse")
+    return [Path(data_dir) / name for name in names]
+
+
 # ---------------------------------------------------------------- pipeline records
 def lakehouse_dir(data_dir) -> Path:
     return Path(data_dir) / "lakehouse"

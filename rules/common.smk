@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 from snakemake.utils import validate
 
@@ -13,6 +14,14 @@ plan.check_config(config)
 
 DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as legacy
 LH = f"{DATA}/lakehouse"
+# One run per data dir: the main process of a real run holds {LH}/run.lock until it exits
+# and clears Snakemake locks a killed run left (crypto_lakehouse/lock.py).
+RUN_LOCK = data_lock.hold_for_run(
+    DATA,
+    os.getcwd(),
+    main_process=workflow.is_main_process,
+    dry_run=workflow.output_settings.dryrun,
+)
 INTERVAL = config["interval"]
 KLINES = f"klines-{INTERVAL}"
 TRADE_TYPES = list(config["trade_types"])

@@ -196,6 +196,7 @@ def run_parse_funding(
     timer = Timer()
     limit = InflateLimit(max_inflate_ratio, max_inflated_bytes)
     out_path = layout.parsed_funding_path(data_dir, trade_type, symbol)
+    io.remove_stale_temps_of(out_path)  # the folder is shared by every symbol's job
     state_path = state_file(data_dir, trade_type, DATASET, symbol)
     state = load_state(state_path)
     periods: dict[str, Period] = {}

@@ -403,6 +403,8 @@ class _KlineRun:
         self.dataset = f"klines-{interval}"
         self.timer = Timer()
         self.part_dir = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval)
+        if self.part_dir.is_dir():
+            io.remove_stale_temps(self.part_dir)  # this job owns the folder
         self.state_path = state_file(data_dir, trade_type, self.dataset, symbol)
         self.state = load_state(self.state_path)
         self.report_in = load_download_report(download_report)
