@@ -48,6 +48,7 @@ import contextlib
 import logging
 import os
 import time
+import urllib.parse
 from concurrent.futures import ALL_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +158,11 @@ class _Syncer:
     def local(self, key: str) -> Path:
         return layout.aws_path(self.data_dir, key)
 
+    def url(self, key: str) -> str:
+        """The object's URL: the key percent-encoded, so that a ``%``, ``?`` or ``#`` in it
+        is sent as data and never decoded by the server into another path."""
+        return f"{self.archive_url}/{urllib.parse.quote(key, safe='/')}"
+
     def verified_marker(self, key: str) -> Path:
         return self.local(key + VERIFIED_SUFFIX)
 
@@ -196,7 +202,7 @@ class _Syncer:
         expected: str | None = None
         body_kept = False
         retry = 0
-        zip_url = f"{self.archive_url}/{key}"
+        zip_url = self.url(key)
         while True:
             zip_request = None
             try:
@@ -205,7 +211,7 @@ class _Syncer:
                     # connection): one round trip per archive instead of two.
                     zip_request = self.conns.send(zip_url, slot=ZIP_SLOT)
                     out.requests += 2
-                    body = connections.get_bytes(self.conns, f"{self.archive_url}/{checksum_key}")
+                    body = connections.get_bytes(self.conns, self.url(checksum_key))
                     line = parse_checksum(body, checksum_key)
                     if line.file_name != final.name:
                         log.warning("%s names %r, not %r", checksum_key, line.file_name, final.name)
