@@ -242,7 +242,11 @@ class _Syncer:
             except http.NotFound as exc:
                 what = "CHECKSUM" if exc.url.endswith(CHECKSUM_SUFFIX) else "zip"
                 return self.quarantine(out, f"{what} not found (404) although listed")
-            except (ChecksumMismatch, ChecksumFormatError) as exc:
+            except ChecksumFormatError as exc:
+                # Not a checksum at all (not "<64 hex> <name>"): a defect of the object, not
+                # of the transfer (truncated bodies are TransientError); retrying cannot help.
+                return self.quarantine(out, str(exc))
+            except ChecksumMismatch as exc:
                 if retry >= self.max_retries:
                     return self.quarantine(out, str(exc), kept_body=body_kept)
                 expected = None  # Binance sometimes regenerates the CHECKSUM, not the zip

@@ -420,8 +420,7 @@ def run_api_klines(
         with ThreadPoolExecutor(max_workers=max(1, int(concurrency))) as pool:
             list(pool.map(job.run_chunk, chunks))
         fetch_s = time.monotonic() - t_fetch
-        stats.update(client.stats.as_dict())
-        stats["rate_limit_wait_s"] = round(limiter.waited_s, 3)
+        stats.update(client.stats.as_dict())  # rate_limit_wait_s included
 
     superseded = _drop_superseded(api_dir, archive_counts, cpd)
     table, last_candle = _provenance(
