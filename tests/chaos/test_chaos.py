@@ -81,7 +81,7 @@ def test_kill_9_at_random_moments_then_plain_reruns(tmp_path, baseline):
                 refused += _second_run_is_refused(tmp_path, config, data, proc)
             if i == 3:
                 server_restarts += _restart_server_mid_run(emu, data, proc)
-            h.wait_for(lambda: _reports(data) >= target or proc.poll() is not None, 180)
+            h.wait_for(lambda p=proc, t=target: _reports(data) >= t or p.poll() is not None, 180)
             time.sleep(rng.uniform(0.0, 1.5))
             if proc.poll() is None:
                 h.kill_group(proc)
