@@ -64,8 +64,8 @@ def test_kill_9_at_random_moments_then_plain_reruns(tmp_path, baseline):
     seed = int(os.environ.get("CHAOS_SEED", time.time_ns() % 1_000_000))
     print(f"\nchaos seed: {seed} (CHAOS_SEED={seed} replays the kill moments)")
     rng = random.Random(seed)
-    # 3 % of archive requests fail (500/503): retries on top of the kills.
-    emu = h.start_emulator(mirror, faults=Faults(fail_rate=0.03, seed=seed))
+    # 8 % of archive requests fail (500/503): retries on top of the kills.
+    emu = h.start_emulator(mirror, faults=Faults(fail_rate=0.08, seed=seed))
     data = tmp_path / "data"
     config = tmp_path / "config.json"
     config.write_text(json.dumps(h.config_for(emu.base_url, data)))
