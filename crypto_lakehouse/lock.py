@@ -31,6 +31,9 @@ from crypto_lakehouse import io, layout
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
+# Held shared by every job process for its lifetime: a job that outlives its run's main
+# process (the main was killed, a SLURM job still runs) keeps the next run out.
+JOBS_LOCK_NAME = "jobs.lock"
 
 # Locks this process holds: resolved lock path -> open descriptor (kept open: closing it
 # would release the lock).
@@ -43,6 +46,47 @@ class DataDirBusy(RuntimeError):
 
 def lock_path(data_dir: str | Path) -> Path:
     return layout.lakehouse_dir(data_dir) / LOCK_NAME
+
+
+def jobs_lock_path(data_dir: str | Path) -> Path:
+    return layout.lakehouse_dir(data_dir) / JOBS_LOCK_NAME
+
+
+def _open_lock_file(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def hold_job_lock(data_dir: str | Path) -> bool:
+    """Called by a job process (``smk.run_job``): hold the jobs lock shared until it exits.
+
+    Returns False when the file system refuses locks (the job runs anyway).
+    """
+    key = str(jobs_lock_path(data_dir).resolve())
+    if key in _HELD:
+        return True
+    fd = _open_lock_file(jobs_lock_path(data_dir))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # only a starting run's probe holds it exclusively
+    except OSError as exc:
+        os.close(fd)
+        log.warning("cannot hold %s (%s); running without it", jobs_lock_path(data_dir), exc)
+        return False
+    _HELD[key] = fd
+    return True
+
+
+def _jobs_still_running(data_dir: str | Path) -> bool:
+    """Whether some job process (of a run whose main process died) still holds the jobs lock."""
+    fd = _open_lock_file(jobs_lock_path(data_dir))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def describe_holder(info: dict | None) -> str:
@@ -154,6 +198,13 @@ def hold_for_run(data_dir: str | Path, workdir: str | Path, *, main_process: boo
     if not main_process or dry_run:
         return None
     info = acquire(data_dir)
+    if _jobs_still_running(data_dir):
+        release(data_dir)
+        raise DataDirBusy(
+            f"data dir {data_dir}: jobs of an earlier run whose main process is gone are still "
+            f"running (they hold {jobs_lock_path(data_dir)}; `fuser -v` on it names them). "
+            "Wait for them or stop them; nothing was started."
+        )
     recover_snakemake_locks(data_dir, workdir)
     # No job of this run has started and no other run is alive: every temp file in the
     # derived folders is a killed writer's leftover.

@@ -20,7 +20,7 @@ RUN_LOCK = data_lock.hold_for_run(
     DATA,
     os.getcwd(),
     main_process=workflow.is_main_process,
-    dry_run=workflow.output_settings.dryrun,
+    dry_run=bool(getattr(workflow.output_settings, "dryrun", False)),
 )
 INTERVAL = config["interval"]
 KLINES = f"klines-{INTERVAL}"

@@ -74,6 +74,46 @@ def test_dry_runs_and_job_processes_neither_take_nor_wait(tmp_path, holder):
         lock.hold_for_run(data, tmp_path, main_process=True, dry_run=False)
 
 
+JOB = """
+import sys, time
+from crypto_lakehouse import lock
+assert lock.hold_job_lock(sys.argv[1])
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_job_outliving_its_runs_main_process_keeps_the_next_run_out(tmp_path):
+    data = tmp_path / "data"
+    job = subprocess.Popen(
+        [sys.executable, "-c", JOB, str(data)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert job.stdout.readline().strip() == "held"
+        with pytest.raises(lock.DataDirBusy, match="jobs of an earlier run"):
+            lock.hold_for_run(data, tmp_path, main_process=True, dry_run=False)
+    finally:
+        job.kill()
+        job.wait()
+    # Refused runs keep nothing; once the job is gone the next run goes ahead.
+    assert lock.hold_for_run(data, tmp_path, main_process=True, dry_run=False)["pid"] == os.getpid()
+
+
+def test_jobs_of_the_live_run_share_the_jobs_lock(tmp_path):
+    data = tmp_path / "data"
+    lock.hold_for_run(data, tmp_path, main_process=True, dry_run=False)
+    script = "import sys; from crypto_lakehouse import lock; print(lock.hold_job_lock(sys.argv[1]))"
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(data)], capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=60,
+        )  # fmt: skip
+        assert out.stdout.strip() == "True", out.stderr
+
+
 def _snakemake_lock(workdir, n, kind, paths):
     locks = workdir / ".snakemake" / "locks"
     locks.mkdir(parents=True, exist_ok=True)
