@@ -116,6 +116,7 @@ class Outcome:
     reason: str = ""
     bytes: int = 0
     retries: int = 0
+    retry_wait_s: float = 0.0  # back-off sleeps before the retries
     requests: int = 0
 
 
@@ -260,9 +261,11 @@ class _Syncer:
                 if zip_request is not None:  # the CHECKSUM step failed: its answer is not read
                     self.conns.abandon(zip_request)
             log.info("%s: retry %d/%d after %s", key, retry + 1, self.max_retries, reason)
-            time.sleep(http.backoff_delay(retry))
+            delay = http.backoff_delay(retry)
+            time.sleep(delay)
             retry += 1
             out.retries += 1
+            out.retry_wait_s += delay
 
     def quarantine(self, out: Outcome, reason: str, kept_body: bool = False) -> Outcome:
         """Move what we have of a defective file out of ``aws_data``; never ``.verified``."""
@@ -429,6 +432,7 @@ def run_sync(
         "files_ignored": len(ignored),
         "requests": sum(o.requests for o in outcomes.values()),
         "retries": sum(o.retries for o in outcomes.values()),
+        "retry_wait_s": round(sum(o.retry_wait_s for o in outcomes.values()), 3),
         "errors": len(failed),
         "warnings": len(quarantined) + len(ignored),
         "bytes": n_bytes,

@@ -386,6 +386,8 @@ def test_injected_5xx_and_dropped_connections_still_complete(tmp_path, emulator)
     # CHECKSUM's had failed already.
     faults_served = emu.counts["fault_5xx"] + emu.counts["fault_drop"]
     assert 0 < stats["retries"] <= faults_served
+    # The back-off sleeps are counted: each is at most BACKOFF_BASE_S (0.001 here) x 2^retry.
+    assert 0 < stats["retry_wait_s"] <= stats["retries"] * 0.001 * 2**6
     assert sorted(job.report()["files"]) == keys
     for key in keys:
         _assert_verified(job, key, tmp_path / "mirror")
