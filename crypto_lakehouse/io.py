@@ -9,9 +9,11 @@ so that globs such as ``*.pqt`` or ``*.zip`` never pick them up.
 from __future__ import annotations
 
 import contextlib
+import glob
 import itertools
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -165,11 +167,42 @@ def write_parquet(
         pq.write_table(table, tmp, **options)
 
 
+TEMP_GLOB = ".tmp-*.part"
+
+
 def remove_stale_temps(directory: str | Path) -> int:
-    """Delete leftover ``.tmp-*.part`` files of a killed run below ``directory``."""
+    """Delete leftover ``.tmp-*.part`` files of a killed writer below ``directory``.
+
+    Only for a directory whose temp files are provably orphans: one that no other live
+    writer uses. The data-dir lock (``crypto_lakehouse.lock``) guarantees that no other run
+    writes in the data dir; within a run, call it only from the job that owns the directory
+    (a shared folder such as ``api_data/{T}/funding_rate/`` takes ``remove_stale_temps_of``).
+    """
     n = 0
-    for p in Path(directory).rglob(".tmp-*.part"):
+    for p in Path(directory).rglob(TEMP_GLOB):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
             n += 1
+    return n
+
+
+_TEMP_NAME = re.compile(r"^\.tmp-(?P<target>.+)\.\d+-\d+-\d+\.part$")
+
+
+def temp_target(name: str) -> str | None:
+    """The target file name of a temp name (``.tmp-{name}.{pid}-{thread}-{n}.part``)."""
+    m = _TEMP_NAME.match(name)
+    return m.group("target") if m else None
+
+
+def remove_stale_temps_of(path: str | Path) -> int:
+    """Delete leftover temp files of the one target ``path`` (its writer owns that name)."""
+    path = Path(path)
+    n = 0
+    prefix = f".tmp-{path.name}."
+    for p in path.parent.glob(f"{glob.escape(prefix)}*.part") if path.parent.is_dir() else []:
+        if temp_target(p.name) == path.name:  # the exact name, not "{name}X"
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
     return n

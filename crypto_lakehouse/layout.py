@@ -63,6 +63,26 @@ def funding_key(trade_type: str, symbol: str, month: str) -> str:
     return f"{funding_dir_key(trade_type, symbol)}{symbol}-fundingRate-{month}.zip"
 
 
+_DAY_RE, _MONTH_RE = r"\d{4}-\d{2}-\d{2}", r"\d{4}-\d{2}"
+
+
+def archive_name_re(dir_key: str, symbol: str) -> re.Pattern[str] | None:
+    """The exact names a symbol's archive folder may hold (the zip and its CHECKSUM), from
+    the folder's kind: ``{SYM}-{I}-{YYYY-MM-DD}.zip`` in daily klines, ``{SYM}-{I}-{YYYY-MM}``
+    in monthly klines, ``{SYM}-fundingRate-{YYYY-MM}`` in funding. None for another folder.
+    """
+    parts = dir_key.rstrip("/").split("/")
+    sym = re.escape(symbol)
+    if len(parts) >= 6 and parts[-3:-1] == ["klines", symbol]:
+        date = _DAY_RE if parts[-4] == "daily" else _MONTH_RE
+        stem = rf"{sym}-{re.escape(parts[-1])}-(?P<date>{date})"
+    elif len(parts) >= 5 and parts[-2:] == ["fundingRate", symbol]:
+        stem = rf"{sym}-fundingRate-(?P<date>{_MONTH_RE})"
+    else:
+        return None
+    return re.compile(rf"^{stem}\.zip(?:\.CHECKSUM)?$")
+
+
 # ---------------------------------------------------------------- legacy data paths
 def aws_path(data_dir: str | Path, key: str) -> Path:
     return Path(data_dir) / "aws_data" / key
@@ -176,6 +196,13 @@ def subdir_names(directory: str | Path) -> list[str]:
     if not directory.is_dir():
         return []
     return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def derived_roots(data_dir) -> list[Path]:
+    """The folders every run writes Parquet/JSON into (all but ``aws_data``, which holds the
+    archives: millions of files, swept per symbol by its download job)."""
+    names = ("parsed_data", "api_data", "results_data", "lakehouse")
+    return [Path(data_dir) / name for name in names]
 
 
 # ---------------------------------------------------------------- pipeline records

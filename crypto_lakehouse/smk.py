@@ -69,5 +69,10 @@ def run_job(func: Callable, argv: list[str] | None = None) -> Any:
         raise SystemExit(f"usage: {argv[0]} JOB_JSON LOG_FILE (called by the workflow's rules)")
     configure_logging(argv[2])
     kwargs = with_stats_path(func, json.loads(argv[1]))
+    if "data_dir" in kwargs:
+        # Keeps a next run out while this job lives, even if its run's main process died.
+        from crypto_lakehouse import lock
+
+        lock.hold_job_lock(kwargs["data_dir"])
     logging.getLogger("crypto_lakehouse").info("%s(%s)", func.__name__, ", ".join(sorted(kwargs)))
     return func(**kwargs)

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
 from crypto_lakehouse.configuration import check_user_config
@@ -23,6 +24,14 @@ except plan.ConfigError as exc:
 
 DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as legacy
 LH = f"{DATA}/lakehouse"
+# One run per data dir: the main process of a real run holds {LH}/run.lock until it exits
+# and clears Snakemake locks a killed run left (crypto_lakehouse/lock.py).
+RUN_LOCK = data_lock.hold_for_run(
+    DATA,
+    os.getcwd(),
+    main_process=workflow.is_main_process,
+    dry_run=bool(getattr(workflow.output_settings, "dryrun", False)),
+)
 INTERVAL = config["interval"]
 KLINES = f"klines-{INTERVAL}"
 TRADE_TYPES = list(config["trade_types"])
@@ -190,6 +199,7 @@ def get_download_args(wildcards):
 # ------------------------------------------------------------------ aws_parse
 def get_parse_args(wildcards):
     args = dict(trade_type=wildcards.trade_type, symbol=wildcards.symbol, data_dir=DATA)
+    args.update(config["parse"])  # max_inflate_ratio, max_inflated_bytes
     if "interval" in wildcards.keys():
         args["interval"] = wildcards.interval
     return args

@@ -8,6 +8,7 @@ with a single ``Contents`` or ``CommonPrefixes`` is just a list of one (quirk Q1
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
@@ -273,7 +274,9 @@ def run_listing(
     if not_listed:
         log.warning("%s: configured symbols not in the archive listing: %s", what, not_listed)
 
-    files_of, failures = _list_symbol_files(kept, symbol_dirs, listing_url, concurrency, kwargs)
+    files_of, refused_of, failures = _list_symbol_files(
+        kept, symbol_dirs, listing_url, concurrency, kwargs
+    )
     if failures:
         lines = "\n".join(f"  {sym}: {err}" for sym, err in sorted(failures.items()))
         raise ListingError(
@@ -299,6 +302,9 @@ def run_listing(
             log.info("%s: removed details of %s (no longer kept)", what, stale.stem)
     if no_files:
         log.info("%s: %d symbols have no files for this dataset: %s", what, len(no_files), no_files)
+    refused_files = [r for sym in kept for r in refused_of.get(sym, [])]
+    for item in refused_files:
+        log.warning("%s: refused listed file %r: %s", what, item["key"], item["reason"])
 
     index = {
         "request": listing_request(
@@ -316,6 +322,7 @@ def run_listing(
         "include_monthly": bool(include_monthly) if dataset == "klines" else False,
         "symbols": index_symbols,
         "refused": refused,
+        "refused_files": refused_files,  # listed keys that are not this dataset's names
         "filtered_out": filtered_out,
         "not_listed": not_listed,
         "no_files": no_files,
@@ -333,6 +340,7 @@ def run_listing(
         "n_listed": len(listed),
         "n_kept": len(index_symbols),
         "n_refused": len(refused),
+        "n_refused_files": len(refused_files),
         "n_filtered_out": len(filtered_out),
         "n_not_listed": len(not_listed),
         "n_files": n_files,
@@ -341,27 +349,60 @@ def run_listing(
     }
 
 
+def key_refusal(key: str, prefix: str, symbol: str) -> str | None:
+    """Why a key listed below ``prefix`` is not an archive of ``symbol`` there; None if it is.
+
+    Keys are data from the server: only the dataset's exact file names are accepted, with a
+    real calendar date, so a name such as ``..BTCUSDT-1m-2024-01-01.zip``, one with ``%``
+    or ``/`` in it, or a file of another symbol never reaches the download or the counts.
+    """
+    if not key.startswith(prefix) or "/" in key[len(prefix) :]:
+        return f"not directly in the listed folder {prefix}"
+    name = key[len(prefix) :]
+    pattern = layout.archive_name_re(prefix, symbol)
+    m = pattern.match(name) if pattern else None
+    if m is None:
+        return f"name {name!r} is not this dataset's pattern {pattern.pattern if pattern else ''}"
+    date = m.group("date")
+    try:
+        datetime.date.fromisoformat(date if len(date) == 10 else f"{date}-01")
+    except ValueError:
+        return f"name {name!r}: {date} is not a calendar date"
+    return None
+
+
 def _list_symbol_files(symbols, symbol_dirs, listing_url, concurrency, kwargs):
-    """List every symbol's directories on a thread pool; returns (files_of, failures)."""
+    """List every symbol's directories on a thread pool.
+
+    Returns (files_of, refused_of, failures): the accepted files and the refused keys with
+    their reasons, per symbol.
+    """
     sessions = http.ThreadSessions(listing_url)
     files_of: dict[str, list[FileEntry]] = {}
+    refused_of: dict[str, list[dict]] = {}
     failures: dict[str, str] = {}
 
-    def one(symbol: str) -> list[FileEntry]:
+    def one(symbol: str) -> tuple[list[FileEntry], list[dict]]:
         session = sessions.get()
         out: list[FileEntry] = []
+        refused: list[dict] = []
         for prefix in symbol_dirs(symbol):
-            out.extend(list_files(session, listing_url, prefix, **kwargs))
-        return sorted(out, key=lambda f: f.key)
+            for entry in list_files(session, listing_url, prefix, **kwargs):
+                reason = key_refusal(entry.key, prefix, symbol)
+                if reason is None:
+                    out.append(entry)
+                else:
+                    refused.append({"key": entry.key, "reason": reason})
+        return sorted(out, key=lambda f: f.key), sorted(refused, key=lambda r: r["key"])
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             futures = {sym: pool.submit(one, sym) for sym in symbols}
             for sym, fut in futures.items():
                 try:
-                    files_of[sym] = fut.result()
+                    files_of[sym], refused_of[sym] = fut.result()
                 except (http.ArchiveHTTPError, ListingError) as exc:
                     failures[sym] = str(exc)
     finally:
         sessions.close()
-    return files_of, failures
+    return files_of, refused_of, failures

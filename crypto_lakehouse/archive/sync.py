@@ -48,6 +48,7 @@ import contextlib
 import logging
 import os
 import time
+import urllib.parse
 from concurrent.futures import ALL_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,7 @@ class Outcome:
     reason: str = ""
     bytes: int = 0
     retries: int = 0
+    retry_wait_s: float = 0.0  # back-off sleeps before the retries
     requests: int = 0
 
 
@@ -139,6 +141,11 @@ class _Syncer:
     # -------------------------------------------------------------- paths
     def local(self, key: str) -> Path:
         return layout.aws_path(self.data_dir, key)
+
+    def url(self, key: str) -> str:
+        """The object's URL: the key percent-encoded, so that a ``%``, ``?`` or ``#`` in it
+        is sent as data and never decoded by the server into another path."""
+        return f"{self.archive_url}/{urllib.parse.quote(key, safe='/')}"
 
     def verified_marker(self, key: str) -> Path:
         return self.local(key + VERIFIED_SUFFIX)
@@ -179,7 +186,7 @@ class _Syncer:
         expected: str | None = None
         body_kept = False
         retry = 0
-        zip_url = f"{self.archive_url}/{key}"
+        zip_url = self.url(key)
         while True:
             zip_request = None
             try:
@@ -188,7 +195,7 @@ class _Syncer:
                     # connection): one round trip per archive instead of two.
                     zip_request = self.conns.send(zip_url, slot=ZIP_SLOT)
                     out.requests += 2
-                    body = connections.get_bytes(self.conns, f"{self.archive_url}/{checksum_key}")
+                    body = connections.get_bytes(self.conns, self.url(checksum_key))
                     line = parse_checksum(body, checksum_key)
                     if line.file_name != final.name:
                         log.warning("%s names %r, not %r", checksum_key, line.file_name, final.name)
@@ -221,7 +228,11 @@ class _Syncer:
             except http.NotFound as exc:
                 what = "CHECKSUM" if exc.url.endswith(CHECKSUM_SUFFIX) else "zip"
                 return self.quarantine(out, f"{what} not found (404) although listed")
-            except (ChecksumMismatch, ChecksumFormatError) as exc:
+            except ChecksumFormatError as exc:
+                # Not a checksum at all (not "<64 hex> <name>"): a defect of the object, not
+                # of the transfer (truncated bodies are TransientError); retrying cannot help.
+                return self.quarantine(out, str(exc))
+            except ChecksumMismatch as exc:
                 if retry >= self.max_retries:
                     return self.quarantine(out, str(exc), kept_body=body_kept)
                 expected = None  # Binance sometimes regenerates the CHECKSUM, not the zip
@@ -235,9 +246,11 @@ class _Syncer:
                 if zip_request is not None:  # the CHECKSUM step failed: its answer is not read
                     self.conns.abandon(zip_request)
             log.info("%s: retry %d/%d after %s", key, retry + 1, self.max_retries, reason)
-            time.sleep(http.backoff_delay(retry))
+            delay = http.backoff_delay(retry)
+            time.sleep(delay)
             retry += 1
             out.retries += 1
+            out.retry_wait_s += delay
 
     def quarantine(self, out: Outcome, reason: str, kept_body: bool = False) -> Outcome:
         """Move what we have of a defective file out of ``aws_data``; never ``.verified``."""
@@ -400,6 +413,7 @@ def run_sync(
         "files_ignored": len(ignored),
         "requests": sum(o.requests for o in outcomes.values()),
         "retries": sum(o.retries for o in outcomes.values()),
+        "retry_wait_s": round(sum(o.retry_wait_s for o in outcomes.values()), 3),
         "errors": len(failed),
         "warnings": len(quarantined) + len(ignored),
         "bytes": n_bytes,

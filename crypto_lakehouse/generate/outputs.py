@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from crypto_lakehouse import layout
+from crypto_lakehouse.io import TEMP_GLOB, temp_target
 
 SUFFIX = layout.SEGMENT_SUFFIX
 
@@ -38,8 +39,17 @@ def symbol_files(directory: Path, symbol: str) -> list[Path]:
 
 
 def remove_stale(directory: Path, symbol: str, keep_names: set[str]) -> list[Path]:
-    """Delete this symbol's files whose segment name is not in ``keep_names``; return them."""
+    """Delete this symbol's files whose segment name is not in ``keep_names``, and its
+    orphaned temp files; return the files deleted (not the temp files)."""
     removed = []
+    # Temp files of this symbol's names that a killed run left ("kill -9 during a write");
+    # only this job writes these names, and the data-dir lock keeps other runs out.
+    pattern = symbol_file_re(symbol)
+    for tmp in directory.glob(TEMP_GLOB) if directory.is_dir() else []:
+        target = temp_target(tmp.name)
+        if target is not None and pattern.match(target):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
     for path in symbol_files(directory, symbol):
         if path.name[: -len(SUFFIX)] not in keep_names:
             with contextlib.suppress(FileNotFoundError):

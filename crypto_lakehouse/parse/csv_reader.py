@@ -9,7 +9,9 @@ person at the exact row whatever pyarrow version produced the error.
 from __future__ import annotations
 
 import functools
+import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +66,57 @@ class CsvSpec:
         return list(self.types)
 
 
-def read_zip_member(path: str | Path, label: str) -> bytes:
-    """The bytes of the single CSV member of a Binance zip.
+# Below this many inflated bytes a member is harmless whatever its ratio: a small zip of a
+# quiet symbol (same price all day) compresses far better than a busy one.
+INFLATE_FLOOR_BYTES = 8 << 20
+_CHUNK = 1 << 20
 
-    ``label`` names the file in error messages (the bucket key).
+
+@dataclass(frozen=True)
+class InflateLimit:
+    """How far one archive member may inflate (config ``parse.*``).
+
+    The cap of a member is ``ratio`` × the zip's size, at least ``INFLATE_FLOOR_BYTES`` and
+    at most ``ceiling``. Real Binance CSVs inflate 2-4× their zip; a zip bomb of repeated
+    lines inflates ~1000×.
+    """
+
+    ratio: float = 20.0
+    ceiling: int = 1 << 30
+
+    def cap(self, zip_size: int) -> int:
+        return min(self.ceiling, max(int(self.ratio * zip_size), INFLATE_FLOOR_BYTES))
+
+    def describe(self) -> str:
+        return (
+            f"parse.max_inflate_ratio={self.ratio:g} x zip size, at least "
+            f"{INFLATE_FLOOR_BYTES} bytes, at most parse.max_inflated_bytes={self.ceiling}"
+        )
+
+
+DEFAULT_INFLATE_LIMIT = InflateLimit()
+
+
+def _over_cap(label: str, name: str, what: str, zip_size: int, cap: int, limit) -> ArchiveDefect:
+    return ArchiveDefect(
+        f"{label}: zip member {name!r} {what}, from a zip of {zip_size} bytes: over the "
+        f"inflated-size cap of {cap} bytes ({limit.describe()}); not parsed"
+    )
+
+
+def read_zip_member(
+    path: str | Path, label: str, limit: InflateLimit = DEFAULT_INFLATE_LIMIT
+) -> bytes:
+    """The bytes of the single CSV member of a Binance zip, inflated in bounded chunks.
+
+    ``label`` names the file in error messages (the bucket key). A member whose declared
+    or actual inflated size passes ``limit.cap(zip size)`` is an ArchiveDefect, raised
+    before more than the cap is held in memory (the declared size can lie, so the stream
+    is counted too).
     """
     try:
+        zip_size = os.path.getsize(path)
+        cap = limit.cap(zip_size)
         with zipfile.ZipFile(path) as zf:
             members = [i for i in zf.infolist() if not i.is_dir()]
             if not members:
@@ -79,11 +126,23 @@ def read_zip_member(path: str | Path, label: str) -> bytes:
                 raise ArchiveDefect(
                     f"{label}: zip has {len(members)} members ({names}), expected 1"
                 )
-            return zf.read(members[0])
+            member = members[0]
+            if member.file_size > cap:
+                what = f"declares {member.file_size} inflated bytes"
+                raise _over_cap(label, member.filename, what, zip_size, cap, limit)
+            chunks, total = [], 0
+            with zf.open(member) as stream:
+                while chunk := stream.read(_CHUNK):
+                    total += len(chunk)
+                    if total > cap:
+                        what = f"inflates past {total} bytes (declared {member.file_size})"
+                        raise _over_cap(label, member.filename, what, zip_size, cap, limit)
+                    chunks.append(chunk)
+            return b"".join(chunks)
     except zipfile.BadZipFile as exc:
         raise ArchiveDefect(f"{label}: not a readable zip ({exc})") from exc
-    except (zipfile.LargeZipFile, NotImplementedError, EOFError, OSError) as exc:
-        # OSError covers a truncated member; a missing file is checked before we get here.
+    except (zipfile.LargeZipFile, NotImplementedError, EOFError, OSError, zlib.error) as exc:
+        # OSError covers a truncated member, zlib.error a corrupt deflate stream; a missing file is checked before we get here.
         raise ArchiveDefect(f"{label}: cannot inflate zip member ({exc})") from exc
 
 

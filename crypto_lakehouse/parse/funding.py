@@ -38,8 +38,10 @@ from crypto_lakehouse.parse import (
     throughput_stats,
 )
 from crypto_lakehouse.parse.csv_reader import (
+    DEFAULT_INFLATE_LIMIT,
     ArchiveDefect,
     CsvSpec,
+    InflateLimit,
     first_defect,
     read_csv_bytes,
     read_zip_member,
@@ -80,7 +82,11 @@ def _keep_last_per_time(ms: np.ndarray) -> np.ndarray:
 
 
 def read_funding_archive(
-    path: str | Path, key: str, period: Period, timer: Timer | None = None
+    path: str | Path,
+    key: str,
+    period: Period,
+    timer: Timer | None = None,
+    limit: InflateLimit = DEFAULT_INFLATE_LIMIT,
 ) -> tuple[pa.Table, int, int]:
     """One monthly archive as a table in the parsed funding schema, de-duplicated.
 
@@ -89,7 +95,7 @@ def read_funding_archive(
     """
     timer = timer or Timer()
     with timer.step("read"):
-        data = read_zip_member(path, key)
+        data = read_zip_member(path, key, limit)
         table, header_lines = read_csv_bytes(data, FUNDING_CSV, key)
     with timer.step("check"):
         raw = table.column("calc_time").to_numpy()
@@ -171,7 +177,15 @@ def _interval_counts(table: pa.Table | None) -> dict[str, int]:
 
 
 def run_parse_funding(
-    *, trade_type, symbol, data_dir, download_report, report_path, stats_path
+    *,
+    trade_type,
+    symbol,
+    data_dir,
+    download_report,
+    report_path,
+    stats_path,
+    max_inflate_ratio: float = DEFAULT_INFLATE_LIMIT.ratio,
+    max_inflated_bytes: int = DEFAULT_INFLATE_LIMIT.ceiling,
 ) -> dict:
     """Parse one symbol's verified funding archives (entry point of rule ``aws_parse_funding``).
 
@@ -180,7 +194,9 @@ def run_parse_funding(
     "quarantined", "quality"}``.
     """
     timer = Timer()
+    limit = InflateLimit(max_inflate_ratio, max_inflated_bytes)
     out_path = layout.parsed_funding_path(data_dir, trade_type, symbol)
+    io.remove_stale_temps_of(out_path)  # the folder is shared by every symbol's job
     state_path = state_file(data_dir, trade_type, DATASET, symbol)
     state = load_state(state_path)
     periods: dict[str, Period] = {}
@@ -224,7 +240,7 @@ def run_parse_funding(
     for key in changed:
         path = layout.aws_path(data_dir, key)
         try:
-            table, n, dropped = read_funding_archive(path, key, periods[key], timer)
+            table, n, dropped = read_funding_archive(path, key, periods[key], timer, limit)
         except ArchiveDefect as exc:
             reason = str(exc)
             log.error("quarantined %s", reason)

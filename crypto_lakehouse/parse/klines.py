@@ -45,8 +45,10 @@ from crypto_lakehouse.parse import (
     throughput_stats,
 )
 from crypto_lakehouse.parse.csv_reader import (
+    DEFAULT_INFLATE_LIMIT,
     ArchiveDefect,
     CsvSpec,
+    InflateLimit,
     first_defect,
     has_header,
     normalise_csv_bytes,
@@ -97,7 +99,12 @@ def _checked(table: pa.Table, header_lines: int, key: str, period: Period, step:
 
 
 def read_kline_archive(
-    path: str | Path, key: str, period: Period, interval: str, timer: Timer | None = None
+    path: str | Path,
+    key: str,
+    period: Period,
+    interval: str,
+    timer: Timer | None = None,
+    limit: InflateLimit = DEFAULT_INFLATE_LIMIT,
 ) -> tuple[pa.Table, int]:
     """One archive as a table in the legacy schema (ms UTC); returns (table, CSV bytes).
 
@@ -105,7 +112,7 @@ def read_kline_archive(
     """
     timer = timer or Timer()
     with timer.step("read"):
-        data = read_zip_member(path, key)
+        data = read_zip_member(path, key, limit)
         table, header_lines = read_csv_bytes(data, KLINE_CSV, key)
     with timer.step("check"):
         table = _checked(table, header_lines, key, period, interval_ms(interval))
@@ -127,7 +134,10 @@ class _Member:
 
 
 def read_kline_archives(
-    items: list[tuple[str, Path, Period]], interval: str, timer: Timer | None = None
+    items: list[tuple[str, Path, Period]],
+    interval: str,
+    timer: Timer | None = None,
+    limit: InflateLimit = DEFAULT_INFLATE_LIMIT,
 ) -> tuple[dict[str, pa.Table], dict[str, str], dict[str, int]]:
     """Several archives (one month's) read with ONE CSV call; same result as one by one.
 
@@ -146,7 +156,7 @@ def read_kline_archives(
     with timer.step("read"):
         for key, path, period in items:
             try:
-                data = normalise_csv_bytes(read_zip_member(path, key))
+                data = normalise_csv_bytes(read_zip_member(path, key, limit))
             except ArchiveDefect as exc:
                 defects[key] = str(exc)
                 continue
@@ -387,12 +397,15 @@ def _owned_rows(klines: pa.Table, owner: dict[int, str]) -> pa.Table:
 
 
 class _KlineRun:
-    def __init__(self, *, trade_type, symbol, interval, data_dir, download_report):
+    def __init__(self, *, trade_type, symbol, interval, data_dir, download_report, limit):
+        self.limit = limit
         self.trade_type, self.symbol, self.interval = trade_type, symbol, interval
         self.data_dir = data_dir
         self.dataset = f"klines-{interval}"
         self.timer = Timer()
         self.part_dir = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval)
+        if self.part_dir.is_dir():
+            io.remove_stale_temps(self.part_dir)  # this job owns the folder
         self.state_path = state_file(data_dir, trade_type, self.dataset, symbol)
         self.state = load_state(self.state_path)
         self.report_in = load_download_report(download_report)
@@ -419,7 +432,7 @@ class _KlineRun:
     def read_many(self, shas: dict[str, str]) -> dict[str, pa.Table | None]:
         """Validated archives by key; None for those found defective (now quarantined)."""
         items = [(k, layout.aws_path(self.data_dir, k), self.periods[k]) for k in sorted(shas)]
-        tables, defects, sizes = read_kline_archives(items, self.interval, self.timer)
+        tables, defects, sizes = read_kline_archives(items, self.interval, self.timer, self.limit)
         for key, reason in sorted(defects.items()):
             log.error("quarantined %s", reason)
             quarantine_archive(self.data_dir, key, reason)
@@ -584,7 +597,16 @@ class _KlineRun:
 
 
 def run_parse_klines(
-    *, trade_type, symbol, interval, data_dir, download_report, report_path, stats_path
+    *,
+    trade_type,
+    symbol,
+    interval,
+    data_dir,
+    download_report,
+    report_path,
+    stats_path,
+    max_inflate_ratio: float = DEFAULT_INFLATE_LIMIT.ratio,
+    max_inflated_bytes: int = DEFAULT_INFLATE_LIMIT.ceiling,
 ) -> dict:
     """Parse one symbol's verified kline archives (entry point of rule ``aws_parse_klines``).
 
@@ -597,6 +619,7 @@ def run_parse_klines(
         interval=interval,
         data_dir=data_dir,
         download_report=download_report,
+        limit=InflateLimit(max_inflate_ratio, max_inflated_bytes),
     )
     stats = run.execute(report_path, stats_path)
     log.info(

@@ -71,9 +71,14 @@ class ClientStats:
     network_errors: int = 0
     retries: int = 0
     breaker_opens: int = 0
+    retry_wait_s: float = 0.0  # back-off sleeps before retries (5xx, timeouts)
+    rate_limit_wait_s: float = 0.0  # blocked in the limiters (weight, 429 pauses, funding)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        for key in ("retry_wait_s", "rate_limit_wait_s"):
+            out[key] = round(out[key], 3)
+        return out
 
 
 class RestClient:
@@ -104,7 +109,7 @@ class RestClient:
         self.backoff_max_s = float(backoff_max_s)
         self.breaker_threshold = int(breaker_threshold)
         self.max_429_per_request = int(max_429_per_request)
-        self.stats = ClientStats()
+        self._stats = ClientStats()
         self._lock = threading.Lock()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -136,7 +141,15 @@ class RestClient:
     def _count(self, **inc: int) -> None:
         with self._lock:
             for k, v in inc.items():
-                setattr(self.stats, k, getattr(self.stats, k) + v)
+                setattr(self._stats, k, getattr(self._stats, k) + v)
+
+    @property
+    def stats(self) -> ClientStats:
+        """The counters, with the time this client's limiters kept threads waiting: every
+        job reports its waits whatever it calls (klines, funding, exchangeInfo)."""
+        with self._lock:
+            self._stats.rate_limit_wait_s = sum(x.waited_s for x in self._limiters())
+            return self._stats
 
     def _limiters(self) -> list[WindowLimiter]:
         return [x for x in (self.weight_limiter, self.funding_limiter) if x is not None]
@@ -163,7 +176,7 @@ class RestClient:
             self._consecutive_failures = 0
             self._breaker_level += 1
             level = self._breaker_level
-            self.stats.breaker_opens += 1
+            self._stats.breaker_opens += 1
         pause = self._backoff(level + 1)
         log.warning(
             "%s: %d consecutive failures, circuit breaker open: pausing all requests %.1f s",
@@ -245,8 +258,8 @@ class RestClient:
             attempt += 1
             if attempt > self.max_retries:
                 raise TransientFailure(f"{where}: {error} after {self.max_retries} retries")
-            self._count(retries=1)
             delay = self._backoff(attempt)
+            self._count(retries=1, retry_wait_s=delay)
             log.info(
                 "%s: %s, retry %d/%d in %.2f s", where, error, attempt, self.max_retries, delay
             )

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from crypto_lakehouse import layout
 from crypto_lakehouse.intervals import DAY_MS
-from crypto_lakehouse.io import remove_stale_temps, write_json, write_parquet
+from crypto_lakehouse.io import remove_stale_temps_of, write_json, write_parquet
 from crypto_lakehouse.provenance import day_number, ms_iso
 from crypto_lakehouse.rest import FUNDING_REQUEST_LIMIT, FUNDING_WINDOW_MINUTES
 from crypto_lakehouse.rest.client import (
@@ -126,7 +126,7 @@ def run_api_funding(
     t0 = time.monotonic()
     out_path = layout.api_funding_path(data_dir, trade_type, symbol)
     if out_path.parent.is_dir():
-        remove_stale_temps(out_path.parent)
+        remove_stale_temps_of(out_path)  # the folder is shared by every symbol's job
     stored = pq.read_table(out_path) if out_path.exists() else API_FUNDING_SCHEMA.empty_table()
     last_archived = _max_time(
         layout.parsed_funding_path(data_dir, trade_type, symbol), "funding_time"

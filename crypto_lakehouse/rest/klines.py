@@ -434,8 +434,7 @@ def run_api_klines(
         if chunks:
             progress.maybe_log(force=True)
         fetch_s = time.monotonic() - t_fetch
-        stats.update(client.stats.as_dict())
-        stats["rate_limit_wait_s"] = round(limiter.waited_s, 3)
+        stats.update(client.stats.as_dict())  # rate_limit_wait_s included
 
     superseded = _drop_superseded(api_dir, archive_counts, cpd)
     table, last_candle = _provenance(

@@ -194,6 +194,9 @@ def test_funding_pool_429s_are_waited_out(emulator, tmp_path):
     stats = run(emu.base_url, tmp_path, ei=ei)
     assert stats["http_429"] > 0 and rest.counters("um").get("418", 0) == 0
     assert stored(tmp_path).num_rows == 200 * 24  # hourly events on [D, D+200)
+    # The waits are counted (issue 13: they read 0.0): 5 pages at <= 2 per 1 s window take
+    # at least two window turns, all spent waiting; one thread, so never more than the run.
+    assert 1.0 <= stats["rate_limit_wait_s"] <= stats["seconds"]
 
 
 def test_5xx_then_success_and_spot_is_refused(emulator, tmp_path):
@@ -204,5 +207,6 @@ def test_5xx_then_success_and_spot_is_refused(emulator, tmp_path):
     write_first_kline(tmp_path, "AUSDT", "um_futures", D * DAY)
     stats = run(emu.base_url, tmp_path)
     assert stats["retries"] == 2 and stored(tmp_path).num_rows == 10
+    assert 0 < stats["retry_wait_s"] <= stats["seconds"]
     with pytest.raises(ValueError, match="spot"):
         run(emu.base_url, tmp_path, trade_type="spot")

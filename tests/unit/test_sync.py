@@ -386,6 +386,8 @@ def test_injected_5xx_and_dropped_connections_still_complete(tmp_path, emulator)
     # CHECKSUM's had failed already.
     faults_served = emu.counts["fault_5xx"] + emu.counts["fault_drop"]
     assert 0 < stats["retries"] <= faults_served
+    # The back-off sleeps are counted: each is at most BACKOFF_BASE_S (0.001 here) x 2^retry.
+    assert 0 < stats["retry_wait_s"] <= stats["retries"] * 0.001 * 2**6
     assert sorted(job.report()["files"]) == keys
     for key in keys:
         _assert_verified(job, key, tmp_path / "mirror")
@@ -619,3 +621,25 @@ def test_zip_and_checksum_requests_travel_together(tmp_path, emulator):
     watcher.join()
     assert seen_zip_request_early == [True]
     _assert_verified(job, key)
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        (b"<html>503 Service Unavailable</html>\n", "got 3 token(s)"),
+        (b"zzzz  BTCUSDT-1m-2020-01-01.zip\n", "is not a 64-digit hex SHA-256"),
+    ],
+)
+def test_a_checksum_that_is_not_a_checksum_is_quarantined_at_once(tmp_path, emulator, body, why):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(MIRROR, mirror)
+    bad = SPOT_KEYS[0]
+    (mirror / f"{bad}.CHECKSUM").write_bytes(body)
+    emu = emulator(mirror_dir=mirror)
+    job = Job(emu, tmp_path).list()
+    stats = job.sync(max_retries=3)
+    reason = job.report()["quarantined"][bad]
+    assert reason.startswith(f"{bad}.CHECKSUM: ") and why in reason
+    assert emu.get_counts[f"{bad}.CHECKSUM"] == 1  # not retried as if transient
+    assert stats["retries"] == 0 and stats["files_quarantined"] == 1
+    assert not job.local(bad).exists() and not Path(f"{job.local(bad)}.verified").exists()

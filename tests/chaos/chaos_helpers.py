@@ -1,0 +1,150 @@
+"""A small complete scenario for the chaos suite, and ways to compare two runs' outputs.
+
+Spot, three symbols, nine days of 1m archives from the emulator's generator, REST klines
+from its synthetic source (the emulator's clock sits two hours into the day after the last
+archive, so the REST fill has a little to do). Small on purpose: every test of the suite
+runs the whole workflow several times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from crypto_lakehouse.emulator import Emulator
+from crypto_lakehouse.emulator.generate import build_mirror
+from crypto_lakehouse.emulator.rest import RestEmulator
+from tests.e2e.e2e_helpers import emulator_config
+from tests.workflow.workflow_helpers import REPO
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+START, END = "2024-02-24", "2024-03-03"
+DAYS = [f"2024-02-{d}" for d in range(24, 30)] + [f"2024-03-0{d}" for d in range(1, 4)]
+DAY_MS = 86_400_000
+NOW_MS = int(datetime(2024, 3, 4, 2, tzinfo=timezone.utc).timestamp() * 1000)
+# The records of a run: everything but what legitimately differs between runs (logs and
+# run figures: durations, request counts; the lock file: its holder).
+VOLATILE = ("lakehouse/logs/", "lakehouse/stats/", "lakehouse/summaries/", "lakehouse/run.lock")
+
+
+def build_scenario(root: Path, symbols=SYMBOLS) -> Path:
+    mirror = root / "mirror"
+    build_mirror(mirror, {"spot": {"symbols": list(symbols), "start": START, "end": END}})
+    return mirror
+
+
+def rest_source(symbols=SYMBOLS) -> RestEmulator:
+    rest = RestEmulator(now_ms=NOW_MS, window_s=5)
+    start_ms = int(datetime.fromisoformat(START).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    for i, symbol in enumerate(symbols):
+        rest.add_synthetic_klines("spot", symbol, start_ms=start_ms, seed=i)
+    return rest
+
+
+def start_emulator(mirror: Path, port: int = 0, faults=None, symbols=SYMBOLS) -> Emulator:
+    emu = Emulator(mirror_dir=mirror, rest=rest_source(symbols), faults=faults)
+    emu.start(port)
+    return emu
+
+
+def config_for(base_url: str, data_dir: Path, symbols=SYMBOLS) -> dict:
+    return emulator_config(
+        base_url,
+        data_dir,
+        trade_types=["spot"],
+        symbols={"spot": list(symbols)},
+        start_date=START,
+        end_date=None,
+    )
+
+
+def snakemake_cmd(workdir: Path, config_path: Path, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--cores", "2", "--configfile", str(config_path), *args,
+    ]  # fmt: skip
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def run(workdir: Path, config_path: Path, *args: str, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        snakemake_cmd(workdir, config_path, *args),
+        capture_output=True, text=True, timeout=timeout, cwd=workdir, env=env(),
+    )  # fmt: skip
+
+
+def start(workdir: Path, config_path: Path, log_path: Path) -> subprocess.Popen:
+    """A run in its own process group (so that kill -9 reaches every job it started)."""
+    log = open(log_path, "wb")  # noqa: SIM115 - handed to the child, closed by the OS
+    return subprocess.Popen(
+        snakemake_cmd(workdir, config_path),
+        stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env(), start_new_session=True,
+    )  # fmt: skip
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+# ---------------------------------------------------------------- comparing runs
+def temp_files(data_dir: Path) -> list[str]:
+    return sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*.part"))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(data_dir: Path) -> dict[str, object]:
+    """Every output of a run by what it holds: Parquet files by table content (rows and
+    schema; not the bytes, which carry writer metadata), everything else by bytes."""
+    out: dict[str, object] = {}
+    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(data_dir).as_posix()
+        if rel.startswith(VOLATILE) or rel.endswith(".part"):
+            continue
+        if path.suffix == ".pqt":
+            table = pq.read_table(path)
+            out[rel] = (table.schema.remove_metadata(), table.to_pydict())
+        elif rel.startswith("lakehouse/state/") and path.suffix == ".json":
+            # The skip-unchanged fingerprint digests the job's params, data_dir included.
+            state = json.loads(path.read_text())
+            state.pop("fingerprint", None)
+            out[rel] = state
+        else:
+            out[rel] = _sha(path)
+    return out
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    names = sorted(set(a) | set(b))
+    return [n for n in names if a.get(n) != b.get(n)]
+
+
+def today_iso() -> str:
+    return date.today().isoformat()
