@@ -60,9 +60,9 @@ def load_config(configfile=None, overrides=(), directory=None) -> dict:
     ``--configfile``, then ``--config key=value`` (parsed like Snakemake's)."""
     import yaml
     from snakemake.cli import parse_config
+    from snakemake.utils import update_config, validate
 
     from .configuration import check_user_config
-    from snakemake.utils import update_config, validate
 
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     if configfile:
