@@ -104,16 +104,24 @@ def add_compare_parser(groups) -> None:
     cmp.add_argument("--interval", default="1m", help="kline interval (default: 1m)")
     cmp.add_argument("--trade-types", nargs="+", choices=TRADE_TYPES, default=list(TRADE_TYPES))
     cmp.add_argument("--symbols", nargs="+", help="only these symbols (default: all)")
-    cmp.add_argument("--price-tolerance", type=float, default=1e-4,
-                     help="absolute tolerance on prices, volumes and counts (default: 1e-4)")
-    cmp.add_argument("--funding-tolerance", type=float, default=1e-6,
-                     help="absolute tolerance on funding_rate (default: 1e-6)")
-    cmp.add_argument("--strict", action="store_true",
-                     help="exit 1 on explained differences too")
+    cmp.add_argument(
+        "--price-tolerance",
+        type=float,
+        default=1e-4,
+        help="absolute tolerance on prices, volumes and counts (default: 1e-4)",
+    )
+    cmp.add_argument(
+        "--funding-tolerance",
+        type=float,
+        default=1e-6,
+        help="absolute tolerance on funding_rate (default: 1e-6)",
+    )
+    cmp.add_argument("--strict", action="store_true", help="exit 1 on explained differences too")
     cmp.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     cmp.add_argument("--output", "-o", help="write the report to this file (default: stdout)")
-    cmp.add_argument("--jobs", "-j", type=int, default=1,
-                     help="compare files in N processes (default: 1)")
+    cmp.add_argument(
+        "--jobs", "-j", type=int, default=1, help="compare files in N processes (default: 1)"
+    )
 
 
 def run_compare(args: argparse.Namespace) -> int:

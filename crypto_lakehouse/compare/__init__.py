@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crypto_lakehouse.compare import explain
 from crypto_lakehouse.compare.discovery import KINDS, discover
 from crypto_lakehouse.compare.model import (
     CLASSES,
@@ -55,16 +56,22 @@ class CompareReport:
         rows = {}
         for p in self.pairs:
             key = (p.trade_type, p.kind)
-            row = rows.setdefault(key, {
-                "trade_type": p.trade_type, "kind": p.kind,
-                "files": dict.fromkeys(CLASSES, 0), "differences": dict.fromkeys(CLASSES[1:], 0),
-            })
+            row = rows.setdefault(
+                key,
+                {
+                    "trade_type": p.trade_type,
+                    "kind": p.kind,
+                    "files": dict.fromkeys(CLASSES, 0),
+                    "differences": dict.fromkeys(CLASSES[1:], 0),
+                },
+            )
             row["files"][p.status] += 1
             for d in p.differences:
                 row["differences"][d.status] += 1
         order = {k: i for i, k in enumerate(KINDS)}
-        return sorted(rows.values(),
-                      key=lambda r: (TRADE_TYPES.index(r["trade_type"]), order[r["kind"]]))
+        return sorted(
+            rows.values(), key=lambda r: (TRADE_TYPES.index(r["trade_type"]), order[r["kind"]])
+        )
 
     def fix_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -89,15 +96,21 @@ def compare_dirs(
     jobs: int = 1,
 ) -> CompareReport:
     legacy, ours = Path(legacy_dir), Path(new_dir)
+    explain.clear_caches()
     options = options or Options()
-    found = discover(legacy, ours, interval=interval, trade_types=tuple(trade_types),
-                     symbols=symbols)
+    found = discover(
+        legacy, ours, interval=interval, trade_types=tuple(trade_types), symbols=symbols
+    )
     report = CompareReport(
-        str(legacy), str(ours),
-        {"interval": interval, "trade_types": list(trade_types),
-         "symbols": sorted(symbols) if symbols else None,
-         "price_tolerance": options.price_tolerance,
-         "funding_tolerance": options.funding_tolerance},
+        str(legacy),
+        str(ours),
+        {
+            "interval": interval,
+            "trade_types": list(trade_types),
+            "symbols": sorted(symbols) if symbols else None,
+            "price_tolerance": options.price_tolerance,
+            "funding_tolerance": options.funding_tolerance,
+        },
         problems=found.problems,
     )
     work = [(pair, legacy, ours, options) for pair in found.pairs]

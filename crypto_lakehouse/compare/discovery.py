@@ -106,7 +106,10 @@ def discover(
             out.problems.append(problem)
     wanted = set(symbols) if symbols else None
     for trade_type in trade_types:
-        held = {role: _intervals(root, trade_type) for role, root in (("legacy", legacy), ("ours", ours))}
+        held = {
+            role: _intervals(root, trade_type)
+            for role, root in (("legacy", legacy), ("ours", ours))
+        }
         for role, other in (("legacy", "ours"), ("ours", "legacy")):
             if held[role] and interval not in held[role] and interval in held[other]:
                 root = legacy if role == "legacy" else ours
@@ -132,8 +135,16 @@ def discover(
                 if segmented and set(l_names) != set(o_names) and l_names and o_names:
                     names = ",".join(r.rsplit("/", 1)[1][: -len(".pqt")] for r in rels)
                     out.pairs.append(
-                        Pair(f"{folder}/{{{names}}}.pqt", kind, trade_type, sym, ivl,
-                             l_names, o_names, interval)
+                        Pair(
+                            f"{folder}/{{{names}}}.pqt",
+                            kind,
+                            trade_type,
+                            sym,
+                            ivl,
+                            l_names,
+                            o_names,
+                            interval,
+                        )
                     )
                     continue
                 for rel in rels:

@@ -41,54 +41,99 @@ class Fix:
 FIXES = {
     f.id: f
     for f in (
-        Fix("Q1", "No REST batch lost to the weight back-off",
+        Fix(
+            "Q1",
+            "No REST batch lost to the weight back-off",
             "rows only on our side inside legacy's time range, on days our provenance table "
-            "records as REST (or mixed) and for which legacy's api_data holds no day file"),
-        Fix("Q2", "Gap times in time order",
+            "records as REST (or mixed) and for which legacy's api_data holds no day file",
+        ),
+        Fix(
+            "Q2",
+            "Gap times in time order",
             "legacy segment files that overlap in time while ours do not: the repeated rows, "
-            "and legacy's filled rows inside a gap where our segments split"),
-        Fix("Q3", "COIN-M VWAP",
+            "and legacy's filled rows inside a gap where our segments split",
+        ),
+        Fix(
+            "Q3",
+            "COIN-M VWAP",
             "cm avg_price values where legacy holds its own quote_volume / volume (coins per "
             "contract) clipped to [low, high] and ours lies in [low, high]; in resampled files "
-            "where both sides hold their 1m value of the window's first minute"),
-        Fix("Q4", "Funding joined after the gap fill",
+            "where both sides hold their 1m value of the window's first minute",
+        ),
+        Fix(
+            "Q4",
+            "Funding joined after the gap fill",
             "funding that legacy has as 0 (null when resampled) at a zero-volume minute where "
-            "ours holds the rate of a source funding event of that hour"),
-        Fix("Q5", "REST funding without archive funding",
+            "ours holds the rate of a source funding event of that hour",
+        ),
+        Fix(
+            "Q5",
+            "REST funding without archive funding",
             "funding columns only on our side for a symbol without parsed archive funding on "
-            "either side and with REST funding events in the file's time range"),
+            "either side and with REST funding events in the file's time range",
+        ),
         Fix("Q6", "VWAP column name (kept)", "kept: no difference expected"),
-        Fix("Q7", "Output trimmed to the first and last traded minute (kept)",
-            "kept: no difference expected"),
-        Fix("Q8", "Re-published archives: re-download, re-verify, re-parse",
+        Fix(
+            "Q7",
+            "Output trimmed to the first and last traded minute (kept)",
+            "kept: no difference expected",
+        ),
+        Fix(
+            "Q8",
+            "Re-published archives: re-download, re-verify, re-parse",
             "not detected: the compared files keep no trace of which archive version was "
-            "parsed (compare aws_data checksums by hand)"),
-        Fix("Q9", "Recent tail from REST; the archive replaces it later",
+            "parsed (compare aws_data checksums by hand)",
+        ),
+        Fix(
+            "Q9",
+            "Recent tail from REST; the archive replaces it later",
             "rows only on our side after legacy's last row whose days after legacy's last "
             "archived day our provenance table records as REST (or mixed); zero-volume fill "
-            "rows leading to them"),
+            "rows leading to them",
+        ),
         Fix("Q10", "Single-entry listing pages", "legacy crashed: nothing to compare"),
         Fix("Q11", "Empty symbol list", "legacy crashed leaving empty folders: no file differs"),
         Fix("Q12", "HTTP 429, 418, 403 and 5xx", "legacy aborted a command: not file specific"),
-        Fix("Q13", "Funding parse: verified archives only, de-duplicated, no stale file",
-            "repeated funding_time rows in legacy's parsed funding while ours has none"),
+        Fix(
+            "Q13",
+            "Funding parse: verified archives only, de-duplicated, no stale file",
+            "repeated funding_time rows in legacy's parsed funding while ours has none",
+        ),
         Fix("Q14", "Monthly partition bounds (kept)", "kept: no difference at 1m"),
-        Fix("Q15", "SYRUP and JUP are not leveraged tokens",
+        Fix(
+            "Q15",
+            "SYRUP and JUP are not leveraged tokens",
             "spot files only on our side of a symbol of which legacy holds no file at all, "
-            "that legacy's leveraged-token rule drops and our listing kept"),
+            "that legacy's leveraged-token rule drops and our listing kept",
+        ),
         Fix("Q16", "Stablecoin-base USDⓈ-M perpetuals (kept)", "kept: no difference expected"),
-        Fix("Q17", "COIN-M names with two `_` are skipped",
+        Fix(
+            "Q17",
+            "COIN-M names with two `_` are skipped",
             "cm files only on our side when legacy holds no cm klines at all and our cm "
-            "listing filtered out a name with two underscores (the name that crashed legacy)"),
+            "listing filtered out a name with two underscores (the name that crashed legacy)",
+        ),
         Fix("Q18", "Incremental outputs per symbol", "same files as a full rebuild"),
-        Fix("Q19", "`funding_rate` only for symbols with funding (kept)",
-            "kept: no difference expected"),
-        Fix("Q20", "Failures: transient ones fail the job, permanent defects are quarantined",
-            "legacy's missing archive days were filled by its own REST step: no file differs"),
-        Fix("resample-targets", "Resample targets are validated up front",
-            "legacy wrote nothing for invalid targets; we refuse them: nothing to compare"),
-        Fix("quality-gates", "Quality gates and validation (additions)",
-            "checks only: no file differs"),
+        Fix(
+            "Q19",
+            "`funding_rate` only for symbols with funding (kept)",
+            "kept: no difference expected",
+        ),
+        Fix(
+            "Q20",
+            "Failures: transient ones fail the job, permanent defects are quarantined",
+            "legacy's missing archive days were filled by its own REST step: no file differs",
+        ),
+        Fix(
+            "resample-targets",
+            "Resample targets are validated up front",
+            "legacy wrote nothing for invalid targets; we refuse them: nothing to compare",
+        ),
+        Fix(
+            "quality-gates",
+            "Quality gates and validation (additions)",
+            "checks only: no file differs",
+        ),
     )
 }
 
@@ -140,7 +185,8 @@ def api_kline_days(root: str, trade_type: str, symbol: str, interval: str) -> np
     d = layout.api_klines_dir(root, trade_type, symbol, interval)
     days = [
         np.datetime64(f"{p.stem[:4]}-{p.stem[4:6]}-{p.stem[6:8]}").astype("datetime64[D]")
-        for p in d.glob("*.pqt") if len(p.stem) == 8 and p.stem.isdigit()
+        for p in d.glob("*.pqt")
+        if len(p.stem) == 8 and p.stem.isdigit()
     ]
     return np.sort(np.array(days, dtype="datetime64[D]").astype(np.int64))
 
@@ -149,8 +195,10 @@ def api_kline_days(root: str, trade_type: str, symbol: str, interval: str) -> np
 def funding_events(root: str, trade_type: str, symbol: str) -> tuple[np.ndarray, np.ndarray]:
     """Source funding events of a dir (archive then REST, REST wins on the same hour)."""
     times, rates = [], []
-    for path in (layout.parsed_funding_path(root, trade_type, symbol),
-                 layout.api_funding_path(root, trade_type, symbol)):
+    for path in (
+        layout.parsed_funding_path(root, trade_type, symbol),
+        layout.api_funding_path(root, trade_type, symbol),
+    ):
         try:
             t = pq.read_table(path, columns=["candle_begin_time", "funding_rate"])
         except Exception:
@@ -201,6 +249,18 @@ def _lookup(table, times: np.ndarray, column: str):
     return out
 
 
+def clear_caches() -> None:
+    """Forget what was read from the dirs (a new comparison may see changed files)."""
+    for fn in (
+        legacy_archive_end_ms,
+        provenance_rest_days,
+        api_kline_days,
+        funding_events,
+        base_klines,
+    ):
+        fn.cache_clear()
+
+
 # ---------------------------------------------------------------- files only on one side
 def explain_file_only(pair: Pair, side: str, legacy_root: Path, our_root: Path):
     if side != "ours":
@@ -225,7 +285,7 @@ def _legacy_has_symbol(legacy_root: Path, trade_type: str, symbol: str) -> bool:
 
 def _listing_indexes(our_root: Path, trade_type: str) -> list[dict]:
     out = []
-    for path in sorted((our_root / "lakehouse" / "listing" / trade_type).glob("*.json")):
+    for path in sorted((our_root / "lakehouse" / "listing" / trade_type).glob("klines-*.json")):
         try:
             out.append(json.loads(path.read_text()))
         except (OSError, ValueError):
@@ -262,11 +322,17 @@ FUNDING_COLUMNS = ("funding_rate", "funding_price", "funding_time")
 
 def explain_column_only(view, side: str, column: str):
     pair = view.pair
-    if (side == "ours" and column in FUNDING_COLUMNS and pair.kind in (KLINES, RESAMPLED)
-            and pair.trade_type in layout.FUTURES_TRADE_TYPES):
+    if (
+        side == "ours"
+        and column in FUNDING_COLUMNS
+        and pair.kind in (KLINES, RESAMPLED)
+        and pair.trade_type in layout.FUTURES_TRADE_TYPES
+    ):
         lroot, oroot = str(view.legacy_root), str(view.our_root)
-        if (not layout.parsed_funding_path(lroot, pair.trade_type, pair.symbol).exists()
-                and not layout.parsed_funding_path(oroot, pair.trade_type, pair.symbol).exists()):
+        if (
+            not layout.parsed_funding_path(lroot, pair.trade_type, pair.symbol).exists()
+            and not layout.parsed_funding_path(oroot, pair.trade_type, pair.symbol).exists()
+        ):
             times, _ = funding_events(oroot, pair.trade_type, pair.symbol)
             k = view.okeys_all
             if k.size and ((times >= k.min()) & (times < k.max() + view.span_ms)).any():
@@ -384,8 +450,9 @@ def _q3(view, column, bad):
     L, O = view.legacy, view.ours
     lv, ov = L.floats(column, lrows), O.floats(column, orows)
     if view.pair.kind == KLINES:
-        expected = _legacy_vwap(*(L.floats(c, lrows) for c in
-                                  ("volume", "quote_volume", "open", "low", "high")))
+        expected = _legacy_vwap(
+            *(L.floats(c, lrows) for c in ("volume", "quote_volume", "open", "low", "high"))
+        )
         inside = (ov >= O.floats("low", orows) - tol) & (ov <= O.floats("high", orows) + tol)
         return (np.abs(lv - expected) <= tol) & inside
     if view.pair.kind != RESAMPLED:
@@ -395,10 +462,14 @@ def _q3(view, column, bad):
     lb = base_klines(str(view.legacy_root), view.pair.legacy, view.pair.base_interval, cols)
     ob = base_klines(str(view.our_root), view.pair.ours, view.pair.base_interval, cols)
     l_first, o_first = _lookup(lb, t, column), _lookup(ob, t, column)
-    expected = _legacy_vwap(*(_lookup(lb, t, c) for c in
-                              ("volume", "quote_volume", "open", "low", "high")))
-    return ((np.abs(lv - l_first) <= tol) & (np.abs(ov - o_first) <= tol)
-            & (np.abs(l_first - expected) <= tol))
+    expected = _legacy_vwap(
+        *(_lookup(lb, t, c) for c in ("volume", "quote_volume", "open", "low", "high"))
+    )
+    return (
+        (np.abs(lv - l_first) <= tol)
+        & (np.abs(ov - o_first) <= tol)
+        & (np.abs(l_first - expected) <= tol)
+    )
 
 
 def _q4(view, column, bad):
@@ -412,8 +483,12 @@ def _q4(view, column, bad):
         has_event = (times[pos] == t) if len(times) else np.zeros(len(t), dtype=bool)
         ov = O.floats(column, orows)
         event_rate = np.where(has_event, rates[pos] if len(rates) else np.nan, np.nan)
-        return ((L.floats(column, lrows) == 0) & (O.floats("volume", orows) == 0)
-                & has_event & (np.abs(ov - event_rate) <= ftol))
+        return (
+            (L.floats(column, lrows) == 0)
+            & (O.floats("volume", orows) == 0)
+            & has_event
+            & (np.abs(ov - event_rate) <= ftol)
+        )
     if view.pair.kind != RESAMPLED:
         return np.zeros(len(bad), dtype=bool)
     minute = O.floats("funding_time", orows)
@@ -423,5 +498,10 @@ def _q4(view, column, bad):
     lb = base_klines(str(view.legacy_root), view.pair.legacy, view.pair.base_interval, cols)
     ob = base_klines(str(view.our_root), view.pair.ours, view.pair.base_interval, cols)
     o_rate = _lookup(ob, m, "funding_rate")
-    return (ok & (_lookup(ob, m, "volume") == 0) & (np.abs(o_rate) > 0)
-            & (_lookup(lb, m, "funding_rate") == 0) & np.isin(m, times))
+    return (
+        ok
+        & (_lookup(ob, m, "volume") == 0)
+        & (np.abs(o_rate) > 0)
+        & (_lookup(lb, m, "funding_rate") == 0)
+        & np.isin(m, times)
+    )

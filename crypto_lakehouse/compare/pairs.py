@@ -105,7 +105,7 @@ class Side:
         k = _as_int(self.read(key))
         for n in self.rows_per_file:
             if n:
-                out.append((int(k[start:start + n].min()), int(k[start:start + n].max())))
+                out.append((int(k[start : start + n].min()), int(k[start : start + n].max())))
             start += n
         return out
 
@@ -224,15 +224,22 @@ def _strictly_increasing(k: np.ndarray) -> bool:
 
 def compare_pair(pair: Pair, legacy_root: Path, our_root: Path, options: Options) -> PairResult:
     """Compare one pair; never raises for bad data (it becomes an unexplained difference)."""
-    result = PairResult(pair.label, pair.kind, pair.trade_type, pair.symbol,
-                        list(pair.legacy), list(pair.ours))
+    result = PairResult(
+        pair.label, pair.kind, pair.trade_type, pair.symbol, list(pair.legacy), list(pair.ours)
+    )
     if not pair.legacy or not pair.ours:
         side = "legacy" if pair.legacy else "ours"
         fix, note = explain.explain_file_only(pair, side, legacy_root, our_root)
         missing = "ours" if side == "legacy" else "legacy"
         result.differences.append(
-            Difference(pair.label, FILE_ONLY, EXPLAINED if fix else UNEXPLAINED, side=side,
-                       fix=fix, note=note or f"no such file on the {missing} side")
+            Difference(
+                pair.label,
+                FILE_ONLY,
+                EXPLAINED if fix else UNEXPLAINED,
+                side=side,
+                fix=fix,
+                note=note or f"no such file on the {missing} side",
+            )
         )
         return result
     try:
@@ -240,8 +247,13 @@ def compare_pair(pair: Pair, legacy_root: Path, our_root: Path, options: Options
         _compare(view, result)
     except ReadError as exc:
         result.differences.append(
-            Difference(pair.label, UNREADABLE, UNEXPLAINED, note=str(exc),
-                       side="legacy" if str(exc.path).startswith(str(legacy_root)) else "ours")
+            Difference(
+                pair.label,
+                UNREADABLE,
+                UNEXPLAINED,
+                note=str(exc),
+                side="legacy" if str(exc.path).startswith(str(legacy_root)) else "ours",
+            )
         )
     return result
 
@@ -256,27 +268,55 @@ def _compare(view: PairView, result: PairResult) -> None:
     for side, mine, other in (("legacy", lnames, onames), ("ours", onames, lnames)):
         for col in (c for c in mine if c not in other):
             fix, note = explain.explain_column_only(view, side, col)
-            diffs.append(Difference(pair.label, COLUMN_ONLY, EXPLAINED if fix else UNEXPLAINED,
-                                    side=side, column=col, fix=fix,
-                                    note=note or f"column only on the {side} side"))
+            diffs.append(
+                Difference(
+                    pair.label,
+                    COLUMN_ONLY,
+                    EXPLAINED if fix else UNEXPLAINED,
+                    side=side,
+                    column=col,
+                    fix=fix,
+                    note=note or f"column only on the {side} side",
+                )
+            )
     shared = [c for c in lnames if c in onames]
     if shared != [c for c in onames if c in lnames]:
-        diffs.append(Difference(pair.label, COLUMN_ORDER, UNEXPLAINED,
-                                note=f"legacy order {lnames}, ours {onames}"))
+        diffs.append(
+            Difference(
+                pair.label, COLUMN_ORDER, UNEXPLAINED, note=f"legacy order {lnames}, ours {onames}"
+            )
+        )
     for col in shared:
         lt, ot = view.legacy.schema.field(col).type, view.ours.schema.field(col).type
         if lt != ot:
-            diffs.append(Difference(pair.label, COLUMN_TYPE, UNEXPLAINED, column=col,
-                                    legacy_value=str(lt), our_value=str(ot),
-                                    note=f"type {lt} on the legacy side, {ot} on ours"))
+            diffs.append(
+                Difference(
+                    pair.label,
+                    COLUMN_TYPE,
+                    UNEXPLAINED,
+                    column=col,
+                    legacy_value=str(lt),
+                    our_value=str(ot),
+                    note=f"type {lt} on the legacy side, {ot} on ours",
+                )
+            )
     # ---- rows
     for side, dups in (("legacy", view.l_dups), ("ours", view.o_dups)):
         if dups.size:
             t = view.keys(side)[dups]
             fix, note = explain.explain_duplicates(view, side, dups)
-            diffs.append(Difference(pair.label, DUPLICATE_ROWS, EXPLAINED if fix else UNEXPLAINED,
-                                    side=side, count=int(dups.size), first_time=iso(t.min()),
-                                    fix=fix, note=note or "repeated key; the last row is compared"))
+            diffs.append(
+                Difference(
+                    pair.label,
+                    DUPLICATE_ROWS,
+                    EXPLAINED if fix else UNEXPLAINED,
+                    side=side,
+                    count=int(dups.size),
+                    first_time=iso(t.min()),
+                    fix=fix,
+                    note=note or "repeated key; the last row is compared",
+                )
+            )
     for side, pos in (("legacy", view.l_only_pos), ("ours", view.o_only_pos)):
         if pos.size:
             _rows_only(view, side, pos, diffs)
@@ -298,10 +338,16 @@ def _check_interval(view: PairView, diffs: list) -> None:
         step = np.diff(k)
         step = step[step > 0]
         if step.size and int(step.min()) != view.span_ms:
-            diffs.append(Difference(
-                view.pair.label, INTERVAL, UNEXPLAINED, side=side.name,
-                note=f"{side.paths[0]}: candles {int(step.min()) // 1000} s apart, not "
-                f"{view.pair.interval} as its path says: mismatched intervals"))
+            diffs.append(
+                Difference(
+                    view.pair.label,
+                    INTERVAL,
+                    UNEXPLAINED,
+                    side=side.name,
+                    note=f"{side.paths[0]}: candles {int(step.min()) // 1000} s apart, not "
+                    f"{view.pair.interval} as its path says: mismatched intervals",
+                )
+            )
 
 
 def _rows_only(view: PairView, side: str, pos: np.ndarray, diffs: list) -> None:
@@ -312,11 +358,19 @@ def _rows_only(view: PairView, side: str, pos: np.ndarray, diffs: list) -> None:
     for fix in dict.fromkeys(fixes):
         sel = fixes == fix
         label = fix or None
-        diffs.append(Difference(
-            view.pair.label, ROWS_ONLY, EXPLAINED if label else UNEXPLAINED, side=side,
-            count=int(sel.sum()), first_time=iso(times[sel][0]),
-            ranges=_ranges(times[sel], run_ids[sel]), fix=label,
-            note=explain.note_of(label) if label else f"rows only on the {side} side"))
+        diffs.append(
+            Difference(
+                view.pair.label,
+                ROWS_ONLY,
+                EXPLAINED if label else UNEXPLAINED,
+                side=side,
+                count=int(sel.sum()),
+                first_time=iso(times[sel][0]),
+                ranges=_ranges(times[sel], run_ids[sel]),
+                fix=label,
+                note=explain.note_of(label) if label else f"rows only on the {side} side",
+            )
+        )
 
 
 def _compare_column(view: PairView, col: str, result: PairResult) -> None:
@@ -341,8 +395,9 @@ def _compare_column(view: PairView, col: str, result: PairResult) -> None:
         a = b = None
         la_s, oa_s = pc.cast(la, pa.string()), pc.cast(oa, pa.string())
         eq = pc.fill_null(pc.equal(la_s, oa_s), False).to_numpy(zero_copy_only=False)
-        both_null = (pc.is_null(la_s).to_numpy(zero_copy_only=False)
-                     & pc.is_null(oa_s).to_numpy(zero_copy_only=False))
+        both_null = pc.is_null(la_s).to_numpy(zero_copy_only=False) & pc.is_null(oa_s).to_numpy(
+            zero_copy_only=False
+        )
         bad = ~(eq | both_null)
         absd = reld = np.zeros(len(bad))
     max_abs = float(absd.max()) if absd.size else 0.0
@@ -362,10 +417,21 @@ def _compare_column(view: PairView, col: str, result: PairResult) -> None:
     if status == WITHIN:
         nz = absd > 0
         lv, ov, i = values(nz)
-        result.differences.append(Difference(
-            pair.label, VALUES, WITHIN, column=col, count=int(nz.sum()), first_time=iso(times[i]),
-            legacy_value=lv, our_value=ov, max_abs=max_abs, max_rel=max_rel,
-            note=f"all within {tol:g}"))
+        result.differences.append(
+            Difference(
+                pair.label,
+                VALUES,
+                WITHIN,
+                column=col,
+                count=int(nz.sum()),
+                first_time=iso(times[i]),
+                legacy_value=lv,
+                our_value=ov,
+                max_abs=max_abs,
+                max_rel=max_rel,
+                note=f"all within {tol:g}",
+            )
+        )
         return
     if n_bad == 0:
         return
@@ -379,11 +445,22 @@ def _compare_column(view: PairView, col: str, result: PairResult) -> None:
         lv, ov, i = values(mask)
         label = fix or None
         classes.add(EXPLAINED if label else UNEXPLAINED)
-        result.differences.append(Difference(
-            pair.label, VALUES, EXPLAINED if label else UNEXPLAINED, column=col,
-            count=int(sel.size), first_time=iso(times[i]), legacy_value=lv, our_value=ov,
-            max_abs=float(absd[sel].max()), max_rel=float(reld[sel].max()), fix=label,
-            note=explain.note_of(label) if label else f"differs by more than {tol:g}"))
+        result.differences.append(
+            Difference(
+                pair.label,
+                VALUES,
+                EXPLAINED if label else UNEXPLAINED,
+                column=col,
+                count=int(sel.size),
+                first_time=iso(times[i]),
+                legacy_value=lv,
+                our_value=ov,
+                max_abs=float(absd[sel].max()),
+                max_rel=float(reld[sel].max()),
+                fix=label,
+                note=explain.note_of(label) if label else f"differs by more than {tol:g}",
+            )
+        )
     entry["status"] = UNEXPLAINED if UNEXPLAINED in classes else EXPLAINED
 
 
@@ -397,9 +474,21 @@ def _segments(view: PairView, diffs: list) -> None:
     fixes = {d.fix for d in row_diffs}
     ok = bool(row_diffs) and None not in fixes
     fix = sorted(fixes)[0] if ok else None
-    diffs.append(Difference(
-        view.pair.label, SEGMENTS, EXPLAINED if ok else UNEXPLAINED, fix=fix,
-        legacy_value=lnames, our_value=onames,
-        note=(f"segment files legacy {lnames}, ours {onames}; "
-              + (f"split where the row differences are ({fix})" if ok
-                 else "not accounted for by explained row differences"))))
+    diffs.append(
+        Difference(
+            view.pair.label,
+            SEGMENTS,
+            EXPLAINED if ok else UNEXPLAINED,
+            fix=fix,
+            legacy_value=lnames,
+            our_value=onames,
+            note=(
+                f"segment files legacy {lnames}, ours {onames}; "
+                + (
+                    f"split where the row differences are ({fix})"
+                    if ok
+                    else "not accounted for by explained row differences"
+                )
+            ),
+        )
+    )

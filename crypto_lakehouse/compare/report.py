@@ -24,17 +24,53 @@ def to_dict(report, strict: bool = False) -> dict:
         "unexplained": [d.to_dict() for d in report.unexplained],
         "explained": [d.to_dict() for d in report.explained],
         "explained_by_fix": {
-            k: {"title": FIXES[k].title, "differences": n}
-            for k, n in report.fix_counts().items()
+            k: {"title": FIXES[k].title, "differences": n} for k, n in report.fix_counts().items()
         },
+        "within_tolerance_by_column": _within_by_column(report),
         "within_tolerance": [d.to_dict() for d in report.differences() if d.status == WITHIN],
         "files": [
-            {"file": p.file, "kind": p.kind, "trade_type": p.trade_type, "status": p.status,
-             "legacy_rows": p.legacy_rows, "our_rows": p.our_rows, "common_rows": p.common_rows,
-             "columns": p.columns}
+            {
+                "file": p.file,
+                "kind": p.kind,
+                "trade_type": p.trade_type,
+                "status": p.status,
+                "legacy_rows": p.legacy_rows,
+                "our_rows": p.our_rows,
+                "common_rows": p.common_rows,
+                "columns": p.columns,
+            }
             for p in report.pairs
         ],
     }
+
+
+def _within_by_column(report) -> list[dict]:
+    """Differences within tolerance, per trade type, file kind and column."""
+    agg: dict[tuple, dict] = {}
+    for p in report.pairs:
+        for d in p.differences:
+            if d.status != WITHIN:
+                continue
+            row = agg.setdefault(
+                (p.trade_type, p.kind, d.column),
+                {
+                    "trade_type": p.trade_type,
+                    "kind": p.kind,
+                    "column": d.column,
+                    "files": 0,
+                    "rows": 0,
+                    "max_abs": 0.0,
+                    "max_rel": 0.0,
+                },
+            )
+            row["files"] += 1
+            row["rows"] += d.count
+            row["max_abs"] = max(row["max_abs"], d.max_abs or 0.0)
+            row["max_rel"] = max(row["max_rel"], d.max_rel or 0.0)
+    return list(agg.values())
+
+
+MAX_LISTED = 50  # explained differences listed per fix in text and Markdown (JSON: all)
 
 
 def render_json(report, strict: bool = False) -> str:
@@ -52,8 +88,11 @@ def _fmt(v) -> str:
 def _where(d: dict) -> str:
     parts = [d.get("kind", "")]
     if d.get("side"):
-        parts.append(f"{d['side']} only" if d["kind"] in ("file_only", "rows_only", "column_only")
-                     else f"on {d['side']}")
+        parts.append(
+            f"{d['side']} only"
+            if d["kind"] in ("file_only", "rows_only", "column_only")
+            else f"on {d['side']}"
+        )
     if d.get("column"):
         parts.append(f"column {d['column']}")
     return ", ".join(parts)
@@ -79,14 +118,19 @@ def _detail(d: dict) -> str:
 def _summary_rows(data: dict) -> list[list[str]]:
     rows = []
     for r in data["summary"]:
-        rows.append([r["trade_type"], r["kind"]]
-                    + [str(r["files"][c]) for c in CLASSES]
-                    + [str(r["differences"][c]) for c in CLASSES[1:]])
+        rows.append(
+            [r["trade_type"], r["kind"]]
+            + [str(r["files"][c]) for c in CLASSES]
+            + [str(r["differences"][c]) for c in CLASSES[1:]]
+        )
     return rows
 
 
-SUMMARY_HEAD = (["trade type", "file kind"] + [f"files {c}" for c in CLASSES]
-                + [f"diffs {c}" for c in CLASSES[1:]])
+SUMMARY_HEAD = (
+    ["trade type", "file kind"]
+    + [f"files {c}" for c in CLASSES]
+    + [f"diffs {c}" for c in CLASSES[1:]]
+)
 
 
 def render_text(report, strict: bool = False) -> str:
@@ -110,49 +154,85 @@ def render_text(report, strict: bool = False) -> str:
     out.append(f"EXPLAINED ({len(data['explained'])})")
     for fix, info in data["explained_by_fix"].items():
         out.append(f"  {fix} {info['title']}: {info['differences']} differences")
-        for d in (x for x in data["explained"] if x.get("fix") == fix):
+        listed = [x for x in data["explained"] if x.get("fix") == fix]
+        for d in listed[:MAX_LISTED]:
             out.append(f"    {d['file']}: {_where(d)}: {_detail(d)}")
+        if len(listed) > MAX_LISTED:
+            out.append(f"    ... {len(listed) - MAX_LISTED} more (all in --format json)")
     out.append("")
     out.append(f"WITHIN TOLERANCE ({len(data['within_tolerance'])})")
-    for d in data["within_tolerance"]:
-        out.append(f"  {d['file']}: {_where(d)}: {_detail(d)}")
+    for r in data["within_tolerance_by_column"]:
+        out.append(
+            f"  {r['trade_type']} {r['kind']} column {r['column']}: {r['rows']} rows in "
+            f"{r['files']} files, max abs {_fmt(r['max_abs'])}, "
+            f"max rel {_fmt(r['max_rel'])}"
+        )
     out.append("")
     verdict = "OK" if data["exit_code"] == 0 else "FAILED"
-    out.append(f"{verdict}: {len(data['unexplained'])} unexplained, {len(data['explained'])} "
-               f"explained, {len(data['within_tolerance'])} within tolerance, "
-               f"{len(data['problems'])} problems (exit {data['exit_code']})")
+    out.append(
+        f"{verdict}: {len(data['unexplained'])} unexplained, {len(data['explained'])} "
+        f"explained, {len(data['within_tolerance'])} within tolerance, "
+        f"{len(data['problems'])} problems (exit {data['exit_code']})"
+    )
     return "\n".join(out) + "\n"
 
 
 def _md_table(head, rows) -> list[str]:
     esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
-    return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            + ["| " + " | ".join(r) + " |" for r in esc])
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
+        "| " + " | ".join(r) + " |" for r in esc
+    ]
 
 
 def render_markdown(report, strict: bool = False) -> str:
     data = to_dict(report, strict)
-    out = [f"# compare: `{data['legacy_dir']}` (legacy) vs `{data['new_dir']}` (ours)", "",
-           "## Summary", ""]
+    out = [
+        f"# compare: `{data['legacy_dir']}` (legacy) vs `{data['new_dir']}` (ours)",
+        "",
+        "## Summary",
+        "",
+    ]
     out += _md_table(SUMMARY_HEAD, _summary_rows(data))
     if data["problems"]:
         out += ["", "## Problems", ""] + [f"- {p}" for p in data["problems"]]
     head = ["file", "difference", "details", "note"]
     out += ["", f"## Unexplained ({len(data['unexplained'])})", ""]
-    out += _md_table(head, [[f"`{d['file']}`", _where(d), _detail(d), d.get("note", "")]
-                            for d in data["unexplained"]])
+    out += _md_table(
+        head,
+        [[f"`{d['file']}`", _where(d), _detail(d), d.get("note", "")] for d in data["unexplained"]],
+    )
     out += ["", f"## Explained ({len(data['explained'])})", ""]
     for fix, info in data["explained_by_fix"].items():
         out += [f"### {fix} {info['title']} ({info['differences']})", ""]
-        out += _md_table(head[:3], [[f"`{d['file']}`", _where(d), _detail(d)]
-                                    for d in data["explained"] if d.get("fix") == fix])
+        listed = [d for d in data["explained"] if d.get("fix") == fix]
+        out += _md_table(
+            head[:3], [[f"`{d['file']}`", _where(d), _detail(d)] for d in listed[:MAX_LISTED]]
+        )
+        if len(listed) > MAX_LISTED:
+            out.append(f"\n{len(listed) - MAX_LISTED} more (all in `--format json`)")
         out.append("")
     out += ["", f"## Within tolerance ({len(data['within_tolerance'])})", ""]
-    out += _md_table(head[:3], [[f"`{d['file']}`", _where(d), _detail(d)]
-                                for d in data["within_tolerance"]])
-    out += ["", f"**Exit code {data['exit_code']}**: {len(data['unexplained'])} unexplained, "
-            f"{len(data['explained'])} explained, {len(data['within_tolerance'])} within "
-            f"tolerance, {len(data['problems'])} problems."]
+    out += _md_table(
+        ["trade type", "file kind", "column", "files", "rows", "max abs", "max rel"],
+        [
+            [
+                r["trade_type"],
+                r["kind"],
+                r["column"],
+                str(r["files"]),
+                str(r["rows"]),
+                _fmt(r["max_abs"]),
+                _fmt(r["max_rel"]),
+            ]
+            for r in data["within_tolerance_by_column"]
+        ],
+    )
+    out += [
+        "",
+        f"**Exit code {data['exit_code']}**: {len(data['unexplained'])} unexplained, "
+        f"{len(data['explained'])} explained, {len(data['within_tolerance'])} within "
+        f"tolerance, {len(data['problems'])} problems.",
+    ]
     return "\n".join(out) + "\n"
 
 
