@@ -28,7 +28,7 @@ from crypto_lakehouse.compare.discovery import (
     Pair,
     symbol_of_result,
 )
-from crypto_lakehouse.intervals import DAY_MS, interval_ms
+from crypto_lakehouse.intervals import DAY_MS
 
 
 @dataclass(frozen=True)
@@ -447,13 +447,13 @@ def _legacy_vwap(vol, quote, open_, low, high):
 def _q3(view, column, bad):
     tol = view.options.price_tolerance
     lrows, orows = view.l_common[bad], view.o_common[bad]
-    L, O = view.legacy, view.ours
-    lv, ov = L.floats(column, lrows), O.floats(column, orows)
+    leg, our = view.legacy, view.ours
+    lv, ov = leg.floats(column, lrows), our.floats(column, orows)
     if view.pair.kind == KLINES:
         expected = _legacy_vwap(
-            *(L.floats(c, lrows) for c in ("volume", "quote_volume", "open", "low", "high"))
+            *(leg.floats(c, lrows) for c in ("volume", "quote_volume", "open", "low", "high"))
         )
-        inside = (ov >= O.floats("low", orows) - tol) & (ov <= O.floats("high", orows) + tol)
+        inside = (ov >= our.floats("low", orows) - tol) & (ov <= our.floats("high", orows) + tol)
         return (np.abs(lv - expected) <= tol) & inside
     if view.pair.kind != RESAMPLED:
         return np.zeros(len(bad), dtype=bool)
@@ -475,24 +475,24 @@ def _q3(view, column, bad):
 def _q4(view, column, bad):
     ftol = view.options.funding_tolerance
     lrows, orows = view.l_common[bad], view.o_common[bad]
-    L, O = view.legacy, view.ours
+    leg, our = view.legacy, view.ours
     times, rates = funding_events(str(view.our_root), view.pair.trade_type, view.pair.symbol)
     if view.pair.kind == KLINES and column == "funding_rate":
         t = view.common_times[bad]
         pos = np.minimum(np.searchsorted(times, t), max(len(times) - 1, 0))
         has_event = (times[pos] == t) if len(times) else np.zeros(len(t), dtype=bool)
-        ov = O.floats(column, orows)
+        ov = our.floats(column, orows)
         event_rate = np.where(has_event, rates[pos] if len(rates) else np.nan, np.nan)
         return (
-            (L.floats(column, lrows) == 0)
-            & (O.floats("volume", orows) == 0)
+            (leg.floats(column, lrows) == 0)
+            & (our.floats("volume", orows) == 0)
             & has_event
             & (np.abs(ov - event_rate) <= ftol)
         )
     if view.pair.kind != RESAMPLED:
         return np.zeros(len(bad), dtype=bool)
-    minute = O.floats("funding_time", orows)
-    ok = np.isnan(L.floats(column, lrows)) & ~np.isnan(minute)
+    minute = our.floats("funding_time", orows)
+    ok = np.isnan(leg.floats(column, lrows)) & ~np.isnan(minute)
     m = np.where(ok, minute, 0).astype(np.int64)
     cols = ("candle_begin_time", "volume", "funding_rate")
     lb = base_klines(str(view.legacy_root), view.pair.legacy, view.pair.base_interval, cols)

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crypto_lakehouse.compare import explain
-from crypto_lakehouse.compare.discovery import PARSED_FUNDING, PARSED_KLINES, KLINES, Pair
+from crypto_lakehouse.compare.discovery import KLINES, PARSED_FUNDING, PARSED_KLINES, Pair
 from crypto_lakehouse.compare.model import (
     COLUMN_ONLY,
     COLUMN_ORDER,
