@@ -78,6 +78,19 @@ class Side:
         self.rows_per_file = [f.metadata.num_rows for f in self.files]
         self.keep: np.ndarray | None = None  # row index of each distinct key (last occurrence)
         self._cache: dict[str, pa.ChunkedArray] = {}
+        if sum(self.rows_per_file) <= WHOLE_TABLE_ROWS:
+            # One read per file: per-column reads cost more than they save on small files.
+            for path, f in zip(self.paths, self.files, strict=True):
+                try:
+                    table = f.read()
+                except Exception as exc:
+                    raise ReadError(path, exc) from exc
+                for name in self.names:
+                    self._cache.setdefault(name, []).extend(table.column(name).chunks)
+            self._cache = {
+                name: pa.chunked_array(chunks, type=self.schema.field(name).type)
+                for name, chunks in self._cache.items()
+            }
 
     def read(self, column: str) -> pa.ChunkedArray:
         if column in self._cache:
@@ -110,13 +123,18 @@ class Side:
         return out
 
 
+# Files of at most this many rows (both segments together) are read whole; larger ones
+# column by column, so that memory stays at the keys plus one column pair.
+WHOLE_TABLE_ROWS = 200_000
 _CACHED = {"candle_begin_time", "funding_time", "volume", "open", "low", "high"}
 
 
 def _as_int(arr) -> np.ndarray:
     if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
         arr = arr.cast(pa.int64()) if pa.types.is_timestamp(arr.type) else arr.cast(pa.int32())
-    return np.asarray(pc.fill_null(arr, 0).to_numpy(), dtype=np.int64)
+    if arr.null_count:
+        arr = pc.fill_null(arr, 0)
+    return np.asarray(arr.to_numpy(), dtype=np.int64)
 
 
 def _as_float(arr) -> np.ndarray:

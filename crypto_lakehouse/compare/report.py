@@ -178,6 +178,8 @@ def render_text(report, strict: bool = False) -> str:
 
 
 def _md_table(head, rows) -> list[str]:
+    if not rows:
+        return ["None."]
     esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
         "| " + " | ".join(r) + " |" for r in esc
