@@ -214,7 +214,7 @@ def funding_events(root: str, trade_type: str, symbol: str) -> tuple[np.ndarray,
     return t_rev[first], r_rev[first]
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=1)
 def base_klines(root: str, rels: tuple[str, ...], base_interval: str, columns: tuple[str, ...]):
     """The generated base-interval files a set of resampled files came from, as one table
     sorted by time (None when absent)."""

@@ -53,9 +53,9 @@ class Options:
 
 
 class ReadError(Exception):
-    def __init__(self, path: Path, exc: Exception):
+    def __init__(self, path: Path, exc: Exception, side: str):
         super().__init__(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})")
-        self.path = path
+        self.path, self.side = path, side
 
 
 class Side:
@@ -69,11 +69,11 @@ class Side:
             try:
                 self.files.append(pq.ParquetFile(path))
             except Exception as exc:  # a truncated file fails on its footer
-                raise ReadError(path, exc) from exc
+                raise ReadError(path, exc, self.name) from exc
         self.schema = self.files[0].schema_arrow
         for path, f in zip(self.paths[1:], self.files[1:], strict=True):
             if f.schema_arrow.names != self.schema.names:
-                raise ReadError(path, ValueError(f"columns differ from {self.paths[0].name}"))
+                raise ReadError(path, ValueError(f"columns differ from {self.paths[0].name}"), name)
         self.names = list(self.schema.names)
         self.rows_per_file = [f.metadata.num_rows for f in self.files]
         self.keep: np.ndarray | None = None  # row index of each distinct key (last occurrence)
@@ -84,7 +84,7 @@ class Side:
                 try:
                     table = f.read()
                 except Exception as exc:
-                    raise ReadError(path, exc) from exc
+                    raise ReadError(path, exc, self.name) from exc
                 for name in self.names:
                     self._cache.setdefault(name, []).extend(table.column(name).chunks)
             self._cache = {
@@ -100,7 +100,7 @@ class Side:
             try:
                 chunks.extend(f.read(columns=[column]).column(0).chunks)
             except Exception as exc:  # corrupt pages are found only when read
-                raise ReadError(path, exc) from exc
+                raise ReadError(path, exc, self.name) from exc
         arr = pa.chunked_array(chunks, type=self.schema.field(column).type)
         if column in _CACHED:
             self._cache[column] = arr
@@ -198,7 +198,7 @@ class PairView:
         self.span_ms = interval_ms(pair.interval) if pair.interval else 0
         for side in (self.legacy, self.ours):
             if self.key not in side.names:
-                raise ReadError(side.paths[0], KeyError(f"no {self.key} column"))
+                raise ReadError(side.paths[0], KeyError(f"no {self.key} column"), side.name)
         self.lkeys_all = _as_int(self.legacy.read(self.key))
         self.okeys_all = _as_int(self.ours.read(self.key))
         if np.array_equal(self.lkeys_all, self.okeys_all) and _strictly_increasing(self.lkeys_all):
@@ -270,7 +270,7 @@ def compare_pair(pair: Pair, legacy_root: Path, our_root: Path, options: Options
                 UNREADABLE,
                 UNEXPLAINED,
                 note=str(exc),
-                side="legacy" if str(exc.path).startswith(str(legacy_root)) else "ours",
+                side=exc.side,
             )
         )
     return result
