@@ -31,6 +31,9 @@ MIN, DAY = 60_000, 86_400_000
 D0 = 1_700_006_400_000 - 1_700_006_400_000 % DAY  # a UTC midnight (2023-11-15)
 CM_1M = "results_data/cm_futures/klines/1m/BTCUSD_PERP.pqt"
 SPOT_1M = "results_data/spot/klines/1m/BTCUSDT.pqt"
+UM_1M = "results_data/um_futures/klines/1m/BTCUSDT.pqt"
+UM_FUNDING = "parsed_data/um_futures/funding/BTCUSDT.pqt"
+UM_API_FUNDING = "api_data/um_futures/funding_rate/BTCUSDT.pqt"
 
 
 def iso(ms: int) -> str:
@@ -443,11 +446,6 @@ def _funding(root: Path, rel: str, times, rates) -> None:
     write(root, rel, pa.table(cols))
 
 
-UM_1M = "results_data/um_futures/klines/1m/BTCUSDT.pqt"
-UM_FUNDING = "parsed_data/um_futures/funding/BTCUSDT.pqt"
-UM_API_FUNDING = "api_data/um_futures/funding_rate/BTCUSDT.pqt"
-
-
 def test_q4_funding_at_an_untraded_minute(tmp_path):
     legacy, ours = tmp_path / "legacy", tmp_path / "ours"
     t = minutes(0)[:180]
@@ -556,3 +554,47 @@ def test_one_explanation_entry_per_documented_section():
         kept = heading.endswith("(kept)")
         assert (title + (" (kept)" if kept else "")) in titles or title in titles, heading
     assert len(FIXES) == len(sections)
+
+
+def test_q4_in_resampled_files_follows_the_1m_minute(tmp_path):
+    legacy, ours = tmp_path / "legacy", tmp_path / "ours"
+    t = minutes(0)[:180]
+    vol = np.ones(180)
+    vol[60] = 0.0
+    rates = np.zeros(180)
+    rates[60] = 2e-4
+    for root in (legacy, ours):
+        _funding(root, UM_FUNDING, [t[60]], [2e-4])
+    write(legacy, UM_1M, klines(t, volume=vol, funding_rate=np.zeros(180)))
+    write(ours, UM_1M, klines(t, volume=vol, funding_rate=rates))
+    # 1h windows: the funding columns of the window holding 01:00 (spec §9: first non-zero
+    # funding of the window, the open of that minute, its time); null without funding
+    res = "results_data/um_futures/resampled_klines/1h/0m/BTCUSDT.pqt"
+    starts = t[::60]
+    hour = klines(starts)
+    null = pa.nulls(3, pa.float64())
+    write(
+        legacy,
+        res,
+        hour.append_column("funding_rate", null)
+        .append_column("funding_price", null)
+        .append_column("funding_time", pa.nulls(3, TIME_TYPE)),
+    )
+    ftime = pa.array([None, int(t[60]), None], pa.int64()).cast(TIME_TYPE)
+    write(
+        ours,
+        res,
+        hour.append_column("funding_rate", pa.array([None, 2e-4, None]))
+        .append_column("funding_price", pa.array([None, 100.0, None]))
+        .append_column("funding_time", ftime),
+    )
+    report = compare_dirs(legacy, ours)
+    for column in ("funding_rate", "funding_price", "funding_time"):
+        d = only(report, file=res, column=column)
+        assert (d.status, d.fix, d.count, d.first_time) == ("explained", "Q4", 1, iso(t[60]))
+    # control: the funding minute was traded, so legacy's join would have kept it
+    vol[60] = 1.0
+    write(legacy, UM_1M, klines(t, volume=vol, funding_rate=np.zeros(180)))
+    write(ours, UM_1M, klines(t, volume=vol, funding_rate=rates))
+    report = compare_dirs(legacy, ours)
+    assert only(report, file=res, column="funding_rate").status == "unexplained"
