@@ -102,7 +102,13 @@ def add_compare_parser(groups) -> None:
     cmp.add_argument("legacy_dir", metavar="LEGACY_DIR", help="data dir written by BHDS V1")
     cmp.add_argument("new_dir", metavar="NEW_DIR", help="data dir written by this pipeline")
     cmp.add_argument("--interval", default="1m", help="kline interval (default: 1m)")
-    cmp.add_argument("--trade-types", nargs="+", choices=TRADE_TYPES, default=list(TRADE_TYPES))
+    cmp.add_argument(
+        "--trade-types",
+        nargs="+",
+        choices=TRADE_TYPES,
+        default=list(TRADE_TYPES),
+        help="trade types to compare (default: all three)",
+    )
     cmp.add_argument("--symbols", nargs="+", help="only these symbols (default: all)")
     cmp.add_argument(
         "--price-tolerance",

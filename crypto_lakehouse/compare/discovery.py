@@ -55,7 +55,13 @@ def layout_problem(root: Path, role: str) -> str | None:
     if not root.is_dir():
         return f"{role} {root}: not a directory"
     if not any((root / f).is_dir() for f in BHDS_FOLDERS):
-        return f"{role} {root}: not a BHDS data dir (neither parsed_data/ nor results_data/ in it)"
+        hint = ""
+        if (root / "binance_data").is_dir():  # legacy's $CRYPTO_BASE_DIR was given
+            hint = f"; did you mean {root / 'binance_data'}?"
+        return (
+            f"{role} {root}: not a BHDS data dir "
+            f"(neither parsed_data/ nor results_data/ in it){hint}"
+        )
     return None
 
 
