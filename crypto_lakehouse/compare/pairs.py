@@ -273,6 +273,17 @@ def compare_pair(pair: Pair, legacy_root: Path, our_root: Path, options: Options
                 side=exc.side,
             )
         )
+    except Exception as exc:  # data we did not foresee: report it, go on with the others
+        files = ", ".join(str(legacy_root / r) for r in pair.legacy)
+        files += " vs " + ", ".join(str(our_root / r) for r in pair.ours)
+        result.differences.append(
+            Difference(
+                pair.label,
+                UNREADABLE,
+                UNEXPLAINED,
+                note=f"{files}: comparison failed ({type(exc).__name__}: {exc})",
+            )
+        )
     return result
 
 
