@@ -86,24 +86,28 @@ def _fmt(v) -> str:
 
 
 def _where(d: dict) -> str:
-    parts = [d.get("kind", "")]
-    if d.get("side"):
-        parts.append(
-            f"{d['side']} only"
-            if d["kind"] in ("file_only", "rows_only", "column_only")
-            else f"on {d['side']}"
-        )
-    if d.get("column"):
-        parts.append(f"column {d['column']}")
-    return ", ".join(parts)
+    kind, side, column = d.get("kind", ""), d.get("side"), d.get("column")
+    what = {
+        "file_only": "file",
+        "rows_only": "rows",
+        "column_only": f"column {column}",
+    }.get(kind)
+    if what and side:
+        return f"{what} only on the {side} side"
+    parts = [kind.replace("_", " ")]
+    if column:
+        parts.append(f"column {column}")
+    if side:
+        parts.append(f"({side})")
+    return " ".join(parts)
 
 
 def _detail(d: dict) -> str:
     bits = []
     if d.get("first_time"):
         bits.append(f"first at {d['first_time']}")
-    if d.get("count", 1) != 1 or d["kind"] in ("rows_only", "values"):
-        bits.append(f"{d.get('count', 1)} rows" if d["kind"] != "file_only" else "")
+    if d["kind"] in ("rows_only", "values", "duplicate_rows"):
+        bits.append(f"{d.get('count', 1)} rows")
     if "legacy_value" in d or "our_value" in d:
         bits.append(f"legacy {_fmt(d.get('legacy_value'))} vs ours {_fmt(d.get('our_value'))}")
     if d.get("max_abs") is not None:
@@ -113,6 +117,11 @@ def _detail(d: dict) -> str:
         more = len(d["ranges"]) - 5
         bits.append(f"ranges {shown}" + (f"; +{more} more" if more > 0 else ""))
     return ", ".join(b for b in bits if b)
+
+
+def _line(d: dict) -> str:
+    detail = _detail(d)
+    return f"{d['file']}: {_where(d)}" + (f": {detail}" if detail else "")
 
 
 def _summary_rows(data: dict) -> list[list[str]]:
@@ -147,7 +156,7 @@ def render_text(report, strict: bool = False) -> str:
         out.append("")
     out.append(f"UNEXPLAINED ({len(data['unexplained'])})")
     for d in data["unexplained"]:
-        out.append(f"  {d['file']}: {_where(d)}: {_detail(d)}")
+        out.append(f"  {_line(d)}")
         if d.get("note"):
             out.append(f"      {d['note']}")
     out.append("")
@@ -156,7 +165,7 @@ def render_text(report, strict: bool = False) -> str:
         out.append(f"  {fix} {info['title']}: {info['differences']} differences")
         listed = [x for x in data["explained"] if x.get("fix") == fix]
         for d in listed[:MAX_LISTED]:
-            out.append(f"    {d['file']}: {_where(d)}: {_detail(d)}")
+            out.append(f"    {_line(d)}")
         if len(listed) > MAX_LISTED:
             out.append(f"    ... {len(listed) - MAX_LISTED} more (all in --format json)")
     out.append("")
