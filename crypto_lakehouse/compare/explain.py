@@ -10,6 +10,7 @@ difference can never be explained by them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +25,7 @@ from crypto_lakehouse.archive.symbols import LEVERAGE_SUFFIXES
 from crypto_lakehouse.compare.discovery import (
     KLINES,
     PARSED_FUNDING,
+    PARSED_KLINES,
     RESAMPLED,
     Pair,
     symbol_of_result,
@@ -257,6 +259,8 @@ def clear_caches() -> None:
         api_kline_days,
         funding_events,
         base_klines,
+        parsed_archive_sha,
+        file_sha256,
     ):
         fn.cache_clear()
 
@@ -372,9 +376,11 @@ def explain_rows_only(view, side: str, rows: np.ndarray, run_ids: np.ndarray) ->
     """Fix id per row ("" when unexplained); rows are positions in that side's files."""
     out = np.full(len(rows), "", dtype=object)
     pair = view.pair
-    if pair.kind not in (KLINES, RESAMPLED):
+    if pair.kind not in (KLINES, RESAMPLED, PARSED_KLINES):
         return out
-    if side == "ours":
+    if pair.kind == PARSED_KLINES:
+        pass  # parsed partitions: only a re-published archive (Q8, below) explains rows
+    elif side == "ours":
         _rest_rows(view, rows, run_ids, out)
     elif _q2_segments(view):
         t = view.lkeys_all[rows]
@@ -387,6 +393,9 @@ def explain_rows_only(view, side: str, rows: np.ndarray, run_ids: np.ndarray) ->
         if pair.kind == KLINES:
             ok &= view.legacy.floats("volume", rows) == 0
         out[ok] = "Q2"
+    rest = out == ""
+    if rest.any():
+        out[rest & _q8(view, view.keys(side)[rows])] = "Q8"
     return out
 
 
@@ -433,6 +442,55 @@ def explain_values(view, column: str, bad: np.ndarray) -> np.ndarray:
         out[_q3(view, column, bad)] = "Q3"
     elif column in FUNDING_COLUMNS and pair.trade_type in layout.FUTURES_TRADE_TYPES:
         out[_q4(view, column, bad)] = "Q4"
+    rest = out == ""
+    if rest.any() and pair.kind in (KLINES, RESAMPLED, PARSED_KLINES):
+        out[rest & _q8(view, view.common_times[bad])] = "Q8"
+    return out
+
+
+@lru_cache(maxsize=4)
+def parsed_archive_sha(root: str, trade_type: str, interval: str, symbol: str) -> dict:
+    """Archive key → SHA-256 of the version our aws_parse read (its private state)."""
+    path = layout.state_path(root, "aws_parse", trade_type, f"klines-{interval}", symbol)
+    try:
+        return json.loads(path.read_text()).get("files", {})
+    except (OSError, ValueError):
+        return {}
+
+
+@lru_cache(maxsize=256)
+def file_sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _q8(view, times: np.ndarray) -> np.ndarray:
+    """Rows on days whose archive legacy holds in another version than the one we parsed."""
+    pair = view.pair
+    base = pair.base_interval
+    ours = parsed_archive_sha(str(view.our_root), pair.trade_type, base, pair.symbol)
+    out = np.zeros(len(times), dtype=bool)
+    if not ours or not len(times):
+        return out
+    span = max(view.span_ms, 1)
+    first_day, last_day = _floor_day(times), _floor_day(times + span - 1)
+    republished = []
+    for d in np.unique(np.concatenate([first_day, last_day])):
+        day = str(np.datetime64(int(d), "D"))
+        keys = (
+            layout.daily_kline_key(pair.trade_type, pair.symbol, base, day),
+            layout.monthly_kline_key(pair.trade_type, pair.symbol, base, day[:7]),
+        )
+        for key in keys:
+            legacy_sha = file_sha256(str(layout.aws_path(view.legacy_root, key)))
+            if key in ours and legacy_sha is not None and legacy_sha != ours[key]:
+                republished.append(d)
+                break
+    if republished:
+        out = np.isin(first_day, republished) | np.isin(last_day, republished)
     return out
 
 

@@ -598,3 +598,28 @@ def test_q4_in_resampled_files_follows_the_1m_minute(tmp_path):
     write(ours, UM_1M, klines(t, volume=vol, funding_rate=rates))
     report = compare_dirs(legacy, ours)
     assert only(report, file=res, column="funding_rate").status == "unexplained"
+
+
+def test_q8_day_of_an_archive_legacy_holds_in_an_older_version(tmp_path):
+    import hashlib
+
+    legacy, ours = tmp_path / "legacy", tmp_path / "ours"
+    t = minutes(0, 2)
+    close = np.full(len(t), 100.0)
+    fixed = close.copy()
+    fixed[1440 + 5] = 101.0  # day 1, as re-published
+    rel = "parsed_data/spot/klines/BTCUSDT/1m/202311.pqt"
+    write(legacy, rel, klines(t).set_column(4, "close", pa.array(close)))
+    write(ours, rel, klines(t).set_column(4, "close", pa.array(fixed)))
+    day1 = str(np.datetime64(int(D0 + DAY), "ms").astype("datetime64[D]"))
+    key = f"data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-{day1}.zip"
+    (legacy / "aws_data" / key).parent.mkdir(parents=True)
+    (legacy / "aws_data" / key).write_bytes(b"the first upload")
+    state = ours / "lakehouse/state/aws_parse/spot/klines-1m/BTCUSDT.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"files": {key: hashlib.sha256(b"the re-upload").hexdigest()}}))
+    d = only(compare_dirs(legacy, ours), column="close")
+    assert (d.status, d.fix, d.count, d.first_time) == ("explained", "Q8", 1, iso(t[1445]))
+    # control: we parsed the very archive legacy holds, so the change is not a re-upload
+    state.write_text(json.dumps({"files": {key: hashlib.sha256(b"the first upload").hexdigest()}}))
+    assert only(compare_dirs(legacy, ours), column="close").status == "unexplained"
