@@ -261,6 +261,7 @@ def clear_caches() -> None:
         base_klines,
         parsed_archive_sha,
         file_sha256,
+        result_symbols,
     ):
         fn.cache_clear()
 
@@ -276,15 +277,19 @@ def explain_file_only(pair: Pair, side: str, legacy_root: Path, our_root: Path):
     return None, ""
 
 
+@lru_cache(maxsize=8)
+def result_symbols(root: str, trade_type: str) -> frozenset[str]:
+    """Symbols with any generated or resampled file in a dir (listed once per comparison)."""
+    results = Path(root) / "results_data" / trade_type
+    if not results.is_dir():
+        return frozenset()
+    return frozenset(symbol_of_result(p.stem) for p in results.glob("**/*.pqt"))
+
+
 def _legacy_has_symbol(legacy_root: Path, trade_type: str, symbol: str) -> bool:
-    parsed = legacy_root / "parsed_data" / trade_type / "klines" / symbol
-    results = legacy_root / "results_data" / trade_type
-    if parsed.exists():
+    if (legacy_root / "parsed_data" / trade_type / "klines" / symbol).exists():
         return True
-    for p in results.glob("**/*.pqt") if results.is_dir() else ():
-        if symbol_of_result(p.stem) == symbol:
-            return True
-    return False
+    return symbol in result_symbols(str(legacy_root), trade_type)
 
 
 def _listing_indexes(our_root: Path, trade_type: str) -> list[dict]:
