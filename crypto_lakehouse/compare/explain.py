@@ -262,6 +262,7 @@ def clear_caches() -> None:
         parsed_archive_sha,
         file_sha256,
         result_symbols,
+        listing_indexes,
     ):
         fn.cache_clear()
 
@@ -292,14 +293,16 @@ def _legacy_has_symbol(legacy_root: Path, trade_type: str, symbol: str) -> bool:
     return symbol in result_symbols(str(legacy_root), trade_type)
 
 
-def _listing_indexes(our_root: Path, trade_type: str) -> list[dict]:
+@lru_cache(maxsize=8)
+def listing_indexes(our_root: Path, trade_type: str) -> tuple[dict, ...]:
+    """Our kline listing indexes of a trade type (read once per comparison)."""
     out = []
     for path in sorted((our_root / "lakehouse" / "listing" / trade_type).glob("klines-*.json")):
         try:
             out.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
-    return out
+    return tuple(out)
 
 
 def _q15(pair: Pair, legacy_root: Path, our_root: Path) -> bool:
@@ -311,7 +314,7 @@ def _q15(pair: Pair, legacy_root: Path, our_root: Path) -> bool:
     # legacy's rule (spec §2.3): a base ending like a leveraged token is dropped, JUP excepted
     if not (base.endswith(LEVERAGE_SUFFIXES) and base != "JUP"):
         return False
-    return any(pair.symbol in idx.get("symbols", {}) for idx in _listing_indexes(our_root, "spot"))
+    return any(pair.symbol in idx.get("symbols", {}) for idx in listing_indexes(our_root, "spot"))
 
 
 def _q17(legacy_root: Path, our_root: Path) -> bool:
@@ -320,7 +323,7 @@ def _q17(legacy_root: Path, our_root: Path) -> bool:
         return False
     return any(
         entry.get("name", "").count("_") >= 2
-        for idx in _listing_indexes(our_root, "cm_futures")
+        for idx in listing_indexes(our_root, "cm_futures")
         for entry in idx.get("filtered_out", [])
     )
 
