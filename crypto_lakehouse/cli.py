@@ -125,8 +125,81 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--directory", "-d", help="directory a relative data_dir is relative to")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_compare_parser(groups)
     parser.epilog = "Further Snakemake options may follow `--`, e.g. `-- --keep-going`."
     return parser
+
+
+def add_compare_parser(groups) -> None:
+    from crypto_lakehouse.layout import TRADE_TYPES
+
+    cmp = groups.add_parser(
+        "compare",
+        help="compare a legacy BHDS data dir with ours, every difference explained",
+        description="Compare the parsed and generated files of a legacy BHDS data dir with "
+        "ours, file by file. Every difference is equal, within tolerance, explained by a "
+        "documented fix (docs/differences-from-bhds.md) or unexplained. Exit 0 when nothing "
+        "is unexplained, 1 otherwise (--strict: also on explained differences).",
+    )
+    cmp.add_argument("legacy_dir", metavar="LEGACY_DIR", help="data dir written by BHDS V1")
+    cmp.add_argument("new_dir", metavar="NEW_DIR", help="data dir written by this pipeline")
+    cmp.add_argument("--interval", default="1m", help="kline interval (default: 1m)")
+    cmp.add_argument(
+        "--trade-types",
+        nargs="+",
+        choices=TRADE_TYPES,
+        default=list(TRADE_TYPES),
+        help="trade types to compare (default: all three)",
+    )
+    cmp.add_argument("--symbols", nargs="+", help="only these symbols (default: all)")
+    cmp.add_argument(
+        "--price-tolerance",
+        type=float,
+        default=1e-4,
+        help="absolute tolerance on prices, volumes and counts (default: 1e-4)",
+    )
+    cmp.add_argument(
+        "--funding-tolerance",
+        type=float,
+        default=1e-6,
+        help="absolute tolerance on funding_rate (default: 1e-6)",
+    )
+    cmp.add_argument("--strict", action="store_true", help="exit 1 on explained differences too")
+    cmp.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    cmp.add_argument("--output", "-o", help="write the report to this file (default: stdout)")
+    cmp.add_argument(
+        "--jobs", "-j", type=int, default=1, help="compare files in N processes (default: 1)"
+    )
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from crypto_lakehouse import io
+    from crypto_lakehouse.compare import Options, compare_dirs
+    from crypto_lakehouse.compare.report import render
+    from crypto_lakehouse.intervals import interval_ms
+
+    try:
+        interval_ms(args.interval)
+    except ValueError as exc:
+        print(f"compare: --interval: {exc}", file=sys.stderr)
+        return 2
+    report = compare_dirs(
+        args.legacy_dir,
+        args.new_dir,
+        interval=args.interval,
+        trade_types=args.trade_types,
+        symbols=args.symbols,
+        options=Options(args.price_tolerance, args.funding_tolerance),
+        jobs=max(1, args.jobs),
+    )
+    text = render(report, args.format, args.strict)
+    if args.output:
+        io.write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+    for problem in report.problems:
+        print(f"compare: {problem}", file=sys.stderr)
+    return report.exit_code(args.strict)
 
 
 def snakemake_argv(args: argparse.Namespace) -> list[str]:
@@ -200,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         from crypto_lakehouse import preview
 
         return preview.main(args)
+    if args.group == "compare":
+        return run_compare(args)
     smk_argv = snakemake_argv(args)
     if args.dry_run:
         # A dry run is read back to add the per-trade-type plan to Snakemake's per-rule table.

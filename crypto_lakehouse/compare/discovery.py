@@ -1,0 +1,169 @@
+"""Which files of two BHDS data dirs are compared, and how they pair up.
+
+Files are matched by their path relative to the data dir. Generated kline files of one
+symbol (``SYM.pqt`` and its ``SP{n}_SYM.pqt`` segments) are paired file by file when both
+sides hold the same segment names; when the segmentation differs (a gap one side split at and
+the other did not, Q1/Q2), the symbol's segments are compared together as one pair.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crypto_lakehouse.layout import TRADE_TYPES
+
+# File kinds, in report order.
+KLINES = "klines"
+RESAMPLED = "resampled_klines"
+PARSED_KLINES = "parsed_klines"
+PARSED_FUNDING = "parsed_funding"
+KINDS = (KLINES, RESAMPLED, PARSED_KLINES, PARSED_FUNDING)
+
+BHDS_FOLDERS = ("parsed_data", "results_data")
+_SEGMENT_RE = re.compile(r"^SP(\d+)_(.+)$")
+
+
+def symbol_of_result(name: str) -> str:
+    """``SP0_BTCUSDT`` → ``BTCUSDT``; a plain name is its own symbol."""
+    m = _SEGMENT_RE.match(name)
+    return m.group(2) if m else name
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One unit of comparison: the files of each side (several when segments differ)."""
+
+    label: str  # relative path (or path pattern of a segment group)
+    kind: str
+    trade_type: str
+    symbol: str
+    interval: str  # the file's own candle interval (RI for resampled files)
+    legacy: tuple[str, ...] = ()  # relative paths
+    ours: tuple[str, ...] = ()
+    base_interval: str = "1m"
+
+
+@dataclass
+class Discovery:
+    pairs: list[Pair] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # argument-level issues, each named
+
+
+def layout_problem(root: Path, role: str) -> str | None:
+    if not root.is_dir():
+        return f"{role} {root}: not a directory"
+    if not any((root / f).is_dir() for f in BHDS_FOLDERS):
+        hint = ""
+        if (root / "binance_data").is_dir():  # legacy's $CRYPTO_BASE_DIR was given
+            hint = f"; did you mean {root / 'binance_data'}?"
+        return (
+            f"{role} {root}: not a BHDS data dir "
+            f"(neither parsed_data/ nor results_data/ in it){hint}"
+        )
+    return None
+
+
+def _rel(root: Path, paths) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in paths if p.is_file()}
+
+
+def _files_of(root: Path, trade_type: str, interval: str) -> dict[str, set[str]]:
+    t = root / "results_data" / trade_type
+    p = root / "parsed_data" / trade_type
+    return {
+        KLINES: _rel(root, (t / "klines" / interval).glob("*.pqt")),
+        RESAMPLED: _rel(root, (t / "resampled_klines").glob("*/*/*.pqt")),
+        PARSED_KLINES: _rel(root, (p / "klines").glob(f"*/{interval}/*.pqt")),
+        PARSED_FUNDING: _rel(root, (p / "funding").glob("*.pqt")),
+    }
+
+
+def _symbol_and_interval(kind: str, rel: str, interval: str) -> tuple[str, str]:
+    parts = rel.split("/")
+    stem = parts[-1][: -len(".pqt")]
+    if kind == KLINES:
+        return symbol_of_result(stem), interval
+    if kind == RESAMPLED:
+        return symbol_of_result(stem), parts[-3]
+    if kind == PARSED_KLINES:
+        return parts[-3], interval
+    return stem, ""
+
+
+def _intervals(root: Path, trade_type: str) -> set[str]:
+    d = root / "results_data" / trade_type / "klines"
+    return {p.name for p in d.iterdir() if p.is_dir()} if d.is_dir() else set()
+
+
+def discover(
+    legacy: Path,
+    ours: Path,
+    *,
+    interval: str = "1m",
+    trade_types=TRADE_TYPES,
+    symbols=None,
+) -> Discovery:
+    out = Discovery()
+    for role, root in (("LEGACY_DIR", legacy), ("NEW_DIR", ours)):
+        problem = layout_problem(root, role)
+        if problem:
+            out.problems.append(problem)
+    wanted = set(symbols) if symbols else None
+    for trade_type in trade_types:
+        held = {
+            role: _intervals(root, trade_type)
+            for role, root in (("legacy", legacy), ("ours", ours))
+        }
+        for role, other in (("legacy", "ours"), ("ours", "legacy")):
+            if held[role] and interval not in held[role] and interval in held[other]:
+                root = legacy if role == "legacy" else ours
+                out.problems.append(
+                    f"{root / 'results_data' / trade_type / 'klines'}: holds intervals "
+                    f"{sorted(held[role])}, not {interval} as the other dir does: mismatched "
+                    "intervals"
+                )
+        lf, of = _files_of(legacy, trade_type, interval), _files_of(ours, trade_type, interval)
+        for kind in KINDS:
+            both = sorted(lf[kind] | of[kind])
+            groups: dict[tuple[str, str], list[str]] = {}
+            for rel in both:
+                sym, ivl = _symbol_and_interval(kind, rel, interval)
+                if wanted is not None and sym not in wanted:
+                    continue
+                groups.setdefault((rel.rsplit("/", 1)[0], sym), []).append(rel)
+            for (folder, sym), rels in sorted(groups.items()):
+                ivl = _symbol_and_interval(kind, rels[0], interval)[1]
+                l_names = tuple(r for r in rels if r in lf[kind])
+                o_names = tuple(r for r in rels if r in of[kind])
+                segmented = kind in (KLINES, RESAMPLED) and len(rels) > 1
+                if segmented and set(l_names) != set(o_names) and l_names and o_names:
+                    names = ",".join(r.rsplit("/", 1)[1][: -len(".pqt")] for r in rels)
+                    out.pairs.append(
+                        Pair(
+                            f"{folder}/{{{names}}}.pqt",
+                            kind,
+                            trade_type,
+                            sym,
+                            ivl,
+                            l_names,
+                            o_names,
+                            interval,
+                        )
+                    )
+                    continue
+                for rel in rels:
+                    out.pairs.append(
+                        Pair(
+                            rel,
+                            kind,
+                            trade_type,
+                            sym,
+                            ivl,
+                            (rel,) if rel in lf[kind] else (),
+                            (rel,) if rel in of[kind] else (),
+                            interval,
+                        )
+                    )
+    return out
