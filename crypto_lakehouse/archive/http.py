@@ -1,5 +1,11 @@
 """HTTP for the archive: failure classes, retries with exponential back-off and jitter, and
-``requests`` sessions for the listings (object downloads: :mod:`.connections`).
+``requests`` sessions for the listings (object downloads: :mod:`.connections`, on aiohttp).
+
+Listings and the REST API stay on ``requests`` (synchronous, a thread per request at most):
+a listing page carries ~1000 keys of XML to parse and a REST call waits for its weight
+budget, so the HTTP overhead per request does not matter there, and REST pacing by
+``X-MBX-USED-WEIGHT-1M`` is simplest to keep exact one blocking request at a time. The
+archive downloads, where per-request overhead decided throughput, run on aiohttp.
 
 Failure classes (legacy-behaviour Q20):
 - ``NotFound`` (404): the object does not exist; permanent, never retried here.
@@ -7,7 +13,8 @@ Failure classes (legacy-behaviour Q20):
   (the archive has answered transient AccessDenied, binance-facts §1.1); retried.
 - ``HTTPStatusError``: any other status; permanent.
 - ``Unreachable``: failed name lookup, refused connection, TLS failure, no route to the
-  host (:func:`crypto_lakehouse.reachability.unreachable_cause`); permanent, never retried:
+  host (:func:`crypto_lakehouse.reachability.unreachable_cause`), HTTP 418 (IP banned);
+  fatal, never retried:
   waiting does not bring a host back, it only hides the cause under thousands of retries.
 """
 
@@ -115,8 +122,12 @@ class ThreadSessions:
 
 
 def classify(url: str, status: int) -> ArchiveHTTPError | None:
+    """The error class of an HTTP status (None for 2xx): the one place that decides, for
+    the listings and the archive downloads, what is retried."""
     if 200 <= status < 300:
         return None
+    if status == 418:  # Binance's "IP banned": waiting inside a job does not lift it
+        return Unreachable(url, "HTTP 418 (IP banned)")
     if status == 404:
         return NotFound(url, "404 Not Found")
     if status in TRANSIENT_STATUS or status >= 500:

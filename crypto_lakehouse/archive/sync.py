@@ -44,12 +44,13 @@ runs for the days that have left the range.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import time
 import urllib.parse
-from concurrent.futures import ALL_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,10 +75,6 @@ class SyncError(RuntimeError):
 
 class ChecksumMismatch(Exception):
     pass
-
-
-# The thread's connection for zips; CHECKSUMs use connection 0 (see ``_Syncer.fetch``).
-ZIP_SLOT = 1
 
 
 def dataset_tag(dataset: str, interval: str | None) -> str:
@@ -135,8 +132,9 @@ class _Syncer:
         self.data_dir = Path(data_dir)
         self.archive_url = archive_url.rstrip("/")
         self.max_retries = max_retries
+        self.timeout_s = timeout_s
         self.listing = listing
-        self.conns = connections.ThreadConnections(timeout_s)
+        self.session = None  # an aiohttp session, opened by ``_download`` inside its loop
 
     # -------------------------------------------------------------- paths
     def local(self, key: str) -> Path:
@@ -176,7 +174,7 @@ class _Syncer:
             io.touch(marker)
         return Outcome(key, "verified", "adopted", sha256=digest)
 
-    def fetch(self, key: str) -> Outcome:
+    async def fetch(self, key: str) -> Outcome:
         """Download ``key`` and its CHECKSUM, verify, mark; retries inside."""
         checksum_key = key + CHECKSUM_SUFFIX
         out = Outcome(key, "failed")
@@ -188,14 +186,14 @@ class _Syncer:
         retry = 0
         zip_url = self.url(key)
         while True:
-            zip_request = None
+            zip_answer: asyncio.Task | None = None
             try:
+                # The zip's GET goes out at once; while its answer travels the CHECKSUM is
+                # fetched (when needed): one round trip per archive instead of two.
+                zip_answer = asyncio.ensure_future(connections.open_get(self.session, zip_url))
                 if expected is None:
-                    # Both GETs on the way at once (the zip on the thread's second
-                    # connection): one round trip per archive instead of two.
-                    zip_request = self.conns.send(zip_url, slot=ZIP_SLOT)
                     out.requests += 2
-                    body = connections.get_bytes(self.conns, self.url(checksum_key))
+                    body = await connections.get_bytes(self.session, self.url(checksum_key))
                     line = parse_checksum(body, checksum_key)
                     if line.file_name != final.name:
                         log.warning("%s names %r, not %r", checksum_key, line.file_name, final.name)
@@ -204,10 +202,9 @@ class _Syncer:
                 else:
                     out.requests += 1
                 with io.atomic_file(final) as (fd, tmp):
-                    request, zip_request = zip_request, None
-                    n_bytes, digest = connections.stream_to_file(
-                        self.conns, zip_url, fd, slot=ZIP_SLOT, request=request
-                    )
+                    answer, zip_answer = zip_answer, None
+                    resp = await answer
+                    n_bytes, digest = await connections.stream_to_fd(resp, zip_url, fd)
                     out.bytes += n_bytes
                     if digest != expected:
                         if retry >= self.max_retries:
@@ -243,11 +240,11 @@ class _Syncer:
                     return out
                 reason = str(exc)
             finally:
-                if zip_request is not None:  # the CHECKSUM step failed: its answer is not read
-                    self.conns.abandon(zip_request)
+                if zip_answer is not None:  # the CHECKSUM step failed: drop the zip's answer
+                    await _discard(zip_answer)
             log.info("%s: retry %d/%d after %s", key, retry + 1, self.max_retries, reason)
             delay = http.backoff_delay(retry)
-            time.sleep(delay)
+            await asyncio.sleep(delay)
             retry += 1
             out.retries += 1
             out.retry_wait_s += delay
@@ -260,8 +257,17 @@ class _Syncer:
         out.status, out.reason = "quarantined", reason
         return out
 
-    def close(self) -> None:
-        self.conns.close()
+
+
+async def _discard(answer: asyncio.Task) -> None:
+    """Give up a zip GET whose answer will not be read: cancel it, or close its answer."""
+    if not answer.done():
+        answer.cancel()
+    try:
+        resp = await answer
+    except (asyncio.CancelledError, Exception):  # its error is moot: the attempt failed
+        return
+    resp.close()
 
 
 def run_sync(
@@ -380,7 +386,6 @@ def run_sync(
             day_sources.update(selection.day_sources)
             day_sources = {d: k for d, k in sorted(day_sources.items()) if k in held}
     finally:
-        syncer.close()
         io.write_json(
             state_file,
             {"verified": verified_state, "quarantined": quarantined_state,
@@ -485,37 +490,50 @@ def _run_pass(
     work_bytes = sum(int(listing[key]["size"]) for key, _ in work)
     progress = Progress(f"{STAGE} {label}", len(work), total_bytes=work_bytes, logger=log)
 
-    def run(item):
-        key, action = item
-        if action == "adopt":
-            adopted = syncer.adopt(key, int(listing[key]["size"]))
-            if adopted is not None:
-                return adopted
-            with contextlib.suppress(FileNotFoundError):
-                syncer.verified_marker(key).unlink()
-        return syncer.fetch(key)
-
     if work:
-        # Each worker has two requests on the way (a zip and its CHECKSUM, see fetch), so
-        # ``concurrency`` requests in flight take half as many threads; fewer threads also
-        # fight less over the GIL.
-        with ThreadPoolExecutor(max_workers=max(1, (concurrency + 1) // 2)) as pool:
-            pending = {pool.submit(run, item) for item in work}
-            while pending:
-                # Wakes every PROGRESS_EVERY_S, not per file: a main thread woken on every
-                # completion competes with the workers for the GIL.
-                done, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=ALL_COMPLETED)
-                try:
-                    for fut in done:
-                        o = fut.result()
-                        outcomes[o.key] = o
-                        progress.add(1, int(listing[o.key]["size"]))
-                except http.Unreachable:
-                    for fut in pending:  # files not started yet are not attempted
-                        fut.cancel()
-                    raise
-                progress.maybe_log()
+        asyncio.run(_download(syncer, work, listing, outcomes, progress, concurrency))
         progress.maybe_log(force=True)
+
+
+async def _download(syncer, work, listing, outcomes, progress, concurrency) -> None:
+    """Run the work on one event loop: ``concurrency`` requests in flight on one pool.
+
+    Each fetch has two requests on the way (a zip and its CHECKSUM), so ``concurrency``
+    requests take half as many workers. Adoption hashes local files: on worker threads.
+    An ``Unreachable`` host stops every worker; files not started are not attempted.
+    """
+    loop = asyncio.get_running_loop()
+    items = iter(work)
+
+    async def worker():
+        for key, action in items:  # one iterator shared by the workers: each item once
+            o = None
+            if action == "adopt":
+                o = await loop.run_in_executor(None, syncer.adopt, key, int(listing[key]["size"]))
+                if o is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        syncer.verified_marker(key).unlink()
+            if o is None:
+                o = await syncer.fetch(key)
+            outcomes[o.key] = o
+            progress.add(1, int(listing[o.key]["size"]))
+            progress.maybe_log()
+
+    n_workers = max(1, (concurrency + 1) // 2)
+    # Two connections per worker: with fewer, a zip's GET would wait for its CHECKSUM's.
+    async with connections.new_session(2 * n_workers, syncer.timeout_s) as session:
+        syncer.session = session
+        try:
+            n_workers = min(len(work), n_workers)
+            tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                task.result()  # re-raises the first failure (Unreachable, disk errors)
+        finally:
+            syncer.session = None
 
 
 def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[str, str]:

@@ -52,13 +52,10 @@ def test_keys_are_percent_encoded_in_urls():
     syncer = _Syncer(
         data_dir="/nonexistent", archive_url="http://h:1/", max_retries=0, timeout_s=1, listing={}
     )
-    try:
-        assert syncer.url(DAILY + "BTCUSDT-1m-2024-01-01.zip") == (
-            "http://h:1/" + DAILY + "BTCUSDT-1m-2024-01-01.zip"
-        )
-        assert syncer.url("a/b%2Fc?d#e f.zip") == "http://h:1/a/b%252Fc%3Fd%23e%20f.zip"
-    finally:
-        syncer.close()
+    assert syncer.url(DAILY + "BTCUSDT-1m-2024-01-01.zip") == (
+        "http://h:1/" + DAILY + "BTCUSDT-1m-2024-01-01.zip"
+    )
+    assert syncer.url("a/b%2Fc?d#e f.zip") == "http://h:1/a/b%252Fc%3Fd%23e%20f.zip"
 
 
 def test_listing_refuses_hostile_names_once_and_does_not_count_them(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -100,14 +101,14 @@ def test_listing_get_fails_at_once_without_retries(closed_port_url, monkeypatch)
 
 
 def test_download_connection_fails_as_unreachable(closed_port_url):
-    conns = connections.ThreadConnections(timeout_s=5)
-    try:
-        with pytest.raises(http.Unreachable, match="connection refused"):
-            conns.get(closed_port_url + "/data/x.zip")
-        with pytest.raises(http.Unreachable, match="name resolution failed"):
-            conns.get(UNRESOLVABLE + "/data/x.zip")
-    finally:
-        conns.close()
+    async def get(url):
+        async with connections.new_session(2, timeout_s=5) as session:
+            return await connections.get_bytes(session, url)
+
+    with pytest.raises(http.Unreachable, match="connection refused"):
+        asyncio.run(get(closed_port_url + "/data/x.zip"))
+    with pytest.raises(http.Unreachable, match="name resolution failed"):
+        asyncio.run(get(UNRESOLVABLE + "/data/x.zip"))
 
 
 def test_rest_client_stops_the_host_without_retries(closed_port_url):
