@@ -70,6 +70,8 @@ def network_error(url: str, exc: BaseException) -> ArchiveHTTPError:
     cause = unreachable_cause(exc)
     if cause is not None:
         return Unreachable(url, cause)
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return TransientError(url, f"{type(exc).__name__}: timed out")
     return TransientError(url, f"{type(exc).__name__}: {exc}")
 
 
