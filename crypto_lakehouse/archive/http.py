@@ -21,7 +21,6 @@ Failure classes (legacy-behaviour Q20):
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -30,12 +29,13 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from crypto_lakehouse import retry as retry_policy
 from crypto_lakehouse.reachability import unreachable_cause
 
 log = logging.getLogger(__name__)
 
-# Back-off before retry n (0-based) is min(CAP, BASE * 2**n) * U(0.5, 1). Module-level so
-# that tests can shorten it.
+# Back-off before retry n (0-based): crypto_lakehouse.retry. Module-level so that tests can
+# shorten it.
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 TRANSIENT_STATUS = frozenset({403, 429, 500, 502, 503, 504})
@@ -76,7 +76,7 @@ def network_error(url: str, exc: BaseException) -> ArchiveHTTPError:
 
 
 def backoff_delay(retry: int) -> float:
-    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**retry) * random.uniform(0.5, 1.0)
+    return retry_policy.backoff_delay(retry, BACKOFF_BASE_S, BACKOFF_CAP_S)
 
 
 def new_session(pool_size: int = 10, base_url: str | None = None) -> requests.Session:

@@ -258,7 +258,6 @@ class _Syncer:
         return out
 
 
-
 async def _discard(answer: asyncio.Task) -> None:
     """Give up a zip GET whose answer will not be read: cancel it, or close its answer."""
     if not answer.done():

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from dataclasses import asdict, dataclass
 
 import requests
 
+from crypto_lakehouse import retry as retry_policy
 from crypto_lakehouse.reachability import unreachable_cause
 from crypto_lakehouse.rest import API_PREFIX, INVALID_SYMBOL_CODES
 from crypto_lakehouse.rest.limiter import HostStopped, WindowLimiter
@@ -160,8 +160,7 @@ class RestClient:
 
     # ------------------------------------------------------------ failures
     def _backoff(self, attempt: int) -> float:
-        base = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return base * random.uniform(0.5, 1.5)
+        return retry_policy.backoff_delay(attempt - 1, self.backoff_base_s, self.backoff_max_s)
 
     def _on_success(self) -> None:
         with self._lock:

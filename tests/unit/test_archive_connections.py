@@ -372,5 +372,3 @@ def test_https_through_a_connect_proxy(monkeypatch, scripted, certificate):
     # The origin saw an ordinary origin-form request, never the proxy credentials.
     assert server.requests[0].decode().startswith("GET /a HTTP/1.1")
     assert b"Proxy-Authorization" not in server.requests[0]
-
-
