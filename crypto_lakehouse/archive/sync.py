@@ -134,7 +134,7 @@ class _Syncer:
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self.listing = listing
-        self.session = None  # an aiohttp session, opened by ``_download`` inside its loop
+        self.downloader = None  # opened by ``_download`` inside its event loop
 
     # -------------------------------------------------------------- paths
     def local(self, key: str) -> Path:
@@ -190,18 +190,21 @@ class _Syncer:
             try:
                 # The zip's GET goes out at once; while its answer travels the CHECKSUM is
                 # fetched (when needed): one round trip per archive instead of two.
-                zip_answer = asyncio.ensure_future(connections.open_get(self.session, zip_url))
+                zip_answer = asyncio.ensure_future(self.downloader.open_get(zip_url))
+                checksum_body = None
                 if expected is None:
                     out.requests += 2
-                    body = await connections.get_bytes(self.session, self.url(checksum_key))
-                    line = parse_checksum(body, checksum_key)
+                    checksum_body = await self.downloader.get_bytes(self.url(checksum_key))
+                    line = parse_checksum(checksum_body, checksum_key)
                     if line.file_name != final.name:
                         log.warning("%s names %r, not %r", checksum_key, line.file_name, final.name)
-                    io.write_bytes(self.local(checksum_key), body)
                     expected = line.sha256
                 else:
                     out.requests += 1
-                with io.atomic_file(final) as (fd, tmp):
+                # Creating files can block for milliseconds on a busy ext4 journal: on a
+                # worker thread, not on the loop that carries every other transfer.
+                temp = await asyncio.to_thread(self._open_temp, key, checksum_body)
+                with temp as (fd, tmp):
                     answer, zip_answer = zip_answer, None
                     resp = await answer
                     n_bytes, digest = await connections.stream_to_fd(resp, zip_url, fd)
@@ -217,7 +220,8 @@ class _Syncer:
                             f"SHA-256 {digest} of the zip does not match the CHECKSUM "
                             f"{expected} ({retry + 1} attempt(s))"
                         )
-                io.touch(self.verified_marker(key))  # last: the zip is complete and right
+                    temp.committed = True
+                await asyncio.to_thread(temp.finish, self.verified_marker(key))
                 out.status, out.how, out.sha256 = "verified", "downloaded", digest
                 return out
             except http.Unreachable:
@@ -249,6 +253,12 @@ class _Syncer:
             out.retries += 1
             out.retry_wait_s += delay
 
+    def _open_temp(self, key: str, checksum_body: bytes | None) -> _TempZip:
+        """Write the CHECKSUM (when fetched) and open the zip's temporary file."""
+        if checksum_body is not None:
+            io.write_bytes(self.local(key + CHECKSUM_SUFFIX), checksum_body)
+        return _TempZip(self.local(key))
+
     def quarantine(self, out: Outcome, reason: str, kept_body: bool = False) -> Outcome:
         """Move what we have of a defective file out of ``aws_data``; never ``.verified``."""
         key = out.key
@@ -256,6 +266,30 @@ class _Syncer:
         log.warning("quarantined %s: %s", key, reason)
         out.status, out.reason = "quarantined", reason
         return out
+
+
+class _TempZip:
+    """A zip's temporary file (:func:`io.atomic_file`) whose opening and closing run on
+    worker threads: ``with temp as (fd, tmp)`` removes it on an error; after a clean exit
+    ``finish(marker)`` closes it, renames it into place and writes the ``.verified`` marker
+    last (the zip is complete and right)."""
+
+    def __init__(self, final: Path):
+        self._cm = io.atomic_file(final)
+        self.fd, self.tmp = self._cm.__enter__()
+        self.committed = False
+
+    def __enter__(self):
+        return self.fd, self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None or not self.committed:
+            self._cm.__exit__(exc_type or RuntimeError, exc or RuntimeError("abandoned"), tb)
+        return False
+
+    def finish(self, marker: Path) -> None:
+        self._cm.__exit__(None, None, None)
+        io.touch(marker)
 
 
 async def _discard(answer: asyncio.Task) -> None:
@@ -520,8 +554,8 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
 
     n_workers = max(1, (concurrency + 1) // 2)
     # Two connections per worker: with fewer, a zip's GET would wait for its CHECKSUM's.
-    async with connections.new_session(2 * n_workers, syncer.timeout_s) as session:
-        syncer.session = session
+    async with connections.Downloader(2 * n_workers, syncer.timeout_s) as downloader:
+        syncer.downloader = downloader
         try:
             n_workers = min(len(work), n_workers)
             tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
@@ -532,7 +566,7 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
             for task in done:
                 task.result()  # re-raises the first failure (Unreachable, disk errors)
         finally:
-            syncer.session = None
+            syncer.downloader = None
 
 
 def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[str, str]:

@@ -98,14 +98,14 @@ class Client:
 
     @staticmethod
     async def _open(timeout_s):
-        return connections.new_session(4, timeout_s)
+        return connections.Downloader(4, timeout_s)
 
     def get_bytes(self, url: str) -> bytes:
-        return self.loop.run_until_complete(connections.get_bytes(self.session, url))
+        return self.loop.run_until_complete(self.session.get_bytes(url))
 
     def stream_to_file(self, url: str, dest: Path, flags=os.O_WRONLY | os.O_CREAT):
         async def go():
-            resp = await connections.open_get(self.session, url)
+            resp = await self.session.open_get(url)
             fd = os.open(dest, flags, 0o644)
             try:
                 return await connections.stream_to_fd(resp, url, fd)

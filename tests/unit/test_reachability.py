@@ -102,8 +102,8 @@ def test_listing_get_fails_at_once_without_retries(closed_port_url, monkeypatch)
 
 def test_download_connection_fails_as_unreachable(closed_port_url):
     async def get(url):
-        async with connections.new_session(2, timeout_s=5) as session:
-            return await connections.get_bytes(session, url)
+        async with connections.Downloader(2, timeout_s=5) as downloader:
+            return await downloader.get_bytes(url)
 
     with pytest.raises(http.Unreachable, match="connection refused"):
         asyncio.run(get(closed_port_url + "/data/x.zip"))
