@@ -135,6 +135,7 @@ class _Syncer:
         self.timeout_s = timeout_s
         self.listing = listing
         self.downloader = None  # opened by ``_download`` inside its event loop
+        self.file_threads = None  # a ThreadPoolExecutor, also opened by ``_download``
 
     # -------------------------------------------------------------- paths
     def local(self, key: str) -> Path:
@@ -203,7 +204,10 @@ class _Syncer:
                     out.requests += 1
                 # Creating files can block for milliseconds on a busy ext4 journal: on a
                 # worker thread, not on the loop that carries every other transfer.
-                temp = await asyncio.to_thread(self._open_temp, key, checksum_body)
+                loop = asyncio.get_running_loop()
+                temp = await loop.run_in_executor(
+                    self.file_threads, self._open_temp, key, checksum_body
+                )
                 with temp as (fd, tmp):
                     answer, zip_answer = zip_answer, None
                     resp = await answer
@@ -221,7 +225,9 @@ class _Syncer:
                             f"{expected} ({retry + 1} attempt(s))"
                         )
                     temp.committed = True
-                await asyncio.to_thread(temp.finish, self.verified_marker(key))
+                await loop.run_in_executor(
+                    self.file_threads, temp.finish, self.verified_marker(key)
+                )
                 out.status, out.how, out.sha256 = "verified", "downloaded", digest
                 return out
             except http.Unreachable:
@@ -266,6 +272,20 @@ class _Syncer:
         log.warning("quarantined %s: %s", key, reason)
         out.status, out.reason = "quarantined", reason
         return out
+
+
+# Threads that create and rename files for the event loop (see ``_Syncer.fetch``).
+FILE_THREADS = 4
+
+
+def _loop_factory():
+    """uvloop's event loop where it exists (Linux, macOS): in the download benchmark it cut
+    the CPU per file by about a quarter against asyncio's own loop, the fallback."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 class _TempZip:
@@ -524,7 +544,8 @@ def _run_pass(
     progress = Progress(f"{STAGE} {label}", len(work), total_bytes=work_bytes, logger=log)
 
     if work:
-        asyncio.run(_download(syncer, work, listing, outcomes, progress, concurrency))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_download(syncer, work, listing, outcomes, progress, concurrency))
         progress.maybe_log(force=True)
 
 
@@ -556,6 +577,9 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
     # Two connections per worker: with fewer, a zip's GET would wait for its CHECKSUM's.
     async with connections.Downloader(2 * n_workers, syncer.timeout_s) as downloader:
         syncer.downloader = downloader
+        # Per run, not per module: a pool created before a fork would have no threads in
+        # the child (the benchmark's process pool), and wait forever.
+        syncer.file_threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="aws-files")
         try:
             n_workers = min(len(work), n_workers)
             tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
@@ -566,7 +590,8 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
             for task in done:
                 task.result()  # re-raises the first failure (Unreachable, disk errors)
         finally:
-            syncer.downloader = None
+            syncer.file_threads.shutdown(wait=True)
+            syncer.downloader = syncer.file_threads = None
 
 
 def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[str, str]:
