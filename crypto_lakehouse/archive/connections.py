@@ -56,19 +56,20 @@ def _tls_context(cafile: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
-def _env_proxy(origin: tuple[str, str, int]) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
+def _env_proxy(origin: tuple[str, str, int]) -> tuple[yarl.URL | None, dict[str, str]]:
     """The proxy for an origin from the environment (``HTTP(S)_PROXY``, ``ALL_PROXY``,
     ``NO_PROXY``, as ``urllib.request`` reads them), credentials split off."""
     scheme, host, port = origin
     proxies = urllib.request.getproxies()
     proxy = proxies.get(scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(f"{host}:{port}"):
-        return None, None
+        return None, {}
     if "://" not in proxy:
         proxy = f"http://{proxy}"  # a bare host:port, as requests accepts too
     url = yarl.URL(proxy)
-    auth = aiohttp.BasicAuth.from_url(url) if url.user else None
-    return url.with_user(None), auth
+    auth = aiohttp.BasicAuth.from_url(url)
+    headers = {"Proxy-Authorization": auth.encode()} if auth is not None else {}
+    return url.with_user(None), headers
 
 
 class Downloader:
@@ -103,8 +104,11 @@ class Downloader:
         origin = (url.scheme, url.host or "", url.port or 0)
         route = self._routes.get(origin)
         if route is None:
-            proxy, proxy_auth = _env_proxy(origin)
-            route = {"proxy": proxy, "proxy_auth": proxy_auth}
+            proxy, proxy_headers = _env_proxy(origin)
+            # Credentials go on the CONNECT for HTTPS, on each request for plain HTTP
+            # (absolute form): aiohttp sends ``proxy_headers`` only with a CONNECT.
+            key = "proxy_headers" if url.scheme == "https" else "headers"
+            route = {"proxy": proxy, key: proxy_headers or None}
             if url.scheme == "https":
                 route["ssl"] = _tls_context(ca_bundle())
             self._routes[origin] = route
