@@ -6,12 +6,12 @@ Loopback only (127.0.0.1, ephemeral port). Two layers:
   about sockets: routing, listing, objects, ranges, faults and counters, giving a ``Reply``
   (status, headers with Content-Length, body, ``drop``, ``close``, and the injected latency
   to wait before answering).
-- The transport: one asyncio event loop in a daemon thread (``Emulator.start``). HTTP/1.1 is
-  parsed by hand: keep-alive (HTTP/1.1 default, ``Connection: close`` honoured), pipelined
-  requests answered in order, Content-Length request bodies, origin- and absolute-form
-  targets, idle connections closed after ``Emulator.idle_timeout`` seconds. Latency is a
-  timer, so concurrent requests wait in parallel without a thread each; archive requests are
-  answered on the loop, REST requests (handlers may sleep or lock) in a thread pool.
+- The transport: aiohttp's low-level web server on an event loop in a daemon thread
+  (``Emulator.start``); HTTP itself (keep-alive, pipelining, request bodies, origin- and
+  absolute-form targets) is aiohttp's. Idle connections close after
+  ``Emulator.idle_timeout`` seconds. Latency is ``asyncio.sleep``, so concurrent requests
+  wait in parallel without a thread each; archive requests are answered on the loop, REST
+  requests (handlers may sleep or lock) in a thread pool.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ import contextlib
 import logging
 import socket
 import threading
-import time
-from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from aiohttp import web
 
 from .archive import (
     BUCKET,
@@ -50,10 +50,6 @@ REST_PREFIXES = ("/api/", "/fapi/", "/dapi/")
 SERVER = "AmazonS3"  # the Server header, as S3 sends it
 BACKLOG = 1024  # a 64-thread downloader opens its connections in one burst
 REST_WORKERS = 32  # threads running REST handlers (they may sleep: injected delays)
-MAX_HEAD = 65536  # bytes of request line + headers
-MAX_HEADERS = 100
-MAX_BODY = 64 << 20  # request bodies (POST) are read and ignored
-MAX_QUEUED = 64  # pipelined requests waiting on one connection before reading pauses
 
 _METHODS = ("GET", "HEAD", "POST")
 _REST_5XX = b'{"code":-1000,"msg":"An unknown error occurred while processing the request."}'
@@ -461,321 +457,14 @@ def _byte_range(header: str | None, size: int):
 
 
 # ---------------------------------------------------------------- transport
-_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
-_date_cache: tuple[int, str] = (0, "")
-
-
-def _http_date() -> str:
-    """The Date header, formatted once per second."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True))
-    return _date_cache[1]
-
-
-class _Request:
-    """A parsed request waiting for its answer. ``error``: the parser's answer (400, ...)."""
-
-    __slots__ = ("method", "target", "headers", "body", "close", "keep_alive_10", "error")
-
-    def __init__(self, method: str, target: str, headers: dict[str, str], close: bool):
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.body = b""
-        self.close = close  # close the connection after the answer
-        self.keep_alive_10 = False  # an HTTP/1.0 client asked for keep-alive
-        self.error: Reply | None = None
-
-
-def _bad(status: int, message: str) -> _Request:
-    req = _Request("GET", "", {}, close=True)
-    code = "BadRequest" if status == 400 else HTTPStatus(status).phrase.replace(" ", "")
-    req.error = _error(status, code, message, close=True)
-    return req
-
-
-def _parse_head(head: bytes) -> tuple[_Request, int]:
-    """A request (or a ``_bad`` one) from its request line and headers; and the length of its
-    body (``Content-Length``), negative when the client waits for ``100 Continue``."""
-    text = head.decode("latin-1")
-    if text.count("\n") == text.count("\r\n"):
-        lines = text.split("\r\n")
-    else:  # bare LF line ends (tolerated, as http.server does)
-        lines = [line.rstrip("\r") for line in text.split("\n")]
-    words = lines[0].split()
-    if len(words) != 3:
-        return _bad(400, "malformed request line"), 0
-    method, target, version = words
-    if version == "HTTP/1.1":
-        http11 = True
-    else:
-        major, dot, minor = version[5:].partition(".")
-        if not (
-            version.startswith("HTTP/")
-            and dot
-            and major.isascii()
-            and major.isdigit()
-            and minor.isascii()
-            and minor.isdigit()
-        ):
-            return _bad(400, "malformed HTTP version"), 0
-        if int(major) >= 2:
-            return _bad(505, "HTTP version not supported"), 0
-        http11 = (int(major), int(minor)) >= (1, 1)
-    headers: dict[str, str] = {}
-    lower: dict[str, str] = {}  # lower-case name -> value
-    last = ""
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):  # obsolete line folding
-            if not last:
-                return _bad(400, "malformed header"), 0
-            headers[last] += " " + line.strip()
-            lower[last.lower()] = headers[last]
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or " " in name or "\t" in name:
-            return _bad(400, "malformed header"), 0
-        key = name.lower()
-        value = value.strip()
-        if key in lower:  # the first one wins (as email.message does)
-            last = ""
-            if key == "content-length" and lower[key] != value:
-                return _bad(400, "conflicting Content-Length"), 0
-            continue
-        if len(lower) >= MAX_HEADERS:
-            return _bad(431, "too many headers"), 0
-        headers[name] = lower[key] = value
-        last = name
-    conn = lower.get("connection")
-    tokens = {t.strip().lower() for t in conn.split(",")} if conn else set()
-    keep_alive = "keep-alive" in tokens
-    close = "close" in tokens or (not http11 and not keep_alive)
-    req = _Request(method, target, headers, close)
-    req.keep_alive_10 = not http11 and not close
-    if "transfer-encoding" in lower:
-        return _bad(501, "Transfer-Encoding is not supported; send Content-Length"), 0
-    length = 0
-    text = lower.get("content-length")
-    if text is not None:
-        if not (text.isascii() and text.isdigit()):
-            return _bad(400, "malformed Content-Length"), 0
-        length = int(text)
-        if length > MAX_BODY:
-            return _bad(413, "request body too large"), 0
-    if length and http11 and lower.get("expect", "").lower() == "100-continue":
-        return req, -length
-    return req, length
-
-
-def _head_end(buf: bytearray) -> tuple[int, int]:
-    """(end of the first request head, length of the blank line after it), or (-1, 0)."""
-    crlf = buf.find(b"\r\n\r\n")
-    lf = buf.find(b"\n\n")
-    if lf >= 0 and (crlf < 0 or lf < crlf):
-        return lf, 2
-    if crlf >= 0:
-        return crlf, 4
-    return -1, 0
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection: parse requests, answer them one after the other."""
-
-    def __init__(self, server: "_LoopServer"):
-        self.server = server
-        self.emu = server.emu
-        self.loop = server.loop
-        self.transport: asyncio.Transport | None = None
-        self.peer = "-"
-        self.buf = bytearray()
-        self.queue: deque[_Request] = deque()
-        self.reading_body: _Request | None = None  # a request whose body is still arriving
-        self.body_left = 0
-        self.busy = False  # a request is being answered (waiting for its latency or REST)
-        self.finished = False  # no further request is read or answered
-        self.eof = False
-        self.reading = True  # False after a request that cannot be parsed
-        self.write_paused = False
-        self.read_paused = False
-        self.in_next = False
-        self.last_active = self.loop.time()
-
-    # ------------------------------------------------------------ asyncio callbacks
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if peer else "-"
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.connections.add(self)
-
-    def connection_lost(self, exc) -> None:
-        self.finished = True
-        self.queue.clear()
-        self.server.connections.discard(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.last_active = self.loop.time()
-        if self.finished or not self.reading:
-            return
-        self.buf += data
-        self._parse()
-        if len(self.queue) >= MAX_QUEUED and not self.read_paused:
-            self.read_paused = True
-            self.transport.pause_reading()
-        self._next()
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        # Answer what was asked, then close (keeping the write side open until then).
-        return self.busy or bool(self.queue)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._next()
-
-    # ------------------------------------------------------------ requests
-    def _parse(self) -> None:
-        buf = self.buf
-        while buf and self.reading and not self.finished:
-            if self.reading_body is not None:
-                if len(buf) < self.body_left:
-                    return
-                req = self.reading_body
-                req.body = bytes(buf[: self.body_left])
-                del buf[: self.body_left]
-                self.reading_body = None
-                self.queue.append(req)
-                continue
-            # Blank lines before a request line are ignored (RFC 9112 §2.2).
-            while buf[:2] == b"\r\n" or buf[:1] == b"\n":
-                del buf[: 2 if buf[:1] == b"\r" else 1]
-            if not buf:
-                return
-            end, skip = _head_end(buf)
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._stop_reading(_bad(431, "request head too large"))
-                return
-            if end > MAX_HEAD:
-                self._stop_reading(_bad(431, "request head too large"))
-                return
-            req, length = _parse_head(bytes(buf[:end]))
-            del buf[: end + skip]
-            if req.error is not None:
-                self._stop_reading(req)
-                return
-            if length < 0:  # Expect: 100-continue
-                length = -length
-                if len(buf) < length and not self.busy and not self.queue:
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            if length:
-                self.reading_body, self.body_left = req, length
-                continue
-            self.queue.append(req)
-
-    def _stop_reading(self, req: _Request) -> None:
-        """A request that cannot be parsed: answer it after the ones before, then close."""
-        self.queue.append(req)
-        self.buf.clear()
-        self.reading_body = None
-        self.reading = False  # data arriving later is ignored: the answer closes the connection
-
-    def _next(self) -> None:
-        """Answer queued requests in order; at most one at a time."""
-        if self.in_next:
-            return
-        self.in_next = True
-        try:
-            while self.queue and not self.busy and not self.write_paused and not self.finished:
-                req = self.queue.popleft()
-                self.busy = True
-                self._start(req)
-            if self.read_paused and len(self.queue) < MAX_QUEUED // 2 and not self.finished:
-                self.read_paused = False
-                self.transport.resume_reading()
-        finally:
-            self.in_next = False
-
-    def _start(self, req: _Request) -> None:
-        if req.error is not None:
-            self._ready(req, req.error)
-            return
-        try:
-            split = _split_target(req.target)
-        except ValueError:
-            split = None  # _respond answers 500
-        if split is not None and req.method in _METHODS and split[0].startswith(REST_PREFIXES):
-            self.server.run_blocking(self, req, split)
-            return
-        self._ready(req, self.emu._respond(req.method, req.target, split, req.headers))
-
-    def _ready(self, req: _Request, reply: Reply) -> None:
-        if reply.latency > 0:
-            self.loop.call_later(reply.latency, self._write, req, reply)
-        else:
-            self._write(req, reply)
-
-    def _write(self, req: _Request, reply: Reply) -> None:
-        self.busy = False
-        transport = self.transport
-        if self.finished or transport is None or transport.is_closing():
-            return
-        close = reply.close or req.close
-        parts = [
-            _STATUS_LINES.get(reply.status) or f"HTTP/1.1 {reply.status} \r\n",
-            f"Server: {SERVER}\r\nDate: {_http_date()}\r\n",
-        ]
-        parts += [f"{name}: {value}\r\n" for name, value in reply.headers.items()]
-        if close and "Connection" not in reply.headers:
-            parts.append("Connection: close\r\n")
-        elif req.keep_alive_10 and not close:
-            parts.append("Connection: keep-alive\r\n")
-        parts.append("\r\n")
-        head = "".join(parts).encode("latin-1")
-        body = reply.body
-        if req.method == "HEAD" or not body:
-            transport.write(head)
-        elif reply.drop:
-            # Half the body, then close: the client sees fewer bytes than Content-Length.
-            transport.write(head + body[: len(body) // 2])
-        else:
-            transport.write(head + body)
-        self.last_active = self.loop.time()
-        if log.isEnabledFor(logging.DEBUG):  # the CLI's --verbose: every request
-            log.debug(
-                '%s "%s %s" %d %s',
-                self.peer,
-                req.method,
-                req.target,
-                reply.status,
-                reply.headers.get("Content-Length", "-"),
-            )
-        if close:
-            self.finished = True
-            self.queue.clear()
-            transport.close()
-        elif self.eof and not self.queue:
-            self.finished = True
-            transport.close()
-        else:
-            self._next()
-
-
 class _LoopServer:
-    """The listening socket and an event loop serving it from a daemon thread."""
+    """The listening socket and an aiohttp low-level server on an event loop in a daemon
+    thread. Archive requests are answered on the loop; REST requests (handlers may sleep or
+    lock) in a thread pool. Latency is ``asyncio.sleep``: concurrent requests wait in
+    parallel without a thread each."""
 
     def __init__(self, emu: Emulator, port: int = 0):
         self.emu = emu
-        self.connections: set[_Connection] = set()
-        self.idle_timeout = float(emu.idle_timeout)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -789,8 +478,8 @@ class _LoopServer:
             raise
         self.port = sock.getsockname()[1]
         self.loop = asyncio.new_event_loop()
+        self._web: web.Server | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._sweeper: asyncio.TimerHandle | None = None
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self.thread = threading.Thread(
@@ -808,16 +497,13 @@ class _LoopServer:
         asyncio.set_event_loop(loop)
         try:
             try:
-                self._server = loop.run_until_complete(
-                    loop.create_server(lambda: _Connection(self), sock=sock, backlog=BACKLOG)
-                )
+                self._server = loop.run_until_complete(self._listen(sock))
             except BaseException as e:
                 self._failure = e
                 sock.close()
                 return
             finally:
                 self._ready.set()
-            self._sweeper = loop.call_later(self._sweep_period(), self._sweep)
             loop.run_forever()
             pending = asyncio.all_tasks(loop)
             for task in pending:
@@ -827,71 +513,72 @@ class _LoopServer:
         finally:
             loop.close()
 
-    def _sweep_period(self) -> float:
-        return max(0.05, min(5.0, self.idle_timeout / 4))
+    async def _listen(self, sock: socket.socket) -> asyncio.AbstractServer:
+        self._web = web.Server(  # inside the loop: aiohttp takes the running one
+            self._handle, keepalive_timeout=float(self.emu.idle_timeout), access_log=None
+        )
+        return await self.loop.create_server(self._web, sock=sock, backlog=BACKLOG)
 
-    def _sweep(self) -> None:
-        """Close connections idle (nothing read, nothing being answered) for too long."""
-        deadline = self.loop.time() - self.idle_timeout
-        for conn in list(self.connections):
-            if not conn.busy and not conn.queue and conn.last_active < deadline:
-                conn.finished = True
-                if conn.transport is not None:
-                    conn.transport.close()
-        self._sweeper = self.loop.call_later(self._sweep_period(), self._sweep)
-
-    async def _shutdown(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self._server is not None:
-            # Accept no more, but let connections accepted a moment ago get their protocol
-            # (a task each) first: closing the server under such a task leaks its socket.
-            for sock in self._server.sockets:
-                self.loop.remove_reader(sock.fileno())
-            me = asyncio.current_task()
-            accepting = [t for t in asyncio.all_tasks() if t is not me]
-            if accepting:
-                await asyncio.wait(accepting, timeout=2)
-            self._server.close()  # the listening socket closes (and resets its backlog)
-        for conn in list(self.connections):
-            conn.finished = True
-            if conn.transport is not None:
-                conn.transport.abort()
-        await asyncio.sleep(0)  # abort()'s callbacks close the sockets
-        self.loop.stop()
-
-    # ------------------------------------------------------------ REST in threads
-    def run_blocking(self, conn: _Connection, req: _Request, split: tuple[str, str]) -> None:
-        """Answer a REST ``req`` in a worker thread (handlers may sleep), then write it from
-        the loop. The injected latency is waited first (a timer), as a network would."""
-        latency = self.emu._rest_latency()
-        if latency > 0:
-            self.loop.call_later(latency, self._submit, conn, req, split, True)
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        emu = self.emu
+        method, target = request.method, request.raw_path
+        headers = dict(request.headers)
+        try:
+            split = _split_target(target)
+        except ValueError:
+            split = None  # _respond answers 500
+        if split is not None and method in _METHODS and split[0].startswith(REST_PREFIXES):
+            # The latency first (the handler's clock sees the request after it, as over a
+            # network), then the handler on a worker thread.
+            latency = emu._rest_latency()
+            if latency > 0:
+                await asyncio.sleep(latency)
+            reply = await self.loop.run_in_executor(
+                self._rest_pool(), emu._respond, method, target, split, headers, latency > 0
+            )
         else:
-            self._submit(conn, req, split, False)
+            reply = emu._respond(method, target, split, headers)
+        if reply.latency > 0:
+            await asyncio.sleep(reply.latency)
+        if log.isEnabledFor(logging.DEBUG):  # the CLI's --verbose: every request
+            log.debug(
+                '%s "%s %s" %d %s', request.remote, method, target, reply.status,
+                reply.headers.get("Content-Length", "-"),
+            )  # fmt: skip
+        return await self._send(request, reply)
 
-    def _submit(
-        self, conn: _Connection, req: _Request, split: tuple[str, str], waited: bool
-    ) -> None:
-        if conn.finished:
-            return  # the client left (or the server stops) while the latency passed
+    @staticmethod
+    async def _send(request: web.BaseRequest, reply: Reply) -> web.StreamResponse:
+        try:
+            reason = HTTPStatus(reply.status).phrase
+        except ValueError:
+            reason = "Unknown"
+        resp = web.StreamResponse(
+            status=reply.status, reason=reason, headers={"Server": SERVER, **reply.headers}
+        )
+        if reply.close:
+            resp.force_close()
+        await resp.prepare(request)
+        body = reply.body
+        if request.method != "HEAD" and body:
+            # ``drop``: half the body, then the connection closes (``close`` is set): the
+            # client sees fewer bytes than Content-Length.
+            await resp.write(body[: len(body) // 2] if reply.drop else body)
+        await resp.write_eof()
+        return resp
+
+    def _rest_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(REST_WORKERS, thread_name_prefix="emulator-rest")
-            pool = self._pool
-        respond = self.emu._respond
-        future = pool.submit(respond, req.method, req.target, split, req.headers, waited)
-        future.add_done_callback(self._deliver(conn, req))
+            return self._pool
 
-    def _deliver(self, conn: _Connection, req: _Request) -> Callable[[Future], None]:
-        def done(future: Future) -> None:
-            if future.cancelled():
-                return  # the server stopped
-            reply = future.result()  # _respond turns exceptions into a 500 Reply
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the server stopped
-                self.loop.call_soon_threadsafe(conn._ready, req, reply)
-
-        return done
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()  # the listening socket closes
+        if self._web is not None:
+            await self._web.shutdown(timeout=0.5)
+        self.loop.stop()
 
     # ------------------------------------------------------------ lifecycle
     def stop(self) -> None:
