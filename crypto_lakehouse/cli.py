@@ -43,10 +43,15 @@ COMMANDS = {
         "resample.sh",
         "resample the generated candles to coarser intervals at every offset",
     ),
+    "features": (
+        "features",
+        "none (new; researchers called TA-Lib by hand)",
+        "TA-Lib indicators and microstructure features of every generated and resampled file",
+    ),
     "complete-pipeline": (
         "all",
         "the five scripts in order",
-        "run every step: aws-download, aws-parse, api-download, gen-kline, resample",
+        "run every step: aws-download, aws-parse, api-download, gen-kline, resample, features",
     ),
 }
 

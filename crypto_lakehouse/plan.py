@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-STAGES = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample")
+STAGES = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample", "features")
 
 
 class ConfigError(ValueError):
@@ -75,7 +75,21 @@ def check_config(config: dict) -> None:
                 )
         except ValueError as exc:
             raise ConfigError(f"config key 'resample.targets': {exc}") from exc
+    features = config.get("features", {})
+    if features.get("enabled", True):
+        from crypto_lakehouse.features.spec import FeatureConfigError, validate_feature_config
+
+        try:
+            validate_feature_config(features)
+        except FeatureConfigError as exc:
+            raise ConfigError(f"config key {exc}") from exc
     resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
+
+
+def active_stages(config: dict) -> list[str]:
+    """The stages of target ``all``: every stage, ``features`` only while enabled."""
+    enabled = config.get("features", {}).get("enabled", True)
+    return [s for s in STAGES if s != "features" or enabled]
 
 
 def symbol_selection(config: dict, trade_type: str) -> list[str] | str:
