@@ -141,14 +141,22 @@ def _symbol_features(
         path = f["dir"] / f"{f['name']}{SUFFIX}"
         rel = path.relative_to(data_dir).as_posix()
         try:
-            table = feature_table(data_dir / f["source"], specs, windows, vwap_col, contract_size)
+            table = feature_table(
+                data_dir / f["source"], specs, windows, vwap_col, contract_size, seconds
+            )
         except Exception as exc:  # reported; the symbol's other files still run
             log.error("features of %s failed: %s", f["source"], exc)
             failures.append(f"{f['source']}: {exc}")
             continue
         t0 = clock.perf_counter()
+        # Plain encoding as for the candle files; byte-stream-split float pages compress
+        # ~15% smaller under zstd at the same speed.
         io.write_parquet(
-            path, table, metadata={**metadata, "source_file": f["source"]}, use_dictionary=False
+            path,
+            table,
+            metadata={**metadata, "source_file": f["source"]},
+            use_dictionary=False,
+            use_byte_stream_split=table.column_names[1:],
         )
         seconds["write"] = seconds.get("write", 0.0) + clock.perf_counter() - t0
         written.setdefault(f["dir"], set()).add(f["name"])

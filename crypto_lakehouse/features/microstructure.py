@@ -59,9 +59,10 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 def log_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """ln(numerator / denominator); NaN when the ratio is not a positive number."""
     r = ratio(numerator, denominator)
-    out = np.full(len(r), np.nan)
-    np.log(r, out=out, where=r > 0)
-    return out
+    positive = r > 0
+    np.log(r, out=r, where=positive)  # in place: one array per column on millions of rows
+    r[~positive] = np.nan
+    return r
 
 
 def _rolling(values: np.ndarray, window: int):
