@@ -79,23 +79,22 @@ def _paired(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(missing, np.nan, x), np.where(missing, np.nan, y)
 
 
-def _rolling_cov(x: np.ndarray, y: np.ndarray, window: int) -> np.ndarray:
-    xp, yp = _paired(x, y)
-    return _rolling(xp, window).cov(pd.Series(yp, copy=False)).to_numpy()
-
-
-def corwin_schultz(high: np.ndarray, low: np.ndarray) -> np.ndarray:
-    """Two-candle Corwin-Schultz spread S_t on candles t-1 and t (NaN for the first)."""
+def corwin_schultz(high: np.ndarray, low: np.ndarray, hl2: np.ndarray | None = None) -> np.ndarray:
+    """Two-candle Corwin-Schultz spread S_t on candles t-1 and t (NaN for the first);
+    ``hl2`` = (ln(high/low))² when the caller has it already."""
     n = len(high)
     s = np.full(n, np.nan)
     if n < 2:
         return s
-    hl2 = log_ratio(high, low) ** 2
+    if hl2 is None:
+        hl2 = log_ratio(high, low) ** 2
     beta = hl2[1:] + hl2[:-1]
-    gamma = log_ratio(np.maximum(high[1:], high[:-1]), np.minimum(low[1:], low[:-1])) ** 2
+    gamma = log_ratio(np.maximum(high[1:], high[:-1]), np.minimum(low[1:], low[:-1]))
+    gamma *= gamma
     with np.errstate(invalid="ignore"):
         alpha = (np.sqrt(2.0 * beta) - np.sqrt(beta)) / _CS_K - np.sqrt(gamma / _CS_K)
-    e = np.exp(alpha)
+    del beta, gamma
+    e = np.exp(alpha, out=alpha)
     s[1:] = 2.0 * (e - 1.0) / (1.0 + e)
     return s
 
@@ -129,30 +128,59 @@ def compute_microstructure(
     if vwap is not None:
         out[VWAP_DEVIATION] = ratio(c, vwap) - 1.0
 
-    hl2 = log_ratio(h, lo) ** 2
-    co2 = log_ratio(c, o) ** 2
-    garman_klass = 0.5 * hl2 - (2.0 * _LN2 - 1.0) * co2
-    spread = np.maximum(corwin_schultz(h, lo), 0.0)  # NaN stays NaN
+    # Each per-candle series is built just before its rolling columns and dropped right
+    # after: on a 6-year 1m file every array is 25 MB, and holding them all at once would
+    # add ~300 MB to the peak.
+    with np.errstate(invalid="ignore"):
+        r2 = r * r
+        for w in windows:
+            out[f"realized_vol_{w}"] = np.sqrt(_rolling(r2, w).sum().to_numpy())
+        del r2
+
+        hl2 = log_ratio(h, lo)
+        hl2 *= hl2
+        for w in windows:
+            mean_hl2 = _rolling(hl2, w).mean().to_numpy()
+            out[f"parkinson_vol_{w}"] = np.sqrt(mean_hl2 / (4.0 * _LN2))
+        garman_klass = log_ratio(c, o)
+        garman_klass *= garman_klass
+        garman_klass *= -(2.0 * _LN2 - 1.0)
+        garman_klass += 0.5 * hl2
+        for w in windows:
+            out[f"garman_klass_vol_{w}"] = np.sqrt(_rolling(garman_klass, w).mean().to_numpy())
+        del garman_klass
+    spread = corwin_schultz(h, lo, hl2)
+    del hl2
+    np.maximum(spread, 0.0, out=spread)  # NaN stays NaN
+    for w in windows:
+        out[f"cs_spread_{w}"] = _rolling(spread, w).mean().to_numpy()
+    del spread
+
     d_close = np.full(n, np.nan)
     d_close[1:] = np.diff(c)
     d_close_prev = np.full(n, np.nan)
     d_close_prev[1:] = d_close[:-1]
-    illiquidity = ratio(np.abs(r), notional)
-    r_paired, q_paired = _paired(r, signed_volume)
-    r2 = r * r
+    d_close, d_close_prev = _paired(d_close, d_close_prev)
     for w in windows:
-        with np.errstate(invalid="ignore"):
-            out[f"realized_vol_{w}"] = np.sqrt(_rolling(r2, w).sum().to_numpy())
-            out[f"parkinson_vol_{w}"] = np.sqrt(_rolling(hl2, w).mean().to_numpy() / (4.0 * _LN2))
-            out[f"garman_klass_vol_{w}"] = np.sqrt(_rolling(garman_klass, w).mean().to_numpy())
-        out[f"cs_spread_{w}"] = _rolling(spread, w).mean().to_numpy()
-        autocov = _rolling_cov(d_close, d_close_prev, w)
-        roll = np.where(autocov >= 0, 0.0, np.nan)
+        autocov = _rolling(d_close, w).cov(pd.Series(d_close_prev, copy=False)).to_numpy()
+        roll = np.full(n, np.nan)  # NaN where the autocovariance is NaN
         negative = autocov < 0
         roll[negative] = 2.0 * np.sqrt(-autocov[negative])
+        roll[autocov >= 0] = 0.0
         out[f"roll_spread_{w}"] = roll
+    del d_close, d_close_prev
+
+    illiquidity = ratio(np.abs(r), notional)
+    for w in windows:
         out[f"amihud_{w}"] = _rolling(illiquidity, w).mean().to_numpy()
+    del illiquidity
+
+    r_paired, q_paired = _paired(r, signed_volume)
+    del signed_volume
+    for w in windows:
         cov_rq = _rolling(r_paired, w).cov(pd.Series(q_paired, copy=False)).to_numpy()
         var_q = _rolling(q_paired, w).var().to_numpy()
         out[f"kyle_lambda_{w}"] = ratio(cov_rq, var_q)
-    return out
+    # Column order: per window, WINDOW_COLUMNS.
+    ordered = {k: out[k] for k in microstructure_columns(windows, VWAP_DEVIATION in out)}
+    return ordered

@@ -196,6 +196,18 @@ def test_without_a_vwap_column_there_is_no_vwap_deviation():
     ]
 
 
+def test_no_windows_gives_only_the_per_candle_columns():
+    c = candles(20, seed=2)
+    out = compute_microstructure(c, [], c["quote_volume"], vwap=c["avg_price_1m"])
+    assert list(out) == [
+        "log_return",
+        "taker_buy_ratio",
+        "order_flow_imbalance",
+        "avg_trade_size",
+        "vwap_deviation",
+    ]
+
+
 def test_tiny_series_give_nan_not_errors():
     for n in (0, 1, 2):
         c = candles(max(n, 1), seed=9)
