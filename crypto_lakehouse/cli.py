@@ -45,7 +45,7 @@ COMMANDS = {
     ),
     "features": (
         "features",
-        "none (new; researchers called TA-Lib by hand)",
+        "none (new step)",
         "TA-Lib indicators and microstructure features of every generated and resampled file",
     ),
     "complete-pipeline": (
