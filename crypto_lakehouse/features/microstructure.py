@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from pandas.api.indexers import BaseIndexer
 
 # Per-candle columns, then the rolling columns per window (in this order).
 BASE_COLUMNS = ("log_return", "taker_buy_ratio", "order_flow_imbalance", "avg_trade_size")
@@ -65,8 +66,28 @@ def log_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return r
 
 
-def _rolling(values: np.ndarray, window: int):
-    return pd.Series(values, copy=False).rolling(window, min_periods=window // 2)
+class TrailingWindows(BaseIndexer):
+    """The rows [t - W + 1, t] of every t, as pandas' fixed window, with the bounds computed
+    once per file and window instead of once per rolling call (8 calls per window; on 4 M
+    rows each recomputation cost ~20 ms)."""
+
+    def __init__(self, rows: int, window: int):
+        end = np.arange(1, rows + 1, dtype=np.int64)
+        start = np.maximum(end - window, 0)
+        super().__init__(window_size=window, start=start, end=end)
+
+    def get_window_bounds(
+        self, num_values=0, min_periods=None, center=None, closed=None, step=None
+    ):
+        if num_values != len(self.end):
+            raise ValueError(f"windows built for {len(self.end)} rows, not {num_values}")
+        return self.start, self.end
+
+
+def _rolling(values: np.ndarray, window: TrailingWindows):
+    """pandas ``rolling(W, min_periods=W // 2)`` over ``values``."""
+    size = window.window_size
+    return pd.Series(values, copy=False).rolling(window, min_periods=size // 2)
 
 
 def _paired(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,29 +152,32 @@ def compute_microstructure(
     # Each per-candle series is built just before its rolling columns and dropped right
     # after: on a 6-year 1m file every array is 25 MB, and holding them all at once would
     # add ~300 MB to the peak.
+    bounds = {w: TrailingWindows(n, w) for w in windows}
     with np.errstate(invalid="ignore"):
         r2 = r * r
         for w in windows:
-            out[f"realized_vol_{w}"] = np.sqrt(_rolling(r2, w).sum().to_numpy())
+            out[f"realized_vol_{w}"] = np.sqrt(_rolling(r2, bounds[w]).sum().to_numpy())
         del r2
 
         hl2 = log_ratio(h, lo)
         hl2 *= hl2
         for w in windows:
-            mean_hl2 = _rolling(hl2, w).mean().to_numpy()
+            mean_hl2 = _rolling(hl2, bounds[w]).mean().to_numpy()
             out[f"parkinson_vol_{w}"] = np.sqrt(mean_hl2 / (4.0 * _LN2))
         garman_klass = log_ratio(c, o)
         garman_klass *= garman_klass
         garman_klass *= -(2.0 * _LN2 - 1.0)
         garman_klass += 0.5 * hl2
         for w in windows:
-            out[f"garman_klass_vol_{w}"] = np.sqrt(_rolling(garman_klass, w).mean().to_numpy())
+            out[f"garman_klass_vol_{w}"] = np.sqrt(
+                _rolling(garman_klass, bounds[w]).mean().to_numpy()
+            )
         del garman_klass
     spread = corwin_schultz(h, lo, hl2)
     del hl2
     np.maximum(spread, 0.0, out=spread)  # NaN stays NaN
     for w in windows:
-        out[f"cs_spread_{w}"] = _rolling(spread, w).mean().to_numpy()
+        out[f"cs_spread_{w}"] = _rolling(spread, bounds[w]).mean().to_numpy()
     del spread
 
     d_close = np.full(n, np.nan)
@@ -162,7 +186,7 @@ def compute_microstructure(
     d_close_prev[1:] = d_close[:-1]
     d_close, d_close_prev = _paired(d_close, d_close_prev)
     for w in windows:
-        autocov = _rolling(d_close, w).cov(pd.Series(d_close_prev, copy=False)).to_numpy()
+        autocov = _rolling(d_close, bounds[w]).cov(pd.Series(d_close_prev, copy=False)).to_numpy()
         roll = np.full(n, np.nan)  # NaN where the autocovariance is NaN
         negative = autocov < 0
         roll[negative] = 2.0 * np.sqrt(-autocov[negative])
@@ -172,14 +196,14 @@ def compute_microstructure(
 
     illiquidity = ratio(np.abs(r), notional)
     for w in windows:
-        out[f"amihud_{w}"] = _rolling(illiquidity, w).mean().to_numpy()
+        out[f"amihud_{w}"] = _rolling(illiquidity, bounds[w]).mean().to_numpy()
     del illiquidity
 
     r_paired, q_paired = _paired(r, signed_volume)
     del signed_volume
     for w in windows:
-        cov_rq = _rolling(r_paired, w).cov(pd.Series(q_paired, copy=False)).to_numpy()
-        var_q = _rolling(q_paired, w).var().to_numpy()
+        cov_rq = _rolling(r_paired, bounds[w]).cov(pd.Series(q_paired, copy=False)).to_numpy()
+        var_q = _rolling(q_paired, bounds[w]).var().to_numpy()
         out[f"kyle_lambda_{w}"] = ratio(cov_rq, var_q)
     # Column order: per window, WINDOW_COLUMNS.
     ordered = {k: out[k] for k in microstructure_columns(windows, VWAP_DEVIATION in out)}
