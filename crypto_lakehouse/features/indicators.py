@@ -11,13 +11,15 @@ def compute_indicator(spec: IndicatorSpec, inputs: dict[str, np.ndarray]) -> dic
     """``spec``'s columns for the candle series ``inputs`` (float64 arrays by TA-Lib input
     name). TA-Lib runs once on the whole series: its warm-up rows are NaN, exactly as it
     returns them."""
-    from talib import abstract
+    import talib
 
     n = len(next(iter(inputs.values()))) if inputs else 0
     if n == 0:
         return {col: np.empty(0, dtype=np.float64) for col in spec.columns}
-    function = abstract.Function(spec.function)
-    result = function({name: inputs[name] for name in spec.inputs}, **spec.param_dict)
+    # The function API, inputs in TA-Lib's order: the same C call as talib.abstract without
+    # its per-call input handling (4x the time of the calls themselves on 1m files).
+    function = getattr(talib, spec.function)
+    result = function(*(inputs[name] for name in spec.inputs), **spec.param_dict)
     if len(spec.outputs) == 1:
         result = [result]
     return {

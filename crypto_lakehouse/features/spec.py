@@ -42,7 +42,7 @@ class IndicatorSpec:
 
     function: str  # TA-Lib name, upper case
     params: tuple[tuple[str, float | int], ...]  # every parameter, TA-Lib order, defaults filled
-    inputs: tuple[str, ...]  # candle columns the function reads
+    inputs: tuple[str, ...]  # candle columns the function reads, in its argument order
     outputs: tuple[str, ...]  # TA-Lib output names
     columns: tuple[str, ...]  # our column name per output
 
@@ -109,10 +109,11 @@ def column_names(function: str, params: dict, outputs: list[str]) -> tuple[str, 
 
 
 def _inputs(info: dict) -> tuple[str, ...]:
+    """The price series of a function in the order of its positional arguments."""
     names: list[str] = []
     for value in info["input_names"].values():
         names.extend(value if isinstance(value, (list, tuple)) else [value])
-    return tuple(dict.fromkeys(names))
+    return tuple(names)
 
 
 def _probe_inputs() -> dict[str, np.ndarray]:
@@ -156,7 +157,7 @@ def parse_indicator(entry, where: str) -> IndicatorSpec:
             raise FeatureConfigError(f"{where}: {name} parameter {key!r} must be finite")
         params[key] = int(value) if isinstance(default, int) else float(value)
     inputs = _inputs(info)
-    foreign = [i for i in inputs if i not in CANDLE_INPUTS]
+    foreign = sorted({i for i in inputs if i not in CANDLE_INPUTS})
     if foreign:
         raise FeatureConfigError(
             f"{where}: {name} needs input(s) {foreign} that are not candle columns "

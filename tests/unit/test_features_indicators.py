@@ -247,3 +247,25 @@ def test_functions_on_several_candle_inputs_take_the_candle_columns():
         atr = (atr * 4 + tr[i - 1]) / 5
         expected[i] = atr
     assert_same(out["atr_5"], expected)
+
+
+def test_every_candle_function_gets_its_inputs_in_talib_order():
+    # Our call passes the candle columns positionally; TA-Lib's abstract API maps them by
+    # name. Both must agree for every function a user may configure.
+    import talib
+    from talib import abstract
+
+    data = ohlcv(walk(300, seed=13))
+    checked = 0
+    for name in talib.get_functions():
+        try:
+            (spec,) = parse_indicators([{"name": name}])
+        except FeatureConfigError:
+            continue  # needs a non-candle input (MAVP)
+        ours = compute_indicators([spec], data)
+        theirs = abstract.Function(name)(data)
+        theirs = theirs if isinstance(theirs, list) else [theirs]
+        for col, expected in zip(spec.columns, theirs, strict=True):
+            np.testing.assert_array_equal(ours[col], np.asarray(expected, float), err_msg=col)
+        checked += 1
+    assert checked > 150
