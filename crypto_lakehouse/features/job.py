@@ -191,9 +191,12 @@ def run_features(
     """
     started = clock.perf_counter()
     data_dir = Path(data_dir)
-    specs, windows = validate_feature_config(
-        {"indicators": indicators, "microstructure": {"windows": windows}}
-    )
+    settings_in: dict = {}  # None: the defaults (DEFAULT_INDICATORS, DEFAULT_WINDOWS)
+    if indicators is not None:
+        settings_in["indicators"] = indicators
+    if windows is not None:
+        settings_in["microstructure"] = {"windows": windows}
+    specs, windows = validate_feature_config(settings_in)
     gen_by_symbol = {(io.read_json(p, default={}) or {}).get("symbol"): p for p in gen_reports}
     res_by_symbol = {
         (io.read_json(p, default={}) or {}).get("symbol"): p for p in resample_reports or ()

@@ -298,3 +298,11 @@ def test_report_and_stats_are_json_for_the_summary(data):
         pq.read_metadata(feature_path(p)).num_rows for p in candle_files(data)
     )
     assert stats["seconds"]["total"] >= 0
+
+
+def test_unset_settings_mean_the_documented_defaults(data):
+    reports = {"AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [100], seed=12)}
+    features(data, ["AAAUSDT"], reports, indicators=None, windows=None)
+    src = layout.results_klines_dir(data, "spot", "1m") / "AAAUSDT.pqt"
+    names = pq.read_schema(feature_path(src)).names
+    assert names == ["candle_begin_time", *INDICATOR_COLUMNS, *MICRO_COLUMNS]
