@@ -32,8 +32,18 @@ DAYS = [f"2024-02-{d}" for d in range(24, 30)] + [f"2024-03-0{d}" for d in range
 DAY_MS = 86_400_000
 NOW_MS = int(datetime(2024, 3, 4, 2, tzinfo=timezone.utc).timestamp() * 1000)
 # The records of a run: everything but what legitimately differs between runs (logs and
-# run figures: durations, request counts; the lock file: its holder).
-VOLATILE = ("lakehouse/logs/", "lakehouse/stats/", "lakehouse/summaries/", "lakehouse/run.lock")
+# run figures: durations, request counts, Snakemake benchmark files, the report page and its
+# figures, which show them; the lock file: its holder). The report's coverage.parquet is
+# compared.
+VOLATILE = (
+    "lakehouse/logs/",
+    "lakehouse/stats/",
+    "lakehouse/summaries/",
+    "lakehouse/benchmarks/",
+    "lakehouse/report/index.html",
+    "lakehouse/report/figures/",
+    "lakehouse/run.lock",
+)
 
 
 def build_scenario(root: Path, symbols=SYMBOLS) -> Path:
