@@ -28,6 +28,7 @@ files atomically one by one, so an interrupted run resumes without refetching st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -59,8 +60,7 @@ from crypto_lakehouse.rest.client import (
     RestError,
     TransientFailure,
 )
-from crypto_lakehouse.rest.exchange_info import load_rate_limits
-from crypto_lakehouse.rest.limiter import WindowLimiter
+from crypto_lakehouse.rest.host import open_host_client, stats_since
 from crypto_lakehouse.schema import KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
 
 log = logging.getLogger(__name__)
@@ -328,11 +328,13 @@ def run_api_klines(
     stats_path: str | Path,
     concurrency: int = DEFAULT_CONCURRENCY,
     backoff_base_s: float = 1.0,
+    client: RestClient | None = None,
 ) -> dict:
     """Fetch the symbol's missing complete days; write day files, provenance, report, stats.
 
     Raises ``HostStopped`` (418/403) or ``TransientFailure`` (retries exhausted, after all
     other days were done); an invalid symbol (-1121/-1122) is skipped and reported.
+    ``client``: the job's shared client of the host (``rest.host``); one is opened when absent.
     """
     t0 = time.monotonic()
     ims, cpd = check_interval(interval)
@@ -372,26 +374,26 @@ def run_api_klines(
         )
         return _finish(report, stats, report_path, stats_path, t0)
 
-    limits = load_rate_limits(exchange_info_path, trade_type)
-    limiter = WindowLimiter(
-        limits.weight_limit,
-        share=weight_share,
-        window_s=limits.window_s,
-        name=f"{trade_type}-weight",
-    )
-    client = RestClient(
-        api_url,
-        trade_type,
-        weight_limiter=limiter,
-        max_retries=max_retries,
-        timeout_s=timeout_s,
-        backoff_base_s=backoff_base_s,
-    )
-    with client:
+    own_client = client is None
+    if own_client:
+        client = open_host_client(
+            trade_type=trade_type,
+            api_url=api_url,
+            exchange_info_path=exchange_info_path,
+            weight_share=weight_share,
+            max_retries=max_retries,
+            timeout_s=timeout_s,
+            backoff_base_s=backoff_base_s,
+        )
+    limiter = client.weight_limiter
+    counters_before, waited_before = client.stats.as_dict(), limiter.waited_s
+    with client if own_client else contextlib.nullcontext(client):
         try:
             now_ms = client.server_time_ms()
         except (HostStopped, TransientFailure, RestError):
-            stats.update(client.stats.as_dict(), seconds=round(time.monotonic() - t0, 3))
+            stats.update(
+                stats_since(client, counters_before), seconds=round(time.monotonic() - t0, 3)
+            )
             write_json(stats_path, stats)
             raise
         first_day = int(archive_times[0] // DAY_MS)
@@ -420,8 +422,8 @@ def run_api_klines(
         with ThreadPoolExecutor(max_workers=max(1, int(concurrency))) as pool:
             list(pool.map(job.run_chunk, chunks))
         fetch_s = time.monotonic() - t_fetch
-        stats.update(client.stats.as_dict())
-        stats["rate_limit_wait_s"] = round(limiter.waited_s, 3)
+        stats.update(stats_since(client, counters_before))
+        stats["rate_limit_wait_s"] = round(limiter.waited_s - waited_before, 3)
 
     superseded = _drop_superseded(api_dir, archive_counts, cpd)
     table, last_candle = _provenance(
