@@ -106,7 +106,7 @@ def test_shard_job_gets_its_symbols_and_their_paths(tmp_path):
         config={"data_dir": str(data), "shards": 4, "trade_types": ["spot"]},
     )
     jobs = [
-        json.loads(shlex.split(line)[3])
+        json.loads(shlex.split(line)[4])
         for line in proc.stdout.splitlines()
         if line.startswith("Shell command:") and "aws_parse_klines.py" in line
     ]
