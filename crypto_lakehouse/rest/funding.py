@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -79,23 +78,31 @@ def records_to_table(records: list[dict]) -> pa.Table:
     """REST fundingRate objects → API_FUNDING_SCHEMA (unknown fields ignored)."""
     if not records:
         return API_FUNDING_SCHEMA.empty_table()
-    df = pd.DataFrame(records)
-    t = df["fundingTime"].astype("int64").to_numpy()
+    t = np.array([int(r["fundingTime"]) for r in records], dtype=np.int64)
+    rate = np.array([float(r["fundingRate"]) for r in records], dtype=np.float64)
     return pa.table(
         {
             "funding_time": pa.array(t, TIME_TYPE),
             "candle_begin_time": pa.array(t - t % HOUR_MS, TIME_TYPE),
-            "funding_rate": pa.array(df["fundingRate"].astype("float64").to_numpy(), pa.float64()),
+            "funding_rate": pa.array(rate, pa.float64()),
         },
         schema=API_FUNDING_SCHEMA,
     )
 
 
 def merge_funding(stored: pa.Table, new: pa.Table) -> pa.Table:
-    df = pa.concat_tables([stored.cast(API_FUNDING_SCHEMA), new]).to_pandas()
-    df = df.drop_duplicates("funding_time", keep="last")
-    df = df.sort_values(["candle_begin_time", "funding_time"], kind="stable")
-    return pa.Table.from_pandas(df, schema=API_FUNDING_SCHEMA, preserve_index=False)
+    """Stored and new events, one per funding_time (the newest answer wins), sorted by
+    (candle_begin_time, funding_time)."""
+    both = pa.concat_tables([stored.cast(API_FUNDING_SCHEMA), new])
+    times = both["funding_time"].cast(pa.int64()).to_numpy()
+    # keep the last occurrence of each funding_time: first occurrence in the reversed order
+    _, first_rev = np.unique(times[::-1], return_index=True)
+    keep = np.sort(len(times) - 1 - first_rev)
+    kept = both.take(pa.array(keep))
+    order = pc.sort_indices(
+        kept, sort_keys=[("candle_begin_time", "ascending"), ("funding_time", "ascending")]
+    )
+    return kept.take(order)
 
 
 def run_api_funding(

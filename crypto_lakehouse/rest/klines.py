@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -399,11 +398,11 @@ def run_api_klines(
         first_day = int(archive_times[0] // DAY_MS)
         end_day = day_number(end_date) if end_date else now_ms // DAY_MS
         last_complete_day = now_ms // DAY_MS - 1
-        archive_counts = pd.Series(archive_times // DAY_MS).value_counts()
+        archive_counts = day_counts(archive_times)
         existing = existing_day_files(api_dir)
 
         days = np.arange(first_day, min(end_day, last_complete_day) + 1, dtype=np.int64)
-        short = archive_counts.reindex(days, fill_value=0).to_numpy() < cpd
+        short = np.array([archive_counts.get(int(d), 0) for d in days], dtype=np.int64) < cpd
         todo = [int(d) for d in days[short] if int(d) not in existing]
         chunks = plan_chunks(trade_type, interval, todo)
         stats["days_planned"] = len(todo)
@@ -462,7 +461,13 @@ def run_api_klines(
     return result
 
 
-def _drop_superseded(api_dir: Path, archive_counts: pd.Series, cpd: int) -> int:
+def day_counts(times_ms: np.ndarray) -> dict[int, int]:
+    """Candles per UTC day number."""
+    days, counts = np.unique(times_ms // DAY_MS, return_counts=True)
+    return dict(zip(days.tolist(), counts.tolist(), strict=True))
+
+
+def _drop_superseded(api_dir: Path, archive_counts: dict[int, int], cpd: int) -> int:
     """Remove REST day files of days the archive now holds completely (Q9)."""
     n = 0
     for day, path in sorted(existing_day_files(api_dir).items()):
@@ -475,9 +480,7 @@ def _drop_superseded(api_dir: Path, archive_counts: pd.Series, cpd: int) -> int:
 
 def _provenance(api_dir, archive_times, archive_counts, first_day, end_day, last_complete_day, cpd):
     files = {d: p for d, p in existing_day_files(api_dir).items() if first_day <= d <= end_day}
-    rest_counts = pd.Series(
-        {d: pq.read_metadata(p).num_rows for d, p in sorted(files.items())}, dtype="int64"
-    )
+    rest_counts = {d: pq.read_metadata(p).num_rows for d, p in sorted(files.items())}
     # Days with rows in both sources: count distinct candles of the union.
     both = [d for d, n in rest_counts.items() if n and archive_counts.get(d, 0)]
     union = {}
@@ -501,7 +504,7 @@ def _provenance(api_dir, archive_times, archive_counts, first_day, end_day, last
         expected_rows=cpd,
         archive_rows=archive_counts,
         rest_rows=rest_counts,
-        union_rows=pd.Series(union, dtype="int64"),
+        union_rows=union,
     )
     return table, (max(candidates) if candidates else None)
 
