@@ -252,11 +252,11 @@ def run_ours(workdir: Path, config: dict, target: str, log_dir: Path, label: str
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
+        target,  # before --configfile, which takes several values
         "--cores",
         str(os.cpu_count()),
         "--configfile",
         str(cfg),
-        target,
     ]
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     log = log_dir / f"ours-{label}.log"
@@ -313,6 +313,8 @@ def main() -> None:
         help="Python >= 3.12 with the legacy dependencies",
     )
     ap.add_argument("--symbols", type=int, default=13)
+    # Legacy's api_download takes its funding symbols from the monthly funding archives: the
+    # range must hold one complete month (>= 31 days from the 1st) or legacy fails.
     ap.add_argument("--days", type=int, default=45)
     ap.add_argument("--first-day", default="2024-01-01")
     ap.add_argument("--runs", type=int, default=1)
@@ -322,6 +324,7 @@ def main() -> None:
         default=0.0,
         help="also compare aws_download with aria2c at this latency (s)",
     )
+    ap.add_argument("--keep", action="store_true", help="keep each run's folders and logs")
     ap.add_argument("--skip-legacy", action="store_true", help="ours only (no ratios)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench_vs_legacy")
     args = ap.parse_args()
@@ -378,7 +381,8 @@ def main() -> None:
             )
         results.append(r)
         report(run, r, args)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"load average at end: {os.getloadavg()}")
 
 
