@@ -31,6 +31,8 @@ rule all:
         [summaries(stage) for stage in plan.STAGES],
 
 
+# run: executes in Snakemake's own process: fifteen small summaries cost no process start
+# and no imports (the summary module is already imported by the workflow).
 rule summarize:
     input:
         reports=get_summary_input,
@@ -39,13 +41,14 @@ rule summarize:
     log:
         f"{LH}/logs/summaries/{{stage}}/{{trade_type}}.log",
     localrule: True
-    conda:
-        "envs/pipeline.yaml"
-    params:
-        stage="{stage}",
-        trade_type="{trade_type}",
-    script:
-        "scripts/summarize.py"
+    run:
+        summary.run_summary_logged(
+            stage=wildcards.stage,
+            trade_type=wildcards.trade_type,
+            summary=output.summary,
+            reports=input.reports,
+            log_path=log[0],
+        )
 
 
 onsuccess:

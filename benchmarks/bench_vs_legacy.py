@@ -41,6 +41,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -201,7 +202,20 @@ def legacy_copy(src: Path, dest: Path, base_url: str) -> Path:
     return dest
 
 
-def run_legacy_stages(src: Path, python: str, base_dir: Path, log_dir: Path) -> dict[str, float]:
+def child_cpu() -> float:
+    """User + system CPU seconds of every reaped child process so far (the tools' own CPU
+    use, the steadier figure on a shared machine; the emulator process is not reaped
+    until the end of its block)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+CPU: dict[str, float] = {}  # label -> CPU seconds of that step
+
+
+def run_legacy_stages(
+    src: Path, python: str, base_dir: Path, log_dir: Path, tag: str = "legacy"
+) -> dict[str, float]:
     env = dict(
         os.environ,
         CRYPTO_BASE_DIR=str(base_dir),
@@ -212,8 +226,8 @@ def run_legacy_stages(src: Path, python: str, base_dir: Path, log_dir: Path) -> 
     env.pop("VIRTUAL_ENV", None)
     times = {}
     for stage in STAGES:
-        log = log_dir / f"legacy-{stage}.log"
-        t0 = time.perf_counter()
+        log = log_dir / f"{tag}-{stage}.log"
+        t0, c0 = time.perf_counter(), child_cpu()
         with open(log, "w") as fh:
             proc = subprocess.run(
                 ["bash", LEGACY_SCRIPTS[stage], "1m"],
@@ -223,6 +237,7 @@ def run_legacy_stages(src: Path, python: str, base_dir: Path, log_dir: Path) -> 
                 stderr=subprocess.STDOUT,
             )
         times[stage] = time.perf_counter() - t0
+        CPU[f"{tag} {stage}"] = child_cpu() - c0
         if proc.returncode != 0:
             print(f"  warning: legacy {stage} exited {proc.returncode} (log {log})")
     return times
@@ -260,10 +275,11 @@ def run_ours(workdir: Path, config: dict, target: str, log_dir: Path, label: str
     ]
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     log = log_dir / f"ours-{label}.log"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), child_cpu()
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - t0
+    CPU[f"ours {label}"] = child_cpu() - c0
     if proc.returncode != 0:
         raise SystemExit(f"ours {label} failed ({proc.returncode}); log: {log}")
     return seconds
@@ -354,13 +370,16 @@ def main() -> None:
         logs = tmp / "logs"
         logs.mkdir()
         r: dict = {"legacy": {}, "ours": {}}
+        CPU.clear()
         if not args.skip_legacy:
             with EmulatorProcess(base, symbols, first, now_for(last)) as url:
                 src = legacy_copy(args.legacy_src, tmp / "legacy_src", url)
                 r["legacy"] = run_legacy_stages(src, args.legacy_python, tmp / "legacy", logs)
             with EmulatorProcess(grown, symbols, first, now_for(last + timedelta(days=1))) as url:
                 src = legacy_copy(args.legacy_src, tmp / "legacy_src", url)
-                daily = run_legacy_stages(src, args.legacy_python, tmp / "legacy", logs)
+                daily = run_legacy_stages(
+                    src, args.legacy_python, tmp / "legacy", logs, tag="legacy-daily"
+                )
                 r["legacy_daily"] = sum(daily.values())
             r["legacy_results"] = count_results(tmp / "legacy/binance_data")
         end = last + timedelta(days=1)  # the day REST completes
@@ -388,30 +407,44 @@ def main() -> None:
 
 def report(run: int, r: dict, args) -> None:
     legacy, ours = r["legacy"], r["ours"]
-    print(f"\nrun {run}: {args.symbols} symbols x {args.days} days")
-    print(f"  {'stage':<14}{'legacy s':>10}{'ours s':>10}{'legacy/ours':>13}")
+
+    def cpu(label):
+        return CPU.get(label, 0.0)
+
+    print(f"\nrun {run}: {args.symbols} symbols x {args.days} days (wall s; CPU s of the tool)")
+    head = f"  {'stage':<14}{'legacy':>9}{'ours':>9}{'ratio':>8}{'legacy CPU':>12}{'ours CPU':>10}{'ratio':>8}"
+    print(head)
+
+    def row(name, lg, og, lc, oc):
+        cells = [f"  {name:<14}"]
+        cells.append(f"{lg:>9.1f}" if lg else f"{'-':>9}")
+        cells.append(f"{og:>9.1f}")
+        cells.append(f"{lg / og:>7.2f}x" if lg else f"{'-':>8}")
+        cells.append(f"{lc:>12.1f}" if lg else f"{'-':>12}")
+        cells.append(f"{oc:>10.1f}")
+        cells.append(f"{lc / oc:>7.2f}x" if lg and oc else f"{'-':>8}")
+        print("".join(cells))
+
     for stage in STAGES:
-        lg = legacy.get(stage)
-        print(
-            f"  {stage:<14}{(f'{lg:.1f}' if lg else '-'):>10}{ours[stage]:>10.1f}{(fmt_ratio(lg, ours[stage]) if lg else '-'):>13}"
-        )
-    lsum, osum = sum(legacy.values()), sum(ours.values())
+        row(stage, legacy.get(stage), ours[stage], cpu(f"legacy {stage}"), cpu(f"ours {stage}"))
+    lsum = sum(legacy.values())
+    lcpu = sum(cpu(f"legacy {s}") for s in STAGES)
+    row("sum of stages", lsum, sum(ours.values()), lcpu, sum(cpu(f"ours {s}") for s in STAGES))
+    row("whole (all)", lsum, r["ours_whole"], lcpu, cpu("ours all"))
+    ldaily = r.get("legacy_daily", 0)
+    row(
+        "daily update",
+        ldaily,
+        r["ours_daily"],
+        sum(cpu(f"legacy-daily {s}") for s in STAGES),
+        cpu("ours all-daily"),
+    )
     if legacy:
-        print(f"  {'sum of stages':<14}{lsum:>10.1f}{osum:>10.1f}{fmt_ratio(lsum, osum):>13}")
-        print(
-            f"  {'whole (all)':<14}{lsum:>10.1f}{r['ours_whole']:>10.1f}{fmt_ratio(lsum, r['ours_whole']):>13}  (legacy whole = its five scripts)"
-        )
-        print(
-            f"  {'daily update':<14}{r['legacy_daily']:>10.1f}{r['ours_daily']:>10.1f}{fmt_ratio(r['legacy_daily'], r['ours_daily']):>13}"
-        )
+        print("  (legacy whole = the sum of its five scripts)")
         print(f"  result files: legacy {r['legacy_results']}, ours {r['ours_results']}")
-    else:
-        print(
-            f"  sum of stages {osum:.1f} s; whole (all) {r['ours_whole']:.1f} s; daily update {r['ours_daily']:.1f} s"
-        )
     print(
-        f"  ours: daily update = {100 * r['ours_daily'] / r['ours_whole']:.1f} % of the full build (goal < 5 %); "
-        f"all with nothing to do {r['ours_noop']:.2f} s (goal < 2 s)"
+        f"  ours: daily update = {100 * r['ours_daily'] / r['ours_whole']:.1f} % of the full build "
+        f"(goal < 5 %); all with nothing to do {r['ours_noop']:.2f} s (goal < 2 s)"
     )
     if "aria2" in r:
         o, a, n = r["aria2"]

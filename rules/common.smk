@@ -6,6 +6,7 @@ import os
 import sys
 
 import crypto_lakehouse.plan as plan
+import crypto_lakehouse.summary as summary
 from snakemake.utils import validate
 
 validate(config, schema="../config/config.schema.yaml")
