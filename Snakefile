@@ -31,8 +31,6 @@ rule all:
         [summaries(stage) for stage in plan.STAGES],
 
 
-# run: executes in Snakemake's own process: fifteen small summaries cost no process start
-# and no imports (the summary module is already imported by the workflow).
 rule summarize:
     input:
         reports=get_summary_input,
@@ -41,14 +39,14 @@ rule summarize:
     log:
         f"{LH}/logs/summaries/{{stage}}/{{trade_type}}.log",
     localrule: True
-    run:
-        summary.run_summary_logged(
-            stage=wildcards.stage,
-            trade_type=wildcards.trade_type,
-            summary=output.summary,
-            reports=input.reports,
-            log_path=log[0],
-        )
+    conda:
+        "envs/pipeline.yaml"
+    params:
+        job=job_json(get_summary_args),
+        python=PYTHON,
+        script=script_path("summarize"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 onsuccess:

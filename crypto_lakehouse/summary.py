@@ -165,13 +165,3 @@ def run_summary(*, stage: str, trade_type: str, summary: str, reports=()) -> dic
     write_json(summary, result)
     log.info("%s (summary: %s)", headline(result), summary)
     return result
-
-
-def run_summary_logged(*, stage: str, trade_type: str, summary: str, reports, log_path) -> dict:
-    """``run_summary`` inside Snakemake's process (rule ``summarize`` is a ``run:`` rule,
-    several may run at once in threads): its log file gets the headline line."""
-    from crypto_lakehouse.io import write_text
-
-    result = run_summary(stage=stage, trade_type=trade_type, summary=summary, reports=reports)
-    write_text(log_path, f"{headline(result)} (summary: {summary})\n")
-    return result

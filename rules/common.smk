@@ -6,7 +6,6 @@ import os
 import sys
 
 import crypto_lakehouse.plan as plan
-import crypto_lakehouse.summary as summary
 from snakemake.utils import validate
 
 validate(config, schema="../config/config.schema.yaml")
@@ -425,6 +424,10 @@ def stage_reports(stage, trade_type):
         for dataset in sets
         for shard in shard_ids(trade_type, dataset, stage)
     ]
+
+
+def get_summary_args(wildcards):
+    return dict(stage=wildcards.stage, trade_type=wildcards.trade_type)
 
 
 def get_summary_input(wildcards):
