@@ -51,10 +51,11 @@ rule summarize:
     conda:
         "envs/pipeline.yaml"
     params:
-        stage="{stage}",
-        trade_type="{trade_type}",
-    script:
-        "scripts/summarize.py"
+        job=job_json(get_summary_args),
+        python=PYTHON,
+        script=script_path("summarize"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 onstart:
