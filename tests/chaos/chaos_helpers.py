@@ -141,6 +141,13 @@ def snapshot(data_dir: Path) -> dict[str, object]:
         if path.suffix == ".pqt":
             table = pq.read_table(path)
             out[rel] = (table.schema.remove_metadata(), _comparable(table.to_pydict()))
+        elif rel.startswith("lakehouse/reports/") and "/shards/" in rel:
+            # A shard report: each symbol's status and report path, and run times.
+            report = json.loads(path.read_text())
+            report.pop("seconds", None)
+            for entry in report.get("symbols", {}).values():
+                entry.pop("seconds", None)
+            out[rel] = report
         elif rel.startswith("lakehouse/listing/") and path.suffix == ".json":
             # The index records the request it answers, the listing URL (the emulator's
             # port: each run's own server) included.
