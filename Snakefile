@@ -3,8 +3,8 @@
 # Targets, in the legacy order (one per legacy script): aws_download, aws_parse,
 # api_download, gen_kline, resample; "all" (the default) runs them all.
 # Jobs are per (trade type, dataset, shard of symbols) (docs/shards.md); listing is one
-# checkpoint per trade type and dataset. Output paths: legacy layout under config["data_dir"] (aws_data/,
-# parsed_data/, api_data/, results_data/) and the pipeline's records under
+# checkpoint per trade type and dataset. Output paths: legacy layout under
+# config["data_dir"] (aws_data/, parsed_data/, api_data/, results_data/) and the records under
 # {data_dir}/lakehouse/ (reports/, stats/, logs/, summaries/, ...); see docs/architecture.md.
 
 from snakemake.utils import min_version
