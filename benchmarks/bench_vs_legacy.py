@@ -244,8 +244,13 @@ def run_legacy_stages(
 
 
 # ------------------------------------------------------------------ ours
+SHARDS: list[int] = []  # --shards, when given
+
+
 def our_config(base_url: str, data_dir: Path, end_date: date) -> dict:
+    extra = {"shards": SHARDS[0]} if SHARDS else {}
     return {
+        **extra,
         "data_dir": str(data_dir),
         "endpoints": {k: base_url for k in ("archive", "listing", "spot_api", "um_api", "cm_api")},
         "symbols": {t: "all" for t in MARKET},
@@ -340,12 +345,15 @@ def main() -> None:
         default=0.0,
         help="also compare aws_download with aria2c at this latency (s)",
     )
+    ap.add_argument("--shards", type=int, help="our config's shards (default: the config's)")
     ap.add_argument("--keep", action="store_true", help="keep each run's folders and logs")
     ap.add_argument("--skip-legacy", action="store_true", help="ours only (no ratios)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench_vs_legacy")
     args = ap.parse_args()
 
     symbols = universe(args.symbols)
+    if args.shards:
+        SHARDS.append(args.shards)
     first = date.fromisoformat(args.first_day)
     last = first + timedelta(days=args.days - 1)
     args.work.mkdir(parents=True, exist_ok=True)
