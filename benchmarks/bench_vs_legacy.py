@@ -244,14 +244,23 @@ def run_legacy_stages(
 
 
 # ------------------------------------------------------------------ ours
+SHARDS: list[int] = []  # --shards, when given
+# The whole pipeline as legacy has it: its five scripts are our five targets. `all` also
+# builds the features and the report page, which legacy has no counterpart for.
+WHOLE = "aws_download aws_parse api_download gen_kline resample"
+
+
 def our_config(base_url: str, data_dir: Path, end_date: date) -> dict:
+    extra = {"shards": SHARDS[0]} if SHARDS else {}
     return {
+        **extra,
         "data_dir": str(data_dir),
         "endpoints": {k: base_url for k in ("archive", "listing", "spot_api", "um_api", "cm_api")},
         "symbols": {t: "all" for t in MARKET},
         "start_date": None,
         "end_date": end_date.isoformat(),
         "lookback_days": None,
+        "features": {"enabled": False},
     }
 
 
@@ -267,7 +276,7 @@ def run_ours(workdir: Path, config: dict, target: str, log_dir: Path, label: str
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
-        target,  # before --configfile, which takes several values
+        *target.split(),  # before --configfile, which takes several values
         "--cores",
         str(os.cpu_count()),
         "--configfile",
@@ -340,12 +349,15 @@ def main() -> None:
         default=0.0,
         help="also compare aws_download with aria2c at this latency (s)",
     )
+    ap.add_argument("--shards", type=int, help="our config's shards (default: the config's)")
     ap.add_argument("--keep", action="store_true", help="keep each run's folders and logs")
     ap.add_argument("--skip-legacy", action="store_true", help="ours only (no ratios)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench_vs_legacy")
     args = ap.parse_args()
 
     symbols = universe(args.symbols)
+    if args.shards:
+        SHARDS.append(args.shards)
     first = date.fromisoformat(args.first_day)
     last = first + timedelta(days=args.days - 1)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -388,11 +400,11 @@ def main() -> None:
                 cfg = our_config(url, tmp / "ours-stages/data", end)
                 r["ours"][stage] = run_ours(tmp / "ours-stages", cfg, stage, logs, stage)
             cfg = our_config(url, tmp / "ours-all/data", end)
-            r["ours_whole"] = run_ours(tmp / "ours-all", cfg, "all", logs, "all")
-            r["ours_noop"] = run_ours(tmp / "ours-all", cfg, "all", logs, "all-noop")
+            r["ours_whole"] = run_ours(tmp / "ours-all", cfg, WHOLE, logs, "all")
+            r["ours_noop"] = run_ours(tmp / "ours-all", cfg, WHOLE, logs, "all-noop")
         with EmulatorProcess(grown, symbols, first, now_for(last + timedelta(days=1))) as url:
             cfg = our_config(url, tmp / "ours-all/data", end + timedelta(days=1))
-            r["ours_daily"] = run_ours(tmp / "ours-all", cfg, "all", logs, "all-daily")
+            r["ours_daily"] = run_ours(tmp / "ours-all", cfg, WHOLE, logs, "all-daily")
         r["ours_results"] = count_results(tmp / "ours-all/data")
         if args.aria2_latency:
             r["aria2"] = aria2_vs_ours(
