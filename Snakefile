@@ -1,10 +1,11 @@
 # crypto_lakehouse: Binance historical market data to Parquet (successor of BHDS V1).
 #
 # Targets, in the legacy order (one per legacy script): aws_download, aws_parse,
-# api_download, gen_kline, resample; "all" (the default) runs them all.
-# Jobs are per (trade type, symbol[, interval]); listing is one checkpoint per trade type
-# and dataset. Output paths: legacy layout under config["data_dir"] (aws_data/,
-# parsed_data/, api_data/, results_data/) and the pipeline's records under
+# api_download, gen_kline, resample; then features (indicators and microstructure, new) and
+# report (the HTML page); "all" (the default) runs them all (features while features.enabled).
+# Jobs are per (trade type, dataset, shard of symbols) (docs/shards.md); listing is one
+# checkpoint per trade type and dataset. Output paths: legacy layout under
+# config["data_dir"] (aws_data/, parsed_data/, api_data/, results_data/) and the records under
 # {data_dir}/lakehouse/ (reports/, stats/, logs/, summaries/, ...); see docs/architecture.md.
 
 import sys
@@ -27,12 +28,13 @@ include: "rules/api_download.smk"
 include: "rules/gen_kline.smk"
 include: "rules/resample.smk"
 include: "rules/report.smk"
+include: "rules/features.smk"
 
 
 rule all:
     default_target: True
     input:
-        [summaries(stage) for stage in plan.STAGES],
+        [summaries(stage) for stage in ACTIVE_STAGES],
         rules.report.output.index,
 
 
@@ -49,10 +51,11 @@ rule summarize:
     conda:
         "envs/pipeline.yaml"
     params:
-        stage="{stage}",
-        trade_type="{trade_type}",
-    script:
-        "scripts/summarize.py"
+        job=job_json(get_summary_args),
+        python=PYTHON,
+        script=script_path("summarize"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 onstart:

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-STAGES = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample")
+STAGES = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample", "features")
 
 
 class ConfigError(ValueError):
@@ -84,6 +84,14 @@ def check_config(config: dict) -> None:
                 f"config key 'resample.targets': {exc} (the targets must suit interval: "
                 f"{config['interval']}; give resample.targets for it, or [] to skip resampling)"
             ) from exc
+    features = config.get("features", {})
+    if features.get("enabled", True):
+        from crypto_lakehouse.features.spec import FeatureConfigError, validate_feature_config
+
+        try:
+            validate_feature_config(features)
+        except FeatureConfigError as exc:
+            raise ConfigError(f"config key {exc}") from exc
     resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
 
 
@@ -111,6 +119,12 @@ def no_resample_targets_message(trade_types: list[str]) -> str:
         f"in use ({', '.join(trade_types)}); add one, e.g. "
         "{trade_type: spot, interval: 1h, offset_step: 5m}"
     )
+
+
+def active_stages(config: dict) -> list[str]:
+    """The stages of target ``all``: every stage, ``features`` only while enabled."""
+    enabled = config.get("features", {}).get("enabled", True)
+    return [s for s in STAGES if s != "features" or enabled]
 
 
 def symbol_selection(config: dict, trade_type: str) -> list[str] | str:
@@ -148,6 +162,30 @@ def _symbol_set(path: str, mtime_ns: int) -> frozenset[str]:
 def symbol_digest(index_path: str | Path, symbol: str) -> str:
     """Digest of one symbol's remote files: a download job reruns only when it changes."""
     return load_index(index_path)["symbols"][symbol]["digest"]
+
+
+def index_shards(index_path: str | Path, shards: int) -> dict[int, list[str]]:
+    """The kept symbols of a listing index grouped by shard (``shards.group_by_shard``)."""
+    return _index_shards(str(index_path), os.stat(index_path).st_mtime_ns, shards)
+
+
+@functools.lru_cache(maxsize=256)
+def _index_shards(path: str, mtime_ns: int, shards: int) -> dict[int, list[str]]:
+    from crypto_lakehouse.shards import group_by_shard
+
+    return group_by_shard(_load_index(path, mtime_ns)["symbols"], shards)
+
+
+def shard_digest(index_path: str | Path, symbols: list[str]) -> str:
+    """Digest of the listing digests of a shard's symbols: a download shard reruns only
+    when one of its symbols' remote files changed (or the shard gained or lost a symbol)."""
+    import hashlib
+
+    entries = load_index(index_path)["symbols"]
+    h = hashlib.sha256()
+    for symbol in sorted(symbols):
+        h.update(f"{symbol}:{entries[symbol]['digest']}\n".encode())
+    return h.hexdigest()
 
 
 def print_summaries(lakehouse_dir: str | Path) -> None:
