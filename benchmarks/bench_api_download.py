@@ -40,10 +40,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "emulator"))  # the emulator distribution, not installed
+
+from crypto_lakehouse_emulator.rest import RestEmulator  # noqa: E402
+from crypto_lakehouse_emulator.server import Emulator  # noqa: E402
 
 from crypto_lakehouse import layout  # noqa: E402
-from crypto_lakehouse.emulator.rest import RestEmulator  # noqa: E402
-from crypto_lakehouse.emulator.server import Emulator  # noqa: E402
 from crypto_lakehouse.intervals import DAY_MS  # noqa: E402
 from crypto_lakehouse.io import write_parquet  # noqa: E402
 from crypto_lakehouse.provenance import day_iso  # noqa: E402

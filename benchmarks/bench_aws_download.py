@@ -9,9 +9,9 @@ What it does:
 
 1. Builds a mirror of ``symbols × days`` spot 1m daily archives (zip + CHECKSUM each) in the
    Binance formats. To keep set-up fast, 8 template days are generated with
-   ``crypto_lakehouse.emulator.generate`` and their bytes are reused for every key (each key
+   ``crypto_lakehouse_emulator.generate`` and their bytes are reused for every key (each key
    still gets its own CHECKSUM sidecar). Cached in ``--work`` between runs.
-2. Serves it with the emulator in a *separate process* (``python -m crypto_lakehouse.emulator``)
+2. Serves it with the emulator in a *separate process* (``python -m crypto_lakehouse_emulator``)
    with ``--latency`` seconds added to every request, so server and client do not share a GIL.
 3. Lists the archive with ``run_listing`` (not timed).
 4. Times ``run_sync`` over all symbols into an empty data dir: one call per symbol, with
@@ -56,6 +56,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "emulator"))  # the emulator distribution, not installed
 
 from crypto_lakehouse import layout  # noqa: E402
 from crypto_lakehouse.archive.listing import run_listing  # noqa: E402
@@ -75,7 +76,7 @@ def build_mirror(mirror: Path, n_symbols: int, n_days: int) -> int:
     shape = {"symbols": n_symbols, "days": n_days, "templates": N_TEMPLATES}
     if marker.exists() and json.loads(marker.read_text()) == shape:
         return n_symbols * n_days
-    from crypto_lakehouse.emulator.generate import write_kline_day
+    from crypto_lakehouse_emulator.generate import write_kline_day
 
     shutil.rmtree(mirror, ignore_errors=True)
     tpl_dir = mirror.parent / "templates"
@@ -101,10 +102,10 @@ def build_mirror(mirror: Path, n_symbols: int, n_days: int) -> int:
 
 def start_emulator(mirror: Path, latency: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crypto_lakehouse.emulator", "--mirror", str(mirror),
+        [sys.executable, "-m", "crypto_lakehouse_emulator", "--mirror", str(mirror),
          "--latency", str(latency)],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "emulator")])},
     )  # fmt: skip
     base_url = proc.stdout.readline().strip()
     if not base_url.startswith("http://127.0.0.1:"):

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from crypto_lakehouse_emulator.generate import write_kline_day
 
 from crypto_lakehouse import layout
-from crypto_lakehouse.emulator.generate import write_kline_day
 from crypto_lakehouse.parse.csv_reader import has_header
 from crypto_lakehouse.parse.klines import KLINE_CSV, run_parse_klines
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "emulator"))  # the emulator distribution, not installed
 
-from crypto_lakehouse.emulator import Emulator, SyntheticUniverse  # noqa: E402
+from crypto_lakehouse_emulator import Emulator, SyntheticUniverse  # noqa: E402
+
 from tests.workflow.workflow_helpers import job_counts  # noqa: E402
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "emulator"))  # the emulator distribution, not installed
 
 STAGES = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample")
 LEGACY_SCRIPTS = {s: f"{s}.sh" for s in STAGES}
@@ -90,7 +91,7 @@ def complete_months(first: date, last: date) -> list[str]:
 
 def build_mirrors(work: Path, symbols: dict, first: date, days: int) -> tuple[Path, Path]:
     """(base mirror, base grown by one day); cached in ``work``."""
-    from crypto_lakehouse.emulator.generate import build_mirror
+    from crypto_lakehouse_emulator.generate import build_mirror
 
     last = first + timedelta(days=days - 1)
     tag = f"{sum(map(len, symbols.values()))}x{days}-{first}"
@@ -132,9 +133,9 @@ def mirror_keys(mirror: Path) -> list[str]:
 
 # ------------------------------------------------------------------ emulator process
 def _serve(mirror, symbols, first_ms, now_ms, latency, conn) -> None:
-    from crypto_lakehouse.emulator import Emulator
-    from crypto_lakehouse.emulator.faults import Faults
-    from crypto_lakehouse.emulator.rest import RestEmulator
+    from crypto_lakehouse_emulator import Emulator
+    from crypto_lakehouse_emulator.faults import Faults
+    from crypto_lakehouse_emulator.rest import RestEmulator
 
     rest = RestEmulator(now_ms=now_ms)
     for tt, syms in symbols.items():

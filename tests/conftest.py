@@ -18,7 +18,7 @@ def emulator():
 
     Each emulator is started on 127.0.0.1 and stopped when the test ends.
     """
-    from crypto_lakehouse.emulator import Emulator
+    from crypto_lakehouse_emulator import Emulator
 
     started = []
 

@@ -19,10 +19,10 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from crypto_lakehouse_emulator import Emulator
+from crypto_lakehouse_emulator.generate import build_mirror
+from crypto_lakehouse_emulator.rest import RestEmulator
 
-from crypto_lakehouse.emulator import Emulator
-from crypto_lakehouse.emulator.generate import build_mirror
-from crypto_lakehouse.emulator.rest import RestEmulator
 from tests.e2e.e2e_helpers import emulator_config
 from tests.workflow.workflow_helpers import REPO
 

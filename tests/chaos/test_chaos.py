@@ -21,9 +21,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from crypto_lakehouse_emulator import Faults
 
 from crypto_lakehouse import layout
-from crypto_lakehouse.emulator import Faults
 from tests.chaos import chaos_helpers as h
 from tests.hostile import write_zip_bomb
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-
-from crypto_lakehouse.emulator.mirrors import real_mirror
-from crypto_lakehouse.emulator.rest import RestEmulator
+from crypto_lakehouse_emulator.mirrors import real_mirror
+from crypto_lakehouse_emulator.rest import RestEmulator
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"

@@ -6,9 +6,10 @@ import os
 import time
 from pathlib import Path
 
+from crypto_lakehouse_emulator.faults import Faults
+from crypto_lakehouse_emulator.generate import build_mirror
+
 from crypto_lakehouse import layout
-from crypto_lakehouse.emulator.faults import Faults
-from crypto_lakehouse.emulator.generate import build_mirror
 from tests.e2e.e2e_helpers import emulator_config, read_json, snakemake
 
 START, END = "2023-01-01", "2024-06-03"  # 520 days: 1040 keys under one spot prefix

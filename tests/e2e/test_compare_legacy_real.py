@@ -39,7 +39,7 @@ def fixed_cm_vwap_differs() -> dict[int, bool]:
 
 @pytest.fixture(scope="module")
 def our_data(tmp_path_factory):
-    from crypto_lakehouse.emulator import Emulator
+    from crypto_lakehouse_emulator import Emulator
 
     tmp = tmp_path_factory.mktemp("compare_legacy_real")
     legacy_mirror(tmp / "mirror")

@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
+from crypto_lakehouse_emulator.faults import Faults
 
-from crypto_lakehouse.emulator.faults import Faults
 from tests.e2e.e2e_helpers import REPO, emulator_config, snakemake
 
 pytestmark = pytest.mark.e2e

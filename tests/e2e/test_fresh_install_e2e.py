@@ -21,9 +21,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from crypto_lakehouse_emulator.generate import build_mirror
 
 from crypto_lakehouse import layout
-from crypto_lakehouse.emulator.generate import build_mirror
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e

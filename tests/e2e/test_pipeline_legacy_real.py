@@ -27,7 +27,7 @@ CM_CONTRACT_SIZE = 100.0  # truth/exchange_info/cm.json, BTCUSD_PERP contractSiz
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
-    from crypto_lakehouse.emulator import Emulator
+    from crypto_lakehouse_emulator import Emulator
 
     tmp = tmp_path_factory.mktemp("legacy_real")
     legacy_mirror(tmp / "mirror")

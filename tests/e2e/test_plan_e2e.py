@@ -11,10 +11,10 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from crypto_lakehouse_emulator import Emulator
+from crypto_lakehouse_emulator.generate import build_mirror
 
 from crypto_lakehouse import layout
-from crypto_lakehouse.emulator import Emulator
-from crypto_lakehouse.emulator.generate import build_mirror
 from tests.e2e.e2e_helpers import REPO, emulator_config, snakemake
 
 START, END = "2024-05-29", "2024-06-05"  # the archive has 2024-05-28 … 2024-06-03

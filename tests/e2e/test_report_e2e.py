@@ -26,9 +26,9 @@ from datetime import date, timedelta
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from crypto_lakehouse_emulator.generate import kline_frame, write_kline_day
+from crypto_lakehouse_emulator.rest import RestEmulator
 
-from crypto_lakehouse.emulator.generate import kline_frame, write_kline_day
-from crypto_lakehouse.emulator.rest import RestEmulator
 from tests.e2e.e2e_helpers import emulator_config, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +60,7 @@ def _frame_opts(d: date, for_rest: bool) -> dict:
 
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
-    from crypto_lakehouse.emulator import Emulator
+    from crypto_lakehouse_emulator import Emulator
 
     tmp = tmp_path_factory.mktemp("report")
     for d in ARCHIVE_DAYS:

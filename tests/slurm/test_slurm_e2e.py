@@ -35,7 +35,7 @@ def _slurm_is_up() -> bool:
 
 def test_pipeline_through_slurm_equals_local_run(tmp_path):
     assert _slurm_is_up(), "no SLURM cluster: .ci/run starts one (bash .ci/start-slurm)"
-    from crypto_lakehouse.emulator import Emulator
+    from crypto_lakehouse_emulator import Emulator
 
     legacy_mirror(tmp_path / "mirror")
     outputs = {}

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from crypto_lakehouse_emulator import Faults, SyntheticUniverse
+from crypto_lakehouse_emulator import generate as gen
+from crypto_lakehouse_emulator.mirrors import real_mirror
 
-from crypto_lakehouse.emulator import Faults, SyntheticUniverse
-from crypto_lakehouse.emulator import generate as gen
-from crypto_lakehouse.emulator.mirrors import real_mirror
 from tests.conftest import FIXTURES
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -545,7 +545,7 @@ def test_cli_prints_base_url_and_serves(tmp_path):
         [
             sys.executable,
             "-m",
-            "crypto_lakehouse.emulator",
+            "crypto_lakehouse_emulator",
             "--mirror",
             str(LEGACY_MIRROR),
             "--missing-checksum",
@@ -569,7 +569,7 @@ def test_cli_prints_base_url_and_serves(tmp_path):
 def test_synthetic_fast_renderer_matches_general_formatter():
     from datetime import date
 
-    from crypto_lakehouse.emulator.synthetic import render_funding_csv, render_kline_csv
+    from crypto_lakehouse_emulator.synthetic import render_funding_csv, render_kline_csv
 
     universe = SyntheticUniverse(n_spot=1, n_um=1, n_cm=1, days=1)
     for trade_type in ("spot", "um_futures", "cm_futures"):

@@ -8,8 +8,8 @@ import time
 
 import pytest
 import requests
+from crypto_lakehouse_emulator.rest import RestEmulator
 
-from crypto_lakehouse.emulator.rest import RestEmulator
 from tests.conftest import FIXTURES
 
 REAL_REST = FIXTURES / "real" / "rest"

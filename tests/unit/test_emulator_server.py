@@ -17,8 +17,7 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from crypto_lakehouse.emulator import Emulator, Faults
+from crypto_lakehouse_emulator import Emulator, Faults
 
 DIR = "data/spot/daily/klines/AUSDT/1m/"
 KEY_A = DIR + "AUSDT-1m-2024-01-01.zip"

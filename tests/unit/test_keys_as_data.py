@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from crypto_lakehouse_emulator import Emulator
 
 from crypto_lakehouse.archive.listing import key_refusal, run_listing
 from crypto_lakehouse.archive.sync import _Syncer
-from crypto_lakehouse.emulator import Emulator
 
 DAILY = "data/spot/daily/klines/BTCUSDT/1m/"
 MONTHLY = "data/spot/monthly/klines/BTCUSDT/1m/"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from crypto_lakehouse_emulator import Emulator, Faults
 
 from crypto_lakehouse.archive import http
 from crypto_lakehouse.archive.listing import (
@@ -17,7 +18,6 @@ from crypto_lakehouse.archive.listing import (
     parse_listing_page,
     run_listing,
 )
-from crypto_lakehouse.emulator import Emulator, Faults
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from crypto_lakehouse_emulator.rest import RestEmulator
 
 from crypto_lakehouse.contracts import contract_size_for
-from crypto_lakehouse.emulator.rest import RestEmulator
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.rest.exchange_info import (
     RateLimits,

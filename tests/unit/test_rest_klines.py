@@ -7,9 +7,9 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from crypto_lakehouse_emulator.rest import RestEmulator
 
 from crypto_lakehouse import layout
-from crypto_lakehouse.emulator.rest import RestEmulator
 from crypto_lakehouse.io import write_json, write_parquet
 from crypto_lakehouse.provenance import day_iso
 from crypto_lakehouse.rest.client import HostStopped, TransientFailure

@@ -11,9 +11,9 @@ import json
 import shutil
 
 import pyarrow.parquet as pq
+from crypto_lakehouse_emulator.rest import RestEmulator
 
 from crypto_lakehouse import layout
-from crypto_lakehouse.emulator.rest import RestEmulator
 from crypto_lakehouse.io import write_json
 from crypto_lakehouse.provenance import day_number
 from crypto_lakehouse.rest.klines import run_api_klines

@@ -7,8 +7,8 @@ import time
 from collections import Counter
 
 import pytest
+from crypto_lakehouse_emulator.rest import RestEmulator
 
-from crypto_lakehouse.emulator.rest import RestEmulator
 from crypto_lakehouse.rest import kline_weight
 from crypto_lakehouse.rest.client import InvalidSymbol, RestClient, RestError
 from crypto_lakehouse.rest.klines import DAY_MS, check_interval, plan_chunks

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from crypto_lakehouse_emulator import Faults
 
 from crypto_lakehouse import layout
 from crypto_lakehouse.archive import http
 from crypto_lakehouse.archive.listing import run_listing
 from crypto_lakehouse.archive.selection import key_period, select
 from crypto_lakehouse.archive.sync import SyncError, run_sync
-from crypto_lakehouse.emulator import Faults
 from crypto_lakehouse.parse.klines import run_parse_klines
 from tests.conftest import FIXTURES, REPO_ROOT
 

@@ -1,4 +1,4 @@
-"""Run the emulator in the foreground: ``python -m crypto_lakehouse.emulator --mirror DIR``.
+"""Run the emulator in the foreground: ``python -m crypto_lakehouse_emulator --mirror DIR``.
 
 Prints the base URL on stdout (first line) and serves until interrupted.
 """
@@ -21,7 +21,7 @@ def _keys(text: str | None) -> set[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m crypto_lakehouse.emulator", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m crypto_lakehouse_emulator", description=__doc__)
     p.add_argument("--mirror", help="archive mirror directory (files at DIR/<bucket key>)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: ephemeral)")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added per request")

@@ -18,8 +18,9 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from .. import layout
-from ..io import write_bytes
+from crypto_lakehouse import layout
+from crypto_lakehouse.io import write_bytes
+
 from .generate import checksum_bytes, zip_bytes
 
 # From legacy-v1-real/README.md §1 ("Which files are exact Binance files").

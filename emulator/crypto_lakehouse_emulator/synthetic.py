@@ -22,8 +22,9 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
-from .. import layout
-from ..intervals import candles_per_day, interval_ms
+from crypto_lakehouse import layout
+from crypto_lakehouse.intervals import candles_per_day, interval_ms
+
 from .archive import LazySeq, ObjectInfo
 from .generate import (
     FUNDING_HEADER,

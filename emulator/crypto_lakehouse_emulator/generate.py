@@ -33,10 +33,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import layout
-from ..intervals import candles_per_day, interval_ms
-from ..io import write_bytes
-from ..schema import ARCHIVE_KLINE_FIELDS
+from crypto_lakehouse import layout
+from crypto_lakehouse.intervals import candles_per_day, interval_ms
+from crypto_lakehouse.io import write_bytes
+from crypto_lakehouse.schema import ARCHIVE_KLINE_FIELDS
 
 KLINE_COLUMNS = list(ARCHIVE_KLINE_FIELDS)
 KLINE_HEADER = ",".join(KLINE_COLUMNS)
