@@ -55,3 +55,24 @@ def test_conda_env_pins_the_locked_versions():
     for dep in map(_name, project["dependencies"]):
         assert dep in env, f"{dep} not pinned in envs/pipeline.yaml"
         assert env[dep] == lock[dep], dep
+
+
+def test_the_package_never_imports_the_emulator():
+    # `pip install crypto_lakehouse` installs no HTTP server: the emulator is its own
+    # distribution (emulator/), which may import crypto_lakehouse, never the reverse.
+    assert "crypto_lakehouse_emulator" not in _imported_top_level()
+    assert not REPO_ROOT.joinpath("crypto_lakehouse", "emulator").exists()
+
+
+def test_the_emulator_distribution_declares_what_it_imports():
+    project = tomllib.loads((REPO_ROOT / "emulator" / "pyproject.toml").read_text())["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    names: set[str] = set()
+    for path in REPO_ROOT.joinpath("emulator", "crypto_lakehouse_emulator").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    imported = {n for n in names if n not in sys.stdlib_module_names}
+    assert imported - {"crypto_lakehouse_emulator"} == declared
