@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import crypto_lakehouse.datasets as datasets
 import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
@@ -147,7 +148,7 @@ def datasets(trade_type):
 
 # ------------------------------------------------------------------ aws_download
 def get_listing_args(wildcards):
-    kind = "funding" if wildcards.dataset == "funding" else "klines"
+    kind = datasets.get(wildcards.dataset).name
     return dict(
         trade_type=wildcards.trade_type,
         dataset=kind,
@@ -175,7 +176,7 @@ def get_symbol_digest(wildcards):
 
 
 def get_download_args(wildcards):
-    kind = "funding" if wildcards.dataset == "funding" else "klines"
+    kind = datasets.get(wildcards.dataset).name
     dl = config["download"]
     return dict(
         trade_type=wildcards.trade_type,

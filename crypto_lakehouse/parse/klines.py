@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crypto_lakehouse import io, layout, quality
+from crypto_lakehouse import datasets, io, layout, quality
 from crypto_lakehouse.intervals import DAY_MS, interval_ms
 from crypto_lakehouse.parse import (
     Timer,
@@ -401,7 +401,7 @@ class _KlineRun:
         self.limit = limit
         self.trade_type, self.symbol, self.interval = trade_type, symbol, interval
         self.data_dir = data_dir
-        self.dataset = f"klines-{interval}"
+        self.dataset = datasets.tag(datasets.KLINES.name, interval)
         self.timer = Timer()
         self.part_dir = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval)
         if self.part_dir.is_dir():
