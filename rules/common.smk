@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-import crypto_lakehouse.datasets as datasets
+import crypto_lakehouse.datasets as dataset_registry
 import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
@@ -148,7 +148,7 @@ def datasets(trade_type):
 
 # ------------------------------------------------------------------ aws_download
 def get_listing_args(wildcards):
-    kind = datasets.get(wildcards.dataset).name
+    kind = dataset_registry.get(wildcards.dataset).name
     return dict(
         trade_type=wildcards.trade_type,
         dataset=kind,
@@ -176,7 +176,7 @@ def get_symbol_digest(wildcards):
 
 
 def get_download_args(wildcards):
-    kind = datasets.get(wildcards.dataset).name
+    kind = dataset_registry.get(wildcards.dataset).name
     dl = config["download"]
     return dict(
         trade_type=wildcards.trade_type,
