@@ -84,10 +84,22 @@ def archive_key(
     trade_type: str, dataset: str, symbol: str, interval: str | None, period: str, date: str
 ) -> str:
     """One zip's key; ``date`` is ``YYYY-MM-DD`` (daily) or ``YYYY-MM`` (monthly)."""
-    entry = datasets.get(dataset)
-    middle = interval if entry.has_interval else entry.archive_name
     dir_key = archive_dir_key(trade_type, dataset, symbol, interval, period)
-    return f"{dir_key}{symbol}-{middle}-{date}.zip"
+    return f"{dir_key}{archive_stem_prefix(dataset, symbol, interval)}{date}.zip"
+
+
+def archive_stem_prefix(dataset: str, symbol: str, interval: str | None = None) -> str:
+    """What a zip's name starts with before its date: ``BTCUSDT-1m-``, ``BTCUSDT-fundingRate-``."""
+    entry = datasets.get(dataset)
+    return f"{symbol}-{interval if entry.has_interval else entry.archive_name}-"
+
+
+def is_archive_key_of(
+    key: str, trade_type: str, dataset: str, symbol: str, interval: str | None = None
+) -> bool:
+    """Whether ``key`` lies directly in one of the dataset's folders for this symbol."""
+    folder = key.rpartition("/")[0] + "/"
+    return folder in archive_dir_keys(trade_type, dataset, symbol, interval, True)
 
 
 def kline_dir_key(trade_type: str, symbol: str, interval: str, period: str = "daily") -> str:

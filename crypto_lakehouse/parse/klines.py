@@ -410,7 +410,7 @@ class _KlineRun:
         self.state = load_state(self.state_path)
         self.report_in = load_download_report(download_report)
         interval_ms(interval)  # refuse an unsupported interval before touching anything
-        self.stem_prefix = f"{symbol}-{interval}-"
+        self.stem_prefix = layout.archive_stem_prefix(self.dataset, symbol, interval)
         self.periods: dict[str, Period] = {}
         self.sel = select_archives(
             self.report_in, data_dir, self.state.get("quarantined") or {}, self._belongs
@@ -424,7 +424,9 @@ class _KlineRun:
 
     def _belongs(self, key: str) -> bool:
         period = archive_period(key, self.stem_prefix)
-        if period is None or f"/klines/{self.symbol}/{self.interval}/" not in key:
+        if period is None or not layout.is_archive_key_of(
+            key, self.trade_type, self.dataset, self.symbol, self.interval
+        ):
             return False
         self.periods[key] = period
         return True
