@@ -41,6 +41,17 @@ class Dataset:
     monthly_optional: bool = False
     description: str = ""
     columns: tuple[str, ...] = field(default=())
+    # Per-market column lists where markets differ (spot's extra flag, cm's baseQty).
+    columns_by_market: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Tick datasets: id column (strictly increasing), time column, price and quantity columns.
+    id_column: str | None = None
+    time_column: str | None = None
+    price_columns: tuple[str, ...] = ()
+    quantity_columns: tuple[str, ...] = ()
+    # First day whose file times are in microseconds, per market (binance-facts: spot 2025).
+    micros_from: dict[str, str] = field(default_factory=dict)
+    # Parsed output: "symbol" (one file), "month" (per interval and month), "day".
+    partition: str = "month"
 
     # ------------------------------------------------------------ tags
     def tag(self, interval: str | None = None) -> str:
@@ -62,6 +73,14 @@ class Dataset:
     def listing_period(self) -> str:
         """The period whose folder lists the dataset's symbols (legacy §2.1: daily klines)."""
         return self.periods[0]
+
+    def columns_for(self, trade_type: str) -> tuple[str, ...]:
+        return self.columns_by_market.get(trade_type, self.columns)
+
+    def in_micros(self, trade_type: str, first_day: str) -> bool:
+        """Whether a file starting on ``first_day`` (ISO) has microsecond times."""
+        since = self.micros_from.get(trade_type)
+        return since is not None and first_day >= since
 
     def check_market(self, trade_type: str) -> None:
         if trade_type not in self.markets:
@@ -109,6 +128,50 @@ FUNDING = register(
         periods=(MONTHLY,),
         description="funding rates, monthly files",
         columns=("calc_time", "funding_interval_hours", "last_funding_rate"),
+        partition="symbol",
+    )
+)
+
+# Tick datasets: columns per the binance-public-data README (docs/datasets.md).
+_AGG = ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
+        "transact_time", "is_buyer_maker")  # fmt: skip
+AGG_TRADES = register(
+    Dataset(
+        name="aggTrades",
+        archive_name="aggTrades",
+        markets=ALL_MARKETS,
+        periods=(DAILY, MONTHLY),
+        monthly_optional=True,
+        description="aggregate trades, one parquet file per day",
+        columns=_AGG,
+        columns_by_market={SPOT: (*_AGG, "is_best_match")},
+        id_column="agg_trade_id",
+        time_column="transact_time",
+        price_columns=("price",),
+        quantity_columns=("quantity",),
+        micros_from={SPOT: "2025-01-01"},
+        partition="day",
+    )
+)
+TRADES = register(
+    Dataset(
+        name="trades",
+        archive_name="trades",
+        markets=ALL_MARKETS,
+        periods=(DAILY, MONTHLY),
+        monthly_optional=True,
+        description="individual trades, one parquet file per day",
+        columns=("id", "price", "qty", "quote_qty", "time", "is_buyer_maker"),
+        columns_by_market={
+            SPOT: ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match"),
+            CM: ("id", "price", "qty", "base_qty", "time", "is_buyer_maker"),
+        },
+        id_column="id",
+        time_column="time",
+        price_columns=("price",),
+        quantity_columns=("qty", "quote_qty", "base_qty"),
+        micros_from={SPOT: "2025-01-01"},
+        partition="day",
     )
 )
 

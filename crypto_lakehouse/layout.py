@@ -177,6 +177,11 @@ def parsed_funding_path(data_dir, trade_type, symbol) -> Path:
     return Path(data_dir) / "parsed_data" / trade_type / "funding" / f"{symbol}.pqt"
 
 
+def parsed_day_path(data_dir, trade_type, dataset, symbol, day: str) -> Path:
+    """Per-day partition of a tick dataset; ``day`` is ``YYYYMMDD``."""
+    return Path(data_dir) / "parsed_data" / trade_type / dataset / symbol / f"{day}.pqt"
+
+
 def api_klines_dir(data_dir, trade_type, symbol, interval) -> Path:
     return Path(data_dir) / "api_data" / trade_type / "klines" / symbol / interval
 

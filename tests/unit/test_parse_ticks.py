@@ -1,0 +1,137 @@
+"""aggTrades / trades zips → per-day Parquet: columns, header sniffing, units, validation.
+
+Expected values are read off the hand-written CSV lines below (formats from the
+binance-public-data README), never from the parser's own output.
+"""
+
+import zipfile
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.emulator.ticks import FUTURES_AGG_HEADER, agg_trades_csv
+from crypto_lakehouse.parse import ticks
+from crypto_lakehouse.parse.csv_reader import ArchiveDefect
+
+
+def _zip(tmp_path, name, text: str):
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name.replace(".zip", ".csv"), text)
+    return path
+
+
+def _ms(iso):
+    return int(datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def _parse(tmp_path, text, trade_type="um_futures", dataset="aggTrades", day="2024-03-01"):
+    path = _zip(tmp_path, f"X-{dataset}-{day}.zip", text)
+    return ticks.parse_tick_zip(
+        path, key=f"k/{path.name}", trade_type=trade_type, dataset=dataset, symbol="BTCUSDT",
+        data_dir=tmp_path / "data", first_day=day,
+    )  # fmt: skip
+
+
+def _day(tmp_path, trade_type, dataset, day):
+    return pq.read_table(
+        layout.parsed_day_path(tmp_path / "data", trade_type, dataset, "BTCUSDT", day)
+    )
+
+
+def test_futures_agg_trades_with_header_split_by_utc_day(tmp_path):
+    t1, t2, t3 = (
+        _ms("2024-03-01T23:59:59.999"),
+        _ms("2024-03-02T00:00:00"),
+        _ms("2024-03-02T01:00:00"),
+    )
+    text = (
+        f"{FUTURES_AGG_HEADER}\n"
+        f"26129,0.01633102,4.70443515,27781,27781,{t1},true\n"
+        f"26130,0.01633200,0,27782,27785,{t2},false\n"
+        f"26131,0.01633300,1.5,27786,27786,{t3},true\n"
+    )
+    assert _parse(tmp_path, text) == {"20240301": 1, "20240302": 2}
+    d1, d2 = (
+        _day(tmp_path, "um_futures", "aggTrades", "20240301"),
+        _day(tmp_path, "um_futures", "aggTrades", "20240302"),
+    )
+    assert d1.schema.field("transact_time").type == pa.timestamp("ms", tz="UTC")
+    assert d1.schema.field("agg_trade_id").type == pa.int64()
+    assert d1.schema.field("is_buyer_maker").type == pa.bool_()
+    assert d1.column("agg_trade_id").to_pylist() == [26129]
+    assert d1.column("price").to_pylist() == [0.01633102]
+    assert d2.column("is_buyer_maker").to_pylist() == [False, True]
+    assert d2.column("first_trade_id").to_pylist() == [27782, 27786]
+    assert d2.column("transact_time").cast(pa.int64()).to_pylist() == [t2, t3]
+
+
+def test_spot_has_no_header_an_extra_flag_and_microseconds_from_2025(tmp_path):
+    t_us = _ms("2025-01-01T00:00:01") * 1000 + 123
+    text = f"0,0.20000000,50.00000000,0,0,{t_us},False,True\n"
+    assert _parse(tmp_path, text, trade_type="spot", day="2025-01-01") == {"20250101": 1}
+    table = _day(tmp_path, "spot", "aggTrades", "20250101")
+    assert table.column_names[-1] == "is_best_match"
+    assert table.column("transact_time").cast(pa.int64()).to_pylist() == [t_us // 1000]
+    assert table.column("is_best_match").to_pylist() == [True]
+
+
+def test_spot_before_2025_is_milliseconds(tmp_path):
+    t = _ms("2020-12-25T05:00:00")
+    _parse(tmp_path, f"0,0.2,50,0,0,{t},False,True\n", trade_type="spot", day="2020-12-25")
+    table = _day(tmp_path, "spot", "aggTrades", "20201225")
+    assert table.column("transact_time").cast(pa.int64()).to_pylist() == [t]
+
+
+def test_cm_trades_carry_base_qty(tmp_path):
+    t = _ms("2020-06-04T06:03:12.508")
+    text = f"28457,9635.0,1,0.01037883,{t},true\n"
+    _parse(tmp_path, text, trade_type="cm_futures", dataset="trades", day="2020-06-04")
+    table = _day(tmp_path, "cm_futures", "trades", "20200604")
+    assert table.column_names == ["id", "price", "qty", "base_qty", "time", "is_buyer_maker"]
+    assert table.column("base_qty").to_pylist() == [0.01037883]
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "what"),
+    [
+        (["5,1.0,1,5,5,{t},true", "5,1.0,1,6,6,{t},true"], 2, "does not increase"),
+        (["5,1.0,1,5,5,{t},true", "6,1.0,1,6,6,{t0},true"], 2, "back in time"),
+        (["5,1.0,1,5,5,{t},true", "6,nan,1,6,6,{t},true"], 2, "price is not a finite"),
+        (["5,1.0,-1,5,5,{t},true"], 1, "quantity is negative"),
+    ],
+)
+def test_defects_name_the_key_and_line_and_leave_no_day(tmp_path, rows, line, what):
+    t, t0 = _ms("2024-03-01T10:00:00"), _ms("2024-03-01T09:00:00")
+    text = f"{FUTURES_AGG_HEADER}\n" + "\n".join(r.format(t=t, t0=t0) for r in rows) + "\n"
+    with pytest.raises(ArchiveDefect, match=what) as err:
+        _parse(tmp_path, text)
+    assert f"line {line + 1}:" in str(err.value) and "k/X-aggTrades-2024-03-01.zip" in str(
+        err.value
+    )
+    folder = layout.parsed_day_path(
+        tmp_path / "data", "um_futures", "aggTrades", "BTCUSDT", "x"
+    ).parent
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_generator_files_parse_in_bounded_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(ticks, "BLOCK_SIZE", 4096)  # many batches: checks across boundaries
+    for trade_type, day in (("um_futures", "2024-03-01"), ("spot", "2025-02-01")):
+        text = agg_trades_csv(trade_type, day, 5000, seed=3).decode()
+        lines = text.splitlines()
+        assert (lines[0] == FUTURES_AGG_HEADER) == (trade_type != "spot")
+        data_lines = [x for x in lines if x[0].isdigit()]
+        assert _parse(tmp_path, text, trade_type=trade_type, day=day) == {
+            day.replace("-", ""): 5000
+        }
+        table = _day(tmp_path, trade_type, "aggTrades", day.replace("-", ""))
+        first = data_lines[0].split(",")
+        assert table.column("agg_trade_id")[0].as_py() == int(first[0])
+        assert table.column("quantity")[0].as_py() == float(first[2])
+        div = 1000 if trade_type == "spot" else 1
+        expected_ms = int(first[5]) // div
+        assert table.column("transact_time").cast(pa.int64())[0].as_py() == expected_ms
