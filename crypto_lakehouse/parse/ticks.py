@@ -32,7 +32,16 @@ import pyarrow.parquet as pq
 
 from crypto_lakehouse import datasets, io, layout
 from crypto_lakehouse.intervals import DAY_MS
+from crypto_lakehouse.parse import (
+    load_download_report,
+    load_state,
+    reported_quarantine,
+    select_archives,
+    state_file,
+)
 from crypto_lakehouse.parse.csv_reader import ArchiveDefect
+from crypto_lakehouse.parse.validate import Period, archive_period
+from crypto_lakehouse.quarantine import quarantine_archive
 
 log = logging.getLogger(__name__)
 
@@ -218,5 +227,76 @@ def _write_batch(batch, entry, schema, micros, cur, label, key, writers, done,
     cur.rows += batch.num_rows
 
 
-def write_parse_report(path, report: dict) -> None:
-    io.write_json(path, report)
+def run_parse_ticks(
+    *, trade_type: str, dataset: str, symbol: str, data_dir, download_report, report_path
+) -> dict:
+    """Parse one symbol's verified tick archives (the download report's) incrementally.
+
+    A zip is parsed again only when its SHA-256 changed or one of its day files is gone.
+    Monthly zips go first and daily ones after, so that a day present in both ends up from
+    the daily file (the finer period wins, as for klines). A structurally bad zip is
+    quarantined with the message naming its key and line; the others go on.
+    """
+    entry = datasets.get(dataset)
+    entry.check_market(trade_type)
+    tag = entry.tag()
+    state_path = state_file(data_dir, trade_type, tag, symbol)
+    state = load_state(state_path)
+    stem = layout.archive_stem_prefix(entry.name, symbol)
+    periods: dict[str, Period] = {}
+
+    def belongs(key: str) -> bool:
+        period = archive_period(key, stem)
+        if period is None or not layout.is_archive_key_of(key, trade_type, entry.name, symbol):
+            return False
+        periods[key] = period
+        return True
+
+    sel = select_archives(
+        load_download_report(download_report), data_dir, state.get("quarantined") or {}, belongs
+    )
+    parsed_before: dict[str, dict] = state.get("parsed") or {}
+    parsed: dict[str, dict] = {}
+    quarantined_now: dict[str, dict] = {}
+    order = sorted(sel.usable, key=lambda k: (not periods[k].is_month, k))
+    for key in order:
+        sha = sel.usable[key]
+        old = parsed_before.get(key)
+        if (
+            old
+            and old.get("sha256") == sha
+            and all(
+                layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, d).exists()
+                for d in old.get("days", {})
+            )
+        ):
+            parsed[key] = old
+            continue
+        period = periods[key]
+        first_day = period.label if not period.is_month else f"{period.label}-01"
+        try:
+            days = parse_tick_zip(
+                layout.aws_path(data_dir, key), key=key, trade_type=trade_type,
+                dataset=entry.name, symbol=symbol, data_dir=data_dir, first_day=first_day,
+            )  # fmt: skip
+        except ArchiveDefect as exc:
+            log.warning("quarantined %s", exc)
+            quarantine_archive(data_dir, key, str(exc))
+            quarantined_now[key] = {"sha256": sha, "reason": str(exc)}
+            continue
+        parsed[key] = {"sha256": sha, "days": days}
+    quarantined = {k: v for k, v in (state.get("quarantined") or {}).items() if k not in parsed}
+    quarantined.update(quarantined_now)
+    io.write_json(state_path, {"parsed": parsed, "quarantined": quarantined})
+    report = {
+        "trade_type": trade_type,
+        "dataset": tag,
+        "symbol": symbol,
+        "files": dict(sorted(parsed.items())),
+        "quarantined": reported_quarantine(
+            sel, {k: v["reason"] for k, v in quarantined_now.items()}
+        ),
+        "rows": sum(sum(v["days"].values()) for v in parsed.values()),
+    }
+    io.write_json(report_path, report)
+    return report

@@ -6,12 +6,15 @@ import json
 import zipfile
 from io import BytesIO
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from crypto_lakehouse import datasets, layout
 from crypto_lakehouse.archive import http
 from crypto_lakehouse.archive.listing import run_listing
 from crypto_lakehouse.archive.sync import dataset_tag, run_sync
+from crypto_lakehouse.parse.ticks import run_parse_ticks
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +86,10 @@ def fake_dataset():
             markets=("um_futures",),
             periods=(datasets.DAILY,),
             columns=("id", "price", "time"),
+            id_column="id",
+            time_column="time",
+            price_columns=("price",),
+            partition="day",
         )
     )
     yield entry
@@ -103,13 +110,17 @@ def _publish(mirror, key, csv: bytes):
     return data
 
 
-def test_fake_dataset_from_the_registry_alone_is_listed_and_downloaded(
+def test_fake_dataset_from_the_registry_alone_is_listed_downloaded_and_parsed(
     tmp_path, emulator, fake_dataset
 ):
     mirror = tmp_path / "mirror"
     folder = "data/futures/um/daily/fakeTicksArchive/ETHUSDT/"
     keys = [f"{folder}ETHUSDT-fakeTicksArchive-2024-03-0{d}.zip" for d in (1, 2)]
-    published = {k: _publish(mirror, k, f"1,2.5,{d}\n".encode()) for d, k in enumerate(keys)}
+    day_ms = {1: 1709251200000, 2: 1709337600000}  # 2024-03-01 and 2024-03-02, 00:00 UTC
+    published = {
+        k: _publish(mirror, k, f"{d},2.5,{day_ms[d] + 5}\n{d + 10},2.75,{day_ms[d] + 9}\n".encode())
+        for d, k in zip((1, 2), keys, strict=True)
+    }
     # A stray name in the folder is not this dataset's and is refused by the name pattern.
     (mirror / folder / "notes.txt").write_text("x")
     emu = emulator(mirror_dir=mirror)
@@ -140,3 +151,13 @@ def test_fake_dataset_from_the_registry_alone_is_listed_and_downloaded(
         local = data_dir / "aws_data" / key
         assert local.read_bytes() == data
         assert (data_dir / "aws_data" / f"{key}.verified").exists()
+
+    run_parse_ticks(
+        trade_type="um_futures", dataset="fakeTicks", symbol="ETHUSDT", data_dir=data_dir,
+        download_report=tmp_path / "report.json", report_path=tmp_path / "parse.json",
+    )  # fmt: skip
+    day1 = pq.read_table(data_dir / "parsed_data/um_futures/fakeTicks/ETHUSDT/20240301.pqt")
+    day2 = pq.read_table(data_dir / "parsed_data/um_futures/fakeTicks/ETHUSDT/20240302.pqt")
+    assert day1.column("id").to_pylist() == [1, 11]
+    assert day2.column("price").to_pylist() == [2.5, 2.75]
+    assert day2.column("time").cast(pa.int64()).to_pylist() == [1709337600005, 1709337600009]
