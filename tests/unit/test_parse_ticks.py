@@ -135,3 +135,69 @@ def test_generator_files_parse_in_bounded_batches(tmp_path, monkeypatch):
         div = 1000 if trade_type == "spot" else 1
         expected_ms = int(first[5]) // div
         assert table.column("transact_time").cast(pa.int64())[0].as_py() == expected_ms
+
+
+# ---------------------------------------------------------------- list → download → parse
+@pytest.mark.parametrize(
+    ("trade_type", "day"), [("spot", "2025-01-02"), ("um_futures", "2024-03-01")]
+)
+def test_agg_trades_listed_downloaded_parsed_and_incremental(
+    tmp_path, emulator, monkeypatch, trade_type, day
+):
+    import json
+
+    from crypto_lakehouse.archive import http
+    from crypto_lakehouse.archive.listing import run_listing
+    from crypto_lakehouse.archive.sync import run_sync
+    from crypto_lakehouse.emulator.ticks import write_daily_agg_trades
+
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.001)
+    mirror = tmp_path / "mirror"
+    good = write_daily_agg_trades(mirror, trade_type, "BTCUSDT", day, 300, seed=1)
+    # A structurally bad day: a row whose id goes back (line 3 of the file, after any header).
+    bad_day = day[:-2] + "20"
+    bad_key = good.replace(day, bad_day)
+    csv = agg_trades_csv(trade_type, bad_day, 3, seed=2).decode().splitlines()
+    rows = [x for x in csv if x[0].isdigit()]
+    head = csv[: len(csv) - len(rows)]
+    fields = rows[1].split(",")
+    fields[0] = str(int(rows[0].split(",")[0]) - 1)
+    rows[1] = ",".join(fields)
+    from crypto_lakehouse.emulator.generate import _write_archive, zip_bytes
+
+    data = zip_bytes("m.csv", ("\n".join(head + rows) + "\n").encode(), datetime(2024, 1, 1))
+    _write_archive(mirror, bad_key, data, trade_type, True, None, None)
+    emu = emulator(mirror_dir=mirror)
+
+    details = tmp_path / "listing"
+    run_listing(
+        trade_type=trade_type, dataset="aggTrades", interval=None, symbols=["BTCUSDT"],
+        listing_url=emu.base_url, out_index=tmp_path / "index.json", details_dir=details,
+        concurrency=2, timeout_s=5, max_retries=1,
+    )  # fmt: skip
+    data_dir = tmp_path / "data"
+    run_sync(
+        trade_type=trade_type, dataset="aggTrades", interval=None, symbol="BTCUSDT",
+        details_path=details / "BTCUSDT.json", data_dir=data_dir, archive_url=emu.base_url,
+        start_date=None, end_date=None, use_monthly_klines=False, concurrency=2,
+        max_retries=1, timeout_s=5, report_path=tmp_path / "dl.json",
+        stats_path=tmp_path / "dl-stats.json",
+    )  # fmt: skip
+    args = dict(
+        trade_type=trade_type, dataset="aggTrades", symbol="BTCUSDT", data_dir=data_dir,
+        download_report=tmp_path / "dl.json", report_path=tmp_path / "parse.json",
+    )  # fmt: skip
+    report = ticks.run_parse_ticks(**args)
+    assert list(report["files"]) == [good]
+    assert report["rows"] == 300
+    reason = report["quarantined"][bad_key]
+    assert bad_key in reason and f"line {len(head) + 2}:" in reason
+    assert not layout.aws_path(data_dir, bad_key).exists()
+    assert layout.quarantine_path(data_dir, bad_key).exists()
+    out = layout.parsed_day_path(data_dir, trade_type, "aggTrades", "BTCUSDT", day.replace("-", ""))
+    assert pq.read_metadata(out).num_rows == 300
+    mtime = out.stat().st_mtime_ns
+    again = ticks.run_parse_ticks(**args)
+    assert out.stat().st_mtime_ns == mtime  # unchanged zip: not parsed again
+    assert again["files"] == report["files"]
+    assert json.loads((tmp_path / "parse.json").read_text())["quarantined"] == report["quarantined"]
