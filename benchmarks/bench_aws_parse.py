@@ -143,9 +143,9 @@ def _agg_limit(paths: list[Path]) -> tuple[float, float, int]:
 
 def _agg_parse(work: str, report: dict, queue) -> None:
     """In a fresh process: wall/CPU seconds and the Arrow pool's peak of one first parse."""
-    from crypto_lakehouse.parse.ticks import run_parse_ticks
-
     import pyarrow.parquet as pq
+
+    from crypto_lakehouse.parse.ticks import run_parse_ticks
 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
