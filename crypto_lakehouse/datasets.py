@@ -132,6 +132,27 @@ FUNDING = register(
     )
 )
 
+# Kline-layout futures datasets (same 12 CSV columns; volumes and counts are 0 there).
+MARK_PRICE_KLINES, INDEX_PRICE_KLINES, PREMIUM_INDEX_KLINES = (
+    register(
+        Dataset(
+            name=name,
+            archive_name=name,
+            markets=FUTURES_MARKETS,
+            periods=(DAILY, MONTHLY),
+            has_interval=True,
+            monthly_optional=True,
+            description=what,
+            columns=KLINE_COLUMNS,
+        )
+    )
+    for name, what in (
+        ("markPriceKlines", "mark price candles"),
+        ("indexPriceKlines", "index price candles"),
+        ("premiumIndexKlines", "premium index candles"),
+    )
+)
+
 # Tick datasets: columns per the binance-public-data README (docs/datasets.md).
 _AGG = ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
         "transact_time", "is_buyer_maker")  # fmt: skip

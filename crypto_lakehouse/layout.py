@@ -169,8 +169,10 @@ def aws_path(data_dir: str | Path, key: str) -> Path:
     return Path(data_dir) / "aws_data" / key
 
 
-def parsed_klines_dir(data_dir, trade_type, symbol, interval) -> Path:
-    return Path(data_dir) / "parsed_data" / trade_type / "klines" / symbol / interval
+def parsed_klines_dir(data_dir, trade_type, symbol, interval, dataset: str = "klines") -> Path:
+    """Monthly partitions of a kline-layout dataset (klines, markPriceKlines, ...)."""
+    name = datasets.get(dataset).name
+    return Path(data_dir) / "parsed_data" / trade_type / name / symbol / interval
 
 
 def parsed_funding_path(data_dir, trade_type, symbol) -> Path:
