@@ -231,3 +231,14 @@ def split_tag(dataset_tag: str) -> tuple[Dataset, str | None]:
     if dataset_tag != entry.name:
         raise ValueError(f"dataset {entry.name!r} has no interval: {dataset_tag!r}")
     return entry, None
+
+
+def wildcard_pattern(names_: tuple[str, ...] | None = None) -> str:
+    """Regex of the ``{dataset}`` tags of record paths (``klines-1m``, ``funding``, ...)."""
+    entries = [REGISTRY[n] for n in (names_ or names())]
+    return "|".join(f"{e.name}-[0-9]+[smhdw]" if e.has_interval else e.name for e in entries)
+
+
+def extra_tags(selected: list[str], interval: str, core: tuple[str, ...]) -> list[str]:
+    """Tags of the configured datasets beyond the ``core`` ones the main targets handle."""
+    return [tag(n, interval) for n in selected if n not in core]

@@ -63,7 +63,7 @@ if workflow.is_main_process and len(RESAMPLED_TRADE_TYPES) < len(TRADE_TYPES):
 wildcard_constraints:
     trade_type="spot|um_futures|cm_futures",
     symbol="[A-Z0-9_]+",
-    dataset="klines-[0-9]+[smhdw]|funding",
+    dataset=dataset_registry.wildcard_pattern(),
     interval="[0-9]+[smhdw]",
     stage="|".join(plan.STAGES),
 
@@ -148,11 +148,11 @@ def datasets(trade_type):
 
 # ------------------------------------------------------------------ aws_download
 def get_listing_args(wildcards):
-    kind = dataset_registry.get(wildcards.dataset).name
+    entry, interval = dataset_registry.split_tag(wildcards.dataset)
     return dict(
         trade_type=wildcards.trade_type,
-        dataset=kind,
-        interval=INTERVAL,
+        dataset=entry.name,
+        interval=interval or INTERVAL,
         symbols=plan.symbol_selection(config, wildcards.trade_type),
         listing_url=config["endpoints"]["listing"],
         details_dir=f"{LH}/listing/{wildcards.trade_type}/{wildcards.dataset}",
@@ -176,12 +176,12 @@ def get_symbol_digest(wildcards):
 
 
 def get_download_args(wildcards):
-    kind = dataset_registry.get(wildcards.dataset).name
+    entry, interval = dataset_registry.split_tag(wildcards.dataset)
     dl = config["download"]
     return dict(
         trade_type=wildcards.trade_type,
-        dataset=kind,
-        interval=INTERVAL,
+        dataset=entry.name,
+        interval=interval or INTERVAL,
         symbol=wildcards.symbol,
         details_path=f"{LH}/listing/{wildcards.trade_type}/{wildcards.dataset}/{wildcards.symbol}.json",
         data_dir=DATA,

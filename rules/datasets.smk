@@ -1,0 +1,89 @@
+# Archive datasets beyond klines and funding (config `datasets:`; docs/datasets.md).
+# Listing and download reuse list_archive / aws_download_symbol (their {dataset} wildcard
+# comes from the registry); the parse rules below are per (trade type, dataset, symbol).
+# Target `datasets`, separate from `all` so the main targets are unchanged.
+
+CORE_DATASETS = ("klines", "funding")
+
+
+def extra_dataset_tags(trade_type):
+    selected = (config.get("datasets") or {}).get(trade_type) or []
+    return dataset_registry.extra_tags(selected, INTERVAL, CORE_DATASETS)
+
+
+def get_datasets_input(wildcards):
+    reports = []
+    for trade_type in TRADE_TYPES:
+        for tag in extra_dataset_tags(trade_type):
+            reports += [
+                report_path("aws_parse", trade_type, tag, s) for s in listed(trade_type, tag)
+            ]
+    return reports
+
+
+def get_parse_ticks_args(wildcards):
+    return dict(
+        trade_type=wildcards.trade_type,
+        dataset=wildcards.tick_dataset,
+        symbol=wildcards.symbol,
+        data_dir=DATA,
+    )
+
+
+def get_parse_kline_layout_args(wildcards):
+    args = get_parse_args(wildcards)
+    args["dataset"] = wildcards.kline_dataset
+    return args
+
+
+rule aws_parse_ticks:
+    input:
+        download_report=f"{LH}/reports/aws_download/{{trade_type}}/{{tick_dataset}}/{{symbol}}.json",
+    output:
+        report_path=f"{LH}/reports/aws_parse/{{trade_type}}/{{tick_dataset}}/{{symbol}}.json",
+    log:
+        f"{LH}/logs/aws_parse/{{trade_type}}/{{tick_dataset}}/{{symbol}}.log",
+    benchmark:
+        f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{tick_dataset}}/{{symbol}}.tsv"
+    wildcard_constraints:
+        tick_dataset="aggTrades|trades",
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    params:
+        job=job_json(get_parse_ticks_args),
+        python=PYTHON,
+        script=script_path("aws_parse_ticks"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+rule aws_parse_kline_layout:
+    input:
+        download_report=f"{LH}/reports/aws_download/{{trade_type}}/{{kline_dataset}}-{{interval}}/{{symbol}}.json",
+    output:
+        report_path=f"{LH}/reports/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/{{symbol}}.json",
+    log:
+        f"{LH}/logs/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/{{symbol}}.log",
+    benchmark:
+        f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/{{symbol}}.tsv"
+    wildcard_constraints:
+        kline_dataset="markPriceKlines|indexPriceKlines|premiumIndexKlines",
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        job=job_json(get_parse_kline_layout_args),
+        python=PYTHON,
+        script=script_path("aws_parse_klines"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+rule datasets:
+    input:
+        get_datasets_input,
