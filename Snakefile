@@ -27,6 +27,7 @@ include: "rules/api_download.smk"
 include: "rules/gen_kline.smk"
 include: "rules/resample.smk"
 include: "rules/report.smk"
+include: "rules/datasets_functions.smk"
 include: "rules/datasets.smk"
 
 
