@@ -48,6 +48,9 @@ class Dataset:
     time_column: str | None = None
     price_columns: tuple[str, ...] = ()
     quantity_columns: tuple[str, ...] = ()
+    string_columns: tuple[str, ...] = ()
+    # strptime format of a text time column (metrics' "YYYY-MM-DD HH:MM:SS", UTC); None: ms ints.
+    time_text_format: str | None = None
     # First day whose file times are in microseconds, per market (binance-facts: spot 2025).
     micros_from: dict[str, str] = field(default_factory=dict)
     # Parsed output: "symbol" (one file), "month" (per interval and month), "day".
@@ -192,6 +195,27 @@ TRADES = register(
         price_columns=("price",),
         quantity_columns=("qty", "quote_qty", "base_qty"),
         micros_from={SPOT: "2025-01-01"},
+        partition="day",
+    )
+)
+
+# Futures metrics: open interest and long/short ratios, 5-minute rows, daily files with a
+# header; columns from real files as described in docs/datasets.md.
+_METRIC_VALUES = ("sum_open_interest", "sum_open_interest_value",
+                  "count_toptrader_long_short_ratio", "sum_toptrader_long_short_ratio",
+                  "count_long_short_ratio", "sum_taker_long_short_vol_ratio")  # fmt: skip
+METRICS = register(
+    Dataset(
+        name="metrics",
+        archive_name="metrics",
+        markets=FUTURES_MARKETS,
+        periods=(DAILY,),
+        description="open interest and long/short ratios, 5-minute rows, one file per day",
+        columns=("create_time", "symbol", *_METRIC_VALUES),
+        time_column="create_time",
+        string_columns=("symbol",),
+        quantity_columns=_METRIC_VALUES,
+        time_text_format="%Y-%m-%d %H:%M:%S",
         partition="day",
     )
 )

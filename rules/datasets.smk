@@ -14,7 +14,7 @@ rule aws_parse_ticks:
     benchmark:
         f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{tick_dataset}}/{{symbol}}.tsv"
     wildcard_constraints:
-        tick_dataset="aggTrades|trades",
+        tick_dataset="aggTrades|trades|metrics",
     conda:
         "../envs/pipeline.yaml"
     resources:

@@ -54,6 +54,8 @@ def arrow_type(entry: datasets.Dataset, column: str) -> pa.DataType:
     """Parquet type of one tick column: by its role in the registry entry."""
     if column == entry.time_column:
         return TIME_TYPE
+    if column in entry.string_columns:
+        return pa.string()
     if column == entry.id_column or column.endswith("_id"):
         return pa.int64()
     if column.startswith("is_"):
@@ -67,7 +69,10 @@ def arrow_schema(entry: datasets.Dataset, trade_type: str) -> pa.Schema:
 
 def _csv_type(entry, column):
     t = arrow_type(entry, column)
-    return pa.int64() if t == TIME_TYPE else t
+    if t == TIME_TYPE:
+        # Text times ("2024-01-01 00:05:00", metrics) are read as timestamps, numbers as int.
+        return pa.timestamp("ms") if entry.time_text_format else pa.int64()
+    return t
 
 
 def sniff_header_lines(member) -> int:
@@ -92,16 +97,19 @@ def _check_batch(batch: pa.RecordBatch, entry, times: np.ndarray, cur: _Cursor, 
         line = cur.line + i
         raise ArchiveDefect(f"{label}: line {line}: {what}", line)
 
-    ids = batch.column(entry.id_column).to_numpy(zero_copy_only=False)
-    if cur.last_id is not None and len(ids):
-        ids_all = np.concatenate(([cur.last_id], ids))
-        offset = -1
-    else:
-        ids_all, offset = ids, 0
-    bad = np.flatnonzero(np.diff(ids_all) <= 0)
-    if len(bad):
-        i = int(bad[0]) + 1 + offset
-        fail(i, f"{entry.id_column} {ids_all[bad[0] + 1]} does not increase")
+    if entry.id_column is not None:
+        ids = batch.column(entry.id_column).to_numpy(zero_copy_only=False)
+        if cur.last_id is not None and len(ids):
+            ids_all = np.concatenate(([cur.last_id], ids))
+            offset = -1
+        else:
+            ids_all, offset = ids, 0
+        bad = np.flatnonzero(np.diff(ids_all) <= 0)
+        if len(bad):
+            i = int(bad[0]) + 1 + offset
+            fail(i, f"{entry.id_column} {ids_all[bad[0] + 1]} does not increase")
+        if len(ids):
+            cur.last_id = int(ids[-1])
     t_all = np.concatenate(([cur.last_time], times)) if cur.last_time is not None else times
     bad = np.flatnonzero(np.diff(t_all) < 0)
     if len(bad):
@@ -116,8 +124,8 @@ def _check_batch(batch: pa.RecordBatch, entry, times: np.ndarray, cur: _Cursor, 
             fail(int(np.argmin(finite)), f"{name} is not a finite number")
         if name in entry.quantity_columns and (values < 0).any():
             fail(int(np.argmax(values < 0)), f"{name} is negative")
-    if len(ids):
-        cur.last_id, cur.last_time = int(ids[-1]), int(times[-1])
+    if len(times):
+        cur.last_time = int(times[-1])
 
 
 def parse_tick_zip(
@@ -160,6 +168,9 @@ def parse_tick_zip(
                         column_types={c: _csv_type(entry, c) for c in columns},
                         true_values=_TRUE,
                         false_values=_FALSE,
+                        timestamp_parsers=[entry.time_text_format]
+                        if entry.time_text_format
+                        else None,
                     ),
                 )
                 for batch in _batches(reader, label, cur):
@@ -196,7 +207,7 @@ def _batches(reader, label, cur):
 
 def _write_batch(batch, entry, schema, micros, cur, label, key, writers, done,
                  trade_type, symbol, data_dir):  # fmt: skip
-    raw = batch.column(entry.time_column).to_numpy(zero_copy_only=False)
+    raw = batch.column(entry.time_column).cast(pa.int64()).to_numpy(zero_copy_only=False)
     times = raw // 1000 if micros else raw
     _check_batch(batch, entry, times, cur, label)
     day_index = times // DAY_MS

@@ -201,3 +201,33 @@ def test_agg_trades_listed_downloaded_parsed_and_incremental(
     assert out.stat().st_mtime_ns == mtime  # unchanged zip: not parsed again
     assert again["files"] == report["files"]
     assert json.loads((tmp_path / "parse.json").read_text())["quarantined"] == report["quarantined"]
+
+
+# ---------------------------------------------------------------- metrics (um, cm)
+METRICS_HEADER = (
+    "create_time,symbol,sum_open_interest,sum_open_interest_value,"
+    "count_toptrader_long_short_ratio,sum_toptrader_long_short_ratio,"
+    "count_long_short_ratio,sum_taker_long_short_vol_ratio"
+)
+
+
+def test_metrics_text_times_become_utc_milliseconds(tmp_path):
+    text = (
+        f"{METRICS_HEADER}\n"
+        "2025-01-21 00:00:00,BTCUSDT,2310973.79,3669133.086383,4.24734982,2.26803,2.72141015,0.69236\n"
+        "2025-01-21 00:05:00,BTCUSDT,2310980.00,3669140.0,4.2,2.2,2.7,0.7\n"
+    )
+    assert _parse(tmp_path, text, dataset="metrics", day="2025-01-21") == {"20250121": 2}
+    table = _day(tmp_path, "um_futures", "metrics", "20250121")
+    assert table.column("create_time").cast(pa.int64()).to_pylist() == [
+        _ms("2025-01-21T00:00:00"),
+        _ms("2025-01-21T00:05:00"),
+    ]
+    assert table.column("symbol").to_pylist() == ["BTCUSDT", "BTCUSDT"]
+    assert table.column("sum_taker_long_short_vol_ratio").to_pylist() == [0.69236, 0.7]
+
+
+def test_metrics_negative_open_interest_is_a_defect(tmp_path):
+    text = f"{METRICS_HEADER}\n2025-01-21 00:00:00,BTCUSDT,-1,3,4,2,2,0.6\n"
+    with pytest.raises(ArchiveDefect, match="line 2: sum_open_interest is negative"):
+        _parse(tmp_path, text, dataset="metrics", day="2025-01-21")
