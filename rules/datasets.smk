@@ -4,6 +4,7 @@
 # Target `datasets`, separate from `all` so the main targets are unchanged. Its functions
 # are in rules/datasets_functions.smk.
 
+
 rule aws_parse_ticks:
     input:
         download_report=f"{LH}/reports/aws_download/{{trade_type}}/{{tick_dataset}}/{{symbol}}.json",
