@@ -11,8 +11,8 @@ shared, so CPU time is the steadier figure); best of ``--repeat`` runs, after a 
 
 ``--dataset aggTrades`` measures the tick parser the same way (``run_parse_ticks`` against
 inflate + CSV read of the same zips), on ``--days`` synthetic um_futures days of ``--rows``
-aggregate trades (emulator format, with header), and the parse's peak Arrow memory (in a
-fresh process) against one day's Arrow table.
+aggregate trades (emulator format, with header), the parse's peak Arrow memory (in a fresh
+process) against one day's Arrow table, and aggTrades → 1m candles on one parsed day.
 
     python benchmarks/bench_aws_parse.py --dataset aggTrades [--days 2] [--rows 2000000]
 """
@@ -193,6 +193,13 @@ def main_agg_trades(args) -> None:
         day_table = pq.read_table(
             layout.parsed_day_path(tmp / "run0", AGG_MARKET, "aggTrades", SYMBOL, day)
         )
+    from crypto_lakehouse.generate.agg_candles import candles_from_agg_trades
+
+    candle_s = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        candles_from_agg_trades(day_table, "1m")
+        candle_s.append(time.perf_counter() - t)
     mb = csv_bytes / 1e6
     limit_mbs, limit_cpu_mbs = mb / min(limits), mb / min(limits_cpu)
     parse_mbs, parse_cpu_mbs = mb / min(fulls), mb / min(fulls_cpu)
@@ -207,6 +214,7 @@ def main_agg_trades(args) -> None:
         "peak_arrow_mb": round(max(peaks) / 1e6, 1),
         "one_day_table_mb": round(day_table.nbytes / 1e6, 1),
         "peak_vs_day_table": round(max(peaks) / day_table.nbytes, 3),
+        "candles_1m_from_one_day_seconds": round(min(candle_s), 3),
     }, indent=1))  # fmt: skip
 
 
