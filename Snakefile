@@ -1,7 +1,8 @@
 # crypto_lakehouse: Binance historical market data to Parquet (successor of BHDS V1).
 #
 # Targets, in the legacy order (one per legacy script): aws_download, aws_parse,
-# api_download, gen_kline, resample; "all" (the default) runs them all.
+# api_download, gen_kline, resample; then features (indicators and microstructure, new);
+# "all" (the default) runs them all (features while features.enabled).
 # Jobs are per (trade type, symbol[, interval]); listing is one checkpoint per trade type
 # and dataset. Output paths: legacy layout under config["data_dir"] (aws_data/,
 # parsed_data/, api_data/, results_data/) and the pipeline's records under
@@ -27,6 +28,7 @@ include: "rules/api_download.smk"
 include: "rules/gen_kline.smk"
 include: "rules/resample.smk"
 include: "rules/report.smk"
+include: "rules/features.smk"
 include: "rules/datasets_functions.smk"
 include: "rules/datasets.smk"
 
@@ -34,7 +36,7 @@ include: "rules/datasets.smk"
 rule all:
     default_target: True
     input:
-        [summaries(stage) for stage in plan.STAGES],
+        [summaries(stage) for stage in ACTIVE_STAGES],
         rules.report.output.index,
 
 

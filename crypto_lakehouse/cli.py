@@ -65,6 +65,11 @@ COMMANDS = {
         "resample.sh",
         "resample the generated candles to coarser intervals at every offset",
     ),
+    "features": (
+        "features",
+        "none (new step)",
+        "TA-Lib indicators and microstructure features of every generated and resampled file",
+    ),
     "report": (
         "report",
         "no legacy equivalent",
@@ -73,7 +78,7 @@ COMMANDS = {
     "complete-pipeline": (
         "all",
         "the five scripts in order",
-        "run every step: aws-download, aws-parse, api-download, gen-kline, resample, report",
+        "run every step: aws-download, aws-parse, api-download, gen-kline, resample, features, report",
     ),
 }
 

@@ -293,6 +293,23 @@ def derived_roots(data_dir) -> list[Path]:
     return [Path(data_dir) / name for name in names]
 
 
+def features_dir(data_dir, trade_type, interval) -> Path:
+    """Features of the generated klines: one file per ``results_klines_dir`` file, same name."""
+    return Path(data_dir) / "results_data" / trade_type / "features" / interval
+
+
+def resampled_features_dir(data_dir, trade_type, resample_interval, offset) -> Path:
+    """Features of the resampled klines: one file per ``resampled_dir`` file, same name."""
+    return (
+        Path(data_dir)
+        / "results_data"
+        / trade_type
+        / "resampled_features"
+        / resample_interval
+        / offset
+    )
+
+
 # ---------------------------------------------------------------- pipeline records
 def lakehouse_dir(data_dir) -> Path:
     return Path(data_dir) / "lakehouse"

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-STAGES = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample")
+STAGES = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample", "features")
 
 
 class ConfigError(ValueError):
@@ -84,6 +84,14 @@ def check_config(config: dict) -> None:
                 f"config key 'resample.targets': {exc} (the targets must suit interval: "
                 f"{config['interval']}; give resample.targets for it, or [] to skip resampling)"
             ) from exc
+    features = config.get("features", {})
+    if features.get("enabled", True):
+        from crypto_lakehouse.features.spec import FeatureConfigError, validate_feature_config
+
+        try:
+            validate_feature_config(features)
+        except FeatureConfigError as exc:
+            raise ConfigError(f"config key {exc}") from exc
     resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
 
 
@@ -111,6 +119,12 @@ def no_resample_targets_message(trade_types: list[str]) -> str:
         f"in use ({', '.join(trade_types)}); add one, e.g. "
         "{trade_type: spot, interval: 1h, offset_step: 5m}"
     )
+
+
+def active_stages(config: dict) -> list[str]:
+    """The stages of target ``all``: every stage, ``features`` only while enabled."""
+    enabled = config.get("features", {}).get("enabled", True)
+    return [s for s in STAGES if s != "features" or enabled]
 
 
 def symbol_selection(config: dict, trade_type: str) -> list[str] | str:

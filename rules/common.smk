@@ -298,6 +298,34 @@ def get_resample_args(wildcards):
     )
 
 
+# ------------------------------------------------------------------ features
+def get_features_input(wildcards):
+    tt, sym, dataset = wildcards.trade_type, wildcards.symbol, f"klines-{wildcards.interval}"
+    inputs = {"gen_reports": [report_path("gen_kline", tt, dataset, sym)]}
+    if RESAMPLE_TARGETS[tt]:
+        inputs["resample_reports"] = [report_path("resample", tt, dataset, sym)]
+    if tt == "cm_futures":
+        inputs["exchange_info"] = f"{LH}/exchange_info/{tt}.json"
+    return inputs
+
+
+def get_features_args(wildcards):
+    features = config["features"]
+    args = dict(
+        trade_type=wildcards.trade_type,
+        interval=wildcards.interval,
+        data_dir=DATA,
+        symbols=[wildcards.symbol],
+        indicators=features["indicators"],
+        windows=features["microstructure"]["windows"],
+    )
+    if wildcards.trade_type == "cm_futures":
+        args["contract_size_overrides"] = {
+            wildcards.symbol: config["contract_sizes"].get(wildcards.symbol)
+        }
+    return args
+
+
 # ------------------------------------------------------------------ targets and summaries
 def stage_reports(stage, trade_type):
     """Every per-symbol report of one stage and trade type."""
@@ -332,6 +360,10 @@ def stage_reports(stage, trade_type):
 
 def get_summary_input(wildcards):
     return stage_reports(wildcards.stage, wildcards.trade_type)
+
+
+# Stages of target "all" (features only while features.enabled).
+ACTIVE_STAGES = plan.active_stages(config)
 
 
 def summaries(stage):

@@ -4,7 +4,7 @@
 
 rule report:
     input:
-        summaries=[summaries(stage) for stage in plan.STAGES],
+        summaries=[summaries(stage) for stage in ACTIVE_STAGES],
     output:
         index=report(
             f"{LH}/report/index.html",

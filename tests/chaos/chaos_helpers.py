@@ -32,8 +32,18 @@ DAYS = [f"2024-02-{d}" for d in range(24, 30)] + [f"2024-03-0{d}" for d in range
 DAY_MS = 86_400_000
 NOW_MS = int(datetime(2024, 3, 4, 2, tzinfo=timezone.utc).timestamp() * 1000)
 # The records of a run: everything but what legitimately differs between runs (logs and
-# run figures: durations, request counts; the lock file: its holder).
-VOLATILE = ("lakehouse/logs/", "lakehouse/stats/", "lakehouse/summaries/", "lakehouse/run.lock")
+# run figures: durations, request counts, Snakemake benchmark files, the report page and its
+# figures, which show them; the lock file: its holder). The report's coverage.parquet is
+# compared.
+VOLATILE = (
+    "lakehouse/logs/",
+    "lakehouse/stats/",
+    "lakehouse/summaries/",
+    "lakehouse/benchmarks/",
+    "lakehouse/report/index.html",
+    "lakehouse/report/figures/",
+    "lakehouse/run.lock",
+)
 
 
 def build_scenario(root: Path, symbols=SYMBOLS) -> Path:
@@ -130,7 +140,14 @@ def snapshot(data_dir: Path) -> dict[str, object]:
             continue
         if path.suffix == ".pqt":
             table = pq.read_table(path)
-            out[rel] = (table.schema.remove_metadata(), table.to_pydict())
+            out[rel] = (table.schema.remove_metadata(), _comparable(table.to_pydict()))
+        elif rel.startswith("lakehouse/listing/") and path.suffix == ".json":
+            # The index records the request it answers, the listing URL (the emulator's
+            # port: each run's own server) included.
+            index = json.loads(path.read_text())
+            if isinstance(index, dict):
+                index.pop("request", None)
+            out[rel] = index
         elif rel.startswith("lakehouse/state/") and path.suffix == ".json":
             # The skip-unchanged fingerprint digests the job's params, data_dir included.
             state = json.loads(path.read_text())
@@ -139,6 +156,14 @@ def snapshot(data_dir: Path) -> dict[str, object]:
         else:
             out[rel] = _sha(path)
     return out
+
+
+def _comparable(columns: dict) -> dict:
+    """NaN (feature warm-up rows) as None: NaN never equals itself, None does."""
+    return {
+        name: [None if isinstance(v, float) and v != v else v for v in values]
+        for name, values in columns.items()
+    }
 
 
 def differences(a: dict, b: dict) -> list[str]:

@@ -109,7 +109,8 @@ def test_kill_9_at_random_moments_then_plain_reruns(tmp_path, baseline):
     assert kills >= 5 and len(planted) == 4
     assert refused == 1 and server_restarts == 1
     assert lost == []
-    assert h.differences(expected, got) == []
+    diff = h.differences(expected, got)
+    assert diff == [], diff
     assert h.temp_files(data) == []
     assert _stale_snakemake_locks(tmp_path) == 0
 

@@ -40,9 +40,15 @@ def pipeline_run(tmp_path_factory):
     return tmp / "data", first, second, counts
 
 
+def is_feature_file(rel: str) -> bool:
+    """results_data/{T}/features/... and resampled_features/...: new, legacy had none."""
+    return rel.split("/")[1] in ("features", "resampled_features")
+
+
 def test_same_files_as_legacy(pipeline_run):
     data, *_ = pipeline_run
-    assert result_files(data / "results_data") == result_files(LEGACY / "results_data")
+    ours = {f for f in result_files(data / "results_data") if not is_feature_file(f)}
+    assert ours == result_files(LEGACY / "results_data")
     assert result_files(data / "parsed_data") >= result_files(LEGACY / "parsed_data")
 
 
@@ -71,6 +77,28 @@ def test_cm_vwap_is_usd_per_coin_from_the_contract_size(pipeline_run):
     assert (differs > 1e-4).sum() == 1378  # fixture README §5.1: 1378 of 1440 rows differ
 
 
+def test_every_candle_file_has_its_features_file(pipeline_run):
+    data, *_ = pipeline_run
+    results = data / "results_data"
+    candles = sorted(f for f in result_files(results) if not is_feature_file(f))
+    features = sorted(f for f in result_files(results) if is_feature_file(f))
+    assert any("/resampled_klines/" in f for f in candles)
+    # results_data/{T}/klines/... -> {T}/features/..., resampled_klines -> resampled_features
+    expected = [f.replace("klines/", "features/", 1) for f in candles]
+    assert features == sorted(expected)
+    for candle, feature in zip(candles, expected, strict=True):
+        times = pq.read_table(results / candle, columns=["candle_begin_time"])
+        feats = pq.read_table(results / feature)
+        assert feats.column_names[0] == "candle_begin_time"
+        assert feats.num_rows == times.num_rows, feature
+        assert feats.column("candle_begin_time").equals(times.column("candle_begin_time"))
+        assert {"rsi_14", "macd_hist_12_26_9", "ema_200", "kyle_lambda_60"} <= set(
+            feats.column_names
+        )
+    summary = json.loads((data / "lakehouse/summaries/features/cm_futures.json").read_text())
+    assert summary["symbols"] == 1 and not summary["problems"]
+
+
 def test_second_run_downloads_nothing(pipeline_run):
     _, _, second, counts = pipeline_run
     assert counts.get("get", 0) == 0 and counts.get("rest", 0) == 0
@@ -79,7 +107,8 @@ def test_second_run_downloads_nothing(pipeline_run):
 
 def test_run_summaries_are_written_and_announced(pipeline_run):
     data, first, *_ = pipeline_run
-    for stage in ("aws_download", "aws_parse", "api_download", "gen_kline", "resample"):
+    stages = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample", "features")
+    for stage in stages:
         for trade_type in ("spot", "um_futures", "cm_futures"):
             summary = json.loads(
                 (data / f"lakehouse/summaries/{stage}/{trade_type}.json").read_text()

@@ -23,7 +23,7 @@ SLURM_FLAGS = (
     "squeue",
     "--slurm-no-account",
 )
-CPU_RULES = ("aws_parse_klines", "gen_kline_symbol", "resample_symbol")
+CPU_RULES = ("aws_parse_klines", "gen_kline_symbol", "resample_symbol", "features_symbol")
 
 
 def _slurm_is_up() -> bool:
@@ -66,4 +66,5 @@ def test_pipeline_through_slurm_equals_local_run(tmp_path):
         base = "results_data" if rel in files else "parsed_data"
         a = pq.read_table(local / base / rel)
         b = pq.read_table(slurm / base / rel)
-        assert a.equals(b), rel
+        # Table.equals counts NaN as unequal to NaN; feature files have NaN warm-up rows.
+        assert a.schema.equals(b.schema) and a.to_pandas().equals(b.to_pandas()), rel

@@ -15,6 +15,7 @@ LEGACY_TO_TARGET = {
     "api-download": "api_download",
     "gen-kline": "gen_kline",
     "resample": "resample",
+    "features": "features",
     "report": "report",
     "complete-pipeline": "all",
 }

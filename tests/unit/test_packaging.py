@@ -10,7 +10,7 @@ import tomllib
 from tests.conftest import REPO_ROOT
 
 # Import name -> distribution name, where they differ.
-DISTRIBUTION = {"yaml": "pyyaml"}
+DISTRIBUTION = {"yaml": "pyyaml", "talib": "ta-lib"}
 
 
 def _name(requirement: str) -> str:

@@ -128,6 +128,17 @@ def test_check_config_names_the_key():
         check_config(_config(interval="7x"))
 
 
+def test_check_config_checks_the_feature_indicators_while_enabled():
+    bad = {"indicators": [{"name": "RSI", "timeperiod": 14}, {"name": "RSI", "timeperod": 3}]}
+    with pytest.raises(ConfigError, match=r"config key features\.indicators\[1\].*timeperod"):
+        check_config(_config(features=bad))
+    check_config(_config(features={**bad, "enabled": False}))  # not used: not checked
+    from crypto_lakehouse.plan import active_stages
+
+    assert active_stages(_config())[-2:] == ["resample", "features"]
+    assert "features" not in active_stages(_config(features={"enabled": False}))
+
+
 def test_run_job_passes_json_kwargs_and_derives_the_stats_path(tmp_path):
     from crypto_lakehouse.smk import run_job, stats_path_for
 

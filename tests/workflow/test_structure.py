@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.workflow.workflow_helpers import REPO, job_counts, run_snakemake, write_listing_index
 
 
@@ -66,8 +68,9 @@ def test_dry_run_plans_one_job_per_symbol_and_stage(tmp_path):
     assert counts["api_download_funding"] == len(set(um) | set(um_funding)) + len(cm)
     assert counts["gen_kline_symbol"] == n_kline_symbols
     assert counts["resample_symbol"] == n_kline_symbols
+    assert counts["features_symbol"] == n_kline_symbols
     assert counts["exchange_info"] == 3
-    assert counts["summarize"] == 15
+    assert counts["summarize"] == 18
     assert "list_archive" not in counts  # indexes exist: no re-listing in the same day
 
 
@@ -79,3 +82,29 @@ def test_invalid_resample_offset_is_rejected_at_config_validation(tmp_path):
     proc = run_snakemake(tmp_path, "-n", config=config, check=False)
     assert proc.returncode != 0
     assert "resample.targets" in proc.stdout + proc.stderr
+
+
+def test_features_can_be_left_out_of_all(tmp_path):
+    data = tmp_path / "d"
+    write_listing_index(data, "spot", "klines-1m", ["AAAUSDT"])
+    config = {"data_dir": str(data), "trade_types": ["spot"], "features": {"enabled": False}}
+    counts = job_counts(run_snakemake(tmp_path, "-n", config=config).stdout)
+    assert counts["gen_kline_symbol"] == 1
+    assert "features_symbol" not in counts
+
+
+@pytest.mark.parametrize(
+    "entry,named",
+    [
+        ({"name": "NOSUCHFN"}, "NOSUCHFN"),
+        ({"name": "RSI", "periods": 14}, "periods"),
+        ({"name": "RSI", "timeperiod": 1}, "RSI"),
+    ],
+)
+def test_bad_indicator_is_rejected_at_config_validation_naming_the_entry(tmp_path, entry, named):
+    indicators = [{"name": "EMA", "timeperiod": 20}, entry]
+    config = {"data_dir": str(tmp_path / "d"), "features": {"indicators": indicators}}
+    proc = run_snakemake(tmp_path, "-n", config=config, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "features.indicators[1]" in out and named in out

@@ -1,0 +1,170 @@
+"""Benchmark the features stage on one synthetic symbol with six years of 1m candles.
+
+    python benchmarks/bench_features.py [--years 6]
+
+Builds the gen_kline inputs of ``bench_gen_kline``, runs gen_kline and resample (1h × 12
+offsets + 5m, not timed), then in a child process pinned to one CPU runs ``run_features``
+with the default settings on every candle file (the 1m segments and the 13 resampled
+files) and prints wall time, CPU time, stage timings and the child's peak RSS. A second
+child measures the floor in the same run: the bare TA-Lib calls of the default indicators
+on every file plus a Parquet write of the same feature tables (same columns, same options).
+Goal (issue): ≤ 4 s wall on one core, < 1.5 GB peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gen_kline import (  # noqa: E402
+    INTERVAL,
+    SYMBOL,
+    TRADE_TYPE,
+    build_inputs,
+    pin_one_core,
+    report_figures,
+    usage_since,
+)
+from bench_resample import TARGETS, gen  # noqa: E402
+
+
+def prepare(data_dir: Path) -> None:
+    from crypto_lakehouse.resample import run_resample
+
+    gen(data_dir)
+    run_resample(
+        trade_type=TRADE_TYPE,
+        symbol=SYMBOL,
+        interval=INTERVAL,
+        data_dir=data_dir,
+        gen_report=data_dir / "bench" / "gen_report.json",
+        targets=TARGETS,
+        aggregations={},
+        report_path=data_dir / "bench" / "resample_report.json",
+        stats_path=data_dir / "bench" / "resample_stats.json",
+    )
+
+
+def run(data_dir: Path) -> dict:
+    from crypto_lakehouse.features import run_features
+    from crypto_lakehouse.features.spec import DEFAULT_INDICATORS, DEFAULT_WINDOWS
+
+    bench = data_dir / "bench"
+    # A previous child's state would make the job skip: every run builds.
+    for state in (data_dir / "lakehouse" / "state" / "features").rglob("*.json"):
+        state.unlink()
+    return run_features(
+        trade_type=TRADE_TYPE,
+        interval=INTERVAL,
+        data_dir=data_dir,
+        symbols=[SYMBOL],
+        gen_reports=[str(bench / "gen_report.json")],
+        resample_reports=[str(bench / "resample_report.json")],
+        indicators=list(DEFAULT_INDICATORS),
+        windows=list(DEFAULT_WINDOWS),
+        report_path=bench / "features_report.json",
+        stats_path=bench / "features_stats.json",
+    )
+
+
+def child(data_dir: Path) -> None:
+    pin_one_core()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    stats = run(data_dir)
+    print(json.dumps(usage_since(before, started) | stats))
+
+
+def child_floor(data_dir: Path) -> None:
+    """Bare TA-Lib calls (function API) and a Parquet write of the same tables."""
+    pin_one_core()
+    import pyarrow.parquet as pq
+    import talib
+
+    from crypto_lakehouse import io
+
+    report = json.loads((data_dir / "bench" / "features_report.json").read_text())
+    outputs = [o for s in report["symbols"].values() for o in s["outputs"]]
+    talib_s = write_s = cpu_s = 0.0
+    for out in outputs:
+        close = pq.read_table(data_dir / out["source"], columns=["close"])
+        close = close.column("close").to_numpy()
+        t0, c0 = time.perf_counter(), time.process_time()
+        talib.RSI(close, 14)
+        talib.MACD(close, 12, 26, 9)
+        talib.BBANDS(close, 20, 2, 2)
+        for period in (20, 50, 200):
+            talib.EMA(close, period)
+        talib_s += time.perf_counter() - t0
+        cpu_s += time.process_time() - c0
+        table = pq.read_table(data_dir / out["file"])
+        t1, c1 = time.perf_counter(), time.process_time()
+        io.write_parquet(
+            data_dir / "bench" / "floor.pqt",
+            table,
+            use_dictionary=False,
+            use_byte_stream_split=table.column_names[1:],
+        )
+        write_s += time.perf_counter() - t1
+        cpu_s += time.process_time() - c1
+        del table
+    print(
+        json.dumps(
+            {"talib_s": round(talib_s, 3), "write_s": round(write_s, 3), "cpu_s": round(cpu_s, 3)}
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--years", type=float, default=6)
+    parser.add_argument("--keep", type=Path, help="build the inputs here and keep them")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    if args.floor:
+        child_floor(args.floor)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.keep or Path(tmp)
+        rows = build_inputs(data_dir, args.years)
+        prepare(data_dir)
+        print(f"inputs: {rows:,} archive rows, gen_kline and resample done")
+        results = []
+        for flag in ("--child", "--floor"):
+            out = subprocess.run(
+                [sys.executable, __file__, flag, str(data_dir)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        result, floor = results
+        report_figures(result, "features", 4)
+        print(f"files / rows        : {result['files_written']} / {result['rows_written']:,}")
+        bare = floor["talib_s"] + floor["write_s"]
+        print(
+            f"floor (same run)    : {bare:.2f} s = bare TA-Lib {floor['talib_s']:.2f} "
+            f"+ Parquet write of the same tables {floor['write_s']:.2f}"
+        )
+        cpu = result["user_s"] + result["sys_s"]
+        print(f"floor CPU time      : {floor['cpu_s']:.2f} s")
+        print(
+            f"features / floor    : {result['wall_s'] / bare:.2f}x wall, "
+            f"{cpu / floor['cpu_s']:.2f}x CPU"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""run_features on a small data folder: one feature file per candle file (generated segments
+and real resampled outputs), segments on their own, stale files, reruns, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import talib
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse.features import run_features
+from crypto_lakehouse.features.job import FeaturesError
+from crypto_lakehouse.resample import run_resample
+from tests.unit.test_features_microstructure import candles, write_candles
+
+DEFAULTS = [
+    {"name": "RSI", "timeperiod": 14},
+    {"name": "MACD", "fastperiod": 12, "slowperiod": 26, "signalperiod": 9},
+    {"name": "BBANDS", "timeperiod": 20, "nbdevup": 2, "nbdevdn": 2},
+    {"name": "EMA", "timeperiod": 20},
+    {"name": "EMA", "timeperiod": 50},
+    {"name": "EMA", "timeperiod": 200},
+]
+INDICATOR_COLUMNS = [
+    "rsi_14",
+    "macd_12_26_9",
+    "macd_signal_12_26_9",
+    "macd_hist_12_26_9",
+    "bb_upper_20_2",
+    "bb_middle_20_2",
+    "bb_lower_20_2",
+    "ema_20",
+    "ema_50",
+    "ema_200",
+]
+MICRO_COLUMNS = [
+    "log_return",
+    "taker_buy_ratio",
+    "order_flow_imbalance",
+    "avg_trade_size",
+    "vwap_deviation",
+] + [
+    f"{c}_60"
+    for c in (
+        "realized_vol",
+        "parkinson_vol",
+        "garman_klass_vol",
+        "cs_spread",
+        "roll_spread",
+        "amihud",
+        "kyle_lambda",
+    )
+]
+TARGETS = [{"interval": "5m", "offset_step": "0m"}, {"interval": "1h", "offset_step": "30m"}]
+
+
+def make_symbol(data, trade_type, symbol, sizes, seed=0):
+    """Segment files of ``symbol`` (rows per segment), its gen_kline report, then the real
+    resample job on them; returns (gen report path, resample report path)."""
+    names = [f"SP{i}_{symbol}" for i in range(len(sizes))] if len(sizes) > 1 else [symbol]
+    out_dir = layout.results_klines_dir(data, trade_type, "1m")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    segments = []
+    for i, (name, n) in enumerate(zip(names, sizes, strict=True)):
+        path = out_dir / f"{name}.pqt"
+        write_candles(path, candles(n, seed=seed + i, zero_volume=(7, 8)))
+        segments.append({"name": name, "file": path.relative_to(data).as_posix(), "rows": n})
+    lh = data / "lakehouse"
+    gen_report = lh / f"reports/gen_kline/{trade_type}/klines-1m/{symbol}.json"
+    io.write_json(
+        gen_report,
+        {"trade_type": trade_type, "symbol": symbol, "interval": "1m", "segments": segments},
+    )
+    res_report = lh / f"reports/resample/{trade_type}/klines-1m/{symbol}.json"
+    run_resample(
+        trade_type=trade_type,
+        symbol=symbol,
+        interval="1m",
+        data_dir=data,
+        gen_report=gen_report,
+        targets=TARGETS,
+        report_path=res_report,
+        stats_path=lh / f"stats/resample/{trade_type}/klines-1m/{symbol}.json",
+    )
+    return str(gen_report), str(res_report)
+
+
+def features(data, symbols, reports, trade_type="spot", tag="x", **kwargs):
+    args = dict(
+        trade_type=trade_type,
+        interval="1m",
+        data_dir=str(data),
+        symbols=symbols,
+        gen_reports=[reports[s][0] for s in symbols],
+        resample_reports=[reports[s][1] for s in symbols],
+        indicators=DEFAULTS,
+        windows=[60],
+        report_path=str(data / f"lakehouse/reports/features/{tag}.json"),
+        stats_path=str(data / f"lakehouse/stats/features/{tag}.json"),
+    )
+    args.update(kwargs)
+    return run_features(**args)
+
+
+def candle_files(data, trade_type="spot"):
+    root = data / "results_data" / trade_type
+    return sorted(
+        list((root / "klines").rglob("*.pqt")) + list((root / "resampled_klines").rglob("*.pqt"))
+    )
+
+
+def feature_path(candle_path):
+    rel = candle_path.as_posix()
+    for kind in ("/klines/", "/resampled_klines/"):
+        if kind in rel:
+            return type(candle_path)(rel.replace(kind, kind.replace("klines", "features"), 1))
+    raise AssertionError(rel)
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def data(tmp_path):
+    return tmp_path / "binance_data"
+
+
+def test_every_candle_file_gets_its_features_with_the_same_rows(data):
+    reports = {"AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [400, 250], seed=1)}
+    sources = candle_files(data)
+    # 2 segments × (1m + 5m + 1h at offsets 0m and 30m).
+    assert len(sources) == 8
+    before = {p: digest(p) for p in sources}
+    stats = features(data, ["AAAUSDT"], reports)
+    assert stats["files_written"] == 8 and stats["failures"] == []
+    for src in sources:
+        assert digest(src) == before[src]  # candle files untouched
+        feat = pq.read_table(feature_path(src))
+        cand = pq.read_table(src, columns=["candle_begin_time"])
+        assert feat.column_names == ["candle_begin_time", *INDICATOR_COLUMNS, *MICRO_COLUMNS]
+        assert feat.schema.field("candle_begin_time").type == cand.schema[0].type
+        assert feat.column("candle_begin_time").equals(cand.column("candle_begin_time"))
+        assert all(str(t) == "double" for t in feat.schema.types[1:])
+    report = io.read_json(data / "lakehouse/reports/features/x.json")
+    assert report["symbol"] == "AAAUSDT"
+    assert len(report["symbols"]["AAAUSDT"]["outputs"]) == 8
+
+
+def test_each_segment_and_resampled_file_is_computed_on_its_own(data):
+    reports = {"AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [400, 250], seed=2)}
+    features(data, ["AAAUSDT"], reports)
+    for src in candle_files(data):
+        close = pq.read_table(src, columns=["close"]).column("close").to_numpy()
+        feat = pq.read_table(feature_path(src))
+        # TA-Lib called once on this file's close: same values, same warm-up NaN.
+        for col, expected in (
+            ("ema_20", talib.EMA(close, 20)),
+            ("rsi_14", talib.RSI(close, 14)),
+            ("macd_hist_12_26_9", talib.MACD(close, 12, 26, 9)[2]),
+            ("bb_lower_20_2", talib.BBANDS(close, 20, 2, 2)[2]),
+        ):
+            np.testing.assert_array_equal(feat.column(col).to_numpy(), expected, err_msg=col)
+        ema = feat.column("ema_20").to_numpy()
+        assert np.isnan(ema[: min(19, len(ema))]).all()  # warm-up restarts in every file
+        assert np.isnan(feat.column("log_return").to_numpy()[0])  # no return across the cut
+
+
+def test_stale_feature_files_are_removed_and_nothing_else(data):
+    reports = {
+        "AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [300, 200], seed=3),
+        "BBBUSDT": make_symbol(data, "spot", "BBBUSDT", [150], seed=9),
+    }
+    features(data, ["AAAUSDT", "BBBUSDT"], reports)
+    # AAAUSDT becomes one segment: its SP1 candles disappear (gen_kline and resample remove them).
+    reports["AAAUSDT"] = make_symbol(data, "spot", "AAAUSDT", [300], seed=3)
+    for p in candle_files(data):
+        if p.name.startswith("SP"):
+            p.unlink()
+    feat_1m = layout.features_dir(data, "spot", "1m")
+    old_target = layout.resampled_features_dir(data, "spot", "15m", "0m")
+    old_target.mkdir(parents=True)
+    (old_target / "SP0_AAAUSDT.pqt").write_bytes(b"old")
+    (old_target / "BBBUSDT.pqt").write_bytes(b"other symbol")
+    (feat_1m / "XAAAUSDT.pqt").write_bytes(b"other symbol with a similar name")
+    (feat_1m / "notes.txt").write_text("not ours")
+    stats = features(data, ["AAAUSDT"], reports)
+    report = io.read_json(data / "lakehouse/reports/features/x.json")
+    removed = report["symbols"]["AAAUSDT"]["removed"]
+    assert sorted(removed) == sorted(
+        [
+            "results_data/spot/features/1m/SP0_AAAUSDT.pqt",
+            "results_data/spot/features/1m/SP1_AAAUSDT.pqt",
+            "results_data/spot/resampled_features/15m/0m/SP0_AAAUSDT.pqt",
+            "results_data/spot/resampled_features/1h/0m/SP0_AAAUSDT.pqt",
+            "results_data/spot/resampled_features/1h/0m/SP1_AAAUSDT.pqt",
+            "results_data/spot/resampled_features/1h/30m/SP0_AAAUSDT.pqt",
+            "results_data/spot/resampled_features/1h/30m/SP1_AAAUSDT.pqt",
+            "results_data/spot/resampled_features/5m/0m/SP0_AAAUSDT.pqt",
+            "results_data/spot/resampled_features/5m/0m/SP1_AAAUSDT.pqt",
+        ]
+    )
+    assert stats["files_removed"] == len(removed)
+    assert (feat_1m / "AAAUSDT.pqt").exists() and (feat_1m / "BBBUSDT.pqt").exists()
+    assert (feat_1m / "XAAAUSDT.pqt").exists() and (feat_1m / "notes.txt").exists()
+    assert (old_target / "BBBUSDT.pqt").exists()
+    for src in candle_files(data):
+        assert feature_path(src).exists()
+
+
+def test_rerun_with_nothing_changed_rebuilds_nothing(data):
+    reports = {"AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [300], seed=4)}
+    features(data, ["AAAUSDT"], reports)
+    outputs = [feature_path(p) for p in candle_files(data)]
+    mtimes = {p: p.stat().st_mtime_ns for p in outputs}
+    stats = features(data, ["AAAUSDT"], reports)
+    assert stats["skipped_unchanged"] == 1 and stats["files_written"] == 0
+    assert {p: p.stat().st_mtime_ns for p in outputs} == mtimes
+    # Another indicator list is a change: everything is rebuilt with the new columns.
+    stats = features(data, ["AAAUSDT"], reports, indicators=[{"name": "EMA", "timeperiod": 5}])
+    assert stats["skipped_unchanged"] == 0 and stats["files_written"] == len(outputs)
+    assert "ema_5" in pq.read_schema(outputs[0]).names
+    # So is a changed candle file (a newer gen_kline output).
+    stats = features(data, ["AAAUSDT"], reports, indicators=[{"name": "EMA", "timeperiod": 5}])
+    assert stats["skipped_unchanged"] == 1
+    src = candle_files(data)[0]
+    write_candles(src, candles(300, seed=99))
+    os.utime(src, ns=(1, 1))  # a new size/mtime, whatever the clock resolution
+    stats = features(data, ["AAAUSDT"], reports, indicators=[{"name": "EMA", "timeperiod": 5}])
+    assert stats["skipped_unchanged"] == 0
+
+
+def test_a_broken_symbol_does_not_stop_the_others(data):
+    reports = {
+        "AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [200], seed=5),
+        "BBBUSDT": make_symbol(data, "spot", "BBBUSDT", [200], seed=6),
+        "CCCUSDT": make_symbol(data, "spot", "CCCUSDT", [200], seed=7),
+    }
+    broken = layout.results_klines_dir(data, "spot", "1m") / "BBBUSDT.pqt"
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(FeaturesError, match="BBBUSDT.pqt"):
+        features(data, ["AAAUSDT", "BBBUSDT", "CCCUSDT"], reports)
+    feat_1m = layout.features_dir(data, "spot", "1m")
+    assert (feat_1m / "AAAUSDT.pqt").exists() and (feat_1m / "CCCUSDT.pqt").exists()
+    assert not (feat_1m / "BBBUSDT.pqt").exists()
+    # BBB's resampled files (written before its 1m file broke) still get their features.
+    assert (layout.resampled_features_dir(data, "spot", "5m", "0m") / "BBBUSDT.pqt").exists()
+    stats = io.read_json(data / "lakehouse/stats/features/x.json")
+    assert len(stats["failures"]) == 1 and "BBBUSDT" in stats["failures"][0]
+    # The failed symbol is retried on the next run, the good ones are skipped.
+    write_candles(broken, candles(200, seed=6))
+    stats = features(data, ["AAAUSDT", "BBBUSDT", "CCCUSDT"], reports)
+    assert stats["skipped_unchanged"] == 2 and stats["failures"] == []
+    assert (feat_1m / "BBBUSDT.pqt").exists()
+
+
+def test_coin_margined_notional_uses_the_contract_size(data):
+    reports = {"AAAUSD_PERP": make_symbol(data, "cm_futures", "AAAUSD_PERP", [120], seed=8)}
+    info = data / "lakehouse/exchange_info/cm_futures.json"
+    io.write_json(info, {"symbols": {"AAAUSD_PERP": {"contractSize": 10}}})
+    features(data, ["AAAUSD_PERP"], reports, trade_type="cm_futures", exchange_info=str(info))
+    src = layout.results_klines_dir(data, "cm_futures", "1m") / "AAAUSD_PERP.pqt"
+    c = pq.read_table(src).to_pandas()
+    feat = pq.read_table(feature_path(src)).to_pandas()
+    illiquidity = (np.log(c["close"] / c["close"].shift(1)).abs() / (c["volume"] * 10.0)).where(
+        c["volume"] > 0
+    )
+    expected = illiquidity.rolling(60, min_periods=30).mean().to_numpy()
+    np.testing.assert_allclose(feat["amihud_60"].to_numpy(), expected, rtol=1e-9, equal_nan=True)
+    # A config override gives the size of a symbol exchangeInfo lacks (delisted) ...
+    io.write_json(info, {"symbols": {}})
+    overrides = {"AAAUSD_PERP": 20}
+    features(
+        data,
+        ["AAAUSD_PERP"],
+        reports,
+        trade_type="cm_futures",
+        exchange_info=str(info),
+        contract_size_overrides=overrides,
+    )
+    feat = pq.read_table(feature_path(src)).to_pandas()
+    np.testing.assert_allclose(feat["amihud_60"].to_numpy(), expected / 2, rtol=1e-9)
+    # ... and a symbol with neither fails naming the config key.
+    with pytest.raises(FeaturesError, match="contract_sizes"):
+        features(data, ["AAAUSD_PERP"], reports, trade_type="cm_futures", exchange_info=str(info))
+
+
+def test_report_and_stats_are_json_for_the_summary(data):
+    reports = {"AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [100], seed=10)}
+    features(data, ["AAAUSDT"], reports)
+    stats = json.loads((data / "lakehouse/stats/features/x.json").read_text())
+    assert stats["rows_written"] == sum(
+        pq.read_metadata(feature_path(p)).num_rows for p in candle_files(data)
+    )
+    assert stats["seconds"]["total"] >= 0
+
+
+def test_unset_settings_mean_the_documented_defaults(data):
+    reports = {"AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [100], seed=12)}
+    features(data, ["AAAUSDT"], reports, indicators=None, windows=None)
+    src = layout.results_klines_dir(data, "spot", "1m") / "AAAUSDT.pqt"
+    names = pq.read_schema(feature_path(src)).names
+    assert names == ["candle_begin_time", *INDICATOR_COLUMNS, *MICRO_COLUMNS]
