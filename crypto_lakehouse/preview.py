@@ -262,7 +262,7 @@ def make_plan(config: dict, today: dt.date | None = None) -> dict:
             indexes[dataset] = index
             out = DatasetPlan(trade_type, dataset, origin)
             count_dataset(config, trade_type, dataset, index, path, end, today, out)
-            if dataset == "funding":
+            if dataset == datasets.FUNDING.name:
                 kline_index = indexes[f"klines-{config['interval']}"]
                 out.rest_symbols = funding_rest_symbols(kline_index, index)
             estimate(out, rates)
@@ -320,7 +320,7 @@ def format_plan(plan: dict) -> str:
             f"  archive: {d['files_to_download']} files, {_mb(d['bytes_to_download'])} to "
             f"download; {d['files_present']} files, {_mb(d['bytes_present'])} present (verified)"
         )
-        if d["dataset"] == "funding":
+        if d["dataset"] == datasets.FUNDING.name:
             lines.append(f"  REST: funding history of {d['rest_symbols']} symbols")
         else:
             lines.append(f"  REST: {d['rest_days']} days to fetch (weight {d['rest_weight']})")
