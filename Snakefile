@@ -1,11 +1,11 @@
 # crypto_lakehouse: Binance historical market data to Parquet (successor of BHDS V1).
 #
 # Targets, in the legacy order (one per legacy script): aws_download, aws_parse,
-# api_download, gen_kline, resample; then features (indicators and microstructure, new);
-# "all" (the default) runs them all (features while features.enabled).
-# Jobs are per (trade type, symbol[, interval]); listing is one checkpoint per trade type
-# and dataset. Output paths: legacy layout under config["data_dir"] (aws_data/,
-# parsed_data/, api_data/, results_data/) and the pipeline's records under
+# api_download, gen_kline, resample; then features (indicators and microstructure, new) and
+# report (the HTML page); "all" (the default) runs them all (features while features.enabled).
+# Jobs are per (trade type, dataset, shard of symbols) (docs/shards.md); listing is one
+# checkpoint per trade type and dataset. Output paths: legacy layout under
+# config["data_dir"] (aws_data/, parsed_data/, api_data/, results_data/) and the records under
 # {data_dir}/lakehouse/ (reports/, stats/, logs/, summaries/, ...); see docs/architecture.md.
 
 import sys
@@ -53,10 +53,11 @@ rule summarize:
     conda:
         "envs/pipeline.yaml"
     params:
-        stage="{stage}",
-        trade_type="{trade_type}",
-    script:
-        "scripts/summarize.py"
+        job=job_json(get_summary_args),
+        python=PYTHON,
+        script=script_path("summarize"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 onstart:

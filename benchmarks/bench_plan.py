@@ -5,7 +5,7 @@ Builds the listing of a synthetic universe of about 2,700 symbols over the three
 against it, then times `snakemake -n all` and measures its peak memory. Prints job counts per
 rule and the figures. Baseline in the same run: a dry run of the tiny default job.
 
-    python benchmarks/bench_plan.py [--spot 1500 --um 900 --cm 300 --days 1500]
+    python benchmarks/bench_plan.py [--spot 1500 --um 900 --cm 300 --days 1500] [--shards N]
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--um", type=int, default=900)
     ap.add_argument("--cm", type=int, default=300)
     ap.add_argument("--days", type=int, default=1500)
+    ap.add_argument("--shards", type=int, help="config shards (default: the config default)")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (else a temp dir)")
     args = ap.parse_args()
     universe = SyntheticUniverse(
@@ -82,6 +83,8 @@ def main() -> None:
             config = json.loads((work / "config.json").read_text())
         else:
             snakemake(work, config, "--cores", "2", "--until", "list_archive", "-q")
+        if args.shards is not None:
+            config["shards"] = args.shards
         listing_s = time.perf_counter() - t0
         n_symbols = sum(
             len(json.loads(p.read_text())["symbols"])

@@ -29,7 +29,7 @@ def run_gen_kline_rule(
     api_funding=None,
     **kwargs,
 ):
-    """Rule gen_kline_symbol. The report inputs are dependencies only: the data files are
+    """Rule gen_kline_shard, for one symbol of the shard. The report inputs are dependencies only: the data files are
     read by run_gen_kline itself."""
     from crypto_lakehouse.generate import run_gen_kline
 
@@ -55,7 +55,7 @@ def run_gen_kline_rule(
 
 
 def run_resample_rule(*, gen_report, report_path, stats_path, **kwargs):
-    """Rule resample_symbol: inputs are the segment files the gen_kline report lists."""
+    """Rule resample_shard, for one symbol: inputs are the segment files the gen_kline report lists."""
     from crypto_lakehouse.io import read_json
     from crypto_lakehouse.resample import run_resample
 
@@ -74,4 +74,22 @@ def run_resample_rule(*, gen_report, report_path, stats_path, **kwargs):
         build=lambda: run_resample(
             gen_report=gen_report, report_path=report_path, stats_path=stats_path, **kwargs
         ),
+    )
+
+
+def run_features_rule(
+    *, symbol, gen_report, resample_report=None, contract_size_override=None, **kwargs
+):
+    """Rule features_shard, for one symbol of the shard: its gen_kline report (and resample
+    report when the trade type has resample targets). ``run_features`` keeps the per-symbol
+    skip of unchanged inputs."""
+    from crypto_lakehouse.features import run_features
+
+    overrides = {symbol: contract_size_override} if contract_size_override is not None else None
+    return run_features(
+        symbols=[symbol],
+        gen_reports=[gen_report],
+        resample_reports=[resample_report] if resample_report else [],
+        contract_size_overrides=overrides,
+        **kwargs,
     )

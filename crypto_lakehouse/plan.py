@@ -164,6 +164,30 @@ def symbol_digest(index_path: str | Path, symbol: str) -> str:
     return load_index(index_path)["symbols"][symbol]["digest"]
 
 
+def index_shards(index_path: str | Path, shards: int) -> dict[int, list[str]]:
+    """The kept symbols of a listing index grouped by shard (``shards.group_by_shard``)."""
+    return _index_shards(str(index_path), os.stat(index_path).st_mtime_ns, shards)
+
+
+@functools.lru_cache(maxsize=256)
+def _index_shards(path: str, mtime_ns: int, shards: int) -> dict[int, list[str]]:
+    from crypto_lakehouse.shards import group_by_shard
+
+    return group_by_shard(_load_index(path, mtime_ns)["symbols"], shards)
+
+
+def shard_digest(index_path: str | Path, symbols: list[str]) -> str:
+    """Digest of the listing digests of a shard's symbols: a download shard reruns only
+    when one of its symbols' remote files changed (or the shard gained or lost a symbol)."""
+    import hashlib
+
+    entries = load_index(index_path)["symbols"]
+    h = hashlib.sha256()
+    for symbol in sorted(symbols):
+        h.update(f"{symbol}:{entries[symbol]['digest']}\n".encode())
+    return h.hexdigest()
+
+
 def print_summaries(lakehouse_dir: str | Path) -> None:
     """Last lines of a successful run: where the run summaries are and their headlines."""
     from crypto_lakehouse.io import read_json

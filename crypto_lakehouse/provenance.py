@@ -17,10 +17,10 @@ from the symbol's first archived day to ``end_date``:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, timezone
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from crypto_lakehouse.intervals import DAY_MS
@@ -66,32 +66,46 @@ def ms_iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _by_day(counts: Mapping, days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(count per day of ``days``, 0 when absent; whether the day is present)."""
+    values = np.zeros(len(days), dtype=np.int64)
+    present = np.zeros(len(days), dtype=bool)
+    if len(counts):
+        keys = np.fromiter((int(k) for k, _ in counts.items()), np.int64, len(counts))
+        vals = np.fromiter((int(v) for _, v in counts.items()), np.int64, len(counts))
+        pos = keys - days[0]
+        inside = (pos >= 0) & (pos < len(days))
+        values[pos[inside]] = vals[inside]
+        present[pos[inside]] = True
+    return values, present
+
+
 def build_provenance(
     *,
     first_day: int,
     last_day: int,
     last_complete_day: int,
     expected_rows: int,
-    archive_rows: pd.Series,
-    rest_rows: pd.Series,
-    union_rows: pd.Series | None = None,
+    archive_rows: Mapping,
+    rest_rows: Mapping,
+    union_rows: Mapping | None = None,
 ) -> pa.Table:
     """One row per day in ``[first_day, last_day]`` (day numbers).
 
-    ``archive_rows`` and ``rest_rows`` are indexed by day number; a day in ``rest_rows``
-    (even with 0) has a stored REST file. ``union_rows`` gives the distinct candle count of
-    days present in both sources; other days add the two counts (one of them is 0).
+    ``archive_rows`` and ``rest_rows`` map day numbers to counts (a dict or a pandas
+    Series); a day in ``rest_rows`` (even with 0) has a stored REST file. ``union_rows``
+    gives the distinct candle count of days present in both sources; other days add the two
+    counts (one of them is 0).
     """
     if last_day < first_day:
         return PROVENANCE_SCHEMA.empty_table()
     days = np.arange(first_day, last_day + 1, dtype=np.int64)
-    arch = archive_rows.reindex(days, fill_value=0).to_numpy(dtype=np.int64)
-    fetched = np.isin(days, rest_rows.index.to_numpy(dtype=np.int64))
-    rest = rest_rows.reindex(days, fill_value=0).to_numpy(dtype=np.int64)
+    arch, _ = _by_day(archive_rows, days)
+    rest, fetched = _by_day(rest_rows, days)
     rows = arch + rest
     if union_rows is not None and len(union_rows):
-        both = union_rows.reindex(days)
-        rows = np.where(both.notna().to_numpy(), both.fillna(0).to_numpy(np.int64), rows)
+        both, in_both = _by_day(union_rows, days)
+        rows = np.where(in_both, both, rows)
     rules = [
         arch >= expected_rows,
         (days > last_complete_day) | ~fetched,

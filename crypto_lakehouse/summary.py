@@ -1,8 +1,8 @@
 """Run summaries: one machine-readable record per target and trade type.
 
 ``{data_dir}/lakehouse/summaries/{stage}/{trade_type}.json`` aggregates the per-symbol
-stats files of that stage (files, bytes, seconds, retries, errors, quarantined files, ...)
-and the figures the reports carry (quality, freshness, accuracy). Counters are summed over
+stats files of that stage, found through the shard reports of its jobs (files, bytes,
+seconds, retries, errors, quarantined files, ...) and the figures the reports carry (quality, freshness, accuracy). Counters are summed over
 symbols (nested keys joined with dots); rates are recomputed from the sums, never summed.
 See docs/summaries.md.
 """
@@ -80,7 +80,24 @@ def report_figures(report: dict) -> dict:
     return figures
 
 
+def symbol_report_paths(report_paths: list[str]) -> list[str]:
+    """Per-symbol report paths: a shard report (``.../shards/N.json``, see
+    crypto_lakehouse.shards) stands for the reports of its symbols; other paths are kept."""
+    from crypto_lakehouse.shards import symbol_reports
+
+    paths: list[str] = []
+    for path in report_paths:
+        if Path(path).parent.name == "shards":
+            paths.extend(symbol_reports(read_json(path, default={}) or {}))
+        else:
+            paths.append(path)
+    return paths
+
+
 def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
+    """Summary of a stage's per-symbol records; ``report_paths`` are per-symbol reports or
+    shard reports (expanded to their symbols' reports)."""
+    report_paths = symbol_report_paths(report_paths)
     totals: dict[str, float] = {}
     problems: dict[str, dict] = {}
     figures: dict[str, dict] = {}

@@ -26,18 +26,18 @@ rule api_download_klines:
     input:
         unpack(get_api_klines_input),
     output:
-        report_path=f"{LH}/reports/api_download/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
+        shard_report=f"{LH}/reports/api_download/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/api_download/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+        f"{LH}/logs/api_download/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.log",
     benchmark:
-        f"{LH}/benchmarks/api_download/{{trade_type}}/klines-{{interval}}/{{symbol}}.tsv"
+        f"{LH}/benchmarks/api_download/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.tsv"
     localrule: True
     conda:
         "../envs/pipeline.yaml"
     resources:
         rest_jobs=1,
     params:
-        job=job_json(get_api_args),
+        job=shard_job_json(get_api_args),
         python=PYTHON,
         script=script_path("api_download_klines"),
     shell:
@@ -48,18 +48,18 @@ rule api_download_funding:
     input:
         unpack(get_api_funding_input),
     output:
-        report_path=f"{LH}/reports/api_download/{{trade_type}}/funding/{{symbol}}.json",
+        shard_report=f"{LH}/reports/api_download/{{trade_type}}/funding/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/api_download/{{trade_type}}/funding/{{symbol}}.log",
+        f"{LH}/logs/api_download/{{trade_type}}/funding/shards/{{shard}}.log",
     benchmark:
-        f"{LH}/benchmarks/api_download/{{trade_type}}/funding/{{symbol}}.tsv"
+        f"{LH}/benchmarks/api_download/{{trade_type}}/funding/shards/{{shard}}.tsv"
     localrule: True
     conda:
         "../envs/pipeline.yaml"
     resources:
         rest_jobs=1,
     params:
-        job=job_json(get_api_args),
+        job=shard_job_json(get_api_args),
         python=PYTHON,
         script=script_path("api_download_funding"),
     shell:

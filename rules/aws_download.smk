@@ -22,26 +22,27 @@ checkpoint list_archive:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
-# No input: the job is planned only after its listing was evaluated (stage_reports), and
-# reruns when its own listing digest (params) changes. A file dependency on the shared
-# listing index would make Snakemake re-plan every download job after the checkpoint.
-rule aws_download_symbol:
+# One job per (trade type, dataset, shard of symbols). No input: the job is planned only after
+# its listing was evaluated (stage_reports), and reruns when the digest of its symbols'
+# listing digests (params) changes. A file dependency on the shared listing index would make
+# Snakemake re-plan every download job after the checkpoint.
+rule aws_download_shard:
     output:
-        report_path=f"{LH}/reports/aws_download/{{trade_type}}/{{dataset}}/{{symbol}}.json",
+        shard_report=f"{LH}/reports/aws_download/{{trade_type}}/{{dataset}}/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/aws_download/{{trade_type}}/{{dataset}}/{{symbol}}.log",
+        f"{LH}/logs/aws_download/{{trade_type}}/{{dataset}}/shards/{{shard}}.log",
     benchmark:
-        f"{LH}/benchmarks/aws_download/{{trade_type}}/{{dataset}}/{{symbol}}.tsv"
+        f"{LH}/benchmarks/aws_download/{{trade_type}}/{{dataset}}/shards/{{shard}}.tsv"
     localrule: True
     conda:
         "../envs/pipeline.yaml"
     resources:
         archive_http=1,
     params:
-        job=job_json(get_download_args),
-        digest=get_symbol_digest,
+        job=shard_job_json(get_download_args),
+        digest=get_shard_digest,
         python=PYTHON,
-        script=script_path("aws_download_symbol"),
+        script=script_path("aws_download_shard"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 

@@ -4,20 +4,20 @@
 
 rule aws_parse_klines:
     input:
-        download_report=f"{LH}/reports/aws_download/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
+        unpack(get_parse_input),
     output:
-        report_path=f"{LH}/reports/aws_parse/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
+        shard_report=f"{LH}/reports/aws_parse/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/aws_parse/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+        f"{LH}/logs/aws_parse/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.log",
     benchmark:
-        f"{LH}/benchmarks/aws_parse/{{trade_type}}/klines-{{interval}}/{{symbol}}.tsv"
+        f"{LH}/benchmarks/aws_parse/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=shard_runtime(2),
     params:
-        job=job_json(get_parse_args),
+        job=shard_job_json(get_parse_args),
         python=PYTHON,
         script=script_path("aws_parse_klines"),
     shell:
@@ -26,20 +26,20 @@ rule aws_parse_klines:
 
 rule aws_parse_funding:
     input:
-        download_report=f"{LH}/reports/aws_download/{{trade_type}}/funding/{{symbol}}.json",
+        unpack(get_parse_input),
     output:
-        report_path=f"{LH}/reports/aws_parse/{{trade_type}}/funding/{{symbol}}.json",
+        shard_report=f"{LH}/reports/aws_parse/{{trade_type}}/funding/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/aws_parse/{{trade_type}}/funding/{{symbol}}.log",
+        f"{LH}/logs/aws_parse/{{trade_type}}/funding/shards/{{shard}}.log",
     benchmark:
-        f"{LH}/benchmarks/aws_parse/{{trade_type}}/funding/{{symbol}}.tsv"
+        f"{LH}/benchmarks/aws_parse/{{trade_type}}/funding/shards/{{shard}}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=1000,
-        runtime=10,
+        runtime=shard_runtime(1),
     params:
-        job=job_json(get_parse_args),
+        job=shard_job_json(get_parse_args),
         python=PYTHON,
         script=script_path("aws_parse_funding"),
     shell:

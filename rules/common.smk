@@ -66,6 +66,7 @@ wildcard_constraints:
     dataset=dataset_registry.wildcard_pattern(),
     interval="[0-9]+[smhdw]",
     stage="|".join(plan.STAGES),
+    shard="[0-9]+",
 
 
 # Jobs run their script with the interpreter of the environment that runs Snakemake, so
@@ -102,8 +103,33 @@ def job_json(args_function):
     return job
 
 
+def shard_job_json(args_function):
+    """Params function of a shard rule: the shard's arguments (``args_function``, which names
+    the shard's symbols and per-symbol paths; see ``shard_args``) plus the rule's named
+    outputs, as one JSON string. The inputs (upstream shard reports) are dependencies only:
+    each symbol's own files are derived from ``symbol_paths``."""
+
+    def job(wildcards, output):
+        kwargs = dict(args_function(wildcards))
+        for key, value in output.items():
+            kwargs[key] = str(value)
+        return json.dumps(kwargs, sort_keys=True)
+
+    return job
+
+
 def report_path(stage, trade_type, dataset, symbol):
     return f"{LH}/reports/{stage}/{trade_type}/{dataset}/{symbol}.json"
+
+
+def report_dir(stage, trade_type, dataset):
+    """Directory of a stage's per-symbol reports (``{dir}/{symbol}.json``)."""
+    return f"{LH}/reports/{stage}/{trade_type}/{dataset}"
+
+
+def shard_report_path(stage, trade_type, dataset, shard):
+    """Output of a shard job: each symbol's status and report path (docs/summaries.md)."""
+    return f"{LH}/reports/{stage}/{trade_type}/{dataset}/shards/{shard}.json"
 
 
 def listing_index_path(trade_type, dataset):
@@ -146,6 +172,67 @@ def datasets(trade_type):
     return [KLINES] if trade_type == "spot" else [KLINES, "funding"]
 
 
+# ------------------------------------------------------------------ shards
+# Per-symbol work runs in one job per (stage, trade type, dataset, shard of symbols): the
+# fixed cost of a job (process start, imports, scheduling, a SLURM submission) is paid once
+# per shard. A symbol's shard is crc32(name) % SHARDS (crypto_lakehouse.shards.shard_of), the
+# same in every stage, so shard k of a stage depends only on shard k of the stages before.
+# Only non-empty shards exist. Dataset "funding" means the archived funding symbols, except
+# in api_download, where it means every futures symbol with klines or archived funding (Q5).
+SHARDS = int(config["shards"])
+
+
+def _index_shards(trade_type, dataset):
+    if trade_type == "spot" and dataset == "funding":
+        return {}
+    return plan.index_shards(listing_index_path(trade_type, dataset), SHARDS)
+
+
+def shard_symbols(trade_type, shard, dataset=KLINES, stage=None):
+    """Symbols of one shard (sorted), read from the listing index without a checkpoint
+    call: for input and params functions of shard jobs, which exist only once the
+    listing was evaluated."""
+    shard = int(shard)
+    symbols = _index_shards(trade_type, dataset).get(shard, [])
+    if stage == "api_download" and dataset == "funding":
+        klines = _index_shards(trade_type, KLINES).get(shard, [])
+        symbols = sorted(set(symbols) | set(klines))
+    return symbols
+
+
+def shard_ids(trade_type, dataset=KLINES, stage=None):
+    """The non-empty shards of (trade type, dataset), after the listing checkpoints: for
+    target-level functions (they make Snakemake wait for the listing)."""
+    if trade_type == "spot" and dataset == "funding":
+        return []
+    listed(trade_type, dataset)
+    if stage == "api_download" and dataset == "funding":
+        listed(trade_type, KLINES)
+        return sorted(
+            set(_index_shards(trade_type, dataset)) | set(_index_shards(trade_type, KLINES))
+        )
+    return list(_index_shards(trade_type, dataset))
+
+
+def shard_runtime(minutes_per_symbol):
+    """Resource function: a shard job's runtime (minutes, for SLURM) grows with its symbols."""
+
+    def runtime(wildcards):
+        dataset = f"klines-{wildcards.interval}" if "interval" in wildcards.keys() else "funding"
+        n = len(shard_symbols(wildcards.trade_type, wildcards.shard, dataset))
+        return 10 + minutes_per_symbol * n
+
+    return runtime
+
+
+def shard_args(stage, wildcards, dataset, **symbol_dirs):
+    """The shard part of a job's arguments: its symbols and per-symbol path directories
+    (``report_path`` in the stage's report directory, plus ``symbol_dirs``)."""
+    symbols = shard_symbols(wildcards.trade_type, wildcards.shard, dataset, stage)
+    paths = {"report_path": report_dir(stage, wildcards.trade_type, dataset), **symbol_dirs}
+    return dict(shard=int(wildcards.shard), symbols=symbols, symbol_paths=paths)
+
+
 # ------------------------------------------------------------------ aws_download
 def get_listing_args(wildcards):
     entry, interval = dataset_registry.split_tag(wildcards.dataset)
@@ -170,24 +257,30 @@ def get_listing_refresh(wildcards):
     return END_DATE
 
 
-def get_symbol_digest(wildcards):
+def get_shard_digest(wildcards):
+    """Digest of the listing digests of the shard's symbols (rerun trigger of a download)."""
     index = listing_index_path(wildcards.trade_type, wildcards.dataset)
-    return plan.symbol_digest(index, wildcards.symbol)
+    symbols = shard_symbols(wildcards.trade_type, wildcards.shard, wildcards.dataset)
+    return plan.shard_digest(index, symbols)
 
 
 def get_download_args(wildcards):
     entry, interval = dataset_registry.split_tag(wildcards.dataset)
     dl = config["download"]
     return dict(
+        shard_args(
+            "aws_download",
+            wildcards,
+            wildcards.dataset,
+            details_path=f"{LH}/listing/{wildcards.trade_type}/{wildcards.dataset}",
+        ),
         trade_type=wildcards.trade_type,
         dataset=entry.name,
         interval=interval or INTERVAL,
-        symbol=wildcards.symbol,
-        details_path=f"{LH}/listing/{wildcards.trade_type}/{wildcards.dataset}/{wildcards.symbol}.json",
         data_dir=DATA,
         archive_url=config["endpoints"]["archive"],
-        # Only an explicit end date limits downloads: "today" would rerun every symbol daily,
-        # while the listing digest already reruns exactly the symbols with new files.
+        # Only an explicit end date limits downloads: "today" would rerun every shard daily,
+        # while the listing digest already reruns exactly the shards with new files.
         start_date=START_DATE,
         end_date=config["end_date"],
         use_monthly_klines=dl["use_monthly_klines"],
@@ -198,8 +291,19 @@ def get_download_args(wildcards):
 
 
 # ------------------------------------------------------------------ aws_parse
+def get_parse_input(wildcards):
+    dataset = "funding" if "interval" not in wildcards.keys() else f"klines-{wildcards.interval}"
+    tt = wildcards.trade_type
+    return {"download_shard": shard_report_path("aws_download", tt, dataset, wildcards.shard)}
+
+
 def get_parse_args(wildcards):
-    args = dict(trade_type=wildcards.trade_type, symbol=wildcards.symbol, data_dir=DATA)
+    dataset = "funding" if "interval" not in wildcards.keys() else f"klines-{wildcards.interval}"
+    tt = wildcards.trade_type
+    args = shard_args(
+        "aws_parse", wildcards, dataset, download_report=report_dir("aws_download", tt, dataset)
+    )
+    args.update(trade_type=tt, data_dir=DATA)
     args.update(config["parse"])  # max_inflate_ratio, max_inflated_bytes
     if "interval" in wildcards.keys():
         args["interval"] = wildcards.interval
@@ -207,42 +311,57 @@ def get_parse_args(wildcards):
 
 
 # ------------------------------------------------------------------ api_download
+def exchange_info_path(trade_type):
+    return f"{LH}/exchange_info/{trade_type}.json"
+
+
 def get_api_klines_input(wildcards):
+    tt = wildcards.trade_type
     return {
-        "parse_report": report_path("aws_parse", wildcards.trade_type, KLINES, wildcards.symbol),
-        "exchange_info_path": f"{LH}/exchange_info/{wildcards.trade_type}.json",
+        "parse_shard": shard_report_path("aws_parse", tt, KLINES, wildcards.shard),
+        "exchange_info_path": exchange_info_path(tt),
     }
 
 
 def get_api_funding_input(wildcards):
-    inputs = {"exchange_info_path": f"{LH}/exchange_info/{wildcards.trade_type}.json"}
-    if has_archive_funding(wildcards):
-        inputs["parse_report"] = report_path(
-            "aws_parse", wildcards.trade_type, "funding", wildcards.symbol
-        )
+    tt = wildcards.trade_type
+    inputs = {"exchange_info_path": exchange_info_path(tt)}
+    if shard_symbols(tt, wildcards.shard, "funding"):
+        inputs["parse_shard"] = shard_report_path("aws_parse", tt, "funding", wildcards.shard)
     return inputs
-
-
-def has_archive_funding(wildcards):
-    return wildcards.symbol in indexed(wildcards.trade_type, "funding")
 
 
 def get_api_args(wildcards):
     rest = config["rest"]
-    args = dict(
-        trade_type=wildcards.trade_type,
-        symbol=wildcards.symbol,
+    tt = wildcards.trade_type
+    if "interval" in wildcards.keys():
+        dataset = f"klines-{wildcards.interval}"
+        args = shard_args(
+            "api_download", wildcards, dataset, parse_report=report_dir("aws_parse", tt, dataset)
+        )
+        args["interval"] = wildcards.interval
+    else:
+        args = shard_args(
+            "api_download",
+            wildcards,
+            "funding",
+            parse_report=report_dir("aws_parse", tt, "funding"),
+        )
+        archived = set(shard_symbols(tt, wildcards.shard, "funding"))
+        # Symbols without archived funding have no parse report (a sparse per-symbol value).
+        args["symbol_values"] = {
+            "parse_report": {s: None for s in args["symbols"] if s not in archived}
+        }
+    args.update(
+        trade_type=tt,
         data_dir=DATA,
-        api_url=API_URL[wildcards.trade_type],
+        api_url=API_URL[tt],
+        exchange_info_path=exchange_info_path(tt),
         end_date=END_DATE,
         weight_share=rest["weight_share"],
         max_retries=rest["max_retries"],
         timeout_s=rest["timeout_s"],
     )
-    if "interval" in wildcards.keys():
-        args["interval"] = wildcards.interval
-    elif not has_archive_funding(wildcards):
-        args["parse_report"] = None
     return args
 
 
@@ -256,80 +375,99 @@ def get_exchange_info_args(wildcards):
 
 # ------------------------------------------------------------------ gen_kline
 def get_gen_input(wildcards):
-    tt, sym = wildcards.trade_type, wildcards.symbol
+    tt, shard = wildcards.trade_type, wildcards.shard
     inputs = {
-        "parse_klines": report_path("aws_parse", tt, KLINES, sym),
-        "api_klines": report_path("api_download", tt, KLINES, sym),
+        "parse_klines": shard_report_path("aws_parse", tt, KLINES, shard),
+        "api_klines": shard_report_path("api_download", tt, KLINES, shard),
     }
     if tt != "spot" and config["generate"][tt]["with_funding_rates"]:
-        inputs["api_funding"] = report_path("api_download", tt, "funding", sym)
-        if sym in indexed(tt, "funding"):
-            inputs["parse_funding"] = report_path("aws_parse", tt, "funding", sym)
+        inputs["api_funding"] = shard_report_path("api_download", tt, "funding", shard)
+        if shard_symbols(tt, shard, "funding"):
+            inputs["parse_funding"] = shard_report_path("aws_parse", tt, "funding", shard)
     if tt == "cm_futures":
-        inputs["exchange_info"] = f"{LH}/exchange_info/{tt}.json"
+        inputs["exchange_info"] = exchange_info_path(tt)
     return inputs
 
 
 def get_gen_args(wildcards):
-    opts = config["generate"][wildcards.trade_type]
-    return dict(
-        contract_size_override=config["contract_sizes"].get(wildcards.symbol),
-        trade_type=wildcards.trade_type,
-        symbol=wildcards.symbol,
+    tt = wildcards.trade_type
+    opts = config["generate"][tt]
+    args = shard_args("gen_kline", wildcards, f"klines-{wildcards.interval}")
+    overrides = {
+        s: config["contract_sizes"][s] for s in args["symbols"] if s in config["contract_sizes"]
+    }
+    args.update(
+        symbol_values={"contract_size_override": overrides},
+        exchange_info=exchange_info_path(tt) if tt == "cm_futures" else None,
+        trade_type=tt,
         interval=wildcards.interval,
         data_dir=DATA,
         split_gaps=opts["split_gaps"],
         with_vwap=opts["with_vwap"],
-        with_funding_rates=opts["with_funding_rates"] and wildcards.trade_type != "spot",
+        with_funding_rates=opts["with_funding_rates"] and tt != "spot",
         min_days=opts["min_days"],
         min_price_chg=opts["min_price_chg"],
     )
+    return args
 
 
 # ------------------------------------------------------------------ resample
 def get_resample_args(wildcards):
-    return dict(
-        trade_type=wildcards.trade_type,
-        symbol=wildcards.symbol,
+    tt = wildcards.trade_type
+    dataset = f"klines-{wildcards.interval}"
+    args = shard_args(
+        "resample", wildcards, dataset, gen_report=report_dir("gen_kline", tt, dataset)
+    )
+    args.update(
+        trade_type=tt,
         interval=wildcards.interval,
         data_dir=DATA,
-        targets=RESAMPLE_TARGETS[wildcards.trade_type],
+        targets=RESAMPLE_TARGETS[tt],
         aggregations=config["resample"]["aggregations"],
     )
+    return args
 
 
 # ------------------------------------------------------------------ features
 def get_features_input(wildcards):
-    tt, sym, dataset = wildcards.trade_type, wildcards.symbol, f"klines-{wildcards.interval}"
-    inputs = {"gen_reports": [report_path("gen_kline", tt, dataset, sym)]}
+    tt, shard, dataset = wildcards.trade_type, wildcards.shard, f"klines-{wildcards.interval}"
+    inputs = {"gen_shard": shard_report_path("gen_kline", tt, dataset, shard)}
     if RESAMPLE_TARGETS[tt]:
-        inputs["resample_reports"] = [report_path("resample", tt, dataset, sym)]
+        inputs["resample_shard"] = shard_report_path("resample", tt, dataset, shard)
     if tt == "cm_futures":
-        inputs["exchange_info"] = f"{LH}/exchange_info/{tt}.json"
+        inputs["exchange_info"] = exchange_info_path(tt)
     return inputs
 
 
 def get_features_args(wildcards):
+    tt, dataset = wildcards.trade_type, f"klines-{wildcards.interval}"
+    dirs = {"gen_report": report_dir("gen_kline", tt, dataset)}
+    if RESAMPLE_TARGETS[tt]:
+        dirs["resample_report"] = report_dir("resample", tt, dataset)
+    args = shard_args("features", wildcards, dataset, **dirs)
     features = config["features"]
-    args = dict(
-        trade_type=wildcards.trade_type,
+    args.update(
+        trade_type=tt,
         interval=wildcards.interval,
         data_dir=DATA,
-        symbols=[wildcards.symbol],
         indicators=features["indicators"],
         windows=features["microstructure"]["windows"],
     )
-    if wildcards.trade_type == "cm_futures":
-        args["contract_size_overrides"] = {
-            wildcards.symbol: config["contract_sizes"].get(wildcards.symbol)
+    if tt == "cm_futures":
+        overrides = {
+            s: config["contract_sizes"][s] for s in args["symbols"] if s in config["contract_sizes"]
         }
+        args.update(
+            exchange_info=exchange_info_path(tt),
+            symbol_values={"contract_size_override": overrides},
+        )
     return args
 
 
 # ------------------------------------------------------------------ targets and summaries
 def stage_reports(stage, trade_type):
-    """Every per-symbol report of one stage and trade type."""
-    # Both listings of the trade type are evaluated before any per-symbol job is planned.
+    """Every shard report of one stage and trade type (each lists its symbols' reports)."""
+    # Both listings of the trade type are evaluated before any shard job is planned.
     # An unfinished checkpoint stops this function at the first .get(), so the stages ask
     # in different orders: the first DAG then already holds every listing job (and
     # `--until list_archive` lists everything in one go).
@@ -339,23 +477,21 @@ def stage_reports(stage, trade_type):
     else:
         kline_symbols(trade_type)
         archive_funding_symbols(trade_type)
-    if stage in ("aws_download", "aws_parse"):
-        paths = [report_path(stage, trade_type, KLINES, s) for s in kline_symbols(trade_type)]
-        paths += [
-            report_path(stage, trade_type, "funding", s)
-            for s in archive_funding_symbols(trade_type)
-        ]
-        return paths
-    if stage == "api_download":
-        paths = [report_path(stage, trade_type, KLINES, s) for s in kline_symbols(trade_type)]
-        if trade_type != "spot":
-            paths += [
-                report_path(stage, trade_type, "funding", s) for s in funding_symbols(trade_type)
-            ]
-        return paths
     if stage == "resample" and not RESAMPLE_TARGETS[trade_type]:
         return []
-    return [report_path(stage, trade_type, KLINES, s) for s in kline_symbols(trade_type)]
+    if stage in ("aws_download", "aws_parse", "api_download"):
+        sets = [KLINES] + (["funding"] if trade_type != "spot" else [])
+    else:
+        sets = [KLINES]
+    return [
+        shard_report_path(stage, trade_type, dataset, shard)
+        for dataset in sets
+        for shard in shard_ids(trade_type, dataset, stage)
+    ]
+
+
+def get_summary_args(wildcards):
+    return dict(stage=wildcards.stage, trade_type=wildcards.trade_type)
 
 
 def get_summary_input(wildcards):

@@ -1,19 +1,19 @@
 # Archive datasets beyond klines and funding (config `datasets:`; docs/datasets.md).
-# Listing and download reuse list_archive / aws_download_symbol (their {dataset} wildcard
-# comes from the registry); the parse rules below are per (trade type, dataset, symbol).
+# Listing and download reuse list_archive / aws_download_shard (their {dataset} wildcard
+# comes from the registry); the parse rules below are per (trade type, dataset, shard).
 # Target `datasets`, separate from `all` so the main targets are unchanged. Its functions
 # are in rules/datasets_functions.smk.
 
 
 rule aws_parse_ticks:
     input:
-        download_report=f"{LH}/reports/aws_download/{{trade_type}}/{{tick_dataset}}/{{symbol}}.json",
+        unpack(get_extra_parse_input),
     output:
-        report_path=f"{LH}/reports/aws_parse/{{trade_type}}/{{tick_dataset}}/{{symbol}}.json",
+        shard_report=f"{LH}/reports/aws_parse/{{trade_type}}/{{tick_dataset}}/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/aws_parse/{{trade_type}}/{{tick_dataset}}/{{symbol}}.log",
+        f"{LH}/logs/aws_parse/{{trade_type}}/{{tick_dataset}}/shards/{{shard}}.log",
     benchmark:
-        f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{tick_dataset}}/{{symbol}}.tsv"
+        f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{tick_dataset}}/shards/{{shard}}.tsv"
     wildcard_constraints:
         tick_dataset="aggTrades|trades|metrics",
     conda:
@@ -22,7 +22,7 @@ rule aws_parse_ticks:
         mem_mb=1000,
         runtime=60,
     params:
-        job=job_json(get_parse_ticks_args),
+        job=shard_job_json(get_extra_parse_args),
         python=PYTHON,
         script=script_path("aws_parse_ticks"),
     shell:
@@ -31,22 +31,22 @@ rule aws_parse_ticks:
 
 rule aws_parse_kline_layout:
     input:
-        download_report=f"{LH}/reports/aws_download/{{trade_type}}/{{kline_dataset}}-{{interval}}/{{symbol}}.json",
+        unpack(get_extra_parse_input),
     output:
-        report_path=f"{LH}/reports/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/{{symbol}}.json",
+        shard_report=f"{LH}/reports/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/{{symbol}}.log",
+        f"{LH}/logs/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/shards/{{shard}}.log",
     benchmark:
-        f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/{{symbol}}.tsv"
+        f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/shards/{{shard}}.tsv"
     wildcard_constraints:
         kline_dataset="markPriceKlines|indexPriceKlines|premiumIndexKlines",
     conda:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=60,
     params:
-        job=job_json(get_parse_kline_layout_args),
+        job=shard_job_json(get_extra_parse_args),
         python=PYTHON,
         script=script_path("aws_parse_klines"),
     shell:

@@ -1,22 +1,24 @@
 # Technical indicators (TA-Lib) and microstructure of every generated and resampled file.
 
 
-rule features_symbol:
+rule features_shard:
     input:
         unpack(get_features_input),
     output:
-        report_path=f"{LH}/reports/features/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
+        shard_report=f"{LH}/reports/features/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/features/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+        f"{LH}/logs/features/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.log",
+    benchmark:
+        f"{LH}/benchmarks/features/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=shard_runtime(2),
     params:
-        job=job_json(get_features_args),
+        job=shard_job_json(get_features_args),
         python=PYTHON,
-        script=script_path("features_symbols"),
+        script=script_path("features_shard"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 

@@ -1,24 +1,24 @@
 # Legacy gen_kline.sh: merge archive and REST candles, split at gaps, VWAP, funding join, fill.
 
 
-rule gen_kline_symbol:
+rule gen_kline_shard:
     input:
         unpack(get_gen_input),
     output:
-        report_path=f"{LH}/reports/gen_kline/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
+        shard_report=f"{LH}/reports/gen_kline/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/gen_kline/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+        f"{LH}/logs/gen_kline/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.log",
     benchmark:
-        f"{LH}/benchmarks/gen_kline/{{trade_type}}/klines-{{interval}}/{{symbol}}.tsv"
+        f"{LH}/benchmarks/gen_kline/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=shard_runtime(2),
     params:
-        job=job_json(get_gen_args),
+        job=shard_job_json(get_gen_args),
         python=PYTHON,
-        script=script_path("gen_kline_symbol"),
+        script=script_path("gen_kline_shard"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 

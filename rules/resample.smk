@@ -1,24 +1,24 @@
 # Legacy resample.sh: coarser candles at every offset, several target intervals per job.
 
 
-rule resample_symbol:
+rule resample_shard:
     input:
-        gen_report=f"{LH}/reports/gen_kline/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
+        gen_shard=f"{LH}/reports/gen_kline/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
     output:
-        report_path=f"{LH}/reports/resample/{{trade_type}}/klines-{{interval}}/{{symbol}}.json",
+        shard_report=f"{LH}/reports/resample/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/resample/{{trade_type}}/klines-{{interval}}/{{symbol}}.log",
+        f"{LH}/logs/resample/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.log",
     benchmark:
-        f"{LH}/benchmarks/resample/{{trade_type}}/klines-{{interval}}/{{symbol}}.tsv"
+        f"{LH}/benchmarks/resample/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.tsv"
     conda:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=shard_runtime(2),
     params:
-        job=job_json(get_resample_args),
+        job=shard_job_json(get_resample_args),
         python=PYTHON,
-        script=script_path("resample_symbol"),
+        script=script_path("resample_shard"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 

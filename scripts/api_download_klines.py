@@ -1,9 +1,11 @@
-"""Rule `api_download_klines`: calls crypto_lakehouse.rest.klines.run_api_klines.
+"""Rule `api_download_klines`: crypto_lakehouse.rest.klines.run_api_klines for each symbol of one shard
+(crypto_lakehouse.rest.host.for_each_symbol_on_host).
 
 Usage (by the rule's shell command): python scripts/api_download_klines.py JOB_JSON LOG_FILE
 """
 
+from crypto_lakehouse.rest.host import for_each_symbol_on_host
 from crypto_lakehouse.rest.klines import run_api_klines
 from crypto_lakehouse.smk import run_job
 
-run_job(run_api_klines)
+run_job(for_each_symbol_on_host(run_api_klines))

@@ -1,9 +1,11 @@
-"""Rule `aws_parse_funding`: calls crypto_lakehouse.parse.funding.run_parse_funding.
+"""Rule `aws_parse_funding`: crypto_lakehouse.parse.funding.run_parse_funding for each symbol of one shard
+(crypto_lakehouse.shards.for_each_symbol).
 
 Usage (by the rule's shell command): python scripts/aws_parse_funding.py JOB_JSON LOG_FILE
 """
 
 from crypto_lakehouse.parse.funding import run_parse_funding
+from crypto_lakehouse.shards import for_each_symbol
 from crypto_lakehouse.smk import run_job
 
-run_job(run_parse_funding)
+run_job(for_each_symbol(run_parse_funding))

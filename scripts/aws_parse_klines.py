@@ -1,9 +1,11 @@
-"""Rule `aws_parse_klines`: calls crypto_lakehouse.parse.klines.run_parse_klines.
+"""Rule `aws_parse_klines`: crypto_lakehouse.parse.klines.run_parse_klines for each symbol of one shard
+(crypto_lakehouse.shards.for_each_symbol).
 
 Usage (by the rule's shell command): python scripts/aws_parse_klines.py JOB_JSON LOG_FILE
 """
 
 from crypto_lakehouse.parse.klines import run_parse_klines
+from crypto_lakehouse.shards import for_each_symbol
 from crypto_lakehouse.smk import run_job
 
-run_job(run_parse_klines)
+run_job(for_each_symbol(run_parse_klines))

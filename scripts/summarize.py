@@ -1,6 +1,10 @@
-"""Snakemake wrapper of rule `summarize`: calls crypto_lakehouse.summary.run_summary."""
+"""Rule `summarize`: calls crypto_lakehouse.summary.run_summary (the reports are the stage's
+shard reports of the trade type).
 
-from crypto_lakehouse.smk import run_rule
+Usage (by the rule's shell command): python scripts/summarize.py JOB_JSON LOG_FILE
+"""
+
+from crypto_lakehouse.smk import run_job
 from crypto_lakehouse.summary import run_summary
 
-run_rule(snakemake, run_summary)  # noqa: F821 (snakemake is injected by the script: directive)
+run_job(run_summary)

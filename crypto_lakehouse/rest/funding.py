@@ -22,12 +22,12 @@ funding (§7, Q5). Here (Q5 fixed):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -36,7 +36,6 @@ from crypto_lakehouse import layout
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.io import remove_stale_temps_of, write_json, write_parquet
 from crypto_lakehouse.provenance import day_number, ms_iso
-from crypto_lakehouse.rest import FUNDING_REQUEST_LIMIT, FUNDING_WINDOW_MINUTES
 from crypto_lakehouse.rest.client import (
     HostStopped,
     InvalidSymbol,
@@ -44,8 +43,7 @@ from crypto_lakehouse.rest.client import (
     RestError,
     TransientFailure,
 )
-from crypto_lakehouse.rest.exchange_info import load_rate_limits
-from crypto_lakehouse.rest.limiter import WindowLimiter
+from crypto_lakehouse.rest.host import open_host_client, stats_since
 from crypto_lakehouse.schema import API_FUNDING_SCHEMA, TIME_TYPE
 
 log = logging.getLogger(__name__)
@@ -80,23 +78,31 @@ def records_to_table(records: list[dict]) -> pa.Table:
     """REST fundingRate objects → API_FUNDING_SCHEMA (unknown fields ignored)."""
     if not records:
         return API_FUNDING_SCHEMA.empty_table()
-    df = pd.DataFrame(records)
-    t = df["fundingTime"].astype("int64").to_numpy()
+    t = np.array([int(r["fundingTime"]) for r in records], dtype=np.int64)
+    rate = np.array([float(r["fundingRate"]) for r in records], dtype=np.float64)
     return pa.table(
         {
             "funding_time": pa.array(t, TIME_TYPE),
             "candle_begin_time": pa.array(t - t % HOUR_MS, TIME_TYPE),
-            "funding_rate": pa.array(df["fundingRate"].astype("float64").to_numpy(), pa.float64()),
+            "funding_rate": pa.array(rate, pa.float64()),
         },
         schema=API_FUNDING_SCHEMA,
     )
 
 
 def merge_funding(stored: pa.Table, new: pa.Table) -> pa.Table:
-    df = pa.concat_tables([stored.cast(API_FUNDING_SCHEMA), new]).to_pandas()
-    df = df.drop_duplicates("funding_time", keep="last")
-    df = df.sort_values(["candle_begin_time", "funding_time"], kind="stable")
-    return pa.Table.from_pandas(df, schema=API_FUNDING_SCHEMA, preserve_index=False)
+    """Stored and new events, one per funding_time (the newest answer wins), sorted by
+    (candle_begin_time, funding_time)."""
+    both = pa.concat_tables([stored.cast(API_FUNDING_SCHEMA), new])
+    times = both["funding_time"].cast(pa.int64()).to_numpy()
+    # keep the last occurrence of each funding_time: first occurrence in the reversed order
+    _, first_rev = np.unique(times[::-1], return_index=True)
+    keep = np.sort(len(times) - 1 - first_rev)
+    kept = both.take(pa.array(keep))
+    order = pc.sort_indices(
+        kept, sort_keys=[("candle_begin_time", "ascending"), ("funding_time", "ascending")]
+    )
+    return kept.take(order)
 
 
 def run_api_funding(
@@ -114,12 +120,14 @@ def run_api_funding(
     stats_path: str | Path,
     exchange_info_path: str | Path | None = None,
     backoff_base_s: float = 1.0,
+    client: RestClient | None = None,
 ) -> dict:
     """Fetch the symbol's funding events after the newest known one; see module docstring.
 
     ``exchange_info_path`` (optional) supplies the weight limit and window; without it the
     Binance defaults apply. ``parse_report`` is accepted for the workflow's dependency only:
-    the parsed funding file itself says what the archive holds.
+    the parsed funding file itself says what the archive holds. ``client``: the job's shared
+    client of the host (``rest.host``); one is opened when absent.
     """
     if trade_type not in layout.FUTURES_TRADE_TYPES:
         raise ValueError(f"funding exists for um_futures and cm_futures only, not {trade_type!r}")
@@ -141,30 +149,18 @@ def run_api_funding(
         start_ms = (first - first % DAY_MS) if first is not None else 0
         start_from = "first_kline_day" if first is not None else "epoch"
 
-    limits = load_rate_limits(exchange_info_path, trade_type)
-    weight_limiter = WindowLimiter(
-        limits.weight_limit,
-        share=weight_share,
-        window_s=limits.window_s,
-        name=f"{trade_type}-weight",
-    )
-    funding_limiter = None
-    if trade_type == "um_futures":
-        funding_limiter = WindowLimiter(
-            FUNDING_REQUEST_LIMIT,
-            share=weight_share,
-            window_s=limits.window_s * FUNDING_WINDOW_MINUTES,
-            name="um-fundingRate",
+    own_client = client is None
+    if own_client:
+        client = open_host_client(
+            trade_type=trade_type,
+            api_url=api_url,
+            exchange_info_path=exchange_info_path,
+            weight_share=weight_share,
+            max_retries=max_retries,
+            timeout_s=timeout_s,
+            backoff_base_s=backoff_base_s,
         )
-    client = RestClient(
-        api_url,
-        trade_type,
-        weight_limiter=weight_limiter,
-        funding_limiter=funding_limiter,
-        max_retries=max_retries,
-        timeout_s=timeout_s,
-        backoff_base_s=backoff_base_s,
-    )
+    counters_before = client.stats.as_dict()
     report = {
         "trade_type": trade_type,
         "symbol": symbol,
@@ -175,7 +171,7 @@ def run_api_funding(
     stats = {"pages": 0, "new_records": 0, "start_from": start_from}
     fetched: list[dict] = []
     failure: Exception | None = None
-    with client:
+    with client if own_client else contextlib.nullcontext(client):
         try:
             now_ms = client.server_time_ms()
             end_ms = (
@@ -202,7 +198,7 @@ def run_api_funding(
             report.update(status="invalid_symbol", invalid_symbol=True)
         except (HostStopped, TransientFailure, RestError) as exc:
             failure = exc  # keep the pages already fetched: they are contiguous from start
-        stats.update(client.stats.as_dict())
+        stats.update(stats_since(client, counters_before))
 
     new = records_to_table(fetched)
     if new.num_rows:

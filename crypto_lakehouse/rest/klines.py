@@ -28,6 +28,7 @@ files atomically one by one, so an interrupted run resumes without refetching st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -37,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -61,8 +61,7 @@ from crypto_lakehouse.rest.client import (
     RestError,
     TransientFailure,
 )
-from crypto_lakehouse.rest.exchange_info import load_rate_limits
-from crypto_lakehouse.rest.limiter import WindowLimiter
+from crypto_lakehouse.rest.host import open_host_client, stats_since
 from crypto_lakehouse.schema import KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
 
 log = logging.getLogger(__name__)
@@ -330,11 +329,13 @@ def run_api_klines(
     stats_path: str | Path,
     concurrency: int = DEFAULT_CONCURRENCY,
     backoff_base_s: float = 1.0,
+    client: RestClient | None = None,
 ) -> dict:
     """Fetch the symbol's missing complete days; write day files, provenance, report, stats.
 
     Raises ``HostStopped`` (418/403) or ``TransientFailure`` (retries exhausted, after all
     other days were done); an invalid symbol (-1121/-1122) is skipped and reported.
+    ``client``: the job's shared client of the host (``rest.host``); one is opened when absent.
     """
     t0 = time.monotonic()
     ims, cpd = check_interval(interval)
@@ -374,36 +375,35 @@ def run_api_klines(
         )
         return _finish(report, stats, report_path, stats_path, t0)
 
-    limits = load_rate_limits(exchange_info_path, trade_type)
-    limiter = WindowLimiter(
-        limits.weight_limit,
-        share=weight_share,
-        window_s=limits.window_s,
-        name=f"{trade_type}-weight",
-    )
-    client = RestClient(
-        api_url,
-        trade_type,
-        weight_limiter=limiter,
-        max_retries=max_retries,
-        timeout_s=timeout_s,
-        backoff_base_s=backoff_base_s,
-    )
-    with client:
+    own_client = client is None
+    if own_client:
+        client = open_host_client(
+            trade_type=trade_type,
+            api_url=api_url,
+            exchange_info_path=exchange_info_path,
+            weight_share=weight_share,
+            max_retries=max_retries,
+            timeout_s=timeout_s,
+            backoff_base_s=backoff_base_s,
+        )
+    counters_before = client.stats.as_dict()
+    with client if own_client else contextlib.nullcontext(client):
         try:
             now_ms = client.server_time_ms()
         except (HostStopped, TransientFailure, RestError):
-            stats.update(client.stats.as_dict(), seconds=round(time.monotonic() - t0, 3))
+            stats.update(
+                stats_since(client, counters_before), seconds=round(time.monotonic() - t0, 3)
+            )
             write_json(stats_path, stats)
             raise
         first_day = int(archive_times[0] // DAY_MS)
         end_day = day_number(end_date) if end_date else now_ms // DAY_MS
         last_complete_day = now_ms // DAY_MS - 1
-        archive_counts = pd.Series(archive_times // DAY_MS).value_counts()
+        archive_counts = day_counts(archive_times)
         existing = existing_day_files(api_dir)
 
         days = np.arange(first_day, min(end_day, last_complete_day) + 1, dtype=np.int64)
-        short = archive_counts.reindex(days, fill_value=0).to_numpy() < cpd
+        short = np.array([archive_counts.get(int(d), 0) for d in days], dtype=np.int64) < cpd
         todo = [int(d) for d in days[short] if int(d) not in existing]
         chunks = plan_chunks(trade_type, interval, todo)
         stats["days_planned"] = len(todo)
@@ -434,7 +434,7 @@ def run_api_klines(
         if chunks:
             progress.maybe_log(force=True)
         fetch_s = time.monotonic() - t_fetch
-        stats.update(client.stats.as_dict())  # rate_limit_wait_s included
+        stats.update(stats_since(client, counters_before))  # rate_limit_wait_s included
 
     superseded = _drop_superseded(api_dir, archive_counts, cpd)
     table, last_candle = _provenance(
@@ -473,7 +473,13 @@ def run_api_klines(
     return result
 
 
-def _drop_superseded(api_dir: Path, archive_counts: pd.Series, cpd: int) -> int:
+def day_counts(times_ms: np.ndarray) -> dict[int, int]:
+    """Candles per UTC day number."""
+    days, counts = np.unique(times_ms // DAY_MS, return_counts=True)
+    return dict(zip(days.tolist(), counts.tolist(), strict=True))
+
+
+def _drop_superseded(api_dir: Path, archive_counts: dict[int, int], cpd: int) -> int:
     """Remove REST day files of days the archive now holds completely (Q9)."""
     n = 0
     for day, path in sorted(existing_day_files(api_dir).items()):
@@ -486,9 +492,7 @@ def _drop_superseded(api_dir: Path, archive_counts: pd.Series, cpd: int) -> int:
 
 def _provenance(api_dir, archive_times, archive_counts, first_day, end_day, last_complete_day, cpd):
     files = {d: p for d, p in existing_day_files(api_dir).items() if first_day <= d <= end_day}
-    rest_counts = pd.Series(
-        {d: pq.read_metadata(p).num_rows for d, p in sorted(files.items())}, dtype="int64"
-    )
+    rest_counts = {d: pq.read_metadata(p).num_rows for d, p in sorted(files.items())}
     # Days with rows in both sources: count distinct candles of the union.
     both = [d for d, n in rest_counts.items() if n and archive_counts.get(d, 0)]
     union = {}
@@ -512,7 +516,7 @@ def _provenance(api_dir, archive_times, archive_counts, first_day, end_day, last
         expected_rows=cpd,
         archive_rows=archive_counts,
         rest_rows=rest_counts,
-        union_rows=pd.Series(union, dtype="int64"),
+        union_rows=union,
     )
     return table, (max(candidates) if candidates else None)
 

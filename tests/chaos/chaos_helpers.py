@@ -141,6 +141,15 @@ def snapshot(data_dir: Path) -> dict[str, object]:
         if path.suffix == ".pqt":
             table = pq.read_table(path)
             out[rel] = (table.schema.remove_metadata(), _comparable(table.to_pydict()))
+        elif rel.startswith("lakehouse/reports/") and "/shards/" in rel:
+            # A shard report: each symbol's status, and its report path (absolute: under
+            # this run's data dir) and run times, which are not compared.
+            report = json.loads(path.read_text())
+            report.pop("seconds", None)
+            for entry in report.get("symbols", {}).values():
+                entry.pop("seconds", None)
+                entry.pop("report", None)
+            out[rel] = report
         elif rel.startswith("lakehouse/listing/") and path.suffix == ".json":
             # The index records the request it answers, the listing URL (the emulator's
             # port: each run's own server) included.

@@ -23,7 +23,7 @@ SLURM_FLAGS = (
     "squeue",
     "--slurm-no-account",
 )
-CPU_RULES = ("aws_parse_klines", "gen_kline_symbol", "resample_symbol", "features_symbol")
+CPU_RULES = ("aws_parse_klines", "gen_kline_shard", "resample_shard", "features_shard")
 
 
 def _slurm_is_up() -> bool:

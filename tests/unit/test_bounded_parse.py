@@ -84,7 +84,12 @@ BOMB_JOB = textwrap.dedent(
         stats = run_parse_klines(**args)
     except MemoryError:
         stats = {"error": "MemoryError"}
-    stats["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's RSS at fork over
+    # the exec, so a test run late in a large pytest session would read the session's size).
+    with open("/proc/self/status") as fh:
+        stats["peak_rss_kb"] = next(
+            int(line.split()[1]) for line in fh if line.startswith("VmHWM:")
+        )
     print(json.dumps(stats))
     """
 )

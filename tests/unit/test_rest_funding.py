@@ -210,3 +210,68 @@ def test_5xx_then_success_and_spot_is_refused(emulator, tmp_path):
     assert 0 < stats["retry_wait_s"] <= stats["seconds"]
     with pytest.raises(ValueError, match="spot"):
         run(emu.base_url, tmp_path, trade_type="spot")
+
+
+def _shard_args(tmp, url, symbols, ei=None):
+    return dict(
+        symbols=symbols,
+        shard=0,
+        shard_report=str(tmp / "reports/shards/0.json"),
+        symbol_paths={"report_path": str(tmp / "reports")},
+        symbol_values={"parse_report": {s: None for s in symbols}},
+        trade_type="um_futures",
+        data_dir=str(tmp),
+        api_url=url,
+        end_date=None,
+        exchange_info_path=ei,
+        backoff_base_s=0.01,
+    )
+
+
+def test_shard_job_runs_every_symbol_through_one_client(emulator, tmp_path):
+    from crypto_lakehouse.rest.host import for_each_symbol_on_host
+
+    rest = RestEmulator(now_ms=(D + 30) * DAY)
+    for i, symbol in enumerate(("AUSDT", "BUSDT", "CUSDT")):
+        rest.add_synthetic_funding(
+            "um", symbol, start_ms=D * DAY, end_ms=(D + 30) * DAY, seed=i, every_h=8
+        )
+    emu = emulator(rest=rest)
+    for symbol in ("AUSDT", "BUSDT", "CUSDT"):
+        write_first_kline(tmp_path, symbol, "um_futures", D * DAY)
+    shard = for_each_symbol_on_host(run_api_funding)(
+        **_shard_args(tmp_path, emu.base_url, ["AUSDT", "BUSDT", "CUSDT"])
+    )
+    assert shard["failed"] == []
+    assert rest.counters("um")["requests/fundingRate"] == 3  # one page per symbol
+    for symbol in ("AUSDT", "BUSDT", "CUSDT"):
+        # 30 days of 8-hourly events, as the emulator serves them
+        expected = served_times(rest, "um", symbol, D * DAY, (D + 30) * DAY)
+        got = stored(tmp_path, symbol)["funding_time"].cast(pa.int64()).to_pylist()
+        assert got == expected and len(expected) == 90
+        stats = json.loads((tmp_path / f"stats/{symbol}.json").read_text())
+        # each symbol's stats count its own requests (server time + one page), not the job's
+        assert stats["requests"] == 2 and stats["new_records"] == 90
+
+
+def test_a_ban_stops_the_remaining_symbols_of_the_shard(emulator, tmp_path):
+    from crypto_lakehouse.rest.host import for_each_symbol_on_host
+    from crypto_lakehouse.shards import ShardFailed
+
+    rest = RestEmulator(now_ms=(D + 30) * DAY)
+    for symbol in ("AUSDT", "BUSDT", "CUSDT"):
+        rest.add_synthetic_funding("um", symbol, start_ms=D * DAY, end_ms=(D + 30) * DAY)
+        write_first_kline(tmp_path, symbol, "um_futures", D * DAY)
+    rest.inject(418, market="um", path="/fundingRate", after=1, retry_after=30)
+    emu = emulator(rest=rest)
+    with pytest.raises(ShardFailed, match="2 of 3 symbols failed: BUSDT, CUSDT"):
+        for_each_symbol_on_host(run_api_funding)(
+            **_shard_args(tmp_path, emu.base_url, ["AUSDT", "BUSDT", "CUSDT"])
+        )
+    shard = json.loads((tmp_path / "reports/shards/0.json").read_text())
+    assert [shard["symbols"][s]["status"] for s in ("AUSDT", "BUSDT", "CUSDT")] == [
+        "ok",
+        "failed",
+        "not_run",
+    ]
+    assert rest.counters("um")["requests/fundingRate"] == 2  # nothing sent after the ban

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import subprocess
 import sys
+import zlib
 
 import pytest
 
@@ -43,12 +46,16 @@ def test_dry_run_before_listing_plans_only_the_listing(tmp_path):
     # Every listing (spot klines; um and cm klines and funding) is planned up front, and
     # nothing else until the checkpoints ran.
     assert counts["list_archive"] == 5
-    assert "aws_download_symbol" not in counts
+    assert "aws_download_shard" not in counts
 
 
-def test_dry_run_plans_one_job_per_symbol_and_stage(tmp_path):
-    data = tmp_path / "d"
-    spot = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
+def _shards(symbols, n):
+    """Shards a set of symbols falls into: CRC-32 of the name modulo n (docs/config.md)."""
+    return {zlib.crc32(s.encode()) % n for s in symbols}
+
+
+def _write_small_listing(data):
+    spot = ["AAAUSDT", "BBBUSDT", "CCCUSDT", "FFFUSDT", "GGGUSDT"]
     um = ["AAAUSDT", "DDDUSDT"]
     um_funding = ["AAAUSDT", "EEEUSDT"]  # EEE: funding archived, klines not (delisted)
     cm = ["AAAUSD_PERP"]
@@ -57,21 +64,67 @@ def test_dry_run_plans_one_job_per_symbol_and_stage(tmp_path):
     write_listing_index(data, "um_futures", "funding", um_funding)
     write_listing_index(data, "cm_futures", "klines-1m", cm)
     write_listing_index(data, "cm_futures", "funding", cm)
-    proc = run_snakemake(tmp_path, "-n", config={"data_dir": str(data)})
+    return spot, um, um_funding, cm
+
+
+@pytest.mark.parametrize("shards", [1, 4])
+def test_dry_run_plans_one_job_per_shard_and_stage(tmp_path, shards):
+    data = tmp_path / "d"
+    spot, um, um_funding, cm = _write_small_listing(data)
+    proc = run_snakemake(tmp_path, "-n", config={"data_dir": str(data), "shards": shards})
     counts = job_counts(proc.stdout)
-    n_kline_symbols = len(spot) + len(um) + len(cm)
-    assert counts["aws_download_symbol"] == n_kline_symbols + len(um_funding) + len(cm)
-    assert counts["aws_parse_klines"] == n_kline_symbols
-    assert counts["aws_parse_funding"] == len(um_funding) + len(cm)
-    assert counts["api_download_klines"] == n_kline_symbols
+
+    def n(symbols):
+        return len(_shards(symbols, shards))
+
+    kline_shards = n(spot) + n(um) + n(cm)
+    if shards == 1:
+        assert kline_shards == 3  # one job per trade type
+    else:
+        assert kline_shards > 3  # the five spot symbols do not all share one shard
+    assert counts["aws_download_shard"] == kline_shards + n(um_funding) + n(cm)
+    assert counts["aws_parse_klines"] == kline_shards
+    assert counts["aws_parse_funding"] == n(um_funding) + n(cm)
+    assert counts["api_download_klines"] == kline_shards
     # Q5: funding for the union of kline and archived-funding symbols.
-    assert counts["api_download_funding"] == len(set(um) | set(um_funding)) + len(cm)
-    assert counts["gen_kline_symbol"] == n_kline_symbols
-    assert counts["resample_symbol"] == n_kline_symbols
-    assert counts["features_symbol"] == n_kline_symbols
+    assert counts["api_download_funding"] == n(set(um) | set(um_funding)) + n(cm)
+    assert counts["gen_kline_shard"] == kline_shards
+    assert counts["resample_shard"] == kline_shards
+    assert counts["features_shard"] == kline_shards
     assert counts["exchange_info"] == 3
     assert counts["summarize"] == 18
     assert "list_archive" not in counts  # indexes exist: no re-listing in the same day
+
+
+def test_shard_job_gets_its_symbols_and_their_paths(tmp_path):
+    data = tmp_path / "d"
+    spot, *_ = _write_small_listing(data)
+    proc = run_snakemake(
+        tmp_path,
+        "-n",
+        "-p",
+        "aws_parse",
+        config={"data_dir": str(data), "shards": 4, "trade_types": ["spot"]},
+    )
+    jobs = [
+        json.loads(shlex.split(line)[4])
+        for line in proc.stdout.splitlines()
+        if line.startswith("Shell command:") and "aws_parse_klines.py" in line
+    ]
+    by_shard = {j["shard"]: j["symbols"] for j in jobs}
+    expected = {}
+    for s in spot:
+        expected.setdefault(zlib.crc32(s.encode()) % 4, []).append(s)
+    assert by_shard == {k: sorted(v) for k, v in expected.items()}
+    job = jobs[0]
+    assert (
+        job["symbol_paths"]["report_path"] == f"{data}/lakehouse/reports/aws_parse/spot/klines-1m"
+    )
+    assert (
+        job["symbol_paths"]["download_report"]
+        == f"{data}/lakehouse/reports/aws_download/spot/klines-1m"
+    )
+    assert job["shard_report"].endswith(f"aws_parse/spot/klines-1m/shards/{job['shard']}.json")
 
 
 def test_invalid_resample_offset_is_rejected_at_config_validation(tmp_path):
@@ -89,8 +142,8 @@ def test_features_can_be_left_out_of_all(tmp_path):
     write_listing_index(data, "spot", "klines-1m", ["AAAUSDT"])
     config = {"data_dir": str(data), "trade_types": ["spot"], "features": {"enabled": False}}
     counts = job_counts(run_snakemake(tmp_path, "-n", config=config).stdout)
-    assert counts["gen_kline_symbol"] == 1
-    assert "features_symbol" not in counts
+    assert counts["gen_kline_shard"] == 1
+    assert "features_shard" not in counts
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,81 @@
+"""One client per API host and job: the limits are read once (exchangeInfo), and every
+symbol of a shard job spends from the same weight budget (issue 11)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crypto_lakehouse.rest import FUNDING_REQUEST_LIMIT, FUNDING_WINDOW_MINUTES
+from crypto_lakehouse.rest.client import RestClient
+from crypto_lakehouse.rest.exchange_info import load_rate_limits
+from crypto_lakehouse.rest.limiter import WindowLimiter
+
+
+def open_host_client(
+    *,
+    trade_type: str,
+    api_url: str,
+    exchange_info_path: str | Path | None,
+    weight_share: float = 0.8,
+    max_retries: int = 5,
+    timeout_s: float = 15.0,
+    backoff_base_s: float = 1.0,
+) -> RestClient:
+    """A client for the trade type's host with its weight limiter (and, for um, the
+    separate fundingRate request pool). Use it as a context manager."""
+    limits = load_rate_limits(exchange_info_path, trade_type)
+    weight_limiter = WindowLimiter(
+        limits.weight_limit,
+        share=weight_share,
+        window_s=limits.window_s,
+        name=f"{trade_type}-weight",
+    )
+    funding_limiter = None
+    if trade_type == "um_futures":
+        funding_limiter = WindowLimiter(
+            FUNDING_REQUEST_LIMIT,
+            share=weight_share,
+            window_s=limits.window_s * FUNDING_WINDOW_MINUTES,
+            name="um-fundingRate",
+        )
+    return RestClient(
+        api_url,
+        trade_type,
+        weight_limiter=weight_limiter,
+        funding_limiter=funding_limiter,
+        max_retries=max_retries,
+        timeout_s=timeout_s,
+        backoff_base_s=backoff_base_s,
+    )
+
+
+def stats_since(client: RestClient, before: dict) -> dict:
+    """The client's counters minus a snapshot taken before a symbol started."""
+    now = client.stats.as_dict()
+    return {
+        k: round(v - before.get(k, 0), 3) if isinstance(v, float) else v - before.get(k, 0)
+        for k, v in now.items()
+    }
+
+
+def for_each_symbol_on_host(entry):
+    """Entry point of a REST shard job: ``entry`` (``run_api_klines`` or ``run_api_funding``)
+    for each symbol of the shard (``shards.run_shard``), all through one client of the host,
+    so exchangeInfo is read once and one limiter paces the whole job. A ban (418/403) stops
+    the remaining symbols at once: continuing would extend it."""
+
+    def api_shard(**kwargs) -> dict:
+        from crypto_lakehouse.rest.limiter import HostStopped
+        from crypto_lakehouse.shards import run_shard
+
+        client_args = {
+            k: kwargs[k]
+            for k in ("trade_type", "api_url", "exchange_info_path", "weight_share", "max_retries")
+            if k in kwargs
+        }
+        client_args["timeout_s"] = kwargs.get("timeout_s", 15.0)
+        with open_host_client(**client_args) as client:
+            return run_shard(entry, client=client, fatal=(HostStopped,), **kwargs)
+
+    api_shard.__name__ = f"{entry.__name__}_shard"
+    return api_shard

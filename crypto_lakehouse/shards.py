@@ -1,0 +1,155 @@
+"""Shards: a batch of symbols processed by one job, so the fixed cost of a job (a Python
+process, imports, Snakemake's scheduling, a SLURM submission) is paid once per batch.
+
+A symbol's shard is a hash of its name modulo the shard count (``shard_of``): stable across
+runs and machines, and adding a symbol never moves another one to a different shard. Every
+per-symbol stage uses the same assignment, so shard ``k`` of one stage depends only on
+shard ``k`` of the stages before it.
+
+Inside a job (``run_shard``) the symbols run one after another with everything imported
+once. Each symbol keeps what a per-symbol job had: its own report and stats files (same
+paths as before), its own incremental skip (inside the stage's entry point) and its own
+failure isolation: a failing symbol is logged and recorded, the others still run, and the
+job fails at the end naming the failed symbols. The job's own output, the *shard report*,
+lists each symbol's status and report path (see docs/summaries.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from crypto_lakehouse.io import write_json
+from crypto_lakehouse.smk import with_stats_path
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ShardFailed",
+    "for_each_symbol",
+    "group_by_shard",
+    "run_shard",
+    "shard_of",
+    "symbol_path",
+    "symbol_reports",
+]
+
+
+class ShardFailed(RuntimeError):
+    """Some symbols of a shard failed (the others completed); the message names them."""
+
+
+def shard_of(symbol: str, shards: int) -> int:
+    """The shard of a symbol: CRC-32 of its name modulo ``shards`` (stable everywhere;
+    Python's ``hash`` of a str changes per process)."""
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards!r}")
+    return zlib.crc32(symbol.encode()) % shards
+
+
+def group_by_shard(symbols: Iterable[str], shards: int) -> dict[int, list[str]]:
+    """Non-empty shards only, each with its symbols sorted: ``{shard: [symbol, ...]}``."""
+    groups: dict[int, list[str]] = {}
+    for symbol in sorted(set(symbols)):
+        groups.setdefault(shard_of(symbol, shards), []).append(symbol)
+    return dict(sorted(groups.items()))
+
+
+def symbol_path(directory: str | Path, symbol: str) -> str:
+    """A per-symbol record below ``directory``: ``{directory}/{symbol}.json``."""
+    return f"{directory}/{symbol}.json"
+
+
+def _symbol_kwargs(symbol: str, common: dict, symbol_paths: dict, symbol_values: dict) -> dict:
+    kwargs = dict(common, symbol=symbol)
+    for key, directory in symbol_paths.items():
+        kwargs[key] = symbol_path(directory, symbol)
+    for key, values in symbol_values.items():
+        if symbol in values:
+            kwargs[key] = values[symbol]
+    return kwargs
+
+
+def run_shard(
+    func: Callable[..., Any],
+    *,
+    symbols: list[str],
+    shard_report: str | Path,
+    symbol_paths: dict[str, str],
+    symbol_values: dict[str, dict[str, Any]] | None = None,
+    shard: int | None = None,
+    fatal: tuple[type[BaseException], ...] = (),
+    **common: Any,
+) -> dict:
+    """Call ``func`` once per symbol, in order, and write the shard report.
+
+    ``func`` gets ``common`` plus ``symbol``, ``{key: f"{dir}/{symbol}.json"}`` for each entry
+    of ``symbol_paths`` (``report_path`` is required), the symbol's entries of
+    ``symbol_values`` (sparse per-symbol values, e.g. a contract size override) and
+    ``stats_path`` derived from its report path. A symbol whose call raises is recorded as
+    failed; an exception of a ``fatal`` type (a host ban) also stops the remaining symbols.
+    Raises ``ShardFailed`` after the shard report was written when any symbol failed.
+    """
+    if "report_path" not in symbol_paths:
+        raise ValueError("symbol_paths must give the report_path directory")
+    symbol_values = symbol_values or {}
+    started = time.monotonic()
+    entries: dict[str, dict] = {}
+    stop: BaseException | None = None
+    for symbol in symbols:
+        kwargs = with_stats_path(func, _symbol_kwargs(symbol, common, symbol_paths, symbol_values))
+        entry = {"report": str(kwargs["report_path"])}
+        entries[symbol] = entry
+        if stop is not None:
+            entry.update(status="not_run", error=f"stopped: {stop}")
+            continue
+        # The previous run's report must not outlive a failure of this run (a per-symbol
+        # job's output was deleted by Snakemake before it reran).
+        Path(kwargs["report_path"]).unlink(missing_ok=True)
+        t0 = time.monotonic()
+        try:
+            func(**kwargs)
+            entry["status"] = "ok"
+        except Exception as exc:  # one broken symbol never stops the others
+            log.exception("%s %s failed", func.__name__, symbol)
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            if fatal and isinstance(exc, fatal):
+                stop = exc
+        entry["seconds"] = round(time.monotonic() - t0, 3)
+    failed = [s for s, e in entries.items() if e["status"] != "ok"]
+    report = {
+        "shard": shard,
+        "symbols": entries,
+        "failed": failed,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    write_json(shard_report, report)
+    if failed:
+        shown = ", ".join(failed[:20]) + (
+            f" and {len(failed) - 20} more" if len(failed) > 20 else ""
+        )
+        first = entries[failed[0]]["error"]
+        raise ShardFailed(
+            f"{func.__name__}: {len(failed)} of {len(symbols)} symbols failed: {shown} "
+            f"(first error: {first}); the other symbols completed"
+        )
+    log.info("%s: %d symbols in %.1f s", func.__name__, len(symbols), report["seconds"])
+    return report
+
+
+def symbol_reports(shard_report: dict) -> list[str]:
+    """The per-symbol report paths a shard report lists, in symbol order."""
+    return [e["report"] for _, e in sorted(shard_report.get("symbols", {}).items())]
+
+
+def for_each_symbol(func: Callable[..., Any], **options: Any) -> Callable[..., dict]:
+    """The entry point of a shard rule: ``run_shard`` over ``func`` (for ``smk.run_job``)."""
+
+    def shard_entry(**kwargs):
+        return run_shard(func, **options, **kwargs)
+
+    shard_entry.__name__ = f"{func.__name__}_shard"
+    return shard_entry

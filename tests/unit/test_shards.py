@@ -1,0 +1,120 @@
+"""Shards: stable symbol assignment, per-symbol isolation inside a shard job, summaries."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import pytest
+
+from crypto_lakehouse.shards import ShardFailed, group_by_shard, run_shard, shard_of
+from crypto_lakehouse.summary import summarize
+
+
+def test_shard_is_crc32_of_the_name_modulo_the_count():
+    for name in ("BTCUSDT", "ETHUSD_PERP", "1000SHIBUSDT"):
+        assert shard_of(name, 7) == zlib.crc32(name.encode()) % 7
+    assert {shard_of(n, 1) for n in ("A", "B", "C")} == {0}
+    with pytest.raises(ValueError):
+        shard_of("BTCUSDT", 0)
+
+
+def test_adding_a_symbol_moves_no_other_symbol():
+    names = [f"S{i}USDT" for i in range(200)]
+    before = group_by_shard(names, 8)
+    after = group_by_shard([*names, "NEWUSDT"], 8)
+    where_before = {s: k for k, syms in before.items() for s in syms}
+    where_after = {s: k for k, syms in after.items() for s in syms}
+    assert all(where_after[s] == where_before[s] for s in names)
+    # empty shards are left out, every symbol is in exactly one shard
+    assert sorted(s for syms in after.values() for s in syms) == sorted([*names, "NEWUSDT"])
+    assert all(after.values())
+
+
+def _entry(calls, fail=(), fatal=None):
+    def run_symbol(*, symbol, report_path, stats_path, factor, source):
+        calls.append(symbol)
+        if symbol == fatal:
+            raise ConnectionAbortedError("banned")
+        if symbol in fail:
+            raise ValueError(f"bad data in {symbol}")
+        with open(report_path, "w") as fh:
+            json.dump({"symbol": symbol, "source": source, "factor": factor}, fh)
+        with open(stats_path, "w") as fh:
+            json.dump({"files_written": 1}, fh)
+
+    return run_symbol
+
+
+def _run(tmp_path, entry, symbols, **kw):
+    (tmp_path / "reports/x").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "stats/x").mkdir(parents=True, exist_ok=True)
+    return run_shard(
+        entry,
+        symbols=symbols,
+        shard=3,
+        shard_report=tmp_path / "reports/x/shards/3.json",
+        symbol_paths={"report_path": str(tmp_path / "reports/x"), "source": "/up/stream"},
+        symbol_values={"factor": {"B": 10}},
+        factor=1,
+        **kw,
+    )
+
+
+def test_each_symbol_gets_its_own_paths_and_values(tmp_path):
+    calls = []
+    report = _run(tmp_path, _entry(calls), ["A", "B"])
+    assert calls == ["A", "B"]
+    a = json.loads((tmp_path / "reports/x/A.json").read_text())
+    b = json.loads((tmp_path / "reports/x/B.json").read_text())
+    assert a == {"symbol": "A", "source": "/up/stream/A.json", "factor": 1}
+    assert b == {"symbol": "B", "source": "/up/stream/B.json", "factor": 10}
+    assert (tmp_path / "stats/x/A.json").exists()  # stats path derived from the report path
+    shard = json.loads((tmp_path / "reports/x/shards/3.json").read_text())
+    assert shard == report
+    assert shard["failed"] == [] and shard["shard"] == 3
+    assert {s: e["status"] for s, e in shard["symbols"].items()} == {"A": "ok", "B": "ok"}
+
+
+def test_a_failing_symbol_fails_the_job_after_the_others(tmp_path):
+    calls = []
+    stale = tmp_path / "reports/x/B.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")  # the previous run's report of the symbol that now fails
+    with pytest.raises(ShardFailed, match=r"1 of 3 symbols failed: B .*bad data in B"):
+        _run(tmp_path, _entry(calls, fail={"B"}), ["A", "B", "C"])
+    assert calls == ["A", "B", "C"]
+    assert (tmp_path / "reports/x/C.json").exists()
+    assert not stale.exists()
+    shard = json.loads((tmp_path / "reports/x/shards/3.json").read_text())
+    assert shard["failed"] == ["B"] and shard["symbols"]["B"]["status"] == "failed"
+
+
+def test_a_fatal_error_stops_the_remaining_symbols(tmp_path):
+    calls = []
+    with pytest.raises(ShardFailed, match="2 of 3 symbols failed: B, C"):
+        _run(
+            tmp_path,
+            _entry(calls, fatal="B"),
+            ["A", "B", "C"],
+            fatal=(ConnectionAbortedError,),
+        )
+    assert calls == ["A", "B"]
+    shard = json.loads((tmp_path / "reports/x/shards/3.json").read_text())
+    assert shard["symbols"]["C"]["status"] == "not_run"
+
+
+def test_summary_reads_the_symbols_of_shard_reports(tmp_path):
+    _run(tmp_path, _entry([]), ["A", "B"])
+    _run(tmp_path, _entry([]), ["C"])  # a second shard (same file name is fine here)
+    shard_a = tmp_path / "reports/x/shards/3.json"
+    summary = summarize("gen_kline", "spot", [str(shard_a)])
+    assert summary["symbols"] == 1 and summary["totals"]["files_written"] == 1
+    both = tmp_path / "reports/x/shards/4.json"
+    both.write_text(
+        json.dumps(
+            {"symbols": {s: {"report": str(tmp_path / f"reports/x/{s}.json")} for s in "AB"}}
+        )
+    )
+    summary = summarize("gen_kline", "spot", [str(shard_a), str(both)])
+    assert summary["symbols"] == 3 and summary["totals"]["files_written"] == 3
