@@ -32,7 +32,7 @@ QUALITY_SCHEMA = pa.schema(
 ZERO_VOLUME_WEIGHT = 0.5
 SCORE_DECIMALS = 6
 
-_COUNT_COLUMNS = (
+COUNT_COLUMNS = (
     "rows",
     "expected_rows",
     "missing_rows",
@@ -178,7 +178,7 @@ def summarize(table: pa.Table) -> dict:
     """Per-symbol figures for the parse report (deterministic: counts and a rounded score)."""
     if table.num_rows == 0:
         return {"days": 0, "score": None}
-    counts = {k: int(_col(table, k).sum()) for k in _COUNT_COLUMNS}
+    counts = {k: int(_col(table, k).sum()) for k in COUNT_COLUMNS}
     rows = _col(table, "rows")
     dates = table.column("date")
     return {

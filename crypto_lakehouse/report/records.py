@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from crypto_lakehouse import layout
+from crypto_lakehouse import quality as quality_counts
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.report.coverage import read_symbol_tables
@@ -28,15 +29,7 @@ from crypto_lakehouse.plan import STAGES  # noqa: E402
 
 # Rule folders (below logs/ and benchmarks/) that belong to a stage of another name.
 _STAGE_OF_FOLDER = {"list_archive": "aws_download", "exchange_info": "api_download"}
-_QUALITY_COLUMNS = [
-    "rows",
-    "expected_rows",
-    "missing_rows",
-    "zero_volume_rows",
-    "ohlc_violations",
-    "taker_violations",
-    "score",
-]
+_QUALITY_COLUMNS = [*quality_counts.COUNT_COLUMNS, "score"]
 
 
 # ---------------------------------------------------------------- quality

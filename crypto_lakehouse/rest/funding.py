@@ -22,7 +22,6 @@ funding (§7, Q5). Here (Q5 fixed):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from crypto_lakehouse.rest.client import (
     RestError,
     TransientFailure,
 )
-from crypto_lakehouse.rest.host import open_host_client, stats_since
+from crypto_lakehouse.rest.host import shared_or_own_client, stats_since
 from crypto_lakehouse.schema import API_FUNDING_SCHEMA, TIME_TYPE
 
 log = logging.getLogger(__name__)
@@ -149,17 +148,16 @@ def run_api_funding(
         start_ms = (first - first % DAY_MS) if first is not None else 0
         start_from = "first_kline_day" if first is not None else "epoch"
 
-    own_client = client is None
-    if own_client:
-        client = open_host_client(
-            trade_type=trade_type,
-            api_url=api_url,
-            exchange_info_path=exchange_info_path,
-            weight_share=weight_share,
-            max_retries=max_retries,
-            timeout_s=timeout_s,
-            backoff_base_s=backoff_base_s,
-        )
+    client, client_context = shared_or_own_client(
+        client,
+        trade_type=trade_type,
+        api_url=api_url,
+        exchange_info_path=exchange_info_path,
+        weight_share=weight_share,
+        max_retries=max_retries,
+        timeout_s=timeout_s,
+        backoff_base_s=backoff_base_s,
+    )
     counters_before = client.stats.as_dict()
     report = {
         "trade_type": trade_type,
@@ -171,7 +169,7 @@ def run_api_funding(
     stats = {"pages": 0, "new_records": 0, "start_from": start_from}
     fetched: list[dict] = []
     failure: Exception | None = None
-    with client if own_client else contextlib.nullcontext(client):
+    with client_context:
         try:
             now_ms = client.server_time_ms()
             end_ms = (

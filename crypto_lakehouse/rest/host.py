@@ -3,6 +3,7 @@ symbol of a shard job spends from the same weight budget (issue 11)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from crypto_lakehouse.rest import FUNDING_REQUEST_LIMIT, FUNDING_WINDOW_MINUTES
@@ -47,6 +48,15 @@ def open_host_client(
         timeout_s=timeout_s,
         backoff_base_s=backoff_base_s,
     )
+
+
+def shared_or_own_client(client: RestClient | None, **client_args):
+    """``(client, context)``: the shard's shared client (its job closes it), or a client of
+    its own (``open_host_client(**client_args)``) that the context closes."""
+    if client is not None:
+        return client, contextlib.nullcontext(client)
+    own = open_host_client(**client_args)
+    return own, own
 
 
 def stats_since(client: RestClient, before: dict) -> dict:

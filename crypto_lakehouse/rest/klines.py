@@ -28,7 +28,6 @@ files atomically one by one, so an interrupted run resumes without refetching st
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
@@ -61,7 +60,7 @@ from crypto_lakehouse.rest.client import (
     RestError,
     TransientFailure,
 )
-from crypto_lakehouse.rest.host import open_host_client, stats_since
+from crypto_lakehouse.rest.host import shared_or_own_client, stats_since
 from crypto_lakehouse.schema import KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
 
 log = logging.getLogger(__name__)
@@ -375,19 +374,18 @@ def run_api_klines(
         )
         return _finish(report, stats, report_path, stats_path, t0)
 
-    own_client = client is None
-    if own_client:
-        client = open_host_client(
-            trade_type=trade_type,
-            api_url=api_url,
-            exchange_info_path=exchange_info_path,
-            weight_share=weight_share,
-            max_retries=max_retries,
-            timeout_s=timeout_s,
-            backoff_base_s=backoff_base_s,
-        )
+    client, client_context = shared_or_own_client(
+        client,
+        trade_type=trade_type,
+        api_url=api_url,
+        exchange_info_path=exchange_info_path,
+        weight_share=weight_share,
+        max_retries=max_retries,
+        timeout_s=timeout_s,
+        backoff_base_s=backoff_base_s,
+    )
     counters_before = client.stats.as_dict()
-    with client if own_client else contextlib.nullcontext(client):
+    with client_context:
         try:
             now_ms = client.server_time_ms()
         except (HostStopped, TransientFailure, RestError):
