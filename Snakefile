@@ -29,6 +29,8 @@ include: "rules/gen_kline.smk"
 include: "rules/resample.smk"
 include: "rules/report.smk"
 include: "rules/features.smk"
+include: "rules/datasets_functions.smk"
+include: "rules/datasets.smk"
 
 
 rule all:

@@ -8,6 +8,13 @@ partition and quality writes, state, report). Both are CSV megabytes per second 
 shared, so CPU time is the steadier figure); best of ``--repeat`` runs, after a warm-up.
 
     python benchmarks/bench_aws_parse.py [--days 62] [--repeat 3]
+
+``--dataset aggTrades`` measures the tick parser the same way (``run_parse_ticks`` against
+inflate + CSV read of the same zips), on ``--days`` synthetic um_futures days of ``--rows``
+aggregate trades (emulator format, with header), the parse's peak Arrow memory (in a fresh
+process) against one day's Arrow table, and aggTrades → 1m candles on one parsed day.
+
+    python benchmarks/bench_aws_parse.py --dataset aggTrades [--days 2] [--rows 2000000]
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from crypto_lakehouse.parse.csv_reader import has_header
 from crypto_lakehouse.parse.klines import KLINE_CSV, run_parse_klines
 
 SYMBOL, INTERVAL, TRADE_TYPE = "BTCUSDT", "1m", "spot"
+AGG_MARKET = "um_futures"
 
 
 def build_archives(data_dir: Path, first_day: date, days: int) -> dict:
@@ -93,12 +101,136 @@ def full_parse(source: Path, report: dict, work: Path) -> tuple[float, float, di
     return first, first_cpu, stats, rerun
 
 
+def _agg_build(data_dir: Path, first_day: date, days: int, rows: int) -> dict:
+    from crypto_lakehouse_emulator.ticks import write_daily_agg_trades
+
+    files = {}
+    for i in range(days):
+        day = (first_day + timedelta(days=i)).isoformat()
+        key = write_daily_agg_trades(data_dir / "aws_data", AGG_MARKET, SYMBOL, day, rows, seed=i)
+        path = layout.aws_path(data_dir, key)
+        layout.verified_marker(path).touch()
+        checksum = Path(layout.checksum_key(str(path))).read_text().split()[0]
+        files[key] = {"size": path.stat().st_size, "last_modified": day, "sha256": checksum}
+    return {"trade_type": AGG_MARKET, "dataset": "aggTrades", "symbol": SYMBOL,
+            "files": files, "quarantined": {}}  # fmt: skip
+
+
+def _agg_limit(paths: list[Path]) -> tuple[float, float, int]:
+    from crypto_lakehouse import datasets
+    from crypto_lakehouse.parse import ticks
+
+    entry = datasets.AGG_TRADES
+    cols = list(entry.columns_for(AGG_MARKET))
+    t, c = time.perf_counter(), time.process_time()
+    total = 0
+    for path in paths:
+        with zipfile.ZipFile(path) as zf:
+            data = zf.read(zf.infolist()[0])
+        total += len(data)
+        pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(
+                column_names=cols, skip_rows=1 if not data[:1].isdigit() else 0, use_threads=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: ticks._csv_type(entry, n) for n in cols},
+                true_values=ticks._TRUE, false_values=ticks._FALSE,
+            ),
+        )  # fmt: skip
+    return time.perf_counter() - t, time.process_time() - c, total
+
+
+def _agg_parse(work: str, report: dict, queue) -> None:
+    """In a fresh process: wall/CPU seconds and the Arrow pool's peak of one first parse."""
+    import pyarrow.parquet as pq
+
+    from crypto_lakehouse.parse.ticks import run_parse_ticks
+
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+    # Warm-up outside the timing (lazy codec and kernel set-up), as the klines figure's.
+    warm = Path(work) / "warm.pqt"
+    pq.write_table(pa.table({"x": [1]}), warm, compression="zstd")
+    warm.unlink()
+    t, c = time.perf_counter(), time.process_time()
+    out = run_parse_ticks(
+        trade_type=AGG_MARKET, dataset="aggTrades", symbol=SYMBOL, data_dir=work,
+        download_report=report, report_path=Path(work) / "report.json",
+    )  # fmt: skip
+    queue.put((time.perf_counter() - t, time.process_time() - c,
+               pa.default_memory_pool().max_memory(), out["rows"]))  # fmt: skip
+
+
+def main_agg_trades(args) -> None:
+    import multiprocessing as mp
+
+    import pyarrow.parquet as pq
+
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="bench_aws_parse_agg_") as tmp:
+        tmp = Path(tmp)
+        first = date.fromisoformat(args.first_day)
+        report = _agg_build(tmp / "src", first, args.days, args.rows)
+        paths = [layout.aws_path(tmp / "src", k) for k in sorted(report["files"])]
+        limits, limits_cpu, fulls, fulls_cpu, peaks = [], [], [], [], []
+        for i in range(args.repeat):
+            seconds, cpu, csv_bytes = _agg_limit(paths)
+            limits.append(seconds)
+            limits_cpu.append(cpu)
+            work = tmp / f"run{i}"
+            shutil.copytree(tmp / "src" / "aws_data", work / "aws_data")
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_agg_parse, args=(str(work), report, queue))
+            proc.start()
+            wall, cpu, peak, rows = queue.get()
+            proc.join()
+            assert rows == args.days * args.rows
+            fulls.append(wall)
+            fulls_cpu.append(cpu)
+            peaks.append(peak)
+        day = first.strftime("%Y%m%d")
+        day_table = pq.read_table(
+            layout.parsed_day_path(tmp / "run0", AGG_MARKET, "aggTrades", SYMBOL, day)
+        )
+    from crypto_lakehouse.generate.agg_candles import candles_from_agg_trades
+
+    candle_s = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        candles_from_agg_trades(day_table, "1m")
+        candle_s.append(time.perf_counter() - t)
+    mb = csv_bytes / 1e6
+    limit_mbs, limit_cpu_mbs = mb / min(limits), mb / min(limits_cpu)
+    parse_mbs, parse_cpu_mbs = mb / min(fulls), mb / min(fulls_cpu)
+    print(json.dumps({
+        "dataset": "aggTrades", "trade_type": AGG_MARKET, "days": args.days,
+        "rows_per_day": args.rows, "csv_mb": round(mb, 2),
+        "limit_mb_per_s": round(limit_mbs, 1), "parse_mb_per_s": round(parse_mbs, 1),
+        "parse_vs_limit": round(parse_mbs / limit_mbs, 3),
+        "limit_cpu_mb_per_s": round(limit_cpu_mbs, 1),
+        "parse_cpu_mb_per_s": round(parse_cpu_mbs, 1),
+        "parse_vs_limit_cpu": round(parse_cpu_mbs / limit_cpu_mbs, 3),
+        "peak_arrow_mb": round(max(peaks) / 1e6, 1),
+        "one_day_table_mb": round(day_table.nbytes / 1e6, 1),
+        "peak_vs_day_table": round(max(peaks) / day_table.nbytes, 3),
+        "candles_1m_from_one_day_seconds": round(min(candle_s), 3),
+    }, indent=1))  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--days", type=int, default=62)
+    ap.add_argument("--dataset", choices=["klines", "aggTrades"], default="klines")
+    ap.add_argument("--days", type=int, default=None, help="62 klines days, 2 aggTrades days")
+    ap.add_argument("--rows", type=int, default=2_000_000, help="aggTrades rows per day")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--first-day", default="2024-10-01")
     args = ap.parse_args()
+    if args.dataset == "aggTrades":
+        args.days = args.days or 2
+        main_agg_trades(args)
+        return
+    args.days = args.days or 62
 
     with tempfile.TemporaryDirectory(prefix="bench_aws_parse_") as tmp:
         tmp = Path(tmp)

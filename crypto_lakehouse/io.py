@@ -53,6 +53,16 @@ def _temp_sibling(path: Path) -> tuple[Path, int]:
             continue
 
 
+def new_temp_path(path: str | Path) -> Path:
+    """A fresh empty temporary file beside ``path`` (the name ``remove_stale_temps`` knows),
+    for writers that need a path (streamed Parquet); the caller renames or removes it."""
+    path = Path(path)
+    _ensure_dir(path.parent)
+    tmp, fd = _temp_sibling(path)
+    os.close(fd)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path) -> Iterator[tuple[int, Path]]:
     """Yield ``(fd, temporary path)`` beside ``path``: write through the descriptor; on

@@ -3,7 +3,7 @@ unchanged symbols (crypto_lakehouse.incremental), then call the stage's logic.""
 
 from __future__ import annotations
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import datasets, layout
 from crypto_lakehouse.contracts import contract_size_for
 from crypto_lakehouse.incremental import run_unless_unchanged
 
@@ -41,7 +41,7 @@ def run_gen_kline_rule(
         stage="gen_kline",
         data_dir=kwargs["data_dir"],
         trade_type=kwargs["trade_type"],
-        dataset=f"klines-{kwargs['interval']}",
+        dataset=datasets.tag(datasets.KLINES.name, kwargs["interval"]),
         symbol=kwargs["symbol"],
         inputs=_gen_inputs(
             kwargs["data_dir"], kwargs["trade_type"], kwargs["symbol"], kwargs["interval"]
@@ -64,7 +64,7 @@ def run_resample_rule(*, gen_report, report_path, stats_path, **kwargs):
         stage="resample",
         data_dir=kwargs["data_dir"],
         trade_type=kwargs["trade_type"],
-        dataset=f"klines-{kwargs['interval']}",
+        dataset=datasets.tag(datasets.KLINES.name, kwargs["interval"]),
         symbol=kwargs["symbol"],
         inputs=[gen_report, *(f"{kwargs['data_dir']}/{s['file']}" for s in segments)],
         params=kwargs,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from crypto_lakehouse import datasets
+
 TRADE_TYPES = ("spot", "um_futures", "cm_futures")
 FUTURES_TRADE_TYPES = ("um_futures", "cm_futures")
 
@@ -30,57 +32,136 @@ def is_valid_symbol(name: str) -> bool:
 
 
 # ---------------------------------------------------------------- archive keys
+# Sidecars next to an archive zip: the published digest and our own "verified" marker.
+CHECKSUM_SUFFIX = ".CHECKSUM"
+VERIFIED_SUFFIX = ".verified"
+
+
+def checksum_key(zip_key: str) -> str:
+    return zip_key + CHECKSUM_SUFFIX
+
+
+def verified_marker(zip_path: str | Path) -> Path:
+    """The local marker saying ``zip_path`` matched its CHECKSUM."""
+    zip_path = Path(zip_path)
+    return zip_path.with_name(zip_path.name + VERIFIED_SUFFIX)
+
+
+def archive_symbols_prefix(trade_type: str, dataset: str, period: str | None = None) -> str:
+    """Bucket prefix whose sub-folders are the dataset's symbols (registry's listing period)."""
+    entry = datasets.get(dataset)
+    entry.check_market(trade_type)
+    period = period or entry.listing_period
+    return f"{MARKET_PREFIX[trade_type]}/{period}/{entry.archive_name}/"
+
+
+def archive_dir_key(
+    trade_type: str, dataset: str, symbol: str, interval: str | None = None, period: str = ""
+) -> str:
+    """Bucket prefix (with trailing slash) of one symbol's archives of one dataset/period."""
+    entry = datasets.get(dataset)
+    period = period or entry.listing_period
+    base = f"{archive_symbols_prefix(trade_type, dataset, period)}{symbol}/"
+    if entry.has_interval:
+        if not interval:
+            raise ValueError(f"dataset {entry.name!r} needs an interval")
+        return f"{base}{interval}/"
+    return base
+
+
+def archive_dir_keys(
+    trade_type: str, dataset: str, symbol: str, interval: str | None, use_monthly: bool
+) -> list[str]:
+    """Every folder one run reads for a symbol, finest period first."""
+    entry = datasets.get(dataset)
+    return [
+        archive_dir_key(trade_type, dataset, symbol, interval, p)
+        for p in entry.read_periods(use_monthly)
+    ]
+
+
+def archive_key(
+    trade_type: str, dataset: str, symbol: str, interval: str | None, period: str, date: str
+) -> str:
+    """One zip's key; ``date`` is ``YYYY-MM-DD`` (daily) or ``YYYY-MM`` (monthly)."""
+    dir_key = archive_dir_key(trade_type, dataset, symbol, interval, period)
+    return f"{dir_key}{archive_stem_prefix(dataset, symbol, interval)}{date}.zip"
+
+
+def archive_stem_prefix(dataset: str, symbol: str, interval: str | None = None) -> str:
+    """What a zip's name starts with before its date: ``BTCUSDT-1m-``, ``BTCUSDT-fundingRate-``."""
+    entry = datasets.get(dataset)
+    return f"{symbol}-{interval if entry.has_interval else entry.archive_name}-"
+
+
+def is_archive_key_of(
+    key: str, trade_type: str, dataset: str, symbol: str, interval: str | None = None
+) -> bool:
+    """Whether ``key`` lies directly in one of the dataset's folders for this symbol."""
+    folder = key.rpartition("/")[0] + "/"
+    return folder in archive_dir_keys(trade_type, dataset, symbol, interval, True)
+
+
 def kline_dir_key(trade_type: str, symbol: str, interval: str, period: str = "daily") -> str:
     """Bucket prefix (with trailing slash) of one symbol's kline archives."""
-    return f"{MARKET_PREFIX[trade_type]}/{period}/klines/{symbol}/{interval}/"
+    return archive_dir_key(trade_type, datasets.KLINES.name, symbol, interval, period)
 
 
 def kline_symbols_prefix(trade_type: str, period: str = "daily") -> str:
-    return f"{MARKET_PREFIX[trade_type]}/{period}/klines/"
+    return archive_symbols_prefix(trade_type, datasets.KLINES.name, period)
 
 
 def funding_dir_key(trade_type: str, symbol: str) -> str:
-    return f"{MARKET_PREFIX[trade_type]}/monthly/fundingRate/{symbol}/"
+    return archive_dir_key(trade_type, datasets.FUNDING.name, symbol)
 
 
 def funding_symbols_prefix(trade_type: str) -> str:
-    return f"{MARKET_PREFIX[trade_type]}/monthly/fundingRate/"
+    return archive_symbols_prefix(trade_type, datasets.FUNDING.name)
 
 
 def daily_kline_key(trade_type: str, symbol: str, interval: str, day: str) -> str:
     """``day`` is ``YYYY-MM-DD``."""
-    return f"{kline_dir_key(trade_type, symbol, interval)}{symbol}-{interval}-{day}.zip"
+    return archive_key(trade_type, datasets.KLINES.name, symbol, interval, datasets.DAILY, day)
 
 
 def monthly_kline_key(trade_type: str, symbol: str, interval: str, month: str) -> str:
     """``month`` is ``YYYY-MM``."""
-    return (
-        f"{kline_dir_key(trade_type, symbol, interval, 'monthly')}{symbol}-{interval}-{month}.zip"
-    )
+    return archive_key(trade_type, datasets.KLINES.name, symbol, interval, datasets.MONTHLY, month)
 
 
 def funding_key(trade_type: str, symbol: str, month: str) -> str:
-    return f"{funding_dir_key(trade_type, symbol)}{symbol}-fundingRate-{month}.zip"
+    return archive_key(trade_type, datasets.FUNDING.name, symbol, None, datasets.MONTHLY, month)
 
 
 _DAY_RE, _MONTH_RE = r"\d{4}-\d{2}-\d{2}", r"\d{4}-\d{2}"
+_ARCHIVE_DIR_RE = re.compile(r"^data/(?:spot|futures/um|futures/cm)/(daily|monthly)/([^/]+)/(.+)$")
 
 
 def archive_name_re(dir_key: str, symbol: str) -> re.Pattern[str] | None:
     """The exact names a symbol's archive folder may hold (the zip and its CHECKSUM), from
-    the folder's kind: ``{SYM}-{I}-{YYYY-MM-DD}.zip`` in daily klines, ``{SYM}-{I}-{YYYY-MM}``
-    in monthly klines, ``{SYM}-fundingRate-{YYYY-MM}`` in funding. None for another folder.
+    the folder's dataset and period (registry): ``{SYM}-{I}-{YYYY-MM-DD}.zip`` in daily
+    klines, ``{SYM}-{I}-{YYYY-MM}`` in monthly klines, ``{SYM}-fundingRate-{YYYY-MM}`` in
+    funding. None for a folder of no known dataset.
     """
-    parts = dir_key.rstrip("/").split("/")
-    sym = re.escape(symbol)
-    if len(parts) >= 6 and parts[-3:-1] == ["klines", symbol]:
-        date = _DAY_RE if parts[-4] == "daily" else _MONTH_RE
-        stem = rf"{sym}-{re.escape(parts[-1])}-(?P<date>{date})"
-    elif len(parts) >= 5 and parts[-2:] == ["fundingRate", symbol]:
-        stem = rf"{sym}-fundingRate-(?P<date>{_MONTH_RE})"
-    else:
+    m = _ARCHIVE_DIR_RE.match(dir_key.rstrip("/"))
+    if m is None:
         return None
-    return re.compile(rf"^{stem}\.zip(?:\.CHECKSUM)?$")
+    period, archive_name, rest = m.groups()
+    entry = next((d for d in datasets.REGISTRY.values() if d.archive_name == archive_name), None)
+    if entry is None or period not in entry.periods:
+        return None
+    parts = rest.split("/")
+    if entry.has_interval:
+        if len(parts) != 2 or parts[0] != symbol:
+            return None
+        middle = parts[1]
+    else:
+        if parts != [symbol]:
+            return None
+        middle = entry.archive_name
+    date = _DAY_RE if period == datasets.DAILY else _MONTH_RE
+    stem = rf"{re.escape(symbol)}-{re.escape(middle)}-(?P<date>{date})"
+    return re.compile(rf"^{stem}\.zip(?:{re.escape(CHECKSUM_SUFFIX)})?$")
 
 
 # ---------------------------------------------------------------- legacy data paths
@@ -88,12 +169,19 @@ def aws_path(data_dir: str | Path, key: str) -> Path:
     return Path(data_dir) / "aws_data" / key
 
 
-def parsed_klines_dir(data_dir, trade_type, symbol, interval) -> Path:
-    return Path(data_dir) / "parsed_data" / trade_type / "klines" / symbol / interval
+def parsed_klines_dir(data_dir, trade_type, symbol, interval, dataset: str = "klines") -> Path:
+    """Monthly partitions of a kline-layout dataset (klines, markPriceKlines, ...)."""
+    name = datasets.get(dataset).name
+    return Path(data_dir) / "parsed_data" / trade_type / name / symbol / interval
 
 
 def parsed_funding_path(data_dir, trade_type, symbol) -> Path:
     return Path(data_dir) / "parsed_data" / trade_type / "funding" / f"{symbol}.pqt"
+
+
+def parsed_day_path(data_dir, trade_type, dataset, symbol, day: str) -> Path:
+    """Per-day partition of a tick dataset; ``day`` is ``YYYYMMDD``."""
+    return Path(data_dir) / "parsed_data" / trade_type / dataset / symbol / f"{day}.pqt"
 
 
 def api_klines_dir(data_dir, trade_type, symbol, interval) -> Path:

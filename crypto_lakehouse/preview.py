@@ -19,7 +19,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import datasets, io, layout
 from crypto_lakehouse import plan as workflow_plan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,16 +79,15 @@ def load_config(configfile=None, overrides=(), directory=None) -> dict:
 
 
 def _datasets(config, trade_type) -> list[str]:
-    klines = f"klines-{config['interval']}"
-    return [klines] if trade_type == "spot" else [klines, "funding"]
+    klines = datasets.tag(datasets.KLINES.name, config["interval"])
+    return [klines] if trade_type == "spot" else [klines, datasets.FUNDING.name]
 
 
 def _request_args(config, trade_type, dataset, end_date) -> dict:
     """The list_archive job's arguments (rules/common.smk get_listing_args)."""
-    kind = "funding" if dataset == "funding" else "klines"
     return dict(
         trade_type=trade_type,
-        dataset=kind,
+        dataset=datasets.get(dataset).name,
         interval=config["interval"],
         symbols=workflow_plan.symbol_selection(config, trade_type),
         listing_url=config["endpoints"]["listing"],
@@ -166,8 +165,9 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
     )
 
     data_dir = config["data_dir"]
-    kind = "funding" if dataset == "funding" else "klines"
-    use_monthly = bool(config["download"]["use_monthly_klines"]) and kind == "klines"
+    entry = datasets.get(dataset)
+    kind = entry.name
+    use_monthly = bool(config["download"]["use_monthly_klines"]) and entry.monthly_optional
     start, _ = workflow_plan.resolve_dates(
         config["start_date"], config["end_date"], config["lookback_days"]
     )
@@ -195,7 +195,7 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
             else:
                 out.files_to_download += 1
                 out.bytes_to_download += both
-        if kind == "klines":
+        if entry is datasets.KLINES:
             days, weight = _rest_days(config, trade_type, symbol, selection.files, end_date, today)
             out.rest_days += days
             out.rest_weight += weight
@@ -262,7 +262,7 @@ def make_plan(config: dict, today: dt.date | None = None) -> dict:
             indexes[dataset] = index
             out = DatasetPlan(trade_type, dataset, origin)
             count_dataset(config, trade_type, dataset, index, path, end, today, out)
-            if dataset == "funding":
+            if dataset == datasets.FUNDING.name:
                 kline_index = indexes[f"klines-{config['interval']}"]
                 out.rest_symbols = funding_rest_symbols(kline_index, index)
             estimate(out, rates)
@@ -320,7 +320,7 @@ def format_plan(plan: dict) -> str:
             f"  archive: {d['files_to_download']} files, {_mb(d['bytes_to_download'])} to "
             f"download; {d['files_present']} files, {_mb(d['bytes_present'])} present (verified)"
         )
-        if d["dataset"] == "funding":
+        if d["dataset"] == datasets.FUNDING.name:
             lines.append(f"  REST: funding history of {d['rest_symbols']} symbols")
         else:
             lines.append(f"  REST: {d['rest_days']} days to fetch (weight {d['rest_weight']})")

@@ -31,10 +31,10 @@ def quarantine_archive(
     dst = layout.quarantine_path(data_dir, key)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
-        _with_suffix(src, ".verified").unlink()
+        _with_suffix(src, layout.VERIFIED_SUFFIX).unlink()
     if discard_local:
         src.unlink(missing_ok=True)
-    for suffix in ("", ".CHECKSUM"):
+    for suffix in ("", layout.CHECKSUM_SUFFIX):
         with contextlib.suppress(FileNotFoundError):
             os.replace(_with_suffix(src, suffix), _with_suffix(dst, suffix))
     io.write_text(_with_suffix(dst, ".reason"), reason + "\n")

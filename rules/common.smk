@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+import crypto_lakehouse.datasets as dataset_registry
 import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
@@ -62,7 +63,7 @@ if workflow.is_main_process and len(RESAMPLED_TRADE_TYPES) < len(TRADE_TYPES):
 wildcard_constraints:
     trade_type="spot|um_futures|cm_futures",
     symbol="[A-Z0-9_]+",
-    dataset="klines-[0-9]+[smhdw]|funding",
+    dataset=dataset_registry.wildcard_pattern(),
     interval="[0-9]+[smhdw]",
     stage="|".join(plan.STAGES),
     shard="[0-9]+",
@@ -234,11 +235,11 @@ def shard_args(stage, wildcards, dataset, **symbol_dirs):
 
 # ------------------------------------------------------------------ aws_download
 def get_listing_args(wildcards):
-    kind = "funding" if wildcards.dataset == "funding" else "klines"
+    entry, interval = dataset_registry.split_tag(wildcards.dataset)
     return dict(
         trade_type=wildcards.trade_type,
-        dataset=kind,
-        interval=INTERVAL,
+        dataset=entry.name,
+        interval=interval or INTERVAL,
         symbols=plan.symbol_selection(config, wildcards.trade_type),
         listing_url=config["endpoints"]["listing"],
         details_dir=f"{LH}/listing/{wildcards.trade_type}/{wildcards.dataset}",
@@ -264,7 +265,7 @@ def get_shard_digest(wildcards):
 
 
 def get_download_args(wildcards):
-    kind = "funding" if wildcards.dataset == "funding" else "klines"
+    entry, interval = dataset_registry.split_tag(wildcards.dataset)
     dl = config["download"]
     return dict(
         shard_args(
@@ -274,8 +275,8 @@ def get_download_args(wildcards):
             details_path=f"{LH}/listing/{wildcards.trade_type}/{wildcards.dataset}",
         ),
         trade_type=wildcards.trade_type,
-        dataset=kind,
-        interval=INTERVAL,
+        dataset=entry.name,
+        interval=interval or INTERVAL,
         data_dir=DATA,
         archive_url=config["endpoints"]["archive"],
         # Only an explicit end date limits downloads: "today" would rerun every shard daily,

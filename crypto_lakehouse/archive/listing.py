@@ -19,14 +19,12 @@ from pathlib import Path
 
 import requests
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import datasets, io, layout
 from crypto_lakehouse.archive import http
 from crypto_lakehouse.archive.checksum import sha256_file
 from crypto_lakehouse.archive.symbols import filter_symbols, validate_names
 
 log = logging.getLogger(__name__)
-
-DATASETS = ("klines", "funding")
 
 
 class ListingError(Exception):
@@ -169,28 +167,19 @@ def dir_names(prefixes: list[str], parent: str) -> list[str]:
 def dataset_dirs(
     trade_type: str, dataset: str, interval: str | None, include_monthly: bool
 ) -> tuple[str, callable]:
-    """(prefix listing the symbols, function symbol -> prefixes listing its files)."""
+    """(prefix listing the symbols, function symbol -> prefixes listing its files), from the
+    dataset registry."""
     if trade_type not in layout.TRADE_TYPES:
         raise ValueError(f"unknown trade type {trade_type!r}; expected {layout.TRADE_TYPES}")
-    if dataset == "klines":
-        if not interval:
-            raise ValueError("dataset 'klines' needs an interval")
+    entry = datasets.get(dataset)
+    if entry.has_interval and not interval:
+        raise ValueError(f"dataset {entry.name!r} needs an interval")
+    symbols_prefix = layout.archive_symbols_prefix(trade_type, entry.name)
 
-        def symbol_dirs(symbol: str) -> list[str]:
-            dirs = [layout.kline_dir_key(trade_type, symbol, interval)]
-            if include_monthly:
-                dirs.append(layout.kline_dir_key(trade_type, symbol, interval, "monthly"))
-            return dirs
+    def symbol_dirs(symbol: str) -> list[str]:
+        return layout.archive_dir_keys(trade_type, entry.name, symbol, interval, include_monthly)
 
-        # The symbol list always comes from the *daily* klines directory (legacy §2.1).
-        return layout.kline_symbols_prefix(trade_type), symbol_dirs
-    if dataset == "funding":
-        if trade_type not in layout.FUTURES_TRADE_TYPES:
-            raise ValueError(f"dataset 'funding' exists only for futures, not {trade_type!r}")
-        return layout.funding_symbols_prefix(trade_type), lambda s: [
-            layout.funding_dir_key(trade_type, s)
-        ]
-    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    return symbols_prefix, symbol_dirs
 
 
 def listing_request(
@@ -201,8 +190,8 @@ def listing_request(
     return {
         "trade_type": trade_type,
         "dataset": dataset,
-        "interval": interval if dataset == "klines" else None,
-        "include_monthly": bool(include_monthly) if dataset == "klines" else False,
+        "interval": interval if datasets.get(dataset).has_interval else None,
+        "include_monthly": bool(include_monthly) and datasets.get(dataset).monthly_optional,
         "symbols": symbols if symbols == "all" else sorted(set(symbols)),
         "listing_url": listing_url,
         "end_date": end_date,
@@ -233,7 +222,9 @@ def run_listing(
     """
     started = time.monotonic()
     symbols_prefix, symbol_dirs = dataset_dirs(trade_type, dataset, interval, include_monthly)
-    what = f"{trade_type} {dataset}" + (f" {interval}" if dataset == "klines" else "")
+    what = f"{trade_type} {dataset}" + (
+        f" {interval}" if datasets.get(dataset).has_interval else ""
+    )
     retries = 0
     retry_lock = threading.Lock()
 
@@ -318,8 +309,8 @@ def run_listing(
         ),
         "trade_type": trade_type,
         "dataset": dataset,
-        "interval": interval if dataset == "klines" else None,
-        "include_monthly": bool(include_monthly) if dataset == "klines" else False,
+        "interval": interval if datasets.get(dataset).has_interval else None,
+        "include_monthly": bool(include_monthly) and datasets.get(dataset).monthly_optional,
         "symbols": index_symbols,
         "refused": refused,
         "refused_files": refused_files,  # listed keys that are not this dataset's names

@@ -54,7 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import datasets, io, layout
 from crypto_lakehouse.archive import connections, http
 from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksum, sha256_file
 from crypto_lakehouse.archive.selection import key_period, parse_day, select
@@ -64,8 +64,8 @@ from crypto_lakehouse.quarantine import quarantine_archive
 log = logging.getLogger(__name__)
 
 STAGE = "aws_download"
-CHECKSUM_SUFFIX = ".CHECKSUM"
-VERIFIED_SUFFIX = ".verified"
+CHECKSUM_SUFFIX = layout.CHECKSUM_SUFFIX
+VERIFIED_SUFFIX = layout.VERIFIED_SUFFIX
 PROGRESS_EVERY_S = EVERY_S
 
 
@@ -79,24 +79,12 @@ class ChecksumMismatch(Exception):
 
 def dataset_tag(dataset: str, interval: str | None) -> str:
     """``klines-1m`` or ``funding``: the ``{dataset}`` of the lakehouse record paths."""
-    if dataset.startswith("klines"):
-        if dataset != "klines" and dataset != f"klines-{interval}":
-            raise ValueError(f"dataset {dataset!r} does not match interval {interval!r}")
-        if not interval:
-            raise ValueError("dataset 'klines' needs an interval")
-        return f"klines-{interval}"
-    if dataset == "funding":
-        return "funding"
-    raise ValueError(f"unknown dataset {dataset!r}; expected 'klines' or 'funding'")
+    return datasets.tag(dataset, interval)
 
 
-def symbol_dirs(trade_type, dataset_kind, symbol, interval, use_monthly) -> list[str]:
-    if dataset_kind == "funding":
-        return [layout.funding_dir_key(trade_type, symbol)]
-    dirs = [layout.kline_dir_key(trade_type, symbol, interval)]
-    if use_monthly:
-        dirs.append(layout.kline_dir_key(trade_type, symbol, interval, "monthly"))
-    return dirs
+def symbol_dirs(trade_type, dataset, symbol, interval, use_monthly) -> list[str]:
+    """The archive folders of one symbol's files (registry periods), finest first."""
+    return layout.archive_dir_keys(trade_type, dataset, symbol, interval, use_monthly)
 
 
 def zip_keys_in(listing, dirs: list[str]) -> list[str]:
@@ -348,8 +336,9 @@ def run_sync(
     if not layout.is_valid_symbol(symbol):
         raise ValueError(f"invalid symbol name {symbol!r}")
     tag = dataset_tag(dataset, interval)
-    kind = "funding" if tag == "funding" else "klines"
-    use_monthly = bool(use_monthly_klines) and kind == "klines"
+    spec = datasets.get(tag)
+    kind = spec.name
+    use_monthly = bool(use_monthly_klines) and spec.monthly_optional
     label = f"{trade_type} {tag} {symbol}"
     start, end = parse_day(start_date), parse_day(end_date)
 
@@ -432,7 +421,7 @@ def run_sync(
             if not (use_monthly and any(o.status == "quarantined" for o in outcomes.values())):
                 break
         # Held locally (any date): the range limits fetching, not the report.
-        scan_dirs = symbol_dirs(trade_type, kind, symbol, interval, kind == "klines")
+        scan_dirs = symbol_dirs(trade_type, kind, symbol, interval, True)  # every period
         held, adopted = _held_files(syncer, scan_dirs, listing, verified_state, outcomes,
                                     concurrency)  # fmt: skip
         if use_monthly:
@@ -498,7 +487,7 @@ def run_sync(
     report = {
         "trade_type": trade_type,
         "dataset": tag,
-        "interval": interval if kind == "klines" else None,
+        "interval": interval if spec.has_interval else None,
         "symbol": symbol,
         "files": dict(sorted(held.items())),
         "quarantined": dict(sorted(quarantined.items())),

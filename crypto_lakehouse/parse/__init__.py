@@ -36,7 +36,7 @@ def load_download_report(download_report: str | Path | dict | None) -> dict:
 
 
 def verified_marker(zip_path: Path) -> Path:
-    return zip_path.with_name(zip_path.name + ".verified")
+    return layout.verified_marker(zip_path)
 
 
 def _sha256_of(path: Path) -> str:
@@ -81,7 +81,7 @@ def select_archives(
             except OSError:
                 listings[folder] = set()
         names = listings[folder]
-        if not (name in names and name + ".verified" in names):
+        if not (name in names and name + layout.VERIFIED_SUFFIX in names):
             sel.unverified.append(key)
             continue
         sha = (entry or {}).get("sha256") or _sha256_of(layout.aws_path(data_dir, key))

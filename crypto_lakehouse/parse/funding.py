@@ -202,8 +202,10 @@ def run_parse_funding(
     periods: dict[str, Period] = {}
 
     def belongs(key: str) -> bool:
-        period = archive_period(key, f"{symbol}-fundingRate-")
-        if period is None or not period.is_month or f"/fundingRate/{symbol}/" not in key:
+        period = archive_period(key, layout.archive_stem_prefix(DATASET, symbol))
+        if period is None or not period.is_month:
+            return False
+        if not layout.is_archive_key_of(key, trade_type, DATASET, symbol):
             return False
         periods[key] = period
         return True

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crypto_lakehouse import io, layout, quality
+from crypto_lakehouse import datasets, io, layout, quality
 from crypto_lakehouse.intervals import DAY_MS, interval_ms
 from crypto_lakehouse.parse import (
     Timer,
@@ -397,20 +397,24 @@ def _owned_rows(klines: pa.Table, owner: dict[int, str]) -> pa.Table:
 
 
 class _KlineRun:
-    def __init__(self, *, trade_type, symbol, interval, data_dir, download_report, limit):
+    def __init__(
+        self, *, trade_type, symbol, interval, data_dir, download_report, limit, dataset="klines"
+    ):
         self.limit = limit
         self.trade_type, self.symbol, self.interval = trade_type, symbol, interval
         self.data_dir = data_dir
-        self.dataset = f"klines-{interval}"
+        self.dataset = datasets.tag(dataset, interval)
         self.timer = Timer()
-        self.part_dir = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval)
+        self.part_dir = layout.parsed_klines_dir(
+            data_dir, trade_type, symbol, interval, datasets.get(dataset).name
+        )
         if self.part_dir.is_dir():
             io.remove_stale_temps(self.part_dir)  # this job owns the folder
         self.state_path = state_file(data_dir, trade_type, self.dataset, symbol)
         self.state = load_state(self.state_path)
         self.report_in = load_download_report(download_report)
         interval_ms(interval)  # refuse an unsupported interval before touching anything
-        self.stem_prefix = f"{symbol}-{interval}-"
+        self.stem_prefix = layout.archive_stem_prefix(self.dataset, symbol, interval)
         self.periods: dict[str, Period] = {}
         self.sel = select_archives(
             self.report_in, data_dir, self.state.get("quarantined") or {}, self._belongs
@@ -424,7 +428,9 @@ class _KlineRun:
 
     def _belongs(self, key: str) -> bool:
         period = archive_period(key, self.stem_prefix)
-        if period is None or f"/klines/{self.symbol}/{self.interval}/" not in key:
+        if period is None or not layout.is_archive_key_of(
+            key, self.trade_type, self.dataset, self.symbol, self.interval
+        ):
             return False
         self.periods[key] = period
         return True
@@ -467,7 +473,7 @@ class _KlineRun:
         written = removed = 0
         months = sorted(set(new_by_month) | set(old_by_month) | on_disk | set(old_parts))
         progress = Progress(
-            f"aws_parse {self.trade_type} klines-{self.interval} {self.symbol}", len(months),
+            f"aws_parse {self.trade_type} {self.dataset} {self.symbol}", len(months),
             unit="months", logger=log,
         )  # fmt: skip
         for i, month in enumerate(months):
@@ -607,8 +613,12 @@ def run_parse_klines(
     stats_path,
     max_inflate_ratio: float = DEFAULT_INFLATE_LIMIT.ratio,
     max_inflated_bytes: int = DEFAULT_INFLATE_LIMIT.ceiling,
+    dataset: str = "klines",
 ) -> dict:
     """Parse one symbol's verified kline archives (entry point of rule ``aws_parse_klines``).
+
+    ``dataset``: any kline-layout registry dataset (``markPriceKlines``, ...); its partitions
+    go to ``parsed_data/{T}/{dataset}/{SYM}/{I}/{YYYYMM}.pqt``.
 
     Returns the run stats (also written to ``stats_path``); the deterministic report goes to
     ``report_path``. Defective archives are quarantined and reported, never raised.
@@ -620,6 +630,7 @@ def run_parse_klines(
         data_dir=data_dir,
         download_report=download_report,
         limit=InflateLimit(max_inflate_ratio, max_inflated_bytes),
+        dataset=dataset,
     )
     stats = run.execute(report_path, stats_path)
     log.info(

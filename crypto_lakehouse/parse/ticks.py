@@ -1,0 +1,313 @@
+"""Tick datasets (``aggTrades``, ``trades``): archive zips → one Parquet file per UTC day.
+
+Output: ``parsed_data/{T}/{dataset}/{SYM}/{YYYYMMDD}.pqt`` (``layout.parsed_day_path``).
+Columns come from the dataset registry (per market); ids are int64, prices and quantities
+float64, flags bool, the time column ``timestamp[ms, UTC]``. Spot files from 2025-01-01 hold
+microseconds (registry ``micros_from``); they are truncated to milliseconds like the klines.
+
+Memory: the CSV is read as a stream of record batches (``pyarrow.csv.open_csv`` on the zip
+member) and each batch is appended to its day's Parquet writer, so at most one batch is in
+memory, never a day or a month. Days are written to temporary files and renamed only when
+the whole zip passed validation: a defective zip leaves no partial day behind.
+
+Validation per batch (and across batch boundaries): ids strictly increasing, times
+non-decreasing, prices finite, quantities finite and ≥ 0. A defect raises ``ArchiveDefect``
+naming the key and the CSV line; the job quarantines that zip and goes on with the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import datasets, io, layout
+from crypto_lakehouse.intervals import DAY_MS
+from crypto_lakehouse.parse import (
+    load_download_report,
+    load_state,
+    reported_quarantine,
+    select_archives,
+    state_file,
+)
+from crypto_lakehouse.parse.csv_reader import ArchiveDefect
+from crypto_lakehouse.parse.validate import Period, archive_period
+from crypto_lakehouse.quarantine import quarantine_archive
+
+log = logging.getLogger(__name__)
+
+TIME_TYPE = pa.timestamp("ms", tz="UTC")
+BLOCK_SIZE = 8 << 20  # bytes of CSV per record batch
+_TRUE, _FALSE = ["true", "True", "TRUE"], ["false", "False", "FALSE"]
+
+
+def arrow_type(entry: datasets.Dataset, column: str) -> pa.DataType:
+    """Parquet type of one tick column: by its role in the registry entry."""
+    if column == entry.time_column:
+        return TIME_TYPE
+    if column in entry.string_columns:
+        return pa.string()
+    if column == entry.id_column or column.endswith("_id"):
+        return pa.int64()
+    if column.startswith("is_"):
+        return pa.bool_()
+    return pa.float64()
+
+
+def arrow_schema(entry: datasets.Dataset, trade_type: str) -> pa.Schema:
+    return pa.schema([(c, arrow_type(entry, c)) for c in entry.columns_for(trade_type)])
+
+
+def _csv_type(entry, column):
+    t = arrow_type(entry, column)
+    if t == TIME_TYPE:
+        # Text times ("2024-01-01 00:05:00", metrics) are read as timestamps, numbers as int.
+        return pa.timestamp("ms") if entry.time_text_format else pa.int64()
+    return t
+
+
+def sniff_header_lines(member) -> int:
+    """1 when the CSV starts with a header row (futures files since some date), else 0."""
+    head = member.read(64).lstrip(b"\xef\xbb\xbf")
+    return 0 if head[:1].isdigit() or head[:1] == b"-" else 1
+
+
+@dataclass
+class _Cursor:
+    """What validation must carry across batches of one file."""
+
+    line: int  # CSV line of the next row (1-based)
+    last_id: int | None = None
+    last_time: int | None = None
+    rows: int = 0
+    days: dict[str, int] = field(default_factory=dict)  # YYYYMMDD -> rows
+
+
+def _check_batch(batch: pa.RecordBatch, entry, times: np.ndarray, cur: _Cursor, label: str):
+    def fail(i: int, what: str):
+        line = cur.line + i
+        raise ArchiveDefect(f"{label}: line {line}: {what}", line)
+
+    if entry.id_column is not None:
+        ids = batch.column(entry.id_column).to_numpy(zero_copy_only=False)
+        if cur.last_id is not None and len(ids):
+            ids_all = np.concatenate(([cur.last_id], ids))
+            offset = -1
+        else:
+            ids_all, offset = ids, 0
+        bad = np.flatnonzero(np.diff(ids_all) <= 0)
+        if len(bad):
+            i = int(bad[0]) + 1 + offset
+            fail(i, f"{entry.id_column} {ids_all[bad[0] + 1]} does not increase")
+        if len(ids):
+            cur.last_id = int(ids[-1])
+    t_all = np.concatenate(([cur.last_time], times)) if cur.last_time is not None else times
+    bad = np.flatnonzero(np.diff(t_all) < 0)
+    if len(bad):
+        i = int(bad[0]) + 1 + (-1 if cur.last_time is not None else 0)
+        fail(i, f"{entry.time_column} goes back in time")
+    for name in (*entry.price_columns, *entry.quantity_columns):
+        if name not in batch.schema.names:
+            continue
+        values = batch.column(name).to_numpy(zero_copy_only=False)
+        finite = np.isfinite(values)
+        if not finite.all():
+            fail(int(np.argmin(finite)), f"{name} is not a finite number")
+        if name in entry.quantity_columns and (values < 0).any():
+            fail(int(np.argmax(values < 0)), f"{name} is negative")
+    if len(times):
+        cur.last_time = int(times[-1])
+
+
+def parse_tick_zip(
+    zip_path: str | Path,
+    *,
+    key: str,
+    trade_type: str,
+    dataset: str,
+    symbol: str,
+    data_dir: str | Path,
+    first_day: str,
+) -> dict[str, int]:
+    """Parse one archive zip into per-day Parquet files; returns {YYYYMMDD: rows}.
+
+    ``first_day`` (ISO) is the first day the zip covers (unit rule of the registry).
+    """
+    entry = datasets.get(dataset)
+    entry.check_market(trade_type)
+    columns = list(entry.columns_for(trade_type))
+    schema = arrow_schema(entry, trade_type)
+    micros = entry.in_micros(trade_type, first_day)
+    label = key
+    with zipfile.ZipFile(zip_path) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+        if len(names) != 1:
+            raise ArchiveDefect(f"{label}: expected one CSV member, found {len(names)}")
+        with zf.open(names[0]) as head:
+            header_lines = sniff_header_lines(head)
+        cur = _Cursor(line=header_lines + 1)
+        writers: dict[str, tuple[pq.ParquetWriter, Path, Path]] = {}
+        done: list[tuple[Path, Path]] = []
+        try:
+            with zf.open(names[0]) as member:
+                reader = pacsv.open_csv(
+                    member,
+                    read_options=pacsv.ReadOptions(
+                        column_names=columns, skip_rows=header_lines, block_size=BLOCK_SIZE
+                    ),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types={c: _csv_type(entry, c) for c in columns},
+                        true_values=_TRUE,
+                        false_values=_FALSE,
+                        timestamp_parsers=[entry.time_text_format]
+                        if entry.time_text_format
+                        else None,
+                    ),
+                )
+                for batch in _batches(reader, label, cur):
+                    _write_batch(batch, entry, schema, micros, cur, label, key, writers, done,
+                                 trade_type, symbol, data_dir)  # fmt: skip
+            for writer, tmp, target in writers.values():
+                writer.close()
+                done.append((tmp, target))
+            writers.clear()
+            for tmp, target in done:
+                os.replace(tmp, target)
+            done.clear()
+        finally:
+            for writer, tmp, _ in writers.values():
+                with contextlib.suppress(Exception):
+                    writer.close()
+                tmp.unlink(missing_ok=True)
+            for tmp, _ in done:
+                tmp.unlink(missing_ok=True)
+    return dict(sorted(cur.days.items()))
+
+
+def _batches(reader, label, cur):
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            # pyarrow names the row of the block only: point at the file's first unread line.
+            raise ArchiveDefect(f"{label}: line ≥ {cur.line}: {exc}", cur.line) from None
+        yield batch
+
+
+def _write_batch(batch, entry, schema, micros, cur, label, key, writers, done,
+                 trade_type, symbol, data_dir):  # fmt: skip
+    raw = batch.column(entry.time_column).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    times = raw // 1000 if micros else raw
+    _check_batch(batch, entry, times, cur, label)
+    day_index = times // DAY_MS
+    bounds = np.flatnonzero(np.diff(day_index)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(times)]))
+    arrays = [
+        pa.array(times, pa.int64()).cast(TIME_TYPE) if n == entry.time_column else batch.column(n)
+        for n in schema.names
+    ]
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        if s == e:
+            continue
+        day = pc.strftime(table.column(entry.time_column)[s], format="%Y%m%d").as_py()
+        if day not in writers:
+            # A new day closes the previous one: times never go back (checked above).
+            for d in list(writers):
+                writer, tmp, target = writers.pop(d)
+                writer.close()
+                done.append((tmp, target))
+            target = layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, day)
+            tmp = io.new_temp_path(target)
+            writers[day] = (pq.ParquetWriter(tmp, schema, compression="zstd"), tmp, target)
+        writers[day][0].write_table(table.slice(s, e - s))
+        cur.days[day] = cur.days.get(day, 0) + (e - s)
+    cur.line += batch.num_rows
+    cur.rows += batch.num_rows
+
+
+def run_parse_ticks(
+    *, trade_type: str, dataset: str, symbol: str, data_dir, download_report, report_path
+) -> dict:
+    """Parse one symbol's verified tick archives (the download report's) incrementally.
+
+    A zip is parsed again only when its SHA-256 changed or one of its day files is gone.
+    Monthly zips go first and daily ones after, so that a day present in both ends up from
+    the daily file (the finer period wins, as for klines). A structurally bad zip is
+    quarantined with the message naming its key and line; the others go on.
+    """
+    entry = datasets.get(dataset)
+    entry.check_market(trade_type)
+    tag = entry.tag()
+    state_path = state_file(data_dir, trade_type, tag, symbol)
+    state = load_state(state_path)
+    stem = layout.archive_stem_prefix(entry.name, symbol)
+    periods: dict[str, Period] = {}
+
+    def belongs(key: str) -> bool:
+        period = archive_period(key, stem)
+        if period is None or not layout.is_archive_key_of(key, trade_type, entry.name, symbol):
+            return False
+        periods[key] = period
+        return True
+
+    sel = select_archives(
+        load_download_report(download_report), data_dir, state.get("quarantined") or {}, belongs
+    )
+    parsed_before: dict[str, dict] = state.get("parsed") or {}
+    parsed: dict[str, dict] = {}
+    quarantined_now: dict[str, dict] = {}
+    order = sorted(sel.usable, key=lambda k: (not periods[k].is_month, k))
+    for key in order:
+        sha = sel.usable[key]
+        old = parsed_before.get(key)
+        if (
+            old
+            and old.get("sha256") == sha
+            and all(
+                layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, d).exists()
+                for d in old.get("days", {})
+            )
+        ):
+            parsed[key] = old
+            continue
+        period = periods[key]
+        first_day = period.label if not period.is_month else f"{period.label}-01"
+        try:
+            days = parse_tick_zip(
+                layout.aws_path(data_dir, key), key=key, trade_type=trade_type,
+                dataset=entry.name, symbol=symbol, data_dir=data_dir, first_day=first_day,
+            )  # fmt: skip
+        except ArchiveDefect as exc:
+            log.warning("quarantined %s", exc)
+            quarantine_archive(data_dir, key, str(exc))
+            quarantined_now[key] = {"sha256": sha, "reason": str(exc)}
+            continue
+        parsed[key] = {"sha256": sha, "days": days}
+    quarantined = {k: v for k, v in (state.get("quarantined") or {}).items() if k not in parsed}
+    quarantined.update(quarantined_now)
+    io.write_json(state_path, {"parsed": parsed, "quarantined": quarantined})
+    report = {
+        "trade_type": trade_type,
+        "dataset": tag,
+        "symbol": symbol,
+        "files": dict(sorted(parsed.items())),
+        "quarantined": reported_quarantine(
+            sel, {k: v["reason"] for k, v in quarantined_now.items()}
+        ),
+        "rows": sum(sum(v["days"].values()) for v in parsed.values()),
+    }
+    io.write_json(report_path, report)
+    return report

@@ -1,0 +1,58 @@
+# Archive datasets beyond klines and funding (config `datasets:`; docs/datasets.md).
+# Listing and download reuse list_archive / aws_download_shard (their {dataset} wildcard
+# comes from the registry); the parse rules below are per (trade type, dataset, shard).
+# Target `datasets`, separate from `all` so the main targets are unchanged. Its functions
+# are in rules/datasets_functions.smk.
+
+
+rule aws_parse_ticks:
+    input:
+        unpack(get_extra_parse_input),
+    output:
+        shard_report=f"{LH}/reports/aws_parse/{{trade_type}}/{{tick_dataset}}/shards/{{shard}}.json",
+    log:
+        f"{LH}/logs/aws_parse/{{trade_type}}/{{tick_dataset}}/shards/{{shard}}.log",
+    benchmark:
+        f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{tick_dataset}}/shards/{{shard}}.tsv"
+    wildcard_constraints:
+        tick_dataset="aggTrades|trades|metrics",
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    params:
+        job=shard_job_json(get_extra_parse_args),
+        python=PYTHON,
+        script=script_path("aws_parse_ticks"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+rule aws_parse_kline_layout:
+    input:
+        unpack(get_extra_parse_input),
+    output:
+        shard_report=f"{LH}/reports/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/shards/{{shard}}.json",
+    log:
+        f"{LH}/logs/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/shards/{{shard}}.log",
+    benchmark:
+        f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/shards/{{shard}}.tsv"
+    wildcard_constraints:
+        kline_dataset="markPriceKlines|indexPriceKlines|premiumIndexKlines",
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        job=shard_job_json(get_extra_parse_args),
+        python=PYTHON,
+        script=script_path("aws_parse_klines"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+rule datasets:
+    input:
+        get_datasets_input,

@@ -1,0 +1,234 @@
+"""aggTrades / trades zips → per-day Parquet: columns, header sniffing, units, validation.
+
+Expected values are read off the hand-written CSV lines below (formats from the
+binance-public-data README), never from the parser's own output.
+"""
+
+import zipfile
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from crypto_lakehouse_emulator.ticks import FUTURES_AGG_HEADER, agg_trades_csv
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.parse import ticks
+from crypto_lakehouse.parse.csv_reader import ArchiveDefect
+
+
+def _zip(tmp_path, name, text: str):
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name.replace(".zip", ".csv"), text)
+    return path
+
+
+def _ms(iso):
+    return int(datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def _parse(tmp_path, text, trade_type="um_futures", dataset="aggTrades", day="2024-03-01"):
+    path = _zip(tmp_path, f"X-{dataset}-{day}.zip", text)
+    return ticks.parse_tick_zip(
+        path, key=f"k/{path.name}", trade_type=trade_type, dataset=dataset, symbol="BTCUSDT",
+        data_dir=tmp_path / "data", first_day=day,
+    )  # fmt: skip
+
+
+def _day(tmp_path, trade_type, dataset, day):
+    return pq.read_table(
+        layout.parsed_day_path(tmp_path / "data", trade_type, dataset, "BTCUSDT", day)
+    )
+
+
+def test_futures_agg_trades_with_header_split_by_utc_day(tmp_path):
+    t1, t2, t3 = (
+        _ms("2024-03-01T23:59:59.999"),
+        _ms("2024-03-02T00:00:00"),
+        _ms("2024-03-02T01:00:00"),
+    )
+    text = (
+        f"{FUTURES_AGG_HEADER}\n"
+        f"26129,0.01633102,4.70443515,27781,27781,{t1},true\n"
+        f"26130,0.01633200,0,27782,27785,{t2},false\n"
+        f"26131,0.01633300,1.5,27786,27786,{t3},true\n"
+    )
+    assert _parse(tmp_path, text) == {"20240301": 1, "20240302": 2}
+    d1, d2 = (
+        _day(tmp_path, "um_futures", "aggTrades", "20240301"),
+        _day(tmp_path, "um_futures", "aggTrades", "20240302"),
+    )
+    assert d1.schema.field("transact_time").type == pa.timestamp("ms", tz="UTC")
+    assert d1.schema.field("agg_trade_id").type == pa.int64()
+    assert d1.schema.field("is_buyer_maker").type == pa.bool_()
+    assert d1.column("agg_trade_id").to_pylist() == [26129]
+    assert d1.column("price").to_pylist() == [0.01633102]
+    assert d2.column("is_buyer_maker").to_pylist() == [False, True]
+    assert d2.column("first_trade_id").to_pylist() == [27782, 27786]
+    assert d2.column("transact_time").cast(pa.int64()).to_pylist() == [t2, t3]
+
+
+def test_spot_has_no_header_an_extra_flag_and_microseconds_from_2025(tmp_path):
+    t_us = _ms("2025-01-01T00:00:01") * 1000 + 123
+    text = f"0,0.20000000,50.00000000,0,0,{t_us},False,True\n"
+    assert _parse(tmp_path, text, trade_type="spot", day="2025-01-01") == {"20250101": 1}
+    table = _day(tmp_path, "spot", "aggTrades", "20250101")
+    assert table.column_names[-1] == "is_best_match"
+    assert table.column("transact_time").cast(pa.int64()).to_pylist() == [t_us // 1000]
+    assert table.column("is_best_match").to_pylist() == [True]
+
+
+def test_spot_before_2025_is_milliseconds(tmp_path):
+    t = _ms("2020-12-25T05:00:00")
+    _parse(tmp_path, f"0,0.2,50,0,0,{t},False,True\n", trade_type="spot", day="2020-12-25")
+    table = _day(tmp_path, "spot", "aggTrades", "20201225")
+    assert table.column("transact_time").cast(pa.int64()).to_pylist() == [t]
+
+
+def test_cm_trades_carry_base_qty(tmp_path):
+    t = _ms("2020-06-04T06:03:12.508")
+    text = f"28457,9635.0,1,0.01037883,{t},true\n"
+    _parse(tmp_path, text, trade_type="cm_futures", dataset="trades", day="2020-06-04")
+    table = _day(tmp_path, "cm_futures", "trades", "20200604")
+    assert table.column_names == ["id", "price", "qty", "base_qty", "time", "is_buyer_maker"]
+    assert table.column("base_qty").to_pylist() == [0.01037883]
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "what"),
+    [
+        (["5,1.0,1,5,5,{t},true", "5,1.0,1,6,6,{t},true"], 2, "does not increase"),
+        (["5,1.0,1,5,5,{t},true", "6,1.0,1,6,6,{t0},true"], 2, "back in time"),
+        (["5,1.0,1,5,5,{t},true", "6,nan,1,6,6,{t},true"], 2, "price is not a finite"),
+        (["5,1.0,-1,5,5,{t},true"], 1, "quantity is negative"),
+    ],
+)
+def test_defects_name_the_key_and_line_and_leave_no_day(tmp_path, rows, line, what):
+    t, t0 = _ms("2024-03-01T10:00:00"), _ms("2024-03-01T09:00:00")
+    text = f"{FUTURES_AGG_HEADER}\n" + "\n".join(r.format(t=t, t0=t0) for r in rows) + "\n"
+    with pytest.raises(ArchiveDefect, match=what) as err:
+        _parse(tmp_path, text)
+    assert f"line {line + 1}:" in str(err.value) and "k/X-aggTrades-2024-03-01.zip" in str(
+        err.value
+    )
+    folder = layout.parsed_day_path(
+        tmp_path / "data", "um_futures", "aggTrades", "BTCUSDT", "x"
+    ).parent
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_generator_files_parse_in_bounded_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(ticks, "BLOCK_SIZE", 4096)  # many batches: checks across boundaries
+    for trade_type, day in (("um_futures", "2024-03-01"), ("spot", "2025-02-01")):
+        text = agg_trades_csv(trade_type, day, 5000, seed=3).decode()
+        lines = text.splitlines()
+        assert (lines[0] == FUTURES_AGG_HEADER) == (trade_type != "spot")
+        data_lines = [x for x in lines if x[0].isdigit()]
+        assert _parse(tmp_path, text, trade_type=trade_type, day=day) == {
+            day.replace("-", ""): 5000
+        }
+        table = _day(tmp_path, trade_type, "aggTrades", day.replace("-", ""))
+        first = data_lines[0].split(",")
+        assert table.column("agg_trade_id")[0].as_py() == int(first[0])
+        assert table.column("quantity")[0].as_py() == float(first[2])
+        div = 1000 if trade_type == "spot" else 1
+        expected_ms = int(first[5]) // div
+        assert table.column("transact_time").cast(pa.int64())[0].as_py() == expected_ms
+
+
+# ---------------------------------------------------------------- list → download → parse
+@pytest.mark.parametrize(
+    ("trade_type", "day"), [("spot", "2025-01-02"), ("um_futures", "2024-03-01")]
+)
+def test_agg_trades_listed_downloaded_parsed_and_incremental(
+    tmp_path, emulator, monkeypatch, trade_type, day
+):
+    import json
+
+    from crypto_lakehouse_emulator.ticks import write_daily_agg_trades
+
+    from crypto_lakehouse.archive import http
+    from crypto_lakehouse.archive.listing import run_listing
+    from crypto_lakehouse.archive.sync import run_sync
+
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.001)
+    mirror = tmp_path / "mirror"
+    good = write_daily_agg_trades(mirror, trade_type, "BTCUSDT", day, 300, seed=1)
+    # A structurally bad day: a row whose id goes back (line 3 of the file, after any header).
+    bad_day = day[:-2] + "20"
+    bad_key = good.replace(day, bad_day)
+    csv = agg_trades_csv(trade_type, bad_day, 3, seed=2).decode().splitlines()
+    rows = [x for x in csv if x[0].isdigit()]
+    head = csv[: len(csv) - len(rows)]
+    fields = rows[1].split(",")
+    fields[0] = str(int(rows[0].split(",")[0]) - 1)
+    rows[1] = ",".join(fields)
+    from crypto_lakehouse_emulator.generate import _write_archive, zip_bytes
+
+    data = zip_bytes("m.csv", ("\n".join(head + rows) + "\n").encode(), datetime(2024, 1, 1))
+    _write_archive(mirror, bad_key, data, trade_type, True, None, None)
+    emu = emulator(mirror_dir=mirror)
+
+    details = tmp_path / "listing"
+    run_listing(
+        trade_type=trade_type, dataset="aggTrades", interval=None, symbols=["BTCUSDT"],
+        listing_url=emu.base_url, out_index=tmp_path / "index.json", details_dir=details,
+        concurrency=2, timeout_s=5, max_retries=1,
+    )  # fmt: skip
+    data_dir = tmp_path / "data"
+    run_sync(
+        trade_type=trade_type, dataset="aggTrades", interval=None, symbol="BTCUSDT",
+        details_path=details / "BTCUSDT.json", data_dir=data_dir, archive_url=emu.base_url,
+        start_date=None, end_date=None, use_monthly_klines=False, concurrency=2,
+        max_retries=1, timeout_s=5, report_path=tmp_path / "dl.json",
+        stats_path=tmp_path / "dl-stats.json",
+    )  # fmt: skip
+    args = dict(
+        trade_type=trade_type, dataset="aggTrades", symbol="BTCUSDT", data_dir=data_dir,
+        download_report=tmp_path / "dl.json", report_path=tmp_path / "parse.json",
+    )  # fmt: skip
+    report = ticks.run_parse_ticks(**args)
+    assert list(report["files"]) == [good]
+    assert report["rows"] == 300
+    reason = report["quarantined"][bad_key]
+    assert bad_key in reason and f"line {len(head) + 2}:" in reason
+    assert not layout.aws_path(data_dir, bad_key).exists()
+    assert layout.quarantine_path(data_dir, bad_key).exists()
+    out = layout.parsed_day_path(data_dir, trade_type, "aggTrades", "BTCUSDT", day.replace("-", ""))
+    assert pq.read_metadata(out).num_rows == 300
+    mtime = out.stat().st_mtime_ns
+    again = ticks.run_parse_ticks(**args)
+    assert out.stat().st_mtime_ns == mtime  # unchanged zip: not parsed again
+    assert again["files"] == report["files"]
+    assert json.loads((tmp_path / "parse.json").read_text())["quarantined"] == report["quarantined"]
+
+
+# ---------------------------------------------------------------- metrics (um, cm)
+METRICS_HEADER = (
+    "create_time,symbol,sum_open_interest,sum_open_interest_value,"
+    "count_toptrader_long_short_ratio,sum_toptrader_long_short_ratio,"
+    "count_long_short_ratio,sum_taker_long_short_vol_ratio"
+)
+
+
+def test_metrics_text_times_become_utc_milliseconds(tmp_path):
+    text = (
+        f"{METRICS_HEADER}\n"
+        "2025-01-21 00:00:00,BTCUSDT,2310973.79,3669133.086383,4.24734982,2.26803,2.72141015,0.69236\n"
+        "2025-01-21 00:05:00,BTCUSDT,2310980.00,3669140.0,4.2,2.2,2.7,0.7\n"
+    )
+    assert _parse(tmp_path, text, dataset="metrics", day="2025-01-21") == {"20250121": 2}
+    table = _day(tmp_path, "um_futures", "metrics", "20250121")
+    assert table.column("create_time").cast(pa.int64()).to_pylist() == [
+        _ms("2025-01-21T00:00:00"),
+        _ms("2025-01-21T00:05:00"),
+    ]
+    assert table.column("symbol").to_pylist() == ["BTCUSDT", "BTCUSDT"]
+    assert table.column("sum_taker_long_short_vol_ratio").to_pylist() == [0.69236, 0.7]
+
+
+def test_metrics_negative_open_interest_is_a_defect(tmp_path):
+    text = f"{METRICS_HEADER}\n2025-01-21 00:00:00,BTCUSDT,-1,3,4,2,2,0.6\n"
+    with pytest.raises(ArchiveDefect, match="line 2: sum_open_interest is negative"):
+        _parse(tmp_path, text, dataset="metrics", day="2025-01-21")
