@@ -122,7 +122,8 @@ def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
         "figures": figures,
         "written_at_unix": int(time.time()),
     }
-    scores = [f["quality_score"] for f in figures.values() if "quality_score" in f]
+    # A symbol whose date range selected no archive day has no score (None), not 0.
+    scores = [f["quality_score"] for f in figures.values() if f.get("quality_score") is not None]
     if scores:
         summary["quality_score_min"] = min(scores)
         summary["quality_score_mean"] = sum(scores) / len(scores)

@@ -81,6 +81,25 @@ def test_summary_figures_quality_and_freshness(tmp_path):
     assert s2["figures"]["klines-1m/X"]["missing_day_ranges"] == 1
 
 
+def test_summary_skips_a_symbol_without_a_quality_score(tmp_path):
+    lh = tmp_path / "lakehouse"
+    scored = lh / "reports/aws_parse/spot/klines-1m/A.json"
+    _write(scored, {"quality": {"score": 0.5, "missing_rows": 0}})
+    empty = lh / "reports/aws_parse/spot/klines-1m/B.json"  # no archive day in the range
+    _write(empty, {"quality": {"score": None, "missing_rows": None}})
+    s = run_summary(
+        stage="aws_parse", trade_type="spot", summary=str(tmp_path / "s.json"), reports=[scored]
+    )
+    both = run_summary(
+        stage="aws_parse",
+        trade_type="spot",
+        summary=str(tmp_path / "t.json"),
+        reports=[scored, empty],
+    )
+    assert s["quality_score_min"] == both["quality_score_min"] == 0.5
+    assert both["quality_score_mean"] == 0.5 and both["symbols"] == 2
+
+
 def test_resolve_dates():
     today = dt.date(2026, 11, 26)
     assert resolve_dates(None, None, None, today) == (None, "2026-11-26")
