@@ -82,23 +82,25 @@ def feature_table(
     return pa.Table.from_arrays([times, *columns.values()], schema=pa.schema(fields))
 
 
+def _symbol_report(path, stage: str, symbol: str) -> dict:
+    """A stage's report of ``symbol``: it must exist and be that symbol's."""
+    report = io.read_json(path)
+    if report is None:
+        raise FileNotFoundError(f"{stage} report {path} does not exist")
+    if report.get("symbol") != symbol:
+        raise ValueError(f"{stage} report {path} is for {report.get('symbol')!r}")
+    return report
+
+
 def _candle_files(data_dir: Path, gen_report, resample_report, symbol: str) -> list[dict]:
     """(candle file, feature file, output folder, segment name) of every candle file."""
     files = []
-    gen = io.read_json(gen_report)
-    if gen is None:
-        raise FileNotFoundError(f"gen_kline report {gen_report} does not exist")
-    if gen.get("symbol") != symbol:
-        raise ValueError(f"gen_kline report {gen_report} is for {gen.get('symbol')!r}")
+    gen = _symbol_report(gen_report, "gen_kline", symbol)
     for seg in gen.get("segments", []):
         out_dir = layout.features_dir(data_dir, gen["trade_type"], gen["interval"])
         files.append({"source": seg["file"], "dir": out_dir, "name": seg["name"]})
     if resample_report is not None:
-        res = io.read_json(resample_report)
-        if res is None:
-            raise FileNotFoundError(f"resample report {resample_report} does not exist")
-        if res.get("symbol") != symbol:
-            raise ValueError(f"resample report {resample_report} is for {res.get('symbol')!r}")
+        res = _symbol_report(resample_report, "resample", symbol)
         for out in res.get("outputs", []):
             out_dir = layout.resampled_features_dir(
                 data_dir, res["trade_type"], out["interval"], out["offset"]

@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# Every endpoint on a closed loopback port unless a test gives its own (the emulator): a
+# workflow test never contacts Binance, even if it ran jobs by mistake.
+OFFLINE_ENDPOINTS = {
+    key: "http://127.0.0.1:9" for key in ("archive", "listing", "spot_api", "um_api", "cm_api")
+}
 
 
 def run_snakemake(workdir: Path, *args: str, config: dict | None = None, timeout=600, check=True):
@@ -23,10 +28,16 @@ def run_snakemake(workdir: Path, *args: str, config: dict | None = None, timeout
         str(workdir),
         *args,
     ]
+    cfg = workdir / "test-config.yaml"
     if config is not None:
-        cfg = workdir / "test-config.yaml"
+        config = {**config, "endpoints": {**OFFLINE_ENDPOINTS, **config.get("endpoints", {})}}
         cfg.write_text(json.dumps(config))
         cmd += ["--configfile", str(cfg)]
+    else:
+        # Before args, so that a --config among them still wins; the `=` form takes one value,
+        # so a target among args is not read as another config file.
+        cfg.write_text(json.dumps({"endpoints": OFFLINE_ENDPOINTS}))
+        cmd.insert(cmd.index("--directory"), f"--configfile={cfg}")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
     if check and proc.returncode != 0:
         raise AssertionError(
