@@ -123,7 +123,6 @@ class _Syncer:
         self.timeout_s = timeout_s
         self.listing = listing
         self.downloader = None  # opened by ``_download`` inside its event loop
-        self.file_threads = None  # a ThreadPoolExecutor, also opened by ``_download``
 
     # -------------------------------------------------------------- paths
     def local(self, key: str) -> Path:
@@ -190,13 +189,13 @@ class _Syncer:
                     expected = line.sha256
                 else:
                     out.requests += 1
-                # Creating files can block for milliseconds on a busy ext4 journal: on a
-                # worker thread, not on the loop that carries every other transfer.
-                loop = asyncio.get_running_loop()
-                temp = await loop.run_in_executor(
-                    self.file_threads, self._open_temp, key, checksum_body
-                )
-                with temp as (fd, tmp):
+                # Files are created on the loop itself, as in the threaded client before:
+                # creating, renaming and marking take microseconds each on a local disk,
+                # less than handing them to a worker thread and back did (two hand-offs per
+                # archive cost more CPU than the syscalls; docs/benchmarks.md, issue 19).
+                if checksum_body is not None:
+                    io.write_bytes(self.local(checksum_key), checksum_body)
+                with io.atomic_file(final) as (fd, tmp):
                     answer, zip_answer = zip_answer, None
                     resp = await answer
                     n_bytes, digest = await connections.stream_to_fd(resp, zip_url, fd)
@@ -212,10 +211,7 @@ class _Syncer:
                             f"SHA-256 {digest} of the zip does not match the CHECKSUM "
                             f"{expected} ({retry + 1} attempt(s))"
                         )
-                    temp.committed = True
-                await loop.run_in_executor(
-                    self.file_threads, temp.finish, self.verified_marker(key)
-                )
+                io.touch(self.verified_marker(key))  # last: the zip is complete and right
                 out.status, out.how, out.sha256 = "verified", "downloaded", digest
                 return out
             except http.Unreachable:
@@ -247,12 +243,6 @@ class _Syncer:
             out.retries += 1
             out.retry_wait_s += delay
 
-    def _open_temp(self, key: str, checksum_body: bytes | None) -> _TempZip:
-        """Write the CHECKSUM (when fetched) and open the zip's temporary file."""
-        if checksum_body is not None:
-            io.write_bytes(self.local(key + CHECKSUM_SUFFIX), checksum_body)
-        return _TempZip(self.local(key))
-
     def quarantine(self, out: Outcome, reason: str, kept_body: bool = False) -> Outcome:
         """Move what we have of a defective file out of ``aws_data``; never ``.verified``."""
         key = out.key
@@ -260,10 +250,6 @@ class _Syncer:
         log.warning("quarantined %s: %s", key, reason)
         out.status, out.reason = "quarantined", reason
         return out
-
-
-# Threads that create and rename files for the event loop (see ``_Syncer.fetch``).
-FILE_THREADS = 4
 
 
 def _loop_factory():
@@ -274,30 +260,6 @@ def _loop_factory():
     except ImportError:
         return None
     return uvloop.new_event_loop
-
-
-class _TempZip:
-    """A zip's temporary file (:func:`io.atomic_file`) whose opening and closing run on
-    worker threads: ``with temp as (fd, tmp)`` removes it on an error; after a clean exit
-    ``finish(marker)`` closes it, renames it into place and writes the ``.verified`` marker
-    last (the zip is complete and right)."""
-
-    def __init__(self, final: Path):
-        self._cm = io.atomic_file(final)
-        self.fd, self.tmp = self._cm.__enter__()
-        self.committed = False
-
-    def __enter__(self):
-        return self.fd, self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None or not self.committed:
-            self._cm.__exit__(exc_type or RuntimeError, exc or RuntimeError("abandoned"), tb)
-        return False
-
-    def finish(self, marker: Path) -> None:
-        self._cm.__exit__(None, None, None)
-        io.touch(marker)
 
 
 async def _discard(answer: asyncio.Task) -> None:
@@ -566,9 +528,6 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
     # Two connections per worker: with fewer, a zip's GET would wait for its CHECKSUM's.
     async with connections.Downloader(2 * n_workers, syncer.timeout_s) as downloader:
         syncer.downloader = downloader
-        # Per run, not per module: a pool created before a fork would have no threads in
-        # the child (the benchmark's process pool), and wait forever.
-        syncer.file_threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="aws-files")
         try:
             n_workers = min(len(work), n_workers)
             tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
@@ -579,8 +538,7 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
             for task in done:
                 task.result()  # re-raises the first failure (Unreachable, disk errors)
         finally:
-            syncer.file_threads.shutdown(wait=True)
-            syncer.downloader = syncer.file_threads = None
+            syncer.downloader = None
 
 
 def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[str, str]:
