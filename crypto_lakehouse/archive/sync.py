@@ -2,7 +2,7 @@
 
 For every selected zip (see ``selection``) the job makes sure that
 ``aws_data/<key>`` is complete and verified against its ``.CHECKSUM``, with the legacy empty
-``<zip>.verified`` marker beside it. Files are fetched on a thread pool (``concurrency``
+``<zip>.verified`` marker beside it. Files are fetched on one event loop (``concurrency``
 requests in flight), streamed to a temporary file while hashed, renamed into place only when
 the SHA-256 matches, and the marker is written last. A killed run therefore never leaves a
 ``.verified`` for an incomplete zip, nor a partial file at the final path.
@@ -123,6 +123,7 @@ class _Syncer:
         self.timeout_s = timeout_s
         self.listing = listing
         self.downloader = None  # opened by ``_download`` inside its event loop
+        self.files = None  # a _FileBatches, also opened by ``_download``
 
     # -------------------------------------------------------------- paths
     def local(self, key: str) -> Path:
@@ -189,13 +190,12 @@ class _Syncer:
                     expected = line.sha256
                 else:
                     out.requests += 1
-                # Files are created on the loop itself, as in the threaded client before:
-                # creating, renaming and marking take microseconds each on a local disk,
-                # less than handing them to a worker thread and back did (two hand-offs per
-                # archive cost more CPU than the syscalls; docs/benchmarks.md, issue 19).
-                if checksum_body is not None:
-                    io.write_bytes(self.local(checksum_key), checksum_body)
-                with io.atomic_file(final) as (fd, tmp):
+                # Creating files can block for milliseconds on a busy ext4 journal: on a
+                # worker thread, not on the loop that carries every other transfer; the
+                # files of the archives arriving together go in one batch (no hand-off per
+                # file: measured in docs/benchmarks.md, issue 19).
+                temp = await self.files.run(self._open_temp, key, checksum_body)
+                with temp as (fd, tmp):
                     answer, zip_answer = zip_answer, None
                     resp = await answer
                     n_bytes, digest = await connections.stream_to_fd(resp, zip_url, fd)
@@ -211,7 +211,8 @@ class _Syncer:
                             f"SHA-256 {digest} of the zip does not match the CHECKSUM "
                             f"{expected} ({retry + 1} attempt(s))"
                         )
-                io.touch(self.verified_marker(key))  # last: the zip is complete and right
+                    temp.committed = True
+                await self.files.run(temp.finish, self.verified_marker(key))
                 out.status, out.how, out.sha256 = "verified", "downloaded", digest
                 return out
             except http.Unreachable:
@@ -243,6 +244,12 @@ class _Syncer:
             out.retries += 1
             out.retry_wait_s += delay
 
+    def _open_temp(self, key: str, checksum_body: bytes | None) -> _TempZip:
+        """Write the CHECKSUM (when fetched) and open the zip's temporary file."""
+        if checksum_body is not None:
+            io.write_bytes(self.local(key + CHECKSUM_SUFFIX), checksum_body)
+        return _TempZip(self.local(key))
+
     def quarantine(self, out: Outcome, reason: str, kept_body: bool = False) -> Outcome:
         """Move what we have of a defective file out of ``aws_data``; never ``.verified``."""
         key = out.key
@@ -250,6 +257,11 @@ class _Syncer:
         log.warning("quarantined %s: %s", key, reason)
         out.status, out.reason = "quarantined", reason
         return out
+
+
+# Threads that create and rename files for the event loop, a batch of archives per call
+# (``_FileBatches``): a batch stuck on a slow disk does not hold up the next ones.
+FILE_THREADS = 4
 
 
 def _loop_factory():
@@ -260,6 +272,81 @@ def _loop_factory():
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+class _TempZip:
+    """A zip's temporary file (:func:`io.atomic_file`) whose opening and closing run on
+    worker threads: ``with temp as (fd, tmp)`` removes it on an error; after a clean exit
+    ``finish(marker)`` closes it, renames it into place and writes the ``.verified`` marker
+    last (the zip is complete and right)."""
+
+    def __init__(self, final: Path):
+        self._cm = io.atomic_file(final)
+        self.fd, self.tmp = self._cm.__enter__()
+        self.committed = False
+
+    def __enter__(self):
+        return self.fd, self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None or not self.committed:
+            self._cm.__exit__(exc_type or RuntimeError, exc or RuntimeError("abandoned"), tb)
+        return False
+
+    def finish(self, marker: Path) -> None:
+        self._cm.__exit__(None, None, None)
+        io.touch(marker)
+
+
+class _FileBatches:
+    """File operations of many archives in one worker-thread call.
+
+    ``run(fn, *args)`` queues a call; the calls queued during one turn of the event loop go
+    to a worker thread together and their results come back together: two thread hand-offs
+    per batch instead of per file, while a slow ``open`` on a busy journal never stalls the
+    loop that carries every transfer.
+    """
+
+    def __init__(self, loop, executor):
+        self._loop = loop
+        self._executor = executor
+        self._queued: list = []
+
+    def run(self, fn, *args) -> asyncio.Future:
+        future = self._loop.create_future()
+        if not self._queued:
+            self._loop.call_soon(self._flush)
+        self._queued.append((fn, args, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._queued = self._queued, []
+        done = self._executor.submit(_run_batch, batch)
+        done.add_done_callback(
+            lambda d: self._loop.call_soon_threadsafe(_settle, batch, d.result())
+        )
+
+
+def _run_batch(batch: list) -> list:
+    results = []
+    for fn, args, _future in batch:
+        try:
+            results.append((True, fn(*args)))
+        except BaseException as exc:  # handed to the waiting coroutine
+            results.append((False, exc))
+    return results
+
+
+def _settle(batch: list, results: list) -> None:
+    for (_fn, _args, future), (ok, value) in zip(batch, results, strict=True):
+        if future.cancelled():
+            if ok and isinstance(value, _TempZip):
+                value.__exit__(RuntimeError, RuntimeError("abandoned"), None)
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 async def _discard(answer: asyncio.Task) -> None:
@@ -528,6 +615,10 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
     # Two connections per worker: with fewer, a zip's GET would wait for its CHECKSUM's.
     async with connections.Downloader(2 * n_workers, syncer.timeout_s) as downloader:
         syncer.downloader = downloader
+        # Per run, not per module: a pool created before a fork would have no threads in
+        # the child (the benchmark's process pool), and wait forever.
+        file_threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="aws-files")
+        syncer.files = _FileBatches(loop, file_threads)
         try:
             n_workers = min(len(work), n_workers)
             tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
@@ -538,7 +629,8 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
             for task in done:
                 task.result()  # re-raises the first failure (Unreachable, disk errors)
         finally:
-            syncer.downloader = None
+            file_threads.shutdown(wait=True)
+            syncer.downloader = syncer.files = None
 
 
 def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[str, str]:

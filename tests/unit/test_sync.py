@@ -643,3 +643,36 @@ def test_a_checksum_that_is_not_a_checksum_is_quarantined_at_once(tmp_path, emul
     assert emu.get_counts[f"{bad}.CHECKSUM"] == 1  # not retried as if transient
     assert stats["retries"] == 0 and stats["files_quarantined"] == 1
     assert not job.local(bad).exists() and not Path(f"{job.local(bad)}.verified").exists()
+
+
+def test_file_operations_queued_together_run_in_one_worker_call(tmp_path):
+    """The file work of archives arriving in the same loop turn goes to a worker thread in
+    one call (no hand-off per file); each caller gets its own result or its own error."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crypto_lakehouse.archive.sync import _FileBatches
+
+    submitted: list[int] = []
+
+    class CountingPool(ThreadPoolExecutor):
+        def submit(self, fn, batch):
+            submitted.append(len(batch))
+            return super().submit(fn, batch)
+
+    def fail():
+        raise FileNotFoundError("gone")
+
+    async def main():
+        with CountingPool(2) as pool:
+            files = _FileBatches(asyncio.get_running_loop(), pool)
+            first = [files.run(pow, 2, n) for n in range(5)] + [files.run(fail)]
+            results = await asyncio.gather(*first, return_exceptions=True)
+            later = await files.run(threading.get_ident)
+        return results, later
+
+    results, worker_thread = asyncio.run(main())
+    assert results[:5] == [1, 2, 4, 8, 16]
+    assert isinstance(results[5], FileNotFoundError)
+    assert submitted == [6, 1]
+    assert worker_thread != threading.get_ident()
