@@ -4,6 +4,7 @@ Run by hand (not in CI)::
 
     python benchmarks/bench_aws_download.py [--symbols 20] [--days 100] [--latency 0.02]
         [--concurrency 32] [--jobs 1 | --mode sequential|cores2] [--work DIR]
+        [--baseline CHECKOUT [--runs 2] [--no-aria2]]
 
 What it does:
 
@@ -29,6 +30,13 @@ What it does:
 6. Prints files/s (zips + CHECKSUMs), MB/s and CPU per file (user + system, of this process
    and its reaped children: the pool workers or aria2c, never the emulator) for both, and
    the ratio.
+
+With ``--baseline CHECKOUT`` (a checkout of another version of this repository, e.g.
+``git worktree add --detach /tmp/old <commit>``) step 4 is repeated with that checkout's
+``run_sync`` on the same mirror and emulator, ``--runs`` times each, interleaved (ours,
+baseline, baseline, ours, ...), and the ratio ours / baseline is printed per run pair; both
+run in a fresh child process (``python -c``, the checkout first on ``sys.path``), timed
+inside it after the imports. ``--no-aria2`` skips steps 5-6.
 
 Reading the figures: on a 2-core machine client and emulator share the cores, and both
 clients write every file to ``--work``. aria2 fsyncs each file and its control file, so on a
@@ -149,6 +157,52 @@ def time_ours(symbols, details_dir, data_dir, base_url, concurrency, n_jobs):
     return seconds, cpu_seconds() - c0, sum(s["bytes"] for s in stats)
 
 
+# Times ``run_sync`` of the checkout first on sys.path, in a fresh process: argv[1] is a JSON
+# list of jobs, argv[2] the number of jobs at a time. Prints {"seconds", "cpu", "bytes"}.
+_CHILD = """
+import json, resource, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from crypto_lakehouse.archive.sync import run_sync
+
+def one(job):
+    symbol, details_dir, data_dir, base_url, concurrency = job
+    return run_sync(
+        trade_type="spot", dataset="klines", interval="1m", symbol=symbol,
+        details_path=Path(details_dir) / f"{symbol}.json", data_dir=data_dir,
+        archive_url=base_url, concurrency=concurrency, max_retries=5, timeout_s=30,
+        report_path=Path(data_dir) / "reports" / f"{symbol}.json",
+        stats_path=Path(data_dir) / "stats" / f"{symbol}.json",
+    )
+
+def cpu():
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+jobs, n_jobs = json.loads(sys.argv[1]), int(sys.argv[2])
+c0, t0 = cpu(), time.perf_counter()
+if n_jobs == 1:
+    stats = [one(j) for j in jobs]
+else:
+    with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+        stats = list(pool.map(one, jobs))
+seconds = time.perf_counter() - t0
+print(json.dumps({"seconds": seconds, "cpu": cpu() - c0, "bytes": sum(s["bytes"] for s in stats)}))
+"""
+
+
+def time_checkout(checkout: Path, symbols, details_dir, data_dir, base_url, concurrency, n_jobs):
+    """``(wall s, CPU s, bytes)`` of ``run_sync`` from ``checkout``, in a child process."""
+    jobs = [(s, str(details_dir), str(data_dir), base_url, concurrency) for s in symbols]
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(jobs), str(n_jobs)],
+        env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=checkout,
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["cpu"], result["bytes"]
+
+
 def time_aria2(keys, base_url, out_dir: Path, work: Path):
     """``(wall s, CPU s, bytes)``."""
     input_file = work / "aria2-input.txt"
@@ -166,6 +220,11 @@ def time_aria2(keys, base_url, out_dir: Path, work: Path):
         print(f"warning: aria2c exited with {result.returncode}", file=sys.stderr)
     n_bytes = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
     return seconds, cpu, n_bytes
+
+
+def check_verified(data_dir: Path, n_zips: int) -> None:
+    n_verified = len(list((data_dir / "aws_data").rglob("*.zip.verified")))
+    assert n_verified == n_zips, f"only {n_verified} of {n_zips} verified"
 
 
 def _legacy_verify_one(zip_path: str) -> bool:
@@ -203,11 +262,14 @@ def main(argv=None) -> int:
     p.add_argument("--mode", choices=("sequential", "cores2"), help="--jobs 1 or 2")
     p.add_argument("--jobs", type=int, help="download jobs at a time (default 1)")
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_aws_download"))
+    p.add_argument("--baseline", type=Path, help="a checkout of another version to compare")
+    p.add_argument("--runs", type=int, default=2, help="runs of each with --baseline")
+    p.add_argument("--no-aria2", action="store_true", help="skip aria2c and legacy verify")
     args = p.parse_args(argv)
     if args.jobs is None:
         args.jobs = 2 if args.mode == "cores2" else 1
     logging.basicConfig(level=logging.WARNING)
-    if shutil.which("aria2c") is None:
+    if not args.no_aria2 and shutil.which("aria2c") is None:
         raise SystemExit("aria2c not found (Debian: apt-get install -y aria2)")
 
     work = args.work
@@ -231,18 +293,30 @@ def main(argv=None) -> int:
         assert len(keys) == n_zips, (len(keys), n_zips)
 
         data_dir = work / "ours"
-        shutil.rmtree(data_dir, ignore_errors=True)
-        ours_s, ours_cpu, ours_bytes = time_ours(
-            symbols, listing_dir / "klines-1m", data_dir, base_url, args.concurrency, args.jobs
-        )
-        n_verified = len(list((data_dir / "aws_data").rglob("*.zip.verified")))
-        assert n_verified == n_zips, f"only {n_verified} of {n_zips} verified"
+        runs = []  # (name, wall s, CPU s, bytes)
+        if args.baseline is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            runs.append(("run_sync (download + SHA-256)", *time_ours(
+                symbols, listing_dir / "klines-1m", data_dir, base_url, args.concurrency,
+                args.jobs)))  # fmt: skip
+            check_verified(data_dir, n_zips)
+        else:
+            # Interleaved, so that a change of the machine's load hits both alike.
+            order = [("ours", REPO), ("baseline", args.baseline.resolve())]
+            for i in range(args.runs):
+                for name, checkout in order if i % 2 == 0 else order[::-1]:
+                    shutil.rmtree(data_dir, ignore_errors=True)
+                    runs.append((f"{name} run {i + 1}", *time_checkout(
+                        checkout, symbols, listing_dir / "klines-1m", data_dir, base_url,
+                        args.concurrency, args.jobs)))  # fmt: skip
+                    check_verified(data_dir, n_zips)
 
-        aria_dir = work / "aria2"
-        shutil.rmtree(aria_dir, ignore_errors=True)
-        aria_s, aria_cpu, aria_bytes = time_aria2(keys, base_url, aria_dir, work)
-        n_aria = sum(1 for p in aria_dir.rglob("*") if p.is_file() and p.suffix != ".aria2")
-        verify_s, verify_cpu = time_legacy_verify(aria_dir)
+        if not args.no_aria2:
+            aria_dir = work / "aria2"
+            shutil.rmtree(aria_dir, ignore_errors=True)
+            aria_s, aria_cpu, aria_bytes = time_aria2(keys, base_url, aria_dir, work)
+            n_aria = sum(1 for p in aria_dir.rglob("*") if p.is_file() and p.suffix != ".aria2")
+            verify_s, verify_cpu = time_legacy_verify(aria_dir)
     finally:
         emu.terminate()
         emu.wait(timeout=10)
@@ -257,9 +331,21 @@ def main(argv=None) -> int:
     print(
         f"mirror: {args.symbols} symbols x {args.days} days = {n_zips} zips + {n_zips} "
         f"CHECKSUMs; latency {args.latency * 1000:.0f} ms/request; ours: {args.jobs} job(s) at a time, "
-        f"{args.concurrency} requests in flight per job"
+        f"{args.concurrency} requests in flight per job; load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
-    line("run_sync (download + SHA-256)", ours_s, ours_cpu, n_files, ours_bytes)
+    for name, seconds, cpu, n_bytes in runs:
+        line(name, seconds, cpu, n_files, n_bytes)
+    if args.baseline is not None:
+        for i in range(args.runs):
+            (_, ours_s, ours_cpu, _), (_, base_s, base_cpu, _) = sorted(
+                runs[2 * i : 2 * i + 2], key=lambda r: not r[0].startswith("ours")
+            )
+            print(f"run {i + 1}: ratio files/s ours / baseline {base_s / ours_s:.2f}, "
+                  f"CPU per file ours / baseline {ours_cpu / base_cpu:.2f}")  # fmt: skip
+    if args.no_aria2:
+        return 0
+    ours_s = runs[0][1]
     line("aria2c -j32 -x4 (no verification)", aria_s, aria_cpu, n_aria, aria_bytes)
     line(
         "  + legacy verify (2 processes)",
@@ -268,9 +354,10 @@ def main(argv=None) -> int:
         n_aria,
         aria_bytes,
     )
-    print(f"ratio files/s ours / aria2: {(n_files / ours_s) / (n_aria / aria_s):.2f}")
+    print(f"ratio files/s {runs[0][0]} / aria2: {(n_files / ours_s) / (n_aria / aria_s):.2f}")
     legacy_rate = n_aria / (aria_s + verify_s)
-    print(f"ratio files/s ours / (aria2 + legacy verify): {(n_files / ours_s) / legacy_rate:.2f}")
+    print(f"ratio files/s {runs[0][0]} / (aria2 + legacy verify): "
+          f"{(n_files / ours_s) / legacy_rate:.2f}")  # fmt: skip
     return 0
 
 
