@@ -20,7 +20,7 @@ rule aws_parse_ticks:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=1000,
-        runtime=60,
+        runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_extra_parse_args),
         python=PYTHON,
@@ -44,11 +44,31 @@ rule aws_parse_kline_layout:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
-        runtime=60,
+        runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_extra_parse_args),
         python=PYTHON,
         script=script_path("aws_parse_klines"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+rule summarize_datasets:
+    input:
+        parse_reports=get_datasets_parse_reports,
+    output:
+        summary=f"{LH}/summaries/datasets/{{trade_type}}.json",
+    log:
+        f"{LH}/logs/summaries/datasets/{{trade_type}}.log",
+    benchmark:
+        f"{LH}/benchmarks/summaries/datasets/{{trade_type}}.tsv"
+    localrule: True
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        job=job_json(get_datasets_summary_args),
+        python=PYTHON,
+        script=script_path("summarize_datasets"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 

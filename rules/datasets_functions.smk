@@ -8,32 +8,40 @@ def extra_dataset_tags(trade_type):
     return dataset_registry.extra_tags(selected, INTERVAL, CORE_DATASETS)
 
 
+def dataset_trade_types():
+    """Trade types whose config lists datasets beyond klines and funding."""
+    return [t for t in TRADE_TYPES if extra_dataset_tags(t)]
+
+
 def get_datasets_input(wildcards):
-    """Every parse shard report of the configured extra datasets (after their listings)."""
-    reports = []
-    for trade_type in TRADE_TYPES:
-        for tag in extra_dataset_tags(trade_type):
-            reports += [
-                shard_report_path("aws_parse", trade_type, tag, k)
-                for k in shard_ids(trade_type, tag)
-            ]
-    return reports
+    """The datasets summaries (each needs every parse shard of its trade type's datasets)."""
+    return [f"{LH}/summaries/datasets/{t}.json" for t in dataset_trade_types()]
+
+
+def get_datasets_parse_reports(wildcards):
+    """Every parse shard report of one trade type's extra datasets (after their listings)."""
+    tt = wildcards.trade_type
+    return [
+        shard_report_path("aws_parse", tt, tag, k)
+        for tag in extra_dataset_tags(tt)
+        for k in shard_ids(tt, tag)
+    ]
+
+
+def get_datasets_summary_args(wildcards):
+    tt = wildcards.trade_type
+    dirs = {tag: report_dir("aws_download", tt, tag) for tag in extra_dataset_tags(tt)}
+    return dict(trade_type=tt, download_dirs=dirs)
 
 
 def get_extra_parse_input(wildcards):
-    tag = extra_tag(wildcards)
+    tag = wildcard_tag(wildcards)
     tt = wildcards.trade_type
     return {"download_shard": shard_report_path("aws_download", tt, tag, wildcards.shard)}
 
 
-def extra_tag(wildcards):
-    if "tick_dataset" in wildcards.keys():
-        return wildcards.tick_dataset
-    return f"{wildcards.kline_dataset}-{wildcards.interval}"
-
-
 def get_extra_parse_args(wildcards):
-    tag = extra_tag(wildcards)
+    tag = wildcard_tag(wildcards)
     tt = wildcards.trade_type
     entry, interval = dataset_registry.split_tag(tag)
     args = shard_args(

@@ -101,6 +101,17 @@ def test_datasets_target_on_two_markets_each(tmp_path, emulator):
             / f"{symbol}.json"
         )
         assert report["dataset"] == "markPriceKlines-1m"
+    # Run summaries: rows and days per dataset, counted from the files written above.
+    um = read_json(data / "lakehouse/summaries/datasets/um_futures.json")
+    assert um["datasets"]["aggTrades"]["rows"] == 300
+    assert um["datasets"]["metrics"]["rows"] == 288
+    assert um["datasets"]["markPriceKlines-1m"]["rows"] == 1440
+    for entry in um["datasets"].values():
+        assert entry["days"] == 1 and entry["files_verified"] == 1
+        assert entry["files_quarantined_download"] == entry["files_quarantined_parse"] == 0
+    cm = read_json(data / "lakehouse/summaries/datasets/cm_futures.json")
+    assert cm["datasets"]["trades"]["rows"] == len(_csv_rows(mirror, cm_trades))
+    assert set(cm["datasets"]) == {"trades", "markPriceKlines-1m"}
     # Second run: nothing left to do.
     again = snakemake(tmp_path, config, "datasets")
     assert "Nothing to be done" in again.stdout + again.stderr
