@@ -118,8 +118,12 @@ def _check_batch(batch: pa.RecordBatch, entry, times: np.ndarray, cur: _Cursor, 
     for name in (*entry.price_columns, *entry.quantity_columns):
         if name not in batch.schema.names:
             continue
-        values = batch.column(name).to_numpy(zero_copy_only=False)
+        column = batch.column(name)
+        values = column.to_numpy(zero_copy_only=False)
         finite = np.isfinite(values)
+        if entry.nullable_values and column.null_count:
+            finite |= ~column.is_valid().to_numpy(zero_copy_only=False)
+            values = np.where(finite & ~np.isnan(values), values, 0.0)
         if not finite.all():
             fail(int(np.argmin(finite)), f"{name} is not a finite number")
         if name in entry.quantity_columns and (values < 0).any():
@@ -207,6 +211,10 @@ def _batches(reader, label, cur):
 
 def _write_batch(batch, entry, schema, micros, cur, label, key, writers, done,
                  trade_type, symbol, data_dir):  # fmt: skip
+    if entry.sort_rows:
+        # A stable sort: rows of one time keep their file order (line numbers of defects
+        # then name sorted positions, which is fine for files this small).
+        batch = batch.take(pc.sort_indices(batch, [(entry.time_column, "ascending")]))
     raw = batch.column(entry.time_column).cast(pa.int64()).to_numpy(zero_copy_only=False)
     times = raw // 1000 if micros else raw
     _check_batch(batch, entry, times, cur, label)
