@@ -49,9 +49,7 @@ def test_real_rows_parse_to_their_values(tmp_path):
     days, table = _parse(tmp_path, text, "2020-09-01")
     # The published file repeats rows (the first one here): kept as published.
     assert days == {"20200901": len(rows)} and len(rows) == 3
-    assert table.column("create_time").cast(pa.int64()).to_pylist() == [
-        _ms(r[0]) for r in rows
-    ]
+    assert table.column("create_time").cast(pa.int64()).to_pylist() == [_ms(r[0]) for r in rows]
     for i, name in enumerate(datasets.METRICS.columns[2:], start=2):
         assert table.column(name).to_pylist() == [float(r[i]) for r in rows], name
     assert table.column("symbol").to_pylist() == ["BTCUSDT"] * 3
