@@ -53,6 +53,33 @@ rule aws_parse_kline_layout:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
+rule agg_klines_shard:
+    input:
+        unpack(get_agg_klines_input),
+    output:
+        shard_report=f"{LH}/reports/agg_klines/{{trade_type}}/aggTrades-{{interval}}/shards/{{shard}}.json",
+    log:
+        f"{LH}/logs/agg_klines/{{trade_type}}/aggTrades-{{interval}}/shards/{{shard}}.log",
+    benchmark:
+        f"{LH}/benchmarks/agg_klines/{{trade_type}}/aggTrades-{{interval}}/shards/{{shard}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=agg_klines_runtime,
+    params:
+        job=shard_job_json(get_agg_klines_args),
+        python=PYTHON,
+        script=script_path("agg_klines"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+rule agg_klines:
+    input:
+        get_agg_klines_reports,
+
+
 rule summarize_datasets:
     input:
         parse_reports=get_datasets_parse_reports,

@@ -1,5 +1,7 @@
 # Functions of rules/datasets.smk (kept apart from common.smk; they can move there).
 
+from crypto_lakehouse.intervals import DAY_MS, interval_ms
+
 CORE_DATASETS = ("klines", "funding")
 
 
@@ -14,8 +16,58 @@ def dataset_trade_types():
 
 
 def get_datasets_input(wildcards):
-    """The datasets summaries (each needs every parse shard of its trade type's datasets)."""
-    return [f"{LH}/summaries/datasets/{t}.json" for t in dataset_trade_types()]
+    """The datasets summaries (each needs every parse shard of its trade type's datasets)
+    and the candles built from aggTrades (config agg_klines)."""
+    summaries = [f"{LH}/summaries/datasets/{t}.json" for t in dataset_trade_types()]
+    return summaries + (get_agg_klines_reports(wildcards) if agg_klines_plan() else [])
+
+
+# ------------------------------------------------------------------ agg_klines
+AGG_KLINES_MARKETS = ("spot", "um_futures")  # cm: quote volume needs the contract size
+
+
+def agg_klines_plan():
+    """(trade type, interval) pairs of target agg_klines: trade types listing aggTrades."""
+    intervals = config.get("agg_klines", {}).get("intervals") or []
+    for i in intervals:
+        if DAY_MS % interval_ms(i):
+            raise WorkflowError(f"agg_klines.intervals: {i!r} does not divide a day")
+    return [
+        (t, i)
+        for t in TRADE_TYPES
+        if t in AGG_KLINES_MARKETS and "aggTrades" in extra_dataset_tags(t)
+        for i in intervals
+    ]
+
+
+def get_agg_klines_reports(wildcards):
+    return [
+        f"{LH}/reports/agg_klines/{t}/aggTrades-{i}/shards/{k}.json"
+        for t, i in agg_klines_plan()
+        for k in shard_ids(t, "aggTrades")
+    ]
+
+
+def agg_klines_runtime(wildcards):
+    """Resource: minutes of an agg_klines shard job (grows with its symbols)."""
+    return 10 + 2 * len(shard_symbols(wildcards.trade_type, wildcards.shard, "aggTrades"))
+
+
+def get_agg_klines_input(wildcards):
+    tt = wildcards.trade_type
+    return {"parse_shard": shard_report_path("aws_parse", tt, "aggTrades", wildcards.shard)}
+
+
+def get_agg_klines_args(wildcards):
+    tt = wildcards.trade_type
+    args = shard_args(
+        "agg_klines", wildcards, "aggTrades", parse_report=report_dir("aws_parse", tt, "aggTrades")
+    )
+    args["symbol_paths"]["report_path"] = report_dir(
+        "agg_klines", tt, f"aggTrades-{wildcards.interval}"
+    )
+    args.update(trade_type=tt, interval=wildcards.interval, data_dir=DATA)
+    return args
 
 
 def get_datasets_parse_reports(wildcards):
