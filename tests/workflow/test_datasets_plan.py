@@ -39,3 +39,34 @@ def test_all_plans_the_configured_datasets(tmp_path):
     assert counts["aws_download_shard"] == 2 + 1 + 2  # klines spot+um, funding um, datasets
     assert counts["summarize_datasets"] == 1
     assert counts["aws_parse_klines"] == 2
+
+
+def test_agg_klines_interval_must_divide_a_day(tmp_path):
+    data = tmp_path / "d"
+    _listings(data)
+    config = {
+        "data_dir": str(data),
+        "trade_types": ["spot", "um_futures"],
+        "datasets": {"um_futures": ["klines", "funding", "aggTrades"]},
+        "agg_klines": {"intervals": ["1s", "7m"]},
+    }
+    proc = run_snakemake(tmp_path, "-n", config=config, check=False)
+    assert proc.returncode != 0
+    assert "agg_klines.intervals: '7m' does not divide a day" in proc.stdout + proc.stderr
+
+
+def test_all_plans_agg_klines_per_interval(tmp_path):
+    data = tmp_path / "d"
+    _listings(data)
+    write_listing_index(data, "um_futures", "aggTrades", ["AAAUSDT"])
+    config = {
+        "data_dir": str(data),
+        "trade_types": ["spot", "um_futures"],
+        "shards": 1,
+        # spot lists no aggTrades: candles for um only.
+        "datasets": {"um_futures": ["klines", "funding", "aggTrades"]},
+        "agg_klines": {"intervals": ["1s", "1m"]},
+    }
+    counts = job_counts(run_snakemake(tmp_path, "-n", config=config).stdout)
+    assert counts["agg_klines_shard"] == 2
+    assert counts["aws_parse_ticks"] == 1
