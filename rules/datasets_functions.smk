@@ -42,7 +42,7 @@ def agg_klines_plan():
 
 def get_agg_klines_reports(wildcards):
     return [
-        f"{LH}/reports/agg_klines/{t}/aggTrades-{i}/shards/{k}.json"
+        shard_report_path("agg_klines", t, f"aggTrades-{i}", k)
         for t, i in agg_klines_plan()
         for k in shard_ids(t, "aggTrades")
     ]

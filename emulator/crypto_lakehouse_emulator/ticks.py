@@ -23,7 +23,7 @@ decimals, as the real ``BTCUSDT-metrics-2020-09-01`` rows in tests/fixtures/real
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -383,8 +383,3 @@ def write_daily_metrics(mirror_dir, trade_type, symbol, day, seed=0) -> str:
     datasets.METRICS.check_market(trade_type)
     body = metrics_csv(symbol, metrics_frame(symbol, day, seed=seed))
     return _write(mirror_dir, trade_type, _daily_key(trade_type, "metrics", symbol, day), day, body)
-
-
-def days(start: str, end: str) -> list[str]:
-    d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
-    return [(d0 + timedelta(days=k)).isoformat() for k in range((d1 - d0).days + 1)]
