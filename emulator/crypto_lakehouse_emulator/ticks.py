@@ -73,7 +73,7 @@ def trade_tape(
     symbol: str = "BTCUSDT",
     start_price: float | None = None,
 ) -> pd.DataFrame:
-    """One UTC day of trades from ``orders`` taker orders (each 1 + geometric(0.6) − 1 fills).
+    """One UTC day of trades from ``orders`` taker orders, each filled by a geometric(0.6) number of trades (≥ 1).
 
     Columns: ``trade_id``, ``order`` (0-based order index = aggregate trade), ``time_us``
     (µs since the epoch; a ms value × 1000 outside spot-µs days), ``price``, ``qty``,
@@ -100,7 +100,8 @@ def trade_tape(
     else:
         qty = np.round(rng.uniform(10.0**-qdec, 2.0, n), qdec)
         qty = np.maximum(qty, 10.0**-qdec)
-    base_id = 1_000_000 + (_day_number(day) % 1000) * 10_000_000
+    # Ids of consecutive days never overlap (up to 100 M trades a day).
+    base_id = 1_000_000 + (_day_number(day) % 1000) * 100_000_000
     return pd.DataFrame(
         {
             "trade_id": base_id + np.arange(n, dtype=np.int64),
@@ -188,7 +189,7 @@ def agg_csv_of_tape(trade_type: str, day, tape: pd.DataFrame, *, header=None) ->
     spot = trade_type == "spot"
     qty = np.round(agg["quantity"].to_numpy(), qdec)
     # Aggregate ids run their own sequence (smaller than the trade ids, as on the exchange).
-    ids = 1_000 + _day_number(day) % 1000 * 1_000_000 + np.arange(n, dtype=np.int64)
+    ids = 1_000 + _day_number(day) % 1000 * 100_000_000 + np.arange(n, dtype=np.int64)
     cols = [
         _text(ids),
         fixed(agg["price"], pdec),
