@@ -166,7 +166,7 @@ def kline_symbols(trade_type):
 
 
 def archive_funding_symbols(trade_type):
-    return listed(trade_type, "funding") if trade_type != "spot" else []
+    return listed(trade_type, "funding") if published(trade_type, "funding") else []
 
 
 def funding_symbols(trade_type):
@@ -494,7 +494,7 @@ def stage_reports(stage, trade_type):
     if stage == "resample" and not RESAMPLE_TARGETS[trade_type]:
         return []
     if stage in ("aws_download", "aws_parse", "api_download"):
-        sets = [KLINES] + (["funding"] if trade_type != "spot" else [])
+        sets = [d for d in (KLINES, "funding") if published(trade_type, d)]
     else:
         sets = [KLINES]
     return [
