@@ -676,3 +676,29 @@ def test_file_operations_queued_together_run_in_one_worker_call(tmp_path):
     assert isinstance(results[5], FileNotFoundError)
     assert submitted == [6, 1]
     assert worker_thread != threading.get_ident()
+
+
+def test_a_temporary_zip_opened_for_a_cancelled_fetch_is_removed(tmp_path):
+    """A fetch cancelled (e.g. another worker hit an unreachable host) while its file work
+    waits in a batch leaves no temporary file behind."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crypto_lakehouse.archive.sync import _FileBatches, _Syncer
+
+    syncer = _Syncer(data_dir=tmp_path, archive_url="http://127.0.0.1:9", max_retries=0,
+                     timeout_s=1, listing={})  # fmt: skip
+    key = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-01.zip"
+
+    async def main():
+        with ThreadPoolExecutor(1) as pool:
+            files = _FileBatches(asyncio.get_running_loop(), pool)
+            opening = files.run(syncer._open_temp, key, None)
+            opening.cancel()  # before the batch has even left the loop
+            await files.run(int)  # queued after it, so settled after it
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    folder = layout.aws_path(tmp_path, key).parent
+    assert folder.is_dir()  # the temporary file was created there ...
+    assert list(folder.iterdir()) == []  # ... and removed
