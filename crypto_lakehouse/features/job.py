@@ -20,7 +20,11 @@ import pyarrow.parquet as pq
 from crypto_lakehouse import io, layout
 from crypto_lakehouse.contracts import contract_size_for
 from crypto_lakehouse.features.indicators import compute_indicators
-from crypto_lakehouse.features.microstructure import INPUT_COLUMNS, compute_microstructure
+from crypto_lakehouse.features.microstructure import (
+    INPUT_COLUMNS,
+    RELEASED_INPUTS,
+    release_microstructure,
+)
 from crypto_lakehouse.features.spec import IndicatorSpec, talib_version, validate_feature_config
 from crypto_lakehouse.generate.outputs import SUFFIX, remove_stale
 from crypto_lakehouse.generate.vwap import vwap_column_name
@@ -72,15 +76,21 @@ def feature_table(
     t1 = clock.perf_counter()
     columns = compute_indicators(specs, candles)
     t2 = clock.perf_counter()
+    # The microstructure takes the candle arrays over and releases each after its last use
+    # (release_microstructure): no other reference to them may stay here.
+    quote_volume = candles.pop("quote_volume")
     if contract_size is None:
-        notional = candles["quote_volume"]
+        notional = quote_volume
     else:  # COIN-M: volume counts contracts of contract_size USD (quirk Q3)
         notional = candles["volume"] * contract_size
-    columns.update(
-        compute_microstructure(
-            candles, windows, notional, vwap=candles.get(vwap_col) if has_vwap else None
-        )
-    )
+    del quote_volume
+    inputs = {name: candles.pop(name) for name in RELEASED_INPUTS}
+    inputs["notional"] = notional
+    del notional
+    if has_vwap:
+        inputs["vwap"] = candles.pop(vwap_col)
+    del candles
+    columns.update(release_microstructure(inputs, windows))
     t3 = clock.perf_counter()
     for key, value in (("read", t1 - t0), ("indicators", t2 - t1), ("microstructure", t3 - t2)):
         seconds[key] = seconds.get(key, 0.0) + value
