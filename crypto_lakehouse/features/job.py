@@ -173,6 +173,9 @@ def _symbol_features(
         seconds["write"] = seconds.get("write", 0.0) + clock.perf_counter() - t0
         written.setdefault(f["dir"], set()).add(f["name"])
         outputs.append({"source": f["source"], "file": rel, "rows": table.num_rows})
+        # Freed before the next file is computed: otherwise two files' columns are alive at
+        # once (+0.2 GB peak on a 6-year 1m symbol, all of it fresh memory).
+        del table
     removed = []
     for out_dir in _owned_dirs(data_dir, trade_type, interval):
         for p in remove_stale(out_dir, symbol, written.get(out_dir, set())):
