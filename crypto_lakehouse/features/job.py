@@ -46,6 +46,38 @@ class FeaturesError(RuntimeError):
     """One or more symbols failed; the message lists them (the others were written)."""
 
 
+# Rows decoded at a time: the decoding buffers of one batch (a few MB) are what the read
+# allocates beyond the columns themselves.
+READ_BATCH_ROWS = 65_536
+
+
+def _read_candles(path: Path, parquet: pq.ParquetFile, columns: list[str]) -> tuple[dict, pa.Array]:
+    """The float64 arrays of ``columns`` and the time column of a candle file.
+
+    Decoded batch by batch into arrays allocated first: reading the whole table and then
+    converting it would hold the file twice, and leave the table's freed pages in pieces the
+    later columns cannot reuse (+0.1 GB peak, all of it fresh memory, on a 6-year 1m file).
+    """
+    rows = parquet.metadata.num_rows
+    candles = {name: np.empty(rows, dtype=np.float64) for name in columns}
+    times = []
+    start = 0
+    for batch in parquet.iter_batches(
+        batch_size=READ_BATCH_ROWS, columns=[TIME, *columns], use_threads=False
+    ):
+        stop = start + batch.num_rows
+        for name, values in candles.items():
+            # NaN for a null, as Table.to_numpy (a null candle value is never read as 0)
+            values[start:stop] = batch.column(name).to_numpy(zero_copy_only=False)
+        times.append(batch.column(TIME))
+        start = stop
+    if start != rows:
+        raise ValueError(f"{path}: read {start} rows of the {rows} its metadata lists")
+    if not times:
+        return candles, pa.array([], type=parquet.schema_arrow.field(TIME).type)
+    return candles, pa.concat_arrays(times)
+
+
 def feature_table(
     path: Path,
     specs: list[IndicatorSpec],
@@ -57,22 +89,14 @@ def feature_table(
     """The features of one candle file: its time column, then the feature columns (float64)."""
     seconds = seconds if seconds is not None else {}
     t0 = clock.perf_counter()
-    schema = pq.read_schema(path)
+    parquet = pq.ParquetFile(path)
+    names = parquet.schema_arrow.names
     wanted = [TIME, *INPUT_COLUMNS]
-    missing = [c for c in wanted if c not in schema.names]
+    missing = [c for c in wanted if c not in names]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
-    has_vwap = vwap_col in schema.names
-    table = pq.read_table(
-        path, columns=wanted + ([vwap_col] if has_vwap else []), use_threads=False, memory_map=False
-    )
-    candles = {
-        name: table.column(name).to_numpy().astype(np.float64, copy=False)
-        for name in table.column_names
-        if name != TIME
-    }
-    times = table.column(TIME)
-    del table
+    has_vwap = vwap_col in names
+    candles, times = _read_candles(path, parquet, wanted[1:] + ([vwap_col] if has_vwap else []))
     t1 = clock.perf_counter()
     columns = compute_indicators(specs, candles)
     t2 = clock.perf_counter()
