@@ -10,9 +10,10 @@ computation (docs/benchmarks.md, ``features``).
 
 ``keep_freed_memory`` makes the process reuse what it freed instead: pyarrow allocates from
 the system allocator (glibc malloc, shared with numpy), arrays up to 32 MB come from the heap
-rather than from their own mapping, and the heap is not trimmed back to the kernel. The cost
-is that the process keeps its high-water mark until it exits (the job's peak RSS does not
-change: it is reached while all of a file's columns are alive). Called once where a features
+rather than from their own mapping, and the heap is not trimmed back to the kernel; numpy
+stops asking for transparent huge pages (``_no_transparent_huge_pages_for_numpy``). The
+cost is that the process keeps its high-water mark until it exits (the job's peak RSS does
+not change: it is reached while all of a file's columns are alive). Called once where a features
 job process starts (``scripts/features_shard.py``); never in a long-lived process.
 """
 
@@ -34,12 +35,30 @@ MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 2**31 - 1
 
 
+def _no_transparent_huge_pages_for_numpy() -> None:
+    """numpy asks the kernel for transparent huge pages for every array of 4 MB or more
+    (``madvise(MADV_HUGEPAGE)``; the NUMPY_MADVISE_HUGEPAGE setting, read when numpy is
+    imported). Where the kernel must first find or compact free 2 MB pages, faulting them in
+    costs far more than 4 kB pages: on the benchmark's job the system time was 1.2–1.4 s with
+    huge pages and 0.7–0.9 s without, in alternating runs (docs/benchmarks.md). numpy only
+    exposes the switch as a private function, hence the guarded lookup."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or getattr(np, "core", None)
+    switch = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+    if switch is None:
+        log.info("numpy without _set_madvise_hugepage: huge page advice left as it is")
+        return
+    switch(False)
+
+
 def keep_freed_memory() -> bool:
     """Tune this process's allocators as described above; False when it is not glibc (the
     settings are then the platform's defaults, results are the same)."""
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
+    _no_transparent_huge_pages_for_numpy()
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)

@@ -323,18 +323,21 @@ def test_feature_files_are_lz4_plain_without_dictionary(data):
 
 def test_the_job_process_allocator_settings_take_effect():
     """keep_freed_memory (run where a features job process starts) in a fresh interpreter:
-    pyarrow allocates from the system allocator and glibc accepts the mallopt settings."""
+    pyarrow allocates from the system allocator, glibc accepts the mallopt settings and numpy
+    no longer asks for transparent huge pages."""
     import platform
     import subprocess
     import sys
 
     code = (
         "from crypto_lakehouse.features.allocator import keep_freed_memory\n"
-        "import pyarrow as pa\n"
-        "print(keep_freed_memory(), pa.default_memory_pool().backend_name)\n"
+        "import numpy as np, pyarrow as pa\n"
+        "ok = keep_freed_memory()\n"
+        "huge = np._core.multiarray._set_madvise_hugepage(False)\n"  # returns the setting
+        "print(ok, pa.default_memory_pool().backend_name, huge)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout.split()
     expected_ok = platform.libc_ver()[0] == "glibc"
-    assert out == [str(expected_ok), "system"]
+    assert out == [str(expected_ok), "system", "False"]
