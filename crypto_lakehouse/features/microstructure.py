@@ -221,12 +221,13 @@ def release_microstructure(
     d_close, d_close_prev = _paired(d_close, d_close_prev)
     for w in windows:
         autocov = _rolling(d_close, bounds[w]).cov(pd.Series(d_close_prev, copy=False)).to_numpy()
-        roll = np.full(n, np.nan)  # NaN where the autocovariance is NaN
-        negative = autocov < 0
-        roll[negative] = 2.0 * np.sqrt(-autocov[negative])
-        roll[autocov >= 0] = 0.0
+        # 2 sqrt(-c) where c < 0, 0 where c >= 0, NaN where c is NaN (maximum keeps NaN)
+        roll = np.subtract(0.0, autocov)  # -c exactly; unlike negative(), NaN keeps its sign
+        np.maximum(roll, 0.0, out=roll)
+        np.sqrt(roll, out=roll)
+        roll *= 2.0
         out[f"roll_spread_{w}"] = roll
-        del autocov, negative
+        del autocov
     del d_close, d_close_prev
 
     with np.errstate(invalid="ignore"):
