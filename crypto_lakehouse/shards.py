@@ -28,7 +28,9 @@ from crypto_lakehouse.smk import with_stats_path
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "SYMBOLS_PER_AUTO_SHARD",
     "ShardFailed",
+    "auto_shard_count",
     "for_each_symbol",
     "group_by_shard",
     "run_shard",
@@ -48,6 +50,29 @@ def shard_of(symbol: str, shards: int) -> int:
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards!r}")
     return zlib.crc32(symbol.encode()) % shards
+
+
+# "shards: auto": enough symbols per job that its fixed cost (process, imports, reading the
+# limits, Snakemake's scheduling; ~0.3-1 s) is small beside the work, yet enough jobs on a
+# large universe to spread over many cores or cluster nodes.
+SYMBOLS_PER_AUTO_SHARD = 32
+
+
+def auto_shard_count(symbols: int, per_shard: int = SYMBOLS_PER_AUTO_SHARD) -> int:
+    """The shard count of ``shards: auto`` for a trade type listing ``symbols`` symbols: the
+    smallest power of two >= symbols / per_shard (at least 1).
+
+    A power of two changes only when the universe doubles or halves, so a symbol listed or
+    delisted almost never reassigns the others (a new count reruns every shard job once).
+    It depends on the listing only, never on the cores: a SLURM job re-plans the workflow
+    on its compute node and must see the same shards as the main process."""
+    if per_shard < 1:
+        raise ValueError(f"per_shard must be >= 1, got {per_shard!r}")
+    needed = -(-symbols // per_shard)  # ceil
+    count = 1
+    while count < needed:
+        count *= 2
+    return count
 
 
 def group_by_shard(symbols: Iterable[str], shards: int) -> dict[int, list[str]]:

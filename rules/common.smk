@@ -175,17 +175,30 @@ def datasets(trade_type):
 # ------------------------------------------------------------------ shards
 # Per-symbol work runs in one job per (stage, trade type, dataset, shard of symbols): the
 # fixed cost of a job (process start, imports, scheduling, a SLURM submission) is paid once
-# per shard. A symbol's shard is crc32(name) % SHARDS (crypto_lakehouse.shards.shard_of), the
-# same in every stage, so shard k of a stage depends only on shard k of the stages before.
+# per shard. A symbol's shard is crc32(name) % shard_count(trade type) (shards.shard_of),
+# the same in every stage, so shard k of a stage depends only on shard k of the stages before.
 # Only non-empty shards exist. Dataset "funding" means the archived funding symbols, except
 # in api_download, where it means every futures symbol with klines or archived funding (Q5).
-SHARDS = int(config["shards"])
+# "auto" sizes the count per trade type from its kline listing (plan.auto_shard_count; never
+# from the cores: a SLURM job re-plans on its node and must see the same shards).
+SHARDS = config["shards"]
+
+
+def shard_count(trade_type):
+    """The trade type's shard count (its klines and funding share it: shard k of funding
+    pairs with shard k of klines)."""
+    if SHARDS != "auto":
+        return int(SHARDS)
+    index = listing_index_path(trade_type, KLINES)
+    if not os.path.exists(index):  # a target-level call before the kline listing ran
+        listed(trade_type, KLINES)
+    return plan.auto_shard_count(index)
 
 
 def _index_shards(trade_type, dataset):
     if trade_type == "spot" and dataset == "funding":
         return {}
-    return plan.index_shards(listing_index_path(trade_type, dataset), SHARDS)
+    return plan.index_shards(listing_index_path(trade_type, dataset), shard_count(trade_type))
 
 
 def shard_symbols(trade_type, shard, dataset=KLINES, stage=None):
