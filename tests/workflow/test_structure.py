@@ -87,9 +87,9 @@ def test_dry_run_plans_one_job_per_shard_and_stage(tmp_path, shards):
     assert counts["aws_download_shard"] == kline_shards + n(um_funding) + n(cm)
     assert counts["aws_parse_klines"] == kline_shards
     assert counts["aws_parse_funding"] == n(um_funding) + n(cm)
-    assert counts["api_download_klines"] == kline_shards
-    # Q5: funding for the union of kline and archived-funding symbols.
-    assert counts["api_download_funding"] == n(set(um) | set(um_funding)) + n(cm)
+    # One REST job per (trade type, shard) for klines and funding; Q5: the futures shards
+    # of the union of kline and archived-funding symbols.
+    assert counts["api_download_shard"] == n(spot) + n(set(um) | set(um_funding)) + n(cm)
     assert counts["gen_kline_shard"] == kline_shards
     assert counts["resample_shard"] == kline_shards
     assert counts["features_shard"] == kline_shards
