@@ -184,21 +184,24 @@ def datasets(trade_type):
 SHARDS = config["shards"]
 
 
-def shard_count(trade_type):
-    """The trade type's shard count (its klines and funding share it: shard k of funding
-    pairs with shard k of klines)."""
+def shard_count(trade_type, dataset=KLINES):
+    """The shard count of a trade type's dataset. Klines and funding share the kline
+    listing's count (shard k of funding pairs with shard k of klines); the extra datasets
+    (`datasets` target) have their own listing's."""
     if SHARDS != "auto":
         return int(SHARDS)
-    index = listing_index_path(trade_type, KLINES)
-    if not os.path.exists(index):  # a target-level call before the kline listing ran
-        listed(trade_type, KLINES)
+    basis = KLINES if dataset == "funding" else dataset
+    index = listing_index_path(trade_type, basis)
+    if not os.path.exists(index):  # a target-level call before that listing ran
+        listed(trade_type, basis)
     return plan.auto_shard_count(index)
 
 
 def _index_shards(trade_type, dataset):
     if trade_type == "spot" and dataset == "funding":
         return {}
-    return plan.index_shards(listing_index_path(trade_type, dataset), shard_count(trade_type))
+    count = shard_count(trade_type, dataset)
+    return plan.index_shards(listing_index_path(trade_type, dataset), count)
 
 
 def shard_symbols(trade_type, shard, dataset=KLINES, stage=None):
