@@ -9,6 +9,8 @@ rule exchange_info:
     benchmark:
         f"{LH}/benchmarks/exchange_info/{{trade_type}}.tsv"
     localrule: True
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -34,6 +36,8 @@ rule api_download_shard:
     benchmark:
         f"{LH}/benchmarks/api_download/{{trade_type}}/shards/{{shard}}.tsv"
     localrule: True
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     conda:
         "../envs/pipeline.yaml"
     resources:

@@ -9,6 +9,8 @@ checkpoint list_archive:
     benchmark:
         f"{LH}/benchmarks/list_archive/{{trade_type}}/{{dataset}}.tsv"
     localrule: True
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -34,6 +36,8 @@ rule aws_download_shard:
     benchmark:
         f"{LH}/benchmarks/aws_download/{{trade_type}}/{{dataset}}/shards/{{shard}}.tsv"
     localrule: True
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     conda:
         "../envs/pipeline.yaml"
     resources:
