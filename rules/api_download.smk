@@ -9,10 +9,10 @@ rule exchange_info:
     benchmark:
         f"{LH}/benchmarks/exchange_info/{{trade_type}}.tsv"
     localrule: True
-    # Network-bound: no core slot; the profile's global resource caps concurrency.
-    threads: 0
     conda:
         "../envs/pipeline.yaml"
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     resources:
         rest_jobs=1,
     params:
@@ -36,10 +36,10 @@ rule api_download_shard:
     benchmark:
         f"{LH}/benchmarks/api_download/{{trade_type}}/shards/{{shard}}.tsv"
     localrule: True
-    # Network-bound: no core slot; the profile's global resource caps concurrency.
-    threads: 0
     conda:
         "../envs/pipeline.yaml"
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     resources:
         rest_jobs=1,
     params:

@@ -9,10 +9,10 @@ checkpoint list_archive:
     benchmark:
         f"{LH}/benchmarks/list_archive/{{trade_type}}/{{dataset}}.tsv"
     localrule: True
-    # Network-bound: no core slot; the profile's global resource caps concurrency.
-    threads: 0
     conda:
         "../envs/pipeline.yaml"
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     resources:
         archive_http=1,
     params:
@@ -36,10 +36,10 @@ rule aws_download_shard:
     benchmark:
         f"{LH}/benchmarks/aws_download/{{trade_type}}/{{dataset}}/shards/{{shard}}.tsv"
     localrule: True
-    # Network-bound: no core slot; the profile's global resource caps concurrency.
-    threads: 0
     conda:
         "../envs/pipeline.yaml"
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     resources:
         archive_http=1,
     params:
