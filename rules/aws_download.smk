@@ -11,6 +11,8 @@ checkpoint list_archive:
     localrule: True
     conda:
         "../envs/pipeline.yaml"
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     resources:
         archive_http=1,
     params:
@@ -36,6 +38,8 @@ rule aws_download_shard:
     localrule: True
     conda:
         "../envs/pipeline.yaml"
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
     resources:
         archive_http=1,
     params:

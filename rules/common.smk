@@ -177,17 +177,33 @@ def funding_symbols(trade_type):
 # ------------------------------------------------------------------ shards
 # Per-symbol work runs in one job per (stage, trade type, dataset, shard of symbols): the
 # fixed cost of a job (process start, imports, scheduling, a SLURM submission) is paid once
-# per shard. A symbol's shard is crc32(name) % SHARDS (crypto_lakehouse.shards.shard_of), the
-# same in every stage, so shard k of a stage depends only on shard k of the stages before.
+# per shard. A symbol's shard is crc32(name) % shard_count(trade type) (shards.shard_of),
+# the same in every stage, so shard k of a stage depends only on shard k of the stages before.
 # Only non-empty shards exist. Dataset "funding" means the archived funding symbols, except
 # in api_download, where it means every futures symbol with klines or archived funding (Q5).
-SHARDS = int(config["shards"])
+# "auto" sizes the count per trade type from its kline listing (plan.auto_shard_count; never
+# from the cores: a SLURM job re-plans on its node and must see the same shards).
+SHARDS = config["shards"]
+
+
+def shard_count(trade_type, dataset=KLINES):
+    """The shard count of a trade type's dataset. Klines and funding share the kline
+    listing's count (shard k of funding pairs with shard k of klines); the extra datasets
+    (`datasets` target) have their own listing's."""
+    if SHARDS != "auto":
+        return int(SHARDS)
+    basis = KLINES if dataset == "funding" else dataset
+    index = listing_index_path(trade_type, basis)
+    if not os.path.exists(index):  # a target-level call before that listing ran
+        listed(trade_type, basis)
+    return plan.auto_shard_count(index)
 
 
 def _index_shards(trade_type, dataset):
     if not published(trade_type, dataset):
         return {}
-    return plan.index_shards(listing_index_path(trade_type, dataset), SHARDS)
+    count = shard_count(trade_type, dataset)
+    return plan.index_shards(listing_index_path(trade_type, dataset), count)
 
 
 def shard_symbols(trade_type, shard, dataset=KLINES, stage=None):
@@ -329,44 +345,41 @@ def exchange_info_path(trade_type):
     return f"{LH}/exchange_info/{trade_type}.json"
 
 
-def get_api_klines_input(wildcards):
-    tt = wildcards.trade_type
-    return {
-        "parse_shard": shard_report_path("aws_parse", tt, KLINES, wildcards.shard),
-        "exchange_info_path": exchange_info_path(tt),
-    }
+def api_shard_report_path(trade_type, shard):
+    """Output of a REST shard job (klines and funding of the shard's symbols)."""
+    return f"{LH}/reports/api_download/{trade_type}/shards/{shard}.json"
 
 
-def get_api_funding_input(wildcards):
-    tt = wildcards.trade_type
+def api_shard_ids(trade_type):
+    """REST shards: those of the kline symbols, and for futures of the funding symbols (every
+    futures symbol with klines or archived funding, Q5)."""
+    if not published(trade_type, "funding"):
+        return shard_ids(trade_type, KLINES)
+    return shard_ids(trade_type, "funding", "api_download")
+
+
+def get_api_input(wildcards):
+    tt, shard = wildcards.trade_type, wildcards.shard
     inputs = {"exchange_info_path": exchange_info_path(tt)}
-    if shard_symbols(tt, wildcards.shard, "funding"):
-        inputs["parse_shard"] = shard_report_path("aws_parse", tt, "funding", wildcards.shard)
+    if shard_symbols(tt, shard, KLINES):
+        inputs["parse_klines"] = shard_report_path("aws_parse", tt, KLINES, shard)
+    if published(tt, "funding") and shard_symbols(tt, shard, "funding"):
+        inputs["parse_funding"] = shard_report_path("aws_parse", tt, "funding", shard)
     return inputs
 
 
 def get_api_args(wildcards):
+    """The REST shard job's arguments: its klines part and (futures) its funding part, each
+    with its symbols and per-symbol paths (rest.host.run_host_shard)."""
     rest = config["rest"]
     tt = wildcards.trade_type
-    if "interval" in wildcards.keys():
-        dataset = f"klines-{wildcards.interval}"
-        args = shard_args(
-            "api_download", wildcards, dataset, parse_report=report_dir("aws_parse", tt, dataset)
-        )
-        args["interval"] = wildcards.interval
-    else:
-        args = shard_args(
-            "api_download",
-            wildcards,
-            "funding",
-            parse_report=report_dir("aws_parse", tt, "funding"),
-        )
-        archived = set(shard_symbols(tt, wildcards.shard, "funding"))
-        # Symbols without archived funding have no parse report (a sparse per-symbol value).
-        args["symbol_values"] = {
-            "parse_report": {s: None for s in args["symbols"] if s not in archived}
-        }
-    args.update(
+    klines = shard_args(
+        "api_download", wildcards, KLINES, parse_report=report_dir("aws_parse", tt, KLINES)
+    )
+    args = dict(
+        shard=klines.pop("shard"),
+        klines=klines,
+        interval=INTERVAL,
         trade_type=tt,
         data_dir=DATA,
         api_url=API_URL[tt],
@@ -376,6 +389,20 @@ def get_api_args(wildcards):
         max_retries=rest["max_retries"],
         timeout_s=rest["timeout_s"],
     )
+    if published(tt, "funding"):
+        funding = shard_args(
+            "api_download",
+            wildcards,
+            "funding",
+            parse_report=report_dir("aws_parse", tt, "funding"),
+        )
+        del funding["shard"]
+        archived = set(shard_symbols(tt, wildcards.shard, "funding"))
+        # Symbols without archived funding have no parse report (a sparse per-symbol value).
+        funding["symbol_values"] = {
+            "parse_report": {s: None for s in funding["symbols"] if s not in archived}
+        }
+        args["funding"] = funding
     return args
 
 
@@ -392,10 +419,9 @@ def get_gen_input(wildcards):
     tt, shard = wildcards.trade_type, wildcards.shard
     inputs = {
         "parse_klines": shard_report_path("aws_parse", tt, KLINES, shard),
-        "api_klines": shard_report_path("api_download", tt, KLINES, shard),
+        "api_shard": api_shard_report_path(tt, shard),  # klines and funding
     }
     if tt != "spot" and config["generate"][tt]["with_funding_rates"]:
-        inputs["api_funding"] = shard_report_path("api_download", tt, "funding", shard)
         if shard_symbols(tt, shard, "funding"):
             inputs["parse_funding"] = shard_report_path("aws_parse", tt, "funding", shard)
     if tt == "cm_futures":
@@ -493,7 +519,9 @@ def stage_reports(stage, trade_type):
         archive_funding_symbols(trade_type)
     if stage == "resample" and not RESAMPLE_TARGETS[trade_type]:
         return []
-    if stage in ("aws_download", "aws_parse", "api_download"):
+    if stage == "api_download":
+        return [api_shard_report_path(trade_type, shard) for shard in api_shard_ids(trade_type)]
+    if stage in ("aws_download", "aws_parse"):
         sets = [d for d in (KLINES, "funding") if published(trade_type, d)]
     else:
         sets = [KLINES]

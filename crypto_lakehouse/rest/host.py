@@ -1,5 +1,9 @@
 """One client per API host and job: the limits are read once (exchangeInfo), and every
-symbol of a shard job spends from the same weight budget (issue 11)."""
+symbol of a shard job spends from the same weight budget (issue 11).
+
+The REST stage runs one job per (trade type, shard) for klines *and* funding
+(``run_host_shard``): one process, one import, one limiter for both datasets, instead of a
+job per dataset each learning the limits anew."""
 
 from __future__ import annotations
 
@@ -89,3 +93,63 @@ def for_each_symbol_on_host(entry):
 
     api_shard.__name__ = f"{entry.__name__}_shard"
     return api_shard
+
+
+def run_host_shard(
+    *,
+    trade_type: str,
+    api_url: str,
+    exchange_info_path: str | Path | None,
+    shard_report: str | Path,
+    klines: dict,
+    interval: str,
+    funding: dict | None = None,
+    shard: int | None = None,
+    weight_share: float = 0.8,
+    max_retries: int = 5,
+    timeout_s: float = 15.0,
+    **common,
+) -> dict:
+    """Entry point of the REST shard job (rule ``api_download_shard``): the shard's klines
+    symbols (``run_api_klines``), then its funding symbols (``run_api_funding``, futures),
+    through one client of the host; one shard report lists both (``"klines-1m/BTCUSDT"``,
+    ``"funding/BTCUSDT"``). ``klines`` and ``funding`` give each part's ``symbols``,
+    ``symbol_paths`` and optional ``symbol_values`` (see ``shards.run_shard``); ``common``
+    (``data_dir``, ``end_date``) goes to every symbol. A ban (418/403) stops every remaining
+    symbol of both parts at once: continuing would extend it."""
+    from crypto_lakehouse.rest.limiter import HostStopped
+    from crypto_lakehouse.shards import run_shard_parts
+
+    client_args = dict(
+        trade_type=trade_type,
+        api_url=api_url,
+        exchange_info_path=exchange_info_path,
+        weight_share=weight_share,
+        max_retries=max_retries,
+        timeout_s=timeout_s,
+    )
+    with open_host_client(**client_args) as client:
+        shared = dict(common, **client_args, client=client)
+        parts = []
+        if klines.get("symbols"):
+            from crypto_lakehouse.rest.klines import run_api_klines
+
+            parts.append(_part(run_api_klines, klines, dict(shared, interval=interval), interval))
+        if funding and funding.get("symbols"):
+            from crypto_lakehouse.rest.funding import run_api_funding
+
+            parts.append(_part(run_api_funding, funding, shared, None))
+        return run_shard_parts(parts, shard_report=shard_report, shard=shard, fatal=(HostStopped,))
+
+
+def _part(func, part: dict, common: dict, interval: str | None):
+    from crypto_lakehouse.shards import ShardPart
+
+    return ShardPart(
+        func,
+        part["symbols"],
+        part["symbol_paths"],
+        part.get("symbol_values"),
+        common,
+        label=f"klines-{interval}" if interval else "funding",
+    )

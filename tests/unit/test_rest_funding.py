@@ -275,3 +275,92 @@ def test_a_ban_stops_the_remaining_symbols_of_the_shard(emulator, tmp_path):
         "not_run",
     ]
     assert rest.counters("um")["requests/fundingRate"] == 2  # nothing sent after the ban
+
+
+def _host_shard_args(tmp, url, symbols):
+    reports = tmp / "reports"
+    return dict(
+        shard=0,
+        shard_report=str(reports / "shards/0.json"),
+        klines={
+            "symbols": symbols,
+            "symbol_paths": {"report_path": str(reports / "klines-1m")},
+            "symbol_values": {"parse_report": {s: str(tmp / "parse.json") for s in symbols}},
+        },
+        funding={
+            "symbols": symbols,
+            "symbol_paths": {"report_path": str(reports / "funding")},
+            "symbol_values": {"parse_report": {s: None for s in symbols}},
+        },
+        interval="1m",
+        trade_type="um_futures",
+        data_dir=str(tmp),
+        api_url=url,
+        end_date=None,
+        exchange_info_path=None,
+        backoff_base_s=0.01,
+    )
+
+
+def _rest_with_klines_and_funding(symbols):
+    rest = RestEmulator(now_ms=(D + 2) * DAY + HOUR)
+    for i, symbol in enumerate(symbols):
+        rest.add_synthetic_klines("um", symbol, start_ms=D * DAY, seed=i)
+        rest.add_synthetic_funding(
+            "um", symbol, start_ms=D * DAY, end_ms=(D + 2) * DAY, seed=i, every_h=8
+        )
+    return rest
+
+
+def test_rest_shard_job_fills_klines_then_funding_in_one_report(emulator, tmp_path):
+    from crypto_lakehouse.rest.host import run_host_shard
+
+    symbols = ["AUSDT", "BUSDT"]
+    rest = _rest_with_klines_and_funding(symbols)
+    emu = emulator(rest=rest)
+    write_json(tmp_path / "parse.json", {})
+    for symbol in symbols:
+        write_first_kline(tmp_path, symbol, "um_futures", D * DAY)
+    shard = run_host_shard(**_host_shard_args(tmp_path, emu.base_url, symbols))
+    assert shard["failed"] == []
+    assert sorted(shard["symbols"]) == [
+        "funding/AUSDT",
+        "funding/BUSDT",
+        "klines-1m/AUSDT",
+        "klines-1m/BUSDT",
+    ]
+    for symbol in symbols:
+        # day D holds one archived row: D and D+1 are fetched (D+2 is not over at now)
+        api_dir = layout.api_klines_dir(tmp_path, "um_futures", symbol, "1m")
+        assert sorted(p.name for p in api_dir.glob("*.pqt")) == [
+            f"{day_iso(d).replace('-', '')}.pqt" for d in (D, D + 1)
+        ]
+        expected = served_times(rest, "um", symbol, D * DAY, (D + 2) * DAY)
+        got = stored(tmp_path, symbol)["funding_time"].cast(pa.int64()).to_pylist()
+        assert got == expected and len(expected) == 6
+        for part in ("klines-1m", "funding"):
+            assert (tmp_path / f"reports/{part}/{symbol}.json").exists()
+    written = json.loads((tmp_path / "reports/shards/0.json").read_text())
+    assert written["symbols"]["funding/BUSDT"]["report"].endswith("reports/funding/BUSDT.json")
+
+
+def test_a_ban_in_the_klines_part_stops_the_funding_part_too(emulator, tmp_path):
+    from crypto_lakehouse.rest.host import run_host_shard
+    from crypto_lakehouse.shards import ShardFailed
+
+    symbols = ["AUSDT", "BUSDT"]
+    rest = _rest_with_klines_and_funding(symbols)
+    rest.inject(418, market="um", path="/klines", retry_after=30)
+    emu = emulator(rest=rest)
+    write_json(tmp_path / "parse.json", {})
+    for symbol in symbols:
+        write_first_kline(tmp_path, symbol, "um_futures", D * DAY)
+    with pytest.raises(ShardFailed, match="4 of 4 symbols failed"):
+        run_host_shard(**_host_shard_args(tmp_path, emu.base_url, symbols))
+    shard = json.loads((tmp_path / "reports/shards/0.json").read_text())
+    assert shard["symbols"]["klines-1m/AUSDT"]["status"] == "failed"
+    assert [shard["symbols"][k]["status"] for k in ("funding/AUSDT", "funding/BUSDT")] == [
+        "not_run",
+        "not_run",
+    ]
+    assert rest.counters("um").get("requests/fundingRate", 0) == 0

@@ -7,7 +7,13 @@ import zlib
 
 import pytest
 
-from crypto_lakehouse.shards import ShardFailed, group_by_shard, run_shard, shard_of
+from crypto_lakehouse.shards import (
+    ShardFailed,
+    auto_shard_count,
+    group_by_shard,
+    run_shard,
+    shard_of,
+)
 from crypto_lakehouse.summary import summarize
 
 
@@ -29,6 +35,19 @@ def test_adding_a_symbol_moves_no_other_symbol():
     # empty shards are left out, every symbol is in exactly one shard
     assert sorted(s for syms in after.values() for s in syms) == sorted([*names, "NEWUSDT"])
     assert all(after.values())
+
+
+def test_auto_shard_count_is_the_smallest_power_of_two_covering_32_symbols_each():
+    # Independent expectation: the smallest 2**k with 2**k * 32 >= symbols (k >= 0).
+    for symbols in (0, 1, 13, 32, 33, 64, 65, 300, 2700):
+        k = 0
+        while 2**k * 32 < symbols:
+            k += 1
+        assert auto_shard_count(symbols) == 2**k, symbols
+    assert auto_shard_count(2700) == 128  # the full spot universe: ~21 symbols per job
+    assert auto_shard_count(10, per_shard=3) == 4
+    with pytest.raises(ValueError):
+        auto_shard_count(10, per_shard=0)
 
 
 def _entry(calls, fail=(), fatal=None):

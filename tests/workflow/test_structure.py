@@ -67,33 +67,58 @@ def _write_small_listing(data):
     return spot, um, um_funding, cm
 
 
-@pytest.mark.parametrize("shards", [1, 4])
+@pytest.mark.parametrize("shards", [1, 4, "auto"])
 def test_dry_run_plans_one_job_per_shard_and_stage(tmp_path, shards):
     data = tmp_path / "d"
     spot, um, um_funding, cm = _write_small_listing(data)
     proc = run_snakemake(tmp_path, "-n", config={"data_dir": str(data), "shards": shards})
     counts = job_counts(proc.stdout)
+    # "auto": one shard per trade type up to 32 listed kline symbols (docs/shards.md).
+    count = 1 if shards == "auto" else shards
 
     def n(symbols):
-        return len(_shards(symbols, shards))
+        return len(_shards(symbols, count))
 
     kline_shards = n(spot) + n(um) + n(cm)
-    if shards == 1:
+    if count == 1:
         assert kline_shards == 3  # one job per trade type
     else:
         assert kline_shards > 3  # the five spot symbols do not all share one shard
     assert counts["aws_download_shard"] == kline_shards + n(um_funding) + n(cm)
     assert counts["aws_parse_klines"] == kline_shards
     assert counts["aws_parse_funding"] == n(um_funding) + n(cm)
-    assert counts["api_download_klines"] == kline_shards
-    # Q5: funding for the union of kline and archived-funding symbols.
-    assert counts["api_download_funding"] == n(set(um) | set(um_funding)) + n(cm)
+    # One REST job per (trade type, shard) for klines and funding; Q5: the futures shards
+    # of the union of kline and archived-funding symbols.
+    assert counts["api_download_shard"] == n(spot) + n(set(um) | set(um_funding)) + n(cm)
     assert counts["gen_kline_shard"] == kline_shards
     assert counts["resample_shard"] == kline_shards
     assert counts["features_shard"] == kline_shards
     assert counts["exchange_info"] == 3
     assert counts["summarize"] == 18
     assert "list_archive" not in counts  # indexes exist: no re-listing in the same day
+
+
+def test_auto_shards_split_a_trade_type_past_32_symbols(tmp_path):
+    data = tmp_path / "d"
+    spot = [f"S{i:02d}USDT" for i in range(40)]  # 40 symbols: 2 shards (power of two >= 40/32)
+    write_listing_index(data, "spot", "klines-1m", spot)
+    proc = run_snakemake(
+        tmp_path,
+        "-n",
+        "-p",
+        "aws_parse",
+        config={"data_dir": str(data), "shards": "auto", "trade_types": ["spot"]},
+    )
+    jobs = [
+        json.loads(shlex.split(line)[4])
+        for line in proc.stdout.splitlines()
+        if line.startswith("Shell command:") and "aws_parse_klines.py" in line
+    ]
+    expected = {}
+    for s in spot:
+        expected.setdefault(zlib.crc32(s.encode()) % 2, []).append(s)
+    assert len(expected) == 2
+    assert {j["shard"]: j["symbols"] for j in jobs} == expected
 
 
 def test_shard_job_gets_its_symbols_and_their_paths(tmp_path):

@@ -1,0 +1,10 @@
+"""Rule `api_download_shard`: crypto_lakehouse.rest.host.run_host_shard (the REST klines and
+funding of one shard of symbols through one client of the host).
+
+Usage (by the rule's shell command): python scripts/api_download_shard.py JOB_JSON LOG_FILE
+"""
+
+from crypto_lakehouse.rest.host import run_host_shard
+from crypto_lakehouse.smk import run_job
+
+run_job(run_host_shard)
