@@ -4,6 +4,7 @@ Run by hand (not in CI)::
 
     python benchmarks/bench_aws_download.py [--symbols 20] [--days 100] [--latency 0.02]
         [--concurrency 32] [--jobs 1 | --mode sequential|cores2] [--work DIR]
+        [--fsync on|off|both]
 
 What it does:
 
@@ -29,6 +30,10 @@ What it does:
 6. Prints files/s (zips + CHECKSUMs), MB/s and CPU per file (user + system, of this process
    and its reaped children: the pool workers or aria2c, never the emulator) for both, and
    the ratio.
+
+``--fsync`` is the config's ``storage.fsync`` for our downloader (default ``on``, as the
+pipeline); ``both`` times ours with it on, then off, into fresh data dirs, and prints the
+ratio (the cost of durable writes on the ``--work`` disk).
 
 Reading the figures: on a 2-core machine client and emulator share the cores, and both
 clients write every file to ``--work``. aria2 fsyncs each file and its control file, so on a
@@ -58,7 +63,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "emulator"))  # the emulator distribution, not installed
 
-from crypto_lakehouse import layout  # noqa: E402
+from crypto_lakehouse import io, layout  # noqa: E402
 from crypto_lakehouse.archive.listing import run_listing  # noqa: E402
 from crypto_lakehouse.archive.sync import run_sync  # noqa: E402
 
@@ -115,7 +120,8 @@ def start_emulator(mirror: Path, latency: float) -> tuple[subprocess.Popen, str]
 
 
 def _sync_symbol(args: tuple) -> dict:
-    symbol, details_dir, data_dir, base_url, concurrency = args
+    symbol, details_dir, data_dir, base_url, concurrency, fsync = args
+    io.configure(fsync=fsync)
     return run_sync(
         trade_type="spot", dataset="klines", interval="1m", symbol=symbol,
         details_path=Path(details_dir) / f"{symbol}.json", data_dir=data_dir,
@@ -135,9 +141,9 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def time_ours(symbols, details_dir, data_dir, base_url, concurrency, n_jobs):
+def time_ours(symbols, details_dir, data_dir, base_url, concurrency, n_jobs, fsync=True):
     """``(wall s, CPU s, bytes)``."""
-    jobs = [(s, str(details_dir), str(data_dir), base_url, concurrency) for s in symbols]
+    jobs = [(s, str(details_dir), str(data_dir), base_url, concurrency, fsync) for s in symbols]
     c0 = cpu_seconds()
     t0 = time.perf_counter()
     if n_jobs == 1:
@@ -203,6 +209,9 @@ def main(argv=None) -> int:
     p.add_argument("--mode", choices=("sequential", "cores2"), help="--jobs 1 or 2")
     p.add_argument("--jobs", type=int, help="download jobs at a time (default 1)")
     p.add_argument("--work", type=Path, default=Path("/tmp/bench_aws_download"))
+    p.add_argument(
+        "--fsync", choices=("on", "off", "both"), default="on", help="storage.fsync of ours"
+    )
     args = p.parse_args(argv)
     if args.jobs is None:
         args.jobs = 2 if args.mode == "cores2" else 1
@@ -230,13 +239,18 @@ def main(argv=None) -> int:
             keys += [e["key"] for e in details if e["key"].endswith(".zip")]
         assert len(keys) == n_zips, (len(keys), n_zips)
 
-        data_dir = work / "ours"
-        shutil.rmtree(data_dir, ignore_errors=True)
-        ours_s, ours_cpu, ours_bytes = time_ours(
-            symbols, listing_dir / "klines-1m", data_dir, base_url, args.concurrency, args.jobs
-        )
-        n_verified = len(list((data_dir / "aws_data").rglob("*.zip.verified")))
-        assert n_verified == n_zips, f"only {n_verified} of {n_zips} verified"
+        fsync_modes = {"on": [True], "off": [False], "both": [True, False]}[args.fsync]
+        ours = {}
+        for fsync in fsync_modes:
+            data_dir = work / "ours"
+            shutil.rmtree(data_dir, ignore_errors=True)
+            ours[fsync] = time_ours(
+                symbols, listing_dir / "klines-1m", data_dir, base_url, args.concurrency,
+                args.jobs, fsync,
+            )  # fmt: skip
+            n_verified = len(list((data_dir / "aws_data").rglob("*.zip.verified")))
+            assert n_verified == n_zips, f"only {n_verified} of {n_zips} verified"
+        ours_s, ours_cpu, ours_bytes = ours[fsync_modes[0]]
 
         aria_dir = work / "aria2"
         shutil.rmtree(aria_dir, ignore_errors=True)
@@ -259,7 +273,10 @@ def main(argv=None) -> int:
         f"CHECKSUMs; latency {args.latency * 1000:.0f} ms/request; ours: {args.jobs} job(s) at a time, "
         f"{args.concurrency} requests in flight per job"
     )
-    line("run_sync (download + SHA-256)", ours_s, ours_cpu, n_files, ours_bytes)
+    for fsync, (s_, cpu_, bytes_) in ours.items():
+        line(f"run_sync (+SHA-256), fsync {'on' if fsync else 'off'}", s_, cpu_, n_files, bytes_)
+    if len(ours) == 2:
+        print(f"ratio files/s fsync on / off: {ours[False][0] / ours[True][0]:.2f}")
     line("aria2c -j32 -x4 (no verification)", aria_s, aria_cpu, n_aria, aria_bytes)
     line(
         "  + legacy verify (2 processes)",

@@ -4,6 +4,15 @@ A file is written to a temporary sibling and renamed into place, so a run killed
 moment leaves either the old file or the new one, never a half-written file that a later
 run could mistake for complete. Temporary names start with ``.tmp-`` and end with ``.part``
 so that globs such as ``*.pqt`` or ``*.zip`` never pick them up.
+
+Durability (config ``storage.fsync``, on by default): a rename is atomic but not durable.
+After an OS crash or a power loss the journal may hold the new name while the data blocks
+were never written, so a ``.verified`` marker or a state record written next could vouch
+for an empty or truncated file. Each commit therefore fsyncs the file, renames it, then
+fsyncs the directory (the rename itself), and only then returns: anything written after it
+(markers, reports, state) refers to a file that is on the disk. A job sets the switch once
+per process (:func:`configure`, from ``crypto_lakehouse.smk.run_job``); scratch data dirs on
+tmpfs may turn it off.
 """
 
 from __future__ import annotations
@@ -25,6 +34,44 @@ if TYPE_CHECKING:
 # mkdir per file (a failing syscall plus a stat) was a visible share of its CPU time.
 _KNOWN_DIRS: set[str] = set()
 _TMP_COUNTER = itertools.count()
+
+# storage.fsync: set once per process by configure() (a job's entry point).
+_FSYNC = True
+
+
+def configure(*, fsync: bool = True) -> None:
+    """Set this process's durability switch (``storage.fsync`` of the config)."""
+    global _FSYNC
+    _FSYNC = bool(fsync)
+
+
+def fsync_enabled() -> bool:
+    return _FSYNC
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make the latest renames/creations in ``folder`` durable (no-op when fsync is off)."""
+    if not _FSYNC:
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_temp(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished, closed temporary file onto ``path`` durably: fsync its content,
+    rename, fsync the directory. For writers that hold a temp *path* (``new_temp_path``:
+    streamed Parquet); ``atomic_file`` does the same with its open descriptor."""
+    if _FSYNC:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
 
 
 def _ensure_dir(folder: Path) -> None:
@@ -77,9 +124,13 @@ def atomic_file(path: str | Path) -> Iterator[tuple[int, Path]]:
     try:
         try:
             yield fd, tmp_path
+            if _FSYNC:
+                # The same inode as tmp_path, also when the caller wrote through the path.
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -142,7 +193,8 @@ def touch(path: str | Path) -> None:
     """Create an empty marker file (e.g. the legacy ``<zip>.verified``).
 
     Creating an empty file is atomic in itself (there is no content to be half-written),
-    so no temporary file is needed.
+    so no temporary file is needed. It is not fsynced: a marker lost in a crash only makes
+    the next run check its file again, and the file it vouches for was made durable before.
     """
     path = Path(path)
     _ensure_dir(path.parent)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +180,7 @@ def parse_tick_zip(
                 done.append((tmp, target))
             writers.clear()
             for tmp, target in done:
-                os.replace(tmp, target)
+                io.commit_temp(tmp, target)
             done.clear()
         finally:
             for writer, tmp, _ in writers.values():
