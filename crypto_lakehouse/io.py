@@ -216,6 +216,12 @@ def write_parquet(
     ``write_options`` go to ``pyarrow.parquet.write_table`` (e.g. ``use_dictionary=False``
     for high-cardinality float data, where dictionary pages only cost time and space).
     """
+    with atomic_path(path) as tmp:
+        write_parquet_to(tmp, table, metadata, **write_options)
+
+
+def write_parquet_to(where, table: pa.Table, metadata=None, **write_options) -> None:
+    """Write Parquet (zstd) straight to ``where`` (a temporary path of a staged write)."""
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
@@ -224,9 +230,7 @@ def write_parquet(
     # numpy and its BLAS threads) costs ~120 ms per job start.
     import pyarrow.parquet as pq
 
-    options = {"compression": "zstd", **write_options}
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **options)
+    pq.write_table(table, where, **{"compression": "zstd", **write_options})
 
 
 TEMP_GLOB = ".tmp-*.part"
