@@ -74,6 +74,14 @@ def commit_temp(tmp: str | Path, path: str | Path) -> None:
     fsync_dir(Path(path).parent)
 
 
+def local_path(path: str | Path) -> Path:
+    """``path`` as a local Path; an S3 path (``s3://``, or pathlib's ``s3:/``) is refused:
+    it must go through crypto_lakehouse.storage, never become a local folder named s3:."""
+    if str(path).startswith("s3:/"):
+        raise ValueError(f"{path}: an S3 path; use crypto_lakehouse.storage")
+    return Path(path)
+
+
 def _ensure_dir(folder: Path) -> None:
     key = str(folder)
     if key not in _KNOWN_DIRS:
@@ -103,7 +111,7 @@ def _temp_sibling(path: Path) -> tuple[Path, int]:
 def new_temp_path(path: str | Path) -> Path:
     """A fresh empty temporary file beside ``path`` (the name ``remove_stale_temps`` knows),
     for writers that need a path (streamed Parquet); the caller renames or removes it."""
-    path = Path(path)
+    path = local_path(path)
     _ensure_dir(path.parent)
     tmp, fd = _temp_sibling(path)
     os.close(fd)
@@ -118,7 +126,7 @@ def atomic_file(path: str | Path) -> Iterator[tuple[int, Path]]:
     On any exception the temporary file is removed and the target is left untouched (the
     caller may also move the temporary file away itself before raising).
     """
-    path = Path(path)
+    path = local_path(path)
     _ensure_dir(path.parent)
     tmp_path, fd = _temp_sibling(path)
     try:
@@ -175,7 +183,7 @@ def write_json_if_changed(path: str | Path, obj: Any) -> bool:
     Returns True when the file was (re)written.
     """
     text = json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
-    path = Path(path)
+    path = local_path(path)
     if path.exists() and path.read_text() == text:
         return False
     write_text(path, text)
@@ -183,7 +191,7 @@ def write_json_if_changed(path: str | Path, obj: Any) -> bool:
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:
-    path = Path(path)
+    path = local_path(path)
     if not path.exists():
         return default
     return json.loads(path.read_text())
@@ -196,7 +204,7 @@ def touch(path: str | Path) -> None:
     so no temporary file is needed. It is not fsynced: a marker lost in a crash only makes
     the next run check its file again, and the file it vouches for was made durable before.
     """
-    path = Path(path)
+    path = local_path(path)
     _ensure_dir(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)

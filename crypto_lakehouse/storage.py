@@ -210,23 +210,36 @@ def size(path) -> int | None:
 
 
 def open_input(path):
-    """A random-access readable pyarrow file (Parquet, zip), or FileNotFoundError."""
-    fs, inner = filesystem(path)
+    """A readable, seekable binary file (``with``-closable) or FileNotFoundError.
+
+    Local: the file itself. S3: the whole object, fetched in one GET (archives are read
+    whole anyway, and a zip read through ranged GETs costs one round trip per seek)."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return open(p, "rb")  # noqa: SIM115 (the caller closes it)
+    import io as pyio
+
+    return pyio.BytesIO(read_bytes(p))
+
+
+def _open_object(p: ObjectPath):
+    """A random-access pyarrow file on an object (ranged GETs: Parquet column chunks)."""
+    fs, inner = filesystem(p)
     try:
         return fs.open_input_file(inner)
     except FileNotFoundError:
-        raise
+        raise FileNotFoundError(f"{p}: no such object") from None
     except OSError as exc:
         if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-            raise FileNotFoundError(f"{uri(path)}: no such file") from None
-        raise StorageError(f"{uri(path)}: {exc}") from exc
+            raise FileNotFoundError(f"{p}: no such object") from None
+        raise StorageError(f"{p}: {exc}") from exc
 
 
 def read_bytes(path) -> bytes:
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         return p.read_bytes()
-    with open_input(p) as f:
+    with _open_object(p) as f:
         return f.read()
 
 
@@ -242,13 +255,24 @@ def read_json(path, default: Any = None) -> Any:
 
 
 def read_parquet(path, **options) -> pa.Table:
+    """A whole Parquet file (``pq.ParquetFile(...).read(**options)``: columns=...)."""
     import pyarrow.parquet as pq
 
     p = data_path(path)
     if not isinstance(p, ObjectPath):
-        return pq.read_table(p, **options)
-    fs, inner = filesystem(p)
-    return pq.read_table(inner, filesystem=fs, **options)
+        return pq.ParquetFile(p).read(**options)
+    with _open_object(p) as f:
+        return pq.ParquetFile(f).read(**options)
+
+
+def sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open_input(path) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
@@ -276,6 +300,41 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
             continue
         out.append(base / rel)
     return sorted(out, key=str)
+
+
+def file_names(directory) -> set[str]:
+    """Names of the files directly in ``directory`` (none when absent): one listing where a
+    caller would otherwise test files one by one."""
+    p = data_path(directory)
+    if not isinstance(p, ObjectPath):
+        try:
+            return set(os.listdir(p))
+        except OSError:
+            return set()
+    return {f.name for f in list_files(p, recursive=False)}
+
+
+def is_dir(path) -> bool:
+    """A local folder, or an S3 prefix with at least one object below it."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return p.is_dir()
+    return bool(list_files(p))
+
+
+def remove_stale_temps(directory) -> int:
+    """io.remove_stale_temps for a local folder; S3 never holds temporary objects (writes
+    are staged locally), so there is nothing to remove there."""
+    p = data_path(directory)
+    if isinstance(p, ObjectPath) or not p.is_dir():
+        return 0
+    return io.remove_stale_temps(p)
+
+
+def remove_stale_temps_of(path) -> int:
+    """io.remove_stale_temps_of for a local file (nothing to do on S3)."""
+    p = data_path(path)
+    return 0 if isinstance(p, ObjectPath) else io.remove_stale_temps_of(p)
 
 
 # ------------------------------------------------------------------ writes

@@ -229,3 +229,21 @@ def test_job_settings_select_the_endpoint(seaweed, s3_root):
     storage.configure(seaweed.storage_settings)
     storage.write_bytes(f"{s3_root}/x", b"x")
     assert json.loads(json.dumps(storage.settings()))["endpoint_url"] == seaweed.endpoint_url
+
+
+def test_local_writers_refuse_s3_paths_instead_of_making_a_local_folder(tmp_path, monkeypatch):
+    """A call site that bypasses the seam with an S3 path fails loudly (no ./s3:/ folder)."""
+    from crypto_lakehouse import io
+
+    monkeypatch.chdir(tmp_path)
+    p = storage.data_path("s3://bkt/pre") / "lakehouse" / "state.json"
+    for call in (
+        lambda: io.write_json(p, {}),
+        lambda: io.read_json(p),
+        lambda: io.touch(p),
+        lambda: io.write_bytes(str(p), b""),
+        lambda: io.new_temp_path(p),
+    ):
+        with pytest.raises(ValueError, match="storage"):
+            call()
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,97 @@
+"""Stages on the storage seam: the same job on a local data dir and on an s3:// data dir
+(SeaweedFS) gives the same tables and records; nothing of an S3 run lands on local disk
+except the job's report and stats (Snakemake's outputs, local to the run directory)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import layout, storage
+from crypto_lakehouse.io import read_json
+from crypto_lakehouse.parse.klines import run_parse_klines
+from tests.conftest import FIXTURES
+
+REAL_SPOT = FIXTURES / "real" / "spot"
+DAYS = ("2020-01-01", "2020-01-02", "2020-01-03")
+
+
+def _archives() -> dict[str, bytes]:
+    """Three real spot days, and day 4: a copy of day 1 under day 4's name (its times are
+    not day 4's: the parser quarantines it)."""
+    out = {
+        layout.daily_kline_key("spot", "BTCUSDT", "1m", d): (
+            REAL_SPOT / f"BTCUSDT-1m-{d}.zip"
+        ).read_bytes()
+        for d in DAYS
+    }
+    out[layout.daily_kline_key("spot", "BTCUSDT", "1m", "2020-01-04")] = (
+        REAL_SPOT / "BTCUSDT-1m-2020-01-01.zip"
+    ).read_bytes()
+    return out
+
+
+def _put_archives(data_dir, archives: dict[str, bytes]) -> dict:
+    """Zip, CHECKSUM and .verified of each archive below data_dir (any store); the
+    download report of them."""
+    files = {}
+    for key, body in archives.items():
+        path = layout.aws_path(data_dir, key)
+        digest = hashlib.sha256(body).hexdigest()
+        storage.write_bytes(path, body)
+        storage.write_text(path.with_name(path.name + ".CHECKSUM"), f"{digest}  {path.name}\n")
+        storage.touch(layout.verified_marker(path))
+        files[key] = {"size": len(body), "last_modified": "2024-01-01", "sha256": digest}
+    return {"trade_type": "spot", "dataset": "klines-1m", "symbol": "BTCUSDT",
+            "files": files, "quarantined": {}}  # fmt: skip
+
+
+def _parse(data_dir, report: dict, out: Path) -> tuple[dict, dict]:
+    stats = run_parse_klines(
+        trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=data_dir,
+        download_report=report, report_path=out / "report.json", stats_path=out / "stats.json",
+    )  # fmt: skip
+    return stats, read_json(out / "report.json")
+
+
+def _relative_files(data_dir) -> dict[str, object]:
+    base = str(storage.data_path(data_dir))
+    return {str(p)[len(base) + 1 :]: p for p in storage.list_files(data_dir)}
+
+
+def test_parse_on_s3_equals_parse_on_local_disk(tmp_path, s3_root, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a path that escaped the seam would appear here as s3:/…
+    local = tmp_path / "local"
+    archives = _archives()
+    report_local = _put_archives(local, archives)
+    report_s3 = _put_archives(s3_root, archives)
+    assert report_s3 == report_local
+
+    stats_l, rep_l = _parse(local, report_local, tmp_path / "out-local")
+    stats_s, rep_s = _parse(s3_root, report_s3, tmp_path / "out-s3")
+
+    bad = layout.daily_kline_key("spot", "BTCUSDT", "1m", "2020-01-04")
+    assert stats_l["files_parsed"] == 3 and list(rep_l["quarantined"]) == [bad]
+    assert rep_s == rep_l
+    for key in ("files_parsed", "files_quarantined", "quarantined", "partitions_written"):
+        assert stats_s[key] == stats_l[key], key
+
+    # The same files exist in both stores, with the same tables and records.
+    files_l, files_s = _relative_files(local), _relative_files(s3_root)
+    assert sorted(files_s) == sorted(files_l)
+    assert "parsed_data/spot/klines/BTCUSDT/1m/202001.pqt" in files_s
+    assert f"lakehouse/quarantine/{bad}.reason" in files_s and f"aws_data/{bad}" not in files_s
+    for rel in files_l:
+        if rel.endswith(".pqt"):
+            assert storage.read_parquet(files_s[rel]).equals(pq.read_table(files_l[rel])), rel
+        else:
+            assert storage.read_bytes(files_s[rel]) == files_l[rel].read_bytes(), rel
+    assert not any(p.name.startswith("s3:") for p in tmp_path.iterdir())
+    assert sorted(os.listdir(tmp_path / "out-s3")) == ["report.json", "stats.json"]
+
+    # Rerun on S3: the state record on S3 says everything is done.
+    again, _ = _parse(s3_root, report_s3, tmp_path / "out-s3")
+    assert again["files_parsed"] == 0 and again["partitions_written"] == 0
