@@ -209,6 +209,35 @@ def size(path) -> int | None:
     return info.size if info.type == pafs.FileType.File else None
 
 
+def stat(path) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, None when there is none."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_size, st.st_mtime_ns
+    import pyarrow.fs as pafs
+
+    fs, inner = filesystem(p)
+    info = fs.get_file_info(inner)
+    if info.type != pafs.FileType.File:
+        return None
+    return info.size, info.mtime_ns or 0
+
+
+def parquet_metadata(path):
+    """The footer of a Parquet file (row count, row groups) without reading its data."""
+    import pyarrow.parquet as pq
+
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return pq.ParquetFile(p).metadata
+    with _open_object(p) as f:
+        return pq.ParquetFile(f).metadata
+
+
 def open_input(path):
     """A readable, seekable binary file (``with``-closable) or FileNotFoundError.
 
@@ -329,6 +358,15 @@ def remove_stale_temps(directory) -> int:
     if isinstance(p, ObjectPath) or not p.is_dir():
         return 0
     return io.remove_stale_temps(p)
+
+
+def temp_files(directory) -> list[Path]:
+    """Temporary files (``io.TEMP_GLOB``) a killed writer left in a local folder; none on
+    S3, where nothing is written before it is complete."""
+    p = data_path(directory)
+    if isinstance(p, ObjectPath) or not p.is_dir():
+        return []
+    return sorted(p.glob(io.TEMP_GLOB))
 
 
 def remove_stale_temps_of(path) -> int:

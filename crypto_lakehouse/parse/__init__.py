@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crypto_lakehouse import io, layout, storage
+from crypto_lakehouse import layout, storage
 
 log = logging.getLogger(__name__)
 
