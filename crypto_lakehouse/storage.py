@@ -238,6 +238,16 @@ def parquet_metadata(path):
         return pq.ParquetFile(f).metadata
 
 
+def parquet_file(path):
+    """A ``pq.ParquetFile`` (row groups read one at a time); on S3 over ranged GETs."""
+    import pyarrow.parquet as pq
+
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return pq.ParquetFile(p)
+    return pq.ParquetFile(_open_object(p))
+
+
 def open_input(path):
     """A readable, seekable binary file (``with``-closable) or FileNotFoundError.
 
@@ -341,6 +351,22 @@ def file_names(directory) -> set[str]:
         except OSError:
             return set()
     return {f.name for f in list_files(p, recursive=False)}
+
+
+def subdirs(directory, depth: int = 1) -> list:
+    """Folders exactly ``depth`` levels below ``directory`` (sorted; on S3 the prefixes
+    that hold objects)."""
+    p = data_path(directory)
+    if not isinstance(p, ObjectPath):
+        if not p.is_dir():
+            return []
+        return sorted(d for d in p.glob("/".join(["*"] * depth)) if d.is_dir())
+    found = set()
+    for f in list_files(p):
+        parts = f.relative_to(p).parts
+        if len(parts) > depth:
+            found.add(p.joinpath(*parts[:depth]))
+    return sorted(found, key=str)
 
 
 def is_dir(path) -> bool:
