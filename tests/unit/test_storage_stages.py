@@ -132,9 +132,10 @@ def test_gen_kline_on_s3_equals_gen_kline_on_local_disk(tmp_path, s3_root, monke
     assert not any(p.name.startswith("s3:") for p in tmp_path.iterdir())
 
 
-def test_resample_on_s3_equals_resample_on_local_disk(tmp_path, s3_root, monkeypatch):
-    """Parse, gen_kline, then resample to 1h at offsets 0m and 30m on both stores."""
-    from crypto_lakehouse.jobs import run_resample_rule
+def test_resample_and_features_on_s3_equal_local_disk(tmp_path, s3_root, monkeypatch):
+    """Parse, gen_kline, resample to 1h at offsets 0m and 30m, then features (one EMA, one
+    microstructure window) on both stores."""
+    from crypto_lakehouse.jobs import run_features_rule, run_resample_rule
 
     monkeypatch.chdir(tmp_path)
     archives = _archives()
@@ -149,6 +150,25 @@ def test_resample_on_s3_equals_resample_on_local_disk(tmp_path, s3_root, monkeyp
             targets=[{"interval": "1h", "offset_step": "30m"}], aggregations={},
         )  # fmt: skip
         reports[out.name] = read_json(out / "res.json")
+        run_features_rule(
+            symbol="BTCUSDT", gen_report=str(out / "gen.json"),
+            resample_report=str(out / "res.json"), report_path=str(out / "feat.json"),
+            stats_path=str(out / "feat-stats.json"), trade_type="spot", interval="1m",
+            data_dir=root, indicators=[{"name": "EMA", "timeperiod": 5}], windows=[10],
+        )  # fmt: skip
+        reports["features-" + out.name] = read_json(out / "feat.json")
+    assert reports["features-out-s"] == reports["features-out-l"]
+    feature_files = [
+        o["file"]
+        for section in reports["features-out-l"]["symbols"].values()
+        for o in section["outputs"]
+    ]
+    assert len(feature_files) == 3  # the 1m segment and the two resampled files
+    for rel in feature_files:
+        expected = pq.read_table(tmp_path / "local" / rel)
+        got = storage.read_parquet(storage.join(s3_root, rel))
+        # pandas' equals: NaN (an indicator's warm-up) equals NaN in the same place.
+        assert got.schema == expected.schema and got.to_pandas().equals(expected.to_pandas())
     assert reports["out-s"] == reports["out-l"]
     files = [o["file"] for o in reports["out-l"]["outputs"]]
     assert len(files) == 2 and all("/1h/" in f for f in files)
