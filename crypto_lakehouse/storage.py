@@ -156,10 +156,11 @@ def _s3() -> pafs.FileSystem:
                 opts["region"] = _SETTINGS["region"]
             elif endpoint:
                 opts["region"] = "us-east-1"  # self-hosted stores ignore it; avoids a lookup
-            opts["force_virtual_addressing"] = _SETTINGS["addressing_style"] == "virtual" and bool(
-                endpoint
-            )
-            _S3 = pafs.S3FileSystem(**opts)
+            virtual = _SETTINGS["addressing_style"] == "virtual"
+            opts["force_virtual_addressing"] = virtual and bool(endpoint)
+            # Delayed open: a small object is one PutObject at close instead of a multipart
+            # upload (three requests); errors still surface at the explicit close in _put.
+            _S3 = pafs.S3FileSystem(allow_delayed_open=True, **opts)
         return _S3
 
 
@@ -261,6 +262,14 @@ def open_input(path):
     return pyio.BytesIO(read_bytes(p))
 
 
+def size_of_open(source) -> int:
+    """Size of a file returned by :func:`open_input` (no second request on S3)."""
+    here = source.tell()
+    end = source.seek(0, 2)
+    source.seek(here)
+    return end
+
+
 def _open_object(p: ObjectPath):
     """A random-access pyarrow file on an object (ranged GETs: Parquet column chunks)."""
     fs, inner = filesystem(p)
@@ -278,8 +287,79 @@ def read_bytes(path) -> bytes:
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         return p.read_bytes()
-    with _open_object(p) as f:
-        return f.read()
+    ahead = _READ_AHEAD.get(str(p)) if _READ_AHEAD is not None else None
+    if ahead is not None:
+        return ahead
+    return _get(p)
+
+
+def _get(p: ObjectPath) -> bytes:
+    fs, inner = filesystem(p)
+    try:
+        with fs.open_input_stream(inner) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such object") from None
+    except OSError as exc:
+        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            raise FileNotFoundError(f"{p}: no such object") from None
+        raise StorageError(f"{p}: {exc}") from exc
+
+
+class _ReadAhead:
+    """Objects a job is about to read in order, fetched ``window`` at a time on threads:
+    on S3 each GET is a round trip, so reading one archive after the other would leave the
+    parse waiting on the network most of the time. Memory: ``window`` objects at most."""
+
+    def __init__(self, paths: list[ObjectPath], window: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pending = [str(p) for p in paths]
+        self.by_key = {str(p): p for p in paths}
+        self.futures: dict = {}
+        self.pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="read-ahead")
+        self.window = window
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.pending and len(self.futures) < self.window:
+            key = self.pending.pop(0)
+            self.futures[key] = self.pool.submit(_get, self.by_key[key])
+
+    def get(self, key: str) -> bytes | None:
+        future = self.futures.pop(key, None)
+        if future is None:
+            return None
+        self._fill()
+        try:
+            return future.result()
+        except OSError:
+            return None  # read again by the caller: the same error, raised in its place
+
+    def close(self) -> None:
+        for future in self.futures.values():
+            future.cancel()
+        self.pool.shutdown(wait=True)
+
+
+_READ_AHEAD: _ReadAhead | None = None
+
+
+@contextlib.contextmanager
+def read_ahead(paths, window: int = 8) -> Iterator[None]:
+    """Within the block, S3 objects of ``paths`` (read in that order, each once) are
+    fetched ``window`` at a time in the background; local paths need nothing."""
+    global _READ_AHEAD
+    remote = [data_path(p) for p in paths if is_remote(p)]
+    if not remote or _READ_AHEAD is not None:
+        yield
+        return
+    _READ_AHEAD = _ReadAhead(remote, window)
+    try:
+        yield
+    finally:
+        ahead, _READ_AHEAD = _READ_AHEAD, None
+        ahead.close()
 
 
 def read_text(path) -> str:

@@ -117,10 +117,8 @@ def read_zip_member(
     """
     # Read errors of the store (a missing file, S3 down) are not defects of the archive:
     # they propagate, only what the zip itself holds is checked below.
-    zip_size = storage.size(path)
-    if zip_size is None:
-        raise FileNotFoundError(f"{path}: no such archive")
     source = storage.open_input(path)
+    zip_size = storage.size_of_open(source)
     try:
         cap = limit.cap(zip_size)
         with source, zipfile.ZipFile(source) as zf:

@@ -436,7 +436,10 @@ class _KlineRun:
     def read_many(self, shas: dict[str, str]) -> dict[str, pa.Table | None]:
         """Validated archives by key; None for those found defective (now quarantined)."""
         items = [(k, layout.aws_path(self.data_dir, k), self.periods[k]) for k in sorted(shas)]
-        tables, defects, sizes = read_kline_archives(items, self.interval, self.timer, self.limit)
+        with storage.read_ahead([path for _, path, _ in items]):  # S3: GETs in parallel
+            tables, defects, sizes = read_kline_archives(
+                items, self.interval, self.timer, self.limit
+            )
         for key, reason in sorted(defects.items()):
             log.error("quarantined %s", reason)
             quarantine_archive(self.data_dir, key, reason)

@@ -247,3 +247,20 @@ def test_local_writers_refuse_s3_paths_instead_of_making_a_local_folder(tmp_path
         with pytest.raises(ValueError, match="storage"):
             call()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_ahead_gives_each_object_once_and_errors_in_place(s3_root):
+    paths = [storage.join(s3_root, f"z/{i}.zip") for i in range(20)]
+    for i, p in enumerate(paths):
+        storage.write_bytes(p, f"body {i}".encode())
+    missing = storage.join(s3_root, "z/missing.zip")
+    with storage.read_ahead([*paths[:10], missing, *paths[10:]], window=4):
+        assert storage.settings()["endpoint_url"]  # the S3 client of the test
+        got = [storage.read_bytes(p) for p in paths[:10]]
+        with pytest.raises(FileNotFoundError, match="missing.zip"):
+            storage.read_bytes(missing)
+        got += [storage.read_bytes(p) for p in paths[10:]]
+        # Read again inside the block: fetched anew (read-ahead holds each object once).
+        storage.write_bytes(paths[0], b"changed")
+        assert storage.read_bytes(paths[0]) == b"changed"
+    assert got == [f"body {i}".encode() for i in range(20)]
