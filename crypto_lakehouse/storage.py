@@ -536,6 +536,27 @@ def staged_path(path) -> Iterator[Path]:
         spool.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_file(path) -> Iterator[tuple[int, Path]]:
+    """``io.atomic_file`` for any store: yield ``(fd, local temporary path)``; on success
+    the content is published at ``path`` (local: durable rename; S3: one upload)."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        with io.atomic_file(p) as opened:
+            yield opened
+        return
+    spool = _spool_path()
+    fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            yield fd, spool
+        finally:
+            os.close(fd)
+        _upload(spool, p)
+    finally:
+        spool.unlink(missing_ok=True)
+
+
 def write_bytes(path, data: bytes) -> None:
     p = data_path(path)
     if not isinstance(p, ObjectPath):
@@ -622,8 +643,24 @@ def move(src, dst) -> None:
     try:
         fs.copy_file(inner_src, inner_dst)
         fs.delete_file(inner_src)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{s}: no such object") from None
     except OSError as exc:
+        if "NO_SUCH_KEY" in str(exc) or "does not exist" in str(exc):
+            raise FileNotFoundError(f"{s}: no such object") from None
         raise StorageError(f"{s} → {d}: move failed: {exc}") from exc
+
+
+def move_local_file(local: Path, dst) -> None:
+    """Put a local file (a defective download kept for inspection) at ``dst``: a rename
+    on a local data dir, an upload then removal of the local file on S3."""
+    d = data_path(dst)
+    if not isinstance(d, ObjectPath):
+        d.parent.mkdir(parents=True, exist_ok=True)
+        io.commit_temp(local, d)
+        return
+    _upload(Path(local), d)
+    Path(local).unlink(missing_ok=True)
 
 
 def ensure_parent(path) -> None:

@@ -81,6 +81,8 @@ def test_write_read_list_delete(root):
     assert storage.read_bytes(root / "q" / "x.bin") == b"abc" and not storage.exists(
         root / "a" / "x.bin"
     )
+    with pytest.raises(FileNotFoundError):
+        storage.move(root / "a" / "x.bin", root / "q" / "y.bin")  # moved away already
     storage.delete(root / "q" / "x.bin")
     storage.delete(root / "q" / "x.bin")  # missing_ok
     with pytest.raises(FileNotFoundError):

@@ -179,3 +179,60 @@ def test_resample_and_features_on_s3_equal_local_disk(tmp_path, s3_root, monkeyp
         assert storage.read_parquet(storage.join(s3_root, rel)).equals(expected), rel
     # 72 whole hours from 00:00; from 00:30, 71 whole windows (the edge halves are not kept).
     assert sorted(counts) == [71, 72]
+
+
+def test_download_on_s3_verifies_marks_quarantines_and_reruns_without_requests(
+    tmp_path, s3_root, emulator, monkeypatch
+):
+    """run_sync with an s3:// data dir against the emulator: zips, CHECKSUMs and markers
+    land as objects; a body that never matches its CHECKSUM is kept in the quarantine; a
+    second run makes no request; the parse then reads the archives from S3."""
+    from crypto_lakehouse_emulator import Faults
+
+    from crypto_lakehouse.archive import http
+    from crypto_lakehouse.archive.listing import run_listing
+    from crypto_lakehouse.archive.sync import run_sync
+
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.001)
+    monkeypatch.chdir(tmp_path)
+    mirror = FIXTURES / "legacy-v1-real" / "mirror"
+    folder = "data/spot/daily/klines/BTCUSDT/1m/"
+    keys = [f"{folder}BTCUSDT-1m-{d}.zip" for d in DAYS]
+    bad = keys[1]
+    emu = emulator(mirror_dir=mirror, faults=Faults(corrupt_always={bad}))
+    run_listing(
+        trade_type="spot", dataset="klines", interval="1m", symbols=["BTCUSDT"],
+        listing_url=emu.base_url, out_index=tmp_path / "listing" / "klines-1m.json",
+        details_dir=tmp_path / "listing" / "klines-1m", include_monthly=False,
+        concurrency=2, timeout_s=5, max_retries=2,
+    )  # fmt: skip
+
+    def sync():
+        return run_sync(
+            trade_type="spot", dataset="klines", interval="1m", symbol="BTCUSDT",
+            details_path=tmp_path / "listing" / "klines-1m" / "BTCUSDT.json",
+            data_dir=s3_root, archive_url=emu.base_url, start_date="2020-01-01",
+            end_date="2020-01-03", use_monthly_klines=False, concurrency=4, max_retries=1,
+            timeout_s=5, report_path=tmp_path / "dl.json", stats_path=tmp_path / "dl-s.json",
+        )  # fmt: skip
+
+    stats = sync()
+    assert stats["files_done"] == 2 and stats["files_quarantined"] == 1
+    for key in keys:
+        path = layout.aws_path(s3_root, key)
+        if key == bad:
+            assert not storage.exists(path) and not storage.exists(layout.verified_marker(path))
+            kept = layout.quarantine_path(s3_root, key)
+            assert storage.size(kept) == (mirror / key).stat().st_size
+            assert storage.read_bytes(kept) != (mirror / key).read_bytes()
+            continue
+        assert storage.read_bytes(path) == (mirror / key).read_bytes()
+        assert storage.read_bytes(f"{path}.CHECKSUM") == (mirror / f"{key}.CHECKSUM").read_bytes()
+        assert storage.read_bytes(layout.verified_marker(path)) == b""
+    emu.reset_counts()
+    again = sync()
+    assert emu.counts["get"] == 0 and again["files_quarantined"] == 1
+    # The download report is the parse's input, the archives are read from the bucket.
+    parsed, report = _parse(s3_root, read_json(tmp_path / "dl.json"), tmp_path / "out")
+    assert parsed["files_parsed"] == 2 and sorted(report["files"]) == [keys[0], keys[2]]
+    assert not any(p.name.startswith("s3:") for p in tmp_path.iterdir())
