@@ -23,6 +23,10 @@ try:
     plan.check_config(config)
 except plan.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+if storage_settings.is_remote(config["data_dir"]):
+    # The stages run on S3 (crypto_lakehouse.storage), but Snakemake's own files still live
+    # below data_dir: refused by name rather than half-working (docs/storage.md).
+    raise WorkflowError(storage_settings.WORKFLOW_ON_S3_MESSAGE)
 
 DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as legacy
 LH = f"{DATA}/lakehouse"
