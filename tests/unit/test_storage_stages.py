@@ -254,3 +254,73 @@ def test_download_on_s3_verifies_marks_quarantines_and_reruns_without_requests(
     parsed, report = _parse(s3_root, read_json(tmp_path / "dl.json"), tmp_path / "out")
     assert parsed["files_parsed"] == 2 and sorted(report["files"]) == [keys[0], keys[2]]
     assert not any(p.name.startswith("s3:") for p in tmp_path.iterdir())
+
+
+def _kill_rerun_case(tmp_path, s3_root, archives, report, delay):
+    """A parse on S3 in a child process, kill -9 after ``delay`` s, then a rerun here."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import json, sys\n"
+        "from crypto_lakehouse import storage\n"
+        "from crypto_lakehouse.parse.klines import run_parse_klines\n"
+        "storage.configure(json.loads(sys.argv[1]))\n"
+        "print('start', flush=True)\n"
+        "run_parse_klines(trade_type='spot', symbol='BTCUSDT', interval='1m',\n"
+        "    data_dir=sys.argv[2], download_report=json.loads(sys.argv[3]),\n"
+        "    report_path=sys.argv[4] + '/report.json', stats_path=sys.argv[4] + '/stats.json')\n"
+        "print('done', flush=True)\n"
+    )
+    out = tmp_path / f"killed-{delay}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(storage.settings()), s3_root,
+         json.dumps(report), str(out)],
+        stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert proc.stdout.readline().strip() == "start"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted = "done" not in proc.stdout.read()
+    return interrupted, _parse(s3_root, report, tmp_path / f"rerun-{delay}")[1]
+
+
+def test_parse_killed_on_s3_then_rerun_equals_local(tmp_path, s3_root, monkeypatch):
+    """kill -9 at several moments of a parse on S3; the rerun's partitions, quality and
+    state equal those of an uninterrupted local parse."""
+    from crypto_lakehouse_emulator.generate import write_kline_day
+
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "src"
+    archives = {}
+    for i in range(31):  # 2024-10-15 .. 2024-11-14: two monthly partitions
+        day = f"2024-{10 + (14 + i) // 31}-{(14 + i) % 31 + 1:02d}"
+        key = write_kline_day(src, "spot", "BTCUSDT", "1m", day, seed=i)
+        archives[key] = (src / key).read_bytes()
+    local = tmp_path / "local"
+    _, want = _parse(local, _put_archives(local, archives), tmp_path / "out-local")
+    assert sorted(want["partitions"]) == ["202410", "202411"]
+    expected = {
+        rel: p for rel, p in _relative_files(local).items() if not rel.startswith("aws_data/")
+    }
+    interrupted = []
+    for n, delay in enumerate((0.05, 0.3, 0.8)):
+        root = f"{s3_root}/run{n}"
+        report = _put_archives(root, archives)
+        killed_midway, got = _kill_rerun_case(tmp_path, root, archives, report, delay)
+        interrupted.append(killed_midway)
+        assert got == want, delay
+        files = _relative_files(root)
+        for rel, path in expected.items():
+            if rel.endswith(".pqt"):
+                assert storage.read_parquet(files[rel]).equals(pq.read_table(path)), (delay, rel)
+            else:
+                assert storage.read_bytes(files[rel]) == path.read_bytes(), (delay, rel)
+    assert any(interrupted)  # at least one kill landed before the job finished
