@@ -4,7 +4,7 @@ Run by hand (not in CI)::
 
     python benchmarks/bench_aws_download.py [--symbols 20] [--days 100] [--latency 0.02]
         [--concurrency 32] [--jobs 1 | --mode sequential|cores2] [--work DIR]
-        [--baseline CHECKOUT [--runs 2] [--no-aria2]]
+        [--baseline CHECKOUT [--runs 2] [--no-aria2]] [--fsync on|off|both]
 
 What it does:
 
@@ -38,6 +38,11 @@ baseline, baseline, ours, ...), and the ratio ours / baseline is printed per run
 run in a fresh child process (``python -c``, the checkout first on ``sys.path``), timed
 inside it after the imports. ``--no-aria2`` skips steps 5-6.
 
+``--fsync`` is the config's ``storage.fsync`` for our downloader (default ``on``, as the
+pipeline); ``both`` times ours with it on, then off, into fresh data dirs, and prints the
+ratio (the cost of durable writes on the ``--work`` disk). With ``--baseline`` the first mode
+given applies to every checkout that has the switch (a checkout from before it never fsyncs).
+
 Reading the figures: on a 2-core machine client and emulator share the cores, and both
 clients write every file to ``--work``. aria2 fsyncs each file and its control file, so on a
 disk where that is slow it is disk-bound; on tmpfs (``--work /dev/shm/...``) it comes close
@@ -66,7 +71,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "emulator"))  # the emulator distribution, not installed
 
-from crypto_lakehouse import layout  # noqa: E402
+from crypto_lakehouse import io, layout  # noqa: E402
 from crypto_lakehouse.archive.listing import run_listing  # noqa: E402
 from crypto_lakehouse.archive.sync import run_sync  # noqa: E402
 
@@ -123,7 +128,8 @@ def start_emulator(mirror: Path, latency: float) -> tuple[subprocess.Popen, str]
 
 
 def _sync_symbol(args: tuple) -> dict:
-    symbol, details_dir, data_dir, base_url, concurrency = args
+    symbol, details_dir, data_dir, base_url, concurrency, fsync = args
+    io.configure(fsync=fsync)
     return run_sync(
         trade_type="spot", dataset="klines", interval="1m", symbol=symbol,
         details_path=Path(details_dir) / f"{symbol}.json", data_dir=data_dir,
@@ -143,9 +149,9 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def time_ours(symbols, details_dir, data_dir, base_url, concurrency, n_jobs):
+def time_ours(symbols, details_dir, data_dir, base_url, concurrency, n_jobs, fsync=True):
     """``(wall s, CPU s, bytes)``."""
-    jobs = [(s, str(details_dir), str(data_dir), base_url, concurrency) for s in symbols]
+    jobs = [(s, str(details_dir), str(data_dir), base_url, concurrency, fsync) for s in symbols]
     c0 = cpu_seconds()
     t0 = time.perf_counter()
     if n_jobs == 1:
@@ -166,7 +172,12 @@ from pathlib import Path
 from crypto_lakehouse.archive.sync import run_sync
 
 def one(job):
-    symbol, details_dir, data_dir, base_url, concurrency = job
+    symbol, details_dir, data_dir, base_url, concurrency, fsync = job
+    try:  # a checkout from before storage.fsync never fsyncs
+        from crypto_lakehouse import io
+        io.configure(fsync=fsync)
+    except (ImportError, AttributeError):
+        pass
     return run_sync(
         trade_type="spot", dataset="klines", interval="1m", symbol=symbol,
         details_path=Path(details_dir) / f"{symbol}.json", data_dir=data_dir,
@@ -191,9 +202,11 @@ print(json.dumps({"seconds": seconds, "cpu": cpu() - c0, "bytes": sum(s["bytes"]
 """
 
 
-def time_checkout(checkout: Path, symbols, details_dir, data_dir, base_url, concurrency, n_jobs):
+def time_checkout(
+    checkout: Path, symbols, details_dir, data_dir, base_url, concurrency, n_jobs, fsync=True
+):
     """``(wall s, CPU s, bytes)`` of ``run_sync`` from ``checkout``, in a child process."""
-    jobs = [(s, str(details_dir), str(data_dir), base_url, concurrency) for s in symbols]
+    jobs = [(s, str(details_dir), str(data_dir), base_url, concurrency, fsync) for s in symbols]
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, json.dumps(jobs), str(n_jobs)],
         env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=checkout,
@@ -265,6 +278,9 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", type=Path, help="a checkout of another version to compare")
     p.add_argument("--runs", type=int, default=2, help="runs of each with --baseline")
     p.add_argument("--no-aria2", action="store_true", help="skip aria2c and legacy verify")
+    p.add_argument(
+        "--fsync", choices=("on", "off", "both"), default="on", help="storage.fsync of ours"
+    )
     args = p.parse_args(argv)
     if args.jobs is None:
         args.jobs = 2 if args.mode == "cores2" else 1
@@ -294,12 +310,14 @@ def main(argv=None) -> int:
 
         data_dir = work / "ours"
         runs = []  # (name, wall s, CPU s, bytes)
+        fsync_modes = {"on": [True], "off": [False], "both": [True, False]}[args.fsync]
         if args.baseline is None:
-            shutil.rmtree(data_dir, ignore_errors=True)
-            runs.append(("run_sync (download + SHA-256)", *time_ours(
-                symbols, listing_dir / "klines-1m", data_dir, base_url, args.concurrency,
-                args.jobs)))  # fmt: skip
-            check_verified(data_dir, n_zips)
+            for fsync in fsync_modes:
+                shutil.rmtree(data_dir, ignore_errors=True)
+                runs.append((f"run_sync (download + SHA-256), fsync {'on' if fsync else 'off'}",
+                             *time_ours(symbols, listing_dir / "klines-1m", data_dir, base_url,
+                                        args.concurrency, args.jobs, fsync)))  # fmt: skip
+                check_verified(data_dir, n_zips)
         else:
             # Interleaved, so that a change of the machine's load hits both alike.
             order = [("ours", REPO), ("baseline", args.baseline.resolve())]
@@ -308,7 +326,7 @@ def main(argv=None) -> int:
                     shutil.rmtree(data_dir, ignore_errors=True)
                     runs.append((f"{name} run {i + 1}", *time_checkout(
                         checkout, symbols, listing_dir / "klines-1m", data_dir, base_url,
-                        args.concurrency, args.jobs)))  # fmt: skip
+                        args.concurrency, args.jobs, fsync_modes[0])))  # fmt: skip
                     check_verified(data_dir, n_zips)
 
         if not args.no_aria2:
@@ -343,6 +361,8 @@ def main(argv=None) -> int:
             )
             print(f"run {i + 1}: ratio files/s ours / baseline {base_s / ours_s:.2f}, "
                   f"CPU per file ours / baseline {ours_cpu / base_cpu:.2f}")  # fmt: skip
+    if args.baseline is None and len(runs) == 2:
+        print(f"ratio files/s fsync on / off: {runs[1][1] / runs[0][1]:.2f}")
     if args.no_aria2:
         return 0
     ours_s = runs[0][1]

@@ -7,7 +7,11 @@ partition and quality writes, state, report). Both are CSV megabytes per second 
 (single process, pyarrow without threads), by wall clock and by CPU time (the machine is
 shared, so CPU time is the steadier figure); best of ``--repeat`` runs, after a warm-up.
 
-    python benchmarks/bench_aws_parse.py [--days 62] [--repeat 3]
+    python benchmarks/bench_aws_parse.py [--days 62] [--repeat 3] [--fsync on|off|both]
+
+``--fsync`` is the config's ``storage.fsync`` (default ``on``, as the pipeline); ``both``
+also times the parse with it off, on the same files in the same run, and prints the ratio
+(the cost of durable writes on the disk of the temporary folder, ``$TMPDIR`` or ``/tmp``).
 
 ``--dataset aggTrades`` measures the tick parser the same way (``run_parse_ticks`` against
 inflate + CSV read of the same zips), on ``--days`` synthetic um_futures days of ``--rows``
@@ -32,7 +36,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from crypto_lakehouse_emulator.generate import write_kline_day
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import io, layout
 from crypto_lakehouse.parse.csv_reader import has_header
 from crypto_lakehouse.parse.klines import KLINE_CSV, run_parse_klines
 
@@ -225,6 +229,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000, help="aggTrades rows per day")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--first-day", default="2024-10-01")
+    ap.add_argument("--fsync", choices=("on", "off", "both"), default="on", help="klines only")
     args = ap.parse_args()
     if args.dataset == "aggTrades":
         args.days = args.days or 2
@@ -239,16 +244,29 @@ def main() -> None:
         full_parse(tmp / "src", report, tmp / "warm")  # imports and caches
         read_limit(paths[:5])
         limits, limits_cpu, fulls, fulls_cpu, reruns = [], [], [], [], []
+        unsynced, unsynced_cpu = [], []
         stats: dict = {}
         for i in range(args.repeat):
             seconds, cpu, csv_bytes = read_limit(paths)
             limits.append(seconds)
             limits_cpu.append(cpu)
-            first, first_cpu, stats, rerun = full_parse(tmp / "src", report, tmp / f"run{i}")
-            fulls.append(first)
-            fulls_cpu.append(first_cpu)
-            reruns.append(rerun)
-            assert stats["csv_bytes"] == csv_bytes and stats["files_parsed"] == args.days
+            if args.fsync != "off":
+                io.configure(fsync=True)
+                first, first_cpu, stats, rerun = full_parse(tmp / "src", report, tmp / f"run{i}")
+                fulls.append(first)
+                fulls_cpu.append(first_cpu)
+                reruns.append(rerun)
+                assert stats["csv_bytes"] == csv_bytes and stats["files_parsed"] == args.days
+            if args.fsync != "on":
+                io.configure(fsync=False)
+                first, first_cpu, stats, rerun = full_parse(tmp / "src", report, tmp / f"off{i}")
+                unsynced.append(first)
+                unsynced_cpu.append(first_cpu)
+                if args.fsync == "off":
+                    fulls.append(first)
+                    fulls_cpu.append(first_cpu)
+                    reruns.append(rerun)
+                io.configure(fsync=True)
 
     mb = csv_bytes / 1e6
     limit_mbs, limit_cpu_mbs = mb / min(limits), mb / min(limits_cpu)
@@ -266,7 +284,13 @@ def main() -> None:
         "parse_seconds": round(min(fulls), 3),
         "noop_rerun_seconds": round(min(reruns), 4),
         "parse_cpu_timings_last_run": stats.get("cpu_timings"),
+        "fsync": args.fsync,
     }
+    if args.fsync == "both":
+        result["parse_seconds_fsync_off"] = round(min(unsynced), 3)
+        result["parse_mb_per_s_fsync_off"] = round(mb / min(unsynced), 1)
+        result["parse_fsync_on_vs_off"] = round(min(unsynced) / min(fulls), 3)
+        result["parse_cpu_fsync_on_vs_off"] = round(min(unsynced_cpu) / min(fulls_cpu), 3)
     print(json.dumps(result, indent=1))
 
 

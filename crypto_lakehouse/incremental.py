@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import io, layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,11 @@ CONTENT_HASH_MAX_BYTES = 1 << 20
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            files.extend(sorted(x for x in p.iterdir() if x.is_file() and x.suffix == ".pqt"))
-        elif p.is_file():
+        p = storage.data_path(p)
+        if storage.is_file(p):
             files.append(p)
+        else:  # a folder (none on S3 without objects below it: then no files)
+            files.extend(storage.list_files(p, recursive=False, suffix=".pqt"))
     return files
 
 
@@ -40,12 +40,12 @@ def fingerprint(inputs: Iterable[str | Path], params: dict) -> str:
     """Digest of the input files (by content, or size and mtime when large) and params."""
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     for path in _expand(inputs):
-        st = path.stat()
+        size, mtime_ns = storage.stat(path) or (0, 0)
         h.update(str(path).encode())
-        if st.st_size <= CONTENT_HASH_MAX_BYTES:
-            h.update(hashlib.sha256(path.read_bytes()).digest())
+        if size <= CONTENT_HASH_MAX_BYTES:
+            h.update(hashlib.sha256(storage.read_bytes(path)).digest())
         else:
-            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+            h.update(f"{size}:{mtime_ns}".encode())
     return h.hexdigest()
 
 
@@ -67,10 +67,10 @@ def run_unless_unchanged(
     successful run; ``output_files(report)`` lists the report's outputs relative to data_dir."""
     state_file = layout.state_path(data_dir, stage, trade_type, dataset, symbol)
     digest = fingerprint(inputs, params)
-    state = io.read_json(state_file, default=None) or {}
+    state = storage.read_json(state_file, default=None) or {}
     if state.get("fingerprint") == digest and "report" in state:
         outputs = output_files(state["report"])
-        if all((Path(data_dir) / rel).exists() for rel in outputs):
+        if all(storage.exists(storage.join(data_dir, rel)) for rel in outputs):
             io.write_json(report_path, state["report"])
             stats = {"skipped_unchanged": 1, "files_written": 0, "seconds": {"total": 0.0}}
             io.write_json(stats_path, stats)
@@ -82,7 +82,7 @@ def run_unless_unchanged(
                 len(outputs),
             )
             return stats
-    state_file.unlink(missing_ok=True)  # a failed build must not leave a stale "unchanged"
+    storage.delete(state_file)  # a failed build must not leave a stale "unchanged"
     stats = build()
-    io.write_json(state_file, {"fingerprint": digest, "report": io.read_json(report_path)})
+    storage.write_json(state_file, {"fingerprint": digest, "report": io.read_json(report_path)})
     return stats

@@ -4,6 +4,15 @@ A file is written to a temporary sibling and renamed into place, so a run killed
 moment leaves either the old file or the new one, never a half-written file that a later
 run could mistake for complete. Temporary names start with ``.tmp-`` and end with ``.part``
 so that globs such as ``*.pqt`` or ``*.zip`` never pick them up.
+
+Durability (config ``storage.fsync``, on by default): a rename is atomic but not durable.
+After an OS crash or a power loss the journal may hold the new name while the data blocks
+were never written, so a ``.verified`` marker or a state record written next could vouch
+for an empty or truncated file. Each commit therefore fsyncs the file, renames it, then
+fsyncs the directory (the rename itself), and only then returns: anything written after it
+(markers, reports, state) refers to a file that is on the disk. A job sets the switch once
+per process (:func:`configure`, from ``crypto_lakehouse.smk.run_job``); scratch data dirs on
+tmpfs may turn it off.
 """
 
 from __future__ import annotations
@@ -25,6 +34,52 @@ if TYPE_CHECKING:
 # mkdir per file (a failing syscall plus a stat) was a visible share of its CPU time.
 _KNOWN_DIRS: set[str] = set()
 _TMP_COUNTER = itertools.count()
+
+# storage.fsync: set once per process by configure() (a job's entry point).
+_FSYNC = True
+
+
+def configure(*, fsync: bool = True) -> None:
+    """Set this process's durability switch (``storage.fsync`` of the config)."""
+    global _FSYNC
+    _FSYNC = bool(fsync)
+
+
+def fsync_enabled() -> bool:
+    return _FSYNC
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make the latest renames/creations in ``folder`` durable (no-op when fsync is off)."""
+    if not _FSYNC:
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_temp(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished, closed temporary file onto ``path`` durably: fsync its content,
+    rename, fsync the directory. For writers that hold a temp *path* (``new_temp_path``:
+    streamed Parquet); ``atomic_file`` does the same with its open descriptor."""
+    if _FSYNC:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
+
+
+def local_path(path: str | Path) -> Path:
+    """``path`` as a local Path; an S3 path (``s3://``, or pathlib's ``s3:/``) is refused:
+    it must go through crypto_lakehouse.storage, never become a local folder named s3:."""
+    if str(path).startswith("s3:/"):
+        raise ValueError(f"{path}: an S3 path; use crypto_lakehouse.storage")
+    return Path(path)
 
 
 def _ensure_dir(folder: Path) -> None:
@@ -56,7 +111,7 @@ def _temp_sibling(path: Path) -> tuple[Path, int]:
 def new_temp_path(path: str | Path) -> Path:
     """A fresh empty temporary file beside ``path`` (the name ``remove_stale_temps`` knows),
     for writers that need a path (streamed Parquet); the caller renames or removes it."""
-    path = Path(path)
+    path = local_path(path)
     _ensure_dir(path.parent)
     tmp, fd = _temp_sibling(path)
     os.close(fd)
@@ -71,15 +126,19 @@ def atomic_file(path: str | Path) -> Iterator[tuple[int, Path]]:
     On any exception the temporary file is removed and the target is left untouched (the
     caller may also move the temporary file away itself before raising).
     """
-    path = Path(path)
+    path = local_path(path)
     _ensure_dir(path.parent)
     tmp_path, fd = _temp_sibling(path)
     try:
         try:
             yield fd, tmp_path
+            if _FSYNC:
+                # The same inode as tmp_path, also when the caller wrote through the path.
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -124,7 +183,7 @@ def write_json_if_changed(path: str | Path, obj: Any) -> bool:
     Returns True when the file was (re)written.
     """
     text = json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
-    path = Path(path)
+    path = local_path(path)
     if path.exists() and path.read_text() == text:
         return False
     write_text(path, text)
@@ -132,7 +191,7 @@ def write_json_if_changed(path: str | Path, obj: Any) -> bool:
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:
-    path = Path(path)
+    path = local_path(path)
     if not path.exists():
         return default
     return json.loads(path.read_text())
@@ -142,9 +201,10 @@ def touch(path: str | Path) -> None:
     """Create an empty marker file (e.g. the legacy ``<zip>.verified``).
 
     Creating an empty file is atomic in itself (there is no content to be half-written),
-    so no temporary file is needed.
+    so no temporary file is needed. It is not fsynced: a marker lost in a crash only makes
+    the next run check its file again, and the file it vouches for was made durable before.
     """
-    path = Path(path)
+    path = local_path(path)
     _ensure_dir(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -164,6 +224,12 @@ def write_parquet(
     ``write_options`` go to ``pyarrow.parquet.write_table`` (e.g. ``use_dictionary=False``
     for high-cardinality float data, where dictionary pages only cost time and space).
     """
+    with atomic_path(path) as tmp:
+        write_parquet_to(tmp, table, metadata, **write_options)
+
+
+def write_parquet_to(where, table: pa.Table, metadata=None, **write_options) -> None:
+    """Write Parquet (zstd) straight to ``where`` (a temporary path of a staged write)."""
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
@@ -172,9 +238,7 @@ def write_parquet(
     # numpy and its BLAS threads) costs ~120 ms per job start.
     import pyarrow.parquet as pq
 
-    options = {"compression": "zstd", **write_options}
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, **options)
+    pq.write_table(table, where, **{"compression": "zstd", **write_options})
 
 
 TEMP_GLOB = ".tmp-*.part"

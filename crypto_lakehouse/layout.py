@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crypto_lakehouse import datasets
+from crypto_lakehouse import datasets, storage
 
 TRADE_TYPES = ("spot", "um_futures", "cm_futures")
 FUTURES_TRADE_TYPES = ("um_futures", "cm_futures")
@@ -43,7 +43,7 @@ def checksum_key(zip_key: str) -> str:
 
 def verified_marker(zip_path: str | Path) -> Path:
     """The local marker saying ``zip_path`` matched its CHECKSUM."""
-    zip_path = Path(zip_path)
+    zip_path = storage.data_path(zip_path)
     return zip_path.with_name(zip_path.name + VERIFIED_SUFFIX)
 
 
@@ -166,22 +166,24 @@ def archive_name_re(dir_key: str, symbol: str) -> re.Pattern[str] | None:
 
 # ---------------------------------------------------------------- legacy data paths
 def aws_path(data_dir: str | Path, key: str) -> Path:
-    return Path(data_dir) / "aws_data" / key
+    return storage.data_path(data_dir) / "aws_data" / key
 
 
 def parsed_klines_dir(data_dir, trade_type, symbol, interval, dataset: str = "klines") -> Path:
     """Monthly partitions of a kline-layout dataset (klines, markPriceKlines, ...)."""
     name = datasets.get(dataset).name
-    return Path(data_dir) / "parsed_data" / trade_type / name / symbol / interval
+    return storage.data_path(data_dir) / "parsed_data" / trade_type / name / symbol / interval
 
 
 def parsed_funding_path(data_dir, trade_type, symbol) -> Path:
-    return Path(data_dir) / "parsed_data" / trade_type / "funding" / f"{symbol}.pqt"
+    return storage.data_path(data_dir) / "parsed_data" / trade_type / "funding" / f"{symbol}.pqt"
 
 
 def parsed_day_path(data_dir, trade_type, dataset, symbol, day: str) -> Path:
     """Per-day partition of a tick dataset; ``day`` is ``YYYYMMDD``."""
-    return Path(data_dir) / "parsed_data" / trade_type / dataset / symbol / f"{day}.pqt"
+    return (
+        storage.data_path(data_dir) / "parsed_data" / trade_type / dataset / symbol / f"{day}.pqt"
+    )
 
 
 def agg_klines_day_path(data_dir, trade_type, symbol, interval, day: str) -> Path:
@@ -190,15 +192,15 @@ def agg_klines_day_path(data_dir, trade_type, symbol, interval, day: str) -> Pat
 
 
 def api_klines_dir(data_dir, trade_type, symbol, interval) -> Path:
-    return Path(data_dir) / "api_data" / trade_type / "klines" / symbol / interval
+    return storage.data_path(data_dir) / "api_data" / trade_type / "klines" / symbol / interval
 
 
 def api_funding_path(data_dir, trade_type, symbol) -> Path:
-    return Path(data_dir) / "api_data" / trade_type / "funding_rate" / f"{symbol}.pqt"
+    return storage.data_path(data_dir) / "api_data" / trade_type / "funding_rate" / f"{symbol}.pqt"
 
 
 def results_klines_dir(data_dir, trade_type, interval) -> Path:
-    return Path(data_dir) / "results_data" / trade_type / "klines" / interval
+    return storage.data_path(data_dir) / "results_data" / trade_type / "klines" / interval
 
 
 def resampled_dir(data_dir, trade_type, resample_interval, offset) -> Path:
@@ -207,12 +209,12 @@ def resampled_dir(data_dir, trade_type, resample_interval, offset) -> Path:
 
 def results_klines_root(data_dir, trade_type) -> Path:
     """Parent of the per-interval folders of generated klines."""
-    return Path(data_dir) / "results_data" / trade_type / "klines"
+    return storage.data_path(data_dir) / "results_data" / trade_type / "klines"
 
 
 def resampled_root(data_dir, trade_type) -> Path:
     """Parent of the ``{RI}/{OFFSET}`` folders of resampled klines."""
-    return Path(data_dir) / "results_data" / trade_type / "resampled_klines"
+    return storage.data_path(data_dir) / "results_data" / trade_type / "resampled_klines"
 
 
 def parsed_funding_dir(data_dir, trade_type) -> Path:
@@ -295,18 +297,18 @@ def derived_roots(data_dir) -> list[Path]:
     """The folders every run writes Parquet/JSON into (all but ``aws_data``, which holds the
     archives: millions of files, swept per symbol by its download job)."""
     names = ("parsed_data", "api_data", "results_data", "lakehouse")
-    return [Path(data_dir) / name for name in names]
+    return [storage.data_path(data_dir) / name for name in names]
 
 
 def features_dir(data_dir, trade_type, interval) -> Path:
     """Features of the generated klines: one file per ``results_klines_dir`` file, same name."""
-    return Path(data_dir) / "results_data" / trade_type / "features" / interval
+    return storage.data_path(data_dir) / "results_data" / trade_type / "features" / interval
 
 
 def resampled_features_dir(data_dir, trade_type, resample_interval, offset) -> Path:
     """Features of the resampled klines: one file per ``resampled_dir`` file, same name."""
     return (
-        Path(data_dir)
+        storage.data_path(data_dir)
         / "results_data"
         / trade_type
         / "resampled_features"
@@ -317,7 +319,7 @@ def resampled_features_dir(data_dir, trade_type, resample_interval, offset) -> P
 
 # ---------------------------------------------------------------- pipeline records
 def lakehouse_dir(data_dir) -> Path:
-    return Path(data_dir) / "lakehouse"
+    return storage.data_path(data_dir) / "lakehouse"
 
 
 def listing_index_path(data_dir, trade_type: str, dataset: str) -> Path:

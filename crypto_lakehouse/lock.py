@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import io, layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,11 @@ def _open_lock_file(path: Path) -> int:
 def hold_job_lock(data_dir: str | Path) -> bool:
     """Called by a job process (``smk.run_job``): hold the jobs lock shared until it exits.
 
-    Returns False when the file system refuses locks (the job runs anyway).
+    Returns False when the file system refuses locks (the job runs anyway), and for an
+    S3 data dir (no local lock file to hold; docs/storage.md).
     """
+    if storage.is_remote(data_dir):
+        return False
     key = str(jobs_lock_path(data_dir).resolve())
     if key in _HELD:
         return True

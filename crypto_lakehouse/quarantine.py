@@ -7,10 +7,9 @@ structurally bad CSV). A quarantined zip keeps its CHECKSUM beside it and a ``.r
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import layout, storage
 
 
 def _with_suffix(path: Path, suffix: str) -> Path:
@@ -29,13 +28,11 @@ def quarantine_archive(
     """
     src = layout.aws_path(data_dir, key)
     dst = layout.quarantine_path(data_dir, key)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        _with_suffix(src, layout.VERIFIED_SUFFIX).unlink()
+    storage.delete(_with_suffix(src, layout.VERIFIED_SUFFIX))
     if discard_local:
-        src.unlink(missing_ok=True)
+        storage.delete(src)
     for suffix in ("", layout.CHECKSUM_SUFFIX):
         with contextlib.suppress(FileNotFoundError):
-            os.replace(_with_suffix(src, suffix), _with_suffix(dst, suffix))
-    io.write_text(_with_suffix(dst, ".reason"), reason + "\n")
+            storage.move(_with_suffix(src, suffix), _with_suffix(dst, suffix))
+    storage.write_text(_with_suffix(dst, ".reason"), reason + "\n")
     return dst

@@ -53,9 +53,18 @@ def with_stats_path(func: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def apply_storage_settings(kwargs: dict[str, Any]) -> None:
+    """Take the job's ``storage`` settings (config block ``storage``, non-defaults only) out
+    of its arguments and apply them to this process (crypto_lakehouse.storage.configure)."""
+    from crypto_lakehouse import storage
+
+    storage.configure(kwargs.pop("storage", None))
+
+
 def run_rule(smk, func: Callable) -> Any:
     configure_from_snakemake(smk)
     kwargs = build_kwargs(smk, func)
+    apply_storage_settings(kwargs)
     logging.getLogger("crypto_lakehouse").info(
         "rule %s: %s(%s)", smk.rule, func.__name__, ", ".join(sorted(kwargs))
     )
@@ -68,7 +77,9 @@ def run_job(func: Callable, argv: list[str] | None = None) -> Any:
     if len(argv) != 3:
         raise SystemExit(f"usage: {argv[0]} JOB_JSON LOG_FILE (called by the workflow's rules)")
     configure_logging(argv[2])
-    kwargs = with_stats_path(func, json.loads(argv[1]))
+    kwargs = json.loads(argv[1])
+    apply_storage_settings(kwargs)
+    kwargs = with_stats_path(func, kwargs)
     if "data_dir" in kwargs:
         # Keeps a next run out while this job lives, even if its run's main process died.
         from crypto_lakehouse import lock

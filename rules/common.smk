@@ -9,6 +9,7 @@ import crypto_lakehouse.datasets as dataset_registry
 import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
+import crypto_lakehouse.storage as storage_settings
 from crypto_lakehouse.configuration import check_user_config
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -22,6 +23,10 @@ try:
     plan.check_config(config)
 except plan.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+if storage_settings.is_remote(config["data_dir"]):
+    # The stages run on S3 (crypto_lakehouse.storage), but Snakemake's own files still live
+    # below data_dir: refused by name rather than half-working (docs/storage.md).
+    raise WorkflowError(storage_settings.WORKFLOW_ON_S3_MESSAGE)
 
 DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as legacy
 LH = f"{DATA}/lakehouse"
@@ -84,6 +89,11 @@ def script_path(rule_name):
     return os.path.join(workflow.basedir, "scripts", f"{rule_name}.py")
 
 
+# storage.* settings other than the defaults, given to every job (key "storage" of its JSON;
+# crypto_lakehouse.smk applies them): a default config adds nothing, so no job reruns.
+STORAGE_SETTINGS = storage_settings.job_settings(config["storage"])
+
+
 def job_json(args_function):
     """Params function: the entry point's keyword arguments as one JSON string (the rule's
     args plus its named inputs and outputs), which scripts/<rule>.py receives as argv[1].
@@ -95,6 +105,8 @@ def job_json(args_function):
 
     def job(wildcards, input, output):
         kwargs = dict(args_function(wildcards))
+        if STORAGE_SETTINGS:
+            kwargs["storage"] = STORAGE_SETTINGS
         for source in (input, output):
             for key, value in source.items():
                 kwargs[key] = str(value) if isinstance(value, str) else [str(v) for v in value]
@@ -111,6 +123,8 @@ def shard_job_json(args_function):
 
     def job(wildcards, output):
         kwargs = dict(args_function(wildcards))
+        if STORAGE_SETTINGS:
+            kwargs["storage"] = STORAGE_SETTINGS
         for key, value in output.items():
             kwargs[key] = str(value)
         return json.dumps(kwargs, sort_keys=True)

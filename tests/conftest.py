@@ -31,3 +31,42 @@ def emulator():
     yield make
     for emu in started:
         emu.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One SeaweedFS S3 server for the session (tests/s3_helpers.py); its credentials are
+    in the AWS environment variables while it runs."""
+    from tests.s3_helpers import SeaweedS3, apply_env, restore_env
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    previous = apply_env(server.env)
+    try:
+        yield server
+    finally:
+        restore_env(previous)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed_bucket(seaweed):
+    """The session's bucket (SeaweedFS grows volumes per bucket: one bucket, a prefix per test)."""
+    seaweed.create_bucket("lakehouse-tests")
+    return "lakehouse-tests"
+
+
+@pytest.fixture
+def s3_root(seaweed, seaweed_bucket, request):
+    """A fresh prefix ``s3://<bucket>/<test>-<hex>`` on the session's SeaweedFS;
+    ``crypto_lakehouse.storage`` points at it (path-style addressing) during the test."""
+    import re
+    import secrets
+
+    from crypto_lakehouse import storage
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:60].strip("-")
+    storage.configure(seaweed.storage_settings)
+    try:
+        yield f"s3://{seaweed_bucket}/{name}-{secrets.token_hex(3)}"
+    finally:
+        storage.configure(None)

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from crypto_lakehouse import storage
+
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 CHUNK_BYTES = 1 << 20
 
@@ -48,7 +50,7 @@ def parse_checksum(content: str | bytes, source: str = "CHECKSUM") -> ChecksumLi
 def sha256_file(path: str | Path) -> str:
     """Lowercase hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open_input(path) as f:
         while chunk := f.read(CHUNK_BYTES):
             h.update(chunk)
     return h.hexdigest()

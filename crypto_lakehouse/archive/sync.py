@@ -45,16 +45,14 @@ runs for the days that have left the range.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from crypto_lakehouse import datasets, io, layout
+from crypto_lakehouse import datasets, io, layout, storage
 from crypto_lakehouse.archive import connections, http
 from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksum, sha256_file
 from crypto_lakehouse.archive.selection import key_period, parse_day, select
@@ -117,7 +115,7 @@ class Outcome:
 
 class _Syncer:
     def __init__(self, *, data_dir, archive_url, max_retries, timeout_s, listing):
-        self.data_dir = Path(data_dir)
+        self.data_dir = storage.data_path(data_dir)
         self.archive_url = archive_url.rstrip("/")
         self.max_retries = max_retries
         self.timeout_s = timeout_s
@@ -143,24 +141,23 @@ class _Syncer:
         CHECKSUM): hash it locally. None when it cannot be trusted."""
         path = self.local(key)
         marker = self.verified_marker(key)
-        try:
-            if path.stat().st_size != expected_size:
-                return None
-        except FileNotFoundError:
+        if storage.size(path) != expected_size:
             return None
         digest = sha256_file(path)
         checksum_path = self.local(key + CHECKSUM_SUFFIX)
-        if checksum_path.exists():
+        if storage.exists(checksum_path):
             try:
-                expected = parse_checksum(checksum_path.read_bytes(), str(checksum_path)).sha256
+                expected = parse_checksum(
+                    storage.read_bytes(checksum_path), str(checksum_path)
+                ).sha256
             except ChecksumFormatError:
                 expected = None
             if expected != digest:
                 return None
-        elif not marker.exists():
+        elif not storage.exists(marker):
             return None
-        if not marker.exists():
-            io.touch(marker)
+        if not storage.exists(marker):
+            storage.touch(marker)
         return Outcome(key, "verified", "adopted", sha256=digest)
 
     async def fetch(self, key: str) -> Outcome:
@@ -204,8 +201,7 @@ class _Syncer:
                         if retry >= self.max_retries:
                             # Keep the defective body for inspection.
                             dest = layout.quarantine_path(self.data_dir, key)
-                            dest.parent.mkdir(parents=True, exist_ok=True)
-                            os.replace(tmp, dest)
+                            storage.move_local_file(tmp, dest)
                             body_kept = True
                         raise ChecksumMismatch(
                             f"SHA-256 {digest} of the zip does not match the CHECKSUM "
@@ -247,7 +243,7 @@ class _Syncer:
     def _open_temp(self, key: str, checksum_body: bytes | None) -> _TempZip:
         """Write the CHECKSUM (when fetched) and open the zip's temporary file."""
         if checksum_body is not None:
-            io.write_bytes(self.local(key + CHECKSUM_SUFFIX), checksum_body)
+            storage.write_bytes(self.local(key + CHECKSUM_SUFFIX), checksum_body)
         return _TempZip(self.local(key))
 
     def quarantine(self, out: Outcome, reason: str, kept_body: bool = False) -> Outcome:
@@ -281,7 +277,7 @@ class _TempZip:
     last (the zip is complete and right)."""
 
     def __init__(self, final: Path):
-        self._cm = io.atomic_file(final)
+        self._cm = storage.atomic_file(final)
         self.fd, self.tmp = self._cm.__enter__()
         self.committed = False
 
@@ -295,7 +291,7 @@ class _TempZip:
 
     def finish(self, marker: Path) -> None:
         self._cm.__exit__(None, None, None)
-        io.touch(marker)
+        storage.touch(marker)
 
 
 class _FileBatches:
@@ -398,10 +394,10 @@ def run_sync(
     dirs = symbol_dirs(trade_type, kind, symbol, interval, use_monthly)
     zip_keys = zip_keys_in(listing, dirs)
     for d in dirs:
-        io.remove_stale_temps(layout.aws_path(data_dir, d))  # partial files of a killed run
+        storage.remove_stale_temps(layout.aws_path(data_dir, d))  # partial files of a killed run
 
     state_file = layout.state_path(data_dir, STAGE, trade_type, tag, symbol)
-    state = io.read_json(state_file, default=None) or {}
+    state = storage.read_json(state_file, default=None) or {}
     verified_state: dict = state.get("verified", {})
     quarantined_state: dict = state.get("quarantined", {})
     # Day choices of earlier runs (monthly klines), kept for days outside today's range.
@@ -477,7 +473,7 @@ def run_sync(
             day_sources.update(selection.day_sources)
             day_sources = {d: k for d, k in sorted(day_sources.items()) if k in held}
     finally:
-        io.write_json(
+        storage.write_json(
             state_file,
             {"verified": verified_state, "quarantined": quarantined_state,
              "day_sources": day_sources},
@@ -564,14 +560,13 @@ def _run_pass(
             outcomes[key] = Outcome(key, "quarantined", reason=reason)
             continue
         if known is not None and _fingerprint(known) == _fingerprint(entry):
-            if marker.exists() and _size_of(syncer.local(key)) == size:
+            if storage.exists(marker) and _size_of(syncer.local(key)) == size:
                 outcomes[key] = Outcome(key, "verified", "up_to_date", sha256=known["sha256"])
                 continue
         elif known is not None:
             # Re-published (Q8): the old marker must go before anything else happens.
             log.info("%s changed in the listing; fetching it again", key)
-            with contextlib.suppress(FileNotFoundError):
-                marker.unlink()
+            storage.delete(marker)
             work.append((key, "fetch"))
             continue
         work.append((key, "adopt" if _size_of(syncer.local(key)) == size else "fetch"))
@@ -603,8 +598,7 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
             if action == "adopt":
                 o = await loop.run_in_executor(None, syncer.adopt, key, int(listing[key]["size"]))
                 if o is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        syncer.verified_marker(key).unlink()
+                    storage.delete(syncer.verified_marker(key))
             if o is None:
                 o = await syncer.fetch(key)
             outcomes[o.key] = o
@@ -651,7 +645,7 @@ def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[st
         if _size_of(kept) != int(known["size"]):
             continue
         try:
-            reason = Path(f"{kept}.reason").read_text().strip()
+            reason = storage.read_text(f"{kept}.reason").strip()
         except OSError:
             reason = ""
         found[key] = reason or "quarantined by aws_parse"
@@ -662,10 +656,7 @@ def _local_verified_keys(data_dir, dirs) -> set[str]:
     """Keys of the zips with a ``.verified`` marker in the given folders (one listdir each)."""
     keys: set[str] = set()
     for d in dirs:
-        try:
-            names = set(os.listdir(layout.aws_path(data_dir, d)))
-        except OSError:
-            continue
+        names = storage.file_names(layout.aws_path(data_dir, d))
         keys.update(d + n for n in names if n.endswith(".zip") and n + VERIFIED_SUFFIX in names)
     return keys
 
@@ -692,7 +683,7 @@ def _held_files(syncer, dirs, listing, verified_state, outcomes, concurrency):
         except ValueError:
             continue  # not an archive name of this dataset; the parse job would ignore it
         size = _size_of(syncer.local(key))
-        if size is None or not syncer.verified_marker(key).exists():
+        if size is None or not storage.exists(syncer.verified_marker(key)):
             continue
         known = verified_state.get(key)
         if known is not None and int(known["size"]) == size:
@@ -722,7 +713,4 @@ def _held_files(syncer, dirs, listing, verified_state, outcomes, concurrency):
 
 
 def _size_of(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return None
+    return storage.size(path)

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import io, layout, storage
 from crypto_lakehouse.contracts import contract_size_for
 from crypto_lakehouse.features.indicators import compute_indicators
 from crypto_lakehouse.features.microstructure import (
@@ -89,7 +89,7 @@ def feature_table(
     """The features of one candle file: its time column, then the feature columns (float64)."""
     seconds = seconds if seconds is not None else {}
     t0 = clock.perf_counter()
-    parquet = pq.ParquetFile(path)
+    parquet = storage.parquet_file(path)
     names = parquet.schema_arrow.names
     wanted = [TIME, *INPUT_COLUMNS]
     missing = [c for c in wanted if c not in names]
@@ -153,8 +153,7 @@ def _owned_dirs(data_dir: Path, trade_type: str, interval: str) -> list[Path]:
     """Every feature folder this stage writes for a trade type (for stale-file removal)."""
     dirs = [layout.features_dir(data_dir, trade_type, interval)]
     root = layout.resampled_features_dir(data_dir, trade_type, "_", "_").parent.parent
-    if root.is_dir():
-        dirs += sorted(p for p in root.glob("*/*") if p.is_dir())
+    dirs += storage.subdirs(root, depth=2)
     return dirs
 
 
@@ -191,7 +190,7 @@ def _symbol_features(
             failures.append(f"{f['source']}: {exc}")
             continue
         t0 = clock.perf_counter()
-        io.write_parquet(
+        storage.write_parquet(
             path, table, metadata={**metadata, "source_file": f["source"]}, **WRITE_OPTIONS
         )
         seconds["write"] = seconds.get("write", 0.0) + clock.perf_counter() - t0
@@ -229,7 +228,7 @@ def run_features(
     FeaturesError after everything else is written when a symbol or file failed.
     """
     started = clock.perf_counter()
-    data_dir = Path(data_dir)
+    data_dir = storage.data_path(data_dir)
     settings_in: dict = {}  # None: the defaults (DEFAULT_INDICATORS, DEFAULT_WINDOWS)
     if indicators is not None:
         settings_in["indicators"] = indicators
@@ -266,18 +265,18 @@ def run_features(
             inputs = [gen_report, *([res_report] if res_report else [])]
             inputs += [data_dir / f["source"] for f in files]
             digest = fingerprint(inputs, {**settings, "contract_size": contract_size})
-            state = io.read_json(state_file, default=None) or {}
+            state = storage.read_json(state_file, default=None) or {}
             section = state.get("section")
             if (
                 state.get("fingerprint") == digest
                 and section is not None
-                and all((data_dir / o["file"]).exists() for o in section["outputs"])
+                and all(storage.exists(data_dir / o["file"]) for o in section["outputs"])
             ):
                 log.info("features %s %s: inputs unchanged, outputs kept", trade_type, symbol)
                 sections[symbol] = {**section, "skipped_unchanged": True}
                 skipped += 1
                 continue
-            state_file.unlink(missing_ok=True)  # a failed build must not look unchanged
+            storage.delete(state_file)  # a failed build must not look unchanged
             section = _symbol_features(
                 data_dir=data_dir,
                 trade_type=trade_type,
@@ -298,7 +297,7 @@ def run_features(
         if section["failures"]:
             failures += [f"{symbol}: {msg}" for msg in section["failures"]]
         else:
-            io.write_json(state_file, {"fingerprint": digest, "section": section})
+            storage.write_json(state_file, {"fingerprint": digest, "section": section})
     columns = [c for s in specs for c in s.columns]
     report = {
         "trade_type": trade_type,

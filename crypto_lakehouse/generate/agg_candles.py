@@ -73,9 +73,7 @@ def run_agg_klines(
     Incremental: a day is rebuilt only when its aggTrades file changed (size and mtime, kept
     in the stage's state) or its candle file is gone. Memory: one day of aggTrades.
     """
-    import pyarrow.parquet as pq
-
-    from crypto_lakehouse import datasets, io, layout
+    from crypto_lakehouse import datasets, io, layout, storage
 
     if trade_type not in AGG_KLINES_MARKETS:
         raise ValueError(f"agg_klines: {trade_type} is not supported (docs/datasets.md)")
@@ -86,24 +84,26 @@ def run_agg_klines(
     state_path = layout.state_path(
         data_dir, "agg_klines", trade_type, f"{entry.name}-{interval}", symbol
     )
-    state = io.read_json(state_path, default={}) or {}
+    state = storage.read_json(state_path, default={}) or {}
     built: dict[str, list[int]] = {}
     rebuilt, candles = 0, 0
     for day in days:
         source = layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, day)
         target = layout.agg_klines_day_path(data_dir, trade_type, symbol, interval, day)
-        st = source.stat()
-        stamp = [st.st_size, st.st_mtime_ns]
-        if state.get(day) == stamp and target.exists():
+        found = storage.stat(source)
+        if found is None:
+            raise FileNotFoundError(f"{source}: parsed day listed in {parse_report} is missing")
+        stamp = list(found)  # [size, mtime_ns]
+        if state.get(day) == stamp and storage.exists(target):
             built[day] = stamp
             continue
-        trades = pq.read_table(source, columns=list(AGG_COLUMNS))
+        trades = storage.read_parquet(source, columns=list(AGG_COLUMNS))
         table = candles_from_agg_trades(trades, interval)
-        io.write_parquet(target, table)
+        storage.write_parquet(target, table)
         built[day] = stamp
         rebuilt += 1
         candles += table.num_rows
-    io.write_json(state_path, built)
+    storage.write_json(state_path, built)
     out = {
         "trade_type": trade_type,
         "symbol": symbol,

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ class FundingEvents:
 
 
 def _read_events(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    table = pq.read_table(path, columns=["candle_begin_time", "funding_rate"])
+    table = storage.read_parquet(path, columns=["candle_begin_time", "funding_rate"])
     time = table.column("candle_begin_time").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
     rate = table.column("funding_rate").cast(pa.float64())
     if time.null_count or rate.null_count:
@@ -47,7 +46,7 @@ def read_funding(data_dir, trade_type: str, symbol: str) -> FundingEvents:
         layout.parsed_funding_path(data_dir, trade_type, symbol),
         layout.api_funding_path(data_dir, trade_type, symbol),
     ):
-        if not path.exists():
+        if not storage.exists(path):
             continue
         try:
             t, r = _read_events(path)

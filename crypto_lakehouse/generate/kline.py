@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import io, layout, storage
 from crypto_lakehouse.generate.checks import QualityGateError, check_output
 from crypto_lakehouse.generate.fill import fill_segment
 from crypto_lakehouse.generate.funding import (
@@ -75,7 +75,7 @@ def _contract_size_for(trade_type: str, symbol: str, with_vwap: bool, contract_s
 
 
 def _relative(path: Path, data_dir) -> str:
-    return Path(path).relative_to(Path(data_dir)).as_posix()
+    return storage.data_path(path).relative_to(storage.data_path(data_dir)).as_posix()
 
 
 def run_gen_kline(
@@ -114,11 +114,15 @@ def run_gen_kline(
         seconds[name] = round(now - tick, 4)
         tick = now
 
-    archive_paths = sorted(
-        layout.parsed_klines_dir(data_dir, trade_type, symbol, interval).glob(f"*{SUFFIX}")
+    archive_paths = storage.list_files(
+        layout.parsed_klines_dir(data_dir, trade_type, symbol, interval),
+        recursive=False,
+        suffix=SUFFIX,
     )
-    rest_paths = sorted(
-        layout.api_klines_dir(data_dir, trade_type, symbol, interval).glob(f"*{SUFFIX}")
+    rest_paths = storage.list_files(
+        layout.api_klines_dir(data_dir, trade_type, symbol, interval),
+        recursive=False,
+        suffix=SUFFIX,
     )
     store, (n_archive_rows, n_rest_rows), read_problems = read_kline_files(
         archive_paths, rest_paths
@@ -219,7 +223,9 @@ def run_gen_kline(
             "quality_gates": json.dumps(gates, sort_keys=True),
         }
         # Plain encoding: on real 1m data dictionary pages make files bigger and slower.
-        io.write_parquet(path, to_table(filled, schema), metadata=metadata, use_dictionary=False)
+        storage.write_parquet(
+            path, to_table(filled, schema), metadata=metadata, use_dictionary=False
+        )
         written.add(name)
         del filled
         t3 = clock.perf_counter()

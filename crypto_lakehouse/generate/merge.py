@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from crypto_lakehouse import storage
 from crypto_lakehouse.schema import KLINE_COLUMNS, KLINE_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _numpy_dtype(arrow_type: pa.DataType) -> np.dtype:
 
 def _conformed(path: Path) -> pa.Table:
     """The file's ten kline columns cast to the legacy schema; ValueError names the defect."""
-    table = pq.read_table(path)
+    table = storage.read_parquet(path)
     missing = [c for c in KLINE_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"missing columns {missing}")
@@ -73,7 +73,7 @@ def read_kline_files(*groups: list[Path]) -> tuple[dict[str, np.ndarray], list[i
     for g, paths in enumerate(groups):
         for path in paths:
             try:
-                sized.append((g, path, pq.ParquetFile(path).metadata.num_rows))
+                sized.append((g, path, storage.parquet_metadata(path).num_rows))
             except Exception as exc:  # unreadable footer: any pyarrow/OS error
                 problems.append(f"{path}: unreadable parquet ({exc})")
     total = sum(n for _, _, n in sized)

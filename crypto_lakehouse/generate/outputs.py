@@ -7,14 +7,13 @@ only its own symbol's files: ``SYM.pqt`` and ``SP{n}_SYM.pqt``. The match is exa
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 
 import numpy as np
 
-from crypto_lakehouse import layout
-from crypto_lakehouse.io import TEMP_GLOB, temp_target
+from crypto_lakehouse import layout, storage
+from crypto_lakehouse.io import temp_target
 
 SUFFIX = layout.SEGMENT_SUFFIX
 
@@ -32,10 +31,8 @@ def symbol_file_re(symbol: str) -> re.Pattern[str]:
 
 def symbol_files(directory: Path, symbol: str) -> list[Path]:
     """This symbol's segment files in ``directory`` (sorted)."""
-    if not directory.is_dir():
-        return []
     pattern = symbol_file_re(symbol)
-    return sorted(p for p in directory.iterdir() if p.is_file() and pattern.match(p.name))
+    return [p for p in storage.list_files(directory, recursive=False) if pattern.match(p.name)]
 
 
 def remove_stale(directory: Path, symbol: str, keep_names: set[str]) -> list[Path]:
@@ -45,14 +42,12 @@ def remove_stale(directory: Path, symbol: str, keep_names: set[str]) -> list[Pat
     # Temp files of this symbol's names that a killed run left ("kill -9 during a write");
     # only this job writes these names, and the data-dir lock keeps other runs out.
     pattern = symbol_file_re(symbol)
-    for tmp in directory.glob(TEMP_GLOB) if directory.is_dir() else []:
+    for tmp in storage.temp_files(directory):
         target = temp_target(tmp.name)
         if target is not None and pattern.match(target):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            storage.delete(tmp)
     for path in symbol_files(directory, symbol):
         if path.name[: -len(SUFFIX)] not in keep_names:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            storage.delete(path)
             removed.append(path)
     return removed

@@ -8,9 +8,7 @@ the private state between runs, and run timings.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -19,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +30,11 @@ def load_download_report(download_report: str | Path | dict | None) -> dict:
         return {}
     if isinstance(download_report, dict):
         return download_report
-    return io.read_json(download_report, default={}) or {}
+    return storage.read_json(download_report, default={}) or {}
 
 
 def verified_marker(zip_path: Path) -> Path:
     return layout.verified_marker(zip_path)
-
-
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -76,15 +66,12 @@ def select_archives(
             continue
         folder, _, name = key.rpartition("/")
         if folder not in listings:
-            try:
-                listings[folder] = set(os.listdir(layout.aws_path(data_dir, folder)))
-            except OSError:
-                listings[folder] = set()
+            listings[folder] = storage.file_names(layout.aws_path(data_dir, folder))
         names = listings[folder]
         if not (name in names and name + layout.VERIFIED_SUFFIX in names):
             sel.unverified.append(key)
             continue
-        sha = (entry or {}).get("sha256") or _sha256_of(layout.aws_path(data_dir, key))
+        sha = (entry or {}).get("sha256") or storage.sha256(layout.aws_path(data_dir, key))
         bad = previously_bad.get(key)
         if bad and bad.get("sha256") == sha:
             sel.known_bad[key] = bad
@@ -108,7 +95,7 @@ def state_file(data_dir, trade_type: str, dataset: str, symbol: str) -> Path:
 def load_state(path: Path) -> dict:
     """The previous run's state; a missing or unreadable one means "parse everything"."""
     try:
-        state = io.read_json(path, default={})
+        state = storage.read_json(path, default={})
     except ValueError:
         log.warning("state %s is unreadable; rebuilding from the archives", path)
         return {}

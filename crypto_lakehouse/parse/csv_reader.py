@@ -9,7 +9,6 @@ person at the exact row whatever pyarrow version produced the error.
 from __future__ import annotations
 
 import functools
-import os
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+
+from crypto_lakehouse import storage
 
 
 class ArchiveDefect(Exception):
@@ -114,10 +115,13 @@ def read_zip_member(
     before more than the cap is held in memory (the declared size can lie, so the stream
     is counted too).
     """
+    # Read errors of the store (a missing file, S3 down) are not defects of the archive:
+    # they propagate, only what the zip itself holds is checked below.
+    source = storage.open_input(path)
+    zip_size = storage.size_of_open(source)
     try:
-        zip_size = os.path.getsize(path)
         cap = limit.cap(zip_size)
-        with zipfile.ZipFile(path) as zf:
+        with source, zipfile.ZipFile(source) as zf:
             members = [i for i in zf.infolist() if not i.is_dir()]
             if not members:
                 raise ArchiveDefect(f"{label}: zip has no member (empty archive)")

@@ -18,16 +18,14 @@ pipeline did not write that cannot be read is left as it is (its archives wait).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import io, layout, storage
 from crypto_lakehouse.parse import (
     Timer,
     load_download_report,
@@ -135,10 +133,10 @@ def read_funding_archive(
 
 def _read_existing(path: Path) -> tuple[pa.Table | None, str | None]:
     """(table, None), (None, None) when absent, or (None, why it cannot be used)."""
-    if not path.exists():
+    if not storage.exists(path):
         return None, None
     try:
-        table = pq.ParquetFile(path).read()
+        table = storage.read_parquet(path)
     except (OSError, pa.ArrowException) as exc:
         return None, f"unreadable ({exc})"
     if table.schema.remove_metadata() != PARSED_FUNDING_SCHEMA:
@@ -196,7 +194,7 @@ def run_parse_funding(
     timer = Timer()
     limit = InflateLimit(max_inflate_ratio, max_inflated_bytes)
     out_path = layout.parsed_funding_path(data_dir, trade_type, symbol)
-    io.remove_stale_temps_of(out_path)  # the folder is shared by every symbol's job
+    storage.remove_stale_temps_of(out_path)  # the folder is shared by every symbol's job
     state_path = state_file(data_dir, trade_type, DATASET, symbol)
     state = load_state(state_path)
     periods: dict[str, Period] = {}
@@ -218,7 +216,7 @@ def run_parse_funding(
     existing, problem = _read_existing(out_path)
     state_has_rows = bool((state.get("output") or {}).get("rows"))
     # Whether the file on disk is the one this pipeline wrote (older states: it had rows).
-    written_by_us = bool(state.get("written", state_has_rows)) and out_path.exists()
+    written_by_us = bool(state.get("written", state_has_rows)) and storage.exists(out_path)
     untracked_output = None
     if problem and not written_by_us:
         # Not ours and not readable: overwriting it would lose rows nobody can rebuild.
@@ -227,7 +225,7 @@ def run_parse_funding(
     elif problem:
         log.warning("funding file %s is %s; rebuilding it", out_path, problem)
     # Without a trustworthy existing file (or state) every archive is read again.
-    full_rebuild = existing is None and (state_has_rows or out_path.exists()) or not state
+    full_rebuild = existing is None and (state_has_rows or storage.exists(out_path)) or not state
 
     changed = sorted(k for k, sha in sel.usable.items() if full_rebuild or old_files.get(k) != sha)
     gone = sorted(k for k in old_files if k not in sel.usable)
@@ -274,19 +272,18 @@ def run_parse_funding(
                 combined = pa.concat_tables(parts)
                 ms = combined.column("funding_time").cast(pa.int64()).to_numpy()
                 result = combined.take(pa.array(_keep_last_per_time(ms)))
-                io.write_parquet(out_path, result)
+                storage.write_parquet(out_path, result)
                 written = True
             else:
                 # Every row it held came from archives we tracked, and they are gone.
                 result = None
                 written = False
-                with contextlib.suppress(FileNotFoundError):
-                    out_path.unlink()
+                storage.delete(out_path)
 
     output = _summary(result)
     bad = {k: v for k, v in (state.get("quarantined") or {}).items() if k not in usable}
     bad.update(quarantined_now)
-    io.write_json(
+    storage.write_json(
         state_path,
         {
             "files": dict(sorted(usable.items())),

@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from crypto_lakehouse import datasets, io, layout, quality
+from crypto_lakehouse import datasets, io, layout, quality, storage
 from crypto_lakehouse.intervals import DAY_MS, interval_ms
 from crypto_lakehouse.parse import (
     Timer,
@@ -257,10 +256,10 @@ def _day_sources_by_month(raw: dict | None) -> dict[str, dict[int, str]]:
 # ---------------------------------------------------------------- partitions
 def _load_partition(path: Path) -> tuple[pa.Table | None, str | None]:
     """(table, None), (None, None) when absent, or (None, why it cannot be used)."""
-    if not path.exists():
+    if not storage.exists(path):
         return None, None
     try:
-        table = pq.ParquetFile(path).read()
+        table = storage.read_parquet(path)
     except (OSError, pa.ArrowException) as exc:
         return None, f"unreadable ({exc})"
     if table.schema.remove_metadata() != KLINE_SCHEMA:
@@ -408,8 +407,7 @@ class _KlineRun:
         self.part_dir = layout.parsed_klines_dir(
             data_dir, trade_type, symbol, interval, datasets.get(dataset).name
         )
-        if self.part_dir.is_dir():
-            io.remove_stale_temps(self.part_dir)  # this job owns the folder
+        storage.remove_stale_temps(self.part_dir)  # this job owns the folder
         self.state_path = state_file(data_dir, trade_type, self.dataset, symbol)
         self.state = load_state(self.state_path)
         self.report_in = load_download_report(download_report)
@@ -438,7 +436,10 @@ class _KlineRun:
     def read_many(self, shas: dict[str, str]) -> dict[str, pa.Table | None]:
         """Validated archives by key; None for those found defective (now quarantined)."""
         items = [(k, layout.aws_path(self.data_dir, k), self.periods[k]) for k in sorted(shas)]
-        tables, defects, sizes = read_kline_archives(items, self.interval, self.timer, self.limit)
+        with storage.read_ahead([path for _, path, _ in items]):  # S3: GETs in parallel
+            tables, defects, sizes = read_kline_archives(
+                items, self.interval, self.timer, self.limit
+            )
         for key, reason in sorted(defects.items()):
             log.error("quarantined %s", reason)
             quarantine_archive(self.data_dir, key, reason)
@@ -458,11 +459,11 @@ class _KlineRun:
         old_by_month: dict[str, dict[str, str]] = defaultdict(dict)
         for key, sha in old_files.items():
             old_by_month[self.periods[key].month][key] = sha
-        on_disk = (
-            {p.stem for p in self.part_dir.glob("*.pqt") if _PARTITION_RE.match(p.stem)}
-            if self.part_dir.exists()
-            else set()
-        )
+        on_disk = {
+            p.stem
+            for p in storage.list_files(self.part_dir, recursive=False, suffix=".pqt")
+            if _PARTITION_RE.match(p.stem)
+        }
 
         partitions = {m: v for m, v in old_parts.items()}
         self.own_partitions.update(old_parts)
@@ -507,11 +508,11 @@ class _KlineRun:
             with self.timer.step("write"):
                 if table is None:
                     partitions.pop(month, None)
-                    if path.exists():
-                        path.unlink()
+                    if storage.exists(path):
+                        storage.delete(path)
                         removed += 1
                 else:
-                    io.write_parquet(path, table, **PARTITION_WRITE_OPTIONS)
+                    storage.write_parquet(path, table, **PARTITION_WRITE_OPTIONS)
                     partitions[month] = _partition_summary(table)
                     written += 1
         progress.done = len(months)
@@ -533,7 +534,7 @@ class _KlineRun:
             "day_sources": self.report_in.get("day_sources") or {},
             "quarantined": dict(sorted(bad.items())),
         }
-        io.write_json(self.state_path, new_state)
+        storage.write_json(self.state_path, new_state)
 
         found_now = {k: v["reason"] for k, v in self.quarantined_now.items()}
         report = {
@@ -573,9 +574,9 @@ class _KlineRun:
     def _update_quality(self, rebuilt, new_rows, partitions, usable) -> pa.Table:
         qpath = layout.quality_path(self.data_dir, self.trade_type, self.interval, self.symbol)
         old = None
-        if qpath.exists() and self.state:
+        if storage.exists(qpath) and self.state:
             with contextlib.suppress(OSError, pa.ArrowException):
-                old = pq.ParquetFile(qpath).read()
+                old = storage.read_parquet(qpath)
                 if old.schema.remove_metadata() != quality.QUALITY_SCHEMA:
                     old = None
         if old is None:
@@ -587,10 +588,9 @@ class _KlineRun:
             return old
         table = quality.merge_quality(old, rebuilt, new_rows, self.interval)
         if table.num_rows == 0:
-            with contextlib.suppress(FileNotFoundError):
-                qpath.unlink()
+            storage.delete(qpath)
         else:
-            io.write_parquet(qpath, table)
+            storage.write_parquet(qpath, table)
         return table
 
     def _quality_from_partition(self, month: str, usable: dict[str, str]) -> pa.Table:

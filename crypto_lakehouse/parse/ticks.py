@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -198,7 +197,7 @@ def parse_tick_zip(
                 done.append((tmp, target))
             writers.clear()
             for tmp, target in done:
-                os.replace(tmp, target)
+                io.commit_temp(tmp, target)
             done.clear()
         finally:
             if pending is not None:  # a later block failed: let the writer finish first

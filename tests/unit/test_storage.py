@@ -1,0 +1,268 @@
+"""The storage seam (crypto_lakehouse.storage) on a local folder and on a real S3 store
+(SeaweedFS, tests/s3_helpers.py): the same operations, the same atomicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crypto_lakehouse import storage
+from crypto_lakehouse.storage import ObjectPath
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path):
+    """A data dir: a local folder, or s3://<fresh bucket>/prefix on SeaweedFS."""
+    if request.param == "local":
+        return tmp_path / "data"
+    return storage.data_path(request.getfixturevalue("s3_root"))
+
+
+def test_paths_keep_the_s3_scheme_and_pathlib_arithmetic():
+    p = storage.data_path("s3://bkt/pre")
+    assert isinstance(p, ObjectPath) and str(p) == "s3://bkt/pre"
+    q = p / "aws_data" / "x.zip"
+    assert str(q) == "s3://bkt/pre/aws_data/x.zip" and (q.bucket, q.key) == (
+        "bkt",
+        "pre/aws_data/x.zip",
+    )
+    assert isinstance(q.parent, ObjectPath) and q.with_name("y").name == "y"
+    # The form pathlib collapses an s3:// string to is still S3, never a local folder.
+    assert (
+        storage.is_remote(Path("s3://bkt/pre/x"))
+        and storage.uri(Path("s3://bkt/k")) == "s3://bkt/k"
+    )
+    assert isinstance(storage.data_path("/tmp/x"), Path) and not storage.is_remote("/tmp/x")
+    with pytest.raises(ValueError, match="s3://bucket"):
+        storage.data_path("s3://")
+
+
+def test_write_read_list_delete(root):
+    storage.write_bytes(root / "a" / "x.bin", b"abc")
+    storage.write_json(root / "a" / "b" / "state.json", {"z": 1, "a": [1, 2]})
+    table = pa.table({"t": [1, 2, 3], "v": [0.5, 1.5, 2.5]})
+    storage.write_parquet(root / "p" / "202401.pqt", table, metadata={"source": "test"})
+    storage.touch(root / "a" / "x.bin.verified")
+
+    assert storage.read_bytes(root / "a" / "x.bin") == b"abc"
+    assert storage.read_json(root / "a" / "b" / "state.json") == {"z": 1, "a": [1, 2]}
+    assert storage.read_json(root / "nothing.json", default={}) == {}
+    back = storage.read_parquet(root / "p" / "202401.pqt")
+    assert back.select(["t", "v"]).equals(table)
+    assert back.schema.metadata[b"source"] == b"test"
+    assert storage.exists(root / "a" / "x.bin") and storage.is_file(root / "a" / "x.bin")
+    assert storage.size(root / "a" / "x.bin") == 3 and storage.size(root / "nope") is None
+    assert not storage.exists(root / "a" / "nope")
+
+    names = [str(p)[len(str(root)) + 1 :] for p in storage.list_files(root)]
+    assert names == ["a/b/state.json", "a/x.bin", "a/x.bin.verified", "p/202401.pqt"]
+    assert [p.name for p in storage.list_files(root / "a", recursive=False)] == [
+        "x.bin",
+        "x.bin.verified",
+    ]
+    assert [p.name for p in storage.list_files(root, suffix=".pqt")] == ["202401.pqt"]
+    assert storage.list_files(root / "absent") == []
+    assert all(type(p) is type(storage.data_path(root)) for p in storage.list_files(root))
+
+    assert storage.write_json_if_changed(root / "s.json", {"a": 1})
+    assert not storage.write_json_if_changed(root / "s.json", {"a": 1})
+
+    storage.move(root / "a" / "x.bin", root / "q" / "x.bin")
+    assert storage.read_bytes(root / "q" / "x.bin") == b"abc" and not storage.exists(
+        root / "a" / "x.bin"
+    )
+    with pytest.raises(FileNotFoundError):
+        storage.move(root / "a" / "x.bin", root / "q" / "y.bin")  # moved away already
+    storage.delete(root / "q" / "x.bin")
+    storage.delete(root / "q" / "x.bin")  # missing_ok
+    with pytest.raises(FileNotFoundError):
+        storage.delete(root / "q" / "x.bin", missing_ok=False)
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(root / "q" / "x.bin")
+
+
+def test_a_failed_staged_write_publishes_nothing_and_keeps_the_old_content(root):
+    target = root / "p" / "part.pqt"
+    storage.write_bytes(target, b"old")
+    with pytest.raises(RuntimeError):
+        with storage.staged_path(target) as tmp:
+            tmp.write_bytes(b"half of a new file")
+            raise RuntimeError("writer failed")
+    assert storage.read_bytes(target) == b"old"
+    assert [p.name for p in storage.list_files(root)] == ["part.pqt"]
+    with storage.staged_path(target) as tmp:
+        pq.write_table(pa.table({"a": [7]}), tmp)
+    assert storage.read_parquet(target).column("a").to_pylist() == [7]
+
+
+def test_s3_objects_are_what_an_independent_client_sees(seaweed, s3_root):
+    """Written through the seam, read with a plain pyarrow S3 client (and the reverse)."""
+    inner = s3_root.removeprefix("s3://")
+    storage.write_parquet(f"{s3_root}/r/x.pqt", pa.table({"a": [1, 2]}))
+    fs = seaweed.client()
+    assert pq.read_table(f"{inner}/r/x.pqt", filesystem=fs).column("a").to_pylist() == [1, 2]
+    with fs.open_output_stream(f"{inner}/r/y.json") as out:
+        out.write(b'{"k": 3}')
+    assert storage.read_json(f"{s3_root}/r/y.json") == {"k": 3}
+
+
+def test_s3_listing_pages_beyond_1000_keys(seaweed, s3_root):
+    """S3 answers at most 1,000 keys per ListObjectsV2 call: 1,234 keys need two pages."""
+    fs = seaweed.client()
+    inner = s3_root.removeprefix("s3://")
+    names = [f"k{i:05d}.zip" for i in range(1234)]
+
+    def put(name):
+        with fs.open_output_stream(f"{inner}/many/{name}") as out:
+            out.write(b"x")
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, names))
+    listed = storage.list_files(f"{s3_root}/many")
+    assert [p.name for p in listed] == names
+
+
+def _wait_for_line(proc, expected: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip() == expected:
+            return
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"child exited: {proc.stderr.read()}")
+    raise AssertionError(f"no {expected!r} from the child")
+
+
+def test_s3_upload_killed_midway_leaves_no_object(seaweed, s3_root):
+    """kill -9 while a multipart upload is open (parts sent, not completed): no listing
+    and no GET shows the object; a later write of the same key succeeds."""
+    code = (
+        "import sys, time\n"
+        "from crypto_lakehouse import storage\n"
+        "storage.configure(dict(endpoint_url=sys.argv[1], addressing_style='path'))\n"
+        "fs, inner = storage.filesystem(sys.argv[2])\n"
+        "out = fs.open_output_stream(inner)\n"
+        "out.write(b'x' * (12 << 20))\n"  # two 5 MiB parts uploaded, the rest buffered
+        "out.flush()\n"
+        "print('parts sent', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    target = f"{s3_root}/aws_data/big.zip"
+    env = {**os.environ, **seaweed.env, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, seaweed.endpoint_url, target],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        _wait_for_line(proc, "parts sent")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not storage.exists(target)
+    assert storage.list_files(s3_root) == []
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(target)
+    storage.write_bytes(target, b"complete")
+    assert storage.read_bytes(target) == b"complete"
+
+
+def test_s3_put_killed_at_any_moment_is_absent_or_complete(seaweed, s3_root):
+    """The real write path (staged file, one upload) killed after a random delay: the key
+    is either absent or holds the whole body, never a prefix of it."""
+    body_mb = 24
+    code = (
+        "import sys\n"
+        "from crypto_lakehouse import storage\n"
+        "storage.configure(dict(endpoint_url=sys.argv[1], addressing_style='path'))\n"
+        "print('start', flush=True)\n"
+        f"storage.write_bytes(sys.argv[2], bytes(range(256)) * ({body_mb} << 12))\n"
+        "print('done', flush=True)\n"
+    )
+    env = {**os.environ, **seaweed.env, "PYTHONPATH": os.pathsep.join(sys.path)}
+    outcomes = set()
+    for i, delay in enumerate((0.05, 0.2, 0.4)):
+        target = f"{s3_root}/k{i}.bin"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, seaweed.endpoint_url, target],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        _wait_for_line(proc, "start")
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        size = storage.size(target)
+        assert size in (None, body_mb << 20), size
+        outcomes.add(size)
+    assert outcomes  # at least one attempt observed
+
+
+def test_credentials_never_appear_in_errors(seaweed, s3_root, monkeypatch, caplog):
+    """Errors name the object; neither the key id nor the secret shows in them or the log."""
+    errors = []
+    with pytest.raises(FileNotFoundError) as err:
+        storage.read_bytes(f"{s3_root}/absent.json")
+    errors.append(str(err.value))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key[::-1])  # a wrong secret
+    storage.configure(dict(seaweed.storage_settings, region="eu-west-1"))  # a new client
+    with pytest.raises(storage.StorageError) as err:
+        storage.write_bytes(f"{s3_root}/x.json", b"{}")
+    errors.append(str(err.value))
+    assert all(s3_root.removeprefix("s3://") in e for e in errors), errors
+    for text in [*errors, caplog.text]:
+        assert seaweed.secret_key not in text and seaweed.secret_key[::-1] not in text
+        assert seaweed.access_key not in text
+
+
+def test_job_settings_select_the_endpoint(seaweed, s3_root):
+    """A job's storage settings (config block `storage`) are what the S3 client uses."""
+    storage.configure({"endpoint_url": "http://127.0.0.1:9", "addressing_style": "path"})
+    with pytest.raises(OSError):
+        storage.write_bytes(f"{s3_root}/x", b"x")  # nothing listens on port 9
+    storage.configure(seaweed.storage_settings)
+    storage.write_bytes(f"{s3_root}/x", b"x")
+    assert json.loads(json.dumps(storage.settings()))["endpoint_url"] == seaweed.endpoint_url
+
+
+def test_local_writers_refuse_s3_paths_instead_of_making_a_local_folder(tmp_path, monkeypatch):
+    """A call site that bypasses the seam with an S3 path fails loudly (no ./s3:/ folder)."""
+    from crypto_lakehouse import io
+
+    monkeypatch.chdir(tmp_path)
+    p = storage.data_path("s3://bkt/pre") / "lakehouse" / "state.json"
+    for call in (
+        lambda: io.write_json(p, {}),
+        lambda: io.read_json(p),
+        lambda: io.touch(p),
+        lambda: io.write_bytes(str(p), b""),
+        lambda: io.new_temp_path(p),
+    ):
+        with pytest.raises(ValueError, match="storage"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_ahead_gives_each_object_once_and_errors_in_place(s3_root):
+    paths = [storage.join(s3_root, f"z/{i}.zip") for i in range(20)]
+    for i, p in enumerate(paths):
+        storage.write_bytes(p, f"body {i}".encode())
+    missing = storage.join(s3_root, "z/missing.zip")
+    with storage.read_ahead([*paths[:10], missing, *paths[10:]], window=4):
+        assert storage.settings()["endpoint_url"]  # the S3 client of the test
+        got = [storage.read_bytes(p) for p in paths[:10]]
+        with pytest.raises(FileNotFoundError, match="missing.zip"):
+            storage.read_bytes(missing)
+        got += [storage.read_bytes(p) for p in paths[10:]]
+        # Read again inside the block: fetched anew (read-ahead holds each object once).
+        storage.write_bytes(paths[0], b"changed")
+        assert storage.read_bytes(paths[0]) == b"changed"
+    assert got == [f"body {i}".encode() for i in range(20)]

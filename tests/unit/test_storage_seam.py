@@ -1,0 +1,92 @@
+"""The stages on the storage seam never touch data paths directly: no ``open``,
+``os.replace``, ``Path.glob``, ``exists``/``unlink``/``stat``, direct Parquet reads or
+local-only writes (docs/storage.md). Their data I/O goes through crypto_lakehouse.storage,
+which serves a local data dir and an s3:// one alike."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+PKG = REPO_ROOT / "crypto_lakehouse"
+# Stages moved onto the seam (not yet: the tick parser, REST downloads; docs/storage.md).
+STAGE_MODULES = sorted(
+    [
+        PKG / "parse" / "__init__.py",
+        PKG / "parse" / "klines.py",
+        PKG / "parse" / "funding.py",
+        PKG / "parse" / "csv_reader.py",
+        PKG / "parse" / "validate.py",
+        PKG / "quarantine.py",
+        PKG / "archive" / "sync.py",
+        PKG / "archive" / "checksum.py",
+        PKG / "incremental.py",
+        *(PKG / "generate").glob("*.py"),
+        *(PKG / "resample").glob("*.py"),
+        *(PKG / "features").glob("*.py"),
+    ]
+)
+
+FILE_METHODS = {
+    "glob", "rglob", "iterdir", "exists", "is_file", "is_dir", "stat", "unlink", "mkdir",
+    "read_bytes", "write_bytes", "read_text", "write_text", "open",
+}  # fmt: skip
+OS_CALLS = {"replace", "rename", "remove", "listdir", "scandir", "makedirs", "stat"}
+PARQUET_CALLS = {"read_table", "ParquetFile", "read_schema", "read_metadata", "write_table",
+                 "ParquetWriter", "write_to_dataset"}  # fmt: skip
+# Local-only helpers of crypto_lakehouse.io: data goes through storage (reports and stats,
+# Snakemake's outputs in the run directory, may still use io.write_json / io.read_json).
+IO_DATA_CALLS = {"write_parquet", "write_bytes", "write_text", "touch", "atomic_file",
+                 "atomic_path", "new_temp_path", "commit_temp", "remove_stale_temps",
+                 "remove_stale_temps_of"}  # fmt: skip
+# Receivers that are not paths: the seam itself and zip members inside an opened archive.
+ALLOWED_RECEIVERS = {"storage", "zf", "i"}
+
+
+def direct_calls(path, root=REPO_ROOT) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        where = f"{path.relative_to(root)}:{node.lineno}"
+        if isinstance(func, ast.Name) and func.id == "open":
+            found.append(f"{where}: open(...)")
+        elif isinstance(func, ast.Attribute):
+            receiver = ast.unparse(func.value)
+            if receiver in ALLOWED_RECEIVERS:
+                continue
+            if receiver in ("os", "os.path", "shutil"):
+                if receiver != "os" or func.attr in OS_CALLS:
+                    found.append(f"{where}: {receiver}.{func.attr}(...)")
+            elif receiver == "pq" and func.attr in PARQUET_CALLS:
+                found.append(f"{where}: pq.{func.attr}(...)")
+            elif receiver == "io" and func.attr in IO_DATA_CALLS:
+                found.append(f"{where}: io.{func.attr}(...)")
+            elif func.attr in FILE_METHODS and receiver not in {"io", "pq"}:
+                found.append(f"{where}: {receiver}.{func.attr}(...)")
+    return found
+
+
+@pytest.mark.parametrize("module", STAGE_MODULES, ids=lambda p: str(p.relative_to(PKG)))
+def test_stage_module_does_no_direct_file_io(module):
+    assert direct_calls(module) == []
+
+
+def test_the_check_catches_each_kind_of_direct_call(tmp_path):
+    """The checker itself: each forbidden form is found, the seam's calls are not."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "open(p)\nos.replace(a, b)\npart_dir.glob('*.pqt')\npath.exists()\n"
+        "pq.read_table(p)\nio.write_parquet(p, t)\nPath(x).unlink()\n"
+        "storage.exists(p)\nstorage.read_parquet(p)\nio.write_json(report_path, r)\n"
+        "zf.open(member)\ntext.replace('-', 'm')\n"
+    )
+    found = [f.split(": ", 1)[1] for f in direct_calls(sample, tmp_path)]
+    assert found == [
+        "open(...)", "os.replace(...)", "part_dir.glob(...)", "path.exists(...)",
+        "pq.read_table(...)", "io.write_parquet(...)", "Path(x).unlink(...)",
+    ]  # fmt: skip
