@@ -31,8 +31,8 @@ ROW_GROUP_ROWS = 1 << 20
 MAGIC = b"PAR1"
 
 # Thrift compact protocol type ids.
-_STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = (
-    range(13)
+_STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(
+    13
 )
 
 # FileMetaData / RowGroup / ColumnChunk / ColumnMetaData field ids (parquet.thrift).
@@ -208,8 +208,7 @@ def _shift_chunk(chunk: Struct, shift: int) -> Struct:
             out.append(Field(f.id, f.type, f.value + shift))
         elif f.id == CC_META:
             meta = [
-                Field(m.id, m.type, m.value + shift) if m.id in CMD_OFFSETS else m
-                for m in f.value
+                Field(m.id, m.type, m.value + shift) if m.id in CMD_OFFSETS else m for m in f.value
             ]
             out.append(Field(f.id, f.type, meta))
         else:
