@@ -74,7 +74,11 @@ def run_resample_rule(*, gen_report, report_path, stats_path, **kwargs):
         report_path=report_path,
         stats_path=stats_path,
         build=lambda: run_resample(
-            gen_report=gen_report, report_path=report_path, stats_path=stats_path, **kwargs
+            gen_report=gen_report,
+            report_path=report_path,
+            stats_path=stats_path,
+            incremental=True,
+            **kwargs,
         ),
     )
 

@@ -17,6 +17,7 @@ import pytest
 
 from crypto_lakehouse import io, layout
 from crypto_lakehouse.generate import parquet_append, run_gen_kline
+from crypto_lakehouse.resample import run_resample
 from crypto_lakehouse.schema import (
     API_FUNDING_SCHEMA,
     KLINE_SCHEMA,
@@ -154,9 +155,31 @@ def gen(data_dir: Path, incremental: bool, **overrides):
     return run_gen_kline(**(args | overrides))
 
 
+TARGETS = [
+    {"interval": "1h", "offset_step": "15m"},
+    {"interval": "5m", "offset_step": "0m"},
+    {"interval": "1d", "offset_step": "0m"},
+]
+
+
+def resample(data_dir: Path, incremental: bool, aggregations=None):
+    return run_resample(
+        trade_type=TT,
+        symbol=SYM,
+        interval="1m",
+        data_dir=data_dir,
+        gen_report=data_dir / "rep" / "report.json",
+        targets=TARGETS,
+        aggregations=aggregations,
+        report_path=data_dir / "rep" / "resample.json",
+        stats_path=data_dir / "rep" / "resample_stats.json",
+        incremental=incremental,
+    )
+
+
 def outputs(data_dir: Path) -> dict[str, bytes]:
-    root = layout.results_klines_dir(data_dir, TT, "1m")
-    return {p.name: p.read_bytes() for p in sorted(root.glob("*.pqt"))}
+    root = layout.results_klines_dir(data_dir, TT, "1m").parent.parent
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.pqt"))}
 
 
 def grow_and_compare(tmp_path, cols, old, new, expect_tail=True, **overrides):
@@ -166,12 +189,21 @@ def grow_and_compare(tmp_path, cols, old, new, expect_tail=True, **overrides):
     write_state(inc, cols, *old)
     first = gen(inc, incremental=True, **overrides)
     assert "incremental" not in first  # no record yet: a full build
+    resample(inc, incremental=True)
     write_state(inc, cols, *new)
     ref = tmp_path / "ref"
     shutil.copytree(inc, ref)
     stats = gen(inc, incremental=True, **overrides)
     gen(ref, incremental=False, **overrides)
     assert ("incremental" in stats) == expect_tail, stats
+    modes = resample(inc, incremental=True)["segments_by_mode"]
+    resample(ref, incremental=False)
+    n_segments = len(io.read_json(ref / "rep" / "report.json")["segments"])
+    if expect_tail and n_segments == 1:  # the newest segment kept its name: a tail resample
+        assert modes == {"kept": 0, "tail": 1, "full": 0}, modes
+    assert io.read_json(inc / "rep" / "resample.json") == io.read_json(
+        ref / "rep" / "resample.json"
+    )
     got, want = outputs(inc), outputs(ref)
     assert got.keys() == want.keys()
     for name in want:
@@ -271,3 +303,13 @@ def test_without_split_and_funding(tmp_path):
         split_gaps=False,
         with_funding_rates=False,
     )
+
+
+def test_older_segment_kept_and_newest_extended(tmp_path):
+    cols = master(seed=12, pause_at=T0 + 12 * HOUR)
+    stats, report = grow_and_compare(
+        tmp_path, cols, (8, T0 + 9 * DAY + 12 * HOUR, RATES), (9, T0 + 10 * DAY + 12 * HOUR, RATES)
+    )
+    assert [s["name"] for s in report["segments"]] == [f"SP0_{SYM}", SYM]
+    modes = io.read_json(tmp_path / "inc" / "rep" / "resample_stats.json")["segments_by_mode"]
+    assert modes == {"kept": 1, "tail": 1, "full": 0}
