@@ -38,6 +38,8 @@ rule all:
     input:
         [summaries(stage) for stage in ACTIVE_STAGES],
         rules.report.output.index,
+        # Datasets beyond klines and funding, when the config lists any (default: none).
+        get_datasets_input,
 
 
 rule summarize:

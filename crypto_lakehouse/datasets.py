@@ -55,6 +55,13 @@ class Dataset:
     micros_from: dict[str, str] = field(default_factory=dict)
     # Parsed output: "symbol" (one file), "month" (per interval and month), "day".
     partition: str = "month"
+    # Empty value cells are kept as nulls (not a defect): metrics files have some.
+    nullable_values: bool = False
+    # Rows are sorted by time within each CSV block before validation (small files whose
+    # rows are published out of order: metrics; a day of metrics is one block).
+    sort_rows: bool = False
+    # Parquet writer options of the parsed output (parse/ticks.py).
+    parquet_options: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------ tags
     def tag(self, interval: str | None = None) -> str:
@@ -217,6 +224,8 @@ METRICS = register(
         quantity_columns=_METRIC_VALUES,
         time_text_format="%Y-%m-%d %H:%M:%S",
         partition="day",
+        nullable_values=True,
+        sort_rows=True,
     )
 )
 

@@ -184,6 +184,11 @@ def parsed_day_path(data_dir, trade_type, dataset, symbol, day: str) -> Path:
     return Path(data_dir) / "parsed_data" / trade_type / dataset / symbol / f"{day}.pqt"
 
 
+def agg_klines_day_path(data_dir, trade_type, symbol, interval, day: str) -> Path:
+    """Candles built from a day of aggTrades (target ``agg_klines``); ``day`` is ``YYYYMMDD``."""
+    return Path(data_dir, "parsed_data", trade_type, "agg_klines", symbol, interval, f"{day}.pqt")
+
+
 def api_klines_dir(data_dir, trade_type, symbol, interval) -> Path:
     return Path(data_dir) / "api_data" / trade_type / "klines" / symbol / interval
 

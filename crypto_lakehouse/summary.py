@@ -145,6 +145,10 @@ def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
 def headline(summary: dict) -> str:
     t = summary.get("totals", {})
     parts = [f"{summary['stage']}/{summary['trade_type']}: {summary['symbols']} symbols"]
+    for tag, entry in (summary.get("datasets") or {}).items():
+        bad = entry.get("files_quarantined_download", 0) + entry.get("files_quarantined_parse", 0)
+        parts.append(f"{tag}: rows={entry.get('rows', 0):g} days={entry.get('days', 0):g}"
+                     f" quarantined={bad:g}")  # fmt: skip
     for key in HEADLINE_KEYS:
         if t.get(key):
             value = t[key]
@@ -163,6 +167,91 @@ def headline(summary: dict) -> str:
 def run_summary(*, stage: str, trade_type: str, summary: str, reports=()) -> dict:
     report_paths = [str(p) for p in reports]
     result = summarize(stage, trade_type, report_paths)
+    write_json(summary, result)
+    log.info("%s (summary: %s)", headline(result), summary)
+    return result
+
+
+# ------------------------------------------------------------------ archive datasets
+def _tick_day_rows(report: dict) -> dict[str, int]:
+    """{YYYYMMDD: rows} of a tick parse report; a daily file wins over its month's file,
+    as in the parsed output (monthly keys are applied first)."""
+    day_rows: dict[str, int] = {}
+    files = report.get("files") or {}
+    for key in sorted(files, key=lambda k: ("/daily/" in k, k)):
+        day_rows.update(files[key].get("days") or {})
+    return day_rows
+
+
+def dataset_symbol_figures(parse_report: dict, download_report: dict) -> dict:
+    """One symbol's quality figures for one archive dataset: rows and days parsed, files
+    verified, files quarantined by the download (checksum, size) and by the parse
+    (validation: ids, times, prices, quantities), and the kline quality score if any."""
+    download_bad = set(download_report.get("quarantined") or {})
+    parse_bad = {k: v for k, v in (parse_report.get("quarantined") or {}).items()}
+    if "partitions" in parse_report:  # kline-layout datasets (markPriceKlines, ...)
+        rows = sum(int(p.get("rows", 0)) for p in parse_report["partitions"].values())
+        quality = parse_report.get("quality") or {}
+        days = int(quality.get("days") or 0)
+    else:
+        day_rows = _tick_day_rows(parse_report)
+        rows, days, quality = sum(day_rows.values()), len(day_rows), {}
+    figures = {
+        "rows": rows,
+        "days": days,
+        "files_verified": len(download_report.get("files") or {}),
+        "files_quarantined_download": len(download_bad),
+        "files_quarantined_parse": len(set(parse_bad) - download_bad),
+    }
+    if quality.get("score") is not None:
+        figures["quality_score"] = quality["score"]
+    return figures
+
+
+def summarize_datasets(trade_type: str, parse_reports: list[str], download_dirs: dict) -> dict:
+    """Run summary of the archive datasets beyond klines/funding for one trade type.
+
+    ``parse_reports``: the parse shard reports (or per-symbol reports) of every dataset;
+    ``download_dirs``: {dataset tag: directory of its per-symbol download reports}."""
+    per_dataset: dict[str, dict] = {}
+    totals: dict[str, float] = {}
+    problems: dict[str, dict] = {}
+    paths = symbol_report_paths(parse_reports)
+    for path in paths:
+        report = read_json(path, default={}) or {}
+        tag, symbol = Path(path).parent.name, Path(path).stem
+        download = read_json(Path(download_dirs.get(tag, "")) / f"{symbol}.json", default={})
+        figures = dataset_symbol_figures(report, download or {})
+        entry = per_dataset.setdefault(tag, {"symbols": 0, "scores": []})
+        entry["symbols"] += 1
+        score = figures.pop("quality_score", None)
+        if score is not None:
+            entry["scores"].append(score)
+        for key, value in figures.items():
+            entry[key] = entry.get(key, 0) + value
+            totals[f"{tag}.{key}"] = totals.get(f"{tag}.{key}", 0) + value
+        if report.get("quarantined"):
+            problems[f"{tag}/{symbol}"] = {"quarantined": report["quarantined"]}
+    for entry in per_dataset.values():
+        scores = entry.pop("scores")
+        if scores:
+            entry["quality_score_min"] = min(scores)
+    return {
+        "stage": "datasets",
+        "trade_type": trade_type,
+        "symbols": len(paths),
+        "datasets": dict(sorted(per_dataset.items())),
+        "totals": totals,
+        "problems": problems,
+        "figures": {},
+        "written_at_unix": int(time.time()),
+    }
+
+
+def run_dataset_summary(
+    *, trade_type: str, summary: str, download_dirs: dict, parse_reports=()
+) -> dict:
+    result = summarize_datasets(trade_type, [str(p) for p in parse_reports], download_dirs)
     write_json(summary, result)
     log.info("%s (summary: %s)", headline(result), summary)
     return result

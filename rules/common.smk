@@ -148,9 +148,15 @@ def listed(trade_type, dataset):
     return plan.listed_symbols(index)
 
 
+def published(trade_type, dataset):
+    """Whether the archive has ``dataset`` (a name or tag) for ``trade_type`` (the registry's
+    markets: no spot funding, no spot mark price klines, ...)."""
+    return trade_type in dataset_registry.get(dataset).markets
+
+
 def indexed(trade_type, dataset):
     """The same symbols, read from the index the checkpoint already wrote."""
-    if trade_type == "spot" and dataset == "funding":
+    if not published(trade_type, dataset):
         return []
     return plan.listed_symbol_set(listing_index_path(trade_type, dataset))
 
@@ -160,16 +166,12 @@ def kline_symbols(trade_type):
 
 
 def archive_funding_symbols(trade_type):
-    return listed(trade_type, "funding") if trade_type != "spot" else []
+    return listed(trade_type, "funding") if published(trade_type, "funding") else []
 
 
 def funding_symbols(trade_type):
     """Q5 fixed: funding is fetched for every futures symbol with klines or archived funding."""
     return sorted(set(kline_symbols(trade_type)) | set(archive_funding_symbols(trade_type)))
-
-
-def datasets(trade_type):
-    return [KLINES] if trade_type == "spot" else [KLINES, "funding"]
 
 
 # ------------------------------------------------------------------ shards
@@ -183,7 +185,7 @@ SHARDS = int(config["shards"])
 
 
 def _index_shards(trade_type, dataset):
-    if trade_type == "spot" and dataset == "funding":
+    if not published(trade_type, dataset):
         return {}
     return plan.index_shards(listing_index_path(trade_type, dataset), SHARDS)
 
@@ -203,7 +205,7 @@ def shard_symbols(trade_type, shard, dataset=KLINES, stage=None):
 def shard_ids(trade_type, dataset=KLINES, stage=None):
     """The non-empty shards of (trade type, dataset), after the listing checkpoints: for
     target-level functions (they make Snakemake wait for the listing)."""
-    if trade_type == "spot" and dataset == "funding":
+    if not published(trade_type, dataset):
         return []
     listed(trade_type, dataset)
     if stage == "api_download" and dataset == "funding":
@@ -218,11 +220,23 @@ def shard_runtime(minutes_per_symbol):
     """Resource function: a shard job's runtime (minutes, for SLURM) grows with its symbols."""
 
     def runtime(wildcards):
-        dataset = f"klines-{wildcards.interval}" if "interval" in wildcards.keys() else "funding"
-        n = len(shard_symbols(wildcards.trade_type, wildcards.shard, dataset))
+        n = len(shard_symbols(wildcards.trade_type, wildcards.shard, wildcard_tag(wildcards)))
         return 10 + minutes_per_symbol * n
 
     return runtime
+
+
+def wildcard_tag(wildcards):
+    """The dataset tag of a job: its ``{dataset}`` wildcard, or built from the dataset and
+    interval wildcards of the parse rules (no interval and no dataset: funding)."""
+    names = wildcards.keys()
+    if "dataset" in names:
+        return wildcards.dataset
+    name = next((wildcards[k] for k in ("tick_dataset", "kline_dataset") if k in names), None)
+    if name is None:
+        name = "klines" if "interval" in names else "funding"
+    interval = wildcards.interval if "interval" in names else None
+    return dataset_registry.tag(name, interval)
 
 
 def shard_args(stage, wildcards, dataset, **symbol_dirs):
@@ -480,7 +494,7 @@ def stage_reports(stage, trade_type):
     if stage == "resample" and not RESAMPLE_TARGETS[trade_type]:
         return []
     if stage in ("aws_download", "aws_parse", "api_download"):
-        sets = [KLINES] + (["funding"] if trade_type != "spot" else [])
+        sets = [d for d in (KLINES, "funding") if published(trade_type, d)]
     else:
         sets = [KLINES]
     return [

@@ -20,7 +20,7 @@ rule aws_parse_ticks:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=1000,
-        runtime=60,
+        runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_extra_parse_args),
         python=PYTHON,
@@ -44,11 +44,58 @@ rule aws_parse_kline_layout:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=2000,
-        runtime=60,
+        runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_extra_parse_args),
         python=PYTHON,
         script=script_path("aws_parse_klines"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+rule agg_klines_shard:
+    input:
+        unpack(get_agg_klines_input),
+    output:
+        shard_report=f"{LH}/reports/agg_klines/{{trade_type}}/aggTrades-{{interval}}/shards/{{shard}}.json",
+    log:
+        f"{LH}/logs/agg_klines/{{trade_type}}/aggTrades-{{interval}}/shards/{{shard}}.log",
+    benchmark:
+        f"{LH}/benchmarks/agg_klines/{{trade_type}}/aggTrades-{{interval}}/shards/{{shard}}.tsv"
+    conda:
+        "../envs/pipeline.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=agg_klines_runtime,
+    params:
+        job=shard_job_json(get_agg_klines_args),
+        python=PYTHON,
+        script=script_path("agg_klines"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+rule agg_klines:
+    input:
+        get_agg_klines_reports,
+
+
+rule summarize_datasets:
+    input:
+        parse_reports=get_datasets_parse_reports,
+    output:
+        summary=f"{LH}/summaries/datasets/{{trade_type}}.json",
+    log:
+        f"{LH}/logs/summaries/datasets/{{trade_type}}.log",
+    benchmark:
+        f"{LH}/benchmarks/summaries/datasets/{{trade_type}}.tsv"
+    localrule: True
+    conda:
+        "../envs/pipeline.yaml"
+    params:
+        job=job_json(get_datasets_summary_args),
+        python=PYTHON,
+        script=script_path("summarize_datasets"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 

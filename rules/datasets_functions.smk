@@ -1,5 +1,7 @@
 # Functions of rules/datasets.smk (kept apart from common.smk; they can move there).
 
+from crypto_lakehouse.intervals import DAY_MS, interval_ms
+
 CORE_DATASETS = ("klines", "funding")
 
 
@@ -8,32 +10,90 @@ def extra_dataset_tags(trade_type):
     return dataset_registry.extra_tags(selected, INTERVAL, CORE_DATASETS)
 
 
+def dataset_trade_types():
+    """Trade types whose config lists datasets beyond klines and funding."""
+    return [t for t in TRADE_TYPES if extra_dataset_tags(t)]
+
+
 def get_datasets_input(wildcards):
-    """Every parse shard report of the configured extra datasets (after their listings)."""
-    reports = []
-    for trade_type in TRADE_TYPES:
-        for tag in extra_dataset_tags(trade_type):
-            reports += [
-                shard_report_path("aws_parse", trade_type, tag, k)
-                for k in shard_ids(trade_type, tag)
-            ]
-    return reports
+    """The datasets summaries (each needs every parse shard of its trade type's datasets)
+    and the candles built from aggTrades (config agg_klines)."""
+    summaries = [f"{LH}/summaries/datasets/{t}.json" for t in dataset_trade_types()]
+    return summaries + (get_agg_klines_reports(wildcards) if agg_klines_plan() else [])
+
+
+# ------------------------------------------------------------------ agg_klines
+AGG_KLINES_MARKETS = ("spot", "um_futures")  # cm: quote volume needs the contract size
+
+
+def agg_klines_plan():
+    """(trade type, interval) pairs of target agg_klines: trade types listing aggTrades."""
+    intervals = config.get("agg_klines", {}).get("intervals") or []
+    for i in intervals:
+        if DAY_MS % interval_ms(i):
+            raise WorkflowError(f"agg_klines.intervals: {i!r} does not divide a day")
+    return [
+        (t, i)
+        for t in TRADE_TYPES
+        if t in AGG_KLINES_MARKETS and "aggTrades" in extra_dataset_tags(t)
+        for i in intervals
+    ]
+
+
+def get_agg_klines_reports(wildcards):
+    return [
+        shard_report_path("agg_klines", t, f"aggTrades-{i}", k)
+        for t, i in agg_klines_plan()
+        for k in shard_ids(t, "aggTrades")
+    ]
+
+
+def agg_klines_runtime(wildcards):
+    """Resource: minutes of an agg_klines shard job (grows with its symbols)."""
+    return 10 + 2 * len(shard_symbols(wildcards.trade_type, wildcards.shard, "aggTrades"))
+
+
+def get_agg_klines_input(wildcards):
+    tt = wildcards.trade_type
+    return {"parse_shard": shard_report_path("aws_parse", tt, "aggTrades", wildcards.shard)}
+
+
+def get_agg_klines_args(wildcards):
+    tt = wildcards.trade_type
+    args = shard_args(
+        "agg_klines", wildcards, "aggTrades", parse_report=report_dir("aws_parse", tt, "aggTrades")
+    )
+    args["symbol_paths"]["report_path"] = report_dir(
+        "agg_klines", tt, f"aggTrades-{wildcards.interval}"
+    )
+    args.update(trade_type=tt, interval=wildcards.interval, data_dir=DATA)
+    return args
+
+
+def get_datasets_parse_reports(wildcards):
+    """Every parse shard report of one trade type's extra datasets (after their listings)."""
+    tt = wildcards.trade_type
+    return [
+        shard_report_path("aws_parse", tt, tag, k)
+        for tag in extra_dataset_tags(tt)
+        for k in shard_ids(tt, tag)
+    ]
+
+
+def get_datasets_summary_args(wildcards):
+    tt = wildcards.trade_type
+    dirs = {tag: report_dir("aws_download", tt, tag) for tag in extra_dataset_tags(tt)}
+    return dict(trade_type=tt, download_dirs=dirs)
 
 
 def get_extra_parse_input(wildcards):
-    tag = extra_tag(wildcards)
+    tag = wildcard_tag(wildcards)
     tt = wildcards.trade_type
     return {"download_shard": shard_report_path("aws_download", tt, tag, wildcards.shard)}
 
 
-def extra_tag(wildcards):
-    if "tick_dataset" in wildcards.keys():
-        return wildcards.tick_dataset
-    return f"{wildcards.kline_dataset}-{wildcards.interval}"
-
-
 def get_extra_parse_args(wildcards):
-    tag = extra_tag(wildcards)
+    tag = wildcard_tag(wildcards)
     tt = wildcards.trade_type
     entry, interval = dataset_registry.split_tag(tag)
     args = shard_args(

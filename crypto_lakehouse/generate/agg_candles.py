@@ -22,6 +22,12 @@ import pyarrow as pa
 from crypto_lakehouse.intervals import interval_ms
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
 
+# cm aggTrades quantities are contracts: their quote volume (base asset) needs the contract
+# size, so cm candles are not built (docs/datasets.md).
+AGG_KLINES_MARKETS = ("spot", "um_futures")
+AGG_COLUMNS = ("price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
+               "is_buyer_maker")  # fmt: skip
+
 
 def candles_from_agg_trades(trades: pa.Table, interval: str) -> pa.Table:
     """Vectorised: bucket boundaries from the sorted times, ``np.*.reduceat`` per bucket."""
@@ -56,3 +62,56 @@ def candles_from_agg_trades(trades: pa.Table, interval: str) -> pa.Table:
         pa.array(np.add.reduceat(buy_quote, starts)),
     ]
     return pa.Table.from_arrays(columns, schema=KLINE_SCHEMA)
+
+
+def run_agg_klines(
+    *, trade_type: str, symbol: str, interval: str, data_dir, parse_report, report_path
+) -> dict:
+    """Target ``agg_klines``, one symbol: candles at ``interval`` for every parsed aggTrades
+    day of the parse report, one file per day (``layout.agg_klines_day_path``).
+
+    Incremental: a day is rebuilt only when its aggTrades file changed (size and mtime, kept
+    in the stage's state) or its candle file is gone. Memory: one day of aggTrades.
+    """
+    import pyarrow.parquet as pq
+
+    from crypto_lakehouse import datasets, io, layout
+
+    if trade_type not in AGG_KLINES_MARKETS:
+        raise ValueError(f"agg_klines: {trade_type} is not supported (docs/datasets.md)")
+    interval_ms(interval)  # a clear error for a bad interval before any work
+    entry = datasets.AGG_TRADES
+    report = io.read_json(parse_report, default={}) or {}
+    days = sorted({d for f in (report.get("files") or {}).values() for d in f.get("days", {})})
+    state_path = layout.state_path(
+        data_dir, "agg_klines", trade_type, f"{entry.name}-{interval}", symbol
+    )
+    state = io.read_json(state_path, default={}) or {}
+    built: dict[str, list[int]] = {}
+    rebuilt, candles = 0, 0
+    for day in days:
+        source = layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, day)
+        target = layout.agg_klines_day_path(data_dir, trade_type, symbol, interval, day)
+        st = source.stat()
+        stamp = [st.st_size, st.st_mtime_ns]
+        if state.get(day) == stamp and target.exists():
+            built[day] = stamp
+            continue
+        trades = pq.read_table(source, columns=list(AGG_COLUMNS))
+        table = candles_from_agg_trades(trades, interval)
+        io.write_parquet(target, table)
+        built[day] = stamp
+        rebuilt += 1
+        candles += table.num_rows
+    io.write_json(state_path, built)
+    out = {
+        "trade_type": trade_type,
+        "symbol": symbol,
+        "interval": interval,
+        "days": {d: str(layout.agg_klines_day_path(data_dir, trade_type, symbol, interval, d))
+                 for d in days},
+        "days_rebuilt": rebuilt,
+        "candles_written": candles,
+    }  # fmt: skip
+    io.write_json(report_path, out)
+    return out

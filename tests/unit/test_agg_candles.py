@@ -63,3 +63,40 @@ def test_unsorted_trades_are_refused():
     table, _ = _trades_from_csv(agg_trades_csv("um_futures", "2024-03-01", 10, seed=5).decode())
     with pytest.raises(ValueError, match="sorted"):
         candles_from_agg_trades(table.take([9, 0, 1, 2, 3, 4, 5, 6, 7, 8]), "1s")
+
+
+def test_run_agg_klines_rebuilds_only_changed_days(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from crypto_lakehouse import layout
+    from crypto_lakehouse.generate.agg_candles import run_agg_klines
+
+    table, rows = _trades_from_csv(agg_trades_csv("um_futures", "2024-03-01", 200, seed=5).decode())
+    days = ("20240301", "20240302")
+    for day in days:
+        path = layout.parsed_day_path(tmp_path, "um_futures", "aggTrades", "BTCUSDT", day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+    report = tmp_path / "parse.json"
+    report.write_text(json.dumps({"files": {"k": {"days": {d: 200 for d in days}}}}))
+    args = dict(trade_type="um_futures", symbol="BTCUSDT", interval="1h", data_dir=tmp_path,
+                parse_report=report, report_path=tmp_path / "out.json")  # fmt: skip
+    first = run_agg_klines(**args)
+    assert first["days_rebuilt"] == 2
+    assert first["candles_written"] == 2 * len(_textbook(rows, 3_600_000))
+    assert run_agg_klines(**args)["days_rebuilt"] == 0
+    # A re-parsed day (new file) is rebuilt; a deleted output too.
+    pq.write_table(table.slice(0, 10), layout.parsed_day_path(
+        tmp_path, "um_futures", "aggTrades", "BTCUSDT", days[0]))  # fmt: skip
+    layout.agg_klines_day_path(tmp_path, "um_futures", "BTCUSDT", "1h", days[1]).unlink()
+    assert run_agg_klines(**args)["days_rebuilt"] == 2
+
+
+def test_run_agg_klines_refuses_cm(tmp_path):
+    from crypto_lakehouse.generate.agg_candles import run_agg_klines
+
+    with pytest.raises(ValueError, match="cm_futures"):
+        run_agg_klines(trade_type="cm_futures", symbol="X", interval="1m", data_dir=tmp_path,
+                       parse_report=tmp_path / "r.json", report_path=tmp_path / "o.json")  # fmt: skip

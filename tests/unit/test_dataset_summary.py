@@ -1,0 +1,71 @@
+"""Run summary of the archive datasets: rows, days and quarantines per dataset."""
+
+from __future__ import annotations
+
+import json
+
+from crypto_lakehouse.summary import dataset_symbol_figures, headline, summarize_datasets
+
+M = "data/futures/um/monthly/aggTrades/X/X-aggTrades-2024-03.zip"
+D2 = "data/futures/um/daily/aggTrades/X/X-aggTrades-2024-03-02.zip"
+BAD = "data/futures/um/daily/aggTrades/X/X-aggTrades-2024-03-05.zip"
+SUM_BAD = "data/futures/um/daily/aggTrades/X/X-aggTrades-2024-03-06.zip"
+
+
+def _tick_report():
+    return {
+        "files": {
+            # The daily file of the 2nd replaces the month's rows of that day.
+            D2: {"sha256": "b", "days": {"20240302": 25}},
+            M: {"sha256": "a", "days": {"20240301": 10, "20240302": 20}},
+        },
+        "quarantined": {BAD: "line 4: agg_trade_id 3 does not increase", SUM_BAD: "checksum"},
+    }
+
+
+def test_tick_figures_count_each_day_once_and_split_quarantines():
+    download = {"files": {M: {}, D2: {}}, "quarantined": {SUM_BAD: "checksum mismatch"}}
+    got = dataset_symbol_figures(_tick_report(), download)
+    assert got == {
+        "rows": 10 + 25,
+        "days": 2,
+        "files_verified": 2,
+        "files_quarantined_download": 1,
+        "files_quarantined_parse": 1,
+    }
+
+
+def test_kline_layout_figures_come_from_partitions_and_quality():
+    report = {
+        "partitions": {"202401": {"rows": 1440}, "202402": {"rows": 60}},
+        "quality": {"days": 2, "score": 0.75},
+        "quarantined": {},
+    }
+    got = dataset_symbol_figures(report, {"files": {"a": {}, "b": {}}})
+    assert got["rows"] == 1500 and got["days"] == 2 and got["quality_score"] == 0.75
+
+
+def test_summary_sums_symbols_per_dataset(tmp_path):
+    reports, dirs = [], {}
+    for tag, symbols in (("aggTrades", ["X", "Y"]), ("markPriceKlines-1m", ["X"])):
+        down = tmp_path / "down" / tag
+        down.mkdir(parents=True)
+        dirs[tag] = str(down)
+        for sym in symbols:
+            path = tmp_path / "parse" / tag / f"{sym}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if tag == "aggTrades":
+                report = _tick_report()
+            else:
+                report = {"partitions": {"202401": {"rows": 7}}, "quality": {"days": 1,
+                          "score": 0.5}, "quarantined": {}}  # fmt: skip
+            path.write_text(json.dumps(report))
+            (down / f"{sym}.json").write_text(json.dumps({"files": {M: {}}, "quarantined": {}}))
+            reports.append(str(path))
+    summary = summarize_datasets("um_futures", reports, dirs)
+    agg = summary["datasets"]["aggTrades"]
+    assert agg["symbols"] == 2 and agg["rows"] == 70 and agg["days"] == 4
+    assert agg["files_quarantined_parse"] == 4  # two per symbol, none from the download
+    assert summary["datasets"]["markPriceKlines-1m"]["quality_score_min"] == 0.5
+    assert set(summary["problems"]) == {"aggTrades/X", "aggTrades/Y"}
+    assert "aggTrades: rows=70 days=4 quarantined=4" in headline(summary)
