@@ -97,7 +97,12 @@ def child(data_dir: Path, incremental: bool) -> None:
 
 def add_one_day(data_dir: Path) -> None:
     """The next day as a REST file: the last day's candles one day later, prices scaled so
-    the series continues; three more funding events on REST."""
+    the series continues; three more funding events on REST. The archive's last monthly
+    partition is rewritten too (same rows, new file), as aws_parse does when a day of the
+    current month arrives: the tail then starts at that month's first day."""
+    archive_dir = layout.parsed_klines_dir(data_dir, TRADE_TYPE, SYMBOL, INTERVAL)
+    last_month = sorted(archive_dir.glob("*.pqt"))[-1]
+    io.write_parquet(last_month, pq.read_table(last_month))
     rest_dir = layout.api_klines_dir(data_dir, TRADE_TYPE, SYMBOL, INTERVAL)
     last = sorted(rest_dir.glob("*.pqt"))[-1]
     table = pq.read_table(last)
