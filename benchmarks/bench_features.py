@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,14 +55,20 @@ def prepare(data_dir: Path) -> None:
     )
 
 
+def first_build(data_dir: Path) -> None:
+    """Every timed run is a first build (not timed): a previous child's state would make the
+    job skip, and replacing its files would add the deletion of ~0.5 GB of old files."""
+    for state in (data_dir / "lakehouse" / "state" / "features").rglob("*.json"):
+        state.unlink()
+    for folder in ("features", "resampled_features"):
+        shutil.rmtree(data_dir / "results_data" / TRADE_TYPE / folder, ignore_errors=True)
+
+
 def run(data_dir: Path) -> dict:
     from crypto_lakehouse.features import run_features
     from crypto_lakehouse.features.spec import DEFAULT_INDICATORS, DEFAULT_WINDOWS
 
     bench = data_dir / "bench"
-    # A previous child's state would make the job skip: every run builds.
-    for state in (data_dir / "lakehouse" / "state" / "features").rglob("*.json"):
-        state.unlink()
     return run_features(
         trade_type=TRADE_TYPE,
         interval=INTERVAL,
@@ -75,21 +83,42 @@ def run(data_dir: Path) -> dict:
     )
 
 
-def child(data_dir: Path) -> None:
+def setup_child(default_allocator: bool) -> None:
+    """One core, and the allocator settings of the job process (scripts/features_shard.py)."""
     pin_one_core()
+    if not default_allocator:
+        from crypto_lakehouse.features.allocator import keep_freed_memory
+
+        keep_freed_memory()
+
+
+def child(data_dir: Path, default_allocator: bool) -> None:
+    """Times what a job process does after Python starts: the imports of the features code
+    (pandas, TA-Lib, pyarrow.parquet: ~0.5 s CPU, reported as ``import_s``), the allocator
+    settings of scripts/features_shard.py, then ``run_features``."""
+    first_build(data_dir)
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
+    setup_child(default_allocator)
+    import crypto_lakehouse.features  # noqa: F401
+
+    imported = time.perf_counter()
     stats = run(data_dir)
-    print(json.dumps(usage_since(before, started) | stats))
+    print(
+        json.dumps(
+            usage_since(before, started) | stats | {"import_s": round(imported - started, 3)}
+        )
+    )
 
 
-def child_floor(data_dir: Path) -> None:
+def child_floor(data_dir: Path, default_allocator: bool) -> None:
     """Bare TA-Lib calls (function API) and a Parquet write of the same tables."""
-    pin_one_core()
+    setup_child(default_allocator)
     import pyarrow.parquet as pq
     import talib
 
     from crypto_lakehouse import io
+    from crypto_lakehouse.features.job import WRITE_OPTIONS
 
     report = json.loads((data_dir / "bench" / "features_report.json").read_text())
     outputs = [o for s in report["symbols"].values() for o in s["outputs"]]
@@ -106,13 +135,10 @@ def child_floor(data_dir: Path) -> None:
         talib_s += time.perf_counter() - t0
         cpu_s += time.process_time() - c0
         table = pq.read_table(data_dir / out["file"])
+        floor_file = data_dir / "bench" / "floor.pqt"
+        floor_file.unlink(missing_ok=True)  # a first write, as in the timed child
         t1, c1 = time.perf_counter(), time.process_time()
-        io.write_parquet(
-            data_dir / "bench" / "floor.pqt",
-            table,
-            use_dictionary=False,
-            use_byte_stream_split=table.column_names[1:],
-        )
+        io.write_parquet(floor_file, table, **WRITE_OPTIONS)
         write_s += time.perf_counter() - t1
         cpu_s += time.process_time() - c1
         del table
@@ -127,30 +153,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--years", type=float, default=6)
     parser.add_argument("--keep", type=Path, help="build the inputs here and keep them")
+    parser.add_argument(
+        "--reuse", type=Path, help="inputs built before with --keep DIR: only time the children"
+    )
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="run the children without keep_freed_memory (as before; for comparison)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--floor", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.default_allocator)
         return
     if args.floor:
-        child_floor(args.floor)
+        child_floor(args.floor, args.default_allocator)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = args.keep or Path(tmp)
-        rows = build_inputs(data_dir, args.years)
-        prepare(data_dir)
-        print(f"inputs: {rows:,} archive rows, gen_kline and resample done")
+        data_dir = args.reuse or args.keep or Path(tmp)
+        if not args.reuse:
+            rows = build_inputs(data_dir, args.years)
+            prepare(data_dir)
+            print(f"inputs: {rows:,} archive rows, gen_kline and resample done")
+        extra = ["--default-allocator"] if args.default_allocator else []
         results = []
         for flag in ("--child", "--floor"):
             out = subprocess.run(
-                [sys.executable, __file__, flag, str(data_dir)],
+                [sys.executable, __file__, flag, str(data_dir), *extra],
                 check=True,
                 capture_output=True,
                 text=True,
             )
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         result, floor = results
+        print(f"load average        : {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         report_figures(result, "features", 4)
         print(f"files / rows        : {result['files_written']} / {result['rows_written']:,}")
         bare = floor["talib_s"] + floor["write_s"]

@@ -109,14 +109,28 @@ def corwin_schultz(high: np.ndarray, low: np.ndarray, hl2: np.ndarray | None = N
         return s
     if hl2 is None:
         hl2 = log_ratio(high, low) ** 2
-    beta = hl2[1:] + hl2[:-1]
-    gamma = log_ratio(np.maximum(high[1:], high[:-1]), np.minimum(low[1:], low[:-1]))
+    # alpha = (sqrt(2 beta) - sqrt(beta)) / k - sqrt(gamma / k), in place: the same
+    # operations in the same order as the formula (same bits), four arrays instead of twelve.
+    top = np.maximum(high[1:], high[:-1])
+    bottom = np.minimum(low[1:], low[:-1])
+    gamma = log_ratio(top, bottom)
+    del top, bottom
     gamma *= gamma
+    beta = hl2[1:] + hl2[:-1]
     with np.errstate(invalid="ignore"):
-        alpha = (np.sqrt(2.0 * beta) - np.sqrt(beta)) / _CS_K - np.sqrt(gamma / _CS_K)
+        alpha = np.multiply(beta, 2.0)
+        np.sqrt(alpha, out=alpha)
+        alpha -= np.sqrt(beta, out=beta)
+        alpha /= _CS_K
+        gamma /= _CS_K
+        alpha -= np.sqrt(gamma, out=gamma)
     del beta, gamma
     e = np.exp(alpha, out=alpha)
-    s[1:] = 2.0 * (e - 1.0) / (1.0 + e)
+    # s = 2 (e - 1) / (1 + e)
+    denominator = np.add(e, 1.0)
+    e -= 1.0
+    e *= 2.0
+    np.divide(e, denominator, out=s[1:])
     return s
 
 
@@ -130,81 +144,127 @@ def compute_microstructure(
 
     ``candles`` holds the INPUT_COLUMNS as float64 arrays; ``notional`` is the traded value
     per candle (quote volume, or contracts × contract size for COIN-M); ``vwap`` the file's
-    average-price column when it has one.
+    average-price column when it has one. The arrays are not modified.
     """
-    o, h, lo, c = candles["open"], candles["high"], candles["low"], candles["close"]
-    volume = candles["volume"]
-    taker_buy = candles["taker_buy_base_asset_volume"]
-    n = len(c)
-    out: dict[str, np.ndarray] = {}
+    inputs = {name: candles[name] for name in RELEASED_INPUTS}
+    inputs["notional"] = notional
+    if vwap is not None:
+        inputs["vwap"] = vwap
+    return release_microstructure(inputs, windows)
 
+
+# The inputs of ``release_microstructure``.
+RELEASED_INPUTS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "taker_buy_base_asset_volume",
+    "trade_num",
+)
+
+
+def release_microstructure(
+    inputs: dict[str, np.ndarray], windows: list[int]
+) -> dict[str, np.ndarray]:
+    """``compute_microstructure`` on ``inputs`` (RELEASED_INPUTS, ``notional`` and optionally
+    ``vwap``), taking them over: each is removed from ``inputs`` as soon as no column needs
+    it any more, so that the caller holding no other reference lets its memory be reused.
+
+    Why the order: on a 6-year 1m file every array is 25 MB and the process's peak memory is
+    reached when the last columns are computed; every array alive then, and every page the
+    process touches for the first time, costs (page faults are ~2 ms per MB on the machines
+    we measured, docs/benchmarks.md). So the steps that need the most temporaries (the rolling
+    covariances) run first, each input is released after its last use, and each per-candle
+    series is dropped right after its rolling columns.
+    """
+    close = inputs["close"]
+    n = len(close)
+    out: dict[str, np.ndarray] = {}
+    bounds = {w: TrailingWindows(n, w) for w in windows}
+
+    # Per-candle columns that release volume, trade count, taker volume and VWAP.
     r = np.full(n, np.nan)
     if n > 1:
-        r[1:] = log_ratio(c[1:], c[:-1])
-    signed_volume = 2.0 * taker_buy - volume
+        r[1:] = log_ratio(close[1:], close[:-1])
     out["log_return"] = r
+    volume, taker_buy = inputs.pop("volume"), inputs.pop("taker_buy_base_asset_volume")
     out["taker_buy_ratio"] = ratio(taker_buy, volume)
+    signed_volume = 2.0 * taker_buy - volume
+    del taker_buy
     out["order_flow_imbalance"] = ratio(signed_volume, volume)
-    out["avg_trade_size"] = ratio(volume, candles["trade_num"])
+    out["avg_trade_size"] = ratio(volume, inputs.pop("trade_num"))
+    del volume
+    vwap = inputs.pop("vwap", None)
     if vwap is not None:
-        out[VWAP_DEVIATION] = ratio(c, vwap) - 1.0
+        deviation = ratio(close, vwap)
+        deviation -= 1.0
+        out[VWAP_DEVIATION] = deviation
+        del vwap
 
-    # Each per-candle series is built just before its rolling columns and dropped right
-    # after: on a 6-year 1m file every array is 25 MB, and holding them all at once would
-    # add ~300 MB to the peak.
-    bounds = {w: TrailingWindows(n, w) for w in windows}
-    with np.errstate(invalid="ignore"):
-        r2 = r * r
-        for w in windows:
-            out[f"realized_vol_{w}"] = np.sqrt(_rolling(r2, bounds[w]).sum().to_numpy())
-        del r2
-
-        hl2 = log_ratio(h, lo)
-        hl2 *= hl2
-        for w in windows:
-            mean_hl2 = _rolling(hl2, bounds[w]).mean().to_numpy()
-            out[f"parkinson_vol_{w}"] = np.sqrt(mean_hl2 / (4.0 * _LN2))
-        garman_klass = log_ratio(c, o)
-        garman_klass *= garman_klass
-        garman_klass *= -(2.0 * _LN2 - 1.0)
-        garman_klass += 0.5 * hl2
-        for w in windows:
-            out[f"garman_klass_vol_{w}"] = np.sqrt(
-                _rolling(garman_klass, bounds[w]).mean().to_numpy()
-            )
-        del garman_klass
-    spread = corwin_schultz(h, lo, hl2)
-    del hl2
-    np.maximum(spread, 0.0, out=spread)  # NaN stays NaN
-    for w in windows:
-        out[f"cs_spread_{w}"] = _rolling(spread, bounds[w]).mean().to_numpy()
-    del spread
-
-    d_close = np.full(n, np.nan)
-    d_close[1:] = np.diff(c)
-    d_close_prev = np.full(n, np.nan)
-    d_close_prev[1:] = d_close[:-1]
-    d_close, d_close_prev = _paired(d_close, d_close_prev)
-    for w in windows:
-        autocov = _rolling(d_close, bounds[w]).cov(pd.Series(d_close_prev, copy=False)).to_numpy()
-        roll = np.full(n, np.nan)  # NaN where the autocovariance is NaN
-        negative = autocov < 0
-        roll[negative] = 2.0 * np.sqrt(-autocov[negative])
-        roll[autocov >= 0] = 0.0
-        out[f"roll_spread_{w}"] = roll
-    del d_close, d_close_prev
-
-    illiquidity = ratio(np.abs(r), notional)
-    for w in windows:
-        out[f"amihud_{w}"] = _rolling(illiquidity, bounds[w]).mean().to_numpy()
-    del illiquidity
-
+    # Kyle's lambda: rolling cov(r, q) / var(q) over the complete pairs; releases q.
     r_paired, q_paired = _paired(r, signed_volume)
     del signed_volume
     for w in windows:
         cov_rq = _rolling(r_paired, bounds[w]).cov(pd.Series(q_paired, copy=False)).to_numpy()
         var_q = _rolling(q_paired, bounds[w]).var().to_numpy()
         out[f"kyle_lambda_{w}"] = ratio(cov_rq, var_q)
-    # Column order: per window, WINDOW_COLUMNS.
-    ordered = {k: out[k] for k in microstructure_columns(windows, VWAP_DEVIATION in out)}
-    return ordered
+        del cov_rq, var_q
+    del r_paired, q_paired
+
+    # Roll: autocovariance of close-to-close changes; releases close.
+    d_close = np.full(n, np.nan)
+    d_close[1:] = np.diff(close)
+    d_close_prev = np.full(n, np.nan)
+    d_close_prev[1:] = d_close[:-1]
+    d_close, d_close_prev = _paired(d_close, d_close_prev)
+    for w in windows:
+        autocov = _rolling(d_close, bounds[w]).cov(pd.Series(d_close_prev, copy=False)).to_numpy()
+        # 2 sqrt(-c) where c < 0, 0 where c >= 0, NaN where c is NaN (maximum keeps NaN)
+        roll = np.subtract(0.0, autocov)  # -c exactly; unlike negative(), NaN keeps its sign
+        np.maximum(roll, 0.0, out=roll)
+        np.sqrt(roll, out=roll)
+        roll *= 2.0
+        out[f"roll_spread_{w}"] = roll
+        del autocov
+    del d_close, d_close_prev
+
+    with np.errstate(invalid="ignore"):
+        high, low = inputs.pop("high"), inputs.pop("low")
+        hl2 = log_ratio(high, low)
+        hl2 *= hl2
+        spread = corwin_schultz(high, low, hl2)
+        del high, low
+        np.maximum(spread, 0.0, out=spread)  # NaN stays NaN
+        for w in windows:
+            out[f"cs_spread_{w}"] = _rolling(spread, bounds[w]).mean().to_numpy()
+        del spread
+
+        for w in windows:
+            mean_hl2 = _rolling(hl2, bounds[w]).mean().to_numpy()  # read-only (pandas CoW)
+            out[f"parkinson_vol_{w}"] = np.sqrt(mean_hl2 / (4.0 * _LN2))
+        garman_klass = log_ratio(close, inputs.pop("open"))
+        del close
+        inputs.pop("close")
+        garman_klass *= garman_klass
+        garman_klass *= -(2.0 * _LN2 - 1.0)
+        hl2 *= 0.5
+        garman_klass += hl2
+        del hl2
+        for w in windows:
+            mean_gk = _rolling(garman_klass, bounds[w]).mean().to_numpy()
+            out[f"garman_klass_vol_{w}"] = np.sqrt(mean_gk)
+        del garman_klass
+
+        illiquidity = ratio(np.abs(r), inputs.pop("notional"))
+        for w in windows:
+            out[f"amihud_{w}"] = _rolling(illiquidity, bounds[w]).mean().to_numpy()
+        del illiquidity
+
+        r2 = r * r
+        for w in windows:
+            out[f"realized_vol_{w}"] = np.sqrt(_rolling(r2, bounds[w]).sum().to_numpy())
+        del r2
+    # Column order: the base columns, then per window WINDOW_COLUMNS.
+    return {k: out[k] for k in microstructure_columns(windows, VWAP_DEVIATION in out)}

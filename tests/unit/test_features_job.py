@@ -306,3 +306,38 @@ def test_unset_settings_mean_the_documented_defaults(data):
     src = layout.results_klines_dir(data, "spot", "1m") / "AAAUSDT.pqt"
     names = pq.read_schema(feature_path(src)).names
     assert names == ["candle_begin_time", *INDICATOR_COLUMNS, *MICRO_COLUMNS]
+
+
+def test_feature_files_are_lz4_plain_without_dictionary(data):
+    """The documented file format (docs/features.md): LZ4 pages, no dictionary."""
+    reports = {"AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [300], seed=3)}
+    features(data, ["AAAUSDT"], reports)
+    for src in candle_files(data):
+        meta = pq.ParquetFile(feature_path(src)).metadata
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                column = meta.row_group(g).column(c)
+                assert column.compression == "LZ4", column.path_in_schema
+                assert not column.has_dictionary_page, column.path_in_schema
+
+
+def test_the_job_process_allocator_settings_take_effect():
+    """keep_freed_memory (run where a features job process starts) in a fresh interpreter:
+    pyarrow allocates from the system allocator, glibc accepts the mallopt settings and numpy
+    no longer asks for transparent huge pages."""
+    import platform
+    import subprocess
+    import sys
+
+    code = (
+        "from crypto_lakehouse.features.allocator import keep_freed_memory\n"
+        "import numpy as np, pyarrow as pa\n"
+        "ok = keep_freed_memory()\n"
+        "huge = np._core.multiarray._set_madvise_hugepage(False)\n"  # returns the setting
+        "print(ok, pa.default_memory_pool().backend_name, huge)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.split()
+    expected_ok = platform.libc_ver()[0] == "glibc"
+    assert out == [str(expected_ok), "system", "False"]

@@ -11,7 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from crypto_lakehouse.features.job import feature_table
-from crypto_lakehouse.features.microstructure import compute_microstructure
+from crypto_lakehouse.features.microstructure import (
+    RELEASED_INPUTS,
+    compute_microstructure,
+    release_microstructure,
+)
 from crypto_lakehouse.features.spec import parse_indicators
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
 
@@ -253,3 +257,63 @@ def test_features_of_a_truncated_file_are_the_first_rows_of_the_full_files(tmp_p
             np.testing.assert_array_equal(
                 part.column(name).to_numpy(), full.column(name).to_numpy()[:k], err_msg=name
             )
+
+
+# ------------------------------------------------------------------ memory handling
+def test_compute_microstructure_leaves_its_inputs_unmodified():
+    c = candles(60, seed=5, zero_volume=(7,))
+    before = {k: v.copy() for k, v in c.items()}
+    compute_microstructure(c, [10], c["quote_volume"], vwap=c["avg_price_1m"])
+    for name, values in before.items():
+        np.testing.assert_array_equal(c[name], values, err_msg=name)
+
+
+def test_release_microstructure_takes_every_input_over_and_gives_the_same_columns():
+    c = candles(60, seed=6, zero_volume=(20, 21))
+    expected = compute_microstructure(c, [10, 4], c["quote_volume"], vwap=c["avg_price_1m"])
+    inputs = {name: c[name].copy() for name in RELEASED_INPUTS}
+    inputs["notional"] = c["quote_volume"].copy()
+    inputs["vwap"] = c["avg_price_1m"].copy()
+    got = release_microstructure(inputs, [10, 4])
+    assert inputs == {}  # nothing left referenced: the caller's memory can be reused
+    assert list(got) == list(expected)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_a_file_read_in_many_batches_gives_the_features_of_one_read(tmp_path, monkeypatch):
+    """The candle file is decoded READ_BATCH_ROWS rows at a time; stitching the batches
+    together must give exactly the columns of a single read (checked against the values
+    written, nulls read as NaN like Table.to_numpy)."""
+    from crypto_lakehouse.features import job
+
+    c = candles(100, seed=8, zero_volume=(40,))
+    path = tmp_path / "c.pqt"
+    write_candles(path, c)
+    specs = parse_indicators([{"name": "EMA", "timeperiod": 5}])
+    whole = feature_table(path, specs, [6], "avg_price_1m", None)
+    monkeypatch.setattr(job, "READ_BATCH_ROWS", 7)  # 100 rows: 14 full batches and 2 rows
+    read, times = job._read_candles(
+        path, pq.ParquetFile(path), ["close", "trade_num", "avg_price_1m"]
+    )
+    np.testing.assert_array_equal(read["close"], c["close"])
+    np.testing.assert_array_equal(read["trade_num"], c["trade_num"].astype(np.float64))
+    assert read["trade_num"].dtype == np.float64
+    assert times.equals(pq.read_table(path).column("candle_begin_time").combine_chunks())
+    batched = feature_table(path, specs, [6], "avg_price_1m", None)
+    assert batched.schema == whole.schema and batched.num_rows == 100
+    for name in whole.column_names:  # NaN equal to NaN (Table.equals says not)
+        np.testing.assert_array_equal(
+            batched.column(name).to_numpy(), whole.column(name).to_numpy(), err_msg=name
+        )
+
+
+def test_reading_a_file_without_rows_gives_empty_columns(tmp_path):
+    from crypto_lakehouse.features import job
+
+    c = candles(5, seed=3)
+    path = tmp_path / "empty.pqt"
+    write_candles(path, c, rows=0)
+    read, times = job._read_candles(path, pq.ParquetFile(path), ["close"])
+    assert len(read["close"]) == 0 and read["close"].dtype == np.float64
+    assert len(times) == 0 and times.type == TIME_TYPE
