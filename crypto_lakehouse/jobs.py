@@ -50,7 +50,9 @@ def run_gen_kline_rule(
         output_files=lambda report: [s["file"] for s in report.get("segments", [])],
         report_path=report_path,
         stats_path=stats_path,
-        build=lambda: run_gen_kline(report_path=report_path, stats_path=stats_path, **args),
+        build=lambda: run_gen_kline(
+            report_path=report_path, stats_path=stats_path, incremental=True, **args
+        ),
     )
 
 
@@ -72,7 +74,11 @@ def run_resample_rule(*, gen_report, report_path, stats_path, **kwargs):
         report_path=report_path,
         stats_path=stats_path,
         build=lambda: run_resample(
-            gen_report=gen_report, report_path=report_path, stats_path=stats_path, **kwargs
+            gen_report=gen_report,
+            report_path=report_path,
+            stats_path=stats_path,
+            incremental=True,
+            **kwargs,
         ),
     )
 

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from crypto_lakehouse import io, layout, storage
+from crypto_lakehouse.generate import parquet_append, tail
 from crypto_lakehouse.generate.checks import QualityGateError, check_output
 from crypto_lakehouse.generate.fill import fill_segment
 from crypto_lakehouse.generate.funding import (
@@ -78,6 +79,49 @@ def _relative(path: Path, data_dir) -> str:
     return storage.data_path(path).relative_to(storage.data_path(data_dir)).as_posix()
 
 
+def vwap_rule_of(vwap_col: str | None, coin_contract: float | None) -> str:
+    if not vwap_col:
+        return "none"
+    if coin_contract:
+        return f"volume*contract_size/quote_volume (contract_size={coin_contract:g})"
+    return "quote_volume/volume"
+
+
+def segment_metadata(
+    interval: str,
+    vwap_rule: str,
+    funding_joined: bool,
+    n_events: int,
+    coverage: dict[str, int],
+    n_rows: int,
+    gates: dict[str, str],
+) -> dict[str, str]:
+    """The key-value metadata of one output file (the same for a full and a tail build)."""
+    n_real = coverage["archive_minutes"] + coverage["rest_minutes"]
+    return {
+        "interval": interval,
+        "vwap": vwap_rule,
+        "funding_joined": "true" if funding_joined else "false",
+        "funding_events": n_events,
+        "source_coverage": json.dumps(coverage, sort_keys=True),
+        # Share of rows that are real candles rather than synthesised fill.
+        "quality_score": f"{n_real / n_rows:.6f}",
+        "quality_gates": json.dumps(gates, sort_keys=True),
+    }
+
+
+def write_segment(path: Path, table: pa.Table, metadata: dict[str, str]) -> None:
+    """Plain encoding (on real 1m data dictionary pages make files bigger and slower) and
+    fixed row groups, so that a tail build can keep the unchanged ones (parquet_append)."""
+    storage.write_parquet(
+        path,
+        table,
+        metadata=metadata,
+        use_dictionary=False,
+        row_group_size=parquet_append.ROW_GROUP_ROWS,
+    )
+
+
 def run_gen_kline(
     *,
     trade_type: str,
@@ -92,11 +136,15 @@ def run_gen_kline(
     contract_size: float | None = None,
     report_path,
     stats_path,
+    incremental: bool = False,
 ) -> dict:
     """Merge archive and REST candles, split at gaps, fill each segment and write one file
     per segment to ``results_data/{T}/klines/{I}/{NAME}.pqt``. Only this symbol's files are
     written or removed. Raises QualityGateError (after writing the other files, the report
     and the stats) when a file breaks a quality gate; that file is not kept.
+
+    ``incremental``: when the previous build's record shows that the inputs only grew at
+    the end, recompute just the tail (``generate.tail``); the files are the same bytes.
     """
     if trade_type not in layout.TRADE_TYPES:
         raise ValueError(
@@ -124,24 +172,79 @@ def run_gen_kline(
         recursive=False,
         suffix=SUFFIX,
     )
-    store, (n_archive_rows, n_rest_rows), read_problems = read_kline_files(
-        archive_paths, rest_paths
-    )
-    rows_in = {"archive": n_archive_rows, "rest": n_rest_rows}
-    lap("read")
-    candles = merge_store(store, n_archive_rows)
-    lap("merge")
-
     with_funding = with_funding_rates and trade_type in layout.FUTURES_TRADE_TYPES
     events = FundingEvents(np.empty(0, np.int64), np.empty(0, np.float64))
     if with_funding:
         events = read_funding(data_dir, trade_type, symbol)
     # Q19: the column exists whenever the symbol has funding, never invented otherwise.
     funding_col = FUNDING_COLUMN if with_funding and len(events) else None
-    problems = read_problems + events.problems
-    lap("read_funding")
-
     vwap_col = vwap_column_name(interval) if with_vwap else None
+    lap("read_funding")
+    job = tail.Job(
+        params={
+            "trade_type": trade_type,
+            "symbol": symbol,
+            "interval": interval,
+            "split_gaps": bool(split_gaps),
+            "with_vwap": bool(with_vwap),
+            "with_funding_rates": bool(with_funding_rates),
+            "min_days": min_days,
+            "min_price_chg": min_price_chg,
+            "contract_size": coin_contract,
+            "row_group_rows": parquet_append.ROW_GROUP_ROWS,
+            "pyarrow": pa.__version__,
+        },
+        trade_type=trade_type,
+        symbol=symbol,
+        interval=interval,
+        data_dir=Path(data_dir),
+        step_ms=step_ms,
+        archive_paths=archive_paths,
+        rest_paths=rest_paths,
+        events=events,
+        funding_col=funding_col,
+        vwap_col=vwap_col,
+        vwap_rule=vwap_rule_of(vwap_col, coin_contract),
+        coin_contract=coin_contract,
+        split_gaps=bool(split_gaps),
+        min_days=min_days,
+        min_price_chg=min_price_chg,
+        schema=output_schema(vwap_col, funding_col is not None),
+        report_path=Path(report_path),
+        stats_path=Path(stats_path),
+    )
+    # Tail builds rewrite a local file's end in place (parquet_append): local data dirs only;
+    # on object storage every build is a full one.
+    tail_builds = not storage.is_remote(data_dir)
+    record_file = tail.record_path(data_dir, trade_type, symbol, interval)
+    previous = io.read_json(record_file, default=None) if incremental and tail_builds else None
+    if tail_builds:
+        record_file.unlink(missing_ok=True)  # a build that fails must leave no record behind
+    if previous:
+        try:
+            return tail.run_tail(previous, job)
+        except tail.Fallback as why:
+            log.info("%s %s %s: full build (%s)", trade_type, symbol, interval, why)
+        except Exception as exc:  # the full build is always exact: never fail for the tail
+            log.warning(
+                "%s %s %s: tail build failed (%r), full build", trade_type, symbol, interval, exc
+            )
+        started = tick = clock.perf_counter()
+        seconds.clear()
+
+    identities = (
+        {p: tail.file_identity(p) for p in (*archive_paths, *rest_paths)} if tail_builds else {}
+    )
+    spans: dict[Path, tuple[int, int]] = {}
+    store, (n_archive_rows, n_rest_rows), read_problems = read_kline_files(
+        archive_paths, rest_paths, spans=spans
+    )
+    rows_in = {"archive": n_archive_rows, "rest": n_rest_rows}
+    lap("read")
+    candles = merge_store(store, n_archive_rows)
+    lap("merge")
+    problems = read_problems + events.problems
+
     if vwap_col and len(candles):
         # On every store row (dropped rows included): cheaper than gathering twice.
         store[vwap_col] = vwap(store["volume"], store["quote_volume"], store["open"], coin_contract)
@@ -165,14 +268,7 @@ def run_gen_kline(
     lap("split")
 
     out_dir = layout.results_klines_dir(data_dir, trade_type, interval)
-    schema = output_schema(vwap_col, funding_col is not None)
-    vwap_rule = "none"
-    if vwap_col:
-        vwap_rule = (
-            f"volume*contract_size/quote_volume (contract_size={coin_contract:g})"
-            if coin_contract
-            else "quote_volume/volume"
-        )
+    schema, vwap_rule = job.schema, job.vwap_rule
     segments, failures, written, grid_ranges = [], [], set(), []
     fill_seconds = check_seconds = write_seconds = 0.0
     for (start, stop), name in zip(ranges, names, strict=True):
@@ -212,20 +308,10 @@ def run_gen_kline(
             "rest_minutes": n_rest,
             "filled_minutes": n_rows - n_archive - n_rest,
         }
-        metadata = {
-            "interval": interval,
-            "vwap": vwap_rule,
-            "funding_joined": "true" if funding_col else "false",
-            "funding_events": n_events,
-            "source_coverage": json.dumps(coverage, sort_keys=True),
-            # Share of rows that are real candles rather than synthesised fill.
-            "quality_score": f"{(n_archive + n_rest) / n_rows:.6f}",
-            "quality_gates": json.dumps(gates, sort_keys=True),
-        }
-        # Plain encoding: on real 1m data dictionary pages make files bigger and slower.
-        storage.write_parquet(
-            path, to_table(filled, schema), metadata=metadata, use_dictionary=False
+        metadata = segment_metadata(
+            interval, vwap_rule, funding_col is not None, n_events, coverage, n_rows, gates
         )
+        write_segment(path, to_table(filled, schema), metadata)
         written.add(name)
         del filled
         t3 = clock.perf_counter()
@@ -285,4 +371,28 @@ def run_gen_kline(
     io.write_json(stats_path, stats)
     if failures:
         raise QualityGateError("; ".join(failures))
+    if segments and not problems and tail_builds:
+        start, stop = ranges[-1]
+        grid0 = grid_ranges[-1][0]
+        n_rows = segments[-1]["rows"]
+        tail.save_record(
+            job,
+            inputs={
+                "archive": tail.input_entries(archive_paths, spans, identities, store[TIME]),
+                "rest": tail.input_entries(rest_paths, spans, identities, store[TIME]),
+            },
+            report=report,
+            newest={
+                "first_ms": grid0,
+                "rows": n_rows,
+                "checkpoints": tail.checkpoints(
+                    grid0,
+                    step_ms,
+                    n_rows,
+                    (candles.time[start:stop] - grid0) // step_ms,
+                    candles.source[start:stop],
+                ),
+            },
+            previous=None,
+        )
     return stats

@@ -61,12 +61,15 @@ def _conformed(path: Path) -> pa.Table:
     return table
 
 
-def read_kline_files(*groups: list[Path]) -> tuple[dict[str, np.ndarray], list[int], list[str]]:
+def read_kline_files(
+    *groups: list[Path], spans: dict[Path, tuple[int, int]] | None = None
+) -> tuple[dict[str, np.ndarray], list[int], list[str]]:
     """Concatenate the kline files of every group, in order, into pre-allocated arrays.
 
     Returns the arrays, the number of rows each group contributed and the problems. A file
     that cannot be read or has the wrong columns is skipped and named in the problem list,
-    so one bad file never stops the symbol.
+    so one bad file never stops the symbol. ``spans``, when given, receives the store row
+    range ``[start, stop)`` of each file read.
     """
     sized: list[tuple[int, Path, int]] = []
     problems: list[str] = []
@@ -94,6 +97,8 @@ def read_kline_files(*groups: list[Path]) -> tuple[dict[str, np.ndarray], list[i
             for chunk in col.chunks:  # copy each chunk once, straight into place
                 out[name][at : at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
                 at += len(chunk)
+        if spans is not None:
+            spans[path] = (pos, pos + table.num_rows)
         pos += table.num_rows
         group_rows[g] += table.num_rows
     if pos < total:  # some files were skipped

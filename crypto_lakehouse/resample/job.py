@@ -11,9 +11,12 @@ import numpy as np
 import pyarrow as pa
 
 from crypto_lakehouse import io, layout, storage
+from crypto_lakehouse.generate import parquet_append
+from crypto_lakehouse.generate import tail as gen_tail
 from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale
 from crypto_lakehouse.generate.vwap import vwap_column_name
 from crypto_lakehouse.intervals import interval_ms
+from crypto_lakehouse.resample import tail
 from crypto_lakehouse.resample.targets import validate_aggregations, validate_targets
 from crypto_lakehouse.resample.validation import ResampleValidationError, validate
 from crypto_lakehouse.resample.windows import (
@@ -23,6 +26,7 @@ from crypto_lakehouse.resample.windows import (
     TIME,
     Resampled,
     check_contiguous,
+    first_full_window,
     resample,
 )
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
@@ -116,6 +120,7 @@ def run_resample(
     aggregations=None,
     report_path,
     stats_path,
+    incremental: bool = False,
 ) -> dict:
     """Resample each segment file listed in ``gen_report`` to every target and offset and
     write ``results_data/{T}/resampled_klines/{RI}/{OFFSET}/{NAME}.pqt``.
@@ -137,9 +142,62 @@ def run_resample(
     outputs, failures, dropped = [], [], {}
     written: dict[Path, set[str]] = {}
     seconds = {"read": 0.0, "resample": 0.0, "validate": 0.0, "write": 0.0}
+    params = tail.params_of(targets, aggregations, interval)
+    # Tail resamples rewrite local files' ends in place (parquet_append): local data dirs
+    # only; on object storage every segment is resampled in full.
+    tail_builds = not storage.is_remote(data_dir)
+    record_file = tail.record_path(data_dir, trade_type, symbol, interval)
+    record = io.read_json(record_file, default=None) if incremental and tail_builds else None
+    if tail_builds:
+        record_file.unlink(missing_ok=True)  # a failed run leaves no record behind
+    if not record or record.get("version") != tail.RECORD_VERSION or record["params"] != params:
+        record = None
+    seg_records: dict[str, dict] = {}
+    modes = {"kept": 0, "tail": 0, "full": 0}
     for seg in segments:
         name = seg["name"]
         t0 = clock.perf_counter()
+        seg_path = storage.join(data_dir, seg["file"])
+        identity = gen_tail.file_identity(seg_path) if tail_builds and seg_path.is_file() else None
+        prev = (record or {}).get("segments", {}).get(name)
+        if (
+            prev
+            and identity
+            and prev["file"] == seg["file"]
+            and tail.outputs_intact(Path(data_dir), prev, record["outputs"])
+        ):
+            done = None
+            if prev["identity"] == identity:
+                done = prev["outputs"]
+                modes["kept"] += 1
+            else:
+                r_s = tail.stable_rows(
+                    data_dir, trade_type, symbol, interval, seg["file"], prev["identity"]
+                )
+                if r_s:
+                    try:
+                        done = _tail_segment(
+                            data_dir, seg, prev, r_s, plan, step_ms, vwap_col, aggs, reserved
+                        )
+                        modes["tail"] += 1
+                    except Exception as exc:  # the full path below is always exact
+                        log.info("%s: tail resample not possible (%s), full", seg["file"], exc)
+            if done is not None:
+                for o in done:
+                    out_dir = layout.resampled_dir(data_dir, trade_type, o["interval"], o["offset"])
+                    written.setdefault(out_dir, set()).add(name)
+                outputs.extend(done)
+                if prev.get("dropped"):
+                    dropped[name] = prev["dropped"]
+                seg_records[name] = {
+                    "file": seg["file"],
+                    "identity": identity,
+                    "outputs": done,
+                    "dropped": prev.get("dropped"),
+                }
+                continue
+        modes["full"] += 1
+        n_before = len(outputs)
         try:
             columns, in_schema = read_columns(storage.join(data_dir, seg["file"]))
             check_contiguous(columns[TIME], step_ms)
@@ -184,7 +242,7 @@ def run_resample(
                 }
                 table = output_table(result, in_schema, vwap_col, aggs, extra)
                 # Plain encoding, as for the 1m files (dictionary pages do not pay off).
-                storage.write_parquet(path, table, metadata=metadata, use_dictionary=False)
+                write_output(path, table, metadata)
                 written.setdefault(out_dir, set()).add(name)
                 seconds["resample"] += t2 - t1
                 seconds["validate"] += t3 - t2
@@ -201,6 +259,12 @@ def run_resample(
                         "last": iso_ms(out_time[-1]) if len(result) else None,
                     }
                 )
+        seg_records[name] = {
+            "file": seg["file"],
+            "identity": identity,
+            "outputs": outputs[n_before:],
+            "dropped": dropped.get(name),
+        }
     removed = []
     existing_dirs = storage.subdirs(root, depth=2)
     for out_dir in existing_dirs:
@@ -229,7 +293,89 @@ def run_resample(
         "files_removed": len(removed),
         "failures": failures,
     }
+    stats["segments_by_mode"] = modes
     io.write_json(stats_path, stats)
     if failures:
         raise ResampleValidationError("; ".join(failures))
+    if not tail_builds:
+        return stats
+    io.write_json(
+        record_file,
+        {
+            "version": tail.RECORD_VERSION,
+            "params": params,
+            "segments": seg_records,
+            "outputs": {
+                o["file"]: gen_tail.file_identity(Path(data_dir) / o["file"]) for o in outputs
+            },
+        },
+    )
     return stats
+
+
+def write_output(path: Path, table: pa.Table, metadata: dict[str, str]) -> None:
+    """Plain encoding, as for the 1m files (dictionary pages do not pay off), and fixed
+    row groups, so that a tail build can keep the unchanged ones (parquet_append)."""
+    storage.write_parquet(
+        path,
+        table,
+        metadata=metadata,
+        use_dictionary=False,
+        row_group_size=parquet_append.ROW_GROUP_ROWS,
+    )
+
+
+def _tail_segment(data_dir, seg, prev, r_s, plan, step_ms, vwap_col, aggs, reserved) -> list:
+    """Recompute the windows of one segment from its first changed row (``resample.tail``);
+    returns the report entries. Raises when only the full path is exact."""
+    seg_path = Path(data_dir) / seg["file"]
+    grid0 = int(np.datetime64(seg["first"].rstrip("Z"), "ms").astype(np.int64))
+    stable_ms = grid0 + r_s * step_ms
+    old = {(o["interval"], o["offset"]): o for o in prev["outputs"]}
+    jobs = []
+    for target in plan:
+        for offset in target.offsets:
+            entry = old[(target.interval, offset.name)]
+            kept = tail.kept_windows(entry["rows"], grid0, stable_ms, target.interval_ms, offset.ms)
+            w0 = first_full_window(grid0, target.interval_ms, offset.ms)
+            start_row = (w0 + kept * target.interval_ms - grid0) // step_ms
+            jobs.append((target, offset, entry, kept, w0, start_row))
+    first_row = min(j[-1] for j in jobs)
+    columns, in_schema, base = tail.read_rows_from(seg_path, first_row)
+    if len(columns[TIME]) and int(columns[TIME][0]) != grid0 + base * step_ms:
+        raise ValueError("the segment does not start where the report says")
+    check_contiguous(columns[TIME], step_ms)
+    extra = [c for c in aggs if c in columns]
+    done = []
+    for target, offset, entry, kept, w0, start_row in jobs:
+        at = max(0, start_row - base)
+        sub = {k: v[at:] for k, v in columns.items()}
+        path = Path(data_dir) / entry["file"]
+        result = resample(
+            sub, step_ms, target.interval_ms, offset.ms, vwap_col, aggs, contiguous_checked=True
+        )
+        checks = validate(entry["file"], sub, result, step_ms, target.interval_ms, offset.ms)
+        rows = kept + len(result)
+        checks["windows"] = str(rows)
+        metadata = {
+            "interval": target.interval,
+            "offset": offset.name,
+            "source_file": seg["file"],
+            "validation": json.dumps(checks, sort_keys=True),
+        }
+        tail.write_joined(
+            path, kept, output_table(result, in_schema, vwap_col, aggs, extra), metadata
+        )
+        first, last = tail.window_times(w0, rows, target.interval_ms)
+        done.append(
+            {
+                "interval": target.interval,
+                "offset": offset.name,
+                "name": seg["name"],
+                "file": entry["file"],
+                "rows": rows,
+                "first": iso_ms(first) if rows else None,
+                "last": iso_ms(last) if rows else None,
+            }
+        )
+    return done

@@ -1,0 +1,315 @@
+"""Tail build of gen_kline (issue 11): after the inputs grow at the end, the incremental
+build writes the same bytes as a full build of the same inputs on a copy.
+
+The reference is the unchanged full-build code (tested against legacy elsewhere); the
+row-group size is lowered so that the small files here have several row groups and the
+kept-row-group path (``parquet_append``) is exercised.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from crypto_lakehouse import io, layout
+from crypto_lakehouse.generate import parquet_append, run_gen_kline
+from crypto_lakehouse.resample import run_resample
+from crypto_lakehouse.schema import (
+    API_FUNDING_SCHEMA,
+    KLINE_SCHEMA,
+    PARSED_FUNDING_SCHEMA,
+    TIME_TYPE,
+)
+
+MIN = 60_000
+HOUR = 3_600_000
+DAY = 86_400_000
+T0 = 1_598_054_400_000  # 2020-08-22 00:00 UTC: day 10 is 2020-09-01 (a month boundary)
+TT, SYM = "um_futures", "BTCUSDT"
+N_DAYS = 16
+
+
+@pytest.fixture(autouse=True)
+def small_row_groups(monkeypatch):
+    monkeypatch.setattr(parquet_append, "ROW_GROUP_ROWS", 5000)
+
+
+def master(seed=3, pause_at=None, holes=()):
+    """Minute candles over N_DAYS days: a random walk with missing and zero-volume minutes;
+    ``pause_at``: no candle for 3 days from that minute, then prices 30 % higher."""
+    rng = np.random.default_rng(seed)
+    n = N_DAYS * 1440
+    t = T0 + np.arange(n, dtype=np.int64) * MIN
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
+    open_ = np.r_[close[0], close[:-1]]
+    spread = np.abs(rng.normal(0, 1e-3, n)) * close
+    vol = rng.gamma(2.0, 3.0, n)
+    vol[rng.choice(n, 40, replace=False)] = 0.0
+    keep = rng.random(n) > 0.02
+    for lo, hi in holes:
+        keep &= ~((t >= lo) & (t < hi))
+    if pause_at is not None:
+        keep &= ~((t >= pause_at) & (t < pause_at + 3 * DAY))
+        up = t >= pause_at + 3 * DAY
+        close[up] *= 1.3
+        open_[up] *= 1.3
+    high = np.maximum(open_, close) + spread
+    low = np.minimum(open_, close) - spread
+    vwap = low + (high - low) * rng.random(n)
+    cols = {
+        "candle_begin_time": t,
+        "open": open_,
+        "high": high,
+        "low": low,
+        "close": close,
+        "volume": vol,
+        "quote_volume": vol * vwap,
+        "trade_num": rng.integers(1, 50, n),
+        "taker_buy_base_asset_volume": vol / 2,
+        "taker_buy_quote_asset_volume": vol * vwap / 2,
+    }
+    return {k: v[keep] for k, v in cols.items()}
+
+
+def table(cols, lo_ms, hi_ms):
+    t = cols["candle_begin_time"]
+    sel = (t >= lo_ms) & (t < hi_ms)
+    arrays = [
+        pa.array(cols[f.name][sel]).view(TIME_TYPE)
+        if f.name == "candle_begin_time"
+        else pa.array(cols[f.name][sel], type=f.type)
+        for f in KLINE_SCHEMA
+    ]
+    return pa.Table.from_arrays(arrays, schema=KLINE_SCHEMA)
+
+
+def day_name(day):
+    return str(np.datetime64(T0 + day * DAY, "ms").astype("datetime64[D]")).replace("-", "")
+
+
+def write_state(data_dir: Path, cols, archive_days: int, rest_until_ms: int, funding_rates):
+    """Archive day files for days < archive_days; REST day files from the archive's last
+    day up to ``rest_until_ms`` (the last one partial); funding every 8 h in both."""
+    a_dir = layout.parsed_klines_dir(data_dir, TT, SYM, "1m")
+    r_dir = layout.api_klines_dir(data_dir, TT, SYM, "1m")
+    for day in range(archive_days):
+        path = a_dir / f"{day_name(day)}.pqt"
+        if not path.exists():  # an unchanged partition keeps its file (size and mtime)
+            io.write_parquet(path, table(cols, T0 + day * DAY, T0 + (day + 1) * DAY))
+    day = archive_days - 1
+    while T0 + day * DAY < rest_until_ms:
+        io.write_parquet(
+            r_dir / f"{day_name(day)}.pqt",
+            table(cols, T0 + day * DAY, min(T0 + (day + 1) * DAY, rest_until_ms)),
+        )
+        day += 1
+    f_time = T0 + np.arange(0, N_DAYS * 3) * 8 * HOUR
+    f_arr = pa.array(f_time).view(TIME_TYPE)
+    arch = f_time < T0 + archive_days * DAY
+    io.write_parquet(
+        layout.parsed_funding_path(data_dir, TT, SYM),
+        pa.Table.from_arrays(
+            [
+                f_arr.filter(pa.array(arch)),
+                pa.array(np.full(arch.sum(), 8)),
+                pa.array(funding_rates[arch]),
+                f_arr.filter(pa.array(arch)),
+            ],
+            schema=PARSED_FUNDING_SCHEMA,
+        ),
+    )
+    rest = f_time <= rest_until_ms
+    rest[: max(0, rest.sum() - 10)] = False  # REST holds the last 10 events
+    io.write_parquet(
+        layout.api_funding_path(data_dir, TT, SYM),
+        pa.Table.from_arrays(
+            [
+                pa.array(f_time[rest] + 8).view(TIME_TYPE),
+                f_arr.filter(pa.array(rest)),
+                pa.array(funding_rates[rest]),
+            ],
+            schema=API_FUNDING_SCHEMA,
+        ),
+    )
+
+
+def gen(data_dir: Path, incremental: bool, **overrides):
+    args = dict(
+        trade_type=TT,
+        symbol=SYM,
+        interval="1m",
+        data_dir=data_dir,
+        split_gaps=True,
+        with_vwap=True,
+        with_funding_rates=True,
+        min_days=1,
+        min_price_chg=0.1,
+        report_path=data_dir / "rep" / "report.json",
+        stats_path=data_dir / "rep" / "stats.json",
+        incremental=incremental,
+    )
+    return run_gen_kline(**(args | overrides))
+
+
+TARGETS = [
+    {"interval": "1h", "offset_step": "15m"},
+    {"interval": "5m", "offset_step": "0m"},
+    {"interval": "1d", "offset_step": "0m"},
+]
+
+
+def resample(data_dir: Path, incremental: bool, aggregations=None):
+    return run_resample(
+        trade_type=TT,
+        symbol=SYM,
+        interval="1m",
+        data_dir=data_dir,
+        gen_report=data_dir / "rep" / "report.json",
+        targets=TARGETS,
+        aggregations=aggregations,
+        report_path=data_dir / "rep" / "resample.json",
+        stats_path=data_dir / "rep" / "resample_stats.json",
+        incremental=incremental,
+    )
+
+
+def outputs(data_dir: Path) -> dict[str, bytes]:
+    root = layout.results_klines_dir(data_dir, TT, "1m").parent.parent
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.pqt"))}
+
+
+def grow_and_compare(tmp_path, cols, old, new, expect_tail=True, **overrides):
+    """Build ``old`` (a write_state argument tuple), grow to ``new``, run the incremental
+    build, and compare with a full build of the grown inputs on a copy."""
+    inc = tmp_path / "inc"
+    write_state(inc, cols, *old)
+    first = gen(inc, incremental=True, **overrides)
+    assert "incremental" not in first  # no record yet: a full build
+    resample(inc, incremental=True)
+    write_state(inc, cols, *new)
+    ref = tmp_path / "ref"
+    shutil.copytree(inc, ref)
+    stats = gen(inc, incremental=True, **overrides)
+    gen(ref, incremental=False, **overrides)
+    assert ("incremental" in stats) == expect_tail, stats
+    modes = resample(inc, incremental=True)["segments_by_mode"]
+    resample(ref, incremental=False)
+    n_segments = len(io.read_json(ref / "rep" / "report.json")["segments"])
+    if expect_tail and n_segments == 1:  # the newest segment kept its name: a tail resample
+        assert modes == {"kept": 0, "tail": 1, "full": 0}, modes
+    assert io.read_json(inc / "rep" / "resample.json") == io.read_json(
+        ref / "rep" / "resample.json"
+    )
+    got, want = outputs(inc), outputs(ref)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name] == want[name], name
+    assert io.read_json(inc / "rep" / "report.json") == io.read_json(ref / "rep" / "report.json")
+    return stats, io.read_json(ref / "rep" / "report.json")
+
+
+RATES = np.random.default_rng(5).normal(1e-4, 5e-5, N_DAYS * 3)
+
+
+def test_one_more_day_keeps_row_groups_and_matches_full_build(tmp_path):
+    cols = master()
+    stats, report = grow_and_compare(
+        tmp_path, cols, (8, T0 + 9 * DAY + 12 * HOUR, RATES), (9, T0 + 10 * DAY + 12 * HOUR, RATES)
+    )
+    assert stats["incremental"]["row_groups_kept"] >= 2
+    assert len(report["segments"]) == 1
+
+
+def test_month_boundary_and_two_days(tmp_path):
+    cols = master(seed=4)
+    stats, _ = grow_and_compare(
+        tmp_path, cols, (8, T0 + 9 * DAY + 23 * HOUR, RATES), (10, T0 + 11 * DAY + 1 * HOUR, RATES)
+    )
+    assert stats["incremental"]["from"].startswith("2020-08-3")
+
+
+def test_gap_at_the_old_end_is_filled_across_it(tmp_path):
+    end = T0 + 9 * DAY + 12 * HOUR
+    cols = master(seed=5, holes=[(end - 3 * HOUR, end + 2 * HOUR)])
+    grow_and_compare(tmp_path, cols, (8, end, RATES), (9, T0 + 10 * DAY + 12 * HOUR, RATES))
+
+
+def test_pause_after_the_old_end_starts_a_new_segment(tmp_path):
+    end = T0 + 9 * DAY + 12 * HOUR
+    cols = master(seed=6, pause_at=end - HOUR)
+    _, report = grow_and_compare(
+        tmp_path, cols, (8, end, RATES), (9, T0 + 13 * DAY + 12 * HOUR, RATES)
+    )
+    assert [s["name"] for s in report["segments"]] == [f"SP0_{SYM}", SYM]
+
+
+def test_pause_inside_the_new_days_starts_a_new_segment(tmp_path):
+    end = T0 + 9 * DAY + 12 * HOUR
+    cols = master(seed=7, pause_at=end + 6 * HOUR)
+    _, report = grow_and_compare(
+        tmp_path, cols, (8, end, RATES), (9, T0 + 13 * DAY + 12 * HOUR, RATES)
+    )
+    assert len(report["segments"]) == 2
+
+
+def test_funding_changed_in_the_kept_rows_falls_back(tmp_path):
+    cols = master(seed=8)
+    changed = RATES.copy()
+    changed[3] += 1e-4
+    grow_and_compare(
+        tmp_path,
+        cols,
+        (8, T0 + 9 * DAY + 12 * HOUR, RATES),
+        (9, T0 + 10 * DAY + 12 * HOUR, changed),
+        expect_tail=False,
+    )
+
+
+def test_an_earlier_partition_rewritten_falls_back(tmp_path):
+    cols = master(seed=9)
+    inc = tmp_path / "inc"
+    write_state(inc, cols, 8, T0 + 9 * DAY + 12 * HOUR, RATES)
+    gen(inc, incremental=True)
+    path = layout.parsed_klines_dir(inc, TT, SYM, "1m") / f"{day_name(2)}.pqt"
+    io.write_parquet(path, table(cols, T0 + 2 * DAY, T0 + 2 * DAY + 20 * HOUR))
+    ref = tmp_path / "ref"
+    shutil.copytree(inc, ref)
+    stats = gen(inc, incremental=True)
+    gen(ref, incremental=False)
+    assert "incremental" not in stats
+    assert outputs(inc) == outputs(ref)
+
+
+def test_other_parameters_fall_back(tmp_path):
+    cols = master(seed=10)
+    inc = tmp_path / "inc"
+    write_state(inc, cols, 8, T0 + 9 * DAY + 12 * HOUR, RATES)
+    gen(inc, incremental=True)
+    stats = gen(inc, incremental=True, min_price_chg=0.2)
+    assert "incremental" not in stats
+
+
+def test_without_split_and_funding(tmp_path):
+    cols = master(seed=11, pause_at=T0 + 9 * DAY + 20 * HOUR)
+    grow_and_compare(
+        tmp_path,
+        cols,
+        (8, T0 + 9 * DAY + 12 * HOUR, RATES),
+        (9, T0 + 13 * DAY, RATES),
+        split_gaps=False,
+        with_funding_rates=False,
+    )
+
+
+def test_older_segment_kept_and_newest_extended(tmp_path):
+    cols = master(seed=12, pause_at=T0 + 12 * HOUR)
+    stats, report = grow_and_compare(
+        tmp_path, cols, (8, T0 + 9 * DAY + 12 * HOUR, RATES), (9, T0 + 10 * DAY + 12 * HOUR, RATES)
+    )
+    assert [s["name"] for s in report["segments"]] == [f"SP0_{SYM}", SYM]
+    modes = io.read_json(tmp_path / "inc" / "rep" / "resample_stats.json")["segments_by_mode"]
+    assert modes == {"kept": 1, "tail": 1, "full": 0}
