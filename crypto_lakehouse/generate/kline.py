@@ -219,7 +219,7 @@ def run_gen_kline(
     record_file = tail.record_path(data_dir, trade_type, symbol, interval)
     previous = io.read_json(record_file, default=None) if incremental and tail_builds else None
     if tail_builds:
-        record_file.unlink(missing_ok=True)  # a build that fails must leave no record behind
+        storage.delete(record_file)  # a build that fails must leave no record behind
     if previous:
         try:
             return tail.run_tail(previous, job)

@@ -35,9 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import io, layout, storage
 from crypto_lakehouse.generate import parquet_append
 from crypto_lakehouse.generate.checks import check_output
 from crypto_lakehouse.generate.fill import fill_segment
@@ -78,8 +77,10 @@ def record_path(data_dir, trade_type: str, symbol: str, interval: str) -> Path:
 
 
 def file_identity(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+    size_mtime = storage.stat(path)
+    if size_mtime is None:
+        raise FileNotFoundError(path)
+    return list(size_mtime)
 
 
 def input_entries(
@@ -156,7 +157,7 @@ class Job:
 
 
 def _time_range(path: Path) -> tuple[int | None, int | None]:
-    time = pq.read_table(path, columns=[TIME]).column(TIME)
+    time = storage.read_parquet(path, columns=[TIME]).column(TIME)
     if len(time) == 0:
         return None, None
     values = time.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy()
@@ -243,7 +244,7 @@ def run_tail(previous: dict, job: Job) -> dict:
     data_dir = Path(job.data_dir)
     for rel, ident in previous["outputs"].items():
         path = data_dir / rel
-        if not path.is_file() or file_identity(path) != ident:
+        if not storage.is_file(path) or file_identity(path) != ident:
             raise Fallback(f"previous output {rel} changed or missing")
     newest = previous["newest"]
     grid0, n_old, step = newest["first_ms"], newest["rows"], job.step_ms
@@ -264,7 +265,7 @@ def run_tail(previous: dict, job: Job) -> dict:
 
     # The kept prefix of the row group being rewritten, and the look-back candle.
     newest_path = data_dir / old_segments[-1]["file"]
-    parquet = pq.ParquetFile(newest_path)
+    parquet = storage.parquet_file(newest_path)
     if parquet.schema_arrow.remove_metadata() != job.schema:
         raise Fallback("the previous output has another schema")
     kept = _columns_of(parquet.read_row_group(group).slice(0, r_c - group_start))

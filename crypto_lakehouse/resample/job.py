@@ -149,7 +149,7 @@ def run_resample(
     record_file = tail.record_path(data_dir, trade_type, symbol, interval)
     record = io.read_json(record_file, default=None) if incremental and tail_builds else None
     if tail_builds:
-        record_file.unlink(missing_ok=True)  # a failed run leaves no record behind
+        storage.delete(record_file)  # a failed run leaves no record behind
     if not record or record.get("version") != tail.RECORD_VERSION or record["params"] != params:
         record = None
     seg_records: dict[str, dict] = {}
@@ -158,7 +158,9 @@ def run_resample(
         name = seg["name"]
         t0 = clock.perf_counter()
         seg_path = storage.join(data_dir, seg["file"])
-        identity = gen_tail.file_identity(seg_path) if tail_builds and seg_path.is_file() else None
+        identity = (
+            gen_tail.file_identity(seg_path) if tail_builds and storage.is_file(seg_path) else None
+        )
         prev = (record or {}).get("segments", {}).get(name)
         if (
             prev

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from crypto_lakehouse import io, layout
+from crypto_lakehouse import io, layout, storage
 from crypto_lakehouse.generate import parquet_append
 from crypto_lakehouse.generate import tail as gen_tail
 from crypto_lakehouse.resample.windows import TIME, first_full_window
@@ -52,7 +51,7 @@ def outputs_intact(data_dir: Path, entry: dict, identities: dict) -> bool:
     for out in entry["outputs"]:
         path = data_dir / out["file"]
         ident = identities.get(out["file"])
-        if ident is None or not path.is_file() or gen_tail.file_identity(path) != ident:
+        if ident is None or not storage.is_file(path) or gen_tail.file_identity(path) != ident:
             return False
     return True
 
@@ -70,7 +69,7 @@ def stable_rows(data_dir, trade_type, symbol, interval, seg_file: str, read_iden
 def read_rows_from(path: Path, first_row: int) -> tuple[dict[str, np.ndarray], pa.Schema, int]:
     """The columns of ``path`` from the start of the row group holding ``first_row`` to the
     end (times as int64 ms), the schema and the row the arrays start at."""
-    parquet = pq.ParquetFile(path)
+    parquet = storage.parquet_file(path)
     sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     starts = np.cumsum([0, *sizes])
     group = max(0, int(np.searchsorted(starts, first_row, side="right")) - 1)
@@ -100,7 +99,7 @@ def write_joined(path: Path, kept: int, tail: pa.Table, metadata: dict[str, str]
     ``write_output`` of the whole table (untouched row groups are copied, not decoded)."""
     rg = parquet_append.ROW_GROUP_ROWS
     keep_groups = kept // rg
-    head = pq.ParquetFile(path)
+    head = storage.parquet_file(path)
     groups = range(keep_groups, head.num_row_groups)
     old = head.read_row_groups(list(groups)) if kept > keep_groups * rg else None
     parts = []

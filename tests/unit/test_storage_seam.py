@@ -12,9 +12,13 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 PKG = REPO_ROOT / "crypto_lakehouse"
+# Rewrites a local Parquet file's end in place (copy_file_range on the kept row groups): by
+# design only for local data dirs; gen_kline and resample make full builds on object storage.
+LOCAL_ONLY = {PKG / "generate" / "parquet_append.py"}
 # Stages moved onto the seam (not yet: the tick parser, REST downloads; docs/storage.md).
 STAGE_MODULES = sorted(
-    [
+    path
+    for path in [
         PKG / "parse" / "__init__.py",
         PKG / "parse" / "klines.py",
         PKG / "parse" / "funding.py",
@@ -28,6 +32,7 @@ STAGE_MODULES = sorted(
         *(PKG / "resample").glob("*.py"),
         *(PKG / "features").glob("*.py"),
     ]
+    if path not in LOCAL_ONLY
 )
 
 FILE_METHODS = {
