@@ -46,11 +46,11 @@ rule summarize:
     input:
         reports=get_summary_input,
     output:
-        summary=f"{LH}/summaries/{{stage}}/{{trade_type}}.json",
+        summary=layout.run_summary_path(LH, "{stage}", "{trade_type}"),
     log:
-        f"{LH}/logs/summaries/{{stage}}/{{trade_type}}.log",
+        layout.job_log_path(LH, "summaries", "{stage}", "{trade_type}"),
     benchmark:
-        f"{LH}/benchmarks/summaries/{{stage}}/{{trade_type}}.tsv"
+        layout.job_benchmark_path(LH, "summaries", "{stage}", "{trade_type}")
     localrule: True
     conda:
         "envs/pipeline.yaml"

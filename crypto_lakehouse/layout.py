@@ -398,3 +398,83 @@ def provenance_dir(data_dir, trade_type, interval) -> Path:
 
 def quality_dir(data_dir, trade_type, interval) -> Path:
     return lakehouse_dir(data_dir) / "quality" / trade_type / interval
+
+
+# ---------------------------------------------------------------- the run directory
+# Snakemake's own files (per-symbol and shard reports, logs, benchmark tables, the listing,
+# exchange_info, run summaries, the report target) live in the run directory, by default
+# ``{data_dir}/lakehouse``. These functions build them as plain strings so that the rules can
+# pass wildcard placeholders (``"{trade_type}"``) straight through: Snakemake patterns must
+# keep their braces, and a ``Path`` would be fine too but the rules compare strings.
+def default_run_dir(data_dir: str) -> str:
+    return f"{data_dir}/lakehouse"
+
+
+def stage_report_dir(run_dir: str, stage: str, trade_type: str, dataset: str) -> str:
+    """Directory of a stage's per-symbol reports (``{dir}/{symbol}.json``)."""
+    return f"{run_dir}/reports/{stage}/{trade_type}/{dataset}"
+
+
+def stage_report_path(run_dir: str, stage: str, trade_type: str, dataset: str, symbol: str) -> str:
+    return f"{stage_report_dir(run_dir, stage, trade_type, dataset)}/{symbol}.json"
+
+
+def shard_report_path(run_dir: str, stage: str, trade_type: str, dataset: str, shard: str) -> str:
+    """Output of a shard job: each symbol's status and report path (docs/summaries.md)."""
+    return f"{stage_report_dir(run_dir, stage, trade_type, dataset)}/shards/{shard}.json"
+
+
+def api_shard_report_path(run_dir: str, trade_type: str, shard: str) -> str:
+    """Output of a REST shard job (klines and funding of the shard's symbols)."""
+    return f"{run_dir}/reports/api_download/{trade_type}/shards/{shard}.json"
+
+
+def stats_path_for(report_path: str | Path) -> str:
+    """A per-symbol report's run figures: ``…/reports/<stage>/…`` → ``…/stats/<stage>/…``."""
+    parts = list(Path(report_path).parts)
+    idx = len(parts) - 1 - parts[::-1].index("reports")
+    parts[idx] = "stats"
+    return str(Path(*parts))
+
+
+def job_log_path(run_dir: str, *parts: str) -> str:
+    """A rule's ``log:`` file: ``{run_dir}/logs/<parts…>.log``."""
+    return f"{run_dir}/logs/{'/'.join(parts)}.log"
+
+
+def job_benchmark_path(run_dir: str, *parts: str) -> str:
+    """A rule's ``benchmark:`` table: its log path with ``logs`` → ``benchmarks``, ``.tsv``."""
+    return f"{run_dir}/benchmarks/{'/'.join(parts)}.tsv"
+
+
+def shard_log_path(run_dir: str, stage: str, trade_type: str, dataset: str, shard: str) -> str:
+    return job_log_path(run_dir, stage, trade_type, dataset, "shards", shard)
+
+
+def shard_benchmark_path(
+    run_dir: str, stage: str, trade_type: str, dataset: str, shard: str
+) -> str:
+    return job_benchmark_path(run_dir, stage, trade_type, dataset, "shards", shard)
+
+
+def run_listing_details_dir(run_dir: str, trade_type: str, dataset: str) -> str:
+    """Per-symbol file lists of the ``list_archive`` checkpoint (beside its index)."""
+    return f"{run_dir}/listing/{trade_type}/{dataset}"
+
+
+def run_listing_index_path(run_dir: str, trade_type: str, dataset: str) -> str:
+    return f"{run_listing_details_dir(run_dir, trade_type, dataset)}.json"
+
+
+def exchange_info_path(run_dir: str, trade_type: str) -> str:
+    return f"{run_dir}/exchange_info/{trade_type}.json"
+
+
+def run_summary_path(run_dir: str, stage: str, trade_type: str) -> str:
+    return f"{run_dir}/summaries/{stage}/{trade_type}.json"
+
+
+def run_report_path(run_dir: str, name: str) -> str:
+    """A file or folder of the ``report`` target (``index.html``, ``coverage.parquet``,
+    ``figures``)."""
+    return f"{run_dir}/report/{name}"

@@ -13,19 +13,10 @@ import inspect
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
+from crypto_lakehouse.layout import stats_path_for
 from crypto_lakehouse.logs import configure_from_snakemake, configure_logging
-
-
-def stats_path_for(report_path: str | Path) -> str:
-    """``lakehouse/reports/<stage>/…`` → ``lakehouse/stats/<stage>/…`` (run figures)."""
-    p = Path(report_path)
-    parts = list(p.parts)
-    idx = len(parts) - 1 - parts[::-1].index("reports")
-    parts[idx] = "stats"
-    return str(Path(*parts))
 
 
 def _named(namedlist) -> dict[str, Any]:

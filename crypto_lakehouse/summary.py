@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from crypto_lakehouse.io import read_json, write_json
-from crypto_lakehouse.smk import stats_path_for
+from crypto_lakehouse.layout import stats_path_for
 
 log = logging.getLogger(__name__)
 

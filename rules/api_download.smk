@@ -3,11 +3,11 @@
 
 rule exchange_info:
     output:
-        out_path=f"{LH}/exchange_info/{{trade_type}}.json",
+        out_path=layout.exchange_info_path(LH, "{trade_type}"),
     log:
-        f"{LH}/logs/exchange_info/{{trade_type}}.log",
+        layout.job_log_path(LH, "exchange_info", "{trade_type}"),
     benchmark:
-        f"{LH}/benchmarks/exchange_info/{{trade_type}}.tsv"
+        layout.job_benchmark_path(LH, "exchange_info", "{trade_type}")
     localrule: True
     conda:
         "../envs/pipeline.yaml"
@@ -30,11 +30,11 @@ rule api_download_shard:
     input:
         unpack(get_api_input),
     output:
-        shard_report=f"{LH}/reports/api_download/{{trade_type}}/shards/{{shard}}.json",
+        shard_report=layout.api_shard_report_path(LH, "{trade_type}", "{shard}"),
     log:
-        f"{LH}/logs/api_download/{{trade_type}}/shards/{{shard}}.log",
+        layout.job_log_path(LH, "api_download", "{trade_type}", "shards", "{shard}"),
     benchmark:
-        f"{LH}/benchmarks/api_download/{{trade_type}}/shards/{{shard}}.tsv"
+        layout.job_benchmark_path(LH, "api_download", "{trade_type}", "shards", "{shard}")
     localrule: True
     conda:
         "../envs/pipeline.yaml"

@@ -3,11 +3,11 @@
 
 checkpoint list_archive:
     output:
-        out_index=f"{LH}/listing/{{trade_type}}/{{dataset}}.json",
+        out_index=layout.run_listing_index_path(LH, "{trade_type}", "{dataset}"),
     log:
-        f"{LH}/logs/list_archive/{{trade_type}}/{{dataset}}.log",
+        layout.job_log_path(LH, "list_archive", "{trade_type}", "{dataset}"),
     benchmark:
-        f"{LH}/benchmarks/list_archive/{{trade_type}}/{{dataset}}.tsv"
+        layout.job_benchmark_path(LH, "list_archive", "{trade_type}", "{dataset}")
     localrule: True
     conda:
         "../envs/pipeline.yaml"
@@ -30,11 +30,13 @@ checkpoint list_archive:
 # Snakemake re-plan every download job after the checkpoint.
 rule aws_download_shard:
     output:
-        shard_report=f"{LH}/reports/aws_download/{{trade_type}}/{{dataset}}/shards/{{shard}}.json",
+        shard_report=layout.shard_report_path(
+            LH, "aws_download", "{trade_type}", "{dataset}", "{shard}"
+        ),
     log:
-        f"{LH}/logs/aws_download/{{trade_type}}/{{dataset}}/shards/{{shard}}.log",
+        layout.shard_log_path(LH, "aws_download", "{trade_type}", "{dataset}", "{shard}"),
     benchmark:
-        f"{LH}/benchmarks/aws_download/{{trade_type}}/{{dataset}}/shards/{{shard}}.tsv"
+        layout.shard_benchmark_path(LH, "aws_download", "{trade_type}", "{dataset}", "{shard}")
     localrule: True
     conda:
         "../envs/pipeline.yaml"

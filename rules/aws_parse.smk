@@ -6,11 +6,13 @@ rule aws_parse_klines:
     input:
         unpack(get_parse_input),
     output:
-        shard_report=f"{LH}/reports/aws_parse/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
+        shard_report=layout.shard_report_path(
+            LH, "aws_parse", "{trade_type}", "klines-{interval}", "{shard}"
+        ),
     log:
-        f"{LH}/logs/aws_parse/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.log",
+        layout.shard_log_path(LH, "aws_parse", "{trade_type}", "klines-{interval}", "{shard}"),
     benchmark:
-        f"{LH}/benchmarks/aws_parse/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.tsv"
+        layout.shard_benchmark_path(LH, "aws_parse", "{trade_type}", "klines-{interval}", "{shard}")
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -28,11 +30,11 @@ rule aws_parse_funding:
     input:
         unpack(get_parse_input),
     output:
-        shard_report=f"{LH}/reports/aws_parse/{{trade_type}}/funding/shards/{{shard}}.json",
+        shard_report=layout.shard_report_path(LH, "aws_parse", "{trade_type}", "funding", "{shard}"),
     log:
-        f"{LH}/logs/aws_parse/{{trade_type}}/funding/shards/{{shard}}.log",
+        layout.shard_log_path(LH, "aws_parse", "{trade_type}", "funding", "{shard}"),
     benchmark:
-        f"{LH}/benchmarks/aws_parse/{{trade_type}}/funding/shards/{{shard}}.tsv"
+        layout.shard_benchmark_path(LH, "aws_parse", "{trade_type}", "funding", "{shard}")
     conda:
         "../envs/pipeline.yaml"
     resources:

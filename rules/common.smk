@@ -6,6 +6,7 @@ import os
 import sys
 
 import crypto_lakehouse.datasets as dataset_registry
+import crypto_lakehouse.layout as layout
 import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
@@ -29,7 +30,7 @@ if storage_settings.is_remote(config["data_dir"]):
     raise WorkflowError(storage_settings.WORKFLOW_ON_S3_MESSAGE)
 
 DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as legacy
-LH = f"{DATA}/lakehouse"
+LH = layout.default_run_dir(DATA)
 # One run per data dir: the main process of a real run holds {LH}/run.lock until it exits
 # and clears Snakemake locks a killed run left (crypto_lakehouse/lock.py).
 RUN_LOCK = data_lock.hold_for_run(
@@ -133,21 +134,21 @@ def shard_job_json(args_function):
 
 
 def report_path(stage, trade_type, dataset, symbol):
-    return f"{LH}/reports/{stage}/{trade_type}/{dataset}/{symbol}.json"
+    return layout.stage_report_path(LH, stage, trade_type, dataset, symbol)
 
 
 def report_dir(stage, trade_type, dataset):
     """Directory of a stage's per-symbol reports (``{dir}/{symbol}.json``)."""
-    return f"{LH}/reports/{stage}/{trade_type}/{dataset}"
+    return layout.stage_report_dir(LH, stage, trade_type, dataset)
 
 
 def shard_report_path(stage, trade_type, dataset, shard):
     """Output of a shard job: each symbol's status and report path (docs/summaries.md)."""
-    return f"{LH}/reports/{stage}/{trade_type}/{dataset}/shards/{shard}.json"
+    return layout.shard_report_path(LH, stage, trade_type, dataset, shard)
 
 
 def listing_index_path(trade_type, dataset):
-    return f"{LH}/listing/{trade_type}/{dataset}.json"
+    return layout.run_listing_index_path(LH, trade_type, dataset)
 
 
 # ------------------------------------------------------------------ symbols (checkpoint)
@@ -286,7 +287,7 @@ def get_listing_args(wildcards):
         interval=interval or INTERVAL,
         symbols=plan.symbol_selection(config, wildcards.trade_type),
         listing_url=config["endpoints"]["listing"],
-        details_dir=f"{LH}/listing/{wildcards.trade_type}/{wildcards.dataset}",
+        details_dir=layout.run_listing_details_dir(LH, wildcards.trade_type, wildcards.dataset),
         include_monthly=config["download"]["use_monthly_klines"],
         concurrency=config["download"]["listing_concurrency"],
         timeout_s=config["download"]["timeout_s"],
@@ -316,7 +317,9 @@ def get_download_args(wildcards):
             "aws_download",
             wildcards,
             wildcards.dataset,
-            details_path=f"{LH}/listing/{wildcards.trade_type}/{wildcards.dataset}",
+            details_path=layout.run_listing_details_dir(
+                LH, wildcards.trade_type, wildcards.dataset
+            ),
         ),
         trade_type=wildcards.trade_type,
         dataset=entry.name,
@@ -356,12 +359,12 @@ def get_parse_args(wildcards):
 
 # ------------------------------------------------------------------ api_download
 def exchange_info_path(trade_type):
-    return f"{LH}/exchange_info/{trade_type}.json"
+    return layout.exchange_info_path(LH, trade_type)
 
 
 def api_shard_report_path(trade_type, shard):
     """Output of a REST shard job (klines and funding of the shard's symbols)."""
-    return f"{LH}/reports/api_download/{trade_type}/shards/{shard}.json"
+    return layout.api_shard_report_path(LH, trade_type, shard)
 
 
 def api_shard_ids(trade_type):
@@ -561,7 +564,7 @@ ACTIVE_STAGES = plan.active_stages(config)
 def summaries(stage):
     """The run summaries of a stage; resample only for trade types with resample targets."""
     trade_types = RESAMPLED_TRADE_TYPES if stage == "resample" else TRADE_TYPES
-    return [f"{LH}/summaries/{stage}/{t}.json" for t in trade_types]
+    return [layout.run_summary_path(LH, stage, t) for t in trade_types]
 
 
 def get_resample_target_input(wildcards):

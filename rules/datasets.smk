@@ -9,11 +9,13 @@ rule aws_parse_ticks:
     input:
         unpack(get_extra_parse_input),
     output:
-        shard_report=f"{LH}/reports/aws_parse/{{trade_type}}/{{tick_dataset}}/shards/{{shard}}.json",
+        shard_report=layout.shard_report_path(
+            LH, "aws_parse", "{trade_type}", "{tick_dataset}", "{shard}"
+        ),
     log:
-        f"{LH}/logs/aws_parse/{{trade_type}}/{{tick_dataset}}/shards/{{shard}}.log",
+        layout.shard_log_path(LH, "aws_parse", "{trade_type}", "{tick_dataset}", "{shard}"),
     benchmark:
-        f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{tick_dataset}}/shards/{{shard}}.tsv"
+        layout.shard_benchmark_path(LH, "aws_parse", "{trade_type}", "{tick_dataset}", "{shard}")
     wildcard_constraints:
         tick_dataset="aggTrades|trades|metrics",
     conda:
@@ -33,11 +35,17 @@ rule aws_parse_kline_layout:
     input:
         unpack(get_extra_parse_input),
     output:
-        shard_report=f"{LH}/reports/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/shards/{{shard}}.json",
+        shard_report=layout.shard_report_path(
+            LH, "aws_parse", "{trade_type}", "{kline_dataset}-{interval}", "{shard}"
+        ),
     log:
-        f"{LH}/logs/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/shards/{{shard}}.log",
+        layout.shard_log_path(
+            LH, "aws_parse", "{trade_type}", "{kline_dataset}-{interval}", "{shard}"
+        ),
     benchmark:
-        f"{LH}/benchmarks/aws_parse/{{trade_type}}/{{kline_dataset}}-{{interval}}/shards/{{shard}}.tsv"
+        layout.shard_benchmark_path(
+            LH, "aws_parse", "{trade_type}", "{kline_dataset}-{interval}", "{shard}"
+        )
     wildcard_constraints:
         kline_dataset="markPriceKlines|indexPriceKlines|premiumIndexKlines",
     conda:
@@ -57,11 +65,15 @@ rule agg_klines_shard:
     input:
         unpack(get_agg_klines_input),
     output:
-        shard_report=f"{LH}/reports/agg_klines/{{trade_type}}/aggTrades-{{interval}}/shards/{{shard}}.json",
+        shard_report=layout.shard_report_path(
+            LH, "agg_klines", "{trade_type}", "aggTrades-{interval}", "{shard}"
+        ),
     log:
-        f"{LH}/logs/agg_klines/{{trade_type}}/aggTrades-{{interval}}/shards/{{shard}}.log",
+        layout.shard_log_path(LH, "agg_klines", "{trade_type}", "aggTrades-{interval}", "{shard}"),
     benchmark:
-        f"{LH}/benchmarks/agg_klines/{{trade_type}}/aggTrades-{{interval}}/shards/{{shard}}.tsv"
+        layout.shard_benchmark_path(
+            LH, "agg_klines", "{trade_type}", "aggTrades-{interval}", "{shard}"
+        )
     conda:
         "../envs/pipeline.yaml"
     resources:
@@ -84,11 +96,11 @@ rule summarize_datasets:
     input:
         parse_reports=get_datasets_parse_reports,
     output:
-        summary=f"{LH}/summaries/datasets/{{trade_type}}.json",
+        summary=layout.run_summary_path(LH, "datasets", "{trade_type}"),
     log:
-        f"{LH}/logs/summaries/datasets/{{trade_type}}.log",
+        layout.job_log_path(LH, "summaries", "datasets", "{trade_type}"),
     benchmark:
-        f"{LH}/benchmarks/summaries/datasets/{{trade_type}}.tsv"
+        layout.job_benchmark_path(LH, "summaries", "datasets", "{trade_type}")
     localrule: True
     conda:
         "../envs/pipeline.yaml"

@@ -18,7 +18,7 @@ def dataset_trade_types():
 def get_datasets_input(wildcards):
     """The datasets summaries (each needs every parse shard of its trade type's datasets)
     and the candles built from aggTrades (config agg_klines)."""
-    summaries = [f"{LH}/summaries/datasets/{t}.json" for t in dataset_trade_types()]
+    summaries = [layout.run_summary_path(LH, "datasets", t) for t in dataset_trade_types()]
     return summaries + (get_agg_klines_reports(wildcards) if agg_klines_plan() else [])
 
 

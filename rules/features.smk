@@ -5,11 +5,13 @@ rule features_shard:
     input:
         unpack(get_features_input),
     output:
-        shard_report=f"{LH}/reports/features/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
+        shard_report=layout.shard_report_path(
+            LH, "features", "{trade_type}", "klines-{interval}", "{shard}"
+        ),
     log:
-        f"{LH}/logs/features/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.log",
+        layout.shard_log_path(LH, "features", "{trade_type}", "klines-{interval}", "{shard}"),
     benchmark:
-        f"{LH}/benchmarks/features/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.tsv"
+        layout.shard_benchmark_path(LH, "features", "{trade_type}", "klines-{interval}", "{shard}")
     conda:
         "../envs/pipeline.yaml"
     resources:

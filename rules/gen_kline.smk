@@ -5,11 +5,13 @@ rule gen_kline_shard:
     input:
         unpack(get_gen_input),
     output:
-        shard_report=f"{LH}/reports/gen_kline/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
+        shard_report=layout.shard_report_path(
+            LH, "gen_kline", "{trade_type}", "klines-{interval}", "{shard}"
+        ),
     log:
-        f"{LH}/logs/gen_kline/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.log",
+        layout.shard_log_path(LH, "gen_kline", "{trade_type}", "klines-{interval}", "{shard}"),
     benchmark:
-        f"{LH}/benchmarks/gen_kline/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.tsv"
+        layout.shard_benchmark_path(LH, "gen_kline", "{trade_type}", "klines-{interval}", "{shard}")
     conda:
         "../envs/pipeline.yaml"
     resources:

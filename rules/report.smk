@@ -7,21 +7,21 @@ rule report:
         summaries=[summaries(stage) for stage in ACTIVE_STAGES],
     output:
         index=report(
-            f"{LH}/report/index.html",
+            layout.run_report_path(LH, "index.html"),
             category="Lakehouse report",
             labels={"page": "index.html"},
         ),
-        coverage=f"{LH}/report/coverage.parquet",
+        coverage=layout.run_report_path(LH, "coverage.parquet"),
         figures_dir=report(
-            directory(f"{LH}/report/figures"),
+            directory(layout.run_report_path(LH, "figures")),
             patterns=["{name}.png"],
             category="Lakehouse report",
             labels={"figure": "{name}"},
         ),
     log:
-        f"{LH}/logs/report/report.log",
+        layout.job_log_path(LH, "report", "report"),
     benchmark:
-        f"{LH}/benchmarks/report/report.tsv"
+        layout.job_benchmark_path(LH, "report", "report")
     localrule: True
     conda:
         "../envs/pipeline.yaml"

@@ -3,13 +3,17 @@
 
 rule resample_shard:
     input:
-        gen_shard=f"{LH}/reports/gen_kline/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
+        gen_shard=layout.shard_report_path(
+            LH, "gen_kline", "{trade_type}", "klines-{interval}", "{shard}"
+        ),
     output:
-        shard_report=f"{LH}/reports/resample/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.json",
+        shard_report=layout.shard_report_path(
+            LH, "resample", "{trade_type}", "klines-{interval}", "{shard}"
+        ),
     log:
-        f"{LH}/logs/resample/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.log",
+        layout.shard_log_path(LH, "resample", "{trade_type}", "klines-{interval}", "{shard}"),
     benchmark:
-        f"{LH}/benchmarks/resample/{{trade_type}}/klines-{{interval}}/shards/{{shard}}.tsv"
+        layout.shard_benchmark_path(LH, "resample", "{trade_type}", "klines-{interval}", "{shard}")
     conda:
         "../envs/pipeline.yaml"
     resources:
