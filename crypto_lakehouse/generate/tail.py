@@ -2,13 +2,17 @@
 
 After every successful build, ``run_gen_kline`` records (``layout.state_path``, stage
 ``gen_kline_resume``) what it read and wrote: every kline input file with its size,
-modification time and first/last candle, the report, the size and mtime of every output
-file, a digest of the funding events before the newest segment, and *checkpoints* of the
-newest segment: at every UTC day start of its last row group, how many of the rows before
-it are archive and REST candles.
+modification time and first/last candle (and, for the files reaching the newest segment's
+last row group, a digest of each UTC day's rows), the report, the size and mtime of every
+output file, a digest of the funding events before the newest segment, and *checkpoints* of
+the newest segment: at every UTC day start of its last row group, how many of the rows
+before it are archive and REST candles.
 
-The next build compares the inputs with that record. The earliest candle any new, changed
-or deleted input file can hold is the first minute that may differ; the latest checkpoint
+The next build compares the inputs with that record. A file whose size or mtime changed is
+read; with day digests, its first day whose rows differ is where it changed (aws_parse
+rewrites the current month's partition on every daily update: the change is the new day,
+not the 1st of the month), else its first candle. The earliest change over the new,
+changed or deleted files is the first minute that may differ; the latest checkpoint
 ``t_c`` at or before it splits the newest segment into a kept prefix and a tail. The tail is
 recomputed from the input rows at or after ``t_c`` plus one look-back candle, the last real
 candle before ``t_c`` (read back from the previous output): it is the candle the gap rules
