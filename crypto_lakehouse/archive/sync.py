@@ -168,16 +168,24 @@ class _Syncer:
             return self.quarantine(out, "no CHECKSUM file in the archive listing")
         final = self.local(key)
         expected: str | None = None
+        checksum_body: bytes | None = None  # written with the zip (commit), not before
         body_kept = False
         retry = 0
         zip_url = self.url(key)
         while True:
             zip_answer: asyncio.Task | None = None
+            temp_opening: asyncio.Future | None = None
             try:
                 # The zip's GET goes out at once; while its answer travels the CHECKSUM is
                 # fetched (when needed): one round trip per archive instead of two.
                 zip_answer = asyncio.ensure_future(self.downloader.open_get(zip_url))
-                checksum_body = None
+                # Creating files can block for milliseconds on a busy ext4 journal: on a
+                # worker thread, not on the loop that carries every other transfer, and
+                # while the answers travel, so that it adds nothing to the archive's time
+                # (waiting for it after the CHECKSUM cost ~5 ms of a 30 ms archive at 20 ms
+                # latency). The files of the archives arriving together go in one batch (no
+                # hand-off per file: measured in docs/benchmarks.md, issue 19).
+                temp_opening = self.files.run(_TempZip, final)
                 if expected is None:
                     out.requests += 2
                     checksum_body = await self.downloader.get_bytes(self.url(checksum_key))
@@ -187,11 +195,7 @@ class _Syncer:
                     expected = line.sha256
                 else:
                     out.requests += 1
-                # Creating files can block for milliseconds on a busy ext4 journal: on a
-                # worker thread, not on the loop that carries every other transfer; the
-                # files of the archives arriving together go in one batch (no hand-off per
-                # file: measured in docs/benchmarks.md, issue 19).
-                temp = await self.files.run(self._open_temp, key, checksum_body)
+                temp, temp_opening = await temp_opening, None
                 with temp as (fd, tmp):
                     answer, zip_answer = zip_answer, None
                     resp = await answer
@@ -199,7 +203,8 @@ class _Syncer:
                     out.bytes += n_bytes
                     if digest != expected:
                         if retry >= self.max_retries:
-                            # Keep the defective body for inspection.
+                            # Keep the defective body (and its CHECKSUM) for inspection.
+                            self._write_checksum(key, checksum_body)
                             dest = layout.quarantine_path(self.data_dir, key)
                             storage.move_local_file(tmp, dest)
                             body_kept = True
@@ -208,13 +213,15 @@ class _Syncer:
                             f"{expected} ({retry + 1} attempt(s))"
                         )
                     temp.committed = True
-                await self.files.run(temp.finish, self.verified_marker(key))
+                await self.files.run(self._commit, key, temp, checksum_body)
                 out.status, out.how, out.sha256 = "verified", "downloaded", digest
                 return out
             except http.Unreachable:
                 raise  # the host is not there: the job stops (no retries, no other files)
             except http.NotFound as exc:
                 what = "CHECKSUM" if exc.url.endswith(CHECKSUM_SUFFIX) else "zip"
+                if checksum_body is not None:  # quarantined with the zip's record
+                    self._write_checksum(key, checksum_body)
                 return self.quarantine(out, f"{what} not found (404) although listed")
             except ChecksumFormatError as exc:
                 # Not a checksum at all (not "<64 hex> <name>"): a defect of the object, not
@@ -231,6 +238,8 @@ class _Syncer:
                     return out
                 reason = str(exc)
             finally:
+                if temp_opening is not None:  # the CHECKSUM step failed: no zip to write
+                    _abandon_temp(temp_opening)
                 if zip_answer is not None:  # the CHECKSUM step failed: drop the zip's answer
                     await _discard(zip_answer)
             log.info("%s: retry %d/%d after %s", key, retry + 1, self.max_retries, reason)
@@ -240,11 +249,14 @@ class _Syncer:
             out.retries += 1
             out.retry_wait_s += delay
 
-    def _open_temp(self, key: str, checksum_body: bytes | None) -> _TempZip:
-        """Write the CHECKSUM (when fetched) and open the zip's temporary file."""
+    def _write_checksum(self, key: str, checksum_body: bytes) -> None:
+        storage.write_bytes(self.local(key + CHECKSUM_SUFFIX), checksum_body)
+
+    def _commit(self, key: str, temp: _TempZip, checksum_body: bytes | None) -> None:
+        """A verified zip into place: its CHECKSUM (when fetched), the zip, the marker last."""
         if checksum_body is not None:
-            storage.write_bytes(self.local(key + CHECKSUM_SUFFIX), checksum_body)
-        return _TempZip(self.local(key))
+            self._write_checksum(key, checksum_body)
+        temp.finish(self.verified_marker(key))
 
     def quarantine(self, out: Outcome, reason: str, kept_body: bool = False) -> Outcome:
         """Move what we have of a defective file out of ``aws_data``; never ``.verified``."""
@@ -343,6 +355,14 @@ def _settle(batch: list, results: list) -> None:
             future.set_result(value)
         else:
             future.set_exception(value)
+
+
+def _abandon_temp(opening: asyncio.Future) -> None:
+    """Give up a temporary zip being opened: removed when it arrives (``_settle``) or now."""
+    if opening.cancel() or opening.exception() is not None:
+        return
+    temp = opening.result()
+    temp.__exit__(RuntimeError, RuntimeError("abandoned"), None)
 
 
 async def _discard(answer: asyncio.Task) -> None:

@@ -684,16 +684,14 @@ def test_a_temporary_zip_opened_for_a_cancelled_fetch_is_removed(tmp_path):
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from crypto_lakehouse.archive.sync import _FileBatches, _Syncer
+    from crypto_lakehouse.archive.sync import _FileBatches, _TempZip
 
-    syncer = _Syncer(data_dir=tmp_path, archive_url="http://127.0.0.1:9", max_retries=0,
-                     timeout_s=1, listing={})  # fmt: skip
     key = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-01.zip"
 
     async def main():
         with ThreadPoolExecutor(1) as pool:
             files = _FileBatches(asyncio.get_running_loop(), pool)
-            opening = files.run(syncer._open_temp, key, None)
+            opening = files.run(_TempZip, layout.aws_path(tmp_path, key))
             opening.cancel()  # before the batch has even left the loop
             await files.run(int)  # queued after it, so settled after it
             await asyncio.sleep(0)
