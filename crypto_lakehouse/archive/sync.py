@@ -49,7 +49,7 @@ import logging
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crypto_lakehouse import datasets, io, layout, storage
@@ -111,6 +111,9 @@ class Outcome:
     retries: int = 0
     retry_wait_s: float = 0.0  # back-off sleeps before the retries
     requests: int = 0
+    # A download's commit (CHECKSUM, rename, marker) still on a file thread: the outcome
+    # holds only once it is done (``_download`` waits for it).
+    committing: asyncio.Future | None = field(default=None, repr=False, compare=False)
 
 
 class _Syncer:
@@ -213,7 +216,9 @@ class _Syncer:
                             f"{expected} ({retry + 1} attempt(s))"
                         )
                     temp.committed = True
-                await self.files.run(self._commit, key, temp, checksum_body)
+                # Not awaited here: the worker sends its next archive's GETs while the
+                # commit runs (it cost ~2-4 ms of a 30 ms archive at 20 ms latency).
+                out.committing = self.files.run(self._commit, key, temp, checksum_body)
                 out.status, out.how, out.sha256 = "verified", "downloaded", digest
                 return out
             except http.Unreachable:
@@ -612,7 +617,16 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
     loop = asyncio.get_running_loop()
     items = iter(work)
 
+    async def record(o: Outcome) -> None:
+        if o.committing is not None:
+            await o.committing  # a disk error raises here and stops the job
+            o.committing = None
+        outcomes[o.key] = o
+        progress.add(1, int(listing[o.key]["size"]))
+        progress.maybe_log()
+
     async def worker():
+        previous = None  # this worker's last outcome, its commit perhaps still running
         for key, action in items:  # one iterator shared by the workers: each item once
             o = None
             if action == "adopt":
@@ -621,9 +635,11 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
                     storage.delete(syncer.verified_marker(key))
             if o is None:
                 o = await syncer.fetch(key)
-            outcomes[o.key] = o
-            progress.add(1, int(listing[o.key]["size"]))
-            progress.maybe_log()
+            if previous is not None:
+                await record(previous)
+            previous = o
+        if previous is not None:
+            await record(previous)
 
     n_workers = max(1, (concurrency + 1) // 2)
     # Two connections per worker: with fewer, a zip's GET would wait for its CHECKSUM's.
