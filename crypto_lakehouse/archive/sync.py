@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -277,6 +278,22 @@ class _Syncer:
 FILE_THREADS = 4
 
 
+_FILE_THREADS: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool)
+
+
+def _file_threads() -> ThreadPoolExecutor:
+    """The file threads of this process, kept from one job's run to the next: starting
+    them for each symbol blocked the loop ~1-2 ms per thread on a loaded machine. Per
+    process id: a pool inherited through a fork has no threads in the child."""
+    global _FILE_THREADS
+    if _FILE_THREADS is None or _FILE_THREADS[0] != os.getpid():
+        _FILE_THREADS = (
+            os.getpid(),
+            ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="aws-files"),
+        )
+    return _FILE_THREADS[1]
+
+
 def _loop_factory():
     """uvloop's event loop where it exists (Linux, macOS): in the download benchmark it cut
     the CPU per file by about a quarter against asyncio's own loop, the fallback."""
@@ -324,6 +341,7 @@ class _FileBatches:
         self._loop = loop
         self._executor = executor
         self._queued: list = []
+        self._running: set = set()  # batches on a thread (concurrent futures)
 
     def run(self, fn, *args) -> asyncio.Future:
         future = self._loop.create_future()
@@ -333,11 +351,22 @@ class _FileBatches:
         return future
 
     def _flush(self) -> None:
+        if not self._queued:
+            return  # flushed early by ``drain``
         batch, self._queued = self._queued, []
         done = self._executor.submit(_run_batch, batch)
+        self._running.add(done)
+        done.add_done_callback(self._running.discard)
         done.add_done_callback(
             lambda d: self._loop.call_soon_threadsafe(_settle, batch, d.result())
         )
+
+    async def drain(self) -> None:
+        """Wait until every queued call has run (the threads outlive the job's loop)."""
+        self._flush()
+        while self._running:
+            await asyncio.wait([asyncio.wrap_future(d) for d in list(self._running)])
+        await asyncio.sleep(0)  # the batches' results settle (``_settle``)
 
 
 def _run_batch(batch: list) -> list:
@@ -645,10 +674,7 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
     # Two connections per worker: with fewer, a zip's GET would wait for its CHECKSUM's.
     async with connections.Downloader(2 * n_workers, syncer.timeout_s) as downloader:
         syncer.downloader = downloader
-        # Per run, not per module: a pool created before a fork would have no threads in
-        # the child (the benchmark's process pool), and wait forever.
-        file_threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="aws-files")
-        syncer.files = _FileBatches(loop, file_threads)
+        syncer.files = _FileBatches(loop, _file_threads())
         try:
             n_workers = min(len(work), n_workers)
             tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
@@ -659,7 +685,7 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
             for task in done:
                 task.result()  # re-raises the first failure (Unreachable, disk errors)
         finally:
-            file_threads.shutdown(wait=True)
+            await syncer.files.drain()
             syncer.downloader = syncer.files = None
 
 
