@@ -393,8 +393,8 @@ def _settle(batch: list, results: list) -> None:
 
 def _abandon_temp(opening: asyncio.Future) -> None:
     """Give up a temporary zip being opened: removed when it arrives (``_settle``) or now."""
-    if opening.cancel() or opening.exception() is not None:
-        return
+    if opening.cancel() or opening.cancelled() or opening.exception() is not None:
+        return  # cancelled (with the fetch, or now): ``_settle`` removes it
     temp = opening.result()
     temp.__exit__(RuntimeError, RuntimeError("abandoned"), None)
 

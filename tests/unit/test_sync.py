@@ -700,3 +700,34 @@ def test_a_temporary_zip_opened_for_a_cancelled_fetch_is_removed(tmp_path):
     folder = layout.aws_path(tmp_path, key).parent
     assert folder.is_dir()  # the temporary file was created there ...
     assert list(folder.iterdir()) == []  # ... and removed
+
+
+def test_a_disk_error_while_committing_a_zip_stops_the_job_without_its_marker(
+    tmp_path, emulator, monkeypatch
+):
+    """The commit of a verified zip (CHECKSUM, rename, ``.verified``) runs on a file thread
+    while the worker fetches its next archive; a disk error there still fails the job, and
+    the archive it hit never gets its marker (a rerun fetches it again)."""
+    import errno
+
+    from crypto_lakehouse import storage
+
+    keys = _generated_mirror(tmp_path / "mirror", 12)
+    job = Job(emulator(mirror_dir=tmp_path / "mirror"), tmp_path).list()
+    broken = keys[5]
+    real_touch = storage.touch
+
+    def touch(path):
+        if str(path).endswith(broken + ".verified"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_touch(path)
+
+    monkeypatch.setattr(storage, "touch", touch)
+    with pytest.raises(OSError, match="No space left"):
+        job.sync(concurrency=4)
+    assert not Path(f"{job.local(broken)}.verified").exists()
+    monkeypatch.setattr(storage, "touch", real_touch)
+    job.sync(concurrency=4)  # the rerun completes every archive
+    assert sorted(job.report()["files"]) == keys
+    for key in keys:
+        _assert_verified(job, key, tmp_path / "mirror")
