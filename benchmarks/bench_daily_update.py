@@ -99,7 +99,8 @@ def add_one_day(data_dir: Path) -> None:
     """The next day as a REST file: the last day's candles one day later, prices scaled so
     the series continues; three more funding events on REST. The archive's last monthly
     partition is rewritten too (same rows, new file), as aws_parse does when a day of the
-    current month arrives: the tail then starts at that month's first day."""
+    current month arrives: its day digests are unchanged, so the tail starts at the new day
+    (before the content-based change point: at that month's first day)."""
     archive_dir = layout.parsed_klines_dir(data_dir, TRADE_TYPE, SYMBOL, INTERVAL)
     last_month = sorted(archive_dir.glob("*.pqt"))[-1]
     io.write_parquet(last_month, pq.read_table(last_month))

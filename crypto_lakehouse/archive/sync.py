@@ -46,10 +46,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from crypto_lakehouse import datasets, io, layout, storage
@@ -111,6 +112,9 @@ class Outcome:
     retries: int = 0
     retry_wait_s: float = 0.0  # back-off sleeps before the retries
     requests: int = 0
+    # A download's commit (CHECKSUM, rename, marker) still on a file thread: the outcome
+    # holds only once it is done (``_download`` waits for it).
+    committing: asyncio.Future | None = field(default=None, repr=False, compare=False)
 
 
 class _Syncer:
@@ -168,16 +172,24 @@ class _Syncer:
             return self.quarantine(out, "no CHECKSUM file in the archive listing")
         final = self.local(key)
         expected: str | None = None
+        checksum_body: bytes | None = None  # written with the zip (commit), not before
         body_kept = False
         retry = 0
         zip_url = self.url(key)
         while True:
             zip_answer: asyncio.Task | None = None
+            temp_opening: asyncio.Future | None = None
             try:
                 # The zip's GET goes out at once; while its answer travels the CHECKSUM is
                 # fetched (when needed): one round trip per archive instead of two.
                 zip_answer = asyncio.ensure_future(self.downloader.open_get(zip_url))
-                checksum_body = None
+                # Creating files can block for milliseconds on a busy ext4 journal: on a
+                # worker thread, not on the loop that carries every other transfer, and
+                # while the answers travel, so that it adds nothing to the archive's time
+                # (waiting for it after the CHECKSUM cost ~5 ms of a 30 ms archive at 20 ms
+                # latency). The files of the archives arriving together go in one batch (no
+                # hand-off per file: measured in docs/benchmarks.md, issue 19).
+                temp_opening = self.files.run(_TempZip, final)
                 if expected is None:
                     out.requests += 2
                     checksum_body = await self.downloader.get_bytes(self.url(checksum_key))
@@ -187,11 +199,7 @@ class _Syncer:
                     expected = line.sha256
                 else:
                     out.requests += 1
-                # Creating files can block for milliseconds on a busy ext4 journal: on a
-                # worker thread, not on the loop that carries every other transfer; the
-                # files of the archives arriving together go in one batch (no hand-off per
-                # file: measured in docs/benchmarks.md, issue 19).
-                temp = await self.files.run(self._open_temp, key, checksum_body)
+                temp, temp_opening = await temp_opening, None
                 with temp as (fd, tmp):
                     answer, zip_answer = zip_answer, None
                     resp = await answer
@@ -199,7 +207,8 @@ class _Syncer:
                     out.bytes += n_bytes
                     if digest != expected:
                         if retry >= self.max_retries:
-                            # Keep the defective body for inspection.
+                            # Keep the defective body (and its CHECKSUM) for inspection.
+                            self._write_checksum(key, checksum_body)
                             dest = layout.quarantine_path(self.data_dir, key)
                             storage.move_local_file(tmp, dest)
                             body_kept = True
@@ -208,13 +217,17 @@ class _Syncer:
                             f"{expected} ({retry + 1} attempt(s))"
                         )
                     temp.committed = True
-                await self.files.run(temp.finish, self.verified_marker(key))
+                # Not awaited here: the worker sends its next archive's GETs while the
+                # commit runs (it cost ~2-4 ms of a 30 ms archive at 20 ms latency).
+                out.committing = self.files.run(self._commit, key, temp, checksum_body)
                 out.status, out.how, out.sha256 = "verified", "downloaded", digest
                 return out
             except http.Unreachable:
                 raise  # the host is not there: the job stops (no retries, no other files)
             except http.NotFound as exc:
                 what = "CHECKSUM" if exc.url.endswith(CHECKSUM_SUFFIX) else "zip"
+                if checksum_body is not None:  # quarantined with the zip's record
+                    self._write_checksum(key, checksum_body)
                 return self.quarantine(out, f"{what} not found (404) although listed")
             except ChecksumFormatError as exc:
                 # Not a checksum at all (not "<64 hex> <name>"): a defect of the object, not
@@ -231,6 +244,8 @@ class _Syncer:
                     return out
                 reason = str(exc)
             finally:
+                if temp_opening is not None:  # the CHECKSUM step failed: no zip to write
+                    _abandon_temp(temp_opening)
                 if zip_answer is not None:  # the CHECKSUM step failed: drop the zip's answer
                     await _discard(zip_answer)
             log.info("%s: retry %d/%d after %s", key, retry + 1, self.max_retries, reason)
@@ -240,11 +255,14 @@ class _Syncer:
             out.retries += 1
             out.retry_wait_s += delay
 
-    def _open_temp(self, key: str, checksum_body: bytes | None) -> _TempZip:
-        """Write the CHECKSUM (when fetched) and open the zip's temporary file."""
+    def _write_checksum(self, key: str, checksum_body: bytes) -> None:
+        storage.write_bytes(self.local(key + CHECKSUM_SUFFIX), checksum_body)
+
+    def _commit(self, key: str, temp: _TempZip, checksum_body: bytes | None) -> None:
+        """A verified zip into place: its CHECKSUM (when fetched), the zip, the marker last."""
         if checksum_body is not None:
-            storage.write_bytes(self.local(key + CHECKSUM_SUFFIX), checksum_body)
-        return _TempZip(self.local(key))
+            self._write_checksum(key, checksum_body)
+        temp.finish(self.verified_marker(key))
 
     def quarantine(self, out: Outcome, reason: str, kept_body: bool = False) -> Outcome:
         """Move what we have of a defective file out of ``aws_data``; never ``.verified``."""
@@ -258,6 +276,22 @@ class _Syncer:
 # Threads that create and rename files for the event loop, a batch of archives per call
 # (``_FileBatches``): a batch stuck on a slow disk does not hold up the next ones.
 FILE_THREADS = 4
+
+
+_FILE_THREADS: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool)
+
+
+def _file_threads() -> ThreadPoolExecutor:
+    """The file threads of this process, kept from one job's run to the next: starting
+    them for each symbol blocked the loop ~1-2 ms per thread on a loaded machine. Per
+    process id: a pool inherited through a fork has no threads in the child."""
+    global _FILE_THREADS
+    if _FILE_THREADS is None or _FILE_THREADS[0] != os.getpid():
+        _FILE_THREADS = (
+            os.getpid(),
+            ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="aws-files"),
+        )
+    return _FILE_THREADS[1]
 
 
 def _loop_factory():
@@ -307,6 +341,7 @@ class _FileBatches:
         self._loop = loop
         self._executor = executor
         self._queued: list = []
+        self._running: set = set()  # batches on a thread (concurrent futures)
 
     def run(self, fn, *args) -> asyncio.Future:
         future = self._loop.create_future()
@@ -316,11 +351,22 @@ class _FileBatches:
         return future
 
     def _flush(self) -> None:
+        if not self._queued:
+            return  # flushed early by ``drain``
         batch, self._queued = self._queued, []
         done = self._executor.submit(_run_batch, batch)
+        self._running.add(done)
+        done.add_done_callback(self._running.discard)
         done.add_done_callback(
             lambda d: self._loop.call_soon_threadsafe(_settle, batch, d.result())
         )
+
+    async def drain(self) -> None:
+        """Wait until every queued call has run (the threads outlive the job's loop)."""
+        self._flush()
+        while self._running:
+            await asyncio.wait([asyncio.wrap_future(d) for d in list(self._running)])
+        await asyncio.sleep(0)  # the batches' results settle (``_settle``)
 
 
 def _run_batch(batch: list) -> list:
@@ -343,6 +389,14 @@ def _settle(batch: list, results: list) -> None:
             future.set_result(value)
         else:
             future.set_exception(value)
+
+
+def _abandon_temp(opening: asyncio.Future) -> None:
+    """Give up a temporary zip being opened: removed when it arrives (``_settle``) or now."""
+    if opening.cancel() or opening.cancelled() or opening.exception() is not None:
+        return  # cancelled (with the fetch, or now): ``_settle`` removes it
+    temp = opening.result()
+    temp.__exit__(RuntimeError, RuntimeError("abandoned"), None)
 
 
 async def _discard(answer: asyncio.Task) -> None:
@@ -592,7 +646,16 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
     loop = asyncio.get_running_loop()
     items = iter(work)
 
+    async def record(o: Outcome) -> None:
+        if o.committing is not None:
+            await o.committing  # a disk error raises here and stops the job
+            o.committing = None
+        outcomes[o.key] = o
+        progress.add(1, int(listing[o.key]["size"]))
+        progress.maybe_log()
+
     async def worker():
+        previous = None  # this worker's last outcome, its commit perhaps still running
         for key, action in items:  # one iterator shared by the workers: each item once
             o = None
             if action == "adopt":
@@ -601,18 +664,17 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
                     storage.delete(syncer.verified_marker(key))
             if o is None:
                 o = await syncer.fetch(key)
-            outcomes[o.key] = o
-            progress.add(1, int(listing[o.key]["size"]))
-            progress.maybe_log()
+            if previous is not None:
+                await record(previous)
+            previous = o
+        if previous is not None:
+            await record(previous)
 
     n_workers = max(1, (concurrency + 1) // 2)
     # Two connections per worker: with fewer, a zip's GET would wait for its CHECKSUM's.
     async with connections.Downloader(2 * n_workers, syncer.timeout_s) as downloader:
         syncer.downloader = downloader
-        # Per run, not per module: a pool created before a fork would have no threads in
-        # the child (the benchmark's process pool), and wait forever.
-        file_threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="aws-files")
-        syncer.files = _FileBatches(loop, file_threads)
+        syncer.files = _FileBatches(loop, _file_threads())
         try:
             n_workers = min(len(work), n_workers)
             tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
@@ -623,7 +685,7 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
             for task in done:
                 task.result()  # re-raises the first failure (Unreachable, disk errors)
         finally:
-            file_threads.shutdown(wait=True)
+            await syncer.files.drain()
             syncer.downloader = syncer.files = None
 
 

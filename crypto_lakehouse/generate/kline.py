@@ -375,24 +375,26 @@ def run_gen_kline(
         start, stop = ranges[-1]
         grid0 = grid_ranges[-1][0]
         n_rows = segments[-1]["rows"]
+        newest = {
+            "first_ms": grid0,
+            "rows": n_rows,
+            "checkpoints": tail.checkpoints(
+                grid0,
+                step_ms,
+                n_rows,
+                (candles.time[start:stop] - grid0) // step_ms,
+                candles.source[start:stop],
+            ),
+        }
+        horizon = tail.horizon_ms(newest, step_ms)
         tail.save_record(
             job,
             inputs={
-                "archive": tail.input_entries(archive_paths, spans, identities, store[TIME]),
-                "rest": tail.input_entries(rest_paths, spans, identities, store[TIME]),
+                "archive": tail.input_entries(archive_paths, spans, identities, store, horizon),
+                "rest": tail.input_entries(rest_paths, spans, identities, store, horizon),
             },
             report=report,
-            newest={
-                "first_ms": grid0,
-                "rows": n_rows,
-                "checkpoints": tail.checkpoints(
-                    grid0,
-                    step_ms,
-                    n_rows,
-                    (candles.time[start:stop] - grid0) // step_ms,
-                    candles.source[start:stop],
-                ),
-            },
+            newest=newest,
             previous=None,
         )
     return stats

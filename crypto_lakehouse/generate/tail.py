@@ -2,13 +2,17 @@
 
 After every successful build, ``run_gen_kline`` records (``layout.state_path``, stage
 ``gen_kline_resume``) what it read and wrote: every kline input file with its size,
-modification time and first/last candle, the report, the size and mtime of every output
-file, a digest of the funding events before the newest segment, and *checkpoints* of the
-newest segment: at every UTC day start of its last row group, how many of the rows before
-it are archive and REST candles.
+modification time and first/last candle (and, for the files reaching the newest segment's
+last row group, a digest of each UTC day's rows), the report, the size and mtime of every
+output file, a digest of the funding events before the newest segment, and *checkpoints* of
+the newest segment: at every UTC day start of its last row group, how many of the rows
+before it are archive and REST candles.
 
-The next build compares the inputs with that record. The earliest candle any new, changed
-or deleted input file can hold is the first minute that may differ; the latest checkpoint
+The next build compares the inputs with that record. A file whose size or mtime changed is
+read; with day digests, its first day whose rows differ is where it changed (aws_parse
+rewrites the current month's partition on every daily update: the change is the new day,
+not the 1st of the month), else its first candle. The earliest change over the new,
+changed or deleted files is the first minute that may differ; the latest checkpoint
 ``t_c`` at or before it splits the newest segment into a kept prefix and a tail. The tail is
 recomputed from the input rows at or after ``t_c`` plus one look-back candle, the last real
 candle before ``t_c`` (read back from the previous output): it is the candle the gap rules
@@ -62,7 +66,7 @@ from crypto_lakehouse.schema import KLINE_COLUMNS
 log = logging.getLogger(__name__)
 
 RECORD_STAGE = "gen_kline_resume"
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 
 class Fallback(Exception):
@@ -83,15 +87,57 @@ def file_identity(path: Path) -> list[int]:
     return list(size_mtime)
 
 
+def day_digests(store: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, str]:
+    """``UTC day number -> digest`` of the store rows ``[lo, hi)`` (one input file) that fall
+    on that day, every kline column, in file order: two versions of a file whose digests of
+    a day are equal hold the same rows in the same order on that day, so they give the same
+    merge there (the duplicate rule keeps the last row of a minute: order matters)."""
+    day = store[TIME][lo:hi] // DAY_MS
+    if not len(day):
+        return {}
+    order = None if bool(np.all(day[1:] >= day[:-1])) else np.argsort(day, kind="stable")
+    if order is not None:
+        day = day[order]
+    starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
+    stops = np.r_[starts[1:], len(day)]
+    columns = []
+    for name in KLINE_COLUMNS:
+        col = store[name][lo:hi]
+        columns.append(np.ascontiguousarray(col if order is None else col[order]))
+    out = {}
+    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):  # one pass per day
+        h = hashlib.blake2b(digest_size=16)
+        for col in columns:
+            h.update(col[a:b].tobytes())
+        out[str(int(day[a]))] = h.hexdigest()
+    return out
+
+
+def horizon_ms(newest: dict, step_ms: int) -> int | None:
+    """The earliest change a tail build can take (the newest segment's first checkpoint):
+    input files wholly before it need no day digests (a change there means a full build)."""
+    cps = newest["checkpoints"]
+    return newest["first_ms"] + cps[0][0] * step_ms if cps else None
+
+
 def input_entries(
-    paths: list[Path], spans: dict[Path, tuple[int, int]], identities: dict, time: np.ndarray
+    paths: list[Path],
+    spans: dict[Path, tuple[int, int]],
+    identities: dict,
+    store: dict[str, np.ndarray],
+    horizon: int | None,
 ) -> dict[str, list]:
-    """``name -> [size, mtime_ns, first ms, last ms]`` of files read into a store."""
+    """``name -> [size, mtime_ns, first ms, last ms, day digests or None]`` of files read
+    into a store; day digests only for files reaching ``horizon`` (see ``horizon_ms``)."""
+    time = store[TIME]
     out = {}
     for path in paths:
         lo, hi = spans[path]
         first, last = (int(time[lo:hi].min()), int(time[lo:hi].max())) if hi > lo else (None, None)
-        out[path.name] = [*identities[path], first, last]
+        digests = None
+        if horizon is not None and last is not None and last >= horizon:
+            digests = day_digests(store, lo, hi)
+        out[path.name] = [*identities[path], first, last, digests]
     return out
 
 
@@ -156,17 +202,19 @@ class Job:
     stats_path: Path
 
 
-def _time_range(path: Path) -> tuple[int | None, int | None]:
-    time = storage.read_parquet(path, columns=[TIME]).column(TIME)
-    if len(time) == 0:
-        return None, None
-    values = time.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy()
-    return int(values.min()), int(values.max())
+def _first_changed_day(old: dict[str, str], new: dict[str, str]) -> int | None:
+    """Start (ms) of the first UTC day whose rows differ between two digest maps."""
+    days = [int(d) for d in old.keys() | new.keys() if old.get(d) != new.get(d)]
+    return min(days) * DAY_MS if days else None
 
 
 def _diff_inputs(recorded: dict, paths: list[Path]) -> tuple[int | None, dict[str, list]]:
     """Earliest candle time that may differ from the recorded inputs (None: nothing
-    differs) and the current entries."""
+    differs) and the current entries.
+
+    A file whose size or mtime changed is read: when the record holds its day digests
+    (aws_parse rewrites the current month's partition on every daily update), the change
+    starts at the first day whose rows differ, else at the first candle of either version."""
     earliest: int | None = None
 
     def changed_at(t):
@@ -183,9 +231,18 @@ def _diff_inputs(recorded: dict, paths: list[Path]) -> tuple[int | None, dict[st
         if rec is not None and rec[:2] == ident:
             entries[path.name] = rec
             continue
-        first, last = _time_range(path)
-        entries[path.name] = [*ident, first, last]
-        changed_at(first)
+        spans: dict[Path, tuple[int, int]] = {}
+        store, _, problems = read_kline_files([path], spans=spans)
+        if problems:
+            raise Fallback("input problems")
+        entries[path.name] = input_entries([path], spans, {path: ident}, store, horizon=None)[
+            path.name
+        ]
+        digests = entries[path.name][4] = day_digests(store, *spans[path])
+        if rec is not None and rec[4] is not None:
+            changed_at(_first_changed_day(rec[4], digests))
+            continue
+        changed_at(entries[path.name][2])
         if rec is not None:
             changed_at(rec[2])
     for name, rec in recorded.items():
@@ -523,6 +580,12 @@ def save_record(
 ) -> None:
     data_dir = Path(job.data_dir)
     outputs = {s["file"]: file_identity(data_dir / s["file"]) for s in report["segments"]}
+    # Day digests of files now wholly before the horizon are of no use any more.
+    horizon = horizon_ms(newest, job.step_ms)
+    for entries in inputs.values():
+        for entry in entries.values():
+            if entry[4] is not None and (horizon is None or entry[3] is None or entry[3] < horizon):
+                entry[4] = None
     io.write_json(
         record_path(job.data_dir, job.trade_type, job.symbol, job.interval),
         {

@@ -43,6 +43,11 @@ VOLATILE = (
     "lakehouse/report/index.html",
     "lakehouse/report/figures/",
     "lakehouse/run.lock",
+    # Tail-build records (generate/tail.py, resample/tail.py) hold the sizes and mtimes of
+    # this run's own files: never equal across runs. A missing or stale one only costs a
+    # full build (its file identities are checked before any reuse).
+    "lakehouse/state/gen_kline_resume/",
+    "lakehouse/state/resample_resume/",
 )
 
 

@@ -313,3 +313,63 @@ def test_older_segment_kept_and_newest_extended(tmp_path):
     assert [s["name"] for s in report["segments"]] == [f"SP0_{SYM}", SYM]
     modes = io.read_json(tmp_path / "inc" / "rep" / "resample_stats.json")["segments_by_mode"]
     assert modes == {"kept": 1, "tail": 1, "full": 0}
+
+
+def write_month_state(data_dir: Path, cols, archive_days: int, rest_until_ms: int, tweak=None):
+    """``write_state`` with the archive as one monthly partition (days 0..8 are in August
+    2020), as aws_parse writes it: a daily update rewrites the whole file with one more day
+    (new size and mtime, the same earlier rows). ``tweak(cols)``: alter the partition's rows."""
+    write_state(data_dir, cols, archive_days, rest_until_ms, RATES)
+    a_dir = layout.parsed_klines_dir(data_dir, TT, SYM, "1m")
+    for day in range(archive_days):
+        (a_dir / f"{day_name(day)}.pqt").unlink()
+    part = {k: v.copy() for k, v in cols.items()}
+    if tweak:
+        tweak(part)
+    io.write_parquet(a_dir / "202008.pqt", table(part, T0, T0 + archive_days * DAY))
+
+
+def bump_trade_num(day_offset_ms):
+    """A tweak: one more trade in the candle at ``T0 + day_offset_ms`` (no gate notices)."""
+
+    def tweak(cols):
+        cols["trade_num"][np.searchsorted(cols["candle_begin_time"], T0 + day_offset_ms)] += 1
+
+    return tweak
+
+
+@pytest.mark.parametrize(
+    ("tweak", "expect_from"),
+    [
+        (None, "2020-08-30T00:00"),  # one more day: only the new day is recomputed
+        (bump_trade_num(7 * DAY + 5 * HOUR), "2020-08-29T00:00"),  # back to the changed row
+        (bump_trade_num(2 * DAY + 5 * HOUR), None),  # before the last row group: full build
+    ],
+)
+def test_month_partition_rewritten(tmp_path, tweak, expect_from):
+    """The old partition holds days 0..7 (REST: day 7 to day 9 12:00); the rewritten one
+    days 0..8, one row possibly changed (REST: day 8 to day 10 12:00, every REST file
+    rewritten, day 7's with the same rows). The first differing candle is on day 8 (the
+    REST day file that grew, the partition's new day) or on the changed row's day."""
+    cols = master(seed=13)
+    inc = tmp_path / "inc"
+    write_month_state(inc, cols, 8, T0 + 9 * DAY + 12 * HOUR)
+    assert "incremental" not in gen(inc, incremental=True)
+    resample(inc, incremental=True)
+    write_month_state(inc, cols, 9, T0 + 10 * DAY + 12 * HOUR, tweak)
+    ref = tmp_path / "ref"
+    shutil.copytree(inc, ref)
+    stats = gen(inc, incremental=True)
+    gen(ref, incremental=False)
+    if expect_from is None:
+        assert "incremental" not in stats
+    else:
+        assert stats["incremental"]["from"].startswith(expect_from), stats["incremental"]
+    resample(inc, incremental=True)
+    resample(ref, incremental=False)
+    got, want = outputs(inc), outputs(ref)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name] == want[name], name
+    for rep in ("report.json", "resample.json"):
+        assert io.read_json(inc / "rep" / rep) == io.read_json(ref / "rep" / rep)

@@ -684,16 +684,14 @@ def test_a_temporary_zip_opened_for_a_cancelled_fetch_is_removed(tmp_path):
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from crypto_lakehouse.archive.sync import _FileBatches, _Syncer
+    from crypto_lakehouse.archive.sync import _FileBatches, _TempZip
 
-    syncer = _Syncer(data_dir=tmp_path, archive_url="http://127.0.0.1:9", max_retries=0,
-                     timeout_s=1, listing={})  # fmt: skip
     key = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-01.zip"
 
     async def main():
         with ThreadPoolExecutor(1) as pool:
             files = _FileBatches(asyncio.get_running_loop(), pool)
-            opening = files.run(syncer._open_temp, key, None)
+            opening = files.run(_TempZip, layout.aws_path(tmp_path, key))
             opening.cancel()  # before the batch has even left the loop
             await files.run(int)  # queued after it, so settled after it
             await asyncio.sleep(0)
@@ -702,3 +700,34 @@ def test_a_temporary_zip_opened_for_a_cancelled_fetch_is_removed(tmp_path):
     folder = layout.aws_path(tmp_path, key).parent
     assert folder.is_dir()  # the temporary file was created there ...
     assert list(folder.iterdir()) == []  # ... and removed
+
+
+def test_a_disk_error_while_committing_a_zip_stops_the_job_without_its_marker(
+    tmp_path, emulator, monkeypatch
+):
+    """The commit of a verified zip (CHECKSUM, rename, ``.verified``) runs on a file thread
+    while the worker fetches its next archive; a disk error there still fails the job, and
+    the archive it hit never gets its marker (a rerun fetches it again)."""
+    import errno
+
+    from crypto_lakehouse import storage
+
+    keys = _generated_mirror(tmp_path / "mirror", 12)
+    job = Job(emulator(mirror_dir=tmp_path / "mirror"), tmp_path).list()
+    broken = keys[5]
+    real_touch = storage.touch
+
+    def touch(path):
+        if str(path).endswith(broken + ".verified"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_touch(path)
+
+    monkeypatch.setattr(storage, "touch", touch)
+    with pytest.raises(OSError, match="No space left"):
+        job.sync(concurrency=4)
+    assert not Path(f"{job.local(broken)}.verified").exists()
+    monkeypatch.setattr(storage, "touch", real_touch)
+    job.sync(concurrency=4)  # the rerun completes every archive
+    assert sorted(job.report()["files"]) == keys
+    for key in keys:
+        _assert_verified(job, key, tmp_path / "mirror")
