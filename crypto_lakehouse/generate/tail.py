@@ -80,11 +80,10 @@ def record_path(data_dir, trade_type: str, symbol: str, interval: str) -> Path:
     return layout.state_path(data_dir, RECORD_STAGE, trade_type, dataset, symbol)
 
 
-def file_identity(path: Path) -> list[int]:
+def file_identity(path: Path) -> list[int] | None:
+    """``[size, mtime_ns]`` of a file, None when there is none (one stat)."""
     size_mtime = storage.stat(path)
-    if size_mtime is None:
-        raise FileNotFoundError(path)
-    return list(size_mtime)
+    return None if size_mtime is None else list(size_mtime)
 
 
 def day_digests(store: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, str]:
@@ -301,7 +300,7 @@ def run_tail(previous: dict, job: Job) -> dict:
     data_dir = Path(job.data_dir)
     for rel, ident in previous["outputs"].items():
         path = data_dir / rel
-        if not storage.is_file(path) or file_identity(path) != ident:
+        if file_identity(path) != ident:
             raise Fallback(f"previous output {rel} changed or missing")
     newest = previous["newest"]
     grid0, n_old, step = newest["first_ms"], newest["rows"], job.step_ms

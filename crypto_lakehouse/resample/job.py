@@ -158,9 +158,7 @@ def run_resample(
         name = seg["name"]
         t0 = clock.perf_counter()
         seg_path = storage.join(data_dir, seg["file"])
-        identity = (
-            gen_tail.file_identity(seg_path) if tail_builds and storage.is_file(seg_path) else None
-        )
+        identity = gen_tail.file_identity(seg_path) if tail_builds else None
         prev = (record or {}).get("segments", {}).get(name)
         if (
             prev
