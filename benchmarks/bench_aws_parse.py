@@ -58,8 +58,9 @@ def build_archives(data_dir: Path, first_day: date, days: int) -> dict:
             "files": files, "quarantined": {}}  # fmt: skip
 
 
-def read_limit(paths: list[Path]) -> tuple[float, float, int]:
-    """Wall and CPU seconds and CSV bytes to inflate and CSV-read every file, no checks."""
+def time_csv_reads(paths: list[Path], read_options, convert_options) -> tuple[float, float, int]:
+    """Wall and CPU seconds and CSV bytes to inflate and CSV-read every file, no checks;
+    ``read_options(data)`` gives the pyarrow ReadOptions of one file's bytes (its header)."""
     t, c = time.perf_counter(), time.process_time()
     total = 0
     for path in paths:
@@ -67,17 +68,22 @@ def read_limit(paths: list[Path]) -> tuple[float, float, int]:
             data = zf.read(zf.infolist()[0])
         total += len(data)
         pacsv.read_csv(
-            pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(
-                column_names=list(KLINE_CSV.names),
-                skip_rows=1 if has_header(data, KLINE_CSV) else 0,
-                use_threads=False,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=KLINE_CSV.types, include_columns=KLINE_CSV.kept
-            ),
+            pa.py_buffer(data), read_options=read_options(data), convert_options=convert_options
         )
     return time.perf_counter() - t, time.process_time() - c, total
+
+
+def read_limit(paths: list[Path]) -> tuple[float, float, int]:
+    """The klines limit: the kept kline columns with their types."""
+    return time_csv_reads(
+        paths,
+        lambda data: pacsv.ReadOptions(
+            column_names=list(KLINE_CSV.names),
+            skip_rows=1 if has_header(data, KLINE_CSV) else 0,
+            use_threads=False,
+        ),
+        pacsv.ConvertOptions(column_types=KLINE_CSV.types, include_columns=KLINE_CSV.kept),
+    )
 
 
 def full_parse(source: Path, report: dict, work: Path) -> tuple[float, float, dict, float]:
@@ -126,23 +132,17 @@ def _agg_limit(paths: list[Path]) -> tuple[float, float, int]:
 
     entry = datasets.AGG_TRADES
     cols = list(entry.columns_for(AGG_MARKET))
-    t, c = time.perf_counter(), time.process_time()
-    total = 0
-    for path in paths:
-        with zipfile.ZipFile(path) as zf:
-            data = zf.read(zf.infolist()[0])
-        total += len(data)
-        pacsv.read_csv(
-            pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(
-                column_names=cols, skip_rows=1 if not data[:1].isdigit() else 0, use_threads=False
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: ticks._csv_type(entry, n) for n in cols},
-                true_values=ticks._TRUE, false_values=ticks._FALSE,
-            ),
-        )  # fmt: skip
-    return time.perf_counter() - t, time.process_time() - c, total
+    return time_csv_reads(
+        paths,
+        lambda data: pacsv.ReadOptions(
+            column_names=cols, skip_rows=1 if not data[:1].isdigit() else 0, use_threads=False
+        ),
+        pacsv.ConvertOptions(
+            column_types={n: ticks._csv_type(entry, n) for n in cols},
+            true_values=ticks._TRUE,
+            false_values=ticks._FALSE,
+        ),
+    )
 
 
 def _agg_parse(work: str, report: dict, queue) -> None:
