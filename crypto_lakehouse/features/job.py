@@ -251,7 +251,7 @@ def run_features(
     sections: dict[str, dict] = {}
     failures: list[str] = []
     seconds: dict[str, float] = {}
-    skipped = 0
+    kept: set[str] = set()  # symbols skipped as unchanged
     for symbol in symbols:
         state_file = layout.state_path(data_dir, STAGE, trade_type, f"klines-{interval}", symbol)
         try:
@@ -273,8 +273,10 @@ def run_features(
                 and all(storage.exists(data_dir / o["file"]) for o in section["outputs"])
             ):
                 log.info("features %s %s: inputs unchanged, outputs kept", trade_type, symbol)
-                sections[symbol] = {**section, "skipped_unchanged": True}
-                skipped += 1
+                # The report is the one a rebuild gives: whether the work was done again
+                # is the stats' business (a rerun after a kill must not change reports).
+                sections[symbol] = section
+                kept.add(symbol)
                 continue
             storage.delete(state_file)  # a failed build must not look unchanged
             section = _symbol_features(
@@ -310,12 +312,12 @@ def run_features(
     if len(symbols) == 1:
         report["symbol"] = symbols[0]
     io.write_json(report_path, report)
-    built = [s for s in sections.values() if not s.get("skipped_unchanged")]
+    built = [s for sym, s in sections.items() if sym not in kept]
     stats = {
         "trade_type": trade_type,
         "interval": interval,
         "symbols": len(symbols),
-        "skipped_unchanged": skipped,
+        "skipped_unchanged": len(kept),
         "files_written": sum(len(s["outputs"]) for s in built),
         "rows_written": sum(o["rows"] for s in built for o in s["outputs"]),
         "files_removed": sum(len(s["removed"]) for s in built),

@@ -218,8 +218,12 @@ def test_rerun_with_nothing_changed_rebuilds_nothing(data):
     features(data, ["AAAUSDT"], reports)
     outputs = [feature_path(p) for p in candle_files(data)]
     mtimes = {p: p.stat().st_mtime_ns for p in outputs}
+    report_path = data / "lakehouse/reports/features/x.json"
+    built_report = report_path.read_bytes()
     stats = features(data, ["AAAUSDT"], reports)
     assert stats["skipped_unchanged"] == 1 and stats["files_written"] == 0
+    # The report is the rebuild's, byte for byte: a rerun (after a kill, say) changes no report.
+    assert report_path.read_bytes() == built_report
     assert {p: p.stat().st_mtime_ns for p in outputs} == mtimes
     # Another indicator list is a change: everything is rebuilt with the new columns.
     stats = features(data, ["AAAUSDT"], reports, indicators=[{"name": "EMA", "timeperiod": 5}])
