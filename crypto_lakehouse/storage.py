@@ -69,6 +69,39 @@ class StorageError(OSError):
     """A storage operation failed; the message names the path (never credentials)."""
 
 
+# ------------------------------------------------------------------ request counts
+# S3 requests by kind, with the seconds spent waiting for them (summed over threads): the
+# profile of a job on object storage (benchmarks/bench_storage.py prints it). "head" is a
+# HeadObject (an info or the open of a random-access file), "parquet_read" the ranged GETs
+# of one Parquet read or footer, "put" one whole object (PutObject or multipart upload).
+_OPS: dict[str, list] = {}
+_OPS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _request(kind: str) -> Iterator[None]:
+    import time
+
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - started
+        with _OPS_LOCK:
+            entry = _OPS.setdefault(kind, [0, 0.0])
+            entry[0] += 1
+            entry[1] += elapsed
+
+
+def request_stats(reset: bool = False) -> dict[str, dict[str, float]]:
+    """``{kind: {"count": n, "seconds": s}}`` of the S3 requests made by this process."""
+    with _OPS_LOCK:
+        out = {k: {"count": n, "seconds": round(t, 4)} for k, (n, t) in sorted(_OPS.items())}
+        if reset:
+            _OPS.clear()
+    return out
+
+
 # ------------------------------------------------------------------ settings
 def job_settings(config_storage: dict | None) -> dict[str, Any]:
     """The settings a job must receive: those of the config block that differ from the
@@ -188,7 +221,9 @@ def exists(path) -> bool:
     import pyarrow.fs as pafs
 
     fs, inner = filesystem(p)
-    return fs.get_file_info(inner).type != pafs.FileType.NotFound
+    with _request("head"):
+        info = fs.get_file_info(inner)
+    return info.type != pafs.FileType.NotFound
 
 
 def is_file(path) -> bool:
@@ -198,7 +233,9 @@ def is_file(path) -> bool:
     import pyarrow.fs as pafs
 
     fs, inner = filesystem(p)
-    return fs.get_file_info(inner).type == pafs.FileType.File
+    with _request("head"):
+        info = fs.get_file_info(inner)
+    return info.type == pafs.FileType.File
 
 
 def size(path) -> int | None:
@@ -212,7 +249,8 @@ def size(path) -> int | None:
     import pyarrow.fs as pafs
 
     fs, inner = filesystem(p)
-    info = fs.get_file_info(inner)
+    with _request("head"):
+        info = fs.get_file_info(inner)
     return info.size if info.type == pafs.FileType.File else None
 
 
@@ -228,7 +266,8 @@ def stat(path) -> tuple[int, int] | None:
     import pyarrow.fs as pafs
 
     fs, inner = filesystem(p)
-    info = fs.get_file_info(inner)
+    with _request("head"):
+        info = fs.get_file_info(inner)
     if info.type != pafs.FileType.File:
         return None
     return info.size, info.mtime_ns or 0
@@ -241,7 +280,7 @@ def parquet_metadata(path):
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         return pq.ParquetFile(p).metadata
-    with _open_object(p) as f:
+    with _request("parquet_read"), _open_object(p) as f:
         return pq.ParquetFile(f).metadata
 
 
@@ -302,7 +341,7 @@ def read_bytes(path) -> bytes:
 def _get(p: ObjectPath) -> bytes:
     fs, inner = filesystem(p)
     try:
-        with fs.open_input_stream(inner) as f:
+        with _request("get"), fs.open_input_stream(inner) as f:
             return f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"{p}: no such object") from None
@@ -386,7 +425,7 @@ def read_parquet(path, **options) -> pa.Table:
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         return pq.ParquetFile(p).read(**options)
-    with _open_object(p) as f:
+    with _request("parquet_read"), _open_object(p) as f:
         return pq.ParquetFile(f).read(**options)
 
 
@@ -412,7 +451,11 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
     fs, inner = filesystem(base)
     selector = pafs.FileSelector(inner, recursive=recursive, allow_not_found=True)
     try:
-        infos = fs.get_file_info(selector)
+        if isinstance(base, ObjectPath):
+            with _request("list"):
+                infos = fs.get_file_info(selector)
+        else:
+            infos = fs.get_file_info(selector)
     except NotADirectoryError:
         return []
     out = []
@@ -506,9 +549,10 @@ def _put(dest: ObjectPath, body) -> None:
     and a stream closed by its destructor only print upload errors, never raise them.)"""
     fs, inner = filesystem(dest)
     try:
-        out = fs.open_output_stream(inner)
-        out.write(body)
-        out.close()
+        with _request("put"):
+            out = fs.open_output_stream(inner)
+            out.write(body)
+            out.close()
     except OSError as exc:
         raise StorageError(f"{dest}: upload failed: {exc}") from exc
 
@@ -624,7 +668,8 @@ def delete(path, *, missing_ok: bool = True) -> None:
     if not missing_ok and not exists(p):
         raise FileNotFoundError(f"{p}: no such object")
     try:
-        fs.delete_file(inner)
+        with _request("delete"):
+            fs.delete_file(inner)
     except FileNotFoundError:
         if not missing_ok:
             raise
@@ -647,8 +692,10 @@ def move(src, dst) -> None:
     fs, inner_src = filesystem(s)
     _, inner_dst = filesystem(d)
     try:
-        fs.copy_file(inner_src, inner_dst)
-        fs.delete_file(inner_src)
+        with _request("copy"):
+            fs.copy_file(inner_src, inner_dst)
+        with _request("delete"):
+            fs.delete_file(inner_src)
     except FileNotFoundError:
         raise FileNotFoundError(f"{s}: no such object") from None
     except OSError as exc:
