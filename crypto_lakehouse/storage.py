@@ -220,6 +220,7 @@ def exists(path) -> bool:
         return p.exists()
     import pyarrow.fs as pafs
 
+    _settle(p)
     fs, inner = filesystem(p)
     with _request("head"):
         info = fs.get_file_info(inner)
@@ -232,6 +233,7 @@ def is_file(path) -> bool:
         return p.is_file()
     import pyarrow.fs as pafs
 
+    _settle(p)
     fs, inner = filesystem(p)
     with _request("head"):
         info = fs.get_file_info(inner)
@@ -248,6 +250,7 @@ def size(path) -> int | None:
             return None
     import pyarrow.fs as pafs
 
+    _settle(p)
     fs, inner = filesystem(p)
     with _request("head"):
         info = fs.get_file_info(inner)
@@ -265,6 +268,7 @@ def stat(path) -> tuple[int, int] | None:
         return st.st_size, st.st_mtime_ns
     import pyarrow.fs as pafs
 
+    _settle(p)
     fs, inner = filesystem(p)
     with _request("head"):
         info = fs.get_file_info(inner)
@@ -317,6 +321,7 @@ def size_of_open(source) -> int:
 
 def _open_object(p: ObjectPath):
     """A random-access pyarrow file on an object (ranged GETs: Parquet column chunks)."""
+    _settle(p)
     fs, inner = filesystem(p)
     try:
         return fs.open_input_file(inner)
@@ -339,6 +344,7 @@ def read_bytes(path) -> bytes:
 
 
 def _get(p: ObjectPath) -> bytes:
+    _settle(p)
     fs, inner = filesystem(p)
     try:
         with _request("get"), fs.open_input_stream(inner) as f:
@@ -448,6 +454,8 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
     import pyarrow.fs as pafs
 
     base = data_path(directory)
+    if isinstance(base, ObjectPath):
+        _settle_below(base)
     fs, inner = filesystem(base)
     selector = pafs.FileSelector(inner, recursive=recursive, allow_not_found=True)
     try:
@@ -530,6 +538,156 @@ def remove_stale_temps_of(path) -> int:
     return 0 if isinstance(p, ObjectPath) else io.remove_stale_temps_of(p)
 
 
+# ------------------------------------------------------------------ background uploads
+# A PUT to an object store costs a round trip plus the server's work (about 40 ms per
+# 1.5 MB Parquet partition on SeaweedFS here); waiting for each one would leave the job
+# idle. Inside ``background_uploads()`` a data write returns once its bytes are staged
+# (in memory or a spool file) and a bounded pool of threads uploads it. The barrier
+# ``flush()`` waits for every pending upload and raises the failures, naming the objects.
+# It runs before anything that vouches for data (records written by write_json /
+# write_json_if_changed / touch here, and every io.write_json: state records, markers,
+# stage reports) and when the block ends, so a record is never stored before its data.
+# Reads, listings, deletes and moves of an object with a pending upload wait for it
+# first, so a job sees its own writes.
+DEFAULT_UPLOAD_WORKERS = 4
+DEFAULT_UPLOAD_BYTES = 256 << 20  # staged bytes in flight at most (memory / spool space)
+
+
+class _Uploads:
+    def __init__(self, workers: int, max_bytes: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
+        self.max_bytes = max_bytes
+        self.cond = threading.Condition()
+        self.in_flight = 0  # staged bytes submitted and not yet uploaded
+        self.pending: dict[str, Any] = {}  # object URI -> Future of its latest upload
+        self.errors: list[StorageError] = []  # failed uploads the barrier has not raised
+
+    def submit(self, dest: ObjectPath, nbytes: int, upload, cleanup=None) -> None:
+        key = str(dest)
+        self.wait_for(key)  # two versions of one object are stored in their order
+        with self.cond:
+            # One object larger than the cap still goes, alone.
+            while self.in_flight and self.in_flight + nbytes > self.max_bytes:
+                self.cond.wait()
+            self.in_flight += nbytes
+            self.pending[key] = self.pool.submit(self._run, dest, nbytes, upload, cleanup)
+
+    def _run(self, dest, nbytes, upload, cleanup) -> StorageError | None:
+        failure = None
+        try:
+            upload()
+        except Exception as exc:
+            failure = exc if isinstance(exc, StorageError) else StorageError(f"{dest}: {exc}")
+        finally:
+            if cleanup is not None:
+                cleanup()
+            with self.cond:
+                self.in_flight -= nbytes
+                if failure is not None:
+                    self.errors.append(failure)
+                self.cond.notify_all()
+        return failure
+
+    def wait_for(self, key: str) -> None:
+        """Wait for the pending upload of one object; raise its failure."""
+        with self.cond:
+            future = self.pending.pop(key, None)
+        if future is not None:
+            failure = future.result()
+            if failure is not None:
+                raise failure
+
+    def wait_below(self, prefix: str) -> None:
+        with self.cond:
+            keys = [k for k in self.pending if k.startswith(prefix)]
+        for key in keys:
+            self.wait_for(key)
+
+    def drain(self) -> list[StorageError]:
+        """Wait for every pending upload; return (and forget) the failures."""
+        with self.cond:
+            futures = list(self.pending.values())
+            self.pending.clear()
+        for future in futures:
+            future.result()
+        with self.cond:
+            errors, self.errors = self.errors, []
+        return errors
+
+
+_UPLOADS: _Uploads | None = None
+
+
+def flush() -> None:
+    """The barrier: wait for every pending background upload; raise StorageError naming
+    the object(s) whose upload failed. Nothing to do outside ``background_uploads()``."""
+    if _UPLOADS is None:
+        return
+    errors = _UPLOADS.drain()
+    if errors:
+        more = f" (and {len(errors) - 1} more failed upload(s))" if len(errors) > 1 else ""
+        raise StorageError(f"{errors[0]}{more}") from errors[0]
+
+
+@contextlib.contextmanager
+def background_uploads(
+    workers: int = DEFAULT_UPLOAD_WORKERS, max_bytes: int = DEFAULT_UPLOAD_BYTES
+) -> Iterator[None]:
+    """Within the block, S3 data writes upload in the background (see above); the block
+    ends with the barrier. Nested blocks share the outer one. A block left by an
+    exception still waits for its uploads (their failures are logged, the exception
+    stands). Local data dirs are unaffected (their writes stay synchronous)."""
+    global _UPLOADS
+    if _UPLOADS is not None:
+        yield
+        return
+    uploads = _UPLOADS = _Uploads(workers, max_bytes)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        try:
+            if ok:
+                flush()
+            else:
+                for error in uploads.drain():
+                    import logging
+
+                    logging.getLogger(__name__).error("%s", error)
+        finally:
+            _UPLOADS = None
+            uploads.pool.shutdown(wait=True)
+
+
+io.set_record_barrier(flush)
+
+
+def uploads_in_background(func):
+    """Decorator of a job's entry point: its body runs in ``background_uploads()``."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with background_uploads():
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _settle(p: ObjectPath) -> None:
+    """Before touching an object: its pending upload (if any) is finished."""
+    if _UPLOADS is not None:
+        _UPLOADS.wait_for(str(p))
+
+
+def _settle_below(p: ObjectPath) -> None:
+    if _UPLOADS is not None:
+        _UPLOADS.wait_below(str(p).rstrip("/") + "/")
+
+
 # ------------------------------------------------------------------ writes
 _SPOOL_COUNTER = iter(range(1 << 62))
 
@@ -565,6 +723,21 @@ def _upload(local: Path, dest: ObjectPath) -> None:
         _put(dest, source.read_buffer())
 
 
+def _upload_spool(spool: Path, dest: ObjectPath) -> None:
+    """Upload a complete spool file (now, or in the background), then remove it."""
+
+    def cleanup() -> None:
+        spool.unlink(missing_ok=True)
+
+    if _UPLOADS is None:
+        try:
+            _upload(spool, dest)
+        finally:
+            cleanup()
+        return
+    _UPLOADS.submit(dest, spool.stat().st_size, lambda: _upload(spool, dest), cleanup)
+
+
 @contextlib.contextmanager
 def staged_path(path) -> Iterator[Path]:
     """Yield a local path to write ``path``'s whole content to; published on success.
@@ -581,9 +754,10 @@ def staged_path(path) -> Iterator[Path]:
     spool.touch()
     try:
         yield spool
-        _upload(spool, p)
-    finally:
+    except BaseException:
         spool.unlink(missing_ok=True)
+        raise
+    _upload_spool(spool, p)
 
 
 @contextlib.contextmanager
@@ -602,16 +776,33 @@ def atomic_file(path) -> Iterator[tuple[int, Path]]:
             yield fd, spool
         finally:
             os.close(fd)
-        _upload(spool, p)
-    finally:
+    except BaseException:
         spool.unlink(missing_ok=True)
+        raise
+    _upload_spool(spool, p)
 
 
 def write_bytes(path, data: bytes) -> None:
+    """Data: on S3 uploaded in the background inside ``background_uploads()``."""
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         io.write_bytes(p, data)
         return
+    if _UPLOADS is None:
+        _put(p, data)
+    else:
+        data = bytes(data)  # the caller may reuse a mutable buffer
+        _UPLOADS.submit(p, len(data), lambda: _put(p, data))
+
+
+def _write_record(path, data: bytes) -> None:
+    """A record (state, summary, marker): after the barrier, stored before returning."""
+    flush()
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        io.write_bytes(p, data)
+        return
+    _settle(p)
     _put(p, data)
 
 
@@ -624,8 +815,9 @@ def _json_text(obj: Any) -> str:
 
 
 def write_json(path, obj: Any) -> None:
-    """Deterministic JSON (sorted keys), as io.write_json."""
-    write_text(path, _json_text(obj))
+    """Deterministic JSON (sorted keys), as io.write_json. A record: written after the
+    barrier (every pending upload stored), and stored when this returns."""
+    _write_record(path, _json_text(obj).encode())
 
 
 def write_json_if_changed(path, obj: Any) -> bool:
@@ -635,7 +827,7 @@ def write_json_if_changed(path, obj: Any) -> bool:
             return False
     except FileNotFoundError:
         pass
-    write_text(path, text)
+    _write_record(path, text.encode())
     return True
 
 
@@ -643,9 +835,9 @@ def touch(path) -> None:
     """An empty marker (``.verified``): io.touch locally, an empty object on S3."""
     p = data_path(path)
     if not isinstance(p, ObjectPath):
-        io.touch(p)
+        io.touch(p)  # after io's record barrier (flush)
     else:
-        write_bytes(p, b"")
+        _write_record(p, b"")
 
 
 def write_parquet(path, table: pa.Table, metadata: dict[str, str] | None = None, **options):
@@ -664,6 +856,7 @@ def delete(path, *, missing_ok: bool = True) -> None:
     if not isinstance(p, ObjectPath):
         p.unlink(missing_ok=missing_ok)
         return
+    _settle(p)
     fs, inner = filesystem(p)
     if not missing_ok and not exists(p):
         raise FileNotFoundError(f"{p}: no such object")
@@ -689,6 +882,8 @@ def move(src, dst) -> None:
         return
     if isinstance(s, ObjectPath) != isinstance(d, ObjectPath):
         raise ValueError(f"move across stores: {s} → {d}")
+    _settle(s)
+    _settle(d)
     fs, inner_src = filesystem(s)
     _, inner_dst = filesystem(d)
     try:
@@ -712,6 +907,7 @@ def move_local_file(local: Path, dst) -> None:
         d.parent.mkdir(parents=True, exist_ok=True)
         io.commit_temp(local, d)
         return
+    _settle(d)
     _upload(Path(local), d)
     Path(local).unlink(missing_ok=True)
 

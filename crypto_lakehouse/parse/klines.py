@@ -602,6 +602,7 @@ class _KlineRun:
         return quality.day_quality(_owned_rows(table, owner), self.interval, owner)
 
 
+@storage.uploads_in_background  # S3: PUTs overlap the work; barrier before records
 def run_parse_klines(
     *,
     trade_type,
