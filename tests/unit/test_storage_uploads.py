@@ -1,0 +1,179 @@
+"""Background uploads of the storage seam (``storage.background_uploads`` / ``flush``) on a
+real S3 store (SeaweedFS): a data write returns before its PUT; every record (state,
+marker, report) waits for the pending uploads; a failed upload raises at the barrier,
+naming the object, and no record vouching for it is written; bytes in flight are capped.
+
+Uploads are held back or made to fail by wrapping the seam's one upload function
+(``storage._put``) around the real one; everything else talks to SeaweedFS."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from crypto_lakehouse import io, storage
+from tests.unit.test_storage_stages import _archives, _parse, _put_archives
+
+
+class HeldUploads:
+    """Wraps storage._put: uploads of objects whose key ends with ``held`` wait for
+    ``release``; counts uploads running at the same time."""
+
+    def __init__(self, monkeypatch, held: str = "", pause_s: float = 0.0):
+        self.real = storage._put
+        self.release = threading.Event()
+        self.held, self.pause_s = held, pause_s
+        self.lock = threading.Lock()
+        self.running = self.max_running = 0
+        self.started: list[str] = []
+        monkeypatch.setattr(storage, "_put", self)
+
+    def __call__(self, dest, body):
+        with self.lock:
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+            self.started.append(dest.name)
+        try:
+            if self.held and str(dest).endswith(self.held):
+                assert self.release.wait(30), "never released"
+            time.sleep(self.pause_s)
+            self.real(dest, body)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def _independent_exists(seaweed, path) -> bool:
+    """A HEAD of the object by a separate client, as another process would see it (the
+    seam's own reads wait for their pending uploads)."""
+    import pyarrow.fs as pafs
+
+    inner = str(path).removeprefix("s3://")
+    return seaweed.client().get_file_info(inner).type != pafs.FileType.NotFound
+
+
+def test_a_write_returns_before_its_upload_and_a_record_waits_for_it(
+    seaweed, s3_root, monkeypatch
+):
+    held = HeldUploads(monkeypatch, held="2024-01.pqt")
+    part = storage.join(s3_root, "parsed/2024-01.pqt")
+    state = storage.join(s3_root, "state.json")
+    table = pa.table({"x": [1, 2, 3]})
+    record_written = threading.Event()
+
+    def write_state():
+        storage.write_json(state, {"partitions": ["2024-01"]})
+        record_written.set()
+
+    with storage.background_uploads():
+        storage.write_parquet(part, table)  # returns while its upload is held
+        assert not _independent_exists(seaweed, part)
+        writer = threading.Thread(target=write_state)
+        writer.start()
+        time.sleep(0.3)
+        # The record waits at the barrier: neither it nor its data is stored yet.
+        assert not record_written.is_set() and not _independent_exists(seaweed, state)
+        held.release.set()
+        writer.join(30)
+        assert record_written.is_set()
+    assert storage.read_parquet(part).equals(table)
+    assert storage.read_json(state) == {"partitions": ["2024-01"]}
+
+
+def test_a_failed_upload_raises_at_the_barrier_naming_the_object_and_no_record_is_written(
+    s3_root, tmp_path
+):
+    # A real failure: the store refuses the PUT (an invalid bucket name).
+    lost = storage.data_path("s3://Invalid_Bucket/parsed/2024-02.pqt")
+    state = storage.join(s3_root, "state.json")
+    report = tmp_path / "report.json"
+    with pytest.raises(storage.StorageError, match="Invalid_Bucket/parsed/2024-02.pqt"):
+        with storage.background_uploads():
+            storage.write_parquet(lost, pa.table({"x": [1]}))  # returns: the PUT is pending
+            storage.write_json(state, {"partitions": ["2024-02"]})
+    assert not storage.exists(state)
+    # The local report (io.write_json) is a record too: the same barrier stops it.
+    with pytest.raises(storage.StorageError, match="2024-02.pqt"):
+        with storage.background_uploads():
+            storage.write_bytes(lost, b"data")
+            io.write_json(report, {"ok": True})
+    assert not report.exists()
+    # A block that is left without a record still ends with the barrier.
+    with pytest.raises(storage.StorageError, match="2024-02.pqt"):
+        with storage.background_uploads():
+            storage.write_bytes(lost, b"data")
+    # Outside a block, writes are synchronous and fail in place.
+    with pytest.raises(storage.StorageError, match="2024-02.pqt"):
+        storage.write_bytes(lost, b"data")
+
+
+def test_a_job_sees_its_own_pending_writes(s3_root, monkeypatch):
+    held = HeldUploads(monkeypatch, pause_s=0.05)
+    folder = storage.join(s3_root, "results")
+    a, b = folder / "a.pqt", folder / "b.bin"
+    with storage.background_uploads():
+        storage.write_parquet(a, pa.table({"v": [1.5]}))
+        storage.write_bytes(b, b"first")
+        storage.write_bytes(b, b"second")  # two versions: stored in their order
+        assert storage.read_bytes(b) == b"second"
+        assert storage.read_parquet(a).column("v").to_pylist() == [1.5]
+        assert [p.name for p in storage.list_files(folder)] == ["a.pqt", "b.bin"]
+        storage.write_bytes(folder / "c.bin", b"gone")
+        storage.delete(folder / "c.bin")  # after its upload, not before
+    assert held.started.count("b.bin") == 2
+    assert [p.name for p in storage.list_files(folder)] == ["a.pqt", "b.bin"]
+    assert storage.read_bytes(b) == b"second"
+
+
+@pytest.mark.parametrize("max_bytes, most_at_once", [(100, 1), (10_000, 4)])
+def test_bytes_in_flight_are_capped(s3_root, monkeypatch, max_bytes, most_at_once):
+    held = HeldUploads(monkeypatch, pause_s=0.1)
+    bodies = [bytes([i]) * 60 for i in range(8)]
+    with storage.background_uploads(workers=4, max_bytes=max_bytes):
+        for i, body in enumerate(bodies):
+            storage.write_bytes(storage.join(s3_root, f"f/{i}"), body)
+    # 60-byte objects under a 100-byte cap go one at a time; a roomy cap lets the four
+    # upload threads work together.
+    assert held.max_running == most_at_once
+    assert [storage.read_bytes(storage.join(s3_root, f"f/{i}")) for i in range(8)] == bodies
+
+
+def test_a_failed_writer_in_the_background_publishes_nothing_and_leaves_no_spool(s3_root):
+    import tempfile
+    from pathlib import Path
+
+    target = storage.join(s3_root, "x.pqt")
+    before = set(Path(tempfile.gettempdir()).glob(".tmp-crypto_lakehouse-*.part"))
+    with storage.background_uploads():
+        with pytest.raises(RuntimeError):
+            with storage.staged_path(target) as tmp:
+                tmp.write_bytes(b"half")
+                raise RuntimeError("writer failed")
+        storage.write_parquet(storage.join(s3_root, "y.pqt"), pa.table({"x": [1]}))
+    assert not storage.exists(target) and storage.exists(storage.join(s3_root, "y.pqt"))
+    assert set(Path(tempfile.gettempdir()).glob(".tmp-crypto_lakehouse-*.part")) <= before
+
+
+def test_parse_whose_partition_upload_fails_writes_no_state_and_names_the_partition(
+    tmp_path, s3_root, monkeypatch
+):
+    report = _put_archives(s3_root, _archives())
+    real = storage._put
+
+    def refuse_partitions(dest, body):
+        if dest.name.endswith(".pqt") and "parsed_data" in str(dest):
+            raise storage.StorageError(f"{dest}: upload failed: store refused (test)")
+        real(dest, body)
+
+    monkeypatch.setattr(storage, "_put", refuse_partitions)
+    with pytest.raises(storage.StorageError, match=r"parsed_data/.*/202001\.pqt: upload failed"):
+        _parse(s3_root, report, tmp_path / "out")
+    state = [p for p in storage.list_files(s3_root) if p.name.endswith(".json")]
+    assert state == [] and not (tmp_path / "out" / "report.json").exists()
+    # The next run (store healthy again) parses everything.
+    monkeypatch.setattr(storage, "_put", real)
+    stats, _ = _parse(s3_root, report, tmp_path / "out")
+    assert stats["files_parsed"] == 3 and stats["partitions_written"] == 1
