@@ -378,14 +378,26 @@ class _ReadAhead:
             self.futures[key] = self.pool.submit(_get, self.by_key[key])
 
     def get(self, key: str) -> bytes | None:
-        future = self.futures.pop(key, None)
-        if future is None:
+        if key not in self.futures:
+            if key not in self.by_key or key not in self.pending:
+                return None  # not announced, or already given: the caller reads it
+            # The reader skipped ahead (objects it turned out not to need): forget them.
+            self._drop_before(self.pending.index(key) + 1, list(self.futures))
+            self._fill()
             return None
+        announced = list(self.futures)
+        self._drop_before(0, announced[: announced.index(key)])
+        future = self.futures.pop(key)
         self._fill()
         try:
             return future.result()
         except OSError:
             return None  # read again by the caller: the same error, raised in its place
+
+    def _drop_before(self, n_pending: int, skipped_keys: list[str]) -> None:
+        del self.pending[:n_pending]
+        for skipped in skipped_keys:
+            self.futures.pop(skipped).cancel()
 
     def close(self) -> None:
         for future in self.futures.values():
@@ -398,8 +410,9 @@ _READ_AHEAD: _ReadAhead | None = None
 
 @contextlib.contextmanager
 def read_ahead(paths, window: int = 8) -> Iterator[None]:
-    """Within the block, S3 objects of ``paths`` (read in that order, each once) are
-    fetched ``window`` at a time in the background; local paths need nothing."""
+    """Within the block, S3 objects of ``paths`` (read in that order, each once; the
+    reader may skip some) are fetched ``window`` at a time in the background; local paths
+    need nothing. A block inside another one uses the outer one's announcement."""
     global _READ_AHEAD
     remote = [data_path(p) for p in paths if is_remote(p)]
     if not remote or _READ_AHEAD is not None:
@@ -424,6 +437,11 @@ def read_json(path, default: Any = None) -> Any:
         return default
 
 
+# Parquet objects up to this size are read from S3 in one GET (partitions, quality
+# records); larger ones (whole-history results) through coalesced ranged GETs.
+WHOLE_PARQUET_READ_BYTES = 32 << 20
+
+
 def read_parquet(path, **options) -> pa.Table:
     """A whole Parquet file (``pq.ParquetFile(...).read(**options)``: columns=...)."""
     import pyarrow.parquet as pq
@@ -431,8 +449,16 @@ def read_parquet(path, **options) -> pa.Table:
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         return pq.ParquetFile(p).read(**options)
+    import pyarrow as pa
+
     with _request("parquet_read"), _open_object(p) as f:
-        return pq.ParquetFile(f).read(**options)
+        if f.size() <= WHOLE_PARQUET_READ_BYTES:
+            # One GET for the whole object instead of one per column chunk (the footer,
+            # then each column of each row group: a round trip each on S3).
+            return pq.ParquetFile(pa.BufferReader(f.read())).read(**options)
+        # Large files: only the columns asked for, their ranges coalesced and fetched
+        # concurrently.
+        return pq.ParquetFile(f, pre_buffer=True).read(**options)
 
 
 def sha256(path) -> str:

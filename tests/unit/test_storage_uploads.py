@@ -177,3 +177,27 @@ def test_parse_whose_partition_upload_fails_writes_no_state_and_names_the_partit
     monkeypatch.setattr(storage, "_put", real)
     stats, _ = _parse(s3_root, report, tmp_path / "out")
     assert stats["files_parsed"] == 3 and stats["partitions_written"] == 1
+
+
+def test_read_ahead_lets_the_reader_skip_objects_it_does_not_need(s3_root, monkeypatch):
+    paths = [storage.join(s3_root, f"z/{i:02d}.zip") for i in range(30)]
+    for i, p in enumerate(paths):
+        storage.write_bytes(p, f"body {i}".encode())
+    fetched: list[tuple[str, str]] = []  # (object, thread that fetched it)
+    real_get = storage._get
+
+    def get(p):
+        fetched.append((p.name, threading.current_thread().name))
+        return real_get(p)
+
+    monkeypatch.setattr(storage, "_get", get)
+    wanted = [i for i in range(30) if i % 3 == 0 or 20 <= i < 24]  # gaps, then a run
+    with storage.read_ahead(paths, window=4):
+        got = {i: storage.read_bytes(paths[i]) for i in wanted}
+    assert got == {i: f"body {i}".encode() for i in wanted}
+    # Every wanted object was fetched ahead, once, on the read-ahead threads: skipped ones
+    # are dropped instead of holding the window (the reader would then fetch the rest
+    # itself, one round trip at a time).
+    wanted_fetches = [(n, t) for n, t in fetched if int(n[:2]) in wanted]
+    assert sorted(n for n, _ in wanted_fetches) == [f"{i:02d}.zip" for i in wanted]
+    assert all(t.startswith("read-ahead") for _, t in wanted_fetches)
