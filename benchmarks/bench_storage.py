@@ -11,8 +11,11 @@ under ``s3://bench/<run>`` on a SeaweedFS server started for the run. Then, for 
 and repetition, on a fresh data dir: ``run_parse_klines`` (archives → monthly partitions,
 quality, state), then ``run_gen_kline`` (partitions → one filled segment file). The copy
 of the archives is not timed. Prints the best wall time of each step, its throughput (CSV
-MB/s for the parse, candles/s for gen_kline) and the ratio S3 / local. The local data dir
-uses the pipeline default ``storage.fsync: true``.
+MB/s for the parse, candles/s for gen_kline) and the ratio S3 / local; the wall and CPU
+seconds of the best runs (CPU of the whole process: upload and read-ahead threads
+included); the S3 requests of the best S3 runs by kind (``storage.request_stats``: count
+and seconds waited, summed over threads); the 1-minute load average before and after. The
+local data dir uses the pipeline default ``storage.fsync: true``.
 
 Reading the figures: SeaweedFS runs on the same 2 cores as the client, so the S3 figure
 also pays the server's CPU; on a shared machine the figures are noisy.

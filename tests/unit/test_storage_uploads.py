@@ -55,9 +55,7 @@ def _independent_exists(seaweed, path) -> bool:
     return seaweed.client().get_file_info(inner).type != pafs.FileType.NotFound
 
 
-def test_a_write_returns_before_its_upload_and_a_record_waits_for_it(
-    seaweed, s3_root, monkeypatch
-):
+def test_a_write_returns_before_its_upload_and_a_record_waits_for_it(seaweed, s3_root, monkeypatch):
     held = HeldUploads(monkeypatch, held="2024-01.pqt")
     part = storage.join(s3_root, "parsed/2024-01.pqt")
     state = storage.join(s3_root, "state.json")
