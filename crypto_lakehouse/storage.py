@@ -284,6 +284,11 @@ def parquet_metadata(path):
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         return pq.ParquetFile(p).metadata
+    ahead = _READ_AHEAD.peek(str(p)) if _READ_AHEAD is not None else None
+    if ahead is not None:
+        import pyarrow as pa
+
+        return pq.ParquetFile(pa.BufferReader(ahead)).metadata
     with _request("parquet_read"), _open_object(p) as f:
         return pq.ParquetFile(f).metadata
 
@@ -394,6 +399,17 @@ class _ReadAhead:
         except OSError:
             return None  # read again by the caller: the same error, raised in its place
 
+    def peek(self, key: str) -> bytes | None:
+        """The object if it is in the window, without taking it (a footer read before the
+        object itself is read)."""
+        future = self.futures.get(key)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except OSError:
+            return None
+
     def _drop_before(self, n_pending: int, skipped_keys: list[str]) -> None:
         del self.pending[:n_pending]
         for skipped in skipped_keys:
@@ -451,6 +467,9 @@ def read_parquet(path, **options) -> pa.Table:
         return pq.ParquetFile(p).read(**options)
     import pyarrow as pa
 
+    ahead = _READ_AHEAD.get(str(p)) if _READ_AHEAD is not None else None
+    if ahead is not None:
+        return pq.ParquetFile(pa.BufferReader(ahead)).read(**options)
     with _request("parquet_read"), _open_object(p) as f:
         if f.size() <= WHOLE_PARQUET_READ_BYTES:
             # One GET for the whole object instead of one per column chunk (the footer,
