@@ -199,3 +199,21 @@ def test_read_ahead_lets_the_reader_skip_objects_it_does_not_need(s3_root, monke
     wanted_fetches = [(n, t) for n, t in fetched if int(n[:2]) in wanted]
     assert sorted(n for n, _ in wanted_fetches) == [f"{i:02d}.zip" for i in wanted]
     assert all(t.startswith("read-ahead") for _, t in wanted_fetches)
+
+
+def test_parquet_footers_and_files_come_from_one_read_ahead_fetch(s3_root, monkeypatch):
+    tables = [pa.table({"t": list(range(i, i + 5)), "v": [float(i)] * 5}) for i in range(6)]
+    paths = [storage.join(s3_root, f"p/{i}.pqt") for i in range(6)]
+    for p, t in zip(paths, tables, strict=True):
+        storage.write_parquet(p, t)
+    fetched: list[str] = []
+    real_get = storage._get
+    monkeypatch.setattr(storage, "_get", lambda p: fetched.append(p.name) or real_get(p))
+    requests_before = storage.request_stats()
+    with storage.read_ahead(paths, window=8):
+        rows = [storage.parquet_metadata(p).num_rows for p in paths]  # footers first
+        got = [storage.read_parquet(p) for p in paths]  # then the files, in order
+    assert rows == [5] * 6 and all(g.equals(t) for g, t in zip(got, tables, strict=True))
+    assert sorted(fetched) == sorted(p.name for p in paths)  # one GET per object
+    # No ranged Parquet reads besides: every footer and file came from those GETs.
+    assert storage.request_stats().get("parquet_read") == requests_before.get("parquet_read")
