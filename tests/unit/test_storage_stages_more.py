@@ -283,3 +283,77 @@ def test_tick_parse_defect_on_s3_publishes_no_day(tmp_path, s3_root, monkeypatch
         )  # fmt: skip
     assert written and written[0]  # day files were staged before line 10 failed
     assert [str(p) for p in storage.list_files(s3_root)] == [str(layout.aws_path(s3_root, key))]
+
+
+# ---------------------------------------------------------------- the archive listing
+def test_listing_on_s3_equals_local_disk(tmp_path, s3_root, monkeypatch):
+    """The listing index and per-symbol details written below an S3 prefix (as ``plan``
+    writes them below the data dir) equal the local ones; a stale details object goes."""
+    import hashlib
+
+    from crypto_lakehouse_emulator import Emulator
+
+    from crypto_lakehouse.archive import http
+    from crypto_lakehouse.archive.listing import run_listing
+    from tests.unit.test_listing import _spot_mirror
+
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.001)
+    monkeypatch.chdir(tmp_path)
+    _spot_mirror(tmp_path / "mirror")
+    local = tmp_path / "local"
+    stale = "out/klines-1m/OLDUSDT.json"
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        for root in (local, s3_root):
+            storage.write_text(storage.join(root, stale), "[]\n")
+            run_listing(
+                trade_type="spot", dataset="klines", interval="1m", symbols="all",
+                listing_url=emu.base_url, out_index=storage.join(root, "out/klines-1m.json"),
+                details_dir=storage.join(root, "out/klines-1m"), include_monthly=False,
+                concurrency=4, timeout_s=5, max_retries=1,
+            )  # fmt: skip
+    files = assert_same_stores(local, s3_root)
+    no_local_s3_folder(tmp_path)
+    assert sorted(files) == [
+        "out/klines-1m.json", "out/klines-1m/BTCUSDT.json", "out/klines-1m/ETHUSDT.json",
+        "out/klines-1m/SYRUPUSDT.json",
+    ]  # fmt: skip
+    index = json.loads(storage.read_bytes(files["out/klines-1m.json"]))
+    for symbol in ("BTCUSDT", "ETHUSDT", "SYRUPUSDT"):
+        body = storage.read_bytes(files[f"out/klines-1m/{symbol}.json"])
+        assert index["symbols"][symbol]["digest"] == hashlib.sha256(body).hexdigest()
+    assert index["symbols"]["ETHUSDT"]["n_files"] == 3
+
+
+# ---------------------------------------------------------------- load_klines
+def _segment(day0: int, n: int) -> pa.Table:
+    """``n`` one-minute candles from day ``day0``; prices count the minutes."""
+    t = [day0 * DAY + i * 60_000 for i in range(n)]
+    cols = {"candle_begin_time": pa.array(t, pa.timestamp("ms", tz="UTC"))}
+    for name in ("open", "high", "low", "close", "volume"):
+        cols[name] = pa.array([float(i) for i in range(n)])
+    return pa.table(cols)
+
+
+def test_load_klines_from_s3_equals_local(tmp_path, s3_root):
+    """load_klines reads a symbol's segments from the bucket like from a local folder
+    (segment numbers, time filter), and names what is there when a symbol is not."""
+    from crypto_lakehouse.loading import DataNotFoundError, load_klines
+
+    local = tmp_path / "local"
+    segments = {"SP0_AUSDT.pqt": _segment(D, 30), "AUSDT.pqt": _segment(D + 2, 40)}
+    for root in (local, s3_root):
+        folder = layout.results_klines_dir(root, "um_futures", "1m")
+        for name, table in segments.items():
+            storage.write_parquet(folder / name, table)
+        storage.write_parquet(folder / "BUSDT.pqt", _segment(D, 5))
+    start, end = day_iso(D) + " 00:10", day_iso(D + 2) + " 00:20"
+    got = load_klines(s3_root, "um_futures", "AUSDT", start=start, end=end)
+    want = load_klines(local, "um_futures", "AUSDT", start=start, end=end)
+    assert got.equals(want)
+    # Independently: minutes 10..29 of SP0 (segment 0), minutes 0..19 of the latest (1).
+    assert got["segment"].tolist() == [0] * 20 + [1] * 20
+    assert got["open"].tolist() == [float(i) for i in range(10, 30)] + [float(i) for i in range(20)]
+    with pytest.raises(DataNotFoundError, match=r"did you mean AUSDT.*AUSDT, BUSDT"):
+        load_klines(s3_root, "um_futures", "AUSD")
+    with pytest.raises(DataNotFoundError, match="intervals present: 1m"):
+        load_klines(s3_root, "um_futures", "AUSDT", interval="5m")
