@@ -357,3 +357,61 @@ def test_load_klines_from_s3_equals_local(tmp_path, s3_root):
         load_klines(s3_root, "um_futures", "AUSD")
     with pytest.raises(DataNotFoundError, match="intervals present: 1m"):
         load_klines(s3_root, "um_futures", "AUSDT", interval="5m")
+
+
+# ---------------------------------------------------------------- the report's data reads
+def test_report_coverage_reads_s3_like_local_disk(tmp_path, s3_root, caplog):
+    """The coverage table (provenance records + generated files' footers) and the quality
+    scores built from an S3 data dir equal those of a local one; an unreadable provenance
+    object leaves out only its symbol."""
+    import numpy as np
+
+    from crypto_lakehouse.quality import QUALITY_SCHEMA
+    from crypto_lakehouse.report import records
+    from crypto_lakehouse.report.coverage import build_coverage, read_segments
+
+    minute = 60_000
+    local = tmp_path / "local"
+    day = pa.array([datetime(2022, 1, 8).date(), datetime(2022, 1, 9).date()], pa.date32())
+    for root in (local, s3_root):
+        gen = layout.results_klines_dir(root, "spot", "1m")
+        for name, first, rows in (("SP0_AUSDT.pqt", D * DAY + 5 * minute, 700),
+                                  ("AUSDT.pqt", (D + 1) * DAY, 1440)):  # fmt: skip
+            times = pa.array(np.arange(rows, dtype=np.int64) * minute + first)
+            table = pa.table({"candle_begin_time": times.cast(pa.timestamp("ms", tz="UTC"))})
+            storage.write_parquet(gen / name, table, row_group_size=500)
+        prov = layout.provenance_dir(root, "spot", "1m")
+        storage.write_parquet(
+            prov / "AUSDT.pqt",
+            pa.table({"day": day, "archive_rows": [600, 1440], "rows": [700, 1440]}),
+        )
+        storage.write_bytes(prov / "BUSDT.pqt", b"not parquet")
+        quality = pa.table(
+            {"date": day, "source": pa.array(["k", "k"]), "rows": [700, 1440],
+             "expected_rows": [1440, 1440], "missing_rows": [740, 0],
+             "zero_volume_rows": [0, 0], "longest_zero_volume_run": [0, 0],
+             "ohlc_violations": [0, 0], "taker_violations": [0, 0], "score": [0.5, 1.0]},
+            schema=QUALITY_SCHEMA,
+        )  # fmt: skip
+        storage.write_parquet(layout.quality_dir(root, "spot", "1m") / "AUSDT.pqt", quality)
+
+    got = build_coverage(s3_root, ["spot"], "1m", D + 2)
+    pd_equal = got.reset_index(drop=True).equals
+    assert pd_equal(build_coverage(local, ["spot"], "1m", D + 2).reset_index(drop=True))
+    assert f"{layout.provenance_dir(s3_root, 'spot', '1m')}/BUSDT.pqt" in caplog.text
+    assert got["symbol"].unique().tolist() == ["AUSDT"]
+    # From the definitions: day D: 600 archive, 100 REST, 5 minutes before the first
+    # candle, none filled; day D+1: 1440 archive; day D+2 (end_date): nothing, all missing.
+    by_day = got.set_index("day")
+    assert by_day.loc[D, ["minutes_archive", "minutes_rest", "minutes_filled"]].tolist() == [
+        600, 100, 0,
+    ]  # fmt: skip
+    assert by_day.loc[D + 1, "minutes_archive"] == 1440
+    assert by_day.loc[D + 2, "minutes_missing"] == 1440
+    segments = read_segments(s3_root, "spot", "1m")
+    assert segments[["first_ms", "end_ms"]].values.tolist() == [
+        [(D + 1) * DAY, (D + 2) * DAY], [D * DAY + 5 * minute, D * DAY + 705 * minute],
+    ]  # fmt: skip
+    scores = records.quality_scores(s3_root, ["spot"], "1m")
+    assert scores.equals(records.quality_scores(local, ["spot"], "1m"))
+    assert scores.set_index("symbol").loc["AUSDT", "score"] == 0.75
