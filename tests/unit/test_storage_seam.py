@@ -15,7 +15,9 @@ PKG = REPO_ROOT / "crypto_lakehouse"
 # Rewrites a local Parquet file's end in place (copy_file_range on the kept row groups): by
 # design only for local data dirs; gen_kline and resample make full builds on object storage.
 LOCAL_ONLY = {PKG / "generate" / "parquet_append.py"}
-# Stages moved onto the seam (not yet: the tick parser, REST downloads; docs/storage.md).
+# Modules on the seam: every module that reads or writes data below data_dir
+# (docs/storage.md, "Modules on the seam"; not: report/records.py, lock.py, preview.py,
+# plan.py: the workflow's run directory, and cli.py, logs.py, failures.py: no data).
 STAGE_MODULES = sorted(
     path
     for path in [
@@ -38,6 +40,7 @@ STAGE_MODULES = sorted(
         PKG / "report" / "job.py",
         PKG / "report" / "page.py",
         PKG / "report" / "figures.py",
+        *(PKG / "compare").glob("*.py"),
         PKG / "quarantine.py",
         PKG / "archive" / "sync.py",
         PKG / "archive" / "checksum.py",

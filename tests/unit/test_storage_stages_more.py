@@ -415,3 +415,43 @@ def test_report_coverage_reads_s3_like_local_disk(tmp_path, s3_root, caplog):
     scores = records.quality_scores(s3_root, ["spot"], "1m")
     assert scores.equals(records.quality_scores(local, ["spot"], "1m"))
     assert scores.set_index("symbol").loc["AUSDT", "score"] == 0.75
+
+
+# ---------------------------------------------------------------- compare
+def test_compare_reads_s3_dirs_like_local_ones(tmp_path, s3_root):
+    """``compare`` with our dir, then the legacy dir, on S3 finds what it finds locally: a
+    close price changed in one row of our copy of the legacy fixture."""
+    import shutil
+
+    from crypto_lakehouse.compare import compare_dirs
+    from tests.conftest import FIXTURES
+
+    legacy = FIXTURES / "legacy-v1-real"
+    spot = "results_data/spot/klines/1m/BTCUSDT.pqt"
+    ours = tmp_path / "ours"
+    shutil.copytree(legacy, ours, ignore=shutil.ignore_patterns("truth", "*.md"))
+    table = pq.read_table(ours / spot)
+    close = table.column("close").to_numpy().copy()
+    close[777] += 0.01
+    pq.write_table(table.set_column(table.schema.get_field_index("close"), "close",
+                                    pa.array(close)), ours / spot)  # fmt: skip
+    for local_dir, name in ((ours, "ours"), (legacy, "legacy")):
+        for path in local_dir.rglob("*.pqt"):
+            if "truth" not in path.parts:
+                rel = path.relative_to(local_dir).as_posix()
+                storage.write_bytes(storage.join(s3_root, name, rel), path.read_bytes())
+
+    def found(report):
+        return [
+            {k: v for k, v in d.to_dict().items() if k not in ("legacy_dir", "new_dir")}
+            for d in report.differences()
+        ]
+
+    want = compare_dirs(legacy, ours)
+    assert [(d.file, d.column, d.count) for d in want.unexplained] == [(spot, "close", 1)]
+    for got in (
+        compare_dirs(legacy, f"{s3_root}/ours"),
+        compare_dirs(f"{s3_root}/legacy", ours),
+    ):
+        assert got.problems == [] and len(got.pairs) == len(want.pairs)
+        assert found(got) == found(want)
