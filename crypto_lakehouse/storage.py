@@ -811,7 +811,11 @@ def _upload_spool(spool: Path, dest: ObjectPath) -> None:
         finally:
             cleanup()
         return
-    _UPLOADS.submit(dest, spool.stat().st_size, lambda: _upload(spool, dest), cleanup)
+    try:
+        _UPLOADS.submit(dest, spool.stat().st_size, lambda: _upload(spool, dest), cleanup)
+    except BaseException:  # not submitted (an earlier upload of dest failed): no spool left
+        cleanup()
+        raise
 
 
 @contextlib.contextmanager
