@@ -633,6 +633,11 @@ class _Uploads:
     def __init__(self, workers: int, max_bytes: int):
         from concurrent.futures import ThreadPoolExecutor
 
+        # The thread that opened the block: only its writes go to the background and only
+        # its records pass the barrier. Other threads (a lock's lease renewal) write
+        # synchronously and never take the job's upload failures.
+        self.owner = threading.get_ident()
+
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
         self.max_bytes = max_bytes
         self.cond = threading.Condition()
@@ -696,12 +701,20 @@ class _Uploads:
 _UPLOADS: _Uploads | None = None
 
 
+def _uploads() -> _Uploads | None:
+    """The background uploads of the calling thread's block, if it opened one."""
+    uploads = _UPLOADS
+    return uploads if uploads is not None and uploads.owner == threading.get_ident() else None
+
+
 def flush() -> None:
     """The barrier: wait for every pending background upload; raise StorageError naming
-    the object(s) whose upload failed. Nothing to do outside ``background_uploads()``."""
-    if _UPLOADS is None:
+    the object(s) whose upload failed. Nothing to do outside ``background_uploads()`` (or
+    in a thread other than the one that opened it)."""
+    uploads = _uploads()
+    if uploads is None:
         return
-    errors = _UPLOADS.drain()
+    errors = uploads.drain()
     if errors:
         more = f" (and {len(errors) - 1} more failed upload(s))" if len(errors) > 1 else ""
         raise StorageError(f"{errors[0]}{more}") from errors[0]
@@ -755,13 +768,15 @@ def uploads_in_background(func):
 
 def _settle(p: ObjectPath) -> None:
     """Before touching an object: its pending upload (if any) is finished."""
-    if _UPLOADS is not None:
-        _UPLOADS.wait_for(str(p))
+    uploads = _UPLOADS
+    if uploads is not None:
+        uploads.wait_for(str(p))
 
 
 def _settle_below(p: ObjectPath) -> None:
-    if _UPLOADS is not None:
-        _UPLOADS.wait_below(str(p).rstrip("/") + "/")
+    uploads = _UPLOADS
+    if uploads is not None:
+        uploads.wait_below(str(p).rstrip("/") + "/")
 
 
 # ------------------------------------------------------------------ writes
@@ -805,14 +820,15 @@ def _upload_spool(spool: Path, dest: ObjectPath) -> None:
     def cleanup() -> None:
         spool.unlink(missing_ok=True)
 
-    if _UPLOADS is None:
+    uploads = _uploads()
+    if uploads is None:
         try:
             _upload(spool, dest)
         finally:
             cleanup()
         return
     try:
-        _UPLOADS.submit(dest, spool.stat().st_size, lambda: _upload(spool, dest), cleanup)
+        uploads.submit(dest, spool.stat().st_size, lambda: _upload(spool, dest), cleanup)
     except BaseException:  # not submitted (an earlier upload of dest failed): no spool left
         cleanup()
         raise
@@ -868,11 +884,12 @@ def write_bytes(path, data: bytes) -> None:
     if not isinstance(p, ObjectPath):
         io.write_bytes(p, data)
         return
-    if _UPLOADS is None:
+    uploads = _uploads()
+    if uploads is None:
         _put(p, data)
     else:
         data = bytes(data)  # the caller may reuse a mutable buffer
-        _UPLOADS.submit(p, len(data), lambda: _put(p, data))
+        uploads.submit(p, len(data), lambda: _put(p, data))
 
 
 def _write_record(path, data: bytes) -> None:

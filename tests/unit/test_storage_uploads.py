@@ -60,23 +60,22 @@ def test_a_write_returns_before_its_upload_and_a_record_waits_for_it(seaweed, s3
     part = storage.join(s3_root, "parsed/2024-01.pqt")
     state = storage.join(s3_root, "state.json")
     table = pa.table({"x": [1, 2, 3]})
-    record_written = threading.Event()
+    seen_while_held: list[bool] = []
 
-    def write_state():
-        storage.write_json(state, {"partitions": ["2024-01"]})
-        record_written.set()
+    def release_later():
+        time.sleep(0.3)  # the job is in write_json by now, at the barrier
+        seen_while_held.append(_independent_exists(seaweed, state))
+        held.release.set()
 
     with storage.background_uploads():
         storage.write_parquet(part, table)  # returns while its upload is held
         assert not _independent_exists(seaweed, part)
-        writer = threading.Thread(target=write_state)
-        writer.start()
-        time.sleep(0.3)
-        # The record waits at the barrier: neither it nor its data is stored yet.
-        assert not record_written.is_set() and not _independent_exists(seaweed, state)
-        held.release.set()
-        writer.join(30)
-        assert record_written.is_set()
+        releaser = threading.Thread(target=release_later)
+        releaser.start()
+        storage.write_json(state, {"partitions": ["2024-01"]})  # waits for the partition
+        releaser.join(30)
+        assert seen_while_held == [False]  # the record was not stored before its data
+        assert _independent_exists(seaweed, part) and _independent_exists(seaweed, state)
     assert storage.read_parquet(part).equals(table)
     assert storage.read_json(state) == {"partitions": ["2024-01"]}
 
@@ -217,3 +216,29 @@ def test_parquet_footers_and_files_come_from_one_read_ahead_fetch(s3_root, monke
     assert sorted(fetched) == sorted(p.name for p in paths)  # one GET per object
     # No ranged Parquet reads besides: every footer and file came from those GETs.
     assert storage.request_stats().get("parquet_read") == requests_before.get("parquet_read")
+
+
+def test_another_threads_record_neither_waits_nor_takes_the_jobs_upload_failure(s3_root):
+    """A lease renewed by a lock's thread during the job: written at once, and the job's
+    failed upload still stops the job's own record."""
+    lost = storage.data_path("s3://Invalid_Bucket/parsed/2024-03.pqt")
+    lease = storage.join(s3_root, "lease.json")
+    state = storage.join(s3_root, "state.json")
+    outcome: list = []
+
+    def renew():
+        try:
+            storage.write_json(lease, {"renewed": True})
+            outcome.append("written")
+        except Exception as exc:  # the job's failure must not land here
+            outcome.append(exc)
+
+    with pytest.raises(storage.StorageError, match="2024-03.pqt"):
+        with storage.background_uploads():
+            storage.write_parquet(lost, pa.table({"x": [1]}))
+            renewer = threading.Thread(target=renew)
+            renewer.start()
+            renewer.join(30)
+            storage.write_json(state, {"partitions": ["2024-03"]})
+    assert outcome == ["written"] and storage.read_json(lease) == {"renewed": True}
+    assert not storage.exists(state)
