@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -132,23 +133,23 @@ def freshness(segments: pd.DataFrame, symbols, end_day: int, trade_type: str) ->
 
 
 # ---------------------------------------------------------------- the run
-def read_summaries(data_dir, trade_types) -> dict[tuple[str, str], dict]:
-    """``{(stage, trade_type): summary}`` for the summaries that exist."""
+def read_summaries(run_dir, trade_types) -> dict[tuple[str, str], dict]:
+    """``{(stage, trade_type): summary}`` for the summaries that exist in the run dir."""
     found = {}
     for stage in STAGES:
         for trade_type in trade_types:
-            path = layout.summaries_dir(data_dir) / stage / f"{trade_type}.json"
+            path = layout.run_summary_path(str(run_dir), stage, trade_type)
             summary = read_json(path, default=None)
             if summary is not None:
                 found[(stage, trade_type)] = summary
     return found
 
 
-def read_benchmarks(data_dir) -> pd.DataFrame:
+def read_benchmarks(run_dir) -> pd.DataFrame:
     """One row per benchmark file: ``job`` (path below ``benchmarks/`` without ``.tsv``),
     ``stage``, ``seconds``, ``max_rss_mb``, ``cpu_time``, ``end_unix`` (the file's mtime: the
     job's end). A file that is not a Snakemake benchmark table is skipped with a warning."""
-    root = layout.benchmarks_dir(data_dir)
+    root = Path(layout.run_benchmarks_dir(str(run_dir)))
     rows = []
     for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
         rel = path.relative_to(root).with_suffix("").as_posix()
