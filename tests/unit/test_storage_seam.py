@@ -24,6 +24,10 @@ STAGE_MODULES = sorted(
         PKG / "parse" / "funding.py",
         PKG / "parse" / "csv_reader.py",
         PKG / "parse" / "validate.py",
+        PKG / "parse" / "ticks.py",
+        PKG / "rest" / "klines.py",
+        PKG / "rest" / "funding.py",
+        PKG / "rest" / "exchange_info.py",
         PKG / "quarantine.py",
         PKG / "archive" / "sync.py",
         PKG / "archive" / "checksum.py",
@@ -49,12 +53,19 @@ IO_DATA_CALLS = {"write_parquet", "write_bytes", "write_text", "touch", "atomic_
                  "remove_stale_temps_of"}  # fmt: skip
 # Receivers that are not paths: the seam itself and zip members inside an opened archive.
 ALLOWED_RECEIVERS = {"storage", "zf", "i"}
+# A call on a line ending with this pragma and a reason is allowed: a local file the seam
+# handed out (the staged path of storage.staged_path, which the seam then publishes).
+PRAGMA = "# seam: "
 
 
 def direct_calls(path, root=REPO_ROOT) -> list[str]:
     found = []
+    lines = path.read_text().splitlines()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if not isinstance(node, ast.Call):
+            continue
+        line = lines[node.lineno - 1]
+        if PRAGMA in line and line.split(PRAGMA, 1)[1].strip():
             continue
         func = node.func
         where = f"{path.relative_to(root)}:{node.lineno}"
@@ -89,9 +100,12 @@ def test_the_check_catches_each_kind_of_direct_call(tmp_path):
         "pq.read_table(p)\nio.write_parquet(p, t)\nPath(x).unlink()\n"
         "storage.exists(p)\nstorage.read_parquet(p)\nio.write_json(report_path, r)\n"
         "zf.open(member)\ntext.replace('-', 'm')\n"
+        "pq.ParquetWriter(tmp, schema)  # seam: a staged local file\n"
+        "pq.ParquetWriter(target, schema)  # seam: \n"
     )
     found = [f.split(": ", 1)[1] for f in direct_calls(sample, tmp_path)]
     assert found == [
         "open(...)", "os.replace(...)", "part_dir.glob(...)", "path.exists(...)",
         "pq.read_table(...)", "io.write_parquet(...)", "Path(x).unlink(...)",
+        "pq.ParquetWriter(...)",
     ]  # fmt: skip
