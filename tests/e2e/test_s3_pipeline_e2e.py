@@ -14,10 +14,8 @@ directory is refused while the first one's lease is live.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -159,3 +157,44 @@ def _duckdb_reads_the_bucket(fs, klines: str, local) -> None:
         "SELECT count(*), min(candle_begin_time), max(candle_begin_time), sum(volume) FROM local"
     ).fetchone()
     assert got == want
+
+
+def _reports(run_dir: Path) -> int:
+    folder = run_dir / "reports"
+    return len(list(folder.rglob("*.json"))) if folder.is_dir() else 0
+
+
+def test_kill_9_on_a_bucket_then_a_plain_rerun(tmp_path, scenario, seaweed, s3_root):
+    """kill -9 of the whole run mid-way (its lease and Snakemake's locks stay behind), a
+    second run from another machine's run dir refused while the first lives, then the same
+    command again: the outputs of an undisturbed local run."""
+    emu, expected, _ = scenario
+    env = _env(seaweed)
+    first, other = tmp_path / "first", tmp_path / "other"
+    first.mkdir()
+    other.mkdir()
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(_s3_config(emu.base_url, s3_root, seaweed)))
+    run_dir = first / layout.default_run_dir(s3_root)
+    proc = _start(first, config, env, tmp_path / "first.log")
+    try:
+        assert h.wait_for(lambda: _reports(run_dir) >= 6 or proc.poll() is not None, 300)
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        refused = _run(other, config, env)
+        h.kill_group(proc)
+    finally:
+        h.kill_group(proc)
+    assert refused.returncode != 0
+    assert f"is in use by another run: PID {proc.pid}" in refused.stdout + refused.stderr
+    assert not (other / layout.default_run_dir(s3_root) / "reports").exists()
+    lease = json.loads(seaweed.client().open_input_stream(
+        str(layout.data_lease_path(s3_root)).removeprefix("s3://")).read())  # fmt: skip
+    assert lease["pid"] == proc.pid  # left behind by the kill
+
+    rerun = _run(first, config, env)  # the same command: no --unlock, no flags
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-6000:]
+    assert "taking over the stale lease" in rerun.stdout + rerun.stderr
+    got = _local_snapshot(_assemble(seaweed, s3_root, run_dir, tmp_path / "got"))
+    assert sorted(set(expected) ^ set(got)) == []
+    assert h.differences(expected, got) == []
+    assert h.temp_files(run_dir) == []
