@@ -135,10 +135,16 @@ def test_pipeline_on_a_bucket_equals_the_local_run(tmp_path, scenario, seaweed, 
     # Reading the results straight from the bucket, without crypto_lakehouse.
     fs = seaweed.client()
     klines = s3_root.removeprefix("s3://") + "/results_data/spot/klines/1m"
-    table = ds.dataset(klines, filesystem=fs, format="parquet").to_table()
-    local = pq.read_table(local_data / "results_data/spot/klines/1m")
-    assert table.num_rows == local.num_rows > 0
-    assert sorted(table.column("symbol").unique().to_pylist()) == h.SYMBOLS
+    on_bucket = ds.dataset(klines, filesystem=fs, format="parquet")
+    local_dir = local_data / "results_data/spot/klines/1m"
+    assert sorted(Path(f).name for f in on_bucket.files) == sorted(
+        p.name for p in local_dir.iterdir()
+    )
+    assert sorted(Path(f).name for f in on_bucket.files) == [f"{s}.pqt" for s in h.SYMBOLS]
+    local = pq.read_table(local_dir)
+    assert on_bucket.to_table().num_rows == local.num_rows > 0
+    btc = pq.read_table(f"{klines}/BTCUSDT.pqt", filesystem=fs)
+    assert btc.equals(pq.read_table(local_dir / "BTCUSDT.pqt"))
     _duckdb_reads_the_bucket(fs, klines, local)
 
 
