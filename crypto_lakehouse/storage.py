@@ -608,6 +608,12 @@ def write_json(path, obj: Any) -> None:
     write_text(path, _json_text(obj))
 
 
+def json_text(obj: Any) -> str:
+    """The exact text :func:`write_json` stores for ``obj`` (for a digest of a record
+    without reading it back)."""
+    return _json_text(obj)
+
+
 def write_json_if_changed(path, obj: Any) -> bool:
     text = _json_text(obj)
     try:
@@ -691,6 +697,13 @@ def move_local_file(local: Path, dst) -> None:
         return
     _upload(Path(local), d)
     Path(local).unlink(missing_ok=True)
+
+
+def ensure_dir(path) -> None:
+    """Create a local folder (S3 has no folders: nothing to do)."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        p.mkdir(parents=True, exist_ok=True)
 
 
 def ensure_parent(path) -> None:

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse import quality as quality_counts
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.io import read_json
@@ -107,10 +107,10 @@ def quarantined_files(data_dir) -> pd.DataFrame:
     """Every quarantined archive (``key``) with the reason written next to it."""
     root = layout.quarantine_dir(data_dir)
     rows = []
-    for path in sorted(root.rglob("*.reason")) if root.is_dir() else []:
+    for path in storage.list_files(root, suffix=".reason"):  # local folder or S3 prefix
         key = path.relative_to(root).as_posix()[: -len(".reason")]
         try:
-            reason = path.read_text(errors="replace").strip()
+            reason = storage.read_bytes(path).decode(errors="replace").strip()
         except OSError as exc:
             reason = f"(reason unreadable: {exc})"
         rows.append((key, reason))
