@@ -8,7 +8,6 @@ and the tests agree on one layout. Legacy paths (``aws_data``, ``parsed_data``, 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -374,13 +373,14 @@ def default_run_dir(data_dir: str) -> str:
 
 
 def run_dir(data_dir: str, configured: str | None = None) -> str:
-    """The run directory of a config: ``run_dir`` (``~`` expanded) or the default. An
-    ``s3://`` run directory is refused: Snakemake needs its own files on a local disk."""
+    """The run directory of a config: ``run_dir`` (the caller expands ``~``, as for
+    ``data_dir``) or the default. An ``s3://`` run directory is refused: Snakemake needs
+    its own files on a local disk."""
     if configured is None:
         return default_run_dir(data_dir)
     if storage.is_remote(configured):
         raise ValueError(f"run_dir: {configured} is on S3; it must be a local folder")
-    return os.path.expanduser(configured).rstrip("/") or "/"
+    return configured.rstrip("/") or "/"
 
 
 def run_lock_path(run_dir: str) -> str:

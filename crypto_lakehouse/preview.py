@@ -75,7 +75,8 @@ def load_config(configfile=None, overrides=(), directory=None) -> dict:
     # a run; run_dir is resolved as the workflow resolves it (layout.run_dir).
     remote = storage.is_remote(config["data_dir"])
     data_dir = config["data_dir"] if remote else os.path.expanduser(config["data_dir"])
-    run_dir = Path(layout.run_dir(data_dir, config.get("run_dir")))
+    configured = config.get("run_dir")
+    run_dir = Path(layout.run_dir(data_dir, configured and os.path.expanduser(configured)))
     if directory and not run_dir.is_absolute():
         run_dir = Path(directory) / run_dir
     config["run_dir"] = str(run_dir)

@@ -30,7 +30,7 @@ DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as
 # the report target, the run lock), always local; {DATA}/lakehouse unless config run_dir
 # says otherwise or DATA is s3:// (docs/storage.md).
 try:
-    LH = layout.run_dir(DATA, config["run_dir"])
+    LH = layout.run_dir(DATA, config["run_dir"] and os.path.expanduser(config["run_dir"]))
 except ValueError as exc:
     raise WorkflowError(str(exc)) from None
 # The main process reads and writes the lease of an S3 data dir with the jobs' settings.
