@@ -124,3 +124,37 @@ def test_lease_liveness_rules():
                               capture_output=True, text=True, check=True)  # fmt: skip
     assert not lock.lease_is_live({**here, "pid": int(finished.stdout)}, now)
     assert lock.lease_is_live({**here, "host": "elsewhere", "pid": 1}, now)
+
+
+JOB = """
+import sys, time
+from crypto_lakehouse import lock
+assert lock.hold_job_lock(sys.argv[1], sys.argv[2])
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_jobs_of_a_dead_run_on_a_bucket_keep_the_next_run_out(tmp_path):
+    """A job process holds the jobs lock of its run directory (found from its log path);
+    while it lives a new run on the same S3 data dir stops before touching the bucket."""
+    run_dir = tmp_path / "runs" / "b"
+    log = f"{run_dir}/logs/aws_parse/spot/klines-1m/shards/0.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", JOB, "s3://bucket/x", log],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        assert (run_dir / "jobs.lock").is_file()
+        with pytest.raises(lock.DataDirBusy, match="jobs of an earlier run"):
+            lock.hold_for_run(
+                "s3://bucket/x", tmp_path, main_process=True, dry_run=False, run_dir=run_dir
+            )
+    finally:
+        proc.kill()
+        proc.wait()
+        lock.release("s3://bucket/x", run_dir)
+    assert not lock.hold_job_lock("s3://bucket/x", "no-log-path.log")
