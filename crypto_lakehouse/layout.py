@@ -188,7 +188,15 @@ def parsed_day_path(data_dir, trade_type, dataset, symbol, day: str) -> Path:
 
 def agg_klines_day_path(data_dir, trade_type, symbol, interval, day: str) -> Path:
     """Candles built from a day of aggTrades (target ``agg_klines``); ``day`` is ``YYYYMMDD``."""
-    return Path(data_dir, "parsed_data", trade_type, "agg_klines", symbol, interval, f"{day}.pqt")
+    return (
+        storage.data_path(data_dir)
+        / "parsed_data"
+        / trade_type
+        / "agg_klines"
+        / symbol
+        / interval
+        / f"{day}.pqt"
+    )
 
 
 def api_klines_dir(data_dir, trade_type, symbol, interval) -> Path:
@@ -317,7 +325,7 @@ def lakehouse_dir(data_dir) -> Path:
 
 
 def listing_details_dir(index_path: str | Path) -> Path:
-    index_path = Path(index_path)
+    index_path = storage.data_path(index_path)
     return index_path.with_name(index_path.stem)
 
 

@@ -415,3 +415,115 @@ def test_report_coverage_reads_s3_like_local_disk(tmp_path, s3_root, caplog):
     scores = records.quality_scores(s3_root, ["spot"], "1m")
     assert scores.equals(records.quality_scores(local, ["spot"], "1m"))
     assert scores.set_index("symbol").loc["AUSDT", "score"] == 0.75
+
+
+# ---------------------------------------------------------------- compare
+def test_compare_reads_s3_dirs_like_local_ones(tmp_path, s3_root):
+    """``compare`` with our dir, then the legacy dir, on S3 finds what it finds locally: a
+    close price changed in one row of our copy of the legacy fixture."""
+    import shutil
+
+    from crypto_lakehouse.compare import compare_dirs
+    from tests.conftest import FIXTURES
+
+    legacy = FIXTURES / "legacy-v1-real"
+    spot = "results_data/spot/klines/1m/BTCUSDT.pqt"
+    ours = tmp_path / "ours"
+    shutil.copytree(legacy, ours, ignore=shutil.ignore_patterns("truth", "*.md"))
+    table = pq.read_table(ours / spot)
+    close = table.column("close").to_numpy().copy()
+    close[777] += 0.01
+    pq.write_table(table.set_column(table.schema.get_field_index("close"), "close",
+                                    pa.array(close)), ours / spot)  # fmt: skip
+    for local_dir, name in ((ours, "ours"), (legacy, "legacy")):
+        for path in local_dir.rglob("*.pqt"):
+            if "truth" not in path.parts:
+                rel = path.relative_to(local_dir).as_posix()
+                storage.write_bytes(storage.join(s3_root, name, rel), path.read_bytes())
+
+    def found(report):
+        return [
+            {k: v for k, v in d.to_dict().items() if k not in ("legacy_dir", "new_dir")}
+            for d in report.differences()
+        ]
+
+    want = compare_dirs(legacy, ours)
+    assert [(d.file, d.column, d.count) for d in want.unexplained] == [(spot, "close", 1)]
+    for got in (
+        compare_dirs(legacy, f"{s3_root}/ours"),
+        compare_dirs(f"{s3_root}/legacy", ours),
+    ):
+        assert got.problems == [] and len(got.pairs) == len(want.pairs)
+        assert found(got) == found(want)
+
+
+def test_tick_parse_killed_on_s3_then_rerun_equals_local(tmp_path, s3_root, monkeypatch):
+    """kill -9 at several moments of a tick parse on S3; the rerun's day objects and state
+    equal those of an uninterrupted local parse (no half-published day is taken as done)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from crypto_lakehouse_emulator.ticks import write_daily_agg_trades
+
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "src"
+    archives = {}
+    for i in range(12):
+        key = write_daily_agg_trades(src, "um_futures", "BTCUSDT", f"2024-03-{i + 1:02d}",
+                                     30_000, seed=i)  # fmt: skip
+        archives[key] = (src / key).read_bytes()
+    local = tmp_path / "local"
+    (tmp_path / "out-local").mkdir()
+    want = _parse_ticks(local, _put_verified(local, archives), tmp_path / "out-local")
+    expected = {
+        rel: p for rel, p in relative_files(local).items() if not rel.startswith("aws_data/")
+    }
+    assert len([r for r in expected if r.startswith("parsed_data/")]) == 12
+    code = (
+        "import json, sys\n"
+        "from crypto_lakehouse import storage\n"
+        "from crypto_lakehouse.parse.ticks import run_parse_ticks\n"
+        "storage.configure(json.loads(sys.argv[1]))\n"
+        "print('start', flush=True)\n"
+        "run_parse_ticks(trade_type='um_futures', dataset='aggTrades', symbol='BTCUSDT',\n"
+        "    data_dir=sys.argv[2], download_report=json.loads(sys.argv[3]),\n"
+        "    report_path=sys.argv[4])\n"
+        "print('done', flush=True)\n"
+    )
+    interrupted = []
+    for n, delay in enumerate((0.05, 0.25, 0.45, 0.8)):
+        root = f"{s3_root}/run{n}"
+        download = _put_verified(root, archives)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(storage.settings()), root,
+             json.dumps(download), str(tmp_path / f"killed-{n}.json")],
+            stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )  # fmt: skip
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        interrupted.append("done" not in proc.stdout.read())
+        out = tmp_path / f"rerun-{n}"
+        out.mkdir()
+        assert _parse_ticks(root, download, out) == want, delay
+        files = relative_files(root)
+        assert sorted(r for r in files if not r.startswith("aws_data/")) == sorted(expected)
+        for rel, path in expected.items():
+            if rel.endswith(".pqt"):
+                assert storage.read_parquet(files[rel]).equals(pq.read_table(path)), (delay, rel)
+            else:
+                assert storage.read_bytes(files[rel]) == path.read_bytes(), (delay, rel)
+    assert any(interrupted)  # at least one kill landed before the job finished
+
+
+def test_duckdb_connect_refuses_an_s3_data_dir_with_a_message():
+    from crypto_lakehouse.loading import duckdb_connect
+
+    with pytest.raises(ValueError, match="s3://b/p: duckdb_connect reads local data dirs only"):
+        duckdb_connect("s3://b/p")
