@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -132,6 +133,23 @@ def test_pipeline_on_a_bucket_equals_the_local_run(tmp_path, scenario, seaweed, 
     again = _run(tmp_path, config, _env(seaweed), "-n")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # `crypto_lakehouse plan` on the same config: the run's listing and summaries (in the run
+    # dir) are used, every archive of the scenario (3 symbols x 9 days) is in the bucket.
+    planned = subprocess.run(
+        [sys.executable, "-m", "crypto_lakehouse", "plan", "--configfile", str(config),
+         "--directory", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_env(seaweed),
+    )  # fmt: skip
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    (klines_plan,) = json.loads(planned.stdout)["datasets"]
+    assert klines_plan["listing"].startswith("reused the last run's listing")
+    # Download rates from the run's aws_download summary (run dir), not the defaults.
+    assert klines_plan["rates"]["download_source"] == "the last aws_download run summary"
+    assert (klines_plan["files_present"], klines_plan["files_to_download"]) == (
+        len(h.SYMBOLS) * len(h.DAYS),
+        0,
+    )
 
     # Reading the results straight from the bucket, without crypto_lakehouse.
     fs = seaweed.client()
