@@ -397,7 +397,8 @@ def run_lock_path(run_dir: str) -> str:
 
 
 def jobs_lock_path(run_dir: str) -> str:
-    """Held shared by every job process of the run (``crypto_lakehouse.lock``)."""
+    """Held shared by every job process for its lifetime (``crypto_lakehouse.lock``): a job
+    that outlives its run's main process keeps the next run out."""
     return f"{run_dir}/jobs.lock"
 
 

@@ -46,11 +46,6 @@ from crypto_lakehouse import layout, storage
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "run.lock"
-# Held shared by every job process for its lifetime: a job that outlives its run's main
-# process (the main was killed, a SLURM job still runs) keeps the next run out.
-JOBS_LOCK_NAME = "jobs.lock"
-
 # Locks this process holds: resolved lock path -> open descriptor (kept open: closing it
 # would release the lock).
 _HELD: dict[str, int] = {}
