@@ -462,9 +462,14 @@ def shard_benchmark_path(
     return job_benchmark_path(run_dir, stage, trade_type, dataset, "shards", shard)
 
 
+def run_listing_dir(run_dir: str, trade_type: str) -> str:
+    """The ``list_archive`` checkpoint's indexes (and their details) of a trade type."""
+    return f"{run_dir}/listing/{trade_type}"
+
+
 def run_listing_details_dir(run_dir: str, trade_type: str, dataset: str) -> str:
     """Per-symbol file lists of the ``list_archive`` checkpoint (beside its index)."""
-    return f"{run_dir}/listing/{trade_type}/{dataset}"
+    return f"{run_listing_dir(run_dir, trade_type)}/{dataset}"
 
 
 def run_listing_index_path(run_dir: str, trade_type: str, dataset: str) -> str:
