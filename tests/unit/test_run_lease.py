@@ -108,6 +108,11 @@ def test_heartbeat_renews_and_release_leaves_a_foreign_lease(lease_root, monkeyp
     while _record(lease_root)["heartbeat_unix"] == first and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _record(lease_root)["heartbeat_unix"] > first
+    # Park the heartbeat before planting: a beat that read our record just before the
+    # plant would write it back over the usurper (the read-then-write race of a store
+    # without compare-and-swap, docs/storage.md) and make the check below flaky.
+    monkeypatch.setattr(lock, "LEASE_HEARTBEAT_S", 3600.0)
+    time.sleep(0.5)  # a beat in progress ends; the next one waits an hour
     _plant(lease_root, holder="usurper")
     lock.release_lease(lease_root)
     assert _record(lease_root)["holder"] == "usurper"
