@@ -158,8 +158,15 @@ def listing_index_path(trade_type, dataset):
 # and a .get() per job costs Snakemake a checkpoint update per job (planning 2,700 symbols
 # went from 55 s to a few seconds without it).
 def listed(trade_type, dataset):
-    """Symbols kept by the listing checkpoint of (trade type, dataset)."""
-    index = checkpoints.list_archive.get(trade_type=trade_type, dataset=dataset).output.out_index
+    """Symbols kept by the listing checkpoint of (trade type, dataset): list_archive for the
+    run's klines and funding (one job for all), list_archive_dataset for the other datasets."""
+    if (trade_type, dataset) in RUN_LISTINGS:
+        checkpoints.list_archive.get()
+        index = listing_index_path(trade_type, dataset)
+    else:
+        index = checkpoints.list_archive_dataset.get(
+            trade_type=trade_type, dataset=dataset
+        ).output.out_index
     return plan.listed_symbols(index)
 
 
@@ -167,6 +174,10 @@ def published(trade_type, dataset):
     """Whether the archive has ``dataset`` (a name or tag) for ``trade_type`` (the registry's
     markets: no spot funding, no spot mark price klines, ...)."""
     return trade_type in dataset_registry.get(dataset).markets
+
+
+# The listings of list_archive: klines and (where published) funding of every trade type.
+RUN_LISTINGS = [(t, d) for t in TRADE_TYPES for d in (KLINES, "funding") if published(t, d)]
 
 
 def indexed(trade_type, dataset):
@@ -280,14 +291,26 @@ def shard_args(stage, wildcards, dataset, **symbol_dirs):
 
 # ------------------------------------------------------------------ aws_download
 def get_listing_args(wildcards):
-    entry, interval = dataset_registry.split_tag(wildcards.dataset)
+    return listing_args(wildcards.trade_type, wildcards.dataset)
+
+
+def get_run_listings_args(wildcards):
+    """list_archive's arguments: each listing's arguments and index path."""
+    listings = [
+        dict(listing_args(t, d), out_index=listing_index_path(t, d)) for t, d in RUN_LISTINGS
+    ]
+    return dict(listings=listings)
+
+
+def listing_args(trade_type, dataset):
+    entry, interval = dataset_registry.split_tag(dataset)
     return dict(
-        trade_type=wildcards.trade_type,
+        trade_type=trade_type,
         dataset=entry.name,
         interval=interval or INTERVAL,
-        symbols=plan.symbol_selection(config, wildcards.trade_type),
+        symbols=plan.symbol_selection(config, trade_type),
         listing_url=config["endpoints"]["listing"],
-        details_dir=layout.run_listing_details_dir(LH, wildcards.trade_type, wildcards.dataset),
+        details_dir=layout.run_listing_details_dir(LH, trade_type, dataset),
         include_monthly=config["download"]["use_monthly_klines"],
         concurrency=config["download"]["listing_concurrency"],
         timeout_s=config["download"]["timeout_s"],
@@ -524,16 +547,10 @@ def get_features_args(wildcards):
 # ------------------------------------------------------------------ targets and summaries
 def stage_reports(stage, trade_type):
     """Every shard report of one stage and trade type (each lists its symbols' reports)."""
-    # Both listings of the trade type are evaluated before any shard job is planned.
-    # An unfinished checkpoint stops this function at the first .get(), so the stages ask
-    # in different orders: the first DAG then already holds every listing job (and
-    # `--until list_archive` lists everything in one go).
-    if stage == "api_download":
-        archive_funding_symbols(trade_type)
-        kline_symbols(trade_type)
-    else:
-        kline_symbols(trade_type)
-        archive_funding_symbols(trade_type)
+    # Both listings of the trade type are evaluated before any shard job is planned (one
+    # list_archive job lists them all; until it ran, the first .get() stops this function).
+    kline_symbols(trade_type)
+    archive_funding_symbols(trade_type)
     if stage == "resample" and not RESAMPLE_TARGETS[trade_type]:
         return []
     if stage == "api_download":

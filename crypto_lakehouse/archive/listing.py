@@ -397,3 +397,30 @@ def _list_symbol_files(symbols, symbol_dirs, listing_url, concurrency, kwargs):
     finally:
         sessions.close()
     return files_of, refused_of, failures
+
+
+def run_listings(*, listings: list[dict]) -> dict:
+    """The ``list_archive`` checkpoint: every (trade type, dataset) listing of a run in one
+    process, concurrently (each is ``run_listing`` with its own arguments and index).
+
+    One job instead of one per listing: one process start and one DAG update per run. Each
+    listing stays all-or-nothing; a failed one does not stop the others, and the job fails
+    after all of them ended, naming every failed listing on its error line.
+    """
+    results: dict[str, dict] = {}
+    failures: dict[str, Exception] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(listings))) as pool:
+        futures = {
+            f"{a['trade_type']} {a['dataset']}": pool.submit(run_listing, **a) for a in listings
+        }
+        for name, fut in futures.items():
+            try:
+                results[name] = fut.result()
+            except Exception as exc:  # reported below, after every listing ended
+                failures[name] = exc
+    if failures:
+        for name, exc in failures.items():
+            log.error("%s: listing failed", name, exc_info=exc)
+        first_lines = "; ".join(str(exc).splitlines()[0] for exc in failures.values())
+        raise ListingError(f"{len(failures)} of {len(listings)} listings failed: {first_lines}")
+    return results

@@ -43,9 +43,9 @@ def test_bad_config_value_names_the_key(tmp_path):
 def test_dry_run_before_listing_plans_only_the_listing(tmp_path):
     proc = run_snakemake(tmp_path, "-n", config={"data_dir": str(tmp_path / "d")})
     counts = job_counts(proc.stdout)
-    # Every listing (spot klines; um and cm klines and funding) is planned up front, and
-    # nothing else until the checkpoints ran.
-    assert counts["list_archive"] == 5
+    # Every listing (spot klines; um and cm klines and funding) is planned up front, in one
+    # job (issue 11: one process and one DAG update per run), and nothing else until it ran.
+    assert counts["list_archive"] == 1
     assert "aws_download_shard" not in counts
 
 
