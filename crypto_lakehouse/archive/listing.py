@@ -407,20 +407,24 @@ def run_listings(*, listings: list[dict]) -> dict:
     listing stays all-or-nothing; a failed one does not stop the others, and the job fails
     after all of them ended, naming every failed listing on its error line.
     """
-    results: dict[str, dict] = {}
-    failures: dict[str, Exception] = {}
+    results: dict[str, dict] = {}  # by index path
+    failures: list[Exception] = []
     with ThreadPoolExecutor(max_workers=max(1, len(listings))) as pool:
-        futures = {
-            f"{a['trade_type']} {a['dataset']}": pool.submit(run_listing, **a) for a in listings
-        }
-        for name, fut in futures.items():
+        futures = [(str(a["out_index"]), pool.submit(run_listing, **a)) for a in listings]
+        for index, fut in futures:
             try:
-                results[name] = fut.result()
+                results[index] = fut.result()
             except Exception as exc:  # reported below, after every listing ended
-                failures[name] = exc
+                failures.append(exc)
+                log.error("listing of %s failed", index, exc_info=exc)
     if failures:
-        for name, exc in failures.items():
-            log.error("%s: listing failed", name, exc_info=exc)
-        first_lines = "; ".join(str(exc).splitlines()[0] for exc in failures.values())
-        raise ListingError(f"{len(failures)} of {len(listings)} listings failed: {first_lines}")
+        # One line (the console's failure report shows a job's last error line); each
+        # message starts with what failed ("spot klines 1m: ..."); the log has them whole.
+        causes = "; ".join(_one_line(exc) for exc in failures)
+        raise ListingError(f"{len(failures)} of {len(listings)} listings failed: {causes}")
     return results
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
