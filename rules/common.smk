@@ -447,11 +447,17 @@ def get_api_args(wildcards):
 
 
 def get_exchange_info_args(wildcards):
-    return dict(
-        trade_type=wildcards.trade_type,
-        api_url=API_URL[wildcards.trade_type],
-        timeout_s=config["rest"]["timeout_s"],
-    )
+    """The exchange_info job's arguments: one request per trade type of the run."""
+    fetches = [
+        dict(
+            trade_type=t,
+            api_url=API_URL[t],
+            out_path=exchange_info_path(t),
+            timeout_s=config["rest"]["timeout_s"],
+        )
+        for t in TRADE_TYPES
+    ]
+    return dict(fetches=fetches)
 
 
 # ------------------------------------------------------------------ gen_kline

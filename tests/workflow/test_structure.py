@@ -93,7 +93,7 @@ def test_dry_run_plans_one_job_per_shard_and_stage(tmp_path, shards):
     assert counts["gen_kline_shard"] == kline_shards
     assert counts["resample_shard"] == kline_shards
     assert counts["features_shard"] == kline_shards
-    assert counts["exchange_info"] == 3
+    assert counts["exchange_info"] == 1  # one job for the three trade types (issue 11)
     assert counts["summarize"] == 18
     assert "list_archive" not in counts  # indexes exist: no re-listing in the same day
 
