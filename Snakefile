@@ -51,15 +51,10 @@ rule summarize:
         layout.job_log_path(LH, "summaries", "{stage}", "{trade_type}"),
     benchmark:
         layout.job_benchmark_path(LH, "summaries", "{stage}", "{trade_type}")
+    # In Snakemake's process: no job process to start for reading a few JSON files.
     localrule: True
-    conda:
-        "envs/pipeline.yaml"
-    params:
-        job=job_json(get_summary_args),
-        python=PYTHON,
-        script=script_path("summarize"),
-    shell:
-        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+    run:
+        write_run_summary(wildcards, input, output, log)
 
 
 onstart:
