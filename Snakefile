@@ -51,10 +51,15 @@ rule summarize:
         layout.job_log_path(LH, "summaries", "{stage}", "{trade_type}"),
     benchmark:
         layout.job_benchmark_path(LH, "summaries", "{stage}", "{trade_type}")
-    # In Snakemake's process: no job process to start for reading a few JSON files.
     localrule: True
-    run:
-        write_run_summary(wildcards, input, output, log)
+    conda:
+        "envs/pipeline.yaml"
+    params:
+        job=job_json(get_summary_args),
+        python=PYTHON,
+        script=script_path("summarize"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
 
 
 onstart:

@@ -172,17 +172,6 @@ def run_summary(*, stage: str, trade_type: str, summary: str, reports=()) -> dic
     return result
 
 
-def run_summary_in_workflow(*, stage: str, trade_type: str, summary: str, reports, log_path):
-    """Rule ``summarize`` runs this in Snakemake's own process (a ``run:`` block): a summary
-    reads small JSON files, less work than starting a job process. Its log file gets the
-    headline line that ``run_summary`` logs in a job process."""
-    result = run_summary(stage=stage, trade_type=trade_type, summary=summary, reports=reports)
-    line = f"{headline(result)} (summary: {summary})\n"
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(log_path).write_text(line)
-    return result
-
-
 # ------------------------------------------------------------------ archive datasets
 def _tick_day_rows(report: dict) -> dict[str, int]:
     """{YYYYMMDD: rows} of a tick parse report; a daily file wins over its month's file,

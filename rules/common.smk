@@ -572,17 +572,8 @@ def stage_reports(stage, trade_type):
     ]
 
 
-def write_run_summary(wildcards, input, output, log):
-    """The ``run:`` of rule summarize (in Snakemake's process)."""
-    from crypto_lakehouse.summary import run_summary_in_workflow
-
-    run_summary_in_workflow(
-        stage=wildcards.stage,
-        trade_type=wildcards.trade_type,
-        summary=output.summary,
-        reports=list(input.reports),
-        log_path=log[0],
-    )
+def get_summary_args(wildcards):
+    return dict(stage=wildcards.stage, trade_type=wildcards.trade_type)
 
 
 def get_summary_input(wildcards):
