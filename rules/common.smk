@@ -572,12 +572,33 @@ def stage_reports(stage, trade_type):
     ]
 
 
+def summary_stage(wildcards):
+    """The stage of a summary job (rule summarize_resample has no wildcard)."""
+    return wildcards.get("stage", "resample")
+
+
+def summary_trade_types(stage):
+    return RESAMPLED_TRADE_TYPES if stage == "resample" else TRADE_TYPES
+
+
 def get_summary_args(wildcards):
-    return dict(stage=wildcards.stage, trade_type=wildcards.trade_type)
+    """One summary per trade type of the stage, each with its trade type's shard reports."""
+    stage = summary_stage(wildcards)
+    summaries = [
+        dict(
+            stage=stage,
+            trade_type=t,
+            summary=layout.run_summary_path(LH, stage, t),
+            reports=stage_reports(stage, t),
+        )
+        for t in summary_trade_types(stage)
+    ]
+    return dict(summaries=summaries)
 
 
 def get_summary_input(wildcards):
-    return stage_reports(wildcards.stage, wildcards.trade_type)
+    stage = summary_stage(wildcards)
+    return [r for t in summary_trade_types(stage) for r in stage_reports(stage, t)]
 
 
 # Stages of target "all" (features only while features.enabled).

@@ -94,7 +94,9 @@ def test_dry_run_plans_one_job_per_shard_and_stage(tmp_path, shards):
     assert counts["resample_shard"] == kline_shards
     assert counts["features_shard"] == kline_shards
     assert counts["exchange_info"] == 1  # one job for the three trade types (issue 11)
-    assert counts["summarize"] == 18
+    # One summary job per stage for every trade type (issue 11): 5 stages + resample.
+    assert counts["summarize"] == 5
+    assert counts["summarize_resample"] == 1
     assert "list_archive" not in counts  # indexes exist: no re-listing in the same day
 
 
