@@ -188,7 +188,15 @@ def parsed_day_path(data_dir, trade_type, dataset, symbol, day: str) -> Path:
 
 def agg_klines_day_path(data_dir, trade_type, symbol, interval, day: str) -> Path:
     """Candles built from a day of aggTrades (target ``agg_klines``); ``day`` is ``YYYYMMDD``."""
-    return Path(data_dir, "parsed_data", trade_type, "agg_klines", symbol, interval, f"{day}.pqt")
+    return (
+        storage.data_path(data_dir)
+        / "parsed_data"
+        / trade_type
+        / "agg_klines"
+        / symbol
+        / interval
+        / f"{day}.pqt"
+    )
 
 
 def api_klines_dir(data_dir, trade_type, symbol, interval) -> Path:
@@ -246,14 +254,16 @@ def parse_segment_name(name: str) -> tuple[str, int | None] | None:
     return m.group(2), (int(m.group(1)) if m.group(1) is not None else None)
 
 
+def _files_in(directory) -> list:
+    """The files directly in ``directory`` (any store; none when it is absent)."""
+    return storage.list_files(directory, recursive=False)
+
+
 def segment_files(directory: str | Path, symbol: str) -> list[Path]:
     """One symbol's segment files in ``directory`` in time order: ``SP0_``, ``SP1_``, …
     (numerically: ``SP10_`` after ``SP9_``), then the latest segment ``SYM.pqt``."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
     pattern = segment_file_re(symbol)
-    found = [p for p in directory.iterdir() if pattern.match(p.name) and p.is_file()]
+    found = [p for p in _files_in(directory) if pattern.match(p.name)]
 
     def order(path: Path) -> float:
         sp = parse_segment_name(path.name)[1]
@@ -264,13 +274,10 @@ def segment_files(directory: str | Path, symbol: str) -> list[Path]:
 
 def segment_files_by_symbol(directory: str | Path) -> dict[str, list[Path]]:
     """Every symbol's segment files in ``directory``, in time order (one directory scan)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return {}
     found: dict[str, list[tuple[float, Path]]] = {}
-    for path in directory.iterdir():
+    for path in _files_in(directory):
         parsed = parse_segment_name(path.name)
-        if parsed is not None and path.is_file():
+        if parsed is not None:
             symbol, sp = parsed
             found.setdefault(symbol, []).append((float("inf") if sp is None else sp, path))
     return {s: [p for _, p in sorted(found[s])] for s in sorted(found)}
@@ -278,19 +285,14 @@ def segment_files_by_symbol(directory: str | Path) -> dict[str, list[Path]]:
 
 def segment_symbols(directory: str | Path) -> list[str]:
     """The symbols that have segment files in ``directory`` (sorted)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    names = (parse_segment_name(p.name) for p in directory.iterdir())
+    names = (parse_segment_name(p.name) for p in _files_in(directory))
     return sorted({n[0] for n in names if n is not None})
 
 
 def subdir_names(directory: str | Path) -> list[str]:
-    """Sorted names of the sub-folders (intervals, offsets, ...) of ``directory``."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Sorted names of the sub-folders (intervals, offsets, ...) of ``directory`` (on S3:
+    the prefixes that hold objects)."""
+    return sorted(d.name for d in storage.subdirs(directory) if not d.name.startswith("."))
 
 
 def derived_roots(data_dir) -> list[Path]:
@@ -334,7 +336,7 @@ def plan_listing_index_path(data_dir, trade_type: str, dataset: str) -> Path:
 
 
 def listing_details_dir(index_path: str | Path) -> Path:
-    index_path = Path(index_path)
+    index_path = storage.data_path(index_path)
     return index_path.with_name(index_path.stem)
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.schema import TIME_TYPE
 
 TIME = "candle_begin_time"
@@ -82,16 +81,23 @@ def time_filter(start=None, end=None) -> ds.Expression | None:
     return expr
 
 
+def _data_dir(data_dir):
+    """A local data dir (``~`` expanded) or an ``s3://`` one (crypto_lakehouse.storage)."""
+    if storage.is_remote(data_dir):
+        return storage.data_path(data_dir)
+    return Path(data_dir).expanduser()
+
+
 def kline_segment_files(
     data_dir, trade_type: str, symbol: str, interval: str = "1m", resample=None, offset="0m"
 ) -> list[Path]:
     """The symbol's segment files in time order; DataNotFoundError names what exists."""
-    data_dir = Path(data_dir).expanduser()
+    data_dir = _data_dir(data_dir)
     _check_trade_type(trade_type)
     root_of = layout.results_klines_root if resample is None else layout.resampled_root
-    if not root_of(data_dir, trade_type).is_dir():
+    if not storage.is_dir(root_of(data_dir, trade_type)):
         kind = "generated" if resample is None else "resampled"
-        present = [t for t in layout.TRADE_TYPES if root_of(data_dir, t).is_dir()]
+        present = [t for t in layout.TRADE_TYPES if storage.is_dir(root_of(data_dir, t))]
         raise DataNotFoundError(
             f"no {kind} klines of {trade_type} in {data_dir} ({root_of(data_dir, trade_type)} "
             f"does not exist; trade types with {kind} klines: {_names(present)})"
@@ -121,7 +127,8 @@ def read_klines_table(files: list[Path], start=None, end=None) -> pa.Table:
     expr = time_filter(start, end)
     tables = []
     for number, path in enumerate(files):
-        table = ds.dataset(path, format="parquet").to_table(filter=expr)
+        fs, inner = storage.filesystem(path)  # on S3: ranged GETs of the row groups kept
+        table = ds.dataset(inner, filesystem=fs, format="parquet").to_table(filter=expr)
         segment = pa.array([number] * table.num_rows, pa.int32())
         tables.append(table.append_column("segment", segment))
     return pa.concat_tables(tables, promote_options="default")
@@ -206,7 +213,9 @@ VIEW_PATTERNS = {
 def view_files(data_dir) -> dict[str, list[Path]]:
     """Every file each view reads, found through ``layout`` (temporary files excluded)."""
     # Absolute: the views parse path tails that start with "/".
-    data_dir = Path(data_dir).expanduser().absolute()
+    data_dir = _data_dir(data_dir)
+    if not storage.is_remote(data_dir):
+        data_dir = data_dir.absolute()
     out: dict[str, list[Path]] = {name: [] for name in VIEW_PATTERNS}
     for tt in layout.TRADE_TYPES:
         klines_root = layout.results_klines_root(data_dir, tt)
@@ -235,11 +244,11 @@ def _segment_files_in(directory: Path) -> list[Path]:
 
 
 def _symbol_files_in(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        return []
-    return sorted(
-        p for p in directory.glob(f"*{layout.SEGMENT_SUFFIX}") if layout.is_valid_symbol(p.stem)
-    )
+    return [
+        p
+        for p in storage.list_files(directory, recursive=False, suffix=layout.SEGMENT_SUFFIX)
+        if layout.is_valid_symbol(p.stem)
+    ]
 
 
 def _sql_list(paths: list[Path]) -> str:
@@ -255,7 +264,7 @@ def schema_groups(paths: list[Path]) -> list[list[Path]]:
     """
     groups: dict[tuple, list[Path]] = {}
     for path in paths:
-        schema = pq.read_schema(path)
+        schema = storage.parquet_metadata(path).schema.to_arrow_schema()
         key = tuple((f.name, str(f.type)) for f in schema)
         groups.setdefault(key, []).append(path)
     return list(groups.values())
@@ -302,6 +311,12 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
     (``trade_type``, ``interval``, ``offset``, ``symbol``, ``segment``, ``source``)."""
     import duckdb
 
+    if storage.is_remote(data_dir):
+        raise ValueError(
+            f"{data_dir}: duckdb_connect reads local data dirs only (DuckDB would need its "
+            "httpfs extension and S3 credentials); on S3 use load_klines, or register a "
+            "pyarrow dataset with DuckDB (docs/loading.md)"
+        )
     files = view_files(data_dir)
     con = duckdb.connect(database)
     con.execute("SET parquet_metadata_cache = true")  # footers are read once per connection

@@ -268,6 +268,36 @@ def open_input(path):
     return pyio.BytesIO(read_bytes(p))
 
 
+@contextlib.contextmanager
+def local_copy(path) -> Iterator[Path]:
+    """A local file path holding ``path``'s content, for readers that need a real file and
+    seek a lot (a tick zip: the zip reader's small reads would each be a ranged GET).
+
+    Local: the file itself. S3: the object streamed to a spool file in ``$TMPDIR`` (memory
+    stays bounded, unlike :func:`open_input`), removed when the block ends."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        yield p
+        return
+    import shutil
+
+    fs, inner = filesystem(p)
+    spool = _spool_path()
+    try:
+        try:
+            with fs.open_input_stream(inner) as src, open(spool, "wb") as dst:
+                shutil.copyfileobj(src, dst, 8 << 20)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{p}: no such object") from None
+        except OSError as exc:
+            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+                raise FileNotFoundError(f"{p}: no such object") from None
+            raise StorageError(f"{p}: {exc}") from exc
+        yield spool
+    finally:
+        spool.unlink(missing_ok=True)
+
+
 def size_of_open(source) -> int:
     """Size of a file returned by :func:`open_input` (no second request on S3)."""
     here = source.tell()
@@ -584,6 +614,12 @@ def write_json(path, obj: Any) -> None:
     write_text(path, _json_text(obj))
 
 
+def json_text(obj: Any) -> str:
+    """The exact text :func:`write_json` stores for ``obj`` (for a digest of a record
+    without reading it back)."""
+    return _json_text(obj)
+
+
 def write_json_if_changed(path, obj: Any) -> bool:
     text = _json_text(obj)
     try:
@@ -667,6 +703,13 @@ def move_local_file(local: Path, dst) -> None:
         return
     _upload(Path(local), d)
     Path(local).unlink(missing_ok=True)
+
+
+def ensure_dir(path) -> None:
+    """Create a local folder (S3 has no folders: nothing to do)."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        p.mkdir(parents=True, exist_ok=True)
 
 
 def ensure_parent(path) -> None:

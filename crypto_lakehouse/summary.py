@@ -1,10 +1,11 @@
 """Run summaries: one machine-readable record per target and trade type.
 
-``{data_dir}/lakehouse/summaries/{stage}/{trade_type}.json`` aggregates the per-symbol
+``{run_dir}/summaries/{stage}/{trade_type}.json`` aggregates the per-symbol
 stats files of that stage, found through the shard reports of its jobs (files, bytes,
 seconds, retries, errors, quarantined files, ...) and the figures the reports carry (quality, freshness, accuracy). Counters are summed over
 symbols (nested keys joined with dots); rates are recomputed from the sums, never summed.
-See docs/summaries.md.
+See docs/summaries.md. Reads and writes go through crypto_lakehouse.storage: the records
+are Snakemake's files in the run directory (local), but any path the job is given works.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from crypto_lakehouse.io import read_json, write_json
 from crypto_lakehouse.layout import stats_path_for
+from crypto_lakehouse.storage import read_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -9,19 +9,18 @@ with a single ``Contents`` or ``CommonPrefixes`` is just a list of one (quirk Q1
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import requests
 
-from crypto_lakehouse import datasets, io, layout
+from crypto_lakehouse import datasets, layout, storage
 from crypto_lakehouse.archive import http
-from crypto_lakehouse.archive.checksum import sha256_file
 from crypto_lakehouse.archive.symbols import filter_symbols, validate_names
 
 log = logging.getLogger(__name__)
@@ -275,8 +274,8 @@ def run_listing(
             f"{max_retries} retries; nothing written:\n{lines}"
         )
 
-    details_dir = Path(details_dir)
-    details_dir.mkdir(parents=True, exist_ok=True)
+    details_dir = storage.data_path(details_dir)
+    storage.ensure_dir(details_dir)
     index_symbols: dict[str, dict] = {}
     no_files: list[str] = []
     for sym in kept:
@@ -285,11 +284,13 @@ def run_listing(
             no_files.append(sym)
             continue
         path = details_dir / f"{sym}.json"
-        io.write_json_if_changed(path, entries)
-        index_symbols[sym] = {"digest": sha256_file(path), "n_files": len(entries)}
-    for stale in details_dir.glob("*.json"):
+        storage.write_json_if_changed(path, entries)
+        # The digest of the text just stored (or found unchanged): no read back.
+        digest = hashlib.sha256(storage.json_text(entries).encode()).hexdigest()
+        index_symbols[sym] = {"digest": digest, "n_files": len(entries)}
+    for stale in storage.list_files(details_dir, recursive=False, suffix=".json"):
         if stale.stem not in index_symbols:
-            stale.unlink()
+            storage.delete(stale)
             log.info("%s: removed details of %s (no longer kept)", what, stale.stem)
     if no_files:
         log.info("%s: %d symbols have no files for this dataset: %s", what, len(no_files), no_files)
@@ -318,7 +319,7 @@ def run_listing(
         "not_listed": not_listed,
         "no_files": no_files,
     }
-    io.write_json_if_changed(out_index, index)
+    storage.write_json_if_changed(out_index, index)
     if not index_symbols:
         log.warning("%s: no symbols to download (empty index written)", what)
     n_files = sum(v["n_files"] for v in index_symbols.values())

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from crypto_lakehouse import storage
 from crypto_lakehouse.compare import explain
 from crypto_lakehouse.compare.discovery import KINDS, discover
 from crypto_lakehouse.compare.model import (
@@ -95,7 +95,8 @@ def compare_dirs(
     options: Options | None = None,
     jobs: int = 1,
 ) -> CompareReport:
-    legacy, ours = Path(legacy_dir), Path(new_dir)
+    # Either dir may be local (Path) or s3:// (ObjectPath): crypto_lakehouse.storage.
+    legacy, ours = storage.data_path(legacy_dir), storage.data_path(new_dir)
     explain.clear_caches()
     options = options or Options()
     found = discover(

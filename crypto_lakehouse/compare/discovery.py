@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crypto_lakehouse import storage
 from crypto_lakehouse.layout import TRADE_TYPES
 
 # File kinds, in report order.
@@ -52,11 +53,13 @@ class Discovery:
 
 
 def layout_problem(root: Path, role: str) -> str | None:
-    if not root.is_dir():
+    # On S3 a prefix "is" a directory when objects lie below it; listing a whole data dir
+    # for that would be costly, so only its BHDS folders are looked at there.
+    if not storage.is_remote(root) and not storage.is_dir(root):
         return f"{role} {root}: not a directory"
-    if not any((root / f).is_dir() for f in BHDS_FOLDERS):
+    if not any(storage.is_dir(root / f) for f in BHDS_FOLDERS):
         hint = ""
-        if (root / "binance_data").is_dir():  # legacy's $CRYPTO_BASE_DIR was given
+        if storage.is_dir(root / "binance_data"):  # legacy's $CRYPTO_BASE_DIR was given
             hint = f"; did you mean {root / 'binance_data'}?"
         return (
             f"{role} {root}: not a BHDS data dir "
@@ -65,18 +68,25 @@ def layout_problem(root: Path, role: str) -> str | None:
     return None
 
 
-def _rel(root: Path, paths) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in paths if p.is_file()}
+def _rel(root: Path, folder: Path, depth: int, middle: str | None = None) -> set[str]:
+    """Paths (relative to ``root``, posix) of the ``.pqt`` files ``depth`` levels below
+    ``folder`` (1: directly in it), whose parent folder is named ``middle`` when given."""
+    found = set()
+    for p in storage.list_files(folder, recursive=depth > 1, suffix=".pqt"):
+        parts = p.relative_to(folder).parts
+        if len(parts) == depth and (middle is None or parts[-2] == middle):
+            found.add(p.relative_to(root).as_posix())
+    return found
 
 
 def _files_of(root: Path, trade_type: str, interval: str) -> dict[str, set[str]]:
     t = root / "results_data" / trade_type
     p = root / "parsed_data" / trade_type
     return {
-        KLINES: _rel(root, (t / "klines" / interval).glob("*.pqt")),
-        RESAMPLED: _rel(root, (t / "resampled_klines").glob("*/*/*.pqt")),
-        PARSED_KLINES: _rel(root, (p / "klines").glob(f"*/{interval}/*.pqt")),
-        PARSED_FUNDING: _rel(root, (p / "funding").glob("*.pqt")),
+        KLINES: _rel(root, t / "klines" / interval, 1),
+        RESAMPLED: _rel(root, t / "resampled_klines", 3),
+        PARSED_KLINES: _rel(root, p / "klines", 3, middle=interval),
+        PARSED_FUNDING: _rel(root, p / "funding", 1),
     }
 
 
@@ -93,8 +103,7 @@ def _symbol_and_interval(kind: str, rel: str, interval: str) -> tuple[str, str]:
 
 
 def _intervals(root: Path, trade_type: str) -> set[str]:
-    d = root / "results_data" / trade_type / "klines"
-    return {p.name for p in d.iterdir() if p.is_dir()} if d.is_dir() else set()
+    return {p.name for p in storage.subdirs(root / "results_data" / trade_type / "klines")}
 
 
 def discover(

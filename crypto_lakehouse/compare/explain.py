@@ -10,7 +10,6 @@ difference can never be explained by them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.archive.symbols import LEVERAGE_SUFFIXES
 from crypto_lakehouse.compare.discovery import (
     KLINES,
@@ -157,10 +155,11 @@ def _floor_day(ms):
 @lru_cache(maxsize=32)
 def legacy_archive_end_ms(root: str, trade_type: str, symbol: str, interval: str) -> int | None:
     """End (exclusive, ms) of the last archived day in a dir's parsed_data, or None."""
-    files = sorted(layout.parsed_klines_dir(root, trade_type, symbol, interval).glob("*.pqt"))
+    folder = layout.parsed_klines_dir(root, trade_type, symbol, interval)
+    files = storage.list_files(folder, recursive=False, suffix=".pqt")
     for path in reversed(files):
         try:
-            t = pq.read_table(path, columns=["candle_begin_time"]).column(0)
+            t = storage.read_parquet(path, columns=["candle_begin_time"]).column(0)
         except Exception:
             return None
         if len(t):
@@ -174,7 +173,7 @@ def provenance_rest_days(root: str, trade_type: str, interval: str, symbol: str)
     """Day numbers our provenance table records as REST or mixed (empty when none)."""
     path = layout.provenance_path(root, trade_type, interval, symbol)
     try:
-        t = pq.read_table(path, columns=["day", "source"])
+        t = storage.read_parquet(path, columns=["day", "source"])
     except Exception:
         return np.empty(0, dtype=np.int64)
     days = t.column("day").cast(pa.int32()).to_numpy().astype(np.int64)
@@ -187,7 +186,7 @@ def api_kline_days(root: str, trade_type: str, symbol: str, interval: str) -> np
     d = layout.api_klines_dir(root, trade_type, symbol, interval)
     days = [
         np.datetime64(f"{p.stem[:4]}-{p.stem[4:6]}-{p.stem[6:8]}").astype("datetime64[D]")
-        for p in d.glob("*.pqt")
+        for p in storage.list_files(d, recursive=False, suffix=".pqt")
         if len(p.stem) == 8 and p.stem.isdigit()
     ]
     return np.sort(np.array(days, dtype="datetime64[D]").astype(np.int64))
@@ -202,7 +201,7 @@ def funding_events(root: str, trade_type: str, symbol: str) -> tuple[np.ndarray,
         layout.api_funding_path(root, trade_type, symbol),
     ):
         try:
-            t = pq.read_table(path, columns=["candle_begin_time", "funding_rate"])
+            t = storage.read_parquet(path, columns=["candle_begin_time", "funding_rate"])
         except Exception:
             continue
         times.append(t.column(0).cast(pa.int64()).to_numpy())
@@ -223,10 +222,10 @@ def base_klines(root: str, rels: tuple[str, ...], base_interval: str, columns: t
     parts = []
     for rel in rels:
         p = rel.split("/")  # results_data/T/resampled_klines/RI/OFF/NAME.pqt
-        path = Path(root, "results_data", p[1], "klines", base_interval, p[-1])
+        path = storage.join(root, "results_data", p[1], "klines", base_interval, p[-1])
         try:
-            names = pq.ParquetFile(path).schema_arrow.names
-            parts.append(pq.read_table(path, columns=[c for c in columns if c in names]))
+            names = storage.parquet_metadata(path).schema.to_arrow_schema().names
+            parts.append(storage.read_parquet(path, columns=[c for c in columns if c in names]))
         except Exception:
             return None
     if not parts:
@@ -281,14 +280,12 @@ def explain_file_only(pair: Pair, side: str, legacy_root: Path, our_root: Path):
 @lru_cache(maxsize=8)
 def result_symbols(root: str, trade_type: str) -> frozenset[str]:
     """Symbols with any generated or resampled file in a dir (listed once per comparison)."""
-    results = Path(root) / "results_data" / trade_type
-    if not results.is_dir():
-        return frozenset()
-    return frozenset(symbol_of_result(p.stem) for p in results.glob("**/*.pqt"))
+    results = storage.join(root, "results_data", trade_type)
+    return frozenset(symbol_of_result(p.stem) for p in storage.list_files(results, suffix=".pqt"))
 
 
 def _legacy_has_symbol(legacy_root: Path, trade_type: str, symbol: str) -> bool:
-    if (legacy_root / "parsed_data" / trade_type / "klines" / symbol).exists():
+    if storage.exists(legacy_root / "parsed_data" / trade_type / "klines" / symbol):
         return True
     return symbol in result_symbols(str(legacy_root), trade_type)
 
@@ -297,9 +294,12 @@ def _legacy_has_symbol(legacy_root: Path, trade_type: str, symbol: str) -> bool:
 def listing_indexes(our_root: Path, trade_type: str) -> tuple[dict, ...]:
     """Our kline listing indexes of a trade type (read once per comparison)."""
     out = []
-    for path in sorted((our_root / "lakehouse" / "listing" / trade_type).glob("klines-*.json")):
+    folder = our_root / "lakehouse" / "listing" / trade_type
+    for path in storage.list_files(folder, recursive=False, suffix=".json"):
+        if not path.name.startswith("klines-"):
+            continue
         try:
-            out.append(json.loads(path.read_text()))
+            out.append(json.loads(storage.read_text(path)))
         except (OSError, ValueError):
             continue
     return tuple(out)
@@ -319,8 +319,8 @@ def _q15(pair: Pair, legacy_root: Path, our_root: Path) -> bool:
 
 def _q17(legacy_root: Path, our_root: Path) -> bool:
     legacy_cm = legacy_root / "parsed_data" / "cm_futures" / "klines"
-    if legacy_cm.is_dir() and any(legacy_cm.iterdir()):
-        return False
+    if storage.is_dir(legacy_cm) if storage.is_remote(legacy_cm) else storage.file_names(legacy_cm):
+        return False  # (locally: any entry, file or folder, as legacy's own check)
     return any(
         entry.get("name", "").count("_") >= 2
         for idx in listing_indexes(our_root, "cm_futures")
@@ -341,10 +341,9 @@ def explain_column_only(view, side: str, column: str):
         and pair.trade_type in layout.FUTURES_TRADE_TYPES
     ):
         lroot, oroot = str(view.legacy_root), str(view.our_root)
-        if (
-            not layout.parsed_funding_path(lroot, pair.trade_type, pair.symbol).exists()
-            and not layout.parsed_funding_path(oroot, pair.trade_type, pair.symbol).exists()
-        ):
+        if not storage.exists(
+            layout.parsed_funding_path(lroot, pair.trade_type, pair.symbol)
+        ) and not storage.exists(layout.parsed_funding_path(oroot, pair.trade_type, pair.symbol)):
             times, _ = funding_events(oroot, pair.trade_type, pair.symbol)
             k = view.okeys_all
             if k.size and ((times >= k.min()) & (times < k.max() + view.span_ms)).any():
@@ -461,7 +460,7 @@ def parsed_archive_sha(root: str, trade_type: str, interval: str, symbol: str) -
     """Archive key → SHA-256 of the version our aws_parse read (its private state)."""
     path = layout.state_path(root, "aws_parse", trade_type, f"klines-{interval}", symbol)
     try:
-        return json.loads(path.read_text()).get("files", {})
+        return json.loads(storage.read_text(path)).get("files", {})
     except (OSError, ValueError):
         return {}
 
@@ -469,8 +468,7 @@ def parsed_archive_sha(root: str, trade_type: str, interval: str, symbol: str) -
 @lru_cache(maxsize=256)
 def file_sha256(path: str) -> str | None:
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return storage.sha256(path)
     except OSError:
         return None
 

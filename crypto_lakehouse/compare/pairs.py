@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from crypto_lakehouse import storage
 from crypto_lakehouse.compare import explain
 from crypto_lakehouse.compare.discovery import KLINES, PARSED_FUNDING, PARSED_KLINES, Pair
 from crypto_lakehouse.compare.model import (
@@ -67,7 +67,7 @@ class Side:
         self.files = []
         for path in self.paths:
             try:
-                self.files.append(pq.ParquetFile(path))
+                self.files.append(storage.parquet_file(path))
             except Exception as exc:  # a truncated file fails on its footer
                 raise ReadError(path, exc, self.name) from exc
         self.schema = self.files[0].schema_arrow

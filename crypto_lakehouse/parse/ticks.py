@@ -7,8 +7,11 @@ microseconds (registry ``micros_from``); they are truncated to milliseconds like
 
 Memory: the CSV is read as a stream of record batches (``pyarrow.csv.open_csv`` on the zip
 member) and each batch is appended to its day's Parquet writer, so at most one batch is in
-memory, never a day or a month. Days are written to temporary files and renamed only when
-the whole zip passed validation: a defective zip leaves no partial day behind.
+memory, never a day or a month. Days are written to staged files (``storage.staged_path``:
+a temporary sibling locally, a local spool file for S3) and published (renamed, or uploaded
+in one PUT) only when the whole zip passed validation: a defective zip leaves no partial day
+behind. On S3 the zip itself is first copied to a local spool file (``storage.local_copy``):
+the zip reader's small seeks and reads would each be a ranged GET.
 
 Validation per batch (and across batch boundaries): ids strictly increasing, times
 non-decreasing, prices finite, quantities finite and ≥ 0. A defect raises ``ArchiveDefect``
@@ -30,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from crypto_lakehouse import datasets, io, layout
+from crypto_lakehouse import datasets, io, layout, storage
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.parse import (
     load_download_report,
@@ -152,64 +155,60 @@ def parse_tick_zip(
     schema = arrow_schema(entry, trade_type)
     micros = entry.in_micros(trade_type, first_day)
     label = key
-    with zipfile.ZipFile(zip_path) as zf:
+    with storage.local_copy(zip_path) as local_zip, zipfile.ZipFile(local_zip) as zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
         if len(names) != 1:
             raise ArchiveDefect(f"{label}: expected one CSV member, found {len(names)}")
         with zf.open(names[0]) as head:
             header_lines = sniff_header_lines(head)
         cur = _Cursor(line=header_lines + 1)
-        writers: dict[str, tuple[pq.ParquetWriter, Path, Path]] = {}
-        done: list[tuple[Path, Path]] = []
+        writers: dict[str, pq.ParquetWriter] = {}
         options = parquet_options(entry, schema)
         # One writer thread: the Parquet encoding and compression of block N (pyarrow
         # releases the GIL) overlaps the inflate, CSV read and checks of block N + 1. At most
         # one block waits for it, so memory stays at two blocks.
         pool = ThreadPoolExecutor(1, thread_name_prefix="tick-writer")
         pending = None
-        try:
-            with zf.open(names[0]) as member:
-                reader = pacsv.open_csv(
-                    member,
-                    read_options=pacsv.ReadOptions(
-                        column_names=columns, skip_rows=header_lines, block_size=BLOCK_SIZE
-                    ),
-                    convert_options=pacsv.ConvertOptions(
-                        column_types={c: _csv_type(entry, c) for c in columns},
-                        true_values=_TRUE,
-                        false_values=_FALSE,
-                        timestamp_parsers=[entry.time_text_format]
-                        if entry.time_text_format
-                        else None,
-                    ),
-                )
-                for batch in _batches(reader, label, cur):
-                    table, slices = _checked_table(batch, entry, schema, micros, cur, label)
-                    if pending is not None:
-                        pending.result()
-                    pending = pool.submit(_write_slices, table, slices, entry, schema, options,
-                                          writers, done, trade_type, symbol, data_dir)  # fmt: skip
-            if pending is not None:
-                pending, wait = None, pending
-                wait.result()
-            for writer, tmp, target in writers.values():
-                writer.close()
-                done.append((tmp, target))
-            writers.clear()
-            for tmp, target in done:
-                io.commit_temp(tmp, target)
-            done.clear()
-        finally:
-            if pending is not None:  # a later block failed: let the writer finish first
-                with contextlib.suppress(Exception):
-                    pending.result()
-            pool.shutdown()
-            for writer, tmp, _ in writers.values():
-                with contextlib.suppress(Exception):
+        # Each day file is staged in ``staged`` (storage.staged_path): leaving the block
+        # normally publishes them all, an exception (a defect in a later block) none.
+        with contextlib.ExitStack() as staged:
+            try:
+                with zf.open(names[0]) as member:
+                    reader = pacsv.open_csv(
+                        member,
+                        read_options=pacsv.ReadOptions(
+                            column_names=columns, skip_rows=header_lines, block_size=BLOCK_SIZE
+                        ),
+                        convert_options=pacsv.ConvertOptions(
+                            column_types={c: _csv_type(entry, c) for c in columns},
+                            true_values=_TRUE,
+                            false_values=_FALSE,
+                            timestamp_parsers=[entry.time_text_format]
+                            if entry.time_text_format
+                            else None,
+                        ),
+                    )
+                    for batch in _batches(reader, label, cur):
+                        table, slices = _checked_table(batch, entry, schema, micros, cur, label)
+                        if pending is not None:
+                            pending.result()
+                        pending = pool.submit(_write_slices, table, slices, entry, schema,
+                                              options, writers, staged, trade_type, symbol,
+                                              data_dir)  # fmt: skip
+                if pending is not None:
+                    pending, wait = None, pending
+                    wait.result()
+                for writer in writers.values():
                     writer.close()
-                tmp.unlink(missing_ok=True)
-            for tmp, _ in done:
-                tmp.unlink(missing_ok=True)
+                writers.clear()
+            finally:
+                if pending is not None:  # a later block failed: let the writer finish first
+                    with contextlib.suppress(Exception):
+                        pending.result()
+                pool.shutdown()
+                for writer in writers.values():
+                    with contextlib.suppress(Exception):
+                        writer.close()
     return dict(sorted(cur.days.items()))
 
 
@@ -278,20 +277,18 @@ def _checked_table(batch, entry, schema, micros, cur, label):
     return table, slices
 
 
-def _write_slices(table, slices, entry, schema, options, writers, done,
+def _write_slices(table, slices, entry, schema, options, writers, staged,
                   trade_type, symbol, data_dir):  # fmt: skip
     """Append one block's rows to their day files (runs on the writer thread)."""
     for day, s, e in slices:
         if day not in writers:
             # A new day closes the previous one: times never go back (checked above).
             for d in list(writers):
-                writer, tmp, target = writers.pop(d)
-                writer.close()
-                done.append((tmp, target))
+                writers.pop(d).close()
             target = layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, day)
-            tmp = io.new_temp_path(target)
-            writers[day] = (pq.ParquetWriter(tmp, schema, **options), tmp, target)
-        writers[day][0].write_table(table.slice(s, e - s))
+            tmp = staged.enter_context(storage.staged_path(target))
+            writers[day] = pq.ParquetWriter(tmp, schema, **options)  # seam: staged local file
+        writers[day].write_table(table.slice(s, e - s))
 
 
 def run_parse_ticks(
@@ -326,6 +323,11 @@ def run_parse_ticks(
     parsed: dict[str, dict] = {}
     quarantined_now: dict[str, dict] = {}
     order = sorted(sel.usable, key=lambda k: (not periods[k].is_month, k))
+    # The day files present before this run: one listing of the symbol's folder, not one
+    # request per day (a day written by a monthly zip of this run does not excuse a
+    # daily zip whose own day file is missing: the daily file wins).
+    day_dir = layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, "0").parent
+    present = storage.file_names(day_dir) if parsed_before else set()
     for key in order:
         sha = sel.usable[key]
         old = parsed_before.get(key)
@@ -333,7 +335,7 @@ def run_parse_ticks(
             old
             and old.get("sha256") == sha
             and all(
-                layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, d).exists()
+                layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, d).name in present
                 for d in old.get("days", {})
             )
         ):
@@ -354,7 +356,7 @@ def run_parse_ticks(
         parsed[key] = {"sha256": sha, "days": days}
     quarantined = {k: v for k, v in (state.get("quarantined") or {}).items() if k not in parsed}
     quarantined.update(quarantined_now)
-    io.write_json(state_path, {"parsed": parsed, "quarantined": quarantined})
+    storage.write_json(state_path, {"parsed": parsed, "quarantined": quarantined})
     report = {
         "trade_type": trade_type,
         "dataset": tag,

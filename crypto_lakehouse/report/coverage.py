@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.generate.outputs import SUFFIX
 from crypto_lakehouse.intervals import DAY_MS, candles_per_day, interval_ms
 
@@ -72,12 +72,14 @@ def read_symbol_tables(folder: Path, columns: list[str], what: str) -> pa.Table:
     column (the file's stem). One multi-threaded dataset scan; if a file is unreadable the
     files are read one by one and the unreadable ones are logged and left out (one bad
     symbol never stops the report)."""
-    paths = sorted(str(p) for p in folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []
+    paths = storage.list_files(folder, recursive=False, suffix=SUFFIX)
     empty = pa.table({"symbol": pa.array([], pa.string())})
     if not paths:
         return empty
+    fs, _ = storage.filesystem(folder)
     try:
-        scan = ds.dataset(paths, format="parquet").to_table(
+        inner = [storage.filesystem(p)[1] for p in paths]
+        scan = ds.dataset(inner, filesystem=fs, format="parquet").to_table(
             columns={**{c: ds.field(c) for c in columns}, "file": ds.field("__filename")}
         )
         stems = pc.replace_substring_regex(scan.column("file"), r"^.*/|\.pqt$", "")
@@ -87,11 +89,11 @@ def read_symbol_tables(folder: Path, columns: list[str], what: str) -> pa.Table:
     tables = []
     for path in paths:
         try:
-            t = pq.read_table(path, columns=columns)
+            t = storage.read_parquet(path, columns=columns)
         except Exception as exc:  # any pyarrow/OS error: name the file, go on
             log.error("%s %s unreadable, symbol left out: %s", what, path, exc)
             continue
-        tables.append(t.append_column("symbol", pa.array([Path(path).stem] * t.num_rows)))
+        tables.append(t.append_column("symbol", pa.array([path.stem] * t.num_rows)))
     return pa.concat_tables(tables) if tables else empty
 
 
@@ -141,14 +143,14 @@ def read_segments(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
     folder = layout.results_klines_dir(data_dir, trade_type, interval)
     step = interval_ms(interval)
     rows = []
-    for path in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+    for path in storage.list_files(folder, recursive=False, suffix=SUFFIX):
         symbol = _SEGMENT_RE.match(path.stem).group(2)
         try:
-            meta = pq.ParquetFile(path).metadata
+            meta = storage.parquet_metadata(path)
             column = meta.schema.to_arrow_schema().get_field_index("candle_begin_time")
             first = _first_time_ms(meta, column)
             if first is None and meta.num_rows:
-                time = pq.read_table(path, columns=["candle_begin_time"]).column(0)
+                time = storage.read_parquet(path, columns=["candle_begin_time"]).column(0)
                 first = int(time.cast(pa.int64()).to_numpy().min())
         except Exception as exc:  # any pyarrow/OS error: name the file, go on
             log.error("generated file %s unreadable, left out of the coverage: %s", path, exc)

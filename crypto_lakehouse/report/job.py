@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import time as clock
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 
-from crypto_lakehouse import io
+from crypto_lakehouse import storage
 from crypto_lakehouse.intervals import candles_per_day
 from crypto_lakehouse.provenance import day_number
 from crypto_lakehouse.report import figures, page, records
@@ -278,7 +277,7 @@ def render_report(
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html_text = page.page(
         "crypto_lakehouse report",
-        f"data_dir {Path(data_dir)} · interval {interval} · trade types {', '.join(trade_types)} "
+        f"data_dir {storage.uri(data_dir)} · interval {interval} · trade types {', '.join(trade_types)} "
         f"· end_date {end_date} · written {written}",
         sections,
     )
@@ -301,7 +300,7 @@ def run_report(
     page ``index.html``. ``summaries`` are the rule's inputs (read from their folder)."""
     started = clock.perf_counter()
     table = build_coverage(data_dir, trade_types, interval, day_number(end_date))
-    io.write_parquet(coverage, to_arrow(table))
+    storage.write_parquet(coverage, to_arrow(table))
     segments = {t: read_segments(data_dir, t, interval) for t in trade_types}
     seconds = {"coverage": round(clock.perf_counter() - started, 3)}
     html_text, pngs = render_report(
@@ -314,10 +313,10 @@ def run_report(
         stale_after_hours=stale_after_hours,
         seconds=seconds,
     )
-    figures_dir = Path(figures_dir)
+    figures_dir = storage.data_path(figures_dir)
     for name, png in pngs.items():
-        io.write_bytes(figures_dir / f"{name}.png", png)
-    io.write_text(index, html_text)
+        storage.write_bytes(figures_dir / f"{name}.png", png)
+    storage.write_text(index, html_text)
     seconds["total"] = round(clock.perf_counter() - started, 3)
     stats = {
         "coverage_rows": len(table),

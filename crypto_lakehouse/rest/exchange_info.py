@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from crypto_lakehouse.io import read_json, write_json
+from crypto_lakehouse import storage
 from crypto_lakehouse.rest import DEFAULT_WEIGHT_LIMIT, EXCHANGE_INFO_WEIGHT
 from crypto_lakehouse.rest.client import RestClient
 from crypto_lakehouse.rest.limiter import WindowLimiter
@@ -89,7 +89,7 @@ def summarize_exchange_info(raw: dict, trade_type: str) -> dict:
 
 def load_rate_limits(exchange_info_path: str | Path | None, trade_type: str) -> RateLimits:
     """Weight limit and window from a summary file; Binance's defaults when absent."""
-    info = read_json(exchange_info_path) if exchange_info_path else None
+    info = storage.read_json(exchange_info_path) if exchange_info_path else None
     if not info or "request_weight" not in info:
         if exchange_info_path:
             log.warning(
@@ -118,7 +118,7 @@ def run_exchange_info(
     ) as client:
         raw = client.get_json("/exchangeInfo", weight=EXCHANGE_INFO_WEIGHT[trade_type])
         summary = summarize_exchange_info(raw, trade_type)
-        write_json(out_path, summary)
+        storage.write_json(out_path, summary)
         stats = {
             "symbols": len(summary["symbols"]),
             "request_weight": summary["request_weight"],

@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.intervals import DAY_MS
-from crypto_lakehouse.io import remove_stale_temps_of, write_json, write_parquet
+from crypto_lakehouse.io import write_json
 from crypto_lakehouse.provenance import day_number, ms_iso
 from crypto_lakehouse.rest.client import (
     HostStopped,
@@ -52,9 +51,13 @@ HOUR_MS = 3_600_000
 
 
 def _max_time(path: Path, column: str) -> int | None:
-    if not path.exists():
+    try:
+        return _column_max(storage.read_parquet(path, columns=[column])[column])
+    except FileNotFoundError:
         return None
-    col = pq.read_table(path, columns=[column])[column]
+
+
+def _column_max(col) -> int | None:
     if len(col) == 0:
         return None
     return int(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy().max())
@@ -62,12 +65,12 @@ def _max_time(path: Path, column: str) -> int | None:
 
 def first_kline_ms(data_dir, trade_type: str, symbol: str) -> int | None:
     """Earliest parsed candle of the symbol over all intervals (first partition of each)."""
-    root = Path(data_dir) / "parsed_data" / trade_type / "klines" / symbol
+    root = storage.data_path(data_dir) / "parsed_data" / trade_type / "klines" / symbol
     firsts = []
-    for interval_dir in sorted(root.iterdir()) if root.is_dir() else []:
-        parts = sorted(interval_dir.glob("*.pqt"))
+    for interval_dir in storage.subdirs(root):
+        parts = storage.list_files(interval_dir, recursive=False, suffix=".pqt")
         if parts:
-            col = pq.read_table(parts[0], columns=["candle_begin_time"])["candle_begin_time"]
+            col = storage.read_parquet(parts[0], columns=["candle_begin_time"])["candle_begin_time"]
             if len(col):
                 firsts.append(int(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy().min()))
     return min(firsts) if firsts else None
@@ -132,13 +135,15 @@ def run_api_funding(
         raise ValueError(f"funding exists for um_futures and cm_futures only, not {trade_type!r}")
     t0 = time.monotonic()
     out_path = layout.api_funding_path(data_dir, trade_type, symbol)
-    if out_path.parent.is_dir():
-        remove_stale_temps_of(out_path)  # the folder is shared by every symbol's job
-    stored = pq.read_table(out_path) if out_path.exists() else API_FUNDING_SCHEMA.empty_table()
+    storage.remove_stale_temps_of(out_path)  # the folder is shared by every symbol's job
+    try:
+        stored = storage.read_parquet(out_path)
+    except FileNotFoundError:
+        stored = API_FUNDING_SCHEMA.empty_table()
     last_archived = _max_time(
         layout.parsed_funding_path(data_dir, trade_type, symbol), "funding_time"
     )
-    last_stored = _max_time(out_path, "funding_time")
+    last_stored = _column_max(stored["funding_time"])  # the file read above: no second GET
     known = [x for x in (last_archived, last_stored) if x is not None]
     if known:
         start_ms = max(known) + 1
@@ -204,7 +209,7 @@ def run_api_funding(
         new = new.filter(pc.greater_equal(new["funding_time"].cast(pa.int64()), start_ms))
     merged = merge_funding(stored, new) if new.num_rows else stored
     if new.num_rows:
-        write_parquet(out_path, merged)
+        storage.write_parquet(out_path, merged)
     times = merged["funding_time"].cast(pa.int64()).to_numpy() if merged.num_rows else np.array([])
     report.update(
         records=merged.num_rows,

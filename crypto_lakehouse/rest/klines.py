@@ -38,11 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.intervals import DAY_MS, candles_per_day, interval_ms
-from crypto_lakehouse.io import read_json, remove_stale_temps, write_json, write_parquet
+from crypto_lakehouse.io import read_json, write_json
 from crypto_lakehouse.progress import EVERY_S as PROGRESS_EVERY_S
 from crypto_lakehouse.progress import Progress
 from crypto_lakehouse.provenance import (
@@ -174,8 +173,8 @@ def read_archive_times(data_dir, trade_type, symbol, interval) -> np.ndarray:
     """Sorted open times (ms) of all parsed archive candles of the symbol."""
     d = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval)
     parts = []
-    for path in sorted(d.glob("*.pqt")) if d.is_dir() else []:
-        col = pq.read_table(path, columns=["candle_begin_time"])["candle_begin_time"]
+    for path in storage.list_files(d, recursive=False, suffix=".pqt"):
+        col = storage.read_parquet(path, columns=["candle_begin_time"])["candle_begin_time"]
         parts.append(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy())
     if not parts:
         return np.array([], dtype=np.int64)
@@ -219,7 +218,7 @@ def day_file(api_dir: Path, day: int) -> Path:
 
 def existing_day_files(api_dir: Path) -> dict[int, Path]:
     out = {}
-    for p in api_dir.glob("*.pqt") if api_dir.is_dir() else []:
+    for p in storage.list_files(api_dir, recursive=False, suffix=".pqt"):
         stem = p.stem
         if len(stem) == 8 and stem.isdigit():
             out[day_number(f"{stem[:4]}-{stem[4:6]}-{stem[6:]}")] = p
@@ -296,7 +295,7 @@ class _Job:
         )
         for i, day in enumerate(chunk.days):
             part = table.slice(bounds[i], bounds[i + 1] - bounds[i])
-            write_parquet(day_file(self.api_dir, day), part)
+            storage.write_parquet(day_file(self.api_dir, day), part)
             with self.lock:
                 self.candles += part.num_rows
                 if part.num_rows:
@@ -340,8 +339,7 @@ def run_api_klines(
     ims, cpd = check_interval(interval)
     api_dir = layout.api_klines_dir(data_dir, trade_type, symbol, interval)
     prov_path = layout.provenance_path(data_dir, trade_type, interval, symbol)
-    if api_dir.is_dir():
-        remove_stale_temps(api_dir)
+    storage.remove_stale_temps(api_dir)
     report = {
         "trade_type": trade_type,
         "symbol": symbol,
@@ -360,7 +358,7 @@ def run_api_klines(
             symbol,
             interval,
         )
-        write_parquet(prov_path, PROVENANCE_SCHEMA.empty_table())
+        storage.write_parquet(prov_path, PROVENANCE_SCHEMA.empty_table())
         report.update(
             status="no_archive",
             rest_day_files=0,
@@ -438,7 +436,7 @@ def run_api_klines(
     table, last_candle = _provenance(
         api_dir, archive_times, archive_counts, first_day, end_day, last_complete_day, cpd
     )
-    write_parquet(prov_path, table)
+    storage.write_parquet(prov_path, table)
     existing = existing_day_files(api_dir)
     rest_rows = table["rest_rows"].to_numpy()
     fetched = table["rest_fetched"].to_numpy()
@@ -482,7 +480,7 @@ def _drop_superseded(api_dir: Path, archive_counts: dict[int, int], cpd: int) ->
     n = 0
     for day, path in sorted(existing_day_files(api_dir).items()):
         if int(archive_counts.get(day, 0)) >= cpd:
-            path.unlink(missing_ok=True)
+            storage.delete(path)
             log.info("%s: archive day complete, REST day file removed", path)
             n += 1
     return n
@@ -490,7 +488,7 @@ def _drop_superseded(api_dir: Path, archive_counts: dict[int, int], cpd: int) ->
 
 def _provenance(api_dir, archive_times, archive_counts, first_day, end_day, last_complete_day, cpd):
     files = {d: p for d, p in existing_day_files(api_dir).items() if first_day <= d <= end_day}
-    rest_counts = {d: pq.read_metadata(p).num_rows for d, p in sorted(files.items())}
+    rest_counts = {d: storage.parquet_metadata(p).num_rows for d, p in sorted(files.items())}
     # Days with rows in both sources: count distinct candles of the union.
     both = [d for d, n in rest_counts.items() if n and archive_counts.get(d, 0)]
     union = {}
@@ -520,7 +518,7 @@ def _provenance(api_dir, archive_times, archive_counts, first_day, end_day, last
 
 
 def _file_times(path: Path) -> np.ndarray:
-    col = pq.read_table(path, columns=["candle_begin_time"])["candle_begin_time"]
+    col = storage.read_parquet(path, columns=["candle_begin_time"])["candle_begin_time"]
     return col.cast(TIME_TYPE).cast(pa.int64()).to_numpy()
 
 

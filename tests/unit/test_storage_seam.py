@@ -1,7 +1,7 @@
-"""The stages on the storage seam never touch data paths directly: no ``open``,
-``os.replace``, ``Path.glob``, ``exists``/``unlink``/``stat``, direct Parquet reads or
-local-only writes (docs/storage.md). Their data I/O goes through crypto_lakehouse.storage,
-which serves a local data dir and an s3:// one alike."""
+"""The package's modules never touch data paths directly: no ``open``, ``os.replace``,
+``Path.glob``, ``exists``/``unlink``/``stat``, direct Parquet reads or local-only writes
+(docs/storage.md). Their data I/O goes through crypto_lakehouse.storage, which serves a
+local data dir and an s3:// one alike; the few exempt modules say why."""
 
 from __future__ import annotations
 
@@ -12,27 +12,30 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 PKG = REPO_ROOT / "crypto_lakehouse"
-# Rewrites a local Parquet file's end in place (copy_file_range on the kept row groups): by
-# design only for local data dirs; gen_kline and resample make full builds on object storage.
-LOCAL_ONLY = {PKG / "generate" / "parquet_append.py"}
-# Stages moved onto the seam (not yet: the tick parser, REST downloads; docs/storage.md).
+# Every module of the package is checked except these, each with its reason. A new module
+# that reads or writes files belongs on the seam, or here with a reason.
+EXEMPT = {
+    # The seam itself and the local writer underneath it.
+    "storage.py": "the seam",
+    "io.py": "local durable writes under the seam",
+    # Rewrites a local Parquet file's end in place (copy_file_range on the kept row groups):
+    # by design only for local data dirs; gen_kline and resample make full builds on S3.
+    "generate/parquet_append.py": "tail builds: local data dirs only",
+    # Snakemake's own files in the (local) run directory: locks, plans, the report's run
+    # records; the workflow wiring owns them (docs/storage.md, "Local-only parts").
+    "lock.py": "run and job locks (run directory)",
+    "plan.py": "listing and plan records read by the workflow (run directory)",
+    "preview.py": "plan preview from the config and the run directory",
+    "report/records.py": "quarantine list, summaries, benchmark tables (run directory)",
+    "shards.py": "shard reports (rule outputs, run directory)",
+    # No data: the command line, the config file, job logs.
+    "cli.py": "command line (profiles, --output of compare)",
+    "configuration.py": "the config file",
+    "failures.py": "job logs",
+    "logs.py": "job logs",
+}
 STAGE_MODULES = sorted(
-    path
-    for path in [
-        PKG / "parse" / "__init__.py",
-        PKG / "parse" / "klines.py",
-        PKG / "parse" / "funding.py",
-        PKG / "parse" / "csv_reader.py",
-        PKG / "parse" / "validate.py",
-        PKG / "quarantine.py",
-        PKG / "archive" / "sync.py",
-        PKG / "archive" / "checksum.py",
-        PKG / "incremental.py",
-        *(PKG / "generate").glob("*.py"),
-        *(PKG / "resample").glob("*.py"),
-        *(PKG / "features").glob("*.py"),
-    ]
-    if path not in LOCAL_ONLY
+    path for path in PKG.rglob("*.py") if path.relative_to(PKG).as_posix() not in EXEMPT
 )
 
 FILE_METHODS = {
@@ -49,12 +52,19 @@ IO_DATA_CALLS = {"write_parquet", "write_bytes", "write_text", "touch", "atomic_
                  "remove_stale_temps_of"}  # fmt: skip
 # Receivers that are not paths: the seam itself and zip members inside an opened archive.
 ALLOWED_RECEIVERS = {"storage", "zf", "i"}
+# A call on a line ending with this pragma and a reason is allowed: a local file the seam
+# handed out (the staged path of storage.staged_path, which the seam then publishes).
+PRAGMA = "# seam: "
 
 
 def direct_calls(path, root=REPO_ROOT) -> list[str]:
     found = []
+    lines = path.read_text().splitlines()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if not isinstance(node, ast.Call):
+            continue
+        line = lines[node.lineno - 1]
+        if PRAGMA in line and line.split(PRAGMA, 1)[1].strip():
             continue
         func = node.func
         where = f"{path.relative_to(root)}:{node.lineno}"
@@ -89,9 +99,16 @@ def test_the_check_catches_each_kind_of_direct_call(tmp_path):
         "pq.read_table(p)\nio.write_parquet(p, t)\nPath(x).unlink()\n"
         "storage.exists(p)\nstorage.read_parquet(p)\nio.write_json(report_path, r)\n"
         "zf.open(member)\ntext.replace('-', 'm')\n"
+        "pq.ParquetWriter(tmp, schema)  # seam: a staged local file\n"
+        "pq.ParquetWriter(target, schema)  # seam: \n"
     )
     found = [f.split(": ", 1)[1] for f in direct_calls(sample, tmp_path)]
     assert found == [
         "open(...)", "os.replace(...)", "part_dir.glob(...)", "path.exists(...)",
         "pq.read_table(...)", "io.write_parquet(...)", "Path(x).unlink(...)",
+        "pq.ParquetWriter(...)",
     ]  # fmt: skip
+
+
+def test_every_exemption_names_a_module_that_exists():
+    assert sorted(p for p in EXEMPT if not (PKG / p).is_file()) == []
