@@ -36,7 +36,11 @@ With ``--baseline CHECKOUT`` (a checkout of another version of this repository, 
 ``run_sync`` on the same mirror and emulator, ``--runs`` times each, interleaved (ours,
 baseline, baseline, ours, ...), and the ratio ours / baseline is printed per run pair; both
 run in a fresh child process (``python -c``, the checkout first on ``sys.path``), timed
-inside it after the imports. ``--no-aria2`` skips steps 5-6.
+inside it after the imports. ``--no-aria2`` skips steps 5-6. The imports are never counted:
+the timer starts after them and the pool workers are forked after them, so a worker counts
+only what it does lazily at its first symbol. A pipeline job is a fresh interpreter running
+its shard's symbols in turn: ``bench_download_phases.py`` measures that shape and splits the
+CPU into imports, first symbol and steady state.
 
 ``--fsync`` is the config's ``storage.fsync`` for our downloader (default ``on``, as the
 pipeline); ``both`` times ours with it on, then off, into fresh data dirs, and prints the

@@ -173,7 +173,10 @@ def run_once(n_symbols: int, n_days: int, workdir: Path) -> dict:
         end_day=end_day,
     )
     t1 = time.perf_counter()
-    io.write_parquet(layout.report_coverage_path(data_dir), to_arrow(table))
+    io.write_parquet(
+        Path(layout.run_report_path(layout.default_run_dir(str(data_dir)), "coverage.parquet")),
+        to_arrow(table),
+    )
     t2 = time.perf_counter()
     seconds: dict[str, float] = {}
     html_text, pngs = render_report(
@@ -186,7 +189,9 @@ def run_once(n_symbols: int, n_days: int, workdir: Path) -> dict:
         stale_after_hours=48,
         seconds=seconds,
     )
-    io.write_text(layout.report_index_path(data_dir), html_text)
+    io.write_text(
+        Path(layout.run_report_path(layout.default_run_dir(str(data_dir)), "index.html")), html_text
+    )
     t3 = time.perf_counter()
     return {
         "symbols": n_symbols,
@@ -200,7 +205,12 @@ def run_once(n_symbols: int, n_days: int, workdir: Path) -> dict:
         "steps": seconds,
         "page_mb": len(html_text.encode()) / 1e6,
         "heatmap_mb": len(pngs.get("coverage_spot", b"")) / 1e6,
-        "parquet_mb": layout.report_coverage_path(data_dir).stat().st_size / 1e6,
+        "parquet_mb": Path(
+            layout.run_report_path(layout.default_run_dir(str(data_dir)), "coverage.parquet")
+        )
+        .stat()
+        .st_size
+        / 1e6,
     }
 
 

@@ -324,24 +324,9 @@ def lakehouse_dir(data_dir) -> Path:
     return storage.data_path(data_dir) / "lakehouse"
 
 
-def listing_index_path(data_dir, trade_type: str, dataset: str) -> Path:
-    """Index the ``list_archive`` checkpoint writes (``dataset``: ``klines-1m``, ``funding``);
-    its per-symbol file lists sit in the folder of the same name beside it."""
-    return lakehouse_dir(data_dir) / "listing" / trade_type / f"{dataset}.json"
-
-
-def plan_listing_index_path(data_dir, trade_type: str, dataset: str) -> Path:
-    """The same, listed by ``crypto_lakehouse plan`` (never read by the workflow)."""
-    return lakehouse_dir(data_dir) / "plan" / "listing" / trade_type / f"{dataset}.json"
-
-
 def listing_details_dir(index_path: str | Path) -> Path:
     index_path = storage.data_path(index_path)
     return index_path.with_name(index_path.stem)
-
-
-def summary_path(data_dir, stage: str, trade_type: str) -> Path:
-    return summaries_dir(data_dir) / stage / f"{trade_type}.json"
 
 
 def quarantine_path(data_dir, key: str) -> Path:
@@ -363,33 +348,6 @@ def provenance_path(data_dir, trade_type, interval, symbol) -> Path:
     return provenance_dir(data_dir, trade_type, interval) / f"{symbol}.pqt"
 
 
-def report_dir(data_dir) -> Path:
-    """The ``report`` target's folder: ``index.html``, ``coverage.parquet``, ``figures/``."""
-    return lakehouse_dir(data_dir) / "report"
-
-
-def report_index_path(data_dir) -> Path:
-    return report_dir(data_dir) / "index.html"
-
-
-def report_coverage_path(data_dir) -> Path:
-    return report_dir(data_dir) / "coverage.parquet"
-
-
-def report_figures_dir(data_dir) -> Path:
-    return report_dir(data_dir) / "figures"
-
-
-def summaries_dir(data_dir) -> Path:
-    return lakehouse_dir(data_dir) / "summaries"
-
-
-def benchmarks_dir(data_dir) -> Path:
-    """Snakemake ``benchmark:`` files: a rule's ``log:`` path with ``logs`` → ``benchmarks``
-    and ``.log`` → ``.tsv``."""
-    return lakehouse_dir(data_dir) / "benchmarks"
-
-
 def quarantine_dir(data_dir) -> Path:
     return lakehouse_dir(data_dir) / "quarantine"
 
@@ -404,12 +362,49 @@ def quality_dir(data_dir, trade_type, interval) -> Path:
 
 # ---------------------------------------------------------------- the run directory
 # Snakemake's own files (per-symbol and shard reports, logs, benchmark tables, the listing,
-# exchange_info, run summaries, the report target) live in the run directory, by default
-# ``{data_dir}/lakehouse``. These functions build them as plain strings so that the rules can
-# pass wildcard placeholders (``"{trade_type}"``) straight through: Snakemake patterns must
-# keep their braces, and a ``Path`` would be fine too but the rules compare strings.
+# exchange_info, run summaries, the report target, the run lock) live in the run directory:
+# always a local folder, because Snakemake stats, locks and deletes its outputs there. By
+# default ``{data_dir}/lakehouse`` for a local data dir (the data records beside them), and
+# ``lakehouse_runs/{bucket}/{prefix}`` below the working directory for an ``s3://`` one
+# (config key ``run_dir``; docs/storage.md). These functions build them as plain strings so
+# that the rules can pass wildcard placeholders (``"{trade_type}"``) straight through:
+# Snakemake patterns must keep their braces.
+S3_RUN_DIRS = "lakehouse_runs"
+
+
 def default_run_dir(data_dir: str) -> str:
+    """The run directory when the config leaves ``run_dir`` unset."""
+    if storage.is_remote(data_dir):
+        obj = storage.data_path(data_dir)
+        return "/".join(p for p in (S3_RUN_DIRS, obj.bucket, obj.key.strip("/")) if p)
     return f"{data_dir}/lakehouse"
+
+
+def run_dir(data_dir: str, configured: str | None = None) -> str:
+    """The run directory of a config: ``run_dir`` (the caller expands ``~``, as for
+    ``data_dir``) or the default. An ``s3://`` run directory is refused: Snakemake needs
+    its own files on a local disk."""
+    if configured is None:
+        return default_run_dir(data_dir)
+    if storage.is_remote(configured):
+        raise ValueError(f"run_dir: {configured} is on S3; it must be a local folder")
+    return configured.rstrip("/") or "/"
+
+
+def run_lock_path(run_dir: str) -> str:
+    """The run lock (``crypto_lakehouse.lock``) of a run directory."""
+    return f"{run_dir}/run.lock"
+
+
+def jobs_lock_path(run_dir: str) -> str:
+    """Held shared by every job process for its lifetime (``crypto_lakehouse.lock``): a job
+    that outlives its run's main process keeps the next run out."""
+    return f"{run_dir}/jobs.lock"
+
+
+def data_lease_path(data_dir) -> Path:
+    """The lease object an S3 data dir's current run holds (``crypto_lakehouse.lock``)."""
+    return lakehouse_dir(data_dir) / "run.lease.json"
 
 
 def stage_report_dir(run_dir: str, stage: str, trade_type: str, dataset: str) -> str:
@@ -444,6 +439,14 @@ def job_log_path(run_dir: str, *parts: str) -> str:
     return f"{run_dir}/logs/{'/'.join(parts)}.log"
 
 
+def run_dir_of_log(log_path: str) -> str:
+    """The run directory of a ``job_log_path``: everything before its last ``/logs/``."""
+    head, sep, _ = str(log_path).rpartition("/logs/")
+    if not sep:
+        raise ValueError(f"{log_path}: not a job log path ({{run_dir}}/logs/…)")
+    return head
+
+
 def job_benchmark_path(run_dir: str, *parts: str) -> str:
     """A rule's ``benchmark:`` table: its log path with ``logs`` → ``benchmarks``, ``.tsv``."""
     return f"{run_dir}/benchmarks/{'/'.join(parts)}.tsv"
@@ -459,9 +462,14 @@ def shard_benchmark_path(
     return job_benchmark_path(run_dir, stage, trade_type, dataset, "shards", shard)
 
 
+def run_listing_dir(run_dir: str, trade_type: str) -> str:
+    """The ``list_archive`` checkpoint's indexes (and their details) of a trade type."""
+    return f"{run_dir}/listing/{trade_type}"
+
+
 def run_listing_details_dir(run_dir: str, trade_type: str, dataset: str) -> str:
     """Per-symbol file lists of the ``list_archive`` checkpoint (beside its index)."""
-    return f"{run_dir}/listing/{trade_type}/{dataset}"
+    return f"{run_listing_dir(run_dir, trade_type)}/{dataset}"
 
 
 def run_listing_index_path(run_dir: str, trade_type: str, dataset: str) -> str:
@@ -473,7 +481,22 @@ def exchange_info_path(run_dir: str, trade_type: str) -> str:
 
 
 def run_summary_path(run_dir: str, stage: str, trade_type: str) -> str:
-    return f"{run_dir}/summaries/{stage}/{trade_type}.json"
+    return f"{run_summaries_dir(run_dir)}/{stage}/{trade_type}.json"
+
+
+def run_summaries_dir(run_dir: str) -> str:
+    return f"{run_dir}/summaries"
+
+
+def run_benchmarks_dir(run_dir: str) -> str:
+    """Snakemake ``benchmark:`` files: a rule's ``log:`` path with ``logs`` → ``benchmarks``
+    and ``.log`` → ``.tsv``."""
+    return f"{run_dir}/benchmarks"
+
+
+def plan_listing_index_path(run_dir: str, trade_type: str, dataset: str) -> str:
+    """A listing index written by ``crypto_lakehouse plan`` (never read by the workflow)."""
+    return f"{run_dir}/plan/listing/{trade_type}/{dataset}.json"
 
 
 def run_report_path(run_dir: str, name: str) -> str:

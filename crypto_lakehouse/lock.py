@@ -12,10 +12,24 @@ refused run can say who holds it. Holding the lock is also the proof the restart
 needs: while it is held, no other run on this data dir is alive, so Snakemake's locks on
 this data dir's files left by a killed run are stale and are removed
 (``recover_snakemake_locks``), and temp files in a directory a job owns are stale.
+
+The lock files live in the run directory (config ``run_dir``): for a local data dir always
+``{data_dir}/lakehouse`` (one run per data dir, whatever ``run_dir`` says), for an ``s3://``
+data dir the local run directory. A flock cannot span machines, so an S3 data dir is also
+guarded by a **lease object** ``{data_dir}/lakehouse/run.lease.json`` (holder id, host, PID,
+start, heartbeat): a run refuses to start while another run's lease is live, renews its own
+every ``LEASE_HEARTBEAT_S`` and deletes it when it exits. A lease is stale once its
+heartbeat is older than ``LEASE_STALE_S`` (its run died without deleting it), or at once
+when its holder ran on this host and its process is gone (kill -9, then a plain rerun).
+S3 has no compare-and-swap through pyarrow, so two runs starting within the same second
+can both write a lease; each reads it back after ``LEASE_SETTLE_S`` and the one whose
+record was overwritten backs off, which leaves only writes that land less than that apart
+(docs/storage.md, "Shared buckets").
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -23,17 +37,14 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
-from crypto_lakehouse import io, layout, storage
+from crypto_lakehouse import layout, storage
 
 log = logging.getLogger(__name__)
-
-LOCK_NAME = "run.lock"
-# Held shared by every job process for its lifetime: a job that outlives its run's main
-# process (the main was killed, a SLURM job still runs) keeps the next run out.
-JOBS_LOCK_NAME = "jobs.lock"
 
 # Locks this process holds: resolved lock path -> open descriptor (kept open: closing it
 # would release the lock).
@@ -44,12 +55,30 @@ class DataDirBusy(RuntimeError):
     """Another live run holds the data dir."""
 
 
-def lock_path(data_dir: str | Path) -> Path:
-    return layout.lakehouse_dir(data_dir) / LOCK_NAME
+# The lease of an S3 data dir: renewed every minute, stale after ten without renewal; the
+# read-back after writing it waits long enough for a concurrent writer's PUT to land.
+LEASE_HEARTBEAT_S = 60.0
+LEASE_STALE_S = 600.0
+LEASE_SETTLE_S = 1.0
+
+# Leases this process holds: lease URI -> (record, stop event of its heartbeat thread).
+_LEASES: dict[str, tuple[dict, threading.Event]] = {}
 
 
-def jobs_lock_path(data_dir: str | Path) -> Path:
-    return layout.lakehouse_dir(data_dir) / JOBS_LOCK_NAME
+def lock_dir(data_dir: str | Path, run_dir: str | Path | None = None) -> Path:
+    """Where the lock files are: ``{data_dir}/lakehouse`` for a local data dir (whatever
+    the run directory), the local run directory for an S3 data dir."""
+    if storage.is_remote(data_dir):
+        return Path(run_dir if run_dir is not None else layout.default_run_dir(str(data_dir)))
+    return Path(layout.default_run_dir(os.fspath(data_dir)))
+
+
+def lock_path(data_dir: str | Path, run_dir: str | Path | None = None) -> Path:
+    return Path(layout.run_lock_path(str(lock_dir(data_dir, run_dir))))
+
+
+def jobs_lock_path(data_dir: str | Path, run_dir: str | Path | None = None) -> Path:
+    return Path(layout.jobs_lock_path(str(lock_dir(data_dir, run_dir))))
 
 
 def _open_lock_file(path: Path) -> int:
@@ -57,31 +86,37 @@ def _open_lock_file(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
 
-def hold_job_lock(data_dir: str | Path) -> bool:
+def hold_job_lock(data_dir: str | Path, log_path: str | None = None) -> bool:
     """Called by a job process (``smk.run_job``): hold the jobs lock shared until it exits.
 
-    Returns False when the file system refuses locks (the job runs anyway), and for an
-    S3 data dir (no local lock file to hold; docs/storage.md).
+    For an S3 data dir the lock is in the run directory, found from the job's log path
+    (``{run_dir}/logs/…``); without one there is nothing to hold. Returns False when the
+    file system refuses locks (the job runs anyway) or nothing was held.
     """
+    run_dir = None
     if storage.is_remote(data_dir):
-        return False
-    key = str(jobs_lock_path(data_dir).resolve())
+        try:
+            run_dir = layout.run_dir_of_log(log_path or "")
+        except ValueError:
+            return False
+    path = jobs_lock_path(data_dir, run_dir)
+    key = str(path.resolve())
     if key in _HELD:
         return True
-    fd = _open_lock_file(jobs_lock_path(data_dir))
+    fd = _open_lock_file(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)  # only a starting run's probe holds it exclusively
     except OSError as exc:
         os.close(fd)
-        log.warning("cannot hold %s (%s); running without it", jobs_lock_path(data_dir), exc)
+        log.warning("cannot hold %s (%s); running without it", path, exc)
         return False
     _HELD[key] = fd
     return True
 
 
-def _jobs_still_running(data_dir: str | Path) -> bool:
+def _jobs_still_running(data_dir: str | Path, run_dir: str | Path | None = None) -> bool:
     """Whether some job process (of a run whose main process died) still holds the jobs lock."""
-    fd = _open_lock_file(jobs_lock_path(data_dir))
+    fd = _open_lock_file(jobs_lock_path(data_dir, run_dir))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -101,25 +136,25 @@ def describe_holder(info: dict | None) -> str:
     )
 
 
-def read_holder(data_dir: str | Path) -> dict | None:
+def read_holder(data_dir: str | Path, run_dir: str | Path | None = None) -> dict | None:
     """What the lock file says about its (last) holder; None when empty or unreadable."""
     try:
-        text = lock_path(data_dir).read_text()
+        text = lock_path(data_dir, run_dir).read_text()
         return json.loads(text) if text.strip() else None
     except (OSError, ValueError):
         return None
 
 
-def acquire(data_dir: str | Path) -> dict:
+def acquire(data_dir: str | Path, run_dir: str | Path | None = None) -> dict:
     """Take the data-dir lock for this process (no waiting); returns the holder record.
 
     Idempotent within a process. Raises DataDirBusy naming the live holder.
     """
-    path = lock_path(data_dir)
+    path = lock_path(data_dir, run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = str(path.resolve())
     if key in _HELD:
-        return read_holder(data_dir) or {}
+        return read_holder(data_dir, run_dir) or {}
     # Opened without truncation: the file is only rewritten once the lock is ours.
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -127,7 +162,8 @@ def acquire(data_dir: str | Path) -> dict:
     except BlockingIOError:
         os.close(fd)
         raise DataDirBusy(
-            f"data dir {data_dir} is in use by another run: {describe_holder(read_holder(data_dir))}"
+            f"data dir {data_dir} is in use by another run: "
+            f"{describe_holder(read_holder(data_dir, run_dir))}"
             f" (lock {path}). Wait for it to finish, or stop it; nothing was started."
         ) from None
     info = {
@@ -145,9 +181,9 @@ def acquire(data_dir: str | Path) -> dict:
     return info
 
 
-def release(data_dir: str | Path) -> None:
+def release(data_dir: str | Path, run_dir: str | Path | None = None) -> None:
     """Give the lock back (the OS does it anyway when the process exits)."""
-    key = str(lock_path(data_dir).resolve())
+    key = str(lock_path(data_dir, run_dir).resolve())
     fd = _HELD.pop(key, None)
     if fd is not None:
         os.close(fd)
@@ -159,25 +195,32 @@ def _under(path: str, root: Path, workdir: Path) -> bool:
     return resolved == root or root in resolved.parents
 
 
-def recover_snakemake_locks(data_dir: str | Path, workdir: str | Path) -> list[Path]:
-    """Remove Snakemake's lock files in ``workdir`` that lock files of ``data_dir``.
+def recover_snakemake_locks(
+    data_dir: str | Path, workdir: str | Path, run_dir: str | Path | None = None
+) -> list[Path]:
+    """Remove Snakemake's lock files in ``workdir`` that lock files of ``data_dir`` or of
+    the run directory (where Snakemake's outputs are).
 
     Call only while holding the data-dir lock: then no live run uses this data dir, so such
     locks were left by a run that was killed. Lock files of other data dirs (another config
     run from the same directory) are left alone. Returns the files removed.
     """
-    if str(lock_path(data_dir).resolve()) not in _HELD:
+    if str(lock_path(data_dir, run_dir).resolve()) not in _HELD:
         raise RuntimeError("recover_snakemake_locks needs the data-dir lock")
     workdir = Path(workdir).absolute()
-    lock_dir = workdir / ".snakemake" / "locks"
-    root = Path(os.path.normpath(Path(data_dir).absolute()))
+    snakemake_locks = workdir / ".snakemake" / "locks"
+    local_dirs = [] if storage.is_remote(data_dir) else [Path(data_dir)]
+    if run_dir is not None:
+        local_dirs.append(Path(run_dir))
+    roots = [Path(os.path.normpath(workdir / d)) for d in local_dirs]
     removed = []
-    for lock_file in sorted(lock_dir.glob("*.lock")) if lock_dir.is_dir() else []:
+    lock_files = sorted(snakemake_locks.glob("*.lock")) if snakemake_locks.is_dir() else []
+    for lock_file in lock_files:
         try:
             entries = [ln.strip() for ln in lock_file.read_text().splitlines() if ln.strip()]
         except OSError:
             continue
-        if any(_under(e, root, workdir) for e in entries):
+        if any(_under(e, root, workdir) for e in entries for root in roots):
             with contextlib.suppress(FileNotFoundError):
                 lock_file.unlink()
             removed.append(lock_file)
@@ -191,27 +234,157 @@ def recover_snakemake_locks(data_dir: str | Path, workdir: str | Path) -> list[P
     return removed
 
 
-def hold_for_run(data_dir: str | Path, workdir: str | Path, *, main_process: bool, dry_run: bool):
+def hold_for_run(
+    data_dir: str | Path,
+    workdir: str | Path,
+    *,
+    main_process: bool,
+    dry_run: bool,
+    run_dir: str | Path | None = None,
+):
     """Called while the Snakefile is parsed: the run's main process takes the data-dir lock
-    and recovers Snakemake's stale locks; job subprocesses, SLURM jobs and dry runs do
-    nothing (a dry run writes nothing, so it neither takes nor waits for the lock).
+    (and for an S3 data dir its lease) and recovers Snakemake's stale locks; job
+    subprocesses, SLURM jobs and dry runs do nothing (a dry run writes nothing, so it
+    neither takes nor waits for the lock).
 
     Returns the holder record, or None when nothing was taken. Raises DataDirBusy.
     """
     if not main_process or dry_run:
         return None
-    info = acquire(data_dir)
-    if _jobs_still_running(data_dir):
-        release(data_dir)
+    info = acquire(data_dir, run_dir)
+    if _jobs_still_running(data_dir, run_dir):
+        release(data_dir, run_dir)
         raise DataDirBusy(
             f"data dir {data_dir}: jobs of an earlier run whose main process is gone are still "
-            f"running (they hold {jobs_lock_path(data_dir)}; `fuser -v` on it names them). "
-            "Wait for them or stop them; nothing was started."
+            f"running (they hold {jobs_lock_path(data_dir, run_dir)}; `fuser -v` on it names "
+            "them). Wait for them or stop them; nothing was started."
         )
-    recover_snakemake_locks(data_dir, workdir)
+    if storage.is_remote(data_dir):
+        try:
+            take_lease(data_dir, run_dir)
+        except BaseException:
+            release(data_dir, run_dir)
+            raise
+    recover_snakemake_locks(data_dir, workdir, run_dir)
     # No job of this run has started and no other run is alive: every temp file in the
-    # derived folders is a killed writer's leftover.
-    swept = sum(io.remove_stale_temps(root) for root in layout.derived_roots(data_dir))
+    # derived folders is a killed writer's leftover (S3 holds none: storage.py).
+    roots = list(layout.derived_roots(data_dir))
+    if run_dir is not None and str(run_dir) != layout.default_run_dir(os.fspath(data_dir)):
+        roots.append(Path(run_dir))
+    swept = sum(storage.remove_stale_temps(root) for root in roots)
     if swept:
         log.warning("removed %d temp file(s) left by a killed run in %s", swept, data_dir)
     return info
+
+
+# ---------------------------------------------------------------- the lease of an S3 data dir
+def read_lease(data_dir: str | Path) -> dict | None:
+    """The lease record of an S3 data dir; None when there is none (or it is unreadable)."""
+    try:
+        lease = storage.read_json(layout.data_lease_path(data_dir), default=None)
+    except ValueError:
+        return None
+    return lease if isinstance(lease, dict) else None
+
+
+def _process_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True
+    return True
+
+
+def lease_is_live(lease: dict | None, now: float | None = None) -> bool:
+    """Whether a lease still keeps other runs out: renewed within ``LEASE_STALE_S``, and,
+    when its holder ran on this host, that process still exists."""
+    if not lease:
+        return False
+    now = time.time() if now is None else now
+    try:
+        age = now - float(lease["heartbeat_unix"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if age > LEASE_STALE_S:
+        return False
+    if lease.get("host") == socket.gethostname() and not _process_alive(lease.get("pid")):
+        return False
+    return True
+
+
+def describe_lease(lease: dict) -> str:
+    beat = lease.get("heartbeat_unix")
+    ago = f"{time.time() - float(beat):.0f} s ago" if isinstance(beat, (int, float)) else "?"
+    return f"{describe_holder(lease)}, run dir {lease.get('run_dir')}, last heartbeat {ago}"
+
+
+def take_lease(data_dir: str | Path, run_dir: str | Path | None = None) -> dict:
+    """Take the lease of an S3 data dir for this process (idempotent) and renew it until
+    the process exits; raises DataDirBusy naming a live holder."""
+    path = layout.data_lease_path(data_dir)
+    key = str(path)
+    if key in _LEASES:
+        return _LEASES[key][0]
+    current = read_lease(data_dir)
+    if lease_is_live(current):
+        raise DataDirBusy(
+            f"data dir {data_dir} is in use by another run: {describe_lease(current)} (lease "
+            f"{path}; stale {LEASE_STALE_S / 60:.0f} min after its last heartbeat). Wait for "
+            "it to finish, or stop it; nothing was started."
+        )
+    if current:
+        log.warning("taking over the stale lease of %s: %s", data_dir, describe_lease(current))
+    now = time.time()
+    record = {
+        "holder": uuid.uuid4().hex,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "heartbeat_unix": now,
+        "cwd": os.getcwd(),
+        "run_dir": os.path.abspath(run_dir) if run_dir is not None else None,
+    }
+    storage.write_json(path, record)
+    time.sleep(LEASE_SETTLE_S)
+    back = read_lease(data_dir)
+    if not back or back.get("holder") != record["holder"]:
+        raise DataDirBusy(
+            f"data dir {data_dir}: another run took the lease at the same moment "
+            f"({describe_lease(back) if back else 'its record is gone'}); nothing was started."
+        )
+    stop = threading.Event()
+    _LEASES[key] = (record, stop)
+    threading.Thread(
+        target=_renew_lease, args=(path, record, stop), name="lease-heartbeat", daemon=True
+    ).start()
+    atexit.register(release_lease, data_dir)
+    return record
+
+
+def _renew_lease(path, record: dict, stop: threading.Event) -> None:
+    while not stop.wait(LEASE_HEARTBEAT_S):
+        try:
+            current = storage.read_json(path, default=None)
+            if not current or current.get("holder") != record["holder"]:
+                log.error("the lease %s is no longer ours (now: %s)", path, current)
+                return
+            record["heartbeat_unix"] = time.time()
+            storage.write_json(path, record)
+        except Exception as exc:  # a flaky store: try again at the next beat
+            log.warning("lease %s not renewed: %s", path, exc)
+
+
+def release_lease(data_dir: str | Path) -> None:
+    """Stop renewing this process's lease of ``data_dir`` and delete it if still ours."""
+    path = layout.data_lease_path(data_dir)
+    held = _LEASES.pop(str(path), None)
+    if held is None:
+        return
+    record, stop = held
+    stop.set()
+    with contextlib.suppress(Exception):
+        current = read_lease(data_dir)
+        if current and current.get("holder") == record["holder"]:
+            storage.delete(path)

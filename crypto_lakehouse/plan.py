@@ -196,12 +196,13 @@ def shard_digest(index_path: str | Path, symbols: list[str]) -> str:
     return h.hexdigest()
 
 
-def print_summaries(lakehouse_dir: str | Path) -> None:
+def print_summaries(run_dir: str | Path) -> None:
     """Last lines of a successful run: where the run summaries are and their headlines."""
     from crypto_lakehouse.io import read_json
+    from crypto_lakehouse.layout import run_summaries_dir
     from crypto_lakehouse.summary import headline
 
-    root = Path(lakehouse_dir) / "summaries"
+    root = Path(run_summaries_dir(str(run_dir)))
     paths = sorted(root.glob("*/*.json"))
     if not paths:
         return

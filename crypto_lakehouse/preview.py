@@ -19,7 +19,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from crypto_lakehouse import datasets, io, layout
+from crypto_lakehouse import datasets, io, layout, storage
 from crypto_lakehouse import plan as workflow_plan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -71,10 +71,20 @@ def load_config(configfile=None, overrides=(), directory=None) -> dict:
     check_user_config(config, SCHEMA)  # the workflow's own checks: one line per problem
     validate(config, str(SCHEMA), set_default=True)
     workflow_plan.check_config(config)
-    data_dir = Path(os.path.expanduser(config["data_dir"]))
-    if directory and not data_dir.is_absolute():
-        data_dir = Path(directory) / data_dir
-    config["data_dir"] = str(data_dir)
+    # Relative paths are relative to the workflow's working directory (--directory), as in
+    # a run; run_dir is resolved as the workflow resolves it (layout.run_dir).
+    remote = storage.is_remote(config["data_dir"])
+    data_dir = config["data_dir"] if remote else os.path.expanduser(config["data_dir"])
+    configured = config.get("run_dir")
+    run_dir = Path(layout.run_dir(data_dir, configured and os.path.expanduser(configured)))
+    if directory and not run_dir.is_absolute():
+        run_dir = Path(directory) / run_dir
+    config["run_dir"] = str(run_dir)
+    if not remote:
+        data_dir = Path(data_dir)
+        if directory and not data_dir.is_absolute():
+            data_dir = Path(directory) / data_dir
+        config["data_dir"] = str(data_dir)
     return config
 
 
@@ -109,17 +119,17 @@ def obtain_index(config, trade_type, dataset, end_date) -> tuple[dict, Path, str
     """(index, its path, how it was obtained): a fresh cached index, else a new listing."""
     from crypto_lakehouse.archive.listing import listing_request, run_listing
 
-    data_dir = config["data_dir"]
+    run_dir = config["run_dir"]
     args = _request_args(config, trade_type, dataset, end_date)
     request = listing_request(**args)
     for path, origin in (
-        (layout.listing_index_path(data_dir, trade_type, dataset), "the last run's listing"),
-        (layout.plan_listing_index_path(data_dir, trade_type, dataset), "an earlier plan's"),
+        (layout.run_listing_index_path(run_dir, trade_type, dataset), "the last run's listing"),
+        (layout.plan_listing_index_path(run_dir, trade_type, dataset), "an earlier plan's"),
     ):
-        index = fresh_index(path, request)
+        index = fresh_index(Path(path), request)
         if index is not None:
-            return index, path, f"reused {origin} ({path})"
-    path = layout.plan_listing_index_path(data_dir, trade_type, dataset)
+            return index, Path(path), f"reused {origin} ({path})"
+    path = Path(layout.plan_listing_index_path(run_dir, trade_type, dataset))
     dl = config["download"]
     run_listing(
         **args,
@@ -189,7 +199,7 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
             both = size + int(listing.get(f.key + CHECKSUM_SUFFIX, {}).get("size", 0))
             local = layout.aws_path(data_dir, f.key)
             marker = layout.aws_path(data_dir, f.key + VERIFIED_SUFFIX)
-            if marker.exists() and local.exists() and local.stat().st_size == size:
+            if storage.exists(marker) and storage.size(local) == size:
                 out.files_present += 1
                 out.bytes_present += both
             else:
@@ -211,13 +221,13 @@ def measured_rates(config, trade_type) -> dict:
     """Rates to estimate with, and where each comes from."""
     from crypto_lakehouse.rest import DEFAULT_WEIGHT_LIMIT
 
-    data_dir = config["data_dir"]
+    run_dir = config["run_dir"]
     rates = {
         "download_mb_s": DEFAULT_DOWNLOAD_MB_S,
         "download_files_s": DEFAULT_DOWNLOAD_FILES_S,
         "download_source": "conservative defaults",
     }
-    summary = io.read_json(layout.summary_path(data_dir, "aws_download", trade_type), None)
+    summary = io.read_json(layout.run_summary_path(run_dir, "aws_download", trade_type), None)
     if summary and summary.get("throughput_mb_s") and summary.get("throughput_files_s"):
         rates["download_mb_s"] = float(summary["throughput_mb_s"])
         rates["download_files_s"] = float(summary["throughput_files_s"])
@@ -226,7 +236,7 @@ def measured_rates(config, trade_type) -> dict:
     ceiling = DEFAULT_WEIGHT_LIMIT[trade_type] * share / 60.0  # weight per second
     rates["rest_weight_s"] = ceiling
     rates["rest_source"] = f"the weight limit ({DEFAULT_WEIGHT_LIMIT[trade_type]}/min × {share})"
-    summary = io.read_json(layout.summary_path(data_dir, "api_download", trade_type), None)
+    summary = io.read_json(layout.run_summary_path(run_dir, "api_download", trade_type), None)
     totals = (summary or {}).get("totals", {})
     if totals.get("weight") and totals.get("seconds"):
         measured = totals["weight"] / totals["seconds"]
@@ -359,6 +369,7 @@ def main(args) -> int:
         # A schema error's text goes on with the whole schema: its first paragraph says it.
         print(f"crypto_lakehouse plan: {str(exc).split(chr(10) * 2)[0]}")
         return 1
+    storage.configure(config["storage"])  # an s3:// data dir's endpoint
     try:
         plan = make_plan(config)
     except ListingError as exc:

@@ -75,6 +75,6 @@ def run_job(func: Callable, argv: list[str] | None = None) -> Any:
         # Keeps a next run out while this job lives, even if its run's main process died.
         from crypto_lakehouse import lock
 
-        lock.hold_job_lock(kwargs["data_dir"])
+        lock.hold_job_lock(kwargs["data_dir"], argv[2])
     logging.getLogger("crypto_lakehouse").info("%s(%s)", func.__name__, ", ".join(sorted(kwargs)))
     return func(**kwargs)

@@ -59,12 +59,6 @@ _S3: pafs.FileSystem | None = None
 _S3_LOCK = threading.Lock()
 
 
-WORKFLOW_ON_S3_MESSAGE = (
-    "data_dir: an s3:// data dir is not supported by the workflow yet (the stages can use "
-    "it, Snakemake's reports, logs and locks cannot); see docs/storage.md"
-)
-
-
 class StorageError(OSError):
     """A storage operation failed; the message names the path (never credentials)."""
 

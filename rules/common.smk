@@ -24,20 +24,26 @@ try:
     plan.check_config(config)
 except plan.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-if storage_settings.is_remote(config["data_dir"]):
-    # The stages run on S3 (crypto_lakehouse.storage), but Snakemake's own files still live
-    # below data_dir: refused by name rather than half-working (docs/storage.md).
-    raise WorkflowError(storage_settings.WORKFLOW_ON_S3_MESSAGE)
 
 DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as legacy
-LH = layout.default_run_dir(DATA)
-# One run per data dir: the main process of a real run holds {LH}/run.lock until it exits
-# and clears Snakemake locks a killed run left (crypto_lakehouse/lock.py).
+# The run directory: Snakemake's own files (reports, logs, benchmarks, listing, summaries,
+# the report target, the run lock), always local; {DATA}/lakehouse unless config run_dir
+# says otherwise or DATA is s3:// (docs/storage.md).
+try:
+    LH = layout.run_dir(DATA, config["run_dir"] and os.path.expanduser(config["run_dir"]))
+except ValueError as exc:
+    raise WorkflowError(str(exc)) from None
+# The main process reads and writes the lease of an S3 data dir with the jobs' settings.
+storage_settings.configure(config["storage"])
+# One run per data dir: the main process of a real run holds the run lock (and on S3 the
+# lease object) until it exits and clears Snakemake locks a killed run left
+# (crypto_lakehouse/lock.py).
 RUN_LOCK = data_lock.hold_for_run(
     DATA,
     os.getcwd(),
     main_process=workflow.is_main_process,
     dry_run=bool(getattr(workflow.output_settings, "dryrun", False)),
+    run_dir=LH,
 )
 INTERVAL = config["interval"]
 KLINES = f"klines-{INTERVAL}"
@@ -638,10 +644,13 @@ def check_endpoints():
 
 # ------------------------------------------------------------------ report
 def get_report_args(wildcards):
-    return dict(
+    args = dict(
         data_dir=DATA,
         interval=INTERVAL,
         trade_types=TRADE_TYPES,
         end_date=END_DATE,
         stale_after_hours=config["report"]["stale_after_hours"],
     )
+    if LH != layout.default_run_dir(DATA):
+        args["run_dir"] = LH  # given only when not the default: a local run's params stay
+    return args

@@ -20,17 +20,18 @@ Failure classes (legacy-behaviour Q20):
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import HTTPError as Urllib3Error
+from typing import TYPE_CHECKING
 
 from crypto_lakehouse import retry as retry_policy
 from crypto_lakehouse.reachability import unreachable_cause
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,18 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 TRANSIENT_STATUS = frozenset({403, 429, 500, 502, 503, 504})
-# Errors of the connection or the body, raised by requests, urllib3 or the socket.
-_NETWORK_ERRORS = (requests.RequestException, Urllib3Error, ConnectionError, TimeoutError)
+
+
+# ``requests`` is imported on first use, not with this module: a download job (aiohttp,
+# :mod:`.connections`) needs only the failure classes below, and importing requests cost
+# ~80 ms of CPU per job process (issue 19, docs/benchmarks.md).
+@functools.cache
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Errors of the connection or the body, raised by requests, urllib3 or the socket."""
+    import requests
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    return (requests.RequestException, Urllib3Error, ConnectionError, TimeoutError)
 
 
 class ArchiveHTTPError(Exception):
@@ -87,6 +98,9 @@ def new_session(pool_size: int = 10, base_url: str | None = None) -> requests.Se
     (``HTTP_PROXY``, ``NO_PROXY``, ...) are resolved once here instead of on every request,
     which costs about a millisecond of CPU per request in requests.
     """
+    import requests
+    from requests.adapters import HTTPAdapter
+
     session = requests.Session()
     if base_url is not None:
         session.proxies = requests.utils.get_environ_proxies(base_url)
@@ -142,7 +156,7 @@ def get_once(session: requests.Session, url: str, *, params=None, timeout_s: flo
     try:
         resp = session.get(url, params=params, timeout=timeout_s)
         body = resp.content
-    except _NETWORK_ERRORS as exc:  # incl. ChunkedEncodingError: body cut short
+    except _network_errors() as exc:  # incl. ChunkedEncodingError: body cut short
         raise network_error(url, exc) from exc
     error = classify(resp.url or url, resp.status_code)
     if error is not None:

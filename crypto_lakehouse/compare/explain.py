@@ -292,9 +292,10 @@ def _legacy_has_symbol(legacy_root: Path, trade_type: str, symbol: str) -> bool:
 
 @lru_cache(maxsize=8)
 def listing_indexes(our_root: Path, trade_type: str) -> tuple[dict, ...]:
-    """Our kline listing indexes of a trade type (read once per comparison)."""
+    """Our kline listing indexes of a trade type (read once per comparison), in the run
+    directory a run with the default ``run_dir`` gives our data dir."""
     out = []
-    folder = our_root / "lakehouse" / "listing" / trade_type
+    folder = layout.run_listing_dir(layout.default_run_dir(str(our_root)), trade_type)
     for path in storage.list_files(folder, recursive=False, suffix=".json"):
         if not path.name.startswith("klines-"):
             continue

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from crypto_lakehouse import storage
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.intervals import candles_per_day
 from crypto_lakehouse.provenance import day_number
 from crypto_lakehouse.report import figures, page, records
@@ -176,8 +176,8 @@ def _freshness_section(
     return "".join(body)
 
 
-def _run_section(data_dir, summaries: dict, out: dict) -> str:
-    benchmarks = records.read_benchmarks(data_dir)
+def _run_section(run_dir, summaries: dict, out: dict) -> str:
+    benchmarks = records.read_benchmarks(run_dir)
     stages = records.stage_table(summaries, benchmarks)
     png = figures.stage_bars(
         list(stages["stage"]),
@@ -239,9 +239,12 @@ def render_report(
     end_date: str,
     stale_after_hours: float,
     seconds: dict[str, float] | None = None,
+    run_dir=None,
 ) -> tuple[str, dict[str, bytes]]:
     """The page's HTML and its figures (PNG bytes by name) for a coverage table and the
-    generated segments; the other records are read below ``data_dir``."""
+    generated segments; the data records are read below ``data_dir``, the run's summaries
+    and benchmark tables in ``run_dir`` (default: ``layout.default_run_dir(data_dir)``)."""
+    run_dir = layout.default_run_dir(str(data_dir)) if run_dir is None else run_dir
     seconds = {} if seconds is None else seconds
     tick = clock.perf_counter()
 
@@ -252,7 +255,7 @@ def render_report(
         tick = now
 
     end_day = day_number(end_date)
-    summary_records = records.read_summaries(data_dir, trade_types)
+    summary_records = records.read_summaries(run_dir, trade_types)
     pngs: dict[str, bytes] = {}
     sections = [
         page.section(1, "Coverage", _coverage_section(coverage, trade_types, interval, pngs))
@@ -271,7 +274,7 @@ def render_report(
             ),
         )
     )
-    sections.append(page.section(4, "The run", _run_section(data_dir, summary_records, pngs)))
+    sections.append(page.section(4, "The run", _run_section(run_dir, summary_records, pngs)))
     sections.append(page.section(5, "Checks", _checks_section(segments, summary_records)))
     lap("other_sections")
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -295,9 +298,11 @@ def run_report(
     coverage,
     figures_dir,
     summaries=(),
+    run_dir=None,
 ) -> dict:
     """Write ``coverage.parquet``, the figures (PNG, also for Snakemake's report) and the
-    page ``index.html``. ``summaries`` are the rule's inputs (read from their folder)."""
+    page ``index.html``. ``summaries`` are the rule's inputs (read from their folder, the
+    run dir: ``run_dir``, given only when not ``{data_dir}/lakehouse``)."""
     started = clock.perf_counter()
     table = build_coverage(data_dir, trade_types, interval, day_number(end_date))
     storage.write_parquet(coverage, to_arrow(table))
@@ -312,6 +317,7 @@ def run_report(
         end_date=end_date,
         stale_after_hours=stale_after_hours,
         seconds=seconds,
+        run_dir=run_dir,
     )
     figures_dir = storage.data_path(figures_dir)
     for name, png in pngs.items():

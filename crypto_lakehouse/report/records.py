@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse import quality as quality_counts
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.io import read_json
@@ -106,10 +107,10 @@ def quarantined_files(data_dir) -> pd.DataFrame:
     """Every quarantined archive (``key``) with the reason written next to it."""
     root = layout.quarantine_dir(data_dir)
     rows = []
-    for path in sorted(root.rglob("*.reason")) if root.is_dir() else []:
+    for path in storage.list_files(root, suffix=".reason"):  # local folder or S3 prefix
         key = path.relative_to(root).as_posix()[: -len(".reason")]
         try:
-            reason = path.read_text(errors="replace").strip()
+            reason = storage.read_bytes(path).decode(errors="replace").strip()
         except OSError as exc:
             reason = f"(reason unreadable: {exc})"
         rows.append((key, reason))
@@ -132,23 +133,23 @@ def freshness(segments: pd.DataFrame, symbols, end_day: int, trade_type: str) ->
 
 
 # ---------------------------------------------------------------- the run
-def read_summaries(data_dir, trade_types) -> dict[tuple[str, str], dict]:
-    """``{(stage, trade_type): summary}`` for the summaries that exist."""
+def read_summaries(run_dir, trade_types) -> dict[tuple[str, str], dict]:
+    """``{(stage, trade_type): summary}`` for the summaries that exist in the run dir."""
     found = {}
     for stage in STAGES:
         for trade_type in trade_types:
-            path = layout.summaries_dir(data_dir) / stage / f"{trade_type}.json"
+            path = layout.run_summary_path(str(run_dir), stage, trade_type)
             summary = read_json(path, default=None)
             if summary is not None:
                 found[(stage, trade_type)] = summary
     return found
 
 
-def read_benchmarks(data_dir) -> pd.DataFrame:
+def read_benchmarks(run_dir) -> pd.DataFrame:
     """One row per benchmark file: ``job`` (path below ``benchmarks/`` without ``.tsv``),
     ``stage``, ``seconds``, ``max_rss_mb``, ``cpu_time``, ``end_unix`` (the file's mtime: the
     job's end). A file that is not a Snakemake benchmark table is skipped with a warning."""
-    root = layout.benchmarks_dir(data_dir)
+    root = Path(layout.run_benchmarks_dir(str(run_dir)))
     rows = []
     for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
         rel = path.relative_to(root).with_suffix("").as_posix()

@@ -16,6 +16,7 @@ import socket
 import socketserver
 import ssl
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -372,3 +373,18 @@ def test_https_through_a_connect_proxy(monkeypatch, scripted, certificate):
     # The origin saw an ordinary origin-form request, never the proxy credentials.
     assert server.requests[0].decode().startswith("GET /a HTTP/1.1")
     assert b"Proxy-Authorization" not in server.requests[0]
+
+
+def test_a_download_job_does_not_import_requests():
+    # requests serves the listings only; importing it cost a download job process ~80 ms
+    # of CPU (docs/benchmarks.md, issue 19). A fresh interpreter, as a pipeline job is.
+    code = (
+        "import sys\n"
+        "from crypto_lakehouse.archive.sync import run_sync\n"
+        "print(sorted(m for m in ('requests', 'urllib3') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert out.stdout.strip() == "[]"

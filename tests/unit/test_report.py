@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -169,7 +170,7 @@ def test_segments_come_from_the_generated_files_footers(tmp_path):
 
 
 def test_benchmark_jobs_are_named_by_their_path_whatever_the_grouping(tmp_path):
-    root = layout.benchmarks_dir(tmp_path)
+    root = Path(layout.run_benchmarks_dir(str(tmp_path)))
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     files = {
         "gen_kline/spot/klines-1m/shard-003.tsv": "12.5",

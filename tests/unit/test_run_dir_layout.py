@@ -73,17 +73,24 @@ def test_run_dir_paths(built, expected):
     assert built == expected
 
 
-def test_run_dir_agrees_with_the_data_dir_records():
-    """The data-dir based helpers (scripts, plan) and the run-dir ones name the same files."""
-    data_dir = "/d"
-    run = layout.default_run_dir(data_dir)
-    assert str(layout.listing_index_path(data_dir, "spot", "klines-1m")) == (
-        layout.run_listing_index_path(run, "spot", "klines-1m")
-    )
-    assert str(layout.summary_path(data_dir, "gen_kline", "spot")) == (
-        layout.run_summary_path(run, "gen_kline", "spot")
-    )
-    assert str(layout.report_index_path(data_dir)) == layout.run_report_path(run, "index.html")
+def test_run_dir_defaults_and_config():
+    """Local data dir: {data_dir}/lakehouse (as before run_dir existed); S3: a folder below
+    the working directory named after bucket and prefix; a configured one wins; never S3."""
+    assert layout.run_dir("/d") == RUN
+    assert layout.run_dir("s3://bucket/team/binance") == "lakehouse_runs/bucket/team/binance"
+    assert layout.run_dir("s3://bucket") == "lakehouse_runs/bucket"
+    assert layout.run_dir("s3://bucket/p/", None) == "lakehouse_runs/bucket/p"
+    assert layout.run_dir("s3://bucket/p", "/runs/x/") == "/runs/x"
+    assert layout.run_dir("/d", "runs/") == "runs"
+    with pytest.raises(ValueError, match="must be a local folder"):
+        layout.run_dir("/d", "s3://bucket/runs")
+
+
+def test_run_dir_of_a_job_log():
+    log = layout.shard_log_path("runs/b/logs", "aws_parse", "spot", "klines-1m", "3")
+    assert layout.run_dir_of_log(log) == "runs/b/logs"
+    with pytest.raises(ValueError):
+        layout.run_dir_of_log("/tmp/x.log")
 
 
 # Path building under the run directory that must live in layout.py, not in the rules.

@@ -26,7 +26,7 @@ EXEMPT = {
     "lock.py": "run and job locks (run directory)",
     "plan.py": "listing and plan records read by the workflow (run directory)",
     "preview.py": "plan preview from the config and the run directory",
-    "report/records.py": "quarantine list, summaries, benchmark tables (run directory)",
+    "report/records.py": "summaries, benchmark tables (run directory)",
     "shards.py": "shard reports (rule outputs, run directory)",
     # No data: the command line, the config file, job logs.
     "cli.py": "command line (profiles, --output of compare)",

@@ -1,6 +1,6 @@
 """The workflow side of config block ``storage``: non-default settings reach every job's
-JSON (key ``storage``), a default block adds nothing (no job reruns), and an s3:// data
-dir is refused by name until the workflow supports it (docs/storage.md)."""
+JSON (key ``storage``) and a default block adds nothing (no job reruns). An s3:// data
+dir's run directory: tests/workflow/test_run_dir.py."""
 
 from __future__ import annotations
 
@@ -30,9 +30,3 @@ def test_storage_settings_reach_the_jobs_only_when_not_default(tmp_path):
     assert default and all("storage" not in job for job in default)
     off = _parse_jobs(tmp_path / "b", storage={"fsync": False})
     assert off and all(job["storage"] == {"fsync": False} for job in off)
-
-
-def test_s3_data_dir_is_refused_by_name(tmp_path):
-    proc = run_snakemake(tmp_path, "-n", config={"data_dir": "s3://bucket/x"}, check=False)
-    assert proc.returncode != 0
-    assert "s3:// data dir is not supported by the workflow yet" in proc.stdout + proc.stderr

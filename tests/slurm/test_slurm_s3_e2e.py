@@ -1,0 +1,51 @@
+"""The SLURM profile with ``data_dir: s3://…`` (issue 18): the CPU jobs run as SLURM jobs
+that read and write the bucket directly (credentials reach them through the environment
+SLURM exports); the outputs equal those of a local run of the same scenario."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from crypto_lakehouse import layout
+from tests.chaos import chaos_helpers as h
+from tests.e2e.test_s3_pipeline_e2e import _assemble, _env, _local_snapshot, _run, _s3_config
+from tests.slurm.test_slurm_e2e import SLURM_FLAGS, _slurm_is_up
+
+pytestmark = pytest.mark.slurm
+
+CPU_RULES = ("aws_parse_klines", "gen_kline_shard", "resample_shard", "features_shard")
+
+
+def test_slurm_run_on_a_bucket_equals_local_run(tmp_path, seaweed, s3_root):
+    assert _slurm_is_up(), "no SLURM cluster: .ci/run starts one (bash .ci/start-slurm)"
+    mirror = h.build_scenario(tmp_path)
+    emu = h.start_emulator(mirror)
+    try:
+        local = tmp_path / "local"
+        local.mkdir()
+        config = local / "config.json"
+        config.write_text(json.dumps(h.config_for(emu.base_url, local / "data")))
+        proc = h.run(local, config)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        expected = _local_snapshot(local / "data")
+
+        work = tmp_path / "slurm"
+        work.mkdir()
+        config = work / "config.json"
+        config.write_text(json.dumps(_s3_config(emu.base_url, s3_root, seaweed)))
+        proc = _run(work, config, _env(seaweed), *SLURM_FLAGS, timeout=1500)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, log[-6000:]
+    finally:
+        emu.stop()
+    submitted = re.findall(
+        r"has been submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/", log
+    )
+    assert sorted(rule for _, rule in submitted) == sorted(CPU_RULES), log[-4000:]
+    run_dir = work / layout.default_run_dir(s3_root)
+    got = _local_snapshot(_assemble(seaweed, s3_root, run_dir, tmp_path / "got"))
+    assert sorted(set(expected) ^ set(got)) == []
+    assert h.differences(expected, got) == []
