@@ -4,7 +4,7 @@
 # api_download, gen_kline, resample; then features (indicators and microstructure, new) and
 # report (the HTML page); "all" (the default) runs them all (features while features.enabled).
 # Jobs are per (trade type, dataset, shard of symbols) (docs/shards.md); listing is one
-# checkpoint per trade type and dataset. Output paths: legacy layout under
+# checkpoint job for every kline and funding directory of the run. Output paths: legacy layout under
 # config["data_dir"] (aws_data/, parsed_data/, api_data/, results_data/; local or s3://) and
 # the records under {data_dir}/lakehouse/; Snakemake's own files (reports/, stats/, logs/,
 # summaries/, ...) in the local run directory, config run_dir (default {data_dir}/lakehouse);
