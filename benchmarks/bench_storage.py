@@ -11,8 +11,11 @@ under ``s3://bench/<run>`` on a SeaweedFS server started for the run. Then, for 
 and repetition, on a fresh data dir: ``run_parse_klines`` (archives → monthly partitions,
 quality, state), then ``run_gen_kline`` (partitions → one filled segment file). The copy
 of the archives is not timed. Prints the best wall time of each step, its throughput (CSV
-MB/s for the parse, candles/s for gen_kline) and the ratio S3 / local. The local data dir
-uses the pipeline default ``storage.fsync: true``.
+MB/s for the parse, candles/s for gen_kline) and the ratio S3 / local; the wall and CPU
+seconds of the best runs (CPU of the whole process: upload and read-ahead threads
+included) and the SeaweedFS server's CPU seconds meanwhile (it shares the cores); the S3 requests of the best S3 runs by kind (``storage.request_stats``: count
+and seconds waited, summed over threads); the 1-minute load average before and after. The
+local data dir uses the pipeline default ``storage.fsync: true``.
 
 Reading the figures: SeaweedFS runs on the same 2 cores as the client, so the S3 figure
 also pays the server's CPU; on a shared machine the figures are noisy.
@@ -24,6 +27,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import secrets
 import sys
 import tempfile
@@ -67,23 +71,52 @@ def put_archives(data_dir, archives: dict[str, bytes]) -> dict:
             "files": files, "quarantined": {}}  # fmt: skip
 
 
-def one_run(data_dir, archives, out: Path) -> dict:
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_run(data_dir, archives, out: Path, server_cpu=lambda: 0.0) -> dict:
     report = put_archives(data_dir, archives)
-    t = time.perf_counter()
+    storage.request_stats(reset=True)
+    s = server_cpu()
+    t, c = time.perf_counter(), time.process_time()
     parse = run_parse_klines(
         trade_type=TRADE_TYPE, symbol=SYMBOL, interval=INTERVAL, data_dir=data_dir,
         download_report=report, report_path=out / "parse.json", stats_path=out / "parse-s.json",
     )  # fmt: skip
-    parse_s = time.perf_counter() - t
-    t = time.perf_counter()
+    parse_s, parse_cpu = time.perf_counter() - t, time.process_time() - c
+    parse_server = server_cpu() - s
+    parse_requests = storage.request_stats(reset=True)
+    s = server_cpu()
+    t, c = time.perf_counter(), time.process_time()
     run_gen_kline(
         trade_type=TRADE_TYPE, symbol=SYMBOL, interval=INTERVAL, data_dir=data_dir,
         split_gaps=True, with_vwap=True, with_funding_rates=False,
         report_path=out / "gen.json", stats_path=out / "gen-s.json",
     )  # fmt: skip
-    gen_s = time.perf_counter() - t
+    gen_s, gen_cpu = time.perf_counter() - t, time.process_time() - c
+    gen_server = server_cpu() - s
+    gen_requests = storage.request_stats(reset=True)
     rows = sum(s["rows"] for s in json.loads((out / "gen.json").read_text())["segments"])
-    return {"parse_s": parse_s, "gen_s": gen_s, "csv_bytes": parse["csv_bytes"], "rows": rows}
+    return {
+        "parse_s": parse_s, "parse_cpu_s": parse_cpu, "parse_requests": parse_requests,
+        "parse_server_cpu_s": parse_server,
+        "gen_s": gen_s, "gen_cpu_s": gen_cpu, "gen_requests": gen_requests,
+        "gen_server_cpu_s": gen_server,
+        "csv_bytes": parse["csv_bytes"], "rows": rows,
+    }  # fmt: skip
+
+
+def keep_best(best: dict, run: dict) -> None:
+    """Per step, the run with the smallest wall time (its CPU time and requests with it)."""
+    for step in ("parse", "gen"):
+        if step + "_s" not in best or run[step + "_s"] < best[step + "_s"]:
+            for k in ("_s", "_cpu_s", "_server_cpu_s", "_requests"):
+                best[step + k] = run[step + k]
+    best.setdefault("csv_bytes", run["csv_bytes"])
+    best.setdefault("rows", run["rows"])
 
 
 def main() -> None:
@@ -103,16 +136,21 @@ def main() -> None:
             storage.configure(server.storage_settings)
             # Warm-up outside the timing (imports, codecs, the first S3 connection).
             one_run(tmp / "warm", archives, tmp / "out-warm")
-            best: dict[str, dict] = {}
+            pid = server.proc.pid
+
+            def server_cpu() -> float:
+                return process_cpu_s(pid)
+
+            best: dict[str, dict] = {"local": {}, "s3": {}}
+            load_before = os.getloadavg()
             for i in range(args.repeat):
                 for store in ("local", "s3"):
                     root = tmp / f"local{i}" if store == "local" else (
                         f"s3://bench/run{i}-{secrets.token_hex(3)}"
                     )  # fmt: skip
-                    r = one_run(root, archives, tmp / f"out-{store}{i}")
-                    b = best.setdefault(store, dict(r))
-                    b["parse_s"] = min(b["parse_s"], r["parse_s"])
-                    b["gen_s"] = min(b["gen_s"], r["gen_s"])
+                    r = one_run(root, archives, tmp / f"out-{store}{i}", server_cpu)
+                    keep_best(best[store], r)
+            load_after = os.getloadavg()
         finally:
             server.stop()
     loc, s3 = best["local"], best["s3"]
@@ -127,6 +165,20 @@ def main() -> None:
         "gen_kline_local_candles_per_s": round(loc["rows"] / loc["gen_s"]),
         "gen_kline_s3_candles_per_s": round(s3["rows"] / s3["gen_s"]),
         "gen_kline_s3_vs_local": round(loc["gen_s"] / s3["gen_s"], 3),
+        # wall, CPU of this process, CPU of the SeaweedFS server (same cores) in that time
+        "seconds_wall_cpu_servercpu": {
+            f"{step}_{store}": [
+                round(r[step + "_s"], 3),
+                round(r[step + "_cpu_s"], 3),
+                round(r[step + "_server_cpu_s"], 3),
+            ]
+            for step in ("parse", "gen")
+            for store, r in (("local", loc), ("s3", s3))
+        },
+        "s3_requests_parse": s3["parse_requests"],
+        "s3_requests_gen_kline": s3["gen_requests"],
+        "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "cpus": os.cpu_count(),
     }
     print(json.dumps(result, indent=1))
 

@@ -25,7 +25,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -172,8 +172,26 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+# Called before a record (JSON report, state, marker) is written: the storage seam's
+# barrier, which waits for the data uploads still in flight (crypto_lakehouse.storage
+# sets it; io cannot import storage, which builds on io).
+_RECORD_BARRIER: Callable[[], None] | None = None
+
+
+def set_record_barrier(barrier: Callable[[], None] | None) -> None:
+    global _RECORD_BARRIER
+    _RECORD_BARRIER = barrier
+
+
+def _barrier() -> None:
+    if _RECORD_BARRIER is not None:
+        _RECORD_BARRIER()
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Deterministic JSON (sorted keys), so an unchanged state gives identical bytes."""
+    """Deterministic JSON (sorted keys), so an unchanged state gives identical bytes.
+    A record: written after the record barrier (pending data uploads stored)."""
+    _barrier()
     write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
 
 
@@ -186,6 +204,7 @@ def write_json_if_changed(path: str | Path, obj: Any) -> bool:
     path = local_path(path)
     if path.exists() and path.read_text() == text:
         return False
+    _barrier()
     write_text(path, text)
     return True
 
@@ -205,6 +224,7 @@ def touch(path: str | Path) -> None:
     the next run check its file again, and the file it vouches for was made durable before.
     """
     path = local_path(path)
+    _barrier()
     _ensure_dir(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)

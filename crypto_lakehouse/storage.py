@@ -63,6 +63,39 @@ class StorageError(OSError):
     """A storage operation failed; the message names the path (never credentials)."""
 
 
+# ------------------------------------------------------------------ request counts
+# S3 requests by kind, with the seconds spent waiting for them (summed over threads): the
+# profile of a job on object storage (benchmarks/bench_storage.py prints it). "head" is a
+# HeadObject (an info or the open of a random-access file), "parquet_read" the ranged GETs
+# of one Parquet read or footer, "put" one whole object (PutObject or multipart upload).
+_OPS: dict[str, list] = {}
+_OPS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _request(kind: str) -> Iterator[None]:
+    import time
+
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - started
+        with _OPS_LOCK:
+            entry = _OPS.setdefault(kind, [0, 0.0])
+            entry[0] += 1
+            entry[1] += elapsed
+
+
+def request_stats(reset: bool = False) -> dict[str, dict[str, float]]:
+    """``{kind: {"count": n, "seconds": s}}`` of the S3 requests made by this process."""
+    with _OPS_LOCK:
+        out = {k: {"count": n, "seconds": round(t, 4)} for k, (n, t) in sorted(_OPS.items())}
+        if reset:
+            _OPS.clear()
+    return out
+
+
 # ------------------------------------------------------------------ settings
 def job_settings(config_storage: dict | None) -> dict[str, Any]:
     """The settings a job must receive: those of the config block that differ from the
@@ -181,8 +214,11 @@ def exists(path) -> bool:
         return p.exists()
     import pyarrow.fs as pafs
 
+    _settle(p)
     fs, inner = filesystem(p)
-    return fs.get_file_info(inner).type != pafs.FileType.NotFound
+    with _request("head"):
+        info = fs.get_file_info(inner)
+    return info.type != pafs.FileType.NotFound
 
 
 def is_file(path) -> bool:
@@ -191,8 +227,11 @@ def is_file(path) -> bool:
         return p.is_file()
     import pyarrow.fs as pafs
 
+    _settle(p)
     fs, inner = filesystem(p)
-    return fs.get_file_info(inner).type == pafs.FileType.File
+    with _request("head"):
+        info = fs.get_file_info(inner)
+    return info.type == pafs.FileType.File
 
 
 def size(path) -> int | None:
@@ -205,8 +244,10 @@ def size(path) -> int | None:
             return None
     import pyarrow.fs as pafs
 
+    _settle(p)
     fs, inner = filesystem(p)
-    info = fs.get_file_info(inner)
+    with _request("head"):
+        info = fs.get_file_info(inner)
     return info.size if info.type == pafs.FileType.File else None
 
 
@@ -221,8 +262,10 @@ def stat(path) -> tuple[int, int] | None:
         return st.st_size, st.st_mtime_ns
     import pyarrow.fs as pafs
 
+    _settle(p)
     fs, inner = filesystem(p)
-    info = fs.get_file_info(inner)
+    with _request("head"):
+        info = fs.get_file_info(inner)
     if info.type != pafs.FileType.File:
         return None
     return info.size, info.mtime_ns or 0
@@ -235,7 +278,12 @@ def parquet_metadata(path):
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         return pq.ParquetFile(p).metadata
-    with _open_object(p) as f:
+    ahead = _READ_AHEAD.peek(str(p)) if _READ_AHEAD is not None else None
+    if ahead is not None:
+        import pyarrow as pa
+
+        return pq.ParquetFile(pa.BufferReader(ahead)).metadata
+    with _request("parquet_read"), _open_object(p) as f:
         return pq.ParquetFile(f).metadata
 
 
@@ -275,11 +323,12 @@ def local_copy(path) -> Iterator[Path]:
         return
     import shutil
 
+    _settle(p)
     fs, inner = filesystem(p)
     spool = _spool_path()
     try:
         try:
-            with fs.open_input_stream(inner) as src, open(spool, "wb") as dst:
+            with _request("get"), fs.open_input_stream(inner) as src, open(spool, "wb") as dst:
                 shutil.copyfileobj(src, dst, 8 << 20)
         except FileNotFoundError:
             raise FileNotFoundError(f"{p}: no such object") from None
@@ -302,6 +351,7 @@ def size_of_open(source) -> int:
 
 def _open_object(p: ObjectPath):
     """A random-access pyarrow file on an object (ranged GETs: Parquet column chunks)."""
+    _settle(p)
     fs, inner = filesystem(p)
     try:
         return fs.open_input_file(inner)
@@ -324,9 +374,10 @@ def read_bytes(path) -> bytes:
 
 
 def _get(p: ObjectPath) -> bytes:
+    _settle(p)
     fs, inner = filesystem(p)
     try:
-        with fs.open_input_stream(inner) as f:
+        with _request("get"), fs.open_input_stream(inner) as f:
             return f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"{p}: no such object") from None
@@ -357,14 +408,37 @@ class _ReadAhead:
             self.futures[key] = self.pool.submit(_get, self.by_key[key])
 
     def get(self, key: str) -> bytes | None:
-        future = self.futures.pop(key, None)
-        if future is None:
+        if key not in self.futures:
+            if key not in self.by_key or key not in self.pending:
+                return None  # not announced, or already given: the caller reads it
+            # The reader skipped ahead (objects it turned out not to need): forget them.
+            self._drop_before(self.pending.index(key) + 1, list(self.futures))
+            self._fill()
             return None
+        announced = list(self.futures)
+        self._drop_before(0, announced[: announced.index(key)])
+        future = self.futures.pop(key)
         self._fill()
         try:
             return future.result()
         except OSError:
             return None  # read again by the caller: the same error, raised in its place
+
+    def peek(self, key: str) -> bytes | None:
+        """The object if it is in the window, without taking it (a footer read before the
+        object itself is read)."""
+        future = self.futures.get(key)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except OSError:
+            return None
+
+    def _drop_before(self, n_pending: int, skipped_keys: list[str]) -> None:
+        del self.pending[:n_pending]
+        for skipped in skipped_keys:
+            self.futures.pop(skipped).cancel()
 
     def close(self) -> None:
         for future in self.futures.values():
@@ -377,8 +451,9 @@ _READ_AHEAD: _ReadAhead | None = None
 
 @contextlib.contextmanager
 def read_ahead(paths, window: int = 8) -> Iterator[None]:
-    """Within the block, S3 objects of ``paths`` (read in that order, each once) are
-    fetched ``window`` at a time in the background; local paths need nothing."""
+    """Within the block, S3 objects of ``paths`` (read in that order, each once; the
+    reader may skip some) are fetched ``window`` at a time in the background; local paths
+    need nothing. A block inside another one uses the outer one's announcement."""
     global _READ_AHEAD
     remote = [data_path(p) for p in paths if is_remote(p)]
     if not remote or _READ_AHEAD is not None:
@@ -403,6 +478,11 @@ def read_json(path, default: Any = None) -> Any:
         return default
 
 
+# Parquet objects up to this size are read from S3 in one GET (partitions, quality
+# records); larger ones (whole-history results) through coalesced ranged GETs.
+WHOLE_PARQUET_READ_BYTES = 32 << 20
+
+
 def read_parquet(path, **options) -> pa.Table:
     """A whole Parquet file (``pq.ParquetFile(...).read(**options)``: columns=...)."""
     import pyarrow.parquet as pq
@@ -410,8 +490,19 @@ def read_parquet(path, **options) -> pa.Table:
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         return pq.ParquetFile(p).read(**options)
-    with _open_object(p) as f:
-        return pq.ParquetFile(f).read(**options)
+    import pyarrow as pa
+
+    ahead = _READ_AHEAD.get(str(p)) if _READ_AHEAD is not None else None
+    if ahead is not None:
+        return pq.ParquetFile(pa.BufferReader(ahead)).read(**options)
+    with _request("parquet_read"), _open_object(p) as f:
+        if f.size() <= WHOLE_PARQUET_READ_BYTES:
+            # One GET for the whole object instead of one per column chunk (the footer,
+            # then each column of each row group: a round trip each on S3).
+            return pq.ParquetFile(pa.BufferReader(f.read())).read(**options)
+        # Large files: only the columns asked for, their ranges coalesced and fetched
+        # concurrently.
+        return pq.ParquetFile(f, pre_buffer=True).read(**options)
 
 
 def sha256(path) -> str:
@@ -433,10 +524,16 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
     import pyarrow.fs as pafs
 
     base = data_path(directory)
+    if isinstance(base, ObjectPath):
+        _settle_below(base)
     fs, inner = filesystem(base)
     selector = pafs.FileSelector(inner, recursive=recursive, allow_not_found=True)
     try:
-        infos = fs.get_file_info(selector)
+        if isinstance(base, ObjectPath):
+            with _request("list"):
+                infos = fs.get_file_info(selector)
+        else:
+            infos = fs.get_file_info(selector)
     except NotADirectoryError:
         return []
     out = []
@@ -511,6 +608,171 @@ def remove_stale_temps_of(path) -> int:
     return 0 if isinstance(p, ObjectPath) else io.remove_stale_temps_of(p)
 
 
+# ------------------------------------------------------------------ background uploads
+# A PUT to an object store costs a round trip plus the server's work (about 40 ms per
+# 1.5 MB Parquet partition on SeaweedFS here); waiting for each one would leave the job
+# idle. Inside ``background_uploads()`` a data write returns once its bytes are staged
+# (in memory or a spool file) and a bounded pool of threads uploads it. The barrier
+# ``flush()`` waits for every pending upload and raises the failures, naming the objects.
+# It runs before anything that vouches for data (records written by write_json /
+# write_json_if_changed / touch here, and every io.write_json: state records, markers,
+# stage reports) and when the block ends, so a record is never stored before its data.
+# Reads, listings, deletes and moves of an object with a pending upload wait for it
+# first, so a job sees its own writes.
+DEFAULT_UPLOAD_WORKERS = 4
+DEFAULT_UPLOAD_BYTES = 256 << 20  # staged bytes in flight at most (memory / spool space)
+
+
+class _Uploads:
+    def __init__(self, workers: int, max_bytes: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        # The thread that opened the block: only its writes go to the background and only
+        # its records pass the barrier. Other threads (a lock's lease renewal) write
+        # synchronously and never take the job's upload failures.
+        self.owner = threading.get_ident()
+
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
+        self.max_bytes = max_bytes
+        self.cond = threading.Condition()
+        self.in_flight = 0  # staged bytes submitted and not yet uploaded
+        self.pending: dict[str, Any] = {}  # object URI -> Future of its latest upload
+        self.errors: list[StorageError] = []  # failed uploads the barrier has not raised
+
+    def submit(self, dest: ObjectPath, nbytes: int, upload, cleanup=None) -> None:
+        key = str(dest)
+        self.wait_for(key)  # two versions of one object are stored in their order
+        with self.cond:
+            # One object larger than the cap still goes, alone.
+            while self.in_flight and self.in_flight + nbytes > self.max_bytes:
+                self.cond.wait()
+            self.in_flight += nbytes
+            self.pending[key] = self.pool.submit(self._run, dest, nbytes, upload, cleanup)
+
+    def _run(self, dest, nbytes, upload, cleanup) -> StorageError | None:
+        failure = None
+        try:
+            upload()
+        except Exception as exc:
+            failure = exc if isinstance(exc, StorageError) else StorageError(f"{dest}: {exc}")
+        finally:
+            if cleanup is not None:
+                cleanup()
+            with self.cond:
+                self.in_flight -= nbytes
+                if failure is not None:
+                    self.errors.append(failure)
+                self.cond.notify_all()
+        return failure
+
+    def wait_for(self, key: str) -> None:
+        """Wait for the pending upload of one object; raise its failure."""
+        with self.cond:
+            future = self.pending.pop(key, None)
+        if future is not None:
+            failure = future.result()
+            if failure is not None:
+                raise failure
+
+    def wait_below(self, prefix: str) -> None:
+        with self.cond:
+            keys = [k for k in self.pending if k.startswith(prefix)]
+        for key in keys:
+            self.wait_for(key)
+
+    def drain(self) -> list[StorageError]:
+        """Wait for every pending upload; return (and forget) the failures."""
+        with self.cond:
+            futures = list(self.pending.values())
+            self.pending.clear()
+        for future in futures:
+            future.result()
+        with self.cond:
+            errors, self.errors = self.errors, []
+        return errors
+
+
+_UPLOADS: _Uploads | None = None
+
+
+def _uploads() -> _Uploads | None:
+    """The background uploads of the calling thread's block, if it opened one."""
+    uploads = _UPLOADS
+    return uploads if uploads is not None and uploads.owner == threading.get_ident() else None
+
+
+def flush() -> None:
+    """The barrier: wait for every pending background upload; raise StorageError naming
+    the object(s) whose upload failed. Nothing to do outside ``background_uploads()`` (or
+    in a thread other than the one that opened it)."""
+    uploads = _uploads()
+    if uploads is None:
+        return
+    errors = uploads.drain()
+    if errors:
+        more = f" (and {len(errors) - 1} more failed upload(s))" if len(errors) > 1 else ""
+        raise StorageError(f"{errors[0]}{more}") from errors[0]
+
+
+@contextlib.contextmanager
+def background_uploads(
+    workers: int = DEFAULT_UPLOAD_WORKERS, max_bytes: int = DEFAULT_UPLOAD_BYTES
+) -> Iterator[None]:
+    """Within the block, S3 data writes upload in the background (see above); the block
+    ends with the barrier. Nested blocks share the outer one. A block left by an
+    exception still waits for its uploads (their failures are logged, the exception
+    stands). Local data dirs are unaffected (their writes stay synchronous)."""
+    global _UPLOADS
+    if _UPLOADS is not None:
+        yield
+        return
+    uploads = _UPLOADS = _Uploads(workers, max_bytes)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        try:
+            if ok:
+                flush()
+            else:
+                for error in uploads.drain():
+                    import logging
+
+                    logging.getLogger(__name__).error("%s", error)
+        finally:
+            _UPLOADS = None
+            uploads.pool.shutdown(wait=True)
+
+
+io.set_record_barrier(flush)
+
+
+def uploads_in_background(func):
+    """Decorator of a job's entry point: its body runs in ``background_uploads()``."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with background_uploads():
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _settle(p: ObjectPath) -> None:
+    """Before touching an object: its pending upload (if any) is finished."""
+    uploads = _UPLOADS
+    if uploads is not None:
+        uploads.wait_for(str(p))
+
+
+def _settle_below(p: ObjectPath) -> None:
+    uploads = _UPLOADS
+    if uploads is not None:
+        uploads.wait_below(str(p).rstrip("/") + "/")
+
+
 # ------------------------------------------------------------------ writes
 _SPOOL_COUNTER = iter(range(1 << 62))
 
@@ -530,9 +792,10 @@ def _put(dest: ObjectPath, body) -> None:
     and a stream closed by its destructor only print upload errors, never raise them.)"""
     fs, inner = filesystem(dest)
     try:
-        out = fs.open_output_stream(inner)
-        out.write(body)
-        out.close()
+        with _request("put"):
+            out = fs.open_output_stream(inner)
+            out.write(body)
+            out.close()
     except OSError as exc:
         raise StorageError(f"{dest}: upload failed: {exc}") from exc
 
@@ -543,6 +806,26 @@ def _upload(local: Path, dest: ObjectPath) -> None:
 
     with pa.memory_map(str(local)) as source:
         _put(dest, source.read_buffer())
+
+
+def _upload_spool(spool: Path, dest: ObjectPath) -> None:
+    """Upload a complete spool file (now, or in the background), then remove it."""
+
+    def cleanup() -> None:
+        spool.unlink(missing_ok=True)
+
+    uploads = _uploads()
+    if uploads is None:
+        try:
+            _upload(spool, dest)
+        finally:
+            cleanup()
+        return
+    try:
+        uploads.submit(dest, spool.stat().st_size, lambda: _upload(spool, dest), cleanup)
+    except BaseException:  # not submitted (an earlier upload of dest failed): no spool left
+        cleanup()
+        raise
 
 
 @contextlib.contextmanager
@@ -561,9 +844,10 @@ def staged_path(path) -> Iterator[Path]:
     spool.touch()
     try:
         yield spool
-        _upload(spool, p)
-    finally:
+    except BaseException:
         spool.unlink(missing_ok=True)
+        raise
+    _upload_spool(spool, p)
 
 
 @contextlib.contextmanager
@@ -582,16 +866,34 @@ def atomic_file(path) -> Iterator[tuple[int, Path]]:
             yield fd, spool
         finally:
             os.close(fd)
-        _upload(spool, p)
-    finally:
+    except BaseException:
         spool.unlink(missing_ok=True)
+        raise
+    _upload_spool(spool, p)
 
 
 def write_bytes(path, data: bytes) -> None:
+    """Data: on S3 uploaded in the background inside ``background_uploads()``."""
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         io.write_bytes(p, data)
         return
+    uploads = _uploads()
+    if uploads is None:
+        _put(p, data)
+    else:
+        data = bytes(data)  # the caller may reuse a mutable buffer
+        uploads.submit(p, len(data), lambda: _put(p, data))
+
+
+def _write_record(path, data: bytes) -> None:
+    """A record (state, summary, marker): after the barrier, stored before returning."""
+    flush()
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        io.write_bytes(p, data)
+        return
+    _settle(p)
     _put(p, data)
 
 
@@ -604,8 +906,9 @@ def _json_text(obj: Any) -> str:
 
 
 def write_json(path, obj: Any) -> None:
-    """Deterministic JSON (sorted keys), as io.write_json."""
-    write_text(path, _json_text(obj))
+    """Deterministic JSON (sorted keys), as io.write_json. A record: written after the
+    barrier (every pending upload stored), and stored when this returns."""
+    _write_record(path, _json_text(obj).encode())
 
 
 def json_text(obj: Any) -> str:
@@ -621,7 +924,7 @@ def write_json_if_changed(path, obj: Any) -> bool:
             return False
     except FileNotFoundError:
         pass
-    write_text(path, text)
+    _write_record(path, text.encode())
     return True
 
 
@@ -629,9 +932,9 @@ def touch(path) -> None:
     """An empty marker (``.verified``): io.touch locally, an empty object on S3."""
     p = data_path(path)
     if not isinstance(p, ObjectPath):
-        io.touch(p)
+        io.touch(p)  # after io's record barrier (flush)
     else:
-        write_bytes(p, b"")
+        _write_record(p, b"")
 
 
 def write_parquet(path, table: pa.Table, metadata: dict[str, str] | None = None, **options):
@@ -650,11 +953,13 @@ def delete(path, *, missing_ok: bool = True) -> None:
     if not isinstance(p, ObjectPath):
         p.unlink(missing_ok=missing_ok)
         return
+    _settle(p)
     fs, inner = filesystem(p)
     if not missing_ok and not exists(p):
         raise FileNotFoundError(f"{p}: no such object")
     try:
-        fs.delete_file(inner)
+        with _request("delete"):
+            fs.delete_file(inner)
     except FileNotFoundError:
         if not missing_ok:
             raise
@@ -674,11 +979,15 @@ def move(src, dst) -> None:
         return
     if isinstance(s, ObjectPath) != isinstance(d, ObjectPath):
         raise ValueError(f"move across stores: {s} → {d}")
+    _settle(s)
+    _settle(d)
     fs, inner_src = filesystem(s)
     _, inner_dst = filesystem(d)
     try:
-        fs.copy_file(inner_src, inner_dst)
-        fs.delete_file(inner_src)
+        with _request("copy"):
+            fs.copy_file(inner_src, inner_dst)
+        with _request("delete"):
+            fs.delete_file(inner_src)
     except FileNotFoundError:
         raise FileNotFoundError(f"{s}: no such object") from None
     except OSError as exc:
@@ -695,6 +1004,7 @@ def move_local_file(local: Path, dst) -> None:
         d.parent.mkdir(parents=True, exist_ok=True)
         io.commit_temp(local, d)
         return
+    _settle(d)
     _upload(Path(local), d)
     Path(local).unlink(missing_ok=True)
 

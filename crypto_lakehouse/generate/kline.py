@@ -122,6 +122,7 @@ def write_segment(path: Path, table: pa.Table, metadata: dict[str, str]) -> None
     )
 
 
+@storage.uploads_in_background  # S3: PUTs overlap the work; barrier before records
 def run_gen_kline(
     *,
     trade_type: str,

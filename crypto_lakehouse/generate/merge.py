@@ -71,6 +71,13 @@ def read_kline_files(
     so one bad file never stops the symbol. ``spans``, when given, receives the store row
     range ``[start, stop)`` of each file read.
     """
+    # S3: every file fetched ahead (whole objects, a window at a time) while the footers
+    # and then the files are read in this order.
+    with storage.read_ahead([path for paths in groups for path in paths]):
+        return _read_kline_files(groups, spans)
+
+
+def _read_kline_files(groups, spans):
     sized: list[tuple[int, Path, int]] = []
     problems: list[str] = []
     for g, paths in enumerate(groups):

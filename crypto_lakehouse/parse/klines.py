@@ -477,44 +477,64 @@ class _KlineRun:
             f"aws_parse {self.trade_type} {self.dataset} {self.symbol}", len(months),
             unit="months", logger=log,
         )  # fmt: skip
-        for i, month in enumerate(months):
-            progress.done = i
-            progress.maybe_log()
-            if month not in new_by_month and month not in old_by_month and month not in old_parts:
-                untracked[month] = "no tracked archive"  # legacy or out-of-range data: ours to keep
-                continue
-            unchanged = (
+
+        def unchanged(month: str) -> bool:
+            return (
                 new_by_month.get(month, {}) == old_by_month.get(month, {})
                 and self.day_sources.get(month, {}) == self.old_day_sources.get(month, {})
                 and (month in old_parts) == (month in on_disk)
             )
-            if unchanged:
-                continue
-            job = _MonthJob(self, month, new_by_month.get(month, {}), old_by_month.get(month, {}))
-            try:
-                table, q = job.execute()
-            except ForeignPartitionUnreadable as exc:
-                waiting = sorted(new_by_month.get(month, {}))
-                untracked[month] = (
-                    f"{exc}; not overwritten: move it away to parse its {len(waiting)} archive(s)"
+
+        # S3: the archives of every month to rebuild, in the order read_many reads them,
+        # fetched ahead across month boundaries (a month may skip some of its keys).
+        ahead = [
+            layout.aws_path(self.data_dir, key)
+            for month in months
+            if not unchanged(month)
+            for key in sorted(new_by_month.get(month, {}))
+        ]
+        with storage.read_ahead(ahead):
+            for i, month in enumerate(months):
+                progress.done = i
+                progress.maybe_log()
+                if (
+                    month not in new_by_month
+                    and month not in old_by_month
+                    and month not in old_parts
+                ):
+                    untracked[month] = (
+                        "no tracked archive"  # legacy or out-of-range data: ours to keep
+                    )
+                    continue
+                if unchanged(month):
+                    continue
+                job = _MonthJob(
+                    self, month, new_by_month.get(month, {}), old_by_month.get(month, {})
                 )
-                log.error("%s/%s.pqt is %s", self.part_dir, month, untracked[month])
-                blocked.update(waiting)
-                continue
-            rebuilt.add(month)
-            if q is not None:
-                quality_parts.append(q)
-            path = self.part_dir / f"{month}.pqt"
-            with self.timer.step("write"):
-                if table is None:
-                    partitions.pop(month, None)
-                    if storage.exists(path):
-                        storage.delete(path)
-                        removed += 1
-                else:
-                    storage.write_parquet(path, table, **PARTITION_WRITE_OPTIONS)
-                    partitions[month] = _partition_summary(table)
-                    written += 1
+                try:
+                    table, q = job.execute()
+                except ForeignPartitionUnreadable as exc:
+                    waiting = sorted(new_by_month.get(month, {}))
+                    untracked[month] = (
+                        f"{exc}; not overwritten: move it away to parse its {len(waiting)} archive(s)"
+                    )
+                    log.error("%s/%s.pqt is %s", self.part_dir, month, untracked[month])
+                    blocked.update(waiting)
+                    continue
+                rebuilt.add(month)
+                if q is not None:
+                    quality_parts.append(q)
+                path = self.part_dir / f"{month}.pqt"
+                with self.timer.step("write"):
+                    if table is None:
+                        partitions.pop(month, None)
+                        if storage.exists(path):
+                            storage.delete(path)
+                            removed += 1
+                    else:
+                        storage.write_parquet(path, table, **PARTITION_WRITE_OPTIONS)
+                        partitions[month] = _partition_summary(table)
+                        written += 1
         progress.done = len(months)
         progress.finish()
 
@@ -602,6 +622,7 @@ class _KlineRun:
         return quality.day_quality(_owned_rows(table, owner), self.interval, owner)
 
 
+@storage.uploads_in_background  # S3: PUTs overlap the work; barrier before records
 def run_parse_klines(
     *,
     trade_type,
