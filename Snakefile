@@ -4,7 +4,7 @@
 # api_download, gen_kline, resample; then features (indicators and microstructure, new) and
 # report (the HTML page); "all" (the default) runs them all (features while features.enabled).
 # Jobs are per (trade type, dataset, shard of symbols) (docs/shards.md); listing is one
-# checkpoint per trade type and dataset. Output paths: legacy layout under
+# checkpoint job for every kline and funding directory of the run. Output paths: legacy layout under
 # config["data_dir"] (aws_data/, parsed_data/, api_data/, results_data/; local or s3://) and
 # the records under {data_dir}/lakehouse/; Snakemake's own files (reports/, stats/, logs/,
 # summaries/, ...) in the local run directory, config run_dir (default {data_dir}/lakehouse);
@@ -44,15 +44,39 @@ rule all:
         get_datasets_input,
 
 
+# One summary job per stage writes the summaries of every trade type (one process, not one
+# per trade type); resample only for the trade types with resample targets.
 rule summarize:
     input:
-        reports=get_summary_input,
+        get_summary_input,
     output:
-        summary=layout.run_summary_path(LH, "{stage}", "{trade_type}"),
+        [layout.run_summary_path(LH, "{stage}", t) for t in TRADE_TYPES],
     log:
-        layout.job_log_path(LH, "summaries", "{stage}", "{trade_type}"),
+        layout.job_log_path(LH, "summaries", "{stage}", "run"),
     benchmark:
-        layout.job_benchmark_path(LH, "summaries", "{stage}", "{trade_type}")
+        layout.job_benchmark_path(LH, "summaries", "{stage}", "run")
+    wildcard_constraints:
+        stage="|".join(s for s in plan.STAGES if s != "resample"),
+    localrule: True
+    conda:
+        "envs/pipeline.yaml"
+    params:
+        job=job_json(get_summary_args),
+        python=PYTHON,
+        script=script_path("summarize"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+rule summarize_resample:
+    input:
+        get_summary_input,
+    output:
+        [layout.run_summary_path(LH, "resample", t) for t in RESAMPLED_TRADE_TYPES],
+    log:
+        layout.job_log_path(LH, "summaries", "resample", "run"),
+    benchmark:
+        layout.job_benchmark_path(LH, "summaries", "resample", "run")
     localrule: True
     conda:
         "envs/pipeline.yaml"

@@ -173,6 +173,11 @@ def run_summary(*, stage: str, trade_type: str, summary: str, reports=()) -> dic
     return result
 
 
+def run_summaries(*, summaries: list[dict]) -> list[dict]:
+    """Rule ``summarize``: ``run_summary`` for every trade type of a stage, in one job."""
+    return [run_summary(**s) for s in summaries]
+
+
 # ------------------------------------------------------------------ archive datasets
 def _tick_day_rows(report: dict) -> dict[str, int]:
     """{YYYYMMDD: rows} of a tick parse report; a daily file wins over its month's file,

@@ -1,13 +1,14 @@
 # Legacy api_download.sh: REST fill of missing and recent days, and funding history.
 
 
+# One job fetches the exchangeInfo of every trade type of the run (one process start).
 rule exchange_info:
     output:
-        out_path=layout.exchange_info_path(LH, "{trade_type}"),
+        [exchange_info_path(t) for t in TRADE_TYPES],
     log:
-        layout.job_log_path(LH, "exchange_info", "{trade_type}"),
+        layout.job_log_path(LH, "exchange_info", "run"),
     benchmark:
-        layout.job_benchmark_path(LH, "exchange_info", "{trade_type}")
+        layout.job_benchmark_path(LH, "exchange_info", "run")
     localrule: True
     conda:
         "../envs/pipeline.yaml"

@@ -1,7 +1,33 @@
 # Legacy aws_download.sh: list the archive, download and verify kline and funding zips.
 
 
+# Every kline and funding listing of the run in one job (one process, one DAG update after
+# it): its outputs are the per-(trade type, dataset) indexes.
 checkpoint list_archive:
+    output:
+        [listing_index_path(t, d) for t, d in RUN_LISTINGS],
+    log:
+        layout.job_log_path(LH, "list_archive", "run"),
+    benchmark:
+        layout.job_benchmark_path(LH, "list_archive", "run")
+    localrule: True
+    conda:
+        "../envs/pipeline.yaml"
+    # Network-bound: no core slot; the profile's global resource caps concurrency.
+    threads: 0
+    resources:
+        archive_http=1,
+    params:
+        job=job_json(get_run_listings_args),
+        refresh=get_listing_refresh,
+        python=PYTHON,
+        script=script_path("list_archive"),
+    shell:
+        "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+# One listing of a dataset beyond klines and funding (`datasets` target; docs/datasets.md).
+checkpoint list_archive_dataset:
     output:
         out_index=layout.run_listing_index_path(LH, "{trade_type}", "{dataset}"),
     log:
@@ -19,9 +45,13 @@ checkpoint list_archive:
         job=job_json(get_listing_args),
         refresh=get_listing_refresh,
         python=PYTHON,
-        script=script_path("list_archive"),
+        script=script_path("list_archive_dataset"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
+
+
+# The run's kline and funding indexes come from list_archive, never one by one.
+ruleorder: list_archive > list_archive_dataset
 
 
 # One job per (trade type, dataset, shard of symbols). No input: the job is planned only after

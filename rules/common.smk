@@ -164,8 +164,15 @@ def listing_index_path(trade_type, dataset):
 # and a .get() per job costs Snakemake a checkpoint update per job (planning 2,700 symbols
 # went from 55 s to a few seconds without it).
 def listed(trade_type, dataset):
-    """Symbols kept by the listing checkpoint of (trade type, dataset)."""
-    index = checkpoints.list_archive.get(trade_type=trade_type, dataset=dataset).output.out_index
+    """Symbols kept by the listing checkpoint of (trade type, dataset): list_archive for the
+    run's klines and funding (one job for all), list_archive_dataset for the other datasets."""
+    if (trade_type, dataset) in RUN_LISTINGS:
+        checkpoints.list_archive.get()
+        index = listing_index_path(trade_type, dataset)
+    else:
+        index = checkpoints.list_archive_dataset.get(
+            trade_type=trade_type, dataset=dataset
+        ).output.out_index
     return plan.listed_symbols(index)
 
 
@@ -173,6 +180,10 @@ def published(trade_type, dataset):
     """Whether the archive has ``dataset`` (a name or tag) for ``trade_type`` (the registry's
     markets: no spot funding, no spot mark price klines, ...)."""
     return trade_type in dataset_registry.get(dataset).markets
+
+
+# The listings of list_archive: klines and (where published) funding of every trade type.
+RUN_LISTINGS = [(t, d) for t in TRADE_TYPES for d in (KLINES, "funding") if published(t, d)]
 
 
 def indexed(trade_type, dataset):
@@ -286,14 +297,26 @@ def shard_args(stage, wildcards, dataset, **symbol_dirs):
 
 # ------------------------------------------------------------------ aws_download
 def get_listing_args(wildcards):
-    entry, interval = dataset_registry.split_tag(wildcards.dataset)
+    return listing_args(wildcards.trade_type, wildcards.dataset)
+
+
+def get_run_listings_args(wildcards):
+    """list_archive's arguments: each listing's arguments and index path."""
+    listings = [
+        dict(listing_args(t, d), out_index=listing_index_path(t, d)) for t, d in RUN_LISTINGS
+    ]
+    return dict(listings=listings)
+
+
+def listing_args(trade_type, dataset):
+    entry, interval = dataset_registry.split_tag(dataset)
     return dict(
-        trade_type=wildcards.trade_type,
+        trade_type=trade_type,
         dataset=entry.name,
         interval=interval or INTERVAL,
-        symbols=plan.symbol_selection(config, wildcards.trade_type),
+        symbols=plan.symbol_selection(config, trade_type),
         listing_url=config["endpoints"]["listing"],
-        details_dir=layout.run_listing_details_dir(LH, wildcards.trade_type, wildcards.dataset),
+        details_dir=layout.run_listing_details_dir(LH, trade_type, dataset),
         include_monthly=config["download"]["use_monthly_klines"],
         concurrency=config["download"]["listing_concurrency"],
         timeout_s=config["download"]["timeout_s"],
@@ -430,11 +453,17 @@ def get_api_args(wildcards):
 
 
 def get_exchange_info_args(wildcards):
-    return dict(
-        trade_type=wildcards.trade_type,
-        api_url=API_URL[wildcards.trade_type],
-        timeout_s=config["rest"]["timeout_s"],
-    )
+    """The exchange_info job's arguments: one request per trade type of the run."""
+    fetches = [
+        dict(
+            trade_type=t,
+            api_url=API_URL[t],
+            out_path=exchange_info_path(t),
+            timeout_s=config["rest"]["timeout_s"],
+        )
+        for t in TRADE_TYPES
+    ]
+    return dict(fetches=fetches)
 
 
 # ------------------------------------------------------------------ gen_kline
@@ -530,16 +559,10 @@ def get_features_args(wildcards):
 # ------------------------------------------------------------------ targets and summaries
 def stage_reports(stage, trade_type):
     """Every shard report of one stage and trade type (each lists its symbols' reports)."""
-    # Both listings of the trade type are evaluated before any shard job is planned.
-    # An unfinished checkpoint stops this function at the first .get(), so the stages ask
-    # in different orders: the first DAG then already holds every listing job (and
-    # `--until list_archive` lists everything in one go).
-    if stage == "api_download":
-        archive_funding_symbols(trade_type)
-        kline_symbols(trade_type)
-    else:
-        kline_symbols(trade_type)
-        archive_funding_symbols(trade_type)
+    # Both listings of the trade type are evaluated before any shard job is planned (one
+    # list_archive job lists them all; until it ran, the first .get() stops this function).
+    kline_symbols(trade_type)
+    archive_funding_symbols(trade_type)
     if stage == "resample" and not RESAMPLE_TARGETS[trade_type]:
         return []
     if stage == "api_download":
@@ -555,12 +578,33 @@ def stage_reports(stage, trade_type):
     ]
 
 
+def summary_stage(wildcards):
+    """The stage of a summary job (rule summarize_resample has no wildcard)."""
+    return wildcards.get("stage", "resample")
+
+
+def summary_trade_types(stage):
+    return RESAMPLED_TRADE_TYPES if stage == "resample" else TRADE_TYPES
+
+
 def get_summary_args(wildcards):
-    return dict(stage=wildcards.stage, trade_type=wildcards.trade_type)
+    """One summary per trade type of the stage, each with its trade type's shard reports."""
+    stage = summary_stage(wildcards)
+    summaries = [
+        dict(
+            stage=stage,
+            trade_type=t,
+            summary=layout.run_summary_path(LH, stage, t),
+            reports=stage_reports(stage, t),
+        )
+        for t in summary_trade_types(stage)
+    ]
+    return dict(summaries=summaries)
 
 
 def get_summary_input(wildcards):
-    return stage_reports(wildcards.stage, wildcards.trade_type)
+    stage = summary_stage(wildcards)
+    return [r for t in summary_trade_types(stage) for r in stage_reports(stage, t)]
 
 
 # Stages of target "all" (features only while features.enabled).

@@ -1,9 +1,10 @@
-"""Rule `list_archive`: calls crypto_lakehouse.archive.listing.run_listing.
+"""Rule `list_archive`: calls crypto_lakehouse.archive.listing.run_listings (every kline and
+funding listing of the run in one job).
 
 Usage (by the rule's shell command): python scripts/list_archive.py JOB_JSON LOG_FILE
 """
 
-from crypto_lakehouse.archive.listing import run_listing
+from crypto_lakehouse.archive.listing import run_listings
 from crypto_lakehouse.smk import run_job
 
-run_job(run_listing)
+run_job(run_listings)

@@ -98,20 +98,20 @@ def test_failed_jobs_are_listed_with_their_last_error_line(tmp_path, emulator):
     proc, _ = _run(tmp_path, config, "aws_download")
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
-    # The two kline listings fail (um funding is listed only after um klines succeeded).
-    assert "crypto_lakehouse: 2 job(s) failed:" in lines, proc.stderr[-3000:]
-    start = lines.index("crypto_lakehouse: 2 job(s) failed:")
+    # One job lists the three directories (issue 11); each listing fails, and its error
+    # line names every one of them.
+    assert "crypto_lakehouse: 1 job(s) failed:" in lines, proc.stderr[-3000:]
+    start = lines.index("crypto_lakehouse: 1 job(s) failed:")
     report = lines[start + 1 :]
-    listings = {
-        f"{tmp_path}/data/lakehouse/listing/{t}.json"
-        for t in ("spot/klines-1m", "um_futures/klines-1m")
-    }
-    assert {line.strip().split(" ", 1)[1] for line in report[0:6:3]} == listings
-    assert all(line.startswith("  list_archive ") for line in report[0:6:3])
-    for i in (1, 4):
-        assert report[i].strip().startswith("crypto_lakehouse.archive.listing.ListingError: ")
-        assert "HTTP 50" in report[i]
-        assert report[i + 1].strip().startswith(f"log: {tmp_path}/data/lakehouse/logs/")
+    assert report[0].startswith("  list_archive ")
+    for t in ("spot/klines-1m", "um_futures/klines-1m", "um_futures/funding"):
+        assert f"{tmp_path}/data/lakehouse/listing/{t}.json" in report[0]
+    error = report[1].strip()
+    assert error.startswith("crypto_lakehouse.archive.listing.ListingError: 3 of 3 listings failed")
+    assert error.count("HTTP 50") == 3
+    for what in ("spot klines 1m: ", "um_futures klines 1m: ", "um_futures funding: "):
+        assert what in error
+    assert report[2].strip().startswith(f"log: {tmp_path}/data/lakehouse/logs/")
     # A job's traceback stays in its log file; the console gets one line per failure.
     assert "Traceback" not in proc.stderr
     assert "traceback in " in proc.stderr

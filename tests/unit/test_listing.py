@@ -17,6 +17,7 @@ from crypto_lakehouse.archive.listing import (
     list_prefix,
     parse_listing_page,
     run_listing,
+    run_listings,
 )
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -372,3 +373,43 @@ def test_listing_survives_injected_5xx(tmp_path):
         assert emu.counts["fault_5xx"] > 0
     assert sorted(index["symbols"]) == ["BTCUSDT", "ETHUSDT", "SYRUPUSDT"]
     assert stats["retries"] == emu.counts["fault_5xx"]
+
+
+# ---------------------------------------------------------------- run_listings (the checkpoint)
+def _listing_args(emu, tmp_path, name, **kw):
+    return dict(
+        trade_type="spot", dataset="klines", interval="1m", symbols="all",
+        listing_url=emu.base_url, out_index=tmp_path / name / "index.json",
+        details_dir=tmp_path / name / "details", concurrency=4, timeout_s=5, max_retries=1,
+    ) | kw  # fmt: skip
+
+
+def test_run_listings_writes_each_index_as_its_own_listing_would(tmp_path):
+    _spot_mirror(tmp_path / "mirror")
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        alone = _listing_args(emu, tmp_path, "alone")
+        run_listing(**alone)
+        daily = _listing_args(emu, tmp_path, "daily")
+        monthly = _listing_args(emu, tmp_path, "monthly", include_monthly=True)
+        stats = run_listings(listings=[daily, monthly])
+    assert set(stats) == {str(daily["out_index"]), str(monthly["out_index"])}
+    assert daily["out_index"].read_bytes() == alone["out_index"].read_bytes()
+    btc = json.loads((monthly["details_dir"] / "BTCUSDT.json").read_text())
+    assert btc[-1]["key"] == "data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2023-12.zip"
+
+
+def test_run_listings_lists_the_others_then_fails_naming_the_failed_one(tmp_path):
+    _spot_mirror(tmp_path / "mirror")
+    failing = "?data/spot/daily/klines/ETHUSDT/1m/"
+    with Emulator(mirror_dir=tmp_path / "mirror", faults=Faults(fail_always={failing})) as emu:
+        klines = _listing_args(emu, tmp_path, "klines")
+        funding = _listing_args(
+            emu, tmp_path, "funding", trade_type="um_futures", dataset="funding", interval=None
+        )
+        with pytest.raises(ListingError) as info:
+            run_listings(listings=[klines, funding])
+    message = str(info.value)
+    assert message.startswith("1 of 2 listings failed: spot klines 1m: ")
+    assert "ETHUSDT" in message
+    assert not klines["out_index"].exists()  # that listing stays all-or-nothing
+    assert json.loads(funding["out_index"].read_text())["symbols"] == {}

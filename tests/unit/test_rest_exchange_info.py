@@ -10,9 +10,11 @@ from crypto_lakehouse_emulator.rest import RestEmulator
 from crypto_lakehouse.contracts import contract_size_for
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.rest.exchange_info import (
+    ExchangeInfoError,
     RateLimits,
     load_rate_limits,
     run_exchange_info,
+    run_exchange_infos,
     summarize_exchange_info,
 )
 from tests.conftest import FIXTURES
@@ -85,3 +87,29 @@ def test_run_against_emulator_learns_the_short_window(emulator, tmp_path):
 def test_defaults_without_a_file(tmp_path):
     assert load_rate_limits(None, "spot") == RateLimits(6000, 60.0)
     assert load_rate_limits(tmp_path / "absent.json", "um_futures") == RateLimits(2400, 60.0)
+
+
+def test_one_job_fetches_every_trade_type_and_names_the_failed_one(emulator, tmp_path):
+    rest = RestEmulator()
+    rest.set_exchange_info("spot", REAL_REST / "api_v3_exchangeInfo_2025-08-07_25symbols.json")
+    rest.set_exchange_info("cm", REAL_REST / "dapi_v1_exchangeInfo_2025-08-07_25symbols.json")
+    emu = emulator(rest=rest)
+    out = {t: tmp_path / f"{t}.json" for t in ("spot", "um_futures", "cm_futures")}
+    fetch = dict(api_url=emu.base_url, timeout_s=5)
+    run_exchange_infos(
+        fetches=[dict(fetch, trade_type=t, out_path=out[t]) for t in ("spot", "cm_futures")]
+    )
+    assert read_json(out["spot"])["request_weight"]["limit"] == 6000  # the fixture's
+    assert contract_size_for(out["cm_futures"], "BTCUSD_PERP") == 100.0
+    # A host that refuses connections: the others are still fetched, then the job fails.
+    closed = dict(api_url="http://127.0.0.1:9", timeout_s=1, max_retries=0)
+    out["spot"].unlink()
+    with pytest.raises(ExchangeInfoError, match=r"1 of 2 trade types: um_futures: "):
+        run_exchange_infos(
+            fetches=[
+                dict(fetch, trade_type="spot", out_path=out["spot"]),
+                dict(closed, trade_type="um_futures", out_path=out["um_futures"]),
+            ]
+        )
+    assert read_json(out["spot"])["request_weight"]["limit"] == 6000
+    assert not out["um_futures"].exists()

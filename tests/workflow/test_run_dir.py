@@ -72,7 +72,9 @@ def test_local_data_dir_jobs_are_those_of_before_run_dir(tmp_path):
         "summaries": [f"{lh}/summaries/{stage}/spot.json" for stage in stages],
         "trade_types": ["spot"],
     }
-    assert by_script["exchange_info"]["out_path"] == f"{lh}/exchange_info/spot.json"
+    # One exchange_info job fetches every trade type of the run (issue 11).
+    [fetch] = by_script["exchange_info"]["fetches"]
+    assert fetch["out_path"] == f"{lh}/exchange_info/spot.json"
 
 
 def test_s3_data_dir_keeps_snakemake_files_in_a_local_run_dir(tmp_path):

@@ -43,9 +43,9 @@ def test_bad_config_value_names_the_key(tmp_path):
 def test_dry_run_before_listing_plans_only_the_listing(tmp_path):
     proc = run_snakemake(tmp_path, "-n", config={"data_dir": str(tmp_path / "d")})
     counts = job_counts(proc.stdout)
-    # Every listing (spot klines; um and cm klines and funding) is planned up front, and
-    # nothing else until the checkpoints ran.
-    assert counts["list_archive"] == 5
+    # Every listing (spot klines; um and cm klines and funding) is planned up front, in one
+    # job (issue 11: one process and one DAG update per run), and nothing else until it ran.
+    assert counts["list_archive"] == 1
     assert "aws_download_shard" not in counts
 
 
@@ -93,8 +93,10 @@ def test_dry_run_plans_one_job_per_shard_and_stage(tmp_path, shards):
     assert counts["gen_kline_shard"] == kline_shards
     assert counts["resample_shard"] == kline_shards
     assert counts["features_shard"] == kline_shards
-    assert counts["exchange_info"] == 3
-    assert counts["summarize"] == 18
+    assert counts["exchange_info"] == 1  # one job for the three trade types (issue 11)
+    # One summary job per stage for every trade type (issue 11): 5 stages + resample.
+    assert counts["summarize"] == 5
+    assert counts["summarize_resample"] == 1
     assert "list_archive" not in counts  # indexes exist: no re-listing in the same day
 
 
