@@ -260,7 +260,9 @@ def test_tiny_weight_limit_forces_429s_that_are_waited_out(emulator, tmp_path):
 
 
 def test_known_limit_is_respected_without_any_429(emulator, tmp_path):
-    rest = RestEmulator(now_ms=(D + 9) * DAY, window_s=1, weight_limits={"um": 20})
+    # 2 s windows: the limiter's guard time is 5 % of a window (0.5 s on Binance's minute);
+    # with 1 s windows its 50 ms were shorter than a scheduling delay on a loaded machine.
+    rest = RestEmulator(now_ms=(D + 9) * DAY, window_s=2, weight_limits={"um": 20})
     rest.add_synthetic_klines("um", SYM, start_ms=D * DAY)
     emu = emulator(rest=rest)
     write_archive(rest, tmp_path, [D, D + 2, D + 4, D + 6, D + 8])
