@@ -59,7 +59,7 @@ def report_profile(path: str) -> None:
         ("Snakemake: utils.validate (config schema)", "snakemake/utils.py", "validate"),
         ("Snakemake: checkpoints.get", "snakemake/checkpoints.py", "get"),
     ]:
-        seconds = cumulative(lambda k: k[0].endswith(module) and k[2] == function)
+        seconds = cumulative(lambda k, m=module, f=function: k[0].endswith(m) and k[2] == f)
         print(f"  {name:<45} {seconds:.3f} s")
     entries = []
     for (filename, line, function), (_, calls, _, _, callers) in stats.items():
