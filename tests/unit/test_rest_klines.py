@@ -260,13 +260,13 @@ def test_tiny_weight_limit_forces_429s_that_are_waited_out(emulator, tmp_path):
 
 
 def test_known_limit_is_respected_without_any_429(emulator, tmp_path):
-    # 2 s windows: the limiter's guard time is 5 % of a window (0.5 s on Binance's minute);
-    # with 1 s windows its 50 ms were shorter than a scheduling delay on a loaded machine.
+    # 2 s windows on both sides: the limiter's guard time is 5 % of a window (50 ms on 1 s
+    # windows was shorter than a scheduling delay on a loaded machine, now and then).
     rest = RestEmulator(now_ms=(D + 9) * DAY, window_s=2, weight_limits={"um": 20})
     rest.add_synthetic_klines("um", SYM, start_ms=D * DAY)
     emu = emulator(rest=rest)
     write_archive(rest, tmp_path, [D, D + 2, D + 4, D + 6, D + 8])
-    stats = run(emu.base_url, tmp_path, D + 8, ei=exchange_info(tmp_path, 20))
+    stats = run(emu.base_url, tmp_path, D + 8, ei=exchange_info(tmp_path, 20, window_s=2.0))
     assert rest.counters("um").get("429", 0) == 0
     assert stats["days_fetched"] == 4
     # 12 requests of weight 2 + /time = 25 > 16 per window: the limiter had to wait
