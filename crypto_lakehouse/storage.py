@@ -327,15 +327,9 @@ def local_copy(path) -> Iterator[Path]:
     fs, inner = filesystem(p)
     spool = _spool_path()
     try:
-        try:
-            with _request("get"), fs.open_input_stream(inner) as src, open(spool, "wb") as dst:
+        with _reading(p), _request("get"), fs.open_input_stream(inner) as src:
+            with open(spool, "wb") as dst:
                 shutil.copyfileobj(src, dst, 8 << 20)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{p}: no such object") from None
-        except OSError as exc:
-            if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-                raise FileNotFoundError(f"{p}: no such object") from None
-            raise StorageError(f"{p}: {exc}") from exc
         yield spool
     finally:
         spool.unlink(missing_ok=True)
@@ -353,14 +347,8 @@ def _open_object(p: ObjectPath):
     """A random-access pyarrow file on an object (ranged GETs: Parquet column chunks)."""
     _settle(p)
     fs, inner = filesystem(p)
-    try:
+    with _reading(p):
         return fs.open_input_file(inner)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{p}: no such object") from None
-    except OSError as exc:
-        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-            raise FileNotFoundError(f"{p}: no such object") from None
-        raise StorageError(f"{p}: {exc}") from exc
 
 
 def read_bytes(path) -> bytes:
@@ -376,15 +364,8 @@ def read_bytes(path) -> bytes:
 def _get(p: ObjectPath) -> bytes:
     _settle(p)
     fs, inner = filesystem(p)
-    try:
-        with _request("get"), fs.open_input_stream(inner) as f:
-            return f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{p}: no such object") from None
-    except OSError as exc:
-        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-            raise FileNotFoundError(f"{p}: no such object") from None
-        raise StorageError(f"{p}: {exc}") from exc
+    with _reading(p), _request("get"), fs.open_input_stream(inner) as f:
+        return f.read()
 
 
 class _ReadAhead:
@@ -760,6 +741,27 @@ def uploads_in_background(func):
     return wrapper
 
 
+def _is_missing(exc: OSError) -> bool:
+    """pyarrow reports a missing object as a FileNotFoundError or, depending on the
+    request, as an OSError whose text says so."""
+    text = str(exc).lower()
+    return isinstance(exc, FileNotFoundError) or "not found" in text or "does not exist" in text
+
+
+@contextlib.contextmanager
+def _reading(p: ObjectPath) -> Iterator[None]:
+    """Errors of a read of ``p``: FileNotFoundError naming the object when it is missing,
+    StorageError naming it otherwise."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        if _is_missing(exc):
+            raise FileNotFoundError(f"{p}: no such object") from None
+        raise StorageError(f"{p}: {exc}") from exc
+
+
 def _settle(p: ObjectPath) -> None:
     """Before touching an object: its pending upload (if any) is finished."""
     uploads = _UPLOADS
@@ -964,9 +966,8 @@ def delete(path, *, missing_ok: bool = True) -> None:
         if not missing_ok:
             raise
     except OSError as exc:
-        if "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
-            if missing_ok:
-                return
+        if _is_missing(exc) and missing_ok:
+            return
         raise StorageError(f"{p}: delete failed: {exc}") from exc
 
 
