@@ -145,3 +145,37 @@ def _kline_table_bytes(rows, path) -> bytes:
     table = klines_to_table(rows, lo_ms=60_000, hi_ms=240_000, now_ms=10**9)
     io.write_parquet(path, table)
     return Path(path).read_bytes()
+
+
+def _parse_real_klines(data_dir: Path) -> dict[str, bytes]:
+    """aws_parse_klines of three real spot days and one um day (tests/fixtures/real)."""
+    from tests.unit import test_parse_klines as tp
+
+    keys = tp.real_spot_2020(data_dir)
+    tp.parse(data_dir, tp.download_report(data_dir, keys))
+    src = tp.REAL / "futures_um" / "BTCUSDT-1m-2022-09-05.zip"
+    key = tp.layout.daily_kline_key("um_futures", "BTCUSDT", "1m", "2022-09-05")
+    tp.put_archive(data_dir, key, src.read_bytes())
+    tp.parse(data_dir, tp.download_report(data_dir, [key]), "um_futures", "BTCUSDT")
+    root = data_dir / "parsed_data"
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.pqt"))}
+
+
+def test_aws_parse_klines_same_bytes_without_pandas(tmp_path, with_pandas):
+    want = _parse_real_klines(tmp_path / "with")
+    out = run_python(
+        f"""
+        import sys
+        from pathlib import Path
+        from crypto_lakehouse.smk import refuse_pandas
+        assert refuse_pandas()
+        from tests.unit.test_job_without_pandas import _parse_real_klines
+        _parse_real_klines(Path({str(tmp_path / "without")!r}))
+        print("pandas" in sys.modules)
+        """
+    )
+    assert out.strip() == "False"
+    root = tmp_path / "without" / "parsed_data"
+    got = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.pqt"))}
+    assert got.keys() == want.keys() and len(want) == 2
+    assert got == want
