@@ -552,10 +552,3 @@ def test_tick_parse_killed_on_s3_then_rerun_equals_local(tmp_path, s3_root, monk
             else:
                 assert storage.read_bytes(files[rel]) == path.read_bytes(), (delay, rel)
     assert any(interrupted)  # at least one kill landed before the job finished
-
-
-def test_duckdb_connect_refuses_an_s3_data_dir_with_a_message():
-    from crypto_lakehouse.loading import duckdb_connect
-
-    with pytest.raises(ValueError, match="s3://b/p: duckdb_connect reads local data dirs only"):
-        duckdb_connect("s3://b/p")
