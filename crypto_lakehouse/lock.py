@@ -372,9 +372,9 @@ def _conditional_support(data_dir) -> storage.ConditionalSupport:
     if not support.writes:
         log.warning(
             "the store of %s does not honour conditional writes (If-None-Match / If-Match): "
-            "the run lease falls back to write-then-read-back, so two runs starting within "
-            "%.0f s of each other on different machines can both proceed (docs/storage.md, "
-            '"Shared buckets")',
+            "the run lease falls back to write, wait %g s, read back; two runs on different "
+            "machines whose lease writes land at nearly the same moment can both proceed "
+            '(docs/storage.md, "Shared buckets")',
             data_dir,
             LEASE_SETTLE_S,
         )
