@@ -1169,30 +1169,33 @@ def conditional_support(probe_path) -> ConditionalSupport:
     """Whether the store of ``probe_path`` honours conditional requests, measured once per
     process and bucket on a throw-away object at ``probe_path`` (removed again).
 
-    A store may refuse the headers (501) or ignore them (the request succeeds as if
-    unconditional): a second ``If-None-Match: *`` PUT and an ``If-Match`` PUT and DELETE
-    with a wrong etag must each fail with 412."""
+    A store may refuse the headers (501, or 400 for an unknown one) or ignore them (the
+    request succeeds as if unconditional): a second ``If-None-Match: *`` PUT and an
+    ``If-Match`` PUT and DELETE with a wrong etag must each fail with 412 (or AWS's 409).
+    An error of the plain PUT creating it (access, network) is raised."""
     p = _object_path(probe_path)
     key = (tuple(s3_endpoint().items()), p.bucket)
     if key in _CONDITIONAL:
         return _CONDITIONAL[key]
     wrong = '"' + "0" * 32 + '"'  # no content has this MD5 etag
-    writes = deletes = False
+
+    def refused(request) -> bool:
+        """Whether a request that must fail its condition did; any other answer (it
+        succeeded, 501, a 400 for an unknown header) counts as no support."""
+        try:
+            request()
+        except PreconditionFailed:
+            return True
+        except StorageError:
+            pass
+        return False
+
     try:
-        put_if_absent(p, b"probe")
-        try:
-            put_if_absent(p, b"probe")  # ignored header: overwrites
-        except PreconditionFailed:
-            try:
-                put_if_unchanged(p, b"probe", wrong)
-            except PreconditionFailed:
-                writes = True
-        try:
-            delete_if_unchanged(p, wrong)  # ignored header: deletes
-        except PreconditionFailed:
-            deletes = exists(p)
-    except ConditionalRequestsUnsupported:
-        pass
+        _put(p, b"probe")  # a plain PUT: its errors (access, network) are the caller's
+        writes = refused(lambda: put_if_absent(p, b"probe")) and refused(
+            lambda: put_if_unchanged(p, b"probe", wrong)
+        )
+        deletes = refused(lambda: delete_if_unchanged(p, wrong))
     finally:
         delete(p)
     support = _CONDITIONAL[key] = ConditionalSupport(writes, writes and deletes)

@@ -166,6 +166,42 @@ def test_a_store_ignoring_the_conditions_is_detected(s3_root):
         storage._CONDITIONAL.clear()
 
 
+def test_a_store_refusing_the_conditions_is_detected(s3_root):
+    """A store answering 501 NotImplemented to a conditional request (simulated: such
+    requests get that answer instead of being sent; plain ones reach SeaweedFS)."""
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def __init__(self, body: bytes):
+            self.body = body
+
+        def stream(self, **kwargs):
+            yield self.body
+
+    storage._CONDITIONAL.clear()
+    client = storage._conditional_client()
+    answered = []
+
+    def not_implemented(request, **kwargs):
+        if "If-None-Match" in request.headers or "If-Match" in request.headers:
+            answered.append(request.method)
+            body = b"<Error><Code>NotImplemented</Code><Message>no</Message></Error>"
+            return AWSResponse(request.url, 501, {}, Raw(body))
+        return None
+
+    client.meta.events.register("before-send.s3", not_implemented)
+    try:
+        probe = layout.data_lease_path(s3_root).with_name("probe-test")
+        assert storage.conditional_support(probe) == (False, False)
+        assert "PUT" in answered and "DELETE" in answered
+        assert not storage.exists(probe)
+        with pytest.raises(storage.ConditionalRequestsUnsupported, match="NotImplemented"):
+            storage.put_if_absent(probe, b"x")
+    finally:
+        client.meta.events.unregister("before-send.s3", not_implemented)
+        storage._CONDITIONAL.clear()
+
+
 def test_with_conditional_writes_the_lease_is_taken_without_waiting(lease_root, monkeypatch):
     def no_sleep(seconds):
         raise AssertionError(f"slept {seconds} s")
