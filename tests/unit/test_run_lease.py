@@ -330,3 +330,19 @@ def test_jobs_of_a_dead_run_on_a_bucket_keep_the_next_run_out(tmp_path):
         proc.wait()
         lock.release("s3://bucket/x", run_dir)
     assert not lock.hold_job_lock("s3://bucket/x", "no-log-path.log")
+
+
+def test_job_processes_never_load_botocore():
+    """botocore serves the lease only (the run's main process): importing the modules a job
+    runs, and a local-data-dir storage round trip, leave it unloaded."""
+    code = (
+        "import sys, tempfile\n"
+        "import crypto_lakehouse.smk, crypto_lakehouse.lock, crypto_lakehouse.storage as s\n"
+        "import crypto_lakehouse.parse, crypto_lakehouse.generate, crypto_lakehouse.loading\n"
+        "d = tempfile.mkdtemp()\n"
+        "s.write_json(d + '/x.json', {'a': 1}); assert s.read_json(d + '/x.json') == {'a': 1}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('botocore', 'boto3')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})  # fmt: skip
+    assert out.stdout.strip() == "[]"
