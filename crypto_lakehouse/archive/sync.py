@@ -462,24 +462,22 @@ def run_sync_shard(
     (:class:`JobNetwork`); per symbol everything ``run_sync`` does (its paths, state, report
     and failure isolation: ``shards.run_shard_concurrently``).
 
-    Run one after another, each symbol drained its requests in flight at its end and paid
-    its own pool's connections: at 20 ms latency a 45-file symbol took ~0.2 s, so a
-    5-symbol shard ~1 s for what one pool does in ~0.4 s (docs/benchmarks.md, issue 11,
-    seventh part).
+    Run one after another, each symbol drained the job's requests in flight at its end and
+    opened its own pool's connections: a 45-day symbol is ~90 requests, ~0.15-0.3 s at 20 ms
+    latency (docs/benchmarks.md, issue 11, seventh part).
     """
 
-    async def run_sync(**kwargs) -> dict:  # the name in the shard's log and errors
-        return await sync_symbol(net, **kwargs)
-
     async def job() -> dict:
-        nonlocal net
         async with JobNetwork(concurrency, timeout_s) as net:
+
+            async def run_sync(**kwargs) -> dict:  # the name in the shard's log and errors
+                return await sync_symbol(net, **kwargs)
+
             return await run_shard_concurrently(
                 run_sync, symbols=symbols, shard_report=shard_report,
                 symbol_paths=symbol_paths, symbol_values=symbol_values, shard=shard, **common,
             )  # fmt: skip
 
-    net: JobNetwork | None = None
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(job())
 
