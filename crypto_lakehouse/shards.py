@@ -184,10 +184,13 @@ async def run_shard_concurrently(
     symbol_paths: dict[str, str],
     symbol_values: dict[str, dict[str, Any]] | None = None,
     shard: int | None = None,
+    at_once: int = 16,
     **common: Any,
 ) -> dict:
-    """``run_shard`` for a coroutine function: every symbol's call runs at once on the
-    running event loop (the caller bounds the shared work, e.g. requests in flight).
+    """``run_shard`` for a coroutine function: the symbols' calls run concurrently on the
+    running event loop, ``at_once`` at most (each holds its symbol's listing and state in
+    memory: a bound however many symbols a shard has); the caller bounds the shared work,
+    e.g. requests in flight.
 
     Same guarantees per symbol as ``run_shard``: its own paths and report (the previous one
     removed first), its failure recorded in the shard report while the others complete, and
@@ -196,18 +199,22 @@ async def run_shard_concurrently(
     started = time.monotonic()
     part = ShardPart(func, symbols, symbol_paths, symbol_values or {}, common)
     entries: dict[str, dict] = {}
+    for symbol in part.symbols:  # the shard report lists them in order
+        _start_symbol(part, symbol, entries)
+    running = asyncio.Semaphore(max(1, at_once))
 
     async def one(symbol: str) -> None:
-        kwargs = _start_symbol(part, symbol, entries)
-        entry = entries[_entry_name(part, symbol)]
-        _remove_previous_report(kwargs)
-        t0 = time.monotonic()
-        try:
-            await func(**kwargs)
-            entry["status"] = "ok"
-        except Exception as exc:  # one broken symbol never stops the others
-            _record_failure(part, symbol, entry, exc)
-        entry["seconds"] = round(time.monotonic() - t0, 3)
+        async with running:
+            kwargs = _symbol_call_kwargs(part, symbol)
+            entry = entries[_entry_name(part, symbol)]
+            _remove_previous_report(kwargs)
+            t0 = time.monotonic()
+            try:
+                await func(**kwargs)
+                entry["status"] = "ok"
+            except Exception as exc:  # one broken symbol never stops the others
+                _record_failure(part, symbol, entry, exc)
+            entry["seconds"] = round(time.monotonic() - t0, 3)
 
     await asyncio.gather(*(one(symbol) for symbol in part.symbols))
     return _finish_shard([part], entries, started, shard, shard_report)
@@ -217,11 +224,15 @@ def _entry_name(part: ShardPart, symbol: str) -> str:
     return f"{part.label}/{symbol}" if part.label else symbol
 
 
-def _start_symbol(part: ShardPart, symbol: str, entries: dict[str, dict]) -> dict:
-    """The symbol's keyword arguments; registers its shard report entry (in call order)."""
-    kwargs = with_stats_path(
+def _symbol_call_kwargs(part: ShardPart, symbol: str) -> dict:
+    return with_stats_path(
         part.func, _symbol_kwargs(symbol, part.common, part.symbol_paths, part.symbol_values)
     )
+
+
+def _start_symbol(part: ShardPart, symbol: str, entries: dict[str, dict]) -> dict:
+    """The symbol's keyword arguments; registers its shard report entry (in call order)."""
+    kwargs = _symbol_call_kwargs(part, symbol)
     entries[_entry_name(part, symbol)] = {"report": str(kwargs["report_path"])}
     return kwargs
 

@@ -457,8 +457,9 @@ def run_sync_shard(
     timeout_s: float = 30.0,
     **common,
 ) -> dict:
-    """The ``aws_download_shard`` job: every symbol of the shard at once on one event loop,
-    sharing ``concurrency`` requests in flight and one connection pool
+    """The ``aws_download_shard`` job: the symbols of the shard at once on one event loop
+    (up to ``concurrency / 2`` of them), sharing ``concurrency`` requests in flight and one
+    connection pool
     (:class:`JobNetwork`); per symbol everything ``run_sync`` does (its paths, state, report
     and failure isolation: ``shards.run_shard_concurrently``).
 
@@ -473,9 +474,13 @@ def run_sync_shard(
             async def run_sync(**kwargs) -> dict:  # the name in the shard's log and errors
                 return await sync_symbol(net, **kwargs)
 
+            # As many symbols at once as fetch slots: a daily update (one archive per
+            # symbol) still fills every slot, and memory holds that many listings, not the
+            # shard's.
             return await run_shard_concurrently(
                 run_sync, symbols=symbols, shard_report=shard_report,
-                symbol_paths=symbol_paths, symbol_values=symbol_values, shard=shard, **common,
+                symbol_paths=symbol_paths, symbol_values=symbol_values, shard=shard,
+                at_once=net.slots_total, **common,
             )  # fmt: skip
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -144,3 +144,31 @@ def test_concurrent_shard_runner_starts_every_symbol_before_any_ends(tmp_path):
         "C": "ok",
     }
     assert (tmp_path / "reports" / "A.json").read_text() == "A"
+
+
+def test_concurrent_shard_runner_runs_at_most_at_once_symbols(tmp_path):
+    active, peak, done = 0, 0, []
+
+    async def run_symbol(*, symbol, report_path, stats_path):
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.01)  # every symbol yields: the runner could start them all
+        active -= 1
+        done.append(symbol)
+        Path(report_path).write_text(symbol)
+
+    (tmp_path / "reports").mkdir()
+    symbols = [f"S{i}" for i in range(7)]
+    report = asyncio.run(
+        run_shard_concurrently(
+            run_symbol,
+            symbols=symbols,
+            shard_report=tmp_path / "shard.json",
+            symbol_paths={"report_path": str(tmp_path / "reports")},
+            at_once=3,
+        )  # fmt: skip
+    )
+    assert peak == 3
+    assert sorted(done) == symbols
+    assert list(report["symbols"]) == symbols  # the shard report in the shard's order
