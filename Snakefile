@@ -13,6 +13,7 @@
 import sys
 
 from crypto_lakehouse.failures import failure_report
+from crypto_lakehouse.smk import cancel_scheduler_timers
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -92,9 +93,13 @@ onstart:
     check_endpoints()
 
 
+# Both hooks end with cancel_scheduler_timers(): without it the process waits up to a
+# second for Snakemake's idle scheduler timers before it exits (crypto_lakehouse.smk).
 onsuccess:
     plan.print_summaries(LH)
+    cancel_scheduler_timers()
 
 
 onerror:
     print(failure_report(log), file=sys.stderr)
+    cancel_scheduler_timers()

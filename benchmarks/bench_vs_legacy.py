@@ -337,9 +337,10 @@ def aria2_vs_ours(
         listing = tmp / "aria2.txt"
         out = tmp / "aria2-out"
         listing.write_text("".join(f"{url}/{k}\n  dir={out / Path(k).parent}\n" for k in keys))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), child_cpu()
         subprocess.run(["aria2c", "-i", str(listing), "-j32", "-x4", "-q"], check=True)
         aria = time.perf_counter() - t0
+        CPU["aria2"] = child_cpu() - c0
     return ours, aria, len(keys)
 
 
@@ -375,8 +376,16 @@ def main() -> None:
     ap.add_argument("--shards", type=int, help="our config's shards (default: the config's)")
     ap.add_argument("--keep", action="store_true", help="keep each run's folders and logs")
     ap.add_argument("--skip-legacy", action="store_true", help="ours only (no ratios)")
+    ap.add_argument(
+        "--only-aria2",
+        action="store_true",
+        help="only the aws_download vs aria2c comparison (needs --aria2-latency; no legacy, "
+        "none of our other targets)",
+    )
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench_vs_legacy")
     args = ap.parse_args()
+    if args.only_aria2 and not args.aria2_latency:
+        ap.error("--only-aria2 needs --aria2-latency")
 
     symbols = universe(args.symbols)
     if args.shards:
@@ -406,6 +415,15 @@ def main() -> None:
         logs.mkdir()
         r: dict = {"legacy": {}, "ours": {}}
         CPU.clear()
+        end = last + timedelta(days=1)  # the day REST completes
+        if args.only_aria2:
+            r["aria2"] = aria2_vs_ours(
+                base, symbols, first, now_for(last), end, args.aria2_latency, tmp, logs
+            )
+            report_aria2(r, args)
+            if not args.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+            continue
         if not args.skip_legacy:
             with EmulatorProcess(base, symbols, first, now_for(last)) as url:
                 src = legacy_copy(args.legacy_src, tmp / "legacy_src", url)
@@ -417,7 +435,6 @@ def main() -> None:
                 )
                 r["legacy_daily"] = sum(daily.values())
             r["legacy_results"] = count_results(tmp / "legacy/binance_data")
-        end = last + timedelta(days=1)  # the day REST completes
         with EmulatorProcess(base, symbols, first, now_for(last)) as url:
             for stage in STAGES:
                 cfg = our_config(url, tmp / "ours-stages/data", end)
@@ -487,11 +504,17 @@ def report(run: int, r: dict, args) -> None:
     for stage, (n, wall, cpu_s) in sorted(r["ours_daily_stages"].items(), key=lambda kv: -kv[1][1]):
         print(f"    {stage:<26}{n:>4} jobs {wall:>7.2f} s wall {cpu_s:>7.2f} s CPU")
     if "aria2" in r:
-        o, a, n = r["aria2"]
-        print(
-            f"  aws_download at {args.aria2_latency * 1000:.0f} ms latency, {n} files: ours (listing "
-            f"included) {o:.2f} s, aria2c -j32 -x4 {a:.2f} s: ours/aria2 = {o / a:.2f} (goal <= 1.5)"
-        )
+        report_aria2(r, args)
+
+
+def report_aria2(r: dict, args) -> None:
+    o, a, n = r["aria2"]
+    print(
+        f"  aws_download at {args.aria2_latency * 1000:.0f} ms latency, {n} files: ours (listing "
+        f"included) {o:.2f} s ({CPU.get('ours aws_download-latency', 0.0):.2f} CPU s), "
+        f"aria2c -j32 -x4 {a:.2f} s ({CPU.get('aria2', 0.0):.2f} CPU s): ours/aria2 = "
+        f"{o / a:.2f} (goal <= 1.5); load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -175,10 +175,37 @@ def add_compare_parser(groups) -> None:
     cmp.add_argument(
         "--jobs", "-j", type=int, default=1, help="compare files in N processes (default: 1)"
     )
+    s3 = cmp.add_argument_group(
+        "S3 (an s3://bucket/prefix dir)",
+        "The config's `storage:` settings, for either dir that is on S3 (docs/storage.md). "
+        "Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE.",
+    )
+    s3.add_argument(
+        "--endpoint-url",
+        help="S3 endpoint of a self-hosted store, e.g. http://127.0.0.1:8333 (default: AWS)",
+    )
+    s3.add_argument(
+        "--region", help="S3 region (default: AWS_DEFAULT_REGION / profile / us-east-1)"
+    )
+    s3.add_argument(
+        "--addressing-style",
+        choices=("path", "virtual"),
+        help="path (most self-hosted stores) or virtual (AWS; the default)",
+    )
+
+
+def compare_storage_settings(args: argparse.Namespace) -> dict:
+    """The ``storage`` settings (config block names) given on the compare command line."""
+    given = {
+        "endpoint_url": args.endpoint_url,
+        "region": args.region,
+        "addressing_style": args.addressing_style,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from crypto_lakehouse import io
+    from crypto_lakehouse import io, storage
     from crypto_lakehouse.compare import Options, compare_dirs
     from crypto_lakehouse.compare.report import render
     from crypto_lakehouse.intervals import interval_ms
@@ -188,6 +215,7 @@ def run_compare(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"compare: --interval: {exc}", file=sys.stderr)
         return 2
+    storage.configure(compare_storage_settings(args))
     report = compare_dirs(
         args.legacy_dir,
         args.new_dir,

@@ -18,6 +18,7 @@ tmpfs may turn it off.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import itertools
 import json
@@ -272,11 +273,14 @@ def remove_stale_temps(directory: str | Path) -> int:
     writes in the data dir; within a run, call it only from the job that owns the directory
     (a shared folder such as ``api_data/{T}/funding_rate/`` takes ``remove_stale_temps_of``).
     """
+    # os.walk with a name filter: about half the time of Path.rglob on a data dir of many
+    # thousands of files (this runs at every run's start over the whole data dir).
     n = 0
-    for p in Path(directory).rglob(TEMP_GLOB):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            n += 1
+    for folder, _dirs, names in os.walk(directory):
+        for name in fnmatch.filter(names, TEMP_GLOB):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+                n += 1
     return n
 
 

@@ -262,11 +262,15 @@ def schema_groups(paths: list[Path]) -> list[list[Path]]:
     ``union_by_name`` would read every file's footer each time a query is planned; one scan
     per schema needs only the first file's, and files pruned by a filter are never opened.
     """
-    groups: dict[tuple, list[Path]] = {}
+    return [group for _, group in _schema_groups(paths)]
+
+
+def _schema_groups(paths: list[Path]) -> list[tuple[pa.Schema, list[Path]]]:
+    groups: dict[tuple, tuple[pa.Schema, list[Path]]] = {}
     for path in paths:
         schema = storage.parquet_metadata(path).schema.to_arrow_schema()
         key = tuple((f.name, str(f.type)) for f in schema)
-        groups.setdefault(key, []).append(path)
+        groups.setdefault(key, (schema.remove_metadata(), []))[1].append(path)
     return list(groups.values())
 
 
@@ -303,25 +307,10 @@ def _view_sql(name: str, paths: list[Path]) -> str:
     )
 
 
-def duckdb_connect(data_dir, database: str = ":memory:"):
-    """A DuckDB connection with views ``klines``, ``resampled_klines``, ``funding``,
-    ``quality`` and ``provenance`` over the files present now (a new file needs a new
-    connection). A view with no file yet is not created; ``lakehouse_views`` lists the
-    views and their file counts. Columns derived from the path come first
-    (``trade_type``, ``interval``, ``offset``, ``symbol``, ``segment``, ``source``)."""
-    import duckdb
-
-    if storage.is_remote(data_dir):
-        raise ValueError(
-            f"{data_dir}: duckdb_connect reads local data dirs only (DuckDB would need its "
-            "httpfs extension and S3 credentials); on S3 use load_klines, or register a "
-            "pyarrow dataset with DuckDB (docs/loading.md)"
-        )
-    files = view_files(data_dir)
-    con = duckdb.connect(database)
-    con.execute("SET parquet_metadata_cache = true")  # footers are read once per connection
-    # Files come grouped per folder and symbol in time order, the latest segment last: its
-    # number is the count of older segment files just before it.
+def _latest_segments(files: dict[str, list[Path]]) -> list[tuple[str, int]]:
+    """``(file, segment number)`` of each latest segment (the plain ``SYM.pqt``): the
+    count of the older segment files just before it (files come grouped per folder and
+    symbol in time order, the latest last)."""
     latest = []
     for name in ("klines", "resampled_klines"):
         older, group = 0, None
@@ -333,12 +322,89 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
                 latest.append((str(path), older))
             else:
                 older += 1
-    con.execute("CREATE TEMP TABLE _lakehouse_latest_segment (file VARCHAR, segment INTEGER)")
-    if latest:
-        con.executemany("INSERT INTO _lakehouse_latest_segment VALUES (?, ?)", latest)
+    return latest
+
+
+def duckdb_connect(data_dir, database: str = ":memory:"):
+    """A DuckDB connection with views ``klines``, ``resampled_klines``, ``funding``,
+    ``quality`` and ``provenance`` over the files present now (a new file needs a new
+    connection). A view with no file yet is not created; ``lakehouse_views`` lists the
+    views and their file counts. Columns derived from the path come first
+    (``trade_type``, ``interval``, ``offset``, ``symbol``, ``segment``, ``source``).
+
+    An ``s3://`` data dir gives the same views over pyarrow datasets on the bucket (the
+    seam's file system and credentials; DuckDB's own S3 reader, httpfs, is not needed)."""
+    import duckdb
+
+    files = view_files(data_dir)
+    con = duckdb.connect(database)
     con.execute("CREATE TEMP TABLE lakehouse_views (view VARCHAR, files BIGINT)")
     for name, paths in files.items():
         con.execute("INSERT INTO lakehouse_views VALUES (?, ?)", (name, len(paths)))
+    latest = _latest_segments(files)
+    if storage.is_remote(data_dir):
+        _register_dataset_views(con, files, dict(latest))
+        return con
+    con.execute("SET parquet_metadata_cache = true")  # footers are read once per connection
+    con.execute("CREATE TEMP TABLE _lakehouse_latest_segment (file VARCHAR, segment INTEGER)")
+    if latest:
+        con.executemany("INSERT INTO _lakehouse_latest_segment VALUES (?, ?)", latest)
+    for name, paths in files.items():
         if paths:
             con.execute(f"CREATE TEMP VIEW {name} AS {_view_sql(name, paths)}")
     return con
+
+
+# ---------------------------------------------------------------- views on object storage
+def _path_values(name: str, path, latest: dict[str, int]) -> dict:
+    """The columns a view derives from a file's path (as ``_view_sql`` does in SQL), in
+    the view's order: ``segment`` from ``SPn_`` or, for the latest file, ``latest``."""
+    import re
+
+    pattern, columns = VIEW_PATTERNS[name]
+    values = dict(zip(columns, re.search(pattern, str(path)).groups(), strict=True))
+    if "segment_sp" in values:
+        sp = values.pop("segment_sp")
+        values["segment"] = int(sp) if sp else latest[str(path)]
+    if "source" in values:
+        values["source"] = "archive" if values["source"] == "parsed_data" else "rest"
+    return values
+
+
+def _view_dataset(name: str, file_schema: pa.Schema, paths: list, latest: dict[str, int]):
+    """One pyarrow dataset over files of one schema; the path-derived columns are each
+    file's partition values (constant per file: a filter on them skips whole files)."""
+    import functools
+    import operator
+
+    values = [_path_values(name, p, latest) for p in paths]
+    derived = [pa.field(c, pa.int32() if c == "segment" else pa.string()) for c in values[0]]
+    schema = pa.schema(derived + [f for f in file_schema if f.name not in values[0]])
+    partitions = [
+        functools.reduce(
+            operator.and_, (ds.field(f.name) == pa.scalar(v[f.name], f.type) for f in derived)
+        )
+        for v in values
+    ]
+    fs, _ = storage.filesystem(paths[0])
+    return ds.FileSystemDataset.from_paths(
+        [storage.filesystem(p)[1] for p in paths],
+        schema=schema,
+        format=ds.ParquetFileFormat(),
+        filesystem=fs,
+        partitions=partitions,
+    )
+
+
+def _register_dataset_views(con, files: dict[str, list], latest: dict[str, int]) -> None:
+    """The views of an S3 data dir: per view one registered dataset per file schema,
+    united by column name (NULL where a schema lacks a column), as on a local dir."""
+    for name, paths in files.items():
+        if not paths:
+            continue
+        scans = []
+        for i, (file_schema, group) in enumerate(_schema_groups(paths)):
+            table = f"_lakehouse_{name}_{i}"
+            con.register(table, _view_dataset(name, file_schema, group, latest))
+            scans.append(f"SELECT * FROM {table}")
+        con.execute(f"CREATE TEMP VIEW {name} AS {' UNION ALL BY NAME '.join(scans)}")

@@ -21,10 +21,13 @@ start, heartbeat): a run refuses to start while another run's lease is live, ren
 every ``LEASE_HEARTBEAT_S`` and deletes it when it exits. A lease is stale once its
 heartbeat is older than ``LEASE_STALE_S`` (its run died without deleting it), or at once
 when its holder ran on this host and its process is gone (kill -9, then a plain rerun).
-S3 has no compare-and-swap through pyarrow, so two runs starting within the same second
-can both write a lease; each reads it back after ``LEASE_SETTLE_S`` and the one whose
-record was overwritten backs off, which leaves only writes that land less than that apart
-(docs/storage.md, "Shared buckets").
+Taking, renewing and deleting the lease are compare-and-swaps on the object (conditional
+requests: ``If-None-Match: *`` to create it, ``If-Match: <etag>`` to take over a stale one,
+renew it or delete it; storage.py sends them through botocore, pyarrow.fs cannot): of runs
+starting at the same moment exactly one gets it. A store that does not honour conditional
+writes (measured once per process) falls back to write, wait ``LEASE_SETTLE_S``, read back
+(the one whose record was overwritten backs off), which leaves open writes landing less
+than that apart; a warning says so (docs/storage.md, "Shared buckets").
 """
 
 from __future__ import annotations
@@ -55,14 +58,15 @@ class DataDirBusy(RuntimeError):
     """Another live run holds the data dir."""
 
 
-# The lease of an S3 data dir: renewed every minute, stale after ten without renewal; the
-# read-back after writing it waits long enough for a concurrent writer's PUT to land.
+# The lease of an S3 data dir: renewed every minute, stale after ten without renewal; on a
+# store without conditional writes, the read-back after writing it waits long enough for a
+# concurrent writer's PUT to land.
 LEASE_HEARTBEAT_S = 60.0
 LEASE_STALE_S = 600.0
 LEASE_SETTLE_S = 1.0
 
-# Leases this process holds: lease URI -> (record, stop event of its heartbeat thread).
-_LEASES: dict[str, tuple[dict, threading.Event]] = {}
+# Leases this process holds: lease URI -> _Lease.
+_LEASES: dict[str, _Lease] = {}
 
 
 def lock_dir(data_dir: str | Path, run_dir: str | Path | None = None) -> Path:
@@ -320,24 +324,66 @@ def describe_lease(lease: dict) -> str:
     return f"{describe_holder(lease)}, run dir {lease.get('run_dir')}, last heartbeat {ago}"
 
 
-def take_lease(data_dir: str | Path, run_dir: str | Path | None = None) -> dict:
-    """Take the lease of an S3 data dir for this process (idempotent) and renew it until
-    the process exits; raises DataDirBusy naming a live holder."""
-    path = layout.data_lease_path(data_dir)
-    key = str(path)
-    if key in _LEASES:
-        return _LEASES[key][0]
-    current = read_lease(data_dir)
-    if lease_is_live(current):
-        raise DataDirBusy(
-            f"data dir {data_dir} is in use by another run: {describe_lease(current)} (lease "
-            f"{path}; stale {LEASE_STALE_S / 60:.0f} min after its last heartbeat). Wait for "
-            "it to finish, or stop it; nothing was started."
+class _Lease:
+    """A lease this process holds: its record, the etag of our last write (None on a
+    store without conditional writes) and the heartbeat thread."""
+
+    def __init__(self, path, record: dict, etag: str | None, deletes_conditional: bool):
+        self.path = path
+        self.record = record
+        self.etag = etag
+        self.deletes_conditional = deletes_conditional
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
+def _lease_bytes(record: dict) -> bytes:
+    return storage.json_text(record).encode()
+
+
+def _parse_lease(content: bytes | None) -> dict | None:
+    try:
+        lease = json.loads(content) if content else None
+    except ValueError:
+        return None
+    return lease if isinstance(lease, dict) else None
+
+
+def _busy(data_dir, path, current: dict) -> DataDirBusy:
+    return DataDirBusy(
+        f"data dir {data_dir} is in use by another run: {describe_lease(current)} (lease "
+        f"{path}; stale {LEASE_STALE_S / 60:.0f} min after its last heartbeat). Wait for "
+        "it to finish, or stop it; nothing was started."
+    )
+
+
+def _lost_race(data_dir, current: dict | None) -> DataDirBusy:
+    return DataDirBusy(
+        f"data dir {data_dir}: another run took the lease at the same moment "
+        f"({describe_lease(current) if current else 'its record is gone'}); nothing was started."
+    )
+
+
+def _conditional_support(data_dir) -> storage.ConditionalSupport:
+    """What the bucket's store honours (measured once per process, storage.py); without
+    conditional writes, a warning naming the race that stays open."""
+    probe = layout.data_lease_path(data_dir).with_name(f"run.lease.probe-{uuid.uuid4().hex}")
+    support = storage.conditional_support(probe)
+    if not support.writes:
+        log.warning(
+            "the store of %s does not honour conditional writes (If-None-Match / If-Match): "
+            "the run lease falls back to write, wait %g s, read back; two runs on different "
+            "machines whose lease writes land at nearly the same moment can both proceed "
+            '(docs/storage.md, "Shared buckets")',
+            data_dir,
+            LEASE_SETTLE_S,
         )
-    if current:
-        log.warning("taking over the stale lease of %s: %s", data_dir, describe_lease(current))
+    return support
+
+
+def _new_record(run_dir) -> dict:
     now = time.time()
-    record = {
+    return {
         "holder": uuid.uuid4().hex,
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -346,45 +392,139 @@ def take_lease(data_dir: str | Path, run_dir: str | Path | None = None) -> dict:
         "cwd": os.getcwd(),
         "run_dir": os.path.abspath(run_dir) if run_dir is not None else None,
     }
+
+
+def _ours_now(path, record: dict) -> tuple[dict | None, str | None]:
+    """After a lost condition: the current lease, and its etag if it is still our own
+    record (a write of ours that landed although its answer was lost and the request was
+    retried), else None."""
+    found = storage.read_versioned(path)
+    current = _parse_lease(found[0]) if found else None
+    if current == record:
+        return current, found[1]
+    return current, None
+
+
+def _claim_conditional(data_dir, path, record: dict) -> str:
+    """Compare-and-swap: create the lease if there is none (If-None-Match: *), or replace
+    a stale one only if nobody replaced it since we read it (If-Match: its etag). Of
+    several runs doing this at once exactly one succeeds. Returns our lease's etag."""
+    found = storage.read_versioned(path)
+    current = _parse_lease(found[0]) if found else None
+    if lease_is_live(current):
+        raise _busy(data_dir, path, current)
+    try:
+        if found is None:
+            return storage.put_if_absent(path, _lease_bytes(record))
+        log.warning(
+            "taking over the stale lease of %s: %s",
+            data_dir,
+            describe_lease(current) if current else "an unreadable record",
+        )
+        return storage.put_if_unchanged(path, _lease_bytes(record), found[1])
+    except storage.PreconditionFailed:
+        current, etag = _ours_now(path, record)
+        if etag is None:
+            raise _lost_race(data_dir, current) from None
+        return etag
+
+
+def _claim_by_read_back(data_dir, path, record: dict) -> None:
+    """A store without conditional writes: write the lease, wait, read it back; of runs
+    writing within the same moment, the one whose record was overwritten backs off."""
+    current = read_lease(data_dir)
+    if lease_is_live(current):
+        raise _busy(data_dir, path, current)
+    if current:
+        log.warning("taking over the stale lease of %s: %s", data_dir, describe_lease(current))
     storage.write_json(path, record)
     time.sleep(LEASE_SETTLE_S)
     back = read_lease(data_dir)
     if not back or back.get("holder") != record["holder"]:
-        raise DataDirBusy(
-            f"data dir {data_dir}: another run took the lease at the same moment "
-            f"({describe_lease(back) if back else 'its record is gone'}); nothing was started."
-        )
-    stop = threading.Event()
-    _LEASES[key] = (record, stop)
-    threading.Thread(
-        target=_renew_lease, args=(path, record, stop), name="lease-heartbeat", daemon=True
-    ).start()
+        raise _lost_race(data_dir, back)
+
+
+def _claim(data_dir, run_dir=None) -> _Lease:
+    """Take the lease (no registration, no heartbeat): a _Lease, or DataDirBusy."""
+    path = layout.data_lease_path(data_dir)
+    support = _conditional_support(data_dir)
+    record = _new_record(run_dir)
+    if support.writes:
+        etag = _claim_conditional(data_dir, path, record)
+    else:
+        _claim_by_read_back(data_dir, path, record)
+        etag = None
+    return _Lease(path, record, etag, support.deletes)
+
+
+def take_lease(data_dir: str | Path, run_dir: str | Path | None = None) -> dict:
+    """Take the lease of an S3 data dir for this process (idempotent) and renew it until
+    the process exits; raises DataDirBusy naming a live holder."""
+    key = str(layout.data_lease_path(data_dir))
+    if key in _LEASES:
+        return _LEASES[key].record
+    lease = _claim(data_dir, run_dir)
+    _LEASES[key] = lease
+    lease.thread = threading.Thread(
+        target=_renew_lease, args=(lease,), name="lease-heartbeat", daemon=True
+    )
+    lease.thread.start()
     atexit.register(release_lease, data_dir)
-    return record
+    return lease.record
 
 
-def _renew_lease(path, record: dict, stop: threading.Event) -> None:
-    while not stop.wait(LEASE_HEARTBEAT_S):
-        try:
-            current = storage.read_json(path, default=None)
-            if not current or current.get("holder") != record["holder"]:
-                log.error("the lease %s is no longer ours (now: %s)", path, current)
-                return
-            record["heartbeat_unix"] = time.time()
-            storage.write_json(path, record)
-        except Exception as exc:  # a flaky store: try again at the next beat
-            log.warning("lease %s not renewed: %s", path, exc)
+def renew_once(lease: _Lease) -> bool:
+    """One heartbeat: rewrite the lease with the time now, only if it is still ours.
+    False when it is not (another run took it over, or it was deleted): stop renewing.
+    A store error is logged and the next beat tries again."""
+    beat = {**lease.record, "heartbeat_unix": time.time()}
+    try:
+        if lease.etag is not None:
+            try:
+                lease.etag = storage.put_if_unchanged(lease.path, _lease_bytes(beat), lease.etag)
+            except storage.PreconditionFailed:
+                current, etag = _ours_now(lease.path, beat)
+                if etag is None:
+                    log.error("the lease %s is no longer ours (now: %s)", lease.path, current)
+                    return False
+                lease.etag = etag
+        else:
+            # No compare-and-swap: a takeover landing between this read and the write is
+            # overwritten (the fallback's race, docs/storage.md).
+            current = storage.read_json(lease.path, default=None)
+            if not current or current.get("holder") != lease.record["holder"]:
+                log.error("the lease %s is no longer ours (now: %s)", lease.path, current)
+                return False
+            storage.write_json(lease.path, beat)
+        lease.record.update(beat)
+    except Exception as exc:  # a flaky store: try again at the next beat
+        log.warning("lease %s not renewed: %s", lease.path, exc)
+    return True
+
+
+def _renew_lease(lease: _Lease) -> None:
+    while not lease.stop.wait(LEASE_HEARTBEAT_S):
+        if not renew_once(lease):
+            return
 
 
 def release_lease(data_dir: str | Path) -> None:
     """Stop renewing this process's lease of ``data_dir`` and delete it if still ours."""
-    path = layout.data_lease_path(data_dir)
-    held = _LEASES.pop(str(path), None)
-    if held is None:
+    lease = _LEASES.pop(str(layout.data_lease_path(data_dir)), None)
+    if lease is None:
         return
-    record, stop = held
-    stop.set()
+    lease.stop.set()
+    if lease.thread is not None:
+        lease.thread.join(timeout=30)  # a beat in flight changes the etag
     with contextlib.suppress(Exception):
+        if lease.etag is not None and lease.deletes_conditional:
+            try:
+                storage.delete_if_unchanged(lease.path, lease.etag)
+            except storage.PreconditionFailed:
+                pass  # taken over (or gone): not ours to delete
+            return
+        # No conditional DELETE: read, compare, delete (a takeover landing in between
+        # would be deleted; it is stale-proof only on stores with If-Match on DELETE).
         current = read_lease(data_dir)
-        if current and current.get("holder") == record["holder"]:
-            storage.delete(path)
+        if current and current.get("holder") == lease.record["holder"]:
+            storage.delete(lease.path)

@@ -7,7 +7,9 @@ per-symbol stage uses the same assignment, so shard ``k`` of one stage depends o
 shard ``k`` of the stages before it.
 
 Inside a job (``run_shard``) the symbols run one after another with everything imported
-once. Each symbol keeps what a per-symbol job had: its own report and stats files (same
+once; a network-bound stage may run them at once on one event loop instead
+(``run_shard_concurrently``: the download job, so that its requests in flight are shared by
+the shard rather than drained at every symbol's end). Each symbol keeps what a per-symbol job had: its own report and stats files (same
 paths as before), its own incremental skip (inside the stage's entry point) and its own
 failure isolation: a failing symbol is logged and recorded, the others still run, and the
 job fails at the end naming the failed symbols. The job's own output, the *shard report*,
@@ -16,6 +18,7 @@ lists each symbol's status and report path (see docs/summaries.md).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
@@ -35,6 +38,7 @@ __all__ = [
     "for_each_symbol",
     "group_by_shard",
     "run_shard",
+    "run_shard_concurrently",
     "run_shard_parts",
     "shard_of",
     "symbol_path",
@@ -154,28 +158,98 @@ def run_shard_parts(
     stop: BaseException | None = None
     for part in parts:
         for symbol in part.symbols:
-            kwargs = with_stats_path(
-                part.func,
-                _symbol_kwargs(symbol, part.common, part.symbol_paths, part.symbol_values),
-            )
-            entry = {"report": str(kwargs["report_path"])}
-            entries[f"{part.label}/{symbol}" if part.label else symbol] = entry
+            kwargs = _start_symbol(part, symbol, entries)
+            entry = entries[_entry_name(part, symbol)]
             if stop is not None:
                 entry.update(status="not_run", error=f"stopped: {stop}")
                 continue
-            # The previous run's report must not outlive a failure of this run (a per-symbol
-            # job's output was deleted by Snakemake before it reran).
-            Path(kwargs["report_path"]).unlink(missing_ok=True)
+            _remove_previous_report(kwargs)
             t0 = time.monotonic()
             try:
                 part.func(**kwargs)
                 entry["status"] = "ok"
             except Exception as exc:  # one broken symbol never stops the others
-                log.exception("%s %s failed", part.func.__name__, symbol)
-                entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                _record_failure(part, symbol, entry, exc)
                 if fatal and isinstance(exc, fatal):
                     stop = exc
             entry["seconds"] = round(time.monotonic() - t0, 3)
+    return _finish_shard(parts, entries, started, shard, shard_report)
+
+
+async def run_shard_concurrently(
+    func: Callable[..., Any],
+    *,
+    symbols: list[str],
+    shard_report: str | Path,
+    symbol_paths: dict[str, str],
+    symbol_values: dict[str, dict[str, Any]] | None = None,
+    shard: int | None = None,
+    at_once: int = 16,
+    **common: Any,
+) -> dict:
+    """``run_shard`` for a coroutine function: the symbols' calls run concurrently on the
+    running event loop, ``at_once`` at most (each holds its symbol's listing and state in
+    memory: a bound however many symbols a shard has); the caller bounds the shared work,
+    e.g. requests in flight.
+
+    Same guarantees per symbol as ``run_shard``: its own paths and report (the previous one
+    removed first), its failure recorded in the shard report while the others complete, and
+    ``ShardFailed`` after the shard report was written when any symbol failed.
+    """
+    started = time.monotonic()
+    part = ShardPart(func, symbols, symbol_paths, symbol_values or {}, common)
+    entries: dict[str, dict] = {}
+    for symbol in part.symbols:  # the shard report lists them in order
+        _start_symbol(part, symbol, entries)
+    running = asyncio.Semaphore(max(1, at_once))
+
+    async def one(symbol: str) -> None:
+        async with running:
+            kwargs = _symbol_call_kwargs(part, symbol)
+            entry = entries[_entry_name(part, symbol)]
+            _remove_previous_report(kwargs)
+            t0 = time.monotonic()
+            try:
+                await func(**kwargs)
+                entry["status"] = "ok"
+            except Exception as exc:  # one broken symbol never stops the others
+                _record_failure(part, symbol, entry, exc)
+            entry["seconds"] = round(time.monotonic() - t0, 3)
+
+    await asyncio.gather(*(one(symbol) for symbol in part.symbols))
+    return _finish_shard([part], entries, started, shard, shard_report)
+
+
+def _entry_name(part: ShardPart, symbol: str) -> str:
+    return f"{part.label}/{symbol}" if part.label else symbol
+
+
+def _symbol_call_kwargs(part: ShardPart, symbol: str) -> dict:
+    return with_stats_path(
+        part.func, _symbol_kwargs(symbol, part.common, part.symbol_paths, part.symbol_values)
+    )
+
+
+def _start_symbol(part: ShardPart, symbol: str, entries: dict[str, dict]) -> dict:
+    """The symbol's keyword arguments; registers its shard report entry (in call order)."""
+    kwargs = _symbol_call_kwargs(part, symbol)
+    entries[_entry_name(part, symbol)] = {"report": str(kwargs["report_path"])}
+    return kwargs
+
+
+def _remove_previous_report(kwargs: dict) -> None:
+    # The previous run's report must not outlive a failure of this run (a per-symbol job's
+    # output was deleted by Snakemake before it reran).
+    Path(kwargs["report_path"]).unlink(missing_ok=True)
+
+
+def _record_failure(part: ShardPart, symbol: str, entry: dict, exc: Exception) -> None:
+    log.exception("%s %s failed", part.func.__name__, symbol, exc_info=exc)
+    entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _finish_shard(parts, entries: dict, started: float, shard, shard_report) -> dict:
+    """Write the shard report; raise ``ShardFailed`` naming the failed symbols, if any."""
     failed = [s for s, e in entries.items() if e["status"] != "ok"]
     report = {
         "shard": shard,

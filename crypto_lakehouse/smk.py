@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import sys
+import threading
 from typing import Any, Callable
 
 from crypto_lakehouse.layout import stats_path_for
@@ -114,3 +115,25 @@ def run_job(func: Callable, argv: list[str] | None = None, *, uses_pandas: bool 
         lock.hold_job_lock(kwargs["data_dir"], argv[2])
     logging.getLogger("crypto_lakehouse").info("%s(%s)", func.__name__, ", ".join(sorted(kwargs)))
     return func(**kwargs)
+
+
+def cancel_scheduler_timers() -> int:
+    """Cancel the pending ``threading.Timer`` threads of this process; returns how many.
+
+    For the workflow's ``onsuccess``/``onerror`` (the main process, after the scheduler has
+    returned). Snakemake's scheduler starts a non-daemon ``threading.Timer`` of one
+    ``--max-jobs-per-timespan`` period (default 1 s) each time it loops with jobs still
+    waiting, to wake itself again; nothing waits for those wake-ups once the run has ended,
+    yet the interpreter joins every non-daemon thread before it exits, so every run ended up
+    to a second after its last job (measured: ~1.0 s of a 5-6 s ``aws_download``;
+    docs/benchmarks.md, issue 11, seventh part). Cancelling a timer only skips its
+    callback (a semaphore release for the finished scheduler).
+    """
+    timers = [
+        t
+        for t in threading.enumerate()
+        if isinstance(t, threading.Timer) and t is not threading.current_thread()
+    ]
+    for timer in timers:
+        timer.cancel()
+    return len(timers)

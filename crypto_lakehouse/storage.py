@@ -35,7 +35,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 from crypto_lakehouse import io
 
@@ -120,6 +120,7 @@ def configure(settings: dict | None) -> None:
     with _S3_LOCK:
         if merged != _SETTINGS:
             _S3 = None  # rebuilt with the new endpoint on first use
+            _CONDITIONAL.clear()
         _SETTINGS = merged
     io.configure(fsync=merged["fsync"])
 
@@ -174,23 +175,36 @@ def join(base, *parts: str) -> Path | ObjectPath:
     return data_path(base).joinpath(*parts)
 
 
+def s3_endpoint() -> dict[str, Any]:
+    """The S3 connection settings every client of this process uses (the pyarrow file
+    system here, the lease's conditional requests): ``endpoint_url`` (None: AWS),
+    ``region`` (None: the AWS chain decides; a self-hosted endpoint gets us-east-1, which
+    such stores ignore, to spare a lookup) and ``addressing_style``. Credentials are not
+    part of it: each client takes them from the AWS default chain."""
+    endpoint = _SETTINGS["endpoint_url"]
+    region = _SETTINGS["region"] or ("us-east-1" if endpoint else None)
+    return {
+        "endpoint_url": endpoint,
+        "region": region,
+        "addressing_style": _SETTINGS["addressing_style"],
+    }
+
+
 def _s3() -> pafs.FileSystem:
     global _S3
     with _S3_LOCK:
         if _S3 is None:
             import pyarrow.fs as pafs
 
+            endpoint = s3_endpoint()
             opts: dict[str, Any] = {}
-            endpoint = _SETTINGS["endpoint_url"]
-            if endpoint:
-                scheme, _, host = endpoint.partition("://")
+            if endpoint["endpoint_url"]:
+                scheme, _, host = endpoint["endpoint_url"].partition("://")
                 opts.update(scheme=scheme, endpoint_override=host.rstrip("/"))
-            if _SETTINGS["region"]:
-                opts["region"] = _SETTINGS["region"]
-            elif endpoint:
-                opts["region"] = "us-east-1"  # self-hosted stores ignore it; avoids a lookup
-            virtual = _SETTINGS["addressing_style"] == "virtual"
-            opts["force_virtual_addressing"] = virtual and bool(endpoint)
+            if endpoint["region"]:
+                opts["region"] = endpoint["region"]
+            virtual = endpoint["addressing_style"] == "virtual"
+            opts["force_virtual_addressing"] = virtual and bool(endpoint["endpoint_url"])
             # Delayed open: a small object is one PutObject at close instead of a multipart
             # upload (three requests); errors still surface at the explicit close in _put.
             _S3 = pafs.S3FileSystem(allow_delayed_open=True, **opts)
@@ -1022,3 +1036,167 @@ def ensure_parent(path) -> None:
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         p.parent.mkdir(parents=True, exist_ok=True)
+
+
+# ------------------------------------------------------------------ conditional requests
+# Compare-and-swap on one small object (the run lease of an S3 data dir, crypto_lakehouse/
+# lock.py): a PUT with ``If-None-Match: *`` creates it only if absent, a PUT or DELETE with
+# ``If-Match: <etag>`` replaces or removes it only if unchanged since it was read. pyarrow.fs
+# cannot send these headers, so these few requests go through botocore (signed requests,
+# the AWS default credential chain, the endpoint settings of s3_endpoint()). botocore is
+# imported on first use: job processes never make these requests and never load it.
+class PreconditionFailed(StorageError):
+    """A conditional request lost: the object exists (If-None-Match), or changed or is
+    gone (If-Match)."""
+
+
+class ConditionalRequestsUnsupported(StorageError):
+    """The store refuses conditional requests (501 NotImplemented)."""
+
+
+class ConditionalSupport(NamedTuple):
+    """What the store honours, as measured by :func:`conditional_support`."""
+
+    writes: bool  # PUT with If-None-Match: * and with If-Match
+    deletes: bool  # DELETE with If-Match
+
+
+# (endpoint settings, bucket) -> measured support; cleared by configure()
+_CONDITIONAL: dict[tuple, ConditionalSupport] = {}
+_CONDITIONAL_CLIENT: list = []  # [(endpoint settings, botocore client)]
+
+
+def _conditional_client():
+    import botocore.session
+    from botocore.config import Config
+
+    endpoint = s3_endpoint()
+    with _S3_LOCK:
+        if _CONDITIONAL_CLIENT and _CONDITIONAL_CLIENT[0][0] == endpoint:
+            return _CONDITIONAL_CLIENT[0][1]
+        style = "virtual" if endpoint["addressing_style"] == "virtual" else "path"
+        client = botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=endpoint["endpoint_url"],
+            region_name=endpoint["region"],
+            config=Config(s3={"addressing_style": style}, connect_timeout=10, read_timeout=30),
+        )
+        _CONDITIONAL_CLIENT[:] = [(endpoint, client)]
+        return client
+
+
+def _object_path(path) -> ObjectPath:
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        raise ValueError(f"{path}: conditional requests are for s3:// objects")
+    return p
+
+
+@contextlib.contextmanager
+def _conditional(p: ObjectPath, what: str) -> Iterator[None]:
+    """botocore's errors of a request on ``p`` as this module's (no credentials in them:
+    botocore's messages name the operation, the code and the server's message)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        # 412: the condition failed; 409 ConditionalRequestConflict: AWS's answer to a
+        # concurrent conditional write on the same key; 404 on If-Match: the object is gone.
+        if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+            raise PreconditionFailed(f"{p}: {what}: precondition failed ({code})") from None
+        if code in ("NoSuchKey", "NotFound", "404") or (status == 404 and "Bucket" not in code):
+            raise PreconditionFailed(f"{p}: {what}: no such object") from None
+        if status == 501 or code == "NotImplemented":
+            raise ConditionalRequestsUnsupported(f"{p}: {what}: {code}") from None
+        raise StorageError(f"{p}: {what} failed: {code} {error.get('Message', '')}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"{p}: {what} failed: {exc}") from exc
+
+
+def read_versioned(path) -> tuple[bytes, str] | None:
+    """``(content, etag)`` of an object, None when there is none."""
+    p = _object_path(path)
+    _settle(p)
+    client = _conditional_client()
+    try:
+        with _conditional(p, "read"), _request("get"):
+            answer = client.get_object(Bucket=p.bucket, Key=p.key)
+            body = answer["Body"].read()
+    except PreconditionFailed:
+        return None  # a 404
+    return body, answer["ETag"]
+
+
+def put_if_absent(path, data: bytes) -> str:
+    """Create the object only if there is none (``If-None-Match: *``); its etag.
+    PreconditionFailed when it exists."""
+    p = _object_path(path)
+    _settle(p)
+    with _conditional(p, "create"), _request("put"):
+        answer = _conditional_client().put_object(
+            Bucket=p.bucket, Key=p.key, Body=data, IfNoneMatch="*"
+        )
+    return answer["ETag"]
+
+
+def put_if_unchanged(path, data: bytes, etag: str) -> str:
+    """Replace the object only if its etag is still ``etag`` (``If-Match``); the new
+    etag. PreconditionFailed when it changed or is gone."""
+    p = _object_path(path)
+    _settle(p)
+    with _conditional(p, "replace"), _request("put"):
+        answer = _conditional_client().put_object(
+            Bucket=p.bucket, Key=p.key, Body=data, IfMatch=etag
+        )
+    return answer["ETag"]
+
+
+def delete_if_unchanged(path, etag: str) -> None:
+    """Delete the object only if its etag is still ``etag`` (``If-Match`` on DELETE).
+    PreconditionFailed when it changed or is gone. Only for a store whose
+    :func:`conditional_support` says ``deletes`` (others delete unconditionally)."""
+    p = _object_path(path)
+    _settle(p)
+    with _conditional(p, "delete"), _request("delete"):
+        _conditional_client().delete_object(Bucket=p.bucket, Key=p.key, IfMatch=etag)
+
+
+def conditional_support(probe_path) -> ConditionalSupport:
+    """Whether the store of ``probe_path`` honours conditional requests, measured once per
+    process and bucket on a throw-away object at ``probe_path`` (removed again).
+
+    A store may refuse the headers (501, or 400 for an unknown one) or ignore them (the
+    request succeeds as if unconditional): a second ``If-None-Match: *`` PUT and an
+    ``If-Match`` PUT and DELETE with a wrong etag must each fail with 412 (or AWS's 409).
+    An error of the plain PUT creating it (access, network) is raised."""
+    p = _object_path(probe_path)
+    key = (tuple(s3_endpoint().items()), p.bucket)
+    if key in _CONDITIONAL:
+        return _CONDITIONAL[key]
+    wrong = '"' + "0" * 32 + '"'  # no content has this MD5 etag
+
+    def refused(request) -> bool:
+        """Whether a request that must fail its condition did; any other answer (it
+        succeeded, 501, a 400 for an unknown header) counts as no support."""
+        try:
+            request()
+        except PreconditionFailed:
+            return True
+        except StorageError:
+            pass
+        return False
+
+    try:
+        _put(p, b"probe")  # a plain PUT: its errors (access, network) are the caller's
+        writes = refused(lambda: put_if_absent(p, b"probe")) and refused(
+            lambda: put_if_unchanged(p, b"probe", wrong)
+        )
+        deletes = refused(lambda: delete_if_unchanged(p, wrong))
+    finally:
+        delete(p)
+    support = _CONDITIONAL[key] = ConditionalSupport(writes, writes and deletes)
+    return support

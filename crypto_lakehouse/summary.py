@@ -84,21 +84,30 @@ def report_figures(report: dict) -> dict:
 def symbol_report_paths(report_paths: list[str]) -> list[str]:
     """Per-symbol report paths: a shard report (``.../shards/N.json``, see
     crypto_lakehouse.shards) stands for the reports of its symbols; other paths are kept."""
+    return _expand_shards(report_paths)[0]
+
+
+def _expand_shards(report_paths: list[str]) -> tuple[list[str], float | None]:
+    """``symbol_report_paths`` and the summed ``seconds`` of the shard reports among
+    ``report_paths`` (None when there is none)."""
     from crypto_lakehouse.shards import symbol_reports
 
     paths: list[str] = []
+    job_seconds: float | None = None
     for path in report_paths:
         if Path(path).parent.name == "shards":
-            paths.extend(symbol_reports(read_json(path, default={}) or {}))
+            shard = read_json(path, default={}) or {}
+            paths.extend(symbol_reports(shard))
+            job_seconds = (job_seconds or 0.0) + float(shard.get("seconds") or 0.0)
         else:
             paths.append(path)
-    return paths
+    return paths, job_seconds
 
 
 def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
     """Summary of a stage's per-symbol records; ``report_paths`` are per-symbol reports or
     shard reports (expanded to their symbols' reports)."""
-    report_paths = symbol_report_paths(report_paths)
+    report_paths, job_seconds = _expand_shards(report_paths)
     totals: dict[str, float] = {}
     problems: dict[str, dict] = {}
     figures: dict[str, dict] = {}
@@ -131,7 +140,9 @@ def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
     lags = [f["freshness_lag_minutes"] for f in figures.values() if "freshness_lag_minutes" in f]
     if lags:
         summary["freshness_lag_minutes_max"] = max(lags)
-    seconds = totals.get("seconds") or totals.get("seconds.total") or 0
+    # The jobs' durations: a download job's symbols run at once, so their own seconds
+    # overlap and their sum would understate the rate (by up to the symbols per shard).
+    seconds = job_seconds or totals.get("seconds") or totals.get("seconds.total") or 0
     volume = totals.get("bytes") or totals.get("csv_bytes")
     if seconds and volume:
         summary["throughput_mb_s"] = volume / 1e6 / seconds

@@ -7,5 +7,6 @@ Modules:
 - ``symbols``: name inference and the legacy symbol filters (legacy-behaviour §2).
 - ``checksum``: ``.CHECKSUM`` sidecar parsing and streaming SHA-256.
 - ``selection``: which zips of a symbol cover a date range (daily / monthly).
-- ``sync``: ``run_sync``, one symbol's download + verification job.
+- ``sync``: ``run_sync``, one symbol's download + verification; ``run_sync_shard``, the
+  download job (its symbols at once).
 """

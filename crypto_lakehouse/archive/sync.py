@@ -59,6 +59,7 @@ from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksu
 from crypto_lakehouse.archive.selection import key_period, parse_day, select
 from crypto_lakehouse.progress import EVERY_S, Progress
 from crypto_lakehouse.quarantine import quarantine_archive
+from crypto_lakehouse.shards import run_shard_concurrently
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +429,115 @@ def run_sync(
     report_path,
     stats_path,
 ) -> dict:
-    """Download and verify one symbol's archive zips in ``[start_date, end_date]``."""
+    """Download and verify one symbol's archive zips in ``[start_date, end_date]``, with
+    ``concurrency`` requests in flight (its own event loop and connection pool)."""
+    args = dict(
+        trade_type=trade_type, dataset=dataset, interval=interval, symbol=symbol,
+        details_path=details_path, data_dir=data_dir, archive_url=archive_url,
+        start_date=start_date, end_date=end_date, use_monthly_klines=use_monthly_klines,
+        max_retries=max_retries, report_path=report_path, stats_path=stats_path,
+    )  # fmt: skip
+
+    async def alone() -> dict:
+        async with JobNetwork(concurrency, timeout_s) as net:
+            return await sync_symbol(net, **args)
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(alone())
+
+
+def run_sync_shard(
+    *,
+    symbols: list[str],
+    shard_report,
+    symbol_paths: dict[str, str],
+    symbol_values: dict | None = None,
+    shard: int | None = None,
+    concurrency: int = 32,
+    timeout_s: float = 30.0,
+    **common,
+) -> dict:
+    """The ``aws_download_shard`` job: the symbols of the shard at once on one event loop
+    (up to ``concurrency / 2`` of them), sharing ``concurrency`` requests in flight and one
+    connection pool
+    (:class:`JobNetwork`); per symbol everything ``run_sync`` does (its paths, state, report
+    and failure isolation: ``shards.run_shard_concurrently``).
+
+    Run one after another, each symbol drained the job's requests in flight at its end and
+    opened its own pool's connections: a 45-day symbol is ~90 requests, ~0.15-0.3 s at 20 ms
+    latency (docs/benchmarks.md, issue 11, seventh part).
+    """
+
+    async def job() -> dict:
+        async with JobNetwork(concurrency, timeout_s) as net:
+
+            async def run_sync(**kwargs) -> dict:  # the name in the shard's log and errors
+                return await sync_symbol(net, **kwargs)
+
+            # As many symbols at once as fetch slots: a daily update (one archive per
+            # symbol) still fills every slot, and memory holds that many listings, not the
+            # shard's.
+            return await run_shard_concurrently(
+                run_sync, symbols=symbols, shard_report=shard_report,
+                symbol_paths=symbol_paths, symbol_values=symbol_values, shard=shard,
+                at_once=net.slots_total, **common,
+            )  # fmt: skip
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(job())
+
+
+class JobNetwork:
+    """What the symbols of one download job share, on its event loop: one aiohttp session
+    whose pool holds ``concurrency`` connections, and ``(concurrency + 1) // 2`` fetch
+    slots (each fetch has two requests on the way: a zip and its CHECKSUM), so that the job
+    never has more than ``concurrency`` requests in flight however many symbols run."""
+
+    def __init__(self, concurrency: int, timeout_s: float):
+        self.slots_total = max(1, (concurrency + 1) // 2)
+        self.slots = asyncio.Semaphore(self.slots_total)
+        self.timeout_s = timeout_s
+        self._downloader: connections.Downloader | None = None
+
+    @property
+    def downloader(self) -> connections.Downloader:
+        """The session, opened at the first use (a run with nothing to fetch opens none)."""
+        if self._downloader is None:
+            # Two connections per slot: with fewer, a zip's GET would wait for its CHECKSUM's.
+            self._downloader = connections.Downloader(2 * self.slots_total, self.timeout_s)
+        return self._downloader
+
+    async def __aenter__(self) -> JobNetwork:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._downloader is not None:
+            await self._downloader.close()
+
+
+async def sync_symbol(
+    net: JobNetwork,
+    *,
+    trade_type: str,
+    dataset: str,
+    interval: str | None,
+    symbol: str,
+    details_path,
+    data_dir,
+    archive_url: str,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    use_monthly_klines: bool = False,
+    max_retries: int = 5,
+    report_path,
+    stats_path,
+) -> dict:
+    """``run_sync`` of one symbol on the running loop, with the job's network ``net``.
+
+    File work that may block (reading the listing details and the state, stat calls,
+    adopting local files, the fsynced writes of state, stats and report) runs on a worker
+    thread, so that it never stalls the transfers of the other symbols of the job.
+    """
     started = time.monotonic()
     if trade_type not in layout.TRADE_TYPES:
         raise ValueError(f"unknown trade type {trade_type!r}; expected {layout.TRADE_TYPES}")
@@ -441,24 +550,28 @@ def run_sync(
     label = f"{trade_type} {tag} {symbol}"
     start, end = parse_day(start_date), parse_day(end_date)
 
-    details = io.read_json(details_path, default=None) if details_path else []
+    details = await asyncio.to_thread(io.read_json, details_path, None) if details_path else []
     if details is None:
         raise FileNotFoundError(f"{label}: listing details {details_path} do not exist")
     listing = {e["key"]: e for e in details}
     dirs = symbol_dirs(trade_type, kind, symbol, interval, use_monthly)
     zip_keys = zip_keys_in(listing, dirs)
-    for d in dirs:
-        storage.remove_stale_temps(layout.aws_path(data_dir, d))  # partial files of a killed run
-
     state_file = layout.state_path(data_dir, STAGE, trade_type, tag, symbol)
-    state = storage.read_json(state_file, default=None) or {}
+
+    def read_local_state() -> tuple[dict, dict]:
+        for d in dirs:  # partial files of a killed run
+            storage.remove_stale_temps(layout.aws_path(data_dir, d))
+        state = storage.read_json(state_file, default=None) or {}
+        return state, _parse_quarantined(data_dir, state.get("verified", {}), listing)
+
+    state, parse_quarantined = await asyncio.to_thread(read_local_state)
     verified_state: dict = state.get("verified", {})
     quarantined_state: dict = state.get("quarantined", {})
     # Day choices of earlier runs (monthly klines), kept for days outside today's range.
     day_sources: dict = state.get("day_sources", {}) if use_monthly else {}
 
     # Quarantined by the parse job since the last run: not fetched again until re-uploaded.
-    for key, reason in _parse_quarantined(data_dir, verified_state, listing).items():
+    for key, reason in parse_quarantined.items():
         log.info("%s: quarantined by aws_parse (%s); not fetched again", key, reason)
         del verified_state[key]
         quarantined_state[key] = {
@@ -479,7 +592,7 @@ def run_sync(
         data_dir=data_dir,
         archive_url=archive_url,
         max_retries=max_retries,
-        timeout_s=timeout_s,
+        timeout_s=net.timeout_s,
         listing=listing,
     )
     outcomes: dict[str, Outcome] = {}
@@ -497,8 +610,8 @@ def run_sync(
             todo = [f.key for f in selection.files if f.key not in outcomes]
             if not todo:
                 break
-            _run_pass(syncer, todo, listing, verified_state, quarantined_state, known_quarantine,
-                      outcomes, label, concurrency)  # fmt: skip
+            await _run_pass(net, syncer, todo, listing, verified_state, quarantined_state,
+                            known_quarantine, outcomes, label)  # fmt: skip
             for key in todo:
                 o = outcomes[key]
                 if o.status == "verified":
@@ -521,13 +634,15 @@ def run_sync(
                 break
         # Held locally (any date): the range limits fetching, not the report.
         scan_dirs = symbol_dirs(trade_type, kind, symbol, interval, True)  # every period
-        held, adopted = _held_files(syncer, scan_dirs, listing, verified_state, outcomes,
-                                    concurrency)  # fmt: skip
+        held, adopted = await asyncio.to_thread(
+            _held_files, syncer, scan_dirs, listing, verified_state, outcomes, net.slots_total
+        )
         if use_monthly:
             day_sources.update(selection.day_sources)
             day_sources = {d: k for d, k in sorted(day_sources.items()) if k in held}
     finally:
-        storage.write_json(
+        await asyncio.to_thread(
+            storage.write_json,
             state_file,
             {"verified": verified_state, "quarantined": quarantined_state,
              "day_sources": day_sources},
@@ -568,7 +683,7 @@ def run_sync(
         "files_per_s": round(len(downloaded) / seconds, 2) if seconds else 0.0,
         "mb_per_s": round(n_bytes / 1e6 / seconds, 3) if seconds else 0.0,
     }
-    io.write_json(stats_path, stats)
+    await asyncio.to_thread(io.write_json, stats_path, stats)
     log.info(
         "%s: %d/%d verified (%d downloaded, %d adopted, %d up to date), %d quarantined, "
         "%d failed, %.1f MB in %.1f s (%.1f files/s, %.1f MB/s), %d retries",
@@ -594,16 +709,36 @@ def run_sync(
     }
     if use_monthly:
         report["day_sources"] = day_sources
-    io.write_json(report_path, report)
+    await asyncio.to_thread(io.write_json, report_path, report)
     return stats
 
 
-def _run_pass(
-    syncer, keys, listing, verified_state, quarantined_state, known_quarantine, outcomes, label,
-    concurrency,
+async def _run_pass(
+    net, syncer, keys, listing, verified_state, quarantined_state, known_quarantine, outcomes,
+    label,
 ):  # fmt: skip
     """Classify each key (up to date / quarantined / adopt / fetch) and run the work."""
-    work: list[tuple[str, str]] = []  # (key, "adopt" | "fetch")
+    work = await asyncio.to_thread(
+        _classify, syncer, keys, listing, verified_state, quarantined_state, known_quarantine,
+        outcomes,
+    )  # fmt: skip
+
+    # Progress over the work only (files already up to date or quarantined take no time);
+    # bytes count a file's listed size once it is verified, downloaded or adopted.
+    work_bytes = sum(int(listing[key]["size"]) for key, _ in work)
+    progress = Progress(f"{STAGE} {label}", len(work), total_bytes=work_bytes, logger=log)
+
+    if work:
+        await _download(net, syncer, work, listing, outcomes, progress)
+        progress.maybe_log(force=True)
+
+
+def _classify(
+    syncer, keys, listing, verified_state, quarantined_state, known_quarantine, outcomes
+) -> list[tuple[str, str]]:
+    """The work of a pass, ``[(key, "adopt" | "fetch")]``; records the keys that need none
+    (up to date, known quarantine) in ``outcomes``. Stat calls: on a worker thread."""
+    work: list[tuple[str, str]] = []
     for key in keys:
         entry = listing[key]
         size = int(entry["size"])
@@ -624,24 +759,15 @@ def _run_pass(
             work.append((key, "fetch"))
             continue
         work.append((key, "adopt" if _size_of(syncer.local(key)) == size else "fetch"))
-
-    # Progress over the work only (files already up to date or quarantined take no time);
-    # bytes count a file's listed size once it is verified, downloaded or adopted.
-    work_bytes = sum(int(listing[key]["size"]) for key, _ in work)
-    progress = Progress(f"{STAGE} {label}", len(work), total_bytes=work_bytes, logger=log)
-
-    if work:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_download(syncer, work, listing, outcomes, progress, concurrency))
-        progress.maybe_log(force=True)
+    return work
 
 
-async def _download(syncer, work, listing, outcomes, progress, concurrency) -> None:
-    """Run the work on one event loop: ``concurrency`` requests in flight on one pool.
+async def _download(net: JobNetwork, syncer, work, listing, outcomes, progress) -> None:
+    """Run one symbol's work on the job's network: its fetches take the job's slots, so that
+    the symbols of a job together keep at most ``concurrency`` requests in flight.
 
-    Each fetch has two requests on the way (a zip and its CHECKSUM), so ``concurrency``
-    requests take half as many workers. Adoption hashes local files: on worker threads.
-    An ``Unreachable`` host stops every worker; files not started are not attempted.
+    Adoption hashes local files: on worker threads. An ``Unreachable`` host stops every
+    worker of the symbol; files not started are not attempted.
     """
     loop = asyncio.get_running_loop()
     items = iter(work)
@@ -658,35 +784,33 @@ async def _download(syncer, work, listing, outcomes, progress, concurrency) -> N
         previous = None  # this worker's last outcome, its commit perhaps still running
         for key, action in items:  # one iterator shared by the workers: each item once
             o = None
-            if action == "adopt":
-                o = await loop.run_in_executor(None, syncer.adopt, key, int(listing[key]["size"]))
+            async with net.slots:
+                if action == "adopt":
+                    size = int(listing[key]["size"])
+                    o = await loop.run_in_executor(None, syncer.adopt, key, size)
+                    if o is None:
+                        storage.delete(syncer.verified_marker(key))
                 if o is None:
-                    storage.delete(syncer.verified_marker(key))
-            if o is None:
-                o = await syncer.fetch(key)
+                    o = await syncer.fetch(key)
             if previous is not None:
                 await record(previous)
             previous = o
         if previous is not None:
             await record(previous)
 
-    n_workers = max(1, (concurrency + 1) // 2)
-    # Two connections per worker: with fewer, a zip's GET would wait for its CHECKSUM's.
-    async with connections.Downloader(2 * n_workers, syncer.timeout_s) as downloader:
-        syncer.downloader = downloader
-        syncer.files = _FileBatches(loop, _file_threads())
-        try:
-            n_workers = min(len(work), n_workers)
-            tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            for task in done:
-                task.result()  # re-raises the first failure (Unreachable, disk errors)
-        finally:
-            await syncer.files.drain()
-            syncer.downloader = syncer.files = None
+    syncer.downloader = net.downloader
+    syncer.files = _FileBatches(loop, _file_threads())
+    try:
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(work), net.slots_total))]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()  # re-raises the first failure (Unreachable, disk errors)
+    finally:
+        await syncer.files.drain()
+        syncer.downloader = syncer.files = None
 
 
 def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[str, str]:

@@ -153,6 +153,10 @@ class Emulator:
         self.last_modified: dict[str, Any] = {}
         self.counts: Counter[str] = Counter()
         self.get_counts: Counter[str] = Counter()
+        # Requests being answered now, and the most at once since the start (or
+        # ``reset_counts``): what a client keeps in flight. Updated on the server's loop.
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._bodies_served: set[str] = set()  # corrupt_first keys already served once
         self._lock = threading.Lock()
@@ -194,6 +198,7 @@ class Emulator:
         with self._lock:
             self.counts.clear()
             self.get_counts.clear()
+            self.peak_in_flight = self.in_flight
 
     def next_attempt(self, kind: str, key: str) -> int:
         """1-based number of this request for ``key`` (fault decisions depend on it), or 0
@@ -520,6 +525,15 @@ class _LoopServer:
         return await self.loop.create_server(self._web, sock=sock, backlog=BACKLOG)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        emu = self.emu
+        emu.in_flight += 1
+        emu.peak_in_flight = max(emu.peak_in_flight, emu.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            emu.in_flight -= 1
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         emu = self.emu
         method, target = request.method, request.raw_path
         headers = dict(request.headers)

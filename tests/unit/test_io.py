@@ -36,6 +36,17 @@ def test_temp_names_are_never_matched_by_data_globs(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["202401.pqt"]
 
 
+def test_stale_temps_are_removed_at_any_depth_and_nothing_else(tmp_path):
+    deep = tmp_path / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    leftovers = [tmp_path / ".tmp-x.zip.1-2-3.part", deep / ".tmp-202401.pqt.9-9-9.part"]
+    kept = [deep / "202401.pqt", deep / "tmp-y.part", tmp_path / "a" / ".tmp-z.pqt"]
+    for p in leftovers + kept:
+        p.write_bytes(b"x")
+    assert io.remove_stale_temps(tmp_path) == 2
+    assert not any(p.exists() for p in leftovers) and all(p.exists() for p in kept)
+
+
 def test_touch_and_writes_survive_a_removed_folder(tmp_path):
     marker = tmp_path / "d" / "k.zip.verified"
     io.touch(marker)

@@ -413,3 +413,35 @@ def test_run_listings_lists_the_others_then_fails_naming_the_failed_one(tmp_path
     assert "ETHUSDT" in message
     assert not klines["out_index"].exists()  # that listing stays all-or-nothing
     assert json.loads(funding["out_index"].read_text())["symbols"] == {}
+
+
+def test_a_listing_job_does_not_import_pyarrow(tmp_path):
+    # The listing job needs no Arrow: importing pyarrow (and numpy) cost its process ~0.1 s
+    # (docs/benchmarks.md, issue 11, seventh part). A fresh interpreter, as a pipeline job
+    # is, runs a whole listing (stale details removed included).
+    import os
+    import subprocess
+    import sys
+
+    _spot_mirror(tmp_path / "mirror")
+    stale = tmp_path / "out" / "klines-1m" / "OLDUSDT.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("[]\n")
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        args = {k: str(v) for k, v in _listing_args(emu, tmp_path, "out").items()}
+        args["details_dir"] = str(stale.parent)
+        code = (
+            "import json, sys\n"
+            "from crypto_lakehouse.archive.listing import run_listings\n"
+            "args = json.loads(sys.argv[1])\n"
+            "args.update(concurrency=4, timeout_s=5, max_retries=1)\n"
+            "run_listings(listings=[args])\n"
+            "print(sorted(m for m in ('pyarrow', 'numpy', 'pandas') if m in sys.modules))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(args)], check=True, capture_output=True,
+            text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert not stale.exists()
+    assert (stale.parent / "BTCUSDT.json").exists()

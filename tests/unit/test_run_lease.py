@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -32,7 +33,9 @@ def lease_root(s3_root, monkeypatch):
 
 
 def _record(s3_root) -> dict:
-    return json.loads(storage.read_bytes(layout.data_lease_path(s3_root)))
+    # One GET (pyarrow's reader sizes the object first: a heartbeat landing in between
+    # would tear the read).
+    return json.loads(storage.read_versioned(layout.data_lease_path(s3_root))[0])
 
 
 def _plant(s3_root, **fields) -> dict:
@@ -93,7 +96,174 @@ def test_lease_of_another_host_is_live_until_its_heartbeat_is_stale(lease_root):
     assert lock.take_lease(lease_root)["host"] == socket.gethostname()
 
 
-def test_two_runs_starting_together_one_backs_off(lease_root, monkeypatch):
+NO_CONDITIONAL_WRITES = storage.ConditionalSupport(writes=False, deletes=False)
+
+
+@pytest.fixture
+def without_conditional_writes(monkeypatch):
+    """A store that does not honour conditional writes, as the capability probe reports it."""
+    monkeypatch.setattr(storage, "conditional_support", lambda probe: NO_CONDITIONAL_WRITES)
+
+
+def _race(attempt, rounds: int, between=None) -> list[list]:
+    """Two threads call ``attempt()`` at the same moment (a barrier), ``rounds`` times;
+    per round the outcomes: the value returned, or the DataDirBusy raised."""
+    barrier = threading.Barrier(2)
+    outcomes: list[list] = []
+    for _ in range(rounds):
+        if between is not None:
+            between()
+        results: list = [None, None]
+
+        def run(i: int, results: list = results) -> None:
+            barrier.wait()
+            try:
+                results[i] = attempt()
+            except lock.DataDirBusy as exc:
+                results[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        outcomes.append(results)
+    return outcomes
+
+
+def _winners(outcomes: list[list]) -> list[int]:
+    return [sum(isinstance(r, lock._Lease) for r in results) for results in outcomes]
+
+
+def test_seaweedfs_honours_conditional_requests(s3_root):
+    """The store the tests run on supports what the compare-and-swap relies on; the probe
+    object is gone afterwards."""
+    storage._CONDITIONAL.clear()
+    probe = layout.data_lease_path(s3_root).with_name("probe-test")
+    assert storage.conditional_support(probe) == (True, True)
+    assert not storage.exists(probe)
+
+
+def test_a_store_ignoring_the_conditions_is_detected(s3_root):
+    """A store that ignores If-None-Match / If-Match (simulated by removing the headers
+    before the requests are signed and sent) is measured as one without conditional
+    writes."""
+    storage._CONDITIONAL.clear()
+    client = storage._conditional_client()
+
+    def strip_conditions(request, **kwargs):
+        for header in ("If-None-Match", "If-Match"):
+            if header in request.headers:
+                del request.headers[header]
+
+    client.meta.events.register("before-sign.s3", strip_conditions)
+    try:
+        probe = layout.data_lease_path(s3_root).with_name("probe-test")
+        assert storage.conditional_support(probe) == (False, False)
+        assert not storage.exists(probe)
+    finally:
+        client.meta.events.unregister("before-sign.s3", strip_conditions)
+        storage._CONDITIONAL.clear()
+
+
+def test_a_store_refusing_the_conditions_is_detected(s3_root):
+    """A store answering 501 NotImplemented to a conditional request (simulated: such
+    requests get that answer instead of being sent; plain ones reach SeaweedFS)."""
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def __init__(self, body: bytes):
+            self.body = body
+
+        def stream(self, **kwargs):
+            yield self.body
+
+    storage._CONDITIONAL.clear()
+    client = storage._conditional_client()
+    answered = []
+
+    def not_implemented(request, **kwargs):
+        if "If-None-Match" in request.headers or "If-Match" in request.headers:
+            answered.append(request.method)
+            body = b"<Error><Code>NotImplemented</Code><Message>no</Message></Error>"
+            return AWSResponse(request.url, 501, {}, Raw(body))
+        return None
+
+    client.meta.events.register("before-send.s3", not_implemented)
+    try:
+        probe = layout.data_lease_path(s3_root).with_name("probe-test")
+        assert storage.conditional_support(probe) == (False, False)
+        assert "PUT" in answered and "DELETE" in answered
+        assert not storage.exists(probe)
+        with pytest.raises(storage.ConditionalRequestsUnsupported, match="NotImplemented"):
+            storage.put_if_absent(probe, b"x")
+    finally:
+        client.meta.events.unregister("before-send.s3", not_implemented)
+        storage._CONDITIONAL.clear()
+
+
+def test_with_conditional_writes_the_lease_is_taken_without_waiting(lease_root, monkeypatch):
+    def no_sleep(seconds):
+        raise AssertionError(f"slept {seconds} s")
+
+    monkeypatch.setattr(lock.time, "sleep", no_sleep)
+    mine = lock.take_lease(lease_root)
+    assert _record(lease_root) == mine
+
+
+def test_two_runs_starting_together_exactly_one_wins(lease_root):
+    """20 rounds of two acquirers released by a barrier: one lease, one DataDirBusy.
+    (With write-then-read-back and no wait, both win in most rounds.)"""
+    path = layout.data_lease_path(lease_root)
+    outcomes = _race(lambda: lock._claim(lease_root), 20, between=lambda: storage.delete(path))
+    assert _winners(outcomes) == [1] * 20
+    for results in outcomes[-1:]:
+        (winner,) = [r for r in results if isinstance(r, lock._Lease)]
+        (loser,) = [r for r in results if isinstance(r, lock.DataDirBusy)]
+        assert _record(lease_root) == winner.record
+        assert "in use by another run" in str(loser) or "at the same moment" in str(loser)
+
+
+def test_two_runs_taking_over_a_stale_lease_exactly_one_wins(lease_root):
+    stale = lock.LEASE_STALE_S + 60
+
+    def plant_stale() -> None:
+        _plant(lease_root, heartbeat_unix=time.time() - stale)
+
+    outcomes = _race(lambda: lock._claim(lease_root), 10, between=plant_stale)
+    assert _winners(outcomes) == [1] * 10
+    (winner,) = [r for r in outcomes[-1] if isinstance(r, lock._Lease)]
+    assert _record(lease_root) == winner.record
+
+
+def test_heartbeat_after_a_foreign_takeover_notices_it(lease_root):
+    mine = lock.take_lease(lease_root)
+    lease = lock._LEASES[str(layout.data_lease_path(lease_root))]
+    etag = lease.etag
+    assert lock.renew_once(lease)
+    assert lease.etag != etag and _record(lease_root) == mine  # renewed in place
+    _plant(lease_root, holder="usurper")
+    assert not lock.renew_once(lease)
+    assert _record(lease_root)["holder"] == "usurper"  # not overwritten
+    lock.release_lease(lease_root)
+    assert _record(lease_root)["holder"] == "usurper"  # not deleted
+
+
+def test_without_conditional_writes_the_read_back_is_used_and_the_race_named(
+    lease_root, without_conditional_writes, caplog
+):
+    with caplog.at_level("WARNING", logger="crypto_lakehouse.lock"):
+        mine = lock.take_lease(lease_root)
+    assert _record(lease_root) == mine
+    assert "does not honour conditional writes" in caplog.text
+    assert "can both proceed" in caplog.text
+    lock.release_lease(lease_root)
+    assert not storage.exists(layout.data_lease_path(lease_root))
+
+
+def test_without_conditional_writes_a_run_overwritten_during_the_read_back_backs_off(
+    lease_root, without_conditional_writes, monkeypatch
+):
     """The other run's PUT lands while this one waits to read its own back."""
     monkeypatch.setattr(lock.time, "sleep", lambda s: _plant(lease_root, holder="racer"))
     with pytest.raises(lock.DataDirBusy, match="at the same moment"):
@@ -108,12 +278,9 @@ def test_heartbeat_renews_and_release_leaves_a_foreign_lease(lease_root, monkeyp
     while _record(lease_root)["heartbeat_unix"] == first and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _record(lease_root)["heartbeat_unix"] > first
-    # Park the heartbeat before planting: a beat that read our record just before the
-    # plant would write it back over the usurper (the read-then-write race of a store
-    # without compare-and-swap, docs/storage.md) and make the check below flaky.
-    monkeypatch.setattr(lock, "LEASE_HEARTBEAT_S", 3600.0)
-    time.sleep(0.5)  # a beat in progress ends; the next one waits an hour
+    # The beat thread keeps running: with If-Match it cannot write over the usurper.
     _plant(lease_root, holder="usurper")
+    time.sleep(0.3)  # several beats
     lock.release_lease(lease_root)
     assert _record(lease_root)["holder"] == "usurper"
 
@@ -163,3 +330,19 @@ def test_jobs_of_a_dead_run_on_a_bucket_keep_the_next_run_out(tmp_path):
         proc.wait()
         lock.release("s3://bucket/x", run_dir)
     assert not lock.hold_job_lock("s3://bucket/x", "no-log-path.log")
+
+
+def test_job_processes_never_load_botocore():
+    """botocore serves the lease only (the run's main process): importing the modules a job
+    runs, and a local-data-dir storage round trip, leave it unloaded."""
+    code = (
+        "import sys, tempfile\n"
+        "import crypto_lakehouse.smk, crypto_lakehouse.lock, crypto_lakehouse.storage as s\n"
+        "import crypto_lakehouse.parse, crypto_lakehouse.generate, crypto_lakehouse.loading\n"
+        "d = tempfile.mkdtemp()\n"
+        "s.write_json(d + '/x.json', {'a': 1}); assert s.read_json(d + '/x.json') == {'a': 1}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('botocore', 'boto3')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})  # fmt: skip
+    assert out.stdout.strip() == "[]"

@@ -137,3 +137,29 @@ def test_summary_reads_the_symbols_of_shard_reports(tmp_path):
     )
     summary = summarize("gen_kline", "spot", [str(shard_a), str(both)])
     assert summary["symbols"] == 3 and summary["totals"]["files_written"] == 3
+
+
+def test_summary_rates_of_shard_reports_use_the_jobs_seconds(tmp_path):
+    # Two symbols downloaded at once in one 2-second job, each busy for those 2 seconds:
+    # 6 MB and 30 files in 2 s of job time (their own seconds would sum to 4).
+    for symbol, mb, files in (("A", 4, 20), ("B", 2, 10)):
+        (tmp_path / "reports/x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"reports/x/{symbol}.json").write_text("{}")
+        (tmp_path / "stats/x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"stats/x/{symbol}.json").write_text(
+            json.dumps({"bytes": mb * 1_000_000, "files_downloaded": files, "seconds": 2.0})
+        )
+    shard = tmp_path / "reports/x/shards/0.json"
+    shard.parent.mkdir()
+    shard.write_text(
+        json.dumps(
+            {
+                "symbols": {s: {"report": str(tmp_path / f"reports/x/{s}.json")} for s in "AB"},
+                "seconds": 2.0,
+            }
+        )
+    )
+    summary = summarize("aws_download", "spot", [str(shard)])
+    assert summary["totals"]["seconds"] == 4.0  # the symbols' own figures, summed
+    assert summary["throughput_mb_s"] == pytest.approx(3.0)
+    assert summary["throughput_files_s"] == pytest.approx(15.0)

@@ -207,7 +207,8 @@ def test_s3_put_killed_at_any_moment_is_absent_or_complete(seaweed, s3_root):
 
 
 def test_credentials_never_appear_in_errors(seaweed, s3_root, monkeypatch, caplog):
-    """Errors name the object; neither the key id nor the secret shows in them or the log."""
+    """Errors name the object; neither the key id nor the secret shows in them or the log
+    (of both S3 clients: pyarrow's and the lease's)."""
     errors = []
     with pytest.raises(FileNotFoundError) as err:
         storage.read_bytes(f"{s3_root}/absent.json")
@@ -216,6 +217,9 @@ def test_credentials_never_appear_in_errors(seaweed, s3_root, monkeypatch, caplo
     storage.configure(dict(seaweed.storage_settings, region="eu-west-1"))  # a new client
     with pytest.raises(storage.StorageError) as err:
         storage.write_bytes(f"{s3_root}/x.json", b"{}")
+    errors.append(str(err.value))
+    with pytest.raises(storage.StorageError) as err:  # the lease's client (botocore)
+        storage.put_if_absent(f"{s3_root}/x.json", b"{}")
     errors.append(str(err.value))
     assert all(s3_root.removeprefix("s3://") in e for e in errors), errors
     for text in [*errors, caplog.text]:

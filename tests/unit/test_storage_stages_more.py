@@ -418,28 +418,38 @@ def test_report_coverage_reads_s3_like_local_disk(tmp_path, s3_root, caplog):
 
 
 # ---------------------------------------------------------------- compare
-def test_compare_reads_s3_dirs_like_local_ones(tmp_path, s3_root):
-    """``compare`` with our dir, then the legacy dir, on S3 finds what it finds locally: a
-    close price changed in one row of our copy of the legacy fixture."""
+SPOT_BTC = "results_data/spot/klines/1m/BTCUSDT.pqt"
+
+
+def _stage_compare_dirs(tmp_path, s3_root):
+    """The legacy fixture and our copy of it with one close price changed (row 777), both
+    locally and below ``s3_root`` (``legacy/``, ``ours/``): (legacy, ours) local dirs."""
     import shutil
 
-    from crypto_lakehouse.compare import compare_dirs
     from tests.conftest import FIXTURES
 
     legacy = FIXTURES / "legacy-v1-real"
-    spot = "results_data/spot/klines/1m/BTCUSDT.pqt"
     ours = tmp_path / "ours"
     shutil.copytree(legacy, ours, ignore=shutil.ignore_patterns("truth", "*.md"))
-    table = pq.read_table(ours / spot)
+    table = pq.read_table(ours / SPOT_BTC)
     close = table.column("close").to_numpy().copy()
     close[777] += 0.01
     pq.write_table(table.set_column(table.schema.get_field_index("close"), "close",
-                                    pa.array(close)), ours / spot)  # fmt: skip
+                                    pa.array(close)), ours / SPOT_BTC)  # fmt: skip
     for local_dir, name in ((ours, "ours"), (legacy, "legacy")):
         for path in local_dir.rglob("*.pqt"):
             if "truth" not in path.parts:
                 rel = path.relative_to(local_dir).as_posix()
                 storage.write_bytes(storage.join(s3_root, name, rel), path.read_bytes())
+    return legacy, ours
+
+
+def test_compare_reads_s3_dirs_like_local_ones(tmp_path, s3_root):
+    """``compare`` with our dir, then the legacy dir, on S3 finds what it finds locally: a
+    close price changed in one row of our copy of the legacy fixture."""
+    from crypto_lakehouse.compare import compare_dirs
+
+    legacy, ours = _stage_compare_dirs(tmp_path, s3_root)
 
     def found(report):
         return [
@@ -448,13 +458,35 @@ def test_compare_reads_s3_dirs_like_local_ones(tmp_path, s3_root):
         ]
 
     want = compare_dirs(legacy, ours)
-    assert [(d.file, d.column, d.count) for d in want.unexplained] == [(spot, "close", 1)]
+    assert [(d.file, d.column, d.count) for d in want.unexplained] == [(SPOT_BTC, "close", 1)]
     for got in (
         compare_dirs(legacy, f"{s3_root}/ours"),
         compare_dirs(f"{s3_root}/legacy", ours),
     ):
         assert got.problems == [] and len(got.pairs) == len(want.pairs)
         assert found(got) == found(want)
+
+
+def test_compare_command_line_reaches_a_self_hosted_store(tmp_path, s3_root, seaweed):
+    """``crypto-lakehouse compare`` with ``--endpoint-url`` / ``--addressing-style``: the
+    seam starts from the AWS defaults (as in a fresh process) and the options point it at
+    SeaweedFS, where the changed close price is found (exit 1, one unexplained)."""
+    import json
+
+    from crypto_lakehouse.cli import main
+
+    legacy, _ = _stage_compare_dirs(tmp_path, s3_root)
+    storage.configure(None)
+    out = tmp_path / "report.json"
+    code = main(["compare", str(legacy), f"{s3_root}/ours", "--format", "json", "-o", str(out),
+                 "--endpoint-url", seaweed.endpoint_url, "--addressing-style", "path",
+                 "--region", "us-east-1"])  # fmt: skip
+    assert code == 1
+    assert storage.settings()["endpoint_url"] == seaweed.endpoint_url
+    report = json.loads(out.read_text())
+    assert report["problems"] == []
+    unexplained = [(d["file"], d["column"], d["count"]) for d in report["unexplained"]]
+    assert unexplained == [(SPOT_BTC, "close", 1)]
 
 
 def test_tick_parse_killed_on_s3_then_rerun_equals_local(tmp_path, s3_root, monkeypatch):
@@ -520,10 +552,3 @@ def test_tick_parse_killed_on_s3_then_rerun_equals_local(tmp_path, s3_root, monk
             else:
                 assert storage.read_bytes(files[rel]) == path.read_bytes(), (delay, rel)
     assert any(interrupted)  # at least one kill landed before the job finished
-
-
-def test_duckdb_connect_refuses_an_s3_data_dir_with_a_message():
-    from crypto_lakehouse.loading import duckdb_connect
-
-    with pytest.raises(ValueError, match="s3://b/p: duckdb_connect reads local data dirs only"):
-        duckdb_connect("s3://b/p")
