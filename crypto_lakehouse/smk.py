@@ -9,6 +9,7 @@ the config.
 
 from __future__ import annotations
 
+import importlib.abc
 import inspect
 import json
 import logging
@@ -63,9 +64,44 @@ def run_rule(smk, func: Callable) -> Any:
     return func(**kwargs)
 
 
-def run_job(func: Callable, argv: list[str] | None = None) -> Any:
-    """``scripts/<rule>.py JOB_JSON LOG_FILE``: run one job of a shell: rule."""
+class _PandasRefused(importlib.abc.MetaPathFinder):
+    """Makes ``import pandas`` fail as if pandas were not installed (see ``refuse_pandas``)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(
+                f"No module named {name!r}: this job refuses pandas "
+                "(crypto_lakehouse.smk.refuse_pandas; pass uses_pandas=True to run_job)",
+                name=name,
+            )
+        return None
+
+
+def refuse_pandas() -> bool:
+    """Make this process run as if pandas were not installed; False when it is imported
+    already (then nothing changes).
+
+    pyarrow imports pandas, when installed, at its first numpy conversion (``pa.array`` of
+    an ndarray, ``ChunkedArray.to_numpy``) only to ask whether the object is a pandas one:
+    ~0.2 CPU s per job process for nothing, since these jobs never build pandas objects.
+    Without pandas pyarrow takes its own numpy paths (pandas is an optional dependency of
+    pyarrow), the same bytes.
+    """
+    if "pandas" in sys.modules:
+        return False
+    if not any(isinstance(f, _PandasRefused) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PandasRefused())
+    return True
+
+
+def run_job(func: Callable, argv: list[str] | None = None, *, uses_pandas: bool = True) -> Any:
+    """``scripts/<rule>.py JOB_JSON LOG_FILE``: run one job of a shell: rule.
+
+    ``uses_pandas=False``: the job's code never needs pandas (``refuse_pandas``); a job whose
+    stage does not use it says so, to save the import."""
     argv = sys.argv if argv is None else argv
+    if not uses_pandas:
+        refuse_pandas()
     if len(argv) != 3:
         raise SystemExit(f"usage: {argv[0]} JOB_JSON LOG_FILE (called by the workflow's rules)")
     configure_logging(argv[2])

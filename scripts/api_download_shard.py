@@ -7,4 +7,4 @@ Usage (by the rule's shell command): python scripts/api_download_shard.py JOB_JS
 from crypto_lakehouse.rest.host import run_host_shard
 from crypto_lakehouse.smk import run_job
 
-run_job(run_host_shard)
+run_job(run_host_shard, uses_pandas=False)

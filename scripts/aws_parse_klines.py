@@ -8,4 +8,4 @@ from crypto_lakehouse.parse.klines import run_parse_klines
 from crypto_lakehouse.shards import for_each_symbol
 from crypto_lakehouse.smk import run_job
 
-run_job(for_each_symbol(run_parse_klines))
+run_job(for_each_symbol(run_parse_klines), uses_pandas=False)

@@ -8,4 +8,4 @@ from crypto_lakehouse.jobs import run_resample_rule
 from crypto_lakehouse.shards import for_each_symbol
 from crypto_lakehouse.smk import run_job
 
-run_job(for_each_symbol(run_resample_rule))
+run_job(for_each_symbol(run_resample_rule), uses_pandas=False)

@@ -280,7 +280,12 @@ def append_rows(
     row_group_size=ROW_GROUP_ROWS, **write_options)`` gives for the whole table, provided
     the kept rows are the whole table's first rows and ``previous`` came from the same
     writer and options (the caller checks ``created_by``). ``path`` may be ``previous``.
+    With ``keep_groups == 0`` nothing of ``previous`` is used: ``tail`` is the whole table,
+    written directly (no footer decoded and merged in Python).
     """
+    if keep_groups == 0:
+        io.write_parquet(path, tail, metadata, row_group_size=ROW_GROUP_ROWS, **write_options)
+        return
     old_footer, old_footer_start = read_footer(previous)
     old_groups = _get(old_footer, FMD_ROW_GROUPS).value[1]
     if keep_groups > len(old_groups):

@@ -178,7 +178,9 @@ def read_archive_times(data_dir, trade_type, symbol, interval) -> np.ndarray:
         parts.append(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy())
     if not parts:
         return np.array([], dtype=np.int64)
-    return np.sort(np.concatenate(parts))
+    # The partitions are sorted runs in time order: a stable sort (timsort) merges them in
+    # about linear time, the default quicksort pays n log n again (~15x slower on a year).
+    return np.sort(np.concatenate(parts), kind="stable")
 
 
 def klines_to_table(rows: list, *, lo_ms: int, hi_ms: int, now_ms: int) -> pa.Table:
@@ -471,8 +473,13 @@ def run_api_klines(
 
 def day_counts(times_ms: np.ndarray) -> dict[int, int]:
     """Candles per UTC day number."""
-    days, counts = np.unique(times_ms // DAY_MS, return_counts=True)
-    return dict(zip(days.tolist(), counts.tolist(), strict=True))
+    days = times_ms // DAY_MS
+    if days.size and not bool(np.all(days[1:] >= days[:-1])):
+        days = np.sort(days, kind="stable")
+    # Sorted: one run per day (np.unique would sort again).
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if days.size else days
+    counts = np.diff(np.r_[starts, days.size])
+    return dict(zip(days[starts].tolist(), counts.tolist(), strict=True))
 
 
 def _drop_superseded(api_dir: Path, archive_counts: dict[int, int], cpd: int) -> int:

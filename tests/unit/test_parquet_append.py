@@ -64,6 +64,19 @@ def test_in_place_and_footer_round_trip(tmp_path):
     assert parquet_append.row_group_rows(footer) == [1000, 1000, 1000, 1000, 100]
 
 
+def test_nothing_kept_needs_no_previous_file(tmp_path):
+    """keep_groups 0: the tail is the whole table, written as such (the previous file is
+    not read: missing, or not Parquet at all)."""
+    whole = table(2300, seed=2)
+    write_whole(tmp_path / "want.pqt", whole, {"k": "v"})
+    (tmp_path / "garbage.pqt").write_bytes(b"not parquet")
+    for previous in ("missing.pqt", "garbage.pqt"):
+        parquet_append.append_rows(
+            tmp_path / "got.pqt", tmp_path / previous, 0, whole, {"k": "v"}, use_dictionary=False
+        )
+        assert (tmp_path / "got.pqt").read_bytes() == (tmp_path / "want.pqt").read_bytes()
+
+
 def test_refuses_more_groups_than_the_file_has(tmp_path):
     write_whole(tmp_path / "old.pqt", table(1500), None)
     with pytest.raises(parquet_append.UnsupportedFile):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from crypto_lakehouse_emulator.rest import RestEmulator
@@ -13,8 +16,13 @@ from crypto_lakehouse import layout
 from crypto_lakehouse.io import write_json, write_parquet
 from crypto_lakehouse.provenance import day_iso
 from crypto_lakehouse.rest.client import HostStopped, TransientFailure
-from crypto_lakehouse.rest.klines import klines_to_table, run_api_klines
-from crypto_lakehouse.schema import KLINE_SCHEMA
+from crypto_lakehouse.rest.klines import (
+    day_counts,
+    klines_to_table,
+    read_archive_times,
+    run_api_klines,
+)
+from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
 from tests.conftest import FIXTURES
 
 DAY = 86_400_000
@@ -427,3 +435,28 @@ def test_hourly_interval_groups_days(emulator, tmp_path):
     files = sorted(layout.api_klines_dir(tmp_path, T, SYM, "1h").glob("*.pqt"))
     assert len(files) == 20 and all(pq.read_metadata(f).num_rows == 24 for f in files)
     assert report(tmp_path)["days_by_source"]["rest"] == 20
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_day_counts_counts_every_row_per_utc_day(order):
+    day = 86_400_000
+    # Day 3: 2 rows (one duplicate time), day 4 none, day 5: 3 rows, day 9: 1 row.
+    times = [3 * day, 3 * day, 5 * day, 5 * day + 60_000, 6 * day - 1, 9 * day + 5]
+    if order == "shuffled":
+        random.Random(7).shuffle(times)
+    want: dict[int, int] = {}
+    for t in times:  # textbook loop
+        want[t // day] = want.get(t // day, 0) + 1
+    assert day_counts(np.array(times, dtype=np.int64)) == want == {3: 2, 5: 3, 9: 1}
+    assert day_counts(np.array([], dtype=np.int64)) == {}
+
+
+def test_read_archive_times_sorts_partitions_whatever_their_order(tmp_path):
+    """Partitions named out of time order and rows unsorted inside one: all times, sorted."""
+    d = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m")
+    parts = {"a.pqt": [500, 400, 700], "b.pqt": [100, 200], "c.pqt": [300, 300]}
+    for name, ms in parts.items():
+        t = pa.array(np.array(ms, dtype=np.int64) * 60_000).view(TIME_TYPE)
+        write_parquet(d / name, pa.table({"candle_begin_time": t}))
+    got = read_archive_times(tmp_path, "spot", "BTCUSDT", "1m")
+    assert got.tolist() == sorted(m * 60_000 for ms in parts.values() for m in ms)
