@@ -210,8 +210,11 @@ def test_concurrent_shard_runner_still_honours_its_own_cancellation(tmp_path):
     async def main():
         task = asyncio.ensure_future(
             run_shard_concurrently(
-                run_symbol, symbols=["A", "B"], shard_report=tmp_path / "shard.json",
-                symbol_paths={"report_path": str(tmp_path / "reports")}, shard=0,
+                run_symbol,
+                symbols=["A", "B"],
+                shard_report=tmp_path / "shard.json",
+                symbol_paths={"report_path": str(tmp_path / "reports")},
+                shard=0,
             )  # fmt: skip
         )
         await asyncio.sleep(0.01)
