@@ -214,6 +214,12 @@ async def run_shard_concurrently(
                 entry["status"] = "ok"
             except Exception as exc:  # one broken symbol never stops the others
                 _record_failure(part, symbol, entry, exc)
+            except asyncio.CancelledError as exc:
+                # Raised by the symbol's own code (a library's inner task), not a
+                # cancellation of this job: a failure of that symbol like any other.
+                if asyncio.current_task().cancelling():
+                    raise
+                _record_failure(part, symbol, entry, exc)
             entry["seconds"] = round(time.monotonic() - t0, 3)
 
     await asyncio.gather(*(one(symbol) for symbol in part.symbols))
@@ -243,7 +249,7 @@ def _remove_previous_report(kwargs: dict) -> None:
     Path(kwargs["report_path"]).unlink(missing_ok=True)
 
 
-def _record_failure(part: ShardPart, symbol: str, entry: dict, exc: Exception) -> None:
+def _record_failure(part: ShardPart, symbol: str, entry: dict, exc: BaseException) -> None:
     log.exception("%s %s failed", part.func.__name__, symbol, exc_info=exc)
     entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -1190,8 +1190,8 @@ def conditional_support(probe_path) -> ConditionalSupport:
             pass
         return False
 
-    try:
-        _put(p, b"probe")  # a plain PUT: its errors (access, network) are the caller's
+    _put(p, b"probe")  # a plain PUT: its errors (access, network) are the caller's
+    try:  # created: removed again whatever the probes do
         writes = refused(lambda: put_if_absent(p, b"probe")) and refused(
             lambda: put_if_unchanged(p, b"probe", wrong)
         )

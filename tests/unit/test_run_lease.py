@@ -346,3 +346,20 @@ def test_job_processes_never_load_botocore():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.getcwd()})  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+def test_probe_error_of_the_put_is_not_masked_by_the_cleanup(monkeypatch):
+    # Access denied on the bucket: the plain PUT fails, and so does the DELETE that cleans
+    # up after it. The error raised must be the PUT's (why the lease cannot be taken), not
+    # the cleanup's complaint about a probe object that was never created.
+    def denied_put(dest, body):
+        raise storage.StorageError(f"{dest}: upload failed: AccessDenied")
+
+    def denied_delete(path, **kwargs):
+        raise storage.StorageError(f"{path}: delete failed: AccessDenied")
+
+    monkeypatch.setattr(storage, "_put", denied_put)
+    monkeypatch.setattr(storage, "delete", denied_delete)
+    with pytest.raises(storage.StorageError, match="upload failed") as raised:
+        storage.conditional_support("s3://no-access-bucket/lake/run.lease.probe-x")
+    assert "no-access-bucket" in str(raised.value)

@@ -172,3 +172,55 @@ def test_concurrent_shard_runner_runs_at_most_at_once_symbols(tmp_path):
     assert peak == 3
     assert sorted(done) == symbols
     assert list(report["symbols"]) == symbols  # the shard report in the shard's order
+
+
+def test_concurrent_shard_runner_isolates_a_symbol_raising_cancelled_error(tmp_path):
+    # A CancelledError out of one symbol's own code (a library cancelling its own inner
+    # task, a wait_for race) is a BaseException: not caught by ``except Exception``, it
+    # would end the gather and lose the other symbols' entries and the shard report.
+    async def run_symbol(*, symbol, report_path, stats_path):
+        await asyncio.sleep(0.01 if symbol != "B" else 0)
+        if symbol == "B":
+            raise asyncio.CancelledError("B's inner task cancelled")
+        Path(report_path).write_text(symbol)
+
+    async def main():
+        return await run_shard_concurrently(
+            run_symbol, symbols=["A", "B", "C"], shard_report=tmp_path / "shard.json",
+            symbol_paths={"report_path": str(tmp_path / "reports")}, shard=0,
+        )  # fmt: skip
+
+    (tmp_path / "reports").mkdir()
+    with pytest.raises(ShardFailed, match="1 of 3 symbols failed: B"):
+        asyncio.run(main())
+    report = json.loads((tmp_path / "shard.json").read_text())
+    assert {s: e["status"] for s, e in report["symbols"].items()} == {
+        "A": "ok",
+        "B": "failed",
+        "C": "ok",
+    }
+    assert (tmp_path / "reports" / "C.json").read_text() == "C"
+
+
+def test_concurrent_shard_runner_still_honours_its_own_cancellation(tmp_path):
+    # The job itself cancelled (not a symbol's error): the cancellation propagates.
+    async def run_symbol(*, symbol, report_path, stats_path):
+        await asyncio.sleep(10)
+
+    async def main():
+        task = asyncio.ensure_future(
+            run_shard_concurrently(
+                run_symbol,
+                symbols=["A", "B"],
+                shard_report=tmp_path / "shard.json",
+                symbol_paths={"report_path": str(tmp_path / "reports")},
+                shard=0,
+            )  # fmt: skip
+        )
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    (tmp_path / "reports").mkdir()
+    asyncio.run(asyncio.wait_for(main(), 5))
