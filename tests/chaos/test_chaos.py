@@ -70,8 +70,10 @@ def test_kill_9_at_random_moments_then_plain_reruns(tmp_path, baseline):
     config = tmp_path / "config.json"
     config.write_text(json.dumps(h.config_for(emu.base_url, data)))
     # Kill once the run has finished this many jobs (reports on disk), plus a random delay:
-    # the moments spread over the whole pipeline, planning included (target 0).
-    targets = sorted(rng.sample(range(n_reports - 2), 6))
+    # the moments spread over the whole pipeline, planning included (target 0). The last few
+    # jobs (summaries, report page) take well under a second each: a moment among them plus
+    # a long delay often found the run already finished, and that kill did not happen.
+    targets = sorted(rng.sample(range(n_reports - 4), 6))
     kills, stale_locks, refused, server_restarts, temps_after_kill = 0, 0, 0, 0, 0
     planted: list[Path] = []
     try:
@@ -82,7 +84,7 @@ def test_kill_9_at_random_moments_then_plain_reruns(tmp_path, baseline):
             if i == 3:
                 server_restarts += _restart_server_mid_run(emu, data, proc)
             h.wait_for(lambda p=proc, t=target: _reports(data) >= t or p.poll() is not None, 180)
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 0.75))
             if proc.poll() is None:
                 h.kill_group(proc)
                 kills += 1
@@ -106,7 +108,10 @@ def test_kill_9_at_random_moments_then_plain_reruns(tmp_path, baseline):
         f"refused {refused}, server restarts {server_restarts}, injected 5xx {faults}, "
         f"files lost {len(lost)}"
     )
-    assert kills >= 5 and len(planted) == 4
+    # Run 3 usually ends by itself: the server restart makes its jobs fail at once
+    # (a refused connection is fatal, not retried), so five of the other runs are candidates;
+    # one of them may finish in the moment before its kill on a fast machine.
+    assert kills >= 4 and len(planted) == 4
     assert refused == 1 and server_restarts == 1
     assert lost == []
     diff = h.differences(expected, got)
