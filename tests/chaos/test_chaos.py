@@ -108,9 +108,9 @@ def test_kill_9_at_random_moments_then_plain_reruns(tmp_path, baseline):
         f"refused {refused}, server restarts {server_restarts}, injected 5xx {faults}, "
         f"files lost {len(lost)}"
     )
-    # Run 3 usually ends by itself: the server restart makes its jobs fail at once
-    # (a refused connection is fatal, not retried), so five of the other runs are candidates;
-    # one of them may finish in the moment before its kill on a fast machine.
+    # Run 3 often ends by itself: while the test holds the server down for 2 s and restarts
+    # it, the small scenario's run gets to its end (seen: rc 0, every report written). Of the
+    # other five, one may finish in the moment before its kill on a fast machine.
     assert kills >= 4 and len(planted) == 4
     assert refused == 1 and server_restarts == 1
     assert lost == []
