@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,39 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real Binance files and legacy outputs, copied from the project's shared fixtures
 # (provenance: tests/fixtures/real/SOURCES.md, tests/fixtures/legacy-v1-real/README.md).
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
+
+
+# Names the tests may resolve: loopback (the emulator, SeaweedFS, proxies) and RFC 2606
+# ".invalid" names, which never resolve and stand for an unreachable host.
+_LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
+
+
+def _is_local(host) -> bool:
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is None or name == "":
+        return True
+    return name in _LOCAL_NAMES or name.startswith("127.") or name.endswith(".invalid")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_internet():
+    """No test contacts a real host (the Binance hosts are the config's defaults): Python's
+    resolver refuses every name but loopback and ``.invalid`` during the session, as an
+    offline machine would (``socket.gaierror``). It covers requests, urllib3, botocore and
+    asyncio's default loop in the test process; uvloop, pyarrow's C++ S3 client and
+    subprocesses resolve on their own (their configs point at 127.0.0.1)."""
+    real = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if not _is_local(host):
+            raise socket.gaierror(
+                socket.EAI_NONAME, f"tests never contact the internet: {host!r} refused"
+            )
+        return real(host, *args, **kwargs)
+
+    socket.getaddrinfo = local_only
+    yield
+    socket.getaddrinfo = real
 
 
 @pytest.fixture
