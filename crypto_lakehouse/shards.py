@@ -199,13 +199,13 @@ async def run_shard_concurrently(
     started = time.monotonic()
     part = ShardPart(func, symbols, symbol_paths, symbol_values or {}, common)
     entries: dict[str, dict] = {}
-    for symbol in part.symbols:  # the shard report lists them in order
-        _start_symbol(part, symbol, entries)
+    # The shard report lists the symbols in order; their calls' arguments are built once.
+    calls = {symbol: _start_symbol(part, symbol, entries) for symbol in part.symbols}
     running = asyncio.Semaphore(max(1, at_once))
 
     async def one(symbol: str) -> None:
         async with running:
-            kwargs = _symbol_call_kwargs(part, symbol)
+            kwargs = calls[symbol]
             entry = entries[_entry_name(part, symbol)]
             _remove_previous_report(kwargs)
             t0 = time.monotonic()
@@ -230,15 +230,11 @@ def _entry_name(part: ShardPart, symbol: str) -> str:
     return f"{part.label}/{symbol}" if part.label else symbol
 
 
-def _symbol_call_kwargs(part: ShardPart, symbol: str) -> dict:
-    return with_stats_path(
-        part.func, _symbol_kwargs(symbol, part.common, part.symbol_paths, part.symbol_values)
-    )
-
-
 def _start_symbol(part: ShardPart, symbol: str, entries: dict[str, dict]) -> dict:
     """The symbol's keyword arguments; registers its shard report entry (in call order)."""
-    kwargs = _symbol_call_kwargs(part, symbol)
+    kwargs = with_stats_path(
+        part.func, _symbol_kwargs(symbol, part.common, part.symbol_paths, part.symbol_values)
+    )
     entries[_entry_name(part, symbol)] = {"report": str(kwargs["report_path"])}
     return kwargs
 
