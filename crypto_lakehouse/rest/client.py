@@ -115,6 +115,8 @@ class RestClient:
         self._sessions: list[requests.Session] = []
         self._consecutive_failures = 0
         self._breaker_level = 0
+        self._start_time_ms: int | None = None
+        self._start_time_lock = threading.Lock()
 
     # ------------------------------------------------------------ plumbing
     def _session(self) -> requests.Session:
@@ -275,6 +277,15 @@ class RestClient:
 
     def server_time_ms(self) -> int:
         return int(self.get_json("/time", weight=1)["serverTime"])
+
+    def start_time_ms(self) -> int:
+        """The server time taken once, at the first call: "now" for every symbol of the job
+        (which days are complete, where funding ends), instead of one ``/time`` request per
+        symbol. A failed request is not remembered: the next caller asks again."""
+        with self._start_time_lock:
+            if self._start_time_ms is None:
+                self._start_time_ms = self.server_time_ms()
+            return self._start_time_ms
 
 
 def _error_body(resp: requests.Response) -> tuple[int | None, str]:
