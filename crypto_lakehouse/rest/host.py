@@ -62,10 +62,12 @@ def open_host_client(
 
 
 def shared_or_own_client(client: RestClient | None, **client_args):
-    """``(client, context)``: the shard's shared client (its job closes it), or a client of
-    its own (``open_host_client(**client_args)``) that the context closes."""
+    """``(client, context)``: a view of the shard's shared client counting this caller's
+    requests apart (``RestClient.meter``; the job closes the client), or a client of its own
+    (``open_host_client(**client_args)``) that the context closes."""
     if client is not None:
-        return client, contextlib.nullcontext(client)
+        view = client.meter()
+        return view, contextlib.nullcontext(view)
     own = open_host_client(**client_args)
     return own, own
 

@@ -304,6 +304,10 @@ def test_a_shards_symbols_at_once_share_one_limiter_without_any_429(emulator, tm
     # per symbol two days of three requests of weight 2: 120 + 1 > 48, so the limiter waited
     stats = [json.loads((tmp_path / f"stats/klines-1m/{s}.json").read_text()) for s in symbols]
     assert max(x["rate_limit_wait_s"] for x in stats) > 0
+    # each symbol's stats count its own requests, not those of the symbols running beside
+    # it (one of them also asked the server time)
+    assert sorted(x["requests"] for x in stats) == [6] * (len(symbols) - 1) + [7]
+    assert sorted(x["weight"] for x in stats) == [12] * (len(symbols) - 1) + [13]
     for symbol in symbols:
         api_dir = layout.api_klines_dir(tmp_path, "um_futures", symbol, "1m")
         assert sorted(p.name for p in api_dir.glob("*.pqt")) == [
