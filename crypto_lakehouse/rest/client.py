@@ -163,6 +163,9 @@ class RestClient:
     def _limiters(self) -> list[WindowLimiter]:
         return [x for x in (self.weight_limiter, self.funding_limiter) if x is not None]
 
+    def _thread_waited_s(self) -> float:
+        return sum(x.thread_waited_s() for x in self._limiters())
+
     def _stop_host(self, message: str) -> None:
         for lim in self._limiters():
             lim.stop(message)
@@ -214,15 +217,16 @@ class RestClient:
         attempt = 0
         n429 = 0
         while True:
-            t_wait = time.monotonic()
+            waited_before = self._thread_waited_s()
             if funding and self.funding_limiter is not None:
                 self.funding_limiter.acquire(1)
             window = self.weight_limiter.acquire(weight)
             if meter is not None:
                 # The client's own figure is the limiters' (every thread); the caller's is
-                # the time its own requests waited.
+                # what its own request was blocked (this thread, during these acquires).
+                waited = self._thread_waited_s() - waited_before
                 with self._lock:
-                    meter.rate_limit_wait_s += time.monotonic() - t_wait
+                    meter.rate_limit_wait_s += waited
             self._count(meter, weight=weight)
             try:
                 resp = self._session().get(url, params=params, timeout=self.timeout_s)
