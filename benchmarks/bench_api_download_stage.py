@@ -3,7 +3,6 @@
 Run by hand (not in CI), from the worktree with ``PYTHONPATH=$PWD:$PWD/emulator``::
 
     python benchmarks/bench_api_download_stage.py [--symbols 30 --days 60] [--runs 3] [--work DIR]
-        [--snakemake-without-pandas]
 
 Uses the mirror of ``bench_vs_legacy.py`` (same universe, cached in ``--work``) and the same
 emulator set-up (REST clock one hour into the second day after the archive's last day). Once
@@ -12,11 +11,6 @@ run then copies the snapshot and times ``snakemake api_download`` on the copy (w
 of Snakemake and its jobs: children's user + system), with the load average. Runs of two
 versions of the code can be alternated by calling it from each worktree with the same
 ``--work`` (the snapshot only holds the archive stages' outputs).
-
-``--snakemake-without-pandas`` runs Snakemake's command line with its persistence's params
-serializer set to the builtin one (what it does for every value that is not a pandas
-object), so the main process never imports pandas at its first job's end (issue 11, tenth
-part in docs/benchmarks.md: a proposal, measured here, not part of the workflow).
 """
 
 from __future__ import annotations
@@ -36,33 +30,20 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import bench_vs_legacy as bvl  # noqa: E402
 
-# Snakemake's command line with the pandas-free params serializer (see the module docstring).
-WITHOUT_PANDAS = """
-import sys
-from snakemake.persistence import PersistenceBase
-PersistenceBase._serialize_param = property(lambda self: self._serialize_param_builtin)
-from snakemake.cli import main
-sys.argv = ["snakemake", *sys.argv[1:]]
-main()
-"""
-
 
 def children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 
 
-def snakemake(workdir: Path, config: dict, target: str, log: Path, without_pandas: bool):
+def snakemake(workdir: Path, config: dict, target: str, log: Path):
     """(wall s, CPU s) of one ``snakemake TARGET`` on ``workdir``."""
     cfg = workdir / f"config-{target}.json"
     cfg.write_text(bvl.json.dumps(config))
-    head = (
-        [sys.executable, "-c", WITHOUT_PANDAS]
-        if without_pandas
-        else [sys.executable, "-m", "snakemake"]
-    )
     cmd = [
-        *head,
+        sys.executable,
+        "-m",
+        "snakemake",
         "--snakefile",
         str(REPO / "Snakefile"),
         "--directory",
@@ -90,7 +71,6 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=60)
     ap.add_argument("--first-day", default="2024-01-01")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--snakemake-without-pandas", action="store_true")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_api_download"))
     args = ap.parse_args()
 
@@ -103,14 +83,13 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     base, _ = bvl.build_mirrors(args.work, symbols, first, args.days)
     snap = args.work / f"before-api_download-{args.symbols}x{args.days}"
-    label = "without pandas" if args.snakemake_without_pandas else "as is"
     with bvl.EmulatorProcess(base, symbols, first, now_ms) as url:
         if not (snap / "done").exists():
             shutil.rmtree(snap, ignore_errors=True)
             snap.mkdir()
             for target in ("aws_download", "aws_parse"):
                 cfg = bvl.our_config(url, snap / "data", end)
-                snakemake(snap, cfg, target, snap / f"{target}.log", False)
+                snakemake(snap, cfg, target, snap / f"{target}.log")
             (snap / "done").touch()
         for run in range(1, args.runs + 1):
             copy = args.work / f"api_download-run{run}"
@@ -122,10 +101,9 @@ def main() -> None:
                 bvl.our_config(url, copy / "data", end),
                 "api_download",
                 copy / "api_download.log",
-                args.snakemake_without_pandas,
             )
             print(
-                f"api_download {args.symbols}x{args.days} ({REPO.name}, {label}) run {run}: "
+                f"api_download {args.symbols}x{args.days} ({REPO.name}) run {run}: "
                 f"{wall:.2f} s wall, {cpu:.2f} s CPU, load {load:.2f}",
                 flush=True,
             )
