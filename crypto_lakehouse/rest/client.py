@@ -223,7 +223,7 @@ class RestClient:
             window = self.weight_limiter.acquire(weight)
             if meter is not None:
                 # The client's own figure is the limiters' (every thread); the caller's is
-                # what its own request was blocked (this thread, during these acquires).
+                # the time its own request was blocked (this thread, in these acquires).
                 waited = self._thread_waited_s() - waited_before
                 with self._lock:
                     meter.rate_limit_wait_s += waited
