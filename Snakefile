@@ -13,10 +13,12 @@
 import sys
 
 from crypto_lakehouse.failures import failure_report
-from crypto_lakehouse.smk import cancel_scheduler_timers
+from crypto_lakehouse.smk import cancel_scheduler_timers, record_params_without_pandas
 from snakemake.utils import min_version
 
 min_version("9.0")
+# Saves Snakemake's import of pandas (~0.35 s of each start) when checking params records.
+record_params_without_pandas()
 
 
 # The default config sits next to this Snakefile, whatever the working directory;

@@ -391,6 +391,12 @@ def run_dir(data_dir: str, configured: str | None = None) -> str:
     return configured.rstrip("/") or "/"
 
 
+def config_checks_dir(run_dir: str) -> str:
+    """Verdicts of config checks too costly to repeat at every Snakemake start (the
+    ``features`` block: TA-Lib); one empty file per checked content."""
+    return f"{run_dir}/config_checks"
+
+
 def run_lock_path(run_dir: str) -> str:
     """The run lock (``crypto_lakehouse.lock``) of a run directory."""
     return f"{run_dir}/run.lock"

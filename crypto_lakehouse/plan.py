@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -56,8 +57,52 @@ def resolve_dates(
     return (start.isoformat() if start else None, end.isoformat())
 
 
-def check_config(config: dict) -> None:
-    """Checks beyond the JSON schema; raises ConfigError naming the key."""
+def feature_config_key(features: dict) -> str:
+    """What the verdict of ``features.spec.validate_feature_config`` depends on: the checked
+    keys of the block, the installed TA-Lib, and the checking code (the modules ``spec`` and
+    ``microstructure`` of crypto_lakehouse.features)."""
+    from importlib.metadata import version
+
+    from crypto_lakehouse.features import spec
+
+    checked = {k: features.get(k) for k in ("indicators", "microstructure")}
+    digest = hashlib.sha256(json.dumps(checked, sort_keys=True, default=repr).encode())
+    digest.update(version("ta-lib").encode())
+    source = Path(spec.__file__)
+    for code in (source, source.with_name("microstructure.py")):
+        digest.update(code.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def validate_feature_config_once(features: dict, verdicts_dir: str, remember: bool) -> None:
+    """``features.spec.validate_feature_config`` unless this very block passed it before (a
+    verdict file in ``verdicts_dir``, the run directory's ``config_checks/``; written when
+    ``remember``).
+
+    For the workflow's main process: the check imports TA-Lib, which imports pandas and
+    polars to wrap its functions (~0.5 s of every Snakemake start, docs/benchmarks.md,
+    issue 11, eleventh part); a block that passed once passes again. The features jobs
+    check the block they are given at their start in any case.
+    """
+    from crypto_lakehouse import io
+    from crypto_lakehouse.features import spec
+
+    verdict = Path(verdicts_dir) / f"{feature_config_key(features)}.ok"
+    if verdict.exists():
+        return
+    spec.validate_feature_config(features)
+    if remember:
+        io.write_text(verdict, "")
+
+
+def check_config(
+    config: dict, verdicts_dir: str | None = None, remember_verdicts: bool = True
+) -> None:
+    """Checks beyond the JSON schema; raises ConfigError naming the key.
+
+    ``verdicts_dir``: skip the ``features`` check for a block that passed it before
+    (``validate_feature_config_once``; its verdicts are written only when
+    ``remember_verdicts``)."""
     from crypto_lakehouse.intervals import check_base_interval
 
     problem = check_base_interval(config["interval"])
@@ -86,11 +131,14 @@ def check_config(config: dict) -> None:
             ) from exc
     features = config.get("features", {})
     if features.get("enabled", True):
-        from crypto_lakehouse.features.spec import FeatureConfigError, validate_feature_config
+        from crypto_lakehouse.features import spec
 
         try:
-            validate_feature_config(features)
-        except FeatureConfigError as exc:
+            if verdicts_dir is None:
+                spec.validate_feature_config(features)
+            else:
+                validate_feature_config_once(features, verdicts_dir, remember_verdicts)
+        except spec.FeatureConfigError as exc:
             raise ConfigError(f"config key {exc}") from exc
     resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -150,29 +152,49 @@ def run_shard_parts(
     shard_report: str | Path,
     shard: int | None = None,
     fatal: tuple[type[BaseException], ...] = (),
+    at_once: int = 1,
 ) -> dict:
     """``run_shard`` over several parts in one job, in order, with one shard report: a
-    ``fatal`` exception in one part also stops the symbols of the parts after it."""
+    ``fatal`` exception in one part also stops the symbols of the parts after it.
+
+    ``at_once`` > 1: the symbols of a part run on that many threads (for network-bound
+    entry points whose shared state is thread-safe, e.g. the REST client and its limiter);
+    the parts still run one after the other. A ``fatal`` exception stops every symbol not
+    yet started (``not_run``); those already running end on their own."""
     started = time.monotonic()
     entries: dict[str, dict] = {}
-    stop: BaseException | None = None
+    stop: list[BaseException] = []  # the first fatal exception, once raised
+    lock = threading.Lock()
+
+    def one(part: ShardPart, symbol: str, kwargs: dict) -> None:
+        entry = entries[_entry_name(part, symbol)]
+        with lock:
+            stopped_by = stop[0] if stop else None
+        if stopped_by is not None:
+            entry.update(status="not_run", error=f"stopped: {stopped_by}")
+            return
+        _remove_previous_report(kwargs)
+        t0 = time.monotonic()
+        try:
+            part.func(**kwargs)
+            entry["status"] = "ok"
+        except Exception as exc:  # one broken symbol never stops the others
+            _record_failure(part, symbol, entry, exc)
+            if fatal and isinstance(exc, fatal):
+                with lock:
+                    stop.append(exc)
+        entry["seconds"] = round(time.monotonic() - t0, 3)
+
     for part in parts:
-        for symbol in part.symbols:
-            kwargs = _start_symbol(part, symbol, entries)
-            entry = entries[_entry_name(part, symbol)]
-            if stop is not None:
-                entry.update(status="not_run", error=f"stopped: {stop}")
-                continue
-            _remove_previous_report(kwargs)
-            t0 = time.monotonic()
-            try:
-                part.func(**kwargs)
-                entry["status"] = "ok"
-            except Exception as exc:  # one broken symbol never stops the others
-                _record_failure(part, symbol, entry, exc)
-                if fatal and isinstance(exc, fatal):
-                    stop = exc
-            entry["seconds"] = round(time.monotonic() - t0, 3)
+        # The shard report lists the symbols in order, whatever order they finish in.
+        calls = [(symbol, _start_symbol(part, symbol, entries)) for symbol in part.symbols]
+        if at_once <= 1 or len(calls) <= 1:
+            for symbol, kwargs in calls:
+                one(part, symbol, kwargs)
+            continue
+        with ThreadPoolExecutor(max_workers=min(at_once, len(calls))) as pool:
+            for future in [pool.submit(one, part, symbol, kwargs) for symbol, kwargs in calls]:
+                future.result()  # one() records every failure itself
     return _finish_shard(parts, entries, started, shard, shard_report)
 
 

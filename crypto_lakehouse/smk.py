@@ -137,3 +137,39 @@ def cancel_scheduler_timers() -> int:
     for timer in timers:
         timer.cancel()
     return len(timers)
+
+
+def record_params_without_pandas() -> bool:
+    """Let Snakemake's params records import pandas only when a job param could be a pandas
+    object; returns False (nothing changed) if this Snakemake's internals differ.
+
+    For the workflow's main process. Snakemake 9 compares each existing output's recorded
+    params with the job's (the ``params`` rerun trigger) through a serializer chosen once:
+    the pandas one whenever pandas is *installed*, and that one starts with ``import
+    pandas`` — ~0.35 CPU s of most Snakemake starts here (docs/benchmarks.md, issue 11,
+    eleventh part), for a workflow whose params are strings and numbers. A value can only be a
+    pandas object if pandas is imported already, so choosing the pandas serializer only
+    when ``"pandas" in sys.modules`` gives the same records for every value.
+    """
+    try:
+        import snakemake.persistence as persistence
+    except ImportError:
+        return False
+    # PersistenceBase since Snakemake 9.? (file and database records), Persistence before.
+    base = getattr(persistence, "PersistenceBase", None) or getattr(
+        persistence, "Persistence", None
+    )
+    if not (
+        isinstance(getattr(base, "__dict__", {}).get("_serialize_param"), property)
+        and callable(getattr(base, "_serialize_param_pandas", None))
+        and callable(getattr(base, "_serialize_param_builtin", None))
+    ):
+        return False
+
+    def serializer(self):
+        if "pandas" in sys.modules:
+            return self._serialize_param_pandas
+        return self._serialize_param_builtin
+
+    base._serialize_param = property(serializer)
+    return True

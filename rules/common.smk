@@ -18,10 +18,10 @@ from snakemake.utils import validate
 # Our check first: it names the key (closest valid key for a typo, the valid intervals) in a
 # few lines and turns YAML dates into ISO strings; Snakemake's validate then fills the
 # defaults (its own error would dump the whole schema).
+DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
 try:
     check_user_config(config, f"{workflow.basedir}/config/config.schema.yaml")
     validate(config, schema="../config/config.schema.yaml")
-    plan.check_config(config)
 except plan.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -33,6 +33,12 @@ try:
     LH = layout.run_dir(DATA, config["run_dir"] and os.path.expanduser(config["run_dir"]))
 except ValueError as exc:
     raise WorkflowError(str(exc)) from None
+# The features check (TA-Lib: ~0.5 s) runs once per features block; its verdict is kept in
+# the run directory (a dry run only reads verdicts).
+try:
+    plan.check_config(config, layout.config_checks_dir(LH), remember_verdicts=not DRY_RUN)
+except plan.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 # The main process reads and writes the lease of an S3 data dir with the jobs' settings.
 storage_settings.configure(config["storage"])
 # One run per data dir: the main process of a real run holds the run lock (and on S3 the
@@ -42,7 +48,7 @@ RUN_LOCK = data_lock.hold_for_run(
     DATA,
     os.getcwd(),
     main_process=workflow.is_main_process,
-    dry_run=bool(getattr(workflow.output_settings, "dryrun", False)),
+    dry_run=DRY_RUN,
     run_dir=LH,
 )
 INTERVAL = config["interval"]

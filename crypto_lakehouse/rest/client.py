@@ -37,6 +37,7 @@ __all__ = [
     "ClientStats",
     "HostStopped",
     "InvalidSymbol",
+    "MeteredClient",
     "RestClient",
     "RestError",
     "TransientFailure",
@@ -115,6 +116,8 @@ class RestClient:
         self._sessions: list[requests.Session] = []
         self._consecutive_failures = 0
         self._breaker_level = 0
+        self._start_time_ms: int | None = None
+        self._start_time_lock = threading.Lock()
 
     # ------------------------------------------------------------ plumbing
     def _session(self) -> requests.Session:
@@ -138,10 +141,16 @@ class RestClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _count(self, **inc: int) -> None:
+    def _count(self, meter: ClientStats | None = None, **inc: float) -> None:
         with self._lock:
-            for k, v in inc.items():
-                setattr(self._stats, k, getattr(self._stats, k) + v)
+            for stats in (self._stats, meter) if meter is not None else (self._stats,):
+                for k, v in inc.items():
+                    setattr(stats, k, getattr(stats, k) + v)
+
+    def meter(self) -> "MeteredClient":
+        """A view of this client that also counts its own requests apart: a symbol's stats
+        when several symbols share the client at the same time (``rest.host``)."""
+        return MeteredClient(self)
 
     @property
     def stats(self) -> ClientStats:
@@ -153,6 +162,9 @@ class RestClient:
 
     def _limiters(self) -> list[WindowLimiter]:
         return [x for x in (self.weight_limiter, self.funding_limiter) if x is not None]
+
+    def _thread_waited_s(self) -> float:
+        return sum(x.thread_waited_s() for x in self._limiters())
 
     def _stop_host(self, message: str) -> None:
         for lim in self._limiters():
@@ -167,7 +179,7 @@ class RestClient:
             self._consecutive_failures = 0
             self._breaker_level = 0
 
-    def _on_failure(self) -> None:
+    def _on_failure(self, meter: ClientStats | None = None) -> None:
         with self._lock:
             self._consecutive_failures += 1
             if self._consecutive_failures < self.breaker_threshold:
@@ -176,6 +188,8 @@ class RestClient:
             self._breaker_level += 1
             level = self._breaker_level
             self._stats.breaker_opens += 1
+            if meter is not None:
+                meter.breaker_opens += 1
         pause = self._backoff(level + 1)
         log.warning(
             "%s: %d consecutive failures, circuit breaker open: pausing all requests %.1f s",
@@ -188,22 +202,36 @@ class RestClient:
 
     # ------------------------------------------------------------ requests
     def get_json(
-        self, endpoint: str, params: dict | None = None, *, weight: int = 1, funding: bool = False
+        self,
+        endpoint: str,
+        params: dict | None = None,
+        *,
+        weight: int = 1,
+        funding: bool = False,
+        meter: ClientStats | None = None,
     ):
-        """GET ``{api_url}{prefix}{endpoint}`` and return the decoded JSON body."""
+        """GET ``{api_url}{prefix}{endpoint}`` and return the decoded JSON body. ``meter``:
+        counters of the caller's own (``MeteredClient``), counted besides the client's."""
         url = f"{self.api_url}{self.prefix}{endpoint}"
         where = f"{url}?{requests.compat.urlencode(params or {})}"
         attempt = 0
         n429 = 0
         while True:
+            waited_before = self._thread_waited_s()
             if funding and self.funding_limiter is not None:
                 self.funding_limiter.acquire(1)
             window = self.weight_limiter.acquire(weight)
-            self._count(weight=weight)
+            if meter is not None:
+                # The client's own figure is the limiters' (every thread); the caller's is
+                # the time its own request was blocked (this thread, in these acquires).
+                waited = self._thread_waited_s() - waited_before
+                with self._lock:
+                    meter.rate_limit_wait_s += waited
+            self._count(meter, weight=weight)
             try:
                 resp = self._session().get(url, params=params, timeout=self.timeout_s)
             except (requests.Timeout, requests.ConnectionError) as exc:
-                self._count(network_errors=1)
+                self._count(meter, network_errors=1)
                 cause = unreachable_cause(exc)
                 if cause is not None:
                     # No retry brings back a host that does not resolve, refuses or fails
@@ -214,7 +242,7 @@ class RestClient:
                     raise HostStopped(message) from exc
                 error = f"{type(exc).__name__}: {exc}"
             else:
-                self._count(requests=1)
+                self._count(meter, requests=1)
                 used = resp.headers.get(USED_WEIGHT_HEADER)
                 if used is not None and used.isdigit():
                     self.weight_limiter.observe(window, int(used))
@@ -224,7 +252,7 @@ class RestClient:
                     return resp.json()
                 if status == 429:
                     n429 += 1
-                    self._count(http_429=1)
+                    self._count(meter, http_429=1)
                     wait = self._retry_after(resp, window)
                     log.warning("%s: HTTP 429, waiting %.1f s (Retry-After)", where, wait)
                     self.weight_limiter.mark_full(window)
@@ -234,7 +262,7 @@ class RestClient:
                         raise TransientFailure(f"{where}: still HTTP 429 after {n429} waits")
                     continue
                 if status in (418, 403):
-                    self._count(**{f"http_{status}": 1})
+                    self._count(meter, **{f"http_{status}": 1})
                     what = "IP banned (418)" if status == 418 else "blocked by the WAF (403)"
                     message = (
                         f"{self.api_url}: {what} on {where}; Retry-After="
@@ -250,15 +278,15 @@ class RestClient:
                     if code in INVALID_SYMBOL_CODES:
                         raise InvalidSymbol(text, status, code)
                     raise RestError(text, status, code)
-                self._count(http_5xx=1)
+                self._count(meter, http_5xx=1)
                 error = f"HTTP {status}"
             # transient failure: back off and retry this request
-            self._on_failure()
+            self._on_failure(meter)
             attempt += 1
             if attempt > self.max_retries:
                 raise TransientFailure(f"{where}: {error} after {self.max_retries} retries")
             delay = self._backoff(attempt)
-            self._count(retries=1, retry_wait_s=delay)
+            self._count(meter, retries=1, retry_wait_s=delay)
             log.info(
                 "%s: %s, retry %d/%d in %.2f s", where, error, attempt, self.max_retries, delay
             )
@@ -273,8 +301,47 @@ class RestClient:
             lim = self.weight_limiter
             return max(0.0, lim.window_start(window + 1) - time.time())
 
+    def server_time_ms(self, meter: ClientStats | None = None) -> int:
+        return int(self.get_json("/time", weight=1, meter=meter)["serverTime"])
+
+    def start_time_ms(self, meter: ClientStats | None = None) -> int:
+        """The server time taken once, at the first call: "now" for every symbol of the job
+        (which days are complete, where funding ends), instead of one ``/time`` request per
+        symbol. A failed request is not remembered: the next caller asks again."""
+        with self._start_time_lock:
+            if self._start_time_ms is None:
+                self._start_time_ms = self.server_time_ms(meter)
+            return self._start_time_ms
+
+
+class MeteredClient:
+    """A ``RestClient`` seen by one caller (a symbol of a shard job): requests go through the
+    shared client (its session pool, limiters, circuit breaker, counters) and are counted a
+    second time in this view's own ``stats``, so that symbols running at the same time each
+    report their own requests, weight and waits, not each other's."""
+
+    def __init__(self, client: RestClient) -> None:
+        self.client = client
+        self._stats = ClientStats()
+
+    @property
+    def stats(self) -> ClientStats:
+        return self._stats
+
+    def get_json(self, endpoint: str, params: dict | None = None, **kwargs):
+        return self.client.get_json(endpoint, params, meter=self._stats, **kwargs)
+
+    def start_time_ms(self) -> int:
+        return self.client.start_time_ms(meter=self._stats)
+
     def server_time_ms(self) -> int:
-        return int(self.get_json("/time", weight=1)["serverTime"])
+        return self.client.server_time_ms(meter=self._stats)
+
+    def __enter__(self) -> "MeteredClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass  # the shared client is closed by its owner
 
 
 def _error_body(resp: requests.Response) -> tuple[int | None, str]:

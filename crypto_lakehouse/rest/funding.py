@@ -176,7 +176,7 @@ def run_api_funding(
     failure: Exception | None = None
     with client_context:
         try:
-            now_ms = client.server_time_ms()
+            now_ms = client.start_time_ms()
             end_ms = (
                 now_ms if not end_date else min(now_ms, (day_number(end_date) + 1) * DAY_MS - 1)
             )

@@ -15,6 +15,13 @@ from crypto_lakehouse.rest.client import RestClient
 from crypto_lakehouse.rest.exchange_info import load_rate_limits
 from crypto_lakehouse.rest.limiter import WindowLimiter
 
+# Symbols of a REST shard job in flight at once (threads sharing the job's client and
+# limiter). A daily update asks one to three requests per symbol, each a few ms of the
+# server's time: one after another, the job mostly waited on answers and fsyncs. Each symbol
+# has up to ``klines.DEFAULT_CONCURRENCY`` requests in flight, so a job at most 8 x 4; the
+# weight limiter, not this bound, keeps the host's limits (every request reserves first).
+SYMBOLS_AT_ONCE = 8
+
 
 def open_host_client(
     *,
@@ -55,10 +62,12 @@ def open_host_client(
 
 
 def shared_or_own_client(client: RestClient | None, **client_args):
-    """``(client, context)``: the shard's shared client (its job closes it), or a client of
-    its own (``open_host_client(**client_args)``) that the context closes."""
+    """``(client, context)``: a view of the shard's shared client counting this caller's
+    requests apart (``RestClient.meter``; the job closes the client), or a client of its own
+    (``open_host_client(**client_args)``) that the context closes."""
     if client is not None:
-        return client, contextlib.nullcontext(client)
+        view = client.meter()
+        return view, contextlib.nullcontext(view)
     own = open_host_client(**client_args)
     return own, own
 
@@ -115,8 +124,10 @@ def run_host_shard(
     through one client of the host; one shard report lists both (``"klines-1m/BTCUSDT"``,
     ``"funding/BTCUSDT"``). ``klines`` and ``funding`` give each part's ``symbols``,
     ``symbol_paths`` and optional ``symbol_values`` (see ``shards.run_shard``); ``common``
-    (``data_dir``, ``end_date``) goes to every symbol. A ban (418/403) stops every remaining
-    symbol of both parts at once: continuing would extend it."""
+    (``data_dir``, ``end_date``) goes to every symbol. The symbols of a part run
+    ``SYMBOLS_AT_ONCE`` at a time; "now" is the server time taken once per job
+    (``RestClient.start_time_ms``). A ban (418/403) stops every symbol not yet started, in
+    both parts, at once: continuing would extend it."""
     from crypto_lakehouse.rest.limiter import HostStopped
     from crypto_lakehouse.shards import run_shard_parts
 
@@ -139,7 +150,13 @@ def run_host_shard(
             from crypto_lakehouse.rest.funding import run_api_funding
 
             parts.append(_part(run_api_funding, funding, shared, None))
-        return run_shard_parts(parts, shard_report=shard_report, shard=shard, fatal=(HostStopped,))
+        return run_shard_parts(
+            parts,
+            shard_report=shard_report,
+            shard=shard,
+            fatal=(HostStopped,),
+            at_once=SYMBOLS_AT_ONCE,
+        )
 
 
 def _part(func, part: dict, common: dict, interval: str | None):

@@ -387,7 +387,7 @@ def run_api_klines(
     counters_before = client.stats.as_dict()
     with client_context:
         try:
-            now_ms = client.server_time_ms()
+            now_ms = client.start_time_ms()
         except (HostStopped, TransientFailure, RestError):
             stats.update(
                 stats_since(client, counters_before), seconds=round(time.monotonic() - t0, 3)

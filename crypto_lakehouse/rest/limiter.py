@@ -58,6 +58,7 @@ class WindowLimiter:
         self._paused_until = 0.0
         self._stopped: str | None = None
         self.waited_s = 0.0  # total time threads spent blocked (summed over threads)
+        self._per_thread = threading.local()  # .waited_s: the calling thread's own share
         self.reserved = 0  # total units reserved over the limiter's life
 
     # ------------------------------------------------------------ windows
@@ -128,8 +129,14 @@ class WindowLimiter:
     def stopped(self) -> str | None:
         return self._stopped
 
+    def thread_waited_s(self) -> float:
+        """Time the calling thread has spent blocked in this limiter."""
+        return getattr(self._per_thread, "waited_s", 0.0)
+
     def _wait(self, seconds: float) -> None:
         seconds = max(seconds, 0.001)
         t0 = time.monotonic()
         self._cond.wait(seconds)
-        self.waited_s += time.monotonic() - t0
+        waited = time.monotonic() - t0
+        self.waited_s += waited
+        self._per_thread.waited_s = self.thread_waited_s() + waited

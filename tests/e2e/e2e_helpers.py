@@ -27,10 +27,24 @@ def emulator_config(base_url: str, data_dir: Path, **overrides) -> dict:
     return config
 
 
-def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900, check: bool = True):
+def snakemake(
+    workdir: Path,
+    config: dict,
+    *args: str,
+    timeout: int = 900,
+    check: bool = True,
+    launcher: list[str] | None = None,
+):
     """``snakemake --cores 2 ARGS`` with ``config`` in ``workdir`` (see run_snakemake)."""
     return run_snakemake(
-        workdir, "--cores", "2", *args, config=config, timeout=timeout, check=check
+        workdir,
+        "--cores",
+        "2",
+        *args,
+        config=config,
+        timeout=timeout,
+        check=check,
+        launcher=launcher,
     )
 
 

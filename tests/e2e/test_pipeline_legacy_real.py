@@ -5,6 +5,8 @@ where the fixture README lists a legacy defect that we fix (cm VWAP, Q3)."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,6 +24,7 @@ from tests.e2e.legacy_real_scenario import (
     result_files,
 )
 
+MAIN_PROCESS_MODULES = Path(__file__).with_name("main_process_modules.py")
 CM_CONTRACT_SIZE = 100.0  # truth/exchange_info/cm.json, BTCUSD_PERP contractSize
 
 
@@ -35,8 +38,11 @@ def pipeline_run(tmp_path_factory):
         config = legacy_config(emu.base_url, tmp / "data")
         first = snakemake(tmp, config, "all")
         emu.reset_counts()
-        second = snakemake(tmp, config, "all")
+        # The second run records the modules its main process imported.
+        launcher = [sys.executable, str(MAIN_PROCESS_MODULES), str(tmp / "modules.json")]
+        second = snakemake(tmp, config, "all", launcher=launcher)
         counts = dict(emu.counts)
+    second.main_process_modules = json.loads((tmp / "modules.json").read_text())
     return tmp / "data", first, second, counts
 
 
@@ -103,6 +109,15 @@ def test_second_run_downloads_nothing(pipeline_run):
     _, _, second, counts = pipeline_run
     assert counts.get("get", 0) == 0 and counts.get("rest", 0) == 0
     assert "Nothing to be done" in second.stdout + second.stderr
+
+
+def test_main_process_of_a_run_with_nothing_to_do_does_not_import_pandas(pipeline_run):
+    # Snakemake's params records would import it (~0.35 s per start; smk.record_params_
+    # without_pandas); jobs read Parquet, the main process only plans.
+    _, _, second, _ = pipeline_run
+    modules = second.main_process_modules
+    assert "snakemake" in modules["modules"]
+    assert "pandas" not in modules["modules"], modules["imported_by"]["pandas"]
 
 
 def test_run_summaries_are_written_and_announced(pipeline_run):

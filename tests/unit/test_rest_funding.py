@@ -244,14 +244,19 @@ def test_shard_job_runs_every_symbol_through_one_client(emulator, tmp_path):
     )
     assert shard["failed"] == []
     assert rest.counters("um")["requests/fundingRate"] == 3  # one page per symbol
+    assert rest.counters("um")["requests/time"] == 1  # "now" is asked once per job
+    requests = []
     for symbol in ("AUSDT", "BUSDT", "CUSDT"):
         # 30 days of 8-hourly events, as the emulator serves them
         expected = served_times(rest, "um", symbol, D * DAY, (D + 30) * DAY)
         got = stored(tmp_path, symbol)["funding_time"].cast(pa.int64()).to_pylist()
         assert got == expected and len(expected) == 90
         stats = json.loads((tmp_path / f"stats/{symbol}.json").read_text())
-        # each symbol's stats count its own requests (server time + one page), not the job's
-        assert stats["requests"] == 2 and stats["new_records"] == 90
+        assert stats["new_records"] == 90
+        requests.append(stats["requests"])
+    # each symbol's stats count its own requests (one page; the first also the server
+    # time), not the job's
+    assert requests == [2, 1, 1]
 
 
 def test_a_ban_stops_the_remaining_symbols_of_the_shard(emulator, tmp_path):
@@ -275,6 +280,39 @@ def test_a_ban_stops_the_remaining_symbols_of_the_shard(emulator, tmp_path):
         "not_run",
     ]
     assert rest.counters("um")["requests/fundingRate"] == 2  # nothing sent after the ban
+
+
+def test_a_shards_symbols_at_once_share_one_limiter_without_any_429(emulator, tmp_path):
+    from crypto_lakehouse.rest.host import SYMBOLS_AT_ONCE, run_host_shard
+
+    # More symbols than run at once, and more weight than one window allows: every thread
+    # spends from the job's one budget (48 of the server's 60 per 2 s window).
+    symbols = [f"S{i}USDT" for i in range(SYMBOLS_AT_ONCE + 2)]
+    rest = _rest_with_klines_and_funding(symbols, window_s=2, weight_limits={"um": 60})
+    emu = emulator(rest=rest)
+    write_json(tmp_path / "parse.json", {})
+    for symbol in symbols:
+        write_first_kline(tmp_path, symbol, "um_futures", D * DAY)
+    write_json(tmp_path / "ei.json", {"request_weight": {"limit": 60, "window_s": 2.0}})
+    args = _host_shard_args(tmp_path, emu.base_url, symbols)
+    shard = run_host_shard(**dict(args, exchange_info_path=str(tmp_path / "ei.json")))
+    assert shard["failed"] == []
+    c = rest.counters("um")
+    assert c.get("429", 0) == 0 and c.get("418", 0) == 0
+    assert c["requests/time"] == 1  # "now" asked once for the whole job
+    assert c["requests/klines"] == 6 * len(symbols)
+    # per symbol two days of three requests of weight 2: 120 + 1 > 48, so the limiter waited
+    stats = [json.loads((tmp_path / f"stats/klines-1m/{s}.json").read_text()) for s in symbols]
+    assert max(x["rate_limit_wait_s"] for x in stats) > 0
+    # each symbol's stats count its own requests, not those of the symbols running beside
+    # it (one of them also asked the server time)
+    assert sorted(x["requests"] for x in stats) == [6] * (len(symbols) - 1) + [7]
+    assert sorted(x["weight"] for x in stats) == [12] * (len(symbols) - 1) + [13]
+    for symbol in symbols:
+        api_dir = layout.api_klines_dir(tmp_path, "um_futures", symbol, "1m")
+        assert sorted(p.name for p in api_dir.glob("*.pqt")) == [
+            f"{day_iso(d).replace('-', '')}.pqt" for d in (D, D + 1)
+        ]
 
 
 def _host_shard_args(tmp, url, symbols):
@@ -302,8 +340,8 @@ def _host_shard_args(tmp, url, symbols):
     )
 
 
-def _rest_with_klines_and_funding(symbols):
-    rest = RestEmulator(now_ms=(D + 2) * DAY + HOUR)
+def _rest_with_klines_and_funding(symbols, **emulator_kw):
+    rest = RestEmulator(now_ms=(D + 2) * DAY + HOUR, **emulator_kw)
     for i, symbol in enumerate(symbols):
         rest.add_synthetic_klines("um", symbol, start_ms=D * DAY, seed=i)
         rest.add_synthetic_funding(

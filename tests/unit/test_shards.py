@@ -163,3 +163,103 @@ def test_summary_rates_of_shard_reports_use_the_jobs_seconds(tmp_path):
     assert summary["totals"]["seconds"] == 4.0  # the symbols' own figures, summed
     assert summary["throughput_mb_s"] == pytest.approx(3.0)
     assert summary["throughput_files_s"] == pytest.approx(15.0)
+
+
+# ---------------------------------------------------------------- symbols at once (threads)
+def _run_parts(tmp_path, parts, **kw):
+    from crypto_lakehouse.shards import run_shard_parts
+
+    return run_shard_parts(parts, shard=3, shard_report=tmp_path / "reports/shards/3.json", **kw)
+
+
+def _part(tmp_path, func, symbols, label):
+    from crypto_lakehouse.shards import ShardPart
+
+    (tmp_path / f"reports/{label}").mkdir(parents=True, exist_ok=True)
+    return ShardPart(
+        func, symbols, {"report_path": str(tmp_path / f"reports/{label}")}, label=label
+    )
+
+
+def test_symbols_at_once_overlap_and_keep_the_report_order(tmp_path):
+    import threading
+
+    # Four symbols that each wait for all four to have started: only concurrent calls
+    # get past the barrier (one after another, the first would time out).
+    barrier = threading.Barrier(4, timeout=10)
+
+    def run_symbol(*, symbol, report_path, stats_path):
+        barrier.wait()
+        with open(report_path, "w") as fh:
+            json.dump({"symbol": symbol}, fh)
+
+    symbols = ["D", "A", "C", "B"]
+    report = _run_parts(tmp_path, [_part(tmp_path, run_symbol, symbols, "k")], at_once=4)
+    assert list(report["symbols"]) == [f"k/{s}" for s in symbols]  # call order, not finish
+    assert all(e["status"] == "ok" for e in report["symbols"].values())
+    for s in symbols:
+        assert json.loads((tmp_path / f"reports/k/{s}.json").read_text()) == {"symbol": s}
+
+
+def test_symbols_at_once_never_exceed_the_bound(tmp_path):
+    import threading
+    import time
+
+    lock = threading.Lock()
+    running, peak = [0], [0]
+
+    def run_symbol(*, symbol, report_path, stats_path):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+
+    symbols = [f"S{i}" for i in range(9)]
+    _run_parts(tmp_path, [_part(tmp_path, run_symbol, symbols, "k")], at_once=3)
+    assert peak[0] == 3
+
+
+def test_symbols_at_once_a_failure_is_isolated_and_a_fatal_one_stops_the_rest(tmp_path):
+    import threading
+    import time
+
+    first_two = threading.Barrier(2, timeout=10)
+    calls = []
+
+    def klines(*, symbol, report_path, stats_path):
+        calls.append(symbol)
+        if symbol in ("A", "B"):
+            first_two.wait()  # A and B run together, before anything else starts
+        if symbol == "A":
+            # A ends well after B's ban is recorded (microseconds after B raises): its
+            # thread then finds the job stopped instead of starting C.
+            time.sleep(0.5)
+            raise ValueError("bad data in A")
+        if symbol == "B":
+            raise ConnectionAbortedError("banned")
+        with open(report_path, "w") as fh:
+            json.dump({}, fh)
+
+    def funding(*, symbol, report_path, stats_path):
+        calls.append(f"funding {symbol}")
+
+    parts = [
+        _part(tmp_path, klines, ["A", "B", "C", "D"], "klines"),
+        _part(tmp_path, funding, ["A", "B"], "funding"),
+    ]
+    with pytest.raises(ShardFailed, match="6 of 6 symbols failed"):
+        _run_parts(tmp_path, parts, at_once=2, fatal=(ConnectionAbortedError,))
+    shard = json.loads((tmp_path / "reports/shards/3.json").read_text())
+    status = {s: e["status"] for s, e in shard["symbols"].items()}
+    assert status == {
+        "klines/A": "failed",
+        "klines/B": "failed",
+        "klines/C": "not_run",
+        "klines/D": "not_run",
+        "funding/A": "not_run",
+        "funding/B": "not_run",
+    }
+    assert "bad data in A" in shard["symbols"]["klines/A"]["error"]
+    assert sorted(calls) == ["A", "B"]  # nothing started after the ban

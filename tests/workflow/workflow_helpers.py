@@ -16,12 +16,18 @@ OFFLINE_ENDPOINTS = {
 }
 
 
-def run_snakemake(workdir: Path, *args: str, config: dict | None = None, timeout=600, check=True):
-    """Run snakemake from the repository with its data under ``workdir``."""
+def run_snakemake(
+    workdir: Path,
+    *args: str,
+    config: dict | None = None,
+    timeout=600,
+    check=True,
+    launcher: list[str] | None = None,
+):
+    """Run snakemake from the repository with its data under ``workdir``; ``launcher``
+    replaces ``python -m snakemake`` (a script taking Snakemake's arguments)."""
     cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
+        *(launcher or [sys.executable, "-m", "snakemake"]),
         "--snakefile",
         str(REPO / "Snakefile"),
         "--directory",
