@@ -10,7 +10,9 @@ After an OS crash or a power loss the journal may hold the new name while the da
 were never written, so a ``.verified`` marker or a state record written next could vouch
 for an empty or truncated file. Each commit therefore fsyncs the file, renames it, then
 fsyncs the directory (the rename itself), and only then returns: anything written after it
-(markers, reports, state) refers to a file that is on the disk. A job sets the switch once
+(markers, reports, state) refers to a file that is on the disk (inside a job's commit group,
+:func:`deferred_dir_syncs`, the folder fsync waits for the next record instead, with the
+same guarantee for that record). A job sets the switch once
 per process (:func:`configure`, from ``crypto_lakehouse.smk.run_job``); scratch data dirs on
 tmpfs may turn it off.
 """
