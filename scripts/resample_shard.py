@@ -1,11 +1,13 @@
 """Rule `resample_shard`: crypto_lakehouse.jobs.run_resample_rule for each symbol of one shard
-(crypto_lakehouse.shards.for_each_symbol).
+(crypto_lakehouse.shards.for_each_symbol), in one commit group (io.deferred_dir_syncs).
 
 Usage (by the rule's shell command): python scripts/resample_shard.py JOB_JSON LOG_FILE
 """
 
+from crypto_lakehouse.io import with_deferred_dir_syncs
 from crypto_lakehouse.jobs import run_resample_rule
 from crypto_lakehouse.shards import for_each_symbol
 from crypto_lakehouse.smk import run_job
 
-run_job(for_each_symbol(run_resample_rule), uses_pandas=False)
+# Folder fsyncs once per folder before each record, not once per file (io.deferred_dir_syncs).
+run_job(with_deferred_dir_syncs(for_each_symbol(run_resample_rule)), uses_pandas=False)

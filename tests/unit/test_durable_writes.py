@@ -162,3 +162,185 @@ def test_schema_defaults_of_the_storage_block_are_the_modules():
     jsonschema.validate(
         {"storage": {"addressing_style": "path"}}, yaml.safe_load(schema_path.read_text())
     )
+
+
+# ---- io.deferred_dir_syncs: a job's commit group (gen_kline and resample shard jobs)
+
+
+def _kinds_with_names(seen, root):
+    """Events as (kind, path relative to root) for readable assertions."""
+    out = []
+    for kind, path in seen:
+        rel = os.path.relpath(path, root)
+        if kind == "fsync-file":  # the temp file: name its target
+            rel = os.path.join(os.path.dirname(rel), io.temp_target(os.path.basename(rel)))
+        out.append((kind, rel))
+    return out
+
+
+def test_group_syncs_data_folders_once_before_the_next_record(tmp_path, events):
+    """Each data file: fsync, rename (no folder fsync yet); before the record: each data
+    folder once; the record's folder only when the group ends."""
+    (tmp_path / "a").mkdir()
+    with io.deferred_dir_syncs():
+        io.write_bytes(tmp_path / "a" / "1.pqt", b"1")
+        io.write_bytes(tmp_path / "b" / "2.pqt", b"2")
+        io.write_bytes(tmp_path / "a" / "3.pqt", b"3")
+        io.write_json(tmp_path / "rep" / "report.json", {"ok": 1})
+        io.write_json(tmp_path / "rep" / "stats.json", {"ok": 2})
+        mid = len(events)
+    got = _kinds_with_names(events, tmp_path)
+    assert got == [
+        ("fsync-file", "a/1.pqt"),
+        ("rename", "a/1.pqt"),
+        ("fsync-file", "b/2.pqt"),
+        ("rename", "b/2.pqt"),
+        ("fsync-file", "a/3.pqt"),
+        ("rename", "a/3.pqt"),
+        ("fsync-dir", "a"),  # the barrier of the first record: each data folder once
+        ("fsync-dir", "b"),
+        ("fsync-file", "rep/report.json"),
+        ("rename", "rep/report.json"),
+        ("fsync-file", "rep/stats.json"),  # records are not ordered among themselves
+        ("rename", "rep/stats.json"),
+        ("fsync-dir", "rep"),  # the group's end: the records' folder once
+    ], got
+    assert mid == len(events) - 1
+    assert json.loads((tmp_path / "rep" / "report.json").read_text()) == {"ok": 1}
+
+
+def test_every_rename_is_durable_before_a_record_or_marker_written_after_it(tmp_path, events):
+    """The contract of storage.md, for any interleaving: when a record (JSON) or a marker is
+    written, every data file renamed before it has had its folder fsynced since its rename."""
+    real_open = os.open
+
+    def watched_open(path, flags, *args):
+        if str(path).endswith(".verified"):
+            events.append(("marker", str(path)))
+        return real_open(path, flags, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "open", watched_open)
+        with io.deferred_dir_syncs():
+            for i in range(3):
+                io.write_bytes(tmp_path / f"d{i % 2}" / f"{i}.zip", b"z")
+                io.write_parquet(tmp_path / "p" / f"{i}.pqt", pa.table({"a": [i]}))
+                storage.write_json(tmp_path / "state" / f"{i}.json", {"i": i})
+                io.write_bytes(tmp_path / "d2" / f"{i}.zip", b"z")
+                io.touch(tmp_path / "d2" / f"{i}.zip.verified")
+                io.write_json_if_changed(tmp_path / "rep" / f"{i}.json", {"i": i})
+    not_durable: set[str] = set()  # folders with a data rename not yet fsynced
+    records = 0
+    for kind, path in events:
+        if kind == "rename" and not path.endswith(".json"):
+            not_durable.add(os.path.dirname(path))
+        elif kind == "fsync-dir":
+            not_durable.discard(path)
+        elif kind == "marker" or (kind == "fsync-file" and ".json." in os.path.basename(path)):
+            records += 1
+            assert not not_durable, (kind, path, not_durable)
+    assert records == 9
+    # Every folder written to was fsynced by the group's end, after its last rename.
+    last_rename = {os.path.dirname(p): i for i, (k, p) in enumerate(events) if k == "rename"}
+    last_sync = {p: i for i, (k, p) in enumerate(events) if k == "fsync-dir"}
+    assert set(last_rename) == set(last_sync)
+    assert all(last_sync[d] > i for d, i in last_rename.items())
+
+
+def test_group_syncs_pending_folders_when_the_job_raises(tmp_path, events):
+    with pytest.raises(RuntimeError, match="boom"), io.deferred_dir_syncs():
+        io.write_bytes(tmp_path / "x" / "1.pqt", b"1")
+        io.write_json(tmp_path / "r.json", {})
+        raise RuntimeError("boom")
+    dirs = [p for k, p in events if k == "fsync-dir"]
+    assert dirs == [str(tmp_path / "x"), str(tmp_path)]
+    # Outside the group: the folder is fsynced at each commit again.
+    events.clear()
+    io.write_bytes(tmp_path / "y.pqt", b"y")
+    assert [k for k, _ in events] == ["fsync-file", "rename", "fsync-dir"]
+
+
+def test_group_with_fsync_off_never_fsyncs(tmp_path, events):
+    io.configure(fsync=False)
+    with io.deferred_dir_syncs():
+        io.write_bytes(tmp_path / "x" / "1.pqt", b"1")
+        io.write_json(tmp_path / "r.json", {})
+    assert [k for k, _ in events] == ["rename", "rename"]
+
+
+def test_nested_groups_are_one(tmp_path, events):
+    with io.deferred_dir_syncs():
+        with io.deferred_dir_syncs():
+            io.write_bytes(tmp_path / "x" / "1.pqt", b"1")
+        assert [k for k, _ in events] == ["fsync-file", "rename"]  # the inner end syncs nothing
+    assert [k for k, _ in events] == ["fsync-file", "rename", "fsync-dir"]
+
+
+def _assert_records_after_durable_renames(events) -> int:
+    """When each record (a JSON file: its temp file's fsync) is written, every data file
+    renamed before it has had its folder fsynced since; returns the number of records."""
+    not_durable: set[str] = set()
+    records = 0
+    for kind, path in events:
+        if kind == "rename" and not path.endswith(".json"):
+            not_durable.add(os.path.dirname(path))
+        elif kind == "fsync-dir":
+            not_durable.discard(path)
+        elif kind == "fsync-file" and (io.temp_target(os.path.basename(path)) or "").endswith(
+            ".json"
+        ):
+            records += 1
+            assert not not_durable, (path, not_durable)
+    return records
+
+
+def test_gen_kline_and_resample_in_a_group_same_files_records_after_their_data(
+    tmp_path, events, monkeypatch
+):
+    """Full and tail builds of gen_kline and resample (what their shard jobs run in a
+    group): the same bytes as without the group, and no record before its data is durable."""
+    from tests.unit import test_generate_tail as gt
+    from tests.unit.test_job_without_pandas import _gen_and_resample
+
+    monkeypatch.setattr(gt.parquet_append, "ROW_GROUP_ROWS", 5000)
+    _gen_and_resample(tmp_path / "plain")
+    events.clear()
+    with io.deferred_dir_syncs():
+        _gen_and_resample(tmp_path / "group")
+    assert _assert_records_after_durable_renames(events) >= 8
+    n_dir_syncs = len([k for k, _ in events if k == "fsync-dir"])
+    plain, group = gt.outputs(tmp_path / "plain"), gt.outputs(tmp_path / "group")
+    assert plain.keys() == group.keys() and len(plain) > 3
+    assert all(plain[name] == group[name] for name in plain)
+    for report in ("report.json", "resample.json"):
+        a = json.loads((tmp_path / "plain/rep" / report).read_text())
+        b = json.loads((tmp_path / "group/rep" / report).read_text())
+        assert a == b
+    assert n_dir_syncs < len([k for k, _ in events if k == "fsync-file"])
+
+
+def test_shard_scripts_run_their_jobs_in_one_commit_group(tmp_path):
+    """scripts/gen_kline_shard.py and resample_shard.py: the entry point runs inside the
+    group (checked on the function run_job receives, in a fresh interpreter)."""
+    code = (
+        "import runpy, sys\n"
+        "from crypto_lakehouse import io, smk\n"
+        "def fake_run_job(func, **kw):\n"
+        "    import crypto_lakehouse.shards as shards\n"
+        "    shards.run_shard = lambda f, **k: print('group', io._GROUP is not None)\n"
+        "    func(symbols=[], shard_report='x', symbol_paths={'report_path': 'r'})\n"
+        "    print('after', io._GROUP is not None)\n"
+        "smk.run_job = fake_run_job\n"
+        "runpy.run_path(sys.argv[1], run_name='__main__')\n"
+    )
+    from tests.conftest import REPO_ROOT
+
+    for name in ("gen_kline_shard", "resample_shard"):
+        res = subprocess.run(
+            [sys.executable, "-c", code, str(REPO_ROOT / "scripts" / f"{name}.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert res.stdout.split() == ["group", "True", "after", "False"], (name, res)
