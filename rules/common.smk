@@ -15,10 +15,10 @@ from crypto_lakehouse.configuration import check_user_config
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
 # Our check first: it names the key (closest valid key for a typo, the valid intervals) in a
 # few lines and turns YAML dates into ISO strings; Snakemake's validate then fills the
 # defaults (its own error would dump the whole schema).
-DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
 try:
     check_user_config(config, f"{workflow.basedir}/config/config.schema.yaml")
     validate(config, schema="../config/config.schema.yaml")
