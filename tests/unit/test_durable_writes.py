@@ -229,17 +229,7 @@ def test_every_rename_is_durable_before_a_record_or_marker_written_after_it(tmp_
                 io.write_bytes(tmp_path / "d2" / f"{i}.zip", b"z")
                 io.touch(tmp_path / "d2" / f"{i}.zip.verified")
                 io.write_json_if_changed(tmp_path / "rep" / f"{i}.json", {"i": i})
-    not_durable: set[str] = set()  # folders with a data rename not yet fsynced
-    records = 0
-    for kind, path in events:
-        if kind == "rename" and not path.endswith(".json"):
-            not_durable.add(os.path.dirname(path))
-        elif kind == "fsync-dir":
-            not_durable.discard(path)
-        elif kind == "marker" or (kind == "fsync-file" and ".json." in os.path.basename(path)):
-            records += 1
-            assert not not_durable, (kind, path, not_durable)
-    assert records == 9
+    assert _assert_records_after_durable_renames(events) == 9
     # Every folder written to was fsynced by the group's end, after its last rename.
     last_rename = {os.path.dirname(p): i for i, (k, p) in enumerate(events) if k == "rename"}
     last_sync = {p: i for i, (k, p) in enumerate(events) if k == "fsync-dir"}
@@ -277,20 +267,21 @@ def test_nested_groups_are_one(tmp_path, events):
 
 
 def _assert_records_after_durable_renames(events) -> int:
-    """When each record (a JSON file: its temp file's fsync) is written, every data file
-    renamed before it has had its folder fsynced since; returns the number of records."""
-    not_durable: set[str] = set()
+    """When each record (a JSON file: its temp file's fsync) or marker is written, every data
+    file renamed before it has had its folder fsynced since; returns how many were written."""
+    not_durable: set[str] = set()  # folders with a data rename not yet fsynced
     records = 0
     for kind, path in events:
         if kind == "rename" and not path.endswith(".json"):
             not_durable.add(os.path.dirname(path))
         elif kind == "fsync-dir":
             not_durable.discard(path)
-        elif kind == "fsync-file" and (io.temp_target(os.path.basename(path)) or "").endswith(
-            ".json"
+        elif kind == "marker" or (
+            kind == "fsync-file"
+            and (io.temp_target(os.path.basename(path)) or "").endswith(".json")
         ):
             records += 1
-            assert not not_durable, (path, not_durable)
+            assert not not_durable, (kind, path, not_durable)
     return records
 
 
