@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -31,36 +30,17 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_vs_legacy as bvl  # noqa: E402
 
 
-def children_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
 def snakemake(workdir: Path, config: dict, target: str, log: Path):
     """(wall s, CPU s) of one ``snakemake TARGET`` on ``workdir``."""
     cfg = workdir / f"config-{target}.json"
     cfg.write_text(bvl.json.dumps(config))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        target,
-        "--cores",
-        str(os.cpu_count()),
-        "--configfile",
-        str(cfg),
-    ]
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    t0, c0 = time.perf_counter(), children_cpu()
+    cmd, env = bvl.ours_command(workdir, cfg, target)
+    t0, c0 = time.perf_counter(), bvl.child_cpu()
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise SystemExit(f"snakemake {target} failed ({proc.returncode}); log: {log}")
-    return time.perf_counter() - t0, children_cpu() - c0
+    return time.perf_counter() - t0, bvl.child_cpu() - c0
 
 
 def main() -> None:

@@ -279,10 +279,9 @@ def our_config(base_url: str, data_dir: Path, end_date: date) -> dict:
     }
 
 
-def run_ours(workdir: Path, config: dict, target: str, log_dir: Path, label: str) -> float:
-    workdir.mkdir(parents=True, exist_ok=True)
-    cfg = workdir / f"config-{label}.json"
-    cfg.write_text(json.dumps(config))
+def ours_command(workdir: Path, cfg: Path, target: str) -> tuple[list[str], dict]:
+    """``(command, environment)`` of ``snakemake TARGET`` on ``workdir`` with config ``cfg``,
+    the default profile, all cores, this checkout's code."""
     cmd = [
         sys.executable,
         "-m",
@@ -298,6 +297,14 @@ def run_ours(workdir: Path, config: dict, target: str, log_dir: Path, label: str
         str(cfg),
     ]
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    return cmd, env
+
+
+def run_ours(workdir: Path, config: dict, target: str, log_dir: Path, label: str) -> float:
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / f"config-{label}.json"
+    cfg.write_text(json.dumps(config))
+    cmd, env = ours_command(workdir, cfg, target)
     log = log_dir / f"ours-{label}.log"
     t0, c0 = time.perf_counter(), child_cpu()
     with open(log, "w") as fh:
