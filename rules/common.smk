@@ -329,6 +329,7 @@ def listing_args(trade_type, dataset):
         max_retries=config["download"]["max_retries"],
         # Recorded in the index: `crypto_lakehouse plan` reuses an index listed for its end date.
         end_date=END_DATE,
+        full_listing_every_days=config["download"]["full_listing_every_days"],
     )
 
 

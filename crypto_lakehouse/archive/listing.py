@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -107,8 +108,10 @@ def list_prefix(
     timeout_s: float = 15.0,
     max_retries: int = 5,
     on_retry=None,
+    start_after: str | None = None,
 ) -> tuple[list[str], list[FileEntry]]:
-    """All sub-directories and files directly below ``prefix``, following pagination.
+    """All sub-directories and files directly below ``prefix``, following pagination; with
+    ``start_after``, only those whose key is greater (the first request's ``marker``).
 
     The next marker is ``NextMarker``, or else the greatest Key/Prefix of the page (S3 only
     sends NextMarker with a delimiter; keys come in lexicographic order).
@@ -117,7 +120,7 @@ def list_prefix(
         prefix += "/"
     dirs: list[str] = []
     files: list[FileEntry] = []
-    marker: str | None = None
+    marker: str | None = start_after
     while True:
         params = {"delimiter": "/", "prefix": prefix}
         if marker is not None:
@@ -211,6 +214,7 @@ def run_listing(
     timeout_s: float = 15.0,
     max_retries: int = 5,
     end_date: str | None = None,
+    full_listing_every_days: int = 0,
 ) -> dict:
     """List one trade type's symbols and their files; write the index and detail files.
 
@@ -218,6 +222,12 @@ def run_listing(
     and ``ListingError`` names every failed prefix. The index records the ``request`` it
     answers (``listing_request``; ``end_date`` is the run's resolved end date), so that
     ``crypto_lakehouse plan`` can tell whether it is fresh.
+
+    With ``full_listing_every_days`` N > 0, a symbol already in the previous index of the
+    same request is listed only after the last key known in each of its folders (the
+    archive grows at the end of each folder's key order), unless the last full listing
+    is N or more days older than ``end_date`` (``previous_listing``). The index records
+    the end date of its last full listing as ``full_listing``.
     """
     started = time.monotonic()
     symbols_prefix, symbol_dirs = dataset_dirs(trade_type, dataset, interval, include_monthly)
@@ -264,9 +274,24 @@ def run_listing(
     if not_listed:
         log.warning("%s: configured symbols not in the archive listing: %s", what, not_listed)
 
-    files_of, refused_of, failures = _list_symbol_files(
-        kept, symbol_dirs, listing_url, concurrency, kwargs
+    request = listing_request(
+        trade_type=trade_type,
+        dataset=dataset,
+        interval=interval,
+        symbols=symbols,
+        listing_url=listing_url,
+        include_monthly=include_monthly,
+        end_date=end_date,
     )
+    known, full_listing = previous_listing(
+        out_index, details_dir, request, full_listing_every_days
+    )
+    files_of, refused_of, failures = _list_symbol_files(
+        kept, symbol_dirs, listing_url, concurrency, kwargs, known
+    )
+    n_incremental = sum(1 for sym in kept if sym in known)
+    if n_incremental < len(kept):
+        full_listing = end_date  # no symbol was listed from a stale starting point
     if failures:
         lines = "\n".join(f"  {sym}: {err}" for sym, err in sorted(failures.items()))
         raise ListingError(
@@ -301,15 +326,7 @@ def run_listing(
         log.warning("%s: refused listed file %r: %s", what, item["key"], item["reason"])
 
     index = {
-        "request": listing_request(
-            trade_type=trade_type,
-            dataset=dataset,
-            interval=interval,
-            symbols=symbols,
-            listing_url=listing_url,
-            include_monthly=include_monthly,
-            end_date=end_date,
-        ),
+        "request": request,
         "trade_type": trade_type,
         "dataset": dataset,
         "interval": interval if datasets.get(dataset).has_interval else None,
@@ -320,6 +337,8 @@ def run_listing(
         "filtered_out": filtered_out,
         "not_listed": not_listed,
         "no_files": no_files,
+        # End date of the last listing of every kept symbol from its folders' first key.
+        "full_listing": full_listing,
     }
     storage.write_json_if_changed(out_index, index)
     if not index_symbols:
@@ -327,12 +346,13 @@ def run_listing(
     n_files = sum(v["n_files"] for v in index_symbols.values())
     seconds = time.monotonic() - started
     log.info(
-        "%s: %d listed, %d kept, %d files, %d retries, %.1f s",
-        what, len(listed), len(index_symbols), n_files, retries, seconds,
+        "%s: %d listed, %d kept (%d after their last known key), %d files, %d retries, %.1f s",
+        what, len(listed), len(index_symbols), n_incremental, n_files, retries, seconds,
     )  # fmt: skip
     return {
         "n_listed": len(listed),
         "n_kept": len(index_symbols),
+        "n_incremental": n_incremental,
         "n_refused": len(refused),
         "n_refused_files": len(refused_files),
         "n_filtered_out": len(filtered_out),
@@ -365,12 +385,92 @@ def key_refusal(key: str, prefix: str, symbol: str) -> str | None:
     return None
 
 
-def _list_symbol_files(symbols, symbol_dirs, listing_url, concurrency, kwargs):
-    """List every symbol's directories on a thread pool.
+@dataclass(frozen=True)
+class KnownFiles:
+    """What the previous listing found for a symbol: accepted files and refused keys."""
+
+    files: list[FileEntry]
+    refused: list[dict]
+
+    def below(self, prefix: str) -> tuple[list[FileEntry], list[dict], str | None]:
+        """The known files and refused keys directly in folder ``prefix``, and the greatest
+        of their keys (where a listing of that folder resumes; None: list it whole)."""
+        files = [f for f in self.files if _directly_in(f.key, prefix)]
+        refused = [r for r in self.refused if _directly_in(r["key"], prefix)]
+        keys = [f.key for f in files] + [r["key"] for r in refused]
+        return files, refused, max(keys) if keys else None
+
+
+def _directly_in(key: str, prefix: str) -> bool:
+    return key.startswith(prefix) and "/" not in key[len(prefix) :]
+
+
+def _days_between(earlier: str, later: str) -> int | None:
+    try:
+        return (datetime.date.fromisoformat(later) - datetime.date.fromisoformat(earlier)).days
+    except (TypeError, ValueError):
+        return None
+
+
+def previous_listing(
+    out_index, details_dir, request: dict, full_listing_every_days: int
+) -> tuple[dict[str, KnownFiles], str | None]:
+    """The symbols a listing may resume from their last known keys, and the end date of
+    the last full listing (None when there is nothing to resume from).
+
+    Resuming is safe for what the archive adds after a folder's last key (new days and
+    months sort last). A file changed or inserted before that key is only seen by a full
+    listing: one is made when the previous index answers another request (besides its end
+    date), has no ``full_listing``, or that date is ``full_listing_every_days`` or more
+    days before the request's end date (or after it). A symbol whose detail file does not
+    match the digest in the previous index is listed whole.
+    """
+    if full_listing_every_days <= 0 or not request.get("end_date"):
+        return {}, None
+    try:
+        previous = storage.read_json(out_index)
+    except (OSError, ValueError) as exc:  # unreadable: list everything again
+        log.warning("previous listing index %s unreadable (%s): listing in full", out_index, exc)
+        return {}, None
+    if not isinstance(previous, dict) or not isinstance(previous.get("request"), dict):
+        return {}, None
+    other = {k: v for k, v in previous["request"].items() if k != "end_date"}
+    if other != {k: v for k, v in request.items() if k != "end_date"}:
+        return {}, None
+    full_listing = previous.get("full_listing")
+    age = _days_between(full_listing, request["end_date"])
+    if age is None or not 0 <= age < full_listing_every_days:
+        return {}, None
+    refused_of: dict[str, list[dict]] = {}
+    for item in previous.get("refused_files") or []:
+        key = item.get("key", "") if isinstance(item, dict) else ""
+        for sym in previous.get("symbols") or {}:
+            if f"/{sym}/" in key:
+                refused_of.setdefault(sym, []).append(item)
+    details_dir = storage.data_path(details_dir)
+    known: dict[str, KnownFiles] = {}
+    for sym, entry in (previous.get("symbols") or {}).items():
+        try:
+            text = storage.read_bytes(details_dir / f"{sym}.json")
+            if hashlib.sha256(text).hexdigest() != entry.get("digest"):
+                log.info("%s: details do not match the previous index: listed in full", sym)
+                continue
+            files = [FileEntry(**e) for e in json.loads(text)]
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.info("%s: previous details unusable (%s): listed in full", sym, exc)
+            continue
+        known[sym] = KnownFiles(files, refused_of.get(sym, []))
+    return known, full_listing
+
+
+def _list_symbol_files(symbols, symbol_dirs, listing_url, concurrency, kwargs, known=None):
+    """List every symbol's directories on a thread pool; a symbol in ``known`` only after
+    the last known key of each folder (``previous_listing``), its known files kept.
 
     Returns (files_of, refused_of, failures): the accepted files and the refused keys with
     their reasons, per symbol.
     """
+    known = known or {}
     sessions = http.ThreadSessions(listing_url)
     files_of: dict[str, list[FileEntry]] = {}
     refused_of: dict[str, list[dict]] = {}
@@ -381,7 +481,13 @@ def _list_symbol_files(symbols, symbol_dirs, listing_url, concurrency, kwargs):
         out: list[FileEntry] = []
         refused: list[dict] = []
         for prefix in symbol_dirs(symbol):
-            for entry in list_files(session, listing_url, prefix, **kwargs):
+            start_after = None
+            if symbol in known:
+                kept_files, kept_refused, start_after = known[symbol].below(prefix)
+                out.extend(kept_files)
+                refused.extend(kept_refused)
+            listed = list_files(session, listing_url, prefix, start_after=start_after, **kwargs)
+            for entry in listed:
                 reason = key_refusal(entry.key, prefix, symbol)
                 if reason is None:
                     out.append(entry)

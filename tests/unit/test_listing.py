@@ -1,5 +1,6 @@
 """S3 ListObjects v1 parsing, pagination and the ``run_listing`` checkpoint."""
 
+import datetime
 import hashlib
 import json
 from pathlib import Path
@@ -445,3 +446,133 @@ def test_a_listing_job_does_not_import_pyarrow(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert not stale.exists()
     assert (stale.parent / "BTCUSDT.json").exists()
+
+
+# ---------------------------------------------------------------- resuming after known keys
+def _daily_keys(sym: str, first: str, days: int) -> list[str]:
+    start = datetime.date.fromisoformat(first)
+    folder = f"data/spot/daily/klines/{sym}/1m/"
+    names = [f"{sym}-1m-{start + datetime.timedelta(days=i)}.zip" for i in range(days)]
+    return [f"{folder}{n}{s}" for n in names for s in ("", ".CHECKSUM")]
+
+
+def _monthly_key(sym: str, month: str) -> str:
+    return f"data/spot/monthly/klines/{sym}/1m/{sym}-1m-{month}.zip"
+
+
+def _grown_mirror(root: Path) -> None:
+    """600 days per symbol (2022-01-01 to 2023-08-23; 1,200 keys: two pages a folder), a
+    month, and a refused key."""
+    keys = []
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        keys += _daily_keys(sym, "2022-01-01", 600) + [_monthly_key(sym, "2022-01")]
+    keys.append("data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2022-02-30.zip")  # no such day
+    _make_mirror(root, keys)
+
+
+def _resumable(emu, out: Path, end_date: str, every: int = 7):
+    return _listing(
+        emu,
+        out,
+        include_monthly=True,
+        end_date=end_date,
+        full_listing_every_days=every,
+    )
+
+
+def _details(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "out" / "klines-1m").iterdir())}
+
+
+def test_a_resumed_listing_of_a_grown_archive_equals_a_full_listing(tmp_path):
+    mirror = tmp_path / "mirror"
+    _grown_mirror(mirror)
+    with Emulator(mirror_dir=mirror) as emu:
+        _, first = _resumable(emu, tmp_path / "a", "2023-08-24")
+        assert first["full_listing"] == "2023-08-24"
+        # The archive grows: a day and its CHECKSUM per symbol, a month, a refused name.
+        _make_mirror(
+            mirror,
+            _daily_keys("BTCUSDT", "2023-08-24", 1)
+            + _daily_keys("ETHUSDT", "2023-08-24", 1)
+            + [_monthly_key("BTCUSDT", "2022-02")]
+            + ["data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2023-08-24.zip.tmp"],
+        )
+        emu.reset_counts()
+        stats, resumed = _resumable(emu, tmp_path / "a", "2023-08-25")
+        # One page for the symbols, then one per folder (daily, monthly) of each symbol,
+        # against 1 + 2 x (2 + 1) pages for a whole listing.
+        assert emu.counts["list"] == 1 + 2 * 2
+        assert stats["n_incremental"] == 2
+        emu.reset_counts()
+        _, whole = _resumable(emu, tmp_path / "b", "2023-08-25", every=0)
+        assert emu.counts["list"] == 1 + 2 * 3
+    assert resumed["full_listing"] == "2023-08-24"  # the last full listing, not this one
+    assert whole["full_listing"] == "2023-08-25"
+    resumed.pop("full_listing"), whole.pop("full_listing")
+    assert resumed == whole
+    assert _details(tmp_path / "a") == _details(tmp_path / "b")
+    btc = json.loads(_details(tmp_path / "a")["BTCUSDT.json"])
+    assert len(btc) == 2 * 601 + 2  # 601 days and their CHECKSUMs, two months
+    assert [r["key"].rsplit("/", 1)[1] for r in whole["refused_files"]] == [
+        "BTCUSDT-1m-2023-08-24.zip.tmp",
+        "ETHUSDT-1m-2022-02-30.zip",
+    ]
+
+
+def _changed_old_file(mirror: Path) -> str:
+    key = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2022-01-05.zip"
+    (mirror / key).write_bytes(b"re-published with another size")
+    return key
+
+
+def _size_of(out: Path, key: str) -> int:
+    btc = json.loads((out / "out" / "klines-1m" / "BTCUSDT.json").read_text())
+    return next(e["size"] for e in btc if e["key"] == key)
+
+
+def test_a_file_changed_before_the_last_key_is_found_by_the_next_full_listing(tmp_path):
+    mirror = tmp_path / "mirror"
+    _grown_mirror(mirror)
+    with Emulator(mirror_dir=mirror) as emu:
+        _resumable(emu, tmp_path, "2023-08-23", every=3)
+        key = _changed_old_file(mirror)
+        old_size = len(key.encode())
+        # Resumed (1 and 2 days after the full listing): the change is not seen.
+        for end in ("2023-08-24", "2023-08-25"):
+            stats, index = _resumable(emu, tmp_path, end, every=3)
+            assert stats["n_incremental"] == 2 and index["full_listing"] == "2023-08-23"
+            assert _size_of(tmp_path, key) == old_size
+        # Three days after it: listed in full, the new size is in the details.
+        stats, index = _resumable(emu, tmp_path, "2023-08-26", every=3)
+    assert stats["n_incremental"] == 0 and index["full_listing"] == "2023-08-26"
+    assert _size_of(tmp_path, key) == len(b"re-published with another size")
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["other request", "end date before the full listing", "details edited", "no full_listing"],
+)
+def test_a_listing_is_made_in_full_when_the_previous_one_cannot_be_resumed(tmp_path, change):
+    mirror = tmp_path / "mirror"
+    _grown_mirror(mirror)
+    index_path = tmp_path / "out" / "klines-1m.json"
+    with Emulator(mirror_dir=mirror) as emu:
+        _resumable(emu, tmp_path, "2023-08-23")
+        key = _changed_old_file(mirror)
+        kw = dict(end_date="2023-08-24")
+        if change == "other request":
+            kw["symbols"] = ["BTCUSDT", "ETHUSDT"]
+        elif change == "end date before the full listing":
+            kw["end_date"] = "2023-08-22"
+        elif change == "details edited":
+            details = tmp_path / "out" / "klines-1m" / "BTCUSDT.json"
+            details.write_text(details.read_text().replace('"size": ', '"size": 1'))
+        else:
+            index = json.loads(index_path.read_text())
+            del index["full_listing"]
+            index_path.write_text(json.dumps(index))
+        stats, _ = _listing(emu, tmp_path, include_monthly=True, full_listing_every_days=7, **kw)
+    # The edited symbol (or every symbol) was listed whole: the changed size is seen.
+    assert stats["n_incremental"] == (1 if change == "details edited" else 0)
+    assert _size_of(tmp_path, key) == len(b"re-published with another size")
