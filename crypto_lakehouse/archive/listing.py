@@ -283,9 +283,7 @@ def run_listing(
         include_monthly=include_monthly,
         end_date=end_date,
     )
-    known, full_listing = previous_listing(
-        out_index, details_dir, request, full_listing_every_days
-    )
+    known, full_listing = previous_listing(out_index, details_dir, request, full_listing_every_days)
     files_of, refused_of, failures = _list_symbol_files(
         kept, symbol_dirs, listing_url, concurrency, kwargs, known
     )
