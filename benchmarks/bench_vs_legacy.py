@@ -49,6 +49,7 @@ import tempfile
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -132,7 +133,7 @@ def mirror_keys(mirror: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ emulator process
-def _serve(mirror, symbols, first_ms, now_ms, latency, conn) -> None:
+def _serve(mirror, symbols, first_ms, now_ms, latency, port, conn) -> None:
     from crypto_lakehouse_emulator import Emulator
     from crypto_lakehouse_emulator.faults import Faults
     from crypto_lakehouse_emulator.rest import RestEmulator
@@ -144,7 +145,7 @@ def _serve(mirror, symbols, first_ms, now_ms, latency, conn) -> None:
             if tt != "spot":
                 rest.add_synthetic_funding(MARKET[tt], s, start_ms=first_ms, end_ms=now_ms, seed=i)
     emu = Emulator(mirror_dir=mirror, rest=rest, faults=Faults(latency=latency))
-    emu.start()
+    emu.start(port)
     conn.send(emu.base_url)
     conn.recv()
     emu.stop()
@@ -153,14 +154,14 @@ def _serve(mirror, symbols, first_ms, now_ms, latency, conn) -> None:
 class EmulatorProcess:
     """The emulator in its own process, so that it does not share a GIL with the clients."""
 
-    def __init__(self, mirror: Path, symbols: dict, first: date, now_ms: int, latency=0.0):
+    def __init__(self, mirror: Path, symbols: dict, first: date, now_ms: int, latency=0.0, port=0):
         first_ms = int(
             datetime(first.year, first.month, first.day, tzinfo=timezone.utc).timestamp() * 1000
         )
         self.conn, child = mp.Pipe()
         self.proc = mp.Process(
             target=_serve,
-            args=(str(mirror), symbols, first_ms, now_ms, latency, child),
+            args=(str(mirror), symbols, first_ms, now_ms, latency, port, child),
             daemon=True,
         )
 
@@ -464,7 +465,11 @@ def main() -> None:
             cfg = our_config(url, tmp / "ours-all/data", end)
             r["ours_whole"] = run_ours(tmp / "ours-all", cfg, WHOLE, logs, "all")
             r["ours_noop"] = run_ours(tmp / "ours-all", cfg, WHOLE, logs, "all-noop")
-        with EmulatorProcess(grown, symbols, first, now_for(last + timedelta(days=1))) as url:
+        # The same endpoint as the full build's (a user's endpoints do not change daily).
+        port = urlsplit(url).port
+        with EmulatorProcess(
+            grown, symbols, first, now_for(last + timedelta(days=1)), port=port
+        ) as url:
             cfg = our_config(url, tmp / "ours-all/data", end + timedelta(days=1))
             since = time.time()
             r["ours_daily"] = run_ours(tmp / "ours-all", cfg, WHOLE, logs, "all-daily")
