@@ -283,7 +283,7 @@ def run_listing(
         include_monthly=include_monthly,
         end_date=end_date,
     )
-    known, full_listing = previous_listing(out_index, details_dir, request, full_listing_every_days)
+    known, full_listing = previous_listing(details_dir, request, full_listing_every_days)
     files_of, refused_of, failures = _list_symbol_files(
         kept, symbol_dirs, listing_url, concurrency, kwargs, known
     )
@@ -339,6 +339,9 @@ def run_listing(
         "full_listing": full_listing,
     }
     storage.write_json_if_changed(out_index, index)
+    # Snakemake removes a checkpoint's outputs before it runs again: the next listing resumes
+    # from this copy, beside the details it vouches for.
+    storage.write_json_if_changed(resume_record_path(details_dir), index)
     if not index_symbols:
         log.warning("%s: no symbols to download (empty index written)", what)
     n_files = sum(v["n_files"] for v in index_symbols.values())
@@ -410,30 +413,43 @@ def _days_between(earlier: str, later: str) -> int | None:
         return None
 
 
+# The previous index, kept in the details folder (not a ``.json`` name: never taken for a
+# symbol's details).
+RESUME_RECORD = "_index.state"
+
+
+def resume_record_path(details_dir):
+    return storage.data_path(details_dir) / RESUME_RECORD
+
+
 def previous_listing(
-    out_index, details_dir, request: dict, full_listing_every_days: int
+    details_dir, request: dict, full_listing_every_days: int
 ) -> tuple[dict[str, KnownFiles], str | None]:
     """The symbols a listing may resume from their last known keys, and the end date of
     the last full listing (None when there is nothing to resume from).
 
     Resuming is safe for what the archive adds after a folder's last key (new days and
     months sort last). A file changed or inserted before that key is only seen by a full
-    listing: one is made when the previous index answers another request (besides its end
-    date), has no ``full_listing``, or that date is ``full_listing_every_days`` or more
-    days before the request's end date (or after it). A symbol whose detail file does not
-    match the digest in the previous index is listed whole.
+    listing: one is made unless the previous index (``resume_record_path``) answers the
+    same request for an earlier end date (a listing again for the same end date, such as
+    ``--forcerun list_archive``, is a full one) and its ``full_listing`` is less than
+    ``full_listing_every_days`` days before the request's end date. A symbol whose detail
+    file does not match the digest in the previous index is listed whole.
     """
     if full_listing_every_days <= 0 or not request.get("end_date"):
         return {}, None
+    record = resume_record_path(details_dir)
     try:
-        previous = storage.read_json(out_index)
+        previous = storage.read_json(record)
     except (OSError, ValueError) as exc:  # unreadable: list everything again
-        log.warning("previous listing index %s unreadable (%s): listing in full", out_index, exc)
+        log.warning("previous listing %s unreadable (%s): listing in full", record, exc)
         return {}, None
     if not isinstance(previous, dict) or not isinstance(previous.get("request"), dict):
         return {}, None
     other = {k: v for k, v in previous["request"].items() if k != "end_date"}
     if other != {k: v for k, v in request.items() if k != "end_date"}:
+        return {}, None
+    if not str(previous["request"].get("end_date") or "") < request["end_date"]:
         return {}, None
     full_listing = previous.get("full_listing")
     age = _days_between(full_listing, request["end_date"])

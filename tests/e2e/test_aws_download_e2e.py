@@ -107,3 +107,20 @@ def test_aws_download_end_to_end(tmp_path, emulator):
     snakemake(tmp_path, config, "aws_download", "--forcerun", "list_archive")
     fetched = {k for k, n in emu.get_counts.items() if n and k.endswith(".zip")}
     assert fetched == {reuploaded}
+
+    # The archive grows by a day and the end date moves: the listing resumes every symbol
+    # after its folders' last known keys (Snakemake removed the previous index; the copy
+    # beside the details is what it resumes from), and exactly the new archive is fetched.
+    new_day = "2024-06-04"
+    added = build_mirror(
+        mirror,
+        {"spot": {"symbols": ["BTCUSDT"], "start": new_day, "end": new_day, "interval": "1h"}},
+    )
+    emu.reset_counts()
+    snakemake(tmp_path, {**config, "end_date": new_day}, "aws_download")
+    listing_log = (data / "lakehouse/logs/list_archive/run.log").read_text()
+    assert "spot klines 1h: 5 listed, 2 kept (2 after their last known key)" in listing_log
+    fetched = {k for k, n in emu.get_counts.items() if n and k.endswith(".zip")}
+    assert fetched == {k for k in added if k.endswith(".zip")}
+    index = read_json(data / "lakehouse/listing/spot/klines-1h.json")
+    assert index["symbols"]["BTCUSDT"]["n_files"] == 2 * 521

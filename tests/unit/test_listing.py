@@ -264,7 +264,9 @@ def test_run_listing_all_applies_filters_and_writes_details(tmp_path):
         "BTCUSDT.json",
         "ETHUSDT.json",
         "SYRUPUSDT.json",
+        "_index.state",  # the index again, for the next listing to resume from
     ]
+    assert json.loads((details_dir / "_index.state").read_text()) == index
     eth = json.loads((details_dir / "ETHUSDT.json").read_text())
     assert [e["key"] for e in eth] == [
         "data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2024-01-01.zip",
@@ -471,6 +473,7 @@ def _grown_mirror(root: Path) -> None:
 
 
 def _resumable(emu, out: Path, end_date: str, every: int = 7):
+    (out / "out" / "klines-1m.json").unlink(missing_ok=True)  # as Snakemake does
     return _listing(
         emu,
         out,
@@ -481,7 +484,7 @@ def _resumable(emu, out: Path, end_date: str, every: int = 7):
 
 
 def _details(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((out / "out" / "klines-1m").iterdir())}
+    return {p.name: p.read_bytes() for p in sorted((out / "out" / "klines-1m").glob("*.json"))}
 
 
 def test_a_resumed_listing_of_a_grown_archive_equals_a_full_listing(tmp_path):
@@ -551,27 +554,39 @@ def test_a_file_changed_before_the_last_key_is_found_by_the_next_full_listing(tm
 
 @pytest.mark.parametrize(
     "change",
-    ["other request", "end date before the full listing", "details edited", "no full_listing"],
+    [
+        "other request",
+        "same end date",
+        "end date before the full listing",
+        "details edited",
+        "no full_listing",
+        "no previous index",
+    ],
 )
 def test_a_listing_is_made_in_full_when_the_previous_one_cannot_be_resumed(tmp_path, change):
     mirror = tmp_path / "mirror"
     _grown_mirror(mirror)
-    index_path = tmp_path / "out" / "klines-1m.json"
+    # Snakemake removes the index before the checkpoint runs: the copy in the details folder.
+    record = tmp_path / "out" / "klines-1m" / "_index.state"
     with Emulator(mirror_dir=mirror) as emu:
         _resumable(emu, tmp_path, "2023-08-23")
         key = _changed_old_file(mirror)
         kw = dict(end_date="2023-08-24")
         if change == "other request":
             kw["symbols"] = ["BTCUSDT", "ETHUSDT"]
+        elif change == "same end date":  # e.g. --forcerun list_archive
+            kw["end_date"] = "2023-08-23"
         elif change == "end date before the full listing":
             kw["end_date"] = "2023-08-22"
         elif change == "details edited":
             details = tmp_path / "out" / "klines-1m" / "BTCUSDT.json"
             details.write_text(details.read_text().replace('"size": ', '"size": 1'))
-        else:
-            index = json.loads(index_path.read_text())
+        elif change == "no full_listing":
+            index = json.loads(record.read_text())
             del index["full_listing"]
-            index_path.write_text(json.dumps(index))
+            record.write_text(json.dumps(index))
+        else:
+            record.unlink()
         stats, _ = _listing(emu, tmp_path, include_monthly=True, full_listing_every_days=7, **kw)
     # The edited symbol (or every symbol) was listed whole: the changed size is seen.
     assert stats["n_incremental"] == (1 if change == "details edited" else 0)
