@@ -288,8 +288,8 @@ def run_listing(
         kept, symbol_dirs, listing_url, concurrency, kwargs, known
     )
     n_incremental = sum(1 for sym in kept if sym in known)
-    if n_incremental < len(kept):
-        full_listing = end_date  # no symbol was listed from a stale starting point
+    if n_incremental == 0:
+        full_listing = end_date  # every kept symbol was listed from its folders' first key
     if failures:
         lines = "\n".join(f"  {sym}: {err}" for sym, err in sorted(failures.items()))
         raise ListingError(

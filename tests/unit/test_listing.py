@@ -493,24 +493,27 @@ def test_a_resumed_listing_of_a_grown_archive_equals_a_full_listing(tmp_path):
     with Emulator(mirror_dir=mirror) as emu:
         _, first = _resumable(emu, tmp_path / "a", "2023-08-24")
         assert first["full_listing"] == "2023-08-24"
-        # The archive grows: a day and its CHECKSUM per symbol, a month, a refused name.
+        # The archive grows: a day and its CHECKSUM per symbol, a month, a refused name,
+        # and a new symbol (listed whole: it has no known keys).
         _make_mirror(
             mirror,
             _daily_keys("BTCUSDT", "2023-08-24", 1)
             + _daily_keys("ETHUSDT", "2023-08-24", 1)
+            + _daily_keys("SOLUSDT", "2023-08-20", 5)
             + [_monthly_key("BTCUSDT", "2022-02")]
             + ["data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2023-08-24.zip.tmp"],
         )
         emu.reset_counts()
         stats, resumed = _resumable(emu, tmp_path / "a", "2023-08-25")
         # One page for the symbols, then one per folder (daily, monthly) of each symbol,
-        # against 1 + 2 x (2 + 1) pages for a whole listing.
-        assert emu.counts["list"] == 1 + 2 * 2
-        assert stats["n_incremental"] == 2
+        # against 1 + 2 x (2 + 1) pages for a whole listing; SOLUSDT's two folders in both.
+        assert emu.counts["list"] == 1 + 2 * 2 + 2
+        assert (stats["n_incremental"], stats["n_kept"]) == (2, 3)
         emu.reset_counts()
         _, whole = _resumable(emu, tmp_path / "b", "2023-08-25", every=0)
-        assert emu.counts["list"] == 1 + 2 * 3
-    assert resumed["full_listing"] == "2023-08-24"  # the last full listing, not this one
+        assert emu.counts["list"] == 1 + 2 * 3 + 2
+    # The last full listing, not this one: two symbols were resumed from older keys.
+    assert resumed["full_listing"] == "2023-08-24"
     assert whole["full_listing"] == "2023-08-25"
     resumed.pop("full_listing"), whole.pop("full_listing")
     assert resumed == whole
