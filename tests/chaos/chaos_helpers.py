@@ -155,9 +155,9 @@ def snapshot(data_dir: Path) -> dict[str, object]:
                 entry.pop("seconds", None)
                 entry.pop("report", None)
             out[rel] = report
-        elif rel.startswith("lakehouse/listing/") and path.suffix == ".json":
-            # The index records the request it answers, the listing URL (the emulator's
-            # port: each run's own server) included.
+        elif rel.startswith("lakehouse/listing/") and path.name.endswith((".json", ".state")):
+            # The index (and its copy `_index.state`) records the request it answers,
+            # the listing URL (the emulator's port: each run's own server) included.
             index = json.loads(path.read_text())
             if isinstance(index, dict):
                 index.pop("request", None)

@@ -315,7 +315,7 @@ def test_listing_on_s3_equals_local_disk(tmp_path, s3_root, monkeypatch):
     no_local_s3_folder(tmp_path)
     assert sorted(files) == [
         "out/klines-1m.json", "out/klines-1m/BTCUSDT.json", "out/klines-1m/ETHUSDT.json",
-        "out/klines-1m/SYRUPUSDT.json",
+        "out/klines-1m/SYRUPUSDT.json", "out/klines-1m/_index.state",
     ]  # fmt: skip
     index = json.loads(storage.read_bytes(files["out/klines-1m.json"]))
     for symbol in ("BTCUSDT", "ETHUSDT", "SYRUPUSDT"):
