@@ -224,10 +224,11 @@ def run_listing(
     ``crypto_lakehouse plan`` can tell whether it is fresh.
 
     With ``full_listing_every_days`` N > 0, a symbol already in the previous index of the
-    same request is listed only after the last key known in each of its folders (the
-    archive grows at the end of each folder's key order), unless the last full listing
-    is N or more days older than ``end_date`` (``previous_listing``). The index records
-    the end date of its last full listing as ``full_listing``.
+    same request, listed for an earlier end date, is listed only after the last key known
+    in each of its folders (the archive grows at the end of each folder's key order),
+    unless the last full listing is N or more days older than ``end_date``
+    (``previous_listing``). The index records the end date of its last full listing as
+    ``full_listing``.
     """
     started = time.monotonic()
     symbols_prefix, symbol_dirs = dataset_dirs(trade_type, dataset, interval, include_monthly)
