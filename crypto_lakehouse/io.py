@@ -309,12 +309,18 @@ def _barrier() -> None:
     sync_pending_data_dirs()
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Deterministic JSON (sorted keys), so an unchanged state gives identical bytes.
-    A record: written after the record barrier (pending data uploads stored)."""
+def write_record(path: str | Path, data: bytes) -> None:
+    """A record (state, report, summary): written after the record barrier (pending data
+    uploads stored, pending data folders synced), its own folder synced as a record's."""
     _barrier()
     with writing_record():
-        write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+        write_bytes(path, data)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Deterministic JSON (sorted keys), so an unchanged state gives identical bytes.
+    A record (:func:`write_record`)."""
+    write_record(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
 
 
 def write_json_if_changed(path: str | Path, obj: Any) -> bool:
@@ -326,9 +332,7 @@ def write_json_if_changed(path: str | Path, obj: Any) -> bool:
     path = local_path(path)
     if path.exists() and path.read_text() == text:
         return False
-    _barrier()
-    with writing_record():
-        write_text(path, text)
+    write_record(path, text.encode())
     return True
 
 

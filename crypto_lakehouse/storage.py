@@ -907,9 +907,7 @@ def _write_record(path, data: bytes) -> None:
     flush()
     p = data_path(path)
     if not isinstance(p, ObjectPath):
-        io.sync_pending_data_dirs()  # io's part of the barrier (io.deferred_dir_syncs)
-        with io.writing_record():
-            io.write_bytes(p, data)
+        io.write_record(p, data)  # io's part of the barrier too (io.deferred_dir_syncs)
         return
     _settle(p)
     _put(p, data)
