@@ -389,7 +389,8 @@ def key_refusal(key: str, prefix: str, symbol: str) -> str | None:
 
 @dataclass(frozen=True)
 class KnownFiles:
-    """What the previous listing found for a symbol: accepted files and refused keys."""
+    """What the previous listing found for a symbol: its accepted files, and the refused
+    keys (the whole previous list: ``below`` keeps those of one folder)."""
 
     files: list[FileEntry]
     refused: list[dict]
@@ -456,12 +457,8 @@ def previous_listing(
     age = _days_between(full_listing, request["end_date"])
     if age is None or not 0 <= age < full_listing_every_days:
         return {}, None
-    refused_of: dict[str, list[dict]] = {}
-    for item in previous.get("refused_files") or []:
-        key = item.get("key", "") if isinstance(item, dict) else ""
-        for sym in previous.get("symbols") or {}:
-            if f"/{sym}/" in key:
-                refused_of.setdefault(sym, []).append(item)
+    # KnownFiles.below takes each folder's own from the whole list.
+    refused = [r for r in previous.get("refused_files") or [] if isinstance(r, dict) and "key" in r]
     details_dir = storage.data_path(details_dir)
     known: dict[str, KnownFiles] = {}
     for sym, entry in (previous.get("symbols") or {}).items():
@@ -474,7 +471,7 @@ def previous_listing(
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             log.info("%s: previous details unusable (%s): listed in full", sym, exc)
             continue
-        known[sym] = KnownFiles(files, refused_of.get(sym, []))
+        known[sym] = KnownFiles(files, refused)
     return known, full_listing
 
 
