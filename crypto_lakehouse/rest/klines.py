@@ -51,7 +51,7 @@ from crypto_lakehouse.provenance import (
     day_number,
     summarize_provenance,
 )
-from crypto_lakehouse.rest import KLINES_MAX_LIMIT, kline_weight
+from crypto_lakehouse.rest import KLINES_MAX_LIMIT, archive_days, kline_weight
 from crypto_lakehouse.rest.client import (
     HostStopped,
     InvalidSymbol,
@@ -169,20 +169,6 @@ def _windows(trade_type, tiers, ims, cpd, first_day, n_days) -> tuple[Window, ..
 
 
 # ---------------------------------------------------------------- data
-def read_archive_times(data_dir, trade_type, symbol, interval) -> np.ndarray:
-    """Sorted open times (ms) of all parsed archive candles of the symbol."""
-    d = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval)
-    parts = []
-    for path in storage.list_files(d, recursive=False, suffix=".pqt"):
-        col = storage.read_parquet(path, columns=["candle_begin_time"])["candle_begin_time"]
-        parts.append(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy())
-    if not parts:
-        return np.array([], dtype=np.int64)
-    # The partitions are sorted runs in time order: a stable sort (timsort) merges them in
-    # about linear time, the default quicksort pays n log n again (~15x slower on a year).
-    return np.sort(np.concatenate(parts), kind="stable")
-
-
 def klines_to_table(rows: list, *, lo_ms: int, hi_ms: int, now_ms: int) -> pa.Table:
     """REST kline arrays → legacy 10 columns: closed candles with ``lo <= open < hi``,
     de-duplicated on open time (last answer wins), sorted.
@@ -352,8 +338,8 @@ def run_api_klines(
     }
     stats = {"days_planned": 0, "days_fetched": 0, "days_empty": 0, "candles": 0}
 
-    archive_times = read_archive_times(data_dir, trade_type, symbol, interval)
-    if _load_parse_report(parse_report) is None or archive_times.size == 0:
+    archive = archive_days.load(data_dir, trade_type, symbol, interval)
+    if _load_parse_report(parse_report) is None or archive.empty:
         log.info(
             "%s %s %s: no archive data, no first day to anchor REST: skipped",
             trade_type,
@@ -394,10 +380,10 @@ def run_api_klines(
             )
             write_json(stats_path, stats)
             raise
-        first_day = int(archive_times[0] // DAY_MS)
+        first_day = int(archive.first_ms // DAY_MS)
         end_day = day_number(end_date) if end_date else now_ms // DAY_MS
         last_complete_day = now_ms // DAY_MS - 1
-        archive_counts = day_counts(archive_times)
+        archive_counts = archive.counts
         existing = existing_day_files(api_dir)
 
         days = np.arange(first_day, min(end_day, last_complete_day) + 1, dtype=np.int64)
@@ -435,9 +421,7 @@ def run_api_klines(
         stats.update(stats_since(client, counters_before))  # rate_limit_wait_s included
 
     superseded = _drop_superseded(api_dir, archive_counts, cpd)
-    table, last_candle = _provenance(
-        api_dir, archive_times, archive_counts, first_day, end_day, last_complete_day, cpd
-    )
+    table, last_candle = _provenance(api_dir, archive, first_day, end_day, last_complete_day, cpd)
     storage.write_parquet(prov_path, table)
     existing = existing_day_files(api_dir)
     rest_rows = table["rest_rows"].to_numpy()
@@ -471,17 +455,6 @@ def run_api_klines(
     return result
 
 
-def day_counts(times_ms: np.ndarray) -> dict[int, int]:
-    """Candles per UTC day number."""
-    days = times_ms // DAY_MS
-    if days.size and not bool(np.all(days[1:] >= days[:-1])):
-        days = np.sort(days, kind="stable")
-    # Sorted: one run per day (np.unique would sort again).
-    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if days.size else days
-    counts = np.diff(np.r_[starts, days.size])
-    return dict(zip(days[starts].tolist(), counts.tolist(), strict=True))
-
-
 def _drop_superseded(api_dir: Path, archive_counts: dict[int, int], cpd: int) -> int:
     """Remove REST day files of days the archive now holds completely (Q9)."""
     n = 0
@@ -493,7 +466,8 @@ def _drop_superseded(api_dir: Path, archive_counts: dict[int, int], cpd: int) ->
     return n
 
 
-def _provenance(api_dir, archive_times, archive_counts, first_day, end_day, last_complete_day, cpd):
+def _provenance(api_dir, archive, first_day, end_day, last_complete_day, cpd):
+    archive_counts = archive.counts
     files = {d: p for d, p in existing_day_files(api_dir).items() if first_day <= d <= end_day}
     rest_counts = {d: storage.parquet_metadata(p).num_rows for d, p in sorted(files.items())}
     # Days with rows in both sources: count distinct candles of the union.
@@ -502,16 +476,12 @@ def _provenance(api_dir, archive_times, archive_counts, first_day, end_day, last
     rest_max = None
     for d in both:
         rest_t = _file_times(files[d])
-        lo, hi = np.searchsorted(archive_times, [d * DAY_MS, (d + 1) * DAY_MS])
-        union[d] = int(np.union1d(rest_t, archive_times[lo:hi]).size)
+        union[d] = int(np.union1d(rest_t, archive.times_between(d * DAY_MS, (d + 1) * DAY_MS)).size)
     nonempty = [d for d, n in rest_counts.items() if n]
     if nonempty:
         rest_max = int(_file_times(files[max(nonempty)]).max())
     horizon = (end_day + 1) * DAY_MS
-    arch_in = archive_times[archive_times < horizon]
-    candidates = [
-        x for x in (int(arch_in[-1]) if arch_in.size else None, rest_max) if x is not None
-    ]
+    candidates = [x for x in (archive.last_before(horizon), rest_max) if x is not None]
     table = build_provenance(
         first_day=first_day,
         last_day=end_day,

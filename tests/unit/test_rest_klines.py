@@ -15,13 +15,10 @@ from crypto_lakehouse_emulator.rest import RestEmulator
 from crypto_lakehouse import layout
 from crypto_lakehouse.io import write_json, write_parquet
 from crypto_lakehouse.provenance import day_iso
+from crypto_lakehouse.rest import archive_days
+from crypto_lakehouse.rest.archive_days import day_counts
 from crypto_lakehouse.rest.client import HostStopped, TransientFailure
-from crypto_lakehouse.rest.klines import (
-    day_counts,
-    klines_to_table,
-    read_archive_times,
-    run_api_klines,
-)
+from crypto_lakehouse.rest.klines import klines_to_table, run_api_klines
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
 from tests.conftest import FIXTURES
 
@@ -451,12 +448,57 @@ def test_day_counts_counts_every_row_per_utc_day(order):
     assert day_counts(np.array([], dtype=np.int64)) == {}
 
 
-def test_read_archive_times_sorts_partitions_whatever_their_order(tmp_path):
-    """Partitions named out of time order and rows unsorted inside one: all times, sorted."""
-    d = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m")
-    parts = {"a.pqt": [500, 400, 700], "b.pqt": [100, 200], "c.pqt": [300, 300]}
-    for name, ms in parts.items():
-        t = pa.array(np.array(ms, dtype=np.int64) * 60_000).view(TIME_TYPE)
-        write_parquet(d / name, pa.table({"candle_begin_time": t}))
-    got = read_archive_times(tmp_path, "spot", "BTCUSDT", "1m")
-    assert got.tolist() == sorted(m * 60_000 for ms in parts.values() for m in ms)
+def write_times(data_dir, name, minutes):
+    d = layout.parsed_klines_dir(data_dir, "spot", "BTCUSDT", "1m")
+    t = pa.array(np.array(minutes, dtype=np.int64) * MIN).view(TIME_TYPE)
+    write_parquet(d / name, pa.table({"candle_begin_time": t}))
+
+
+def test_archive_days_merge_partitions_whatever_their_order(tmp_path):
+    """Partitions named out of time order and rows unsorted inside one: every time counted
+    and returned sorted, as one concatenated sorted array would give them."""
+    parts = {"a.pqt": [500, 400, 700], "b.pqt": [100, 200], "c.pqt": [300, 300, 1500]}
+    for name, minutes in parts.items():
+        write_times(tmp_path, name, minutes)
+    every = np.array(sorted(m * MIN for ms in parts.values() for m in ms), dtype=np.int64)
+    got = archive_days.load(tmp_path, "spot", "BTCUSDT", "1m")
+    assert not got.empty and got.first_ms == every[0]
+    assert got.counts == day_counts(every) == {0: 7, 1: 1}
+    assert got.times_between(0, 2**62).tolist() == every.tolist()
+    assert got.times_between(300 * MIN, 500 * MIN).tolist() == [300 * MIN, 300 * MIN, 400 * MIN]
+    assert got.last_before(2**62) == 1500 * MIN
+    assert got.last_before(600 * MIN) == 500 * MIN  # inside partition a: read for it
+    assert got.last_before(100 * MIN) is None
+    assert archive_days.load(tmp_path, "spot", "BTCUSDT", "1h").empty  # no partitions
+
+
+def test_archive_days_read_only_the_partitions_that_changed(tmp_path, monkeypatch):
+    """The second load reads no partition (the record has their counts); a rewritten
+    partition is read again and its new counts replace the old; a removed one is gone."""
+    write_times(tmp_path, "202201.pqt", [0, 1, 2])
+    write_times(tmp_path, "202202.pqt", [1440 * 40, 1440 * 40 + 1])
+    reads = []
+    real = archive_days.read_times
+    monkeypatch.setattr(archive_days, "read_times", lambda p: reads.append(p.name) or real(p))
+    assert archive_days.load(tmp_path, "spot", "BTCUSDT", "1m").counts == {0: 3, 40: 2}
+    assert sorted(reads) == ["202201.pqt", "202202.pqt"]
+    reads.clear()
+    cached = archive_days.load(tmp_path, "spot", "BTCUSDT", "1m")
+    assert reads == [] and cached.counts == {0: 3, 40: 2}
+    write_times(tmp_path, "202202.pqt", [1440 * 40, 1440 * 41, 1440 * 41 + 5, 1440 * 42])
+    grown = archive_days.load(tmp_path, "spot", "BTCUSDT", "1m")
+    assert reads == ["202202.pqt"]
+    assert grown.counts == {0: 3, 40: 1, 41: 2, 42: 1}
+    assert grown.last_before(2**62) == 1440 * 42 * MIN
+    (layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "202201.pqt").unlink()
+    assert archive_days.load(tmp_path, "spot", "BTCUSDT", "1m").counts == {40: 1, 41: 2, 42: 1}
+
+
+def test_archive_days_rebuild_an_unreadable_record(tmp_path):
+    write_times(tmp_path, "202201.pqt", [0, 1, 1441])
+    record = archive_days.record_path(tmp_path, "spot", "BTCUSDT", "1m")
+    archive_days.load(tmp_path, "spot", "BTCUSDT", "1m")
+    assert record.exists()
+    record.write_text('{"version": 1, "partitions": {"202201.pqt": ')  # torn
+    assert archive_days.load(tmp_path, "spot", "BTCUSDT", "1m").counts == {0: 2, 1: 1}
+    assert json.loads(record.read_text())["version"] == archive_days.RECORD_VERSION
