@@ -594,3 +594,13 @@ def test_a_listing_is_made_in_full_when_the_previous_one_cannot_be_resumed(tmp_p
     # The edited symbol (or every symbol) was listed whole: the changed size is seen.
     assert stats["n_incremental"] == (1 if change == "details edited" else 0)
     assert _size_of(tmp_path, key) == len(b"re-published with another size")
+
+
+def test_file_entry_to_dict_has_every_field():
+    """to_dict is written out (asdict deep-copies, too slow for long histories): it must
+    stay in step with the dataclass's fields."""
+    import dataclasses
+
+    entry = FileEntry("data/spot/daily/klines/X/1m/X-1m-2024-01-01.zip", 123, "2024-01-02", '"e"')
+    assert entry.to_dict() == dataclasses.asdict(entry)
+    assert list(entry.to_dict()) == [f.name for f in dataclasses.fields(FileEntry)]
