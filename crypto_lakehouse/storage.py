@@ -934,7 +934,12 @@ def json_text(obj: Any) -> str:
 
 
 def write_json_if_changed(path, obj: Any) -> bool:
-    text = _json_text(obj)
+    return write_json_text_if_changed(path, _json_text(obj))
+
+
+def write_json_text_if_changed(path, text: str) -> bool:
+    """:func:`write_json_if_changed` of a record's text already made by :func:`json_text`
+    (a caller that also digests the text encodes it once)."""
     try:
         if read_text(path) == text:
             return False

@@ -315,9 +315,10 @@ def run_listing(
             no_files.append(sym)
             continue
         path = details_dir / f"{sym}.json"
-        storage.write_json_if_changed(path, entries)
+        text = storage.json_text(entries)
+        storage.write_json_text_if_changed(path, text)
         # The digest of the text just stored (or found unchanged): no read back.
-        digest = hashlib.sha256(storage.json_text(entries).encode()).hexdigest()
+        digest = hashlib.sha256(text.encode()).hexdigest()
         index_symbols[sym] = {"digest": digest, "n_files": len(entries)}
     # file_names: one listdir where the folder is local (list_files would import pyarrow,
     # ~0.1 s of this job's start, for it).
