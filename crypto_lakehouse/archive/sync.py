@@ -119,8 +119,9 @@ class Outcome:
 
 
 class _Syncer:
-    def __init__(self, *, data_dir, archive_url, max_retries, timeout_s, listing):
+    def __init__(self, *, data_dir, archive_url, max_retries, timeout_s, listing, local_files):
         self.data_dir = storage.data_path(data_dir)
+        self.local_files: _LocalFiles = local_files  # the symbol's files when its sync began
         self.archive_url = archive_url.rstrip("/")
         self.max_retries = max_retries
         self.timeout_s = timeout_s
@@ -555,16 +556,18 @@ async def sync_symbol(
         raise FileNotFoundError(f"{label}: listing details {details_path} do not exist")
     listing = {e["key"]: e for e in details}
     dirs = symbol_dirs(trade_type, kind, symbol, interval, use_monthly)
+    scan_dirs = symbol_dirs(trade_type, kind, symbol, interval, True)  # every period
     zip_keys = zip_keys_in(listing, dirs)
     state_file = layout.state_path(data_dir, STAGE, trade_type, tag, symbol)
 
-    def read_local_state() -> tuple[dict, dict]:
+    def read_local_state() -> tuple[dict, _LocalFiles, dict]:
         for d in dirs:  # partial files of a killed run
             storage.remove_stale_temps(layout.aws_path(data_dir, d))
         state = storage.read_json(state_file, default=None) or {}
-        return state, _parse_quarantined(data_dir, state.get("verified", {}), listing)
+        local = _LocalFiles(data_dir, scan_dirs)
+        return state, local, _parse_quarantined(data_dir, state.get("verified", {}), listing, local)
 
-    state, parse_quarantined = await asyncio.to_thread(read_local_state)
+    state, local, parse_quarantined = await asyncio.to_thread(read_local_state)
     verified_state: dict = state.get("verified", {})
     quarantined_state: dict = state.get("quarantined", {})
     # Day choices of earlier runs (monthly klines), kept for days outside today's range.
@@ -594,6 +597,7 @@ async def sync_symbol(
         max_retries=max_retries,
         timeout_s=net.timeout_s,
         listing=listing,
+        local_files=local,
     )
     outcomes: dict[str, Outcome] = {}
     ignored: dict[str, str] = {}
@@ -633,7 +637,6 @@ async def sync_symbol(
             if not (use_monthly and any(o.status == "quarantined" for o in outcomes.values())):
                 break
         # Held locally (any date): the range limits fetching, not the report.
-        scan_dirs = symbol_dirs(trade_type, kind, symbol, interval, True)  # every period
         held, adopted = await asyncio.to_thread(
             _held_files, syncer, scan_dirs, listing, verified_state, outcomes, net.slots_total
         )
@@ -737,7 +740,9 @@ def _classify(
     syncer, keys, listing, verified_state, quarantined_state, known_quarantine, outcomes
 ) -> list[tuple[str, str]]:
     """The work of a pass, ``[(key, "adopt" | "fetch")]``; records the keys that need none
-    (up to date, known quarantine) in ``outcomes``. Stat calls: on a worker thread."""
+    (up to date, known quarantine) in ``outcomes``. On a worker thread. The keys of a pass
+    were not touched by this run yet: the symbol's file snapshot holds their state."""
+    files = syncer.local_files
     work: list[tuple[str, str]] = []
     for key in keys:
         entry = listing[key]
@@ -749,7 +754,7 @@ def _classify(
             outcomes[key] = Outcome(key, "quarantined", reason=reason)
             continue
         if known is not None and _fingerprint(known) == _fingerprint(entry):
-            if storage.exists(marker) and _size_of(syncer.local(key)) == size:
+            if files.has(key + VERIFIED_SUFFIX) and files.size(key) == size:
                 outcomes[key] = Outcome(key, "verified", "up_to_date", sha256=known["sha256"])
                 continue
         elif known is not None:
@@ -758,7 +763,7 @@ def _classify(
             storage.delete(marker)
             work.append((key, "fetch"))
             continue
-        work.append((key, "adopt" if _size_of(syncer.local(key)) == size else "fetch"))
+        work.append((key, "adopt" if files.size(key) == size else "fetch"))
     return work
 
 
@@ -813,7 +818,9 @@ async def _download(net: JobNetwork, syncer, work, listing, outcomes, progress) 
         syncer.downloader = syncer.files = None
 
 
-def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[str, str]:
+def _parse_quarantined(
+    data_dir, verified_state: dict, listing: dict, local: _LocalFiles
+) -> dict[str, str]:
     """Keys verified by an earlier run whose zip the parse job has since moved to quarantine.
 
     Such a key is missing from ``aws_data`` while its quarantined copy has the size we
@@ -825,7 +832,7 @@ def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[st
         entry = listing.get(key)
         if entry is not None and _fingerprint(entry) != _fingerprint(known):
             continue  # re-uploaded: the new bytes deserve a new try
-        if _size_of(layout.aws_path(data_dir, key)) is not None:
+        if local.size(key) is not None:
             continue
         kept = layout.quarantine_path(data_dir, key)
         if _size_of(kept) != int(known["size"]):
@@ -836,15 +843,6 @@ def _parse_quarantined(data_dir, verified_state: dict, listing: dict) -> dict[st
             reason = ""
         found[key] = reason or "quarantined by aws_parse"
     return found
-
-
-def _local_verified_keys(data_dir, dirs) -> set[str]:
-    """Keys of the zips with a ``.verified`` marker in the given folders (one listdir each)."""
-    keys: set[str] = set()
-    for d in dirs:
-        names = storage.file_names(layout.aws_path(data_dir, d))
-        keys.update(d + n for n in names if n.endswith(".zip") and n + VERIFIED_SUFFIX in names)
-    return keys
 
 
 def _held_files(syncer, dirs, listing, verified_state, outcomes, concurrency):
@@ -862,14 +860,14 @@ def _held_files(syncer, dirs, listing, verified_state, outcomes, concurrency):
 
     held = {k: entry(verified_state[k]) for k, o in outcomes.items() if o.status == "verified"}
     to_adopt: list[tuple[str, int]] = []
-    for key in sorted((_local_verified_keys(syncer.data_dir, dirs) | set(verified_state))
-                      - set(outcomes)):  # fmt: skip
+    files = syncer.local_files  # the keys not in this run's outcomes are untouched
+    for key in sorted((files.verified_zips(dirs) | set(verified_state)) - set(outcomes)):
         try:
             key_period(key)
         except ValueError:
             continue  # not an archive name of this dataset; the parse job would ignore it
-        size = _size_of(syncer.local(key))
-        if size is None or not storage.exists(syncer.verified_marker(key)):
+        size = files.size(key)
+        if size is None or not files.has(key + VERIFIED_SUFFIX):
             continue
         known = verified_state.get(key)
         if known is not None and int(known["size"]) == size:
@@ -900,3 +898,33 @@ def _held_files(syncer, dirs, listing, verified_state, outcomes, concurrency):
 
 def _size_of(path: Path) -> int | None:
     return storage.size(path)
+
+
+class _LocalFiles:
+    """The files of a symbol's archive folders with their sizes, listed once per folder
+    when its sync starts (``storage.file_sizes``). Asking each archive's and marker's size
+    and existence one by one cost ~3 stat calls per archive of the whole history on every
+    run (an S3 HEAD each): ~0.13 CPU s per 3-year symbol in a daily update. The snapshot is
+    only asked about keys this run has not touched yet; its own writes go to the store."""
+
+    def __init__(self, data_dir, dirs: list[str]):
+        self.sizes: dict[str, int] = {}
+        for d in dirs:
+            for name, size in storage.file_sizes(layout.aws_path(data_dir, d)).items():
+                self.sizes[d + name] = size
+
+    def size(self, key: str) -> int | None:
+        return self.sizes.get(key)
+
+    def has(self, key: str) -> bool:
+        return key in self.sizes
+
+    def verified_zips(self, dirs: list[str]) -> set[str]:
+        """Keys of the zips with a ``.verified`` marker in the given folders."""
+        return {
+            k
+            for k in self.sizes
+            if k.endswith(".zip")
+            and k + VERIFIED_SUFFIX in self.sizes
+            and k.startswith(tuple(dirs))
+        }

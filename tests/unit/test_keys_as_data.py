@@ -50,7 +50,12 @@ def test_anything_else_is_refused_with_a_reason(prefix, name, why):
 
 def test_keys_are_percent_encoded_in_urls():
     syncer = _Syncer(
-        data_dir="/nonexistent", archive_url="http://h:1/", max_retries=0, timeout_s=1, listing={}
+        data_dir="/nonexistent",
+        archive_url="http://h:1/",
+        max_retries=0,
+        timeout_s=1,
+        listing={},
+        local_files=None,
     )
     assert syncer.url(DAILY + "BTCUSDT-1m-2024-01-01.zip") == (
         "http://h:1/" + DAILY + "BTCUSDT-1m-2024-01-01.zip"

@@ -72,6 +72,9 @@ def test_write_read_list_delete(root):
     ]
     assert [p.name for p in storage.list_files(root, suffix=".pqt")] == ["202401.pqt"]
     assert storage.list_files(root / "absent") == []
+    # Sizes of a folder's files in one listing; sub-folders are not files.
+    assert storage.file_sizes(root / "a") == {"x.bin": 3, "x.bin.verified": 0}
+    assert storage.file_sizes(root / "absent") == {}
     assert all(type(p) is type(storage.data_path(root)) for p in storage.list_files(root))
 
     assert storage.write_json_if_changed(root / "s.json", {"a": 1})

@@ -4,6 +4,7 @@ Most tests use the real legacy fixture mirror (exact Binance zips and sidecars);
 need many files or monthly archives build a small mirror of generated zips.
 """
 
+import collections
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from crypto_lakehouse_emulator import Faults
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.archive import http
 from crypto_lakehouse.archive.listing import run_listing
 from crypto_lakehouse.archive.selection import key_period, select
@@ -147,6 +148,39 @@ def test_second_run_makes_no_request_and_writes_the_same_report(tmp_path, emulat
     assert emu.counts["get"] == 0 and emu.counts["head"] == 0
     assert job.report_path.read_bytes() == first
     assert stats["files_up_to_date"] == 5 and stats["requests"] == 0
+
+
+def test_up_to_date_run_lists_each_folder_once_instead_of_asking_each_file(
+    tmp_path, emulator, monkeypatch
+):
+    """A daily update checks every local zip and marker of the history: one listing per
+    folder (storage.file_sizes), not a size or existence request per file (a stat each,
+    an S3 HEAD each). A zip deleted or truncated since is still fetched again."""
+    emu = emulator(mirror_dir=MIRROR)
+    job = Job(emu, tmp_path).list()
+    job.sync()
+    calls = collections.Counter()
+    for name in ("size", "exists", "file_sizes"):
+        real = getattr(storage, name)
+        monkeypatch.setattr(
+            storage, name, lambda *a, _n=name, _r=real, **k: calls.update([_n]) or _r(*a, **k)
+        )
+    stats = job.sync()
+    assert stats["files_up_to_date"] == 5
+    assert calls["size"] == calls["exists"] == 0, calls
+    assert 0 < calls["file_sizes"] <= 2, calls  # the daily folder (and the monthly one)
+    deleted, truncated = SPOT_KEYS[0], SPOT_KEYS[3]
+    job.local(deleted).unlink()
+    job.local(truncated).write_bytes(b"short")
+    emu.reset_counts()
+    stats = job.sync()
+    assert {k: n for k, n in job.zip_gets().items() if k.endswith(".zip")} == {
+        deleted: 1,
+        truncated: 1,
+    }
+    assert stats["files_up_to_date"] == 3 and stats["files_downloaded"] == 2
+    for key in SPOT_KEYS:
+        _assert_verified(job, key)
 
 
 def test_corrupted_once_is_fetched_again_and_verified(tmp_path, emulator):
