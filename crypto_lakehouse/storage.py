@@ -543,10 +543,11 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
     return sorted(out, key=str)
 
 
-def file_sizes(directory) -> dict[str, int]:
-    """``{name: size}`` of the files directly in ``directory`` (empty when absent): one
-    listing (local: ``scandir`` and a stat per file; S3: the listing's sizes) where a caller
-    would otherwise ask file after file (an S3 HEAD each)."""
+def file_sizes(directory, suffix: str = "") -> dict[str, int]:
+    """``{name: size}`` of the files directly in ``directory`` whose name ends with
+    ``suffix`` (empty when absent): one listing (local: ``scandir`` and a stat per such
+    file; S3: the listing's sizes) where a caller would otherwise ask file after file (an
+    S3 HEAD each)."""
     p = data_path(directory)
     if isinstance(p, ObjectPath):
         import pyarrow.fs as pafs
@@ -559,13 +560,17 @@ def file_sizes(directory) -> dict[str, int]:
                 infos = fs.get_file_info(selector)
         except NotADirectoryError:
             return {}
-        return {i.base_name: i.size for i in infos if i.type == pafs.FileType.File}
+        return {
+            i.base_name: i.size
+            for i in infos
+            if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
+        }
     sizes: dict[str, int] = {}
     try:
         with os.scandir(p) as entries:
             for entry in entries:
                 try:
-                    if entry.is_file(follow_symlinks=False):
+                    if entry.name.endswith(suffix) and entry.is_file(follow_symlinks=False):
                         sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:  # removed meanwhile
                     continue

@@ -908,23 +908,24 @@ class _LocalFiles:
     only asked about keys this run has not touched yet; its own writes go to the store."""
 
     def __init__(self, data_dir, dirs: list[str]):
-        self.sizes: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}  # zips only: no other file's size is asked
+        self.keys: set[str] = set()
         for d in dirs:
-            for name, size in storage.file_sizes(layout.aws_path(data_dir, d)).items():
+            folder = layout.aws_path(data_dir, d)
+            self.keys.update(d + name for name in storage.file_names(folder))
+            for name, size in storage.file_sizes(folder, suffix=".zip").items():
                 self.sizes[d + name] = size
 
     def size(self, key: str) -> int | None:
+        """Size of a zip, None when there is none."""
         return self.sizes.get(key)
 
     def has(self, key: str) -> bool:
-        return key in self.sizes
+        return key in self.keys
 
     def verified_zips(self, dirs: list[str]) -> set[str]:
         """Keys of the zips with a ``.verified`` marker in the given folders."""
+        prefixes = tuple(dirs)
         return {
-            k
-            for k in self.sizes
-            if k.endswith(".zip")
-            and k + VERIFIED_SUFFIX in self.sizes
-            and k.startswith(tuple(dirs))
+            k for k in self.sizes if k + VERIFIED_SUFFIX in self.keys and k.startswith(prefixes)
         }
