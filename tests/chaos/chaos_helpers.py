@@ -48,6 +48,9 @@ VOLATILE = (
     # full build (its file identities are checked before any reuse).
     "lakehouse/state/gen_kline_resume/",
     "lakehouse/state/resample_resume/",
+    # The REST fill's cache of the archive's days (rest/archive_days.py): keyed by the same
+    # file identities; a missing or stale entry only costs reading that partition again.
+    "lakehouse/state/api_download_archive_days/",
 )
 
 
