@@ -510,6 +510,25 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+def _file_infos(base, recursive: bool) -> tuple[str, list]:
+    """``(inner path, pyarrow FileInfos)`` below a folder (none when it is absent): the one
+    listing of :func:`list_files` and :func:`file_sizes` (on S3 after the folder's pending
+    uploads, paginated by pyarrow)."""
+    import pyarrow.fs as pafs
+
+    if isinstance(base, ObjectPath):
+        _settle_below(base)
+    fs, inner = filesystem(base)
+    selector = pafs.FileSelector(inner, recursive=recursive, allow_not_found=True)
+    try:
+        if isinstance(base, ObjectPath):
+            with _request("list"):
+                return inner, fs.get_file_info(selector)
+        return inner, fs.get_file_info(selector)
+    except NotADirectoryError:
+        return inner, []
+
+
 def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
     """Files below ``directory`` (sorted paths of the same kind; none when it is absent).
 
@@ -519,18 +538,7 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
     import pyarrow.fs as pafs
 
     base = data_path(directory)
-    if isinstance(base, ObjectPath):
-        _settle_below(base)
-    fs, inner = filesystem(base)
-    selector = pafs.FileSelector(inner, recursive=recursive, allow_not_found=True)
-    try:
-        if isinstance(base, ObjectPath):
-            with _request("list"):
-                infos = fs.get_file_info(selector)
-        else:
-            infos = fs.get_file_info(selector)
-    except NotADirectoryError:
-        return []
+    inner, infos = _file_infos(base, recursive)
     out = []
     for info in infos:
         if info.type != pafs.FileType.File:
@@ -552,14 +560,7 @@ def file_sizes(directory, suffix: str = "") -> dict[str, int]:
     if isinstance(p, ObjectPath):
         import pyarrow.fs as pafs
 
-        _settle_below(p)
-        fs, inner = filesystem(p)
-        selector = pafs.FileSelector(inner, recursive=False, allow_not_found=True)
-        try:
-            with _request("list"):
-                infos = fs.get_file_info(selector)
-        except NotADirectoryError:
-            return {}
+        _, infos = _file_infos(p, recursive=False)
         return {
             i.base_name: i.size
             for i in infos
