@@ -551,28 +551,32 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
     return sorted(out, key=str)
 
 
-def file_sizes(directory, suffix: str = "") -> dict[str, int]:
-    """``{name: size}`` of the files directly in ``directory`` whose name ends with
-    ``suffix`` (empty when absent): one listing (local: ``scandir`` and a stat per such
-    file; S3: the listing's sizes) where a caller would otherwise ask file after file (an
-    S3 HEAD each)."""
+def file_sizes(directory, sized: str = "") -> dict[str, int | None]:
+    """``{name: size}`` of the files directly in ``directory`` (empty when absent), the size
+    only for names ending with ``sized`` (None for the others): one listing (local:
+    ``scandir`` and a stat per sized file; S3: the listing's sizes) where a caller would
+    otherwise ask file after file (an S3 HEAD each)."""
     p = data_path(directory)
     if isinstance(p, ObjectPath):
         import pyarrow.fs as pafs
 
         _, infos = _file_infos(p, recursive=False)
         return {
-            i.base_name: i.size
+            i.base_name: i.size if i.base_name.endswith(sized) else None
             for i in infos
-            if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
+            if i.type == pafs.FileType.File
         }
-    sizes: dict[str, int] = {}
+    sizes: dict[str, int | None] = {}
     try:
         with os.scandir(p) as entries:
             for entry in entries:
                 try:
-                    if entry.name.endswith(suffix) and entry.is_file(follow_symlinks=False):
-                        sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    sized_entry = entry.name.endswith(sized)
+                    sizes[entry.name] = (
+                        entry.stat(follow_symlinks=False).st_size if sized_entry else None
+                    )
                 except FileNotFoundError:  # removed meanwhile
                     continue
     except (FileNotFoundError, NotADirectoryError):

@@ -901,7 +901,7 @@ def _size_of(path: Path) -> int | None:
 
 
 class _LocalFiles:
-    """The files of a symbol's archive folders with their sizes, listed once per folder
+    """The files of a symbol's archive folders with the zips' sizes, listed once per folder
     when its sync starts (``storage.file_sizes``). Asking each archive's and marker's size
     and existence one by one cost ~3 stat calls per archive of the whole history on every
     run (an S3 HEAD each): ~0.13 CPU s per 3-year symbol in a daily update. The snapshot is
@@ -911,10 +911,10 @@ class _LocalFiles:
         self.sizes: dict[str, int] = {}  # zips only: no other file's size is asked
         self.keys: set[str] = set()
         for d in dirs:
-            folder = layout.aws_path(data_dir, d)
-            self.keys.update(d + name for name in storage.file_names(folder))
-            for name, size in storage.file_sizes(folder, suffix=".zip").items():
-                self.sizes[d + name] = size
+            for name, size in storage.file_sizes(layout.aws_path(data_dir, d), ".zip").items():
+                self.keys.add(d + name)
+                if size is not None:
+                    self.sizes[d + name] = size
 
     def size(self, key: str) -> int | None:
         """Size of a zip, None when there is none."""
