@@ -163,6 +163,12 @@ class RestClient:
     def _limiters(self) -> list[WindowLimiter]:
         return [x for x in (self.weight_limiter, self.funding_limiter) if x is not None]
 
+    @staticmethod
+    def _release(reservations: list) -> None:
+        # Answered (or failed): from now on the request's window is known to the server.
+        for limiter, reservation in reservations:
+            limiter.release(reservation)
+
     def _thread_waited_s(self) -> float:
         return sum(x.thread_waited_s() for x in self._limiters())
 
@@ -218,9 +224,12 @@ class RestClient:
         n429 = 0
         while True:
             waited_before = self._thread_waited_s()
+            reservations = []
             if funding and self.funding_limiter is not None:
-                self.funding_limiter.acquire(1)
-            window = self.weight_limiter.acquire(weight)
+                reservations.append((self.funding_limiter, self.funding_limiter.acquire(1)))
+            reserved = self.weight_limiter.acquire(weight)
+            reservations.append((self.weight_limiter, reserved))
+            window = reserved.window
             if meter is not None:
                 # The client's own figure is the limiters' (every thread); the caller's is
                 # the time its own request was blocked (this thread, in these acquires).
@@ -280,6 +289,8 @@ class RestClient:
                     raise RestError(text, status, code)
                 self._count(meter, http_5xx=1)
                 error = f"HTTP {status}"
+            finally:
+                self._release(reservations)
             # transient failure: back off and retry this request
             self._on_failure(meter)
             attempt += 1

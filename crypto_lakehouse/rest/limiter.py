@@ -9,6 +9,11 @@ answers 429 when a request would exceed the limit. The limiter keeps a job below
   entered ``guard_s`` after the boundary, so that a server clock slightly behind ours has
   already reset its counter when our first request of the window arrives. Requests sent
   during the guard time count for both windows: the server already puts them into the new one.
+- The server counts a request when it *arrives*, which is some time after we reserved it.
+  A request reserved before a boundary but answered after it (or still unanswered when the
+  new window begins) may be in the server's new window: its weight counts for the new window
+  too. Without this, a burst of requests reserved just before a boundary and delayed by a
+  busy machine lands on top of the next window's full budget (a 429).
 - The used weight of a window is the larger of what we reserved and what the server last
   reported for that window. A header only counts for the window its request was *sent* in:
   a late answer to a request of the previous window must not fill the new window.
@@ -21,11 +26,21 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 
 class HostStopped(RuntimeError):
     """All requests to a host were stopped (ban, WAF block); the message says why."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Weight reserved by ``acquire``; hand it back to ``release`` once the answer is in."""
+
+    window: int
+    units: int
+    in_guard: bool  # reserved after the wall boundary: already carried into the next window
 
 
 class WindowLimiter:
@@ -54,7 +69,8 @@ class WindowLimiter:
         self._cond = threading.Condition()
         self._window = -1
         self._used = 0
-        self._carry = 0  # reserved after the wall boundary, before the new window began
+        self._carry = 0  # counts for the next window too (sent or answered after the boundary)
+        self._in_flight: dict[int, int] = {}  # window -> units reserved and not yet answered
         self._paused_until = 0.0
         self._stopped: str | None = None
         self.waited_s = 0.0  # total time threads spent blocked (summed over threads)
@@ -71,14 +87,21 @@ class WindowLimiter:
     def _roll(self, now: float) -> int:
         w = self.window_of(now)
         if w != self._window:
-            self._used = self._carry if w == self._window + 1 else 0
+            # Requests of the previous window still unanswered may arrive in this one. A
+            # request travels for less than a window (the client's timeout is shorter), so
+            # older reservations are forgotten, answered or not.
+            if w == self._window + 1:
+                self._used = self._carry + self._in_flight.get(self._window, 0)
+            else:
+                self._used = 0
+            self._in_flight = {k: v for k, v in self._in_flight.items() if k >= w - 1}
             self._window = w
             self._carry = 0
         return w
 
     # ------------------------------------------------------------ API
-    def acquire(self, units: int) -> int:
-        """Block until ``units`` fit into the current window; return that window's id."""
+    def acquire(self, units: int) -> Reservation:
+        """Block until ``units`` fit into the current window; return the reservation."""
         with self._cond:
             while True:
                 if self._stopped is not None:
@@ -93,10 +116,29 @@ class WindowLimiter:
                 if self._used + units <= self.budget or self._used == 0:
                     self._used += units
                     self.reserved += units
-                    if now >= (w + 1) * self.window_s:  # inside the guard time
+                    in_guard = now >= (w + 1) * self.window_s
+                    if in_guard:
                         self._carry += units
-                    return w
+                    else:
+                        self._in_flight[w] = self._in_flight.get(w, 0) + units
+                    return Reservation(w, units, in_guard)
                 self._wait(self.window_start(w + 1) - now)
+
+    def release(self, reservation: Reservation) -> None:
+        """The request of ``reservation`` was answered (or failed): it no longer travels."""
+        if reservation.in_guard:
+            return
+        with self._cond:
+            w = reservation.window
+            left = self._in_flight.get(w, 0) - reservation.units
+            if left > 0:
+                self._in_flight[w] = left
+            else:
+                self._in_flight.pop(w, None)
+            # Answered after the wall boundary, before this limiter moved on: the server may
+            # have counted it in the next window (once moved on, the roll counted it).
+            if w == self._window and self._clock() >= (w + 1) * self.window_s:
+                self._carry += reservation.units
 
     def observe(self, window: int, used: int) -> None:
         """Record the server's used-weight figure of a request sent in ``window``."""

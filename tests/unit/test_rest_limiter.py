@@ -34,20 +34,84 @@ def _align(lim):
 def test_waits_for_the_next_window_when_the_budget_is_used():
     lim = WindowLimiter(10, share=1.0, window_s=1.0, guard_s=0.02)
     _align(lim)
-    w = lim.acquire(5)
-    assert lim.acquire(5) == w
-    assert lim.acquire(1) == w + 1
-    assert time.time() >= lim.window_start(w + 1)
+    first = lim.acquire(5)
+    second = lim.acquire(5)
+    assert first.window == second.window
+    lim.release(first)
+    lim.release(second)
+    assert lim.acquire(1).window == first.window + 1
+    assert time.time() >= lim.window_start(first.window + 1)
 
 
 def test_server_header_fills_the_window_but_only_its_own():
     lim = WindowLimiter(10, share=1.0, window_s=1.0, guard_s=0.02)
     _align(lim)
-    w = lim.acquire(1)
+    first = lim.acquire(1)
+    lim.release(first)
+    w = first.window
     lim.observe(w - 1, 10)  # a late answer to a request of the previous window: ignored
-    assert lim.acquire(1) == w
+    second = lim.acquire(1)
+    lim.release(second)
+    assert second.window == w
     lim.observe(w, 10)  # the server counts 10 (other clients share the IP)
-    assert lim.acquire(1) == w + 1
+    assert lim.acquire(1).window == w + 1
+
+
+class _Clock:
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def _limiter_at(t):
+    """Budget 10 per 10 s window, guard 0.5 s; a clock the test moves by hand."""
+    clock = _Clock(t)
+    return WindowLimiter(10, share=1.0, window_s=10.0, guard_s=0.5, clock=clock), clock
+
+
+def test_a_request_unanswered_at_the_boundary_counts_in_the_next_window():
+    # The server counts a request when it arrives. 8 units reserved just before the
+    # boundary and still travelling may land in the next window, so it admits only 2 more.
+    lim, clock = _limiter_at(1009.9)
+    late = lim.acquire(8)
+    assert late.window == 100 and not late.in_guard
+    clock.t = 1010.6  # past the guard time: window 101
+    assert lim.acquire(2).window == 101
+    assert lim._used == 10  # full: the next acquire would wait for window 102
+    lim.release(late)
+    assert lim._used == 10  # answered now, but it may have been counted in 101
+
+
+def test_a_request_answered_after_the_boundary_counts_in_the_next_window():
+    lim, clock = _limiter_at(1009.9)
+    late = lim.acquire(8)
+    clock.t = 1010.05  # answered after the wall boundary, inside the guard time
+    lim.release(late)
+    clock.t = 1010.6
+    assert lim.acquire(2).window == 101
+    assert lim._used == 10
+
+
+def test_a_request_answered_before_the_boundary_frees_the_next_window():
+    lim, clock = _limiter_at(1009.0)
+    early = lim.acquire(8)
+    clock.t = 1009.5
+    lim.release(early)  # the server counted it in window 100
+    clock.t = 1010.6
+    assert lim.acquire(2).window == 101
+    assert lim._used == 2
+
+
+def test_a_request_sent_in_the_guard_time_counts_once_in_the_next_window():
+    lim, clock = _limiter_at(1010.2)  # after the wall boundary, before window 101 begins
+    guard = lim.acquire(3)
+    assert guard.window == 100 and guard.in_guard
+    lim.release(guard)
+    clock.t = 1010.6
+    lim.acquire(1)
+    assert lim._used == 4
 
 
 def test_stop_wakes_waiting_threads():
@@ -86,9 +150,10 @@ def test_threads_never_exceed_the_budget_of_a_window():
 
     def worker():
         for _ in range(5):
-            w = lim.acquire(3)
+            reserved = lim.acquire(3)
+            lim.release(reserved)
             with lock:
-                per_window[w] += 3
+                per_window[reserved.window] += 3
 
     threads = [threading.Thread(target=worker) for _ in range(6)]
     for th in threads:
@@ -187,9 +252,11 @@ def test_requests_in_the_guard_time_count_for_the_next_window_too():
     now = time.time()
     # sleep into the guard time: past the wall boundary, before the window rolls
     time.sleep((now // 1.0 + 1) - now + 0.05)
-    w = lim.acquire(6)
+    guard = lim.acquire(6)
+    lim.release(guard)
+    w = guard.window
     assert time.time() < lim.window_start(w + 1)
     # the server already counts these 6 in the new window: only 4 more fit there
     time.sleep(lim.window_start(w + 1) - time.time() + 0.01)
-    assert lim.acquire(4) == w + 1
-    assert lim.acquire(1) == w + 2
+    assert lim.acquire(4).window == w + 1
+    assert lim.acquire(1).window == w + 2
