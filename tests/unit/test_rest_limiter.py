@@ -248,15 +248,11 @@ def test_client_maps_error_codes(emulator):
 
 
 def test_requests_in_the_guard_time_count_for_the_next_window_too():
-    lim = WindowLimiter(10, share=1.0, window_s=1.0, guard_s=0.3)
-    now = time.time()
-    # sleep into the guard time: past the wall boundary, before the window rolls
-    time.sleep((now // 1.0 + 1) - now + 0.05)
+    lim, clock = _limiter_at(1010.2)  # past the wall boundary, before window 101 begins
     guard = lim.acquire(6)
     lim.release(guard)
-    w = guard.window
-    assert time.time() < lim.window_start(w + 1)
+    assert guard.window == 100
     # the server already counts these 6 in the new window: only 4 more fit there
-    time.sleep(lim.window_start(w + 1) - time.time() + 0.01)
-    assert lim.acquire(4).window == w + 1
-    assert lim.acquire(1).window == w + 2
+    clock.t = 1010.6
+    assert lim.acquire(4).window == 101
+    assert lim._used == lim.budget  # the next acquire waits for window 102
