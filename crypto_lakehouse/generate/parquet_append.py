@@ -248,7 +248,9 @@ def row_group_rows(footer: Struct) -> list[int]:
     return [_get(rg, RG_NUM_ROWS).value for rg in groups.value[1]] if groups else []
 
 
-def _serialise(table: pa.Table, metadata: dict[str, str] | None, write_options: dict) -> bytes:
+def _serialise(
+    table: pa.Table, metadata: dict[str, str] | None, rows_per_group: int, write_options: dict
+) -> bytes:
     import pyarrow.parquet as pq
 
     if metadata:
@@ -260,7 +262,7 @@ def _serialise(table: pa.Table, metadata: dict[str, str] | None, write_options: 
         table,
         sink,
         compression="zstd",
-        row_group_size=ROW_GROUP_ROWS,
+        row_group_size=rows_per_group,
         **write_options,
     )
     return sink.getvalue().to_pybytes()
@@ -272,27 +274,31 @@ def append_rows(
     keep_groups: int,
     tail: pa.Table,
     metadata: dict[str, str] | None = None,
+    rows_per_group: int | None = None,
     **write_options,
 ) -> None:
     """Write ``path`` atomically: the first ``keep_groups`` row groups of ``previous``
-    (each ``ROW_GROUP_ROWS`` rows) followed by ``tail``, with ``metadata`` as for
+    (each ``rows_per_group`` rows) followed by ``tail``, with ``metadata`` as for
     ``io.write_parquet``. The result is the file ``io.write_parquet(path, whole, metadata,
-    row_group_size=ROW_GROUP_ROWS, **write_options)`` gives for the whole table, provided
+    row_group_size=rows_per_group, **write_options)`` gives for the whole table, provided
     the kept rows are the whole table's first rows and ``previous`` came from the same
     writer and options (the caller checks ``created_by``). ``path`` may be ``previous``.
     With ``keep_groups == 0`` nothing of ``previous`` is used: ``tail`` is the whole table,
-    written directly (no footer decoded and merged in Python).
+    written directly (no footer decoded and merged in Python). ``rows_per_group``: the
+    files' row group size (default ``ROW_GROUP_ROWS``).
     """
+    if rows_per_group is None:
+        rows_per_group = ROW_GROUP_ROWS
     if keep_groups == 0:
-        io.write_parquet(path, tail, metadata, row_group_size=ROW_GROUP_ROWS, **write_options)
+        io.write_parquet(path, tail, metadata, row_group_size=rows_per_group, **write_options)
         return
     old_footer, old_footer_start = read_footer(previous)
     old_groups = _get(old_footer, FMD_ROW_GROUPS).value[1]
     if keep_groups > len(old_groups):
         raise UnsupportedFile(f"{previous}: has {len(old_groups)} row groups, not {keep_groups}")
-    if any(_get(rg, RG_NUM_ROWS).value != ROW_GROUP_ROWS for rg in old_groups[:keep_groups]):
+    if any(_get(rg, RG_NUM_ROWS).value != rows_per_group for rg in old_groups[:keep_groups]):
         raise UnsupportedFile(f"{previous}: row groups of another size")
-    tail_bytes = _serialise(tail, metadata, write_options)
+    tail_bytes = _serialise(tail, metadata, rows_per_group, write_options)
     tail_len = struct.unpack("<I", tail_bytes[-8:-4])[0]
     tail_footer_start = len(tail_bytes) - 8 - tail_len
     footer = decode_footer(tail_bytes[tail_footer_start:-8])
@@ -306,7 +312,7 @@ def append_rows(
     shift = data_end - len(MAGIC)
     tail_groups = _get(footer, FMD_ROW_GROUPS).value[1]
     new_groups = [_shift_row_group(rg, shift, keep_groups) for rg in tail_groups]
-    rows = ROW_GROUP_ROWS * keep_groups + _get(footer, FMD_NUM_ROWS).value
+    rows = rows_per_group * keep_groups + _get(footer, FMD_NUM_ROWS).value
     merged: Struct = []
     for f in footer:
         if f.id == FMD_NUM_ROWS:

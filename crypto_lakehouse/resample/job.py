@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 
 from crypto_lakehouse import io, layout, storage
-from crypto_lakehouse.generate import parquet_append
 from crypto_lakehouse.generate import tail as gen_tail
 from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale
 from crypto_lakehouse.generate.vwap import vwap_column_name
@@ -321,7 +320,7 @@ def write_output(path: Path, table: pa.Table, metadata: dict[str, str]) -> None:
         table,
         metadata=metadata,
         use_dictionary=False,
-        row_group_size=parquet_append.ROW_GROUP_ROWS,
+        row_group_size=tail.ROW_GROUP_ROWS,
     )
 
 

@@ -18,6 +18,7 @@ import pytest
 from crypto_lakehouse import io, layout
 from crypto_lakehouse.generate import parquet_append, run_gen_kline
 from crypto_lakehouse.resample import run_resample
+from crypto_lakehouse.resample import tail as resample_tail
 from crypto_lakehouse.schema import (
     API_FUNDING_SCHEMA,
     KLINE_SCHEMA,
@@ -36,6 +37,8 @@ N_DAYS = 16
 @pytest.fixture(autouse=True)
 def small_row_groups(monkeypatch):
     monkeypatch.setattr(parquet_append, "ROW_GROUP_ROWS", 5000)
+    # 16 days of 5m are 4,608 rows: the tail resample keeps whole groups of them
+    monkeypatch.setattr(resample_tail, "ROW_GROUP_ROWS", 1000)
 
 
 def master(seed=3, pause_at=None, holes=()):
@@ -215,13 +218,23 @@ def grow_and_compare(tmp_path, cols, old, new, expect_tail=True, **overrides):
 RATES = np.random.default_rng(5).normal(1e-4, 5e-5, N_DAYS * 3)
 
 
-def test_one_more_day_keeps_row_groups_and_matches_full_build(tmp_path):
+def test_one_more_day_keeps_row_groups_and_matches_full_build(tmp_path, monkeypatch):
+    kept_by_file = {}
+    append_rows = parquet_append.append_rows
+
+    def spy(path, previous, keep_groups, *args, **kwargs):
+        kept_by_file[Path(path).parent.parent.name + "/" + Path(path).parent.name] = keep_groups
+        return append_rows(path, previous, keep_groups, *args, **kwargs)
+
+    monkeypatch.setattr(parquet_append, "append_rows", spy)
     cols = master()
     stats, report = grow_and_compare(
         tmp_path, cols, (8, T0 + 9 * DAY + 12 * HOUR, RATES), (9, T0 + 10 * DAY + 12 * HOUR, RATES)
     )
     assert stats["incremental"]["row_groups_kept"] >= 2
     assert len(report["segments"]) == 1
+    # the 5m file (~2,900 rows in groups of 1,000) kept its first two groups, bytes unread
+    assert kept_by_file["5m/0m"] == 2
 
 
 def test_month_boundary_and_two_days(tmp_path):
