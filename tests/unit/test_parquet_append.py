@@ -64,6 +64,42 @@ def test_in_place_and_footer_round_trip(tmp_path):
     assert parquet_append.row_group_rows(footer) == [1000, 1000, 1000, 1000, 100]
 
 
+def _without_raw(struct):
+    """A deep copy of a decoded struct whose every part is encoded field by field."""
+    out = parquet_append.Struct()
+    for f in struct:
+        value = f.value
+        if isinstance(value, list):
+            value = _without_raw(value)
+        elif isinstance(value, tuple):
+            elem, items = value
+            value = (elem, [_without_raw(x) if isinstance(x, list) else x for x in items])
+        out.append(parquet_append.Field(f.id, f.type, value))
+    return out
+
+
+def test_footer_codec_field_by_field_and_from_scanned_row_groups(tmp_path):
+    """Row groups keep their bytes when decoded, so the encoder is also checked without
+    them; the scanned footer (what append_rows reads) decodes only the row counts, and its
+    row groups decode to the same fields as a full decode."""
+    path = tmp_path / "f.pqt"
+    tbl = table(4100, seed=3)
+    io.write_parquet(path, tbl, metadata={"k": "v"}, row_group_size=1000)  # with statistics
+    raw = path.read_bytes()
+    footer, start = parquet_append.read_footer(path)
+    assert parquet_append.encode_footer(_without_raw(footer)) == raw[start:-8]
+    scanned, start_again = parquet_append.read_footer(path, scan_row_groups=True)
+    assert start_again == start
+    assert parquet_append.encode_footer(scanned) == raw[start:-8]
+    assert parquet_append.row_group_rows(scanned) == [1000, 1000, 1000, 1000, 100]
+    groups = parquet_append._get(scanned, parquet_append.FMD_ROW_GROUPS).value[1]
+    full_groups = parquet_append._get(footer, parquet_append.FMD_ROW_GROUPS).value[1]
+    assert all(len(g) == 1 for g in groups)  # the row count only
+    assert [parquet_append._decoded(g) for g in groups] == full_groups
+    with pytest.raises(parquet_append.UnsupportedFile, match="truncated"):
+        parquet_append.decode_footer(raw[start:-20], scan_row_groups=True)
+
+
 def test_nothing_kept_needs_no_previous_file(tmp_path):
     """keep_groups 0: the tail is the whole table, written as such (the previous file is
     not read: missing, or not Parquet at all)."""
