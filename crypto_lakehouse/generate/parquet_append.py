@@ -57,7 +57,9 @@ class Field:
 class Struct(list):
     """The fields of a Thrift struct (``Field``), in file order. ``raw``: the struct's own
     encoded bytes when it was decoded from a footer's row group list; the encoder writes
-    them back as they are (a kept row group is never re-encoded field by field)."""
+    them back as they are (a kept row group is never re-encoded field by field). So a
+    changed row group is a new ``Struct`` (as ``_shift_row_group`` builds), never one
+    edited in place."""
 
     raw: bytes | None = None
     scanned: bool = False  # from ``_scan_row_group``: only the row count was decoded
@@ -283,7 +285,7 @@ def _decoded(group: Struct) -> Struct:
         return group
     try:
         full, _ = _read_struct(group.raw, 0, keep_raw=True)
-    except IndexError:
+    except (IndexError, struct.error):
         raise UnsupportedFile("truncated Thrift data") from None
     return full
 
@@ -309,7 +311,7 @@ def _read_footer_struct(data: bytes, scan_row_groups: bool) -> Struct:
                 value, pos = _read_value(data, pos, ttype, keep_raw=fid == FMD_ROW_GROUPS)
             fields.append(Field(fid, ttype, value))
             last = fid
-    except IndexError:
+    except (IndexError, struct.error):
         raise UnsupportedFile("truncated Thrift data") from None
 
 
