@@ -97,6 +97,28 @@ def _varint(n: int) -> bytes:
         n >>= 7
 
 
+def _list_head(data: bytes, pos: int) -> tuple[int, int, int]:
+    """A list's (size, element type, position after the header)."""
+    head = data[pos]
+    size, elem = head >> 4, head & 0x0F
+    if size == 15:
+        size, pos = _read_varint(data, pos + 1)
+        return size, elem, pos
+    return size, elem, pos + 1
+
+
+def _field_head(data: bytes, pos: int, last: int) -> tuple[int, int, int]:
+    """A struct field's (type, id, position after the header); type ``_STOP`` at the end
+    of the struct. ``last``: the previous field's id (short headers give a delta)."""
+    head = data[pos]
+    pos += 1
+    ttype, delta = head & 0x0F, head >> 4
+    if delta or ttype == _STOP:
+        return ttype, last + delta, pos
+    n, pos = _read_varint(data, pos)
+    return ttype, _unzigzag(n), pos
+
+
 def _read_value(data: bytes, pos: int, ttype: int, keep_raw: bool = False):
     if ttype == _I32 or ttype == _I64 or ttype == _I16:
         n, pos = _read_varint(data, pos)
@@ -112,11 +134,7 @@ def _read_value(data: bytes, pos: int, ttype: int, keep_raw: bool = False):
     if ttype in (_TRUE, _FALSE):  # a struct field: the value is in the type
         return ttype == _TRUE, pos
     if ttype == _LIST or ttype == _SET:
-        head = data[pos]
-        pos += 1
-        size, elem = head >> 4, head & 0x0F
-        if size == 15:
-            size, pos = _read_varint(data, pos)
+        size, elem, pos = _list_head(data, pos)
         items = []
         if elem in (_TRUE, _FALSE):  # a collection element: one byte per bool
             for _ in range(size):
@@ -139,19 +157,11 @@ def _read_struct(data: bytes, pos: int, keep_raw: bool = False) -> tuple[Struct,
     fields = Struct()
     last = 0
     while True:
-        head = data[pos]
-        pos += 1
-        ttype = head & 0x0F
+        ttype, fid, pos = _field_head(data, pos, last)
         if ttype == _STOP:
             if keep_raw:
                 fields.raw = data[start:pos]
             return fields, pos
-        delta = head >> 4
-        if delta:
-            fid = last + delta
-        else:
-            n, pos = _read_varint(data, pos)
-            fid = (n >> 1) ^ -(n & 1)
         value, pos = _read_value(data, pos, ttype)
         fields.append(Field(fid, ttype, value))
         last = fid
@@ -219,11 +229,7 @@ def _skip_value(data: bytes, pos: int, ttype: int) -> int:
     if ttype in (_TRUE, _FALSE):
         return pos
     if ttype == _LIST or ttype == _SET:
-        head = data[pos]
-        pos += 1
-        size, elem = head >> 4, head & 0x0F
-        if size == 15:
-            size, pos = _read_varint(data, pos)
+        size, elem, pos = _list_head(data, pos)
         if elem in (_TRUE, _FALSE, _BYTE):
             return pos + size
         for _ in range(size):
@@ -243,8 +249,8 @@ def _skip_struct(data: bytes, pos: int) -> int:
         ttype = head & 0x0F
         if ttype == _STOP:
             return pos
-        if not head >> 4:  # a long-form field id
-            while data[pos] & 0x80:
+        if not head >> 4:  # a long-form field id: skipped, not decoded (the hot loop
+            while data[pos] & 0x80:  # of a footer scan; ``_field_head`` costs a call)
                 pos += 1
             pos += 1
         pos = _skip_value(data, pos, ttype)
@@ -257,17 +263,9 @@ def _scan_row_group(data: bytes, pos: int) -> tuple[Struct, int]:
     rows = None
     last = 0
     while True:
-        head = data[pos]
-        pos += 1
-        ttype = head & 0x0F
+        ttype, fid, pos = _field_head(data, pos, last)
         if ttype == _STOP:
             break
-        delta = head >> 4
-        if delta:
-            fid = last + delta
-        else:
-            n, pos = _read_varint(data, pos)
-            fid = _unzigzag(n)
         if fid == RG_NUM_ROWS:
             rows, pos = _read_value(data, pos, ttype)
         else:
@@ -295,16 +293,9 @@ def _read_footer_struct(data: bytes, scan_row_groups: bool) -> Struct:
         fields = Struct()
         pos = last = 0
         while True:
-            head = data[pos]
-            pos += 1
-            ttype, delta = head & 0x0F, head >> 4
+            ttype, fid, pos = _field_head(data, pos, last)
             if ttype == _STOP:
                 return fields
-            if delta:
-                fid = last + delta
-            else:
-                n, pos = _read_varint(data, pos)
-                fid = _unzigzag(n)
             if fid == FMD_ROW_GROUPS and ttype == _LIST and scan_row_groups:
                 value, pos = _scan_row_groups(data, pos)
             else:
@@ -316,11 +307,7 @@ def _read_footer_struct(data: bytes, scan_row_groups: bool) -> Struct:
 
 
 def _scan_row_groups(data: bytes, pos: int) -> tuple[tuple[int, list], int]:
-    head = data[pos]
-    pos += 1
-    size, elem = head >> 4, head & 0x0F
-    if size == 15:
-        size, pos = _read_varint(data, pos)
+    size, elem, pos = _list_head(data, pos)
     if elem != _STRUCT:
         raise UnsupportedFile("row groups that are not structs")
     groups = []
