@@ -141,6 +141,21 @@ def check_config(
         except spec.FeatureConfigError as exc:
             raise ConfigError(f"config key {exc}") from exc
     resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
+    check_cluster(config)
+
+
+def check_cluster(config: dict) -> None:
+    """``cluster.launcher: srun`` runs jobs on nodes that see nothing of this host's disk:
+    the data must be in a bucket the nodes reach themselves."""
+    cluster = config.get("cluster") or {}
+    data_dir = str(config.get("data_dir", ""))
+    if cluster.get("launcher", "local") == "srun" and not data_dir.startswith("s3://"):
+        raise ConfigError(
+            f"config key 'cluster.launcher': srun runs the CPU jobs on nodes that share no "
+            f"file system with this host, so data_dir must be an s3:// bucket (it is "
+            f"{data_dir!r}); with a shared file system use launcher: local and "
+            "profiles/slurm (docs/cluster.md)"
+        )
 
 
 def date_range_notice(config: dict, start: str | None, end: str) -> str | None:

@@ -20,7 +20,7 @@ rule aws_parse_klines:
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_parse_args),
-        python=PYTHON,
+        python=job_python,
         script=script_path("aws_parse_klines"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
@@ -42,7 +42,7 @@ rule aws_parse_funding:
         runtime=shard_runtime(1),
     params:
         job=shard_job_json(get_parse_args),
-        python=PYTHON,
+        python=job_python,
         script=script_path("aws_parse_funding"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"

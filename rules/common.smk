@@ -95,6 +95,28 @@ _ENV_PYTHON = os.path.join(sys.prefix, "bin", "python3")
 PYTHON = _ENV_PYTHON if os.path.exists(_ENV_PYTHON) else sys.executable
 
 
+def job_python(wildcards, threads, resources):
+    """Params function of the CPU rules: the interpreter of the job's script, or with
+    cluster.launcher srun the launcher that runs it on a node (crypto_lakehouse.remote;
+    docs/cluster.md), with the rule's threads, memory and runtime. A list is quoted word by
+    word in the shell command. The default is exactly PYTHON: no recorded params change."""
+    cluster = config["cluster"]
+    if cluster["launcher"] == "local":
+        return PYTHON
+    return [
+        PYTHON,
+        "-m",
+        "crypto_lakehouse.remote",
+        "launch",
+        f"--srun={json.dumps(cluster['srun'])}",
+        f"--srun-args={json.dumps(cluster['srun_args'])}",
+        f"--cpus={threads}",
+        f"--mem-mb={resources.mem_mb}",
+        f"--runtime={resources.runtime}",
+        PYTHON,
+    ]
+
+
 # ------------------------------------------------------------------ paths
 def script_path(rule_name):
     # The path is a params value, so it must be stable between runs (a source-cache path

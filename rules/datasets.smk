@@ -25,7 +25,7 @@ rule aws_parse_ticks:
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_extra_parse_args),
-        python=PYTHON,
+        python=job_python,
         script=script_path("aws_parse_ticks"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
@@ -55,7 +55,7 @@ rule aws_parse_kline_layout:
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_extra_parse_args),
-        python=PYTHON,
+        python=job_python,
         script=script_path("aws_parse_klines"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"
@@ -81,7 +81,7 @@ rule agg_klines_shard:
         runtime=agg_klines_runtime,
     params:
         job=shard_job_json(get_agg_klines_args),
-        python=PYTHON,
+        python=job_python,
         script=script_path("agg_klines"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"

@@ -21,7 +21,7 @@ rule resample_shard:
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_resample_args),
-        python=PYTHON,
+        python=job_python,
         script=script_path("resample_shard"),
     shell:
         "{params.python:q} {params.script:q} {params.job:q} {log:q}"

@@ -188,6 +188,37 @@ def _reports(run_dir: Path) -> int:
     return len(list(folder.rglob("*.json"))) if folder.is_dir() else 0
 
 
+def test_cpu_jobs_on_nodes_without_the_run_directory_equal_the_local_run(
+    tmp_path, scenario, seaweed, s3_root
+):
+    """``cluster.launcher: srun`` with a stand-in srun (tests/remote/fake_srun.py) whose node
+    processes cannot touch the run directory or the working directory: every CPU job goes
+    through it, and the bucket and run directory end up as after a local run."""
+    emu, expected, _ = scenario
+    work = tmp_path / "submit"
+    work.mkdir()
+    fake_srun = [sys.executable, str(Path(__file__).resolve().parents[1] / "remote/fake_srun.py")]
+    config = work / "config.json"
+    cluster = {"launcher": "srun", "srun": fake_srun, "srun_args": ["--partition=test"]}
+    config.write_text(json.dumps(_s3_config(emu.base_url, s3_root, seaweed, cluster=cluster)))
+    calls = tmp_path / "srun_calls.jsonl"
+    env = {**_env(seaweed), "FAKE_SRUN_CALLS": str(calls)}
+    proc = _run(work, config, env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    launched = [json.loads(line)["options"] for line in calls.read_text().splitlines()]
+    names = sorted(o.removeprefix("--job-name=crypto_lakehouse-") for opts in launched
+                   for o in opts if o.startswith("--job-name="))  # fmt: skip
+    assert names == ["aws_parse_klines", "features_shard", "gen_kline_shard", "resample_shard"]
+    assert all(opts[-1] == "--partition=test" for opts in launched)
+    run_dir = work / layout.default_run_dir(s3_root)
+    got = _local_snapshot(_assemble(seaweed, s3_root, run_dir, tmp_path / "got"))
+    assert sorted(set(expected) ^ set(got)) == []
+    assert h.differences(expected, got) == []
+    # The launched jobs' logs came back from the nodes (not the launcher's placeholder).
+    log = run_dir / "logs/gen_kline/spot/klines-1m/shards/0.log"
+    assert "run_gen_kline_rule" in log.read_text()
+
+
 def test_kill_9_on_a_bucket_then_a_plain_rerun(tmp_path, scenario, seaweed, s3_root):
     """kill -9 of the whole run mid-way (its lease and Snakemake's locks stay behind), a
     second run from another machine's run dir refused while the first lives, then the same

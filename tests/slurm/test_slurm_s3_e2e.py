@@ -49,3 +49,38 @@ def test_slurm_run_on_a_bucket_equals_local_run(tmp_path, seaweed, s3_root):
     got = _local_snapshot(_assemble(seaweed, s3_root, run_dir, tmp_path / "got"))
     assert sorted(set(expected) ^ set(got)) == []
     assert h.differences(expected, got) == []
+
+
+def test_srun_launcher_on_a_bucket_equals_local_run(tmp_path, seaweed, s3_root):
+    """``cluster.launcher: srun`` (a cluster whose nodes share no file system with the submit
+    host): Snakemake runs locally and each CPU job goes through a real srun; the outputs
+    equal a local run's, and the jobs' logs name the SLURM job each ran in."""
+    assert _slurm_is_up(), "no SLURM cluster: .ci/run starts one (bash .ci/start-slurm)"
+    mirror = h.build_scenario(tmp_path)
+    emu = h.start_emulator(mirror)
+    try:
+        local = tmp_path / "local"
+        local.mkdir()
+        config = local / "config.json"
+        config.write_text(json.dumps(h.config_for(emu.base_url, local / "data")))
+        proc = h.run(local, config)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        expected = _local_snapshot(local / "data")
+
+        work = tmp_path / "srun"
+        work.mkdir()
+        config = work / "config.json"
+        cluster = {"launcher": "srun", "srun_args": ["--quiet"]}
+        config.write_text(json.dumps(_s3_config(emu.base_url, s3_root, seaweed, cluster=cluster)))
+        proc = _run(work, config, _env(seaweed), timeout=1500)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    finally:
+        emu.stop()
+    run_dir = work / layout.default_run_dir(s3_root)
+    for rule in CPU_RULES:
+        stage = {"aws_parse_klines": "aws_parse"}.get(rule, rule.removesuffix("_shard"))
+        log = (run_dir / f"logs/{stage}/spot/klines-1m/shards/0.log").read_text()
+        assert re.match(r"crypto_lakehouse\.remote: job on node \S+ \(SLURM job \d+\)", log), log
+    got = _local_snapshot(_assemble(seaweed, s3_root, run_dir, tmp_path / "got"))
+    assert sorted(set(expected) ^ set(got)) == []
+    assert h.differences(expected, got) == []

@@ -1,0 +1,336 @@
+"""CPU jobs on cluster nodes that share no file system with the submit host
+(config ``cluster.launcher: srun``; docs/cluster.md).
+
+Snakemake runs on the submit host with its local executor, and a CPU job's command is::
+
+    PYTHON -m crypto_lakehouse.remote launch [options] -- PYTHON SCRIPT JOB_JSON LOG
+
+The launcher lives on the submit host for the job's lifetime:
+
+1. it packs the run-directory files the job reads (the per-symbol reports and stats of its
+   symbols, and any other existing run-directory file its JSON names) into a tar stream;
+2. it runs ``srun [options] PYTHON -m crypto_lakehouse.remote node RUN_DIR`` with that stream
+   on stdin, so the node needs neither the run directory nor the working directory, only
+   the same Python and repository paths;
+3. on the node, ``node`` unpacks the files into a private temporary folder, points every
+   run-directory path of the job (its JSON and its log) there, runs the job, and sends back,
+   as a tar stream on stdout, every file the job wrote there, with the job's exit status;
+4. the launcher writes those files into the run directory, each atomically, and exits with
+   the job's status. A failed job's files (its log, the reports of the symbols it finished)
+   come back too: nothing done is lost.
+
+The data never passes through here: with ``data_dir: s3://…`` the node reads and writes the
+bucket itself. The launcher holds the run's jobs lock (crypto_lakehouse.lock) while the
+node works, so that a run whose main process died still sees its jobs.
+
+Only the standard library and the small path modules are imported: up to ``--cores``
+launchers live at once on the submit host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io as stdio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
+
+META = "meta.json"  # first member of the stream to the node: the job and its run directory
+STATUS = "status.json"  # last member of the stream back: the job's exit status
+FILES = "run/"  # prefix of the run-directory files in both streams
+# Files the node does not send back: its own copy of the jobs lock, and temporary files of
+# a write that did not finish (there are none unless the job was killed).
+_NOT_RETURNED = ("jobs.lock",)
+_TEMP_PREFIX = ".tmp-"
+
+
+class RemoteJobError(RuntimeError):
+    """The node returned nothing usable (srun failed, or the stream broke)."""
+
+
+# ------------------------------------------------------------------ paths of a job
+def under(path: str, run_dir: str) -> bool:
+    """Whether ``path`` (a string of the job's JSON) lies in ``run_dir`` (same spelling)."""
+    return path == run_dir or path.startswith(run_dir.rstrip("/") + "/")
+
+
+def rebase(value: Any, old: str, new: str) -> Any:
+    """``value`` (the job's JSON) with every run-directory path moved from ``old`` to ``new``."""
+    if isinstance(value, dict):
+        return {k: rebase(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rebase(v, old, new) for v in value]
+    if isinstance(value, str) and under(value, old):
+        return new.rstrip("/") + value[len(old.rstrip("/")) :]
+    return value
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def _symbol_files(value: Any) -> Iterator[str]:
+    """Each ``{dir}/{symbol}.json`` a shard job reads or rewrites: every ``symbol_paths``
+    folder for every symbol of the same block (``shards.shard_args``), and its stats twin."""
+    from crypto_lakehouse.layout import stats_path_for
+
+    if isinstance(value, dict):
+        if isinstance(value.get("symbol_paths"), dict) and isinstance(value.get("symbols"), list):
+            for folder in value["symbol_paths"].values():
+                if isinstance(folder, str):
+                    for symbol in value["symbols"]:
+                        report = f"{folder}/{symbol}.json"
+                        yield report
+                        yield stats_path_for(report)
+        for v in value.values():
+            yield from _symbol_files(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _symbol_files(v)
+
+
+def input_files(job: dict, run_dir: str) -> list[str]:
+    """The run-directory files the node needs: those of the job's symbols, and any other
+    existing file the job's JSON names (e.g. the exchange_info summary). Folders are not
+    shipped whole: a trade type's report folder holds every symbol's reports."""
+    wanted = {p for p in _symbol_files(job) if under(p, run_dir)}
+    wanted |= {s for s in _strings(job) if under(s, run_dir) and s != run_dir}
+    return sorted(p for p in wanted if os.path.isfile(p))
+
+
+def _relative(path: str, run_dir: str) -> str:
+    return path[len(run_dir.rstrip("/")) + 1 :]
+
+
+def safe_member_name(name: str) -> str | None:
+    """The run-directory relative path of a returned member, or None for a name that would
+    leave the run directory (absolute, ``..``) or is not a run file."""
+    if not name.startswith(FILES):
+        return None
+    rel = PurePosixPath(name[len(FILES) :])
+    if rel.is_absolute() or not rel.parts or ".." in rel.parts:
+        return None
+    return str(rel)
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, stdio.BytesIO(data))
+
+
+# ------------------------------------------------------------------ submit host
+def bundle(argv: list[str], run_dir: str) -> bytes:
+    """The stream to the node: the job's command and the run-directory files it reads."""
+    python, script, job_text, log = argv
+    job = json.loads(job_text)
+    out = stdio.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|") as tar:
+        meta = dict(python=python, script=script, job=job, log=log, run_dir=run_dir)
+        _add_bytes(tar, META, json.dumps(meta).encode())
+        for path in input_files(job, run_dir):
+            _add_bytes(tar, FILES + _relative(path, run_dir), Path(path).read_bytes())
+    return out.getvalue()
+
+
+def unpack_returned(stream, run_dir: str) -> int:
+    """Write the node's files into ``run_dir`` (each atomically) and return the job's exit
+    status; a stream without a status raises RemoteJobError after writing what came."""
+    from crypto_lakehouse import io
+
+    status = None
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            data = tar.extractfile(member).read()
+            if member.name == STATUS:
+                status = int(json.loads(data)["returncode"])
+                continue
+            rel = safe_member_name(member.name)
+            if rel is None:
+                raise RemoteJobError(f"the node sent {member.name!r}, outside the run directory")
+            io.write_bytes(os.path.join(run_dir, rel), data)
+    if status is None:
+        raise RemoteJobError("the node's answer ended before the job's exit status")
+    return status
+
+
+def srun_command(
+    srun: list[str], *, cpus: int, mem_mb: int, runtime_min: int, name: str, extra: list[str]
+) -> list[str]:
+    """srun's options for one job: one task with the job's threads, memory and runtime
+    (the rule's resources), then the site's own options (``cluster.srun_args``)."""
+    return [
+        *srun,
+        "--ntasks=1",
+        f"--cpus-per-task={cpus}",
+        f"--mem={mem_mb}M",
+        f"--time={runtime_min}",
+        f"--job-name={name}",
+        *extra,
+    ]
+
+
+def launch(
+    argv: list[str],
+    *,
+    srun: list[str],
+    cpus: int = 1,
+    mem_mb: int = 2000,
+    runtime_min: int = 30,
+    extra: list[str] = (),
+) -> int:
+    """Run one job (``argv`` = PYTHON SCRIPT JOB_JSON LOG) on a node through srun; returns
+    its exit status. Runs on the submit host."""
+    from crypto_lakehouse import io, layout, lock
+
+    python, script, job_text, log = argv
+    run_dir = layout.run_dir_of_log(log)
+    job = json.loads(job_text)
+    if "data_dir" in job:  # as the job would (smk.run_job): a next run waits for it
+        lock.hold_job_lock(job["data_dir"], log)
+    name = "crypto_lakehouse-" + Path(script).stem
+    command = srun_command(
+        srun, cpus=cpus, mem_mb=mem_mb, runtime_min=runtime_min, name=name, extra=list(extra)
+    )
+    command += [python, "-m", "crypto_lakehouse.remote", "node", run_dir]
+    sent = bundle(argv, run_dir)
+    # Until the node's log comes back, the log says where the job went (not a stale log).
+    io.write_text(log, f"crypto_lakehouse.remote: running on a node: {' '.join(command)}\n")
+    with tempfile.TemporaryFile() as answer:
+        # The answer goes to a file, not a pipe read after the end: a node's answer may be
+        # larger than a pipe's buffer, and stdin is written while the node still reads.
+        proc = subprocess.run(command, input=sent, stdout=answer, check=False)
+        answer.seek(0)
+        try:
+            status = unpack_returned(answer, run_dir)
+        except (RemoteJobError, tarfile.TarError) as exc:
+            message = (
+                f"crypto_lakehouse.remote: {' '.join(command[:1])} exited {proc.returncode}; "
+                f"no complete answer from the node ({exc}). Command: {' '.join(command)}\n"
+            )
+            previous = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
+            io.write_text(log, previous + message)
+            sys.stderr.write(message)
+            return proc.returncode or 1
+    return status
+
+
+# ------------------------------------------------------------------ node
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    found = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            st = path.stat()
+            found[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def changed_files(root: Path, before: dict[str, tuple[int, int]]) -> list[str]:
+    """Files below ``root`` the job created or rewrote (not the jobs lock, not temporaries)."""
+    after = _snapshot(root)
+    return sorted(
+        rel
+        for rel, sig in after.items()
+        if before.get(rel) != sig
+        and Path(rel).name not in _NOT_RETURNED
+        and not Path(rel).name.startswith(_TEMP_PREFIX)
+    )
+
+
+def run_node(stdin, stdout) -> int:
+    """On the node: unpack the job, run it in a private copy of its run-directory files,
+    send back what it wrote and its exit status. Returns that status."""
+    work = Path(tempfile.mkdtemp(prefix="crypto_lakehouse-job-"))
+    try:
+        local_run = work / "run"
+        local_run.mkdir()
+        meta = None
+        with tarfile.open(fileobj=stdin, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                data = tar.extractfile(member).read()
+                if member.name == META:
+                    meta = json.loads(data)
+                    continue
+                rel = safe_member_name(member.name)
+                if rel is None:
+                    raise RemoteJobError(f"unexpected member {member.name!r} in the job's bundle")
+                target = local_run / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        if meta is None:
+            raise RemoteJobError("the job's bundle has no meta.json")
+        before = _snapshot(local_run)
+        run_dir, here = meta["run_dir"], str(local_run)
+        job = rebase(meta["job"], run_dir, here)
+        log = rebase(meta["log"], run_dir, here)
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        # The log's first line says where the job ran; the job appends to it.
+        where = f"{socket.gethostname()} (SLURM job {os.environ.get('SLURM_JOB_ID', '-')})"
+        Path(log).write_text(f"crypto_lakehouse.remote: job on node {where}\n")
+        # The job's stdout would corrupt the answer stream: it goes to stderr.
+        proc = subprocess.run(
+            [meta["python"], meta["script"], json.dumps(job), log],
+            stdin=subprocess.DEVNULL,
+            stdout=sys.stderr.fileno(),
+            cwd=work,
+            check=False,
+        )
+        with tarfile.open(fileobj=stdout, mode="w|") as tar:
+            for rel in changed_files(local_run, before):
+                tar.add(str(local_run / rel), arcname=FILES + rel, recursive=False)
+            _add_bytes(tar, STATUS, json.dumps({"returncode": proc.returncode}).encode())
+        return proc.returncode
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ command line
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m crypto_lakehouse.remote")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_launch = sub.add_parser("launch", help="submit host: run a job on a node through srun")
+    p_launch.add_argument("--srun", default="srun", help="the srun command (words, JSON list)")
+    p_launch.add_argument("--srun-args", default="[]", help="extra srun options (JSON list)")
+    p_launch.add_argument("--cpus", type=int, default=1)
+    p_launch.add_argument("--mem-mb", type=int, default=2000)
+    p_launch.add_argument("--runtime", type=int, default=30, help="minutes")
+    p_launch.add_argument("job", nargs=4, metavar="PYTHON SCRIPT JOB_JSON LOG")
+    p_node = sub.add_parser("node", help="on the node: run the job sent on stdin")
+    # Informational (squeue, ps): the node never reads the submit host's run directory.
+    p_node.add_argument("run_dir", help="the submit host's run directory")
+    args = parser.parse_args(argv)
+    if args.command == "node":
+        return run_node(sys.stdin.buffer, sys.stdout.buffer)
+    srun = json.loads(args.srun) if args.srun.startswith("[") else [args.srun]
+    return launch(
+        args.job,
+        srun=srun,
+        cpus=args.cpus,
+        mem_mb=args.mem_mb,
+        runtime_min=args.runtime,
+        extra=json.loads(args.srun_args),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
