@@ -1,6 +1,8 @@
 """The SLURM profile with ``data_dir: s3://…`` (issue 18): the CPU jobs run as SLURM jobs
 that read and write the bucket directly (credentials reach them through the environment
-SLURM exports); the outputs equal those of a local run of the same scenario."""
+SLURM exports); the outputs equal those of a local run of the same scenario. Once through
+the SLURM executor profile (run directory shared), once through ``profiles/slurm-srun``
+(``cluster.launcher: srun``: nothing shared but the bucket; docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 
 from crypto_lakehouse import layout
 from tests.chaos import chaos_helpers as h
+from tests.e2e.e2e_helpers import REPO
 from tests.e2e.test_s3_pipeline_e2e import _assemble, _env, _local_snapshot, _run, _s3_config
 from tests.slurm.test_slurm_e2e import SLURM_FLAGS, _slurm_is_up
 
@@ -72,7 +75,8 @@ def test_srun_launcher_on_a_bucket_equals_local_run(tmp_path, seaweed, s3_root):
         config = work / "config.json"
         cluster = {"launcher": "srun", "srun_args": ["--quiet"]}
         config.write_text(json.dumps(_s3_config(emu.base_url, s3_root, seaweed, cluster=cluster)))
-        proc = _run(work, config, _env(seaweed), timeout=1500)
+        profile = ("--profile", str(REPO / "profiles" / "slurm-srun"))
+        proc = _run(work, config, _env(seaweed), *profile, timeout=1500)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     finally:
         emu.stop()
