@@ -458,6 +458,15 @@ def job_benchmark_path(run_dir: str, *parts: str) -> str:
     return f"{run_dir}/benchmarks/{'/'.join(parts)}.tsv"
 
 
+def node_figures_path(log_path: str) -> str:
+    """A job run on a node by ``crypto_lakehouse.remote`` (config ``cluster.launcher: srun``):
+    the node's wall time, CPU time and peak memory, beside the job's Snakemake benchmark
+    table (which measures only the launcher on the submit host): ``….node.json``."""
+    head = run_dir_of_log(log_path)
+    tail = str(log_path)[len(head) + len("/logs/") :]
+    return f"{head}/benchmarks/{tail.removesuffix('.log')}.node.json"
+
+
 def shard_log_path(run_dir: str, stage: str, trade_type: str, dataset: str, shard: str) -> str:
     return job_log_path(run_dir, stage, trade_type, dataset, "shards", shard)
 

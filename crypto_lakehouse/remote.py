@@ -33,12 +33,14 @@ import argparse
 import io as stdio
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
@@ -148,9 +150,10 @@ def bundle(argv: list[str], run_dir: str) -> bytes:
     return out.getvalue()
 
 
-def unpack_returned(stream, run_dir: str) -> int:
-    """Write the node's files into ``run_dir`` (each atomically) and return the job's exit
-    status; a stream without a status raises RemoteJobError after writing what came."""
+def unpack_returned(stream, run_dir: str) -> dict:
+    """Write the node's files into ``run_dir`` (each atomically) and return the job's status
+    record (``returncode`` and the job's figures); a stream without it raises RemoteJobError
+    after writing what came."""
     from crypto_lakehouse import io
 
     status = None
@@ -160,7 +163,7 @@ def unpack_returned(stream, run_dir: str) -> int:
                 continue
             data = tar.extractfile(member).read()
             if member.name == STATUS:
-                status = int(json.loads(data)["returncode"])
+                status = json.loads(data)
                 continue
             rel = safe_member_name(member.name)
             if rel is None:
@@ -220,6 +223,10 @@ def launch(
         answer.seek(0)
         try:
             status = unpack_returned(answer, run_dir)
+            io.write_json(
+                layout.node_figures_path(log),
+                {k: v for k, v in status.items() if k != "returncode"},
+            )
         except (RemoteJobError, tarfile.TarError) as exc:
             message = (
                 f"crypto_lakehouse.remote: {' '.join(command[:1])} exited {proc.returncode}; "
@@ -229,7 +236,7 @@ def launch(
             io.write_text(log, previous + message)
             sys.stderr.write(message)
             return proc.returncode or 1
-    return status
+    return int(status["returncode"])
 
 
 # ------------------------------------------------------------------ node
@@ -252,6 +259,20 @@ def changed_files(root: Path, before: dict[str, tuple[int, int]]) -> list[str]:
         if before.get(rel) != sig
         and Path(rel).name not in _NOT_RETURNED
         and not Path(rel).name.startswith(_TEMP_PREFIX)
+    )
+
+
+def _job_figures(started: float) -> dict:
+    """The finished job's wall time, CPU time and peak memory (this node process's children),
+    with the node and SLURM job it ran on: Snakemake's benchmark table of a launched job
+    measures only the launcher."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return dict(
+        s=round(time.monotonic() - started, 4),
+        cpu_time=round(usage.ru_utime + usage.ru_stime, 4),
+        max_rss=round(usage.ru_maxrss / 1024, 2),  # Linux: KiB -> MiB, as Snakemake's max_rss
+        host=socket.gethostname(),
+        slurm_job=os.environ.get("SLURM_JOB_ID"),
     )
 
 
@@ -288,6 +309,7 @@ def run_node(stdin, stdout) -> int:
         where = f"{socket.gethostname()} (SLURM job {os.environ.get('SLURM_JOB_ID', '-')})"
         Path(log).write_text(f"crypto_lakehouse.remote: job on node {where}\n")
         # The job's stdout would corrupt the answer stream: it goes to stderr.
+        started = time.monotonic()
         proc = subprocess.run(
             [meta["python"], meta["script"], json.dumps(job), log],
             stdin=subprocess.DEVNULL,
@@ -295,10 +317,11 @@ def run_node(stdin, stdout) -> int:
             cwd=work,
             check=False,
         )
+        status = dict(returncode=proc.returncode, **_job_figures(started))
         with tarfile.open(fileobj=stdout, mode="w|") as tar:
             for rel in changed_files(local_run, before):
                 tar.add(str(local_run / rel), arcname=FILES + rel, recursive=False)
-            _add_bytes(tar, STATUS, json.dumps({"returncode": proc.returncode}).encode())
+            _add_bytes(tar, STATUS, json.dumps(status).encode())
         return proc.returncode
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -30,6 +30,9 @@ from crypto_lakehouse.plan import STAGES  # noqa: E402
 
 # Rule folders (below logs/ and benchmarks/) that belong to a stage of another name.
 _STAGE_OF_FOLDER = {"list_archive": "aws_download", "exchange_info": "api_download"}
+# A node's figures count for a benchmark table when written during its job (clock skew
+# between the node and the submit host does not matter: the launcher writes the file).
+NODE_FIGURES_SLACK_S = 5.0
 _QUALITY_COLUMNS = [*quality_counts.COUNT_COLUMNS, "score"]
 
 
@@ -145,10 +148,31 @@ def read_summaries(run_dir, trade_types) -> dict[tuple[str, str], dict]:
     return found
 
 
+def _node_figures(table: Path, seconds: float, end: float) -> dict | None:
+    """The figures a node sent for the job of this benchmark table (``layout.node_figures_path``,
+    written by the launcher just before the job ended), or None: no such file, or one left
+    by an earlier run of the job (written before this job started), or unreadable."""
+    path = table.with_name(table.name.removesuffix(".tsv") + ".node.json")
+    try:
+        written = os.stat(path).st_mtime
+        if not end - seconds - NODE_FIGURES_SLACK_S <= written <= end + NODE_FIGURES_SLACK_S:
+            return None
+        figures = json.loads(path.read_text())
+        float(figures["cpu_time"]), float(figures["max_rss"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("node figures %s skipped: %s", path, exc)
+        return None
+    return figures
+
+
 def read_benchmarks(run_dir) -> pd.DataFrame:
     """One row per benchmark file: ``job`` (path below ``benchmarks/`` without ``.tsv``),
     ``stage``, ``seconds``, ``max_rss_mb``, ``cpu_time``, ``end_unix`` (the file's mtime: the
-    job's end). A file that is not a Snakemake benchmark table is skipped with a warning."""
+    job's end). A file that is not a Snakemake benchmark table is skipped with a warning.
+    For a job launched on a node (``cluster.launcher: srun``) memory and CPU are the node's
+    (``_node_figures``), the wall time Snakemake's."""
     root = Path(layout.run_benchmarks_dir(str(run_dir)))
     rows = []
     for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
@@ -166,7 +190,11 @@ def read_benchmarks(run_dir) -> pd.DataFrame:
         except Exception as exc:  # malformed or vanished file: name it, go on
             log.warning("benchmark file %s skipped: %s", path, exc)
             continue
-        rows.append((rel, stage, seconds, float(rss.iloc[-1]), float(cpu.iloc[-1]), end))
+        rss, cpu = float(rss.iloc[-1]), float(cpu.iloc[-1])
+        node = _node_figures(path, seconds, end)
+        if node is not None:  # a job launched on a node: the table measured the launcher
+            rss, cpu = float(node["max_rss"]), float(node["cpu_time"])
+        rows.append((rel, stage, seconds, rss, cpu, end))
     return pd.DataFrame(
         rows, columns=["job", "stage", "seconds", "max_rss_mb", "cpu_time", "end_unix"]
     )

@@ -79,6 +79,9 @@ def test_a_job_runs_on_the_node_and_its_files_come_back(submit_host):
     assert log.startswith("crypto_lakehouse.remote: job on node ")
     assert f"fake job on {SYMBOLS}" in log and "done" in log
     assert "stdout of the job" not in log  # the job's stdout went to stderr, not the stream
+    # The node's figures of the job, for the report (Snakemake's table measures the launcher).
+    figures = json.loads((run_dir / "benchmarks/down/spot/shards/0.node.json").read_text())
+    assert figures["cpu_time"] > 0 and figures["max_rss"] > 5 and figures["s"] > 0
     # srun got the rule's threads, memory and runtime, then the site's options.
     (call,) = [json.loads(line) for line in calls.read_text().splitlines()]
     assert call["options"] == ["--ntasks=1", "--cpus-per-task=2", "--mem=3000M", "--time=16",
@@ -88,6 +91,7 @@ def test_a_job_runs_on_the_node_and_its_files_come_back(submit_host):
     assert (run_dir.parent / "data" / "lakehouse" / "jobs.lock").is_file()
     written = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
     assert [p for p in written if not p.startswith(("reports/up/", "exchange_info/"))] == [
+        "benchmarks/down/spot/shards/0.node.json",
         "logs/down/spot/shards/0.log",
         *[f"reports/down/spot/{s}.json" for s in SYMBOLS],
         "reports/down/spot/shards/0.json",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -307,3 +308,29 @@ def test_an_unreadable_provenance_file_leaves_out_only_its_symbol(tmp_path, capl
     got = read_provenance(tmp_path, "spot", "1m")
     assert got["symbol"].tolist() == ["GOODUSDT"] and got["day"].tolist() == [D0]
     assert "BADUSDT.pqt" in caplog.text
+
+
+def test_a_launched_jobs_cpu_and_memory_are_the_nodes(tmp_path):
+    """cluster.launcher srun: Snakemake's table measured the launcher; the node's figures
+    (written by the launcher during the job) replace its CPU and memory, and only those of
+    this run of the job (not a file left by an earlier run)."""
+    root = Path(layout.run_benchmarks_dir(str(tmp_path)))
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    log = f"{tmp_path}/logs/gen_kline/spot/klines-1m/shards/0.log"
+    node_file = Path(layout.node_figures_path(log))
+    assert node_file == root / "gen_kline/spot/klines-1m/shards/0.node.json"
+    node_file.parent.mkdir(parents=True)
+    node_file.write_text('{"s": 59.0, "cpu_time": 55.25, "max_rss": 812.5, "host": "n1"}')
+    table = root / "gen_kline/spot/klines-1m/shards/0.tsv"
+    table.write_text(header + "60.0\t0:01:00\t21.0\t1\t1\t1\t0\t0\t0\t0.04\n")
+    end = table.stat().st_mtime
+    os.utime(node_file, (end - 1, end - 1))
+    got = records.read_benchmarks(tmp_path).set_index("job")
+    row = got.loc["gen_kline/spot/klines-1m/shards/0"]
+    assert (row["seconds"], row["cpu_time"], row["max_rss_mb"]) == (60.0, 55.25, 812.5)
+    # Left by a run before this job started (the job ran locally this time): not used.
+    os.utime(node_file, (end - 600, end - 600))
+    row = (
+        records.read_benchmarks(tmp_path).set_index("job").loc["gen_kline/spot/klines-1m/shards/0"]
+    )
+    assert (row["cpu_time"], row["max_rss_mb"]) == (0.04, 21.0)
