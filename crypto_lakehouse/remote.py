@@ -219,7 +219,10 @@ def launch(
     with tempfile.TemporaryFile() as answer:
         # The answer goes to a file, not a pipe read after the end: a node's answer may be
         # larger than a pipe's buffer, and stdin is written while the node still reads.
-        proc = subprocess.run(command, input=sent, stdout=answer, check=False)
+        try:
+            proc = subprocess.run(command, input=sent, stdout=answer, check=False)
+        except OSError as exc:  # no srun here: say which config key names it
+            return _failed(log, f"cannot start {srun[0]!r} (config key cluster.srun): {exc}", 127)
         answer.seek(0)
         try:
             status = unpack_returned(answer, run_dir)
@@ -228,15 +231,24 @@ def launch(
                 {k: v for k, v in status.items() if k != "returncode"},
             )
         except (RemoteJobError, tarfile.TarError) as exc:
-            message = (
-                f"crypto_lakehouse.remote: {' '.join(command[:1])} exited {proc.returncode}; "
-                f"no complete answer from the node ({exc}). Command: {' '.join(command)}\n"
+            return _failed(
+                log,
+                f"{command[0]} exited {proc.returncode}; no complete answer from the node "
+                f"({exc}). Command: {' '.join(command)}",
+                proc.returncode or 1,
             )
-            previous = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
-            io.write_text(log, previous + message)
-            sys.stderr.write(message)
-            return proc.returncode or 1
     return int(status["returncode"])
+
+
+def _failed(log: str, problem: str, returncode: int) -> int:
+    """A launch that got no answer: the reason at the end of the job's log and on stderr."""
+    from crypto_lakehouse import io
+
+    message = f"crypto_lakehouse.remote: {problem}\n"
+    previous = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
+    io.write_text(log, previous + message)
+    sys.stderr.write(message)
+    return returncode
 
 
 # ------------------------------------------------------------------ node

@@ -84,7 +84,12 @@ def test_srun_launcher_on_a_bucket_equals_local_run(tmp_path, seaweed, s3_root):
     for rule in CPU_RULES:
         stage = {"aws_parse_klines": "aws_parse"}.get(rule, rule.removesuffix("_shard"))
         log = (run_dir / f"logs/{stage}/spot/klines-1m/shards/0.log").read_text()
-        assert re.match(r"crypto_lakehouse\.remote: job on node \S+ \(SLURM job \d+\)", log), log
+        ran = re.match(r"crypto_lakehouse\.remote: job on node \S+ \(SLURM job (\d+)\)", log)
+        assert ran, log
+        # The node's figures of the job, for the report, name the same SLURM job.
+        node = run_dir / f"benchmarks/{stage}/spot/klines-1m/shards/0.node.json"
+        figures = json.loads(node.read_text())
+        assert figures["slurm_job"] == ran.group(1) and figures["cpu_time"] > 0
     got = _local_snapshot(_assemble(seaweed, s3_root, run_dir, tmp_path / "got"))
     assert sorted(set(expected) ^ set(got)) == []
     assert h.differences(expected, got) == []

@@ -133,6 +133,15 @@ def test_no_answer_from_the_node_is_a_failure_named_in_the_log(submit_host, tmp_
     assert "exited 137" in log and "no complete answer from the node" in log
 
 
+def test_a_missing_srun_is_a_clear_failure(submit_host, tmp_path):
+    run_dir, _ = submit_host
+    argv = [sys.executable, FAKE_JOB, json.dumps(_job(run_dir)), f"{run_dir}/logs/x.log"]
+    status = remote.launch(argv, srun=[str(tmp_path / "no-such-srun")])
+    assert status == 127
+    log = (run_dir / "logs/x.log").read_text()
+    assert "no-such-srun" in log and "config key cluster.srun" in log
+
+
 def test_what_is_sent_is_the_jobs_symbols_and_named_files_only(tmp_path):
     run_dir = tmp_path / "run"
     for rel in ["reports/up/spot/BTCUSDT.json", "stats/up/spot/BTCUSDT.json",
