@@ -3,7 +3,7 @@
 
 Snakemake runs on the submit host with its local executor, and a CPU job's command is::
 
-    PYTHON -m crypto_lakehouse.remote launch [options] -- PYTHON SCRIPT JOB_JSON LOG
+    PYTHON -m crypto_lakehouse.remote launch [options] PYTHON SCRIPT JOB_JSON LOG
 
 The launcher lives on the submit host for the job's lifetime:
 
@@ -14,17 +14,19 @@ The launcher lives on the submit host for the job's lifetime:
    the same Python and repository paths;
 3. on the node, ``node`` unpacks the files into a private temporary folder, points every
    run-directory path of the job (its JSON and its log) there, runs the job, and sends back,
-   as a tar stream on stdout, every file the job wrote there, with the job's exit status;
+   as a tar stream on stdout, every file the job wrote there, with the job's exit status
+   and figures (wall, CPU, peak memory: Snakemake's benchmark table measures the launcher);
 4. the launcher writes those files into the run directory, each atomically, and exits with
-   the job's status. A failed job's files (its log, the reports of the symbols it finished)
+   the job's status, the figures beside the job's benchmark table
+   (``layout.node_figures_path``). A failed job's files (its log, the reports of the symbols it finished)
    come back too: nothing done is lost.
 
 The data never passes through here: with ``data_dir: s3://…`` the node reads and writes the
 bucket itself. The launcher holds the run's jobs lock (crypto_lakehouse.lock) while the
 node works, so that a run whose main process died still sees its jobs.
 
-Only the standard library and the small path modules are imported: up to ``--cores``
-launchers live at once on the submit host.
+Only the standard library and the small path, I/O and lock modules are imported (no
+pyarrow): up to ``--cores`` launchers live at once on the submit host.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
+
+from crypto_lakehouse import io, layout, lock
 
 META = "meta.json"  # first member of the stream to the node: the job and its run directory
 STATUS = "status.json"  # last member of the stream back: the job's exit status
@@ -88,8 +92,6 @@ def _strings(value: Any) -> Iterator[str]:
 def _symbol_files(value: Any) -> Iterator[str]:
     """Each ``{dir}/{symbol}.json`` a shard job reads or rewrites: every ``symbol_paths``
     folder for every symbol of the same block (``shards.shard_args``), and its stats twin."""
-    from crypto_lakehouse.layout import stats_path_for
-
     if isinstance(value, dict):
         if isinstance(value.get("symbol_paths"), dict) and isinstance(value.get("symbols"), list):
             for folder in value["symbol_paths"].values():
@@ -97,7 +99,7 @@ def _symbol_files(value: Any) -> Iterator[str]:
                     for symbol in value["symbols"]:
                         report = f"{folder}/{symbol}.json"
                         yield report
-                        yield stats_path_for(report)
+                        yield layout.stats_path_for(report)
         for v in value.values():
             yield from _symbol_files(v)
     elif isinstance(value, list):
@@ -154,8 +156,6 @@ def unpack_returned(stream, run_dir: str) -> dict:
     """Write the node's files into ``run_dir`` (each atomically) and return the job's status
     record (``returncode`` and the job's figures); a stream without it raises RemoteJobError
     after writing what came."""
-    from crypto_lakehouse import io
-
     status = None
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
@@ -201,8 +201,6 @@ def launch(
 ) -> int:
     """Run one job (``argv`` = PYTHON SCRIPT JOB_JSON LOG) on a node through srun; returns
     its exit status. Runs on the submit host."""
-    from crypto_lakehouse import io, layout, lock
-
     python, script, job_text, log = argv
     run_dir = layout.run_dir_of_log(log)
     job = json.loads(job_text)
@@ -242,8 +240,6 @@ def launch(
 
 def _failed(log: str, problem: str, returncode: int) -> int:
     """A launch that got no answer: the reason at the end of the job's log and on stderr."""
-    from crypto_lakehouse import io
-
     message = f"crypto_lakehouse.remote: {problem}\n"
     previous = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
     io.write_text(log, previous + message)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto_lakehouse import plan, remote
+from crypto_lakehouse import lock, plan, remote
 from crypto_lakehouse.plan import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,7 +88,9 @@ def test_a_job_runs_on_the_node_and_its_files_come_back(submit_host):
                                "--job-name=crypto_lakehouse-fake_job", "--partition=cpu"]  # fmt: skip
     # Nothing was written into the run directory but what the job wrote (the node's copy
     # of the jobs lock stayed on the node); the launcher held the data dir's jobs lock.
-    assert (run_dir.parent / "data" / "lakehouse" / "jobs.lock").is_file()
+    # (held shared until the launcher process ends, i.e. when its job has ended: a next run
+    # whose probe finds it held waits for the job)
+    assert lock._jobs_still_running(run_dir.parent / "data")
     written = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
     assert [p for p in written if not p.startswith(("reports/up/", "exchange_info/"))] == [
         "benchmarks/down/spot/shards/0.node.json",
