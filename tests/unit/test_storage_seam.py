@@ -28,6 +28,9 @@ EXEMPT = {
     "preview.py": "plan preview from the config and the run directory",
     "report/records.py": "summaries, benchmark tables (run directory)",
     "shards.py": "shard reports (rule outputs, run directory)",
+    # A job launched on a node (cluster.launcher srun): its run-directory files, sent to the
+    # node's private temporary folder and back; the data dir is the job's own business.
+    "remote.py": "a launched job's run-directory files (never the data dir)",
     # No data: the command line, the config file, job logs.
     "cli.py": "command line (profiles, --output of compare)",
     "configuration.py": "the config file",
