@@ -92,6 +92,7 @@ rule summarize_resample:
 
 
 onstart:
+    check_launcher()
     check_endpoints()
 
 

@@ -654,6 +654,19 @@ def get_resample_target_input(wildcards):
 
 
 # ------------------------------------------------------------------ run start and end
+def check_launcher():
+    """onstart: cluster.launcher srun sends each CPU job to a node itself, so it needs the
+    local executor (the executor is known only once the run starts, not while parsing)."""
+    if config["cluster"]["launcher"] == "srun" and not workflow.local_exec:
+        print(
+            "config key 'cluster.launcher': srun launches the CPU jobs on nodes itself; run "
+            "it with Snakemake's local executor (profiles/slurm-srun), not a cluster executor "
+            "(profiles/slurm goes with launcher: local; docs/cluster.md)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
 def check_endpoints():
     """onstart: one request per endpoint in use before any job starts; an unreachable host
     stops the run here with one line per endpoint (not hundreds of retried jobs)."""

@@ -93,3 +93,19 @@ def test_srun_launcher_on_a_bucket_equals_local_run(tmp_path, seaweed, s3_root):
     got = _local_snapshot(_assemble(seaweed, s3_root, run_dir, tmp_path / "got"))
     assert sorted(set(expected) ^ set(got)) == []
     assert h.differences(expected, got) == []
+
+
+def test_srun_launcher_under_the_slurm_executor_is_refused_at_start(tmp_path, seaweed, s3_root):
+    """The SLURM executor profile already puts the CPU jobs on nodes: with launcher srun each
+    would start a second job from inside the first. Refused before any job, naming the key."""
+    assert _slurm_is_up(), "no SLURM cluster: .ci/run starts one (bash .ci/start-slurm)"
+    config = tmp_path / "config.json"
+    cluster = {"launcher": "srun"}
+    config.write_text(
+        json.dumps(_s3_config("http://127.0.0.1:9", s3_root, seaweed, cluster=cluster))
+    )
+    proc = _run(tmp_path, config, _env(seaweed), *SLURM_FLAGS, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key 'cluster.launcher': srun launches the CPU jobs on nodes itself" in log
+    assert "has been submitted with SLURM jobid" not in log
