@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--cores", "-c", default="all", help="CPU cores to use (default: all)")
         cmd.add_argument("--dry-run", "-n", action="store_true", help="only print the plan")
         cmd.add_argument(
-            "--profile", help="Snakemake profile: a folder, or a shipped one by name (slurm)"
+            "--profile",
+            help="Snakemake profile: a folder, or a shipped one by name (slurm, slurm-srun)",
         )
         cmd.add_argument("--configfile", help="YAML config merged over config/config.yaml")
         cmd.add_argument("--directory", "-d", help="working directory (default: current)")
