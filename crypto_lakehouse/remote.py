@@ -223,7 +223,9 @@ def launch(
             return _failed(log, f"cannot start {srun[0]!r} (config key cluster.srun): {exc}", 127)
         answer.seek(0)
         try:
-            status = unpack_returned(answer, run_dir)
+            # One folder fsync per folder for the whole answer, as a shard job's own writes.
+            with io.deferred_dir_syncs():
+                status = unpack_returned(answer, run_dir)
             io.write_json(
                 layout.node_figures_path(log),
                 {k: v for k, v in status.items() if k != "returncode"},
