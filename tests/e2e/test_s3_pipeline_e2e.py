@@ -253,3 +253,40 @@ def test_kill_9_on_a_bucket_then_a_plain_rerun(tmp_path, scenario, seaweed, s3_r
     assert sorted(set(expected) ^ set(got)) == []
     assert h.differences(expected, got) == []
     assert h.temp_files(run_dir) == []
+
+
+def _launched_job_in_flight(run_dir: Path) -> bool:
+    """A launcher's placeholder log: a job is on its (fake) node right now."""
+    logs = run_dir / "logs"
+    return logs.is_dir() and any(
+        p.read_text(errors="replace").startswith("crypto_lakehouse.remote: running on a node")
+        for p in logs.rglob("*.log")
+    )
+
+
+def test_kill_9_while_jobs_are_on_nodes_then_a_plain_rerun(tmp_path, scenario, seaweed, s3_root):
+    """cluster.launcher srun: kill -9 of the run (Snakemake, launchers and fake nodes) while a
+    job is on a node, then the same command again: the outputs of an undisturbed local run,
+    no temporary file left in the run directory."""
+    emu, expected, _ = scenario
+    work = tmp_path / "submit"
+    work.mkdir()
+    fake_srun = [sys.executable, str(Path(__file__).resolve().parents[1] / "remote/fake_srun.py")]
+    config = work / "config.json"
+    cluster = {"launcher": "srun", "srun": fake_srun}
+    config.write_text(json.dumps(_s3_config(emu.base_url, s3_root, seaweed, cluster=cluster)))
+    env = _env(seaweed)
+    run_dir = work / layout.default_run_dir(s3_root)
+    proc = _start(work, config, env, tmp_path / "first.log")
+    try:
+        in_flight = h.wait_for(lambda: _launched_job_in_flight(run_dir) or proc.poll() is not None,
+                               300, step=0.01)  # fmt: skip
+        assert in_flight and proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    finally:
+        h.kill_group(proc)
+    rerun = _run(work, config, env)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-6000:]
+    got = _local_snapshot(_assemble(seaweed, s3_root, run_dir, tmp_path / "got"))
+    assert sorted(set(expected) ^ set(got)) == []
+    assert h.differences(expected, got) == []
+    assert h.temp_files(run_dir) == []
