@@ -656,8 +656,11 @@ def get_resample_target_input(wildcards):
 # ------------------------------------------------------------------ run start and end
 def check_launcher():
     """onstart: cluster.launcher srun sends each CPU job to a node itself, so it needs the
-    local executor (the executor is known only once the run starts, not while parsing)."""
-    if config["cluster"]["launcher"] == "srun" and not workflow.local_exec:
+    local executor (the executor is known only once the run starts, not while parsing).
+    And a warning when the local executor would run far more CPU jobs here than this host
+    has CPUs: profiles/slurm-srun's `cores: 100` with the config key forgotten."""
+    launcher = config["cluster"]["launcher"]
+    if launcher == "srun" and not workflow.local_exec:
         print(
             "config key 'cluster.launcher': srun launches the CPU jobs on nodes itself; run "
             "it with Snakemake's local executor (profiles/slurm-srun), not a cluster executor "
@@ -665,6 +668,15 @@ def check_launcher():
             file=sys.stderr,
         )
         sys.exit(1)
+    cores, cpus = workflow.resource_settings.cores, os.cpu_count() or 1
+    many = isinstance(cores, int) and cores > 4 * cpus
+    if launcher == "local" and workflow.local_exec and many:
+        print(
+            f"warning: --cores {cores} with cluster.launcher: local runs up to {cores} CPU "
+            f"jobs on this host ({cpus} CPUs); for SLURM nodes without a shared file system "
+            "set cluster.launcher: srun in the config (docs/cluster.md)",
+            file=sys.stderr,
+        )
 
 
 def check_endpoints():

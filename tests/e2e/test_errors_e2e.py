@@ -5,6 +5,7 @@ at the end with their last error line."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -115,3 +116,17 @@ def test_failed_jobs_are_listed_with_their_last_error_line(tmp_path, emulator):
     # A job's traceback stays in its log file; the console gets one line per failure.
     assert "Traceback" not in proc.stderr
     assert "traceback in " in proc.stderr
+
+
+def test_many_more_cores_than_cpus_with_the_local_launcher_is_warned(tmp_path):
+    """profiles/slurm-srun says `cores: 100`; without `cluster.launcher: srun` in the config
+    those would be CPU jobs on this host. The run says so at start (here it then stops at the
+    unreachable endpoint); a normal core count says nothing."""
+    config = _config(tmp_path, _closed_port_url())
+    many = 4 * (os.cpu_count() or 1) + 1
+    proc, _ = _run(tmp_path, config, "--cores", str(many))
+    out = proc.stdout + proc.stderr
+    assert f"warning: --cores {many} with cluster.launcher: local runs up to {many} CPU jobs" in out
+    assert "cannot reach" in out  # the warning does not stop the run; the endpoint does
+    proc, _ = _run(tmp_path, config, "--cores", "2")
+    assert "with cluster.launcher: local" not in proc.stdout + proc.stderr
