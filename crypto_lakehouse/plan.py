@@ -147,9 +147,11 @@ def check_config(
 def check_cluster(config: dict) -> None:
     """``cluster.launcher: srun`` runs jobs on nodes that see nothing of this host's disk:
     the data must be in a bucket the nodes reach themselves."""
+    from crypto_lakehouse import storage
+
     cluster = config.get("cluster") or {}
     data_dir = str(config.get("data_dir", ""))
-    if cluster.get("launcher", "local") == "srun" and not data_dir.startswith("s3://"):
+    if cluster.get("launcher", "local") == "srun" and not storage.is_remote(data_dir):
         raise ConfigError(
             f"config key 'cluster.launcher': srun runs the CPU jobs on nodes that share no "
             f"file system with this host, so data_dir must be an s3:// bucket (it is "

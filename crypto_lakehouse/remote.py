@@ -139,10 +139,10 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 # ------------------------------------------------------------------ submit host
-def bundle(argv: list[str], run_dir: str) -> bytes:
-    """The stream to the node: the job's command and the run-directory files it reads."""
-    python, script, job_text, log = argv
-    job = json.loads(job_text)
+def bundle(argv: list[str], job: dict, run_dir: str) -> bytes:
+    """The stream to the node: the job's command (``argv``, its JSON parsed as ``job``) and
+    the run-directory files it reads."""
+    python, script, _job_text, log = argv
     out = stdio.BytesIO()
     with tarfile.open(fileobj=out, mode="w|") as tar:
         meta = dict(python=python, script=script, job=job, log=log, run_dir=run_dir)
@@ -152,23 +152,35 @@ def bundle(argv: list[str], run_dir: str) -> bytes:
     return out.getvalue()
 
 
-def unpack_returned(stream, run_dir: str) -> dict:
-    """Write the node's files into ``run_dir`` (each atomically) and return the job's status
-    record (``returncode`` and the job's figures); a stream without it raises RemoteJobError
-    after writing what came."""
-    status = None
+def _read_stream(stream, record: str, write, sender: str) -> dict | None:
+    """Every file of a tar stream (the bundle or the answer): the ``record`` member's JSON is
+    returned, each run-directory file goes to ``write(relative path, bytes)``; a name that
+    would leave the run directory raises RemoteJobError."""
+    found = None
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             if not member.isfile():
                 continue
             data = tar.extractfile(member).read()
-            if member.name == STATUS:
-                status = json.loads(data)
+            if member.name == record:
+                found = json.loads(data)
                 continue
             rel = safe_member_name(member.name)
             if rel is None:
-                raise RemoteJobError(f"the node sent {member.name!r}, outside the run directory")
-            io.write_bytes(os.path.join(run_dir, rel), data)
+                raise RemoteJobError(f"{sender} sent {member.name!r}, outside the run directory")
+            write(rel, data)
+    return found
+
+
+def unpack_returned(stream, run_dir: str) -> dict:
+    """Write the node's files into ``run_dir`` (each atomically) and return the job's status
+    record (``returncode`` and the job's figures); a stream without it raises RemoteJobError
+    after writing what came."""
+
+    def write(rel: str, data: bytes) -> None:
+        io.write_bytes(os.path.join(run_dir, rel), data)
+
+    status = _read_stream(stream, STATUS, write, "the node")
     if status is None:
         raise RemoteJobError("the node's answer ended before the job's exit status")
     return status
@@ -211,7 +223,7 @@ def launch(
         srun, cpus=cpus, mem_mb=mem_mb, runtime_min=runtime_min, name=name, extra=list(extra)
     )
     command += [python, "-m", "crypto_lakehouse.remote", "node", run_dir]
-    sent = bundle(argv, run_dir)
+    sent = bundle(argv, job, run_dir)
     # Until the node's log comes back, the log says where the job went (not a stale log).
     io.write_text(log, f"crypto_lakehouse.remote: running on a node: {' '.join(command)}\n")
     with tempfile.TemporaryFile() as answer:
@@ -293,21 +305,13 @@ def run_node(stdin, stdout) -> int:
     try:
         local_run = work / "run"
         local_run.mkdir()
-        meta = None
-        with tarfile.open(fileobj=stdin, mode="r|") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                data = tar.extractfile(member).read()
-                if member.name == META:
-                    meta = json.loads(data)
-                    continue
-                rel = safe_member_name(member.name)
-                if rel is None:
-                    raise RemoteJobError(f"unexpected member {member.name!r} in the job's bundle")
-                target = local_run / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+
+        def write(rel: str, data: bytes) -> None:
+            target = local_run / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+        meta = _read_stream(stdin, META, write, "the submit host")
         if meta is None:
             raise RemoteJobError("the job's bundle has no meta.json")
         before = _snapshot(local_run)

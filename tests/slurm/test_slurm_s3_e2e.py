@@ -22,18 +22,23 @@ pytestmark = pytest.mark.slurm
 CPU_RULES = ("aws_parse_klines", "gen_kline_shard", "resample_shard", "features_shard")
 
 
+def _local_run(tmp_path, emu) -> dict:
+    """The scenario run locally: the snapshot the runs on the bucket must equal."""
+    local = tmp_path / "local"
+    local.mkdir()
+    config = local / "config.json"
+    config.write_text(json.dumps(h.config_for(emu.base_url, local / "data")))
+    proc = h.run(local, config)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return _local_snapshot(local / "data")
+
+
 def test_slurm_run_on_a_bucket_equals_local_run(tmp_path, seaweed, s3_root):
     assert _slurm_is_up(), "no SLURM cluster: .ci/run starts one (bash .ci/start-slurm)"
     mirror = h.build_scenario(tmp_path)
     emu = h.start_emulator(mirror)
     try:
-        local = tmp_path / "local"
-        local.mkdir()
-        config = local / "config.json"
-        config.write_text(json.dumps(h.config_for(emu.base_url, local / "data")))
-        proc = h.run(local, config)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        expected = _local_snapshot(local / "data")
+        expected = _local_run(tmp_path, emu)
 
         work = tmp_path / "slurm"
         work.mkdir()
@@ -62,13 +67,7 @@ def test_srun_launcher_on_a_bucket_equals_local_run(tmp_path, seaweed, s3_root):
     mirror = h.build_scenario(tmp_path)
     emu = h.start_emulator(mirror)
     try:
-        local = tmp_path / "local"
-        local.mkdir()
-        config = local / "config.json"
-        config.write_text(json.dumps(h.config_for(emu.base_url, local / "data")))
-        proc = h.run(local, config)
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        expected = _local_snapshot(local / "data")
+        expected = _local_run(tmp_path, emu)
 
         work = tmp_path / "srun"
         work.mkdir()

@@ -191,11 +191,11 @@ def test_a_node_cannot_write_outside_the_run_directory(tmp_path, name):
 
 
 def test_the_srun_launcher_needs_a_bucket_data_dir():
-    config = {"data_dir": "/shared/data", "cluster": {"launcher": "srun"}}
+    config = {"data_dir": "/mnt/team/data", "cluster": {"launcher": "srun"}}
     with pytest.raises(ConfigError, match="cluster.launcher.*s3://"):
         plan.check_cluster(config)
     plan.check_cluster({**config, "data_dir": "s3://bucket/prefix"})
-    plan.check_cluster({"data_dir": "/shared/data", "cluster": {"launcher": "local"}})
+    plan.check_cluster({"data_dir": "/mnt/team/data", "cluster": {"launcher": "local"}})
 
 
 def test_the_command_line_runs_the_launcher(submit_host):
