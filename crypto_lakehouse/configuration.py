@@ -93,8 +93,27 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     out = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
-        out.append(f"config key {_key_name(list(error.absolute_path))!r}: {error.message}")
+        out.append(f"config key {_key_name(list(error.absolute_path))!r}: {_message(error)}")
     return out
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message; for a value that fits none of several forms (``oneOf``,
+    ``anyOf``: "is not valid under any of the given schemas") what each form objected to,
+    and the first sentence of the key's description, instead of that bare verdict."""
+    if error.validator not in ("oneOf", "anyOf") or not error.context:
+        return error.message
+    objections: list[str] = []
+    for sub in error.context:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in sub.relative_path)
+        text = f"item {where}: {sub.message}" if where else sub.message
+        if text not in objections:
+            objections.append(text)
+    message = f"{error.instance!r} fits none of the allowed forms ({'; or '.join(objections)})"
+    description = " ".join(str(error.schema.get("description", "")).split())
+    if description:
+        message += f". Expected: {description.split('. ')[0].rstrip('.')}."
+    return message
 
 
 def check_user_config(config: dict, schema_path: str | Path) -> None:

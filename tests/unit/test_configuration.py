@@ -124,6 +124,38 @@ def test_other_schema_violations_are_one_line_naming_the_key():
     assert "config key 'download.concurrency': 0 is less than the minimum of 1" in lines[1]
 
 
+@pytest.mark.parametrize(
+    ("config", "key", "objections", "expected"),
+    [
+        (
+            {"symbols": {"spot": ["btcusdt"]}},
+            "symbols.spot",
+            ["'all' was expected", "item [0]: 'btcusdt' does not match '^[A-Z0-9_]+$'"],
+            '"all" or a list of symbols',
+        ),
+        (
+            {"shards": 0},
+            "shards",
+            ["'auto' was expected", "0 is less than the minimum of 1"],
+            '"auto" or a number',
+        ),
+    ],
+)
+def test_a_value_fitting_none_of_the_forms_says_what_each_form_objected_to(
+    config, key, objections, expected
+):
+    with pytest.raises(ConfigError) as err:
+        check_user_config(config, SCHEMA)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2
+    assert lines[1].strip().startswith(f"config key {key!r}: ")
+    assert "not valid under any of the given schemas" not in lines[1]
+    for objection in objections:
+        assert objection in lines[1]
+    # The first sentence of the key's description (config.schema.yaml).
+    assert "Expected: " in lines[1] and expected in lines[1].split("Expected: ")[1]
+
+
 def test_lookback_notice_only_when_lookback_chose_the_start():
     notice = date_range_notice(
         {"start_date": None, "lookback_days": 30}, "2024-12-22", "2025-01-20"
