@@ -62,6 +62,48 @@ _S3_LOCK = threading.Lock()
 class StorageError(OSError):
     """A storage operation failed; the message names the path (never credentials)."""
 
+    def __init__(self, message: str):
+        super().__init__(message + _credentials_hint(message))
+
+
+# What S3 servers and the AWS SDKs answer when the request's credentials are missing, wrong
+# or lack a right on the bucket.
+_DENIED_MARKERS = (  # compared without case, spaces and underscores
+    "accessdenied",
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "nocredentialproviders",
+    "unabletolocatecredentials",
+)
+_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE")
+
+
+def _credentials_hint(message: str) -> str:
+    """For a refused request, where credentials come from and whether this process has any
+    of those sources (names of variables and files only, never their values)."""
+    if "(the request was refused" in message:  # a copy (pickled, re-raised) has it already
+        return ""
+    squeezed = "".join(message.lower().replace("_", " ").split())
+    if not any(marker in squeezed for marker in _DENIED_MARKERS):
+        return ""
+    files = [
+        Path(os.environ.get(var, default)).expanduser()
+        for var, default in (
+            ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+            ("AWS_CONFIG_FILE", "~/.aws/config"),
+        )
+    ]
+    if any(os.environ.get(v) for v in _CREDENTIAL_VARIABLES) or any(f.is_file() for f in files):
+        return (
+            " (the request was refused: check that the credentials in this environment may "
+            "read and write this bucket; docs/storage.md)"
+        )
+    return (
+        " (the request was refused, and neither AWS_ACCESS_KEY_ID nor AWS_PROFILE is set and "
+        f"{files[0]} does not exist: give the credentials in the environment or a profile, "
+        "never in the config file; docs/storage.md)"
+    )
+
 
 # ------------------------------------------------------------------ request counts
 # S3 requests by kind, with the seconds spent waiting for them (summed over threads): the

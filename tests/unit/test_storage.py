@@ -228,6 +228,35 @@ def test_credentials_never_appear_in_errors(seaweed, s3_root, monkeypatch, caplo
     for text in [*errors, caplog.text]:
         assert seaweed.secret_key not in text and seaweed.secret_key[::-1] not in text
         assert seaweed.access_key not in text
+    # A refused request says what to check; credentials are set, so: their rights.
+    assert all("may read and write this bucket" in e for e in errors[1:]), errors
+
+
+def test_a_refusal_without_any_credentials_says_where_they_come_from(
+    seaweed, s3_root, monkeypatch, tmp_path
+):
+    """No key in the environment, no profile, no AWS files: the store refuses the request
+    and the error says which sources were looked for (not that the bucket is wrong)."""
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    storage.configure(dict(seaweed.storage_settings, region="eu-west-2"))  # a new client
+    with pytest.raises(storage.StorageError) as err:
+        storage.write_bytes(f"{s3_root}/x.json", b"{}")
+    text = str(err.value)
+    assert s3_root.removeprefix("s3://") in text
+    assert "neither AWS_ACCESS_KEY_ID nor AWS_PROFILE is set" in text
+    assert str(tmp_path / "no-credentials") in text
+    # Copied (pickled by a process pool, re-raised as is): the hint is not repeated.
+    again = storage.StorageError(text)
+    assert str(again).count("the request was refused") == 1
+
+
+def test_other_storage_errors_get_no_credentials_hint():
+    assert str(storage.StorageError("s3://b/k: upload failed: connection reset")) == (
+        "s3://b/k: upload failed: connection reset"
+    )
 
 
 def test_job_settings_select_the_endpoint(seaweed, s3_root):
