@@ -397,6 +397,12 @@ def config_checks_dir(run_dir: str) -> str:
     return f"{run_dir}/config_checks"
 
 
+def auto_parallel_path(run_dir: str) -> str:
+    """The jobs per trade type the main process planned ``shards: auto`` for
+    (``plan.auto_parallel``), read by SLURM jobs re-planning on their nodes."""
+    return f"{run_dir}/plan/auto_parallel.json"
+
+
 def run_lock_path(run_dir: str) -> str:
     """The run lock (``crypto_lakehouse.lock``) of a run directory."""
     return f"{run_dir}/run.lock"

@@ -241,12 +241,45 @@ def _index_shards(path: str, mtime_ns: int, shards: int) -> dict[int, list[str]]
     return group_by_shard(_load_index(path, mtime_ns)["symbols"], shards)
 
 
-def auto_shard_count(index_path: str | Path) -> int:
+def auto_parallel(
+    pin_path: str, *, cores: int | None, trade_types: int, main_process: bool, write: bool
+) -> int:
+    """How many shard jobs of one trade type a run can run at once, for ``shards: auto``:
+    ``cores // trade_types`` for a run whose jobs run on this host (``--cores`` at most its
+    CPUs), else 1 (a cluster run: ``--jobs`` or a large ``--cores`` are jobs in flight, and
+    the listing alone sizes the shards there).
+
+    The main process computes it and, when ``write`` (a real run), pins it at ``pin_path``;
+    any other Snakemake process of the run (a SLURM job re-planning on its node, with the
+    job's threads as its cores) reads the pin instead, so that every process plans the same
+    shards. No pin (a run of an older version): 1, what the main process then planned."""
+    from crypto_lakehouse.io import read_json, write_json
+
+    if not main_process:
+        try:
+            return max(1, int(read_json(pin_path)["parallel"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return 1
+    cpus = os.cpu_count() or 1
+    parallel = 1
+    if cores is not None and 0 < cores <= cpus:
+        parallel = max(1, cores // max(1, trade_types))
+    if write:
+        try:
+            pinned = read_json(pin_path).get("parallel")
+        except (OSError, ValueError, AttributeError):
+            pinned = None
+        if pinned != parallel:
+            write_json(pin_path, {"parallel": parallel, "cores": cores, "trade_types": trade_types})
+    return parallel
+
+
+def auto_shard_count(index_path: str | Path, parallel: int = 1) -> int:
     """``shards: auto`` for a trade type: from the number of symbols its kline listing keeps
-    (``shards.auto_shard_count``)."""
+    and the jobs of the trade type a local run can run at once (``shards.auto_shard_count``)."""
     from crypto_lakehouse.shards import auto_shard_count as count_for
 
-    return count_for(len(listed_symbol_set(index_path)))
+    return count_for(len(listed_symbol_set(index_path)), parallel=parallel)
 
 
 def shard_digest(index_path: str | Path, symbols: list[str]) -> str:

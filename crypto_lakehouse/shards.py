@@ -33,6 +33,7 @@ from crypto_lakehouse.smk import with_stats_path
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "MIN_SYMBOLS_PER_CORE_SHARD",
     "SYMBOLS_PER_AUTO_SHARD",
     "ShardFailed",
     "ShardPart",
@@ -64,23 +65,48 @@ def shard_of(symbol: str, shards: int) -> int:
 # limits, Snakemake's scheduling; ~0.3-1 s) is small beside the work, yet enough jobs on a
 # large universe to spread over many cores or cluster nodes.
 SYMBOLS_PER_AUTO_SHARD = 32
+# ... and on a small universe, enough jobs for the cores of a local run (``parallel``), as
+# long as each still carries this many symbols: one trade type of 30 symbols on 8 cores is
+# 4 jobs per stage, not one job on one core.
+MIN_SYMBOLS_PER_CORE_SHARD = 4
 
 
-def auto_shard_count(symbols: int, per_shard: int = SYMBOLS_PER_AUTO_SHARD) -> int:
-    """The shard count of ``shards: auto`` for a trade type listing ``symbols`` symbols: the
-    smallest power of two >= symbols / per_shard (at least 1).
-
-    A power of two changes only when the universe doubles or halves, so a symbol listed or
-    delisted almost never reassigns the others (a new count reruns every shard job once).
-    It depends on the listing only, never on the cores: a SLURM job re-plans the workflow
-    on its compute node and must see the same shards as the main process."""
-    if per_shard < 1:
-        raise ValueError(f"per_shard must be >= 1, got {per_shard!r}")
-    needed = -(-symbols // per_shard)  # ceil
+def _power_of_two_at_least(n: float) -> int:
     count = 1
-    while count < needed:
+    while count < n:
         count *= 2
     return count
+
+
+def _power_of_two_at_most(n: int) -> int:
+    count = 1
+    while count * 2 <= n:
+        count *= 2
+    return count
+
+
+def auto_shard_count(
+    symbols: int, per_shard: int = SYMBOLS_PER_AUTO_SHARD, parallel: int = 1
+) -> int:
+    """The shard count of ``shards: auto`` for a trade type listing ``symbols`` symbols: the
+    smallest power of two >= symbols / per_shard (at least 1), or, when more, the smallest
+    power of two >= ``parallel`` (the jobs of this trade type a local run can run at once)
+    but no more than leaves ``MIN_SYMBOLS_PER_CORE_SHARD`` symbols per shard.
+
+    A power of two changes only when the universe (or the cores) doubles or halves, so a
+    symbol listed or delisted almost never reassigns the others (a new count reruns every
+    shard job once). ``parallel`` must be the same wherever the workflow is planned: a SLURM
+    job re-plans on its compute node with other cores (rules/common.smk pins it)."""
+    if per_shard < 1:
+        raise ValueError(f"per_shard must be >= 1, got {per_shard!r}")
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1, got {parallel!r}")
+    by_size = _power_of_two_at_least(symbols / per_shard)
+    by_cores = min(
+        _power_of_two_at_least(parallel),
+        _power_of_two_at_most(symbols // MIN_SYMBOLS_PER_CORE_SHARD),
+    )
+    return max(by_size, by_cores)
 
 
 def group_by_shard(symbols: Iterable[str], shards: int) -> dict[int, list[str]]:

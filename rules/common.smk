@@ -241,9 +241,26 @@ def funding_symbols(trade_type):
 # the same in every stage, so shard k of a stage depends only on shard k of the stages before.
 # Only non-empty shards exist. Dataset "funding" means the archived funding symbols, except
 # in api_download, where it means every futures symbol with klines or archived funding (Q5).
-# "auto" sizes the count per trade type from its kline listing (plan.auto_shard_count; never
-# from the cores: a SLURM job re-plans on its node and must see the same shards).
+# "auto" sizes the count per trade type from its kline listing and, for a run whose jobs run
+# on this host, from the cores (plan.auto_shard_count, plan.auto_parallel). A SLURM job
+# re-plans on its node with other cores: it reads the main process's pinned value.
 SHARDS = config["shards"]
+
+
+def _run_cores():
+    try:
+        return workflow.cores
+    except WorkflowError:  # no --cores (a cluster run with --jobs)
+        return None
+
+
+AUTO_PARALLEL = plan.auto_parallel(
+    layout.auto_parallel_path(LH),
+    cores=_run_cores(),
+    trade_types=len(TRADE_TYPES),
+    main_process=workflow.is_main_process,
+    write=workflow.is_main_process and not DRY_RUN,
+)
 
 
 def shard_count(trade_type, dataset=KLINES):
@@ -256,7 +273,7 @@ def shard_count(trade_type, dataset=KLINES):
     index = listing_index_path(trade_type, basis)
     if not os.path.exists(index):  # a target-level call before that listing ran
         listed(trade_type, basis)
-    return plan.auto_shard_count(index)
+    return plan.auto_shard_count(index, parallel=AUTO_PARALLEL)
 
 
 def _index_shards(trade_type, dataset):

@@ -68,3 +68,44 @@ def test_pipeline_through_slurm_equals_local_run(tmp_path):
         b = pq.read_table(slurm / base / rel)
         # Table.equals counts NaN as unequal to NaN; feature files have NaN warm-up rows.
         assert a.schema.equals(b.schema) and a.to_pandas().equals(b.to_pandas()), rel
+
+
+def test_cores_sized_auto_shards_are_the_same_on_the_nodes(tmp_path):
+    """``shards: auto`` with ``--cores`` given to a SLURM run (at most this host's CPUs): the
+    main process sizes one trade type's shards from its cores and pins the value; each SLURM
+    job re-plans on its node with its own cores (its threads) and must plan the same shards
+    (plan.auto_parallel), or a job would parse another shard's symbols. On this one-node
+    test cluster the nodes' cores (``--cores all``) equal the main process's, so this shows
+    the pinned plan end to end; tests/unit/test_auto_parallel.py checks that a node takes
+    the pin over its own cores."""
+    import os
+
+    assert _slurm_is_up(), "no SLURM cluster: .ci/run starts one (bash .ci/start-slurm)"
+    from crypto_lakehouse_emulator import Emulator
+    from crypto_lakehouse_emulator.synthetic import SyntheticUniverse
+
+    from crypto_lakehouse import layout
+    from tests.e2e.e2e_helpers import emulator_config, read_json
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.fail("this test needs a host with 2 CPUs at least")
+    # 12: the synthetic names S000000USDT.. fall 8 + 4 into two shards (CRC-32 parity).
+    universe = SyntheticUniverse(n_spot=12, days=2, start="2024-03-01")
+    with Emulator(listing=universe) as emu:
+        data = tmp_path / "data"
+        config = emulator_config(
+            emu.base_url, data, trade_types=["spot"], start_date="2024-03-01",
+            end_date="2024-03-02", shards="auto", symbols={"spot": "all"},
+        )  # fmt: skip
+        # snakemake() passes --cores 2
+        proc = snakemake(tmp_path, config, "aws_parse", *SLURM_FLAGS)
+    log = proc.stdout + proc.stderr
+    submitted = re.findall(r"has been submitted with SLURM jobid \d+ \(log: \S*/rule_(\w+?)/", log)
+    assert submitted == ["aws_parse_klines"] * 2, log[-4000:]  # 12 symbols, 2 cores: 2 shards
+    assert read_json(layout.auto_parallel_path(str(data / "lakehouse")))["parallel"] == 2
+    symbols = sorted(universe.symbols("spot"))
+    parsed = sorted(p.name for p in (data / "parsed_data/spot/klines").iterdir())
+    assert parsed == symbols
+    for shard in (0, 1):
+        report = read_json(data / f"lakehouse/reports/aws_parse/spot/klines-1m/shards/{shard}.json")
+        assert report["symbols"] and all(e["status"] == "ok" for e in report["symbols"].values())

@@ -50,6 +50,32 @@ def test_auto_shard_count_is_the_smallest_power_of_two_covering_32_symbols_each(
         auto_shard_count(10, per_shard=0)
 
 
+@pytest.mark.parametrize(
+    ("symbols", "parallel", "expected"),
+    [
+        (30, 8, 4),  # one trade type of 30 symbols on 8 cores: 4 jobs of 7-8 symbols
+        (30, 2, 2),
+        (30, 3, 4),  # a power of two: 3 jobs at once get 4 shards
+        (13, 8, 2),  # at least 4 symbols per shard: 13 // 4 = 3 -> 2
+        (7, 8, 1),  # too few symbols to split
+        (5, 1, 1),
+        (2700, 2, 128),  # the listing's count when it is larger
+        (2700, 512, 512),
+    ],
+)
+def test_auto_shard_count_gives_a_local_runs_cores_work_with_4_symbols_per_shard_at_least(
+    symbols, parallel, expected
+):
+    assert auto_shard_count(symbols, parallel=parallel) == expected
+    count = auto_shard_count(symbols, parallel=parallel)
+    assert count == 1 or symbols // count >= 4 or count == auto_shard_count(symbols)
+
+
+def test_auto_shard_count_refuses_a_parallel_below_one():
+    with pytest.raises(ValueError):
+        auto_shard_count(10, parallel=0)
+
+
 def _entry(calls, fail=(), fatal=None):
     def run_symbol(*, symbol, report_path, stats_path, factor, source):
         calls.append(symbol)

@@ -123,6 +123,39 @@ def test_auto_shards_split_a_trade_type_past_32_symbols(tmp_path):
     assert {j["shard"]: j["symbols"] for j in jobs} == expected
 
 
+def _parse_jobs(proc) -> dict[int, list[str]]:
+    jobs = [
+        json.loads(shlex.split(line)[4])
+        for line in proc.stdout.splitlines()
+        if line.startswith("Shell command:") and "aws_parse_klines.py" in line
+    ]
+    return {j["shard"]: j["symbols"] for j in jobs}
+
+
+def test_auto_shards_give_a_local_runs_cores_work(tmp_path):
+    """One trade type of 16 symbols: with --cores at this host's CPUs, as many shards as
+    cores (a power of two, 4 symbols each at least); with more cores than the host has (a
+    cluster's jobs in flight), the listing's count (1 up to 32 symbols)."""
+    import os
+
+    data = tmp_path / "d"
+    spot = [f"S{i:02d}USDT" for i in range(16)]
+    write_listing_index(data, "spot", "klines-1m", spot)
+    config = {"data_dir": str(data), "shards": "auto", "trade_types": ["spot"]}
+    cpus = os.cpu_count() or 1
+    want = 1 if cpus == 1 else 2 if cpus == 2 else 4  # 16 // 4 symbols per shard caps it at 4
+    local = run_snakemake(tmp_path, "-n", "-p", "--cores", str(cpus), "aws_parse", config=config)
+    expected = {}
+    for s in spot:
+        expected.setdefault(zlib.crc32(s.encode()) % want, []).append(s)
+    assert _parse_jobs(local) == expected
+    cluster = run_snakemake(
+        tmp_path, "-n", "-p", "--cores", str(cpus + 1), "aws_parse", config=config
+    )
+    assert _parse_jobs(cluster) == {0: spot}
+    assert not (tmp_path / "d" / "lakehouse" / "plan").exists()  # a dry run pins nothing
+
+
 def test_shard_job_gets_its_symbols_and_their_paths(tmp_path):
     data = tmp_path / "d"
     spot, *_ = _write_small_listing(data)
