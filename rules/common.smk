@@ -696,12 +696,23 @@ def check_launcher():
         )
 
 
+# The rules that talk to Binance: each holds one of the request budgets.
+NETWORK_RESOURCES = ("archive_http", "rest_jobs")
+
+
 def check_endpoints():
     """onstart: one request per endpoint in use before any job starts; an unreachable host
-    stops the run here with one line per endpoint (not hundreds of retried jobs)."""
+    stops the run here with one line per endpoint (not hundreds of retried jobs). A run
+    none of whose jobs talks to Binance (a rebuild of parsed, generated or resampled files
+    with a fresh listing, e.g. offline) asks nothing."""
     verbose = reachability.verbose_requested(workflow.output_settings.verbose)
     if verbose:  # jobs inherit it: their tracebacks reach the console too (logs.py)
         os.environ[reachability.VERBOSE_ENV] = "1"
+    # Jobs after a listing checkpoint are not known before it ran; a listing job is a
+    # network job itself, so a run with one is checked as before.
+    to_run = workflow.dag.needrun_jobs()
+    if not any(k in job.rule.resources for job in to_run for k in NETWORK_RESOURCES):
+        return
     targets = [rule.name for rule in workflow.dag.targetrules]
     if workflow.dag.targetfiles:
         targets.append("(files)")

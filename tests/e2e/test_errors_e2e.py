@@ -78,6 +78,35 @@ def test_unreachable_endpoint_stops_the_run_within_seconds(tmp_path, kind, cause
     assert not list((tmp_path / ".snakemake").glob("locks/*"))
 
 
+def test_a_run_without_network_jobs_asks_no_endpoint(tmp_path, emulator):
+    """Parsed data rebuilt with the listing of today and the archives at hand: no job talks
+    to Binance, so an unreachable host (offline, a compute node) does not stop the run."""
+    from crypto_lakehouse_emulator.generate import write_kline_day
+
+    mirror = tmp_path / "mirror"
+    for day in ("2025-01-19", "2025-01-20"):
+        write_kline_day(mirror, "spot", "BTCUSDT", "1m", day, seed=3)
+    emu = emulator(mirror_dir=mirror)
+    config = _config(tmp_path, emu.base_url, trade_types=["spot"], symbols={"spot": ["BTCUSDT"]})
+    proc, _ = _run(tmp_path, config, "aws_parse")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parsed = tmp_path / "data/parsed_data/spot/klines/BTCUSDT/1m/202501.pqt"
+    first = parsed.stat().st_mtime_ns
+
+    offline = _config(tmp_path, _closed_port_url(), trade_types=["spot"],
+                      symbols={"spot": ["BTCUSDT"]})  # fmt: skip
+    proc, _ = _run(tmp_path, offline, "aws_parse", "--forcerun", "aws_parse_klines")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "cannot reach" not in out
+    assert "(Rule: aws_parse_klines)" in out  # the parse job ran, offline
+    assert parsed.stat().st_mtime_ns == first  # (its symbol skipped: nothing changed)
+    # A run that has to download is still stopped before any job.
+    proc, _ = _run(tmp_path, offline, "aws_download", "--forcerun", "aws_download_shard")
+    assert proc.returncode != 0
+    assert "cannot reach" in proc.stdout + proc.stderr
+
+
 def test_verbose_shows_the_exception(tmp_path):
     base_url = _closed_port_url()
     proc, _ = _run(tmp_path, _config(tmp_path, base_url), "--verbose")
