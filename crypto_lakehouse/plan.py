@@ -250,9 +250,10 @@ def auto_parallel(
     the listing alone sizes the shards there).
 
     The main process computes it and, when ``write`` (a real run), pins it at ``pin_path``;
-    any other Snakemake process of the run (a SLURM job re-planning on its node, with the
-    job's threads as its cores) reads the pin instead, so that every process plans the same
-    shards. No pin (a run of an older version): 1, what the main process then planned."""
+    any other Snakemake process of the run (a SLURM job re-planning on its node, where its
+    cores are ``--cores all`` of that node) reads the pin instead, so that every process
+    plans the same shards. No pin (a run of an older version): 1, what the main process then
+    planned."""
     from crypto_lakehouse.io import read_json, write_json
 
     if not main_process:
