@@ -38,8 +38,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N_SPOT,N_UM,N_CM,DAYS,START",
         help="add a synthetic universe, e.g. 1000,300,50,30,2024-01-01",
     )
+    p.add_argument(
+        "--rest",
+        action="store_true",
+        help="also serve the REST API (time, exchangeInfo, klines, fundingRate) with seeded "
+        "synthetic candles and funding for every kline symbol of the mirror and the "
+        "synthetic universe, so that a whole pipeline runs offline",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return p.parse_args(argv)
+
+
+# The archive's folder of each market (data/<folder>/daily|monthly/klines/<SYMBOL>/).
+_KLINE_FOLDERS = {"spot": "spot", "um": "futures/um", "cm": "futures/cm"}
+# Synthetic REST history: candles from this time on, funding every 8 h from it.
+_REST_START_MS = 1_483_228_800_000  # 2017-01-01 UTC
+
+
+def mirror_kline_symbols(mirror_dir) -> dict[str, list[str]]:
+    """``{market: [symbol, ...]}`` of the kline folders of an archive mirror."""
+    from pathlib import Path
+
+    found = {}
+    for market, folder in _KLINE_FOLDERS.items():
+        names = set()
+        for period in ("daily", "monthly"):
+            base = Path(mirror_dir) / "data" / folder / period / "klines"
+            if base.is_dir():
+                names |= {d.name for d in base.iterdir() if d.is_dir()}
+        found[market] = sorted(names)
+    return found
+
+
+def synthetic_rest(symbols: dict[str, list[str]]):
+    """A REST side answering for these symbols with seeded synthetic data (wall-clock now)."""
+    import time
+
+    from .rest import RestEmulator
+
+    rest = RestEmulator()
+    now_ms = int(time.time() * 1000)
+    for market, names in symbols.items():
+        for i, symbol in enumerate(names):
+            rest.add_synthetic_klines(market, symbol, start_ms=_REST_START_MS, seed=i)
+            if market != "spot":
+                rest.add_synthetic_funding(
+                    market, symbol, start_ms=_REST_START_MS, end_ms=now_ms, seed=i
+                )
+    return rest
 
 
 def build(args: argparse.Namespace) -> Emulator:
@@ -60,7 +106,19 @@ def build(args: argparse.Namespace) -> Emulator:
         listing = SyntheticUniverse(int(n_spot), int(n_um), int(n_cm), int(days), start)
     if args.mirror is None and listing is None:
         raise SystemExit("give --mirror DIR and/or --synthetic ...")
-    return Emulator(mirror_dir=args.mirror, faults=faults, listing=listing)
+    rest = None
+    if args.rest:
+        symbols = mirror_kline_symbols(args.mirror) if args.mirror else {}
+        if listing is not None:
+            for trade_type, market in (
+                ("spot", "spot"),
+                ("um_futures", "um"),
+                ("cm_futures", "cm"),
+            ):
+                names = set(symbols.get(market, [])) | set(listing.symbols(trade_type))
+                symbols[market] = sorted(names)
+        rest = synthetic_rest(symbols)
+    return Emulator(mirror_dir=args.mirror, faults=faults, listing=listing, rest=rest)
 
 
 def main(argv: list[str] | None = None) -> int:
