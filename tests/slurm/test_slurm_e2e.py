@@ -73,7 +73,7 @@ def test_pipeline_through_slurm_equals_local_run(tmp_path):
 def test_cores_sized_auto_shards_are_the_same_on_the_nodes(tmp_path):
     """``shards: auto`` with ``--cores`` given to a SLURM run (at most this host's CPUs): the
     main process sizes one trade type's shards from its cores and pins the value; each SLURM
-    job re-plans on its node with its own cores (its threads) and must plan the same shards
+    job re-plans on its node with that node's cores (``--cores all``) and must plan the same shards
     (plan.auto_parallel), or a job would parse another shard's symbols. On this one-node
     test cluster the nodes' cores (``--cores all``) equal the main process's, so this shows
     the pinned plan end to end; tests/unit/test_auto_parallel.py checks that a node takes
