@@ -105,8 +105,8 @@ def _message(error: jsonschema.ValidationError) -> str:
         return error.message
     objections: list[str] = []
     for sub in error.context:
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in sub.relative_path)
-        text = f"item {where}: {sub.message}" if where else sub.message
+        where = list(sub.relative_path)
+        text = f"item {_key_name(where)}: {sub.message}" if where else sub.message
         if text not in objections:
             objections.append(text)
     message = f"{error.instance!r} fits none of the allowed forms ({'; or '.join(objections)})"

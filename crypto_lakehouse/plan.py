@@ -254,7 +254,7 @@ def auto_parallel(
     cores are ``--cores all`` of that node) reads the pin instead, so that every process
     plans the same shards. No pin (a run of an older version): 1, what the main process then
     planned."""
-    from crypto_lakehouse.io import read_json, write_json
+    from crypto_lakehouse.io import read_json, write_json_if_changed
 
     if not main_process:
         try:
@@ -266,12 +266,8 @@ def auto_parallel(
     if cores is not None and 0 < cores <= cpus:
         parallel = max(1, cores // max(1, trade_types))
     if write:
-        try:
-            pinned = read_json(pin_path).get("parallel")
-        except (OSError, ValueError, AttributeError):
-            pinned = None
-        if pinned != parallel:
-            write_json(pin_path, {"parallel": parallel, "cores": cores, "trade_types": trade_types})
+        pin = {"parallel": parallel, "cores": cores, "trade_types": trade_types}
+        write_json_if_changed(pin_path, pin)
     return parallel
 
 

@@ -49,28 +49,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-# The archive's folder of each market (data/<folder>/daily|monthly/klines/<SYMBOL>/).
-_KLINE_FOLDERS = {"spot": "spot", "um": "futures/um", "cm": "futures/cm"}
 # Synthetic REST history: candles from this time on, funding every 8 h from it.
 _REST_START_MS = 1_483_228_800_000  # 2017-01-01 UTC
 
 
-def mirror_kline_symbols(mirror_dir) -> dict[str, list[str]]:
-    """``{market: [symbol, ...]}`` of the kline folders of an archive mirror."""
+def mirror_kline_symbols(mirror_dir) -> dict[str, set[str]]:
+    """``{trade_type: {symbol, ...}}`` of the kline folders of an archive mirror."""
     from pathlib import Path
 
+    from crypto_lakehouse import layout
+
     found = {}
-    for market, folder in _KLINE_FOLDERS.items():
-        names = set()
+    for trade_type in layout.TRADE_TYPES:
+        found[trade_type] = set()
         for period in ("daily", "monthly"):
-            base = Path(mirror_dir) / "data" / folder / period / "klines"
+            base = Path(mirror_dir) / layout.kline_symbols_prefix(trade_type, period)
             if base.is_dir():
-                names |= {d.name for d in base.iterdir() if d.is_dir()}
-        found[market] = sorted(names)
+                found[trade_type] |= {d.name for d in base.iterdir() if d.is_dir()}
     return found
 
 
-def synthetic_rest(symbols: dict[str, list[str]]):
+def synthetic_rest(symbols: dict[str, set[str]]):
     """A REST side answering for these symbols with seeded synthetic data (wall-clock now)."""
     import time
 
@@ -78,12 +77,12 @@ def synthetic_rest(symbols: dict[str, list[str]]):
 
     rest = RestEmulator()
     now_ms = int(time.time() * 1000)
-    for market, names in symbols.items():
-        for i, symbol in enumerate(names):
-            rest.add_synthetic_klines(market, symbol, start_ms=_REST_START_MS, seed=i)
-            if market != "spot":
+    for trade_type, names in symbols.items():
+        for i, symbol in enumerate(sorted(names)):
+            rest.add_synthetic_klines(trade_type, symbol, start_ms=_REST_START_MS, seed=i)
+            if trade_type != "spot":
                 rest.add_synthetic_funding(
-                    market, symbol, start_ms=_REST_START_MS, end_ms=now_ms, seed=i
+                    trade_type, symbol, start_ms=_REST_START_MS, end_ms=now_ms, seed=i
                 )
     return rest
 
@@ -110,13 +109,8 @@ def build(args: argparse.Namespace) -> Emulator:
     if args.rest:
         symbols = mirror_kline_symbols(args.mirror) if args.mirror else {}
         if listing is not None:
-            for trade_type, market in (
-                ("spot", "spot"),
-                ("um_futures", "um"),
-                ("cm_futures", "cm"),
-            ):
-                names = set(symbols.get(market, [])) | set(listing.symbols(trade_type))
-                symbols[market] = sorted(names)
+            for trade_type in ("spot", "um_futures", "cm_futures"):
+                symbols.setdefault(trade_type, set()).update(listing.symbols(trade_type))
         rest = synthetic_rest(symbols)
     return Emulator(mirror_dir=args.mirror, faults=faults, listing=listing, rest=rest)
 

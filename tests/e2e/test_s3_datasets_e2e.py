@@ -26,7 +26,7 @@ from crypto_lakehouse_emulator.ticks import (
 from crypto_lakehouse import layout
 from tests.chaos import chaos_helpers as h
 from tests.e2e.e2e_helpers import emulator_config, snakemake
-from tests.e2e.test_s3_pipeline_e2e import RUN_DIR_ONLY, _assemble
+from tests.e2e.test_s3_pipeline_e2e import _assemble, _local_snapshot
 
 pytestmark = [pytest.mark.e2e]
 
@@ -37,20 +37,18 @@ LAUNCHED = {"agg_klines", "aws_parse_klines", "aws_parse_ticks"}
 
 
 def _snapshot(data: Path, data_dir: str) -> dict:
-    """The chaos suite's snapshot of a run's outputs, except the run directory's own
-    bookkeeping; per-symbol reports naming files by their path (agg_klines: each day's
+    """The snapshot of test_s3_pipeline_e2e (the chaos suite's, without the run directory's
+    own bookkeeping); per-symbol reports naming files by their path (agg_klines: each day's
     file) compared with the data dir replaced by a placeholder."""
-    out = {}
-    for rel, value in h.snapshot(data).items():
-        if rel.removeprefix("lakehouse/") in RUN_DIR_ONLY:
-            continue
+    out = _local_snapshot(data)
+    for rel in out:
         if rel.startswith("lakehouse/reports/") and "/shards/" not in rel:
             text = (data / rel).read_text()
-            value = text.replace(data_dir.rstrip("/"), "{data_dir}")
+            out[rel] = text.replace(data_dir.rstrip("/"), "{data_dir}")
         elif rel.startswith("lakehouse/state/agg_klines/"):
             # Each day's source stamp: the aggTrades file's size and mtime (this run's).
-            value = {day: stamp[0] for day, stamp in json.loads((data / rel).read_text()).items()}
-        out[rel] = value
+            stamps = json.loads((data / rel).read_text())
+            out[rel] = {day: stamp[0] for day, stamp in stamps.items()}
     return out
 
 
