@@ -104,6 +104,15 @@ def _expand_shards(report_paths: list[str]) -> tuple[list[str], float | None]:
     return paths, job_seconds
 
 
+def _count_by_dataset(report_paths: list[str]) -> dict[str, int]:
+    """Per-symbol reports by dataset tag (their folder: ``klines-1m``, ``funding``, ...)."""
+    counts: dict[str, int] = {}
+    for path in report_paths:
+        tag = Path(path).parent.name
+        counts[tag] = counts.get(tag, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
     """Summary of a stage's per-symbol records; ``report_paths`` are per-symbol reports or
     shard reports (expanded to their symbols' reports)."""
@@ -126,7 +135,9 @@ def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
     summary = {
         "stage": stage,
         "trade_type": trade_type,
-        "symbols": len(report_paths),
+        # A symbol has one report per dataset (klines and funding of a future): count names.
+        "symbols": len({Path(p).stem for p in report_paths}),
+        "reports_per_dataset": _count_by_dataset(report_paths),
         "totals": totals,
         "problems": problems,
         "figures": figures,
@@ -157,6 +168,9 @@ def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
 def headline(summary: dict) -> str:
     t = summary.get("totals", {})
     parts = [f"{summary['stage']}/{summary['trade_type']}: {summary['symbols']} symbols"]
+    per_dataset = summary.get("reports_per_dataset") or {}
+    if len(per_dataset) > 1:  # e.g. a future's klines and funding
+        parts[0] += " (" + ", ".join(f"{tag} {n}" for tag, n in per_dataset.items()) + ")"
     for tag, entry in (summary.get("datasets") or {}).items():
         bad = entry.get("files_quarantined_download", 0) + entry.get("files_quarantined_parse", 0)
         parts.append(f"{tag}: rows={entry.get('rows', 0):g} days={entry.get('days', 0):g}"
@@ -256,7 +270,7 @@ def summarize_datasets(trade_type: str, parse_reports: list[str], download_dirs:
     return {
         "stage": "datasets",
         "trade_type": trade_type,
-        "symbols": len(paths),
+        "symbols": len({Path(p).stem for p in paths}),
         "datasets": dict(sorted(per_dataset.items())),
         "totals": totals,
         "problems": problems,

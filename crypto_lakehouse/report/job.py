@@ -188,13 +188,25 @@ def _run_section(run_dir, summaries: dict, out: dict) -> str:
     slowest = benchmarks.sort_values("seconds", ascending=False).head(SLOWEST_JOBS)
     body = [
         "<p>Per stage, from the run summaries (lakehouse/summaries/) and the Snakemake benchmark "
-        "files (lakehouse/benchmarks/): wall time is the first job's start to the last job's "
-        "end; job seconds are the jobs' own durations summed; files are downloaded or "
-        "adopted archives (aws_download), parsed archives (aws_parse), REST days and "
-        "funding pages fetched (api_download), files written (gen_kline, resample).</p>",
+        "files (lakehouse/benchmarks/): symbols are summed over the trade types; jobs are the "
+        "stage's benchmark files (listing and summaries included); wall time is the first "
+        "job's start to the last job's end; job seconds are the jobs' own durations summed; "
+        "files are downloaded or adopted archives (aws_download), parsed archives "
+        "(aws_parse), REST days and funding pages fetched (api_download), files written "
+        "(gen_kline, resample).</p>",
         page.table(
             stages.rename(columns={"wall_s": "wall s", "job_seconds": "job s", "mb_per_s": "MB/s"}),
-            numeric=("jobs", "wall s", "job s", "files", "mb", "MB/s", "retries", "http_429"),
+            numeric=(
+                "symbols",
+                "jobs",
+                "wall s",
+                "job s",
+                "files",
+                "mb",
+                "MB/s",
+                "retries",
+                "http_429",
+            ),
         ),
         page.figure(
             png, "time per stage", "Wall time and the jobs' own seconds per stage.", "stages"

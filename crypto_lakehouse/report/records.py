@@ -205,7 +205,8 @@ def _total(totals: dict, *keys: str) -> float:
 
 
 def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame) -> pd.DataFrame:
-    """Per stage: jobs, wall time (first job start to last job end, from the benchmark files),
+    """Per stage: symbols (from the summaries), jobs and wall time (first job start to last
+    job end) from the benchmark files,
     job seconds summed, files, bytes, throughput, retries, REST 429s (from the summaries)."""
     rows = []
     for stage in STAGES:
@@ -232,7 +233,8 @@ def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame
         rows.append(
             {
                 "stage": stage,
-                "jobs": int(sum(s.get("symbols", 0) for s in picked)),
+                "symbols": int(sum(s.get("symbols", 0) for s in picked)),
+                "jobs": len(jobs),
                 "wall_s": wall,
                 "job_seconds": seconds,
                 "files": files,

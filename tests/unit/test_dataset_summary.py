@@ -63,6 +63,7 @@ def test_summary_sums_symbols_per_dataset(tmp_path):
             (down / f"{sym}.json").write_text(json.dumps({"files": {M: {}}, "quarantined": {}}))
             reports.append(str(path))
     summary = summarize_datasets("um_futures", reports, dirs)
+    assert summary["symbols"] == 2  # X has two datasets and counts once
     agg = summary["datasets"]["aggTrades"]
     assert agg["symbols"] == 2 and agg["rows"] == 70 and agg["days"] == 4
     assert agg["files_quarantined_parse"] == 4  # two per symbol, none from the download

@@ -222,12 +222,15 @@ def test_stage_wall_time_spans_first_start_to_last_end():
         ("aws_download", "spot"): {"symbols": 1, "totals": {"seconds": 2.0, "bytes": 4e6}},
     }
     got = records.stage_table(summaries, bench).set_index("stage")
-    assert got.loc["gen_kline", ["wall_s", "job_seconds", "files", "jobs"]].tolist() == [
+    assert got.loc["gen_kline", ["wall_s", "job_seconds", "files", "symbols", "jobs"]].tolist() == [
         30.0,  # first start 110 - 10 = 100, last end 130
         13.0,
         3.0,
-        2,
+        2,  # the summary's symbols
+        2,  # benchmark files a and b, not the symbols (a shard job serves many)
     ]
+    assert got.loc["resample", "jobs"] == 1 and got.loc["resample", "symbols"] == 0
+    assert got.loc["api_download", "jobs"] == 0
     assert got.loc["api_download", ["files", "retries", "http_429"]].tolist() == [5.0, 2.0, 1.0]
     assert got.loc["aws_download", "mb_per_s"] == pytest.approx(2.0)
     assert pd.isna(got.loc["aws_parse", "wall_s"])

@@ -58,6 +58,27 @@ def test_summary_sums_counters_recomputes_rates_and_collects_problems(tmp_path):
     )
 
 
+def test_summary_counts_a_symbol_once_across_its_datasets(tmp_path):
+    """A future's klines and funding are two reports of one symbol: 2 symbols, not 4."""
+    lh = tmp_path / "lakehouse"
+    reports = []
+    for tag in ("klines-1m", "funding"):
+        for sym in ("AAAUSDT", "BBBUSDT"):
+            rep = lh / "reports/aws_download/um_futures" / tag / f"{sym}.json"
+            _write(rep, {"symbol": sym})
+            _write(lh / "stats/aws_download/um_futures" / tag / f"{sym}.json", {"bytes": 1})
+            reports.append(rep)
+    summary = run_summary(
+        stage="aws_download", trade_type="um_futures", summary=str(tmp_path / "s.json"),
+        reports=reports,
+    )  # fmt: skip
+    assert summary["symbols"] == 2
+    assert summary["reports_per_dataset"] == {"funding": 2, "klines-1m": 2}
+    assert headline(summary).startswith(
+        "aws_download/um_futures: 2 symbols (funding 2, klines-1m 2)"
+    )
+
+
 def test_summary_figures_quality_and_freshness(tmp_path):
     lh = tmp_path / "lakehouse"
     parse = lh / "reports/aws_parse/um_futures/klines-1m/X.json"
