@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
@@ -31,6 +32,8 @@ _EPOCH = date(1970, 1, 1)
 
 # Margins around the heatmap axes, in pixels: symbol labels left, dates below, legend above.
 _LEFT, _RIGHT, _TOP, _BOTTOM = 110, 60, 70, 50
+_LABEL_SIZE = 8  # points, the symbol and date labels
+_TICK_ROOM = 16  # pixels between a symbol label and the axes: tick mark and padding, and a margin
 _MIN_WIDTH = 820  # room for the legend's five entries on one line
 
 
@@ -48,13 +51,29 @@ def _cell_pixels(cells: int, target: int, largest: int) -> int:
 
 def heatmap(grid: np.ndarray, symbols: list[str], day0: int, title: str) -> bytes:
     """The coverage heatmap of one trade type (``grid`` from ``coverage.category_grid``)."""
+    return png_bytes(heatmap_figure(grid, symbols, day0, title))
+
+
+def heatmap_figure(grid: np.ndarray, symbols: list[str], day0: int, title: str):
+    """The figure of ``heatmap``: its left margin fits the longest symbol label shown."""
     n_symbols, n_days = grid.shape
     px_x = _cell_pixels(n_days, 1200, 24)
     px_y = _cell_pixels(n_symbols, 500, 24)
     axes_w, axes_h = n_days * px_x, n_symbols * px_y
-    fig_w, fig_h = max(axes_w + _LEFT + _RIGHT, _MIN_WIDTH), axes_h + _TOP + _BOTTOM
-    fig = plt.figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
-    ax = fig.add_axes((_LEFT / fig_w, _BOTTOM / fig_h, axes_w / fig_w, axes_h / fig_h))
+    step_y = max(1, int(np.ceil(n_symbols / max(axes_h // 14, 1))))
+    ticks_y = np.arange(0, n_symbols, step_y)
+    labels_y = [symbols[i] for i in ticks_y]
+    fig = plt.figure(dpi=DPI)
+    renderer = fig.canvas.get_renderer()
+    font = FontProperties(size=_LABEL_SIZE)
+    widest = max(
+        (renderer.get_text_width_height_descent(t, font, ismath=False)[0] for t in labels_y),
+        default=0.0,
+    )
+    left = max(_LEFT, int(np.ceil(widest)) + _TICK_ROOM)
+    fig_w, fig_h = max(axes_w + left + _RIGHT, _MIN_WIDTH), axes_h + _TOP + _BOTTOM
+    fig.set_size_inches(fig_w / DPI, fig_h / DPI)
+    ax = fig.add_axes((left / fig_w, _BOTTOM / fig_h, axes_w / fig_w, axes_h / fig_h))
     ax.imshow(
         grid,
         cmap=ListedColormap(COLOURS),
@@ -63,13 +82,11 @@ def heatmap(grid: np.ndarray, symbols: list[str], day0: int, title: str) -> byte
         interpolation="nearest",
         aspect="auto",
     )
-    step_y = max(1, int(np.ceil(n_symbols / max(axes_h // 14, 1))))
-    ticks_y = np.arange(0, n_symbols, step_y)
-    ax.set_yticks(ticks_y, [symbols[i] for i in ticks_y], fontsize=8)
+    ax.set_yticks(ticks_y, labels_y, fontsize=_LABEL_SIZE)
     n_ticks_x = max(2, min(12, axes_w // 110))
     ticks_x = np.unique(np.linspace(0, n_days - 1, n_ticks_x).round().astype(int))
     labels_x = [(_EPOCH + timedelta(days=int(day0 + i))).isoformat() for i in ticks_x]
-    ax.set_xticks(ticks_x, labels_x, fontsize=8)
+    ax.set_xticks(ticks_x, labels_x, fontsize=_LABEL_SIZE)
     ax.set_xlabel("UTC day", fontsize=9)
     legend = [
         Patch(facecolor=c, edgecolor="#333333", label=n)
@@ -78,7 +95,7 @@ def heatmap(grid: np.ndarray, symbols: list[str], day0: int, title: str) -> byte
     fig.legend(
         handles=legend,
         loc="upper left",
-        bbox_to_anchor=(_LEFT / fig_w, 1 - 4 / fig_h),
+        bbox_to_anchor=(left / fig_w, 1 - 4 / fig_h),
         ncol=len(legend),
         fontsize=9,
         frameon=False,
@@ -86,7 +103,7 @@ def heatmap(grid: np.ndarray, symbols: list[str], day0: int, title: str) -> byte
         title_fontsize=10,
         alignment="left",
     )
-    return png_bytes(fig)
+    return fig
 
 
 def _small_figure():

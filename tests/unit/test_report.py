@@ -337,3 +337,27 @@ def test_a_launched_jobs_cpu_and_memory_are_the_nodes(tmp_path):
         records.read_benchmarks(tmp_path).set_index("job").loc["gen_kline/spot/klines-1m/shards/0"]
     )
     assert (row["cpu_time"], row["max_rss_mb"]) == (0.04, 21.0)
+
+
+@pytest.mark.parametrize(
+    "names", [["BTCUSDT", "ETHUSDT"], ["BROCCOLI714USDT", "1000000BOBUSDT", "1000SHIBUSD_PERP"]]
+)
+def test_heatmap_symbol_labels_fit_in_the_image(names):
+    """Real names run to 16 characters (BROCCOLI714USDT, 1000SHIBUSD_PERP): none is cut at the
+    image's left edge, and a short name keeps the usual margin."""
+    import matplotlib.pyplot as plt
+
+    from crypto_lakehouse.report import figures
+
+    fig = figures.heatmap_figure(np.zeros((len(names), 30), dtype=np.uint8), names, 19_000, "t")
+    try:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        shown = [t for t in ax.get_yticklabels() if t.get_text()]
+        assert [t.get_text() for t in shown] == names
+        assert min(t.get_window_extent().x0 for t in shown) >= 0
+        left_px = ax.get_position().x0 * fig.bbox.width
+        if max(map(len, names)) <= 7:
+            assert left_px == pytest.approx(110)
+    finally:
+        plt.close(fig)
