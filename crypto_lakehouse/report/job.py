@@ -189,8 +189,9 @@ def _run_section(run_dir, summaries: dict, out: dict) -> str:
     body = [
         "<p>Per stage, from the run summaries (lakehouse/summaries/) and the Snakemake benchmark "
         "files (lakehouse/benchmarks/): symbols are summed over the trade types; jobs are the "
-        "stage's benchmark files (listing and summaries included); wall time is the first "
-        "job's start to the last job's end; job seconds are the jobs' own durations summed; "
+        "stage's benchmark files (listing and summaries included); wall time is the time "
+        "during which at least one of them ran (jobs of earlier runs counted without the "
+        "time between runs); job seconds are the jobs' own durations summed; "
         "files are downloaded or adopted archives (aws_download), parsed archives "
         "(aws_parse), REST days and funding pages fetched (api_download), files written "
         "(gen_kline, resample).</p>",

@@ -204,9 +204,25 @@ def _total(totals: dict, *keys: str) -> float:
     return float(sum(totals.get(k, 0) or 0 for k in keys))
 
 
+def busy_seconds(starts, ends) -> float:
+    """Length of the union of the intervals [start, end): the time at least one of them ran.
+    Benchmark files of one stage may come from different runs (a forced rerun of its
+    summaries, a failed shard rerun the next day): the span from the first start to the last
+    end would count the days between."""
+    order = np.argsort(np.asarray(starts, dtype=float), kind="stable")
+    start = np.asarray(starts, dtype=float)[order]
+    end = np.asarray(ends, dtype=float)[order]
+    reach = np.maximum.accumulate(end)  # the latest end so far
+    # A job that starts after everything before it ended opens a new busy interval.
+    opens = np.r_[True, start[1:] > reach[:-1]]
+    first = np.flatnonzero(opens)
+    last = np.r_[first[1:] - 1, len(start) - 1]
+    return float(np.sum(reach[last] - start[first]))
+
+
 def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame) -> pd.DataFrame:
-    """Per stage: symbols (from the summaries), jobs and wall time (first job start to last
-    job end) from the benchmark files,
+    """Per stage: symbols (from the summaries), jobs and wall time (``busy_seconds`` of the
+    jobs) from the benchmark files,
     job seconds summed, files, bytes, throughput, retries, REST 429s (from the summaries)."""
     rows = []
     for stage in STAGES:
@@ -227,9 +243,11 @@ def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame
         )
         volume = _total(totals, "bytes", "csv_bytes")
         jobs = benchmarks[benchmarks["stage"] == stage] if len(benchmarks) else benchmarks
-        wall = None
-        if len(jobs):
-            wall = float(jobs["end_unix"].max() - (jobs["end_unix"] - jobs["seconds"]).min())
+        wall = (
+            busy_seconds(jobs["end_unix"] - jobs["seconds"], jobs["end_unix"])
+            if len(jobs)
+            else None
+        )
         rows.append(
             {
                 "stage": stage,

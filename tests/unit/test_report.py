@@ -199,15 +199,22 @@ def test_benchmark_jobs_are_named_by_their_path_whatever_the_grouping(tmp_path):
     assert got.loc["summaries/resample/spot", "stage"] == "resample"
 
 
-def test_stage_wall_time_spans_first_start_to_last_end():
+def test_busy_seconds_is_the_union_of_the_intervals():
+    # [0, 12) with [2, 5) inside and [8, 12) overlapping, then [20, 21): 12 + 1
+    assert records.busy_seconds([8, 0, 20, 2], [12, 10, 21, 5]) == 13.0
+    assert records.busy_seconds([5], [7]) == 2.0
+
+
+def test_stage_wall_time_is_the_time_its_jobs_ran():
     bench = pd.DataFrame(
         {
-            "job": ["a", "b", "c"],
-            "stage": ["gen_kline", "gen_kline", "resample"],
-            "seconds": [10.0, 4.0, 1.0],
-            "max_rss_mb": [1.0, 1.0, 1.0],
-            "cpu_time": [1.0, 1.0, 1.0],
-            "end_unix": [110.0, 130.0, 140.0],
+            "job": ["a", "b", "c", "d"],
+            "stage": ["gen_kline", "gen_kline", "gen_kline", "resample"],
+            "seconds": [10.0, 15.0, 4.0, 1.0],
+            "max_rss_mb": [1.0] * 4,
+            "cpu_time": [1.0] * 4,
+            # a [100, 110) and b [105, 120) overlap; c [86400, 86404) is a rerun a day later
+            "end_unix": [110.0, 120.0, 86404.0, 140.0],
         }
     )
     summaries = {
@@ -223,13 +230,14 @@ def test_stage_wall_time_spans_first_start_to_last_end():
     }
     got = records.stage_table(summaries, bench).set_index("stage")
     assert got.loc["gen_kline", ["wall_s", "job_seconds", "files", "symbols", "jobs"]].tolist() == [
-        30.0,  # first start 110 - 10 = 100, last end 130
+        24.0,  # 100..120 and 86400..86404, not the day between
         13.0,
         3.0,
         2,  # the summary's symbols
-        2,  # benchmark files a and b, not the symbols (a shard job serves many)
+        3,  # benchmark files a, b and c, not the symbols (a shard job serves many)
     ]
     assert got.loc["resample", "jobs"] == 1 and got.loc["resample", "symbols"] == 0
+    assert got.loc["resample", "wall_s"] == 1.0
     assert got.loc["api_download", "jobs"] == 0
     assert got.loc["api_download", ["files", "retries", "http_429"]].tolist() == [5.0, 2.0, 1.0]
     assert got.loc["aws_download", "mb_per_s"] == pytest.approx(2.0)
