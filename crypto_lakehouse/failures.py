@@ -6,6 +6,7 @@ its log file does, one "Error in rule …" block per failed job with the job's l
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,16 +56,32 @@ def failed_jobs(snakemake_log) -> list[FailedJob]:
     return jobs
 
 
+# A message that ends with ":" continues on indented lines (the files a download missed):
+# the first few of them join the line, so it says what failed, while it stays this short.
+_CONTINUATION_LINES, _MAX_CHARS = 2, 400
+
+
 def last_error_line(log_path: str | Path) -> str:
-    """The exception line closest to the end of a job log, else its last non-empty line."""
+    """The exception line closest to the end of a job log, else its last non-empty line;
+    when the line ends with ":", its first indented continuation lines are appended (as
+    many as keep it within ``_MAX_CHARS``; the exception line itself is never cut)."""
     try:
         lines = [ln.rstrip() for ln in Path(log_path).read_text(errors="replace").splitlines()]
     except OSError:
         return f"(no log at {log_path})"
     lines = [ln for ln in lines if ln.strip()]
-    for line in reversed(lines):
-        if _EXCEPTION_RE.match(line):
-            return line
+    for i in range(len(lines) - 1, -1, -1):
+        if not _EXCEPTION_RE.match(lines[i]):
+            continue
+        line = lines[i]
+        if line.endswith(":"):
+            more = lines[i + 1 : i + 1 + _CONTINUATION_LINES]
+            for n, part in enumerate(itertools.takewhile(lambda m: m[:1].isspace(), more)):
+                joined = f"{line}{' ' if n == 0 else '; '}{part.strip()}"
+                if len(joined) > _MAX_CHARS:
+                    break
+                line = joined
+        return line
     return lines[-1].strip() if lines else "(empty log)"
 
 

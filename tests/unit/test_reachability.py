@@ -217,6 +217,25 @@ def test_failure_report_lists_each_failed_job_with_its_last_error_line(tmp_path)
     lines = failure_report(smk_log).splitlines()
     assert lines[0] == "crypto_lakehouse: 2 job(s) failed:"
     assert lines[1] == "  list_archive /d/lakehouse/listing/spot/klines-1m.json"
-    assert "SyncError: spot BTCUSDT: 2 file(s) still missing:" in lines[2]
+    # the message's first indented lines join it: it names what is missing
+    assert lines[2].endswith(
+        "SyncError: spot BTCUSDT: 2 file(s) still missing: data/a.zip: HTTP 503; data/b.zip: HTTP 503"
+    )
     assert lines[5].strip() == "(no log at /nonexistent.log)"
     assert failure_report(tmp_path / "missing.log") == ""
+
+
+def test_last_error_line_takes_two_continuation_lines_and_stays_short(tmp_path):
+    log = tmp_path / "job.log"
+    files = "".join(f"  data/{i}.zip: HTTP 500\n" for i in range(5))
+    log.write_text(f"x.SyncError: 5 file(s) still missing:\n{files}INFO next run\n")
+    assert last_error_line(log) == (
+        "x.SyncError: 5 file(s) still missing: data/0.zip: HTTP 500; data/1.zip: HTTP 500"
+    )
+    long = "x.SyncError: " + "y" * 1000 + ":"
+    log.write_text(f"{long}\n  data/0.zip: HTTP 500\n")
+    assert last_error_line(log) == long  # whole, and nothing more
+    log.write_text("x.SyncError: " + "y" * 360 + ":\n  data/0.zip: HTTP 500\n  data/" + "z" * 30)
+    assert last_error_line(log).endswith("y: data/0.zip: HTTP 500")  # the second would pass 400
+    log.write_text("x.ValueError: bad row 7:\nnot indented\n")  # not a continuation
+    assert last_error_line(log) == "x.ValueError: bad row 7:"
