@@ -18,6 +18,7 @@ rule exchange_info:
         rest_jobs=1,
     params:
         job=job_json(get_exchange_info_args),
+        args=args_digest(get_exchange_info_args),
         refresh=get_listing_refresh,
         python=PYTHON,
         script=script_path("exchange_info"),
@@ -45,6 +46,7 @@ rule api_download_shard:
         rest_jobs=1,
     params:
         job=shard_job_json(get_api_args),
+        args=args_digest(get_api_args),
         python=PYTHON,
         script=script_path("api_download_shard"),
     shell:

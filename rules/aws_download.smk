@@ -19,6 +19,7 @@ checkpoint list_archive:
         archive_http=1,
     params:
         job=job_json(get_run_listings_args),
+        args=args_digest(get_run_listings_args),
         refresh=get_listing_refresh,
         python=PYTHON,
         script=script_path("list_archive"),
@@ -43,6 +44,7 @@ checkpoint list_archive_dataset:
         archive_http=1,
     params:
         job=job_json(get_listing_args),
+        args=args_digest(get_listing_args),
         refresh=get_listing_refresh,
         python=PYTHON,
         script=script_path("list_archive_dataset"),
@@ -76,6 +78,7 @@ rule aws_download_shard:
         archive_http=1,
     params:
         job=shard_job_json(get_download_args),
+        args=args_digest(get_download_args),
         digest=get_shard_digest,
         python=PYTHON,
         script=script_path("aws_download_shard"),

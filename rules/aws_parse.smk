@@ -20,6 +20,7 @@ rule aws_parse_klines:
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_parse_args),
+        args=args_digest(get_parse_args),
         python=job_python,
         script=script_path("aws_parse_klines"),
     shell:
@@ -42,6 +43,7 @@ rule aws_parse_funding:
         runtime=shard_runtime(1),
     params:
         job=shard_job_json(get_parse_args),
+        args=args_digest(get_parse_args),
         python=job_python,
         script=script_path("aws_parse_funding"),
     shell:

@@ -1,6 +1,7 @@
 # Shared set-up: config validation, path helpers and every input/params function.
 # Rules live in the topic files; functions live here (snakemake --lint wants them apart).
 
+import hashlib
 import json
 import os
 import sys
@@ -127,6 +128,20 @@ def script_path(rule_name):
 # storage.* settings other than the defaults, given to every job (key "storage" of its JSON;
 # crypto_lakehouse.smk applies them): a default config adds nothing, so no job reruns.
 STORAGE_SETTINGS = storage_settings.job_settings(config["storage"])
+
+
+def args_digest(args_function):
+    """Params function of every rule with a ``job_json``/``shard_job_json`` param: a digest of
+    the job's arguments, so that a config change that changes them (symbols, resample
+    targets, indicators, dates, ...) reruns the job. Snakemake leaves params functions that
+    take ``input`` or ``output`` ("derived" params, as the job JSON is) out of its records
+    and of the params rerun trigger; this one takes the wildcards only and is recorded."""
+
+    def digest(wildcards):
+        text = json.dumps(args_function(wildcards), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    return digest
 
 
 def job_json(args_function):

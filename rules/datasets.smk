@@ -25,6 +25,7 @@ rule aws_parse_ticks:
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_extra_parse_args),
+        args=args_digest(get_extra_parse_args),
         python=job_python,
         script=script_path("aws_parse_ticks"),
     shell:
@@ -55,6 +56,7 @@ rule aws_parse_kline_layout:
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_extra_parse_args),
+        args=args_digest(get_extra_parse_args),
         python=job_python,
         script=script_path("aws_parse_klines"),
     shell:
@@ -81,6 +83,7 @@ rule agg_klines_shard:
         runtime=agg_klines_runtime,
     params:
         job=shard_job_json(get_agg_klines_args),
+        args=args_digest(get_agg_klines_args),
         python=job_python,
         script=script_path("agg_klines"),
     shell:
@@ -106,6 +109,7 @@ rule summarize_datasets:
         "../envs/pipeline.yaml"
     params:
         job=job_json(get_datasets_summary_args),
+        args=args_digest(get_datasets_summary_args),
         python=PYTHON,
         script=script_path("summarize_datasets"),
     shell:

@@ -19,6 +19,7 @@ rule features_shard:
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_features_args),
+        args=args_digest(get_features_args),
         python=job_python,
         script=script_path("features_shard"),
     shell:

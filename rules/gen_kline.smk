@@ -19,6 +19,7 @@ rule gen_kline_shard:
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_gen_args),
+        args=args_digest(get_gen_args),
         python=job_python,
         script=script_path("gen_kline_shard"),
     shell:

@@ -27,6 +27,7 @@ rule report:
         "../envs/pipeline.yaml"
     params:
         job=job_json(get_report_args),
+        args=args_digest(get_report_args),
         python=PYTHON,
         script=script_path("report"),
     shell:

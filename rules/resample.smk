@@ -21,6 +21,7 @@ rule resample_shard:
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_resample_args),
+        args=args_digest(get_resample_args),
         python=job_python,
         script=script_path("resample_shard"),
     shell:

@@ -111,6 +111,39 @@ def test_second_run_downloads_nothing(pipeline_run):
     assert "Nothing to be done" in second.stdout + second.stderr
 
 
+def test_a_config_change_reruns_the_jobs_whose_arguments_it_changes(pipeline_run):
+    """Snakemake leaves params functions that take the job's output (the job JSON) out of its
+    rerun trigger; the `args` digest param is what makes a changed argument rerun a job."""
+    import yaml
+
+    from tests.workflow.workflow_helpers import REPO, job_counts, run_snakemake
+
+    data = pipeline_run[0]
+    workdir = data.parent
+    config_file = workdir / "test-config.yaml"
+    config = json.loads(config_file.read_text())  # the config of the fixture's runs
+
+    def dry_run(changed: dict) -> str:
+        proc = run_snakemake(workdir, "-n", "all", config={**config, **changed})
+        return proc.stdout + proc.stderr
+
+    try:
+        assert "Nothing to be done" in dry_run({})
+        schema = yaml.safe_load((REPO / "config/config.schema.yaml").read_text())
+        targets = schema["properties"]["resample"]["properties"]["targets"]["default"]
+        extra = {"trade_type": "spot", "interval": "4h", "offset_step": "0m"}
+        out = dry_run({"resample": {"targets": [*targets, extra]}})
+        counts = job_counts(out)
+        # spot's resample shard, and the features of its new files; nothing upstream
+        assert counts.get("resample_shard") == 1 and counts.get("features_shard") == 1, out
+        assert "gen_kline_shard" not in counts and "Params have changed" in out
+        spot = config["symbols"]["spot"]
+        out = dry_run({"symbols": {**config["symbols"], "spot": [*spot, "ETHUSDT"]}})
+        assert job_counts(out).get("list_archive") == 1, out  # the new symbol is listed
+    finally:
+        config_file.write_text(json.dumps(config))
+
+
 def test_main_process_of_a_run_with_nothing_to_do_does_not_import_pandas(pipeline_run):
     # Snakemake's params records would import it (~0.35 s per start; smk.record_params_
     # without_pandas); jobs read Parquet, the main process only plans.
