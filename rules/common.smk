@@ -131,17 +131,36 @@ STORAGE_SETTINGS = storage_settings.job_settings(config["storage"])
 
 
 def args_digest(args_function):
-    """Params function of every rule with a ``job_json``/``shard_job_json`` param: a digest of
-    the job's arguments, so that a config change that changes them (symbols, resample
-    targets, indicators, dates, ...) reruns the job. Snakemake leaves params functions that
+    """Params function beside every ``job_json``/``shard_job_json`` param, a digest of
+    the job's arguments (less ``CONNECTION_ARGS``), so that a config change that changes
+    them (symbols, resample targets, indicators, dates, ...) reruns the job. Snakemake leaves params functions that
     take ``input`` or ``output`` ("derived" params, as the job JSON is) out of its records
     and of the params rerun trigger; this one takes the wildcards only and is recorded."""
 
     def digest(wildcards):
-        text = json.dumps(args_function(wildcards), sort_keys=True, default=str)
+        shaping = _without_connection_args(args_function(wildcards))
+        text = json.dumps(shaping, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     return digest
+
+
+# How a job reaches its hosts, not what it builds: a changed endpoint (a mirror, a test
+# server), concurrency, timeout, retry count or rate-limit share reruns nothing.
+CONNECTION_ARGS = frozenset(
+    ("archive_url", "listing_url", "api_url", "concurrency", "timeout_s", "max_retries",
+     "weight_share")
+)  # fmt: skip
+
+
+def _without_connection_args(value):
+    if isinstance(value, dict):
+        return {
+            k: _without_connection_args(v) for k, v in value.items() if k not in CONNECTION_ARGS
+        }
+    if isinstance(value, list):
+        return [_without_connection_args(v) for v in value]
+    return value
 
 
 def job_json(args_function):

@@ -129,6 +129,9 @@ def test_a_config_change_reruns_the_jobs_whose_arguments_it_changes(pipeline_run
 
     try:
         assert "Nothing to be done" in dry_run({})
+        # how jobs reach the hosts is no reason to rerun them
+        connection = {"download": {"concurrency": 7, "timeout_s": 11}, "rest": {"max_retries": 2}}
+        assert "Nothing to be done" in dry_run(connection)
         schema = yaml.safe_load((REPO / "config/config.schema.yaml").read_text())
         targets = schema["properties"]["resample"]["properties"]["targets"]["default"]
         extra = {"trade_type": "spot", "interval": "4h", "offset_step": "0m"}
