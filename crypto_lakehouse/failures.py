@@ -14,7 +14,7 @@ from pathlib import Path
 _BLOCK_RE = re.compile(r"^Error in rule (\S+):\s*$")
 _FIELD_RE = re.compile(r"^\s+(output|log|wildcards|message): (.*)$")
 # The last line of a Python traceback: "package.module.SomeError: message".
-_EXCEPTION_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failure|Stopped|Exit)\b")
+_EXCEPTION_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failure|Failed|Stopped|Exit)\b")
 _LOG_SUFFIX = " (check log file(s) for error details)"
 
 
@@ -58,7 +58,7 @@ def failed_jobs(snakemake_log) -> list[FailedJob]:
 
 # A message that ends with ":" continues on indented lines (the files a download missed):
 # the first few of them join the line, so it says what failed, while it stays this short.
-_CONTINUATION_LINES, _MAX_CHARS = 2, 400
+_CONTINUATION_LINES, _MAX_CHARS = 2, 500
 
 
 def last_error_line(log_path: str | Path) -> str:

@@ -306,3 +306,16 @@ def print_summaries(run_dir: str | Path) -> None:
         summary = read_json(path, default=None)
         if summary:
             print(f"  {headline(summary)}")
+
+
+def retry_generation(shard_report) -> int:
+    """The ``retry_generation`` a shard report records (0 without report or value): the
+    rerun trigger of a shard whose job recorded failed symbols (crypto_lakehouse.shards)."""
+    from crypto_lakehouse.io import read_json
+
+    try:
+        report = read_json(shard_report, default={})
+    except ValueError:  # a torn report: its job reruns anyway (incomplete output)
+        return 0
+    value = report.get("retry_generation", 0) if isinstance(report, dict) else 0
+    return value if isinstance(value, int) else 0

@@ -11,9 +11,17 @@ once; a network-bound stage may run them at once on one event loop instead
 (``run_shard_concurrently``: the download job, so that its requests in flight are shared by
 the shard rather than drained at every symbol's end). Each symbol keeps what a per-symbol job had: its own report and stats files (same
 paths as before), its own incremental skip (inside the stage's entry point) and its own
-failure isolation: a failing symbol is logged and recorded, the others still run, and the
-job fails at the end naming the failed symbols. The job's own output, the *shard report*,
-lists each symbol's status and report path (see docs/summaries.md).
+failure isolation: a failing symbol is logged and recorded, the others still run, and
+``ShardFailed`` names the failed symbols at the end. The job's own output, the *shard
+report*, lists each symbol's status and report path (see docs/summaries.md).
+
+A workflow job (``smk.run_job`` with ``retry_generation`` among its arguments) then ends
+successfully all the same, so that the shard's other symbols go on to the next stages
+(``configure_job``): the next stage's job skips the symbols its upstream shard reports
+list as not done (``upstream_failed``), the stage's summary job fails naming the failed
+symbols, and the shard report's ``retry_generation`` (one more than the job was given) is
+a changed param for the next run, which reruns the shard. A ``fatal`` failure (a host ban)
+still fails the job.
 """
 
 from __future__ import annotations
@@ -35,9 +43,11 @@ log = logging.getLogger(__name__)
 __all__ = [
     "MIN_SYMBOLS_PER_CORE_SHARD",
     "SYMBOLS_PER_AUTO_SHARD",
+    "NOT_DONE",
     "ShardFailed",
     "ShardPart",
     "auto_shard_count",
+    "configure_job",
     "for_each_symbol",
     "group_by_shard",
     "run_shard",
@@ -50,7 +60,65 @@ __all__ = [
 
 
 class ShardFailed(RuntimeError):
-    """Some symbols of a shard failed (the others completed); the message names them."""
+    """Some symbols of a shard failed (the others completed); the message names them.
+    ``fatal``: a fatal exception (a host ban) stopped the symbols not yet started."""
+
+    def __init__(self, message: str, fatal: bool = False):
+        super().__init__(message)
+        self.fatal = fatal
+
+
+# Statuses of a shard report entry that mean "not done": the symbol's next stages skip it.
+NOT_DONE = ("failed", "not_run", "upstream_failed")
+
+
+class _JobContext:
+    """What the workflow tells a shard job beyond its symbols (``configure_job``)."""
+
+    def __init__(self) -> None:
+        self.upstream_failed: dict[str, str] = {}  # symbol -> why it is not done upstream
+        self.retry_generation: int | None = None  # None: not a workflow shard job
+
+
+_JOB = _JobContext()
+
+
+def configure_job(*, upstream_shard_reports=(), retry_generation: int | None = None) -> None:
+    """Set by ``smk.run_job`` before a shard job runs: the upstream shard reports (their
+    symbols that are not done are skipped here, as ``upstream_failed``) and the retry
+    generation the shard report records (see the module's docstring)."""
+    from crypto_lakehouse.io import read_json
+
+    _JOB.upstream_failed = {}
+    for path in upstream_shard_reports:
+        report = read_json(path, default={}) or {}
+        for name, entry in (report.get("symbols") or {}).items():
+            if entry.get("status") in NOT_DONE:
+                symbol = name.rsplit("/", 1)[-1]  # REST entries are "klines-1m/BTCUSDT"
+                why = f"not done upstream ({_shard_name(path)}: {entry.get('status')})"
+                _JOB.upstream_failed.setdefault(symbol, why)
+    _JOB.retry_generation = retry_generation
+
+
+def _shard_name(path) -> str:
+    """``aws_download/spot/klines-1m/shards/0`` for a shard report below ``reports/``."""
+    parts = Path(path).with_suffix("").parts
+    return (
+        "/".join(parts[len(parts) - parts[::-1].index("reports") :])
+        if "reports" in parts
+        else str(path)
+    )
+
+
+def _skipped_upstream(symbol: str, entry: dict) -> bool:
+    """Record ``symbol`` as ``upstream_failed`` when an upstream shard did not finish it: its
+    previous report and outputs stay as they are; the upstream rerun brings it back here."""
+    reason = _JOB.upstream_failed.get(symbol)
+    if reason is None:
+        return False
+    entry.update(status="upstream_failed", error=reason)
+    log.warning("%s: skipped, %s", symbol, reason)
+    return True
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -199,6 +267,8 @@ def run_shard_parts(
         if stopped_by is not None:
             entry.update(status="not_run", error=f"stopped: {stopped_by}")
             return
+        if _skipped_upstream(symbol, entry):
+            return
         _remove_previous_report(kwargs)
         t0 = time.monotonic()
         try:
@@ -221,7 +291,7 @@ def run_shard_parts(
         with ThreadPoolExecutor(max_workers=min(at_once, len(calls))) as pool:
             for future in [pool.submit(one, part, symbol, kwargs) for symbol, kwargs in calls]:
                 future.result()  # one() records every failure itself
-    return _finish_shard(parts, entries, started, shard, shard_report)
+    return _finish_shard(parts, entries, started, shard, shard_report, fatal=bool(stop))
 
 
 async def run_shard_concurrently(
@@ -255,6 +325,8 @@ async def run_shard_concurrently(
         async with running:
             kwargs = calls[symbol]
             entry = entries[_entry_name(part, symbol)]
+            if _skipped_upstream(symbol, entry):
+                return
             _remove_previous_report(kwargs)
             t0 = time.monotonic()
             try:
@@ -298,15 +370,19 @@ def _record_failure(part: ShardPart, symbol: str, entry: dict, exc: BaseExceptio
     entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def _finish_shard(parts, entries: dict, started: float, shard, shard_report) -> dict:
-    """Write the shard report; raise ``ShardFailed`` naming the failed symbols, if any."""
-    failed = [s for s, e in entries.items() if e["status"] != "ok"]
+def _finish_shard(parts, entries: dict, started: float, shard, shard_report, fatal=False) -> dict:
+    """Write the shard report; raise ``ShardFailed`` naming the failed symbols, if any
+    (``upstream_failed`` ones are not this job's failures: they are listed apart)."""
+    failed = [s for s, e in entries.items() if e["status"] in ("failed", "not_run")]
     report = {
         "shard": shard,
         "symbols": entries,
         "failed": failed,
+        "upstream_failed": [s for s, e in entries.items() if e["status"] == "upstream_failed"],
         "seconds": round(time.monotonic() - started, 3),
     }
+    if _JOB.retry_generation is not None:
+        report["retry_generation"] = _JOB.retry_generation + (1 if failed else 0)
     write_json(shard_report, report)
     names = "+".join(p.func.__name__ for p in parts)
     if failed:
@@ -316,7 +392,8 @@ def _finish_shard(parts, entries: dict, started: float, shard, shard_report) -> 
         first = entries[failed[0]]["error"]
         raise ShardFailed(
             f"{names}: {len(failed)} of {len(entries)} symbols failed: {shown} "
-            f"(first error: {first}); the other symbols completed"
+            f"(first error: {first}); the other symbols completed",
+            fatal=fatal,
         )
     log.info("%s: %d symbols in %.1f s", names, len(entries), report["seconds"])
     return report

@@ -113,8 +113,32 @@ def run_job(func: Callable, argv: list[str] | None = None, *, uses_pandas: bool 
         from crypto_lakehouse import lock
 
         lock.hold_job_lock(kwargs["data_dir"], argv[2])
-    logging.getLogger("crypto_lakehouse").info("%s(%s)", func.__name__, ", ".join(sorted(kwargs)))
-    return func(**kwargs)
+    shard_context = {
+        key: kwargs.pop(key)
+        for key in ("upstream_shard_reports", "retry_generation")
+        if key in kwargs
+    }
+    if shard_context:
+        from crypto_lakehouse import shards
+
+        shards.configure_job(**shard_context)
+    logger = logging.getLogger("crypto_lakehouse")
+    logger.info("%s(%s)", func.__name__, ", ".join(sorted(kwargs)))
+    try:
+        return func(**kwargs)
+    except Exception as exc:
+        # A shard job whose failed symbols are recorded in its report ends successfully, so
+        # that the shard's other symbols go on to the next stages; the stage's summary job
+        # fails naming them, and the report's retry_generation reruns the shard next time
+        # (crypto_lakehouse.shards). A fatal failure (a host ban) still fails the job.
+        if shard_context.get("retry_generation") is None:
+            raise
+        from crypto_lakehouse.shards import ShardFailed
+
+        if not isinstance(exc, ShardFailed) or exc.fatal:
+            raise
+        logger.error("%s; the job ends successfully: the next run retries them", exc)
+        return None
 
 
 def cancel_scheduler_timers() -> int:

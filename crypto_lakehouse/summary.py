@@ -190,8 +190,43 @@ def headline(summary: dict) -> str:
     return ", ".join(parts)
 
 
+class SymbolsFailed(RuntimeError):
+    """Symbols of a stage failed in shard jobs that ended successfully for the others'
+    sake (crypto_lakehouse.shards): the stage's summary is not written, so the run fails
+    and names them; the next run reruns their shards."""
+
+
+def failed_symbols(report_paths) -> list[str]:
+    """``"{name}: {error}"`` for each symbol the given shard reports do not record as done:
+    failed, not run, or skipped because an earlier stage did not finish it (that stage's
+    summary names the cause; this one fails too, since its stage is incomplete)."""
+    from crypto_lakehouse.shards import NOT_DONE
+
+    found = []
+    for path in report_paths:
+        if Path(path).parent.name != "shards":
+            continue
+        shard = read_json(path, default={}) or {}
+        for name, entry in (shard.get("symbols") or {}).items():
+            if entry.get("status") in NOT_DONE:
+                found.append(f"{name}: {entry.get('error', entry.get('status'))}")
+    return found
+
+
+def _raise_for_failed(stage: str, trade_type: str, failed: list[str]) -> None:
+    if failed:
+        shown = "; ".join(failed[:10]) + (
+            f"; and {len(failed) - 10} more" if len(failed) > 10 else ""
+        )
+        raise SymbolsFailed(
+            f"{stage} {trade_type}: {len(failed)} symbol(s) not done, retried by the next run: "
+            f"{shown}"
+        )
+
+
 def run_summary(*, stage: str, trade_type: str, summary: str, reports=()) -> dict:
     report_paths = [str(p) for p in reports]
+    _raise_for_failed(stage, trade_type, failed_symbols(report_paths))
     result = summarize(stage, trade_type, report_paths)
     write_json(summary, result)
     log.info("%s (summary: %s)", headline(result), summary)
@@ -199,8 +234,17 @@ def run_summary(*, stage: str, trade_type: str, summary: str, reports=()) -> dic
 
 
 def run_summaries(*, summaries: list[dict]) -> list[dict]:
-    """Rule ``summarize``: ``run_summary`` for every trade type of a stage, in one job."""
-    return [run_summary(**s) for s in summaries]
+    """Rule ``summarize``: ``run_summary`` for every trade type of a stage, in one job; a
+    trade type with failed symbols gets no summary and fails the job after the others."""
+    results, errors = [], []
+    for s in summaries:
+        try:
+            results.append(run_summary(**s))
+        except SymbolsFailed as exc:
+            errors.append(str(exc))
+    if errors:
+        raise SymbolsFailed(" | ".join(errors))
+    return results
 
 
 # ------------------------------------------------------------------ archive datasets
@@ -282,6 +326,7 @@ def summarize_datasets(trade_type: str, parse_reports: list[str], download_dirs:
 def run_dataset_summary(
     *, trade_type: str, summary: str, download_dirs: dict, parse_reports=()
 ) -> dict:
+    _raise_for_failed("datasets", trade_type, failed_symbols(parse_reports))
     result = summarize_datasets(trade_type, [str(p) for p in parse_reports], download_dirs)
     write_json(summary, result)
     log.info("%s (summary: %s)", headline(result), summary)

@@ -47,6 +47,7 @@ rule api_download_shard:
     params:
         job=shard_job_json(get_api_args),
         args=args_digest(get_api_args),
+        retry=shard_retry("api_download"),
         python=PYTHON,
         script=script_path("api_download_shard"),
     shell:

@@ -79,6 +79,7 @@ rule aws_download_shard:
     params:
         job=shard_job_json(get_download_args),
         args=args_digest(get_download_args),
+        retry=shard_retry("aws_download", "{dataset}"),
         digest=get_shard_digest,
         python=PYTHON,
         script=script_path("aws_download_shard"),

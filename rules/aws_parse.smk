@@ -21,6 +21,7 @@ rule aws_parse_klines:
     params:
         job=shard_job_json(get_parse_args),
         args=args_digest(get_parse_args),
+        retry=shard_retry("aws_parse", "klines-{interval}"),
         python=job_python,
         script=script_path("aws_parse_klines"),
     shell:
@@ -44,6 +45,7 @@ rule aws_parse_funding:
     params:
         job=shard_job_json(get_parse_args),
         args=args_digest(get_parse_args),
+        retry=shard_retry("aws_parse", "funding"),
         python=job_python,
         script=script_path("aws_parse_funding"),
     shell:

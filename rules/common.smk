@@ -184,21 +184,47 @@ def job_json(args_function):
     return job
 
 
-def shard_job_json(args_function):
+def shard_job_json(args_function, retried=True):
     """Params function of a shard rule: the shard's arguments (``args_function``, which names
     the shard's symbols and per-symbol paths; see ``shard_args``) plus the rule's named
-    outputs, as one JSON string. The inputs (upstream shard reports) are dependencies only:
-    each symbol's own files are derived from ``symbol_paths``."""
+    outputs, as one JSON string. Each symbol's own files are derived from ``symbol_paths``;
+    of the inputs the job gets the upstream shard reports (their unfinished symbols are
+    skipped) and, when ``retried``, its shard report's retry generation (``shard_retry``):
+    its failed symbols then end the job successfully, for the others' sake."""
 
-    def job(wildcards, output):
+    def job(wildcards, input, output):
         kwargs = dict(args_function(wildcards))
         if STORAGE_SETTINGS:
             kwargs["storage"] = STORAGE_SETTINGS
         for key, value in output.items():
             kwargs[key] = str(value)
+        # Symbols an upstream shard did not finish are skipped (crypto_lakehouse.shards).
+        kwargs["upstream_shard_reports"] = sorted(
+            str(p) for p in input if os.path.basename(os.path.dirname(str(p))) == "shards"
+        )
+        if retried:  # a job without a summary to report its failed symbols fails itself
+            kwargs["retry_generation"] = plan.retry_generation(output.shard_report)
         return json.dumps(kwargs, sort_keys=True)
 
     return job
+
+
+def shard_retry(stage, dataset=None):
+    """Params function of a shard job, the retry generation of its shard report (``stage``;
+    ``dataset``, a pattern as in the output; the REST shard has none). It takes the
+    wildcards only, so Snakemake records it. A shard job with failed symbols ends
+    successfully and records one more than it was given, so the next run sees a changed
+    param and reruns the shard."""
+
+    def retry(wildcards):
+        if dataset is None:
+            path = layout.api_shard_report_path(LH, wildcards.trade_type, wildcards.shard)
+        else:
+            tag = dataset.format(**dict(wildcards.items()))
+            path = layout.shard_report_path(LH, stage, wildcards.trade_type, tag, wildcards.shard)
+        return plan.retry_generation(path)
+
+    return retry
 
 
 def report_path(stage, trade_type, dataset, symbol):

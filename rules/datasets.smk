@@ -26,6 +26,7 @@ rule aws_parse_ticks:
     params:
         job=shard_job_json(get_extra_parse_args),
         args=args_digest(get_extra_parse_args),
+        retry=shard_retry("aws_parse", "{tick_dataset}"),
         python=job_python,
         script=script_path("aws_parse_ticks"),
     shell:
@@ -57,6 +58,7 @@ rule aws_parse_kline_layout:
     params:
         job=shard_job_json(get_extra_parse_args),
         args=args_digest(get_extra_parse_args),
+        retry=shard_retry("aws_parse", "{kline_dataset}-{interval}"),
         python=job_python,
         script=script_path("aws_parse_klines"),
     shell:
@@ -82,7 +84,7 @@ rule agg_klines_shard:
         mem_mb=2000,
         runtime=agg_klines_runtime,
     params:
-        job=shard_job_json(get_agg_klines_args),
+        job=shard_job_json(get_agg_klines_args, retried=False),
         args=args_digest(get_agg_klines_args),
         python=job_python,
         script=script_path("agg_klines"),

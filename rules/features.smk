@@ -20,6 +20,7 @@ rule features_shard:
     params:
         job=shard_job_json(get_features_args),
         args=args_digest(get_features_args),
+        retry=shard_retry("features", "klines-{interval}"),
         python=job_python,
         script=script_path("features_shard"),
     shell:

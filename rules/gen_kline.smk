@@ -20,6 +20,7 @@ rule gen_kline_shard:
     params:
         job=shard_job_json(get_gen_args),
         args=args_digest(get_gen_args),
+        retry=shard_retry("gen_kline", "klines-{interval}"),
         python=job_python,
         script=script_path("gen_kline_shard"),
     shell:

@@ -22,6 +22,7 @@ rule resample_shard:
     params:
         job=shard_job_json(get_resample_args),
         args=args_digest(get_resample_args),
+        retry=shard_retry("resample", "klines-{interval}"),
         python=job_python,
         script=script_path("resample_shard"),
     shell:

@@ -235,7 +235,10 @@ def test_last_error_line_takes_two_continuation_lines_and_stays_short(tmp_path):
     long = "x.SyncError: " + "y" * 1000 + ":"
     log.write_text(f"{long}\n  data/0.zip: HTTP 500\n")
     assert last_error_line(log) == long  # whole, and nothing more
-    log.write_text("x.SyncError: " + "y" * 360 + ":\n  data/0.zip: HTTP 500\n  data/" + "z" * 30)
-    assert last_error_line(log).endswith("y: data/0.zip: HTTP 500")  # the second would pass 400
+    log.write_text("x.SyncError: " + "y" * 460 + ":\n  data/0.zip: HTTP 500\n  data/" + "z" * 30)
+    assert last_error_line(log).endswith("y: data/0.zip: HTTP 500")  # the second would pass 500
     log.write_text("x.ValueError: bad row 7:\nnot indented\n")  # not a continuation
     assert last_error_line(log) == "x.ValueError: bad row 7:"
+    # the summary's and the shard's own exceptions are named ...Failed
+    log.write_text("a.summary.SymbolsFailed: gen_kline spot: 1 symbol(s) failed\nINFO x\n")
+    assert last_error_line(log) == "a.summary.SymbolsFailed: gen_kline spot: 1 symbol(s) failed"

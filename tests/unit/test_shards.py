@@ -289,3 +289,65 @@ def test_symbols_at_once_a_failure_is_isolated_and_a_fatal_one_stops_the_rest(tm
     }
     assert "bad data in A" in shard["symbols"]["klines/A"]["error"]
     assert sorted(calls) == ["A", "B"]  # nothing started after the ban
+
+
+# ------------------------------------------------ partial shards (a workflow shard job)
+@pytest.fixture
+def job_context():
+    """configure_job as smk.run_job sets it; reset afterwards (it is per process)."""
+    from crypto_lakehouse import shards
+
+    yield shards.configure_job
+    shards.configure_job()
+
+
+def _upstream(tmp_path, statuses: dict) -> str:
+    path = tmp_path / "up/shards/3.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    symbols = {name: {"status": st, "report": f"/up/{name}.json"} for name, st in statuses.items()}
+    path.write_text(json.dumps({"shard": 3, "symbols": symbols}))
+    return str(path)
+
+
+def test_symbols_an_upstream_shard_did_not_finish_are_skipped(tmp_path, job_context):
+    # REST shard reports name entries "klines-1m/SYM" and "funding/SYM"
+    up = _upstream(tmp_path, {"A": "ok", "B": "failed", "funding/C": "not_run"})
+    job_context(upstream_shard_reports=[up], retry_generation=2)
+    kept = tmp_path / "reports/x/B.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text('{"previous": true}')  # B's last good report stays (its data too)
+    calls = []
+    report = _run(tmp_path, _entry(calls), ["A", "B", "C", "D"])
+    assert calls == ["A", "D"]
+    assert {s: e["status"] for s, e in report["symbols"].items()} == {
+        "A": "ok", "B": "upstream_failed", "C": "upstream_failed", "D": "ok",
+    }  # fmt: skip
+    assert up in report["symbols"]["B"]["error"]
+    assert report["failed"] == [] and report["upstream_failed"] == ["B", "C"]
+    assert report["retry_generation"] == 2  # none of its own failed: no retry needed
+    assert json.loads(kept.read_text()) == {"previous": True}
+
+
+def test_a_failed_symbol_raises_the_retry_generation(tmp_path, job_context):
+    job_context(retry_generation=5)
+    with pytest.raises(ShardFailed) as info:
+        _run(tmp_path, _entry([], fail={"B"}), ["A", "B"])
+    assert info.value.fatal is False
+    shard = json.loads((tmp_path / "reports/x/shards/3.json").read_text())
+    assert shard["failed"] == ["B"] and shard["retry_generation"] == 6
+    from crypto_lakehouse.plan import retry_generation
+
+    assert retry_generation(tmp_path / "reports/x/shards/3.json") == 6
+    assert retry_generation(tmp_path / "nothing.json") == 0
+
+
+def test_a_fatal_failure_is_marked_fatal(tmp_path, job_context):
+    job_context(retry_generation=0)
+    with pytest.raises(ShardFailed) as info:
+        _run(tmp_path, _entry([], fatal="A"), ["A", "B"], fatal=(ConnectionAbortedError,))
+    assert info.value.fatal is True
+
+
+def test_outside_a_workflow_job_the_report_has_no_retry_generation(tmp_path):
+    report = _run(tmp_path, _entry([]), ["A"])
+    assert "retry_generation" not in report and report["upstream_failed"] == []

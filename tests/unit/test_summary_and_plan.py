@@ -179,6 +179,44 @@ def test_check_config_checks_the_feature_indicators_while_enabled():
     assert "features" not in active_stages(_config(features={"enabled": False}))
 
 
+def test_a_shard_job_with_failed_symbols_ends_successfully_unless_fatal(tmp_path):
+    """smk.run_job: with retry_generation among the job's arguments (a workflow shard job), a
+    ShardFailed after the shard report ends the job successfully, so that the shard's other
+    symbols go on to the next stages; a fatal one (a host ban) and any other error fail."""
+    from crypto_lakehouse import shards
+    from crypto_lakehouse.shards import ShardFailed
+    from crypto_lakehouse.smk import run_job
+
+    up = tmp_path / "up/shards/0.json"
+    up.parent.mkdir(parents=True)
+    up.write_text(json.dumps({"symbols": {"X": {"status": "failed"}}}))
+    seen = {}
+
+    def entry(*, error):
+        seen["skips"] = dict(shards._JOB.upstream_failed)
+        seen["generation"] = shards._JOB.retry_generation
+        raise error
+
+    log = str(tmp_path / "job.log")
+    args = json.dumps({"retry_generation": 1, "upstream_shard_reports": [str(up)]})
+
+    def run(error, job_args=args):
+        return run_job(lambda **kwargs: entry(error=error), ["script.py", job_args, log])
+
+    try:
+        assert run(ShardFailed("1 of 2 failed")) is None  # a partial shard: the job succeeds
+        assert list(seen["skips"]) == ["X"] and seen["generation"] == 1
+        assert "1 of 2 failed; the job ends successfully" in (tmp_path / "job.log").read_text()
+        with pytest.raises(ShardFailed):  # a ban
+            run(ShardFailed("banned", fatal=True))
+        with pytest.raises(ValueError):  # not a shard's recorded failure
+            run(ValueError("x"))
+        with pytest.raises(ShardFailed):  # no retry generation: not a workflow shard job
+            run(ShardFailed("1 of 2 failed"), "{}")
+    finally:
+        shards.configure_job()
+
+
 def test_run_job_passes_json_kwargs_and_derives_the_stats_path(tmp_path):
     from crypto_lakehouse.smk import run_job, stats_path_for
 
@@ -196,3 +234,41 @@ def test_run_job_passes_json_kwargs_and_derives_the_stats_path(tmp_path):
     assert "entry(report_path, stats_path, symbol)" in (tmp_path / "job.log").read_text()
     with pytest.raises(SystemExit, match="JOB_JSON LOG_FILE"):
         run_job(entry, ["script.py"])
+
+
+def test_a_stage_with_unfinished_symbols_gets_no_summary_and_names_them(tmp_path):
+    from crypto_lakehouse.summary import SymbolsFailed, run_summaries
+
+    def shard(trade_type, statuses):
+        path = tmp_path / f"reports/gen_kline/{trade_type}/klines-1m/shards/0.json"
+        symbols = {}
+        for sym, (status, error) in statuses.items():
+            rep = path.parent.parent / f"{sym}.json"
+            _write(rep, {"symbol": sym})
+            symbols[sym] = {
+                "status": status,
+                "report": str(rep),
+                **({"error": error} if error else {}),
+            }
+        _write(path, {"shard": 0, "symbols": symbols})
+        return str(path)
+
+    spot = shard("spot", {"A": ("ok", None), "B": ("failed", "ValueError: bad B")})
+    um = shard("um_futures", {"C": ("ok", None)})
+    cm = shard("cm_futures", {"D": ("upstream_failed", "not done upstream (x)")})
+    out = {t: tmp_path / f"summaries/{t}.json" for t in ("spot", "um_futures", "cm_futures")}
+    summaries = [
+        dict(stage="gen_kline", trade_type=t, summary=str(out[t]), reports=[r])
+        for t, r in (("spot", spot), ("um_futures", um), ("cm_futures", cm))
+    ]
+    with pytest.raises(SymbolsFailed) as info:
+        run_summaries(summaries=summaries)
+    message = str(info.value)
+    assert "gen_kline spot: 1 symbol(s) not done" in message and "B: ValueError: bad B" in message
+    assert (
+        "gen_kline cm_futures: 1 symbol(s) not done" in message
+        and "D: not done upstream" in message
+    )
+    assert "C:" not in message
+    assert out["um_futures"].exists()  # the complete trade type is summarised
+    assert not out["spot"].exists() and not out["cm_futures"].exists()

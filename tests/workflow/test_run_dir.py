@@ -59,6 +59,9 @@ def test_local_data_dir_jobs_are_those_of_before_run_dir(tmp_path):
         },
         "symbols": SYMBOLS,
         "trade_type": "spot",
+        # its symbols the download shard did not finish are skipped (docs/shards.md)
+        "upstream_shard_reports": [f"{lh}/reports/aws_download/spot/klines-1m/shards/0.json"],
+        "retry_generation": 0,  # no shard report yet
     }
     stages = ["aws_download", "aws_parse", "api_download", "gen_kline", "resample", "features"]
     assert by_script["report"] == {

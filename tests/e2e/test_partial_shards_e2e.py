@@ -1,0 +1,61 @@
+"""One symbol that fails does not hold back the others of its shard: they go through every
+stage in the same run, the run fails naming the symbol, and the next run retries its shard
+(crypto_lakehouse.shards, docs/shards.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from crypto_lakehouse_emulator.faults import Faults
+
+from crypto_lakehouse import layout
+from tests.chaos import chaos_helpers as h
+from tests.e2e.e2e_helpers import snakemake
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_failing_symbol_holds_back_nothing_and_is_retried_next_run(tmp_path):
+    mirror = h.build_scenario(tmp_path)
+    broken = layout.daily_kline_key("spot", "ETHUSDT", "1m", "2024-02-27")
+    emu = h.start_emulator(mirror, faults=Faults(fail_always={broken}))
+    data = tmp_path / "data"
+    # One shard holds the three symbols; no retries, so the broken file fails at once.
+    config = dict(h.config_for(emu.base_url, data), shards=1, download={"max_retries": 0})
+    results = layout.results_klines_dir(data, "spot", "1m")
+    try:
+        first = snakemake(tmp_path, config, "all", check=False)
+        out = first.stdout + first.stderr
+        assert first.returncode != 0, out[-3000:]
+        # The shard's other symbols went through every stage in this run.
+        for symbol in ("BTCUSDT", "SOLUSDT"):
+            assert (results / f"{symbol}.pqt").exists(), out[-3000:]
+            assert list(data.glob(f"results_data/spot/resampled_klines/1h/*/{symbol}.pqt"))
+        assert not (results / "ETHUSDT.pqt").exists()
+        download = json.loads(
+            (data / "lakehouse/reports/aws_download/spot/klines-1m/shards/0.json").read_text()
+        )
+        assert download["failed"] == ["ETHUSDT"] and download["retry_generation"] == 1
+        gen = json.loads(
+            (data / "lakehouse/reports/gen_kline/spot/klines-1m/shards/0.json").read_text()
+        )
+        assert gen["upstream_failed"] == ["ETHUSDT"] and gen["failed"] == []
+        # The run's failure list names the symbol and why (the summaries of the stages).
+        failures = out[out.index("job(s) failed:") :]
+        assert "summarize" in failures and "ETHUSDT" in failures and "HTTP 500" in failures
+        assert not (data / "lakehouse/summaries/aws_download/spot.json").exists()
+
+        emu.faults.fail_always.clear()  # the archive serves the file again
+        second = snakemake(tmp_path, config, "all")
+        out = second.stdout + second.stderr
+        assert "Params have changed" in out  # the retry generation reran the shard
+        assert (results / "ETHUSDT.pqt").exists()
+        assert (
+            json.loads((data / "lakehouse/summaries/gen_kline/spot.json").read_text())["symbols"]
+            == 3
+        )
+        third = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in third.stdout + third.stderr
+    finally:
+        emu.stop()
