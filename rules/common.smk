@@ -130,15 +130,15 @@ def script_path(rule_name):
 STORAGE_SETTINGS = storage_settings.job_settings(config["storage"])
 
 
-def args_digest(args_function):
+def args_digest(args_function, ignore=()):
     """Params function beside every ``job_json``/``shard_job_json`` param, a digest of
-    the job's arguments (less ``CONNECTION_ARGS``), so that a config change that changes
+    the job's arguments (less ``CONNECTION_ARGS`` and ``ignore``), so that a config change that changes
     them (symbols, resample targets, indicators, dates, ...) reruns the job. Snakemake leaves params functions that
     take ``input`` or ``output`` ("derived" params, as the job JSON is) out of its records
     and of the params rerun trigger; this one takes the wildcards only and is recorded."""
 
     def digest(wildcards):
-        shaping = _without_connection_args(args_function(wildcards))
+        shaping = _without_connection_args(args_function(wildcards), ignore)
         text = json.dumps(shaping, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -153,13 +153,15 @@ CONNECTION_ARGS = frozenset(
 )  # fmt: skip
 
 
-def _without_connection_args(value):
+def _without_connection_args(value, ignore=()):
     if isinstance(value, dict):
         return {
-            k: _without_connection_args(v) for k, v in value.items() if k not in CONNECTION_ARGS
+            k: _without_connection_args(v, ignore)
+            for k, v in value.items()
+            if k not in CONNECTION_ARGS and k not in ignore
         }
     if isinstance(value, list):
-        return [_without_connection_args(v) for v in value]
+        return [_without_connection_args(v, ignore) for v in value]
     return value
 
 
