@@ -132,10 +132,11 @@ STORAGE_SETTINGS = storage_settings.job_settings(config["storage"])
 
 def args_digest(args_function, ignore=()):
     """Params function beside every ``job_json``/``shard_job_json`` param, a digest of
-    the job's arguments (less ``CONNECTION_ARGS`` and ``ignore``), so that a config change that changes
-    them (symbols, resample targets, indicators, dates, ...) reruns the job. Snakemake leaves params functions that
-    take ``input`` or ``output`` ("derived" params, as the job JSON is) out of its records
-    and of the params rerun trigger; this one takes the wildcards only and is recorded."""
+    the job's arguments (less ``CONNECTION_ARGS`` and ``ignore``), so that a config change
+    that changes them (symbols, resample targets, indicators, dates, ...) reruns the job.
+    Snakemake leaves params functions that take ``input`` or ``output`` ("derived" params,
+    as the job JSON is) out of its records and of the params rerun trigger; this one takes
+    the wildcards only and is recorded."""
 
     def digest(wildcards):
         shaping = _without_connection_args(args_function(wildcards), ignore)
