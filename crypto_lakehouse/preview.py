@@ -331,7 +331,10 @@ def format_plan(plan: dict) -> str:
             f"download; {d['files_present']} files, {_mb(d['bytes_present'])} present (verified)"
         )
         if d["dataset"] == datasets.FUNDING.name:
-            lines.append(f"  REST: funding history of {d['rest_symbols']} symbols")
+            lines.append(
+                f"  REST: funding history of {d['rest_symbols']} symbol(s), each from its last "
+                "stored rate (a request or more per symbol, not in the estimate)"
+            )
         else:
             lines.append(f"  REST: {d['rest_days']} days to fetch (weight {d['rest_weight']})")
         r = d["rates"]
@@ -346,7 +349,9 @@ def format_plan(plan: dict) -> str:
                 f"REST {_duration(d['rest_seconds'])} at {r['rest_weight_s'] * 60:.0f} "
                 f"weight/min ({r['rest_source']})"
             )
-        lines.append("  estimate: " + ("; ".join(parts) if parts else "nothing to fetch"))
+        funding_asked = d["dataset"] == datasets.FUNDING.name and d["rest_symbols"]
+        idle = "nothing to download" if funding_asked else "nothing to fetch"
+        lines.append("  estimate: " + ("; ".join(parts) if parts else idle))
     lines.append(
         f"Total estimate: download {_duration(plan['download_seconds'])}, REST "
         f"{_duration(plan['rest_seconds'])} (one job at a time; parallel jobs are faster)"

@@ -176,6 +176,8 @@ def test_plan_text_names_reasons_and_estimate(archive, capsys):
     assert "USDCUSDT (stablecoin" in out and "BTCUSDT_260925 (delivery" in out
     assert "spot klines-1h: listing listed now" in out
     assert "REST: 3 days to fetch" in out
+    # funding: asked from each symbol's last stored rate, which the estimate does not time
+    assert "REST: funding history of 1 symbol(s), each from its last stored rate" in out
     assert "Total estimate: download" in out
     assert "\x1b" not in out
 
