@@ -438,12 +438,25 @@ def api_shard_report_path(run_dir: str, trade_type: str, shard: str) -> str:
     return f"{run_dir}/reports/api_download/{trade_type}/shards/{shard}.json"
 
 
+def _reports_part(parts: list[str]) -> int:
+    """Index of the last ``reports`` folder among a report path's parts (ValueError: none)."""
+    return len(parts) - 1 - parts[::-1].index("reports")
+
+
 def stats_path_for(report_path: str | Path) -> str:
     """A per-symbol report's run figures: ``…/reports/<stage>/…`` → ``…/stats/<stage>/…``."""
     parts = list(Path(report_path).parts)
-    idx = len(parts) - 1 - parts[::-1].index("reports")
-    parts[idx] = "stats"
+    parts[_reports_part(parts)] = "stats"
     return str(Path(*parts))
+
+
+def report_name(report_path: str | Path) -> str:
+    """A report's path below its ``reports/`` folder, without ``.json``
+    (``aws_download/spot/klines-1m/shards/0``); the path itself when it has no such folder."""
+    parts = list(Path(report_path).with_suffix("").parts)
+    if "reports" not in parts:
+        return str(report_path)
+    return "/".join(parts[_reports_part(parts) + 1 :])
 
 
 def job_log_path(run_dir: str, *parts: str) -> str:

@@ -310,12 +310,21 @@ def print_summaries(run_dir: str | Path) -> None:
 
 def retry_generation(shard_report) -> int:
     """The ``retry_generation`` a shard report records (0 without report or value): the
-    rerun trigger of a shard whose job recorded failed symbols (crypto_lakehouse.shards)."""
-    from crypto_lakehouse.io import read_json
-
+    rerun trigger of a shard whose job recorded failed symbols (crypto_lakehouse.shards).
+    Planning asks twice per shard job (its ``retry`` param and its job JSON): one read."""
     try:
-        report = read_json(shard_report, default={})
-    except ValueError:  # a torn report: its job reruns anyway (incomplete output)
+        mtime_ns = os.stat(shard_report).st_mtime_ns
+    except OSError:
+        return 0
+    return _retry_generation(str(shard_report), mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _retry_generation(path: str, mtime_ns: int) -> int:
+    try:
+        with open(path, "rb") as f:
+            report = json.load(f)
+    except (OSError, ValueError):  # gone, or torn: its job reruns anyway (incomplete output)
         return 0
     value = report.get("retry_generation", 0) if isinstance(report, dict) else 0
     return value if isinstance(value, int) else 0

@@ -87,6 +87,7 @@ def configure_job(*, upstream_shard_reports=(), retry_generation: int | None = N
     """Set by ``smk.run_job`` before a shard job runs: the upstream shard reports (their
     symbols that are not done are skipped here, as ``upstream_failed``) and the retry
     generation the shard report records (see the module's docstring)."""
+    from crypto_lakehouse import layout
     from crypto_lakehouse.io import read_json
 
     _JOB.upstream_failed = {}
@@ -95,19 +96,9 @@ def configure_job(*, upstream_shard_reports=(), retry_generation: int | None = N
         for name, entry in (report.get("symbols") or {}).items():
             if entry.get("status") in NOT_DONE:
                 symbol = name.rsplit("/", 1)[-1]  # REST entries are "klines-1m/BTCUSDT"
-                why = f"not done upstream ({_shard_name(path)}: {entry.get('status')})"
+                why = f"not done upstream ({layout.report_name(path)}: {entry.get('status')})"
                 _JOB.upstream_failed.setdefault(symbol, why)
     _JOB.retry_generation = retry_generation
-
-
-def _shard_name(path) -> str:
-    """``aws_download/spot/klines-1m/shards/0`` for a shard report below ``reports/``."""
-    parts = Path(path).with_suffix("").parts
-    return (
-        "/".join(parts[len(parts) - parts[::-1].index("reports") :])
-        if "reports" in parts
-        else str(path)
-    )
 
 
 def _skipped_upstream(symbol: str, entry: dict) -> bool:
