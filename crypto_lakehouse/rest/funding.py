@@ -8,6 +8,12 @@ funding (§7, Q5). Here (Q5 fixed):
   (``parsed_data/{T}/funding/{SYM}.pqt``) and the last stored REST event. With neither, from the
   symbol's first parsed kline day (any interval); with no klines either, from epoch 0, which
   Binance answers with the symbol's first records.
+- Head: REST must cover everything after the archive (or from the first kline day). Where that
+  lower bound lies before what the stored file was fetched from, the span in between is fetched
+  too. It happens after a backfill: ``start_date`` moved earlier, so the archive's last event or
+  the first kline day moved back while the stored REST events began later. The lower bound the
+  stored events cover is kept in a record (``lakehouse/state/api_download_funding/...``, written
+  after the file); a file without one counts as covered from its first event.
 - End: the server time, but not after the end of ``end_date`` (inclusive), so a run with a
   fixed ``end_date`` is reproducible.
 - Pages of ``limit=1000`` by ``startTime`` (next start = last ``fundingTime`` + 1) until a
@@ -48,6 +54,12 @@ log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 1000
 HOUR_MS = 3_600_000
+RECORD_STAGE = "api_download_funding"
+
+
+def coverage_record_path(data_dir, trade_type: str, symbol: str) -> Path:
+    """Record of the lower bound the stored REST events were fetched from."""
+    return layout.state_path(data_dir, RECORD_STAGE, trade_type, "funding", symbol)
 
 
 def _max_time(path: Path, column: str) -> int | None:
@@ -61,6 +73,29 @@ def _column_max(col) -> int | None:
     if len(col) == 0:
         return None
     return int(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy().max())
+
+
+def _fetch_span(
+    client, trade_type: str, symbol: str, lo: int, hi: int, stats: dict, *, into: list[dict]
+) -> None:
+    """Append the funding events of [lo, hi] to ``into``, in pages of PAGE_LIMIT by
+    ``startTime``; pages already fetched stay there when a later one fails."""
+    s = lo
+    while s <= hi:
+        page = client.get_json(
+            "/fundingRate",
+            {"symbol": symbol, "startTime": s, "endTime": hi, "limit": PAGE_LIMIT},
+            weight=0 if trade_type == "um_futures" else 1,
+            funding=trade_type == "um_futures",
+        )
+        stats["pages"] += 1
+        into.extend(page)
+        if len(page) < PAGE_LIMIT:
+            break
+        nxt = int(page[-1]["fundingTime"]) + 1
+        if nxt <= s:  # a server not moving forward would loop forever
+            raise RestError(f"{symbol}: fundingRate page does not advance past {s}")
+        s = nxt
 
 
 def first_kline_ms(data_dir, trade_type: str, symbol: str) -> int | None:
@@ -124,7 +159,8 @@ def run_api_funding(
     backoff_base_s: float = 1.0,
     client: RestClient | None = None,
 ) -> dict:
-    """Fetch the symbol's funding events after the newest known one; see module docstring.
+    """Fetch the symbol's funding events after the newest known one, and those of a span
+    before the stored ones that REST must cover too (a backfill); see module docstring.
 
     ``exchange_info_path`` (optional) supplies the weight limit and window; without it the
     Binance defaults apply. ``parse_report`` is accepted for the workflow's dependency only:
@@ -144,14 +180,26 @@ def run_api_funding(
         layout.parsed_funding_path(data_dir, trade_type, symbol), "funding_time"
     )
     last_stored = _column_max(stored["funding_time"])  # the file read above: no second GET
-    known = [x for x in (last_archived, last_stored) if x is not None]
-    if known:
-        start_ms = max(known) + 1
-        start_from = "last_event"
+    if last_archived is not None:
+        lower_ms, start_from = last_archived + 1, "last_event"
     else:
         first = first_kline_ms(data_dir, trade_type, symbol)
-        start_ms = (first - first % DAY_MS) if first is not None else 0
+        lower_ms = (first - first % DAY_MS) if first is not None else 0
         start_from = "first_kline_day" if first is not None else "epoch"
+    record_path = coverage_record_path(data_dir, trade_type, symbol)
+    head: tuple[int, int] | None = None  # [lo, hi] before the stored events, to fetch too
+    if last_stored is None:
+        start_ms = lower_ms
+    else:
+        start_ms = max(lower_ms - 1, last_stored) + 1
+        start_from = "last_event"
+        first_stored = int(stored["funding_time"].cast(pa.int64()).to_numpy().min())
+        if lower_ms < first_stored:  # the record is read only when it can matter
+            covered_from = (storage.read_json(record_path, default={}) or {}).get("covered_from_ms")
+            if not isinstance(covered_from, int):
+                covered_from = first_stored
+            if lower_ms < covered_from:
+                head = (lower_ms, covered_from - 1)
 
     client, client_context = shared_or_own_client(
         client,
@@ -173,6 +221,7 @@ def run_api_funding(
     }
     stats = {"pages": 0, "new_records": 0, "start_from": start_from}
     fetched: list[dict] = []
+    head_done = False
     failure: Exception | None = None
     with client_context:
         try:
@@ -180,22 +229,10 @@ def run_api_funding(
             end_ms = (
                 now_ms if not end_date else min(now_ms, (day_number(end_date) + 1) * DAY_MS - 1)
             )
-            s = start_ms
-            while s <= end_ms:
-                page = client.get_json(
-                    "/fundingRate",
-                    {"symbol": symbol, "startTime": s, "endTime": end_ms, "limit": PAGE_LIMIT},
-                    weight=0 if trade_type == "um_futures" else 1,
-                    funding=trade_type == "um_futures",
-                )
-                stats["pages"] += 1
-                fetched.extend(page)
-                if len(page) < PAGE_LIMIT:
-                    break
-                nxt = int(page[-1]["fundingTime"]) + 1
-                if nxt <= s:  # a server not moving forward would loop forever
-                    raise RestError(f"{symbol}: fundingRate page does not advance past {s}")
-                s = nxt
+            if head is not None:
+                _fetch_span(client, trade_type, symbol, *head, stats, into=fetched)
+                head_done = True
+            _fetch_span(client, trade_type, symbol, start_ms, end_ms, stats, into=fetched)
         except InvalidSymbol as exc:
             log.warning("%s %s: invalid symbol, funding skipped: %s", trade_type, symbol, exc)
             report.update(status="invalid_symbol", invalid_symbol=True)
@@ -205,11 +242,19 @@ def run_api_funding(
 
     new = records_to_table(fetched)
     if new.num_rows:
-        # only records after the start: a server ignoring startTime must not rewrite history
-        new = new.filter(pc.greater_equal(new["funding_time"].cast(pa.int64()), start_ms))
+        # only records of the spans asked: a server ignoring startTime must not rewrite history
+        times = new["funding_time"].cast(pa.int64())
+        asked = pc.greater_equal(times, start_ms)
+        if head is not None:
+            in_head = pc.and_(pc.greater_equal(times, head[0]), pc.less_equal(times, head[1]))
+            asked = pc.or_(asked, in_head)
+        new = new.filter(asked)
     merged = merge_funding(stored, new) if new.num_rows else stored
     if new.num_rows:
         storage.write_parquet(out_path, merged)
+    if merged.num_rows and (last_stored is None or head_done):
+        # after the file: a record never claims events the file does not hold
+        storage.write_json(record_path, {"covered_from_ms": lower_ms})
     times = merged["funding_time"].cast(pa.int64()).to_numpy() if merged.num_rows else np.array([])
     report.update(
         records=merged.num_rows,

@@ -402,3 +402,65 @@ def test_a_ban_in_the_klines_part_stops_the_funding_part_too(emulator, tmp_path)
         "not_run",
     ]
     assert rest.counters("um").get("requests/fundingRate", 0) == 0
+
+
+def write_parsed_funding(tmp, symbol, trade_type, times_ms):
+    """The archive's parsed funding file holding events at ``times_ms``."""
+    n = len(times_ms)
+    write_parquet(
+        layout.parsed_funding_path(tmp, trade_type, symbol),
+        pa.table(
+            {
+                "funding_time": pa.array(times_ms, PARSED_FUNDING_SCHEMA.field(0).type),
+                "funding_interval_hours": pa.array([8] * n, pa.int64()),
+                "funding_rate": pa.array([1e-4] * n),
+                "candle_begin_time": pa.array(
+                    [t - t % HOUR for t in times_ms], PARSED_FUNDING_SCHEMA.field(3).type
+                ),
+            }
+        ),
+    )
+
+
+def test_a_backfill_fetches_the_span_before_the_stored_events(emulator, tmp_path):
+    # First run: klines from D+3, no archive funding: REST from D+3. Then start_date moved
+    # back: the archive's funding (last event D+1 16:00) and klines from D are parsed. REST must
+    # now also cover (D+1 16:00, D+3 00:00): the three events of D+2.
+    rest = RestEmulator(now_ms=(D + 6) * DAY + 10)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 20) * DAY)
+    emu = emulator(rest=rest)
+    write_first_kline(tmp_path, "AUSDT", "um_futures", (D + 3) * DAY)
+    run(emu.base_url, tmp_path)
+    assert stored(tmp_path)["funding_time"].cast("int64").to_pylist() == served_times(
+        rest, "um", "AUSDT", (D + 3) * DAY, rest.now_ms
+    )
+    last_archived = served_times(rest, "um", "AUSDT", D * DAY, (D + 2) * DAY - 1)[-1]
+    write_parsed_funding(tmp_path, "AUSDT", "um_futures", [last_archived])
+    expected = served_times(rest, "um", "AUSDT", last_archived + 1, rest.now_ms)
+    before = rest.counters("um")["requests/fundingRate"]
+    stats = run(emu.base_url, tmp_path)
+    assert len(expected) == 4 * 3 + 1  # D+2 00:00 .. D+6 00:00
+    assert stored(tmp_path)["funding_time"].cast("int64").to_pylist() == expected
+    assert stats["new_records"] == 3 and stats["pages"] == 2
+    assert rest.counters("um")["requests/fundingRate"] - before == 2  # the span, then the tail
+    # Covered now: the next run asks the tail only.
+    stats = run(emu.base_url, tmp_path)
+    assert stats["pages"] == 1 and stats["new_records"] == 0
+
+
+def test_a_stored_file_without_a_record_is_completed_once(emulator, tmp_path):
+    # A data dir from before the record: stored events begin after the archive's last event
+    # plus a gap; the span is asked once, then the record says it is covered.
+    rest = RestEmulator(now_ms=(D + 6) * DAY + 10)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 20) * DAY)
+    emu = emulator(rest=rest)
+    served = served_times(rest, "um", "AUSDT", D * DAY, rest.now_ms)
+    write_parsed_funding(tmp_path, "AUSDT", "um_futures", served[:2])
+    run(emu.base_url, tmp_path)
+    layout.state_path(tmp_path, "api_download_funding", "um_futures", "funding", "AUSDT").unlink()
+    t = stored(tmp_path)
+    write_parquet(layout.api_funding_path(tmp_path, "um_futures", "AUSDT"), t.slice(3))
+    stats = run(emu.base_url, tmp_path)
+    assert stats["pages"] == 2 and stats["new_records"] == 3
+    assert stored(tmp_path)["funding_time"].cast("int64").to_pylist() == served[2:]
+    assert run(emu.base_url, tmp_path)["pages"] == 1
