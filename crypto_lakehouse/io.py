@@ -364,8 +364,9 @@ def touch(path: str | Path) -> None:
 
 def write_parquet(
     path: str | Path, table: pa.Table, metadata: dict[str, str] | None = None, **write_options
-) -> None:
-    """Write a Parquet file atomically (zstd, like the legacy polars writer).
+) -> int:
+    """Write a Parquet file atomically (zstd, like the legacy polars writer); its size in
+    bytes.
 
     ``metadata`` is merged into the schema's key-value metadata (values as strings).
     ``write_options`` go to ``pyarrow.parquet.write_table`` (e.g. ``use_dictionary=False``
@@ -373,6 +374,7 @@ def write_parquet(
     """
     with atomic_path(path) as tmp:
         write_parquet_to(tmp, table, metadata, **write_options)
+        return os.path.getsize(tmp)
 
 
 def write_parquet_to(where, table: pa.Table, metadata=None, **write_options) -> None:

@@ -327,20 +327,43 @@ def stat(path) -> tuple[int, int] | None:
     return info.size, info.mtime_ns or 0
 
 
+@contextlib.contextmanager
+def _naming_the_file(p) -> Iterator[None]:
+    """pyarrow's errors for a damaged Parquet file ("Parquet magic bytes not found",
+    "Couldn't deserialize thrift", "Corrupt snappy compressed data") do not say which file;
+    they are raised again, same type, with the path in front. Missing files and the OS's
+    own errors (which carry the file name) pass unchanged."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except StorageError:
+        raise  # names the object already
+    except pa.ArrowInvalid as exc:
+        if str(p) in str(exc):
+            raise
+        raise type(exc)(f"{uri(p)}: {exc}") from exc
+    except OSError as exc:
+        if exc.errno is not None or isinstance(exc, FileNotFoundError) or str(p) in str(exc):
+            raise
+        raise OSError(f"{uri(p)}: {exc}") from exc
+
+
 def parquet_metadata(path):
     """The footer of a Parquet file (row count, row groups) without reading its data."""
     import pyarrow.parquet as pq
 
     p = data_path(path)
-    if not isinstance(p, ObjectPath):
-        return pq.ParquetFile(p).metadata
-    ahead = _READ_AHEAD.peek(str(p)) if _READ_AHEAD is not None else None
-    if ahead is not None:
-        import pyarrow as pa
+    with _naming_the_file(p):
+        if not isinstance(p, ObjectPath):
+            return pq.ParquetFile(p).metadata
+        ahead = _READ_AHEAD.peek(str(p)) if _READ_AHEAD is not None else None
+        if ahead is not None:
+            import pyarrow as pa
 
-        return pq.ParquetFile(pa.BufferReader(ahead)).metadata
-    with _request("parquet_read"), _open_object(p) as f:
-        return pq.ParquetFile(f).metadata
+            return pq.ParquetFile(pa.BufferReader(ahead)).metadata
+        with _request("parquet_read"), _open_object(p) as f:
+            return pq.ParquetFile(f).metadata
 
 
 def parquet_file(path):
@@ -348,9 +371,10 @@ def parquet_file(path):
     import pyarrow.parquet as pq
 
     p = data_path(path)
-    if not isinstance(p, ObjectPath):
-        return pq.ParquetFile(p)
-    return pq.ParquetFile(_open_object(p))
+    with _naming_the_file(p):
+        if not isinstance(p, ObjectPath):
+            return pq.ParquetFile(p)
+        return pq.ParquetFile(_open_object(p))
 
 
 def open_input(path):
@@ -521,10 +545,16 @@ WHOLE_PARQUET_READ_BYTES = 32 << 20
 
 
 def read_parquet(path, **options) -> pa.Table:
-    """A whole Parquet file (``pq.ParquetFile(...).read(**options)``: columns=...)."""
+    """A whole Parquet file (``pq.ParquetFile(...).read(**options)``: columns=...); a
+    damaged file's error names it."""
+    p = data_path(path)
+    with _naming_the_file(p):
+        return _read_parquet(p, **options)
+
+
+def _read_parquet(p, **options) -> pa.Table:
     import pyarrow.parquet as pq
 
-    p = data_path(path)
     if not isinstance(p, ObjectPath):
         return pq.ParquetFile(p).read(**options)
     import pyarrow as pa
@@ -1041,14 +1071,15 @@ def touch(path) -> None:
         _write_record(p, b"")
 
 
-def write_parquet(path, table: pa.Table, metadata: dict[str, str] | None = None, **options):
-    """Parquet (zstd), atomically, as io.write_parquet; on S3 through a spool file."""
+def write_parquet(path, table: pa.Table, metadata: dict[str, str] | None = None, **options) -> int:
+    """Parquet (zstd), atomically, as io.write_parquet; on S3 through a spool file. Returns
+    the file's size in bytes."""
     p = data_path(path)
     if not isinstance(p, ObjectPath):
-        io.write_parquet(p, table, metadata, **options)
-        return
+        return io.write_parquet(p, table, metadata, **options)
     with staged_path(p) as tmp:
         io.write_parquet_to(tmp, table, metadata, **options)
+        return os.path.getsize(tmp)
 
 
 # ------------------------------------------------------------------ delete, move

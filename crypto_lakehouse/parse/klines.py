@@ -459,11 +459,23 @@ class _KlineRun:
         old_by_month: dict[str, dict[str, str]] = defaultdict(dict)
         for key, sha in old_files.items():
             old_by_month[self.periods[key].month][key] = sha
-        on_disk = {
-            p.stem
-            for p in storage.list_files(self.part_dir, recursive=False, suffix=".pqt")
-            if _PARTITION_RE.match(p.stem)
+        # One listing gives the partitions on disk and their sizes: a partition whose size
+        # differs from the one written (damaged, truncated, replaced by hand) is rebuilt.
+        on_disk_bytes = {
+            name[: -len(".pqt")]: size
+            for name, size in storage.file_sizes(self.part_dir, sized=".pqt").items()
+            if name.endswith(".pqt") and _PARTITION_RE.match(name[: -len(".pqt")])
         }
+        on_disk = set(on_disk_bytes)
+        written_bytes: dict[str, int] = dict(self.state.get("partition_bytes") or {})
+        for month in sorted(set(old_parts) & on_disk - set(written_bytes)):
+            # Written before sizes were recorded: its footer is checked once, then its size
+            # on disk is the one to keep.
+            try:
+                storage.parquet_metadata(self.part_dir / f"{month}.pqt")
+                written_bytes[month] = on_disk_bytes[month]
+            except (OSError, pa.ArrowException):
+                written_bytes[month] = -1  # damaged: rebuilt below
 
         partitions = {m: v for m, v in old_parts.items()}
         self.own_partitions.update(old_parts)
@@ -483,6 +495,7 @@ class _KlineRun:
                 new_by_month.get(month, {}) == old_by_month.get(month, {})
                 and self.day_sources.get(month, {}) == self.old_day_sources.get(month, {})
                 and (month in old_parts) == (month in on_disk)
+                and written_bytes.get(month, on_disk_bytes.get(month)) == on_disk_bytes.get(month)
             )
 
         # S3: the archives of every month to rebuild, in the order read_many reads them,
@@ -528,11 +541,14 @@ class _KlineRun:
                 with self.timer.step("write"):
                     if table is None:
                         partitions.pop(month, None)
+                        written_bytes.pop(month, None)
                         if storage.exists(path):
                             storage.delete(path)
                             removed += 1
                     else:
-                        storage.write_parquet(path, table, **PARTITION_WRITE_OPTIONS)
+                        written_bytes[month] = storage.write_parquet(
+                            path, table, **PARTITION_WRITE_OPTIONS
+                        )
                         partitions[month] = _partition_summary(table)
                         written += 1
         progress.done = len(months)
@@ -551,6 +567,9 @@ class _KlineRun:
         new_state = {
             "files": usable,
             "partitions": dict(sorted(partitions.items())),
+            "partition_bytes": {
+                m: written_bytes[m] for m in sorted(written_bytes) if m in partitions
+            },
             "day_sources": self.report_in.get("day_sources") or {},
             "quarantined": dict(sorted(bad.items())),
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import io as stdio
 import os
 import zipfile
@@ -433,6 +434,26 @@ def test_deleted_partition_is_rebuilt(tmp_path):
     assert stats["files_parsed"] == 3 and partition(tmp_path, "202001").num_rows == 4320
 
 
+def test_damaged_partition_is_rebuilt_and_a_touched_one_is_not(tmp_path):
+    # A partition whose size is not the one written (truncated by a disk fault, replaced by
+    # hand) is rebuilt from its archives on the next parse, with nothing else changed; a
+    # partition only touched (mtime) is left alone.
+    keys = real_spot_2020(tmp_path)
+    report = download_report(tmp_path, keys)
+    parse(tmp_path, report)
+    part = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "202001.pqt"
+    good = part.read_bytes()
+    os.utime(part, (1, 1))
+    stats, _ = parse(tmp_path, report)
+    assert stats["files_parsed"] == 0 and stats["partitions_written"] == 0
+    part.write_bytes(good[: len(good) // 2])
+    stats, rep = parse(tmp_path, report)
+    assert stats["files_parsed"] == 3 and stats["partitions_written"] == 1
+    assert part.read_bytes() == good
+    stats, _ = parse(tmp_path, report)
+    assert stats["files_parsed"] == 0 and stats["partitions_written"] == 0
+
+
 # ---------------------------------------------------------------- batched reading
 def test_batched_read_equals_file_by_file():
     """One CSV call over several archives (ms, µs, with and without header) gives exactly
@@ -564,3 +585,28 @@ def test_unreadable_foreign_partition_is_not_overwritten(tmp_path):
     part.unlink()  # moved away by a person: the archives are parsed
     stats, report = parse(tmp_path, download_report(tmp_path, keys))
     assert stats["files_parsed"] == 3 and partition(tmp_path, "202001").num_rows == 4320
+
+
+def test_a_partition_written_before_sizes_were_recorded_is_checked_once(tmp_path):
+    # A state from before `partition_bytes`: an unreadable partition is found by its footer
+    # and rebuilt; a readable one is kept and its size recorded, so the footer is not read
+    # again.
+    keys = real_spot_2020(tmp_path)
+    report = download_report(tmp_path, keys)
+    parse(tmp_path, report)
+    state_path = layout.state_path(tmp_path, "aws_parse", "spot", "klines-1m", "BTCUSDT")
+    state = read_json(state_path)
+    recorded = state.pop("partition_bytes")
+    state_path.write_text(json.dumps(state))
+    part = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "202001.pqt"
+    good = part.read_bytes()
+    part.write_bytes(b"\0" * len(good))  # same size, no footer
+    stats, _ = parse(tmp_path, report)
+    assert stats["files_parsed"] == 3 and part.read_bytes() == good
+    assert read_json(state_path)["partition_bytes"] == recorded == {"202001": len(good)}
+    state = read_json(state_path)
+    del state["partition_bytes"]
+    state_path.write_text(json.dumps(state))
+    stats, _ = parse(tmp_path, report)
+    assert stats["files_parsed"] == 0
+    assert read_json(state_path)["partition_bytes"] == recorded

@@ -307,3 +307,18 @@ def test_read_ahead_gives_each_object_once_and_errors_in_place(s3_root):
         storage.write_bytes(paths[0], b"changed")
         assert storage.read_bytes(paths[0]) == b"changed"
     assert got == [f"body {i}".encode() for i in range(20)]
+
+
+def test_a_damaged_parquet_file_is_named_and_the_size_written_is_returned(root):
+    # pyarrow's "Parquet magic bytes not found" says nothing of which file: a job's error
+    # listed the symbol only and the user had to search for the damaged partition.
+    path = root / "parsed" / "202001.pqt"
+    written = storage.write_parquet(path, pa.table({"a": [1, 2, 3]}))
+    assert written == storage.size(path) > 0
+    storage.write_bytes(path, storage.read_bytes(path)[:20])
+    for read in (storage.read_parquet, storage.parquet_metadata):
+        with pytest.raises(pa.ArrowInvalid) as caught:
+            read(path)
+        assert str(path) in str(caught.value) and "magic bytes" in str(caught.value)
+    with pytest.raises(FileNotFoundError):
+        storage.read_parquet(root / "parsed" / "missing.pqt")
