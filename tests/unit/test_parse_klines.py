@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import io as stdio
+import json
 import os
 import zipfile
 from decimal import Decimal
