@@ -28,9 +28,7 @@ def test_forcing_the_download_repairs_lost_and_damaged_files(tmp_path):
     try:
         snakemake(tmp_path, config, "all")
         before = h.snapshot(data)
-        zip_path = layout.aws_path(
-            data, layout.daily_kline_key("spot", "ETHUSDT", "1m", h.DAYS[2])
-        )
+        zip_path = layout.aws_path(data, layout.daily_kline_key("spot", "ETHUSDT", "1m", h.DAYS[2]))
         partition = layout.parsed_klines_dir(data, "spot", "BTCUSDT", "1m") / "202402.pqt"
         result = layout.results_klines_dir(data, "spot", "1m") / "SOLUSDT.pqt"
         resampled = next(data.glob("results_data/spot/resampled_klines/1h/*/ETHUSDT.pqt"))
