@@ -279,15 +279,25 @@ def auto_shard_count(index_path: str | Path, parallel: int = 1) -> int:
     return count_for(len(listed_symbol_set(index_path)), parallel=parallel)
 
 
-def shard_digest(index_path: str | Path, symbols: list[str]) -> str:
+def shard_digest(index_path: str | Path, symbols: list[str], end_date=None) -> str:
     """Digest of the listing digests of a shard's symbols: a download shard reruns only
-    when one of its symbols' remote files changed (or the shard gained or lost a symbol)."""
+    when one of its symbols' remote files changed (or the shard gained or lost a symbol).
+
+    An explicit ``end_date`` before a symbol's last listed day (``last_day``) is part of
+    it: the listing holds files past the end date, so moving the end date forward brings
+    files into range that no listing change announces. An end date on or after that day
+    selects every listed file whatever its value, so a daily end date that moves past the
+    archive's newest day reruns nothing by itself."""
     import hashlib
 
     entries = load_index(index_path)["symbols"]
+    end = str(end_date) if end_date not in (None, "") else None
     h = hashlib.sha256()
     for symbol in sorted(symbols):
-        h.update(f"{symbol}:{entries[symbol]['digest']}\n".encode())
+        entry = entries[symbol]
+        last_day = entry.get("last_day")
+        cut = f":{end}" if end is not None and (last_day is None or end < last_day) else ""
+        h.update(f"{symbol}:{entry['digest']}{cut}\n".encode())
     return h.hexdigest()
 
 

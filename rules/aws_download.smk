@@ -78,8 +78,8 @@ rule aws_download_shard:
         archive_http=1,
     params:
         job=shard_job_json(get_download_args),
-        # A later end_date brings new files, which the listing digest (`digest`) reruns
-        # exactly; a shard without one (funding within a month) has nothing to fetch.
+        # A later end_date is in `digest` only while it cuts the shard's listed files
+        # (plan.shard_digest); past the newest file it selects nothing more.
         args=args_digest(get_download_args, ignore=("end_date",)),
         retry=shard_retry("aws_download", "{dataset}"),
         digest=get_shard_digest,

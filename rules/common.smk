@@ -441,10 +441,11 @@ def get_listing_refresh(wildcards):
 
 
 def get_shard_digest(wildcards):
-    """Digest of the listing digests of the shard's symbols (rerun trigger of a download)."""
+    """Digest of the listing digests of the shard's symbols and of an explicit end date
+    that cuts their listed files (rerun trigger of a download)."""
     index = listing_index_path(wildcards.trade_type, wildcards.dataset)
     symbols = shard_symbols(wildcards.trade_type, wildcards.shard, wildcards.dataset)
-    return plan.shard_digest(index, symbols)
+    return plan.shard_digest(index, symbols, config["end_date"])
 
 
 def get_download_args(wildcards):

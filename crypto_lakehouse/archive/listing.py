@@ -319,7 +319,11 @@ def run_listing(
         storage.write_json_text_if_changed(path, text)
         # The digest of the text just stored (or found unchanged): no read back.
         digest = hashlib.sha256(text.encode()).hexdigest()
-        index_symbols[sym] = {"digest": digest, "n_files": len(entries)}
+        index_symbols[sym] = {
+            "digest": digest,
+            "n_files": len(entries),
+            "last_day": last_covered_day(entries),
+        }
     # file_names: one listdir where the folder is local (list_files would import pyarrow,
     # ~0.1 s of this job's start, for it).
     for name in sorted(storage.file_names(details_dir)):
@@ -430,6 +434,26 @@ RESUME_RECORD = "_index.state"
 
 def resume_record_path(details_dir):
     return storage.data_path(details_dir) / RESUME_RECORD
+
+
+def last_covered_day(entries: list[dict]) -> str | None:
+    """The last day any of a symbol's listed zips covers (ISO), from the key names. With an
+    explicit ``end_date`` before it, the download shard's rerun trigger holds the end date
+    (``plan.shard_digest``): moving it forward brings files listed earlier into range."""
+    from crypto_lakehouse.archive.selection import key_period
+
+    last = None
+    for entry in entries:
+        key = entry["key"]
+        if not key.endswith(".zip"):
+            continue
+        try:
+            day = key_period(key).last_day
+        except ValueError:  # refused elsewhere; never downloaded
+            continue
+        if last is None or day > last:
+            last = day
+    return last.isoformat() if last else None
 
 
 def previous_listing(

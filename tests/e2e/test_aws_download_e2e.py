@@ -124,3 +124,38 @@ def test_aws_download_end_to_end(tmp_path, emulator):
     assert fetched == {k for k in added if k.endswith(".zip")}
     index = read_json(data / "lakehouse/listing/spot/klines-1h.json")
     assert index["symbols"]["BTCUSDT"]["n_files"] == 2 * 521
+
+
+def test_a_later_end_date_fetches_files_listed_before(tmp_path, emulator):
+    # The archive already holds the days past the first run's end date: they are listed
+    # then (the listing is not cut by dates) but not fetched. Moving the end date forward
+    # lists nothing new (the listing resumes after the last known key), yet the shard must
+    # fetch those days.
+    mirror = tmp_path / "mirror"
+    days = ["2024-06-01", "2024-06-02", "2024-06-03", "2024-06-04", "2024-06-05"]
+    keys = build_mirror(
+        mirror,
+        {"spot": {"symbols": ["BTCUSDT", "ETHUSDT"], "start": days[0], "end": days[-1],
+                  "interval": "1h"}},
+    )  # fmt: skip
+    emu = emulator(mirror_dir=mirror)
+    data = tmp_path / "data"
+    config = emulator_config(
+        emu.base_url, data, interval="1h", trade_types=["spot"],
+        symbols={"spot": ["BTCUSDT", "ETHUSDT"]}, start_date=days[0], end_date=days[2],
+        resample={"targets": []},
+    )  # fmt: skip
+
+    def held() -> set[str]:
+        return {k for k in keys if k.endswith(".zip") and layout.aws_path(data, k).exists()}
+
+    snakemake(tmp_path, config, "aws_download")
+    assert held() == {k for k in keys if k.endswith(".zip") and k[-14:-4] <= days[2]}
+    snakemake(tmp_path, {**config, "end_date": days[4]}, "aws_download")
+    assert held() == {k for k in keys if k.endswith(".zip")}
+    # Past the newest listed day a later end date reruns no download shard.
+    emu.reset_counts()
+    proc = snakemake(tmp_path, {**config, "end_date": "2024-06-09"}, "aws_download")
+    out = proc.stdout + proc.stderr
+    assert "list_archive:" in out and "aws_download_shard:" not in out, out[-3000:]
+    assert not any(k.endswith(".zip") for k, n in emu.get_counts.items() if n)

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from crypto_lakehouse import plan
+from crypto_lakehouse.archive import listing
 from crypto_lakehouse.plan import ConfigError, check_config, resolve_dates
 from crypto_lakehouse.summary import headline, run_summary
 
@@ -272,3 +274,32 @@ def test_a_stage_with_unfinished_symbols_gets_no_summary_and_names_them(tmp_path
     assert "C:" not in message
     assert out["um_futures"].exists()  # the complete trade type is summarised
     assert not out["spot"].exists() and not out["cm_futures"].exists()
+
+
+def test_shard_digest_holds_an_explicit_end_date_only_while_it_cuts_the_listed_files(tmp_path):
+    # BTC's listed zips run to 2025-01-06, ETH's to 2024-12-31 (a monthly zip). A run with
+    # end_date 2025-01-05 left BTC's 2025-01-06 zip out; moving the end date to 2025-01-06
+    # must rerun the shard although no listing changed.
+    btc = [{"key": f"x/BTCUSDT-1m-2025-01-0{d}.zip"} for d in (5, 6)]
+    eth = [{"key": "x/ETHUSDT-fundingRate-2024-12.zip"}, {"key": "x/ETHUSDT.CHECKSUM"}]
+    assert listing.last_covered_day(btc) == "2025-01-06"
+    assert listing.last_covered_day(eth) == "2024-12-31"
+    assert listing.last_covered_day([{"key": "x/odd-name.zip"}]) is None
+    index = tmp_path / "index.json"
+    symbols = {
+        "BTCUSDT": {"digest": "b", "n_files": 2, "last_day": "2025-01-06"},
+        "ETHUSDT": {"digest": "e", "n_files": 1, "last_day": "2024-12-31"},
+        "OLDUSDT": {"digest": "o", "n_files": 1},  # an index from before last_day
+    }
+    index.write_text(json.dumps({"symbols": symbols}))
+
+    def digest(names, end):
+        return plan.shard_digest(index, names, end)
+
+    assert digest(["BTCUSDT"], "2025-01-05") != digest(["BTCUSDT"], "2025-01-06")
+    # Past the newest listed day, the end date selects nothing more: no rerun.
+    assert digest(["BTCUSDT"], "2025-01-06") == digest(["BTCUSDT"], "2025-01-07")
+    assert digest(["BTCUSDT"], "2025-01-07") == digest(["BTCUSDT"], None)
+    assert digest(["ETHUSDT"], "2025-01-05") == digest(["ETHUSDT"], "2025-01-06")
+    assert digest(["OLDUSDT"], "2025-01-05") != digest(["OLDUSDT"], "2025-01-06")
+    assert digest(["OLDUSDT"], None) == digest(["OLDUSDT"], "")
