@@ -72,7 +72,12 @@ def run_unless_unchanged(
         outputs = output_files(state["report"])
         if all(storage.exists(storage.join(data_dir, rel)) for rel in outputs):
             io.write_json(report_path, state["report"])
-            stats = {"skipped_unchanged": 1, "files_written": 0, "seconds": {"total": 0.0}}
+            stats = {
+                "skipped_unchanged": 1,
+                "files_written": 0,
+                "files_held": len(outputs),
+                "seconds": {"total": 0.0},
+            }
             io.write_json(stats_path, stats)
             log.info(
                 "%s %s %s: inputs unchanged, %d outputs kept",
@@ -84,5 +89,11 @@ def run_unless_unchanged(
             return stats
     storage.delete(state_file)  # a failed build must not leave a stale "unchanged"
     stats = build()
-    storage.write_json(state_file, {"fingerprint": digest, "report": io.read_json(report_path)})
+    report = io.read_json(report_path)
+    # The files the symbol holds now, written or kept: what the report's checks count
+    # (a run that skips a symbol still holds its validated files).
+    stats = dict(io.read_json(stats_path, default=None) or stats or {})
+    stats["files_held"] = len(output_files(report))
+    io.write_json(stats_path, stats)
+    storage.write_json(state_file, {"fingerprint": digest, "report": report})
     return stats

@@ -230,8 +230,9 @@ def _checks_section(segments: dict[str, pd.DataFrame], summaries: dict) -> str:
     body = [
         "<p>gen_kline gates (contiguous grid, unique minutes, OHLC, VWAP in range, funding "
         "events) as recorded in each generated file; resample accuracy validation (volume sums "
-        "and high/low against the source minutes) of every resampled file. A file failing a "
-        "check is not kept and its job fails.</p>",
+        "and high/low against the source minutes) of every resampled file, counted over the "
+        "files held (checked when written; kept by later runs while unchanged). A file failing "
+        "a check is not kept and its job fails.</p>",
         page.table(gates, numeric=("passed", "failed"), empty="no generated files"),
         f"<h3>Failures ({len(failures)})</h3>",
     ]

@@ -221,9 +221,10 @@ def busy_seconds(starts, ends) -> float:
 
 
 def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame) -> pd.DataFrame:
-    """Per stage: symbols (from the summaries), jobs and wall time (``busy_seconds`` of the
-    jobs) from the benchmark files,
-    job seconds summed, files, bytes, throughput, retries, REST 429s (from the summaries)."""
+    """Per stage: symbols (from the summaries); jobs, wall time (``busy_seconds`` of the
+    jobs) and the jobs' own seconds summed, from the benchmark files; files, bytes,
+    throughput (bytes over the symbols' work seconds), retries, REST 429s (from the
+    summaries)."""
     rows = []
     for stage in STAGES:
         picked = [s for (st, _), s in summaries.items() if st == stage]
@@ -231,7 +232,8 @@ def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame
         for s in picked:
             for k, v in s.get("totals", {}).items():
                 totals[k] = totals.get(k, 0) + v
-        seconds = _total(totals, "seconds") or _total(totals, "seconds.total")
+        # The symbols' own work seconds (their stats): 0 for symbols skipped as unchanged.
+        work_seconds = _total(totals, "seconds") or _total(totals, "seconds.total")
         files = (
             _total(totals, "files_downloaded", "files_up_to_date", "files_adopted")
             if stage == "aws_download"
@@ -254,10 +256,10 @@ def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame
                 "symbols": int(sum(s.get("symbols", 0) for s in picked)),
                 "jobs": len(jobs),
                 "wall_s": wall,
-                "job_seconds": seconds,
+                "job_seconds": float(jobs["seconds"].sum()) if len(jobs) else None,
                 "files": files,
                 "mb": volume / 1e6,
-                "mb_per_s": volume / 1e6 / seconds if seconds and volume else None,
+                "mb_per_s": volume / 1e6 / work_seconds if work_seconds and volume else None,
                 "retries": _total(totals, "retries"),
                 "http_429": _total(totals, "http_429"),
             }
@@ -269,7 +271,7 @@ def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame
 def gate_counts(segments: pd.DataFrame, summaries: dict[tuple[str, str], dict]) -> pd.DataFrame:
     """Per trade type and check: files passed and failures, for the gen_kline gates (the
     ``quality_gates`` each generated file records) and the resample accuracy validation
-    (every written resampled file passed it; failures are the jobs' messages)."""
+    (every resampled file held passed it when written; failures are the jobs' messages)."""
     rows = []
     trade_types = sorted({t for _, t in summaries} | set(segments.get("trade_type", [])))
     for trade_type in trade_types:
@@ -288,10 +290,12 @@ def gate_counts(segments: pd.DataFrame, summaries: dict[tuple[str, str], dict]) 
         res = summaries.get(("resample", trade_type))
         if res is not None:
             res_failed = sum(len(p.get("failures", [])) for p in res.get("problems", {}).values())
-            written = int(res.get("totals", {}).get("files_written", 0))
-            rows.append(
-                ("resample", trade_type, "volume sums, high/low (files)", written, res_failed)
-            )
+            totals = res.get("totals", {})
+            # Every file a symbol holds passed the validation when it was written (a failing
+            # one is not kept): the held files, kept or written by the last run. Summaries
+            # from before `files_held` count the files written by the last run only.
+            held = int(totals.get("files_held", totals.get("files_written", 0)))
+            rows.append(("resample", trade_type, "volume sums, high/low (files)", held, res_failed))
     return pd.DataFrame(rows, columns=["stage", "trade_type", "check", "passed", "failed"])
 
 

@@ -135,3 +135,17 @@ def test_gen_and_resample_rules_skip_an_unchanged_symbol(tmp_path):
     shutil.copy(src / "202209.pqt", api_dir / "20220905.pqt")
     stats = run_gen_kline_rule(report_path=gen_report, stats_path=tmp_path / "gs.json", **gen_args)
     assert "skipped_unchanged" not in stats and out.stat().st_mtime_ns != 1
+
+
+def test_stats_count_the_files_held_whether_built_or_kept(tmp_path):
+    # The report page counts the validated files a stage holds: a symbol skipped as
+    # unchanged still holds its files (its stats said files_written 0 and nothing else).
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/in.pqt").write_bytes(b"1")
+    calls = []
+    built = _job(tmp_path, calls)
+    assert built["files_written"] == 1 and built["files_held"] == 1
+    assert json.loads((tmp_path / "stats.json").read_text())["files_held"] == 1
+    kept = _job(tmp_path, calls)
+    assert kept["skipped_unchanged"] == 1 and kept["files_written"] == 0
+    assert kept["files_held"] == 1 and calls == [1]

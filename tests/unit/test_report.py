@@ -231,7 +231,7 @@ def test_stage_wall_time_is_the_time_its_jobs_ran():
     got = records.stage_table(summaries, bench).set_index("stage")
     assert got.loc["gen_kline", ["wall_s", "job_seconds", "files", "symbols", "jobs"]].tolist() == [
         24.0,  # 100..120 and 86400..86404, not the day between
-        13.0,
+        29.0,  # the jobs' own seconds (10 + 15 + 4), not the symbols' work seconds (13)
         3.0,
         2,  # the summary's symbols
         3,  # benchmark files a, b and c, not the symbols (a shard job serves many)
@@ -369,3 +369,16 @@ def test_heatmap_symbol_labels_fit_in_the_image(names):
             assert left_px == pytest.approx(110)
     finally:
         plt.close(fig)
+
+
+def test_resample_check_counts_the_files_held_not_only_those_written():
+    # A daily update that skips every unchanged symbol wrote 0 resampled files; the page
+    # said "0 passed" for files that passed when they were written and are still held.
+    segments = pd.DataFrame({"trade_type": [], "gates": []})
+    summaries = {
+        ("resample", "spot"): {"totals": {"files_written": 0, "files_held": 24}},
+        ("resample", "um_futures"): {"totals": {"files_written": 5}},  # an older summary
+    }
+    got = records.gate_counts(segments, summaries).set_index(["stage", "trade_type"])
+    assert got.loc[("resample", "spot"), "passed"] == 24
+    assert got.loc[("resample", "um_futures"), "passed"] == 5
