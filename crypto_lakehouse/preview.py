@@ -88,9 +88,17 @@ def load_config(configfile=None, overrides=(), directory=None) -> dict:
     return config
 
 
+CORE_DATASETS = (datasets.KLINES.name, datasets.FUNDING.name)
+
+
 def _datasets(config, trade_type) -> list[str]:
+    """The listings a run makes for the trade type: klines, funding (futures), then the
+    datasets its config lists beyond them (``snakemake datasets``: aggTrades, ...), whose
+    archives can dwarf the klines'."""
     klines = datasets.tag(datasets.KLINES.name, config["interval"])
-    return [klines] if trade_type == "spot" else [klines, datasets.FUNDING.name]
+    core = [klines] if trade_type == "spot" else [klines, datasets.FUNDING.name]
+    selected = (config.get("datasets") or {}).get(trade_type) or []
+    return core + datasets.extra_tags(selected, config["interval"], CORE_DATASETS)
 
 
 def _request_args(config, trade_type, dataset, end_date) -> dict:
@@ -335,7 +343,7 @@ def format_plan(plan: dict) -> str:
                 f"  REST: funding history of {d['rest_symbols']} symbol(s), each from its last "
                 "stored rate (a request or more per symbol, not in the estimate)"
             )
-        else:
+        elif datasets.get(d["dataset"]) is datasets.KLINES:
             lines.append(f"  REST: {d['rest_days']} days to fetch (weight {d['rest_weight']})")
         r = d["rates"]
         parts = []

@@ -198,3 +198,44 @@ def test_plan_names_the_endpoint_it_cannot_list(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"listing http://127.0.0.1:{port} (config key endpoints.listing) failed" in out
     assert "Traceback" not in out and len(out.splitlines()) == 1
+
+
+def test_plan_counts_the_extra_datasets_of_the_config(tmp_path):
+    # aggTrades and trades archives are far larger than the klines': a plan that left the
+    # `datasets` the config lists out said nothing of most of the download.
+    from crypto_lakehouse_emulator.ticks import write_daily_agg_trades, write_daily_metrics
+
+    mirror = tmp_path / "mirror"
+    build_mirror(
+        mirror,
+        {"spot": {"symbols": ["BTCUSDT"], "start": "2024-06-01", "end": "2024-06-02",
+                  "interval": "1h"},
+         "um_futures": {"symbols": ["BTCUSDT"], "start": "2024-06-01", "end": "2024-06-02",
+                        "interval": "1h"}},
+    )  # fmt: skip
+    agg = [write_daily_agg_trades(mirror, "spot", "BTCUSDT", d, 500) for d in ("2024-06-01", "2024-06-02")]  # fmt: skip
+    metrics = [write_daily_metrics(mirror, "um_futures", "BTCUSDT", "2024-06-02")]
+    with Emulator(mirror_dir=mirror) as emu:
+        config = config_for(
+            emu, tmp_path / "data", start_date="2024-06-01", end_date="2024-06-02",
+            symbols={"spot": ["BTCUSDT"], "um_futures": ["BTCUSDT"]},
+            datasets={"spot": ["klines", "aggTrades"], "um_futures": ["klines", "funding", "metrics"]},
+        )  # fmt: skip
+        plan = run_plan(tmp_path, config)
+        cfg = tmp_path / "text-config.yaml"
+        cfg.write_text(json.dumps(config))
+        text = subprocess.run(
+            [sys.executable, "-m", "crypto_lakehouse", "plan", "--configfile", str(cfg)],
+            capture_output=True, text=True, timeout=120, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        ).stdout  # fmt: skip
+    spot_agg = plan[("spot", "aggTrades")]
+    assert spot_agg["files_to_download"] == 2 and spot_agg["kept"] == 1
+    assert spot_agg["bytes_to_download"] == mirror_bytes(mirror, agg)
+    assert spot_agg["rest_days"] == 0
+    um_metrics = plan[("um_futures", "metrics")]
+    assert um_metrics["files_to_download"] == 1
+    assert um_metrics["bytes_to_download"] == mirror_bytes(mirror, metrics)
+    assert plan["_plan"]["download_seconds"] >= spot_agg["download_seconds"] > 0
+    block = text[text.index("spot aggTrades:") :].split("\n")[:4]
+    assert block[2].startswith("  archive: 2 files") and not any("REST" in b for b in block)
