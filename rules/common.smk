@@ -255,8 +255,9 @@ def listing_index_path(trade_type, dataset):
 # and a .get() per job costs Snakemake a checkpoint update per job (planning 2,700 symbols
 # went from 55 s to a few seconds without it).
 def listed(trade_type, dataset):
-    """Symbols kept by the listing checkpoint of (trade type, dataset): list_archive for the
-    run's klines and funding (one job for all), list_archive_dataset for the other datasets."""
+    """Symbols kept by the listing checkpoint of (trade type, dataset): list_archive for
+    every listing of the run (one job for all), list_archive_dataset for a dataset the
+    config does not list (a target asked for by path)."""
     if (trade_type, dataset) in RUN_LISTINGS:
         checkpoints.list_archive.get()
         index = listing_index_path(trade_type, dataset)
@@ -273,8 +274,21 @@ def published(trade_type, dataset):
     return trade_type in dataset_registry.get(dataset).markets
 
 
-# The listings of list_archive: klines and (where published) funding of every trade type.
-RUN_LISTINGS = [(t, d) for t in TRADE_TYPES for d in (KLINES, "funding") if published(t, d)]
+# The listings of list_archive: klines and (where published) funding of every trade type,
+# then the other datasets its config lists (aggTrades, ...). One checkpoint for all: an input
+# function that asks several checkpoints (the datasets summary asks every dataset of its
+# trade type) was left with a placeholder input by Snakemake 9.27 when some of those
+# listings were already written and their downstream jobs were not (a rerun after a kill or
+# a failure): the summary ran with the listing's path as its input.
+RUN_LISTINGS = [
+    (t, d)
+    for t in TRADE_TYPES
+    for d in [KLINES, "funding"]
+    + dataset_registry.extra_tags(
+        (config.get("datasets") or {}).get(t) or [], INTERVAL, ("klines", "funding")
+    )
+    if published(t, d)
+]
 
 
 def indexed(trade_type, dataset):

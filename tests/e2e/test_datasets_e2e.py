@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import zipfile
 
 import pyarrow as pa
@@ -115,3 +116,30 @@ def test_datasets_target_on_two_markets_each(tmp_path, emulator):
     # Second run: nothing left to do.
     again = snakemake(tmp_path, config, "datasets")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_rerun_after_the_listings_builds_what_a_stopped_run_left(tmp_path, emulator):
+    # A run that stopped after the listings (killed, or a job failed): the trades reports
+    # and the datasets summary are gone, every listing is there. With one listing
+    # checkpoint per dataset, and agg_klines asking the aggTrades listings from other jobs,
+    # Snakemake 9.27 left the summary's input a placeholder: it ran with a listing's path
+    # as its parse reports ("IsADirectoryError: '/'") and the trades jobs never ran.
+    mirror = tmp_path / "mirror"
+    agg = write_daily_agg_trades(mirror, "spot", "BTCUSDT", DAY, 200, seed=1)
+    trades = write_daily_trades(mirror, "spot", "BTCUSDT", DAY, 100, seed=2)
+    emu = emulator(mirror_dir=mirror)
+    data = tmp_path / "data"
+    config = emulator_config(
+        emu.base_url, data, interval="1m", start_date=DAY, end_date=DAY,
+        trade_types=["spot"], symbols={"spot": ["BTCUSDT"]},
+        datasets={"spot": ["klines", "aggTrades", "trades"]},
+        agg_klines={"intervals": ["1h"]},
+    )  # fmt: skip
+    snakemake(tmp_path, config, "datasets")
+    for stage in ("aws_download", "aws_parse"):
+        shutil.rmtree(data / "lakehouse/reports" / stage / "spot/trades")
+    (data / "lakehouse/summaries/datasets/spot.json").unlink()
+    snakemake(tmp_path, config, "datasets")
+    summary = read_json(data / "lakehouse/summaries/datasets/spot.json")
+    assert summary["datasets"]["trades"]["rows"] == len(_csv_rows(mirror, trades))
+    assert summary["datasets"]["aggTrades"]["rows"] == len(_csv_rows(mirror, agg)) == 200
