@@ -280,13 +280,20 @@ def published(trade_type, dataset):
 # trade type) was left with a placeholder input by Snakemake 9.27 when some of those
 # listings were already written and their downstream jobs were not (a rerun after a kill or
 # a failure): the summary ran with the listing's path as its input.
+CORE_DATASETS = ("klines", "funding")
+
+
+def extra_dataset_tags(trade_type):
+    """Tags of the datasets the config lists for the trade type beyond klines and funding
+    (built by the `datasets` target)."""
+    selected = (config.get("datasets") or {}).get(trade_type) or []
+    return dataset_registry.extra_tags(selected, INTERVAL, CORE_DATASETS)
+
+
 RUN_LISTINGS = [
     (t, d)
     for t in TRADE_TYPES
-    for d in [KLINES, "funding"]
-    + dataset_registry.extra_tags(
-        (config.get("datasets") or {}).get(t) or [], INTERVAL, ("klines", "funding")
-    )
+    for d in [KLINES, "funding", *extra_dataset_tags(t)]
     if published(t, d)
 ]
 

@@ -2,13 +2,6 @@
 
 from crypto_lakehouse.intervals import DAY_MS, interval_ms
 
-CORE_DATASETS = ("klines", "funding")
-
-
-def extra_dataset_tags(trade_type):
-    selected = (config.get("datasets") or {}).get(trade_type) or []
-    return dataset_registry.extra_tags(selected, INTERVAL, CORE_DATASETS)
-
 
 def dataset_trade_types():
     """Trade types whose config lists datasets beyond klines and funding."""
