@@ -96,9 +96,30 @@ def configure_job(*, upstream_shard_reports=(), retry_generation: int | None = N
         for name, entry in (report.get("symbols") or {}).items():
             if entry.get("status") in NOT_DONE:
                 symbol = name.rsplit("/", 1)[-1]  # REST entries are "klines-1m/BTCUSDT"
-                why = f"not done upstream ({layout.report_name(path)}: {entry.get('status')})"
-                _JOB.upstream_failed.setdefault(symbol, why)
+                _JOB.upstream_failed.setdefault(
+                    symbol, _upstream_reason(layout.report_name(path), entry)
+                )
     _JOB.retry_generation = retry_generation
+
+
+# The upstream error carried into a skipped symbol's entry: enough to say what failed (the
+# file and the HTTP status of a download) without the whole traceback.
+UPSTREAM_ERROR_CHARS = 400
+
+
+def _upstream_reason(report_name: str, entry: dict) -> str:
+    """Why a symbol is skipped here, naming the upstream shard and its error: the summary
+    that fails for it (and the failure list at the end of the run) then says what went
+    wrong, not only where. An entry that was itself skipped upstream already says both."""
+    status, error = entry.get("status"), " ".join(str(entry.get("error") or "").split())
+    if status == "upstream_failed" and error:
+        return error
+    why = f"not done upstream ({report_name}: {status})"
+    if not error:
+        return why
+    if len(error) > UPSTREAM_ERROR_CHARS:
+        error = error[: UPSTREAM_ERROR_CHARS - 3] + "..."
+    return f"{why}: {error}"
 
 
 def _skipped_upstream(symbol: str, entry: dict) -> bool:

@@ -8,6 +8,7 @@ import zlib
 import pytest
 
 from crypto_lakehouse.shards import (
+    UPSTREAM_ERROR_CHARS,
     ShardFailed,
     auto_shard_count,
     group_by_shard,
@@ -351,3 +352,24 @@ def test_a_fatal_failure_is_marked_fatal(tmp_path, job_context):
 def test_outside_a_workflow_job_the_report_has_no_retry_generation(tmp_path):
     report = _run(tmp_path, _entry([]), ["A"])
     assert "retry_generation" not in report and report["upstream_failed"] == []
+
+
+def test_a_skipped_symbol_carries_the_upstream_error(tmp_path, job_context):
+    # The datasets summary of a failed download said only "ETHUSDT: not done upstream
+    # (aws_download/spot/trades/shards/0: failed)": not which file, nor the HTTP status.
+    path = tmp_path / "up/shards/3.json"
+    path.parent.mkdir(parents=True)
+    chained = "not done upstream (aws_download/x/shards/0: failed): SyncError: HTTP 500"
+    symbols = {
+        "B": {"status": "failed", "error": "SyncError: B: 1 file(s) missing:\n  b.zip: HTTP 500"},
+        "C": {"status": "upstream_failed", "error": chained},
+        "D": {"status": "failed", "error": "E" * 1000},
+    }
+    path.write_text(json.dumps({"shard": 3, "symbols": symbols}))
+    job_context(upstream_shard_reports=[str(path)], retry_generation=0)
+    report = _run(tmp_path, _entry([]), ["B", "C", "D"])
+    errors = {s: e["error"] for s, e in report["symbols"].items()}
+    assert errors["B"].endswith("failed): SyncError: B: 1 file(s) missing: b.zip: HTTP 500")
+    assert errors["C"] == chained  # already names where and why: not nested again
+    cause = errors["D"].split("failed): ", 1)[1]
+    assert len(cause) == UPSTREAM_ERROR_CHARS and cause.endswith("EEE...")
