@@ -213,11 +213,20 @@ def failed_symbols(report_paths) -> list[str]:
     return found
 
 
+# The failure line of a summary names up to this many symbols and this many characters
+# (each symbol's error can carry its upstream error: shards.UPSTREAM_ERROR_CHARS).
+SHOWN_FAILED_SYMBOLS, SHOWN_FAILED_CHARS = 10, 2000
+
+
 def _raise_for_failed(stage: str, trade_type: str, failed: list[str]) -> None:
     if failed:
-        shown = "; ".join(failed[:10]) + (
-            f"; and {len(failed) - 10} more" if len(failed) > 10 else ""
-        )
+        parts: list[str] = []
+        for item in failed[:SHOWN_FAILED_SYMBOLS]:
+            if parts and sum(len(x) + 2 for x in parts) + len(item) > SHOWN_FAILED_CHARS:
+                break
+            parts.append(item)
+        rest = len(failed) - len(parts)
+        shown = "; ".join(parts) + (f"; and {rest} more" if rest else "")
         raise SymbolsFailed(
             f"{stage} {trade_type}: {len(failed)} symbol(s) not done, retried by the next run: "
             f"{shown}"

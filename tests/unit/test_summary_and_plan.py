@@ -303,3 +303,21 @@ def test_shard_digest_holds_an_explicit_end_date_only_while_it_cuts_the_listed_f
     assert digest(["ETHUSDT"], "2025-01-05") == digest(["ETHUSDT"], "2025-01-06")
     assert digest(["OLDUSDT"], "2025-01-05") != digest(["OLDUSDT"], "2025-01-06")
     assert digest(["OLDUSDT"], None) == digest(["OLDUSDT"], "")
+
+
+def test_a_summary_failure_line_stays_short_with_many_long_errors(tmp_path):
+    # Each skipped symbol now carries its upstream error (up to 400 characters): ten of
+    # them made one line of ~4,500 characters per stage at the end of a run.
+    from crypto_lakehouse.summary import SHOWN_FAILED_CHARS, SymbolsFailed, _raise_for_failed
+
+    failed = [f"S{i}: not done upstream (x: failed): " + "E" * 380 for i in range(30)]
+    with pytest.raises(SymbolsFailed) as info:
+        _raise_for_failed("gen_kline", "spot", failed)
+    message = str(info.value)
+    assert len(message) < SHOWN_FAILED_CHARS + 200
+    assert "30 symbol(s) not done" in message and message.endswith("more")
+    shown = message.count("not done upstream")
+    assert 1 <= shown < 10 and f"and {30 - shown} more" in message
+    with pytest.raises(SymbolsFailed) as info:
+        _raise_for_failed("gen_kline", "spot", ["A: short", "B: short"])
+    assert str(info.value).endswith("A: short; B: short")
