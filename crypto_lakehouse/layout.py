@@ -459,6 +459,12 @@ def report_name(report_path: str | Path) -> str:
     return "/".join(parts[_reports_part(parts) + 1 :])
 
 
+def rerun_stamp_path(run_dir: str, rule: str, key: str) -> str:
+    """A job's rerun stamp (rules/common.smk ``rerun_stamp``):
+    ``{run_dir}/stamps/{rule}/{key}.json``."""
+    return f"{run_dir}/stamps/{rule}/{key}.json"
+
+
 def job_log_path(run_dir: str, *parts: str) -> str:
     """A rule's ``log:`` file: ``{run_dir}/logs/<parts…>.log``."""
     return f"{run_dir}/logs/{'/'.join(parts)}.log"

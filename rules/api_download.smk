@@ -3,6 +3,8 @@
 
 # One job fetches the exchangeInfo of every trade type of the run (one process start).
 rule exchange_info:
+    input:
+        stamp=rerun_stamp("exchange_info", args_digest(get_exchange_info_args), get_listing_refresh),
     output:
         [exchange_info_path(t) for t in TRADE_TYPES],
     log:
@@ -31,6 +33,9 @@ rule exchange_info:
 rule api_download_shard:
     input:
         unpack(get_api_input),
+        stamp=rerun_stamp(
+            "api_download_shard", args_digest(get_api_args), shard_retry("api_download")
+        ),
     output:
         shard_report=layout.api_shard_report_path(LH, "{trade_type}", "{shard}"),
     log:

@@ -4,6 +4,8 @@
 # Every kline and funding listing of the run in one job (one process, one DAG update after
 # it): its outputs are the per-(trade type, dataset) indexes.
 checkpoint list_archive:
+    input:
+        stamp=rerun_stamp("list_archive", args_digest(get_run_listings_args), get_listing_refresh),
     output:
         [listing_index_path(t, d) for t, d in RUN_LISTINGS],
     log:
@@ -61,6 +63,13 @@ ruleorder: list_archive > list_archive_dataset
 # listing digests (params) changes. A file dependency on the shared listing index would make
 # Snakemake re-plan every download job after the checkpoint.
 rule aws_download_shard:
+    input:
+        stamp=rerun_stamp(
+            "aws_download_shard",
+            args_digest(get_download_args, ignore=("end_date",)),
+            shard_retry("aws_download", "{dataset}"),
+            get_shard_digest,
+        ),
     output:
         shard_report=layout.shard_report_path(
             LH, "aws_download", "{trade_type}", "{dataset}", "{shard}"

@@ -7,6 +7,7 @@ import os
 import sys
 
 import crypto_lakehouse.datasets as dataset_registry
+import crypto_lakehouse.io as data_io
 import crypto_lakehouse.layout as layout
 import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
@@ -146,6 +147,31 @@ def args_digest(args_function, ignore=()):
     return digest
 
 
+def rerun_stamp(rule_name, *value_functions):
+    """Input function of the jobs that start a daily update (listing, exchangeInfo, the
+    download and REST shards): a small file holding the values of their rerun params
+    (``value_functions``: the args digest, the listing refresh, the shard digest, the retry
+    generation), rewritten at planning only when they change. Params are compared with
+    Snakemake's records, kept in ``.snakemake/`` of the directory it runs from: from
+    another clone, or on a moved data dir, there are none, and Snakemake took the existing
+    outputs as up to date: the next end date listed and fetched nothing. A rewritten stamp
+    is newer than the job's outputs, which reruns it by modification time, records or not;
+    the later stages follow through their inputs. A stamp written for the first time is
+    dated 1970: it is no news (an upgrade, or outputs written before stamps existed, rerun
+    nothing); a job without outputs runs anyway."""
+
+    def stamp(wildcards):
+        values = [f(wildcards) for f in value_functions]
+        key = ",".join(f"{k}={v}" for k, v in sorted(wildcards.items())) or "run"
+        path = layout.rerun_stamp_path(LH, rule_name, key)
+        first = not os.path.exists(path)
+        if data_io.write_json_if_changed(path, values) and first:
+            os.utime(path, (0, 0))
+        return path
+
+    return stamp
+
+
 # How a job reaches its hosts, not what it builds: a changed endpoint (a mirror, a test
 # server), concurrency, timeout, retry count or rate-limit share reruns nothing.
 CONNECTION_ARGS = frozenset(
@@ -181,6 +207,8 @@ def job_json(args_function):
             kwargs["storage"] = STORAGE_SETTINGS
         for source in (input, output):
             for key, value in source.items():
+                if key == "stamp":  # the rerun stamp is Snakemake's, not the job's
+                    continue
                 kwargs[key] = str(value) if isinstance(value, str) else [str(v) for v in value]
         return json.dumps(kwargs, sort_keys=True)
 

@@ -159,3 +159,35 @@ def test_a_later_end_date_fetches_files_listed_before(tmp_path, emulator):
     out = proc.stdout + proc.stderr
     assert "list_archive:" in out and "aws_download_shard:" not in out, out[-3000:]
     assert not any(k.endswith(".zip") for k, n in emu.get_counts.items() if n)
+
+
+def test_a_run_from_another_directory_sees_the_new_end_date(tmp_path, emulator):
+    # Snakemake keeps its records (params) in .snakemake/ of the directory it runs from. A
+    # second clone, or a moved checkout, has none: it took the existing listing and shard
+    # reports as up to date and a later end date listed and fetched nothing ("Nothing to be
+    # done"). The rerun stamps in the run directory carry the trigger instead.
+    mirror = tmp_path / "mirror"
+    days = ["2024-06-01", "2024-06-02", "2024-06-03", "2024-06-04"]
+    keys = build_mirror(
+        mirror, {"spot": {"symbols": ["BTCUSDT", "ETHUSDT"], "start": days[0], "end": days[-1],
+                          "interval": "1h"}},
+    )  # fmt: skip
+    emu = emulator(mirror_dir=mirror)
+    data = tmp_path / "data"
+    config = emulator_config(
+        emu.base_url, data, interval="1h", trade_types=["spot"],
+        symbols={"spot": ["BTCUSDT", "ETHUSDT"]}, start_date=days[0], end_date=days[1],
+        resample={"targets": []},
+    )  # fmt: skip
+    first, other = tmp_path / "clone-a", tmp_path / "clone-b"
+    first.mkdir()
+    other.mkdir()
+    snakemake(first, config, "aws_download")
+    zips = {k for k in keys if k.endswith(".zip")}
+    assert {k for k in zips if layout.aws_path(data, k).exists()} == {
+        k for k in zips if k[-14:-4] <= days[1]
+    }
+    snakemake(other, {**config, "end_date": days[3]}, "aws_download")
+    assert all(layout.aws_path(data, k).exists() for k in zips)
+    again = snakemake(other, {**config, "end_date": days[3]}, "aws_download")
+    assert "Nothing to be done" in again.stdout + again.stderr
