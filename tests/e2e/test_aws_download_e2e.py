@@ -131,28 +131,16 @@ def test_a_later_end_date_fetches_files_listed_before(tmp_path, emulator):
     # then (the listing is not cut by dates) but not fetched. Moving the end date forward
     # lists nothing new (the listing resumes after the last known key), yet the shard must
     # fetch those days.
-    mirror = tmp_path / "mirror"
     days = ["2024-06-01", "2024-06-02", "2024-06-03", "2024-06-04", "2024-06-05"]
-    keys = build_mirror(
-        mirror,
-        {"spot": {"symbols": ["BTCUSDT", "ETHUSDT"], "start": days[0], "end": days[-1],
-                  "interval": "1h"}},
-    )  # fmt: skip
-    emu = emulator(mirror_dir=mirror)
-    data = tmp_path / "data"
-    config = emulator_config(
-        emu.base_url, data, interval="1h", trade_types=["spot"],
-        symbols={"spot": ["BTCUSDT", "ETHUSDT"]}, start_date=days[0], end_date=days[2],
-        resample={"targets": []},
-    )  # fmt: skip
+    zips, emu, data, config = _two_spot_symbols(tmp_path, emulator, days, days[2])
 
     def held() -> set[str]:
-        return {k for k in keys if k.endswith(".zip") and layout.aws_path(data, k).exists()}
+        return {k for k in zips if layout.aws_path(data, k).exists()}
 
     snakemake(tmp_path, config, "aws_download")
-    assert held() == {k for k in keys if k.endswith(".zip") and k[-14:-4] <= days[2]}
+    assert held() == {k for k in zips if k[-14:-4] <= days[2]}
     snakemake(tmp_path, {**config, "end_date": days[4]}, "aws_download")
-    assert held() == {k for k in keys if k.endswith(".zip")}
+    assert held() == set(zips)
     # Past the newest listed day a later end date reruns no download shard.
     emu.reset_counts()
     proc = snakemake(tmp_path, {**config, "end_date": "2024-06-09"}, "aws_download")
@@ -166,24 +154,12 @@ def test_a_run_from_another_directory_sees_the_new_end_date(tmp_path, emulator):
     # second clone, or a moved checkout, has none: it took the existing listing and shard
     # reports as up to date and a later end date listed and fetched nothing ("Nothing to be
     # done"). The rerun stamps in the run directory carry the trigger instead.
-    mirror = tmp_path / "mirror"
     days = ["2024-06-01", "2024-06-02", "2024-06-03", "2024-06-04"]
-    keys = build_mirror(
-        mirror, {"spot": {"symbols": ["BTCUSDT", "ETHUSDT"], "start": days[0], "end": days[-1],
-                          "interval": "1h"}},
-    )  # fmt: skip
-    emu = emulator(mirror_dir=mirror)
-    data = tmp_path / "data"
-    config = emulator_config(
-        emu.base_url, data, interval="1h", trade_types=["spot"],
-        symbols={"spot": ["BTCUSDT", "ETHUSDT"]}, start_date=days[0], end_date=days[1],
-        resample={"targets": []},
-    )  # fmt: skip
+    zips, _, data, config = _two_spot_symbols(tmp_path, emulator, days, days[1])
     first, other = tmp_path / "clone-a", tmp_path / "clone-b"
     first.mkdir()
     other.mkdir()
     snakemake(first, config, "aws_download")
-    zips = {k for k in keys if k.endswith(".zip")}
     assert {k for k in zips if layout.aws_path(data, k).exists()} == {
         k for k in zips if k[-14:-4] <= days[1]
     }
@@ -191,3 +167,21 @@ def test_a_run_from_another_directory_sees_the_new_end_date(tmp_path, emulator):
     assert all(layout.aws_path(data, k).exists() for k in zips)
     again = snakemake(other, {**config, "end_date": days[3]}, "aws_download")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _two_spot_symbols(tmp_path, emulator, days: list[str], end_date: str):
+    """A 1h mirror of BTCUSDT and ETHUSDT over ``days``, its emulator, the data dir and a
+    config listing both up to ``end_date``: (zip keys, emulator, data dir, config)."""
+    keys = build_mirror(
+        tmp_path / "mirror",
+        {"spot": {"symbols": ["BTCUSDT", "ETHUSDT"], "start": days[0], "end": days[-1],
+                  "interval": "1h"}},
+    )  # fmt: skip
+    emu = emulator(mirror_dir=tmp_path / "mirror")
+    data = tmp_path / "data"
+    config = emulator_config(
+        emu.base_url, data, interval="1h", trade_types=["spot"],
+        symbols={"spot": ["BTCUSDT", "ETHUSDT"]}, start_date=days[0], end_date=end_date,
+        resample={"targets": []},
+    )  # fmt: skip
+    return [k for k in keys if k.endswith(".zip")], emu, data, config
