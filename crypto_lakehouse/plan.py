@@ -229,6 +229,30 @@ def symbol_digest(index_path: str | Path, symbol: str) -> str:
     return load_index(index_path)["symbols"][symbol]["digest"]
 
 
+def listing_errors(index_path: str | Path, symbols: list[str]) -> dict[str, str]:
+    """{symbol: error} of those ``symbols`` whose listing failed (``run_listing`` with
+    keep_going records them in the index's ``failed``)."""
+    failed = load_index(index_path).get("failed") or {}
+    return {s: failed[s] for s in symbols if s in failed}
+
+
+def listing_failed_at(index_paths) -> float | None:
+    """The time of the latest failed listing among these indexes, or of the failed one a
+    complete index replaced (its ``relisted_after_unix``); None when there is none (or no
+    index yet). A value of the listing's rerun trigger: each run after a failed listing
+    lists again, and the value stays the same once the listing is complete."""
+    latest = None
+    for path in index_paths:
+        try:
+            index = load_index(path)
+        except (OSError, ValueError):
+            continue
+        at = index.get("failed_at_unix") or index.get("relisted_after_unix")
+        if at is not None:
+            latest = float(at) if latest is None else max(latest, float(at))
+    return latest
+
+
 def index_shards(index_path: str | Path, shards: int) -> dict[int, list[str]]:
     """The kept symbols of a listing index grouped by shard (``shards.group_by_shard``)."""
     return _index_shards(str(index_path), os.stat(index_path).st_mtime_ns, shards)

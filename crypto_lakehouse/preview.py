@@ -116,10 +116,12 @@ def _request_args(config, trade_type, dataset, end_date) -> dict:
 
 # ---------------------------------------------------------------- listing
 def fresh_index(path: Path, request: dict) -> dict | None:
-    """The index at ``path`` if it answers ``request``, else None."""
+    """The index at ``path`` if it answers ``request`` completely (no failed symbol), else
+    None."""
     index = io.read_json(path, default=None)
     if isinstance(index, dict) and index.get("request") == request:
-        return index
+        if not (index.get("failed") or index.get("error")):
+            return index
     return None
 
 

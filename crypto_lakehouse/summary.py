@@ -218,8 +218,23 @@ def failed_symbols(report_paths) -> list[str]:
 SHOWN_FAILED_SYMBOLS, SHOWN_FAILED_CHARS = 10, 2000
 
 
-def _raise_for_failed(stage: str, trade_type: str, failed: list[str]) -> None:
-    if failed:
+def failed_listings(index_paths) -> list[str]:
+    """The errors of listings whose symbol folders could not be listed (``error`` of a
+    listing index written by the ``list_archive`` checkpoint). Their symbols, when the
+    listing knew any, fail in the download; with none (a first listing of "all") this is
+    the only trace, so the download's summary fails with it."""
+    errors = []
+    for path in index_paths:
+        index = read_json(path, default={}) or {}
+        if isinstance(index, dict) and index.get("error"):
+            errors.append(str(index["error"]))
+    return errors
+
+
+def _raise_for_failed(
+    stage: str, trade_type: str, failed: list[str], listing_errors: list[str] = ()
+) -> None:
+    if failed or listing_errors:
         parts: list[str] = []
         for item in failed[:SHOWN_FAILED_SYMBOLS]:
             if parts and sum(len(x) + 2 for x in parts) + len(item) > SHOWN_FAILED_CHARS:
@@ -227,15 +242,20 @@ def _raise_for_failed(stage: str, trade_type: str, failed: list[str]) -> None:
             parts.append(item)
         rest = len(failed) - len(parts)
         shown = "; ".join(parts) + (f"; and {rest} more" if rest else "")
-        raise SymbolsFailed(
-            f"{stage} {trade_type}: {len(failed)} symbol(s) not done, retried by the next run: "
-            f"{shown}"
+        listed = "".join(f" listing failed: {e};" for e in listing_errors)
+        symbols = (
+            f" {len(failed)} symbol(s) not done, retried by the next run: {shown}"
+            if failed
+            else " the next run lists again"
         )
+        raise SymbolsFailed(f"{stage} {trade_type}:{listed}{symbols}")
 
 
-def run_summary(*, stage: str, trade_type: str, summary: str, reports=()) -> dict:
+def run_summary(*, stage: str, trade_type: str, summary: str, reports=(), listings=()) -> dict:
+    """``listings``: the trade type's listing indexes (the download's summary), whose
+    failures fail it too."""
     report_paths = [str(p) for p in reports]
-    _raise_for_failed(stage, trade_type, failed_symbols(report_paths))
+    _raise_for_failed(stage, trade_type, failed_symbols(report_paths), failed_listings(listings))
     result = summarize(stage, trade_type, report_paths)
     write_json(summary, result)
     log.info("%s (summary: %s)", headline(result), summary)
@@ -333,9 +353,12 @@ def summarize_datasets(trade_type: str, parse_reports: list[str], download_dirs:
 
 
 def run_dataset_summary(
-    *, trade_type: str, summary: str, download_dirs: dict, parse_reports=()
+    *, trade_type: str, summary: str, download_dirs: dict, parse_reports=(), listings=()
 ) -> dict:
-    _raise_for_failed("datasets", trade_type, failed_symbols(parse_reports))
+    """``listings``: the listing indexes of the trade type's datasets (``run_summary``)."""
+    _raise_for_failed(
+        "datasets", trade_type, failed_symbols(parse_reports), failed_listings(listings)
+    )
     result = summarize_datasets(trade_type, [str(p) for p in parse_reports], download_dirs)
     write_json(summary, result)
     log.info("%s (summary: %s)", headline(result), summary)

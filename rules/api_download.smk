@@ -4,7 +4,9 @@
 # One job fetches the exchangeInfo of every trade type of the run (one process start).
 rule exchange_info:
     input:
-        stamp=rerun_stamp("exchange_info", args_digest(get_exchange_info_args), get_listing_refresh),
+        stamp=rerun_stamp(
+            "exchange_info", args_digest(get_exchange_info_args), get_end_date_refresh
+        ),
     output:
         [exchange_info_path(t) for t in TRADE_TYPES],
     log:
@@ -21,7 +23,7 @@ rule exchange_info:
     params:
         job=job_json(get_exchange_info_args),
         args=args_digest(get_exchange_info_args),
-        refresh=get_listing_refresh,
+        refresh=get_end_date_refresh,
         python=PYTHON,
         script=script_path("exchange_info"),
     shell:

@@ -484,9 +484,18 @@ def listing_args(trade_type, dataset):
     )
 
 
-def get_listing_refresh(wildcards):
-    # The archive grows daily: a new end date re-lists (a changed value reruns the checkpoint).
+def get_end_date_refresh(wildcards):
+    # The archive and the exchange change daily: a new end date asks again.
     return END_DATE
+
+
+def get_listing_refresh(wildcards):
+    """The archive grows daily: a new end date re-lists (a changed value reruns the
+    checkpoint). So does a listing with failed symbols: the time of the failure is part of
+    the value, so each run after a failed listing lists again; the complete index that
+    follows carries that time, so the run after it does not."""
+    failed_at = plan.listing_failed_at([listing_index_path(t, d) for t, d in RUN_LISTINGS])
+    return END_DATE if failed_at is None else f"{END_DATE} relist after {failed_at}"
 
 
 def get_shard_digest(wildcards):
@@ -500,15 +509,15 @@ def get_shard_digest(wildcards):
 def get_download_args(wildcards):
     entry, interval = dataset_registry.split_tag(wildcards.dataset)
     dl = config["download"]
+    shard = shard_args(
+        "aws_download",
+        wildcards,
+        wildcards.dataset,
+        details_path=layout.run_listing_details_dir(LH, wildcards.trade_type, wildcards.dataset),
+    )
+    index = listing_index_path(wildcards.trade_type, wildcards.dataset)
     return dict(
-        shard_args(
-            "aws_download",
-            wildcards,
-            wildcards.dataset,
-            details_path=layout.run_listing_details_dir(
-                LH, wildcards.trade_type, wildcards.dataset
-            ),
-        ),
+        shard,
         trade_type=wildcards.trade_type,
         dataset=entry.name,
         interval=interval or INTERVAL,
@@ -522,6 +531,8 @@ def get_download_args(wildcards):
         concurrency=dl["concurrency"],
         max_retries=dl["max_retries"],
         timeout_s=dl["timeout_s"],
+        # Symbols whose listing failed (a sparse per-symbol value): their download fails.
+        symbol_values={"listing_error": plan.listing_errors(index, shard["symbols"])},
     )
 
 
@@ -755,6 +766,12 @@ def get_summary_args(wildcards):
             trade_type=t,
             summary=layout.run_summary_path(LH, stage, t),
             reports=stage_reports(stage, t),
+            # A failed listing with no symbol to fail (a first listing of "all") fails it.
+            listings=[
+                listing_index_path(t, d)
+                for d in (KLINES, "funding")
+                if stage == "aws_download" and published(t, d)
+            ],
         )
         for t in summary_trade_types(stage)
     ]

@@ -75,8 +75,10 @@ def get_datasets_parse_reports(wildcards):
 
 def get_datasets_summary_args(wildcards):
     tt = wildcards.trade_type
-    dirs = {tag: report_dir("aws_download", tt, tag) for tag in extra_dataset_tags(tt)}
-    return dict(trade_type=tt, download_dirs=dirs)
+    tags = extra_dataset_tags(tt)
+    dirs = {tag: report_dir("aws_download", tt, tag) for tag in tags}
+    listings = [listing_index_path(tt, tag) for tag in tags]
+    return dict(trade_type=tt, download_dirs=dirs, listings=listings)
 
 
 def get_extra_parse_input(wildcards):

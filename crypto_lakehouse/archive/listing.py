@@ -222,11 +222,19 @@ def run_listing(
     max_retries: int = 5,
     end_date: str | None = None,
     full_listing_every_days: int = 0,
+    keep_going: bool = False,
 ) -> dict:
     """List one trade type's symbols and their files; write the index and detail files.
 
-    All-or-nothing: if any page cannot be listed after the retries, nothing is written
-    and ``ListingError`` names every failed prefix. The index records the ``request`` it
+    A page that cannot be listed after the retries fails its symbol (the symbol-folder
+    listing: every symbol). Without ``keep_going`` (``crypto_lakehouse plan``) nothing is
+    written and ``ListingError`` names every failed prefix. With it (the ``list_archive``
+    checkpoint) the index is written with the failed symbols in ``failed`` ({symbol:
+    error}; each also in ``symbols`` with digest ``listing-failed``, its details file left
+    as it was) and, when the symbol folders could not be listed, the error in ``error``;
+    their download fails with that error, every other symbol goes on, and the next run
+    lists again (``plan.listing_failed_at``). Symbols carried by a failed folder listing: the
+    configured list, or for "all" those of the previous index. The index records the ``request`` it
     answers (``listing_request``; ``end_date`` is the run's resolved end date), so that
     ``crypto_lakehouse plan`` can tell whether it is fresh.
 
@@ -253,17 +261,26 @@ def run_listing(
 
     kwargs = dict(timeout_s=timeout_s, max_retries=max_retries, on_retry=count_retry)
     session = http.new_session(concurrency, base_url=listing_url)
+    root_error = None
     try:
         try:
             listed = dir_names(
                 list_dirs(session, listing_url, symbols_prefix, **kwargs), symbols_prefix
             )
         except (http.ArchiveHTTPError, ListingError) as exc:
-            raise ListingError(
-                f"{what}: cannot list symbols below {symbols_prefix}: {exc}"
-            ) from exc
+            root_error = f"cannot list symbols below {symbols_prefix}: {exc}"
+            if not keep_going:
+                raise ListingError(f"{what}: {root_error}") from exc
+            log.error("%s: %s", what, root_error)
     finally:
         session.close()
+
+    if root_error is not None:
+        return _write_failed_listing(
+            what, root_error, symbols, out_index, details_dir, started,
+            trade_type=trade_type, dataset=dataset, interval=interval,
+            include_monthly=include_monthly, listing_url=listing_url, end_date=end_date,
+        )  # fmt: skip
 
     not_listed: list[str] = []
     filtered_out: list[dict] = []
@@ -298,18 +315,27 @@ def run_listing(
     n_incremental = sum(1 for sym in kept if sym in known)
     if n_incremental == 0:
         full_listing = end_date  # every kept symbol was listed from its folders' first key
-    if failures:
+    if failures and not keep_going:
         lines = "\n".join(f"  {sym}: {err}" for sym, err in sorted(failures.items()))
         raise ListingError(
             f"{what}: listing failed for {len(failures)} of {len(kept)} symbols after "
             f"{max_retries} retries; nothing written:\n{lines}"
         )
+    failed = {
+        sym: f"listing failed after {max_retries} retries: {err}"
+        for sym, err in sorted(failures.items())
+    }
+    for sym, message in failed.items():
+        log.error("%s %s: %s", what, sym, message)
 
     details_dir = storage.data_path(details_dir)
     storage.ensure_dir(details_dir)
     index_symbols: dict[str, dict] = {}
     no_files: list[str] = []
     for sym in kept:
+        if sym in failed:
+            index_symbols[sym] = _failed_entry(failed[sym])
+            continue
         entries = [f.to_dict() for f in files_of[sym]]
         if not entries:
             no_files.append(sym)
@@ -351,6 +377,13 @@ def run_listing(
         # End date of the last listing of every kept symbol from its folders' first key.
         "full_listing": full_listing,
     }
+    if failed:
+        index.update(failed=failed, error=None, failed_at_unix=time.time())
+    elif keep_going:
+        # The first complete listing after a failed one names it (plan.listing_failed_at).
+        relisted_after = _previous_failure(details_dir)
+        if relisted_after is not None:
+            index["relisted_after_unix"] = relisted_after
     storage.write_json_if_changed(out_index, index)
     # Snakemake removes a checkpoint's outputs before it runs again: the next listing resumes
     # from this copy, beside the details it vouches for.
@@ -373,8 +406,78 @@ def run_listing(
         "n_not_listed": len(not_listed),
         "n_files": n_files,
         "retries": retries,
+        "n_failed": len(failed),
         "seconds": round(seconds, 3),
     }
+
+
+LISTING_FAILED_DIGEST = "listing-failed"
+
+
+def _failed_entry(error: str) -> dict:
+    """The index entry of a symbol whose listing failed (``run_listing`` with keep_going)."""
+    return {"digest": LISTING_FAILED_DIGEST, "n_files": 0, "last_day": None, "error": error}
+
+
+def _write_failed_listing(
+    what, error, symbols, out_index, details_dir, started, **request_args
+) -> dict:
+    """The index of a listing whose symbol folders could not be listed: every symbol it
+    would have listed fails with ``error``. Those are the configured ones, or for "all" the
+    symbols of the previous index (none on a first listing: then only ``error`` and the
+    stage's summary tell). Details files and the previous index kept for the next listing
+    are left as they were."""
+    if symbols == "all":
+        try:
+            previous = storage.read_json(resume_record_path(details_dir), default=None) or {}
+        except (OSError, ValueError):
+            previous = {}
+        carried = sorted((previous.get("symbols") or {}) if isinstance(previous, dict) else {})
+    else:
+        carried, _ = validate_names(symbols)
+    index = {
+        "request": listing_request(symbols=symbols, **request_args),
+        "trade_type": request_args["trade_type"],
+        "dataset": request_args["dataset"],
+        "interval": request_args["interval"]
+        if datasets.get(request_args["dataset"]).has_interval
+        else None,
+        "symbols": {sym: _failed_entry(error) for sym in carried},
+        "refused": [],
+        "refused_files": [],
+        "filtered_out": [],
+        "not_listed": [],
+        "no_files": [],
+        "full_listing": None,
+        "failed": {sym: error for sym in carried},
+        "error": f"{what}: {error}",
+        "failed_at_unix": time.time(),
+    }
+    storage.write_json(out_index, index)
+    # The previous index stays the one the next listing resumes from; it learns when this
+    # listing failed, for the complete index that follows (``_previous_failure``).
+    record = resume_record_path(details_dir)
+    try:
+        kept = storage.read_json(record, default=None)
+    except (OSError, ValueError):  # unreadable: the next listing is a full one anyway
+        kept = None
+    kept = kept if isinstance(kept, dict) else {}
+    storage.ensure_dir(storage.data_path(details_dir))
+    storage.write_json(record, dict(kept, failed_at_unix=index["failed_at_unix"]))
+    seconds = time.monotonic() - started
+    log.error("%s: %d symbols fail with it (%.1f s)", what, len(carried), seconds)
+    return {"n_listed": 0, "n_kept": len(carried), "n_failed": len(carried), "error": error}
+
+
+def _previous_failure(details_dir) -> float | None:
+    """When the listing this one replaces failed (the resume record's ``failed_at_unix``)."""
+    try:
+        previous = storage.read_json(resume_record_path(details_dir), default=None)
+    except (OSError, ValueError):
+        return None
+    if isinstance(previous, dict) and previous.get("failed_at_unix") is not None:
+        return float(previous["failed_at_unix"])
+    return None
 
 
 def key_refusal(key: str, prefix: str, symbol: str) -> str | None:
@@ -556,14 +659,20 @@ def run_listings(*, listings: list[dict]) -> dict:
     """The ``list_archive`` checkpoint: every (trade type, dataset) listing of a run in one
     process, concurrently (each is ``run_listing`` with its own arguments and index).
 
-    One job instead of one per listing: one process start and one DAG update per run. Each
-    listing stays all-or-nothing; a failed one does not stop the others, and the job fails
-    after all of them ended, naming every failed listing on its error line.
+    One job instead of one per listing: one process start and one DAG update per run. A
+    symbol (or a dataset's symbol folders) that cannot be listed after the retries is
+    recorded as failed in its index (``run_listing`` with ``keep_going``): the job ends
+    successfully for the others' sake, the download of each failed symbol fails with the
+    listing's error, and the next run lists again (``plan.listing_failed_at``). Any other error
+    (a bad argument, a write that fails) fails the job after every listing ended, naming
+    each on its error line.
     """
     results: dict[str, dict] = {}  # by index path
     failures: list[Exception] = []
     with ThreadPoolExecutor(max_workers=max(1, len(listings))) as pool:
-        futures = [(str(a["out_index"]), pool.submit(run_listing, **a)) for a in listings]
+        futures = [
+            (str(a["out_index"]), pool.submit(run_listing, **a, keep_going=True)) for a in listings
+        ]
         for index, fut in futures:
             try:
                 results[index] = fut.result()
@@ -575,6 +684,13 @@ def run_listings(*, listings: list[dict]) -> dict:
         # message starts with what failed ("spot klines 1m: ..."); the log has them whole.
         causes = "; ".join(_one_line(exc) for exc in failures)
         raise ListingError(f"{len(failures)} of {len(listings)} listings failed: {causes}")
+    n_failed = sum(r.get("n_failed", 0) for r in results.values())
+    if n_failed or any(r.get("error") for r in results.values()):
+        log.error(
+            "%d symbol listings failed (above); their downloads fail with the error and the "
+            "next run lists them again",
+            n_failed,
+        )
     return results
 
 

@@ -532,12 +532,17 @@ async def sync_symbol(
     max_retries: int = 5,
     report_path,
     stats_path,
+    listing_error: str | None = None,
 ) -> dict:
     """``run_sync`` of one symbol on the running loop, with the job's network ``net``.
 
     File work that may block (reading the listing details and the state, stat calls,
     adopting local files, the fsynced writes of state, stats and report) runs on a worker
     thread, so that it never stalls the transfers of the other symbols of the job.
+
+    ``listing_error``: the symbol's listing failed in this run (the listing index's
+    ``failed``); nothing is downloaded and the symbol fails with that error (its files
+    and records stay as they were; the next run lists it again).
     """
     started = time.monotonic()
     if trade_type not in layout.TRADE_TYPES:
@@ -549,6 +554,8 @@ async def sync_symbol(
     kind = spec.name
     use_monthly = bool(use_monthly_klines) and spec.monthly_optional
     label = f"{trade_type} {tag} {symbol}"
+    if listing_error:
+        raise SyncError(f"{label}: not downloaded, its listing failed: {listing_error}")
     start, end = parse_day(start_date), parse_day(end_date)
 
     details = await asyncio.to_thread(io.read_json, details_path, None) if details_path else []

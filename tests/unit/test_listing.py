@@ -401,21 +401,91 @@ def test_run_listings_writes_each_index_as_its_own_listing_would(tmp_path):
     assert btc[-1]["key"] == "data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2023-12.zip"
 
 
-def test_run_listings_lists_the_others_then_fails_naming_the_failed_one(tmp_path):
+def test_run_listings_records_a_failed_symbol_and_lists_the_others(tmp_path):
     _spot_mirror(tmp_path / "mirror")
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        klines = _listing_args(emu, tmp_path, "klines")
+        run_listings(listings=[klines])  # a complete listing first: ETHUSDT's details exist
+    eth_details = (klines["details_dir"] / "ETHUSDT.json").read_bytes()
     failing = "?data/spot/daily/klines/ETHUSDT/1m/"
     with Emulator(mirror_dir=tmp_path / "mirror", faults=Faults(fail_always={failing})) as emu:
-        klines = _listing_args(emu, tmp_path, "klines")
+        klines = _listing_args(emu, tmp_path, "klines", listing_url=emu.base_url)
         funding = _listing_args(
             emu, tmp_path, "funding", trade_type="um_futures", dataset="funding", interval=None
         )
-        with pytest.raises(ListingError) as info:
-            run_listings(listings=[klines, funding])
-    message = str(info.value)
-    assert message.startswith("1 of 2 listings failed: spot klines 1m: ")
-    assert "ETHUSDT" in message
-    assert not klines["out_index"].exists()  # that listing stays all-or-nothing
+        stats = run_listings(listings=[klines, funding])  # no exception: the others go on
+    assert stats[str(klines["out_index"])]["n_failed"] == 1
+    index = json.loads(klines["out_index"].read_text())
+    assert set(index["failed"]) == {"ETHUSDT"}
+    assert index["failed"]["ETHUSDT"].startswith("listing failed after 1 retries: ")
+    assert "HTTP 500" in index["failed"]["ETHUSDT"]
+    assert index["symbols"]["ETHUSDT"]["digest"] == "listing-failed"
+    assert index["symbols"]["BTCUSDT"]["n_files"] == 2  # listed as usual
+    assert index["error"] is None and index["failed_at_unix"] > 0
+    # The failed symbol's details stay as the last complete listing wrote them.
+    assert (klines["details_dir"] / "ETHUSDT.json").read_bytes() == eth_details
     assert json.loads(funding["out_index"].read_text())["symbols"] == {}
+
+    # Listed again without the fault: complete, and it names the failure it follows.
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        again = _listing_args(emu, tmp_path, "klines", listing_url=emu.base_url)
+        run_listings(listings=[again])
+    fixed = json.loads(again["out_index"].read_text())
+    assert "failed" not in fixed and "failed_at_unix" not in fixed
+    assert fixed["relisted_after_unix"] == index["failed_at_unix"]
+    assert fixed["symbols"]["ETHUSDT"]["n_files"] == 3
+    # And the next complete listing no longer does.
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        third = _listing_args(emu, tmp_path, "klines", listing_url=emu.base_url)
+        run_listings(listings=[third])
+    assert "relisted_after_unix" not in json.loads(third["out_index"].read_text())
+
+
+def test_a_failed_symbol_folder_listing_fails_the_symbols_it_would_have_listed(tmp_path):
+    _spot_mirror(tmp_path / "mirror")
+    root = "?data/spot/daily/klines/"
+    # A first listing of "all" that fails: no symbol known, only the error.
+    with Emulator(mirror_dir=tmp_path / "mirror", faults=Faults(fail_always={root})) as emu:
+        first = _listing_args(emu, tmp_path, "klines")
+        explicit = _listing_args(emu, tmp_path, "explicit", symbols=["ETHUSDT", "BTCUSDT"])
+        run_listings(listings=[first, explicit])
+    index = json.loads(first["out_index"].read_text())
+    assert index["symbols"] == {} and index["failed"] == {}
+    assert index["error"].startswith("spot klines 1m: cannot list symbols below data/spot/daily/")
+    # Configured symbols fail each with the error.
+    configured = json.loads(explicit["out_index"].read_text())
+    assert sorted(configured["failed"]) == ["BTCUSDT", "ETHUSDT"]
+    assert configured["failed"]["BTCUSDT"].startswith("cannot list symbols below ")
+
+    with Emulator(mirror_dir=tmp_path / "mirror") as emu:
+        good = _listing_args(emu, tmp_path, "klines", listing_url=emu.base_url)
+        run_listings(listings=[good])
+    complete = json.loads(good["out_index"].read_text())
+    assert sorted(complete["symbols"]) == ["BTCUSDT", "ETHUSDT", "SYRUPUSDT"]
+    assert complete["relisted_after_unix"] == index["failed_at_unix"]
+    resume_before = (good["details_dir"] / "_index.state").read_bytes()
+
+    # With a previous index, "all" carries its symbols, and that index stays the one the
+    # next listing resumes from.
+    with Emulator(mirror_dir=tmp_path / "mirror", faults=Faults(fail_always={root})) as emu:
+        failing = _listing_args(emu, tmp_path, "klines", listing_url=emu.base_url)
+        run_listings(listings=[failing])
+    carried = json.loads(failing["out_index"].read_text())
+    assert sorted(carried["failed"]) == ["BTCUSDT", "ETHUSDT", "SYRUPUSDT"]
+    assert all(e["digest"] == "listing-failed" for e in carried["symbols"].values())
+    resume = json.loads((good["details_dir"] / "_index.state").read_text())
+    assert resume.pop("failed_at_unix") == carried["failed_at_unix"]
+    assert resume == json.loads(resume_before)
+
+
+def test_a_failed_listing_still_raises_without_keep_going(tmp_path):
+    """`crypto_lakehouse plan` lists with run_listing alone: a failure is its error."""
+    _spot_mirror(tmp_path / "mirror")
+    faults = Faults(fail_always={"?data/spot/daily/klines/"})
+    with Emulator(mirror_dir=tmp_path / "mirror", faults=faults) as emu:
+        with pytest.raises(ListingError, match="cannot list symbols below"):
+            _listing(emu, tmp_path)
+    assert not (tmp_path / "out" / "klines-1m.json").exists()
 
 
 def test_a_listing_job_does_not_import_pyarrow(tmp_path):

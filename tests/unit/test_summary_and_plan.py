@@ -321,3 +321,46 @@ def test_a_summary_failure_line_stays_short_with_many_long_errors(tmp_path):
     with pytest.raises(SymbolsFailed) as info:
         _raise_for_failed("gen_kline", "spot", ["A: short", "B: short"])
     assert str(info.value).endswith("A: short; B: short")
+
+
+def test_a_failed_listing_fails_the_download_summary_and_reruns_the_listing(tmp_path):
+    from crypto_lakehouse.summary import SymbolsFailed
+
+    complete = tmp_path / "klines-1m.json"
+    failed_root = tmp_path / "funding.json"
+    _write(complete, {"symbols": {"BTCUSDT": {"digest": "d", "n_files": 1}}})
+    assert plan.listing_failed_at([complete, tmp_path / "absent.json"]) is None
+    root_error = "um_futures funding: cannot list symbols below data/futures/um/monthly/x/: 500"
+    _write(
+        failed_root,
+        {"symbols": {}, "failed": {}, "error": root_error, "failed_at_unix": 1000.5},
+    )
+    assert plan.listing_failed_at([complete, failed_root]) == 1000.5
+    # The complete listing after it names it: the rerun trigger keeps its value. (Other
+    # file names: plan caches an index by path and modification time.)
+    relisted = tmp_path / "relisted.json"
+    _write(relisted, {"symbols": {}, "relisted_after_unix": 1000.5})
+    assert plan.listing_failed_at([complete, relisted]) == 1000.5
+
+    # A failed listing with no symbol to fail (a first listing of "all") fails the summary.
+    summary = tmp_path / "summaries" / "um_futures.json"
+    with pytest.raises(SymbolsFailed) as info:
+        run_summary(
+            stage="aws_download", trade_type="um_futures", summary=str(summary), reports=[],
+            listings=[str(complete), str(failed_root)],
+        )  # fmt: skip
+    assert str(info.value) == (
+        f"aws_download um_futures: listing failed: {root_error}; the next run lists again"
+    )
+    assert not summary.exists()
+    run_summary(stage="aws_download", trade_type="um_futures", summary=str(summary),
+                reports=[], listings=[str(complete)])  # fmt: skip
+    assert summary.exists()
+
+
+def test_listing_errors_of_a_shard(tmp_path):
+    index, complete = tmp_path / "index.json", tmp_path / "complete.json"
+    _write(index, {"symbols": {"A": {}, "B": {}, "C": {}}, "failed": {"B": "boom", "C": "x"}})
+    assert plan.listing_errors(index, ["A", "B"]) == {"B": "boom"}
+    _write(complete, {"symbols": {"A": {}}})
+    assert plan.listing_errors(complete, ["A"]) == {}

@@ -113,6 +113,29 @@ def test_a_failing_symbol_fails_the_job_after_the_others(tmp_path, emulator):
         assert len(json.loads((reports / f"{symbol}.json").read_text())["files"]) == 2
 
 
+def test_a_symbol_whose_listing_failed_fails_with_that_error_and_fetches_nothing(
+    tmp_path, emulator
+):
+    keys = _mirror(tmp_path / "mirror", 2)
+    emu = emulator(mirror_dir=tmp_path / "mirror")
+    args, reports = _shard(emu, tmp_path, concurrency=8)
+    error = (
+        "listing failed after 2 retries: http://x/?prefix=data/spot/daily/klines/BBBUSDT/1m/: 500"
+    )
+    args["symbol_values"] = {"listing_error": {"BBBUSDT": error}}
+    with pytest.raises(ShardFailed, match="1 of 3 symbols failed: BBBUSDT"):
+        run_sync_shard(**args)
+    shard = json.loads((tmp_path / "shard.json").read_text())
+    assert shard["symbols"]["BBBUSDT"]["error"] == (
+        f"SyncError: spot klines-1m BBBUSDT: not downloaded, its listing failed: {error}"
+    )
+    assert shard["symbols"]["AAAUSDT"]["status"] == shard["symbols"]["CCCUSDT"]["status"] == "ok"
+    assert not (reports / "BBBUSDT.json").exists()
+    for symbol in SYMBOLS:  # nothing fetched for it (its details exist: listed earlier)
+        for key in keys[symbol]:
+            assert (tmp_path / "data" / "aws_data" / key).exists() == (symbol != "BBBUSDT")
+
+
 def test_concurrent_shard_runner_starts_every_symbol_before_any_ends(tmp_path):
     started: list[str] = []
     everyone_started = asyncio.Event()
