@@ -60,3 +60,43 @@ def test_a_failing_symbol_holds_back_nothing_and_is_retried_next_run(tmp_path):
         assert "Nothing to be done" in third.stdout + third.stderr
     finally:
         emu.stop()
+
+
+def test_a_failing_listing_holds_back_only_its_symbol_and_dataset(tmp_path):
+    """A symbol folder the listing cannot read (ETHUSDT's klines) and a dataset whose
+    symbol folders it cannot read (aggTrades): the other symbols and datasets are built in
+    the same run, the run fails naming both, the next run lists again and completes, and
+    the run after it has nothing to do."""
+    mirror = h.build_scenario(tmp_path)
+    listings = {"?data/spot/daily/klines/ETHUSDT/1m/", "?data/spot/daily/aggTrades/"}
+    emu = h.start_emulator(mirror, faults=Faults(fail_always=set(listings)))
+    data = tmp_path / "data"
+    config = dict(
+        h.config_for(emu.base_url, data),
+        shards=1,
+        download={"max_retries": 0},
+        datasets={"spot": ["klines", "aggTrades"]},
+    )
+    results = layout.results_klines_dir(data, "spot", "1m")
+    try:
+        first = snakemake(tmp_path, config, "all", check=False)
+        out = first.stdout + first.stderr
+        assert first.returncode != 0, out[-3000:]
+        for symbol in ("BTCUSDT", "SOLUSDT"):
+            assert (results / f"{symbol}.pqt").exists(), out[-3000:]
+        assert not (results / "ETHUSDT.pqt").exists()
+        failures = out[out.index("job(s) failed:") :]
+        assert "ETHUSDT: SyncError: spot klines-1m ETHUSDT: not downloaded, its listing failed: " \
+            "listing failed after 0 retries: " in failures, failures[:3000]  # fmt: skip
+        assert "spot aggTrades BTCUSDT: not downloaded, its listing failed: cannot list " \
+            "symbols below data/spot/daily/aggTrades/" in failures, failures[:3000]  # fmt: skip
+
+        emu.faults.fail_always.clear()  # the listing answers again
+        second = snakemake(tmp_path, config, "all")
+        out = second.stdout + second.stderr
+        assert "stamps/list_archive/run.json" in out or "Params have changed" in out
+        assert (results / "ETHUSDT.pqt").exists()
+        third = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in third.stdout + third.stderr
+    finally:
+        emu.stop()
