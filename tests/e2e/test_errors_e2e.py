@@ -128,19 +128,28 @@ def test_failed_jobs_are_listed_with_their_last_error_line(tmp_path, emulator):
     proc, _ = _run(tmp_path, config, "aws_download")
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
-    # One job lists the three directories (issue 11); each listing fails, and its error
-    # line names every one of them.
+    # One job lists the three directories (issue 11). Each listing fails; the job records
+    # the failures and ends (other datasets would go on), each configured symbol's download
+    # fails with its listing's error, and the download summary's error line names every
+    # failed listing.
     assert "crypto_lakehouse: 1 job(s) failed:" in lines, proc.stderr[-3000:]
     start = lines.index("crypto_lakehouse: 1 job(s) failed:")
     report = lines[start + 1 :]
-    assert report[0].startswith("  list_archive ")
-    for t in ("spot/klines-1m", "um_futures/klines-1m", "um_futures/funding"):
-        assert f"{tmp_path}/data/lakehouse/listing/{t}.json" in report[0]
+    assert report[0].startswith("  summarize "), report[:3]
+    for t in ("spot", "um_futures"):
+        assert f"{tmp_path}/data/lakehouse/summaries/aws_download/{t}.json" in report[0]
     error = report[1].strip()
-    assert error.startswith("crypto_lakehouse.archive.listing.ListingError: 3 of 3 listings failed")
-    assert error.count("HTTP 50") == 3
-    for what in ("spot klines 1m: ", "um_futures klines 1m: ", "um_futures funding: "):
-        assert what in error
+    assert error.startswith(
+        "crypto_lakehouse.summary.SymbolsFailed: aws_download spot: listing failed: "
+        "spot klines 1m: cannot list symbols below data/spot/daily/klines/: "
+    ), error
+    assert error.count("HTTP 50") >= 3
+    for what in ("um_futures klines 1m: cannot list", "um_futures funding: cannot list"):
+        assert f"listing failed: {what}" in error
+    assert (
+        "BTCUSDT: SyncError: spot klines-1m BTCUSDT: not downloaded, its listing failed: "
+        "cannot list symbols below data/spot/daily/klines/" in error
+    )
     assert report[2].strip().startswith(f"log: {tmp_path}/data/lakehouse/logs/")
     # A job's traceback stays in its log file; the console gets one line per failure.
     assert "Traceback" not in proc.stderr
