@@ -82,7 +82,25 @@ def last_error_line(log_path: str | Path) -> str:
                     break
                 line = joined
         return line
-    return lines[-1].strip() if lines else "(empty log)"
+    return lines[-1].strip() if lines else f"(empty log{_disk_note(log_path)})"
+
+
+# Free space below which an empty log is blamed on its disk.
+_FULL_DISK_BYTES = 1 << 20
+
+
+def _disk_note(log_path: str | Path) -> str:
+    """For an empty log: its disk's free space when (nearly) none is left, the likely
+    reason the job could not write even its log."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(Path(log_path).parent).free
+    except OSError:
+        return ""
+    if free >= _FULL_DISK_BYTES:
+        return ""
+    return f"; the disk holding it is full: {free} bytes free"
 
 
 def failure_report(snakemake_log) -> str:

@@ -244,7 +244,9 @@ def atomic_file(path: str | Path) -> Iterator[tuple[int, Path]]:
     success it is closed and the file renamed onto ``path``.
 
     On any exception the temporary file is removed and the target is left untouched (the
-    caller may also move the temporary file away itself before raising).
+    caller may also move the temporary file away itself before raising). An ``OSError``
+    that names no file (``ENOSPC`` from a write, pyarrow's "Error writing bytes to file")
+    is raised again as an ``OSError`` of the same errno naming ``path``.
     """
     path = local_path(path)
     _ensure_dir(path.parent)
@@ -259,9 +261,12 @@ def atomic_file(path: str | Path) -> Iterator[tuple[int, Path]]:
             os.close(fd)
         os.replace(tmp_path, path)
         _commit_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            # A write or fsync error (a full disk, a quota, an I/O error) names no file.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 

@@ -63,3 +63,41 @@ def test_write_parquet_adds_metadata(tmp_path):
     io.write_parquet(tmp_path / "t.pqt", table, metadata={"interval": "1m"})
     meta = pq.read_schema(tmp_path / "t.pqt").metadata
     assert meta[b"interval"] == b"1m"
+
+
+def test_a_full_disk_error_names_the_file_it_was_writing(tmp_path, monkeypatch):
+    """ENOSPC from os.write, or pyarrow's "Error writing bytes to file", names no file;
+    the error raised names the target (errno kept), the old file stays, no temp is left."""
+    import errno
+    import os
+
+    target = tmp_path / "state" / "BTCUSDT.json"
+    io.write_bytes(target, b"old")
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError) as info:
+        io.write_json(target, {"a": 1})
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert str(info.value) == f"[Errno 28] No space left on device: '{target}'"
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in target.parent.iterdir()] == ["BTCUSDT.json"]
+
+    def arrow_full(table, where, **kw):
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space")
+
+    monkeypatch.setattr(pq, "write_table", arrow_full)
+    out = tmp_path / "results" / "BTCUSDT.pqt"
+    with pytest.raises(OSError, match=r"Error writing bytes to file.*: '.*/results/BTCUSDT\.pqt'"):
+        io.write_parquet(out, pa.table({"x": [1]}))
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+    # An error that already names its file is left as it is.
+    monkeypatch.setattr(
+        pq, "write_table", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError(2, "gone", "/x"))
+    )
+    with pytest.raises(FileNotFoundError) as info:
+        io.write_parquet(out, pa.table({"x": [1]}))
+    assert info.value.filename == "/x"

@@ -242,3 +242,16 @@ def test_last_error_line_takes_two_continuation_lines_and_stays_short(tmp_path):
     # the summary's and the shard's own exceptions are named ...Failed
     log.write_text("a.summary.SymbolsFailed: gen_kline spot: 1 symbol(s) failed\nINFO x\n")
     assert last_error_line(log) == "a.summary.SymbolsFailed: gen_kline spot: 1 symbol(s) failed"
+
+
+def test_an_empty_log_on_a_full_disk_says_so(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    log = tmp_path / "job.log"
+    log.write_text("")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(5 << 20, 5 << 20, 0))
+    assert last_error_line(log) == "(empty log; the disk holding it is full: 0 bytes free)"
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(5 << 30, 1 << 30, 4 << 30))
+    assert last_error_line(log) == "(empty log)"
