@@ -17,6 +17,12 @@ def contract_size_for(exchange_info_path, symbol: str, override: float | None = 
     if override is not None:
         return float(override)
     info = read_json(exchange_info_path, default={}) if exchange_info_path else {}
+    if info.get("error"):
+        raise MissingContractSize(
+            f"{symbol}: no contract size: this run's exchangeInfo request failed "
+            f"({info['error']}; {exchange_info_path}); the next run asks again, or set it in "
+            f"the config key contract_sizes.{symbol}"
+        )
     entry = (info.get("symbols") or {}).get(symbol) or {}
     size = entry.get("contractSize", entry.get("contract_size"))
     if size is None:

@@ -236,18 +236,26 @@ def listing_errors(index_path: str | Path, symbols: list[str]) -> dict[str, str]
     return {s: failed[s] for s in symbols if s in failed}
 
 
-def listing_failed_at(index_paths) -> float | None:
-    """The time of the latest failed listing among these indexes, or of the failed one a
-    complete index replaced (its ``relisted_after_unix``); None when there is none (or no
-    index yet). A value of the listing's rerun trigger: each run after a failed listing
-    lists again, and the value stays the same once the listing is complete."""
+def failure_time(paths, *, replaced: bool = False) -> float | None:
+    """The time of the latest failure recorded in these files (listing indexes, exchangeInfo
+    summaries: ``failed_at_unix``), or unless ``replaced``, of the failure a complete file
+    followed (``after_failure_unix``); None when there is none (or no file yet).
+
+    A value of the rerun trigger of the job that writes them: each run after a failed
+    request asks again, and the value stays the same once the answer is complete, so the
+    run after the recovery asks nothing. ``replaced=True``: the failure the job's next
+    files will follow (what it records as ``after_failure_unix``)."""
     latest = None
-    for path in index_paths:
+    for path in paths:
         try:
-            index = load_index(path)
+            record = load_index(path)
         except (OSError, ValueError):
             continue
-        at = index.get("failed_at_unix") or index.get("relisted_after_unix")
+        if not isinstance(record, dict):
+            continue
+        at = record.get("failed_at_unix")
+        if at is None and not replaced:
+            at = record.get("after_failure_unix")
         if at is not None:
             latest = float(at) if latest is None else max(latest, float(at))
     return latest

@@ -5,7 +5,7 @@
 rule exchange_info:
     input:
         stamp=rerun_stamp(
-            "exchange_info", args_digest(get_exchange_info_args), get_end_date_refresh
+            "exchange_info", args_digest(get_exchange_info_args), get_exchange_info_refresh
         ),
     output:
         [exchange_info_path(t) for t in TRADE_TYPES],
@@ -21,9 +21,9 @@ rule exchange_info:
     resources:
         rest_jobs=1,
     params:
-        job=job_json(get_exchange_info_args),
+        job=job_json(get_exchange_info_job_args),
         args=args_digest(get_exchange_info_args),
-        refresh=get_end_date_refresh,
+        refresh=get_exchange_info_refresh,
         python=PYTHON,
         script=script_path("exchange_info"),
     shell:

@@ -484,9 +484,11 @@ def listing_args(trade_type, dataset):
     )
 
 
-def get_end_date_refresh(wildcards):
-    # The archive and the exchange change daily: a new end date asks again.
-    return END_DATE
+def get_exchange_info_refresh(wildcards):
+    """exchangeInfo is asked once per end date, and again after a failed request (its
+    time is part of the value until a complete answer follows; rest/exchange_info.py)."""
+    failed_at = plan.failure_time([exchange_info_path(t) for t in TRADE_TYPES])
+    return END_DATE if failed_at is None else f"{END_DATE} ask again after {failed_at}"
 
 
 def get_listing_refresh(wildcards):
@@ -494,7 +496,7 @@ def get_listing_refresh(wildcards):
     checkpoint). So does a listing with failed symbols: the time of the failure is part of
     the value, so each run after a failed listing lists again; the complete index that
     follows carries that time, so the run after it does not."""
-    failed_at = plan.listing_failed_at([listing_index_path(t, d) for t, d in RUN_LISTINGS])
+    failed_at = plan.failure_time([listing_index_path(t, d) for t, d in RUN_LISTINGS])
     return END_DATE if failed_at is None else f"{END_DATE} relist after {failed_at}"
 
 
@@ -634,6 +636,12 @@ def get_exchange_info_args(wildcards):
         for t in TRADE_TYPES
     ]
     return dict(fetches=fetches)
+
+
+def get_exchange_info_job_args(wildcards):
+    """The job's arguments: those above, and the failure the files it replaces hold."""
+    previous = plan.failure_time([exchange_info_path(t) for t in TRADE_TYPES], replaced=True)
+    return dict(get_exchange_info_args(wildcards), previous_failure=previous)
 
 
 # ------------------------------------------------------------------ gen_kline

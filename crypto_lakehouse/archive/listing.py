@@ -233,7 +233,7 @@ def run_listing(
     error}; each also in ``symbols`` with digest ``listing-failed``, its details file left
     as it was) and, when the symbol folders could not be listed, the error in ``error``;
     their download fails with that error, every other symbol goes on, and the next run
-    lists again (``plan.listing_failed_at``). Symbols carried by a failed folder listing: the
+    lists again (``plan.failure_time``). Symbols carried by a failed folder listing: the
     configured list, or for "all" those of the previous index. The index records the ``request`` it
     answers (``listing_request``; ``end_date`` is the run's resolved end date), so that
     ``crypto_lakehouse plan`` can tell whether it is fresh.
@@ -380,10 +380,10 @@ def run_listing(
     if failed:
         index.update(failed=failed, error=None, failed_at_unix=time.time())
     elif keep_going:
-        # The first complete listing after a failed one names it (plan.listing_failed_at).
+        # The first complete listing after a failed one names it (plan.failure_time).
         relisted_after = _previous_failure(details_dir)
         if relisted_after is not None:
-            index["relisted_after_unix"] = relisted_after
+            index["after_failure_unix"] = relisted_after
     storage.write_json_if_changed(out_index, index)
     # Snakemake removes a checkpoint's outputs before it runs again: the next listing resumes
     # from this copy, beside the details it vouches for.
@@ -663,7 +663,7 @@ def run_listings(*, listings: list[dict]) -> dict:
     symbol (or a dataset's symbol folders) that cannot be listed after the retries is
     recorded as failed in its index (``run_listing`` with ``keep_going``): the job ends
     successfully for the others' sake, the download of each failed symbol fails with the
-    listing's error, and the next run lists again (``plan.listing_failed_at``). Any other error
+    listing's error, and the next run lists again (``plan.failure_time``). Any other error
     (a bad argument, a write that fails) fails the job after every listing ended, naming
     each on its error line.
     """

@@ -88,13 +88,15 @@ def summarize_exchange_info(raw: dict, trade_type: str) -> dict:
 
 
 def load_rate_limits(exchange_info_path: str | Path | None, trade_type: str) -> RateLimits:
-    """Weight limit and window from a summary file; Binance's defaults when absent."""
+    """Weight limit and window from a summary file; Binance's defaults when absent or when
+    this run's exchangeInfo request failed (the file holds its ``error``)."""
     info = storage.read_json(exchange_info_path) if exchange_info_path else None
     if not info or "request_weight" not in info:
         if exchange_info_path:
             log.warning(
-                "%s: no exchange info, using default weight limit %d per minute",
+                "%s: no exchange info%s, using default weight limit %d per minute",
                 exchange_info_path,
+                f" (its request failed: {info['error']})" if info and info.get("error") else "",
                 DEFAULT_WEIGHT_LIMIT[trade_type],
             )
         return default_rate_limits(trade_type)
@@ -109,8 +111,10 @@ def run_exchange_info(
     out_path: str | Path,
     timeout_s: float = 15.0,
     max_retries: int = 5,
+    after_failure: float | None = None,
 ) -> dict:
-    """Fetch ``{prefix}/exchangeInfo`` once and write its summary to ``out_path``."""
+    """Fetch ``{prefix}/exchangeInfo`` once and write its summary to ``out_path``
+    (``after_failure``: the time of the failed request it follows, ``run_exchange_infos``)."""
     t0 = time.monotonic()
     limiter = WindowLimiter(DEFAULT_WEIGHT_LIMIT[trade_type], name=f"{trade_type}-weight")
     with RestClient(
@@ -118,6 +122,8 @@ def run_exchange_info(
     ) as client:
         raw = client.get_json("/exchangeInfo", weight=EXCHANGE_INFO_WEIGHT[trade_type])
         summary = summarize_exchange_info(raw, trade_type)
+        if after_failure is not None:
+            summary["after_failure_unix"] = after_failure
         storage.write_json(out_path, summary)
         stats = {
             "symbols": len(summary["symbols"]),
@@ -135,30 +141,43 @@ def run_exchange_info(
     return stats
 
 
-class ExchangeInfoError(Exception):
-    """One or more exchangeInfo requests of ``run_exchange_infos`` failed."""
-
-
-def run_exchange_infos(*, fetches: list[dict]) -> dict:
+def run_exchange_infos(*, fetches: list[dict], previous_failure: float | None = None) -> dict:
     """Rule ``exchange_info``: ``run_exchange_info`` for every trade type of the run, in one
-    process, concurrently (one job start per run instead of one per trade type). The job
-    fails after every request ended, naming each trade type that failed."""
+    process, concurrently (one job start per run instead of one per trade type).
+
+    A trade type whose request fails (its host down or in maintenance) does not hold back
+    the others: its file holds the ``error`` and ``failed_at_unix`` instead, the job ends
+    successfully, its REST jobs use Binance's default weight limits (``load_rate_limits``)
+    and a COIN-M contract size asked of it names the failure (``contracts``). The next run
+    fetches again (``plan.failure_time``, part of the job's rerun value); ``previous_failure``
+    (that time, when the files the job replaces hold a failure) is recorded as
+    ``after_failure_unix`` in complete files, so the value stays the same once they are.
+    """
     results: dict[str, dict] = {}
-    failures: dict[str, Exception] = {}
+    failed = 0
     with ThreadPoolExecutor(max_workers=max(1, len(fetches))) as pool:
-        futures = {f["trade_type"]: pool.submit(run_exchange_info, **f) for f in fetches}
-        for trade_type, fut in futures.items():
+        futures = {
+            f["trade_type"]: (
+                f,
+                pool.submit(run_exchange_info, **f, after_failure=previous_failure),
+            )
+            for f in fetches
+        }
+        for trade_type, (fetch, fut) in futures.items():
             try:
                 results[trade_type] = fut.result()
-            except Exception as exc:  # reported below, after every request ended
-                failures[trade_type] = exc
+            except Exception as exc:  # recorded in its file, the others go on
+                failed += 1
+                cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 log.error("%s exchangeInfo failed", trade_type, exc_info=exc)
-    if failures:
-        causes = "; ".join(
-            f"{t}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-            for t, e in failures.items()
-        )
-        raise ExchangeInfoError(
-            f"exchangeInfo failed for {len(failures)} of {len(fetches)} trade types: {causes}"
+                record = {"trade_type": trade_type, "error": f"{type(exc).__name__}: {cause}"}
+                storage.write_json(fetch["out_path"], dict(record, failed_at_unix=time.time()))
+                results[trade_type] = {"error": record["error"]}
+    if failed:
+        log.error(
+            "exchangeInfo failed for %d of %d trade types (above): their REST jobs use the "
+            "default weight limits; the next run asks again",
+            failed,
+            len(fetches),
         )
     return results

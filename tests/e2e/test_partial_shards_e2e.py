@@ -11,7 +11,7 @@ from crypto_lakehouse_emulator.faults import Faults
 
 from crypto_lakehouse import layout
 from tests.chaos import chaos_helpers as h
-from tests.e2e.e2e_helpers import snakemake
+from tests.e2e.e2e_helpers import read_json, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -96,6 +96,67 @@ def test_a_failing_listing_holds_back_only_its_symbol_and_dataset(tmp_path):
         out = second.stdout + second.stderr
         assert "stamps/list_archive/run.json" in out or "Params have changed" in out
         assert (results / "ETHUSDT.pqt").exists()
+        third = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in third.stdout + third.stderr
+    finally:
+        emu.stop()
+
+
+def test_a_failing_exchange_info_holds_back_only_its_trade_type(tmp_path):
+    """COIN-M's exchangeInfo answers 500 (its host in maintenance, say): USDⓈ-M is built to
+    the end in the same run; COIN-M's REST runs on the default weight limits and its
+    gen_kline, which needs the contract sizes, fails naming the request. The next run asks
+    again and completes; the one after has nothing to do."""
+    from datetime import datetime, timezone
+
+    from crypto_lakehouse_emulator import Emulator
+    from crypto_lakehouse_emulator.generate import build_mirror
+    from crypto_lakehouse_emulator.rest import RestEmulator
+
+    from tests.e2e.e2e_helpers import emulator_config
+
+    symbols = {"um_futures": ["BTCUSDT", "ETHUSDT"], "cm_futures": ["BTCUSD_PERP", "ETHUSD_PERP"]}
+    mirror = tmp_path / "mirror"
+    build_mirror(
+        mirror,
+        {t: {"symbols": s, "start": h.START, "end": h.END, "funding_months": ["2024-02"]}
+         for t, s in symbols.items()},
+    )  # fmt: skip
+    rest = RestEmulator(now_ms=h.NOW_MS, window_s=5)
+    start_ms = int(datetime.fromisoformat(h.START).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    for trade_type, names in symbols.items():
+        for i, symbol in enumerate(names):
+            rest.add_synthetic_klines(trade_type, symbol, start_ms=start_ms, seed=i)
+            rest.add_synthetic_funding(trade_type, symbol, start_ms=start_ms, end_ms=h.NOW_MS)
+    faults = Faults(fail_always={"/dapi/v1/exchangeInfo"}, apply_to_rest=True)
+    emu = Emulator(mirror_dir=mirror, rest=rest, faults=faults)
+    emu.start()
+    data = tmp_path / "data"
+    config = emulator_config(
+        emu.base_url, data, trade_types=list(symbols), symbols=symbols, start_date=h.START,
+        end_date=None, shards=1, rest={"max_retries": 0},
+    )  # fmt: skip
+    um_results = layout.results_klines_dir(data, "um_futures", "1m")
+    cm_results = layout.results_klines_dir(data, "cm_futures", "1m")
+    try:
+        first = snakemake(tmp_path, config, "all", check=False)
+        out = first.stdout + first.stderr
+        assert first.returncode != 0, out[-3000:]
+        assert (um_results / "BTCUSDT.pqt").exists(), out[-3000:]
+        assert (um_results / "ETHUSDT.pqt").exists()
+        assert list(data.glob("results_data/um_futures/resampled_klines/1h/*/BTCUSDT.pqt"))
+        assert not list(cm_results.glob("*.pqt"))
+        failures = out[out.index("job(s) failed:") :]
+        assert "BTCUSD_PERP: MissingContractSize: BTCUSD_PERP: no contract size: this run's " \
+            "exchangeInfo request failed (" in failures, failures[:3000]  # fmt: skip
+        failed = read_json(data / "lakehouse/exchange_info/cm_futures.json")
+        assert "HTTP 500" in failed["error"] or "500" in failed["error"]
+
+        emu.faults.fail_always.clear()  # the host answers again
+        second = snakemake(tmp_path, config, "all")
+        out = second.stdout + second.stderr
+        assert "stamps/exchange_info/run.json" in out or "Params have changed" in out
+        assert (cm_results / "BTCUSD_PERP.pqt").exists()
         third = snakemake(tmp_path, config, "all")
         assert "Nothing to be done" in third.stdout + third.stderr
     finally:

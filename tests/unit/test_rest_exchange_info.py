@@ -7,11 +7,12 @@ import json
 import pytest
 from crypto_lakehouse_emulator.rest import RestEmulator
 
-from crypto_lakehouse.contracts import contract_size_for
+from crypto_lakehouse import plan
+from crypto_lakehouse.contracts import MissingContractSize, contract_size_for
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.rest.exchange_info import (
-    ExchangeInfoError,
     RateLimits,
+    default_rate_limits,
     load_rate_limits,
     run_exchange_info,
     run_exchange_infos,
@@ -89,7 +90,7 @@ def test_defaults_without_a_file(tmp_path):
     assert load_rate_limits(tmp_path / "absent.json", "um_futures") == RateLimits(2400, 60.0)
 
 
-def test_one_job_fetches_every_trade_type_and_names_the_failed_one(emulator, tmp_path):
+def test_one_job_fetches_every_trade_type_and_records_the_failed_one(emulator, tmp_path):
     rest = RestEmulator()
     rest.set_exchange_info("spot", REAL_REST / "api_v3_exchangeInfo_2025-08-07_25symbols.json")
     rest.set_exchange_info("cm", REAL_REST / "dapi_v1_exchangeInfo_2025-08-07_25symbols.json")
@@ -101,15 +102,37 @@ def test_one_job_fetches_every_trade_type_and_names_the_failed_one(emulator, tmp
     )
     assert read_json(out["spot"])["request_weight"]["limit"] == 6000  # the fixture's
     assert contract_size_for(out["cm_futures"], "BTCUSD_PERP") == 100.0
-    # A host that refuses connections: the others are still fetched, then the job fails.
+    # A host that refuses connections: the others are still fetched, the failed one's
+    # file holds the error, and the job ends (the other trade types' REST jobs go on).
     closed = dict(api_url="http://127.0.0.1:9", timeout_s=1, max_retries=0)
     out["spot"].unlink()
-    with pytest.raises(ExchangeInfoError, match=r"1 of 2 trade types: um_futures: "):
-        run_exchange_infos(
-            fetches=[
-                dict(fetch, trade_type="spot", out_path=out["spot"]),
-                dict(closed, trade_type="um_futures", out_path=out["um_futures"]),
-            ]
-        )
+    stats = run_exchange_infos(
+        fetches=[
+            dict(fetch, trade_type="spot", out_path=out["spot"]),
+            dict(closed, trade_type="cm_futures", out_path=out["cm_futures"]),
+        ]
+    )
     assert read_json(out["spot"])["request_weight"]["limit"] == 6000
-    assert not out["um_futures"].exists()
+    failed = read_json(out["cm_futures"])
+    assert set(failed) == {"trade_type", "error", "failed_at_unix"}
+    assert failed["error"].startswith("HostStopped: http://127.0.0.1:9: cannot reach") and stats[
+        "cm_futures"
+    ] == {"error": failed["error"]}
+    # What reads it: the REST jobs fall back to the default limits, a contract size names
+    # the failure, and the rerun trigger holds its time.
+    assert load_rate_limits(out["cm_futures"], "cm_futures") == default_rate_limits("cm_futures")
+    with pytest.raises(MissingContractSize, match="this run's exchangeInfo request failed"):
+        contract_size_for(out["cm_futures"], "BTCUSD_PERP")
+    assert contract_size_for(out["cm_futures"], "BTCUSD_PERP", override=100) == 100.0
+    assert plan.failure_time([out["spot"], out["cm_futures"]]) == failed["failed_at_unix"]
+    previous = plan.failure_time([out["spot"], out["cm_futures"]], replaced=True)
+    # Asked again with the host back: complete files that name the failure they follow, so
+    # the rerun value stays the same and the run after the recovery asks nothing.
+    run_exchange_infos(
+        fetches=[dict(fetch, trade_type=t, out_path=out[t]) for t in ("spot", "cm_futures")],
+        previous_failure=previous,
+    )
+    assert contract_size_for(out["cm_futures"], "BTCUSD_PERP") == 100.0
+    assert read_json(out["spot"])["after_failure_unix"] == previous
+    assert plan.failure_time([out["spot"], out["cm_futures"]]) == previous
+    assert plan.failure_time([out["spot"], out["cm_futures"]], replaced=True) is None

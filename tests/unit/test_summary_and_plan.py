@@ -329,18 +329,18 @@ def test_a_failed_listing_fails_the_download_summary_and_reruns_the_listing(tmp_
     complete = tmp_path / "klines-1m.json"
     failed_root = tmp_path / "funding.json"
     _write(complete, {"symbols": {"BTCUSDT": {"digest": "d", "n_files": 1}}})
-    assert plan.listing_failed_at([complete, tmp_path / "absent.json"]) is None
+    assert plan.failure_time([complete, tmp_path / "absent.json"]) is None
     root_error = "um_futures funding: cannot list symbols below data/futures/um/monthly/x/: 500"
     _write(
         failed_root,
         {"symbols": {}, "failed": {}, "error": root_error, "failed_at_unix": 1000.5},
     )
-    assert plan.listing_failed_at([complete, failed_root]) == 1000.5
+    assert plan.failure_time([complete, failed_root]) == 1000.5
     # The complete listing after it names it: the rerun trigger keeps its value. (Other
     # file names: plan caches an index by path and modification time.)
     relisted = tmp_path / "relisted.json"
-    _write(relisted, {"symbols": {}, "relisted_after_unix": 1000.5})
-    assert plan.listing_failed_at([complete, relisted]) == 1000.5
+    _write(relisted, {"symbols": {}, "after_failure_unix": 1000.5})
+    assert plan.failure_time([complete, relisted]) == 1000.5
 
     # A failed listing with no symbol to fail (a first listing of "all") fails the summary.
     summary = tmp_path / "summaries" / "um_futures.json"
