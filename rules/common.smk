@@ -517,7 +517,13 @@ def get_download_args(wildcards):
         wildcards.dataset,
         details_path=layout.run_listing_details_dir(LH, wildcards.trade_type, wildcards.dataset),
     )
-    index = listing_index_path(wildcards.trade_type, wildcards.dataset)
+    # Symbols whose listing failed (a sparse per-symbol value): their download fails. Absent
+    # when there are none, so that the arguments (a rerun trigger) stay what they were.
+    errors = plan.listing_errors(
+        listing_index_path(wildcards.trade_type, wildcards.dataset), shard["symbols"]
+    )
+    if errors:
+        shard["symbol_values"] = {"listing_error": errors}
     return dict(
         shard,
         trade_type=wildcards.trade_type,
@@ -533,8 +539,6 @@ def get_download_args(wildcards):
         concurrency=dl["concurrency"],
         max_retries=dl["max_retries"],
         timeout_s=dl["timeout_s"],
-        # Symbols whose listing failed (a sparse per-symbol value): their download fails.
-        symbol_values={"listing_error": plan.listing_errors(index, shard["symbols"])},
     )
 
 
