@@ -233,9 +233,10 @@ def run_listing(
     error}; each also in ``symbols`` with digest ``listing-failed``, its details file left
     as it was) and, when the symbol folders could not be listed, the error in ``error``;
     their download fails with that error, every other symbol goes on, and the next run
-    lists again (``plan.failure_time``). Symbols carried by a failed folder listing: the
-    configured list, or for "all" those of the previous index. The index records the ``request`` it
-    answers (``listing_request``; ``end_date`` is the run's resolved end date), so that
+    lists again (``plan.failure_time``). The symbols a failed folder listing fails: the
+    configured list, or for "all" those of the previous index.
+
+    The index records the ``request`` it answers (``listing_request``; ``end_date`` is the run's resolved end date), so that
     ``crypto_lakehouse plan`` can tell whether it is fresh.
 
     With ``full_listing_every_days`` N > 0, a symbol already in the previous index of the
@@ -381,9 +382,9 @@ def run_listing(
         index.update(failed=failed, error=None, failed_at_unix=time.time())
     elif keep_going:
         # The first complete listing after a failed one names it (plan.failure_time).
-        relisted_after = _previous_failure(details_dir)
-        if relisted_after is not None:
-            index["after_failure_unix"] = relisted_after
+        after_failure = _previous_failure(details_dir)
+        if after_failure is not None:
+            index["after_failure_unix"] = after_failure
     storage.write_json_if_changed(out_index, index)
     # Snakemake removes a checkpoint's outputs before it runs again: the next listing resumes
     # from this copy, beside the details it vouches for.
