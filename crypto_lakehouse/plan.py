@@ -236,15 +236,16 @@ def listing_errors(index_path: str | Path, symbols: list[str]) -> dict[str, str]
     return {s: failed[s] for s in symbols if s in failed}
 
 
-def failure_time(paths, *, replaced: bool = False) -> float | None:
+def failure_time(paths, end_date=None, *, replaced: bool = False) -> float | None:
     """The time of the latest failure recorded in these files (listing indexes, exchangeInfo
     summaries: ``failed_at_unix``), or unless ``replaced``, of the failure a complete file
-    followed (``after_failure_unix``); None when there is none (or no file yet).
+    written for ``end_date`` followed (``after_failure``: ``{failed_at_unix, end_date}``);
+    None when there is none (or no file yet).
 
     A value of the rerun trigger of the job that writes them: each run after a failed
     request asks again, and the value stays the same once the answer is complete, so the
-    run after the recovery asks nothing. ``replaced=True``: the failure the job's next
-    files will follow (what it records as ``after_failure_unix``)."""
+    run after the recovery asks nothing; from the next end date on, the complete files no
+    longer count. ``replaced=True``: the failure the job's next files will follow."""
     latest = None
     for path in paths:
         try:
@@ -254,11 +255,20 @@ def failure_time(paths, *, replaced: bool = False) -> float | None:
         if not isinstance(record, dict):
             continue
         at = record.get("failed_at_unix")
-        if at is None and not replaced:
-            at = record.get("after_failure_unix")
+        after = record.get("after_failure")
+        if at is None and not replaced and isinstance(after, dict):
+            if end_date is not None and after.get("end_date") == str(end_date):
+                at = after.get("failed_at_unix")
         if at is not None:
             latest = float(at) if latest is None else max(latest, float(at))
     return latest
+
+
+def after_failure(failed_at: float | None, end_date) -> dict | None:
+    """The record a complete file keeps of the failed one it replaces (``failure_time``)."""
+    if failed_at is None:
+        return None
+    return {"failed_at_unix": failed_at, "end_date": None if end_date is None else str(end_date)}
 
 
 def index_shards(index_path: str | Path, shards: int) -> dict[int, list[str]]:

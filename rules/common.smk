@@ -487,7 +487,7 @@ def listing_args(trade_type, dataset):
 def get_exchange_info_refresh(wildcards):
     """exchangeInfo is asked once per end date, and again after a failed request (its
     time is part of the value until a complete answer follows; rest/exchange_info.py)."""
-    failed_at = plan.failure_time([exchange_info_path(t) for t in TRADE_TYPES])
+    failed_at = plan.failure_time([exchange_info_path(t) for t in TRADE_TYPES], END_DATE)
     return END_DATE if failed_at is None else f"{END_DATE} ask again after {failed_at}"
 
 
@@ -496,7 +496,7 @@ def get_listing_refresh(wildcards):
     checkpoint). So does a listing with failed symbols: the time of the failure is part of
     the value, so each run after a failed listing lists again; the complete index that
     follows carries that time, so the run after it does not."""
-    failed_at = plan.failure_time([listing_index_path(t, d) for t, d in RUN_LISTINGS])
+    failed_at = plan.failure_time([listing_index_path(t, d) for t, d in RUN_LISTINGS], END_DATE)
     return END_DATE if failed_at is None else f"{END_DATE} relist after {failed_at}"
 
 
@@ -645,7 +645,8 @@ def get_exchange_info_args(wildcards):
 def get_exchange_info_job_args(wildcards):
     """The job's arguments: those above, and the failure the files it replaces hold."""
     previous = plan.failure_time([exchange_info_path(t) for t in TRADE_TYPES], replaced=True)
-    return dict(get_exchange_info_args(wildcards), previous_failure=previous)
+    after_failure = plan.after_failure(previous, END_DATE)
+    return dict(get_exchange_info_args(wildcards), after_failure=after_failure)
 
 
 # ------------------------------------------------------------------ gen_kline

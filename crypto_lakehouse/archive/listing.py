@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import requests
 
-from crypto_lakehouse import datasets, layout, storage
+from crypto_lakehouse import datasets, layout, plan, storage
 from crypto_lakehouse.archive import http
 from crypto_lakehouse.archive.symbols import filter_symbols, validate_names
 
@@ -382,9 +382,9 @@ def run_listing(
         index.update(failed=failed, error=None, failed_at_unix=time.time())
     elif keep_going:
         # The first complete listing after a failed one names it (plan.failure_time).
-        after_failure = _previous_failure(details_dir)
-        if after_failure is not None:
-            index["after_failure_unix"] = after_failure
+        previous = _previous_failure(details_dir)
+        if previous is not None:
+            index["after_failure"] = plan.after_failure(previous, end_date)
     storage.write_json_if_changed(out_index, index)
     # Snakemake removes a checkpoint's outputs before it runs again: the next listing resumes
     # from this copy, beside the details it vouches for.

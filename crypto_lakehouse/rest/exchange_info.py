@@ -111,10 +111,10 @@ def run_exchange_info(
     out_path: str | Path,
     timeout_s: float = 15.0,
     max_retries: int = 5,
-    after_failure: float | None = None,
+    after_failure: dict | None = None,
 ) -> dict:
     """Fetch ``{prefix}/exchangeInfo`` once and write its summary to ``out_path``
-    (``after_failure``: the time of the failed request it follows, ``run_exchange_infos``)."""
+    (``after_failure``: the failed request it follows, ``run_exchange_infos``)."""
     t0 = time.monotonic()
     limiter = WindowLimiter(DEFAULT_WEIGHT_LIMIT[trade_type], name=f"{trade_type}-weight")
     with RestClient(
@@ -123,7 +123,7 @@ def run_exchange_info(
         raw = client.get_json("/exchangeInfo", weight=EXCHANGE_INFO_WEIGHT[trade_type])
         summary = summarize_exchange_info(raw, trade_type)
         if after_failure is not None:
-            summary["after_failure_unix"] = after_failure
+            summary["after_failure"] = after_failure
         storage.write_json(out_path, summary)
         stats = {
             "symbols": len(summary["symbols"]),
@@ -141,7 +141,7 @@ def run_exchange_info(
     return stats
 
 
-def run_exchange_infos(*, fetches: list[dict], previous_failure: float | None = None) -> dict:
+def run_exchange_infos(*, fetches: list[dict], after_failure: dict | None = None) -> dict:
     """Rule ``exchange_info``: ``run_exchange_info`` for every trade type of the run, in one
     process, concurrently (one job start per run instead of one per trade type).
 
@@ -149,9 +149,9 @@ def run_exchange_infos(*, fetches: list[dict], previous_failure: float | None = 
     the others: its file holds the ``error`` and ``failed_at_unix`` instead, the job ends
     successfully, its REST jobs use Binance's default weight limits (``load_rate_limits``)
     and a COIN-M contract size asked of it names the failure (``contracts``). The next run
-    fetches again (``plan.failure_time``, part of the job's rerun value); ``previous_failure``
-    (that time, when the files the job replaces hold a failure) is recorded as
-    ``after_failure_unix`` in complete files, so the value stays the same once they are.
+    fetches again (``plan.failure_time``, part of the job's rerun value); ``after_failure``
+    (that failure and the run's end date, when the files the job replaces hold one) is
+    recorded in complete files, so the value stays the same once they are.
     """
     results: dict[str, dict] = {}
     failed = 0
@@ -159,7 +159,7 @@ def run_exchange_infos(*, fetches: list[dict], previous_failure: float | None = 
         futures = {
             f["trade_type"]: (
                 f,
-                pool.submit(run_exchange_info, **f, after_failure=previous_failure),
+                pool.submit(run_exchange_info, **f, after_failure=after_failure),
             )
             for f in fetches
         }

@@ -432,13 +432,13 @@ def test_run_listings_records_a_failed_symbol_and_lists_the_others(tmp_path):
         run_listings(listings=[again])
     fixed = json.loads(again["out_index"].read_text())
     assert "failed" not in fixed and "failed_at_unix" not in fixed
-    assert fixed["after_failure_unix"] == index["failed_at_unix"]
+    assert fixed["after_failure"] == {"failed_at_unix": index["failed_at_unix"], "end_date": None}
     assert fixed["symbols"]["ETHUSDT"]["n_files"] == 3
     # And the next complete listing no longer does.
     with Emulator(mirror_dir=tmp_path / "mirror") as emu:
         third = _listing_args(emu, tmp_path, "klines", listing_url=emu.base_url)
         run_listings(listings=[third])
-    assert "after_failure_unix" not in json.loads(third["out_index"].read_text())
+    assert "after_failure" not in json.loads(third["out_index"].read_text())
 
 
 def test_a_failed_symbol_folder_listing_fails_the_symbols_it_would_have_listed(tmp_path):
@@ -462,7 +462,7 @@ def test_a_failed_symbol_folder_listing_fails_the_symbols_it_would_have_listed(t
         run_listings(listings=[good])
     complete = json.loads(good["out_index"].read_text())
     assert sorted(complete["symbols"]) == ["BTCUSDT", "ETHUSDT", "SYRUPUSDT"]
-    assert complete["after_failure_unix"] == index["failed_at_unix"]
+    assert complete["after_failure"]["failed_at_unix"] == index["failed_at_unix"]
     resume_before = (good["details_dir"] / "_index.state").read_bytes()
 
     # With a previous index, "all" carries its symbols, and that index stays the one the

@@ -126,13 +126,19 @@ def test_one_job_fetches_every_trade_type_and_records_the_failed_one(emulator, t
     assert contract_size_for(out["cm_futures"], "BTCUSD_PERP", override=100) == 100.0
     assert plan.failure_time([out["spot"], out["cm_futures"]]) == failed["failed_at_unix"]
     previous = plan.failure_time([out["spot"], out["cm_futures"]], replaced=True)
-    # Asked again with the host back: complete files that name the failure they follow, so
-    # the rerun value stays the same and the run after the recovery asks nothing.
+    # Asked again with the host back: complete files that name the failure they follow and
+    # the end date, so the rerun value stays the same for that end date (the run after the
+    # recovery asks nothing) and drops it from the next end date on.
     run_exchange_infos(
         fetches=[dict(fetch, trade_type=t, out_path=out[t]) for t in ("spot", "cm_futures")],
-        previous_failure=previous,
+        after_failure=plan.after_failure(previous, "2025-01-06"),
     )
     assert contract_size_for(out["cm_futures"], "BTCUSD_PERP") == 100.0
-    assert read_json(out["spot"])["after_failure_unix"] == previous
-    assert plan.failure_time([out["spot"], out["cm_futures"]]) == previous
-    assert plan.failure_time([out["spot"], out["cm_futures"]], replaced=True) is None
+    paths = [out["spot"], out["cm_futures"]]
+    assert read_json(out["spot"])["after_failure"] == {
+        "failed_at_unix": previous,
+        "end_date": "2025-01-06",
+    }
+    assert plan.failure_time(paths, "2025-01-06") == previous
+    assert plan.failure_time(paths, "2025-01-07") is None
+    assert plan.failure_time(paths, "2025-01-06", replaced=True) is None

@@ -339,8 +339,11 @@ def test_a_failed_listing_fails_the_download_summary_and_reruns_the_listing(tmp_
     # The complete listing after it names it: the rerun trigger keeps its value. (Other
     # file names: plan caches an index by path and modification time.)
     relisted = tmp_path / "relisted.json"
-    _write(relisted, {"symbols": {}, "after_failure_unix": 1000.5})
-    assert plan.failure_time([complete, relisted]) == 1000.5
+    after = plan.after_failure(1000.5, "2025-01-06")
+    _write(relisted, {"symbols": {}, "after_failure": after})
+    assert plan.failure_time([complete, relisted], "2025-01-06") == 1000.5
+    assert plan.failure_time([complete, relisted], "2025-01-07") is None  # the next day's
+    assert plan.failure_time([complete, relisted], "2025-01-06", replaced=True) is None
 
     # A failed listing with no symbol to fail (a first listing of "all") fails the summary.
     summary = tmp_path / "summaries" / "um_futures.json"
