@@ -79,11 +79,13 @@ def read_symbol_tables(folder: Path, columns: list[str], what: str) -> pa.Table:
     fs, _ = storage.filesystem(folder)
     try:
         inner = [storage.filesystem(p)[1] for p in paths]
+        # "__filename" (the file of each row) is known to a column list, not to a
+        # projection dict ("No match for FieldRef.Name(__filename)", pyarrow 26).
         scan = ds.dataset(inner, filesystem=fs, format="parquet").to_table(
-            columns={**{c: ds.field(c) for c in columns}, "file": ds.field("__filename")}
+            columns=[*columns, "__filename"]
         )
-        stems = pc.replace_substring_regex(scan.column("file"), r"^.*/|\.pqt$", "")
-        return scan.drop(["file"]).append_column("symbol", stems)
+        stems = pc.replace_substring_regex(scan.column("__filename"), r"^.*/|\.pqt$", "")
+        return scan.drop(["__filename"]).append_column("symbol", stems)
     except (pa.ArrowInvalid, OSError) as exc:
         log.warning("%s: reading the files one by one (%s)", folder, exc)
     tables = []

@@ -321,6 +321,25 @@ def test_an_unreadable_provenance_file_leaves_out_only_its_symbol(tmp_path, capl
     assert "BADUSDT.pqt" in caplog.text
 
 
+def test_readable_provenance_files_are_read_in_one_scan(tmp_path, caplog):
+    """The one dataset scan names each row's file; until 2026-12-05 its projection asked
+    for "__filename" in a form pyarrow refuses, so every report read file by file and
+    logged a warning per folder."""
+    from crypto_lakehouse.report.coverage import read_provenance
+
+    folder = layout.provenance_dir(tmp_path, "spot", "1m")
+    folder.mkdir(parents=True)
+    for i, name in enumerate(["BTCUSDT", "ETHUSDT"]):
+        day = pa.array([date(2024, 1, 1 + i)], pa.date32())
+        pq.write_table(pa.table({"day": day, "archive_rows": [10 + i], "rows": [1440]}),
+                       folder / f"{name}.pqt")  # fmt: skip
+    caplog.set_level("WARNING")
+    got = read_provenance(tmp_path, "spot", "1m").sort_values("symbol")
+    assert got["symbol"].tolist() == ["BTCUSDT", "ETHUSDT"]
+    assert got["day"].tolist() == [D0, D0 + 1] and got["archive_rows"].tolist() == [10, 11]
+    assert "one by one" not in caplog.text
+
+
 def test_a_launched_jobs_cpu_and_memory_are_the_nodes(tmp_path):
     """cluster.launcher srun: Snakemake's table measured the launcher; the node's figures
     (written by the launcher during the job) replace its CPU and memory, and only those of
