@@ -105,4 +105,5 @@ onsuccess:
 
 onerror:
     print(failure_report(log), file=sys.stderr)
+    report_after_failure(log)
     cancel_scheduler_timers()

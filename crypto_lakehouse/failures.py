@@ -103,6 +103,10 @@ def _disk_note(log_path: str | Path) -> str:
     return f"; the disk holding it is full: {free} bytes free"
 
 
+def _cause(job: FailedJob) -> str:
+    return last_error_line(job.log.split(",")[0].strip()) if job.log else job.message
+
+
 def failure_report(snakemake_log) -> str:
     """One line per failed job (rule, output or wildcards) and its last error line."""
     jobs = failed_jobs(snakemake_log)
@@ -111,9 +115,17 @@ def failure_report(snakemake_log) -> str:
     out = [f"crypto_lakehouse: {len(jobs)} job(s) failed:"]
     for job in jobs:
         what = job.output or job.wildcards
-        cause = last_error_line(job.log.split(",")[0].strip()) if job.log else job.message
         out.append(f"  {job.rule} {what}".rstrip())
-        out.append(f"    {cause}")
+        out.append(f"    {_cause(job)}")
         if job.log:
             out.append(f"    log: {job.log}")
     return "\n".join(out)
+
+
+def failure_lines(snakemake_log) -> list[str]:
+    """``"{rule}: {last error line} (log: {path})"`` per failed job, for the report page
+    a failed run writes."""
+    return [
+        f"{job.rule}: {_cause(job)}" + (f" (log: {job.log})" if job.log else "")
+        for job in failed_jobs(snakemake_log)
+    ]

@@ -868,6 +868,28 @@ def check_endpoints():
 
 
 # ------------------------------------------------------------------ report
+def report_after_failure(snakemake_log):
+    """onerror: a failed run of `all` or `report` writes the report page anyway, its failed
+    jobs at the top (crypto_lakehouse.report.job.report_after_failure); other targets and
+    dry runs leave the page alone."""
+    targets = set(workflow.dag_settings.targets or ())
+    if DRY_RUN or (targets and not targets & {"all", "report"}):
+        return
+    from crypto_lakehouse.failures import failure_lines
+    from crypto_lakehouse.report.job import report_after_failure as write_page
+
+    print(
+        write_page(
+            failure_lines(snakemake_log),
+            **get_report_args(None),
+            index=layout.run_report_path(LH, "index.html"),
+            coverage=layout.run_report_path(LH, "coverage.parquet"),
+            figures_dir=layout.run_report_path(LH, "figures"),
+        ),
+        file=sys.stderr,
+    )
+
+
 def get_report_args(wildcards):
     args = dict(
         data_dir=DATA,

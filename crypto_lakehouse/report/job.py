@@ -254,6 +254,7 @@ def render_report(
     stale_after_hours: float,
     seconds: dict[str, float] | None = None,
     run_dir=None,
+    failures: list[str] | None = None,
 ) -> tuple[str, dict[str, bytes]]:
     """The page's HTML and its figures (PNG bytes by name) for a coverage table and the
     generated segments; the data records are read below ``data_dir``, the run's summaries
@@ -297,6 +298,7 @@ def render_report(
         f"data_dir {storage.uri(data_dir)} · interval {interval} · trade types {', '.join(trade_types)} "
         f"· end_date {end_date} · written {written}",
         sections,
+        alert=page.failure_alert(failures) if failures else "",
     )
     return html_text, pngs
 
@@ -313,10 +315,12 @@ def run_report(
     figures_dir,
     summaries=(),
     run_dir=None,
+    failures: list[str] | None = None,
 ) -> dict:
     """Write ``coverage.parquet``, the figures (PNG, also for Snakemake's report) and the
     page ``index.html``. ``summaries`` are the rule's inputs (read from their folder, the
-    run dir: ``run_dir``, given only when not ``{data_dir}/lakehouse``)."""
+    run dir: ``run_dir``, given only when not ``{data_dir}/lakehouse``). ``failures``: the
+    failed jobs of a failed run (``report_after_failure``), shown at the top."""
     started = clock.perf_counter()
     table = build_coverage(data_dir, trade_types, interval, day_number(end_date))
     storage.write_parquet(coverage, to_arrow(table))
@@ -332,6 +336,7 @@ def run_report(
         stale_after_hours=stale_after_hours,
         seconds=seconds,
         run_dir=run_dir,
+        failures=failures,
     )
     figures_dir = storage.data_path(figures_dir)
     for name, png in pngs.items():
@@ -354,3 +359,16 @@ def run_report(
         seconds,
     )
     return stats
+
+
+def report_after_failure(failures: list[str], **report_args) -> str:
+    """The ``onerror`` end of a failed run of ``all`` or ``report``: the report is one of
+    the run's last jobs, so a failed run never reached it and the page would still show the
+    last complete run. Written here with the failed jobs at the top (``failures``) and
+    whatever the data dir and the run's summaries hold. Returns a line for the console;
+    never raises (the run has failed already; its failure report stays the message)."""
+    try:
+        run_report(**report_args, failures=failures)
+    except Exception as exc:  # the page is a courtesy here: say why, do not mask the failure
+        return f"crypto_lakehouse: the report of the failed run could not be written: {exc}"
+    return f"crypto_lakehouse: report of the failed run: {report_args['index']}"

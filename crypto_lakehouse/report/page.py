@@ -27,6 +27,8 @@ figure img { display: block; }
 figcaption { color: #555; font-size: 0.9em; }
 nav a { margin-right: 1em; }
 .empty { color: #777; font-style: italic; }
+.alert { border: 2px solid #D55E00; background: #fff4ec; padding: 0.5em 1em; margin: 1em 0; }
+.alert li { font-family: ui-monospace, monospace; font-size: 0.85em; }
 """
 
 
@@ -79,7 +81,18 @@ def section(number: int, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{number}. {esc(title)}</h2>{body}</section>'
 
 
-def page(title: str, meta: str, sections: list[str]) -> str:
+def failure_alert(failures: list[str]) -> str:
+    """The box at the top of a page written after a failed run: its failed jobs."""
+    items = "".join(f"<li>{esc(line)}</li>" for line in failures)
+    return (
+        '<div class="alert" id="failed-run"><strong>The run that wrote this page failed</strong> '
+        f"({len(failures)} job(s)). The page shows what the data dir holds after it; a stage "
+        "whose summary is missing below did not finish. The next run retries what failed."
+        f"<ul>{items}</ul></div>"
+    )
+
+
+def page(title: str, meta: str, sections: list[str], alert: str = "") -> str:
     nav = "".join(
         f'<a href="#{t.lower().replace(" ", "-")}">{i}. {esc(t)}</a>'
         for i, t in enumerate(SECTIONS, start=1)
@@ -89,7 +102,7 @@ def page(title: str, meta: str, sections: list[str]) -> str:
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>"
-        f'<h1>{esc(title)}</h1><p class="meta">{esc(meta)}</p><nav>{nav}</nav>'
+        f'<h1>{esc(title)}</h1><p class="meta">{esc(meta)}</p>{alert}<nav>{nav}</nav>'
         + "".join(sections)
         + "</body></html>\n"
     )

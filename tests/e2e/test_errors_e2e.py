@@ -154,6 +154,8 @@ def test_failed_jobs_are_listed_with_their_last_error_line(tmp_path, emulator):
     # A job's traceback stays in its log file; the console gets one line per failure.
     assert "Traceback" not in proc.stderr
     assert "traceback in " in proc.stderr
+    # A failed run of a stage target leaves the report page alone (`all` writes it).
+    assert not (tmp_path / "data/lakehouse/report/index.html").exists()
 
 
 def test_many_more_cores_than_cpus_with_the_local_launcher_is_warned(tmp_path):

@@ -53,6 +53,11 @@ def test_a_failing_symbol_holds_back_nothing_and_is_retried_next_run(tmp_path):
         failures = out[out.index("job(s) failed:") :]
         assert "summarize" in failures and "ETHUSDT" in failures and "HTTP 500" in failures
         assert not (data / "lakehouse/summaries/aws_download/spot.json").exists()
+        # The report page is written anyway, the failed jobs at its top.
+        page = (data / "lakehouse/report/index.html").read_text()
+        alert = page[page.index('id="failed-run"') : page.index("</div>", page.index("failed-run"))]
+        assert "The run that wrote this page failed" in alert and "6 job(s)" in alert, alert
+        assert "ETHUSDT" in alert and "HTTP 500" in alert and "BTCUSDT" in page
 
         emu.faults.fail_always.clear()  # the archive serves the file again
         second = snakemake(tmp_path, config, "all")
@@ -64,6 +69,7 @@ def test_a_failing_symbol_holds_back_nothing_and_is_retried_next_run(tmp_path):
             json.loads((data / "lakehouse/summaries/gen_kline/spot.json").read_text())["symbols"]
             == 3
         )
+        assert 'id="failed-run"' not in (data / "lakehouse/report/index.html").read_text()
         third = snakemake(tmp_path, config, "all")
         assert "Nothing to be done" in third.stdout + third.stderr
     finally:

@@ -12,7 +12,12 @@ import pytest
 import requests
 
 from crypto_lakehouse.archive import connections, http
-from crypto_lakehouse.failures import failed_jobs, failure_report, last_error_line
+from crypto_lakehouse.failures import (
+    failed_jobs,
+    failure_lines,
+    failure_report,
+    last_error_line,
+)
 from crypto_lakehouse.reachability import (
     Endpoint,
     preflight,
@@ -223,6 +228,12 @@ def test_failure_report_lists_each_failed_job_with_its_last_error_line(tmp_path)
     )
     assert lines[5].strip() == "(no log at /nonexistent.log)"
     assert failure_report(tmp_path / "missing.log") == ""
+    # The same, one line per job, for the report page a failed run writes.
+    assert failure_lines(smk_log) == [
+        "list_archive: crypto_lakehouse.archive.sync.SyncError: spot BTCUSDT: 2 file(s) still "
+        f"missing: data/a.zip: HTTP 503; data/b.zip: HTTP 503 (log: {job_log})",
+        "gen_kline_symbol: (no log at /nonexistent.log) (log: /nonexistent.log)",
+    ]
 
 
 def test_last_error_line_takes_two_continuation_lines_and_stays_short(tmp_path):
