@@ -273,7 +273,9 @@ def hold_for_run(
     # No job of this run has started and no other run is alive: every temp file in the
     # derived folders is a killed writer's leftover (S3 holds none: storage.py).
     roots = list(layout.derived_roots(data_dir))
-    if run_dir is not None and str(run_dir) != layout.default_run_dir(os.fspath(data_dir)):
+    # The run dir too, unless it is one of them ({data_dir}/lakehouse): a run_dir set in the
+    # config, and the local default run dir of an S3 data dir (its summaries, reports, logs).
+    if run_dir is not None and Path(run_dir) not in roots:
         roots.append(Path(run_dir))
     swept = sum(storage.remove_stale_temps(root) for root in roots)
     if swept:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -363,3 +364,22 @@ def test_probe_error_of_the_put_is_not_masked_by_the_cleanup(monkeypatch):
     with pytest.raises(storage.StorageError, match="upload failed") as raised:
         storage.conditional_support("s3://no-access-bucket/lake/run.lease.probe-x")
     assert "no-access-bucket" in str(raised.value)
+
+
+def test_run_start_on_a_bucket_sweeps_the_local_run_dir(lease_root, tmp_path, monkeypatch):
+    """An S3 data dir keeps its run dir on local disk (default: lakehouse_runs/{bucket}/...,
+    relative to where the run starts); a killed run's temp file there (a summary being
+    written) is removed at the next run's start. Until 2026-12-05 only a run_dir set in the
+    config was swept."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = layout.default_run_dir(lease_root)
+    temp = Path(run_dir) / "summaries/aws_download/.tmp-spot.json.8637-1404-0.part"
+    kept = Path(run_dir) / "summaries/aws_download/um_futures.json"
+    for path in (temp, kept):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    try:
+        lock.hold_for_run(lease_root, tmp_path, main_process=True, dry_run=False, run_dir=run_dir)
+    finally:
+        lock.release(lease_root, run_dir)
+    assert not temp.exists() and kept.exists()
