@@ -187,6 +187,10 @@ def headline(summary: dict) -> str:
             parts.append(f"{key}={summary[key]:.3g}")
     if summary["problems"]:
         parts.append(f"symbols with problems={len(summary['problems'])}")
+    if summary.get("exchange_info_error"):
+        error = summary["exchange_info_error"]
+        error = error if len(error) <= 200 else error[:197] + "..."
+        parts.append(f"exchangeInfo failed (default weight limits used): {error}")
     return ", ".join(parts)
 
 
@@ -251,12 +255,19 @@ def _raise_for_failed(
         raise SymbolsFailed(f"{stage} {trade_type}:{listed}{symbols}")
 
 
-def run_summary(*, stage: str, trade_type: str, summary: str, reports=(), listings=()) -> dict:
+def run_summary(
+    *, stage: str, trade_type: str, summary: str, reports=(), listings=(), exchange_info=None
+) -> dict:
     """``listings``: the trade type's listing indexes (the download's summary), whose
-    failures fail it too."""
+    failures fail it too. ``exchange_info``: its exchangeInfo summary (the REST stage's): a
+    failed request, after which the REST jobs used the default weight limits, is recorded
+    as ``exchange_info_error`` and shown in the headline (it fails nothing)."""
     report_paths = [str(p) for p in reports]
     _raise_for_failed(stage, trade_type, failed_symbols(report_paths), failed_listings(listings))
     result = summarize(stage, trade_type, report_paths)
+    info = read_json(exchange_info, default=None) if exchange_info else None
+    if isinstance(info, dict) and info.get("error"):
+        result["exchange_info_error"] = str(info["error"])
     write_json(summary, result)
     log.info("%s (summary: %s)", headline(result), summary)
     return result

@@ -785,6 +785,8 @@ def get_summary_args(wildcards):
                 for d in (KLINES, "funding")
                 if stage == "aws_download" and published(t, d)
             ],
+            # A failed exchangeInfo request is named in the REST stage's summary.
+            exchange_info=exchange_info_path(t) if stage == "api_download" else None,
         )
         for t in summary_trade_types(stage)
     ]

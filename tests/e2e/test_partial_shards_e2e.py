@@ -165,6 +165,11 @@ def test_a_failing_exchange_info_holds_back_only_its_trade_type(tmp_path):
         assert "BTCUSD_PERP: MissingContractSize: BTCUSD_PERP: no contract size: this run's " \
             "exchangeInfo request failed (" in failures, failures[:3000]  # fmt: skip
         assert "500" in read_json(data / "lakehouse/exchange_info/cm_futures.json")["error"]
+        # COIN-M's REST ran on the default limits; its summary names the failed request.
+        rest = read_json(data / "lakehouse/summaries/api_download/cm_futures.json")
+        assert "500" in rest["exchange_info_error"]
+        um_rest = read_json(data / "lakehouse/summaries/api_download/um_futures.json")
+        assert "exchange_info_error" not in um_rest
 
         emu.faults.fail_always.clear()  # the host answers again
         _recovers_then_rests(tmp_path, config, "exchange_info", cm_results / "BTCUSD_PERP.pqt")

@@ -367,3 +367,24 @@ def test_listing_errors_of_a_shard(tmp_path):
     assert plan.listing_errors(index, ["A", "B"]) == {"B": "boom"}
     _write(complete, {"symbols": {"A": {}}})
     assert plan.listing_errors(complete, ["A"]) == {}
+
+
+def test_a_failed_exchange_info_request_is_named_in_the_rest_summary(tmp_path):
+    failed = tmp_path / "exchange_info" / "spot.json"
+    _write(failed, {"trade_type": "spot", "error": "RestError: HTTP 503", "failed_at_unix": 5})
+    complete = tmp_path / "exchange_info" / "um_futures.json"
+    _write(complete, {"trade_type": "um_futures", "request_weight": {"limit": 2400}})
+    out = tmp_path / "summaries"
+    got = run_summary(stage="api_download", trade_type="spot", summary=str(out / "spot.json"),
+                      reports=[], exchange_info=str(failed))  # fmt: skip
+    assert got["exchange_info_error"] == "RestError: HTTP 503"
+    assert (
+        json.loads((out / "spot.json").read_text())["exchange_info_error"]
+        == got["exchange_info_error"]
+    )
+    assert headline(got).endswith(
+        ", exchangeInfo failed (default weight limits used): RestError: HTTP 503"
+    )
+    ok = run_summary(stage="api_download", trade_type="um_futures", summary=str(out / "um.json"),
+                     reports=[], exchange_info=str(complete))  # fmt: skip
+    assert "exchange_info_error" not in ok and "exchangeInfo" not in headline(ok)
