@@ -363,21 +363,16 @@ def run_listing(
     for item in refused_files:
         log.warning("%s: refused listed file %r: %s", what, item["key"], item["reason"])
 
-    index = {
-        "request": request,
-        "trade_type": trade_type,
-        "dataset": dataset,
-        "interval": interval if datasets.get(dataset).has_interval else None,
-        "include_monthly": bool(include_monthly) and datasets.get(dataset).monthly_optional,
-        "symbols": index_symbols,
-        "refused": refused,
-        "refused_files": refused_files,  # listed keys that are not this dataset's names
-        "filtered_out": filtered_out,
-        "not_listed": not_listed,
-        "no_files": no_files,
-        # End date of the last listing of every kept symbol from its folders' first key.
-        "full_listing": full_listing,
-    }
+    index = _index_record(
+        request,
+        index_symbols,
+        refused=refused,
+        refused_files=refused_files,
+        filtered_out=filtered_out,
+        not_listed=not_listed,
+        no_files=no_files,
+        full_listing=full_listing,
+    )
     if failed:
         index.update(failed=failed, error=None, failed_at_unix=time.time())
     elif keep_going:
@@ -412,6 +407,33 @@ def run_listing(
     }
 
 
+def _index_record(
+    request: dict,
+    symbols: dict,
+    *,
+    full_listing,
+    refused=(),
+    refused_files=(),
+    filtered_out=(),
+    not_listed=(),
+    no_files=(),
+) -> dict:
+    """A listing index: the ``request`` it answers (its trade type, dataset, interval and
+    monthly choice repeated at the top), the kept ``symbols`` and what was left out."""
+    return {
+        "request": request,
+        **{k: request[k] for k in ("trade_type", "dataset", "interval", "include_monthly")},
+        "symbols": symbols,
+        "refused": list(refused),
+        "refused_files": list(refused_files),  # listed keys that are not the dataset's names
+        "filtered_out": list(filtered_out),
+        "not_listed": list(not_listed),
+        "no_files": list(no_files),
+        # End date of the last listing of every kept symbol from its folders' first key.
+        "full_listing": full_listing,
+    }
+
+
 LISTING_FAILED_DIGEST = "listing-failed"
 
 
@@ -436,24 +458,14 @@ def _write_failed_listing(
         carried = sorted((previous.get("symbols") or {}) if isinstance(previous, dict) else {})
     else:
         carried, _ = validate_names(symbols)
-    index = {
-        "request": listing_request(symbols=symbols, **request_args),
-        "trade_type": request_args["trade_type"],
-        "dataset": request_args["dataset"],
-        "interval": request_args["interval"]
-        if datasets.get(request_args["dataset"]).has_interval
-        else None,
-        "symbols": {sym: _failed_entry(error) for sym in carried},
-        "refused": [],
-        "refused_files": [],
-        "filtered_out": [],
-        "not_listed": [],
-        "no_files": [],
-        "full_listing": None,
-        "failed": {sym: error for sym in carried},
-        "error": f"{what}: {error}",
-        "failed_at_unix": time.time(),
-    }
+    index = _index_record(
+        listing_request(symbols=symbols, **request_args),
+        {sym: _failed_entry(error) for sym in carried},
+        full_listing=None,
+    )
+    index.update(
+        failed={sym: error for sym in carried}, error=f"{what}: {error}", failed_at_unix=time.time()
+    )
     storage.write_json(out_index, index)
     # The previous index stays the one the next listing resumes from; it learns when this
     # listing failed, for the complete index that follows (``_previous_failure``).
