@@ -880,14 +880,9 @@ def report_after_failure(snakemake_log):
     from crypto_lakehouse.failures import failure_lines
     from crypto_lakehouse.report.job import report_after_failure as write_page
 
+    outputs = {name: str(path) for name, path in rules.report.output.items()}
     print(
-        write_page(
-            failure_lines(snakemake_log),
-            **get_report_args(None),
-            index=layout.run_report_path(LH, "index.html"),
-            coverage=layout.run_report_path(LH, "coverage.parquet"),
-            figures_dir=layout.run_report_path(LH, "figures"),
-        ),
+        write_page(failure_lines(snakemake_log), **get_report_args(None), **outputs),
         file=sys.stderr,
     )
 
