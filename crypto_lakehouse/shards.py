@@ -22,18 +22,25 @@ list as not done (``upstream_failed``), the stage's summary job fails naming the
 symbols, and the shard report's ``retry_generation`` (one more than the job was given) is
 a changed param for the next run, which reruns the shard. A ``fatal`` failure (a host ban)
 still fails the job.
+
+A symbol that fails because a file an earlier stage wrote is missing or unreadable
+(``DamagedInput``, raised by the readers inside ``reading_output_of``) is repaired the same
+way one stage up: the unreadable file is removed, and the upstream shard report that lists
+the symbol gets one more retry generation, so the next run reruns that shard (whose
+incremental skip rebuilds a missing output), then this one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from crypto_lakehouse.io import write_json
 from crypto_lakehouse.smk import with_stats_path
@@ -41,6 +48,7 @@ from crypto_lakehouse.smk import with_stats_path
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DamagedInput",
     "MIN_SYMBOLS_PER_CORE_SHARD",
     "SYMBOLS_PER_AUTO_SHARD",
     "NOT_DONE",
@@ -50,6 +58,7 @@ __all__ = [
     "configure_job",
     "for_each_symbol",
     "group_by_shard",
+    "reading_output_of",
     "run_shard",
     "run_shard_concurrently",
     "run_shard_parts",
@@ -68,6 +77,34 @@ class ShardFailed(RuntimeError):
         self.fatal = fatal
 
 
+class DamagedInput(Exception):
+    """A file that ``stage`` wrote and a later stage reads is missing or unreadable (damaged
+    on disk, truncated by a copy, removed by hand). ``missing``: it was not there at all."""
+
+    def __init__(self, path, stage: str, problem: str, missing: bool):
+        super().__init__(f"{path}, written by {stage}, {problem}")
+        self.path, self.stage, self.missing = str(path), stage, missing
+
+
+@contextlib.contextmanager
+def reading_output_of(stage: str, path) -> Iterator[None]:
+    """Around a read of ``path``, a file ``stage`` wrote: a missing file or one pyarrow cannot
+    decode raises ``DamagedInput`` (repaired by the next run, see the module's docstring).
+    Errors of the storage itself (a failing S3 request) are left as they are: the file may
+    well be fine."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise DamagedInput(path, stage, "is missing", missing=True) from exc
+    except Exception as exc:
+        from crypto_lakehouse import storage  # the readers have it loaded already
+
+        if not storage.is_damaged_file_error(exc):
+            raise
+        problem = f"is unreadable ({type(exc).__name__}: {exc})"
+        raise DamagedInput(path, stage, problem, missing=False) from exc
+
+
 # Statuses of a shard report entry that mean "not done": the symbol's next stages skip it.
 NOT_DONE = ("failed", "not_run", "upstream_failed")
 
@@ -77,6 +114,7 @@ class _JobContext:
 
     def __init__(self) -> None:
         self.upstream_failed: dict[str, str] = {}  # symbol -> why it is not done upstream
+        self.upstream_shard_reports: list[str] = []
         self.retry_generation: int | None = None  # None: not a workflow shard job
 
 
@@ -91,6 +129,7 @@ def configure_job(*, upstream_shard_reports=(), retry_generation: int | None = N
     from crypto_lakehouse.io import read_json
 
     _JOB.upstream_failed = {}
+    _JOB.upstream_shard_reports = [str(p) for p in upstream_shard_reports]
     for path in upstream_shard_reports:
         report = read_json(path, default={}) or {}
         for name, entry in (report.get("symbols") or {}).items():
@@ -378,8 +417,45 @@ def _remove_previous_report(kwargs: dict) -> None:
 
 
 def _record_failure(part: ShardPart, symbol: str, entry: dict, exc: BaseException) -> None:
+    if isinstance(exc, DamagedInput):
+        _repair_damaged(symbol, exc)
     log.exception("%s %s failed", part.func.__name__, symbol, exc_info=exc)
     entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _repair_damaged(symbol: str, exc: DamagedInput) -> None:
+    """Remove the damaged file and have the next run rebuild it: one more retry generation
+    in each upstream shard report of ``exc.stage`` listing ``symbol`` (the upstream stage
+    rebuilds a missing output; an unreadable one left in place it might take as done).
+    The failure's message then says what was done."""
+    from crypto_lakehouse import layout, storage
+    from crypto_lakehouse.io import read_json
+
+    done = []
+    if not exc.missing:
+        try:
+            storage.delete(exc.path)
+            done.append("removed")
+        except OSError as why:
+            done.append(f"could not be removed ({why})")
+    asked = []
+    for path in _JOB.upstream_shard_reports:
+        name = layout.report_name(path)
+        report = read_json(path, default=None)
+        if name.split("/", 1)[0] != exc.stage or not isinstance(report, dict):
+            continue
+        if not any(n.rsplit("/", 1)[-1] == symbol for n in report.get("symbols") or {}):
+            continue
+        generation = report.get("retry_generation")
+        report["retry_generation"] = (generation if isinstance(generation, int) else 0) + 1
+        report.setdefault("damaged", {})[symbol] = exc.path
+        write_json(path, report)
+        asked.append(name)
+    if asked:
+        done.append(f"the next run rebuilds it ({', '.join(asked)}), then this symbol")
+    else:  # not a workflow job, or no upstream shard of this job lists the symbol
+        done.append(f"rebuilt by a run of {exc.stage} for this symbol (--forcerun {exc.stage})")
+    exc.args = (f"{exc.args[0]}: {'; '.join(done)}",)
 
 
 def _finish_shard(parts, entries: dict, started: float, shard, shard_report, fatal=False) -> dict:

@@ -875,6 +875,17 @@ def _is_missing(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError) or "not found" in text or "does not exist" in text
 
 
+def is_damaged_file_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a read of a Parquet file, says that the file itself cannot
+    be decoded (damaged on disk, cut short by a copy, not Parquet at all), rather than that
+    it is missing or that the storage failed (``StorageError``: a failing S3 request)."""
+    import pyarrow as pa
+
+    return isinstance(exc, (pa.ArrowInvalid, OSError)) and not isinstance(
+        exc, (StorageError, FileNotFoundError)
+    )
+
+
 @contextlib.contextmanager
 def _reading(p: ObjectPath) -> Iterator[None]:
     """Errors of a read of ``p``: FileNotFoundError naming the object when it is missing,

@@ -29,6 +29,7 @@ from crypto_lakehouse.features.spec import IndicatorSpec, talib_version, validat
 from crypto_lakehouse.generate.outputs import SUFFIX, remove_stale
 from crypto_lakehouse.generate.vwap import vwap_column_name
 from crypto_lakehouse.incremental import fingerprint
+from crypto_lakehouse.shards import DamagedInput, reading_output_of
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +139,18 @@ def _candle_files(data_dir: Path, gen_report, resample_report, symbol: str) -> l
     gen = _symbol_report(gen_report, "gen_kline", symbol)
     for seg in gen.get("segments", []):
         out_dir = layout.features_dir(data_dir, gen["trade_type"], gen["interval"])
-        files.append({"source": seg["file"], "dir": out_dir, "name": seg["name"]})
+        files.append(
+            {"source": seg["file"], "dir": out_dir, "name": seg["name"], "stage": "gen_kline"}
+        )
     if resample_report is not None:
         res = _symbol_report(resample_report, "resample", symbol)
         for out in res.get("outputs", []):
             out_dir = layout.resampled_features_dir(
                 data_dir, res["trade_type"], out["interval"], out["offset"]
             )
-            files.append({"source": out["file"], "dir": out_dir, "name": out["name"]})
+            files.append(
+                {"source": out["file"], "dir": out_dir, "name": out["name"], "stage": "resample"}
+            )
     return files
 
 
@@ -169,9 +174,11 @@ def _symbol_features(
     contract_size: float | None,
     seconds: dict[str, float],
 ) -> dict:
-    """Write one symbol's feature files and remove its stale ones; its report section."""
+    """Write one symbol's feature files and remove its stale ones; its report section, and
+    the ``DamagedInput`` failures among the section's failures."""
     vwap_col = vwap_column_name(interval)
     outputs, failures = [], []
+    damaged: list[DamagedInput] = []  # of the failures, those of a file another stage wrote
     written: dict[Path, set[str]] = {}
     metadata = {
         "indicators": json.dumps([s.as_config() for s in specs]),
@@ -182,12 +189,15 @@ def _symbol_features(
         path = f["dir"] / f"{f['name']}{SUFFIX}"
         rel = path.relative_to(data_dir).as_posix()
         try:
-            table = feature_table(
-                data_dir / f["source"], specs, windows, vwap_col, contract_size, seconds
-            )
+            with reading_output_of(f["stage"], data_dir / f["source"]):
+                table = feature_table(
+                    data_dir / f["source"], specs, windows, vwap_col, contract_size, seconds
+                )
         except Exception as exc:  # reported; the symbol's other files still run
             log.error("features of %s failed: %s", f["source"], exc)
             failures.append(f"{f['source']}: {exc}")
+            if isinstance(exc, DamagedInput):
+                damaged.append(exc)
             continue
         t0 = clock.perf_counter()
         storage.write_parquet(
@@ -203,7 +213,8 @@ def _symbol_features(
     for out_dir in _owned_dirs(data_dir, trade_type, interval):
         for p in remove_stale(out_dir, symbol, written.get(out_dir, set())):
             removed.append(p.relative_to(data_dir).as_posix())
-    return {"outputs": outputs, "removed": sorted(removed), "failures": failures}
+    section = {"outputs": outputs, "removed": sorted(removed), "failures": failures}
+    return section, damaged
 
 
 def run_features(
@@ -252,6 +263,7 @@ def run_features(
     failures: list[str] = []
     seconds: dict[str, float] = {}
     kept: set[str] = set()  # symbols skipped as unchanged
+    damaged: list[DamagedInput] = []
     for symbol in symbols:
         state_file = layout.state_path(data_dir, STAGE, trade_type, f"klines-{interval}", symbol)
         try:
@@ -279,7 +291,7 @@ def run_features(
                 kept.add(symbol)
                 continue
             storage.delete(state_file)  # a failed build must not look unchanged
-            section = _symbol_features(
+            section, damaged_here = _symbol_features(
                 data_dir=data_dir,
                 trade_type=trade_type,
                 interval=interval,
@@ -291,11 +303,14 @@ def run_features(
                 seconds=seconds,
             )
         except Exception as exc:  # one broken symbol never stops the others
+            if isinstance(exc, DamagedInput):
+                damaged.append(exc)
             log.error("features %s %s failed: %s", trade_type, symbol, exc)
             sections[symbol] = {"outputs": [], "removed": [], "failures": [str(exc)]}
             failures.append(f"{symbol}: {exc}")
             continue
         sections[symbol] = section
+        damaged += damaged_here
         if section["failures"]:
             failures += [f"{symbol}: {msg}" for msg in section["failures"]]
         else:
@@ -326,6 +341,8 @@ def run_features(
         "failures": failures,
     }
     io.write_json(stats_path, stats)
+    if damaged and len(symbols) == 1:  # a shard job's symbol: the shard has the file
+        raise damaged[0]  # rebuilt, then reruns this one (shards.py)
     if failures:
         raise FeaturesError("; ".join(failures))
     return stats

@@ -71,9 +71,12 @@ def run_agg_klines(
     day of the parse report, one file per day (``layout.agg_klines_day_path``).
 
     Incremental: a day is rebuilt only when its aggTrades file changed (size and mtime, kept
-    in the stage's state) or its candle file is gone. Memory: one day of aggTrades.
+    in the stage's state) or its candle file is gone. Memory: one day of aggTrades. A parsed
+    day that is missing or unreadable fails the symbol as ``shards.DamagedInput``: the next
+    run parses it again, then builds its candles.
     """
     from crypto_lakehouse import datasets, io, layout, storage
+    from crypto_lakehouse.shards import reading_output_of
 
     if trade_type not in AGG_KLINES_MARKETS:
         raise ValueError(f"agg_klines: {trade_type} is not supported (docs/datasets.md)")
@@ -90,14 +93,15 @@ def run_agg_klines(
     for day in days:
         source = layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, day)
         target = layout.agg_klines_day_path(data_dir, trade_type, symbol, interval, day)
-        found = storage.stat(source)
-        if found is None:
-            raise FileNotFoundError(f"{source}: parsed day listed in {parse_report} is missing")
-        stamp = list(found)  # [size, mtime_ns]
-        if state.get(day) == stamp and storage.exists(target):
-            built[day] = stamp
-            continue
-        trades = storage.read_parquet(source, columns=list(AGG_COLUMNS))
+        with reading_output_of("aws_parse", source):
+            found = storage.stat(source)
+            if found is None:
+                raise FileNotFoundError(source)
+            stamp = list(found)  # [size, mtime_ns]
+            if state.get(day) == stamp and storage.exists(target):
+                built[day] = stamp
+                continue
+            trades = storage.read_parquet(source, columns=list(AGG_COLUMNS))
         table = candles_from_agg_trades(trades, interval)
         storage.write_parquet(target, table)
         built[day] = stamp

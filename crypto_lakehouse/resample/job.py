@@ -29,6 +29,7 @@ from crypto_lakehouse.resample.windows import (
     resample,
 )
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
+from crypto_lakehouse.shards import DamagedInput, reading_output_of
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ def run_resample(
         record = None
     seg_records: dict[str, dict] = {}
     modes = {"kept": 0, "tail": 0, "full": 0}
+    damaged: list[DamagedInput] = []  # of the failures, those of a gen_kline file
     for seg in segments:
         name = seg["name"]
         t0 = clock.perf_counter()
@@ -198,10 +200,13 @@ def run_resample(
         modes["full"] += 1
         n_before = len(outputs)
         try:
-            columns, in_schema = read_columns(storage.join(data_dir, seg["file"]))
+            with reading_output_of("gen_kline", seg_path):
+                columns, in_schema = read_columns(seg_path)
             check_contiguous(columns[TIME], step_ms)
         except Exception as exc:  # reported; the other segments still run
             failures.append(f"{seg['file']}: {exc}")
+            if isinstance(exc, DamagedInput):
+                damaged.append(exc)
             continue
         known = set(reserved) | set(aggs)
         unused = sorted(set(columns) - known)
@@ -294,6 +299,8 @@ def run_resample(
     }
     stats["segments_by_mode"] = modes
     io.write_json(stats_path, stats)
+    if damaged:  # the shard job has the file rebuilt, then reruns this (shards.py)
+        raise damaged[0]
     if failures:
         raise ResampleValidationError("; ".join(failures))
     if not tail_builds:

@@ -25,6 +25,7 @@ import pyarrow as pa
 from crypto_lakehouse import datasets, layout, storage
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.schema import TIME_TYPE
+from crypto_lakehouse.shards import reading_output_of
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,8 @@ def load(data_dir, trade_type: str, symbol: str, interval: str) -> ArchiveDays:
         identity = None if identity is None else list(identity)
         entry = known.get(part.name)
         if entry is None or entry.get("identity") != identity or identity is None:
-            times[part] = read_times(part)
+            with reading_output_of("aws_parse", part):
+                times[part] = read_times(part)
             entry = _entry(identity, times[part])
         entries[part.name] = entry
         partitions[part] = entry

@@ -49,6 +49,7 @@ from crypto_lakehouse.rest.client import (
 )
 from crypto_lakehouse.rest.host import shared_or_own_client, stats_since
 from crypto_lakehouse.schema import API_FUNDING_SCHEMA, TIME_TYPE
+from crypto_lakehouse.shards import DamagedInput, reading_output_of
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,15 @@ def coverage_record_path(data_dir, trade_type: str, symbol: str) -> Path:
 
 
 def _max_time(path: Path, column: str) -> int | None:
+    """The latest time of a parsed funding file, None when there is none (no archive
+    funding); an unreadable one raises ``shards.DamagedInput``."""
     try:
-        return _column_max(storage.read_parquet(path, columns=[column])[column])
-    except FileNotFoundError:
-        return None
+        with reading_output_of("aws_parse", path):
+            return _column_max(storage.read_parquet(path, columns=[column])[column])
+    except DamagedInput as exc:
+        if exc.missing:
+            return None
+        raise
 
 
 def _column_max(col) -> int | None:
@@ -105,7 +111,9 @@ def first_kline_ms(data_dir, trade_type: str, symbol: str) -> int | None:
     for interval_dir in storage.subdirs(root):
         parts = storage.list_files(interval_dir, recursive=False, suffix=".pqt")
         if parts:
-            col = storage.read_parquet(parts[0], columns=["candle_begin_time"])["candle_begin_time"]
+            with reading_output_of("aws_parse", parts[0]):
+                col = storage.read_parquet(parts[0], columns=["candle_begin_time"])
+            col = col["candle_begin_time"]
             if len(col):
                 firsts.append(int(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy().min()))
     return min(firsts) if firsts else None
@@ -175,6 +183,14 @@ def run_api_funding(
     try:
         stored = storage.read_parquet(out_path)
     except FileNotFoundError:
+        stored = API_FUNDING_SCHEMA.empty_table()
+    except Exception as exc:
+        if not storage.is_damaged_file_error(exc):
+            raise
+        # Removed and fetched again from the lower bound below, as on a first run.
+        log.warning("%s is unreadable (%s: %s); fetching its events again", out_path,
+                    type(exc).__name__, exc)  # fmt: skip
+        storage.delete(out_path)
         stored = API_FUNDING_SCHEMA.empty_table()
     last_archived = _max_time(
         layout.parsed_funding_path(data_dir, trade_type, symbol), "funding_time"

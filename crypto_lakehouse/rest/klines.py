@@ -213,6 +213,25 @@ def existing_day_files(api_dir: Path) -> dict[int, Path]:
     return out
 
 
+def _readable_day_files(api_dir: Path) -> dict[int, Path]:
+    """``existing_day_files`` whose footer pyarrow can read: an unreadable one (damaged on
+    disk, cut short by a copy) is removed, so that its day is fetched again, as the parse
+    rebuilds an unreadable partition (a few files per symbol: the days the archive lacks)."""
+    files = existing_day_files(api_dir)
+    for day, path in list(files.items()):
+        try:
+            storage.parquet_metadata(path)
+        except Exception as exc:
+            if not storage.is_damaged_file_error(exc):
+                raise
+            log.warning(
+                "%s is unreadable (%s: %s); fetching it again", path, type(exc).__name__, exc
+            )
+            storage.delete(path)
+            del files[day]
+    return files
+
+
 # ---------------------------------------------------------------- the job
 class _Job:
     """One symbol's fill: shared state of the worker threads."""
@@ -384,7 +403,7 @@ def run_api_klines(
         end_day = day_number(end_date) if end_date else now_ms // DAY_MS
         last_complete_day = now_ms // DAY_MS - 1
         archive_counts = archive.counts
-        existing = existing_day_files(api_dir)
+        existing = _readable_day_files(api_dir)
 
         days = np.arange(first_day, min(end_day, last_complete_day) + 1, dtype=np.int64)
         short = np.array([archive_counts.get(int(d), 0) for d in days], dtype=np.int64) < cpd

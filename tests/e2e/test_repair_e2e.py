@@ -45,3 +45,50 @@ def test_forcing_the_download_repairs_lost_and_damaged_files(tmp_path):
         assert h.differences(before, h.snapshot(data)) == []
     finally:
         emu.stop()
+
+
+def test_a_damaged_input_found_by_a_later_stage_is_rebuilt_by_a_plain_rerun(tmp_path, emulator):
+    # The parse checks that its day files exist, not that they can be read: forcing the
+    # download left a parsed aggTrades day cut short in place, and agg_klines failed on it
+    # at every run. Now agg_klines removes it and has the parse shard rerun next time.
+    import pyarrow.parquet as pq
+    from crypto_lakehouse_emulator.ticks import write_daily_market
+
+    from tests.e2e.e2e_helpers import emulator_config
+
+    mirror = tmp_path / "mirror"
+    days = ("2025-01-02", "2025-01-03")
+    for day in days:
+        for seed, symbol in enumerate(("BTCUSDT", "ETHUSDT")):
+            write_daily_market(mirror, "spot", symbol, day, 500, seed=seed)
+    emu = emulator(mirror_dir=mirror)
+    data = tmp_path / "data"
+    config = emulator_config(
+        emu.base_url, data, interval="1m", start_date=days[0], end_date=days[1],
+        trade_types=["spot"], symbols={"spot": ["BTCUSDT", "ETHUSDT"]},
+        datasets={"spot": ["klines", "aggTrades"]}, agg_klines={"intervals": ["1m"]},
+    )  # fmt: skip
+    snakemake(tmp_path, config, "agg_klines")
+    candles = {
+        (s, d): layout.agg_klines_day_path(data, "spot", s, "1m", d.replace("-", ""))
+        for s in ("BTCUSDT", "ETHUSDT")
+        for d in days
+    }
+    before = {k: pq.read_table(p) for k, p in candles.items()}
+    parsed = layout.parsed_day_path(data, "spot", "aggTrades", "BTCUSDT", "20250102")
+    parsed_before = pq.read_table(parsed)
+    _truncate(parsed)
+
+    forced = snakemake(tmp_path, config, "agg_klines", "--forcerun", "aws_download_shard",
+                       check=False)  # fmt: skip
+    out = forced.stdout + forced.stderr
+    assert forced.returncode != 0
+    assert f"{parsed}, written by aws_parse, is unreadable" in out
+    assert "removed; the next run rebuilds it (aws_parse/spot/aggTrades/shards/0)" in out
+    assert not parsed.exists()
+
+    plain = snakemake(tmp_path, config, "agg_klines")
+    assert pq.read_table(parsed).equals(parsed_before), (plain.stdout + plain.stderr)[-3000:]
+    assert {k: pq.read_table(p) for k, p in candles.items()} == before
+    again = snakemake(tmp_path, config, "agg_klines")
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -92,6 +92,19 @@ def test_run_agg_klines_rebuilds_only_changed_days(tmp_path):
         tmp_path, "um_futures", "aggTrades", "BTCUSDT", days[0]))  # fmt: skip
     layout.agg_klines_day_path(tmp_path, "um_futures", "BTCUSDT", "1h", days[1]).unlink()
     assert run_agg_klines(**args)["days_rebuilt"] == 2
+    # A parsed day damaged or lost outside a run: the parse's to rebuild (shards.DamagedInput)
+    from crypto_lakehouse.shards import DamagedInput
+
+    parsed = layout.parsed_day_path(tmp_path, "um_futures", "aggTrades", "BTCUSDT", days[1])
+    parsed.write_bytes(parsed.read_bytes()[:100])
+    with pytest.raises(DamagedInput) as info:
+        run_agg_klines(**args)
+    assert info.value.stage == "aws_parse" and info.value.path == str(parsed)
+    assert not info.value.missing
+    parsed.unlink()
+    with pytest.raises(DamagedInput) as info:
+        run_agg_klines(**args)
+    assert info.value.missing and str(info.value) == f"{parsed}, written by aws_parse, is missing"
 
 
 def test_run_agg_klines_refuses_cm(tmp_path):

@@ -345,3 +345,22 @@ def test_the_job_process_allocator_settings_take_effect():
     ).stdout.split()
     expected_ok = platform.libc_ver()[0] == "glibc"
     assert out == [str(expected_ok), "system", "False"]
+
+
+def test_a_damaged_candle_file_is_the_writer_s_to_rebuild(data):
+    # One symbol (a shard job's call): the shard has the file rebuilt (shards.DamagedInput);
+    # a list of symbols keeps going and names the file among its failures.
+    from crypto_lakehouse.shards import DamagedInput
+
+    reports = {"AUSDT": make_symbol(data, "spot", "AUSDT", [300]),
+               "BUSDT": make_symbol(data, "spot", "BUSDT", [300], seed=3)}  # fmt: skip
+    resampled = next((data / "results_data/spot/resampled_klines").rglob("AUSDT.pqt"))
+    resampled.write_bytes(resampled.read_bytes()[:64])
+    with pytest.raises(DamagedInput) as info:
+        features(data, ["AUSDT"], reports)
+    assert info.value.stage == "resample" and info.value.path == str(resampled)
+    # raised after the symbol's other files, as any failure of one file
+    assert feature_path(next((data / "results_data/spot/klines").rglob("AUSDT.pqt"))).exists()
+    with pytest.raises(FeaturesError, match="AUSDT: .*written by resample, is unreadable"):
+        features(data, ["AUSDT", "BUSDT"], reports, tag="y")
+    assert feature_path(next((data / "results_data/spot/klines").rglob("BUSDT.pqt"))).exists()

@@ -346,3 +346,26 @@ def test_run_resample_bad_segment_fails_the_job_after_the_others(tmp_path):
         run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "1h", "offset_step": "0m"}])
     out = tmp_path / "results_data" / "spot" / "resampled_klines" / "1h" / "0m"
     assert sorted(p.name for p in out.iterdir()) == ["BTCUSDT.pqt"]
+
+
+def test_a_damaged_or_missing_segment_is_the_gen_kline_s_to_rebuild(tmp_path):
+    # Not one more validation failure: the shard job removes the file and has gen_kline
+    # rebuild it in the next run (shards.DamagedInput), which no validation failure does.
+    from crypto_lakehouse.shards import DamagedInput
+
+    seg = write_segment(tmp_path, "spot", "BTCUSDT", series(T0, 120))
+    other = write_segment(tmp_path, "spot", "SP0_BTCUSDT", series(T0 - 5 * DAY, 120))
+    report = write_gen_report(
+        tmp_path, "spot", "BTCUSDT", [("SP0_BTCUSDT", other), ("BTCUSDT", seg)]
+    )
+    path = tmp_path / seg
+    path.write_bytes(path.read_bytes()[:64])
+    with pytest.raises(DamagedInput) as info:
+        run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "1h", "offset_step": "0m"}])
+    assert info.value.stage == "gen_kline" and not info.value.missing
+    assert info.value.path == str(path)
+    out = tmp_path / "results_data" / "spot" / "resampled_klines" / "1h" / "0m"
+    assert sorted(p.name for p in out.iterdir()) == ["SP0_BTCUSDT.pqt"]  # the others still run
+    path.unlink()
+    with pytest.raises(DamagedInput, match="written by gen_kline, is missing"):
+        run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "1h", "offset_step": "0m"}])

@@ -108,6 +108,35 @@ def test_incremental_run_fetches_only_after_the_last_stored_event(emulator, tmp_
     )
 
 
+def test_an_unreadable_stored_file_is_fetched_again_whole(emulator, tmp_path, caplog):
+    rest = RestEmulator(now_ms=(D + 5) * DAY + 10)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 20) * DAY)
+    emu = emulator(rest=rest)
+    write_first_kline(tmp_path, "AUSDT", "um_futures", D * DAY)
+    run(emu.base_url, tmp_path)
+    path = layout.api_funding_path(tmp_path, "um_futures", "AUSDT")
+    path.write_bytes(path.read_bytes()[:40])  # damaged outside a run
+    rest.now_ms = (D + 6) * DAY + 10
+    stats = run(emu.base_url, tmp_path)
+    assert f"{path} is unreadable (ArrowInvalid" in caplog.text
+    assert stats["new_records"] == 6 * 3 + 1
+    assert stored(tmp_path)["funding_time"].cast("int64").to_pylist() == served_times(
+        rest, "um", "AUSDT", D * DAY, rest.now_ms
+    )
+
+
+def test_an_unreadable_parsed_funding_file_is_the_parse_s_to_rebuild(emulator, tmp_path):
+    from crypto_lakehouse.shards import DamagedInput
+
+    emu = emulator(rest=RestEmulator(now_ms=(D + 5) * DAY))
+    parsed = layout.parsed_funding_path(tmp_path, "um_futures", "AUSDT")
+    parsed.parent.mkdir(parents=True)
+    parsed.write_bytes(b"PAR1 cut short")
+    with pytest.raises(DamagedInput) as info:
+        run(emu.base_url, tmp_path)
+    assert info.value.stage == "aws_parse" and info.value.path == str(parsed)
+
+
 def test_starts_after_the_last_archived_event(emulator, tmp_path):
     rest = RestEmulator(now_ms=(D + 4) * DAY)
     rest.add_funding("cm", "BTCUSD_PERP", REAL_REST / "dapi_v1_fundingRate_BTCUSD_PERP_limit5.json")

@@ -368,6 +368,35 @@ def test_resume_after_interruption_refetches_nothing(um, tmp_path):
         assert pq.read_table(day_path(tmp_path, d)).equals(expected_day(rest, d))
 
 
+def test_an_unreadable_day_file_is_fetched_again(um, tmp_path, caplog):
+    # A day file cut short outside a run (a disk fault, a copy stopped half-way) failed the
+    # symbol at every later run: its footer was read for the provenance.
+    rest, emu = um
+    write_archive(rest, tmp_path, [D])
+    run(emu.base_url, tmp_path, D + 2)
+    cut = day_path(tmp_path, D + 1)
+    cut.write_bytes(cut.read_bytes()[:50])
+    before = rest.counters("um")["requests/klines"]
+    run(emu.base_url, tmp_path, D + 2)
+    assert rest.counters("um")["requests/klines"] > before
+    assert pq.read_table(cut).equals(expected_day(rest, D + 1))
+    assert pq.read_table(day_path(tmp_path, D + 2)).equals(expected_day(rest, D + 2))
+    assert f"{cut} is unreadable (ArrowInvalid" in caplog.text
+    assert provenance(tmp_path)[day_iso(D + 1)][0] == "rest"
+
+
+def test_an_unreadable_archive_partition_is_the_parse_s_to_rebuild(um, tmp_path):
+    from crypto_lakehouse.shards import DamagedInput
+
+    rest, emu = um
+    write_archive(rest, tmp_path, [D])
+    part = layout.parsed_klines_dir(tmp_path, T, SYM, "1m") / "202201.pqt"
+    part.write_bytes(part.read_bytes()[:50])
+    with pytest.raises(DamagedInput) as info:
+        run(emu.base_url, tmp_path, D + 2)
+    assert info.value.stage == "aws_parse" and info.value.path == str(part)
+
+
 def test_report_is_deterministic(um, tmp_path):
     rest, emu = um
     write_archive(rest, tmp_path, [D])
