@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from crypto_lakehouse.summary import HELD_BACK
+
 _BLOCK_RE = re.compile(r"^Error in rule (\S+):\s*$")
 _FIELD_RE = re.compile(r"^\s+(output|log|wildcards|message): (.*)$")
 # The last line of a Python traceback: "package.module.SomeError: message".
@@ -107,25 +109,59 @@ def _cause(job: FailedJob) -> str:
     return last_error_line(job.log.split(",")[0].strip()) if job.log else job.message
 
 
+_SUMMARY_STAGE_RE = re.compile(r"SymbolsFailed: (\S+) ")
+
+
+def _held_back_only(cause: str) -> bool:
+    """Whether a failed job is a summary that failed only because every symbol it names
+    was skipped for an earlier stage's failure, in each of its trade types."""
+    return all(HELD_BACK in part for part in cause.split(" | "))
+
+
+def _grouped(snakemake_log) -> tuple[list[tuple[FailedJob, str]], list[str]]:
+    """The failed jobs with their causes, but the summaries held back by the others' failures
+    (one failed download fails the summaries of every later stage, each repeating its
+    error): those are given as their stage names only. When no other job failed in this run
+    (nothing above to point to), every job is listed in full."""
+    causes = [(job, _cause(job)) for job in failed_jobs(snakemake_log)]
+    held = [(job, cause) for job, cause in causes if _held_back_only(cause)]
+    if len(held) == len(causes):
+        return causes, []
+    stages = []
+    for job, cause in held:
+        m = _SUMMARY_STAGE_RE.search(cause)
+        stages.append(m.group(1) if m else job.rule)
+    return [jc for jc in causes if jc not in held], stages
+
+
+def _held_back_line(stages: list[str]) -> str:
+    return f"summaries of {', '.join(stages)}: their symbols were {HELD_BACK} (above)"
+
+
 def failure_report(snakemake_log) -> str:
-    """One line per failed job (rule, output or wildcards) and its last error line."""
-    jobs = failed_jobs(snakemake_log)
+    """One line per failed job (rule, output or wildcards) and its last error line; the
+    summaries held back by those failures on one more line."""
+    jobs, held_stages = _grouped(snakemake_log)
     if not jobs:
         return ""
-    out = [f"crypto_lakehouse: {len(jobs)} job(s) failed:"]
-    for job in jobs:
+    out = [f"crypto_lakehouse: {len(jobs) + len(held_stages)} job(s) failed:"]
+    for job, cause in jobs:
         what = job.output or job.wildcards
         out.append(f"  {job.rule} {what}".rstrip())
-        out.append(f"    {_cause(job)}")
+        out.append(f"    {cause}")
         if job.log:
             out.append(f"    log: {job.log}")
+    if held_stages:
+        out.append(f"  and the {_held_back_line(held_stages)}")
     return "\n".join(out)
 
 
 def failure_lines(snakemake_log) -> list[str]:
     """``"{rule}: {last error line} (log: {path})"`` per failed job, for the report page
-    a failed run writes."""
-    return [
-        f"{job.rule}: {_cause(job)}" + (f" (log: {job.log})" if job.log else "")
-        for job in failed_jobs(snakemake_log)
-    ]
+    a failed run writes; the summaries held back by those failures on one more line."""
+    jobs, held_stages = _grouped(snakemake_log)
+    lines = [f"{job.rule}: {cause}" + (f" (log: {job.log})" if job.log else "")
+             for job, cause in jobs]  # fmt: skip
+    if held_stages:
+        lines.append(f"The {_held_back_line(held_stages)}")
+    return lines

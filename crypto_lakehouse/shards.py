@@ -141,6 +141,9 @@ def configure_job(*, upstream_shard_reports=(), retry_generation: int | None = N
     _JOB.retry_generation = retry_generation
 
 
+# How the error of a symbol skipped here starts (summaries tell such entries apart by it).
+UPSTREAM_REASON_START = "not done upstream ("
+
 # The upstream error carried into a skipped symbol's entry: enough to say what failed (the
 # file and the HTTP status of a download) without the whole traceback.
 UPSTREAM_ERROR_CHARS = 400
@@ -153,7 +156,7 @@ def _upstream_reason(report_name: str, entry: dict) -> str:
     status, error = entry.get("status"), " ".join(str(entry.get("error") or "").split())
     if status == "upstream_failed" and error:
         return error
-    why = f"not done upstream ({report_name}: {status})"
+    why = f"{UPSTREAM_REASON_START}{report_name}: {status})"
     if not error:
         return why
     if len(error) > UPSTREAM_ERROR_CHARS:

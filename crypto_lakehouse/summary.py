@@ -235,6 +235,12 @@ def failed_listings(index_paths) -> list[str]:
     return errors
 
 
+# How a summary says that all its failed symbols were skipped for an earlier stage's failure
+# (each entry "SYM: not done upstream (…)"): the end of a failed run lists such summaries on
+# one line after the failures that held them back (crypto_lakehouse.failures).
+HELD_BACK = "held back by an earlier stage"
+
+
 def _raise_for_failed(
     stage: str, trade_type: str, failed: list[str], listing_errors: list[str] = ()
 ) -> None:
@@ -247,8 +253,14 @@ def _raise_for_failed(
         rest = len(failed) - len(parts)
         shown = "; ".join(parts) + (f"; and {rest} more" if rest else "")
         listed = "".join(f" listing failed: {e};" for e in listing_errors)
+        from crypto_lakehouse.shards import UPSTREAM_REASON_START
+
+        held_back = not listing_errors and all(
+            item.partition(": ")[2].startswith(UPSTREAM_REASON_START) for item in failed
+        )
         symbols = (
-            f" {len(failed)} symbol(s) not done, retried by the next run: {shown}"
+            f" {len(failed)} symbol(s) "
+            f"{HELD_BACK if held_back else 'not done'}, retried by the next run: {shown}"
             if failed
             else " the next run lists again"
         )

@@ -877,14 +877,12 @@ def report_after_failure(snakemake_log):
     targets = set(workflow.dag_settings.targets or ())
     if DRY_RUN or (targets and not targets & {"all", "report"}):
         return
-    from crypto_lakehouse.failures import failure_lines
+    from crypto_lakehouse.failures import failed_jobs, failure_lines
     from crypto_lakehouse.report.job import report_after_failure as write_page
 
     outputs = {name: str(path) for name, path in rules.report.output.items()}
-    print(
-        write_page(failure_lines(snakemake_log), **get_report_args(None), **outputs),
-        file=sys.stderr,
-    )
+    lines, jobs = failure_lines(snakemake_log), len(failed_jobs(snakemake_log))
+    print(write_page(lines, jobs, **get_report_args(None), **outputs), file=sys.stderr)
 
 
 def get_report_args(wildcards):

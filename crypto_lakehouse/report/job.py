@@ -255,6 +255,7 @@ def render_report(
     seconds: dict[str, float] | None = None,
     run_dir=None,
     failures: list[str] | None = None,
+    failed_jobs: int = 0,
 ) -> tuple[str, dict[str, bytes]]:
     """The page's HTML and its figures (PNG bytes by name) for a coverage table and the
     generated segments; the data records are read below ``data_dir``, the run's summaries
@@ -298,7 +299,7 @@ def render_report(
         f"data_dir {storage.uri(data_dir)} · interval {interval} · trade types {', '.join(trade_types)} "
         f"· end_date {end_date} · written {written}",
         sections,
-        alert=page.failure_alert(failures) if failures else "",
+        alert=page.failure_alert(failures, failed_jobs) if failures else "",
     )
     return html_text, pngs
 
@@ -316,11 +317,13 @@ def run_report(
     summaries=(),
     run_dir=None,
     failures: list[str] | None = None,
+    failed_jobs: int = 0,
 ) -> dict:
     """Write ``coverage.parquet``, the figures (PNG, also for Snakemake's report) and the
     page ``index.html``. ``summaries`` are the rule's inputs (read from their folder, the
     run dir: ``run_dir``, given only when not ``{data_dir}/lakehouse``). ``failures``: the
-    failed jobs of a failed run (``report_after_failure``), shown at the top."""
+    lines on the ``failed_jobs`` jobs of a failed run (``report_after_failure``), shown at
+    the top."""
     started = clock.perf_counter()
     table = build_coverage(data_dir, trade_types, interval, day_number(end_date))
     storage.write_parquet(coverage, to_arrow(table))
@@ -337,6 +340,7 @@ def run_report(
         seconds=seconds,
         run_dir=run_dir,
         failures=failures,
+        failed_jobs=failed_jobs,
     )
     figures_dir = storage.data_path(figures_dir)
     for name, png in pngs.items():
@@ -361,14 +365,15 @@ def run_report(
     return stats
 
 
-def report_after_failure(failures: list[str], **report_args) -> str:
+def report_after_failure(failures: list[str], failed_jobs: int, **report_args) -> str:
     """The ``onerror`` end of a failed run of ``all`` or ``report``: the report is one of
     the run's last jobs, so a failed run never reached it and the page would still show the
     last complete run. Written here with the failed jobs at the top (``failures``) and
-    whatever the data dir and the run's summaries hold. Returns a line for the console;
+    whatever the data dir and the run's summaries hold (``failures``: the lines of
+    ``failures.failure_lines`` on the ``failed_jobs`` jobs). Returns a line for the console;
     never raises (the run has failed already; its failure report stays the message)."""
     try:
-        run_report(**report_args, failures=failures)
+        run_report(**report_args, failures=failures, failed_jobs=failed_jobs)
     except Exception as exc:  # the page is a courtesy here: say why, do not mask the failure
         return f"crypto_lakehouse: the report of the failed run could not be written: {exc}"
     return f"crypto_lakehouse: report of the failed run: {report_args['index']}"

@@ -81,12 +81,13 @@ def section(number: int, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{number}. {esc(title)}</h2>{body}</section>'
 
 
-def failure_alert(failures: list[str]) -> str:
-    """The box at the top of a page written after a failed run: its failed jobs."""
+def failure_alert(failures: list[str], failed_jobs: int) -> str:
+    """The box at the top of a page written after a failed run: its failed jobs (the lines
+    of ``failures.failure_lines``, one per job but for the held-back summaries)."""
     items = "".join(f"<li>{esc(line)}</li>" for line in failures)
     return (
         '<div class="alert" id="failed-run"><strong>The run that wrote this page failed</strong> '
-        f"({len(failures)} job(s)). The page shows what the data dir holds after it; a stage "
+        f"({failed_jobs or len(failures)} job(s)). The page shows what the data dir holds after it; a stage "
         "whose summary is missing below did not finish. The next run retries what failed."
         f"<ul>{items}</ul></div>"
     )

@@ -52,12 +52,17 @@ def test_a_failing_symbol_holds_back_nothing_and_is_retried_next_run(tmp_path):
         # The run's failure list names the symbol and why (the summaries of the stages).
         failures = out[out.index("job(s) failed:") :]
         assert "summarize" in failures and "ETHUSDT" in failures and "HTTP 500" in failures
+        # Each later stage's summary failed for the same symbol: one line names them all.
+        held_back = "their symbols were held back by an earlier stage (above)"
+        assert "  and the summaries of aws_parse, api_download, gen_kline, resample" in failures
+        assert failures.count("HTTP 500") == 1 and held_back in failures, failures[:3000]
         assert not (data / "lakehouse/summaries/aws_download/spot.json").exists()
         # The report page is written anyway, the failed jobs at its top.
         page = (data / "lakehouse/report/index.html").read_text()
         alert = page[page.index('id="failed-run"') : page.index("</div>", page.index("failed-run"))]
         assert "The run that wrote this page failed" in alert and "6 job(s)" in alert, alert
         assert "ETHUSDT" in alert and "HTTP 500" in alert and "BTCUSDT" in page
+        assert held_back in alert and alert.count("<li>") == 2
 
         emu.faults.fail_always.clear()  # the archive serves the file again
         second = snakemake(tmp_path, config, "all")

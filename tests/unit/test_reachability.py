@@ -266,3 +266,46 @@ def test_an_empty_log_on_a_full_disk_says_so(tmp_path, monkeypatch):
     assert last_error_line(log) == "(empty log; the disk holding it is full: 0 bytes free)"
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(5 << 30, 1 << 30, 4 << 30))
     assert last_error_line(log) == "(empty log)"
+
+
+def _summary_failure(tmp_path, stage, message):
+    log = tmp_path / f"{stage}.log"
+    log.write_text(f"INFO run_summaries\ncrypto_lakehouse.summary.SymbolsFailed: {message}\n")
+    return (
+        f"Error in rule summarize:\n    message: None\n    jobid: 1\n"
+        f"    output: /d/lakehouse/summaries/{stage}/spot.json\n"
+        f"    log: {log} (check log file(s) for error details)\n"
+    ), log
+
+
+def test_the_summaries_held_back_by_a_failure_above_are_listed_on_one_line(tmp_path):
+    # One failed download failed the summary of every later stage, each repeating its
+    # error: 18 lines at the end of the run for one zip.
+    error = "BTCUSDT: SyncError: spot klines-1m BTCUSDT: 1 file(s) still missing: HTTP 500"
+    upstream = f"BTCUSDT: not done upstream (aws_download/spot/klines-1m/shards/0: failed): {error}"
+    held = "1 symbol(s) held back by an earlier stage, retried by the next run"
+    blocks = [_summary_failure(tmp_path, "aws_download", f"aws_download spot: 1 symbol(s) "
+                               f"not done, retried by the next run: {error}")]  # fmt: skip
+    for stage in ("aws_parse", "gen_kline"):
+        both = f"{stage} spot: {held}: {upstream} | {stage} um_futures: {held}: {upstream}"
+        blocks.append(_summary_failure(tmp_path, stage, both))
+    smk_log = tmp_path / "run.log"
+    smk_log.write_text("Building DAG of jobs...\n" + "".join(b for b, _ in blocks) + "Exiting\n")
+    assert failure_report(smk_log).splitlines() == [
+        "crypto_lakehouse: 3 job(s) failed:",
+        "  summarize /d/lakehouse/summaries/aws_download/spot.json",
+        "    crypto_lakehouse.summary.SymbolsFailed: aws_download spot: 1 symbol(s) not done, "
+        f"retried by the next run: {error}",
+        f"    log: {blocks[0][1]}",
+        "  and the summaries of aws_parse, gen_kline: their symbols were held back by an "
+        "earlier stage (above)",
+    ]
+    assert failure_lines(smk_log)[1:] == [
+        "The summaries of aws_parse, gen_kline: their symbols were held back by an earlier "
+        "stage (above)"
+    ]
+    # Nothing above to point to (the failure was in an earlier run): each in full.
+    smk_log.write_text("".join(b for b, _ in blocks[1:]))
+    lines = failure_report(smk_log).splitlines()
+    assert lines[0] == "crypto_lakehouse: 2 job(s) failed:" and len(lines) == 7
+    assert upstream in lines[2] and "gen_kline um_futures" in lines[5]

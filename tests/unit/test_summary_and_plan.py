@@ -268,7 +268,7 @@ def test_a_stage_with_unfinished_symbols_gets_no_summary_and_names_them(tmp_path
     message = str(info.value)
     assert "gen_kline spot: 1 symbol(s) not done" in message and "B: ValueError: bad B" in message
     assert (
-        "gen_kline cm_futures: 1 symbol(s) not done" in message
+        "gen_kline cm_futures: 1 symbol(s) held back by an earlier stage" in message
         and "D: not done upstream" in message
     )
     assert "C:" not in message
@@ -315,12 +315,29 @@ def test_a_summary_failure_line_stays_short_with_many_long_errors(tmp_path):
         _raise_for_failed("gen_kline", "spot", failed)
     message = str(info.value)
     assert len(message) < SHOWN_FAILED_CHARS + 200
-    assert "30 symbol(s) not done" in message and message.endswith("more")
+    assert "30 symbol(s) held back by an earlier stage" in message and message.endswith("more")
     shown = message.count("not done upstream")
     assert 1 <= shown < 10 and f"and {30 - shown} more" in message
     with pytest.raises(SymbolsFailed) as info:
         _raise_for_failed("gen_kline", "spot", ["A: short", "B: short"])
     assert str(info.value).endswith("A: short; B: short")
+
+
+def test_a_summary_says_when_all_its_symbols_were_held_back_upstream():
+    # The end of a failed run lists such summaries on one line (crypto_lakehouse.failures).
+    from crypto_lakehouse.summary import SymbolsFailed, _raise_for_failed
+
+    upstream = "B: not done upstream (aws_download/spot/klines-1m/shards/0: failed): HTTP 500"
+    with pytest.raises(SymbolsFailed) as info:
+        _raise_for_failed("gen_kline", "spot", [upstream, "klines-1m/C: " + upstream[3:]])
+    assert str(info.value).startswith(
+        "gen_kline spot: 2 symbol(s) held back by an earlier stage, retried by the next run: B: "
+    )
+    for own in (["A: ValueError: bad file", upstream], [upstream]):
+        listings = ["spot klines 1m: cannot list"] if own == [upstream] else []
+        with pytest.raises(SymbolsFailed) as info:
+            _raise_for_failed("gen_kline", "spot", own, listings)
+        assert "held back" not in str(info.value)  # a failure of its own: shown in full
 
 
 def test_a_failed_listing_fails_the_download_summary_and_reruns_the_listing(tmp_path):
