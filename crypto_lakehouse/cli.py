@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--directory", "-d", help="directory a relative data_dir is relative to")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     add_compare_parser(groups)
+    add_verify_parser(groups)
     parser.epilog = "Further Snakemake options may follow `--`, e.g. `-- --keep-going`."
     return parser
 
@@ -176,9 +177,30 @@ def add_compare_parser(groups) -> None:
     cmp.add_argument(
         "--jobs", "-j", type=int, default=1, help="compare files in N processes (default: 1)"
     )
-    s3 = cmp.add_argument_group(
-        "S3 (an s3://bucket/prefix dir)",
-        "The config's `storage:` settings, for either dir that is on S3 (docs/storage.md). "
+    _add_storage_arguments(cmp, "either dir that is s3://bucket/prefix")
+
+
+def add_verify_parser(groups) -> None:
+    ver = groups.add_parser(
+        "verify",
+        help="find the Parquet files of a data dir that cannot be read (and remove them)",
+        description="Read the footer of every Parquet file below parsed_data, api_data and "
+        "results_data of a data dir; list those that cannot be read (cut short or "
+        "overwritten outside a run). --remove deletes them; a run with "
+        "`--forcerun aws_download_shard` then rebuilds them. Exit 0 when every file reads, "
+        "1 otherwise.",
+    )
+    ver.add_argument("data_dir", metavar="DATA_DIR", help="a data dir (or s3://bucket/prefix)")
+    ver.add_argument("--remove", action="store_true", help="delete the damaged files")
+    ver.add_argument("--jobs", "-j", type=int, default=8, help="footers read at once (default: 8)")
+    ver.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_storage_arguments(ver, "a data dir on S3")
+
+
+def _add_storage_arguments(parser, what: str) -> None:
+    s3 = parser.add_argument_group(
+        f"S3 ({what})",
+        "The config's `storage:` settings (docs/storage.md). "
         "Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE.",
     )
     s3.add_argument(
@@ -195,8 +217,26 @@ def add_compare_parser(groups) -> None:
     )
 
 
-def compare_storage_settings(args: argparse.Namespace) -> dict:
-    """The ``storage`` settings (config block names) given on the compare command line."""
+def run_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from crypto_lakehouse import storage
+    from crypto_lakehouse.verify import render, verify
+
+    storage.configure(storage_settings_of(args))
+    if not storage.is_remote(args.data_dir) and not Path(args.data_dir).is_dir():
+        print(f"verify: {args.data_dir}: no such directory", file=sys.stderr)
+        return 2
+    verdict = verify(args.data_dir, remove=args.remove, jobs=max(1, args.jobs))
+    if args.json:
+        print(json.dumps(verdict.as_dict(), indent=1))
+    else:
+        sys.stdout.write(render(verdict))
+    return verdict.exit_code
+
+
+def storage_settings_of(args: argparse.Namespace) -> dict:
+    """The ``storage`` settings (config block names) given on the command line."""
     given = {
         "endpoint_url": args.endpoint_url,
         "region": args.region,
@@ -216,7 +256,7 @@ def run_compare(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"compare: --interval: {exc}", file=sys.stderr)
         return 2
-    storage.configure(compare_storage_settings(args))
+    storage.configure(storage_settings_of(args))
     report = compare_dirs(
         args.legacy_dir,
         args.new_dir,
@@ -309,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         return preview.main(args)
     if args.group == "compare":
         return run_compare(args)
+    if args.group == "verify":
+        return run_verify(args)
     smk_argv = snakemake_argv(args)
     if args.dry_run:
         # A dry run is read back to add the per-trade-type plan to Snakemake's per-rule table.

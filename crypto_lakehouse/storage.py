@@ -623,6 +623,29 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
     return sorted(out, key=str)
 
 
+def walk_files(directory, *, suffix: str = "") -> Iterator:
+    """The files below ``directory`` ending with ``suffix``, one folder's listing at a time
+    (depth first, sorted): memory bounded by the largest folder whatever the tree holds,
+    where ``list_files`` holds every path at once. Writers' temporary files are left out."""
+    import pyarrow.fs as pafs
+
+    base = data_path(directory)
+    inner, infos = _file_infos(base, False)
+    files, folders = [], []
+    for info in infos:
+        name = info.path[len(inner) :].strip("/")
+        if info.type == pafs.FileType.Directory:
+            folders.append(name)
+        elif info.type == pafs.FileType.File and name.endswith(suffix):
+            if not (name.startswith(".tmp-") and name.endswith(".part")):
+                files.append(name)
+    del infos
+    for name in sorted(files):
+        yield base / name
+    for name in sorted(folders):
+        yield from walk_files(base / name, suffix=suffix)
+
+
 def file_sizes(directory, sized: str = "") -> dict[str, int | None]:
     """``{name: size}`` of the files directly in ``directory`` (empty when absent), the size
     only for names ending with ``sized`` (None for the others): one listing (local:

@@ -72,6 +72,12 @@ def test_write_read_list_delete(root):
     ]
     assert [p.name for p in storage.list_files(root, suffix=".pqt")] == ["202401.pqt"]
     assert storage.list_files(root / "absent") == []
+    # Folder by folder (a folder's files, then its sub-folders): the same files
+    walked = [str(p)[len(str(root)) + 1 :] for p in storage.walk_files(root)]
+    assert walked == ["a/x.bin", "a/x.bin.verified", "a/b/state.json", "p/202401.pqt"]
+    assert [p.name for p in storage.walk_files(root, suffix=".pqt")] == ["202401.pqt"]
+    assert list(storage.walk_files(root / "absent")) == []
+    assert all(type(p) is type(storage.data_path(root)) for p in storage.walk_files(root))
     # Sizes of a folder's files in one listing; sub-folders are not files.
     assert storage.file_sizes(root / "a") == {"x.bin": 3, "x.bin.verified": 0}
     assert storage.file_sizes(root / "absent") == {}

@@ -1,0 +1,100 @@
+"""``crypto-lakehouse verify``: every Parquet footer of the data layers read; damaged files
+listed and, with --remove, deleted; a failing storage is not taken for damage."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import storage
+from crypto_lakehouse.cli import main
+from crypto_lakehouse.verify import verify
+
+
+def _parquet(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"x": [1, 2, 3]}), path)
+    return path
+
+
+def _data_dir(tmp_path):
+    data = tmp_path / "data"
+    good = [
+        _parquet(data / "parsed_data/spot/klines/AUSDT/1m/202401.pqt"),
+        _parquet(data / "api_data/spot/klines/AUSDT/1m/20240102.pqt"),
+        _parquet(data / "results_data/spot/klines/1m/AUSDT.pqt"),
+    ]
+    cut = _parquet(data / "results_data/spot/resampled_klines/1h/0m/AUSDT.pqt")
+    cut.write_bytes(cut.read_bytes()[:40])  # a copy stopped half-way
+    text = data / "parsed_data/spot/aggTrades/AUSDT/20240102.pqt"
+    text.parent.mkdir(parents=True, exist_ok=True)
+    text.write_text("not parquet at all")
+    # outside the three layers, or not Parquet by name: not read
+    (data / "lakehouse").mkdir()
+    (data / "lakehouse/notes.pqt").write_text("x")
+    (data / "aws_data").mkdir()
+    (data / "aws_data/x.zip").write_text("x")
+    return data, good, {cut, text}
+
+
+def test_the_damaged_files_of_the_three_layers_are_listed_then_removed(tmp_path):
+    data, good, damaged = _data_dir(tmp_path)
+    verdict = verify(data)
+    assert verdict.checked == {"parsed_data": 2, "api_data": 1, "results_data": 2}
+    rel = {p.relative_to(data).as_posix() for p in damaged}
+    assert set(verdict.damaged) == rel and verdict.exit_code == 1
+    assert all("Parquet magic bytes not found" in e for e in verdict.damaged.values())
+    assert all(p.exists() for p in damaged) and verdict.removed == []
+    removed = verify(data, remove=True, jobs=1)
+    assert set(removed.removed) == rel
+    assert not any(p.exists() for p in damaged) and all(p.exists() for p in good)
+    again = verify(data)
+    assert again.damaged == {} and again.exit_code == 0
+
+
+def test_a_failing_storage_is_reported_as_not_checked_and_nothing_removed(tmp_path, monkeypatch):
+    data, good, _ = _data_dir(tmp_path)
+    real = storage.parquet_metadata
+
+    def flaky(path):
+        if "api_data" in str(path):
+            raise storage.StorageError(f"{path}: 503 Slow Down")
+        return real(path)
+
+    monkeypatch.setattr(storage, "parquet_metadata", flaky)
+    verdict = verify(data, remove=True)
+    assert list(verdict.unchecked) == ["api_data/spot/klines/AUSDT/1m/20240102.pqt"]
+    assert "503 Slow Down" in verdict.unchecked["api_data/spot/klines/AUSDT/1m/20240102.pqt"]
+    assert all(p.exists() for p in good) and verdict.exit_code == 1
+    assert len(verdict.removed) == 2
+
+
+def test_the_command_line(tmp_path, capsys):
+    data, _, damaged = _data_dir(tmp_path)
+    assert main(["verify", str(data)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"verify {data}: 5 Parquet file(s) read in ")
+    assert "(parsed_data 2, api_data 1, results_data 2); 2 damaged" in out
+    assert "  results_data/spot/resampled_klines/1h/0m/AUSDT.pqt: ArrowInvalid: " in out
+    assert "--remove, then snakemake --cores all --forcerun aws_download_shard" in out
+    assert main(["verify", str(data), "--remove", "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(result["removed"]) == sorted(p.relative_to(data).as_posix() for p in damaged)
+    assert main(["verify", str(data)]) == 0
+    assert main(["verify", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such directory" in capsys.readouterr().err
+
+
+def test_on_s3_the_damaged_objects_are_listed_and_removed(s3_root):
+    root = storage.data_path(s3_root)
+    good = root / "results_data/spot/klines/1m/AUSDT.pqt"
+    storage.write_parquet(good, pa.table({"x": [1, 2]}))
+    cut = root / "parsed_data/spot/klines/AUSDT/1m/202401.pqt"
+    storage.write_bytes(cut, storage.read_bytes(good)[:30])
+    verdict = verify(s3_root, remove=True, jobs=4)
+    assert verdict.checked == {"parsed_data": 1, "api_data": 0, "results_data": 1}
+    assert list(verdict.damaged) == ["parsed_data/spot/klines/AUSDT/1m/202401.pqt"]
+    assert verdict.removed == list(verdict.damaged) and verdict.unchecked == {}
+    assert not storage.exists(cut) and storage.exists(good)
