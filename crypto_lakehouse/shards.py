@@ -426,6 +426,9 @@ def _record_failure(part: ShardPart, symbol: str, entry: dict, exc: BaseExceptio
     entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
 
 
+_UPSTREAM_REPORT_LOCK = threading.Lock()
+
+
 def _repair_damaged(symbol: str, exc: DamagedInput) -> None:
     """Remove the damaged file and have the next run rebuild it: one more retry generation
     in each upstream shard report of ``exc.stage`` listing ``symbol`` (the upstream stage
@@ -444,15 +447,17 @@ def _repair_damaged(symbol: str, exc: DamagedInput) -> None:
     asked = []
     for path in _JOB.upstream_shard_reports:
         name = layout.report_name(path)
-        report = read_json(path, default=None)
-        if name.split("/", 1)[0] != exc.stage or not isinstance(report, dict):
+        if name.split("/", 1)[0] != exc.stage:
             continue
-        if not any(n.rsplit("/", 1)[-1] == symbol for n in report.get("symbols") or {}):
-            continue
-        generation = report.get("retry_generation")
-        report["retry_generation"] = (generation if isinstance(generation, int) else 0) + 1
-        report.setdefault("damaged", {})[symbol] = exc.path
-        write_json(path, report)
+        with _UPSTREAM_REPORT_LOCK:  # symbols of one job run on threads (REST)
+            report = read_json(path, default=None)
+            symbols = report.get("symbols") if isinstance(report, dict) else None
+            if not any(n.rsplit("/", 1)[-1] == symbol for n in symbols or {}):
+                continue
+            generation = report.get("retry_generation")
+            report["retry_generation"] = (generation if isinstance(generation, int) else 0) + 1
+            report.setdefault("damaged", {})[symbol] = exc.path
+            write_json(path, report)
         asked.append(name)
     if asked:
         done.append(f"the next run rebuilds it ({', '.join(asked)}), then this symbol")
