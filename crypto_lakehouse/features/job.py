@@ -173,7 +173,7 @@ def _symbol_features(
     windows: list[int],
     contract_size: float | None,
     seconds: dict[str, float],
-) -> dict:
+) -> tuple[dict, list[DamagedInput]]:
     """Write one symbol's feature files and remove its stale ones; its report section, and
     the ``DamagedInput`` failures among the section's failures."""
     vwap_col = vwap_column_name(interval)
@@ -303,8 +303,6 @@ def run_features(
                 seconds=seconds,
             )
         except Exception as exc:  # one broken symbol never stops the others
-            if isinstance(exc, DamagedInput):
-                damaged.append(exc)
             log.error("features %s %s failed: %s", trade_type, symbol, exc)
             sections[symbol] = {"outputs": [], "removed": [], "failures": [str(exc)]}
             failures.append(f"{symbol}: {exc}")
