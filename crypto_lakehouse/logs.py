@@ -38,6 +38,28 @@ class OneLineErrors(logging.Formatter):
             record.exc_info, record.exc_text = saved
 
 
+class LogFile(logging.FileHandler):
+    """The job's log file. When a record cannot be written (a full disk), one line on the
+    console says so and the file is left alone for the rest of the job, where logging's
+    default printed a traceback for every record ("--- Logging error ---"); the console
+    keeps every record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        sys.stderr.write(
+            f"crypto_lakehouse: cannot write the log file {self.baseFilename} "
+            f"({type(exc).__name__}: {exc}); the console has the job's log\n"
+        )
+        logging.getLogger().removeHandler(self)
+        try:
+            self.close()
+        except OSError:
+            pass  # its buffer cannot be flushed either
+
+
 def configure_logging(log_file: str | Path | None, level: int = logging.INFO) -> None:
     """Log to the rule's ``log:`` file and to stderr; route uncaught exceptions there too
     (their traceback to the file only, unless ``CRYPTO_LAKEHOUSE_VERBOSE`` is set)."""
@@ -47,7 +69,7 @@ def configure_logging(log_file: str | Path | None, level: int = logging.INFO) ->
     handlers: list[logging.Handler] = [console]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
+        handlers.append(LogFile(log_file))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
 
     def _excepthook(exc_type, exc, tb):
