@@ -296,7 +296,8 @@ def run_parse_ticks(
 ) -> dict:
     """Parse one symbol's verified tick archives (the download report's) incrementally.
 
-    A zip is parsed again only when its SHA-256 changed or one of its day files is gone.
+    A zip is parsed again only when its SHA-256 changed or one of its day files is gone or
+    no longer has the size it was written with (recorded in the state's ``sizes``).
     Monthly zips go first and daily ones after, so that a day present in both ends up from
     the daily file (the finer period wins, as for klines). A structurally bad zip is
     quarantined with the message naming its key and line; the others go on.
@@ -323,22 +324,23 @@ def run_parse_ticks(
     parsed: dict[str, dict] = {}
     quarantined_now: dict[str, dict] = {}
     order = sorted(sel.usable, key=lambda k: (not periods[k].is_month, k))
-    # The day files present before this run: one listing of the symbol's folder, not one
-    # request per day (a day written by a monthly zip of this run does not excuse a
-    # daily zip whose own day file is missing: the daily file wins).
+    # The day files present before this run, with their sizes: one listing of the symbol's
+    # folder, not one request per day (a day written by a monthly zip of this run does not
+    # excuse a daily zip whose own day file is missing: the daily file wins). A day file
+    # whose size is not the one the last run left (cut short outside a run) counts as
+    # missing; a state without sizes (written before they were recorded) checks presence.
     day_dir = layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, "0").parent
-    present = storage.file_names(day_dir) if parsed_before else set()
+    present = storage.file_sizes(day_dir, sized=".pqt") if parsed_before else {}
+    sizes_before: dict[str, int] = state.get("sizes") or {}
+
+    def intact(day: str) -> bool:
+        name = layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, day).name
+        return name in present and sizes_before.get(name, present[name]) == present[name]
+
     for key in order:
         sha = sel.usable[key]
         old = parsed_before.get(key)
-        if (
-            old
-            and old.get("sha256") == sha
-            and all(
-                layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, d).name in present
-                for d in old.get("days", {})
-            )
-        ):
+        if old and old.get("sha256") == sha and all(intact(d) for d in old.get("days", {})):
             parsed[key] = old
             continue
         period = periods[key]
@@ -356,7 +358,15 @@ def run_parse_ticks(
         parsed[key] = {"sha256": sha, "days": days}
     quarantined = {k: v for k, v in (state.get("quarantined") or {}).items() if k not in parsed}
     quarantined.update(quarantined_now)
-    storage.write_json(state_path, {"parsed": parsed, "quarantined": quarantined})
+    rewritten = any(parsed[k] is not parsed_before.get(k) for k in parsed)
+    after = storage.file_sizes(day_dir, sized=".pqt") if rewritten else present
+    names = {
+        layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, d).name
+        for v in parsed.values()
+        for d in v.get("days", {})
+    }
+    sizes = {n: after[n] for n in sorted(names) if after.get(n) is not None}
+    storage.write_json(state_path, {"parsed": parsed, "quarantined": quarantined, "sizes": sizes})
     report = {
         "trade_type": trade_type,
         "dataset": tag,

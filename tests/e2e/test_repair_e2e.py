@@ -48,9 +48,10 @@ def test_forcing_the_download_repairs_lost_and_damaged_files(tmp_path):
 
 
 def test_a_damaged_input_found_by_a_later_stage_is_rebuilt_by_a_plain_rerun(tmp_path, emulator):
-    # The parse checks that its day files exist, not that they can be read: forcing the
-    # download left a parsed aggTrades day cut short in place, and agg_klines failed on it
-    # at every run. Now agg_klines removes it and has the parse shard rerun next time.
+    # The parse checks that its day files exist with the size it wrote, not that they can
+    # be read: forcing the download left a parsed aggTrades day overwritten in place (same
+    # size), and agg_klines failed on it at every run. Now agg_klines removes it and has the
+    # parse shard rerun next time.
     import pyarrow.parquet as pq
     from crypto_lakehouse_emulator.ticks import write_daily_market
 
@@ -77,13 +78,13 @@ def test_a_damaged_input_found_by_a_later_stage_is_rebuilt_by_a_plain_rerun(tmp_
     before = {k: pq.read_table(p) for k, p in candles.items()}
     parsed = layout.parsed_day_path(data, "spot", "aggTrades", "BTCUSDT", "20250102")
     parsed_before = pq.read_table(parsed)
-    _truncate(parsed)
+    parsed.write_bytes(bytes(parsed.stat().st_size))
 
     forced = snakemake(tmp_path, config, "agg_klines", "--forcerun", "aws_download_shard",
                        check=False)  # fmt: skip
     out = forced.stdout + forced.stderr
     assert forced.returncode != 0
-    assert f"{parsed}, written by aws_parse, is unreadable" in out
+    assert f"{parsed}, written by aws_parse, is unreadable" in out, out[-3000:]
     assert "removed; the next run rebuilds it (aws_parse/spot/aggTrades/shards/0)" in out
     assert not parsed.exists()
 

@@ -202,6 +202,24 @@ def test_agg_trades_listed_downloaded_parsed_and_incremental(
     assert out.stat().st_mtime_ns == mtime  # unchanged zip: not parsed again
     assert again["files"] == report["files"]
     assert json.loads((tmp_path / "parse.json").read_text())["quarantined"] == report["quarantined"]
+    # A day file cut short outside a run is parsed again (its size is not the recorded one);
+    # one deleted too.
+    whole = out.read_bytes()
+    out.write_bytes(whole[:200])
+    ticks.run_parse_ticks(**args)
+    assert out.read_bytes() == whole
+    out.unlink()
+    ticks.run_parse_ticks(**args)
+    assert out.read_bytes() == whole
+    # A state written before sizes were recorded: presence only, nothing parsed again.
+    state_file = ticks.state_file(data_dir, trade_type, "aggTrades", "BTCUSDT")
+    state = json.loads(state_file.read_text())
+    assert state["sizes"] == {out.name: len(whole)}
+    del state["sizes"]
+    state_file.write_text(json.dumps(state))
+    mtime = out.stat().st_mtime_ns
+    ticks.run_parse_ticks(**args)
+    assert out.stat().st_mtime_ns == mtime
 
 
 # ---------------------------------------------------------------- metrics (um, cm)
