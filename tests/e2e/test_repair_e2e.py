@@ -20,14 +20,22 @@ def _truncate(path, keep: int = 300) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 
 
-def test_forcing_the_download_repairs_lost_and_damaged_files(tmp_path):
-    mirror = h.build_scenario(tmp_path)
-    emu = h.start_emulator(mirror)
+def _built(tmp_path):
+    """The chaos scenario built with `all`: (emulator, data dir, config, snapshot)."""
+    emu = h.start_emulator(h.build_scenario(tmp_path))
     data = tmp_path / "data"
     config = h.config_for(emu.base_url, data)
     try:
         snakemake(tmp_path, config, "all")
-        before = h.snapshot(data)
+    except BaseException:
+        emu.stop()
+        raise
+    return emu, data, config, h.snapshot(data)
+
+
+def test_forcing_the_download_repairs_lost_and_damaged_files(tmp_path):
+    emu, data, config, before = _built(tmp_path)
+    try:
         zip_path = layout.aws_path(data, layout.daily_kline_key("spot", "ETHUSDT", "1m", h.DAYS[2]))
         partition = layout.parsed_klines_dir(data, "spot", "BTCUSDT", "1m") / "202402.pqt"
         result = layout.results_klines_dir(data, "spot", "1m") / "SOLUSDT.pqt"
@@ -101,13 +109,8 @@ def test_verify_finds_damaged_files_no_stage_reads_and_the_forced_run_rebuilds_t
     # run rebuilds them.
     from crypto_lakehouse.cli import main
 
-    mirror = h.build_scenario(tmp_path)
-    emu = h.start_emulator(mirror)
-    data = tmp_path / "data"
-    config = h.config_for(emu.base_url, data)
+    emu, data, config, before = _built(tmp_path)
     try:
-        snakemake(tmp_path, config, "all")
-        before = h.snapshot(data)
         assert main(["verify", str(data)]) == 0
         resampled = next(data.glob("results_data/spot/resampled_klines/1h/*/BTCUSDT.pqt"))
         feature = next(data.glob("results_data/spot/features/1m/*.pqt"))
