@@ -186,12 +186,22 @@ def add_verify_parser(groups) -> None:
         help="find the Parquet files of a data dir that cannot be read (and remove them)",
         description="Read the footer of every Parquet file below parsed_data, api_data and "
         "results_data of a data dir; list those that cannot be read (cut short or "
-        "overwritten outside a run). --remove deletes them; a run with "
+        "overwritten outside a run); with --zips, also every verified zip of aws_data whose "
+        "SHA-256 is not its CHECKSUM's. --remove deletes them (of a zip, its marker); a run with "
         "`--forcerun aws_download_shard` then rebuilds them. Exit 0 when every file reads, "
         "1 otherwise.",
     )
     ver.add_argument("data_dir", metavar="DATA_DIR", help="a data dir (or s3://bucket/prefix)")
-    ver.add_argument("--remove", action="store_true", help="delete the damaged files")
+    ver.add_argument(
+        "--remove",
+        action="store_true",
+        help="delete the damaged files (of a damaged zip: its .verified marker)",
+    )
+    ver.add_argument(
+        "--zips",
+        action="store_true",
+        help="also hash every verified zip of aws_data against its CHECKSUM (reads them all)",
+    )
     ver.add_argument("--jobs", "-j", type=int, default=8, help="footers read at once (default: 8)")
     ver.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_storage_arguments(ver, "a data dir on S3")
@@ -227,7 +237,7 @@ def run_verify(args: argparse.Namespace) -> int:
     if not storage.is_remote(args.data_dir) and not Path(args.data_dir).is_dir():
         print(f"verify: {args.data_dir}: no such directory", file=sys.stderr)
         return 2
-    verdict = verify(args.data_dir, remove=args.remove, jobs=max(1, args.jobs))
+    verdict = verify(args.data_dir, remove=args.remove, jobs=max(1, args.jobs), zips=args.zips)
     if args.json:
         print(json.dumps(verdict.as_dict(), indent=1))
     else:

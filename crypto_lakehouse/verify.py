@@ -1,4 +1,4 @@
-"""``crypto-lakehouse verify``: find the Parquet files of a data dir that cannot be read.
+"""``crypto-lakehouse verify``: find the data files of a data dir that cannot be trusted.
 
 Snakemake's outputs are the run's reports, so a data file damaged outside a run (a disk
 fault, a copy stopped half-way, a file truncated by hand) goes unnoticed until a stage reads
@@ -6,22 +6,27 @@ it, and a file no stage reads again (an old generated file, a candle day from ag
 never noticed at all. This reads the footer of every Parquet file of the three data layers
 (``parsed_data``, ``api_data``, ``results_data``): a footer pyarrow cannot decode is the
 mark of a file cut short or overwritten, the common damage. (It does not decode every page:
-a bit flip inside a page is found only by reading the file.)
+a bit flip inside a page is found only by reading the file.) ``zips``: every verified
+archive zip of ``aws_data`` is hashed against its CHECKSUM as well (all of their bytes
+read: opt-in).
 
-``remove``: the damaged files are deleted. Every file of these layers is rebuilt when it is
-missing by a run that forces the downloads (README, "Lost or damaged files"), so the repair
-is one more command.
+``remove``: the damaged Parquet files are deleted, and a damaged zip's ``.verified`` marker
+(the zip stays, unverified: the download checks it again and fetches it anew). A run that
+forces the downloads rebuilds every missing file of these layers (README, "Lost or damaged
+files"), so the repair is one more command.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from crypto_lakehouse import storage
+from crypto_lakehouse import layout, storage
 
 LAYERS = ("parsed_data", "api_data", "results_data")
+ARCHIVE_LAYER = "aws_data"
 PARQUET_SUFFIX = ".pqt"
 REPAIR_COMMAND = "snakemake --cores all --forcerun aws_download_shard"
 
@@ -64,39 +69,81 @@ def _footer_problem(path) -> tuple[str, str] | None:
     return None
 
 
+def _zip_problem(item: tuple) -> tuple[str, str] | None:
+    """None when a verified zip's SHA-256 is its CHECKSUM's; else ("damaged" | "unchecked",
+    why)."""
+    from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksum, sha256_file
+
+    path, checksum_path = item
+    try:
+        expected = parse_checksum(storage.read_bytes(checksum_path), str(checksum_path)).sha256
+        got = sha256_file(path)
+    except ChecksumFormatError as exc:
+        return "damaged", f"its CHECKSUM cannot be read: {exc}"
+    except FileNotFoundError:
+        return None  # removed since the listing
+    except OSError as exc:
+        kind = "unchecked" if isinstance(exc, storage.StorageError) else "damaged"
+        return kind, f"{type(exc).__name__}: {exc}"
+    if got != expected:
+        return "damaged", f"SHA-256 {got} is not its CHECKSUM's {expected}"
+    return None
+
+
+def _verified_zips(directory):
+    """(zip, its CHECKSUM) of every zip below ``directory`` with a ``.verified`` marker, one
+    folder's listing at a time."""
+    for _, group in itertools.groupby(storage.walk_files(directory), key=lambda p: p.parent):
+        paths = list(group)
+        names = {p.name for p in paths}
+        for p in paths:
+            if p.name.endswith(".zip") and p.name + layout.VERIFIED_SUFFIX in names:
+                if p.name + layout.CHECKSUM_SUFFIX in names:
+                    yield p, p.with_name(p.name + layout.CHECKSUM_SUFFIX)
+
+
 # Footers in flight at most per worker: the paths are walked folder by folder, so memory
 # stays bounded by the largest folder however many files the data dir holds.
 BATCH_PER_JOB = 64
 
 
-def verify(data_dir, *, remove: bool = False, jobs: int = 8) -> Verdict:
+def verify(data_dir, *, remove: bool = False, jobs: int = 8, zips: bool = False) -> Verdict:
     """Read the footer of every Parquet file of the data layers (``jobs`` at once: on S3
-    each is a request); ``remove`` deletes the damaged ones."""
+    each is a request) and, with ``zips``, hash every verified zip; ``remove`` deletes the
+    damaged Parquet files and the damaged zips' markers."""
     started = time.monotonic()
     root = storage.data_path(data_dir)
     verdict = Verdict(data_dir=str(data_dir))
     jobs = max(1, jobs)
 
-    def check(batch: list) -> None:
-        for path, problem in zip(batch, pool.map(_footer_problem, batch), strict=True):
+    def check(problem_of, batch: list) -> None:
+        for item, problem in zip(batch, pool.map(problem_of, batch), strict=True):
             if problem is not None:
                 kind, error = problem
-                rel = str(path)[len(str(root)) :].lstrip("/")
-                getattr(verdict, kind)[rel] = error
+                path = item[0] if isinstance(item, tuple) else item
+                getattr(verdict, kind)[str(path)[len(str(root)) :].lstrip("/")] = error
+
+    def check_all(layer: str, items, problem_of) -> None:
+        verdict.checked[layer] = 0
+        batch: list = []
+        for item in items:
+            verdict.checked[layer] += 1
+            batch.append(item)
+            if len(batch) >= BATCH_PER_JOB * jobs:
+                check(problem_of, batch)
+                batch = []
+        check(problem_of, batch)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for layer in LAYERS:
-            verdict.checked[layer] = 0
-            batch: list = []
-            for path in storage.walk_files(root / layer, suffix=PARQUET_SUFFIX):
-                verdict.checked[layer] += 1
-                batch.append(path)
-                if len(batch) >= BATCH_PER_JOB * jobs:
-                    check(batch)
-                    batch = []
-            check(batch)
+            files = storage.walk_files(root / layer, suffix=PARQUET_SUFFIX)
+            check_all(layer, files, _footer_problem)
+        if zips:
+            check_all(ARCHIVE_LAYER, _verified_zips(root / ARCHIVE_LAYER), _zip_problem)
     if remove:
         for rel in verdict.damaged:
+            if rel.endswith(".zip"):  # unverified, it is checked and fetched again
+                rel += layout.VERIFIED_SUFFIX
             storage.delete(root / rel)
             verdict.removed.append(rel)
     verdict.seconds = round(time.monotonic() - started, 3)
@@ -107,18 +154,19 @@ def render(verdict: Verdict) -> str:
     total = sum(verdict.checked.values())
     layers = ", ".join(f"{layer} {n}" for layer, n in verdict.checked.items())
     lines = [
-        f"verify {verdict.data_dir}: {total} Parquet file(s) read in {verdict.seconds:.1f} s "
+        f"verify {verdict.data_dir}: {total} file(s) read in {verdict.seconds:.1f} s "
         f"({layers}); {len(verdict.damaged)} damaged"
     ]
     if verdict.damaged:
-        lines.append("damaged (the footer cannot be read):")
+        lines.append("damaged (a Parquet footer that cannot be read, a zip not its CHECKSUM):")
         lines += [f"  {rel}: {error}" for rel, error in verdict.damaged.items()]
     if verdict.unchecked:
         lines.append("not checked (the storage failed; run again):")
         lines += [f"  {rel}: {error}" for rel, error in verdict.unchecked.items()]
     if verdict.removed:
         lines.append(
-            f"removed {len(verdict.removed)} file(s); rebuild them with: {REPAIR_COMMAND} "
+            f"removed {len(verdict.removed)} file(s) (of a zip: its .verified marker); "
+            f"rebuild them with: {REPAIR_COMMAND} "
             "(and the config of the run that wrote them)"
         )
     elif verdict.damaged:

@@ -75,7 +75,7 @@ def test_the_command_line(tmp_path, capsys):
     data, _, damaged = _data_dir(tmp_path)
     assert main(["verify", str(data)]) == 1
     out = capsys.readouterr().out
-    assert out.startswith(f"verify {data}: 5 Parquet file(s) read in ")
+    assert out.startswith(f"verify {data}: 5 file(s) read in ")
     assert "(parsed_data 2, api_data 1, results_data 2); 2 damaged" in out
     assert "  results_data/spot/resampled_klines/1h/0m/AUSDT.pqt: ArrowInvalid: " in out
     assert "--remove, then snakemake --cores all --forcerun aws_download_shard" in out
@@ -98,3 +98,37 @@ def test_on_s3_the_damaged_objects_are_listed_and_removed(s3_root):
     assert list(verdict.damaged) == ["parsed_data/spot/klines/AUSDT/1m/202401.pqt"]
     assert verdict.removed == list(verdict.damaged) and verdict.unchecked == {}
     assert not storage.exists(cut) and storage.exists(good)
+
+
+def _zip(folder, name, body: bytes, *, checksum: str | None = None, verified=True):
+    import hashlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(body)
+    digest = checksum if checksum is not None else hashlib.sha256(body).hexdigest()
+    (folder / f"{name}.CHECKSUM").write_text(f"{digest}  {name}\n")
+    if verified:
+        (folder / f"{name}.verified").touch()
+    return folder / name
+
+
+def test_zips_are_hashed_against_their_checksum_on_request(tmp_path):
+    data = tmp_path / "data"
+    folder = data / "aws_data/data/spot/daily/klines/AUSDT/1m"
+    good = _zip(folder, "AUSDT-1m-2024-01-01.zip", b"good bytes")
+    rotten = _zip(folder, "AUSDT-1m-2024-01-02.zip", b"rotten", checksum="ab" * 32)
+    bad_sidecar = _zip(folder, "AUSDT-1m-2024-01-03.zip", b"x", checksum="not-hex")
+    _zip(folder, "AUSDT-1m-2024-01-04.zip", b"y", checksum="cd" * 32, verified=False)
+    assert "aws_data" not in verify(data).checked  # opt-in: it reads every byte
+    verdict = verify(data, zips=True)
+    assert verdict.checked["aws_data"] == 3  # the unverified one is the download's business
+    rel = lambda p: p.relative_to(data).as_posix()  # noqa: E731
+    assert set(verdict.damaged) == {rel(rotten), rel(bad_sidecar)}
+    assert verdict.damaged[rel(rotten)].endswith(f"is not its CHECKSUM's {'ab' * 32}")
+    assert "its CHECKSUM cannot be read" in verdict.damaged[rel(bad_sidecar)]
+    removed = verify(data, zips=True, remove=True)
+    # the marker goes, the zip stays: unverified, the forced download checks it again
+    assert sorted(removed.removed) == sorted(rel(p) + ".verified" for p in (rotten, bad_sidecar))
+    assert rotten.exists() and not rotten.with_name(rotten.name + ".verified").exists()
+    assert good.with_name(good.name + ".verified").exists()
+    assert verify(data, zips=True).exit_code == 0
