@@ -237,7 +237,13 @@ def run_verify(args: argparse.Namespace) -> int:
     if not storage.is_remote(args.data_dir) and not Path(args.data_dir).is_dir():
         print(f"verify: {args.data_dir}: no such directory", file=sys.stderr)
         return 2
-    verdict = verify(args.data_dir, remove=args.remove, jobs=max(1, args.jobs), zips=args.zips)
+    from crypto_lakehouse.lock import DataDirBusy
+
+    try:
+        verdict = verify(args.data_dir, remove=args.remove, jobs=max(1, args.jobs), zips=args.zips)
+    except DataDirBusy as exc:
+        print(f"verify: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(verdict.as_dict(), indent=1))
     else:

@@ -18,6 +18,7 @@ files"), so the repair is one more command.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -107,10 +108,34 @@ def _verified_zips(directory):
 BATCH_PER_JOB = 64
 
 
+@contextlib.contextmanager
+def _held(data_dir):
+    """The data dir held as a run holds it (crypto_lakehouse.lock): a file a running job
+    rewrites meanwhile must not be removed for a damage it no longer has. Raises
+    ``lock.DataDirBusy`` naming the run that holds it."""
+    from crypto_lakehouse import lock
+
+    lock.acquire(data_dir)
+    try:
+        if storage.is_remote(data_dir):
+            lock.take_lease(data_dir)
+        yield
+    finally:
+        if storage.is_remote(data_dir):
+            lock.release_lease(data_dir)
+        lock.release(data_dir)
+
+
 def verify(data_dir, *, remove: bool = False, jobs: int = 8, zips: bool = False) -> Verdict:
     """Read the footer of every Parquet file of the data layers (``jobs`` at once: on S3
     each is a request) and, with ``zips``, hash every verified zip; ``remove`` deletes the
-    damaged Parquet files and the damaged zips' markers."""
+    damaged Parquet files and the damaged zips' markers, holding the data dir as a run does
+    (raises ``lock.DataDirBusy`` while a run holds it)."""
+    with _held(data_dir) if remove else contextlib.nullcontext():
+        return _verify(data_dir, remove=remove, jobs=jobs, zips=zips)
+
+
+def _verify(data_dir, *, remove: bool, jobs: int, zips: bool) -> Verdict:
     started = time.monotonic()
     root = storage.data_path(data_dir)
     verdict = Verdict(data_dir=str(data_dir))
