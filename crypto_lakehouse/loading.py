@@ -8,8 +8,10 @@ per kind of file. Paths come from ``layout`` only.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -152,6 +154,21 @@ def apply_funding_mode(table: pa.Table, mode: str, resampled: bool) -> pa.Table:
     return table.set_column(index, FUNDING_RATE, rate)
 
 
+@contextlib.contextmanager
+def _naming_the_repair(data_dir) -> Iterator[None]:
+    """An error reading a damaged file (it names the file) also says how to repair it."""
+    try:
+        yield
+    except Exception as exc:
+        if not storage.is_damaged_file_error(exc):
+            raise
+        raise type(exc)(
+            f"{exc} (a damaged file: `crypto-lakehouse verify {data_dir} --remove` removes "
+            "it, then a run with --forcerun aws_download_shard rebuilds it; README, "
+            '"Lost or damaged files")'
+        ) from exc
+
+
 def load_klines(
     data_dir,
     trade_type: str,
@@ -185,7 +202,8 @@ def load_klines(
                 "(or pip install 'crypto_lakehouse[analysis]')"
             ) from None
     files = kline_segment_files(data_dir, trade_type, symbol, interval, resample, offset)
-    table = read_klines_table(files, start, end)
+    with _naming_the_repair(data_dir):
+        table = read_klines_table(files, start, end)
     table = apply_funding_mode(table, funding, resampled=resample is not None)
     if engine == "polars":
         return pl.from_arrow(table)
@@ -341,17 +359,18 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
     con.execute("CREATE TEMP TABLE lakehouse_views (view VARCHAR, files BIGINT)")
     for name, paths in files.items():
         con.execute("INSERT INTO lakehouse_views VALUES (?, ?)", (name, len(paths)))
-    latest = _latest_segments(files)
-    if storage.is_remote(data_dir):
-        _register_dataset_views(con, files, dict(latest))
-        return con
-    con.execute("SET parquet_metadata_cache = true")  # footers are read once per connection
-    con.execute("CREATE TEMP TABLE _lakehouse_latest_segment (file VARCHAR, segment INTEGER)")
-    if latest:
-        con.executemany("INSERT INTO _lakehouse_latest_segment VALUES (?, ?)", latest)
-    for name, paths in files.items():
-        if paths:
-            con.execute(f"CREATE TEMP VIEW {name} AS {_view_sql(name, paths)}")
+    with _naming_the_repair(data_dir):  # the views' footers are read below
+        latest = _latest_segments(files)
+        if storage.is_remote(data_dir):
+            _register_dataset_views(con, files, dict(latest))
+            return con
+        con.execute("SET parquet_metadata_cache = true")  # footers read once per connection
+        con.execute("CREATE TEMP TABLE _lakehouse_latest_segment (file VARCHAR, segment INTEGER)")
+        if latest:
+            con.executemany("INSERT INTO _lakehouse_latest_segment VALUES (?, ?)", latest)
+        for name, paths in files.items():
+            if paths:
+                con.execute(f"CREATE TEMP VIEW {name} AS {_view_sql(name, paths)}")
     return con
 
 

@@ -117,6 +117,23 @@ def test_polars_engine(data):
     assert df.height == 120 and df["open"].to_list() == [float(T0 // MIN + i) for i in range(120)]
 
 
+def test_a_damaged_file_is_named_with_how_to_repair_it(data):
+    from crypto_lakehouse.loading import duckdb_connect
+
+    cut = layout.results_klines_dir(data, "um_futures", "1m") / "ETHUSDT.pqt"
+    cut.write_bytes(cut.read_bytes()[:50])
+    for read in (
+        lambda: crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT"),
+        lambda: duckdb_connect(data),
+    ):
+        with pytest.raises(pa.ArrowInvalid) as info:
+            read()
+        message = str(info.value)
+        assert str(cut) in message and "Parquet magic bytes not found" in message
+        assert f"`crypto-lakehouse verify {data} --remove` removes it" in message
+    assert len(crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT")) == 11 * 3 + 180
+
+
 def test_polars_missing_says_how_to_install(data, monkeypatch):
     monkeypatch.setitem(sys.modules, "polars", None)  # import polars raises ImportError
     with pytest.raises(ImportError, match="pip install polars"):
