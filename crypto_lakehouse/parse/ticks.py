@@ -291,6 +291,28 @@ def _write_slices(table, slices, entry, schema, options, writers, staged,
         writers[day].write_table(table.slice(s, e - s))
 
 
+# Above this many day files written by a run, one listing of the folder gives their sizes;
+# below, a stat each (a daily update writes one per symbol; on S3 a HEAD each).
+SIZES_BY_LISTING_FROM = 64
+
+
+def _day_sizes(day_path, parsed: dict, parsed_before: dict, present: dict) -> dict:
+    """{day file name: size} of every day the state lists, for the next run's check: the
+    sizes listed before this run, and those of the day files this run wrote
+    (``day_path(day)``: the day's file)."""
+    written = [day_path(d) for k, v in parsed.items() if v is not parsed_before.get(k)
+               for d in v["days"]]  # fmt: skip
+    sizes = dict(present)
+    if len(written) > SIZES_BY_LISTING_FROM:
+        sizes = storage.file_sizes(written[0].parent, sized=".pqt")
+    else:
+        for path in written:
+            found = storage.stat(path)
+            sizes[path.name] = found[0] if found else None
+    names = sorted({day_path(d).name for v in parsed.values() for d in v.get("days", {})})
+    return {n: sizes[n] for n in names if sizes.get(n) is not None}
+
+
 def run_parse_ticks(
     *, trade_type: str, dataset: str, symbol: str, data_dir, download_report, report_path
 ) -> dict:
@@ -358,14 +380,10 @@ def run_parse_ticks(
         parsed[key] = {"sha256": sha, "days": days}
     quarantined = {k: v for k, v in (state.get("quarantined") or {}).items() if k not in parsed}
     quarantined.update(quarantined_now)
-    rewritten = any(parsed[k] is not parsed_before.get(k) for k in parsed)
-    after = storage.file_sizes(day_dir, sized=".pqt") if rewritten else present
-    names = {
-        layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, d).name
-        for v in parsed.values()
-        for d in v.get("days", {})
-    }
-    sizes = {n: after[n] for n in sorted(names) if after.get(n) is not None}
+    sizes = _day_sizes(
+        lambda day: layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, day),
+        parsed, parsed_before, present,
+    )  # fmt: skip
     storage.write_json(state_path, {"parsed": parsed, "quarantined": quarantined, "sizes": sizes})
     report = {
         "trade_type": trade_type,

@@ -250,3 +250,26 @@ def test_metrics_negative_open_interest_is_a_defect(tmp_path):
     text = f"{METRICS_HEADER}\n2025-01-21 00:00:00,BTCUSDT,-1,3,4,2,2,0.6\n"
     with pytest.raises(ArchiveDefect, match="line 2: sum_open_interest is negative"):
         _parse(tmp_path, text, dataset="metrics", day="2025-01-21")
+
+
+def test_day_sizes_by_stat_or_by_one_listing_agree(tmp_path, monkeypatch):
+    # A daily update stats the one day it wrote; a first parse of years lists the folder once.
+    folder = tmp_path / "days"
+    folder.mkdir()
+    days = [f"2024{m:02d}{d:02d}" for m in (1, 2, 3) for d in range(1, 29)]  # 84 days
+    for i, day in enumerate(days):
+        (folder / f"{day}.pqt").write_bytes(b"x" * (i + 1))
+    parsed = {"old.zip": {"days": {days[0]: 1}}, "new.zip": {"days": {d: 1 for d in days[1:]}}}
+    before = {"old.zip": parsed["old.zip"]}
+    present = {f"{days[0]}.pqt": 1}
+    expected = {f"{d}.pqt": i + 1 for i, d in enumerate(days)}
+
+    def day_path(day):
+        return folder / f"{day}.pqt"
+
+    assert ticks._day_sizes(day_path, parsed, before, present) == expected  # one listing
+    monkeypatch.setattr(ticks, "SIZES_BY_LISTING_FROM", 1000)
+    assert ticks._day_sizes(day_path, parsed, before, present) == expected  # a stat each
+    # nothing written: the sizes listed before the run, nothing read
+    monkeypatch.setattr(ticks.storage, "stat", None)
+    assert ticks._day_sizes(day_path, {"old.zip": before["old.zip"]}, before, present) == present
