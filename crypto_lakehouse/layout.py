@@ -165,8 +165,21 @@ def archive_name_re(dir_key: str, symbol: str) -> re.Pattern[str] | None:
 
 
 # ---------------------------------------------------------------- legacy data paths
+# The data dir's layers: the archive's files, and the Parquet layers the stages derive.
+ARCHIVE_LAYER = "aws_data"
+PARQUET_LAYERS = ("parsed_data", "api_data", "results_data")
+PARQUET_SUFFIX = ".pqt"  # the legacy extension of every Parquet file of those layers
+
+
+def layer_dir(data_dir: str | Path, layer: str) -> Path:
+    """One of ``ARCHIVE_LAYER`` and ``PARQUET_LAYERS`` below ``data_dir``."""
+    if layer != ARCHIVE_LAYER and layer not in PARQUET_LAYERS:
+        raise ValueError(f"unknown layer {layer!r}")
+    return storage.data_path(data_dir) / layer
+
+
 def aws_path(data_dir: str | Path, key: str) -> Path:
-    return storage.data_path(data_dir) / "aws_data" / key
+    return layer_dir(data_dir, ARCHIVE_LAYER) / key
 
 
 def parsed_klines_dir(data_dir, trade_type, symbol, interval, dataset: str = "klines") -> Path:
@@ -236,7 +249,7 @@ def api_funding_dir(data_dir, trade_type) -> Path:
 # ---------------------------------------------------------------- segment files
 # gen_kline splits a symbol at gaps (legacy §8.4): ``SP0_SYM.pqt``, ``SP1_SYM.pqt``, … are the
 # older segments and plain ``SYM.pqt`` the latest. Resampled files keep the same names.
-SEGMENT_SUFFIX = ".pqt"
+SEGMENT_SUFFIX = PARQUET_SUFFIX
 _SEGMENT_NAME_RE = re.compile(r"^(?:SP(\d+)_)?([A-Z0-9_]+)\.pqt$")
 
 
@@ -298,8 +311,7 @@ def subdir_names(directory: str | Path) -> list[str]:
 def derived_roots(data_dir) -> list[Path]:
     """The folders every run writes Parquet/JSON into (all but ``aws_data``, which holds the
     archives: millions of files, swept per symbol by its download job)."""
-    names = ("parsed_data", "api_data", "results_data", "lakehouse")
-    return [storage.data_path(data_dir) / name for name in names]
+    return [layer_dir(data_dir, layer) for layer in PARQUET_LAYERS] + [lakehouse_dir(data_dir)]
 
 
 def features_dir(data_dir, trade_type, interval) -> Path:

@@ -26,9 +26,6 @@ from dataclasses import dataclass, field
 
 from crypto_lakehouse import layout, storage
 
-LAYERS = ("parsed_data", "api_data", "results_data")
-ARCHIVE_LAYER = "aws_data"
-PARQUET_SUFFIX = ".pqt"
 REPAIR_COMMAND = "snakemake --cores all --forcerun aws_download_shard"
 
 
@@ -160,11 +157,12 @@ def _verify(data_dir, *, remove: bool, jobs: int, zips: bool) -> Verdict:
         check(problem_of, batch)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for layer in LAYERS:
-            files = storage.walk_files(root / layer, suffix=PARQUET_SUFFIX)
+        for layer in layout.PARQUET_LAYERS:
+            files = storage.walk_files(layout.layer_dir(root, layer), suffix=layout.PARQUET_SUFFIX)
             check_all(layer, files, _footer_problem)
         if zips:
-            check_all(ARCHIVE_LAYER, _verified_zips(root / ARCHIVE_LAYER), _zip_problem)
+            archive = layout.layer_dir(root, layout.ARCHIVE_LAYER)
+            check_all(layout.ARCHIVE_LAYER, _verified_zips(archive), _zip_problem)
     if remove:
         for rel in verdict.damaged:
             if rel.endswith(".zip"):  # unverified, it is checked and fetched again
