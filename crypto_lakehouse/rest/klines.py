@@ -213,14 +213,16 @@ def existing_day_files(api_dir: Path) -> dict[int, Path]:
     return out
 
 
-def _readable_day_files(api_dir: Path) -> dict[int, Path]:
-    """``existing_day_files`` whose footer pyarrow can read: an unreadable one (damaged on
-    disk, cut short by a copy) is removed, so that its day is fetched again, as the parse
-    rebuilds an unreadable partition (a few files per symbol: the days the archive lacks)."""
+def _readable_day_files(api_dir: Path) -> tuple[dict[int, Path], dict[Path, int]]:
+    """``existing_day_files`` whose footer pyarrow can read, and their row counts (for the
+    provenance: this run fetches only days without a file, so these stay as read): an
+    unreadable one (damaged on disk, cut short by a copy) is removed, so that its day is
+    fetched again, as the parse rebuilds an unreadable partition."""
     files = existing_day_files(api_dir)
+    rows: dict[Path, int] = {}
     for day, path in list(files.items()):
         try:
-            storage.parquet_metadata(path)
+            rows[path] = storage.parquet_metadata(path).num_rows
         except Exception as exc:
             if not storage.is_damaged_file_error(exc):
                 raise
@@ -229,7 +231,7 @@ def _readable_day_files(api_dir: Path) -> dict[int, Path]:
             )
             storage.delete(path)
             del files[day]
-    return files
+    return files, rows
 
 
 # ---------------------------------------------------------------- the job
@@ -403,7 +405,7 @@ def run_api_klines(
         end_day = day_number(end_date) if end_date else now_ms // DAY_MS
         last_complete_day = now_ms // DAY_MS - 1
         archive_counts = archive.counts
-        existing = _readable_day_files(api_dir)
+        existing, known_rows = _readable_day_files(api_dir)
 
         days = np.arange(first_day, min(end_day, last_complete_day) + 1, dtype=np.int64)
         short = np.array([archive_counts.get(int(d), 0) for d in days], dtype=np.int64) < cpd
@@ -440,7 +442,9 @@ def run_api_klines(
         stats.update(stats_since(client, counters_before))  # rate_limit_wait_s included
 
     superseded = _drop_superseded(api_dir, archive_counts, cpd)
-    table, last_candle = _provenance(api_dir, archive, first_day, end_day, last_complete_day, cpd)
+    table, last_candle = _provenance(
+        api_dir, archive, first_day, end_day, last_complete_day, cpd, known_rows
+    )
     storage.write_parquet(prov_path, table)
     existing = existing_day_files(api_dir)
     rest_rows = table["rest_rows"].to_numpy()
@@ -485,10 +489,15 @@ def _drop_superseded(api_dir: Path, archive_counts: dict[int, int], cpd: int) ->
     return n
 
 
-def _provenance(api_dir, archive, first_day, end_day, last_complete_day, cpd):
+def _provenance(api_dir, archive, first_day, end_day, last_complete_day, cpd, known_rows=None):
+    """``known_rows``: row counts of day files read earlier in the run (not read again)."""
     archive_counts = archive.counts
     files = {d: p for d, p in existing_day_files(api_dir).items() if first_day <= d <= end_day}
-    rest_counts = {d: storage.parquet_metadata(p).num_rows for d, p in sorted(files.items())}
+    known_rows = known_rows or {}
+    rest_counts = {
+        d: known_rows[p] if p in known_rows else storage.parquet_metadata(p).num_rows
+        for d, p in sorted(files.items())
+    }
     # Days with rows in both sources: count distinct candles of the union.
     both = [d for d, n in rest_counts.items() if n and archive_counts.get(d, 0)]
     union = {}
