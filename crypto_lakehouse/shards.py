@@ -79,19 +79,25 @@ class ShardFailed(RuntimeError):
 
 class DamagedInput(Exception):
     """A file that ``stage`` wrote and a later stage reads is missing or unreadable (damaged
-    on disk, truncated by a copy, removed by hand). ``missing``: it was not there at all."""
+    on disk, truncated by a copy, removed by hand). ``missing``: it was not there at all.
+    ``removable``: false for a file that stage did not write (a legacy file used in place),
+    which is never removed: its rows may be nobody's to rebuild."""
 
-    def __init__(self, path, stage: str, problem: str, missing: bool):
+    def __init__(self, path, stage: str, problem: str, missing: bool, removable: bool = True):
         super().__init__(f"{path}, written by {stage}, {problem}")
         self.path, self.stage, self.missing = str(path), stage, missing
+        self.removable = removable
 
 
 @contextlib.contextmanager
-def reading_output_of(stage: str, path) -> Iterator[None]:
+def reading_output_of(
+    stage: str, path, removable: Callable[[], bool] | None = None
+) -> Iterator[None]:
     """Around a read of ``path``, a file ``stage`` wrote: a missing file or one pyarrow cannot
     decode raises ``DamagedInput`` (repaired by the next run, see the module's docstring).
     Errors of the storage itself (a failing S3 request) are left as they are: the file may
-    well be fine."""
+    well be fine. ``removable`` (asked only then): whether ``stage`` wrote this very file,
+    for a stage that keeps files it did not write (default: it did)."""
     try:
         yield
     except FileNotFoundError as exc:
@@ -102,7 +108,8 @@ def reading_output_of(stage: str, path) -> Iterator[None]:
         if not storage.is_damaged_file_error(exc):
             raise
         problem = f"is unreadable ({type(exc).__name__}: {exc})"
-        raise DamagedInput(path, stage, problem, missing=False) from exc
+        ours = True if removable is None else removable()
+        raise DamagedInput(path, stage, problem, missing=False, removable=ours) from exc
 
 
 # Statuses of a shard report entry that mean "not done": the symbol's next stages skip it.
@@ -437,6 +444,12 @@ def _repair_damaged(symbol: str, exc: DamagedInput) -> None:
     from crypto_lakehouse import layout, storage
     from crypto_lakehouse.io import read_json
 
+    if not exc.removable:  # the writer keeps it as it is: rerunning the writer mends nothing
+        exc.args = (
+            f"{exc.args[0]}: not removed, {exc.stage} did not write it (a file used in "
+            "place?): move it away, then the next run rebuilds it",
+        )
+        return
     done = []
     if not exc.missing:
         try:

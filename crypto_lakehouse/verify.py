@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from crypto_lakehouse import layout, storage
+from crypto_lakehouse import datasets, layout, storage
 
 REPAIR_COMMAND = "snakemake --cores all --forcerun aws_download_shard"
 
@@ -36,6 +36,7 @@ class Verdict:
     damaged: dict[str, str] = field(default_factory=dict)  # path below data_dir -> error
     unchecked: dict[str, str] = field(default_factory=dict)  # the storage failed: unknown
     removed: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)  # damaged, not removed: why
     seconds: float = 0.0
 
     @property
@@ -50,6 +51,7 @@ class Verdict:
             "damaged": self.damaged,
             "unchecked": self.unchecked,
             "removed": self.removed,
+            "kept": self.kept,
             "seconds": self.seconds,
         }
 
@@ -98,6 +100,31 @@ def _verified_zips(directory):
             if p.name.endswith(".zip") and p.name + layout.VERIFIED_SUFFIX in names:
                 if p.name + layout.CHECKSUM_SUFFIX in names:
                     yield p, p.with_name(p.name + layout.CHECKSUM_SUFFIX)
+
+
+# The archive datasets parsed into monthly partitions, as klines are (legacy BHDS wrote some).
+_KLINE_LIKE = frozenset(name for name, d in datasets.REGISTRY.items() if d.has_interval)
+
+
+def _written_by_the_pipeline(root, rel: str) -> bool:
+    """Whether a damaged file is one the pipeline wrote and rebuilds. A parsed kline-like
+    partition or funding file it did not write (a legacy BHDS ``parsed_data`` used in place)
+    is never removed: the parse never overwrites it either, its rows may be nobody's to
+    rebuild. REST and generated files are fetched or computed again, whoever wrote them."""
+    parts = rel.split("/")
+    if parts[0] != "parsed_data":
+        return True
+    if len(parts) == 4 and parts[2] == "funding":
+        from crypto_lakehouse.parse.funding import wrote_funding_file
+
+        return wrote_funding_file(root, parts[1], parts[3].removesuffix(layout.PARQUET_SUFFIX))
+    trade_type, name = parts[1:3]
+    if len(parts) == 6 and name in _KLINE_LIKE:  # {T}/{dataset}/{SYM}/{interval}/{YYYYMM}.pqt
+        from crypto_lakehouse.parse.klines import wrote_partition
+
+        symbol, interval = parts[3:5]
+        return wrote_partition(root, trade_type, symbol, interval, root / rel, name)
+    return True  # a tick dataset's or agg_klines' day: only this pipeline writes those
 
 
 # Footers in flight at most per worker: the paths are walked folder by folder, so memory
@@ -165,6 +192,9 @@ def _verify(data_dir, *, remove: bool, jobs: int, zips: bool) -> Verdict:
             check_all(layout.ARCHIVE_LAYER, _verified_zips(archive), _zip_problem)
     if remove:
         for rel in verdict.damaged:
+            if not _written_by_the_pipeline(root, rel):
+                verdict.kept[rel] = "not written by this pipeline (a file used in place?)"
+                continue
             if rel.endswith(".zip"):  # unverified, it is checked and fetched again
                 rel += layout.VERIFIED_SUFFIX
             storage.delete(root / rel)
@@ -186,6 +216,9 @@ def render(verdict: Verdict) -> str:
     if verdict.unchecked:
         lines.append("not checked (the storage failed; run again):")
         lines += [f"  {rel}: {error}" for rel, error in verdict.unchecked.items()]
+    if verdict.kept:
+        lines.append("not removed (move them away yourself; the parse then rebuilds them):")
+        lines += [f"  {rel}: {why}" for rel, why in verdict.kept.items()]
     if verdict.removed:
         lines.append(
             f"removed {len(verdict.removed)} file(s) (of a zip: its .verified marker); "

@@ -15,6 +15,7 @@ partitions, and a partition whose identity changed is read again.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,12 @@ class ArchiveDays:
         return best
 
 
+def _wrote(data_dir, trade_type, symbol, interval, part) -> bool:
+    from crypto_lakehouse.parse.klines import wrote_partition  # asked only for a damaged one
+
+    return wrote_partition(data_dir, trade_type, symbol, interval, part)
+
+
 def load(data_dir, trade_type: str, symbol: str, interval: str) -> ArchiveDays:
     """The symbol's archive days: recorded partitions whose identity is unchanged are not
     read; the others are, and the record is updated."""
@@ -141,7 +148,8 @@ def load(data_dir, trade_type: str, symbol: str, interval: str) -> ArchiveDays:
         identity = None if identity is None else list(identity)
         entry = known.get(part.name)
         if entry is None or entry.get("identity") != identity or identity is None:
-            with reading_output_of("aws_parse", part):
+            wrote = functools.partial(_wrote, data_dir, trade_type, symbol, interval, part)
+            with reading_output_of("aws_parse", part, wrote):
                 times[part] = read_times(part)
             entry = _entry(identity, times[part])
         entries[part.name] = entry

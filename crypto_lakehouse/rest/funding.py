@@ -28,6 +28,7 @@ funding (§7, Q5). Here (Q5 fixed):
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -63,11 +64,12 @@ def coverage_record_path(data_dir, trade_type: str, symbol: str) -> Path:
     return layout.state_path(data_dir, RECORD_STAGE, trade_type, "funding", symbol)
 
 
-def _max_time(path: Path, column: str) -> int | None:
+def _max_time(path: Path, column: str, wrote) -> int | None:
     """The latest time of a parsed funding file, None when there is none (no archive
-    funding); an unreadable one raises ``shards.DamagedInput``."""
+    funding); an unreadable one raises ``shards.DamagedInput`` (``wrote``: whether the parse
+    wrote it, asked only then)."""
     try:
-        with reading_output_of("aws_parse", path):
+        with reading_output_of("aws_parse", path, wrote):
             return _column_max(storage.read_parquet(path, columns=[column])[column])
     except DamagedInput as exc:
         if exc.missing:
@@ -104,6 +106,18 @@ def _fetch_span(
         s = nxt
 
 
+def _wrote_funding(data_dir, trade_type, symbol) -> bool:
+    from crypto_lakehouse.parse.funding import wrote_funding_file  # only for a damaged one
+
+    return wrote_funding_file(data_dir, trade_type, symbol)
+
+
+def _wrote_partition(data_dir, trade_type, symbol, path) -> bool:
+    from crypto_lakehouse.parse.klines import wrote_partition  # only for a damaged one
+
+    return wrote_partition(data_dir, trade_type, symbol, path.parent.name, path)
+
+
 def first_kline_ms(data_dir, trade_type: str, symbol: str) -> int | None:
     """Earliest parsed candle of the symbol over all intervals (first partition of each)."""
     root = storage.data_path(data_dir) / "parsed_data" / trade_type / "klines" / symbol
@@ -111,7 +125,8 @@ def first_kline_ms(data_dir, trade_type: str, symbol: str) -> int | None:
     for interval_dir in storage.subdirs(root):
         parts = storage.list_files(interval_dir, recursive=False, suffix=".pqt")
         if parts:
-            with reading_output_of("aws_parse", parts[0]):
+            wrote = functools.partial(_wrote_partition, data_dir, trade_type, symbol, parts[0])
+            with reading_output_of("aws_parse", parts[0], wrote):
                 col = storage.read_parquet(parts[0], columns=["candle_begin_time"])
             col = col["candle_begin_time"]
             if len(col):
@@ -193,7 +208,9 @@ def run_api_funding(
         storage.delete(out_path)
         stored = API_FUNDING_SCHEMA.empty_table()
     last_archived = _max_time(
-        layout.parsed_funding_path(data_dir, trade_type, symbol), "funding_time"
+        layout.parsed_funding_path(data_dir, trade_type, symbol),
+        "funding_time",
+        lambda: _wrote_funding(data_dir, trade_type, symbol),
     )
     last_stored = _column_max(stored["funding_time"])  # the file read above: no second GET
     if last_archived is not None:

@@ -135,6 +135,13 @@ def test_an_unreadable_parsed_funding_file_is_the_parse_s_to_rebuild(emulator, t
     with pytest.raises(DamagedInput) as info:
         run(emu.base_url, tmp_path)
     assert info.value.stage == "aws_parse" and info.value.path == str(parsed)
+    assert info.value.removable is False  # no parse state: not the parse's file
+    from crypto_lakehouse.parse import state_file
+
+    write_json(state_file(tmp_path, "um_futures", "funding", "AUSDT"), {"written": True})
+    with pytest.raises(DamagedInput) as info:
+        run(emu.base_url, tmp_path)
+    assert info.value.removable is True
 
 
 def test_starts_after_the_last_archived_event(emulator, tmp_path):

@@ -395,6 +395,16 @@ def test_an_unreadable_archive_partition_is_the_parse_s_to_rebuild(um, tmp_path)
     with pytest.raises(DamagedInput) as info:
         run(emu.base_url, tmp_path, D + 2)
     assert info.value.stage == "aws_parse" and info.value.path == str(part)
+    # Not in the parse state: a file used in place (legacy BHDS), never removed.
+    assert info.value.removable is False
+    from crypto_lakehouse import datasets
+    from crypto_lakehouse.parse import state_file
+
+    state = state_file(tmp_path, T, datasets.tag("klines", "1m"), SYM)
+    write_json(state, {"partitions": {"202201": {"rows": 1}}})
+    with pytest.raises(DamagedInput) as info:
+        run(emu.base_url, tmp_path, D + 2)
+    assert info.value.removable is True  # the parse wrote it: removed, the parse rebuilds it
 
 
 def test_report_is_deterministic(um, tmp_path):

@@ -474,3 +474,30 @@ def test_a_missing_input_without_an_upstream_shard_says_how_to_rebuild_it(tmp_pa
         info.value
     )
     assert "--forcerun gen_kline" in str(info.value)
+
+
+def test_a_damaged_file_the_writer_did_not_write_is_kept_and_named(tmp_path, job_context):
+    # A legacy partition used in place: the parse never overwrites it, so removing it could
+    # lose rows nobody can rebuild, and rerunning the parse would mend nothing.
+    from crypto_lakehouse.shards import reading_output_of
+
+    legacy = _parquet(tmp_path / "parsed" / "B" / "202001.pqt")
+    legacy.write_bytes(legacy.read_bytes()[:20])
+    damaged = legacy.read_bytes()
+    parse = _upstream_report(tmp_path, "aws_parse", ["A", "B"], generation=4)
+    job_context(upstream_shard_reports=[str(parse)], retry_generation=0)
+
+    def run_symbol(*, symbol, report_path, stats_path, factor, source):
+        if symbol == "B":
+            with reading_output_of("aws_parse", legacy, lambda: False):
+                _read(legacy)
+
+    with pytest.raises(ShardFailed):
+        _run(tmp_path, run_symbol, ["A", "B"])
+    assert legacy.read_bytes() == damaged
+    assert json.loads(parse.read_text()).get("retry_generation") == 4
+    error = json.loads((tmp_path / "reports/x/shards/3.json").read_text())["symbols"]["B"]["error"]
+    assert error.endswith(
+        "not removed, aws_parse did not write it (a file used in place?): move it away, then "
+        "the next run rebuilds it"
+    )

@@ -87,12 +87,37 @@ def test_the_command_line(tmp_path, capsys):
     assert "nowhere: no such directory" in capsys.readouterr().err
 
 
+def _parse_state(root, state, dataset="klines-1m", name="AUSDT.json"):
+    from crypto_lakehouse.parse import state_file
+
+    storage.write_json(state_file(root, "spot", dataset, name.removesuffix(".json")), state)
+
+
+def test_a_damaged_partition_the_pipeline_did_not_write_is_listed_not_removed(tmp_path, capsys):
+    # A legacy BHDS parsed_data used in place: the parse never overwrites such a file (its
+    # rows may be nobody's to rebuild), so --remove does not delete it either.
+    data = tmp_path / "data"
+    legacy = _parquet(data / "parsed_data/spot/klines/AUSDT/1m/202001.pqt")
+    ours = _parquet(data / "parsed_data/spot/klines/AUSDT/1m/202401.pqt")
+    funding = _parquet(data / "parsed_data/um_futures/funding/AUSDT.pqt")
+    for path in (legacy, ours, funding):
+        path.write_bytes(path.read_bytes()[:30])
+    _parse_state(data, {"partitions": {"202401": {}}})
+    assert main(["verify", str(data), "--remove"]) == 1
+    out = capsys.readouterr().out
+    assert not ours.exists() and legacy.exists() and funding.exists()
+    assert "not removed (move them away yourself; the parse then rebuilds them):" in out
+    assert "  parsed_data/spot/klines/AUSDT/1m/202001.pqt: not written by this pipeline" in out
+    assert "  parsed_data/um_futures/funding/AUSDT.pqt: not written by this pipeline" in out
+
+
 def test_on_s3_the_damaged_objects_are_listed_and_removed(s3_root):
     root = storage.data_path(s3_root)
     good = root / "results_data/spot/klines/1m/AUSDT.pqt"
     storage.write_parquet(good, pa.table({"x": [1, 2]}))
     cut = root / "parsed_data/spot/klines/AUSDT/1m/202401.pqt"
     storage.write_bytes(cut, storage.read_bytes(good)[:30])
+    _parse_state(root, {"partitions": {"202401": {}}})  # the parse wrote it
     verdict = verify(s3_root, remove=True, jobs=4)
     assert verdict.checked == {"parsed_data": 1, "api_data": 0, "results_data": 1}
     assert list(verdict.damaged) == ["parsed_data/spot/klines/AUSDT/1m/202401.pqt"]
