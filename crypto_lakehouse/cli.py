@@ -238,10 +238,11 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"verify: {args.data_dir}: no such directory", file=sys.stderr)
         return 2
     from crypto_lakehouse.lock import DataDirBusy
+    from crypto_lakehouse.verify import NotADataDir
 
     try:
         verdict = verify(args.data_dir, remove=args.remove, jobs=max(1, args.jobs), zips=args.zips)
-    except DataDirBusy as exc:
+    except (DataDirBusy, NotADataDir) as exc:
         print(f"verify: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -150,11 +150,19 @@ def _held(data_dir):
         lock.release(data_dir)
 
 
+class NotADataDir(ValueError):
+    """None of the data layers is below the folder given (a typo, or a layer's own folder)."""
+
+
 def verify(data_dir, *, remove: bool = False, jobs: int = 8, zips: bool = False) -> Verdict:
     """Read the footer of every Parquet file of the data layers (``jobs`` at once: on S3
     each is a request) and, with ``zips``, hash every verified zip; ``remove`` deletes the
     damaged Parquet files and the damaged zips' markers, holding the data dir as a run does
-    (raises ``lock.DataDirBusy`` while a run holds it)."""
+    (raises ``lock.DataDirBusy`` while a run holds it). Raises ``NotADataDir`` when no layer
+    is there: "0 files, 0 damaged" would pass a mistyped path for a sound data dir."""
+    layers = (*layout.PARQUET_LAYERS, layout.ARCHIVE_LAYER)
+    if not any(storage.is_dir(layout.layer_dir(data_dir, layer)) for layer in layers):
+        raise NotADataDir(f"{data_dir}: not a data dir (none of {', '.join(layers)} below it)")
     with _held(data_dir) if remove else contextlib.nullcontext():
         return _verify(data_dir, remove=remove, jobs=jobs, zips=zips)
 

@@ -85,6 +85,9 @@ def test_the_command_line(tmp_path, capsys):
     assert main(["verify", str(data)]) == 0
     assert main(["verify", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such directory" in capsys.readouterr().err
+    # A layer's own folder (or a typo) is no data dir: not "0 files read, 0 damaged".
+    assert main(["verify", str(data / "parsed_data")]) == 2
+    assert "parsed_data: not a data dir (none of parsed_data, api_data" in capsys.readouterr().err
 
 
 def _parse_state(root, state, dataset="klines-1m", name="AUSDT.json"):
