@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from crypto_lakehouse import datasets, layout, storage
+from crypto_lakehouse.parse import wrote_funding_file, wrote_partition
 
 REPAIR_COMMAND = "snakemake --cores all --forcerun aws_download_shard"
 
@@ -115,13 +116,9 @@ def _written_by_the_pipeline(root, rel: str) -> bool:
     if parts[0] != "parsed_data":
         return True
     if len(parts) == 4 and parts[2] == "funding":
-        from crypto_lakehouse.parse.funding import wrote_funding_file
-
         return wrote_funding_file(root, parts[1], parts[3].removesuffix(layout.PARQUET_SUFFIX))
     trade_type, name = parts[1:3]
     if len(parts) == 6 and name in _KLINE_LIKE:  # {T}/{dataset}/{SYM}/{interval}/{YYYYMM}.pqt
-        from crypto_lakehouse.parse.klines import wrote_partition
-
         symbol, interval = parts[3:5]
         return wrote_partition(root, trade_type, symbol, interval, root / rel, name)
     return True  # a tick dataset's or agg_klines' day: only this pipeline writes those

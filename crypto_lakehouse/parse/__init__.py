@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crypto_lakehouse import layout, storage
+from crypto_lakehouse import datasets, layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,29 @@ def load_state(path: Path) -> dict:
         log.warning("state %s is unreadable; rebuilding from the archives", path)
         return {}
     return state if isinstance(state, dict) else {}
+
+
+def funding_written(state: dict) -> bool:
+    """Whether a funding parse state says this pipeline wrote the funding file (older
+    states: it had rows)."""
+    return bool(state.get("written", bool((state.get("output") or {}).get("rows"))))
+
+
+def wrote_funding_file(data_dir, trade_type: str, symbol: str) -> bool:
+    """Whether ``parsed_data/{T}/funding/{SYM}.pqt`` is the one this pipeline wrote. One it
+    did not write (a legacy BHDS file used in place) is never overwritten or removed: its
+    rows may be nobody's to rebuild."""
+    return funding_written(load_state(state_file(data_dir, trade_type, "funding", symbol)))
+
+
+def wrote_partition(
+    data_dir, trade_type: str, symbol: str, interval: str, path, dataset: str = "klines"
+) -> bool:
+    """Whether the partition at ``path`` (of ``dataset``, a kline-like one) is one this
+    pipeline wrote (its month is in the parse state); never overwritten or removed
+    otherwise, as for funding files."""
+    state = load_state(state_file(data_dir, trade_type, datasets.tag(dataset, interval), symbol))
+    return Path(path).stem in (state.get("partitions") or {})
 
 
 def reported_quarantine(sel: ArchiveSelection, found_now: dict[str, str]) -> dict[str, str]:

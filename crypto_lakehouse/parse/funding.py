@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from crypto_lakehouse import io, layout, storage
 from crypto_lakehouse.parse import (
     Timer,
+    funding_written,
     load_download_report,
     load_state,
     reported_quarantine,
@@ -174,18 +175,6 @@ def _interval_counts(table: pa.Table | None) -> dict[str, int]:
     return {str(c["values"]): int(c["counts"]) for c in sorted(counts, key=lambda c: c["values"])}
 
 
-def _written(state: dict) -> bool:
-    """Whether the state says this pipeline wrote the funding file (older states: it had
-    rows)."""
-    return bool(state.get("written", bool((state.get("output") or {}).get("rows"))))
-
-
-def wrote_funding_file(data_dir, trade_type: str, symbol: str) -> bool:
-    """Whether ``parsed_data/{T}/funding/{SYM}.pqt`` is the one this pipeline wrote; one it
-    did not write is never overwritten or removed (``run_parse_funding``)."""
-    return _written(load_state(state_file(data_dir, trade_type, DATASET, symbol)))
-
-
 def run_parse_funding(
     *,
     trade_type,
@@ -227,7 +216,7 @@ def run_parse_funding(
     old_dups: dict[str, int] = dict(state.get("duplicates") or {})
     existing, problem = _read_existing(out_path)
     state_has_rows = bool((state.get("output") or {}).get("rows"))
-    written_by_us = _written(state) and storage.exists(out_path)
+    written_by_us = funding_written(state) and storage.exists(out_path)
     untracked_output = None
     if problem and not written_by_us:
         # Not ours and not readable: overwriting it would lose rows nobody can rebuild.

@@ -642,17 +642,6 @@ class _KlineRun:
 
 
 @storage.uploads_in_background  # S3: PUTs overlap the work; barrier before records
-def wrote_partition(
-    data_dir, trade_type: str, symbol: str, interval: str, path, dataset: str = "klines"
-) -> bool:
-    """Whether the partition at ``path`` (of ``dataset``, a kline-like one) is one this
-    pipeline wrote (its month is in the parse state). One it did not write (a legacy BHDS
-    file used in place) is never overwritten or removed: its rows may be nobody's to
-    rebuild."""
-    state = load_state(state_file(data_dir, trade_type, datasets.tag(dataset, interval), symbol))
-    return Path(path).stem in (state.get("partitions") or {})
-
-
 def run_parse_klines(
     *,
     trade_type,

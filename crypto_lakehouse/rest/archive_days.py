@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from crypto_lakehouse import datasets, layout, storage
 from crypto_lakehouse.intervals import DAY_MS
+from crypto_lakehouse.parse import wrote_partition
 from crypto_lakehouse.schema import TIME_TYPE
 from crypto_lakehouse.shards import reading_output_of
 
@@ -123,12 +124,6 @@ class ArchiveDays:
         return best
 
 
-def _wrote(data_dir, trade_type, symbol, interval, part) -> bool:
-    from crypto_lakehouse.parse.klines import wrote_partition  # asked only for a damaged one
-
-    return wrote_partition(data_dir, trade_type, symbol, interval, part)
-
-
 def load(data_dir, trade_type: str, symbol: str, interval: str) -> ArchiveDays:
     """The symbol's archive days: recorded partitions whose identity is unchanged are not
     read; the others are, and the record is updated."""
@@ -148,7 +143,7 @@ def load(data_dir, trade_type: str, symbol: str, interval: str) -> ArchiveDays:
         identity = None if identity is None else list(identity)
         entry = known.get(part.name)
         if entry is None or entry.get("identity") != identity or identity is None:
-            wrote = functools.partial(_wrote, data_dir, trade_type, symbol, interval, part)
+            wrote = functools.partial(wrote_partition, data_dir, trade_type, symbol, interval, part)
             with reading_output_of("aws_parse", part, wrote):
                 times[part] = read_times(part)
             entry = _entry(identity, times[part])

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 from crypto_lakehouse import layout, storage
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.io import write_json
+from crypto_lakehouse.parse import wrote_funding_file, wrote_partition
 from crypto_lakehouse.provenance import day_number, ms_iso
 from crypto_lakehouse.rest.client import (
     HostStopped,
@@ -106,18 +107,6 @@ def _fetch_span(
         s = nxt
 
 
-def _wrote_funding(data_dir, trade_type, symbol) -> bool:
-    from crypto_lakehouse.parse.funding import wrote_funding_file  # only for a damaged one
-
-    return wrote_funding_file(data_dir, trade_type, symbol)
-
-
-def _wrote_partition(data_dir, trade_type, symbol, path) -> bool:
-    from crypto_lakehouse.parse.klines import wrote_partition  # only for a damaged one
-
-    return wrote_partition(data_dir, trade_type, symbol, path.parent.name, path)
-
-
 def first_kline_ms(data_dir, trade_type: str, symbol: str) -> int | None:
     """Earliest parsed candle of the symbol over all intervals (first partition of each)."""
     root = storage.data_path(data_dir) / "parsed_data" / trade_type / "klines" / symbol
@@ -125,7 +114,9 @@ def first_kline_ms(data_dir, trade_type: str, symbol: str) -> int | None:
     for interval_dir in storage.subdirs(root):
         parts = storage.list_files(interval_dir, recursive=False, suffix=".pqt")
         if parts:
-            wrote = functools.partial(_wrote_partition, data_dir, trade_type, symbol, parts[0])
+            wrote = functools.partial(
+                wrote_partition, data_dir, trade_type, symbol, interval_dir.name, parts[0]
+            )
             with reading_output_of("aws_parse", parts[0], wrote):
                 col = storage.read_parquet(parts[0], columns=["candle_begin_time"])
             col = col["candle_begin_time"]
@@ -210,7 +201,7 @@ def run_api_funding(
     last_archived = _max_time(
         layout.parsed_funding_path(data_dir, trade_type, symbol),
         "funding_time",
-        lambda: _wrote_funding(data_dir, trade_type, symbol),
+        functools.partial(wrote_funding_file, data_dir, trade_type, symbol),
     )
     last_stored = _column_max(stored["funding_time"])  # the file read above: no second GET
     if last_archived is not None:

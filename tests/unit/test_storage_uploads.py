@@ -242,3 +242,14 @@ def test_another_threads_record_neither_waits_nor_takes_the_jobs_upload_failure(
             storage.write_json(state, {"partitions": ["2024-03"]})
     assert outcome == ["written"] and storage.read_json(lease) == {"renewed": True}
     assert not storage.exists(state)
+
+
+def test_the_parse_and_gen_kline_entry_points_run_in_background_uploads():
+    # The decorator once slid onto a helper inserted above run_parse_klines; nothing failed,
+    # only the parse's PUTs on S3 no longer overlapped its work.
+    from crypto_lakehouse.generate import kline
+    from crypto_lakehouse.parse import klines
+
+    for entry in (klines.run_parse_klines, kline.run_gen_kline):
+        assert entry.__wrapped__.__name__ == entry.__name__  # wrapped by uploads_in_background
+        assert entry.__code__ is not entry.__wrapped__.__code__
