@@ -67,7 +67,7 @@ def run_unless_unchanged(
     successful run; ``output_files(report)`` lists the report's outputs relative to data_dir."""
     state_file = layout.state_path(data_dir, stage, trade_type, dataset, symbol)
     digest = fingerprint(inputs, params)
-    state = storage.read_json(state_file, default=None) or {}
+    state = storage.read_state(state_file)
     if state.get("fingerprint") == digest and "report" in state:
         outputs = output_files(state["report"])
         if all(storage.exists(storage.join(data_dir, rel)) for rel in outputs):

@@ -539,6 +539,30 @@ def read_json(path, default: Any = None) -> Any:
         return default
 
 
+def read_state(path) -> dict:
+    """A stage's private record of what it did (``layout.state_path``): only ever a cache
+    that lets a rerun skip work, so a missing one reads as ``{}``, and so does one that is
+    not a JSON object (torn by a crash with ``storage.fsync: false``, zeroed by a disk
+    fault, a foreign file), with a warning naming it: the stage then redoes what the record
+    would have let it skip, and writes a good one. A storage error still raises (a failing
+    S3 request is no reason to redo years of work)."""
+    try:
+        state = json.loads(read_bytes(path))
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s: unreadable (%s: %s); the stage redoes what it recorded",
+            uri(path),
+            type(exc).__name__,
+            exc,
+        )
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 # Parquet objects up to this size are read from S3 in one GET (partitions, quality
 # records); larger ones (whole-history results) through coalesced ranged GETs.
 WHOLE_PARQUET_READ_BYTES = 32 << 20

@@ -570,7 +570,7 @@ async def sync_symbol(
     def read_local_state() -> tuple[dict, _LocalFiles, dict]:
         for d in dirs:  # partial files of a killed run
             storage.remove_stale_temps(layout.aws_path(data_dir, d))
-        state = storage.read_json(state_file, default=None) or {}
+        state = storage.read_state(state_file)
         local = _LocalFiles(data_dir, scan_dirs)
         return state, local, _parse_quarantined(data_dir, state.get("verified", {}), listing, local)
 

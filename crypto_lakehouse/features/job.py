@@ -277,7 +277,7 @@ def run_features(
             inputs = [gen_report, *([res_report] if res_report else [])]
             inputs += [data_dir / f["source"] for f in files]
             digest = fingerprint(inputs, {**settings, "contract_size": contract_size})
-            state = storage.read_json(state_file, default=None) or {}
+            state = storage.read_state(state_file)
             section = state.get("section")
             if (
                 state.get("fingerprint") == digest

@@ -87,7 +87,7 @@ def run_agg_klines(
     state_path = layout.state_path(
         data_dir, "agg_klines", trade_type, f"{entry.name}-{interval}", symbol
     )
-    state = storage.read_json(state_path, default={}) or {}
+    state = storage.read_state(state_path)
     built: dict[str, list[int]] = {}
     rebuilt, candles = 0, 0
     for day in days:

@@ -218,7 +218,7 @@ def run_gen_kline(
     # on object storage every build is a full one.
     tail_builds = not storage.is_remote(data_dir)
     record_file = tail.record_path(data_dir, trade_type, symbol, interval)
-    previous = io.read_json(record_file, default=None) if incremental and tail_builds else None
+    previous = storage.read_state(record_file) if incremental and tail_builds else None
     if tail_builds:
         storage.delete(record_file)  # a build that fails must leave no record behind
     if previous:

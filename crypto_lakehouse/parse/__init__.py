@@ -92,16 +92,6 @@ def state_file(data_dir, trade_type: str, dataset: str, symbol: str) -> Path:
     return layout.state_path(data_dir, STAGE, trade_type, dataset, symbol)
 
 
-def load_state(path: Path) -> dict:
-    """The previous run's state; a missing or unreadable one means "parse everything"."""
-    try:
-        state = storage.read_json(path, default={})
-    except ValueError:
-        log.warning("state %s is unreadable; rebuilding from the archives", path)
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
 def funding_written(state: dict) -> bool:
     """Whether a funding parse state says this pipeline wrote the funding file (older
     states: it had rows)."""
@@ -112,7 +102,7 @@ def wrote_funding_file(data_dir, trade_type: str, symbol: str) -> bool:
     """Whether ``parsed_data/{T}/funding/{SYM}.pqt`` is the one this pipeline wrote. One it
     did not write (a legacy BHDS file used in place) is never overwritten or removed: its
     rows may be nobody's to rebuild."""
-    return funding_written(load_state(state_file(data_dir, trade_type, "funding", symbol)))
+    return funding_written(storage.read_state(state_file(data_dir, trade_type, "funding", symbol)))
 
 
 def wrote_partition(
@@ -121,7 +111,9 @@ def wrote_partition(
     """Whether the partition at ``path`` (of ``dataset``, a kline-like one) is one this
     pipeline wrote (its month is in the parse state); never overwritten or removed
     otherwise, as for funding files."""
-    state = load_state(state_file(data_dir, trade_type, datasets.tag(dataset, interval), symbol))
+    state = storage.read_state(
+        state_file(data_dir, trade_type, datasets.tag(dataset, interval), symbol)
+    )
     return Path(path).stem in (state.get("partitions") or {})
 
 

@@ -30,7 +30,6 @@ from crypto_lakehouse.parse import (
     Timer,
     funding_written,
     load_download_report,
-    load_state,
     reported_quarantine,
     select_archives,
     state_file,
@@ -197,7 +196,7 @@ def run_parse_funding(
     out_path = layout.parsed_funding_path(data_dir, trade_type, symbol)
     storage.remove_stale_temps_of(out_path)  # the folder is shared by every symbol's job
     state_path = state_file(data_dir, trade_type, DATASET, symbol)
-    state = load_state(state_path)
+    state = storage.read_state(state_path)
     periods: dict[str, Period] = {}
 
     def belongs(key: str) -> bool:

@@ -37,7 +37,6 @@ from crypto_lakehouse.intervals import DAY_MS, interval_ms
 from crypto_lakehouse.parse import (
     Timer,
     load_download_report,
-    load_state,
     reported_quarantine,
     select_archives,
     state_file,
@@ -409,7 +408,7 @@ class _KlineRun:
         )
         storage.remove_stale_temps(self.part_dir)  # this job owns the folder
         self.state_path = state_file(data_dir, trade_type, self.dataset, symbol)
-        self.state = load_state(self.state_path)
+        self.state = storage.read_state(self.state_path)
         self.report_in = load_download_report(download_report)
         interval_ms(interval)  # refuse an unsupported interval before touching anything
         self.stem_prefix = layout.archive_stem_prefix(self.dataset, symbol, interval)

@@ -37,7 +37,6 @@ from crypto_lakehouse import datasets, io, layout, storage
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.parse import (
     load_download_report,
-    load_state,
     reported_quarantine,
     select_archives,
     state_file,
@@ -328,7 +327,7 @@ def run_parse_ticks(
     entry.check_market(trade_type)
     tag = entry.tag()
     state_path = state_file(data_dir, trade_type, tag, symbol)
-    state = load_state(state_path)
+    state = storage.read_state(state_path)
     stem = layout.archive_stem_prefix(entry.name, symbol)
     periods: dict[str, Period] = {}
 

@@ -147,7 +147,7 @@ def run_resample(
     # only; on object storage every segment is resampled in full.
     tail_builds = not storage.is_remote(data_dir)
     record_file = tail.record_path(data_dir, trade_type, symbol, interval)
-    record = io.read_json(record_file, default=None) if incremental and tail_builds else None
+    record = storage.read_state(record_file) if incremental and tail_builds else None
     if tail_builds:
         storage.delete(record_file)  # a failed run leaves no record behind
     if not record or record.get("version") != tail.RECORD_VERSION or record["params"] != params:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from crypto_lakehouse import io, layout, storage
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.generate import parquet_append
 from crypto_lakehouse.generate import tail as gen_tail
 from crypto_lakehouse.resample.windows import TIME, first_full_window
@@ -66,7 +66,7 @@ def outputs_intact(data_dir: Path, entry: dict, identities: dict) -> bool:
 def stable_rows(data_dir, trade_type, symbol, interval, seg_file: str, read_identity) -> int:
     """Rows of ``seg_file`` unchanged since the version of identity ``read_identity`` (0:
     unknown), from gen_kline's record of its last tail build."""
-    record = io.read_json(gen_tail.record_path(data_dir, trade_type, symbol, interval), None)
+    record = storage.read_state(gen_tail.record_path(data_dir, trade_type, symbol, interval))
     prev = (record or {}).get("previous")
     if not prev or prev["file"] != seg_file or [prev["size"], prev["mtime_ns"]] != read_identity:
         return 0

@@ -128,13 +128,9 @@ def load(data_dir, trade_type: str, symbol: str, interval: str) -> ArchiveDays:
     """The symbol's archive days: recorded partitions whose identity is unchanged are not
     read; the others are, and the record is updated."""
     path = record_path(data_dir, trade_type, symbol, interval)
-    try:
-        record = storage.read_json(path, default=None)
-    except ValueError as exc:  # a torn or foreign file: rebuilt below
-        log.warning("%s: unreadable (%s); the archive partitions are read again", path, exc)
-        record = None
+    record = storage.read_state(path)  # unreadable: every partition is read again
     known = {}
-    if isinstance(record, dict) and record.get("version") == RECORD_VERSION:
+    if record.get("version") == RECORD_VERSION:
         known = record.get("partitions") or {}
     directory = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval)
     entries, partitions, times = {}, {}, {}

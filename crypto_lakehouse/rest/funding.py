@@ -219,7 +219,7 @@ def run_api_funding(
         start_from = "last_event"
         first_stored = int(stored["funding_time"].cast(pa.int64()).to_numpy().min())
         if lower_ms < first_stored:  # the record is read only when it can matter
-            covered_from = (storage.read_json(record_path, default={}) or {}).get("covered_from_ms")
+            covered_from = storage.read_state(record_path).get("covered_from_ms")
             if not isinstance(covered_from, int):
                 covered_from = first_stored
             if lower_ms < covered_from:

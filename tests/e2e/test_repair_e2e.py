@@ -7,6 +7,8 @@ files")."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from crypto_lakehouse import layout
@@ -51,6 +53,33 @@ def test_forcing_the_download_repairs_lost_and_damaged_files(tmp_path):
         repair = snakemake(tmp_path, config, "all", "--forcerun", "aws_download_shard")
         assert partition.stat().st_size > 300, (repair.stdout + repair.stderr)[-3000:]
         assert h.differences(before, h.snapshot(data)) == []
+    finally:
+        emu.stop()
+
+
+def test_torn_state_records_make_their_stages_redo_the_work(tmp_path):
+    # Every stage's state record torn in half (a crash with storage.fsync off): before,
+    # aws_download, agg_klines, gen_kline, resample and features failed every symbol at
+    # every run ("JSONDecodeError: Unterminated string ...", naming no file). Now each stage
+    # warns naming the record, redoes the symbol and writes a good record.
+    emu, data, config, before = _built(tmp_path)
+    try:
+        states = sorted((data / "lakehouse" / "state").rglob("*.json"))
+        stages = {p.relative_to(data / "lakehouse" / "state").parts[0] for p in states}
+        assert {"aws_download", "aws_parse", "gen_kline", "resample", "features"} <= stages
+        for path in states:
+            _truncate(path, keep=path.stat().st_size // 2)
+        repair = snakemake(tmp_path, config, "all", "--forcerun", "aws_download_shard")
+        assert h.differences(before, h.snapshot(data)) == [], (repair.stdout + repair.stderr)[
+            -3000:
+        ]
+        logs = "".join(p.read_text() for p in (data / "lakehouse" / "logs").rglob("*.log"))
+        warned = {p for p in states if f"{p}: unreadable (JSONDecodeError" in logs}
+        assert {p.relative_to(data).parts[2] for p in warned} == stages
+        for path in states:
+            assert isinstance(json.loads(path.read_text()), dict), path
+        again = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in again.stdout + again.stderr
     finally:
         emu.stop()
 

@@ -328,3 +328,29 @@ def test_a_damaged_parquet_file_is_named_and_the_size_written_is_returned(root):
         assert str(path) in str(caught.value) and "magic bytes" in str(caught.value)
     with pytest.raises(FileNotFoundError):
         storage.read_parquet(root / "parsed" / "missing.pqt")
+
+
+def test_a_torn_state_record_reads_as_none_and_is_named(root, caplog, monkeypatch):
+    # A state record is a cache of what a stage did. Torn by a crash with storage.fsync
+    # off, or zeroed by a disk fault, it failed its symbol's stage at every later run with
+    # a bare "JSONDecodeError: Unterminated string" (aws_download, gen_kline, resample,
+    # features, agg_klines): now the stage redoes the symbol and writes a good record.
+    path = root / "lakehouse" / "state" / "aws_download" / "spot" / "klines-1m" / "BTCUSDT.json"
+    assert storage.read_state(path) == {}
+    storage.write_json(path, {"verified": {"k": 1}})
+    assert storage.read_state(path) == {"verified": {"k": 1}}
+    text = storage.read_bytes(path)
+    damaged = {"torn": text[: len(text) // 2], "zeroed": bytes(len(text)), "empty": b"",
+               "not an object": b"[1, 2]"}  # fmt: skip
+    for how, content in damaged.items():
+        storage.write_bytes(path, content)
+        caplog.clear()
+        assert storage.read_state(path) == {}, how
+        if how != "not an object":
+            assert f"{storage.uri(path)}: unreadable" in caplog.text, how
+    # A failing storage is not a damaged record: redoing years of work is no answer to it.
+    monkeypatch.setattr(
+        storage, "read_bytes", lambda p: (_ for _ in ()).throw(storage.StorageError("503"))
+    )
+    with pytest.raises(storage.StorageError):
+        storage.read_state(path)
