@@ -58,10 +58,10 @@ def run_gen_kline_rule(
 
 def run_resample_rule(*, gen_report, report_path, stats_path, **kwargs):
     """Rule resample_shard, for one symbol: inputs are the segment files the gen_kline report lists."""
-    from crypto_lakehouse.io import read_json
     from crypto_lakehouse.resample import run_resample
+    from crypto_lakehouse.shards import read_report
 
-    segments = (read_json(gen_report, default={}) or {}).get("segments", [])
+    segments = read_report(gen_report, "gen_kline").get("segments", [])
     return run_unless_unchanged(
         stage="resample",
         data_dir=kwargs["data_dir"],

@@ -58,7 +58,9 @@ __all__ = [
     "configure_job",
     "for_each_symbol",
     "group_by_shard",
+    "read_report",
     "reading_output_of",
+    "repair_damaged_report",
     "run_shard",
     "run_shard_concurrently",
     "run_shard_parts",
@@ -112,6 +114,49 @@ def reading_output_of(
         raise DamagedInput(path, stage, problem, missing=False, removable=ours) from exc
 
 
+def read_report(path, stage: str | None = None) -> dict:
+    """A JSON report ``stage`` wrote (a shard report, a symbol's report or stats beside it;
+    default: the stage its path is under) that a later job reads. A missing one, or one that
+    is not a JSON object (torn by a crash with ``storage.fsync: false``, zeroed by a disk
+    fault), raises ``DamagedInput``: repaired as a damaged data file is, since no run would
+    otherwise ever write it again (Snakemake takes an output that exists for done)."""
+    import json
+
+    from crypto_lakehouse import layout, storage
+
+    stage = stage or layout.report_name(path).split("/", 1)[0]
+    try:
+        data = storage.read_bytes(path)
+    except FileNotFoundError as exc:
+        raise DamagedInput(path, stage, "is missing", missing=True) from exc
+    try:
+        report = json.loads(data)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        problem = f"is unreadable ({type(exc).__name__}: {exc})"
+        raise DamagedInput(path, stage, problem, missing=False) from exc
+    if not isinstance(report, dict):
+        raise DamagedInput(path, stage, "is not a JSON object", missing=False)
+    return report
+
+
+def repair_damaged_report(exc: DamagedInput, shard_report=None, symbol: str = "") -> str:
+    """Remove the unreadable report of ``exc`` and say how the next run rebuilds it: a shard
+    report is a Snakemake output, rebuilt because it is missing; a symbol's report or stats
+    by a rerun of ``shard_report``, the shard listing ``symbol`` (asked for as in
+    ``_repair_damaged``). Returns the message, also set on ``exc``."""
+    from crypto_lakehouse import layout
+
+    done = [_remove(exc.path)]
+    if shard_report is None:
+        done.append(f"the next run reruns the job that writes it ({exc.stage}), then this one")
+    elif _ask_rerun(shard_report, symbol, exc.path):
+        done.append(f"the next run rebuilds it ({layout.report_name(shard_report)})")
+    else:
+        done.append(f"rebuilt by a run of {exc.stage} for {symbol} (--forcerun {exc.stage})")
+    exc.args = (f"{exc.args[0]}: {'; '.join(done)}",)
+    return exc.args[0]
+
+
 # Statuses of a shard report entry that mean "not done": the symbol's next stages skip it.
 NOT_DONE = ("failed", "not_run", "upstream_failed")
 
@@ -133,12 +178,17 @@ def configure_job(*, upstream_shard_reports=(), retry_generation: int | None = N
     symbols that are not done are skipped here, as ``upstream_failed``) and the retry
     generation the shard report records (see the module's docstring)."""
     from crypto_lakehouse import layout
-    from crypto_lakehouse.io import read_json
 
     _JOB.upstream_failed = {}
     _JOB.upstream_shard_reports = [str(p) for p in upstream_shard_reports]
     for path in upstream_shard_reports:
-        report = read_json(path, default={}) or {}
+        try:
+            report = read_report(path)
+        except DamagedInput as exc:
+            if exc.missing:
+                continue
+            repair_damaged_report(exc)
+            raise
         for name, entry in (report.get("symbols") or {}).items():
             if entry.get("status") in NOT_DONE:
                 symbol = name.rsplit("/", 1)[-1]  # REST entries are "klines-1m/BTCUSDT"
@@ -441,8 +491,7 @@ def _repair_damaged(symbol: str, exc: DamagedInput) -> None:
     in each upstream shard report of ``exc.stage`` listing ``symbol`` (the upstream stage
     rebuilds a missing output; an unreadable one left in place it might take as done).
     The failure's message then says what was done."""
-    from crypto_lakehouse import layout, storage
-    from crypto_lakehouse.io import read_json
+    from crypto_lakehouse import layout
 
     if not exc.removable:  # the writer keeps it as it is: rerunning the writer mends nothing
         exc.args = (
@@ -450,33 +499,49 @@ def _repair_damaged(symbol: str, exc: DamagedInput) -> None:
             "place?): move it away, then the next run rebuilds it",
         )
         return
-    done = []
-    if not exc.missing:
-        try:
-            storage.delete(exc.path)
-            done.append("removed")
-        except OSError as why:
-            done.append(f"could not be removed ({why})")
-    asked = []
-    for path in _JOB.upstream_shard_reports:
-        name = layout.report_name(path)
-        if name.split("/", 1)[0] != exc.stage:
-            continue
-        with _UPSTREAM_REPORT_LOCK:  # symbols of one job run on threads (REST)
-            report = read_json(path, default=None)
-            symbols = report.get("symbols") if isinstance(report, dict) else None
-            if not any(n.rsplit("/", 1)[-1] == symbol for n in symbols or {}):
-                continue
-            generation = report.get("retry_generation")
-            report["retry_generation"] = (generation if isinstance(generation, int) else 0) + 1
-            report.setdefault("damaged", {})[symbol] = exc.path
-            write_json(path, report)
-        asked.append(name)
+    done = [] if exc.missing else [_remove(exc.path)]
+    asked = [
+        layout.report_name(path)
+        for path in _JOB.upstream_shard_reports
+        if layout.report_name(path).split("/", 1)[0] == exc.stage
+        and _ask_rerun(path, symbol, exc.path)
+    ]
     if asked:
         done.append(f"the next run rebuilds it ({', '.join(asked)}), then this symbol")
     else:  # not a workflow job, or no upstream shard of this job lists the symbol
         done.append(f"rebuilt by a run of {exc.stage} for this symbol (--forcerun {exc.stage})")
     exc.args = (f"{exc.args[0]}: {'; '.join(done)}",)
+
+
+def _remove(path) -> str:
+    from crypto_lakehouse import storage
+
+    try:
+        storage.delete(path)
+        return "removed"
+    except OSError as why:
+        return f"could not be removed ({why})"
+
+
+def _ask_rerun(shard_report, symbol: str, damaged_path) -> bool:
+    """Whether the next run reruns ``shard_report``'s job: one more retry generation in it
+    if it lists ``symbol`` (a changed param), recording the damaged file. A shard report
+    that is missing, or unreadable itself (then removed here), is rebuilt anyway."""
+    with _UPSTREAM_REPORT_LOCK:  # symbols of one job run on threads (REST)
+        try:
+            report = read_report(shard_report)
+        except DamagedInput as exc:
+            if not exc.missing:
+                _remove(shard_report)
+            return True
+        symbols = report.get("symbols") if isinstance(report, dict) else None
+        if not any(n.rsplit("/", 1)[-1] == symbol for n in symbols or {}):
+            return False
+        generation = report.get("retry_generation")
+        report["retry_generation"] = (generation if isinstance(generation, int) else 0) + 1
+        report.setdefault("damaged", {})[symbol] = str(damaged_path)
+        write_json(shard_report, report)
+    return True
 
 
 def _finish_shard(parts, entries: dict, started: float, shard, shard_report, fatal=False) -> dict:

@@ -81,27 +81,49 @@ def report_figures(report: dict) -> dict:
     return figures
 
 
-def symbol_report_paths(report_paths: list[str]) -> list[str]:
-    """Per-symbol report paths: a shard report (``.../shards/N.json``, see
-    crypto_lakehouse.shards) stands for the reports of its symbols; other paths are kept."""
-    return _expand_shards(report_paths)[0]
+class _Records:
+    """The reports and stats files a summary job reads. One that cannot be decoded (torn by
+    a crash with ``storage.fsync: false``, zeroed by a disk fault) is removed and the job
+    that writes it is made to rerun next time (``shards.repair_damaged_report``); it is
+    named in ``damaged`` and the summary fails, as for a failed symbol. A missing one reads
+    as ``{}``, as before."""
 
+    def __init__(self) -> None:
+        self.damaged: list[str] = []
+        self.shard_of: dict[str, str] = {}  # symbol report -> the shard report listing it
 
-def _expand_shards(report_paths: list[str]) -> tuple[list[str], float | None]:
-    """``symbol_report_paths`` and the summed ``seconds`` of the shard reports among
-    ``report_paths`` (None when there is none)."""
-    from crypto_lakehouse.shards import symbol_reports
+    def read(self, path, of_report=None) -> dict:
+        """``path``: a report, or the stats file of the report ``of_report``."""
+        from crypto_lakehouse.layout import report_name
+        from crypto_lakehouse.shards import DamagedInput, read_report, repair_damaged_report
 
-    paths: list[str] = []
-    job_seconds: float | None = None
-    for path in report_paths:
-        if Path(path).parent.name == "shards":
-            shard = read_json(path, default={}) or {}
-            paths.extend(symbol_reports(shard))
-            job_seconds = (job_seconds or 0.0) + float(shard.get("seconds") or 0.0)
-        else:
-            paths.append(path)
-    return paths, job_seconds
+        report = str(of_report or path)
+        try:
+            return read_report(path, report_name(report).split("/", 1)[0])
+        except DamagedInput as exc:
+            if not exc.missing:
+                shard = self.shard_of.get(report)
+                self.damaged.append(repair_damaged_report(exc, shard, Path(report).stem))
+            return {}
+
+    def symbol_report_paths(self, report_paths: list[str]) -> tuple[list[str], float | None]:
+        """Per-symbol report paths (a shard report, ``.../shards/N.json``, see
+        crypto_lakehouse.shards, stands for the reports of its symbols; other paths are
+        kept) and the summed ``seconds`` of the shard reports (None when there is none)."""
+        from crypto_lakehouse.shards import symbol_reports
+
+        paths: list[str] = []
+        job_seconds: float | None = None
+        for path in report_paths:
+            if Path(path).parent.name == "shards":
+                shard = self.read(path)
+                listed = symbol_reports(shard)
+                self.shard_of.update((str(p), str(path)) for p in listed)
+                paths.extend(listed)
+                job_seconds = (job_seconds or 0.0) + float(shard.get("seconds") or 0.0)
+            else:
+                paths.append(path)
+        return paths, job_seconds
 
 
 def _count_by_dataset(report_paths: list[str]) -> dict[str, int]:
@@ -113,16 +135,17 @@ def _count_by_dataset(report_paths: list[str]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def summarize(stage: str, trade_type: str, report_paths: list[str]) -> dict:
+def summarize(stage: str, trade_type: str, report_paths: list[str], records=None) -> dict:
     """Summary of a stage's per-symbol records; ``report_paths`` are per-symbol reports or
     shard reports (expanded to their symbols' reports)."""
-    report_paths, job_seconds = _expand_shards(report_paths)
+    records = records or _Records()
+    report_paths, job_seconds = records.symbol_report_paths(report_paths)
     totals: dict[str, float] = {}
     problems: dict[str, dict] = {}
     figures: dict[str, dict] = {}
     for report_path in report_paths:
-        report = read_json(report_path, default={}) or {}
-        stats = read_json(stats_path_for(report_path), default={}) or {}
+        report = records.read(report_path)
+        stats = records.read(stats_path_for(report_path), of_report=report_path)
         name = f"{Path(report_path).parent.name}/{Path(report_path).stem}"
         for key, value in _flatten(stats).items():
             totals[key] = totals.get(key, 0) + value
@@ -200,7 +223,7 @@ class SymbolsFailed(RuntimeError):
     and names them; the next run reruns their shards."""
 
 
-def failed_symbols(report_paths) -> list[str]:
+def failed_symbols(report_paths, records=None) -> list[str]:
     """``"{name}: {error}"`` for each symbol the given shard reports do not record as done:
     failed, not run, or skipped because an earlier stage did not finish it (that stage's
     summary names the cause; this one fails too, since its stage is incomplete)."""
@@ -210,7 +233,7 @@ def failed_symbols(report_paths) -> list[str]:
     for path in report_paths:
         if Path(path).parent.name != "shards":
             continue
-        shard = read_json(path, default={}) or {}
+        shard = (records or _Records()).read(path)
         for name, entry in (shard.get("symbols") or {}).items():
             if entry.get("status") in NOT_DONE:
                 found.append(f"{name}: {entry.get('error', entry.get('status'))}")
@@ -242,8 +265,15 @@ HELD_BACK = "held back by an earlier stage"
 
 
 def _raise_for_failed(
-    stage: str, trade_type: str, failed: list[str], listing_errors: list[str] = ()
+    stage: str,
+    trade_type: str,
+    failed: list[str],
+    listing_errors: list[str] = (),
+    damaged: list[str] = (),
 ) -> None:
+    if damaged:  # the records of this stage the summary could not read (_Records)
+        failed = [f"unreadable record {d}" for d in damaged] + list(failed)
+        listing_errors = [*listing_errors]
     if failed or listing_errors:
         parts: list[str] = []
         for item in failed[:SHOWN_FAILED_SYMBOLS]:
@@ -255,8 +285,10 @@ def _raise_for_failed(
         listed = "".join(f" listing failed: {e};" for e in listing_errors)
         from crypto_lakehouse.shards import UPSTREAM_REASON_START
 
-        held_back = not listing_errors and all(
-            item.partition(": ")[2].startswith(UPSTREAM_REASON_START) for item in failed
+        held_back = (
+            not listing_errors
+            and not damaged
+            and all(item.partition(": ")[2].startswith(UPSTREAM_REASON_START) for item in failed)
         )
         symbols = (
             f" {len(failed)} symbol(s) "
@@ -275,8 +307,10 @@ def run_summary(
     failed request, after which the REST jobs used the default weight limits, is recorded
     as ``exchange_info_error`` and shown in the headline (it fails nothing)."""
     report_paths = [str(p) for p in reports]
-    _raise_for_failed(stage, trade_type, failed_symbols(report_paths), failed_listings(listings))
-    result = summarize(stage, trade_type, report_paths)
+    records = _Records()
+    failed = failed_symbols(report_paths, records)
+    result = summarize(stage, trade_type, report_paths, records)
+    _raise_for_failed(stage, trade_type, failed, failed_listings(listings), records.damaged)
     info = read_json(exchange_info, default=None) if exchange_info else None
     if isinstance(info, dict) and info.get("error"):
         result["exchange_info_error"] = str(info["error"])
@@ -335,7 +369,9 @@ def dataset_symbol_figures(parse_report: dict, download_report: dict) -> dict:
     return figures
 
 
-def summarize_datasets(trade_type: str, parse_reports: list[str], download_dirs: dict) -> dict:
+def summarize_datasets(
+    trade_type: str, parse_reports: list[str], download_dirs: dict, records=None
+) -> dict:
     """Run summary of the archive datasets beyond klines/funding for one trade type.
 
     ``parse_reports``: the parse shard reports (or per-symbol reports) of every dataset;
@@ -343,12 +379,20 @@ def summarize_datasets(trade_type: str, parse_reports: list[str], download_dirs:
     per_dataset: dict[str, dict] = {}
     totals: dict[str, float] = {}
     problems: dict[str, dict] = {}
-    paths = symbol_report_paths(parse_reports)
+    from crypto_lakehouse import storage
+
+    records = records or _Records()
+    paths, _ = records.symbol_report_paths(parse_reports)
+    for folder in download_dirs.values():  # which shard lists each download report
+        shards = storage.list_files(Path(folder) / "shards", recursive=False, suffix=".json")
+        records.symbol_report_paths([str(p) for p in shards])
     for path in paths:
-        report = read_json(path, default={}) or {}
+        report = records.read(path)
         tag, symbol = Path(path).parent.name, Path(path).stem
-        download = read_json(Path(download_dirs.get(tag, "")) / f"{symbol}.json", default={})
-        figures = dataset_symbol_figures(report, download or {})
+        download = {}
+        if tag in download_dirs:
+            download = records.read(Path(download_dirs[tag]) / f"{symbol}.json")
+        figures = dataset_symbol_figures(report, download)
         entry = per_dataset.setdefault(tag, {"symbols": 0, "scores": []})
         entry["symbols"] += 1
         score = figures.pop("quality_score", None)
@@ -379,10 +423,10 @@ def run_dataset_summary(
     *, trade_type: str, summary: str, download_dirs: dict, parse_reports=(), listings=()
 ) -> dict:
     """``listings``: the listing indexes of the trade type's datasets (``run_summary``)."""
-    _raise_for_failed(
-        "datasets", trade_type, failed_symbols(parse_reports), failed_listings(listings)
-    )
-    result = summarize_datasets(trade_type, [str(p) for p in parse_reports], download_dirs)
+    records = _Records()
+    failed = failed_symbols(parse_reports, records)
+    result = summarize_datasets(trade_type, [str(p) for p in parse_reports], download_dirs, records)
+    _raise_for_failed("datasets", trade_type, failed, failed_listings(listings), records.damaged)
     write_json(summary, result)
     log.info("%s (summary: %s)", headline(result), summary)
     return result

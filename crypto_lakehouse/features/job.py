@@ -29,7 +29,7 @@ from crypto_lakehouse.features.spec import IndicatorSpec, talib_version, validat
 from crypto_lakehouse.generate.outputs import SUFFIX, remove_stale
 from crypto_lakehouse.generate.vwap import vwap_column_name
 from crypto_lakehouse.incremental import fingerprint
-from crypto_lakehouse.shards import DamagedInput, reading_output_of
+from crypto_lakehouse.shards import DamagedInput, read_report, reading_output_of
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,20 @@ def feature_table(
 
 
 def _symbol_report(path, stage: str, symbol: str) -> dict:
-    """A stage's report of ``symbol``: it must exist and be that symbol's."""
-    report = io.read_json(path)
-    if report is None:
-        raise FileNotFoundError(f"{stage} report {path} does not exist")
+    """A stage's report of ``symbol``: it must exist, be readable and be that symbol's."""
+    report = read_report(path, stage)
     if report.get("symbol") != symbol:
         raise ValueError(f"{stage} report {path} is for {report.get('symbol')!r}")
     return report
+
+
+def _report_symbol(path) -> str:
+    """Whose report ``path`` is; for one that cannot be read, its name (``{SYM}.json``): the
+    symbol's own read then fails and the report is rebuilt (shards.read_report)."""
+    try:
+        return read_report(path).get("symbol")
+    except DamagedInput:
+        return Path(path).stem
 
 
 def _candle_files(data_dir: Path, gen_report, resample_report, symbol: str) -> list[dict]:
@@ -246,10 +253,8 @@ def run_features(
     if windows is not None:
         settings_in["microstructure"] = {"windows": windows}
     specs, windows = validate_feature_config(settings_in)
-    gen_by_symbol = {(io.read_json(p, default={}) or {}).get("symbol"): p for p in gen_reports}
-    res_by_symbol = {
-        (io.read_json(p, default={}) or {}).get("symbol"): p for p in resample_reports or ()
-    }
+    gen_by_symbol = {_report_symbol(p): p for p in gen_reports}
+    res_by_symbol = {_report_symbol(p): p for p in resample_reports or ()}
     overrides = contract_size_overrides or {}
     settings = {
         "version": FEATURES_VERSION,
@@ -303,6 +308,8 @@ def run_features(
                 seconds=seconds,
             )
         except Exception as exc:  # one broken symbol never stops the others
+            if isinstance(exc, DamagedInput):  # an upstream report
+                damaged.append(exc)
             log.error("features %s %s failed: %s", trade_type, symbol, exc)
             sections[symbol] = {"outputs": [], "removed": [], "failures": [str(exc)]}
             failures.append(f"{symbol}: {exc}")

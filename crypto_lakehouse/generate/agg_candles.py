@@ -76,13 +76,13 @@ def run_agg_klines(
     run parses it again, then builds its candles.
     """
     from crypto_lakehouse import datasets, io, layout, storage
-    from crypto_lakehouse.shards import reading_output_of
+    from crypto_lakehouse.shards import read_report, reading_output_of
 
     if trade_type not in AGG_KLINES_MARKETS:
         raise ValueError(f"agg_klines: {trade_type} is not supported (docs/datasets.md)")
     interval_ms(interval)  # a clear error for a bad interval before any work
     entry = datasets.AGG_TRADES
-    report = io.read_json(parse_report, default={}) or {}
+    report = read_report(parse_report, "aws_parse")
     days = sorted({d for f in (report.get("files") or {}).values() for d in f.get("days", {})})
     state_path = layout.state_path(
         data_dir, "agg_klines", trade_type, f"{entry.name}-{interval}", symbol

@@ -30,7 +30,14 @@ def load_download_report(download_report: str | Path | dict | None) -> dict:
         return {}
     if isinstance(download_report, dict):
         return download_report
-    return storage.read_json(download_report, default={}) or {}
+    from crypto_lakehouse.shards import DamagedInput, read_report
+
+    try:
+        return read_report(download_report, "aws_download")
+    except DamagedInput as exc:
+        if exc.missing:  # as before: no download report, nothing to parse
+            return {}
+        raise
 
 
 def verified_marker(zip_path: Path) -> Path:

@@ -29,7 +29,7 @@ from crypto_lakehouse.resample.windows import (
     resample,
 )
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
-from crypto_lakehouse.shards import DamagedInput, reading_output_of
+from crypto_lakehouse.shards import DamagedInput, read_report, reading_output_of
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,7 @@ def output_table(
 def _segments(gen_report, symbol: str) -> list[dict]:
     if gen_report is None:
         return []
-    report = storage.read_json(gen_report)
-    if report is None:
-        raise FileNotFoundError(f"gen_kline report {gen_report} does not exist")
+    report = read_report(gen_report, "gen_kline")
     if report.get("symbol") != symbol:
         raise ValueError(
             f"gen_kline report {gen_report} is for {report.get('symbol')!r}, not {symbol!r}"

@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from crypto_lakehouse import layout, storage
 from crypto_lakehouse.intervals import DAY_MS, candles_per_day, interval_ms
-from crypto_lakehouse.io import read_json, write_json
+from crypto_lakehouse.io import write_json
 from crypto_lakehouse.progress import EVERY_S as PROGRESS_EVERY_S
 from crypto_lakehouse.progress import Progress
 from crypto_lakehouse.provenance import (
@@ -61,6 +61,7 @@ from crypto_lakehouse.rest.client import (
 )
 from crypto_lakehouse.rest.host import shared_or_own_client, stats_since
 from crypto_lakehouse.schema import KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
+from crypto_lakehouse.shards import read_report
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ class _Job:
 def _load_parse_report(parse_report):
     if parse_report is None or isinstance(parse_report, dict):
         return parse_report
-    return read_json(parse_report)
+    return read_report(parse_report, "aws_parse")
 
 
 def run_api_klines(

@@ -155,3 +155,33 @@ def test_verify_finds_damaged_files_no_stage_reads_and_the_forced_run_rebuilds_t
         assert main(["verify", str(data)]) == 0
     finally:
         emu.stop()
+
+
+def test_torn_reports_read_by_a_later_job_are_rebuilt_by_the_next_run(tmp_path):
+    # gen_kline's reports (shard and symbols') torn, then a run that reruns only resample
+    # and features (as a changed resample target does): before, resample failed at every
+    # run with a bare JSONDecodeError and nothing ever rewrote the reports.
+    emu, data, config, before = _built(tmp_path)
+    try:
+        reports = sorted((data / "lakehouse" / "reports" / "gen_kline").rglob("*.json"))
+        assert any(p.parent.name == "shards" for p in reports) and len(reports) >= 4
+        for path in reports:
+            _truncate(path, keep=path.stat().st_size // 2)
+        failed = snakemake(tmp_path, config, "all", "--forcerun", "resample_shard", check=False)
+        out = failed.stdout + failed.stderr
+        assert failed.returncode != 0
+        assert "written by gen_kline, is unreadable (JSONDecodeError" in out, out[-3000:]
+        repair = snakemake(tmp_path, config, "all")
+        after = h.snapshot(data)
+        # The shards whose symbols failed count one more retry generation (the param that
+        # reran them); apart from it, everything is as before.
+        retried = [n for n in h.differences(before, after) if "/shards/" in n]
+        for name in retried:
+            assert after[name].pop("retry_generation") == before[name].pop("retry_generation") + 1
+        assert h.differences(before, after) == [], (repair.stdout + repair.stderr)[-3000:]
+        for path in reports:
+            assert isinstance(json.loads(path.read_text()), dict), path
+        again = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in again.stdout + again.stderr
+    finally:
+        emu.stop()

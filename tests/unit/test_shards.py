@@ -501,3 +501,110 @@ def test_a_damaged_file_the_writer_did_not_write_is_kept_and_named(tmp_path, job
         "not removed, aws_parse did not write it (a file used in place?): move it away, then "
         "the next run rebuilds it"
     )
+
+
+# ------------------------------------------------ damaged reports (JSON records)
+def _torn(path) -> None:
+    text = path.read_bytes()
+    path.write_bytes(text[: len(text) // 2])
+
+
+def test_read_report_tells_a_missing_a_torn_and_a_good_report(tmp_path):
+    from crypto_lakehouse.shards import DamagedInput, read_report
+
+    path = _upstream_report(tmp_path, "gen_kline", ["A"])
+    assert read_report(path)["symbols"]["A"]["status"] == "ok"
+    for content, problem in ((None, "is missing"), (b"[1]", "is not a JSON object"),
+                             (b"", "is unreadable (JSONDecodeError"),
+                             (bytes(40), "is unreadable (")):  # fmt: skip
+        if content is None:
+            path.unlink()
+        else:
+            path.write_bytes(content)
+        with pytest.raises(DamagedInput) as info:
+            read_report(path)
+        assert str(info.value).startswith(f"{path}, written by gen_kline, {problem}")
+        assert info.value.missing == (content is None)
+
+
+def test_a_torn_upstream_shard_report_is_removed_and_named(tmp_path, job_context):
+    # Before: every run of the downstream job failed with a bare JSONDecodeError, and no run
+    # ever rewrote the report (Snakemake takes an output that exists for done).
+    from crypto_lakehouse.shards import DamagedInput
+
+    parse = _upstream_report(tmp_path, "aws_parse", ["A", "B"])
+    _torn(parse)
+    with pytest.raises(DamagedInput) as info:
+        job_context(upstream_shard_reports=[str(parse)], retry_generation=0)
+    assert str(info.value).startswith(f"{parse}, written by aws_parse, is unreadable (")
+    assert str(info.value).endswith("removed; the next run reruns the job that writes it "
+                                    "(aws_parse), then this one")  # fmt: skip
+    assert not parse.exists()  # missing: Snakemake reruns the parse shard next time
+
+
+def test_a_torn_symbol_report_upstream_fails_the_symbol_and_reruns_its_shard(tmp_path, job_context):
+    from crypto_lakehouse.shards import read_report
+
+    gen = _upstream_report(tmp_path, "gen_kline", ["A", "B"], generation=2)
+    symbol_report = tmp_path / "reports/gen_kline/spot/aggTrades/B.json"
+    symbol_report.write_text(json.dumps({"symbol": "B", "segments": []}))
+    _torn(symbol_report)
+    job_context(upstream_shard_reports=[str(gen)], retry_generation=0)
+
+    def run_symbol(*, symbol, report_path, stats_path, factor, source):
+        if symbol == "B":
+            read_report(symbol_report, "gen_kline")
+        with open(report_path, "w") as fh:
+            json.dump({"symbol": symbol}, fh)
+
+    with pytest.raises(ShardFailed):
+        _run(tmp_path, run_symbol, ["A", "B"])
+    assert not symbol_report.exists()
+    up = json.loads(gen.read_text())
+    assert up["retry_generation"] == 3 and up["damaged"] == {"B": str(symbol_report)}
+    shard = json.loads((tmp_path / "reports/x/shards/3.json").read_text())
+    assert shard["symbols"]["A"]["status"] == "ok"
+    assert shard["symbols"]["B"]["error"].endswith(
+        "removed; the next run rebuilds it (gen_kline/spot/aggTrades/shards/0), then this symbol"
+    )
+
+
+def test_a_summary_fails_naming_torn_records_and_has_them_rebuilt(tmp_path):
+    from crypto_lakehouse.summary import SymbolsFailed, run_summaries
+
+    reports = tmp_path / "reports/gen_kline/spot/klines-1m"
+    stats = tmp_path / "stats/gen_kline/spot/klines-1m"
+    for folder in (reports / "shards", stats):
+        folder.mkdir(parents=True)
+    shards = []
+    for k, names in enumerate((["A", "B"], ["C"])):
+        entries = {n: {"status": "ok", "report": str(reports / f"{n}.json")} for n in names}
+        shards.append(reports / "shards" / f"{k}.json")
+        shards[-1].write_text(json.dumps({"shard": k, "symbols": entries, "retry_generation": 0}))
+        for n in names:
+            (reports / f"{n}.json").write_text(json.dumps({"symbol": n}))
+            (stats / f"{n}.json").write_text(json.dumps({"files_written": 1}))
+    _torn(reports / "A.json")
+    (stats / "C.json").write_bytes(bytes(30))
+    summary = tmp_path / "summaries/gen_kline/spot.json"
+    job = {"stage": "gen_kline", "trade_type": "spot", "summary": str(summary),
+           "reports": [str(p) for p in shards]}  # fmt: skip
+    with pytest.raises(SymbolsFailed) as info:
+        run_summaries(summaries=[job])
+    message = str(info.value)
+    assert "2 symbol(s) not done" in message
+    assert f"unreadable record {reports / 'A.json'}, written by gen_kline, is unreadable" in message
+    assert f"{stats / 'C.json'}, written by gen_kline, is unreadable" in message
+    assert "the next run rebuilds it (gen_kline/spot/klines-1m/shards/0)" in message
+    assert not summary.exists()  # no summary of an incomplete stage
+    assert not (reports / "A.json").exists() and not (stats / "C.json").exists()
+    assert [json.loads(p.read_text())["retry_generation"] for p in shards] == [1, 1]
+    # the next run rebuilds them: then the summary is written
+    (reports / "A.json").write_text(json.dumps({"symbol": "A"}))
+    (stats / "C.json").write_text(json.dumps({"files_written": 1}))
+    run_summaries(summaries=[job])
+    assert json.loads(summary.read_text())["totals"]["files_written"] == 3
+    _torn(shards[1])
+    with pytest.raises(SymbolsFailed, match="reruns the job that writes it"):
+        run_summaries(summaries=[job])
+    assert not shards[1].exists()
