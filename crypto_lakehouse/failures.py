@@ -15,8 +15,11 @@ from crypto_lakehouse.summary import HELD_BACK
 
 _BLOCK_RE = re.compile(r"^Error in rule (\S+):\s*$")
 _FIELD_RE = re.compile(r"^\s+(output|log|wildcards|message): (.*)$")
-# The last line of a Python traceback: "package.module.SomeError: message".
-_EXCEPTION_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failure|Failed|Stopped|Exit)\b")
+# The last line of a Python traceback: "package.module.SomeError: message" (also our
+# shards.DamagedInput: otherwise the JSONDecodeError it was raised from was taken instead).
+_EXCEPTION_RE = re.compile(
+    r"^[A-Za-z_][\w.]*(Error|Exception|Failure|Failed|Stopped|Exit|DamagedInput)\b"
+)
 _LOG_SUFFIX = " (check log file(s) for error details)"
 
 

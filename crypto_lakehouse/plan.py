@@ -376,7 +376,7 @@ def _retry_generation(path: str, mtime_ns: int) -> int:
     try:
         with open(path, "rb") as f:
             report = json.load(f)
-    except (OSError, ValueError):  # gone, or torn: its job reruns anyway (incomplete output)
+    except (OSError, ValueError):  # gone, or torn: the job reading it removes it (read_report)
         return 0
     value = report.get("retry_generation", 0) if isinstance(report, dict) else 0
     return value if isinstance(value, int) else 0

@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 from crypto_lakehouse import layout, storage
 from crypto_lakehouse import quality as quality_counts
 from crypto_lakehouse.intervals import DAY_MS
-from crypto_lakehouse.io import read_json
 from crypto_lakehouse.report.coverage import read_symbol_tables
 
 log = logging.getLogger(__name__)
@@ -137,14 +136,28 @@ def freshness(segments: pd.DataFrame, symbols, end_day: int, trade_type: str) ->
 
 # ---------------------------------------------------------------- the run
 def read_summaries(run_dir, trade_types) -> dict[tuple[str, str], dict]:
-    """``{(stage, trade_type): summary}`` for the summaries that exist in the run dir."""
-    found = {}
+    """``{(stage, trade_type): summary}`` for the summaries that exist in the run dir.
+
+    A summary that cannot be read (torn by a crash with ``storage.fsync: false``, zeroed by
+    a disk fault) is removed, so that the next run writes it again, and raised as
+    ``DamagedInput`` naming it, after the others are read: the report fails as for a failed
+    job (the page of the failed run then shows the stage without its summary). Before, the
+    report failed at every run with a bare JSONDecodeError, since nothing rewrote it."""
+    from crypto_lakehouse.shards import DamagedInput, read_report, repair_damaged_report
+
+    found, damaged = {}, []
     for stage in STAGES:
         for trade_type in trade_types:
             path = layout.run_summary_path(str(run_dir), stage, trade_type)
-            summary = read_json(path, default=None)
-            if summary is not None:
-                found[(stage, trade_type)] = summary
+            try:
+                found[(stage, trade_type)] = read_report(path, f"the {stage} summary job")
+            except DamagedInput as exc:
+                if not exc.missing:
+                    repair_damaged_report(exc)
+                    damaged.append(exc)
+    if damaged:
+        damaged[0].args = ("; ".join(str(exc) for exc in damaged),)
+        raise damaged[0]
     return found
 
 

@@ -309,3 +309,20 @@ def test_the_summaries_held_back_by_a_failure_above_are_listed_on_one_line(tmp_p
     lines = failure_report(smk_log).splitlines()
     assert lines[0] == "crypto_lakehouse: 2 job(s) failed:" and len(lines) == 7
     assert upstream in lines[2] and "gen_kline um_futures" in lines[5]
+
+
+def test_a_job_failing_on_a_damaged_record_is_listed_with_the_file_not_the_json_error(tmp_path):
+    # DamagedInput is raised from the JSONDecodeError: the failure list showed the latter's
+    # "Unterminated string starting at: line 7", which names no file.
+    job_log = tmp_path / "job.log"
+    job_log.write_text(
+        "Traceback (most recent call last):\n"
+        "json.decoder.JSONDecodeError: Unterminated string starting at: line 7 column 11\n"
+        "\nThe above exception was the direct cause of the following exception:\n\n"
+        "Traceback (most recent call last):\n"
+        "crypto_lakehouse.shards.DamagedInput: /d/summaries/gen_kline/spot.json, written by "
+        "the gen_kline summary job, is unreadable (JSONDecodeError: …): removed\n"
+    )
+    assert last_error_line(job_log).startswith(
+        "crypto_lakehouse.shards.DamagedInput: /d/summaries/gen_kline/spot.json, written by"
+    )

@@ -401,3 +401,29 @@ def test_resample_check_counts_the_files_held_not_only_those_written():
     got = records.gate_counts(segments, summaries).set_index(["stage", "trade_type"])
     assert got.loc[("resample", "spot"), "passed"] == 24
     assert got.loc[("resample", "um_futures"), "passed"] == 5
+
+
+def test_an_unreadable_summary_is_named_and_removed_so_the_next_run_writes_it(tmp_path):
+    # Before: the report failed at every run with a bare JSONDecodeError (nothing reruns the
+    # summary job while its output exists), and the page of the failed run could not be
+    # written either.
+    import json
+
+    from crypto_lakehouse.shards import DamagedInput
+
+    run_dir = tmp_path / "lakehouse"
+    good = Path(layout.run_summary_path(str(run_dir), "aws_parse", "spot"))
+    torn = Path(layout.run_summary_path(str(run_dir), "gen_kline", "spot"))
+    for path in (good, torn):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"stage": path.parent.name, "totals": {}}))
+    torn.write_text(torn.read_text()[:10])
+    with pytest.raises(DamagedInput) as info:
+        records.read_summaries(run_dir, ["spot"])
+    assert str(info.value).startswith(
+        f"{torn}, written by the gen_kline summary job, is unreadable (JSONDecodeError"
+    )
+    assert "removed; the next run reruns the job that writes it" in str(info.value)
+    assert not torn.exists() and good.exists()
+    # the page of the failed run, written next, reads the others
+    assert list(records.read_summaries(run_dir, ["spot"])) == [("aws_parse", "spot")]
