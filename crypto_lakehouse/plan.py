@@ -210,6 +210,58 @@ def load_index(path: str | Path) -> dict:
     return _load_index(path, os.stat(path).st_mtime_ns)
 
 
+def unreadable_index(path: str | Path) -> str | None:
+    """Why the listing index at ``path`` cannot be planned from (torn by a crash with
+    ``storage.fsync: false``, zeroed by a disk fault); None when it reads, or is missing."""
+    try:
+        index = load_index(path)
+    except FileNotFoundError:
+        return None
+    except (ValueError, OSError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        return f"{type(exc).__name__}: {exc}"
+    if not isinstance(index, dict) or not isinstance(index.get("symbols"), dict):
+        return "no symbols in it"
+    return None
+
+
+def repair_index(path: str | Path) -> str | None:
+    """Mend a listing index that cannot be read (``unreadable_index``), at planning, before
+    its checkpoint is asked for; returns what was done (None: nothing to mend).
+
+    The listing keeps a copy of every complete index beside its details (``_index.state``,
+    crypto_lakehouse.archive.listing): when the copy reads and is not a failed listing's
+    record, the index is written again from it, with the copy's time (nothing downstream
+    reruns for it). Otherwise the index is removed: a run that lists writes it again (one
+    whose plan needs it, a daily update, or ``--forcerun list_archive``)."""
+    problem = unreadable_index(path)
+    if problem is None:
+        return None
+    from crypto_lakehouse import io, layout
+    from crypto_lakehouse.archive.listing import resume_record_path
+
+    copy = resume_record_path(layout.listing_details_dir(path))
+    try:
+        text = copy.read_bytes()
+        saved = json.loads(text)
+    except (OSError, ValueError):
+        saved = None
+    if (
+        isinstance(saved, dict)
+        and isinstance(saved.get("symbols"), dict)
+        and not saved.get("failed")
+        and "failed_at_unix" not in saved
+    ):
+        io.write_record(path, text)
+        written = os.stat(copy)
+        os.utime(path, ns=(written.st_atime_ns, written.st_mtime_ns))
+        return f"listing index {path} was unreadable ({problem}): written again from {copy}"
+    os.remove(path)
+    return (
+        f"listing index {path} is unreadable ({problem}) and has no usable copy: removed; "
+        "the next run that lists writes it again (a daily update, or --forcerun list_archive)"
+    )
+
+
 def listed_symbols(index_path: str | Path) -> list[str]:
     return sorted(load_index(index_path)["symbols"])
 

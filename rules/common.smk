@@ -286,6 +286,7 @@ def listed(trade_type, dataset):
     """Symbols kept by the listing checkpoint of (trade type, dataset): list_archive for
     every listing of the run (one job for all), list_archive_dataset for a dataset the
     config does not list (a target asked for by path)."""
+    drop_unreadable_listing(listing_index_path(trade_type, dataset))
     if (trade_type, dataset) in RUN_LISTINGS:
         checkpoints.list_archive.get()
         index = listing_index_path(trade_type, dataset)
@@ -294,6 +295,23 @@ def listed(trade_type, dataset):
             trade_type=trade_type, dataset=dataset
         ).output.out_index
     return plan.listed_symbols(index)
+
+
+def drop_unreadable_listing(index):
+    """A listing index that cannot be read is mended before its checkpoint is asked for
+    (``plan.repair_index``: written again from the listing's copy, else removed). Before,
+    planning failed at every run with a bare JSONDecodeError. A dry run changes nothing: it
+    says so."""
+    if DRY_RUN:
+        problem = plan.unreadable_index(index)
+        if problem is not None:
+            raise WorkflowError(
+                f"listing index {index} is unreadable ({problem}): a real run mends it"
+            )
+        return
+    done = plan.repair_index(index)
+    if done is not None:
+        print(f"crypto_lakehouse: {done}", file=sys.stderr)
 
 
 def published(trade_type, dataset):

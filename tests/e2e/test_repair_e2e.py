@@ -185,3 +185,28 @@ def test_torn_reports_read_by_a_later_job_are_rebuilt_by_the_next_run(tmp_path):
         assert "Nothing to be done" in again.stdout + again.stderr
     finally:
         emu.stop()
+
+
+def test_a_torn_listing_index_is_listed_again_by_the_next_run(tmp_path):
+    # A listing index is the checkpoint's output that planning reads: torn, every run (dry
+    # runs too) failed while building the DAG with a bare JSONDecodeError, naming no file.
+    emu, data, config, before = _built(tmp_path)
+    try:
+        indexes = sorted((data / "lakehouse" / "listing").glob("*/*.json"))
+        assert indexes
+        for path in indexes:
+            _truncate(path, keep=path.stat().st_size // 2)
+        dry = snakemake(tmp_path, config, "all", "-n", check=False)
+        out = dry.stdout + dry.stderr
+        assert dry.returncode != 0 and "is unreadable (JSONDecodeError" in out, out[-3000:]
+        assert "a real run mends it" in out
+        run = snakemake(tmp_path, config, "all")
+        assert "was unreadable (JSONDecodeError" in run.stderr, run.stderr[-3000:]
+        assert "written again from" in run.stderr
+        for path in indexes:
+            assert isinstance(json.loads(path.read_text())["symbols"], dict), path
+        assert h.differences(before, h.snapshot(data)) == [], (run.stdout + run.stderr)[-3000:]
+        again = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in again.stdout + again.stderr
+    finally:
+        emu.stop()

@@ -405,3 +405,38 @@ def test_a_failed_exchange_info_request_is_named_in_the_rest_summary(tmp_path):
     ok = run_summary(stage="api_download", trade_type="um_futures", summary=str(out / "um.json"),
                      reports=[], exchange_info=str(complete))  # fmt: skip
     assert "exchange_info_error" not in ok and "exchangeInfo" not in headline(ok)
+
+
+def test_a_torn_listing_index_is_written_again_from_the_listings_copy_or_removed(tmp_path):
+    import os
+
+    from crypto_lakehouse.archive.listing import resume_record_path
+
+    def write(path, data, when_ns):  # planning caches an index by its mtime: one each
+        path.write_bytes(data)
+        os.utime(path, ns=(when_ns, when_ns))
+
+    index = tmp_path / "listing" / "spot" / "klines-1m.json"
+    copy = resume_record_path(index.with_name("klines-1m"))
+    copy.parent.mkdir(parents=True)
+    complete = json.dumps({"symbols": {"BTCUSDT": {"digest": "d", "n_files": 3}}}).encode()
+    write(index, complete, 1_000_000_000)
+    write(copy, complete, 1_000_000_000)
+    assert plan.repair_index(index) is None  # readable: left alone
+    write(index, complete[:20], 2_000_000_000)
+    done = plan.repair_index(index)
+    assert done.startswith(f"listing index {index} was unreadable (JSONDecodeError")
+    assert index.read_bytes() == complete and index.stat().st_mtime_ns == 1_000_000_000
+    assert plan.listed_symbols(index) == ["BTCUSDT"]
+    # a failed listing's copy is the previous index: not what this index said; removed
+    failed = json.dumps({"symbols": {}, "failed_at_unix": 5.0}).encode()
+    for k, saved in enumerate((failed, b"{", None)):
+        write(index, bytes(len(complete)), 3_000_000_000 + k)
+        if saved is None:
+            copy.unlink()
+        else:
+            copy.write_bytes(saved)
+        done = plan.repair_index(index)
+        assert "has no usable copy: removed" in done and "--forcerun list_archive" in done
+        assert not index.exists()
+    assert plan.repair_index(index) is None  # missing: the checkpoint's business
