@@ -341,6 +341,12 @@ def listing_details_dir(index_path: str | Path) -> Path:
     return index_path.with_name(index_path.stem)
 
 
+def listing_index_of_details(details_path: str | Path) -> Path:
+    """The listing index beside the folder holding a symbol's details file."""
+    folder = storage.data_path(details_path).parent
+    return folder.with_name(f"{folder.name}.json")
+
+
 def quarantine_path(data_dir, key: str) -> Path:
     """Where a permanently defective archive file (and its CHECKSUM) is moved."""
     return quarantine_dir(data_dir) / key

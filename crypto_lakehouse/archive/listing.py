@@ -482,6 +482,39 @@ def _write_failed_listing(
     return {"n_listed": 0, "n_kept": len(carried), "n_failed": len(carried), "error": error}
 
 
+def relist_symbol(details_path, symbol: str, reason: BaseException) -> None:
+    """A symbol's listing details that a download found unreadable: removed, and its
+    listing index marks the symbol failed (``failed``, ``failed_at_unix``), a changed
+    refresh value for the listing checkpoint (``plan.failure_time``), so the next run lists
+    again; the symbol, its details gone, is listed in full. Without this the download
+    failed at every run until the next end date."""
+    storage.delete(details_path)
+    index_path = layout.listing_index_of_details(details_path)
+    with _INDEX_LOCK:  # symbols of one download job run at once
+        try:
+            index = storage.read_json(index_path, default=None)
+        except ValueError:
+            index = None  # torn too: planning mends it (plan.repair_index)
+        if not isinstance(index, dict):
+            return
+        failed = index.get("failed") if isinstance(index.get("failed"), dict) else {}
+        failed[symbol] = f"listing details unreadable ({type(reason).__name__}: {reason})"
+        index.update(failed=failed, failed_at_unix=time.time())
+        storage.write_json(index_path, index)
+        # As after a failed listing: the complete index that follows names this failure
+        # (``after_failure``), so the run after it does not list again.
+        record = resume_record_path(storage.data_path(details_path).parent)
+        try:
+            kept = storage.read_json(record, default=None)
+        except ValueError:
+            kept = None
+        if isinstance(kept, dict):
+            storage.write_json(record, dict(kept, failed_at_unix=index["failed_at_unix"]))
+
+
+_INDEX_LOCK = threading.Lock()
+
+
 def _previous_failure(details_dir) -> float | None:
     """When the listing this one replaces failed (the resume record's ``failed_at_unix``)."""
     try:

@@ -558,7 +558,16 @@ async def sync_symbol(
         raise SyncError(f"{label}: not downloaded, its listing failed: {listing_error}")
     start, end = parse_day(start_date), parse_day(end_date)
 
-    details = await asyncio.to_thread(io.read_json, details_path, None) if details_path else []
+    try:
+        details = await asyncio.to_thread(io.read_json, details_path, None) if details_path else []
+    except ValueError as exc:  # torn (a crash with storage.fsync: false), zeroed (a disk fault)
+        from crypto_lakehouse.archive.listing import relist_symbol
+
+        await asyncio.to_thread(relist_symbol, details_path, symbol, exc)
+        raise SyncError(
+            f"{label}: listing details {details_path} are unreadable "
+            f"({type(exc).__name__}: {exc}): removed; the next run lists {symbol} again"
+        ) from exc
     if details is None:
         raise FileNotFoundError(f"{label}: listing details {details_path} do not exist")
     listing = {e["key"]: e for e in details}

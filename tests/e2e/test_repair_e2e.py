@@ -210,3 +210,33 @@ def test_a_torn_listing_index_is_listed_again_by_the_next_run(tmp_path):
         assert "Nothing to be done" in again.stdout + again.stderr
     finally:
         emu.stop()
+
+
+def test_torn_listing_details_are_listed_again_by_the_next_run(tmp_path):
+    # A symbol's listing details torn: the download failed at every run (the listing, whose
+    # output they are, reruns only for a new end date) with a bare JSONDecodeError.
+    emu, data, config, before = _built(tmp_path)
+    try:
+        details = data / "lakehouse" / "listing" / "spot" / "klines-1m" / "ETHUSDT.json"
+        _truncate(details, keep=details.stat().st_size // 2)
+        forced = snakemake(tmp_path, config, "all", "--forcerun", "aws_download_shard",
+                           check=False)  # fmt: skip
+        out = forced.stdout + forced.stderr
+        assert forced.returncode != 0
+        assert f"listing details {details} are unreadable (JSONDecodeError" in out, out[-3000:]
+        assert "removed; the next run lists ETHUSDT again" in out
+        repair = snakemake(tmp_path, config, "all")
+        after = h.snapshot(data)
+        retried = [n for n in h.differences(before, after) if "/shards/" in n]
+        for name in retried:
+            assert after[name].pop("retry_generation") == before[name].pop("retry_generation") + 1
+        # The listing that followed names the failure it repaired (so the run after it does
+        # not list again: see the next run); apart from that, as before.
+        index = "lakehouse/listing/spot/klines-1m"
+        for name in (f"{index}.json", f"{index}/_index.state"):
+            assert after[name].pop("after_failure")["failed_at_unix"] > 0, name
+        assert h.differences(before, after) == [], (repair.stdout + repair.stderr)[-3000:]
+        again = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in again.stdout + again.stderr
+    finally:
+        emu.stop()
