@@ -311,7 +311,7 @@ def run_summary(
     failed = failed_symbols(report_paths, records)
     result = summarize(stage, trade_type, report_paths, records)
     _raise_for_failed(stage, trade_type, failed, failed_listings(listings), records.damaged)
-    info = read_json(exchange_info, default=None) if exchange_info else None
+    info = records.read(exchange_info) if exchange_info else None
     if isinstance(info, dict) and info.get("error"):
         result["exchange_info_error"] = str(info["error"])
     write_json(summary, result)

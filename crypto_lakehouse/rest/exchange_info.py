@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crypto_lakehouse import storage
+from crypto_lakehouse.contracts import read_exchange_info
 from crypto_lakehouse.rest import DEFAULT_WEIGHT_LIMIT, EXCHANGE_INFO_WEIGHT
 from crypto_lakehouse.rest.client import RestClient
 from crypto_lakehouse.rest.limiter import WindowLimiter
@@ -89,8 +90,9 @@ def summarize_exchange_info(raw: dict, trade_type: str) -> dict:
 
 def load_rate_limits(exchange_info_path: str | Path | None, trade_type: str) -> RateLimits:
     """Weight limit and window from a summary file; Binance's defaults when absent or when
-    this run's exchangeInfo request failed (the file holds its ``error``)."""
-    info = storage.read_json(exchange_info_path) if exchange_info_path else None
+    this run's exchangeInfo request failed (the file holds its ``error``), or when the file
+    cannot be read (then removed, so that the next run that needs it asks again)."""
+    info = read_exchange_info(exchange_info_path) if exchange_info_path else None
     if not info or "request_weight" not in info:
         if exchange_info_path:
             log.warning(

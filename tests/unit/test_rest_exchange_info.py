@@ -142,3 +142,24 @@ def test_one_job_fetches_every_trade_type_and_records_the_failed_one(emulator, t
     assert plan.failure_time(paths, "2025-01-06") == previous
     assert plan.failure_time(paths, "2025-01-07") is None
     assert plan.failure_time(paths, "2025-01-06", replaced=True) is None
+
+
+def test_a_torn_summary_means_default_limits_and_is_removed_for_the_next_run(tmp_path, caplog):
+    # Torn (a crash with storage.fsync: false): the REST jobs and COIN-M contract sizes
+    # failed with a bare JSONDecodeError at every run until the next end date reran the
+    # exchange_info job. Now it is removed: the next job that needs it has it fetched.
+    summary = summarize_exchange_info(
+        raw("dapi_v1_exchangeInfo_2025-08-07_25symbols.json"), "cm_futures"
+    )
+    out = tmp_path / "exchange_info" / "cm_futures.json"
+    out.parent.mkdir()
+    text = json.dumps(summary)
+    out.write_text(text[: len(text) // 2])
+    assert load_rate_limits(out, "cm_futures") == default_rate_limits("cm_futures")
+    assert f"{out}, written by exchange_info, is unreadable (JSONDecodeError" in caplog.text
+    assert not out.exists()
+    out.write_bytes(bytes(len(text)))
+    with pytest.raises(MissingContractSize, match="is missing or was unreadable"):
+        contract_size_for(out, "BTCUSD_PERP")
+    assert not out.exists()
+    assert contract_size_for(out, "BTCUSD_PERP", override=100) == 100.0
