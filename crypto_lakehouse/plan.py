@@ -407,8 +407,12 @@ def print_summaries(run_dir: str | Path) -> None:
         return
     print(f"crypto_lakehouse run summaries in {root}:")
     for path in paths:
-        summary = read_json(path, default=None)
-        if summary:
+        try:
+            summary = read_json(path, default=None)
+        except ValueError as exc:  # torn: the report job removes it (report.records)
+            print(f"  {path}: unreadable ({type(exc).__name__}: {exc})")
+            continue
+        if isinstance(summary, dict):
             print(f"  {headline(summary)}")
 
 

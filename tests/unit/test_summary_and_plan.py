@@ -440,3 +440,21 @@ def test_a_torn_listing_index_is_written_again_from_the_listings_copy_or_removed
         assert "has no usable copy: removed" in done and "--forcerun list_archive" in done
         assert not index.exists()
     assert plan.repair_index(index) is None  # missing: the checkpoint's business
+
+
+def test_the_closing_lines_of_a_run_name_a_torn_summary_and_go_on(tmp_path, capsys):
+    # Printed by onsuccess: a torn summary of a stage this run did not rerun raised a
+    # JSONDecodeError traceback at the end of a successful run.
+    from crypto_lakehouse.layout import run_summary_path
+    from crypto_lakehouse.summary import summarize
+
+    good = tmp_path / run_summary_path("run", "aws_parse", "spot")
+    torn = tmp_path / run_summary_path("run", "gen_kline", "spot")
+    for path in (good, torn):
+        path.parent.mkdir(parents=True)
+    good.write_text(json.dumps(summarize("aws_parse", "spot", [])))
+    torn.write_text('{"stage": "gen_')
+    plan.print_summaries(tmp_path / "run")
+    out = capsys.readouterr().out
+    assert f"{torn}: unreadable (JSONDecodeError" in out
+    assert "aws_parse/spot" in out
