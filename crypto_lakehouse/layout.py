@@ -370,6 +370,17 @@ def quarantine_dir(data_dir) -> Path:
     return lakehouse_dir(data_dir) / "quarantine"
 
 
+# The Parquet records kept per symbol below ``lakehouse/`` of the data dir (beside the data,
+# on S3 too): written by aws_parse (quality) and gen_kline (provenance), each rebuilt by its
+# stage when missing.
+PARQUET_RECORDS = ("provenance", "quality")
+
+
+def parquet_record_dirs(data_dir) -> dict[str, Path]:
+    """``{"lakehouse/provenance": folder, ...}``: ``PARQUET_RECORDS`` below ``data_dir``."""
+    return {f"lakehouse/{name}": lakehouse_dir(data_dir) / name for name in PARQUET_RECORDS}
+
+
 def provenance_dir(data_dir, trade_type, interval) -> Path:
     return lakehouse_dir(data_dir) / "provenance" / trade_type / interval
 

@@ -4,7 +4,9 @@ Snakemake's outputs are the run's reports, so a data file damaged outside a run 
 fault, a copy stopped half-way, a file truncated by hand) goes unnoticed until a stage reads
 it, and a file no stage reads again (an old generated file, a candle day from aggTrades) is
 never noticed at all. This reads the footer of every Parquet file of the three data layers
-(``parsed_data``, ``api_data``, ``results_data``): a footer pyarrow cannot decode is the
+(``parsed_data``, ``api_data``, ``results_data``) and of the per-symbol Parquet records
+beside them (``lakehouse/provenance``, ``lakehouse/quality``: a damaged one left its symbol
+out of the report's coverage and quality tables): a footer pyarrow cannot decode is the
 mark of a file cut short or overwritten, the common damage. (It does not decode every page:
 a bit flip inside a page is found only by reading the file.) ``zips``: every verified
 archive zip of ``aws_data`` is hashed against its CHECKSUM as well (all of their bytes
@@ -189,9 +191,11 @@ def _verify(data_dir, *, remove: bool, jobs: int, zips: bool) -> Verdict:
         check(problem_of, batch)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for layer in layout.PARQUET_LAYERS:
-            files = storage.walk_files(layout.layer_dir(root, layer), suffix=layout.PARQUET_SUFFIX)
-            check_all(layer, files, _footer_problem)
+        folders = {layer: layout.layer_dir(root, layer) for layer in layout.PARQUET_LAYERS}
+        for layer, folder in {**folders, **layout.parquet_record_dirs(root)}.items():
+            check_all(
+                layer, storage.walk_files(folder, suffix=layout.PARQUET_SUFFIX), _footer_problem
+            )
         if zips:
             archive = layout.layer_dir(root, layout.ARCHIVE_LAYER)
             check_all(layout.ARCHIVE_LAYER, _verified_zips(archive), _zip_problem)

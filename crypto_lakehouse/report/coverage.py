@@ -93,7 +93,13 @@ def read_symbol_tables(folder: Path, columns: list[str], what: str) -> pa.Table:
         try:
             t = storage.read_parquet(path, columns=columns)
         except Exception as exc:  # any pyarrow/OS error: name the file, go on
-            log.error("%s %s unreadable, symbol left out: %s", what, path, exc)
+            log.error(
+                "%s %s unreadable, symbol left out: %s (README, 'Lost or damaged files': "
+                "crypto-lakehouse verify --remove, then the forced run rebuilds it)",
+                what,
+                path,
+                exc,
+            )
             continue
         tables.append(t.append_column("symbol", pa.array([path.stem] * t.num_rows)))
     return pa.concat_tables(tables) if tables else empty

@@ -143,11 +143,14 @@ def test_verify_finds_damaged_files_no_stage_reads_and_the_forced_run_rebuilds_t
         assert main(["verify", str(data)]) == 0
         resampled = next(data.glob("results_data/spot/resampled_klines/1h/*/BTCUSDT.pqt"))
         feature = next(data.glob("results_data/spot/features/1m/*.pqt"))
-        for path in (resampled, feature):
+        # and two per-symbol records: the report left their symbols out, saying nothing more
+        provenance = next(data.glob("lakehouse/provenance/spot/1m/*.pqt"))
+        quality = next(data.glob("lakehouse/quality/spot/1m/*.pqt"))
+        for path in (resampled, feature, provenance, quality):
             _truncate(path)
         assert main(["verify", str(data)]) == 1 and resampled.exists()
         assert main(["verify", str(data), "--remove"]) == 1
-        assert not resampled.exists() and not feature.exists()
+        assert not any(p.exists() for p in (resampled, feature, provenance, quality))
         repair = snakemake(tmp_path, config, "all", "--forcerun", "aws_download_shard")
         assert h.differences(before, h.snapshot(data)) == [], (repair.stdout + repair.stderr)[
             -3000:

@@ -25,24 +25,28 @@ def _data_dir(tmp_path):
         _parquet(data / "parsed_data/spot/klines/AUSDT/1m/202401.pqt"),
         _parquet(data / "api_data/spot/klines/AUSDT/1m/20240102.pqt"),
         _parquet(data / "results_data/spot/klines/1m/AUSDT.pqt"),
+        _parquet(data / "lakehouse/quality/spot/1m/AUSDT.pqt"),
     ]
     cut = _parquet(data / "results_data/spot/resampled_klines/1h/0m/AUSDT.pqt")
     cut.write_bytes(cut.read_bytes()[:40])  # a copy stopped half-way
+    # a per-symbol record: damaged, its symbol was left out of the report's tables
+    record = _parquet(data / "lakehouse/provenance/spot/1m/AUSDT.pqt")
+    record.write_bytes(bytes(record.stat().st_size))
     text = data / "parsed_data/spot/aggTrades/AUSDT/20240102.pqt"
     text.parent.mkdir(parents=True, exist_ok=True)
     text.write_text("not parquet at all")
     # outside the three layers, or not Parquet by name: not read
-    (data / "lakehouse").mkdir()
     (data / "lakehouse/notes.pqt").write_text("x")
     (data / "aws_data").mkdir()
     (data / "aws_data/x.zip").write_text("x")
-    return data, good, {cut, text}
+    return data, good, {cut, text, record}
 
 
 def test_the_damaged_files_of_the_three_layers_are_listed_then_removed(tmp_path):
     data, good, damaged = _data_dir(tmp_path)
     verdict = verify(data)
-    assert verdict.checked == {"parsed_data": 2, "api_data": 1, "results_data": 2}
+    assert verdict.checked == {"parsed_data": 2, "api_data": 1, "results_data": 2,
+                               "lakehouse/provenance": 1, "lakehouse/quality": 1}  # fmt: skip
     rel = {p.relative_to(data).as_posix() for p in damaged}
     assert set(verdict.damaged) == rel and verdict.exit_code == 1
     assert all("Parquet magic bytes not found" in e for e in verdict.damaged.values())
@@ -68,15 +72,18 @@ def test_a_failing_storage_is_reported_as_not_checked_and_nothing_removed(tmp_pa
     assert list(verdict.unchecked) == ["api_data/spot/klines/AUSDT/1m/20240102.pqt"]
     assert "503 Slow Down" in verdict.unchecked["api_data/spot/klines/AUSDT/1m/20240102.pqt"]
     assert all(p.exists() for p in good) and verdict.exit_code == 1
-    assert len(verdict.removed) == 2
+    assert len(verdict.removed) == 3
 
 
 def test_the_command_line(tmp_path, capsys):
     data, _, damaged = _data_dir(tmp_path)
     assert main(["verify", str(data)]) == 1
     out = capsys.readouterr().out
-    assert out.startswith(f"verify {data}: 5 file(s) read in ")
-    assert "(parsed_data 2, api_data 1, results_data 2); 2 damaged" in out
+    assert out.startswith(f"verify {data}: 7 file(s) read in ")
+    assert (
+        "(parsed_data 2, api_data 1, results_data 2, lakehouse/provenance 1, "
+        "lakehouse/quality 1); 3 damaged" in out
+    )
     assert "  results_data/spot/resampled_klines/1h/0m/AUSDT.pqt: ArrowInvalid: " in out
     assert "--remove, then snakemake --cores all --forcerun aws_download_shard" in out
     assert main(["verify", str(data), "--remove", "--json"]) == 1
@@ -122,7 +129,8 @@ def test_on_s3_the_damaged_objects_are_listed_and_removed(s3_root):
     storage.write_bytes(cut, storage.read_bytes(good)[:30])
     _parse_state(root, {"partitions": {"202401": {}}})  # the parse wrote it
     verdict = verify(s3_root, remove=True, jobs=4)
-    assert verdict.checked == {"parsed_data": 1, "api_data": 0, "results_data": 1}
+    assert verdict.checked == {"parsed_data": 1, "api_data": 0, "results_data": 1,
+                               "lakehouse/provenance": 0, "lakehouse/quality": 0}  # fmt: skip
     assert list(verdict.damaged) == ["parsed_data/spot/klines/AUSDT/1m/202401.pqt"]
     assert verdict.removed == list(verdict.damaged) and verdict.unchecked == {}
     assert not storage.exists(cut) and storage.exists(good)
