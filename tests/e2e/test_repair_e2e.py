@@ -7,6 +7,7 @@ files")."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -22,22 +23,31 @@ def _truncate(path, keep: int = 300) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 
 
+@contextlib.contextmanager
 def _built(tmp_path):
-    """The chaos scenario built with `all`: (emulator, data dir, config, snapshot)."""
+    """The chaos scenario built with `all`, its emulator serving meanwhile: (data dir,
+    config, snapshot)."""
     emu = h.start_emulator(h.build_scenario(tmp_path))
-    data = tmp_path / "data"
-    config = h.config_for(emu.base_url, data)
     try:
+        data = tmp_path / "data"
+        config = h.config_for(emu.base_url, data)
         snakemake(tmp_path, config, "all")
-    except BaseException:
+        yield data, config, h.snapshot(data)
+    finally:
         emu.stop()
-        raise
-    return emu, data, config, h.snapshot(data)
+
+
+def _after_a_retry(before: dict, data) -> dict:
+    """The data dir's snapshot after a run that repaired a failure: the shards whose symbols
+    failed count one more retry generation (the param that reran them), taken out here."""
+    after = h.snapshot(data)
+    for name in [n for n in h.differences(before, after) if "/shards/" in n]:
+        assert after[name].pop("retry_generation") == before[name].pop("retry_generation") + 1
+    return after
 
 
 def test_forcing_the_download_repairs_lost_and_damaged_files(tmp_path):
-    emu, data, config, before = _built(tmp_path)
-    try:
+    with _built(tmp_path) as (data, config, before):
         zip_path = layout.aws_path(data, layout.daily_kline_key("spot", "ETHUSDT", "1m", h.DAYS[2]))
         partition = layout.parsed_klines_dir(data, "spot", "BTCUSDT", "1m") / "202402.pqt"
         result = layout.results_klines_dir(data, "spot", "1m") / "SOLUSDT.pqt"
@@ -53,8 +63,6 @@ def test_forcing_the_download_repairs_lost_and_damaged_files(tmp_path):
         repair = snakemake(tmp_path, config, "all", "--forcerun", "aws_download_shard")
         assert partition.stat().st_size > 300, (repair.stdout + repair.stderr)[-3000:]
         assert h.differences(before, h.snapshot(data)) == []
-    finally:
-        emu.stop()
 
 
 def test_torn_state_records_make_their_stages_redo_the_work(tmp_path):
@@ -62,8 +70,7 @@ def test_torn_state_records_make_their_stages_redo_the_work(tmp_path):
     # aws_download, agg_klines, gen_kline, resample and features failed every symbol at
     # every run ("JSONDecodeError: Unterminated string ...", naming no file). Now each stage
     # warns naming the record, redoes the symbol and writes a good record.
-    emu, data, config, before = _built(tmp_path)
-    try:
+    with _built(tmp_path) as (data, config, before):
         states = sorted((data / "lakehouse" / "state").rglob("*.json"))
         stages = {p.relative_to(data / "lakehouse" / "state").parts[0] for p in states}
         assert {"aws_download", "aws_parse", "gen_kline", "resample", "features"} <= stages
@@ -80,8 +87,6 @@ def test_torn_state_records_make_their_stages_redo_the_work(tmp_path):
             assert isinstance(json.loads(path.read_text()), dict), path
         again = snakemake(tmp_path, config, "all")
         assert "Nothing to be done" in again.stdout + again.stderr
-    finally:
-        emu.stop()
 
 
 def test_a_damaged_input_found_by_a_later_stage_is_rebuilt_by_a_plain_rerun(tmp_path, emulator):
@@ -138,8 +143,7 @@ def test_verify_finds_damaged_files_no_stage_reads_and_the_forced_run_rebuilds_t
     # run rebuilds them.
     from crypto_lakehouse.cli import main
 
-    emu, data, config, before = _built(tmp_path)
-    try:
+    with _built(tmp_path) as (data, config, before):
         assert main(["verify", str(data)]) == 0
         resampled = next(data.glob("results_data/spot/resampled_klines/1h/*/BTCUSDT.pqt"))
         feature = next(data.glob("results_data/spot/features/1m/*.pqt"))
@@ -156,16 +160,13 @@ def test_verify_finds_damaged_files_no_stage_reads_and_the_forced_run_rebuilds_t
             -3000:
         ]
         assert main(["verify", str(data)]) == 0
-    finally:
-        emu.stop()
 
 
 def test_torn_reports_read_by_a_later_job_are_rebuilt_by_the_next_run(tmp_path):
     # gen_kline's reports (shard and symbols') torn, then a run that reruns only resample
     # and features (as a changed resample target does): before, resample failed at every
     # run with a bare JSONDecodeError and nothing ever rewrote the reports.
-    emu, data, config, before = _built(tmp_path)
-    try:
+    with _built(tmp_path) as (data, config, before):
         reports = sorted((data / "lakehouse" / "reports" / "gen_kline").rglob("*.json"))
         assert any(p.parent.name == "shards" for p in reports) and len(reports) >= 4
         for path in reports:
@@ -175,26 +176,18 @@ def test_torn_reports_read_by_a_later_job_are_rebuilt_by_the_next_run(tmp_path):
         assert failed.returncode != 0
         assert "written by gen_kline, is unreadable (JSONDecodeError" in out, out[-3000:]
         repair = snakemake(tmp_path, config, "all")
-        after = h.snapshot(data)
-        # The shards whose symbols failed count one more retry generation (the param that
-        # reran them); apart from it, everything is as before.
-        retried = [n for n in h.differences(before, after) if "/shards/" in n]
-        for name in retried:
-            assert after[name].pop("retry_generation") == before[name].pop("retry_generation") + 1
+        after = _after_a_retry(before, data)
         assert h.differences(before, after) == [], (repair.stdout + repair.stderr)[-3000:]
         for path in reports:
             assert isinstance(json.loads(path.read_text()), dict), path
         again = snakemake(tmp_path, config, "all")
         assert "Nothing to be done" in again.stdout + again.stderr
-    finally:
-        emu.stop()
 
 
 def test_a_torn_listing_index_is_listed_again_by_the_next_run(tmp_path):
     # A listing index is the checkpoint's output that planning reads: torn, every run (dry
     # runs too) failed while building the DAG with a bare JSONDecodeError, naming no file.
-    emu, data, config, before = _built(tmp_path)
-    try:
+    with _built(tmp_path) as (data, config, before):
         indexes = sorted((data / "lakehouse" / "listing").glob("*/*.json"))
         assert indexes
         for path in indexes:
@@ -211,15 +204,12 @@ def test_a_torn_listing_index_is_listed_again_by_the_next_run(tmp_path):
         assert h.differences(before, h.snapshot(data)) == [], (run.stdout + run.stderr)[-3000:]
         again = snakemake(tmp_path, config, "all")
         assert "Nothing to be done" in again.stdout + again.stderr
-    finally:
-        emu.stop()
 
 
 def test_torn_listing_details_are_listed_again_by_the_next_run(tmp_path):
     # A symbol's listing details torn: the download failed at every run (the listing, whose
     # output they are, reruns only for a new end date) with a bare JSONDecodeError.
-    emu, data, config, before = _built(tmp_path)
-    try:
+    with _built(tmp_path) as (data, config, before):
         details = data / "lakehouse" / "listing" / "spot" / "klines-1m" / "ETHUSDT.json"
         _truncate(details, keep=details.stat().st_size // 2)
         forced = snakemake(tmp_path, config, "all", "--forcerun", "aws_download_shard",
@@ -229,10 +219,7 @@ def test_torn_listing_details_are_listed_again_by_the_next_run(tmp_path):
         assert f"listing details {details} are unreadable (JSONDecodeError" in out, out[-3000:]
         assert "removed; the next run lists ETHUSDT again" in out
         repair = snakemake(tmp_path, config, "all")
-        after = h.snapshot(data)
-        retried = [n for n in h.differences(before, after) if "/shards/" in n]
-        for name in retried:
-            assert after[name].pop("retry_generation") == before[name].pop("retry_generation") + 1
+        after = _after_a_retry(before, data)
         # The listing that followed names the failure it repaired (so the run after it does
         # not list again: see the next run); apart from that, as before.
         index = "lakehouse/listing/spot/klines-1m"
@@ -241,5 +228,3 @@ def test_torn_listing_details_are_listed_again_by_the_next_run(tmp_path):
         assert h.differences(before, after) == [], (repair.stdout + repair.stderr)[-3000:]
         again = snakemake(tmp_path, config, "all")
         assert "Nothing to be done" in again.stdout + again.stderr
-    finally:
-        emu.stop()
