@@ -217,7 +217,7 @@ def unreadable_index(path: str | Path) -> str | None:
         index = load_index(path)
     except FileNotFoundError:
         return None
-    except (ValueError, OSError) as exc:  # JSONDecodeError, UnicodeDecodeError
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         return f"{type(exc).__name__}: {exc}"
     if not isinstance(index, dict) or not isinstance(index.get("symbols"), dict):
         return "no symbols in it"

@@ -551,16 +551,17 @@ def read_state(path) -> dict:
     except FileNotFoundError:
         return {}
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        import logging
+        problem = f"{type(exc).__name__}: {exc}"
+    else:
+        if isinstance(state, dict):
+            return state
+        problem = f"a JSON {type(state).__name__}, not an object"
+    import logging
 
-        logging.getLogger(__name__).warning(
-            "%s: unreadable (%s: %s); the stage redoes what it recorded",
-            uri(path),
-            type(exc).__name__,
-            exc,
-        )
-        return {}
-    return state if isinstance(state, dict) else {}
+    logging.getLogger(__name__).warning(
+        "%s: unreadable (%s); the stage redoes what it recorded", uri(path), problem
+    )
+    return {}
 
 
 # Parquet objects up to this size are read from S3 in one GET (partitions, quality

@@ -14,8 +14,9 @@ import logging
 import time
 from pathlib import Path
 
+from crypto_lakehouse.contracts import read_exchange_info
 from crypto_lakehouse.layout import stats_path_for
-from crypto_lakehouse.storage import read_json, write_json
+from crypto_lakehouse.storage import list_files, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +273,7 @@ def _raise_for_failed(
     damaged: list[str] = (),
 ) -> None:
     if damaged:  # the records of this stage the summary could not read (_Records)
-        failed = [f"unreadable record {d}" for d in damaged] + list(failed)
-        listing_errors = [*listing_errors]
+        failed = [f"record {d}" for d in damaged] + list(failed)
     if failed or listing_errors:
         parts: list[str] = []
         for item in failed[:SHOWN_FAILED_SYMBOLS]:
@@ -311,7 +311,7 @@ def run_summary(
     failed = failed_symbols(report_paths, records)
     result = summarize(stage, trade_type, report_paths, records)
     _raise_for_failed(stage, trade_type, failed, failed_listings(listings), records.damaged)
-    info = records.read(exchange_info) if exchange_info else None
+    info = read_exchange_info(exchange_info) if exchange_info else None
     if isinstance(info, dict) and info.get("error"):
         result["exchange_info_error"] = str(info["error"])
     write_json(summary, result)
@@ -379,12 +379,10 @@ def summarize_datasets(
     per_dataset: dict[str, dict] = {}
     totals: dict[str, float] = {}
     problems: dict[str, dict] = {}
-    from crypto_lakehouse import storage
-
     records = records or _Records()
     paths, _ = records.symbol_report_paths(parse_reports)
     for folder in download_dirs.values():  # which shard lists each download report
-        shards = storage.list_files(Path(folder) / "shards", recursive=False, suffix=".json")
+        shards = list_files(Path(folder) / "shards", recursive=False, suffix=".json")
         records.symbol_report_paths([str(p) for p in shards])
     for path in paths:
         report = records.read(path)

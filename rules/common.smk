@@ -286,7 +286,7 @@ def listed(trade_type, dataset):
     """Symbols kept by the listing checkpoint of (trade type, dataset): list_archive for
     every listing of the run (one job for all), list_archive_dataset for a dataset the
     config does not list (a target asked for by path)."""
-    drop_unreadable_listing(listing_index_path(trade_type, dataset))
+    mend_unreadable_listing(listing_index_path(trade_type, dataset))
     if (trade_type, dataset) in RUN_LISTINGS:
         checkpoints.list_archive.get()
         index = listing_index_path(trade_type, dataset)
@@ -297,11 +297,13 @@ def listed(trade_type, dataset):
     return plan.listed_symbols(index)
 
 
-def drop_unreadable_listing(index):
+def mend_unreadable_listing(index):
     """A listing index that cannot be read is mended before its checkpoint is asked for
     (``plan.repair_index``: written again from the listing's copy, else removed). Before,
     planning failed at every run with a bare JSONDecodeError. A dry run changes nothing: it
-    says so."""
+    says so; nor does a job's own Snakemake process (SLURM), which plans after the main one."""
+    if not workflow.is_main_process:
+        return
     if DRY_RUN:
         problem = plan.unreadable_index(index)
         if problem is not None:
