@@ -117,25 +117,42 @@ def _request_args(config, trade_type, dataset, end_date) -> dict:
 # ---------------------------------------------------------------- listing
 def fresh_index(path: Path, request: dict) -> dict | None:
     """The index at ``path`` if it answers ``request`` completely (no failed symbol), else
-    None."""
-    index = io.read_json(path, default=None)
+    None (also when it cannot be read: torn by a crash, zeroed by a disk fault)."""
+    index = _record(path)
     if isinstance(index, dict) and index.get("request") == request:
         if not (index.get("failed") or index.get("error")):
             return index
     return None
 
 
-def obtain_index(config, trade_type, dataset, end_date) -> tuple[dict, Path, str]:
-    """(index, its path, how it was obtained): a fresh cached index, else a new listing."""
+def _record(path, default=None):
+    """A JSON record of the run dir, or ``default`` when missing or unreadable (the plan
+    only reads: a damaged record is the next run's to mend)."""
+    try:
+        return io.read_json(path, default=default)
+    except ValueError:
+        return default
+
+
+class UnusableListing(ValueError):
+    """A cached listing whose details cannot be read: the plan lists the dataset itself."""
+
+
+def obtain_index(
+    config, trade_type, dataset, end_date, reuse: bool = True
+) -> tuple[dict, Path, str]:
+    """(index, its path, how it was obtained): a fresh cached index (``reuse``), else a new
+    listing."""
     from crypto_lakehouse.archive.listing import listing_request, run_listing
 
     run_dir = config["run_dir"]
     args = _request_args(config, trade_type, dataset, end_date)
     request = listing_request(**args)
-    for path, origin in (
+    cached = (
         (layout.run_listing_index_path(run_dir, trade_type, dataset), "the last run's listing"),
         (layout.plan_listing_index_path(run_dir, trade_type, dataset), "an earlier plan's"),
-    ):
+    )
+    for path, origin in cached if reuse else ():
         index = fresh_index(Path(path), request)
         if index is not None:
             return index, Path(path), f"reused {origin} ({path})"
@@ -200,7 +217,10 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
     out.not_listed = list(index.get("not_listed", []))
     out.no_files = list(index.get("no_files", []))
     for symbol in sorted(index["symbols"]):
-        details = io.read_json(details_dir / f"{symbol}.json", default=[]) or []
+        try:
+            details = io.read_json(details_dir / f"{symbol}.json", default=[]) or []
+        except ValueError as exc:
+            raise UnusableListing(f"{details_dir / symbol}.json: {exc}") from exc
         listing = {e["key"]: e for e in details}
         dirs = symbol_dirs(trade_type, kind, symbol, config["interval"], use_monthly)
         selection = select(zip_keys_in(listing, dirs), start_day, end_day, use_monthly=use_monthly)
@@ -237,7 +257,7 @@ def measured_rates(config, trade_type) -> dict:
         "download_files_s": DEFAULT_DOWNLOAD_FILES_S,
         "download_source": "conservative defaults",
     }
-    summary = io.read_json(layout.run_summary_path(run_dir, "aws_download", trade_type), None)
+    summary = _record(layout.run_summary_path(run_dir, "aws_download", trade_type))
     if summary and summary.get("throughput_mb_s") and summary.get("throughput_files_s"):
         rates["download_mb_s"] = float(summary["throughput_mb_s"])
         rates["download_files_s"] = float(summary["throughput_files_s"])
@@ -246,7 +266,7 @@ def measured_rates(config, trade_type) -> dict:
     ceiling = DEFAULT_WEIGHT_LIMIT[trade_type] * share / 60.0  # weight per second
     rates["rest_weight_s"] = ceiling
     rates["rest_source"] = f"the weight limit ({DEFAULT_WEIGHT_LIMIT[trade_type]}/min × {share})"
-    summary = io.read_json(layout.run_summary_path(run_dir, "api_download", trade_type), None)
+    summary = _record(layout.run_summary_path(run_dir, "api_download", trade_type))
     totals = (summary or {}).get("totals", {})
     if totals.get("weight") and totals.get("seconds"):
         measured = totals["weight"] / totals["seconds"]
@@ -279,9 +299,14 @@ def make_plan(config: dict, today: dt.date | None = None) -> dict:
         indexes = {}
         for dataset in _datasets(config, trade_type):
             index, path, origin = obtain_index(config, trade_type, dataset, end)
-            indexes[dataset] = index
             out = DatasetPlan(trade_type, dataset, origin)
-            count_dataset(config, trade_type, dataset, index, path, end, today, out)
+            try:
+                count_dataset(config, trade_type, dataset, index, path, end, today, out)
+            except UnusableListing as why:  # a cached one, with a damaged details file
+                index, path, origin = obtain_index(config, trade_type, dataset, end, reuse=False)
+                out = DatasetPlan(trade_type, dataset, f"{origin}; the cached one: {why}")
+                count_dataset(config, trade_type, dataset, index, path, end, today, out)
+            indexes[dataset] = index
             if dataset == datasets.FUNDING.name:
                 kline_index = indexes[f"klines-{config['interval']}"]
                 out.rest_symbols = funding_rest_symbols(kline_index, index)

@@ -165,6 +165,39 @@ def test_plan_after_a_run_reuses_its_listing_and_sees_the_files(archive):
     assert later[("spot", "klines-1h")]["rest_days"] == 4
 
 
+def test_plan_lists_again_what_a_torn_cached_record_cannot_tell(archive):
+    # A torn listing index, listing details file or run summary (a crash with storage.fsync
+    # off) made `plan` end in a JSONDecodeError traceback. It only reads: it lists again
+    # (into its own folder) and leaves the mending to the next run.
+    tmp, _, emu = archive
+    data = tmp / "data-torn"
+    config = config_for(emu, data)
+    snakemake(tmp, config, "aws_download")
+    whole = run_plan(tmp, config)
+    run_dir = str(data / "lakehouse")
+    index = Path(layout.run_listing_index_path(run_dir, "spot", "klines-1h"))
+    details = (
+        layout.listing_details_dir(
+            layout.run_listing_index_path(run_dir, "um_futures", "klines-1h")
+        )
+        / "BTCUSDT.json"
+    )
+    summary = Path(layout.run_summary_path(run_dir, "aws_download", "spot"))
+    for path in (index, details, summary):
+        path.write_bytes(path.read_bytes()[:40])
+    torn = run_plan(tmp, config)
+    spot, um = torn[("spot", "klines-1h")], torn[("um_futures", "klines-1h")]
+    assert spot["listing"].startswith("listed now"), spot["listing"]
+    assert (
+        um["listing"].startswith("listed now") and f"the cached one: {details}" in (um["listing"])
+    )
+    for key in (("spot", "klines-1h"), ("um_futures", "klines-1h")):
+        for figure in ("files_present", "files_to_download", "rest_days"):
+            assert torn[key][figure] == whole[key][figure], (key, figure)
+    assert spot["rates"]["download_source"] == "conservative defaults"
+    assert index.read_bytes() and len(index.read_bytes()) == 40  # left for the run to mend
+
+
 def test_plan_text_names_reasons_and_estimate(archive, capsys):
     from crypto_lakehouse.cli import main
 
