@@ -15,8 +15,11 @@ The launcher lives on the submit host for the job's lifetime:
 3. on the node, ``node`` unpacks the files into a private temporary folder, points every
    run-directory path of the job (its JSON and its log) there, runs the job, and sends back,
    as a tar stream on stdout, every file the job wrote there, with the job's exit status
-   and figures (wall, CPU, peak memory: Snakemake's benchmark table measures the launcher);
-4. the launcher writes those files into the run directory, each atomically, and exits with
+   and figures (wall, CPU, peak memory: Snakemake's benchmark table measures the launcher)
+   and the files it was sent that the job removed (a torn report a job found, removed so
+   that the next run rebuilds it: crypto_lakehouse.shards.read_report);
+4. the launcher writes those files into the run directory, each atomically, removes the
+   removed ones there, and exits with
    the job's status, the figures beside the job's benchmark table
    (``layout.node_figures_path``). A failed job's files (its log, the reports of the symbols it finished)
    come back too: nothing done is lost.
@@ -173,9 +176,9 @@ def _read_stream(stream, record: str, write, sender: str) -> dict | None:
 
 
 def unpack_returned(stream, run_dir: str) -> dict:
-    """Write the node's files into ``run_dir`` (each atomically) and return the job's status
-    record (``returncode`` and the job's figures); a stream without it raises RemoteJobError
-    after writing what came."""
+    """Write the node's files into ``run_dir`` (each atomically), remove there the files the
+    job removed (status ``removed``), and return the job's status record (``returncode`` and
+    the job's figures); a stream without it raises RemoteJobError after writing what came."""
 
     def write(rel: str, data: bytes) -> None:
         io.write_bytes(os.path.join(run_dir, rel), data)
@@ -183,6 +186,11 @@ def unpack_returned(stream, run_dir: str) -> dict:
     status = _read_stream(stream, STATUS, write, "the node")
     if status is None:
         raise RemoteJobError("the node's answer ended before the job's exit status")
+    for name in status.pop("removed", None) or ():
+        rel = safe_member_name(FILES + str(name))
+        if rel is None:
+            raise RemoteJobError(f"the node removed {name!r}, outside the run directory")
+        Path(run_dir, rel).unlink(missing_ok=True)
     return status
 
 
@@ -332,6 +340,9 @@ def run_node(stdin, stdout) -> int:
             check=False,
         )
         status = dict(returncode=proc.returncode, **_job_figures(started))
+        removed = sorted(rel for rel in before if not (local_run / rel).exists())
+        if removed:
+            status["removed"] = removed
         with tarfile.open(fileobj=stdout, mode="w|") as tar:
             for rel in changed_files(local_run, before):
                 tar.add(str(local_run / rel), arcname=FILES + rel, recursive=False)

@@ -265,6 +265,17 @@ def failed_listings(index_paths) -> list[str]:
 HELD_BACK = "held back by an earlier stage"
 
 
+def _shown(items: list[str]) -> str:
+    """Up to SHOWN_FAILED_SYMBOLS items within SHOWN_FAILED_CHARS, then how many more."""
+    parts: list[str] = []
+    for item in items[:SHOWN_FAILED_SYMBOLS]:
+        if parts and sum(len(x) + 2 for x in parts) + len(item) > SHOWN_FAILED_CHARS:
+            break
+        parts.append(item)
+    rest = len(items) - len(parts)
+    return "; ".join(parts) + (f"; and {rest} more" if rest else "")
+
+
 def _raise_for_failed(
     stage: str,
     trade_type: str,
@@ -272,31 +283,30 @@ def _raise_for_failed(
     listing_errors: list[str] = (),
     damaged: list[str] = (),
 ) -> None:
-    if damaged:  # the records of this stage the summary could not read (_Records)
-        failed = [f"record {d}" for d in damaged] + list(failed)
-    if failed or listing_errors:
-        parts: list[str] = []
-        for item in failed[:SHOWN_FAILED_SYMBOLS]:
-            if parts and sum(len(x) + 2 for x in parts) + len(item) > SHOWN_FAILED_CHARS:
-                break
-            parts.append(item)
-        rest = len(failed) - len(parts)
-        shown = "; ".join(parts) + (f"; and {rest} more" if rest else "")
-        listed = "".join(f" listing failed: {e};" for e in listing_errors)
-        from crypto_lakehouse.shards import UPSTREAM_REASON_START
+    """``damaged``: the records of this stage the summary could not read (``_Records``)."""
+    if not (failed or listing_errors or damaged):
+        return
+    from crypto_lakehouse.shards import UPSTREAM_REASON_START
 
-        held_back = (
-            not listing_errors
-            and not damaged
-            and all(item.partition(": ")[2].startswith(UPSTREAM_REASON_START) for item in failed)
-        )
+    listed = "".join(f" listing failed: {e};" for e in listing_errors)
+    records = (
+        f" {len(damaged)} record(s) unreadable, rebuilt by the next run: {_shown(damaged)};"
+        if damaged
+        else ""
+    )
+    held_back = (
+        not listing_errors
+        and not damaged
+        and all(item.partition(": ")[2].startswith(UPSTREAM_REASON_START) for item in failed)
+    )
+    if failed:
         symbols = (
             f" {len(failed)} symbol(s) "
-            f"{HELD_BACK if held_back else 'not done'}, retried by the next run: {shown}"
-            if failed
-            else " the next run lists again"
+            f"{HELD_BACK if held_back else 'not done'}, retried by the next run: {_shown(failed)}"
         )
-        raise SymbolsFailed(f"{stage} {trade_type}:{listed}{symbols}")
+    else:
+        symbols = " the next run lists again" if listing_errors else ""
+    raise SymbolsFailed(f"{stage} {trade_type}:{listed}{records}{symbols}".rstrip(";"))
 
 
 def run_summary(

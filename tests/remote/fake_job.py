@@ -1,7 +1,8 @@
 """A shard job's file contract in miniature, for tests/unit/test_remote.py: reads each
 symbol's upstream report and the file ``extra``, writes each symbol's report and stats, the
 shard report and the log, then exits with ``exit_code`` (after ``fail_after`` symbols when
-given, as a job whose last symbol broke).
+given, as a job whose last symbol broke). The upstream reports of the symbols in
+``remove_upstream`` are removed first, as a job that found them torn does.
 
 Usage: python fake_job.py JOB_JSON LOG_FILE
 """
@@ -15,6 +16,9 @@ log.parent.mkdir(parents=True, exist_ok=True)
 with log.open("a") as f:  # appends, as the jobs' logging does
     f.write(f"fake job on {job['symbols']}\n")
 extra = json.loads(Path(job["extra"]).read_text())
+for symbol in job.get("remove_upstream", []):
+    Path(job["symbol_paths"]["upstream_report"], f"{symbol}.json").unlink()
+    job["symbols"].remove(symbol)
 done = []
 for n, symbol in enumerate(job["symbols"]):
     if job.get("fail_after") is not None and n >= job["fail_after"]:

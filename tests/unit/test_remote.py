@@ -101,6 +101,19 @@ def test_a_job_runs_on_the_node_and_its_files_come_back(submit_host):
     ]
 
 
+def test_a_file_the_job_removed_on_the_node_is_removed_on_the_submit_host(submit_host):
+    # A job that finds an upstream report torn removes it, so that the next run rebuilds
+    # it (shards.read_report); on a node only its copy went, and the torn report on the
+    # submit host failed the job again at every run.
+    run_dir, _ = submit_host
+    assert _launch(run_dir, _job(run_dir, remove_upstream=["ETHUSDT"])) == 0
+    up = run_dir / "reports" / "up" / "spot"
+    assert not (up / "ETHUSDT.json").exists()
+    assert all((up / f"{s}.json").is_file() for s in ("BTCUSDT", "SOLUSDT", "XRPUSDT"))
+    figures = json.loads((run_dir / "benchmarks/down/spot/shards/0.node.json").read_text())
+    assert "removed" not in figures
+
+
 def test_the_node_cannot_reach_the_submit_hosts_run_directory(submit_host, tmp_path):
     """The fake node really is cut off: a job reading a run-directory file through a path
     the launcher does not recognise (another spelling, via a symlink) fails on the node."""
@@ -188,6 +201,20 @@ def test_a_node_cannot_write_outside_the_run_directory(tmp_path, name):
     with pytest.raises(remote.RemoteJobError, match="outside the run directory"):
         remote.unpack_returned(out, str(tmp_path / "run"))
     assert not (tmp_path / "escape.json").exists()
+
+
+@pytest.mark.parametrize("name", ["../escape.json", "/etc/escape.json", "a/../../escape.json"])
+def test_a_node_cannot_remove_outside_the_run_directory(tmp_path, name):
+    victim = tmp_path / "escape.json"
+    victim.write_text("keep")
+    out = stdio.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|") as tar:
+        status = {"returncode": 0, "removed": [name]}
+        remote._add_bytes(tar, remote.STATUS, json.dumps(status).encode())
+    out.seek(0)
+    with pytest.raises(remote.RemoteJobError, match="outside the run directory"):
+        remote.unpack_returned(out, str(tmp_path / "run"))
+    assert victim.read_text() == "keep"
 
 
 def test_the_srun_launcher_needs_a_bucket_data_dir():

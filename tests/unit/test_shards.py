@@ -592,8 +592,9 @@ def test_a_summary_fails_naming_torn_records_and_has_them_rebuilt(tmp_path):
     with pytest.raises(SymbolsFailed) as info:
         run_summaries(summaries=[job])
     message = str(info.value)
-    assert "2 symbol(s) not done" in message
-    assert f"record {reports / 'A.json'}, written by gen_kline, is unreadable" in message
+    assert "gen_kline spot: 2 record(s) unreadable, rebuilt by the next run: " in message
+    assert "symbol(s)" not in message
+    assert f": {reports / 'A.json'}, written by gen_kline, is unreadable" in message
     assert f"{stats / 'C.json'}, written by gen_kline, is unreadable" in message
     assert "the next run rebuilds it (gen_kline/spot/klines-1m/shards/0)" in message
     assert not summary.exists()  # no summary of an incomplete stage
