@@ -467,16 +467,7 @@ def _write_failed_listing(
         failed={sym: error for sym in carried}, error=f"{what}: {error}", failed_at_unix=time.time()
     )
     storage.write_json(out_index, index)
-    # The previous index stays the one the next listing resumes from; it learns when this
-    # listing failed, for the complete index that follows (``_previous_failure``).
-    record = resume_record_path(details_dir)
-    try:
-        kept = storage.read_json(record, default=None)
-    except (OSError, ValueError):  # unreadable: the next listing is a full one anyway
-        kept = None
-    kept = kept if isinstance(kept, dict) else {}
-    storage.ensure_dir(storage.data_path(details_dir))
-    storage.write_json(record, dict(kept, failed_at_unix=index["failed_at_unix"]))
+    _remember_failure(details_dir, index["failed_at_unix"])
     seconds = time.monotonic() - started
     log.error("%s: %d symbols fail with it (%.1f s)", what, len(carried), seconds)
     return {"n_listed": 0, "n_kept": len(carried), "n_failed": len(carried), "error": error}
@@ -501,18 +492,24 @@ def relist_symbol(details_path, symbol: str, reason: BaseException) -> None:
         failed[symbol] = f"listing details unreadable ({type(reason).__name__}: {reason})"
         index.update(failed=failed, failed_at_unix=time.time())
         storage.write_json(index_path, index)
-        # As after a failed listing: the complete index that follows names this failure
-        # (``after_failure``), so the run after it does not list again.
-        record = resume_record_path(storage.data_path(details_path).parent)
-        try:
-            kept = storage.read_json(record, default=None)
-        except ValueError:
-            kept = None
-        if isinstance(kept, dict):
-            storage.write_json(record, dict(kept, failed_at_unix=index["failed_at_unix"]))
+        _remember_failure(storage.data_path(details_path).parent, index["failed_at_unix"])
 
 
 _INDEX_LOCK = threading.Lock()
+
+
+def _remember_failure(details_dir, failed_at_unix: float) -> None:
+    """The previous index stays the one the next listing resumes from; it learns when a
+    listing failed, so the complete index that follows names that failure
+    (``after_failure``, ``_previous_failure``) and the run after it does not list again."""
+    record = resume_record_path(details_dir)
+    try:
+        kept = storage.read_json(record, default=None)
+    except (OSError, ValueError):  # unreadable: the next listing is a full one anyway
+        kept = None
+    kept = kept if isinstance(kept, dict) else {}
+    storage.ensure_dir(storage.data_path(details_dir))
+    storage.write_json(record, dict(kept, failed_at_unix=failed_at_unix))
 
 
 def _previous_failure(details_dir) -> float | None:
