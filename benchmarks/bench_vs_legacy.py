@@ -143,7 +143,9 @@ def _serve(mirror, symbols, first_ms, now_ms, latency, port, conn) -> None:
         for i, s in enumerate(syms):
             rest.add_synthetic_klines(MARKET[tt], s, start_ms=first_ms, seed=i, base_price=50.0 + i)
             if tt != "spot":
-                rest.add_synthetic_funding(MARKET[tt], s, start_ms=first_ms, end_ms=now_ms, seed=i)
+                rest.add_synthetic_funding(
+                    MARKET[tt], s, start_ms=first_ms, end_ms=now_ms, seed=i, mirror_dir=mirror
+                )
     emu = Emulator(mirror_dir=mirror, rest=rest, faults=Faults(latency=latency))
     emu.start(port)
     conn.send(emu.base_url)
@@ -344,6 +346,34 @@ def count_results(data_dir: Path) -> int:
 
 
 # ------------------------------------------------------------------ aria2
+def compare_results(legacy_dir: Path, our_dir: Path, tmp: Path) -> dict:
+    """``crypto-lakehouse compare`` of both tools' data dirs after their daily updates (not
+    timed): the migration proof on every benchmark run. Its JSON report, as written."""
+    out = tmp / "compare.json"
+    cmd = [sys.executable, "-m", "crypto_lakehouse", "compare", str(legacy_dir), str(our_dir)]
+    cmd += ["--format", "json", "-o", str(out), "--jobs", str(os.cpu_count() or 1)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if not out.exists():
+        raise SystemExit(f"compare failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(out.read_text())
+
+
+def report_compare(c: dict) -> None:
+    files: dict[str, int] = {}
+    for row in c["summary"]:
+        for cls, n in row["files"].items():
+            files[cls] = files.get(cls, 0) + n
+    fixes = ", ".join(f"{k} {v['differences']}" for k, v in c["explained_by_fix"].items())
+    print(
+        f"  compare legacy vs ours (after both daily updates), {sum(files.values())} files: "
+        + ", ".join(f"{cls} {n}" for cls, n in files.items())
+        + f"; differences explained by fix: {fixes or 'none'}; unexplained "
+        f"{len(c['unexplained'])}, problems {len(c['problems'])} (exit {c['exit_code']})"
+    )
+    for d in (c["problems"] + c["unexplained"])[:5]:
+        print(f"    {d if isinstance(d, str) else json.dumps(d)[:300]}")
+
+
 def aria2_vs_ours(
     base: Path, symbols, first, now_ms, end_date, latency, tmp: Path, log_dir: Path
 ) -> tuple[float, float, int]:
@@ -475,6 +505,8 @@ def main() -> None:
             r["ours_daily"] = run_ours(tmp / "ours-all", cfg, WHOLE, logs, "all-daily")
             r["ours_daily_stages"] = stage_seconds(tmp / "ours-all/data", since)
         r["ours_results"] = count_results(tmp / "ours-all/data")
+        if not args.skip_legacy:
+            r["compare"] = compare_results(tmp / "legacy/binance_data", tmp / "ours-all/data", tmp)
         if args.aria2_latency:
             r["aria2"] = aria2_vs_ours(
                 base, symbols, first, now_for(last), end, args.aria2_latency, tmp, logs
@@ -523,6 +555,7 @@ def report(run: int, r: dict, args) -> None:
     if legacy:
         print("  (legacy whole = the sum of its five scripts)")
         print(f"  result files: legacy {r['legacy_results']}, ours {r['ours_results']}")
+        report_compare(r["compare"])
     print(
         f"  ours: daily update = {100 * r['ours_daily'] / r['ours_whole']:.1f} % of the full build "
         f"(goal < 5 %); all with nothing to do {r['ours_noop']:.2f} s (goal < 2 s)"

@@ -69,8 +69,9 @@ def mirror_kline_symbols(mirror_dir) -> dict[str, set[str]]:
     return found
 
 
-def synthetic_rest(symbols: dict[str, set[str]]):
-    """A REST side answering for these symbols with seeded synthetic data (wall-clock now)."""
+def synthetic_rest(symbols: dict[str, set[str]], mirror_dir=None):
+    """A REST side answering for these symbols with seeded synthetic data (wall-clock now);
+    funding of the months ``mirror_dir`` holds archives of is the archives' events."""
     import time
 
     from .rest import RestEmulator
@@ -82,7 +83,12 @@ def synthetic_rest(symbols: dict[str, set[str]]):
             rest.add_synthetic_klines(trade_type, symbol, start_ms=_REST_START_MS, seed=i)
             if trade_type != "spot":
                 rest.add_synthetic_funding(
-                    trade_type, symbol, start_ms=_REST_START_MS, end_ms=now_ms, seed=i
+                    trade_type,
+                    symbol,
+                    start_ms=_REST_START_MS,
+                    end_ms=now_ms,
+                    seed=i,
+                    mirror_dir=mirror_dir,
                 )
     return rest
 
@@ -111,7 +117,7 @@ def build(args: argparse.Namespace) -> Emulator:
         if listing is not None:
             for trade_type in ("spot", "um_futures", "cm_futures"):
                 symbols.setdefault(trade_type, set()).update(listing.symbols(trade_type))
-        rest = synthetic_rest(symbols)
+        rest = synthetic_rest(symbols, args.mirror)
     return Emulator(mirror_dir=args.mirror, faults=faults, listing=listing, rest=rest)
 
 

@@ -37,6 +37,7 @@ import json
 import math
 import threading
 import time
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +238,34 @@ class FundingRecords:
         return out
 
 
+_FUNDING_CSV = ["calc_time", "funding_interval_hours", "last_funding_rate"]
+
+
+def _with_archived_funding(mirror_dir, market: str, symbol: str, times: np.ndarray, rates: list):
+    """``(times, rates)`` with every month of a funding archive in ``mirror_dir`` replaced by
+    the archive's events (its CSV's ``calc_time`` and ``last_funding_rate`` text)."""
+    from crypto_lakehouse import layout
+
+    trade_type = {"um": "um_futures", "cm": "cm_futures"}[market_of(market)]
+    folder = Path(mirror_dir) / layout.funding_dir_key(trade_type, symbol)
+    keep = np.ones(len(times), dtype=bool)
+    extra_times: list[int] = []
+    extra_rates: list[str] = []
+    for path in sorted(folder.glob(f"{symbol}-fundingRate-*.zip")):
+        month = path.name[len(symbol) + len("-fundingRate-") : -len(".zip")]
+        first = pd.Timestamp(f"{month}-01", tz="UTC")
+        lo = int(first.timestamp() * 1000)
+        hi = int((first + pd.offsets.MonthBegin(1)).timestamp() * 1000)
+        keep &= (times < lo) | (times >= hi)
+        with zipfile.ZipFile(path) as zf, zf.open(zf.namelist()[0]) as csv:
+            rows = pd.read_csv(csv, header=None, names=_FUNDING_CSV, dtype=str)
+        rows = rows[rows["calc_time"] != "calc_time"]  # the header line, when there is one
+        extra_times.extend(rows["calc_time"].astype("int64").tolist())
+        extra_rates.extend(rows["last_funding_rate"].tolist())
+    kept = [r for r, k in zip(rates, keep, strict=True) if k]
+    return np.concatenate([times[keep], np.array(extra_times, dtype=np.int64)]), kept + extra_rates
+
+
 # ---------------------------------------------------------------- faults
 @dataclass
 class Injection:
@@ -393,14 +422,23 @@ class RestEmulator:
         end_ms: int,
         every_h: int = 8,
         seed: int = 0,
+        mirror_dir: str | Path | None = None,
     ) -> None:
-        """Events every ``every_h`` hours on ``[start_ms, end_ms)`` with 0–9 ms of jitter."""
+        """Events every ``every_h`` hours on ``[start_ms, end_ms)`` with 0–9 ms of jitter.
+
+        With ``mirror_dir``, the months that the mirror holds a monthly funding archive of
+        (``…/monthly/fundingRate/{SYM}/{SYM}-fundingRate-{YYYY-MM}.zip``) answer that archive's
+        events instead, time and rate as written: on Binance both are the same events, so a
+        tool that takes REST funding over archive funding for an hour (legacy BHDS does) gets
+        the same value."""
         step = every_h * 3_600_000
         grid = np.arange(-(-start_ms // step) * step, end_ms, step, dtype=np.int64)
         jitter = (_mix(grid // step, seed + 101) * 10).astype(np.int64)
-        rates = _fmt((_mix(grid // step, seed + 202) - 0.3) * 0.001)
+        times, rates = grid + jitter, _fmt((_mix(grid // step, seed + 202) - 0.3) * 0.001)
+        if mirror_dir is not None:
+            times, rates = _with_archived_funding(mirror_dir, market, symbol, times, rates)
         self.add_symbol(market, symbol)
-        self._funding[(market_of(market), symbol)] = FundingRecords(grid + jitter, rates)
+        self._funding[(market_of(market), symbol)] = FundingRecords(times, rates)
 
     def set_invalid_status(self, market: str, symbol: str) -> None:
         """The symbol exists but is not trading: klines answer -1122."""

@@ -280,6 +280,43 @@ def test_synthetic_funding_every_8h_with_jitter():
     assert all(0 <= r["fundingTime"] - (D0 + i * 8 * 3_600_000) < 10 for i, r in enumerate(body))
 
 
+def test_synthetic_funding_serves_the_mirrors_archived_months_as_archived(tmp_path):
+    """Binance's REST and archive funding are the same events: a tool that lets REST win over
+    the archive for an hour (legacy BHDS) must get the archive's value from the emulator too."""
+    import zipfile
+
+    from crypto_lakehouse_emulator.generate import write_funding_month
+
+    write_funding_month(tmp_path, "um_futures", "BTCUSDT", "2024-01", seed=3)
+    zip_path = next(tmp_path.rglob("BTCUSDT-fundingRate-2024-01.zip"))
+    with zipfile.ZipFile(zip_path) as zf:
+        lines = zf.read(zf.namelist()[0]).decode().splitlines()
+    archived = [line.split(",") for line in lines if not line.startswith("calc_time")]
+    jan, feb, mar = 1_704_067_200_000, 1_706_745_600_000, 1_709_251_200_000
+    assert len(archived) == 93 and int(archived[0][0]) - jan < 27
+
+    rest = RestEmulator(now_ms=mar)
+    rest.add_synthetic_funding(
+        "um", "BTCUSDT", start_ms=jan - 5 * DAY, end_ms=mar, seed=3, mirror_dir=tmp_path
+    )
+    _, _, body = get(rest, "/fapi/v1/fundingRate", symbol="BTCUSDT", startTime=0, limit=1000)
+    in_jan = [r for r in body if jan <= r["fundingTime"] < feb]
+    assert [[str(r["fundingTime"]), r["fundingRate"]] for r in in_jan] == [
+        [t, rate] for t, _, rate in archived
+    ]
+    # Synthetic around the archived month: 5 days before it, February after it.
+    assert len([r for r in body if r["fundingTime"] < jan]) == 15
+    assert len([r for r in body if r["fundingTime"] >= feb]) == 29 * 3
+    times = [r["fundingTime"] for r in body]
+    assert times == sorted(times)
+
+    # Without the mirror the same month is synthetic (and differs from the archive).
+    plain = RestEmulator(now_ms=mar)
+    plain.add_synthetic_funding("um", "BTCUSDT", start_ms=jan - 5 * DAY, end_ms=mar, seed=3)
+    _, _, body = get(plain, "/fapi/v1/fundingRate", symbol="BTCUSDT", startTime=jan, limit=93)
+    assert [r["fundingRate"] for r in body] != [rate for _, _, rate in archived]
+
+
 def test_served_over_http_by_the_emulator(emulator):
     rest = RestEmulator(now_ms=D0 + DAY)
     rest.add_synthetic_klines("spot", "AUSDT", start_ms=D0)
