@@ -69,11 +69,23 @@ _CONTINUATION_LINES, _MAX_CHARS = 2, 500
 def last_error_line(log_path: str | Path) -> str:
     """The exception line closest to the end of a job log, else its last non-empty line;
     when the line ends with ":", its first indented continuation lines are appended (as
-    many as keep it within ``_MAX_CHARS``; the exception line itself is never cut)."""
+    many as keep it within ``_MAX_CHARS``; the exception line itself is never cut). A log
+    that ends inside a line on a full disk says so: its last error may not be the job's."""
     try:
-        lines = [ln.rstrip() for ln in Path(log_path).read_text(errors="replace").splitlines()]
+        text = Path(log_path).read_text(errors="replace")
     except OSError:
         return f"(no log at {log_path})"
+    line = _last_error_line(text)
+    if line is None:
+        return f"(empty log{_disk_note(log_path)})"
+    if not text.endswith("\n") and (note := _disk_note(log_path)):
+        # Log records end with a newline: this log was cut short, by the full disk it is on.
+        return f"{line} (the log is cut short{note})"
+    return line
+
+
+def _last_error_line(text: str) -> str | None:
+    lines = [ln.rstrip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln.strip()]
     for i in range(len(lines) - 1, -1, -1):
         if not _EXCEPTION_RE.match(lines[i]):
@@ -87,16 +99,16 @@ def last_error_line(log_path: str | Path) -> str:
                     break
                 line = joined
         return line
-    return lines[-1].strip() if lines else f"(empty log{_disk_note(log_path)})"
+    return lines[-1].strip() if lines else None
 
 
-# Free space below which an empty log is blamed on its disk.
+# Free space below which an empty or cut-short log is blamed on its disk.
 _FULL_DISK_BYTES = 1 << 20
 
 
 def _disk_note(log_path: str | Path) -> str:
-    """For an empty log: its disk's free space when (nearly) none is left, the likely
-    reason the job could not write even its log."""
+    """For an empty or cut-short log: its disk's free space when (nearly) none is left, the
+    likely reason the job could not write (all of) its log."""
     import shutil
 
     try:

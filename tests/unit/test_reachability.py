@@ -268,6 +268,33 @@ def test_an_empty_log_on_a_full_disk_says_so(tmp_path, monkeypatch):
     assert last_error_line(log) == "(empty log)"
 
 
+def test_a_log_cut_short_on_a_full_disk_says_so(tmp_path, monkeypatch):
+    """A download job on a full disk: the file-naming error of its last symbol could not be
+    written to its log, which ends inside a traceback line; the line shown names no file."""
+    import collections
+    import shutil
+
+    log = tmp_path / "job.log"
+    log.write_text(
+        "ERROR x: run_sync BNBUSDT failed\nTraceback (most recent call last):\n"
+        "OSError: [Errno 28] No space left on device\n\nTraceback (most recent call last):\n"
+        '  File "contextlib.py", line 158, in __exit__\n    self.gen.throw(typ, va'
+    )
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(5 << 20, 5 << 20, 4096))
+    assert last_error_line(log) == (
+        "OSError: [Errno 28] No space left on device "
+        "(the log is cut short; the disk holding it is full: 4096 bytes free)"
+    )
+    # With room on the disk the line is shown as it is (a log cut by a kill says nothing more).
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(5 << 30, 1 << 30, 4 << 30))
+    assert last_error_line(log) == "OSError: [Errno 28] No space left on device"
+    # A complete log on a full disk is not called cut short.
+    log.write_text("OSError: [Errno 28] No space left on device: '/d/x.pqt'\n")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(5 << 20, 5 << 20, 0))
+    assert last_error_line(log) == "OSError: [Errno 28] No space left on device: '/d/x.pqt'"
+
+
 def _summary_failure(tmp_path, stage, message):
     log = tmp_path / f"{stage}.log"
     log.write_text(f"INFO run_summaries\ncrypto_lakehouse.summary.SymbolsFailed: {message}\n")
