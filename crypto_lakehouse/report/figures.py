@@ -112,12 +112,24 @@ def _small_figure():
     return fig, ax
 
 
+def _histograms(ax, values_by_type: dict[str, np.ndarray], bins: np.ndarray) -> None:
+    """One bar per trade type side by side in each bin: outlines drawn over each other hid
+    a trade type whose counts equal another's (every symbol of two types at score 1)."""
+    if not values_by_type:
+        return
+    ax.hist(
+        list(values_by_type.values()),
+        bins=bins,
+        histtype="bar",
+        color=list(COLOURS[: len(values_by_type)]),
+        label=list(values_by_type),
+    )
+
+
 def score_histogram(scores_by_type: dict[str, np.ndarray]) -> bytes:
-    """Distribution of the symbol quality scores, one outline per trade type."""
+    """Distribution of the symbol quality scores, a bar per trade type in each bin."""
     fig, ax = _small_figure()
-    bins = np.linspace(0, 1, 41)
-    for (trade_type, scores), colour in zip(scores_by_type.items(), COLOURS, strict=False):
-        ax.hist(scores, bins=bins, histtype="step", linewidth=1.6, color=colour, label=trade_type)
+    _histograms(ax, scores_by_type, np.linspace(0, 1, 41))
     ax.set_xlabel("symbol quality score (mean day score)")
     ax.set_ylabel("symbols")
     if scores_by_type:
@@ -130,10 +142,7 @@ def lag_histogram(lags_by_type: dict[str, np.ndarray], stale_after_hours: float)
     fig, ax = _small_figure()
     largest = max((float(np.nanmax(v)) for v in lags_by_type.values() if len(v)), default=1.0)
     bins = np.linspace(0, max(largest / 1440, 2.0), 41)
-    for (trade_type, lags), colour in zip(lags_by_type.items(), COLOURS, strict=False):
-        ax.hist(
-            lags / 1440, bins=bins, histtype="step", linewidth=1.6, color=colour, label=trade_type
-        )
+    _histograms(ax, {t: lags / 1440 for t, lags in lags_by_type.items()}, bins)
     ax.axvline(stale_after_hours / 24, color="#333333", linestyle="--", linewidth=1)
     ax.text(stale_after_hours / 24, ax.get_ylim()[1], " stale", va="top", fontsize=8)
     ax.set_xlabel("lag of the last candle behind the end of end_date (days)")

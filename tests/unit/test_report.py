@@ -427,3 +427,24 @@ def test_an_unreadable_summary_is_named_and_removed_so_the_next_run_writes_it(tm
     assert not torn.exists() and good.exists()
     # the page of the failed run, written next, reads the others
     assert list(records.read_summaries(run_dir, ["spot"])) == [("aws_parse", "spot")]
+
+
+@pytest.mark.parametrize("figure", ["score", "lag"])
+def test_histograms_show_every_trade_type_when_their_counts_are_equal(figure):
+    """Five spot and five um symbols all at score 1 (or lag 0), three cm: each trade type's
+    colour is on the page. Outlines drawn over each other showed only the last two."""
+    import io
+
+    import matplotlib.image
+
+    from crypto_lakehouse.report import figures
+
+    data = {"spot": np.ones(5), "um_futures": np.ones(5), "cm_futures": np.ones(3)}
+    if figure == "score":
+        png = figures.score_histogram(data)
+    else:
+        png = figures.lag_histogram({t: v * 0 for t, v in data.items()}, 48)
+    pixels = (matplotlib.image.imread(io.BytesIO(png))[:, :, :3] * 255).round().astype(int)
+    for colour in figures.COLOURS[:3]:
+        rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+        assert (pixels == rgb).all(axis=2).sum() > 200, colour
