@@ -26,9 +26,12 @@ from crypto_lakehouse.features.microstructure import (
     release_microstructure,
 )
 from crypto_lakehouse.features.spec import IndicatorSpec, talib_version, validate_feature_config
+from crypto_lakehouse.generate import parquet_append
+from crypto_lakehouse.generate import tail as gen_tail
 from crypto_lakehouse.generate.outputs import SUFFIX, remove_stale
 from crypto_lakehouse.generate.vwap import vwap_column_name
 from crypto_lakehouse.incremental import fingerprint
+from crypto_lakehouse.resample import tail as resample_tail
 from crypto_lakehouse.shards import DamagedInput, read_report, reading_output_of
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,28 @@ log = logging.getLogger(__name__)
 TIME = "candle_begin_time"
 STAGE = "features"
 # Bump when the computation changes in a way the inputs and settings do not show.
-FEATURES_VERSION = 1
+# 2: the microstructure restarts its rolling sums at every block (block_rows).
+FEATURES_VERSION = 2
+# Feature files are computed and written in blocks, one row group each, so that a daily
+# update of a grown candle file computes its last block and the new rows only and copies
+# the other row groups (parquet_append). TA-Lib runs on the whole series every time (cheap,
+# and its recursive indicators depend on every earlier row: that keeps them exactly
+# TA-Lib's). The microstructure of a block reads warmup_rows() rows before it and starts
+# pandas' running window sums there, so its values do not depend on where a build started:
+# a tail build writes the bytes of a full build. Blocks of a generated 1m file: 2^17 rows
+# (91 days), as its own row groups. Resampled files are shorter (6 years of 1h are 52,560
+# rows): 2^15 rows. Smaller blocks keep more of a 1h file, but each block costs pandas'
+# per-call overhead: 2^14 made a full build of a 6-year symbol's 28 files ~0.1 s slower
+# (docs/benchmarks.md, twenty-seventh part).
+BLOCK_ROWS = 1 << 17
+RESAMPLED_BLOCK_ROWS = 1 << 15
+
+
+def block_rows(stage: str) -> int:
+    """The block size of the feature files of candle files that ``stage`` writes."""
+    return BLOCK_ROWS if stage == "gen_kline" else RESAMPLED_BLOCK_ROWS
+
+
 # Parquet options of the feature files (docs/features.md, "File format"): LZ4, plain
 # encoding, no dictionary. Feature columns are high-entropy float64: zstd with byte-stream-split
 # pages is ~20% smaller but costs twice the CPU time of the whole write.
@@ -52,19 +76,37 @@ class FeaturesError(RuntimeError):
 READ_BATCH_ROWS = 65_536
 
 
-def _read_candles(path: Path, parquet: pq.ParquetFile, columns: list[str]) -> tuple[dict, pa.Array]:
-    """The float64 arrays of ``columns`` and the time column of a candle file.
+def warmup_rows(windows: list[int]) -> int:
+    """Rows before a block that its microstructure reads: the window of W per-candle values
+    ending at the block's first row starts W - 1 rows before it, and its first value reaches
+    two rows further back (Roll's previous close change: close[t-1] - close[t-2])."""
+    return max(windows, default=0) + 1
+
+
+def _read_candles(
+    path: Path, parquet: pq.ParquetFile, columns: list[str], first_row: int = 0
+) -> tuple[dict, pa.Array]:
+    """The float64 arrays of ``columns`` and the time column of a candle file, rows
+    ``first_row`` to the end (only the row groups holding them are decoded).
 
     Decoded batch by batch into arrays allocated first: reading the whole table and then
     converting it would hold the file twice, and leave the table's freed pages in pieces the
     later columns cannot reuse (+0.1 GB peak, all of it fresh memory, on a 6-year 1m file).
     """
-    rows = parquet.metadata.num_rows
+    meta = parquet.metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    starts = np.cumsum([0, *sizes])
+    group = max(0, int(np.searchsorted(starts, first_row, side="right")) - 1)
+    base = int(starts[min(group, len(sizes))])
+    rows = meta.num_rows - base
     candles = {name: np.empty(rows, dtype=np.float64) for name in columns}
     times = []
     start = 0
     for batch in parquet.iter_batches(
-        batch_size=READ_BATCH_ROWS, columns=[TIME, *columns], use_threads=False
+        batch_size=READ_BATCH_ROWS,
+        row_groups=range(group, len(sizes)),
+        columns=[TIME, *columns],
+        use_threads=False,
     ):
         stop = start + batch.num_rows
         for name, values in candles.items():
@@ -74,9 +116,35 @@ def _read_candles(path: Path, parquet: pq.ParquetFile, columns: list[str]) -> tu
         start = stop
     if start != rows:
         raise ValueError(f"{path}: read {start} rows of the {rows} its metadata lists")
+    skip = first_row - base
+    if skip:
+        candles = {name: values[skip:] for name, values in candles.items()}
     if not times:
         return candles, pa.array([], type=parquet.schema_arrow.field(TIME).type)
-    return candles, pa.concat_arrays(times)
+    return candles, pa.concat_arrays(times).slice(skip)
+
+
+def _blocked_microstructure(
+    inputs: dict[str, np.ndarray],
+    base_row: int,
+    rows: int,
+    from_row: int,
+    windows: list[int],
+    block: int,
+) -> dict[str, list[np.ndarray]]:
+    """The microstructure columns of rows ``[from_row, rows)``, ``block`` rows at a time
+    (``from_row`` a multiple of it), each column as its blocks' arrays (written as one
+    chunked column: no copy into a whole-file array); ``inputs`` hold rows
+    ``[base_row, rows)`` and reach back ``warmup_rows`` before ``from_row`` (or to row 0)."""
+    warm = warmup_rows(windows)
+    out: dict[str, list[np.ndarray]] = {}
+    for start in range(from_row, max(rows, from_row + 1), block):
+        lo, hi = max(0, start - warm), min(start + block, rows)
+        # Views: the microstructure does not write to its inputs (compute_microstructure).
+        part = {k: v[lo - base_row : hi - base_row] for k, v in inputs.items()}
+        for k, values in release_microstructure(part, windows).items():
+            out.setdefault(k, []).append(values[start - lo :])
+    return out
 
 
 def feature_table(
@@ -86,8 +154,11 @@ def feature_table(
     vwap_col: str,
     contract_size: float | None,
     seconds: dict[str, float] | None = None,
+    from_row: int = 0,
+    block: int = BLOCK_ROWS,
 ) -> pa.Table:
-    """The features of one candle file: its time column, then the feature columns (float64)."""
+    """The features of one candle file: its time column, then the feature columns (float64);
+    rows ``from_row`` (a multiple of ``block``) to the end."""
     seconds = seconds if seconds is not None else {}
     t0 = clock.perf_counter()
     parquet = storage.parquet_file(path)
@@ -97,12 +168,21 @@ def feature_table(
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
     has_vwap = vwap_col in names
-    candles, times = _read_candles(path, parquet, wanted[1:] + ([vwap_col] if has_vwap else []))
+    micro_names = wanted[1:] + ([vwap_col] if has_vwap else [])
+    rows = parquet.metadata.num_rows
+    base_row = max(0, from_row - warmup_rows(windows))
+    candles, times = _read_candles(path, parquet, micro_names, base_row)
+    if from_row:
+        # TA-Lib needs the whole series of the columns its functions take.
+        whole, _ = _read_candles(path, parquet, sorted({n for s in specs for n in s.inputs}))
+        times = times.slice(from_row - base_row)
+    else:
+        whole = candles
     t1 = clock.perf_counter()
-    columns = compute_indicators(specs, candles)
+    columns = {k: v[from_row:] for k, v in compute_indicators(specs, whole).items()}
+    del whole
     t2 = clock.perf_counter()
-    # The microstructure takes the candle arrays over and releases each after its last use
-    # (release_microstructure): no other reference to them may stay here.
+    # The microstructure's inputs (each block reads its rows of them as views).
     quote_volume = candles.pop("quote_volume")
     if contract_size is None:
         notional = quote_volume
@@ -115,12 +195,19 @@ def feature_table(
     if has_vwap:
         inputs["vwap"] = candles.pop(vwap_col)
     del candles
-    columns.update(release_microstructure(inputs, windows))
+    columns.update(_blocked_microstructure(inputs, base_row, rows, from_row, windows, block))
+    del inputs
     t3 = clock.perf_counter()
     for key, value in (("read", t1 - t0), ("indicators", t2 - t1), ("microstructure", t3 - t2)):
         seconds[key] = seconds.get(key, 0.0) + value
     fields = [pa.field(TIME, times.type)] + [pa.field(c, pa.float64()) for c in columns]
-    return pa.Table.from_arrays([times, *columns.values()], schema=pa.schema(fields))
+    arrays = [
+        pa.chunked_array([pa.array(v) for v in values], pa.float64())
+        if isinstance(values, list)
+        else values
+        for values in columns.values()
+    ]
+    return pa.Table.from_arrays([times, *arrays], schema=pa.schema(fields))
 
 
 def _symbol_report(path, stage: str, symbol: str) -> dict:
@@ -180,9 +267,15 @@ def _symbol_features(
     windows: list[int],
     contract_size: float | None,
     seconds: dict[str, float],
+    previous: dict[str, dict],
+    built: dict[str, dict],
+    counts: dict[str, int],
 ) -> tuple[dict, list[DamagedInput]]:
     """Write one symbol's feature files and remove its stale ones; its report section, and
-    the ``DamagedInput`` failures among the section's failures."""
+    the ``DamagedInput`` failures among the section's failures. ``previous``: what the last
+    build of the same settings recorded per candle file (``_write_features``); ``built`` is
+    filled with this build's records and ``counts`` counts the files kept, tail-built and
+    built in full, and the rows computed."""
     vwap_col = vwap_column_name(interval)
     outputs, failures = [], []
     damaged: list[DamagedInput] = []  # of the failures, those of a file another stage wrote
@@ -195,33 +288,88 @@ def _symbol_features(
     for f in files:
         path = f["dir"] / f"{f['name']}{SUFFIX}"
         rel = path.relative_to(data_dir).as_posix()
+        source = data_dir / f["source"]
+        prev = previous.get(f["source"])
         try:
-            with reading_output_of(f["stage"], data_dir / f["source"]):
-                table = feature_table(
-                    data_dir / f["source"], specs, windows, vwap_col, contract_size, seconds
-                )
+            with reading_output_of(f["stage"], source):
+                # Recorded for the next build's tail (local data dirs: parquet_append).
+                identity = None if storage.is_remote(data_dir) else gen_tail.file_identity(source)
+                if prev and prev["source"] == identity and _output_intact(path, prev):
+                    record = prev  # neither the candle file nor its features changed
+                    counts["kept"] += 1
+                else:
+                    keep = _kept_blocks(data_dir, trade_type, symbol, interval, f, prev, path)
+                    record = _write_features(
+                        source, path, keep, block_rows(f["stage"]), specs, windows, vwap_col,
+                        contract_size, seconds, {**metadata, "source_file": f["source"]},
+                    )  # fmt: skip
+                    counts["tail" if record["tail"] else "full"] += 1
+                    counts["rows_computed"] += record.pop("computed")
+                    record["source"] = identity
         except Exception as exc:  # reported; the symbol's other files still run
             log.error("features of %s failed: %s", f["source"], exc)
             failures.append(f"{f['source']}: {exc}")
             if isinstance(exc, DamagedInput):
                 damaged.append(exc)
             continue
-        t0 = clock.perf_counter()
-        storage.write_parquet(
-            path, table, metadata={**metadata, "source_file": f["source"]}, **WRITE_OPTIONS
-        )
-        seconds["write"] = seconds.get("write", 0.0) + clock.perf_counter() - t0
+        built[f["source"]] = record
         written.setdefault(f["dir"], set()).add(f["name"])
-        outputs.append({"source": f["source"], "file": rel, "rows": table.num_rows})
-        # Freed before the next file is computed: otherwise two files' columns are alive at
-        # once (+0.2 GB peak on a 6-year 1m symbol, all of it fresh memory).
-        del table
+        outputs.append({"source": f["source"], "file": rel, "rows": record["rows"]})
     removed = []
     for out_dir in _owned_dirs(data_dir, trade_type, interval):
         for p in remove_stale(out_dir, symbol, written.get(out_dir, set())):
             removed.append(p.relative_to(data_dir).as_posix())
     section = {"outputs": outputs, "removed": sorted(removed), "failures": failures}
     return section, damaged
+
+
+def _output_intact(path: Path, prev: dict | None) -> bool:
+    """The feature file is still the one the last build wrote (size and mtime)."""
+    return prev is not None and gen_tail.file_identity(path) == prev["output"]
+
+
+def _kept_blocks(data_dir, trade_type, symbol, interval, f: dict, prev, path: Path) -> int:
+    """Leading blocks of the previous feature file that a tail build keeps: those wholly
+    within the rows of the candle file that its writer's last tail build (gen_kline's or
+    resample's) left as they were in the version the previous features were computed from
+    (0: a full build)."""
+    if not _output_intact(path, prev):
+        return 0
+    stable_rows = gen_tail.stable_rows if f["stage"] == "gen_kline" else resample_tail.stable_rows
+    stable = stable_rows(data_dir, trade_type, symbol, interval, f["source"], prev["source"])
+    return min(stable, prev["rows"]) // block_rows(f["stage"])
+
+
+def _write_features(
+    source, path, keep, block, specs, windows, vwap_col, contract_size, seconds, metadata
+) -> dict:
+    """Compute and write the feature file of ``source`` in blocks of ``block`` rows, keeping
+    its first ``keep`` blocks (row groups) when it has them; its record (``rows``,
+    ``output`` identity, ``tail``, rows ``computed``)."""
+    table = feature_table(
+        source, specs, windows, vwap_col, contract_size, seconds, keep * block, block
+    )
+    t0 = clock.perf_counter()
+    if keep:
+        try:
+            parquet_append.append_rows(
+                path, path, keep, table, metadata=metadata, rows_per_group=block,
+                **WRITE_OPTIONS,
+            )  # fmt: skip
+        except parquet_append.UnsupportedFile as exc:  # another writer or layout: in full
+            log.info("features of %s: %s; computed in full", source, exc)
+            return _write_features(
+                source, path, 0, block, specs, windows, vwap_col, contract_size, seconds, metadata
+            )
+    else:
+        storage.write_parquet(path, table, metadata=metadata, row_group_size=block, **WRITE_OPTIONS)
+    seconds["write"] = seconds.get("write", 0.0) + clock.perf_counter() - t0
+    return {
+        "rows": keep * block + table.num_rows,
+        "computed": table.num_rows,
+        "output": gen_tail.file_identity(path),
+        "tail": keep > 0,
+    }
 
 
 def run_features(
@@ -269,8 +417,10 @@ def run_features(
     seconds: dict[str, float] = {}
     kept: set[str] = set()  # symbols skipped as unchanged
     damaged: list[DamagedInput] = []
+    counts = {"kept": 0, "tail": 0, "full": 0, "rows_computed": 0}
     for symbol in symbols:
         state_file = layout.state_path(data_dir, STAGE, trade_type, f"klines-{interval}", symbol)
+        file_records: dict[str, dict] = {}
         try:
             if symbol not in gen_by_symbol:
                 raise FileNotFoundError(f"no gen_kline report for {symbol} among {gen_reports}")
@@ -284,6 +434,19 @@ def run_features(
             digest = fingerprint(inputs, {**settings, "contract_size": contract_size})
             state = storage.read_state(state_file)
             section = state.get("section")
+            # What the last build of these settings recorded per candle file, for its tail
+            # builds (local data dirs: parquet_append writes local files).
+            same = fingerprint(
+                [],
+                {
+                    **settings,
+                    "contract_size": contract_size,
+                    "blocks": [BLOCK_ROWS, RESAMPLED_BLOCK_ROWS],
+                },
+            )
+            previous = {}
+            if state.get("settings") == same and not storage.is_remote(data_dir):
+                previous = state.get("files") or {}
             if (
                 state.get("fingerprint") == digest
                 and section is not None
@@ -306,6 +469,9 @@ def run_features(
                 windows=windows,
                 contract_size=contract_size,
                 seconds=seconds,
+                previous=previous,
+                built=file_records,
+                counts=counts,
             )
         except Exception as exc:  # one broken symbol never stops the others
             if isinstance(exc, DamagedInput):  # an upstream report
@@ -319,7 +485,15 @@ def run_features(
         if section["failures"]:
             failures += [f"{symbol}: {msg}" for msg in section["failures"]]
         else:
-            storage.write_json(state_file, {"fingerprint": digest, "section": section})
+            storage.write_json(
+                state_file,
+                {
+                    "fingerprint": digest,
+                    "section": section,
+                    "settings": same,
+                    "files": file_records,
+                },
+            )
     columns = [c for s in specs for c in s.columns]
     report = {
         "trade_type": trade_type,
@@ -341,6 +515,8 @@ def run_features(
         "files_written": sum(len(s["outputs"]) for s in built),
         "rows_written": sum(o["rows"] for s in built for o in s["outputs"]),
         "files_removed": sum(len(s["removed"]) for s in built),
+        "files_by_mode": {mode: counts[mode] for mode in ("kept", "tail", "full")},
+        "rows_computed": counts.pop("rows_computed"),
         "seconds": {k: round(v, 4) for k, v in seconds.items()}
         | {"total": round(clock.perf_counter() - started, 4)},
         "failures": failures,

@@ -408,13 +408,9 @@ def _serialise(
         merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
     sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        sink,
-        compression="zstd",
-        row_group_size=rows_per_group,
-        **write_options,
-    )
+    # The options of io.write_parquet_to: zstd unless the caller names another codec.
+    options = {"compression": "zstd", **write_options}
+    pq.write_table(table, sink, row_group_size=rows_per_group, **options)
     return sink.getvalue().to_pybytes()
 
 

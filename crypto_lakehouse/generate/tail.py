@@ -86,6 +86,17 @@ def file_identity(path: Path) -> list[int] | None:
     return None if size_mtime is None else list(size_mtime)
 
 
+def stable_rows(data_dir, trade_type, symbol, interval, seg_file: str, read_identity) -> int:
+    """Rows of ``seg_file`` unchanged since the version of identity ``read_identity`` (0:
+    unknown), from this stage's record of its last tail build: what a later stage that read
+    that version may keep of its own output (resample, features)."""
+    record = storage.read_state(record_path(data_dir, trade_type, symbol, interval))
+    prev = (record or {}).get("previous")
+    if not prev or prev["file"] != seg_file or [prev["size"], prev["mtime_ns"]] != read_identity:
+        return 0
+    return int(prev["stable_rows"])
+
+
 def day_digests(store: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, str]:
     """``UTC day number -> digest`` of the store rows ``[lo, hi)`` (one input file) that fall
     on that day, every kline column, in file order: two versions of a file whose digests of

@@ -151,6 +151,7 @@ def run_resample(
     if not record or record.get("version") != tail.RECORD_VERSION or record["params"] != params:
         record = None
     seg_records: dict[str, dict] = {}
+    stable: dict[str, dict] = {}  # output file -> its rows a tail build kept (tail.stable_rows)
     modes = {"kept": 0, "tail": 0, "full": 0}
     damaged: list[DamagedInput] = []  # of the failures, those of a gen_kline file
     for seg in segments:
@@ -170,7 +171,7 @@ def run_resample(
                 done = prev["outputs"]
                 modes["kept"] += 1
             else:
-                r_s = tail.stable_rows(
+                r_s = gen_tail.stable_rows(
                     data_dir, trade_type, symbol, interval, seg["file"], prev["identity"]
                 )
                 if r_s:
@@ -178,6 +179,13 @@ def run_resample(
                         done = _tail_segment(
                             data_dir, seg, prev, r_s, plan, step_ms, vwap_col, aggs, reserved
                         )
+                        stable.update(
+                            {
+                                o["file"]: {"identity": record["outputs"][o["file"]], "rows": k}
+                                for o, k in done
+                            }
+                        )
+                        done = [o for o, _ in done]
                         modes["tail"] += 1
                     except Exception as exc:  # the full path below is always exact
                         log.info("%s: tail resample not possible (%s), full", seg["file"], exc)
@@ -309,6 +317,7 @@ def run_resample(
             "version": tail.RECORD_VERSION,
             "params": params,
             "segments": seg_records,
+            "stable": stable,
             "outputs": {
                 o["file"]: gen_tail.file_identity(Path(data_dir) / o["file"]) for o in outputs
             },
@@ -331,7 +340,8 @@ def write_output(path: Path, table: pa.Table, metadata: dict[str, str]) -> None:
 
 def _tail_segment(data_dir, seg, prev, r_s, plan, step_ms, vwap_col, aggs, reserved) -> list:
     """Recompute the windows of one segment from its first changed row (``resample.tail``);
-    returns the report entries. Raises when only the full path is exact."""
+    returns the report entries, each with the number of leading rows it kept. Raises when
+    only the full path is exact."""
     seg_path = Path(data_dir) / seg["file"]
     grid0 = int(np.datetime64(seg["first"].rstrip("Z"), "ms").astype(np.int64))
     stable_ms = grid0 + r_s * step_ms
@@ -372,14 +382,17 @@ def _tail_segment(data_dir, seg, prev, r_s, plan, step_ms, vwap_col, aggs, reser
         )
         first, last = tail.window_times(w0, rows, target.interval_ms)
         done.append(
-            {
-                "interval": target.interval,
-                "offset": offset.name,
-                "name": seg["name"],
-                "file": entry["file"],
-                "rows": rows,
-                "first": iso_ms(first) if rows else None,
-                "last": iso_ms(last) if rows else None,
-            }
+            (
+                {
+                    "interval": target.interval,
+                    "offset": offset.name,
+                    "name": seg["name"],
+                    "file": entry["file"],
+                    "rows": rows,
+                    "first": iso_ms(first) if rows else None,
+                    "last": iso_ms(last) if rows else None,
+                },
+                kept,
+            )
         )
     return done

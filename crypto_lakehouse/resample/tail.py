@@ -63,14 +63,15 @@ def outputs_intact(data_dir: Path, entry: dict, identities: dict) -> bool:
     return True
 
 
-def stable_rows(data_dir, trade_type, symbol, interval, seg_file: str, read_identity) -> int:
-    """Rows of ``seg_file`` unchanged since the version of identity ``read_identity`` (0:
-    unknown), from gen_kline's record of its last tail build."""
-    record = storage.read_state(gen_tail.record_path(data_dir, trade_type, symbol, interval))
-    prev = (record or {}).get("previous")
-    if not prev or prev["file"] != seg_file or [prev["size"], prev["mtime_ns"]] != read_identity:
+def stable_rows(data_dir, trade_type, symbol, interval, out_file: str, read_identity) -> int:
+    """Leading rows of the resampled file ``out_file`` unchanged since its version of
+    identity ``read_identity`` (0: unknown), from this stage's record of its last run: a
+    tail build keeps the windows before the first changed minute (features reads it)."""
+    record = storage.read_state(record_path(data_dir, trade_type, symbol, interval))
+    entry = (record.get("stable") or {}).get(out_file)
+    if not entry or entry["identity"] != read_identity:
         return 0
-    return int(prev["stable_rows"])
+    return int(entry["rows"])
 
 
 def read_rows_from(path: Path, first_row: int) -> tuple[dict[str, np.ndarray], pa.Schema, int]:
