@@ -91,23 +91,11 @@ def run_candles(data_dir: Path, incremental: bool) -> dict:
 
 
 def run_features(data_dir: Path) -> dict:
-    """The features of every candle file with the default settings (config/config.yaml);
-    the previous build's record decides what is computed again, as in the features job."""
-    from crypto_lakehouse.features import run_features as features
+    """The features of every candle file with the default settings, as bench_features runs
+    them; the previous build's record decides what is computed again, as in the job."""
+    from bench_features import run
 
-    out = data_dir / "bench"
-    return {
-        "features": features(
-            trade_type=TRADE_TYPE,
-            interval=INTERVAL,
-            data_dir=data_dir,
-            symbols=[SYMBOL],
-            gen_reports=[str(out / "gen_report.json")],
-            resample_reports=[str(out / "resample_report.json")],
-            report_path=out / "features_report.json",
-            stats_path=out / "features_stats.json",
-        )
-    }
+    return {"features": run(data_dir)}
 
 
 def child(data_dir: Path, incremental: bool, part: str, fsync: bool = True) -> None:
