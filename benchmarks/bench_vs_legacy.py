@@ -249,6 +249,7 @@ def run_legacy_stages(
 
 # ------------------------------------------------------------------ ours
 SHARDS: list[int] = []  # --shards, when given
+FEATURES: list[bool] = []  # --features: features on, as in the default config
 # The whole pipeline as legacy has it: its five scripts are our five targets. `all` also
 # builds the features and the report page, which legacy has no counterpart for.
 WHOLE = "aws_download aws_parse api_download gen_kline resample"
@@ -278,7 +279,7 @@ def our_config(base_url: str, data_dir: Path, end_date: date) -> dict:
         "start_date": None,
         "end_date": end_date.isoformat(),
         "lookback_days": None,
-        "features": {"enabled": False},
+        "features": {"enabled": bool(FEATURES)},
     }
 
 
@@ -426,6 +427,12 @@ def main() -> None:
         help="also compare aws_download with aria2c at this latency (s)",
     )
     ap.add_argument("--shards", type=int, help="our config's shards (default: the config's)")
+    ap.add_argument(
+        "--features",
+        action="store_true",
+        help="ours with the features on and the features target in the whole build and the "
+        "daily update, as the default config builds them (with --skip-legacy)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep each run's folders and logs")
     ap.add_argument("--skip-legacy", action="store_true", help="ours only (no ratios)")
     ap.add_argument(
@@ -442,6 +449,11 @@ def main() -> None:
     symbols = universe(args.symbols)
     if args.shards:
         SHARDS.append(args.shards)
+    if args.features:
+        if not args.skip_legacy:
+            ap.error("--features needs --skip-legacy (legacy has no features)")
+        FEATURES.append(True)
+    whole = WHOLE + (" features" if args.features else "")
     first = date.fromisoformat(args.first_day)
     last = first + timedelta(days=args.days - 1)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -493,8 +505,8 @@ def main() -> None:
                 cfg = our_config(url, tmp / "ours-stages/data", end)
                 r["ours"][stage] = run_ours(tmp / "ours-stages", cfg, stage, logs, stage)
             cfg = our_config(url, tmp / "ours-all/data", end)
-            r["ours_whole"] = run_ours(tmp / "ours-all", cfg, WHOLE, logs, "all")
-            r["ours_noop"] = run_ours(tmp / "ours-all", cfg, WHOLE, logs, "all-noop")
+            r["ours_whole"] = run_ours(tmp / "ours-all", cfg, whole, logs, "all")
+            r["ours_noop"] = run_ours(tmp / "ours-all", cfg, whole, logs, "all-noop")
         # The same endpoint as the full build's (a user's endpoints do not change daily).
         port = urlsplit(url).port
         with EmulatorProcess(
@@ -502,7 +514,7 @@ def main() -> None:
         ) as url:
             cfg = our_config(url, tmp / "ours-all/data", end + timedelta(days=1))
             since = time.time()
-            r["ours_daily"] = run_ours(tmp / "ours-all", cfg, WHOLE, logs, "all-daily")
+            r["ours_daily"] = run_ours(tmp / "ours-all", cfg, whole, logs, "all-daily")
             r["ours_daily_stages"] = stage_seconds(tmp / "ours-all/data", since)
         r["ours_results"] = count_results(tmp / "ours-all/data")
         if not args.skip_legacy:
