@@ -169,9 +169,13 @@ def snapshot(data_dir: Path) -> dict[str, object]:
                 index.pop("request", None)
             out[rel] = index
         elif rel.startswith("lakehouse/state/") and path.suffix == ".json":
-            # The skip-unchanged fingerprint digests the job's params, data_dir included.
+            # The skip-unchanged fingerprint digests the job's params, data_dir included;
+            # the features' per-file records hold the sizes and mtimes of this run's files
+            # (as the tail-build records above: checked before any reuse).
             state = json.loads(path.read_text())
             state.pop("fingerprint", None)
+            if rel.startswith("lakehouse/state/features/"):
+                state.pop("files", None)
             out[rel] = state
         else:
             out[rel] = _sha(path)
