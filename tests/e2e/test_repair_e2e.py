@@ -37,6 +37,14 @@ def _built(tmp_path):
         emu.stop()
 
 
+def _failing_forced_download(tmp_path, config, target: str) -> str:
+    """`target` with the download jobs forced (the documented repair), expected to fail;
+    its console output."""
+    forced = snakemake(tmp_path, config, target, "--forcerun", "aws_download_shard", check=False)
+    assert forced.returncode != 0
+    return forced.stdout + forced.stderr
+
+
 def _after_a_retry(before: dict, data) -> dict:
     """The data dir's snapshot after a run that repaired a failure: the shards whose symbols
     failed count one more retry generation (the param that reran them), taken out here."""
@@ -122,10 +130,7 @@ def test_a_damaged_input_found_by_a_later_stage_is_rebuilt_by_a_plain_rerun(tmp_
     parsed_before = pq.read_table(parsed)
     parsed.write_bytes(bytes(parsed.stat().st_size))
 
-    forced = snakemake(tmp_path, config, "agg_klines", "--forcerun", "aws_download_shard",
-                       check=False)  # fmt: skip
-    out = forced.stdout + forced.stderr
-    assert forced.returncode != 0
+    out = _failing_forced_download(tmp_path, config, "agg_klines")
     assert f"{parsed}, written by aws_parse, is unreadable" in out, out[-3000:]
     assert "removed; the next run rebuilds it (aws_parse/spot/aggTrades/shards/0)" in out
     assert not parsed.exists()
@@ -212,10 +217,7 @@ def test_torn_listing_details_are_listed_again_by_the_next_run(tmp_path):
     with _built(tmp_path) as (data, config, before):
         details = data / "lakehouse" / "listing" / "spot" / "klines-1m" / "ETHUSDT.json"
         _truncate(details, keep=details.stat().st_size // 2)
-        forced = snakemake(tmp_path, config, "all", "--forcerun", "aws_download_shard",
-                           check=False)  # fmt: skip
-        out = forced.stdout + forced.stderr
-        assert forced.returncode != 0
+        out = _failing_forced_download(tmp_path, config, "all")
         assert f"listing details {details} are unreadable (JSONDecodeError" in out, out[-3000:]
         assert "removed; the next run lists ETHUSDT again" in out
         repair = snakemake(tmp_path, config, "all")
