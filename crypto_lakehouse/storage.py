@@ -327,6 +327,51 @@ def stat(path) -> tuple[int, int] | None:
     return info.size, info.mtime_ns or 0
 
 
+def identity(path) -> list | None:
+    """What tells one version of a file from the next, None when there is none (tail
+    builds record it for every file they read or wrote). Local: ``[size, mtime_ns]``. S3:
+    ``[size, ETag]``, one HEAD: an object's LastModified has one-second resolution, so two
+    uploads of one size within a second would look the same."""
+    p = data_path(path)
+    if not isinstance(p, ObjectPath):
+        size_mtime = stat(p)
+        return None if size_mtime is None else list(size_mtime)
+    _settle(p)
+    try:
+        with _conditional(p, "head"), _request("head"):
+            answer = _conditional_client().head_object(Bucket=p.bucket, Key=p.key)
+    except PreconditionFailed:
+        return None  # a 404
+    return [answer["ContentLength"], answer["ETag"]]
+
+
+def identities(paths) -> dict:
+    """``{path: identity(path)}`` of many files: locally a stat each; on S3 one LIST per
+    folder (its entries carry size and ETag) instead of a HEAD per object."""
+    out: dict = {}
+    folders: dict[ObjectPath, list] = {}
+    for path in paths:
+        p = data_path(path)
+        if isinstance(p, ObjectPath):
+            folders.setdefault(p.parent, []).append((path, p))
+        else:
+            out[path] = identity(p)
+    for folder, members in folders.items():
+        for _, p in members:
+            _settle(p)
+        listed: dict[str, list] = {}
+        pages = _conditional_client().get_paginator("list_objects_v2")
+        with _conditional(folder, "list"), _request("list"):
+            for page in pages.paginate(
+                Bucket=folder.bucket, Prefix=folder.key + "/", Delimiter="/"
+            ):
+                for entry in page.get("Contents", []):
+                    listed[entry["Key"]] = [entry["Size"], entry["ETag"]]
+        for path, p in members:
+            out[path] = listed.get(p.key)
+    return out
+
+
 @contextlib.contextmanager
 def _naming_the_file(p) -> Iterator[None]:
     """pyarrow's errors for a damaged Parquet file ("Parquet magic bytes not found",
@@ -413,6 +458,21 @@ def local_copy(path) -> Iterator[Path]:
         yield spool
     finally:
         spool.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def random_access(path) -> Iterator:
+    """A pyarrow random-access file (``size()``, ``read_at(n, offset)``) on a local file
+    or an object (each read one ranged GET), closed when the block ends."""
+    import pyarrow as pa
+
+    p = data_path(path)
+    with _naming_the_file(p):
+        source = pa.OSFile(str(p)) if not isinstance(p, ObjectPath) else _open_object(p)
+    try:
+        yield source
+    finally:
+        source.close()
 
 
 def size_of_open(source) -> int:

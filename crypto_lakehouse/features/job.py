@@ -292,8 +292,8 @@ def _symbol_features(
         prev = previous.get(f["source"])
         try:
             with reading_output_of(f["stage"], source):
-                # Recorded for the next build's tail (local data dirs: parquet_append).
-                identity = None if storage.is_remote(data_dir) else gen_tail.file_identity(source)
+                # Recorded for the next build's tail (parquet_append).
+                identity = gen_tail.file_identity(source)
                 if prev and prev["source"] == identity and _output_intact(path, prev):
                     record = prev  # neither the candle file nor its features changed
                     counts["kept"] += 1
@@ -324,7 +324,7 @@ def _symbol_features(
 
 
 def _output_intact(path: Path, prev: dict | None) -> bool:
-    """The feature file is still the one the last build wrote (size and mtime)."""
+    """The feature file is still the one the last build wrote (its identity)."""
     return prev is not None and gen_tail.file_identity(path) == prev["output"]
 
 
@@ -435,7 +435,7 @@ def run_features(
             state = storage.read_state(state_file)
             section = state.get("section")
             # What the last build of these settings recorded per candle file, for its tail
-            # builds (local data dirs: parquet_append writes local files).
+            # builds.
             same = fingerprint(
                 [],
                 {
@@ -445,7 +445,7 @@ def run_features(
                 },
             )
             previous = {}
-            if state.get("settings") == same and not storage.is_remote(data_dir):
+            if state.get("settings") == same:
                 previous = state.get("files") or {}
             if (
                 state.get("fingerprint") == digest

@@ -214,13 +214,9 @@ def run_gen_kline(
         report_path=Path(report_path),
         stats_path=Path(stats_path),
     )
-    # Tail builds rewrite a local file's end in place (parquet_append): local data dirs only;
-    # on object storage every build is a full one.
-    tail_builds = not storage.is_remote(data_dir)
     record_file = tail.record_path(data_dir, trade_type, symbol, interval)
-    previous = storage.read_state(record_file) if incremental and tail_builds else None
-    if tail_builds:
-        storage.delete(record_file)  # a build that fails must leave no record behind
+    previous = storage.read_state(record_file) if incremental else None
+    storage.delete(record_file)  # a build that fails must leave no record behind
     if previous:
         try:
             return tail.run_tail(previous, job)
@@ -233,9 +229,7 @@ def run_gen_kline(
         started = tick = clock.perf_counter()
         seconds.clear()
 
-    identities = (
-        {p: tail.file_identity(p) for p in (*archive_paths, *rest_paths)} if tail_builds else {}
-    )
+    identities = storage.identities((*archive_paths, *rest_paths))
     spans: dict[Path, tuple[int, int]] = {}
     store, (n_archive_rows, n_rest_rows), read_problems = read_kline_files(
         archive_paths, rest_paths, spans=spans
@@ -372,7 +366,7 @@ def run_gen_kline(
     io.write_json(stats_path, stats)
     if failures:
         raise QualityGateError("; ".join(failures))
-    if segments and not problems and tail_builds:
+    if segments and not problems:
         start, stop = ranges[-1]
         grid0 = grid_ranges[-1][0]
         n_rows = segments[-1]["rows"]

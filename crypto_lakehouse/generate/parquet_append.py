@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from crypto_lakehouse import io
+from crypto_lakehouse import io, storage
 
 # Written explicitly by every path (full and appended), so both agree on the row groups
 # whatever pyarrow's default becomes. 2^17 rows (~91 days of minutes, DuckDB's own row
@@ -375,22 +375,19 @@ def _chunk_start(chunk: Struct) -> int:
     return min(starts)
 
 
-def read_footer(path: Path, scan_row_groups: bool = False) -> tuple[Struct, int]:
-    """The decoded footer of ``path`` and the byte offset where the footer starts
-    (``scan_row_groups``: as for ``decode_footer``)."""
-    with open(path, "rb") as f:
-        f.seek(0, 2)
-        size = f.tell()
+def read_footer(path, scan_row_groups: bool = False) -> tuple[Struct, int]:
+    """The decoded footer of ``path`` (local or S3: two ranged reads) and the byte offset
+    where the footer starts (``scan_row_groups``: as for ``decode_footer``)."""
+    with storage.random_access(path) as f:
+        size = f.size()
         if size < 12:
             raise UnsupportedFile(f"{path}: not a Parquet file")
-        f.seek(size - 8)
-        tail = f.read(8)
+        tail = f.read_at(8, size - 8)
         if tail[4:] != MAGIC:
             raise UnsupportedFile(f"{path}: not a plain (unencrypted) Parquet file")
         length = struct.unpack("<I", tail[:4])[0]
         start = size - 8 - length
-        f.seek(start)
-        return decode_footer(f.read(length), scan_row_groups), start
+        return decode_footer(f.read_at(length, start), scan_row_groups), start
 
 
 def row_group_rows(footer: Struct) -> list[int]:
@@ -436,7 +433,7 @@ def append_rows(
     if rows_per_group is None:
         rows_per_group = ROW_GROUP_ROWS
     if keep_groups == 0:
-        io.write_parquet(path, tail, metadata, row_group_size=rows_per_group, **write_options)
+        storage.write_parquet(path, tail, metadata, row_group_size=rows_per_group, **write_options)
         return
     # The kept row groups are copied with their bytes: only their row counts are decoded.
     old_footer, old_footer_start = read_footer(previous, scan_row_groups=True)
@@ -470,9 +467,16 @@ def append_rows(
         else:
             merged.append(f)
     encoded = encode_footer(merged)
-    # Opened before the atomic rename, so ``path`` may be ``previous`` itself.
-    with open(previous, "rb") as src, io.atomic_file(path) as (fd, _tmp):
-        _copy(src.fileno(), fd, data_end)
+    # The kept bytes are read before the new file replaces the old one (atomic rename, or
+    # one upload on S3), so ``path`` may be ``previous`` itself.
+    with storage.atomic_file(path) as (fd, _tmp):
+        if storage.is_remote(previous):
+            with storage.random_access(previous) as src:
+                for offset in range(0, data_end, 1 << 24):
+                    io.write_all(fd, src.read_at(min(1 << 24, data_end - offset), offset))
+        else:
+            with open(previous, "rb") as src:
+                _copy(src.fileno(), fd, data_end)
         io.write_all(fd, memoryview(tail_bytes)[len(MAGIC) : tail_footer_start])
         io.write_all(fd, encoded + struct.pack("<I", len(encoded)) + MAGIC)
 

@@ -80,10 +80,10 @@ def record_path(data_dir, trade_type: str, symbol: str, interval: str) -> Path:
     return layout.state_path(data_dir, RECORD_STAGE, trade_type, dataset, symbol)
 
 
-def file_identity(path: Path) -> list[int] | None:
-    """``[size, mtime_ns]`` of a file, None when there is none (one stat)."""
-    size_mtime = storage.stat(path)
-    return None if size_mtime is None else list(size_mtime)
+def file_identity(path) -> list | None:
+    """The version of a file (``storage.identity``: size and mtime, or size and ETag on
+    S3), None when there is none."""
+    return storage.identity(path)
 
 
 def stable_rows(data_dir, trade_type, symbol, interval, seg_file: str, read_identity) -> int:
@@ -234,9 +234,10 @@ def _diff_inputs(recorded: dict, paths: list[Path]) -> tuple[int | None, dict[st
 
     entries = {}
     names = set()
+    current = storage.identities(paths)  # on S3 one LIST per folder, not a HEAD per file
     for path in paths:
         names.add(path.name)
-        ident = file_identity(path)
+        ident = current[path]
         rec = recorded.get(path.name)
         if rec is not None and rec[:2] == ident:
             entries[path.name] = rec
@@ -308,7 +309,7 @@ def run_tail(previous: dict, job: Job) -> dict:
         raise Fallback("funding input problems")
     if old_report.get("funding_column") != (job.funding_col is not None):
         raise Fallback("the funding column appears or disappears")
-    data_dir = Path(job.data_dir)
+    data_dir = storage.data_path(job.data_dir)
     for rel, ident in previous["outputs"].items():
         path = data_dir / rel
         if file_identity(path) != ident:
@@ -565,7 +566,7 @@ def run_tail(previous: dict, job: Job) -> dict:
     continuing = segments[len(old_segments) - 1]
     stable = None
     if continuing["name"] == job.symbol:
-        stable = {
+        stable = {  # "mtime_ns" holds the ETag on S3 (file_identity)
             "file": continuing["file"],
             "size": old_identity[0],
             "mtime_ns": old_identity[1],
@@ -588,7 +589,7 @@ def _ms(iso: str) -> int:
 def save_record(
     job: Job, *, inputs: dict, report: dict, newest: dict, previous: dict | None
 ) -> None:
-    data_dir = Path(job.data_dir)
+    data_dir = storage.data_path(job.data_dir)
     outputs = {s["file"]: file_identity(data_dir / s["file"]) for s in report["segments"]}
     # Day digests of files now wholly before the horizon are of no use any more.
     horizon = horizon_ms(newest, job.step_ms)
@@ -596,7 +597,7 @@ def save_record(
         for entry in entries.values():
             if entry[4] is not None and (horizon is None or entry[3] is None or entry[3] < horizon):
                 entry[4] = None
-    io.write_json(
+    storage.write_json(
         record_path(job.data_dir, job.trade_type, job.symbol, job.interval),
         {
             "version": RECORD_VERSION,

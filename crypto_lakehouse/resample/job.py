@@ -141,13 +141,9 @@ def run_resample(
     written: dict[Path, set[str]] = {}
     seconds = {"read": 0.0, "resample": 0.0, "validate": 0.0, "write": 0.0}
     params = tail.params_of(targets, aggregations, interval)
-    # Tail resamples rewrite local files' ends in place (parquet_append): local data dirs
-    # only; on object storage every segment is resampled in full.
-    tail_builds = not storage.is_remote(data_dir)
     record_file = tail.record_path(data_dir, trade_type, symbol, interval)
-    record = storage.read_state(record_file) if incremental and tail_builds else None
-    if tail_builds:
-        storage.delete(record_file)  # a failed run leaves no record behind
+    record = storage.read_state(record_file) if incremental else None
+    storage.delete(record_file)  # a failed run leaves no record behind
     if not record or record.get("version") != tail.RECORD_VERSION or record["params"] != params:
         record = None
     seg_records: dict[str, dict] = {}
@@ -158,13 +154,13 @@ def run_resample(
         name = seg["name"]
         t0 = clock.perf_counter()
         seg_path = storage.join(data_dir, seg["file"])
-        identity = gen_tail.file_identity(seg_path) if tail_builds else None
+        identity = gen_tail.file_identity(seg_path)
         prev = (record or {}).get("segments", {}).get(name)
         if (
             prev
             and identity
             and prev["file"] == seg["file"]
-            and tail.outputs_intact(Path(data_dir), prev, record["outputs"])
+            and tail.outputs_intact(storage.data_path(data_dir), prev, record["outputs"])
         ):
             done = None
             if prev["identity"] == identity:
@@ -309,9 +305,7 @@ def run_resample(
         raise damaged[0]
     if failures:
         raise ResampleValidationError("; ".join(failures))
-    if not tail_builds:
-        return stats
-    io.write_json(
+    storage.write_json(
         record_file,
         {
             "version": tail.RECORD_VERSION,
@@ -319,7 +313,8 @@ def run_resample(
             "segments": seg_records,
             "stable": stable,
             "outputs": {
-                o["file"]: gen_tail.file_identity(Path(data_dir) / o["file"]) for o in outputs
+                o["file"]: gen_tail.file_identity(storage.join(data_dir, o["file"]))
+                for o in outputs
             },
         },
     )
@@ -342,7 +337,7 @@ def _tail_segment(data_dir, seg, prev, r_s, plan, step_ms, vwap_col, aggs, reser
     """Recompute the windows of one segment from its first changed row (``resample.tail``);
     returns the report entries, each with the number of leading rows it kept. Raises when
     only the full path is exact."""
-    seg_path = Path(data_dir) / seg["file"]
+    seg_path = storage.join(data_dir, seg["file"])
     grid0 = int(np.datetime64(seg["first"].rstrip("Z"), "ms").astype(np.int64))
     stable_ms = grid0 + r_s * step_ms
     old = {(o["interval"], o["offset"]): o for o in prev["outputs"]}
@@ -364,7 +359,7 @@ def _tail_segment(data_dir, seg, prev, r_s, plan, step_ms, vwap_col, aggs, reser
     for target, offset, entry, kept, w0, start_row in jobs:
         at = max(0, start_row - base)
         sub = {k: v[at:] for k, v in columns.items()}
-        path = Path(data_dir) / entry["file"]
+        path = storage.join(data_dir, entry["file"])
         result = resample(
             sub, step_ms, target.interval_ms, offset.ms, vwap_col, aggs, contiguous_checked=True
         )

@@ -20,7 +20,7 @@ EXEMPT = {
     "io.py": "local durable writes under the seam",
     # Rewrites a local Parquet file's end in place (copy_file_range on the kept row groups):
     # by design only for local data dirs; gen_kline and resample make full builds on S3.
-    "generate/parquet_append.py": "tail builds: local data dirs only",
+    "generate/parquet_append.py": "a local file's kept bytes copied in the kernel (copy_file_range); S3 goes through the seam",
     # Snakemake's own files in the (local) run directory: locks, plans, the report's run
     # records; the workflow wiring owns them (docs/storage.md, "Local-only parts").
     "lock.py": "run and job locks (run directory)",

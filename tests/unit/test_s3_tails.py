@@ -1,0 +1,137 @@
+"""Tail builds with the data dir on S3 (SeaweedFS): a daily update of gen_kline, resample and
+the features keeps the untouched row groups of each object (read back with ranged GETs and
+uploaded again with the new tail in one PUT) and writes the same bytes as a full build of
+the same inputs on local disk. The scenario is test_generate_tail's, with its small row
+groups, so that every file has several."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from crypto_lakehouse import layout, storage
+from crypto_lakehouse.features import job as features_job
+from crypto_lakehouse.features import run_features
+from crypto_lakehouse.generate import parquet_append, run_gen_kline
+from crypto_lakehouse.resample import run_resample
+from crypto_lakehouse.resample import tail as resample_tail
+from tests.unit import test_generate_tail as gt
+from tests.unit.test_features_job import DEFAULTS
+
+
+@pytest.fixture(autouse=True)
+def small_row_groups(monkeypatch):
+    monkeypatch.setattr(parquet_append, "ROW_GROUP_ROWS", 5000)
+    monkeypatch.setattr(resample_tail, "ROW_GROUP_ROWS", 1000)
+    monkeypatch.setattr(features_job, "BLOCK_ROWS", 2048)
+    monkeypatch.setattr(features_job, "RESAMPLED_BLOCK_ROWS", 64)
+
+
+def _upload(local: Path, root) -> None:
+    """Every file below ``local`` to the same place below ``root`` (an unchanged file
+    uploads the same bytes: its ETag, and so its identity, stays)."""
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            storage.write_bytes(
+                storage.join(root, path.relative_to(local).as_posix()), path.read_bytes()
+            )
+
+
+def _build(data_dir, reports: Path, *, incremental: bool = True) -> dict:
+    """gen_kline, resample and features of the scenario's symbol; their stats."""
+    reports.mkdir(parents=True, exist_ok=True)
+    common = dict(trade_type=gt.TT, symbol=gt.SYM, interval="1m", data_dir=data_dir)
+    gen = run_gen_kline(
+        **common, split_gaps=True, with_vwap=True, with_funding_rates=True, min_days=1,
+        min_price_chg=0.1, report_path=reports / "gen.json", stats_path=reports / "gen-stats.json",
+        incremental=incremental,
+    )  # fmt: skip
+    resample = run_resample(
+        **common, gen_report=reports / "gen.json", targets=gt.TARGETS, aggregations=None,
+        report_path=reports / "res.json", stats_path=reports / "res-stats.json",
+        incremental=incremental,
+    )  # fmt: skip
+    features = run_features(
+        trade_type=gt.TT, interval="1m", data_dir=data_dir, symbols=[gt.SYM],
+        gen_reports=[str(reports / "gen.json")], resample_reports=[str(reports / "res.json")],
+        indicators=DEFAULTS, windows=[60, 15], report_path=reports / "feat.json",
+        stats_path=reports / "feat-stats.json",
+    )  # fmt: skip
+    return {"gen": gen, "resample": resample, "features": features}
+
+
+def _results(root) -> dict[str, bytes]:
+    base = storage.join(root, "results_data", gt.TT)
+    return {
+        storage.data_path(p).relative_to(base).as_posix(): storage.read_bytes(p)
+        for p in storage.list_files(base, suffix=".pqt")
+    }
+
+
+def test_daily_update_on_s3_takes_the_tail_path_and_equals_a_full_build(tmp_path, s3_root):
+    cols = gt.master()
+    inputs = tmp_path / "inputs"  # parsed and REST files, written locally, then uploaded
+    gt.write_state(inputs, cols, 8, gt.T0 + 9 * gt.DAY + 12 * gt.HOUR, gt.RATES)
+    _upload(inputs, s3_root)
+    first = _build(s3_root, tmp_path / "rep-s3")
+    assert "incremental" not in first["gen"]  # no record yet: full builds
+    assert first["features"]["files_by_mode"]["tail"] == 0
+
+    # The next day: one more archive day, REST half a day further.
+    gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, gt.RATES)
+    _upload(inputs, s3_root)
+    stats = _build(s3_root, tmp_path / "rep-s3")
+    assert stats["gen"]["incremental"]["mode"] == "tail", stats["gen"]
+    assert stats["gen"]["incremental"]["row_groups_kept"] >= 2
+    assert stats["resample"]["segments_by_mode"] == {"kept": 0, "tail": 1, "full": 0}
+    assert stats["features"]["files_by_mode"]["tail"] >= 5, stats["features"]
+
+    # The reference: a full build of the same inputs on local disk.
+    local = tmp_path / "local"
+    shutil.copytree(inputs, local)
+    _build(local, tmp_path / "rep-local", incremental=False)
+    got, want = _results(s3_root), _results(local)
+    assert got.keys() == want.keys() and len(want) == 14  # 7 candle files, 7 feature files
+    for name in want:
+        assert got[name] == want[name], name
+    for name in ("gen.json", "res.json", "feat.json"):
+        assert storage.read_json(tmp_path / "rep-s3" / name) == storage.read_json(
+            tmp_path / "rep-local" / name
+        )
+
+
+def test_identity_of_an_object_changes_with_its_content_not_with_a_rewrite(s3_root):
+    path = storage.join(s3_root, "x/a.pqt")
+    storage.write_bytes(path, b"one")
+    first = storage.identity(path)
+    assert first[0] == 3 and first == storage.identities([path])[path]
+    storage.write_bytes(path, b"one")  # the same bytes again, within the same second
+    assert storage.identity(path) == first
+    storage.write_bytes(path, b"two")  # same size, same second: another ETag
+    assert storage.identity(path) != first
+    assert storage.identity(storage.join(s3_root, "x/missing.pqt")) is None
+    # Many files of one folder: one listing (size and ETag of each), no HEAD per file.
+    paths = [storage.join(s3_root, f"x/{n}.pqt") for n in ("b", "c", "d")]
+    for n, p in enumerate(paths):
+        storage.write_bytes(p, b"x" * n)
+    storage.request_stats(reset=True)
+    found = storage.identities([*paths, storage.join(s3_root, "x/missing.pqt")])
+    ops = storage.request_stats()
+    assert ops["list"]["count"] == 1 and "head" not in ops, ops
+    assert [found[p] for p in paths] == [storage.identity(p) for p in paths]
+    assert found[storage.join(s3_root, "x/missing.pqt")] is None
+
+
+def test_a_tail_build_on_s3_without_its_record_is_a_full_build(tmp_path, s3_root):
+    cols = gt.master()
+    inputs = tmp_path / "inputs"
+    gt.write_state(inputs, cols, 8, gt.T0 + 9 * gt.DAY + 12 * gt.HOUR, gt.RATES)
+    _upload(inputs, s3_root)
+    _build(s3_root, tmp_path / "rep")
+    storage.delete(layout.state_path(s3_root, "gen_kline_resume", gt.TT, "klines-1m", gt.SYM))
+    gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, gt.RATES)
+    _upload(inputs, s3_root)
+    stats = _build(s3_root, tmp_path / "rep")
+    assert "incremental" not in stats["gen"]
