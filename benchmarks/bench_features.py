@@ -64,11 +64,13 @@ def first_build(data_dir: Path) -> None:
         shutil.rmtree(data_dir / "results_data" / TRADE_TYPE / folder, ignore_errors=True)
 
 
-def run(data_dir: Path) -> dict:
+def run(data_dir: Path, bench: Path | None = None) -> dict:
+    """The features with the default settings; the reports in ``bench`` (default
+    ``data_dir/bench``; a local folder when ``data_dir`` is on S3)."""
     from crypto_lakehouse.features import run_features
     from crypto_lakehouse.features.spec import DEFAULT_INDICATORS, DEFAULT_WINDOWS
 
-    bench = data_dir / "bench"
+    bench = data_dir / "bench" if bench is None else bench
     return run_features(
         trade_type=TRADE_TYPE,
         interval=INTERVAL,

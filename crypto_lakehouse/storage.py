@@ -1355,6 +1355,63 @@ def _conditional(p: ObjectPath, what: str) -> Iterator[None]:
         raise StorageError(f"{p}: {what} failed: {exc}") from exc
 
 
+# S3's smallest part but the last: a copied prefix shorter than this cannot be a part.
+MIN_PART_BYTES = 5 << 20
+_PART_COPY_REFUSED: set[tuple] = set()  # (endpoint settings, bucket) refusing UploadPartCopy
+
+
+def write_prefix_and_rest(path, source, prefix_bytes: int, rest: bytes) -> bool:
+    """Publish the object ``path`` as the first ``prefix_bytes`` of the object ``source``
+    followed by ``rest``, the prefix copied inside the store (a multipart upload whose first
+    part is an UploadPartCopy of that byte range): its bytes are neither downloaded nor
+    uploaded again. ``path`` may be ``source``: the copy is taken before the new object
+    replaces it, which happens only when the upload completes. False, with nothing written,
+    when it cannot be done that way: local paths, a prefix shorter than a part, a store
+    that refuses part copies (remembered per process); the caller then writes the file
+    itself."""
+    dest, src = data_path(path), data_path(source)
+    if not (isinstance(dest, ObjectPath) and isinstance(src, ObjectPath)):
+        return False
+    refused_key = (tuple(s3_endpoint().items()), dest.bucket)
+    if prefix_bytes < MIN_PART_BYTES or refused_key in _PART_COPY_REFUSED:
+        return False
+    _settle(src)
+    _settle(dest)
+    client = _conditional_client()
+    bucket, key = dest.bucket, dest.key
+    with _conditional(dest, "multipart upload"), _request("put"):
+        upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    try:
+        try:
+            with _conditional(dest, "part copy"), _request("copy"):
+                copied = client.upload_part_copy(
+                    Bucket=bucket, Key=key, UploadId=upload, PartNumber=1,
+                    CopySource={"Bucket": src.bucket, "Key": src.key},
+                    CopySourceRange=f"bytes=0-{prefix_bytes - 1}",
+                )  # fmt: skip
+        except (ConditionalRequestsUnsupported, StorageError):
+            _PART_COPY_REFUSED.add(refused_key)
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+            return False
+        with _conditional(dest, "upload part"), _request("put"):
+            last = client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload, PartNumber=2, Body=rest
+            )
+        parts = [
+            {"PartNumber": 1, "ETag": copied["CopyPartResult"]["ETag"]},
+            {"PartNumber": 2, "ETag": last["ETag"]},
+        ]
+        with _conditional(dest, "complete upload"), _request("put"):
+            client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+            )
+    except BaseException:
+        with contextlib.suppress(Exception):  # the error above is the one to report
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+        raise
+    return True
+
+
 def read_versioned(path) -> tuple[bytes, str] | None:
     """``(content, etag)`` of an object, None when there is none."""
     p = _object_path(path)

@@ -45,8 +45,11 @@ def free_ports(n: int) -> list[int]:
 class SeaweedS3:
     """``weed server`` with master, volume, filer and S3 gateway, all on 127.0.0.1."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, volumes: int = 8, volume_mb: int = 64):
+        """``volumes`` x ``volume_mb``: the store's capacity (small for the tests; the
+        benchmarks' 6-year symbols need more)."""
         self.workdir = Path(workdir)
+        self.volumes, self.volume_mb = volumes, volume_mb
         self.access_key = "test" + secrets.token_hex(6)
         self.secret_key = secrets.token_hex(16)
         self.proc: subprocess.Popen | None = None
@@ -93,7 +96,7 @@ class SeaweedS3:
             "-s3", f"-s3.port={ports[6]}", f"-s3.port.grpc={ports[7]}",
             f"-s3.port.iceberg={ports[8]}", f"-s3.port.lance={ports[9]}",
             f"-metricsPort={ports[10]}", f"-s3.config={config}",
-            "-volume.max=8", "-master.volumeSizeLimitMB=64",
+            f"-volume.max={self.volumes}", f"-master.volumeSizeLimitMB={self.volume_mb}",
         ]  # fmt: skip
         self.log = open(self.workdir / "weed.log", "wb")  # closed in stop()
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)

@@ -467,6 +467,11 @@ def append_rows(
         else:
             merged.append(f)
     encoded = encode_footer(merged)
+    rest = memoryview(tail_bytes)[len(MAGIC) : tail_footer_start]
+    footer = encoded + struct.pack("<I", len(encoded)) + MAGIC
+    # On S3 the kept bytes are copied inside the store when it can (UploadPartCopy).
+    if storage.write_prefix_and_rest(path, previous, data_end, bytes(rest) + footer):
+        return
     # The kept bytes are read before the new file replaces the old one (atomic rename, or
     # one upload on S3), so ``path`` may be ``previous`` itself.
     with storage.atomic_file(path) as (fd, _tmp):
@@ -477,8 +482,8 @@ def append_rows(
         else:
             with open(previous, "rb") as src:
                 _copy(src.fileno(), fd, data_end)
-        io.write_all(fd, memoryview(tail_bytes)[len(MAGIC) : tail_footer_start])
-        io.write_all(fd, encoded + struct.pack("<I", len(encoded)) + MAGIC)
+        io.write_all(fd, rest)
+        io.write_all(fd, footer)
 
 
 def _copy(src_fd: int, dst_fd: int, count: int) -> None:

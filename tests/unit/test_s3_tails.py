@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from crypto_lakehouse import layout, storage
@@ -70,19 +71,33 @@ def _results(root) -> dict[str, bytes]:
     }
 
 
-def test_daily_update_on_s3_takes_the_tail_path_and_equals_a_full_build(tmp_path, s3_root):
+@pytest.mark.parametrize("kept_bytes", ["uploaded", "copied in the store"])
+def test_daily_update_on_s3_takes_the_tail_path_and_equals_a_full_build(
+    tmp_path, s3_root, monkeypatch, kept_bytes
+):
+    days = 9
+    if kept_bytes == "copied in the store":
+        # 57 days: the kept row groups of the 1m file and of its features exceed S3's
+        # smallest part (5 MiB), so they are copied inside the store (UploadPartCopy).
+        days = 57
+        monkeypatch.setattr(gt, "N_DAYS", 60)
+    rates = np.random.default_rng(5).normal(1e-4, 5e-5, gt.N_DAYS * 3)
     cols = gt.master()
     inputs = tmp_path / "inputs"  # parsed and REST files, written locally, then uploaded
-    gt.write_state(inputs, cols, 8, gt.T0 + 9 * gt.DAY + 12 * gt.HOUR, gt.RATES)
+    gt.write_state(inputs, cols, days - 1, gt.T0 + days * gt.DAY + 12 * gt.HOUR, rates)
     _upload(inputs, s3_root)
     first = _build(s3_root, tmp_path / "rep-s3")
     assert "incremental" not in first["gen"]  # no record yet: full builds
     assert first["features"]["files_by_mode"]["tail"] == 0
 
     # The next day: one more archive day, REST half a day further.
-    gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, gt.RATES)
+    gt.write_state(inputs, cols, days, gt.T0 + (days + 1) * gt.DAY + 12 * gt.HOUR, rates)
     _upload(inputs, s3_root)
+    storage.request_stats(reset=True)
     stats = _build(s3_root, tmp_path / "rep-s3")
+    copies = storage.request_stats().get("copy", {}).get("count", 0)
+    # The 1m file and its features file (the resampled files are smaller than a part).
+    assert copies == (2 if kept_bytes == "copied in the store" else 0), copies
     assert stats["gen"]["incremental"]["mode"] == "tail", stats["gen"]
     assert stats["gen"]["incremental"]["row_groups_kept"] >= 2
     assert stats["resample"]["segments_by_mode"] == {"kept": 0, "tail": 1, "full": 0}
@@ -135,3 +150,24 @@ def test_a_tail_build_on_s3_without_its_record_is_a_full_build(tmp_path, s3_root
     _upload(inputs, s3_root)
     stats = _build(s3_root, tmp_path / "rep")
     assert "incremental" not in stats["gen"]
+
+
+def test_a_kept_prefix_is_copied_inside_the_store(s3_root):
+    """The kept row groups of a large file are not downloaded and uploaded again: the new
+    object is a multipart upload whose first part is an UploadPartCopy of their bytes."""
+    old = bytes(range(256)) * (24 << 10)  # 6 MiB
+    path = storage.join(s3_root, "y/old.pqt")
+    storage.write_bytes(path, old)
+    keep = storage.MIN_PART_BYTES + 12345
+    storage.request_stats(reset=True)
+    # Into another object, then over the source itself (a daily update's case).
+    other = storage.join(s3_root, "y/new.pqt")
+    assert storage.write_prefix_and_rest(other, path, keep, b"tail")
+    assert storage.write_prefix_and_rest(path, path, keep, b"TAIL")
+    ops = storage.request_stats()
+    assert ops["copy"]["count"] == 2 and "get" not in ops, ops
+    assert storage.read_bytes(other) == old[:keep] + b"tail"
+    assert storage.read_bytes(path) == old[:keep] + b"TAIL"
+    # A prefix shorter than a part, or local paths: the caller writes the file itself.
+    assert not storage.write_prefix_and_rest(other, path, storage.MIN_PART_BYTES - 1, b"x")
+    assert storage.read_bytes(other) == old[:keep] + b"tail"
