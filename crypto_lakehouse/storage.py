@@ -1357,6 +1357,8 @@ def _conditional(p: ObjectPath, what: str) -> Iterator[None]:
 
 # S3's smallest part but the last: a copied prefix shorter than this cannot be a part.
 MIN_PART_BYTES = 5 << 20
+# A copied part is at most 5 GiB: a longer prefix is copied in parts of this size.
+COPY_PART_BYTES = 4 << 30
 _PART_COPY_REFUSED: set[tuple] = set()  # (endpoint settings, bucket) refusing UploadPartCopy
 
 
@@ -1381,26 +1383,32 @@ def write_prefix_and_rest(path, source, prefix_bytes: int, rest: bytes) -> bool:
     bucket, key = dest.bucket, dest.key
     with _conditional(dest, "multipart upload"), _request("put"):
         upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    # Parts of COPY_PART_BYTES; a short remainder joins the part before it (every part
+    # but the last needs MIN_PART_BYTES).
+    bounds = list(range(0, prefix_bytes, COPY_PART_BYTES))[1:]
+    if bounds and prefix_bytes - bounds[-1] < MIN_PART_BYTES:
+        bounds.pop()
+    ranges = list(zip([0, *bounds], [*bounds, prefix_bytes], strict=True))
+    parts = []
     try:
         try:
-            with _conditional(dest, "part copy"), _request("copy"):
-                copied = client.upload_part_copy(
-                    Bucket=bucket, Key=key, UploadId=upload, PartNumber=1,
-                    CopySource={"Bucket": src.bucket, "Key": src.key},
-                    CopySourceRange=f"bytes=0-{prefix_bytes - 1}",
-                )  # fmt: skip
+            for number, (lo, hi) in enumerate(ranges, start=1):
+                with _conditional(dest, "part copy"), _request("copy"):
+                    copied = client.upload_part_copy(
+                        Bucket=bucket, Key=key, UploadId=upload, PartNumber=number,
+                        CopySource={"Bucket": src.bucket, "Key": src.key},
+                        CopySourceRange=f"bytes={lo}-{hi - 1}",
+                    )  # fmt: skip
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
         except (ConditionalRequestsUnsupported, StorageError):
             _PART_COPY_REFUSED.add(refused_key)
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
             return False
         with _conditional(dest, "upload part"), _request("put"):
             last = client.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload, PartNumber=2, Body=rest
+                Bucket=bucket, Key=key, UploadId=upload, PartNumber=len(parts) + 1, Body=rest
             )
-        parts = [
-            {"PartNumber": 1, "ETag": copied["CopyPartResult"]["ETag"]},
-            {"PartNumber": 2, "ETag": last["ETag"]},
-        ]
+        parts.append({"PartNumber": len(parts) + 1, "ETag": last["ETag"]})
         with _conditional(dest, "complete upload"), _request("put"):
             client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}

@@ -470,7 +470,9 @@ def append_rows(
     rest = memoryview(tail_bytes)[len(MAGIC) : tail_footer_start]
     footer = encoded + struct.pack("<I", len(encoded)) + MAGIC
     # On S3 the kept bytes are copied inside the store when it can (UploadPartCopy).
-    if storage.write_prefix_and_rest(path, previous, data_end, bytes(rest) + footer):
+    if storage.is_remote(path) and storage.write_prefix_and_rest(
+        path, previous, data_end, bytes(rest) + footer
+    ):
         return
     # The kept bytes are read before the new file replaces the old one (atomic rename, or
     # one upload on S3), so ``path`` may be ``previous`` itself.

@@ -171,3 +171,17 @@ def test_a_kept_prefix_is_copied_inside_the_store(s3_root):
     # A prefix shorter than a part, or local paths: the caller writes the file itself.
     assert not storage.write_prefix_and_rest(other, path, storage.MIN_PART_BYTES - 1, b"x")
     assert storage.read_bytes(other) == old[:keep] + b"tail"
+
+
+def test_a_long_prefix_is_copied_in_several_parts(s3_root, monkeypatch):
+    """A copied part is at most 5 GiB on S3: a longer prefix takes several part copies, a
+    remainder shorter than a part joining the one before it."""
+    monkeypatch.setattr(storage, "COPY_PART_BYTES", storage.MIN_PART_BYTES)
+    old = bytes(range(256)) * (64 << 10)  # 16 MiB
+    path = storage.join(s3_root, "z/old.pqt")
+    storage.write_bytes(path, old)
+    for keep, copies in ((3 * storage.MIN_PART_BYTES, 3), (2 * storage.MIN_PART_BYTES + 7, 2)):
+        storage.request_stats(reset=True)
+        assert storage.write_prefix_and_rest(path, path, keep, b"tail")
+        assert storage.request_stats()["copy"]["count"] == copies
+        assert storage.read_bytes(path) == old[:keep] + b"tail"
