@@ -294,11 +294,13 @@ def _symbol_features(
             with reading_output_of(f["stage"], source):
                 # Recorded for the next build's tail (parquet_append).
                 identity = gen_tail.file_identity(source)
-                if prev and prev["source"] == identity and _output_intact(path, prev):
+                # One identity request for the feature file (a HEAD on S3), used twice.
+                intact = _output_intact(path, prev)
+                if intact and prev["source"] == identity:
                     record = prev  # neither the candle file nor its features changed
                     counts["kept"] += 1
                 else:
-                    keep = _kept_blocks(data_dir, trade_type, symbol, interval, f, prev, path)
+                    keep = _kept_blocks(data_dir, trade_type, symbol, interval, f, prev, intact)
                     record = _write_features(
                         source, path, keep, block_rows(f["stage"]), specs, windows, vwap_col,
                         contract_size, seconds, {**metadata, "source_file": f["source"]},
@@ -328,12 +330,12 @@ def _output_intact(path: Path, prev: dict | None) -> bool:
     return prev is not None and gen_tail.file_identity(path) == prev["output"]
 
 
-def _kept_blocks(data_dir, trade_type, symbol, interval, f: dict, prev, path: Path) -> int:
-    """Leading blocks of the previous feature file that a tail build keeps: those wholly
-    within the rows of the candle file that its writer's last tail build (gen_kline's or
-    resample's) left as they were in the version the previous features were computed from
-    (0: a full build)."""
-    if not _output_intact(path, prev):
+def _kept_blocks(data_dir, trade_type, symbol, interval, f: dict, prev, intact: bool) -> int:
+    """Leading blocks of the previous feature file (``intact``: still the one ``prev``
+    records) that a tail build keeps: those wholly within the rows of the candle file that
+    its writer's last tail build (gen_kline's or resample's) left as they were in the
+    version the previous features were computed from (0: a full build)."""
+    if not intact:
         return 0
     stable_rows = gen_tail.stable_rows if f["stage"] == "gen_kline" else resample_tail.stable_rows
     stable = stable_rows(data_dir, trade_type, symbol, interval, f["source"], prev["source"])
