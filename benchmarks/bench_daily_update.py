@@ -135,6 +135,8 @@ def child(data_dir, incremental: bool, part: str, fsync: bool, reports: Path, s3
             result = run_features(data_dir, reports)
         else:
             result = run_candles(data_dir, incremental, reports)
+    if s3:
+        result["s3_requests"] = storage.request_stats()
     print(json.dumps(usage_since(before, started) | result))
 
 
@@ -282,6 +284,12 @@ def report(first: dict, full: dict, update: dict, feats: bool) -> None:
     print(f"resample segments      : {update['resample'].get('segments_by_mode')}")
     if feats:
         print(f"features files         : {update['features']['files_by_mode']}")
+    for label, r in (("S3 requests, full", full), ("S3 requests, update", update)):
+        if "s3_requests" in r:
+            kinds = ", ".join(
+                f"{k} {v['count']} ({v['seconds']:.2f} s)" for k, v in r["s3_requests"].items()
+            )
+            print(f"{label:22} : {kinds}")
 
 
 def main_s3(args) -> None:

@@ -320,9 +320,11 @@ def run_shard(
     symbol_values: dict[str, dict[str, Any]] | None = None,
     shard: int | None = None,
     fatal: tuple[type[BaseException], ...] = (),
+    at_once: int = 1,
     **common: Any,
 ) -> dict:
-    """Call ``func`` once per symbol, in order, and write the shard report.
+    """Call ``func`` once per symbol, in order (``at_once`` > 1: that many at a time, on
+    threads), and write the shard report.
 
     ``func`` gets ``common`` plus ``symbol``, ``{key: f"{dir}/{symbol}.json"}`` for each entry
     of ``symbol_paths`` (``report_path`` is required), the symbol's entries of
@@ -332,7 +334,9 @@ def run_shard(
     Raises ``ShardFailed`` after the shard report was written when any symbol failed.
     """
     part = ShardPart(func, symbols, symbol_paths, symbol_values or {}, common)
-    return run_shard_parts([part], shard_report=shard_report, shard=shard, fatal=fatal)
+    return run_shard_parts(
+        [part], shard_report=shard_report, shard=shard, fatal=fatal, at_once=at_once
+    )
 
 
 class ShardPart:
@@ -363,8 +367,8 @@ def run_shard_parts(
     ``fatal`` exception in one part also stops the symbols of the parts after it.
 
     ``at_once`` > 1: the symbols of a part run on that many threads (for network-bound
-    entry points whose shared state is thread-safe, e.g. the REST client and its limiter);
-    the parts still run one after the other. A ``fatal`` exception stops every symbol not
+    entry points whose shared state is thread-safe: the REST client and its limiter, the
+    stages on object storage); the parts still run one after the other. A ``fatal`` exception stops every symbol not
     yet started (``not_run``); those already running end on their own."""
     started = time.monotonic()
     entries: dict[str, dict] = {}
@@ -399,6 +403,7 @@ def run_shard_parts(
             for symbol, kwargs in calls:
                 one(part, symbol, kwargs)
             continue
+        log.info("%s: %d symbols, %d at a time", part.func.__name__, len(calls), at_once)
         with ThreadPoolExecutor(max_workers=min(at_once, len(calls))) as pool:
             for future in [pool.submit(one, part, symbol, kwargs) for symbol, kwargs in calls]:
                 future.result()  # one() records every failure itself
@@ -579,10 +584,18 @@ def symbol_reports(shard_report: dict) -> list[str]:
 
 
 def for_each_symbol(func: Callable[..., Any], **options: Any) -> Callable[..., dict]:
-    """The entry point of a shard rule: ``run_shard`` over ``func`` (for ``smk.run_job``)."""
+    """The entry point of a shard rule: ``run_shard`` over ``func`` (for ``smk.run_job``).
+    On object storage the symbols run ``storage.symbols_at_once`` at a time: their
+    requests are round trips, and one symbol at a time would leave the job waiting."""
 
     def shard_entry(**kwargs):
-        return run_shard(func, **options, **kwargs)
+        if "data_dir" in kwargs and "at_once" not in options:
+            from crypto_lakehouse import storage
+
+            options_here = dict(options, at_once=storage.symbols_at_once(kwargs["data_dir"]))
+        else:
+            options_here = options
+        return run_shard(func, **options_here, **kwargs)
 
     shard_entry.__name__ = f"{func.__name__}_shard"
     return shard_entry

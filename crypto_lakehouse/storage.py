@@ -46,12 +46,14 @@ if TYPE_CHECKING:
 SCHEME = "s3://"
 
 # The config block's defaults (config/config.schema.yaml): AWS's endpoint and region
-# resolution, virtual-hosted addressing, durable local writes.
+# resolution, virtual-hosted addressing, durable local writes, four symbols at once per
+# shard job on object storage.
 DEFAULTS: dict[str, Any] = {
     "endpoint_url": None,
     "region": None,
     "addressing_style": "virtual",
     "fsync": True,
+    "symbols_at_once": 4,
 }
 
 _SETTINGS: dict[str, Any] = dict(DEFAULTS)
@@ -159,6 +161,9 @@ def configure(settings: dict | None) -> None:
         raise ValueError(f"storage: unknown key(s) {sorted(unknown)}")
     if merged["addressing_style"] not in ("path", "virtual"):
         raise ValueError("storage.addressing_style: 'path' or 'virtual'")
+    at_once = merged["symbols_at_once"]
+    if isinstance(at_once, bool) or not isinstance(at_once, int) or at_once < 1:
+        raise ValueError(f"storage.symbols_at_once: an integer >= 1, not {at_once!r}")
     with _S3_LOCK:
         if merged != _SETTINGS:
             _S3 = None  # rebuilt with the new endpoint on first use
@@ -169,6 +174,17 @@ def configure(settings: dict | None) -> None:
 
 def settings() -> dict[str, Any]:
     return dict(_SETTINGS)
+
+
+def symbols_at_once(data_dir) -> int:
+    """How many symbols a shard job works on at the same time (threads) in ``data_dir``.
+
+    Object storage: ``storage.symbols_at_once`` (default 4). Each request there is a round
+    trip (tens of ms on AWS) and a symbol's daily update makes about a hundred of them, most
+    one after the other (a footer, then the rows; a HEAD per output, then its upload): one
+    symbol at a time, a job would wait on the network most of the time. Local data dirs: 1
+    (the work is CPU-bound and the cores already run one job each)."""
+    return _SETTINGS["symbols_at_once"] if is_remote(data_dir) else 1
 
 
 # ------------------------------------------------------------------ paths
@@ -402,7 +418,8 @@ def parquet_metadata(path):
     with _naming_the_file(p):
         if not isinstance(p, ObjectPath):
             return pq.ParquetFile(p).metadata
-        ahead = _READ_AHEAD.peek(str(p)) if _READ_AHEAD is not None else None
+        reading = _read_ahead()
+        ahead = reading.peek(str(p)) if reading is not None else None
         if ahead is not None:
             import pyarrow as pa
 
@@ -495,7 +512,8 @@ def read_bytes(path) -> bytes:
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         return p.read_bytes()
-    ahead = _READ_AHEAD.get(str(p)) if _READ_AHEAD is not None else None
+    reading = _read_ahead()
+    ahead = reading.get(str(p)) if reading is not None else None
     if ahead is not None:
         return ahead
     return _get(p)
@@ -567,24 +585,30 @@ class _ReadAhead:
         self.pool.shutdown(wait=True)
 
 
-_READ_AHEAD: _ReadAhead | None = None
+# Per thread: the symbols of a shard job may run on threads (symbols_at_once), each
+# reading its own objects in its own block.
+_THREAD = threading.local()
+
+
+def _read_ahead() -> _ReadAhead | None:
+    return getattr(_THREAD, "read_ahead", None)
 
 
 @contextlib.contextmanager
 def read_ahead(paths, window: int = 8) -> Iterator[None]:
     """Within the block, S3 objects of ``paths`` (read in that order, each once; the
     reader may skip some) are fetched ``window`` at a time in the background; local paths
-    need nothing. A block inside another one uses the outer one's announcement."""
-    global _READ_AHEAD
+    need nothing. A block inside another one (same thread) uses the outer one's
+    announcement; each thread has its own."""
     remote = [data_path(p) for p in paths if is_remote(p)]
-    if not remote or _READ_AHEAD is not None:
+    if not remote or _read_ahead() is not None:
         yield
         return
-    _READ_AHEAD = _ReadAhead(remote, window)
+    ahead = _THREAD.read_ahead = _ReadAhead(remote, window)
     try:
         yield
     finally:
-        ahead, _READ_AHEAD = _READ_AHEAD, None
+        _THREAD.read_ahead = None
         ahead.close()
 
 
@@ -644,7 +668,8 @@ def _read_parquet(p, **options) -> pa.Table:
         return pq.ParquetFile(p).read(**options)
     import pyarrow as pa
 
-    ahead = _READ_AHEAD.get(str(p)) if _READ_AHEAD is not None else None
+    reading = _read_ahead()
+    ahead = reading.get(str(p)) if reading is not None else None
     if ahead is not None:
         return pq.ParquetFile(pa.BufferReader(ahead)).read(**options)
     with _request("parquet_read"), _open_object(p) as f:
@@ -834,7 +859,9 @@ def remove_stale_temps_of(path) -> int:
 # write_json_if_changed / touch here, and every io.write_json: state records, markers,
 # stage reports) and when the block ends, so a record is never stored before its data.
 # Reads, listings, deletes and moves of an object with a pending upload wait for it
-# first, so a job sees its own writes.
+# first, so a job sees its own writes. Each thread that opens a block has its own (the
+# symbols of a shard job may run on threads: one symbol's barrier waits for its own
+# uploads and raises its own failures only); reads wait for a pending upload of any block.
 DEFAULT_UPLOAD_WORKERS = 4
 DEFAULT_UPLOAD_BYTES = 256 << 20  # staged bytes in flight at most (memory / spool space)
 
@@ -843,11 +870,9 @@ class _Uploads:
     def __init__(self, workers: int, max_bytes: int):
         from concurrent.futures import ThreadPoolExecutor
 
-        # The thread that opened the block: only its writes go to the background and only
-        # its records pass the barrier. Other threads (a lock's lease renewal) write
-        # synchronously and never take the job's upload failures.
-        self.owner = threading.get_ident()
-
+        # Only the writes of the thread that opened the block go to the background and
+        # only its records pass the barrier. Other threads (a lock's lease renewal, another
+        # symbol without a block) write synchronously and never take its upload failures.
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
         self.max_bytes = max_bytes
         self.cond = threading.Condition()
@@ -908,13 +933,18 @@ class _Uploads:
         return errors
 
 
-_UPLOADS: _Uploads | None = None
+_OPEN_UPLOADS: set[_Uploads] = set()  # the blocks of every thread, for _settle
+_OPEN_UPLOADS_LOCK = threading.Lock()
 
 
 def _uploads() -> _Uploads | None:
     """The background uploads of the calling thread's block, if it opened one."""
-    uploads = _UPLOADS
-    return uploads if uploads is not None and uploads.owner == threading.get_ident() else None
+    return getattr(_THREAD, "uploads", None)
+
+
+def _open_uploads() -> list[_Uploads]:
+    with _OPEN_UPLOADS_LOCK:
+        return list(_OPEN_UPLOADS)
 
 
 def flush() -> None:
@@ -938,11 +968,12 @@ def background_uploads(
     ends with the barrier. Nested blocks share the outer one. A block left by an
     exception still waits for its uploads (their failures are logged, the exception
     stands). Local data dirs are unaffected (their writes stay synchronous)."""
-    global _UPLOADS
-    if _UPLOADS is not None:
+    if _uploads() is not None:
         yield
         return
-    uploads = _UPLOADS = _Uploads(workers, max_bytes)
+    uploads = _THREAD.uploads = _Uploads(workers, max_bytes)
+    with _OPEN_UPLOADS_LOCK:
+        _OPEN_UPLOADS.add(uploads)
     ok = False
     try:
         yield
@@ -957,7 +988,9 @@ def background_uploads(
 
                     logging.getLogger(__name__).error("%s", error)
         finally:
-            _UPLOADS = None
+            _THREAD.uploads = None
+            with _OPEN_UPLOADS_LOCK:
+                _OPEN_UPLOADS.discard(uploads)
             uploads.pool.shutdown(wait=True)
 
 
@@ -1010,14 +1043,12 @@ def _reading(p: ObjectPath) -> Iterator[None]:
 
 def _settle(p: ObjectPath) -> None:
     """Before touching an object: its pending upload (if any) is finished."""
-    uploads = _UPLOADS
-    if uploads is not None:
+    for uploads in _open_uploads():
         uploads.wait_for(str(p))
 
 
 def _settle_below(p: ObjectPath) -> None:
-    uploads = _UPLOADS
-    if uploads is not None:
+    for uploads in _open_uploads():
         uploads.wait_below(str(p).rstrip("/") + "/")
 
 

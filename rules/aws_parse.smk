@@ -16,7 +16,7 @@ rule aws_parse_klines:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=2000,
+        mem_mb=shard_mem_mb(2000),
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_parse_args),
@@ -40,7 +40,7 @@ rule aws_parse_funding:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=1000,
+        mem_mb=shard_mem_mb(1000),
         runtime=shard_runtime(1),
     params:
         job=shard_job_json(get_parse_args),

@@ -441,6 +441,23 @@ def shard_ids(trade_type, dataset=KLINES, stage=None):
     return list(_index_shards(trade_type, dataset))
 
 
+def shard_mem_mb(mb_per_job, mb_per_symbol=1000, dataset=None):
+    """Resource function: a shard job's memory (MB, for SLURM). On object storage a job
+    works on ``storage.symbols_at_once`` symbols at the same time (docs/storage.md), each
+    with its own working set; locally one at a time. ``dataset``: the shard's dataset tag
+    when the wildcards do not give it (default: ``wildcard_tag``)."""
+    at_once = storage_settings.symbols_at_once(DATA)
+
+    def mem_mb(wildcards):
+        if at_once == 1:
+            return mb_per_job
+        tag = dataset or wildcard_tag(wildcards)
+        n = len(shard_symbols(wildcards.trade_type, wildcards.shard, tag))
+        return mb_per_job + mb_per_symbol * (min(at_once, n) - 1)
+
+    return mem_mb
+
+
 def shard_runtime(minutes_per_symbol):
     """Resource function: a shard job's runtime (minutes, for SLURM) grows with its symbols."""
 

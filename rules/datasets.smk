@@ -21,7 +21,7 @@ rule aws_parse_ticks:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=1000,
+        mem_mb=shard_mem_mb(1000),
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_extra_parse_args),
@@ -53,7 +53,7 @@ rule aws_parse_kline_layout:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=2000,
+        mem_mb=shard_mem_mb(2000),
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_extra_parse_args),
@@ -81,7 +81,7 @@ rule agg_klines_shard:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=2000,
+        mem_mb=shard_mem_mb(2000, dataset="aggTrades"),
         runtime=agg_klines_runtime,
     params:
         job=shard_job_json(get_agg_klines_args, retried=False),

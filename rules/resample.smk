@@ -17,7 +17,7 @@ rule resample_shard:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=2000,
+        mem_mb=shard_mem_mb(2000),
         runtime=shard_runtime(2),
     params:
         job=shard_job_json(get_resample_args),

@@ -159,6 +159,8 @@ def test_schema_defaults_of_the_storage_block_are_the_modules():
         check_user_config({"storage": {"fsync": "no"}}, schema_path)
     with pytest.raises(ConfigError, match="storage"):
         check_user_config({"storage": {"endpoint": "http://x"}}, schema_path)
+    with pytest.raises(ConfigError, match="storage.symbols_at_once"):
+        check_user_config({"storage": {"symbols_at_once": 0}}, schema_path)
     jsonschema.validate(
         {"storage": {"addressing_style": "path"}}, yaml.safe_load(schema_path.read_text())
     )

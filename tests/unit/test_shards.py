@@ -609,3 +609,59 @@ def test_a_summary_fails_naming_torn_records_and_has_them_rebuilt(tmp_path):
     with pytest.raises(SymbolsFailed, match="reruns the job that writes it"):
         run_summaries(summaries=[job])
     assert not shards[1].exists()
+
+
+@pytest.mark.parametrize(
+    "data_dir, setting, expected_peak",
+    [("s3://bucket/lake", 3, 3), ("s3://bucket/lake", 1, 1), ("LOCAL", 3, 1)],
+)
+def test_a_shard_job_on_object_storage_runs_symbols_at_once(
+    tmp_path, data_dir, setting, expected_peak
+):
+    """for_each_symbol (every CPU shard rule's entry point) takes storage.symbols_at_once
+    symbols at a time on an s3:// data dir, one at a time on a local one."""
+    import threading
+    import time
+
+    from crypto_lakehouse import storage
+    from crypto_lakehouse.shards import for_each_symbol
+
+    lock = threading.Lock()
+    running, peak, seen_dirs = [0], [0], set()
+
+    def run_symbol(*, symbol, data_dir, report_path, stats_path):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            seen_dirs.add(data_dir)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        with open(report_path, "w") as fh:
+            json.dump({"symbol": symbol}, fh)
+
+    data_dir = str(tmp_path / "data") if data_dir == "LOCAL" else data_dir
+    before = storage.settings()
+    storage.configure({"symbols_at_once": setting})
+    try:
+        (tmp_path / "reports/x").mkdir(parents=True)
+        report = for_each_symbol(run_symbol)(
+            symbols=[f"S{i}" for i in range(7)],
+            shard_report=str(tmp_path / "reports/x/shards/0.json"),
+            symbol_paths={"report_path": str(tmp_path / "reports/x")},
+            data_dir=data_dir,
+        )
+    finally:
+        storage.configure(before)
+    assert peak[0] == expected_peak and seen_dirs == {data_dir}
+    assert list(report["symbols"]) == [f"S{i}" for i in range(7)]
+    assert all(e["status"] == "ok" for e in report["symbols"].values())
+
+
+@pytest.mark.parametrize("bad", [0, -1, "4", True, 2.5])
+def test_symbols_at_once_must_be_a_positive_integer(bad):
+    from crypto_lakehouse import storage
+
+    with pytest.raises(ValueError, match="storage.symbols_at_once"):
+        storage.configure({"symbols_at_once": bad})
+    assert storage.settings()["symbols_at_once"] == storage.DEFAULTS["symbols_at_once"]

@@ -253,3 +253,82 @@ def test_the_parse_and_gen_kline_entry_points_run_in_background_uploads():
     for entry in (klines.run_parse_klines, kline.run_gen_kline):
         assert entry.__wrapped__.__name__ == entry.__name__  # wrapped by uploads_in_background
         assert entry.__code__ is not entry.__wrapped__.__code__
+
+
+def test_symbols_on_threads_each_have_their_own_uploads_and_failures(s3_root, monkeypatch):
+    """Two symbols of one shard job at once (storage.symbols_at_once): both write in the
+    background at the same time; one's failed upload stops its own record only, and the
+    other's record still waits for its own pending data."""
+    held = HeldUploads(monkeypatch, held="good/2024-01.pqt")
+    lost = storage.data_path("s3://Invalid_Bucket/bad/2024-01.pqt")
+    good_part = storage.join(s3_root, "good/2024-01.pqt")
+    good_state, bad_state = storage.join(s3_root, "good.json"), storage.join(s3_root, "bad.json")
+    both_writing = threading.Barrier(2, timeout=30)
+    outcome: dict[str, object] = {}
+
+    def symbol(name, part, state):
+        try:
+            with storage.background_uploads():
+                storage.write_parquet(part, pa.table({"x": [1]}))
+                both_writing.wait()  # each thread has its own block open now
+                if name == "good":
+                    threading.Timer(0.3, held.release.set).start()
+                storage.write_json(state, {"done": name})
+            outcome[name] = "ok"
+        except Exception as exc:
+            outcome[name] = exc
+
+    threads = [
+        threading.Thread(target=symbol, args=("good", good_part, good_state)),
+        threading.Thread(target=symbol, args=("bad", lost, bad_state)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcome["good"] == "ok", outcome
+    assert isinstance(outcome["bad"], storage.StorageError)
+    assert "Invalid_Bucket/bad/2024-01.pqt" in str(outcome["bad"])
+    assert storage.read_json(good_state) == {"done": "good"}
+    assert storage.read_parquet(good_part).equals(pa.table({"x": [1]}))
+    assert not storage.exists(bad_state)
+
+
+def test_read_ahead_blocks_of_two_threads_do_not_mix(s3_root, monkeypatch):
+    """Each symbol's thread announces its own objects; a block ending in one thread leaves
+    the other's intact, and neither reads the other's announced objects."""
+    names = {"a": [f"a/{i}.bin" for i in range(4)], "b": [f"b/{i}.bin" for i in range(4)]}
+    for keys in names.values():
+        for key in keys:
+            storage.write_bytes(storage.join(s3_root, key), key.encode())
+    fetched: list[str] = []
+    real_get = storage._get
+
+    def counting_get(p):
+        ahead = threading.current_thread().name.startswith("read-ahead")
+        fetched.append((p.parent.name + "/" + p.name, ahead))
+        return real_get(p)
+
+    monkeypatch.setattr(storage, "_get", counting_get)
+    started = threading.Barrier(2, timeout=30)
+    a_done = threading.Event()
+    got: dict[str, list[bytes]] = {}
+
+    def reader(who):
+        paths = [storage.join(s3_root, k) for k in names[who]]
+        with storage.read_ahead(paths):
+            started.wait()
+            if who == "b":
+                assert a_done.wait(30)  # a's block has ended: b's must still serve it
+            got[who] = [storage.read_bytes(p) for p in paths]
+        if who == "a":
+            a_done.set()
+
+    threads = [threading.Thread(target=reader, args=(w,)) for w in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == {w: [k.encode() for k in keys] for w, keys in names.items()}
+    # One GET each, every one in the background (none by the reading threads themselves).
+    assert sorted(fetched) == sorted((k, True) for k in names["a"] + names["b"])
