@@ -28,7 +28,7 @@ from crypto_lakehouse.features.microstructure import (
 from crypto_lakehouse.features.spec import IndicatorSpec, talib_version, validate_feature_config
 from crypto_lakehouse.generate import parquet_append
 from crypto_lakehouse.generate import tail as gen_tail
-from crypto_lakehouse.generate.outputs import SUFFIX, remove_stale
+from crypto_lakehouse.generate.outputs import SUFFIX, remove_stale_in
 from crypto_lakehouse.generate.vwap import vwap_column_name
 from crypto_lakehouse.incremental import fingerprint
 from crypto_lakehouse.resample import tail as resample_tail
@@ -317,10 +317,10 @@ def _symbol_features(
         built[f["source"]] = record
         written.setdefault(f["dir"], set()).add(f["name"])
         outputs.append({"source": f["source"], "file": rel, "rows": record["rows"]})
-    removed = []
-    for out_dir in _owned_dirs(data_dir, trade_type, interval):
-        for p in remove_stale(out_dir, symbol, written.get(out_dir, set())):
-            removed.append(p.relative_to(data_dir).as_posix())
+    removed = [
+        p.relative_to(data_dir).as_posix()
+        for p in remove_stale_in(_owned_dirs(data_dir, trade_type, interval), symbol, written)
+    ]
     section = {"outputs": outputs, "removed": sorted(removed), "failures": failures}
     return section, damaged
 
@@ -374,6 +374,7 @@ def _write_features(
     }
 
 
+@storage.uploads_in_background  # S3: PUTs overlap the work; barrier before records
 def run_features(
     *,
     trade_type: str,

@@ -30,9 +30,23 @@ def symbol_file_re(symbol: str) -> re.Pattern[str]:
 
 
 def symbol_files(directory: Path, symbol: str) -> list[Path]:
-    """This symbol's segment files in ``directory`` (sorted)."""
+    """This symbol's segment files in ``directory`` (sorted): the names that start with the
+    symbol or with ``SP`` (on S3 only those are listed; the folder holds every symbol's)."""
     pattern = symbol_file_re(symbol)
-    return [p for p in storage.list_files(directory, recursive=False) if pattern.match(p.name)]
+    return [p for p in storage.files_named(directory, (symbol, "SP")) if pattern.match(p.name)]
+
+
+def remove_stale_in(directories, symbol: str, keep: dict) -> list[Path]:
+    """``remove_stale`` in each of ``directories`` (``keep``: folder → the names to keep
+    there); on S3 the folders at the same time (a listing each is a round trip)."""
+    directories = list(directories)
+    if len(directories) < 2 or not storage.is_remote(directories[0]):
+        return [p for d in directories for p in remove_stale(d, symbol, keep.get(d, set()))]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(directories), storage.HEADS_AT_ONCE)) as pool:
+        found = pool.map(lambda d: remove_stale(d, symbol, keep.get(d, set())), directories)
+        return [p for removed in found for p in removed]
 
 
 def remove_stale(directory: Path, symbol: str, keep_names: set[str]) -> list[Path]:

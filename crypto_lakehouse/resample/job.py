@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from crypto_lakehouse import io, layout, storage
 from crypto_lakehouse.generate import tail as gen_tail
-from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale
+from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale_in
 from crypto_lakehouse.generate.vwap import vwap_column_name
 from crypto_lakehouse.intervals import interval_ms
 from crypto_lakehouse.resample import tail
@@ -107,6 +107,7 @@ def _segments(gen_report, symbol: str) -> list[dict]:
     return list(report.get("segments", []))
 
 
+@storage.uploads_in_background  # S3: PUTs overlap the work; barrier before records
 def run_resample(
     *,
     trade_type: str,
@@ -146,6 +147,9 @@ def run_resample(
     storage.delete(record_file)  # a failed run leaves no record behind
     if not record or record.get("version") != tail.RECORD_VERSION or record["params"] != params:
         record = None
+    # The recorded outputs' identities now, asked once (kept outputs reuse them below).
+    current = tail.current_identities(data_dir, record["outputs"]) if record else {}
+    unchanged: set[str] = set()  # outputs kept as they are: their identity is current's
     seg_records: dict[str, dict] = {}
     stable: dict[str, dict] = {}  # output file -> its rows a tail build kept (tail.stable_rows)
     modes = {"kept": 0, "tail": 0, "full": 0}
@@ -160,11 +164,12 @@ def run_resample(
             prev
             and identity
             and prev["file"] == seg["file"]
-            and tail.outputs_intact(storage.data_path(data_dir), prev, record["outputs"])
+            and tail.outputs_intact(prev, record["outputs"], current)
         ):
             done = None
             if prev["identity"] == identity:
                 done = prev["outputs"]
+                unchanged.update(o["file"] for o in done)
                 modes["kept"] += 1
             else:
                 r_s = gen_tail.stable_rows(
@@ -271,11 +276,10 @@ def run_resample(
             "outputs": outputs[n_before:],
             "dropped": dropped.get(name),
         }
-    removed = []
-    existing_dirs = storage.subdirs(root, depth=2)
-    for out_dir in existing_dirs:
-        for p in remove_stale(out_dir, symbol, written.get(out_dir, set())):
-            removed.append(p.relative_to(storage.data_path(data_dir)).as_posix())
+    removed = [
+        p.relative_to(storage.data_path(data_dir)).as_posix()
+        for p in remove_stale_in(storage.subdirs(root, depth=2), symbol, written)
+    ]
     report = {
         "trade_type": trade_type,
         "symbol": symbol,
@@ -305,6 +309,8 @@ def run_resample(
         raise damaged[0]
     if failures:
         raise ResampleValidationError("; ".join(failures))
+    rewritten = {o["file"]: None for o in outputs if o["file"] not in unchanged}
+    identities = {f: current[f] for f in unchanged} | tail.current_identities(data_dir, rewritten)
     storage.write_json(
         record_file,
         {
@@ -312,10 +318,7 @@ def run_resample(
             "params": params,
             "segments": seg_records,
             "stable": stable,
-            "outputs": {
-                o["file"]: gen_tail.file_identity(storage.join(data_dir, o["file"]))
-                for o in outputs
-            },
+            "outputs": {o["file"]: identities[o["file"]] for o in outputs},
         },
     )
     return stats

@@ -22,7 +22,6 @@ import pyarrow as pa
 
 from crypto_lakehouse import layout, storage
 from crypto_lakehouse.generate import parquet_append
-from crypto_lakehouse.generate import tail as gen_tail
 from crypto_lakehouse.resample.windows import TIME, first_full_window
 
 RECORD_STAGE = "resample_resume"
@@ -53,12 +52,21 @@ def params_of(targets, aggregations, interval: str) -> dict:
     }
 
 
-def outputs_intact(data_dir: Path, entry: dict, identities: dict) -> bool:
-    """Every output of a recorded segment still has the recorded size and mtime."""
+def current_identities(data_dir, recorded: dict) -> dict:
+    """``{output file: its identity now}`` of the outputs a record lists, asked all at once
+    (on S3 concurrent HEADs: the output folders hold every symbol's files)."""
+    paths = {f: storage.join(data_dir, f) for f in recorded}
+    now = storage.identities(list(paths.values()), by_listing=False)
+    return {f: now[p] for f, p in paths.items()}
+
+
+def outputs_intact(entry: dict, recorded: dict, current: dict) -> bool:
+    """Every output of a recorded segment still has the recorded identity (size and
+    mtime, or size and ETag on S3): ``recorded`` from the record, ``current`` from
+    :func:`current_identities`."""
     for out in entry["outputs"]:
-        path = data_dir / out["file"]
-        ident = identities.get(out["file"])
-        if ident is None or gen_tail.file_identity(path) != ident:
+        ident = recorded.get(out["file"])
+        if ident is None or current.get(out["file"]) != ident:
             return False
     return True
 
@@ -131,6 +139,7 @@ __all__ = [
     "RECORD_STAGE",
     "TIME",
     "kept_windows",
+    "current_identities",
     "outputs_intact",
     "params_of",
     "read_rows_from",

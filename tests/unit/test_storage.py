@@ -353,3 +353,105 @@ def test_a_torn_state_record_reads_as_none_and_is_named(root, caplog, monkeypatc
     )
     with pytest.raises(storage.StorageError):
         storage.read_state(path)
+
+
+def _put_many(seaweed, inner: str, keys: list[str]) -> None:
+    fs = seaweed.client()
+
+    def put(key):
+        with fs.open_output_stream(f"{inner}/{key}") as out:
+            out.write(b"x")
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, keys))
+
+
+def test_a_symbols_files_in_a_shared_folder_are_listed_without_the_others(
+    seaweed, s3_root, tmp_path, monkeypatch
+):
+    """A results folder holds every symbol's files: finding one symbol's (to remove its
+    stale ones) lists only the keys that start with its name or with SP, never the folder,
+    whose listing grows with the universe (1,100 other symbols here: two pages)."""
+    from crypto_lakehouse.generate.outputs import symbol_files
+
+    mine = ["BTCUSDT.pqt", "SP0_BTCUSDT.pqt", "SP12_BTCUSDT.pqt"]
+    near = ["XBTCUSDT.pqt", "SP0_XBTCUSDT.pqt", "BTCUSDT_240329.pqt", "BTCUSDT.pqt.json"]
+    others = [f"A{i:04d}USDT.pqt" for i in range(1100)]
+    deeper = ["sub/BTCUSDT.pqt"]
+    inner = s3_root.removeprefix("s3://")
+    _put_many(seaweed, inner, [f"res/1h/{k}" for k in mine + near + others + deeper])
+    local = tmp_path / "res" / "1h"
+    for key in mine + near + others[:5] + deeper:
+        (local / key).parent.mkdir(parents=True, exist_ok=True)
+        (local / key).write_bytes(b"x")
+    assert [p.name for p in symbol_files(local, "BTCUSDT")] == sorted(mine)
+
+    listed_keys: list[int] = []
+    real_client = storage._conditional_client
+
+    class CountingPaginator:
+        def __init__(self, inner_paginator):
+            self.inner = inner_paginator
+
+        def paginate(self, **kwargs):
+            for page in self.inner.paginate(**kwargs):
+                listed_keys.append(len(page.get("Contents", [])))
+                yield page
+
+    class Client:
+        def __init__(self, client):
+            self.client = client
+
+        def get_paginator(self, name):
+            return CountingPaginator(self.client.get_paginator(name))
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+    monkeypatch.setattr(storage, "_conditional_client", lambda: Client(real_client()))
+    monkeypatch.setattr(storage, "_file_infos", None)  # no folder listing through pyarrow
+    got = symbol_files(storage.join(s3_root, "res/1h"), "BTCUSDT")
+    assert [p.name for p in got] == sorted(mine)
+    assert all(isinstance(p, ObjectPath) for p in got)
+    # Two LISTs (the symbol's prefix, then SP): 3 + 3 keys, not the 1,107 of the folder.
+    assert sum(listed_keys) == 6 and len(listed_keys) == 2
+
+
+def test_subdirs_on_s3_lists_folders_not_the_files_below(seaweed, s3_root, monkeypatch):
+    """The resampled folders (interval/offset) of a trade type, found without listing the
+    files below them (every symbol's); the same answer as on a local disk."""
+    inner = s3_root.removeprefix("s3://")
+    keys = [f"rs/{i}/{o}/S{n}.pqt" for i in ("1h", "4h") for o in ("0m", "5m") for n in range(3)]
+    _put_many(seaweed, inner, [*keys, "rs/top.json", "rs/1h/note.txt"])
+    real = storage._file_infos
+    recursive_flags: list[bool] = []
+
+    def file_infos(base, recursive):
+        recursive_flags.append(recursive)
+        return real(base, recursive)
+
+    monkeypatch.setattr(storage, "_file_infos", file_infos)
+    got = storage.subdirs(storage.join(s3_root, "rs"), depth=2)
+    assert [p.relative_to(storage.data_path(s3_root)).as_posix() for p in got] == [
+        "rs/1h/0m", "rs/1h/5m", "rs/4h/0m", "rs/4h/5m"
+    ]  # fmt: skip
+    assert recursive_flags == [False, False, False]  # rs/, then rs/1h/ and rs/4h/
+    assert [p.name for p in storage.subdirs(storage.join(s3_root, "rs"))] == ["1h", "4h"]
+    assert storage.subdirs(storage.join(s3_root, "absent"), depth=2) == []
+
+
+def test_deleting_the_last_object_of_a_folder_leaves_nothing_behind(seaweed, s3_root):
+    """One DeleteObject: no "directory" marker object appears in its place (pyarrow's
+    delete_file writes one for an emptied parent, an extra round trip and key)."""
+    import pyarrow.fs as pafs
+
+    storage.write_bytes(f"{s3_root}/d/e/only.bin", b"x")
+    storage.delete(f"{s3_root}/d/e/only.bin")
+    inner = s3_root.removeprefix("s3://")
+    left = seaweed.client().get_file_info(
+        pafs.FileSelector(inner, recursive=True, allow_not_found=True)
+    )
+    assert [i.path for i in left] == []
+    storage.delete(f"{s3_root}/d/e/only.bin")  # missing: fine by default
+    with pytest.raises(FileNotFoundError, match="only.bin"):
+        storage.delete(f"{s3_root}/d/e/only.bin", missing_ok=False)

@@ -244,13 +244,17 @@ def test_another_threads_record_neither_waits_nor_takes_the_jobs_upload_failure(
     assert not storage.exists(state)
 
 
-def test_the_parse_and_gen_kline_entry_points_run_in_background_uploads():
+def test_the_stage_entry_points_run_in_background_uploads():
     # The decorator once slid onto a helper inserted above run_parse_klines; nothing failed,
     # only the parse's PUTs on S3 no longer overlapped its work.
+    from crypto_lakehouse.features import job as features_job
     from crypto_lakehouse.generate import kline
     from crypto_lakehouse.parse import klines
+    from crypto_lakehouse.resample import job as resample_job
 
-    for entry in (klines.run_parse_klines, kline.run_gen_kline):
+    entries = (klines.run_parse_klines, kline.run_gen_kline, resample_job.run_resample,
+               features_job.run_features)  # fmt: skip
+    for entry in entries:
         assert entry.__wrapped__.__name__ == entry.__name__  # wrapped by uploads_in_background
         assert entry.__code__ is not entry.__wrapped__.__code__
 
