@@ -368,8 +368,9 @@ def run_shard_parts(
 
     ``at_once`` > 1: the symbols of a part run on that many threads (for network-bound
     entry points whose shared state is thread-safe: the REST client and its limiter, the
-    stages on object storage); the parts still run one after the other. A ``fatal`` exception stops every symbol not
-    yet started (``not_run``); those already running end on their own."""
+    stages on object storage); the parts still run one after the other. A ``fatal``
+    exception stops every symbol not yet started (``not_run``); those already running end
+    on their own."""
     started = time.monotonic()
     entries: dict[str, dict] = {}
     stop: list[BaseException] = []  # the first fatal exception, once raised
