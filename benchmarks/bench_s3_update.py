@@ -1,7 +1,7 @@
 """Benchmark the daily update of a shard of symbols on object storage that answers slowly.
 
     python benchmarks/bench_s3_update.py [--symbols 8] [--years 0.25] [--latency 0.02]
-        [--others 0] [--at-once 1,4]
+        [--others 0] [--at-once 1,4] [--features]
 
 AWS S3 answers a request in tens of ms; the SeaweedFS of the tests answers on loopback in
 about one. Here SeaweedFS sits behind a proxy that delays every answer by ``--latency``
@@ -10,9 +10,10 @@ the benchmark builds the same data dir: ``--symbols`` symbols of ``--years`` of 
 (``bench_gen_kline``'s inputs under other names), a first gen_kline + resample (1h x 12
 offsets and 5m, as ``bench_resample``) built, then one more REST day for every symbol
 (``bench_daily_update.add_one_day``). It then times the daily update: the gen_kline shard
-then the resample shard, as their jobs run them (``shards.for_each_symbol`` over the rule
-entry points, one process). ``--others N``: the output folders also hold the files of N
-other symbols (small stand-ins), as a data dir of the whole universe does.
+then the resample shard (``--features``: then the features shard, default settings), as
+their jobs run them (``shards.for_each_symbol`` over the rule entry points, with their
+unchanged-inputs check; one process). ``--others N``: the output folders also hold the
+files of N other symbols (small stand-ins), as a data dir of the whole universe does.
 
 Printed per value: wall and CPU seconds of each shard, seconds per symbol, each shard's
 S3 requests by kind (``storage.request_stats``: count and seconds waited, summed over
@@ -75,11 +76,14 @@ def put_others(root: str, n: int) -> None:
 
 def shard_kwargs(root: str, names: list[str], reports: Path, stage: str) -> dict:
     (reports / stage).mkdir(parents=True, exist_ok=True)
-    common = {"trade_type": TRADE_TYPE, "interval": "1m", "data_dir": root, "incremental": True}
+    common = {"trade_type": TRADE_TYPE, "interval": "1m", "data_dir": root}
     if stage == "gen_kline":
         common |= {"split_gaps": True, "with_vwap": True, "with_funding_rates": True,
                    "min_days": 1, "min_price_chg": 0.1}  # fmt: skip
         paths = {"report_path": str(reports / stage)}
+    elif stage == "features":  # the default config's indicators and windows
+        paths = {"report_path": str(reports / stage), "gen_report": str(reports / "gen_kline"),
+                 "resample_report": str(reports / "resample")}  # fmt: skip
     else:
         common |= {"targets": TARGETS, "aggregations": {}}
         paths = {"report_path": str(reports / stage), "gen_report": str(reports / "gen_kline")}
@@ -87,13 +91,14 @@ def shard_kwargs(root: str, names: list[str], reports: Path, stage: str) -> dict
             "symbol_paths": paths, **common}  # fmt: skip
 
 
-def run_shards(root: str, names: list[str], reports: Path) -> dict:
-    from crypto_lakehouse.generate import run_gen_kline
-    from crypto_lakehouse.resample import run_resample
+def run_shards(root: str, names: list[str], reports: Path, features: bool) -> dict:
+    from crypto_lakehouse.jobs import run_features_rule, run_gen_kline_rule, run_resample_rule
     from crypto_lakehouse.shards import for_each_symbol
 
     out = {}
-    for stage, func in (("gen_kline", run_gen_kline), ("resample", run_resample)):
+    stages = [("gen_kline", run_gen_kline_rule), ("resample", run_resample_rule)]
+    stages += [("features", run_features_rule)] if features else []
+    for stage, func in stages:
         before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         storage.request_stats(reset=True)
@@ -107,6 +112,12 @@ def run_shards(root: str, names: list[str], reports: Path) -> dict:
             mode = (stats.get("incremental") or {}).get("mode", "full")
             if stage == "resample":
                 mode = "+".join(f"{k}{n}" for k, n in stats["segments_by_mode"].items() if n)
+            elif stage == "features":
+                mode = "+".join(
+                    f"{k}{n}"
+                    for k, n in stats["files_by_mode"].items()
+                    if n and k != "rows_computed"
+                )
             modes[mode] = modes.get(mode, 0) + 1
         out[stage] = {
             "modes": modes,
@@ -133,6 +144,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.02, help="seconds added to each answer")
     ap.add_argument("--others", type=int, default=0, help="other symbols' files per folder")
     ap.add_argument("--at-once", default="1,4", help="storage.symbols_at_once values")
+    ap.add_argument("--features", action="store_true", help="the features shard too")
     args = ap.parse_args()
     names = [f"S{i:03d}USDT" for i in range(args.symbols)]
     values = [int(v) for v in args.at_once.split(",")]
@@ -154,7 +166,7 @@ def main() -> None:
                 storage.configure(dict(direct, symbols_at_once=4))
                 upload_symbols(local, root, names)
                 put_others(root, args.others)
-                run_shards(root, names, Path(tmp) / f"reports{v}" / "reports")
+                run_shards(root, names, Path(tmp) / f"reports{v}" / "reports", args.features)
                 upload_symbols(grown, root, names)
             print(
                 f"{len(names)} symbols x {args.years} years of 1m candles, one more day each; "
@@ -164,14 +176,15 @@ def main() -> None:
             results = {}
             for v, root in roots.items():
                 storage.configure(dict(slow, symbols_at_once=v))
-                timing = run_shards(root, names, Path(tmp) / f"reports{v}" / "reports")
-                total = sum(t["wall_s"] for t in timing.values())
-                print(
-                    f"symbols_at_once {v}: gen_kline {timing['gen_kline']['wall_s']:.2f} s "
-                    f"({timing['gen_kline']['cpu_s']:.2f} CPU), resample "
-                    f"{timing['resample']['wall_s']:.2f} s ({timing['resample']['cpu_s']:.2f} "
-                    f"CPU); {total / len(names):.2f} s per symbol"
+                timing = run_shards(
+                    root, names, Path(tmp) / f"reports{v}" / "reports", args.features
                 )
+                total = sum(t["wall_s"] for t in timing.values())
+                shards = ", ".join(
+                    f"{stage} {t['wall_s']:.2f} s ({t['cpu_s']:.2f} CPU)"
+                    for stage, t in timing.items()
+                )
+                print(f"symbols_at_once {v}: {shards}; {total / len(names):.2f} s per symbol")
                 for stage, t in timing.items():
                     n = sum(r["count"] for r in t["requests"].values())
                     kinds = ", ".join(

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from crypto_lakehouse import io, layout, storage
 
@@ -25,27 +25,43 @@ log = logging.getLogger(__name__)
 CONTENT_HASH_MAX_BYTES = 1 << 20
 
 
-def _expand(paths: Iterable[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        p = storage.data_path(p)
-        if storage.is_file(p):
-            files.append(p)
+def _local_versions(p: Path) -> Iterator[tuple[Path, bytes]]:
+    """A local input (a file, or a folder: its .pqt files): by content up to
+    CONTENT_HASH_MAX_BYTES, else by size and mtime."""
+    files = [p] if storage.is_file(p) else storage.list_files(p, recursive=False, suffix=".pqt")
+    for path in files:
+        size, mtime_ns = storage.stat(path) or (0, 0)
+        if size <= CONTENT_HASH_MAX_BYTES:
+            yield path, hashlib.sha256(storage.read_bytes(path)).digest()
+        else:
+            yield path, f"{size}:{mtime_ns}".encode()
+
+
+def _versions(inputs: Iterable[str | Path]) -> Iterator[tuple[Path, bytes]]:
+    """``(file, what tells its content)`` of every input file, in the inputs' order (a
+    folder: its .pqt files, sorted). On S3 size and ETag, the store's digest of the content
+    (a rewrite of the same bytes keeps it): no download, the files' HEADs at once and a
+    folder's entries from its one listing. Reading each small file whole, one input
+    after the other, took ~80 round trips per symbol and stage (docs/storage.md)."""
+    inputs = [storage.data_path(p) for p in inputs]
+    remote = [p for p in inputs if storage.is_remote(p)]
+    known = storage.identities(remote, by_listing=False) if remote else {}
+    for p in inputs:
+        if not storage.is_remote(p):
+            yield from _local_versions(p)
+        elif known[p] is not None:
+            yield p, "{}:{}".format(*known[p]).encode()
         else:  # a folder (none on S3 without objects below it: then no files)
-            files.extend(storage.list_files(p, recursive=False, suffix=".pqt"))
-    return files
+            for path, (size, etag) in storage.listed_identities(p, suffix=".pqt").items():
+                yield path, f"{size}:{etag}".encode()
 
 
 def fingerprint(inputs: Iterable[str | Path], params: dict) -> str:
-    """Digest of the input files (by content, or size and mtime when large) and params."""
+    """Digest of the input files (``_versions``) and params."""
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
-    for path in _expand(inputs):
-        size, mtime_ns = storage.stat(path) or (0, 0)
+    for path, version in _versions(inputs):
         h.update(str(path).encode())
-        if size <= CONTENT_HASH_MAX_BYTES:
-            h.update(hashlib.sha256(storage.read_bytes(path)).digest())
-        else:
-            h.update(f"{size}:{mtime_ns}".encode())
+        h.update(version)
     return h.hexdigest()
 
 
@@ -70,7 +86,7 @@ def run_unless_unchanged(
     state = storage.read_state(state_file)
     if state.get("fingerprint") == digest and "report" in state:
         outputs = output_files(state["report"])
-        if all(storage.exists(storage.join(data_dir, rel)) for rel in outputs):
+        if storage.all_exist(storage.join(data_dir, rel) for rel in outputs):
             io.write_json(report_path, state["report"])
             stats = {
                 "skipped_unchanged": 1,

@@ -404,6 +404,32 @@ def identities(paths, *, by_listing: bool = True) -> dict:
     return out
 
 
+def listed_identities(directory, suffix: str = "") -> dict:
+    """``{path: identity}`` of the files directly in an S3 folder whose names end with
+    ``suffix`` (sorted), from one delimited listing: its entries carry size and ETag."""
+    p = _object_path(directory)
+    _settle_below(p)
+    found = {}
+    pages = _conditional_client().get_paginator("list_objects_v2")
+    with _conditional(p, "list"), _request("list"):
+        for page in pages.paginate(Bucket=p.bucket, Prefix=p.key + "/", Delimiter="/"):
+            for entry in page.get("Contents", []):
+                name = entry["Key"].rsplit("/", 1)[-1]
+                if name.endswith(suffix) and not (
+                    name.startswith(".tmp-") and name.endswith(".part")
+                ):
+                    found[p / name] = [entry["Size"], entry["ETag"]]
+    return dict(sorted(found.items(), key=lambda item: str(item[0])))
+
+
+def all_exist(paths) -> bool:
+    """Whether every one of ``paths`` is a file (on S3 their HEADs at once)."""
+    paths = list(paths)
+    if not any(is_remote(p) for p in paths):
+        return all(exists(p) for p in paths)
+    return all(v is not None for v in identities(paths, by_listing=False).values())
+
+
 @contextlib.contextmanager
 def _naming_the_file(p) -> Iterator[None]:
     """pyarrow's errors for a damaged Parquet file ("Parquet magic bytes not found",

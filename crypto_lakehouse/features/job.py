@@ -285,17 +285,23 @@ def _symbol_features(
         "microstructure_windows": json.dumps(windows),
         "talib_version": talib_version(),
     }
+    paths = {f["source"]: f["dir"] / f"{f['name']}{SUFFIX}" for f in files}
+    # The identities of every candle file (recorded for the next build's tail) and of
+    # every feature file (still the one the last build wrote?), asked at once: on S3 a
+    # HEAD each, in one concurrent round instead of two round trips per file.
+    now = storage.identities(
+        [data_dir / f["source"] for f in files] + list(paths.values()), by_listing=False
+    )
+    rewritten: dict[str, Path] = {}  # candle file -> its feature file written here
     for f in files:
-        path = f["dir"] / f"{f['name']}{SUFFIX}"
+        path = paths[f["source"]]
         rel = path.relative_to(data_dir).as_posix()
         source = data_dir / f["source"]
         prev = previous.get(f["source"])
         try:
             with reading_output_of(f["stage"], source):
-                # Recorded for the next build's tail (parquet_append).
-                identity = gen_tail.file_identity(source)
-                # One identity request for the feature file (a HEAD on S3), used twice.
-                intact = _output_intact(path, prev)
+                identity = now[source]
+                intact = prev is not None and now[path] == prev["output"]
                 if intact and prev["source"] == identity:
                     record = prev  # neither the candle file nor its features changed
                     counts["kept"] += 1
@@ -308,6 +314,7 @@ def _symbol_features(
                     counts["tail" if record["tail"] else "full"] += 1
                     counts["rows_computed"] += record.pop("computed")
                     record["source"] = identity
+                    rewritten[f["source"]] = path
         except Exception as exc:  # reported; the symbol's other files still run
             log.error("features of %s failed: %s", f["source"], exc)
             failures.append(f"{f['source']}: {exc}")
@@ -317,17 +324,16 @@ def _symbol_features(
         built[f["source"]] = record
         written.setdefault(f["dir"], set()).add(f["name"])
         outputs.append({"source": f["source"], "file": rel, "rows": record["rows"]})
+    # The new feature files' identities for the record, at once (after their uploads).
+    written_ids = storage.identities(list(rewritten.values()), by_listing=False)
+    for source_file, path in rewritten.items():
+        built[source_file]["output"] = written_ids[path]
     removed = [
         p.relative_to(data_dir).as_posix()
         for p in remove_stale_in(_owned_dirs(data_dir, trade_type, interval), symbol, written)
     ]
     section = {"outputs": outputs, "removed": sorted(removed), "failures": failures}
     return section, damaged
-
-
-def _output_intact(path: Path, prev: dict | None) -> bool:
-    """The feature file is still the one the last build wrote (its identity)."""
-    return prev is not None and gen_tail.file_identity(path) == prev["output"]
 
 
 def _kept_blocks(data_dir, trade_type, symbol, interval, f: dict, prev, intact: bool) -> int:
@@ -347,7 +353,7 @@ def _write_features(
 ) -> dict:
     """Compute and write the feature file of ``source`` in blocks of ``block`` rows, keeping
     its first ``keep`` blocks (row groups) when it has them; its record (``rows``,
-    ``output`` identity, ``tail``, rows ``computed``)."""
+    ``tail``, rows ``computed``; the caller adds the ``output`` identity)."""
     table = feature_table(
         source, specs, windows, vwap_col, contract_size, seconds, keep * block, block
     )
@@ -369,7 +375,6 @@ def _write_features(
     return {
         "rows": keep * block + table.num_rows,
         "computed": table.num_rows,
-        "output": gen_tail.file_identity(path),
         "tail": keep > 0,
     }
 
@@ -453,7 +458,7 @@ def run_features(
             if (
                 state.get("fingerprint") == digest
                 and section is not None
-                and all(storage.exists(data_dir / o["file"]) for o in section["outputs"])
+                and storage.all_exist(data_dir / o["file"] for o in section["outputs"])
             ):
                 log.info("features %s %s: inputs unchanged, outputs kept", trade_type, symbol)
                 # The report is the one a rebuild gives: whether the work was done again

@@ -149,3 +149,63 @@ def test_stats_count_the_files_held_whether_built_or_kept(tmp_path):
     kept = _job(tmp_path, calls)
     assert kept["skipped_unchanged"] == 1 and kept["files_written"] == 0
     assert kept["files_held"] == 1 and calls == [1]
+
+
+def test_fingerprint_on_s3_uses_size_and_etag_without_downloads(s3_root, tmp_path):
+    """On S3 an input's version is its size and ETag (the store's digest of the bytes):
+    the same bytes written again are no change, other bytes of the same size are; a
+    folder counts its .pqt files from one listing; nothing is downloaded. A local input
+    beside them keeps its content hash."""
+    from crypto_lakehouse import storage
+    from crypto_lakehouse.incremental import fingerprint
+
+    folder = storage.join(s3_root, "parsed/BTCUSDT/1m")
+    for name in ("202401.pqt", "202402.pqt"):
+        storage.write_bytes(folder / name, b"a" * 100)
+    storage.write_bytes(folder / "note.txt", b"ignored")
+    single = storage.join(s3_root, "funding/BTCUSDT.pqt")
+    storage.write_bytes(single, b"f" * 10)
+    report = tmp_path / "report.json"
+    report.write_text('{"segments": []}')
+    inputs = [str(report), folder, single, storage.join(s3_root, "absent/folder")]
+
+    storage.request_stats(reset=True)
+    first = fingerprint(inputs, {"p": 1})
+    asked = storage.request_stats(reset=True)
+    # Three HEADs at once (two 404s: the folders), two folder listings, no GET.
+    assert "get" not in asked and "parquet_read" not in asked, asked
+    assert asked["head"]["count"] == 3 and asked["list"]["count"] == 2, asked
+
+    storage.write_bytes(folder / "202401.pqt", b"a" * 100)  # the same bytes again
+    assert fingerprint(inputs, {"p": 1}) == first
+    assert fingerprint(inputs, {"p": 2}) != first
+    storage.write_bytes(folder / "202401.pqt", b"b" * 100)  # same size, other bytes
+    changed = fingerprint(inputs, {"p": 1})
+    assert changed != first
+    storage.write_bytes(single, b"g" * 10)
+    assert fingerprint(inputs, {"p": 1}) not in (first, changed)
+    storage.write_bytes(folder / "202403.pqt", b"c")  # a new partition
+    grown = fingerprint(inputs, {"p": 1})
+    report.write_text('{"segments": [1]}')  # the local report counts by content
+    assert fingerprint(inputs, {"p": 1}) != grown
+
+
+def test_fingerprint_of_local_inputs_is_unchanged_by_the_s3_one(tmp_path):
+    """Local digests are what earlier versions recorded (no rebuild after an upgrade): a
+    file up to 1 MB by its content, a larger one by size and mtime, paths in order."""
+    import hashlib
+
+    from crypto_lakehouse.incremental import fingerprint
+
+    small, big = tmp_path / "a.pqt", tmp_path / "sub" / "b.pqt"
+    big.parent.mkdir()
+    small.write_bytes(b"x" * 10)
+    big.write_bytes(b"y" * ((1 << 20) + 1))
+    params = {"k": [1, 2]}
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update(str(small).encode())
+    h.update(hashlib.sha256(b"x" * 10).digest())
+    st = big.stat()
+    h.update(str(big).encode())
+    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    assert fingerprint([small, big.parent], params) == h.hexdigest()
