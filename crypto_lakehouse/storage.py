@@ -1415,17 +1415,26 @@ def _conditional_client():
     from botocore.config import Config
 
     endpoint = s3_endpoint()
+    # One connection per request in flight: HEAD rounds of every symbol running at once
+    # (botocore's default pool of 10 discarded the others' connections, a new TCP and TLS
+    # handshake each, with a "Connection pool is full" warning in the job's log).
+    pool = _SETTINGS["symbols_at_once"] * HEADS_AT_ONCE + 8
     with _S3_LOCK:
-        if _CONDITIONAL_CLIENT and _CONDITIONAL_CLIENT[0][0] == endpoint:
+        if _CONDITIONAL_CLIENT and _CONDITIONAL_CLIENT[0][0] == (endpoint, pool):
             return _CONDITIONAL_CLIENT[0][1]
         style = "virtual" if endpoint["addressing_style"] == "virtual" else "path"
         client = botocore.session.get_session().create_client(
             "s3",
             endpoint_url=endpoint["endpoint_url"],
             region_name=endpoint["region"],
-            config=Config(s3={"addressing_style": style}, connect_timeout=10, read_timeout=30),
+            config=Config(
+                s3={"addressing_style": style},
+                connect_timeout=10,
+                read_timeout=30,
+                max_pool_connections=pool,
+            ),
         )
-        _CONDITIONAL_CLIENT[:] = [(endpoint, client)]
+        _CONDITIONAL_CLIENT[:] = [((endpoint, pool), client)]
         return client
 
 

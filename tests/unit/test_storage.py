@@ -455,3 +455,29 @@ def test_deleting_the_last_object_of_a_folder_leaves_nothing_behind(seaweed, s3_
     storage.delete(f"{s3_root}/d/e/only.bin")  # missing: fine by default
     with pytest.raises(FileNotFoundError, match="only.bin"):
         storage.delete(f"{s3_root}/d/e/only.bin", missing_ok=False)
+
+
+def test_concurrent_heads_keep_their_connections(seaweed, s3_root, caplog):
+    """Rounds of concurrent HEADs (storage.identities) from symbols running at once: the
+    client's connection pool holds them all, so no connection is discarded (botocore's
+    default pool of 10 threw the others away, each a new handshake, with a warning)."""
+    import logging
+    import threading
+
+    inner = s3_root.removeprefix("s3://")
+    _put_many(seaweed, inner, [f"heads/{i}.bin" for i in range(48)])
+    paths = [storage.join(s3_root, f"heads/{i}.bin") for i in range(48)]
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    results = []
+
+    def symbol():  # two symbols' rounds at the same time
+        results.append(storage.identities(paths, by_listing=False))
+
+    for _ in range(3):
+        threads = [threading.Thread(target=symbol) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert len(results) == 6 and all(all(v == [1, v[1]] for v in r.values()) for r in results)
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
