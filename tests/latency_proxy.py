@@ -73,16 +73,16 @@ class LatencyProxy:
     """The proxy as a subprocess: ``port`` forwards to ``upstream_port``."""
 
     def __init__(self, upstream_port: int, latency_s: float):
-        from s3_helpers import free_ports
+        import socket
 
-        self.port = free_ports(1)[0]
+        with socket.socket() as probe:  # a free loopback port
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__)), str(self.port), str(upstream_port),
              str(latency_s)]
         )  # fmt: skip
         deadline = time.monotonic() + 10
-        import socket
-
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
