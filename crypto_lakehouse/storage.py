@@ -389,37 +389,40 @@ def identities(paths, *, by_listing: bool = True) -> dict:
     elif heads:
         out[heads[0]] = identity(heads[0])
     for folder, members in folders.items():
-        for _, p in members:
-            _settle(p)
-        listed: dict[str, list] = {}
-        pages = _conditional_client().get_paginator("list_objects_v2")
-        with _conditional(folder, "list"), _request("list"):
-            for page in pages.paginate(
-                Bucket=folder.bucket, Prefix=folder.key + "/", Delimiter="/"
-            ):
-                for entry in page.get("Contents", []):
-                    listed[entry["Key"]] = [entry["Size"], entry["ETag"]]
+        listed = _listing(folder)
         for path, p in members:
-            out[path] = listed.get(p.key)
+            out[path] = listed.get(p.name)
     return out
+
+
+def _listing(folder: ObjectPath, name_prefix: str = "") -> dict[str, list]:
+    """``{name: [size, ETag]}`` of the objects directly in ``folder`` whose names start
+    with ``name_prefix`` (writers' temporary files left out): one delimited ListObjectsV2,
+    paginated, after the folder's pending uploads."""
+    _settle_below(folder)
+    found = {}
+    pages = _conditional_client().get_paginator("list_objects_v2")
+    with _conditional(folder, "list"), _request("list"):
+        prefix = f"{folder.key}/{name_prefix}"
+        for page in pages.paginate(Bucket=folder.bucket, Prefix=prefix, Delimiter="/"):
+            for entry in page.get("Contents", []):
+                name = entry["Key"].rsplit("/", 1)[-1]
+                if name and not _is_writer_temp(name):
+                    found[name] = [entry["Size"], entry["ETag"]]
+    return found
+
+
+def _is_writer_temp(name: str) -> bool:
+    """A writer's temporary file (``io.TEMP_GLOB``): never listed as data."""
+    return name.startswith(".tmp-") and name.endswith(".part")
 
 
 def listed_identities(directory, suffix: str = "") -> dict:
     """``{path: identity}`` of the files directly in an S3 folder whose names end with
-    ``suffix`` (sorted), from one delimited listing: its entries carry size and ETag."""
+    ``suffix`` (sorted), from one listing: its entries carry size and ETag."""
     p = _object_path(directory)
-    _settle_below(p)
-    found = {}
-    pages = _conditional_client().get_paginator("list_objects_v2")
-    with _conditional(p, "list"), _request("list"):
-        for page in pages.paginate(Bucket=p.bucket, Prefix=p.key + "/", Delimiter="/"):
-            for entry in page.get("Contents", []):
-                name = entry["Key"].rsplit("/", 1)[-1]
-                if name.endswith(suffix) and not (
-                    name.startswith(".tmp-") and name.endswith(".part")
-                ):
-                    found[p / name] = [entry["Size"], entry["ETag"]]
-    return dict(sorted(found.items(), key=lambda item: str(item[0])))
+    listed = _listing(p)
+    return {p / name: listed[name] for name in sorted(listed) if name.endswith(suffix)}
 
 
 def all_exist(paths) -> bool:
@@ -769,7 +772,7 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
             continue
         rel = info.path[len(inner) :].lstrip("/")
         name = rel.rsplit("/", 1)[-1]
-        if not name.endswith(suffix) or (name.startswith(".tmp-") and name.endswith(".part")):
+        if not name.endswith(suffix) or _is_writer_temp(name):
             continue
         out.append(base / rel)
     return sorted(out, key=str)
@@ -789,7 +792,7 @@ def walk_files(directory, *, suffix: str = "") -> Iterator:
         if info.type == pafs.FileType.Directory:
             folders.append(name)
         elif info.type == pafs.FileType.File and name.endswith(suffix):
-            if not (name.startswith(".tmp-") and name.endswith(".part")):
+            if not _is_writer_temp(name):
                 files.append(name)
     del infos
     for name in sorted(files):
@@ -877,17 +880,7 @@ def files_named(directory, prefixes) -> list:
     prefixes = tuple(prefixes)
     if not isinstance(p, ObjectPath):
         return [f for f in list_files(p, recursive=False) if f.name.startswith(prefixes)]
-    _settle_below(p)
-    found = set()
-    pages = _conditional_client().get_paginator("list_objects_v2")
-    for prefix in prefixes:
-        with _conditional(p, "list"), _request("list"):
-            for page in pages.paginate(Bucket=p.bucket, Prefix=f"{p.key}/{prefix}", Delimiter="/"):
-                for entry in page.get("Contents", []):
-                    name = entry["Key"].rsplit("/", 1)[-1]
-                    if name and not (name.startswith(".tmp-") and name.endswith(".part")):
-                        found.add(p / name)
-    return sorted(found, key=str)
+    return sorted({p / name for prefix in prefixes for name in _listing(p, prefix)}, key=str)
 
 
 def is_dir(path) -> bool:
