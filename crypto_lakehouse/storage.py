@@ -972,28 +972,42 @@ class _Uploads:
                 self.cond.notify_all()
         return failure
 
-    def wait_for(self, key: str) -> None:
-        """Wait for the pending upload of one object; raise its failure."""
+    def wait_for(self, key: str, *, raise_failure: bool = True) -> None:
+        """Wait for the pending upload of one object; raise its failure (``raise_failure``:
+        the block's own thread; another thread only waits, the owner's barrier raises).
+        The upload stays pending until it has finished: every thread that asks meanwhile
+        waits for it too (a symbol's HEAD of its own output while another symbol's listing
+        of the shared folder waited for that upload once saw the object's old version)."""
         with self.cond:
-            future = self.pending.pop(key, None)
-        if future is not None:
-            failure = future.result()
-            if failure is not None:
-                raise failure
+            future = self.pending.get(key)
+        if future is None:
+            return
+        failure = future.result()
+        self._forget({key: future})
+        if failure is not None and raise_failure:
+            raise failure
 
-    def wait_below(self, prefix: str) -> None:
+    def wait_below(self, prefix: str, *, raise_failure: bool = True) -> None:
         with self.cond:
             keys = [k for k in self.pending if k.startswith(prefix)]
         for key in keys:
-            self.wait_for(key)
+            self.wait_for(key, raise_failure=raise_failure)
+
+    def _forget(self, finished: dict[str, Any]) -> None:
+        """Drop finished uploads from ``pending`` (unless a newer upload of the key took
+        their place)."""
+        with self.cond:
+            for key, future in finished.items():
+                if self.pending.get(key) is future:
+                    del self.pending[key]
 
     def drain(self) -> list[StorageError]:
         """Wait for every pending upload; return (and forget) the failures."""
         with self.cond:
-            futures = list(self.pending.values())
-            self.pending.clear()
-        for future in futures:
+            pending = dict(self.pending)
+        for future in pending.values():
             future.result()
+        self._forget(pending)
         with self.cond:
             errors, self.errors = self.errors, []
         return errors
@@ -1108,14 +1122,17 @@ def _reading(p: ObjectPath) -> Iterator[None]:
 
 
 def _settle(p: ObjectPath) -> None:
-    """Before touching an object: its pending upload (if any) is finished."""
+    """Before touching an object: its pending upload (if any) is finished. A failed upload
+    is raised in the thread whose block it belongs to only."""
+    own = _uploads()
     for uploads in _open_uploads():
-        uploads.wait_for(str(p))
+        uploads.wait_for(str(p), raise_failure=uploads is own)
 
 
 def _settle_below(p: ObjectPath) -> None:
+    own = _uploads()
     for uploads in _open_uploads():
-        uploads.wait_below(str(p).rstrip("/") + "/")
+        uploads.wait_below(str(p).rstrip("/") + "/", raise_failure=uploads is own)
 
 
 # ------------------------------------------------------------------ writes

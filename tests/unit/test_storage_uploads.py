@@ -336,3 +336,56 @@ def test_read_ahead_blocks_of_two_threads_do_not_mix(s3_root, monkeypatch):
     assert got == {w: [k.encode() for k in keys] for w, keys in names.items()}
     # One GET each, every one in the background (none by the reading threads themselves).
     assert sorted(fetched) == sorted((k, True) for k in names["a"] + names["b"])
+
+
+def test_a_symbols_own_head_waits_for_its_upload_while_another_threads_listing_waits_too(
+    s3_root, monkeypatch
+):
+    """Symbols at once share output folders: another symbol's listing of the folder waits
+    for this symbol's pending upload, and this symbol's HEAD of its own output must still
+    wait for it too. (It once returned at once with the object's previous version, and the
+    next daily update took a full build: "previous output … changed or missing".)"""
+    folder = storage.join(s3_root, "results")
+    mine = folder / "mine.pqt"
+    storage.write_parquet(mine, pa.table({"x": [0]}))  # the previous version
+    held = HeldUploads(monkeypatch, held="mine.pqt")
+    listed: list = []
+
+    def other_symbol():  # lists the shared folder (as files_named or listed_identities do)
+        listed.append(storage.listed_identities(folder))
+
+    with storage.background_uploads():
+        storage.write_parquet(mine, pa.table({"x": [1, 2, 3, 4]}))  # held
+        lister = threading.Thread(target=other_symbol)
+        lister.start()
+        time.sleep(0.3)  # the listing waits for the held upload now
+        assert lister.is_alive()
+        threading.Timer(0.3, held.release.set).start()
+        identity = storage.identity(mine)
+        lister.join(30)
+    now = storage.identity(mine)
+    assert identity == now
+    assert storage.read_parquet(mine).equals(pa.table({"x": [1, 2, 3, 4]}))
+    assert listed == [{mine: now}]
+
+
+def test_another_threads_wait_for_a_failed_upload_leaves_the_failure_to_its_owner(s3_root):
+    """A listing by another symbol's thread waits for an upload that fails: the failure is
+    the owner's, raised at the owner's barrier; the other thread's listing goes on."""
+    lost = storage.data_path("s3://Invalid_Bucket/results/lost.pqt")
+    outcome: list = []
+
+    def other_symbol():
+        try:
+            storage._settle_below(lost.parent)
+            outcome.append("went on")
+        except Exception as exc:
+            outcome.append(exc)
+
+    with pytest.raises(storage.StorageError, match="Invalid_Bucket/results/lost.pqt"):
+        with storage.background_uploads():
+            storage.write_parquet(lost, pa.table({"x": [1]}))
+            t = threading.Thread(target=other_symbol)
+            t.start()
+            t.join(30)
+    assert outcome == ["went on"]
