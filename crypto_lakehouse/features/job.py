@@ -270,12 +270,14 @@ def _symbol_features(
     previous: dict[str, dict],
     built: dict[str, dict],
     counts: dict[str, int],
+    known: dict | None = None,
 ) -> tuple[dict, list[DamagedInput]]:
     """Write one symbol's feature files and remove its stale ones; its report section, and
     the ``DamagedInput`` failures among the section's failures. ``previous``: what the last
     build of the same settings recorded per candle file (``_write_features``); ``built`` is
     filled with this build's records and ``counts`` counts the files kept, tail-built and
-    built in full, and the rows computed."""
+    built in full, and the rows computed. ``known``: identities already asked in this run
+    (the fingerprint's), not asked again."""
     vwap_col = vwap_column_name(interval)
     outputs, failures = [], []
     damaged: list[DamagedInput] = []  # of the failures, those of a file another stage wrote
@@ -289,9 +291,10 @@ def _symbol_features(
     # The identities of every candle file (recorded for the next build's tail) and of
     # every feature file (still the one the last build wrote?), asked at once: on S3 a
     # HEAD each, in one concurrent round instead of two round trips per file.
-    now = storage.identities(
-        [data_dir / f["source"] for f in files] + list(paths.values()), by_listing=False
-    )
+    known = known or {}
+    wanted = [data_dir / f["source"] for f in files] + list(paths.values())
+    now = {p: known[p] for p in wanted if p in known}
+    now |= storage.identities([p for p in wanted if p not in now], by_listing=False)
     rewritten: dict[str, Path] = {}  # candle file -> its feature file written here
     for f in files:
         path = paths[f["source"]]
@@ -439,7 +442,8 @@ def run_features(
                 contract_size = contract_size_for(exchange_info, symbol, overrides.get(symbol))
             inputs = [gen_report, *([res_report] if res_report else [])]
             inputs += [data_dir / f["source"] for f in files]
-            digest = fingerprint(inputs, {**settings, "contract_size": contract_size})
+            asked: dict = {}  # the S3 candle files' identities the fingerprint asked
+            digest = fingerprint(inputs, {**settings, "contract_size": contract_size}, asked)
             state = storage.read_state(state_file)
             section = state.get("section")
             # What the last build of these settings recorded per candle file, for its tail
@@ -480,6 +484,7 @@ def run_features(
                 previous=previous,
                 built=file_records,
                 counts=counts,
+                known=asked,
             )
         except Exception as exc:  # one broken symbol never stops the others
             if isinstance(exc, DamagedInput):  # an upstream report

@@ -185,3 +185,40 @@ def test_a_long_prefix_is_copied_in_several_parts(s3_root, monkeypatch):
         assert storage.write_prefix_and_rest(path, path, keep, b"tail")
         assert storage.request_stats()["copy"]["count"] == copies
         assert storage.read_bytes(path) == old[:keep] + b"tail"
+
+
+def test_the_features_ask_each_candle_files_identity_once_per_run(tmp_path, s3_root, monkeypatch):
+    """The unchanged-inputs digest and the tail decision both need each candle file's
+    identity: one HEAD per file and run serves both (a HEAD costs a round trip and ~1 ms of
+    botocore CPU; the features of a symbol read ~28 candle files)."""
+    rates = np.random.default_rng(5).normal(1e-4, 5e-5, gt.N_DAYS * 3)
+    cols = gt.master()
+    inputs = tmp_path / "inputs"
+    reports = tmp_path / "rep"
+    gt.write_state(inputs, cols, 8, gt.T0 + 9 * gt.DAY + 12 * gt.HOUR, rates)
+    _upload(inputs, s3_root)
+    _build(s3_root, reports)
+    gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, rates)
+    _upload(inputs, s3_root)
+    asked: dict[str, int] = {}
+    real, real_run_features = storage.identity, run_features
+
+    def counted(path):
+        asked[str(path)] = asked.get(str(path), 0) + 1
+        return real(path)
+
+    def run_features_counted(*args, **kwargs):
+        asked.clear()
+        monkeypatch.setattr(storage, "identity", counted)
+        try:
+            return real_run_features(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(storage, "identity", real)
+
+    monkeypatch.setitem(globals(), "run_features", run_features_counted)
+    stats = _build(s3_root, reports)  # gen_kline and resample as usual, then the features
+    assert stats["features"]["files_by_mode"]["tail"] >= 5, stats["features"]
+    outputs = storage.read_json(reports / "feat.json")["symbols"][gt.SYM]["outputs"]
+    candles = [str(storage.join(s3_root, o["source"])) for o in outputs]
+    assert len(candles) == 7
+    assert {c: asked.get(c, 0) for c in candles} == dict.fromkeys(candles, 1), asked
