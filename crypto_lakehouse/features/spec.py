@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,23 +56,41 @@ class IndicatorSpec:
         return {"name": self.function, **self.param_dict}
 
 
+_TALIB_IMPORT = threading.Lock()
+
+
+def talib():
+    """The ``talib`` module, imported without polars. TA-Lib's package imports polars, when
+    it is installed (our ``analysis`` extra), only to accept polars Series; that import
+    costs a features job ~0.1 s and the jobs pass numpy arrays. A process that already
+    imported polars keeps it, and polars stays importable afterwards."""
+    if "talib" not in sys.modules:
+        with _TALIB_IMPORT:
+            hide = "polars" not in sys.modules
+            if hide:
+                sys.modules["polars"] = None  # its import raises ModuleNotFoundError
+            try:
+                import talib as module  # noqa: F401 - imported for sys.modules
+            finally:
+                if hide and sys.modules.get("polars", 0) is None:
+                    del sys.modules["polars"]
+    return sys.modules["talib"]
+
+
 @functools.lru_cache(maxsize=None)
 def _talib_functions() -> frozenset[str]:
-    import talib
-
-    return frozenset(talib.get_functions())
+    return frozenset(talib().get_functions())
 
 
 def _function_info(name: str) -> dict:
+    talib()
     from talib import abstract
 
     return abstract.Function(name).info
 
 
 def talib_version() -> str:
-    import talib
-
-    return str(talib.__version__)
+    return str(talib().__version__)
 
 
 def _format_value(value: float | int) -> str:
