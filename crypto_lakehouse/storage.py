@@ -364,6 +364,21 @@ def identity(path) -> list | None:
 HEADS_AT_ONCE = 16  # identities(by_listing=False): HEADs in flight at most
 
 
+def concurrently(func, items, at_once: int = HEADS_AT_ONCE) -> list:
+    """``[func(item) for item in items]``, up to ``at_once`` items at a time on threads:
+    on S3 each request is a round trip, and objects handled one after the other leave a
+    job waiting on the network. One item (or ``at_once`` 1) runs in the calling thread.
+    The first exception is raised after every item has finished."""
+    items = list(items)
+    if len(items) < 2 or at_once < 2:
+        return [func(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(at_once, len(items))) as pool:
+        futures = [pool.submit(func, item) for item in items]
+    return [f.result() for f in futures]
+
+
 def identities(paths, *, by_listing: bool = True) -> dict:
     """``{path: identity(path)}`` of many files: locally a stat each. On S3, ``by_listing``:
     one LIST per folder (its entries carry size and ETag) instead of a HEAD per object, for
@@ -381,13 +396,7 @@ def identities(paths, *, by_listing: bool = True) -> dict:
             folders.setdefault(p.parent, []).append((path, p))
         else:
             heads.append(path)
-    if len(heads) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(HEADS_AT_ONCE, len(heads))) as pool:
-            out.update(zip(heads, pool.map(identity, heads), strict=True))
-    elif heads:
-        out[heads[0]] = identity(heads[0])
+    out.update(zip(heads, concurrently(identity, heads), strict=True))
     for folder, members in folders.items():
         listed = _listing(folder)
         for path, p in members:

@@ -40,13 +40,11 @@ def remove_stale_in(directories, symbol: str, keep: dict) -> list[Path]:
     """``remove_stale`` in each of ``directories`` (``keep``: folder → the names to keep
     there); on S3 the folders at the same time (a listing each is a round trip)."""
     directories = list(directories)
-    if len(directories) < 2 or not storage.is_remote(directories[0]):
-        return [p for d in directories for p in remove_stale(d, symbol, keep.get(d, set()))]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(min(len(directories), storage.HEADS_AT_ONCE)) as pool:
-        found = pool.map(lambda d: remove_stale(d, symbol, keep.get(d, set())), directories)
-        return [p for removed in found for p in removed]
+    at_once = storage.HEADS_AT_ONCE if directories and storage.is_remote(directories[0]) else 1
+    found = storage.concurrently(
+        lambda d: remove_stale(d, symbol, keep.get(d, set())), directories, at_once
+    )
+    return [p for removed in found for p in removed]
 
 
 def remove_stale(directory: Path, symbol: str, keep_names: set[str]) -> list[Path]:

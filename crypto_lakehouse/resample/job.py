@@ -33,6 +33,8 @@ from crypto_lakehouse.shards import DamagedInput, read_report, reading_output_of
 
 log = logging.getLogger(__name__)
 
+OUTPUTS_AT_ONCE = 8  # a tail build's outputs of one segment written at the same time (S3)
+
 
 def read_columns(path: Path) -> tuple[dict[str, np.ndarray], pa.Schema]:
     """All columns of a generated file as numpy arrays (times as int64 ms).
@@ -358,8 +360,9 @@ def _tail_segment(data_dir, seg, prev, r_s, plan, step_ms, vwap_col, aggs, reser
         raise ValueError("the segment does not start where the report says")
     check_contiguous(columns[TIME], step_ms)
     extra = [c for c in aggs if c in columns]
-    done = []
-    for target, offset, entry, kept, w0, start_row in jobs:
+
+    def one_output(job) -> tuple[dict, int]:
+        target, offset, entry, kept, w0, start_row = job
         at = max(0, start_row - base)
         sub = {k: v[at:] for k, v in columns.items()}
         path = storage.join(data_dir, entry["file"])
@@ -379,18 +382,20 @@ def _tail_segment(data_dir, seg, prev, r_s, plan, step_ms, vwap_col, aggs, reser
             path, kept, output_table(result, in_schema, vwap_col, aggs, extra), metadata
         )
         first, last = tail.window_times(w0, rows, target.interval_ms)
-        done.append(
-            (
-                {
-                    "interval": target.interval,
-                    "offset": offset.name,
-                    "name": seg["name"],
-                    "file": entry["file"],
-                    "rows": rows,
-                    "first": iso_ms(first) if rows else None,
-                    "last": iso_ms(last) if rows else None,
-                },
-                kept,
-            )
+        return (
+            {
+                "interval": target.interval,
+                "offset": offset.name,
+                "name": seg["name"],
+                "file": entry["file"],
+                "rows": rows,
+                "first": iso_ms(first) if rows else None,
+                "last": iso_ms(last) if rows else None,
+            },
+            kept,
         )
-    return done
+
+    # On S3 each output's previous footer, kept rows and copy are round trips of their
+    # own (~8): the outputs of the segment go at the same time.
+    at_once = OUTPUTS_AT_ONCE if storage.is_remote(seg_path) else 1
+    return storage.concurrently(one_output, jobs, at_once)

@@ -7,6 +7,8 @@ groups, so that every file has several."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +224,42 @@ def test_the_features_ask_each_candle_files_identity_once_per_run(tmp_path, s3_r
     candles = [str(storage.join(s3_root, o["source"])) for o in outputs]
     assert len(candles) == 7
     assert {c: asked.get(c, 0) for c in candles} == dict.fromkeys(candles, 1), asked
+
+
+def test_a_resample_tail_on_s3_writes_the_outputs_of_a_segment_at_the_same_time(
+    tmp_path, s3_root, monkeypatch
+):
+    """Each output of a tail build is several round trips (its previous footer, its kept
+    rows, its upload): on S3 the outputs of a segment go at the same time, and the result
+    is still the same bytes as a full build (the first test)."""
+    from crypto_lakehouse.resample import job as resample_job
+
+    rates = np.random.default_rng(5).normal(1e-4, 5e-5, gt.N_DAYS * 3)
+    cols = gt.master()
+    inputs = tmp_path / "inputs"
+    gt.write_state(inputs, cols, 8, gt.T0 + 9 * gt.DAY + 12 * gt.HOUR, rates)
+    _upload(inputs, s3_root)
+    _build(s3_root, tmp_path / "rep")
+    gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, rates)
+    _upload(inputs, s3_root)
+    real, lock = resample_tail.write_joined, threading.Lock()
+    running, most = [0], [0]
+
+    def write_joined(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)  # a round trip of a slow store
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(resample_tail, "write_joined", write_joined)
+    stats = _build(s3_root, tmp_path / "rep")
+    assert stats["resample"]["segments_by_mode"]["tail"] == 1, stats["resample"]
+    outputs = sum(len(t["offsets"]) for t in storage.read_json(tmp_path / "rep" / "res.json")[
+        "targets"])  # fmt: skip
+    assert outputs >= 3
+    assert most[0] == min(outputs, resample_job.OUTPUTS_AT_ONCE), most
