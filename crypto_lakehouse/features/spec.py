@@ -57,24 +57,29 @@ class IndicatorSpec:
 
 
 _TALIB_IMPORT = threading.Lock()
+_TALIB: list = []  # the module, once its import has finished
 
 
 def talib():
     """The ``talib`` module, imported without polars. TA-Lib's package imports polars, when
     it is installed (our ``analysis`` extra), only to accept polars Series; that import
     costs a features job ~0.1 s and the jobs pass numpy arrays. A process that already
-    imported polars keeps it, and polars stays importable afterwards."""
-    if "talib" not in sys.modules:
+    imported polars keeps it, and polars stays importable afterwards. Thread-safe: the
+    symbols of a features job may start on threads together, and a module in
+    ``sys.modules`` may still be initialising."""
+    if not _TALIB:
         with _TALIB_IMPORT:
-            hide = "polars" not in sys.modules
-            if hide:
-                sys.modules["polars"] = None  # its import raises ModuleNotFoundError
-            try:
-                import talib as module  # noqa: F401 - imported for sys.modules
-            finally:
-                if hide and sys.modules.get("polars", 0) is None:
-                    del sys.modules["polars"]
-    return sys.modules["talib"]
+            if not _TALIB:
+                hide = "polars" not in sys.modules
+                if hide:
+                    sys.modules["polars"] = None  # its import raises ModuleNotFoundError
+                try:
+                    import talib as module
+                finally:
+                    if hide and sys.modules.get("polars", 0) is None:
+                        del sys.modules["polars"]
+                _TALIB.append(module)
+    return _TALIB[0]
 
 
 @functools.lru_cache(maxsize=None)

@@ -294,3 +294,30 @@ def test_a_features_process_does_not_import_polars_through_talib():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["False", "1"]
+
+
+def test_talib_used_first_by_several_threads_at_once_is_whole_in_each():
+    """The symbols of a features job start on threads together (storage.symbols_at_once):
+    each must get the whole module, not one another thread is still importing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading\n"
+        "from crypto_lakehouse.features.spec import _talib_functions, talib_version\n"
+        "go, errors = threading.Barrier(8), []\n"
+        "def first_use():\n"
+        "    go.wait()\n"
+        "    try:\n"
+        "        assert 'RSI' in _talib_functions() and talib_version()\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=first_use) for _ in range(8)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(errors)\n"
+    )
+    for _ in range(3):  # a fresh process each time: the first import is the one at stake
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == "[]"
