@@ -296,6 +296,7 @@ def _symbol_features(
     now = {p: known[p] for p in wanted if p in known}
     now |= storage.identities([p for p in wanted if p not in now], by_listing=False)
     rewritten: dict[str, Path] = {}  # candle file -> its feature file written here
+    tail_records: dict[str, dict] = {}  # writer stage -> its tail record (_kept_blocks)
     for f in files:
         path = paths[f["source"]]
         rel = path.relative_to(data_dir).as_posix()
@@ -309,7 +310,9 @@ def _symbol_features(
                     record = prev  # neither the candle file nor its features changed
                     counts["kept"] += 1
                 else:
-                    keep = _kept_blocks(data_dir, trade_type, symbol, interval, f, prev, intact)
+                    keep = _kept_blocks(
+                        data_dir, trade_type, symbol, interval, f, prev, intact, tail_records
+                    )
                     record = _write_features(
                         source, path, keep, block_rows(f["stage"]), specs, windows, vwap_col,
                         contract_size, seconds, {**metadata, "source_file": f["source"]},
@@ -339,15 +342,23 @@ def _symbol_features(
     return section, damaged
 
 
-def _kept_blocks(data_dir, trade_type, symbol, interval, f: dict, prev, intact: bool) -> int:
+def _kept_blocks(
+    data_dir, trade_type, symbol, interval, f: dict, prev, intact: bool, records: dict
+) -> int:
     """Leading blocks of the previous feature file (``intact``: still the one ``prev``
     records) that a tail build keeps: those wholly within the rows of the candle file that
     its writer's last tail build (gen_kline's or resample's) left as they were in the
-    version the previous features were computed from (0: a full build)."""
+    version the previous features were computed from (0: a full build). ``records``:
+    each writer's tail record, read once per symbol (a GET each on S3, not one per file)."""
     if not intact:
         return 0
-    stable_rows = gen_tail.stable_rows if f["stage"] == "gen_kline" else resample_tail.stable_rows
-    stable = stable_rows(data_dir, trade_type, symbol, interval, f["source"], prev["source"])
+    writer = gen_tail if f["stage"] == "gen_kline" else resample_tail
+    if f["stage"] not in records:
+        path = writer.record_path(data_dir, trade_type, symbol, interval)
+        records[f["stage"]] = storage.read_state(path)
+    stable = writer.stable_rows(
+        data_dir, trade_type, symbol, interval, f["source"], prev["source"], records[f["stage"]]
+    )
     return min(stable, prev["rows"]) // block_rows(f["stage"])
 
 

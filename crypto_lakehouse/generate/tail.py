@@ -86,11 +86,14 @@ def file_identity(path) -> list | None:
     return storage.identity(path)
 
 
-def stable_rows(data_dir, trade_type, symbol, interval, seg_file: str, read_identity) -> int:
+def stable_rows(
+    data_dir, trade_type, symbol, interval, seg_file: str, read_identity, record: dict | None = None
+) -> int:
     """Rows of ``seg_file`` unchanged since the version of identity ``read_identity`` (0:
     unknown), from this stage's record of its last tail build: what a later stage that read
     that version may keep of its own output (resample, features)."""
-    record = storage.read_state(record_path(data_dir, trade_type, symbol, interval))
+    if record is None:
+        record = storage.read_state(record_path(data_dir, trade_type, symbol, interval))
     prev = (record or {}).get("previous")
     if not prev or prev["file"] != seg_file or [prev["size"], prev["mtime_ns"]] != read_identity:
         return 0

@@ -71,11 +71,14 @@ def outputs_intact(entry: dict, recorded: dict, current: dict) -> bool:
     return True
 
 
-def stable_rows(data_dir, trade_type, symbol, interval, out_file: str, read_identity) -> int:
+def stable_rows(
+    data_dir, trade_type, symbol, interval, out_file: str, read_identity, record: dict | None = None
+) -> int:
     """Leading rows of the resampled file ``out_file`` unchanged since its version of
     identity ``read_identity`` (0: unknown), from this stage's record of its last run: a
     tail build keeps the windows before the first changed minute (features reads it)."""
-    record = storage.read_state(record_path(data_dir, trade_type, symbol, interval))
+    if record is None:
+        record = storage.read_state(record_path(data_dir, trade_type, symbol, interval))
     entry = (record.get("stable") or {}).get(out_file)
     if not entry or entry["identity"] != read_identity:
         return 0

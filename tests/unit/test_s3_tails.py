@@ -18,6 +18,7 @@ from crypto_lakehouse import layout, storage
 from crypto_lakehouse.features import job as features_job
 from crypto_lakehouse.features import run_features
 from crypto_lakehouse.generate import parquet_append, run_gen_kline
+from crypto_lakehouse.generate import tail as gen_tail
 from crypto_lakehouse.resample import run_resample
 from crypto_lakehouse.resample import tail as resample_tail
 from tests.unit import test_generate_tail as gt
@@ -203,19 +204,26 @@ def test_the_features_ask_each_candle_files_identity_once_per_run(tmp_path, s3_r
     gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, rates)
     _upload(inputs, s3_root)
     asked: dict[str, int] = {}
-    real, real_run_features = storage.identity, run_features
+    read: dict[str, int] = {}
+    real, real_read_state, real_run_features = storage.identity, storage.read_state, run_features
 
     def counted(path):
         asked[str(path)] = asked.get(str(path), 0) + 1
         return real(path)
 
+    def read_state_counted(path):
+        read[str(path)] = read.get(str(path), 0) + 1
+        return real_read_state(path)
+
     def run_features_counted(*args, **kwargs):
         asked.clear()
         monkeypatch.setattr(storage, "identity", counted)
+        monkeypatch.setattr(storage, "read_state", read_state_counted)
         try:
             return real_run_features(*args, **kwargs)
         finally:
             monkeypatch.setattr(storage, "identity", real)
+            monkeypatch.setattr(storage, "read_state", real_read_state)
 
     monkeypatch.setitem(globals(), "run_features", run_features_counted)
     stats = _build(s3_root, reports)  # gen_kline and resample as usual, then the features
@@ -224,6 +232,12 @@ def test_the_features_ask_each_candle_files_identity_once_per_run(tmp_path, s3_r
     candles = [str(storage.join(s3_root, o["source"])) for o in outputs]
     assert len(candles) == 7
     assert {c: asked.get(c, 0) for c in candles} == dict.fromkeys(candles, 1), asked
+    # The writers' tail records (what each kept of a candle file): one read per symbol.
+    records = [
+        str(writer.record_path(s3_root, gt.TT, gt.SYM, "1m"))
+        for writer in (gen_tail, resample_tail)
+    ]
+    assert {r: read.get(r, 0) for r in records} == dict.fromkeys(records, 1), read
 
 
 def test_a_resample_tail_on_s3_writes_the_outputs_of_a_segment_at_the_same_time(
