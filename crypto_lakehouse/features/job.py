@@ -65,6 +65,10 @@ def block_rows(stage: str) -> int:
 # encoding, no dictionary. Feature columns are high-entropy float64: zstd with byte-stream-split
 # pages is ~20% smaller but costs twice the CPU time of the whole write.
 WRITE_OPTIONS = {"compression": "lz4", "use_dictionary": False}
+# On S3, a symbol's light feature files (a tail build, or a candle file under LIGHT_BYTES)
+# are built this many at a time: each is several round trips.
+FILES_AT_ONCE = 4
+LIGHT_BYTES = 8 << 20
 
 
 class FeaturesError(RuntimeError):
@@ -297,31 +301,77 @@ def _symbol_features(
     now |= storage.identities([p for p in wanted if p not in now], by_listing=False)
     rewritten: dict[str, Path] = {}  # candle file -> its feature file written here
     tail_records: dict[str, dict] = {}  # writer stage -> its tail record (_kept_blocks)
+
+    def plan(f: dict):
+        """``(record, None)`` of a file kept as it is, else ``(None, kept blocks)``."""
+        path, source, prev = paths[f["source"]], data_dir / f["source"], previous.get(f["source"])
+        with reading_output_of(f["stage"], source):
+            intact = prev is not None and now[path] == prev["output"]
+            if intact and prev["source"] == now[source]:
+                return prev, None  # neither the candle file nor its features changed
+            return None, _kept_blocks(
+                data_dir, trade_type, symbol, interval, f, prev, intact, tail_records
+            )
+
+    def build(item) -> tuple[dict | None, Exception | None, dict[str, float]]:
+        """The file's new record, or the exception that stopped it; its seconds."""
+        f, keep = item
+        source, spent = data_dir / f["source"], {}
+        try:
+            with reading_output_of(f["stage"], source):
+                record = _write_features(
+                    source, paths[f["source"]], keep, block_rows(f["stage"]), specs, windows,
+                    vwap_col, contract_size, spent, {**metadata, "source_file": f["source"]},
+                )  # fmt: skip
+            record["source"] = now[source]
+            return record, None, spent
+        except Exception as exc:  # reported below; the symbol's other files still run
+            return None, exc, spent
+
+    planned: dict[str, tuple] = {}  # candle file -> (record, None) | (None, keep) | exception
+    for f in files:
+        try:
+            planned[f["source"]] = plan(f)
+        except Exception as exc:
+            planned[f["source"]] = exc
+    # On S3 each file's builds are round trips (the candle rows, the previous footer, the
+    # kept bytes): light ones (a tail, or a small candle file) go FILES_AT_ONCE at a time;
+    # a heavy full build runs alone, so memory stays one big file per symbol.
+    todo = [
+        (f, p[1]) for f in files if isinstance(p := planned[f["source"]], tuple) and p[0] is None
+    ]
+
+    def light(item) -> bool:
+        f, keep = item
+        return bool(keep) or (now[data_dir / f["source"]] or [0])[0] < LIGHT_BYTES
+
+    at_once = FILES_AT_ONCE if storage.is_remote(data_dir) else 1
+    first = [item for item in todo if light(item)]
+    results = dict(
+        zip(
+            (f["source"] for f, _ in first),
+            storage.concurrently(build, first, at_once),
+            strict=True,
+        )
+    )
+    results |= {item[0]["source"]: build(item) for item in todo if not light(item)}
     for f in files:
         path = paths[f["source"]]
         rel = path.relative_to(data_dir).as_posix()
-        source = data_dir / f["source"]
-        prev = previous.get(f["source"])
-        try:
-            with reading_output_of(f["stage"], source):
-                identity = now[source]
-                intact = prev is not None and now[path] == prev["output"]
-                if intact and prev["source"] == identity:
-                    record = prev  # neither the candle file nor its features changed
-                    counts["kept"] += 1
-                else:
-                    keep = _kept_blocks(
-                        data_dir, trade_type, symbol, interval, f, prev, intact, tail_records
-                    )
-                    record = _write_features(
-                        source, path, keep, block_rows(f["stage"]), specs, windows, vwap_col,
-                        contract_size, seconds, {**metadata, "source_file": f["source"]},
-                    )  # fmt: skip
-                    counts["tail" if record["tail"] else "full"] += 1
-                    counts["rows_computed"] += record.pop("computed")
-                    record["source"] = identity
-                    rewritten[f["source"]] = path
-        except Exception as exc:  # reported; the symbol's other files still run
+        outcome = planned[f["source"]]
+        exc = outcome if isinstance(outcome, Exception) else None
+        record = None if exc else outcome[0]
+        if exc is None and record is not None:
+            counts["kept"] += 1
+        elif exc is None:
+            record, exc, spent = results[f["source"]]
+            for key, value in spent.items():
+                seconds[key] = seconds.get(key, 0.0) + value
+            if exc is None:
+                counts["tail" if record["tail"] else "full"] += 1
+                counts["rows_computed"] += record.pop("computed")
+                rewritten[f["source"]] = path
+        if exc is not None:  # reported; the symbol's other files still run
             log.error("features of %s failed: %s", f["source"], exc)
             failures.append(f"{f['source']}: {exc}")
             if isinstance(exc, DamagedInput):

@@ -277,3 +277,43 @@ def test_a_resample_tail_on_s3_writes_the_outputs_of_a_segment_at_the_same_time(
         "targets"])  # fmt: skip
     assert outputs >= 3
     assert most[0] == min(outputs, resample_job.OUTPUTS_AT_ONCE), most
+
+
+def test_features_on_s3_build_light_files_at_the_same_time_and_a_heavy_one_alone(
+    tmp_path, s3_root, monkeypatch
+):
+    """A symbol's feature files are round trips each on S3: tail builds (and full builds of
+    small candle files) go FILES_AT_ONCE at a time; a full build of a candle file of
+    LIGHT_BYTES or more runs alone (one big table in memory per symbol)."""
+    rates = np.random.default_rng(5).normal(1e-4, 5e-5, gt.N_DAYS * 3)
+    cols = gt.master()
+    inputs = tmp_path / "inputs"
+    gt.write_state(inputs, cols, 8, gt.T0 + 9 * gt.DAY + 12 * gt.HOUR, rates)
+    _upload(inputs, s3_root)
+    real, lock = features_job._write_features, threading.Lock()
+    running, most = [0], [0]
+
+    def write_features(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)  # a round trip of a slow store
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(features_job, "_write_features", write_features)
+    monkeypatch.setattr(features_job, "LIGHT_BYTES", 0)  # every candle file is heavy
+    first = _build(s3_root, tmp_path / "rep")
+    assert first["features"]["files_by_mode"]["full"] == 7
+    assert most[0] == 1  # full builds of heavy files: one at a time
+
+    gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, rates)
+    _upload(inputs, s3_root)
+    most[0] = 0
+    stats = _build(s3_root, tmp_path / "rep")
+    tails = stats["features"]["files_by_mode"]["tail"]
+    assert tails >= 2, stats["features"]
+    assert most[0] == min(tails, features_job.FILES_AT_ONCE), most
