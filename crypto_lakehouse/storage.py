@@ -888,7 +888,18 @@ def files_named(directory, prefixes) -> list:
     p = data_path(directory)
     prefixes = tuple(prefixes)
     if not isinstance(p, ObjectPath):
-        return [f for f in list_files(p, recursive=False) if f.name.startswith(prefixes)]
+        # The names alone, no stat of every entry (pyarrow's listing stats each file: 12 ms
+        # for a folder of 2,000 symbols' files, once per folder and symbol of a daily run).
+        try:
+            with os.scandir(p) as entries:
+                found = [
+                    p / e.name
+                    for e in entries
+                    if e.name.startswith(prefixes) and not _is_writer_temp(e.name) and e.is_file()
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(found, key=str)
     return sorted({p / name for prefix in prefixes for name in _listing(p, prefix)}, key=str)
 
 
