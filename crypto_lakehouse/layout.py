@@ -274,9 +274,11 @@ def _files_in(directory) -> list:
 
 def segment_files(directory: str | Path, symbol: str) -> list[Path]:
     """One symbol's segment files in ``directory`` in time order: ``SP0_``, ``SP1_``, …
-    (numerically: ``SP10_`` after ``SP9_``), then the latest segment ``SYM.pqt``."""
+    (numerically: ``SP10_`` after ``SP9_``), then the latest segment ``SYM.pqt``. Only the
+    names that start with the symbol or ``SP`` are listed (the folder holds every symbol's
+    files: listing it whole grows with the universe)."""
     pattern = segment_file_re(symbol)
-    found = [p for p in _files_in(directory) if pattern.match(p.name)]
+    found = [p for p in storage.files_named(directory, (symbol, "SP")) if pattern.match(p.name)]
 
     def order(path: Path) -> float:
         sp = parse_segment_name(path.name)[1]

@@ -30,10 +30,9 @@ def symbol_file_re(symbol: str) -> re.Pattern[str]:
 
 
 def symbol_files(directory: Path, symbol: str) -> list[Path]:
-    """This symbol's segment files in ``directory`` (sorted): the names that start with the
-    symbol or with ``SP`` (on S3 only those are listed; the folder holds every symbol's)."""
-    pattern = symbol_file_re(symbol)
-    return [p for p in storage.files_named(directory, (symbol, "SP")) if pattern.match(p.name)]
+    """This symbol's segment files in ``directory`` (sorted by name; only the names that
+    start with the symbol or with ``SP`` are listed, ``layout.segment_files``)."""
+    return sorted(layout.segment_files(directory, symbol), key=str)
 
 
 def remove_stale_in(directories, symbol: str, keep: dict) -> list[Path]:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lakehouse import storage
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.storage import ObjectPath
 
 
@@ -501,5 +501,8 @@ def test_a_symbols_files_in_a_local_folder_are_found_by_name_without_a_stat_of_e
     (folder / "SP1_BTCUSDT.pqt").mkdir()  # a folder of that name is not a file
     monkeypatch.setattr(storage, "_file_infos", None)  # no listing through pyarrow
     assert [p.name for p in symbol_files(folder, "BTCUSDT")] == sorted(mine)
+    # load_klines' list of a symbol's segments, in time order, the same way
+    assert [p.name for p in layout.segment_files(folder, "BTCUSDT")] == [
+        "SP0_BTCUSDT.pqt", "SP12_BTCUSDT.pqt", "BTCUSDT.pqt"]  # fmt: skip
     assert storage.files_named(tmp_path / "absent", ("BTCUSDT",)) == []
     assert storage.files_named(folder / "BTCUSDT.pqt", ("BTCUSDT",)) == []  # a file
