@@ -86,15 +86,20 @@ class _Records:
     """The reports and stats files a summary job reads. One that cannot be decoded (torn by
     a crash with ``storage.fsync: false``, zeroed by a disk fault) is removed and the job
     that writes it is made to rerun next time (``shards.repair_damaged_report``); it is
-    named in ``damaged`` and the summary fails, as for a failed symbol. A missing one reads
-    as ``{}``, as before."""
+    named in ``damaged`` and the summary fails, as for a failed symbol. A missing symbol
+    report or stats file reads as ``{}``, as before; a missing shard report (an input of
+    the summary job, so it existed when the run started) was removed meanwhile by another
+    job of the run that found it unreadable: the summary fails for it too. Written, the
+    summary would be newer than everything it reads, and Snakemake does not rebuild a
+    missing input of an output that is up to date: the report would never come back."""
 
     def __init__(self) -> None:
         self.damaged: list[str] = []
         self.shard_of: dict[str, str] = {}  # symbol report -> the shard report listing it
 
-    def read(self, path, of_report=None) -> dict:
-        """``path``: a report, or the stats file of the report ``of_report``."""
+    def read(self, path, of_report=None, *, required: bool = False) -> dict:
+        """``path``: a report, or the stats file of the report ``of_report``; ``required``:
+        a shard report (missing is damaged too)."""
         from crypto_lakehouse.layout import report_name
         from crypto_lakehouse.shards import DamagedInput, read_report, repair_damaged_report
 
@@ -105,6 +110,11 @@ class _Records:
             if not exc.missing:
                 shard = self.shard_of.get(report)
                 self.damaged.append(repair_damaged_report(exc, shard, Path(report).stem))
+            elif required:
+                self.damaged.append(
+                    f"{exc}: removed during this run; the next run reruns the job that "
+                    f"writes it ({exc.stage}), then this one"
+                )
             return {}
 
     def symbol_report_paths(self, report_paths: list[str]) -> tuple[list[str], float | None]:
@@ -117,7 +127,7 @@ class _Records:
         job_seconds: float | None = None
         for path in report_paths:
             if Path(path).parent.name == "shards":
-                shard = self.read(path)
+                shard = self.read(path, required=True)
                 listed = symbol_reports(shard)
                 self.shard_of.update((str(p), str(path)) for p in listed)
                 paths.extend(listed)

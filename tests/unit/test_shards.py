@@ -609,6 +609,14 @@ def test_a_summary_fails_naming_torn_records_and_has_them_rebuilt(tmp_path):
     with pytest.raises(SymbolsFailed, match="reruns the job that writes it"):
         run_summaries(summaries=[job])
     assert not shards[1].exists()
+    # Removed by another job of the run that found it torn (a resample job reading it
+    # while this summary ran): missing is no success either. Written, the summary would
+    # be up to date, and Snakemake would never rebuild the missing shard report.
+    with pytest.raises(SymbolsFailed) as info:
+        run_summaries(summaries=[job])
+    assert f"{shards[1]}, written by gen_kline, is missing: removed during this run" in str(
+        info.value
+    )
 
 
 @pytest.mark.parametrize(
