@@ -74,6 +74,26 @@ def _results(root) -> dict[str, bytes]:
     }
 
 
+class AtOnce:
+    """Wraps ``func``: each call takes a round trip of a slow store (50 ms) first; ``most``
+    is the largest number of calls that ran at the same time."""
+
+    def __init__(self, func):
+        self.func, self.lock = func, threading.Lock()
+        self.running = self.most = 0
+
+    def __call__(self, *args, **kwargs):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.05)
+            return self.func(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
 @pytest.mark.parametrize("kept_bytes", ["uploaded", "copied in the store"])
 def test_daily_update_on_s3_takes_the_tail_path_and_equals_a_full_build(
     tmp_path, s3_root, monkeypatch, kept_bytes
@@ -256,27 +276,14 @@ def test_a_resample_tail_on_s3_writes_the_outputs_of_a_segment_at_the_same_time(
     _build(s3_root, tmp_path / "rep")
     gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, rates)
     _upload(inputs, s3_root)
-    real, lock = resample_tail.write_joined, threading.Lock()
-    running, most = [0], [0]
-
-    def write_joined(*args, **kwargs):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        try:
-            time.sleep(0.05)  # a round trip of a slow store
-            return real(*args, **kwargs)
-        finally:
-            with lock:
-                running[0] -= 1
-
+    write_joined = AtOnce(resample_tail.write_joined)
     monkeypatch.setattr(resample_tail, "write_joined", write_joined)
     stats = _build(s3_root, tmp_path / "rep")
     assert stats["resample"]["segments_by_mode"]["tail"] == 1, stats["resample"]
     outputs = sum(len(t["offsets"]) for t in storage.read_json(tmp_path / "rep" / "res.json")[
         "targets"])  # fmt: skip
     assert outputs >= 3
-    assert most[0] == min(outputs, resample_job.OUTPUTS_AT_ONCE), most
+    assert write_joined.most == min(outputs, resample_job.OUTPUTS_AT_ONCE)
 
 
 def test_features_on_s3_build_light_files_at_the_same_time_and_a_heavy_one_alone(
@@ -290,30 +297,17 @@ def test_features_on_s3_build_light_files_at_the_same_time_and_a_heavy_one_alone
     inputs = tmp_path / "inputs"
     gt.write_state(inputs, cols, 8, gt.T0 + 9 * gt.DAY + 12 * gt.HOUR, rates)
     _upload(inputs, s3_root)
-    real, lock = features_job._write_features, threading.Lock()
-    running, most = [0], [0]
-
-    def write_features(*args, **kwargs):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        try:
-            time.sleep(0.05)  # a round trip of a slow store
-            return real(*args, **kwargs)
-        finally:
-            with lock:
-                running[0] -= 1
-
+    write_features = AtOnce(features_job._write_features)
     monkeypatch.setattr(features_job, "_write_features", write_features)
     monkeypatch.setattr(features_job, "LIGHT_BYTES", 0)  # every candle file is heavy
     first = _build(s3_root, tmp_path / "rep")
     assert first["features"]["files_by_mode"]["full"] == 7
-    assert most[0] == 1  # full builds of heavy files: one at a time
+    assert write_features.most == 1  # full builds of heavy files: one at a time
 
     gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, rates)
     _upload(inputs, s3_root)
-    most[0] = 0
+    write_features.most = 0
     stats = _build(s3_root, tmp_path / "rep")
     tails = stats["features"]["files_by_mode"]["tail"]
     assert tails >= 2, stats["features"]
-    assert most[0] == min(tails, features_job.FILES_AT_ONCE), most
+    assert write_features.most == min(tails, features_job.FILES_AT_ONCE)
