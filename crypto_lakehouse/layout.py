@@ -555,6 +555,17 @@ def run_summary_path(run_dir: str, stage: str, trade_type: str) -> str:
     return f"{run_summaries_dir(run_dir)}/{stage}/{trade_type}.json"
 
 
+def summaries_reading(shard_report: str | Path) -> list[str]:
+    """The run summaries that may read ``shard_report`` (``{run_dir}/reports/{stage}/{T}/…``):
+    its stage's of its trade type, and the datasets' of its trade type."""
+    parts = list(Path(shard_report).parts)
+    at = _reports_part(parts)
+    run_dir, (stage, trade_type) = str(Path(*parts[:at])), parts[at + 1 : at + 3]
+    return list(
+        dict.fromkeys(run_summary_path(run_dir, s, trade_type) for s in (stage, "datasets"))
+    )
+
+
 def run_summaries_dir(run_dir: str) -> str:
     return f"{run_dir}/summaries"
 

@@ -146,7 +146,7 @@ def repair_damaged_report(exc: DamagedInput, shard_report=None, symbol: str = ""
     ``_repair_damaged``). Returns the message, also set on ``exc``."""
     from crypto_lakehouse import layout
 
-    done = [_remove(exc.path)]
+    done = [_remove_shard_report(exc.path) if _is_shard_report(exc.path) else _remove(exc.path)]
     if shard_report is None:
         done.append(f"the next run reruns the job that writes it ({exc.stage}), then this one")
     elif _ask_rerun(shard_report, symbol, exc.path):
@@ -529,6 +529,23 @@ def _remove(path) -> str:
         return f"could not be removed ({why})"
 
 
+def _is_shard_report(path) -> bool:
+    return Path(path).parent.name == "shards"
+
+
+def _remove_shard_report(path) -> str:
+    """Remove an unreadable shard report, and the run summaries that read it: up to date,
+    a summary would keep the report from being rebuilt (Snakemake does not rebuild a
+    missing input of an output that is up to date), so the next run would have nothing to
+    do, leaving the shard's symbols without a report."""
+    from crypto_lakehouse import layout
+
+    done = _remove(path)
+    for summary in layout.summaries_reading(path):
+        _remove(summary)
+    return done
+
+
 def _ask_rerun(shard_report, symbol: str, damaged_path) -> bool:
     """Whether the next run reruns ``shard_report``'s job: one more retry generation in it
     if it lists ``symbol`` (a changed param), recording the damaged file. A shard report
@@ -538,7 +555,7 @@ def _ask_rerun(shard_report, symbol: str, damaged_path) -> bool:
             report = read_report(shard_report)
         except DamagedInput as exc:
             if not exc.missing:
-                _remove(shard_report)
+                _remove_shard_report(shard_report)
             return True
         symbols = report.get("symbols") if isinstance(report, dict) else None
         if not any(n.rsplit("/", 1)[-1] == symbol for n in symbols or {}):

@@ -189,6 +189,31 @@ def test_torn_reports_read_by_a_later_job_are_rebuilt_by_the_next_run(tmp_path):
         assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def test_a_torn_shard_report_removed_by_a_job_run_alone_is_rebuilt_by_the_next_run(tmp_path):
+    # gen_kline's reports torn, then one resample shard run alone: it removes the torn shard
+    # report ("the next run reruns the job that writes it, then this one") and fails. Before,
+    # the next `all` had nothing to do: the run summaries were up to date, and Snakemake does
+    # not rebuild a missing input of an up-to-date output, so gen_kline's and resample's
+    # shard reports stayed missing for good. (The same happened within one run when the
+    # resample job removed the report before the summary job read it.)
+    with _built(tmp_path) as (data, config, before):
+        reports = sorted((data / "lakehouse" / "reports" / "gen_kline").rglob("*.json"))
+        for path in reports:
+            _truncate(path, keep=path.stat().st_size // 2)
+        resample_report = data / "lakehouse/reports/resample/spot/klines-1m/shards/0.json"
+        alone = snakemake(
+            tmp_path, config, str(resample_report), "--forcerun", "resample_shard", check=False
+        )
+        out = alone.stdout + alone.stderr
+        assert alone.returncode != 0
+        assert "written by gen_kline, is unreadable (JSONDecodeError" in out, out[-3000:]
+        repair = snakemake(tmp_path, config, "all")
+        after = _after_a_retry(before, data)
+        assert h.differences(before, after) == [], (repair.stdout + repair.stderr)[-3000:]
+        again = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in again.stdout + again.stderr
+
+
 def test_a_torn_listing_index_is_listed_again_by_the_next_run(tmp_path):
     # A listing index is the checkpoint's output that planning reads: torn, every run (dry
     # runs too) failed while building the DAG with a bare JSONDecodeError, naming no file.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -530,16 +531,28 @@ def test_read_report_tells_a_missing_a_torn_and_a_good_report(tmp_path):
 def test_a_torn_upstream_shard_report_is_removed_and_named(tmp_path, job_context):
     # Before: every run of the downstream job failed with a bare JSONDecodeError, and no run
     # ever rewrote the report (Snakemake takes an output that exists for done).
+    from crypto_lakehouse import layout
     from crypto_lakehouse.shards import DamagedInput
 
     parse = _upstream_report(tmp_path, "aws_parse", ["A", "B"])
     _torn(parse)
+    # The run summaries that read the report (its stage's and the datasets', of its trade
+    # type), up to date: Snakemake would not rebuild the removed report for them.
+    summaries = [
+        Path(layout.run_summary_path(str(tmp_path), s, "spot")) for s in ("aws_parse", "datasets")
+    ]
+    other = Path(layout.run_summary_path(str(tmp_path), "aws_parse", "um_futures"))
+    for path in (*summaries, other):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
     with pytest.raises(DamagedInput) as info:
         job_context(upstream_shard_reports=[str(parse)], retry_generation=0)
     assert str(info.value).startswith(f"{parse}, written by aws_parse, is unreadable (")
     assert str(info.value).endswith("removed; the next run reruns the job that writes it "
                                     "(aws_parse), then this one")  # fmt: skip
     assert not parse.exists()  # missing: Snakemake reruns the parse shard next time
+    assert not any(p.exists() for p in summaries)  # ... because its summaries are missing
+    assert other.exists()
 
 
 def test_a_torn_symbol_report_upstream_fails_the_symbol_and_reruns_its_shard(tmp_path, job_context):
