@@ -559,6 +559,8 @@ def summaries_reading(shard_report: str | Path) -> list[str]:
     """The run summaries that may read ``shard_report`` (``{run_dir}/reports/{stage}/{T}/…``):
     its stage's of its trade type, and the datasets' of its trade type."""
     parts = list(Path(shard_report).parts)
+    if "reports" not in parts[:-3]:
+        return []  # not below a run directory's reports
     at = _reports_part(parts)
     run_dir, (stage, trade_type) = str(Path(*parts[:at])), parts[at + 1 : at + 3]
     return list(

@@ -553,6 +553,7 @@ def test_a_torn_upstream_shard_report_is_removed_and_named(tmp_path, job_context
     assert not parse.exists()  # missing: Snakemake reruns the parse shard next time
     assert not any(p.exists() for p in summaries)  # ... because its summaries are missing
     assert other.exists()
+    assert layout.summaries_reading(tmp_path / "elsewhere" / "shards" / "0.json") == []
 
 
 def test_a_torn_symbol_report_upstream_fails_the_symbol_and_reruns_its_shard(tmp_path, job_context):
