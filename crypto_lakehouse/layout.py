@@ -464,6 +464,11 @@ def shard_report_path(run_dir: str, stage: str, trade_type: str, dataset: str, s
     return f"{stage_report_dir(run_dir, stage, trade_type, dataset)}/shards/{shard}.json"
 
 
+def is_shard_report(path: str | Path) -> bool:
+    """Whether ``path`` is a shard job's report (``.../shards/N.json``), not a symbol's."""
+    return Path(path).parent.name == "shards"
+
+
 def api_shard_report_path(run_dir: str, trade_type: str, shard: str) -> str:
     """Output of a REST shard job (klines and funding of the shard's symbols)."""
     return f"{run_dir}/reports/api_download/{trade_type}/shards/{shard}.json"

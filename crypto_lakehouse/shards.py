@@ -146,7 +146,8 @@ def repair_damaged_report(exc: DamagedInput, shard_report=None, symbol: str = ""
     ``_repair_damaged``). Returns the message, also set on ``exc``."""
     from crypto_lakehouse import layout
 
-    done = [_remove_shard_report(exc.path) if _is_shard_report(exc.path) else _remove(exc.path)]
+    remove = _remove_shard_report if layout.is_shard_report(exc.path) else _remove
+    done = [remove(exc.path)]
     if shard_report is None:
         done.append(f"the next run reruns the job that writes it ({exc.stage}), then this one")
     elif _ask_rerun(shard_report, symbol, exc.path):
@@ -527,10 +528,6 @@ def _remove(path) -> str:
         return "removed"
     except OSError as why:
         return f"could not be removed ({why})"
-
-
-def _is_shard_report(path) -> bool:
-    return Path(path).parent.name == "shards"
 
 
 def _remove_shard_report(path) -> str:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from crypto_lakehouse.contracts import read_exchange_info
-from crypto_lakehouse.layout import stats_path_for
+from crypto_lakehouse.layout import is_shard_report, stats_path_for
 from crypto_lakehouse.storage import list_files, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class _Records:
         paths: list[str] = []
         job_seconds: float | None = None
         for path in report_paths:
-            if Path(path).parent.name == "shards":
+            if is_shard_report(path):
                 shard = self.read(path, required=True)
                 listed = symbol_reports(shard)
                 self.shard_of.update((str(p), str(path)) for p in listed)
@@ -242,7 +242,7 @@ def failed_symbols(report_paths, records=None) -> list[str]:
 
     found = []
     for path in report_paths:
-        if Path(path).parent.name != "shards":
+        if not is_shard_report(path):
             continue
         shard = (records or _Records()).read(path)
         for name, entry in (shard.get("symbols") or {}).items():

@@ -231,7 +231,7 @@ def shard_job_json(args_function, retried=True):
             kwargs[key] = str(value)
         # Symbols an upstream shard did not finish are skipped (crypto_lakehouse.shards).
         kwargs["upstream_shard_reports"] = sorted(
-            str(p) for p in input if os.path.basename(os.path.dirname(str(p))) == "shards"
+            str(p) for p in input if layout.is_shard_report(p)
         )
         if retried:  # a job without a summary to report its failed symbols fails itself
             kwargs["retry_generation"] = plan.retry_generation(output.shard_report)
