@@ -50,13 +50,23 @@ def _versions(
     known = storage.identities(remote, by_listing=False) if remote else {}
     if seen is not None:
         seen.update((p, ident) for p, ident in known.items() if ident is not None)
+    # The rest are folders (none on S3 without objects below it: then no files), listed
+    # at once.
+    folders = [p for p in remote if known[p] is None]
+    listed = dict(
+        zip(
+            folders,
+            storage.concurrently(lambda p: storage.listed_identities(p, suffix=".pqt"), folders),
+            strict=True,
+        )
+    )
     for p in inputs:
         if not storage.is_remote(p):
             yield from _local_versions(p)
         elif known[p] is not None:
             yield p, "{}:{}".format(*known[p]).encode()
-        else:  # a folder (none on S3 without objects below it: then no files)
-            for path, (size, etag) in storage.listed_identities(p, suffix=".pqt").items():
+        else:
+            for path, (size, etag) in listed[p].items():
                 yield path, f"{size}:{etag}".encode()
 
 
@@ -87,9 +97,27 @@ def run_unless_unchanged(
 ) -> dict:
     """Run ``build`` (which writes report and stats) unless nothing changed since the last
     successful run; ``output_files(report)`` lists the report's outputs relative to data_dir."""
+    inputs = list(inputs)
+    # On S3 the inputs are asked about once, for the digest and the build.
+    with storage.inputs_asked_once(inputs):
+        return _run_unless_unchanged(
+            stage, data_dir, trade_type, dataset, symbol, inputs, params, output_files,
+            report_path, stats_path, build,
+        )  # fmt: skip
+
+
+def _run_unless_unchanged(
+    stage, data_dir, trade_type, dataset, symbol, inputs, params, output_files,
+    report_path, stats_path, build,
+) -> dict:  # fmt: skip
     state_file = layout.state_path(data_dir, stage, trade_type, dataset, symbol)
-    digest = fingerprint(inputs, params)
-    state = storage.read_state(state_file)
+    if storage.is_remote(state_file):  # two independent round trips at once
+        digest, state = storage.concurrently(
+            lambda read: read(),
+            [lambda: fingerprint(inputs, params), lambda: storage.read_state(state_file)],
+        )
+    else:
+        digest, state = fingerprint(inputs, params), storage.read_state(state_file)
     if state.get("fingerprint") == digest and "report" in state:
         outputs = output_files(state["report"])
         if storage.all_exist(storage.join(data_dir, rel) for rel in outputs):

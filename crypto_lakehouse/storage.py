@@ -30,6 +30,8 @@ adding this seam reruns nothing); :func:`configure` applies them once per proces
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import json
 import os
 import tempfile
@@ -352,6 +354,10 @@ def identity(path) -> list | None:
     if not isinstance(p, ObjectPath):
         size_mtime = stat(p)
         return None if size_mtime is None else list(size_mtime)
+    return _kept_answer("head", p, lambda: _head_identity(p))
+
+
+def _head_identity(p: ObjectPath) -> list | None:
     _settle(p)
     try:
         with _conditional(p, "head"), _request("head"):
@@ -374,6 +380,9 @@ def concurrently(func, items, at_once: int = HEADS_AT_ONCE) -> list:
         return [func(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 
+    kept = _KEPT.get(threading.get_ident())
+    if kept is not None:  # the caller's kept answers serve its helpers too
+        func = functools.partial(_sharing_kept, kept, func)
     with ThreadPoolExecutor(min(at_once, len(items))) as pool:
         futures = [pool.submit(func, item) for item in items]
     return [f.result() for f in futures]
@@ -404,10 +413,120 @@ def identities(paths, *, by_listing: bool = True) -> dict:
     return out
 
 
+# ------------------------------------------------------------------ a job's inputs asked once
+# {thread ident: {(kind, URI): answer, or _UNASKED}} of the threads inside
+# ``inputs_asked_once`` and of the helper threads ``concurrently`` runs for them.
+_KEPT: dict[int, dict[tuple[str, str], Any]] = {}
+_KEPT_LOCK = threading.Lock()
+_KEPT_CHANGES = [0]  # writes of kept paths: an answer asked across one is not kept
+_UNASKED = object()
+
+
+@contextlib.contextmanager
+def inputs_asked_once(paths) -> Iterator[None]:
+    """Within the block, this thread asks S3 once about each of ``paths`` (a job's inputs:
+    an earlier stage wrote them, and nothing writes them while the job runs): a folder's
+    listing and a file's identity are kept and reused. The unchanged-inputs digest, the
+    build's file list and a tail build's checks each asked the same inputs of a symbol, a
+    round trip each. A write or delete by this process drops what was kept of the object
+    and of its folder's listing. Local paths are not affected."""
+    keys = {
+        (kind, str(p)): _UNASKED
+        for p in map(data_path, paths)
+        if isinstance(p, ObjectPath)
+        for kind in ("list", "head")  # an input may be a folder or a file
+    }
+    me = threading.get_ident()
+    with _KEPT_LOCK:
+        outer = _KEPT.get(me)
+        _KEPT[me] = {**keys, **(outer or {})}
+    try:
+        yield
+    finally:
+        with _KEPT_LOCK:
+            if outer is None:
+                del _KEPT[me]
+            else:
+                _KEPT[me] = outer
+
+
+def _sharing_kept(kept: dict, func, item):
+    """``func(item)`` in a helper thread, with the kept answers of the thread it helps."""
+    me = threading.get_ident()
+    with _KEPT_LOCK:
+        _KEPT[me] = kept
+    try:
+        return func(item)
+    finally:
+        with _KEPT_LOCK:
+            _KEPT.pop(me, None)
+
+
+def _kept_answer(kind: str, p: ObjectPath, ask):
+    """``ask()``, or the answer kept for ``(kind, p)`` inside ``inputs_asked_once``."""
+    kept = _KEPT.get(threading.get_ident())
+    key = (kind, str(p))
+    if kept is None or key not in kept:
+        return ask()
+    with _KEPT_LOCK:
+        answer = kept[key]
+        if answer is _UNASKED:  # this thread asks; the others asking meanwhile wait for it
+            kept[key] = asking = _Asking()
+            changes = _KEPT_CHANGES[0]
+    if isinstance(answer, _Asking):
+        answer.wait()
+        return copy.copy(answer.answer) if answer.answered else ask()
+    if answer is not _UNASKED:
+        return copy.copy(answer)
+    try:
+        answer = ask()
+    except BaseException:
+        with _KEPT_LOCK:
+            if kept.get(key) is asking:
+                kept[key] = _UNASKED
+        asking.set()
+        raise
+    asking.answer, asking.answered = answer, True
+    with _KEPT_LOCK:
+        if kept.get(key) is asking:
+            # Kept unless this process wrote an input while it was asked.
+            kept[key] = answer if changes == _KEPT_CHANGES[0] else _UNASKED
+    asking.set()
+    return copy.copy(answer)
+
+
+class _Asking(threading.Event):
+    """An answer being asked by another thread."""
+
+    answer: Any = None
+    answered = False
+
+
+def _changing(p: ObjectPath) -> None:
+    """Before an object is written or deleted: forget what was kept of it and of its
+    folder's listing."""
+    if not _KEPT:
+        return
+    stale = (("head", str(p)), ("list", str(p.parent)))
+    with _KEPT_LOCK:
+        _KEPT_CHANGES[0] += 1
+        for kept in _KEPT.values():
+            for key in stale:
+                if key in kept:
+                    kept[key] = _UNASKED
+
+
 def _listing(folder: ObjectPath, name_prefix: str = "") -> dict[str, list]:
     """``{name: [size, ETag]}`` of the objects directly in ``folder`` whose names start
     with ``name_prefix`` (writers' temporary files left out): one delimited ListObjectsV2,
-    paginated, after the folder's pending uploads."""
+    paginated, after the folder's pending uploads (or the listing kept by
+    ``inputs_asked_once``)."""
+    if name_prefix:
+        return _list_folder(folder, name_prefix)
+    return _kept_answer("list", folder, lambda: _list_folder(folder, ""))
+
+
+def _list_folder(folder: ObjectPath, name_prefix: str) -> dict[str, list]:
     _settle_below(folder)
     found = {}
     pages = _conditional_client().get_paginator("list_objects_v2")
@@ -769,11 +888,13 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
     """Files below ``directory`` (sorted paths of the same kind; none when it is absent).
 
     Temporary files of writers (``io.TEMP_GLOB``) are never listed. On S3 the listing is
-    paginated by pyarrow (ListObjectsV2 continuation tokens), so any number of keys comes
-    back."""
+    paginated (ListObjectsV2 continuation tokens), so any number of keys comes back; the
+    files directly in a folder come from its one delimited listing (``_listing``)."""
     import pyarrow.fs as pafs
 
     base = data_path(directory)
+    if isinstance(base, ObjectPath) and not recursive:
+        return [base / name for name in sorted(_listing(base)) if name.endswith(suffix)]
     inner, infos = _file_infos(base, recursive)
     out = []
     for info in infos:
@@ -866,17 +987,17 @@ def subdirs(directory, depth: int = 1) -> list:
         if not p.is_dir():
             return []
         return sorted(d for d in p.glob("/".join(["*"] * depth)) if d.is_dir())
+    def folders_in(folder: ObjectPath) -> list:
+        inner, infos = _file_infos(folder, recursive=False)
+        return [
+            folder / info.path[len(inner) :].strip("/")
+            for info in infos
+            if info.type == pafs.FileType.Directory
+        ]
+
     level = [p]
-    for _ in range(depth):
-        below = []
-        for folder in level:
-            inner, infos = _file_infos(folder, recursive=False)
-            below += [
-                folder / info.path[len(inner) :].strip("/")
-                for info in infos
-                if info.type == pafs.FileType.Directory
-            ]
-        level = below
+    for _ in range(depth):  # the folders of a level listed at once
+        level = [below for found in concurrently(folders_in, level) for below in found]
     return sorted(level, key=str)
 
 
@@ -900,7 +1021,8 @@ def files_named(directory, prefixes) -> list:
         except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(found, key=str)
-    return sorted({p / name for prefix in prefixes for name in _listing(p, prefix)}, key=str)
+    listed = concurrently(lambda prefix: _listing(p, prefix), prefixes)
+    return sorted({p / name for names in listed for name in names}, key=str)
 
 
 def is_dir(path) -> bool:
@@ -1172,6 +1294,7 @@ def _put(dest: ObjectPath, body) -> None:
     pyarrow's output stream (a PUT, or a multipart upload completed only by ``close``),
     then an explicit ``close`` so that its errors are raised here. (pyarrow.fs.copy_files
     and a stream closed by its destructor only print upload errors, never raise them.)"""
+    _changing(dest)
     fs, inner = filesystem(dest)
     try:
         with _request("put"):
@@ -1196,6 +1319,7 @@ def _upload_spool(spool: Path, dest: ObjectPath) -> None:
     def cleanup() -> None:
         spool.unlink(missing_ok=True)
 
+    _changing(dest)
     uploads = _uploads()
     if uploads is None:
         try:
@@ -1356,6 +1480,7 @@ def _delete_object(p: ObjectPath) -> None:
     it then looks for the parent "directory" and writes a marker object when it is empty
     (two more round trips, and under concurrent deletes it took 0.9 s instead of 0.06 s
     at 20 ms per answer: docs/benchmarks.md). Nothing here uses directory markers."""
+    _changing(p)
     with _conditional(p, "delete"), _request("delete"):
         _conditional_client().delete_object(Bucket=p.bucket, Key=p.key)
 
@@ -1371,6 +1496,7 @@ def move(src, dst) -> None:
         raise ValueError(f"move across stores: {s} → {d}")
     _settle(s)
     _settle(d)
+    _changing(d)
     fs, inner_src = filesystem(s)
     _, inner_dst = filesystem(d)
     try:
@@ -1524,6 +1650,7 @@ def write_prefix_and_rest(path, source, prefix_bytes: int, rest: bytes) -> bool:
         return False
     _settle(src)
     _settle(dest)
+    _changing(dest)
     client = _conditional_client()
     bucket, key = dest.bucket, dest.key
     with _conditional(dest, "multipart upload"), _request("put"):
@@ -1584,6 +1711,7 @@ def put_if_absent(path, data: bytes) -> str:
     PreconditionFailed when it exists."""
     p = _object_path(path)
     _settle(p)
+    _changing(p)
     with _conditional(p, "create"), _request("put"):
         answer = _conditional_client().put_object(
             Bucket=p.bucket, Key=p.key, Body=data, IfNoneMatch="*"
@@ -1596,6 +1724,7 @@ def put_if_unchanged(path, data: bytes, etag: str) -> str:
     etag. PreconditionFailed when it changed or is gone."""
     p = _object_path(path)
     _settle(p)
+    _changing(p)
     with _conditional(p, "replace"), _request("put"):
         answer = _conditional_client().put_object(
             Bucket=p.bucket, Key=p.key, Body=data, IfMatch=etag
@@ -1609,6 +1738,7 @@ def delete_if_unchanged(path, etag: str) -> None:
     :func:`conditional_support` says ``deletes`` (others delete unconditionally)."""
     p = _object_path(path)
     _settle(p)
+    _changing(p)
     with _conditional(p, "delete"), _request("delete"):
         _conditional_client().delete_object(Bucket=p.bucket, Key=p.key, IfMatch=etag)
 

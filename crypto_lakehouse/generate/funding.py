@@ -42,20 +42,27 @@ def read_funding(data_dir, trade_type: str, symbol: str) -> FundingEvents:
     row wins, so REST wins over the archive. Either source may be missing (Q5: REST funding
     is used even when the archive has none)."""
     times, rates, problems = [], [], []
-    for path in (
+    paths = [
         layout.parsed_funding_path(data_dir, trade_type, symbol),
         layout.api_funding_path(data_dir, trade_type, symbol),
-    ):
-        if not storage.exists(path):
-            continue
+    ]
+
+    def read(path) -> tuple | Exception | None:
+        # Read without asking first whether it exists (on S3 a round trip per file).
         try:
-            t, r = _read_events(path)
+            return _read_events(path)
+        except FileNotFoundError:
+            return None
         except Exception as exc:  # a bad file is reported, the other source still counts
-            problems.append(f"{path}: {exc}")
-            log.warning("skipping funding file %s: %s", path, exc)
-            continue
-        times.append(t)
-        rates.append(r)
+            return exc
+
+    for path, read_events in zip(paths, storage.concurrently(read, paths), strict=True):
+        if isinstance(read_events, Exception):
+            problems.append(f"{path}: {read_events}")
+            log.warning("skipping funding file %s: %s", path, read_events)
+        elif read_events is not None:
+            times.append(read_events[0])
+            rates.append(read_events[1])
     if not times:
         return FundingEvents(np.empty(0, np.int64), np.empty(0, np.float64), problems)
     time = np.concatenate(times)

@@ -221,9 +221,16 @@ def _first_changed_day(old: dict[str, str], new: dict[str, str]) -> int | None:
     return min(days) * DAY_MS if days else None
 
 
-def _diff_inputs(recorded: dict, paths: list[Path]) -> tuple[int | None, dict[str, list]]:
+def _changed_inputs(recorded: dict, paths: list[Path], current: dict) -> list[Path]:
+    """The files of ``paths`` whose identity (``current``) is not the recorded one."""
+    return [p for p in paths if (recorded.get(p.name) or [None, None])[:2] != current[p]]
+
+
+def _diff_inputs(
+    recorded: dict, paths: list[Path], current: dict
+) -> tuple[int | None, dict[str, list]]:
     """Earliest candle time that may differ from the recorded inputs (None: nothing
-    differs) and the current entries.
+    differs) and the current entries (``current``: the identities of ``paths``).
 
     A file whose size or mtime changed is read: when the record holds its day digests
     (aws_parse rewrites the current month's partition on every daily update), the change
@@ -237,7 +244,6 @@ def _diff_inputs(recorded: dict, paths: list[Path]) -> tuple[int | None, dict[st
 
     entries = {}
     names = set()
-    current = storage.identities(paths)  # on S3 one LIST per folder, not a HEAD per file
     for path in paths:
         names.add(path.name)
         ident = current[path]
@@ -313,17 +319,24 @@ def run_tail(previous: dict, job: Job) -> dict:
     if old_report.get("funding_column") != (job.funding_col is not None):
         raise Fallback("the funding column appears or disappears")
     data_dir = storage.data_path(job.data_dir)
+    # Asked at once (on S3 a HEAD each, every symbol's files share the folder).
+    current = storage.identities([data_dir / rel for rel in previous["outputs"]], by_listing=False)
     for rel, ident in previous["outputs"].items():
-        path = data_dir / rel
-        if file_identity(path) != ident:
+        if current[data_dir / rel] != ident:
             raise Fallback(f"previous output {rel} changed or missing")
     newest = previous["newest"]
     grid0, n_old, step = newest["first_ms"], newest["rows"], job.step_ms
     if previous["funding_before_newest"] != funding_digest(job.events, grid0):
         raise Fallback("funding events of the older segments changed")
 
-    changed_a, entries_a = _diff_inputs(previous["inputs"]["archive"], job.archive_paths)
-    changed_r, entries_r = _diff_inputs(previous["inputs"]["rest"], job.rest_paths)
+    # On S3 one LIST per folder, not a HEAD per file; the changed files are fetched at once.
+    current = storage.identities([*job.archive_paths, *job.rest_paths])
+    recorded_a, recorded_r = previous["inputs"]["archive"], previous["inputs"]["rest"]
+    changed = _changed_inputs(recorded_a, job.archive_paths, current)
+    changed += _changed_inputs(recorded_r, job.rest_paths, current)
+    with storage.read_ahead(changed):
+        changed_a, entries_a = _diff_inputs(recorded_a, job.archive_paths, current)
+        changed_r, entries_r = _diff_inputs(recorded_r, job.rest_paths, current)
     changes = [t for t in (changed_a, changed_r) if t is not None]
     t_change = min(changes) if changes else grid0 + n_old * step
     usable = [c for c in newest["checkpoints"] if grid0 + c[0] * step <= t_change]
@@ -513,7 +526,7 @@ def run_tail(previous: dict, job: Job) -> dict:
         }
 
     # Every check passed: write (the continuing file first: it reads the previous newest).
-    old_identity = file_identity(newest_path)
+    old_identity = previous["outputs"][old_segments[-1]["file"]]  # checked above
     for path, table, metadata, keep_groups in writes:
         if keep_groups is None:
             write_segment(path, table, metadata)
@@ -593,7 +606,9 @@ def save_record(
     job: Job, *, inputs: dict, report: dict, newest: dict, previous: dict | None
 ) -> None:
     data_dir = storage.data_path(job.data_dir)
-    outputs = {s["file"]: file_identity(data_dir / s["file"]) for s in report["segments"]}
+    files = [s["file"] for s in report["segments"]]
+    current = storage.identities([data_dir / rel for rel in files], by_listing=False)
+    outputs = {rel: current[data_dir / rel] for rel in files}
     # Day digests of files now wholly before the horizon are of no use any more.
     horizon = horizon_ms(newest, job.step_ms)
     for entries in inputs.values():

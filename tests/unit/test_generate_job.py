@@ -286,6 +286,23 @@ def test_unreadable_input_file_is_reported_and_skipped(tmp_path):
     assert len(report["input_problems"]) == 1 and "b.pqt" in report["input_problems"][0]
 
 
+def test_funding_sources_missing_or_unreadable(tmp_path):
+    """Either funding file may be missing (no problem) or unreadable (a problem naming it,
+    the other source still counts). They are read without asking first whether they exist
+    (on S3 a round trip each)."""
+    from crypto_lakehouse.generate.funding import read_funding
+
+    assert len(read_funding(tmp_path, "um_futures", "BTCUSDT")) == 0
+    assert read_funding(tmp_path, "um_futures", "BTCUSDT").problems == []
+    write_rest_funding(tmp_path, "um_futures", "BTCUSDT", [8, 16], [0.0003, -0.0004])
+    archive = layout.parsed_funding_path(tmp_path, "um_futures", "BTCUSDT")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_bytes(b"not parquet")
+    events = read_funding(tmp_path, "um_futures", "BTCUSDT")
+    assert events.rate.tolist() == [0.0003, -0.0004]
+    assert len(events.problems) == 1 and str(archive) in events.problems[0]
+
+
 def test_um_funding_join_rest_wins_and_untraded_hour_kept(tmp_path):
     # 00:00 … 16:00 traded except the 08:00 minute (volume 0: legacy lost its funding, Q4).
     times = minutes(T0, 16 * 60 + 1)

@@ -311,3 +311,65 @@ def test_features_on_s3_build_light_files_at_the_same_time_and_a_heavy_one_alone
     tails = stats["features"]["files_by_mode"]["tail"]
     assert tails >= 2, stats["features"]
     assert write_features.most == min(tails, features_job.FILES_AT_ONCE)
+
+
+def test_a_daily_update_on_s3_asks_about_each_input_once(tmp_path, s3_root, monkeypatch):
+    """Through the rules' entry points (the unchanged-inputs digest, then the build): the
+    gen_kline tail lists each input folder once and reads the funding files without asking
+    first whether they exist; resample asks each segment file's identity once. Before,
+    the digest, the build's file list and the tail's checks each listed the same folders,
+    and the funding files and segment files were HEADed again: a round trip each."""
+    from crypto_lakehouse import jobs
+    from tests.unit.test_storage import _CountingClient
+
+    rates = np.random.default_rng(5).normal(1e-4, 5e-5, gt.N_DAYS * 3)
+    cols = gt.master()
+    inputs, reports = tmp_path / "inputs", tmp_path / "rep"
+    reports.mkdir()
+    common = dict(trade_type=gt.TT, symbol=gt.SYM, interval="1m", data_dir=s3_root)
+
+    def update() -> tuple[dict, dict]:
+        gen = jobs.run_gen_kline_rule(
+            **common, split_gaps=True, with_vwap=True, with_funding_rates=True, min_days=1,
+            min_price_chg=0.1, report_path=reports / "gen.json",
+            stats_path=reports / "gen-stats.json",
+        )  # fmt: skip
+        resample = jobs.run_resample_rule(
+            **common, gen_report=reports / "gen.json", targets=gt.TARGETS, aggregations=None,
+            report_path=reports / "res.json", stats_path=reports / "res-stats.json",
+        )  # fmt: skip
+        return gen, resample
+
+    gt.write_state(inputs, cols, 8, gt.T0 + 9 * gt.DAY + 12 * gt.HOUR, rates)
+    _upload(inputs, s3_root)
+    update()
+    gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, rates)
+    _upload(inputs, s3_root)
+    asked: list = []
+    real_client = storage._conditional_client
+    monkeypatch.setattr(
+        storage, "_conditional_client", lambda: _CountingClient(real_client(), asked)
+    )
+    real_exists = storage.exists
+    monkeypatch.setattr(
+        storage, "exists", lambda p: asked.append(("exists", str(p))) or real_exists(p)
+    )
+    gen, resample = update()
+    assert gen["incremental"]["mode"] == "tail", gen
+    assert resample["segments_by_mode"]["tail"] == 1, resample
+
+    def key(path) -> str:
+        return storage.data_path(path).key
+
+    for folder in (layout.parsed_klines_dir, layout.api_klines_dir):
+        listed = asked.count(("list", key(folder(s3_root, gt.TT, gt.SYM, "1m"))))
+        assert listed == 1, (folder.__name__, asked)
+    for funding in (layout.parsed_funding_path, layout.api_funding_path):
+        path = funding(s3_root, gt.TT, gt.SYM)
+        assert asked.count(("head", key(path))) == 1, asked  # the digest's
+        assert ("exists", str(path)) not in asked, asked
+    # The segment file: gen_kline's check of its previous output and its record of the new
+    # one, then resample's digest (whose answer resample's tail decision reuses).
+    segments = storage.read_json(reports / "gen.json")["segments"]
+    assert len(segments) == 1
+    assert asked.count(("head", key(storage.join(s3_root, segments[0]["file"])))) == 3, asked

@@ -506,3 +506,71 @@ def test_a_symbols_files_in_a_local_folder_are_found_by_name_without_a_stat_of_e
         "SP0_BTCUSDT.pqt", "SP12_BTCUSDT.pqt", "BTCUSDT.pqt"]  # fmt: skip
     assert storage.files_named(tmp_path / "absent", ("BTCUSDT",)) == []
     assert storage.files_named(folder / "BTCUSDT.pqt", ("BTCUSDT",)) == []  # a file
+
+
+class _CountingClient:
+    """A boto3 client that counts the HEADs and LISTs it sends, by key or prefix."""
+
+    def __init__(self, client, asked: list):
+        self.client, self.asked = client, asked
+
+    def head_object(self, **kwargs):
+        self.asked.append(("head", kwargs["Key"]))
+        return self.client.head_object(**kwargs)
+
+    def get_paginator(self, name):
+        paginator, asked = self.client.get_paginator(name), self.asked
+
+        class Counting:
+            def paginate(self, **kwargs):
+                asked.append(("list", kwargs["Prefix"].rstrip("/")))
+                yield from paginator.paginate(**kwargs)
+
+        return Counting()
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_a_jobs_inputs_are_asked_about_once_on_s3(s3_root, monkeypatch):
+    """Inside ``inputs_asked_once`` an input folder is listed once and an input file's
+    identity asked once, also from the helper threads of ``concurrently`` (the digest, the
+    file list and the tail's checks each asked again: a round trip each). A write by this
+    process shows in the next answer; other paths and answers outside the block are asked
+    each time."""
+    root = storage.data_path(s3_root)
+    for rel in ("in/a.pqt", "in/b.pqt", "funding.pqt", "out/x.pqt"):
+        storage.write_bytes(root / rel, rel.encode())
+    asked: list = []
+    real_client = storage._conditional_client
+    monkeypatch.setattr(
+        storage, "_conditional_client", lambda: _CountingClient(real_client(), asked)
+    )
+    monkeypatch.setattr(storage, "_file_infos", None)  # a flat listing is a delimited LIST
+    key = root.key
+
+    def list_and_head():
+        folder = storage.listed_identities(root / "in")
+        assert storage.list_files(root / "in", recursive=False) == sorted(folder, key=str)
+        assert (
+            storage.identities([root / "in/a.pqt"])[root / "in/a.pqt"] == folder[root / "in/a.pqt"]
+        )
+        return storage.identity(root / "funding.pqt"), storage.identity(root / "out/x.pqt")
+
+    with storage.inputs_asked_once([root / "in", root / "funding.pqt"]):
+        answers = storage.concurrently(lambda _: list_and_head(), range(3))
+        answers.append(list_and_head())
+        assert asked.count(("list", f"{key}/in")) == 1, asked
+        assert asked.count(("head", f"{key}/funding.pqt")) == 1, asked
+        assert asked.count(("head", f"{key}/out/x.pqt")) == 4, asked  # not an input
+        storage.write_bytes(root / "in/c.pqt", b"new")
+        storage.write_bytes(root / "funding.pqt", b"changed")
+        assert [p.name for p in storage.list_files(root / "in", recursive=False)] == [
+            "a.pqt", "b.pqt", "c.pqt"]  # fmt: skip
+        assert storage.identity(root / "funding.pqt")[0] == len(b"changed")
+        assert asked.count(("list", f"{key}/in")) == 2, asked
+    assert len({tuple(a) for a in answers[0]} | {tuple(a) for a in answers[-1]}) == 2
+    asked.clear()
+    storage.list_files(root / "in", recursive=False)
+    storage.list_files(root / "in", recursive=False)
+    assert asked.count(("list", f"{key}/in")) == 2  # outside the block: asked each time
