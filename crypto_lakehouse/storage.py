@@ -987,6 +987,7 @@ def subdirs(directory, depth: int = 1) -> list:
         if not p.is_dir():
             return []
         return sorted(d for d in p.glob("/".join(["*"] * depth)) if d.is_dir())
+
     def folders_in(folder: ObjectPath) -> list:
         inner, infos = _file_infos(folder, recursive=False)
         return [
