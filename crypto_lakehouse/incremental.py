@@ -37,9 +37,7 @@ def _local_versions(p: Path) -> Iterator[tuple[Path, bytes]]:
             yield path, f"{size}:{mtime_ns}".encode()
 
 
-def _versions(
-    inputs: Iterable[str | Path], seen: dict | None = None
-) -> Iterator[tuple[Path, bytes]]:
+def _versions(inputs: Iterable[str | Path]) -> Iterator[tuple[Path, bytes]]:
     """``(file, what tells its content)`` of every input file, in the inputs' order (a
     folder: its .pqt files, sorted). On S3 size and ETag, the store's digest of the content
     (a rewrite of the same bytes keeps it): no download, the files' HEADs at once and a
@@ -48,8 +46,6 @@ def _versions(
     inputs = [storage.data_path(p) for p in inputs]
     remote = [p for p in inputs if storage.is_remote(p)]
     known = storage.identities(remote, by_listing=False) if remote else {}
-    if seen is not None:
-        seen.update((p, ident) for p, ident in known.items() if ident is not None)
     # The rest are folders (none on S3 without objects below it: then no files), listed
     # at once.
     folders = [p for p in remote if known[p] is None]
@@ -70,12 +66,12 @@ def _versions(
                 yield path, f"{size}:{etag}".encode()
 
 
-def fingerprint(inputs: Iterable[str | Path], params: dict, seen: dict | None = None) -> str:
-    """Digest of the input files (``_versions``) and params. ``seen``, if given, receives
-    ``{path: storage.identity}`` of the S3 input files the digest asked about (a caller that
-    needs their identities too does not ask the store again)."""
+def fingerprint(inputs: Iterable[str | Path], params: dict) -> str:
+    """Digest of the input files (``_versions``) and params. On S3 a caller that needs the
+    inputs' identities too asks inside ``storage.inputs_asked_once``: the store is asked
+    once."""
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
-    for path, version in _versions(inputs, seen):
+    for path, version in _versions(inputs):
         h.update(str(path).encode())
         h.update(version)
     return h.hexdigest()

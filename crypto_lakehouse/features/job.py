@@ -274,14 +274,12 @@ def _symbol_features(
     previous: dict[str, dict],
     built: dict[str, dict],
     counts: dict[str, int],
-    known: dict | None = None,
 ) -> tuple[dict, list[DamagedInput]]:
     """Write one symbol's feature files and remove its stale ones; its report section, and
     the ``DamagedInput`` failures among the section's failures. ``previous``: what the last
     build of the same settings recorded per candle file (``_write_features``); ``built`` is
     filled with this build's records and ``counts`` counts the files kept, tail-built and
-    built in full, and the rows computed. ``known``: identities already asked in this run
-    (the fingerprint's), not asked again."""
+    built in full, and the rows computed."""
     vwap_col = vwap_column_name(interval)
     outputs, failures = [], []
     damaged: list[DamagedInput] = []  # of the failures, those of a file another stage wrote
@@ -295,10 +293,9 @@ def _symbol_features(
     # The identities of every candle file (recorded for the next build's tail) and of
     # every feature file (still the one the last build wrote?), asked at once: on S3 a
     # HEAD each, in one concurrent round instead of two round trips per file.
-    known = known or {}
+    # (The candle files' from the digest's answers: ``storage.inputs_asked_once``.)
     wanted = [data_dir / f["source"] for f in files] + list(paths.values())
-    now = {p: known[p] for p in wanted if p in known}
-    now |= storage.identities([p for p in wanted if p not in now], by_listing=False)
+    now = storage.identities(wanted, by_listing=False)
     rewritten: dict[str, Path] = {}  # candle file -> its feature file written here
     tail_records: dict[str, dict] = {}  # writer stage -> its tail record (_kept_blocks)
 
@@ -503,50 +500,51 @@ def run_features(
                 contract_size = contract_size_for(exchange_info, symbol, overrides.get(symbol))
             inputs = [gen_report, *([res_report] if res_report else [])]
             inputs += [data_dir / f["source"] for f in files]
-            asked: dict = {}  # the S3 candle files' identities the fingerprint asked
-            digest = fingerprint(inputs, {**settings, "contract_size": contract_size}, asked)
-            state = storage.read_state(state_file)
-            section = state.get("section")
-            # What the last build of these settings recorded per candle file, for its tail
-            # builds.
-            same = fingerprint(
-                [],
-                {
-                    **settings,
-                    "contract_size": contract_size,
-                    "blocks": [BLOCK_ROWS, RESAMPLED_BLOCK_ROWS],
-                },
-            )
-            previous = {}
-            if state.get("settings") == same:
-                previous = state.get("files") or {}
-            if (
-                state.get("fingerprint") == digest
-                and section is not None
-                and storage.all_exist(data_dir / o["file"] for o in section["outputs"])
-            ):
-                log.info("features %s %s: inputs unchanged, outputs kept", trade_type, symbol)
-                # The report is the one a rebuild gives: whether the work was done again
-                # is the stats' business (a rerun after a kill must not change reports).
-                sections[symbol] = section
-                kept.add(symbol)
-                continue
-            storage.delete(state_file)  # a failed build must not look unchanged
-            section, damaged_here = _symbol_features(
-                data_dir=data_dir,
-                trade_type=trade_type,
-                interval=interval,
-                symbol=symbol,
-                files=files,
-                specs=specs,
-                windows=windows,
-                contract_size=contract_size,
-                seconds=seconds,
-                previous=previous,
-                built=file_records,
-                counts=counts,
-                known=asked,
-            )
+            # On S3 the candle files' identities are asked once, for the digest and
+            # the tail decision.
+            with storage.inputs_asked_once(inputs):
+                digest = fingerprint(inputs, {**settings, "contract_size": contract_size})
+                state = storage.read_state(state_file)
+                section = state.get("section")
+                # What the last build of these settings recorded per candle file, for its tail
+                # builds.
+                same = fingerprint(
+                    [],
+                    {
+                        **settings,
+                        "contract_size": contract_size,
+                        "blocks": [BLOCK_ROWS, RESAMPLED_BLOCK_ROWS],
+                    },
+                )
+                previous = {}
+                if state.get("settings") == same:
+                    previous = state.get("files") or {}
+                if (
+                    state.get("fingerprint") == digest
+                    and section is not None
+                    and storage.all_exist(data_dir / o["file"] for o in section["outputs"])
+                ):
+                    log.info("features %s %s: inputs unchanged, outputs kept", trade_type, symbol)
+                    # The report is the one a rebuild gives: whether the work was done again
+                    # is the stats' business (a rerun after a kill must not change reports).
+                    sections[symbol] = section
+                    kept.add(symbol)
+                    continue
+                storage.delete(state_file)  # a failed build must not look unchanged
+                section, damaged_here = _symbol_features(
+                    data_dir=data_dir,
+                    trade_type=trade_type,
+                    interval=interval,
+                    symbol=symbol,
+                    files=files,
+                    specs=specs,
+                    windows=windows,
+                    contract_size=contract_size,
+                    seconds=seconds,
+                    previous=previous,
+                    built=file_records,
+                    counts=counts,
+                )
         except Exception as exc:  # one broken symbol never stops the others
             if isinstance(exc, DamagedInput):  # an upstream report
                 damaged.append(exc)

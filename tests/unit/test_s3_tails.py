@@ -23,6 +23,7 @@ from crypto_lakehouse.resample import run_resample
 from crypto_lakehouse.resample import tail as resample_tail
 from tests.unit import test_generate_tail as gt
 from tests.unit.test_features_job import DEFAULTS
+from tests.unit.test_storage import _CountingClient
 
 
 @pytest.fixture(autouse=True)
@@ -223,35 +224,34 @@ def test_the_features_ask_each_candle_files_identity_once_per_run(tmp_path, s3_r
     _build(s3_root, reports)
     gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, rates)
     _upload(inputs, s3_root)
-    asked: dict[str, int] = {}
+    asked: list = []  # the S3 requests of the features (boto3's HEADs and LISTs)
     read: dict[str, int] = {}
-    real, real_read_state, real_run_features = storage.identity, storage.read_state, run_features
-
-    def counted(path):
-        asked[str(path)] = asked.get(str(path), 0) + 1
-        return real(path)
+    real_client, real_read_state, real_run_features = (
+        storage._conditional_client, storage.read_state, run_features)  # fmt: skip
 
     def read_state_counted(path):
         read[str(path)] = read.get(str(path), 0) + 1
         return real_read_state(path)
 
     def run_features_counted(*args, **kwargs):
-        asked.clear()
-        monkeypatch.setattr(storage, "identity", counted)
+        monkeypatch.setattr(
+            storage, "_conditional_client", lambda: _CountingClient(real_client(), asked)
+        )
         monkeypatch.setattr(storage, "read_state", read_state_counted)
         try:
             return real_run_features(*args, **kwargs)
         finally:
-            monkeypatch.setattr(storage, "identity", real)
+            monkeypatch.setattr(storage, "_conditional_client", real_client)
             monkeypatch.setattr(storage, "read_state", real_read_state)
 
     monkeypatch.setitem(globals(), "run_features", run_features_counted)
     stats = _build(s3_root, reports)  # gen_kline and resample as usual, then the features
     assert stats["features"]["files_by_mode"]["tail"] >= 5, stats["features"]
     outputs = storage.read_json(reports / "feat.json")["symbols"][gt.SYM]["outputs"]
-    candles = [str(storage.join(s3_root, o["source"])) for o in outputs]
+    candles = [storage.join(s3_root, o["source"]) for o in outputs]
     assert len(candles) == 7
-    assert {c: asked.get(c, 0) for c in candles} == dict.fromkeys(candles, 1), asked
+    heads = {c: asked.count(("head", storage.data_path(c).key)) for c in candles}
+    assert heads == dict.fromkeys(candles, 1), asked
     # The writers' tail records (what each kept of a candle file): one read per symbol.
     records = [
         str(writer.record_path(s3_root, gt.TT, gt.SYM, "1m"))
@@ -320,7 +320,6 @@ def test_a_daily_update_on_s3_asks_about_each_input_once(tmp_path, s3_root, monk
     the digest, the build's file list and the tail's checks each listed the same folders,
     and the funding files and segment files were HEADed again: a round trip each."""
     from crypto_lakehouse import jobs
-    from tests.unit.test_storage import _CountingClient
 
     rates = np.random.default_rng(5).normal(1e-4, 5e-5, gt.N_DAYS * 3)
     cols = gt.master()
