@@ -398,17 +398,21 @@ def run_shard_parts(
                     stop.append(exc)
         entry["seconds"] = round(time.monotonic() - t0, 3)
 
-    for part in parts:
-        # The shard report lists the symbols in order, whatever order they finish in.
-        calls = [(symbol, _start_symbol(part, symbol, entries)) for symbol in part.symbols]
-        if at_once <= 1 or len(calls) <= 1:
-            for symbol, kwargs in calls:
-                one(part, symbol, kwargs)
-            continue
-        log.info("%s: %d symbols, %d at a time", part.func.__name__, len(calls), at_once)
-        with ThreadPoolExecutor(max_workers=min(at_once, len(calls))) as pool:
-            for future in [pool.submit(one, part, symbol, kwargs) for symbol, kwargs in calls]:
-                future.result()  # one() records every failure itself
+    from crypto_lakehouse.layout import folders_scanned_once
+
+    with folders_scanned_once():  # the symbols' stale-file clean-up scans each folder once
+        for part in parts:
+            # The shard report lists the symbols in order, whatever order they finish in.
+            calls = [(symbol, _start_symbol(part, symbol, entries)) for symbol in part.symbols]
+            if at_once <= 1 or len(calls) <= 1:
+                for symbol, kwargs in calls:
+                    one(part, symbol, kwargs)
+                continue
+            log.info("%s: %d symbols, %d at a time", part.func.__name__, len(calls), at_once)
+            with ThreadPoolExecutor(max_workers=min(at_once, len(calls))) as pool:
+                futures = [pool.submit(one, part, symbol, kwargs) for symbol, kwargs in calls]
+                for future in futures:
+                    future.result()  # one() records every failure itself
     return _finish_shard(parts, entries, started, shard, shard_report, fatal=bool(stop))
 
 

@@ -965,15 +965,17 @@ def file_sizes(directory, sized: str = "") -> dict[str, int | None]:
 
 
 def file_names(directory) -> set[str]:
-    """Names of the files directly in ``directory`` (none when absent): one listing where a
-    caller would otherwise test files one by one."""
+    """Names of the files directly in ``directory`` (none when absent; writers' temporary
+    files included locally, S3 has none): one listing where a caller would otherwise test
+    files one by one."""
     p = data_path(directory)
     if not isinstance(p, ObjectPath):
         try:
-            return set(os.listdir(p))
+            with os.scandir(p) as entries:  # the names' types come with them: no stat
+                return {e.name for e in entries if e.is_file(follow_symlinks=False)}
         except OSError:
             return set()
-    return {f.name for f in list_files(p, recursive=False)}
+    return set(_listing(p))
 
 
 def subdirs(directory, depth: int = 1) -> list:

@@ -256,7 +256,7 @@ def _owned_dirs(data_dir: Path, trade_type: str, interval: str) -> list[Path]:
     """Every feature folder this stage writes for a trade type (for stale-file removal)."""
     dirs = [layout.features_dir(data_dir, trade_type, interval)]
     root = layout.resampled_features_dir(data_dir, trade_type, "_", "_").parent.parent
-    dirs += storage.subdirs(root, depth=2)
+    dirs += layout.output_folders(root, depth=2)
     return dirs
 
 

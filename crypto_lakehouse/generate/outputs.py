@@ -53,12 +53,19 @@ def remove_stale(directory: Path, symbol: str, keep_names: set[str]) -> list[Pat
     # Temp files of this symbol's names that a killed run left ("kill -9 during a write");
     # only this job writes these names, and the data-dir lock keeps other runs out.
     pattern = symbol_file_re(symbol)
-    for tmp in storage.temp_files(directory):
+    scan = layout.scanned_symbol_files(directory)
+    if scan is None:
+        temps = storage.temp_files(directory)
+        files = symbol_files(directory, symbol)
+    else:
+        temps = [directory / name for name in scan.temps.get(symbol, ())]
+        files = [directory / name for name in scan.files.get(symbol, ())]
+    for tmp in temps:
         target = temp_target(tmp.name)
         if target is not None and pattern.match(target):
             storage.delete(tmp)
-    for path in symbol_files(directory, symbol):
-        if path.name[: -len(SUFFIX)] not in keep_names:
+    for path in files:
+        if pattern.match(path.name) and path.name[: -len(SUFFIX)] not in keep_names:
             storage.delete(path)
             removed.append(path)
     return removed

@@ -280,7 +280,7 @@ def run_resample(
         }
     removed = [
         p.relative_to(storage.data_path(data_dir)).as_posix()
-        for p in remove_stale_in(storage.subdirs(root, depth=2), symbol, written)
+        for p in remove_stale_in(layout.output_folders(root, depth=2), symbol, written)
     ]
     report = {
         "trade_type": trade_type,

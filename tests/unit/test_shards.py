@@ -687,3 +687,54 @@ def test_symbols_at_once_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError, match="storage.symbols_at_once"):
         storage.configure({"symbols_at_once": bad})
     assert storage.settings()["symbols_at_once"] == storage.DEFAULTS["symbols_at_once"]
+
+
+# ---------------------------------------------------------------- stale files, one scan per job
+def test_a_shard_job_scans_each_output_folder_once_for_the_stale_files(tmp_path, monkeypatch):
+    """The symbols of a shard job share one scan of each output folder (a scan per symbol
+    made a daily update of N symbols cost N², the folders holding every symbol's files),
+    and remove what a scan of their own would: their stale segment files and the temporary
+    files of their names, any characters in the symbol, never another symbol's file nor a
+    file a symbol wrote itself in the job."""
+    from crypto_lakehouse import storage
+    from crypto_lakehouse.generate.outputs import remove_stale
+
+    folder = tmp_path / "results" / "1m"
+    folder.mkdir(parents=True)
+    names = [
+        "BTCUSDT.pqt", "SP0_BTCUSDT.pqt", "SP1_BTCUSDT.pqt",  # SP1_: stale
+        "ETHUSDT.pqt", "SP0_ETHUSDT.pqt",  # SP0_: stale
+        ".tmp-SP3_ETHUSDT.pqt.11-22-3.part",  # a killed writer's: removed with ETH
+        ".tmp-SP3_XETHUSDT.pqt.11-22-4.part",  # another symbol's: kept
+        "币安人生USDT.pqt", "SP0_币安人生USDT.pqt",  # SP0_: stale
+        "XBTCUSDT.pqt", "SP1_XBTCUSDT.pqt", "BTCUSDT.pqt.json",  # not the symbols'
+    ]  # fmt: skip
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    scans = []
+    real_file_names = storage.file_names
+    monkeypatch.setattr(storage, "file_names", lambda d: scans.append(d) or real_file_names(d))
+    keep = {"BTCUSDT": {"BTCUSDT", "SP0_BTCUSDT"}, "ETHUSDT": {"ETHUSDT", "SP2_ETHUSDT"},
+            "币安人生USDT": {"币安人生USDT"}}  # fmt: skip
+    removed: dict[str, list[str]] = {}
+
+    def run_symbol(*, symbol, report_path, stats_path):
+        if symbol == "ETHUSDT":  # written in this job, after the scan: kept
+            (folder / "SP2_ETHUSDT.pqt").write_bytes(b"new")
+        removed[symbol] = sorted(p.name for p in remove_stale(folder, symbol, keep[symbol]))
+        with open(report_path, "w") as fh:
+            json.dump({"symbol": symbol}, fh)
+
+    report = _run_parts(tmp_path, [_part(tmp_path, run_symbol, list(keep), "k")])
+    assert all(e["status"] == "ok" for e in report["symbols"].values()), report
+    assert scans == [folder]
+    assert removed == {"BTCUSDT": ["SP1_BTCUSDT.pqt"], "ETHUSDT": ["SP0_ETHUSDT.pqt"],
+                       "币安人生USDT": ["SP0_币安人生USDT.pqt"]}  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == sorted([
+        "BTCUSDT.pqt", "SP0_BTCUSDT.pqt", "ETHUSDT.pqt", "SP2_ETHUSDT.pqt",
+        ".tmp-SP3_XETHUSDT.pqt.11-22-4.part", "币安人生USDT.pqt",
+        "XBTCUSDT.pqt", "SP1_XBTCUSDT.pqt", "BTCUSDT.pqt.json"])  # fmt: skip
+    # Outside a shard job each clean-up looks for itself, with the same result.
+    (folder / "SP5_ETHUSDT.pqt").write_bytes(b"x")
+    assert [p.name for p in remove_stale(folder, "ETHUSDT", keep["ETHUSDT"])] == [
+        "SP5_ETHUSDT.pqt"]  # fmt: skip
