@@ -120,6 +120,7 @@ def discover(
         if problem:
             out.problems.append(problem)
     wanted = set(symbols) if symbols else None
+    held_symbols: set[str] = set()  # of every file listed, before the --symbols filter
     for trade_type in trade_types:
         held = {
             role: _intervals(root, trade_type)
@@ -139,6 +140,7 @@ def discover(
             groups: dict[tuple[str, str], list[str]] = {}
             for rel in both:
                 sym, ivl = _symbol_and_interval(kind, rel, interval)
+                held_symbols.add(sym)
                 if wanted is not None and sym not in wanted:
                     continue
                 groups.setdefault((rel.rsplit("/", 1)[0], sym), []).append(rel)
@@ -175,4 +177,23 @@ def discover(
                             interval,
                         )
                     )
+    if wanted is not None:
+        # A requested symbol no file matched would otherwise vanish from the report, and a
+        # comparison of nothing would pass.
+        compared = {pair.symbol for pair in out.pairs}
+        for sym in sorted(wanted - compared):
+            out.problems.append(unmatched_symbol_problem(sym, held_symbols, trade_types, interval))
     return out
+
+
+def unmatched_symbol_problem(symbol: str, held_symbols, trade_types, interval: str) -> str:
+    problem = (
+        f"symbol {symbol}: no files in either dir "
+        f"(trade types {', '.join(trade_types)}, interval {interval})"
+    )
+    if symbol != symbol.upper():
+        # Binance symbols, and so every file name of a data dir, are upper case.
+        problem += "; symbol names are upper case"
+        if symbol.upper() in held_symbols:
+            problem += f": did you mean {symbol.upper()}?"
+    return problem

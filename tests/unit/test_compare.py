@@ -219,6 +219,32 @@ def test_filters_and_tolerance_options(tmp_path):
     assert {p.symbol for p in report.pairs} == {"BTCUSD_PERP"}
 
 
+def test_a_requested_symbol_without_files_is_a_problem(tmp_path, capsys):
+    ours = copy_fixture(tmp_path)
+    code = cli_main(
+        ["compare", str(LEGACY), str(ours), "--trade-types", "um_futures", "--symbols", "NOPE"]
+    )
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "symbol NOPE: no files in either dir" in captured.err
+    assert "FAILED" in captured.out and "OK:" not in captured.out
+    # beside a symbol that has files: those are compared, the other one is named
+    um_btc = [
+        p for p in (LEGACY / "results_data/um_futures").rglob("*.pqt") if p.stem == "BTCUSDT"
+    ] + list((LEGACY / "parsed_data/um_futures/klines/BTCUSDT").rglob("*.pqt"))
+    report = compare_dirs(LEGACY, ours, trade_types=["um_futures"], symbols=["BTCUSDT", "NOPE"])
+    assert len(report.pairs) == len(um_btc) and {p.symbol for p in report.pairs} == {"BTCUSDT"}
+    assert [p.split(":")[0] for p in report.problems] == ["symbol NOPE"]
+    assert report.exit_code() == 1
+    # a lower-case name: no file is named so; the problem says what to type
+    report = compare_dirs(LEGACY, ours, symbols=["btcusdt"])
+    assert report.pairs == []
+    assert any(
+        p.startswith("symbol btcusdt: no files") and "did you mean BTCUSDT?" in p
+        for p in report.problems
+    )
+
+
 # ---------------------------------------------------------------- data built per explained class
 KLINE_COLS = (
     "open",
