@@ -126,6 +126,13 @@ def discover(
             role: _intervals(root, trade_type)
             for role, root in (("legacy", legacy), ("ours", ours))
         }
+        if (held["legacy"] or held["ours"]) and interval not in held["legacy"] | held["ours"]:
+            # Without this only the resampled files (whatever --interval) would be compared.
+            out.problems.append(
+                f"neither dir holds results_data/{trade_type}/klines/{interval} (legacy holds "
+                f"{', '.join(sorted(held['legacy'])) or 'no interval'}, ours "
+                f"{', '.join(sorted(held['ours'])) or 'no interval'})"
+            )
         for role, other in (("legacy", "ours"), ("ours", "legacy")):
             if held[role] and interval not in held[role] and interval in held[other]:
                 root = legacy if role == "legacy" else ours
@@ -183,6 +190,13 @@ def discover(
         compared = {pair.symbol for pair in out.pairs}
         for sym in sorted(wanted - compared):
             out.problems.append(unmatched_symbol_problem(sym, held_symbols, trade_types, interval))
+    if not out.pairs:
+        # A comparison of nothing must never pass.
+        out.problems.append(
+            f"no files compared: neither dir holds a file of trade types "
+            f"{', '.join(trade_types)} at interval {interval}"
+            + (f" for symbols {', '.join(sorted(wanted))}" if wanted else "")
+        )
     return out
 
 

@@ -174,6 +174,41 @@ def test_not_a_bhds_dir_and_mismatched_intervals(tmp_path, capsys):
     assert report.exit_code() == 1
 
 
+@pytest.mark.parametrize("interval", ["3d", "5m"])
+def test_an_interval_neither_dir_holds_is_a_problem(tmp_path, capsys, interval):
+    # the fixture's generated klines are 1m in every trade type; its resampled 5m and 1h
+    # files would be compared whatever --interval says, and alone they must not pass
+    generated = list((LEGACY / "results_data").glob("*/klines/*/*.pqt"))
+    assert {p.parent.name for p in generated} == {"1m"}
+    held = {p.parents[2].name for p in generated}
+    assert held == {"spot", "um_futures", "cm_futures"}
+    ours = copy_fixture(tmp_path)
+    report = compare_dirs(LEGACY, ours, interval=interval)
+    assert sorted(report.problems) == sorted(
+        f"neither dir holds results_data/{t}/klines/{interval} (legacy holds 1m, ours 1m)"
+        for t in held
+    )
+    assert report.exit_code() == 1
+    assert cli_main(["compare", str(LEGACY), str(ours), "--interval", interval]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "OK:" not in out
+
+
+def test_a_comparison_of_no_file_never_passes(tmp_path, capsys):
+    # two BHDS dirs holding spot only, compared on um_futures: no interval, no symbol asked
+    # for, nothing to compare
+    for side in ("legacy", "ours"):
+        (tmp_path / side / "results_data/spot/klines/1m").mkdir(parents=True)
+        shutil.copy(LEGACY / SPOT_1M, tmp_path / side / SPOT_1M)
+    legacy, ours = tmp_path / "legacy", tmp_path / "ours"
+    assert compare_dirs(legacy, ours, trade_types=["spot"]).exit_code() == 0
+    report = compare_dirs(legacy, ours, trade_types=["um_futures"])
+    assert report.pairs == [] and len(report.problems) == 1
+    assert report.problems[0].startswith("no files compared")
+    assert cli_main(["compare", str(legacy), str(ours), "--trade-types", "um_futures"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
 def test_formats_carry_the_same_content_and_jobs_give_the_same_result(tmp_path):
     ours = copy_fixture(tmp_path)
     (ours / UM_1M).unlink()
