@@ -150,7 +150,12 @@ def add_compare_parser(groups) -> None:
     )
     cmp.add_argument("legacy_dir", metavar="LEGACY_DIR", help="data dir written by BHDS V1")
     cmp.add_argument("new_dir", metavar="NEW_DIR", help="data dir written by this pipeline")
-    cmp.add_argument("--interval", default="1m", help="kline interval (default: 1m)")
+    cmp.add_argument(
+        "--interval",
+        default="1m",
+        type=compare_interval,
+        help="kline interval, one of Binance's (default: 1m)",
+    )
     cmp.add_argument(
         "--trade-types",
         nargs="+",
@@ -178,6 +183,16 @@ def add_compare_parser(groups) -> None:
         "--jobs", "-j", type=int, default=1, help="compare files in N processes (default: 1)"
     )
     _add_storage_arguments(cmp, "either dir that is s3://bucket/prefix")
+
+
+def compare_interval(text: str) -> str:
+    """``--interval`` of compare: a Binance kline interval (argparse type)."""
+    from crypto_lakehouse.compare.discovery import interval_problem
+
+    problem = interval_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def add_verify_parser(groups) -> None:
@@ -266,13 +281,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from crypto_lakehouse import io, storage
     from crypto_lakehouse.compare import Options, compare_dirs
     from crypto_lakehouse.compare.report import render
-    from crypto_lakehouse.intervals import interval_ms
 
-    try:
-        interval_ms(args.interval)
-    except ValueError as exc:
-        print(f"compare: --interval: {exc}", file=sys.stderr)
-        return 2
     storage.configure(storage_settings_of(args))
     report = compare_dirs(
         args.legacy_dir,

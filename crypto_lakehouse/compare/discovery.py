@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crypto_lakehouse import storage
+from crypto_lakehouse.intervals import BINANCE_INTERVALS, CALENDAR_INTERVALS
 from crypto_lakehouse.layout import TRADE_TYPES
 
 # File kinds, in report order.
@@ -23,7 +24,22 @@ PARSED_FUNDING = "parsed_funding"
 KINDS = (KLINES, RESAMPLED, PARSED_KLINES, PARSED_FUNDING)
 
 BHDS_FOLDERS = ("parsed_data", "results_data")
+# What --interval may be: Binance's kline intervals but the calendar month, whose candles
+# have no fixed length (the spacing check and the resampling windows need one).
+KLINE_INTERVALS = tuple(i for i in BINANCE_INTERVALS if i not in CALENDAR_INTERVALS)
 _SEGMENT_RE = re.compile(r"^SP(\d+)_(.+)$")
+
+
+def interval_problem(interval: str) -> str | None:
+    """None when klines of ``interval`` can be compared, else why not."""
+    if interval in KLINE_INTERVALS:
+        return None
+    what = (
+        "a calendar month, candles of no fixed length"
+        if interval in CALENDAR_INTERVALS
+        else "not a Binance kline interval"
+    )
+    return f"{interval!r} is {what}; valid values: {', '.join(KLINE_INTERVALS)}"
 
 
 def symbol_of_result(name: str) -> str:
@@ -114,6 +130,9 @@ def discover(
     trade_types=TRADE_TYPES,
     symbols=None,
 ) -> Discovery:
+    problem = interval_problem(interval)
+    if problem:
+        raise ValueError(f"interval {problem}")
     out = Discovery()
     for role, root in (("LEGACY_DIR", legacy), ("NEW_DIR", ours)):
         problem = layout_problem(root, role)

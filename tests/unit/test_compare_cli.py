@@ -1,0 +1,50 @@
+"""`compare` options: a value compare cannot use is refused before anything is compared,
+with exit 2 and a one-line error naming the option (docs/compare.md, "Output and exit code")."""
+
+from __future__ import annotations
+
+import pytest
+
+import crypto_lakehouse.compare as compare_package
+from crypto_lakehouse.cli import main as cli_main
+from crypto_lakehouse.cli import parse_args
+from crypto_lakehouse.compare import compare_dirs
+from tests.conftest import FIXTURES
+
+LEGACY = FIXTURES / "legacy-v1-real"
+
+
+@pytest.fixture
+def no_comparison(monkeypatch):
+    """compare_dirs replaced by a failure: an option error must come before any comparing."""
+
+    def compared(*args, **kwargs):
+        raise AssertionError("compared despite an invalid option")
+
+    monkeypatch.setattr(compare_package, "compare_dirs", compared)
+
+
+def refused(argv: list[str], capsys) -> str:
+    """The error of a command line argparse refuses (exit 2)."""
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["compare", str(LEGACY), str(LEGACY), *argv])
+    assert exc.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("interval", ["7m", "2m", "90s", "1mo", "1M", "m"])
+def test_an_interval_binance_has_no_klines_of_is_refused(interval, capsys, no_comparison):
+    error = refused(["--interval", interval], capsys)
+    assert f"argument --interval: {interval!r}" in error and "valid values: 1s, 1m, 3m" in error
+    with pytest.raises(ValueError, match="interval"):
+        compare_dirs(LEGACY, LEGACY, interval=interval)
+
+
+# Binance's kline intervals (API docs, "Kline/Candlestick data"), but 1M: a calendar month
+BINANCE_FIXED_INTERVALS = "1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w".split()
+
+
+@pytest.mark.parametrize("interval", BINANCE_FIXED_INTERVALS)
+def test_every_fixed_binance_interval_is_accepted(interval):
+    args = parse_args(["compare", "a", "b", "--interval", interval])
+    assert args.interval == interval
