@@ -166,13 +166,13 @@ def add_compare_parser(groups) -> None:
     cmp.add_argument("--symbols", nargs="+", help="only these symbols (default: all)")
     cmp.add_argument(
         "--price-tolerance",
-        type=float,
+        type=compare_tolerance,
         default=1e-4,
         help="absolute tolerance on prices, volumes and counts (default: 1e-4)",
     )
     cmp.add_argument(
         "--funding-tolerance",
-        type=float,
+        type=compare_tolerance,
         default=1e-6,
         help="absolute tolerance on funding_rate (default: 1e-6)",
     )
@@ -193,6 +193,20 @@ def compare_interval(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def compare_tolerance(text: str) -> float:
+    """``--price-tolerance`` / ``--funding-tolerance`` of compare (argparse type)."""
+    from crypto_lakehouse.compare.pairs import tolerance_problem
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    problem = tolerance_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def add_verify_parser(groups) -> None:

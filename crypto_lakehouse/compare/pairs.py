@@ -7,7 +7,8 @@ side at a time (columns are read one by one from the Parquet files).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,25 @@ from crypto_lakehouse.compare.model import (
 from crypto_lakehouse.intervals import interval_ms
 
 
+def tolerance_problem(value: float) -> str | None:
+    """None for a usable absolute tolerance, else why not: a negative one would turn
+    differences within tolerance into unexplained ones, NaN or infinity would pass every
+    value difference."""
+    if math.isfinite(value) and value >= 0:
+        return None
+    return f"{value!r} is not a tolerance: a finite number >= 0"
+
+
 @dataclass(frozen=True)
 class Options:
     price_tolerance: float = 1e-4
     funding_tolerance: float = 1e-6
+
+    def __post_init__(self):
+        for option in fields(self):
+            problem = tolerance_problem(getattr(self, option.name))
+            if problem:
+                raise ValueError(f"{option.name}: {problem}")
 
     def tolerance(self, column: str) -> float:
         # The legacy author's thresholds (data_compare.py): 1e-6 on funding rates, 1e-4 on

@@ -8,7 +8,7 @@ import pytest
 import crypto_lakehouse.compare as compare_package
 from crypto_lakehouse.cli import main as cli_main
 from crypto_lakehouse.cli import parse_args
-from crypto_lakehouse.compare import compare_dirs
+from crypto_lakehouse.compare import Options, compare_dirs
 from tests.conftest import FIXTURES
 
 LEGACY = FIXTURES / "legacy-v1-real"
@@ -48,3 +48,21 @@ BINANCE_FIXED_INTERVALS = "1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w".spli
 def test_every_fixed_binance_interval_is_accepted(interval):
     args = parse_args(["compare", "a", "b", "--interval", interval])
     assert args.interval == interval
+
+
+@pytest.mark.parametrize("option", ["--price-tolerance", "--funding-tolerance"])
+@pytest.mark.parametrize("value", ["-1", "-1e-9", "nan", "inf", "-inf", "abc"])
+def test_a_tolerance_that_is_not_a_finite_number_at_least_0_is_refused(
+    option, value, capsys, no_comparison
+):
+    error = refused([option, value], capsys)
+    assert f"error: argument {option}: " in error
+    if value != "abc":
+        with pytest.raises(ValueError, match=option[2:].replace("-", "_")):
+            Options(**{option[2:].replace("-", "_"): float(value)})
+
+
+@pytest.mark.parametrize("option", ["--price-tolerance", "--funding-tolerance"])
+def test_a_tolerance_of_0_is_exact_comparison_and_accepted(option):
+    args = parse_args(["compare", "a", "b", option, "0"])
+    assert getattr(args, option[2:].replace("-", "_")) == 0.0
