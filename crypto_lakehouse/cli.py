@@ -296,6 +296,11 @@ def run_compare(args: argparse.Namespace) -> int:
     from crypto_lakehouse.compare import Options, compare_dirs
     from crypto_lakehouse.compare.report import render
 
+    if args.output:
+        problem = report_output_problem(args.output)
+        if problem:
+            print(f"compare: --output {args.output}: {problem}", file=sys.stderr)
+            return 2
     storage.configure(storage_settings_of(args))
     report = compare_dirs(
         args.legacy_dir,
@@ -314,6 +319,33 @@ def run_compare(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"compare: {problem}", file=sys.stderr)
     return report.exit_code(args.strict)
+
+
+def report_output_problem(output: str) -> str | None:
+    """Why compare's report cannot be written to ``output``, or None. Checked before
+    comparing, which can take long; its folder is created as the write would create it."""
+    import tempfile
+
+    if output.startswith("s3:/"):
+        return "an S3 path; the report is written to a local file"
+    path = Path(output)
+    if path.is_dir():
+        return "is a directory"
+    folder = path.parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {exc.filename or folder}: {exc.strerror or exc}"
+    try:
+        # Access bits say nothing for root nor for a read-only mount: try a file there.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot write in {folder}: {exc.strerror or exc}"
+    return None
 
 
 def snakemake_argv(args: argparse.Namespace) -> list[str]:

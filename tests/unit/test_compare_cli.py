@@ -3,6 +3,9 @@ with exit 2 and a one-line error naming the option (docs/compare.md, "Output and
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 import crypto_lakehouse.compare as compare_package
@@ -66,3 +69,34 @@ def test_a_tolerance_that_is_not_a_finite_number_at_least_0_is_refused(
 def test_a_tolerance_of_0_is_exact_comparison_and_accepted(option):
     args = parse_args(["compare", "a", "b", option, "0"])
     assert getattr(args, option[2:].replace("-", "_")) == 0.0
+
+
+def _output_cases(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = {
+        "below a file": (a_file / "report.txt", f"{a_file} is not a directory"),
+        "a directory": (tmp_path, "is a directory"),
+        "on S3": ("s3://bucket/report.txt", "an S3 path"),
+    }
+    if Path("/proc/self").is_dir():  # a folder that cannot be created, even by root
+        cases["in /proc"] = (Path("/proc/nope/report.txt"), "cannot create /proc/nope")
+    return cases
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_comparing(
+    tmp_path, capsys, no_comparison
+):
+    for case, (output, reason) in _output_cases(tmp_path).items():
+        code = cli_main(["compare", str(LEGACY), str(LEGACY), "--output", str(output)])
+        err = capsys.readouterr().err
+        assert code == 2, case
+        assert len(err.splitlines()) == 1, (case, err)  # one line, no traceback
+        assert err.startswith(f"compare: --output {output}: ") and reason in err, (case, err)
+
+
+def test_the_output_folder_is_still_created(tmp_path):
+    output = tmp_path / "new" / "deeper" / "report.json"
+    argv = ["--trade-types", "um_futures", "--format", "json", "--output", str(output)]
+    assert cli_main(["compare", str(LEGACY), str(LEGACY), *argv]) == 0
+    assert json.loads(output.read_text())["exit_code"] == 0
