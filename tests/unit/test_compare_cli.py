@@ -35,11 +35,18 @@ def refused(argv: list[str], capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("interval", ["7m", "2m", "90s", "1mo", "1M", "m"])
+NOT_BINANCE_INTERVALS = ["7m", "2m", "90s", "1mo", "1M", "m"]
+
+
+@pytest.mark.parametrize("interval", NOT_BINANCE_INTERVALS)
 def test_an_interval_binance_has_no_klines_of_is_refused(interval, capsys, no_comparison):
     error = refused(["--interval", interval], capsys)
     assert f"argument --interval: {interval!r}" in error and "valid values: 1s, 1m, 3m" in error
-    with pytest.raises(ValueError, match="interval"):
+
+
+@pytest.mark.parametrize("interval", NOT_BINANCE_INTERVALS)
+def test_compare_dirs_raises_on_such_an_interval(interval):
+    with pytest.raises(ValueError, match=f"interval {interval!r}"):
         compare_dirs(LEGACY, LEGACY, interval=interval)
 
 
@@ -53,16 +60,25 @@ def test_every_fixed_binance_interval_is_accepted(interval):
     assert args.interval == interval
 
 
+NOT_TOLERANCES = ["-1", "-1e-9", "nan", "inf", "-inf"]
+
+
 @pytest.mark.parametrize("option", ["--price-tolerance", "--funding-tolerance"])
-@pytest.mark.parametrize("value", ["-1", "-1e-9", "nan", "inf", "-inf", "abc"])
+@pytest.mark.parametrize("value", [*NOT_TOLERANCES, "abc"])
 def test_a_tolerance_that_is_not_a_finite_number_at_least_0_is_refused(
     option, value, capsys, no_comparison
 ):
-    error = refused([option, value], capsys)
-    assert f"error: argument {option}: " in error
-    if value != "abc":
-        with pytest.raises(ValueError, match=option[2:].replace("-", "_")):
-            Options(**{option[2:].replace("-", "_"): float(value)})
+    # `--option=value`: argparse would take "-1e-9" or "-inf" after a space for an option
+    error = refused([f"{option}={value}"], capsys)
+    reason = "is not a number" if value == "abc" else "is not a tolerance: a finite number >= 0"
+    assert f"error: argument {option}: " in error and reason in error
+
+
+@pytest.mark.parametrize("field", ["price_tolerance", "funding_tolerance"])
+@pytest.mark.parametrize("value", NOT_TOLERANCES)
+def test_options_refuse_such_a_tolerance(field, value):
+    with pytest.raises(ValueError, match=field):
+        Options(**{field: float(value)})
 
 
 @pytest.mark.parametrize("option", ["--price-tolerance", "--funding-tolerance"])
