@@ -146,7 +146,9 @@ def add_compare_parser(groups) -> None:
         description="Compare the parsed and generated files of a legacy BHDS data dir with "
         "ours, file by file. Every difference is equal, within tolerance, explained by a "
         "documented fix (docs/differences-from-bhds.md) or unexplained. Exit 0 when nothing "
-        "is unexplained, 1 otherwise (--strict: also on explained differences).",
+        "is unexplained, 1 otherwise (--strict: also on explained differences; a problem "
+        "such as a symbol or interval no file matches, or nothing compared, counts as "
+        "unexplained), 2 for an invalid option.",
     )
     cmp.add_argument("legacy_dir", metavar="LEGACY_DIR", help="data dir written by BHDS V1")
     cmp.add_argument("new_dir", metavar="NEW_DIR", help="data dir written by this pipeline")
