@@ -929,6 +929,9 @@ def get_report_args(wildcards):
         trade_types=TRADE_TYPES,
         end_date=END_DATE,
         stale_after_hours=config["report"]["stale_after_hours"],
+        # The run's symbols: freshness lists those without any record (failed before any
+        # data was written) as stale; the records alone never name them.
+        kline_listings={t: listing_index_path(t, KLINES) for t in TRADE_TYPES},
     )
     if LH != layout.default_run_dir(DATA):
         args["run_dir"] = LH  # given only when not the default: a local run's params stay

@@ -24,16 +24,40 @@ log = logging.getLogger(__name__)
 WORST_SYMBOLS = 20
 SLOWEST_JOBS = 20
 MAX_LISTED = 500  # rows of a long list (quarantine, stale symbols) shown on the page
+NAMES_SHOWN = 20  # symbol names in a sentence
 
 
-def _coverage_section(coverage: pd.DataFrame, trade_types, interval: str, out: dict) -> str:
+def _without_coverage(trade_type: str, absent: list[str]) -> str:
+    """The sentence on the run's symbols that have no coverage row: without it a symbol
+    that failed before any of its data was written showed nowhere but in the failure box."""
+    if not absent:
+        return ""
+    names = ", ".join(absent[:NAMES_SHOWN])
+    if len(absent) > NAMES_SHOWN:
+        names += f", … ({len(absent) - NAMES_SHOWN} more)"
+    return (
+        f"<p>{len(absent)} symbol(s) of the run's {page.esc(trade_type)} listing have no "
+        f"coverage row (no provenance record, no generated file): {page.esc(names)}. "
+        "Section 3 lists them among the stale symbols with a reason.</p>"
+    )
+
+
+def _coverage_section(
+    coverage: pd.DataFrame,
+    trade_types,
+    interval: str,
+    out: dict,
+    run_symbols: dict[str, dict[str, str | None]],
+) -> str:
     parts = []
     per_day = candles_per_day(interval)
     totals = []
     for trade_type in trade_types:
         mine = coverage[coverage["trade_type"] == trade_type]
+        absent = sorted(set(run_symbols.get(trade_type, {})) - set(mine["symbol"]))
         if mine.empty:
             parts.append(f'<h3>{page.esc(trade_type)}</h3><p class="empty">no symbol-days</p>')
+            parts.append(_without_coverage(trade_type, absent))
             continue
         grid, symbols, day0 = category_grid(mine)
         png = figures.heatmap(grid, symbols, day0, f"{trade_type}: dominant source per day")
@@ -49,6 +73,7 @@ def _coverage_section(coverage: pd.DataFrame, trade_types, interval: str, out: d
                 name,
             )
         )
+        parts.append(_without_coverage(trade_type, absent))
         minutes = mine[
             ["minutes_archive", "minutes_rest", "minutes_filled", "minutes_missing"]
         ].sum()
@@ -130,10 +155,14 @@ def _freshness_section(
     end_date: str,
     stale_after_hours: float,
     out: dict,
+    run_symbols: dict[str, dict[str, str | None]],
 ) -> str:
     frames = []
     for t in trade_types:
-        symbols = coverage.loc[coverage["trade_type"] == t, "symbol"].unique()
+        # The run's symbols too, not only those with records: a symbol that failed before
+        # any data was written has neither provenance (coverage) nor a generated file.
+        symbols = set(coverage.loc[coverage["trade_type"] == t, "symbol"])
+        symbols |= set(run_symbols.get(t, {}))
         frames.append(records.freshness(segments[t], symbols, end_day, t))
     fresh = pd.concat(frames, ignore_index=True)
     lags = {
@@ -146,13 +175,24 @@ def _freshness_section(
     out["freshness"] = png
     limit = stale_after_hours * 60
     stale = fresh[fresh["lag_minutes"].isna() | (fresh["lag_minutes"] > limit)]
-    stale = stale.sort_values(["trade_type", "lag_minutes"], ascending=[True, False])
+    # Symbols without candles first: a long list of stale symbols is cut at MAX_LISTED.
+    stale = stale.sort_values(
+        ["trade_type", "lag_minutes"], ascending=[True, False], na_position="first"
+    )
+
+    def reason(row) -> str:
+        if not pd.isna(row.lag_minutes):
+            return f"lag over {stale_after_hours:g} h"
+        note = run_symbols.get(row.trade_type, {}).get(row.symbol)
+        return "no generated candles" + (f" ({note})" if note else "")
+
     shown = stale.assign(
         last_candle_close=stale["last_candle_close"].map(
-            lambda t: "no generated candles" if pd.isna(t) else t.strftime("%Y-%m-%d %H:%M")
+            lambda t: "–" if pd.isna(t) else t.strftime("%Y-%m-%d %H:%M")
         ),
         lag_days=stale["lag_minutes"] / 1440,
-    )[["trade_type", "symbol", "last_candle_close", "lag_minutes", "lag_days"]]
+        reason=[reason(row) for row in stale.itertuples(index=False)],
+    )[["trade_type", "symbol", "last_candle_close", "lag_minutes", "lag_days", "reason"]]
     counts = (
         fresh.assign(stale=fresh.index.isin(stale.index))
         .groupby("trade_type")
@@ -164,8 +204,10 @@ def _freshness_section(
         .reset_index()
     )
     body = [
-        f"<p>Lag of each symbol's last candle behind the end of end_date ({page.esc(end_date)}); "
-        f"stale: more than {stale_after_hours:g} hours (config <code>report.stale_after_hours</code>).</p>",
+        f"<p>Lag of each symbol's last candle behind the end of end_date ({page.esc(end_date)}), "
+        "for every symbol of the run's kline listings and every symbol with records; "
+        f"stale: more than {stale_after_hours:g} hours (config <code>report.stale_after_hours</code>), "
+        "or no generated candles.</p>",
         page.table(counts, numeric=("symbols", "stale", "max_lag_minutes")),
         page.figure(png, "distribution of freshness lags", "Lag per symbol, in days.", "freshness"),
         f"<h3>Stale symbols ({len(stale)})</h3>",
@@ -256,10 +298,12 @@ def render_report(
     run_dir=None,
     failures: list[str] | None = None,
     failed_jobs: int = 0,
+    kline_listings: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, bytes]]:
     """The page's HTML and its figures (PNG bytes by name) for a coverage table and the
     generated segments; the data records are read below ``data_dir``, the run's summaries
-    and benchmark tables in ``run_dir`` (default: ``layout.default_run_dir(data_dir)``)."""
+    and benchmark tables in ``run_dir`` (default: ``layout.default_run_dir(data_dir)``), the
+    run's symbols from its kline listing indexes ``kline_listings`` (by trade type)."""
     run_dir = layout.default_run_dir(str(data_dir)) if run_dir is None else run_dir
     seconds = {} if seconds is None else seconds
     tick = clock.perf_counter()
@@ -272,9 +316,13 @@ def render_report(
 
     end_day = day_number(end_date)
     summary_records = records.read_summaries(run_dir, trade_types)
+    listings = kline_listings or {}
+    run_symbols = {t: records.run_symbols(listings[t]) for t in trade_types if t in listings}
     pngs: dict[str, bytes] = {}
     sections = [
-        page.section(1, "Coverage", _coverage_section(coverage, trade_types, interval, pngs))
+        page.section(
+            1, "Coverage", _coverage_section(coverage, trade_types, interval, pngs, run_symbols)
+        )
     ]
     lap("coverage_section")
     sections.append(
@@ -286,7 +334,14 @@ def render_report(
             3,
             "Freshness",
             _freshness_section(
-                segments, coverage, trade_types, end_day, end_date, stale_after_hours, pngs
+                segments,
+                coverage,
+                trade_types,
+                end_day,
+                end_date,
+                stale_after_hours,
+                pngs,
+                run_symbols,
             ),
         )
     )
@@ -318,12 +373,15 @@ def run_report(
     run_dir=None,
     failures: list[str] | None = None,
     failed_jobs: int = 0,
+    kline_listings: dict[str, str] | None = None,
 ) -> dict:
     """Write ``coverage.parquet``, the figures (PNG, also for Snakemake's report) and the
     page ``index.html``. ``summaries`` are the rule's inputs (read from their folder, the
     run dir: ``run_dir``, given only when not ``{data_dir}/lakehouse``). ``failures``: the
     lines on the ``failed_jobs`` jobs of a failed run (``report_after_failure``), shown at
-    the top."""
+    the top. ``kline_listings``: the run's kline listing index of each trade type, whose
+    symbols the freshness section lists even when they have no records (none given: only
+    the symbols with records)."""
     started = clock.perf_counter()
     table = build_coverage(data_dir, trade_types, interval, day_number(end_date))
     storage.write_parquet(coverage, to_arrow(table))
@@ -341,6 +399,7 @@ def run_report(
         run_dir=run_dir,
         failures=failures,
         failed_jobs=failed_jobs,
+        kline_listings=kline_listings,
     )
     figures_dir = storage.data_path(figures_dir)
     for name, png in pngs.items():

@@ -119,6 +119,41 @@ def quarantined_files(data_dir) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "reason"])
 
 
+# ---------------------------------------------------------------- the run's symbols
+def run_symbols(index_path) -> dict[str, str | None]:
+    """The symbols the run asked for at a trade type's kline listing index (the rule's
+    ``kline_listings``), each with what the listing says against it: None for a kept symbol
+    (its candles are the later stages' work), else why it has no data: its listing failed,
+    it is configured but not in the archive, or the archive has no file of the interval.
+    Symbols the listing filtered out (symbols: all) were not asked for. A missing or
+    unreadable index (a listing that failed before writing one) gives {}, with a warning."""
+    try:
+        index = storage.read_json(index_path)
+    except (OSError, ValueError) as exc:
+        log.warning("listing index %s unreadable, its symbols left out: %s", index_path, exc)
+        return {}
+    if not isinstance(index, dict) or not isinstance(index.get("symbols"), dict):
+        if index is not None:
+            log.warning("listing index %s has no symbols; left out", index_path)
+        return {}
+    failed = index.get("failed") if isinstance(index.get("failed"), dict) else {}
+    found: dict[str, str | None] = {}
+    for symbol in index["symbols"]:
+        error = failed.get(symbol)
+        if error is None:
+            found[symbol] = None
+        else:
+            error = str(error)[:300]
+            found[symbol] = (
+                error if error.startswith("listing failed") else f"listing failed: {error}"
+            )
+    for symbol in index.get("not_listed") or ():
+        found.setdefault(symbol, "not in the archive listing")
+    for symbol in index.get("no_files") or ():
+        found.setdefault(symbol, "no archive file of the interval listed")
+    return found
+
+
 # ---------------------------------------------------------------- freshness
 def freshness(segments: pd.DataFrame, symbols, end_day: int, trade_type: str) -> pd.DataFrame:
     """Lag of each symbol's last candle behind the end of ``end_date`` (minutes), from the

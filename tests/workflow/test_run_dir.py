@@ -71,6 +71,8 @@ def test_local_data_dir_jobs_are_those_of_before_run_dir(tmp_path):
         "figures_dir": f"{lh}/report/figures",
         "index": f"{lh}/report/index.html",
         "interval": "1m",
+        # the run's symbols, for those without records (failed before writing any)
+        "kline_listings": {"spot": f"{lh}/listing/spot/klines-1m.json"},
         "stale_after_hours": 48,
         "summaries": [f"{lh}/summaries/{stage}/spot.json" for stage in stages],
         "trade_types": ["spot"],

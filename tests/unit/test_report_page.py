@@ -1,0 +1,145 @@
+"""The report page as the `report` job writes it (``run_report``): what its sections say
+about the run's symbols and its jobs, read back from the HTML."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.report import records
+from crypto_lakehouse.report.job import run_report
+
+END_DATE = "2024-01-10"
+END_MS = 1704931200000  # 2024-01-11 00:00 UTC: the end of END_DATE
+MIN = 60_000
+
+
+def _generated_file(data_dir, symbol: str, rows: int, end_ms: int = END_MS) -> None:
+    """A generated candle file whose last candle closes at ``end_ms``."""
+    first = end_ms - rows * MIN
+    times = pa.array(np.arange(rows, dtype=np.int64) * MIN + first, pa.int64())
+    table = pa.table({"candle_begin_time": times.cast(pa.timestamp("ms", tz="UTC"))})
+    path = layout.results_klines_dir(data_dir, "spot", "1m") / f"{symbol}.pqt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata({b"quality_gates": b"{}"}), path)
+
+
+def _listing_index(run_dir, index: dict) -> str:
+    """A kline listing index in the form list_archive writes (archive/listing.py)."""
+    path = Path(layout.run_listing_index_path(str(run_dir), "spot", "klines-1m"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(index))
+    return str(path)
+
+
+def _write_page(data_dir, **extra) -> str:
+    run = layout.default_run_dir(str(data_dir))
+    index = layout.run_report_path(run, "index.html")
+    run_report(
+        data_dir=str(data_dir),
+        interval="1m",
+        trade_types=["spot"],
+        end_date=END_DATE,
+        stale_after_hours=48,
+        index=index,
+        coverage=layout.run_report_path(run, "coverage.parquet"),
+        figures_dir=layout.run_report_path(run, "figures"),
+        **extra,
+    )
+    return Path(index).read_text()
+
+
+def _section(html: str, anchor: str) -> str:
+    start = html.index(f'<section id="{anchor}">')
+    return html[start : html.index("</section>", start)]
+
+
+def _rows(table_html: str) -> list[list[str]]:
+    return [
+        re.findall(r"<td[^>]*>(.*?)</td>", row)
+        for row in re.findall(r"<tr>(.*?)</tr>", table_html)
+        if "<td" in row
+    ]
+
+
+def _entry(n_files: int) -> dict:
+    return {"digest": "d" * 64, "n_files": n_files, "last_day": END_DATE}
+
+
+def test_a_run_symbol_without_any_record_is_listed_stale_with_its_reason(tmp_path):
+    # BTCUSDT is complete. ETHUSDT was listed but failed before anything was written (every
+    # archive download failed): no provenance, no generated file. DOGEUSDT's listing failed;
+    # NEWUSDT is configured but not in the archive. Before, only BTCUSDT showed: the symbols
+    # came from the records (provenance), which never name the others.
+    data = tmp_path / "d"
+    _generated_file(data, "BTCUSDT", rows=600)
+    listing = _listing_index(
+        layout.default_run_dir(str(data)),
+        {
+            "trade_type": "spot",
+            "dataset": "klines",
+            "interval": "1m",
+            "symbols": {
+                "BTCUSDT": _entry(10),
+                "ETHUSDT": _entry(10),
+                "DOGEUSDT": {"digest": "listing-failed", "n_files": 0, "last_day": None},
+            },
+            "failed": {"DOGEUSDT": "listing failed after 3 retries: HTTP 503"},
+            "not_listed": ["NEWUSDT"],
+            "no_files": [],
+        },
+    )
+    html = _write_page(data, kline_listings={"spot": listing})
+    freshness = _section(html, "freshness")
+    assert "Stale symbols (3)</h3>" in freshness
+    stale_table = freshness[freshness.index("Stale symbols") :]
+    reasons = {row[1]: row[-1] for row in _rows(stale_table)}
+    assert reasons == {
+        "ETHUSDT": "no generated candles",
+        "DOGEUSDT": "no generated candles (listing failed after 3 retries: HTTP 503)",
+        "NEWUSDT": "no generated candles (not in the archive listing)",
+    }
+    # The count table: 4 symbols of spot, 3 of them stale.
+    counts = _rows(freshness[: freshness.index("Stale symbols")])
+    assert counts[0][:3] == ["spot", "4", "3"]
+    # Coverage names the run's symbols it has no row for (BTCUSDT has one: its file).
+    coverage = _section(html, "coverage")
+    assert (
+        "3 symbol(s) of the run's spot listing have no coverage row (no provenance record, "
+        "no generated file): DOGEUSDT, ETHUSDT, NEWUSDT." in coverage
+    )
+
+
+def test_symbols_without_candles_head_the_stale_list_before_those_lagging(tmp_path):
+    # The list is cut at MAX_LISTED rows: the symbols without any candle must not be the
+    # ones cut behind hundreds of long-delisted symbols.
+    data = tmp_path / "d"
+    _generated_file(data, "OLDUSDT", rows=60, end_ms=END_MS - 3 * 1440 * MIN)
+    _generated_file(data, "BTCUSDT", rows=60)
+    listing = _listing_index(
+        layout.default_run_dir(str(data)),
+        {"symbols": {s: _entry(3) for s in ("BTCUSDT", "ETHUSDT", "OLDUSDT")}},
+    )
+    freshness = _section(_write_page(data, kline_listings={"spot": listing}), "freshness")
+    stale = _rows(freshness[freshness.index("Stale symbols") :])
+    assert [(row[1], row[2], row[-1]) for row in stale] == [
+        ("ETHUSDT", "–", "no generated candles"),
+        ("OLDUSDT", "2024-01-08 00:00", "lag over 48 h"),
+    ]
+    assert stale[1][3] == f"{3 * 1440:,}"  # lag_minutes
+
+
+def test_run_symbols_of_a_missing_or_unreadable_index_are_none(tmp_path, caplog):
+    # The listing of a failed run may have written no index: the page is still written.
+    assert records.run_symbols(tmp_path / "absent.json") == {}
+    torn = tmp_path / "torn.json"
+    torn.write_text('{"symbols": {"BTC')
+    caplog.set_level("WARNING")
+    assert records.run_symbols(torn) == {}
+    assert "torn.json" in caplog.text
