@@ -236,7 +236,10 @@ def _run_section(run_dir, summaries: dict, out: dict) -> str:
         "time between runs); job seconds are the jobs' own durations summed; "
         "files are downloaded or adopted archives (aws_download), parsed archives "
         "(aws_parse), REST days and funding pages fetched (api_download), files written "
-        "(gen_kline, resample).</p>",
+        "(gen_kline, resample), and for features the feature files of the symbols it "
+        "built: one per generated and resampled candle file of each symbol whose inputs "
+        "changed, its files left as they were included; a symbol skipped as unchanged "
+        "counts none.</p>",
         page.table(
             stages.rename(columns={"wall_s": "wall s", "job_seconds": "job s", "mb_per_s": "MB/s"}),
             numeric=(
@@ -255,6 +258,10 @@ def _run_section(run_dir, summaries: dict, out: dict) -> str:
             png, "time per stage", "Wall time and the jobs' own seconds per stage.", "stages"
         ),
         f"<h3>The {SLOWEST_JOBS} slowest jobs</h3>",
+        "<p>max_rss_mb and cpu_time as Snakemake's benchmark measured them; – : not "
+        f"measured. Snakemake samples a job at its start, then every {records.FIRST_SAMPLE_S:g} s: "
+        "a shorter job was sampled before its script ran (the table says NA, 0 or the "
+        "figures of the shell that starts it).</p>",
         page.table(
             slowest[["job", "stage", "seconds", "max_rss_mb", "cpu_time"]],
             numeric=("seconds", "max_rss_mb", "cpu_time"),

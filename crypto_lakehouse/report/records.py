@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -32,6 +33,11 @@ _STAGE_OF_FOLDER = {"list_archive": "aws_download", "exchange_info": "api_downlo
 # A node's figures count for a benchmark table when written during its job (clock skew
 # between the node and the submit host does not matter: the launcher writes the file).
 NODE_FIGURES_SLACK_S = 5.0
+# Snakemake samples a job's processes when it starts, then every 0.5 s
+# (snakemake.benchmark.BENCHMARK_INTERVAL_SHORT; every 30 s after the first 30 samples).
+# A shorter job was sampled at its start only: its figures are those of the shell that
+# starts the script (a few MB, 0.00 CPU seconds), or NA, or 0 (the process already gone).
+FIRST_SAMPLE_S = 0.5
 _QUALITY_COLUMNS = [*quality_counts.COUNT_COLUMNS, "score"]
 
 
@@ -215,12 +221,23 @@ def _node_figures(table: Path, seconds: float, end: float) -> dict | None:
     return figures
 
 
+def _measured(value: float, seconds: float) -> float:
+    """A benchmark table's memory or CPU figure, NaN where Snakemake did not measure the
+    job (``FIRST_SAMPLE_S``): NA, a job shorter than its first sample, or 0 (no running
+    Python job has zero memory, nor zero CPU seconds at the table's two decimals)."""
+    if math.isnan(value) or value <= 0 or seconds < FIRST_SAMPLE_S:
+        return math.nan
+    return value
+
+
 def read_benchmarks(run_dir) -> pd.DataFrame:
     """One row per benchmark file: ``job`` (path below ``benchmarks/`` without ``.tsv``),
     ``stage``, ``seconds``, ``max_rss_mb``, ``cpu_time``, ``end_unix`` (the file's mtime: the
     job's end). A file that is not a Snakemake benchmark table is skipped with a warning.
-    For a job launched on a node (``cluster.launcher: srun``) memory and CPU are the node's
-    (``_node_figures``), the wall time Snakemake's."""
+    Memory and CPU are NaN where the table did not measure them (``_measured``). For a job
+    launched on a node (``cluster.launcher: srun``) memory and CPU are the node's
+    (``_node_figures``, measured by the launcher however short the job), the wall time
+    Snakemake's."""
     root = Path(layout.run_benchmarks_dir(str(run_dir)))
     rows = []
     for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
@@ -238,7 +255,7 @@ def read_benchmarks(run_dir) -> pd.DataFrame:
         except Exception as exc:  # malformed or vanished file: name it, go on
             log.warning("benchmark file %s skipped: %s", path, exc)
             continue
-        rss, cpu = float(rss.iloc[-1]), float(cpu.iloc[-1])
+        rss, cpu = _measured(float(rss.iloc[-1]), seconds), _measured(float(cpu.iloc[-1]), seconds)
         node = _node_figures(path, seconds, end)
         if node is not None:  # a job launched on a node: the table measured the launcher
             rss, cpu = float(node["max_rss"]), float(node["cpu_time"])

@@ -18,6 +18,7 @@ from crypto_lakehouse.report.job import run_report
 END_DATE = "2024-01-10"
 END_MS = 1704931200000  # 2024-01-11 00:00 UTC: the end of END_DATE
 MIN = 60_000
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
 
 def _generated_file(data_dir, symbol: str, rows: int, end_ms: int = END_MS) -> None:
@@ -143,3 +144,38 @@ def test_run_symbols_of_a_missing_or_unreadable_index_are_none(tmp_path, caplog)
     caplog.set_level("WARNING")
     assert records.run_symbols(torn) == {}
     assert "torn.json" in caplog.text
+
+
+def test_unmeasured_memory_and_cpu_of_short_jobs_show_as_not_measured(tmp_path):
+    # Figures as Snakemake 9.27 wrote them for this pipeline's jobs: a 0.32 s job sampled
+    # after its process was gone (0.00), a 0.29 s job sampled at its start (the shell:
+    # 2.10 MB, 0.00 s), a job never sampled (NA), and a 4.8 s job measured; besides, a
+    # made-up 0.9 s job whose CPU time reads 0.00 (its memory measured).
+    data = tmp_path / "d"
+    root = Path(layout.run_benchmarks_dir(layout.default_run_dir(str(data))))
+    tables = {
+        "api_download/spot/shards/0": "0.32\t0:00:00\t0.00\t0.00\t0.28\t0.78\t0.00\t0.00\t0.00\t0.00",
+        "gen_kline/spot/klines-1m/shards/0": "0.29\t0:00:00\t2.10\t3.92\t0.20\t0.52\t0.00\t0.00\t0.00\t0.00",
+        "summaries/gen_kline/run": "0.61\t0:00:00\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA",
+        "aws_parse/spot/klines-1m/shards/0": "0.90\t0:00:00\t120.50\t1\t1\t1\t0\t0\t0\t0.00",
+        "report/report": "4.80\t0:00:04\t173.75\t1799.66\t113.57\t134.75\t1.44\t0.18\t45.69\t0.99",
+    }
+    for job, line in tables.items():
+        path = root / f"{job}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(BENCH_HEADER + line + "\n")
+    got = records.read_benchmarks(layout.default_run_dir(str(data))).set_index("job")
+    measured = got.loc["report/report", ["max_rss_mb", "cpu_time"]].tolist()
+    assert measured == [173.75, 0.99]
+    zero_cpu = got.loc["aws_parse/spot/klines-1m/shards/0", ["max_rss_mb", "cpu_time"]]
+    assert zero_cpu["max_rss_mb"] == 120.5 and np.isnan(zero_cpu["cpu_time"])
+    short = ["api_download/spot/shards/0", "gen_kline/spot/klines-1m/shards/0"]
+    unmeasured = got.loc[[*short, "summaries/gen_kline/run"], ["max_rss_mb", "cpu_time"]]
+    assert unmeasured.isna().all().all(), unmeasured
+    slowest = _section(_write_page(data), "the-run")
+    slowest = slowest[slowest.index("slowest jobs") :]
+    by_job = {row[0]: row[3:] for row in _rows(slowest)}
+    assert by_job["report/report"] == ["174", "0.99"]
+    for job in short:
+        assert by_job[job] == ["–", "–"], job
+    assert "not measured" in slowest
