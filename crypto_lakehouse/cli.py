@@ -83,12 +83,42 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m crypto_lakehouse",
+class ExactOptionParser(argparse.ArgumentParser):
+    """argparse without abbreviated options, for the parser and (``add_subparsers`` makes
+    them of the parser's class) every subcommand's: by default argparse took ``--config``
+    for ``--configfile``, so ``--config data_dir=y`` was read as a config file's name."""
+
+    def __init__(self, *args, allow_abbrev: bool = False, **kwargs) -> None:
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
+
+
+def program_name(argv0: str | None = None) -> str:
+    """The command as the user typed it, for usage lines: ``python -m crypto_lakehouse``
+    (``sys.argv[0]`` is then the package's ``__main__.py``) or the installed command."""
+    path = Path(sys.argv[0] if argv0 is None else argv0)
+    if path.name == "__main__.py" and path.parent.name == "crypto_lakehouse":
+        return "python -m crypto_lakehouse"
+    return "crypto-lakehouse"
+
+
+def config_entry(text: str) -> str:
+    """A ``--config`` value: KEY=VALUE (Snakemake parses the value). Checked here so that a
+    word swallowed by ``--config`` (it takes several values) is named, not sent on."""
+    key, sep, _ = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY=VALUE (--config takes every word up to the next option: "
+            "give the interval before it)"
+        )
+    return text
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = ExactOptionParser(
+        prog=program_name() if prog is None else prog,
         description="crypto_lakehouse: Binance historical data pipeline (Snakemake).",
     )
-    groups = parser.add_subparsers(dest="group", required=True)
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND", title="commands")
     wf = groups.add_parser(
         "workflow",
         help="run a pipeline step (one per legacy BHDS script)",
@@ -116,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
             help="Snakemake profile: a folder, or a shipped one by name (slurm, slurm-srun)",
         )
         cmd.add_argument("--configfile", help="YAML config merged over config/config.yaml")
+        cmd.add_argument(
+            "--config",
+            nargs="+",
+            type=config_entry,
+            default=[],
+            metavar="KEY=VALUE",
+            help="config values over the config files, passed to Snakemake's --config "
+            "(the interval argument is added to them, and wins over an interval= here)",
+        )
         cmd.add_argument("--directory", "-d", help="working directory (default: current)")
         cmd.set_defaults(target=target, snakemake_args=[])
     plan = groups.add_parser(
@@ -127,7 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--configfile", help="YAML config merged over config/config.yaml")
     plan.add_argument(
-        "--config", nargs="+", metavar="KEY=VALUE", help="config values, as for Snakemake"
+        "--config",
+        nargs="+",
+        type=config_entry,
+        metavar="KEY=VALUE",
+        help="config values, as for Snakemake",
     )
     plan.add_argument("--directory", "-d", help="directory a relative data_dir is relative to")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -266,7 +309,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
     storage.configure(storage_settings_of(args))
     if not storage.is_remote(args.data_dir) and not Path(args.data_dir).is_dir():
-        print(f"verify: {args.data_dir}: no such directory", file=sys.stderr)
+        print(f"verify: {not_a_data_dir(args.data_dir)}", file=sys.stderr)
         return 2
     from crypto_lakehouse.lock import DataDirBusy
     from crypto_lakehouse.verify import NotADataDir
@@ -281,6 +324,20 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render(verdict))
     return verdict.exit_code
+
+
+def not_a_data_dir(path: str) -> str:
+    """Why ``verify`` refuses a local path that is not a directory (a config file given
+    for the data dir was once told "no such directory")."""
+    if Path(path).is_file():
+        config_file = path.endswith((".yaml", ".yml"))
+        what = (
+            "the config's data_dir, not the config file" if config_file else "the config's data_dir"
+        )
+        return f"{path} is a file, not a data directory: verify takes a data dir ({what})"
+    if Path(path).exists():
+        return f"{path} is not a directory: verify takes a data dir (the config's data_dir)"
+    return f"{path}: no such directory"
 
 
 def storage_settings_of(args: argparse.Namespace) -> dict:
@@ -362,8 +419,12 @@ def snakemake_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--profile", profile_path(args.profile)]
     if args.configfile:
         argv += ["--configfile", args.configfile]
+    # One --config: Snakemake keeps only the last of several (later entries win in one).
+    config = list(args.config)
     if args.interval:
-        argv += ["--config", f"interval={args.interval}"]
+        config.append(f"interval={args.interval}")
+    if config:
+        argv += ["--config", *config]
     if args.dry_run:
         argv.append("--dry-run")
     argv += list(args.snakemake_args)
@@ -376,7 +437,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.group == "workflow" and (args.config or args.interval):
+        passed = [a for a in extra if a in ("--config", "-C") or a.startswith("--config=")]
+        if passed:
+            # Snakemake would keep only the last --config: ours (the interval) would be lost.
+            parser.error(
+                f"{passed[0]} after `--` would replace the interval and --config given "
+                "before it: give every config value as --config KEY=VALUE before `--`"
+            )
     args.snakemake_args = extra
     return args
 

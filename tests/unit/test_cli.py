@@ -131,3 +131,84 @@ def test_plan_reports_a_config_error_by_key_without_the_schema(capsys):
     assert main(["plan", "--config", "interval=7m"]) == 1
     out = capsys.readouterr().out
     assert "config key" in out and "'7m'" in out  # which key is blamed: issue 12 (i12a)
+
+
+def test_config_is_not_taken_for_configfile():
+    # argparse's abbreviations once read --config as --configfile: `--configfile x.yaml
+    # --config data_dir=y` then ran with the config file "data_dir=y" (FileNotFoundError).
+    from snakemake.cli import get_argument_parser
+
+    args = parse_args(
+        ["workflow", "report", "1h", "--configfile", "x.yaml", "--config", "data_dir=y"]
+    )
+    assert args.configfile == "x.yaml"
+    parsed = get_argument_parser().parse_args(snakemake_argv(args))
+    assert [str(f) for f in parsed.configfile] == ["x.yaml"]
+    # One --config for Snakemake (it keeps the last of several), the interval last.
+    assert parsed.config == ["data_dir=y", "interval=1h"]
+    assert parsed.targets == ["report"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["workflow", "report", "--configf", "x.yaml"],
+        ["plan", "--conf", "interval=1h"],
+        ["verify", "d", "--zip"],
+        ["compare", "a", "b", "--form", "json"],
+    ],
+)
+def test_abbreviated_options_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_a_word_swallowed_by_config_is_named():
+    # --config takes every word up to the next option: the interval after it is no
+    # KEY=VALUE, and is named here rather than by Snakemake.
+    with pytest.raises(SystemExit):
+        parse_args(["workflow", "report", "--config", "data_dir=y", "1m"])
+    args = parse_args(["workflow", "report", "1m", "--config", "data_dir=y"])
+    assert (args.interval, args.config) == ("1m", ["data_dir=y"])
+
+
+def test_config_after_the_separator_would_drop_the_interval_and_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["workflow", "report", "1m", "--", "--config", "data_dir=y"])
+    assert "before `--`" in capsys.readouterr().err
+    # Without a config value of ours, Snakemake's own --config passes as before.
+    args = parse_args(["workflow", "report", "--", "--config", "data_dir=y"])
+    assert snakemake_argv(args)[-2:] == ["--config", "data_dir=y"]
+
+
+def test_usage_names_the_command_as_typed_and_the_missing_command(monkeypatch, capsys):
+    from crypto_lakehouse.cli import main, program_name
+
+    assert program_name("/venv/bin/crypto-lakehouse") == "crypto-lakehouse"
+    assert program_name("/src/crypto_lakehouse/__main__.py") == "python -m crypto_lakehouse"
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/crypto-lakehouse"])
+    with pytest.raises(SystemExit):
+        main([])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: crypto-lakehouse [-h] COMMAND ...")
+    assert "the following arguments are required: COMMAND" in err
+    proc = subprocess.run(
+        [sys.executable, "-m", "crypto_lakehouse"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: python -m crypto_lakehouse [-h] COMMAND ...")
+
+
+def test_verify_of_a_file_says_it_takes_a_data_dir(tmp_path, capsys):
+    from crypto_lakehouse.cli import main
+
+    config = tmp_path / "my.yaml"
+    config.write_text("data_dir: /data\n")
+    assert main(["verify", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config} is a file, not a data directory" in err
+    assert "verify takes a data dir (the config's data_dir, not the config file)" in err
+    assert main(["verify", str(tmp_path / "absent")]) == 2
+    assert "absent: no such directory" in capsys.readouterr().err
