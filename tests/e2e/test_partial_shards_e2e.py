@@ -63,6 +63,14 @@ def test_a_failing_symbol_holds_back_nothing_and_is_retried_next_run(tmp_path):
         assert "The run that wrote this page failed" in alert and "6 job(s)" in alert, alert
         assert "ETHUSDT" in alert and "HTTP 500" in alert and "BTCUSDT" in page
         assert held_back in alert and alert.count("<li>") == 2
+        # ETHUSDT failed before any of its data was written: no record names it, the
+        # run's listing does (the freshness section once listed only BTCUSDT and SOLUSDT).
+        freshness = page[page.index('<section id="freshness">') :]
+        freshness = freshness[: freshness.index("</section>")]
+        stale = freshness[freshness.index("Stale symbols") :]
+        rows = stale[stale.index("<tbody>") :]
+        first_row = rows[: rows.index("</tr>")]
+        assert "<td>ETHUSDT</td>" in first_row and "no generated candles" in first_row, stale
 
         emu.faults.fail_always.clear()  # the archive serves the file again
         second = snakemake(tmp_path, config, "all")
