@@ -121,7 +121,8 @@ def test_a_damaged_partition_the_pipeline_did_not_write_is_listed_not_removed(tm
     assert "  parsed_data/um_futures/funding/AUSDT.pqt: not written by this pipeline" in out
 
 
-def test_on_s3_the_damaged_objects_are_listed_and_removed(s3_root):
+def test_on_s3_the_damaged_objects_are_listed_and_removed(s3_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the run lock goes to lakehouse_runs/ below the current dir
     root = storage.data_path(s3_root)
     good = root / "results_data/spot/klines/1m/AUSDT.pqt"
     storage.write_parquet(good, pa.table({"x": [1, 2]}))
