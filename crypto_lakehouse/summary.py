@@ -341,7 +341,9 @@ def run_summary(
 
 def run_summaries(*, summaries: list[dict]) -> list[dict]:
     """Rule ``summarize``: ``run_summary`` for every trade type of a stage, in one job; a
-    trade type with failed symbols gets no summary and fails the job after the others."""
+    trade type with failed symbols fails the job after the others are summarized (every
+    failure named at once). Snakemake then removes the job's outputs: the stage has no
+    summary of any trade type until a run completes the failed symbols (docs/summaries.md)."""
     results, errors = [], []
     for s in summaries:
         try:

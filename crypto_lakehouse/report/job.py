@@ -230,7 +230,10 @@ def _run_section(run_dir, summaries: dict, out: dict) -> str:
     slowest = benchmarks.sort_values("seconds", ascending=False).head(SLOWEST_JOBS)
     body = [
         "<p>Per stage, from the run summaries (lakehouse/summaries/) and the Snakemake benchmark "
-        "files (lakehouse/benchmarks/): symbols are summed over the trade types; jobs are the "
+        "files (lakehouse/benchmarks/): summaries are the trade types whose summary the stage "
+        "has (none: its summary job did not finish, so symbols and files are not known: "
+        "one job writes a stage's summaries of every trade type, and its failure in one "
+        "trade type removes them all); symbols are summed over the trade types; jobs are the "
         "stage's benchmark files (listing and summaries included); wall time is the time "
         "during which at least one of them ran (jobs of earlier runs counted without the "
         "time between runs); job seconds are the jobs' own durations summed; "

@@ -87,8 +87,11 @@ def failure_alert(failures: list[str], failed_jobs: int) -> str:
     items = "".join(f"<li>{esc(line)}</li>" for line in failures)
     return (
         '<div class="alert" id="failed-run"><strong>The run that wrote this page failed</strong> '
-        f"({failed_jobs or len(failures)} job(s)). The page shows what the data dir holds after it; a stage "
-        "whose summary is missing below did not finish. The next run retries what failed."
+        f"({failed_jobs or len(failures)} job(s)). The page shows what the data dir holds after it. "
+        "A stage without summaries below (section 4) did not finish for at least one trade "
+        "type: one job writes a stage's summaries of every trade type, and when it fails "
+        "none is kept, also of the trade types that finished. The next run retries what "
+        "failed."
         f"<ul>{items}</ul></div>"
     )
 

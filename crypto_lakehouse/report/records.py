@@ -286,13 +286,30 @@ def busy_seconds(starts, ends) -> float:
 
 
 def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame) -> pd.DataFrame:
-    """Per stage: symbols (from the summaries); jobs, wall time (``busy_seconds`` of the
-    jobs) and the jobs' own seconds summed, from the benchmark files; files, bytes,
-    throughput (bytes over the symbols' work seconds), retries, REST 429s (from the
-    summaries)."""
+    """Per stage: the trade types summarized, symbols (from the summaries); jobs, wall time
+    (``busy_seconds`` of the jobs) and the jobs' own seconds summed, from the benchmark
+    files; files, bytes, throughput (bytes over the symbols' work seconds), retries, REST
+    429s (from the summaries). A stage without any summary has None there, not 0: its
+    summary job did not finish (one job writes every trade type's summary of a stage, and
+    a failure in one trade type removes them all), so nothing is known of its symbols."""
     rows = []
     for stage in STAGES:
+        jobs = benchmarks[benchmarks["stage"] == stage] if len(benchmarks) else benchmarks
+        row = {
+            "stage": stage,
+            "summaries": ", ".join(t for (st, t) in summaries if st == stage) or "none",
+            "symbols": None,
+            "jobs": len(jobs),
+            "wall_s": busy_seconds(jobs["end_unix"] - jobs["seconds"], jobs["end_unix"])
+            if len(jobs)
+            else None,
+            "job_seconds": float(jobs["seconds"].sum()) if len(jobs) else None,
+            **dict.fromkeys(("files", "mb", "mb_per_s", "retries", "http_429")),
+        }
+        rows.append(row)
         picked = [s for (st, _), s in summaries.items() if st == stage]
+        if not picked:
+            continue
         totals: dict[str, float] = {}
         for s in picked:
             for k, v in s.get("totals", {}).items():
@@ -309,25 +326,13 @@ def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame
             else _total(totals, "files_written")
         )
         volume = _total(totals, "bytes", "csv_bytes")
-        jobs = benchmarks[benchmarks["stage"] == stage] if len(benchmarks) else benchmarks
-        wall = (
-            busy_seconds(jobs["end_unix"] - jobs["seconds"], jobs["end_unix"])
-            if len(jobs)
-            else None
-        )
-        rows.append(
-            {
-                "stage": stage,
-                "symbols": int(sum(s.get("symbols", 0) for s in picked)),
-                "jobs": len(jobs),
-                "wall_s": wall,
-                "job_seconds": float(jobs["seconds"].sum()) if len(jobs) else None,
-                "files": files,
-                "mb": volume / 1e6,
-                "mb_per_s": volume / 1e6 / work_seconds if work_seconds and volume else None,
-                "retries": _total(totals, "retries"),
-                "http_429": _total(totals, "http_429"),
-            }
+        row.update(
+            symbols=int(sum(s.get("symbols", 0) for s in picked)),
+            files=files,
+            mb=volume / 1e6,
+            mb_per_s=volume / 1e6 / work_seconds if work_seconds and volume else None,
+            retries=_total(totals, "retries"),
+            http_429=_total(totals, "http_429"),
         )
     return pd.DataFrame(rows)
 

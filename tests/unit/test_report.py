@@ -236,7 +236,11 @@ def test_stage_wall_time_is_the_time_its_jobs_ran():
         2,  # the summary's symbols
         3,  # benchmark files a, b and c, not the symbols (a shard job serves many)
     ]
-    assert got.loc["resample", "jobs"] == 1 and got.loc["resample", "symbols"] == 0
+    # Resample has a job but no summary (its summary job failed): nothing is known of its
+    # symbols and files, shown "–", not 0.
+    assert got.loc["resample", "jobs"] == 1 and got.loc["resample", "summaries"] == "none"
+    assert got.loc[["resample"], ["symbols", "files", "mb"]].isna().all(axis=None)
+    assert got.loc["gen_kline", "summaries"] == "spot"
     assert got.loc["resample", "wall_s"] == 1.0
     assert got.loc["api_download", "jobs"] == 0
     assert got.loc["api_download", ["files", "retries", "http_429"]].tolist() == [5.0, 2.0, 1.0]
