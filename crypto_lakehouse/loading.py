@@ -55,15 +55,32 @@ def _check_trade_type(trade_type: str) -> None:
 
 
 def _utc(value, name: str) -> pa.Scalar | None:
-    """A time bound as a scalar of the files' type; naive times are taken as UTC."""
+    """A time bound as a scalar of the files' type; naive times are taken as UTC; None is
+    no bound.
+
+    Numbers and NaT are refused: pandas reads an int as nanoseconds since 1970 (epoch
+    milliseconds 1704153600000 become 00:28 on 1970-01-01) and ``""`` as NaT, and either
+    would bound the rows silently wrong (a NaT start keeps every row, a NaT end none)."""
     if value is None:
         return None
+    import numbers
+
     import pandas as pd
 
+    if isinstance(value, numbers.Number):  # int, float, numpy numbers (bool too)
+        raise ValueError(
+            f"{name}={value!r} is a number, which does not say its unit; pass a time: "
+            f"pd.Timestamp({value!r}, unit='ms') for epoch milliseconds (unit='s' for "
+            "seconds), or an ISO string such as '2024-01-02' or '2024-01-02T00:00Z'"
+        )
     try:
         stamp = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise ValueError(f"{name}={value!r} is not a time ({exc})") from None
+    if stamp is pd.NaT:
+        raise ValueError(
+            f"{name}={value!r} is not a time (pandas reads it as NaT); pass None for no bound"
+        )
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return pa.scalar(stamp.value // 1_000_000, pa.int64()).cast(TIME_TYPE)
 
@@ -187,7 +204,8 @@ def load_klines(
     ``"1h"``) the resampled files ``results_data/{T}/resampled_klines/{resample}/{offset}``
     are read instead. ``start`` (inclusive) and ``end`` (exclusive) bound
     ``candle_begin_time``; strings, datetimes and pandas Timestamps are accepted, naive ones
-    are UTC. ``funding`` is one of ``file``, ``nan``, ``zero`` (docs/loading.md).
+    are UTC, None is no bound; numbers (epoch ms? s?) and NaT raise ValueError. ``funding``
+    is one of ``file``, ``nan``, ``zero`` (docs/loading.md).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r}; expected one of {', '.join(ENGINES)}")

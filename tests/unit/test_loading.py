@@ -87,6 +87,32 @@ def test_start_after_end_is_refused(data):
         crypto_lakehouse.load_klines(data, "spot", "BTCUSDT", start="2024-02-01", end="2024-01-01")
 
 
+@pytest.mark.parametrize("bound", ["start", "end"])
+@pytest.mark.parametrize("value", ["", pd.NaT, np.datetime64("NaT"), "nat", "2024-13-45"])
+def test_a_bound_that_is_not_a_time_is_refused(data, bound, value):
+    # pandas reads "" and "nat" as NaT: a NaT start kept every row, a NaT end none.
+    with pytest.raises(ValueError, match=rf"^{bound}=.* is not a time"):
+        crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT", **{bound: value})
+
+
+@pytest.mark.parametrize("bound", ["start", "end"])
+@pytest.mark.parametrize("value", [T0 + HOUR, np.int64(T0 + HOUR), (T0 + HOUR) // 1000, 1.7e12])
+def test_a_number_as_bound_is_refused_saying_how_to_pass_epoch_ms(data, bound, value):
+    # pandas reads an int as nanoseconds: epoch ms T0 + HOUR was 1970-01-01 00:28.
+    with pytest.raises(ValueError, match=rf"^{bound}=.* is a number.*unit='ms'"):
+        crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT", **{bound: value})
+    # What the message advises: ETHUSDT has minutes 0..119 from T0, so 60 from the hour on.
+    advised = {bound: pd.Timestamp(T0 + HOUR, unit="ms")}
+    df = crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT", **advised)
+    first_minute = T0 // MIN + (60 if bound == "start" else 0)
+    np.testing.assert_array_equal(df["open"].to_numpy(), first_minute + np.arange(60.0))
+
+
+def test_none_is_no_bound(data):
+    df = crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT", start=None, end=None)
+    assert len(df) == 120
+
+
 def test_resampled_files_by_interval_and_offset(data):
     df = crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", resample="1h", offset="15m")
     expected = pd.date_range("2024-01-01 00:15", periods=4, freq="h", tz="UTC")
