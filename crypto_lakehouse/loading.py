@@ -361,11 +361,31 @@ def _latest_segments(files: dict[str, list[Path]]) -> list[tuple[str, int]]:
     return latest
 
 
+def _no_view_files(data_dir) -> DataNotFoundError:
+    """Why ``data_dir`` gives no view at all: it is absent (a typo, a relative path from
+    another folder) or holds none of the folders the views read (a parent or a sibling of
+    the data dir, or no run has written anything yet)."""
+    where = _data_dir(data_dir)
+    if not storage.is_remote(where) and not storage.is_dir(where):
+        state = "is not a folder" if storage.exists(where) else "does not exist"
+        # The absolute path too: a relative one may have been meant from another folder.
+        shown = where if where.is_absolute() else f"{where} ({where.absolute()})"
+        return DataNotFoundError(f"data dir {shown} {state}")
+    present = layout.subdir_names(where)  # on S3 one delimited listing, not every key below
+    return DataNotFoundError(
+        f"no lakehouse data in {where}: no file in results_data/, in the funding folders of "
+        "parsed_data/ and api_data/, in lakehouse/quality or lakehouse/provenance (folders "
+        f"present: {_names(present)}); is it the pipeline's data_dir (data/binance_data by "
+        "default)? (docs/loading.md)"
+    )
+
+
 def duckdb_connect(data_dir, database: str = ":memory:"):
     """A DuckDB connection with views ``klines``, ``resampled_klines``, ``funding``,
     ``quality`` and ``provenance`` over the files present now (a new file needs a new
     connection). A view with no file yet is not created; ``lakehouse_views`` lists the
-    views and their file counts. Columns derived from the path come first
+    views and their file counts. DataNotFoundError when no view has a file (``data_dir``
+    absent, or not a data dir). Columns derived from the path come first
     (``trade_type``, ``interval``, ``offset``, ``symbol``, ``segment``, ``source``).
 
     An ``s3://`` data dir gives the same views over pyarrow datasets on the bucket (the
@@ -373,6 +393,8 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
     import duckdb
 
     files = view_files(data_dir)
+    if not any(files.values()):  # a connection without views would fail at its first query
+        raise _no_view_files(data_dir)
     con = duckdb.connect(database)
     con.execute("CREATE TEMP TABLE lakehouse_views (view VARCHAR, files BIGINT)")
     for name, paths in files.items():

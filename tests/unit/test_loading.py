@@ -247,6 +247,42 @@ def test_duckdb_view_without_files_is_not_created(data):
         con.execute("SELECT * FROM funding")
 
 
+def test_duckdb_on_an_absent_data_dir_says_so_as_load_klines_does(tmp_path):
+    # Before, duckdb_connect gave a connection without views: its first query failed with
+    # "Table with name klines does not exist!".
+    absent = tmp_path / "binance_dta"
+    with pytest.raises(DataNotFoundError, match=f"^data dir {re.escape(str(absent))} does not"):
+        crypto_lakehouse.duckdb_connect(absent)
+    with pytest.raises(DataNotFoundError):
+        crypto_lakehouse.load_klines(absent, "um_futures", "BTCUSDT")
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("x")
+    with pytest.raises(DataNotFoundError, match="notes.txt is not a folder"):
+        crypto_lakehouse.duckdb_connect(not_a_folder)
+
+
+def test_duckdb_on_a_folder_without_lakehouse_data_names_what_is_there(tmp_path):
+    # The parent of the data dir, a common slip: it names its folders.
+    (tmp_path / "binance_data" / "aws_data").mkdir(parents=True)
+    with pytest.raises(DataNotFoundError, match=r"no lakehouse data .*present: binance_data\)"):
+        crypto_lakehouse.duckdb_connect(tmp_path)
+    with pytest.raises(DataNotFoundError, match=r"present: aws_data\)"):
+        crypto_lakehouse.duckdb_connect(tmp_path / "binance_data")
+
+
+def test_duckdb_on_a_data_dir_with_some_files_has_their_views(tmp_path):
+    # Funding parsed, no klines generated yet: the funding view, no error.
+    funding = pa.table({"funding_time": pa.array([T0]).cast(TIME_TYPE), "funding_rate": [1e-4]})
+    write(layout.parsed_funding_path(tmp_path, "um_futures", "BTCUSDT"), funding)
+    con = crypto_lakehouse.duckdb_connect(tmp_path)
+    assert con.execute("SELECT symbol, funding_rate FROM funding").fetchall() == [("BTCUSDT", 1e-4)]
+
+
+def test_duckdb_on_an_empty_s3_prefix_says_so(s3_root):
+    with pytest.raises(DataNotFoundError, match=f"no lakehouse data in {s3_root}: .*present: none"):
+        crypto_lakehouse.duckdb_connect(s3_root)
+
+
 def test_duckdb_symbol_filter_skips_other_files(data):
     # The filter on the path-derived column prunes files before their rows are read.
     con = crypto_lakehouse.duckdb_connect(data)
