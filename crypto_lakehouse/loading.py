@@ -237,6 +237,12 @@ VIEW_PATTERNS = {
                ("trade_type", "interval", "segment_sp", "symbol")),
     "resampled_klines": (r"/results_data/([a-z_]+)/resampled_klines/([^/]+)/([^/]+)/" + _SEG,
                          ("trade_type", "interval", "offset", "segment_sp", "symbol")),
+    # A feature file has its candle file's name (docs/features.md): the same path columns.
+    "features": (r"/results_data/([a-z_]+)/features/([^/]+)/" + _SEG,
+                 ("trade_type", "interval", "segment_sp", "symbol")),
+    "resampled_features": (
+        r"/results_data/([a-z_]+)/resampled_features/([^/]+)/([^/]+)/" + _SEG,
+        ("trade_type", "interval", "offset", "segment_sp", "symbol")),
     "quality": (r"/lakehouse/quality/([a-z_]+)/([^/]+)/([A-Z0-9_]+)\.pqt$",
                 ("trade_type", "interval", "symbol")),
     "provenance": (r"/lakehouse/provenance/([a-z_]+)/([^/]+)/([A-Z0-9_]+)\.pqt$",
@@ -262,6 +268,15 @@ def view_files(data_dir) -> dict[str, list[Path]]:
             for off in layout.subdir_names(resampled_root / ri):
                 out["resampled_klines"] += _segment_files_in(
                     layout.resampled_dir(data_dir, tt, ri, off)
+                )
+        features_root = layout.features_dir(data_dir, tt, "_").parent
+        for iv in layout.subdir_names(features_root):
+            out["features"] += _segment_files_in(layout.features_dir(data_dir, tt, iv))
+        resampled_features_root = layout.resampled_features_dir(data_dir, tt, "_", "_").parents[1]
+        for ri in layout.subdir_names(resampled_features_root):
+            for off in layout.subdir_names(resampled_features_root / ri):
+                out["resampled_features"] += _segment_files_in(
+                    layout.resampled_features_dir(data_dir, tt, ri, off)
                 )
         for view, dir_of in (
             ("quality", layout.quality_dir),
@@ -348,7 +363,9 @@ def _latest_segments(files: dict[str, list[Path]]) -> list[tuple[str, int]]:
     count of the older segment files just before it (files come grouped per folder and
     symbol in time order, the latest last)."""
     latest = []
-    for name in ("klines", "resampled_klines"):
+    for name, (_, columns) in VIEW_PATTERNS.items():
+        if "segment_sp" not in columns:
+            continue
         older, group = 0, None
         for path in files[name]:
             symbol, sp = layout.parse_segment_name(path.name)
@@ -381,12 +398,13 @@ def _no_view_files(data_dir) -> DataNotFoundError:
 
 
 def duckdb_connect(data_dir, database: str = ":memory:"):
-    """A DuckDB connection with views ``klines``, ``resampled_klines``, ``funding``,
-    ``quality`` and ``provenance`` over the files present now (a new file needs a new
-    connection). A view with no file yet is not created; ``lakehouse_views`` lists the
-    views and their file counts. DataNotFoundError when no view has a file (``data_dir``
-    absent, or not a data dir). Columns derived from the path come first
-    (``trade_type``, ``interval``, ``offset``, ``symbol``, ``segment``, ``source``).
+    """A DuckDB connection with views ``klines``, ``resampled_klines``, ``features``,
+    ``resampled_features``, ``funding``, ``quality`` and ``provenance`` over the files
+    present now (a new file needs a new connection). A view with no file yet is not
+    created; ``lakehouse_views`` lists the views and their file counts. DataNotFoundError
+    when no view has a file (``data_dir`` absent, or not a data dir). Columns derived from
+    the path come first (``trade_type``, ``interval``, ``offset``, ``symbol``, ``segment``,
+    ``source``); ``offset`` is a reserved word in DuckDB: write it ``"offset"``.
 
     An ``s3://`` data dir gives the same views over pyarrow datasets on the bucket (the
     seam's file system and credentials; DuckDB's own S3 reader, httpfs, is not needed)."""

@@ -187,7 +187,9 @@ def test_unknown_names_say_what_exists(data, kwargs, message):
 # ---------------------------------------------------------------------------- DuckDB
 @pytest.fixture
 def full(data):
-    """Besides klines: funding from both sources, a quality and a provenance record."""
+    """Besides klines: funding from both sources, a quality and a provenance record, the
+    features of a generated and of a resampled file (docs/features.md: same name, same
+    candle_begin_time, float64 feature columns)."""
     t = pa.array([T0 + 8 * HOUR + 1]).cast(TIME_TYPE)
     hour = pa.array([T0 + 8 * HOUR]).cast(TIME_TYPE)
     write(
@@ -206,6 +208,16 @@ def full(data):
     write(
         layout.provenance_path(data, "spot", "1m", "BTCUSDT"),
         pa.table({"day": pa.array([19723], pa.date32()), "source": ["archive"]}),
+    )
+    spot = kline_table(T0 + MIN, 5)
+    write(
+        layout.features_dir(data, "spot", "1m") / "BTCUSDT.pqt",
+        pa.table({"candle_begin_time": spot.column(0), "log_return": np.log(spot["close"])}),
+    )
+    hourly = kline_table(T0 + 15 * MIN, 4, HOUR)
+    write(
+        layout.resampled_features_dir(data, "um_futures", "1h", "15m") / "BTCUSDT.pqt",
+        pa.table({"candle_begin_time": hourly.column(0), "rsi_14": [40.0, 45, 50, 60]}),
     )
     return data
 
@@ -236,12 +248,25 @@ def test_duckdb_views_derive_columns_from_paths(full):
         ("BTCUSDT", 0.75)
     ]
     assert con.execute("SELECT interval, source FROM provenance").fetchall() == [("1m", "archive")]
+    features = con.execute(
+        "SELECT trade_type, interval, symbol, segment, count(*), min(candle_begin_time) "
+        "FROM features GROUP BY ALL"
+    ).fetchall()
+    assert features == [
+        ("spot", "1m", "BTCUSDT", 0, 5, pd.Timestamp(T0 + MIN, unit="ms", tz="UTC"))
+    ]
+    resampled = con.execute(
+        'SELECT trade_type, interval, "offset", symbol, segment, count(*) '
+        "FROM resampled_features GROUP BY ALL"
+    ).fetchall()
+    assert resampled == [("um_futures", "1h", "15m", "BTCUSDT", 0, 4)]
 
 
 def test_duckdb_view_without_files_is_not_created(data):
     con = crypto_lakehouse.duckdb_connect(data)
     counts = dict(con.execute("SELECT * FROM lakehouse_views").fetchall())
-    assert counts == {"klines": 14, "resampled_klines": 1, "quality": 0, "provenance": 0,
+    assert counts == {"klines": 14, "resampled_klines": 1, "features": 0,
+                      "resampled_features": 0, "quality": 0, "provenance": 0,
                       "funding": 0}  # fmt: skip
     with pytest.raises(Exception, match="funding"):
         con.execute("SELECT * FROM funding")
@@ -323,7 +348,8 @@ def test_duckdb_views_on_s3_equal_the_local_ones(full, s3_root, seaweed):
     local, remote = crypto_lakehouse.duckdb_connect(full), crypto_lakehouse.duckdb_connect(s3_root)
     views = "SELECT * FROM lakehouse_views ORDER BY view"
     assert remote.execute(views).fetchall() == local.execute(views).fetchall()
-    for view in ("klines", "resampled_klines", "funding", "quality", "provenance"):
+    for view in ("klines", "resampled_klines", "features", "resampled_features", "funding",
+                 "quality", "provenance"):  # fmt: skip
         assert (remote.execute(f"DESCRIBE {view}").fetchall()
                 == local.execute(f"DESCRIBE {view}").fetchall()), view  # fmt: skip
         rows = f"SELECT * FROM {view} ORDER BY ALL"
