@@ -1,6 +1,6 @@
 """The SQL of docs/loading.md as written there, run on a small data dir built by the real
 jobs (tests/unit/test_loading_features.py), and what the page says of DuckDB itself: the
-reserved word ``offset``."""
+reserved word ``offset``, the fetch methods of a relation."""
 
 from __future__ import annotations
 
@@ -63,3 +63,41 @@ def test_offset_unquoted_is_a_parser_error_and_quoted_counts_the_files_rows(con)
         assert got == (rows,), offset
     names = [c[0] for c in connection.execute("DESCRIBE resampled_klines").fetchall()]
     assert names[:5] == ["trade_type", "interval", "offset", "symbol", "segment"]
+
+
+@pytest.mark.skipif(
+    int(duckdb.__version__.split(".")[0]) < 2, reason="DuckDB 1 relations have every fetch"
+)
+def test_the_fetch_methods_the_page_says_a_relation_lacks_are_the_ones_it_lacks():
+    bullet = next(b for b in PAGE.split("\n- ") if "relation" in b and "fetchone()" in b)
+    said_missing = re.search(r"(?:has no|no longer have) (.*?):", bullet, re.S).group(1)
+    said_missing = set(re.findall(r"`(\w+)\(\)`", said_missing))
+    connection = duckdb.connect()
+    sql = "SELECT 1 AS x UNION ALL SELECT 2 ORDER BY x"
+
+    def lacks(method: str) -> bool:
+        try:
+            getattr(connection.sql(sql), method)()
+        except AttributeError:
+            return True
+        return False
+
+    fetch_methods = ("fetchone", "fetchmany", "fetchall", "fetchdf", "fetchnumpy", "df")
+    assert said_missing == {m for m in fetch_methods if lacks(m)}
+    assert connection.sql(sql).fetchall() == [(1,), (2,)]
+    assert connection.sql(sql).limit(1).fetchall() == [(1,)]
+
+
+@pytest.mark.skipif(
+    int(duckdb.__version__.split(".")[0]) < 2, reason="DuckDB 1 has no unfinished results"
+)
+def test_an_unfinished_execute_result_blocks_relations_as_the_page_says():
+    connection = duckdb.connect()
+    assert connection.execute("SELECT count(*) FROM range(5)").fetchone() == (5,)
+    with pytest.raises(duckdb.ResourceInUseException, match="unfinished result from execute"):
+        connection.sql("SELECT 1").fetchall()
+    connection.complete()
+    assert connection.sql("SELECT 1").fetchall() == [(1,)]
+    connection.execute("SELECT count(*) FROM range(5)").fetchone()
+    assert connection.execute("SELECT 2").fetchall() == [(2,)]  # a next execute is fine
+    assert connection.sql("SELECT 3").fetchall() == [(3,)]  # its result was fetched to the end
