@@ -10,10 +10,11 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from .faults import Faults
 from .server import Emulator
-from .synthetic import SyntheticUniverse
+from .synthetic import PRICE_LEVEL, SyntheticUniverse
 
 
 def _keys(text: str | None) -> set[str]:
@@ -55,8 +56,6 @@ _REST_START_MS = 1_483_228_800_000  # 2017-01-01 UTC
 
 def mirror_kline_symbols(mirror_dir) -> dict[str, set[str]]:
     """``{trade_type: {symbol, ...}}`` of the kline folders of an archive mirror."""
-    from pathlib import Path
-
     from crypto_lakehouse import layout
 
     found = {}
@@ -69,18 +68,60 @@ def mirror_kline_symbols(mirror_dir) -> dict[str, set[str]]:
     return found
 
 
-def synthetic_rest(symbols: dict[str, set[str]], mirror_dir=None):
+def mirror_price_levels(mirror_dir, symbols: dict[str, set[str]]) -> dict:
+    """``{(trade_type, symbol): the last close}`` of each symbol's newest kline archive in
+    the mirror (any interval; symbols without a readable one are left out)."""
+    import zipfile
+
+    from crypto_lakehouse import layout
+
+    levels = {}
+    for trade_type, names in symbols.items():
+        for symbol in names:
+            zips = [
+                z
+                for period in ("monthly", "daily")
+                for z in Path(
+                    mirror_dir, layout.kline_symbols_prefix(trade_type, period), symbol
+                ).glob("*/*.zip")
+            ]
+            if not zips:
+                continue
+            # SYMBOL-INTERVAL-DATE.zip: a day sorts after its month ("2020-01-03" > "2020-01").
+            newest = max(zips, key=lambda z: z.stem.split("-", 2)[-1])
+            try:
+                with zipfile.ZipFile(newest) as archive:
+                    last_row = (
+                        archive.read(archive.namelist()[0]).decode().strip().rsplit("\n", 1)[-1]
+                    )
+                levels[(trade_type, symbol)] = float(last_row.split(",")[4])  # the close
+            except (OSError, ValueError, IndexError, zipfile.BadZipFile):
+                continue
+    return levels
+
+
+def synthetic_rest(symbols: dict[str, set[str]], mirror_dir=None, price_levels=None):
     """A REST side answering for these symbols with seeded synthetic data (wall-clock now);
-    funding of the months ``mirror_dir`` holds archives of is the archives' events."""
+    funding of the months ``mirror_dir`` holds archives of is the archives' events.
+    ``price_levels``: ``{(trade_type, symbol): price}`` the synthetic candles wave around
+    (the archive's level, so that the REST days do not jump from the archive's prices:
+    features and charts of a demo would show a crash); 100 for the others."""
     import time
 
     from .rest import RestEmulator
 
     rest = RestEmulator()
     now_ms = int(time.time() * 1000)
+    price_levels = price_levels or {}
     for trade_type, names in symbols.items():
         for i, symbol in enumerate(sorted(names)):
-            rest.add_synthetic_klines(trade_type, symbol, start_ms=_REST_START_MS, seed=i)
+            rest.add_synthetic_klines(
+                trade_type,
+                symbol,
+                start_ms=_REST_START_MS,
+                seed=i,
+                base_price=price_levels.get((trade_type, symbol), 100.0),
+            )
             if trade_type != "spot":
                 rest.add_synthetic_funding(
                     trade_type,
@@ -114,10 +155,13 @@ def build(args: argparse.Namespace) -> Emulator:
     rest = None
     if args.rest:
         symbols = mirror_kline_symbols(args.mirror) if args.mirror else {}
+        levels = mirror_price_levels(args.mirror, symbols) if args.mirror else {}
         if listing is not None:
             for trade_type in ("spot", "um_futures", "cm_futures"):
-                symbols.setdefault(trade_type, set()).update(listing.symbols(trade_type))
-        rest = synthetic_rest(symbols, args.mirror)
+                names = listing.symbols(trade_type)
+                symbols.setdefault(trade_type, set()).update(names)
+                levels.update(((trade_type, name), PRICE_LEVEL) for name in names)
+        rest = synthetic_rest(symbols, args.mirror, levels)
     return Emulator(mirror_dir=args.mirror, faults=faults, listing=listing, rest=rest)
 
 

@@ -119,6 +119,11 @@ def _month_add(d: date, k: int) -> date:
     return date(d.year + m // 12, m % 12 + 1, 1)
 
 
+# The level the synthetic archive's prices wander around (each day from it, within 10,100 and
+# 19,900): the synthetic REST candles of its symbols start there too (__main__).
+PRICE_LEVEL = 15_000.0
+
+
 class SyntheticUniverse:
     """``n_spot`` / ``n_um`` / ``n_cm`` symbols, each with ``days`` daily kline files per
     interval from ``start``; futures symbols also get monthly funding archives for every month
@@ -344,7 +349,7 @@ class SyntheticUniverse:
         n = candles_per_day(iv)
         step = interval_ms(iv)
         rng = np.random.default_rng(_seed(self.seed, tt, sym, iv, d.toordinal(), "synthetic"))
-        path = 15_000 * np.exp(np.cumsum(rng.standard_normal(n + 1) * 0.001))
+        path = PRICE_LEVEL * np.exp(np.cumsum(rng.standard_normal(n + 1) * 0.001))
         path = np.clip(path, 10_100, 19_900)
         opens, closes = np.round(path[:-1], 1), np.round(path[1:], 1)
         spread = np.round(np.abs(rng.standard_normal((2, n))) * 10, 1)

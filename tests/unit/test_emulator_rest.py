@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -361,3 +365,32 @@ def test_synthesized_exchange_info_for_known_symbols():
         "intervalNum": 1,
         "limit": 2400,
     }
+
+
+def test_the_offline_demos_rest_candles_continue_at_the_archives_price_level():
+    """``python -m crypto_lakehouse_emulator --rest``: the synthetic REST candles of a
+    symbol wave around its archive's level (a mirror symbol: its newest archive's last
+    close; a synthetic universe's: the level its archive wanders around), not around 100,
+    which made the REST days of a demo jump by a factor of ~150 from the archive's prices
+    (its returns and charts showed a crash)."""
+    from crypto_lakehouse_emulator.__main__ import build, parse_args
+    from crypto_lakehouse_emulator.synthetic import SyntheticUniverse
+
+    mirror = Path(__file__).parents[1] / "fixtures/legacy-v1-real/mirror"
+    emu = build(
+        parse_args(["--mirror", str(mirror), "--synthetic", "1,0,0,3,2024-01-01", "--rest"])
+    )
+    day = 86_400_000
+    t0 = 1_704_067_200_000  # 2024-01-01
+    (synthetic,) = SyntheticUniverse(1, 0, 0, 3, "2024-01-01").symbols("spot")
+    closes = [float(r[4]) for r in emu.rest.klines_rows("spot", synthetic, "1m", t0, t0 + day)]
+    assert len(closes) == 1440 and 10_000 * 0.75 < min(closes) and max(closes) < 20_000 * 1.25
+    # The mirror's spot BTCUSDT: its newest zip's last row (read here with the csv module).
+    newest = max(
+        (mirror / "data/spot").rglob("BTCUSDT-1m-*.zip"), key=lambda z: z.stem.split("-", 2)[-1]
+    )
+    with zipfile.ZipFile(newest) as archive:
+        rows = list(csv.reader(io.StringIO(archive.read(archive.namelist()[0]).decode())))
+    level = float(rows[-1][4])
+    closes = [float(r[4]) for r in emu.rest.klines_rows("spot", "BTCUSDT", "1m", t0, t0 + day)]
+    assert level * 0.75 < min(closes) and max(closes) < level * 1.25, (level, closes[:3])
