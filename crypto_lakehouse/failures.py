@@ -68,8 +68,9 @@ _CONTINUATION_LINES, _MAX_CHARS = 2, 500
 
 def last_error_line(log_path: str | Path) -> str:
     """The exception line closest to the end of a job log, else its last non-empty line;
-    when the line ends with ":", its first indented continuation lines are appended (as
-    many as keep it within ``_MAX_CHARS``; the exception line itself is never cut). A log
+    when the line ends with ":", its first indented continuation lines are appended, the
+    last one shortened with "…" to keep it within ``_MAX_CHARS`` (the exception line itself
+    is never cut). A log
     that ends inside a line on a full disk says so: its last error may not be the job's."""
     try:
         text = Path(log_path).read_text(errors="replace")
@@ -96,6 +97,10 @@ def _last_error_line(text: str) -> str | None:
             for n, part in enumerate(itertools.takewhile(lambda m: m[:1].isspace(), more)):
                 joined = f"{line}{' ' if n == 0 else '; '}{part.strip()}"
                 if len(joined) > _MAX_CHARS:
+                    # Shortened, not dropped: its start names what failed (the file, the
+                    # symbol) after a line that only says how many.
+                    if len(line) + 1 < _MAX_CHARS - 20:
+                        line = joined[: _MAX_CHARS - 1].rstrip() + "…"
                     break
                 line = joined
         return line

@@ -248,6 +248,15 @@ def test_last_error_line_takes_two_continuation_lines_and_stays_short(tmp_path):
     assert last_error_line(log) == long  # whole, and nothing more
     log.write_text("x.SyncError: " + "y" * 460 + ":\n  data/0.zip: HTTP 500\n  data/" + "z" * 30)
     assert last_error_line(log).endswith("y: data/0.zip: HTTP 500")  # the second would pass 500
+    # A continuation longer than the room left is shortened, not dropped: its start names
+    # the file, which the exception line does not.
+    many = "; ".join(f"data/spot/daily/klines/A{i}USDT-1m.zip: HTTP 500" for i in range(20))
+    log.write_text(f"x.SyncError: 20 file(s) still missing after 5 retries:\n  {many}\n")
+    line = last_error_line(log)
+    assert len(line) == 500 and line.endswith("…"), line
+    assert line.startswith(
+        "x.SyncError: 20 file(s) still missing after 5 retries: data/spot/daily/klines/A0USDT-1m.zip: HTTP 500; "
+    )
     log.write_text("x.ValueError: bad row 7:\nnot indented\n")  # not a continuation
     assert last_error_line(log) == "x.ValueError: bad row 7:"
     # the summary's and the shard's own exceptions are named ...Failed
