@@ -601,8 +601,8 @@ def run_report_path(run_dir: str, name: str) -> str:
 # ------------------------------------------------------------------ one scan per job
 @dataclass
 class _Scan:
-    """The names in one output folder when a shard job first cleaned up in it, by symbol:
-    its segment files and the temporary files of its names."""
+    """Names in one output folder when a shard job first cleaned up in it, by symbol: its
+    segment files and the temporary files of its names."""
 
     files: dict[str, list[str]]
     temps: dict[str, list[str]]
@@ -611,18 +611,20 @@ class _Scan:
 # The symbol a segment name is of (any characters: ``parse_segment_name`` knows the archive's
 # usual ones only).
 _NAMED_SYMBOL = re.compile(rf"^(?:SP\d+_)?(.+){re.escape(SEGMENT_SUFFIX)}$")
-_SCANS: dict[str, _Scan] | None = None  # folder -> its scan, inside folders_scanned_once
-_FOLDERS: dict[str, list] = {}  # output_folders, inside folders_scanned_once
+_SCANS: dict[str, _Scan | list] | None = None  # inside folders_scanned_once
 _SCANS_LOCK = threading.Lock()
+_SCANNING: dict[str, threading.Lock] = {}  # one scan of a key at a time (symbols at once)
 
 
 @contextlib.contextmanager
 def folders_scanned_once() -> Iterator[None]:
-    """Within the block (one shard job's symbols), the stale-file clean-up looks at each
+    """Within the block (one shard job's symbols), the stale-file clean-up scans each
     output folder once, not once per symbol: the folders hold every symbol's files, so a
     scan per symbol made a daily update of N symbols cost N² (locally 0.7 ms per folder
-    of 2,000 symbols' files, ~28 folders per symbol; on S3 two listings per folder and
-    symbol, one of them of every symbol's ``SP`` files).
+    of 2,000 symbols' files, ~28 folders per symbol). On S3, where a listing of the whole
+    folder pages through every symbol's files (1.5 s for 2,000 on the SeaweedFS of the
+    benchmarks), the ``SP`` files of every symbol are listed once per job and each
+    symbol's own names by their prefix, as outside a job (``symbol_names``).
 
     A scan taken once holds what a later symbol of the job must look at: only this job
     writes its symbols' names (one shard per symbol and stage; the data-dir lock keeps
@@ -637,42 +639,52 @@ def folders_scanned_once() -> Iterator[None]:
     finally:
         if outer is None:
             _SCANS = None
-            _FOLDERS.clear()
+            _SCANNING.clear()
+
+
+def _once(key: str, make):
+    """``make()`` once per job and key (None outside ``folders_scanned_once``); threads
+    asking for the same key meanwhile wait for the first one's answer."""
+    scans = _SCANS
+    if scans is None:
+        return None
+    with _SCANS_LOCK:
+        lock = _SCANNING.setdefault(key, threading.Lock())
+    with lock:
+        if key not in scans:
+            scans[key] = make()
+        return scans[key]
 
 
 def output_folders(root, depth: int) -> list:
     """``storage.subdirs(root, depth)``: the output folders a symbol's clean-up looks in,
     found once per job inside ``folders_scanned_once`` (a folder made later in the job holds
     only files written in the job, none of them stale)."""
-    scans = _SCANS
-    if scans is None:
-        return storage.subdirs(root, depth=depth)
-    key = f"{root}\0{depth}"
-    with _SCANS_LOCK:
-        folders = _FOLDERS.get(key)
-    if folders is None:
-        folders = storage.subdirs(root, depth=depth)
-        with _SCANS_LOCK:
-            folders = _FOLDERS.setdefault(key, folders)
-    return list(folders)
+    found = _once(f"folders\0{root}\0{depth}", lambda: storage.subdirs(root, depth=depth))
+    return storage.subdirs(root, depth=depth) if found is None else list(found)
 
 
-def scanned_symbol_files(directory) -> _Scan | None:
-    """The job's scan of ``directory`` (taken now if it is the first), None outside
-    ``folders_scanned_once``."""
-    scans = _SCANS
-    if scans is None:
+def _by_symbol(names) -> _Scan:
+    files: dict[str, list[str]] = {}
+    temps: dict[str, list[str]] = {}
+    for name in sorted(names):
+        target = io.temp_target(name)
+        named = _NAMED_SYMBOL.match(target if target is not None else name)
+        if named is not None:  # the clean-up matches the symbol's pattern exactly
+            (temps if target is not None else files).setdefault(named[1], []).append(name)
+    return _Scan(files, temps)
+
+
+def symbol_names(directory, symbol: str) -> tuple[list[str], list[str]] | None:
+    """``(segment file names, temporary file names)`` that may be ``symbol``'s in
+    ``directory`` from the job's scans (``folders_scanned_once``; None outside one). The
+    caller matches each name with ``segment_file_re``."""
+    if _SCANS is None:
         return None
-    key = str(directory)
-    scan = scans.get(key)
-    if scan is None:
-        files: dict[str, list[str]] = {}
-        temps: dict[str, list[str]] = {}
-        for name in sorted(storage.file_names(directory)):
-            target = io.temp_target(name)
-            named = _NAMED_SYMBOL.match(target if target is not None else name)
-            if named is not None:  # remove_stale matches the symbol's pattern exactly
-                (temps if target is not None else files).setdefault(named[1], []).append(name)
-        with _SCANS_LOCK:
-            scan = scans.setdefault(key, _Scan(files, temps))
-    return scan
+    if storage.is_remote(directory):  # S3 holds no temporary files
+        sp = _once(f"sp\0{directory}", lambda: _by_symbol(
+            p.name for p in storage.files_named(directory, ("SP",))))  # fmt: skip
+        own = [p.name for p in storage.files_named(directory, (symbol,))]
+        return sorted({*sp.files.get(symbol, ()), *own}), []
+    scan = _once(f"all\0{directory}", lambda: _by_symbol(storage.file_names(directory)))
+    return list(scan.files.get(symbol, ())), list(scan.temps.get(symbol, ()))

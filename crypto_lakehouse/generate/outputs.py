@@ -53,13 +53,13 @@ def remove_stale(directory: Path, symbol: str, keep_names: set[str]) -> list[Pat
     # Temp files of this symbol's names that a killed run left ("kill -9 during a write");
     # only this job writes these names, and the data-dir lock keeps other runs out.
     pattern = symbol_file_re(symbol)
-    scan = layout.scanned_symbol_files(directory)
-    if scan is None:
+    scanned = layout.symbol_names(directory, symbol)  # inside a shard job: scanned once
+    if scanned is None:
         temps = storage.temp_files(directory)
         files = symbol_files(directory, symbol)
     else:
-        temps = [directory / name for name in scan.temps.get(symbol, ())]
-        files = [directory / name for name in scan.files.get(symbol, ())]
+        files = [directory / name for name in scanned[0]]
+        temps = [directory / name for name in scanned[1]]
     for tmp in temps:
         target = temp_target(tmp.name)
         if target is not None and pattern.match(target):

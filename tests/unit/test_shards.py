@@ -738,3 +738,43 @@ def test_a_shard_job_scans_each_output_folder_once_for_the_stale_files(tmp_path,
     (folder / "SP5_ETHUSDT.pqt").write_bytes(b"x")
     assert [p.name for p in remove_stale(folder, "ETHUSDT", keep["ETHUSDT"])] == [
         "SP5_ETHUSDT.pqt"]  # fmt: skip
+
+
+def test_on_s3_a_shard_job_lists_every_symbols_sp_files_once(s3_root, tmp_path, monkeypatch):
+    """On S3 a listing of a whole output folder pages through every symbol's files: a shard
+    job lists the ``SP`` files of every symbol once per folder and each symbol's own names
+    by their prefix (before, each symbol listed both prefixes, the ``SP`` one growing with
+    the universe), with what a scan of its own would remove, at once on threads too."""
+    from crypto_lakehouse import storage
+    from crypto_lakehouse.generate.outputs import remove_stale
+    from tests.unit.test_storage import _CountingClient
+
+    folder = storage.join(s3_root, "results/1m")
+    names = ["BTCUSDT.pqt", "SP0_BTCUSDT.pqt", "SP1_BTCUSDT.pqt", "ETHUSDT.pqt",
+             "SP0_ETHUSDT.pqt", "SPELLUSDT.pqt", "SP0_SPELLUSDT.pqt", "SP0_XBTCUSDT.pqt",
+             *(f"SP0_A{i}USDT.pqt" for i in range(30))]  # fmt: skip
+    for name in names:
+        storage.write_bytes(folder / name, b"x")
+    asked: list = []
+    real_client = storage._conditional_client
+    monkeypatch.setattr(
+        storage, "_conditional_client", lambda: _CountingClient(real_client(), asked)
+    )
+    keep = {"BTCUSDT": {"BTCUSDT", "SP0_BTCUSDT"}, "ETHUSDT": {"ETHUSDT"},
+            "SPELLUSDT": {"SPELLUSDT"}}  # fmt: skip
+    removed: dict[str, list[str]] = {}
+
+    def run_symbol(*, symbol, report_path, stats_path):
+        removed[symbol] = sorted(p.name for p in remove_stale(folder, symbol, keep[symbol]))
+        with open(report_path, "w") as fh:
+            json.dump({"symbol": symbol}, fh)
+
+    report = _run_parts(tmp_path, [_part(tmp_path, run_symbol, list(keep), "k")], at_once=3)
+    assert all(e["status"] == "ok" for e in report["symbols"].values()), report
+    assert removed == {"BTCUSDT": ["SP1_BTCUSDT.pqt"], "ETHUSDT": ["SP0_ETHUSDT.pqt"],
+                       "SPELLUSDT": ["SP0_SPELLUSDT.pqt"]}  # fmt: skip
+    key = storage.data_path(folder).key
+    lists = sorted(prefix for kind, prefix in asked if kind == "list")
+    assert lists == [f"{key}/BTCUSDT", f"{key}/ETHUSDT", f"{key}/SP", f"{key}/SPELLUSDT"], lists
+    left = {p.name for p in storage.list_files(folder)}
+    assert left == set(names) - {"SP1_BTCUSDT.pqt", "SP0_ETHUSDT.pqt", "SP0_SPELLUSDT.pqt"}
