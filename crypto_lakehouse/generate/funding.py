@@ -56,7 +56,8 @@ def read_funding(data_dir, trade_type: str, symbol: str) -> FundingEvents:
         except Exception as exc:  # a bad file is reported, the other source still counts
             return exc
 
-    for path, read_events in zip(paths, storage.concurrently(read, paths), strict=True):
+    at_once = 2 if storage.is_remote(paths[0]) else 1  # on S3 the two round trips at once
+    for path, read_events in zip(paths, storage.concurrently(read, paths, at_once), strict=True):
         if isinstance(read_events, Exception):
             problems.append(f"{path}: {read_events}")
             log.warning("skipping funding file %s: %s", path, read_events)
