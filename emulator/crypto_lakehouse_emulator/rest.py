@@ -20,8 +20,9 @@ Binance semantics reproduced (binance-facts §5):
   up to ``endTime``, or the most recent); cm enforces ``endTime − startTime ≤ 200 days`` and
   returns the most recent ``limit`` candles before ``endTime``. Candles opening after "now" do
   not exist yet; the candle containing "now" is served still open.
-- Faults: ``inject`` answers the next matching requests with a status (5xx bursts, 403, 418)
-  or delays them (timeouts); ``ban`` puts a family into the 418 state.
+- Faults: ``inject`` answers the next matching requests (by family, endpoint, symbol) with a
+  status (5xx bursts, 403, 418, 429) or delays them (timeouts); ``ban`` puts a family into
+  the 418 state.
 
 Data sources: frames (legacy 10-column schema), CSV files (the legacy-v1-real ``truth`` format,
 header ``open_time,open,…,taker_buy_quote_volume``), a seeded synthetic generator computed per
@@ -277,10 +278,13 @@ class Injection:
     delay_s: float = 0.0
     retry_after: int | None = None
     seen: int = 0
+    symbol: str | None = None  # only requests with this ``symbol`` parameter
 
-    def matches(self, family: str, path: str) -> bool:
-        return (self.family is None or self.family == family) and (
-            self.path is None or path.endswith(self.path)
+    def matches(self, family: str, path: str, query: dict) -> bool:
+        return (
+            (self.family is None or self.family == family)
+            and (self.path is None or path.endswith(self.path))
+            and (self.symbol is None or query.get("symbol") == self.symbol)
         )
 
 
@@ -465,11 +469,20 @@ class RestEmulator:
         after: int = 0,
         delay_s: float = 0.0,
         retry_after: int | None = None,
+        symbol: str | None = None,
     ) -> Injection:
         """The next ``count`` matching requests (after ``after`` pass) get ``status``
-        (and/or are delayed ``delay_s``)."""
+        (and/or are delayed ``delay_s``). ``symbol``: only requests for that symbol match (a
+        fault of one symbol's requests while the others are answered)."""
         inj = Injection(
-            status, count, market_of(market) if market else None, path, after, delay_s, retry_after
+            status,
+            count,
+            market_of(market) if market else None,
+            path,
+            after,
+            delay_s,
+            retry_after,
+            symbol=symbol,
         )
         with self._lock:
             self._injections.append(inj)
@@ -513,7 +526,7 @@ class RestEmulator:
             return None
         st = self._state[family]
         endpoint = path[len(PREFIX[family]) :] if path.startswith(PREFIX[family]) else None
-        delay, fault = self._take_injection(family, path)
+        delay, fault = self._take_injection(family, path, query)
         if delay:
             time.sleep(delay)
         with self._lock:
@@ -560,10 +573,12 @@ class RestEmulator:
         headers.update(extra or {})
         return status, headers, json.dumps(body, separators=(",", ":")).encode()
 
-    def _take_injection(self, family: str, path: str) -> tuple[float, Injection | None]:
+    def _take_injection(
+        self, family: str, path: str, query: dict
+    ) -> tuple[float, Injection | None]:
         with self._lock:
             for inj in self._injections:
-                if inj.count <= 0 or not inj.matches(family, path):
+                if inj.count <= 0 or not inj.matches(family, path, query):
                     continue
                 inj.seen += 1
                 if inj.seen <= inj.after:

@@ -250,6 +250,21 @@ def test_injected_5xx_burst_then_normal():
     assert rest.counters("um")["5xx"] == 2
 
 
+def test_injected_429_of_one_symbol_leaves_the_others_answered():
+    rest = RestEmulator(now_ms=D0 + DAY)
+    rest.add_symbol("um", "AUSDT")
+    rest.add_symbol("um", "BUSDT")
+    rest.inject(429, count=100, market="um", path="/klines", symbol="BUSDT", retry_after=1)
+    q = {"interval": "1m", "limit": 5}
+    status, headers, _ = get(rest, "/fapi/v1/klines", symbol="BUSDT", **q)
+    assert status == 429 and headers["Retry-After"] == "1"
+    assert get(rest, "/fapi/v1/klines", symbol="AUSDT", **q)[0] == 200
+    assert get(rest, "/fapi/v1/time")[0] == 200  # no symbol parameter: not matched
+    assert get(rest, "/fapi/v1/klines", symbol="BUSDT", **q)[0] == 429
+    # an injected 429 is not a breach of the weight limit: no violation, no ban follows
+    assert rest.counters("um")["429"] == 2 and rest.counters("um").get("418", 0) == 0
+
+
 def test_funding_pages_forward_from_start_time_inclusive():
     rest = RestEmulator(now_ms=D0 + 100 * DAY)
     rest.add_funding("um", "BTCUSDT", REAL_REST / "fapi_v1_fundingRate_BTCUSDT_2020-01.json")
