@@ -3,8 +3,13 @@
 What each answer means (binance-facts §5.3, legacy quirks Q1 and Q12 fixed):
 
 - 200: the JSON body. ``X-MBX-USED-WEIGHT-1M`` (present on every answer) feeds the limiter.
-- 429: a limit was hit. Every thread of the job waits ``Retry-After`` seconds, then the same
-  request is sent again: work is never dropped.
+- 429: a limit was hit. Every thread of the job waits ``Retry-After`` seconds (limits are per
+  IP), then the same request is sent again. Without the header, or when the answer's
+  used-weight figure fills the window, the wait lasts to the end of the window. Each 429 uses
+  one of the request's ``max_retries`` retries (the same budget as 5xx and timeouts): a
+  request the host keeps answering 429 fails with ``RateLimited`` after that many waits, in
+  bounded time, instead of holding its job. Waiting as told is what keeps a client clear of
+  the 418 ban Binance gives to clients that continue after 429s (binance-facts §5.3).
 - 418 (IP banned) or 403 (WAF): every request to the host stops at once (continuing would
   extend the ban); the job fails with a message naming the host and the wait Binance asked for.
 - 400 with code -1121/-1122: ``InvalidSymbol``; the caller skips the symbol.
@@ -38,6 +43,7 @@ __all__ = [
     "HostStopped",
     "InvalidSymbol",
     "MeteredClient",
+    "RateLimited",
     "RestClient",
     "RestError",
     "TransientFailure",
@@ -59,6 +65,11 @@ class InvalidSymbol(RestError):
 
 class TransientFailure(RuntimeError):
     """5xx answers, timeouts or connection errors outlasted the retries."""
+
+
+class RateLimited(TransientFailure):
+    """The host answered 429 to every try of one request (``max_retries`` waits): the caller
+    stops asking for that symbol rather than provoke more 429s."""
 
 
 @dataclass
@@ -97,7 +108,6 @@ class RestClient:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 60.0,
         breaker_threshold: int = 5,
-        max_429_per_request: int = 100,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.prefix = API_PREFIX[trade_type]
@@ -109,7 +119,6 @@ class RestClient:
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_max_s = float(backoff_max_s)
         self.breaker_threshold = int(breaker_threshold)
-        self.max_429_per_request = int(max_429_per_request)
         self._stats = ClientStats()
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -220,8 +229,7 @@ class RestClient:
         counters of the caller's own (``MeteredClient``), counted besides the client's."""
         url = f"{self.api_url}{self.prefix}{endpoint}"
         where = f"{url}?{requests.compat.urlencode(params or {})}"
-        attempt = 0
-        n429 = 0
+        attempt = 0  # retries so far: 429s, 5xx, timeouts and dropped connections alike
         while True:
             waited_before = self._thread_waited_s()
             reservations = []
@@ -260,15 +268,30 @@ class RestClient:
                     self._on_success()
                     return resp.json()
                 if status == 429:
-                    n429 += 1
                     self._count(meter, http_429=1)
-                    wait = self._retry_after(resp, window)
-                    log.warning("%s: HTTP 429, waiting %.1f s (Retry-After)", where, wait)
-                    self.weight_limiter.mark_full(window)
+                    attempt += 1
+                    wait, why = self._rate_limit_wait(resp, reservations)
+                    # Paused even when this request gives up: the other threads' requests
+                    # must wait as the host asked too.
                     for lim in self._limiters():
                         lim.pause_for(wait)
-                    if n429 > self.max_429_per_request:
-                        raise TransientFailure(f"{where}: still HTTP 429 after {n429} waits")
+                    if attempt > self.max_retries:
+                        message = (
+                            f"{where}: the host kept answering HTTP 429 (rate limit), "
+                            f"{attempt} times in a row for this request (rest.max_retries="
+                            f"{self.max_retries}); Retry-After="
+                            f"{resp.headers.get('Retry-After', 'absent')}"
+                        )
+                        log.error(message)
+                        raise RateLimited(message)
+                    log.warning(
+                        "%s: HTTP 429, retry %d/%d: every request to the host waits %.1f s (%s)",
+                        where,
+                        attempt,
+                        self.max_retries,
+                        wait,
+                        why,
+                    )
                     continue
                 if status in (418, 403):
                     self._count(meter, **{f"http_{status}": 1})
@@ -303,14 +326,27 @@ class RestClient:
             )
             time.sleep(delay)
 
-    def _retry_after(self, resp: requests.Response, window: int) -> float:
-        value = resp.headers.get("Retry-After", "")
+    def _rate_limit_wait(self, resp: requests.Response, reservations: list) -> tuple[float, str]:
+        """Seconds every request to the host waits after a 429 answer to a request holding
+        ``reservations``, and why (for the log: the wait it states is the one that happens)."""
+        header = resp.headers.get("Retry-After")
         try:
-            return max(0.0, float(value))
-        except ValueError:
-            # No usable header: the window that was exceeded ends at the next boundary.
-            lim = self.weight_limiter
-            return max(0.0, lim.window_start(window + 1) - time.time())
+            retry_after = max(0.0, float(header))
+        except (TypeError, ValueError):
+            # No usable header: the window that was exceeded ends at the next boundary. Which
+            # pool it was (weight, um fundingRate) is unknown: every pool the request used.
+            for lim, reserved in reservations:
+                lim.mark_full(reserved.window)
+            wait = max(lim.seconds_to_end(reserved.window) for lim, reserved in reservations)
+            return wait, "no Retry-After: to the end of the rate-limit window"
+        window = reservations[-1][1].window  # the weight reservation comes last
+        if self.weight_limiter.is_full(window):
+            # The answer's used-weight figure (or our reservations) filled the window: the
+            # limiter admits nothing more before it ends, whatever Retry-After says.
+            to_end = self.weight_limiter.seconds_to_end(window)
+            if to_end > retry_after:
+                return to_end, f"Retry-After {header} s; the window's weight is used up: to its end"
+        return retry_after, "Retry-After"
 
     def server_time_ms(self, meter: ClientStats | None = None) -> int:
         return int(self.get_json("/time", weight=1, meter=meter)["serverTime"])

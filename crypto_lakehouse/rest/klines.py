@@ -55,6 +55,7 @@ from crypto_lakehouse.rest import KLINES_MAX_LIMIT, archive_days, kline_weight
 from crypto_lakehouse.rest.client import (
     HostStopped,
     InvalidSymbol,
+    RateLimited,
     RestClient,
     RestError,
     TransientFailure,
@@ -250,6 +251,7 @@ class _Job:
         self.lock = threading.Lock()
         self.invalid_symbol: str | None = None
         self.host_stopped: str | None = None
+        self.rate_limited: str | None = None  # a request of the symbol kept getting 429s
         self.failures: list[str] = []
         self.days_failed = 0
         self.days_fetched = 0
@@ -258,11 +260,13 @@ class _Job:
 
     def run_chunk(self, chunk: Chunk) -> None:
         if self.cancel.is_set():
+            self._not_asked(chunk)
             return
         try:
             rows: list = []
             for w in chunk.windows:
                 if self.cancel.is_set():
+                    self._not_asked(chunk)
                     return
                 rows.extend(
                     self.client.get_json(
@@ -290,13 +294,27 @@ class _Job:
             self.cancel.set()
             return
         except (TransientFailure, RestError) as exc:
-            days = f"{day_iso(chunk.first_day)}..{day_iso(chunk.first_day + chunk.n_days - 1)}"
+            days = _days_text(chunk)
             log.error("%s %s: days %s not fetched: %s", self.symbol, self.interval, days, exc)
             with self.lock:
                 self.failures.append(f"{days}: {exc}")
                 self.days_failed += chunk.n_days
+                if isinstance(exc, RateLimited) and self.rate_limited is None:
+                    self.rate_limited = str(exc)
+            if isinstance(exc, RateLimited):
+                # The host kept answering 429 to this symbol: its other chunks would only
+                # draw more 429s (each pausing every symbol of the job) and risk a ban. The
+                # symbol fails now; the next run asks again for the days it lacks.
+                self.cancel.set()
             return
         self._write_days(chunk, table)
+
+    def _not_asked(self, chunk: Chunk) -> None:
+        """A chunk skipped because the symbol was given up after 429s counts as failed (an
+        invalid symbol or a stopped host end the symbol otherwise)."""
+        if self.rate_limited is not None:
+            with self.lock:
+                self.days_failed += chunk.n_days
 
     def _write_days(self, chunk: Chunk, table: pa.Table) -> None:
         times = table["candle_begin_time"].cast(pa.int64()).to_numpy()
@@ -312,6 +330,10 @@ class _Job:
                     self.days_fetched += 1
                 else:
                     self.days_empty += 1
+
+
+def _days_text(chunk: Chunk) -> str:
+    return f"{day_iso(chunk.first_day)}..{day_iso(chunk.first_day + chunk.n_days - 1)}"
 
 
 def _load_parse_report(parse_report):
@@ -341,8 +363,10 @@ def run_api_klines(
 ) -> dict:
     """Fetch the symbol's missing complete days; write day files, provenance, report, stats.
 
-    Raises ``HostStopped`` (418/403) or ``TransientFailure`` (retries exhausted, after all
-    other days were done); an invalid symbol (-1121/-1122) is skipped and reported.
+    Raises ``HostStopped`` (418/403), ``RateLimited`` (a request still answered 429 after
+    ``max_retries`` waits: the symbol's remaining days are not asked) or ``TransientFailure``
+    (retries exhausted, after all other days were done); an invalid symbol (-1121/-1122) is
+    skipped and reported.
     ``client``: the job's shared client of the host (``rest.host``); one is opened when absent.
     """
     t0 = time.monotonic()
@@ -471,6 +495,11 @@ def run_api_klines(
     result = _finish(report, stats, report_path, stats_path, t0)
     if job.host_stopped:
         raise HostStopped(job.host_stopped)
+    if job.rate_limited:
+        raise RateLimited(
+            f"{trade_type} {symbol} {interval}: given up after HTTP 429s, "
+            f"{job.days_failed} day(s) not fetched; {job.rate_limited}"
+        )
     if job.failures:
         raise TransientFailure(
             f"{trade_type} {symbol} {interval}: {len(job.failures)} chunk(s) not fetched "

@@ -152,6 +152,16 @@ class WindowLimiter:
             if window == self._window:
                 self._used = max(self._used, self.budget)
 
+    def is_full(self, window: int) -> bool:
+        """Whether ``window`` is the current window and nothing more fits into it (our
+        reservations or the server's used-weight figure reached the budget)."""
+        with self._cond:
+            return window == self._window and self._used >= self.budget
+
+    def seconds_to_end(self, window: int) -> float:
+        """Seconds from now until ``window`` ends (0 when it is over)."""
+        return max(0.0, self.window_start(window + 1) - self._clock())
+
     def pause_until(self, t: float) -> None:
         with self._cond:
             if t > self._paused_until:

@@ -440,6 +440,56 @@ def test_a_ban_in_the_klines_part_stops_the_funding_part_too(emulator, tmp_path)
     assert rest.counters("um").get("requests/fundingRate", 0) == 0
 
 
+def test_a_symbol_answered_429_persistently_fails_in_bounded_time_the_others_complete(
+    emulator, tmp_path
+):
+    import time
+
+    from crypto_lakehouse.rest.host import run_host_shard
+    from crypto_lakehouse.shards import ShardFailed
+
+    symbols = ["AUSDT", "BUSDT"]
+    rest = _rest_with_klines_and_funding(symbols)
+    # Every klines request of BUSDT is answered 429 with Retry-After: 1, for good.
+    rest.inject(429, count=10**6, market="um", path="/klines", symbol="BUSDT", retry_after=1)
+    emu = emulator(rest=rest)
+    write_json(tmp_path / "parse.json", {})
+    for symbol in symbols:
+        write_first_kline(tmp_path, symbol, "um_futures", D * DAY)
+    # 1 s windows: the code before waited to a window's end per 429 (up to 100 per request);
+    # the test must end with the old code too, and fail there on the time it took.
+    write_json(tmp_path / "ei.json", {"request_weight": {"limit": 2400, "window_s": 1.0}})
+    args = dict(
+        _host_shard_args(tmp_path, emu.base_url, symbols),
+        exchange_info_path=str(tmp_path / "ei.json"),
+        max_retries=2,
+    )
+    t0 = time.monotonic()
+    with pytest.raises(ShardFailed, match=r"1 of 4 symbols failed: klines-1m/BUSDT"):
+        run_host_shard(**args)
+    elapsed = time.monotonic() - t0
+    # BUSDT's two days are two chunks asked at once; each first request is tried 1 + 2
+    # times, 1 s apart; then the symbol is given up. Generous bound: the point is seconds,
+    # not minutes.
+    assert elapsed < 30
+    assert rest.counters("um")["429"] <= 2 * 3
+    shard = json.loads((tmp_path / "reports/shards/0.json").read_text())
+    failed = shard["symbols"]["klines-1m/BUSDT"]
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("RateLimited: um_futures BUSDT 1m: given up after HTTP 429s")
+    assert "/fapi/v1/klines?symbol=BUSDT" in failed["error"]
+    assert "kept answering HTTP 429" in failed["error"]
+    stats = json.loads((tmp_path / "stats/klines-1m/BUSDT.json").read_text())
+    assert stats["days_failed"] == 2 and stats["days_fetched"] == 0
+    for entry in ("klines-1m/AUSDT", "funding/AUSDT", "funding/BUSDT"):
+        assert shard["symbols"][entry]["status"] == "ok"
+    api_dir = layout.api_klines_dir(tmp_path, "um_futures", "AUSDT", "1m")
+    assert sorted(p.name for p in api_dir.glob("*.pqt")) == [
+        f"{day_iso(d).replace('-', '')}.pqt" for d in (D, D + 1)
+    ]
+    assert not list(layout.api_klines_dir(tmp_path, "um_futures", "BUSDT", "1m").glob("*.pqt"))
+
+
 def write_parsed_funding(tmp, symbol, trade_type, times_ms):
     """The archive's parsed funding file holding events at ``times_ms``."""
     n = len(times_ms)

@@ -17,7 +17,7 @@ from crypto_lakehouse.io import write_json, write_parquet
 from crypto_lakehouse.provenance import day_iso
 from crypto_lakehouse.rest import archive_days
 from crypto_lakehouse.rest.archive_days import day_counts
-from crypto_lakehouse.rest.client import HostStopped, TransientFailure
+from crypto_lakehouse.rest.client import HostStopped, RateLimited, TransientFailure
 from crypto_lakehouse.rest.klines import klines_to_table, run_api_klines
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
 from tests.conftest import FIXTURES
@@ -330,6 +330,20 @@ def test_failures_outlasting_retries_fail_the_job_after_other_days(um, tmp_path)
         run(emu.base_url, tmp_path, D + 4, concurrency=1, max_retries=2)
     assert day_files(tmp_path) == [day_path(tmp_path, D + 1).name]
     assert json.loads((tmp_path / "stats.json").read_text())["days_failed"] == 2
+
+
+def test_persistent_429_gives_up_the_symbol_without_asking_its_other_days(um, tmp_path):
+    rest, emu = um
+    write_archive(rest, tmp_path, [D])
+    # Days D+1..D+3 are missing; the host answers 429 (Retry-After: 1) to every klines request.
+    rest.inject(429, count=10**6, market="um", path="/klines", retry_after=1)
+    with pytest.raises(RateLimited, match=r"um_futures AUSDT 1m: given up after HTTP 429s, 3 day"):
+        run(emu.base_url, tmp_path, D + 3, concurrency=1, max_retries=1)
+    # One request tried twice; the other days would only draw more 429s: never asked.
+    assert rest.counters("um")["requests/klines"] == 2
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["days_failed"] == 3 and stats["http_429"] == 2
+    assert day_files(tmp_path) == []
 
 
 @pytest.mark.parametrize("how", ["unknown", "status"])

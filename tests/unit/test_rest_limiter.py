@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
 
 import pytest
+import requests
 from crypto_lakehouse_emulator.rest import RestEmulator
 
 from crypto_lakehouse.rest import kline_weight
-from crypto_lakehouse.rest.client import InvalidSymbol, RestClient, RestError
+from crypto_lakehouse.rest.client import (
+    InvalidSymbol,
+    RateLimited,
+    RestClient,
+    RestError,
+    TransientFailure,
+)
 from crypto_lakehouse.rest.klines import DAY_MS, check_interval, plan_chunks
 from crypto_lakehouse.rest.limiter import HostStopped, WindowLimiter
 
@@ -256,3 +264,109 @@ def test_requests_in_the_guard_time_count_for_the_next_window_too():
     clock.t = 1010.6
     assert lim.acquire(4).window == 101
     assert lim._used == lim.budget  # the next acquire waits for window 102
+
+
+# ---------------------------------------------------------------- client: 429
+def _into_a_window(window_s: float, seconds_in: float):
+    """A limiter clock: the wall clock shifted so that it stands ``seconds_in`` after the
+    start of a window now, whatever the time of day (the window's end is a known time away)."""
+    guard = min(0.5, 0.05 * window_s)  # WindowLimiter's default guard time
+    shift = 1000 * window_s + guard + seconds_in - time.time()
+    return lambda: time.time() + shift
+
+
+class _Answers:
+    """A session double: answers the client's GETs with ``(status, headers)`` in turn."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+
+    def get(self, url, params=None, timeout=None):
+        status, headers = self.answers.pop(0)
+        resp = requests.Response()
+        resp.status_code = status
+        resp.headers.update(headers)
+        resp._content = b"[]"
+        return resp
+
+    def close(self):
+        pass
+
+
+def _client_answering(monkeypatch, answers, *, window_s, seconds_in, **kw):
+    lim = WindowLimiter(2400, window_s=window_s, clock=_into_a_window(window_s, seconds_in))
+    client = RestClient("http://127.0.0.1:9", "um_futures", weight_limiter=lim, **kw)
+    session = _Answers(*answers)
+    monkeypatch.setattr(client, "_session", lambda: session)
+    return client, session
+
+
+def _timed_get(client, caplog):
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="crypto_lakehouse.rest.client"):
+        client.get_json("/klines", {"symbol": "AUSDT"}, weight=1)
+    return time.monotonic() - t0
+
+
+def test_429_with_retry_after_resumes_after_it_not_at_the_window_end(emulator, caplog):
+    rest = RestEmulator(now_ms=D * DAY_MS)
+    rest.add_symbol("um", "AUSDT")
+    rest.inject(429, market="um", path="/klines", retry_after=1)
+    emu = emulator(rest=rest)
+    # 1 s into a 60 s window: waiting to the window's end (as before) would take 59 s.
+    lim = WindowLimiter(2400, window_s=60.0, clock=_into_a_window(60.0, 1.0))
+    with RestClient(emu.base_url, "um_futures", weight_limiter=lim) as client:
+        t0 = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="crypto_lakehouse.rest.client"):
+            client.get_json("/klines", {"symbol": "AUSDT", "interval": "1m", "limit": 5})
+        elapsed = time.monotonic() - t0
+        assert client.stats.http_429 == 1
+    assert rest.counters("um")["requests/klines"] == 2  # the 429, then the same request again
+    assert 0.9 <= elapsed < 20  # generous: the point is 1 s, not 59 s
+    assert "HTTP 429, retry 1/5: every request to the host waits 1.0 s (Retry-After)" in caplog.text
+
+
+def test_429_without_retry_after_waits_to_the_window_end(monkeypatch, caplog):
+    # 0.5 s into a 2 s window whose guard time is 0.1 s: the window ends 1.5 s from now.
+    client, session = _client_answering(
+        monkeypatch, [(429, {}), (200, {})], window_s=2.0, seconds_in=0.5
+    )
+    elapsed = _timed_get(client, caplog)
+    assert session.answers == []
+    assert 1.3 <= elapsed < 10
+    assert "waits 1.5 s (no Retry-After: to the end of the rate-limit window)" in caplog.text
+
+
+def test_429_whose_used_weight_fills_the_window_waits_to_its_end(monkeypatch, caplog):
+    # A genuine weight-limit 429: the answer reports the IP's whole limit used. A request
+    # sent after Retry-After but inside the window would be refused again (and repeated
+    # violations end in a 418 ban): the limiter holds every request to the window's end.
+    used_up = {"Retry-After": "1", "X-MBX-USED-WEIGHT-1M": "2400"}
+    client, session = _client_answering(
+        monkeypatch, [(429, used_up), (200, {})], window_s=4.0, seconds_in=1.0
+    )
+    elapsed = _timed_get(client, caplog)
+    assert session.answers == []
+    assert 2.8 <= elapsed < 10  # the window ends 3 s from the 429, Retry-After said 1 s
+    assert "waits 3.0 s (Retry-After 1 s; the window's weight is used up: to its end)" in (
+        caplog.text
+    )
+
+
+def test_persistent_429_fails_the_request_after_max_retries_waits(emulator, caplog):
+    rest = RestEmulator(now_ms=D * DAY_MS)
+    rest.add_symbol("um", "BUSDT")
+    rest.inject(429, count=1000, market="um", path="/klines", symbol="BUSDT", retry_after=1)
+    emu = emulator(rest=rest)
+    lim = WindowLimiter(2400, window_s=60.0, clock=_into_a_window(60.0, 1.0))
+    with RestClient(emu.base_url, "um_futures", weight_limiter=lim, max_retries=2) as client:
+        t0 = time.monotonic()
+        with pytest.raises(RateLimited) as err:
+            client.get_json("/klines", {"symbol": "BUSDT", "interval": "1m", "limit": 5})
+        elapsed = time.monotonic() - t0
+    assert isinstance(err.value, TransientFailure)  # a transient failure of the symbol
+    message = str(err.value)
+    assert "/fapi/v1/klines?symbol=BUSDT" in message
+    assert "kept answering HTTP 429" in message and "rest.max_retries=2" in message
+    assert rest.counters("um")["429"] == 3  # the first try and two retries, then no more
+    assert 1.8 <= elapsed < 20  # two waits of Retry-After: 1
