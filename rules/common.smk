@@ -656,6 +656,9 @@ def get_api_args(wildcards):
             parse_report=report_dir("aws_parse", tt, "funding"),
         )
         del funding["shard"]
+        # Funding is fetched from the run's first day at the earliest; klines fill from the
+        # first archived day instead (docs/config.md, Dates), so only futures jobs get it.
+        args["start_date"] = START_DATE
         archived = set(shard_symbols(tt, wildcards.shard, "funding"))
         # Symbols without archived funding have no parse report (a sparse per-symbol value).
         funding["symbol_values"] = {

@@ -7,7 +7,9 @@ funding (§7, Q5). Here (Q5 fixed):
 - Start: one ms after the newest event already known, i.e. the later of the last archived event
   (``parsed_data/{T}/funding/{SYM}.pqt``) and the last stored REST event. With neither, from the
   symbol's first parsed kline day (any interval); with no klines either, from epoch 0, which
-  Binance answers with the symbol's first records.
+  Binance answers with the symbol's first records. Never before the run's first day
+  (``start_date``, or the ``lookback_days`` window's; ``plan.resolve_dates``): the date range
+  limits fetching (docs/config.md), so epoch 0 is used only for a run over all history.
 - Head: REST must cover everything after the archive (or from the first kline day). Where that
   lower bound lies before what the stored file was fetched from, the span in between is fetched
   too. It happens after a backfill: ``start_date`` moved earlier, so the archive's last event or
@@ -164,6 +166,7 @@ def run_api_funding(
     api_url: str,
     parse_report,
     end_date: str | None,
+    start_date: str | None = None,
     weight_share: float = 0.8,
     max_retries: int = 5,
     timeout_s: float = 15.0,
@@ -174,7 +177,8 @@ def run_api_funding(
     client: RestClient | None = None,
 ) -> dict:
     """Fetch the symbol's funding events after the newest known one, and those of a span
-    before the stored ones that REST must cover too (a backfill); see module docstring.
+    before the stored ones that REST must cover too (a backfill), within ``start_date`` (the
+    run's resolved first day; None: all history) and ``end_date``; see module docstring.
 
     ``exchange_info_path`` (optional) supplies the weight limit and window; without it the
     Binance defaults apply. ``parse_report`` is accepted for the workflow's dependency only:
@@ -210,6 +214,10 @@ def run_api_funding(
         first = first_kline_ms(data_dir, trade_type, symbol)
         lower_ms = (first - first % DAY_MS) if first is not None else 0
         start_from = "first_kline_day" if first is not None else "epoch"
+    if start_date and lower_ms < day_number(start_date) * DAY_MS:
+        # Nothing before the run's first day: with neither archive funding nor klines (a
+        # start_date past the archive) the epoch fallback fetched the whole history.
+        lower_ms, start_from = day_number(start_date) * DAY_MS, "start_date"
     record_path = coverage_record_path(data_dir, trade_type, symbol)
     head: tuple[int, int] | None = None  # [lo, hi] before the stored events, to fetch too
     if last_stored is None:

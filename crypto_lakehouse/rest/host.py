@@ -114,6 +114,7 @@ def run_host_shard(
     interval: str,
     funding: dict | None = None,
     shard: int | None = None,
+    start_date: str | None = None,
     weight_share: float = 0.8,
     max_retries: int = 5,
     timeout_s: float = 15.0,
@@ -124,7 +125,8 @@ def run_host_shard(
     through one client of the host; one shard report lists both (``"klines-1m/BTCUSDT"``,
     ``"funding/BTCUSDT"``). ``klines`` and ``funding`` give each part's ``symbols``,
     ``symbol_paths`` and optional ``symbol_values`` (see ``shards.run_shard``); ``common``
-    (``data_dir``, ``end_date``) goes to every symbol. The symbols of a part run
+    (``data_dir``, ``end_date``) goes to every symbol, ``start_date`` (the run's first day,
+    None for all history) to the funding symbols. The symbols of a part run
     ``SYMBOLS_AT_ONCE`` at a time; "now" is the server time taken once per job
     (``RestClient.start_time_ms``). A ban (418/403) stops every symbol not yet started, in
     both parts, at once: continuing would extend it."""
@@ -149,7 +151,8 @@ def run_host_shard(
         if funding and funding.get("symbols"):
             from crypto_lakehouse.rest.funding import run_api_funding
 
-            parts.append(_part(run_api_funding, funding, shared, None))
+            funding_common = dict(shared, start_date=start_date)
+            parts.append(_part(run_api_funding, funding, funding_common, None))
         return run_shard_parts(
             parts,
             shard_report=shard_report,

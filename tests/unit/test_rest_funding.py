@@ -219,6 +219,52 @@ def test_invalid_symbol_is_skipped(emulator, tmp_path):
     assert not layout.api_funding_path(tmp_path, "um_futures", "GONEUSDT").exists()
 
 
+def test_a_start_date_after_now_fetches_no_history(emulator, tmp_path):
+    # The report's case: start_date in the future, no archive funding, no klines. The epoch
+    # fallback fetched the symbol's whole history; the date range limits fetching.
+    rest = RestEmulator(now_ms=(D + 100) * DAY + 10)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 200) * DAY)
+    emu = emulator(rest=rest)
+    stats = run(emu.base_url, tmp_path, start_date=day_iso(D + 150), end_day=D + 160)
+    assert stats["start_from"] == "start_date" and stats["pages"] == 0
+    assert rest.counters("um").get("requests/fundingRate", 0) == 0
+    assert not layout.api_funding_path(tmp_path, "um_futures", "AUSDT").exists()
+    assert report(tmp_path)["records"] == 0
+
+
+@pytest.mark.parametrize("known", ["nothing", "klines_before_start", "archive_before_start"])
+def test_start_date_bounds_the_start_and_end_date_the_end(emulator, tmp_path, known):
+    # Whatever lies before the run's first day (parsed klines or archive funding kept from
+    # an earlier, longer range; or nothing, the epoch fallback), REST starts at start_date.
+    rest = RestEmulator(now_ms=(D + 100) * DAY + 10)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 200) * DAY)
+    emu = emulator(rest=rest)
+    if known == "klines_before_start":
+        write_first_kline(tmp_path, "AUSDT", "um_futures", D * DAY)
+    if known == "archive_before_start":
+        write_parsed_funding(tmp_path, "AUSDT", "um_futures", [(D + 2) * DAY])
+    stats = run(emu.base_url, tmp_path, start_date=day_iso(D + 50), end_day=D + 59)
+    assert stats["start_from"] == "start_date"
+    # 10 days of 8-hourly events, D+50 00:00 .. D+59 16:00
+    expected = served_times(rest, "um", "AUSDT", (D + 50) * DAY, (D + 60) * DAY - 1)
+    assert len(expected) == 30
+    assert stored(tmp_path)["funding_time"].cast("int64").to_pylist() == expected
+
+
+def test_an_earlier_start_date_fetches_the_span_before_the_stored_events(emulator, tmp_path):
+    rest = RestEmulator(now_ms=(D + 10) * DAY + 10)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 20) * DAY)
+    emu = emulator(rest=rest)
+    run(emu.base_url, tmp_path, start_date=day_iso(D + 5))
+    expected = served_times(rest, "um", "AUSDT", (D + 5) * DAY, rest.now_ms)
+    assert stored(tmp_path)["funding_time"].cast("int64").to_pylist() == expected
+    # start_date moved back (a backfill): the days before the stored events are fetched too
+    stats = run(emu.base_url, tmp_path, start_date=day_iso(D + 2))
+    assert stats["new_records"] == 3 * 3 and stats["pages"] == 2  # the span, then the tail
+    expected = served_times(rest, "um", "AUSDT", (D + 2) * DAY, rest.now_ms)
+    assert stored(tmp_path)["funding_time"].cast("int64").to_pylist() == expected
+
+
 def test_funding_pool_429s_are_waited_out(emulator, tmp_path):
     # The server allows 2 um fundingRate requests per 1 s; 5 pages are needed.
     rest = RestEmulator(now_ms=(D + 200) * DAY + 10, window_s=1, funding_limit=2, funding_windows=1)
@@ -416,6 +462,27 @@ def test_rest_shard_job_fills_klines_then_funding_in_one_report(emulator, tmp_pa
             assert (tmp_path / f"reports/{part}/{symbol}.json").exists()
     written = json.loads((tmp_path / "reports/shards/0.json").read_text())
     assert written["symbols"]["funding/BUSDT"]["report"].endswith("reports/funding/BUSDT.json")
+
+
+def test_rest_shard_job_bounds_funding_by_start_date_not_klines(emulator, tmp_path):
+    from crypto_lakehouse.rest.host import run_host_shard
+
+    symbols = ["AUSDT"]
+    rest = _rest_with_klines_and_funding(symbols)
+    emu = emulator(rest=rest)
+    write_json(tmp_path / "parse.json", {})
+    write_first_kline(tmp_path, "AUSDT", "um_futures", D * DAY)
+    args = dict(_host_shard_args(tmp_path, emu.base_url, symbols), start_date=day_iso(D + 1))
+    shard = run_host_shard(**args)
+    assert shard["failed"] == []
+    # klines fill from the first archived day (docs/config.md, Dates), funding from start_date
+    api_dir = layout.api_klines_dir(tmp_path, "um_futures", "AUSDT", "1m")
+    assert sorted(p.name for p in api_dir.glob("*.pqt")) == [
+        f"{day_iso(d).replace('-', '')}.pqt" for d in (D, D + 1)
+    ]
+    expected = served_times(rest, "um", "AUSDT", (D + 1) * DAY, (D + 2) * DAY)
+    got = stored(tmp_path, "AUSDT")["funding_time"].cast(pa.int64()).to_pylist()
+    assert got == expected and len(expected) == 3
 
 
 def test_a_ban_in_the_klines_part_stops_the_funding_part_too(emulator, tmp_path):

@@ -187,6 +187,37 @@ def test_shard_job_gets_its_symbols_and_their_paths(tmp_path):
     assert job["shard_report"].endswith(f"aws_parse/spot/klines-1m/shards/{job['shard']}.json")
 
 
+def test_rest_job_gets_the_runs_first_day_for_its_funding(tmp_path):
+    # REST funding is bounded by the run's first day (docs/config.md, Dates): the futures
+    # REST job must be given it; a start_date past the archive used to fetch from epoch 0.
+    data = tmp_path / "d"
+    _write_small_listing(data)
+    config = {"data_dir": str(data), "trade_types": ["spot", "um_futures"]}
+    dates = {"start_date": "2027-06-01", "end_date": "2027-06-30"}
+    proc = run_snakemake(tmp_path, "-n", "-p", "api_download", config={**config, **dates})
+    jobs = [
+        json.loads(shlex.split(line)[4])
+        for line in proc.stdout.splitlines()
+        if line.startswith("Shell command:") and "api_download_shard.py" in line
+    ]
+    by_type = {j["trade_type"]: j for j in jobs}
+    assert sorted(by_type) == ["spot", "um_futures"]
+    assert by_type["um_futures"]["start_date"] == "2027-06-01"
+    assert by_type["um_futures"]["end_date"] == "2027-06-30"
+    assert "start_date" not in by_type["spot"]  # no funding: klines start at the archive
+    # lookback_days chooses the first day when start_date is unset
+    lookback = {"end_date": "2027-06-30", "lookback_days": 10}
+    proc = run_snakemake(tmp_path, "-n", "-p", "api_download", config={**config, **lookback})
+    (um_job,) = [
+        json.loads(shlex.split(line)[4])
+        for line in proc.stdout.splitlines()
+        if line.startswith("Shell command:")
+        and "api_download_shard.py" in line
+        and "um_futures" in line
+    ]
+    assert um_job["start_date"] == "2027-06-21"
+
+
 def test_invalid_resample_offset_is_rejected_at_config_validation(tmp_path):
     config = {
         "data_dir": str(tmp_path / "d"),
