@@ -3,13 +3,14 @@
 Runs before Snakemake's own schema validation (which fills the defaults): YAML dates become
 ISO strings, unknown keys are named with the closest valid key, intervals are checked
 against Binance's list, and any other schema violation is reported as one line naming the
-key — never as a dump of the schema.
+key — never as a dump of the schema. Every problem is reported at once, each key once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from pathlib import Path
 
 import jsonschema
@@ -19,6 +20,7 @@ from crypto_lakehouse.intervals import check_base_interval, check_binance_interv
 from crypto_lakehouse.plan import ConfigError, parse_config_date
 
 DATE_KEYS = ("start_date", "end_date")
+DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # the schema's
 
 
 def load_schema(path: str | Path) -> dict:
@@ -28,13 +30,24 @@ def load_schema(path: str | Path) -> dict:
         return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
-def normalise_dates(config: dict) -> None:
-    """YAML reads an unquoted ``2025-01-20`` as a date: store it as its ISO string (in place),
-    the form every job parameter and the schema use."""
+def _date_problems(config: dict) -> list[tuple[str, str]]:
+    """YAML reads an unquoted ``2025-01-20`` as a date: store it as its ISO string (in
+    place), the form every job parameter and the schema use. A value that cannot be a UTC
+    day (a time of day, 2025-02-30) is a (key, message) problem."""
+    problems = []
     for key in DATE_KEYS:
         value = config.get(key)
-        if isinstance(value, dt.date):  # datetime too (a subclass)
-            config[key] = parse_config_date(key, value).isoformat()
+        if not isinstance(value, (str, dt.date)):  # datetime too (a subclass)
+            continue  # absent, null, or not a date at all: the schema says so
+        if isinstance(value, str) and not DATE_PATTERN.fullmatch(value):
+            continue  # another form (20250120, 2025-W03): the schema's pattern says so
+        try:
+            day = parse_config_date(key, value)
+        except ConfigError as exc:
+            problems.append((key, str(exc)))
+            continue
+        config[key] = day.isoformat()
+    return problems
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -56,45 +69,84 @@ def _key_name(path: list) -> str:
 
 def unknown_keys(config, schema: dict, root: dict | None = None, path=None) -> list[str]:
     """One message per key the schema does not define, with the closest defined key."""
+    return [message for _, message, _ in _unknown_keys(config, schema, root, path)]
+
+
+def _unknown_keys(config, schema: dict, root: dict | None = None, path=None) -> list[tuple]:
+    """``unknown_keys`` as (path of the key, message, closest valid key or None)."""
     root = schema if root is None else root
     path = path or []
     schema = _resolve(schema, root)
-    messages: list[str] = []
+    found: list[tuple] = []
     if isinstance(config, dict):
         props = schema.get("properties", {})
         for key, value in config.items():
             if key in props:
-                messages += unknown_keys(value, props[key], root, [*path, key])
+                found += _unknown_keys(value, props[key], root, [*path, key])
             elif schema.get("additionalProperties") is False and props:
                 close = difflib.get_close_matches(str(key), list(props), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}?" if close else "valid keys: " + ", ".join(props)
-                messages.append(f"unknown config key {_key_name([*path, key])!r}: {hint}")
+                message = f"unknown config key {_key_name([*path, key])!r}: {hint}"
+                found.append(((*path, key), message, close[0] if close else None))
     elif isinstance(config, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(config):
-            messages += unknown_keys(item, schema["items"], root, [*path, i])
-    return messages
+            found += _unknown_keys(item, schema["items"], root, [*path, i])
+    return found
 
 
 def interval_errors(config: dict) -> list[str]:
-    errors = []
-    if "interval" in config:
-        errors.append(check_base_interval(config["interval"]))
+    return [message for _, message in _interval_problems(config)]
+
+
+def _interval_problems(config: dict) -> list[tuple[str, str]]:
+    """(key, message) of each interval that is not a Binance kline interval the pipeline can
+    build. A value that is not a string (a list, a map) is left to the schema."""
+    problems = []
+    if isinstance(config.get("interval"), str):
+        problems.append(("interval", check_base_interval(config["interval"])))
     targets = (config.get("resample") or {}).get("targets") or []
     if isinstance(targets, list):
         for i, target in enumerate(targets):
-            if isinstance(target, dict) and "interval" in target:
+            if isinstance(target, dict) and isinstance(target.get("interval"), str):
                 key = f"resample.targets[{i}].interval"
-                errors.append(check_binance_interval(key, target["interval"]))
-    return [e for e in errors if e]
+                problems.append((key, check_binance_interval(key, target["interval"])))
+    return [(key, message) for key, message in problems if message]
 
 
 def schema_errors(config: dict, schema: dict) -> list[str]:
     """Every other violation, one line each: the key and jsonschema's short message."""
+    return [message for _, message in _schema_problems(config, schema)]
+
+
+def _schema_problems(config: dict, schema: dict) -> list[tuple]:
+    """``schema_errors`` as (error, message) pairs, in the order of the keys."""
     validator = jsonschema.Draft202012Validator(schema)
     out = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
-        out.append(f"config key {_key_name(list(error.absolute_path))!r}: {_message(error)}")
+        key = _key_name(list(error.absolute_path))
+        out.append((error, f"config key {key!r}: {_message(error)}"))
     return out
+
+
+def _said_already(error: jsonschema.ValidationError, reported: set[str], unknown: dict) -> bool:
+    """A schema error that repeats a problem reported by a check of our own: one at a key
+    those checks named (or inside it), an "Additional properties" error whose every extra
+    key was named as an unknown key, or a required key missing because it is misspelled
+    (``unknown``: path of each unknown key -> the valid key it is closest to)."""
+    path = list(error.absolute_path)
+    if any(_key_name(path[:n]) in reported for n in range(1, len(path) + 1)):
+        return True
+    if not isinstance(error.instance, dict):
+        return False
+    if error.validator == "additionalProperties":
+        defined = error.schema.get("properties", {})
+        extra = [k for k in error.instance if k not in defined]
+        return bool(extra) and all((*path, k) in unknown for k in extra)
+    if error.validator == "required":
+        guessed = {unknown.get((*path, k)) for k in error.instance}
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return any(error.message.startswith(f"{k!r} ") and k in guessed for k in missing)
+    return False
 
 
 def _message(error: jsonschema.ValidationError) -> str:
@@ -117,11 +169,16 @@ def _message(error: jsonschema.ValidationError) -> str:
 
 
 def check_user_config(config: dict, schema_path: str | Path) -> None:
-    """Raise ConfigError with one line per problem (dates normalised in place first)."""
-    normalise_dates(config)
+    """Raise ConfigError with one line per problem, every problem at once (dates normalised
+    in place first)."""
     schema = load_schema(schema_path)
-    problems = unknown_keys(config, schema) + interval_errors(config)
-    if not problems:
-        problems = schema_errors(config, schema)
+    unknown = _unknown_keys(config, schema)
+    own = _date_problems(config) + _interval_problems(config)
+    reported = {key for key, _ in own}
+    problems = [message for _, message, _ in unknown] + [message for _, message in own]
+    guesses = {path: close for path, _, close in unknown}
+    for error, message in _schema_problems(config, schema):
+        if not _said_already(error, reported, guesses) and message not in problems:
+            problems.append(message)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

@@ -166,3 +166,50 @@ def test_lookback_notice_only_when_lookback_chose_the_start():
     )
     assert date_range_notice({"start_date": "2025-01-01", "lookback_days": 30}, "x", "y") is None
     assert date_range_notice({"start_date": None, "lookback_days": None}, None, "y") is None
+
+
+def _problems(config: dict) -> list[str]:
+    """The problem lines of check_user_config's error (after its heading)."""
+    with pytest.raises(ConfigError) as err:
+        check_user_config(config, SCHEMA)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid configuration:"
+    return [line.strip() for line in lines[1:]]
+
+
+def _keys(lines: list[str]) -> list[str]:
+    """The config key each problem line names."""
+    return [line.split("'")[1] for line in lines]
+
+
+def test_every_problem_is_reported_at_once_each_key_once():
+    # A misspelled key, a non-Binance interval and a schema violation: before, the shards
+    # line appeared only once the other two were fixed.
+    lines = _problems(user_config("strat_date: x\nshards: -1\ninterval: 2m\n"))
+    assert sorted(_keys(lines)) == ["interval", "shards", "strat_date"]
+    assert "did you mean 'start_date'?" in lines[_keys(lines).index("strat_date")]
+    # jsonschema's own verdicts on the same keys are not repeated.
+    assert not any("Additional properties" in line for line in lines)
+    assert not any("is not one of" in line for line in lines)
+
+
+def test_a_misspelled_required_key_is_one_problem():
+    config = {"resample": {"targets": [{"trade_type": "spot", "intervall": "1h",
+                                        "offset_step": "0m"}]}}  # fmt: skip
+    lines = _problems(config)
+    assert lines == ["unknown config key 'resample.targets[0].intervall': did you mean 'interval'?"]
+    # A required key that is simply absent is still named.
+    lines = _problems({"resample": {"targets": [{"trade_type": "spot", "offset_step": "0m"}]}})
+    assert lines == ["config key 'resample.targets[0]': 'interval' is a required property"]
+
+
+def test_a_bad_date_is_reported_with_the_other_problems():
+    lines = _problems(user_config("end_date: 2025-01-20 12:30:00\nstart_date: '2025-02-30'\n"
+                                  "download: {concurrency: 0}\n"))  # fmt: skip
+    assert sorted(_keys(lines)) == ["download.concurrency", "end_date", "start_date"]
+    assert "time of day" in lines[_keys(lines).index("end_date")]
+    assert "not an ISO date" in lines[_keys(lines).index("start_date")]
+
+
+def test_an_interval_that_is_not_a_string_is_a_schema_problem_not_a_crash():
+    assert _keys(_problems({"interval": ["1m"]})) == ["interval"]

@@ -73,3 +73,13 @@ def test_all_without_resample_targets_says_the_stage_is_skipped(tmp_path):
     # Only spot gets a resample summary job.
     assert "summaries/resample/spot.json" in proc.stdout
     assert "summaries/resample/um_futures.json" not in proc.stdout
+
+
+def test_every_config_problem_is_reported_in_one_go(tmp_path):
+    proc = _snakemake_with_yaml(tmp_path, "strat_date: x\nshards: -1\ninterval: 2m\n")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "unknown config key 'strat_date': did you mean 'start_date'?" in out
+    assert "config key 'interval': '2m' is not a Binance kline interval" in out
+    assert "config key 'shards': -1 fits none of the allowed forms" in out
+    assert "Additional properties" not in out
