@@ -2,8 +2,9 @@
 
 Runs before Snakemake's own schema validation (which fills the defaults): YAML dates become
 ISO strings, unknown keys are named with the closest valid key, intervals are checked
-against Binance's list, and any other schema violation is reported as one line naming the
-key — never as a dump of the schema. Every problem is reported at once, each key once.
+against Binance's list, an empty symbol list of a trade type in use is refused, and any
+other schema violation is reported as one line naming the key — never as a dump of the
+schema. Every problem is reported at once, each key once.
 """
 
 from __future__ import annotations
@@ -47,6 +48,30 @@ def _date_problems(config: dict) -> list[tuple[str, str]]:
             problems.append((key, str(exc)))
             continue
         config[key] = day.isoformat()
+    return problems
+
+
+TRADE_TYPES = ("spot", "um_futures", "cm_futures")
+
+
+def _empty_symbol_lists(config: dict) -> list[tuple[str, str]]:
+    """``symbols.<trade type>: []`` of a trade type in use: a run of no symbols at all
+    (docs/config.md gives no meaning to it)."""
+    symbols = config.get("symbols")
+    trade_types = config.get("trade_types", list(TRADE_TYPES))
+    if not isinstance(symbols, dict) or not isinstance(trade_types, list):
+        return []
+    problems = []
+    for trade_type in TRADE_TYPES:
+        if trade_type in trade_types and symbols.get(trade_type) == []:
+            key = f"symbols.{trade_type}"
+            problems.append(
+                (
+                    key,
+                    f"config key {key!r}: empty list: give symbols, 'all', or leave "
+                    f"{trade_type} out of trade_types",
+                )
+            )
     return problems
 
 
@@ -173,7 +198,7 @@ def check_user_config(config: dict, schema_path: str | Path) -> None:
     in place first)."""
     schema = load_schema(schema_path)
     unknown = _unknown_keys(config, schema)
-    own = _date_problems(config) + _interval_problems(config)
+    own = _date_problems(config) + _interval_problems(config) + _empty_symbol_lists(config)
     reported = {key for key, _ in own}
     problems = [message for _, message, _ in unknown] + [message for _, message in own]
     guesses = {path: close for path, _, close in unknown}

@@ -213,3 +213,21 @@ def test_a_bad_date_is_reported_with_the_other_problems():
 
 def test_an_interval_that_is_not_a_string_is_a_schema_problem_not_a_crash():
     assert _keys(_problems({"interval": ["1m"]})) == ["interval"]
+
+
+# ------------------------------------------------------------------ empty selections
+def test_an_empty_symbol_list_of_a_trade_type_in_use_is_refused_by_name():
+    config = user_config("trade_types: [spot, um_futures]\nsymbols: {spot: [], um_futures: []}\n")
+    lines = _problems(config)
+    assert _keys(lines) == ["symbols.spot", "symbols.um_futures"]
+    assert "empty list" in lines[0] and "trade_types" in lines[0]
+    # Without trade_types every trade type is in use (the schema default).
+    assert _keys(_problems({"symbols": {"cm_futures": []}})) == ["symbols.cm_futures"]
+
+
+def test_an_empty_symbol_list_of_an_unused_trade_type_is_harmless():
+    check_user_config(user_config("trade_types: [spot]\nsymbols: {um_futures: []}\n"), SCHEMA)
+
+
+def test_no_trade_type_at_all_is_refused():
+    assert _keys(_problems({"trade_types": []})) == ["trade_types"]

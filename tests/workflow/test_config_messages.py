@@ -83,3 +83,11 @@ def test_every_config_problem_is_reported_in_one_go(tmp_path):
     assert "config key 'interval': '2m' is not a Binance kline interval" in out
     assert "config key 'shards': -1 fits none of the allowed forms" in out
     assert "Additional properties" not in out
+
+
+def test_an_empty_symbol_list_stops_the_run_naming_the_key(tmp_path):
+    proc = _snakemake_with_yaml(tmp_path, "symbols: {spot: [], um_futures: []}\n")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "config key 'symbols.spot': empty list" in out
+    assert "config key 'symbols.um_futures': empty list" in out
