@@ -1,10 +1,11 @@
 """Config checks that speak to the person who wrote the YAML.
 
 Runs before Snakemake's own schema validation (which fills the defaults): YAML dates become
-ISO strings, unknown keys are named with the closest valid key, intervals are checked
-against Binance's list, an empty symbol list of a trade type in use is refused, and any
-other schema violation is reported as one line naming the key — never as a dump of the
-schema. Every problem is reported at once, each key once.
+ISO strings, endpoint URLs lose a trailing slash, unknown keys are named with the closest
+valid key, intervals are checked against Binance's list, endpoint URLs must be http(s)
+URLs, an empty symbol list of a trade type in use is refused, and any other schema
+violation is reported as one line naming the key — never as a dump of the schema. Every
+problem is reported at once, each key once.
 """
 
 from __future__ import annotations
@@ -48,6 +49,41 @@ def _date_problems(config: dict) -> list[tuple[str, str]]:
             problems.append((key, str(exc)))
             continue
         config[key] = day.isoformat()
+    return problems
+
+
+# The form of every endpoint URL: a scheme, a host (and port), maybe a path; no query. The
+# same pattern is in config/config.schema.yaml (endpoints.*, storage.endpoint_url).
+URL_PATTERN = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+URL_KEYS = (
+    ("endpoints", "archive"),
+    ("endpoints", "listing"),
+    ("endpoints", "spot_api"),
+    ("endpoints", "um_api"),
+    ("endpoints", "cm_api"),
+    ("storage", "endpoint_url"),
+)
+
+
+def _url_problems(config: dict) -> list[tuple[str, str]]:
+    """Endpoint URLs that are not http(s) URLs, named by key (a URL without its scheme,
+    ``127.0.0.1:9``, would otherwise fail only at its first request). A trailing slash of
+    ``endpoints.*`` is removed (in place): URLs are built from it as ``<url>/<key>`` or
+    ``<url><path>`` (the start-up probe of a REST host: ``<url>/api/v3/ping``)."""
+    problems = []
+    for block, name in URL_KEYS:
+        section = config.get(block)
+        if not isinstance(section, dict) or not isinstance(section.get(name), str):
+            continue  # absent, null (storage.endpoint_url) or not a string: the schema's
+        url, key = section[name], f"{block}.{name}"
+        if not URL_PATTERN.fullmatch(url):
+            example = (
+                "https://data.binance.vision" if block == "endpoints" else "http://127.0.0.1:8333"
+            )
+            message = f"{url!r} is not an http:// or https:// URL with a host (e.g. {example})"
+            problems.append((key, f"config key {key!r}: {message}"))
+        elif block == "endpoints" and url.endswith("/"):
+            section[name] = url.rstrip("/")
     return problems
 
 
@@ -194,11 +230,16 @@ def _message(error: jsonschema.ValidationError) -> str:
 
 
 def check_user_config(config: dict, schema_path: str | Path) -> None:
-    """Raise ConfigError with one line per problem, every problem at once (dates normalised
-    in place first)."""
+    """Raise ConfigError with one line per problem, every problem at once (dates and
+    endpoint URLs normalised in place first)."""
     schema = load_schema(schema_path)
     unknown = _unknown_keys(config, schema)
-    own = _date_problems(config) + _interval_problems(config) + _empty_symbol_lists(config)
+    own = (
+        _date_problems(config)
+        + _interval_problems(config)
+        + _url_problems(config)
+        + _empty_symbol_lists(config)
+    )
     reported = {key for key, _ in own}
     problems = [message for _, message, _ in unknown] + [message for _, message in own]
     guesses = {path: close for path, _, close in unknown}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import jsonschema
 import pytest
 import yaml
 
@@ -231,3 +232,40 @@ def test_an_empty_symbol_list_of_an_unused_trade_type_is_harmless():
 
 def test_no_trade_type_at_all_is_refused():
     assert _keys(_problems({"trade_types": []})) == ["trade_types"]
+
+
+# ------------------------------------------------------------------ endpoint URLs
+URL_KEYS = [("endpoints", k) for k in ("archive", "listing", "spot_api", "um_api", "cm_api")]
+URL_KEYS.append(("storage", "endpoint_url"))
+
+
+@pytest.mark.parametrize(("block", "key"), URL_KEYS)
+@pytest.mark.parametrize("url", ["127.0.0.1:9", "data.binance.vision", "ftp://host", "https://"])
+def test_an_endpoint_that_is_not_an_http_url_is_refused_by_name(block, key, url):
+    lines = _problems({block: {key: url}})
+    assert _keys(lines) == [f"{block}.{key}"]
+    assert "http:// or https:// URL" in lines[0]
+    # Snakemake's validate (the schema alone) refuses it too.
+    schema = yaml.safe_load(SCHEMA.read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({block: {key: url}}, schema)
+
+
+@pytest.mark.parametrize("key", [k for _, k in URL_KEYS[:5]])
+def test_a_trailing_slash_of_an_endpoint_is_removed(key):
+    config = {"endpoints": {key: "http://127.0.0.1:8080/mirror/"}}
+    check_user_config(config, SCHEMA)
+    assert config["endpoints"][key] == "http://127.0.0.1:8080/mirror"
+    config = {"endpoints": {key: "https://data.example//"}}
+    check_user_config(config, SCHEMA)
+    assert config["endpoints"][key] == "https://data.example"
+
+
+def test_endpoints_of_the_shipped_kinds_are_accepted_unchanged():
+    endpoints = {"archive": "https://data.binance.vision",
+                 "listing": "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision",
+                 "spot_api": "http://127.0.0.1:8080", "um_api": "http://localhost:9/fapi",
+                 "cm_api": "https://dapi.binance.com"}  # fmt: skip
+    config = {"endpoints": dict(endpoints), "storage": {"endpoint_url": None}}
+    check_user_config(config, SCHEMA)
+    assert config["endpoints"] == endpoints

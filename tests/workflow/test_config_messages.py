@@ -91,3 +91,23 @@ def test_an_empty_symbol_list_stops_the_run_naming_the_key(tmp_path):
     out = proc.stdout + proc.stderr
     assert "config key 'symbols.spot': empty list" in out
     assert "config key 'symbols.um_futures': empty list" in out
+
+
+def test_an_endpoint_without_scheme_stops_the_dry_run_naming_the_key(tmp_path):
+    proc = _snakemake_with_yaml(tmp_path, "endpoints: {archive: '127.0.0.1:9'}\n")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "config key 'endpoints.archive': '127.0.0.1:9' is not an http:// or https:// URL" in out
+
+
+def test_the_jobs_get_an_endpoint_without_its_trailing_slash(tmp_path):
+    import json
+    import shlex
+
+    proc = _snakemake_with_yaml(
+        tmp_path, "endpoints: {listing: 'http://127.0.0.1:9/listing/'}\n", "-p", "list_archive"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [command] = [line for line in proc.stdout.splitlines() if "list_archive.py" in line]
+    listings = json.loads(shlex.split(command)[4])["listings"]
+    assert listings and {x["listing_url"] for x in listings} == {"http://127.0.0.1:9/listing"}
