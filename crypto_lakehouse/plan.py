@@ -46,15 +46,38 @@ def resolve_dates(
     lookback_days: int | None,
     today: dt.date | None = None,
 ) -> tuple[str | None, str]:
-    """Return (start, end) as ISO strings; end defaults to today (UTC), start to the
-    lookback window or None (all history). Dates may be ISO strings or dates."""
-    end = parse_config_date("end_date", end_date) or (today or today_utc())
+    """Return (start, end) as ISO strings; end is end_date capped at today (UTC; today
+    when unset), start start_date, else the lookback window ending on end, else None (all
+    history). Dates may be ISO strings or dates.
+
+    A start_date after today is an error (no archive or candle exists for it yet); an
+    end_date after today counts as today until that day comes (``end_date_notice``)."""
+    today = today or today_utc()
     start = parse_config_date("start_date", start_date)
+    end = parse_config_date("end_date", end_date)
+    if start is not None and end is not None and start > end:
+        raise ConfigError(f"config key 'start_date': {start} is after end_date {end}")
+    if start is not None and start > today:
+        raise ConfigError(
+            f"config key 'start_date': {start} is after today ({today}, UTC): no data exists "
+            "for it yet; give a day up to today"
+        )
+    end = today if end is None or end > today else end
     if start is None and lookback_days:
         start = end - dt.timedelta(days=int(lookback_days) - 1)
-    if start is not None and start > end:
-        raise ConfigError(f"config key 'start_date': {start} is after end_date {end}")
     return (start.isoformat() if start else None, end.isoformat())
+
+
+def end_date_notice(end_date: str | dt.date | None, end: str) -> str | None:
+    """The line a run starts with when its ``end_date`` is after today, so that
+    ``resolve_dates`` gave today (``end``) instead: the run builds up to today."""
+    wanted = parse_config_date("end_date", end_date)
+    if wanted is None or wanted.isoformat() <= end:
+        return None
+    return (
+        f"end_date {wanted} is after today ({end}, UTC): data up to today only; until "
+        "that day each run goes up to its own day, as with end_date unset"
+    )
 
 
 def feature_config_key(features: dict) -> str:
@@ -161,14 +184,19 @@ def check_cluster(config: dict) -> None:
 
 
 def date_range_notice(config: dict, start: str | None, end: str) -> str | None:
-    """The line a run starts with when lookback_days (not the user's start_date) chose the
-    first day: a config with only end_date would otherwise silently get a short window."""
+    """The lines a run starts with about its dates: when lookback_days (not the user's
+    start_date) chose the first day (a config with only end_date would otherwise silently
+    get a short window), and when an end_date after today was capped (``end_date_notice``)."""
+    lines = []
     if config.get("start_date") is None and config.get("lookback_days"):
-        return (
+        lines.append(
             f"klines from {start} to {end} (lookback_days: {config['lookback_days']}; "
             "set start_date or lookback_days: null for the whole history)"
         )
-    return None
+    capped = end_date_notice(config.get("end_date"), end)
+    if capped:
+        lines.append(capped)
+    return "\n".join(lines) or None
 
 
 def resample_skipped_notice(trade_types: list[str], resampled: list[str]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -416,5 +417,8 @@ def main(args) -> int:
         url = config["endpoints"]["listing"]
         print(f"crypto_lakehouse plan: listing {url} (config key endpoints.listing) failed: {exc}")
         return 1
+    capped = workflow_plan.end_date_notice(config["end_date"], plan["end_date"])
+    if capped:  # an end_date after today: the plan goes up to today (as a run does)
+        print(capped, file=sys.stderr)
     print(json.dumps(plan, indent=1) if args.json else format_plan(plan))
     return 0

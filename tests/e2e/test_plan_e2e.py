@@ -215,6 +215,22 @@ def test_plan_text_names_reasons_and_estimate(archive, capsys):
     assert "\x1b" not in out
 
 
+def test_plan_with_an_end_date_after_today_goes_up_to_today_and_says_so(archive, capsys):
+    from datetime import datetime, timezone
+
+    from crypto_lakehouse.cli import main
+
+    tmp, _, emu = archive
+    today = datetime.now(timezone.utc).date()
+    later = today + timedelta(days=30)
+    cfg = tmp / "later-config.yaml"
+    cfg.write_text(json.dumps(config_for(emu, tmp / "data-later", end_date=later.isoformat())))
+    assert main(["plan", "--configfile", str(cfg), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["end_date"] == today.isoformat()
+    assert f"end_date {later} is after today ({today}, UTC)" in captured.err
+
+
 def test_plan_names_the_endpoint_it_cannot_list(tmp_path, capsys):
     import socket
 

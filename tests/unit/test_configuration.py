@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from crypto_lakehouse.configuration import check_user_config, unknown_keys
-from crypto_lakehouse.plan import ConfigError, date_range_notice, resolve_dates
+from crypto_lakehouse.plan import ConfigError, date_range_notice, end_date_notice, resolve_dates
 from tests.conftest import REPO_ROOT
 
 SCHEMA = REPO_ROOT / "config" / "config.schema.yaml"
@@ -269,3 +269,31 @@ def test_endpoints_of_the_shipped_kinds_are_accepted_unchanged():
     config = {"endpoints": dict(endpoints), "storage": {"endpoint_url": None}}
     check_user_config(config, SCHEMA)
     assert config["endpoints"] == endpoints
+
+
+# ------------------------------------------------------------------ dates after today
+TODAY = dt.date(2026, 12, 6)
+
+
+def test_a_start_date_after_today_is_refused_by_name():
+    for end in ("2027-06-03", None):
+        with pytest.raises(ConfigError, match=r"'start_date': 2027-06-01 is after today") as err:
+            resolve_dates("2027-06-01", end, None, TODAY)
+        assert "2026-12-06" in str(err.value)
+    # Today itself is a valid first day.
+    assert resolve_dates("2026-12-06", None, None, TODAY) == ("2026-12-06", "2026-12-06")
+
+
+def test_an_end_date_after_today_counts_as_today_and_the_run_says_so():
+    assert resolve_dates("2026-12-01", "2027-06-03", None, TODAY) == ("2026-12-01", "2026-12-06")
+    # The lookback window ends on the capped day, as with end_date unset.
+    assert resolve_dates(None, "2027-06-03", 3, TODAY) == resolve_dates(None, None, 3, TODAY)
+    config = {"start_date": "2026-12-01", "end_date": "2027-06-03", "lookback_days": None}
+    notice = date_range_notice(config, "2026-12-01", "2026-12-06")
+    assert notice is not None and len(notice.splitlines()) == 1
+    assert "end_date 2027-06-03 is after today (2026-12-06, UTC)" in notice
+    # An end date up to today is no news.
+    assert end_date_notice("2026-12-06", "2026-12-06") is None
+    assert end_date_notice(None, "2026-12-06") is None
+    both = date_range_notice({**config, "start_date": None, "lookback_days": 30}, "x", "2026-12-06")
+    assert len(both.splitlines()) == 2 and both.startswith("klines from x to 2026-12-06")

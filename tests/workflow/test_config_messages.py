@@ -111,3 +111,29 @@ def test_the_jobs_get_an_endpoint_without_its_trailing_slash(tmp_path):
     [command] = [line for line in proc.stdout.splitlines() if "list_archive.py" in line]
     listings = json.loads(shlex.split(command)[4])["listings"]
     assert listings and {x["listing_url"] for x in listings} == {"http://127.0.0.1:9/listing"}
+
+
+def _utc_today():
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def test_a_start_date_after_today_stops_the_run_naming_it(tmp_path):
+    import datetime as dt
+
+    start, end = _utc_today() + dt.timedelta(days=200), _utc_today() + dt.timedelta(days=202)
+    proc = _snakemake_with_yaml(tmp_path, f"start_date: '{start}'\nend_date: '{end}'\n")
+    assert proc.returncode != 0
+    assert f"config key 'start_date': {start} is after today" in proc.stdout + proc.stderr
+
+
+def test_an_end_date_after_today_is_capped_and_the_run_says_so(tmp_path):
+    import datetime as dt
+
+    today = _utc_today()
+    start, end = today - dt.timedelta(days=3), today + dt.timedelta(days=30)
+    proc = _snakemake_with_yaml(tmp_path, f"start_date: '{start}'\nend_date: '{end}'\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first_lines = proc.stderr.splitlines()[:5]
+    assert any(f"end_date {end} is after today ({today}, UTC)" in line for line in first_lines)
