@@ -152,17 +152,18 @@ def check_config(
                 f"config key 'resample.targets': {exc} (the targets must suit interval: "
                 f"{config['interval']}; give resample.targets for it, or [] to skip resampling)"
             ) from exc
+    # Checked with enabled: false too: the features target still builds them
+    # (`snakemake features`), and a block that fails would fail every job of it.
     features = config.get("features", {})
-    if features.get("enabled", True):
-        from crypto_lakehouse.features import spec
+    from crypto_lakehouse.features import spec
 
-        try:
-            if verdicts_dir is None:
-                spec.validate_feature_config(features)
-            else:
-                validate_feature_config_once(features, verdicts_dir, remember_verdicts)
-        except spec.FeatureConfigError as exc:
-            raise ConfigError(f"config key {exc}") from exc
+    try:
+        if verdicts_dir is None:
+            spec.validate_feature_config(features)
+        else:
+            validate_feature_config_once(features, verdicts_dir, remember_verdicts)
+    except spec.FeatureConfigError as exc:
+        raise ConfigError(f"config key {exc}") from exc
     resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
     check_cluster(config)
 

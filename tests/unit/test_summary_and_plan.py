@@ -170,11 +170,13 @@ def test_check_config_names_the_key():
         check_config(_config(interval="7x"))
 
 
-def test_check_config_checks_the_feature_indicators_while_enabled():
+def test_check_config_checks_the_feature_indicators_enabled_or_not():
     bad = {"indicators": [{"name": "RSI", "timeperiod": 14}, {"name": "RSI", "timeperod": 3}]}
     with pytest.raises(ConfigError, match=r"config key features\.indicators\[1\].*timeperod"):
         check_config(_config(features=bad))
-    check_config(_config(features={**bad, "enabled": False}))  # not used: not checked
+    # enabled: false leaves features out of `all` only: `snakemake features` builds them.
+    with pytest.raises(ConfigError, match=r"config key features\.indicators\[1\].*timeperod"):
+        check_config(_config(features={**bad, "enabled": False}))
     from crypto_lakehouse.plan import active_stages
 
     assert active_stages(_config())[-2:] == ["resample", "features"]

@@ -252,3 +252,14 @@ def test_bad_indicator_is_rejected_at_config_validation_naming_the_entry(tmp_pat
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "features.indicators[1]" in out and named in out
+
+
+def test_bad_indicator_is_rejected_at_start_up_with_features_disabled_too(tmp_path):
+    # enabled: false leaves features out of `all`; the features target still builds them.
+    indicators = [{"name": "EMA", "timeperiod": 20}, {"name": "RSI", "periods": 14}]
+    features = {"enabled": False, "indicators": indicators}
+    config = {"data_dir": str(tmp_path / "d"), "features": features}
+    proc = run_snakemake(tmp_path, "-n", "features", config=config, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "features.indicators[1]" in out and "periods" in out
