@@ -132,6 +132,10 @@ def test_a_config_change_reruns_the_jobs_whose_arguments_it_changes(pipeline_run
         # how jobs reach the hosts is no reason to rerun them
         connection = {"download": {"concurrency": 7, "timeout_s": 11}, "rest": {"max_retries": 2}}
         assert "Nothing to be done" in dry_run(connection)
+        # nor are the storage settings (they reach the job JSON, not the args digest)
+        storage = {"storage": {"fsync": not config.get("storage", {}).get("fsync", True),
+                               "symbols_at_once": 2}}  # fmt: skip
+        assert "Nothing to be done" in dry_run(storage)
         schema = yaml.safe_load((REPO / "config/config.schema.yaml").read_text())
         targets = schema["properties"]["resample"]["properties"]["targets"]["default"]
         extra = {"trade_type": "spot", "interval": "4h", "offset_step": "0m"}
