@@ -189,11 +189,12 @@ def test_shard_job_gets_its_symbols_and_their_paths(tmp_path):
 
 def test_rest_job_gets_the_runs_first_day_for_its_funding(tmp_path):
     # REST funding is bounded by the run's first day (docs/config.md, Dates): the futures
-    # REST job must be given it; a start_date past the archive used to fetch from epoch 0.
+    # REST job must be given it; before, it fetched from epoch 0 when
+    # a symbol had no archive funding and no parsed klines (a start_date past its archive).
     data = tmp_path / "d"
     _write_small_listing(data)
     config = {"data_dir": str(data), "trade_types": ["spot", "um_futures"]}
-    dates = {"start_date": "2027-06-01", "end_date": "2027-06-30"}
+    dates = {"start_date": "2025-06-01", "end_date": "2025-06-30"}
     proc = run_snakemake(tmp_path, "-n", "-p", "api_download", config={**config, **dates})
     jobs = [
         json.loads(shlex.split(line)[4])
@@ -202,11 +203,11 @@ def test_rest_job_gets_the_runs_first_day_for_its_funding(tmp_path):
     ]
     by_type = {j["trade_type"]: j for j in jobs}
     assert sorted(by_type) == ["spot", "um_futures"]
-    assert by_type["um_futures"]["start_date"] == "2027-06-01"
-    assert by_type["um_futures"]["end_date"] == "2027-06-30"
+    assert by_type["um_futures"]["start_date"] == "2025-06-01"
+    assert by_type["um_futures"]["end_date"] == "2025-06-30"
     assert "start_date" not in by_type["spot"]  # no funding: klines start at the archive
     # lookback_days chooses the first day when start_date is unset
-    lookback = {"end_date": "2027-06-30", "lookback_days": 10}
+    lookback = {"end_date": "2025-06-30", "lookback_days": 10}
     proc = run_snakemake(tmp_path, "-n", "-p", "api_download", config={**config, **lookback})
     (um_job,) = [
         json.loads(shlex.split(line)[4])
@@ -215,7 +216,7 @@ def test_rest_job_gets_the_runs_first_day_for_its_funding(tmp_path):
         and "api_download_shard.py" in line
         and "um_futures" in line
     ]
-    assert um_job["start_date"] == "2027-06-21"
+    assert um_job["start_date"] == "2025-06-21"
 
 
 def test_invalid_resample_offset_is_rejected_at_config_validation(tmp_path):
