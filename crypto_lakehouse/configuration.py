@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 
 from crypto_lakehouse.intervals import check_base_interval, check_binance_interval
+from crypto_lakehouse.layout import TRADE_TYPES
 from crypto_lakehouse.plan import ConfigError, parse_config_date
 
 DATE_KEYS = ("start_date", "end_date")
@@ -87,9 +88,6 @@ def _url_problems(config: dict) -> list[tuple[str, str]]:
     return problems
 
 
-TRADE_TYPES = ("spot", "um_futures", "cm_futures")
-
-
 def _empty_symbol_lists(config: dict) -> list[tuple[str, str]]:
     """``symbols.<trade type>: []`` of a trade type in use: a run of no symbols at all
     (docs/config.md gives no meaning to it)."""
@@ -155,10 +153,6 @@ def _unknown_keys(config, schema: dict, root: dict | None = None, path=None) -> 
     return found
 
 
-def interval_errors(config: dict) -> list[str]:
-    return [message for _, message in _interval_problems(config)]
-
-
 def _interval_problems(config: dict) -> list[tuple[str, str]]:
     """(key, message) of each interval that is not a Binance kline interval the pipeline can
     build. A value that is not a string (a list, a map) is left to the schema."""
@@ -174,13 +168,9 @@ def _interval_problems(config: dict) -> list[tuple[str, str]]:
     return [(key, message) for key, message in problems if message]
 
 
-def schema_errors(config: dict, schema: dict) -> list[str]:
-    """Every other violation, one line each: the key and jsonschema's short message."""
-    return [message for _, message in _schema_problems(config, schema)]
-
-
 def _schema_problems(config: dict, schema: dict) -> list[tuple]:
-    """``schema_errors`` as (error, message) pairs, in the order of the keys."""
+    """Every other violation, one (error, message) pair each, in the order of the keys:
+    the key and jsonschema's short message."""
     validator = jsonschema.Draft202012Validator(schema)
     out = []
     for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
