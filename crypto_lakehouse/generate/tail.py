@@ -227,14 +227,21 @@ def _changed_inputs(recorded: dict, paths: list[Path], current: dict) -> list[Pa
 
 
 def _diff_inputs(
-    recorded: dict, paths: list[Path], current: dict
+    recorded: dict,
+    paths: list[Path],
+    current: dict,
+    kept: dict[Path, dict[str, np.ndarray]],
+    keep_from: int | None,
 ) -> tuple[int | None, dict[str, list]]:
     """Earliest candle time that may differ from the recorded inputs (None: nothing
     differs) and the current entries (``current``: the identities of ``paths``).
 
     A file whose size or mtime changed is read: when the record holds its day digests
     (aws_parse rewrites the current month's partition on every daily update), the change
-    starts at the first day whose rows differ, else at the first candle of either version."""
+    starts at the first day whose rows differ, else at the first candle of either version.
+    The rows of a changed file reaching ``keep_from`` (the horizon: only such files can be
+    read again for the new tail) go to ``kept``, so that the tail does not read it twice
+    (a second GET on S3); older ones are dropped, so memory stays at the tail's size."""
     earliest: int | None = None
 
     def changed_at(t):
@@ -258,6 +265,9 @@ def _diff_inputs(
         entries[path.name] = input_entries([path], spans, {path: ident}, store, horizon=None)[
             path.name
         ]
+        last = entries[path.name][3]
+        if keep_from is not None and last is not None and last >= keep_from:
+            kept[path] = store
         digests = entries[path.name][4] = day_digests(store, *spans[path])
         if rec is not None and rec[4] is not None:
             changed_at(_first_changed_day(rec[4], digests))
@@ -299,6 +309,28 @@ def _funding_gate(events: FundingEvents, first: int, last: int, step_ms: int) ->
     return str(len(np.unique(rows)))
 
 
+def _read_selected(
+    sel_a: list[Path], sel_r: list[Path], kept: dict[Path, dict[str, np.ndarray]]
+) -> tuple[dict[str, np.ndarray], int]:
+    """The rows of the archive files ``sel_a`` then the REST files ``sel_r``, in that order,
+    and the number of archive rows; the files in ``kept`` (read by ``_diff_inputs``) are
+    not read again."""
+    spans: dict[Path, tuple[int, int]] = {}
+    to_read = ([p for p in sel_a if p not in kept], [p for p in sel_r if p not in kept])
+    read, (n_read_a, _), problems = read_kline_files(*to_read, spans=spans)
+    if problems:
+        raise Fallback("input problems")
+    if len(to_read[0]) == len(sel_a) and len(to_read[1]) == len(sel_r):
+        return read, n_read_a
+
+    def rows_of(path: Path) -> dict[str, np.ndarray]:
+        return kept[path] if path in kept else {c: read[c][slice(*spans[path])] for c in read}
+
+    parts = [rows_of(p) for p in [*sel_a, *sel_r]]
+    n_read_a = sum(len(part[TIME]) for part in parts[: len(sel_a)])
+    return {c: np.concatenate([part[c] for part in parts]) for c in KLINE_COLUMNS}, n_read_a
+
+
 def run_tail(previous: dict, job: Job) -> dict:
     """The tail build; raises Fallback when only the full build is exact."""
     from crypto_lakehouse.generate.kline import segment_metadata, to_table, write_segment
@@ -334,9 +366,15 @@ def run_tail(previous: dict, job: Job) -> dict:
     recorded_a, recorded_r = previous["inputs"]["archive"], previous["inputs"]["rest"]
     changed = _changed_inputs(recorded_a, job.archive_paths, current)
     changed += _changed_inputs(recorded_r, job.rest_paths, current)
+    kept_inputs: dict[Path, dict[str, np.ndarray]] = {}
+    horizon = horizon_ms(newest, step)
     with storage.read_ahead(changed):
-        changed_a, entries_a = _diff_inputs(recorded_a, job.archive_paths, current)
-        changed_r, entries_r = _diff_inputs(recorded_r, job.rest_paths, current)
+        changed_a, entries_a = _diff_inputs(
+            recorded_a, job.archive_paths, current, kept_inputs, horizon
+        )
+        changed_r, entries_r = _diff_inputs(
+            recorded_r, job.rest_paths, current, kept_inputs, horizon
+        )
     changes = [t for t in (changed_a, changed_r) if t is not None]
     t_change = min(changes) if changes else grid0 + n_old * step
     usable = [c for c in newest["checkpoints"] if grid0 + c[0] * step <= t_change]
@@ -368,11 +406,9 @@ def run_tail(previous: dict, job: Job) -> dict:
     def from_tc(paths, entries):
         return [p for p in paths if entries[p.name][3] is not None and entries[p.name][3] >= t_c]
 
-    spans: dict[Path, tuple[int, int]] = {}
     sel_a, sel_r = from_tc(job.archive_paths, entries_a), from_tc(job.rest_paths, entries_r)
-    read, (n_read_a, _), problems = read_kline_files(sel_a, sel_r, spans=spans)
-    if problems:
-        raise Fallback("input problems")
+    read, n_read_a = _read_selected(sel_a, sel_r, kept_inputs)
+    del kept_inputs
     keep = read[TIME] >= t_c
     n_archive = 1 + int(np.count_nonzero(keep[:n_read_a]))
     store = {

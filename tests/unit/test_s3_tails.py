@@ -372,3 +372,44 @@ def test_a_daily_update_on_s3_asks_about_each_input_once(tmp_path, s3_root, monk
     segments = storage.read_json(reports / "gen.json")["segments"]
     assert len(segments) == 1
     assert asked.count(("head", key(storage.join(s3_root, segments[0]["file"])))) == 3, asked
+
+
+def test_a_gen_kline_tail_on_s3_reads_each_changed_input_once(tmp_path, s3_root, monkeypatch):
+    """The tail reads a changed input file for its day digests, then reads the rows from
+    its checkpoint on: the files of the first read are reused, not fetched again (before,
+    each changed file was a second GET)."""
+    import contextlib
+
+    rates = np.random.default_rng(5).normal(1e-4, 5e-5, gt.N_DAYS * 3)
+    cols = gt.master()
+    inputs, reports = tmp_path / "inputs", tmp_path / "rep"
+    gt.write_state(inputs, cols, 8, gt.T0 + 9 * gt.DAY + 12 * gt.HOUR, rates)
+    _upload(inputs, s3_root)
+    _build(s3_root, reports)
+    gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, rates)
+    _upload(inputs, s3_root)
+
+    read: list[str] = []
+    real_reading = storage._reading
+
+    @contextlib.contextmanager
+    def reading_counted(p):
+        read.append(p.key)
+        with real_reading(p):
+            yield
+
+    monkeypatch.setattr(storage, "_reading", reading_counted)
+    gen = run_gen_kline(
+        trade_type=gt.TT, symbol=gt.SYM, interval="1m", data_dir=s3_root, split_gaps=True,
+        with_vwap=True, with_funding_rates=True, min_days=1, min_price_chg=0.1,
+        report_path=reports / "gen.json", stats_path=reports / "gen-stats.json",
+        incremental=True,
+    )  # fmt: skip
+    assert gen["incremental"]["mode"] == "tail", gen
+    # The changed inputs: the new archive day, the REST day it completes, the new REST day.
+    a_dir = layout.parsed_klines_dir(s3_root, gt.TT, gt.SYM, "1m")
+    r_dir = layout.api_klines_dir(s3_root, gt.TT, gt.SYM, "1m")
+    changed = [a_dir / f"{gt.day_name(8)}.pqt", r_dir / f"{gt.day_name(8)}.pqt"]
+    changed.append(r_dir / f"{gt.day_name(9)}.pqt")
+    for path in changed:
+        assert read.count(storage.data_path(path).key) == 1, (path, read)
