@@ -87,45 +87,74 @@ def warmup_rows(windows: list[int]) -> int:
     return max(windows, default=0) + 1
 
 
-def _read_candles(
-    path: Path, parquet: pq.ParquetFile, columns: list[str], first_row: int = 0
-) -> tuple[dict, pa.Array]:
-    """The float64 arrays of ``columns`` and the time column of a candle file, rows
-    ``first_row`` to the end (only the row groups holding them are decoded).
+def _group_starts(parquet: pq.ParquetFile) -> np.ndarray:
+    """First row of each row group, then the number of rows."""
+    meta = parquet.metadata
+    return np.cumsum([0, *(meta.row_group(i).num_rows for i in range(meta.num_row_groups))])
+
+
+def _decode_into(
+    path: Path, parquet: pq.ParquetFile, groups: range, into: dict[str, np.ndarray], times: list
+) -> None:
+    """Decode row groups ``groups`` of the columns ``into`` names into its arrays (each as
+    long as those groups' rows), batch by batch; the time column's batches are appended to
+    ``times`` (when it is not None).
 
     Decoded batch by batch into arrays allocated first: reading the whole table and then
     converting it would hold the file twice, and leave the table's freed pages in pieces the
     later columns cannot reuse (+0.1 GB peak, all of it fresh memory, on a 6-year 1m file).
     """
-    meta = parquet.metadata
-    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-    starts = np.cumsum([0, *sizes])
-    group = max(0, int(np.searchsorted(starts, first_row, side="right")) - 1)
-    base = int(starts[min(group, len(sizes))])
-    rows = meta.num_rows - base
-    candles = {name: np.empty(rows, dtype=np.float64) for name in columns}
-    times = []
+    if not len(groups):
+        return
+    starts = _group_starts(parquet)
+    rows = int(starts[groups.stop] - starts[groups.start])
+    columns = [TIME, *into] if times is not None else list(into)
     start = 0
     for batch in parquet.iter_batches(
-        batch_size=READ_BATCH_ROWS,
-        row_groups=range(group, len(sizes)),
-        columns=[TIME, *columns],
-        use_threads=False,
+        batch_size=READ_BATCH_ROWS, row_groups=groups, columns=columns, use_threads=False
     ):
         stop = start + batch.num_rows
-        for name, values in candles.items():
+        for name, values in into.items():
             # NaN for a null, as Table.to_numpy (a null candle value is never read as 0)
             values[start:stop] = batch.column(name).to_numpy(zero_copy_only=False)
-        times.append(batch.column(TIME))
+        if times is not None:
+            times.append(batch.column(TIME))
         start = stop
     if start != rows:
         raise ValueError(f"{path}: read {start} rows of the {rows} its metadata lists")
+
+
+def _read_candles(
+    path: Path,
+    parquet: pq.ParquetFile,
+    columns: list[str],
+    first_row: int = 0,
+    whole_columns: list[str] = (),
+) -> tuple[dict, pa.Array, dict]:
+    """The float64 arrays of ``columns`` and the time column of a candle file, rows
+    ``first_row`` to the end (only the row groups holding them are decoded), and the
+    arrays of ``whole_columns`` over all rows (what TA-Lib needs for a tail build).
+
+    Each column chunk is decoded once (on S3 a ranged GET): the row groups before
+    ``first_row``'s are read for ``whole_columns`` only, the others for both sets."""
+    starts = _group_starts(parquet)
+    n_groups, rows = len(starts) - 1, int(starts[-1])
+    group = max(0, int(np.searchsorted(starts, first_row, side="right")) - 1)
+    base = int(starts[min(group, n_groups)])
+    whole = {name: np.empty(rows, dtype=np.float64) for name in whole_columns}
+    _decode_into(path, parquet, range(0, min(group, n_groups)), whole, None)
+    tail = {name: values[base:] for name, values in whole.items()}
+    tail |= {name: np.empty(rows - base, dtype=np.float64) for name in columns if name not in tail}
+    times: list = []
+    _decode_into(path, parquet, range(min(group, n_groups), n_groups), tail, times)
     skip = first_row - base
-    if skip:
-        candles = {name: values[skip:] for name, values in candles.items()}
+    # Copies of the whole columns' tails: the whole arrays are freed before the tail's use.
+    candles = {
+        name: tail[name][skip:].copy() if name in whole else tail[name][skip:] for name in columns
+    }
     if not times:
-        return candles, pa.array([], type=parquet.schema_arrow.field(TIME).type)
-    return candles, pa.concat_arrays(times).slice(skip)
+        return candles, pa.array([], type=parquet.schema_arrow.field(TIME).type), whole
+    return candles, pa.concat_arrays(times).slice(skip), whole
 
 
 def _blocked_microstructure(
@@ -175,10 +204,10 @@ def feature_table(
     micro_names = wanted[1:] + ([vwap_col] if has_vwap else [])
     rows = parquet.metadata.num_rows
     base_row = max(0, from_row - warmup_rows(windows))
-    candles, times = _read_candles(path, parquet, micro_names, base_row)
+    # TA-Lib needs the whole series of the columns its functions take.
+    ta_inputs = sorted({n for s in specs for n in s.inputs}) if from_row else []
+    candles, times, whole = _read_candles(path, parquet, micro_names, base_row, ta_inputs)
     if from_row:
-        # TA-Lib needs the whole series of the columns its functions take.
-        whole, _ = _read_candles(path, parquet, sorted({n for s in specs for n in s.inputs}))
         times = times.slice(from_row - base_row)
     else:
         whole = candles

@@ -293,7 +293,7 @@ def test_a_file_read_in_many_batches_gives_the_features_of_one_read(tmp_path, mo
     specs = parse_indicators([{"name": "EMA", "timeperiod": 5}])
     whole = feature_table(path, specs, [6], "avg_price_1m", None)
     monkeypatch.setattr(job, "READ_BATCH_ROWS", 7)  # 100 rows: 14 full batches and 2 rows
-    read, times = job._read_candles(
+    read, times, _ = job._read_candles(
         path, pq.ParquetFile(path), ["close", "trade_num", "avg_price_1m"]
     )
     np.testing.assert_array_equal(read["close"], c["close"])
@@ -308,12 +308,44 @@ def test_a_file_read_in_many_batches_gives_the_features_of_one_read(tmp_path, mo
         )
 
 
+def test_a_tail_build_decodes_each_column_chunk_of_its_candle_file_once(tmp_path, monkeypatch):
+    """A tail build reads the TA-Lib inputs over the whole file and the microstructure's
+    inputs from its warm-up on: the row groups both need are decoded once, not once per set
+    (on S3 each read of a column chunk is a ranged GET). The features equal the rows of a
+    full build."""
+
+    c = candles(1000, seed=12, zero_volume=(610,))
+    path = tmp_path / "c.pqt"
+    write_candles(path, c)
+    table = pq.read_table(path)
+    pq.write_table(table, path, row_group_size=128)  # 7 groups of 128 rows, then one of 104
+    specs = parse_indicators([{"name": "EMA", "timeperiod": 5}, {"name": "ATR", "timeperiod": 9}])
+    full = feature_table(path, specs, [6], "avg_price_1m", None, block=128)
+    decoded: list[tuple[int, str]] = []
+    real_iter = pq.ParquetFile.iter_batches
+
+    def iter_counted(self, *args, row_groups=None, columns=None, **kwargs):
+        decoded.extend((g, name) for g in row_groups for name in columns)
+        return real_iter(self, *args, row_groups=row_groups, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_counted)
+    tail = feature_table(path, specs, [6], "avg_price_1m", None, from_row=768, block=128)
+    assert len(decoded) == len(set(decoded)), sorted(decoded)
+    assert {g for g, name in decoded if name == "close"} == set(range(8))  # TA-Lib's input
+    assert {g for g, name in decoded if name == "quote_volume"} == {5, 6, 7}  # warm-up on
+    assert tail.num_rows == 1000 - 768
+    for name in full.column_names:  # NaN equal to NaN (Table.equals says not)
+        np.testing.assert_array_equal(
+            tail.column(name).to_numpy(), full.column(name).to_numpy()[768:], err_msg=name
+        )
+
+
 def test_reading_a_file_without_rows_gives_empty_columns(tmp_path):
     from crypto_lakehouse.features import job
 
     c = candles(5, seed=3)
     path = tmp_path / "empty.pqt"
     write_candles(path, c, rows=0)
-    read, times = job._read_candles(path, pq.ParquetFile(path), ["close"])
+    read, times, _ = job._read_candles(path, pq.ParquetFile(path), ["close"])
     assert len(read["close"]) == 0 and read["close"].dtype == np.float64
     assert len(times) == 0 and times.type == TIME_TYPE
