@@ -322,19 +322,22 @@ def derived_roots(data_dir) -> list[Path]:
 
 def features_dir(data_dir, trade_type, interval) -> Path:
     """Features of the generated klines: one file per ``results_klines_dir`` file, same name."""
-    return storage.data_path(data_dir) / "results_data" / trade_type / "features" / interval
+    return features_root(data_dir, trade_type) / interval
 
 
 def resampled_features_dir(data_dir, trade_type, resample_interval, offset) -> Path:
     """Features of the resampled klines: one file per ``resampled_dir`` file, same name."""
-    return (
-        storage.data_path(data_dir)
-        / "results_data"
-        / trade_type
-        / "resampled_features"
-        / resample_interval
-        / offset
-    )
+    return resampled_features_root(data_dir, trade_type) / resample_interval / offset
+
+
+def features_root(data_dir, trade_type) -> Path:
+    """Parent of the per-interval folders of ``features_dir``."""
+    return storage.data_path(data_dir) / "results_data" / trade_type / "features"
+
+
+def resampled_features_root(data_dir, trade_type) -> Path:
+    """Parent of the ``{RI}/{OFFSET}`` folders of ``resampled_features_dir``."""
+    return storage.data_path(data_dir) / "results_data" / trade_type / "resampled_features"
 
 
 # ---------------------------------------------------------------- pipeline records

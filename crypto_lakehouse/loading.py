@@ -2,7 +2,7 @@
 
 ``load_klines`` returns one symbol's generated (or resampled) candles as a pandas or polars
 frame, its gap segments (``SP0_SYM.pqt``, ``SP1_SYM.pqt``, …, ``SYM.pqt``) concatenated in time
-order with a ``segment`` column. ``duckdb_connect`` opens a DuckDB connection with one view
+order with a ``segment`` column; ``load_features`` does the same with its feature files. ``duckdb_connect`` opens a DuckDB connection with one view
 per kind of file. Paths come from ``layout`` only.
 """
 
@@ -107,40 +107,76 @@ def _data_dir(data_dir):
     return Path(data_dir).expanduser()
 
 
-def kline_segment_files(
-    data_dir, trade_type: str, symbol: str, interval: str = "1m", resample=None, offset="0m"
+# The files each loader reads, per kind: the layout functions of the generated-klines
+# folders (``root``, ``dir`` by interval) and of the resampled ones (by interval and offset),
+# and the names the errors give them.
+_KINDS = {
+    "klines": {
+        "root": layout.results_klines_root,
+        "dir": layout.results_klines_dir,
+        "resampled_root": layout.resampled_root,
+        "resampled_dir": layout.resampled_dir,
+        "names": ("generated klines", "resampled klines"),
+    },
+    "features": {
+        "root": layout.features_root,
+        "dir": layout.features_dir,
+        "resampled_root": layout.resampled_features_root,
+        "resampled_dir": layout.resampled_features_dir,
+        "names": ("features", "resampled features"),
+    },
+}
+
+
+def segment_files(
+    kind: str,
+    data_dir,
+    trade_type: str,
+    symbol: str,
+    interval: str = "1m",
+    resample=None,
+    offset="0m",
 ) -> list[Path]:
-    """The symbol's segment files in time order; DataNotFoundError names what exists."""
+    """The symbol's segment files of ``kind`` (``klines`` or ``features``) in time order,
+    from the generated files' ``interval`` folder or, with ``resample``, the resampled
+    files' ``{resample}/{offset}`` folder; DataNotFoundError names what exists."""
     data_dir = _data_dir(data_dir)
     _check_trade_type(trade_type)
-    root_of = layout.results_klines_root if resample is None else layout.resampled_root
+    paths = _KINDS[kind]
+    root_of = paths["root"] if resample is None else paths["resampled_root"]
     if not storage.is_dir(root_of(data_dir, trade_type)):
-        kind = "generated" if resample is None else "resampled"
+        what = paths["names"][resample is not None]
         present = [t for t in layout.TRADE_TYPES if storage.is_dir(root_of(data_dir, t))]
         raise DataNotFoundError(
-            f"no {kind} klines of {trade_type} in {data_dir} ({root_of(data_dir, trade_type)} "
-            f"does not exist; trade types with {kind} klines: {_names(present)})"
+            f"no {what} of {trade_type} in {data_dir} ({root_of(data_dir, trade_type)} "
+            f"does not exist; trade types with {what}: {_names(present)})"
         )
+    root = root_of(data_dir, trade_type)
     if resample is None:
-        root = layout.results_klines_root(data_dir, trade_type)
         if interval not in layout.subdir_names(root):
             raise _unknown("interval", interval, layout.subdir_names(root), root)
-        directory = layout.results_klines_dir(data_dir, trade_type, interval)
+        directory = paths["dir"](data_dir, trade_type, interval)
     else:
-        root = layout.resampled_root(data_dir, trade_type)
         if resample not in layout.subdir_names(root):
             raise _unknown("resample interval", resample, layout.subdir_names(root), root)
         if offset not in layout.subdir_names(root / resample):
             present = layout.subdir_names(root / resample)
             raise _unknown("offset", offset, present, root / resample)
-        directory = layout.resampled_dir(data_dir, trade_type, resample, offset)
+        directory = paths["resampled_dir"](data_dir, trade_type, resample, offset)
     files = layout.segment_files(directory, symbol)
     if not files:
         raise _unknown("symbol", symbol, layout.segment_symbols(directory), directory)
     return files
 
 
-def read_klines_table(files: list[Path], start=None, end=None) -> pa.Table:
+def kline_segment_files(
+    data_dir, trade_type: str, symbol: str, interval: str = "1m", resample=None, offset="0m"
+) -> list[Path]:
+    """The symbol's candle segment files in time order (``segment_files``)."""
+    return segment_files("klines", data_dir, trade_type, symbol, interval, resample, offset)
+
+
+def read_segments_table(files: list[Path], start=None, end=None) -> pa.Table:
     """The segment files concatenated (time order kept), with an int32 ``segment`` column:
     0 for the oldest segment file, n-1 for ``SYM.pqt``."""
     expr = time_filter(start, end)
@@ -186,6 +222,28 @@ def _naming_the_repair(data_dir) -> Iterator[None]:
         ) from exc
 
 
+def _check_engine(engine: str) -> None:
+    """``engine`` is known and, for polars, importable (before any file is read)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}; expected one of {', '.join(ENGINES)}")
+    if engine == "polars":
+        try:
+            import polars  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "engine='polars' needs polars: pip install polars "
+                "(or pip install 'crypto_lakehouse[analysis]')"
+            ) from None
+
+
+def _frame(table: pa.Table, engine: str):
+    if engine == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
+    return table.to_pandas()
+
+
 def load_klines(
     data_dir,
     trade_type: str,
@@ -207,25 +265,37 @@ def load_klines(
     are UTC, None is no bound; numbers (epoch ms? s?) and NaT raise ValueError. ``funding``
     is one of ``file``, ``nan``, ``zero`` (docs/loading.md).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r}; expected one of {', '.join(ENGINES)}")
+    _check_engine(engine)
     if funding not in FUNDING_MODES:
         raise ValueError(f"funding={funding!r}; expected one of {', '.join(FUNDING_MODES)}")
-    if engine == "polars":
-        try:
-            import polars as pl
-        except ImportError:
-            raise ImportError(
-                "engine='polars' needs polars: pip install polars "
-                "(or pip install 'crypto_lakehouse[analysis]')"
-            ) from None
     files = kline_segment_files(data_dir, trade_type, symbol, interval, resample, offset)
     with _naming_the_repair(data_dir):
-        table = read_klines_table(files, start, end)
+        table = read_segments_table(files, start, end)
     table = apply_funding_mode(table, funding, resampled=resample is not None)
-    if engine == "polars":
-        return pl.from_arrow(table)
-    return table.to_pandas()
+    return _frame(table, engine)
+
+
+def load_features(
+    data_dir,
+    trade_type: str,
+    symbol: str,
+    interval: str = "1m",
+    start=None,
+    end=None,
+    resample: str | None = None,
+    offset: str = "0m",
+    engine: str = "pandas",
+):
+    """One symbol's features as a pandas (or polars) DataFrame, as ``load_klines`` reads
+    its candles: the segment files of ``results_data/{T}/features/{interval}`` (with
+    ``resample``: ``results_data/{T}/resampled_features/{resample}/{offset}``) in time
+    order with their ``segment`` number, ``start`` (inclusive) and ``end`` (exclusive)
+    bounding ``candle_begin_time`` (docs/loading.md, docs/features.md)."""
+    _check_engine(engine)
+    files = segment_files("features", data_dir, trade_type, symbol, interval, resample, offset)
+    with _naming_the_repair(data_dir):
+        table = read_segments_table(files, start, end)
+    return _frame(table, engine)
 
 
 # ---------------------------------------------------------------------------- DuckDB
@@ -269,10 +339,9 @@ def view_files(data_dir) -> dict[str, list[Path]]:
                 out["resampled_klines"] += _segment_files_in(
                     layout.resampled_dir(data_dir, tt, ri, off)
                 )
-        features_root = layout.features_dir(data_dir, tt, "_").parent
-        for iv in layout.subdir_names(features_root):
+        for iv in layout.subdir_names(layout.features_root(data_dir, tt)):
             out["features"] += _segment_files_in(layout.features_dir(data_dir, tt, iv))
-        resampled_features_root = layout.resampled_features_dir(data_dir, tt, "_", "_").parents[1]
+        resampled_features_root = layout.resampled_features_root(data_dir, tt)
         for ri in layout.subdir_names(resampled_features_root):
             for off in layout.subdir_names(resampled_features_root / ri):
                 out["resampled_features"] += _segment_files_in(

@@ -16,6 +16,7 @@ import pytest
 import crypto_lakehouse
 from crypto_lakehouse import io, layout
 from crypto_lakehouse.features import run_features
+from crypto_lakehouse.loading import DataNotFoundError
 from crypto_lakehouse.resample import run_resample
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
 from tests.unit.test_features_microstructure import candles
@@ -180,3 +181,70 @@ def test_a_symbol_filter_prunes_the_files_of_both_sides_of_the_join(data):
     profile = "".join(str(row) for row in con.execute(f"EXPLAIN ANALYZE {sql}").fetchall())
     # One scan per view (one schema each): ETHUSDT's one file of the four on each side.
     assert re.findall(r"Scanning Files: (\d+)/(\d+)", profile) == [("1", "4")] * 2, profile
+
+
+# ------------------------------------------------------------------- load_features
+def feature_files_read_directly(directory, symbol: str) -> pd.DataFrame:
+    """The symbol's feature files read with pyarrow, oldest segment first, each with its
+    segment number (0 for SP0_, …, the highest for the plain SYM.pqt)."""
+    names = segment_names(symbol, len(SEGMENT_ROWS[symbol]))
+    frames = []
+    for number, name in enumerate(names):
+        frame = pq.read_table(directory / f"{name}.pqt").to_pandas()
+        frames.append(frame.assign(segment=np.int32(number)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_load_features_reads_every_segment_file_of_the_symbol(data):
+    got = crypto_lakehouse.load_features(data, TRADE_TYPE, "BTCUSDT")
+    expected = feature_files_read_directly(layout.features_dir(data, TRADE_TYPE, "1m"), "BTCUSDT")
+    assert len(got) == sum(SEGMENT_ROWS["BTCUSDT"])
+    assert "rsi_14" in got.columns and got["rsi_14"].isna().any()  # warm-up NaN of each file
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_load_features_of_resampled_files_by_interval_and_offset(data):
+    got = crypto_lakehouse.load_features(data, TRADE_TYPE, "ETHUSDT", resample="1h", offset="15m")
+    directory = layout.resampled_features_dir(data, TRADE_TYPE, "1h", "15m")
+    pd.testing.assert_frame_equal(got, feature_files_read_directly(directory, "ETHUSDT"))
+
+
+def test_load_features_bounds_rows_as_load_klines_does(data):
+    """[start, end) across two segment files: SP1_'s minutes 30.. and the latest's first 10."""
+    start = pd.Timestamp(T0 + DAY + 30 * MIN, unit="ms")  # naive: UTC
+    end = pd.Timestamp(T0 + 2 * DAY + 10 * MIN, unit="ms", tz="UTC").tz_convert("Asia/Tokyo")
+    got = crypto_lakehouse.load_features(data, TRADE_TYPE, "BTCUSDT", start=start, end=end)
+    full = feature_files_read_directly(layout.features_dir(data, TRADE_TYPE, "1m"), "BTCUSDT")
+    times = full["candle_begin_time"]
+    expected = full[(times >= start.tz_localize("UTC")) & (times < end)].reset_index(drop=True)
+    assert len(expected) == (90 - 30) + 10 and set(expected["segment"]) == {1, 2}
+    pd.testing.assert_frame_equal(got, expected)
+    candles = crypto_lakehouse.load_klines(data, TRADE_TYPE, "BTCUSDT", start=start, end=end)
+    assert got["candle_begin_time"].equals(candles["candle_begin_time"])
+    with pytest.raises(ValueError, match="^end=.* is a number"):
+        crypto_lakehouse.load_features(data, TRADE_TYPE, "BTCUSDT", end=T0)
+
+
+def test_load_features_polars_engine(data):
+    pl = pytest.importorskip("polars")
+    got = crypto_lakehouse.load_features(data, TRADE_TYPE, "ETHUSDT", engine="polars")
+    assert isinstance(got, pl.DataFrame) and got.height == sum(SEGMENT_ROWS["ETHUSDT"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(symbol="BTCUSD"), r"no symbol 'BTCUSD' in .*/features/1m; did you mean BTCUSDT"),
+        (dict(symbol="SOLUSDT"), r"symbols present: BTCUSDT, ETHUSDT\)"),
+        (dict(interval="5m"), r"no interval '5m' in .*/features .*intervals present: 1m\)"),
+        (dict(resample="4h"), r"no resample interval '4h' .*present: 1h\)"),
+        (dict(resample="1h", offset="5m"), r"no offset '5m' .*offsets present: 0m, 15m, 30m"),
+        (dict(trade_type="spot"), r"^no features of spot in .*trade types with features: um_"),
+        (dict(trade_type="spot", resample="1h"), r"trade types with resampled features: um_"),
+        (dict(trade_type="futures"), "unknown trade type 'futures'"),
+    ],
+)
+def test_load_features_unknown_names_say_what_exists(data, kwargs, message):
+    args = dict(trade_type=TRADE_TYPE, symbol="BTCUSDT") | kwargs
+    with pytest.raises((DataNotFoundError, ValueError), match=message):
+        crypto_lakehouse.load_features(data, **args)
