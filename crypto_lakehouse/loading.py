@@ -54,9 +54,15 @@ def _check_trade_type(trade_type: str) -> None:
         )
 
 
-def _utc(value, name: str) -> pa.Scalar | None:
-    """A time bound as a scalar of the files' type; naive times are taken as UTC; None is
-    no bound.
+# Words pandas reads as the machine's local time (``pd.Timestamp("now")`` is the local wall
+# clock, naive); as bounds they mean the current UTC instant and the start of the UTC day.
+_NOW, _TODAY = "now", "today"
+
+
+def _utc_stamp(value, name: str):
+    """A time bound as a UTC pandas Timestamp (nanoseconds); naive times are UTC, ``"now"``
+    is the current instant, ``"today"`` 00:00 UTC of the current UTC day (whatever the
+    machine's time zone); None is no bound.
 
     Numbers and NaT are refused: pandas reads an int as nanoseconds since 1970 (epoch
     milliseconds 1704153600000 become 00:28 on 1970-01-01) and ``""`` as NaT, and either
@@ -73,6 +79,9 @@ def _utc(value, name: str) -> pa.Scalar | None:
             f"pd.Timestamp({value!r}, unit='ms') for epoch milliseconds (unit='s' for "
             "seconds), or an ISO string such as '2024-01-02' or '2024-01-02T00:00Z'"
         )
+    if isinstance(value, str) and value in (_NOW, _TODAY):
+        now = pd.Timestamp.now(tz="UTC")
+        return now if value == _NOW else now.normalize()
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -81,21 +90,30 @@ def _utc(value, name: str) -> pa.Scalar | None:
         raise ValueError(
             f"{name}={value!r} is not a time (pandas reads it as NaT); pass None for no bound"
         )
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return pa.scalar(stamp.value // 1_000_000, pa.int64()).cast(TIME_TYPE)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _ms_scalar(stamp) -> pa.Scalar | None:
+    """A UTC Timestamp rounded **up** to the millisecond, in the files' time type: candle
+    times are whole milliseconds, so for a bound b between two of them ``t >= b`` and
+    ``t < b`` hold exactly when they hold for the next millisecond (rounding down would let
+    a start bound take a candle before it and an end bound drop one before it)."""
+    if stamp is None:
+        return None
+    return pa.scalar(-(-stamp.value // 1_000_000), pa.int64()).cast(TIME_TYPE)
 
 
 def time_filter(start=None, end=None) -> ds.Expression | None:
     """``start <= candle_begin_time < end`` (either bound optional) as a dataset filter,
     so Parquet row groups outside the range are skipped by their statistics."""
-    lo, hi = _utc(start, "start"), _utc(end, "end")
-    if lo is not None and hi is not None and lo.value >= hi.value:
+    lo, hi = _utc_stamp(start, "start"), _utc_stamp(end, "end")
+    if lo is not None and hi is not None and lo >= hi:
         raise ValueError(f"start={start!r} is not before end={end!r}")
     expr = None
     if lo is not None:
-        expr = ds.field(TIME) >= lo
+        expr = ds.field(TIME) >= _ms_scalar(lo)
     if hi is not None:
-        cond = ds.field(TIME) < hi
+        cond = ds.field(TIME) < _ms_scalar(hi)
         expr = cond if expr is None else expr & cond
     return expr
 
@@ -262,7 +280,9 @@ def load_klines(
     ``"1h"``) the resampled files ``results_data/{T}/resampled_klines/{resample}/{offset}``
     are read instead. ``start`` (inclusive) and ``end`` (exclusive) bound
     ``candle_begin_time``; strings, datetimes and pandas Timestamps are accepted, naive ones
-    are UTC, None is no bound; numbers (epoch ms? s?) and NaT raise ValueError. ``funding``
+    are UTC, ``"now"``/``"today"`` are the current UTC instant/day, a bound finer than a
+    millisecond is rounded up, None is no bound; numbers (epoch ms? s?) and NaT raise
+    ValueError. ``funding``
     is one of ``file``, ``nan``, ``zero`` (docs/loading.md).
     """
     _check_engine(engine)

@@ -376,3 +376,78 @@ def test_duckdb_views_on_s3_equal_the_local_ones(full, s3_root, seaweed):
     assert remote.execute(sql.format("ETHUSDT")).fetchone() == eth
     with pytest.raises(duckdb.Error, match="corrupt"):
         remote.execute(sql.format("BTCUSDT")).fetchone()
+
+
+# ---------------------------------------------------------------- bounds: now, today, < 1 ms
+def test_now_and_today_are_utc_whatever_the_machine_time_zone(tmp_path):
+    """pandas reads "now" and "today" as the machine's local wall clock; in New York
+    (UTC-5/-4) that bounded the rows hours off. Run in a process with TZ set."""
+    import json
+    import os
+    import subprocess
+    import time
+
+    day = 24 * HOUR
+    first = (time.time_ns() // 1_000_000 // day - 1) * day  # 00:00 UTC yesterday
+    d = tmp_path / "data"
+    write(layout.results_klines_dir(d, "spot", "1m") / "BTCUSDT.pqt", kline_table(first, 3 * 1440))
+    script = """
+import json, sys, time
+import crypto_lakehouse
+def ms(t):
+    return int(t.value // 1_000_000)
+load = lambda **bounds: crypto_lakehouse.load_klines(sys.argv[1], "spot", "BTCUSDT", **bounds)
+before = time.time_ns() // 1_000_000
+to_now, from_now = load(end="now"), load(start="now")
+to_today, from_today = load(end="today"), load(start="today")
+after = time.time_ns() // 1_000_000
+print(json.dumps({
+    "before": before, "after": after,
+    "to_now": ms(to_now.candle_begin_time.iloc[-1]),
+    "from_now": ms(from_now.candle_begin_time.iloc[0]),
+    "to_today": ms(to_today.candle_begin_time.iloc[-1]),
+    "from_today": ms(from_today.candle_begin_time.iloc[0]),
+}))
+"""
+    env = os.environ | {"TZ": "America/New_York", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(d)], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    before, after = got["before"], got["after"]
+    # The last minute before now and the first at or after it.
+    assert before - MIN < got["to_now"] < after
+    assert before <= got["from_now"] < after + MIN
+    # "today" is 00:00 UTC of the UTC day (as a date string would be), not the local clock.
+    midnights = {before // day * day, after // day * day}
+    assert got["from_today"] in midnights
+    assert got["to_today"] + MIN in midnights
+
+
+def test_bounds_finer_than_a_millisecond_round_up(data):
+    """Candle times are whole milliseconds: a start half a millisecond after a candle does
+    not take it, an end half a millisecond after one keeps it."""
+    minute = T0 // MIN  # ETHUSDT's open is its minute index, minutes 0..119 from T0
+    df = crypto_lakehouse.load_klines(
+        data,
+        "um_futures",
+        "ETHUSDT",
+        start="2024-01-01T00:10:00.0005",
+        end="2024-01-01T00:20:00.0005",
+    )
+    np.testing.assert_array_equal(df["open"].to_numpy(), minute + np.arange(11.0, 21.0))
+    one_ns = pd.Timestamp(T0 + 30 * MIN, unit="ms") + pd.Timedelta(1, "ns")
+    after = crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT", start=one_ns)
+    assert after["open"].iloc[0] == minute + 31
+    before = crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT", end=one_ns)
+    assert before["open"].iloc[-1] == minute + 30
+    # start < end within one millisecond: a valid, empty range (not "start is not before end").
+    empty = crypto_lakehouse.load_klines(
+        data,
+        "um_futures",
+        "ETHUSDT",
+        start="2024-01-01T00:10:00.0001",
+        end="2024-01-01T00:10:00.0005",
+    )
+    assert empty.empty
