@@ -20,7 +20,7 @@ import yaml
 
 from crypto_lakehouse.intervals import check_base_interval, check_binance_interval
 from crypto_lakehouse.layout import TRADE_TYPES
-from crypto_lakehouse.plan import ConfigError, parse_config_date
+from crypto_lakehouse.plan import ConfigError, config_error, parse_config_date
 
 DATE_KEYS = ("start_date", "end_date")
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # the schema's
@@ -237,4 +237,4 @@ def check_user_config(config: dict, schema_path: str | Path) -> None:
         if not _said_already(error, reported, guesses) and message not in problems:
             problems.append(message)
     if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        raise config_error(problems)

@@ -118,40 +118,66 @@ def validate_feature_config_once(features: dict, verdicts_dir: str, remember: bo
         io.write_text(verdict, "")
 
 
+def config_error(problems: list[str]) -> ConfigError:
+    """Every problem of a configuration in one error, one line each (the form of every
+    config check: ``configuration.check_user_config`` and ``check_config``)."""
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
 def check_config(
     config: dict, verdicts_dir: str | None = None, remember_verdicts: bool = True
 ) -> None:
-    """Checks beyond the JSON schema; raises ConfigError naming the key.
+    """Checks beyond the JSON schema; raises ConfigError naming the key, with every
+    problem at once (one line each, ``config_error``).
 
     ``verdicts_dir``: skip the ``features`` check for a block that passed it before
     (``validate_feature_config_once``; its verdicts are written only when
     ``remember_verdicts``)."""
     from crypto_lakehouse.intervals import check_base_interval
 
-    problem = check_base_interval(config["interval"])
-    if problem:
-        raise ConfigError(problem)
+    problems = []
+    interval_problem = check_base_interval(config["interval"])
+    if interval_problem:
+        problems.append(interval_problem)
+    else:  # the targets are checked against the base interval
+        problems += _resample_problems(config)
+    problems += _feature_problems(config, verdicts_dir, remember_verdicts)
+    try:
+        resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
+    except ConfigError as exc:
+        problems.append(str(exc))
+    problems += cluster_problems(config)
+    if problems:
+        raise config_error(problems)
+
+
+def _resample_problems(config: dict) -> list[str]:
     targets = config.get("resample", {}).get("targets", [])
     try:
         from crypto_lakehouse.resample import validate_targets
     except ImportError:  # resample not installed: nothing to validate against
-        validate_targets = None
-    if validate_targets is not None:
+        return []
+    problems = []
+    for trade_type in sorted({t["trade_type"] for t in targets}):
         try:
-            for trade_type in sorted({t["trade_type"] for t in targets}):
-                validate_targets(
-                    [
-                        {"interval": t["interval"], "offset_step": t["offset_step"]}
-                        for t in targets
-                        if t["trade_type"] == trade_type
-                    ],
-                    base_interval=config["interval"],
-                )
+            validate_targets(
+                [
+                    {"interval": t["interval"], "offset_step": t["offset_step"]}
+                    for t in targets
+                    if t["trade_type"] == trade_type
+                ],
+                base_interval=config["interval"],
+            )
         except ValueError as exc:
-            raise ConfigError(
-                f"config key 'resample.targets': {exc} (the targets must suit interval: "
-                f"{config['interval']}; give resample.targets for it, or [] to skip resampling)"
-            ) from exc
+            problems.append(
+                f"config key 'resample.targets' (the {trade_type} targets): {exc} (the "
+                f"targets must suit interval: {config['interval']}; give resample.targets "
+                "for it, or [] to skip resampling)"
+            )
+    return problems
+
+
+def _feature_problems(config: dict, verdicts_dir: str | None, remember: bool) -> list[str]:
     # Checked with enabled: false too: the features target still builds them
     # (`snakemake features`), and a block that fails would fail every job of it.
     features = config.get("features", {})
@@ -161,14 +187,20 @@ def check_config(
         if verdicts_dir is None:
             spec.validate_feature_config(features)
         else:
-            validate_feature_config_once(features, verdicts_dir, remember_verdicts)
+            validate_feature_config_once(features, verdicts_dir, remember)
     except spec.FeatureConfigError as exc:
-        raise ConfigError(f"config key {exc}") from exc
-    resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
-    check_cluster(config)
+        return [f"config key {exc}"]
+    return []
 
 
 def check_cluster(config: dict) -> None:
+    """``cluster_problems`` as a ConfigError."""
+    problems = cluster_problems(config)
+    if problems:
+        raise config_error(problems)
+
+
+def cluster_problems(config: dict) -> list[str]:
     """``cluster.launcher: srun`` runs jobs on nodes that see nothing of this host's disk:
     the data must be in a bucket the nodes reach themselves."""
     from crypto_lakehouse import storage
@@ -176,12 +208,13 @@ def check_cluster(config: dict) -> None:
     cluster = config.get("cluster") or {}
     data_dir = str(config.get("data_dir", ""))
     if cluster.get("launcher", "local") == "srun" and not storage.is_remote(data_dir):
-        raise ConfigError(
+        return [
             f"config key 'cluster.launcher': srun runs the CPU jobs on nodes that share no "
             f"file system with this host, so data_dir must be an s3:// bucket (it is "
             f"{data_dir!r}); with a shared file system use launcher: local and "
             "profiles/slurm (docs/cluster.md)"
-        )
+        ]
+    return []
 
 
 def date_range_notice(config: dict, start: str | None, end: str) -> str | None:

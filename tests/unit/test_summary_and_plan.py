@@ -460,3 +460,36 @@ def test_the_closing_lines_of_a_run_name_a_torn_summary_and_go_on(tmp_path, caps
     out = capsys.readouterr().out
     assert f"{torn}: unreadable (JSONDecodeError" in out
     assert "aws_parse/spot" in out
+
+
+def test_check_config_reports_every_problem_at_once():
+    """Problems in different sections (resample, features, dates, cluster) come in one
+    error, one line each, as check_user_config reports its own (docs/config.md)."""
+    config = _config(
+        resample={"targets": [{"trade_type": "spot", "interval": "1h", "offset_step": "1h"}]},
+        features={"indicators": [{"name": "RSI", "timeperiod": 14}, {"name": "NOPE"}]},
+        start_date="2024-02-01",
+        end_date="2024-01-31",
+        data_dir="/mnt/local",
+        cluster={"launcher": "srun"},
+    )
+    with pytest.raises(ConfigError) as info:
+        check_config(config)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "invalid configuration:"
+    assert [line[:2] for line in lines[1:]] == ["  "] * 4
+    keys = ["'resample.targets' (the spot targets)", "features.indicators[1]", "'start_date'",
+            "'cluster.launcher'"]  # fmt: skip
+    for line, key in zip(lines[1:], keys, strict=True):
+        assert line.startswith(f"  config key {key}"), line
+    # The targets of each trade type are checked on their own, each named.
+    two = _config(
+        resample={
+            "targets": [
+                {"trade_type": t, "interval": "1h", "offset_step": "1h"}
+                for t in ("spot", "um_futures")
+            ]
+        }
+    )
+    with pytest.raises(ConfigError, match=r"(?s)the spot targets.*\n  .*the um_futures targets"):
+        check_config(two)
