@@ -118,6 +118,19 @@ def _symbol_and_interval(kind: str, rel: str, interval: str) -> tuple[str, str]:
     return stem, ""
 
 
+def _keep_resampled_of_interval(lf: dict[str, set[str]], of: dict[str, set[str]]) -> None:
+    """Drop the resampled files that were not made from the ``--interval`` klines.
+
+    A resampled file has the name of the generated file it was made from
+    (``resampled_klines/{RI}/{OFFSET}/{NAME}.pqt`` from ``klines/{I}/{NAME}.pqt``), and its
+    comparison reads that file as its base (Q3). So a resampled file is compared when
+    either dir holds a generated file of its name at ``--interval``: the resampled files of
+    a dir built from 1m candles are compared with ``--interval 1m``, not with ``5m``."""
+    base_names = {rel.rsplit("/", 1)[1] for rel in lf[KLINES] | of[KLINES]}
+    for files in (lf, of):
+        files[RESAMPLED] = {r for r in files[RESAMPLED] if r.rsplit("/", 1)[1] in base_names}
+
+
 def _intervals(root: Path, trade_type: str) -> set[str]:
     return {p.name for p in storage.subdirs(root / "results_data" / trade_type / "klines")}
 
@@ -146,7 +159,7 @@ def discover(
             for role, root in (("legacy", legacy), ("ours", ours))
         }
         if (held["legacy"] or held["ours"]) and interval not in held["legacy"] | held["ours"]:
-            # Without this only the resampled files (whatever --interval) would be compared.
+            # Named: the trade type would otherwise only be missing from the report.
             out.problems.append(
                 f"neither dir holds results_data/{trade_type}/klines/{interval} (legacy holds "
                 f"{', '.join(sorted(held['legacy'])) or 'no interval'}, ours "
@@ -161,6 +174,7 @@ def discover(
                     "intervals"
                 )
         lf, of = _files_of(legacy, trade_type, interval), _files_of(ours, trade_type, interval)
+        _keep_resampled_of_interval(lf, of)
         for kind in KINDS:
             both = sorted(lf[kind] | of[kind])
             groups: dict[tuple[str, str], list[str]] = {}

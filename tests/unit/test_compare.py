@@ -177,7 +177,7 @@ def test_not_a_bhds_dir_and_mismatched_intervals(tmp_path, capsys):
 @pytest.mark.parametrize("interval", ["3d", "5m"])
 def test_an_interval_neither_dir_holds_is_a_problem(tmp_path, capsys, interval):
     # the fixture's generated klines are 1m in every trade type; its resampled 5m and 1h
-    # files would be compared whatever --interval says, and alone they must not pass
+    # files, made from them, are not compared at another --interval: nothing is
     generated = list((LEGACY / "results_data").glob("*/klines/*/*.pqt"))
     assert {p.parent.name for p in generated} == {"1m"}
     held = {p.parents[2].name for p in generated}
@@ -185,13 +185,45 @@ def test_an_interval_neither_dir_holds_is_a_problem(tmp_path, capsys, interval):
     ours = copy_fixture(tmp_path)
     report = compare_dirs(LEGACY, ours, interval=interval)
     assert sorted(report.problems) == sorted(
-        f"neither dir holds results_data/{t}/klines/{interval} (legacy holds 1m, ours 1m)"
-        for t in held
-    )
+        [f"neither dir holds results_data/{t}/klines/{interval} (legacy holds 1m, ours 1m)"
+         for t in held]
+        + ["no files compared: neither dir holds a file of trade types spot, um_futures, "
+           f"cm_futures at interval {interval}"]
+    )  # fmt: skip
+    assert report.pairs == []
     assert report.exit_code() == 1
     assert cli_main(["compare", str(LEGACY), str(ours), "--interval", interval]) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "OK:" not in out
+
+
+def test_resampled_files_are_compared_at_the_interval_they_were_made_from(tmp_path):
+    """The fixture's spot resampled files were made from its 1m BTCUSDT segments; a dir
+    pair that also holds 5m klines of ETHUSDT compares them at --interval 1m only."""
+    spot = "results_data/spot"
+    made_from_1m = sorted(
+        p.relative_to(LEGACY).as_posix() for p in (LEGACY / spot).glob("resampled_klines/*/*/*")
+    )
+    assert made_from_1m and {Path(r).name for r in made_from_1m} == {
+        p.name for p in (LEGACY / spot / "klines/1m").iterdir()
+    }
+    eth_5m = f"{spot}/klines/5m/ETHUSDT.pqt"
+    for side in ("legacy", "ours"):
+        shutil.copytree(LEGACY / spot, tmp_path / side / spot)
+        (tmp_path / side / eth_5m).parent.mkdir()
+        table = pq.read_table(LEGACY / SPOT_1M)
+        pq.write_table(table.take(pa.array(np.arange(0, 50, 5))), tmp_path / side / eth_5m)
+    legacy, ours = tmp_path / "legacy", tmp_path / "ours"
+
+    at_5m = compare_dirs(legacy, ours, interval="5m", trade_types=["spot"])
+    assert [(p.file, p.kind, p.status) for p in at_5m.pairs] == [(eth_5m, "klines", "equal")]
+    assert at_5m.problems == [] and at_5m.exit_code() == 0
+    at_1m = compare_dirs(legacy, ours, interval="1m", trade_types=["spot"])
+    files = {p.kind: [] for p in at_1m.pairs}
+    for p in at_1m.pairs:
+        files[p.kind].append(p.file)
+    assert sorted(files["resampled_klines"]) == made_from_1m
+    assert eth_5m not in files["klines"] and all(p.status == "equal" for p in at_1m.pairs)
 
 
 def test_a_comparison_of_no_file_never_passes(tmp_path, capsys):
