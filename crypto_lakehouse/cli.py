@@ -225,7 +225,11 @@ def add_compare_parser(groups) -> None:
     cmp.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     cmp.add_argument("--output", "-o", help="write the report to this file (default: stdout)")
     cmp.add_argument(
-        "--jobs", "-j", type=int, default=1, help="compare files in N processes (default: 1)"
+        "--jobs",
+        "-j",
+        type=compare_jobs,
+        default=1,
+        help="compare files in N processes, N >= 1 (default: 1)",
     )
     _add_storage_arguments(cmp, "either dir that is s3://bucket/prefix")
 
@@ -238,6 +242,20 @@ def compare_interval(text: str) -> str:
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
+
+
+def compare_jobs(text: str) -> int:
+    """``--jobs`` of compare: a number of processes, at least 1 (argparse type)."""
+    from crypto_lakehouse.compare import jobs_problem
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    problem = jobs_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def compare_tolerance(text: str) -> float:
@@ -368,7 +386,7 @@ def run_compare(args: argparse.Namespace) -> int:
         trade_types=args.trade_types,
         symbols=args.symbols,
         options=Options(args.price_tolerance, args.funding_tolerance),
-        jobs=max(1, args.jobs),
+        jobs=args.jobs,
     )
     text = render(report, args.format, args.strict)
     if args.output:

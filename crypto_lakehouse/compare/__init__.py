@@ -80,6 +80,14 @@ class CompareReport:
         return dict(sorted(out.items()))
 
 
+def jobs_problem(jobs) -> str | None:
+    """None for a usable number of worker processes, else why not (0 would compare
+    nothing in no process; it is not read as 1)."""
+    if isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1:
+        return None
+    return f"{jobs!r} is not a number of processes: an integer >= 1"
+
+
 def _run(args):
     pair, legacy, ours, options = args
     return compare_pair(pair, legacy, ours, options)
@@ -95,6 +103,9 @@ def compare_dirs(
     options: Options | None = None,
     jobs: int = 1,
 ) -> CompareReport:
+    problem = jobs_problem(jobs)
+    if problem:
+        raise ValueError(f"jobs: {problem}")
     # Either dir may be local (Path) or s3:// (ObjectPath): crypto_lakehouse.storage.
     legacy, ours = storage.data_path(legacy_dir), storage.data_path(new_dir)
     explain.clear_caches()

@@ -116,3 +116,20 @@ def test_the_output_folder_is_still_created(tmp_path):
     argv = ["--trade-types", "um_futures", "--format", "json", "--output", str(output)]
     assert cli_main(["compare", str(LEGACY), str(LEGACY), *argv]) == 0
     assert json.loads(output.read_text())["exit_code"] == 0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_jobs_count_below_1_or_not_an_integer_is_refused(value, capsys, no_comparison):
+    # `--jobs=value`: argparse would take "-1" after a space for an option. 0 became 1.
+    error = refused([f"--jobs={value}"], capsys)
+    reason = {
+        "0": "0 is not a number of processes: an integer >= 1",
+        "-1": "-1 is not a number of processes: an integer >= 1",
+    }.get(value, f"{value!r} is not an integer")
+    assert error.endswith(f"error: argument --jobs/-j: {reason}"), error
+
+
+@pytest.mark.parametrize("jobs", [0, -2])
+def test_compare_dirs_refuses_such_a_jobs_count(jobs):
+    with pytest.raises(ValueError, match=f"jobs: {jobs} is not a number of processes"):
+        compare_dirs(LEGACY, LEGACY, jobs=jobs)
