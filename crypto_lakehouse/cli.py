@@ -400,7 +400,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def report_output_problem(output: str) -> str | None:
     """Why compare's report cannot be written to ``output``, or None. Checked before
-    comparing, which can take long; its folder is created as the write would create it."""
+    comparing, which can take long, without leaving anything behind: the write creates
+    the missing folders, so here a folder (or file) is only tried where the first one
+    would be created, and removed."""
     import tempfile
 
     if output.startswith("s3:/"):
@@ -413,15 +415,18 @@ def report_output_problem(output: str) -> str | None:
     if not existing.is_dir():
         return f"{existing} is not a directory"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        # Access bits say nothing for root nor for a read-only mount: try it there.
+        if existing == folder:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        else:
+            with tempfile.TemporaryDirectory(dir=existing):
+                pass
     except OSError as exc:
-        return f"cannot create {exc.filename or folder}: {exc.strerror or exc}"
-    try:
-        # Access bits say nothing for root nor for a read-only mount: try a file there.
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        return f"cannot write in {folder}: {exc.strerror or exc}"
+        if existing == folder:
+            return f"cannot write in {folder}: {exc.strerror or exc}"
+        first = existing / folder.relative_to(existing).parts[0]
+        return f"cannot create {first}: {exc.strerror or exc}"
     return None
 
 

@@ -133,3 +133,21 @@ def test_a_jobs_count_below_1_or_not_an_integer_is_refused(value, capsys, no_com
 def test_compare_dirs_refuses_such_a_jobs_count(jobs):
     with pytest.raises(ValueError, match=f"jobs: {jobs} is not a number of processes"):
         compare_dirs(LEGACY, LEGACY, jobs=jobs)
+
+
+def test_the_output_folder_is_not_created_when_the_comparison_fails(tmp_path, monkeypatch):
+    """The check of --output only tries where the folder would go; the write makes it."""
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the comparison broke")
+
+    monkeypatch.setattr(compare_package, "compare_dirs", fails)
+    output = tmp_path / "new" / "deeper" / "report.json"
+    with pytest.raises(RuntimeError, match="the comparison broke"):
+        cli_main(["compare", str(LEGACY), str(LEGACY), "--output", str(output)])
+    assert list(tmp_path.iterdir()) == []
+    # An existing folder: nothing is left in it either.
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError):
+        cli_main(["compare", str(LEGACY), str(LEGACY), "-o", str(tmp_path / "kept" / "r.txt")])
+    assert list((tmp_path / "kept").iterdir()) == []
