@@ -130,6 +130,10 @@ def check_config(
     """Checks beyond the JSON schema; raises ConfigError naming the key, with every
     problem at once (one line each, ``config_error``).
 
+    The ``features`` block is checked here while ``features.enabled``; otherwise only when
+    a features job is planned (``check_feature_config``, from the workflow's features
+    rules): a run without features does not import TA-Lib for it (~0.5 s).
+
     ``verdicts_dir``: skip the ``features`` check for a block that passed it before
     (``validate_feature_config_once``; its verdicts are written only when
     ``remember_verdicts``)."""
@@ -141,7 +145,8 @@ def check_config(
         problems.append(interval_problem)
     else:  # the targets are checked against the base interval
         problems += _resample_problems(config)
-    problems += _feature_problems(config, verdicts_dir, remember_verdicts)
+    if features_enabled(config):  # else when a features job is planned (check_feature_config)
+        problems += _feature_problems(config, verdicts_dir, remember_verdicts)
     try:
         resolve_dates(config.get("start_date"), config.get("end_date"), config.get("lookback_days"))
     except ConfigError as exc:
@@ -177,9 +182,27 @@ def _resample_problems(config: dict) -> list[str]:
     return problems
 
 
+def features_enabled(config: dict) -> bool:
+    """``features.enabled``: the features stage is part of target ``all``."""
+    return bool(config.get("features", {}).get("enabled", True))
+
+
+def check_feature_config(
+    config: dict, verdicts_dir: str | None = None, remember_verdicts: bool = True
+) -> None:
+    """The ``features`` check of ``check_config`` on its own, as a ConfigError: for the
+    features target (or a features job) asked for with ``features.enabled: false``, which
+    ``check_config`` leaves out."""
+    problems = _feature_problems(config, verdicts_dir, remember_verdicts)
+    if problems:
+        raise config_error(problems)
+
+
 def _feature_problems(config: dict, verdicts_dir: str | None, remember: bool) -> list[str]:
-    # Checked with enabled: false too: the features target still builds them
-    # (`snakemake features`), and a block that fails would fail every job of it.
+    """The ``features`` block resolved against TA-Lib (a block that fails would fail every
+    features job), and TA-Lib's absence named."""
+    from importlib.metadata import PackageNotFoundError
+
     features = config.get("features", {})
     from crypto_lakehouse.features import spec
 
@@ -190,6 +213,12 @@ def _feature_problems(config: dict, verdicts_dir: str | None, remember: bool) ->
             validate_feature_config_once(features, verdicts_dir, remember)
     except spec.FeatureConfigError as exc:
         return [f"config key {exc}"]
+    except (ImportError, PackageNotFoundError) as exc:
+        return [
+            f"config key 'features': the features need TA-Lib, which cannot be imported here "
+            f"({exc}); install it (pip install ta-lib, pinned in requirements.lock), or set "
+            "features.enabled: false and do not ask for the features target (docs/features.md)"
+        ]
     return []
 
 
@@ -250,7 +279,7 @@ def no_resample_targets_message(trade_types: list[str]) -> str:
 
 def active_stages(config: dict) -> list[str]:
     """The stages of target ``all``: every stage, ``features`` only while enabled."""
-    enabled = config.get("features", {}).get("enabled", True)
+    enabled = features_enabled(config)
     return [s for s in STAGES if s != "features" or enabled]
 
 

@@ -36,7 +36,8 @@ try:
 except ValueError as exc:
     raise WorkflowError(str(exc)) from None
 # The features check (TA-Lib: ~0.5 s) runs once per features block; its verdict is kept in
-# the run directory (a dry run only reads verdicts).
+# the run directory (a dry run only reads verdicts). With features.enabled: false it runs
+# only when a features job is planned (check_features_when_disabled).
 try:
     plan.check_config(config, layout.config_checks_dir(LH), remember_verdicts=not DRY_RUN)
 except plan.ConfigError as exc:
@@ -744,7 +745,31 @@ def get_resample_args(wildcards):
 
 
 # ------------------------------------------------------------------ features
+FEATURES_CHECKED = []  # check_features_when_disabled ran (once per process)
+
+
+def check_features_when_disabled():
+    """The features check plan.check_config leaves out with features.enabled: false, for
+    a features job planned all the same (`snakemake features`, a features file asked for):
+    a block TA-Lib refuses, or TA-Lib missing, is named before any job runs."""
+    if plan.features_enabled(config) or FEATURES_CHECKED:
+        return
+    try:
+        plan.check_feature_config(
+            config, layout.config_checks_dir(LH), remember_verdicts=not DRY_RUN
+        )
+    except plan.ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+    FEATURES_CHECKED.append(True)
+
+
+def get_features_target_input(wildcards):
+    check_features_when_disabled()
+    return summaries("features")
+
+
 def get_features_input(wildcards):
+    check_features_when_disabled()
     tt, shard, dataset = wildcards.trade_type, wildcards.shard, f"klines-{wildcards.interval}"
     inputs = {"gen_shard": shard_report_path("gen_kline", tt, dataset, shard)}
     if RESAMPLE_TARGETS[tt]:

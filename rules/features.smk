@@ -29,4 +29,4 @@ rule features_shard:
 
 rule features:
     input:
-        summaries("features"),
+        get_features_target_input,

@@ -137,3 +137,21 @@ def test_an_end_date_after_today_is_capped_and_the_run_says_so(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     first_lines = proc.stderr.splitlines()[:5]
     assert any(f"end_date {end} is after today ({today}, UTC)" in line for line in first_lines)
+
+
+def test_disabled_features_are_checked_only_when_their_target_is_asked_for(tmp_path):
+    """features.enabled: false: `all` plans without the features check (TA-Lib), even with a
+    block it would refuse; `snakemake features` still refuses that block by name."""
+    block = (
+        "features:\n  enabled: false\n"
+        "  indicators: [{name: RSI, timeperiod: 14}, {name: RSI, timeperod: 3}]\n"
+    )
+    proc = _snakemake_with_yaml(tmp_path, block, "all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "features_shard" not in proc.stdout + proc.stderr
+    proc = _snakemake_with_yaml(tmp_path, block, "features")
+    assert proc.returncode != 0
+    assert (
+        "config key features.indicators[1]: RSI has no parameter 'timeperod'"
+        in proc.stdout + proc.stderr
+    )
