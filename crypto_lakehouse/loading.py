@@ -2,8 +2,9 @@
 
 ``load_klines`` returns one symbol's generated (or resampled) candles as a pandas or polars
 frame, its gap segments (``SP0_SYM.pqt``, ``SP1_SYM.pqt``, …, ``SYM.pqt``) concatenated in time
-order with a ``segment`` column; ``load_features`` does the same with its feature files. ``duckdb_connect`` opens a DuckDB connection with one view
-per kind of file. Paths come from ``layout`` only.
+order with a ``segment`` column; ``load_features`` does the same with its feature files.
+``duckdb_connect`` opens a DuckDB connection with one view per kind of file. Paths come from
+``layout`` only.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ _KINDS = {
 }
 
 
-def segment_files(
+def segment_files_of(
     kind: str,
     data_dir,
     trade_type: str,
@@ -190,8 +191,8 @@ def segment_files(
 def kline_segment_files(
     data_dir, trade_type: str, symbol: str, interval: str = "1m", resample=None, offset="0m"
 ) -> list[Path]:
-    """The symbol's candle segment files in time order (``segment_files``)."""
-    return segment_files("klines", data_dir, trade_type, symbol, interval, resample, offset)
+    """The symbol's candle segment files in time order (``segment_files_of``)."""
+    return segment_files_of("klines", data_dir, trade_type, symbol, interval, resample, offset)
 
 
 def read_segments_table(files: list[Path], start=None, end=None) -> pa.Table:
@@ -312,7 +313,7 @@ def load_features(
     order with their ``segment`` number, ``start`` (inclusive) and ``end`` (exclusive)
     bounding ``candle_begin_time`` (docs/loading.md, docs/features.md)."""
     _check_engine(engine)
-    files = segment_files("features", data_dir, trade_type, symbol, interval, resample, offset)
+    files = segment_files_of("features", data_dir, trade_type, symbol, interval, resample, offset)
     with _naming_the_repair(data_dir):
         table = read_segments_table(files, start, end)
     return _frame(table, engine)
