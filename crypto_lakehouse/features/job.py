@@ -559,7 +559,14 @@ def run_features(
                     sections[symbol] = section
                     kept.add(symbol)
                     continue
-                storage.delete(state_file)  # a failed build must not look unchanged
+                # A failed or killed build must not look unchanged: no fingerprint. The
+                # previous build's per-file records stay, so that a rerun after a kill
+                # rebuilds in full only the files this build rewrote (their identity no
+                # longer matches) and keeps or tail-builds the others.
+                if previous:
+                    storage.write_json(state_file, {"settings": same, "files": previous})
+                else:
+                    storage.delete(state_file)
                 section, damaged_here = _symbol_features(
                     data_dir=data_dir,
                     trade_type=trade_type,

@@ -171,3 +171,52 @@ def test_blocks_give_talib_exactly_and_the_single_pass_microstructure(tmp_path, 
     meta = pq.ParquetFile(root / feature_rel).metadata
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     assert sizes[:-1] == [block] * (len(sizes) - 1) and 0 < sizes[-1] <= block
+
+
+def test_a_build_killed_mid_way_rebuilds_in_full_only_the_files_it_rewrote(tmp_path, monkeypatch):
+    """The state of a symbol whose features build was killed keeps the previous build's
+    per-file records (but no fingerprint): the rerun tail-builds the files the killed
+    build had not reached, rebuilds the one it rewrote in full, and equals a full build.
+    Before, the state was deleted when the build started, and the rerun built every file
+    in full."""
+    inc, ref = tmp_path / "inc", tmp_path / "ref"
+    build(inc, 8)
+    n_files = features(inc)["files_by_mode"]["full"]
+    build(inc, 9)  # one more archive day: gen_kline's and resample's tail builds
+    full_build_copy(inc, ref)
+    shutil.copytree(inc, tmp_path / "not-killed")
+    normal = features(tmp_path / "not-killed")["files_by_mode"]
+    assert normal["tail"] >= 5 and normal["kept"] == 0
+
+    class Killed(BaseException):  # as a SIGKILL: nothing of the job's own handling runs
+        pass
+
+    written = []
+    write_features = features_job._write_features
+
+    def killed_on_the_second_file(source, path, *args, **kwargs):
+        if written:
+            raise Killed
+        written.append(path)
+        return write_features(source, path, *args, **kwargs)
+
+    monkeypatch.setattr(features_job, "_write_features", killed_on_the_second_file)
+    with pytest.raises(Killed):
+        features(inc)
+    monkeypatch.setattr(features_job, "_write_features", write_features)
+    assert len(written) == 1
+    rerun = features(inc)
+    # The rewritten file's identity no longer matches its record: in full; the others as
+    # in a run that was not killed.
+    assert rerun["files_by_mode"] == {
+        "kept": 0,
+        "tail": normal["tail"] - 1,
+        "full": normal["full"] + 1,
+    }, (rerun["files_by_mode"], normal)
+    assert sum(rerun["files_by_mode"].values()) == n_files
+    features(ref)
+    got, want = feature_files(inc), feature_files(ref)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name] == want[name], name
+    assert features(inc)["skipped_unchanged"] == 1
