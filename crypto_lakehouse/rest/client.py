@@ -10,6 +10,9 @@ What each answer means (binance-facts §5.3, legacy quirks Q1 and Q12 fixed):
   request the host keeps answering 429 fails with ``RateLimited`` after that many waits, in
   bounded time, instead of holding its job. Waiting as told is what keeps a client clear of
   the 418 ban Binance gives to clients that continue after 429s (binance-facts §5.3).
+  When ``RATE_LIMITED_TO_STOP`` requests in a row give up so (no answer 200 between them,
+  whatever their symbols), the host is limiting the whole IP: every request to it stops, as
+  for a ban, instead of each remaining symbol of the job waiting out its own retries.
 - 418 (IP banned) or 403 (WAF): every request to the host stops at once (continuing would
   extend the ban); the job fails with a message naming the host and the wait Binance asked for.
 - 400 with code -1121/-1122: ``InvalidSymbol``; the caller skips the symbol.
@@ -93,6 +96,11 @@ class ClientStats:
         return out
 
 
+# Requests given up after 429s in a row (no 200 between) that stop every request to the
+# host: a limit on the IP, not on one symbol (which gives up alone, RateLimited).
+RATE_LIMITED_TO_STOP = 3
+
+
 class RestClient:
     """Thread-safe GET client for one API host (``api_url`` without trailing slash)."""
 
@@ -125,6 +133,7 @@ class RestClient:
         self._sessions: list[requests.Session] = []
         self._consecutive_failures = 0
         self._breaker_level = 0
+        self._rate_limited_in_row = 0  # requests given up after 429s since the last 200
         self._start_time_ms: int | None = None
         self._start_time_lock = threading.Lock()
 
@@ -193,6 +202,27 @@ class RestClient:
         with self._lock:
             self._consecutive_failures = 0
             self._breaker_level = 0
+            self._rate_limited_in_row = 0
+
+    def _given_up_on_429(self, message: str) -> RateLimited | HostStopped:
+        """What to raise for a request the host kept answering 429: ``RateLimited``, or
+        ``HostStopped`` (every request to the host stopped) when it is the
+        ``RATE_LIMITED_TO_STOP``-th such request in a row."""
+        log.error(message)
+        with self._lock:
+            self._rate_limited_in_row += 1
+            in_row = self._rate_limited_in_row
+        if in_row < RATE_LIMITED_TO_STOP:
+            return RateLimited(message)
+        stop = (
+            f"{self.api_url}: {in_row} requests in a row gave up after HTTP 429 answers "
+            f"(rest.max_retries={self.max_retries} retries each), the last: {message}. The host "
+            "is limiting every request from this IP: all requests to it stopped, so as not to "
+            "draw a ban (418); the next run fetches what is missing."
+        )
+        log.error(stop)
+        self._stop_host(stop)
+        return HostStopped(stop)
 
     def _on_failure(self, meter: ClientStats | None = None) -> None:
         with self._lock:
@@ -282,8 +312,7 @@ class RestClient:
                             f"{self.max_retries}); Retry-After="
                             f"{resp.headers.get('Retry-After', 'absent')}"
                         )
-                        log.error(message)
-                        raise RateLimited(message)
+                        raise self._given_up_on_429(message)
                     log.warning(
                         "%s: HTTP 429, retry %d/%d: every request to the host waits %.1f s (%s)",
                         where,

@@ -364,6 +364,33 @@ def test_a_ban_stops_the_remaining_symbols_of_the_shard(emulator, tmp_path):
     assert rest.counters("um")["requests/fundingRate"] == 2  # nothing sent after the ban
 
 
+def test_a_host_answering_429_to_every_symbol_stops_the_shard_after_three(emulator, tmp_path):
+    """The host answers 429 to every request: each of the first symbols gives up on its
+    own (rest.max_retries), and the third in a row stops the host, so the remaining
+    symbols are not asked at all (before, each waited out its own retries: a big shard
+    took that long per symbol to fail)."""
+    from crypto_lakehouse.rest.host import for_each_symbol_on_host
+    from crypto_lakehouse.shards import ShardFailed
+
+    symbols = ["AUSDT", "BUSDT", "CUSDT", "DUSDT", "EUSDT"]
+    rest = RestEmulator(now_ms=(D + 30) * DAY)
+    for symbol in symbols:
+        rest.add_synthetic_funding("um", symbol, start_ms=D * DAY, end_ms=(D + 30) * DAY)
+        write_first_kline(tmp_path, symbol, "um_futures", D * DAY)
+    rest.inject(429, count=10**6, market="um", path="/fundingRate", retry_after=0)
+    emu = emulator(rest=rest)
+    with pytest.raises(ShardFailed, match="5 of 5 symbols failed"):
+        for_each_symbol_on_host(run_api_funding)(
+            **_shard_args(tmp_path, emu.base_url, symbols), max_retries=0
+        )
+    shard = json.loads((tmp_path / "reports/shards/0.json").read_text())
+    statuses = [shard["symbols"][s]["status"] for s in symbols]
+    assert statuses == ["failed", "failed", "failed", "not_run", "not_run"], statuses
+    assert rest.counters("um")["requests/fundingRate"] == 3  # nothing sent after the stop
+    log_text = json.dumps(shard)
+    assert "3 requests in a row gave up after HTTP 429" in log_text
+
+
 def test_a_shards_symbols_at_once_share_one_limiter_without_any_429(emulator, tmp_path):
     from crypto_lakehouse.rest.host import SYMBOLS_AT_ONCE, run_host_shard
 

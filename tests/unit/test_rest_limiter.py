@@ -353,6 +353,50 @@ def test_429_whose_used_weight_fills_the_window_waits_to_its_end(monkeypatch, ca
     )
 
 
+def test_requests_given_up_on_429_in_a_row_stop_the_host(monkeypatch, caplog):
+    """A 429 that outlasts a request's retries gives up that request (its symbol fails);
+    the RATE_LIMITED_TO_STOP-th in a row, whatever the symbols, means the host limits the
+    whole IP: every request to it stops at once (HostStopped, as for a ban), instead of
+    each remaining symbol of the job waiting out its own retries."""
+    from crypto_lakehouse.rest import client as rest_client
+
+    assert rest_client.RATE_LIMITED_TO_STOP == 3
+    limited = (429, {"Retry-After": "0"})
+    client, session = _client_answering(
+        monkeypatch, [limited] * 3 + [(200, {})], window_s=60.0, seconds_in=1.0, max_retries=0
+    )
+    with caplog.at_level(logging.ERROR, logger="crypto_lakehouse.rest.client"):
+        for symbol in ("AUSDT", "BUSDT"):
+            with pytest.raises(RateLimited):
+                client.get_json("/klines", {"symbol": symbol})
+        with pytest.raises(HostStopped) as stopped:
+            client.get_json("/klines", {"symbol": "CUSDT"})
+    assert "3 requests in a row gave up after HTTP 429" in str(stopped.value)
+    assert "symbol=CUSDT" in str(stopped.value) and "rest.max_retries=0" in str(stopped.value)
+    # Stopped: the next request is not sent (the 200 waiting in the double stays unused).
+    with pytest.raises(HostStopped):
+        client.get_json("/klines", {"symbol": "DUSDT"})
+    assert session.answers == [(200, {})]
+
+
+def test_an_answer_200_between_requests_given_up_on_429_keeps_the_host_going(monkeypatch):
+    limited = (429, {"Retry-After": "0"})
+    client, session = _client_answering(
+        monkeypatch,
+        [limited, limited, (200, {}), limited, limited, (200, {})],
+        window_s=60.0,
+        seconds_in=1.0,
+        max_retries=0,
+    )
+    for answer in session.answers[:]:
+        if answer[0] == 429:
+            with pytest.raises(RateLimited):
+                client.get_json("/klines", {"symbol": "AUSDT"})
+        else:
+            assert client.get_json("/klines", {"symbol": "AUSDT"}) == []
+    assert session.answers == []
+
+
 def test_persistent_429_fails_the_request_after_max_retries_waits(emulator, caplog):
     rest = RestEmulator(now_ms=D * DAY_MS)
     rest.add_symbol("um", "BUSDT")
