@@ -13,9 +13,11 @@ in one PUT) only when the whole zip passed validation: a defective zip leaves no
 behind. On S3 the zip itself is first copied to a local spool file (``storage.local_copy``):
 the zip reader's small seeks and reads would each be a ranged GET.
 
-Validation per batch (and across batch boundaries): ids strictly increasing, times
-non-decreasing, prices finite, quantities finite and ≥ 0. A defect raises ``ArchiveDefect``
-naming the key and the CSV line; the job quarantines that zip and goes on with the others.
+Validation per batch (and across batch boundaries): no empty cell (but in metrics' values),
+ids strictly increasing, times non-decreasing, prices finite, quantities finite and ≥ 0. A
+defect raises ``ArchiveDefect`` naming the key and the CSV line; so does a row pyarrow's
+reader refuses (``locate_tick_defect`` names its line) and a zip that cannot be read or
+inflated. The job quarantines that zip and goes on with the others.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +97,20 @@ class _Cursor:
     days: dict[str, int] = field(default_factory=dict)  # YYYYMMDD -> rows
 
 
+def _check_nulls(batch: pa.RecordBatch, entry, cur: _Cursor, label: str) -> None:
+    """An empty cell is a null: a defect, except in the value columns of a dataset whose
+    files have empty values (metrics, registry ``nullable_values``). Never in the id or
+    time column: a row without them cannot be ordered or given a day."""
+    for name in batch.schema.names:
+        column = batch.column(name)
+        if column.null_count and not (
+            entry.nullable_values and name not in (entry.id_column, entry.time_column)
+        ):
+            first_null = int(np.argmin(column.is_valid().to_numpy(zero_copy_only=False)))
+            line = cur.line + first_null
+            raise ArchiveDefect(f"{label}: line {line}: field {name!r} is empty", line)
+
+
 def _check_batch(batch: pa.RecordBatch, entry, times: np.ndarray, cur: _Cursor, label: str):
     def fail(i: int, what: str):
         line = cur.line + i
@@ -154,7 +171,26 @@ def parse_tick_zip(
     schema = arrow_schema(entry, trade_type)
     micros = entry.in_micros(trade_type, first_day)
     label = key
-    with storage.local_copy(zip_path) as local_zip, zipfile.ZipFile(local_zip) as zf:
+    with storage.local_copy(zip_path) as local_zip, _unreadable_zip_is_a_defect(label):
+        return _parse_local_zip(local_zip, label, entry, trade_type, columns, schema, micros,
+                                symbol, data_dir)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _unreadable_zip_is_a_defect(label: str):
+    """A zip that cannot be opened or inflated (cut short, not a zip, a bad CRC) is a defect
+    of that archive: it is quarantined like a bad row, and the job goes on."""
+    try:
+        yield
+    except zipfile.BadZipFile as exc:
+        raise ArchiveDefect(f"{label}: not a readable zip ({exc})") from exc
+    except (zipfile.LargeZipFile, NotImplementedError, EOFError, zlib.error) as exc:
+        raise ArchiveDefect(f"{label}: cannot inflate zip member ({exc})") from exc
+
+
+def _parse_local_zip(local_zip, label, entry, trade_type, columns, schema, micros,
+                     symbol, data_dir) -> dict[str, int]:  # fmt: skip
+    with zipfile.ZipFile(local_zip) as zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
         if len(names) != 1:
             raise ArchiveDefect(f"{label}: expected one CSV member, found {len(names)}")
@@ -173,21 +209,11 @@ def parse_tick_zip(
         with contextlib.ExitStack() as staged:
             try:
                 with zf.open(names[0]) as member:
-                    reader = pacsv.open_csv(
-                        member,
-                        read_options=pacsv.ReadOptions(
-                            column_names=columns, skip_rows=header_lines, block_size=BLOCK_SIZE
-                        ),
-                        convert_options=pacsv.ConvertOptions(
-                            column_types={c: _csv_type(entry, c) for c in columns},
-                            true_values=_TRUE,
-                            false_values=_FALSE,
-                            timestamp_parsers=[entry.time_text_format]
-                            if entry.time_text_format
-                            else None,
-                        ),
-                    )
-                    for batch in _batches(reader, label, cur):
+                    batches = _batches(
+                        member, entry, columns, header_lines, label, cur,
+                        lambda: zf.open(names[0]),
+                    )  # fmt: skip
+                    for batch in batches:
                         table, slices = _checked_table(batch, entry, schema, micros, cur, label)
                         if pending is not None:
                             pending.result()
@@ -211,16 +237,129 @@ def parse_tick_zip(
     return dict(sorted(cur.days.items()))
 
 
-def _batches(reader, label, cur):
+def _batches(member, entry, columns, header_lines, label, cur, reopen):
+    """The CSV's record batches. A row pyarrow refuses (a text in a number column, a
+    missing field), in the first block (read by ``open_csv`` itself) or a later one, is an
+    ArchiveDefect naming the line: the member is read again (``reopen``) by
+    ``locate_tick_defect``; pyarrow's own message names no line, or the block's row."""
+    try:
+        reader = pacsv.open_csv(
+            member,
+            read_options=pacsv.ReadOptions(
+                column_names=columns, skip_rows=header_lines, block_size=BLOCK_SIZE
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: _csv_type(entry, c) for c in columns},
+                true_values=_TRUE,
+                false_values=_FALSE,
+                # Only an empty cell is a null (_check_nulls); "NaN" in a number
+                # column is a NaN, refused by the finite check.
+                null_values=[""],
+                strings_can_be_null=True,
+                timestamp_parsers=[entry.time_text_format] if entry.time_text_format else None,
+            ),
+        )
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            yield batch
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        with reopen() as again:
+            where = locate_tick_defect(again, entry, columns, header_lines)
+        if where is not None:
+            line, what = where
+            raise ArchiveDefect(f"{label}: line {line}: {what}", line) from None
+        # Not located (a defect the line scan does not model): the first unread line.
+        raise ArchiveDefect(f"{label}: line ≥ {cur.line}: {exc}", cur.line) from None
+
+
+# What pyarrow's CSV conversion accepts per column type (an empty cell is a null, checked
+# later with its line). Floats: decimals, exponents, nan and inf as pyarrow reads them.
+_CELL_RE = {
+    "int": r"^([+-]?\d+)?$",
+    "float": r"^([+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(?i:nan|inf|infinity))?$",
+    "bool": "^(" + "|".join(_TRUE + _FALSE) + ")?$",
+    "text_time": r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})?$",
+}
+_LOCATE_CHUNK = 8 << 20
+
+
+def _cell_kind(entry: datasets.Dataset, column: str) -> str | None:
+    t = _csv_type(entry, column)
+    if pa.types.is_timestamp(t):
+        return "text_time"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_floating(t):
+        return "float"
+    return None  # text: anything goes
+
+
+def locate_tick_defect(member, entry, columns, header_lines) -> tuple[int, str] | None:
+    """(line, what) of the first CSV line pyarrow's reader would refuse: a wrong number of
+    fields, or a cell its column's type does not accept. Reads ``member`` in chunks of
+    whole lines (vectorised per chunk), so a large member is never held whole. Lines are
+    counted as a text editor does (1-based, header included); blank lines are skipped, as
+    the reader skips them. None when no line is refused."""
+    kinds = [(i, c, _cell_kind(entry, c)) for i, c in enumerate(columns)]
+    kinds = [(i, c, k) for i, c, k in kinds if k is not None]
+    first_line, rest = 1, b""
     while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            # pyarrow names the row of the block only: point at the file's first unread line.
-            raise ArchiveDefect(f"{label}: line ≥ {cur.line}: {exc}", cur.line) from None
-        yield batch
+        chunk = member.read(_LOCATE_CHUNK)
+        data = rest + chunk
+        if chunk:
+            cut = data.rfind(b"\n") + 1
+            data, rest = data[:cut], data[cut:]
+        else:
+            rest = b""
+        if data:
+            text = data.decode("utf-8", errors="replace")
+            lines = pc.utf8_rtrim(pa.array(text.removesuffix("\n").split("\n")), characters="\r")
+            numbers = np.arange(first_line, first_line + len(lines))
+            first_line += len(lines)
+            keep = (numbers > header_lines) & (pc.utf8_length(lines).to_numpy() > 0)
+            found = _first_refused(lines.filter(pa.array(keep)), numbers[keep], columns, kinds)
+            if found is not None:
+                return found
+        if not chunk:
+            return None
+
+
+def _first_refused(lines, numbers, columns, kinds) -> tuple[int, str] | None:
+    if len(lines) == 0:
+        return None
+    n_fields = pc.add(pc.count_substring(lines, ","), 1).to_numpy()
+    found: list[tuple[int, str]] = []
+    wrong = np.flatnonzero(n_fields != len(columns))
+    if wrong.size:
+        i = int(wrong[0])
+        found.append((int(numbers[i]), f"{n_fields[i]} fields, expected {len(columns)}"))
+    whole = np.flatnonzero(n_fields == len(columns))
+    if whole.size:
+        fields = pc.split_pattern(lines.take(pa.array(whole)), ",")
+        for index, name, kind in kinds:
+            values = pc.list_element(fields, index)
+            ok = pc.match_substring_regex(values, _CELL_RE[kind]).to_numpy(zero_copy_only=False)
+            bad = np.flatnonzero(~ok)
+            if bad.size:
+                i = int(whole[bad[0]])
+                value = values[int(bad[0])].as_py()
+                found.append(
+                    (int(numbers[i]), f"field {name!r} is not {_KIND_TEXT[kind]}: {value!r}")
+                )
+    return min(found) if found else None
+
+
+_KIND_TEXT = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "text_time": "a YYYY-MM-DD HH:MM:SS time",
+}
 
 
 def parquet_options(entry: datasets.Dataset, schema: pa.Schema) -> dict:
@@ -252,6 +391,7 @@ def _checked_table(batch, entry, schema, micros, cur, label):
         # A stable sort: rows of one time keep their file order (line numbers of defects
         # then name sorted positions, which is fine for files this small).
         batch = batch.take(pc.sort_indices(batch, [(entry.time_column, "ascending")]))
+    _check_nulls(batch, entry, cur, label)
     raw = batch.column(entry.time_column).cast(pa.int64()).to_numpy(zero_copy_only=False)
     times = raw // 1000 if micros else raw
     _check_batch(batch, entry, times, cur, label)

@@ -273,3 +273,115 @@ def test_day_sizes_by_stat_or_by_one_listing_agree(tmp_path, monkeypatch):
     # nothing written: the sizes listed before the run, nothing read
     monkeypatch.setattr(ticks.storage, "stat", None)
     assert ticks._day_sizes(day_path, {"old.zip": before["old.zip"]}, before, present) == present
+
+
+# ---------------------------------------------------------------- rows pyarrow refuses
+# Before, a cell pyarrow could not convert in a file's first block (every daily file of a
+# quiet symbol: blocks are 8 MB) escaped as a bare ArrowInvalid, and an unreadable zip as
+# BadZipFile: the symbol failed at every run instead of the zip being quarantined.
+@pytest.mark.parametrize(
+    ("row", "what"),
+    [
+        ("6,abc,1,6,6,{t},true", "field 'price' is not a number: 'abc'"),
+        ("6,1.0,1,6,6,{t}", "6 fields, expected 7"),
+        ("6,1.0,1,6,6,{t},true,true", "8 fields, expected 7"),
+        ("6,1.0,1,6,6,{t},maybe", "field 'is_buyer_maker' is not true or false: 'maybe'"),
+        ("6.5,1.0,1,6,6,{t},true", "field 'agg_trade_id' is not an integer: '6.5'"),
+        ("6,1.0,1,6,6,12:00,true", "field 'transact_time' is not an integer: '12:00'"),
+    ],
+)
+@pytest.mark.parametrize("header", [True, False])
+def test_a_refused_cell_names_its_line_in_any_block(tmp_path, monkeypatch, row, what, header):
+    t = _ms("2024-03-01T10:00:00")
+    good = [f"{i},1.0,1,{i},{i},{t},true" for i in range(1, 6)]
+    later = [f"{i},1.0,1,{i},{i},{t},true" for i in range(7, 400)]
+    head = [FUTURES_AGG_HEADER] if header else []
+    lines = head + good + [row.format(t=t)] + later
+    bad_line = len(head) + len(good) + 1  # 1-based, as an editor counts
+    for block_size in (ticks.BLOCK_SIZE, 1024):  # first block, and a later one
+        monkeypatch.setattr(ticks, "BLOCK_SIZE", block_size)
+        with pytest.raises(ArchiveDefect) as err:
+            _parse(tmp_path, "\n".join(lines) + "\n")
+        assert str(err.value) == f"k/X-aggTrades-2024-03-01.zip: line {bad_line}: {what}"
+        assert err.value.line == bad_line
+
+
+@pytest.mark.parametrize(
+    ("row", "column"),
+    [
+        (",1.0,1,6,6,{t},true", "agg_trade_id"),
+        ("6,,1,6,6,{t},true", "price"),
+        ("6,1.0,1,,6,{t},true", "first_trade_id"),
+        ("6,1.0,1,6,6,,true", "transact_time"),
+        ("6,1.0,1,6,6,{t},", "is_buyer_maker"),
+    ],
+)
+def test_an_empty_cell_is_a_defect_naming_line_and_column(tmp_path, row, column):
+    # Before: an empty id passed the "ids increase" check as a NaN (or crashed with
+    # ValueError on the last row), an empty time crashed the cast, and empty flags or
+    # trade ids were written as nulls.
+    t = _ms("2024-03-01T10:00:00")
+    text = f"{FUTURES_AGG_HEADER}\n5,1.0,1,5,5,{t},true\n{row.format(t=t)}\n7,1.0,1,7,7,{t},true\n"
+    with pytest.raises(ArchiveDefect) as err:
+        _parse(tmp_path, text)
+    assert str(err.value) == f"k/X-aggTrades-2024-03-01.zip: line 3: field {column!r} is empty"
+
+
+def test_metrics_empty_values_stay_nulls_but_an_empty_time_is_a_defect(tmp_path):
+    row = "2025-01-21 00:05:00,BTCUSDT,2310980.00,3669140.0,,2.2,2.7,0.7"
+    text = f"{METRICS_HEADER}\n{row}\n"
+    assert _parse(tmp_path, text, dataset="metrics", day="2025-01-21") == {"20250121": 1}
+    table = _day(tmp_path, "um_futures", "metrics", "20250121")
+    assert table.column("count_toptrader_long_short_ratio").to_pylist() == [None]
+    text = f"{METRICS_HEADER}\n{row}\n,BTCUSDT,1,1,1,1,1,1\n"
+    with pytest.raises(ArchiveDefect, match="line 3: field 'create_time' is empty"):
+        _parse(tmp_path, text, dataset="metrics", day="2025-01-21")
+
+
+def _zip_bytes(text: str) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("m.csv", text)
+    return buf.getvalue()
+
+
+def test_an_unreadable_zip_is_a_defect_and_the_symbols_other_zips_go_on(tmp_path):
+    import hashlib
+
+    t1, t2, t3 = _ms("2024-03-01T10:00:00"), _ms("2024-03-02T10:00:00"), _ms("2024-03-03T10:00:00")
+    whole = _zip_bytes(f"{FUTURES_AGG_HEADER}\n" + "".join(
+        f"{i},1.0,1,{i},{i},{t2},true\n" for i in range(1, 3000)
+    ))  # fmt: skip
+    flipped = bytearray(whole)
+    flipped[len(whole) // 2] ^= 0xFF
+    bodies = {
+        "2024-03-01": _zip_bytes(f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{t1},true\n"),
+        "2024-03-02": bytes(flipped),  # a bad CRC (or a broken deflate stream)
+        "2024-03-03": _zip_bytes(f"{FUTURES_AGG_HEADER}\n1,abc,1,1,1,{t3},true\n"),
+        "2024-03-04": b"PK\x03\x04 not a zip",
+    }
+    data_dir = tmp_path / "data"
+    files = {}
+    for day, body in bodies.items():
+        key = layout.archive_key("um_futures", "aggTrades", "BTCUSDT", None, "daily", day)
+        path = layout.aws_path(data_dir, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        layout.verified_marker(path).write_text("")
+        files[key] = {"sha256": hashlib.sha256(body).hexdigest()}
+    report = ticks.run_parse_ticks(
+        trade_type="um_futures", dataset="aggTrades", symbol="BTCUSDT", data_dir=data_dir,
+        download_report={"files": files}, report_path=tmp_path / "parse.json",
+    )  # fmt: skip
+    good, crc, bad_row, not_zip = files
+    assert list(report["files"]) == [good]
+    assert report["rows"] == 1
+    reasons = report["quarantined"]
+    assert set(reasons) == {crc, bad_row, not_zip}
+    assert reasons[not_zip].startswith(f"{not_zip}: not a readable zip")
+    assert "inflate" in reasons[crc] or "readable zip" in reasons[crc]
+    assert reasons[bad_row] == f"{bad_row}: line 2: field 'price' is not a number: 'abc'"
+    for key in (crc, bad_row, not_zip):
+        assert layout.quarantine_path(data_dir, key).exists()
