@@ -45,7 +45,7 @@ from crypto_lakehouse.parse import (
     state_file,
 )
 from crypto_lakehouse.parse.csv_reader import ArchiveDefect
-from crypto_lakehouse.parse.validate import Period, archive_period
+from crypto_lakehouse.parse.validate import Period, archive_period, format_ms, name_period
 from crypto_lakehouse.quarantine import quarantine_archive
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,35 @@ def _check_nulls(batch: pa.RecordBatch, entry, cur: _Cursor, label: str) -> None
             raise ArchiveDefect(f"{label}: line {line}: field {name!r} is empty", line)
 
 
+_YEAR_1, _YEAR_10000 = -62135596800000, 253402300800000  # ms: what format_ms can show
+
+
+def _check_period(times: np.ndarray, raw: np.ndarray, bounds, cur: _Cursor, label: str) -> None:
+    """Every row inside the file's day or month. A time outside it is a defect, not a day
+    file of another date: a unit other than the registry's (µs read as ms lands in the
+    year 50000, ms read as µs in 1970) or a row of another file."""
+    start, end, period = bounds
+    outside = (times < start) | (times >= end)
+    if outside.any():
+        i = int(np.argmax(outside))
+        line = cur.line + i
+        what = "month" if period.is_month else "day"
+        value = int(raw[i])
+        shown = format_ms(int(times[i])) + " " if _YEAR_1 <= times[i] < _YEAR_10000 else ""
+        unit = "ms" if times[i] == value else "µs"
+        hint = ""
+        for as_ms, other in ((value, "ms"), (value // 1000, "µs")):
+            if start <= as_ms < end and other != unit:
+                hint = (
+                    f"; as {other} it would be inside: the file's unit is not the {unit} expected"
+                )
+        raise ArchiveDefect(
+            f"{label}: line {line}: time {shown}(raw {value}) is outside the file's "
+            f"{what} {period.label}{hint}",
+            line,
+        )
+
+
 def _check_batch(batch: pa.RecordBatch, entry, times: np.ndarray, cur: _Cursor, label: str):
     def fail(i: int, what: str):
         line = cur.line + i
@@ -160,10 +189,13 @@ def parse_tick_zip(
     symbol: str,
     data_dir: str | Path,
     first_day: str,
+    period: Period | None = None,
 ) -> dict[str, int]:
     """Parse one archive zip into per-day Parquet files; returns {YYYYMMDD: rows}.
 
-    ``first_day`` (ISO) is the first day the zip covers (unit rule of the registry).
+    ``first_day`` (ISO) is the first day the zip covers (unit rule of the registry);
+    ``period`` the day or month it covers (default: from the date ending ``key``'s name).
+    Trades and aggregate trades (datasets with an id column) must lie inside it.
     """
     entry = datasets.get(dataset)
     entry.check_market(trade_type)
@@ -171,9 +203,14 @@ def parse_tick_zip(
     schema = arrow_schema(entry, trade_type)
     micros = entry.in_micros(trade_type, first_day)
     label = key
+    if period is None:
+        period = name_period(key)
+    # Where a row's time must lie: the file's period, for datasets with an id column (a
+    # metrics file's day is not known to end at 23:55; checked against no real file).
+    bounds = (period.start_ms, period.end_ms, period) if period and entry.id_column else None
     with storage.local_copy(zip_path) as local_zip, _unreadable_zip_is_a_defect(label):
         return _parse_local_zip(local_zip, label, entry, trade_type, columns, schema, micros,
-                                symbol, data_dir)  # fmt: skip
+                                symbol, data_dir, bounds)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -189,7 +226,7 @@ def _unreadable_zip_is_a_defect(label: str):
 
 
 def _parse_local_zip(local_zip, label, entry, trade_type, columns, schema, micros,
-                     symbol, data_dir) -> dict[str, int]:  # fmt: skip
+                     symbol, data_dir, bounds) -> dict[str, int]:  # fmt: skip
     with zipfile.ZipFile(local_zip) as zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
         if len(names) != 1:
@@ -214,7 +251,8 @@ def _parse_local_zip(local_zip, label, entry, trade_type, columns, schema, micro
                         lambda: zf.open(names[0]),
                     )  # fmt: skip
                     for batch in batches:
-                        table, slices = _checked_table(batch, entry, schema, micros, cur, label)
+                        table, slices = _checked_table(batch, entry, schema, micros, cur, label,
+                                                   bounds)  # fmt: skip
                         if pending is not None:
                             pending.result()
                         pending = pool.submit(_write_slices, table, slices, entry, schema,
@@ -384,7 +422,7 @@ def parquet_options(entry: datasets.Dataset, schema: pa.Schema) -> dict:
     return options
 
 
-def _checked_table(batch, entry, schema, micros, cur, label):
+def _checked_table(batch, entry, schema, micros, cur, label, bounds=None):
     """Validate one block and give it back as a table of the output schema, with the
     (day, start, end) slices of its rows per UTC day (runs on the reading thread)."""
     if entry.sort_rows:
@@ -394,6 +432,8 @@ def _checked_table(batch, entry, schema, micros, cur, label):
     _check_nulls(batch, entry, cur, label)
     raw = batch.column(entry.time_column).cast(pa.int64()).to_numpy(zero_copy_only=False)
     times = raw // 1000 if micros else raw
+    if bounds is not None:
+        _check_period(times, raw, bounds, cur, label)
     _check_batch(batch, entry, times, cur, label)
     day_index = times // DAY_MS
     bounds = np.flatnonzero(np.diff(day_index)) + 1
@@ -510,6 +550,7 @@ def run_parse_ticks(
             days = parse_tick_zip(
                 layout.aws_path(data_dir, key), key=key, trade_type=trade_type,
                 dataset=entry.name, symbol=symbol, data_dir=data_dir, first_day=first_day,
+                period=period,
             )  # fmt: skip
         except ArchiveDefect as exc:
             log.warning("quarantined %s", exc)

@@ -61,7 +61,17 @@ def archive_period(key: str, stem_prefix: str) -> Period | None:
     m = _PERIOD_RE.fullmatch(name, len(stem_prefix) - 1)
     if not m:
         return None
-    year, month, day = int(m.group(1)), int(m.group(2)), m.group(3)
+    return _period(int(m.group(1)), int(m.group(2)), m.group(3))
+
+
+def name_period(key: str) -> Period | None:
+    """Period of an archive key from the date its file name ends with (``…-YYYY-MM[-DD].zip``,
+    any stem); None when it ends with none."""
+    m = _PERIOD_RE.search(key.rsplit("/", 1)[-1])
+    return _period(int(m.group(1)), int(m.group(2)), m.group(3)) if m else None
+
+
+def _period(year: int, month: int, day: str | None) -> Period | None:
     if not 1 <= month <= 12:
         return None
     if day is None:

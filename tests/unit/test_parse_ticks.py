@@ -54,7 +54,8 @@ def test_futures_agg_trades_with_header_split_by_utc_day(tmp_path):
         f"26130,0.01633200,0,27782,27785,{t2},false\n"
         f"26131,0.01633300,1.5,27786,27786,{t3},true\n"
     )
-    assert _parse(tmp_path, text) == {"20240301": 1, "20240302": 2}
+    # A monthly file (X-aggTrades-2024-03.zip) is split into its UTC days.
+    assert _parse(tmp_path, text, day="2024-03") == {"20240301": 1, "20240302": 2}
     d1, d2 = (
         _day(tmp_path, "um_futures", "aggTrades", "20240301"),
         _day(tmp_path, "um_futures", "aggTrades", "20240302"),
@@ -385,3 +386,51 @@ def test_an_unreadable_zip_is_a_defect_and_the_symbols_other_zips_go_on(tmp_path
     assert reasons[bad_row] == f"{bad_row}: line 2: field 'price' is not a number: 'abc'"
     for key in (crc, bad_row, not_zip):
         assert layout.quarantine_path(data_dir, key).exists()
+
+
+# ---------------------------------------------------------------- rows outside the file's period
+# Before, a row outside the zip's day was written to a day file of its own date (another
+# file's day, overwritten or overwriting), and a time in another unit than the registry's
+# gave day files such as "-94020106.pqt" (µs read as ms cannot be shown as a date).
+@pytest.mark.parametrize(
+    ("trade_type", "day", "time", "want"),
+    [
+        ("um_futures", "2024-03-01", "2024-03-02T00:00:00",
+         "time 2024-03-02 00:00:00.000 (raw {raw}) is outside the file's day 2024-03-01"),
+        ("um_futures", "2024-03-01", "2024-02-29T23:59:59.999",
+         "time 2024-02-29 23:59:59.999 (raw {raw}) is outside the file's day 2024-03-01"),
+        ("um_futures", "2024-03", "2024-04-01T00:00:00",
+         "time 2024-04-01 00:00:00.000 (raw {raw}) is outside the file's month 2024-03"),
+    ],
+)  # fmt: skip
+def test_a_row_outside_the_files_period_is_a_defect(tmp_path, trade_type, day, time, want):
+    t_in, t_out = _ms("2024-03-01T12:00:00"), _ms(time)
+    text = f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{min(t_in, t_out)},true\n2,1.0,1,2,2,{max(t_in, t_out)},true\n"
+    line = 2 if t_out < t_in else 3
+    with pytest.raises(ArchiveDefect) as err:
+        _parse(tmp_path, text, trade_type=trade_type, day=day)
+    assert str(err.value) == f"k/X-aggTrades-{day}.zip: line {line}: " + want.format(raw=t_out)
+    folder = layout.parsed_day_path(tmp_path / "data", trade_type, "aggTrades", "BTCUSDT", "x")
+    assert not folder.parent.exists() or not any(folder.parent.iterdir())
+
+
+def test_times_in_another_unit_than_the_registrys_are_named_as_such(tmp_path):
+    t = _ms("2025-01-01T00:00:01")
+    # A spot file of 2025 in ms (the registry expects µs from 2025-01-01): 1970 as µs.
+    text = f"0,0.2,50,0,0,{t},False,True\n"
+    with pytest.raises(ArchiveDefect) as err:
+        _parse(tmp_path, text, trade_type="spot", day="2025-01-01")
+    assert str(err.value) == (
+        f"k/X-aggTrades-2025-01-01.zip: line 1: time 1970-01-21 02:08:09.601 (raw {t}) is "
+        "outside the file's day 2025-01-01; as ms it would be inside: the file's unit is not "
+        "the µs expected"
+    )
+    # A futures file in µs (the registry expects ms): beyond the year 9999 as ms.
+    t = _ms("2024-03-01T12:00:00") * 1000
+    text = f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{t},true\n"
+    with pytest.raises(ArchiveDefect) as err:
+        _parse(tmp_path, text)
+    assert str(err.value) == (
+        f"k/X-aggTrades-2024-03-01.zip: line 2: time (raw {t}) is outside the file's day "
+        "2024-03-01; as µs it would be inside: the file's unit is not the ms expected"
+    )

@@ -173,10 +173,11 @@ def _zip(name: str, text: str) -> bytes:
 
 
 def _tick_archives() -> tuple[dict[str, bytes], dict[str, int], str]:
-    """A daily aggTrades zip whose rows span two UTC days, a good second day, and a zip
-    whose ids go back on CSV line 3 (quarantined); the rows per day read off the lines."""
+    """A monthly aggTrades zip whose rows span two UTC days, a good daily zip of a third day,
+    and a daily zip whose ids go back on CSV line 3 (quarantined); the rows per day read off
+    the lines. (A daily zip's rows must lie inside its day.)"""
     key = lambda day: layout.archive_key(  # noqa: E731
-        "um_futures", "aggTrades", "BTCUSDT", None, "daily", day
+        "um_futures", "aggTrades", "BTCUSDT", None, "monthly" if len(day) == 7 else "daily", day
     )
     t = [_ms("2024-03-01T23:59:59.999"), _ms("2024-03-02T00:00:00"), _ms("2024-03-02T01:00:00")]
     day1 = (
@@ -195,7 +196,7 @@ def _tick_archives() -> tuple[dict[str, bytes], dict[str, int], str]:
         f"50000,0.03,1,60001,60001,{t3 + 86_400_001},false\n"
     )
     archives = {
-        key("2024-03-01"): _zip("a.zip", day1),
+        key("2024-03"): _zip("a.zip", day1),
         key("2024-03-03"): _zip("b.zip", day3),
         key("2024-03-04"): _zip("c.zip", bad),
     }
@@ -269,7 +270,7 @@ def test_tick_parse_on_s3_equals_local_disk(tmp_path, s3_root, monkeypatch):
         ticks, "parse_tick_zip", lambda *a, **k: parsed.append(k["key"]) or real(*a, **k)
     )
     _parse_ticks(s3_root, download, tmp_path / "out-s3")
-    assert parsed == [min(archives)]
+    assert parsed == [next(k for k in archives if "/monthly/" in k)]
     assert storage.read_parquet(gone).equals(want)
 
 
@@ -287,7 +288,7 @@ def test_tick_parse_defect_on_s3_publishes_no_day(tmp_path, s3_root, monkeypatch
     t = _ms("2024-03-01T10:00:00")
     good = [f"{i},0.1,1,{i},{i},{t + (i // 4) * DAY + i},true\n" for i in range(1, 9)]
     text = f"{FUTURES_AGG_HEADER}\n" + "".join(good) + f"9,0.1,-1,9,9,{t + 2 * DAY},true\n"
-    key = layout.archive_key("um_futures", "aggTrades", "BTCUSDT", None, "daily", "2024-03-01")
+    key = layout.archive_key("um_futures", "aggTrades", "BTCUSDT", None, "monthly", "2024-03")
     storage.write_bytes(layout.aws_path(s3_root, key), _zip("x.zip", text))
     with pytest.raises(ArchiveDefect, match="line 10"):
         ticks.parse_tick_zip(
