@@ -367,8 +367,15 @@ def state_path(data_dir, stage: str, trade_type: str, dataset: str, symbol: str)
     return lakehouse_dir(data_dir) / "state" / stage / trade_type / dataset / f"{symbol}.json"
 
 
-def quality_path(data_dir, trade_type, interval, symbol) -> Path:
-    return quality_dir(data_dir, trade_type, interval) / f"{symbol}.pqt"
+def quality_path(data_dir, trade_type, interval, symbol, dataset: str = "klines") -> Path:
+    """The day quality record of a symbol's klines (docs/quality.md), or of another
+    kline-layout dataset (``markPriceKlines``, ...: one folder per dataset below the
+    interval's, so that the klines' record, the report and the ``quality`` view, which read
+    the interval's folder, never see it)."""
+    folder = quality_dir(data_dir, trade_type, interval)
+    if dataset != "klines":
+        folder = folder / dataset
+    return folder / f"{symbol}.pqt"
 
 
 def provenance_path(data_dir, trade_type, interval, symbol) -> Path:

@@ -610,7 +610,13 @@ class _KlineRun:
         return stats
 
     def _update_quality(self, rebuilt, new_rows, partitions, usable) -> pa.Table:
-        qpath = layout.quality_path(self.data_dir, self.trade_type, self.interval, self.symbol)
+        qpath = layout.quality_path(
+            self.data_dir,
+            self.trade_type,
+            self.interval,
+            self.symbol,
+            datasets.get(self.dataset).name,
+        )
         old = None
         if storage.exists(qpath) and self.state:
             with contextlib.suppress(OSError, pa.ArrowException):

@@ -77,3 +77,66 @@ def test_mark_price_klines_parse_into_monthly_partitions(
     assert json.loads((tmp_path / "parse.json").read_text())["dataset"] == "markPriceKlines-1m"
     # The klines folder of the same symbol is untouched.
     assert not layout.parsed_klines_dir(data_dir, trade_type, symbol, "1m").exists()
+
+
+def _verified(data_dir, key, text) -> dict:
+    """One archive as a download job leaves it: the zip, its .verified marker, the report
+    entry."""
+    buf = BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(key.rsplit("/", 1)[1].replace(".zip", ".csv"), text)
+    path = layout.aws_path(data_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    layout.verified_marker(path).write_text("")
+    return {key: {"sha256": hashlib.sha256(buf.getvalue()).hexdigest()}}
+
+
+def _day_rows(day_ms, volume) -> str:
+    return "\n".join(
+        f"{day_ms + i * 60000},100.5,101.0,99.0,100.25,{volume},{day_ms + i * 60000 + 59999},"
+        f"{volume * 100},{3 if volume else 0},{volume / 2},{volume * 50},0"
+        for i in range(1440)
+    )
+
+
+def test_kline_layout_datasets_keep_their_own_quality_record(tmp_path):
+    # Before, markPriceKlines (and index/premium) wrote their quality record to the klines'
+    # path lakehouse/quality/{T}/{I}/{SYM}.pqt: configured together, each parse replaced
+    # the symbol's kline quality record (read by the report and the `quality` view) with
+    # its own days.
+    data_dir, symbol = tmp_path / "data", "BTCUSDT"
+    klines = _verified(
+        data_dir,
+        f"data/futures/um/daily/klines/{symbol}/1m/{symbol}-1m-2024-01-01.zip",
+        HEADER + "\n" + _day_rows(DAY_MS, 2.0) + "\n",
+    )
+    marks = {}
+    for n, day in enumerate(("2024-01-01", "2024-01-02")):
+        marks |= _verified(
+            data_dir,
+            f"data/futures/um/daily/markPriceKlines/{symbol}/1m/{symbol}-1m-{day}.zip",
+            HEADER + "\n" + _day_rows(DAY_MS + n * 86_400_000, 0) + "\n",
+        )
+
+    def parse(dataset, files):
+        return run_parse_klines(
+            trade_type="um_futures", symbol=symbol, interval="1m", data_dir=data_dir,
+            download_report={"files": files}, report_path=tmp_path / f"{dataset}.json",
+            stats_path=tmp_path / f"{dataset}-stats.json", dataset=dataset,
+        )  # fmt: skip
+
+    parse("klines", klines)
+    kline_record = layout.quality_path(data_dir, "um_futures", "1m", symbol)
+    before = pq.read_table(kline_record)
+    assert before.num_rows == 1  # one day of klines
+    parse("markPriceKlines", marks)
+    assert pq.read_table(kline_record).equals(before)
+    mark_record = layout.quality_path(data_dir, "um_futures", "1m", symbol, "markPriceKlines")
+    assert mark_record != kline_record
+    assert pq.read_table(mark_record).num_rows == 2  # its two days
+    report = json.loads((tmp_path / "markPriceKlines.json").read_text())
+    assert report["quality"]["days"] == 2
+    # The klines' own report still measures the klines' day.
+    parse("klines", klines)
+    assert pq.read_table(kline_record).equals(before)
