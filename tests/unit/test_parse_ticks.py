@@ -434,3 +434,48 @@ def test_times_in_another_unit_than_the_registrys_are_named_as_such(tmp_path):
         f"k/X-aggTrades-2024-03-01.zip: line 2: time (raw {t}) is outside the file's day "
         "2024-03-01; as µs it would be inside: the file's unit is not the ms expected"
     )
+
+
+# ---------------------------------------------------------------- monthly and daily zips
+def _put(data_dir, key, text) -> dict:
+    import hashlib
+
+    body = _zip_bytes(text)
+    path = layout.aws_path(data_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    layout.verified_marker(path).write_text("")
+    return {key: {"sha256": hashlib.sha256(body).hexdigest()}}
+
+
+def test_a_day_in_a_daily_zip_stays_from_it_when_the_monthly_zip_comes_later(tmp_path):
+    # docs/datasets.md: "a day present in both comes from the daily file". Before, that held
+    # only when both zips were parsed in the same run: a monthly zip parsed in a later run
+    # (published after the daily ones, or re-published) rewrote every day of its month,
+    # the daily zips' days included, and the unchanged daily zips were not parsed again.
+    data_dir = tmp_path / "data"
+    t1, t2 = _ms("2024-03-01T10:00:00"), _ms("2024-03-02T10:00:00")
+    key = lambda period, day: layout.archive_key(  # noqa: E731
+        "um_futures", "aggTrades", "BTCUSDT", None, period, day
+    )
+    daily = _put(data_dir, key("daily", "2024-03-02"),
+                 f"{FUTURES_AGG_HEADER}\n2,2.0,1,2,2,{t2},true\n")  # fmt: skip
+
+    def run(files):
+        return ticks.run_parse_ticks(
+            trade_type="um_futures", dataset="aggTrades", symbol="BTCUSDT", data_dir=data_dir,
+            download_report={"files": files}, report_path=tmp_path / "parse.json",
+        )  # fmt: skip
+
+    run(daily)
+    for price in ("1.0", "1.5"):  # the monthly zip published, then published again
+        monthly = _put(data_dir, key("monthly", "2024-03"), (
+            f"{FUTURES_AGG_HEADER}\n1,{price},1,1,1,{t1},true\n2,{price},1,2,2,{t2},true\n"
+        ))  # fmt: skip
+        run(daily | monthly)
+        assert _day(tmp_path, "um_futures", "aggTrades", "20240301").column(
+            "price"
+        ).to_pylist() == [float(price)]
+        assert _day(tmp_path, "um_futures", "aggTrades", "20240302").column(
+            "price"
+        ).to_pylist() == [2.0]
