@@ -15,6 +15,11 @@ def get_datasets_input(wildcards):
     return summaries + (get_agg_klines_reports(wildcards) if agg_klines_plan() else [])
 
 
+def get_report_datasets_input(wildcards):
+    """The datasets summaries the report's section 6 shows (none with the default lists)."""
+    return [layout.run_summary_path(LH, "datasets", t) for t in dataset_trade_types()]
+
+
 # ------------------------------------------------------------------ agg_klines
 AGG_KLINES_MARKETS = ("spot", "um_futures")  # cm: quote volume needs the contract size
 

@@ -5,6 +5,9 @@
 rule report:
     input:
         summaries=[summaries(stage) for stage in ACTIVE_STAGES],
+        # The datasets target's summaries (section 6), when the config lists datasets beyond
+        # klines and funding: the page is written after them. None with the default lists.
+        datasets=lambda wildcards: get_report_datasets_input(wildcards),
     output:
         index=report(
             layout.run_report_path(LH, "index.html"),

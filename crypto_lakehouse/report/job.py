@@ -295,6 +295,45 @@ def _checks_section(segments: dict[str, pd.DataFrame], summaries: dict) -> str:
     return "".join(body)
 
 
+def _datasets_section(dataset_summaries: dict) -> str:
+    """The archive datasets beyond klines and funding (target ``datasets``,
+    docs/datasets.md): per trade type and dataset what its summary counted."""
+    table = records.dataset_table(dataset_summaries)
+    shown = table.rename(
+        columns={
+            "files_verified": "files verified",
+            "files_quarantined_download": "quarantined (download)",
+            "files_quarantined_parse": "quarantined (parse)",
+            "quality_score_min": "quality score min",
+            "symbols_with_problems": "symbols with problems",
+        }
+    )
+    return (
+        "<p>Datasets built by the <code>datasets</code> target (config <code>datasets</code>; "
+        "docs/datasets.md), from its run summaries (lakehouse/summaries/datasets/): symbols "
+        "parsed, rows and UTC days in the parsed files (a day in a monthly and a daily zip "
+        "counted once), archives verified, quarantined by the download (checksum, size) and "
+        "by the parse (the line and the reason: section 2's quarantined files); the lowest "
+        "symbol quality score of the kline-layout datasets (their volumes are 0, so at most "
+        "0.5). Their jobs count in section 4's aws_download and aws_parse rows.</p>"
+        + page.table(
+            shown,
+            numeric=(
+                "symbols",
+                "rows",
+                "days",
+                "files verified",
+                "quarantined (download)",
+                "quarantined (parse)",
+                "quality score min",
+                "symbols with problems",
+            ),
+            empty="no datasets summary: no dataset beyond klines and funding is configured, "
+            "or the datasets target has not run",
+        )
+    )
+
+
 def render_report(
     *,
     data_dir,
@@ -357,6 +396,8 @@ def render_report(
     )
     sections.append(page.section(4, "The run", _run_section(run_dir, summary_records, pngs)))
     sections.append(page.section(5, "Checks", _checks_section(segments, summary_records)))
+    dataset_summaries = records.read_summaries(run_dir, trade_types, stages=("datasets",))
+    sections.append(page.section(6, "Datasets", _datasets_section(dataset_summaries)))
     lap("other_sections")
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html_text = page.page(

@@ -176,8 +176,9 @@ def freshness(segments: pd.DataFrame, symbols, end_day: int, trade_type: str) ->
 
 
 # ---------------------------------------------------------------- the run
-def read_summaries(run_dir, trade_types) -> dict[tuple[str, str], dict]:
-    """``{(stage, trade_type): summary}`` for the summaries that exist in the run dir.
+def read_summaries(run_dir, trade_types, stages=STAGES) -> dict[tuple[str, str], dict]:
+    """``{(stage, trade_type): summary}`` for the summaries that exist in the run dir
+    (``stages``: the pipeline's stages; ``("datasets",)`` for the datasets target's).
 
     A summary that cannot be read (torn by a crash with ``storage.fsync: false``, zeroed by
     a disk fault) is removed, so that the next run writes it again, and raised as
@@ -187,7 +188,7 @@ def read_summaries(run_dir, trade_types) -> dict[tuple[str, str], dict]:
     from crypto_lakehouse.shards import DamagedInput, read_report, repair_damaged_report
 
     found, damaged = {}, []
-    for stage in STAGES:
+    for stage in stages:
         for trade_type in trade_types:
             path = layout.run_summary_path(str(run_dir), stage, trade_type)
             try:
@@ -377,3 +378,25 @@ def failure_messages(summaries: dict[tuple[str, str], dict]) -> list[str]:
                 for message in problems.get(key, []):
                     out.append(f"{stage}/{trade_type} {job}: {message}")
     return out
+
+
+# ---------------------------------------------------------------- the datasets target
+DATASET_COLUMNS = ("symbols", "rows", "days", "files_verified", "files_quarantined_download",
+                   "files_quarantined_parse", "quality_score_min")  # fmt: skip
+
+
+def dataset_table(summaries: dict[tuple[str, str], dict]) -> pd.DataFrame:
+    """One row per (trade type, dataset tag) of the ``datasets`` summaries
+    (``summary.summarize_datasets``): symbols, rows, days, files verified and quarantined,
+    the kline-layout datasets' lowest quality score (None for the others)."""
+    rows = [
+        {"trade_type": trade_type, "dataset": tag,
+         **{c: figures.get(c) for c in DATASET_COLUMNS},
+         "symbols_with_problems": sum(
+             1 for key in (summary.get("problems") or {}) if key.split("/", 1)[0] == tag
+         )}
+        for (_, trade_type), summary in sorted(summaries.items())
+        for tag, figures in sorted((summary.get("datasets") or {}).items())
+    ]  # fmt: skip
+    columns = ["trade_type", "dataset", *DATASET_COLUMNS, "symbols_with_problems"]
+    return pd.DataFrame(rows, columns=columns)

@@ -179,3 +179,30 @@ def test_unmeasured_memory_and_cpu_of_short_jobs_show_as_not_measured(tmp_path):
     for job in short:
         assert by_job[job] == ["–", "–"], job
     assert "not measured" in slowest
+
+
+def test_the_datasets_section_shows_each_datasets_summary(tmp_path):
+    # Before, the page said nothing of the datasets target (aggTrades, trades, metrics,
+    # mark/index/premium klines): its summaries were read by no section.
+    data = tmp_path / "d"
+    summary = {
+        "stage": "datasets", "trade_type": "spot", "symbols": 2,
+        "datasets": {
+            "aggTrades": {"symbols": 2, "rows": 17000, "days": 9, "files_verified": 10,
+                          "files_quarantined_download": 0, "files_quarantined_parse": 1},
+            "trades": {"symbols": 1, "rows": 16895, "days": 5, "files_verified": 5,
+                       "files_quarantined_download": 2, "files_quarantined_parse": 0},
+        },
+        "problems": {"aggTrades/BTCUSDT": {"quarantined": {"k": "k: line 5: bad"}}},
+        "totals": {}, "figures": {},
+    }  # fmt: skip
+    path = Path(layout.run_summary_path(layout.default_run_dir(str(data)), "datasets", "spot"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary))
+    rows = _rows(_section(_write_page(data), "datasets"))
+    assert rows == [
+        ["spot", "aggTrades", "2", "17,000", "9", "10", "0", "1", "–", "1"],
+        ["spot", "trades", "1", "16,895", "5", "5", "2", "0", "–", "0"],
+    ]
+    path.unlink()
+    assert "no datasets summary" in _section(_write_page(data), "datasets")

@@ -70,3 +70,23 @@ def test_all_plans_agg_klines_per_interval(tmp_path):
     counts = job_counts(run_snakemake(tmp_path, "-n", config=config).stdout)
     assert counts["agg_klines_shard"] == 2
     assert counts["aws_parse_ticks"] == 1
+
+
+def test_the_report_is_written_after_the_datasets_summaries(tmp_path):
+    # The report's section 6 shows the datasets summaries: target `report` needs them (before,
+    # its inputs were the stages' summaries only, so `all` could write the page first).
+    data = tmp_path / "d"
+    _listings(data)
+    write_listing_index(data, "um_futures", "metrics", ["AAAUSDT"])
+    config = {
+        "data_dir": str(data),
+        "trade_types": ["spot", "um_futures"],
+        "shards": 1,
+        "datasets": {"um_futures": ["klines", "funding", "metrics"]},
+    }
+    counts = job_counts(run_snakemake(tmp_path, "-n", "report", config=config).stdout)
+    assert counts["summarize_datasets"] == 1
+    assert counts["aws_parse_ticks"] == 1
+    del config["datasets"]
+    counts = job_counts(run_snakemake(tmp_path, "-n", "report", config=config).stdout)
+    assert "summarize_datasets" not in counts
