@@ -75,6 +75,13 @@ COMMANDS = {
         "no legacy equivalent",
         "write lakehouse/report/index.html: coverage, quality, freshness, run times, checks",
     ),
+    "datasets": (
+        "datasets",
+        "no legacy equivalent",
+        "list, download, verify and parse the archive datasets beyond klines and funding "
+        "(config datasets: aggTrades, trades, metrics, mark/index/premium price klines) and "
+        "build agg_klines",
+    ),
     "complete-pipeline": (
         "all",
         "the five scripts in order",

@@ -17,6 +17,8 @@ LEGACY_TO_TARGET = {
     "resample": "resample",
     "features": "features",
     "report": "report",
+    # Before, the datasets target (docs/datasets.md) had no command: only `snakemake datasets`.
+    "datasets": "datasets",
     "complete-pipeline": "all",
 }
 
