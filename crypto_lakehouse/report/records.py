@@ -112,11 +112,21 @@ def quality_reasons(scores: pd.DataFrame) -> pd.Series:
 
 
 def quarantined_files(data_dir) -> pd.DataFrame:
-    """Every quarantined archive (``key``) with the reason written next to it."""
+    """Every quarantined archive (``key``) with the reason written next to it, but those
+    verified in ``aws_data`` again: the archive re-published its file, and the new one was
+    downloaded and verified (a parse that refuses it moves it to quarantine again, marker
+    removed). Their old copy stays under lakehouse/quarantine/ for inspection; before, the
+    page listed them as quarantined for good."""
     root = layout.quarantine_dir(data_dir)
     rows = []
+    verified_in: dict[str, set[str]] = {}  # folder of keys -> its file names (one listing)
     for path in storage.list_files(root, suffix=".reason"):  # local folder or S3 prefix
         key = path.relative_to(root).as_posix()[: -len(".reason")]
+        folder, _, name = key.rpartition("/")
+        if folder not in verified_in:
+            verified_in[folder] = storage.file_names(layout.aws_path(data_dir, folder))
+        if {name, name + layout.VERIFIED_SUFFIX} <= verified_in[folder]:
+            continue
         try:
             reason = storage.read_bytes(path).decode(errors="replace").strip()
         except OSError as exc:

@@ -295,6 +295,24 @@ def test_quarantined_files_with_reasons(tmp_path):
     assert got.values.tolist() == [[key, "line 3: field 'open' is not a number"]]
 
 
+def test_a_quarantined_key_verified_again_is_no_longer_listed(tmp_path):
+    # The archive re-published a fixed file: downloaded and verified again, it is no longer
+    # quarantined, though its old copy stays for inspection. Before, the page listed it.
+    keys = [f"data/spot/daily/aggTrades/X/X-aggTrades-2025-01-0{d}.zip" for d in (1, 2, 3)]
+    for key in keys:
+        target = layout.quarantine_path(tmp_path, key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"zip")
+        target.with_name(target.name + ".reason").write_text(f"{key}: line 5: bad\n")
+    fixed, unverified, _ = (layout.aws_path(tmp_path, k) for k in keys)
+    fixed.parent.mkdir(parents=True)
+    fixed.write_bytes(b"new zip")
+    layout.verified_marker(fixed).write_text("")
+    unverified.write_bytes(b"new zip, not verified yet")
+    got = records.quarantined_files(tmp_path)
+    assert sorted(got["key"]) == keys[1:]
+
+
 def test_freshness_lag_behind_the_end_of_end_date():
     segs = pd.DataFrame(
         {"symbol": ["A", "A", "B"], "first_ms": [0, 0, 0], "end_ms": [ms(3), ms(9, 1380), ms(10)]}
