@@ -322,6 +322,9 @@ _CELL_RE = {
     "text_time": r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})?$",
 }
 _LOCATE_CHUNK = 8 << 20
+# A CSV line of these files is under 200 bytes; one without a newline for this long (a
+# damaged or hostile member) is the defect itself, not something to hold in memory.
+_MAX_LINE_BYTES = 1 << 20
 
 
 def _cell_kind(entry: datasets.Dataset, column: str) -> str | None:
@@ -352,6 +355,8 @@ def locate_tick_defect(member, entry, columns, header_lines) -> tuple[int, str] 
         if chunk:
             cut = data.rfind(b"\n") + 1
             data, rest = data[:cut], data[cut:]
+            if len(rest) > _MAX_LINE_BYTES:  # no newline for megabytes: never held whole
+                return first_line + data.count(b"\n"), f"a line longer than {_MAX_LINE_BYTES} bytes"
         else:
             rest = b""
         if data:

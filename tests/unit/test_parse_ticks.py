@@ -479,3 +479,25 @@ def test_a_day_in_a_daily_zip_stays_from_it_when_the_monthly_zip_comes_later(tmp
         assert _day(tmp_path, "um_futures", "aggTrades", "20240302").column(
             "price"
         ).to_pylist() == [2.0]
+
+
+def test_a_member_without_newlines_is_a_defect_read_in_bounded_chunks(tmp_path, monkeypatch):
+    # One "line" of 24 MB (no newline): pyarrow refuses it (larger than a block); locating
+    # the defect reads the member in 8 MB chunks and stops once 1 MB passed without a
+    # newline, instead of holding the line whole.
+    monkeypatch.setattr(ticks, "_MAX_LINE_BYTES", 4096)
+    t = _ms("2024-03-01T10:00:00")
+    text = f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{t},true\n" + "1" * (24 << 20)
+    reads = []
+    real_locate = ticks.locate_tick_defect
+
+    def locate(member, *a):
+        real_read = member.read
+        member.read = lambda n=-1: reads.append(n) or real_read(n)
+        return real_locate(member, *a)
+
+    monkeypatch.setattr(ticks, "locate_tick_defect", locate)
+    with pytest.raises(ArchiveDefect) as err:
+        _parse(tmp_path, text)
+    assert str(err.value) == "k/X-aggTrades-2024-03-01.zip: line 3: a line longer than 4096 bytes"
+    assert reads == [ticks._LOCATE_CHUNK]  # stopped after the first chunk
