@@ -543,10 +543,10 @@ def run_parse_ticks(
         name = layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, day).name
         return name in present and sizes_before.get(name, present[name]) == present[name]
 
-    # Months whose monthly zip this run parses: it writes every day of the month, so each
-    # daily zip of that month is parsed again after it (the daily file wins, also when the
-    # monthly zip comes in a later run than the daily ones, or is published again).
-    months_rewritten: set[str] = set()
+    # Days a monthly zip of this run wrote: a daily zip of one of them is parsed again after
+    # it (the daily file wins, also when the monthly zip comes in a later run than the daily
+    # ones, or is published again).
+    days_rewritten: set[str] = set()
     for key in order:
         sha = sel.usable[key]
         old = parsed_before.get(key)
@@ -555,7 +555,7 @@ def run_parse_ticks(
             old
             and old.get("sha256") == sha
             and all(intact(d) for d in old.get("days", {}))
-            and (period.is_month or period.month not in months_rewritten)
+            and (period.is_month or not days_rewritten.intersection(old.get("days", {})))
         ):
             parsed[key] = old
             continue
@@ -573,7 +573,7 @@ def run_parse_ticks(
             continue
         parsed[key] = {"sha256": sha, "days": days}
         if period.is_month:
-            months_rewritten.add(period.month)
+            days_rewritten.update(days)
     quarantined = {k: v for k, v in (state.get("quarantined") or {}).items() if k not in parsed}
     quarantined.update(quarantined_now)
     sizes = _day_sizes(
