@@ -421,14 +421,16 @@ def run_report(
     coverage,
     figures_dir,
     summaries=(),
+    datasets=(),
     run_dir=None,
     failures: list[str] | None = None,
     failed_jobs: int = 0,
     kline_listings: dict[str, str] | None = None,
 ) -> dict:
     """Write ``coverage.parquet``, the figures (PNG, also for Snakemake's report) and the
-    page ``index.html``. ``summaries`` are the rule's inputs (read from their folder, the
-    run dir: ``run_dir``, given only when not ``{data_dir}/lakehouse``). ``failures``: the
+    page ``index.html``. ``summaries`` (the stages') and ``datasets`` (the datasets
+    target's, section 6) are the rule's inputs, read from their folder (the run dir:
+    ``run_dir``, given only when not ``{data_dir}/lakehouse``). ``failures``: the
     lines on the ``failed_jobs`` jobs of a failed run (``report_after_failure``), shown at
     the top. ``kline_listings``: the run's kline listing index of each trade type, whose
     symbols the freshness section lists even when they have no records (none given: only

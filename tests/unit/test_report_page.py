@@ -199,7 +199,8 @@ def test_the_datasets_section_shows_each_datasets_summary(tmp_path):
     path = Path(layout.run_summary_path(layout.default_run_dir(str(data)), "datasets", "spot"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary))
-    rows = _rows(_section(_write_page(data), "datasets"))
+    # As the rule calls it: the datasets summaries are its named input ``datasets``.
+    rows = _rows(_section(_write_page(data, datasets=[str(path)]), "datasets"))
     assert rows == [
         ["spot", "aggTrades", "2", "17,000", "9", "10", "0", "1", "–", "1"],
         ["spot", "trades", "1", "16,895", "5", "5", "2", "0", "–", "0"],

@@ -67,6 +67,7 @@ def test_local_data_dir_jobs_are_those_of_before_run_dir(tmp_path):
     assert by_script["report"] == {
         "coverage": f"{lh}/report/coverage.parquet",
         "data_dir": str(data),
+        "datasets": [],  # the datasets target's summaries: none with the default lists
         "end_date": "2024-03-03",
         "figures_dir": f"{lh}/report/figures",
         "index": f"{lh}/report/index.html",
