@@ -255,25 +255,24 @@ def compare_jobs(text: str) -> int:
     """``--jobs`` of compare: a number of processes, at least 1 (argparse type)."""
     from crypto_lakehouse.compare import jobs_problem
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    problem = jobs_problem(value)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return value
+    return _checked_number(text, int, "an integer", jobs_problem)
 
 
 def compare_tolerance(text: str) -> float:
     """``--price-tolerance`` / ``--funding-tolerance`` of compare (argparse type)."""
     from crypto_lakehouse.compare.pairs import tolerance_problem
 
+    return _checked_number(text, float, "a number", tolerance_problem)
+
+
+def _checked_number(text: str, convert, kind: str, problem_of):
+    """``convert(text)``, or an argparse error saying it is not ``kind`` or what
+    ``problem_of`` finds wrong with the value."""
     try:
-        value = float(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    problem = tolerance_problem(value)
+        raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+    problem = problem_of(value)
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return value
