@@ -88,6 +88,15 @@ def last_error_line(log_path: str | Path) -> str:
 def _last_error_line(text: str) -> str | None:
     lines = [ln.rstrip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln.strip()]
+    line = _exception_line(lines)
+    if line is not None:
+        return line
+    return lines[-1].strip() if lines else None
+
+
+def _exception_line(lines: list[str]) -> str | None:
+    """The exception line closest to the end of ``lines`` (non-empty, right-stripped), with
+    its continuation lines; None when the log holds none."""
     for i in range(len(lines) - 1, -1, -1):
         if not _EXCEPTION_RE.match(lines[i]):
             continue
@@ -104,7 +113,7 @@ def _last_error_line(text: str) -> str | None:
                     break
                 line = joined
         return line
-    return lines[-1].strip() if lines else None
+    return None
 
 
 # Free space below which an empty or cut-short log is blamed on its disk.
@@ -125,8 +134,28 @@ def _disk_note(log_path: str | Path) -> str:
     return f"; the disk holding it is full: {free} bytes free"
 
 
+# The executor's advice that ends its message (the SLURM plugin's): the log path follows.
+_MESSAGE_TAIL_RE = re.compile(r"\s*For further error details see .*$")
+
+
 def _cause(job: FailedJob) -> str:
-    return last_error_line(job.log.split(",")[0].strip()) if job.log else job.message
+    """The job's last error line; when its log holds no exception (the job was killed from
+    outside: a SLURM job cancelled, out of its time or memory), the executor's message, which
+    says so, followed by where the log stops."""
+    message = _MESSAGE_TAIL_RE.sub("", job.message).strip()
+    if not job.log:
+        return message
+    log = job.log.split(",")[0].strip()
+    line = last_error_line(log)
+    if not message:
+        return line
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError:
+        text = ""
+    if _exception_line([ln.rstrip() for ln in text.splitlines() if ln.strip()]) is not None:
+        return line
+    return f"{message} (the job's log ends: {line})"
 
 
 _SUMMARY_STAGE_RE = re.compile(r"SymbolsFailed: (\S+) ")

@@ -362,3 +362,34 @@ def test_a_job_failing_on_a_damaged_record_is_listed_with_the_file_not_the_json_
     assert last_error_line(job_log).startswith(
         "crypto_lakehouse.shards.DamagedInput: /d/summaries/gen_kline/spot.json, written by"
     )
+
+
+def test_a_job_killed_from_outside_is_listed_with_the_executors_message(tmp_path):
+    # scancel of a SLURM job (or its time or memory limit): the job's log stops at an INFO
+    # line, and the failure list showed that line as the job's error; the SLURM executor's
+    # message says what happened.
+    job_log = tmp_path / "job.log"
+    job_log.write_text(
+        "2026-12-06 15:48:43,128 INFO crypto_lakehouse: run_features_rule_shard(x)\n"
+    )
+    smk_log = tmp_path / "run.log"
+    smk_log.write_text(
+        "Error in rule features_shard:\n"
+        "    message: SLURM-job '355' failed, SLURM status is: 'CANCELLED'. Detailed failure "
+        "reason unavailable (status command is not 'sacct').For further error details see the "
+        "cluster/cloud log and the log files of the involved rule(s).\n"
+        "    jobid: 27\n"
+        "    output: /d/lakehouse/reports/features/spot/klines-1m/shards/1.json\n"
+        f"    log: {job_log}, /w/.snakemake/slurm_logs/355.log (check log file(s) for error details)\n"
+        "Exiting because a job execution failed. Look above for error messages\n"
+    )
+    lines = failure_report(smk_log).splitlines()
+    assert lines[2].strip() == (
+        "SLURM-job '355' failed, SLURM status is: 'CANCELLED'. Detailed failure reason "
+        "unavailable (status command is not 'sacct'). (the job's log ends: 2026-12-06 "
+        "15:48:43,128 INFO crypto_lakehouse: run_features_rule_shard(x))"
+    )
+    assert failure_lines(smk_log)[0].startswith("features_shard: SLURM-job '355' failed, SLURM")
+    # A log with an exception keeps its exception line: it says more than the status.
+    job_log.write_text("INFO x\nValueError: bad row 7\n")
+    assert failure_lines(smk_log)[0].startswith("features_shard: ValueError: bad row 7 (log: ")
