@@ -882,6 +882,11 @@ def _file_infos(base, recursive: bool) -> tuple[str, list]:
         return inner, fs.get_file_info(selector)
     except NotADirectoryError:
         return inner, []
+    except OSError as exc:
+        if isinstance(base, ObjectPath) and not isinstance(exc, StorageError):
+            # Named, with what to check when refused (pyarrow's message names the key only).
+            raise StorageError(f"{base}: list failed: {exc}") from exc
+        raise
 
 
 def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:

@@ -147,10 +147,33 @@ def discover(
     if problem:
         raise ValueError(f"interval {problem}")
     out = Discovery()
+    unreadable = False
     for role, root in (("LEGACY_DIR", legacy), ("NEW_DIR", ours)):
-        problem = layout_problem(root, role)
+        try:
+            problem = layout_problem(root, role)
+        except OSError as exc:
+            # An s3:// dir the store refuses (credentials), a missing bucket, an endpoint that
+            # does not answer: a problem naming the dir, as a missing local dir is, instead
+            # of a traceback.
+            problem = f"{role} {root}: cannot be read: {exc}"
+            unreadable = True
         if problem:
             out.problems.append(problem)
+    if unreadable:
+        # Every file of the other side would be listed as "only on that side": noise.
+        return out
+    try:
+        _find_pairs(out, legacy, ours, interval, trade_types, symbols)
+    except OSError as exc:
+        # The same from a listing below the dirs (a bucket that does not exist passes the
+        # layout check: nothing lies below it).
+        out.pairs.clear()
+        out.problems.append(f"cannot list the files to compare: {exc}")
+    return out
+
+
+def _find_pairs(out: Discovery, legacy, ours, interval: str, trade_types, symbols) -> None:
+    """The pairs of files to compare (into ``out``), and the problems found on the way."""
     wanted = set(symbols) if symbols else None
     held_symbols: set[str] = set()  # of every file listed, before the --symbols filter
     for trade_type in trade_types:
@@ -230,7 +253,6 @@ def discover(
             f"{', '.join(trade_types)} at interval {interval}"
             + (f" for symbols {', '.join(sorted(wanted))}" if wanted else "")
         )
-    return out
 
 
 def unmatched_symbol_problem(symbol: str, held_symbols, trade_types, interval: str) -> str:

@@ -503,6 +503,35 @@ def test_compare_command_line_reaches_a_self_hosted_store(tmp_path, s3_root, sea
     assert unexplained == [(SPOT_BTC, "close", 1)]
 
 
+def test_compare_with_an_s3_dir_it_cannot_read_names_the_dir_instead_of_a_traceback(
+    tmp_path, s3_root, seaweed, monkeypatch, capsys
+):
+    """A wrong secret key, a bucket that does not exist: compare ended in a pyarrow
+    traceback (OSError, SIGNATURE_DOES_NOT_MATCH / a StorageError NoSuchBucket). Now each is
+    a problem naming the dir, with what to check when refused (exit 1, the secret nowhere),
+    as a missing local dir is."""
+    from crypto_lakehouse.cli import main
+
+    legacy, _ = _stage_compare_dirs(tmp_path, s3_root)
+    options = ["--endpoint-url", seaweed.endpoint_url, "--addressing-style", "path"]
+    wrong = "wrong" + seaweed.secret_key[5:]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
+    storage.configure(None)
+    assert main(["compare", str(legacy), f"{s3_root}/ours", *options]) == 1
+    out, err = capsys.readouterr()
+    problem = f"compare: NEW_DIR {s3_root}/ours: cannot be read: "
+    assert err.startswith(problem), err
+    assert "SIGNATURE_DOES_NOT_MATCH" in err and "the request was refused" in err
+    assert "Traceback" not in err and wrong not in out + err
+    assert "FAILED: 0 unexplained, 0 explained, 0 within tolerance, 1 problems" in out
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
+    storage.configure(None)
+    assert main(["compare", str(legacy), "s3://no-such-bucket-here/x", *options]) == 1
+    err = capsys.readouterr().err
+    assert "NoSuchBucket" in err and "Traceback" not in err, err
+
+
 def test_tick_parse_killed_on_s3_then_rerun_equals_local(tmp_path, s3_root, monkeypatch):
     """kill -9 at several moments of a tick parse on S3; the rerun's day objects and state
     equal those of an uninterrupted local parse (no half-published day is taken as done)."""
