@@ -119,6 +119,17 @@ def input_files(job: dict, run_dir: str) -> list[str]:
     return sorted(p for p in wanted if os.path.isfile(p))
 
 
+def rebased_text(data: bytes, old: str, new: str) -> bytes:
+    """A file the job wrote on the node, its paths below the node's copy of the run
+    directory (``old``) moved back to the run directory (``new``): a shard report lists each
+    symbol's report by its path, which the summary job reads on the submit host (before
+    2026-12-06 it read the node's temporary folder: the CPU stages' summaries had no
+    totals). JSON strings escape some characters, so their spelling is replaced too."""
+    for a, b in {old: new, json.dumps(old)[1:-1]: json.dumps(new)[1:-1]}.items():
+        data = data.replace(a.encode(), b.encode())
+    return data
+
+
 def _relative(path: str, run_dir: str) -> str:
     return path[len(run_dir.rstrip("/")) + 1 :]
 
@@ -345,7 +356,8 @@ def run_node(stdin, stdout) -> int:
             status["removed"] = removed
         with tarfile.open(fileobj=stdout, mode="w|") as tar:
             for rel in changed_files(local_run, before):
-                tar.add(str(local_run / rel), arcname=FILES + rel, recursive=False)
+                data = rebased_text((local_run / rel).read_bytes(), here, run_dir)
+                _add_bytes(tar, FILES + rel, data)
             _add_bytes(tar, STATUS, json.dumps(status).encode())
         return proc.returncode
     finally:

@@ -36,7 +36,10 @@ for n, symbol in enumerate(job["symbols"]):
 if len(done) == len(job["symbols"]):
     shard = Path(job["shard_report"])
     shard.parent.mkdir(parents=True, exist_ok=True)
-    shard.write_text(json.dumps({"symbols": done}))
+    # As crypto_lakehouse.shards: each symbol's report by its path (the summary reads it).
+    entries = {s: {"report": str(Path(job["symbol_paths"]["report_path"], f"{s}.json"))}
+               for s in done}  # fmt: skip
+    shard.write_text(json.dumps({"symbols": entries}))
 with log.open("a") as f:
-    f.write(f"done {done}\n")
+    f.write(f"done {done}; reports in {job['symbol_paths']['report_path']}\n")
 sys.exit(job.get("exit_code", 0))

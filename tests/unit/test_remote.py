@@ -72,12 +72,16 @@ def test_a_job_runs_on_the_node_and_its_files_come_back(submit_host):
         assert report == {"symbol": symbol, "upstream": {"rows": len(symbol)},
                           "extra": {"limit": 6000}}  # fmt: skip
         assert (run_dir / "stats/down/spot" / f"{symbol}.json").is_file()
+    # The shard report names each symbol's report in the run directory, where the summary
+    # job reads it, not in the node's temporary folder where the job wrote it (the CPU
+    # stages' summaries had no totals before 2026-12-06); the log names it there too.
     assert json.loads((run_dir / "reports/down/spot/shards/0.json").read_text()) == {
-        "symbols": SYMBOLS
+        "symbols": {s: {"report": f"{run_dir}/reports/down/spot/{s}.json"} for s in SYMBOLS}
     }
     log = (run_dir / "logs/down/spot/shards/0.log").read_text()
     assert log.startswith("crypto_lakehouse.remote: job on node ")
-    assert f"fake job on {SYMBOLS}" in log and "done" in log
+    assert f"fake job on {SYMBOLS}" in log
+    assert f"done {SYMBOLS}; reports in {run_dir}/reports/down/spot\n" in log
     assert "stdout of the job" not in log  # the job's stdout went to stderr, not the stream
     # The node's figures of the job, for the report (Snakemake's table measures the launcher).
     figures = json.loads((run_dir / "benchmarks/down/spot/shards/0.node.json").read_text())
