@@ -228,10 +228,14 @@ def _run_section(run_dir, summaries: dict, out: dict) -> str:
     )
     out["stages"] = png
     slowest = benchmarks.sort_values("seconds", ascending=False).head(SLOWEST_JOBS)
+    # The run directory's folders, where they are (an s3:// data dir or a configured run_dir
+    # keeps them outside the data dir: the page named lakehouse/… there too).
+    summaries_dir = layout.run_summaries_dir(str(run_dir))
+    benchmarks_dir = layout.run_benchmarks_dir(str(run_dir))
     body = [
-        "<p>Per stage, from the run summaries (lakehouse/summaries/) and the Snakemake benchmark "
-        "files (lakehouse/benchmarks/): summaries are the trade types whose summary the stage "
-        "has (none: its summary job did not finish, so symbols and files are not known: "
+        f"<p>Per stage, from the run summaries ({page.esc(summaries_dir)}/) and the Snakemake "
+        f"benchmark files ({page.esc(benchmarks_dir)}/): summaries are the trade types whose "
+        "summary the stage has (none: its summary job did not finish, so symbols and files are not known: "
         "one job writes a stage's summaries of every trade type, and its failure in one "
         "trade type removes them all); symbols are summed over the trade types; jobs are the "
         "stage's benchmark files (listing and summaries included); wall time is the time "
@@ -268,7 +272,7 @@ def _run_section(run_dir, summaries: dict, out: dict) -> str:
         page.table(
             slowest[["job", "stage", "seconds", "max_rss_mb", "cpu_time"]],
             numeric=("seconds", "max_rss_mb", "cpu_time"),
-            empty="no benchmark files (lakehouse/benchmarks/)",
+            empty=f"no benchmark files ({benchmarks_dir}/)",
         ),
     ]
     return "".join(body)

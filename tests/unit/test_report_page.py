@@ -207,3 +207,26 @@ def test_the_datasets_section_shows_each_datasets_summary(tmp_path):
     ]
     path.unlink()
     assert "no datasets summary" in _section(_write_page(data), "datasets")
+
+
+def test_the_run_section_names_the_run_directory_it_read(tmp_path):
+    # An s3:// data dir (or a configured run_dir) keeps the summaries and benchmark files
+    # outside the data dir; the page said "lakehouse/summaries/" whatever the run_dir.
+    data, run = tmp_path / "data", tmp_path / "runs" / "bucket" / "prefix"
+    run_report(
+        data_dir=str(data),
+        interval="1m",
+        trade_types=["spot"],
+        end_date=END_DATE,
+        stale_after_hours=48,
+        index=str(run / "report" / "index.html"),
+        coverage=str(run / "report" / "coverage.parquet"),
+        figures_dir=str(run / "report" / "figures"),
+        run_dir=str(run),
+    )
+    html = (run / "report" / "index.html").read_text()
+    section = _section(html, "the-run")
+    assert f"from the run summaries ({run}/summaries/)" in section
+    assert f"benchmark files ({run}/benchmarks/)" in section
+    assert f"no benchmark files ({run}/benchmarks/)" in section
+    assert "lakehouse/" not in section
