@@ -8,6 +8,7 @@ a ``CompareReport`` that ``report`` renders as text, JSON or Markdown. See docs/
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -93,6 +94,21 @@ def _run(args):
     return compare_pair(pair, legacy, ours, options)
 
 
+def _worker_start(legacy, ours) -> dict:
+    """How the worker processes start. With an s3:// side they are spawned, with this
+    process's storage settings: discovery has used the S3 client here, and a forked worker
+    inherits its open connections, which several workers then read at once (before
+    2026-12-06, ``--jobs 2`` on a bucket reported intact files as unreadable: "Couldn't
+    deserialize thrift"). Local dirs: forked, as before (no client state to share)."""
+    if not (storage.is_remote(legacy) or storage.is_remote(ours)):
+        return {}
+    return dict(
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=storage.configure,
+        initargs=(storage.settings(),),
+    )
+
+
 def compare_dirs(
     legacy_dir,
     new_dir,
@@ -127,7 +143,7 @@ def compare_dirs(
     )
     work = [(pair, legacy, ours, options) for pair in found.pairs]
     if jobs > 1 and len(work) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, **_worker_start(legacy, ours)) as pool:
             report.pairs = list(pool.map(_run, work, chunksize=1))
     else:
         report.pairs = [_run(w) for w in work]

@@ -481,6 +481,24 @@ def test_compare_reads_s3_dirs_like_local_ones(tmp_path, s3_root):
         assert found(got) == found(want)
 
 
+def test_compare_in_several_processes_on_s3_reads_every_file(tmp_path, s3_root):
+    """``--jobs 4`` with both dirs on S3: the worker processes used to be forked from a
+    process whose S3 client had open connections, and read intact files as "unreadable"
+    (Couldn't deserialize thrift) in most runs. The result is that of one process."""
+    from crypto_lakehouse.compare import compare_dirs
+
+    _stage_compare_dirs(tmp_path, s3_root)
+    legacy, ours = f"{s3_root}/legacy", f"{s3_root}/ours"
+    want = compare_dirs(legacy, ours)
+    assert [(d.file, d.column, d.count) for d in want.unexplained] == [(SPOT_BTC, "close", 1)]
+    for _ in range(3):
+        got = compare_dirs(legacy, ours, jobs=4)
+        assert [(d.file, d.column, d.count) for d in got.unexplained] == [(SPOT_BTC, "close", 1)]
+        assert [(p.file, p.our_rows) for p in got.pairs] == [
+            (p.file, p.our_rows) for p in want.pairs
+        ]
+
+
 def test_compare_command_line_reaches_a_self_hosted_store(tmp_path, s3_root, seaweed):
     """``crypto-lakehouse compare`` with ``--endpoint-url`` / ``--addressing-style``: the
     seam starts from the AWS defaults (as in a fresh process) and the options point it at
