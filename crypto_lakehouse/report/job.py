@@ -156,6 +156,8 @@ def _freshness_section(
     stale_after_hours: float,
     out: dict,
     run_symbols: dict[str, dict[str, str | None]],
+    run_dir=None,
+    interval: str = "1m",
 ) -> str:
     frames = []
     for t in trade_types:
@@ -180,10 +182,19 @@ def _freshness_section(
         ["trade_type", "lag_minutes"], ascending=[True, False], na_position="first"
     )
 
+    # A symbol the listing kept, without candles: its download report may say why.
+    without = stale[stale["lag_minutes"].isna()]
+    downloads = {}
+    for t in trade_types:
+        names = without.loc[without["trade_type"] == t, "symbol"].head(MAX_LISTED)
+        if run_dir is not None and len(names):
+            downloads[t] = records.download_notes(run_dir, t, interval, names)
+
     def reason(row) -> str:
         if not pd.isna(row.lag_minutes):
             return f"lag over {stale_after_hours:g} h"
         note = run_symbols.get(row.trade_type, {}).get(row.symbol)
+        note = note or downloads.get(row.trade_type, {}).get(row.symbol)
         return "no generated candles" + (f" ({note})" if note else "")
 
     shown = stale.assign(
@@ -395,6 +406,8 @@ def render_report(
                 stale_after_hours,
                 pngs,
                 run_symbols,
+                run_dir,
+                interval,
             ),
         )
     )

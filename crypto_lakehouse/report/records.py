@@ -170,6 +170,32 @@ def run_symbols(index_path) -> dict[str, str | None]:
     return found
 
 
+def download_notes(run_dir, trade_type: str, interval: str, symbols) -> dict[str, str]:
+    """Why a symbol the listing kept has no candles, from its download report (run
+    directory): the archive holds no file of it in the run's dates (a symbol delisted before
+    ``start_date``, or listed after ``end_date``: ``symbols: all`` with ``lookback_days`` lists
+    every delisted one), or every file it downloaded was quarantined. Symbols without a
+    report (its download failed, or never ran) get nothing."""
+    from crypto_lakehouse import layout
+
+    notes = {}
+    for symbol in symbols:
+        path = layout.stage_report_path(
+            str(run_dir), "aws_download", trade_type, f"klines-{interval}", symbol
+        )
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(report, dict) or report.get("files") != {}:
+            continue
+        if report.get("quarantined"):
+            notes[symbol] = f"all {len(report['quarantined'])} archive file(s) quarantined"
+        else:
+            notes[symbol] = "no archive file in the date range"
+    return notes
+
+
 # ---------------------------------------------------------------- freshness
 def freshness(segments: pd.DataFrame, symbols, end_day: int, trade_type: str) -> pd.DataFrame:
     """Lag of each symbol's last candle behind the end of ``end_date`` (minutes), from the

@@ -230,3 +230,30 @@ def test_the_run_section_names_the_run_directory_it_read(tmp_path):
     assert f"benchmark files ({run}/benchmarks/)" in section
     assert f"no benchmark files ({run}/benchmarks/)" in section
     assert "lakehouse/" not in section
+
+
+def test_a_kept_symbol_without_candles_says_what_its_download_found(tmp_path):
+    # `symbols: all` with lookback_days lists every delisted symbol of the archive: none has
+    # a file in the run's dates, and each showed as "no generated candles" with no reason,
+    # like a symbol whose data went missing.
+    data = tmp_path / "d"
+    run = layout.default_run_dir(str(data))
+    _generated_file(data, "BTCUSDT", rows=600)
+    downloads = {
+        "OLDUSDT": {"files": {}, "quarantined": {}},
+        "BADUSDT": {"files": {}, "quarantined": {"data/spot/x.zip": "bad checksum"}},
+        "BTCUSDT": {"files": {"data/spot/y.zip": "ab"}, "quarantined": {}},
+    }
+    for symbol, report in downloads.items():
+        path = Path(layout.stage_report_path(run, "aws_download", "spot", "klines-1m", symbol))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"symbol": symbol, **report}))
+    names = ("BTCUSDT", "OLDUSDT", "BADUSDT", "ETHUSDT")
+    listing = _listing_index(run, {"symbols": {s: _entry(3) for s in names}})
+    freshness = _section(_write_page(data, kline_listings={"spot": listing}), "freshness")
+    reasons = {row[1]: row[-1] for row in _rows(freshness[freshness.index("Stale symbols") :])}
+    assert reasons == {
+        "OLDUSDT": "no generated candles (no archive file in the date range)",
+        "BADUSDT": "no generated candles (all 1 archive file(s) quarantined)",
+        "ETHUSDT": "no generated candles",  # no download report: its download failed
+    }
