@@ -238,6 +238,13 @@ def add_compare_parser(groups) -> None:
         default=1,
         help="compare files in N processes, N >= 1 (default: 1)",
     )
+    cmp.add_argument(
+        "--run-dir",
+        type=compare_run_dir,
+        help="our run directory (config run_dir), whose listing indexes explain files only "
+        "we have (Q15, Q17); default: NEW_DIR/lakehouse, or for an s3:// NEW_DIR "
+        "lakehouse_runs/{bucket}/{prefix} below the current directory, as a run gives it",
+    )
     _add_storage_arguments(cmp, "either dir that is s3://bucket/prefix")
 
 
@@ -256,6 +263,16 @@ def compare_jobs(text: str) -> int:
     from crypto_lakehouse.compare import jobs_problem
 
     return _checked_number(text, int, "an integer", jobs_problem)
+
+
+def compare_run_dir(text: str) -> str:
+    """``--run-dir`` of compare: an existing local folder (argparse type)."""
+    if text.startswith("s3:/"):
+        raise argparse.ArgumentTypeError(f"{text}: a run directory is a local folder, never on S3")
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: not a directory")
+    return str(path)
 
 
 def compare_tolerance(text: str) -> float:
@@ -391,7 +408,7 @@ def run_compare(args: argparse.Namespace) -> int:
         interval=args.interval,
         trade_types=args.trade_types,
         symbols=args.symbols,
-        options=Options(args.price_tolerance, args.funding_tolerance),
+        options=Options(args.price_tolerance, args.funding_tolerance, args.run_dir),
         jobs=args.jobs,
     )
     text = render(report, args.format, args.strict)

@@ -267,12 +267,16 @@ def clear_caches() -> None:
 
 
 # ---------------------------------------------------------------- files only on one side
-def explain_file_only(pair: Pair, side: str, legacy_root: Path, our_root: Path):
+def explain_file_only(
+    pair: Pair, side: str, legacy_root: Path, our_root: Path, run_dir: str | None = None
+):
+    """``run_dir``: our run directory (config ``run_dir``; None: the default of our dir)."""
     if side != "ours":
         return None, ""
-    if pair.trade_type == "spot" and _q15(pair, legacy_root, our_root):
+    run = layout.default_run_dir(str(our_root)) if run_dir is None else str(run_dir)
+    if pair.trade_type == "spot" and _q15(pair, legacy_root, run):
         return "Q15", note_of("Q15")
-    if pair.trade_type == "cm_futures" and _q17(legacy_root, our_root):
+    if pair.trade_type == "cm_futures" and _q17(legacy_root, run):
         return "Q17", note_of("Q17")
     return None, ""
 
@@ -291,11 +295,11 @@ def _legacy_has_symbol(legacy_root: Path, trade_type: str, symbol: str) -> bool:
 
 
 @lru_cache(maxsize=8)
-def listing_indexes(our_root: Path, trade_type: str) -> tuple[dict, ...]:
-    """Our kline listing indexes of a trade type (read once per comparison), in the run
-    directory a run with the default ``run_dir`` gives our data dir."""
+def listing_indexes(run_dir: str, trade_type: str) -> tuple[dict, ...]:
+    """Our kline listing indexes of a trade type (read once per comparison), in our run
+    directory (a local folder, also for an s3:// data dir: docs/storage.md)."""
     out = []
-    folder = layout.run_listing_dir(layout.default_run_dir(str(our_root)), trade_type)
+    folder = layout.run_listing_dir(run_dir, trade_type)
     for path in storage.list_files(folder, recursive=False, suffix=".json"):
         if not path.name.startswith("klines-"):
             continue
@@ -306,7 +310,7 @@ def listing_indexes(our_root: Path, trade_type: str) -> tuple[dict, ...]:
     return tuple(out)
 
 
-def _q15(pair: Pair, legacy_root: Path, our_root: Path) -> bool:
+def _q15(pair: Pair, legacy_root: Path, run_dir: str) -> bool:
     if _legacy_has_symbol(legacy_root, pair.trade_type, pair.symbol):
         return False
     if not pair.symbol.endswith("USDT"):
@@ -315,16 +319,16 @@ def _q15(pair: Pair, legacy_root: Path, our_root: Path) -> bool:
     # legacy's rule (spec §2.3): a base ending like a leveraged token is dropped, JUP excepted
     if not (base.endswith(LEVERAGE_SUFFIXES) and base != "JUP"):
         return False
-    return any(pair.symbol in idx.get("symbols", {}) for idx in listing_indexes(our_root, "spot"))
+    return any(pair.symbol in idx.get("symbols", {}) for idx in listing_indexes(run_dir, "spot"))
 
 
-def _q17(legacy_root: Path, our_root: Path) -> bool:
+def _q17(legacy_root: Path, run_dir: str) -> bool:
     legacy_cm = legacy_root / "parsed_data" / "cm_futures" / "klines"
     if storage.is_dir(legacy_cm) if storage.is_remote(legacy_cm) else storage.file_names(legacy_cm):
         return False  # (locally: any entry, file or folder, as legacy's own check)
     return any(
         entry.get("name", "").count("_") >= 2
-        for idx in listing_indexes(our_root, "cm_futures")
+        for idx in listing_indexes(run_dir, "cm_futures")
         for entry in idx.get("filtered_out", [])
     )
 

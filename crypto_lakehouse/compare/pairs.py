@@ -55,9 +55,14 @@ def tolerance_problem(value: float) -> str | None:
 class Options:
     price_tolerance: float = 1e-4
     funding_tolerance: float = 1e-6
+    # Our run directory (config run_dir), where the listing indexes of Q15 and Q17 are;
+    # None: the default one of our data dir (layout.default_run_dir).
+    run_dir: str | None = None
 
     def __post_init__(self):
         for option in fields(self):
+            if not option.name.endswith("_tolerance"):
+                continue
             problem = tolerance_problem(getattr(self, option.name))
             if problem:
                 raise ValueError(f"{option.name}: {problem}")
@@ -263,7 +268,7 @@ def compare_pair(pair: Pair, legacy_root: Path, our_root: Path, options: Options
     )
     if not pair.legacy or not pair.ours:
         side = "legacy" if pair.legacy else "ours"
-        fix, note = explain.explain_file_only(pair, side, legacy_root, our_root)
+        fix, note = explain.explain_file_only(pair, side, legacy_root, our_root, options.run_dir)
         missing = "ours" if side == "legacy" else "legacy"
         result.differences.append(
             Difference(

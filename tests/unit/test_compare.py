@@ -623,6 +623,34 @@ def test_q15_symbol_the_legacy_filter_dropped(tmp_path):
     assert only(compare_dirs(legacy, ours), file=rel).status == "unexplained"
 
 
+def test_q15_with_our_listing_in_a_configured_run_dir(tmp_path, capsys):
+    """An s3:// data dir keeps its listing indexes in a local run directory, and a
+    configured run_dir anywhere: compare looked only in the default one of NEW_DIR (relative
+    to the current directory for a bucket), so Q15/Q17 went unexplained. ``--run-dir``
+    (Options.run_dir) names it."""
+    from crypto_lakehouse.cli import main
+    from crypto_lakehouse.compare import Options
+
+    legacy, ours, runs = tmp_path / "legacy", tmp_path / "ours", tmp_path / "runs"
+    write(legacy, SPOT_1M, klines(minutes(0)[:10]))
+    for root in (legacy, ours):
+        parsed(root, "spot", "BTCUSDT", [0])
+    write(ours, SPOT_1M, klines(minutes(0)[:10]))
+    rel = "results_data/spot/klines/1m/SYRUPUSDT.pqt"
+    write(ours, rel, klines(minutes(0)[:10]))
+    _listing(runs, "spot", ["BTCUSDT", "SYRUPUSDT"])  # runs/lakehouse/listing/spot/…
+    run_dir = runs / "lakehouse"
+    assert only(compare_dirs(legacy, ours), file=rel).status == "unexplained"
+    d = only(compare_dirs(legacy, ours, options=Options(run_dir=str(run_dir))), file=rel)
+    assert (d.status, d.fix) == ("explained", "Q15")
+    assert main(["compare", str(legacy), str(ours), "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", str(legacy), str(ours), "--run-dir", str(tmp_path / "nope")])
+    assert exit_.value.code == 2
+    assert "--run-dir" in capsys.readouterr().err
+
+
 def test_q17_cm_market_legacy_lost_to_a_two_underscore_name(tmp_path):
     legacy, ours = tmp_path / "legacy", tmp_path / "ours"
     write(legacy, SPOT_1M, klines(minutes(0)[:10]))
