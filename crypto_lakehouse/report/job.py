@@ -259,14 +259,16 @@ def _run_section(run_dir, summaries: dict, out: dict) -> str:
         "changed, its files left as they were included; a symbol skipped as unchanged "
         "counts none.</p>",
         page.table(
-            stages.rename(columns={"wall_s": "wall s", "job_seconds": "job s", "mb_per_s": "MB/s"}),
+            stages.rename(
+                columns={"wall_s": "wall s", "job_seconds": "job s", "mb": "MB", "mb_per_s": "MB/s"}
+            ),
             numeric=(
                 "symbols",
                 "jobs",
                 "wall s",
                 "job s",
                 "files",
-                "mb",
+                "MB",
                 "MB/s",
                 "retries",
                 "http_429",

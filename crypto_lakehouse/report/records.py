@@ -363,10 +363,13 @@ def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame
             else _total(totals, "files_written")
         )
         volume = _total(totals, "bytes", "csv_bytes")
+        # Only the download (archive bytes) and the parse (CSV bytes) count bytes: the other
+        # stages show "–", not 0 MB, beside the files they wrote.
+        counted = any(k in totals for k in ("bytes", "csv_bytes"))
         row.update(
             symbols=int(sum(s.get("symbols", 0) for s in picked)),
             files=files,
-            mb=volume / 1e6,
+            mb=volume / 1e6 if counted else None,
             mb_per_s=volume / 1e6 / work_seconds if work_seconds and volume else None,
             retries=_total(totals, "retries"),
             http_429=_total(totals, "http_429"),

@@ -245,7 +245,10 @@ def test_stage_wall_time_is_the_time_its_jobs_ran():
     assert got.loc["api_download", "jobs"] == 0
     assert got.loc["api_download", ["files", "retries", "http_429"]].tolist() == [5.0, 2.0, 1.0]
     assert got.loc["aws_download", "mb_per_s"] == pytest.approx(2.0)
+    assert got.loc["aws_download", "mb"] == pytest.approx(4.0)
     assert pd.isna(got.loc["aws_parse", "wall_s"])
+    # gen_kline and the REST fill count no bytes: "–", not 0 MB beside the files written.
+    assert got.loc[["gen_kline", "api_download"], "mb"].isna().all()
 
 
 def test_quality_scores_and_reasons(tmp_path):
