@@ -300,8 +300,10 @@ def run_resample(
         "seconds": {k: round(v, 4) for k, v in seconds.items()}
         | {"total": round(clock.perf_counter() - started, 4)},
         "segments": len(segments),
-        "files_written": len(outputs),
-        "rows_written": sum(o["rows"] for o in outputs),
+        # The outputs of kept segments (unchanged input: their files left as they are) are
+        # held, not written (incremental.py adds files_held): the report's "files written".
+        "files_written": sum(o["file"] not in unchanged for o in outputs),
+        "rows_written": sum(o["rows"] for o in outputs if o["file"] not in unchanged),
         "files_removed": len(removed),
         "failures": failures,
     }

@@ -324,8 +324,15 @@ def test_older_segment_kept_and_newest_extended(tmp_path):
         tmp_path, cols, (8, T0 + 9 * DAY + 12 * HOUR, RATES), (9, T0 + 10 * DAY + 12 * HOUR, RATES)
     )
     assert [s["name"] for s in report["segments"]] == [f"SP0_{SYM}", SYM]
-    modes = io.read_json(tmp_path / "inc" / "rep" / "resample_stats.json")["segments_by_mode"]
-    assert modes == {"kept": 1, "tail": 1, "full": 0}
+    resample_stats = io.read_json(tmp_path / "inc" / "rep" / "resample_stats.json")
+    assert resample_stats["segments_by_mode"] == {"kept": 1, "tail": 1, "full": 0}
+    # The kept segment's files were not written again: they are not counted as written
+    # (the report's section 4 showed every held file as written).
+    resampled = io.read_json(tmp_path / "inc" / "rep" / "resample.json")["outputs"]
+    newest = [o for o in resampled if not o["file"].rsplit("/", 1)[1].startswith("SP0_")]
+    assert 0 < len(newest) < len(resampled)
+    assert resample_stats["files_written"] == len(newest)
+    assert resample_stats["rows_written"] == sum(o["rows"] for o in newest)
 
 
 def write_month_state(data_dir: Path, cols, archive_days: int, rest_until_ms: int, tweak=None):
