@@ -424,7 +424,7 @@ def render_report(
         f"data_dir {storage.uri(data_dir)} · interval {interval} · trade types {', '.join(trade_types)} "
         f"· end_date {end_date} · written {written}",
         sections,
-        alert=page.failure_alert(failures, failed_jobs) if failures else "",
+        alert=page.failure_alert(failures, failed_jobs) if failures is not None else "",
     )
     return html_text, pngs
 

@@ -81,13 +81,24 @@ def section(number: int, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{number}. {esc(title)}</h2>{body}</section>'
 
 
+NO_FAILED_JOB = (
+    "No job failed: the run stopped before its end (Snakemake was interrupted or terminated, "
+    "or stopped on an error of its own); its log (.snakemake/log/) names the cause. Jobs it "
+    "had not run yet run with the next run."
+)
+
+
 def failure_alert(failures: list[str], failed_jobs: int) -> str:
     """The box at the top of a page written after a failed run: its failed jobs (the lines
     of ``failures.failure_lines``, one per job but for the held-back summaries)."""
-    items = "".join(f"<li>{esc(line)}</li>" for line in failures)
+    # No failed job: the run stopped before its end without one (SIGTERM or Ctrl-C of
+    # Snakemake, a lost SLURM status check). The page said nothing then, like a good run's.
+    lines = failures or [NO_FAILED_JOB]
+    items = "".join(f"<li>{esc(line)}</li>" for line in lines)
+    count = f" ({failed_jobs or len(failures)} job(s))" if failures else ""
     return (
-        '<div class="alert" id="failed-run"><strong>The run that wrote this page failed</strong> '
-        f"({failed_jobs or len(failures)} job(s)). The page shows what the data dir holds after it. "
+        '<div class="alert" id="failed-run"><strong>The run that wrote this page failed</strong>'
+        f"{count}. The page shows what the data dir holds after it. "
         "A stage without summaries below (section 4) did not finish for at least one trade "
         "type: one job writes a stage's summaries of every trade type, and when it fails "
         "none is kept, also of the trade types that finished. The next run retries what "

@@ -257,3 +257,32 @@ def test_a_kept_symbol_without_candles_says_what_its_download_found(tmp_path):
         "BADUSDT": "no generated candles (all 1 archive file(s) quarantined)",
         "ETHUSDT": "no generated candles",  # no download report: its download failed
     }
+
+
+def test_a_run_stopped_without_a_failed_job_is_still_called_failed(tmp_path):
+    # SIGTERM of Snakemake while SLURM jobs ran: it waits for them, ends with "At least one
+    # job did not complete successfully" and onerror writes the page, with no failed job to
+    # list. The page had no box then and read like a complete run's, while the console said
+    # "report of the failed run".
+    from crypto_lakehouse.report.job import report_after_failure
+
+    data = tmp_path / "d"
+    _generated_file(data, "BTCUSDT", rows=600)
+    run = layout.default_run_dir(str(data))
+    args = dict(
+        data_dir=str(data),
+        interval="1m",
+        trade_types=["spot"],
+        end_date=END_DATE,
+        stale_after_hours=48,
+        index=layout.run_report_path(run, "index.html"),
+        coverage=layout.run_report_path(run, "coverage.parquet"),
+        figures_dir=layout.run_report_path(run, "figures"),
+    )
+    assert report_after_failure([], 0, **args).endswith("index.html")
+    html = Path(args["index"]).read_text()
+    alert = html[html.index('id="failed-run"') : html.index("</div>", html.index("failed-run"))]
+    assert "The run that wrote this page failed</strong>. " in alert  # no "(0 job(s))"
+    assert "No job failed: the run stopped before its end" in alert
+    run_report(**args)  # the report job of a complete run: no box
+    assert 'id="failed-run"' not in Path(args["index"]).read_text()
