@@ -38,6 +38,22 @@ def profile_path(profile: str) -> str:
     return str(shipped) if shipped.is_dir() else profile
 
 
+def profile_sets_cores(profile: str) -> bool:
+    """Whether a Snakemake profile folder says how many jobs run at once (``cores`` or
+    ``jobs``): then the workflow command leaves ``--cores`` to it."""
+    import yaml
+
+    for name in ("config.v8+.yaml", "config.yaml"):
+        path = Path(profile) / name
+        if path.is_file():
+            try:
+                settings = yaml.safe_load(path.read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                return False
+            return isinstance(settings, dict) and bool({"cores", "jobs"} & set(settings))
+    return False
+
+
 # command → (Snakemake target, legacy equivalent, what it does)
 COMMANDS = {
     "aws-download": (
@@ -146,7 +162,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             default=None,
             help="kline interval, e.g. 1m (the legacy scripts' argument; default: config)",
         )
-        cmd.add_argument("--cores", "-c", default="all", help="CPU cores to use (default: all)")
+        cmd.add_argument(
+            "--cores",
+            "-c",
+            help="CPU cores to use, or jobs in flight with a cluster profile (default: the "
+            "profile's cores or jobs, else all)",
+        )
         cmd.add_argument("--dry-run", "-n", action="store_true", help="only print the plan")
         cmd.add_argument(
             "--profile",
@@ -458,11 +479,15 @@ def snakemake_argv(args: argparse.Namespace) -> list[str]:
     # The target first: options taking several values (--config, --configfile) would
     # otherwise swallow it as one of their values.
     argv = ["--snakefile", str(workflow_dir() / "Snakefile"), args.target]
-    argv += ["--cores", str(args.cores)]
+    profile = profile_path(args.profile) if args.profile else None
+    # A --cores here wins over the profile's: `all` replaced profiles/slurm-srun's
+    # `cores: 100` (the SLURM jobs in flight) by this host's CPUs.
+    if args.cores is not None or profile is None or not profile_sets_cores(profile):
+        argv += ["--cores", str(args.cores or "all")]
     if args.directory:
         argv += ["--directory", args.directory]
-    if args.profile:
-        argv += ["--profile", profile_path(args.profile)]
+    if profile:
+        argv += ["--profile", profile]
     if args.configfile:
         argv += ["--configfile", args.configfile]
     # One --config: Snakemake keeps only the last of several (later entries win in one).

@@ -214,3 +214,20 @@ def test_verify_of_a_file_says_it_takes_a_data_dir(tmp_path, capsys):
     assert "verify takes a data dir (the config's data_dir, not the config file)" in err
     assert main(["verify", str(tmp_path / "absent")]) == 2
     assert "absent: no such directory" in capsys.readouterr().err
+
+
+def test_a_cluster_profile_keeps_its_own_cores():
+    # `--cores all` was always passed: it replaced profiles/slurm-srun's `cores: 100` (the
+    # SLURM jobs in flight through srun) by this host's CPUs (2 here: 2 jobs at a time).
+    from snakemake.cli import get_argument_parser
+
+    def cores(*extra):
+        argv = snakemake_argv(parse_args(["workflow", "gen-kline", *extra]))
+        assert get_argument_parser().parse_args(argv).targets == ["gen_kline"]
+        return argv[argv.index("--cores") + 1] if "--cores" in argv else None
+
+    assert cores("--profile", "slurm-srun") is None  # Snakemake takes the profile's 100
+    assert cores("--profile", "slurm") is None  # the executor profile's `jobs: 100`
+    assert cores("--profile", "slurm-srun", "--cores", "8") == "8"  # given: passed on
+    assert cores() == "all"  # no profile: this host's CPUs, as before
+    assert cores("--profile", "default") == "all"  # a profile without cores or jobs
