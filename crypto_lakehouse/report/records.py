@@ -174,12 +174,30 @@ def download_notes(run_dir, trade_type: str, interval: str, symbols) -> dict[str
     """Why a symbol the listing kept has no candles, from its download report (run
     directory): the archive holds no file of it in the run's dates (a symbol delisted before
     ``start_date``, or listed after ``end_date``: ``symbols: all`` with ``lookback_days`` lists
-    every delisted one), or every file it downloaded was quarantined. Symbols without a
-    report (its download failed, or never ran) get nothing."""
+    every delisted one), or every file it downloaded was quarantined; or that its download
+    failed in this run (the aws_download shard reports). Symbols with neither (their download
+    never ran) get nothing."""
     from crypto_lakehouse import layout
 
     notes = {}
+    wanted = set(symbols)
+    # This run's failed downloads, from the shard reports (a failed symbol writes no report
+    # of its own): one failed zip holds the whole symbol back from the later stages.
+    folder = layout.stage_report_dir(str(run_dir), "aws_download", trade_type, f"klines-{interval}")
+    shards = Path(folder) / "shards"
+    for shard in sorted(shards.glob("*.json")) if shards.is_dir() else ():
+        try:
+            entries = json.loads(shard.read_text()).get("symbols") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for symbol, entry in entries.items():
+            if symbol in wanted and isinstance(entry, dict) and entry.get("status") == "failed":
+                # The error's lines joined: its first one often only says how many files.
+                error = " ".join(line.strip() for line in str(entry.get("error", "")).splitlines())
+                notes[symbol] = "its download failed" + (f": {error[:300]}" if error else "")
     for symbol in symbols:
+        if symbol in notes:
+            continue
         path = layout.stage_report_path(
             str(run_dir), "aws_download", trade_type, f"klines-{interval}", symbol
         )

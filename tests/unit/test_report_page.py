@@ -248,14 +248,25 @@ def test_a_kept_symbol_without_candles_says_what_its_download_found(tmp_path):
         path = Path(layout.stage_report_path(run, "aws_download", "spot", "klines-1m", symbol))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"symbol": symbol, **report}))
-    names = ("BTCUSDT", "OLDUSDT", "BADUSDT", "ETHUSDT")
+    # SOLUSDT: one zip failed in this run, so no report of its own and the symbol held back
+    # from every later stage; its shard report says so.
+    shard = Path(layout.shard_report_path(run, "aws_download", "spot", "klines-1m", "0"))
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    error = "SyncError: spot klines-1m SOLUSDT: 1 file(s) still missing:\n  data/s.zip: HTTP 500"
+    shard.write_text(json.dumps({"symbols": {
+        "SOLUSDT": {"status": "failed", "error": error},
+        "OLDUSDT": {"status": "ok"},
+    }}))  # fmt: skip
+    names = ("BTCUSDT", "OLDUSDT", "BADUSDT", "ETHUSDT", "SOLUSDT")
     listing = _listing_index(run, {"symbols": {s: _entry(3) for s in names}})
     freshness = _section(_write_page(data, kline_listings={"spot": listing}), "freshness")
     reasons = {row[1]: row[-1] for row in _rows(freshness[freshness.index("Stale symbols") :])}
     assert reasons == {
         "OLDUSDT": "no generated candles (no archive file in the date range)",
         "BADUSDT": "no generated candles (all 1 archive file(s) quarantined)",
-        "ETHUSDT": "no generated candles",  # no download report: its download failed
+        "SOLUSDT": "no generated candles (its download failed: SyncError: spot klines-1m "
+        "SOLUSDT: 1 file(s) still missing: data/s.zip: HTTP 500)",
+        "ETHUSDT": "no generated candles",  # no report at all: its download never ran
     }
 
 
