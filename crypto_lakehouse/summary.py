@@ -96,6 +96,7 @@ class _Records:
     def __init__(self) -> None:
         self.damaged: list[str] = []
         self.shard_of: dict[str, str] = {}  # symbol report -> the shard report listing it
+        self.done: set[str] = set()  # symbol reports their shard report lists as "ok"
 
     def read(self, path, of_report=None, *, required: bool = False) -> dict:
         """``path``: a report, or the stats file of the report ``of_report``; ``required``:
@@ -115,6 +116,14 @@ class _Records:
                     f"{exc}: removed during this run; the next run reruns the job that "
                     f"writes it ({exc.stage}), then this one"
                 )
+            elif report in self.done:
+                # A symbol its job reported done, whose report is not where its shard report
+                # says: its figures are left out of the totals. Said, not silent (the srun
+                # launcher once returned shard reports naming the node's temporary folder,
+                # and every CPU stage's totals were empty without a word).
+                log.warning(
+                    "%s, listed as done by %s: its figures are left out", exc, self.shard_of[report]
+                )
             return {}
 
     def symbol_report_paths(self, report_paths: list[str]) -> tuple[list[str], float | None]:
@@ -130,6 +139,11 @@ class _Records:
                 shard = self.read(path, required=True)
                 listed = symbol_reports(shard)
                 self.shard_of.update((str(p), str(path)) for p in listed)
+                self.done.update(
+                    str(e["report"])
+                    for e in shard.get("symbols", {}).values()
+                    if isinstance(e, dict) and e.get("status") == "ok" and "report" in e
+                )
                 paths.extend(listed)
                 job_seconds = (job_seconds or 0.0) + float(shard.get("seconds") or 0.0)
             else:

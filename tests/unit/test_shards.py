@@ -167,6 +167,25 @@ def test_summary_reads_the_symbols_of_shard_reports(tmp_path):
     assert summary["symbols"] == 3 and summary["totals"]["files_written"] == 3
 
 
+def test_summary_says_so_when_a_done_symbols_report_is_not_where_its_shard_report_says(
+    tmp_path, caplog
+):
+    # The srun launcher returned shard reports naming the node's temporary folder: every
+    # CPU stage's summary had empty totals, silently. A failed symbol's missing report
+    # stays quiet (its failure is reported).
+    _run(tmp_path, _entry([]), ["A"])
+    shard = tmp_path / "reports/x/shards/3.json"
+    report = json.loads(shard.read_text())
+    report["symbols"]["A"]["report"] = "/tmp/crypto_lakehouse-job-x/run/reports/x/A.json"
+    report["symbols"]["B"] = {"report": str(tmp_path / "reports/x/B.json"), "status": "failed"}
+    shard.write_text(json.dumps(report))
+    caplog.set_level("WARNING")
+    summarize("gen_kline", "spot", [str(shard)])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned and all("crypto_lakehouse-job-x/run/" in m for m in warned), warned
+    assert all(f"listed as done by {shard}" in m for m in warned)
+
+
 def test_summary_rates_of_shard_reports_use_the_jobs_seconds(tmp_path):
     # Two symbols downloaded at once in one 2-second job, each busy for those 2 seconds:
     # 6 MB and 30 files in 2 s of job time (their own seconds would sum to 4).
