@@ -264,11 +264,29 @@ def launch(
         except (RemoteJobError, tarfile.TarError) as exc:
             return _failed(
                 log,
-                f"{command[0]} exited {proc.returncode}; no complete answer from the node "
-                f"({exc}). Command: {' '.join(command)}",
+                f"{command[0]} exited {proc.returncode}{_ended_by_signal(proc.returncode)}; no "
+                f"complete answer from the node ({exc}). Command: {' '.join(command)}",
                 proc.returncode or 1,
             )
     return int(status["returncode"])
+
+
+def _ended_by_signal(returncode: int) -> str:
+    """What an exit status says of a signal: srun (like a shell) exits 128 + N when its job
+    step was ended by signal N, and a process killed here has -N. SIGTERM is what scancel
+    and a time limit send; SIGKILL follows when the step does not stop, or comes from the
+    out-of-memory killer. Empty for any other status."""
+    import signal
+
+    number = -returncode if returncode < 0 else returncode - 128 if returncode > 128 else 0
+    if number not in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT):
+        return ""
+    why = {
+        signal.SIGTERM: "cancelled (scancel) or past its time limit",
+        signal.SIGKILL: "killed: cancelled, past its time limit or out of memory",
+        signal.SIGINT: "interrupted",
+    }[number]
+    return f" (ended by {signal.Signals(number).name}: {why})"
 
 
 def _failed(log: str, problem: str, returncode: int) -> int:

@@ -150,6 +150,23 @@ def test_no_answer_from_the_node_is_a_failure_named_in_the_log(submit_host, tmp_
     assert status == 137
     log = (run_dir / "logs/x.log").read_text()
     assert "exited 137" in log and "no complete answer from the node" in log
+    # srun's 128 + 9: the step was killed, which the line says (a cancelled job read as a
+    # bare exit status before).
+    assert "(ended by SIGKILL: killed: cancelled, past its time limit or out of memory)" in log
+
+
+@pytest.mark.parametrize(
+    ("returncode", "said"),
+    [
+        (143, " (ended by SIGTERM: cancelled (scancel) or past its time limit)"),
+        (-15, " (ended by SIGTERM: cancelled (scancel) or past its time limit)"),
+        (130, " (ended by SIGINT: interrupted)"),
+        (1, ""),
+        (139, ""),  # 128 + SIGSEGV: a crash, said by the log, not a cancellation
+    ],
+)
+def test_an_exit_status_names_the_signal_that_ended_srun(returncode, said):
+    assert remote._ended_by_signal(returncode) == said
 
 
 def test_a_missing_srun_is_a_clear_failure(submit_host, tmp_path):
