@@ -44,6 +44,7 @@ class DatasetPlan:
     not_listed: list[str] = field(default_factory=list)
     no_files: list[str] = field(default_factory=list)
     files_to_download: int = 0
+    files_quarantined: int = 0  # missing, but quarantined and not re-uploaded: not fetched
     bytes_to_download: int = 0
     files_present: int = 0
     bytes_present: int = 0
@@ -198,6 +199,7 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
     from crypto_lakehouse.archive.sync import (
         CHECKSUM_SUFFIX,
         VERIFIED_SUFFIX,
+        keys_not_fetched_again,
         symbol_dirs,
         zip_keys_in,
     )
@@ -225,6 +227,7 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
         listing = {e["key"]: e for e in details}
         dirs = symbol_dirs(trade_type, kind, symbol, config["interval"], use_monthly)
         selection = select(zip_keys_in(listing, dirs), start_day, end_day, use_monthly=use_monthly)
+        quarantined = None  # read for the first file not present only
         for f in selection.files:
             size = int(listing[f.key]["size"])
             both = size + int(listing.get(f.key + CHECKSUM_SUFFIX, {}).get("size", 0))
@@ -233,6 +236,15 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
             if storage.exists(marker) and storage.size(local) == size:
                 out.files_present += 1
                 out.bytes_present += both
+                continue
+            if quarantined is None:
+                every_period = symbol_dirs(trade_type, kind, symbol, config["interval"], True)
+                quarantined = keys_not_fetched_again(
+                    data_dir, trade_type, entry.tag(config["interval"]), symbol, listing,
+                    every_period,
+                )  # fmt: skip
+            if f.key in quarantined:  # the download job does not fetch it again
+                out.files_quarantined += 1
             else:
                 out.files_to_download += 1
                 out.bytes_to_download += both
@@ -362,10 +374,16 @@ def format_plan(plan: dict) -> str:
             lines.append(f"  configured but not in the archive: {', '.join(d['not_listed'])}")
         if d["no_files"]:
             lines.append(f"  listed without files: {', '.join(d['no_files'])}")
-        lines.append(
+        archive = (
             f"  archive: {d['files_to_download']} files, {_mb(d['bytes_to_download'])} to "
             f"download; {d['files_present']} files, {_mb(d['bytes_present'])} present (verified)"
         )
+        if d["files_quarantined"]:
+            archive += (
+                f"; {d['files_quarantined']} quarantined, not fetched again until the archive "
+                "publishes them again"
+            )
+        lines.append(archive)
         if d["dataset"] == datasets.FUNDING.name:
             lines.append(
                 f"  REST: funding history of {d['rest_symbols']} symbol(s), each from its last "

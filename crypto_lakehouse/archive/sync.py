@@ -600,12 +600,7 @@ async def sync_symbol(
         }
 
     def known_quarantine(key: str) -> bool:
-        q = quarantined_state.get(key)
-        return (
-            q is not None
-            and q["zip"] == _fingerprint(listing.get(key))
-            and q["checksum"] == _fingerprint(listing.get(key + CHECKSUM_SUFFIX))
-        )
+        return _still_quarantined(quarantined_state.get(key), listing, key)
 
     syncer = _Syncer(
         data_dir=data_dir,
@@ -832,6 +827,34 @@ async def _download(net: JobNetwork, syncer, work, listing, outcomes, progress) 
     finally:
         await syncer.files.drain()
         syncer.downloader = syncer.files = None
+
+
+def _still_quarantined(recorded: dict | None, listing: dict, key: str) -> bool:
+    """A key quarantined with the zip and CHECKSUM the listing still shows: a sync does not
+    fetch it again (a re-upload, new size or LastModified, gets a new try)."""
+    return (
+        recorded is not None
+        and recorded["zip"] == _fingerprint(listing.get(key))
+        and recorded["checksum"] == _fingerprint(listing.get(key + CHECKSUM_SUFFIX))
+    )
+
+
+def keys_not_fetched_again(
+    data_dir, trade_type: str, tag: str, symbol: str, listing: dict, scan_dirs: list[str]
+) -> dict[str, str]:
+    """``key -> reason`` of the symbol's zips its next sync will not fetch although they
+    are missing from ``aws_data``: quarantined by a download, or by the parse since, and
+    not re-uploaded (as ``run_sync`` decides). What ``crypto-lakehouse plan`` counts as
+    quarantined instead of "to download"."""
+    state = storage.read_state(layout.state_path(data_dir, STAGE, trade_type, tag, symbol))
+    found = {
+        key: q.get("reason", "")
+        for key, q in (state.get("quarantined") or {}).items()
+        if _still_quarantined(q, listing, key)
+    }
+    local = _LocalFiles(data_dir, scan_dirs)
+    found.update(_parse_quarantined(data_dir, state.get("verified", {}), listing, local))
+    return found
 
 
 def _parse_quarantined(

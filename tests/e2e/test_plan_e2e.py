@@ -157,6 +157,24 @@ def test_plan_after_a_run_reuses_its_listing_and_sees_the_files(archive):
     rates = plan[("spot", "klines-1h")]["rates"]
     assert rates["download_source"] == "the last aws_download run summary"
 
+    # A zip the parse quarantined (moved out of aws_data, as quarantine_archive does) is
+    # missing, but the download job does not fetch it again while the archive still lists
+    # the same file: plan counts it as quarantined, not to download (it said "1 to download").
+    from crypto_lakehouse.quarantine import quarantine_archive
+
+    key = layout.daily_kline_key("spot", "BTCUSDT", "1h", "2024-06-01")
+    quarantine_archive(data, key, f"{key}: line 3: a bad row")
+    again = run_plan(tmp, config)
+    spot = again[("spot", "klines-1h")]
+    assert (spot["files_to_download"], spot["files_quarantined"], spot["files_present"]) == (
+        0,
+        1,
+        4,
+    )
+    snakemake(tmp, config, "aws_download")  # what the plan predicted: not fetched
+    assert not layout.aws_path(data, key).exists()
+    assert layout.quarantine_path(data, key).exists()
+
     # Another end date is another request: the archive is listed again.
     emu.reset_counts()
     later = run_plan(tmp, config_for(emu, data, end_date="2024-06-06"))
