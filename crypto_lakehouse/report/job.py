@@ -177,16 +177,18 @@ def _freshness_section(
     out["freshness"] = png
     limit = stale_after_hours * 60
     stale = fresh[fresh["lag_minutes"].isna() | (fresh["lag_minutes"] > limit)]
-    # Symbols without candles first: a long list of stale symbols is cut at MAX_LISTED.
-    stale = stale.sort_values(
-        ["trade_type", "lag_minutes"], ascending=[True, False], na_position="first"
+    # Two lists, each cut at MAX_LISTED on its own: with `symbols: all` hundreds of delisted
+    # symbols have no candle in the run's dates, and one list cut at MAX_LISTED would hide
+    # either them or the lagging symbols behind them.
+    without = stale[stale["lag_minutes"].isna()]
+    lagging = stale[stale["lag_minutes"].notna()].sort_values(
+        ["trade_type", "lag_minutes"], ascending=[True, False]
     )
 
     # A symbol the listing kept, without candles: its download report may say why.
-    without = stale[stale["lag_minutes"].isna()]
     downloads = {}
     for t in trade_types:
-        names = without.loc[without["trade_type"] == t, "symbol"].head(MAX_LISTED)
+        names = without.loc[without["trade_type"] == t, "symbol"]
         if run_dir is not None and len(names):
             downloads[t] = records.download_notes(run_dir, t, interval, names)
 
@@ -197,13 +199,22 @@ def _freshness_section(
         note = note or downloads.get(row.trade_type, {}).get(row.symbol)
         return "no generated candles" + (f" ({note})" if note else "")
 
-    shown = stale.assign(
-        last_candle_close=stale["last_candle_close"].map(
-            lambda t: "–" if pd.isna(t) else t.strftime("%Y-%m-%d %H:%M")
-        ),
-        lag_days=stale["lag_minutes"] / 1440,
-        reason=[reason(row) for row in stale.itertuples(index=False)],
-    )[["trade_type", "symbol", "last_candle_close", "lag_minutes", "lag_days", "reason"]]
+    def shown(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(
+            last_candle_close=frame["last_candle_close"].map(
+                lambda t: "–" if pd.isna(t) else t.strftime("%Y-%m-%d %H:%M")
+            ),
+            lag_days=frame["lag_minutes"] / 1440,
+            reason=[reason(row) for row in frame.itertuples(index=False)],
+        )[["trade_type", "symbol", "last_candle_close", "lag_minutes", "lag_days", "reason"]]
+
+    missing = shown(without)
+    # What needs a look first: a symbol without any archive file in the run's dates (every
+    # delisted symbol under `symbols: all`) is expected, so it goes after the others.
+    expected = missing["reason"].astype(str).str.endswith(f"({records.NO_ARCHIVE_FILE})")
+    missing = missing.assign(expected=expected.to_numpy()).sort_values(
+        ["trade_type", "expected", "symbol"]
+    )[missing.columns]
     counts = (
         fresh.assign(stale=fresh.index.isin(stale.index))
         .groupby("trade_type")
@@ -222,8 +233,18 @@ def _freshness_section(
         page.table(counts, numeric=("symbols", "stale", "max_lag_minutes")),
         page.figure(png, "distribution of freshness lags", "Lag per symbol, in days.", "freshness"),
         f"<h3>Stale symbols ({len(stale)})</h3>",
+        f"<h4>Without generated candles ({len(missing)}; {int(expected.sum())} of them without "
+        f"any archive file in the run's dates, listed last)</h4>",
         page.table(
-            shown.head(MAX_LISTED), numeric=("lag_minutes", "lag_days"), empty="no stale symbol"
+            missing.head(MAX_LISTED),
+            numeric=("lag_minutes", "lag_days"),
+            empty="every symbol has generated candles",
+        ),
+        f"<h4>Lagging more than {stale_after_hours:g} h ({len(lagging)})</h4>",
+        page.table(
+            shown(lagging).head(MAX_LISTED),
+            numeric=("lag_minutes", "lag_days"),
+            empty="no symbol lags",
         ),
     ]
     return "".join(body)

@@ -170,6 +170,10 @@ def run_symbols(index_path) -> dict[str, str | None]:
     return found
 
 
+# The note of a symbol the archive holds no file of in the run's dates (download_notes).
+NO_ARCHIVE_FILE = "no archive file in the date range"
+
+
 def download_notes(run_dir, trade_type: str, interval: str, symbols) -> dict[str, str]:
     """Why a symbol the listing kept has no candles, from its download report (run
     directory): the archive holds no file of it in the run's dates (a symbol delisted before
@@ -210,7 +214,7 @@ def download_notes(run_dir, trade_type: str, interval: str, symbols) -> dict[str
         if report.get("quarantined"):
             notes[symbol] = f"all {len(report['quarantined'])} archive file(s) quarantined"
         else:
-            notes[symbol] = "no archive file in the date range"
+            notes[symbol] = NO_ARCHIVE_FILE
     return notes
 
 

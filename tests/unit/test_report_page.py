@@ -270,6 +270,41 @@ def test_a_kept_symbol_without_candles_says_what_its_download_found(tmp_path):
     }
 
 
+def test_delisted_symbols_without_candles_hide_neither_failures_nor_lagging_ones(
+    tmp_path, monkeypatch
+):
+    # `symbols: all` lists hundreds of delisted symbols without any archive file in the
+    # run's dates. Before, one list cut at MAX_LISTED rows showed the symbols without
+    # candles first, in name order: they pushed the lagging symbols, and a symbol whose
+    # download failed, out of view.
+    from crypto_lakehouse.report import job
+
+    monkeypatch.setattr(job, "MAX_LISTED", 2)
+    data = tmp_path / "d"
+    run = layout.default_run_dir(str(data))
+    _generated_file(data, "ZLAGUSDT", rows=60, end_ms=END_MS - 3 * 1440 * MIN)
+    delisted = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
+    for symbol in delisted:
+        path = Path(layout.stage_report_path(run, "aws_download", "spot", "klines-1m", symbol))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"symbol": symbol, "files": {}, "quarantined": {}}))
+    shard = Path(layout.shard_report_path(run, "aws_download", "spot", "klines-1m", "0"))
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    shard.write_text(json.dumps({"symbols": {"YFAILUSDT": {"status": "failed", "error": "E"}}}))
+    names = (*delisted, "YFAILUSDT", "ZLAGUSDT")
+    listing = _listing_index(run, {"symbols": {s: _entry(3) for s in names}})
+    freshness = _section(_write_page(data, kline_listings={"spot": listing}), "freshness")
+    assert "Stale symbols (5)</h3>" in freshness
+    assert "Without generated candles (4; 3 of them without any archive file" in freshness
+    assert "Lagging more than 48 h (1)</h4>" in freshness
+    rows = _rows(freshness[freshness.index("Stale symbols") :])
+    assert [(row[1], row[-1]) for row in rows] == [
+        ("YFAILUSDT", "no generated candles (its download failed: E)"),
+        ("AAAUSDT", "no generated candles (no archive file in the date range)"),
+        ("ZLAGUSDT", "lag over 48 h"),
+    ]
+
+
 def test_a_run_stopped_without_a_failed_job_is_still_called_failed(tmp_path):
     # SIGTERM of Snakemake while SLURM jobs ran: it waits for them, ends with "At least one
     # job did not complete successfully" and onerror writes the page, with no failed job to
