@@ -48,7 +48,8 @@ rule all:
 
 
 # One summary job per stage writes the summaries of every trade type (one process, not one
-# per trade type); resample only for the trade types with resample targets.
+# per trade type); resample only for the trade types with resample targets (or resampled
+# files that removed targets left: RESAMPLE_LEFTOVERS in rules/common.smk).
 rule summarize:
     input:
         get_summary_input,

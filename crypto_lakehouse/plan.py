@@ -262,11 +262,44 @@ def date_range_notice(config: dict, start: str | None, end: str) -> str | None:
     return "\n".join(lines) or None
 
 
-def resample_skipped_notice(trade_types: list[str], resampled: list[str]) -> str:
-    skipped = [t for t in trade_types if t not in resampled]
-    return (
-        f"resample: no resample.targets entry for {', '.join(skipped)}; the resample stage skips it"
-    )
+def resample_skipped_notice(
+    trade_types: list[str], resampled: list[str], leftovers: dict[str, list[str]] | None = None
+) -> str:
+    """The first-lines notice for trade types without resample targets; ``leftovers``: those
+    of them still holding resampled files of their symbols (resampled_leftovers)."""
+    leftovers = {t: files for t, files in (leftovers or {}).items() if files}
+    skipped = [t for t in trade_types if t not in resampled and t not in leftovers]
+    lines = []
+    if skipped:
+        lines.append(
+            f"resample: no resample.targets entry for {', '.join(skipped)}; "
+            "the resample stage skips it"
+        )
+    for t, files in leftovers.items():
+        lines.append(
+            f"resample: no resample.targets entry for {t}; its resample stage removes the "
+            f"{len(files)} resampled file(s) of its symbols left by earlier targets "
+            f"(e.g. results_data/{t}/resampled_klines/{files[0]}), then skips it"
+        )
+    return "\n".join(lines)
+
+
+def resampled_leftovers(data_dir, trade_type: str, symbols: list[str] | str) -> list[str]:
+    """Resampled files (``results_data/{T}/resampled_klines/{RI}/{OFFSET}/``) of the
+    configured ``symbols`` (a list, or "all": every symbol's), as paths relative to the
+    trade type's resampled folder. A trade type whose resample targets were all removed from
+    the config keeps running its resample stage while it has any, so that each symbol's job
+    removes them (it owns all of its resampled files) instead of leaving them stale."""
+    from crypto_lakehouse import layout, storage
+
+    root = layout.resampled_dir(data_dir, trade_type, "_", "_").parent.parent
+    wanted = None if symbols == "all" else set(symbols)
+    found = []
+    for path in storage.list_files(root, suffix=layout.SEGMENT_SUFFIX):
+        named = layout.parse_segment_name(path.name)
+        if named is not None and (wanted is None or named[0] in wanted):
+            found.append(path.relative_to(root).as_posix())
+    return found
 
 
 def no_resample_targets_message(trade_types: list[str]) -> str:

@@ -76,9 +76,20 @@ RESAMPLE_TARGETS = {
     ]
     for t in TRADE_TYPES
 }
-RESAMPLED_TRADE_TYPES = [t for t in TRADE_TYPES if RESAMPLE_TARGETS[t]]
-if workflow.is_main_process and len(RESAMPLED_TRADE_TYPES) < len(TRADE_TYPES):
-    print(plan.resample_skipped_notice(TRADE_TYPES, RESAMPLED_TRADE_TYPES), file=sys.stderr)
+# A trade type whose targets were all removed still runs its resample stage while its
+# symbols have resampled files: each symbol's job removes them (it owns all of them), as it
+# does for a single target removed; without it they would stay, stale, for loaders to read.
+RESAMPLE_LEFTOVERS = {
+    t: plan.resampled_leftovers(DATA, t, plan.symbol_selection(config, t))
+    for t in TRADE_TYPES
+    if not RESAMPLE_TARGETS[t]
+}
+RESAMPLED_TRADE_TYPES = [t for t in TRADE_TYPES if RESAMPLE_TARGETS[t] or RESAMPLE_LEFTOVERS.get(t)]
+if workflow.is_main_process and len(RESAMPLE_LEFTOVERS):
+    print(
+        plan.resample_skipped_notice(TRADE_TYPES, RESAMPLED_TRADE_TYPES, RESAMPLE_LEFTOVERS),
+        file=sys.stderr,
+    )
 
 
 wildcard_constraints:
@@ -811,7 +822,7 @@ def stage_reports(stage, trade_type):
     # list_archive job lists them all; until it ran, the first .get() stops this function).
     kline_symbols(trade_type)
     archive_funding_symbols(trade_type)
-    if stage == "resample" and not RESAMPLE_TARGETS[trade_type]:
+    if stage == "resample" and trade_type not in RESAMPLED_TRADE_TYPES:
         return []
     if stage == "api_download":
         return [api_shard_report_path(trade_type, shard) for shard in api_shard_ids(trade_type)]
@@ -868,14 +879,15 @@ ACTIVE_STAGES = plan.active_stages(config)
 
 
 def summaries(stage):
-    """The run summaries of a stage; resample only for trade types with resample targets."""
+    """The run summaries of a stage; resample only for trade types with resample targets
+    (or resampled files left by removed ones: RESAMPLE_LEFTOVERS)."""
     trade_types = RESAMPLED_TRADE_TYPES if stage == "resample" else TRADE_TYPES
     return [layout.run_summary_path(LH, stage, t) for t in trade_types]
 
 
 def get_resample_target_input(wildcards):
     # An explicit `resample` target with nothing to resample is an error, not an empty success.
-    if not RESAMPLED_TRADE_TYPES:
+    if not any(RESAMPLE_TARGETS.values()):
         raise WorkflowError(plan.no_resample_targets_message(TRADE_TYPES))
     return summaries("resample")
 

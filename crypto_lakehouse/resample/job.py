@@ -128,16 +128,18 @@ def run_resample(
 
     This job owns all of the symbol's resampled files: any of them that this call does not
     write (a segment that disappeared, a target or offset no longer configured) is removed.
+    With no ``targets`` (the trade type's were all removed from the config) it writes nothing
+    and removes them all.
     Raises ResampleValidationError, after all other files, the report and the stats are
     written, when an output disagrees with its source; that output is not kept.
     """
     started = clock.perf_counter()
     step_ms = interval_ms(interval)
-    plan = validate_targets(targets, base_interval=interval)
+    plan = validate_targets(targets, base_interval=interval) if targets else []
     vwap_col = vwap_column_name(interval)
     reserved = (*KLINE_SCHEMA.names, vwap_col, FUNDING_RATE, FUNDING_PRICE, FUNDING_TIME)
     aggs = validate_aggregations(aggregations, reserved=reserved)
-    segments = _segments(gen_report, symbol)
+    segments = _segments(gen_report, symbol) if plan else []  # none: nothing to read
     root = layout.resampled_dir(data_dir, trade_type, "_", "_").parent.parent
 
     outputs, failures, dropped = [], [], {}

@@ -325,6 +325,40 @@ def test_run_resample_is_incremental_per_symbol(tmp_path):
     assert sorted(p.name for p in (base / "0m").iterdir()) == ["SP0_XBTCUSDT.pqt", "XBTCUSDT.pqt"]
 
 
+def test_run_resample_without_targets_removes_the_symbols_resampled_files(tmp_path):
+    # A trade type whose targets were all removed from the config: its symbols' resampled
+    # files must go, as those of one removed target do, not stay stale for loaders.
+    seg = write_segment(tmp_path, "spot", "BTCUSDT", series(T0, 120))
+    report = write_gen_report(tmp_path, "spot", "BTCUSDT", [("BTCUSDT", seg)])
+    run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "1h", "offset_step": "30m"}])
+    base = tmp_path / "results_data" / "spot" / "resampled_klines" / "1h"
+    (base / "0m" / "XBTCUSDT.pqt").write_bytes(b"other")
+    run(tmp_path, "spot", "BTCUSDT", report, [])
+    rep = json.loads((tmp_path / "lakehouse/reports/resample/BTCUSDT.json").read_text())
+    assert rep["outputs"] == [] and rep["targets"] == []
+    assert rep["removed"] == [
+        "results_data/spot/resampled_klines/1h/0m/BTCUSDT.pqt",
+        "results_data/spot/resampled_klines/1h/30m/BTCUSDT.pqt",
+    ]
+    assert sorted(p.name for p in base.rglob("*.pqt")) == ["XBTCUSDT.pqt"]
+
+
+def test_resampled_leftovers_names_the_configured_symbols_files(tmp_path):
+    from crypto_lakehouse.plan import resampled_leftovers
+
+    assert resampled_leftovers(tmp_path, "um_futures", "all") == []
+    for name in ("SP0_BTCUSDT.pqt", "BTCUSDT.pqt", "ETHUSDT.pqt"):
+        path = layout.resampled_dir(tmp_path, "um_futures", "1h", "5m") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert resampled_leftovers(tmp_path, "um_futures", ["BTCUSDT"]) == [
+        "1h/5m/BTCUSDT.pqt",
+        "1h/5m/SP0_BTCUSDT.pqt",
+    ]
+    assert len(resampled_leftovers(tmp_path, "um_futures", "all")) == 3
+    assert resampled_leftovers(tmp_path, "spot", "all") == []
+
+
 def test_run_resample_rejects_invalid_targets_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="does not divide"):
         run(tmp_path, "spot", "BTCUSDT", None, [{"interval": "1h", "offset_step": "7m"}])

@@ -75,6 +75,28 @@ def test_all_without_resample_targets_says_the_stage_is_skipped(tmp_path):
     assert "summaries/resample/um_futures.json" not in proc.stdout
 
 
+def test_all_runs_the_resample_stage_of_a_trade_type_whose_targets_were_removed(tmp_path):
+    # um_futures had targets; its resampled files stay until its resample stage removes them.
+    left = tmp_path / "d" / "results_data" / "um_futures" / "resampled_klines" / "1h" / "5m"
+    left.mkdir(parents=True)
+    (left / "BTCUSDT.pqt").write_bytes(b"x")
+    (left / "XRPUSDT.pqt").write_bytes(b"x")  # a symbol no longer configured: not counted
+    proc = _snakemake_with_yaml(
+        tmp_path,
+        "trade_types: [spot, um_futures]\n"
+        "symbols: {spot: [BTCUSDT], um_futures: [BTCUSDT]}\n"
+        "resample:\n  targets: [{trade_type: spot, interval: 1h, offset_step: 5m}]\n",
+        "all",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "resample: no resample.targets entry for um_futures; its resample stage removes the "
+        "1 resampled file(s) of its symbols left by earlier targets "
+        "(e.g. results_data/um_futures/resampled_klines/1h/5m/BTCUSDT.pqt), then skips it"
+    ) in proc.stderr
+    assert "summaries/resample/um_futures.json" in proc.stdout
+
+
 def test_every_config_problem_is_reported_in_one_go(tmp_path):
     proc = _snakemake_with_yaml(tmp_path, "strat_date: x\nshards: -1\ninterval: 2m\n")
     assert proc.returncode != 0
