@@ -194,7 +194,11 @@ def _freshness_section(
 
     def reason(row) -> str:
         if not pd.isna(row.lag_minutes):
-            return f"lag over {stale_after_hours:g} h"
+            lag = f"lag over {stale_after_hours:g} h"
+            listed = run_symbols.get(row.trade_type)
+            if listed and row.symbol not in listed:  # e.g. removed from config `symbols`
+                return f"{lag} (not among this run's symbols: its files are from earlier runs)"
+            return lag
         note = run_symbols.get(row.trade_type, {}).get(row.symbol)
         note = note or downloads.get(row.trade_type, {}).get(row.symbol)
         return "no generated candles" + (f" ({note})" if note else "")

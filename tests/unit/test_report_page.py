@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,33 @@ def test_a_run_symbol_without_any_record_is_listed_stale_with_its_reason(tmp_pat
         "3 symbol(s) of the run's spot listing have no coverage row (no provenance record, "
         "no generated file): DOGEUSDT, ETHUSDT, NEWUSDT." in coverage
     )
+
+
+def test_a_symbol_no_longer_configured_is_stale_and_says_why(tmp_path):
+    # OLDUSDT was removed from the config's symbols: its files stay (nothing is deleted) and
+    # no longer grow. Its lag alone read as a data problem of a symbol the run still updates.
+    data = tmp_path / "d"
+    _generated_file(data, "BTCUSDT", rows=600)
+    _generated_file(data, "OLDUSDT", rows=600, end_ms=END_MS - 5 * 1440 * MIN)
+    _generated_file(data, "LAGUSDT", rows=600, end_ms=END_MS - 3 * 1440 * MIN)
+    listing = _listing_index(
+        layout.default_run_dir(str(data)),
+        {
+            "trade_type": "spot",
+            "dataset": "klines",
+            "interval": "1m",
+            "symbols": {"BTCUSDT": _entry(10), "LAGUSDT": _entry(10)},
+            "not_listed": [],
+            "no_files": [],
+        },
+    )
+    freshness = _section(_write_page(data, kline_listings={"spot": listing}), "freshness")
+    stale = _rows(freshness[freshness.index("Stale symbols") :])
+    reasons = {row[1]: unescape(row[-1]) for row in stale}
+    assert reasons == {
+        "OLDUSDT": "lag over 48 h (not among this run's symbols: its files are from earlier runs)",
+        "LAGUSDT": "lag over 48 h",
+    }
 
 
 def test_symbols_without_candles_head_the_stale_list_before_those_lagging(tmp_path):
