@@ -302,6 +302,25 @@ def resampled_leftovers(data_dir, trade_type: str, symbols: list[str] | str) -> 
     return found
 
 
+def last_listed_symbols(config: dict, trade_type: str, run_dir: str) -> list[str] | str:
+    """The configured symbols of a trade type (symbol_selection); for "all", those of the
+    last run's kline listing index when it can be read (a symbol the legacy filters now drop
+    is not the pipeline's to clean up), else "all"."""
+    from crypto_lakehouse import io, layout
+
+    selection = symbol_selection(config, trade_type)
+    if selection != "all":
+        return selection
+    path = layout.run_listing_index_path(run_dir, trade_type, f"klines-{config['interval']}")
+    try:
+        index = io.read_json(path)
+    except (OSError, ValueError):
+        return "all"
+    if not isinstance(index, dict) or not isinstance(index.get("symbols"), dict):
+        return "all"
+    return sorted(index["symbols"])
+
+
 def no_resample_targets_message(trade_types: list[str]) -> str:
     return (
         "nothing to resample: config key 'resample.targets' has no entry for the trade types "

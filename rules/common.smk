@@ -80,7 +80,7 @@ RESAMPLE_TARGETS = {
 # symbols have resampled files: each symbol's job removes them (it owns all of them), as it
 # does for a single target removed; without it they would stay, stale, for loaders to read.
 RESAMPLE_LEFTOVERS = {
-    t: plan.resampled_leftovers(DATA, t, plan.symbol_selection(config, t))
+    t: plan.resampled_leftovers(DATA, t, plan.last_listed_symbols(config, t, LH))
     for t in TRADE_TYPES
     if not RESAMPLE_TARGETS[t]
 }

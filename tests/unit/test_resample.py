@@ -359,6 +359,17 @@ def test_resampled_leftovers_names_the_configured_symbols_files(tmp_path):
     assert resampled_leftovers(tmp_path, "spot", "all") == []
 
 
+def test_last_listed_symbols_for_all_are_those_of_the_last_listing(tmp_path):
+    from crypto_lakehouse.plan import last_listed_symbols
+
+    config = {"interval": "1m", "symbols": {"spot": ["ETHUSDT", "BTCUSDT"]}}
+    assert last_listed_symbols(config, "spot", str(tmp_path)) == ["BTCUSDT", "ETHUSDT"]
+    assert last_listed_symbols(config, "um_futures", str(tmp_path)) == "all"  # no listing
+    index = layout.run_listing_index_path(str(tmp_path), "um_futures", "klines-1m")
+    io.write_json(index, {"symbols": {"XRPUSDT": {}, "BTCUSDT": {}}})
+    assert last_listed_symbols(config, "um_futures", str(tmp_path)) == ["BTCUSDT", "XRPUSDT"]
+
+
 def test_run_resample_rejects_invalid_targets_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="does not divide"):
         run(tmp_path, "spot", "BTCUSDT", None, [{"interval": "1h", "offset_step": "7m"}])
