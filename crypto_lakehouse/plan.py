@@ -292,7 +292,7 @@ def resampled_leftovers(data_dir, trade_type: str, symbols: list[str] | str) -> 
     removes them (it owns all of its resampled files) instead of leaving them stale."""
     from crypto_lakehouse import layout, storage
 
-    root = layout.resampled_dir(data_dir, trade_type, "_", "_").parent.parent
+    root = layout.resampled_root(data_dir, trade_type)
     wanted = None if symbols == "all" else set(symbols)
     found = []
     for path in storage.list_files(root, suffix=layout.SEGMENT_SUFFIX):

@@ -284,7 +284,7 @@ def _candle_files(data_dir: Path, gen_report, resample_report, symbol: str) -> l
 def _owned_dirs(data_dir: Path, trade_type: str, interval: str) -> list[Path]:
     """Every feature folder this stage writes for a trade type (for stale-file removal)."""
     dirs = [layout.features_dir(data_dir, trade_type, interval)]
-    root = layout.resampled_features_dir(data_dir, trade_type, "_", "_").parent.parent
+    root = layout.resampled_features_root(data_dir, trade_type)
     dirs += layout.output_folders(root, depth=2)
     return dirs
 

@@ -140,7 +140,7 @@ def run_resample(
     reserved = (*KLINE_SCHEMA.names, vwap_col, FUNDING_RATE, FUNDING_PRICE, FUNDING_TIME)
     aggs = validate_aggregations(aggregations, reserved=reserved)
     segments = _segments(gen_report, symbol) if plan else []  # none: nothing to read
-    root = layout.resampled_dir(data_dir, trade_type, "_", "_").parent.parent
+    root = layout.resampled_root(data_dir, trade_type)
 
     outputs, failures, dropped = [], [], {}
     written: dict[Path, set[str]] = {}
