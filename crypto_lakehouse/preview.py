@@ -23,9 +23,13 @@ from pathlib import Path
 from crypto_lakehouse import datasets, io, layout, storage
 from crypto_lakehouse import plan as workflow_plan
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
-SCHEMA = REPO_ROOT / "config" / "config.schema.yaml"
+
+def config_dir() -> Path:
+    """The workflow's ``config/``: the checkout's, or, installed from a wheel, the copy inside
+    the package (``cli.workflow_dir``; the folder above the package is site-packages then)."""
+    from .cli import workflow_dir
+
+    return workflow_dir() / "config"
 
 # Conservative download rates used when no earlier run measured any (docs/plan.md): well
 # below one job's 320 files/s at 32 requests in flight and a 100 ms round trip.
@@ -66,12 +70,13 @@ def load_config(configfile=None, overrides=(), directory=None) -> dict:
 
     from .configuration import check_user_config
 
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    schema = config_dir() / "config.schema.yaml"
+    config = yaml.safe_load((config_dir() / "config.yaml").read_text())
     if configfile:
         update_config(config, yaml.safe_load(Path(configfile).read_text()) or {})
     update_config(config, parse_config(list(overrides)))
-    check_user_config(config, SCHEMA)  # the workflow's own checks: one line per problem
-    validate(config, str(SCHEMA), set_default=True)
+    check_user_config(config, schema)  # the workflow's own checks: one line per problem
+    validate(config, str(schema), set_default=True)
     workflow_plan.check_config(config)
     # Relative paths are relative to the workflow's working directory (--directory), as in
     # a run; run_dir is resolved as the workflow resolves it (layout.run_dir).

@@ -135,3 +135,8 @@ def test_download_and_parse_on_the_emulator(venv, tmp_path, emulator):
     times = pa.chunked_array([pq.read_table(f).column("candle_begin_time") for f in files])
     got = sorted(times.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist())
     assert got == sorted(expected)
+
+    # `crypto-lakehouse plan` finds the default config inside the installed package (it
+    # looked for site-packages/config/config.yaml before 2026-12-06).
+    proc = _run([venv / "bin" / "crypto-lakehouse", "plan", "--configfile", cfg], tmp_path)
+    assert "2 files, " in proc.stdout and "present (verified)" in proc.stdout, proc.stdout
