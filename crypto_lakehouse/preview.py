@@ -31,6 +31,7 @@ def config_dir() -> Path:
 
     return workflow_dir() / "config"
 
+
 # Conservative download rates used when no earlier run measured any (docs/plan.md): well
 # below one job's 320 files/s at 32 requests in flight and a 100 ms round trip.
 DEFAULT_DOWNLOAD_MB_S = 5.0

@@ -138,5 +138,9 @@ def test_download_and_parse_on_the_emulator(venv, tmp_path, emulator):
 
     # `crypto-lakehouse plan` finds the default config inside the installed package (it
     # looked for site-packages/config/config.yaml before 2026-12-06).
-    proc = _run([venv / "bin" / "crypto-lakehouse", "plan", "--configfile", cfg], tmp_path)
+    proc = _run(
+        [venv / "bin" / "crypto-lakehouse", "plan", "--configfile", cfg, "--config",
+         "interval=1h"],
+        tmp_path,
+    )  # fmt: skip
     assert "2 files, " in proc.stdout and "present (verified)" in proc.stdout, proc.stdout
