@@ -566,6 +566,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_compare(args)
     if args.group == "verify":
         return run_verify(args)
+    if args.configfile:
+        # Snakemake reads it before the workflow's checks, and says neither file nor key.
+        from crypto_lakehouse.configuration import config_file_problem
+
+        problem = config_file_problem(args.configfile)
+        if problem:
+            print(f"invalid configuration:\n  {problem}", file=sys.stderr)
+            return 1
     smk_argv = snakemake_argv(args)
     if args.dry_run:
         # A dry run is read back to add the per-trade-type plan to Snakemake's per-rule table.

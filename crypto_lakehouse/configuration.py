@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import json
 import re
 from pathlib import Path
 
@@ -51,6 +52,71 @@ def _date_problems(config: dict) -> list[tuple[str, str]]:
             continue
         config[key] = day.isoformat()
     return problems
+
+
+TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+def config_file_problem(path: str | Path) -> str | None:
+    """Why a ``--configfile`` cannot be read as YAML, naming the file (and the line and
+    key), or None. Snakemake reads it before the workflow's own checks: a missing file is a
+    traceback there, a syntax error names neither file nor line, and an unquoted date that
+    is no day (``end_date: 2025-02-30``, which YAML's date pattern matches) a traceback
+    ending in ``day is out of range for month``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"config file {path}: {getattr(exc, 'strerror', None) or exc}"
+    try:  # as Snakemake reads it: JSON, else YAML with PyYAML's FullLoader (through yte)
+        json.loads(text)
+        return None
+    except ValueError:
+        pass
+    try:
+        yaml.load(text, Loader=yaml.FullLoader)
+        return None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None)
+        if mark is None or problem is None:
+            return f"config file {path}: not valid YAML: " + " ".join(str(exc).split())
+        context = f"{exc.context}: " if getattr(exc, "context", None) else ""
+        return (
+            f"config file {path}, line {mark.line + 1}, column {mark.column + 1}: not valid "
+            f"YAML ({context}{problem})"
+        )
+    except ValueError as exc:  # a date constructor refused the value
+        return _bad_date(path, text) or f"config file {path}: {exc}"
+
+
+def _bad_date(path, text: str) -> str | None:
+    """The first unquoted value YAML takes for a date and cannot construct, named by key
+    path and line."""
+    loader = yaml.FullLoader("")
+
+    def walk(node, keys):
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                found = walk(value, [*keys, key.value])
+                if found:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                found = walk(value, [*keys, i])
+                if found:
+                    return found
+        elif node.tag == TIMESTAMP_TAG:
+            try:
+                loader.construct_yaml_timestamp(node)
+            except ValueError as exc:
+                return (
+                    f"config file {path}, line {node.start_mark.line + 1}: config key "
+                    f"'{_key_name(keys)}': {node.value} is not a date ({exc}); a day is "
+                    "YYYY-MM-DD"
+                )
+        return None
+
+    return walk(yaml.compose(text, Loader=yaml.FullLoader), [])
 
 
 # The form of every endpoint URL: a scheme, a host (and port), maybe a path; no query. The

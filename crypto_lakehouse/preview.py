@@ -69,11 +69,14 @@ def load_config(configfile=None, overrides=(), directory=None) -> dict:
     from snakemake.cli import parse_config
     from snakemake.utils import update_config, validate
 
-    from .configuration import check_user_config
+    from .configuration import check_user_config, config_file_problem
 
     schema = config_dir() / "config.schema.yaml"
     config = yaml.safe_load((config_dir() / "config.yaml").read_text())
     if configfile:
+        problem = config_file_problem(configfile)
+        if problem:
+            raise workflow_plan.config_error([problem])
         update_config(config, yaml.safe_load(Path(configfile).read_text()) or {})
     update_config(config, parse_config(list(overrides)))
     check_user_config(config, schema)  # the workflow's own checks: one line per problem
