@@ -9,7 +9,9 @@ import math
 
 import pandas as pd
 
-SECTIONS = ("Coverage", "Quality", "Freshness", "The run", "Checks")
+# The page's sections in order; the links at its top are these (``page``), and ``section``
+# refuses any other (section 6, Datasets, had no link before 2026-12-06).
+SECTIONS = ("Coverage", "Quality", "Freshness", "The run", "Checks", "Datasets")
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em 2em;
@@ -77,6 +79,8 @@ def table(frame: pd.DataFrame, numeric: tuple[str, ...] = (), empty: str = "none
 
 
 def section(number: int, title: str, body: str) -> str:
+    if number > len(SECTIONS) or SECTIONS[number - 1] != title:
+        raise ValueError(f"report section {number}. {title} is not in page.SECTIONS")
     anchor = title.lower().replace(" ", "-")
     return f'<section id="{anchor}"><h2>{number}. {esc(title)}</h2>{body}</section>'
 

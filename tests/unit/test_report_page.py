@@ -360,3 +360,13 @@ def test_a_run_stopped_without_a_failed_job_is_still_called_failed(tmp_path):
     assert "No job failed: the run stopped before its end" in alert
     run_report(**args)  # the report job of a complete run: no box
     assert 'id="failed-run"' not in Path(args["index"]).read_text()
+
+
+def test_every_section_has_its_link_at_the_top(tmp_path):
+    # Section 6 (Datasets) had no link in the page's navigation.
+    html = _write_page(tmp_path / "d")
+    nav = html[html.index("<nav>") : html.index("</nav>")]
+    links = re.findall(r'<a href="#([^"]+)">([^<]+)</a>', nav)
+    sections = re.findall(r'<section id="([^"]+)"><h2>([^<]+)</h2>', html)
+    assert len(sections) == 6
+    assert links == sections
