@@ -494,7 +494,8 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
     created; ``lakehouse_views`` lists the views and their file counts. DataNotFoundError
     when no view has a file (``data_dir`` absent, or not a data dir). Columns derived from
     the path come first (``trade_type``, ``interval``, ``offset``, ``symbol``, ``segment``,
-    ``source``); ``offset`` is a reserved word in DuckDB: write it ``"offset"``.
+    ``source``); ``offset`` is a reserved word in DuckDB: write it ``"offset"``. The
+    connection's ``TimeZone`` is UTC, whatever the machine's.
 
     An ``s3://`` data dir gives the same views over pyarrow datasets on the bucket (the
     seam's file system and credentials; DuckDB's own S3 reader, httpfs, is not needed)."""
@@ -504,6 +505,9 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
     if not any(files.values()):  # a connection without views would fail at its first query
         raise _no_view_files(data_dir)
     con = duckdb.connect(database)
+    # Candle times are UTC instants (TIMESTAMPTZ): with the machine's time zone, DuckDB's
+    # default, date_trunc('day', …), strftime and the returned datetimes were local ones.
+    con.execute("SET TimeZone = 'UTC'")
     con.execute("CREATE TEMP TABLE lakehouse_views (view VARCHAR, files BIGINT)")
     for name, paths in files.items():
         con.execute("INSERT INTO lakehouse_views VALUES (?, ?)", (name, len(paths)))

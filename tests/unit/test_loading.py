@@ -379,6 +379,38 @@ def test_duckdb_views_on_s3_equal_the_local_ones(full, s3_root, seaweed):
 
 
 # ---------------------------------------------------------------- bounds: now, today, < 1 ms
+def test_duckdb_views_count_utc_days_whatever_the_machine_time_zone(tmp_path):
+    """The connection's TimeZone was the machine's: in New York docs/loading.md's
+    ``date_trunc('day', candle_begin_time)`` cut the candles at local midnight (three
+    "days" of 240, 1440 and 1200 candles for two UTC days), and a candle time matched with
+    the UTC ``date`` of the quality view landed on the wrong day."""
+    import json
+    import os
+    import subprocess
+
+    d = tmp_path / "data"
+    write(layout.results_klines_dir(d, "spot", "1m") / "BTCUSDT.pqt", kline_table(T0, 2 * 1440))
+    script = """
+import json, sys
+import crypto_lakehouse
+con = crypto_lakehouse.duckdb_connect(sys.argv[1])
+rows = con.execute(
+    "SELECT strftime(date_trunc('day', candle_begin_time), '%Y-%m-%d %H:%M') AS day, count(*) "
+    "FROM klines GROUP BY ALL ORDER BY ALL"
+).fetchall()
+first = con.execute("SELECT min(candle_begin_time)::VARCHAR FROM klines").fetchone()[0]
+print(json.dumps({"days": rows, "first": first}))
+"""
+    env = os.environ | {"TZ": "America/New_York", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(d)], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["days"] == [["2024-01-01 00:00", 1440], ["2024-01-02 00:00", 1440]]
+    assert got["first"] == "2024-01-01 00:00:00+00"
+
+
 def test_now_and_today_are_utc_whatever_the_machine_time_zone(tmp_path):
     """pandas reads "now" and "today" as the machine's local wall clock; in New York
     (UTC-5/-4) that bounded the rows hours off. Run in a process with TZ set."""
