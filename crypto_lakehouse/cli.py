@@ -54,7 +54,7 @@ def profile_sets_cores(profile: str) -> bool:
     return False
 
 
-# command → (Snakemake target, legacy equivalent, what it does)
+# command → (Snakemake target, legacy equivalent or None for a new step, what it does)
 COMMANDS = {
     "aws-download": (
         "aws_download",
@@ -83,17 +83,18 @@ COMMANDS = {
     ),
     "features": (
         "features",
-        "none (new step)",
+        None,
         "TA-Lib indicators and microstructure features of every generated and resampled file",
     ),
     "report": (
         "report",
-        "no legacy equivalent",
-        "write lakehouse/report/index.html: coverage, quality, freshness, run times, checks",
+        None,
+        "write lakehouse/report/index.html: coverage, quality, freshness, run times, checks, "
+        "datasets",
     ),
     "datasets": (
         "datasets",
-        "no legacy equivalent",
+        None,
         "list, download, verify and parse the archive datasets beyond klines and funding "
         "(config datasets: aggTrades, trades, metrics, mark/index/premium price klines) and "
         "build agg_klines",
@@ -152,9 +153,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     for name, (target, legacy, what) in COMMANDS.items():
         cmd = commands.add_parser(
             name,
-            help=f"{what} (legacy: {legacy})",
+            help=f"{what} (legacy: {legacy or 'none, a new step'})",
             description=f"{what[0].upper()}{what[1:]}. Snakemake target `{target}`; "
-            f"legacy equivalent: `{legacy}`.",
+            + (
+                f"legacy equivalent: `{legacy}`."
+                if legacy
+                else "no legacy equivalent (a new step)."
+            ),
         )
         cmd.add_argument(
             "interval",

@@ -231,3 +231,26 @@ def test_a_cluster_profile_keeps_its_own_cores():
     assert cores("--profile", "slurm-srun", "--cores", "8") == "8"  # given: passed on
     assert cores() == "all"  # no profile: this host's CPUs, as before
     assert cores("--profile", "default") == "all"  # a profile without cores or jobs
+
+
+@pytest.mark.parametrize("command", ["features", "report", "datasets"])
+def test_help_of_a_new_step_says_it_has_no_legacy_equivalent(command, capsys):
+    # It printed "legacy equivalent: `none (new step)`" (features) or "`no legacy
+    # equivalent`" (report, datasets), as if that were a legacy command.
+    from crypto_lakehouse.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["workflow", command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "no legacy equivalent (a new step)." in text
+    assert "`none" not in text and "`no legacy" not in text
+
+
+def test_report_help_names_every_section_of_the_page():
+    from crypto_lakehouse.cli import COMMANDS
+    from crypto_lakehouse.report.page import SECTIONS
+
+    what = COMMANDS["report"][2].lower()
+    for title in SECTIONS:
+        wanted = "run times" if title == "The run" else title.lower()
+        assert wanted in what, title
