@@ -557,6 +557,27 @@ def print_summaries(run_dir: str | Path) -> None:
             continue
         if isinstance(summary, dict):
             print(f"  {headline(summary)}")
+    for line in not_listed_lines(run_dir):
+        print(f"  {line}")
+
+
+def not_listed_lines(run_dir: str | Path) -> list[str]:
+    """One line per listing index (``listing/{T}/{dataset}.json``) whose configured symbols
+    the archive does not list: a misspelt symbol gave a successful run whose closing lines
+    did not name it (only a WARNING in the listing job's log, and the report page)."""
+    lines = []
+    for path in sorted(Path(run_dir).glob("listing/*/*.json")):
+        try:
+            index = load_index(path)
+        except (OSError, ValueError):
+            continue  # torn: the next listing writes it again (repair_index)
+        missing = index.get("not_listed") if isinstance(index, dict) else None
+        if missing:
+            lines.append(
+                f"{path.parent.name} {path.stem}: configured symbols not in the archive "
+                f"listing (config key symbols.{path.parent.name}): {', '.join(missing)}"
+            )
+    return lines
 
 
 def retry_generation(shard_report) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 
@@ -460,6 +461,32 @@ def test_the_closing_lines_of_a_run_name_a_torn_summary_and_go_on(tmp_path, caps
     out = capsys.readouterr().out
     assert f"{torn}: unreadable (JSONDecodeError" in out
     assert "aws_parse/spot" in out
+
+
+def test_the_closing_lines_name_configured_symbols_the_archive_does_not_list(tmp_path, capsys):
+    # A misspelt symbol (BTCUSDTX) gave a successful run whose closing lines were those of
+    # a good one: only a WARNING in the listing job's log said the symbol was not listed.
+    from crypto_lakehouse.layout import run_listing_index_path, run_summary_path
+    from crypto_lakehouse.summary import summarize
+
+    run = tmp_path / "run"
+    summary = Path(run_summary_path(str(run), "aws_download", "spot"))
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps(summarize("aws_download", "spot", [])))
+    for trade_type, dataset, missing in (
+        ("spot", "klines-1m", ["BTCUSDTX", "ETHUSDTX"]),
+        ("um_futures", "funding", []),
+    ):
+        index = Path(run_listing_index_path(str(run), trade_type, dataset))
+        index.parent.mkdir(parents=True, exist_ok=True)
+        index.write_text(json.dumps({"symbols": {}, "not_listed": missing}))
+    plan.print_summaries(run)
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == (
+        "  spot klines-1m: configured symbols not in the archive listing (config key "
+        "symbols.spot): BTCUSDTX, ETHUSDTX"
+    )
+    assert not any("um_futures" in line for line in out)
 
 
 def test_check_config_reports_every_problem_at_once():
