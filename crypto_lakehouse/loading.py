@@ -154,11 +154,20 @@ def segment_files_of(
     symbol: str,
     interval: str = "1m",
     resample=None,
-    offset="0m",
+    offset=None,
 ) -> list[Path]:
     """The symbol's segment files of ``kind`` (``klines`` or ``features``) in time order,
     from the generated files' ``interval`` folder or, with ``resample``, the resampled
-    files' ``{resample}/{offset}`` folder; DataNotFoundError names what exists."""
+    files' ``{resample}/{offset}`` folder (``offset`` None: ``0m``); DataNotFoundError
+    names what exists. An ``offset`` without ``resample`` is a ValueError: it was ignored,
+    and the generated 1m candles came back for what was meant as resampled ones."""
+    if resample is None and offset is not None:
+        raise ValueError(
+            f"offset={offset!r} is the window offset of resampled files: give resample= "
+            f"too (e.g. resample='1h', offset={offset!r}); without resample the generated "
+            "candles are read, which have no offset"
+        )
+    offset = "0m" if offset is None else offset
     data_dir = _data_dir(data_dir)
     _check_trade_type(trade_type)
     paths = _KINDS[kind]
@@ -173,7 +182,14 @@ def segment_files_of(
     root = root_of(data_dir, trade_type)
     if resample is None:
         if interval not in layout.subdir_names(root):
-            raise _unknown("interval", interval, layout.subdir_names(root), root)
+            error = _unknown("interval", interval, layout.subdir_names(root), root)
+            resampled = paths["resampled_root"](data_dir, trade_type)
+            if storage.is_dir(resampled) and interval in layout.subdir_names(resampled):
+                error = DataNotFoundError(
+                    f"{error}; {interval} is a resampled interval: pass "
+                    f"resample={interval!r} (and offset=, default '0m')"
+                )
+            raise error
         directory = paths["dir"](data_dir, trade_type, interval)
     else:
         if resample not in layout.subdir_names(root):
@@ -189,7 +205,7 @@ def segment_files_of(
 
 
 def kline_segment_files(
-    data_dir, trade_type: str, symbol: str, interval: str = "1m", resample=None, offset="0m"
+    data_dir, trade_type: str, symbol: str, interval: str = "1m", resample=None, offset=None
 ) -> list[Path]:
     """The symbol's candle segment files in time order (``segment_files_of``)."""
     return segment_files_of("klines", data_dir, trade_type, symbol, interval, resample, offset)
@@ -271,7 +287,7 @@ def load_klines(
     start=None,
     end=None,
     resample: str | None = None,
-    offset: str = "0m",
+    offset: str | None = None,
     engine: str = "pandas",
     funding: str = "file",
 ):
@@ -279,7 +295,8 @@ def load_klines(
 
     ``interval`` selects ``results_data/{T}/klines/{interval}``; with ``resample`` (e.g.
     ``"1h"``) the resampled files ``results_data/{T}/resampled_klines/{resample}/{offset}``
-    are read instead. ``start`` (inclusive) and ``end`` (exclusive) bound
+    are read instead (``offset`` default ``0m``; an offset without ``resample`` is a
+    ValueError). ``start`` (inclusive) and ``end`` (exclusive) bound
     ``candle_begin_time``; strings, datetimes and pandas Timestamps are accepted, naive ones
     are UTC, ``"now"``/``"today"`` are the current UTC instant/day, a bound finer than a
     millisecond is rounded up, None is no bound; numbers (epoch ms? s?) and NaT raise
@@ -304,7 +321,7 @@ def load_features(
     start=None,
     end=None,
     resample: str | None = None,
-    offset: str = "0m",
+    offset: str | None = None,
     engine: str = "pandas",
 ):
     """One symbol's features as a pandas (or polars) DataFrame, as ``load_klines`` reads

@@ -184,6 +184,23 @@ def test_unknown_names_say_what_exists(data, kwargs, message):
         crypto_lakehouse.load_klines(data, **args)
 
 
+def test_an_offset_without_resample_is_refused_not_ignored(data):
+    # offset= alone was ignored: the generated 1m candles came back for what was meant as
+    # the 1h windows at offset 15m.
+    for load in (crypto_lakehouse.load_klines, crypto_lakehouse.load_features):
+        with pytest.raises(ValueError, match="offset='15m' is the window offset of resampled"):
+            load(data, "um_futures", "BTCUSDT", offset="15m")
+    hourly = crypto_lakehouse.load_klines(
+        data, "um_futures", "BTCUSDT", resample="1h", offset="15m"
+    )
+    assert len(hourly) == 4
+
+
+def test_a_resampled_interval_given_as_interval_says_to_pass_resample(data):
+    with pytest.raises(DataNotFoundError, match="1h is a resampled interval: pass resample='1h'"):
+        crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", interval="1h")
+
+
 # ---------------------------------------------------------------------------- DuckDB
 @pytest.fixture
 def full(data):
