@@ -175,9 +175,17 @@ def segment_files_of(
     if not storage.is_dir(root_of(data_dir, trade_type)):
         what = paths["names"][resample is not None]
         present = [t for t in layout.TRADE_TYPES if storage.is_dir(root_of(data_dir, t))]
+        if not present and not storage.is_remote(data_dir) and not storage.is_dir(data_dir):
+            raise _no_view_files(data_dir)  # "data dir … does not exist", as duckdb_connect
+        hint = ""
+        if not present and not storage.is_remote(data_dir):
+            hint = (
+                f"; folders in {data_dir}: {_names(layout.subdir_names(data_dir))}: is it the "
+                "pipeline's data_dir (data/binance_data by default)?"
+            )
         raise DataNotFoundError(
             f"no {what} of {trade_type} in {data_dir} ({root_of(data_dir, trade_type)} "
-            f"does not exist; trade types with {what}: {_names(present)})"
+            f"does not exist; trade types with {what}: {_names(present)}{hint})"
         )
     root = root_of(data_dir, trade_type)
     if resample is None:

@@ -184,6 +184,16 @@ def test_unknown_names_say_what_exists(data, kwargs, message):
         crypto_lakehouse.load_klines(data, **args)
 
 
+def test_a_wrong_data_dir_is_named_as_duckdb_connect_names_it(data, tmp_path):
+    # It said "no generated klines of um_futures in … (trade types with generated klines:
+    # none)" for a data dir that does not exist, or for the results_data folder inside it.
+    absent = tmp_path / "no-such-dir"
+    with pytest.raises(DataNotFoundError, match=f"^data dir {re.escape(str(absent))} does not"):
+        crypto_lakehouse.load_klines(absent, "um_futures", "BTCUSDT")
+    with pytest.raises(DataNotFoundError, match="folders in .*results_data: spot, um_futures: is"):
+        crypto_lakehouse.load_features(data / "results_data", "um_futures", "BTCUSDT")
+
+
 def test_an_offset_without_resample_is_refused_not_ignored(data):
     # offset= alone was ignored: the generated 1m candles came back for what was meant as
     # the 1h windows at offset 15m.
