@@ -562,8 +562,8 @@ def print_summaries(run_dir: str | Path) -> None:
 
 
 def not_listed_lines(run_dir: str | Path) -> list[str]:
-    """One line per listing index (``listing/{T}/{dataset}.json``) whose configured symbols
-    the archive does not list: a misspelt symbol gave a successful run whose closing lines
+    """One line per kline listing index (``listing/{T}/klines-{I}.json``) whose configured
+    symbols the archive does not list: a misspelt symbol gave a successful run whose closing lines
     did not name it (only a WARNING in the listing job's log, and the report page)."""
     lines = []
     for path in sorted(Path(run_dir).glob("listing/*/*.json")):
@@ -571,7 +571,9 @@ def not_listed_lines(run_dir: str | Path) -> list[str]:
             index = load_index(path)
         except (OSError, ValueError):
             continue  # torn: the next listing writes it again (repair_index)
-        missing = index.get("not_listed") if isinstance(index, dict) else None
+        if not isinstance(index, dict) or index.get("dataset") != "klines":
+            continue  # funding (REST has it) and other datasets: a symbol may lack them
+        missing = index.get("not_listed")
         if missing:
             lines.append(
                 f"{path.parent.name} {path.stem}: configured symbols not in the archive "

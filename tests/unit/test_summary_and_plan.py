@@ -475,11 +475,14 @@ def test_the_closing_lines_name_configured_symbols_the_archive_does_not_list(tmp
     summary.write_text(json.dumps(summarize("aws_download", "spot", [])))
     for trade_type, dataset, missing in (
         ("spot", "klines-1m", ["BTCUSDTX", "ETHUSDTX"]),
-        ("um_futures", "funding", []),
+        ("um_futures", "klines-1m", []),
+        # A symbol without funding files in the archive is normal (REST has its history).
+        ("um_futures", "funding", ["BTCUSDT"]),
     ):
         index = Path(run_listing_index_path(str(run), trade_type, dataset))
         index.parent.mkdir(parents=True, exist_ok=True)
-        index.write_text(json.dumps({"symbols": {}, "not_listed": missing}))
+        kind = dataset.split("-")[0]
+        index.write_text(json.dumps({"dataset": kind, "symbols": {}, "not_listed": missing}))
     plan.print_summaries(run)
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == (
