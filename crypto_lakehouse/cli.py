@@ -547,6 +547,8 @@ def plan_table(dry_run_output: str) -> str:
             rule = (rule[0], t.group(1))
     if rule is not None:
         counts[rule] = counts.get(rule, 0) + 1
+    if not counts:  # "Nothing to be done": not an empty table with a bare header
+        return "Plan: no job to run"
     trade_types = sorted({t for _, t in counts})
     rules = list(dict.fromkeys(r for r, _ in counts))  # in the order the dry run printed
     width = max([len(r) for r in rules] + [4])

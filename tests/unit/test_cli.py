@@ -254,3 +254,11 @@ def test_report_help_names_every_section_of_the_page():
     for title in SECTIONS:
         wanted = "run times" if title == "The run" else title.lower()
         assert wanted in what, title
+
+
+def test_plan_table_of_a_dry_run_with_nothing_to_do_says_so():
+    # It printed the title and a header row "rule" with no column and no row.
+    out = "Building DAG of jobs...\nNothing to be done (all requested files are present).\n"
+    from crypto_lakehouse.cli import plan_table
+
+    assert plan_table(out) == "Plan: no job to run"
