@@ -161,7 +161,8 @@ def args_digest(args_function, ignore=()):
 
 def rerun_stamp(rule_name, *value_functions):
     """Input function of the jobs that start a daily update (listing, exchangeInfo, the
-    download and REST shards): a small file holding the values of their rerun params
+    download and REST shards) and of the gen_kline, resample and features shards (whose
+    config, such as the indicators, reaches no earlier job): a small file holding the values of their rerun params
     (``value_functions``: the args digest, the listing refresh, the shard digest, the retry
     generation), rewritten at planning only when they change. Params are compared with
     Snakemake's records, kept in ``.snakemake/`` of the directory it runs from: from

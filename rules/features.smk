@@ -4,6 +4,8 @@
 rule features_shard:
     input:
         unpack(get_features_input),
+        # A changed config reaches this job from any working directory (rerun_stamp).
+        stamp=rerun_stamp("features_shard", args_digest(get_features_args)),
     output:
         shard_report=layout.shard_report_path(
             LH, "features", "{trade_type}", "klines-{interval}", "{shard}"

@@ -4,6 +4,8 @@
 rule gen_kline_shard:
     input:
         unpack(get_gen_input),
+        # A changed config reaches this job from any working directory (rerun_stamp).
+        stamp=rerun_stamp("gen_kline_shard", args_digest(get_gen_args)),
     output:
         shard_report=layout.shard_report_path(
             LH, "gen_kline", "{trade_type}", "klines-{interval}", "{shard}"

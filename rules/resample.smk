@@ -6,6 +6,8 @@ rule resample_shard:
         gen_shard=layout.shard_report_path(
             LH, "gen_kline", "{trade_type}", "klines-{interval}", "{shard}"
         ),
+        # A changed config reaches this job from any working directory (rerun_stamp).
+        stamp=rerun_stamp("resample_shard", args_digest(get_resample_args)),
     output:
         shard_report=layout.shard_report_path(
             LH, "resample", "{trade_type}", "klines-{interval}", "{shard}"
