@@ -139,7 +139,9 @@ def check_config(
     ``remember_verdicts``)."""
     from crypto_lakehouse.intervals import check_base_interval
 
-    problems = []
+    problems = folder_problems(config)
+    if problems:  # the features verdict would be written below the data dir
+        verdicts_dir = None
     interval_problem = check_base_interval(config["interval"])
     if interval_problem:
         problems.append(interval_problem)
@@ -154,6 +156,25 @@ def check_config(
     problems += cluster_problems(config)
     if problems:
         raise config_error(problems)
+
+
+def folder_problems(config: dict) -> list[str]:
+    """``data_dir`` and ``run_dir`` (local ones) that name a file, or a path below a file:
+    the run failed with a NotADirectoryError traceback about ``lakehouse/config_checks``
+    that named no config key."""
+    from crypto_lakehouse import storage
+
+    problems = []
+    for key in ("data_dir", "run_dir"):
+        value = config.get(key)
+        if not value or storage.is_remote(str(value)):
+            continue
+        path = Path(os.path.expanduser(str(value)))
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            where = "is a file" if existing == path else f"is below {existing}, a file"
+            problems.append(f"config key '{key}': {value} {where}, not a folder")
+    return problems
 
 
 def _resample_problems(config: dict) -> list[str]:

@@ -171,6 +171,20 @@ def test_check_config_names_the_key():
         check_config(_config(interval="7x"))
 
 
+def test_a_data_dir_or_run_dir_that_is_a_file_is_named_by_its_key(tmp_path):
+    # It was a NotADirectoryError traceback about lakehouse/config_checks.
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    check_config(_config(data_dir=str(tmp_path / "data"), run_dir=None))
+    with pytest.raises(ConfigError) as err:
+        check_config(_config(data_dir=str(a_file), run_dir=str(a_file / "run")))
+    assert str(err.value).splitlines()[1:] == [
+        f"  config key 'data_dir': {a_file} is a file, not a folder",
+        f"  config key 'run_dir': {a_file / 'run'} is below {a_file}, a file, not a folder",
+    ]
+    check_config(_config(data_dir="s3://bucket/prefix"))
+
+
 def test_check_config_checks_the_feature_indicators_while_enabled():
     bad = {"indicators": [{"name": "RSI", "timeperiod": 14}, {"name": "RSI", "timeperod": 3}]}
     with pytest.raises(ConfigError, match=r"config key features\.indicators\[1\].*timeperod"):
