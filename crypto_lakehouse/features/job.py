@@ -29,7 +29,7 @@ from crypto_lakehouse.features.spec import IndicatorSpec, talib_version, validat
 from crypto_lakehouse.generate import parquet_append
 from crypto_lakehouse.generate import tail as gen_tail
 from crypto_lakehouse.generate.outputs import SUFFIX, remove_stale_in
-from crypto_lakehouse.generate.vwap import vwap_column_name
+from crypto_lakehouse.generate.vwap import vwap, vwap_column_name
 from crypto_lakehouse.incremental import fingerprint
 from crypto_lakehouse.resample import tail as resample_tail
 from crypto_lakehouse.shards import DamagedInput, read_report, reading_output_of
@@ -40,7 +40,8 @@ TIME = "candle_begin_time"
 STAGE = "features"
 # Bump when the computation changes in a way the inputs and settings do not show.
 # 2: the microstructure restarts its rolling sums at every block (block_rows).
-FEATURES_VERSION = 2
+# 3: vwap_deviation of a resampled file is against each candle's own VWAP (window_vwap).
+FEATURES_VERSION = 3
 # Feature files are computed and written in blocks, one row group each, so that a daily
 # update of a grown candle file computes its last block and the new rows only and copies
 # the other row groups (parquet_append). TA-Lib runs on the whole series every time (cheap,
@@ -189,9 +190,16 @@ def feature_table(
     seconds: dict[str, float] | None = None,
     from_row: int = 0,
     block: int = BLOCK_ROWS,
+    window_vwap: bool = False,
 ) -> pa.Table:
     """The features of one candle file: its time column, then the feature columns (float64);
-    rows ``from_row`` (a multiple of ``block``) to the end."""
+    rows ``from_row`` (a multiple of ``block``) to the end.
+
+    ``vwap_deviation`` (when the file has the VWAP column ``vwap_col``) is against that
+    column, or with ``window_vwap`` (a resampled file, whose ``vwap_col`` is the VWAP of the
+    window's first minute) against each candle's own VWAP: its quote volume over its volume
+    (COIN-M: contracts × contract size over the coin amount), the open for a candle without
+    trades, within ``[low, high]``, as gen_kline computes a 1m candle's."""
     seconds = seconds if seconds is not None else {}
     t0 = clock.perf_counter()
     parquet = storage.parquet_file(path)
@@ -201,7 +209,7 @@ def feature_table(
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
     has_vwap = vwap_col in names
-    micro_names = wanted[1:] + ([vwap_col] if has_vwap else [])
+    micro_names = wanted[1:] + ([vwap_col] if has_vwap and not window_vwap else [])
     rows = parquet.metadata.num_rows
     base_row = max(0, from_row - warmup_rows(windows))
     # TA-Lib needs the whole series of the columns its functions take.
@@ -216,6 +224,9 @@ def feature_table(
     del whole
     t2 = clock.perf_counter()
     # The microstructure's inputs (each block reads its rows of them as views).
+    if has_vwap and window_vwap:
+        own = vwap(candles["volume"], candles["quote_volume"], candles["open"], contract_size)
+        candles[vwap_col] = np.clip(own, candles["low"], candles["high"])
     quote_volume = candles.pop("quote_volume")
     if contract_size is None:
         notional = quote_volume
@@ -348,6 +359,7 @@ def _symbol_features(
                 record = _write_features(
                     source, paths[f["source"]], keep, block_rows(f["stage"]), specs, windows,
                     vwap_col, contract_size, spent, {**metadata, "source_file": f["source"]},
+                    window_vwap=f["stage"] == "resample",
                 )  # fmt: skip
             record["source"] = now[source]
             return record, None, spent
@@ -439,14 +451,17 @@ def _kept_blocks(
 
 
 def _write_features(
-    source, path, keep, block, specs, windows, vwap_col, contract_size, seconds, metadata
-) -> dict:
+    source, path, keep, block, specs, windows, vwap_col, contract_size, seconds, metadata,
+    window_vwap=False,
+) -> dict:  # fmt: skip
     """Compute and write the feature file of ``source`` in blocks of ``block`` rows, keeping
     its first ``keep`` blocks (row groups) when it has them; its record (``rows``,
-    ``tail``, rows ``computed``; the caller adds the ``output`` identity)."""
+    ``tail``, rows ``computed``; the caller adds the ``output`` identity). ``window_vwap``:
+    a resampled file (``feature_table``)."""
     table = feature_table(
-        source, specs, windows, vwap_col, contract_size, seconds, keep * block, block
-    )
+        source, specs, windows, vwap_col, contract_size, seconds, keep * block, block,
+        window_vwap,
+    )  # fmt: skip
     t0 = clock.perf_counter()
     if keep:
         try:
@@ -457,8 +472,9 @@ def _write_features(
         except parquet_append.UnsupportedFile as exc:  # another writer or layout: in full
             log.info("features of %s: %s; computed in full", source, exc)
             return _write_features(
-                source, path, 0, block, specs, windows, vwap_col, contract_size, seconds, metadata
-            )
+                source, path, 0, block, specs, windows, vwap_col, contract_size, seconds,
+                metadata, window_vwap,
+            )  # fmt: skip
     else:
         storage.write_parquet(path, table, metadata=metadata, row_group_size=block, **WRITE_OPTIONS)
     seconds["write"] = seconds.get("write", 0.0) + clock.perf_counter() - t0

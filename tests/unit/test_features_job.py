@@ -171,36 +171,37 @@ def test_each_segment_and_resampled_file_is_computed_on_its_own(data):
         assert np.isnan(feat.column("log_return").to_numpy()[0])  # no return across the cut
 
 
-def test_vwap_deviation_of_a_resampled_file_is_against_its_first_minutes_vwap(data):
+@pytest.mark.parametrize(
+    ("trade_type", "symbol"), [("spot", "AAAUSDT"), ("cm_futures", "AAAUSD_PERP")]
+)
+def test_vwap_deviation_of_a_resampled_file_is_against_the_windows_own_vwap(
+    data, trade_type, symbol
+):
     # docs/features.md: a resampled file keeps the 1m VWAP column, the VWAP of the window's
-    # first minute (resample takes the first value), so its vwap_deviation is the window's
-    # close against that minute's VWAP, not against the window's own VWAP.
-    reports = {"AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [400], seed=3)}
-    features(data, ["AAAUSDT"], reports)
-    minutes = pq.read_table(layout.results_klines_dir(data, "spot", "1m") / "AAAUSDT.pqt")
-    first_vwap = dict(
-        zip(
-            minutes.column("candle_begin_time").to_pylist(),
-            minutes.column("avg_price_1m").to_numpy(),
-            strict=True,
-        )
-    )
-    hourly = data / "results_data/spot/resampled_klines/1h/0m/AAAUSDT.pqt"
-    windows = pq.read_table(hourly)
-    assert "avg_price_1h" not in windows.column_names
-    expected = [
-        close / first_vwap[begin] - 1
-        for begin, close in zip(
-            windows.column("candle_begin_time").to_pylist(),
-            windows.column("close").to_numpy(),
-            strict=True,
-        )
-    ]
+    # first minute (resample takes the first value, legacy behaviour). Its vwap_deviation
+    # was the window's close against that minute's VWAP (about the window's return since its
+    # open); it is against the window's own VWAP: quote volume over volume (COIN-M:
+    # contracts × contract size over the coin amount), the open without trades, within
+    # [low, high].
+    reports = {symbol: make_symbol(data, trade_type, symbol, [400], seed=3)}
+    contract_size = 10.0
+    info = data / f"lakehouse/exchange_info/{trade_type}.json"
+    io.write_json(info, {"symbols": {symbol: {"contractSize": contract_size}}})
+    extra = {"exchange_info": str(info)} if trade_type == "cm_futures" else {}
+    features(data, [symbol], reports, trade_type=trade_type, **extra)
+    hourly = data / f"results_data/{trade_type}/resampled_klines/1h/0m/{symbol}.pqt"
+    w = pq.read_table(hourly).to_pandas()
+    assert "avg_price_1h" not in w.columns and "avg_price_1m" in w.columns
+    if trade_type == "cm_futures":
+        own = w["volume"] * contract_size / w["quote_volume"]
+    else:
+        own = w["quote_volume"] / w["volume"]
+    own = own.where(w["volume"] > 0, w["open"]).clip(w["low"], w["high"])
+    expected = (w["close"] / own - 1).to_numpy()
     got = pq.read_table(feature_path(hourly)).column("vwap_deviation").to_numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-12)
-    window_vwap = windows.column("quote_volume").to_numpy() / windows.column("volume").to_numpy()
-    own = windows.column("close").to_numpy() / window_vwap - 1
-    assert not np.allclose(got, own)  # not the window's own VWAP
+    first_minute = (w["close"] / w["avg_price_1m"] - 1).to_numpy()
+    assert not np.allclose(got, first_minute)  # no longer the first minute's VWAP
 
 
 def test_stale_feature_files_are_removed_and_nothing_else(data):
