@@ -435,14 +435,17 @@ def main(args) -> int:
         config = load_config(args.configfile, args.config or (), args.directory)
     except (workflow_plan.ConfigError, WorkflowError, OSError, ValueError) as exc:
         # A schema error's text goes on with the whole schema: its first paragraph says it.
-        print(f"crypto_lakehouse plan: {str(exc).split(chr(10) * 2)[0]}")
+        print(f"crypto_lakehouse plan: {str(exc).split(chr(10) * 2)[0]}", file=sys.stderr)
         return 1
     storage.configure(config["storage"])  # an s3:// data dir's endpoint
     try:
         plan = make_plan(config)
     except ListingError as exc:
         url = config["endpoints"]["listing"]
-        print(f"crypto_lakehouse plan: listing {url} (config key endpoints.listing) failed: {exc}")
+        print(
+            f"crypto_lakehouse plan: listing {url} (config key endpoints.listing) failed: {exc}",
+            file=sys.stderr,
+        )
         return 1
     capped = workflow_plan.end_date_notice(config["end_date"], plan["end_date"])
     if capped:  # an end_date after today: the plan goes up to today (as a run does)

@@ -262,9 +262,10 @@ def test_plan_names_the_endpoint_it_cannot_list(tmp_path, capsys):
     cfg = tmp_path / "closed.yaml"
     cfg.write_text(json.dumps(config))
     assert main(["plan", "--configfile", str(cfg)]) == 1
-    out = capsys.readouterr().out
-    assert f"listing http://127.0.0.1:{port} (config key endpoints.listing) failed" in out
-    assert "Traceback" not in out and len(out.splitlines()) == 1
+    captured = capsys.readouterr()
+    err = captured.err
+    assert f"listing http://127.0.0.1:{port} (config key endpoints.listing) failed" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1 and captured.out == ""
 
 
 def test_plan_counts_the_extra_datasets_of_the_config(tmp_path):

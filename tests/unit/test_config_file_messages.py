@@ -37,8 +37,8 @@ def test_plan_names_them_too(tmp_path, capsys):
     cfg = tmp_path / "my.yaml"
     cfg.write_text("end_date: 2020-02-30\n")
     assert cli.main(["plan", "--configfile", str(cfg)]) == 1
-    out = capsys.readouterr().out
-    assert f"config file {cfg}, line 1: config key 'end_date': 2020-02-30 is not a date" in out
+    err = capsys.readouterr().err
+    assert f"config file {cfg}, line 1: config key 'end_date': 2020-02-30 is not a date" in err
 
 
 def test_a_missing_config_file_is_named(tmp_path, capsys):
