@@ -161,8 +161,12 @@ def parse_indicator(entry, where: str) -> IndicatorSpec:
     raw_name = entry["name"]
     name = str(raw_name).upper()
     if name not in _talib_functions():
+        import difflib
+
+        close = difflib.get_close_matches(name, _talib_functions(), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise FeatureConfigError(
-            f"{where}: unknown TA-Lib function {raw_name!r} (see talib.get_functions())"
+            f"{where}: unknown TA-Lib function {raw_name!r} ({hint}see talib.get_functions())"
         )
     info = _function_info(name)
     params = dict(info["parameters"])

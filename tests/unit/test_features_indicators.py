@@ -158,6 +158,17 @@ def test_bad_entries_are_refused_naming_the_entry(entries, message):
     assert message in str(err.value)
 
 
+def test_a_misspelt_function_gets_the_close_names():
+    # "RSX" for RSI: the error named the entry and pointed at talib.get_functions() only.
+    with pytest.raises(FeatureConfigError) as err:
+        validate_feature_config({"indicators": [{"name": "RSX", "timeperiod": 14}]})
+    assert "unknown TA-Lib function 'RSX' (did you mean RSI" in str(err.value)
+    with pytest.raises(FeatureConfigError) as err:  # nothing close: no guess
+        validate_feature_config({"indicators": [{"name": "QQQQQQQQ"}]})
+    assert "did you mean" not in str(err.value)
+    assert "see talib.get_functions()" in str(err.value)
+
+
 def test_ema_starts_from_the_sma_of_its_first_period():
     close = walk(120)
     out = compute([{"name": "EMA", "timeperiod": 20}, {"name": "EMA", "timeperiod": 50}], close)
