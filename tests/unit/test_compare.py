@@ -607,7 +607,9 @@ def _listing(root: Path, trade_type: str, symbols, filtered_out=()) -> None:
     )
 
 
-def test_q15_symbol_the_legacy_filter_dropped(tmp_path):
+def _only_ours_has_syrupusdt(tmp_path) -> tuple[Path, Path, str]:
+    """Both dirs hold BTCUSDT, parsed and generated; ours also a generated SYRUPUSDT (the
+    file of the returned relative path) that legacy never parsed."""
     legacy, ours = tmp_path / "legacy", tmp_path / "ours"
     write(legacy, SPOT_1M, klines(minutes(0)[:10]))
     for root in (legacy, ours):
@@ -615,6 +617,11 @@ def test_q15_symbol_the_legacy_filter_dropped(tmp_path):
     write(ours, SPOT_1M, klines(minutes(0)[:10]))
     rel = "results_data/spot/klines/1m/SYRUPUSDT.pqt"
     write(ours, rel, klines(minutes(0)[:10]))
+    return legacy, ours, rel
+
+
+def test_q15_symbol_the_legacy_filter_dropped(tmp_path):
+    legacy, ours, rel = _only_ours_has_syrupusdt(tmp_path)
     _listing(ours, "spot", ["BTCUSDT", "SYRUPUSDT"])
     d = only(compare_dirs(legacy, ours), file=rel)
     assert (d.status, d.fix, d.kind, d.side) == ("explained", "Q15", "file_only", "ours")
@@ -631,13 +638,8 @@ def test_q15_with_our_listing_in_a_configured_run_dir(tmp_path, capsys):
     from crypto_lakehouse.cli import main
     from crypto_lakehouse.compare import Options
 
-    legacy, ours, runs = tmp_path / "legacy", tmp_path / "ours", tmp_path / "runs"
-    write(legacy, SPOT_1M, klines(minutes(0)[:10]))
-    for root in (legacy, ours):
-        parsed(root, "spot", "BTCUSDT", [0])
-    write(ours, SPOT_1M, klines(minutes(0)[:10]))
-    rel = "results_data/spot/klines/1m/SYRUPUSDT.pqt"
-    write(ours, rel, klines(minutes(0)[:10]))
+    legacy, ours, rel = _only_ours_has_syrupusdt(tmp_path)
+    runs = tmp_path / "runs"
     _listing(runs, "spot", ["BTCUSDT", "SYRUPUSDT"])  # runs/lakehouse/listing/spot/…
     run_dir = runs / "lakehouse"
     assert only(compare_dirs(legacy, ours), file=rel).status == "unexplained"

@@ -40,8 +40,12 @@ def _listing_index(run_dir, index: dict) -> str:
     return str(path)
 
 
-def _write_page(data_dir, **extra) -> str:
-    run = layout.default_run_dir(str(data_dir))
+def _write_page(data_dir, run=None, **extra) -> str:
+    """The page of ``data_dir``, its run directory ``run`` (default: the data dir's own,
+    then not passed, as the rule does)."""
+    if run is not None:
+        extra["run_dir"] = str(run)
+    run = layout.default_run_dir(str(data_dir)) if run is None else str(run)
     index = layout.run_report_path(run, "index.html")
     run_report(
         data_dir=str(data_dir),
@@ -241,18 +245,8 @@ def test_the_run_section_names_the_run_directory_it_read(tmp_path):
     # An s3:// data dir (or a configured run_dir) keeps the summaries and benchmark files
     # outside the data dir; the page said "lakehouse/summaries/" whatever the run_dir.
     data, run = tmp_path / "data", tmp_path / "runs" / "bucket" / "prefix"
-    run_report(
-        data_dir=str(data),
-        interval="1m",
-        trade_types=["spot"],
-        end_date=END_DATE,
-        stale_after_hours=48,
-        index=str(run / "report" / "index.html"),
-        coverage=str(run / "report" / "coverage.parquet"),
-        figures_dir=str(run / "report" / "figures"),
-        run_dir=str(run),
-    )
-    html = (run / "report" / "index.html").read_text()
+    html = _write_page(data, run=run)
+    assert (run / "report" / "index.html").read_text() == html
     section = _section(html, "the-run")
     assert f"from the run summaries ({run}/summaries/)" in section
     assert f"benchmark files ({run}/benchmarks/)" in section
