@@ -212,13 +212,6 @@ def segment_files_of(
     return files
 
 
-def kline_segment_files(
-    data_dir, trade_type: str, symbol: str, interval: str = "1m", resample=None, offset=None
-) -> list[Path]:
-    """The symbol's candle segment files in time order (``segment_files_of``)."""
-    return segment_files_of("klines", data_dir, trade_type, symbol, interval, resample, offset)
-
-
 def read_segments_table(files: list[Path], start=None, end=None) -> pa.Table:
     """The segment files concatenated (time order kept), with an int32 ``segment`` column:
     0 for the oldest segment file, n-1 for ``SYM.pqt``."""
@@ -314,9 +307,8 @@ def load_klines(
     _check_engine(engine)
     if funding not in FUNDING_MODES:
         raise ValueError(f"funding={funding!r}; expected one of {', '.join(FUNDING_MODES)}")
-    files = kline_segment_files(data_dir, trade_type, symbol, interval, resample, offset)
-    with _naming_the_repair(data_dir):
-        table = read_segments_table(files, start, end)
+    table = _segments_table("klines", data_dir, trade_type, symbol, interval, resample, offset,
+                            start, end)  # fmt: skip
     table = apply_funding_mode(table, funding, resampled=resample is not None)
     return _frame(table, engine)
 
@@ -338,10 +330,17 @@ def load_features(
     order with their ``segment`` number, ``start`` (inclusive) and ``end`` (exclusive)
     bounding ``candle_begin_time`` (docs/loading.md, docs/features.md)."""
     _check_engine(engine)
-    files = segment_files_of("features", data_dir, trade_type, symbol, interval, resample, offset)
-    with _naming_the_repair(data_dir):
-        table = read_segments_table(files, start, end)
+    table = _segments_table("features", data_dir, trade_type, symbol, interval, resample,
+                            offset, start, end)  # fmt: skip
     return _frame(table, engine)
+
+
+def _segments_table(kind, data_dir, trade_type, symbol, interval, resample, offset, start, end):
+    """The symbol's segment files of ``kind`` (``segment_files_of``) read as one table
+    between the bounds, a damaged file's error naming the repair."""
+    files = segment_files_of(kind, data_dir, trade_type, symbol, interval, resample, offset)
+    with _naming_the_repair(data_dir):
+        return read_segments_table(files, start, end)
 
 
 # ---------------------------------------------------------------------------- DuckDB
