@@ -3,10 +3,10 @@
 After every successful build, ``run_gen_kline`` records (``layout.state_path``, stage
 ``gen_kline_resume``) what it read and wrote: every kline input file with its size,
 modification time and first/last candle (and, for the files reaching the newest segment's
-last row group, a digest of each UTC day's rows), the report, the size and mtime of every
+first checkpoint, a digest of each UTC day's rows), the report, the size and mtime of every
 output file, a digest of the funding events before the newest segment, and *checkpoints* of
-the newest segment: at every UTC day start of its last row group, how many of the rows
-before it are archive and REST candles.
+the newest segment: at every UTC day start of its last two row groups, how many of the
+rows before it are archive and REST candles.
 
 The next build compares the inputs with that record. A file whose size or mtime changed is
 read; with day digests, its first day whose rows differ is where it changed (aws_parse
@@ -20,10 +20,11 @@ compare the first new candle with and the close the fill carries forward. Fundin
 again on the whole rewritten row group after checking that the events of the kept rows did
 not change. New gaps in the tail become new segments (``SPn_`` names shift as in a full
 build). The output file keeps the previous file's untouched row groups byte for byte
-(``parquet_append``); the row group holding ``t_c`` is decoded, extended and re-encoded.
+(``parquet_append``); the row groups from the one holding ``t_c`` on are decoded, extended
+and re-encoded.
 
 Anything the tail cannot reproduce exactly falls back to the full build: other parameters,
-an input change before the last row group, a previous output changed or missing, input
+an input change before the last two row groups' first checkpoint, a previous output changed or missing, input
 problems or quality failures in the previous report, a funding column appearing, funding
 events changed in the kept rows, a gap right at ``t_c`` that would cut filled rows off the
 prefix, a quality gate failing in the tail (the full build reports it), another pyarrow.
@@ -173,12 +174,16 @@ def checkpoints(
     earlier: list | None = None,
 ) -> list[list[int]]:
     """``[row, archive rows before it, REST rows before it]`` at every day start of the last
-    row group (and at the end). ``pos``/``source``: grid row and source of the real candles
-    from ``base_row`` on; ``base``: the counts before ``base_row``; ``earlier``: checkpoints
-    of rows before ``base_row`` (kept when they are still in the last row group)."""
-    first_row = (
-        max(n_rows - 1, 0) // parquet_append.ROW_GROUP_ROWS
-    ) * parquet_append.ROW_GROUP_ROWS + 1
+    two row groups (and at the end). ``pos``/``source``: grid row and source of the real
+    candles from ``base_row`` on; ``base``: the counts before ``base_row``; ``earlier``:
+    checkpoints of rows before ``base_row`` (kept when they are still in those groups).
+
+    Two groups, not one: a row group begins mid-day (2^17 minutes are 91.02 days), so with
+    the last group's day starts only, the first days after a file crossed into a new group
+    had no checkpoint before the day the archive replaced REST, and the update was a full
+    build. A checkpoint in the group before costs one more group re-encoded, rarely."""
+    last_group = max(n_rows - 1, 0) // parquet_append.ROW_GROUP_ROWS
+    first_row = max(last_group - 1, 0) * parquet_append.ROW_GROUP_ROWS + 1
     lo = max(first_row, base_row)
     rows = np.arange(lo, n_rows + 1, dtype=np.int64)
     rows = rows[((grid0 + rows * step_ms) % DAY_MS == 0) | (rows == n_rows)]
@@ -379,7 +384,7 @@ def run_tail(previous: dict, job: Job) -> dict:
     t_change = min(changes) if changes else grid0 + n_old * step
     usable = [c for c in newest["checkpoints"] if grid0 + c[0] * step <= t_change]
     if not usable:
-        raise Fallback(f"inputs changed from {iso_ms(t_change)}, before the last row group")
+        raise Fallback(f"inputs changed from {iso_ms(t_change)}, before the first checkpoint")
     r_c, base_a, base_r = usable[-1]
     t_c = grid0 + r_c * step
     group = (r_c - 1) // parquet_append.ROW_GROUP_ROWS
@@ -393,7 +398,7 @@ def run_tail(previous: dict, job: Job) -> dict:
     kept = _columns_of(parquet.read_row_group(group).slice(0, r_c - group_start))
     traded = np.flatnonzero(kept["volume"] > 0)
     if not len(traded):
-        raise Fallback("no real candle in the kept rows of the last row group")
+        raise Fallback("no real candle in the kept rows of the row group rewritten")
     look_back = int(traded[-1])
     if job.funding_col:
         before = parquet.read_row_groups(list(range(group)), columns=[job.funding_col])
@@ -442,7 +447,7 @@ def run_tail(previous: dict, job: Job) -> dict:
         rows = slice(start, stop) if candles.rows is None else candles.rows[start:stop]
         return fill_segment(store, step, job.vwap_col, rows=rows, time=candles.time[start:stop])
 
-    # The continuing segment: kept rows of its last row group, then the recomputed rows.
+    # The continuing segment: kept rows of the group holding t_c, then the recomputed rows.
     first = filled_range(*ranges[0])
     skip = (t_c - look_back_ms) // step
     columns = {

@@ -237,6 +237,28 @@ def test_one_more_day_keeps_row_groups_and_matches_full_build(tmp_path, monkeypa
     assert kept_by_file["5m/0m"] == 2
 
 
+def test_the_day_after_crossing_into_a_new_row_group_is_a_tail_build(tmp_path):
+    """The old file (10.5 days: 15,120 rows) has just crossed into its fourth row group of
+    5,000 (from row 15,000, day 10 at 10:00). The update replaces REST's day 10 by the
+    archive's: the change is at day 10 00:00, before the last group's first day start. A
+    checkpoint in the group before takes it as a tail (groups 0-1 kept, 2-3 rewritten);
+    with checkpoints in the last group only this was a full build."""
+    cols = master(seed=21)
+    stats, report = grow_and_compare(
+        tmp_path,
+        cols,
+        (10, T0 + 10 * DAY + 12 * HOUR, RATES),
+        (11, T0 + 11 * DAY + 12 * HOUR, RATES),
+    )
+    assert stats["incremental"]["from"].startswith(day_iso(10)), stats["incremental"]
+    assert stats["incremental"]["row_groups_kept"] == 2
+    assert len(report["segments"]) == 1
+
+
+def day_iso(day):
+    return str(np.datetime64(T0 + day * DAY, "ms"))[:16]
+
+
 def test_month_boundary_and_two_days(tmp_path):
     cols = master(seed=4)
     stats, _ = grow_and_compare(
