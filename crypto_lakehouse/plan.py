@@ -20,8 +20,55 @@ class ConfigError(ValueError):
     """A configuration value that the schema cannot express; the message names the key."""
 
 
+# "Today" of the workflow's planning, when set (YYYY-MM-DD): to replay a later or earlier
+# morning (the tests' days after a first run; docs/config.md), never the jobs' clocks.
+TODAY_VARIABLE = "CRYPTO_LAKEHOUSE_TODAY"
+
+
 def today_utc() -> dt.date:
+    """Today (UTC), or the day ``CRYPTO_LAKEHOUSE_TODAY`` names."""
+    forced = os.environ.get(TODAY_VARIABLE)
+    if forced:
+        try:
+            return dt.date.fromisoformat(forced)
+        except ValueError:
+            raise ConfigError(
+                f"environment variable {TODAY_VARIABLE}: {forced!r} is not an ISO date (YYYY-MM-DD)"
+            ) from None
     return dt.datetime.now(dt.timezone.utc).date()
+
+
+# When a listing of the archive up to a fixed end date is final (binance-facts §6): daily
+# files appear the next day; monthly ones (funding has no other) "before mid of the new
+# month". Until then a run lists again once a day (``listing_recheck``).
+DAILY_FILES_SETTLE_DAYS = 2
+MONTHLY_FILES_SETTLE_DAY = 16
+
+
+def listing_settles_on(end: str, monthly_only: bool) -> dt.date:
+    """The first day on which a listing up to ``end`` (ISO) holds every file the archive
+    will publish for it; ``monthly_only``: a listed dataset has monthly files only."""
+    last = dt.date.fromisoformat(end)
+    settled = last + dt.timedelta(days=DAILY_FILES_SETTLE_DAYS)
+    if monthly_only:
+        next_month = (last.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        settled = max(settled, next_month.replace(day=MONTHLY_FILES_SETTLE_DAY))
+    return settled
+
+
+def listing_recheck(
+    end_date: str | dt.date | None, end: str, monthly_only: bool, today: dt.date | None = None
+) -> str | None:
+    """Today's date (ISO) while a fixed ``end_date`` has not settled (``listing_settles_on``),
+    else None. Part of the listing's rerun trigger: an unset end date, or one after today,
+    moves with the days and relists daily anyway; a fixed one would list once, and a day
+    the archive published after that listing was never fetched."""
+    if parse_config_date("end_date", end_date) is None:
+        return None
+    today = today or today_utc()
+    if end >= today.isoformat() or today >= listing_settles_on(end, monthly_only):
+        return None
+    return today.isoformat()
 
 
 def parse_config_date(key: str, value: str | dt.date | None) -> dt.date | None:

@@ -543,11 +543,18 @@ def get_exchange_info_refresh(wildcards):
 
 def get_listing_refresh(wildcards):
     """The archive grows daily: a new end date re-lists (a changed value reruns the
-    checkpoint). So does a listing with failed symbols: the time of the failure is part of
-    the value, so each run after a failed listing lists again; the complete index that
-    follows carries that time, so the run after it does not."""
+    checkpoint). A fixed end date re-lists once a day until the archive has published its
+    last days (``plan.listing_recheck``). So does a listing with failed symbols: the time of
+    the failure is part of the value, so each run after a failed listing lists again; the
+    complete index that follows carries that time, so the run after it does not."""
+    monthly_only = any(
+        dataset_registry.split_tag(d)[0].periods == (dataset_registry.MONTHLY,)
+        for _, d in RUN_LISTINGS
+    )
+    recheck = plan.listing_recheck(config["end_date"], END_DATE, monthly_only)
+    value = END_DATE if recheck is None else f"{END_DATE} recheck {recheck}"
     failed_at = plan.failure_time([listing_index_path(t, d) for t, d in RUN_LISTINGS], END_DATE)
-    return END_DATE if failed_at is None else f"{END_DATE} relist after {failed_at}"
+    return value if failed_at is None else f"{value} relist after {failed_at}"
 
 
 def get_shard_digest(wildcards):

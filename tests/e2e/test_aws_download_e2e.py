@@ -9,7 +9,7 @@ from pathlib import Path
 from crypto_lakehouse_emulator.faults import Faults
 from crypto_lakehouse_emulator.generate import build_mirror
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, plan
 from tests.e2e.e2e_helpers import emulator_config, read_json, snakemake
 
 START, END = "2023-01-01", "2024-06-03"  # 520 days: 1040 keys under one spot prefix
@@ -167,6 +167,35 @@ def test_a_run_from_another_directory_sees_the_new_end_date(tmp_path, emulator):
     assert all(layout.aws_path(data, k).exists() for k in zips)
     again = snakemake(other, {**config, "end_date": days[3]}, "aws_download")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_fixed_end_date_lists_again_each_morning_until_the_archive_has_its_days(
+    tmp_path, emulator, monkeypatch
+):
+    # end_date 2024-06-02, first run on the 3rd before the archive published the 2nd (daily
+    # files appear the next day). A fixed end date listed once: the 2nd's files were never
+    # fetched. Now the listing runs again once a day until the day the archive settles.
+    zips, emu, data, config = _two_spot_symbols(tmp_path, emulator, ["2024-06-01"], "2024-06-02")
+    monkeypatch.setenv(plan.TODAY_VARIABLE, "2024-06-03")
+    snakemake(tmp_path, config, "aws_download")
+    assert all(layout.aws_path(data, k).exists() for k in zips)
+    published = build_mirror(
+        tmp_path / "mirror",
+        {"spot": {"symbols": ["BTCUSDT", "ETHUSDT"], "start": "2024-06-02", "end": "2024-06-02",
+                  "interval": "1h"}},
+    )  # fmt: skip
+    late = [k for k in published if k.endswith(".zip")]
+    same_day = snakemake(tmp_path, config, "aws_download")
+    assert "list_archive:" not in same_day.stdout + same_day.stderr  # once a day
+    assert not any(layout.aws_path(data, k).exists() for k in late)
+    monkeypatch.setenv(plan.TODAY_VARIABLE, "2024-06-04")
+    next_day = snakemake(tmp_path, config, "aws_download")
+    assert "list_archive:" in next_day.stdout + next_day.stderr
+    assert all(layout.aws_path(data, k).exists() for k in late)
+    # Settled (the 2nd's daily files are out since the 3rd): no more listing.
+    monkeypatch.setenv(plan.TODAY_VARIABLE, "2024-06-05")
+    settled = snakemake(tmp_path, config, "aws_download")
+    assert "Nothing to be done" in settled.stdout + settled.stderr
 
 
 def _two_spot_symbols(tmp_path, emulator, days: list[str], end_date: str):

@@ -135,6 +135,50 @@ def test_resolve_dates():
         resolve_dates(None, "2024-02-30", None, today)
 
 
+def test_the_today_variable_replays_another_day(monkeypatch):
+    monkeypatch.setenv(plan.TODAY_VARIABLE, "2024-06-04")
+    assert plan.today_utc() == dt.date(2024, 6, 4)
+    assert resolve_dates(None, None, None) == (None, "2024-06-04")
+    monkeypatch.setenv(plan.TODAY_VARIABLE, "June 4th")
+    with pytest.raises(ConfigError, match="CRYPTO_LAKEHOUSE_TODAY.*'June 4th'"):
+        plan.today_utc()
+
+
+@pytest.mark.parametrize(
+    ("end", "monthly_only", "settles"),
+    [
+        # daily files appear the next day: the listing of the 2nd on the 4th is final
+        ("2024-06-02", False, "2024-06-04"),
+        # funding has monthly files only, published by mid next month
+        ("2024-06-02", True, "2024-07-16"),
+        ("2024-12-31", True, "2025-01-16"),
+        # the 30th of June: daily files settle on 2 July, monthly ones on 16 July
+        ("2024-06-30", True, "2024-07-16"),
+        ("2024-07-20", True, "2024-08-16"),
+    ],
+)
+def test_a_listing_up_to_a_fixed_end_date_settles(end, monthly_only, settles):
+    assert plan.listing_settles_on(end, monthly_only).isoformat() == settles
+
+
+def test_a_fixed_end_date_relists_once_a_day_until_it_settles():
+    def recheck(end_date, today, monthly_only=False):
+        _, end = resolve_dates(None, end_date, None, dt.date.fromisoformat(today))
+        return plan.listing_recheck(end_date, end, monthly_only, dt.date.fromisoformat(today))
+
+    # the day after a fixed end date, and the next: a value per day
+    assert recheck("2024-06-02", "2024-06-03") == "2024-06-03"
+    # settled: no value, the trigger is the end date alone (as before for old end dates)
+    assert recheck("2024-06-02", "2024-06-04") is None
+    assert recheck("2024-06-02", "2024-06-20") is None
+    assert recheck("2024-06-02", "2024-06-20", monthly_only=True) == "2024-06-20"
+    assert recheck("2024-06-02", "2024-07-16", monthly_only=True) is None
+    # unset, today or later: the end date itself moves with the days
+    assert recheck(None, "2024-06-03") is None
+    assert recheck("2024-06-03", "2024-06-03") is None
+    assert recheck("2024-06-09", "2024-06-03") is None
+
+
 def _config(**over):
     cfg = {
         "interval": "1m",
