@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -147,6 +148,17 @@ _KINDS = {
 }
 
 
+def _zero_offset(present: list[str]) -> str:
+    """The folder of the zero window offset among ``present``: ``0m``, or the ``0h`` /
+    ``0d`` that a target with an offset_step in hours or days writes (legacy naming,
+    ``f"{0 * n}{unit}"``: resample/targets.py); ``0m`` when there is none (the error then
+    lists the offsets present)."""
+    if "0m" in present:
+        return "0m"
+    zeros = [name for name in present if re.fullmatch(r"0[a-z]+", name)]
+    return zeros[0] if len(zeros) == 1 else "0m"
+
+
 def segment_files_of(
     kind: str,
     data_dir,
@@ -158,7 +170,8 @@ def segment_files_of(
 ) -> list[Path]:
     """The symbol's segment files of ``kind`` (``klines`` or ``features``) in time order,
     from the generated files' ``interval`` folder or, with ``resample``, the resampled
-    files' ``{resample}/{offset}`` folder (``offset`` None: ``0m``); DataNotFoundError
+    files' ``{resample}/{offset}`` folder (``offset`` None: the zero offset, ``0m``, or
+    ``0h``/``0d`` for a target whose offset_step is in hours or days); DataNotFoundError
     names what exists. An ``offset`` without ``resample`` is a ValueError: it was ignored,
     and the generated 1m candles came back for what was meant as resampled ones."""
     if resample is None and offset is not None:
@@ -167,7 +180,6 @@ def segment_files_of(
             f"too (e.g. resample='1h', offset={offset!r}); without resample the generated "
             "candles are read, which have no offset"
         )
-    offset = "0m" if offset is None else offset
     data_dir = _data_dir(data_dir)
     _check_trade_type(trade_type)
     paths = _KINDS[kind]
@@ -195,15 +207,17 @@ def segment_files_of(
             if storage.is_dir(resampled) and interval in layout.subdir_names(resampled):
                 error = DataNotFoundError(
                     f"{error}; {interval} is a resampled interval: pass "
-                    f"resample={interval!r} (and offset=, default '0m')"
+                    f"resample={interval!r} (and offset=, default the zero offset '0m')"
                 )
             raise error
         directory = paths["dir"](data_dir, trade_type, interval)
     else:
         if resample not in layout.subdir_names(root):
             raise _unknown("resample interval", resample, layout.subdir_names(root), root)
-        if offset not in layout.subdir_names(root / resample):
-            present = layout.subdir_names(root / resample)
+        present = layout.subdir_names(root / resample)
+        if offset is None:
+            offset = _zero_offset(present)
+        if offset not in present:
             raise _unknown("offset", offset, present, root / resample)
         directory = paths["resampled_dir"](data_dir, trade_type, resample, offset)
     files = layout.segment_files(directory, symbol)
@@ -296,8 +310,8 @@ def load_klines(
 
     ``interval`` selects ``results_data/{T}/klines/{interval}``; with ``resample`` (e.g.
     ``"1h"``) the resampled files ``results_data/{T}/resampled_klines/{resample}/{offset}``
-    are read instead (``offset`` default ``0m``; an offset without ``resample`` is a
-    ValueError). ``start`` (inclusive) and ``end`` (exclusive) bound
+    are read instead (``offset`` default the zero offset ``0m``, or ``0h``/``0d``; an
+    offset without ``resample`` is a ValueError). ``start`` (inclusive) and ``end`` (exclusive) bound
     ``candle_begin_time``; strings, datetimes and pandas Timestamps are accepted, naive ones
     are UTC, ``"now"``/``"today"`` are the current UTC instant/day, a bound finer than a
     millisecond is rounded up, None is no bound; numbers (epoch ms? s?) and NaT raise

@@ -510,3 +510,60 @@ def test_bounds_finer_than_a_millisecond_round_up(data):
         end="2024-01-01T00:10:00.0005",
     )
     assert empty.empty
+
+
+def test_the_default_offset_is_the_zero_offset_of_an_hour_step_target(tmp_path):
+    # A target {interval: 4h, offset_step: 1h} writes the offsets 0h, 1h, 2h, 3h (legacy
+    # naming, f"{k * n}{unit}"): load_klines(resample="4h") without offset= looked for a
+    # folder 0m and raised DataNotFoundError, as did load_features.
+    from crypto_lakehouse import io
+    from crypto_lakehouse.resample import run_resample
+    from tests.unit.test_features_microstructure import candles
+    from tests.unit.test_loading_features import write_segment
+
+    d = tmp_path / "data"
+    n = 3 * 240 + 17  # three whole 4h windows from 00:00, and a partial one
+    c = candles(n, seed=5)
+    path = layout.results_klines_dir(d, "spot", "1m") / "BTCUSDT.pqt"
+    write_segment(path, T0, c)
+    lh = d / "lakehouse"
+    gen_report = lh / "reports/gen_kline/spot/klines-1m/BTCUSDT.json"
+    segment = {"name": "BTCUSDT", "file": path.relative_to(d).as_posix(), "rows": n}
+    io.write_json(
+        gen_report,
+        {"trade_type": "spot", "symbol": "BTCUSDT", "interval": "1m", "segments": [segment]},
+    )
+    run_resample(
+        trade_type="spot",
+        symbol="BTCUSDT",
+        interval="1m",
+        data_dir=d,
+        gen_report=gen_report,
+        targets=[{"interval": "4h", "offset_step": "1h"}],
+        report_path=lh / "reports/resample/spot/klines-1m/BTCUSDT.json",
+        stats_path=lh / "stats/resample/spot/klines-1m/BTCUSDT.json",
+    )
+    assert layout.subdir_names(d / "results_data/spot/resampled_klines/4h") == [
+        "0h", "1h", "2h", "3h"
+    ]  # fmt: skip
+    df = crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="4h")
+    # The windows [00:00, 04:00), [04:00, 08:00), [08:00, 12:00), from the 1m candles.
+    assert list(df["candle_begin_time"]) == [
+        pd.Timestamp(T0 + k * 4 * HOUR, unit="ms", tz="UTC") for k in range(3)
+    ]
+    assert df["open"].tolist() == [c["open"][240 * k] for k in range(3)]
+    assert df["close"].tolist() == [c["close"][240 * k + 239] for k in range(3)]
+    np.testing.assert_allclose(
+        df["volume"], [c["volume"][240 * k : 240 * (k + 1)].sum() for k in range(3)], rtol=1e-12
+    )
+    feats = crypto_lakehouse.load_features  # no features here: the same folder lookup
+    with pytest.raises(DataNotFoundError, match="no resampled features of spot"):
+        feats(d, "spot", "BTCUSDT", resample="4h")
+    # An explicit offset still selects its folder, and a 0m that is not there is refused.
+    at_1h = crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="4h", offset="1h")
+    # [01:00, 05:00) and [05:00, 09:00); [09:00, 13:00) would need minutes up to 779.
+    assert list(at_1h["candle_begin_time"]) == [
+        pd.Timestamp(T0 + (1 + k * 4) * HOUR, unit="ms", tz="UTC") for k in range(2)
+    ]
+    with pytest.raises(DataNotFoundError, match="no offset '0m'.*offsets present: 0h, 1h"):
+        crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="4h", offset="0m")
