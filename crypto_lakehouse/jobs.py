@@ -6,6 +6,13 @@ from __future__ import annotations
 from crypto_lakehouse import datasets, layout
 from crypto_lakehouse.contracts import contract_size_for
 from crypto_lakehouse.incremental import run_unless_unchanged
+from crypto_lakehouse.intervals import interval_ms
+
+# Funding events inside a segment's last candle (intervals coarser than an hour, where an
+# event need not fall on a candle's open) are joined since 2026-12-06: the marker changes
+# the skip fingerprint of those intervals only, so their files are rebuilt once; at 1m … 1h
+# nothing changed and nothing reruns.
+_FUNDING_IN_LAST_CANDLE = {"funding_join": "in-candle"}
 
 
 def _gen_inputs(data_dir, trade_type, symbol, interval) -> list:
@@ -46,7 +53,11 @@ def run_gen_kline_rule(
         inputs=_gen_inputs(
             kwargs["data_dir"], kwargs["trade_type"], kwargs["symbol"], kwargs["interval"]
         ),
-        params=args,
+        params=(
+            dict(args, **_FUNDING_IN_LAST_CANDLE)
+            if interval_ms(kwargs["interval"]) > interval_ms("1h")
+            else args
+        ),
         output_files=lambda report: [s["file"] for s in report.get("segments", [])],
         report_path=report_path,
         stats_path=stats_path,

@@ -33,7 +33,8 @@ def check_output(
     """Raise QualityGateError on the first broken gate; return the gates that passed.
 
     ``funding_time``/``funding_rate`` are the source events (candle_begin_time in ms);
-    every non-zero event inside the file's range must appear on its candle.
+    every non-zero event settled during the file's candles (``[first, last + step)``) must
+    appear on its candle.
     """
     time = columns[TIME]
     if len(time) == 0:
@@ -54,7 +55,7 @@ def check_output(
     if funding_col is not None:
         events_t = funding_time if funding_time is not None else np.empty(0, np.int64)
         events_r = funding_rate if funding_rate is not None else np.empty(0)
-        inside = (events_t >= time[0]) & (events_t <= time[-1]) & (events_r != 0)
+        inside = (events_t >= time[0]) & (events_t < time[-1] + step_ms) & (events_r != 0)
         rows = (events_t[inside] - time[0]) // step_ms
         lost = columns[funding_col][rows] == 0
         if lost.any():

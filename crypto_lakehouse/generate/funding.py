@@ -75,23 +75,30 @@ def read_funding(data_dir, trade_type: str, symbol: str) -> FundingEvents:
     return FundingEvents(time[last], rate[last], problems)
 
 
-def events_in_range(events: FundingEvents, first_ms: int, last_ms: int) -> slice:
-    """Events whose candle lies in ``[first_ms, last_ms]`` (the grid's first and last candle)."""
+def events_in_range(events: FundingEvents, first_ms: int, last_ms: int, step_ms: int) -> slice:
+    """Events settled during the candles ``first_ms`` … ``last_ms`` (the grid's first and
+    last candle, ``step_ms`` apart): ``candle_begin_time`` in ``[first_ms, last_ms + step_ms)``.
+
+    At 1m … 1h every event's (hour-floored) time is a candle's open; at a coarser interval
+    an event can fall inside a candle, the last one included (before 2026-12-06 the range
+    ended at the last candle's open: a 1d file's last day kept its 00:00 event only)."""
     lo = int(np.searchsorted(events.time, first_ms, side="left"))
-    hi = int(np.searchsorted(events.time, last_ms, side="right"))
+    hi = int(np.searchsorted(events.time, last_ms + step_ms, side="left"))
     return slice(lo, hi)
 
 
 def join_funding(grid_time: np.ndarray, step_ms: int, events: FundingEvents) -> np.ndarray:
     """Funding column on the filled grid: each event's rate on the candle that contains its
-    ``candle_begin_time`` (the HH:00 candle at 1m), 0 elsewhere.
+    ``candle_begin_time`` (the HH:00 candle at 1m), 0 elsewhere; a candle that contains
+    several events (an interval coarser than their spacing, e.g. 1d with 8-hourly funding)
+    holds their sum, the funding settled during the candle.
 
     The grid is complete, so no event inside it can be lost (legacy joined before the fill
     and lost events whose HH:00 minute had no trade: Q4).
     """
     if len(grid_time) == 0:
         return np.zeros(0, dtype=np.float64)
-    inside = events_in_range(events, int(grid_time[0]), int(grid_time[-1]))
+    inside = events_in_range(events, int(grid_time[0]), int(grid_time[-1]), step_ms)
     rows = (events.time[inside] - grid_time[0]) // step_ms
     # Events are unique per candle_begin_time; at coarser intervals two may share a candle.
     return np.bincount(rows, weights=events.rate[inside], minlength=len(grid_time)).astype(
@@ -99,9 +106,10 @@ def join_funding(grid_time: np.ndarray, step_ms: int, events: FundingEvents) -> 
     )
 
 
-def count_outside(events: FundingEvents, ranges: list[tuple[int, int]]) -> int:
-    """Events not inside any ``[first_ms, last_ms]`` range."""
+def count_outside(events: FundingEvents, ranges: list[tuple[int, int]], step_ms: int) -> int:
+    """Events not settled during any range of candles ``(first_ms, last_ms)``
+    (``events_in_range``)."""
     inside = np.zeros(len(events), dtype=bool)
     for first_ms, last_ms in ranges:
-        inside[events_in_range(events, first_ms, last_ms)] = True
+        inside[events_in_range(events, first_ms, last_ms, step_ms)] = True
     return int(len(events) - inside.sum())

@@ -278,7 +278,7 @@ def run_gen_kline(
         path = out_dir / f"{name}{SUFFIX}"
         rel = _relative(path, data_dir)
         try:
-            in_range = events_in_range(events, int(grid[0]), int(grid[-1]))
+            in_range = events_in_range(events, int(grid[0]), int(grid[-1]), step_ms)
             gates = check_output(
                 rel,
                 filled,
@@ -339,7 +339,9 @@ def run_gen_kline(
         "segments": segments,
         "removed": removed,
         "funding_column": funding_col is not None,
-        "funding_events_outside_segments": count_outside(events, grid_ranges) if funding_col else 0,
+        "funding_events_outside_segments": (
+            count_outside(events, grid_ranges, step_ms) if funding_col else 0
+        ),
         "input_problems": sorted(problems),
         "quality_failures": failures,
     }

@@ -307,8 +307,9 @@ def _coverage(source: np.ndarray, base: tuple[int, int], n_rows: int) -> dict[st
 
 
 def _funding_gate(events: FundingEvents, first: int, last: int, step_ms: int) -> str:
-    """The ``funding_events`` gate of a file on ``[first, last]`` (as ``check_output``)."""
-    inside = events_in_range(events, first, last)
+    """The ``funding_events`` gate of a file of candles ``first`` … ``last`` (as
+    ``check_output``)."""
+    inside = events_in_range(events, first, last, step_ms)
     nonzero = events.rate[inside] != 0
     rows = (events.time[inside][nonzero] - first) // step_ms
     return str(len(np.unique(rows)))
@@ -470,7 +471,7 @@ def run_tail(previous: dict, job: Job) -> dict:
         if job.vwap_col:
             gates["vwap_in_range"] = "passed"
         if len(part[TIME]):
-            inside = events_in_range(job.events, int(part[TIME][0]), stop_ms)
+            inside = events_in_range(job.events, int(part[TIME][0]), stop_ms, step)
             gates = check_output(
                 label,
                 part,
@@ -498,7 +499,7 @@ def run_tail(previous: dict, job: Job) -> dict:
     def n_events_in(first_ms, stop_ms):
         if not job.funding_col:
             return 0
-        inside = events_in_range(job.events, first_ms, stop_ms)
+        inside = events_in_range(job.events, first_ms, stop_ms, step)
         return inside.stop - inside.start
 
     writes = []  # (path, table or None, metadata, keep_groups)
@@ -587,7 +588,7 @@ def run_tail(previous: dict, job: Job) -> dict:
         "removed": removed,
         "funding_column": job.funding_col is not None,
         "funding_events_outside_segments": (
-            count_outside(job.events, grid_ranges) if job.funding_col else 0
+            count_outside(job.events, grid_ranges, step) if job.funding_col else 0
         ),
         "input_problems": [],
         "quality_failures": [],

@@ -391,3 +391,31 @@ def test_quality_gate_failure_names_file_and_minute(tmp_path):
     ):
         gen(tmp_path)
     assert sorted(p.name for p in out_dir(tmp_path).iterdir()) == ["SP0_BTCUSDT.pqt"]
+
+
+@pytest.mark.parametrize("interval, step", [("1d", DAY), ("12h", 12 * HOUR)])
+def test_funding_settled_inside_the_last_candle_is_joined(tmp_path, interval, step):
+    # 8-hourly funding on candles coarser than the spacing: a candle holds the sum of the
+    # events settled during it (docs/loading.md). The last candle's events after its open
+    # were dropped (and counted as outside every segment): at 1d the last day kept only its
+    # 00:00 event, at 12h the last 12:00 candle lost its 16:00 event.
+    times = list(range(T0, T0 + 3 * DAY, step))
+    io.write_parquet(
+        layout.parsed_klines_dir(tmp_path, "um_futures", "BTCUSDT", interval) / "a.pqt",
+        kline_table(times),
+    )
+    hours = [-8, *range(0, 72, 8), 72]  # one event before the first candle, one after the last
+    rates = [0.5, *(1e-4 * (k + 1) for k in range(9)), 0.7]
+    write_archive_funding(tmp_path, "um_futures", "BTCUSDT", hours, rates)
+    report, _ = gen(tmp_path, trade_type="um_futures", interval=interval)
+    out = layout.results_klines_dir(tmp_path, "um_futures", interval) / "BTCUSDT.pqt"
+    rate = pq.read_table(out)["funding_rate"].to_numpy()
+    # Each candle [t, t + step): the events of hours h with t <= T0 + h·HOUR < t + step.
+    expected = [
+        sum(r for h, r in zip(hours, rates, strict=True) if t <= T0 + h * HOUR < t + step)
+        for t in times
+    ]
+    np.testing.assert_allclose(rate, expected, rtol=1e-12, atol=0)
+    assert rate[-1] != 0.0
+    assert report["segments"][0]["funding_events"] == 9
+    assert report["funding_events_outside_segments"] == 2  # -08:00 and 72:00

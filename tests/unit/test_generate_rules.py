@@ -258,13 +258,13 @@ def test_funding_joined_on_filled_grid_keeps_event_at_untraded_minute():
     )
     column = join_funding(out["candle_begin_time"], MIN, events)
     assert column.tolist() == [0.0, 0.0003, 0.0]
-    assert count_outside(events, [(t_trade - MIN, t_trade + MIN)]) == 2
+    assert count_outside(events, [(t_trade - MIN, t_trade + MIN)], MIN) == 2
 
 
 def test_count_outside_multiple_segments():
     events = FundingEvents(np.array([0, 10, 20, 30], dtype=np.int64), np.ones(4))
-    assert count_outside(events, [(0, 5), (15, 25)]) == 2
-    assert count_outside(events, []) == 4
+    assert count_outside(events, [(0, 5), (15, 25)], 1) == 2
+    assert count_outside(events, [], 1) == 4
 
 
 # ------------------------------------------------------------------ quality gates
