@@ -43,6 +43,11 @@ def _names(values, limit: int = 20) -> str:
 
 def _unknown(what: str, value: str, present: list[str], where: Path) -> DataNotFoundError:
     close = difflib.get_close_matches(value, present, n=3)
+    if not close and value.upper() != value:
+        # Symbols, intervals and offsets are case-sensitive folder names: 'btcusdt' is far
+        # from 'BTCUSDT' for difflib, but it is what was meant.
+        close = [name for name in present if name.lower() == value.lower()]
+        close = close or difflib.get_close_matches(value.upper(), present, n=3)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     return DataNotFoundError(
         f"no {what} {value!r} in {where}{hint} ({what}s present: {_names(present)})"

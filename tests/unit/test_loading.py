@@ -174,6 +174,9 @@ def test_polars_missing_says_how_to_install(data, monkeypatch):
         (dict(trade_type="cm_futures"), "no generated klines of cm_futures.*: spot, um_futures"),
         (dict(trade_type="spot", resample="1h"), "resampled klines: um_futures\\)"),
         (dict(symbol="BTCUSD"), "did you mean BTCUSDT.*symbols present: BTCUSDT, ETHUSDT"),
+        # Lower case was answered with the list only (difflib is case-sensitive).
+        (dict(symbol="btcusdt"), "'btcusdt' in .*; did you mean BTCUSDT\\?"),
+        (dict(symbol="ethusd"), "did you mean ETHUSDT"),
         (dict(resample="4h"), "no resample interval '4h'.*present: 1h"),
         (dict(resample="1h", offset="0m"), "no offset '0m'.*offsets present: 15m"),
     ],
