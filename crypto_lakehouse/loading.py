@@ -458,16 +458,34 @@ def _schema_groups(paths: list[Path]) -> list[tuple[pa.Schema, list[Path]]]:
     return list(groups.values())
 
 
-def _scan_sql(paths: list[Path]) -> str:
-    """One ``read_parquet`` per schema, united by column name (NULL where a file lacks one)."""
+def _nan_option(con) -> str:
+    """``, can_have_nan = true`` for ``read_parquet`` when this DuckDB knows the option.
+
+    Parquet statistics leave NaN out of min/max (the format's rule; pyarrow writes no NaN
+    count), and DuckDB 2 then takes a float column for NaN-free: it folds ``isnan(x)`` to
+    false and ``NOT isnan(x)`` to true, so over the feature files (NaN in every warm-up row)
+    ``WHERE NOT isnan(rsi_14)`` kept the NaN rows and ``avg(…)`` of them was NaN
+    (duckdb/duckdb#25521). The option makes DuckDB assume NaN may be present; it costs only
+    the row-group pruning of an open upper bound on a float column (``close > x``), not the
+    pruning on times or on the path columns. A DuckDB without the option (before 1.3)
+    reads the files as it does (older versions had the same fault, duckdb/duckdb#7803)."""
+    row = con.execute(
+        "SELECT parameters FROM duckdb_functions() WHERE function_name = 'read_parquet' LIMIT 1"
+    ).fetchone()
+    return ", can_have_nan = true" if row and "can_have_nan" in row[0] else ""
+
+
+def _scan_sql(paths: list[Path], options: str = "") -> str:
+    """One ``read_parquet`` per schema, united by column name (NULL where a file lacks one);
+    ``options`` are added to each ``read_parquet`` call (``_nan_option``)."""
     scans = [
-        f"SELECT * FROM read_parquet({_sql_list(group)}, filename = true)"
+        f"SELECT * FROM read_parquet({_sql_list(group)}, filename = true{options})"
         for group in schema_groups(paths)
     ]
     return "(" + " UNION ALL BY NAME ".join(scans) + ")"
 
 
-def _view_sql(name: str, paths: list[Path]) -> str:
+def _view_sql(name: str, paths: list[Path], options: str = "") -> str:
     pattern, columns = VIEW_PATTERNS[name]
     derived = []
     for i, col in enumerate(columns, start=1):
@@ -477,7 +495,7 @@ def _view_sql(name: str, paths: list[Path]) -> str:
         elif col == "source":
             expr = f"CASE {expr} WHEN 'parsed_data' THEN 'archive' ELSE 'rest' END"
         derived.append(f'{expr} AS "{col}"')
-    scan = _scan_sql(paths)
+    scan = _scan_sql(paths, options)
     if "segment_sp" not in columns:
         return f"SELECT {', '.join(derived)}, * EXCLUDE (filename) FROM {scan}"
     # The latest segment is the plain SYM.pqt; its number (the count of SPn_ files beside
@@ -563,9 +581,10 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
         con.execute("CREATE TEMP TABLE _lakehouse_latest_segment (file VARCHAR, segment INTEGER)")
         if latest:
             con.executemany("INSERT INTO _lakehouse_latest_segment VALUES (?, ?)", latest)
+        options = _nan_option(con)
         for name, paths in files.items():
             if paths:
-                con.execute(f"CREATE TEMP VIEW {name} AS {_view_sql(name, paths)}")
+                con.execute(f"CREATE TEMP VIEW {name} AS {_view_sql(name, paths, options)}")
     return con
 
 

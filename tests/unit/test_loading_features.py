@@ -248,3 +248,26 @@ def test_load_features_unknown_names_say_what_exists(data, kwargs, message):
     args = dict(trade_type=TRADE_TYPE, symbol="BTCUSDT") | kwargs
     with pytest.raises((DataNotFoundError, ValueError), match=message):
         crypto_lakehouse.load_features(data, **args)
+
+
+def test_sql_sees_the_nan_of_the_warm_up_rows(data):
+    # The warm-up rows hold NaN (TA-Lib's). Parquet min/max statistics leave NaN out, and
+    # DuckDB took the columns for NaN-free: a WHERE isnan(…) pushed into the scan was
+    # folded to false (no row), WHERE NOT isnan(…) kept every row, and avg() was NaN.
+    values = np.concatenate(
+        [
+            pq.read_table(layout.features_dir(data, TRADE_TYPE, "1m") / f"{name}.pqt")[
+                "ema_20"
+            ].to_numpy()
+            for symbol, rows in SEGMENT_ROWS.items()
+            for name in segment_names(symbol, len(rows))
+        ]
+    )
+    nan = int(np.isnan(values).sum())
+    assert 0 < nan < len(values)
+    con = crypto_lakehouse.duckdb_connect(data)
+    count = "SELECT count(*) FROM features WHERE {}"
+    assert con.execute(count.format("isnan(ema_20)")).fetchone()[0] == nan
+    assert con.execute(count.format("NOT isnan(ema_20)")).fetchone()[0] == len(values) - nan
+    mean = con.execute("SELECT avg(ema_20) FROM features WHERE NOT isnan(ema_20)").fetchone()[0]
+    assert mean == pytest.approx(np.nanmean(values), rel=1e-12)
