@@ -53,10 +53,16 @@ CALENDAR_INTERVALS = {
 _FIXED = [i for i in BINANCE_INTERVALS if i not in CALENDAR_INTERVALS]
 
 
-def check_binance_interval(key: str, value) -> str | None:
+# The values each config key accepts: `interval` only those dividing a UTC day (the quality
+# record and the REST fill work per day); a resample target also 3d, not 1w (epoch-aligned
+# weekly windows would start on Thursdays, crypto_lakehouse.resample.targets).
+BASE_INTERVALS = tuple(i for i in _FIXED if DAY_MS % interval_ms(i) == 0)
+RESAMPLE_INTERVALS = tuple(i for i in _FIXED if not i.endswith("w"))
+
+
+def check_binance_interval(key: str, value, usable=RESAMPLE_INTERVALS) -> str | None:
     """None when ``value`` is a Binance kline interval the pipeline can build, else a
-    message naming ``key`` and listing the valid values."""
-    usable = _FIXED
+    message naming ``key`` and listing the values valid for it (``usable``)."""
     if value in CALENDAR_INTERVALS:
         return f"config key {key!r}: {value!r} is not supported: {CALENDAR_INTERVALS[value]}"
     if value not in BINANCE_INTERVALS:
@@ -69,9 +75,9 @@ def check_binance_interval(key: str, value) -> str | None:
 
 def check_base_interval(value: str) -> str | None:
     """None when ``value`` can be the pipeline's base interval (config key ``interval``)."""
-    problem = check_binance_interval("interval", value)
+    problem = check_binance_interval("interval", value, BASE_INTERVALS)
     if problem is None and DAY_MS % interval_ms(value):
-        fitting = [i for i in BINANCE_INTERVALS if i in _FIXED and DAY_MS % interval_ms(i) == 0]
+        fitting = BASE_INTERVALS
         hint = f" (resample.targets can produce {value})" if value.endswith("d") else ""
         return (
             f"config key 'interval': {value!r} is longer than a UTC day, which the quality "

@@ -70,7 +70,18 @@ def test_a_non_binance_interval_names_the_key_and_lists_the_valid_values(bad):
     assert f"config key 'interval': {bad!r}" in message
     assert "resample" not in message
     listed = message.split("valid values: ")[1].split()
-    assert [v.strip(",") for v in listed] == [i for i in BINANCE if i != "1mo"]
+    # only the values `interval` accepts: not 3d and 1w, refused as longer than a day
+    # (before 2026-12-06 the list named them; docs/config.md)
+    assert [v.strip(",") for v in listed] == [i for i in BINANCE if i not in ("3d", "1w", "1mo")]
+
+
+def test_a_non_binance_resample_target_interval_lists_the_values_a_target_accepts():
+    config = user_config("resample: {targets: [{trade_type: spot, interval: 7m, offset_step: 0m}]}")
+    with pytest.raises(ConfigError) as err:
+        check_user_config(config, SCHEMA)
+    listed = str(err.value).split("valid values: ")[1].split()
+    # 3d yes (test_resample_targets_may_be_longer_than_a_day); 1w is refused (docs/config.md)
+    assert [v.strip(",") for v in listed] == [i for i in BINANCE if i not in ("1w", "1mo")]
 
 
 def test_a_bad_resample_target_interval_names_its_own_key():
