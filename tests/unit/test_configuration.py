@@ -62,6 +62,15 @@ def test_resample_targets_may_be_longer_than_a_day():
     check_user_config(config, SCHEMA)
 
 
+def test_a_resample_offset_step_may_be_in_days():
+    # docs/config.md: the step must be shorter than the interval and divide it, whatever
+    # its unit (the resample stage names the offsets 0d, 1d, 2d); the schema refused days
+    config = user_config(
+        "resample: {targets: [{trade_type: spot, interval: 3d, offset_step: 1d}]}"
+    )
+    check_user_config(config, SCHEMA)
+
+
 @pytest.mark.parametrize("bad", ["7m", "2d", "1M", "60s", "1y"])
 def test_a_non_binance_interval_names_the_key_and_lists_the_valid_values(bad):
     with pytest.raises(ConfigError) as err:
