@@ -213,6 +213,14 @@ def summarize(stage: str, trade_type: str, report_paths: list[str], records=None
     return summary
 
 
+def _figure(value, digits: int = 6) -> str:
+    """A headline figure: a whole number in full (``candles=3637441``; ``:g`` printed
+    ``3.63744e+06``, six digits of it), any other to ``digits`` significant digits."""
+    if float(value).is_integer() and abs(value) < 1e18:
+        return str(int(value))
+    return f"{value:.{digits}g}"
+
+
 def headline(summary: dict) -> str:
     t = summary.get("totals", {})
     parts = [f"{summary['stage']}/{summary['trade_type']}: {summary['symbols']} symbols"]
@@ -221,18 +229,18 @@ def headline(summary: dict) -> str:
         parts[0] += " (" + ", ".join(f"{tag} {n}" for tag, n in per_dataset.items()) + ")"
     for tag, entry in (summary.get("datasets") or {}).items():
         bad = entry.get("files_quarantined_download", 0) + entry.get("files_quarantined_parse", 0)
-        parts.append(f"{tag}: rows={entry.get('rows', 0):g} days={entry.get('days', 0):g}"
-                     f" quarantined={bad:g}")  # fmt: skip
+        parts.append(f"{tag}: rows={_figure(entry.get('rows', 0))} "
+                     f"days={_figure(entry.get('days', 0))} quarantined={_figure(bad)}")  # fmt: skip
     for key in HEADLINE_KEYS:
         if t.get(key):
             value = t[key]
             if key in ("bytes", "csv_bytes"):
                 parts.append(f"{key.replace('bytes', 'MB')}={value / 1e6:.1f}")
             else:
-                parts.append(f"{key}={value:g}")
+                parts.append(f"{key}={_figure(value)}")
     for key in ("quality_score_min", "freshness_lag_minutes_max", "throughput_mb_s"):
         if key in summary:
-            parts.append(f"{key}={summary[key]:.3g}")
+            parts.append(f"{key}={_figure(summary[key], 3)}")
     if summary["problems"]:
         parts.append(f"symbols with problems={len(summary['problems'])}")
     if summary.get("exchange_info_error"):

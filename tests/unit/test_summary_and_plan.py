@@ -61,6 +61,22 @@ def test_summary_sums_counters_recomputes_rates_and_collects_problems(tmp_path):
     )
 
 
+def test_headline_prints_large_counts_in_full():
+    """A full-history run's counts run into millions: the headline printed them with
+    ``:g`` (``candles=3.63744e+06``, six digits of 3637441; docs/summaries.md shows counts)."""
+    summary = {
+        "stage": "api_download", "trade_type": "spot", "symbols": 1, "problems": {},
+        "totals": {"candles": 3_637_441, "requests": 3791, "rows.output": 12_345_678.0},
+        "freshness_lag_minutes_max": 1440, "throughput_mb_s": 2.1834,
+        "datasets": {"aggTrades": {"rows": 98_765_432, "days": 30}},
+    }  # fmt: skip
+    line = headline(summary)
+    for part in ("candles=3637441", "requests=3791", "rows.output=12345678",
+                 "freshness_lag_minutes_max=1440", "throughput_mb_s=2.18",
+                 "aggTrades: rows=98765432 days=30 quarantined=0"):  # fmt: skip
+        assert part in line, (part, line)
+
+
 def test_summary_counts_a_symbol_once_across_its_datasets(tmp_path):
     """A future's klines and funding are two reports of one symbol: 2 symbols, not 4."""
     lh = tmp_path / "lakehouse"
