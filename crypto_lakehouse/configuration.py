@@ -19,7 +19,12 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from crypto_lakehouse.intervals import check_base_interval, check_binance_interval
+from crypto_lakehouse.intervals import (
+    DAY_MS,
+    check_base_interval,
+    check_binance_interval,
+    interval_ms,
+)
 from crypto_lakehouse.layout import TRADE_TYPES
 from crypto_lakehouse.plan import ConfigError, config_error, parse_config_date
 
@@ -231,6 +236,16 @@ def _interval_problems(config: dict) -> list[tuple[str, str]]:
             if isinstance(target, dict) and isinstance(target.get("interval"), str):
                 key = f"resample.targets[{i}].interval"
                 problems.append((key, check_binance_interval(key, target["interval"])))
+    agg_klines = config.get("agg_klines")
+    agg = agg_klines.get("intervals") if isinstance(agg_klines, dict) else None
+    for i, value in enumerate(agg if isinstance(agg, list) else []):
+        if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]*[smh]", value):
+            if DAY_MS % interval_ms(value):  # else the schema's pattern names it
+                key = f"agg_klines.intervals[{i}]"
+                problems.append(
+                    (key, f"config key {key!r}: {value!r} does not divide a day (a candle "
+                     "file per UTC day; e.g. 1s, 1m, 5m, 1h, 8h)")
+                )  # fmt: skip
     return [(key, message) for key, message in problems if message]
 
 

@@ -65,9 +65,7 @@ def test_resample_targets_may_be_longer_than_a_day():
 def test_a_resample_offset_step_may_be_in_days():
     # docs/config.md: the step must be shorter than the interval and divide it, whatever
     # its unit (the resample stage names the offsets 0d, 1d, 2d); the schema refused days
-    config = user_config(
-        "resample: {targets: [{trade_type: spot, interval: 3d, offset_step: 1d}]}"
-    )
+    config = user_config("resample: {targets: [{trade_type: spot, interval: 3d, offset_step: 1d}]}")
     check_user_config(config, SCHEMA)
 
 
@@ -91,6 +89,16 @@ def test_a_non_binance_resample_target_interval_lists_the_values_a_target_accept
     listed = str(err.value).split("valid values: ")[1].split()
     # 3d yes (test_resample_targets_may_be_longer_than_a_day); 1w is refused (docs/config.md)
     assert [v.strip(",") for v in listed] == [i for i in BINANCE if i not in ("1w", "1mo")]
+
+
+def test_an_agg_klines_interval_that_does_not_divide_a_day_is_refused_at_start():
+    # docs/config.md: agg_klines.intervals divide a day; the check was the datasets rule's
+    # own, at planning of that target only, in a form of its own (no "config key")
+    config = user_config("agg_klines: {intervals: [1m, 7h, 90s]}")
+    with pytest.raises(ConfigError) as err:
+        check_user_config(config, SCHEMA)
+    assert "config key 'agg_klines.intervals[1]': '7h' does not divide a day" in str(err.value)
+    assert "90s" not in str(err.value)  # 960 candles a day
 
 
 def test_a_bad_resample_target_interval_names_its_own_key():
