@@ -52,7 +52,9 @@ def test_agg_klines_interval_must_divide_a_day(tmp_path):
     }
     proc = run_snakemake(tmp_path, "-n", config=config, check=False)
     assert proc.returncode != 0
-    assert "agg_klines.intervals: '7m' does not divide a day" in proc.stdout + proc.stderr
+    assert "config key 'agg_klines.intervals[1]': '7m' does not divide a day" in (
+        proc.stdout + proc.stderr
+    )
 
 
 def test_all_plans_agg_klines_per_interval(tmp_path):
