@@ -119,6 +119,25 @@ def test_resampled_files_by_interval_and_offset(data):
     assert list(df["candle_begin_time"]) == list(expected)
 
 
+def test_the_default_offset_is_offset_0_whatever_the_unit_of_its_name(tmp_path):
+    # The resample stage names offset 0 in its step's unit (a 4h target at 1h steps: 0h, 1h,
+    # 2h, 3h; docs/config.md): the default offset '0m' found no folder there.
+    d = tmp_path / "data"
+    for offset in ("0h", "1h", "2h", "3h"):
+        start = T0 + int(offset[0]) * HOUR
+        write(layout.resampled_dir(d, "spot", "4h", offset) / "BTCUSDT.pqt",
+              kline_table(start, 3, 4 * HOUR))  # fmt: skip
+    df = crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="4h")
+    expected = pd.date_range("2024-01-01 00:00", periods=3, freq="4h", tz="UTC")
+    assert list(df["candle_begin_time"]) == list(expected)
+    feats = tmp_path / "features"  # same for load_features' folders: 3d at 1d steps
+    for days in (0, 1, 2):
+        write(layout.resampled_features_dir(feats, "spot", "3d", f"{days}d") / "BTCUSDT.pqt",
+              kline_table(T0 + days * 24 * HOUR, 2 + days, 72 * HOUR))  # fmt: skip
+    got = crypto_lakehouse.load_features(feats, "spot", "BTCUSDT", resample="3d")
+    assert len(got) == 2  # the 0d folder's rows
+
+
 def test_funding_modes(data):
     raw = crypto_lakehouse.load_klines(data, "um_futures", "ETHUSDT")
     assert (raw["funding_rate"] == 0.0).sum() == 118  # stored zeros on non-hour minutes
