@@ -159,6 +159,16 @@ def _url_problems(config: dict) -> list[tuple[str, str]]:
     return problems
 
 
+def _run_dir_problems(config: dict) -> list[tuple[str, str]]:
+    """A ``run_dir`` on S3 (Snakemake stats, locks and deletes these files: a local folder),
+    named with the other problems rather than alone once they are fixed."""
+    run_dir = config.get("run_dir")
+    if isinstance(run_dir, str) and run_dir.startswith("s3:/"):
+        return [("run_dir", f"config key 'run_dir': {run_dir!r} is on S3; Snakemake's own "
+                 "files need a local folder (docs/storage.md, the run directory)")]  # fmt: skip
+    return []
+
+
 def _empty_symbol_lists(config: dict) -> list[tuple[str, str]]:
     """``symbols.<trade type>: []`` of a trade type in use: a run of no symbols at all
     (docs/config.md gives no meaning to it)."""
@@ -309,6 +319,7 @@ def check_user_config(config: dict, schema_path: str | Path) -> None:
         _date_problems(config)
         + _interval_problems(config)
         + _url_problems(config)
+        + _run_dir_problems(config)
         + _empty_symbol_lists(config)
     )
     reported = {key for key, _ in own}

@@ -101,6 +101,16 @@ def test_an_agg_klines_interval_that_does_not_divide_a_day_is_refused_at_start()
     assert "90s" not in str(err.value)  # 960 candles a day
 
 
+def test_a_run_dir_on_s3_is_named_with_the_other_problems():
+    # It was refused alone, after every other check had passed, as "run_dir: … is on S3"
+    # (not the "config key" form of docs/config.md)
+    with pytest.raises(ConfigError) as err:
+        check_user_config({"run_dir": "s3://bucket/runs", "intervall": "1m"}, SCHEMA)
+    message = str(err.value)
+    assert "config key 'run_dir': 's3://bucket/runs' is on S3" in message
+    assert "unknown config key 'intervall'" in message
+
+
 def test_a_bad_resample_target_interval_names_its_own_key():
     config = user_config(
         "resample:\n  targets:\n"
