@@ -49,8 +49,8 @@ def fmt(value, digits: int = 3) -> str:
         isinstance(value, float) and value.is_integer() and abs(value) < 1e15
     ):
         return f"{int(value):,}"
-    if isinstance(value, float):
-        return f"{value:,.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, float):  # 1287.3 MB of RSS: "1,287", not "1.29e+03" (:.3g)
+        return f"{value:,.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
     return str(value)
 
 

@@ -178,6 +178,16 @@ def test_run_symbols_of_a_missing_or_unreadable_index_are_none(tmp_path, caplog)
     assert "torn.json" in caplog.text
 
 
+def test_table_figures_from_1000_to_9999_are_not_in_exponent_notation():
+    # A features job's max RSS of 1287.3 MB showed as "1.29e+03" in the slowest jobs table
+    # (":,.3g" below 1e4); three significant digits below 1000, whole numbers above.
+    from crypto_lakehouse.report.page import fmt
+
+    assert [fmt(v) for v in (1287.3, 9999.4, 12345.6, 173.75, 0.987)] == [
+        "1,287", "9,999", "12,346", "174", "0.987"
+    ]  # fmt: skip
+
+
 def test_unmeasured_memory_and_cpu_of_short_jobs_show_as_not_measured(tmp_path):
     # Figures as Snakemake 9.27 wrote them for this pipeline's jobs: a 0.32 s job sampled
     # after its process was gone (0.00), a 0.29 s job sampled at its start (the shell:
