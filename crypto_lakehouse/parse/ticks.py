@@ -86,14 +86,23 @@ def sniff_header_lines(member) -> int:
     return 0 if head[:1].isdigit() or head[:1] == b"-" else 1
 
 
+class _RowDefect(Exception):
+    """A defect of one data row, named by its ordinal among the file's data rows (0-based,
+    blank lines and the header not counted: the rows pyarrow's reader yields). The caller
+    turns it into an ArchiveDefect naming the row's line in the file (``_line_of_row``)."""
+
+    def __init__(self, row: int, what: str):
+        super().__init__(what)
+        self.row, self.what = row, what
+
+
 @dataclass
 class _Cursor:
     """What validation must carry across batches of one file."""
 
-    line: int  # CSV line of the next row (1-based)
     last_id: int | None = None
     last_time: int | None = None
-    rows: int = 0
+    rows: int = 0  # data rows before the current batch (the next row's ordinal)
     days: dict[str, int] = field(default_factory=dict)  # YYYYMMDD -> rows
 
 
@@ -107,8 +116,7 @@ def _check_nulls(batch: pa.RecordBatch, entry, cur: _Cursor, label: str) -> None
             entry.nullable_values and name not in (entry.id_column, entry.time_column)
         ):
             first_null = int(np.argmin(column.is_valid().to_numpy(zero_copy_only=False)))
-            line = cur.line + first_null
-            raise ArchiveDefect(f"{label}: line {line}: field {name!r} is empty", line)
+            raise _RowDefect(cur.rows + first_null, f"field {name!r} is empty")
 
 
 _YEAR_1, _YEAR_10000 = -62135596800000, 253402300800000  # ms: what format_ms can show
@@ -122,7 +130,6 @@ def _check_period(times: np.ndarray, raw: np.ndarray, bounds, cur: _Cursor, labe
     outside = (times < start) | (times >= end)
     if outside.any():
         i = int(np.argmax(outside))
-        line = cur.line + i
         what = "month" if period.is_month else "day"
         value = int(raw[i])
         shown = format_ms(int(times[i])) + " " if _YEAR_1 <= times[i] < _YEAR_10000 else ""
@@ -133,17 +140,15 @@ def _check_period(times: np.ndarray, raw: np.ndarray, bounds, cur: _Cursor, labe
                 hint = (
                     f"; as {other} it would be inside: the file's unit is not the {unit} expected"
                 )
-        raise ArchiveDefect(
-            f"{label}: line {line}: time {shown}(raw {value}) is outside the file's "
-            f"{what} {period.label}{hint}",
-            line,
+        raise _RowDefect(
+            cur.rows + i,
+            f"time {shown}(raw {value}) is outside the file's {what} {period.label}{hint}",
         )
 
 
 def _check_batch(batch: pa.RecordBatch, entry, times: np.ndarray, cur: _Cursor, label: str):
     def fail(i: int, what: str):
-        line = cur.line + i
-        raise ArchiveDefect(f"{label}: line {line}: {what}", line)
+        raise _RowDefect(cur.rows + i, what)
 
     if entry.id_column is not None:
         ids = batch.column(entry.id_column).to_numpy(zero_copy_only=False)
@@ -233,7 +238,7 @@ def _parse_local_zip(local_zip, label, entry, trade_type, columns, schema, micro
             raise ArchiveDefect(f"{label}: expected one CSV member, found {len(names)}")
         with zf.open(names[0]) as head:
             header_lines = sniff_header_lines(head)
-        cur = _Cursor(line=header_lines + 1)
+        cur = _Cursor()
         writers: dict[str, pq.ParquetWriter] = {}
         options = parquet_options(entry, schema)
         # One writer thread: the Parquet encoding and compression of block N (pyarrow
@@ -245,19 +250,24 @@ def _parse_local_zip(local_zip, label, entry, trade_type, columns, schema, micro
         # normally publishes them all, an exception (a defect in a later block) none.
         with contextlib.ExitStack() as staged:
             try:
-                with zf.open(names[0]) as member:
-                    batches = _batches(
-                        member, entry, columns, header_lines, label, cur,
-                        lambda: zf.open(names[0]),
-                    )  # fmt: skip
-                    for batch in batches:
-                        table, slices = _checked_table(batch, entry, schema, micros, cur, label,
-                                                   bounds)  # fmt: skip
-                        if pending is not None:
-                            pending.result()
-                        pending = pool.submit(_write_slices, table, slices, entry, schema,
-                                              options, writers, staged, trade_type, symbol,
-                                              data_dir)  # fmt: skip
+                try:
+                    with zf.open(names[0]) as member:
+                        batches = _batches(
+                            member, entry, columns, header_lines, label, cur,
+                            lambda: zf.open(names[0]),
+                        )  # fmt: skip
+                        for batch in batches:
+                            table, slices = _checked_table(batch, entry, schema, micros, cur,
+                                                           label, bounds)  # fmt: skip
+                            if pending is not None:
+                                pending.result()
+                            pending = pool.submit(_write_slices, table, slices, entry, schema,
+                                                  options, writers, staged, trade_type,
+                                                  symbol, data_dir)  # fmt: skip
+                except _RowDefect as defect:  # named by its line in the file, blank lines too
+                    with zf.open(names[0]) as again:
+                        line = _line_of_row(again, header_lines, defect.row)
+                    raise ArchiveDefect(f"{label}: line {line}: {defect.what}", line) from None
                 if pending is not None:
                     pending, wait = None, pending
                     wait.result()
@@ -310,7 +320,9 @@ def _batches(member, entry, columns, header_lines, label, cur, reopen):
             line, what = where
             raise ArchiveDefect(f"{label}: line {line}: {what}", line) from None
         # Not located (a defect the line scan does not model): the first unread line.
-        raise ArchiveDefect(f"{label}: line ≥ {cur.line}: {exc}", cur.line) from None
+        with reopen() as again:
+            line = _line_of_row(again, header_lines, cur.rows)
+        raise ArchiveDefect(f"{label}: line ≥ {line}: {exc}", line) from None
 
 
 # What pyarrow's CSV conversion accepts per column type (an empty cell is a null, checked
@@ -348,28 +360,60 @@ def locate_tick_defect(member, entry, columns, header_lines) -> tuple[int, str] 
     the reader skips them. None when no line is refused."""
     kinds = [(i, c, _cell_kind(entry, c)) for i, c in enumerate(columns)]
     kinds = [(i, c, k) for i, c, k in kinds if k is not None]
+    for first_line, lines in _lines_of(member):
+        if lines is None:
+            return first_line, f"a line longer than {_MAX_LINE_BYTES} bytes"
+        numbers = np.arange(first_line, first_line + len(lines))
+        keep = (numbers > header_lines) & (pc.utf8_length(lines).to_numpy() > 0)
+        found = _first_refused(lines.filter(pa.array(keep)), numbers[keep], columns, kinds)
+        if found is not None:
+            return found
+    return None
+
+
+def _lines_of(member):
+    """(first line number, lines) per chunk of whole lines of ``member`` (8 MB chunks, a
+    line's ``\r`` removed; a last line without a newline included). Lines are counted as a
+    text editor does, 1-based."""
     first_line, rest = 1, b""
     while True:
         chunk = member.read(_LOCATE_CHUNK)
         data = rest + chunk
+        too_long = False
         if chunk:
             cut = data.rfind(b"\n") + 1
             data, rest = data[:cut], data[cut:]
-            if len(rest) > _MAX_LINE_BYTES:  # no newline for megabytes: never held whole
-                return first_line + data.count(b"\n"), f"a line longer than {_MAX_LINE_BYTES} bytes"
+            too_long = len(rest) > _MAX_LINE_BYTES  # no newline for megabytes: never held
         else:
             rest = b""
         if data:
             text = data.decode("utf-8", errors="replace")
             lines = pc.utf8_rtrim(pa.array(text.removesuffix("\n").split("\n")), characters="\r")
-            numbers = np.arange(first_line, first_line + len(lines))
+            yield first_line, lines
             first_line += len(lines)
-            keep = (numbers > header_lines) & (pc.utf8_length(lines).to_numpy() > 0)
-            found = _first_refused(lines.filter(pa.array(keep)), numbers[keep], columns, kinds)
-            if found is not None:
-                return found
+        if too_long:
+            yield first_line, None  # the line at first_line is longer than _MAX_LINE_BYTES
+            return
         if not chunk:
-            return None
+            return
+
+
+def _line_of_row(member, header_lines: int, row: int) -> int:
+    """The file line (1-based, as an editor counts: header and blank lines included) of
+    the data row of ordinal ``row`` (0-based; the rows the CSV reader yields, which skips
+    the header and blank lines). Read in chunks, vectorised; past the end: the line after
+    the last one."""
+    seen, line = 0, 1
+    for first_line, lines in _lines_of(member):
+        if lines is None:
+            break
+        numbers = np.arange(first_line, first_line + len(lines))
+        rows = numbers[(numbers > header_lines) & (pc.utf8_length(lines).to_numpy() > 0)]
+        if row - seen < len(rows):
+            return int(rows[row - seen])
+        seen += len(rows)
+        line = first_line + len(lines)
+    return line
 
 
 def _first_refused(lines, numbers, columns, kinds) -> tuple[int, str] | None:
@@ -430,16 +474,23 @@ def parquet_options(entry: datasets.Dataset, schema: pa.Schema) -> dict:
 def _checked_table(batch, entry, schema, micros, cur, label, bounds=None):
     """Validate one block and give it back as a table of the output schema, with the
     (day, start, end) slices of its rows per UTC day (runs on the reading thread)."""
+    order = None
     if entry.sort_rows:
-        # A stable sort: rows of one time keep their file order (line numbers of defects
-        # then name sorted positions, which is fine for files this small).
-        batch = batch.take(pc.sort_indices(batch, [(entry.time_column, "ascending")]))
-    _check_nulls(batch, entry, cur, label)
-    raw = batch.column(entry.time_column).cast(pa.int64()).to_numpy(zero_copy_only=False)
-    times = raw // 1000 if micros else raw
-    if bounds is not None:
-        _check_period(times, raw, bounds, cur, label)
-    _check_batch(batch, entry, times, cur, label)
+        # A stable sort: rows of one time keep their file order; a defect found in sorted
+        # order is named by its row's place in the file (``order``).
+        order = pc.sort_indices(batch, [(entry.time_column, "ascending")])
+        batch = batch.take(order)
+    try:
+        _check_nulls(batch, entry, cur, label)
+        raw = batch.column(entry.time_column).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        times = raw // 1000 if micros else raw
+        if bounds is not None:
+            _check_period(times, raw, bounds, cur, label)
+        _check_batch(batch, entry, times, cur, label)
+    except _RowDefect as defect:
+        if order is not None:
+            defect.row = cur.rows + order[defect.row - cur.rows].as_py()
+        raise
     day_index = times // DAY_MS
     bounds = np.flatnonzero(np.diff(day_index)) + 1
     starts = np.concatenate(([0], bounds))
@@ -456,7 +507,6 @@ def _checked_table(batch, entry, schema, micros, cur, label, bounds=None):
         day = pc.strftime(table.column(entry.time_column)[s], format="%Y%m%d").as_py()
         slices.append((day, s, e))
         cur.days[day] = cur.days.get(day, 0) + (e - s)
-    cur.line += batch.num_rows
     cur.rows += batch.num_rows
     return table, slices
 

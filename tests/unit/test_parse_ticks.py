@@ -501,3 +501,46 @@ def test_a_member_without_newlines_is_a_defect_read_in_bounded_chunks(tmp_path, 
         _parse(tmp_path, text)
     assert str(err.value) == "k/X-aggTrades-2024-03-01.zip: line 3: a line longer than 4096 bytes"
     assert reads == [ticks._LOCATE_CHUNK]  # stopped after the first chunk
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize(
+    ("bad", "what"),
+    [
+        ("9,1.0,1,9,9,{t},true", "agg_trade_id 9 does not increase"),  # a check on the rows
+        ("12,1.0,,12,12,{t},true", "field 'quantity' is empty"),
+        ("12,1.0,abc,12,12,{t},true", "field 'quantity' is not a number: 'abc'"),  # refused
+    ],
+)
+def test_blank_lines_do_not_shift_the_line_a_defect_names(tmp_path, newline, bad, what):
+    t = _ms("2024-03-01T10:00:00")
+    rows = [
+        FUTURES_AGG_HEADER,  # line 1
+        "10,1.0,1,10,10,{t},true",  # line 2
+        "",  # line 3: blank
+        "",  # line 4: blank
+        "11,1.0,1,11,11,{t},true",  # line 5
+        "",  # line 6: blank
+        bad,  # line 7: the defect
+        "13,1.0,1,13,13,{t},true",  # line 8
+    ]
+    text = newline.join(r.format(t=t) for r in rows) + newline
+    with pytest.raises(ArchiveDefect) as err:
+        _parse(tmp_path, text)
+    assert f"line 7: {what}" in str(err.value)
+    assert err.value.line == 7
+
+
+def test_a_metrics_defect_names_its_file_line_though_rows_are_sorted(tmp_path):
+    # Rows out of time order are sorted before the checks (registry sort_rows); the
+    # negative value is on file line 4 (the 00:00 row, sorted first), after a blank line.
+    text = (
+        f"{METRICS_HEADER}\n"  # line 1
+        "2024-03-01 00:10:00,BTCUSDT,1,1,1,1,1,1\n"  # line 2
+        "\n"  # line 3
+        "2024-03-01 00:00:00,BTCUSDT,-5,1,1,1,1,1\n"  # line 4
+        "2024-03-01 00:05:00,BTCUSDT,1,1,1,1,1,1\n"  # line 5
+    )
+    with pytest.raises(ArchiveDefect, match="sum_open_interest is negative") as err:
+        _parse(tmp_path, text, dataset="metrics")
+    assert "line 4:" in str(err.value) and err.value.line == 4
