@@ -60,6 +60,10 @@ class Dataset:
     # Rows are sorted by time within each CSV block before validation (small files whose
     # rows are published out of order: metrics; a day of metrics is one block).
     sort_rows: bool = False
+    # Times label the end of their period (metrics' 5-minute rows, binance-public-data
+    # #491): a row at exactly the file's period end (the next day's 00:00:00) belongs to the
+    # file and is written to its day file, not to the next day's.
+    end_labels: bool = False
     # Parquet writer options of the parsed output (parse/ticks.py).
     parquet_options: dict = field(default_factory=dict)
 
@@ -226,6 +230,7 @@ METRICS = register(
         partition="day",
         nullable_values=True,
         sort_rows=True,
+        end_labels=True,
     )
 )
 

@@ -122,12 +122,16 @@ def _check_nulls(batch: pa.RecordBatch, entry, cur: _Cursor, label: str) -> None
 _YEAR_1, _YEAR_10000 = -62135596800000, 253402300800000  # ms: what format_ms can show
 
 
-def _check_period(times: np.ndarray, raw: np.ndarray, bounds, cur: _Cursor, label: str) -> None:
-    """Every row inside the file's day or month. A time outside it is a defect, not a day
-    file of another date: a unit other than the registry's (µs read as ms lands in the
-    year 50000, ms read as µs in 1970) or a row of another file."""
+def _check_period(times: np.ndarray, raw: np.ndarray, bounds, cur: _Cursor, label: str,
+                  end_labels: bool = False) -> None:  # fmt: skip
+    """Every row inside the file's day or month (``end_labels``: its end included). A time
+    outside it is a defect, not a day file of another date: a unit other than the
+    registry's (µs read as ms lands in the year 50000, ms read as µs in 1970) or a row of
+    another file."""
     start, end, period = bounds
-    outside = (times < start) | (times >= end)
+    # End-of-period labels (metrics): the file's last row may be labelled with the period's
+    # end, the next day's 00:00:00 (binance-public-data #491: um metrics before 2026-06-25).
+    outside = (times < start) | ((times > end) if end_labels else (times >= end))
     if outside.any():
         i = int(np.argmax(outside))
         what = "month" if period.is_month else "day"
@@ -136,7 +140,7 @@ def _check_period(times: np.ndarray, raw: np.ndarray, bounds, cur: _Cursor, labe
         unit = "ms" if times[i] == value else "µs"
         hint = ""
         for as_ms, other in ((value, "ms"), (value // 1000, "µs")):
-            if start <= as_ms < end and other != unit:
+            if start <= as_ms < end + end_labels and other != unit:
                 hint = (
                     f"; as {other} it would be inside: the file's unit is not the {unit} expected"
                 )
@@ -210,9 +214,8 @@ def parse_tick_zip(
     label = key
     if period is None:
         period = name_period(key)
-    # Where a row's time must lie: the file's period, for datasets with an id column (a
-    # metrics file's day is not known to end at 23:55; checked against no real file).
-    bounds = (period.start_ms, period.end_ms, period) if period and entry.id_column else None
+    # Where a row's time must lie: the file's period (metrics: its end included, below).
+    bounds = (period.start_ms, period.end_ms, period) if period else None
     with storage.local_copy(zip_path) as local_zip, _unreadable_zip_is_a_defect(label):
         return _parse_local_zip(local_zip, label, entry, trade_type, columns, schema, micros,
                                 symbol, data_dir, bounds)  # fmt: skip
@@ -485,16 +488,20 @@ def _checked_table(batch, entry, schema, micros, cur, label, bounds=None):
         raw = batch.column(entry.time_column).cast(pa.int64()).to_numpy(zero_copy_only=False)
         times = raw // 1000 if micros else raw
         if bounds is not None:
-            _check_period(times, raw, bounds, cur, label)
+            _check_period(times, raw, bounds, cur, label, entry.end_labels)
         _check_batch(batch, entry, times, cur, label)
     except _RowDefect as defect:
         if order is not None:
             defect.row = cur.rows + order[defect.row - cur.rows].as_py()
         raise
     day_index = times // DAY_MS
-    bounds = np.flatnonzero(np.diff(day_index)) + 1
-    starts = np.concatenate(([0], bounds))
-    ends = np.concatenate((bounds, [len(times)]))
+    if entry.end_labels and bounds is not None:
+        # A row labelled with the period's end goes to the period's last day: its file, not
+        # the next day's (which that day's zip writes, and would overwrite or be clobbered).
+        day_index = np.minimum(day_index, (bounds[1] - 1) // DAY_MS)
+    cuts = np.flatnonzero(np.diff(day_index)) + 1
+    starts = np.concatenate(([0], cuts))
+    ends = np.concatenate((cuts, [len(times)]))
     arrays = [
         pa.array(times, pa.int64()).cast(TIME_TYPE) if n == entry.time_column else batch.column(n)
         for n in schema.names
@@ -504,7 +511,7 @@ def _checked_table(batch, entry, schema, micros, cur, label, bounds=None):
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
         if s == e:
             continue
-        day = pc.strftime(table.column(entry.time_column)[s], format="%Y%m%d").as_py()
+        day = str(np.datetime64(int(day_index[s]), "D")).replace("-", "")
         slices.append((day, s, e))
         cur.days[day] = cur.days.get(day, 0) + (e - s)
     cur.rows += batch.num_rows
