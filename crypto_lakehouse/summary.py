@@ -229,8 +229,13 @@ def headline(summary: dict) -> str:
         parts[0] += " (" + ", ".join(f"{tag} {n}" for tag, n in per_dataset.items()) + ")"
     for tag, entry in (summary.get("datasets") or {}).items():
         bad = entry.get("files_quarantined_download", 0) + entry.get("files_quarantined_parse", 0)
-        parts.append(f"{tag}: rows={_figure(entry.get('rows', 0))} "
-                     f"days={_figure(entry.get('days', 0))} quarantined={_figure(bad)}")  # fmt: skip
+        days = f"days={_figure(entry.get('days', 0))}"
+        if entry.get("days_empty") or entry.get("days_missing"):
+            days += (f" (empty={_figure(entry.get('days_empty', 0))}"
+                     f" missing={_figure(entry.get('days_missing', 0))})")  # fmt: skip
+        parts.append(
+            f"{tag}: rows={_figure(entry.get('rows', 0))} {days} quarantined={_figure(bad)}"
+        )
     for key in HEADLINE_KEYS:
         if t.get(key):
             value = t[key]
@@ -388,8 +393,26 @@ def _tick_day_rows(report: dict) -> dict[str, int]:
     return day_rows
 
 
+def _tick_day_figures(day_rows: dict[str, int]) -> dict[str, int]:
+    """``days_empty``: days whose zip was published without a row (a day file with no
+    row); ``days_missing``: days between the symbol's first and last day with no day file
+    at all (no zip, or its zip quarantined). A day before the first or after the last one is
+    not counted: the archive's listing, not this record, says when a symbol trades."""
+    import numpy as np
+
+    if not day_rows:
+        return {"days_empty": 0, "days_missing": 0}
+    days = np.array([np.datetime64(f"{d[:4]}-{d[4:6]}-{d[6:]}", "D") for d in day_rows])
+    span = int((days.max() - days.min()).astype(int)) + 1
+    return {
+        "days_empty": sum(1 for n in day_rows.values() if n == 0),
+        "days_missing": span - len(day_rows),
+    }
+
+
 def dataset_symbol_figures(parse_report: dict, download_report: dict) -> dict:
-    """One symbol's quality figures for one archive dataset: rows and days parsed, files
+    """One symbol's quality figures for one archive dataset: rows and days parsed (tick
+    datasets: of these the days without a row, and the days missing), files
     verified, files quarantined by the download (checksum, size) and by the parse
     (validation: ids, times, prices, quantities), and the kline quality score if any."""
     download_bad = set(download_report.get("quarantined") or {})
@@ -397,13 +420,13 @@ def dataset_symbol_figures(parse_report: dict, download_report: dict) -> dict:
     if "partitions" in parse_report:  # kline-layout datasets (markPriceKlines, ...)
         rows = sum(int(p.get("rows", 0)) for p in parse_report["partitions"].values())
         quality = parse_report.get("quality") or {}
-        days = int(quality.get("days") or 0)
+        figures = {"rows": rows, "days": int(quality.get("days") or 0)}
     else:
         day_rows = _tick_day_rows(parse_report)
-        rows, days, quality = sum(day_rows.values()), len(day_rows), {}
-    figures = {
-        "rows": rows,
-        "days": days,
+        quality = {}
+        figures = {"rows": sum(day_rows.values()), "days": len(day_rows),
+                   **_tick_day_figures(day_rows)}  # fmt: skip
+    figures |= {
         "files_verified": len(download_report.get("files") or {}),
         "files_quarantined_download": len(download_bad),
         "files_quarantined_parse": len(set(parse_bad) - download_bad),

@@ -271,6 +271,9 @@ def _parse_local_zip(local_zip, label, entry, trade_type, columns, schema, micro
                     with zf.open(names[0]) as again:
                         line = _line_of_row(again, header_lines, defect.row)
                     raise ArchiveDefect(f"{label}: line {line}: {defect.what}", line) from None
+                if cur.rows == 0 and bounds is not None:
+                    _write_empty_days(bounds, entry, schema, options, writers, staged,
+                                      trade_type, symbol, data_dir, cur, label)  # fmt: skip
                 if pending is not None:
                     pending, wait = None, pending
                     wait.result()
@@ -286,6 +289,35 @@ def _parse_local_zip(local_zip, label, entry, trade_type, columns, schema, micro
                     with contextlib.suppress(Exception):
                         writer.close()
     return dict(sorted(cur.days.items()))
+
+
+def _write_empty_days(
+    bounds, entry, schema, options, writers, staged, trade_type, symbol, data_dir, cur, label
+) -> None:
+    """A zip without a data row (a header only, or nothing): every day of its period is a
+    published day with zero rows, written as a day file with no row (the schema only) and
+    recorded with 0 rows, so that reports, loaders and later stages tell it from a day the
+    archive has no file for (docs/datasets.md, "A file without rows")."""
+    start, end, _ = bounds
+    log.warning("%s: no data row; its days are recorded with 0 rows", label)
+    for day_index in range(start // DAY_MS, (end - 1) // DAY_MS + 1):
+        day = str(np.datetime64(day_index, "D")).replace("-", "")
+        target = layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, day)
+        tmp = staged.enter_context(storage.staged_path(target))
+        writers[day] = pq.ParquetWriter(tmp, schema, **options)  # seam: staged local file
+        writers[day].write_table(schema.empty_table())
+        cur.days[day] = 0
+
+
+def _no_data_row(member, header_lines: int) -> bool:
+    """Whether the member holds no data line (empty, blank lines, or a header only)."""
+    for first_line, lines in _lines_of(member):
+        if lines is None:
+            return False
+        numbers = np.arange(first_line, first_line + len(lines))
+        if ((numbers > header_lines) & (pc.utf8_length(lines).to_numpy() > 0)).any():
+            return False
+    return True
 
 
 def _batches(member, entry, columns, header_lines, label, cur, reopen):
@@ -317,6 +349,11 @@ def _batches(member, entry, columns, header_lines, label, cur, reopen):
                 return
             yield batch
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        with reopen() as again:
+            if cur.rows == 0 and _no_data_row(again, header_lines):
+                # pyarrow refuses an empty member ("Empty CSV file") and a header without
+                # a newline; like a header-only file, they are a period without rows.
+                return
         with reopen() as again:
             where = locate_tick_defect(again, entry, columns, header_lines)
         if where is not None:
@@ -554,6 +591,14 @@ def _day_sizes(day_path, parsed: dict, parsed_before: dict, present: dict) -> di
     return {n: sizes[n] for n in names if sizes.get(n) is not None}
 
 
+def _output_day_rows(parsed: dict) -> dict[str, int]:
+    """{YYYYMMDD: rows} of the day files: a daily zip's day wins over its month's."""
+    day_rows: dict[str, int] = {}
+    for key in sorted(parsed, key=lambda k: ("/daily/" in k, k)):
+        day_rows.update(parsed[key].get("days") or {})
+    return day_rows
+
+
 def run_parse_ticks(
     *, trade_type: str, dataset: str, symbol: str, data_dir, download_report, report_path
 ) -> dict:
@@ -647,6 +692,8 @@ def run_parse_ticks(
             sel, {k: v["reason"] for k, v in quarantined_now.items()}
         ),
         "rows": sum(sum(v["days"].values()) for v in parsed.values()),
+        # Days published without a row (their day file holds none): not missing days.
+        "days_without_rows": sorted(d for d, n in _output_day_rows(parsed).items() if n == 0),
     }
     io.write_json(report_path, report)
     return report

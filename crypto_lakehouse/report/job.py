@@ -343,6 +343,8 @@ def _datasets_section(dataset_summaries: dict) -> str:
     table = records.dataset_table(dataset_summaries)
     shown = table.rename(
         columns={
+            "days_empty": "days without rows",
+            "days_missing": "days missing",
             "files_verified": "files verified",
             "files_quarantined_download": "quarantined (download)",
             "files_quarantined_parse": "quarantined (parse)",
@@ -354,7 +356,9 @@ def _datasets_section(dataset_summaries: dict) -> str:
         "<p>Datasets built by the <code>datasets</code> target (config <code>datasets</code>; "
         "docs/datasets.md), from its run summaries (lakehouse/summaries/datasets/): symbols "
         "parsed, rows and UTC days in the parsed files (a day in a monthly and a daily zip "
-        "counted once), archives verified, quarantined by the download (checksum, size) and "
+        "counted once), of these the days whose archive holds no row (a header only), the "
+        "days missing between a symbol's first and last day (no file, or quarantined), "
+        "archives verified, quarantined by the download (checksum, size) and "
         "by the parse (the line and the reason: section 2's quarantined files); the lowest "
         "symbol quality score of the kline-layout datasets (their volumes are 0, so at most "
         "0.5). Their jobs count in section 4's aws_download and aws_parse rows.</p>"
@@ -364,6 +368,8 @@ def _datasets_section(dataset_summaries: dict) -> str:
                 "symbols",
                 "rows",
                 "days",
+                "days without rows",
+                "days missing",
                 "files verified",
                 "quarantined (download)",
                 "quarantined (parse)",

@@ -442,8 +442,9 @@ def failure_messages(summaries: dict[tuple[str, str], dict]) -> list[str]:
 
 
 # ---------------------------------------------------------------- the datasets target
-DATASET_COLUMNS = ("symbols", "rows", "days", "files_verified", "files_quarantined_download",
-                   "files_quarantined_parse", "quality_score_min")  # fmt: skip
+DATASET_COLUMNS = ("symbols", "rows", "days", "days_empty", "days_missing", "files_verified",
+                   "files_quarantined_download", "files_quarantined_parse",
+                   "quality_score_min")  # fmt: skip
 
 
 def dataset_table(summaries: dict[tuple[str, str], dict]) -> pd.DataFrame:

@@ -29,10 +29,31 @@ def test_tick_figures_count_each_day_once_and_split_quarantines():
     assert got == {
         "rows": 10 + 25,
         "days": 2,
+        "days_empty": 0,
+        "days_missing": 0,
         "files_verified": 2,
         "files_quarantined_download": 1,
         "files_quarantined_parse": 1,
     }
+
+
+def test_a_day_without_rows_is_told_from_a_missing_day():
+    # 03-01 has 10 rows; the daily zip of 03-03 holds a header only (its day: 0 rows);
+    # 03-02 and 03-04 have no file (03-04's zip was quarantined); 03-05 has 7 rows.
+    day = "data/futures/um/daily/aggTrades/X/X-aggTrades-2024-03-{:02d}.zip"
+    report = {
+        "files": {
+            day.format(1): {"sha256": "a", "days": {"20240301": 10}},
+            day.format(3): {"sha256": "c", "days": {"20240303": 0}},
+            day.format(5): {"sha256": "e", "days": {"20240305": 7}},
+        },
+        "quarantined": {day.format(4): "line 2: price is not a finite number"},
+    }
+    got = dataset_symbol_figures(report, {"files": {day.format(d): {} for d in (1, 3, 4, 5)}})
+    assert (got["rows"], got["days"], got["days_empty"], got["days_missing"]) == (17, 3, 1, 2)
+    summary = {"stage": "datasets", "trade_type": "um_futures", "symbols": 1, "totals": {},
+               "problems": {}, "datasets": {"aggTrades": got}}  # fmt: skip
+    assert "aggTrades: rows=17 days=3 (empty=1 missing=2)" in headline(summary)
 
 
 def test_kline_layout_figures_come_from_partitions_and_quality():

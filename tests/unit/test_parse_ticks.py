@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from crypto_lakehouse_emulator.ticks import FUTURES_AGG_HEADER, agg_trades_csv
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import datasets, layout
 from crypto_lakehouse.parse import ticks
 from crypto_lakehouse.parse.csv_reader import ArchiveDefect
 
@@ -544,3 +544,52 @@ def test_a_metrics_defect_names_its_file_line_though_rows_are_sorted(tmp_path):
     with pytest.raises(ArchiveDefect, match="sum_open_interest is negative") as err:
         _parse(tmp_path, text, dataset="metrics")
     assert "line 4:" in str(err.value) and err.value.line == 4
+
+
+# ---------------------------------------------------------------- files without a row
+@pytest.mark.parametrize(
+    ("trade_type", "dataset", "text"),
+    [
+        ("um_futures", "aggTrades", f"{FUTURES_AGG_HEADER}\n"),  # a header only
+        ("um_futures", "aggTrades", FUTURES_AGG_HEADER),  # ... without its newline
+        ("spot", "aggTrades", ""),  # spot has no header: an empty member
+        ("cm_futures", "trades", "id,price,qty,base_qty,time,is_buyer_maker\n\n"),
+        ("um_futures", "metrics", METRICS_HEADER + "\n"),
+    ],
+)
+def test_a_daily_zip_without_rows_is_a_day_file_with_no_row(tmp_path, trade_type, dataset, text):
+    # Before: a header-only zip wrote nothing and recorded no day (a day with zero rows
+    # looked like a missing day), and an empty member was quarantined as "Empty CSV file".
+    assert _parse(tmp_path, text, trade_type, dataset, day="2024-03-01") == {"20240301": 0}
+    table = _day(tmp_path, trade_type, dataset, "20240301")
+    assert table.num_rows == 0
+    assert table.schema == ticks.arrow_schema(datasets.get(dataset), trade_type)
+
+
+def test_a_monthly_zip_without_rows_records_each_day_of_its_month(tmp_path):
+    days = _parse(tmp_path, f"{FUTURES_AGG_HEADER}\n", day="2024-02")
+    assert days == {f"202402{d:02d}": 0 for d in range(1, 30)}  # 2024 is a leap year
+
+
+def test_the_parse_report_names_the_days_without_rows(tmp_path):
+    data_dir = tmp_path / "data"
+    t = _ms("2024-03-01T10:00:00")
+    key = lambda day: layout.archive_key(  # noqa: E731
+        "um_futures", "aggTrades", "BTCUSDT", None, "daily", day
+    )
+    files = _put(data_dir, key("2024-03-01"), f"{FUTURES_AGG_HEADER}\n1,2.0,1,1,1,{t},true\n")
+    files |= _put(data_dir, key("2024-03-02"), f"{FUTURES_AGG_HEADER}\n")
+
+    def run():
+        return ticks.run_parse_ticks(
+            trade_type="um_futures", dataset="aggTrades", symbol="BTCUSDT", data_dir=data_dir,
+            download_report={"files": files}, report_path=tmp_path / "parse.json",
+        )  # fmt: skip
+
+    report = run()
+    assert report["days_without_rows"] == ["20240302"] and report["quarantined"] == {}
+    assert report["files"][key("2024-03-02")]["days"] == {"20240302": 0}
+    day_file = layout.parsed_day_path(data_dir, "um_futures", "aggTrades", "BTCUSDT", "20240302")
+    written = day_file.stat().st_mtime_ns
+    assert run()["days_without_rows"] == ["20240302"]  # incremental: not parsed again
+    assert day_file.stat().st_mtime_ns == written

@@ -230,7 +230,8 @@ def test_the_datasets_section_shows_each_datasets_summary(tmp_path):
     summary = {
         "stage": "datasets", "trade_type": "spot", "symbols": 2,
         "datasets": {
-            "aggTrades": {"symbols": 2, "rows": 17000, "days": 9, "files_verified": 10,
+            "aggTrades": {"symbols": 2, "rows": 17000, "days": 9, "days_empty": 1,
+                          "days_missing": 2, "files_verified": 10,
                           "files_quarantined_download": 0, "files_quarantined_parse": 1},
             "trades": {"symbols": 1, "rows": 16895, "days": 5, "files_verified": 5,
                        "files_quarantined_download": 2, "files_quarantined_parse": 0},
@@ -244,8 +245,9 @@ def test_the_datasets_section_shows_each_datasets_summary(tmp_path):
     # As the rule calls it: the datasets summaries are its named input ``datasets``.
     rows = _rows(_section(_write_page(data, datasets=[str(path)]), "datasets"))
     assert rows == [
-        ["spot", "aggTrades", "2", "17,000", "9", "10", "0", "1", "–", "1"],
-        ["spot", "trades", "1", "16,895", "5", "5", "2", "0", "–", "0"],
+        ["spot", "aggTrades", "2", "17,000", "9", "1", "2", "10", "0", "1", "–", "1"],
+        # A summary written before days_empty/days_missing existed: shown as unknown.
+        ["spot", "trades", "1", "16,895", "5", "–", "–", "5", "2", "0", "–", "0"],
     ]
     path.unlink()
     assert "no datasets summary" in _section(_write_page(data), "datasets")
