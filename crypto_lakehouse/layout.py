@@ -203,6 +203,38 @@ def parsed_day_path(data_dir, trade_type, dataset, symbol, day: str) -> Path:
     )
 
 
+def parsed_root(data_dir, trade_type) -> Path:
+    """``parsed_data/{T}``: the parent of the trade type's parsed dataset folders."""
+    return storage.data_path(data_dir) / "parsed_data" / trade_type
+
+
+def parsed_dataset_root(data_dir, trade_type, dataset) -> Path:
+    """``parsed_data/{T}/{dataset}``: the parent of a parsed dataset's symbol folders."""
+    return parsed_root(data_dir, trade_type) / datasets.get(dataset).name
+
+
+def parsed_day_dir(data_dir, trade_type, dataset, symbol) -> Path:
+    """The folder of one symbol's ``parsed_day_path`` files."""
+    return parsed_day_path(data_dir, trade_type, dataset, symbol, "0").parent
+
+
+def parsed_kline_month_path(data_dir, trade_type, symbol, interval, month: str,
+                            dataset: str = "klines") -> Path:  # fmt: skip
+    """One monthly partition of a kline-layout dataset; ``month`` is ``YYYYMM``."""
+    return parsed_klines_dir(data_dir, trade_type, symbol, interval, dataset) / f"{month}.pqt"
+
+
+# Names of the parsed partitions: a tick day ``YYYYMMDD.pqt``, a kline month ``YYYYMM.pqt``.
+_PARTITION_NAME_RE = {"day": re.compile(r"^(\d{8})\.pqt$"), "month": re.compile(r"^(\d{6})\.pqt$")}
+
+
+def parse_partition_name(name: str, partition: str) -> str | None:
+    """``20240301.pqt`` → ``"20240301"`` (``partition`` ``day``), ``202403.pqt`` →
+    ``"202403"`` (``month``); None for anything else (temporary or foreign files)."""
+    m = _PARTITION_NAME_RE[partition].match(name)
+    return m.group(1) if m else None
+
+
 def agg_klines_day_path(data_dir, trade_type, symbol, interval, day: str) -> Path:
     """Candles built from a day of aggTrades (target ``agg_klines``); ``day`` is ``YYYYMMDD``."""
     return (

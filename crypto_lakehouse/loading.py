@@ -3,6 +3,8 @@
 ``load_klines`` returns one symbol's generated (or resampled) candles as a pandas or polars
 frame, its gap segments (``SP0_SYM.pqt``, ``SP1_SYM.pqt``, …, ``SYM.pqt``) concatenated in time
 order with a ``segment`` column; ``load_features`` does the same with its feature files.
+``load_dataset`` / ``iter_dataset`` read one symbol's parsed aggTrades, trades, metrics or
+price klines between two times, opening only the day (month) files of the range.
 ``duckdb_connect`` opens a DuckDB connection with one view per kind of file. Paths come from
 ``layout`` only.
 """
@@ -19,12 +21,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from crypto_lakehouse import layout, storage
+from crypto_lakehouse import datasets, layout, storage
 from crypto_lakehouse.schema import TIME_TYPE
 
 TIME = "candle_begin_time"
 FUNDING_RATE = "funding_rate"
-ENGINES = ("pandas", "polars")
+ENGINES = ("pandas", "polars", "arrow")
 # How funding_rate comes back; see docs/loading.md "The funding_rate convention".
 FUNDING_MODES = ("file", "nan", "zero")
 
@@ -110,17 +112,24 @@ def _ms_scalar(stamp) -> pa.Scalar | None:
     return pa.scalar(-(-stamp.value // 1_000_000), pa.int64()).cast(TIME_TYPE)
 
 
-def time_filter(start=None, end=None) -> ds.Expression | None:
-    """``start <= candle_begin_time < end`` (either bound optional) as a dataset filter,
-    so Parquet row groups outside the range are skipped by their statistics."""
+def _bounds(start, end):
+    """The UTC bounds (None: no bound), checked: start before end."""
     lo, hi = _utc_stamp(start, "start"), _utc_stamp(end, "end")
     if lo is not None and hi is not None and lo >= hi:
         raise ValueError(f"start={start!r} is not before end={end!r}")
+    return lo, hi
+
+
+def time_filter(start=None, end=None, column: str = TIME) -> ds.Expression | None:
+    """``start <= column < end`` (``candle_begin_time`` by default; either bound optional)
+    as a dataset filter, so Parquet row groups outside the range are skipped by their
+    statistics."""
+    lo, hi = _bounds(start, end)
     expr = None
     if lo is not None:
-        expr = ds.field(TIME) >= _ms_scalar(lo)
+        expr = ds.field(column) >= _ms_scalar(lo)
     if hi is not None:
-        cond = ds.field(TIME) < _ms_scalar(hi)
+        cond = ds.field(column) < _ms_scalar(hi)
         expr = cond if expr is None else expr & cond
     return expr
 
@@ -296,6 +305,8 @@ def _frame(table: pa.Table, engine: str):
         import polars as pl
 
         return pl.from_arrow(table)
+    if engine == "arrow":
+        return table
     return table.to_pandas()
 
 
@@ -362,6 +373,220 @@ def _segments_table(kind, data_dir, trade_type, symbol, interval, resample, offs
         return read_segments_table(files, start, end)
 
 
+# ---------------------------------------------------------------- the parsed datasets
+# The datasets of the ``datasets`` target the loaders read (docs/datasets.md): tick datasets
+# in one file per UTC day, the price klines in one file per month and interval.
+TICK_DATASETS = tuple(d.name for d in datasets.REGISTRY.values() if d.partition == "day")
+PRICE_KLINE_DATASETS = (
+    datasets.MARK_PRICE_KLINES.name,
+    datasets.INDEX_PRICE_KLINES.name,
+    datasets.PREMIUM_INDEX_KLINES.name,
+)
+LOADABLE_DATASETS = TICK_DATASETS + PRICE_KLINE_DATASETS
+
+
+def _check_dataset(dataset: str, trade_type: str) -> datasets.Dataset:
+    """The registry entry of a dataset the loaders read, published on ``trade_type``."""
+    _check_trade_type(trade_type)
+    if dataset not in LOADABLE_DATASETS:
+        hint = ""
+        if dataset in ("klines", "funding"):
+            hint = f"; {dataset} are read with load_klines (and the funding view)"
+        close = difflib.get_close_matches(dataset, LOADABLE_DATASETS, n=3)
+        if close and not hint:
+            hint = f"; did you mean {' or '.join(close)}?"
+        raise ValueError(
+            f"unknown dataset {dataset!r}{hint} (datasets load_dataset reads: "
+            f"{', '.join(LOADABLE_DATASETS)})"
+        )
+    entry = datasets.get(dataset)
+    entry.check_market(trade_type)  # metrics on spot: "exists only for futures"
+    return entry
+
+
+def dataset_time_column(dataset: str) -> str:
+    """The time column of a loadable dataset (``transact_time``, ``time``, ``create_time``;
+    ``candle_begin_time`` for the price klines)."""
+    entry = datasets.get(dataset)
+    return entry.time_column if entry.partition == "day" else TIME
+
+
+def _partition_span(name: str, partition: str, end_labels: bool) -> tuple[int, int]:
+    """[first ms, last ms] a partition file may hold: its UTC day or month; a day of a
+    dataset with end labels (metrics) also the next day's 00:00:00 (docs/datasets.md)."""
+    import datetime as dt
+
+    if partition == "day":
+        first = dt.datetime.strptime(name, "%Y%m%d").replace(tzinfo=dt.UTC)
+        after = first + dt.timedelta(days=1)
+    else:
+        first = dt.datetime.strptime(name, "%Y%m").replace(tzinfo=dt.UTC)
+        after = (first + dt.timedelta(days=32)).replace(day=1)
+    lo, hi = int(first.timestamp() * 1000), int(after.timestamp() * 1000)
+    return lo, hi if end_labels else hi - 1
+
+
+def dataset_files_of(data_dir, trade_type: str, dataset: str, symbol: str,
+                     interval: str | None = None, start=None, end=None) -> list[Path]:  # fmt: skip
+    """The partition files of one symbol's parsed ``dataset`` that may hold a row in
+    ``[start, end)``, in time order: day files ``parsed_data/{T}/{dataset}/{SYM}/{YYYYMMDD}.pqt``
+    (aggTrades, trades, metrics) or month files ``parsed_data/{T}/{dataset}/{SYM}/{I}/{YYYYMM}.pqt``
+    (mark/index/premium price klines, ``interval`` required). The choice is made on the
+    file names (one listing of the symbol's folder): no other file is opened. Unknown trade
+    type, dataset, symbol or interval: an error naming what exists."""
+    entry = _check_dataset(dataset, trade_type)
+    lo, hi = _bounds(start, end)
+    data_dir = _data_dir(data_dir)
+    root = layout.parsed_dataset_root(data_dir, trade_type, dataset)
+    if not storage.is_dir(root):
+        if not storage.is_remote(data_dir) and not storage.is_dir(data_dir):
+            raise _no_view_files(data_dir)
+        present = [t for t in entry.markets
+                   if storage.is_dir(layout.parsed_dataset_root(data_dir, t, dataset))]  # fmt: skip
+        parsed = layout.parsed_root(data_dir, trade_type)
+        others = [n for n in layout.subdir_names(parsed) if n in LOADABLE_DATASETS]
+        raise DataNotFoundError(
+            f"no {dataset} of {trade_type} in {data_dir} ({root} does not exist; trade types "
+            f"with {dataset}: {_names(present)}; datasets parsed for {trade_type}: "
+            f"{_names(others)}; the datasets target writes them, docs/datasets.md)"
+        )
+    symbols = layout.subdir_names(root)
+    if symbol not in symbols:
+        raise _unknown("symbol", symbol, symbols, root)
+    if entry.partition == "day":
+        if interval is not None:
+            raise ValueError(f"interval={interval!r}: {dataset} has no interval (one file per day)")
+        directory = layout.parsed_day_dir(data_dir, trade_type, dataset, symbol)
+    else:
+        if interval is None:
+            raise ValueError(f"{dataset} needs interval= (e.g. interval='1m')")
+        folder = layout.parsed_klines_dir(data_dir, trade_type, symbol, "_", dataset).parent
+        intervals = layout.subdir_names(folder)
+        if interval not in intervals:
+            raise _unknown("interval", interval, intervals, folder)
+        directory = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval, dataset)
+    lo_ms = None if lo is None else _ms_scalar(lo).value
+    hi_ms = None if hi is None else _ms_scalar(hi).value
+    files = []
+    for path in storage.list_files(directory, recursive=False, suffix=layout.PARQUET_SUFFIX):
+        name = layout.parse_partition_name(path.name, entry.partition)
+        if name is None:
+            continue
+        first, last = _partition_span(name, entry.partition, entry.end_labels)
+        if (hi_ms is None or first < hi_ms) and (lo_ms is None or last >= lo_ms):
+            files.append((name, path))
+    return [path for _, path in sorted(files)]
+
+
+def _dataset_schema(entry: datasets.Dataset, trade_type: str, files: list[Path]) -> pa.Schema:
+    """The schema of the dataset's files (the first file's), or the parser's when none."""
+    if files:
+        return storage.parquet_metadata(files[0]).schema.to_arrow_schema().remove_metadata()
+    if entry.partition == "day":
+        from crypto_lakehouse.parse.ticks import arrow_schema
+
+        return arrow_schema(entry, trade_type)
+    from crypto_lakehouse.schema import KLINE_SCHEMA
+
+    return KLINE_SCHEMA
+
+
+def _checked_columns(columns, schema: pa.Schema, dataset: str) -> list[str] | None:
+    if columns is None:
+        return None
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    for name in columns:
+        if name not in schema.names:
+            close = difflib.get_close_matches(name, schema.names, n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ValueError(
+                f"no column {name!r} in {dataset}{hint} (columns: {', '.join(schema.names)})"
+            )
+    return columns
+
+
+def _dataset_scan(data_dir, trade_type, dataset, symbol, interval, start, end, columns):
+    """(files, filter, columns, schema) of one load: the files of the range, the time
+    filter on the dataset's time column, the columns checked."""
+    files = dataset_files_of(data_dir, trade_type, dataset, symbol, interval, start, end)
+    entry = datasets.get(dataset)
+    expr = time_filter(start, end, dataset_time_column(dataset))
+    with _naming_the_repair(data_dir):
+        schema = _dataset_schema(entry, trade_type, files)
+    return files, expr, _checked_columns(columns, schema, dataset), schema
+
+
+def _read_file(path: Path, expr, columns, schema: pa.Schema) -> pa.Table:
+    fs, inner = storage.filesystem(path)  # on S3: ranged GETs of the row groups kept
+    dataset = ds.dataset(inner, filesystem=fs, format="parquet", schema=schema)
+    return dataset.to_table(filter=expr, columns=columns)
+
+
+def load_dataset(
+    data_dir,
+    trade_type: str,
+    dataset: str,
+    symbol: str,
+    start=None,
+    end=None,
+    interval: str | None = None,
+    columns=None,
+    engine: str = "pandas",
+):
+    """One symbol's parsed ``dataset`` (aggTrades, trades, metrics; markPriceKlines,
+    indexPriceKlines, premiumIndexKlines with ``interval``) as a pandas DataFrame, a
+    polars one or a pyarrow Table (``engine``), rows in file order (time order).
+
+    ``start`` (inclusive) and ``end`` (exclusive) bound the dataset's time column
+    (``dataset_time_column``) as in ``load_klines``. Only the day (or month) files that
+    may hold a row of the range are opened, and in them only the row groups that do
+    (statistics); ``columns`` reads only those columns. Memory: the rows asked for; for
+    more than fits, ``iter_dataset`` gives them one file at a time (docs/loading.md)."""
+    _check_engine(engine)
+    files, expr, columns, schema = _dataset_scan(data_dir, trade_type, dataset, symbol,
+                                                 interval, start, end, columns)  # fmt: skip
+    with _naming_the_repair(data_dir):
+        if not files:
+            table = schema.empty_table()
+            table = table.select(columns) if columns is not None else table
+        else:
+            fs, _ = storage.filesystem(files[0])
+            inner = [storage.filesystem(p)[1] for p in files]
+            table = ds.dataset(inner, filesystem=fs, format="parquet", schema=schema).to_table(
+                filter=expr, columns=columns
+            )
+    return _frame(table, engine)
+
+
+def iter_dataset(
+    data_dir,
+    trade_type: str,
+    dataset: str,
+    symbol: str,
+    start=None,
+    end=None,
+    interval: str | None = None,
+    columns=None,
+    engine: str = "pandas",
+) -> Iterator:
+    """``load_dataset`` one file at a time: a frame per day file (tick datasets) or month
+    file (price klines) that holds rows of the range, in time order. Memory: one file's
+    rows of the range (a day of trades), whatever the range. The arguments are checked
+    before the first frame."""
+    _check_engine(engine)
+    files, expr, columns, schema = _dataset_scan(data_dir, trade_type, dataset, symbol,
+                                                 interval, start, end, columns)  # fmt: skip
+
+    def frames():
+        for path in files:
+            with _naming_the_repair(data_dir):
+                table = _read_file(path, expr, columns, schema)
+            if table.num_rows:
+                yield _frame(table, engine)
+
+    return frames()
+
+
 # ---------------------------------------------------------------------------- DuckDB
 # Path tails that the views parse with regexp_extract on DuckDB's `filename` column. A filter
 # on a column derived from `filename` alone lets DuckDB skip the other files unread.
@@ -384,6 +609,25 @@ VIEW_PATTERNS = {
     "funding": (r"/(parsed_data|api_data)/([a-z_]+)/(?:funding|funding_rate)/([A-Z0-9_]+)\.pqt$",
                 ("source", "trade_type", "symbol")),
 }  # fmt: skip
+# The parsed datasets of the ``datasets`` target: one view each, a ``day`` (tick datasets)
+# or ``month`` (price klines) column from the file name, so that a filter on it reads only
+# the files of those days (docs/loading.md).
+DATASET_VIEWS = {
+    "agg_trades": datasets.AGG_TRADES.name,
+    "trades": datasets.TRADES.name,
+    "metrics": datasets.METRICS.name,
+    "mark_price_klines": datasets.MARK_PRICE_KLINES.name,
+    "index_price_klines": datasets.INDEX_PRICE_KLINES.name,
+    "premium_index_klines": datasets.PREMIUM_INDEX_KLINES.name,
+}
+for _view, _dataset in DATASET_VIEWS.items():
+    if datasets.get(_dataset).partition == "day":
+        VIEW_PATTERNS[_view] = (rf"/parsed_data/([a-z_]+)/{_dataset}/([A-Z0-9_]+)/([0-9]{{8}})\.pqt$",
+                                ("trade_type", "symbol", "day"))  # fmt: skip
+    else:
+        VIEW_PATTERNS[_view] = (
+            rf"/parsed_data/([a-z_]+)/{_dataset}/([A-Z0-9_]+)/([^/]+)/([0-9]{{6}})\.pqt$",
+            ("trade_type", "symbol", "interval", "month"))  # fmt: skip
 
 
 def view_files(data_dir) -> dict[str, list[Path]]:
@@ -420,6 +664,15 @@ def view_files(data_dir) -> dict[str, list[Path]]:
                 out[view] += _symbol_files_in(dir_of(data_dir, tt, iv))
         out["funding"] += _symbol_files_in(layout.parsed_funding_dir(data_dir, tt))
         out["funding"] += _symbol_files_in(layout.api_funding_dir(data_dir, tt))
+        for view, dataset in DATASET_VIEWS.items():
+            if tt not in datasets.get(dataset).markets:
+                continue
+            # One recursive listing of the dataset's folder; the view's pattern keeps the
+            # partition files (no temporary or foreign file).
+            pattern = re.compile(VIEW_PATTERNS[view][0])
+            root = layout.parsed_dataset_root(data_dir, tt, dataset)
+            found = storage.list_files(root, recursive=True, suffix=layout.PARQUET_SUFFIX)
+            out[view] += [p for p in found if pattern.search(str(p))]
     return out
 
 
@@ -475,6 +728,22 @@ def _nan_option(con) -> str:
     return ", can_have_nan = true" if row and "can_have_nan" in row[0] else ""
 
 
+def _view_groups(name: str, paths: list[Path]):
+    """(schema, files) per scan of a view. The files of a parsed dataset share their trade
+    type's schema (the parser's): grouped by trade type from the path, one footer read per
+    group, never one per file (a dataset has a file per symbol and day). The other views:
+    by the schema in every file's footer (``schema_groups``)."""
+    if name not in DATASET_VIEWS:
+        return _schema_groups(paths)
+    by_type: dict[str, list[Path]] = {}
+    for path in paths:
+        by_type.setdefault(re.search(VIEW_PATTERNS[name][0], str(path)).group(1), []).append(path)
+    return [
+        (storage.parquet_metadata(group[0]).schema.to_arrow_schema().remove_metadata(), group)
+        for group in by_type.values()
+    ]
+
+
 def _scan_sql(paths: list[Path], options: str = "") -> str:
     """One ``read_parquet`` per schema, united by column name (NULL where a file lacks one);
     ``options`` are added to each ``read_parquet`` call (``_nan_option``)."""
@@ -485,16 +754,61 @@ def _scan_sql(paths: list[Path], options: str = "") -> str:
     return "(" + " UNION ALL BY NAME ".join(scans) + ")"
 
 
-def _view_sql(name: str, paths: list[Path], options: str = "") -> str:
+def _path_column_sql(pattern: str, index: int, col: str) -> str:
+    """The SQL of one column a view derives from ``filename`` (group ``index`` of
+    ``pattern``). A filter on it is evaluated on the file names: the other files are never
+    opened."""
+    expr = f"regexp_extract(filename, '{pattern}', {index})"
+    if col == "segment_sp":
+        expr = f"TRY_CAST(NULLIF({expr}, '') AS INTEGER)"
+    elif col == "source":
+        expr = f"CASE {expr} WHEN 'parsed_data' THEN 'archive' ELSE 'rest' END"
+    elif col in ("day", "month"):
+        # YYYYMMDD (YYYYMM) → DATE through a regexp_replace and a cast: DuckDB pushes a
+        # filter on that into the file list (files of other days are never opened); a
+        # strptime() of the same text is not pushed down (measured, DuckDB 2.0.1).
+        ymd = (
+            r"'(\d{4})(\d{2})(\d{2})', '\1-\2-\3'"
+            if col == "day"
+            else r"'(\d{4})(\d{2})', '\1-\2-01'"
+        )
+        expr = f"TRY_CAST(regexp_replace({expr}, {ymd}) AS DATE)"
+    return f'{expr} AS "{col}"'
+
+
+def _dataset_view_sql(name: str, paths: list[Path], options: str = "") -> str:
+    """A parsed dataset's view: one ``read_parquet`` per trade type and symbol, whose
+    ``trade_type`` and ``symbol`` are constants, united by name (spot's extra column is
+    NULL elsewhere). A filter on the symbol drops the other symbols' scans when the query
+    is planned, and their file lists are never matched: measured on 30,000 day files (30
+    symbols), a one-symbol one-day count took 0.15 s, 4.8 s with one list of all files
+    (docs/loading.md). ``day`` (``month``) comes from the file name, so that a filter on
+    it opens only those days' files. metrics files hold a ``symbol`` column of their own:
+    the path's replaces it."""
     pattern, columns = VIEW_PATTERNS[name]
-    derived = []
-    for i, col in enumerate(columns, start=1):
-        expr = f"regexp_extract(filename, '{pattern}', {i})"
-        if col == "segment_sp":
-            expr = f"TRY_CAST(NULLIF({expr}, '') AS INTEGER)"
-        elif col == "source":
-            expr = f"CASE {expr} WHEN 'parsed_data' THEN 'archive' ELSE 'rest' END"
-        derived.append(f'{expr} AS "{col}"')
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for path in paths:
+        found = re.search(pattern, str(path))
+        groups.setdefault((found.group(1), found.group(2)), []).append(path)
+    derived = [
+        _path_column_sql(pattern, i, col)
+        for i, col in enumerate(columns, start=1)
+        if col not in ("trade_type", "symbol")
+    ]
+    excluded = "filename, symbol" if _has_symbol(name) else "filename"
+    scans = [
+        f"SELECT '{trade_type}' AS trade_type, '{symbol}' AS symbol, {', '.join(derived)}, "
+        f"* EXCLUDE ({excluded}) FROM read_parquet({_sql_list(group)}, filename = true{options})"
+        for (trade_type, symbol), group in sorted(groups.items())
+    ]
+    return " UNION ALL BY NAME ".join(scans)
+
+
+def _view_sql(name: str, paths: list[Path], options: str = "") -> str:
+    if name in DATASET_VIEWS:
+        return _dataset_view_sql(name, paths, options)
+    pattern, columns = VIEW_PATTERNS[name]
+    derived = [_path_column_sql(pattern, i, col) for i, col in enumerate(columns, start=1)]
     scan = _scan_sql(paths, options)
     if "segment_sp" not in columns:
         return f"SELECT {', '.join(derived)}, * EXCLUDE (filename) FROM {scan}"
@@ -507,6 +821,12 @@ def _view_sql(name: str, paths: list[Path], options: str = "") -> str:
         f"SELECT {', '.join(derived)}, * FROM {scan}) d "
         f"LEFT JOIN _lakehouse_latest_segment latest ON d.filename = latest.file"
     )
+
+
+def _has_symbol(view: str) -> bool:
+    """Whether the files of a dataset view have a ``symbol`` column (metrics)."""
+    entry = datasets.get(DATASET_VIEWS[view])
+    return any("symbol" in entry.columns_for(t) for t in entry.markets)
 
 
 def _latest_segments(files: dict[str, list[Path]]) -> list[tuple[str, int]]:
@@ -541,8 +861,9 @@ def _no_view_files(data_dir) -> DataNotFoundError:
         return DataNotFoundError(f"data dir {shown} {state}")
     present = layout.subdir_names(where)  # on S3 one delimited listing, not every key below
     return DataNotFoundError(
-        f"no lakehouse data in {where}: no file in results_data/, in the funding folders of "
-        "parsed_data/ and api_data/, in lakehouse/quality or lakehouse/provenance (folders "
+        f"no lakehouse data in {where}: no file in results_data/, in the funding and "
+        "dataset folders of parsed_data/, in api_data/, in lakehouse/quality or "
+        "lakehouse/provenance (folders "
         f"present: {_names(present)}); is it the pipeline's data_dir (data/binance_data by "
         "default)? (docs/loading.md)"
     )
@@ -550,7 +871,9 @@ def _no_view_files(data_dir) -> DataNotFoundError:
 
 def duckdb_connect(data_dir, database: str = ":memory:"):
     """A DuckDB connection with views ``klines``, ``resampled_klines``, ``features``,
-    ``resampled_features``, ``funding``, ``quality`` and ``provenance`` over the files
+    ``resampled_features``, ``funding``, ``quality``, ``provenance`` and the parsed
+    datasets' ``agg_trades``, ``trades``, ``metrics``, ``mark_price_klines``,
+    ``index_price_klines``, ``premium_index_klines`` (``DATASET_VIEWS``) over the files
     present now (a new file needs a new connection). A view with no file yet is not
     created; ``lakehouse_views`` lists the views and their file counts. DataNotFoundError
     when no view has a file (``data_dir`` absent, or not a data dir). Columns derived from
@@ -601,6 +924,11 @@ def _path_values(name: str, path, latest: dict[str, int]) -> dict:
         values["segment"] = int(sp) if sp else latest[str(path)]
     if "source" in values:
         values["source"] = "archive" if values["source"] == "parsed_data" else "rest"
+    for col, fmt in (("day", "%Y%m%d"), ("month", "%Y%m")):
+        if col in values:
+            import datetime as dt
+
+            values[col] = dt.datetime.strptime(values[col], fmt).date()
     return values
 
 
@@ -611,7 +939,8 @@ def _view_dataset(name: str, file_schema: pa.Schema, paths: list, latest: dict[s
     import operator
 
     values = [_path_values(name, p, latest) for p in paths]
-    derived = [pa.field(c, pa.int32() if c == "segment" else pa.string()) for c in values[0]]
+    types = {"segment": pa.int32(), "day": pa.date32(), "month": pa.date32()}
+    derived = [pa.field(c, types.get(c, pa.string())) for c in values[0]]
     schema = pa.schema(derived + [f for f in file_schema if f.name not in values[0]])
     partitions = [
         functools.reduce(
@@ -636,7 +965,7 @@ def _register_dataset_views(con, files: dict[str, list], latest: dict[str, int])
         if not paths:
             continue
         scans = []
-        for i, (file_schema, group) in enumerate(_schema_groups(paths)):
+        for i, (file_schema, group) in enumerate(_view_groups(name, paths)):
             table = f"_lakehouse_{name}_{i}"
             con.register(table, _view_dataset(name, file_schema, group, latest))
             scans.append(f"SELECT * FROM {table}")

@@ -316,7 +316,9 @@ def test_duckdb_view_without_files_is_not_created(data):
     counts = dict(con.execute("SELECT * FROM lakehouse_views").fetchall())
     assert counts == {"klines": 14, "resampled_klines": 1, "features": 0,
                       "resampled_features": 0, "quality": 0, "provenance": 0,
-                      "funding": 0}  # fmt: skip
+                      "funding": 0, "agg_trades": 0, "trades": 0, "metrics": 0,
+                      "mark_price_klines": 0, "index_price_klines": 0,
+                      "premium_index_klines": 0}  # fmt: skip
     with pytest.raises(Exception, match="funding"):
         con.execute("SELECT * FROM funding")
 

@@ -13,6 +13,7 @@ import pytest
 import crypto_lakehouse
 from crypto_lakehouse import layout
 from tests.conftest import REPO_ROOT
+from tests.unit.test_loading_datasets import build_dataset_dir
 from tests.unit.test_loading_features import OFFSETS, TRADE_TYPE, build_data_dir
 
 PAGE = (REPO_ROOT / "docs" / "loading.md").read_text()
@@ -24,8 +25,10 @@ UNQUOTED_OFFSET = re.compile(r'(?<![".\w])offset(?![\w"])', re.I)
 
 @pytest.fixture(scope="module")
 def con(tmp_path_factory):
-    data = tmp_path_factory.mktemp("loading_docs") / "binance_data"
+    tmp = tmp_path_factory.mktemp("loading_docs")
+    data = tmp / "binance_data"
     build_data_dir(data)
+    build_dataset_dir(tmp, data)  # the parsed datasets' views (aggTrades, metrics, ...)
     return crypto_lakehouse.duckdb_connect(data), data
 
 
