@@ -218,12 +218,6 @@ def parsed_day_dir(data_dir, trade_type, dataset, symbol) -> Path:
     return parsed_day_path(data_dir, trade_type, dataset, symbol, "0").parent
 
 
-def parsed_kline_month_path(data_dir, trade_type, symbol, interval, month: str,
-                            dataset: str = "klines") -> Path:  # fmt: skip
-    """One monthly partition of a kline-layout dataset; ``month`` is ``YYYYMM``."""
-    return parsed_klines_dir(data_dir, trade_type, symbol, interval, dataset) / f"{month}.pqt"
-
-
 # Names of the parsed partitions: a tick day ``YYYYMMDD.pqt``, a kline month ``YYYYMM.pqt``.
 _PARTITION_NAME_RE = {"day": re.compile(r"^(\d{8})\.pqt$"), "month": re.compile(r"^(\d{6})\.pqt$")}
 
