@@ -438,19 +438,20 @@ def dataset_files_of(data_dir, trade_type: str, dataset: str, symbol: str,
     lo, hi = _bounds(start, end)
     data_dir = _data_dir(data_dir)
     root = layout.parsed_dataset_root(data_dir, trade_type, dataset)
-    if not storage.is_dir(root):
+    # Its symbol folders: one delimited listing (on S3 never a listing of every day file).
+    symbols = layout.subdir_names(root)
+    if not symbols:
         if not storage.is_remote(data_dir) and not storage.is_dir(data_dir):
             raise _no_view_files(data_dir)
         present = [t for t in entry.markets
-                   if storage.is_dir(layout.parsed_dataset_root(data_dir, t, dataset))]  # fmt: skip
+                   if layout.subdir_names(layout.parsed_dataset_root(data_dir, t, dataset))]  # fmt: skip
         parsed = layout.parsed_root(data_dir, trade_type)
         others = [n for n in layout.subdir_names(parsed) if n in LOADABLE_DATASETS]
         raise DataNotFoundError(
-            f"no {dataset} of {trade_type} in {data_dir} ({root} does not exist; trade types "
+            f"no {dataset} of {trade_type} in {data_dir} (no symbol folder in {root}; trade types "
             f"with {dataset}: {_names(present)}; datasets parsed for {trade_type}: "
             f"{_names(others)}; the datasets target writes them, docs/datasets.md)"
         )
-    symbols = layout.subdir_names(root)
     if symbol not in symbols:
         raise _unknown("symbol", symbol, symbols, root)
     if entry.partition == "day":
