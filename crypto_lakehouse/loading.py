@@ -781,9 +781,9 @@ def _dataset_view_sql(name: str, paths: list[Path], options: str = "") -> str:
     """A parsed dataset's view: one ``read_parquet`` per trade type and symbol, whose
     ``trade_type`` and ``symbol`` are constants, united by name (spot's extra column is
     NULL elsewhere). A filter on the symbol drops the other symbols' scans when the query
-    is planned, and their file lists are never matched: measured on 30,000 day files (30
-    symbols), a one-symbol one-day count took 0.15 s, 4.8 s with one list of all files
-    (docs/loading.md). ``day`` (``month``) comes from the file name, so that a filter on
+    is planned, and their file lists are never matched: on 30,000 day files (30 symbols)
+    a one-symbol one-day count took 0.12 s, 2.6 s with one list of all files
+    (benchmarks/bench_loading_datasets.py, docs/loading.md). ``day`` (``month``) comes from the file name, so that a filter on
     it opens only those days' files. metrics files hold a ``symbol`` column of their own:
     the path's replaces it."""
     pattern, columns = VIEW_PATTERNS[name]
