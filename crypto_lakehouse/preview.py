@@ -4,7 +4,9 @@ The archive is listed as the ``list_archive`` checkpoint would list it, or a fre
 reused: the checkpoint's own (``lakehouse/listing/``) or one an earlier ``plan`` wrote
 (``lakehouse/plan/listing/``, never read by the workflow). An index is fresh when it answers
 the same request: trade type, dataset, interval, monthly klines, symbol selection, listing
-URL and the run's resolved end date (the workflow lists again when the end date changes).
+URL and the run's resolved end date (the workflow lists again when the end date changes),
+and not while a fixed end date is unsettled (the workflow lists again each morning then:
+``plan.listing_recheck``).
 
 From the listing and the files on disk it counts, per trade type and dataset, the symbols
 kept and filtered, the zips (with their CHECKSUMs) to download and those already verified,
@@ -316,11 +318,23 @@ def make_plan(config: dict, today: dt.date | None = None) -> dict:
         config["start_date"], config["end_date"], config["lookback_days"], today=today
     )
     plans: list[DatasetPlan] = []
+    listed = [(t, d) for t in config["trade_types"] for d in _datasets(config, t)]
+    monthly_only = any(datasets.get(d).periods == (datasets.MONTHLY,) for _, d in listed)
+    # A fixed end date the archive has not settled for is listed again by the run each
+    # morning (plan.listing_recheck): a cached index may lack the days published since.
+    unsettled = workflow_plan.listing_recheck(config["end_date"], end, monthly_only, today)
     for trade_type in config["trade_types"]:
         rates = measured_rates(config, trade_type)
         indexes = {}
         for dataset in _datasets(config, trade_type):
-            index, path, origin = obtain_index(config, trade_type, dataset, end)
+            index, path, origin = obtain_index(
+                config, trade_type, dataset, end, reuse=unsettled is None
+            )
+            if unsettled is not None:
+                origin += (
+                    f"; not reused: the archive may still publish files up to end_date {end} "
+                    "(a run lists it again each morning until then)"
+                )
             out = DatasetPlan(trade_type, dataset, origin)
             try:
                 count_dataset(config, trade_type, dataset, index, path, end, today, out)

@@ -15,6 +15,7 @@ from crypto_lakehouse_emulator import Emulator
 from crypto_lakehouse_emulator.generate import build_mirror
 
 from crypto_lakehouse import layout
+from crypto_lakehouse import plan as plan_module
 from tests.e2e.e2e_helpers import REPO, emulator_config, snakemake
 
 START, END = "2024-05-29", "2024-06-05"  # the archive has 2024-05-28 … 2024-06-03
@@ -125,7 +126,7 @@ def test_plan_counts_symbols_files_bytes_and_rest_days(archive):
     assert spot["download_seconds"] == pytest.approx(expected, abs=0.05)
 
 
-def test_plan_after_a_run_reuses_its_listing_and_sees_the_files(archive):
+def test_plan_after_a_run_reuses_its_listing_and_sees_the_files(archive, monkeypatch):
     tmp, mirror, emu = archive
     data = tmp / "data-run"
     config = config_for(emu, data)
@@ -181,6 +182,22 @@ def test_plan_after_a_run_reuses_its_listing_and_sees_the_files(archive):
     assert emu.counts["list"] > 0
     assert later[("spot", "klines-1h")]["listing"].startswith("listed now")
     assert later[("spot", "klines-1h")]["rest_days"] == 4
+
+    # The morning after the fixed end date the archive may still publish its last days: the
+    # run lists again each morning until it has (plan.listing_recheck), so plan does not
+    # reuse the listing either; it did, and counted nothing of a day published since.
+    monkeypatch.setenv(plan_module.TODAY_VARIABLE, "2024-06-06")
+    emu.reset_counts()
+    morning = run_plan(tmp, config)
+    assert emu.counts["list"] > 0
+    listing = morning[("spot", "klines-1h")]["listing"]
+    assert listing.startswith("listed now") and "not reused" in listing, listing
+    # Settled (funding's monthly archive of June: by mid July): reused again.
+    monkeypatch.setenv(plan_module.TODAY_VARIABLE, "2024-07-16")
+    emu.reset_counts()
+    settled = run_plan(tmp, config)
+    assert emu.counts.get("list", 0) == 0
+    assert settled[("spot", "klines-1h")]["listing"].startswith("reused")
 
 
 def test_plan_lists_again_what_a_torn_cached_record_cannot_tell(archive):
