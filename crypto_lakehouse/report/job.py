@@ -361,7 +361,8 @@ def _datasets_section(dataset_summaries: dict) -> str:
         "archives verified, quarantined by the download (checksum, size) and "
         "by the parse (the line and the reason: section 2's quarantined files); the lowest "
         "symbol quality score of the kline-layout datasets (their volumes are 0, so at most "
-        "0.5). Their jobs count in section 4's aws_download and aws_parse rows.</p>"
+        "0.5). Their jobs have their own rows in section 4 (datasets_download: listing and "
+        "download; datasets_parse: parse and summaries; agg_klines).</p>"
         + page.table(
             shown,
             numeric=(

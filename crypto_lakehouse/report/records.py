@@ -30,6 +30,35 @@ from crypto_lakehouse.plan import STAGES  # noqa: E402
 
 # Rule folders (below logs/ and benchmarks/) that belong to a stage of another name.
 _STAGE_OF_FOLDER = {"list_archive": "aws_download", "exchange_info": "api_download"}
+# The jobs of the `datasets` target (rules/datasets.smk; docs/datasets.md) have rows of their
+# own in section 4: its listing and download jobs share the folders of list_archive and
+# aws_download, its parse jobs that of aws_parse (one folder per rule's stage, then trade
+# type, then dataset); a dataset folder other than the klines' and funding's is theirs.
+# Before 2026-12-06 they were counted in the aws_download and aws_parse rows.
+DATASET_STAGES = ("datasets_download", "datasets_parse", "agg_klines")
+_DATASET_STAGE_OF = {
+    "aws_download": "datasets_download",
+    "aws_parse": "datasets_parse",
+    "datasets": "datasets_parse",  # summaries/datasets/{T}: the parse summaries' job
+}
+
+
+def _benchmark_stage(parts: list[str]) -> str:
+    """The section-4 row of a benchmark file (``parts``: its path below ``benchmarks/``)."""
+    folder = parts[0]
+    stage = parts[1] if folder == "summaries" and len(parts) > 1 else folder
+    stage = _STAGE_OF_FOLDER.get(stage, stage)
+    if stage == "datasets":
+        return _DATASET_STAGE_OF[stage]
+    # {stage}/{trade_type}/{dataset}/...: the kline listing (klines-{I}) and funding are the
+    # main stages'; list_archive/run is the run's one listing job.
+    if stage in ("aws_download", "aws_parse") and folder != "summaries" and len(parts) >= 3:
+        dataset = parts[2]
+        if not (dataset.startswith("klines-") or dataset == "funding"):
+            return _DATASET_STAGE_OF[stage]
+    return stage
+
+
 # A node's figures count for a benchmark table when written during its job (clock skew
 # between the node and the submit host does not matter: the launcher writes the file).
 NODE_FIGURES_SLACK_S = 5.0
@@ -302,9 +331,7 @@ def read_benchmarks(run_dir) -> pd.DataFrame:
     for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
         rel = path.relative_to(root).with_suffix("").as_posix()
         parts = rel.split("/")
-        folder = parts[0]
-        stage = parts[1] if folder == "summaries" and len(parts) > 1 else folder
-        stage = _STAGE_OF_FOLDER.get(stage, stage)
+        stage = _benchmark_stage(parts)
         try:
             table = pd.read_csv(path, sep="\t")
             seconds = float(table["s"].iloc[-1])
@@ -352,11 +379,16 @@ def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame
     summary job did not finish (one job writes every trade type's summary of a stage, and
     a failure in one trade type removes them all), so nothing is known of its symbols."""
     rows = []
-    for stage in STAGES:
+    # The datasets target's rows (DATASET_STAGES) only when it ran jobs: its symbols and
+    # files are in section 6 (its own summaries), so these rows show jobs and times only.
+    ran = set(benchmarks["stage"]) if len(benchmarks) else set()
+    for stage in (*STAGES, *(s for s in DATASET_STAGES if s in ran)):
         jobs = benchmarks[benchmarks["stage"] == stage] if len(benchmarks) else benchmarks
         row = {
             "stage": stage,
-            "summaries": ", ".join(t for (st, t) in summaries if st == stage) or "none",
+            "summaries": "section 6"
+            if stage in DATASET_STAGES
+            else ", ".join(t for (st, t) in summaries if st == stage) or "none",
             "symbols": None,
             "jobs": len(jobs),
             "wall_s": busy_seconds(jobs["end_unix"] - jobs["seconds"], jobs["end_unix"])

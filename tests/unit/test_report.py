@@ -473,3 +473,61 @@ def test_histograms_show_every_trade_type_when_their_counts_are_equal(figure):
     for colour in figures.COLOURS[:3]:
         rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
         assert (pixels == rgb).all(axis=2).sum() > 200, colour
+
+
+def test_datasets_jobs_have_their_own_rows_not_the_kline_stages(tmp_path):
+    # The datasets target's listing, download, parse, agg_klines and summary jobs write
+    # their benchmark tables into the folders of list_archive, aws_download and aws_parse
+    # (rules/datasets.smk): they are not the kline and funding stages' jobs.
+    root = Path(layout.run_benchmarks_dir(str(tmp_path)))
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    files = {
+        "list_archive/run.tsv": "1.0",
+        "list_archive/spot/aggTrades.tsv": "2.0",
+        "aws_download/spot/klines-1m/shards/0.tsv": "3.0",
+        "aws_download/um_futures/funding/shards/0.tsv": "4.0",
+        "aws_download/spot/aggTrades/shards/0.tsv": "5.0",
+        "aws_download/um_futures/markPriceKlines-1m/shards/0.tsv": "6.0",
+        "aws_parse/spot/klines-1m/shards/0.tsv": "7.0",
+        "aws_parse/spot/aggTrades/shards/0.tsv": "8.0",
+        "aws_parse/um_futures/metrics/shards/1.tsv": "9.0",
+        "agg_klines/spot/aggTrades-1m/shards/0.tsv": "10.0",
+        "summaries/datasets/spot.tsv": "11.0",
+        "summaries/aws_parse/run.tsv": "12.0",
+    }
+    for rel, seconds in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{seconds}\t0:00:12\t100.5\t1\t1\t1\t0\t0\t0\t3.5\n")
+    bench = records.read_benchmarks(tmp_path)
+    stage = bench.set_index("job")["stage"].to_dict()
+    assert stage["list_archive/spot/aggTrades"] == "datasets_download"
+    assert stage["aws_download/spot/aggTrades/shards/0"] == "datasets_download"
+    assert stage["aws_download/um_futures/markPriceKlines-1m/shards/0"] == "datasets_download"
+    assert stage["aws_parse/spot/aggTrades/shards/0"] == "datasets_parse"
+    assert stage["aws_parse/um_futures/metrics/shards/1"] == "datasets_parse"
+    assert stage["summaries/datasets/spot"] == "datasets_parse"
+    assert stage["agg_klines/spot/aggTrades-1m/shards/0"] == "agg_klines"
+    got = records.stage_table({}, bench).set_index("stage")
+    # 1 + 3 + 4 s: the run's listing, the kline and the funding download
+    assert got.loc["aws_download", ["jobs", "job_seconds"]].tolist() == [3, 8.0]
+    assert got.loc["aws_parse", ["jobs", "job_seconds"]].tolist() == [2, 19.0]  # 7 + 12
+    assert got.loc["datasets_download", ["jobs", "job_seconds"]].tolist() == [3, 13.0]
+    assert got.loc["datasets_parse", ["jobs", "job_seconds"]].tolist() == [3, 28.0]
+    assert got.loc["agg_klines", ["jobs", "job_seconds"]].tolist() == [1, 10.0]
+    assert got.loc["datasets_parse", "summaries"] == "section 6"
+
+
+def test_no_datasets_rows_without_datasets_jobs():
+    bench = pd.DataFrame(
+        {
+            "job": ["gen_kline/spot/klines-1m/shards/0"],
+            "stage": ["gen_kline"],
+            "seconds": [1.0],
+            "max_rss_mb": [1.0],
+            "cpu_time": [1.0],
+            "end_unix": [10.0],
+        }
+    )
+    got = records.stage_table({}, bench)
+    assert list(got["stage"]) == list(records.STAGES)
