@@ -36,6 +36,7 @@ include: "rules/report.smk"
 include: "rules/features.smk"
 include: "rules/datasets_functions.smk"
 include: "rules/datasets.smk"
+include: "rules/leftovers.smk"
 
 
 rule all:
@@ -45,6 +46,8 @@ rule all:
         rules.report.output.index,
         # Datasets beyond klines and funding, when the config lists any (default: none).
         get_datasets_input,
+        # Files that features.enabled: false or another base interval left (default: none).
+        leftovers_removals(),
 
 
 # One summary job per stage writes the summaries of every trade type (one process, not one

@@ -468,6 +468,18 @@ def config_checks_dir(run_dir: str) -> str:
     return f"{run_dir}/config_checks"
 
 
+def leftovers_record_path(run_dir: str, kind: str, trade_type: str) -> str:
+    """The record that the last scan for leftovers of ``kind`` (``resample``, ``features``,
+    ``interval``) of a trade type found none (crypto_lakehouse.leftovers.checked)."""
+    return f"{run_dir}/leftovers/{kind}/{trade_type}.json"
+
+
+def leftovers_report_path(run_dir: str, kind: str, trade_type: str) -> str:
+    """Output of a ``remove_leftovers`` job: what it removed (each file also in its log);
+    removed at planning when leftovers are found again, so that the job runs again."""
+    return f"{run_dir}/leftovers/{kind}/{trade_type}.removed.json"
+
+
 def auto_parallel_path(run_dir: str) -> str:
     """The jobs per trade type the main process planned ``shards: auto`` for
     (``plan.auto_parallel``), read by SLURM jobs re-planning on their nodes."""

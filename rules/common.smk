@@ -9,6 +9,7 @@ import sys
 import crypto_lakehouse.datasets as dataset_registry
 import crypto_lakehouse.io as data_io
 import crypto_lakehouse.layout as layout
+import crypto_lakehouse.leftovers as leftovers
 import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
@@ -76,20 +77,72 @@ RESAMPLE_TARGETS = {
     ]
     for t in TRADE_TYPES
 }
+# Derived files a configuration change left (crypto_lakehouse/leftovers.py) are looked for
+# only when the run directory has no record that the last look, for the same data dir,
+# interval and symbols, found none: the look is a folder scan (on S3 a LIST paginated over
+# every file), which before 2026-12-06 ran at every parse of this file.
+LEFTOVERS_KEY = {
+    t: leftovers.key(
+        DATA,
+        INTERVAL,
+        plan.symbol_selection(config, t),
+        layout.run_listing_index_path(LH, t, KLINES),
+    )
+    for t in TRADE_TYPES
+}
+
+
+def found_leftovers(kind, looked_for, scan):
+    """``{trade type: leftovers of kind}`` (``scan(t)``) of the trade types ``looked_for(t)``
+    (no resample targets, features disabled); the others may write such files again, and
+    the next look scans (``leftovers.forget``)."""
+    found = {}
+    for t in TRADE_TYPES:
+        if looked_for(t):
+            found[t] = leftovers.checked(
+                LH, kind, t, LEFTOVERS_KEY[t], lambda: scan(t), workflow.is_main_process
+            )
+        else:
+            leftovers.forget(LH, kind, t)
+    return found
+
+
 # A trade type whose targets were all removed still runs its resample stage while its
 # symbols have resampled files: each symbol's job removes them (it owns all of them), as it
 # does for a single target removed; without it they would stay, stale, for loaders to read.
-RESAMPLE_LEFTOVERS = {
-    t: plan.resampled_leftovers(DATA, t, plan.last_listed_symbols(config, t, LH))
-    for t in TRADE_TYPES
-    if not RESAMPLE_TARGETS[t]
-}
+RESAMPLE_LEFTOVERS = found_leftovers(
+    "resample",
+    lambda t: not RESAMPLE_TARGETS[t],
+    lambda t: plan.resampled_leftovers(DATA, t, plan.last_listed_symbols(config, t, LH)),
+)
 RESAMPLED_TRADE_TYPES = [t for t in TRADE_TYPES if RESAMPLE_TARGETS[t] or RESAMPLE_LEFTOVERS.get(t)]
 if workflow.is_main_process and len(RESAMPLE_LEFTOVERS):
     print(
         plan.resample_skipped_notice(TRADE_TYPES, RESAMPLED_TRADE_TYPES, RESAMPLE_LEFTOVERS),
         file=sys.stderr,
     )
+# With features.enabled: false, the feature files of the configured symbols (every interval),
+# removed by a remove_leftovers job of target all; while enabled the features stage owns them.
+FEATURES_LEFTOVERS = found_leftovers(
+    "features",
+    lambda t: not plan.features_enabled(config),
+    lambda t: leftovers.feature_files(DATA, t, plan.last_listed_symbols(config, t, LH)),
+)
+# What earlier runs derived from the candles of another base interval (config interval
+# changed), removed by a remove_leftovers job of target all.
+INTERVAL_LEFTOVERS = found_leftovers(
+    "interval",
+    lambda t: True,
+    lambda t: leftovers.other_interval_symbols(
+        DATA, t, INTERVAL, plan.last_listed_symbols(config, t, LH)
+    ),
+)
+if workflow.is_main_process:
+    for kind, found in (("features", FEATURES_LEFTOVERS), ("interval", INTERVAL_LEFTOVERS)):
+        for t in TRADE_TYPES:
+            if found.get(t):
+                print(leftovers.notice(kind, t, found[t], INTERVAL), file=sys.stderr)
+                leftovers.plan_removal(LH, kind, t)
 
 
 wildcard_constraints:
@@ -773,6 +826,9 @@ def check_features_when_disabled():
     a block TA-Lib refuses, or TA-Lib missing, is named before any job runs."""
     if plan.features_enabled(config) or FEATURES_CHECKED:
         return
+    # Feature files will be written again: the next run with `all` looks for them (leftovers).
+    for t in TRADE_TYPES:
+        leftovers.forget(LH, "features", t)
     try:
         plan.check_feature_config(
             config, layout.config_checks_dir(LH), remember_verdicts=not DRY_RUN
@@ -821,6 +877,31 @@ def get_features_args(wildcards):
             symbol_values={"contract_size_override": overrides},
         )
     return args
+
+
+# ------------------------------------------------------------------ leftovers
+def get_leftovers_args(wildcards):
+    kind, tt = wildcards.kind, wildcards.trade_type
+    if kind == "features":
+        found = sorted(
+            {
+                layout.parse_segment_name(f.rsplit("/", 1)[-1])[0]
+                for f in FEATURES_LEFTOVERS.get(tt, [])
+            }
+        )
+    else:
+        found = INTERVAL_LEFTOVERS.get(tt, [])
+    return dict(kind=kind, trade_type=tt, data_dir=DATA, found=found, run_dir=LH)
+
+
+def leftovers_removals():
+    """Input of target all: a remove_leftovers job per kind and trade type with leftovers."""
+    return [
+        layout.leftovers_report_path(LH, kind, t)
+        for kind, found in (("features", FEATURES_LEFTOVERS), ("interval", INTERVAL_LEFTOVERS))
+        for t in TRADE_TYPES
+        if found.get(t)
+    ]
 
 
 # ------------------------------------------------------------------ targets and summaries

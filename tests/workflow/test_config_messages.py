@@ -177,3 +177,83 @@ def test_disabled_features_are_checked_only_when_their_target_is_asked_for(tmp_p
         "config key features.indicators[1]: RSI has no parameter 'timeperod'"
         in proc.stdout + proc.stderr
     )
+
+
+def test_features_disabled_plans_the_removal_of_the_feature_files_left(tmp_path):
+    # Feature files built while features were enabled: with enabled: false no job updates
+    # them, and load_features / the views would serve them as current.
+    results = tmp_path / "d" / "results_data" / "um_futures"
+    for folder in ("features/1m", "resampled_features/1h/5m"):
+        (results / folder).mkdir(parents=True)
+        (results / folder / "BTCUSDT.pqt").write_bytes(b"x")
+    (results / "features/1m/XRPUSDT.pqt").write_bytes(b"x")  # not configured: not counted
+    proc = _snakemake_with_yaml(
+        tmp_path,
+        "trade_types: [um_futures]\nsymbols: {um_futures: [BTCUSDT]}\nfeatures: {enabled: false}\n",
+        "all",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "features: features.enabled is false; this run removes the 2 feature file(s) of "
+        "um_futures's symbols that earlier runs built (e.g. "
+        "results_data/um_futures/features/1m/BTCUSDT.pqt), so that no loader serves them"
+    ) in proc.stderr
+    assert "leftovers/features/um_futures.removed.json" in proc.stdout
+    assert "rule features_shard" not in proc.stdout
+
+
+def test_another_interval_plans_the_removal_of_what_the_old_one_derived(tmp_path):
+    # BTCUSDT was built at 1m by the pipeline (its gen_kline state record); the config
+    # now says 5m. ETHUSDT's 1m files have no record (a legacy data dir's): not ours.
+    state = tmp_path / "d" / "lakehouse" / "state" / "gen_kline" / "spot" / "klines-1m"
+    state.mkdir(parents=True)
+    (state / "BTCUSDT.json").write_text("{}")
+    proc = _snakemake_with_yaml(
+        tmp_path,
+        "interval: 5m\ntrade_types: [spot]\nsymbols: {spot: [BTCUSDT, ETHUSDT]}\n",
+        "all",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "interval: the base interval is 5m; this run removes what earlier runs derived from "
+        "the 1m candles of 1 spot symbol interval(s) (e.g. 1m/BTCUSDT: "
+        "results_data/spot/klines/ and features/); their archive, parsed and REST data stay"
+    ) in proc.stderr
+    assert "leftovers/interval/spot.removed.json" in proc.stdout
+
+
+def test_the_resample_leftovers_scan_runs_once_until_targets_come_back(tmp_path):
+    # No um_futures targets and no resampled file: the first parse scans and records that
+    # it found none; the next parses trust the record (no scan, on S3 no LIST), as long as
+    # no target of um_futures could have written one.
+    yaml_text = (
+        "trade_types: [spot, um_futures]\n"
+        "symbols: {spot: [BTCUSDT], um_futures: [BTCUSDT]}\n"
+        "resample:\n  targets: [{trade_type: spot, interval: 1h, offset_step: 5m}]\n"
+    )
+    proc = _snakemake_with_yaml(tmp_path, yaml_text, "all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "its resample stage removes" not in proc.stderr
+    record = tmp_path / "d" / "lakehouse" / "leftovers" / "resample" / "um_futures.json"
+    assert record.exists()
+    # A file no run of this config could write appears: the record is trusted, no scan.
+    left = tmp_path / "d" / "results_data" / "um_futures" / "resampled_klines" / "1h" / "5m"
+    left.mkdir(parents=True)
+    (left / "BTCUSDT.pqt").write_bytes(b"x")
+    proc = _snakemake_with_yaml(tmp_path, yaml_text, "all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "its resample stage removes" not in proc.stderr
+    # um_futures gets a target (its runs write resampled files): the record goes ...
+    proc = _snakemake_with_yaml(
+        tmp_path,
+        yaml_text.replace("offset_step: 5m}]", "offset_step: 5m}, "
+                          "{trade_type: um_futures, interval: 1h, offset_step: 5m}]"),
+        "all",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not record.exists()
+    # ... and once the target is removed again, its files are found and removed.
+    proc = _snakemake_with_yaml(tmp_path, yaml_text, "all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "um_futures; its resample stage removes the 1 resampled file(s)" in proc.stderr
+    assert "summaries/resample/um_futures.json" in proc.stdout
