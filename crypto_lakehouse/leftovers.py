@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,7 +89,18 @@ def checked(
         return []
     if record is not None and remember:
         forget(run_dir, kind, trade_type)
-    found = scan()
+    try:
+        found = scan()
+    except OSError as exc:  # StorageError too: an unreachable store, refused credentials
+        # Planning goes on (an offline dry run, a store down: the run's endpoint check
+        # names it); nothing is recorded, so the next parse looks again.
+        log.warning("leftovers of %s (%s) not looked for: %s", trade_type, kind, exc)
+        print(
+            f"crypto_lakehouse: {kind} leftovers of {trade_type} not looked for "
+            f"(the next run looks again): {exc}",
+            file=sys.stderr,
+        )
+        return []
     if not found and remember:
         try:
             io.write_json_if_changed(path, {"none_for": scan_key})
@@ -140,6 +152,18 @@ def feature_files(data_dir, trade_type: str, symbols) -> list[str]:
 def _state_root(data_dir, stage: str, trade_type: str) -> Path:
     """``lakehouse/state/{stage}/{T}``: one ``{dataset}`` folder per dataset tag."""
     return layout.state_path(data_dir, stage, trade_type, "_", "_").parent.parent
+
+
+def built_other_intervals(run_dir: str, trade_type: str, interval: str) -> bool:
+    """Whether the run directory holds gen_kline reports of ``trade_type`` at another
+    interval than ``interval``: a local look that spares the data dir's (on S3: a LIST,
+    which an offline dry run cannot make) when this run directory never built another one."""
+    root = Path(layout.stage_report_dir(run_dir, "gen_kline", trade_type, "_")).parent
+    try:
+        tags = [e.name for e in os.scandir(root) if e.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return any(t.startswith("klines-") and t != f"klines-{interval}" for t in tags)
 
 
 def other_interval_symbols(data_dir, trade_type: str, interval: str, symbols) -> list[str]:

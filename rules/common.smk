@@ -133,8 +133,10 @@ FEATURES_LEFTOVERS = found_leftovers(
 INTERVAL_LEFTOVERS = found_leftovers(
     "interval",
     lambda t: True,
-    lambda t: leftovers.other_interval_symbols(
-        DATA, t, INTERVAL, plan.last_listed_symbols(config, t, LH)
+    lambda t: (
+        leftovers.other_interval_symbols(DATA, t, INTERVAL, plan.last_listed_symbols(config, t, LH))
+        if leftovers.built_other_intervals(LH, t, INTERVAL)
+        else []
     ),
 )
 if workflow.is_main_process:

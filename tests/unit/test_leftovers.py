@@ -189,3 +189,28 @@ def test_one_failing_symbol_does_not_stop_the_others(tmp_path, monkeypatch):
             found=["1m/BTCUSDT", "1m/ETHUSDT"], report=str(tmp_path / "r.json"),
         )  # fmt: skip
     assert not eth.exists()
+
+
+def test_the_interval_look_starts_in_the_run_directory(tmp_path):
+    run_dir = str(tmp_path / "run")
+    assert not leftovers.built_other_intervals(run_dir, "spot", "5m")
+    _touch(Path(layout.stage_report_path(run_dir, "gen_kline", "spot", "klines-5m", "BTCUSDT")))
+    assert not leftovers.built_other_intervals(run_dir, "spot", "5m")
+    _touch(Path(layout.stage_report_path(run_dir, "gen_kline", "um_futures", "klines-1m", "X")))
+    assert not leftovers.built_other_intervals(run_dir, "spot", "5m")
+    _touch(Path(layout.stage_report_path(run_dir, "gen_kline", "spot", "klines-1m", "BTCUSDT")))
+    assert leftovers.built_other_intervals(run_dir, "spot", "5m")
+
+
+def test_a_store_that_cannot_be_listed_plans_nothing_and_records_nothing(tmp_path, capsys):
+    from crypto_lakehouse.storage import StorageError
+
+    run_dir = str(tmp_path / "run")
+
+    def unreachable():
+        raise StorageError("s3://bucket/x: list failed: could not resolve host")
+
+    key = leftovers.key("s3://bucket/x", "1m", ["BTCUSDT"])
+    assert leftovers.checked(run_dir, "interval", "spot", key, unreachable) == []
+    assert "interval leftovers of spot not looked for" in capsys.readouterr().err
+    assert not Path(layout.leftovers_record_path(run_dir, "interval", "spot")).exists()

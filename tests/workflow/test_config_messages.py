@@ -208,6 +208,11 @@ def test_another_interval_plans_the_removal_of_what_the_old_one_derived(tmp_path
     state = tmp_path / "d" / "lakehouse" / "state" / "gen_kline" / "spot" / "klines-1m"
     state.mkdir(parents=True)
     (state / "BTCUSDT.json").write_text("{}")
+    # The run directory (here the default, {data_dir}/lakehouse) built 1m: its gen_kline
+    # reports say so, a local look before the data dir's.
+    reports = tmp_path / "d" / "lakehouse" / "reports" / "gen_kline" / "spot" / "klines-1m"
+    reports.mkdir(parents=True)
+    (reports / "BTCUSDT.json").write_text("{}")
     proc = _snakemake_with_yaml(
         tmp_path,
         "interval: 5m\ntrade_types: [spot]\nsymbols: {spot: [BTCUSDT, ETHUSDT]}\n",
