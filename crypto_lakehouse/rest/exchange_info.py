@@ -14,7 +14,9 @@ It holds no server time, so an unchanged exchange gives identical bytes.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,6 +88,50 @@ def summarize_exchange_info(raw: dict, trade_type: str) -> dict:
         "rate_limits": limits,
         "symbols": dict(sorted(symbols.items())),
     }
+
+
+# Statuses of a symbol that trades, or will (a new listing): anything else in a complete
+# exchangeInfo answer (spot BREAK, futures SETTLING / CLOSE, COIN-M DELIVERED), or the symbol
+# missing from it, is a symbol that no longer trades (delisted, or halted: REST has no candles
+# for a halt either).
+TRADING_STATUSES = ("TRADING", "PENDING_TRADING")
+
+
+def not_trading(exchange_info_path: str | Path | None, symbol: str) -> str | None:
+    """Why this run's exchangeInfo says ``symbol`` no longer trades (``"not in exchangeInfo"``,
+    ``"exchangeInfo status BREAK"``), else None; None too when that is not known: no summary,
+    its request failed (it holds its ``error``), or it lists no symbols. The REST jobs then
+    ask nothing past the symbol's last archived data (rest/klines.py, rest/funding.py)."""
+    if not exchange_info_path:
+        return None
+    symbols = _symbol_facts(str(exchange_info_path))
+    if not symbols:
+        return None
+    entry = symbols.get(symbol)
+    if entry is None:
+        return "not in exchangeInfo"
+    status = entry.get("status")
+    if status is None or status in TRADING_STATUSES:
+        return None
+    return f"exchangeInfo status {status}"
+
+
+def _symbol_facts(path: str) -> dict:
+    """The summary's ``symbols`` (empty when unknown), read once per file version: a REST
+    shard job asks for each of its symbols."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    return _symbol_facts_of(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _symbol_facts_of(path: str, mtime_ns: int, size: int) -> dict:
+    info = read_exchange_info(path)
+    if not info or info.get("error") or not isinstance(info.get("symbols"), dict):
+        return {}
+    return info["symbols"]
 
 
 def load_rate_limits(exchange_info_path: str | Path | None, trade_type: str) -> RateLimits:

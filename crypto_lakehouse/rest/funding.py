@@ -51,6 +51,7 @@ from crypto_lakehouse.rest.client import (
     RestError,
     TransientFailure,
 )
+from crypto_lakehouse.rest.exchange_info import not_trading
 from crypto_lakehouse.rest.host import shared_or_own_client, stats_since
 from crypto_lakehouse.schema import API_FUNDING_SCHEMA, TIME_TYPE
 from crypto_lakehouse.shards import DamagedInput, reading_output_of
@@ -233,6 +234,16 @@ def run_api_funding(
             if lower_ms < covered_from:
                 head = (lower_ms, covered_from - 1)
 
+    # A symbol this run's exchangeInfo says no longer trades (delisted) has no funding events
+    # after its last trade, and the archive's monthly files hold them up to it: once some of
+    # its events are known, the tail after them is not asked again (a request every run,
+    # forever, for nothing). With none known, its history is asked once, as for any symbol.
+    delisted = not_trading(exchange_info_path, symbol)
+    ask_tail = not (delisted and (last_archived is not None or last_stored is not None))
+    if not ask_tail:
+        log.info(
+            "%s %s: %s; funding after its last known event not asked", trade_type, symbol, delisted
+        )
     client, client_context = shared_or_own_client(
         client,
         trade_type=trade_type,
@@ -251,6 +262,8 @@ def run_api_funding(
         "status": "ok",
         "invalid_symbol": False,
     }
+    if delisted:
+        report.update(status="delisted", delisted=delisted)
     stats = {"pages": 0, "new_records": 0, "start_from": start_from}
     fetched: list[dict] = []
     head_done = False
@@ -264,7 +277,8 @@ def run_api_funding(
             if head is not None:
                 _fetch_span(client, trade_type, symbol, *head, stats, into=fetched)
                 head_done = True
-            _fetch_span(client, trade_type, symbol, start_ms, end_ms, stats, into=fetched)
+            if ask_tail:
+                _fetch_span(client, trade_type, symbol, start_ms, end_ms, stats, into=fetched)
         except InvalidSymbol as exc:
             log.warning("%s %s: invalid symbol, funding skipped: %s", trade_type, symbol, exc)
             report.update(status="invalid_symbol", invalid_symbol=True)

@@ -60,6 +60,7 @@ from crypto_lakehouse.rest.client import (
     RestError,
     TransientFailure,
 )
+from crypto_lakehouse.rest.exchange_info import not_trading
 from crypto_lakehouse.rest.host import shared_or_own_client, stats_since
 from crypto_lakehouse.schema import KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
 from crypto_lakehouse.shards import read_report
@@ -406,6 +407,13 @@ def run_api_klines(
         )
         return _finish(report, stats, report_path, stats_path, t0)
 
+    # A symbol this run's exchangeInfo says no longer trades (delisted): REST has no candles
+    # after its last trade, and the archive publishes its days up to it; asking for each new
+    # day (an empty answer every run, forever) is what stops. Its missing days inside the
+    # archived history are still asked, once each, as for any symbol.
+    delisted = not_trading(exchange_info_path, symbol)
+    if delisted:
+        report.update(status="delisted", delisted=delisted)
     client, client_context = shared_or_own_client(
         client,
         trade_type=trade_type,
@@ -432,7 +440,14 @@ def run_api_klines(
         archive_counts = archive.counts
         existing, known_rows = _readable_day_files(api_dir)
 
-        days = np.arange(first_day, min(end_day, last_complete_day) + 1, dtype=np.int64)
+        fetch_to = min(end_day, last_complete_day)
+        if delisted:
+            fetch_to = min(fetch_to, max(archive_counts))
+            log.info(
+                "%s %s %s: %s; no REST day after its last archived day %s",
+                trade_type, symbol, interval, delisted, day_iso(max(archive_counts)),
+            )  # fmt: skip
+        days = np.arange(first_day, fetch_to + 1, dtype=np.int64)
         short = np.array([archive_counts.get(int(d), 0) for d in days], dtype=np.int64) < cpd
         todo = [int(d) for d in days[short] if int(d) not in existing]
         chunks = plan_chunks(trade_type, interval, todo)

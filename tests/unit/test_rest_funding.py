@@ -644,3 +644,40 @@ def test_a_stored_file_without_a_record_is_completed_once(emulator, tmp_path):
     assert stats["pages"] == 2 and stats["new_records"] == 3
     assert stored(tmp_path)["funding_time"].cast("int64").to_pylist() == served[2:]
     assert run(emu.base_url, tmp_path)["pages"] == 1
+
+
+def test_a_delisted_symbols_funding_tail_is_not_asked_once_events_are_known(emulator, tmp_path):
+    import requests
+
+    from crypto_lakehouse.rest.exchange_info import summarize_exchange_info
+
+    # OLDUSDT (delisted: not in exchangeInfo) paid funding until D+3; AUSDT trades.
+    rest = RestEmulator(now_ms=(D + 10) * DAY + 10)
+    rest.add_synthetic_funding("um", "OLDUSDT", start_ms=D * DAY, end_ms=(D + 3) * DAY)
+    rest.add_symbol("um", "OLDUSDT", listed=False)
+    rest.add_synthetic_funding("um", "AUSDT", start_ms=D * DAY, end_ms=(D + 20) * DAY)
+    emu = emulator(rest=rest)
+    raw = requests.get(f"{emu.base_url}/fapi/v1/exchangeInfo", timeout=10).json()
+    assert "OLDUSDT" not in {s["symbol"] for s in raw["symbols"]}
+    ei = tmp_path / "exchange_info.json"
+    write_json(ei, summarize_exchange_info(raw, "um_futures"))
+    for symbol in ("OLDUSDT", "AUSDT"):
+        write_first_kline(tmp_path, symbol, "um_futures", D * DAY)
+
+    def funding_requests(symbol):
+        before = rest.counters("um").get("requests/fundingRate", 0)
+        run(emu.base_url, tmp_path, symbol=symbol, ei=ei)
+        return rest.counters("um").get("requests/fundingRate", 0) - before
+
+    # Nothing known yet: its history is asked once, as for any symbol.
+    assert funding_requests("OLDUSDT") == 1
+    history = served_times(rest, "um", "OLDUSDT", D * DAY, rest.now_ms)
+    assert len(history) == 9  # every 8 h from D to D+3
+    assert stored(tmp_path, "OLDUSDT")["funding_time"].cast("int64").to_pylist() == history
+    assert report(tmp_path)["status"] == "delisted"
+    assert funding_requests("AUSDT") == 1
+    for day in (11, 12):  # the next daily runs
+        rest.now_ms = (D + day) * DAY + 10
+        assert funding_requests("OLDUSDT") == 0  # before: one request a day, for nothing
+        assert funding_requests("AUSDT") == 1
+    assert stored(tmp_path, "OLDUSDT").num_rows == len(history)

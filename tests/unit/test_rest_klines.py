@@ -555,3 +555,72 @@ def test_archive_days_rebuild_an_unreadable_record(tmp_path):
     record.write_text('{"version": 1, "partitions": {"202201.pqt": ')  # torn
     assert archive_days.load(tmp_path, "spot", "BTCUSDT", "1m").counts == {0: 2, 1: 1}
     assert json.loads(record.read_text())["version"] == archive_days.RECORD_VERSION
+
+
+def _exchange_info_summary(emu, tmp, market="um", trade_type=T):
+    """This run's exchangeInfo summary as the exchange_info job writes it."""
+    import requests
+
+    from crypto_lakehouse.rest.exchange_info import summarize_exchange_info
+
+    prefix = {"um": "/fapi/v1", "spot": "/api/v3", "cm": "/dapi/v1"}[market]
+    raw = requests.get(f"{emu.base_url}{prefix}/exchangeInfo", timeout=10).json()
+    path = tmp / "exchange_info.json"
+    write_json(path, summarize_exchange_info(raw, trade_type))
+    return path
+
+
+def test_a_delisted_symbol_is_not_asked_past_its_archive_but_a_lagging_one_is(emulator, tmp_path):
+    # OLDUSDT was delisted after D+3 (not in exchangeInfo); its archive holds D and D+2, so
+    # its day D+1 is a gap inside its history. AUSDT trades; its archive lags (D, D+1).
+    rest = RestEmulator(now_ms=(D + 10) * DAY + 3_600_000)
+    rest.add_synthetic_klines("um", "OLDUSDT", start_ms=D * DAY, end_ms=(D + 4) * DAY, listed=False)
+    rest.add_synthetic_klines("um", SYM, start_ms=D * DAY, seed=7)
+    emu = emulator(rest=rest)
+    write_archive(rest, tmp_path, [D, D + 2], symbol="OLDUSDT")
+    write_archive(rest, tmp_path, [D, D + 1])
+    ei = _exchange_info_summary(emu, tmp_path)
+
+    def klines_requests(symbol, end_day):
+        before = rest.counters("um").get("requests/klines", 0)
+        run(emu.base_url, tmp_path, end_day, symbol=symbol, ei=ei)
+        return rest.counters("um").get("requests/klines", 0) - before
+
+    # The gap inside the delisted symbol's history is asked (3 requests of a 1m day), once;
+    # nothing after its last archived day (before: D+3..D+9, 7 empty days, then one more
+    # day at every daily run).
+    assert klines_requests("OLDUSDT", D + 9) == 3
+    assert day_files(tmp_path, symbol="OLDUSDT") == [day_path(tmp_path, D + 1, "OLDUSDT").name]
+    assert report(tmp_path)["status"] == "delisted"
+    assert report(tmp_path)["delisted"] == "not in exchangeInfo"
+    assert klines_requests(SYM, D + 9) == 8 * 3  # D+2..D+9: a lagging symbol is filled
+    rest.now_ms = (D + 11) * DAY + 3_600_000  # the next day's run
+    assert klines_requests("OLDUSDT", D + 10) == 0
+    assert klines_requests(SYM, D + 10) == 3
+    # Without exchangeInfo (its request failed) nothing is known: asked as before.
+    write_json(ei, {"trade_type": T, "error": "HTTP 500"})
+    assert klines_requests("OLDUSDT", D + 10) == 8 * 3  # D+3..D+10, answered empty
+
+
+@pytest.mark.parametrize(
+    "facts, expected",
+    [
+        ({"AUSDT": {"status": "TRADING"}}, None),
+        ({"AUSDT": {"status": "PENDING_TRADING"}}, None),
+        ({"AUSDT": {"status": "BREAK"}}, "exchangeInfo status BREAK"),
+        ({"AUSDT": {"status": "SETTLING"}}, "exchangeInfo status SETTLING"),
+        ({"BUSDT": {"status": "TRADING"}}, "not in exchangeInfo"),
+        ({}, None),  # no symbols: not known
+    ],
+)
+def test_not_trading_reads_the_runs_exchange_info(tmp_path, facts, expected):
+    from crypto_lakehouse.rest.exchange_info import not_trading
+
+    path = tmp_path / "ei.json"
+    write_json(
+        path, {"trade_type": T, "request_weight": {"limit": 1, "window_s": 1}, "symbols": facts}
+    )
+    assert not_trading(path, SYM) == expected
+    assert not_trading(None, SYM) is None
+    write_json(path, {"trade_type": T, "error": "timeout"})  # the request failed
+    assert not_trading(path, SYM) is None
