@@ -139,7 +139,9 @@ INTERVAL_LEFTOVERS = found_leftovers(
         else []
     ),
 )
-if workflow.is_main_process:
+# Only target all removes them: another target (`snakemake features`) is not told so.
+_TARGETS = getattr(getattr(workflow, "dag_settings", None), "targets", None) or ()
+if workflow.is_main_process and (not _TARGETS or "all" in _TARGETS):
     for kind, found in (("features", FEATURES_LEFTOVERS), ("interval", INTERVAL_LEFTOVERS)):
         for t in TRADE_TYPES:
             if found.get(t):
