@@ -214,3 +214,40 @@ def test_a_store_that_cannot_be_listed_plans_nothing_and_records_nothing(tmp_pat
     assert leftovers.checked(run_dir, "interval", "spot", key, unreachable) == []
     assert "interval leftovers of spot not looked for" in capsys.readouterr().err
     assert not Path(layout.leftovers_record_path(run_dir, "interval", "spot")).exists()
+
+
+def test_removal_and_the_planning_looks_on_s3(s3_root, tmp_path):
+    from crypto_lakehouse import storage
+
+    data = storage.data_path(s3_root)
+
+    def put(path):
+        storage.write_bytes(path, b"x")
+        return path
+
+    results = data / "results_data" / "spot"
+    features = [
+        put(results / "features/1m/BTCUSDT.pqt"),
+        put(results / "resampled_features/1h/5m/SP0_BTCUSDT.pqt"),
+    ]
+    other_symbol = put(results / "features/1m/ETHUSDT.pqt")
+    klines_1m = put(results / "klines/1m/BTCUSDT.pqt")
+    state_1m = put(layout.state_path(data, "gen_kline", "spot", "klines-1m", "BTCUSDT"))
+    parsed = put(data / "parsed_data/spot/klines/BTCUSDT/1m/202401.pqt")
+    assert leftovers.feature_files(s3_root, "spot", ["BTCUSDT"]) == [
+        "features/1m/BTCUSDT.pqt",
+        "resampled_features/1h/5m/SP0_BTCUSDT.pqt",
+    ]
+    assert leftovers.other_interval_symbols(s3_root, "spot", "5m", ["BTCUSDT"]) == ["1m/BTCUSDT"]
+    run_dir = str(tmp_path / "run")
+    leftovers.remove_leftovers(
+        kind="features", trade_type="spot", data_dir=s3_root, found=["BTCUSDT"],
+        run_dir=run_dir, report=str(tmp_path / "f.json"),
+    )  # fmt: skip
+    leftovers.remove_leftovers(
+        kind="interval", trade_type="spot", data_dir=s3_root, found=["1m/BTCUSDT"],
+        run_dir=run_dir, report=str(tmp_path / "i.json"),
+    )  # fmt: skip
+    assert not any(storage.exists(p) for p in [*features, klines_1m, state_1m])
+    assert storage.exists(other_symbol) and storage.exists(parsed)
+    assert leftovers.other_interval_symbols(s3_root, "spot", "5m", ["BTCUSDT"]) == []
