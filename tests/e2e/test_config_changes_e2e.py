@@ -7,13 +7,25 @@ from __future__ import annotations
 import pytest
 from crypto_lakehouse_emulator.__main__ import synthetic_rest
 
-from crypto_lakehouse import load_features, load_klines
+from crypto_lakehouse import duckdb_connect, load_features, load_klines
 from crypto_lakehouse.loading import DataNotFoundError
 from tests.e2e.e2e_helpers import REPO, emulator_config, snakemake
 
 pytestmark = [pytest.mark.e2e]
 
 MIRROR = REPO / "tests/fixtures/legacy-v1-real/mirror"
+
+
+def _views(data) -> set[str]:
+    """The DuckDB views over the data dir (none at all: an empty set)."""
+    try:
+        con = duckdb_connect(data)
+    except DataNotFoundError:
+        return set()
+    return {
+        r[0]
+        for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    }
 
 
 def _files(data, folder):
@@ -59,6 +71,7 @@ def test_features_off_and_another_interval_leave_nothing_stale(emulator, tmp_pat
     assert not any((data / f).exists() for f in features)
     with pytest.raises(DataNotFoundError):
         load_features(data, "spot", "BTCUSDT")
+    assert "features" not in _views(data) and "klines" in _views(data)
     assert (
         _files(data, "results_data/spot/klines")
         + _files(data, "results_data/spot/resampled_klines")
@@ -79,6 +92,9 @@ def test_features_off_and_another_interval_leave_nothing_stale(emulator, tmp_pat
     assert not (data / features[0]).exists()
     with pytest.raises(DataNotFoundError):
         load_klines(data, "spot", "BTCUSDT", interval="1m")
+    if "klines" in _views(data):  # none at 5m: the mirror has no 5m archive
+        con = duckdb_connect(data)
+        assert con.execute("SELECT count(*) FROM klines WHERE interval = '1m'").fetchone() == (0,)
     assert _files(data, "parsed_data") == parsed
     assert (data / "lakehouse/quality/spot/1m/BTCUSDT.pqt").exists()
     # Back to 1m: rebuilt from the sources, without a new download.
