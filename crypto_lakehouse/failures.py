@@ -21,6 +21,15 @@ _EXCEPTION_RE = re.compile(
     r"^[A-Za-z_][\w.]*(Error|Exception|Failure|Failed|Stopped|Exit|DamagedInput)\b"
 )
 _LOG_SUFFIX = " (check log file(s) for error details)"
+# What Snakemake writes above the "Error in rule" block of a local job ended by a signal
+# ("Command '…' died with <Signals.SIGKILL: 9>."): the job's own log stops mid-way, at an
+# INFO line or nothing, and says nothing of it.
+_DIED_RE = re.compile(r"died with <Signals\.(SIG[A-Z0-9]+): (\d+)>\.?\s*$")
+_SIGNAL_WHY = {
+    "SIGKILL": "killed (kill -9, or the out-of-memory killer)",
+    "SIGTERM": "terminated",
+    "SIGINT": "interrupted",
+}
 
 
 @dataclass
@@ -44,17 +53,25 @@ def failed_jobs(snakemake_log) -> list[FailedJob]:
             continue
     jobs: list[FailedJob] = []
     current: FailedJob | None = None
+    died = ""  # the signal that ended the job of the next block, from the lines above it
     for line in lines:
         m = _BLOCK_RE.match(line)
         if m:
-            current = FailedJob(m.group(1))
+            current = FailedJob(m.group(1), message=died)
             jobs.append(current)
+            died = ""
             continue
+        d = _DIED_RE.search(line)
+        if d:
+            name = d.group(1)
+            died = f"the job was {_SIGNAL_WHY.get(name, 'ended by a signal')} ({name})"
         if current is None:
             continue
         f = _FIELD_RE.match(line)
         if f:
             value = f.group(2).removesuffix(_LOG_SUFFIX).strip()
+            if f.group(1) == "message" and value == "None":
+                continue  # keeps the signal found above, if any
             setattr(current, f.group(1), "" if value == "None" else value)
         elif line and not line.startswith(" "):
             current = None  # the block ended
@@ -140,8 +157,9 @@ _MESSAGE_TAIL_RE = re.compile(r"\s*For further error details see .*$")
 
 def _cause(job: FailedJob) -> str:
     """The job's last error line; when its log holds no exception (the job was killed from
-    outside: a SLURM job cancelled, out of its time or memory), the executor's message, which
-    says so, followed by where the log stops."""
+    outside: a SLURM job cancelled, out of its time or memory; a local job ended by a signal,
+    kill -9 or the out-of-memory killer), the executor's message or the signal, which says
+    so, followed by where the log stops."""
     message = _MESSAGE_TAIL_RE.sub("", job.message).strip()
     if not job.log:
         return message
@@ -155,6 +173,8 @@ def _cause(job: FailedJob) -> str:
         text = ""
     if _exception_line([ln.rstrip() for ln in text.splitlines() if ln.strip()]) is not None:
         return line
+    if line.startswith(("(empty log", "(no log at")):
+        return f"{message} {line}"
     return f"{message} (the job's log ends: {line})"
 
 

@@ -393,3 +393,59 @@ def test_a_job_killed_from_outside_is_listed_with_the_executors_message(tmp_path
     # A log with an exception keeps its exception line: it says more than the status.
     job_log.write_text("INFO x\nValueError: bad row 7\n")
     assert failure_lines(smk_log)[0].startswith("features_shard: ValueError: bad row 7 (log: ")
+
+
+def test_a_local_job_killed_by_a_signal_is_listed_as_killed(tmp_path):
+    # kill -9 (or the out-of-memory killer) of a local job: its log stops at an INFO line or
+    # is empty, and the failure list gave that line, or "(empty log)", as the job's error;
+    # Snakemake's own line above the block says the job died with SIGKILL.
+    job_log = tmp_path / "job.log"
+    job_log.write_text(
+        "2026-12-06 18:35:00,193 INFO crypto_lakehouse: run_resample_rule_shard(x)\n"
+    )
+    empty_log = tmp_path / "empty.log"
+    empty_log.write_text("")
+    smk_log = tmp_path / "run.log"
+    smk_log.write_text(
+        "RuleException:\n"
+        'CalledProcessError in file "/w/rules/resample.smk", line 31:\n'
+        f"Command 'set -euo pipefail;  python3 /w/scripts/resample_shard.py '{{\"a\": 1}}' {job_log}'"
+        " died with <Signals.SIGKILL: 9>.\n"
+        "[Sun Dec  6 18:35:00 2026]\n"
+        "Error in rule resample_shard:\n"
+        "    message: None\n"
+        "    jobid: 8\n"
+        "    output: /d/lakehouse/reports/resample/spot/klines-1m/shards/0.json\n"
+        f"    log: {job_log} (check log file(s) for error details)\n"
+        "    shell:\n"
+        "        python3 /w/scripts/resample_shard.py\n"
+        "        (command exited with non-zero exit code)\n"
+        "RuleException:\n"
+        'CalledProcessError in file "/w/rules/aws_download.smk", line 29:\n'
+        f"Command 'python3 /w/scripts/list_archive.py {empty_log}' died with <Signals.SIGTERM: 15>.\n"
+        "[Sun Dec  6 18:35:01 2026]\n"
+        "Error in rule list_archive:\n"
+        "    message: None\n"
+        "    jobid: 2\n"
+        "    output: /d/lakehouse/listing/spot/klines-1m.json\n"
+        f"    log: {empty_log} (check log file(s) for error details)\n"
+        "RuleException:\n"
+        'CalledProcessError in file "/w/rules/gen_kline.smk", line 40:\n'
+        "Command 'python3 /w/scripts/gen_kline_shard.py' returned non-zero exit status 1.\n"
+        "[Sun Dec  6 18:35:02 2026]\n"
+        "Error in rule gen_kline_shard:\n"
+        "    message: None\n"
+        "    jobid: 5\n"
+        "    output: /d/lakehouse/reports/gen_kline/spot/klines-1m/shards/0.json\n"
+        f"    log: {empty_log} (check log file(s) for error details)\n"
+        "Exiting because a job execution failed. Look above for error messages\n"
+    )
+    lines = failure_report(smk_log).splitlines()
+    assert lines[2].strip() == (
+        "the job was killed (kill -9, or the out-of-memory killer) (SIGKILL) (the job's log "
+        "ends: 2026-12-06 18:35:00,193 INFO crypto_lakehouse: run_resample_rule_shard(x))"
+    )
+    assert lines[5].strip() == "the job was terminated (SIGTERM) (empty log)"
+    # A job that exited by itself is not taken for the one killed above it.
+    assert lines[8].strip() == "(empty log)"
+    assert failure_lines(smk_log)[0].startswith("resample_shard: the job was killed (kill -9")
