@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import functools
 import json
 import os
@@ -1246,12 +1247,33 @@ def _is_missing(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError) or "not found" in text or "does not exist" in text
 
 
+# Errors of the machine, not of a file's bytes: a full disk or quota, a read-only file
+# system, no permission, no file handles or memory left. Seen inside a read of a file (or a
+# job that reads one file and writes another: a features file on a full disk), they say
+# nothing of the file read, which must not be taken for damaged (and removed).
+_NOT_THE_FILES_FAULT = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOMEM,
+    }
+)
+
+
 def is_damaged_file_error(exc: BaseException) -> bool:
     """Whether ``exc``, raised by a read of a Parquet file, says that the file itself cannot
     be decoded (damaged on disk, cut short by a copy, not Parquet at all), rather than that
-    it is missing or that the storage failed (``StorageError``: a failing S3 request)."""
+    it is missing, that the storage failed (``StorageError``: a failing S3 request) or that
+    the machine did (a full disk, no permission: ``_NOT_THE_FILES_FAULT``)."""
     import pyarrow as pa
 
+    if isinstance(exc, OSError) and exc.errno in _NOT_THE_FILES_FAULT:
+        return False
     return isinstance(exc, (pa.ArrowInvalid, OSError)) and not isinstance(
         exc, (StorageError, FileNotFoundError)
     )

@@ -223,7 +223,9 @@ def render(verdict: Verdict) -> str:
         lines.append("damaged (a Parquet footer that cannot be read, a zip not its CHECKSUM):")
         lines += [f"  {rel}: {error}" for rel, error in verdict.damaged.items()]
     if verdict.unchecked:
-        lines.append("not checked (the storage failed; run again):")
+        lines.append(
+            "not checked (the storage failed, or the machine: no permission, no room; run again):"
+        )
         lines += [f"  {rel}: {error}" for rel, error in verdict.unchecked.items()]
     if verdict.kept:
         lines.append("not removed (move them away yourself; the parse then rebuilds them):")

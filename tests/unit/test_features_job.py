@@ -380,6 +380,34 @@ def test_the_job_process_allocator_settings_take_effect():
     assert out == [str(expected_ok), "system", "False"]
 
 
+def test_a_full_disk_writing_features_is_not_blamed_on_the_candle_file(data, monkeypatch):
+    # ENOSPC while writing a feature file (a full disk) was taken for an unreadable candle
+    # file: "…/klines/1m/AUSDT.pqt, written by gen_kline, is unreadable (OSError: [Errno
+    # 28] …)", and the good candle file was removed for gen_kline to rebuild.
+    import errno
+
+    from crypto_lakehouse import storage
+    from crypto_lakehouse.shards import DamagedInput
+
+    reports = {"AUSDT": make_symbol(data, "spot", "AUSDT", [300])}
+    sources = candle_files(data)
+    before = {p: digest(p) for p in sources}
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(storage, "write_parquet", full_disk)
+    with pytest.raises(FeaturesError) as info:
+        features(data, ["AUSDT"], reports)
+    assert not isinstance(info.value, DamagedInput) and "unreadable" not in str(info.value)
+    # the error names the file that could not be written, not the candle file read
+    assert "[Errno 28] No space left on device: '" in str(info.value)
+    assert str(data / "results_data/spot/features/1m/AUSDT.pqt") in str(info.value)
+    assert {p: digest(p) for p in sources} == before  # every candle file kept as it was
+    monkeypatch.undo()  # room again: the same call builds them
+    assert features(data, ["AUSDT"], reports)["files_written"] == len(sources)
+
+
 def test_a_damaged_candle_file_is_the_writer_s_to_rebuild(data):
     # One symbol (a shard job's call): the shard has the file rebuilt (shards.DamagedInput);
     # a list of symbols keeps going and names the file among its failures.

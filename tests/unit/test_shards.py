@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import zlib
 from pathlib import Path
@@ -427,8 +428,11 @@ def test_reading_output_of_tells_a_damaged_file_from_a_failing_storage(tmp_path)
     with pytest.raises(DamagedInput) as info, reading_output_of("gen_kline", tmp_path / "no.pqt"):
         _read(tmp_path / "no.pqt")
     assert info.value.missing and str(info.value).endswith("written by gen_kline, is missing")
-    # a failing request says nothing about the file; nor does a bug of the reader
-    for exc in (StorageError("s3://b/k: 503 Slow Down"), ValueError("bad column")):
+    # a failing request says nothing about the file; nor does a bug of the reader, nor the
+    # machine: a full disk (the job writing its own output), no permission to read
+    machine = [OSError(errno.ENOSPC, "No space left on device", "out.pqt"),
+               PermissionError(errno.EACCES, "Permission denied", str(good))]  # fmt: skip
+    for exc in (StorageError("s3://b/k: 503 Slow Down"), ValueError("bad column"), *machine):
         with pytest.raises(type(exc)), reading_output_of("aws_parse", good):
             raise exc
 

@@ -58,6 +58,26 @@ def test_the_damaged_files_of_the_three_layers_are_listed_then_removed(tmp_path)
     assert again.damaged == {} and again.exit_code == 0
 
 
+def test_a_file_without_read_permission_is_not_checked_not_removed(tmp_path, monkeypatch):
+    # chmod 000 (another account's file) read as "damaged", and --remove deleted it.
+    import errno
+
+    data, good, _ = _data_dir(tmp_path)
+    real = storage.parquet_metadata
+    locked = good[0]
+
+    def no_permission(path):
+        if str(path) == str(locked):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(storage, "parquet_metadata", no_permission)
+    verdict = verify(data, remove=True)
+    rel = locked.relative_to(data).as_posix()
+    assert rel not in verdict.damaged and "Permission denied" in verdict.unchecked[rel]
+    assert locked.exists() and verdict.exit_code == 1
+
+
 def test_a_failing_storage_is_reported_as_not_checked_and_nothing_removed(tmp_path, monkeypatch):
     data, good, _ = _data_dir(tmp_path)
     real = storage.parquet_metadata
