@@ -21,6 +21,10 @@ start, heartbeat): a run refuses to start while another run's lease is live, ren
 every ``LEASE_HEARTBEAT_S`` and deletes it when it exits. A lease is stale once its
 heartbeat is older than ``LEASE_STALE_S`` (its run died without deleting it), or at once
 when its holder ran on this host and its process is gone (kill -9, then a plain rerun).
+The heartbeat's age is the store's: the object's LastModified against the Date of the
+answer that read it, so that no machine's clock counts (before 2026-12-06 it was the
+holder's clock against the reader's: a machine whose clock ran more than ``LEASE_STALE_S``
+ahead took over the lease of a live run).
 Taking, renewing and deleting the lease are compare-and-swaps on the object (conditional
 requests: ``If-None-Match: *`` to create it, ``If-Match: <etag>`` to take over a stale one,
 renew it or delete it; storage.py sends them through botocore, pyarrow.fs cannot): of runs
@@ -303,9 +307,11 @@ def _process_alive(pid) -> bool:
     return True
 
 
-def lease_is_live(lease: dict | None, now: float | None = None) -> bool:
+def lease_is_live(lease: dict | None, now: float | None = None, age_s: float | None = None) -> bool:
     """Whether a lease still keeps other runs out: renewed within ``LEASE_STALE_S``, and,
-    when its holder ran on this host, that process still exists."""
+    when its holder ran on this host, that process still exists. ``age_s``: the seconds
+    since the lease object was written, by the store's clock (``storage.Versioned``); only
+    without it, the record's ``heartbeat_unix`` against ``now`` (this machine's clock)."""
     if not lease:
         return False
     now = time.time() if now is None else now
@@ -313,6 +319,8 @@ def lease_is_live(lease: dict | None, now: float | None = None) -> bool:
         age = now - float(lease["heartbeat_unix"])
     except (KeyError, TypeError, ValueError):
         return False
+    if age_s is not None:
+        age = age_s
     if age > LEASE_STALE_S:
         return False
     if lease.get("host") == socket.gethostname() and not _process_alive(lease.get("pid")):
@@ -320,9 +328,14 @@ def lease_is_live(lease: dict | None, now: float | None = None) -> bool:
     return True
 
 
-def describe_lease(lease: dict) -> str:
+def describe_lease(lease: dict, age_s: float | None = None) -> str:
     beat = lease.get("heartbeat_unix")
-    ago = f"{time.time() - float(beat):.0f} s ago" if isinstance(beat, (int, float)) else "?"
+    if age_s is not None:
+        ago = f"{age_s:.0f} s ago"
+    elif isinstance(beat, (int, float)):
+        ago = f"{time.time() - float(beat):.0f} s ago"
+    else:
+        ago = "?"
     return f"{describe_holder(lease)}, run dir {lease.get('run_dir')}, last heartbeat {ago}"
 
 
@@ -351,9 +364,9 @@ def _parse_lease(content: bytes | None) -> dict | None:
     return lease if isinstance(lease, dict) else None
 
 
-def _busy(data_dir, path, current: dict) -> DataDirBusy:
+def _busy(data_dir, path, current: dict, age_s: float | None = None) -> DataDirBusy:
     return DataDirBusy(
-        f"data dir {data_dir} is in use by another run: {describe_lease(current)} (lease "
+        f"data dir {data_dir} is in use by another run: {describe_lease(current, age_s)} (lease "
         f"{path}; stale {LEASE_STALE_S / 60:.0f} min after its last heartbeat). Wait for "
         "it to finish, or stop it; nothing was started."
     )
@@ -412,18 +425,19 @@ def _claim_conditional(data_dir, path, record: dict) -> str:
     a stale one only if nobody replaced it since we read it (If-Match: its etag). Of
     several runs doing this at once exactly one succeeds. Returns our lease's etag."""
     found = storage.read_versioned(path)
-    current = _parse_lease(found[0]) if found else None
-    if lease_is_live(current):
-        raise _busy(data_dir, path, current)
+    current = _parse_lease(found.body) if found else None
+    age_s = found.age_s if found else None
+    if lease_is_live(current, age_s=age_s):
+        raise _busy(data_dir, path, current, age_s)
     try:
         if found is None:
             return storage.put_if_absent(path, _lease_bytes(record))
         log.warning(
             "taking over the stale lease of %s: %s",
             data_dir,
-            describe_lease(current) if current else "an unreadable record",
+            describe_lease(current, age_s) if current else "an unreadable record",
         )
-        return storage.put_if_unchanged(path, _lease_bytes(record), found[1])
+        return storage.put_if_unchanged(path, _lease_bytes(record), found.etag)
     except storage.PreconditionFailed:
         current, etag = _ours_now(path, record)
         if etag is None:
@@ -434,11 +448,15 @@ def _claim_conditional(data_dir, path, record: dict) -> str:
 def _claim_by_read_back(data_dir, path, record: dict) -> None:
     """A store without conditional writes: write the lease, wait, read it back; of runs
     writing within the same moment, the one whose record was overwritten backs off."""
-    current = read_lease(data_dir)
-    if lease_is_live(current):
-        raise _busy(data_dir, path, current)
+    found = storage.read_versioned(path)
+    current = _parse_lease(found.body) if found else None
+    age_s = found.age_s if found else None
+    if lease_is_live(current, age_s=age_s):
+        raise _busy(data_dir, path, current, age_s)
     if current:
-        log.warning("taking over the stale lease of %s: %s", data_dir, describe_lease(current))
+        log.warning(
+            "taking over the stale lease of %s: %s", data_dir, describe_lease(current, age_s)
+        )
     storage.write_json(path, record)
     time.sleep(LEASE_SETTLE_S)
     back = read_lease(data_dir)

@@ -1722,8 +1722,31 @@ def write_prefix_and_rest(path, source, prefix_bytes: int, rest: bytes) -> bool:
     return True
 
 
-def read_versioned(path) -> tuple[bytes, str] | None:
-    """``(content, etag)`` of an object, None when there is none."""
+class Versioned(NamedTuple):
+    """An object as :func:`read_versioned` found it."""
+
+    body: bytes
+    etag: str
+    # Seconds since the object was last written, by the store's own clock: the answer's
+    # Date header minus the object's LastModified (whole seconds). None when the answer
+    # lacks either. Unlike a time written into the object, it does not depend on the
+    # writer's clock nor on this machine's (the lease's staleness, lock.py).
+    age_s: float | None = None
+
+
+def _age_s(answer: dict) -> float | None:
+    from email.utils import parsedate_to_datetime
+
+    try:
+        written = answer["LastModified"]
+        date = answer["ResponseMetadata"]["HTTPHeaders"]["date"]
+        return (parsedate_to_datetime(date) - written).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def read_versioned(path) -> Versioned | None:
+    """``(content, etag, age_s)`` of an object, None when there is none."""
     p = _object_path(path)
     _settle(p)
     client = _conditional_client()
@@ -1733,7 +1756,7 @@ def read_versioned(path) -> tuple[bytes, str] | None:
             body = answer["Body"].read()
     except PreconditionFailed:
         return None  # a 404
-    return body, answer["ETag"]
+    return Versioned(body, answer["ETag"], _age_s(answer))
 
 
 def put_if_absent(path, data: bytes) -> str:

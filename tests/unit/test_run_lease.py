@@ -54,6 +54,22 @@ def _plant(s3_root, **fields) -> dict:
     return record
 
 
+_REAL_AGE = storage._age_s
+
+
+def _written_ago(monkeypatch, s3_root, seconds: float) -> None:
+    """The store's clock says the lease object, as it is now, was written ``seconds`` ago
+    (its LastModified against the answer's Date: storage.Versioned.age_s); a later write
+    of it is as new as it is."""
+    etag = storage.read_versioned(layout.data_lease_path(s3_root)).etag
+
+    def age(answer):
+        real = _REAL_AGE(answer)
+        return real + seconds if real is not None and answer.get("ETag") == etag else real
+
+    monkeypatch.setattr(storage, "_age_s", age)
+
+
 def test_lease_names_its_holder_and_is_removed_on_release(lease_root, tmp_path):
     mine = lock.take_lease(lease_root, tmp_path / "run")
     stored = _record(lease_root)
@@ -88,12 +104,31 @@ def test_a_live_run_elsewhere_refuses_a_second_one(lease_root, seaweed):
         proc.wait()
 
 
-def test_lease_of_another_host_is_live_until_its_heartbeat_is_stale(lease_root):
-    _plant(lease_root, heartbeat_unix=time.time() - lock.LEASE_STALE_S + 30)
+def test_lease_of_another_host_is_live_until_its_heartbeat_is_stale(lease_root, monkeypatch):
+    _plant(lease_root)
+    _written_ago(monkeypatch, lease_root, lock.LEASE_STALE_S - 30)
     with pytest.raises(lock.DataDirBusy) as err:
         lock.take_lease(lease_root)
     assert "PID 4242 on host elsewhere.example" in str(err.value)
-    _plant(lease_root, heartbeat_unix=time.time() - lock.LEASE_STALE_S - 30)
+    assert f"last heartbeat {lock.LEASE_STALE_S - 30:.0f} s ago" in str(err.value)
+    _written_ago(monkeypatch, lease_root, lock.LEASE_STALE_S + 30)
+    assert lock.take_lease(lease_root)["host"] == socket.gethostname()
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_the_lease_age_is_the_store_s_not_the_machines_clocks(lease_root, monkeypatch, conditional):
+    # Two hours of skew between the holder's clock and this machine's. Before 2026-12-06 the
+    # age was this machine's clock minus the holder's: a live run whose machine runs behind
+    # (or this one ahead) was taken over at once, and a dead one whose machine ran ahead
+    # kept every other run out for hours.
+    if not conditional:
+        monkeypatch.setattr(storage, "conditional_support", lambda probe: NO_CONDITIONAL_WRITES)
+    skew = 2 * 3600
+    _plant(lease_root, heartbeat_unix=time.time() - skew)  # live: written just now
+    with pytest.raises(lock.DataDirBusy, match="PID 4242 on host elsewhere.example"):
+        lock.take_lease(lease_root)
+    _plant(lease_root, heartbeat_unix=time.time() + skew)
+    _written_ago(monkeypatch, lease_root, lock.LEASE_STALE_S + 30)  # dead for 10.5 min
     assert lock.take_lease(lease_root)["host"] == socket.gethostname()
 
 
@@ -225,11 +260,12 @@ def test_two_runs_starting_together_exactly_one_wins(lease_root):
         assert "in use by another run" in str(loser) or "at the same moment" in str(loser)
 
 
-def test_two_runs_taking_over_a_stale_lease_exactly_one_wins(lease_root):
+def test_two_runs_taking_over_a_stale_lease_exactly_one_wins(lease_root, monkeypatch):
     stale = lock.LEASE_STALE_S + 60
 
     def plant_stale() -> None:
         _plant(lease_root, heartbeat_unix=time.time() - stale)
+        _written_ago(monkeypatch, lease_root, stale)
 
     outcomes = _race(lambda: lock._claim(lease_root), 10, between=plant_stale)
     assert _winners(outcomes) == [1] * 10
