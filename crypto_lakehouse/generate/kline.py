@@ -232,7 +232,10 @@ def run_gen_kline(
     identities = storage.identities((*archive_paths, *rest_paths))
     spans: dict[Path, tuple[int, int]] = {}
     store, (n_archive_rows, n_rest_rows), read_problems = read_kline_files(
-        archive_paths, rest_paths, spans=spans
+        archive_paths,
+        rest_paths,
+        spans=spans,
+        reading=_reading_input(data_dir, trade_type, symbol, interval, rest_paths),
     )
     rows_in = {"archive": n_archive_rows, "rest": n_rest_rows}
     lap("read")
@@ -395,3 +398,27 @@ def run_gen_kline(
             previous=None,
         )
     return stats
+
+
+def _reading_input(data_dir, trade_type: str, symbol: str, interval: str, rest_paths):
+    """The context of each input file's reads (``merge.read_kline_files``): a file the
+    parse or the REST fill wrote that is missing or cannot be decoded fails the symbol as
+    ``shards.DamagedInput`` (removed, and its writer's shard rerun by the next run), rather
+    than being left out of the build: before 2026-12-06 a parsed month with a damaged page
+    was skipped with a warning, the generated file written again without its rows, and the
+    run ended successfully. A parsed partition the parse did not write (a legacy one used in
+    place) is named, not removed."""
+    import functools
+
+    from crypto_lakehouse.parse import wrote_partition
+    from crypto_lakehouse.shards import reading_output_of
+
+    rest = {str(p) for p in rest_paths}
+
+    def reading(path):
+        if str(path) in rest:
+            return reading_output_of("api_download", path)
+        wrote = functools.partial(wrote_partition, data_dir, trade_type, symbol, interval, path)
+        return reading_output_of("aws_parse", path, wrote)
+
+    return reading

@@ -9,6 +9,7 @@ That keeps the data in memory about twice (store + one filled segment) at the pe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +49,11 @@ def _numpy_dtype(arrow_type: pa.DataType) -> np.dtype:
     return np.dtype("int64") if pa.types.is_timestamp(arrow_type) else arrow_type.to_pandas_dtype()
 
 
-def _conformed(path: Path) -> pa.Table:
-    """The file's ten kline columns cast to the legacy schema; ValueError names the defect."""
-    table = storage.read_parquet(path)
+def _conformed(path: Path, reading=None) -> pa.Table:
+    """The file's ten kline columns cast to the legacy schema; ValueError names the defect.
+    ``reading``: the context its read runs in (``read_kline_files``)."""
+    with reading(path) if reading is not None else contextlib.nullcontext():
+        table = storage.read_parquet(path)
     missing = [c for c in KLINE_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"missing columns {missing}")
@@ -62,7 +65,7 @@ def _conformed(path: Path) -> pa.Table:
 
 
 def read_kline_files(
-    *groups: list[Path], spans: dict[Path, tuple[int, int]] | None = None
+    *groups: list[Path], spans: dict[Path, tuple[int, int]] | None = None, reading=None
 ) -> tuple[dict[str, np.ndarray], list[int], list[str]]:
     """Concatenate the kline files of every group, in order, into pre-allocated arrays.
 
@@ -70,20 +73,32 @@ def read_kline_files(
     that cannot be read or has the wrong columns is skipped and named in the problem list,
     so one bad file never stops the symbol. ``spans``, when given, receives the store row
     range ``[start, stop)`` of each file read.
+
+    ``reading(path)``, when given, is the context each file's reads run in
+    (``shards.reading_output_of`` for the file's writer): a ``shards.DamagedInput`` it
+    raises (a file the pipeline wrote and can rebuild, damaged) or a
+    ``storage.StorageError`` (a failing store: the file may be fine) stops the read
+    instead of leaving the file out: a build without it would lose its rows for good.
     """
     # S3: every file fetched ahead (whole objects, a window at a time) while the footers
     # and then the files are read in this order.
     with storage.read_ahead([path for paths in groups for path in paths]):
-        return _read_kline_files(groups, spans)
+        return _read_kline_files(groups, spans, reading)
 
 
-def _read_kline_files(groups, spans):
+def _read_kline_files(groups, spans, reading=None):
+    from crypto_lakehouse.shards import DamagedInput
+
+    stop = (DamagedInput, storage.StorageError) if reading is not None else ()
     sized: list[tuple[int, Path, int]] = []
     problems: list[str] = []
     for g, paths in enumerate(groups):
         for path in paths:
             try:
-                sized.append((g, path, storage.parquet_metadata(path).num_rows))
+                with reading(path) if reading is not None else contextlib.nullcontext():
+                    sized.append((g, path, storage.parquet_metadata(path).num_rows))
+            except stop:
+                raise
             except Exception as exc:  # unreadable footer: any pyarrow/OS error
                 problems.append(f"{path}: unreadable parquet ({exc})")
     total = sum(n for _, _, n in sized)
@@ -92,7 +107,9 @@ def _read_kline_files(groups, spans):
     pos = 0
     for g, path, _ in sized:
         try:
-            table = _conformed(path)
+            table = _conformed(path, reading)
+        except stop:
+            raise
         except Exception as exc:
             problems.append(f"{path}: {exc}")
             continue

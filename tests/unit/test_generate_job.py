@@ -277,13 +277,62 @@ def test_no_data_gives_no_files_and_says_so(tmp_path):
     assert report["no_data"] is True and report["segments"] == []
 
 
-def test_unreadable_input_file_is_reported_and_skipped(tmp_path):
+def test_an_unreadable_input_file_the_parse_did_not_write_is_named_and_kept(tmp_path):
+    from crypto_lakehouse.shards import DamagedInput
+
     write_archive(tmp_path, "spot", "BTCUSDT", "a", kline_table(minutes(T0, 3)))
     bad = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "b.pqt"
     bad.write_bytes(b"not parquet")
+    with pytest.raises(DamagedInput) as info:
+        gen(tmp_path)
+    assert info.value.path == str(bad) and info.value.stage == "aws_parse"
+    assert not info.value.removable and bad.exists()  # not the pipeline's: moved by the user
+    assert not out_dir(tmp_path).exists()  # nothing built without its rows
+
+
+def _flip_a_page(path) -> None:
+    """Damage the first column's data page, leaving the footer readable (as a disk fault
+    or a bad copy can): only reading the rows finds it."""
+    data = bytearray(path.read_bytes())
+    for i in range(40, 104):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert pq.ParquetFile(path).metadata.num_rows > 0
+
+
+@pytest.mark.parametrize("damaged", ["archive", "rest"])
+def test_a_damaged_input_file_fails_the_symbol_and_keeps_the_generated_file(tmp_path, damaged):
+    # A parsed month (or REST day) with a damaged page was left out with a warning: the
+    # generated file was written again without its rows (a month of history gone for good,
+    # since nothing rebuilt the partition) and the run ended successfully.
+    from crypto_lakehouse.parse import state_file
+    from crypto_lakehouse.shards import DamagedInput
+
+    rng = np.random.default_rng(0)
+    n = 2 * 1440
+    write_archive(tmp_path, "spot", "BTCUSDT", "202009",
+                  kline_table(minutes(T0, n), open=rng.uniform(99.5, 100.5, n)))  # fmt: skip
+    write_rest(tmp_path, "spot", "BTCUSDT", "20200915",
+               kline_table(minutes(T0 + n * MIN, 1440), open=rng.uniform(99.5, 100.5, 1440)))  # fmt: skip
+    # the parse's state says it wrote the month (parse.wrote_partition)
+    state = state_file(tmp_path, "spot", "klines-1m", "BTCUSDT")
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"partitions": {"202009": {}}}))
     report, _ = gen(tmp_path)
-    assert report["segments"][0]["rows"] == 3
-    assert len(report["input_problems"]) == 1 and "b.pqt" in report["input_problems"][0]
+    generated = {p: p.read_bytes() for p in out_dir(tmp_path).glob("*.pqt")}
+    assert sum(seg["rows"] for seg in report["segments"]) == 3 * 1440
+    if damaged == "archive":
+        path = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "202009.pqt"
+    else:
+        path = layout.api_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "20200915.pqt"
+    _flip_a_page(path)
+    with pytest.raises(DamagedInput) as info:
+        gen(tmp_path)
+    assert info.value.path == str(path) and info.value.removable and not info.value.missing
+    assert info.value.stage == {"archive": "aws_parse", "rest": "api_download"}[damaged]
+    assert "is unreadable (" in str(info.value) and "ZSTD decompression failed" in str(info.value)
+    # the generated file stays as the last complete build wrote it
+    assert {p: p.read_bytes() for p in out_dir(tmp_path).glob("*.pqt")} == generated
 
 
 def test_funding_sources_missing_or_unreadable(tmp_path):
