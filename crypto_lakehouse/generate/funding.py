@@ -37,10 +37,15 @@ def _read_events(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return time.to_numpy(), rate.to_numpy()
 
 
-def read_funding(data_dir, trade_type: str, symbol: str) -> FundingEvents:
+def read_funding(data_dir, trade_type: str, symbol: str, strict: bool = False) -> FundingEvents:
     """Archive funding followed by REST funding; on the same ``candle_begin_time`` the later
     row wins, so REST wins over the archive. Either source may be missing (Q5: REST funding
-    is used even when the archive has none)."""
+    is used even when the archive has none).
+
+    A file that cannot be read is left out and named in ``problems``; with ``strict`` (the
+    generator), one that cannot be decoded raises ``shards.DamagedInput`` for its writer
+    (the parse, or the REST fill) to rebuild, and a failing store ``StorageError``: left
+    out, the symbol's funding rates would be written as 0.0 for good."""
     times, rates, problems = [], [], []
     paths = [
         layout.parsed_funding_path(data_dir, trade_type, symbol),
@@ -59,6 +64,8 @@ def read_funding(data_dir, trade_type: str, symbol: str) -> FundingEvents:
     at_once = 2 if storage.is_remote(paths[0]) else 1  # on S3 the two round trips at once
     for path, read_events in zip(paths, storage.concurrently(read, paths, at_once), strict=True):
         if isinstance(read_events, Exception):
+            if strict:
+                _raise_if_damaged(data_dir, trade_type, symbol, path, read_events)
             problems.append(f"{path}: {read_events}")
             log.warning("skipping funding file %s: %s", path, read_events)
         elif read_events is not None:
@@ -73,6 +80,25 @@ def read_funding(data_dir, trade_type: str, symbol: str) -> FundingEvents:
     last = np.ones(len(time), dtype=bool)
     last[:-1] = time[1:] != time[:-1]
     return FundingEvents(time[last], rate[last], problems)
+
+
+def _raise_if_damaged(data_dir, trade_type: str, symbol: str, path, exc: Exception) -> None:
+    import functools
+
+    from crypto_lakehouse.parse import wrote_funding_file
+    from crypto_lakehouse.shards import reading_output_of
+
+    if isinstance(exc, storage.StorageError):
+        raise exc
+    if not storage.is_damaged_file_error(exc):
+        return  # a content problem (nulls): named among the problems
+    if str(path) == str(layout.api_funding_path(data_dir, trade_type, symbol)):
+        context = reading_output_of("api_download", path)
+    else:
+        wrote = functools.partial(wrote_funding_file, data_dir, trade_type, symbol)
+        context = reading_output_of("aws_parse", path, wrote)
+    with context:
+        raise exc
 
 
 def events_in_range(events: FundingEvents, first_ms: int, last_ms: int, step_ms: int) -> slice:

@@ -176,7 +176,7 @@ def run_gen_kline(
     with_funding = with_funding_rates and trade_type in layout.FUTURES_TRADE_TYPES
     events = FundingEvents(np.empty(0, np.int64), np.empty(0, np.float64))
     if with_funding:
-        events = read_funding(data_dir, trade_type, symbol)
+        events = read_funding(data_dir, trade_type, symbol, strict=True)
     # Q19: the column exists whenever the symbol has funding, never invented otherwise.
     funding_col = FUNDING_COLUMN if with_funding and len(events) else None
     vwap_col = vwap_column_name(interval) if with_vwap else None

@@ -352,6 +352,27 @@ def test_funding_sources_missing_or_unreadable(tmp_path):
     assert len(events.problems) == 1 and str(archive) in events.problems[0]
 
 
+@pytest.mark.parametrize("source", ["archive", "rest"])
+def test_a_damaged_funding_file_fails_the_symbol_not_its_funding(tmp_path, source):
+    # An unreadable funding file was left out with a warning: the symbol was generated with
+    # funding_rate 0.0 on every minute it held, and the run ended successfully.
+    from crypto_lakehouse.shards import DamagedInput
+
+    write_archive(tmp_path, "um_futures", "BTCUSDT", "a", kline_table(minutes(T0, 17 * 60)))
+    write_archive_funding(tmp_path, "um_futures", "BTCUSDT", [0], [0.0001])
+    write_rest_funding(tmp_path, "um_futures", "BTCUSDT", [8, 16], [0.0003, -0.0004])
+    if source == "archive":
+        path = layout.parsed_funding_path(tmp_path, "um_futures", "BTCUSDT")
+    else:
+        path = layout.api_funding_path(tmp_path, "um_futures", "BTCUSDT")
+    path.write_bytes(path.read_bytes()[:40])  # cut short
+    with pytest.raises(DamagedInput) as info:
+        gen(tmp_path, trade_type="um_futures")
+    assert info.value.path == str(path) and not info.value.missing
+    assert info.value.stage == {"archive": "aws_parse", "rest": "api_download"}[source]
+    assert not out_dir(tmp_path, "um_futures").exists()
+
+
 def test_um_funding_join_rest_wins_and_untraded_hour_kept(tmp_path):
     # 00:00 … 16:00 traded except the 08:00 minute (volume 0: legacy lost its funding, Q4).
     times = minutes(T0, 16 * 60 + 1)
