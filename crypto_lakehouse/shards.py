@@ -588,9 +588,10 @@ def _finish_shard(parts, entries: dict, started: float, shard, shard_report, fat
             f" and {len(failed) - 20} more" if len(failed) > 20 else ""
         )
         first = entries[failed[0]]["error"]
+        others = "; the other symbols completed" if len(failed) < len(entries) else ""
         raise ShardFailed(
             f"{names}: {len(failed)} of {len(entries)} symbols failed: {shown} "
-            f"(first error: {first}); the other symbols completed",
+            f"(first error: {first}){others}",
             fatal=fatal,
         )
     log.info("%s: %d symbols in %.1f s", names, len(entries), report["seconds"])

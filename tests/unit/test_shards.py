@@ -138,6 +138,14 @@ def test_a_failing_symbol_fails_the_job_after_the_others(tmp_path):
     assert shard["failed"] == ["B"] and shard["symbols"]["B"]["status"] == "failed"
 
 
+def test_a_shard_whose_symbols_all_failed_says_no_other_completed(tmp_path):
+    # "3 of 3 symbols failed: … ; the other symbols completed" (a 418 ban of the REST host)
+    with pytest.raises(ShardFailed) as info:
+        _run(tmp_path, _entry([], fail={"A", "B"}), ["A", "B"])
+    assert "2 of 2 symbols failed: A, B" in str(info.value)
+    assert "the other symbols completed" not in str(info.value)
+
+
 def test_a_fatal_error_stops_the_remaining_symbols(tmp_path):
     calls = []
     with pytest.raises(ShardFailed, match="2 of 3 symbols failed: B, C"):
