@@ -147,10 +147,13 @@ def _first_time_ms(meta: pq.FileMetaData, column: int) -> int | None:
 
 def read_segments(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
     """One row per generated segment file: ``symbol``, ``first_ms``, ``end_ms`` (exclusive)
-    and ``gates`` (the file's ``quality_gates`` metadata: the gen_kline gates it passed)."""
+    and ``gates`` (the file's ``quality_gates`` metadata: the gen_kline gates it passed).
+    The files that cannot be read are left out, and named per symbol in
+    ``attrs["unreadable"]`` (``{symbol: "path: error"}``), for the page to say so."""
     folder = layout.results_klines_dir(data_dir, trade_type, interval)
     step = interval_ms(interval)
     rows = []
+    unreadable: dict[str, str] = {}
     for path in storage.list_files(folder, recursive=False, suffix=SUFFIX):
         symbol = _SEGMENT_RE.match(path.stem).group(2)
         try:
@@ -162,13 +165,16 @@ def read_segments(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
                 first = int(time.cast(pa.int64()).to_numpy().min())
         except Exception as exc:  # any pyarrow/OS error: name the file, go on
             log.error("generated file %s unreadable, left out of the coverage: %s", path, exc)
+            unreadable.setdefault(symbol, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
             continue
         if meta.num_rows and first is not None:
             gates = (meta.metadata or {}).get(b"quality_gates", b"{}").decode()
             rows.append((symbol, first, first + meta.num_rows * step, gates))
-    return pd.DataFrame(rows, columns=["symbol", "first_ms", "end_ms", "gates"]).astype(
+    frame = pd.DataFrame(rows, columns=["symbol", "first_ms", "end_ms", "gates"]).astype(
         {"first_ms": np.int64, "end_ms": np.int64}
     )
+    frame.attrs["unreadable"] = unreadable
+    return frame
 
 
 def _minutes_per_day(

@@ -199,6 +199,12 @@ def _freshness_section(
             if listed and row.symbol not in listed:  # e.g. removed from config `symbols`
                 return f"{lag} (not among this run's symbols: its files are from earlier runs)"
             return lag
+        unreadable = segments[row.trade_type].attrs.get("unreadable", {}).get(row.symbol)
+        if unreadable:  # a file there, that cannot be read: not "no candles"
+            return (
+                f"generated file unreadable ({unreadable}): `crypto-lakehouse verify --remove`, "
+                "then a run with --forcerun aws_download_shard rebuilds it"
+            )
         note = run_symbols.get(row.trade_type, {}).get(row.symbol)
         note = note or downloads.get(row.trade_type, {}).get(row.symbol)
         return "no generated candles" + (f" ({note})" if note else "")

@@ -149,6 +149,26 @@ def test_a_symbol_no_longer_configured_is_stale_and_says_why(tmp_path):
     }
 
 
+def test_a_symbol_whose_generated_file_is_unreadable_is_not_said_to_have_no_candles(tmp_path):
+    # A damaged generated file was left out of the coverage (logged) and its symbol listed
+    # as "no generated candles": the page said the file did not exist.
+    data = tmp_path / "d"
+    _generated_file(data, "BTCUSDT", rows=600)
+    _generated_file(data, "ETHUSDT", rows=600)
+    damaged = layout.results_klines_dir(data, "spot", "1m") / "ETHUSDT.pqt"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    listing = _listing_index(
+        layout.default_run_dir(str(data)),
+        {"symbols": {s: _entry(3) for s in ("BTCUSDT", "ETHUSDT")}},
+    )
+    freshness = _section(_write_page(data, kline_listings={"spot": listing}), "freshness")
+    stale = _rows(freshness[freshness.index("Stale symbols") :])
+    assert [row[1] for row in stale] == ["ETHUSDT"]
+    reason = unescape(stale[0][-1])
+    assert reason.startswith(f"generated file unreadable ({damaged}: ")
+    assert "no generated candles" not in reason and "verify --remove" in reason
+
+
 def test_symbols_without_candles_head_the_stale_list_before_those_lagging(tmp_path):
     # The list is cut at MAX_LISTED rows: the symbols without any candle must not be the
     # ones cut behind hundreds of long-delisted symbols.
