@@ -39,6 +39,7 @@ HEADLINE_KEYS = (
     "retries",
     "files_failed",
     "files_quarantined",
+    "input_problems",  # gen_kline: input files left out (before 2026-12-06 not shown)
     "skipped_unchanged",
 )
 

@@ -77,6 +77,19 @@ def test_headline_prints_large_counts_in_full():
         assert part in line, (part, line)
 
 
+def test_the_headline_shows_the_input_files_gen_kline_left_out(tmp_path):
+    # A parsed file gen_kline could not use (a legacy file without a column) is left out
+    # of the build and counted, but the line printed at the end of the run did not say so.
+    lh = tmp_path / "lakehouse"
+    rep = lh / "reports/gen_kline/spot/klines-1m/AUSDT.json"
+    _write(rep, {"symbol": "AUSDT", "input_problems": ["x.pqt: missing columns ['open']"]})
+    _write(lh / "stats/gen_kline/spot/klines-1m/AUSDT.json",
+           {"files_written": 1, "input_problems": 1})  # fmt: skip
+    summary = run_summary(stage="gen_kline", trade_type="spot",
+                          summary=str(lh / "summaries/gen_kline/spot.json"), reports=[rep])  # fmt: skip
+    assert "input_problems=1" in headline(summary)
+
+
 def test_summary_counts_a_symbol_once_across_its_datasets(tmp_path):
     """A future's klines and funding are two reports of one symbol: 2 symbols, not 4."""
     lh = tmp_path / "lakehouse"
