@@ -11,12 +11,15 @@
 # see docs/architecture.md and docs/storage.md.
 
 import sys
+import time
 
 from crypto_lakehouse.failures import failure_report
 from crypto_lakehouse.smk import cancel_scheduler_timers, record_params_without_pandas
 from snakemake.utils import min_version
 
 min_version("9.0")
+# The closing headlines mark the summaries of stages this run did not rerun (older).
+RUN_STARTED_UNIX = time.time()
 # Saves Snakemake's import of pandas (~0.35 s of each start) when checking params records.
 record_params_without_pandas()
 
@@ -103,7 +106,7 @@ onstart:
 # Both hooks end with cancel_scheduler_timers(): without it the process waits up to a
 # second for Snakemake's idle scheduler timers before it exits (crypto_lakehouse.smk).
 onsuccess:
-    plan.print_summaries(LH)
+    plan.print_summaries(LH, started_unix=RUN_STARTED_UNIX)
     cancel_scheduler_timers()
 
 

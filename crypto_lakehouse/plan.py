@@ -606,8 +606,17 @@ def shard_digest(index_path: str | Path, symbols: list[str], end_date=None) -> s
     return h.hexdigest()
 
 
-def print_summaries(run_dir: str | Path) -> None:
-    """Last lines of a successful run: where the run summaries are and their headlines."""
+def print_summaries(run_dir: str | Path, started_unix: float | None = None) -> None:
+    """Last lines of a successful run: where the run summaries are and their headlines.
+
+    A summary whose reports were all written before ``started_unix`` (the run's start;
+    ``reports_written_unix``, else the summary's own ``written_at_unix``) describes jobs of
+    an earlier run: a stage and trade type this run had nothing to do in (no new archive
+    file this morning) keeps them, and its headline says so with the time they were
+    written. Unmarked, a morning whose archive had not published yesterday's zips printed
+    ``aws_download/spot: ... files_downloaded=2``, the figures of the day before."""
+    import datetime as _dt
+
     from crypto_lakehouse.io import read_json
     from crypto_lakehouse.layout import run_summaries_dir
     from crypto_lakehouse.summary import headline
@@ -624,7 +633,16 @@ def print_summaries(run_dir: str | Path) -> None:
             print(f"  {path}: unreadable ({type(exc).__name__}: {exc})")
             continue
         if isinstance(summary, dict):
-            print(f"  {headline(summary)}")
+            line = headline(summary)
+            written = summary.get("reports_written_unix", summary.get("written_at_unix"))
+            if (
+                started_unix is not None
+                and isinstance(written, (int, float))
+                and written < int(started_unix)
+            ):
+                when = _dt.datetime.fromtimestamp(written, _dt.timezone.utc)
+                line += f" (not rerun: from an earlier run, {when:%Y-%m-%d %H:%M} UTC)"
+            print(f"  {line}")
     for line in not_listed_lines(run_dir):
         print(f"  {line}")
 

@@ -11,6 +11,7 @@ are Snakemake's files in the run directory (local), but any path the job is give
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -81,6 +82,17 @@ def report_figures(report: dict) -> dict:
     if report.get("funding_events_outside_segments"):
         figures["funding_events_outside_segments"] = report["funding_events_outside_segments"]
     return figures
+
+
+def _newest_mtime(paths) -> float | None:
+    """The newest modification time of the (local, run-directory) report files, or None."""
+    times = []
+    for path in paths:
+        try:
+            times.append(os.stat(path).st_mtime)
+        except (OSError, TypeError, ValueError):
+            continue
+    return max(times) if times else None
 
 
 class _Records:
@@ -165,6 +177,7 @@ def summarize(stage: str, trade_type: str, report_paths: list[str], records=None
     """Summary of a stage's per-symbol records; ``report_paths`` are per-symbol reports or
     shard reports (expanded to their symbols' reports)."""
     records = records or _Records()
+    report_paths_given = list(report_paths)
     report_paths, job_seconds = records.symbol_report_paths(report_paths)
     totals: dict[str, float] = {}
     problems: dict[str, dict] = {}
@@ -192,6 +205,11 @@ def summarize(stage: str, trade_type: str, report_paths: list[str], records=None
         "figures": figures,
         "written_at_unix": int(time.time()),
     }
+    newest = _newest_mtime(report_paths_given)
+    if newest is not None:
+        # The stage's jobs that wrote these reports: a summary job rewrites every trade
+        # type's summary when one of them changed, so its own time says nothing of them.
+        summary["reports_written_unix"] = newest
     # A symbol whose date range selected no archive day has no score (None), not 0.
     scores = [f["quality_score"] for f in figures.values() if f.get("quality_score") is not None]
     if scores:

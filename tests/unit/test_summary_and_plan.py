@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -577,6 +578,45 @@ def test_the_closing_lines_name_configured_symbols_the_archive_does_not_list(tmp
         "symbols.spot): BTCUSDTX, ETHUSDTX"
     )
     assert not any("um_futures" in line for line in out)
+
+
+def test_the_closing_lines_mark_the_summaries_of_stages_this_run_did_not_rerun(tmp_path, capsys):
+    # A morning whose archive had not published yesterday's zips reruns REST and the later
+    # stages, not the spot download: its closing lines printed the download figures of the
+    # day before (files_downloaded=2) as this run's. The download's summary job reran all
+    # the same (a um funding zip was new), so the summary's own time is of this run: what
+    # tells is the time of the reports it sums.
+    from crypto_lakehouse.layout import run_summary_path
+    from crypto_lakehouse.summary import summarize
+
+    run = tmp_path / "run"
+    started = 1_706_749_200.5  # 2024-02-01 01:00:00.5 UTC
+    yesterday = 1_706_662_920  # 2024-01-31 01:02 UTC
+    report = tmp_path / "reports" / "aws_download" / "spot" / "klines-1m" / "BTCUSDT.json"
+    report.parent.mkdir(parents=True)
+    report.write_text("{}")
+    os.utime(report, (yesterday, yesterday))
+    download = summarize("aws_download", "spot", [str(report)])
+    assert download["reports_written_unix"] == yesterday
+    later = {**download, "reports_written_unix": started + 30}
+    summaries = {
+        ("aws_download", "spot"): {**download, "written_at_unix": int(started) + 40},
+        ("api_download", "spot"): {**later, "stage": "api_download"},
+        # A summary from before reports_written_unix existed: its own time tells.
+        ("gen_kline", "spot"): {**summarize("gen_kline", "spot", []), "written_at_unix": yesterday},
+    }
+    for (stage, trade_type), summary in summaries.items():
+        path = Path(run_summary_path(str(run), stage, trade_type))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary))
+    plan.print_summaries(run, started_unix=started)
+    lines = capsys.readouterr().out.splitlines()
+    marked = " (not rerun: from an earlier run, 2024-01-31 01:02 UTC)"
+    assert [line.endswith(marked) for line in lines[1:]] == [False, True, True], lines
+    assert lines[2].startswith("  aws_download/spot:")
+    # Without a start time (a caller outside a run) nothing is marked.
+    plan.print_summaries(run)
+    assert "earlier run" not in capsys.readouterr().out
 
 
 def test_check_config_reports_every_problem_at_once():
