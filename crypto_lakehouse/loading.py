@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import re
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +34,16 @@ FUNDING_MODES = ("file", "nan", "zero")
 
 class DataNotFoundError(LookupError):
     """The requested data is not in the data directory; the message says what is."""
+
+
+class DataChangedError(RuntimeError):
+    """A symbol's files kept changing while they were read (a run is writing them)."""
+
+
+# A read of a symbol's segment files that finds them changed (a run rewrote or removed one
+# of them while it was read, or its segments overlap: a run is half-way through rewriting
+# them) is done again, after these waits (seconds), then refused with DataChangedError.
+READ_RETRY_WAITS = (0.2, 0.5, 1.0, 2.0)
 
 
 def _names(values, limit: int = 20) -> str:
@@ -367,10 +378,74 @@ def load_features(
 
 def _segments_table(kind, data_dir, trade_type, symbol, interval, resample, offset, start, end):
     """The symbol's segment files of ``kind`` (``segment_files_of``) read as one table
-    between the bounds, a damaged file's error naming the repair."""
+    between the bounds, a damaged file's error naming the repair.
+
+    A run may write the files while they are read (docs/loading.md, "Reading while a run
+    writes"): the read is kept only if the symbol's files (names and versions: size and
+    mtime locally, size and ETag on S3) are the same after it as before it, and its
+    segments do not overlap in time; otherwise it is done again (``READ_RETRY_WAITS``),
+    then DataChangedError."""
     files = segment_files_of(kind, data_dir, trade_type, symbol, interval, resample, offset)
-    with _naming_the_repair(data_dir):
-        return read_segments_table(files, start, end)
+    directory = files[0].parent
+    problem = ""
+    for wait in (*READ_RETRY_WAITS, None):
+        before = storage.identities(files, by_listing=False)
+        error = table = None
+        try:
+            table = read_segments_table(files, start, end)
+        except (OSError, pa.ArrowException) as exc:  # judged once the versions are known
+            error = exc
+        now = layout.segment_files(directory, symbol)
+        unchanged = now == files and storage.identities(files, by_listing=False) == before
+        if unchanged and error is not None:
+            with _naming_the_repair(data_dir):  # the files did not change: a real error
+                raise error
+        if unchanged:
+            problem = overlapping_segments(table, files, strict=resample is None)
+            if not problem:
+                return table
+        else:
+            problem = f"{_names(p.name for p in files)} changed while they were read"
+        if wait is None:
+            break
+        time.sleep(wait)
+        files = now or files
+    raise DataChangedError(
+        f"{symbol} in {directory}: {problem}, still after {len(READ_RETRY_WAITS) + 1} reads "
+        "over a few seconds: a run is writing this data dir (for an s3:// data dir its "
+        "lease lakehouse/run.lease.json names it). Read again once it has finished "
+        '(docs/loading.md, "Reading while a run writes").'
+    )
+
+
+def overlapping_segments(table: pa.Table, files: list[Path], strict: bool = True) -> str:
+    """Why the rows read from consecutive segment files overlap in time ("" when they do
+    not). Segments never overlap in a finished run (a gap separates them); a run that
+    splits, merges or renumbers a symbol's segments writes them one after the other, so a
+    reader in between sees an old and a new one covering the same times. ``strict``: a
+    segment starts after the previous one's last row (generated candles); otherwise at or
+    after it (a resampled window may hold the last minutes before a gap and the first
+    after it)."""
+    if len(files) < 2 or table.num_rows == 0:
+        return ""
+    segment = table.column("segment")
+    times = table.column(TIME)
+    first = pc.min_max(times.filter(pc.equal(segment, 0)))
+    previous = (0, first["max"])
+    for number in range(1, len(files)):
+        bounds = pc.min_max(times.filter(pc.equal(segment, number)))
+        if not bounds["min"].is_valid:
+            continue
+        last_number, last = previous
+        if last.is_valid and (
+            bounds["min"].value <= last.value if strict else bounds["min"].value < last.value
+        ):
+            return (
+                f"segment {files[number].name} starts at {bounds['min']} before "
+                f"{files[last_number].name} ends ({last})"
+            )
+        previous = (number, bounds["max"])
+    return ""
 
 
 # ---------------------------------------------------------------- the parsed datasets
