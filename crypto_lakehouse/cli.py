@@ -386,6 +386,11 @@ def run_verify(args: argparse.Namespace) -> int:
     except (DataDirBusy, NotADataDir) as exc:
         print(f"verify: {exc}", file=sys.stderr)
         return 2
+    except storage.StorageError as exc:
+        # The store cannot be reached or refuses (a wrong endpoint, credentials, a read-only
+        # identity taking the lease of --remove): exit 2, not 1, which means damaged files.
+        print(f"verify: {args.data_dir}: nothing checked: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(verdict.as_dict(), indent=1))
     else:

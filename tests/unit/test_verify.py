@@ -213,3 +213,27 @@ def test_remove_waits_for_no_run_it_refuses_while_a_run_holds_the_data_dir(tmp_p
         holder.wait()
     assert main(["verify", str(data), "--remove"]) == 1
     assert not any(p.exists() for p in damaged)
+
+
+def test_a_store_that_cannot_be_reached_is_exit_2_with_one_line_not_a_traceback(
+    monkeypatch, capsys
+):
+    """A wrong endpoint (or credentials the store refuses) checked nothing: exit 2 and one
+    line naming the data dir and the request. Before, a StorageError traceback left
+    `verify` with exit 1, the code of "damaged files found"."""
+    from tests.s3_helpers import free_ports
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-never-printed")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    closed = free_ports(1)[0]  # nothing listens there
+    try:
+        code = main(["verify", "s3://team/lake", "--endpoint-url",
+                     f"http://127.0.0.1:{closed}", "--addressing-style", "path"])  # fmt: skip
+    finally:
+        storage.configure(None)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("verify: s3://team/lake: nothing checked: s3://team/lake/")
+    assert f"127.0.0.1:{closed}" in err and "Traceback" not in err
+    assert "secret-never-printed" not in err
