@@ -59,12 +59,19 @@ class Verdict:
         }
 
 
-def _footer_problem(path) -> tuple[str, str] | None:
-    """None when the footer reads; else ("damaged" | "unchecked", the error)."""
+def _footer_problem(path, again: bool = True) -> tuple[str, str] | None:
+    """None when the footer reads; else ("damaged" | "unchecked", the error).
+
+    A footer that does not decode is read once more before the file is called damaged:
+    without --remove, verify holds no lock, and on S3 a run that replaces the object
+    between the reader's size request and its footer read gives bytes of the new version at
+    the old offsets (a good file then looked damaged)."""
     try:
         storage.parquet_metadata(path)
     except Exception as exc:
         if storage.is_damaged_file_error(exc):
+            if again:
+                return _footer_problem(path, again=False)
             return "damaged", f"{type(exc).__name__}: {exc}"
         if isinstance(exc, FileNotFoundError):
             return None  # removed since the listing: nothing to say about it

@@ -237,3 +237,34 @@ def test_a_store_that_cannot_be_reached_is_exit_2_with_one_line_not_a_traceback(
     assert err.startswith("verify: s3://team/lake: nothing checked: s3://team/lake/")
     assert f"127.0.0.1:{closed}" in err and "Traceback" not in err
     assert "secret-never-printed" not in err
+
+
+def test_an_object_a_run_replaces_during_its_footer_read_is_not_called_damaged(
+    s3_root, monkeypatch
+):
+    """verify without --remove holds no lock: on S3 a run may replace an object between the
+    reader's size request (HEAD) and its footer GET, which then reads the new version at
+    the old offsets. Before, that good file was listed as damaged (exit 1; with the advice
+    to remove it)."""
+    root = storage.data_path(s3_root)
+    path = root / "results_data/spot/klines/1m/AUSDT.pqt"
+    storage.write_parquet(path, pa.table({"x": list(range(10))}))
+    new = pa.BufferOutputStream()
+    pq.write_table(pa.table({"x": list(range(5000)), "y": [1.5] * 5000}), new)
+    real_open = storage._open_object
+    opened = []
+
+    def open_then_replaced(p):
+        f = real_open(p)  # the size is known (HEAD)
+        if str(p) == str(path) and not opened:
+            fs, inner = storage.filesystem(p)
+            with fs.open_output_stream(inner) as out:  # the run's new version lands
+                out.write(new.getvalue())
+        opened.append(str(p))
+        return f
+
+    monkeypatch.setattr(storage, "_open_object", open_then_replaced)
+    verdict = verify(s3_root, jobs=1)
+    assert verdict.damaged == {} and verdict.exit_code == 0
+    assert opened.count(str(path)) == 2  # read again
+    assert verdict.checked["results_data"] == 1
