@@ -18,7 +18,8 @@ The lock files live in the run directory (config ``run_dir``): for a local data 
 data dir the local run directory. A flock cannot span machines, so an S3 data dir is also
 guarded by a **lease object** ``{data_dir}/lakehouse/run.lease.json`` (holder id, host, PID,
 start, heartbeat): a run refuses to start while another run's lease is live, renews its own
-every ``LEASE_HEARTBEAT_S`` and deletes it when it exits. A lease is stale once its
+every ``LEASE_HEARTBEAT_S`` (and stops, ``stop_this_run``, if it finds it taken over) and
+deletes it when it exits. A lease is stale once its
 heartbeat is older than ``LEASE_STALE_S`` (its run died without deleting it), or at once
 when its holder ran on this host and its process is gone (kill -9, then a plain rerun).
 The heartbeat's age is the store's: the object's LastModified against the Date of the
@@ -42,6 +43,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -269,7 +271,7 @@ def hold_for_run(
         )
     if storage.is_remote(data_dir):
         try:
-            take_lease(data_dir, run_dir)
+            take_lease(data_dir, run_dir, on_lost=stop_this_run)
         except BaseException:
             release(data_dir, run_dir)
             raise
@@ -348,6 +350,7 @@ class _Lease:
         self.record = record
         self.etag = etag
         self.deletes_conditional = deletes_conditional
+        self.on_lost = None  # called by the heartbeat thread when another run took it
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -477,13 +480,16 @@ def _claim(data_dir, run_dir=None) -> _Lease:
     return _Lease(path, record, etag, support.deletes)
 
 
-def take_lease(data_dir: str | Path, run_dir: str | Path | None = None) -> dict:
+def take_lease(data_dir: str | Path, run_dir: str | Path | None = None, on_lost=None) -> dict:
     """Take the lease of an S3 data dir for this process (idempotent) and renew it until
-    the process exits; raises DataDirBusy naming a live holder."""
+    the process exits; raises DataDirBusy naming a live holder. ``on_lost(lease)`` is
+    called (on the heartbeat thread) if a heartbeat finds that another run took the lease
+    over: a run's main process stops then (``stop_this_run``)."""
     key = str(layout.data_lease_path(data_dir))
     if key in _LEASES:
         return _LEASES[key].record
     lease = _claim(data_dir, run_dir)
+    lease.on_lost = on_lost
     _LEASES[key] = lease
     lease.thread = threading.Thread(
         target=_renew_lease, args=(lease,), name="lease-heartbeat", daemon=True
@@ -525,7 +531,33 @@ def renew_once(lease: _Lease) -> bool:
 def _renew_lease(lease: _Lease) -> None:
     while not lease.stop.wait(LEASE_HEARTBEAT_S):
         if not renew_once(lease):
+            if lease.on_lost is not None and not lease.stop.is_set():
+                lease.on_lost(lease)
             return
+
+
+def stop_this_run(lease: _Lease) -> None:
+    """The lease of the run in this process was taken over: its heartbeat went stale (no
+    renewal for ``LEASE_STALE_S``: the machine slept, or lost the store), and another run
+    now holds the data dir. Two runs must not write at once, so this one stops: SIGTERM to
+    this process, which Snakemake's scheduler takes as "start no new job, exit once the
+    running ones finish" (their writes are atomic and a next run redoes what they leave)."""
+    log.error(
+        "the lease %s was taken over by another run (%s) after this run's heartbeat went "
+        'stale; this run stops: no new job is started (docs/storage.md, "Shared buckets")',
+        lease.path,
+        describe_lease(read_lease_at(lease.path) or {}),
+    )
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def read_lease_at(path) -> dict | None:
+    """The lease record at ``path`` (None when absent or unreadable)."""
+    try:
+        found = storage.read_versioned(path)
+    except Exception:  # only for a message: the store may be failing
+        return None
+    return _parse_lease(found[0]) if found else None
 
 
 def release_lease(data_dir: str | Path) -> None:

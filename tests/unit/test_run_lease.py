@@ -419,3 +419,40 @@ def test_run_start_on_a_bucket_sweeps_the_local_run_dir(lease_root, tmp_path, mo
     finally:
         lock.release(lease_root, run_dir)
     assert not temp.exists() and kept.exists()
+
+
+RUN_MAIN = """
+import json, signal, sys, time
+from crypto_lakehouse import lock, storage
+storage.configure(json.loads(sys.argv[2]))
+lock.LEASE_HEARTBEAT_S = 0.1
+# What Snakemake's scheduler does with SIGTERM: start no new job, exit after the running.
+signal.signal(signal.SIGTERM, lambda *a: (print("stopping", flush=True), sys.exit(3)))
+lock.hold_for_run(sys.argv[1], sys.argv[3], main_process=True, dry_run=False,
+                  run_dir=sys.argv[3])
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_run_whose_lease_was_taken_over_stops(lease_root, seaweed, tmp_path):
+    """A laptop that slept through the stale time: another run took the lease over. Before,
+    the heartbeat thread logged it and the run went on starting jobs next to the new
+    owner's; now the run's main process gets SIGTERM (Snakemake: no new job)."""
+    env = {**os.environ, **seaweed.env}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_MAIN, lease_root, json.dumps(seaweed.storage_settings),
+         str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        _plant(lease_root, holder="the-other-machine", host="other.example", pid=7)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 3 and out.strip() == "stopping"
+    assert "was taken over by another run (PID 7 on host other.example" in err
+    assert "this run stops" in err
+    assert _record(lease_root)["holder"] == "the-other-machine"  # left alone at exit
