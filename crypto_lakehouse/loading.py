@@ -619,19 +619,59 @@ def load_dataset(
     (statistics); ``columns`` reads only those columns. Memory: the rows asked for; for
     more than fits, ``iter_dataset`` gives them one file at a time (docs/loading.md)."""
     _check_engine(engine)
-    files, expr, columns, schema = _dataset_scan(data_dir, trade_type, dataset, symbol,
-                                                 interval, start, end, columns)  # fmt: skip
-    with _naming_the_repair(data_dir):
+
+    def listing():
+        return dataset_files_of(data_dir, trade_type, dataset, symbol, interval, start, end)
+
+    def read(files):
+        # The schema (the first file's footer) is read in the same pass as the rows: both
+        # are reads of files a run may be replacing.
+        schema = _dataset_schema(entry, trade_type, files)
+        wanted = _checked_columns(columns, schema, dataset)
         if not files:
             table = schema.empty_table()
-            table = table.select(columns) if columns is not None else table
-        else:
-            fs, _ = storage.filesystem(files[0])
-            inner = [storage.filesystem(p)[1] for p in files]
-            table = ds.dataset(inner, filesystem=fs, format="parquet", schema=schema).to_table(
-                filter=expr, columns=columns
-            )
+            return table.select(wanted) if wanted is not None else table
+        fs, _ = storage.filesystem(files[0])
+        inner = [storage.filesystem(p)[1] for p in files]
+        scan = ds.dataset(inner, filesystem=fs, format="parquet", schema=schema)
+        return scan.to_table(filter=expr, columns=wanted)
+
+    files = listing()  # unknown names raise here, naming what exists
+    entry = datasets.get(dataset)
+    expr = time_filter(start, end, dataset_time_column(dataset))
+    table = _read_unchanged(files, listing, read, data_dir, f"{symbol} {dataset}")
     return _frame(table, engine)
+
+
+def _read_unchanged(files, listing, read, data_dir, what: str):
+    """``read(files)``, kept only if ``listing()`` gives the same files with the same
+    versions afterwards (a run rewrites the current month's price klines file, and on S3 a
+    file replaced during its read gives bytes of two versions); otherwise read again, as
+    ``_segments_table`` does, then DataChangedError. An error of a file that did not
+    change is raised as it is (a damaged file names its repair)."""
+    for wait in (*READ_RETRY_WAITS, None):
+        before = storage.identities(files, by_listing=False)
+        error = table = None
+        try:
+            table = read(files)
+        except (OSError, pa.ArrowException) as exc:  # judged once the versions are known
+            error = exc
+        now = listing()
+        if now == files and storage.identities(files, by_listing=False) == before:
+            if error is not None:
+                with _naming_the_repair(data_dir):
+                    raise error
+            return table
+        if wait is None:
+            break
+        time.sleep(wait)
+        files = now
+    raise DataChangedError(
+        f"{what}: the files {_names(p.name for p in files)} changed while they were read, "
+        f"still after {len(READ_RETRY_WAITS) + 1} reads over a few seconds: a run is "
+        "writing this data dir. Read again once it has finished "
+        '(docs/loading.md, "Reading while a run writes").'
+    )
 
 
 def iter_dataset(

@@ -236,6 +236,32 @@ def test_an_object_replaced_during_its_read_on_s3_is_read_again(s3_root, monkeyp
     np.testing.assert_array_equal(df["open"].to_numpy(), new["open"].to_numpy())
 
 
+def test_load_dataset_reads_again_a_month_file_replaced_during_its_read_on_s3(s3_root, monkeypatch):
+    """The current month's price klines file is rewritten by every daily update. Before,
+    a load during the rewrite on S3 failed and called the good file damaged."""
+    folder = layout.parsed_klines_dir(s3_root, "um_futures", "BTCUSDT", "1m", "markPriceKlines")
+    path = folder / "202401.pqt"
+    put(path, candles(T0, 3 * 1440))
+    new = candles(T0, 4 * 1440, version=0.75)
+    real_filesystem = storage.filesystem
+    fs, inner = real_filesystem(path)
+
+    def replace():  # the run's upload (the store's own client: storage.filesystem is patched)
+        sink = pa.BufferOutputStream()
+        pq.write_table(new, sink, row_group_size=700)
+        with fs.open_output_stream(inner) as out:
+            out.write(sink.getvalue())
+
+    handler = _ReplacedWhileOpen(fs, inner, replace)
+    wrapped = pafs.PyFileSystem(handler)
+    monkeypatch.setattr(storage, "filesystem", lambda p: (wrapped, real_filesystem(p)[1]))
+    df = crypto_lakehouse.load_dataset(
+        s3_root, "um_futures", "markPriceKlines", "BTCUSDT", interval="1m", engine="arrow"
+    )
+    assert handler.done
+    np.testing.assert_array_equal(df["open"].to_numpy(), new["open"].to_numpy())
+
+
 def test_a_damaged_file_that_does_not_change_is_not_read_again(tmp_path, monkeypatch):
     """The retries are for files that change: an unreadable file that stays as it is
     raises at once, naming the repair (as before)."""
