@@ -542,11 +542,18 @@ def stop_this_run(lease: _Lease) -> None:
     now holds the data dir. Two runs must not write at once, so this one stops: SIGTERM to
     this process, which Snakemake's scheduler takes as "start no new job, exit once the
     running ones finish" (their writes are atomic and a next run redoes what they leave)."""
+    current = read_lease_at(lease.path)
+    how = (
+        f"was taken over by another run ({describe_lease(current)}) after this run's "
+        "heartbeat went stale"
+        if current
+        else "is gone (deleted by something other than this run), so nothing keeps other runs out"
+    )
     log.error(
-        "the lease %s was taken over by another run (%s) after this run's heartbeat went "
-        'stale; this run stops: no new job is started (docs/storage.md, "Shared buckets")',
+        'the lease %s %s; this run stops: no new job is started (docs/storage.md, "Shared '
+        'buckets")',
         lease.path,
-        describe_lease(read_lease_at(lease.path) or {}),
+        how,
     )
     os.kill(os.getpid(), signal.SIGTERM)
 

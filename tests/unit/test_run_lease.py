@@ -456,3 +456,21 @@ def test_a_run_whose_lease_was_taken_over_stops(lease_root, seaweed, tmp_path):
     assert "was taken over by another run (PID 7 on host other.example" in err
     assert "this run stops" in err
     assert _record(lease_root)["holder"] == "the-other-machine"  # left alone at exit
+
+
+def test_a_run_whose_lease_was_deleted_stops_and_says_so(lease_root, seaweed, tmp_path):
+    env = {**os.environ, **seaweed.env}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_MAIN, lease_root, json.dumps(seaweed.storage_settings),
+         str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        storage.delete(layout.data_lease_path(lease_root))
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 3 and out.strip() == "stopping"
+    assert "is gone (deleted by something other than this run)" in err
