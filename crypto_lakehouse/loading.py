@@ -214,6 +214,8 @@ def segment_files_of(
         present = [t for t in layout.TRADE_TYPES if storage.is_dir(root_of(data_dir, t))]
         if not present and not storage.is_remote(data_dir) and not storage.is_dir(data_dir):
             raise _no_view_files(data_dir)  # "data dir … does not exist", as duckdb_connect
+        if not present and storage.is_remote(data_dir) and not layout.subdir_names(data_dir):
+            raise _no_view_files(data_dir)  # an empty prefix: a typo, or a missing bucket
         hint = ""
         if not present and not storage.is_remote(data_dir):
             hint = (
@@ -965,6 +967,23 @@ def _latest_segments(files: dict[str, list[Path]]) -> list[tuple[str, int]]:
     return latest
 
 
+def _empty_prefix(where) -> str:
+    """Why an ``s3://`` data dir holds no object at all: its bucket does not exist, or the
+    prefix is not one the bucket has (a typo?: the closest prefixes next to it are named)."""
+    if not storage.is_remote(where):
+        return "no file below it"
+    if not storage.bucket_exists(where):
+        return (
+            f"the bucket {where.bucket!r} does not exist (or is not visible with these credentials)"
+        )
+    parent = where.parent
+    beside = layout.subdir_names(parent)
+    close = difflib.get_close_matches(where.name, beside, n=3, cutoff=0.6)
+    guess = f"did you mean {' or '.join(str(parent / c) for c in close)}? " if close else ""
+    where_listed = f"in {parent}" if getattr(parent, "key", "") else "in the bucket"
+    return f"no object below it ({guess}prefixes {where_listed}: {_names(beside)})"
+
+
 def _no_view_files(data_dir) -> DataNotFoundError:
     """Why ``data_dir`` gives no view at all: it is absent (a typo, a relative path from
     another folder) or holds none of the folders the views read (a parent or a sibling of
@@ -976,6 +995,8 @@ def _no_view_files(data_dir) -> DataNotFoundError:
         shown = where if where.is_absolute() else f"{where} ({where.absolute()})"
         return DataNotFoundError(f"data dir {shown} {state}")
     present = layout.subdir_names(where)  # on S3 one delimited listing, not every key below
+    if not present and storage.is_remote(where):
+        return DataNotFoundError(f"no lakehouse data in {where}: {_empty_prefix(where)}")
     return DataNotFoundError(
         f"no lakehouse data in {where}: no file in results_data/, in the funding and "
         "dataset folders of parsed_data/, in api_data/, in lakehouse/quality or "

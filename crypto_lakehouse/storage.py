@@ -1759,6 +1759,26 @@ def read_versioned(path) -> Versioned | None:
     return Versioned(body, answer["ETag"], _age_s(answer))
 
 
+def bucket_exists(path) -> bool:
+    """Whether the bucket of an S3 path exists (one HeadBucket); StorageError when the
+    store cannot say (unreachable, credentials refused)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    p = _object_path(path)
+    try:
+        with _request("head"):
+            _conditional_client().head_bucket(Bucket=p.bucket)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if status == 404 or code in ("NoSuchBucket", "NotFound", "404"):
+            return False
+        raise StorageError(f"s3://{p.bucket}: head bucket failed: {code}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"s3://{p.bucket}: head bucket failed: {exc}") from exc
+    return True
+
+
 def put_if_absent(path, data: bytes) -> str:
     """Create the object only if there is none (``If-None-Match: *``); its etag.
     PreconditionFailed when it exists."""

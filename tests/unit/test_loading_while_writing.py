@@ -287,3 +287,53 @@ def test_features_are_read_the_same_way(tmp_path, monkeypatch):
     _listing_that_finishes_the_run(monkeypatch, fdir, on_call=2)
     feats = crypto_lakehouse.load_features(root, "spot", "BTCUSDT")
     np.testing.assert_array_equal(feats["open"].to_numpy(), expected_new())
+
+
+# ---------------------------------------------------------------- an S3 data dir mistyped
+def test_a_mistyped_s3_prefix_names_the_prefixes_next_to_it(s3_root):
+    """Before: `no generated klines of spot in s3://…/lak (…; trade types with generated
+    klines: none)`, which says nothing of the typo."""
+    put(layout.results_klines_dir(s3_root, "spot", "1m") / "BTCUSDT.pqt", candles(T0, 10))
+    typo = s3_root[:-1]
+    expected = f"no lakehouse data in {typo}: no object below it (did you mean {s3_root}? "
+    for load in (crypto_lakehouse.load_klines, crypto_lakehouse.load_features):
+        with pytest.raises(loading.DataNotFoundError) as caught:
+            load(typo, "spot", "BTCUSDT")
+        assert str(caught.value).startswith(expected)
+        assert "prefixes in the bucket: " in str(caught.value)
+    with pytest.raises(loading.DataNotFoundError) as caught:
+        crypto_lakehouse.duckdb_connect(typo)
+    assert str(caught.value).startswith(expected)
+    below = f"{s3_root}/results"
+    with pytest.raises(loading.DataNotFoundError) as caught:
+        crypto_lakehouse.load_klines(below, "spot", "BTCUSDT")
+    assert str(caught.value) == (
+        f"no lakehouse data in {below}: no object below it (did you mean "
+        f"{s3_root}/results_data? prefixes in {s3_root}: results_data)"
+    )
+
+
+def test_a_missing_bucket_is_named(s3_root, monkeypatch):
+    """AWS answers HeadBucket of a missing bucket with 404 (SeaweedFS 4.48 answers 200, so
+    the answer is simulated here, in botocore's own error type)."""
+    from botocore.exceptions import ClientError
+
+    real = storage._conditional_client()
+
+    class NoBucket:
+        def head_bucket(self, Bucket):  # noqa: N803 - botocore's argument name
+            raise ClientError(
+                {"Error": {"Code": "404", "Message": "Not Found"},
+                 "ResponseMetadata": {"HTTPStatusCode": 404}}, "HeadBucket",
+            )  # fmt: skip
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(storage, "_conditional_client", lambda: NoBucket())
+    with pytest.raises(loading.DataNotFoundError) as caught:
+        crypto_lakehouse.load_klines("s3://no-such-bucket-here/lake", "spot", "BTCUSDT")
+    assert str(caught.value) == (
+        "no lakehouse data in s3://no-such-bucket-here/lake: the bucket 'no-such-bucket-here' "
+        "does not exist (or is not visible with these credentials)"
+    )
