@@ -163,3 +163,17 @@ def test_every_command_line_of_the_docs_parses(where, command, tmp_path):
     argv = [placeholders.get(word, word) for word in shlex.split(command)]
     argv = argv[: argv.index("--")] if "--" in argv else argv  # Snakemake's own
     build_parser().parse_args(argv)  # exits (SystemExit 2) naming an unknown option
+
+
+@pytest.mark.parametrize(
+    "page", PAGES + [REPO_ROOT / "docs" / "benchmarks.md"], ids=lambda p: p.name
+)
+def test_every_table_row_of_the_docs_is_one_line(page):
+    """A table row is one line from ``|`` to ``|``: a row broken in two (a merge of two
+    versions of a paragraph) ends the table there, and the rest of it shows as text."""
+    in_code = False
+    for number, line in enumerate(page.read_text().splitlines(), start=1):
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        if not in_code and line.startswith("|"):
+            assert line.rstrip().endswith("|"), f"{page.name}:{number}: a table row cut short"
