@@ -389,34 +389,14 @@ def _segments_table(kind, data_dir, trade_type, symbol, interval, resample, offs
     then DataChangedError."""
     files = segment_files_of(kind, data_dir, trade_type, symbol, interval, resample, offset)
     directory = files[0].parent
-    problem = ""
-    for wait in (*READ_RETRY_WAITS, None):
-        before = storage.identities(files, by_listing=False)
-        error = table = None
-        try:
-            table = read_segments_table(files, start, end)
-        except (OSError, pa.ArrowException) as exc:  # judged once the versions are known
-            error = exc
-        now = layout.segment_files(directory, symbol)
-        unchanged = now == files and storage.identities(files, by_listing=False) == before
-        if unchanged and error is not None:
-            with _naming_the_repair(data_dir):  # the files did not change: a real error
-                raise error
-        if unchanged:
-            problem = overlapping_segments(table, files, strict=resample is None)
-            if not problem:
-                return table
-        else:
-            problem = f"{_names(p.name for p in files)} changed while they were read"
-        if wait is None:
-            break
-        time.sleep(wait)
-        files = now or files
-    raise DataChangedError(
-        f"{symbol} in {directory}: {problem}, still after {len(READ_RETRY_WAITS) + 1} reads "
-        "over a few seconds: a run is writing this data dir (for an s3:// data dir its "
-        "lease lakehouse/run.lease.json names it). Read again once it has finished "
-        '(docs/loading.md, "Reading while a run writes").'
+    return _read_unchanged(
+        files,
+        listing=lambda: layout.segment_files(directory, symbol),
+        read=lambda paths: read_segments_table(paths, start, end),
+        data_dir=data_dir,
+        what=f"{symbol} in {directory}",
+        check=lambda table, paths: overlapping_segments(table, paths, strict=resample is None),
+        empty_ok=False,
     )
 
 
@@ -645,12 +625,18 @@ def load_dataset(
     return _frame(table, engine)
 
 
-def _read_unchanged(files, listing, read, data_dir, what: str):
+def _read_unchanged(files, listing, read, data_dir, what: str, check=None, empty_ok=True):
     """``read(files)``, kept only if ``listing()`` gives the same files with the same
-    versions afterwards (a run rewrites the current month's price klines file, and on S3 a
-    file replaced during its read gives bytes of two versions); otherwise read again, as
-    ``_segments_table`` does, then DataChangedError. An error of a file that did not
-    change is raised as it is (a damaged file names its repair)."""
+    versions afterwards (names and versions: size and mtime locally, size and ETag on S3)
+    and ``check(table, files)`` finds no problem ("" when none; ``_segments_table``: the
+    segments overlap). A run rewrites the current month's price klines file and a symbol's
+    segments, and on S3 a file replaced during its read gives bytes of two versions.
+    Otherwise read again after each of ``READ_RETRY_WAITS``, then DataChangedError. An
+    error of a file that did not change is raised as it is (a damaged file names its
+    repair). ``empty_ok``: an empty listing is an answer (no file of the range any more);
+    else the last files are read again (a symbol's segments are never all gone: a read of
+    them says what changed)."""
+    problem = ""
     for wait in (*READ_RETRY_WAITS, None):
         before = storage.identities(files, by_listing=False)
         error = table = None
@@ -661,17 +647,21 @@ def _read_unchanged(files, listing, read, data_dir, what: str):
         now = listing()
         if now == files and storage.identities(files, by_listing=False) == before:
             if error is not None:
-                with _naming_the_repair(data_dir):
+                with _naming_the_repair(data_dir):  # the files did not change: a real error
                     raise error
-            return table
+            problem = check(table, files) if check is not None else ""
+            if not problem:
+                return table
+        else:
+            problem = f"{_names(p.name for p in files)} changed while they were read"
         if wait is None:
             break
         time.sleep(wait)
-        files = now
+        files = now if now or empty_ok else files
     raise DataChangedError(
-        f"{what}: the files {_names(p.name for p in files)} changed while they were read, "
-        f"still after {len(READ_RETRY_WAITS) + 1} reads over a few seconds: a run is "
-        "writing this data dir. Read again once it has finished "
+        f"{what}: {problem}, still after {len(READ_RETRY_WAITS) + 1} reads over a few "
+        "seconds: a run is writing this data dir (for an s3:// data dir its lease "
+        "lakehouse/run.lease.json names it). Read again once it has finished "
         '(docs/loading.md, "Reading while a run writes").'
     )
 
