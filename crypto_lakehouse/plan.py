@@ -56,6 +56,14 @@ def listing_settles_on(end: str, monthly_only: bool) -> dt.date:
     return settled
 
 
+def monthly_files_only(dataset_tags) -> bool:
+    """Whether one of the listed datasets (names or tags: ``funding``, ``klines-1m``) has
+    monthly archive files only (funding): its listing settles later (``listing_settles_on``)."""
+    from crypto_lakehouse import datasets
+
+    return any(datasets.get(t).periods == (datasets.MONTHLY,) for t in dataset_tags)
+
+
 def listing_recheck(
     end_date: str | dt.date | None, end: str, monthly_only: bool, today: dt.date | None = None
 ) -> str | None:

@@ -319,7 +319,7 @@ def make_plan(config: dict, today: dt.date | None = None) -> dict:
     )
     plans: list[DatasetPlan] = []
     listed = [(t, d) for t in config["trade_types"] for d in _datasets(config, t)]
-    monthly_only = any(datasets.get(d).periods == (datasets.MONTHLY,) for _, d in listed)
+    monthly_only = workflow_plan.monthly_files_only(d for _, d in listed)
     # A fixed end date the archive has not settled for is listed again by the run each
     # morning (plan.listing_recheck): a cached index may lack the days published since.
     unsettled = workflow_plan.listing_recheck(config["end_date"], end, monthly_only, today)

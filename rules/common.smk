@@ -604,10 +604,7 @@ def get_listing_refresh(wildcards):
     last days (``plan.listing_recheck``). So does a listing with failed symbols: the time of
     the failure is part of the value, so each run after a failed listing lists again; the
     complete index that follows carries that time, so the run after it does not."""
-    monthly_only = any(
-        dataset_registry.split_tag(d)[0].periods == (dataset_registry.MONTHLY,)
-        for _, d in RUN_LISTINGS
-    )
+    monthly_only = plan.monthly_files_only(d for _, d in RUN_LISTINGS)
     recheck = plan.listing_recheck(config["end_date"], END_DATE, monthly_only)
     value = END_DATE if recheck is None else f"{END_DATE} recheck {recheck}"
     failed_at = plan.failure_time([listing_index_path(t, d) for t, d in RUN_LISTINGS], END_DATE)
