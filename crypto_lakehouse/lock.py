@@ -542,9 +542,9 @@ def stop_this_run(lease: _Lease) -> None:
     now holds the data dir. Two runs must not write at once, so this one stops: SIGTERM to
     this process, which Snakemake's scheduler takes as "start no new job, exit once the
     running ones finish" (their writes are atomic and a next run redoes what they leave)."""
-    current = read_lease_at(lease.path)
+    current, age_s = read_lease_at(lease.path)
     how = (
-        f"was taken over by another run ({describe_lease(current)}) after this run's "
+        f"was taken over by another run ({describe_lease(current, age_s)}) after this run's "
         "heartbeat went stale"
         if current
         else "is gone (deleted by something other than this run), so nothing keeps other runs out"
@@ -558,13 +558,14 @@ def stop_this_run(lease: _Lease) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def read_lease_at(path) -> dict | None:
-    """The lease record at ``path`` (None when absent or unreadable)."""
+def read_lease_at(path) -> tuple[dict | None, float | None]:
+    """The lease record at ``path`` (None when absent or unreadable) and its age by the
+    store's clock (``storage.Versioned.age_s``; None when not known)."""
     try:
         found = storage.read_versioned(path)
     except Exception:  # only for a message: the store may be failing
-        return None
-    return _parse_lease(found[0]) if found else None
+        return None, None
+    return (_parse_lease(found.body), found.age_s) if found else (None, None)
 
 
 def release_lease(data_dir: str | Path) -> None:

@@ -474,3 +474,24 @@ def test_a_run_whose_lease_was_deleted_stops_and_says_so(lease_root, seaweed, tm
         proc.wait()
     assert proc.returncode == 3 and out.strip() == "stopping"
     assert "is gone (deleted by something other than this run)" in err
+
+
+def test_a_run_stopping_gives_the_new_holder_s_heartbeat_age_by_the_store_s_clock(
+    lease_root, monkeypatch, caplog
+):
+    # The new holder's machine runs two hours behind this one: the log said its heartbeat
+    # was 7200 s old (this machine's clock minus the holder's), the skew the lease's age
+    # no longer depends on (storage.Versioned.age_s).
+    import logging
+    import re
+    import signal
+
+    _plant(lease_root, host="other.example", pid=7, heartbeat_unix=time.time() - 2 * 3600)
+    signals = []
+    monkeypatch.setattr(lock.os, "kill", lambda pid, sig: signals.append(sig))
+    lease = lock._Lease(layout.data_lease_path(lease_root), {"holder": "this"}, None, False)
+    with caplog.at_level(logging.ERROR, logger=lock.log.name):
+        lock.stop_this_run(lease)
+    assert signals == [signal.SIGTERM]
+    assert "was taken over by another run (PID 7 on host other.example" in caplog.text
+    assert re.search(r"last heartbeat \d s ago", caplog.text), caplog.text
