@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from crypto_lakehouse import io, layout, storage
 from crypto_lakehouse.generate import parquet_append
-from crypto_lakehouse.generate.checks import check_output
+from crypto_lakehouse.generate.checks import check_output, funding_rows
 from crypto_lakehouse.generate.fill import fill_segment
 from crypto_lakehouse.generate.funding import (
     FundingEvents,
@@ -309,10 +309,7 @@ def _coverage(source: np.ndarray, base: tuple[int, int], n_rows: int) -> dict[st
 def _funding_gate(events: FundingEvents, first: int, last: int, step_ms: int) -> str:
     """The ``funding_events`` gate of a file of candles ``first`` … ``last`` (as
     ``check_output``)."""
-    inside = events_in_range(events, first, last, step_ms)
-    nonzero = events.rate[inside] != 0
-    rows = (events.time[inside][nonzero] - first) // step_ms
-    return str(len(np.unique(rows)))
+    return str(len(funding_rows(events.time, events.rate, first, last, step_ms)))
 
 
 def _read_selected(

@@ -489,3 +489,26 @@ def test_funding_settled_inside_the_last_candle_is_joined(tmp_path, interval, st
     assert rate[-1] != 0.0
     assert report["segments"][0]["funding_events"] == 9
     assert report["funding_events_outside_segments"] == 2  # -08:00 and 72:00
+
+
+def test_funding_that_nets_to_zero_in_a_coarse_candle_is_not_a_lost_event(tmp_path):
+    # On 1d candles a day holds three 8-hourly events; +0.0001 then -0.0001 settled on the
+    # second day sum to 0.0 on its candle, which is what was paid during it. The gate took
+    # that candle for one that lost its events and failed the symbol (QualityGateError:
+    # "funding event of minute … missing"), at every run.
+    times = list(range(T0, T0 + 3 * DAY, DAY))
+    io.write_parquet(
+        layout.parsed_klines_dir(tmp_path, "um_futures", "BTCUSDT", "1d") / "a.pqt",
+        kline_table(times),
+    )
+    hours = [0, 8, 16, 24, 32, 40, 48, 56, 64]
+    rates = [1e-4, 2e-4, 3e-4, 1e-4, -1e-4, 0.0, 5e-5, 5e-5, 5e-5]
+    write_archive_funding(tmp_path, "um_futures", "BTCUSDT", hours, rates)
+    report, _ = gen(tmp_path, trade_type="um_futures", interval="1d")
+    out = layout.results_klines_dir(tmp_path, "um_futures", "1d") / "BTCUSDT.pqt"
+    table = pq.read_table(out)
+    np.testing.assert_allclose(table["funding_rate"].to_numpy(), [6e-4, 0.0, 1.5e-4], atol=1e-15)
+    # the gate counts the candles that hold funding: two of the three
+    gates = json.loads(table.schema.metadata[b"quality_gates"])
+    assert gates["funding_events"] == "2"
+    assert report["segments"][0]["funding_events"] == 9
