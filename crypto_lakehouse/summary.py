@@ -234,10 +234,13 @@ def summarize(stage: str, trade_type: str, report_paths: list[str], records=None
 
 def _figure(value, digits: int = 6) -> str:
     """A headline figure: a whole number in full (``candles=3637441``; ``:g`` printed
-    ``3.63744e+06``, six digits of it), any other to ``digits`` significant digits."""
+    ``3.63744e+06``, six digits of it), any other to ``digits`` significant digits, or to
+    the unit once it has more digits than that (``throughput_mb_s=1235``, not ``1.23e+03``)."""
     if float(value).is_integer() and abs(value) < 1e18:
         return str(int(value))
-    return f"{value:.{digits}g}"
+    if abs(float(f"{value:.{digits}g}")) < 10**digits:
+        return f"{value:.{digits}g}"
+    return f"{value:.0f}"
 
 
 def headline(summary: dict) -> str:

@@ -50,7 +50,10 @@ def fmt(value, digits: int = 3) -> str:
     ):
         return f"{int(value):,}"
     if isinstance(value, float):  # 1287.3 MB of RSS: "1,287", not "1.29e+03" (:.3g)
-        return f"{value:,.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
+        # Judged on the rounded figure: 999.7 rounds to 1000, which :.3g writes 1e+03.
+        if abs(float(f"{value:.{digits}g}")) < 10**digits:
+            return f"{value:,.{digits}g}"
+        return f"{value:,.0f}"
     return str(value)
 
 

@@ -206,6 +206,8 @@ def test_table_figures_from_1000_to_9999_are_not_in_exponent_notation():
     assert [fmt(v) for v in (1287.3, 9999.4, 12345.6, 173.75, 0.987)] == [
         "1,287", "9,999", "12,346", "174", "0.987"
     ]  # fmt: skip
+    # 999.5 … 999.99 round to 1000 at three digits, which ":.3g" writes "1e+03"
+    assert [fmt(v) for v in (999.4, 999.7, 99.97)] == ["999", "1,000", "100"]
 
 
 def test_unmeasured_memory_and_cpu_of_short_jobs_show_as_not_measured(tmp_path):

@@ -76,6 +76,10 @@ def test_headline_prints_large_counts_in_full():
                  "freshness_lag_minutes_max=1440", "throughput_mb_s=2.18",
                  "aggTrades: rows=98765432 days=30 quarantined=0"):  # fmt: skip
         assert part in line, (part, line)
+    # Not whole, with more digits than the three shown: to the unit, not in exponent form
+    # ("1.23e+03", "1e+03").
+    line = headline({**summary, "throughput_mb_s": 1234.56, "quality_score_min": 999.7})
+    assert "throughput_mb_s=1235" in line and "quality_score_min=1000" in line, line
 
 
 def test_the_headline_shows_the_input_files_gen_kline_left_out(tmp_path):
