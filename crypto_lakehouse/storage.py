@@ -1265,6 +1265,13 @@ _NOT_THE_FILES_FAULT = frozenset(
 )
 
 
+def is_machine_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an error of the machine (``_NOT_THE_FILES_FAULT``: a full disk,
+    no permission, no file handle or memory left), which says nothing of the file read:
+    neither damaged nor to be left out as a bad input (the job fails; a later run reads it)."""
+    return isinstance(exc, OSError) and exc.errno in _NOT_THE_FILES_FAULT
+
+
 def is_damaged_file_error(exc: BaseException) -> bool:
     """Whether ``exc``, raised by a read of a Parquet file, says that the file itself cannot
     be decoded (damaged on disk, cut short by a copy, not Parquet at all), rather than that
@@ -1272,7 +1279,7 @@ def is_damaged_file_error(exc: BaseException) -> bool:
     the machine did (a full disk, no permission: ``_NOT_THE_FILES_FAULT``)."""
     import pyarrow as pa
 
-    if isinstance(exc, OSError) and exc.errno in _NOT_THE_FILES_FAULT:
+    if is_machine_error(exc):
         return False
     return isinstance(exc, (pa.ArrowInvalid, OSError)) and not isinstance(
         exc, (StorageError, FileNotFoundError)

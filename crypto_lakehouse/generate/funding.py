@@ -44,8 +44,9 @@ def read_funding(data_dir, trade_type: str, symbol: str, strict: bool = False) -
 
     A file that cannot be read is left out and named in ``problems``; with ``strict`` (the
     generator), one that cannot be decoded raises ``shards.DamagedInput`` for its writer
-    (the parse, or the REST fill) to rebuild, and a failing store ``StorageError``: left
-    out, the symbol's funding rates would be written as 0.0 for good."""
+    (the parse, or the REST fill) to rebuild, and a failing store (``StorageError``) or
+    machine (``storage.is_machine_error``: no permission) raises as it is: left out, the
+    symbol's funding rates would be written as 0.0 for good."""
     times, rates, problems = [], [], []
     paths = [
         layout.parsed_funding_path(data_dir, trade_type, symbol),
@@ -88,8 +89,8 @@ def _raise_if_damaged(data_dir, trade_type: str, symbol: str, path, exc: Excepti
     from crypto_lakehouse.parse import wrote_funding_file
     from crypto_lakehouse.shards import reading_output_of
 
-    if isinstance(exc, storage.StorageError):
-        raise exc
+    if isinstance(exc, storage.StorageError) or storage.is_machine_error(exc):
+        raise exc  # the file may be fine: a later run reads it
     if not storage.is_damaged_file_error(exc):
         return  # a content problem (nulls): named among the problems
     if str(path) == str(layout.api_funding_path(data_dir, trade_type, symbol)):

@@ -76,8 +76,9 @@ def read_kline_files(
 
     ``reading(path)``, when given, is the context each file's reads run in
     (``shards.reading_output_of`` for the file's writer): a ``shards.DamagedInput`` it
-    raises (a file the pipeline wrote and can rebuild, damaged) or a
-    ``storage.StorageError`` (a failing store: the file may be fine) stops the read
+    raises (a file the pipeline wrote and can rebuild, damaged), a ``storage.StorageError``
+    (a failing store: the file may be fine) or an error of the machine
+    (``storage.is_machine_error``: no permission, no file handle left) stops the read
     instead of leaving the file out: a build without it would lose its rows for good.
     """
     # S3: every file fetched ahead (whole objects, a window at a time) while the footers
@@ -89,7 +90,11 @@ def read_kline_files(
 def _read_kline_files(groups, spans, reading=None):
     from crypto_lakehouse.shards import DamagedInput
 
-    stop = (DamagedInput, storage.StorageError) if reading is not None else ()
+    def stops(exc: Exception) -> bool:
+        return reading is not None and (
+            isinstance(exc, (DamagedInput, storage.StorageError)) or storage.is_machine_error(exc)
+        )
+
     sized: list[tuple[int, Path, int]] = []
     problems: list[str] = []
     for g, paths in enumerate(groups):
@@ -97,9 +102,9 @@ def _read_kline_files(groups, spans, reading=None):
             try:
                 with reading(path) if reading is not None else contextlib.nullcontext():
                     sized.append((g, path, storage.parquet_metadata(path).num_rows))
-            except stop:
-                raise
             except Exception as exc:  # unreadable footer: any pyarrow/OS error
+                if stops(exc):
+                    raise
                 problems.append(f"{path}: unreadable parquet ({exc})")
     total = sum(n for _, _, n in sized)
     out = {f.name: np.empty(total, dtype=_numpy_dtype(f.type)) for f in KLINE_SCHEMA}
@@ -108,9 +113,9 @@ def _read_kline_files(groups, spans, reading=None):
     for g, path, _ in sized:
         try:
             table = _conformed(path, reading)
-        except stop:
-            raise
         except Exception as exc:
+            if stops(exc):
+                raise
             problems.append(f"{path}: {exc}")
             continue
         for name in KLINE_COLUMNS:

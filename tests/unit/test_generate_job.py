@@ -512,3 +512,40 @@ def test_funding_that_nets_to_zero_in_a_coarse_candle_is_not_a_lost_event(tmp_pa
     gates = json.loads(table.schema.metadata[b"quality_gates"])
     assert gates["funding_events"] == "2"
     assert report["segments"][0]["funding_events"] == 9
+
+
+@pytest.mark.parametrize("locked", ["partition", "funding"])
+def test_an_input_file_the_machine_cannot_read_fails_the_symbol_not_its_data(
+    tmp_path, monkeypatch, locked
+):
+    # No permission (another account's file), no file handle or memory left: an error of
+    # the machine, not of the file (storage.is_damaged_file_error says so since 2026-12-06).
+    # gen_kline then left the file out as an input problem and built the symbol without
+    # it: its month of candles, or funding_rate 0.0 throughout, and the run ended fine.
+    import errno
+
+    from crypto_lakehouse import storage
+
+    write_archive(tmp_path, "um_futures", "BTCUSDT", "a", kline_table(minutes(T0, 17 * 60)))
+    write_archive(tmp_path, "um_futures", "BTCUSDT", "b",
+                  kline_table(minutes(T0 + 17 * 60 * MIN, 60)))  # fmt: skip
+    write_archive_funding(tmp_path, "um_futures", "BTCUSDT", [0, 8, 16], [1e-4, 2e-4, 3e-4])
+    if locked == "partition":
+        path = layout.parsed_klines_dir(tmp_path, "um_futures", "BTCUSDT", "1m") / "b.pqt"
+    else:
+        path = layout.parsed_funding_path(tmp_path, "um_futures", "BTCUSDT")
+
+    def refusing(real):
+        def read(p, *args, **kwargs):
+            if str(p) == str(path):
+                raise PermissionError(errno.EACCES, "Permission denied", str(p))
+            return real(p, *args, **kwargs)
+
+        return read
+
+    monkeypatch.setattr(storage, "parquet_metadata", refusing(storage.parquet_metadata))
+    monkeypatch.setattr(storage, "read_parquet", refusing(storage.read_parquet))
+    with pytest.raises(PermissionError, match="Permission denied"):
+        gen(tmp_path, trade_type="um_futures")
+    assert path.exists()  # not taken for damaged: kept
+    assert not out_dir(tmp_path, "um_futures").exists()  # nothing built without it
