@@ -335,7 +335,7 @@ def load_klines(
     engine: str = "pandas",
     funding: str = "file",
 ):
-    """One symbol's klines as a pandas (or polars) DataFrame.
+    """One symbol's klines as a pandas or polars DataFrame, or a pyarrow Table (``engine``).
 
     ``interval`` selects ``results_data/{T}/klines/{interval}``; with ``resample`` (e.g.
     ``"1h"``) the resampled files ``results_data/{T}/resampled_klines/{resample}/{offset}``
@@ -367,7 +367,8 @@ def load_features(
     offset: str | None = None,
     engine: str = "pandas",
 ):
-    """One symbol's features as a pandas (or polars) DataFrame, as ``load_klines`` reads
+    """One symbol's features as a pandas or polars DataFrame or a pyarrow Table
+    (``engine``), as ``load_klines`` reads
     its candles: the segment files of ``results_data/{T}/features/{interval}`` (with
     ``resample``: ``results_data/{T}/resampled_features/{resample}/{offset}``) in time
     order with their ``segment`` number, ``start`` (inclusive) and ``end`` (exclusive)
