@@ -132,21 +132,27 @@ def _wanted(symbols) -> set[str] | None:
     return None if symbols == "all" else set(symbols)
 
 
-def feature_files(data_dir, trade_type: str, symbols) -> list[str]:
-    """Feature files of ``symbols`` (a list, or "all") at every interval, generated and
-    resampled, as paths relative to ``results_data/{T}``."""
+def segment_files_below(roots, base, symbols) -> list[str]:
+    """The segment files (``SYM.pqt``, ``SPn_SYM.pqt``) of ``symbols`` (a list, or "all")
+    anywhere below ``roots``, as paths relative to ``base``."""
     wanted = _wanted(symbols)
-    base = layout.features_root(data_dir, trade_type).parent
     found = []
-    for root in (
-        layout.features_root(data_dir, trade_type),
-        layout.resampled_features_root(data_dir, trade_type),
-    ):
+    for root in roots:
         for path in storage.list_files(root, suffix=layout.SEGMENT_SUFFIX):
             named = layout.parse_segment_name(path.name)
             if named is not None and (wanted is None or named[0] in wanted):
                 found.append(path.relative_to(base).as_posix())
     return found
+
+
+def feature_files(data_dir, trade_type: str, symbols) -> list[str]:
+    """Feature files of ``symbols`` (a list, or "all") at every interval, generated and
+    resampled, as paths relative to ``results_data/{T}``."""
+    roots = (
+        layout.features_root(data_dir, trade_type),
+        layout.resampled_features_root(data_dir, trade_type),
+    )
+    return segment_files_below(roots, roots[0].parent, symbols)
 
 
 def _state_root(data_dir, stage: str, trade_type: str) -> Path:

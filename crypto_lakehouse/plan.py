@@ -366,16 +366,11 @@ def resampled_leftovers(data_dir, trade_type: str, symbols: list[str] | str) -> 
     trade type's resampled folder. A trade type whose resample targets were all removed from
     the config keeps running its resample stage while it has any, so that each symbol's job
     removes them (it owns all of its resampled files) instead of leaving them stale."""
-    from crypto_lakehouse import layout, storage
+    from crypto_lakehouse import layout
+    from crypto_lakehouse.leftovers import segment_files_below
 
     root = layout.resampled_root(data_dir, trade_type)
-    wanted = None if symbols == "all" else set(symbols)
-    found = []
-    for path in storage.list_files(root, suffix=layout.SEGMENT_SUFFIX):
-        named = layout.parse_segment_name(path.name)
-        if named is not None and (wanted is None or named[0] in wanted):
-            found.append(path.relative_to(root).as_posix())
-    return found
+    return segment_files_below([root], root, symbols)
 
 
 def last_listed_symbols(config: dict, trade_type: str, run_dir: str) -> list[str] | str:
