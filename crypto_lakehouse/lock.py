@@ -427,9 +427,7 @@ def _claim_conditional(data_dir, path, record: dict) -> str:
     """Compare-and-swap: create the lease if there is none (If-None-Match: *), or replace
     a stale one only if nobody replaced it since we read it (If-Match: its etag). Of
     several runs doing this at once exactly one succeeds. Returns our lease's etag."""
-    found = storage.read_versioned(path)
-    current = _parse_lease(found.body) if found else None
-    age_s = found.age_s if found else None
+    found, current, age_s = _lease_at(path)
     if lease_is_live(current, age_s=age_s):
         raise _busy(data_dir, path, current, age_s)
     try:
@@ -451,9 +449,7 @@ def _claim_conditional(data_dir, path, record: dict) -> str:
 def _claim_by_read_back(data_dir, path, record: dict) -> None:
     """A store without conditional writes: write the lease, wait, read it back; of runs
     writing within the same moment, the one whose record was overwritten backs off."""
-    found = storage.read_versioned(path)
-    current = _parse_lease(found.body) if found else None
-    age_s = found.age_s if found else None
+    _, current, age_s = _lease_at(path)
     if lease_is_live(current, age_s=age_s):
         raise _busy(data_dir, path, current, age_s)
     if current:
@@ -562,10 +558,19 @@ def read_lease_at(path) -> tuple[dict | None, float | None]:
     """The lease record at ``path`` (None when absent or unreadable) and its age by the
     store's clock (``storage.Versioned.age_s``; None when not known)."""
     try:
-        found = storage.read_versioned(path)
+        _, current, age_s = _lease_at(path)
     except Exception:  # only for a message: the store may be failing
         return None, None
-    return (_parse_lease(found.body), found.age_s) if found else (None, None)
+    return current, age_s
+
+
+def _lease_at(path) -> tuple[storage.Versioned | None, dict | None, float | None]:
+    """The lease object at ``path`` as read (None when absent), its record (None when
+    absent or unreadable) and its age by the store's clock (``storage.Versioned.age_s``)."""
+    found = storage.read_versioned(path)
+    if found is None:
+        return None, None, None
+    return found, _parse_lease(found.body), found.age_s
 
 
 def release_lease(data_dir: str | Path) -> None:
