@@ -54,6 +54,9 @@ VOLATILE = (
     # Rerun stamps (rules/common.smk rerun_stamp) hold the jobs' argument digests, which
     # name this run's data dir and endpoints; only their modification times matter.
     "lakehouse/stamps/",
+    # The leftovers scans' records (crypto_lakehouse/leftovers.py `checked`): a cache of
+    # "nothing found" keyed by the listing index's size and mtime; a missing one costs a scan.
+    "lakehouse/leftovers/",
 )
 
 
