@@ -121,7 +121,7 @@ class Outcome:
 class _Syncer:
     def __init__(self, *, data_dir, archive_url, max_retries, timeout_s, listing, local_files):
         self.data_dir = storage.data_path(data_dir)
-        self.local_files: _LocalFiles = local_files  # the symbol's files when its sync began
+        self.local_files: LocalFiles = local_files  # the symbol's files when its sync began
         self.archive_url = archive_url.rstrip("/")
         self.max_retries = max_retries
         self.timeout_s = timeout_s
@@ -576,11 +576,11 @@ async def sync_symbol(
     zip_keys = zip_keys_in(listing, dirs)
     state_file = layout.state_path(data_dir, STAGE, trade_type, tag, symbol)
 
-    def read_local_state() -> tuple[dict, _LocalFiles, dict]:
+    def read_local_state() -> tuple[dict, LocalFiles, dict]:
         for d in dirs:  # partial files of a killed run
             storage.remove_stale_temps(layout.aws_path(data_dir, d))
         state = storage.read_state(state_file)
-        local = _LocalFiles(data_dir, scan_dirs)
+        local = LocalFiles(data_dir, scan_dirs)
         return state, local, _parse_quarantined(data_dir, state.get("verified", {}), listing, local)
 
     state, local, parse_quarantined = await asyncio.to_thread(read_local_state)
@@ -852,13 +852,13 @@ def keys_not_fetched_again(
         for key, q in (state.get("quarantined") or {}).items()
         if _still_quarantined(q, listing, key)
     }
-    local = _LocalFiles(data_dir, scan_dirs)
+    local = LocalFiles(data_dir, scan_dirs)
     found.update(_parse_quarantined(data_dir, state.get("verified", {}), listing, local))
     return found
 
 
 def _parse_quarantined(
-    data_dir, verified_state: dict, listing: dict, local: _LocalFiles
+    data_dir, verified_state: dict, listing: dict, local: LocalFiles
 ) -> dict[str, str]:
     """Keys verified by an earlier run whose zip the parse job has since moved to quarantine.
 
@@ -939,7 +939,7 @@ def _size_of(path: Path) -> int | None:
     return storage.size(path)
 
 
-class _LocalFiles:
+class LocalFiles:
     """The files of a symbol's archive folders with the zips' sizes, listed once per folder
     when its sync starts (``storage.file_sizes``). Asking each archive's and marker's size
     and existence one by one cost ~3 stat calls per archive of the whole history on every

@@ -1,0 +1,91 @@
+"""``crypto-lakehouse plan`` counts the archive files present with one listing per archive
+folder of a symbol, as the download job does, not two stat calls (on an ``s3://`` data
+dir two HEAD requests) per archive file of the history."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from crypto_lakehouse import layout, preview, storage
+
+SYMBOLS = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
+DAYS = [(date(2024, 3, 1) + timedelta(days=i)).isoformat() for i in range(20)]
+SIZE = 100
+
+
+def write_listing_and_archive(data, missing: set[str], wrong_size: set[str]):
+    """A listing index with details for SYMBOLS × DAYS, and aws_data holding every zip
+    with its ``.verified`` marker but the ``missing`` keys (and ``wrong_size`` keys with
+    another size than the listing's)."""
+    index = Path(layout.run_listing_index_path(data / "lakehouse", "spot", "klines-1h"))
+    details_dir = layout.listing_details_dir(index)
+    details_dir.mkdir(parents=True)
+    for symbol in SYMBOLS:
+        details = []
+        for day in DAYS:
+            key = layout.daily_kline_key("spot", symbol, "1h", day)
+            details += [
+                {"key": key, "size": SIZE, "last_modified": "2024-04-01T00:00:00.000Z"},
+                {"key": key + ".CHECKSUM", "size": 10, "last_modified": "2024-04-01T00:00:00.000Z"},
+            ]
+            if key in missing:
+                continue
+            local = layout.aws_path(data, key)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(b"z" * (SIZE + 1 if key in wrong_size else SIZE))
+            layout.aws_path(data, key + ".CHECKSUM").write_bytes(b"c" * 10)
+            layout.aws_path(data, key + ".verified").write_text("")
+        (details_dir / f"{symbol}.json").write_text(json.dumps(details))
+    payload = {"symbols": {s: {} for s in SYMBOLS}, "filtered_out": [], "refused": []}
+    index.write_text(json.dumps(payload))
+    return index, payload
+
+
+def plan_config(data) -> dict:
+    return {
+        "data_dir": str(data),
+        "interval": "1h",
+        "start_date": DAYS[0],
+        "end_date": DAYS[-1],
+        "lookback_days": None,
+        "download": {"use_monthly_klines": False},
+    }
+
+
+@pytest.fixture
+def per_file_calls(monkeypatch):
+    """Counts the calls that ask one file at a time (a stat or an S3 HEAD each)."""
+    calls = []
+    for name in ("exists", "size", "is_file", "stat"):
+        original = getattr(storage, name)
+
+        def counted(path, *args, _original=original, _name=name, **kwargs):
+            calls.append((_name, str(path)))
+            return _original(path, *args, **kwargs)
+
+        monkeypatch.setattr(storage, name, counted)
+    return calls
+
+
+def test_plan_counts_present_files_without_asking_each_file(tmp_path, per_file_calls):
+    data = tmp_path / "data"
+    missing = {layout.daily_kline_key("spot", "BBBUSDT", "1h", DAYS[3])}
+    wrong = {layout.daily_kline_key("spot", "CCCUSDT", "1h", DAYS[7])}
+    index, payload = write_listing_and_archive(data, missing, wrong)
+    out = preview.DatasetPlan("spot", "klines-1h", "test")
+
+    preview.count_dataset(
+        plan_config(data), "spot", "klines-1h", payload, index, DAYS[-1], date(2024, 3, 21), out
+    )
+
+    n_files = len(SYMBOLS) * len(DAYS)
+    assert (out.files_present, out.files_to_download) == (n_files - 2, 2)
+    assert out.bytes_present == (n_files - 2) * (SIZE + 10)
+    asked = [path for _, path in per_file_calls if ".zip" in path]
+    # Before: an exists() of the marker and a size() of the zip per archive file (118
+    # present × 2 + the missing one's marker), each an S3 HEAD on an s3:// data dir.
+    assert asked == []
