@@ -183,11 +183,17 @@ def obtain_index(
 
 
 # ---------------------------------------------------------------- counting
-def _rest_days(config, trade_type, symbol, files, end_date, today) -> tuple[int, int]:
+def _rest_days(
+    config, trade_type, symbol, files, end_date, today, exchange_info_path=None
+) -> tuple[int, int]:
     """(days, weight) the REST fill would fetch for one symbol: days from its first archived
     day to the end date (closed days only) that no selected archive and no stored REST day
-    file covers. Archive days that turn out short are fetched too; a plan cannot see them."""
+    file covers; for a symbol that ``exchange_info_path`` (the last run's exchangeInfo
+    summary) says no longer trades, only up to its last archived day, as ``api_download``
+    asks (``rest.klines.run_api_klines``). Archive days that turn out short are fetched too;
+    a plan cannot see them."""
     from crypto_lakehouse.provenance import day_number
+    from crypto_lakehouse.rest.exchange_info import not_trading
     from crypto_lakehouse.rest.klines import existing_day_files, plan_chunks
 
     if not files:
@@ -200,6 +206,8 @@ def _rest_days(config, trade_type, symbol, files, end_date, today) -> tuple[int,
     covered.update(existing_day_files(api_dir))
     first = min(covered)
     last = min(day_number(end_date), day_number(today) - 1)
+    if not_trading(exchange_info_path, symbol):  # delisted: no REST day after its archive
+        last = min(last, max(day_number(f.last_day) for f in files))
     todo = [d for d in range(first, last + 1) if d not in covered]
     chunks = plan_chunks(trade_type, interval, todo)
     return len(todo), sum(w.weight for c in chunks for w in c.windows)
@@ -231,6 +239,11 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
     out.refused = list(index.get("refused", []))
     out.not_listed = list(index.get("not_listed", []))
     out.no_files = list(index.get("no_files", []))
+    # The last run's exchangeInfo summary: which symbols no longer trade (none: every symbol
+    # counts to the end date). With `symbols: all` most of a universe's symbols are
+    # delisted, each of them years of days that api_download never asks for.
+    exchange_info = layout.exchange_info_path(config["run_dir"], trade_type)
+    exchange_info = exchange_info if os.path.exists(exchange_info) else None
     for symbol in sorted(index["symbols"]):
         try:
             details = io.read_json(details_dir / f"{symbol}.json", default=[]) or []
@@ -263,7 +276,9 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
                 out.files_to_download += 1
                 out.bytes_to_download += both
         if entry is datasets.KLINES:
-            days, weight = _rest_days(config, trade_type, symbol, selection.files, end_date, today)
+            days, weight = _rest_days(
+                config, trade_type, symbol, selection.files, end_date, today, exchange_info
+            )
             out.rest_days += days
             out.rest_weight += weight
 

@@ -48,6 +48,7 @@ def write_listing_and_archive(data, missing: set[str], wrong_size: set[str]):
 def plan_config(data) -> dict:
     return {
         "data_dir": str(data),
+        "run_dir": str(data / "lakehouse"),
         "interval": "1h",
         "start_date": DAYS[0],
         "end_date": DAYS[-1],
@@ -89,3 +90,36 @@ def test_plan_counts_present_files_without_asking_each_file(tmp_path, per_file_c
     # Before: an exists() of the marker and a size() of the zip per archive file (118
     # present × 2 + the missing one's marker), each an S3 HEAD on an s3:// data dir.
     assert asked == []
+
+
+def test_plan_counts_no_rest_day_after_the_archive_of_a_symbol_that_no_longer_trades(tmp_path):
+    """api_download asks a symbol the run's exchangeInfo says no longer trades (absent, or
+    a status such as BREAK) for no day after its last archived day; plan counted every day
+    to the end date for it: with `symbols: all`, years of days per delisted symbol."""
+    from crypto_lakehouse import io
+    from crypto_lakehouse.rest.exchange_info import summarize_exchange_info
+
+    data = tmp_path / "data"
+    index, payload = write_listing_and_archive(data, set(), set())
+    config = plan_config(data) | {"end_date": None}
+    today = date.fromisoformat(DAYS[-1]) + timedelta(days=11)  # 10 closed days after the archive
+    end = today.isoformat()
+
+    def rest_days() -> int:
+        out = preview.DatasetPlan("spot", "klines-1h", "test")
+        preview.count_dataset(config, "spot", "klines-1h", payload, index, end, today, out)
+        return out.rest_days
+
+    # No exchangeInfo summary yet (no run): whether a symbol trades is not known.
+    assert rest_days() == 3 * 10
+    raw = {
+        "rateLimits": [],
+        "symbols": [
+            {"symbol": "AAAUSDT", "status": "TRADING"},
+            {"symbol": "BBBUSDT", "status": "BREAK"},  # CCCUSDT: absent (delisted)
+        ],
+    }
+    io.write_json(
+        layout.exchange_info_path(config["run_dir"], "spot"), summarize_exchange_info(raw, "spot")
+    )
+    assert rest_days() == 10  # AAAUSDT's only
