@@ -58,6 +58,9 @@ class DatasetPlan:
     rest_days: int = 0
     rest_weight: int = 0
     rest_symbols: int = 0  # funding: symbols whose history REST is asked for
+    # klines: the exchangeInfo summary whose delisted symbols stop at their last archived
+    # day (None: no run wrote one yet, every symbol counts to the end date)
+    exchange_info: str | None = None
     download_seconds: float = 0.0
     rest_seconds: float = 0.0
     rates: dict = field(default_factory=dict)
@@ -223,6 +226,7 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
         symbol_dirs,
         zip_keys_in,
     )
+    from crypto_lakehouse.rest.exchange_info import knows_symbols
 
     data_dir = config["data_dir"]
     entry = datasets.get(dataset)
@@ -243,7 +247,8 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
     # counts to the end date). With `symbols: all` most of a universe's symbols are
     # delisted, each of them years of days that api_download never asks for.
     exchange_info = layout.exchange_info_path(config["run_dir"], trade_type)
-    exchange_info = exchange_info if os.path.exists(exchange_info) else None
+    exchange_info = exchange_info if knows_symbols(exchange_info) else None
+    out.exchange_info = exchange_info if entry is datasets.KLINES else None
     for symbol in sorted(index["symbols"]):
         try:
             details = io.read_json(details_dir / f"{symbol}.json", default=[]) or []
@@ -431,7 +436,13 @@ def format_plan(plan: dict) -> str:
                 "stored rate (a request or more per symbol, not in the estimate)"
             )
         elif datasets.get(d["dataset"]) is datasets.KLINES:
-            lines.append(f"  REST: {d['rest_days']} days to fetch (weight {d['rest_weight']})")
+            rest = f"  REST: {d['rest_days']} days to fetch (weight {d['rest_weight']})"
+            if d["rest_days"] and not d.get("exchange_info"):
+                rest += (
+                    "; no exchangeInfo summary from a run yet: a symbol delisted after its last "
+                    "archived day counts up to the end date, which api_download does not fetch"
+                )
+            lines.append(rest)
         r = d["rates"]
         parts = []
         if d["files_to_download"]:

@@ -116,6 +116,12 @@ def not_trading(exchange_info_path: str | Path | None, symbol: str) -> str | Non
     return f"exchangeInfo status {status}"
 
 
+def knows_symbols(exchange_info_path: str | Path | None) -> bool:
+    """Whether the summary lists symbols, so that ``not_trading`` can tell (False: no file,
+    its request failed, or it lists none)."""
+    return bool(exchange_info_path) and bool(_symbol_facts(str(exchange_info_path)))
+
+
 def _symbol_facts(path: str) -> dict:
     """The summary's ``symbols`` (empty when unknown), read once per file version: a REST
     shard job asks for each of its symbols."""

@@ -112,6 +112,10 @@ def test_plan_counts_no_rest_day_after_the_archive_of_a_symbol_that_no_longer_tr
 
     # No exchangeInfo summary yet (no run): whether a symbol trades is not known.
     assert rest_days() == 3 * 10
+    # A summary whose request failed (it holds the error) tells nothing either.
+    path = layout.exchange_info_path(config["run_dir"], "spot")
+    io.write_json(path, {"trade_type": "spot", "error": "HostStopped: 418", "failed_at_unix": 1})
+    assert rest_days() == 3 * 10
     raw = {
         "rateLimits": [],
         "symbols": [
@@ -119,7 +123,26 @@ def test_plan_counts_no_rest_day_after_the_archive_of_a_symbol_that_no_longer_tr
             {"symbol": "BBBUSDT", "status": "BREAK"},  # CCCUSDT: absent (delisted)
         ],
     }
-    io.write_json(
-        layout.exchange_info_path(config["run_dir"], "spot"), summarize_exchange_info(raw, "spot")
-    )
+    io.write_json(path, summarize_exchange_info(raw, "spot"))
     assert rest_days() == 10  # AAAUSDT's only
+
+
+def test_plan_text_says_when_delisted_symbols_may_be_counted(tmp_path):
+    """Without an exchangeInfo summary the REST line says that its days may include days
+    of delisted symbols, which api_download does not fetch; with one it does not."""
+    base = {
+        "trade_type": "spot", "dataset": "klines-1h", "listing": "listed now", "kept": 1,
+        "filtered": [], "refused": [], "not_listed": [], "no_files": [],
+        "files_to_download": 0, "files_quarantined": 0, "bytes_to_download": 0,
+        "files_present": 1, "bytes_present": 1, "rest_days": 5, "rest_weight": 5,
+        "rest_symbols": 0, "download_seconds": 0.0, "rest_seconds": 1.0,
+        "rates": {"rest_weight_s": 80.0, "rest_source": "x"},
+    }  # fmt: skip
+    plan = {
+        "data_dir": "d", "interval": "1h", "start_date": None, "end_date": "2024-03-21",
+        "lookback_days": None, "download_seconds": 0.0, "rest_seconds": 1.0,
+    }  # fmt: skip
+    unknown = preview.format_plan(plan | {"datasets": [base | {"exchange_info": None}]})
+    known = preview.format_plan(plan | {"datasets": [base | {"exchange_info": "x.json"}]})
+    assert "no exchangeInfo summary from a run yet" in unknown
+    assert "exchangeInfo" not in known
