@@ -197,7 +197,7 @@ def _rest_days(
     a plan cannot see them."""
     from crypto_lakehouse.provenance import day_number
     from crypto_lakehouse.rest.exchange_info import not_trading
-    from crypto_lakehouse.rest.klines import existing_day_files, plan_chunks
+    from crypto_lakehouse.rest.klines import existing_day_files, plan_weight
 
     if not files:
         return 0, 0  # no archive day to anchor the range (report status "no_archive")
@@ -212,8 +212,7 @@ def _rest_days(
     if not_trading(exchange_info_path, symbol):  # delisted: no REST day after its archive
         last = min(last, max(day_number(f.last_day) for f in files))
     todo = [d for d in range(first, last + 1) if d not in covered]
-    chunks = plan_chunks(trade_type, interval, todo)
-    return len(todo), sum(w.weight for c in chunks for w in c.windows)
+    return len(todo), plan_weight(trade_type, interval, todo)[1]
 
 
 def count_dataset(config, trade_type, dataset, index, index_path, end_date, today, out):

@@ -135,6 +135,34 @@ def plan_chunks(trade_type: str, interval: str, days) -> list[Chunk]:
     return chunks
 
 
+def plan_weight(trade_type: str, interval: str, days) -> tuple[int, int]:
+    """(chunks, request weight) of ``plan_chunks(trade_type, interval, days)``, without
+    building its windows: a chunk's weight depends only on its number of days, so it is
+    computed once per length and multiplied by the runs of consecutive days. For
+    ``crypto-lakehouse plan``, which adds up millions of days over a universe (building every
+    window of 3.2 million days took ~75 s there)."""
+    ims, cpd = check_interval(interval)
+    tiers = _tiers(trade_type, interval)
+    chunk_days = _chunk_days(tiers, cpd)
+    d = np.unique(np.asarray(list(days), dtype=np.int64))
+    if d.size == 0:
+        return 0, 0
+    breaks = np.flatnonzero(np.diff(d) != 1)
+    run_starts = np.concatenate(([d[0]], d[breaks + 1]))
+    run_ends = np.concatenate((d[breaks], [d[-1]]))
+    lengths = run_ends - run_starts + 1
+    full, rest = lengths // chunk_days, lengths % chunk_days
+
+    def weight(n_days: int) -> int:
+        return sum(w.weight for w in _windows(trade_type, tiers, ims, cpd, 0, n_days))
+
+    chunks = int(full.sum()) + int(np.count_nonzero(rest))
+    total = int(full.sum()) * weight(chunk_days)
+    for n_days, count in zip(*np.unique(rest[rest > 0], return_counts=True), strict=True):
+        total += int(count) * weight(int(n_days))
+    return chunks, total
+
+
 def _best_tier(tiers, candles: int) -> tuple[int, int]:
     """(cap, weight) of the tier that fetches ``candles`` at the least total weight."""
     return min(tiers, key=lambda t: (math.ceil(candles / t[0]) * t[1], -t[0]))

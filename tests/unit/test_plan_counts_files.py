@@ -146,3 +146,42 @@ def test_plan_text_says_when_delisted_symbols_may_be_counted(tmp_path):
     known = preview.format_plan(plan | {"datasets": [base | {"exchange_info": "x.json"}]})
     assert "no exchangeInfo summary from a run yet" in unknown
     assert "exchangeInfo" not in known
+
+
+@pytest.mark.parametrize("trade_type", ["spot", "um_futures", "cm_futures"])
+@pytest.mark.parametrize("interval", ["1m", "5m", "1h", "1d"])
+def test_plan_weight_is_the_weight_of_the_request_plan(trade_type, interval):
+    """plan's REST weight without building every window equals that of the windows
+    api_download plans (plan_chunks), over runs of days of many lengths."""
+    import numpy as np
+
+    from crypto_lakehouse.rest.klines import plan_chunks, plan_weight
+
+    rng = np.random.default_rng(7)
+    days = sorted(set((19000 + np.cumsum(rng.integers(1, 4, 900))).tolist()))  # gaps
+    days += list(range(21000, 21000 + 433))  # a long run
+    chunks = plan_chunks(trade_type, interval, days)
+    expected = (len(chunks), sum(w.weight for c in chunks for w in c.windows))
+    assert plan_weight(trade_type, interval, days) == expected
+    assert plan_weight(trade_type, interval, []) == (0, 0)
+
+
+def test_plan_builds_no_request_window_per_day(monkeypatch):
+    """plan sums the REST weight of millions of days in a universe: one window computation
+    per chunk length, not one per chunk (75 s for 3.2 million days)."""
+    from crypto_lakehouse.rest import klines
+
+    calls = []
+    original = klines._windows
+    monkeypatch.setattr(klines, "_windows", lambda *a: calls.append(a) or original(*a))
+
+    class File:  # one archived day; REST fills every closed day after it
+        first_day = last_day = "2022-01-08"
+
+    today = date(2027, 6, 1)
+    config = {"interval": "1m", "data_dir": "/nonexistent"}
+    n, weight = preview._rest_days(config, "spot", "AAAUSDT", [File()], "2027-12-31", today)
+    assert n == (today - date(2022, 1, 8)).days - 1
+    # spot 1m: 2-day chunks of three 960-candle requests, weight 2 each (an odd day last)
+    assert weight == (n // 2) * 3 * 2 + (n % 2) * 2 * 2
+    assert len(calls) <= 2  # before: one per chunk, ~970
