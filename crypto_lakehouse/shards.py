@@ -356,6 +356,17 @@ class ShardPart:
         self.label = label
 
 
+def _import_lazy_numpy_modules() -> None:
+    """Import numpy's lazily loaded ``numpy.ma`` before a job's symbols run on threads.
+
+    NumPy 2 loads ``np.ma`` on first access (``numpy.__getattr__``), which is not safe when
+    several threads get there at once: ``np.unique`` asks for it, and a REST job's symbols
+    (8 at a time, without pandas, which would have imported it) planning their requests at
+    the same moment made one of them fail with "RecursionError: maximum recursion depth
+    exceeded" in ``import numpy.ma`` (one symbol of 280 in a run, at random)."""
+    import numpy.ma  # noqa: F401
+
+
 def run_shard_parts(
     parts: list[ShardPart],
     *,
@@ -409,6 +420,7 @@ def run_shard_parts(
                     one(part, symbol, kwargs)
                 continue
             log.info("%s: %d symbols, %d at a time", part.func.__name__, len(calls), at_once)
+            _import_lazy_numpy_modules()
             with ThreadPoolExecutor(max_workers=min(at_once, len(calls))) as pool:
                 futures = [pool.submit(one, part, symbol, kwargs) for symbol, kwargs in calls]
                 for future in futures:
