@@ -149,11 +149,14 @@ def read_segments(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
     """One row per generated segment file: ``symbol``, ``first_ms``, ``end_ms`` (exclusive)
     and ``gates`` (the file's ``quality_gates`` metadata: the gen_kline gates it passed).
     The files that cannot be read are left out, and named per symbol in
-    ``attrs["unreadable"]`` (``{symbol: "path: error"}``), for the page to say so."""
+    ``attrs["unreadable"]`` (``{symbol: "path: error"}``), for the page to say so, with
+    what the error is in ``attrs["unreadable_kind"]`` (``{symbol: kind}``, ``unreadable_kind``):
+    only a ``"damaged"`` file is repaired by removing it."""
     folder = layout.results_klines_dir(data_dir, trade_type, interval)
     step = interval_ms(interval)
     rows = []
     unreadable: dict[str, str] = {}
+    kinds: dict[str, str] = {}
     for path in storage.list_files(folder, recursive=False, suffix=SUFFIX):
         symbol = _SEGMENT_RE.match(path.stem).group(2)
         try:
@@ -165,7 +168,9 @@ def read_segments(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
                 first = int(time.cast(pa.int64()).to_numpy().min())
         except Exception as exc:  # any pyarrow/OS error: name the file, go on
             log.error("generated file %s unreadable, left out of the coverage: %s", path, exc)
-            unreadable.setdefault(symbol, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+            if symbol not in unreadable:
+                unreadable[symbol] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                kinds[symbol] = unreadable_kind(exc)
             continue
         if meta.num_rows and first is not None:
             gates = (meta.metadata or {}).get(b"quality_gates", b"{}").decode()
@@ -174,7 +179,23 @@ def read_segments(data_dir, trade_type: str, interval: str) -> pd.DataFrame:
         {"first_ms": np.int64, "end_ms": np.int64}
     )
     frame.attrs["unreadable"] = unreadable
+    frame.attrs["unreadable_kind"] = kinds
     return frame
+
+
+def unreadable_kind(exc: BaseException) -> str:
+    """What a failed read of a generated file says: ``"damaged"`` (the file's bytes do not
+    decode: removing it and rebuilding repairs it), ``"machine"`` (no permission, a full
+    disk, no file handle or memory: ``storage.is_machine_error``; the file may be fine),
+    ``"missing"`` (gone since it was listed) or ``"storage"`` (a failing storage request,
+    e.g. a transient S3 error: the file may be fine)."""
+    if storage.is_machine_error(exc):
+        return "machine"
+    if isinstance(exc, FileNotFoundError):
+        return "missing"
+    if storage.is_damaged_file_error(exc):
+        return "damaged"
+    return "storage"
 
 
 def _minutes_per_day(

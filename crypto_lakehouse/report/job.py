@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import time as clock
 from datetime import datetime, timezone
 
@@ -39,6 +40,45 @@ def _without_coverage(trade_type: str, absent: list[str]) -> str:
         f"<p>{len(absent)} symbol(s) of the run's {page.esc(trade_type)} listing have no "
         f"coverage row (no provenance record, no generated file): {page.esc(names)}. "
         "Section 3 lists them among the stale symbols with a reason.</p>"
+    )
+
+
+def verify_command(data_dir) -> str:
+    """The ``verify --remove`` command line for ``data_dir``, as a user types it: the data dir
+    and, for one on S3, the storage settings the run uses (``storage.settings``)."""
+    words = ["crypto-lakehouse", "verify", storage.uri(data_dir), "--remove"]
+    if storage.is_remote(data_dir):
+        settings = storage.settings()
+        for key in ("endpoint_url", "region"):
+            if settings.get(key):
+                words += [f"--{key.replace('_', '-')}", str(settings[key])]
+        if settings.get("addressing_style") not in (None, storage.DEFAULTS["addressing_style"]):
+            words += ["--addressing-style", str(settings["addressing_style"])]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def unreadable_reason(unreadable: str, kind: str, data_dir) -> str:
+    """The stale-list reason of a symbol whose generated file cannot be read (``unreadable``:
+    ``path: error``; ``kind``: ``coverage.unreadable_kind``). Only a damaged file is
+    repaired by removing it; the other errors say nothing of the file (a permission, a full
+    disk, a failing S3 request), and removing it would throw away a good file."""
+    head = f"generated file unreadable ({unreadable})"
+    if kind == "damaged":
+        return (
+            f"{head}: the file is damaged; `{verify_command(data_dir)}`, then a run with "
+            "--forcerun aws_download_shard rebuilds it"
+        )
+    if kind == "machine":
+        return (
+            f"{head}: an error of the machine (permission, disk space, file handles or "
+            "memory), not a damaged file: do not remove it; fix the cause and run the "
+            "report again"
+        )
+    if kind == "missing":
+        return f"{head}: the file went away while the report read it: run the report again"
+    return (
+        f"{head}: a storage error (e.g. a failing S3 request), not a damaged file: do not "
+        "remove it; run the report again, and if it persists check the store"
     )
 
 
@@ -158,6 +198,7 @@ def _freshness_section(
     run_symbols: dict[str, dict[str, str | None]],
     run_dir=None,
     interval: str = "1m",
+    data_dir=None,
 ) -> str:
     frames = []
     for t in trade_types:
@@ -199,12 +240,11 @@ def _freshness_section(
             if listed and row.symbol not in listed:  # e.g. removed from config `symbols`
                 return f"{lag} (not among this run's symbols: its files are from earlier runs)"
             return lag
-        unreadable = segments[row.trade_type].attrs.get("unreadable", {}).get(row.symbol)
+        attrs = segments[row.trade_type].attrs
+        unreadable = attrs.get("unreadable", {}).get(row.symbol)
         if unreadable:  # a file there, that cannot be read: not "no candles"
-            return (
-                f"generated file unreadable ({unreadable}): `crypto-lakehouse verify --remove`, "
-                "then a run with --forcerun aws_download_shard rebuilds it"
-            )
+            kind = attrs.get("unreadable_kind", {}).get(row.symbol, "")
+            return unreadable_reason(unreadable, kind, data_dir)
         note = run_symbols.get(row.trade_type, {}).get(row.symbol)
         note = note or downloads.get(row.trade_type, {}).get(row.symbol)
         return "no generated candles" + (f" ({note})" if note else "")
@@ -448,6 +488,7 @@ def render_report(
                 run_symbols,
                 run_dir,
                 interval,
+                data_dir,
             ),
         )
     )

@@ -3,6 +3,7 @@ about the run's symbols and its jobs, read back from the HTML."""
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from html import unescape
@@ -11,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.report import records
-from crypto_lakehouse.report.job import run_report
+from crypto_lakehouse.report.job import run_report, verify_command
 
 END_DATE = "2024-01-10"
 END_MS = 1704931200000  # 2024-01-11 00:00 UTC: the end of END_DATE
@@ -166,7 +168,58 @@ def test_a_symbol_whose_generated_file_is_unreadable_is_not_said_to_have_no_cand
     assert [row[1] for row in stale] == ["ETHUSDT"]
     reason = unescape(stale[0][-1])
     assert reason.startswith(f"generated file unreadable ({damaged}: ")
-    assert "no generated candles" not in reason and "verify --remove" in reason
+    assert "no generated candles" not in reason
+    # The whole command, with the data dir (before: `crypto-lakehouse verify --remove`).
+    assert f"`crypto-lakehouse verify {data} --remove`" in reason
+
+
+@pytest.mark.parametrize(
+    "error, says",
+    [
+        (PermissionError(errno.EACCES, "Permission denied"), "an error of the machine"),
+        (storage.StorageError("s3://b/d/ETHUSDT.pqt: AWS Error SLOW_DOWN"), "a storage error"),
+    ],
+)
+def test_a_generated_file_unreadable_for_a_reason_other_than_damage_is_not_to_be_removed(
+    tmp_path, monkeypatch, error, says
+):
+    # Every read error was called damage, with `verify --remove` as the repair: a file that
+    # could not be read for a missing permission or a failing S3 request is not damaged,
+    # and removing it throws away good data.
+    data = tmp_path / "d"
+    _generated_file(data, "BTCUSDT", rows=600)
+    _generated_file(data, "ETHUSDT", rows=600)
+    real = storage.parquet_metadata
+
+    def metadata(path):
+        if Path(str(path)).name == "ETHUSDT.pqt":
+            raise error
+        return real(path)
+
+    monkeypatch.setattr(storage, "parquet_metadata", metadata)
+    listing = _listing_index(
+        layout.default_run_dir(str(data)),
+        {"symbols": {s: _entry(3) for s in ("BTCUSDT", "ETHUSDT")}},
+    )
+    freshness = _section(_write_page(data, kline_listings={"spot": listing}), "freshness")
+    stale = _rows(freshness[freshness.index("Stale symbols") :])
+    assert [row[1] for row in stale] == ["ETHUSDT"]
+    reason = unescape(stale[0][-1])
+    assert reason.startswith("generated file unreadable (")
+    assert says in reason and "not a damaged file" in reason
+    assert "verify" not in reason and "--forcerun" not in reason
+
+
+def test_the_verify_command_of_an_s3_data_dir_carries_the_storage_settings(monkeypatch):
+    monkeypatch.setattr(
+        storage,
+        "_SETTINGS",
+        {**storage.DEFAULTS, "endpoint_url": "http://127.0.0.1:8333", "addressing_style": "path"},
+    )
+    assert verify_command("s3://bucket/enhanced") == (
+        "crypto-lakehouse verify s3://bucket/enhanced --remove "
+        "--endpoint-url http://127.0.0.1:8333 --addressing-style path"
+    )
 
 
 def test_symbols_without_candles_head_the_stale_list_before_those_lagging(tmp_path):
