@@ -20,9 +20,13 @@ Per day (``E`` = candles of a complete day, 1440 at 1m):
 - ``in_gap`` = every minute of the day lies between two segments;
 - ``minutes_missing`` = minutes of the symbol's life (from its first candle to the end of
   ``end_date``, gap minutes excluded) that none of the above covers: the tail after the last
-  candle, days REST answered empty, days not fetched yet.
+  candle, days REST answered empty, days not fetched yet;
+- ``minutes_pending`` = the same uncovered minutes on a day that has not ended when the
+  report runs (``now_ms``: today, with ``end_date`` unset): its archive cannot exist yet and
+  the REST stage fetches complete days only, so they are not missing (yet); such a day's
+  ``minutes_missing`` is 0.
 
-So on a day fully inside the symbol's life the four counts add up to ``E``. Days run from the
+So on a day fully inside the symbol's life the five counts add up to ``E``. Days run from the
 first day with a candle to ``end_date``. Everything is computed on whole columns over all
 symbols of a trade type at once.
 """
@@ -55,14 +59,24 @@ COVERAGE_SCHEMA = pa.schema(
         ("minutes_rest", pa.int32()),
         ("minutes_filled", pa.int32()),
         ("minutes_missing", pa.int32()),
+        ("minutes_pending", pa.int32()),
         ("in_gap", pa.bool_()),
     ]
 )
 
 # Heatmap categories, in legend order; NO_DAY marks cells outside a symbol's days.
-CATEGORIES = ("archive", "REST", "filled", "missing", "delisted gap")
-GAP = 4
-NO_DAY = 5
+CATEGORIES = ("archive", "REST", "filled", "missing", "pending", "delisted gap")
+PENDING = 4
+GAP = 5
+NO_DAY = 6
+# The minute columns, in the order of the first categories.
+MINUTE_COLUMNS = (
+    "minutes_archive",
+    "minutes_rest",
+    "minutes_filled",
+    "minutes_missing",
+    "minutes_pending",
+)
 
 _SEGMENT_RE = re.compile(r"^(?:SP(\d+)_)?(.+)$")
 
@@ -223,12 +237,14 @@ def coverage_table(
     trade_type: str,
     interval: str,
     end_day: int,
+    now_ms: int | None = None,
 ) -> pd.DataFrame:
     """The coverage rows of one trade type (see the module docstring), sorted by symbol, day.
 
     ``provenance``: ``symbol``, ``day`` (day number), ``archive_rows``, ``rows``;
     ``segments``: ``symbol``, ``first_ms``, ``end_ms`` (exclusive). ``end_day``: day number of
-    ``end_date``.
+    ``end_date``. ``now_ms``: the time of the report (ms); the uncovered minutes of a day that
+    ends after it are pending, not missing (None: every day has ended).
     """
     step = interval_ms(interval)
     per_day = candles_per_day(interval)
@@ -287,6 +303,9 @@ def coverage_table(
     filled = np.maximum(span - np.minimum(union, span), 0)
     life = per_day - gap - before_life
     missing = np.maximum(life - archive - rest - filled, 0)
+    not_over = (day + 1) * DAY_MS > now_ms if now_ms is not None else np.zeros(len(day), bool)
+    pending = np.where(not_over, missing, 0)
+    missing = np.where(not_over, 0, missing)
     return pd.DataFrame(
         {
             "trade_type": pd.Categorical.from_codes(np.zeros(len(code), np.int8), [trade_type]),
@@ -296,13 +315,17 @@ def coverage_table(
             "minutes_rest": rest.astype(np.int32),
             "minutes_filled": filled.astype(np.int32),
             "minutes_missing": missing.astype(np.int32),
+            "minutes_pending": pending.astype(np.int32),
             "in_gap": gap >= per_day,
         }
     )
 
 
-def build_coverage(data_dir, trade_types, interval: str, end_day: int) -> pd.DataFrame:
-    """The coverage rows of every trade type (day as a day number)."""
+def build_coverage(
+    data_dir, trade_types, interval: str, end_day: int, now_ms: int | None = None
+) -> pd.DataFrame:
+    """The coverage rows of every trade type (day as a day number); ``now_ms``: the time of
+    the report (``coverage_table``)."""
     frames = [
         coverage_table(
             read_provenance(data_dir, t, interval),
@@ -310,6 +333,7 @@ def build_coverage(data_dir, trade_types, interval: str, end_day: int) -> pd.Dat
             trade_type=t,
             interval=interval,
             end_day=end_day,
+            now_ms=now_ms,
         )
         for t in trade_types
     ]
@@ -332,7 +356,7 @@ def to_arrow(coverage: pd.DataFrame) -> pa.Table:
             "day": pa.array(coverage["day"].to_numpy(np.int32), pa.int32()).cast(pa.date32()),
             **{
                 name: pa.array(coverage[name].to_numpy(np.int32), pa.int32())
-                for name in ("minutes_archive", "minutes_rest", "minutes_filled", "minutes_missing")
+                for name in MINUTE_COLUMNS
             },
             "in_gap": pa.array(coverage["in_gap"].to_numpy(bool), pa.bool_()),
         },
@@ -357,9 +381,7 @@ def category_grid(coverage: pd.DataFrame) -> tuple[np.ndarray, list[str], int]:
     row_of[order] = np.arange(len(names))
     day0 = int(day.min())
     width = int(day.max()) - day0 + 1
-    counts = coverage[
-        ["minutes_archive", "minutes_rest", "minutes_filled", "minutes_missing"]
-    ].to_numpy()
+    counts = coverage[list(MINUTE_COLUMNS)].to_numpy()
     category = counts.argmax(axis=1).astype(np.uint8)
     category[coverage["in_gap"].to_numpy(bool)] = GAP
     grid = np.full((len(symbols), width), NO_DAY, dtype=np.uint8)

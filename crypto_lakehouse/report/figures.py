@@ -25,16 +25,16 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from crypto_lakehouse.report.coverage import CATEGORIES  # noqa: E402
 
 DPI = 100
-# archive, REST, filled, missing, delisted gap, (no day): distinguishable for the usual
-# colour-vision deficiencies (Okabe-Ito hues) and white outside a symbol's days.
-COLOURS = ("#0072B2", "#E69F00", "#CC79A7", "#D55E00", "#999999", "#FFFFFF")
+# archive, REST, filled, missing, pending, delisted gap, (no day): distinguishable for the
+# usual colour-vision deficiencies (Okabe-Ito hues) and white outside a symbol's days.
+COLOURS = ("#0072B2", "#E69F00", "#CC79A7", "#D55E00", "#F0E442", "#999999", "#FFFFFF")
 _EPOCH = date(1970, 1, 1)
 
 # Margins around the heatmap axes, in pixels: symbol labels left, dates below, legend above.
 _LEFT, _RIGHT, _TOP, _BOTTOM = 110, 60, 70, 50
 _LABEL_SIZE = 8  # points, the symbol and date labels
 _TICK_ROOM = 16  # pixels between a symbol label and the axes: tick mark and padding, and a margin
-_MIN_WIDTH = 820  # room for the legend's five entries on one line
+_MIN_WIDTH = 940  # room for the legend's six entries on one line
 
 
 def png_bytes(fig) -> bytes:

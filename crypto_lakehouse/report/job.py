@@ -14,6 +14,7 @@ from crypto_lakehouse.intervals import candles_per_day
 from crypto_lakehouse.provenance import day_number
 from crypto_lakehouse.report import figures, page, records
 from crypto_lakehouse.report.coverage import (
+    MINUTE_COLUMNS,
     build_coverage,
     category_grid,
     read_segments,
@@ -109,14 +110,14 @@ def _coverage_section(
                 png,
                 f"coverage heatmap of {trade_type}",
                 f"{len(symbols)} symbols (rows, sorted by first day) × {grid.shape[1]} days; a cell's colour is the source "
-                f"of most of the day's {per_day} candles (grey: the day lies in a delisting gap).",
+                f"of most of the day's {per_day} candles (grey: the day lies in a delisting gap; "
+                "pending: a day not over when the report ran, whose candles no source can "
+                "have yet).",
                 name,
             )
         )
         parts.append(_without_coverage(trade_type, absent))
-        minutes = mine[
-            ["minutes_archive", "minutes_rest", "minutes_filled", "minutes_missing"]
-        ].sum()
+        minutes = mine[list(MINUTE_COLUMNS)].sum()
         whole = max(int(minutes.sum()), 1)
         totals.append(
             {
@@ -127,6 +128,7 @@ def _coverage_section(
                 "REST %": 100 * minutes["minutes_rest"] / whole,
                 "filled %": 100 * minutes["minutes_filled"] / whole,
                 "missing %": 100 * minutes["minutes_missing"] / whole,
+                "pending %": 100 * minutes["minutes_pending"] / whole,
                 "days in a gap": int(mine["in_gap"].sum()),
             }
         )
@@ -139,6 +141,7 @@ def _coverage_section(
             "REST %",
             "filled %",
             "missing %",
+            "pending %",
             "days in a gap",
         ),
         empty="no coverage: no provenance records or generated files found",
@@ -146,7 +149,9 @@ def _coverage_section(
     intro = (
         "<p>Per symbol and UTC day, where the candles come from "
         "(<code>coverage.parquet</code> next to this page holds the minute counts). "
-        "Shares are of all candle-minutes of the trade type.</p>"
+        "Shares are of all candle-minutes of the trade type; pending: the candles of a day "
+        "that had not ended when this page was written (today, with end_date unset), which "
+        "no archive or REST answer can hold yet: the run after that day fetches them.</p>"
     )
     return intro + summary + "".join(parts)
 
@@ -524,6 +529,7 @@ def run_report(
     failures: list[str] | None = None,
     failed_jobs: int = 0,
     kline_listings: dict[str, str] | None = None,
+    now_ms: int | None = None,
 ) -> dict:
     """Write ``coverage.parquet``, the figures (PNG, also for Snakemake's report) and the
     page ``index.html``. ``summaries`` (the stages') and ``datasets`` (the datasets
@@ -532,9 +538,11 @@ def run_report(
     lines on the ``failed_jobs`` jobs of a failed run (``report_after_failure``), shown at
     the top. ``kline_listings``: the run's kline listing index of each trade type, whose
     symbols the freshness section lists even when they have no records (none given: only
-    the symbols with records)."""
+    the symbols with records). ``now_ms``: the time the coverage calls a day over by
+    (default: now), before it its uncovered candles are pending, not missing."""
     started = clock.perf_counter()
-    table = build_coverage(data_dir, trade_types, interval, day_number(end_date))
+    now_ms = int(clock.time() * 1000) if now_ms is None else now_ms
+    table = build_coverage(data_dir, trade_types, interval, day_number(end_date), now_ms)
     storage.write_parquet(coverage, to_arrow(table))
     segments = {t: read_segments(data_dir, t, interval) for t in trade_types}
     seconds = {"coverage": round(clock.perf_counter() - started, 3)}

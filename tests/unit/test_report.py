@@ -17,6 +17,7 @@ from crypto_lakehouse.report import records
 from crypto_lakehouse.report.coverage import (
     GAP,
     NO_DAY,
+    PENDING,
     category_grid,
     coverage_table,
     read_segments,
@@ -31,10 +32,11 @@ def ms(day_offset: int, minute: int = 0) -> int:
     return (D0 + day_offset) * DAY + minute * MIN
 
 
-def textbook_coverage(archive, rest, segments, end_day):
+def textbook_coverage(archive, rest, segments, end_day, now_ms=None):
     """Minute-by-minute loop over sets: the definitions of the issue, nothing vectorised.
 
-    ``archive``/``rest``: sets of candle times (ms); ``segments``: [(first_ms, end_ms)]."""
+    ``archive``/``rest``: sets of candle times (ms); ``segments``: [(first_ms, end_ms)];
+    ``now_ms``: the report's time: a day not over by then has its uncovered minutes pending."""
     inside = set()
     for a, b in segments:
         inside |= set(range(a, b, MIN))
@@ -50,13 +52,16 @@ def textbook_coverage(archive, rest, segments, end_day):
         a = archive & day_minutes
         r = (rest - archive) & day_minutes
         filled = (inside & day_minutes) - archive - rest
+        uncovered = len(life - a - r - filled)
+        over = now_ms is None or (day + 1) * DAY <= now_ms
         rows.append(
             {
                 "day": day,
                 "minutes_archive": len(a),
                 "minutes_rest": len(r),
                 "minutes_filled": len(filled),
-                "minutes_missing": len(life - a - r - filled),
+                "minutes_missing": uncovered if over else 0,
+                "minutes_pending": 0 if over else uncovered,
                 "in_gap": day_minutes <= gap,
             }
         )
@@ -105,6 +110,41 @@ def test_coverage_matches_the_minute_by_minute_definition():
     assert not by_day.loc[[D0 + 3, D0 + 7], "in_gap"].any()
     assert (four.loc[D0 + 4 : D0 + 6].to_numpy() == 0).all()
     assert (by_day.loc[D0 + 9 : D0 + 10, "minutes_missing"] == 1440).all()
+    assert (by_day["minutes_pending"] == 0).all()  # every day over (no now_ms)
+
+
+def test_the_day_not_over_when_the_report_runs_is_pending_not_missing():
+    # end_date unset: end_day is today, whose candles neither the archive (published the
+    # next day) nor REST (complete days only) can hold yet. It was painted "missing" for
+    # every symbol. Days over by then stay missing; covered minutes keep their source.
+    archive = set(range(ms(0, 600), ms(2), MIN))
+    rest = set(range(ms(2), ms(2, 1000), MIN))
+    segments = [(ms(0, 600), ms(2, 1000))]
+    end_day = D0 + 4
+    now = ms(4, 13 * 60 + 7)  # day 4, 13:07 UTC
+    prov = provenance_of("AAAUSDT", archive, rest)
+    segs = pd.DataFrame(
+        [("AAAUSDT", a, b) for a, b in segments], columns=["symbol", "first_ms", "end_ms"]
+    )
+    got = coverage_table(prov, segs, trade_type="spot", interval="1m", end_day=end_day, now_ms=now)
+    expected = textbook_coverage(archive, rest, segments, end_day, now_ms=now)
+    pd.testing.assert_frame_equal(
+        got.drop(columns=["trade_type", "symbol"]).reset_index(drop=True),
+        expected,
+        check_dtype=False,
+    )
+    by_day = got.set_index("day")
+    assert by_day.loc[D0 + 4, ["minutes_missing", "minutes_pending"]].tolist() == [0, 1440]
+    assert by_day.loc[D0 + 3, ["minutes_missing", "minutes_pending"]].tolist() == [1440, 0]
+    assert by_day.loc[D0 + 2, ["minutes_rest", "minutes_missing"]].tolist() == [1000, 440]
+    assert by_day["minutes_pending"].sum() == 1440
+    # a now at the very end of the day: the day is over, its uncovered minutes missing
+    over = coverage_table(
+        prov, segs, trade_type="spot", interval="1m", end_day=end_day, now_ms=ms(5)
+    ).set_index("day")
+    assert over.loc[D0 + 4, ["minutes_missing", "minutes_pending"]].tolist() == [1440, 0]
+    grid, _, day0 = category_grid(got)
+    assert day0 == D0 and grid.tolist() == [[0, 0, 1, 3, PENDING]]
 
 
 def test_coverage_of_several_symbols_and_a_coarser_interval():
@@ -140,6 +180,7 @@ def test_heatmap_category_is_the_largest_count_or_the_gap():
             "minutes_rest": [440, 0, 700, 0, 0],
             "minutes_filled": [0, 0, 740, 0, 0],
             "minutes_missing": [0, 0, 0, 0, 1440],
+            "minutes_pending": [0, 0, 0, 0, 0],
             "in_gap": [False, False, False, True, False],
         }
     )

@@ -451,3 +451,32 @@ def test_every_section_has_its_link_at_the_top(tmp_path):
     sections = re.findall(r'<section id="([^"]+)"><h2>([^<]+)</h2>', html)
     assert len(sections) == 6
     assert links == sections
+
+
+def test_the_day_not_over_when_the_report_runs_is_pending_in_the_shares_and_the_table(tmp_path):
+    # With end_date unset, end_date is today: its candles cannot exist yet, and the page
+    # showed them as missing for every symbol (~6 % of a two-week range).
+    data = tmp_path / "d"
+    _generated_file(data, "BTCUSDT", rows=2 * 1440, end_ms=END_MS - 1440 * MIN)  # to yesterday
+    run = layout.default_run_dir(str(data))
+    table = layout.run_report_path(run, "coverage.parquet")
+
+    def coverage_at(now_ms: int):
+        html = _write_page(data, now_ms=now_ms)
+        shares = _rows(_section(html, "coverage"))
+        header = re.findall(r"<th[^>]*>(.*?)</th>", _section(html, "coverage"))
+        by_day = pq.read_table(table).to_pandas().set_index("day")
+        return dict(zip(header, shares[0], strict=True)), by_day
+
+    shares, by_day = coverage_at(END_MS - 11 * 3600 * 1000)  # END_DATE, 13:00 UTC
+    last = by_day.loc[by_day.index.max()]
+    assert str(by_day.index.max()) == END_DATE
+    assert (last["minutes_pending"], last["minutes_missing"]) == (1440, 0)
+    assert float(shares["pending %"]) == pytest.approx(100 / 3, abs=0.05)
+    assert float(shares["missing %"]) == 0
+    # the day over: its candles are missing (the REST stage fetches it in the next run)
+    shares, by_day = coverage_at(END_MS)
+    last = by_day.loc[by_day.index.max()]
+    assert (last["minutes_pending"], last["minutes_missing"]) == (0, 1440)
+    assert float(shares["missing %"]) == pytest.approx(100 / 3, abs=0.05)
+    assert float(shares["pending %"]) == 0
