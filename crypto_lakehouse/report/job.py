@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from crypto_lakehouse import layout, storage
-from crypto_lakehouse.intervals import candles_per_day
+from crypto_lakehouse import layout, plan, storage
+from crypto_lakehouse.intervals import DAY_MS, candles_per_day
 from crypto_lakehouse.provenance import day_number
 from crypto_lakehouse.report import figures, page, records
 from crypto_lakehouse.report.coverage import (
@@ -513,6 +513,14 @@ def render_report(
     return html_text, pngs
 
 
+def report_now_ms() -> int:
+    """The time (ms) by which the coverage calls a day over: now, but never past the end of
+    the planning's today (``plan.today_utc``: ``CRYPTO_LAKEHOUSE_TODAY`` when a run replays
+    an earlier morning, whose own day had not ended for its stages)."""
+    today = day_number(plan.today_utc().isoformat())
+    return min(int(clock.time() * 1000), (today + 1) * DAY_MS - 1)
+
+
 def run_report(
     *,
     data_dir,
@@ -539,9 +547,9 @@ def run_report(
     the top. ``kline_listings``: the run's kline listing index of each trade type, whose
     symbols the freshness section lists even when they have no records (none given: only
     the symbols with records). ``now_ms``: the time the coverage calls a day over by
-    (default: now), before it its uncovered candles are pending, not missing."""
+    (default: ``report_now_ms``), before it its uncovered candles are pending, not missing."""
     started = clock.perf_counter()
-    now_ms = int(clock.time() * 1000) if now_ms is None else now_ms
+    now_ms = report_now_ms() if now_ms is None else now_ms
     table = build_coverage(data_dir, trade_types, interval, day_number(end_date), now_ms)
     storage.write_parquet(coverage, to_arrow(table))
     segments = {t: read_segments(data_dir, t, interval) for t in trade_types}

@@ -17,6 +17,7 @@ import re
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from crypto_lakehouse_emulator import Emulator
 from crypto_lakehouse_emulator.generate import write_funding_month, write_kline_day
@@ -126,6 +127,17 @@ def test_mornings_with_end_date_unset(tmp_path, monkeypatch):
         page = (rolling / "data" / "lakehouse" / "report" / "index.html").read_text()
         assert f"behind the end of end_date ({day})" in page
         assert re.search(r"Lagging more than 48 h \(0\)", re.sub(r"<[^>]+>", "", page))
+        # Today has not ended for the run (REST fetches complete days only, the archive
+        # publishes it tomorrow): pending for every symbol, not missing (it was 1440 missing
+        # minutes of every symbol, each morning). The days before it are all served.
+        coverage = pq.read_table(rolling / "data/lakehouse/report/coverage.parquet").to_pandas()
+        today = coverage[coverage["day"] == day]
+        assert len(today) == sum(len(s) for s in SYMBOLS.values())
+        assert (today["minutes_pending"] == 1440).all() and (today["minutes_missing"] == 0).all()
+        assert (
+            coverage["minutes_missing"].sum() == 0
+            and coverage["minutes_pending"].sum() == len(today) * 1440
+        )
         assert "Nothing to be done" in again.stdout + again.stderr, again.stderr[-3000:]
         # No spot zip was new on the 2nd: the closing lines say that its download headline
         # is yesterday's (they printed it unmarked, as this run's).
