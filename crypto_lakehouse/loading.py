@@ -268,9 +268,12 @@ def read_segments_table(files: list[Path], start=None, end=None) -> pa.Table:
 
 def apply_funding_mode(table: pa.Table, mode: str, resampled: bool) -> pa.Table:
     """``file``: as stored. ``nan``: null where no funding was settled, in generated klines
-    too (where the file stores 0.0). ``zero``: 0.0 there, in resampled klines too (where the
-    file stores null). Only ``funding_rate`` changes; ``funding_price``/``funding_time`` of
-    resampled files stay null, they have no neutral value."""
+    too (where the file stores 0.0): there, every stored 0.0, so also a candle whose settled
+    funding sums to exactly 0.0 (one 0.0 event; at 12h/1d events that cancel out), which the
+    file cannot tell from one without funding (docs/loading.md, "The ``funding_rate``
+    convention"). ``zero``: 0.0 there, in resampled klines too (where the file stores null).
+    Only ``funding_rate`` changes; ``funding_price``/``funding_time`` of resampled files stay
+    null, they have no neutral value."""
     if mode not in FUNDING_MODES:
         raise ValueError(f"funding={mode!r}; expected one of {', '.join(FUNDING_MODES)}")
     if mode == "file" or FUNDING_RATE not in table.column_names:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import crypto_lakehouse
 from crypto_lakehouse import io, layout
 from crypto_lakehouse.generate import run_gen_kline
 from crypto_lakehouse.generate.checks import QualityGateError
@@ -512,6 +513,32 @@ def test_funding_that_nets_to_zero_in_a_coarse_candle_is_not_a_lost_event(tmp_pa
     gates = json.loads(table.schema.metadata[b"quality_gates"])
     assert gates["funding_events"] == "2"
     assert report["segments"][0]["funding_events"] == 9
+
+
+def test_funding_nan_mode_reads_a_candle_netting_to_zero_as_no_funding(tmp_path):
+    # The documented limit of load_klines(funding="nan") (docs/loading.md): a 1d candle
+    # whose events net to 0.0 is stored as 0.0, as a candle without any event is, and
+    # nothing in the file (values, metadata) says which of the two it is: both read null.
+    times = list(range(T0, T0 + 4 * DAY, DAY))
+    io.write_parquet(
+        layout.parsed_klines_dir(tmp_path, "um_futures", "BTCUSDT", "1d") / "a.pqt",
+        kline_table(times),
+    )
+    # day 0: +1e-4, +2e-4; day 1: +1e-4, -1e-4 (nets to 0.0); day 2: none; day 3: 5e-5
+    hours = [0, 8, 24, 32, 72]
+    rates = [1e-4, 2e-4, 1e-4, -1e-4, 5e-5]
+    write_archive_funding(tmp_path, "um_futures", "BTCUSDT", hours, rates)
+    gen(tmp_path, trade_type="um_futures", interval="1d")
+    out = layout.results_klines_dir(tmp_path, "um_futures", "1d") / "BTCUSDT.pqt"
+    stored = pq.read_table(out)
+    np.testing.assert_allclose(stored["funding_rate"].to_numpy(), [3e-4, 0.0, 0.0, 5e-5])
+    meta = stored.schema.metadata
+    assert meta[b"funding_events"] == b"5"
+    assert json.loads(meta[b"quality_gates"])["funding_events"] == "2"
+    nan = crypto_lakehouse.load_klines(
+        tmp_path, "um_futures", "BTCUSDT", interval="1d", funding="nan"
+    )["funding_rate"]
+    assert nan.isna().tolist() == [False, True, True, False]
 
 
 @pytest.mark.parametrize("locked", ["partition", "funding"])
