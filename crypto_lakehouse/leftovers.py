@@ -56,7 +56,7 @@ def key(data_dir: str, interval: str, selection, listing_index: str | None = Non
     value: dict = {"data_dir": str(data_dir), "interval": interval}
     if selection == "all":
         try:
-            st = os.stat(listing_index) if listing_index else None
+            st = os.stat(listing_index) if listing_index else None  # seam: run directory's index
         except OSError:
             st = None
         value["symbols"] = "all"
@@ -114,7 +114,7 @@ def forget(run_dir: str, kind: str, trade_type: str) -> None:
     enabled or built): the next check scans."""
     path = layout.leftovers_record_path(run_dir, kind, trade_type)
     try:
-        os.remove(path)
+        os.remove(path)  # seam: run directory
     except FileNotFoundError:
         pass
 
@@ -123,7 +123,7 @@ def plan_removal(run_dir: str, kind: str, trade_type: str) -> None:
     """Leftovers were found: the last ``remove_leftovers`` job's report goes, so that
     Snakemake runs the job again (its report of an earlier removal would look up to date)."""
     try:
-        os.remove(layout.leftovers_report_path(run_dir, kind, trade_type))
+        os.remove(layout.leftovers_report_path(run_dir, kind, trade_type))  # seam: run directory
     except FileNotFoundError:
         pass
 
@@ -166,7 +166,7 @@ def built_other_intervals(run_dir: str, trade_type: str, interval: str) -> bool:
     which an offline dry run cannot make) when this run directory never built another one."""
     root = Path(layout.stage_report_dir(run_dir, "gen_kline", trade_type, "_")).parent
     try:
-        tags = [e.name for e in os.scandir(root) if e.is_dir()]
+        tags = [e.name for e in os.scandir(root) if e.is_dir()]  # seam: run directory
     except (FileNotFoundError, NotADirectoryError):
         return False
     return any(t.startswith("klines-") and t != f"klines-{interval}" for t in tags)
@@ -230,8 +230,8 @@ def _forget_shards(run_dir: str, stage: str, trade_type: str, dataset: str) -> N
     removed ones for up to date while the shard reports were there. (A touched rerun stamp
     would not do: Snakemake compares a small input's checksum, not only its time.)"""
     folder = Path(layout.stage_report_dir(run_dir, stage, trade_type, dataset)) / "shards"
-    for shard_report in sorted(folder.glob("*.json")):
-        shard_report.unlink(missing_ok=True)
+    for shard_report in sorted(folder.glob("*.json")):  # seam: run directory
+        shard_report.unlink(missing_ok=True)  # seam: run directory
 
 
 def remove_leftovers(
@@ -274,9 +274,10 @@ def remove_leftovers(
             # reports are gone (it does not rebuild missing intermediate files of a summary
             # that is up to date). This run has no features stage: nothing else writes it.
             root = Path(layout.stage_report_dir(run_dir, "features", trade_type, "_")).parent
-            for dataset in sorted(p.name for p in root.glob("klines-*")):
+            for dataset in sorted(p.name for p in root.glob("klines-*")):  # seam: run directory
                 _forget_shards(run_dir, "features", trade_type, dataset)
-            Path(layout.run_summary_path(run_dir, "features", trade_type)).unlink(missing_ok=True)
+            summary = Path(layout.run_summary_path(run_dir, "features", trade_type))
+            summary.unlink(missing_ok=True)  # seam: run directory
     else:
         for item in sorted(found):
             other, symbol = item.split("/", 1)

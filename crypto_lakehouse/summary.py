@@ -89,7 +89,7 @@ def _newest_mtime(paths) -> float | None:
     times = []
     for path in paths:
         try:
-            times.append(os.stat(path).st_mtime)
+            times.append(os.stat(path).st_mtime)  # seam: run directory
         except (OSError, TypeError, ValueError):
             continue
     return max(times) if times else None

@@ -126,7 +126,7 @@ def _symbol_facts(path: str) -> dict:
     """The summary's ``symbols`` (empty when unknown), read once per file version: a REST
     shard job asks for each of its symbols."""
     try:
-        st = os.stat(path)
+        st = os.stat(path)  # seam: the summary in the run directory
     except OSError:
         return {}
     return _symbol_facts_of(path, st.st_mtime_ns, st.st_size)
