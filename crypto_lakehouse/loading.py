@@ -12,6 +12,7 @@ price klines between two times, opening only the day (month) files of the range.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import difflib
 import re
 import time
@@ -475,8 +476,6 @@ def dataset_time_column(dataset: str) -> str:
 def _partition_span(name: str, partition: str, end_labels: bool) -> tuple[int, int]:
     """[first ms, last ms] a partition file may hold: its UTC day or month; a day of a
     dataset with end labels (metrics) also the next day's 00:00:00 (docs/datasets.md)."""
-    import datetime as dt
-
     if partition == "day":
         first = dt.datetime.strptime(name, "%Y%m%d").replace(tzinfo=dt.UTC)
         after = first + dt.timedelta(days=1)
@@ -1046,8 +1045,6 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
 def _path_values(name: str, path, latest: dict[str, int]) -> dict:
     """The columns a view derives from a file's path (as ``_view_sql`` does in SQL), in
     the view's order: ``segment`` from ``SPn_`` or, for the latest file, ``latest``."""
-    import re
-
     pattern, columns = VIEW_PATTERNS[name]
     values = dict(zip(columns, re.search(pattern, str(path)).groups(), strict=True))
     if "segment_sp" in values:
@@ -1057,8 +1054,6 @@ def _path_values(name: str, path, latest: dict[str, int]) -> dict:
         values["source"] = "archive" if values["source"] == "parsed_data" else "rest"
     for col, fmt in (("day", "%Y%m%d"), ("month", "%Y%m")):
         if col in values:
-            import datetime as dt
-
             values[col] = dt.datetime.strptime(values[col], fmt).date()
     return values
 
