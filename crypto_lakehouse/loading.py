@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from crypto_lakehouse import datasets, layout, storage
+from crypto_lakehouse import datasets, intervals, layout, storage
 from crypto_lakehouse.schema import TIME_TYPE
 
 TIME = "candle_begin_time"
@@ -185,6 +185,29 @@ def _zero_offset(present: list[str]) -> str:
     return zeros[0] if len(zeros) == 1 else "0m"
 
 
+_OFFSET_RE = re.compile(r"(\d+)([smhdw])")
+
+
+def _offset_ms(name: str) -> int | None:
+    """A window offset's length in ms (``0m`` and ``0h`` are both 0), None for a name that is
+    not a duration."""
+    match = _OFFSET_RE.fullmatch(name) if isinstance(name, str) else None
+    return None if match is None else int(match.group(1)) * intervals.UNIT_MS[match.group(2)]
+
+
+def _offset_folder(offset: str, present: list[str]) -> str:
+    """The folder among ``present`` of the window offset ``offset``: its own name, or the one
+    folder of the same length in another unit (the resample stage names offsets in its
+    offset_step's unit: ``offset="0m"`` or ``"60m"`` of a target at 1h steps are the folders
+    ``0h`` and ``1h``). ``offset`` unchanged when no folder matches (the caller's error then
+    lists the offsets present)."""
+    if offset in present:
+        return offset
+    length = _offset_ms(offset)
+    same = [name for name in present if length is not None and _offset_ms(name) == length]
+    return same[0] if len(same) == 1 else offset
+
+
 def segment_files_of(
     kind: str,
     data_dir,
@@ -245,6 +268,7 @@ def segment_files_of(
         present = layout.subdir_names(root / resample)
         if offset is None:
             offset = _zero_offset(present)
+        offset = _offset_folder(offset, present)
         if offset not in present:
             raise _unknown("offset", offset, present, root / resample)
         directory = paths["resampled_dir"](data_dir, trade_type, resample, offset)

@@ -130,12 +130,21 @@ def test_the_default_offset_is_offset_0_whatever_the_unit_of_its_name(tmp_path):
     df = crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="4h")
     expected = pd.date_range("2024-01-01 00:00", periods=3, freq="4h", tz="UTC")
     assert list(df["candle_begin_time"]) == list(expected)
+    # An offset given in another unit names the same folder: "0m" and "120m" are 0h and 2h
+    # (an explicit offset="0m" raised DataNotFoundError here).
+    for given, hours in (("0m", 0), ("120m", 2), ("2h", 2)):
+        got = crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="4h", offset=given)
+        assert got["candle_begin_time"].iloc[0] == expected[0] + pd.Timedelta(hours=hours)
+    with pytest.raises(DataNotFoundError, match="no offset '30m'.*0h, 1h, 2h, 3h"):
+        crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="4h", offset="30m")
     feats = tmp_path / "features"  # same for load_features' folders: 3d at 1d steps
     for days in (0, 1, 2):
         write(layout.resampled_features_dir(feats, "spot", "3d", f"{days}d") / "BTCUSDT.pqt",
               kline_table(T0 + days * 24 * HOUR, 2 + days, 72 * HOUR))  # fmt: skip
     got = crypto_lakehouse.load_features(feats, "spot", "BTCUSDT", resample="3d")
     assert len(got) == 2  # the 0d folder's rows
+    assert len(crypto_lakehouse.load_features(feats, "spot", "BTCUSDT", resample="3d",
+                                              offset="24h")) == 3  # fmt: skip
 
 
 def test_funding_modes(data):
@@ -588,11 +597,11 @@ def test_the_default_offset_is_the_zero_offset_of_an_hour_step_target(tmp_path):
     feats = crypto_lakehouse.load_features  # no features here: the same folder lookup
     with pytest.raises(DataNotFoundError, match="no resampled features of spot"):
         feats(d, "spot", "BTCUSDT", resample="4h")
-    # An explicit offset still selects its folder, and a 0m that is not there is refused.
+    # An explicit offset still selects its folder; "0m" is offset 0 in minutes: the 0h folder.
     at_1h = crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="4h", offset="1h")
     # [01:00, 05:00) and [05:00, 09:00); [09:00, 13:00) would need minutes up to 779.
     assert list(at_1h["candle_begin_time"]) == [
         pd.Timestamp(T0 + (1 + k * 4) * HOUR, unit="ms", tz="UTC") for k in range(2)
     ]
-    with pytest.raises(DataNotFoundError, match="no offset '0m'.*offsets present: 0h, 1h"):
-        crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="4h", offset="0m")
+    at_0m = crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="4h", offset="0m")
+    assert at_0m.equals(df)
