@@ -343,7 +343,13 @@ def add_verify_parser(groups) -> None:
         action="store_true",
         help="also hash every verified zip of aws_data against its CHECKSUM (reads them all)",
     )
-    ver.add_argument("--jobs", "-j", type=int, default=8, help="footers read at once (default: 8)")
+    ver.add_argument(
+        "--pages",
+        action="store_true",
+        help="also decode every page of every Parquet file (reads them all; finds a page "
+        "damaged inside a file, which the footer does not show)",
+    )
+    ver.add_argument("--jobs", "-j", type=int, default=8, help="files read at once (default: 8)")
     ver.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_storage_arguments(ver, "a data dir on S3")
 
@@ -382,7 +388,13 @@ def run_verify(args: argparse.Namespace) -> int:
     from crypto_lakehouse.verify import NotADataDir
 
     try:
-        verdict = verify(args.data_dir, remove=args.remove, jobs=max(1, args.jobs), zips=args.zips)
+        verdict = verify(
+            args.data_dir,
+            remove=args.remove,
+            jobs=max(1, args.jobs),
+            zips=args.zips,
+            pages=args.pages,
+        )
     except (DataDirBusy, NotADataDir) as exc:
         print(f"verify: {exc}", file=sys.stderr)
         return 2

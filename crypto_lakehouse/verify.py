@@ -7,8 +7,10 @@ never noticed at all. This reads the footer of every Parquet file of the three d
 (``parsed_data``, ``api_data``, ``results_data``) and of the per-symbol Parquet records
 beside them (``lakehouse/provenance``, ``lakehouse/quality``: a damaged one left its symbol
 out of the report's coverage and quality tables): a footer pyarrow cannot decode is the
-mark of a file cut short or overwritten, the common damage. (It does not decode every page:
-a bit flip inside a page is found only by reading the file.) ``zips``: every verified
+mark of a file cut short or overwritten, the common damage. ``pages`` (opt-in: all their
+bytes read) decodes every page as well: a page damaged inside the file does not decompress
+or decode. (A flipped bit that still decodes goes unnoticed: the files carry no page
+checksums.) ``zips``: every verified
 archive zip of ``aws_data`` is hashed against its CHECKSUM as well (all of their bytes
 read: opt-in).
 
@@ -59,24 +61,50 @@ class Verdict:
         }
 
 
-def _footer_problem(path, again: bool = True) -> tuple[str, str] | None:
-    """None when the footer reads; else ("damaged" | "unchecked", the error).
+def _read_problem(read, path, again: bool = True) -> tuple[str, str] | None:
+    """None when ``read(path)`` succeeds; else ("damaged" | "unchecked", the error).
 
-    A footer that does not decode is read once more before the file is called damaged:
-    without --remove, verify holds no lock, and on S3 a run that replaces the object
-    between the reader's size request and its footer read gives bytes of the new version at
-    the old offsets (a good file then looked damaged)."""
+    A file that does not decode is read once more before it is called damaged: without
+    --remove, verify holds no lock, and on S3 a run that replaces the object between the
+    reader's size request and its footer read gives bytes of the new version at the old
+    offsets (a good file then looked damaged)."""
     try:
-        storage.parquet_metadata(path)
+        read(path)
     except Exception as exc:
         if storage.is_damaged_file_error(exc):
             if again:
-                return _footer_problem(path, again=False)
+                return _read_problem(read, path, again=False)
             return "damaged", f"{type(exc).__name__}: {exc}"
         if isinstance(exc, FileNotFoundError):
             return None  # removed since the listing: nothing to say about it
         return "unchecked", f"{type(exc).__name__}: {exc}"
     return None
+
+
+def _footer_problem(path) -> tuple[str, str] | None:
+    """The footer decodes (row count, row groups, schema): the common damage, a file cut
+    short or overwritten, is found without reading the data."""
+    return _read_problem(storage.parquet_metadata, path)
+
+
+def _decode_every_page(path) -> None:
+    """Every page of every column decoded (decompressed and its values read), one row group
+    in memory at a time. On S3 the object is first copied to a local spool file: a failing
+    request is then a StorageError (unchecked), never taken for damage."""
+    import pyarrow.parquet as pq
+
+    with storage.local_copy(path) as local, pq.ParquetFile(local) as parquet:
+        for group in range(parquet.metadata.num_row_groups):
+            parquet.read_row_group(group)
+
+
+def _pages_problem(path) -> tuple[str, str] | None:
+    """The footer and every page decode (``--pages``): also a page damaged inside the
+    file, which the footer alone does not show."""
+    problem = _read_problem(_decode_every_page, path)
+    if problem is not None and problem[0] == "damaged":
+        return "damaged", f"{storage.uri(storage.data_path(path))}: {problem[1]}"
+    return problem
 
 
 def _zip_problem(item: tuple) -> tuple[str, str] | None:
@@ -160,9 +188,12 @@ class NotADataDir(ValueError):
     """None of the data layers is below the folder given (a typo, or a layer's own folder)."""
 
 
-def verify(data_dir, *, remove: bool = False, jobs: int = 8, zips: bool = False) -> Verdict:
+def verify(
+    data_dir, *, remove: bool = False, jobs: int = 8, zips: bool = False, pages: bool = False
+) -> Verdict:
     """Read the footer of every Parquet file of the data layers (``jobs`` at once: on S3
-    each is a request) and, with ``zips``, hash every verified zip; ``remove`` deletes the
+    each is a request) or, with ``pages``, decode every page of them (all their bytes read)
+    and, with ``zips``, hash every verified zip; ``remove`` deletes the
     damaged Parquet files and the damaged zips' markers, holding the data dir as a run does
     (raises ``lock.DataDirBusy`` while a run holds it). Raises ``NotADataDir`` when no layer
     is there: "0 files, 0 damaged" would pass a mistyped path for a sound data dir."""
@@ -170,10 +201,10 @@ def verify(data_dir, *, remove: bool = False, jobs: int = 8, zips: bool = False)
     if not any(storage.is_dir(layout.layer_dir(data_dir, layer)) for layer in layers):
         raise NotADataDir(f"{data_dir}: not a data dir (none of {', '.join(layers)} below it)")
     with _held(data_dir) if remove else contextlib.nullcontext():
-        return _verify(data_dir, remove=remove, jobs=jobs, zips=zips)
+        return _verify(data_dir, remove=remove, jobs=jobs, zips=zips, pages=pages)
 
 
-def _verify(data_dir, *, remove: bool, jobs: int, zips: bool) -> Verdict:
+def _verify(data_dir, *, remove: bool, jobs: int, zips: bool, pages: bool) -> Verdict:
     started = time.monotonic()
     root = storage.data_path(data_dir)
     verdict = Verdict(data_dir=str(data_dir))
@@ -200,9 +231,8 @@ def _verify(data_dir, *, remove: bool, jobs: int, zips: bool) -> Verdict:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         folders = {layer: layout.layer_dir(root, layer) for layer in layout.PARQUET_LAYERS}
         for layer, folder in {**folders, **layout.parquet_record_dirs(root)}.items():
-            check_all(
-                layer, storage.walk_files(folder, suffix=layout.PARQUET_SUFFIX), _footer_problem
-            )
+            parquet_files = storage.walk_files(folder, suffix=layout.PARQUET_SUFFIX)
+            check_all(layer, parquet_files, _pages_problem if pages else _footer_problem)
         if zips:
             archive = layout.layer_dir(root, layout.ARCHIVE_LAYER)
             check_all(layout.ARCHIVE_LAYER, _verified_zips(archive), _zip_problem)
@@ -227,7 +257,9 @@ def render(verdict: Verdict) -> str:
         f"({layers}); {len(verdict.damaged)} damaged"
     ]
     if verdict.damaged:
-        lines.append("damaged (a Parquet footer that cannot be read, a zip not its CHECKSUM):")
+        lines.append(
+            "damaged (a Parquet footer or page that cannot be read, a zip not its CHECKSUM):"
+        )
         lines += [f"  {rel}: {error}" for rel, error in verdict.damaged.items()]
     if verdict.unchecked:
         lines.append(

@@ -268,3 +268,66 @@ def test_an_object_a_run_replaces_during_its_footer_read_is_not_called_damaged(
     assert verdict.damaged == {} and verdict.exit_code == 0
     assert opened.count(str(path)) == 2  # read again
     assert verdict.checked["results_data"] == 1
+
+
+def _page_damaged(path):
+    """A real candle-like file whose first column chunk has garbage in the middle of its
+    data: its footer still reads."""
+    import numpy as np
+
+    from crypto_lakehouse import io
+
+    rng = np.random.default_rng(7)
+    n = 50_000
+    table = pa.table({"t": np.arange(n, dtype=np.int64) * 60_000,
+                      "close": rng.normal(100, 5, n)})  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.write_parquet(path, table)
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    first = chunk.dictionary_page_offset or chunk.data_page_offset
+    start = first + chunk.total_compressed_size // 2
+    body = bytearray(path.read_bytes())
+    body[start : start + 256] = bytes(range(256))
+    path.write_bytes(bytes(body))
+    assert pq.ParquetFile(path).metadata.num_rows == n  # the footer is intact
+    return path
+
+
+def test_pages_finds_a_page_damaged_inside_a_file_the_footer_check_passes(tmp_path, capsys):
+    data, good, damaged = _data_dir(tmp_path)
+    inside = _page_damaged(data / "results_data/spot/klines/1m/BUSDT.pqt")
+    rel = inside.relative_to(data).as_posix()
+    assert rel not in verify(data).damaged  # the footer alone does not show it
+    verdict = verify(data, pages=True)
+    assert set(verdict.damaged) == {p.relative_to(data).as_posix() for p in damaged | {inside}}
+    assert str(inside) in verdict.damaged[rel]  # the error names the file
+    assert main(["verify", str(data), "--pages", "--remove"]) == 1
+    out = capsys.readouterr().out
+    assert f"  {rel}: " in out and not inside.exists() and all(p.exists() for p in good)
+    assert main(["verify", str(data), "--pages"]) == 0
+
+
+def test_pages_on_s3_a_failing_read_is_not_damage(s3_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = storage.data_path(s3_root)
+    local = _page_damaged(tmp_path / "BUSDT.pqt")
+    inside = root / "results_data/spot/klines/1m/BUSDT.pqt"
+    storage.write_bytes(inside, local.read_bytes())
+    good = root / "results_data/spot/klines/1m/AUSDT.pqt"
+    storage.write_parquet(good, pa.table({"x": [1, 2]}))
+    assert verify(s3_root).damaged == {}
+    verdict = verify(s3_root, pages=True, remove=True)
+    assert list(verdict.damaged) == ["results_data/spot/klines/1m/BUSDT.pqt"]
+    assert not storage.exists(inside) and storage.exists(good)
+    # A request that fails while the object is copied is "not checked", never damage.
+    storage.write_bytes(inside, local.read_bytes())
+    real = storage.local_copy
+
+    def failing(path):
+        raise storage.StorageError(f"{path}: 503 Slow Down")
+
+    monkeypatch.setattr(storage, "local_copy", failing)
+    verdict = verify(s3_root, pages=True, remove=True)
+    assert verdict.damaged == {} and len(verdict.unchecked) == 2
+    assert storage.exists(inside) and storage.exists(good)
+    monkeypatch.setattr(storage, "local_copy", real)
