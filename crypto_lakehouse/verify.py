@@ -93,9 +93,10 @@ def _decode_every_page(path) -> None:
     request is then a StorageError (unchecked), never taken for damage."""
     import pyarrow.parquet as pq
 
-    with storage.local_copy(path) as local, pq.ParquetFile(local) as parquet:
-        for group in range(parquet.metadata.num_row_groups):
-            parquet.read_row_group(group)
+    with storage.local_copy(path) as local:
+        with pq.ParquetFile(local) as parquet:  # seam: a local file of storage.local_copy
+            for group in range(parquet.metadata.num_row_groups):
+                parquet.read_row_group(group)
 
 
 def _pages_problem(path) -> tuple[str, str] | None:
