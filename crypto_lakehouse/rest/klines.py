@@ -42,6 +42,7 @@ import pyarrow as pa
 from crypto_lakehouse import layout, storage
 from crypto_lakehouse.intervals import DAY_MS, candles_per_day, interval_ms
 from crypto_lakehouse.io import write_json
+from crypto_lakehouse.parse.validate import grid_origin
 from crypto_lakehouse.progress import EVERY_S as PROGRESS_EVERY_S
 from crypto_lakehouse.progress import Progress
 from crypto_lakehouse.provenance import (
@@ -200,9 +201,18 @@ def _windows(trade_type, tiers, ims, cpd, first_day, n_days) -> tuple[Window, ..
 
 
 # ---------------------------------------------------------------- data
-def klines_to_table(rows: list, *, lo_ms: int, hi_ms: int, now_ms: int) -> pa.Table:
+def klines_to_table(
+    rows: list, *, lo_ms: int, hi_ms: int, now_ms: int, step_ms: int | None = None
+) -> pa.Table:
     """REST kline arrays → legacy 10 columns: closed candles with ``lo <= open < hi``,
     de-duplicated on open time (last answer wins), sorted.
+
+    ``step_ms`` (the interval): an open time off the interval grid is floored onto it. Binance
+    answers such candles for real: after the spot outage of 2018-02-08 the BTCUSDT (and
+    every other spot) 1m candles opened at ``…:14.789`` until the grid was restored
+    (binance-public-data #14, #77; the archive holds the same rows and is quarantined for
+    them, docs/quality.md); written as they come, every later gen_kline of the symbol failed
+    on them. Should a floored candle meet a candle that was on the grid, the latter is kept.
 
     Columns are converted whole: decimal strings by Arrow's string → float64 cast.
     """
@@ -215,8 +225,15 @@ def klines_to_table(rows: list, *, lo_ms: int, hi_ms: int, now_ms: int) -> pa.Ta
     open_ms = np.asarray(cols["candle_begin_time"], dtype=np.int64)
     close_ms = np.asarray(cols["close_time"], dtype=np.int64)
     keep = (close_ms < now_ms) & (open_ms >= lo_ms) & (open_ms < hi_ms)
-    # stable sort by open time, then keep the last row of each run of equal times
-    order = np.argsort(open_ms, kind="stable")
+    on_grid = np.ones(len(open_ms), dtype=bool)
+    if step_ms is not None:
+        off = (open_ms - grid_origin(step_ms)) % step_ms
+        on_grid = off == 0
+        if not on_grid.all():
+            open_ms = open_ms - off  # floored: still inside the day (day bounds are on it)
+    # stable sort by open time (a candle that was on the grid after a floored one of the
+    # same time), then keep the last row of each run of equal times
+    order = np.lexsort((on_grid, open_ms))
     order = order[keep[order]]
     t = open_ms[order]
     order = order[np.append(t[1:] != t[:-1], True)] if t.size else order
@@ -229,6 +246,14 @@ def klines_to_table(rows: list, *, lo_ms: int, hi_ms: int, now_ms: int) -> pa.Ta
             values = values.cast(pa.float64())
         out[name] = values.take(idx).cast(typ)
     return pa.table(out, schema=KLINE_SCHEMA)
+
+
+def off_grid_count(rows: list, step_ms: int) -> int:
+    """How many REST kline arrays open off the interval grid (``klines_to_table`` floors them)."""
+    if not rows:
+        return 0
+    open_ms = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    return int(np.count_nonzero((open_ms - grid_origin(step_ms)) % step_ms))
 
 
 def day_file(api_dir: Path, day: int) -> Path:
@@ -286,6 +311,7 @@ class _Job:
         self.days_fetched = 0
         self.days_empty = 0
         self.candles = 0
+        self.off_grid = 0  # candles REST answered off the interval grid (floored)
 
     def run_chunk(self, chunk: Chunk) -> None:
         if self.cancel.is_set():
@@ -311,7 +337,9 @@ class _Job:
                     )
                 )
             lo, hi = chunk.first_day * DAY_MS, (chunk.first_day + chunk.n_days) * DAY_MS
-            table = klines_to_table(rows, lo_ms=lo, hi_ms=hi, now_ms=self.now_ms)
+            step = interval_ms(self.interval)
+            table = klines_to_table(rows, lo_ms=lo, hi_ms=hi, now_ms=self.now_ms, step_ms=step)
+            off_grid = off_grid_count(rows, step)
         except InvalidSymbol as exc:
             with self.lock:
                 self.invalid_symbol = str(exc)
@@ -336,6 +364,13 @@ class _Job:
                 # symbol fails now; the next run asks again for the days it lacks.
                 self.cancel.set()
             return
+        if off_grid:
+            log.warning(
+                "%s %s: days %s: %d candle(s) open off the interval grid; floored onto it",
+                self.symbol, self.interval, _days_text(chunk), off_grid,
+            )  # fmt: skip
+            with self.lock:
+                self.off_grid += off_grid
         self._write_days(chunk, table)
 
     def _not_asked(self, chunk: Chunk) -> None:
@@ -531,6 +566,7 @@ def run_api_klines(
         days_failed=job.days_failed,
         rest_days_superseded=superseded,
         candles=job.candles,
+        candles_off_grid=job.off_grid,
         fetch_seconds=round(fetch_s, 3),
         candles_per_min=round(job.candles / fetch_s * 60, 1) if fetch_s > 0 else 0.0,
         errors=job.failures[:20],

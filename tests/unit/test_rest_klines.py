@@ -117,6 +117,48 @@ def test_rest_arrays_to_legacy_table_drop_the_open_candle():
     assert t["taker_buy_quote_asset_volume"].to_pylist() == [float(r[10]) for r in rows[:-1]]
 
 
+def test_candles_off_the_grid_are_floored_onto_it(emulator, tmp_path):
+    """After Binance's spot outage of 2018-02-08 the 1m candles of every spot symbol opened
+    at ``…:14.789`` for hours (binance-public-data #14, #77: the REST answer holds them as
+    the archive does). Stored as they came, every later gen_kline of the symbol failed on
+    them ("not on the 60000 ms grid"). They are floored onto the grid; a candle that was on
+    the grid wins over a floored one of the same minute."""
+    import pandas as pd
+
+    rest = RestEmulator(now_ms=(D + 2) * DAY + 3_600_000)
+    hour9 = D * DAY + 9 * 3_600_000
+    on = [D * DAY + i * MIN for i in range(30)]  # 00:00 … 00:29
+    shifted = [hour9 + i * MIN + 14_789 for i in range(20)]  # 09:00:14.789 … 09:19:14.789
+    back = [hour9 + (19 + i) * MIN for i in range(10)]  # 09:19 (clashes) … 09:28, on the grid
+    times = on + shifted + back
+    price = [100.0 + i for i in range(len(times))]
+    frame = pd.DataFrame(
+        {"open_time": times, "open": price, "high": price, "low": price, "close": price,
+         "volume": [1.0] * len(times)}
+    )  # fmt: skip
+    rest.add_klines("spot", SYM, frame)
+    emu = emulator(rest=rest)
+    # the archive holds day D-1 (the anchor of the REST range), not day D
+    archive = {"candle_begin_time": [(D - 1) * DAY + i * MIN for i in range(1440)]}
+    table = pa.table(
+        {name: archive["candle_begin_time"] if name == "candle_begin_time" else [1.0] * 1440
+         for name in KLINE_SCHEMA.names}
+    )  # fmt: skip
+    write_parquet(
+        layout.parsed_klines_dir(tmp_path, "spot", SYM, "1m") / "202201.pqt",
+        table.cast(KLINE_SCHEMA),
+    )
+    stats = run(emu.base_url, tmp_path, D + 1, trade_type="spot")
+    got = pq.read_table(day_path(tmp_path, D, trade_type="spot"))
+    got_times = got["candle_begin_time"].cast(pa.int64()).to_pylist()
+    want_times = on + [hour9 + i * MIN for i in range(29)]
+    assert got_times == want_times
+    # each floored candle keeps its own values; 09:19 is the on-grid candle's
+    want_open = price[:30] + price[30:49] + price[50:]
+    assert got["open"].to_pylist() == want_open
+    assert stats["candles_off_grid"] == 20
+
+
 # ---------------------------------------------------------------- which days
 def test_interior_missing_day_is_fetched_alone(um, tmp_path):
     rest, emu = um
