@@ -1,8 +1,10 @@
 """Which of a symbol's archive zips cover a date range.
 
-Dates come from the key (daily ``…-YYYY-MM-DD.zip``, monthly ``…-YYYY-MM.zip``) and are
-parsed leniently: the archive has non-padded keys such as ``ADABKRW-1d-2020-8.zip``
-(binance-facts §1.1). With monthly klines enabled, a month that lies completely inside the
+Dates come from the key (daily ``…-YYYY-MM-DD.zip``, monthly ``…-YYYY-MM.zip``); this
+parser would read a non-padded one, but the listing refuses such keys before they get here
+(``listing.key_refusal``: only the dataset's exact names, so the archive's
+``ADABKRW-1d-2020-8.zip``, binance-facts §1.1, whose CHECKSUM is missing anyway (#469), is
+listed under ``refused_files`` and never fetched). With monthly klines enabled, a month that lies completely inside the
 range and has a usable monthly zip is taken from it instead of from its daily zips; the
 choice is recorded per day (``day_sources``).
 """
