@@ -16,7 +16,9 @@ computed here from what the emulator was given, not from the pipeline's output.
   makes the archive day replace it), a member named otherwise, a zip with two members
   (quarantined); funding every 8 h then every 4 h in one month (§4.3), REST funding after
   the archive a few hundred ms after the hour;
-- um ``QDUSDT`` configured for cm too (``QDUSD_PERP``: not in the archive);
+- um ``QDUSDT`` configured for cm too (``QDUSD_PERP``: not in the archive), and the um
+  quarterly ``QDUSDT_250328`` whose name starts with it (listing folders, parsed and REST
+  folders, segment files and the loader must keep them apart);
 - cm ``QAUSD_PERP`` (header line in the newer files only, #267) and the quarterly
   ``QAUSD_250103`` delivered at 08:00 on its last day (no funding).
 """
@@ -47,6 +49,7 @@ from crypto_lakehouse_emulator.generate import (
 from crypto_lakehouse_emulator.rest import RestEmulator
 
 from crypto_lakehouse import layout
+from crypto_lakehouse.loading import load_klines
 from tests.e2e.e2e_helpers import emulator_config, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -178,6 +181,13 @@ def build(root: Path) -> Scenario:
         s.rest("um_futures", "QDUSDT", full)
         s.day("um_futures", "QDUSDT", d, full)
     s.funding[("um_futures", "QDUSDT")] = []
+    for d in DAYS:
+        full = kline_frame("um_futures", "QDUSDT_250328", "1m", d, seed=10, start_price=70.0)
+        if d == DAYS[3]:
+            full = full.iloc[:700].reset_index(drop=True)  # a short day: REST asked
+        s.rest("um_futures", "QDUSDT_250328", full)
+        s.day("um_futures", "QDUSDT_250328", d, full)
+    s.funding[("um_futures", "QDUSDT_250328")] = []
     # cm QAUSD_PERP and the quarterly QAUSD_250103
     for symbol in ("QAUSD_PERP", "QAUSD_250103"):
         for d in DAYS:
@@ -291,7 +301,7 @@ def test_binance_quirks_end_to_end(tmp_path):
         trade_types=["spot", "um_futures", "cm_futures"],
         symbols={
             "spot": ["QAUSDT", "QBUSDT", "QCUSDT"],
-            "um_futures": ["QAUSDT", "QDUSDT"],
+            "um_futures": ["QAUSDT", "QDUSDT", "QDUSDT_250328"],
             "cm_futures": ["QAUSD_PERP", "QAUSD_250103", "QDUSD_PERP"],
         },
         start_date=DAYS[0].isoformat(),
@@ -322,7 +332,7 @@ def test_binance_quirks_end_to_end(tmp_path):
     def check_all():
         for trade_type, symbol in [
             ("spot", "QAUSDT"), ("spot", "QCUSDT"), ("um_futures", "QDUSDT"),
-            ("cm_futures", "QAUSD_250103"),
+            ("um_futures", "QDUSDT_250328"), ("cm_futures", "QAUSD_250103"),
         ]:  # fmt: skip
             frame = pd.concat(s.truth[(trade_type, symbol)])
             assert_generated(data, trade_type, symbol, expected_segment(trade_type, frame))
@@ -336,6 +346,10 @@ def test_binance_quirks_end_to_end(tmp_path):
         assert_generated(data, "spot", "QBUSDT", expected_segment("spot", pd.concat(new)))
         names = {p.name for p in (data / "results_data").rglob("*.pqt")}
         assert not any("QDUSD_PERP" in n for n in names)
+        for symbol in ("QDUSDT", "QDUSDT_250328"):
+            want = expected_segment("um_futures", pd.concat(s.truth[("um_futures", symbol)]))
+            got = load_klines(data, "um_futures", symbol)
+            assert got["close"].tolist() == want["close"].tolist(), symbol
 
     check_all()
     funding_report = json.loads(
