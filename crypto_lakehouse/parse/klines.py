@@ -88,6 +88,15 @@ def _checked(table: pa.Table, header_lines: int, key: str, period: Period, step:
         lambda: check_times(raw, period, step, header_lines, key),
         lambda: check_finite(table, header_lines, key),
     )
+    factor = 1000 if int(raw.max()) >= MICROSECOND_THRESHOLD else 1
+    floored = np.flatnonzero(raw // factor != ms)
+    if floored.size:
+        # Real rows (Binance's spot outage of 2018-02-08: check_times), not a defect.
+        log.warning(
+            "%s: %d candle(s) open off the %d s interval grid, floored onto it (first: line "
+            "%d, %s)", key, floored.size, step // 1000, floored[0] + 1 + header_lines,
+            format_ms(int(raw[floored[0]] // factor)),
+        )  # fmt: skip
     table = table.set_column(
         0, pa.field("candle_begin_time", TIME_TYPE), pa.array(ms).view(TIME_TYPE)
     )

@@ -108,8 +108,15 @@ def check_times(
 ) -> np.ndarray:
     """Normalise a time column to ms and check it; returns the ms values.
 
-    Checks (first failing line reported): inside the file's day or month, on the interval
-    grid (when ``step_ms`` is given), no repeated time (when ``reject_duplicates``).
+    With ``step_ms`` (klines), a time off the interval grid is floored onto it: Binance's
+    spot files of 2018-02-08 … 02-10 (and some of Dec 2017, Jun/Jul 2018) hold hours of
+    candles opening at ``…:14.789`` after an outage, rows the exchange did trade
+    (binance-public-data #14, #77; REST answers the same, and ``rest.klines`` floors them
+    too). Before 2026-12-06 such a file was quarantined whole.
+
+    Checks (first failing line reported): inside the file's day or month (before and after
+    the floor), no repeated time (when ``reject_duplicates``; a floored candle that lands on
+    another's minute repeats it).
     """
     factor = 1000 if int(raw.max()) >= MICROSECOND_THRESHOLD else 1
     ms = raw // factor if factor != 1 else raw
@@ -117,7 +124,10 @@ def check_times(
     if factor != 1:
         bad |= raw % factor != 0
     if step_ms is not None:
-        bad |= (ms - grid_origin(step_ms)) % step_ms != 0
+        off = (ms - grid_origin(step_ms)) % step_ms
+        if off.any():
+            ms = ms - off
+            bad |= (ms < period.start_ms) | (ms >= period.end_ms)
     first = int(np.argmax(bad)) if bad.any() else None
     dup_first = None
     if reject_duplicates and not bool(np.all(ms[1:] > ms[:-1])):
@@ -130,21 +140,32 @@ def check_times(
     if first is None or (dup_first is not None and dup_first < first):
         line = dup_first + 1 + header_lines
         raise ArchiveDefect(
-            f"{label}: line {line}: time {format_ms(int(ms[dup_first]))} repeats", line
-        )
-    value = int(ms[first])
-    line = first + 1 + header_lines
-    if not period.start_ms <= value < period.end_ms:
-        raise ArchiveDefect(
-            f"{label}: line {line}: time {format_ms(value)} (raw {int(raw[first])}) is outside "
-            f"the file's {'month' if period.is_month else 'day'} {period.label}",
+            f"{label}: line {line}: time {format_ms(int(ms[dup_first]))}"
+            f"{_floored_note(raw, factor, ms, dup_first)} repeats",
             line,
         )
+    line = first + 1 + header_lines
+    if factor != 1 and raw[first] % factor:
+        raise ArchiveDefect(
+            f"{label}: line {line}: time {int(raw[first])} is in microseconds but not a "
+            "whole millisecond",
+            line,
+        )
+    value = int(ms[first])
     raise ArchiveDefect(
-        f"{label}: line {line}: time {format_ms(value)} (raw {int(raw[first])}) is not on the "
-        f"{step_ms // 1000 if step_ms else 0}s interval grid",
+        f"{label}: line {line}: time {format_ms(value)} (raw {int(raw[first])})"
+        f"{_floored_note(raw, factor, ms, first)} is outside the file's "
+        f"{'month' if period.is_month else 'day'} {period.label}",
         line,
     )
+
+
+def _floored_note(raw: np.ndarray, factor: int, ms: np.ndarray, i: int) -> str:
+    """How row ``i``'s time read before it was floored onto the interval grid, if it was."""
+    before = int(raw[i] // factor)
+    if before == int(ms[i]):
+        return ""
+    return f" (opening at {format_ms(before)}, floored onto the interval grid)"
 
 
 def check_finite(table: pa.Table, header_lines: int, label: str) -> None:

@@ -210,9 +210,9 @@ def klines_to_table(
     ``step_ms`` (the interval): an open time off the interval grid is floored onto it. Binance
     answers such candles for real: after the spot outage of 2018-02-08 the BTCUSDT (and
     every other spot) 1m candles opened at ``…:14.789`` until the grid was restored
-    (binance-public-data #14, #77; the archive holds the same rows and is quarantined for
-    them, docs/quality.md); written as they come, every later gen_kline of the symbol failed
-    on them. Should a floored candle meet a candle that was on the grid, the latter is kept.
+    (binance-public-data #14, #77; the archive holds the same rows, floored the same way by
+    the parse, docs/quality.md); written as they came, every later gen_kline of the symbol
+    failed on them. Should a floored candle meet a candle that was on the grid, the latter is kept.
 
     Columns are converted whole: decimal strings by Arrow's string → float64 cast.
     """

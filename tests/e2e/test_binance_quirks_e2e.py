@@ -10,7 +10,7 @@ computed here from what the emulator was given, not from the pipeline's output.
   another price (split into ``SP0_QBUSDT`` and ``QBUSDT``);
 - spot ``QCUSDT``: an outage followed by hours of candles opening at ``…:14.789`` until the
   grid is restored, as Binance's spot data of 2018-02-08 … 02-10 (#14, #77), in the archive
-  (quarantined) and in REST (floored onto the grid);
+  and in REST (both floored onto the grid);
 - um ``QAUSDT``: header line in the newer files only (#246); CHECKSUMs with CRLF, with
   uppercase hex, missing (quarantined: REST gives the day; the CHECKSUM published later
   makes the archive day replace it), a member named otherwise, a zip with two members
@@ -320,8 +320,6 @@ def test_binance_quirks_end_to_end(tmp_path):
     reasons = quarantine_reasons(data)
     expected_reasons = {
         layout.daily_kline_key("spot", "QAUSDT", "1m", "2025-01-03"): "repeats",
-        layout.daily_kline_key("spot", "QCUSDT", "1m", "2024-12-30"): "interval grid",
-        layout.daily_kline_key("spot", "QCUSDT", "1m", "2024-12-31"): "interval grid",
         layout.daily_kline_key("um_futures", "QAUSDT", "1m", "2024-12-30"): "no CHECKSUM",
         um_key: "2 members",
     }
@@ -362,6 +360,9 @@ def test_binance_quirks_end_to_end(tmp_path):
     assert funding_report["quality"]["funding_interval_hours"] == {
         str(h): int(n) for h, n in hours.items()
     }
+    # the outage's short days were asked of REST, not the day floored whole from the archive
+    api_qc = data / "api_data" / "spot" / "klines" / "QCUSDT" / "1m"
+    assert sorted(p.name for p in api_qc.glob("*.pqt")) == ["20241229.pqt", "20241230.pqt"]
     # REST filled the days the archive lacks: the absent day, the short one, the quarantined
     api = data / "api_data" / "um_futures" / "klines" / "QAUSDT" / "1m"
     assert sorted(p.name for p in api.glob("*.pqt")) == ["20241230.pqt", "20250103.pqt"]

@@ -317,16 +317,45 @@ def test_dates_not_matching_the_file_name(tmp_path):
     assert_quarantined(tmp_path, key, stats, report, n_days_left=3)
 
 
-def test_duplicate_and_off_grid_rows(tmp_path):
+def test_duplicate_rows_and_a_floored_row_that_repeats(tmp_path):
     rows = member_bytes(DAY2).split(b"\n")
     dup = b"\n".join(rows[:100] + [rows[99]] + rows[100:])
     key, stats, report, reason = defect_case(tmp_path, zip_of("a.csv", dup))
     assert "line 101: time 2020-01-02 01:39:00.000 repeats" in reason
-    off = corrupt(
-        member_bytes(DAY2), 3, lambda ln: ln.replace(ln[:13], str(int(ln[:13]) + 1).encode(), 1)
+    # 00:02:00 moved 30 s later: floored onto 00:02, it is still the only candle there;
+    # moved to 00:03:30, it lands on 00:03's minute
+    late = corrupt(
+        member_bytes(DAY2), 3, lambda ln: ln.replace(ln[:13], str(int(ln[:13]) + 90_000).encode())
     )
-    key, stats, report, reason = defect_case(tmp_path / "b", zip_of("a.csv", off))
-    assert "line 3:" in reason and "not on the 60s interval grid" in reason
+    key, stats, report, reason = defect_case(tmp_path / "b", zip_of("a.csv", late))
+    assert reason.startswith(f"{key}: line 4: time 2020-01-02 00:03:00.000 repeats"), reason
+    assert_quarantined(tmp_path / "b", key, stats, report)
+
+
+def test_candles_off_the_grid_are_floored_onto_it(tmp_path):
+    """Binance's spot files of 2018-02-08 … 02-10 (BTCUSDT and the others then listed) hold
+    hours of candles opening at ``…:14.789`` after an outage (binance-public-data #14: "from
+    line 10110 of the BTCUSDT 1m candles of Feb 2018 timestamps are wrong until line
+    11311"; #77 for 1h: open time 1518168494789). The exchange traded them and did not
+    correct the files; REST answers the same. Before, such a file was quarantined whole."""
+    rows = member_bytes(DAY2).split(b"\n")
+    body = [r for r in rows if r]
+    shift = 14_789
+    # no candle from 08:00 to 09:59; from 10:00 to 11:59 every candle 14.789 s late
+    kept = body[:480] + body[600:]
+    moved = [
+        r.replace(r[:13], str(int(r[:13]) + shift).encode(), 1) if 600 <= i + 120 < 720 else r
+        for i, r in enumerate(kept)
+    ]
+    key = put_archive(tmp_path, spot_key("2020-01-02"), zip_of("a.csv", b"\n".join(moved)))
+    stats, report = parse(tmp_path, download_report(tmp_path, [key]))
+    assert report["quarantined"] == {} and list(report["files"]) == [key]
+    table = partition(tmp_path, "202001")
+    day = 1577923200000  # 2020-01-02
+    want = [day + i * 60_000 for i in range(1440) if not 480 <= i < 600]
+    assert times_ms(table).tolist() == want
+    # each floored candle keeps its own values
+    assert table.column("open").to_pylist() == [float(r.split(b",")[1]) for r in kept]
 
 
 def test_line_numbers_count_the_header_line(tmp_path):
