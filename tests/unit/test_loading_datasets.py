@@ -282,6 +282,66 @@ def test_iter_dataset_gives_one_days_rows_at_a_time(data):
     assert got == _um_expected(_ms("2024-03-01T12:00"), _ms("2024-03-03T01:00"))
 
 
+def test_iter_dataset_batch_rows_splits_each_day_into_frames_of_at_most_n_rows(data):
+    frames = list(crypto_lakehouse.iter_dataset(data, "um_futures", "aggTrades", "BTCUSDT",
+                                                "2024-03-01T12:00", "2024-03-03T01:00",
+                                                batch_rows=4))  # fmt: skip
+    # Days of 3, 6 and 2 rows in the range: a frame never holds two days' rows.
+    assert [len(f) for f in frames] == [3, 4, 2, 2]
+    assert [f["transact_time"].dt.date.nunique() for f in frames] == [1, 1, 1, 1]
+    got = [row for frame in frames for row in _um_got(frame)]
+    assert got == _um_expected(_ms("2024-03-01T12:00"), _ms("2024-03-03T01:00"))
+    arrow = list(crypto_lakehouse.iter_dataset(data, "um_futures", "aggTrades", "BTCUSDT",
+                                               batch_rows=1, columns=["agg_trade_id"],
+                                               engine="arrow"))  # fmt: skip
+    assert [t.column_names for t in arrow] == [["agg_trade_id"]] * len(arrow)
+    ids = [int(r.split(",")[0]) for rows in UM_AGG.values() for r in rows]
+    assert [t["agg_trade_id"][0].as_py() for t in arrow] == ids  # one row per frame
+    for bad in (0, -1, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="batch_rows"):
+            crypto_lakehouse.iter_dataset(data, "um_futures", "aggTrades", "BTCUSDT",
+                                          batch_rows=bad)  # fmt: skip
+
+
+def test_iter_dataset_batch_rows_bounds_memory_whatever_the_day_holds(tmp_path):
+    # One day of 1 M aggregate trades (42 MB as Arrow columns) in row groups of 20,000 rows
+    # (the parser writes one per 8 MB CSV block). Iterated in frames of 10,000 rows, the
+    # Arrow memory of the process never holds more than a small part of the day; without
+    # batch_rows the day is one frame.
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    n, day_ms = 1_000_000, _ms("2024-03-02")
+    table = pa.table({
+        "agg_trade_id": np.arange(n, dtype=np.int64),
+        "price": np.round(60000 + np.arange(n) % 997 * 0.1, 1),
+        "quantity": np.full(n, 0.5),
+        "first_trade_id": np.arange(n, dtype=np.int64) * 2,
+        "last_trade_id": np.arange(n, dtype=np.int64) * 2 + 1,
+        "transact_time": pa.array(day_ms + np.arange(n) * 80, pa.int64()).cast(ticks.TIME_TYPE),
+        "is_buyer_maker": np.arange(n) % 2 == 0,
+    })  # fmt: skip
+    path = layout.parsed_day_path(tmp_path, "um_futures", "aggTrades", "BTCUSDT", "20240302")
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path, row_group_size=20_000)
+    code = (
+        "import sys, pyarrow as pa, crypto_lakehouse as cl\n"
+        "rows = 0\n"
+        "for f in cl.iter_dataset(sys.argv[1], 'um_futures', 'aggTrades', 'BTCUSDT',\n"
+        "                         batch_rows=int(sys.argv[2]), engine='arrow'):\n"
+        "    assert f.num_rows <= int(sys.argv[2]); rows += f.num_rows\n"
+        "print(rows, pa.default_memory_pool().max_memory())\n"
+    )
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path), "10000"],
+                         capture_output=True, text=True, check=True, cwd=FIXTURES.parents[1])  # fmt: skip
+    rows, peak = map(int, run.stdout.split())
+    assert rows == n
+    assert peak < table.nbytes / 5, (peak, table.nbytes)  # measured: 3.4 MB of 48 MB
+
+
 @pytest.mark.parametrize(
     ("args", "error", "message"),
     [
