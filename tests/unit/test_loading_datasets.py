@@ -437,6 +437,9 @@ def test_on_s3_the_same_rows_and_the_range_files_only(data, s3_root):
     args = ("um_futures", "aggTrades", "BTCUSDT", "2024-03-01T12:00", "2024-03-03T01:00")
     local = crypto_lakehouse.load_dataset(data, *args, engine="arrow")
     assert crypto_lakehouse.load_dataset(s3_root, *args, engine="arrow").equals(local)
+    chunks = list(crypto_lakehouse.iter_dataset(s3_root, *args, engine="arrow", batch_rows=4))
+    assert [t.num_rows for t in chunks] == [3, 4, 2, 2]
+    assert pa.concat_tables(chunks).equals(local)
     metrics = ("um_futures", "metrics", "BTCUSDT", "2020-09-02", "2020-09-03")
     assert crypto_lakehouse.load_dataset(s3_root, *metrics, engine="arrow").equals(
         crypto_lakehouse.load_dataset(data, *metrics, engine="arrow")
