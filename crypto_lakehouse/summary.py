@@ -434,7 +434,8 @@ def _tick_day_figures(day_rows: dict[str, int]) -> dict[str, int]:
 
 def dataset_symbol_figures(parse_report: dict, download_report: dict) -> dict:
     """One symbol's quality figures for one archive dataset: rows and days parsed (tick
-    datasets: of these the days without a row, and the days missing), files
+    datasets: of these the days without a row; every dataset: the days missing between
+    the first and the last), files
     verified, files quarantined by the download (checksum, size) and by the parse
     (validation: ids, times, prices, quantities), and the kline quality score if any."""
     download_bad = set(download_report.get("quarantined") or {})
@@ -442,7 +443,12 @@ def dataset_symbol_figures(parse_report: dict, download_report: dict) -> dict:
     if "partitions" in parse_report:  # kline-layout datasets (markPriceKlines, ...)
         rows = sum(int(p.get("rows", 0)) for p in parse_report["partitions"].values())
         quality = parse_report.get("quality") or {}
-        figures = {"rows": rows, "days": int(quality.get("days") or 0)}
+        # The quality record has a row for every day from the first to the last, those
+        # without a candle included (a quarantined or absent daily file): the days parsed
+        # are the others, as for the tick datasets.
+        without = int(quality.get("days_without_rows") or 0)
+        figures = {"rows": rows, "days": int(quality.get("days") or 0) - without,
+                   "days_missing": without}  # fmt: skip
     else:
         day_rows = _tick_day_rows(parse_report)
         quality = {}

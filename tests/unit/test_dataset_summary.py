@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import zipfile
 
+import pytest
+
+from crypto_lakehouse import layout
+from crypto_lakehouse.parse.klines import run_parse_klines
 from crypto_lakehouse.summary import dataset_symbol_figures, headline, summarize_datasets
 
 M = "data/futures/um/monthly/aggTrades/X/X-aggTrades-2024-03.zip"
@@ -64,6 +71,45 @@ def test_kline_layout_figures_come_from_partitions_and_quality():
     }
     got = dataset_symbol_figures(report, {"files": {"a": {}, "b": {}}})
     assert got["rows"] == 1500 and got["days"] == 2 and got["quality_score"] == 0.75
+
+
+@pytest.mark.parametrize("broken", ["2024-01-02", "2024-01-03"])
+def test_kline_layout_days_are_the_days_parsed_wherever_the_missing_one_is(tmp_path, broken):
+    # Three daily markPriceKlines zips; one has a row of 10 fields (quarantined by the real
+    # kline parser). Two days were parsed and one is missing, whether the broken day is in
+    # the middle or the last (before 2026-12-06: days=3 for the middle one, 2 for the last).
+    header = ("open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+              "taker_buy_volume,taker_buy_quote_volume,ignore")  # fmt: skip
+    data, files = tmp_path / "data", {}
+    for n, day in enumerate(["2024-01-01", "2024-01-02", "2024-01-03"]):
+        start = 1704067200000 + n * 86_400_000
+        rows = [f"{start + i * 60000},42000.5,42001.0,41999.0,42000.25,0,"
+                f"{start + i * 60000 + 59999},0,0,0,0,0" for i in range(1440)]  # fmt: skip
+        if day == broken:
+            rows[700] = ",".join(rows[700].split(",")[:10])
+        key = layout.archive_key("um_futures", "markPriceKlines", "X", "1m", "daily", day)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"X-1m-{day}.csv", header + "\n" + "\n".join(rows) + "\n")
+        path = layout.aws_path(data, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buf.getvalue())
+        layout.verified_marker(path).write_text("")
+        files[key] = {"sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
+    run_parse_klines(
+        trade_type="um_futures", symbol="X", interval="1m", data_dir=data,
+        download_report={"files": files}, report_path=tmp_path / "parse.json",
+        stats_path=tmp_path / "stats.json", dataset="markPriceKlines",
+    )  # fmt: skip
+    report = json.loads((tmp_path / "parse.json").read_text())
+    assert len(report["quarantined"]) == 1
+    got = dataset_symbol_figures(report, {"files": files})
+    assert (got["rows"], got["days"]) == (2 * 1440, 2)
+    # Missing: between the first and the last day parsed (the tick datasets' rule).
+    assert got.get("days_missing") == (1 if broken == "2024-01-02" else 0)
+    summary = {"stage": "datasets", "trade_type": "um_futures", "symbols": 1, "totals": {},
+               "problems": {}, "datasets": {"markPriceKlines-1m": got}}  # fmt: skip
+    assert "markPriceKlines-1m: rows=2880 days=2" in headline(summary)
 
 
 def test_summary_sums_symbols_per_dataset(tmp_path):
