@@ -64,6 +64,49 @@ def candles_from_agg_trades(trades: pa.Table, interval: str) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=KLINE_SCHEMA)
 
 
+def candles_from_agg_trade_parts(parts, interval: str) -> pa.Table:
+    """``candles_from_agg_trades`` of a day given as consecutive parts in time order (its
+    row groups): each part's candles, a candle that a part boundary cuts in two merged
+    (first open, max high, min low, last close, sums), so that memory holds one part and
+    the day's candles, never the day's trades. Volumes of a merged candle are the sum of
+    two partial sums (equal to the one-part result to the last bits, ~1e-16 relative)."""
+    done: list[pa.Table] = []
+    last: dict | None = None  # the latest candle: a later part may continue it
+    for part in parts:
+        table = candles_from_agg_trades(part, interval)
+        if table.num_rows == 0:
+            continue
+        first = table.slice(0, 1).to_pylist()[0]
+        if last is not None:
+            if first[TIME] < last[TIME]:
+                raise ValueError("aggTrades must be sorted by transact_time")
+            if first[TIME] == last[TIME]:
+                first = _merged(last, first)
+            else:
+                done.append(pa.Table.from_pylist([last], schema=KLINE_SCHEMA))
+        if table.num_rows > 1:
+            done.append(pa.Table.from_pylist([first], schema=KLINE_SCHEMA))
+            done.append(table.slice(1, table.num_rows - 2))
+            last = table.slice(table.num_rows - 1).to_pylist()[0]
+        else:
+            last = first
+    if last is not None:
+        done.append(pa.Table.from_pylist([last], schema=KLINE_SCHEMA))
+    return pa.concat_tables(done) if done else KLINE_SCHEMA.empty_table()
+
+
+def _merged(a: dict, b: dict) -> dict:
+    """One candle of two consecutive parts of its trades (``a`` first)."""
+    merged = {name: a[name] + b[name] for name in SUMMED}
+    return {**merged, TIME: a[TIME], "open": a["open"], "high": max(a["high"], b["high"]),
+            "low": min(a["low"], b["low"]), "close": b["close"]}  # fmt: skip
+
+
+TIME = "candle_begin_time"
+SUMMED = ("volume", "quote_volume", "trade_num", "taker_buy_base_asset_volume",
+          "taker_buy_quote_asset_volume")  # fmt: skip
+
+
 def run_agg_klines(
     *, trade_type: str, symbol: str, interval: str, data_dir, parse_report, report_path
 ) -> dict:
@@ -71,7 +114,8 @@ def run_agg_klines(
     day of the parse report, one file per day (``layout.agg_klines_day_path``).
 
     Incremental: a day is rebuilt only when its aggTrades file changed (size and mtime, kept
-    in the stage's state) or its candle file is gone. Memory: one day of aggTrades. A parsed
+    in the stage's state) or its candle file is gone. Memory: one row group of aggTrades and
+    the day's candles. A parsed
     day that is missing or unreadable fails the symbol as ``shards.DamagedInput``: the next
     run parses it again, then builds its candles.
     """
@@ -101,8 +145,12 @@ def run_agg_klines(
             if state.get(day) == stamp and storage.exists(target):
                 built[day] = stamp
                 continue
-            trades = storage.read_parquet(source, columns=list(AGG_COLUMNS))
-        table = candles_from_agg_trades(trades, interval)
+            # One row group at a time (the parser writes one per 8 MB of CSV): a day of
+            # tens of millions of trades is never held whole (docs/datasets.md).
+            day_file = storage.parquet_file(source)
+            groups = (day_file.read_row_group(i, columns=list(AGG_COLUMNS))
+                      for i in range(day_file.num_row_groups))  # fmt: skip
+            table = candles_from_agg_trade_parts(groups, interval)
         storage.write_parquet(target, table)
         built[day] = stamp
         rebuilt += 1
