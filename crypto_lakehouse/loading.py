@@ -626,7 +626,8 @@ def load_dataset(
     (``dataset_time_column``) as in ``load_klines``. Only the day (or month) files that
     may hold a row of the range are opened, and in them only the row groups that do
     (statistics); ``columns`` reads only those columns. Memory: the rows asked for; for
-    more than fits, ``iter_dataset`` gives them one file at a time (docs/loading.md)."""
+    more than fits, ``iter_dataset`` gives them one file at a time, or with ``batch_rows``
+    in frames of at most that many rows (docs/loading.md)."""
     _check_engine(engine)
 
     def listing():
