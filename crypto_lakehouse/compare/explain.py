@@ -28,6 +28,7 @@ from crypto_lakehouse.compare.discovery import (
     Pair,
     symbol_of_result,
 )
+from crypto_lakehouse.compare.times import epoch_ms
 from crypto_lakehouse.intervals import DAY_MS
 
 
@@ -163,7 +164,7 @@ def legacy_archive_end_ms(root: str, trade_type: str, symbol: str, interval: str
         except Exception:
             return None
         if len(t):
-            last = int(t.cast(pa.int64()).to_numpy().max())
+            last = int(epoch_ms(t).to_numpy().max())
             return (last // DAY_MS + 1) * DAY_MS
     return None
 
@@ -204,7 +205,7 @@ def funding_events(root: str, trade_type: str, symbol: str) -> tuple[np.ndarray,
             t = storage.read_parquet(path, columns=["candle_begin_time", "funding_rate"])
         except Exception:
             continue
-        times.append(t.column(0).cast(pa.int64()).to_numpy())
+        times.append(epoch_ms(t.column(0)).to_numpy())
         rates.append(t.column(1).to_numpy())
     if not times:
         return np.empty(0, dtype=np.int64), np.empty(0)
@@ -239,12 +240,12 @@ def _lookup(table, times: np.ndarray, column: str):
     out = np.full(len(times), np.nan)
     if table is None or column not in table.column_names:
         return out
-    k = table.column("candle_begin_time").cast(pa.int64()).to_numpy()
+    k = epoch_ms(table.column("candle_begin_time")).to_numpy()
     pos = np.minimum(np.searchsorted(k, times), max(len(k) - 1, 0))
     found = (k[pos] == times) if len(k) else np.zeros(len(times), dtype=bool)
     col = table.column(column)
     if pa.types.is_timestamp(col.type):
-        col = col.cast(pa.int64())
+        col = epoch_ms(col)
     vals = col.cast(pa.float64()).to_numpy()
     out[found] = vals[pos[found]]
     return out

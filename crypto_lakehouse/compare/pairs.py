@@ -39,6 +39,7 @@ from crypto_lakehouse.compare.model import (
     iso,
     plain,
 )
+from crypto_lakehouse.compare.times import epoch_ms
 from crypto_lakehouse.intervals import interval_ms
 
 
@@ -152,7 +153,7 @@ _CACHED = {"candle_begin_time", "funding_time", "volume", "open", "low", "high"}
 
 def _as_int(arr) -> np.ndarray:
     if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
-        arr = arr.cast(pa.int64()) if pa.types.is_timestamp(arr.type) else arr.cast(pa.int32())
+        arr = epoch_ms(arr)
     if arr.null_count:
         arr = pc.fill_null(arr, 0)
     return np.asarray(arr.to_numpy(), dtype=np.int64)
@@ -161,7 +162,7 @@ def _as_int(arr) -> np.ndarray:
 def _as_float(arr) -> np.ndarray:
     t = arr.type
     if pa.types.is_timestamp(t):
-        arr = arr.cast(pa.int64())
+        arr = epoch_ms(arr)
     elif pa.types.is_boolean(t):
         arr = arr.cast(pa.int8())
     elif pa.types.is_string(t) or pa.types.is_large_string(t):

@@ -746,3 +746,45 @@ def test_q8_day_of_an_archive_legacy_holds_in_an_older_version(tmp_path):
     # control: we parsed the very archive legacy holds, so the change is not a re-upload
     state.write_text(json.dumps({"files": {key: hashlib.sha256(b"the first upload").hexdigest()}}))
     assert only(compare_dirs(legacy, ours), column="close").status == "unexplained"
+
+
+# ---------------------------------------------------------------- files of other writers
+def _times_in(unit: str):
+    """A table rewrite casting every time column to ``unit`` (same instants)."""
+
+    def fn(t: pa.Table) -> pa.Table:
+        cols = [
+            c.cast(pa.timestamp(unit, tz=f.type.tz)) if pa.types.is_timestamp(f.type) else c
+            for f, c in zip(t.schema, t.columns, strict=True)
+        ]
+        return pa.table(cols, names=t.column_names)
+
+    return fn
+
+
+@pytest.mark.parametrize("unit", ["us", "ns"])
+def test_legacy_files_storing_times_in_another_unit_compare_by_instant(tmp_path, unit):
+    """A legacy file whose times are µs or ns (another writer than V1's polars, which
+    writes ms) holds the same instants: only its column type differs. Before 2026-12-06 the
+    raw integers were compared: no key matched, the 1m candles were "60000 s apart", and the
+    comparison failed on a date "out of range"."""
+    legacy = copy_fixture(tmp_path)
+    _rewrite(legacy / SPOT_1M, _times_in(unit))
+    times = np.array([D0 + 8 * 3_600_000, D0 + 16 * 3_600_000], dtype=np.int64)
+    jitter = times + 7  # funding_time carries Binance's ms jitter; the key is funding_time
+    rates = [0.0001, -0.0002]
+    _funding(legacy, UM_FUNDING, jitter, rates)
+    _rewrite(legacy / UM_FUNDING, _times_in(unit))
+    ours = copy_fixture(tmp_path / "o")
+    _funding(ours, UM_FUNDING, jitter, rates)
+    report = compare_dirs(legacy, ours)
+    found = sorted((d.file, d.kind, d.column) for d in unexplained(report))
+    assert found == [
+        (UM_FUNDING, "column_type", "candle_begin_time"),
+        (UM_FUNDING, "column_type", "funding_time"),
+        (SPOT_1M, "column_type", "candle_begin_time"),
+    ]
+    for rel, n in ((SPOT_1M, pq.read_metadata(LEGACY / SPOT_1M).num_rows), (UM_FUNDING, 2)):
+        pair = next(p for p in report.pairs if p.file == rel)
+        assert pair.common_rows == pair.legacy_rows == pair.our_rows == n
+        assert all(c["status"] == "equal" for c in pair.columns.values()), pair.columns
