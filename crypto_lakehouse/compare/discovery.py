@@ -84,25 +84,54 @@ def layout_problem(root: Path, role: str) -> str | None:
     return None
 
 
-def _rel(root: Path, folder: Path, depth: int, middle: str | None = None) -> set[str]:
+def _pqt_files(folder: Path, recursive: bool, problems: list[str]) -> list:
+    """The ``.pqt`` files below ``folder``. A local folder that cannot be listed (no
+    permission) is named in ``problems`` and its files left out, the rest still listed:
+    before 2026-12-06 one unreadable symbol folder stopped the whole comparison ("cannot
+    list the files to compare", nothing compared). A store that cannot be listed (s3://)
+    still raises: nothing of it can be compared then."""
+    try:
+        return storage.list_files(folder, recursive=recursive, suffix=".pqt")
+    except OSError as exc:
+        if storage.is_remote(folder):
+            raise
+        error = exc
+    # One folder at a time, to name the unreadable ones and list the others.
+    try:
+        found = list(storage.list_files(folder, recursive=False, suffix=".pqt"))
+    except OSError:
+        problems.append(
+            f"{folder}: cannot be listed ({error.strerror or error}); its files are not "
+            "compared (those of the other dir there show as only on that side)"
+        )
+        return []
+    if recursive:
+        for sub in storage.subdirs(folder):
+            found.extend(_pqt_files(sub, True, problems))
+    return found
+
+
+def _rel(
+    root: Path, folder: Path, depth: int, problems: list[str], middle: str | None = None
+) -> set[str]:
     """Paths (relative to ``root``, posix) of the ``.pqt`` files ``depth`` levels below
     ``folder`` (1: directly in it), whose parent folder is named ``middle`` when given."""
     found = set()
-    for p in storage.list_files(folder, recursive=depth > 1, suffix=".pqt"):
+    for p in _pqt_files(folder, depth > 1, problems):
         parts = p.relative_to(folder).parts
         if len(parts) == depth and (middle is None or parts[-2] == middle):
             found.add(p.relative_to(root).as_posix())
     return found
 
 
-def _files_of(root: Path, trade_type: str, interval: str) -> dict[str, set[str]]:
+def _files_of(root: Path, trade_type: str, interval: str, problems) -> dict[str, set[str]]:
     t = root / "results_data" / trade_type
     p = root / "parsed_data" / trade_type
     return {
-        KLINES: _rel(root, t / "klines" / interval, 1),
-        RESAMPLED: _rel(root, t / "resampled_klines", 3),
-        PARSED_KLINES: _rel(root, p / "klines", 3, middle=interval),
-        PARSED_FUNDING: _rel(root, p / "funding", 1),
+        KLINES: _rel(root, t / "klines" / interval, 1, problems),
+        RESAMPLED: _rel(root, t / "resampled_klines", 3, problems),
+        PARSED_KLINES: _rel(root, p / "klines", 3, problems, middle=interval),
+        PARSED_FUNDING: _rel(root, p / "funding", 1, problems),
     }
 
 
@@ -196,7 +225,8 @@ def _find_pairs(out: Discovery, legacy, ours, interval: str, trade_types, symbol
                     f"{sorted(held[role])}, not {interval} as the other dir does: mismatched "
                     "intervals"
                 )
-        lf, of = _files_of(legacy, trade_type, interval), _files_of(ours, trade_type, interval)
+        lf = _files_of(legacy, trade_type, interval, out.problems)
+        of = _files_of(ours, trade_type, interval, out.problems)
         _keep_resampled_of_interval(lf, of)
         for kind in KINDS:
             both = sorted(lf[kind] | of[kind])

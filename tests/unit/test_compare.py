@@ -831,3 +831,39 @@ def test_a_large_pair_without_differences_holds_one_column_of_each_side(tmp_path
     )
     peak = int(out.stdout.split()[-1])
     assert peak < 90 * rows, f"{peak / rows:.0f} bytes a row"
+
+
+# ---------------------------------------------------------------- folders that cannot be listed
+def test_an_unreadable_symbol_folder_is_named_and_the_rest_still_compared(tmp_path, monkeypatch):
+    """A legacy symbol folder without read permission (simulated: the tests may run as root,
+    whom permissions do not stop) is a problem naming it; every other file is compared.
+    Before 2026-12-06 the listing error stopped discovery: "cannot list the files to
+    compare", no file compared at all."""
+    import errno
+
+    from crypto_lakehouse import storage
+
+    legacy = copy_fixture(tmp_path)
+    locked = legacy / "parsed_data/spot/klines/BTCUSDT"
+    real_list_files = storage.list_files
+
+    def list_files(directory, **kw):
+        d = Path(directory)
+        if d == locked or (kw.get("recursive", True) and locked.is_relative_to(d)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(locked))
+        return real_list_files(directory, **kw)
+
+    monkeypatch.setattr(storage, "list_files", list_files)
+    report = compare_dirs(legacy, LEGACY)
+    assert len(report.problems) == 1, report.problems
+    assert str(locked) in report.problems[0] and "cannot be listed" in report.problems[0]
+    spot_parsed = {
+        p.file for p in report.pairs if p.kind == "parsed_klines" and p.trade_type == "spot"
+    }
+    assert spot_parsed == {
+        f"parsed_data/spot/klines/BTCUSDT/1m/{m}.pqt" for m in ("202001", "202412", "202501")
+    }
+    assert all(d.kind == "file_only" and d.side == "ours" for d in unexplained(report))
+    others = [p for p in report.pairs if p.file not in spot_parsed]
+    assert len(others) > 50 and all(p.status == "equal" for p in others)
+    assert report.exit_code() == 1
