@@ -193,12 +193,32 @@ def discover(
         return out
     try:
         _find_pairs(out, legacy, ours, interval, trade_types, symbols)
+        _name_other_layouts(out, legacy, ours)
     except OSError as exc:
         # The same from a listing below the dirs (a bucket that does not exist passes the
         # layout check: nothing lies below it).
         out.pairs.clear()
         out.problems.append(f"cannot list the files to compare: {exc}")
     return out
+
+
+def _name_other_layouts(out: Discovery, legacy, ours) -> None:
+    """A side of which no file was found but that holds ``.parquet`` files: the BHDS V2
+    layout (2025-08: ``.parquet``, daily parsed files; docs/spec/legacy-behaviour.md §13.1),
+    which compare does not read. Named, instead of every file of the other side showing
+    as "only on that side" with no hint why."""
+    for role, root, side in (("LEGACY_DIR", legacy, "legacy"), ("NEW_DIR", ours, "ours")):
+        if any(getattr(pair, side) for pair in out.pairs):
+            continue
+        for folder in BHDS_FOLDERS:
+            found = storage.list_files(root / folder, suffix=".parquet")
+            if found:
+                out.problems.append(
+                    f"{role} {root}: no .pqt file compared, but it holds .parquet files (e.g. {found[0]}): the "
+                    "BHDS V2 layout (2025-08), which compare does not read; it compares V1 "
+                    "data dirs (.pqt files)"
+                )
+                break
 
 
 def _find_pairs(out: Discovery, legacy, ours, interval: str, trade_types, symbols) -> None:

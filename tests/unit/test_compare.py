@@ -867,3 +867,18 @@ def test_an_unreadable_symbol_folder_is_named_and_the_rest_still_compared(tmp_pa
     others = [p for p in report.pairs if p.file not in spot_parsed]
     assert len(others) > 50 and all(p.status == "equal" for p in others)
     assert report.exit_code() == 1
+
+
+def test_a_bhds_v2_dir_of_parquet_files_is_named(tmp_path, capsys):
+    """BHDS V2 (2025-08) writes `.parquet` files, which compare does not read: the problem
+    says so, instead of only listing every file of the other dir as one-sided."""
+    legacy = copy_fixture(tmp_path)
+    for f in list(legacy.rglob("*.pqt")):
+        f.rename(f.with_suffix(".parquet"))
+    report = compare_dirs(legacy, LEGACY)
+    problems = [p for p in report.problems if ".parquet" in p]
+    assert len(problems) == 1 and "BHDS V2" in problems[0] and "LEGACY_DIR" in problems[0]
+    assert cli_main(["compare", str(legacy), str(LEGACY)]) == 1
+    assert "BHDS V2" in capsys.readouterr().err
+    # control: a V1 dir holding the same files as .pqt has no such problem
+    assert compare_dirs(LEGACY, LEGACY).problems == []
