@@ -914,6 +914,31 @@ def list_files(directory, *, recursive: bool = True, suffix: str = "") -> list:
     return sorted(out, key=str)
 
 
+def broken_links(directory, *, depth: int = 1, suffix: str = "") -> list[Path]:
+    """Symbolic links at most ``depth`` levels below a local ``directory`` whose target does
+    not exist (a file whose name ends with ``suffix``, or a folder): ``list_files`` leaves
+    them out, as if nothing were there. An S3 dir has none (empty list)."""
+    base = data_path(directory)
+    if isinstance(base, ObjectPath):
+        return []
+    found: list[Path] = []
+
+    def scan(folder: Path, left: int) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return  # absent or unreadable: list_files' business
+        for entry in entries:
+            if entry.is_symlink() and not os.path.exists(entry.path):
+                if entry.name.endswith(suffix) or left > 1:
+                    found.append(Path(entry.path))
+            elif left > 1 and entry.is_dir():
+                scan(Path(entry.path), left - 1)
+
+    scan(base, depth)
+    return sorted(found, key=str)
+
+
 def walk_files(directory, *, suffix: str = "") -> Iterator:
     """The files below ``directory`` ending with ``suffix``, one folder's listing at a time
     (depth first, sorted): memory bounded by the largest folder whatever the tree holds,

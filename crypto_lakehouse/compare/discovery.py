@@ -8,6 +8,7 @@ the other did not, Q1/Q2), the symbol's segments are compared together as one pa
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,30 +85,47 @@ def layout_problem(root: Path, role: str) -> str | None:
     return None
 
 
-def _pqt_files(folder: Path, recursive: bool, problems: list[str]) -> list:
-    """The ``.pqt`` files below ``folder``. A local folder that cannot be listed (no
-    permission) is named in ``problems`` and its files left out, the rest still listed:
-    before 2026-12-06 one unreadable symbol folder stopped the whole comparison ("cannot
-    list the files to compare", nothing compared). A store that cannot be listed (s3://)
-    still raises: nothing of it can be compared then."""
+def _name_broken_links(folder: Path, depth: int, problems: list[str]) -> None:
+    """A symbolic link to a file or folder that does not exist (a volume not mounted, a
+    moved target): listings leave it out, so its files would vanish from the comparison
+    without a word (before 2026-12-06 they did). Named as a problem."""
+    for link in storage.broken_links(folder, depth=depth, suffix=".pqt"):
+        problems.append(
+            f"{link}: a symbolic link to {os.readlink(link)}, which does not exist: not compared"  # seam: a local link the seam found
+        )
+
+
+def _pqt_files(folder: Path, depth: int, problems: list[str]) -> list:
+    """The ``.pqt`` files at most ``depth`` levels below ``folder``. A local folder that
+    cannot be listed (no permission) is named in ``problems`` and its files left out, the
+    rest still listed: before 2026-12-06 one unreadable symbol folder stopped the whole
+    comparison ("cannot list the files to compare", nothing compared). A store that cannot
+    be listed (s3://) still raises: nothing of it can be compared then."""
     try:
-        return storage.list_files(folder, recursive=recursive, suffix=".pqt")
+        found = storage.list_files(folder, recursive=depth > 1, suffix=".pqt")
     except OSError as exc:
         if storage.is_remote(folder):
             raise
-        error = exc
-    # One folder at a time, to name the unreadable ones and list the others.
+        found = _pqt_files_by_folder(folder, depth, problems, exc)
+    else:
+        _name_broken_links(folder, depth, problems)
+    return found
+
+
+def _pqt_files_by_folder(folder: Path, depth: int, problems: list[str], error) -> list:
+    """``_pqt_files`` one local folder at a time, naming the ones that cannot be listed."""
     try:
         found = list(storage.list_files(folder, recursive=False, suffix=".pqt"))
-    except OSError:
+    except OSError as exc:
         problems.append(
-            f"{folder}: cannot be listed ({error.strerror or error}); its files are not "
+            f"{folder}: cannot be listed ({exc.strerror or error}); its files are not "
             "compared (those of the other dir there show as only on that side)"
         )
         return []
-    if recursive:
+    _name_broken_links(folder, 1, problems)
+    if depth > 1:
         for sub in storage.subdirs(folder):
-            found.extend(_pqt_files(sub, True, problems))
+            found.extend(_pqt_files(sub, depth - 1, problems))
     return found
 
 
@@ -117,7 +135,7 @@ def _rel(
     """Paths (relative to ``root``, posix) of the ``.pqt`` files ``depth`` levels below
     ``folder`` (1: directly in it), whose parent folder is named ``middle`` when given."""
     found = set()
-    for p in _pqt_files(folder, depth > 1, problems):
+    for p in _pqt_files(folder, depth, problems):
         parts = p.relative_to(folder).parts
         if len(parts) == depth and (middle is None or parts[-2] == middle):
             found.add(p.relative_to(root).as_posix())

@@ -882,3 +882,29 @@ def test_a_bhds_v2_dir_of_parquet_files_is_named(tmp_path, capsys):
     assert "BHDS V2" in capsys.readouterr().err
     # control: a V1 dir holding the same files as .pqt has no such problem
     assert compare_dirs(LEGACY, LEGACY).problems == []
+
+
+def test_a_symbolic_link_to_nothing_is_named_not_passed_over(tmp_path):
+    """A legacy file or symbol folder linked to a target that does not exist (a volume not
+    mounted): listings leave such links out, and before 2026-12-06 its files vanished from
+    the comparison without a word (exit 0 when the other dir had none either). Links that
+    resolve are followed like files and folders."""
+    legacy, ours = copy_fixture(tmp_path / "l"), copy_fixture(tmp_path / "o")
+    gone = tmp_path / "unmounted"
+    klines_dir = legacy / "results_data/spot/klines/1m"
+    (klines_dir / "ETHUSDT.pqt").symlink_to(gone / "ETHUSDT.pqt")
+    (legacy / "parsed_data/spot/klines/XRPUSDT").symlink_to(gone / "XRPUSDT")
+    moved = tmp_path / "moved_um"
+    shutil.move(legacy / "parsed_data/um_futures", moved)
+    (legacy / "parsed_data/um_futures").symlink_to(moved)  # resolves: compared as usual
+    report = compare_dirs(legacy, ours)
+    assert sorted(report.problems) == sorted(
+        [
+            f"{klines_dir / 'ETHUSDT.pqt'}: a symbolic link to {gone / 'ETHUSDT.pqt'}, which "
+            "does not exist: not compared",
+            f"{legacy / 'parsed_data/spot/klines/XRPUSDT'}: a symbolic link to "
+            f"{gone / 'XRPUSDT'}, which does not exist: not compared",
+        ]
+    )
+    assert unexplained(report) == [] and report.exit_code() == 1
+    assert "parsed_data/um_futures/klines/BTCUSDT/1m/202209.pqt" in {p.file for p in report.pairs}
