@@ -8,6 +8,7 @@ ones grouped by fix, then those within tolerance.
 from __future__ import annotations
 
 import json
+import math
 
 from crypto_lakehouse.compare.explain import FIXES
 from crypto_lakehouse.compare.model import CLASSES, WITHIN, Difference
@@ -73,8 +74,23 @@ def _within_by_column(report) -> list[dict]:
 MAX_LISTED = 50  # explained differences listed per fix in text and Markdown (JSON: all)
 
 
+def _finite(value):
+    """``value`` with every non-finite float as the string ``"inf"``, ``"-inf"`` or
+    ``"nan"``: JSON has no such numbers, and Python's ``Infinity``/``NaN`` tokens are
+    refused by strict parsers (jq, JavaScript's JSON.parse). Before 2026-12-06 a file
+    holding an infinite value made the report unreadable to them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if value != value else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def render_json(report, strict: bool = False) -> str:
-    return json.dumps(to_dict(report, strict), indent=2, sort_keys=False) + "\n"
+    data = _finite(to_dict(report, strict))
+    return json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def _fmt(v) -> str:

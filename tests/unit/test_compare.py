@@ -908,3 +908,26 @@ def test_a_symbolic_link_to_nothing_is_named_not_passed_over(tmp_path):
     )
     assert unexplained(report) == [] and report.exit_code() == 1
     assert "parsed_data/um_futures/klines/BTCUSDT/1m/202209.pqt" in {p.file for p in report.pairs}
+
+
+def test_the_json_report_is_strict_json_when_a_value_is_infinite(tmp_path):
+    """A legacy close of +inf against ours: the difference is infinite. JSON has no
+    infinity: the report writes it as the string "inf" (before 2026-12-06 Python's
+    `Infinity` token, which strict parsers such as jq refuse)."""
+    legacy = copy_fixture(tmp_path)
+    close = pq.read_table(LEGACY / SPOT_1M).column("close").to_numpy().copy()
+    close[3] = np.inf
+    _rewrite(
+        legacy / SPOT_1M,
+        lambda t: t.set_column(t.schema.get_field_index("close"), "close", pa.array(close)),
+    )
+    out = tmp_path / "report.json"
+    assert cli_main(["compare", str(legacy), str(LEGACY), "--format", "json", "-o", str(out)]) == 1
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    report = json.loads(out.read_text(), parse_constant=refuse)
+    (d,) = report["unexplained"]
+    assert (d["file"], d["column"], d["count"], d["max_abs"]) == (SPOT_1M, "close", 1, "inf")
+    assert d["legacy_value"] == "inf"
