@@ -21,6 +21,7 @@ _RANK = {c: i for i, c in enumerate(CLASSES)}
 FILE_ONLY = "file_only"  # side = the side that has the file
 UNREADABLE = "unreadable"
 INTERVAL = "interval"
+ROW_ORDER = "row_order"  # side = the side whose file is not in time order
 COLUMN_ONLY = "column_only"
 COLUMN_ORDER = "column_order"
 COLUMN_TYPE = "column_type"

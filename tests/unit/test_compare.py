@@ -931,3 +931,24 @@ def test_the_json_report_is_strict_json_when_a_value_is_infinite(tmp_path):
     (d,) = report["unexplained"]
     assert (d["file"], d["column"], d["count"], d["max_abs"]) == (SPOT_1M, "close", 1, "inf")
     assert d["legacy_value"] == "inf"
+
+
+def test_a_file_whose_rows_are_not_in_time_order_is_a_difference(tmp_path):
+    """Rows are matched by key, so a legacy file holding the same rows in another order
+    compared as equal before 2026-12-06; legacy and we write every file in ascending time
+    order, and code that takes the last row as the latest relies on it."""
+    legacy = copy_fixture(tmp_path)
+    rel = "parsed_data/cm_futures/klines/BTCUSD_PERP/1m/202210.pqt"
+    n = pq.read_metadata(LEGACY / rel).num_rows
+    order = np.arange(n)
+    order[[100, 101]] = [101, 100]  # two minutes swapped
+    _rewrite(legacy / rel, lambda t: t.take(pa.array(order)))
+    report = compare_dirs(legacy, LEGACY)
+    d = only(report, status="unexplained")
+    times = pq.read_table(LEGACY / rel).column("candle_begin_time").cast(pa.int64()).to_numpy()
+    assert (d.file, d.kind, d.side, d.count) == (rel, "row_order", "legacy", 1)
+    assert d.first_time == iso(times[100]) and str(legacy / rel) in d.note
+    assert all(
+        c["status"] == "equal"
+        for c in next(p for p in report.pairs if p.file == rel).columns.values()
+    )
