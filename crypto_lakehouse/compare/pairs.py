@@ -76,8 +76,15 @@ class Options:
 
 
 class ReadError(Exception):
-    def __init__(self, path: Path, exc: Exception, side: str):
-        super().__init__(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})")
+    """A file of a pair that cannot be compared: unreadable (``exc``), or readable but not
+    comparable (``problem``: no key column, segment files with other columns)."""
+
+    def __init__(self, path: Path, exc: Exception | None, side: str, problem: str = ""):
+        super().__init__(
+            f"{path}: {problem}"
+            if problem
+            else f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})"
+        )
         self.path, self.side = path, side
 
 
@@ -96,7 +103,13 @@ class Side:
         self.schema = self.files[0].schema_arrow
         for path, f in zip(self.paths[1:], self.files[1:], strict=True):
             if f.schema_arrow.names != self.schema.names:
-                raise ReadError(path, ValueError(f"columns differ from {self.paths[0].name}"), name)
+                raise ReadError(
+                    path,
+                    None,
+                    name,
+                    f"columns differ from {self.paths[0]}: {f.schema_arrow.names}"
+                    f" against {self.schema.names}",
+                )
         self.names = list(self.schema.names)
         self.rows_per_file = [f.metadata.num_rows for f in self.files]
         self.keep: np.ndarray | None = None  # row index of each distinct key (last occurrence)
@@ -230,7 +243,9 @@ class PairView:
         self.span_ms = interval_ms(pair.interval) if pair.interval else 0
         for side in (self.legacy, self.ours):
             if self.key not in side.names:
-                raise ReadError(side.paths[0], KeyError(f"no {self.key} column"), side.name)
+                raise ReadError(
+                    side.paths[0], None, side.name, f"no {self.key} column (columns: {side.names})"
+                )
         self.lkeys_all = _as_int(self.legacy.read(self.key))
         self.okeys_all = _as_int(self.ours.read(self.key))
         if np.array_equal(self.lkeys_all, self.okeys_all) and _strictly_increasing(self.lkeys_all):

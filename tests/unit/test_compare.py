@@ -952,3 +952,13 @@ def test_a_file_whose_rows_are_not_in_time_order_is_a_difference(tmp_path):
         c["status"] == "equal"
         for c in next(p for p in report.pairs if p.file == rel).columns.values()
     )
+
+
+def test_a_file_without_its_key_column_says_so_not_that_it_cannot_be_read(tmp_path):
+    legacy = copy_fixture(tmp_path)
+    rel = "results_data/um_futures/resampled_klines/1h/0m/BTCUSDT.pqt"
+    _rewrite(legacy / rel, lambda t: t.drop_columns(["candle_begin_time"]))
+    d = only(compare_dirs(legacy, LEGACY), status="unexplained")
+    assert (d.file, d.kind, d.side) == (rel, "unreadable", "legacy")
+    assert d.note.startswith(f"{legacy / rel}: no candle_begin_time column (columns: ['open',")
+    assert "cannot read" not in d.note  # before 2026-12-06: "cannot read Parquet (KeyError…"
