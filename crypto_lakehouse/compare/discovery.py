@@ -229,7 +229,10 @@ def _name_other_layouts(out: Discovery, legacy, ours) -> None:
         if any(getattr(pair, side) for pair in out.pairs):
             continue
         for folder in BHDS_FOLDERS:
-            found = storage.list_files(root / folder, suffix=".parquet")
+            try:
+                found = storage.list_files(root / folder, suffix=".parquet")
+            except OSError:  # only a hint: a folder it cannot list is named elsewhere
+                continue
             if found:
                 out.problems.append(
                     f"{role} {root}: no .pqt file compared, but it holds .parquet files (e.g. {found[0]}): the "
