@@ -85,17 +85,20 @@ def layout_problem(root: Path, role: str) -> str | None:
     return None
 
 
-def _name_broken_links(folder: Path, depth: int, problems: list[str]) -> None:
+def _name_broken_links(folder: Path, depth: int, problems: list) -> None:
     """A symbolic link to a file or folder that does not exist (a volume not mounted, a
     moved target): listings leave it out, so its files would vanish from the comparison
     without a word (before 2026-12-06 they did). Named as a problem."""
     for link in storage.broken_links(folder, depth=depth, suffix=".pqt"):
         problems.append(
-            f"{link}: a symbolic link to {os.readlink(link)}, which does not exist: not compared"  # seam: a local link the seam found
+            (
+                link,
+                f"{link}: a symbolic link to {os.readlink(link)}, which does not exist: not compared",
+            )  # seam: a local link the seam found
         )
 
 
-def _pqt_files(folder: Path, depth: int, problems: list[str]) -> list:
+def _pqt_files(folder: Path, depth: int, problems: list) -> list:
     """The ``.pqt`` files at most ``depth`` levels below ``folder``. A local folder that
     cannot be listed (no permission) is named in ``problems`` and its files left out, the
     rest still listed: before 2026-12-06 one unreadable symbol folder stopped the whole
@@ -112,14 +115,17 @@ def _pqt_files(folder: Path, depth: int, problems: list[str]) -> list:
     return found
 
 
-def _pqt_files_by_folder(folder: Path, depth: int, problems: list[str], error) -> list:
+def _pqt_files_by_folder(folder: Path, depth: int, problems: list, error) -> list:
     """``_pqt_files`` one local folder at a time, naming the ones that cannot be listed."""
     try:
         found = list(storage.list_files(folder, recursive=False, suffix=".pqt"))
     except OSError as exc:
         problems.append(
-            f"{folder}: cannot be listed ({exc.strerror or error}); its files are not "
-            "compared (those of the other dir there show as only on that side)"
+            (
+                folder,
+                f"{folder}: cannot be listed ({exc.strerror or error}); its files are not "
+                "compared (those of the other dir there show as only on that side)",
+            )
         )
         return []
     _name_broken_links(folder, 1, problems)
@@ -130,26 +136,45 @@ def _pqt_files_by_folder(folder: Path, depth: int, problems: list[str], error) -
 
 
 def _rel(
-    root: Path, folder: Path, depth: int, problems: list[str], middle: str | None = None
+    root: Path,
+    folder: Path,
+    depth: int,
+    problems: list[str],
+    middle: str | None = None,
+    wanted: set[str] | None = None,
 ) -> set[str]:
     """Paths (relative to ``root``, posix) of the ``.pqt`` files ``depth`` levels below
-    ``folder`` (1: directly in it), whose parent folder is named ``middle`` when given."""
+    ``folder`` (1: directly in it), whose parent folder is named ``middle`` when given (the
+    symbol folders are then the first level). A folder or link that cannot be read is a
+    problem unless it belongs to a symbol left out by ``wanted`` (``--symbols``)."""
     found = set()
-    for p in _pqt_files(folder, depth, problems):
+    listing_problems: list[tuple[Path, str]] = []
+    files = _pqt_files(folder, depth, listing_problems)
+    for path, message in listing_problems:
+        parts = path.relative_to(folder).parts
+        at = 0 if middle is not None else depth - 1  # where the symbol's name is
+        if wanted is not None and len(parts) > at:
+            name = parts[at][: -len(".pqt")] if parts[at].endswith(".pqt") else parts[at]
+            if (name if middle is not None else symbol_of_result(name)) not in wanted:
+                continue
+        problems.append(message)
+    for p in files:
         parts = p.relative_to(folder).parts
         if len(parts) == depth and (middle is None or parts[-2] == middle):
             found.add(p.relative_to(root).as_posix())
     return found
 
 
-def _files_of(root: Path, trade_type: str, interval: str, problems) -> dict[str, set[str]]:
+def _files_of(
+    root: Path, trade_type: str, interval: str, problems, wanted=None
+) -> dict[str, set[str]]:
     t = root / "results_data" / trade_type
     p = root / "parsed_data" / trade_type
     return {
-        KLINES: _rel(root, t / "klines" / interval, 1, problems),
-        RESAMPLED: _rel(root, t / "resampled_klines", 3, problems),
-        PARSED_KLINES: _rel(root, p / "klines", 3, problems, middle=interval),
-        PARSED_FUNDING: _rel(root, p / "funding", 1, problems),
+        KLINES: _rel(root, t / "klines" / interval, 1, problems, wanted=wanted),
+        RESAMPLED: _rel(root, t / "resampled_klines", 3, problems, wanted=wanted),
+        PARSED_KLINES: _rel(root, p / "klines", 3, problems, middle=interval, wanted=wanted),
+        PARSED_FUNDING: _rel(root, p / "funding", 1, problems, wanted=wanted),
     }
 
 
@@ -266,8 +291,8 @@ def _find_pairs(out: Discovery, legacy, ours, interval: str, trade_types, symbol
                     f"{sorted(held[role])}, not {interval} as the other dir does: mismatched "
                     "intervals"
                 )
-        lf = _files_of(legacy, trade_type, interval, out.problems)
-        of = _files_of(ours, trade_type, interval, out.problems)
+        lf = _files_of(legacy, trade_type, interval, out.problems, wanted)
+        of = _files_of(ours, trade_type, interval, out.problems, wanted)
         _keep_resampled_of_interval(lf, of)
         for kind in KINDS:
             both = sorted(lf[kind] | of[kind])

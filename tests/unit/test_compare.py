@@ -962,3 +962,21 @@ def test_a_file_without_its_key_column_says_so_not_that_it_cannot_be_read(tmp_pa
     assert (d.file, d.kind, d.side) == (rel, "unreadable", "legacy")
     assert d.note.startswith(f"{legacy / rel}: no candle_begin_time column (columns: ['open',")
     assert "cannot read" not in d.note  # before 2026-12-06: "cannot read Parquet (KeyError…"
+
+
+def test_a_link_to_nothing_of_a_symbol_left_out_by_symbols_is_no_problem(tmp_path):
+    """`--symbols BTCUSDT` compares BTCUSDT alone: another symbol's broken link does not
+    fail it; the requested symbol's own broken link still does."""
+    legacy = copy_fixture(tmp_path)
+    gone = tmp_path / "unmounted"
+    xrp = legacy / "results_data/spot/klines/1m/SP0_XRPUSDT.pqt"
+    xrp.symlink_to(gone / "SP0_XRPUSDT.pqt")
+    eth = legacy / "parsed_data/spot/klines/ETHUSDT"
+    eth.symlink_to(gone / "ETHUSDT")
+    assert len(compare_dirs(legacy, LEGACY).problems) == 2
+    report = compare_dirs(legacy, LEGACY, symbols=["BTCUSDT"])
+    assert report.problems == [] and report.exit_code() == 0
+    assert {p.symbol for p in report.pairs} == {"BTCUSDT"}
+    problems = compare_dirs(legacy, LEGACY, symbols=["XRPUSDT"]).problems
+    assert problems[0].startswith(f"{xrp}: a symbolic link to ")
+    assert compare_dirs(legacy, LEGACY, symbols=["ETHUSDT"]).problems[0].startswith(f"{eth}: ")
