@@ -60,6 +60,19 @@ _TALIB_IMPORT = threading.Lock()
 _TALIB: list = []  # the module, once its import has finished
 
 
+class _NoPolars:
+    """Meta path finder for the time of TA-Lib's import: ``import polars`` (or a submodule)
+    raises ModuleNotFoundError, as if polars were not installed. Not a ``None`` entry in
+    ``sys.modules``: TA-Lib 0.6's compiled modules take such an entry as the module
+    (Cython looks in ``sys.modules`` first) and failed at import on ``None.DataFrame``."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "polars" or name.startswith("polars."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
 def talib():
     """The ``talib`` module, imported without polars. TA-Lib's package imports polars, when
     it is installed (our ``analysis`` extra), only to accept polars Series; that import
@@ -72,12 +85,12 @@ def talib():
             if not _TALIB:
                 hide = "polars" not in sys.modules
                 if hide:
-                    sys.modules["polars"] = None  # its import raises ModuleNotFoundError
+                    sys.meta_path.insert(0, _NoPolars)
                 try:
                     import talib as module
                 finally:
-                    if hide and sys.modules.get("polars", 0) is None:
-                        del sys.modules["polars"]
+                    if hide:
+                        sys.meta_path.remove(_NoPolars)
                 _TALIB.append(module)
     return _TALIB[0]
 

@@ -20,6 +20,7 @@ from crypto_lakehouse.features.spec import (
     parse_indicators,
     validate_feature_config,
 )
+from tests.conftest import REPO_ROOT
 
 NAN = float("nan")
 
@@ -305,6 +306,47 @@ def test_a_features_process_does_not_import_polars_through_talib():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["False", "1"]
+
+
+def test_talib_0_6_which_takes_an_entry_of_sys_modules_as_the_module_imports(tmp_path):
+    """TA-Lib 0.6.x (0.6.5 to 0.6.8 checked; pyproject allows >= 0.6) is compiled by Cython,
+    whose ``import polars`` takes an entry of ``sys.modules`` as the module without the
+    import system: before 2026-12-06 spec.talib hid polars with a ``None`` entry, and with
+    those versions every run with features failed its config check on "'NoneType' object
+    has no attribute 'DataFrame'". A stand-in ``talib`` with that import, first on the path."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "talib"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import sys\n"
+        "try:  # Cython's import: an entry of sys.modules is the module, as it is\n"
+        "    polars = sys.modules['polars'] if 'polars' in sys.modules else __import__('polars')\n"
+        "    POLARS_FRAME = polars.DataFrame\n"
+        "except ImportError as exc:\n"
+        "    assert isinstance(exc, ModuleNotFoundError) and exc.name == 'polars', exc\n"
+        "    POLARS_FRAME = None\n"
+        "__version__ = '0.6.5'\n"
+    )
+    code = (
+        "import sys\n"
+        "from crypto_lakehouse.features.spec import talib_version\n"
+        "print(talib_version(), sys.modules['talib'].POLARS_FRAME, 'polars' in sys.modules)\n"
+        "import polars\n"
+        "print(polars.Series([1]).sum())\n"
+    )
+    path = os.pathsep.join([str(tmp_path), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0.6.5", "None", "False", "1"]
 
 
 def test_talib_used_first_by_several_threads_at_once_is_whole_in_each():
