@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 TIME_TYPE = pa.timestamp("ms", tz="UTC")
+
+
+def numpy_dtype(arrow_type: pa.DataType) -> np.dtype:
+    """The numpy dtype of an Arrow column's values (timestamps: their int64 count), the dtype
+    ``to_numpy`` gives. Not ``DataType.to_pandas_dtype``: older pyarrow (15.0 checked, which
+    pyproject allows) imports pandas for it, and the gen_kline and resample jobs, which refuse
+    pandas (``smk.run_job``), failed every symbol with it before 2026-12-06."""
+    if pa.types.is_timestamp(arrow_type):
+        return np.dtype("int64")
+    return pa.array([], arrow_type).to_numpy(zero_copy_only=False).dtype
+
 
 # The 12 fields of a kline CSV row or REST array, in source order (binance-facts §4.1).
 KLINE_SOURCE_FIELDS = (

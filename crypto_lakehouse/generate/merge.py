@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from crypto_lakehouse import storage
-from crypto_lakehouse.schema import KLINE_COLUMNS, KLINE_SCHEMA
+from crypto_lakehouse.schema import KLINE_COLUMNS, KLINE_SCHEMA, numpy_dtype
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ class Candles:
     def gather(self, name: str) -> np.ndarray:
         values = self.store[name]
         return values if self.rows is None else values[self.rows]
-
-
-def _numpy_dtype(arrow_type: pa.DataType) -> np.dtype:
-    return np.dtype("int64") if pa.types.is_timestamp(arrow_type) else arrow_type.to_pandas_dtype()
 
 
 def _conformed(path: Path, reading=None) -> pa.Table:
@@ -107,7 +103,7 @@ def _read_kline_files(groups, spans, reading=None):
                     raise
                 problems.append(f"{path}: unreadable parquet ({exc})")
     total = sum(n for _, _, n in sized)
-    out = {f.name: np.empty(total, dtype=_numpy_dtype(f.type)) for f in KLINE_SCHEMA}
+    out = {f.name: np.empty(total, dtype=numpy_dtype(f.type)) for f in KLINE_SCHEMA}
     group_rows = [0] * len(groups)
     pos = 0
     for g, path, _ in sized:

@@ -28,7 +28,7 @@ from crypto_lakehouse.resample.windows import (
     first_full_window,
     resample,
 )
-from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
+from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE, numpy_dtype
 from crypto_lakehouse.shards import DamagedInput, read_report, reading_output_of
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,7 @@ def read_columns(path: Path) -> tuple[dict[str, np.ndarray], pa.Schema]:
     parquet = storage.parquet_file(path)
     schema = parquet.schema_arrow
     n = parquet.metadata.num_rows
-    columns = {
-        f.name: np.empty(
-            n, dtype=np.int64 if pa.types.is_timestamp(f.type) else f.type.to_pandas_dtype()
-        )
-        for f in schema
-    }
+    columns = {f.name: np.empty(n, dtype=numpy_dtype(f.type)) for f in schema}
     at = 0
     for i in range(parquet.num_row_groups):
         group = parquet.read_row_group(i)

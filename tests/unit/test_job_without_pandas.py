@@ -13,9 +13,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from crypto_lakehouse import smk
+from crypto_lakehouse.schema import numpy_dtype
 from tests.unit import test_generate_tail as gt
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,3 +182,39 @@ def test_aws_parse_klines_same_bytes_without_pandas(tmp_path, with_pandas):
     got = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.pqt"))}
     assert got.keys() == want.keys() and len(want) == 2
     assert got == want
+
+
+def test_no_module_asks_pyarrow_for_a_pandas_dtype():
+    """``DataType.to_pandas_dtype`` imports pandas in pyarrow 15 (pyproject: pyarrow>=15; 26
+    does not): the gen_kline and resample jobs, which refuse pandas, failed every symbol with
+    "No module named 'pandas': this job refuses pandas" there. ``schema.numpy_dtype`` instead."""
+    callers = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "crypto_lakehouse").rglob("*.py"))
+        if ".to_pandas_dtype(" in path.read_text()
+    ]
+    assert callers == []
+
+
+@pytest.mark.parametrize(
+    "arrow_type",
+    [
+        pa.float64(),
+        pa.float32(),
+        pa.int64(),
+        pa.int32(),
+        pa.int8(),
+        pa.uint8(),
+        pa.bool_(),
+        pa.string(),
+    ],  # fmt: skip
+    ids=str,
+)
+def test_numpy_dtype_is_the_dtype_of_the_values_to_numpy_gives(arrow_type):
+    values = pa.array([None], arrow_type).fill_null(pa.scalar(0, pa.int8()).cast(arrow_type))
+    assert numpy_dtype(arrow_type) == values.to_numpy(zero_copy_only=False).dtype
+    assert numpy_dtype(arrow_type) == np.dtype(arrow_type.to_pandas_dtype())
+
+
+def test_numpy_dtype_of_a_timestamp_is_its_int64_count():
+    assert numpy_dtype(pa.timestamp("ms", tz="UTC")) == np.dtype("int64")
