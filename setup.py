@@ -8,10 +8,23 @@ installs and checkouts use the files in place.
 """
 
 import shutil
+import sys
 from pathlib import Path
 
-from setuptools import setup
-from setuptools.command.build_py import build_py
+# pyproject's requires-python. pip checks it only after resolving the dependencies: on an
+# older Python, `pip install .` ended in a page of "Ignored the following versions that
+# require a different python version" and "No matching distribution found for
+# snakemake<10,>=9", never naming the Python. Built here first, it stops with this line.
+MIN_PYTHON = (3, 11)
+if sys.version_info < MIN_PYTHON:
+    raise SystemExit(
+        f"crypto_lakehouse needs Python >= {'.'.join(map(str, MIN_PYTHON))}; this is Python "
+        f"{'.'.join(map(str, sys.version_info[:3]))} ({sys.executable}): make the venv with a "
+        "newer one (python3.11 -m venv .venv)"
+    )
+
+from setuptools import setup  # noqa: E402
+from setuptools.command.build_py import build_py  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORKFLOW_FILES = ["Snakefile"]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ast
 import re
+import runpy
 import sys
 import tomllib
+
+import pytest
 
 from tests.conftest import REPO_ROOT
 
@@ -76,3 +79,18 @@ def test_the_emulator_distribution_declares_what_it_imports():
                 names.add(node.module.split(".")[0])
     imported = {n for n in names if n not in sys.stdlib_module_names}
     assert imported - {"crypto_lakehouse_emulator"} == declared
+
+
+def test_setup_py_stops_on_an_older_python_naming_it(monkeypatch):
+    """pip checks requires-python only after resolving the dependencies: on Python 3.10
+    `pip install .` printed a page of versions and "No matching distribution found for
+    snakemake<10,>=9", never naming the Python (before 2026-12-06). The build hook stops
+    first, with the version pyproject requires."""
+    required = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    minimum = required["requires-python"].removeprefix(">=")
+    monkeypatch.setattr(sys, "version_info", (3, 10, 13, "final", 0))
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(REPO_ROOT / "setup.py"), run_name="__main__")
+    assert str(stop.value).startswith(
+        f"crypto_lakehouse needs Python >= {minimum}; this is Python 3.10.13 ("
+    ), stop.value
