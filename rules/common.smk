@@ -19,6 +19,16 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
+# Jobs run their scripts with the interpreter that runs Snakemake (PYTHON below), never with
+# a conda environment's: --sdm conda would build envs/pipeline.yaml per job (from a copy in
+# .snakemake/conda/, where its `-e ../` names no project) and then not use it.
+if "CONDA" in {m.name for m in workflow.deployment_settings.deployment_method}:
+    raise WorkflowError(
+        "--sdm conda (--use-conda) is not supported: every job runs with the Python that runs "
+        "Snakemake. To use conda, run Snakemake from a conda environment instead: "
+        "`conda env create -n crypto_lakehouse -f envs/pipeline.yaml` in a checkout, then "
+        "`conda run -n crypto_lakehouse snakemake ...` (README, Packaging)"
+    )
 # Our check first: it names the key (closest valid key for a typo, the valid intervals) in a
 # few lines and turns YAML dates into ISO strings; Snakemake's validate then fills the
 # defaults (its own error would dump the whole schema).

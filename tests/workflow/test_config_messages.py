@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from tests.workflow.workflow_helpers import REPO, run_snakemake
 
 
@@ -262,3 +264,27 @@ def test_the_resample_leftovers_scan_runs_once_until_targets_come_back(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "um_futures; its resample stage removes the 1 resampled file(s)" in proc.stderr
     assert "summaries/resample/um_futures.json" in proc.stdout
+
+
+def test_sdm_conda_is_refused_naming_what_to_do_instead(tmp_path):
+    """Jobs run their scripts with the Python that runs Snakemake (an absolute path in each
+    shell command), so a conda environment per job would be built and never used; built from
+    Snakemake's copy in .snakemake/conda/, its `-e ../` names no project either. Before
+    2026-12-06 `--sdm conda` went on to `conda info` (without conda: "Is conda installed and
+    accessible?") or to building that environment."""
+    proc = _snakemake_with_yaml(tmp_path, "", "--sdm", "conda")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "--sdm conda (--use-conda) is not supported" in out, out[-3000:]
+    assert "conda env create -n crypto_lakehouse -f envs/pipeline.yaml" in out
+    assert "conda info" not in out
+    # A plain dry run: every job's command starts with that interpreter's absolute path.
+    proc = _snakemake_with_yaml(tmp_path, "", "--printshellcmds", "--forceall")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    python = f"{sys.prefix}/bin/python3 "
+    commands = [
+        line.strip().removeprefix("Shell command: ")
+        for line in proc.stdout.splitlines()
+        if "/scripts/" in line
+    ]
+    assert commands and all(c.startswith(python) for c in commands), commands[:3]
