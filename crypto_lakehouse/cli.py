@@ -38,9 +38,8 @@ def profile_path(profile: str) -> str:
     return str(shipped) if shipped.is_dir() else profile
 
 
-def profile_sets_cores(profile: str) -> bool:
-    """Whether a Snakemake profile folder says how many jobs run at once (``cores`` or
-    ``jobs``): then the workflow command leaves ``--cores`` to it."""
+def profile_settings(profile: str) -> dict:
+    """The settings of a Snakemake profile folder ({} when it has none or they do not read)."""
     import yaml
 
     for name in ("config.v8+.yaml", "config.yaml"):
@@ -49,9 +48,35 @@ def profile_sets_cores(profile: str) -> bool:
             try:
                 settings = yaml.safe_load(path.read_text()) or {}
             except (OSError, yaml.YAMLError):
-                return False
-            return isinstance(settings, dict) and bool({"cores", "jobs"} & set(settings))
-    return False
+                return {}
+            return settings if isinstance(settings, dict) else {}
+    return {}
+
+
+def profile_sets_cores(profile: str) -> bool:
+    """Whether a Snakemake profile folder says how many jobs run at once (``cores`` or
+    ``jobs``): then the workflow command leaves ``--cores`` to it."""
+    return bool({"cores", "jobs"} & set(profile_settings(profile)))
+
+
+def missing_executor_plugin(profile: str) -> str | None:
+    """What to install when the profile's ``executor`` is a plugin this environment lacks.
+    Snakemake itself answered ``--profile slurm`` without the ``slurm`` extra with its whole
+    usage and "argument --executor/-e: invalid choice: 'slurm'"."""
+    import importlib.util
+
+    executor = profile_settings(profile).get("executor")
+    if not isinstance(executor, str) or executor in ("local", "dryrun", "touch"):
+        return None
+    module = "snakemake_executor_plugin_" + executor.replace("-", "_")
+    if importlib.util.find_spec(module) is not None:
+        return None
+    extra = " (pip install 'crypto_lakehouse[slurm]')" if executor == "slurm" else ""
+    return (
+        f"profile {profile} runs jobs with Snakemake's {executor!r} executor, whose plugin is "
+        f"not installed in this environment: pip install "
+        f"snakemake-executor-plugin-{executor}{extra}"
+    )
 
 
 # command → (Snakemake target, legacy equivalent or None for a new step, what it does)
@@ -598,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"invalid configuration:\n  {problem}", file=sys.stderr)
             return 1
+    missing = missing_executor_plugin(profile_path(args.profile)) if args.profile else None
+    if missing:
+        print(f"crypto-lakehouse: {missing}", file=sys.stderr)
+        return 2
     smk_argv = snakemake_argv(args)
     if args.dry_run:
         # A dry run is read back to add the per-trade-type plan to Snakemake's per-rule table.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
 import pytest
 
 from crypto_lakehouse.cli import parse_args, snakemake_argv
+from tests.conftest import REPO_ROOT
 
 LEGACY_TO_TARGET = {
     "aws-download": "aws_download",
@@ -264,3 +266,40 @@ def test_plan_table_of_a_dry_run_with_nothing_to_do_says_so():
     from crypto_lakehouse.cli import plan_table
 
     assert plan_table(out) == "Plan: no job to run"
+
+
+def test_a_profile_whose_executor_plugin_is_missing_names_what_to_install(
+    tmp_path, capsys, monkeypatch
+):
+    """`--profile slurm` without the slurm extra: Snakemake printed its whole usage and
+    "argument --executor/-e: invalid choice: 'slurm'" (a `pip install .` has no plugin)."""
+    from crypto_lakehouse.cli import main
+
+    find_spec = importlib.util.find_spec  # the dev extra installs the slurm plugin: hide it
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            None if name.startswith("snakemake_executor_plugin_") else find_spec(name, *a)
+        ),
+    )
+    for executor in ("slurm", "no-such-cluster"):
+        profile = tmp_path / executor
+        profile.mkdir()
+        (profile / "config.yaml").write_text(f"executor: {executor}\njobs: 10\n")
+        assert main(["workflow", "gen-kline", "--profile", str(profile), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert f"profile {profile} runs jobs with Snakemake's {executor!r} executor" in err
+        assert f"pip install snakemake-executor-plugin-{executor}" in err
+    assert "crypto_lakehouse[slurm]" not in err  # only for slurm
+
+
+def test_the_missing_plugin_check_lets_an_installed_one_or_a_local_profile_pass(tmp_path):
+    from crypto_lakehouse.cli import missing_executor_plugin
+
+    (tmp_path / "config.yaml").write_text("executor: slurm\n")
+    installed = importlib.util.find_spec("snakemake_executor_plugin_slurm") is not None
+    assert (missing_executor_plugin(str(tmp_path)) is None) == installed
+    assert installed  # the dev extra installs it: the check above is not vacuous
+    assert missing_executor_plugin(str(REPO_ROOT / "profiles" / "default")) is None
+    assert missing_executor_plugin(str(REPO_ROOT / "profiles" / "slurm-srun")) is None
