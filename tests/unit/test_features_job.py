@@ -370,7 +370,8 @@ def test_the_job_process_allocator_settings_take_effect():
         "from crypto_lakehouse.features.allocator import keep_freed_memory\n"
         "import numpy as np, pyarrow as pa\n"
         "ok = keep_freed_memory()\n"
-        "huge = np._core.multiarray._set_madvise_hugepage(False)\n"  # returns the setting
+        "core = getattr(np, '_core', None) or np.core\n"  # numpy 2 / 1.26 (pyproject allows)
+        "huge = core.multiarray._set_madvise_hugepage(False)\n"  # returns the setting
         "print(ok, pa.default_memory_pool().backend_name, huge)\n"
     )
     out = subprocess.run(

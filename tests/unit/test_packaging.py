@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 import runpy
+import shutil
 import sys
 import tomllib
 
@@ -94,3 +95,66 @@ def test_setup_py_stops_on_an_older_python_naming_it(monkeypatch):
     assert str(stop.value).startswith(
         f"crypto_lakehouse needs Python >= {minimum}; this is Python 3.10.13 ("
     ), stop.value
+
+
+def test_the_readme_lock_command_resolves_the_development_install():
+    """README's command to regenerate requirements.lock, as written there. In the development
+    install, `pip freeze` lists crypto_lakehouse and the emulator as `-e git+…` lines, which
+    uv refuses as constraints, and the dev extra's emulator (and the crypto_lakehouse it
+    requires) are on no index: before 2026-12-06 the command failed on both (checked with uv
+    0.13.9 in a fresh venv of `pip install -e ".[dev]"`)."""
+    lines = (REPO_ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("uv pip compile"))
+    command = lines[start]
+    for line in lines[start + 1 :]:
+        if not command.rstrip().endswith("\\"):
+            break
+        command = command.rstrip()[:-1] + " " + line.strip()
+    assert "pip freeze --all --exclude-editable" in command
+    assert '"crypto-lakehouse @ file://$PWD"' in command
+    assert '"crypto-lakehouse-emulator @ file://$PWD/emulator"' in command
+    header = (REPO_ROOT / "requirements.lock").read_text().splitlines()[1]
+    for name in re.findall(r"--no-emit-package (\S+)", header):
+        assert f"--no-emit-package {name}" in command, name
+    for option in ("--extra dev", "--extra slurm", "--extra analysis", "--generate-hashes"):
+        assert option in command and option in header, option
+
+
+def test_the_wheel_holds_the_package_and_the_workflow_and_no_tests(tmp_path):
+    """`pip install .` as a user runs it, file list of the wheel: the package, the workflow
+    files the command line runs (setup.py copies them in), the entry point; no tests, test
+    fixtures, emulator or byte code, even with them in the source tree (~5 s)."""
+    import subprocess
+    import zipfile
+
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", ".snakemake")
+    for name in ("crypto_lakehouse", "rules", "scripts", "config", "envs", "profiles", "tests",
+                 "emulator"):  # fmt: skip
+        shutil.copytree(REPO_ROOT / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "Snakefile"):
+        shutil.copy2(REPO_ROOT / name, src / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "--no-index", "-w", str(tmp_path / "dist"), str(src)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("crypto_lakehouse-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+
+    def tree(folder: str, pattern: str) -> set[str]:
+        root = REPO_ROOT / folder
+        return {f"{folder}/{p.relative_to(root)}" for p in root.rglob(pattern) if p.is_file()}
+
+    package = {n for n in tree("crypto_lakehouse", "*.py") if "__pycache__" not in n}
+    workflow = {"Snakefile"} | tree("rules", "*.smk") | tree("scripts", "*.py")
+    workflow |= tree("config", "*") | tree("envs", "*") | tree("profiles", "*")
+    workflow = {f"crypto_lakehouse/workflow/{n}" for n in workflow if "__pycache__" not in n}
+    dist_info = {n for n in names if n.split("/")[0].endswith(".dist-info")}
+    assert names - dist_info == package | workflow
+    entry_points = (
+        zipfile.ZipFile(wheel)
+        .read(next(n for n in dist_info if n.endswith("entry_points.txt")))
+        .decode()
+    )
+    assert "crypto-lakehouse = crypto_lakehouse.cli:main" in entry_points
