@@ -177,3 +177,32 @@ def test_every_table_row_of_the_docs_is_one_line(page):
             in_code = not in_code
         if not in_code and line.startswith("|"):
             assert line.rstrip().endswith("|"), f"{page.name}:{number}: a table row cut short"
+
+
+def _doc_snakemake_lines() -> list[tuple[str, str]]:
+    """(page, arguments) of every indented `snakemake ...` example line of the docs."""
+    start = re.compile(r"^\s{4,}(?:\.venv/bin/)?snakemake (.*)$")
+    return [
+        (page.name, m.group(1).split(" #")[0])
+        for page in PAGES
+        for m in map(start.match, page.read_text().splitlines())
+        if m
+    ]
+
+
+SNAKEMAKE_LINES = _doc_snakemake_lines()
+
+
+def test_the_docs_have_snakemake_lines():
+    assert len(SNAKEMAKE_LINES) >= 15, SNAKEMAKE_LINES
+
+
+@pytest.mark.parametrize(
+    "where,command", SNAKEMAKE_LINES, ids=[f"{w}:{c}"[:70] for w, c in SNAKEMAKE_LINES]
+)
+def test_every_snakemake_line_of_the_docs_parses(where, command):
+    """Snakemake's own parser (an unknown or misspelt option exits 2); the runs themselves
+    are the workflow and end-to-end tests'."""
+    from snakemake.cli import get_argument_parser
+
+    get_argument_parser().parse_args(shlex.split(command))
