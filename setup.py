@@ -33,12 +33,16 @@ WORKFLOW_DIRS = ["rules", "scripts", "config", "envs", "profiles"]
 
 class BuildPyWithWorkflow(build_py):
     def run(self):
+        editable = getattr(self, "editable_mode", False)
+        package = Path(self.build_lib) / "crypto_lakehouse"
+        if not editable and package.exists():
+            # pip builds in the checkout's build/: setuptools only adds to build/lib, so a
+            # module removed or renamed since an earlier `pip install .` still shipped.
+            shutil.rmtree(package)
         super().run()
-        if getattr(self, "editable_mode", False):
+        if editable:
             return  # an editable install runs the checkout's own files
-        target = Path(self.build_lib) / "crypto_lakehouse" / "workflow"
-        if target.exists():
-            shutil.rmtree(target)
+        target = package / "workflow"
         target.mkdir(parents=True)
         for name in WORKFLOW_FILES:
             shutil.copy2(HERE / name, target / name)

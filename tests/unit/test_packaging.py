@@ -123,7 +123,8 @@ def test_the_readme_lock_command_resolves_the_development_install():
 def test_the_wheel_holds_the_package_and_the_workflow_and_no_tests(tmp_path):
     """`pip install .` as a user runs it, file list of the wheel: the package, the workflow
     files the command line runs (setup.py copies them in), the entry point; no tests, test
-    fixtures, emulator or byte code, even with them in the source tree (~5 s)."""
+    fixtures, emulator or byte code, even with them in the source tree, and nothing an
+    earlier build left in build/ (~5 s)."""
     import subprocess
     import zipfile
 
@@ -134,6 +135,12 @@ def test_the_wheel_holds_the_package_and_the_workflow_and_no_tests(tmp_path):
         shutil.copytree(REPO_ROOT / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "Snakefile"):
         shutil.copy2(REPO_ROOT / name, src / name)
+    # What an earlier `pip install .` of an older checkout left in build/ (pip builds in the
+    # tree): shipped again before 2026-12-06, since setuptools only adds to build/lib.
+    stale = src / "build" / "lib" / "crypto_lakehouse"
+    (stale / "workflow" / "rules").mkdir(parents=True)
+    (stale / "removed_module.py").write_text("")
+    (stale / "workflow" / "rules" / "removed.smk").write_text("")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
          "--no-index", "-w", str(tmp_path / "dist"), str(src)],
