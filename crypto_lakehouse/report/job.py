@@ -328,7 +328,7 @@ def _run_section(run_dir, summaries: dict, out: dict) -> str:
         "stage's benchmark files (listing and summaries included); wall time is the time "
         "during which at least one of them ran (jobs of earlier runs counted without the "
         "time between runs); job seconds are the jobs' own durations summed; "
-        "files are downloaded or adopted archives (aws_download), parsed archives "
+        "files are the archives downloaded or adopted by this run (aws_download), parsed archives "
         "(aws_parse), REST days and funding pages fetched (api_download), files written "
         "(gen_kline, resample), and for features the feature files of the symbols it "
         "built: one per generated and resampled candle file of each symbol whose inputs "

@@ -407,8 +407,11 @@ def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame
                 totals[k] = totals.get(k, 0) + v
         # The symbols' own work seconds (their stats): 0 for symbols skipped as unchanged.
         work_seconds = _total(totals, "seconds") or _total(totals, "seconds.total")
+        # The files the stage worked on in this run, as for the other stages: the archives
+        # downloaded or adopted, not those already verified (files_up_to_date), which
+        # made a daily update's row read as thousands of files beside a few MB.
         files = (
-            _total(totals, "files_downloaded", "files_up_to_date", "files_adopted")
+            _total(totals, "files_downloaded", "files_adopted")
             if stage == "aws_download"
             else _total(totals, "files_parsed")
             if stage == "aws_parse"

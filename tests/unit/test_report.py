@@ -268,6 +268,11 @@ def test_stage_wall_time_is_the_time_its_jobs_ran():
             "totals": {"seconds": 8.0, "days_fetched": 5, "retries": 2, "http_429": 1},
         },
         ("aws_download", "spot"): {"symbols": 1, "totals": {"seconds": 2.0, "bytes": 4e6}},
+        # A daily update: 2 archives downloaded, 1 adopted, 40 verified by earlier runs.
+        ("aws_download", "um_futures"): {
+            "symbols": 1,
+            "totals": {"files_downloaded": 2, "files_adopted": 1, "files_up_to_date": 40},
+        },
     }
     got = records.stage_table(summaries, bench).set_index("stage")
     assert got.loc["gen_kline", ["wall_s", "job_seconds", "files", "symbols", "jobs"]].tolist() == [
@@ -287,6 +292,8 @@ def test_stage_wall_time_is_the_time_its_jobs_ran():
     assert got.loc["api_download", ["files", "retries", "http_429"]].tolist() == [5.0, 2.0, 1.0]
     assert got.loc["aws_download", "mb_per_s"] == pytest.approx(2.0)
     assert got.loc["aws_download", "mb"] == pytest.approx(4.0)
+    # Files downloaded or adopted in this run (docs/report.md), not those already verified.
+    assert got.loc["aws_download", "files"] == 3.0
     assert pd.isna(got.loc["aws_parse", "wall_s"])
     # gen_kline and the REST fill count no bytes: "–", not 0 MB beside the files written.
     assert got.loc[["gen_kline", "api_download"], "mb"].isna().all()
