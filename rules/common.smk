@@ -1072,6 +1072,12 @@ def get_report_args(wildcards):
         # The run's symbols: freshness lists those without any record (failed before any
         # data was written) as stale; the records alone never name them.
         kline_listings={t: listing_index_path(t, KLINES) for t in TRADE_TYPES},
+        # The run's stages and their trade types (those of its summaries): a stage the
+        # config leaves out (features disabled, no resample targets) is "off" in section 4.
+        stages={
+            stage: RESAMPLED_TRADE_TYPES if stage == "resample" else TRADE_TYPES
+            for stage in ACTIVE_STAGES
+        },
     )
     if LH != layout.default_run_dir(DATA):
         args["run_dir"] = LH  # given only when not the default: a local run's params stay

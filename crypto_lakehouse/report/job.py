@@ -11,6 +11,7 @@ import pandas as pd
 
 from crypto_lakehouse import layout, plan, storage
 from crypto_lakehouse.intervals import DAY_MS, candles_per_day
+from crypto_lakehouse.plan import STAGES
 from crypto_lakehouse.provenance import day_number
 from crypto_lakehouse.report import figures, page, records
 from crypto_lakehouse.report.coverage import (
@@ -305,9 +306,9 @@ def _freshness_section(
     return "".join(body)
 
 
-def _run_section(run_dir, summaries: dict, out: dict) -> str:
+def _run_section(run_dir, summaries: dict, out: dict, off=()) -> str:
     benchmarks = records.read_benchmarks(run_dir)
-    stages = records.stage_table(summaries, benchmarks)
+    stages = records.stage_table(summaries, benchmarks, off)
     png = figures.stage_bars(
         list(stages["stage"]),
         list(stages["wall_s"].astype(float)),
@@ -324,7 +325,8 @@ def _run_section(run_dir, summaries: dict, out: dict) -> str:
         f"benchmark files ({page.esc(benchmarks_dir)}/): summaries are the trade types whose "
         "summary the stage has (none: its summary job did not finish, so symbols and files are not known: "
         "one job writes a stage's summaries of every trade type, and its failure in one "
-        "trade type removes them all); symbols are summed over the trade types; jobs are the "
+        "trade type removes them all; off: the config leaves the stage out of this run, "
+        "features.enabled false or no resample.targets); symbols are summed over the trade types; jobs are the "
         "stage's benchmark files (listing and summaries included); wall time is the time "
         "during which at least one of them ran (jobs of earlier runs counted without the "
         "time between runs); job seconds are the jobs' own durations summed; "
@@ -448,11 +450,14 @@ def render_report(
     failures: list[str] | None = None,
     failed_jobs: int = 0,
     kline_listings: dict[str, str] | None = None,
+    stages: dict[str, list[str]] | None = None,
 ) -> tuple[str, dict[str, bytes]]:
     """The page's HTML and its figures (PNG bytes by name) for a coverage table and the
     generated segments; the data records are read below ``data_dir``, the run's summaries
     and benchmark tables in ``run_dir`` (default: ``layout.default_run_dir(data_dir)``), the
-    run's symbols from its kline listing indexes ``kline_listings`` (by trade type)."""
+    run's symbols from its kline listing indexes ``kline_listings`` (by trade type); the
+    run's stages and their trade types from ``stages`` (None: every stage's summaries found
+    in the run dir, also those an earlier run left of a stage this run's config leaves out)."""
     run_dir = layout.default_run_dir(str(data_dir)) if run_dir is None else run_dir
     seconds = {} if seconds is None else seconds
     tick = clock.perf_counter()
@@ -464,7 +469,8 @@ def render_report(
         tick = now
 
     end_day = day_number(end_date)
-    summary_records = records.read_summaries(run_dir, trade_types)
+    summary_records = records.run_summaries(records.read_summaries(run_dir, trade_types), stages)
+    off = frozenset() if stages is None else frozenset(s for s in STAGES if not stages.get(s))
     listings = kline_listings or {}
     run_symbols = {t: records.run_symbols(listings[t]) for t in trade_types if t in listings}
     pngs: dict[str, bytes] = {}
@@ -497,7 +503,7 @@ def render_report(
             ),
         )
     )
-    sections.append(page.section(4, "The run", _run_section(run_dir, summary_records, pngs)))
+    sections.append(page.section(4, "The run", _run_section(run_dir, summary_records, pngs, off)))
     sections.append(page.section(5, "Checks", _checks_section(segments, summary_records)))
     dataset_summaries = records.read_summaries(run_dir, trade_types, stages=("datasets",))
     sections.append(page.section(6, "Datasets", _datasets_section(dataset_summaries)))
@@ -538,6 +544,7 @@ def run_report(
     failed_jobs: int = 0,
     kline_listings: dict[str, str] | None = None,
     now_ms: int | None = None,
+    stages: dict[str, list[str]] | None = None,
 ) -> dict:
     """Write ``coverage.parquet``, the figures (PNG, also for Snakemake's report) and the
     page ``index.html``. ``summaries`` (the stages') and ``datasets`` (the datasets
@@ -546,7 +553,9 @@ def run_report(
     lines on the ``failed_jobs`` jobs of a failed run (``report_after_failure``), shown at
     the top. ``kline_listings``: the run's kline listing index of each trade type, whose
     symbols the freshness section lists even when they have no records (none given: only
-    the symbols with records). ``now_ms``: the time the coverage calls a day over by
+    the symbols with records). ``stages``: the run's stages with their trade types (the
+    rule's; a stage the config leaves out shows as off in section 4, not as a failed
+    summary, and an earlier run's summaries of it are not shown). ``now_ms``: the time the coverage calls a day over by
     (default: ``report_now_ms``), before it its uncovered candles are pending, not missing."""
     started = clock.perf_counter()
     now_ms = report_now_ms() if now_ms is None else now_ms
@@ -567,6 +576,7 @@ def run_report(
         failures=failures,
         failed_jobs=failed_jobs,
         kline_listings=kline_listings,
+        stages=stages,
     )
     figures_dir = storage.data_path(figures_dir)
     for name, png in pngs.items():

@@ -371,18 +371,59 @@ def busy_seconds(starts, ends) -> float:
     return float(np.sum(reach[last] - start[first]))
 
 
-def stage_table(summaries: dict[tuple[str, str], dict], benchmarks: pd.DataFrame) -> pd.DataFrame:
+# Why a stage is not in a run (``run_summaries``): the config leaves it out.
+_STAGE_OFF = {"features": "features.enabled: false", "resample": "no resample.targets"}
+
+
+def stage_off(stage: str) -> str:
+    """The section-4 ``summaries`` cell of a stage the run's config leaves out."""
+    return f"off ({_STAGE_OFF.get(stage, 'not in this run')})"
+
+
+def run_summaries(
+    summaries: dict[tuple[str, str], dict], stages: dict[str, list[str]] | None
+) -> dict[tuple[str, str], dict]:
+    """The summaries of this run's stages and trade types (``stages``: the report rule's,
+    ``{stage: trade types}``; None: all found). A stage the config leaves out (features
+    with ``features.enabled: false``, resample of a trade type without targets) keeps the
+    summaries of an earlier run that had it: they are not this run's."""
+    if stages is None:
+        return summaries
+    return {(st, t): s for (st, t), s in summaries.items() if t in stages.get(st, ())}
+
+
+def stage_table(
+    summaries: dict[tuple[str, str], dict],
+    benchmarks: pd.DataFrame,
+    off: tuple[str, ...] | frozenset[str] = (),
+) -> pd.DataFrame:
     """Per stage: the trade types summarized, symbols (from the summaries); jobs, wall time
     (``busy_seconds`` of the jobs) and the jobs' own seconds summed, from the benchmark
     files; files, bytes, throughput (bytes over the symbols' work seconds), retries, REST
     429s (from the summaries). A stage without any summary has None there, not 0: its
     summary job did not finish (one job writes every trade type's summary of a stage, and
-    a failure in one trade type removes them all), so nothing is known of its symbols."""
+    a failure in one trade type removes them all), so nothing is known of its symbols.
+    A stage in ``off`` is not in this run (the config leaves it out): its row says so
+    (``stage_off``) and shows nothing else; its benchmark files are earlier runs'. Before
+    2026-12-06 such a row said "none", as for a summary job that failed."""
     rows = []
     # The datasets target's rows (DATASET_STAGES) only when it ran jobs: its symbols and
     # files are in section 6 (its own summaries), so these rows show jobs and times only.
     ran = set(benchmarks["stage"]) if len(benchmarks) else set()
     for stage in (*STAGES, *(s for s in DATASET_STAGES if s in ran)):
+        if stage in off:
+            rows.append(
+                {
+                    "stage": stage,
+                    "summaries": stage_off(stage),
+                    "symbols": None,
+                    "jobs": None,
+                    "wall_s": None,
+                    "job_seconds": None,
+                    **dict.fromkeys(("files", "mb", "mb_per_s", "retries", "http_429")),
+                }
+            )
+            continue
         jobs = benchmarks[benchmarks["stage"] == stage] if len(benchmarks) else benchmarks
         row = {
             "stage": stage,

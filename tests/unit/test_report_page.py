@@ -480,3 +480,40 @@ def test_the_day_not_over_when_the_report_runs_is_pending_in_the_shares_and_the_
     assert (last["minutes_pending"], last["minutes_missing"]) == (0, 1440)
     assert float(shares["missing %"]) == pytest.approx(100 / 3, abs=0.05)
     assert float(shares["pending %"]) == 0
+
+
+def test_a_stage_the_config_leaves_out_is_off_not_a_failed_summary(tmp_path):
+    # features.enabled: false and no resample.targets: the run has no features or resample
+    # stage. Section 4 said "none" for them (its text: the summary job did not finish), and
+    # summaries an earlier run left of them were shown as this run's (rows and checks).
+    data = tmp_path / "d"
+    run = layout.default_run_dir(str(data))
+    for stage in ("aws_download", "gen_kline", "resample", "features"):
+        summary = {
+            "stage": stage, "trade_type": "spot", "symbols": 3,
+            "totals": {"files_written": 7, "files_held": 7},
+            "problems": {"BTCUSDT": {"failures": [f"{stage} of an earlier run failed"]}},
+        }  # fmt: skip
+        path = Path(layout.run_summary_path(run, stage, "spot"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary))
+    bench = Path(layout.run_benchmarks_dir(run)) / "features/spot/klines-1m/shards/0.tsv"
+    bench.parent.mkdir(parents=True, exist_ok=True)
+    bench.write_text(BENCH_HEADER + "2.0\t0:00:02\t100\t1\t1\t1\t0\t0\t0\t1.5\n")
+    # As the rule passes them: the run's stages (plan.active_stages) and their trade types.
+    stages = {"aws_download": ["spot"], "aws_parse": ["spot"], "api_download": ["spot"],
+              "gen_kline": ["spot"], "resample": []}  # fmt: skip
+    html = _write_page(data, stages=stages)
+    rows = {r[0]: r[1:] for r in _rows(_section(html, "the-run").split("<h3>")[0])}
+    assert rows["features"] == ["off (features.enabled: false)"] + ["–"] * 9
+    assert rows["resample"] == ["off (no resample.targets)"] + ["–"] * 9
+    assert rows["gen_kline"][:2] == ["spot", "3"]
+    assert rows["aws_parse"][:2] == ["none", "–"]  # in the run, its summary missing
+    checks = _section(html, "checks")
+    assert "gen_kline of an earlier run failed" in checks
+    assert "<td>resample</td>" not in checks  # no resample check row of an earlier run
+    assert "resample of an earlier run" not in checks
+    assert "features of an earlier run" not in checks
+    # Without stages (a caller from before), every summary found is shown.
+    rows = {r[0]: r[1:] for r in _rows(_section(_write_page(data), "the-run").split("<h3>")[0])}
+    assert rows["features"][:2] == ["spot", "3"]

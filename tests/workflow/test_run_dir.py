@@ -75,6 +75,8 @@ def test_local_data_dir_jobs_are_those_of_before_run_dir(tmp_path):
         # the run's symbols, for those without records (failed before writing any)
         "kline_listings": {"spot": f"{lh}/listing/spot/klines-1m.json"},
         "stale_after_hours": 48,
+        # the run's stages and trade types: one the config leaves out shows as off
+        "stages": {stage: ["spot"] for stage in stages},
         "summaries": [f"{lh}/summaries/{stage}/spot.json" for stage in stages],
         "trade_types": ["spot"],
     }
