@@ -390,9 +390,12 @@ def _checks_section(segments: dict[str, pd.DataFrame], summaries: dict) -> str:
     return "".join(body)
 
 
-def _datasets_section(dataset_summaries: dict) -> str:
+def _datasets_section(dataset_summaries: dict, run_dir) -> str:
     """The archive datasets beyond klines and funding (target ``datasets``,
-    docs/datasets.md): per trade type and dataset what its summary counted."""
+    docs/datasets.md): per trade type and dataset what its summary counted. The summaries'
+    folder is named where it is, in the run directory (an s3:// data dir keeps it outside
+    the data dir: the page said lakehouse/summaries/datasets/ there too)."""
+    folder = f"{layout.run_summaries_dir(str(run_dir))}/datasets"
     table = records.dataset_table(dataset_summaries)
     shown = table.rename(
         columns={
@@ -407,7 +410,7 @@ def _datasets_section(dataset_summaries: dict) -> str:
     )
     return (
         "<p>Datasets built by the <code>datasets</code> target (config <code>datasets</code>; "
-        "docs/datasets.md), from its run summaries (lakehouse/summaries/datasets/): symbols "
+        f"docs/datasets.md), from its run summaries ({page.esc(folder)}/): symbols "
         "parsed, rows and UTC days in the parsed files (a day in a monthly and a daily zip "
         "counted once), of these the days whose archive holds no row (a header only), the "
         "days missing between a symbol's first and last day (no file, or quarantined), "
@@ -506,7 +509,7 @@ def render_report(
     sections.append(page.section(4, "The run", _run_section(run_dir, summary_records, pngs, off)))
     sections.append(page.section(5, "Checks", _checks_section(segments, summary_records)))
     dataset_summaries = records.read_summaries(run_dir, trade_types, stages=("datasets",))
-    sections.append(page.section(6, "Datasets", _datasets_section(dataset_summaries)))
+    sections.append(page.section(6, "Datasets", _datasets_section(dataset_summaries, run_dir)))
     lap("other_sections")
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html_text = page.page(

@@ -339,6 +339,10 @@ def test_the_run_section_names_the_run_directory_it_read(tmp_path):
     assert f"benchmark files ({run}/benchmarks/)" in section
     assert f"no benchmark files ({run}/benchmarks/)" in section
     assert "lakehouse/" not in section
+    # Section 6 too: the datasets summaries are in the run directory's summaries folder.
+    section = _section(html, "datasets")
+    assert f"from its run summaries ({run}/summaries/datasets/)" in section
+    assert "lakehouse/" not in section
 
 
 def test_a_kept_symbol_without_candles_says_what_its_download_found(tmp_path):
