@@ -35,6 +35,7 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 110, 60, 70, 50
 _LABEL_SIZE = 8  # points, the symbol and date labels
 _TICK_ROOM = 16  # pixels between a symbol label and the axes: tick mark and padding, and a margin
 _MIN_WIDTH = 940  # room for the legend's six entries on one line
+_DATE_GAP = 12  # pixels between two date labels, at least
 
 
 def png_bytes(fig) -> bytes:
@@ -57,15 +58,21 @@ def heatmap(grid: np.ndarray, symbols: list[str], day0: int, title: str) -> byte
 def heatmap_figure(grid: np.ndarray, symbols: list[str], day0: int, title: str):
     """The figure of ``heatmap``: its left margin fits the longest symbol label shown."""
     n_symbols, n_days = grid.shape
+    fig = plt.figure(dpi=DPI)
+    renderer = fig.canvas.get_renderer()
+    font = FontProperties(size=_LABEL_SIZE)
     px_x = _cell_pixels(n_days, 1200, 24)
+    if n_days > 1:
+        # A short range (the 3 days of the README's demo) is labelled at its first and last
+        # day: their centres must lie a date label apart, or the labels overlap (at 24
+        # pixels a day they did for 2 and 3 days).
+        date_w = renderer.get_text_width_height_descent("2024-12-31", font, ismath=False)[0]
+        px_x = max(px_x, int(np.ceil((date_w + _DATE_GAP) / (n_days - 1))))
     px_y = _cell_pixels(n_symbols, 500, 24)
     axes_w, axes_h = n_days * px_x, n_symbols * px_y
     step_y = max(1, int(np.ceil(n_symbols / max(axes_h // 14, 1))))
     ticks_y = np.arange(0, n_symbols, step_y)
     labels_y = [symbols[i] for i in ticks_y]
-    fig = plt.figure(dpi=DPI)
-    renderer = fig.canvas.get_renderer()
-    font = FontProperties(size=_LABEL_SIZE)
     widest = max(
         (renderer.get_text_width_height_descent(t, font, ismath=False)[0] for t in labels_y),
         default=0.0,

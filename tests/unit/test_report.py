@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -579,3 +579,29 @@ def test_no_datasets_rows_without_datasets_jobs():
     )
     got = records.stage_table({}, bench)
     assert list(got["stage"]) == list(records.STAGES)
+
+
+@pytest.mark.parametrize("n_days", [1, 2, 3, 4, 30, 2000])
+def test_heatmap_date_labels_do_not_overlap(n_days):
+    """A run of 2 or 3 days (the README's offline demo is 3) had its first and last date
+    labels 24 and 48 pixels apart, drawn over each other; every range gets its first and
+    last day labelled (one day: one label), none over another, all inside the image."""
+    import matplotlib.pyplot as plt
+
+    from crypto_lakehouse.report import figures
+
+    fig = figures.heatmap_figure(
+        np.zeros((3, n_days), dtype=np.uint8), ["A", "B", "C"], 19_000, "t"
+    )
+    try:
+        fig.canvas.draw()
+        labels = [t for t in fig.axes[0].get_xticklabels() if t.get_text()]
+        boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.x0)
+        texts = sorted(t.get_text() for t in labels)
+        assert texts[0] == "2022-01-08"  # day 19,000
+        last = (date(1970, 1, 1) + timedelta(days=19_000 + n_days - 1)).isoformat()
+        assert texts[-1] == last and len(texts) >= min(n_days, 2)
+        assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:], strict=False))
+        assert boxes[0].x0 >= 0 and boxes[-1].x1 <= fig.bbox.width
+    finally:
+        plt.close(fig)
