@@ -369,7 +369,7 @@ def _run_section(run_dir, summaries: dict, out: dict, off=()) -> str:
     return "".join(body)
 
 
-def _checks_section(segments: dict[str, pd.DataFrame], summaries: dict) -> str:
+def _checks_section(segments: dict[str, pd.DataFrame], summaries: dict, run_dir=".") -> str:
     frames = [s.assign(trade_type=t) for t, s in segments.items()]
     all_segments = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     gates = records.gate_counts(all_segments, summaries)
@@ -384,7 +384,17 @@ def _checks_section(segments: dict[str, pd.DataFrame], summaries: dict) -> str:
         f"<h3>Failures ({len(failures)})</h3>",
     ]
     if failures:
-        body.append("<ul>" + "".join(f"<li>{page.esc(m)}</li>" for m in failures) + "</ul>")
+        # Cut at MAX_LISTED as the page's other long lists: a failure common to every symbol
+        # of `symbols: all` (a gate, say) listed thousands of lines, the page growing with
+        # the universe.
+        shown = failures[:MAX_LISTED]
+        body.append("<ul>" + "".join(f"<li>{page.esc(m)}</li>" for m in shown) + "</ul>")
+        if len(failures) > MAX_LISTED:
+            folder = layout.run_summaries_dir(str(run_dir))
+            body.append(
+                f"<p>… and {len(failures) - MAX_LISTED} more in the summaries' problems "
+                f"({page.esc(folder)}/).</p>"
+            )
     else:
         body.append('<p class="empty">none</p>')
     return "".join(body)
@@ -507,7 +517,7 @@ def render_report(
         )
     )
     sections.append(page.section(4, "The run", _run_section(run_dir, summary_records, pngs, off)))
-    sections.append(page.section(5, "Checks", _checks_section(segments, summary_records)))
+    sections.append(page.section(5, "Checks", _checks_section(segments, summary_records, run_dir)))
     dataset_summaries = records.read_summaries(run_dir, trade_types, stages=("datasets",))
     sections.append(page.section(6, "Datasets", _datasets_section(dataset_summaries, run_dir)))
     lap("other_sections")

@@ -16,7 +16,7 @@ import pytest
 
 from crypto_lakehouse import layout, storage
 from crypto_lakehouse.report import records
-from crypto_lakehouse.report.job import run_report, verify_command
+from crypto_lakehouse.report.job import MAX_LISTED, run_report, verify_command
 
 END_DATE = "2024-01-10"
 END_MS = 1704931200000  # 2024-01-11 00:00 UTC: the end of END_DATE
@@ -521,3 +521,21 @@ def test_a_stage_the_config_leaves_out_is_off_not_a_failed_summary(tmp_path):
     # Without stages (a caller from before), every summary found is shown.
     rows = {r[0]: r[1:] for r in _rows(_section(_write_page(data), "the-run").split("<h3>")[0])}
     assert rows["features"][:2] == ["spot", "3"]
+
+
+def test_the_failures_list_of_section_5_is_cut_like_the_other_long_lists(tmp_path):
+    # A failure of every symbol (symbols: all, one failing gate) listed each one: the page
+    # grew with the universe. Cut at MAX_LISTED, with the count of the others and where.
+    data = tmp_path / "d"
+    run = layout.default_run_dir(str(data))
+    problems = {
+        f"S{i:04d}USDT": {"quality_failures": [f"gate ohlc failed {i}"]} for i in range(620)
+    }
+    path = Path(layout.run_summary_path(run, "gen_kline", "spot"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"symbols": 620, "totals": {}, "problems": problems}))
+    checks = _section(_write_page(data), "checks")
+    assert "<h3>Failures (620)</h3>" in checks
+    assert checks.count("<li>") == MAX_LISTED
+    assert "gate ohlc failed 0<" in checks and "gate ohlc failed 619<" not in checks
+    assert f"… and {620 - MAX_LISTED} more in the summaries' problems ({run}/summaries/)" in checks
