@@ -169,7 +169,8 @@ def _quality_section(data_dir, trade_types, interval: str, out: dict) -> str:
             png,
             "distribution of symbol quality scores",
             f"{len(scores)} symbols; score = completeness × validity × liveliness, mean over "
-            "the symbol's archived days (docs/quality.md).",
+            "the days from the symbol's first to its last archived day, a day without archive "
+            "rows scoring 0 (docs/quality.md).",
             "quality_scores",
         ),
         f"<h3>The {WORST_SYMBOLS} worst symbols</h3>",

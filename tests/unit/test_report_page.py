@@ -539,3 +539,32 @@ def test_the_failures_list_of_section_5_is_cut_like_the_other_long_lists(tmp_pat
     assert checks.count("<li>") == MAX_LISTED
     assert "gate ohlc failed 0<" in checks and "gate ohlc failed 619<" not in checks
     assert f"… and {620 - MAX_LISTED} more in the summaries' problems ({run}/summaries/)" in checks
+
+
+def test_the_score_caption_says_days_without_archive_count(tmp_path):
+    # The symbol score is the mean over every day of the quality record, from the first to
+    # the last archived day, a day the archive lacks scoring 0 (docs/quality.md); the
+    # caption said "mean over the symbol's archived days", which would give 1 here.
+    from crypto_lakehouse.quality import QUALITY_SCHEMA
+
+    data = tmp_path / "d"
+    folder = layout.quality_dir(data, "spot", "1m")
+    folder.mkdir(parents=True)
+    n = 3  # 2024-01-01 archived, 01-02 not in the archive, 01-03 archived
+    table = pa.table(
+        {
+            "date": pa.array([19723, 19724, 19725], pa.int32()).cast(pa.date32()),
+            "source": pa.array(["k1", None, "k3"], pa.string()),
+            "rows": [1440, 0, 1440], "expected_rows": [1440] * n,
+            "missing_rows": [0, 1440, 0], "zero_volume_rows": [0] * n,
+            "longest_zero_volume_run": [0] * n, "ohlc_violations": [0] * n,
+            "taker_violations": [0] * n, "score": [1.0, 0.0, 1.0],
+        },
+        schema=QUALITY_SCHEMA,
+    )  # fmt: skip
+    pq.write_table(table, folder / "BTCUSDT.pqt")
+    quality = _section(_write_page(data), "quality")
+    assert _rows(quality)[0][:4] == ["spot", "BTCUSDT", "0.667", "3"]
+    caption = unescape(re.search(r"<figcaption>(.*?)</figcaption>", quality).group(1))
+    assert "mean over the days from the symbol's first to its last archived day" in caption
+    assert "a day without archive rows scoring 0" in caption
