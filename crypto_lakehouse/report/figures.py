@@ -146,17 +146,24 @@ def score_histogram(scores_by_type: dict[str, np.ndarray]) -> bytes:
 
 def lag_histogram(lags_by_type: dict[str, np.ndarray], stale_after_hours: float) -> bytes:
     """Lag of each symbol's last candle behind end_date (days), per trade type."""
+    return png_bytes(lag_histogram_figure(lags_by_type, stale_after_hours))
+
+
+def lag_histogram_figure(lags_by_type: dict[str, np.ndarray], stale_after_hours: float):
+    """The figure of ``lag_histogram``: its x axis spans the bins from 0 (and the stale
+    line), also when no symbol has a lag (before, it spanned 1.9 to 2.1 days then)."""
     fig, ax = _small_figure()
     largest = max((float(np.nanmax(v)) for v in lags_by_type.values() if len(v)), default=1.0)
-    bins = np.linspace(0, max(largest / 1440, 2.0), 41)
+    bins = np.linspace(0, max(largest / 1440, 2.0, stale_after_hours / 24 * 1.05), 41)
     _histograms(ax, {t: lags / 1440 for t, lags in lags_by_type.items()}, bins)
+    ax.set_xlim(0, bins[-1])
     ax.axvline(stale_after_hours / 24, color="#333333", linestyle="--", linewidth=1)
     ax.text(stale_after_hours / 24, ax.get_ylim()[1], " stale", va="top", fontsize=8)
     ax.set_xlabel("lag of the last candle behind the end of end_date (days)")
     ax.set_ylabel("symbols")
     if lags_by_type:
         ax.legend(fontsize=8)
-    return png_bytes(fig)
+    return fig
 
 
 def stage_bars(stages: list[str], wall_s: list[float], job_s: list[float]) -> bytes:

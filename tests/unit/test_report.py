@@ -605,3 +605,21 @@ def test_heatmap_date_labels_do_not_overlap(n_days):
         assert boxes[0].x0 >= 0 and boxes[-1].x1 <= fig.bbox.width
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    ("lags", "stale_hours"), [({}, 48), ({"spot": np.array([60.0, 3000.0])}, 48), ({}, 240)]
+)
+def test_the_lag_histogram_starts_at_zero_and_shows_the_stale_line(lags, stale_hours):
+    """No symbol with a lag (an empty run): the x axis spanned 1.9 to 2.1 days around the
+    stale line; and a limit beyond the largest lag (240 h) drew its line off the axes."""
+    import matplotlib.pyplot as plt
+
+    from crypto_lakehouse.report import figures
+
+    fig = figures.lag_histogram_figure(lags, stale_hours)
+    try:
+        low, high = fig.axes[0].get_xlim()
+        assert low == 0 and high > stale_hours / 24
+    finally:
+        plt.close(fig)
