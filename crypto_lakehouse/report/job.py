@@ -310,10 +310,12 @@ def _freshness_section(
 def _run_section(run_dir, summaries: dict, out: dict, off=()) -> str:
     benchmarks = records.read_benchmarks(run_dir)
     stages = records.stage_table(summaries, benchmarks, off)
+    # The figure leaves out the stages not in this run: empty bars read as 0 s.
+    drawn = stages[~stages["stage"].isin(off)]
     png = figures.stage_bars(
-        list(stages["stage"]),
-        list(stages["wall_s"].astype(float)),
-        list(stages["job_seconds"].astype(float)),
+        list(drawn["stage"]),
+        list(drawn["wall_s"].astype(float)),
+        list(drawn["job_seconds"].astype(float)),
     )
     out["stages"] = png
     slowest = benchmarks.sort_values("seconds", ascending=False).head(SLOWEST_JOBS)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crypto_lakehouse import layout, storage
-from crypto_lakehouse.report import records
+from crypto_lakehouse.report import figures, records
 from crypto_lakehouse.report.job import MAX_LISTED, run_report, verify_command
 
 END_DATE = "2024-01-10"
@@ -486,7 +486,7 @@ def test_the_day_not_over_when_the_report_runs_is_pending_in_the_shares_and_the_
     assert float(shares["pending %"]) == 0
 
 
-def test_a_stage_the_config_leaves_out_is_off_not_a_failed_summary(tmp_path):
+def test_a_stage_the_config_leaves_out_is_off_not_a_failed_summary(tmp_path, monkeypatch):
     # features.enabled: false and no resample.targets: the run has no features or resample
     # stage. Section 4 said "none" for them (its text: the summary job did not finish), and
     # summaries an earlier run left of them were shown as this run's (rows and checks).
@@ -518,6 +518,12 @@ def test_a_stage_the_config_leaves_out_is_off_not_a_failed_summary(tmp_path):
     assert "<td>resample</td>" not in checks  # no resample check row of an earlier run
     assert "resample of an earlier run" not in checks
     assert "features of an earlier run" not in checks
+    # The time figure leaves them out too (empty bars there read as a stage of 0 s).
+    drawn = []
+    monkeypatch.setattr(figures, "stage_bars", lambda names, *a: drawn.append(names) or b"")
+    _write_page(data, stages=stages)
+    assert drawn == [["aws_download", "aws_parse", "api_download", "gen_kline"]]
+    monkeypatch.undo()
     # Without stages (a caller from before), every summary found is shown.
     rows = {r[0]: r[1:] for r in _rows(_section(_write_page(data), "the-run").split("<h3>")[0])}
     assert rows["features"][:2] == ["spot", "3"]
