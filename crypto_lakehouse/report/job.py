@@ -184,7 +184,7 @@ def _quality_section(data_dir, trade_types, interval: str, out: dict) -> str:
             empty="no quality records",
         )
     )
-    quarantined = records.quarantined_files(data_dir)
+    quarantined = records.quarantined_files(data_dir, reasons_read=MAX_LISTED)
     body.append(f"<h3>Quarantined files ({len(quarantined)})</h3>")
     body.append(page.table(quarantined.head(MAX_LISTED), empty="no file was quarantined"))
     if len(quarantined) > MAX_LISTED:

@@ -140,12 +140,14 @@ def quality_reasons(scores: pd.DataFrame) -> pd.Series:
     return joined.replace("", "no defect found")
 
 
-def quarantined_files(data_dir) -> pd.DataFrame:
+def quarantined_files(data_dir, reasons_read: int | None = None) -> pd.DataFrame:
     """Every quarantined archive (``key``) with the reason written next to it, but those
     verified in ``aws_data`` again: the archive re-published its file, and the new one was
     downloaded and verified (a parse that refuses it moves it to quarantine again, marker
     removed). Their old copy stays under lakehouse/quarantine/ for inspection; before, the
-    page listed them as quarantined for good."""
+    page listed them as quarantined for good. ``reasons_read``: read the reasons of the
+    first so many keys only (the page shows MAX_LISTED), the others' reason None: each is a
+    request on S3, and thousands of them made the report's time grow with the quarantine."""
     root = layout.quarantine_dir(data_dir)
     rows = []
     verified_in: dict[str, set[str]] = {}  # folder of keys -> its file names (one listing)
@@ -155,6 +157,9 @@ def quarantined_files(data_dir) -> pd.DataFrame:
         if folder not in verified_in:
             verified_in[folder] = storage.file_names(layout.aws_path(data_dir, folder))
         if {name, name + layout.VERIFIED_SUFFIX} <= verified_in[folder]:
+            continue
+        if reasons_read is not None and len(rows) >= reasons_read:
+            rows.append((key, None))
             continue
         try:
             reason = storage.read_bytes(path).decode(errors="replace").strip()

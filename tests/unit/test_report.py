@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.report import records
 from crypto_lakehouse.report.coverage import (
     GAP,
@@ -344,6 +344,24 @@ def test_quarantined_files_with_reasons(tmp_path):
     target.with_name(target.name + ".reason").write_text("line 3: field 'open' is not a number\n")
     got = records.quarantined_files(tmp_path)
     assert got.values.tolist() == [[key, "line 3: field 'open' is not a number"]]
+
+
+def test_only_the_reasons_shown_are_read(tmp_path, monkeypatch):
+    # The page lists 500 quarantined files; each reason read is a request on S3, and every
+    # one was read: the report's time grew with the quarantine. All keys are still counted.
+    keys = [f"data/spot/daily/klines/X/1m/X-1m-2024-01-{d:02d}.zip" for d in range(1, 8)]
+    for key in keys:
+        target = layout.quarantine_path(tmp_path, key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"zip")
+        target.with_name(target.name + ".reason").write_text(f"{key[-14:]}: bad\n")
+    read = []
+    real = storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda p: read.append(p) or real(p))
+    got = records.quarantined_files(tmp_path, reasons_read=3)
+    assert got["key"].tolist() == keys and len(read) == 3
+    assert got["reason"].tolist()[:3] == [f"{k[-14:]}: bad" for k in keys[:3]]
+    assert got["reason"].iloc[3:].isna().all()
 
 
 def test_a_quarantined_key_verified_again_is_no_longer_listed(tmp_path):
