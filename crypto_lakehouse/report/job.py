@@ -110,7 +110,8 @@ def _coverage_section(
             page.figure(
                 png,
                 f"coverage heatmap of {trade_type}",
-                f"{len(symbols)} symbols (rows, sorted by first day) × {grid.shape[1]} days; a cell's colour is the source "
+                f"{page.count(len(symbols), 'symbol')} (rows, sorted by first day) × "
+                f"{page.count(grid.shape[1], 'day')}; a cell's colour is the source "
                 f"of most of the day's {per_day} candles (grey: the day lies in a delisting gap; "
                 "pending: a day not over when the report ran, whose candles no source can "
                 "have yet).",
@@ -168,7 +169,8 @@ def _quality_section(data_dir, trade_types, interval: str, out: dict) -> str:
         page.figure(
             png,
             "distribution of symbol quality scores",
-            f"{len(scores)} symbols; score = completeness × validity × liveliness, mean over "
+            f"{page.count(len(scores), 'symbol')}; score = completeness × validity × liveliness, "
+            "mean over "
             "the days from the symbol's first to its last archived day, a day without archive "
             "rows scoring 0 (docs/quality.md).",
             "quality_scores",

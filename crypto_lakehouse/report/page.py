@@ -57,6 +57,12 @@ def fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` and the noun in the number it takes: "1 symbol", "3 symbols" (the page said
+    "1 symbols" and "1 days" of a small run)."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def figure(png: bytes, alt: str, caption: str, name: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return (

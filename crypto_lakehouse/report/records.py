@@ -117,7 +117,9 @@ def quality_reasons(scores: pd.DataFrame) -> pd.Series:
         np.where(
             scores["missing_rows"] > 0,
             missing.map("{:.1f}% of candles missing".format)
-            + scores["days_without_rows"].map(lambda d: f" ({d} days without rows)" if d else ""),
+            + scores["days_without_rows"].map(
+                lambda d: f" ({d} day{'' if d == 1 else 's'} without rows)" if d else ""
+            ),
             "",
         ),
         np.where(

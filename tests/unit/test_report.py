@@ -330,7 +330,7 @@ def test_quality_scores_and_reasons(tmp_path):
     assert got.loc["GOODUSDT", "score"] == 1.0
     reasons = records.quality_reasons(got)
     assert reasons["BADUSDT"] == (
-        "50.0% of candles missing (1 days without rows); 3 OHLC violations; "
+        "50.0% of candles missing (1 day without rows); 3 OHLC violations; "
         "10.0% zero-volume candles"
     )
     assert reasons["GOODUSDT"] == "no defect found"

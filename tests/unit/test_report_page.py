@@ -569,8 +569,13 @@ def test_the_score_caption_says_days_without_archive_count(tmp_path):
         schema=QUALITY_SCHEMA,
     )  # fmt: skip
     pq.write_table(table, folder / "BTCUSDT.pqt")
-    quality = _section(_write_page(data), "quality")
+    _generated_file(data, "BTCUSDT", 2 * 1440)  # 2024-01-09 and 01-10: 2 heatmap days
+    html = _write_page(data)
+    assert "1 symbol (rows, sorted by first day) × 2 days;" in unescape(_section(html, "coverage"))
+    quality = _section(html, "quality")
     assert _rows(quality)[0][:4] == ["spot", "BTCUSDT", "0.667", "3"]
     caption = unescape(re.search(r"<figcaption>(.*?)</figcaption>", quality).group(1))
     assert "mean over the days from the symbol's first to its last archived day" in caption
     assert "a day without archive rows scoring 0" in caption
+    assert caption.startswith("1 symbol; score")  # not "1 symbols"
+    assert "33.3% of candles missing (1 day without rows)" in quality  # not "1 days"
