@@ -3,7 +3,8 @@
 Runs before Snakemake's own schema validation (which fills the defaults): YAML dates become
 ISO strings, endpoint URLs lose a trailing slash, unknown keys are named with the closest
 valid key, intervals are checked against Binance's list, endpoint URLs must be http(s)
-URLs, an empty symbol list of a trade type in use is refused, and any other schema
+URLs, a data_dir that looks like a URL must be ``s3://bucket[/prefix]`` (a run_dir: no URL
+at all), an empty symbol list of a trade type in use is refused, and any other schema
 violation is reported as one line naming the key — never as a dump of the schema. Every
 problem is reported at once, each key once.
 """
@@ -22,7 +23,7 @@ import yaml
 from crypto_lakehouse.intervals import (
     DAY_MS,
     check_base_interval,
-    check_binance_interval,
+    check_resample_interval,
     interval_ms,
 )
 from crypto_lakehouse.layout import TRADE_TYPES
@@ -161,12 +162,32 @@ def _url_problems(config: dict) -> list[tuple[str, str]]:
 
 def _run_dir_problems(config: dict) -> list[tuple[str, str]]:
     """A ``run_dir`` on S3 (Snakemake stats, locks and deletes these files: a local folder),
-    named with the other problems rather than alone once they are fixed."""
+    named with the other problems rather than alone once they are fixed; and a ``run_dir``
+    or ``data_dir`` that looks like a URL but is no ``s3://bucket[/prefix]`` (``S3://b``,
+    ``gs://b``, ``s3:///prefix``): it was taken for a local folder named ``S3:`` below the
+    working directory, or for the bucket ``prefix``, and ``s3://`` alone failed naming no key."""
+    problems = []
     run_dir = config.get("run_dir")
     if isinstance(run_dir, str) and run_dir.startswith("s3:/"):
-        return [("run_dir", f"config key 'run_dir': {run_dir!r} is on S3; Snakemake's own "
-                 "files need a local folder (docs/storage.md, the run directory)")]  # fmt: skip
-    return []
+        problems.append(("run_dir", f"config key 'run_dir': {run_dir!r} is on S3; Snakemake's "
+                         "own files need a local folder (docs/storage.md, the run directory)"))  # fmt: skip
+    elif isinstance(run_dir, str) and URL_SCHEME.match(run_dir):
+        problems.append(("run_dir", f"config key 'run_dir': {run_dir!r} is a URL, not a local "
+                         "folder (docs/storage.md, the run directory)"))  # fmt: skip
+    data_dir = config.get("data_dir")
+    if isinstance(data_dir, str) and URL_SCHEME.match(data_dir):
+        if not S3_DATA_DIR.fullmatch(data_dir):
+            problems.append(("data_dir", f"config key 'data_dir': {data_dir!r} is neither a "
+                             "local folder nor an S3 data dir, s3://bucket or "
+                             "s3://bucket/prefix (docs/storage.md)"))  # fmt: skip
+    return problems
+
+
+# A value that starts like a URL (``s3://``, ``S3://``, ``gs://``; also ``s3:/``, the
+# collapsed form storage.is_remote accepts), and the S3 data dir form: a bucket (no
+# whitespace), then maybe a prefix.
+URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
+S3_DATA_DIR = re.compile(r"s3://[^/\s]+(/\S*)?")
 
 
 def _empty_symbol_lists(config: dict) -> list[tuple[str, str]]:
@@ -245,7 +266,7 @@ def _interval_problems(config: dict) -> list[tuple[str, str]]:
         for i, target in enumerate(targets):
             if isinstance(target, dict) and isinstance(target.get("interval"), str):
                 key = f"resample.targets[{i}].interval"
-                problems.append((key, check_binance_interval(key, target["interval"])))
+                problems.append((key, check_resample_interval(key, target["interval"])))
     agg_klines = config.get("agg_klines")
     agg = agg_klines.get("intervals") if isinstance(agg_klines, dict) else None
     for i, value in enumerate(agg if isinstance(agg, list) else []):

@@ -73,6 +73,22 @@ def check_binance_interval(key: str, value, usable=RESAMPLE_INTERVALS) -> str | 
     return None
 
 
+# Binance intervals a resample target cannot be, with the reason.
+UNALIGNED_INTERVALS = {
+    "1w": "the resample windows are aligned on the epoch, so weekly windows would start "
+    "on Thursdays (1970-01-01 was one), not on Mondays as Binance's weekly candles do; "
+    "resample to 1d and group the days by week instead"
+}
+
+
+def check_resample_interval(key: str, value) -> str | None:
+    """None when ``value`` can be a resample target's interval, else a message naming
+    ``key``: the valid values, or why a Binance interval (``1w``, ``1mo``) is refused."""
+    if value in UNALIGNED_INTERVALS:
+        return f"config key {key!r}: {value!r} is not supported: {UNALIGNED_INTERVALS[value]}"
+    return check_binance_interval(key, value, RESAMPLE_INTERVALS)
+
+
 def check_base_interval(value: str) -> str | None:
     """None when ``value`` can be the pipeline's base interval (config key ``interval``)."""
     problem = check_binance_interval("interval", value, BASE_INTERVALS)

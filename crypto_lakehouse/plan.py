@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 STAGES = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample", "features")
@@ -238,24 +239,52 @@ def _resample_problems(config: dict) -> list[str]:
         from crypto_lakehouse.resample import validate_targets
     except ImportError:  # resample not installed: nothing to validate against
         return []
-    problems = []
+    problems = _aggregation_problems(config)
     for trade_type in sorted({t["trade_type"] for t in targets}):
+        # the entries of this trade type, by their index in resample.targets
+        index = [i for i, t in enumerate(targets) if t["trade_type"] == trade_type]
         try:
             validate_targets(
                 [
-                    {"interval": t["interval"], "offset_step": t["offset_step"]}
-                    for t in targets
-                    if t["trade_type"] == trade_type
+                    {"interval": targets[i]["interval"], "offset_step": targets[i]["offset_step"]}
+                    for i in index
                 ],
                 base_interval=config["interval"],
             )
         except ValueError as exc:
-            problems.append(
-                f"config key 'resample.targets' (the {trade_type} targets): {exc} (the "
-                f"targets must suit interval: {config['interval']}; give resample.targets "
-                "for it, or [] to skip resampling)"
-            )
+            # validate_targets counts the entries it was given ("resample target #1"):
+            # name the entry by its place in the config (before 2026-12-06 the cm_futures
+            # entry resample.targets[2] was called "#0")
+            message = str(exc)
+            number = re.match(r"resample target #(\d+)", message)
+            if number:
+                message = (
+                    f"resample.targets[{index[int(number.group(1))]}]" + message[number.end() :]
+                )
+            if "base interval" in message:
+                message += (
+                    f" (the targets must suit interval: {config['interval']}; give "
+                    "resample.targets for it, or [] to skip resampling)"
+                )
+            problems.append(f"config key 'resample.targets' (the {trade_type} targets): {message}")
     return problems
+
+
+def _aggregation_problems(config: dict) -> list[str]:
+    """``resample.aggregations`` entries for a column of the generated klines (at the base
+    interval): those keep their legacy rule. Before 2026-12-06 such an entry passed the
+    start-up checks and failed every resample job, after the downloads, symbol by symbol."""
+    from crypto_lakehouse.resample.targets import reserved_columns
+
+    aggregations = config.get("resample", {}).get("aggregations") or {}
+    reserved = reserved_columns(config["interval"])
+    return [
+        f"config key 'resample.aggregations.{column}': {column} is a column of the generated "
+        "klines, which keeps its legacy aggregation; resample.aggregations is for columns "
+        f"added to them (not {', '.join(reserved)})"
+        for column in aggregations
+        if column in reserved
+    ]
 
 
 def features_enabled(config: dict) -> bool:

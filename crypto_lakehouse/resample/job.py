@@ -16,7 +16,11 @@ from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale_in
 from crypto_lakehouse.generate.vwap import vwap_column_name
 from crypto_lakehouse.intervals import interval_ms
 from crypto_lakehouse.resample import tail
-from crypto_lakehouse.resample.targets import validate_aggregations, validate_targets
+from crypto_lakehouse.resample.targets import (
+    reserved_columns,
+    validate_aggregations,
+    validate_targets,
+)
 from crypto_lakehouse.resample.validation import ResampleValidationError, validate
 from crypto_lakehouse.resample.windows import (
     FUNDING_PRICE,
@@ -132,7 +136,7 @@ def run_resample(
     step_ms = interval_ms(interval)
     plan = validate_targets(targets, base_interval=interval) if targets else []
     vwap_col = vwap_column_name(interval)
-    reserved = (*KLINE_SCHEMA.names, vwap_col, FUNDING_RATE, FUNDING_PRICE, FUNDING_TIME)
+    reserved = reserved_columns(interval)  # checked at start-up too (plan.check_config)
     aggs = validate_aggregations(aggregations, reserved=reserved)
     segments = _segments(gen_report, symbol) if plan else []  # none: nothing to read
     root = layout.resampled_root(data_dir, trade_type)

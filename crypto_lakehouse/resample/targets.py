@@ -12,6 +12,28 @@ from crypto_lakehouse.intervals import interval_ms
 _ALLOWED_UNITS = ("m", "h", "d")
 _STEP_RE = re.compile(r"^(\d+)([a-z])$")
 AGGREGATION_FUNCTIONS = ("first", "last", "max", "min", "sum", "mean")
+# The generated klines' columns that keep their legacy aggregation (``resample.aggregations``
+# cannot change it): the kline columns (crypto_lakehouse.schema.KLINE_SCHEMA, without its
+# pyarrow import: the workflow's main process checks the config with these names), the
+# VWAP column ``avg_price_{interval}`` and the funding columns.
+KLINE_COLUMN_NAMES = (
+    "candle_begin_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trade_num",
+    "taker_buy_base_asset_volume",
+    "taker_buy_quote_asset_volume",
+)
+FUNDING_COLUMN_NAMES = ("funding_rate", "funding_price", "funding_time")
+
+
+def reserved_columns(interval: str) -> tuple[str, ...]:
+    """The generated klines' columns at base ``interval`` whose aggregation is legacy's."""
+    return (*KLINE_COLUMN_NAMES, f"avg_price_{interval}", *FUNDING_COLUMN_NAMES)
 
 
 @dataclass(frozen=True)

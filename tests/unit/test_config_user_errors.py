@@ -1,0 +1,136 @@
+"""A user editing the configuration: wrong values named by key at start-up, before any
+download (docs/config.md). Each case here passed the checks before 2026-12-06 and went
+wrong later (a local folder named ``S3:``, every resample job failing after the downloads)
+or named the wrong entry."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from crypto_lakehouse.configuration import check_user_config
+from crypto_lakehouse.plan import ConfigError, check_config
+from tests.conftest import REPO_ROOT
+
+SCHEMA = REPO_ROOT / "config" / "config.schema.yaml"
+
+
+def problems(config: dict) -> list[str]:
+    """The lines of check_user_config's error (none: [])."""
+    try:
+        check_user_config(config, SCHEMA)
+    except ConfigError as exc:
+        return str(exc).splitlines()[1:]
+    return []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "S3://bucket/prefix",  # the scheme in capitals: was a local folder "S3:/bucket/prefix"
+        "gs://bucket/prefix",  # another store: was a local folder "gs:/bucket/prefix"
+        "s3://",  # no bucket: was "s3://: an S3 data dir is s3://bucket[/prefix]", no key
+        "s3:///prefix",  # no bucket: was the bucket "prefix"
+        "s3:/bucket",  # one slash
+        "s3://my bucket/x",  # a blank in the bucket name
+    ],
+)
+def test_a_data_dir_that_is_no_folder_and_no_s3_bucket_is_refused_by_name(value):
+    lines = problems({"data_dir": value})
+    assert lines == [
+        f"  config key 'data_dir': {value!r} is neither a local folder nor an S3 data dir, "
+        "s3://bucket or s3://bucket/prefix (docs/storage.md)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", ["s3://bucket", "s3://bucket/prefix/", "data/binance_data", "~/x", "/srv/a:b"]
+)
+def test_folders_and_s3_data_dirs_are_accepted(value):
+    assert problems({"data_dir": value}) == []
+
+
+def test_a_run_dir_that_is_a_url_is_refused_by_name():
+    # "S3://b/runs" was a local folder "S3:/b/runs" below the working directory
+    assert problems({"run_dir": "S3://b/runs"}) == [
+        "  config key 'run_dir': 'S3://b/runs' is a URL, not a local folder (docs/storage.md, "
+        "the run directory)"
+    ]
+
+
+def _config(**over) -> dict:
+    cfg = {
+        "interval": "1m",
+        "start_date": None,
+        "end_date": None,
+        "lookback_days": None,
+        "resample": {"targets": [{"trade_type": "spot", "interval": "1h", "offset_step": "5m"}]},
+    }
+    cfg.update(over)
+    return cfg
+
+
+def test_an_aggregation_of_a_generated_kline_column_is_refused_at_start():
+    # docs/config.md: legacy columns keep their legacy rule. Such an entry passed the start-up
+    # checks and failed every resample job ("legacy columns keep their legacy rule"), after
+    # the downloads, and held back the features of every symbol.
+    config = _config(
+        interval="5m",
+        resample={
+            "targets": [{"trade_type": "spot", "interval": "1h", "offset_step": "5m"}],
+            "aggregations": {"open_interest": "mean", "avg_price_5m": "mean", "close": "max"},
+        },
+    )
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    lines = str(err.value).splitlines()[1:]
+    assert [line.split(":")[0] for line in lines] == [
+        "  config key 'resample.aggregations.avg_price_5m'",
+        "  config key 'resample.aggregations.close'",
+    ]
+    assert "avg_price_5m is a column of the generated klines" in lines[0]
+    # a column of another base interval's name is no generated column here
+    check_config({**config, "resample": {**config["resample"], "aggregations": {"avg_price_1m": "mean"}}})  # fmt: skip
+
+
+def test_the_reserved_columns_are_the_generated_klines_columns():
+    # the names the start-up check uses without importing pyarrow are the schema's
+    from crypto_lakehouse.resample.targets import reserved_columns
+    from crypto_lakehouse.resample.windows import FUNDING_PRICE, FUNDING_RATE, FUNDING_TIME
+    from crypto_lakehouse.schema import KLINE_SCHEMA
+
+    assert reserved_columns("5m") == (
+        *KLINE_SCHEMA.names,
+        "avg_price_5m",
+        FUNDING_RATE,
+        FUNDING_PRICE,
+        FUNDING_TIME,
+    )
+
+
+def test_a_resample_target_problem_names_the_entry_by_its_place_in_the_list():
+    # Checked per trade type, the entry was numbered within its trade type: the third entry
+    # (cm_futures) was "resample target #0".
+    targets = [
+        {"trade_type": "spot", "interval": "1h", "offset_step": "5m"},
+        {"trade_type": "um_futures", "interval": "1h", "offset_step": "5m"},
+        {"trade_type": "cm_futures", "interval": "1h", "offset_step": "7m"},
+    ]
+    with pytest.raises(ConfigError) as err:
+        check_config(_config(resample={"targets": targets}))
+    (line,) = str(err.value).splitlines()[1:]
+    assert line == (
+        "  config key 'resample.targets' (the cm_futures targets): resample.targets[2]: "
+        "offset_step '7m' does not divide the interval '1h'"
+    )
+
+
+def test_a_weekly_resample_target_is_refused_with_its_reason():
+    # docs/config.md: 1w is refused because epoch-aligned weekly windows start on Thursdays;
+    # the message was "interval '1w' is not a number followed by one of m/h/d"
+    config = yaml.safe_load(
+        "resample: {targets: [{trade_type: spot, interval: 1w, offset_step: 1d}]}"
+    )
+    (line,) = problems(config)
+    assert line.startswith("  config key 'resample.targets[0].interval': '1w' is not supported:")
+    assert "Thursdays" in line
