@@ -74,13 +74,13 @@ def config_file_problem(path: str | Path) -> str | None:
     except (OSError, UnicodeDecodeError) as exc:
         return f"config file {path}: {getattr(exc, 'strerror', None) or exc}"
     try:  # as Snakemake reads it: JSON, else YAML with PyYAML's FullLoader (through yte)
-        json.loads(text)
-        return None
+        return _top_level_problem(path, json.loads(text)) or _duplicate_key(path, text)
     except ValueError:
         pass
     try:
-        yaml.load(text, Loader=yaml.FullLoader)
-        return None
+        return _top_level_problem(path, yaml.load(text, Loader=yaml.FullLoader)) or (
+            _duplicate_key(path, text)
+        )
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None)
@@ -93,6 +93,68 @@ def config_file_problem(path: str | Path) -> str | None:
         )
     except ValueError as exc:  # a date constructor refused the value
         return _bad_date(path, text) or f"config file {path}: {exc}"
+
+
+def _top_level_problem(path, content) -> str | None:
+    """A file that is not a map of keys: Snakemake refuses it ("Config file must be given as
+    JSON or YAML with keys at top level", naming no file), and ``crypto-lakehouse plan``
+    failed with a traceback (a list) or took it for an empty config (no keys)."""
+    if isinstance(content, dict):
+        return None
+    if content is None:
+        return (
+            f"config file {path}: holds no config keys (empty, or only comments); give at "
+            "least one key (key: value), or leave --configfile out"
+        )
+    what = "a list" if isinstance(content, list) else f"a single value ({content!r})"
+    return (
+        f"config file {path}: is {what}, not a map of config keys (key: value lines at the "
+        "top level)"
+    )
+
+
+def duplicate_key_problem(path: str | Path) -> str | None:
+    """``_duplicate_key`` of a config file Snakemake has read (rules/common.smk: a bare
+    ``snakemake --configfile``, whose reading keeps the last value silently); None when the
+    file cannot be read here (Snakemake named that already)."""
+    try:
+        return _duplicate_key(path, Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _duplicate_key(path, text: str) -> str | None:
+    """The first key given twice in one map of the file, named by key path and lines: YAML
+    (and JSON) keep the last value, so the first was dropped without a word (a second
+    ``spot:`` list below ``symbols:`` replaced the first)."""
+    try:
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:  # a form only Snakemake's JSON reading takes: nothing to add
+        return None
+
+    def walk(node, keys):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key, value in node.value:
+                name = key.value
+                if name in seen:
+                    return (
+                        f"config file {path}, line {key.start_mark.line + 1}: config key "
+                        f"'{_key_name([*keys, name])}' is given twice (first on line "
+                        f"{seen[name] + 1}); only the last would count: give it once"
+                    )
+                seen[name] = key.start_mark.line
+                found = walk(value, [*keys, name])
+                if found:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                found = walk(value, [*keys, i])
+                if found:
+                    return found
+        return None
+
+    return walk(root, []) if root is not None else None
 
 
 def _bad_date(path, text: str) -> str | None:

@@ -14,7 +14,7 @@ import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
 import crypto_lakehouse.storage as storage_settings
-from crypto_lakehouse.configuration import check_user_config
+from crypto_lakehouse.configuration import check_user_config, duplicate_key_problem
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -32,7 +32,11 @@ if "CONDA" in {m.name for m in workflow.deployment_settings.deployment_method}:
 # Our check first: it names the key (closest valid key for a typo, the valid intervals) in a
 # few lines and turns YAML dates into ISO strings; Snakemake's validate then fills the
 # defaults (its own error would dump the whole schema).
+# A key given twice in a config file: Snakemake's reading keeps the last value silently.
+_FILE_PROBLEMS = [p for p in map(duplicate_key_problem, workflow.configfiles) if p]
 try:
+    if _FILE_PROBLEMS:
+        raise plan.config_error(_FILE_PROBLEMS)
     check_user_config(config, f"{workflow.basedir}/config/config.schema.yaml")
     validate(config, schema="../config/config.schema.yaml")
 except plan.ConfigError as exc:

@@ -47,6 +47,19 @@ def test_unknown_key_gives_a_short_message_without_the_schema(tmp_path):
     assert len(out.splitlines()) < 12, out
 
 
+def test_a_key_given_twice_in_a_config_file_stops_the_run_naming_it(tmp_path):
+    # Snakemake's YAML reading keeps the last value: the spot list [BTCUSDT] was dropped.
+    proc = _snakemake_with_yaml(
+        tmp_path, "symbols:\n  spot: [BTCUSDT]\n  um_futures: all\n  spot: [ETHUSDT]\n"
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert (
+        f"config file {tmp_path / 'user.yaml'}, line 5: config key 'symbols.spot' is given "
+        "twice (first on line 3)"
+    ) in out
+
+
 def test_bad_interval_is_blamed_on_interval_not_on_resample(tmp_path):
     proc = _snakemake_with_yaml(tmp_path, "interval: 7m\n")
     assert proc.returncode != 0
