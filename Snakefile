@@ -106,7 +106,11 @@ onstart:
 # Both hooks end with cancel_scheduler_timers(): without it the process waits up to a
 # second for Snakemake's idle scheduler timers before it exits (crypto_lakehouse.smk).
 onsuccess:
-    plan.print_summaries(LH, started_unix=RUN_STARTED_UNIX)
+    plan.print_summaries(
+        LH,
+        started_unix=RUN_STARTED_UNIX,
+        listings=[layout.run_listing_index_path(LH, t, KLINES) for t in TRADE_TYPES],
+    )
     cancel_scheduler_timers()
 
 

@@ -638,7 +638,9 @@ def shard_digest(index_path: str | Path, symbols: list[str], end_date=None) -> s
     return h.hexdigest()
 
 
-def print_summaries(run_dir: str | Path, started_unix: float | None = None) -> None:
+def print_summaries(
+    run_dir: str | Path, started_unix: float | None = None, listings: list | None = None
+) -> None:
     """Last lines of a successful run: where the run summaries are and their headlines.
 
     A summary whose reports were all written before ``started_unix`` (the run's start;
@@ -675,27 +677,53 @@ def print_summaries(run_dir: str | Path, started_unix: float | None = None) -> N
                 when = _dt.datetime.fromtimestamp(written, _dt.timezone.utc)
                 line += f" (not rerun: from an earlier run, {when:%Y-%m-%d %H:%M} UTC)"
             print(f"  {line}")
-    for line in not_listed_lines(run_dir):
+    for line in not_listed_lines(run_dir, listings):
         print(f"  {line}")
 
 
-def not_listed_lines(run_dir: str | Path) -> list[str]:
-    """One line per kline listing index (``listing/{T}/klines-{I}.json``) whose configured
-    symbols the archive does not list: a misspelt symbol gave a successful run whose closing lines
-    did not name it (only a WARNING in the listing job's log, and the report page)."""
+NAMES_SHOWN = 10  # symbols named in one closing line; more are counted
+
+
+def not_listed_lines(run_dir: str | Path, listings: list | None = None) -> list[str]:
+    """One line per kline listing index (``listing/{T}/klines-{I}.json``; ``listings``: the
+    run's own, else every one in the run directory) whose configured symbols the archive does
+    not list: a misspelt symbol gave a successful run whose closing lines did not name it
+    (only a WARNING in the listing job's log, and the report page). And one per index whose
+    configured symbols the archive lists without a file at the interval (an interval the
+    symbol has no archive of: ``1s`` for futures): the run built nothing for them and ended
+    as a good one, its headlines saying ``0 symbols``; with ``symbols: all``, only when no
+    listed symbol has a file at the interval."""
     lines = []
-    for path in sorted(Path(run_dir).glob("listing/*/*.json")):
+    paths = (
+        sorted(Path(run_dir).glob("listing/*/*.json"))
+        if listings is None
+        else [Path(p) for p in listings]
+    )
+    for path in paths:
         try:
             index = load_index(path)
         except (OSError, ValueError):
             continue  # torn: the next listing writes it again (repair_index)
         if not isinstance(index, dict) or index.get("dataset") != "klines":
             continue  # funding (REST has it) and other datasets: a symbol may lack them
+        trade_type = path.parent.name
         missing = index.get("not_listed")
         if missing:
             lines.append(
-                f"{path.parent.name} {path.stem}: configured symbols not in the archive "
-                f"listing (config key symbols.{path.parent.name}): {', '.join(missing)}"
+                f"{trade_type} {path.stem}: configured symbols not in the archive "
+                f"listing (config key symbols.{trade_type}): {', '.join(missing)}"
+            )
+        empty = index.get("no_files") or []
+        selection = (index.get("request") or {}).get("symbols")
+        if empty and (selection != "all" or not index.get("symbols")):
+            interval = index.get("interval") or path.stem.partition("-")[2]
+            names = ", ".join(empty[:NAMES_SHOWN])
+            if len(empty) > NAMES_SHOWN:
+                names += f", … ({len(empty)} in all)"
+            lines.append(
+                f"{trade_type} {path.stem}: configured symbols with no archive file at "
+                f"interval {interval}, nothing built for them (config keys "
+                f"symbols.{trade_type}, interval): {names}"
             )
     return lines
 

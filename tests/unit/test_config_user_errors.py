@@ -5,6 +5,9 @@ or named the wrong entry."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -134,3 +137,59 @@ def test_a_weekly_resample_target_is_refused_with_its_reason():
     (line,) = problems(config)
     assert line.startswith("  config key 'resample.targets[0].interval': '1w' is not supported:")
     assert "Thursdays" in line
+
+
+def _write_index(run, trade_type, dataset, **fields):
+    from crypto_lakehouse.layout import run_listing_index_path
+
+    path = Path(run_listing_index_path(str(run), trade_type, dataset))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"dataset": dataset.split("-")[0], "symbols": {}, **fields}))
+    return str(path)
+
+
+def test_the_closing_lines_name_configured_symbols_without_a_file_at_the_interval(tmp_path, capsys):
+    # interval: 5m for symbols the archive holds at 1m only (or 1s for futures, which have
+    # no 1s archive): the run built nothing for them and ended as a good one, its closing
+    # lines saying "0 symbols" and naming none of them.
+    from crypto_lakehouse import plan
+
+    run = tmp_path / "run"
+    listings = [
+        _write_index(
+            run, "spot", "klines-5m", interval="5m", no_files=["ETHUSDT"],
+            request={"symbols": ["BTCUSDT", "ETHUSDT"]}, symbols={"BTCUSDT": {}},
+        ),
+        # symbols: all, where every listed symbol lacks the interval: said, with a count
+        _write_index(
+            run, "um_futures", "klines-5m", interval="5m",
+            no_files=[f"S{i:02d}USDT" for i in range(12)], request={"symbols": "all"},
+        ),
+        # symbols: all, some symbols with files: those without are normal (old listings)
+        _write_index(
+            run, "cm_futures", "klines-5m", interval="5m", no_files=["OLD_PERP"],
+            request={"symbols": "all"}, symbols={"BTCUSD_PERP": {}},
+        ),
+    ]  # fmt: skip
+    from crypto_lakehouse.layout import run_summary_path
+    from crypto_lakehouse.summary import summarize
+
+    summary = tmp_path / run_summary_path("run", "aws_download", "spot")
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps(summarize("aws_download", "spot", [])))
+    plan.print_summaries(run)
+    lines = capsys.readouterr().out.splitlines()[2:]  # after the summaries' headline
+    assert lines == [
+        "  spot klines-5m: configured symbols with no archive file at interval 5m, nothing "
+        "built for them (config keys symbols.spot, interval): ETHUSDT",
+        "  um_futures klines-5m: configured symbols with no archive file at interval 5m, "
+        "nothing built for them (config keys symbols.um_futures, interval): "
+        + ", ".join(f"S{i:02d}USDT" for i in range(10))
+        + ", … (12 in all)",
+    ]
+
+    # The index of the interval of an earlier run (or of a trade type since left out) stays
+    # in the run directory: the run names only what its own listings say.
+    _write_index(run, "spot", "klines-1m", interval="1m", no_files=["X"], not_listed=["Y"])
+    plan.print_summaries(run, listings=listings)
+    assert capsys.readouterr().out.splitlines()[2:] == lines
