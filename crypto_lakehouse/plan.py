@@ -233,6 +233,33 @@ def folder_problems(config: dict) -> list[str]:
     return problems
 
 
+def unusable_folder(exc: OSError, data_dir: str, run_dir: str) -> str:
+    """The one-line error of a start-up write below ``data_dir`` or ``run_dir`` that failed
+    (a folder that cannot be created or written: no permission, a read-only file system,
+    ``/proc``; an S3 store that does not answer or refuses): the key and the cause. It was a
+    traceback from the features verdict, the run lock or the S3 lease, naming no key."""
+    from crypto_lakehouse import storage
+
+    if storage.is_remote(data_dir) and isinstance(exc, storage.StorageError):
+        return (
+            f"invalid configuration:\n  config key 'data_dir': {data_dir} cannot be used: "
+            f"{exc} (check the bucket, storage.endpoint_url, storage.addressing_style and "
+            "the credentials; docs/storage.md)"
+        )
+    path = str(exc.filename) if getattr(exc, "filename", None) else ""
+
+    def on_the_way(folder) -> bool:  # the path is the folder, below it, or one of its parents
+        folder = str(folder).rstrip("/")
+        return bool(path) and (path == folder or f"{path}/".startswith(f"{folder}/")
+                               or f"{folder}/".startswith(f"{path.rstrip('/')}/"))  # fmt: skip
+
+    own_run_dir = run_dir and not str(run_dir).startswith(f"{data_dir.rstrip('/')}/")
+    key = "run_dir" if own_run_dir and on_the_way(run_dir) else "data_dir"
+    folder = run_dir if key == "run_dir" else data_dir
+    cause = f"{exc.strerror}: {path}" if exc.strerror and path else str(exc)
+    return f"invalid configuration:\n  config key {key!r}: {folder} cannot be used ({cause})"
+
+
 def _resample_problems(config: dict) -> list[str]:
     targets = config.get("resample", {}).get("targets", [])
     try:

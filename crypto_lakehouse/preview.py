@@ -489,6 +489,10 @@ def main(args) -> int:
             file=sys.stderr,
         )
         return 1
+    except OSError as exc:  # the data dir or run dir cannot be read or written (S3 included)
+        problem = workflow_plan.unusable_folder(exc, config["data_dir"], config["run_dir"])
+        print(f"crypto_lakehouse plan: {problem}", file=sys.stderr)
+        return 1
     capped = workflow_plan.end_date_notice(config["end_date"], plan["end_date"])
     if capped:  # an end_date after today: the plan goes up to today (as a run does)
         print(capped, file=sys.stderr)

@@ -57,18 +57,23 @@ try:
     plan.check_config(config, layout.config_checks_dir(LH), remember_verdicts=not DRY_RUN)
 except plan.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+except OSError as exc:  # the verdict's folder cannot be written
+    raise WorkflowError(plan.unusable_folder(exc, DATA, LH)) from None
 # The main process reads and writes the lease of an S3 data dir with the jobs' settings.
 storage_settings.configure(config["storage"])
 # One run per data dir: the main process of a real run holds the run lock (and on S3 the
 # lease object) until it exits and clears Snakemake locks a killed run left
 # (crypto_lakehouse/lock.py).
-RUN_LOCK = data_lock.hold_for_run(
-    DATA,
-    os.getcwd(),
-    main_process=workflow.is_main_process,
-    dry_run=DRY_RUN,
-    run_dir=LH,
-)
+try:
+    RUN_LOCK = data_lock.hold_for_run(
+        DATA,
+        os.getcwd(),
+        main_process=workflow.is_main_process,
+        dry_run=DRY_RUN,
+        run_dir=LH,
+    )
+except OSError as exc:  # the lock's folder cannot be written, the S3 store does not answer
+    raise WorkflowError(plan.unusable_folder(exc, DATA, LH)) from None
 INTERVAL = config["interval"]
 KLINES = f"klines-{INTERVAL}"
 TRADE_TYPES = list(config["trade_types"])

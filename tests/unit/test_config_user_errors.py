@@ -193,3 +193,46 @@ def test_the_closing_lines_name_configured_symbols_without_a_file_at_the_interva
     _write_index(run, "spot", "klines-1m", interval="1m", no_files=["X"], not_listed=["Y"])
     plan.print_summaries(run, listings=listings)
     assert capsys.readouterr().out.splitlines()[2:] == lines
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_plan_names_a_data_dir_it_cannot_use_instead_of_a_traceback(tmp_path, emulator, capsys):
+    # An s3:// data dir whose store does not answer (and a local folder that cannot be made)
+    # ended `plan` with a StorageError / FileNotFoundError traceback naming no config key.
+    from crypto_lakehouse import cli
+
+    emu = emulator(mirror_dir=REPO_ROOT / "tests" / "fixtures" / "legacy-v1-real" / "mirror")
+    endpoints = {k: emu.base_url for k in ("archive", "listing", "spot_api", "um_api", "cm_api")}
+    store = f"http://127.0.0.1:{_closed_port()}"
+    for data_dir, storage, expected in (
+        ("s3://bucket/data", {"endpoint_url": store, "addressing_style": "path"},
+         "config key 'data_dir': s3://bucket/data cannot be used: "),
+        ("/proc/crypto_lakehouse_test/data", {},
+         "config key 'data_dir': /proc/crypto_lakehouse_test/data cannot be used (No such "
+         "file or directory: /proc/crypto_lakehouse_test"),
+    ):  # fmt: skip
+        cfg = tmp_path / "my.yaml"
+        config = {
+            "data_dir": data_dir,
+            "run_dir": str(tmp_path / "run"),
+            "trade_types": ["spot"],
+            "symbols": {"spot": ["BTCUSDT"]},
+            "start_date": "2020-01-01",
+            "end_date": "2020-01-03",
+            "endpoints": endpoints,
+            "storage": storage,
+        }
+        if not storage:
+            del config["run_dir"], config["storage"]
+        cfg.write_text(json.dumps(config))
+        assert cli.main(["plan", "--configfile", str(cfg)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("crypto_lakehouse plan: invalid configuration:\n  " + expected), err
+        assert "Traceback" not in err

@@ -60,6 +60,39 @@ def test_a_key_given_twice_in_a_config_file_stops_the_run_naming_it(tmp_path):
     ) in out
 
 
+def test_a_data_dir_or_run_dir_that_cannot_be_made_stops_the_run_naming_its_key(tmp_path):
+    # A real run (no -n): it failed with a FileNotFoundError traceback from the features
+    # verdict or the run lock, naming no config key (also for no permission, a read-only
+    # file system).
+    missing = "/proc/crypto_lakehouse_test"
+    for key in ("data_dir", "run_dir"):
+        proc = run_snakemake(
+            tmp_path, "--cores", "1", "--config", f"{key}={missing}/x", check=False
+        )
+        assert proc.returncode != 0
+        out = proc.stdout + proc.stderr
+        assert (
+            f"config key '{key}': {missing}/x cannot be used (No such file or directory: {missing}"
+        ) in out, out[-3000:]
+        assert "FileNotFoundError" not in out
+
+
+def test_an_s3_data_dir_whose_store_does_not_answer_stops_the_run_naming_it(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    storage = {"endpoint_url": f"http://127.0.0.1:{port}", "addressing_style": "path"}
+    config = {"data_dir": "s3://bucket/data", "storage": storage}
+    proc = run_snakemake(tmp_path, "--cores", "1", config=config, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "config key 'data_dir': s3://bucket/data cannot be used: " in out, out[-3000:]
+    assert "storage.endpoint_url" in out
+    assert "StorageError" not in out
+
+
 def test_bad_interval_is_blamed_on_interval_not_on_resample(tmp_path):
     proc = _snakemake_with_yaml(tmp_path, "interval: 7m\n")
     assert proc.returncode != 0
