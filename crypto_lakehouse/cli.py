@@ -153,13 +153,31 @@ def program_name(argv0: str | None = None) -> str:
 def config_entry(text: str) -> str:
     """A ``--config`` value: KEY=VALUE (Snakemake parses the value). Checked here so that a
     word swallowed by ``--config`` (it takes several values) is named, not sent on."""
-    key, sep, _ = text.partition("=")
+    key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not KEY=VALUE (--config takes every word up to the next option: "
             "give the interval before it)"
         )
+    if not SNAKEMAKE_CONFIG_KEY.match(key):
+        # Snakemake refused it with a ValueError traceback ("Config entry must start with a
+        # valid identifier"), naming neither the entry nor the way to give a nested key.
+        top, dot, rest = key.partition(".")
+        hint = (
+            f"; a nested key goes in a map: --config {top}='{{{rest.replace('.', ': {')}: "
+            f"{value}{'}' * (rest.count('.') + 1)}' (a map's numbers and booleans stay strings: "
+            "put those in a --configfile)"
+            if dot and SNAKEMAKE_CONFIG_KEY.match(top)
+            else ""
+        )
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {key!r} is not a config key (--config sets top-level keys){hint}"
+        )
     return text
+
+
+# The keys Snakemake's --config accepts (snakemake.cli.parse_config).
+SNAKEMAKE_CONFIG_KEY = re.compile(r"[a-zA-Z_][\w-]*\w$")
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:

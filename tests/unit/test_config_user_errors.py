@@ -236,3 +236,22 @@ def test_plan_names_a_data_dir_it_cannot_use_instead_of_a_traceback(tmp_path, em
         err = capsys.readouterr().err
         assert err.startswith("crypto_lakehouse plan: invalid configuration:\n  " + expected), err
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["workflow", "aws-download", "1m", "--dry-run"], ["plan"]])
+def test_a_dotted_config_override_is_named_with_the_map_form(command, capsys):
+    # Snakemake refuses `--config symbols.spot=[BTCUSDT]` with a ValueError traceback
+    # ("Config entry must start with a valid identifier"), naming no entry; `plan` printed
+    # that sentence alone.
+    from crypto_lakehouse import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*command, "--config", "interval=1m", "symbols.spot=[BTCUSDT]"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        "argument --config: 'symbols.spot=[BTCUSDT]': 'symbols.spot' is not a config key "
+        "(--config sets top-level keys); a nested key goes in a map: --config "
+        "symbols='{spot: [BTCUSDT]}'"
+    ) in err
+    assert "Traceback" not in err
