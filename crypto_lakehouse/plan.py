@@ -394,6 +394,29 @@ def date_range_notice(config: dict, start: str | None, end: str) -> str | None:
     return "\n".join(lines) or None
 
 
+# The trade types whose aggTrades the agg_klines target builds candles of (the datasets
+# rules' AGG_KLINES_MARKETS; cm_futures' quote volume needs the contract size).
+AGG_KLINES_MARKETS = ("spot", "um_futures")
+
+
+def agg_klines_notice(config: dict) -> str | None:
+    """The first-lines notice of ``agg_klines.intervals`` that build nothing: no trade type
+    in use that agg_klines builds (spot, um_futures) lists aggTrades in ``datasets``. Such a
+    config ran without a word, its candles never built."""
+    intervals = (config.get("agg_klines") or {}).get("intervals") or []
+    selected = config.get("datasets") or {}
+    if not intervals or any(
+        t in AGG_KLINES_MARKETS and "aggTrades" in (selected.get(t) or [])
+        for t in config.get("trade_types", ())
+    ):
+        return None
+    return (
+        f"agg_klines: intervals {', '.join(map(str, intervals))} build nothing: no trade type "
+        f"of trade_types that agg_klines builds ({', '.join(AGG_KLINES_MARKETS)}) lists "
+        "aggTrades in datasets (config keys agg_klines.intervals, datasets, trade_types)"
+    )
+
+
 def resample_skipped_notice(
     trade_types: list[str], resampled: list[str], leftovers: dict[str, list[str]] | None = None
 ) -> str:

@@ -83,6 +83,8 @@ START_DATE, END_DATE = plan.resolve_dates(
 )
 if workflow.is_main_process and plan.date_range_notice(config, START_DATE, END_DATE):
     print(plan.date_range_notice(config, START_DATE, END_DATE), file=sys.stderr)
+if workflow.is_main_process and plan.agg_klines_notice(config):
+    print(plan.agg_klines_notice(config), file=sys.stderr)
 API_URL = {
     "spot": config["endpoints"]["spot_api"],
     "um_futures": config["endpoints"]["um_api"],

@@ -21,7 +21,7 @@ def get_report_datasets_input(wildcards):
 
 
 # ------------------------------------------------------------------ agg_klines
-AGG_KLINES_MARKETS = ("spot", "um_futures")  # cm: quote volume needs the contract size
+AGG_KLINES_MARKETS = plan.AGG_KLINES_MARKETS  # cm: quote volume needs the contract size
 
 
 def agg_klines_plan():

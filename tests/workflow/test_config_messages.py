@@ -93,6 +93,26 @@ def test_an_s3_data_dir_whose_store_does_not_answer_stops_the_run_naming_it(tmp_
     assert "StorageError" not in out
 
 
+def test_agg_klines_intervals_that_build_nothing_are_announced(tmp_path):
+    # agg_klines builds candles of the aggTrades of spot and um_futures when their datasets
+    # list aggTrades (docs/config.md): without it the intervals were accepted without a
+    # word and nothing was ever built.
+    notice = (
+        "agg_klines: intervals 1m build nothing: no trade type of trade_types that agg_klines "
+        "builds (spot, um_futures) lists aggTrades in datasets"
+    )
+    proc = _snakemake_with_yaml(
+        tmp_path, "agg_klines: {intervals: [1m]}\ndatasets: {cm_futures: [klines, aggTrades]}\n"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert notice in proc.stderr
+    proc = _snakemake_with_yaml(
+        tmp_path, "agg_klines: {intervals: [1m]}\ndatasets: {spot: [klines, aggTrades]}\n"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "agg_klines:" not in proc.stderr
+
+
 def test_bad_interval_is_blamed_on_interval_not_on_resample(tmp_path):
     proc = _snakemake_with_yaml(tmp_path, "interval: 7m\n")
     assert proc.returncode != 0
