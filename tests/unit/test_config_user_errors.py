@@ -255,3 +255,11 @@ def test_a_dotted_config_override_is_named_with_the_map_form(command, capsys):
         "symbols='{spot: [BTCUSDT]}'"
     ) in err
     assert "Traceback" not in err
+
+
+def test_a_contract_size_of_a_name_that_is_no_symbol_is_refused():
+    # Symbols are [A-Z0-9_]+ (symbols.*): a lowercase key was accepted and never matched a
+    # symbol, so the delisted symbol it was meant for still failed for want of its size.
+    assert problems({"contract_sizes": {"btcusd_perp": 100, "ETHUSD_PERP": 10}}) == [
+        "  config key 'contract_sizes': 'btcusd_perp' does not match '^[A-Z0-9_]+$'"
+    ]
