@@ -583,6 +583,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                 f"{passed[0]} after `--` would replace the interval and --config given "
                 "before it: give every config value as --config KEY=VALUE before `--`"
             )
+        given = [c.partition("=")[2] for c in args.config if c.partition("=")[0] == "interval"]
+        if args.interval and any(value != args.interval for value in given):
+            # The argument was appended last and won: `aws-download 1m --config interval=5m`
+            # ran at 1m without a word.
+            parser.error(
+                f"the interval is given twice: {args.interval} (argument) and "
+                f"--config interval={given[-1]}: give it once"
+            )
     args.snakemake_args = extra
     return args
 

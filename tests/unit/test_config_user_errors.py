@@ -263,3 +263,19 @@ def test_a_contract_size_of_a_name_that_is_no_symbol_is_refused():
     assert problems({"contract_sizes": {"btcusd_perp": 100, "ETHUSD_PERP": 10}}) == [
         "  config key 'contract_sizes': 'btcusd_perp' does not match '^[A-Z0-9_]+$'"
     ]
+
+
+def test_an_interval_given_both_as_argument_and_in_config_is_refused_when_they_differ(capsys):
+    # The argument was appended to --config last and won: `aws-download 1m --config
+    # interval=5m` planned 1m without a word.
+    from crypto_lakehouse import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse_args(["workflow", "aws-download", "1m", "--config", "interval=5m"])
+    assert exit_.value.code == 2
+    assert (
+        "the interval is given twice: 1m (argument) and --config interval=5m: give it once"
+        in capsys.readouterr().err
+    )
+    same = cli.parse_args(["workflow", "aws-download", "5m", "--config", "interval=5m"])
+    assert cli.snakemake_argv(same)[-2:] == ["interval=5m", "interval=5m"]
