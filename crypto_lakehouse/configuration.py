@@ -252,6 +252,30 @@ URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
 S3_DATA_DIR = re.compile(r"s3://[^/\s]+(/\S*)?")
 
 
+def _normalise_folders(config: dict) -> None:
+    """``data_dir`` and ``run_dir`` in one spelling (in place): a local path without a
+    trailing slash, doubled slashes or a leading ``./`` (``./data/binance_data/`` ->
+    ``data/binance_data``), an S3 one without a trailing slash. Every job's arguments and output paths are built from them: a
+    trailing slash gave paths with ``//`` (Snakemake warned that its file matching may be
+    inconsistent) and new job arguments, so every job of an up-to-date data dir ran again."""
+    for key in ("data_dir", "run_dir"):
+        value = config.get(key)
+        if not isinstance(value, str) or not value or URL_SCHEME.match(value):
+            if isinstance(value, str) and S3_DATA_DIR.fullmatch(value) and key == "data_dir":
+                config[key] = value.rstrip("/")
+            continue  # absent, null, or a URL (refused, or an s3:// data dir done above)
+        config[key] = _one_spelling(value)
+
+
+def _one_spelling(path: str) -> str:
+    """``path`` without doubled slashes, a leading ``./`` or a trailing slash; ``..`` is
+    kept (below a symbolic link it is not the parent folder)."""
+    path = re.sub(r"/{2,}", "/", path)
+    while path.startswith("./") and len(path) > 2:
+        path = path[2:]
+    return path.rstrip("/") or "/"
+
+
 def _empty_symbol_lists(config: dict) -> list[tuple[str, str]]:
     """``symbols.<trade type>: []`` of a trade type in use: a run of no symbols at all
     (docs/config.md gives no meaning to it)."""
@@ -397,6 +421,7 @@ def check_user_config(config: dict, schema_path: str | Path) -> None:
     """Raise ConfigError with one line per problem, every problem at once (dates and
     endpoint URLs normalised in place first)."""
     schema = load_schema(schema_path)
+    _normalise_folders(config)
     unknown = _unknown_keys(config, schema)
     own = (
         _date_problems(config)

@@ -279,3 +279,23 @@ def test_an_interval_given_both_as_argument_and_in_config_is_refused_when_they_d
     )
     same = cli.parse_args(["workflow", "aws-download", "5m", "--config", "interval=5m"])
     assert cli.snakemake_argv(same)[-2:] == ["interval=5m", "interval=5m"]
+
+
+@pytest.mark.parametrize(
+    "given,used",
+    [
+        ("data/binance_data/", "data/binance_data"),
+        ("./data//binance_data", "data/binance_data"),
+        ("/srv/data/", "/srv/data"),
+        ("s3://bucket/prefix/", "s3://bucket/prefix"),
+        ("/", "/"),
+        ("a/../b", "a/../b"),  # kept: below a symbolic link `..` is no parent
+    ],
+)
+def test_data_dir_and_run_dir_are_used_in_one_spelling(given, used):
+    # A trailing slash built paths with "//" (Snakemake warned at every one) and new job
+    # arguments: every job of an up-to-date data dir ran again, gen_kline rewrote its files.
+    config = {"data_dir": given, "run_dir": None if given.startswith("s3:") else given}
+    check_user_config(config, SCHEMA)
+    assert config["data_dir"] == used
+    assert config["run_dir"] == (None if given.startswith("s3:") else used)

@@ -113,6 +113,16 @@ def test_agg_klines_intervals_that_build_nothing_are_announced(tmp_path):
     assert "agg_klines:" not in proc.stderr
 
 
+def test_a_data_dir_with_a_trailing_slash_builds_no_doubled_slash(tmp_path):
+    # Snakemake warned "File path …//lakehouse/… contains double '/'" for every path, and the
+    # jobs' arguments differed from those of the same data dir without the slash.
+    proc = run_snakemake(tmp_path, "-n", "--config", f"data_dir={tmp_path / 'd'}/", check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert f"{tmp_path / 'd'}/lakehouse/" in out
+    assert "double '/'" not in out and "//lakehouse" not in out
+
+
 def test_bad_interval_is_blamed_on_interval_not_on_resample(tmp_path):
     proc = _snakemake_with_yaml(tmp_path, "interval: 7m\n")
     assert proc.returncode != 0
