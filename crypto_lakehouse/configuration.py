@@ -255,9 +255,10 @@ S3_DATA_DIR = re.compile(r"s3://[^/\s]+(/\S*)?")
 def _normalise_folders(config: dict) -> None:
     """``data_dir`` and ``run_dir`` in one spelling (in place): a local path without a
     trailing slash, doubled slashes or a leading ``./`` (``./data/binance_data/`` ->
-    ``data/binance_data``), an S3 one without a trailing slash. Every job's arguments and output paths are built from them: a
-    trailing slash gave paths with ``//`` (Snakemake warned that its file matching may be
-    inconsistent) and new job arguments, so every job of an up-to-date data dir ran again."""
+    ``data/binance_data``), an S3 one without a trailing slash. Every job's arguments and
+    output paths are built from them: a trailing slash gave paths with ``//`` (Snakemake
+    warned that its file matching may be inconsistent) and new job arguments, so every job
+    of an up-to-date data dir ran again."""
     for key in ("data_dir", "run_dir"):
         value = config.get(key)
         if not isinstance(value, str) or not value or URL_SCHEME.match(value):
@@ -418,8 +419,8 @@ def _message(error: jsonschema.ValidationError) -> str:
 
 
 def check_user_config(config: dict, schema_path: str | Path) -> None:
-    """Raise ConfigError with one line per problem, every problem at once (dates and
-    endpoint URLs normalised in place first)."""
+    """Raise ConfigError with one line per problem, every problem at once (dates, endpoint
+    URLs, data_dir and run_dir normalised in place first)."""
     schema = load_schema(schema_path)
     _normalise_folders(config)
     unknown = _unknown_keys(config, schema)

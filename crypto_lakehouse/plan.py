@@ -267,7 +267,13 @@ def _resample_problems(config: dict) -> list[str]:
     except ImportError:  # resample not installed: nothing to validate against
         return []
     problems = _aggregation_problems(config)
-    for trade_type in sorted({t["trade_type"] for t in targets}):
+    # The targets of the trade types in use: another's are never read (rules/common.smk
+    # RESAMPLE_TARGETS); `--config trade_types='[spot]' interval=1h` was refused for the
+    # default um_futures and cm_futures targets.
+    from crypto_lakehouse.layout import TRADE_TYPES
+
+    in_use = set(config.get("trade_types", TRADE_TYPES))
+    for trade_type in sorted({t["trade_type"] for t in targets} & in_use):
         # the entries of this trade type, by their index in resample.targets
         index = [i for i, t in enumerate(targets) if t["trade_type"] == trade_type]
         try:
