@@ -350,3 +350,17 @@ def test_every_documented_config_override_passes_the_checks_of_a_run(command, en
     from crypto_lakehouse import preview
 
     preview.load_config(None, entries)
+
+
+def test_a_yte_template_may_repeat_its_keys(tmp_path):
+    # Snakemake renders a config file with __use_yte__: true through yte, whose ?if keys
+    # may repeat in one map: not a key given twice.
+    from crypto_lakehouse.configuration import config_file_problem
+
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text(
+        "__use_yte__: true\nsymbols:\n  ?if True:\n    spot: all\n  ?if False:\n    spot: all\n"
+    )
+    assert config_file_problem(cfg) is None
+    cfg.write_text("symbols:\n  spot: all\n  spot: [BTCUSDT]\n")
+    assert "'symbols.spot' is given twice" in config_file_problem(cfg)
