@@ -448,14 +448,16 @@ def resample_skipped_notice(
 def resampled_leftovers(data_dir, trade_type: str, symbols: list[str] | str) -> list[str]:
     """Resampled files (``results_data/{T}/resampled_klines/{RI}/{OFFSET}/``) of the
     configured ``symbols`` (a list, or "all": every symbol's), as paths relative to the
-    trade type's resampled folder. A trade type whose resample targets were all removed from
-    the config keeps running its resample stage while it has any, so that each symbol's job
-    removes them (it owns all of its resampled files) instead of leaving them stale."""
+    trade type's resampled folder, that this pipeline wrote (``resample.owned``: a legacy
+    data dir's own resampled files are not the pipeline's to remove). A trade type whose
+    resample targets were all removed from the config keeps running its resample stage
+    while it has any, so that each symbol's job removes them instead of leaving them stale."""
     from crypto_lakehouse import layout
     from crypto_lakehouse.leftovers import segment_files_below
+    from crypto_lakehouse.resample.owned import owned_leftovers
 
     root = layout.resampled_root(data_dir, trade_type)
-    return segment_files_below([root], root, symbols)
+    return owned_leftovers(data_dir, trade_type, segment_files_below([root], root, symbols))
 
 
 def last_listed_symbols(config: dict, trade_type: str, run_dir: str) -> list[str] | str:

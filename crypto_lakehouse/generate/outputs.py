@@ -35,20 +35,22 @@ def symbol_files(directory: Path, symbol: str) -> list[Path]:
     return sorted(layout.segment_files(directory, symbol), key=str)
 
 
-def remove_stale_in(directories, symbol: str, keep: dict) -> list[Path]:
+def remove_stale_in(directories, symbol: str, keep: dict, owns=None) -> list[Path]:
     """``remove_stale`` in each of ``directories`` (``keep``: folder → the names to keep
     there); on S3 the folders at the same time (a listing each is a round trip)."""
     directories = list(directories)
     at_once = storage.HEADS_AT_ONCE if directories and storage.is_remote(directories[0]) else 1
     found = storage.concurrently(
-        lambda d: remove_stale(d, symbol, keep.get(d, set())), directories, at_once
+        lambda d: remove_stale(d, symbol, keep.get(d, set()), owns), directories, at_once
     )
     return [p for removed in found for p in removed]
 
 
-def remove_stale(directory: Path, symbol: str, keep_names: set[str]) -> list[Path]:
+def remove_stale(directory: Path, symbol: str, keep_names: set[str], owns=None) -> list[Path]:
     """Delete this symbol's files whose segment name is not in ``keep_names``, and its
-    orphaned temp files; return the files deleted (not the temp files)."""
+    orphaned temp files; return the files deleted (not the temp files). ``owns(path)``,
+    asked of each such file, false: the file is not the job's to delete (a legacy file used
+    in place) and stays (default: every file of the symbol is the job's)."""
     removed = []
     # Temp files of this symbol's names that a killed run left ("kill -9 during a write");
     # only this job writes these names, and the data-dir lock keeps other runs out.
@@ -66,6 +68,8 @@ def remove_stale(directory: Path, symbol: str, keep_names: set[str]) -> list[Pat
             storage.delete(tmp)
     for path in files:
         if pattern.match(path.name) and path.name[: -len(SUFFIX)] not in keep_names:
+            if owns is not None and not owns(path):
+                continue
             storage.delete(path)
             removed.append(path)
     return removed

@@ -15,6 +15,7 @@ from crypto_lakehouse.generate import tail as gen_tail
 from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale_in
 from crypto_lakehouse.generate.vwap import vwap_column_name
 from crypto_lakehouse.intervals import interval_ms
+from crypto_lakehouse.resample import owned as ownership
 from crypto_lakehouse.resample import tail
 from crypto_lakehouse.resample.targets import (
     reserved_columns,
@@ -125,10 +126,12 @@ def run_resample(
     """Resample each segment file listed in ``gen_report`` to every target and offset and
     write ``results_data/{T}/resampled_klines/{RI}/{OFFSET}/{NAME}.pqt``.
 
-    This job owns all of the symbol's resampled files: any of them that this call does not
-    write (a segment that disappeared, a target or offset no longer configured) is removed.
-    With no ``targets`` (the trade type's were all removed from the config) it writes nothing
-    and removes them all.
+    Of the symbol's resampled files that this call does not write (a segment that
+    disappeared, a target or offset no longer configured), those an earlier run of the
+    pipeline wrote, and any in the folder of a configured target and offset, are removed;
+    the others (legacy files of a data dir used in place) are kept and listed under ``kept``
+    (``resample.owned``). With no ``targets`` (the trade type's were all removed from the
+    config) it writes nothing and removes those the pipeline wrote.
     Raises ResampleValidationError, after all other files, the report and the stats are
     written, when an output disagrees with its source; that output is not kept.
     """
@@ -146,6 +149,21 @@ def run_resample(
     seconds = {"read": 0.0, "resample": 0.0, "validate": 0.0, "write": 0.0}
     params = tail.params_of(targets, aggregations, interval)
     record_file = tail.record_path(data_dir, trade_type, symbol, interval)
+    # Before the tail record goes (it tells the files of runs before the ownership record).
+    owned = ownership.owned_files(data_dir, trade_type, symbol)
+    data = storage.data_path(data_dir)
+    configured = {
+        layout.resampled_dir(data, trade_type, t.interval, o.name) for t in plan for o in t.offsets
+    }
+    configured_rel = {d.relative_to(data).as_posix() for d in configured}
+    planned = {
+        (d / f"{seg['name']}{SUFFIX}").relative_to(data).as_posix()
+        for seg in segments
+        for d in configured
+    }
+    if not planned <= owned:  # recorded before they are written: a killed job leaves none out
+        owned |= planned
+        ownership.write(data_dir, trade_type, symbol, owned)
     record = storage.read_state(record_file) if incremental else None
     storage.delete(record_file)  # a failed run leaves no record behind
     if not record or record.get("version") != tail.RECORD_VERSION or record["params"] != params:
@@ -279,10 +297,29 @@ def run_resample(
             "outputs": outputs[n_before:],
             "dropped": dropped.get(name),
         }
+    kept: list[str] = []  # stale files the pipeline did not write: legacy's, never removed
+
+    def owns(path) -> bool:
+        rel = path.relative_to(data).as_posix()
+        if rel in owned or rel.rsplit("/", 1)[0] in configured_rel:
+            return True
+        kept.append(rel)
+        return False
+
     removed = [
-        p.relative_to(storage.data_path(data_dir)).as_posix()
-        for p in remove_stale_in(layout.output_folders(root, depth=2), symbol, written)
+        p.relative_to(data).as_posix()
+        for p in remove_stale_in(layout.output_folders(root, depth=2), symbol, written, owns)
     ]
+    # Every file of the symbol the pipeline wrote and still holds is one of this run's.
+    ownership.write(data_dir, trade_type, symbol, {o["file"] for o in outputs})
+    if kept:
+        log.info(
+            "%s %s: %d resampled file(s) this pipeline did not write kept (e.g. %s)",
+            trade_type,
+            symbol,
+            len(kept),
+            min(kept),
+        )
     report = {
         "trade_type": trade_type,
         "symbol": symbol,
@@ -290,6 +327,7 @@ def run_resample(
         "targets": [{"interval": t.interval, "offsets": [o.name for o in t.offsets]} for t in plan],
         "outputs": outputs,
         "removed": sorted(removed),
+        "kept": sorted(kept),
         "dropped_columns": dropped,
         "failures": failures,
     }

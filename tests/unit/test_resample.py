@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -343,20 +345,125 @@ def test_run_resample_without_targets_removes_the_symbols_resampled_files(tmp_pa
     assert sorted(p.name for p in base.rglob("*.pqt")) == ["XBTCUSDT.pqt"]
 
 
+LEGACY_RESULTS = Path(__file__).parents[1] / "fixtures" / "legacy-v1-real" / "results_data"
+
+
+def _legacy_dir(tmp_path, trade_type):
+    """A data dir holding legacy BHDS V1's real results_data of ``trade_type`` (used in place)."""
+    shutil.copytree(LEGACY_RESULTS / trade_type, tmp_path / "results_data" / trade_type)
+    return tmp_path / "results_data" / trade_type / "resampled_klines"
+
+
+def _files(base) -> dict[str, bytes]:
+    return {p.relative_to(base).as_posix(): p.read_bytes() for p in sorted(base.rglob("*.pqt"))}
+
+
+def test_legacy_resampled_files_of_unconfigured_targets_are_kept(tmp_path):
+    # A legacy data dir used in place, with resample.targets not listing legacy's: its
+    # resampled files at the other targets and offsets are not the pipeline's to delete
+    # (before 2026-12-06 the first run removed them all).
+    base = _legacy_dir(tmp_path, "um_futures")
+    legacy = _files(base)
+    assert len(legacy) == 13  # 1h at the 12 offsets of 5m, and 5m/0m
+    seg = "results_data/um_futures/klines/1m/BTCUSDT.pqt"  # legacy's generated file
+    report = write_gen_report(tmp_path, "um_futures", "BTCUSDT", [("BTCUSDT", seg)])
+    rep_path = tmp_path / "lakehouse/reports/resample/BTCUSDT.json"
+    run(tmp_path, "um_futures", "BTCUSDT", report, [{"interval": "1h", "offset_step": "0m"}])
+    rep = json.loads(rep_path.read_text())
+    assert rep["removed"] == []
+    others = sorted(f for f in legacy if f != "1h/0m/BTCUSDT.pqt")
+    assert rep["kept"] == [f"results_data/um_futures/resampled_klines/{f}" for f in others]
+    now = _files(base)
+    assert sorted(now) == sorted(legacy)
+    assert all(now[f] == legacy[f] for f in others)  # untouched, byte for byte
+    assert now["1h/0m/BTCUSDT.pqt"] != legacy["1h/0m/BTCUSDT.pqt"]  # rewritten: configured
+    # 5m configured again: the pipeline rewrites 5m/0m, which is then its own; removed
+    # once the target goes, while legacy's other offsets still stay.
+    targets = [{"interval": "1h", "offset_step": "0m"}, {"interval": "5m", "offset_step": "0m"}]
+    run(tmp_path, "um_futures", "BTCUSDT", report, targets)
+    run(tmp_path, "um_futures", "BTCUSDT", report, [{"interval": "1h", "offset_step": "0m"}])
+    rep = json.loads(rep_path.read_text())
+    assert rep["removed"] == ["results_data/um_futures/resampled_klines/5m/0m/BTCUSDT.pqt"]
+    assert sorted(_files(base)) == sorted(f for f in legacy if f != "5m/0m/BTCUSDT.pqt")
+    # All targets removed (the trade type's resample leftovers): only the pipeline's go.
+    run(tmp_path, "um_futures", "BTCUSDT", report, [])
+    rep = json.loads(rep_path.read_text())
+    assert rep["removed"] == ["results_data/um_futures/resampled_klines/1h/0m/BTCUSDT.pqt"]
+    now = _files(base)
+    assert sorted(now) == sorted(f for f in others if f != "5m/0m/BTCUSDT.pqt")
+    assert all(now[f] == legacy[f] for f in now)
+
+
+def test_a_killed_resample_job_leaves_its_files_owned(tmp_path, monkeypatch):
+    # The outputs are recorded before they are written: a job killed after writing one
+    # leaves it the pipeline's, removed by a later run that no longer configures it.
+    from crypto_lakehouse.resample import job
+
+    seg = write_segment(tmp_path, "spot", "BTCUSDT", series(T0, 120))
+    report = write_gen_report(tmp_path, "spot", "BTCUSDT", [("BTCUSDT", seg)])
+    written = []
+
+    def killed_after_one(path, table, metadata):
+        if written:
+            raise KeyboardInterrupt  # the job is killed
+        io.write_parquet(path, table)
+        written.append(path)
+
+    monkeypatch.setattr(job, "write_output", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "1h", "offset_step": "30m"}])
+    monkeypatch.undo()
+    assert [p.parent.name for p in written] == ["0m"]
+    run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "5m", "offset_step": "0m"}])
+    base = tmp_path / "results_data" / "spot" / "resampled_klines"
+    assert sorted(_files(base)) == ["5m/0m/BTCUSDT.pqt"]
+
+
+def test_legacy_segments_of_a_configured_target_are_rebuilt_as_the_pipeline_splits(tmp_path):
+    # In the folder of a configured target and offset the job rebuilds the symbol's set of
+    # files: a legacy SP0_ file its own segments do not have would mix two splits there.
+    base = _legacy_dir(tmp_path, "spot")
+    seg = "results_data/spot/klines/1m/BTCUSDT.pqt"
+    report = write_gen_report(tmp_path, "spot", "BTCUSDT", [("BTCUSDT", seg)])
+    run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "5m", "offset_step": "0m"}])
+    rep = json.loads((tmp_path / "lakehouse/reports/resample/BTCUSDT.json").read_text())
+    assert rep["removed"] == ["results_data/spot/resampled_klines/5m/0m/SP0_BTCUSDT.pqt"]
+    legacy_1h = sorted(
+        f for f in _files(LEGACY_RESULTS / "spot/resampled_klines") if f[:3] == "1h/"
+    )
+    assert len(legacy_1h) == 24  # BTCUSDT and SP0_BTCUSDT at the 12 offsets: kept
+    assert rep["kept"] == [f"results_data/spot/resampled_klines/{f}" for f in legacy_1h]
+    assert sorted(_files(base)) == sorted(["5m/0m/BTCUSDT.pqt", *legacy_1h])
+
+
 def test_resampled_leftovers_names_the_configured_symbols_files(tmp_path):
     from crypto_lakehouse.plan import resampled_leftovers
+    from crypto_lakehouse.resample import owned
 
     assert resampled_leftovers(tmp_path, "um_futures", "all") == []
     for name in ("SP0_BTCUSDT.pqt", "BTCUSDT.pqt", "ETHUSDT.pqt"):
         path = layout.resampled_dir(tmp_path, "um_futures", "1h", "5m") / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
+    # Files no run of the pipeline wrote (a legacy data dir's) are no leftovers of it.
+    assert resampled_leftovers(tmp_path, "um_futures", "all") == []
+    base = "results_data/um_futures/resampled_klines/1h/5m"
+    owned.write(
+        tmp_path, "um_futures", "BTCUSDT", [f"{base}/BTCUSDT.pqt", f"{base}/SP0_BTCUSDT.pqt"]
+    )
+    owned.write(tmp_path, "um_futures", "ETHUSDT", [f"{base}/ETHUSDT.pqt"])
     assert resampled_leftovers(tmp_path, "um_futures", ["BTCUSDT"]) == [
         "1h/5m/BTCUSDT.pqt",
         "1h/5m/SP0_BTCUSDT.pqt",
     ]
     assert len(resampled_leftovers(tmp_path, "um_futures", "all")) == 3
     assert resampled_leftovers(tmp_path, "spot", "all") == []
+    # Written by a run before the ownership record existed: its tail-build record says so.
+    owned.record_path(tmp_path, "um_futures", "ETHUSDT").unlink()
+    assert resampled_leftovers(tmp_path, "um_futures", ["ETHUSDT"]) == []
+    resume = layout.state_path(tmp_path, "resample_resume", "um_futures", "klines-5m", "ETHUSDT")
+    io.write_json(resume, {"version": 1, "outputs": {f"{base}/ETHUSDT.pqt": [1, 2]}})
+    assert resampled_leftovers(tmp_path, "um_futures", ["ETHUSDT"]) == ["1h/5m/ETHUSDT.pqt"]
 
 
 def test_last_listed_symbols_for_all_are_those_of_the_last_listing(tmp_path):

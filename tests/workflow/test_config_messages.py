@@ -153,19 +153,32 @@ def test_all_without_resample_targets_says_the_stage_is_skipped(tmp_path):
     assert "summaries/resample/um_futures.json" not in proc.stdout
 
 
-def test_all_runs_the_resample_stage_of_a_trade_type_whose_targets_were_removed(tmp_path):
-    # um_futures had targets; its resampled files stay until its resample stage removes them.
+_UM_WITHOUT_TARGETS = (
+    "trade_types: [spot, um_futures]\n"
+    "symbols: {spot: [BTCUSDT], um_futures: [BTCUSDT]}\n"
+    "resample:\n  targets: [{trade_type: spot, interval: 1h, offset_step: 5m}]\n"
+)
+
+
+def _resampled_files(tmp_path, pipeline_wrote: bool):
+    from crypto_lakehouse.resample import owned
+
     left = tmp_path / "d" / "results_data" / "um_futures" / "resampled_klines" / "1h" / "5m"
     left.mkdir(parents=True)
     (left / "BTCUSDT.pqt").write_bytes(b"x")
     (left / "XRPUSDT.pqt").write_bytes(b"x")  # a symbol no longer configured: not counted
-    proc = _snakemake_with_yaml(
-        tmp_path,
-        "trade_types: [spot, um_futures]\n"
-        "symbols: {spot: [BTCUSDT], um_futures: [BTCUSDT]}\n"
-        "resample:\n  targets: [{trade_type: spot, interval: 1h, offset_step: 5m}]\n",
-        "all",
-    )
+    legacy = left.parent / "10m"  # a legacy data dir's own file: not the pipeline's to remove
+    legacy.mkdir()
+    (legacy / "BTCUSDT.pqt").write_bytes(b"x")
+    if pipeline_wrote:  # the symbol's record of the resampled files the pipeline wrote
+        files = ["results_data/um_futures/resampled_klines/1h/5m/BTCUSDT.pqt"]
+        owned.write(tmp_path / "d", "um_futures", "BTCUSDT", files)
+
+
+def test_all_runs_the_resample_stage_of_a_trade_type_whose_targets_were_removed(tmp_path):
+    # um_futures had targets; its resampled files stay until its resample stage removes them.
+    _resampled_files(tmp_path, pipeline_wrote=True)
+    proc = _snakemake_with_yaml(tmp_path, _UM_WITHOUT_TARGETS, "all")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (
         "resample: no resample.targets entry for um_futures; its resample stage removes the "
@@ -173,6 +186,18 @@ def test_all_runs_the_resample_stage_of_a_trade_type_whose_targets_were_removed(
         "(e.g. results_data/um_futures/resampled_klines/1h/5m/BTCUSDT.pqt), then skips it"
     ) in proc.stderr
     assert "summaries/resample/um_futures.json" in proc.stdout
+
+
+def test_resampled_files_the_pipeline_did_not_write_are_no_leftovers(tmp_path):
+    # A legacy data dir used in place: its resampled files stay, and the stage is skipped.
+    _resampled_files(tmp_path, pipeline_wrote=False)
+    proc = _snakemake_with_yaml(tmp_path, _UM_WITHOUT_TARGETS, "all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "resample: no resample.targets entry for um_futures; the resample stage skips it"
+    ) in proc.stderr
+    assert "removes the" not in proc.stderr
+    assert "summaries/resample/um_futures.json" not in proc.stdout
 
 
 def test_every_config_problem_is_reported_in_one_go(tmp_path):
@@ -319,10 +344,9 @@ def test_the_resample_leftovers_scan_runs_once_until_targets_come_back(tmp_path)
     assert "its resample stage removes" not in proc.stderr
     record = tmp_path / "d" / "lakehouse" / "leftovers" / "resample" / "um_futures.json"
     assert record.exists()
-    # A file no run of this config could write appears: the record is trusted, no scan.
-    left = tmp_path / "d" / "results_data" / "um_futures" / "resampled_klines" / "1h" / "5m"
-    left.mkdir(parents=True)
-    (left / "BTCUSDT.pqt").write_bytes(b"x")
+    # A file no run of this config could write appears (as a run with a um_futures target
+    # writes it, with the record of the symbol's files): the record is trusted, no scan.
+    _resampled_files(tmp_path, pipeline_wrote=True)
     proc = _snakemake_with_yaml(tmp_path, yaml_text, "all")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "its resample stage removes" not in proc.stderr
