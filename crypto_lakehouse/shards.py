@@ -86,7 +86,13 @@ class DamagedInput(Exception):
     which is never removed: its rows may be nobody's to rebuild."""
 
     def __init__(self, path, stage: str, problem: str, missing: bool, removable: bool = True):
-        super().__init__(f"{path}, written by {stage}, {problem}")
+        if removable:
+            super().__init__(f"{path}, written by {stage}, {problem}")
+        else:  # before 2026-12-06 "written by aws_parse, …, aws_parse did not write it"
+            super().__init__(
+                f"{path}, a file this pipeline did not write ({stage} has no record of it: "
+                f"a legacy file used in place?), {problem}"
+            )
         self.path, self.stage, self.missing = str(path), stage, missing
         self.removable = removable
 
@@ -518,8 +524,10 @@ def _repair_damaged(symbol: str, exc: DamagedInput) -> None:
 
     if not exc.removable:  # the writer keeps it as it is: rerunning the writer mends nothing
         exc.args = (
-            f"{exc.args[0]}: not removed, {exc.stage} did not write it (a file used in "
-            "place?): move it away, then the next run rebuilds it",
+            f"{exc.args[0]}: not removed, since its rows may exist nowhere else. Move it out "
+            "of the data dir (keep a copy) or put a readable copy in its place, then run "
+            f"again: {exc.stage} then rebuilds it from the sources the data dir holds for it, "
+            "if any, and this symbol runs again",
         )
         return
     done = [] if exc.missing else [_remove(exc.path)]

@@ -529,9 +529,18 @@ def test_a_damaged_file_the_writer_did_not_write_is_kept_and_named(tmp_path, job
     assert legacy.read_bytes() == damaged
     assert json.loads(parse.read_text()).get("retry_generation") == 4
     error = json.loads((tmp_path / "reports/x/shards/3.json").read_text())["symbols"]["B"]["error"]
+    # Plainly: not this pipeline's file, kept, and what to do (before 2026-12-06 it said
+    # "written by aws_parse, … aws_parse did not write it").
+    assert error.startswith(
+        f"DamagedInput: {legacy}, a file this pipeline did not write (aws_parse has no record "
+        "of it: a legacy file used in place?), is unreadable ("
+    )
+    assert "written by" not in error
     assert error.endswith(
-        "not removed, aws_parse did not write it (a file used in place?): move it away, then "
-        "the next run rebuilds it"
+        ": not removed, since its rows may exist nowhere else. Move it out of the data dir "
+        "(keep a copy) or put a readable copy in its place, then run again: aws_parse then "
+        "rebuilds it from the sources the data dir holds for it, if any, and this symbol runs "
+        "again"
     )
 
 
