@@ -150,7 +150,11 @@ def run_resample(
     params = tail.params_of(targets, aggregations, interval)
     record_file = tail.record_path(data_dir, trade_type, symbol, interval)
     # Before the tail record goes (it tells the files of runs before the ownership record).
-    owned = ownership.owned_files(data_dir, trade_type, symbol)
+    recorded = ownership.read_record(data_dir, trade_type, symbol)
+    if recorded is None:
+        owned = ownership.files_before_the_record(data_dir, trade_type, symbol)
+    else:
+        owned = set(recorded)
     data = storage.data_path(data_dir)
     configured = {
         layout.resampled_dir(data, trade_type, t.interval, o.name) for t in plan for o in t.offsets
@@ -161,9 +165,10 @@ def run_resample(
         for seg in segments
         for d in configured
     }
-    if not planned <= owned:  # recorded before they are written: a killed job leaves none out
-        owned |= planned
+    if recorded is None or not planned <= owned:  # before they are written: a killed job
+        owned |= planned  # leaves none of its files unrecorded
         ownership.write(data_dir, trade_type, symbol, owned)
+        recorded = set(owned)
     record = storage.read_state(record_file) if incremental else None
     storage.delete(record_file)  # a failed run leaves no record behind
     if not record or record.get("version") != tail.RECORD_VERSION or record["params"] != params:
@@ -311,7 +316,9 @@ def run_resample(
         for p in remove_stale_in(layout.output_folders(root, depth=2), symbol, written, owns)
     ]
     # Every file of the symbol the pipeline wrote and still holds is one of this run's.
-    ownership.write(data_dir, trade_type, symbol, {o["file"] for o in outputs})
+    holds = {o["file"] for o in outputs}
+    if holds != recorded:
+        ownership.write(data_dir, trade_type, symbol, holds)
     if kept:
         log.info(
             "%s %s: %d resampled file(s) this pipeline did not write kept (e.g. %s)",

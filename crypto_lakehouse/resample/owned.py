@@ -36,16 +36,19 @@ def record_path(data_dir, trade_type: str, symbol: str) -> Path:
     return layout.state_path(data_dir, STAGE, trade_type, DATASET, symbol)
 
 
-def owned_files(data_dir, trade_type: str, symbol: str) -> set[str]:
-    """The resampled files of ``symbol`` this pipeline wrote, relative to the data dir
-    (see the module docstring). An unreadable record reads as missing (``read_state``)."""
+def read_record(data_dir, trade_type: str, symbol: str) -> set[str] | None:
+    """The files the symbol's record lists; None without a (readable) record."""
     record = storage.read_state(record_path(data_dir, trade_type, symbol))
     if record.get("version") == VERSION and isinstance(record.get("files"), list):
         return set(record["files"])
+    return None
+
+
+def files_before_the_record(data_dir, trade_type: str, symbol: str) -> set[str]:
+    """The outputs of the symbol's last successful resample run, as its tail-build record
+    of each base interval lists them (for files written before the record existed)."""
     from crypto_lakehouse.resample import tail
 
-    # No record yet (written since 2026-12-06): the last successful run's outputs, as its
-    # tail-build record of each base interval lists them.
     root = tail.record_path(data_dir, trade_type, symbol, "1m").parent.parent
     owned: set[str] = set()
     for tag in layout.subdir_names(root):
@@ -57,9 +60,18 @@ def owned_files(data_dir, trade_type: str, symbol: str) -> set[str]:
     return owned
 
 
+def owned_files(data_dir, trade_type: str, symbol: str) -> set[str]:
+    """The resampled files of ``symbol`` this pipeline wrote, relative to the data dir
+    (see the module docstring). An unreadable record reads as missing (``read_state``)."""
+    recorded = read_record(data_dir, trade_type, symbol)
+    if recorded is not None:
+        return recorded
+    return files_before_the_record(data_dir, trade_type, symbol)
+
+
 def write(data_dir, trade_type: str, symbol: str, files) -> None:
     """Record ``files`` as the symbol's resampled files that this pipeline wrote."""
-    storage.write_json_if_changed(
+    storage.write_json(
         record_path(data_dir, trade_type, symbol), {"version": VERSION, "files": sorted(files)}
     )
 
