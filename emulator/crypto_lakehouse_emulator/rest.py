@@ -47,7 +47,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crypto_lakehouse.intervals import DAY_MS, interval_ms
+from crypto_lakehouse.intervals import (
+    BINANCE_INTERVALS,
+    CALENDAR_INTERVALS,
+    DAY_MS,
+    SPOT_ONLY_INTERVALS,
+    interval_ms,
+)
 from crypto_lakehouse.schema import ARCHIVE_KLINE_FIELDS
 
 FAMILIES = {"/api/": "spot", "/fapi/": "um", "/dapi/": "cm"}
@@ -72,6 +78,10 @@ _LEGACY_TO_REST = {
     "taker_buy_base_asset_volume": "taker_buy_volume",
     "taker_buy_quote_asset_volume": "taker_buy_quote_volume",
 }
+
+
+# Fixed-length kline intervals the emulator serves (Binance's 1M month is not emulated).
+REST_INTERVALS = tuple(i for i in BINANCE_INTERVALS if i not in CALENDAR_INTERVALS)
 
 
 def market_of(name: str) -> str:
@@ -709,10 +719,10 @@ class RestEmulator:
     def _ep_klines(self, family: str, query: dict) -> list:
         symbol = self._check_symbol(family, query)
         interval = query.get("interval", "")
-        try:
-            ims = interval_ms(interval)
-        except ValueError:
-            raise _ApiError(400, -1120, "Invalid interval.") from None
+        # Binance's list only; 1s is a spot interval (fapi/dapi answer -1120 for it).
+        if interval not in REST_INTERVALS or (family != "spot" and interval in SPOT_ONLY_INTERVALS):
+            raise _ApiError(400, -1120, "Invalid interval.")
+        ims = interval_ms(interval)
         limit = _int_param(query, "limit", 500)
         if not 1 <= limit <= KLINES_MAX[family]:
             raise _ApiError(400, -1130, "Invalid data sent for a parameter: limit.")

@@ -63,6 +63,24 @@ def test_kline_weight_by_market_and_limit(market, path, limit, weight):
     assert rest.counters(market)["weight"] == 2 * weight
 
 
+def test_1s_klines_are_spot_only_and_unknown_intervals_are_refused():
+    # Binance: 1s klines exist on /api/v3 only; fapi/dapi answer -1120 Invalid interval, as
+    # both do for a value off Binance's list (the emulator served any "<n><unit>").
+    rest = RestEmulator(now_ms=D0 + DAY)
+    for market in ("spot", "um", "cm"):
+        rest.add_synthetic_klines(market, "XUSD_PERP", start_ms=D0)
+    paths = {"spot": "/api/v3/klines", "um": "/fapi/v1/klines", "cm": "/dapi/v1/klines"}
+    status, _, body = get(rest, paths["spot"], symbol="XUSD_PERP", interval="1s", limit=5)
+    assert status == 200 and len(body) == 5 and body[1][0] - body[0][0] == 1_000
+    for market in ("um", "cm"):
+        status, _, body = get(rest, paths[market], symbol="XUSD_PERP", interval="1s", limit=5)
+        assert (status, body["code"]) == (400, -1120), (market, body)
+    for market, path in paths.items():
+        status, _, body = get(rest, path, symbol="XUSD_PERP", interval="7m", limit=5)
+        assert (status, body["code"]) == (400, -1120), (market, body)
+        assert get(rest, path, symbol="XUSD_PERP", interval="4h", limit=5)[0] == 200
+
+
 def test_klines_from_truth_csv_keep_the_csv_strings():
     csv = TRUTH / "klines" / "cm" / "BTCUSD_PERP-1m.csv.gz"
     lines = gzip.decompress(csv.read_bytes()).decode().splitlines()
