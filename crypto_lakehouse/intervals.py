@@ -89,6 +89,27 @@ def check_resample_interval(key: str, value) -> str | None:
     return check_binance_interval(key, value, RESAMPLE_INTERVALS)
 
 
+# Intervals Binance publishes for spot only: no futures archive folder (binance-facts §2, the
+# Gen 4 path reference) and no futures REST interval (fapi/dapi answer -1120 Invalid interval).
+SPOT_ONLY_INTERVALS = ("1s",)
+FUTURES_TRADE_TYPES = ("um_futures", "cm_futures")
+
+
+def check_interval_trade_types(interval: str, trade_types) -> str | None:
+    """None unless ``interval`` exists for spot only and ``trade_types`` names a futures
+    trade type: Binance has no such klines for it, so its every symbol would end up with
+    nothing (no archive file to list, every REST request refused)."""
+    futures = [t for t in trade_types if t in FUTURES_TRADE_TYPES]
+    if interval not in SPOT_ONLY_INTERVALS or not futures:
+        return None
+    return (
+        f"config key 'interval': Binance publishes {interval} klines for spot only, and "
+        f"config key 'trade_types' lists {', '.join(futures)} (no {interval} archive files, "
+        f"REST answers 'Invalid interval'); with interval {interval} set trade_types: [spot], "
+        "and build the futures at 1m or coarser in a data_dir of their own"
+    )
+
+
 def check_base_interval(value: str) -> str | None:
     """None when ``value`` can be the pipeline's base interval (config key ``interval``)."""
     problem = check_binance_interval("interval", value, BASE_INTERVALS)

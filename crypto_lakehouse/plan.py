@@ -193,7 +193,8 @@ def check_config(
     ``verdicts_dir``: skip the ``features`` check for a block that passed it before
     (``validate_feature_config_once``; its verdicts are written only when
     ``remember_verdicts``)."""
-    from crypto_lakehouse.intervals import check_base_interval
+    from crypto_lakehouse.intervals import check_base_interval, check_interval_trade_types
+    from crypto_lakehouse.layout import TRADE_TYPES
 
     problems = folder_problems(config)
     if problems:  # the features verdict would be written below the data dir
@@ -202,6 +203,10 @@ def check_config(
     if interval_problem:
         problems.append(interval_problem)
     else:  # the targets are checked against the base interval
+        spot_only = check_interval_trade_types(
+            config["interval"], config.get("trade_types", TRADE_TYPES)
+        )
+        problems += [spot_only] if spot_only else []
         problems += _resample_problems(config)
     if features_enabled(config):  # else when a features job is planned (check_feature_config)
         problems += _feature_problems(config, verdicts_dir, remember_verdicts)

@@ -249,6 +249,29 @@ def test_check_config_names_the_key():
         check_config(_config(interval="7x"))
 
 
+def test_a_1s_base_interval_with_futures_trade_types_is_refused_naming_both_keys():
+    # Binance has 1s klines for spot only: no futures archive folder, and fapi/dapi answer
+    # -1120 Invalid interval. The check let interval 1s pass with the default trade types,
+    # and every futures symbol would have ended with no candles at all.
+    spot_1s = {"targets": [{"trade_type": "spot", "interval": "1m", "offset_step": "0m"}]}
+    check_config(_config(interval="1s", trade_types=["spot"], resample=spot_1s))
+    for trade_types, named in (
+        (["spot", "um_futures", "cm_futures"], "um_futures, cm_futures"),
+        (["cm_futures"], "cm_futures"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            check_config(_config(interval="1s", trade_types=trade_types, resample=spot_1s))
+        lines = str(err.value).splitlines()[1:]
+        assert len(lines) == 1, lines
+        assert "config key 'interval'" in lines[0] and "spot only" in lines[0]
+        assert f"config key 'trade_types' lists {named} " in lines[0]
+    # the schema default (all three trade types) when the key is absent
+    with pytest.raises(ConfigError, match="spot only"):
+        check_config(_config(interval="1s", resample=spot_1s))
+    # 1m and coarser exist for every trade type
+    check_config(_config(interval="1m", trade_types=["spot", "um_futures", "cm_futures"]))
+
+
 def test_a_data_dir_or_run_dir_that_is_a_file_is_named_by_its_key(tmp_path):
     # It was a NotADirectoryError traceback about lakehouse/config_checks.
     a_file = tmp_path / "notes.txt"
