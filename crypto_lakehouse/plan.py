@@ -266,11 +266,18 @@ def unusable_folder(exc: OSError, data_dir: str, run_dir: str) -> str:
 
 
 def _resample_problems(config: dict) -> list[str]:
+    """One line per resample target that does not suit the base interval, named by its
+    index in the config's list (``resample.targets[2]``), every such target at once.
+
+    Before 2026-12-06 the targets were checked per trade type and only the first bad one of
+    each was named, as ``resample target #0`` of that trade type's targets: the third
+    entry of the config read as #0, and the next bad one showed only once it was fixed."""
     targets = config.get("resample", {}).get("targets", [])
     try:
         from crypto_lakehouse.resample import validate_targets
     except ImportError:  # resample not installed: nothing to validate against
         return []
+    base = config["interval"]
     problems = _aggregation_problems(config)
     # The targets of the trade types in use: another's are never read (rules/common.smk
     # RESAMPLE_TARGETS); `--config trade_types='[spot]' interval=1h` was refused for the
@@ -278,33 +285,27 @@ def _resample_problems(config: dict) -> list[str]:
     from crypto_lakehouse.layout import TRADE_TYPES
 
     in_use = set(config.get("trade_types", TRADE_TYPES))
-    for trade_type in sorted({t["trade_type"] for t in targets} & in_use):
-        # the entries of this trade type, by their index in resample.targets
-        index = [i for i, t in enumerate(targets) if t["trade_type"] == trade_type]
+    seen: dict[tuple[str, str], int] = {}
+    for i, t in enumerate(targets):
+        if t["trade_type"] not in in_use:
+            continue
+        what = f"{t['trade_type']} {t['interval']} at offset_step {t['offset_step']}"
         try:
             validate_targets(
-                [
-                    {"interval": targets[i]["interval"], "offset_step": targets[i]["offset_step"]}
-                    for i in index
-                ],
-                base_interval=config["interval"],
+                [{"interval": t["interval"], "offset_step": t["offset_step"]}], base_interval=base
             )
         except ValueError as exc:
-            # validate_targets counts the entries it was given ("resample target #1"):
-            # name the entry by its place in the config (before 2026-12-06 the cm_futures
-            # entry resample.targets[2] was called "#0")
-            message = str(exc)
-            number = re.match(r"resample target #(\d+)", message)
-            if number:
-                message = (
-                    f"resample.targets[{index[int(number.group(1))]}]" + message[number.end() :]
-                )
-            if "base interval" in message:
-                message += (
-                    f" (the targets must suit interval: {config['interval']}; give "
-                    "resample.targets for it, or [] to skip resampling)"
-                )
-            problems.append(f"config key 'resample.targets' (the {trade_type} targets): {message}")
+            reason = re.sub(r"^resample target #\d+: ", "", str(exc))
+            problems.append(
+                f"config key 'resample.targets[{i}]' ({what}): {reason} (the targets must "
+                f"suit interval: {base}; give resample.targets for it, or [] to skip resampling)"
+            )
+        first = seen.setdefault((t["trade_type"], t["interval"]), i)
+        if first != i:
+            problems.append(
+                f"config key 'resample.targets[{i}]' ({what}): {t['trade_type']} has a "
+                f"{t['interval']} target already (resample.targets[{first}]); one per interval"
+            )
     return problems
 
 

@@ -101,6 +101,11 @@ def validate_targets(targets, base_interval: str = "1m") -> list[Target]:
         if n == 0:
             raise ValueError(f"resample target #{i}: interval {interval!r} must be > 0")
         ri_ms = interval_ms(interval)
+        if ri_ms < base_ms:
+            raise ValueError(
+                f"resample target #{i}: interval {interval!r} is shorter than the base "
+                f"interval {base_interval!r}"
+            )
         if ri_ms % base_ms:
             raise ValueError(
                 f"resample target #{i}: interval {interval!r} is not a multiple of the "

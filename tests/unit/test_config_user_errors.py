@@ -122,8 +122,8 @@ def test_a_resample_target_problem_names_the_entry_by_its_place_in_the_list():
     with pytest.raises(ConfigError) as err:
         check_config(_config(resample={"targets": targets}))
     (line,) = str(err.value).splitlines()[1:]
-    assert line == (
-        "  config key 'resample.targets' (the cm_futures targets): resample.targets[2]: "
+    assert line.startswith(
+        "  config key 'resample.targets[2]' (cm_futures 1h at offset_step 7m): "
         "offset_step '7m' does not divide the interval '1h'"
     )
 
@@ -310,7 +310,7 @@ def test_only_the_resample_targets_of_the_trade_types_in_use_are_checked():
         {"trade_type": "cm_futures", "interval": "1h", "offset_step": "5m"},
     ]
     check_config(_config(interval="1h", trade_types=["spot"], resample={"targets": targets}))
-    with pytest.raises(ConfigError, match=r"the um_futures targets\): resample\.targets\[1\]"):
+    with pytest.raises(ConfigError, match=r"'resample\.targets\[1\]' \(um_futures 1h at"):
         check_config(
             _config(
                 interval="1h", trade_types=["spot", "um_futures"], resample={"targets": targets}

@@ -179,6 +179,9 @@ def test_validate_targets_checks_the_base_interval():
         validate_targets([{"interval": "90m", "offset_step": "0m"}], base_interval="1h")
     with pytest.raises(ValueError, match="offset_step '30m' is not a multiple"):
         validate_targets([{"interval": "4h", "offset_step": "30m"}], base_interval="1h")
+    # a target shorter than the base said "is not a multiple", as if 30m were a bad multiple
+    with pytest.raises(ValueError, match="interval '30m' is shorter than the base interval '1h'"):
+        validate_targets([{"interval": "30m", "offset_step": "0m"}], base_interval="1h")
 
 
 def test_validate_aggregations():

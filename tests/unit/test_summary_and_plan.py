@@ -662,11 +662,11 @@ def test_check_config_reports_every_problem_at_once():
     lines = str(info.value).splitlines()
     assert lines[0] == "invalid configuration:"
     assert [line[:2] for line in lines[1:]] == ["  "] * 4
-    keys = ["'resample.targets' (the spot targets)", "features.indicators[1]", "'start_date'",
+    keys = ["'resample.targets[0]' (spot 1h at offset_step 1h)", "features.indicators[1]", "'start_date'",
             "'cluster.launcher'"]  # fmt: skip
     for line, key in zip(lines[1:], keys, strict=True):
         assert line.startswith(f"  config key {key}"), line
-    # The targets of each trade type are checked on their own, each named.
+    # Every target that does not suit the base interval is named, by its index in the list.
     two = _config(
         resample={
             "targets": [
@@ -675,5 +675,43 @@ def test_check_config_reports_every_problem_at_once():
             ]
         }
     )
-    with pytest.raises(ConfigError, match=r"(?s)the spot targets.*\n  .*the um_futures targets"):
+    with pytest.raises(
+        ConfigError, match=r"(?s)targets\[0\]' \(spot .*\n  .*targets\[1\]' \(um_fut"
+    ):
         check_config(two)
+
+
+def test_every_resample_target_that_does_not_suit_the_base_interval_is_named_by_its_index():
+    # Checked per trade type, only the first bad target of each was named, as "resample
+    # target #0" of that trade type's targets: the third entry of the list read as #0, and
+    # the next bad one of a trade type appeared only once the first was fixed.
+    targets = [
+        ("spot", "1h", "15m"),  # suits 3m: 1h and its 15m offsets are multiples of 3m
+        ("spot", "1m", "0m"),  # shorter than the base
+        ("spot", "5m", "0m"),  # not a multiple
+        ("um_futures", "15m", "5m"),  # offset not a multiple of the base
+        ("um_futures", "12h", "8h"),  # offset does not divide the target
+        ("um_futures", "12h", "3h"),  # the same interval again
+    ]
+    config = _config(
+        interval="3m",
+        resample={
+            "targets": [{"trade_type": t, "interval": i, "offset_step": o} for t, i, o in targets]
+        },
+    )
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    lines = str(err.value).splitlines()[1:]
+    expected = [
+        "targets[1]' (spot 1m at offset_step 0m): interval '1m' is shorter than the base "
+        "interval '3m'",
+        "targets[2]' (spot 5m at offset_step 0m): interval '5m' is not a multiple of the base "
+        "interval '3m'",
+        "targets[3]' (um_futures 15m at offset_step 5m): offset_step '5m' is not a multiple",
+        "targets[4]' (um_futures 12h at offset_step 8h): offset_step '8h' does not divide",
+        "targets[5]' (um_futures 12h at offset_step 3h): um_futures has a 12h target already "
+        "(resample.targets[4])",
+    ]
+    assert len(lines) == len(expected), lines
+    for line, text in zip(lines, expected, strict=True):
+        assert line.startswith("  config key 'resample." + text), line
