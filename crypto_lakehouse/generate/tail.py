@@ -24,7 +24,8 @@ build). The output file keeps the previous file's untouched row groups byte for 
 and re-encoded.
 
 Anything the tail cannot reproduce exactly falls back to the full build: other parameters,
-an input change before the last two row groups' first checkpoint, a previous output changed or missing, input
+an input change before the first checkpoint (checkpoints: every day start in the last two
+row groups and in the last ``CHECKPOINT_DAYS`` days), a previous output changed or missing, input
 problems or quality failures in the previous report, a funding column appearing, funding
 events changed in the kept rows, a gap right at ``t_c`` that would cut filled rows off the
 prefix, a quality gate failing in the tail (the full build reports it), another pyarrow.
@@ -66,6 +67,10 @@ from crypto_lakehouse.schema import KLINE_COLUMNS
 
 log = logging.getLogger(__name__)
 
+# Checkpoints cover at least this many days before a file's end (``checkpoints``): a
+# day's archive replacing REST's that late is still a tail build (a monthly archive is
+# published before mid-month, ~45 days after its first day).
+CHECKPOINT_DAYS = 45
 RECORD_STAGE = "gen_kline_resume"
 RECORD_VERSION = 2
 
@@ -181,9 +186,15 @@ def checkpoints(
     Two groups, not one: a row group begins mid-day (2^17 minutes are 91.02 days), so with
     the last group's day starts only, the first days after a file crossed into a new group
     had no checkpoint before the day the archive replaced REST, and the update was a full
-    build. A checkpoint in the group before costs one more group re-encoded, rarely."""
+    build. A checkpoint in the group before costs one more group re-encoded, rarely.
+
+    And at every day start of the last ``CHECKPOINT_DAYS`` days, when those reach further
+    back: two groups of 2^17 rows are 182 days at 1m but 1.5 days at 1s, where an archive
+    publishing two or more days behind REST (binance-facts §6) made every update a full
+    build of the whole 1s history (a tail from 45 days back re-encodes ~30 groups)."""
     last_group = max(n_rows - 1, 0) // parquet_append.ROW_GROUP_ROWS
     first_row = max(last_group - 1, 0) * parquet_append.ROW_GROUP_ROWS + 1
+    first_row = min(first_row, max(n_rows - CHECKPOINT_DAYS * (DAY_MS // step_ms), 0) + 1)
     lo = max(first_row, base_row)
     rows = np.arange(lo, n_rows + 1, dtype=np.int64)
     rows = rows[((grid0 + rows * step_ms) % DAY_MS == 0) | (rows == n_rows)]

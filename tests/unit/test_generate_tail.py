@@ -17,6 +17,7 @@ import pytest
 
 from crypto_lakehouse import io, layout
 from crypto_lakehouse.generate import parquet_append, run_gen_kline
+from crypto_lakehouse.generate import tail as gen_tail
 from crypto_lakehouse.resample import run_resample
 from crypto_lakehouse.resample import tail as resample_tail
 from crypto_lakehouse.schema import (
@@ -39,6 +40,9 @@ def small_row_groups(monkeypatch):
     monkeypatch.setattr(parquet_append, "ROW_GROUP_ROWS", 5000)
     # 16 days of 5m are 4,608 rows: the tail resample keeps whole groups of them
     monkeypatch.setattr(resample_tail, "ROW_GROUP_ROWS", 1000)
+    # checkpoints' reach in days, scaled with the groups (5,000 minutes, 3.5 days): the two
+    # last groups reach further, as 2^17 rows do at 1m (182 days against 45)
+    monkeypatch.setattr(gen_tail, "CHECKPOINT_DAYS", 2, raising=False)
 
 
 def master(seed=3, pause_at=None, holes=()):
@@ -252,6 +256,30 @@ def test_the_day_after_crossing_into_a_new_row_group_is_a_tail_build(tmp_path):
     )
     assert stats["incremental"]["from"].startswith(day_iso(10)), stats["incremental"]
     assert stats["incremental"]["row_groups_kept"] == 2
+    assert len(report["segments"]) == 1
+
+
+def test_an_archive_catching_up_days_behind_the_last_two_row_groups_is_a_tail_build(
+    tmp_path, monkeypatch
+):
+    """Row groups of 5,000 minutes (3.5 days) stand for a 1s file's 2^17 rows (1.5 days).
+    REST filled days 4-12 while the archive lagged; it then publishes days 5-11 at once:
+    the change at day 5 00:00 lies before the last two groups (from row 10,000, day 6.9).
+    With checkpoints in those two groups only, this was a full build; at 1s the same
+    happened whenever the archive lagged REST by two days or more, each day it did (a full
+    rebuild of the whole 1s history). Checkpoints now reach back CHECKPOINT_DAYS as well."""
+    # 10 days against groups of 3.5 days: as at 1s, the days reach further than two groups
+    monkeypatch.setattr(gen_tail, "CHECKPOINT_DAYS", 10, raising=False)
+    cols = master(seed=8)
+    stats, report = grow_and_compare(
+        tmp_path,
+        cols,
+        (5, T0 + 12 * DAY + 12 * HOUR, RATES),
+        (12, T0 + 13 * DAY + 12 * HOUR, RATES),
+    )
+    assert stats["incremental"]["mode"] == "tail", stats["incremental"]
+    assert stats["incremental"]["from"].startswith(day_iso(5)), stats["incremental"]
+    assert stats["incremental"]["row_groups_kept"] == 1  # rows 0-4,999: before day 5 (7,200)
     assert len(report["segments"]) == 1
 
 
