@@ -29,7 +29,8 @@ from crypto_lakehouse.compare.discovery import (
     symbol_of_result,
 )
 from crypto_lakehouse.compare.times import epoch_ms
-from crypto_lakehouse.intervals import DAY_MS
+from crypto_lakehouse.intervals import DAY_MS, interval_ms
+from crypto_lakehouse.parse.validate import grid_origin
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,13 @@ FIXES = {
             "legacy's missing archive days were filled by its own REST step: no file differs",
         ),
         Fix(
+            "off-grid",
+            "Candles opening off the interval grid are floored onto it",
+            "rows whose interval holds a candle that legacy's parsed_data has off the interval "
+            "grid (legacy's grid join dropped it, our parse floors it onto the grid); in "
+            "parsed_data, legacy's off-grid rows and ours at their floors",
+        ),
+        Fix(
             "resample-targets",
             "Resample targets are validated up front",
             "legacy wrote nothing for invalid targets; we refuse them: nothing to compare",
@@ -216,6 +224,42 @@ def funding_events(root: str, trade_type: str, symbol: str) -> tuple[np.ndarray,
     return t_rev[first], r_rev[first]
 
 
+@lru_cache(maxsize=8)
+def legacy_off_grid(root: str, trade_type: str, symbol: str, interval: str):
+    """Times (ms, sorted) of the candles a dir's parsed_data holds off the interval grid
+    (Binance's spot files of 2018-02-08: ``…:14.789``), and their floors onto the grid."""
+    step = interval_ms(interval)
+    folder = layout.parsed_klines_dir(root, trade_type, symbol, interval)
+    found = []
+    for path in storage.list_files(folder, recursive=False, suffix=".pqt"):
+        try:
+            t = epoch_ms(storage.read_parquet(path, columns=["candle_begin_time"]).column(0))
+        except Exception:
+            continue
+        t = t.to_numpy()
+        found.append(t[(t - grid_origin(step)) % step != 0])
+    times = np.sort(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+    return times, times - (times - grid_origin(step)) % step
+
+
+def _off_grid(view, side: str, times: np.ndarray) -> np.ndarray:
+    """Rows explained by candles legacy parsed off the grid: on legacy's side in parsed_data,
+    the off-grid rows themselves; elsewhere, rows whose interval holds the floor of one."""
+    pair = view.pair
+    off, floors = legacy_off_grid(
+        str(view.legacy_root), pair.trade_type, pair.symbol, pair.base_interval
+    )
+    if not off.size or not len(times):
+        return np.zeros(len(times), dtype=bool)
+    if side == "legacy":
+        return np.isin(times, off) if pair.kind == PARSED_KLINES else np.zeros(len(times), bool)
+    floors = np.sort(floors)
+    i = np.searchsorted(floors, times)
+    return (i < floors.size) & (
+        floors[np.minimum(i, floors.size - 1)] < times + max(view.span_ms, 1)
+    )
+
+
 @lru_cache(maxsize=1)
 def base_klines(root: str, rels: tuple[str, ...], base_interval: str, columns: tuple[str, ...]):
     """The generated base-interval files a set of resampled files came from, as one table
@@ -258,6 +302,7 @@ def clear_caches() -> None:
         provenance_rest_days,
         api_kline_days,
         funding_events,
+        legacy_off_grid,
         base_klines,
         parsed_archive_sha,
         file_sha256,
@@ -392,7 +437,7 @@ def explain_rows_only(view, side: str, rows: np.ndarray, run_ids: np.ndarray) ->
     if pair.kind not in (KLINES, RESAMPLED, PARSED_KLINES):
         return out
     if pair.kind == PARSED_KLINES:
-        pass  # parsed partitions: only a re-published archive (Q8, below) explains rows
+        pass  # parsed partitions: only off-grid candles and re-published archives (below)
     elif side == "ours":
         _rest_rows(view, rows, run_ids, out)
     elif _q2_segments(view):
@@ -406,6 +451,9 @@ def explain_rows_only(view, side: str, rows: np.ndarray, run_ids: np.ndarray) ->
         if pair.kind == KLINES:
             ok &= view.legacy.floats("volume", rows) == 0
         out[ok] = "Q2"
+    rest = out == ""
+    if rest.any():
+        out[rest & _off_grid(view, side, view.keys(side)[rows])] = "off-grid"
     rest = out == ""
     if rest.any():
         out[rest & _q8(view, view.keys(side)[rows])] = "Q8"
@@ -455,6 +503,9 @@ def explain_values(view, column: str, bad: np.ndarray) -> np.ndarray:
         out[_q3(view, column, bad)] = "Q3"
     elif column in FUNDING_COLUMNS and pair.trade_type in layout.FUTURES_TRADE_TYPES:
         out[_q4(view, column, bad)] = "Q4"
+    rest = out == ""
+    if rest.any() and pair.kind in (KLINES, RESAMPLED, PARSED_KLINES):
+        out[rest & _off_grid(view, "common", view.common_times[bad])] = "off-grid"
     rest = out == ""
     if rest.any() and pair.kind in (KLINES, RESAMPLED, PARSED_KLINES):
         out[rest & _q8(view, view.common_times[bad])] = "Q8"

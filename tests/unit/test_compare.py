@@ -980,3 +980,57 @@ def test_a_link_to_nothing_of_a_symbol_left_out_by_symbols_is_no_problem(tmp_pat
     problems = compare_dirs(legacy, LEGACY, symbols=["XRPUSDT"]).problems
     assert problems[0].startswith(f"{xrp}: a symbolic link to ")
     assert compare_dirs(legacy, LEGACY, symbols=["ETHUSDT"]).problems[0].startswith(f"{eth}: ")
+
+
+# ---------------------------------------------------------------- candles off the interval grid
+def _off_grid_dirs(tmp_path, legacy_offset_ms: int):
+    """Legacy's parse kept three candles opening ``legacy_offset_ms`` after their minute
+    (Binance's spot files of 2018-02-08: ``…:14.789``) and its grid join left those minutes
+    as zero-volume fills at the previous close; our parse floors them onto their minutes."""
+    legacy, ours = tmp_path / "legacy", tmp_path / "ours"
+    t = minutes(0)[:180]
+    hit = np.arange(60, 63)
+    price = np.full(len(t), 100.0)
+    price[hit] = [105.0, 106.0, 107.0]
+    rel = "parsed_data/spot/klines/BTCUSDT/1m/202311.pqt"
+    legacy_t = t.copy()
+    legacy_t[hit] += legacy_offset_ms
+    write(legacy, rel, klines(legacy_t, price=price))
+    write(ours, rel, klines(t, price=price))
+    filled_vol = np.ones(len(t))
+    filled_vol[hit] = 0.0
+    write(legacy, SPOT_1M, klines(t, price=np.where(np.isin(np.arange(180), hit), 100.0, price),
+                                  volume=filled_vol))  # fmt: skip
+    write(ours, SPOT_1M, klines(t, price=price))
+    return legacy, ours, t, rel
+
+
+def test_candles_legacy_parsed_off_the_grid_are_explained(tmp_path):
+    legacy, ours, t, rel = _off_grid_dirs(tmp_path, 14_789)
+    report = compare_dirs(legacy, ours)
+    d = only(report, file=SPOT_1M, column="close")
+    assert (d.status, d.fix, d.count, d.first_time) == ("explained", "off-grid", 3, iso(t[60]))
+    assert only(report, file=SPOT_1M, column="volume").fix == "off-grid"
+    parsed = [d for d in report.differences() if d.file == rel]
+    assert {(d.kind, d.side, d.status, d.fix, d.count) for d in parsed} == {
+        ("rows_only", "legacy", "explained", "off-grid", 3),
+        ("rows_only", "ours", "explained", "off-grid", 3),
+    }
+    assert report.exit_code() == 0
+
+
+def test_candles_legacy_parsed_on_the_grid_are_not_explained_as_off_grid(tmp_path):
+    legacy, ours, t, rel = _off_grid_dirs(tmp_path, 0)  # control: nothing was floored
+    d = only(compare_dirs(legacy, ours), file=SPOT_1M, column="close")
+    assert (d.status, d.fix) == ("unexplained", None)
+
+
+def test_candles_sharing_a_grid_slot_are_still_mismatched_intervals(tmp_path):
+    # the interval check spaces grid slots (off-grid candles are no other interval), so a
+    # 1m path holding 30 s candles, whose pairs share a slot, must still be found
+    legacy, ours = tmp_path / "legacy", tmp_path / "ours"
+    rel = "parsed_data/spot/klines/BTCUSDT/1m/202311.pqt"
+    write(legacy, rel, klines(minutes(0)[:60]))
+    write(ours, rel, klines(D0 + np.arange(120, dtype=np.int64) * 30_000))
+    d = only(compare_dirs(legacy, ours), kind="interval")
+    assert d.side == "ours" and "30 s apart, not 1m" in d.note
