@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 SPOT, UM, CM = "spot", "um_futures", "cm_futures"
 ALL_MARKETS = (SPOT, UM, CM)
 FUTURES_MARKETS = (UM, CM)
+# The markets whose aggTrades the agg_klines target builds candles of: cm aggTrades
+# quantities are contracts, whose quote volume (base asset) needs the contract size.
+AGG_KLINES_MARKETS = (SPOT, UM)
 
 DAILY, MONTHLY = "daily", "monthly"
 

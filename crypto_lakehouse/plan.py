@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+from crypto_lakehouse import datasets
+
 STAGES = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample", "features")
 
 
@@ -60,8 +62,6 @@ def listing_settles_on(end: str, monthly_only: bool) -> dt.date:
 def monthly_files_only(dataset_tags) -> bool:
     """Whether one of the listed datasets (names or tags: ``funding``, ``klines-1m``) has
     monthly archive files only (funding): its listing settles later (``listing_settles_on``)."""
-    from crypto_lakehouse import datasets
-
     return any(datasets.get(t).periods == (datasets.MONTHLY,) for t in dataset_tags)
 
 
@@ -406,9 +406,8 @@ def date_range_notice(config: dict, start: str | None, end: str) -> str | None:
     return "\n".join(lines) or None
 
 
-# The trade types whose aggTrades the agg_klines target builds candles of (the datasets
-# rules' AGG_KLINES_MARKETS; cm_futures' quote volume needs the contract size).
-AGG_KLINES_MARKETS = ("spot", "um_futures")
+# The trade types whose aggTrades the agg_klines target builds candles of.
+AGG_KLINES_MARKETS = datasets.AGG_KLINES_MARKETS
 
 
 def agg_klines_notice(config: dict) -> str | None:

@@ -19,12 +19,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from crypto_lakehouse.datasets import AGG_KLINES_MARKETS  # cm: not built (docs/datasets.md)
 from crypto_lakehouse.intervals import interval_ms
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
 
-# cm aggTrades quantities are contracts: their quote volume (base asset) needs the contract
-# size, so cm candles are not built (docs/datasets.md).
-AGG_KLINES_MARKETS = ("spot", "um_futures")
 AGG_COLUMNS = ("price", "quantity", "first_trade_id", "last_trade_id", "transact_time",
                "is_buyer_maker")  # fmt: skip
 
