@@ -1002,6 +1002,10 @@ def _off_grid_dirs(tmp_path, legacy_offset_ms: int):
     write(legacy, SPOT_1M, klines(t, price=np.where(np.isin(np.arange(180), hit), 100.0, price),
                                   volume=filled_vol))  # fmt: skip
     write(ours, SPOT_1M, klines(t, price=price))
+    # the 1h windows: the second one holds the three minutes (its volume differs by 3)
+    res = "results_data/spot/resampled_klines/1h/0m/BTCUSDT.pqt"
+    write(legacy, res, klines(t[::60], volume=[60.0, 57.0, 60.0]))
+    write(ours, res, klines(t[::60], volume=60.0))
     return legacy, ours, t, rel
 
 
@@ -1011,6 +1015,9 @@ def test_candles_legacy_parsed_off_the_grid_are_explained(tmp_path):
     d = only(report, file=SPOT_1M, column="close")
     assert (d.status, d.fix, d.count, d.first_time) == ("explained", "off-grid", 3, iso(t[60]))
     assert only(report, file=SPOT_1M, column="volume").fix == "off-grid"
+    res = "results_data/spot/resampled_klines/1h/0m/BTCUSDT.pqt"
+    d = only(report, file=res, column="volume")
+    assert (d.status, d.fix, d.count, d.first_time) == ("explained", "off-grid", 1, iso(t[60]))
     parsed = [d for d in report.differences() if d.file == rel]
     assert {(d.kind, d.side, d.status, d.fix, d.count) for d in parsed} == {
         ("rows_only", "legacy", "explained", "off-grid", 3),
@@ -1021,8 +1028,11 @@ def test_candles_legacy_parsed_off_the_grid_are_explained(tmp_path):
 
 def test_candles_legacy_parsed_on_the_grid_are_not_explained_as_off_grid(tmp_path):
     legacy, ours, t, rel = _off_grid_dirs(tmp_path, 0)  # control: nothing was floored
-    d = only(compare_dirs(legacy, ours), file=SPOT_1M, column="close")
+    report = compare_dirs(legacy, ours)
+    d = only(report, file=SPOT_1M, column="close")
     assert (d.status, d.fix) == ("unexplained", None)
+    res = "results_data/spot/resampled_klines/1h/0m/BTCUSDT.pqt"
+    assert only(report, file=res, column="volume").status == "unexplained"
 
 
 def test_candles_sharing_a_grid_slot_are_still_mismatched_intervals(tmp_path):
