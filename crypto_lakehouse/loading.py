@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import difflib
+import numbers
 import re
 import time
 from pathlib import Path
@@ -714,10 +715,13 @@ def iter_dataset(
     that memory is bounded by N whatever a day holds. The arguments are checked before the
     first frame."""
     _check_engine(engine)
-    if batch_rows is not None and (
-        isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1
-    ):
-        raise ValueError(f"batch_rows={batch_rows!r}: a number of rows ≥ 1, or None")
+    if batch_rows is not None:
+        # Any integer (a numpy one too, e.g. a count computed with numpy), not a bool.
+        if isinstance(batch_rows, bool) or not isinstance(batch_rows, numbers.Integral):
+            raise ValueError(f"batch_rows={batch_rows!r}: a number of rows ≥ 1, or None")
+        batch_rows = int(batch_rows)
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows={batch_rows!r}: a number of rows ≥ 1, or None")
     files, expr, columns, schema = _dataset_scan(data_dir, trade_type, dataset, symbol,
                                                  interval, start, end, columns)  # fmt: skip
 

@@ -17,6 +17,7 @@ import re
 import zipfile
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -297,10 +298,15 @@ def test_iter_dataset_batch_rows_splits_each_day_into_frames_of_at_most_n_rows(d
     assert [t.column_names for t in arrow] == [["agg_trade_id"]] * len(arrow)
     ids = [int(r.split(",")[0]) for rows in UM_AGG.values() for r in rows]
     assert [t["agg_trade_id"][0].as_py() for t in arrow] == ids  # one row per frame
-    for bad in (0, -1, 2.5, True, "10"):
+    for bad in (0, -1, 2.5, True, "10", np.int64(0), np.float64(4.0), np.bool_(True)):
         with pytest.raises(ValueError, match="batch_rows"):
             crypto_lakehouse.iter_dataset(data, "um_futures", "aggTrades", "BTCUSDT",
                                           batch_rows=bad)  # fmt: skip
+    # a numpy integer is a number of rows (it was refused as "not a number of rows ≥ 1")
+    numpy_sized = list(crypto_lakehouse.iter_dataset(data, "um_futures", "aggTrades", "BTCUSDT",
+                                                     "2024-03-01T12:00", "2024-03-03T01:00",
+                                                     batch_rows=np.int64(4)))  # fmt: skip
+    assert [len(f) for f in numpy_sized] == [3, 4, 2, 2]
 
 
 def test_iter_dataset_batch_rows_bounds_memory_whatever_the_day_holds(tmp_path):
