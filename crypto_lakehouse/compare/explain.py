@@ -30,7 +30,7 @@ from crypto_lakehouse.compare.discovery import (
 )
 from crypto_lakehouse.compare.times import epoch_ms
 from crypto_lakehouse.intervals import DAY_MS, interval_ms
-from crypto_lakehouse.parse.validate import grid_origin
+from crypto_lakehouse.parse.validate import grid_offset
 
 
 @dataclass(frozen=True)
@@ -237,9 +237,9 @@ def legacy_off_grid(root: str, trade_type: str, symbol: str, interval: str):
         except Exception:
             continue
         t = t.to_numpy()
-        found.append(t[(t - grid_origin(step)) % step != 0])
+        found.append(t[grid_offset(t, step) != 0])
     times = np.sort(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
-    return times, times - (times - grid_origin(step)) % step
+    return times, times - grid_offset(times, step)
 
 
 def _off_grid(view, side: str, times: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ from crypto_lakehouse.compare.model import (
 )
 from crypto_lakehouse.compare.times import epoch_ms
 from crypto_lakehouse.intervals import interval_ms
-from crypto_lakehouse.parse.validate import grid_origin
+from crypto_lakehouse.parse.validate import grid_offset
 
 
 def tolerance_problem(value: float) -> str | None:
@@ -422,7 +422,7 @@ def _check_interval(view: PairView, diffs: list) -> None:
         if not bool(np.all(k[1:] >= k[:-1])):
             k = np.sort(k)
         k = k[np.r_[True, k[1:] != k[:-1]]] if k.size else k  # repeated keys: duplicate_rows
-        slots = k - (k - grid_origin(span)) % span
+        slots = k - grid_offset(k, span)
         step = np.diff(slots)
         if (step == 0).any() or (step.size and int(step.min()) != span):
             step = np.diff(k)

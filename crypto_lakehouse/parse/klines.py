@@ -60,7 +60,7 @@ from crypto_lakehouse.parse.validate import (
     check_finite,
     check_times,
     format_ms,
-    grid_origin,
+    grid_offset,
 )
 from crypto_lakehouse.progress import Progress
 from crypto_lakehouse.quarantine import quarantine_archive
@@ -200,12 +200,7 @@ def read_kline_archives(
         ms = raw // factor
         start = np.repeat([m.period.start_ms for m in members], counts)
         end = np.repeat([m.period.end_ms for m in members], counts)
-        bad = (
-            (ms < start)
-            | (ms >= end)
-            | (raw % factor != 0)
-            | ((ms - grid_origin(step)) % step != 0)
-        )
+        bad = (ms < start) | (ms >= end) | (raw % factor != 0) | (grid_offset(ms, step) != 0)
         for column in batch.columns[1:]:
             if pa.types.is_floating(column.type):
                 bad |= ~np.isfinite(column.to_numpy())

@@ -97,6 +97,12 @@ def grid_origin(step_ms: int) -> int:
     return _WEEK_ORIGIN_MS if step_ms % _WEEK_MS == 0 else 0
 
 
+def grid_offset(ms, step_ms: int):
+    """How far each time (ms) lies past its slot of the interval grid (0: on the grid);
+    ``ms - grid_offset(ms, step)`` is the time floored onto the grid."""
+    return (ms - grid_origin(step_ms)) % step_ms
+
+
 def check_times(
     raw: np.ndarray,
     period: Period,
@@ -124,7 +130,7 @@ def check_times(
     if factor != 1:
         bad |= raw % factor != 0
     if step_ms is not None:
-        off = (ms - grid_origin(step_ms)) % step_ms
+        off = grid_offset(ms, step_ms)
         if off.any():
             ms = ms - off
             bad |= (ms < period.start_ms) | (ms >= period.end_ms)

@@ -42,7 +42,7 @@ import pyarrow as pa
 from crypto_lakehouse import layout, storage
 from crypto_lakehouse.intervals import DAY_MS, candles_per_day, interval_ms
 from crypto_lakehouse.io import write_json
-from crypto_lakehouse.parse.validate import grid_origin
+from crypto_lakehouse.parse.validate import grid_offset
 from crypto_lakehouse.progress import EVERY_S as PROGRESS_EVERY_S
 from crypto_lakehouse.progress import Progress
 from crypto_lakehouse.provenance import (
@@ -227,7 +227,7 @@ def klines_to_table(
     keep = (close_ms < now_ms) & (open_ms >= lo_ms) & (open_ms < hi_ms)
     on_grid = np.ones(len(open_ms), dtype=bool)
     if step_ms is not None:
-        off = (open_ms - grid_origin(step_ms)) % step_ms
+        off = grid_offset(open_ms, step_ms)
         on_grid = off == 0
         if not on_grid.all():
             open_ms = open_ms - off  # floored: still inside the day (day bounds are on it)
@@ -253,7 +253,7 @@ def off_grid_count(rows: list, step_ms: int) -> int:
     if not rows:
         return 0
     open_ms = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    return int(np.count_nonzero((open_ms - grid_origin(step_ms)) % step_ms))
+    return int(np.count_nonzero(grid_offset(open_ms, step_ms)))
 
 
 def day_file(api_dir: Path, day: int) -> Path:
