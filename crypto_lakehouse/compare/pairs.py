@@ -418,13 +418,12 @@ def _check_interval(view: PairView, diffs: list) -> None:
         return
     span = view.span_ms
     for side in (view.legacy, view.ours) if not view.identity else (view.legacy,):
-        k = view.keys(side.name)[side.keep]
-        if not bool(np.all(k[1:] >= k[:-1])):
-            k = np.sort(k)
-        k = k[np.r_[True, k[1:] != k[:-1]]] if k.size else k  # repeated keys: duplicate_rows
-        slots = k - grid_offset(k, span)
-        step = np.diff(slots)
-        if (step == 0).any() or (step.size and int(step.min()) != span):
+        k = view.keys(side.name)[side.keep]  # distinct keys in key order
+        off = grid_offset(k, span)
+        # (slots computed only when a candle is off the grid: a 3M-row pair holds no more)
+        step = np.diff(k - off) if off.any() else np.diff(k)
+        del off
+        if step.size and int(step.min()) != span:  # 0: two candles in one slot
             step = np.diff(k)
             diffs.append(
                 Difference(
