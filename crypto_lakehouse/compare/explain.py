@@ -131,7 +131,7 @@ FIXES = {
             "Candles opening off the interval grid are floored onto it",
             "rows whose interval holds a candle that legacy's parsed_data has off the interval "
             "grid (legacy's grid join dropped it, our parse floors it onto the grid); in "
-            "parsed_data, legacy's off-grid rows and ours at their floors",
+            "parsed_data, legacy's off-grid rows whose floor our file holds, and ours there",
         ),
         Fix(
             "resample-targets",
@@ -244,7 +244,8 @@ def legacy_off_grid(root: str, trade_type: str, symbol: str, interval: str):
 
 def _off_grid(view, side: str, times: np.ndarray) -> np.ndarray:
     """Rows explained by candles legacy parsed off the grid: on legacy's side in parsed_data,
-    the off-grid rows themselves; elsewhere, rows whose interval holds the floor of one."""
+    the off-grid rows whose floor our file holds; elsewhere, rows whose interval holds the
+    floor of one."""
     pair = view.pair
     off, floors = legacy_off_grid(
         str(view.legacy_root), pair.trade_type, pair.symbol, pair.base_interval
@@ -252,7 +253,10 @@ def _off_grid(view, side: str, times: np.ndarray) -> np.ndarray:
     if not off.size or not len(times):
         return np.zeros(len(times), dtype=bool)
     if side == "legacy":
-        return np.isin(times, off) if pair.kind == PARSED_KLINES else np.zeros(len(times), bool)
+        if pair.kind != PARSED_KLINES:
+            return np.zeros(len(times), dtype=bool)
+        floored = times - grid_offset(times, interval_ms(pair.base_interval))
+        return np.isin(times, off) & np.isin(floored, view.okeys_all)
     floors = np.sort(floors)
     i = np.searchsorted(floors, times)
     return (i < floors.size) & (

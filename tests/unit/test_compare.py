@@ -1024,6 +1024,10 @@ def test_candles_legacy_parsed_off_the_grid_are_explained(tmp_path):
         ("rows_only", "ours", "explained", "off-grid", 3),
     }
     assert report.exit_code() == 0
+    # control: our parsed file lacks the floored candles, legacy's off-grid rows stay unexplained
+    write(ours, rel, klines(np.delete(t, [60, 61, 62])))
+    d = only(compare_dirs(legacy, ours), file=rel, kind="rows_only")
+    assert (d.side, d.status, d.count) == ("legacy", "unexplained", 3)
 
 
 def test_candles_legacy_parsed_on_the_grid_are_not_explained_as_off_grid(tmp_path):
