@@ -231,7 +231,11 @@ def legacy_off_grid(root: str, trade_type: str, symbol: str, interval: str):
     step = interval_ms(interval)
     folder = layout.parsed_klines_dir(root, trade_type, symbol, interval)
     found = []
-    for path in storage.list_files(folder, recursive=False, suffix=".pqt"):
+    try:
+        paths = storage.list_files(folder, recursive=False, suffix=".pqt")
+    except OSError:  # unlistable: no evidence (discovery names such a folder)
+        paths = []
+    for path in paths:
         try:
             t = epoch_ms(storage.read_parquet(path, columns=["candle_begin_time"]).column(0))
         except Exception:
