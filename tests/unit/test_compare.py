@@ -1048,3 +1048,20 @@ def test_candles_sharing_a_grid_slot_are_still_mismatched_intervals(tmp_path):
     write(ours, rel, klines(D0 + np.arange(120, dtype=np.int64) * 30_000))
     d = only(compare_dirs(legacy, ours), kind="interval")
     assert d.side == "ours" and "30 s apart, not 1m" in d.note
+
+
+def test_an_unlistable_legacy_parsed_folder_is_no_off_grid_evidence(tmp_path, monkeypatch):
+    from crypto_lakehouse import storage
+
+    legacy, ours, t, rel = _off_grid_dirs(tmp_path, 14_789)
+    list_files = storage.list_files
+    folder = legacy / "parsed_data/spot/klines/BTCUSDT/1m"
+
+    def failing(directory, **kw):
+        if str(directory) == str(folder) and kw.get("recursive") is False:
+            raise PermissionError(13, "Permission denied", str(directory))
+        return list_files(directory, **kw)
+
+    monkeypatch.setattr(storage, "list_files", failing)
+    d = only(compare_dirs(legacy, ours), file=SPOT_1M, column="close")
+    assert (d.status, d.fix) == ("unexplained", None)
