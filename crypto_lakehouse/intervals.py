@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from crypto_lakehouse.datasets import FUTURES_MARKETS
+
 UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _INTERVAL_RE = re.compile(r"^(\d+)([smhdw])$")
 DAY_MS = 86_400_000
@@ -92,7 +94,7 @@ def check_resample_interval(key: str, value) -> str | None:
 # Intervals Binance publishes for spot only: no futures archive folder (binance-facts §2, the
 # Gen 4 path reference) and no futures REST interval (fapi/dapi answer -1120 Invalid interval).
 SPOT_ONLY_INTERVALS = ("1s",)
-FUTURES_TRADE_TYPES = ("um_futures", "cm_futures")
+FUTURES_TRADE_TYPES = FUTURES_MARKETS
 
 
 def check_interval_trade_types(interval: str, trade_types) -> str | None:

@@ -17,8 +17,8 @@ from typing import Iterator
 
 from crypto_lakehouse import datasets, io, storage
 
-TRADE_TYPES = ("spot", "um_futures", "cm_futures")
-FUTURES_TRADE_TYPES = ("um_futures", "cm_futures")
+TRADE_TYPES = datasets.ALL_MARKETS  # ("spot", "um_futures", "cm_futures")
+FUTURES_TRADE_TYPES = datasets.FUTURES_MARKETS
 
 # Archive key prefix of each trade type (binance-facts §1.1).
 MARKET_PREFIX = {
