@@ -83,9 +83,12 @@ class DamagedInput(Exception):
     """A file that ``stage`` wrote and a later stage reads is missing or unreadable (damaged
     on disk, truncated by a copy, removed by hand). ``missing``: it was not there at all.
     ``removable``: false for a file that stage did not write (a legacy file used in place),
-    which is never removed: its rows may be nobody's to rebuild."""
+    which is never removed: its rows may be nobody's to rebuild. ``others``: more files of
+    ``stage`` with the same defect, removed with it (so one rerun of ``stage`` mends them all)."""
 
-    def __init__(self, path, stage: str, problem: str, missing: bool, removable: bool = True):
+    def __init__(
+        self, path, stage: str, problem: str, missing: bool, removable: bool = True, others=()
+    ):
         if removable:
             super().__init__(f"{path}, written by {stage}, {problem}")
         else:  # before 2026-12-06 "written by aws_parse, …, aws_parse did not write it"
@@ -95,6 +98,7 @@ class DamagedInput(Exception):
             )
         self.path, self.stage, self.missing = str(path), stage, missing
         self.removable = removable
+        self.others = tuple(str(p) for p in others)
 
 
 @contextlib.contextmanager
@@ -531,6 +535,9 @@ def _repair_damaged(symbol: str, exc: DamagedInput) -> None:
         )
         return
     done = [] if exc.missing else [_remove(exc.path)]
+    if exc.others:
+        gone = [_remove(p) for p in exc.others]
+        done.append(f"{gone.count('removed')} of the {len(gone)} other file(s) removed too")
     asked = [
         layout.report_name(path)
         for path in _JOB.upstream_shard_reports

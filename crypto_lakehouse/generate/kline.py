@@ -237,6 +237,7 @@ def run_gen_kline(
         spans=spans,
         reading=_reading_input(data_dir, trade_type, symbol, interval, rest_paths),
     )
+    _refuse_rest_off_grid(store[TIME], n_archive_rows, rest_paths, spans, step_ms)
     rows_in = {"archive": n_archive_rows, "rest": n_rest_rows}
     lap("read")
     candles = merge_store(store, n_archive_rows)
@@ -398,6 +399,38 @@ def run_gen_kline(
             previous=None,
         )
     return stats
+
+
+def _refuse_rest_off_grid(time, n_archive_rows: int, rest_paths, spans, step_ms: int) -> None:
+    """REST day files holding a candle off the interval grid fail the symbol as
+    ``shards.DamagedInput`` of ``api_download``: removed (all of them at once), and the REST
+    shard rerun by the next run, which fetches their days again, floored onto the grid
+    (``rest.klines.klines_to_table``). Only a REST fill before 2026-12-06 stored such candles
+    as answered (spot after the 2018-02-08 outage, ``…:14.789``); before, every gen_kline of
+    the symbol failed on them (``candle at … is not on the … grid``) until the user deleted
+    the file. Not floored here: the fresh fetch is what a new build would hold."""
+    from crypto_lakehouse.parse.validate import grid_offset
+    from crypto_lakehouse.shards import DamagedInput
+
+    bad = n_archive_rows + np.flatnonzero(grid_offset(time[n_archive_rows:], step_ms))
+    if not bad.size:
+        return
+    files = []  # (path, first row off the grid), in reading order
+    for path in rest_paths:
+        start, stop = spans.get(path, (0, 0))
+        i = int(np.searchsorted(bad, start))
+        if i < bad.size and bad[i] < stop:
+            files.append((path, int(bad[i])))
+    path, row = files[0]
+    raise DamagedInput(
+        path,
+        "api_download",
+        f"holds a candle at {iso_ms(time[row])} off the {step_ms} ms interval grid (stored as "
+        "answered before 2026-12-06; REST candles are floored onto the grid since)"
+        + (f"; so do {len(files) - 1} other REST day file(s)" if len(files) > 1 else ""),
+        missing=False,
+        others=[p for p, _ in files[1:]],
+    )
 
 
 def _reading_input(data_dir, trade_type: str, symbol: str, interval: str, rest_paths):

@@ -576,3 +576,36 @@ def test_an_input_file_the_machine_cannot_read_fails_the_symbol_not_its_data(
         gen(tmp_path, trade_type="um_futures")
     assert path.exists()  # not taken for damaged: kept
     assert not out_dir(tmp_path, "um_futures").exists()  # nothing built without it
+
+
+def test_rest_day_files_with_candles_off_the_grid_are_damaged_inputs_of_the_rest_fill(tmp_path):
+    # A REST fill before 2026-12-06 stored Binance's off-grid candles as answered (spot after
+    # the 2018-02-08 outage: …:14.789); every later gen_kline of the symbol then failed
+    # ("candle at … is not on the 60000 ms grid") until the user deleted the day files.
+    from crypto_lakehouse import shards
+    from crypto_lakehouse.shards import DamagedInput
+
+    write_archive(tmp_path, "spot", "BTCUSDT", "202009", kline_table(minutes(T0, 1440)))
+    day2, day3 = minutes(T0 + DAY, 1440), minutes(T0 + 2 * DAY, 1440)
+    off2 = day2[:600] + [t + 14_789 for t in day2[600:605]] + day2[605:]
+    off3 = day3[:10] + [day3[10] + 14_789] + day3[11:]
+    write_rest(tmp_path, "spot", "BTCUSDT", "20200914", kline_table(off2))
+    write_rest(tmp_path, "spot", "BTCUSDT", "20200915", kline_table(off3))
+    rest_dir = layout.api_klines_dir(tmp_path, "spot", "BTCUSDT", "1m")
+    with pytest.raises(DamagedInput) as info:
+        gen(tmp_path)
+    exc = info.value
+    assert exc.path == str(rest_dir / "20200914.pqt") and exc.stage == "api_download"
+    assert exc.removable and not exc.missing
+    assert exc.others == (str(rest_dir / "20200915.pqt"),)
+    assert "holds a candle at 2020-09-14T10:00:14.789Z off the 60000 ms interval grid" in str(exc)
+    assert not out_dir(tmp_path).exists()  # nothing built from them
+    # The shard's repair removes both (the next run's REST shard fetches the two days again)
+    shards._repair_damaged("BTCUSDT", exc)
+    assert sorted(p.name for p in rest_dir.iterdir()) == []
+    assert "1 of the 1 other file(s) removed too" in str(exc)
+    # refetched, floored onto the grid as rest.klines now stores them: the symbol builds
+    write_rest(tmp_path, "spot", "BTCUSDT", "20200914", kline_table(day2))
+    write_rest(tmp_path, "spot", "BTCUSDT", "20200915", kline_table(day3))
+    report, _ = gen(tmp_path)
+    assert sum(seg["rows"] for seg in report["segments"]) == 3 * 1440
