@@ -58,7 +58,7 @@ from crypto_lakehouse.archive import connections, http
 from crypto_lakehouse.archive.checksum import ChecksumFormatError, parse_checksum, sha256_file
 from crypto_lakehouse.archive.selection import key_period, parse_day, select
 from crypto_lakehouse.progress import EVERY_S, Progress
-from crypto_lakehouse.quarantine import quarantine_archive
+from crypto_lakehouse.quarantine import quarantine_archive, release_archive, released
 from crypto_lakehouse.shards import run_shard_concurrently
 
 log = logging.getLogger(__name__)
@@ -581,7 +581,10 @@ async def sync_symbol(
             storage.remove_stale_temps(layout.aws_path(data_dir, d))
         state = storage.read_state(state_file)
         local = LocalFiles(data_dir, scan_dirs)
-        return state, local, _parse_quarantined(data_dir, state.get("verified", {}), listing, local)
+        found = _parse_quarantined(data_dir, state.get("verified", {}), listing, local)
+        if _release(data_dir, state, found, listing, label):
+            local = LocalFiles(data_dir, scan_dirs)  # the released zips are back
+        return state, local, found
 
     state, local, parse_quarantined = await asyncio.to_thread(read_local_state)
     verified_state: dict = state.get("verified", {})
@@ -839,6 +842,32 @@ def _still_quarantined(recorded: dict | None, listing: dict, key: str) -> bool:
     )
 
 
+def _release(data_dir, state: dict, parse_found: dict, listing: dict, label: str) -> int:
+    """Release the zips quarantined for a reason the pipeline no longer takes for a defect
+    (``quarantine.released``: candles off the interval grid, before 2026-12-06), whether a
+    sync recorded them (``state["quarantined"]``) or the parse moved them since
+    (``parse_found``, from ``_parse_quarantined``), while the listing still shows the bytes
+    that were quarantined (a re-upload is fetched anyway): the zip and its CHECKSUM go back
+    into ``aws_data`` and the records are dropped, so this sync verifies the zip against its
+    CHECKSUM (adopted, not downloaded) and the parse reads it again. Returns how many."""
+    recorded = state.get("quarantined") or {}
+    keys = sorted(
+        {k for k, q in recorded.items() if released(q.get("reason"))
+         and _still_quarantined(q, listing, k)}
+        | {k for k, reason in parse_found.items() if released(reason)}
+    )  # fmt: skip
+    for key in keys:
+        log.info(
+            "%s: %s released from quarantine: it was quarantined for candles off the interval "
+            "grid, which the parse floors onto it since 2026-12-06",
+            label, key,
+        )  # fmt: skip
+        release_archive(data_dir, key)
+        recorded.pop(key, None)
+        parse_found.pop(key, None)
+    return len(keys)
+
+
 def keys_not_fetched_again(
     data_dir, trade_type: str, tag: str, symbol: str, listing: dict, scan_dirs: list[str]
 ) -> dict[str, str]:
@@ -854,7 +883,8 @@ def keys_not_fetched_again(
     }
     local = LocalFiles(data_dir, scan_dirs)
     found.update(_parse_quarantined(data_dir, state.get("verified", {}), listing, local))
-    return found
+    # released by the next sync (``_release``): verified from the quarantined copy
+    return {k: r for k, r in found.items() if not released(r)}
 
 
 def _parse_quarantined(

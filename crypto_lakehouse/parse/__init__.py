@@ -63,8 +63,13 @@ def select_archives(
 ) -> ArchiveSelection:
     """Listed + verified archives, minus those parse already quarantined with the same sha256.
 
-    ``belongs(key)`` tells whether a key is an archive of this symbol and dataset.
+    ``belongs(key)`` tells whether a key is an archive of this symbol and dataset. A defect
+    the pipeline no longer takes for one (``quarantine.released``: kline candles off the
+    interval grid, quarantined before 2026-12-06) is forgotten: the archive is read again.
     """
+    from crypto_lakehouse.quarantine import released
+
+    previously_bad = {k: v for k, v in previously_bad.items() if not released(v.get("reason"))}
     sel = ArchiveSelection(upstream_quarantined=dict(report.get("quarantined") or {}))
     listings: dict[str, set[str]] = {}  # one directory listing instead of two stats per file
     for key, entry in sorted((report.get("files") or {}).items()):

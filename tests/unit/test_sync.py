@@ -765,3 +765,96 @@ def test_a_disk_error_while_committing_a_zip_stops_the_job_without_its_marker(
     assert sorted(job.report()["files"]) == keys
     for key in keys:
         _assert_verified(job, key, tmp_path / "mirror")
+
+
+OFF_GRID_KEY = f"{SPOT_DIR}BTCUSDT-1m-2018-02-08.zip"
+FEB8 = 1518048000000  # 2018-02-08 00:00 UTC
+OFF_GRID_TIMES = [FEB8, FEB8 + 60_000, FEB8 + 120_000, FEB8 + 34_094_789, FEB8 + 34_154_789]
+# What aws_parse wrote for this very archive before 2026-12-06 (run on the old code).
+OLD_OFF_GRID_REASON = (
+    f"{OFF_GRID_KEY}: line 4: time 2018-02-08 09:28:14.789 (raw 1518082094789) is not on "
+    "the 60s interval grid"
+)
+
+
+@pytest.mark.parametrize("recorded_by", ["parse", "sync", "other_reason"])
+def test_an_archive_quarantined_for_candles_off_the_grid_is_released(
+    tmp_path, emulator, recorded_by
+):
+    # Before 2026-12-06 the parse quarantined a kline archive with a candle off the interval
+    # grid (Binance's spot files of 2018-02-08 … 02-10, …:14.789); such a zip stayed
+    # quarantined until Binance re-published it. The parse floors such candles since: the
+    # next sync puts the zip back (verified from the quarantined copy, no download) and the
+    # parse reads it. ``recorded_by``: the old state as the parse left it (not synced since),
+    # or as a sync recorded it after; "other_reason": a control, a real defect stays.
+    from crypto_lakehouse import quarantine
+    from crypto_lakehouse.archive.sync import _fingerprint, keys_not_fetched_again, symbol_dirs
+    from crypto_lakehouse.parse import state_file
+
+    root = tmp_path / "mirror"
+    good = SPOT_KEYS[0]
+    (root / SPOT_DIR).mkdir(parents=True)
+    for name in (good, f"{good}.CHECKSUM"):
+        shutil.copyfile(MIRROR / name, root / name)
+    rows = "".join(
+        f"{t},8000.0,8010.0,7990.0,8005.0,1.5,{t + 59_999},12000.0,10,0.7,5600.0,0\n"
+        for t in OFF_GRID_TIMES
+    )
+    _write_archive(root, OFF_GRID_KEY, rows.encode())
+    emu = emulator(mirror_dir=root)
+    job = Job(emu, tmp_path).list()
+    job.sync()
+    sha = job.report()["files"][OFF_GRID_KEY]["sha256"]
+    # The old version's aws_parse: the zip moved to quarantine, the parse state's record.
+    reason = OLD_OFF_GRID_REASON
+    if recorded_by == "other_reason":
+        reason = f"{OFF_GRID_KEY}: line 4: field 'open' is not a number: '80x0.0'"
+    quarantine.quarantine_archive(job.data_dir, OFF_GRID_KEY, reason)
+    _parse_klines(job)
+    parse_state = state_file(job.data_dir, "spot", "klines-1m", "BTCUSDT")
+    state = json.loads(parse_state.read_text())
+    state["quarantined"] = {OFF_GRID_KEY: {"sha256": sha, "reason": reason}}
+    parse_state.write_text(json.dumps(state))
+    listing = {e["key"]: e for e in json.loads((job.details_dir / "BTCUSDT.json").read_text())}
+    if recorded_by == "sync":  # a sync of the old version ran since: its own record
+        sync_state = layout.state_path(job.data_dir, "aws_download", "spot", "klines-1m", "BTCUSDT")
+        state = json.loads(sync_state.read_text())
+        del state["verified"][OFF_GRID_KEY]
+        state["quarantined"] = {
+            OFF_GRID_KEY: {
+                "zip": _fingerprint(listing[OFF_GRID_KEY]),
+                "checksum": _fingerprint(listing[f"{OFF_GRID_KEY}.CHECKSUM"]),
+                "reason": reason,
+            }
+        }
+        sync_state.write_text(json.dumps(state))
+
+    # what `crypto-lakehouse plan` counts as quarantined (not fetched by the next sync)
+    dirs = symbol_dirs("spot", "klines", "BTCUSDT", "1m", True)
+    planned = keys_not_fetched_again(job.data_dir, "spot", "klines-1m", "BTCUSDT", listing, dirs)
+    assert planned == ({OFF_GRID_KEY: reason} if recorded_by == "other_reason" else {})
+    emu.reset_counts()
+    stats = job.sync()
+    assert emu.counts["get"] == 0  # nothing downloaded: the quarantined copy is verified
+    kept = layout.quarantine_path(job.data_dir, OFF_GRID_KEY)
+    if recorded_by == "other_reason":
+        assert job.report()["quarantined"] == {OFF_GRID_KEY: reason}
+        assert kept.exists() and not job.local(OFF_GRID_KEY).exists()
+        return
+    report = job.report()
+    assert report["quarantined"] == {} and stats["files_quarantined"] == 0
+    assert sorted(report["files"]) == [OFF_GRID_KEY, good]
+    assert report["files"][OFF_GRID_KEY]["sha256"] == sha
+    _assert_verified(job, OFF_GRID_KEY, root)
+    assert not kept.exists() and not Path(f"{kept}.CHECKSUM").exists()
+    assert not Path(f"{kept}.reason").exists()
+
+    _parse_klines(job)
+    parsed = json.loads((job.tmp / "parse.json").read_text())
+    assert parsed["quarantined"] == {}
+    part = layout.parsed_klines_dir(job.data_dir, "spot", "BTCUSDT", "1m") / "201802.pqt"
+    floored = [t - t % 60_000 for t in OFF_GRID_TIMES]
+    assert pq.read_table(part).column("candle_begin_time").cast("int64").to_pylist() == floored
+    emu.reset_counts()
+    job.sync()  # and the next runs leave it alone
+    assert emu.counts["get"] == 0 and sorted(job.report()["files"]) == [OFF_GRID_KEY, good]
