@@ -25,7 +25,10 @@ Failures (quirk Q20 fixed):
 
 A zip the parse job quarantined (structurally bad: moved to the quarantine folder, marker
 removed) is reported as quarantined with its ``.reason`` and not fetched again while its
-listing entry is the one we verified; a re-upload is fetched and verified anew.
+listing entry is the one we verified; a re-upload is fetched and verified anew. A zip
+quarantined for a reason the pipeline no longer takes for a defect (``quarantine.released``:
+kline candles off the interval grid, before 2026-12-06) is released: moved back, verified
+against its CHECKSUM, reported as a file again (``_release``).
 
 Report (the Snakemake output, deterministic)::
 
