@@ -38,6 +38,7 @@ import argparse
 import io as stdio
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
@@ -249,7 +251,7 @@ def launch(
         # The answer goes to a file, not a pipe read after the end: a node's answer may be
         # larger than a pipe's buffer, and stdin is written while the node still reads.
         try:
-            proc = subprocess.run(command, input=sent, stdout=answer, check=False)
+            returncode, said = _run_srun(command, sent, answer)
         except OSError as exc:  # no srun here: say which config key names it
             return _failed(log, f"cannot start {srun[0]!r} (config key cluster.srun): {exc}", 127)
         answer.seek(0)
@@ -262,13 +264,83 @@ def launch(
                 {k: v for k, v in status.items() if k != "returncode"},
             )
         except (RemoteJobError, tarfile.TarError) as exc:
+            reason = _slurm_reason(said, runtime_min=runtime_min, mem_mb=mem_mb)
             return _failed(
                 log,
-                f"{command[0]} exited {proc.returncode}{_ended_by_signal(proc.returncode)}; no "
-                f"complete answer from the node ({exc}). Command: {' '.join(command)}",
-                proc.returncode or 1,
+                f"{command[0]} exited {returncode}{_ended_by_signal(returncode)}"
+                f"{reason}; no complete answer from the node ({exc}). "
+                f"Command: {' '.join(command)}",
+                returncode or 1,
+                said,
             )
     return int(status["returncode"])
+
+
+# srun's own lines on its stderr ("srun: error: …") and those it relays from the node's step
+# daemon ("slurmstepd-NODE: error: *** STEP 12.0 ON NODE CANCELLED AT … DUE TO TIME
+# LIMIT ***"): the only place that says why SLURM ended a job.
+_SLURM_PREFIXES = ("srun:", "slurmstepd")
+_SLURM_KEPT = 20
+# "Detected 1 oom_kill event in StepId=…", "oom-kill", "task 0: Out Of Memory"
+_OUT_OF_MEMORY = re.compile(r"oom[-_ ]?kill|out of memory", re.IGNORECASE)
+
+
+def _run_srun(command: list[str], sent: bytes, answer) -> tuple[int, list[str]]:
+    """Run ``command`` with ``sent`` on its stdin and its stdout into ``answer``; its stderr
+    is passed on to ours line by line as it comes (srun's "queued and waiting" lines, the
+    node job's own output), and srun's own lines among it are kept (the last
+    ``_SLURM_KEPT``). Returns the exit status and those lines."""
+    said: list[str] = []
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=answer, stderr=subprocess.PIPE)
+
+    def relay() -> None:
+        for raw in proc.stderr:
+            sys.stderr.buffer.write(raw)
+            sys.stderr.buffer.flush()
+            line = raw.decode(errors="replace").strip()
+            if line.startswith(_SLURM_PREFIXES):
+                said.append(line)
+                del said[:-_SLURM_KEPT]
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    try:
+        try:
+            proc.stdin.write(sent)
+        except BrokenPipeError:  # the node stopped reading: its status says why
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        returncode = proc.wait()
+    except BaseException:  # as subprocess.run: no srun left behind by an interrupted launcher
+        proc.kill()
+        proc.wait()
+        raise
+    reader.join()
+    return returncode, said
+
+
+def _slurm_reason(said: list[str], *, runtime_min: int, mem_mb: int) -> str:
+    """Why SLURM ended the job, from srun's lines, naming the limit and where it comes from;
+    empty when they do not say."""
+    text = "\n".join(said)
+    if "DUE TO TIME LIMIT" in text:
+        return (
+            f"; SLURM: past its time limit (asked: --time={runtime_min} min, the rule's runtime; raise "
+            "it with set-resources, docs/cluster.md)"
+        )
+    if _OUT_OF_MEMORY.search(text):
+        return (
+            f"; SLURM: out of memory (asked: --mem={mem_mb}M, the rule's mem_mb; raise it "
+            "with set-resources, docs/cluster.md)"
+        )
+    if "CANCELLED" in text:
+        line = next(ln for ln in reversed(said) if "CANCELLED" in ln)
+        return f"; SLURM: {line}"
+    return ""
 
 
 def _ended_by_signal(returncode: int) -> str:
@@ -289,11 +361,12 @@ def _ended_by_signal(returncode: int) -> str:
     return f" (ended by {signal.Signals(number).name}: {why})"
 
 
-def _failed(log: str, problem: str, returncode: int) -> int:
-    """A launch that got no answer: the reason at the end of the job's log and on stderr."""
+def _failed(log: str, problem: str, returncode: int, said: list[str] = ()) -> int:
+    """A launch that got no answer: srun's own lines (``said``) in the job's log, and the
+    reason at the end of the log and on stderr."""
     message = f"crypto_lakehouse.remote: {problem}\n"
     previous = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
-    io.write_text(log, previous + message)
+    io.write_text(log, previous + "".join(f"{line}\n" for line in said) + message)
     sys.stderr.write(message)
     return returncode
 

@@ -155,6 +155,48 @@ def test_no_answer_from_the_node_is_a_failure_named_in_the_log(submit_host, tmp_
     assert "(ended by SIGKILL: killed: cancelled, past its time limit or out of memory)" in log
 
 
+# What srun prints on its stderr when SLURM ends the job (slurm 22.05, the test cluster's,
+# seen there with a time limit reached and with scancel; the out-of-memory line is the
+# cgroup plugin's wording).
+_STEP = "slurmstepd-node1: error: *** STEP 730.0 ON node1 CANCELLED AT 2026-12-06T21:47:49"
+
+
+@pytest.mark.parametrize(
+    ("stderr", "reason"),
+    [
+        (
+            f"{_STEP} DUE TO TIME LIMIT ***\nsrun: error: node1: task 0: Terminated",
+            "; SLURM: past its time limit (asked: --time=22 min, the rule's runtime;",
+        ),
+        (
+            "slurmstepd-node1: error: Detected 1 oom_kill event in StepId=730.0. Some of "
+            "your processes may have been killed by the cgroup out-of-memory handler.\n"
+            "srun: error: node1: task 0: Out Of Memory",
+            "; SLURM: out of memory (asked: --mem=5000M, the rule's mem_mb;",
+        ),
+        (f"{_STEP} ***\nsrun: error: node1: task 0: Terminated", f"; SLURM: {_STEP} ***"),
+    ],
+    ids=["time limit", "out of memory", "scancel"],
+)
+def test_why_slurm_ended_the_job_is_in_its_log(submit_host, tmp_path, capfd, stderr, reason):
+    """srun's own lines say why SLURM ended a job (time limit, memory, scancel); the exit
+    status alone does not. They reach the job's log and its last line, which the run's
+    list of failed jobs shows, instead of only the run's console among other jobs' lines."""
+    run_dir, _ = submit_host
+    ended = tmp_path / "ended_srun.py"
+    ended.write_text(
+        "import sys\nsys.stdin.buffer.read()\n"
+        f"sys.stderr.write({stderr!r} + '\\n')\nsys.exit(143)\n"
+    )
+    argv = [sys.executable, FAKE_JOB, json.dumps(_job(run_dir)), f"{run_dir}/logs/x.log"]
+    status = remote.launch(argv, srun=[sys.executable, str(ended)], mem_mb=5000, runtime_min=22)
+    assert status == 143
+    lines = (run_dir / "logs/x.log").read_text().splitlines()
+    assert lines[-1].startswith("crypto_lakehouse.remote: ") and reason in lines[-1]
+    assert lines[-3:-1] == stderr.splitlines()[-2:]
+    assert stderr.splitlines()[0] in capfd.readouterr().err  # still shown as it came
+
+
 @pytest.mark.parametrize(
     ("returncode", "said"),
     [
