@@ -329,8 +329,8 @@ def _slurm_reason(said: list[str], *, runtime_min: int, mem_mb: int) -> str:
     text = "\n".join(said)
     if "DUE TO TIME LIMIT" in text:
         return (
-            f"; SLURM: past its time limit (asked: --time={runtime_min} min, the rule's runtime; raise "
-            "it with set-resources, docs/cluster.md)"
+            f"; SLURM: past its time limit (asked: --time={runtime_min} min, the rule's "
+            "runtime; raise it with set-resources, docs/cluster.md)"
         )
     if _OUT_OF_MEMORY.search(text):
         return (
