@@ -1,7 +1,7 @@
 """A shard job's file contract in miniature, for tests/unit/test_remote.py: reads each
 symbol's upstream report and the file ``extra``, writes each symbol's report and stats, the
 shard report and the log, then exits with ``exit_code`` (after ``fail_after`` symbols when
-given, as a job whose last symbol broke). The upstream reports of the symbols in
+given, as a job whose last symbol broke), after ``sleep_s`` seconds when given. The upstream reports of the symbols in
 ``remove_upstream`` are removed first, as a job that found them torn does.
 
 Usage: python fake_job.py JOB_JSON LOG_FILE
@@ -9,9 +9,11 @@ Usage: python fake_job.py JOB_JSON LOG_FILE
 
 import json
 import sys
+import time
 from pathlib import Path
 
 job, log = json.loads(sys.argv[1]), Path(sys.argv[2])
+time.sleep(job.get("sleep_s", 0))  # a job still running, for a test that ends it from outside
 log.parent.mkdir(parents=True, exist_ok=True)
 with log.open("a") as f:  # appends, as the jobs' logging does
     f.write(f"fake job on {job['symbols']}\n")
