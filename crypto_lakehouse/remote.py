@@ -432,15 +432,23 @@ def run_node(stdin, stdout) -> int:
         # The log's first line says where the job ran; the job appends to it.
         where = f"{socket.gethostname()} (SLURM job {os.environ.get('SLURM_JOB_ID', '-')})"
         Path(log).write_text(f"crypto_lakehouse.remote: job on node {where}\n")
-        # The job's stdout would corrupt the answer stream: it goes to stderr.
+        # The job's stdout would corrupt the answer stream: it goes to stderr, with its
+        # stderr, each line's paths into the private folder moved back to the run directory
+        # (the job's error lines name its log: "traceback in RUN_DIR/logs/…", which the
+        # user reads on the submit host; before 2026-12-06 they named the node's private
+        # folder, removed when the job ends).
         started = time.monotonic()
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [meta["python"], meta["script"], json.dumps(job), log],
             stdin=subprocess.DEVNULL,
-            stdout=sys.stderr.fileno(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             cwd=work,
-            check=False,
         )
+        for line in proc.stdout:
+            sys.stderr.buffer.write(rebased_text(line, here, run_dir))
+            sys.stderr.buffer.flush()
+        proc.wait()
         status = dict(returncode=proc.returncode, **_job_figures(started))
         removed = sorted(rel for rel in before if not (local_run / rel).exists())
         if removed:

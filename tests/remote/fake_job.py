@@ -35,6 +35,7 @@ for n, symbol in enumerate(job["symbols"]):
     stats.write_text(json.dumps({"symbol": symbol}))
     done.append(symbol)
     print(f"stdout of the job: {symbol}")  # must not reach the answer stream
+print(f"stderr of the job: details in {log}", file=sys.stderr)
 if len(done) == len(job["symbols"]):
     shard = Path(job["shard_report"])
     shard.parent.mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,18 @@ def test_a_job_runs_on_the_node_and_its_files_come_back(submit_host):
     ]
 
 
+def test_the_jobs_output_names_run_directory_paths_not_the_nodes(submit_host, capfd):
+    """A job's error lines name its log ("traceback in …/logs/…"); under the launcher they
+    reach the run's output through srun, and named the node's private folder, removed when
+    the job ends, instead of the run directory where the log comes back."""
+    run_dir, _ = submit_host
+    assert _launch(run_dir, _job(run_dir)) == 0
+    err = capfd.readouterr().err
+    assert f"stderr of the job: details in {run_dir}/logs/down/spot/shards/0.log\n" in err
+    assert "stdout of the job: BTCUSDT" in err
+    assert "crypto_lakehouse-job-" not in err
+
+
 def test_a_file_the_job_removed_on_the_node_is_removed_on_the_submit_host(submit_host):
     # A job that finds an upstream report torn removes it, so that the next run rebuilds
     # it (shards.read_report); on a node only its copy went, and the torn report on the
