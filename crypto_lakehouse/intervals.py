@@ -6,17 +6,24 @@ import re
 
 from crypto_lakehouse.datasets import FUTURES_MARKETS
 
-UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _INTERVAL_RE = re.compile(r"^(\d+)([smhdw])$")
 DAY_MS = 86_400_000
 
 
+def duration_ms(text) -> int | None:
+    """Length in ms of a ``<n><unit>`` string, zero allowed (a window offset ``0m`` or
+    ``0h``); None for anything else."""
+    m = _INTERVAL_RE.match(text) if isinstance(text, str) else None
+    return None if m is None else int(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
 def interval_ms(interval: str) -> int:
     """Length of a fixed interval in ms; raises ValueError naming the bad value."""
-    m = _INTERVAL_RE.match(interval)
-    if not m or int(m.group(1)) == 0:
+    ms = duration_ms(interval)
+    if not ms:
         raise ValueError(f"unsupported interval {interval!r} (expected e.g. 1m, 5m, 1h, 1d)")
-    return int(m.group(1)) * UNIT_MS[m.group(2)]
+    return ms
 
 
 def candles_per_day(interval: str) -> int:

@@ -186,16 +186,6 @@ def _zero_offset(present: list[str]) -> str:
     return zeros[0] if len(zeros) == 1 else "0m"
 
 
-_OFFSET_RE = re.compile(r"(\d+)([smhdw])")
-
-
-def _offset_ms(name: str) -> int | None:
-    """A window offset's length in ms (``0m`` and ``0h`` are both 0), None for a name that is
-    not a duration."""
-    match = _OFFSET_RE.fullmatch(name) if isinstance(name, str) else None
-    return None if match is None else int(match.group(1)) * intervals.UNIT_MS[match.group(2)]
-
-
 def _offset_folder(offset: str, present: list[str]) -> str:
     """The folder among ``present`` of the window offset ``offset``: its own name, or the one
     folder of the same length in another unit (the resample stage names offsets in its
@@ -204,8 +194,8 @@ def _offset_folder(offset: str, present: list[str]) -> str:
     lists the offsets present)."""
     if offset in present:
         return offset
-    length = _offset_ms(offset)
-    same = [name for name in present if length is not None and _offset_ms(name) == length]
+    length = intervals.duration_ms(offset)
+    same = [n for n in present if length is not None and intervals.duration_ms(n) == length]
     return same[0] if len(same) == 1 else offset
 
 
