@@ -23,6 +23,7 @@ from crypto_lakehouse_emulator import Emulator
 from crypto_lakehouse_emulator.generate import build_mirror
 from crypto_lakehouse_emulator.rest import RestEmulator
 
+from crypto_lakehouse.plan import TODAY_VARIABLE
 from tests.e2e.e2e_helpers import emulator_config
 from tests.workflow.workflow_helpers import REPO
 
@@ -98,8 +99,16 @@ def snakemake_cmd(workdir: Path, config_path: Path, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
+# The planning's today for every run these helpers start, fixed when the test session
+# starts: the scenario leaves ``end_date`` unset, so a run's plan and the report's coverage
+# reach to today, and two runs of one test on either side of midnight UTC would otherwise
+# differ by a day (a local run before midnight, its bucket twin after it: the coverage
+# gained a day). A test that sets ``CRYPTO_LAKEHOUSE_TODAY`` itself keeps its own.
+SESSION_TODAY = date.today().isoformat()
+
+
 def env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO)}
+    return {TODAY_VARIABLE: SESSION_TODAY, **os.environ, "PYTHONPATH": str(REPO)}
 
 
 def run(workdir: Path, config_path: Path, *args: str, timeout=300) -> subprocess.CompletedProcess:
@@ -199,4 +208,4 @@ def differences(a: dict, b: dict) -> list[str]:
 
 
 def today_iso() -> str:
-    return date.today().isoformat()
+    return SESSION_TODAY
