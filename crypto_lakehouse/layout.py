@@ -612,6 +612,16 @@ def run_summary_path(run_dir: str, stage: str, trade_type: str) -> str:
     return f"{run_summaries_dir(run_dir)}/{stage}/{trade_type}.json"
 
 
+def shard_report_edits_lock_path(shard_report: str | Path) -> str | None:
+    """The lock a job holds while it edits an upstream shard report
+    (``shards._ask_rerun``): ``{run_dir}/reports.lock`` of the run directory the report is
+    under; None for a path below no ``reports/`` folder."""
+    parts = list(Path(shard_report).parts)
+    if "reports" not in parts[:-1]:
+        return None
+    return str(Path(*parts[: _reports_part(parts)], "reports.lock"))
+
+
 def summaries_reading(shard_report: str | Path) -> list[str]:
     """The run summaries that may read ``shard_report`` (``{run_dir}/reports/{stage}/{T}/…``):
     its stage's of its trade type, and the datasets' of its trade type."""

@@ -574,11 +574,41 @@ def _remove_shard_report(path) -> str:
     return done
 
 
+@contextlib.contextmanager
+def _editing(shard_report) -> Iterator[None]:
+    """Exclusive while a job edits an upstream shard report: the threads of one job (REST
+    symbols) and the jobs of a run that read the same upstream shard at once (agg_klines
+    at two intervals read one aws_parse aggTrades shard), on this host or, the run dir on
+    a shared file system, another. Unlocked, two read-modify-writes lost the first's edit.
+    A file system that refuses locks: the edit goes on unlocked, with a warning."""
+    import fcntl
+    import os
+
+    from crypto_lakehouse import layout
+
+    path = layout.shard_report_edits_lock_path(shard_report)
+    with _UPSTREAM_REPORT_LOCK:
+        if path is None:
+            yield
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                log.warning("cannot lock %s (%s); editing %s unlocked", path, exc, shard_report)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
 def _ask_rerun(shard_report, symbol: str, damaged_path) -> bool:
     """Whether the next run reruns ``shard_report``'s job: one more retry generation in it
     if it lists ``symbol`` (a changed param), recording the damaged file. A shard report
-    that is missing, or unreadable itself (then removed here), is rebuilt anyway."""
-    with _UPSTREAM_REPORT_LOCK:  # symbols of one job run on threads (REST)
+    that is missing, or unreadable itself (then removed here), is rebuilt anyway. The
+    read-modify-write holds the run dir's ``reports.lock`` (``_editing``)."""
+    with _editing(shard_report):
         try:
             report = read_report(shard_report)
         except DamagedInput as exc:

@@ -44,6 +44,9 @@ VOLATILE = (
     "lakehouse/report/index.html",
     "lakehouse/report/figures/",
     "lakehouse/run.lock",
+    # Held while a job edits an upstream shard report (shards._editing); empty, and only
+    # created by a run that found a damaged file.
+    "lakehouse/reports.lock",
     # Tail-build records (generate/tail.py, resample/tail.py) hold the sizes and mtimes of
     # this run's own files: never equal across runs. A missing or stale one only costs a
     # full build (its file identities are checked before any reuse).

@@ -818,3 +818,49 @@ def test_on_s3_a_shard_job_lists_every_symbols_sp_files_once(s3_root, tmp_path, 
     assert lists == [f"{key}/BTCUSDT", f"{key}/ETHUSDT", f"{key}/SP", f"{key}/SPELLUSDT"], lists
     left = {p.name for p in storage.list_files(folder)}
     assert left == set(names) - {"SP1_BTCUSDT.pqt", "SP0_ETHUSDT.pqt", "SP0_SPELLUSDT.pqt"}
+
+
+def _ask_rerun_slowly(report: str, symbol: str, damaged: str) -> None:
+    """Child process: ``_ask_rerun`` whose write of the edited report takes 0.5 s, the
+    window in which another job's edit of the same report reads it."""
+    import time
+
+    from crypto_lakehouse import shards
+
+    write = shards.write_json
+
+    def slow_write(path, obj):
+        time.sleep(0.5)
+        write(path, obj)
+
+    shards.write_json = slow_write
+    assert shards._ask_rerun(report, symbol, damaged)
+
+
+def test_two_jobs_asking_one_upstream_shard_to_rerun_lose_neither_edit(tmp_path):
+    """Two jobs of one run read the same upstream shard report (agg_klines at two intervals
+    read aws_parse's aggTrades shard) and may both find a damaged file of it at once: each
+    edits the report (one more retry generation, its damaged file). Before, the edits were
+    unlocked read-modify-writes, and the second write dropped the first's damaged file."""
+    import multiprocessing
+
+    report = tmp_path / "lakehouse/reports/aws_parse/spot/aggTrades/shards/0.json"
+    report.parent.mkdir(parents=True)
+    entries = {s: {"status": "ok", "report": f"{s}.json"} for s in ("BTCUSDT", "ETHUSDT")}
+    report.write_text(json.dumps({"shard": 0, "symbols": entries, "retry_generation": 0}))
+    ctx = multiprocessing.get_context("fork")
+    jobs = [
+        ctx.Process(target=_ask_rerun_slowly, args=(str(report), s, f"/d/{s}/20240101.pqt"))
+        for s in ("BTCUSDT", "ETHUSDT")
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(30)
+        assert job.exitcode == 0
+    edited = json.loads(report.read_text())
+    assert edited["damaged"] == {
+        "BTCUSDT": "/d/BTCUSDT/20240101.pqt",
+        "ETHUSDT": "/d/ETHUSDT/20240101.pqt",
+    }
+    assert edited["retry_generation"] == 2
