@@ -315,13 +315,18 @@ def _symbol_features(
     built: dict[str, dict],
     counts: dict[str, int],
 ) -> tuple[dict, list[DamagedInput]]:
-    """Write one symbol's feature files and remove its stale ones; its report section, and
-    the ``DamagedInput`` failures among the section's failures. ``previous``: what the last
+    """Write one symbol's feature files and remove those whose candle file is no longer
+    listed; its report section, and the ``DamagedInput`` failures among the section's
+    failures. A feature file whose rebuild fails (an exception computing, reading or
+    writing it) is kept as it was, listed under ``stale``. ``previous``: what the last
     build of the same settings recorded per candle file (``_write_features``); ``built`` is
     filled with this build's records and ``counts`` counts the files kept, tail-built and
     built in full, and the rows computed."""
     vwap_col = vwap_column_name(interval)
     outputs, failures = [], []
+    # Feature files whose rebuild failed, kept as the last good build wrote them: from an
+    # earlier version of their candle file (or other settings), not in ``outputs``.
+    stale: list[str] = []
     damaged: list[DamagedInput] = []  # of the failures, those of a file another stage wrote
     written: dict[Path, set[str]] = {}
     metadata = {
@@ -410,8 +415,13 @@ def _symbol_features(
                 counts["rows_computed"] += record.pop("computed")
                 rewritten[f["source"]] = path
         if exc is not None:  # reported; the symbol's other files still run
-            log.error("features of %s failed: %s", f["source"], exc)
-            failures.append(f"{f['source']}: {exc}")
+            message = f"{f['source']}: {exc}"
+            if now[path] is not None:  # the last good build's file stays, marked stale
+                written.setdefault(f["dir"], set()).add(f["name"])
+                stale.append(rel)
+                message += f" (previous feature file {rel} kept, stale, until a run rebuilds it)"
+            log.error("features of %s", message)
+            failures.append(message)
             if isinstance(exc, DamagedInput):
                 damaged.append(exc)
             continue
@@ -427,6 +437,8 @@ def _symbol_features(
         for p in remove_stale_in(_owned_dirs(data_dir, trade_type, interval), symbol, written)
     ]
     section = {"outputs": outputs, "removed": sorted(removed), "failures": failures}
+    if stale:
+        section["stale"] = stale
     return section, damaged
 
 

@@ -426,3 +426,52 @@ def test_a_damaged_candle_file_is_the_writer_s_to_rebuild(data):
     with pytest.raises(FeaturesError, match="AUSDT: .*written by resample, is unreadable"):
         features(data, ["AUSDT", "BUSDT"], reports, tag="y")
     assert feature_path(next((data / "results_data/spot/klines").rglob("BUSDT.pqt"))).exists()
+
+
+def test_a_failed_rebuild_keeps_the_previous_feature_file_marked_stale(data, monkeypatch):
+    """An exception in one indicator while a symbol's changed candle file is rebuilt: the
+    feature file of the last good build stays (it was removed before: the user lost the
+    features they had until the bug was fixed), the report marks it stale, the failure
+    names the symbol and the file, the other symbol is rebuilt, and the next run, the
+    indicator fixed, rebuilds it."""
+    from crypto_lakehouse.features import job
+
+    reports = {
+        "AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [300], seed=11),
+        "BBBUSDT": make_symbol(data, "spot", "BBBUSDT", [200], seed=12),
+    }
+    features(data, ["AAAUSDT", "BBBUSDT"], reports)
+    klines = layout.results_klines_dir(data, "spot", "1m")
+    feat_1m = layout.features_dir(data, "spot", "1m")
+    good = digest(feat_1m / "AAAUSDT.pqt")
+    # A day later: both 1m candle files changed (new rows).
+    for symbol, rows, seed in (("AAAUSDT", 360, 13), ("BBBUSDT", 260, 14)):
+        write_candles(klines / f"{symbol}.pqt", candles(rows, seed=seed))
+        os.utime(klines / f"{symbol}.pqt", ns=(1, 1))
+    compute = job.compute_indicators
+
+    def broken_on_aaa(specs, inputs):
+        if len(inputs["close"]) == 360:  # AAAUSDT's new 1m file only
+            raise ValueError("RSI: boom")
+        return compute(specs, inputs)
+
+    monkeypatch.setattr(job, "compute_indicators", broken_on_aaa)
+    with pytest.raises(FeaturesError) as info:
+        features(data, ["AAAUSDT", "BBBUSDT"], reports)
+    message = str(info.value)
+    assert message.startswith("AAAUSDT: results_data/spot/klines/1m/AAAUSDT.pqt: RSI: boom")
+    assert "previous feature file results_data/spot/features/1m/AAAUSDT.pqt kept, stale" in message
+    assert "BBBUSDT" not in message
+    assert digest(feat_1m / "AAAUSDT.pqt") == good  # the last good build's file, untouched
+    report = io.read_json(data / "lakehouse/reports/features/x.json")
+    section = report["symbols"]["AAAUSDT"]
+    assert section["stale"] == ["results_data/spot/features/1m/AAAUSDT.pqt"]
+    assert section["removed"] == []
+    assert "stale" not in report["symbols"]["BBBUSDT"]
+    assert pq.read_metadata(feat_1m / "BBBUSDT.pqt").num_rows == 260
+    monkeypatch.undo()  # the indicator fixed: the next run rebuilds the stale file
+    stats = features(data, ["AAAUSDT", "BBBUSDT"], reports)
+    assert stats["failures"] == [] and stats["skipped_unchanged"] == 1
+    assert pq.read_metadata(feat_1m / "AAAUSDT.pqt").num_rows == 360
+    report = io.read_json(data / "lakehouse/reports/features/x.json")
+    assert "stale" not in report["symbols"]["AAAUSDT"]
