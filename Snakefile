@@ -116,5 +116,6 @@ onsuccess:
 
 onerror:
     print(failure_report(log), file=sys.stderr)
+    summaries_after_failure()
     report_after_failure(log)
     cancel_scheduler_timers()

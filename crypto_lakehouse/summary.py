@@ -391,8 +391,8 @@ def run_summary(
 def run_summaries(*, summaries: list[dict]) -> list[dict]:
     """Rule ``summarize``: ``run_summary`` for every trade type of a stage, in one job; a
     trade type with failed symbols fails the job after the others are summarized (every
-    failure named at once). Snakemake then removes the job's outputs: the stage has no
-    summary of any trade type until a run completes the failed symbols (docs/summaries.md)."""
+    failure named at once). Snakemake then removes the job's outputs; the run's ``onerror``
+    writes those of the trade types that finished again (``summaries_after_failure``)."""
     results, errors = [], []
     for s in summaries:
         try:
@@ -402,6 +402,41 @@ def run_summaries(*, summaries: list[dict]) -> list[dict]:
     if errors:
         raise SymbolsFailed(" | ".join(errors))
     return results
+
+
+def summaries_after_failure(summaries: list[dict]) -> str:
+    """The ``onerror`` end of a failed run: ``run_summary`` for each trade type of
+    ``summaries`` (the arguments of the stages' summary jobs, ``run_summaries``) whose
+    summary is missing or older than one of its shard reports, and that finished. One job
+    writes a stage's summaries of every trade type, so when it fails for one trade type
+    Snakemake removes them all; a stage whose job did not run at all (a shard of one trade
+    type failed as a whole: a ban) has none of this run. Written here, the trade types that
+    finished keep theirs (the report page and the next run's headlines show them); one with
+    failed symbols, or records this run did not complete, gets none: its failure is in the
+    run's failure list. Returns a line for the console; never raises (the run has failed
+    already; its failure report stays the message)."""
+    written, failed = [], []
+    for s in summaries:
+        name = f"{s['stage']}/{s['trade_type']}"
+        try:
+            reports = [str(p) for p in s.get("reports") or ()]
+            mtime = _newest_mtime([s["summary"]])
+            newest = _newest_mtime(reports)
+            if mtime is not None and (newest is None or newest <= mtime):
+                continue  # written by this run's job, or up to date with its reports
+            run_summary(**s)
+            written.append(name)
+        except SymbolsFailed:
+            failed.append(name)
+        except Exception as exc:  # a courtesy: say why, do not mask the run's failure
+            failed.append(f"{name} ({type(exc).__name__}: {exc})")
+    if not written:
+        return ""
+    line = (
+        "crypto_lakehouse: summaries of the trade types that finished, written after the "
+        f"failure: {', '.join(written)}"
+    )
+    return line + (f" (none for {', '.join(failed)}: see the failures above)" if failed else "")
 
 
 # ------------------------------------------------------------------ archive datasets

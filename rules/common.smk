@@ -1058,6 +1058,31 @@ def check_endpoints():
 
 
 # ------------------------------------------------------------------ report
+def summaries_after_failure():
+    """onerror: the run summaries of the trade types that finished, for the stages the run's
+    targets need (``all``, ``report`` or none: every stage of the run; a stage's target:
+    that stage), written again after their stage's summary job failed for another trade
+    type or did not run (crypto_lakehouse.summary.summaries_after_failure). Dry runs and
+    other targets write nothing."""
+    if DRY_RUN:
+        return
+    from crypto_lakehouse.summary import summaries_after_failure as write_summaries
+
+    targets = set(workflow.dag_settings.targets or ()) or {"all"}
+    whole = bool(targets & {"all", "report"})
+    args = []
+    for stage in ACTIVE_STAGES:
+        if not (whole or stage in targets):
+            continue
+        try:  # a failed listing leaves its checkpoint incomplete: no shard reports known
+            args += get_summary_args({"stage": stage})["summaries"]
+        except Exception:
+            continue
+    line = write_summaries(args)
+    if line:
+        print(line, file=sys.stderr)
+
+
 def report_after_failure(snakemake_log):
     """onerror: a failed run of `all` or `report` writes the report page anyway, its failed
     jobs at the top (crypto_lakehouse.report.job.report_after_failure); other targets and

@@ -309,9 +309,9 @@ def _freshness_section(
     return "".join(body)
 
 
-def _run_section(run_dir, summaries: dict, out: dict, off=()) -> str:
+def _run_section(run_dir, summaries: dict, out: dict, off=(), expected=None) -> str:
     benchmarks = records.read_benchmarks(run_dir)
-    stages = records.stage_table(summaries, benchmarks, off)
+    stages = records.stage_table(summaries, benchmarks, off, expected)
     # The figure leaves out the stages not in this run: empty bars read as 0 s.
     drawn = stages[~stages["stage"].isin(off)]
     png = figures.stage_bars(
@@ -328,9 +328,9 @@ def _run_section(run_dir, summaries: dict, out: dict, off=()) -> str:
     body = [
         f"<p>Per stage, from the run summaries ({page.esc(summaries_dir)}/) and the Snakemake "
         f"benchmark files ({page.esc(benchmarks_dir)}/): summaries are the trade types whose "
-        "summary the stage has (none: its summary job did not finish, so symbols and files are not known: "
-        "one job writes a stage's summaries of every trade type, and its failure in one "
-        "trade type removes them all; off: the config leaves the stage out of this run, "
+        "summary the stage has (none: no trade type of it finished, so symbols and files are "
+        "not known; spot, um_futures; none: cm_futures: the trade types after none did not "
+        "finish, the figures are of the others; off: the config leaves the stage out of this run, "
         "features.enabled false or no resample.targets); symbols are summed over the trade types; jobs are the "
         "stage's benchmark files (listing and summaries included); wall time is the time "
         "during which at least one of them ran (jobs of earlier runs counted without the "
@@ -521,7 +521,9 @@ def render_report(
             ),
         )
     )
-    sections.append(page.section(4, "The run", _run_section(run_dir, summary_records, pngs, off)))
+    sections.append(
+        page.section(4, "The run", _run_section(run_dir, summary_records, pngs, off, stages))
+    )
     sections.append(page.section(5, "Checks", _checks_section(segments, summary_records, run_dir)))
     dataset_summaries = records.read_summaries(run_dir, trade_types, stages=("datasets",))
     sections.append(page.section(6, "Datasets", _datasets_section(dataset_summaries, run_dir)))

@@ -112,9 +112,8 @@ def failure_alert(failures: list[str], failed_jobs: int) -> str:
     return (
         '<div class="alert" id="failed-run"><strong>The run that wrote this page failed</strong>'
         f"{count}. The page shows what the data dir holds after it. "
-        "A stage without summaries below (section 4) did not finish for at least one trade "
-        "type: one job writes a stage's summaries of every trade type, and when it fails "
-        "none is kept, also of the trade types that finished. The next run retries what "
+        "A trade type without a summary below (section 4: none) did not finish that "
+        "stage; the trade types that finished have theirs. The next run retries what "
         "failed."
         f"<ul>{items}</ul></div>"
     )

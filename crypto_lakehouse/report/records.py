@@ -403,13 +403,15 @@ def stage_table(
     summaries: dict[tuple[str, str], dict],
     benchmarks: pd.DataFrame,
     off: tuple[str, ...] | frozenset[str] = (),
+    expected: dict[str, list[str]] | None = None,
 ) -> pd.DataFrame:
-    """Per stage: the trade types summarized, symbols (from the summaries); jobs, wall time
+    """Per stage: the trade types summarized (with ``expected``, the run's trade types per
+    stage: also those without a summary, ``spot, um_futures; none: cm_futures``: they did
+    not finish the stage), symbols (from the summaries); jobs, wall time
     (``busy_seconds`` of the jobs) and the jobs' own seconds summed, from the benchmark
     files; files, bytes, throughput (bytes over the symbols' work seconds), retries, REST
-    429s (from the summaries). A stage without any summary has None there, not 0: its
-    summary job did not finish (one job writes every trade type's summary of a stage, and
-    a failure in one trade type removes them all), so nothing is known of its symbols.
+    429s (from the summaries). A stage without any summary has None there, not 0: no
+    trade type of it finished, so nothing is known of its symbols.
     A stage in ``off`` is not in this run (the config leaves it out): its row says so
     (``stage_off``) and shows nothing else; its benchmark files are earlier runs'. Before
     2026-12-06 such a row said "none", as for a summary job that failed."""
@@ -432,11 +434,15 @@ def stage_table(
             )
             continue
         jobs = benchmarks[benchmarks["stage"] == stage] if len(benchmarks) else benchmarks
+        found = [t for (st, t) in summaries if st == stage]
+        missing = [t for t in (expected or {}).get(stage, ()) if t not in found]
         row = {
             "stage": stage,
             "summaries": "section 6"
             if stage in DATASET_STAGES
-            else ", ".join(t for (st, t) in summaries if st == stage) or "none",
+            else ", ".join(found) + f"; none: {', '.join(missing)}"
+            if found and missing
+            else ", ".join(found) or "none",
             "symbols": None,
             "jobs": len(jobs),
             "wall_s": busy_seconds(jobs["end_unix"] - jobs["seconds"], jobs["end_unix"])

@@ -183,6 +183,22 @@ def test_a_failing_exchange_info_holds_back_only_its_trade_type(tmp_path):
         assert "500" in rest["exchange_info_error"]
         um_rest = read_json(data / "lakehouse/summaries/api_download/um_futures.json")
         assert "exchange_info_error" not in um_rest
+        # The stages whose summary job failed for COIN-M keep USDⓈ-M's summaries (one job
+        # writes a stage's summaries of every trade type, and its failure removed them all,
+        # also USDⓈ-M's: the report showed `none` for gen_kline and every stage after it).
+        summaries = data / "lakehouse/summaries"
+        for stage in ("gen_kline", "resample", "features"):
+            um = read_json(summaries / f"{stage}/um_futures.json")
+            assert um["stage"] == stage and um["symbols"] == 2, (stage, um)
+            assert not (summaries / f"{stage}/cm_futures.json").exists(), stage
+        assert "summaries of the trade types that finished, written after the failure: " \
+            "gen_kline/um_futures, resample/um_futures, features/um_futures (none for " \
+            "gen_kline/cm_futures, resample/cm_futures, features/cm_futures" in out, out[-3000:]  # fmt: skip
+        # The report page shows them, and which trade type has none.
+        page = (data / "lakehouse/report/index.html").read_text()
+        run = page[page.index('<section id="the-run">') :]
+        run = run[: run.index("</section>")]
+        assert "<td>um_futures; none: cm_futures</td>" in run, run[:4000]
 
         emu.faults.fail_always.clear()  # the host answers again
         _recovers_then_rests(tmp_path, config, "exchange_info", cm_results / "BTCUSD_PERP.pqt")

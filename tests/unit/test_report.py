@@ -641,3 +641,20 @@ def test_the_lag_histogram_starts_at_zero_and_shows_the_stale_line(lags, stale_h
         assert low == 0 and high > stale_hours / 24
     finally:
         plt.close(fig)
+
+
+def test_the_stage_table_names_the_trade_types_without_a_summary():
+    """Section 4 after a run whose gen_kline failed for COIN-M: the trade types that finished
+    are summarized, the one that did not is named (it read as complete: "um_futures")."""
+    bench = pd.DataFrame(columns=["job", "stage", "seconds", "max_rss_mb", "cpu_time", "end_unix"])
+    summaries = {("gen_kline", "um_futures"): {"symbols": 2, "totals": {"files_written": 2}}}
+    expected = {"gen_kline": ["um_futures", "cm_futures"], "resample": ["um_futures"]}
+    got = records.stage_table(summaries, bench, (), expected).set_index("stage")
+    assert got.loc["gen_kline", "summaries"] == "um_futures; none: cm_futures"
+    assert got.loc["gen_kline", "symbols"] == 2
+    assert got.loc["resample", "summaries"] == "none"
+    # without the run's stages (a page of an earlier version's call): the summaries found
+    assert (
+        records.stage_table(summaries, bench).set_index("stage").loc["gen_kline", "summaries"]
+        == "um_futures"
+    )

@@ -715,3 +715,49 @@ def test_every_resample_target_that_does_not_suit_the_base_interval_is_named_by_
     assert len(lines) == len(expected), lines
     for line, text in zip(lines, expected, strict=True):
         assert line.startswith("  config key 'resample." + text), line
+
+
+def test_after_a_failed_run_the_trade_types_that_finished_get_their_summaries(tmp_path):
+    """onerror's summaries_after_failure: a missing summary of a trade type whose shard
+    reports are all done is written; one with a failed symbol, or whose shard report is
+    missing (its job failed as a whole, a ban), gets none; one up to date with its reports
+    is left as it is. Before, the trade types that finished had no summary after the
+    stage's one summary job failed (or never ran) for another."""
+    from crypto_lakehouse.summary import summaries_after_failure
+
+    def shard(trade_type, statuses, write=True):
+        path = tmp_path / f"reports/gen_kline/{trade_type}/klines-1m/shards/0.json"
+        symbols = {}
+        for sym, status in statuses.items():
+            rep = path.parent.parent / f"{sym}.json"
+            _write(rep, {"symbol": sym})
+            symbols[sym] = {"status": status, "report": str(rep), "error": "ValueError: x"}
+        if write:
+            _write(path, {"shard": 0, "symbols": symbols})
+        return str(path)
+
+    types = ("spot", "um_futures", "cm_futures", "kept")
+    out = {t: tmp_path / f"summaries/gen_kline/{t}.json" for t in types}
+    reports = {
+        "spot": shard("spot", {"A": "ok", "B": "ok"}),
+        "um_futures": shard("um_futures", {"C": "ok", "D": "failed"}),
+        "cm_futures": shard("cm_futures", {"E": "ok"}, write=False),
+        "kept": shard("kept", {"F": "ok"}),
+    }
+    _write(out["kept"], {"written": "by this run's job"})
+    later = os.stat(reports["kept"]).st_mtime + 5
+    os.utime(out["kept"], (later, later))
+    summaries = [
+        dict(stage="gen_kline", trade_type=t, summary=str(out[t]), reports=[reports[t]])
+        for t in types
+    ]
+    line = summaries_after_failure(summaries)
+    assert json.loads(out["spot"].read_text())["symbols"] == 2
+    assert not out["um_futures"].exists() and not out["cm_futures"].exists()
+    assert json.loads(out["kept"].read_text()) == {"written": "by this run's job"}
+    assert line == (
+        "crypto_lakehouse: summaries of the trade types that finished, written after the "
+        "failure: gen_kline/spot (none for gen_kline/um_futures, gen_kline/cm_futures: see "
+        "the failures above)"
+    )
+    assert summaries_after_failure(summaries) == ""  # spot's is up to date now
