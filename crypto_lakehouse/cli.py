@@ -314,7 +314,40 @@ def add_compare_parser(groups) -> None:
         "we have (Q15, Q17); default: NEW_DIR/lakehouse, or for an s3:// NEW_DIR "
         "lakehouse_runs/{bucket}/{prefix} below the current directory, as a run gives it",
     )
+    cmp.add_argument(
+        "--start",
+        type=compare_date,
+        metavar="YYYY-MM-DD",
+        help="compare only rows from this UTC day on (default: from the first row)",
+    )
+    cmp.add_argument(
+        "--end",
+        type=compare_date,
+        metavar="YYYY-MM-DD",
+        help="compare only rows up to the end of this UTC day, e.g. the last day of a legacy "
+        "dir that stopped earlier than ours (default: to the last row)",
+    )
     _add_storage_arguments(cmp, "either dir that is s3://bucket/prefix")
+
+
+def compare_date(text: str) -> str:
+    """``--start`` / ``--end`` of compare: a day, YYYY-MM-DD (argparse type)."""
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _day_ms(day: str | None, days_after: int = 0) -> int | None:
+    """Midnight UTC of ``day`` (+ ``days_after``), ms since the epoch; None for None."""
+    import datetime as dt
+
+    if day is None:
+        return None
+    start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc)
+    return int((start + dt.timedelta(days=days_after)).timestamp() * 1000)
 
 
 def compare_interval(text: str) -> str:
@@ -487,14 +520,24 @@ def run_compare(args: argparse.Namespace) -> int:
         if problem:
             print(f"compare: --output {args.output}: {problem}", file=sys.stderr)
             return 2
+    if args.start and args.end and args.start > args.end:
+        print(f"compare: --start {args.start} is after --end {args.end}", file=sys.stderr)
+        return 2
     storage.configure(storage_settings_of(args))
+    options = Options(
+        args.price_tolerance,
+        args.funding_tolerance,
+        args.run_dir,
+        start_ms=_day_ms(args.start),
+        end_ms=_day_ms(args.end, days_after=1),  # the whole day
+    )
     report = compare_dirs(
         args.legacy_dir,
         args.new_dir,
         interval=args.interval,
         trade_types=args.trade_types,
         symbols=args.symbols,
-        options=Options(args.price_tolerance, args.funding_tolerance, args.run_dir),
+        options=options,
         jobs=args.jobs,
     )
     text = render(report, args.format, args.strict)

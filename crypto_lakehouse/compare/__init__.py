@@ -21,6 +21,7 @@ from crypto_lakehouse.compare.model import (
     UNEXPLAINED,
     Difference,
     PairResult,
+    iso,
 )
 from crypto_lakehouse.compare.pairs import Options, compare_pair
 from crypto_lakehouse.layout import TRADE_TYPES
@@ -141,10 +142,28 @@ def compare_dirs(
         },
         problems=found.problems,
     )
+    if options.windowed:
+        report.settings["start"] = iso(options.start_ms)
+        report.settings["end"] = iso(options.end_ms)
     work = [(pair, legacy, ours, options) for pair in found.pairs]
     if jobs > 1 and len(work) > 1:
         with ProcessPoolExecutor(max_workers=jobs, **_worker_start(legacy, ours)) as pool:
-            report.pairs = list(pool.map(_run, work, chunksize=1))
+            results = list(pool.map(_run, work, chunksize=1))
     else:
-        report.pairs = [_run(w) for w in work]
+        results = [_run(w) for w in work]
+    # None: a pair without a row in the window, not compared.
+    report.pairs = [r for r in results if r is not None]
+    if work and not report.pairs:  # a comparison of nothing must never pass
+        report.problems.append(
+            f"no rows compared: no file of either dir holds a row {_window(options)}"
+        )
     return report
+
+
+def _window(options: Options) -> str:
+    """The window in words: ``from A on``, ``before B``, ``from A to before B``."""
+    if options.end_ms is None:
+        return f"from {iso(options.start_ms)} on"
+    if options.start_ms is None:
+        return f"before {iso(options.end_ms)}"
+    return f"from {iso(options.start_ms)} to before {iso(options.end_ms)}"

@@ -61,6 +61,11 @@ class Options:
     # Our run directory (config run_dir), where the listing indexes of Q15 and Q17 are;
     # None: the default one of our data dir (layout.default_run_dir).
     run_dir: str | None = None
+    # The time window compared (``--start``/``--end``): rows whose key (candle_begin_time,
+    # funding_time) is at or after ``start_ms`` and before ``end_ms``, in ms since the
+    # epoch; None: unbounded on that side.
+    start_ms: int | None = None
+    end_ms: int | None = None
 
     def __post_init__(self):
         for option in fields(self):
@@ -69,6 +74,21 @@ class Options:
             problem = tolerance_problem(getattr(self, option.name))
             if problem:
                 raise ValueError(f"{option.name}: {problem}")
+        if self.start_ms is not None and self.end_ms is not None and self.start_ms >= self.end_ms:
+            raise ValueError(f"start_ms {self.start_ms} is not before end_ms {self.end_ms}")
+
+    @property
+    def windowed(self) -> bool:
+        return self.start_ms is not None or self.end_ms is not None
+
+    def in_window(self, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` (ms) lie in the window."""
+        inside = np.ones(len(keys), dtype=bool)
+        if self.start_ms is not None:
+            inside &= keys >= self.start_ms
+        if self.end_ms is not None:
+            inside &= keys < self.end_ms
+        return inside
 
     def tolerance(self, column: str) -> float:
         # The legacy author's thresholds (data_compare.py): 1e-6 on funding rates, 1e-4 on
@@ -249,7 +269,18 @@ class PairView:
                 )
         self.lkeys_all = _as_int(self.legacy.read(self.key))
         self.okeys_all = _as_int(self.ours.read(self.key))
-        if np.array_equal(self.lkeys_all, self.okeys_all) and _strictly_increasing(self.lkeys_all):
+        # Rows outside the window (Options.start_ms/end_ms) are left out of every row and
+        # value comparison, as if neither file held them.
+        window = options.windowed
+        lin = options.in_window(self.lkeys_all) if window else None
+        oin = options.in_window(self.okeys_all) if window else None
+        self.legacy_rows = int(lin.sum()) if window else len(self.lkeys_all)
+        self.our_rows = int(oin.sum()) if window else len(self.okeys_all)
+        if (
+            not window
+            and np.array_equal(self.lkeys_all, self.okeys_all)
+            and _strictly_increasing(self.lkeys_all)
+        ):
             n = len(self.lkeys_all)
             self.legacy.keep = self.ours.keep = np.arange(n)
             self.l_dups = self.o_dups = np.empty(0, dtype=np.int64)
@@ -258,6 +289,15 @@ class PairView:
         else:
             self.legacy.keep, self.l_dups = _distinct_last(self.lkeys_all)
             self.ours.keep, self.o_dups = _distinct_last(self.okeys_all)
+            if window:
+                self.legacy.keep, self.l_dups = (
+                    self.legacy.keep[lin[self.legacy.keep]],
+                    (self.l_dups[lin[self.l_dups]]),
+                )
+                self.ours.keep, self.o_dups = (
+                    self.ours.keep[oin[self.ours.keep]],
+                    (self.o_dups[oin[self.o_dups]]),
+                )
             ul, uo = self.lkeys_all[self.legacy.keep], self.okeys_all[self.ours.keep]
             pos = np.minimum(np.searchsorted(uo, ul), max(len(uo) - 1, 0))
             match = (uo[pos] == ul) if len(uo) else np.zeros(len(ul), dtype=bool)
@@ -288,12 +328,34 @@ def _strictly_increasing(k: np.ndarray) -> bool:
     return bool(k.size < 2 or (np.diff(k) > 0).all())
 
 
-def compare_pair(pair: Pair, legacy_root: Path, our_root: Path, options: Options) -> PairResult:
-    """Compare one pair; never raises for bad data (it becomes an unexplained difference)."""
+def _rows_in_window(pair: Pair, side: str, root: Path, options: Options) -> bool:
+    """Whether the files of ``side`` of a one-sided pair hold a row in the window (True
+    when they cannot be read: the file-only difference is reported as without a window)."""
+    try:
+        files = Side(side, root, pair.legacy if side == "legacy" else pair.ours)
+        key = "funding_time" if "funding_time" in files.names else "candle_begin_time"
+        return bool(options.in_window(_as_int(files.read(key))).any())
+    except Exception:
+        return True
+
+
+def compare_pair(
+    pair: Pair, legacy_root: Path, our_root: Path, options: Options
+) -> PairResult | None:
+    """Compare one pair; never raises for bad data (it becomes an unexplained difference).
+    None: with a window (``Options.start_ms``/``end_ms``), neither side holds a row in it
+    (the pair is not compared at all)."""
     result = PairResult(
         pair.label, pair.kind, pair.trade_type, pair.symbol, list(pair.legacy), list(pair.ours)
     )
     if not pair.legacy or not pair.ours:
+        if options.windowed and not _rows_in_window(
+            pair,
+            "legacy" if pair.legacy else "ours",
+            legacy_root if pair.legacy else our_root,
+            options,
+        ):
+            return None
         side = "legacy" if pair.legacy else "ours"
         fix, note = explain.explain_file_only(pair, side, legacy_root, our_root, options.run_dir)
         missing = "ours" if side == "legacy" else "legacy"
@@ -310,6 +372,8 @@ def compare_pair(pair: Pair, legacy_root: Path, our_root: Path, options: Options
         return result
     try:
         view = PairView(pair, legacy_root, our_root, options)
+        if options.windowed and not (view.legacy_rows or view.our_rows):
+            return None
         _compare(view, result)
     except ReadError as exc:
         result.differences.append(
@@ -338,7 +402,7 @@ def compare_pair(pair: Pair, legacy_root: Path, our_root: Path, options: Options
 def _compare(view: PairView, result: PairResult) -> None:
     pair, diffs = view.pair, result.differences
     lnames, onames = view.legacy.names, view.ours.names
-    result.legacy_rows, result.our_rows = len(view.lkeys_all), len(view.okeys_all)
+    result.legacy_rows, result.our_rows = view.legacy_rows, view.our_rows
     result.common_rows = len(view.l_common)
     _check_interval(view, diffs)
     _check_order(view, diffs)

@@ -158,9 +158,24 @@ SUMMARY_HEAD = (
 )
 
 
+def _window_line(data: dict) -> list[str]:
+    """The time window of ``--start``/``--end``, when one was given."""
+    start, end = data["settings"].get("start"), data["settings"].get("end")
+    if start is None and end is None:
+        return []
+    if end is None:
+        bounds = f"from {start} on"
+    elif start is None:
+        bounds = f"before {end}"
+    else:
+        bounds = f"from {start} to before {end}"
+    return [f"Only rows {bounds} (UTC) compared (--start/--end); files without any are left out."]
+
+
 def render_text(report, strict: bool = False) -> str:
     data = to_dict(report, strict)
-    out = [f"compare {data['legacy_dir']} (legacy) with {data['new_dir']} (ours)", ""]
+    out = [f"compare {data['legacy_dir']} (legacy) with {data['new_dir']} (ours)"]
+    out += _window_line(data) + [""]
     rows = [SUMMARY_HEAD] + _summary_rows(data)
     widths = [max(len(r[i]) for r in rows) for i in range(len(SUMMARY_HEAD))]
     for r in rows:
@@ -216,6 +231,7 @@ def render_markdown(report, strict: bool = False) -> str:
     out = [
         f"# compare: `{data['legacy_dir']}` (legacy) vs `{data['new_dir']}` (ours)",
         "",
+        *[line for line in _window_line(data) for line in (line, "")],
         "## Summary",
         "",
     ]

@@ -1065,3 +1065,84 @@ def test_an_unlistable_legacy_parsed_folder_is_no_off_grid_evidence(tmp_path, mo
     monkeypatch.setattr(storage, "list_files", failing)
     d = only(compare_dirs(legacy, ours), file=SPOT_1M, column="close")
     assert (d.status, d.fix) == ("unexplained", None)
+
+
+# ---------------------------------------------------------------- --start / --end
+def _legacy_stopped_two_days_earlier(tmp_path) -> tuple[Path, Path]:
+    """A legacy dir whose last run ended with day 1 and ours, run three days later (days
+    0–4, all from the archive), with a symbol listed since (ETHUSDT, days 3–4 only)."""
+    legacy, ours = tmp_path / "legacy", tmp_path / "ours"
+    parsed(legacy, "spot", "BTCUSDT", [0, 1])
+    parsed(ours, "spot", "BTCUSDT", [0, 1, 2, 3, 4])
+    write(legacy, SPOT_1M, klines(minutes(0, 2)))
+    write(ours, SPOT_1M, klines(minutes(0, 5)))
+    write(ours, "results_data/spot/klines/1m/ETHUSDT.pqt", klines(minutes(3, 2)))
+    provenance(ours, "spot", "BTCUSDT", dict.fromkeys(range(5), "archive"))
+    return legacy, ours
+
+
+def test_a_time_window_leaves_out_the_rows_a_legacy_dir_that_stopped_earlier_lacks(tmp_path):
+    """Without a window our three newer days (archive rows, not Q9's REST tail) and the
+    symbol listed since are unexplained; `--end` at legacy's last day compares the two days
+    both hold, and a difference inside them is still found."""
+    legacy, ours = _legacy_stopped_two_days_earlier(tmp_path)
+    found = unexplained(compare_dirs(legacy, ours))
+    assert {(d.file, d.kind) for d in found} == {
+        (SPOT_1M, "rows_only"),
+        ("parsed_data/spot/klines/BTCUSDT/1m/202311.pqt", "rows_only"),
+        ("results_data/spot/klines/1m/ETHUSDT.pqt", "file_only"),
+    }
+    window = Options(end_ms=D0 + 2 * DAY)  # up to the end of day 1 (2023-11-16)
+    report = compare_dirs(legacy, ours, options=window)
+    assert unexplained(report) == [] and report.problems == [] and report.exit_code() == 0
+    assert sorted(p.file for p in report.pairs) == [
+        "parsed_data/spot/klines/BTCUSDT/1m/202311.pqt",
+        SPOT_1M,
+    ]
+    spot = next(p for p in report.pairs if p.file == SPOT_1M)
+    assert (spot.legacy_rows, spot.our_rows, spot.common_rows) == (2880, 2880, 2880)
+    assert report.settings["end"] == "2023-11-17 00:00:00"
+    # A price of ours changed inside the window is found; one outside it is not compared.
+    close = np.full(5 * 1440, 100.0)
+    close[1440 + 7] += 0.01  # day 1
+    close[3 * 1440] += 0.01  # day 3
+    write(ours, SPOT_1M, klines(minutes(0, 5), close=close))
+    d = only(compare_dirs(legacy, ours, options=window), status="unexplained")
+    assert (d.file, d.kind, d.column, d.count) == (SPOT_1M, "values", "close", 1)
+    assert d.first_time == iso(D0 + DAY + 7 * MIN)
+    # --start too: day 1 alone
+    report = compare_dirs(legacy, ours, options=Options(start_ms=D0 + DAY, end_ms=D0 + 2 * DAY))
+    spot = next(p for p in report.pairs if p.file == SPOT_1M)
+    assert (spot.legacy_rows, spot.our_rows, spot.common_rows) == (1440, 1440, 1440)
+
+
+def test_a_window_holding_no_row_of_either_dir_never_passes(tmp_path, capsys):
+    legacy, ours = _legacy_stopped_two_days_earlier(tmp_path)
+    report = compare_dirs(legacy, ours, options=Options(start_ms=D0 + 10 * DAY))
+    assert report.pairs == [] and report.exit_code() == 1
+    assert report.problems == [
+        "no rows compared: no file of either dir holds a row from 2023-11-25 00:00:00 on"
+    ]
+
+
+def test_the_window_options_on_the_command_line(tmp_path, capsys):
+    legacy, ours = _legacy_stopped_two_days_earlier(tmp_path)
+    assert cli_main(["compare", str(legacy), str(ours)]) == 1
+    capsys.readouterr()
+    assert cli_main(["compare", str(legacy), str(ours), "--end", "2023-11-16"]) == 0
+    out = capsys.readouterr().out
+    assert "0 unexplained" in out
+    assert "Only rows before 2023-11-17 00:00:00 (UTC) compared (--start/--end)" in out
+    argv = ["compare", str(legacy), str(ours), "--start", "2023-11-16", "--format", "markdown"]
+    assert cli_main(argv) == 1  # days 2–4 and ETHUSDT are still ours only
+    out = capsys.readouterr().out
+    assert "Only rows from 2023-11-16 00:00:00 on (UTC) compared" in out
+    with pytest.raises(SystemExit) as info:
+        cli_main(["compare", str(legacy), str(ours), "--start", "2023-11-31"])
+    assert info.value.code == 2
+    assert "--start: '2023-11-31' is not a date (YYYY-MM-DD)" in capsys.readouterr().err
+    code = cli_main(
+        ["compare", str(legacy), str(ours), "--start", "2023-11-17", "--end", "2023-11-16"]
+    )
+    assert code == 2
+    assert "--start 2023-11-17 is after --end 2023-11-16" in capsys.readouterr().err
