@@ -159,7 +159,8 @@ def test_every_command_line_of_the_docs_parses(where, command, tmp_path):
     # a usage line's [optional] parts and alternatives (text|json) are given as written
     command = re.sub(r"[\[\]]|\.\.\.|…", "", command)
     command = re.sub(r"(\w)\|[\w|]+", r"\1", command)
-    placeholders = {"N": "2", "DIR": str(tmp_path)}  # --jobs N, --run-dir DIR (must exist)
+    # --jobs N, --run-dir DIR (must exist), --start/--end YYYY-MM-DD
+    placeholders = {"N": "2", "DIR": str(tmp_path), "YYYY-MM-DD": "2024-01-31"}
     argv = [placeholders.get(word, word) for word in shlex.split(command)]
     argv = argv[: argv.index("--")] if "--" in argv else argv  # Snakemake's own
     build_parser().parse_args(argv)  # exits (SystemExit 2) naming an unknown option
