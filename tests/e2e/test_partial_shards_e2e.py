@@ -130,11 +130,9 @@ def test_a_failing_listing_holds_back_only_its_symbol_and_dataset(tmp_path):
         emu.stop()
 
 
-def test_a_failing_exchange_info_holds_back_only_its_trade_type(tmp_path):
-    """COIN-M's exchangeInfo answers 500 (its host in maintenance, say): USDⓈ-M is built to
-    the end in the same run; COIN-M's REST runs on the default weight limits and its
-    gen_kline, which needs the contract sizes, fails naming the request. The next run asks
-    again and completes; the one after has nothing to do."""
+def _futures_run(tmp_path, faults=None):
+    """An emulator serving two um and two cm symbols (archive and REST) and the config of a
+    run on them: (emulator, its REST part, config, data dir)."""
     from datetime import datetime, timezone
 
     from crypto_lakehouse_emulator import Emulator
@@ -156,7 +154,6 @@ def test_a_failing_exchange_info_holds_back_only_its_trade_type(tmp_path):
         for i, symbol in enumerate(names):
             rest.add_synthetic_klines(trade_type, symbol, start_ms=start_ms, seed=i)
             rest.add_synthetic_funding(trade_type, symbol, start_ms=start_ms, end_ms=h.NOW_MS)
-    faults = Faults(fail_always={"/dapi/v1/exchangeInfo"}, apply_to_rest=True)
     emu = Emulator(mirror_dir=mirror, rest=rest, faults=faults)
     emu.start()
     data = tmp_path / "data"
@@ -164,6 +161,16 @@ def test_a_failing_exchange_info_holds_back_only_its_trade_type(tmp_path):
         emu.base_url, data, trade_types=list(symbols), symbols=symbols, start_date=h.START,
         end_date=None, shards=1, rest={"max_retries": 0},
     )  # fmt: skip
+    return emu, rest, config, data
+
+
+def test_a_failing_exchange_info_holds_back_only_its_trade_type(tmp_path):
+    """COIN-M's exchangeInfo answers 500 (its host in maintenance, say): USDⓈ-M is built to
+    the end in the same run; COIN-M's REST runs on the default weight limits and its
+    gen_kline, which needs the contract sizes, fails naming the request. The next run asks
+    again and completes; the one after has nothing to do."""
+    faults = Faults(fail_always={"/dapi/v1/exchangeInfo"}, apply_to_rest=True)
+    emu, _, config, data = _futures_run(tmp_path, faults)
     um_results = layout.results_klines_dir(data, "um_futures", "1m")
     cm_results = layout.results_klines_dir(data, "cm_futures", "1m")
     try:
@@ -202,5 +209,38 @@ def test_a_failing_exchange_info_holds_back_only_its_trade_type(tmp_path):
 
         emu.faults.fail_always.clear()  # the host answers again
         _recovers_then_rests(tmp_path, config, "exchange_info", cm_results / "BTCUSD_PERP.pqt")
+    finally:
+        emu.stop()
+
+
+def test_a_rest_job_failing_as_a_whole_keeps_the_other_trade_types_summaries(tmp_path):
+    """COIN-M's REST host bans the run (418): its REST job fails as a whole, so the summary
+    jobs of api_download and every later stage, which need its shard report, never run.
+    USDⓈ-M finished every stage: its summaries are written after the failure (before, it
+    had none of them, and the report showed `none` for those stages). The next run, the
+    ban lifted, completes COIN-M."""
+    emu, rest, config, data = _futures_run(tmp_path)
+    rest.ban("cm", 3600)
+    summaries = data / "lakehouse/summaries"
+    try:
+        first = snakemake(tmp_path, config, "all", check=False)
+        out = first.stdout + first.stderr
+        assert first.returncode != 0, out[-3000:]
+        assert "418" in out[out.index("job(s) failed:") :], out[-3000:]
+        for stage in ("api_download", "gen_kline", "resample", "features"):
+            um = read_json(summaries / f"{stage}/um_futures.json")
+            assert um["stage"] == stage and um["symbols"] == 2, (stage, um)
+            assert not (summaries / f"{stage}/cm_futures.json").exists(), stage
+        assert "written after the failure: api_download/um_futures, gen_kline/um_futures, " \
+            "resample/um_futures, features/um_futures (none for api_download/cm_futures, " in out  # fmt: skip
+        page = (data / "lakehouse/report/index.html").read_text()
+        run = page[page.index('<section id="the-run">') :]
+        run = run[: run.index("</section>")]
+        assert run.count("<td>um_futures; none: cm_futures</td>") == 4, run[:4000]
+
+        rest.unban("cm")
+        snakemake(tmp_path, config, "all")
+        assert (layout.results_klines_dir(data, "cm_futures", "1m") / "BTCUSD_PERP.pqt").exists()
+        assert read_json(summaries / "features/cm_futures.json")["symbols"] == 2
     finally:
         emu.stop()
