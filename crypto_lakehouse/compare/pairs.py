@@ -290,14 +290,10 @@ class PairView:
             self.legacy.keep, self.l_dups = _distinct_last(self.lkeys_all)
             self.ours.keep, self.o_dups = _distinct_last(self.okeys_all)
             if window:
-                self.legacy.keep, self.l_dups = (
-                    self.legacy.keep[lin[self.legacy.keep]],
-                    (self.l_dups[lin[self.l_dups]]),
-                )
-                self.ours.keep, self.o_dups = (
-                    self.ours.keep[oin[self.ours.keep]],
-                    (self.o_dups[oin[self.o_dups]]),
-                )
+                self.legacy.keep = self.legacy.keep[lin[self.legacy.keep]]
+                self.l_dups = self.l_dups[lin[self.l_dups]]
+                self.ours.keep = self.ours.keep[oin[self.ours.keep]]
+                self.o_dups = self.o_dups[oin[self.o_dups]]
             ul, uo = self.lkeys_all[self.legacy.keep], self.okeys_all[self.ours.keep]
             pos = np.minimum(np.searchsorted(uo, ul), max(len(uo) - 1, 0))
             match = (uo[pos] == ul) if len(uo) else np.zeros(len(ul), dtype=bool)
