@@ -518,6 +518,8 @@ def dataset_files_of(data_dir, trade_type: str, dataset: str, symbol: str,
     if not symbols:
         if not storage.is_remote(data_dir) and not storage.is_dir(data_dir):
             raise _no_view_files(data_dir)
+        if storage.is_remote(data_dir) and not layout.subdir_names(data_dir):
+            raise _no_view_files(data_dir)  # a missing bucket, or a prefix with no object
         present = [t for t in entry.markets
                    if layout.subdir_names(layout.parsed_dataset_root(data_dir, t, dataset))]  # fmt: skip
         parsed = layout.parsed_root(data_dir, trade_type)
@@ -1075,6 +1077,10 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
     seam's file system and credentials; DuckDB's own S3 reader, httpfs, is not needed)."""
     import duckdb
 
+    if storage.is_remote(data_dir) and not layout.subdir_names(_data_dir(data_dir)):
+        # A missing bucket or a prefix with nothing below it: said as such, before the
+        # delimited listings of view_files (which a missing bucket answers with NoSuchBucket).
+        raise _no_view_files(data_dir)
     files = view_files(data_dir)
     if not any(files.values()):  # a connection without views would fail at its first query
         raise _no_view_files(data_dir)

@@ -331,9 +331,35 @@ def test_a_missing_bucket_is_named(s3_root, monkeypatch):
             return getattr(real, name)
 
     monkeypatch.setattr(storage, "_conditional_client", lambda: NoBucket())
+    # The listings go to the store itself, which answers them with NoSuchBucket. Before
+    # 2026-12-07 duckdb_connect raised `StorageError: s3://…/parsed_data/spot/funding: list
+    # failed: NoSuchBucket …` and load_dataset `no aggTrades of spot in s3://… (…; trade
+    # types with aggTrades: none; …)`, neither saying that the bucket is missing.
+    lake = "s3://no-such-bucket-here/lake"
+    for read in (
+        lambda: crypto_lakehouse.load_klines(lake, "spot", "BTCUSDT"),
+        lambda: crypto_lakehouse.duckdb_connect(lake),
+        lambda: crypto_lakehouse.load_dataset(lake, "spot", "aggTrades", "BTCUSDT"),
+        lambda: next(iter(crypto_lakehouse.iter_dataset(lake, "spot", "trades", "BTCUSDT"))),
+    ):
+        with pytest.raises(loading.DataNotFoundError) as caught:
+            read()
+        assert str(caught.value) == (
+            "no lakehouse data in s3://no-such-bucket-here/lake: the bucket "
+            "'no-such-bucket-here' does not exist (or is not visible with these credentials)"
+        )
+
+
+def test_a_mistyped_s3_prefix_is_named_by_the_dataset_loaders(s3_root):
+    """Before 2026-12-07: `no aggTrades of spot in s3://…/lak (no symbol folder in …; trade
+    types with aggTrades: none; …)`, as if the datasets target had not run."""
+    put(layout.parsed_day_dir(s3_root, "spot", "aggTrades", "BTCUSDT") / "20240101.pqt",
+        candles(T0, 10))  # fmt: skip
+    typo = s3_root[:-1]
     with pytest.raises(loading.DataNotFoundError) as caught:
-        crypto_lakehouse.load_klines("s3://no-such-bucket-here/lake", "spot", "BTCUSDT")
-    assert str(caught.value) == (
-        "no lakehouse data in s3://no-such-bucket-here/lake: the bucket 'no-such-bucket-here' "
-        "does not exist (or is not visible with these credentials)"
+        crypto_lakehouse.load_dataset(typo, "spot", "aggTrades", "BTCUSDT")
+    # (other tests' prefixes in the session's bucket may be named beside it)
+    assert str(caught.value).startswith(
+        f"no lakehouse data in {typo}: no object below it (did you mean "
     )
+    assert s3_root in str(caught.value)
