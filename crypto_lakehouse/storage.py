@@ -171,6 +171,9 @@ def configure(settings: dict | None) -> None:
         if merged != _SETTINGS:
             _S3 = None  # rebuilt with the new endpoint on first use
             _CONDITIONAL.clear()
+            # The botocore client too: it holds the credentials of the environment it was
+            # made in (rebuilt with those of the environment now, as the pyarrow one is).
+            _CONDITIONAL_CLIENT.clear()
         _SETTINGS = merged
     io.configure(fsync=merged["fsync"])
 
@@ -1060,11 +1063,39 @@ def files_named(directory, prefixes) -> list:
 
 
 def is_dir(path) -> bool:
-    """A local folder, or an S3 prefix with at least one object below it."""
+    """A local folder, or an S3 prefix with at least one object below it.
+
+    On S3 the listing stops at the first page that holds an object (one request, whatever
+    is below): it was the listing of every key below, paginated by 1,000, and the loaders
+    ask it of folders such as ``results_data/{T}/resampled_klines`` that hold every
+    symbol's files (10 sequential pages for 9,600 objects; docs/loading.md)."""
     p = data_path(path)
     if not isinstance(p, ObjectPath):
         return p.is_dir()
-    return bool(list_files(p))
+    return _any_object_below(p)
+
+
+def _any_object_below(p: ObjectPath) -> bool:
+    """Whether a key below ``p`` names an object (folder markers, keys ending in ``/``,
+    are none; writers' temporary names neither); False for a missing bucket, as the
+    listing of a missing bucket gave."""
+    from botocore.exceptions import ClientError
+
+    _settle_below(p)
+    prefix = f"{p.key}/" if p.key else ""
+    pages = _conditional_client().get_paginator("list_objects_v2")
+    with _conditional(p, "list"), _request("list"):
+        try:
+            for page in pages.paginate(Bucket=p.bucket, Prefix=prefix):
+                for entry in page.get("Contents", []):
+                    name = entry["Key"].rsplit("/", 1)[-1]
+                    if name and not _is_writer_temp(name):
+                        return True
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) == "NoSuchBucket":
+                return False
+            raise
+    return False
 
 
 def remove_stale_temps(directory) -> int:

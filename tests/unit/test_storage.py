@@ -440,6 +440,55 @@ def test_subdirs_on_s3_lists_folders_not_the_files_below(seaweed, s3_root, monke
     assert storage.subdirs(storage.join(s3_root, "absent"), depth=2) == []
 
 
+def test_is_dir_on_s3_asks_one_page_whatever_is_below(seaweed, s3_root, monkeypatch):
+    """The loaders ask whether ``results_data/{T}/resampled_klines`` (every symbol's files at
+    every offset) exists before each load. Before 2026-12-07 the answer was the listing of
+    every key below, 1,000 per sequential request (10 pages for 9,600 files: 0.21 s instead
+    of 0.03 s for a one-symbol load on a loopback SeaweedFS, each page a round trip on
+    AWS); now one request."""
+    inner = s3_root.removeprefix("s3://")
+    _put_many(seaweed, inner, [f"rk/1h/{o}m/S{n:04d}.pqt" for o in (0, 5) for n in range(600)])
+    seaweed.client().create_dir(f"{inner}/marker/only")  # a folder marker object: no file
+    real_infos, real_client = storage._file_infos, storage._conditional_client
+    recursive_listings: list[str] = []
+    pages: list[int] = []
+
+    def file_infos(base, recursive):
+        if recursive:
+            recursive_listings.append(str(base))
+        return real_infos(base, recursive)
+
+    class CountingPaginator:
+        def __init__(self, paginator):
+            self.paginator = paginator
+
+        def paginate(self, **kwargs):
+            for page in self.paginator.paginate(**kwargs):
+                pages.append(len(page.get("Contents", [])))
+                yield page
+
+    class Client:
+        def __init__(self, client):
+            self.client = client
+
+        def get_paginator(self, name):
+            return CountingPaginator(self.client.get_paginator(name))
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+    monkeypatch.setattr(storage, "_file_infos", file_infos)
+    monkeypatch.setattr(storage, "_conditional_client", lambda: Client(real_client()))
+    assert storage.is_dir(f"{s3_root}/rk")
+    assert recursive_listings == [] and len(pages) == 1
+    assert storage.is_dir(f"{s3_root}/rk/1h/5m")
+    assert not storage.is_dir(f"{s3_root}/absent")
+    assert not storage.is_dir(f"{s3_root}/marker")
+    assert not storage.is_dir(f"{s3_root}/r")  # a prefix of "rk", not a folder
+    assert not storage.is_dir("s3://no-such-bucket-for-is-dir/x")
+    assert recursive_listings == []
+
+
 def test_deleting_the_last_object_of_a_folder_leaves_nothing_behind(seaweed, s3_root):
     """One DeleteObject: no "directory" marker object appears in its place (pyarrow's
     delete_file writes one for an emptied parent, an extra round trip and key)."""
