@@ -875,12 +875,32 @@ def schema_groups(paths: list[Path]) -> list[list[Path]]:
     return [group for _, group in _schema_groups(paths)]
 
 
+# Footers read at once on S3 (duckdb_connect), and how many paths are handed to the threads
+# at a time (each batch's schemas are folded into the groups before the next is read).
+FOOTERS_AT_ONCE = 32
+FOOTER_BATCH = 1024
+
+
+def _schema_of(path) -> tuple[tuple, pa.Schema]:
+    schema = storage.parquet_metadata(path).schema.to_arrow_schema()
+    return tuple((f.name, str(f.type)) for f in schema), schema
+
+
 def _schema_groups(paths: list[Path]) -> list[tuple[pa.Schema, list[Path]]]:
+    """The files by schema, in first-seen order. On S3 each footer is a round trip or two:
+    they are read ``FOOTERS_AT_ONCE`` at a time (one after the other, a connection over
+    2,000 objects took 94 s at 20 ms of latency, 5.3 s on loopback)."""
     groups: dict[tuple, tuple[pa.Schema, list[Path]]] = {}
-    for path in paths:
-        schema = storage.parquet_metadata(path).schema.to_arrow_schema()
-        key = tuple((f.name, str(f.type)) for f in schema)
-        groups.setdefault(key, (schema.remove_metadata(), []))[1].append(path)
+    remote = bool(paths) and storage.is_remote(paths[0])
+    step = FOOTER_BATCH if remote else max(len(paths), 1)
+    for batch in (paths[i : i + step] for i in range(0, len(paths), step)):
+        found = (
+            storage.concurrently(_schema_of, batch, at_once=FOOTERS_AT_ONCE)
+            if remote
+            else map(_schema_of, batch)
+        )
+        for path, (key, schema) in zip(batch, found, strict=True):
+            groups.setdefault(key, (schema.remove_metadata(), []))[1].append(path)
     return list(groups.values())
 
 
