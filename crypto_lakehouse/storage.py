@@ -1086,7 +1086,11 @@ def _any_object_below(p: ObjectPath) -> bool:
     pages = _conditional_client().get_paginator("list_objects_v2")
     with _conditional(p, "list"), _request("list"):
         try:
-            for page in pages.paginate(Bucket=p.bucket, Prefix=prefix):
+            # Pages of 64 keys: a short answer (a page of 1,000 keys is ~0.3 MB of XML).
+            pages_of_64 = pages.paginate(
+                Bucket=p.bucket, Prefix=prefix, PaginationConfig={"PageSize": 64}
+            )
+            for page in pages_of_64:
                 for entry in page.get("Contents", []):
                     name = entry["Key"].rsplit("/", 1)[-1]
                     if name and not _is_writer_temp(name):
