@@ -179,6 +179,8 @@ class _JobContext:
         self.upstream_failed: dict[str, str] = {}  # symbol -> why it is not done upstream
         self.upstream_shard_reports: list[str] = []
         self.retry_generation: int | None = None  # None: not a workflow shard job
+        # symbol -> archive bytes its upstream entries record as done (``ARCHIVE_BYTES``)
+        self.upstream_bytes: dict[str, int] = {}
 
 
 _JOB = _JobContext()
@@ -191,6 +193,7 @@ def configure_job(*, upstream_shard_reports=(), retry_generation: int | None = N
     from crypto_lakehouse import layout
 
     _JOB.upstream_failed = {}
+    _JOB.upstream_bytes = {}
     _JOB.upstream_shard_reports = [str(p) for p in upstream_shard_reports]
     for path in upstream_shard_reports:
         try:
@@ -201,12 +204,32 @@ def configure_job(*, upstream_shard_reports=(), retry_generation: int | None = N
             repair_damaged_report(exc)
             raise
         for name, entry in (report.get("symbols") or {}).items():
+            symbol = name.rsplit("/", 1)[-1]  # REST entries are "klines-1m/BTCUSDT"
             if entry.get("status") in NOT_DONE:
-                symbol = name.rsplit("/", 1)[-1]  # REST entries are "klines-1m/BTCUSDT"
                 _JOB.upstream_failed.setdefault(
                     symbol, _upstream_reason(layout.report_name(path), entry)
                 )
+            elif isinstance(entry.get(ARCHIVE_BYTES), int):
+                # Several upstream reports (gen_kline: parse and REST): the largest figure.
+                _JOB.upstream_bytes[symbol] = max(
+                    _JOB.upstream_bytes.get(symbol, 0), entry[ARCHIVE_BYTES]
+                )
     _JOB.retry_generation = retry_generation
+
+
+# Shard report entry field: the bytes of the archives (zips) behind the symbol's outputs
+# once its job completed it. The download records those it holds (its entry point returns
+# them); a later stage copies its upstream entries' figure for each symbol it completed.
+# The SLURM runtime of the next job compares them: bytes upstream now minus bytes this
+# stage covered last time = the archives it has still to work through (docs/cluster.md).
+ARCHIVE_BYTES = "archive_bytes"
+
+
+def _record_archive_bytes(entry: dict, result: Any) -> None:
+    """Copy ``ARCHIVE_BYTES`` of a symbol's result (a dict, e.g. the download's stats)
+    into its shard report entry."""
+    if isinstance(result, dict) and isinstance(result.get(ARCHIVE_BYTES), int):
+        entry[ARCHIVE_BYTES] = result[ARCHIVE_BYTES]
 
 
 # How the error of a symbol skipped here starts (summaries tell such entries apart by it).
@@ -410,7 +433,7 @@ def run_shard_parts(
         _remove_previous_report(kwargs)
         t0 = time.monotonic()
         try:
-            part.func(**kwargs)
+            _record_archive_bytes(entry, part.func(**kwargs))
             entry["status"] = "ok"
         except Exception as exc:  # one broken symbol never stops the others
             _record_failure(part, symbol, entry, exc)
@@ -474,7 +497,7 @@ async def run_shard_concurrently(
             _remove_previous_report(kwargs)
             t0 = time.monotonic()
             try:
-                await func(**kwargs)
+                _record_archive_bytes(entry, await func(**kwargs))
                 entry["status"] = "ok"
             except Exception as exc:  # one broken symbol never stops the others
                 _record_failure(part, symbol, entry, exc)
@@ -629,6 +652,10 @@ def _finish_shard(parts, entries: dict, started: float, shard, shard_report, fat
     """Write the shard report; raise ``ShardFailed`` naming the failed symbols, if any
     (``upstream_failed`` ones are not this job's failures: they are listed apart)."""
     failed = [s for s, e in entries.items() if e["status"] in ("failed", "not_run")]
+    for name, entry in entries.items():
+        covered = _JOB.upstream_bytes.get(name.rsplit("/", 1)[-1])
+        if entry["status"] == "ok" and covered is not None:
+            entry.setdefault(ARCHIVE_BYTES, covered)
     report = {
         "shard": shard,
         "symbols": entries,

@@ -17,7 +17,7 @@ rule aws_parse_klines:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=shard_mem_mb(2000),
-        runtime=shard_runtime(2),
+        runtime=archive_runtime(2, "aws_parse", "aws_download"),
     params:
         job=shard_job_json(get_parse_args),
         args=args_digest(get_parse_args),
@@ -41,7 +41,7 @@ rule aws_parse_funding:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=shard_mem_mb(1000),
-        runtime=shard_runtime(1),
+        runtime=archive_runtime(1, "aws_parse", "aws_download", dataset="funding"),
     params:
         job=shard_job_json(get_parse_args),
         args=args_digest(get_parse_args),

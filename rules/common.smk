@@ -13,6 +13,7 @@ import crypto_lakehouse.leftovers as leftovers
 import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
+import crypto_lakehouse.sizing as sizing
 import crypto_lakehouse.storage as storage_settings
 from crypto_lakehouse.configuration import check_user_config, duplicate_key_problem
 from snakemake.exceptions import WorkflowError
@@ -549,14 +550,55 @@ def shard_mem_mb(mb_per_job, mb_per_symbol=1000, dataset=None):
     return mem_mb
 
 
-def shard_runtime(minutes_per_symbol):
-    """Resource function: a shard job's runtime (minutes, for SLURM) grows with its symbols."""
+def shard_runtime(minutes_per_symbol, stage):
+    """Resource function: a shard job's runtime (minutes, for SLURM) grows with its symbols,
+    times the retry factor (``retry_factor``)."""
 
-    def runtime(wildcards):
-        n = len(shard_symbols(wildcards.trade_type, wildcards.shard, wildcard_tag(wildcards)))
-        return 10 + minutes_per_symbol * n
+    def runtime(wildcards, attempt):
+        tag = wildcard_tag(wildcards)
+        n = len(shard_symbols(wildcards.trade_type, wildcards.shard, tag))
+        factor = retry_factor(stage, wildcards, tag, attempt)
+        return sizing.runtime_minutes(n, minutes_per_symbol, factor=factor)
 
     return runtime
+
+
+def archive_runtime(minutes_per_symbol, stage, upstream_stage, dataset=None, own_tag=None):
+    """Resource function of the jobs that read archives (the parse rules, the aggTrades
+    candles): 10 min + ``minutes_per_symbol`` per symbol + 1 min per 300 MB of archives
+    the shard has still to work through (crypto_lakehouse.sizing, docs/cluster.md): the
+    bytes its upstream shard report (``upstream_stage``; before that job ran, the listing
+    index) records per symbol, less those its own previous shard report records as done.
+    ``dataset``: the shard's dataset tag when the wildcards do not give it; ``own_tag``:
+    the tag of the job's own report (function of the wildcards; default: ``dataset``)."""
+
+    def runtime(wildcards, attempt):
+        tt, shard = wildcards.trade_type, wildcards.shard
+        tag = dataset or wildcard_tag(wildcards)
+        own = own_tag(wildcards) if own_tag else tag
+        symbols = shard_symbols(tt, shard, tag)
+        upstream = sizing.done_bytes(shard_report_path(upstream_stage, tt, tag, shard))
+        done = sizing.done_bytes(shard_report_path(stage, tt, own, shard))
+        listed = {}
+        index = listing_index_path(tt, tag)
+        if any(upstream.get(s) is None for s in symbols) and os.path.exists(index):
+            listed = sizing.listed_bytes(plan.load_index(index), symbols)
+        pending = sizing.pending_bytes(symbols, upstream, done, listed)
+        factor = retry_factor(stage, wildcards, own, attempt)
+        return sizing.runtime_minutes(len(symbols), minutes_per_symbol, pending, factor=factor)
+
+    return runtime
+
+
+def retry_factor(stage, wildcards, tag, attempt):
+    """How many times its estimate a shard job asks: Snakemake's ``attempt`` (``--retries``),
+    and at least ``sizing.UNFINISHED_FACTOR`` when its previous attempt started and did not
+    finish (its log without its shard report: SLURM ended it past its time limit)."""
+    tt, shard = wildcards.trade_type, wildcards.shard
+    unfinished = sizing.unfinished_attempt(
+        layout.shard_log_path(LH, stage, tt, tag, shard), shard_report_path(stage, tt, tag, shard)
+    )
+    return max(attempt, sizing.UNFINISHED_FACTOR if unfinished else 1)
 
 
 def wildcard_tag(wildcards):

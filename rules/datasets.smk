@@ -22,7 +22,7 @@ rule aws_parse_ticks:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=shard_mem_mb(1000),
-        runtime=shard_runtime(2),
+        runtime=archive_runtime(2, "aws_parse", "aws_download"),
     params:
         job=shard_job_json(get_extra_parse_args),
         args=args_digest(get_extra_parse_args),
@@ -54,7 +54,7 @@ rule aws_parse_kline_layout:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=shard_mem_mb(2000),
-        runtime=shard_runtime(2),
+        runtime=archive_runtime(2, "aws_parse", "aws_download"),
     params:
         job=shard_job_json(get_extra_parse_args),
         args=args_digest(get_extra_parse_args),
@@ -82,7 +82,9 @@ rule agg_klines_shard:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=shard_mem_mb(2000, dataset="aggTrades"),
-        runtime=agg_klines_runtime,
+        runtime=archive_runtime(
+            2, "agg_klines", "aws_parse", dataset="aggTrades", own_tag=agg_klines_tag
+        ),
     params:
         job=shard_job_json(get_agg_klines_args, retried=False),
         args=args_digest(get_agg_klines_args),

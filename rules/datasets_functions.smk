@@ -46,9 +46,9 @@ def get_agg_klines_reports(wildcards):
     ]
 
 
-def agg_klines_runtime(wildcards):
-    """Resource: minutes of an agg_klines shard job (grows with its symbols)."""
-    return 10 + 2 * len(shard_symbols(wildcards.trade_type, wildcards.shard, "aggTrades"))
+def agg_klines_tag(wildcards):
+    """The dataset tag of an agg_klines shard's reports (aggTrades-{interval})."""
+    return f"aggTrades-{wildcards.interval}"
 
 
 def get_agg_klines_input(wildcards):

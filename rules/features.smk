@@ -18,7 +18,7 @@ rule features_shard:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=shard_mem_mb(2000),
-        runtime=shard_runtime(2),
+        runtime=shard_runtime(2, "features"),
     params:
         job=shard_job_json(get_features_args),
         args=args_digest(get_features_args),

@@ -18,7 +18,7 @@ rule gen_kline_shard:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=shard_mem_mb(2000),
-        runtime=shard_runtime(2),
+        runtime=shard_runtime(2, "gen_kline"),
     params:
         job=shard_job_json(get_gen_args),
         args=args_digest(get_gen_args),

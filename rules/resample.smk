@@ -20,7 +20,7 @@ rule resample_shard:
         "../envs/pipeline.yaml"
     resources:
         mem_mb=shard_mem_mb(2000),
-        runtime=shard_runtime(2),
+        runtime=shard_runtime(2, "resample"),
     params:
         job=shard_job_json(get_resample_args),
         args=args_digest(get_resample_args),

@@ -349,6 +349,9 @@ def run_listing(
         index_symbols[sym] = {
             "digest": digest,
             "n_files": len(entries),
+            # Bytes of its zips (the listing's Size): what a first parse of the symbol works
+            # through; the SLURM runtime of its parse job grows with it (docs/cluster.md).
+            "bytes": sum(e["size"] for e in entries if e["key"].endswith(".zip")),
             "last_day": last_covered_day(entries),
         }
     # file_names: one listdir where the folder is local (list_files would import pyarrow,

@@ -698,6 +698,9 @@ async def sync_symbol(
         "errors": len(failed),
         "warnings": len(quarantined) + len(ignored),
         "bytes": n_bytes,
+        # Bytes of every zip held (verified): the parse's work when it has parsed none of
+        # them (shards.ARCHIVE_BYTES: the SLURM runtime of the parse job grows with it).
+        "archive_bytes": sum(int(e["size"]) for k, e in held.items() if k.endswith(".zip")),
         "mb": round(n_bytes / 1e6, 3),
         "seconds": round(seconds, 3),
         "files_per_s": round(len(downloaded) / seconds, 2) if seconds else 0.0,

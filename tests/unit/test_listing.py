@@ -276,7 +276,13 @@ def test_run_listing_all_applies_filters_and_writes_details(tmp_path):
     assert set(eth[0]) == {"key", "size", "last_modified", "etag"}
     assert eth[0]["size"] == len(eth[0]["key"])
     digest = hashlib.sha256((details_dir / "ETHUSDT.json").read_bytes()).hexdigest()
-    assert index["symbols"]["ETHUSDT"] == {"digest": digest, "n_files": 3, "last_day": "2024-01-02"}
+    # bytes: the listed Size of its zips (not of the CHECKSUMs), read from the mirror's files
+    zips = [e["key"] for e in eth if e["key"].endswith(".zip")]
+    zip_bytes = sum((tmp_path / "mirror" / key).stat().st_size for key in zips)
+    assert zip_bytes > 0
+    assert index["symbols"]["ETHUSDT"] == {
+        "digest": digest, "n_files": 3, "bytes": zip_bytes, "last_day": "2024-01-02"
+    }  # fmt: skip
     # Daily only: the monthly BTCUSDT zip is not listed.
     assert index["symbols"]["BTCUSDT"]["n_files"] == 2
     assert stats["n_kept"] == 3 and stats["n_files"] == 7

@@ -864,3 +864,35 @@ def test_two_jobs_asking_one_upstream_shard_to_rerun_lose_neither_edit(tmp_path)
         "ETHUSDT": "/d/ETHUSDT/20240101.pqt",
     }
     assert edited["retry_generation"] == 2
+
+
+# ------------------------------------------------ archive bytes (the SLURM runtime's work)
+def test_completed_symbols_record_the_archive_bytes_their_upstream_held(tmp_path, job_context):
+    up = tmp_path / "up/shards/3.json"
+    up.parent.mkdir(parents=True)
+    up.write_text(json.dumps({"shard": 3, "symbols": {
+        "A": {"status": "ok", "archive_bytes": 700},
+        "B": {"status": "ok", "archive_bytes": 900},
+        "C": {"status": "ok"},  # written before the figure existed
+    }}))  # fmt: skip
+    job_context(upstream_shard_reports=[str(up)], retry_generation=0)
+    with pytest.raises(ShardFailed):
+        _run(tmp_path, _entry([], fail={"B"}), ["A", "B", "C"])
+    shard = json.loads((tmp_path / "reports/x/shards/3.json").read_text())
+    assert shard["symbols"]["A"]["archive_bytes"] == 700
+    # A failed symbol covers nothing: its next job counts all its archives as to do.
+    assert "archive_bytes" not in shard["symbols"]["B"]
+    assert "archive_bytes" not in shard["symbols"]["C"]
+
+
+def test_a_symbol_whose_entry_point_returns_archive_bytes_records_them(tmp_path):
+    def entry(*, report_path, stats_path, **_):
+        Path(report_path).write_text("{}")
+        return {"archive_bytes": 1234, "files_downloaded": 3}
+
+    (tmp_path / "reports/x").mkdir(parents=True)
+    report = run_shard(
+        entry, symbols=["A"], shard=3, shard_report=tmp_path / "reports/x/shards/3.json",
+        symbol_paths={"report_path": str(tmp_path / "reports/x")},
+    )  # fmt: skip
+    assert report["symbols"]["A"]["archive_bytes"] == 1234

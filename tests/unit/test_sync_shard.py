@@ -78,6 +78,9 @@ def test_every_symbol_is_verified_with_its_own_report(tmp_path, emulator):
             assert Path(f"{local}.verified").exists()
         stats_file = tmp_path / "stats" / "aws_download" / "spot" / "klines-1m" / f"{symbol}.json"
         assert json.loads(stats_file.read_text())["files_downloaded"] == 4
+        # The shard report records the bytes of the zips it holds (the parse's work).
+        held = sum((tmp_path / "mirror" / key).stat().st_size for key in keys[symbol])
+        assert shard["symbols"][symbol]["archive_bytes"] == held
     # Each archive once: a zip and its CHECKSUM.
     assert sum(emu.get_counts.values()) == 2 * 4 * len(SYMBOLS)
 

@@ -1,0 +1,111 @@
+"""SLURM runtime of the CPU shard jobs that read archives: it grows with the archive bytes
+the job has still to work through (docs/cluster.md, "Runtime and memory of a job").
+
+A parse job works through the zips its symbols' downloads hold and it has not parsed yet;
+the aggTrades candles job through the aggTrades days parsed since its last run. Both are
+known at planning without a request: the shard reports record, per symbol, the bytes of
+the zips behind its outputs (``shards.ARCHIVE_BYTES``: the download's held zips, copied
+by each later stage for the symbols it completed), and the listing index the bytes of each
+symbol's listed zips (before its download ran). Everything here reads small local files
+of the run directory; the listing index is cached per file version (``plan.load_index``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from crypto_lakehouse.shards import ARCHIVE_BYTES
+
+BASE_MINUTES = 10  # a job's start, imports, the shard's reports; SLURM's own start
+# Archive (zip) megabytes a job works through per minute of its request. Measured on the
+# 2-core development machine (2026-12-07, local disk; docs/cluster.md): the tick parse
+# alone 33-41 zip MB/s (aggTrades, trades of the emulator, which inflate 3.9-4.6x), about
+# 0.75 of that on object storage (docs/benchmarks.md, tick parser), and 9 MB/s wall in a
+# whole run with the machine's load at 5-6 (4 s of CPU for 26 s). 300 MB a minute is
+# 5 MB/s: room for slower or shared nodes and files that inflate more.
+ARCHIVE_MB_PER_MINUTE = 300
+# A job whose previous attempt started and did not finish (SLURM ended it past its time
+# limit, or it crashed) asks this many times its estimate.
+UNFINISHED_FACTOR = 2
+
+
+def done_bytes(shard_report: str | Path) -> dict[str, int | None]:
+    """{symbol: archive bytes} of the completed (``ok``) entries of a stage's shard report;
+    None for an entry written before the figure existed (it counts as covering every
+    archive: as before, the job asks its fixed part only). ``{}`` when the report is
+    missing or unreadable (e.g. removed when its job started, then killed)."""
+    try:
+        with open(shard_report) as fh:  # seam: a shard report of the run directory
+            report = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    symbols = report.get("symbols") if isinstance(report, dict) else None
+    if not isinstance(symbols, dict):
+        return {}
+    done: dict[str, int | None] = {}
+    for name, entry in symbols.items():
+        if isinstance(entry, dict) and entry.get("status") == "ok":
+            value = entry.get(ARCHIVE_BYTES)
+            done[name.rsplit("/", 1)[-1]] = value if isinstance(value, int) else None
+    return done
+
+
+def listed_bytes(index: Mapping, symbols: Iterable[str]) -> dict[str, int]:
+    """{symbol: bytes of its listed zips} from a listing index (entries written before the
+    index recorded ``bytes`` give none)."""
+    entries = index.get("symbols") or {}
+    found = {}
+    for symbol in symbols:
+        value = (entries.get(symbol) or {}).get("bytes")
+        if isinstance(value, int):
+            found[symbol] = value
+    return found
+
+
+def pending_bytes(
+    symbols: Iterable[str],
+    upstream: Mapping[str, int | None],
+    done: Mapping[str, int | None],
+    listed: Mapping[str, int],
+) -> int:
+    """Archive bytes the shard's symbols have still to be worked through: per symbol, the
+    bytes upstream holds now (its shard report's figure; before it ran, or from a version
+    without the figure, the listing's) less those this stage covered when it last completed
+    the symbol (``done``; none when it did not complete it: everything is to do)."""
+    total = 0
+    for symbol in symbols:
+        if symbol in done and done[symbol] is None:
+            continue  # completed by a version without the figure: as before, nothing counted
+        now = upstream.get(symbol)
+        if now is None:
+            now = listed.get(symbol, 0)
+        total += max(0, now - (done.get(symbol) or 0))
+    return total
+
+
+def unfinished_attempt(log_path: str | Path, shard_report: str | Path) -> bool:
+    """Whether the job's previous attempt started and did not finish: Snakemake removes a
+    job's log and outputs before it starts, the job writes its log, and a job that ends
+    (its symbols done or failed) writes its shard report. A log without the report: SLURM
+    ended it (time limit, memory, scancel) or it crashed."""
+    log_written = os.path.exists(log_path)  # seam: run directory
+    return log_written and not os.path.exists(shard_report)  # seam: run directory
+
+
+def runtime_minutes(
+    n_symbols: int,
+    minutes_per_symbol: float,
+    archive_bytes: int = 0,
+    *,
+    mb_per_minute: float = ARCHIVE_MB_PER_MINUTE,
+    factor: int = 1,
+) -> int:
+    """The job's SLURM runtime in minutes: ``BASE_MINUTES`` + ``minutes_per_symbol`` per
+    symbol + one minute per ``mb_per_minute`` MB of archives to work through, times
+    ``factor`` (a retry: Snakemake's attempt, or ``UNFINISHED_FACTOR``)."""
+    work = math.ceil(archive_bytes / 1e6 / mb_per_minute) if archive_bytes > 0 else 0
+    return int(max(1, factor) * math.ceil(BASE_MINUTES + minutes_per_symbol * n_symbols + work))
