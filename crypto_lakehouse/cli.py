@@ -674,7 +674,22 @@ def plan_table(dry_run_output: str) -> str:
     return "\n".join(lines)
 
 
+# Exit status after Ctrl-C, as a shell gives a command SIGINT stopped (128 + 2).
+INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C while loading, planning, comparing or verifying (or before Snakemake took
+        # over) printed a Python traceback of wherever the process was.
+        print(f"{program_name()}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+def run(argv: list[str] | None = None) -> int:
+    """The command, exit status returned (``main`` adds the handling of Ctrl-C)."""
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.group == "plan":
         from crypto_lakehouse import preview

@@ -20,11 +20,22 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
+
+
+def stop(message):
+    """End the run while the workflow is read, with ``message`` on stderr and exit status
+    1: a WorkflowError raised here came out as `WorkflowError in file ".../common.smk",
+    line N:` and `File ...` lines around the message (a DataDirBusy: three of them), and a
+    dry run printed it on stdout."""
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
 # Jobs run their scripts with the interpreter that runs Snakemake (PYTHON below), never with
 # a conda environment's: --sdm conda would build envs/pipeline.yaml per job (from a copy in
 # .snakemake/conda/, where its `-e ../` names no project) and then not use it.
 if "CONDA" in {m.name for m in workflow.deployment_settings.deployment_method}:
-    raise WorkflowError(
+    stop(
         "--sdm conda (--use-conda) is not supported: every job runs with the Python that runs "
         "Snakemake. To use conda, run Snakemake from a conda environment instead: "
         "`conda env create -n crypto_lakehouse -f envs/pipeline.yaml` in a checkout, then "
@@ -41,7 +52,7 @@ try:
     check_user_config(config, f"{workflow.basedir}/config/config.schema.yaml")
     validate(config, schema="../config/config.schema.yaml")
 except plan.ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
+    stop(str(exc))
 
 DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as legacy
 # The run directory: Snakemake's own files (reports, logs, benchmarks, listing, summaries,
@@ -50,16 +61,16 @@ DATA = os.path.expanduser(config["data_dir"])  # "~/crypto_data/binance_data" as
 try:
     LH = layout.run_dir(DATA, config["run_dir"] and os.path.expanduser(config["run_dir"]))
 except ValueError as exc:
-    raise WorkflowError(str(exc)) from None
+    stop(str(exc))
 # The features check (TA-Lib: ~0.5 s) runs once per features block; its verdict is kept in
 # the run directory (a dry run only reads verdicts). With features.enabled: false it runs
 # only when a features job is planned (check_features_when_disabled).
 try:
     plan.check_config(config, layout.config_checks_dir(LH), remember_verdicts=not DRY_RUN)
 except plan.ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
+    stop(str(exc))
 except OSError as exc:  # the verdict's folder cannot be written
-    raise WorkflowError(plan.unusable_folder(exc, DATA, LH)) from None
+    stop(plan.unusable_folder(exc, DATA, LH))
 # The main process reads and writes the lease of an S3 data dir with the jobs' settings.
 storage_settings.configure(config["storage"])
 # One run per data dir: the main process of a real run holds the run lock (and on S3 the
@@ -73,8 +84,10 @@ try:
         dry_run=DRY_RUN,
         run_dir=LH,
     )
+except data_lock.DataDirBusy as exc:  # another run holds the data dir
+    stop(str(exc))
 except OSError as exc:  # the lock's folder cannot be written, the S3 store does not answer
-    raise WorkflowError(plan.unusable_folder(exc, DATA, LH)) from None
+    stop(plan.unusable_folder(exc, DATA, LH))
 INTERVAL = config["interval"]
 KLINES = f"klines-{INTERVAL}"
 TRADE_TYPES = list(config["trade_types"])

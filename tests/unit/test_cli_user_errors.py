@@ -1,0 +1,79 @@
+"""The command line as a user meets it: what a mistake or a Ctrl-C prints, and the exit
+status. Each message is the problem in a line or two on stderr, never traceback lines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from crypto_lakehouse import cli
+
+
+def _workflow(tmp_path, config_text: str, *extra: str) -> subprocess.CompletedProcess:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config_text)
+    return subprocess.run(
+        [sys.executable, "-m", "crypto_lakehouse", "workflow", "report", "--configfile",
+         str(cfg), "--directory", str(tmp_path), *extra],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]])
+def test_a_config_typo_is_named_on_stderr_without_snakemake_traceback_lines(tmp_path, extra):
+    # Before: `WorkflowError in file ".../rules/common.smk", line 43:` above the message and
+    # `File ".../rules/common.smk", line 43, in <module>` below it; a dry run on stdout.
+    proc = _workflow(tmp_path, f"data_dir: {tmp_path / 'd'}\nlookbak_days: 3\n", *extra)
+    assert proc.returncode == 1
+    assert "invalid configuration:\n  unknown config key 'lookbak_days': did you mean " \
+        "'lookback_days'?\n" in proc.stderr  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert 'File "' not in out and "WorkflowError" not in out and "common.smk" not in out
+    assert "lookbak_days" not in proc.stdout
+
+
+def test_a_busy_data_dir_is_one_message_without_traceback_lines(tmp_path):
+    # Before: `DataDirBusy in file ...` and three `File "..."` lines (common.smk, lock.py).
+    data = tmp_path / "d"
+    data.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from crypto_lakehouse import lock; "
+         f"lock.acquire({str(data)!r}); print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = _workflow(tmp_path, f"data_dir: {data}\n")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 1
+    assert f"data dir {data} is in use by another run: PID {holder.pid}" in proc.stderr
+    out = proc.stdout + proc.stderr
+    assert 'File "' not in out and "DataDirBusy" not in out
+
+
+@pytest.mark.parametrize(
+    "argv, where",
+    [
+        (["plan"], "crypto_lakehouse.preview.main"),
+        (["verify", "."], "crypto_lakehouse.cli.run_verify"),
+        (["compare", ".", "."], "crypto_lakehouse.cli.run_compare"),
+        (["workflow", "report"], "snakemake.cli.main"),
+    ],
+)
+def test_ctrl_c_is_one_line_and_exit_130(argv, where, monkeypatch, capsys):
+    # Before: the KeyboardInterrupt's traceback, of wherever the process was.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(where, interrupted)
+    try:
+        status = cli.main(argv)
+    except KeyboardInterrupt:  # caught here: it would stop pytest itself
+        pytest.fail("the KeyboardInterrupt went through main()")
+    assert status == 130
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"{cli.program_name()}: interrupted"]
