@@ -229,7 +229,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
             default=[],
             metavar="KEY=VALUE",
             help="config values over the config files, passed to Snakemake's --config "
-            "(the interval argument is added to them, and wins over an interval= here)",
+            "(the interval argument is added to them; an interval= here that differs from "
+            "it is refused)",
         )
         cmd.add_argument("--directory", "-d", help="working directory (default: current)")
         cmd.set_defaults(target=target, snakemake_args=[])
@@ -425,9 +426,25 @@ def add_verify_parser(groups) -> None:
         help="also decode every page of every Parquet file (reads them all; finds a page "
         "damaged inside a file, which the footer does not show)",
     )
-    ver.add_argument("--jobs", "-j", type=int, default=8, help="files read at once (default: 8)")
+    ver.add_argument(
+        "--jobs",
+        "-j",
+        type=verify_jobs,
+        default=8,
+        help="files read at once, N >= 1 (default: 8)",
+    )
     ver.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_storage_arguments(ver, "a data dir on S3")
+
+
+def verify_jobs(text: str) -> int:
+    """``--jobs`` of verify: files read at once, at least 1 (argparse type). Before, 0 and
+    negative numbers were taken for 1 without a word, unlike compare's ``--jobs``."""
+
+    def problem(jobs: int) -> str | None:
+        return None if jobs >= 1 else f"{jobs} is not a number of files read at once (N >= 1)"
+
+    return _checked_number(text, int, "an integer", problem)
 
 
 def _add_storage_arguments(parser, what: str) -> None:
@@ -467,7 +484,7 @@ def run_verify(args: argparse.Namespace) -> int:
         verdict = verify(
             args.data_dir,
             remove=args.remove,
-            jobs=max(1, args.jobs),
+            jobs=args.jobs,
             zips=args.zips,
             pages=args.pages,
         )
@@ -610,6 +627,28 @@ def snakemake_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def snakemake_option_problem(smk_argv: list[str]) -> str | None:
+    """What Snakemake's parser refuses in a command line, or None. Checked before Snakemake
+    runs: a mistyped option after ``--`` printed Snakemake's whole usage (119 lines, as
+    ``__main__.py``) above the one line that says what is wrong."""
+    from snakemake.cli import get_argument_parser
+
+    class Refused(Exception):
+        pass
+
+    def refuse(message: str):
+        raise Refused(message)
+
+    parser = get_argument_parser()
+    parser.prog = "snakemake"  # `-- --help` prints Snakemake's help: its usage line says so
+    parser.error = refuse  # argparse calls self.error for every usage error
+    try:
+        parser.parse_args(smk_argv)
+    except Refused as exc:
+        return str(exc)
+    return None
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Parse our options; everything after a bare `--` goes to Snakemake unchanged."""
     extra: list[str] = []
@@ -712,6 +751,14 @@ def run(argv: list[str] | None = None) -> int:
         print(f"crypto-lakehouse: {missing}", file=sys.stderr)
         return 2
     smk_argv = snakemake_argv(args)
+    problem = snakemake_option_problem(smk_argv) if args.snakemake_args else None
+    if problem:
+        print(
+            f"{program_name()} workflow {args.command}: after `--`: {problem} "
+            "(`snakemake --help` lists Snakemake's options)",
+            file=sys.stderr,
+        )
+        return 2
     if args.dry_run:
         # A dry run is read back to add the per-trade-type plan to Snakemake's per-rule table.
         proc = subprocess.run(

@@ -77,3 +77,52 @@ def test_ctrl_c_is_one_line_and_exit_130(argv, where, monkeypatch, capsys):
     assert status == 130
     err = capsys.readouterr().err
     assert err.splitlines() == [f"{cli.program_name()}: interrupted"]
+
+
+@pytest.mark.parametrize(
+    "passed, expected",
+    [
+        (["--bogus-opt"], "unrecognized arguments: --bogus-opt"),
+        (["--rerun-triggers", "nope"], "argument --rerun-triggers: invalid choice: 'nope'"),
+    ],
+)
+def test_a_snakemake_option_it_refuses_after_the_separator_is_one_line(passed, expected, capsys):
+    # Before: Snakemake's whole usage (119 lines, headed `usage: __main__.py`), then the error.
+    assert cli.main(["workflow", "gen-kline", "1m", "--", *passed]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"{cli.program_name()} workflow gen-kline: after `--`: {expected}"
+        + (" (choose from 'code', 'input', 'mtime', 'params', 'software-env')" if "nope" in
+           passed else "")
+        + " (`snakemake --help` lists Snakemake's options)"
+    ]  # fmt: skip
+
+
+def test_snakemake_options_it_accepts_after_the_separator_pass():
+    argv = cli.snakemake_argv(cli.parse_args(["workflow", "aws-parse", "--", "--keep-going",
+                                              "--forcerun", "aws_parse_klines", "--dry-run"]))  # fmt: skip
+    assert cli.snakemake_option_problem(argv) is None
+
+
+def test_the_config_help_says_a_differing_interval_is_refused(capsys):
+    # The help said the interval argument "wins over an interval= here", which parse_args
+    # refuses since 2026-12-06.
+    with pytest.raises(SystemExit):
+        cli.main(["workflow", "aws-download", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "wins over" not in help_text
+    assert "an interval= here that differs from it is refused" in help_text
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(["workflow", "aws-download", "1m", "--config", "interval=5m"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2"])
+def test_verify_refuses_a_jobs_below_one_as_compare_does(jobs, tmp_path, capsys):
+    # Before: taken for 1 without a word (exit 0), while compare --jobs 0 is refused.
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["verify", str(tmp_path), "--jobs", jobs])
+    assert exit_info.value.code == 2
+    assert f"argument --jobs/-j: {jobs} is not a number of files read at once (N >= 1)" in (
+        capsys.readouterr().err
+    )
