@@ -39,6 +39,7 @@ class FailedJob:
     log: str = ""
     wildcards: str = ""
     message: str = ""
+    signal: bool = False  # ended by a signal (Snakemake's "died with <Signals.…>" line)
 
 
 def failed_jobs(snakemake_log) -> list[FailedJob]:
@@ -57,7 +58,7 @@ def failed_jobs(snakemake_log) -> list[FailedJob]:
     for line in lines:
         m = _BLOCK_RE.match(line)
         if m:
-            current = FailedJob(m.group(1), message=died)
+            current = FailedJob(m.group(1), message=died, signal=bool(died))
             jobs.append(current)
             died = ""
             continue
@@ -167,6 +168,11 @@ def _cause(job: FailedJob) -> str:
     line = last_error_line(log)
     if not message:
         return line
+    if job.signal and not line.startswith(("(empty log", "(no log at")):
+        # The signal ended the job, whatever its log says last: after Ctrl-C a download
+        # job's log ends with "RuntimeError: Event loop is closed" (a thread's callback to
+        # the closed loop), which was given alone, as if the job had failed by itself.
+        return f"{message} (the job's log ends: {line})"
     try:
         text = Path(log).read_text(errors="replace")
     except OSError:

@@ -126,3 +126,49 @@ def test_verify_refuses_a_jobs_below_one_as_compare_does(jobs, tmp_path, capsys)
     assert f"argument --jobs/-j: {jobs} is not a number of files read at once (N >= 1)" in (
         capsys.readouterr().err
     )
+
+
+def test_a_job_ctrl_c_stopped_is_listed_as_interrupted_whatever_its_log_ends_with(tmp_path):
+    # Ctrl-C during a run on S3: the download job's log went on after its KeyboardInterrupt
+    # with a thread's callback to the closed event loop, and the failure list gave
+    # "RuntimeError: Event loop is closed" alone, as if the job had failed by itself.
+    from crypto_lakehouse.failures import failure_report
+
+    job_log = tmp_path / "job.log"
+    job_log.write_text(
+        "Traceback (most recent call last):\n"
+        '  File "/w/scripts/aws_download_shard.py", line 10, in <module>\n'
+        "KeyboardInterrupt\n"
+        "2026-12-07 00:22:47,441 ERROR concurrent.futures: exception calling callback for "
+        "<Future at 0x7fb1017fb590 state=finished returned list>\n"
+        "Traceback (most recent call last):\n"
+        '  File "uvloop/loop.pyx", line 697, in uvloop.loop.Loop._check_closed\n'
+        "RuntimeError: Event loop is closed\n"
+    )
+    smk_log = tmp_path / "run.log"
+    smk_log.write_text(
+        "RuleException:\n"
+        'CalledProcessError in file "/w/rules/aws_download.smk", line 60:\n'
+        f"Command 'python3 /w/scripts/aws_download_shard.py {job_log}' died with "
+        "<Signals.SIGINT: 2>.\n"
+        "[Mon Dec  7 00:22:47 2026]\n"
+        "Error in rule aws_download_shard:\n"
+        "    message: None\n"
+        "    jobid: 17\n"
+        "    output: /d/lakehouse/reports/aws_download/spot/klines-1m/shards/0.json\n"
+        f"    log: {job_log} (check log file(s) for error details)\n"
+        "RuleException:\n"
+        'CalledProcessError in file "/w/rules/gen_kline.smk", line 40:\n'
+        "Command 'python3 /w/scripts/gen_kline_shard.py' returned non-zero exit status 1.\n"
+        "Error in rule gen_kline_shard:\n"
+        "    message: None\n"
+        "    jobid: 5\n"
+        "    output: /d/lakehouse/reports/gen_kline/spot/klines-1m/shards/0.json\n"
+        f"    log: {job_log} (check log file(s) for error details)\n"
+    )
+    lines = [line.strip() for line in failure_report(smk_log).splitlines()]
+    assert lines[2] == (
+        "the job was interrupted (SIGINT) (the job's log ends: RuntimeError: Event loop is closed)"
+    )
+    # A job that failed by itself is still given its own last error.
+    assert lines[5] == "RuntimeError: Event loop is closed"
