@@ -127,7 +127,9 @@ COMMANDS = {
     "complete-pipeline": (
         "all",
         "the five scripts in order",
-        "run every step: aws-download, aws-parse, api-download, gen-kline, resample, features, report",
+        "run every step: aws-download, aws-parse, api-download, gen-kline, resample, features "
+        "(while features.enabled), datasets (when the config's datasets list more than klines "
+        "and funding), report",
     ),
 }
 

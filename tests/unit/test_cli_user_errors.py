@@ -172,3 +172,13 @@ def test_a_job_ctrl_c_stopped_is_listed_as_interrupted_whatever_its_log_ends_wit
     )
     # A job that failed by itself is still given its own last error.
     assert lines[5] == "RuntimeError: Event loop is closed"
+
+
+def test_the_complete_pipeline_help_names_the_datasets_step_it_runs(capsys):
+    # `all` runs the datasets target when the config lists extra datasets (README); the
+    # help listed every step but that one.
+    with pytest.raises(SystemExit):
+        cli.main(["workflow", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "features (while features.enabled), datasets (when the config's datasets list " \
+        "more than klines and funding), report" in help_text  # fmt: skip
