@@ -182,6 +182,22 @@ def config_entry(text: str) -> str:
 SNAKEMAKE_CONFIG_KEY = re.compile(r"[a-zA-Z_][\w-]*\w$")
 
 
+def cores_value(text: str) -> str:
+    """``--cores`` of a workflow command: ``all`` or a whole number >= 1 (argparse type).
+    Snakemake took ``--cores 0`` and then waited for ever at "Select jobs to execute..."
+    once a job needed a core (SIGTERM did not stop it either), and ``abc`` was its own
+    "Error parsing number of cores" with exit status 1."""
+    if text == "all":
+        return text
+    try:
+        cores = int(text)
+    except ValueError:
+        cores = 0
+    if cores < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of cores: N >= 1, or all")
+    return str(cores)
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = ExactOptionParser(
         prog=program_name() if prog is None else prog,
@@ -215,8 +231,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         cmd.add_argument(
             "--cores",
             "-c",
-            help="CPU cores to use, or jobs in flight with a cluster profile (default: the "
-            "profile's cores or jobs, else all)",
+            type=cores_value,
+            help="CPU cores to use, N >= 1 or all, or jobs in flight with a cluster profile "
+            "(default: the profile's cores or jobs, else all)",
         )
         cmd.add_argument("--dry-run", "-n", action="store_true", help="only print the plan")
         cmd.add_argument(

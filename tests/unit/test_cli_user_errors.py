@@ -182,3 +182,22 @@ def test_the_complete_pipeline_help_names_the_datasets_step_it_runs(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "features (while features.enabled), datasets (when the config's datasets list " \
         "more than klines and funding), report" in help_text  # fmt: skip
+
+
+@pytest.mark.parametrize("cores", ["0", "-1", "abc", "1.5"])
+def test_a_workflow_cores_that_is_no_number_of_cores_is_refused(cores, capsys):
+    # Before: 0 went to Snakemake, which waited for ever at "Select jobs to execute..." once
+    # a job needed a core (and did not stop on SIGTERM); abc was Snakemake's own error with
+    # exit status 1.
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(["workflow", "gen-kline", "--cores", cores])
+    assert exit_info.value.code == 2
+    assert f"argument --cores/-c: {cores!r} is not a number of cores: N >= 1, or all" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("cores", ["1", "12", "all"])
+def test_a_workflow_cores_of_one_or_more_or_all_goes_to_snakemake(cores):
+    argv = cli.snakemake_argv(cli.parse_args(["workflow", "gen-kline", "--cores", cores]))
+    assert argv[argv.index("--cores") + 1] == cores
