@@ -618,6 +618,21 @@ def report_output_problem(output: str) -> str | None:
     return None
 
 
+def directory_problem(directory: str) -> str | None:
+    """Why the working directory of a workflow command cannot be used, or None. It is
+    created here, as Snakemake creates it (dry runs too): one it could not create or that
+    is a file ended in a Python traceback of Snakemake's (FileNotFoundError,
+    FileExistsError)."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        return "not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot be created: {exc.strerror or exc}"
+    return None
+
+
 def snakemake_argv(args: argparse.Namespace) -> list[str]:
     """The Snakemake command line for parsed CLI arguments."""
     # The target first: options taking several values (--config, --configfile) would
@@ -765,6 +780,12 @@ def run(argv: list[str] | None = None) -> int:
         if problem:
             print(f"invalid configuration:\n  {problem}", file=sys.stderr)
             return 1
+    problem = directory_problem(args.directory) if args.directory else None
+    if problem:
+        print(
+            f"{program_name()} workflow: --directory {args.directory}: {problem}", file=sys.stderr
+        )
+        return 2
     missing = missing_executor_plugin(profile_path(args.profile)) if args.profile else None
     if missing:
         print(f"crypto-lakehouse: {missing}", file=sys.stderr)

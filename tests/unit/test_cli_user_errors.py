@@ -201,3 +201,21 @@ def test_a_workflow_cores_that_is_no_number_of_cores_is_refused(cores, capsys):
 def test_a_workflow_cores_of_one_or_more_or_all_goes_to_snakemake(cores):
     argv = cli.snakemake_argv(cli.parse_args(["workflow", "gen-kline", "--cores", cores]))
     assert argv[argv.index("--cores") + 1] == cores
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [("file", "not a directory"), ("file/sub", "cannot be created: Not a directory")],
+)
+def test_a_workflow_directory_that_cannot_be_used_is_one_line(where, expected, tmp_path, capsys):
+    # Before: Snakemake's Python traceback (FileExistsError, NotADirectoryError) of its
+    # mkdir of the working directory, exit status 1.
+    (tmp_path / "file").write_text("")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'd'}\n")
+    directory = str(tmp_path / where)
+    argv = ["workflow", "report", "-n", "--configfile", str(cfg), "--directory", directory]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{cli.program_name()} workflow: --directory {directory}: {expected}"
+    ]
