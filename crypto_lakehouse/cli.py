@@ -208,7 +208,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "workflow",
         help="run a pipeline step (one per legacy BHDS script)",
         description="Run one pipeline step through Snakemake. Each command replaces a legacy "
-        "BHDS shell script.",
+        "BHDS shell script; as a Snakemake target, it first runs the earlier steps it needs "
+        "that are not up to date (gen-kline on an empty data dir downloads and parses first). "
+        "Exit 0 on success, 1 when a job failed or the config is refused, 2 for an invalid "
+        "option, 130 for Ctrl-C before the jobs start (README).",
     )
     commands = wf.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (target, legacy, what) in COMMANDS.items():

@@ -219,3 +219,12 @@ def test_a_workflow_directory_that_cannot_be_used_is_one_line(where, expected, t
     assert capsys.readouterr().err.splitlines() == [
         f"{cli.program_name()} workflow: --directory {directory}: {expected}"
     ]
+
+
+def test_the_workflow_help_says_a_step_runs_the_earlier_steps_it_needs(capsys):
+    # A legacy user's gen_kline.sh only generated; the target runs download and parse first
+    # when they are not up to date, which the help did not say.
+    with pytest.raises(SystemExit):
+        cli.main(["workflow", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "it first runs the earlier steps it needs that are not up to date" in help_text
