@@ -756,12 +756,23 @@ INTERRUPTED = 130
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return run(argv)
+        status = run(argv)
+        sys.stdout.flush()  # here, where a reader gone is caught below, not at exit
+        return status
     except KeyboardInterrupt:
         # Ctrl-C while loading, planning, comparing or verifying (or before Snakemake took
         # over) printed a Python traceback of wherever the process was.
         print(f"{program_name()}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # stdout piped to a reader that stopped (`| head`): a BrokenPipeError traceback
+        # before. Python's own advice: point stdout at /dev/null, so that the interpreter's
+        # final flush does not fail again, and exit 1.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ status. Each message is the problem in a line or two on stderr, never traceback 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -228,3 +229,22 @@ def test_the_workflow_help_says_a_step_runs_the_earlier_steps_it_needs(capsys):
         cli.main(["workflow", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "it first runs the earlier steps it needs that are not up to date" in help_text
+
+
+@pytest.mark.parametrize("command", [["verify", "{data}"], ["verify", "{data}", "--json"]])
+def test_a_reader_gone_from_the_pipe_is_no_traceback(command, tmp_path):
+    # `crypto-lakehouse ... | head -1`: the output's reader gone, the write failed with a
+    # BrokenPipeError traceback.
+    data = tmp_path / "d"
+    (data / "parsed_data").mkdir(parents=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "crypto_lakehouse", *(a.format(data=data) for a in command)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1
