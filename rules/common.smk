@@ -1053,8 +1053,10 @@ def summaries(stage):
 
 def get_resample_target_input(wildcards):
     # An explicit `resample` target with nothing to resample is an error, not an empty success.
+    # Called while the DAG is first built, before any job or lock: stop() is safe here (a
+    # WorkflowError came out as an InputFunctionException with Traceback lines).
     if not any(RESAMPLE_TARGETS.values()):
-        raise WorkflowError(plan.no_resample_targets_message(TRADE_TYPES))
+        stop(plan.no_resample_targets_message(TRADE_TYPES))
     return summaries("resample")
 
 

@@ -248,3 +248,19 @@ def test_a_reader_gone_from_the_pipe_is_no_traceback(command, tmp_path):
         os.close(write_end)
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
     assert proc.returncode == 1
+
+
+def test_the_resample_command_without_targets_is_its_message_without_traceback_lines(tmp_path):
+    # Before: "InputFunctionException in rule resample in file .../resample.smk", then the
+    # message as a WorkflowError, "Wildcards:", "Traceback:" and a `File ...` line.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'd'}\nresample: {{targets: []}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "crypto_lakehouse", "workflow", "resample", "--configfile",
+         str(cfg), "--directory", str(tmp_path), "--dry-run"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "nothing to resample: config key 'resample.targets' has no entry" in proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "InputFunctionException" not in out and "Traceback" not in out
