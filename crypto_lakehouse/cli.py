@@ -275,7 +275,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     add_compare_parser(groups)
     add_verify_parser(groups)
-    parser.epilog = "Further Snakemake options may follow `--`, e.g. `-- --keep-going`."
+    parser.epilog = (
+        "Further Snakemake options may follow `--` after a workflow command, e.g. "
+        "`workflow gen-kline -- --keep-going`."
+    )
     return parser
 
 
@@ -694,6 +697,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         argv, extra = argv[:cut], argv[cut + 1 :]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if extra and args.group != "workflow":
+        # They were dropped without a word: `verify DIR -- --remove` removed nothing.
+        parser.error(
+            f"{' '.join(extra)} after `--`: only the workflow commands pass options on (to "
+            f"Snakemake); give {args.group}'s own options before it"
+        )
     if args.group == "workflow" and (args.config or args.interval):
         passed = [a for a in extra if a in ("--config", "-C") or a.startswith("--config=")]
         if passed:

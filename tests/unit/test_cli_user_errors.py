@@ -264,3 +264,22 @@ def test_the_resample_command_without_targets_is_its_message_without_traceback_l
     assert "nothing to resample: config key 'resample.targets' has no entry" in proc.stderr
     out = proc.stdout + proc.stderr
     assert "InputFunctionException" not in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["verify", "d", "--", "--remove"],
+        ["plan", "--", "--json"],
+        ["compare", "a", "b", "--", "--strict"],
+    ],
+)
+def test_options_after_the_separator_of_a_command_that_passes_none_are_refused(argv, capsys):
+    # Before: dropped without a word (`verify DIR -- --remove` removed nothing, exit 0).
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert (
+        f"{argv[-1]} after `--`: only the workflow commands pass options on (to Snakemake); "
+        f"give {argv[0]}'s own options before it"
+    ) in capsys.readouterr().err
