@@ -9,6 +9,7 @@ the config.
 
 from __future__ import annotations
 
+import gc
 import importlib.abc
 import inspect
 import json
@@ -98,7 +99,10 @@ def run_job(func: Callable, argv: list[str] | None = None, *, uses_pandas: bool 
     """``scripts/<rule>.py JOB_JSON LOG_FILE``: run one job of a shell: rule.
 
     ``uses_pandas=False``: the job's code never needs pandas (``refuse_pandas``); a job whose
-    stage does not use it says so, to save the import."""
+    stage does not use it says so, to save the import. Called with the process's own
+    ``sys.argv`` (``argv`` None: a script, whose process ends after the job), it then skips
+    the collection at exit (``skip_exit_collection``)."""
+    ends_process = argv is None
     argv = sys.argv if argv is None else argv
     if not uses_pandas:
         refuse_pandas()
@@ -124,6 +128,14 @@ def run_job(func: Callable, argv: list[str] | None = None, *, uses_pandas: bool 
         shards.configure_job(**shard_context)
     logger = logging.getLogger("crypto_lakehouse")
     logger.info("%s(%s)", func.__name__, ", ".join(sorted(kwargs)))
+    try:
+        return _call_job(func, kwargs, shard_context, logger)
+    finally:
+        if ends_process:
+            skip_exit_collection()
+
+
+def _call_job(func: Callable, kwargs: dict[str, Any], shard_context: dict, logger) -> Any:
     try:
         return func(**kwargs)
     except Exception as exc:
@@ -161,6 +173,22 @@ def cancel_scheduler_timers() -> int:
     for timer in timers:
         timer.cancel()
     return len(timers)
+
+
+def skip_exit_collection() -> int:
+    """Freeze the objects the garbage collector tracks now (``gc.freeze``); returns how many.
+
+    For the end of a process: the main process's ``onsuccess``/``onerror`` (after the run)
+    and a job script after its entry point (``run_job``). At exit the interpreter runs full
+    collections over every tracked object, most of them the imported modules' functions,
+    classes and dicts, which are never garbage: ~0.1 s of every Snakemake run with its
+    ~2,000 modules, ~0.03 s of a job with pyarrow and numpy (docs/benchmarks.md, issue 11,
+    thirty-fifth part). Those collections skip frozen objects; the rest of the exit is
+    unchanged (``atexit`` handlers, the logging shutdown, stream flushes, the modules'
+    teardown by reference count), and objects created later are collected as before.
+    """
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def record_params_without_pandas() -> bool:
