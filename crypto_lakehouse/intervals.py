@@ -26,6 +26,24 @@ def interval_ms(interval: str) -> int:
     return ms
 
 
+# Weekly candles start on Mondays; the Unix epoch was a Thursday.
+_WEEK_MS = 7 * DAY_MS
+_WEEK_ORIGIN_MS = 4 * DAY_MS
+
+
+def grid_origin(step_ms: int) -> int:
+    return _WEEK_ORIGIN_MS if step_ms % _WEEK_MS == 0 else 0
+
+
+def grid_offset(ms, step_ms: int):
+    """How far each time (ms) lies past its slot of the interval grid (0: on the grid);
+    ``ms - grid_offset(ms, step)`` is the time floored onto the grid. Here rather than in
+    ``parse.validate`` (which re-exports it): the REST fill and gen_kline use it, and
+    importing that module costs them the CSV reader and ``pyarrow.compute``, ~0.06 s per
+    job process (issue 11)."""
+    return (ms - grid_origin(step_ms)) % step_ms
+
+
 def candles_per_day(interval: str) -> int:
     """Expected candle count of a complete UTC day (1440 at 1m)."""
     return DAY_MS // interval_ms(interval)

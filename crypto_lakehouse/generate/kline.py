@@ -409,7 +409,7 @@ def _refuse_rest_off_grid(time, n_archive_rows: int, rest_paths, spans, step_ms:
     as answered (spot after the 2018-02-08 outage, ``…:14.789``); before, every gen_kline of
     the symbol failed on them (``candle at … is not on the … grid``) until the user deleted
     the file. Not floored here: the fresh fetch is what a new build would hold."""
-    from crypto_lakehouse.parse.validate import grid_offset
+    from crypto_lakehouse.intervals import grid_offset
     from crypto_lakehouse.shards import DamagedInput
 
     bad = n_archive_rows + np.flatnonzero(grid_offset(time[n_archive_rows:], step_ms))

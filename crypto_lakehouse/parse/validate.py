@@ -17,16 +17,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from crypto_lakehouse.intervals import DAY_MS
+from crypto_lakehouse.intervals import DAY_MS, grid_offset, grid_origin  # noqa: F401 (re-exported)
 from crypto_lakehouse.parse.csv_reader import ArchiveDefect
 
 # Binance stamps in µs from 2025-01-01 on spot (binance-facts §4.1): anything at or above
 # 1e15 cannot be a ms epoch of this era, so the unit is decided per file from the maximum.
 MICROSECOND_THRESHOLD = 10**15
-
-# Weekly candles start on Mondays; the Unix epoch was a Thursday.
-_WEEK_MS = 7 * DAY_MS
-_WEEK_ORIGIN_MS = 4 * DAY_MS
 
 _PERIOD_RE = re.compile(r"-(\d{4})-(\d{2})(?:-(\d{2}))?\.zip$")
 
@@ -91,16 +87,6 @@ def _period(year: int, month: int, day: str | None) -> Period | None:
 
 def format_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def grid_origin(step_ms: int) -> int:
-    return _WEEK_ORIGIN_MS if step_ms % _WEEK_MS == 0 else 0
-
-
-def grid_offset(ms, step_ms: int):
-    """How far each time (ms) lies past its slot of the interval grid (0: on the grid);
-    ``ms - grid_offset(ms, step)`` is the time floored onto the grid."""
-    return (ms - grid_origin(step_ms)) % step_ms
 
 
 def check_times(

@@ -40,9 +40,8 @@ import numpy as np
 import pyarrow as pa
 
 from crypto_lakehouse import layout, storage
-from crypto_lakehouse.intervals import DAY_MS, candles_per_day, interval_ms
+from crypto_lakehouse.intervals import DAY_MS, candles_per_day, grid_offset, interval_ms
 from crypto_lakehouse.io import write_json
-from crypto_lakehouse.parse.validate import grid_offset
 from crypto_lakehouse.progress import EVERY_S as PROGRESS_EVERY_S
 from crypto_lakehouse.progress import Progress
 from crypto_lakehouse.provenance import (
