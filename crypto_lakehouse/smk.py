@@ -175,8 +175,9 @@ def cancel_scheduler_timers() -> int:
     return len(timers)
 
 
-def skip_exit_collection() -> int:
-    """Freeze the objects the garbage collector tracks now (``gc.freeze``); returns how many.
+def skip_exit_collection() -> None:
+    """Freeze the objects the garbage collector tracks now (``gc.freeze``, O(1); counting
+    them would walk them all).
 
     For the end of a process: the main process's ``onsuccess``/``onerror`` (after the run)
     and a job script after its entry point (``run_job``). At exit the interpreter runs full
@@ -188,7 +189,6 @@ def skip_exit_collection() -> int:
     teardown by reference count), and objects created later are collected as before.
     """
     gc.freeze()
-    return gc.get_freeze_count()
 
 
 def record_params_without_pandas() -> bool:
