@@ -127,3 +127,8 @@ onerror:
     report_after_failure(log)
     cancel_scheduler_timers()
     skip_exit_collection()
+
+
+# Everything the parse created (Snakemake's and our modules, the rules) lives until the
+# process exits: the collections while planning and running skip it (crypto_lakehouse.smk).
+skip_exit_collection()

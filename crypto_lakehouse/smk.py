@@ -179,14 +179,17 @@ def skip_exit_collection() -> None:
     """Freeze the objects the garbage collector tracks now (``gc.freeze``, O(1); counting
     them would walk them all).
 
-    For the end of a process: the main process's ``onsuccess``/``onerror`` (after the run)
-    and a job script after its entry point (``run_job``). At exit the interpreter runs full
-    collections over every tracked object, most of them the imported modules' functions,
-    classes and dicts, which are never garbage: ~0.1 s of every Snakemake run with its
-    ~2,000 modules, ~0.03 s of a job with pyarrow and numpy (docs/benchmarks.md, issue 11,
-    thirty-fifth part). Those collections skip frozen objects; the rest of the exit is
-    unchanged (``atexit`` handlers, the logging shutdown, stream flushes, the modules'
-    teardown by reference count), and objects created later are collected as before.
+    For objects that live until the process ends: the main process's at the end of the
+    Snakefile's parse (the loaded modules and the rules) and in ``onsuccess``/``onerror``
+    (after the run), a job script's after its entry point (``run_job``). The interpreter's
+    full collections, while planning and at exit, walk every tracked object, most of them
+    the imported modules' functions, classes and dicts, which are never garbage: ~0.1 s at
+    the exit of every Snakemake run with its ~2,000 modules, 0.1-0.2 s of planning the full
+    universe, ~0.03 s at the exit of a job with pyarrow and numpy (docs/benchmarks.md,
+    issue 11, thirty-fifth part). Those collections skip frozen objects; the rest of the
+    exit is unchanged (``atexit`` handlers, the logging shutdown, stream flushes, the
+    modules' teardown by reference count), and objects created later are collected as
+    before.
     """
     gc.freeze()
 
