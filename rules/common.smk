@@ -15,9 +15,13 @@ import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
 import crypto_lakehouse.sizing as sizing
 import crypto_lakehouse.storage as storage_settings
-from crypto_lakehouse.configuration import check_user_config, duplicate_key_problem
+from crypto_lakehouse.configuration import (
+    check_user_config,
+    duplicate_key_problem,
+    fill_defaults,
+    load_schema,
+)
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
 
@@ -42,15 +46,17 @@ if "CONDA" in {m.name for m in workflow.deployment_settings.deployment_method}:
         "`conda run -n crypto_lakehouse snakemake ...` (README, Packaging)"
     )
 # Our check first: it names the key (closest valid key for a typo, the valid intervals) in a
-# few lines and turns YAML dates into ISO strings; Snakemake's validate then fills the
-# defaults (its own error would dump the whole schema).
+# few lines and turns YAML dates into ISO strings; then the schema's defaults are filled as
+# Snakemake's validate would (fill_defaults: without its second, pure-Python read of the
+# schema; its own error would dump the whole schema).
 # A key given twice in a config file: Snakemake's reading keeps the last value silently.
 _FILE_PROBLEMS = [p for p in map(duplicate_key_problem, workflow.configfiles) if p]
+_SCHEMA_PATH = f"{workflow.basedir}/config/config.schema.yaml"
 try:
     if _FILE_PROBLEMS:
         raise plan.config_error(_FILE_PROBLEMS)
-    check_user_config(config, f"{workflow.basedir}/config/config.schema.yaml")
-    validate(config, schema="../config/config.schema.yaml")
+    check_user_config(config, _SCHEMA_PATH)
+    fill_defaults(config, load_schema(_SCHEMA_PATH))
 except plan.ConfigError as exc:
     stop(str(exc))
 
