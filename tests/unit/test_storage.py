@@ -366,6 +366,36 @@ def _put_many(seaweed, inner: str, keys: list[str]) -> None:
         list(pool.map(put, keys))
 
 
+def _count_listed_pages(monkeypatch) -> list[int]:
+    """The number of keys of every page the botocore listings of ``storage`` receive from
+    now on (``storage._conditional_client`` wrapped): the list returned grows by one entry
+    per page."""
+    pages: list[int] = []
+    real_client = storage._conditional_client
+
+    class CountingPaginator:
+        def __init__(self, paginator):
+            self.paginator = paginator
+
+        def paginate(self, **kwargs):
+            for page in self.paginator.paginate(**kwargs):
+                pages.append(len(page.get("Contents", [])))
+                yield page
+
+    class Client:
+        def __init__(self, client):
+            self.client = client
+
+        def get_paginator(self, name):
+            return CountingPaginator(self.client.get_paginator(name))
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+    monkeypatch.setattr(storage, "_conditional_client", lambda: Client(real_client()))
+    return pages
+
+
 def test_a_symbols_files_in_a_shared_folder_are_listed_without_the_others(
     seaweed, s3_root, tmp_path, monkeypatch
 ):
@@ -386,29 +416,7 @@ def test_a_symbols_files_in_a_shared_folder_are_listed_without_the_others(
         (local / key).write_bytes(b"x")
     assert [p.name for p in symbol_files(local, "BTCUSDT")] == sorted(mine)
 
-    listed_keys: list[int] = []
-    real_client = storage._conditional_client
-
-    class CountingPaginator:
-        def __init__(self, inner_paginator):
-            self.inner = inner_paginator
-
-        def paginate(self, **kwargs):
-            for page in self.inner.paginate(**kwargs):
-                listed_keys.append(len(page.get("Contents", [])))
-                yield page
-
-    class Client:
-        def __init__(self, client):
-            self.client = client
-
-        def get_paginator(self, name):
-            return CountingPaginator(self.client.get_paginator(name))
-
-        def __getattr__(self, name):
-            return getattr(self.client, name)
-
-    monkeypatch.setattr(storage, "_conditional_client", lambda: Client(real_client()))
+    listed_keys = _count_listed_pages(monkeypatch)
     monkeypatch.setattr(storage, "_file_infos", None)  # no folder listing through pyarrow
     got = symbol_files(storage.join(s3_root, "res/1h"), "BTCUSDT")
     assert [p.name for p in got] == sorted(mine)
@@ -449,36 +457,16 @@ def test_is_dir_on_s3_asks_one_page_whatever_is_below(seaweed, s3_root, monkeypa
     inner = s3_root.removeprefix("s3://")
     _put_many(seaweed, inner, [f"rk/1h/{o}m/S{n:04d}.pqt" for o in (0, 5) for n in range(600)])
     seaweed.client().create_dir(f"{inner}/marker/only")  # a folder marker object: no file
-    real_infos, real_client = storage._file_infos, storage._conditional_client
+    real_infos = storage._file_infos
     recursive_listings: list[str] = []
-    pages: list[int] = []
 
     def file_infos(base, recursive):
         if recursive:
             recursive_listings.append(str(base))
         return real_infos(base, recursive)
 
-    class CountingPaginator:
-        def __init__(self, paginator):
-            self.paginator = paginator
-
-        def paginate(self, **kwargs):
-            for page in self.paginator.paginate(**kwargs):
-                pages.append(len(page.get("Contents", [])))
-                yield page
-
-    class Client:
-        def __init__(self, client):
-            self.client = client
-
-        def get_paginator(self, name):
-            return CountingPaginator(self.client.get_paginator(name))
-
-        def __getattr__(self, name):
-            return getattr(self.client, name)
-
     monkeypatch.setattr(storage, "_file_infos", file_infos)
-    monkeypatch.setattr(storage, "_conditional_client", lambda: Client(real_client()))
+    pages = _count_listed_pages(monkeypatch)
     assert storage.is_dir(f"{s3_root}/rk")
     assert recursive_listings == [] and len(pages) == 1
     assert storage.is_dir(f"{s3_root}/rk/1h/5m")
