@@ -72,9 +72,9 @@ def load_config(configfile=None, overrides=(), directory=None) -> dict:
     ``--configfile``, then ``--config key=value`` (parsed like Snakemake's)."""
     import yaml
     from snakemake.cli import parse_config
-    from snakemake.utils import update_config, validate
+    from snakemake.utils import update_config
 
-    from .configuration import check_user_config, config_file_problem
+    from .configuration import check_user_config, config_file_problem, fill_defaults, load_schema
 
     schema = config_dir() / "config.schema.yaml"
     config = yaml.safe_load((config_dir() / "config.yaml").read_text())
@@ -85,7 +85,7 @@ def load_config(configfile=None, overrides=(), directory=None) -> dict:
         update_config(config, yaml.safe_load(Path(configfile).read_text()) or {})
     update_config(config, parse_config(list(overrides)))
     check_user_config(config, schema)  # the workflow's own checks: one line per problem
-    validate(config, str(schema), set_default=True)
+    fill_defaults(config, load_schema(schema))  # the defaults, as rules/common.smk fills them
     workflow_plan.check_config(config)
     # Relative paths are relative to the workflow's working directory (--directory), as in
     # a run; run_dir is resolved as the workflow resolves it (layout.run_dir).

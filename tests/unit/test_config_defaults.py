@@ -49,3 +49,30 @@ def test_a_violation_names_the_key():
     config = {**copy.deepcopy(DEFAULT), "resample": {"targets": "4h"}}
     with pytest.raises(ConfigError, match="resample"):
         fill_defaults(config, load_schema(SCHEMA_PATH))
+
+
+def test_plan_fills_the_defaults_as_the_workflow_does(monkeypatch):
+    """``crypto_lakehouse plan`` (preview.load_config) fills them with the workflow's
+    ``fill_defaults`` too: it called Snakemake's validate, a second implementation of the
+    same step and a second, pure-Python read of the schema."""
+    import snakemake.utils
+
+    from crypto_lakehouse import configuration, preview
+
+    def refused(*args, **kwargs):
+        raise AssertionError("Snakemake's validate called")
+
+    filled = []
+    real_fill = configuration.fill_defaults
+
+    def spy(config, schema):
+        filled.append(schema["$schema"])
+        real_fill(config, schema)
+
+    monkeypatch.setattr(snakemake.utils, "validate", refused)
+    monkeypatch.setattr(configuration, "fill_defaults", spy)
+    config = preview.load_config(None, ["generate={}"])
+    assert len(filled) == 1
+    theirs = {**copy.deepcopy(DEFAULT), "generate": {}}
+    validate(theirs, SCHEMA_PATH)  # the reference: Snakemake's own (the real one)
+    assert config["generate"] == theirs["generate"]
