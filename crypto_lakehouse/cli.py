@@ -367,13 +367,17 @@ def compare_date(text: str) -> str:
 
 
 def _day_ms(day: str | None, days_after: int = 0) -> int | None:
-    """Midnight UTC of ``day`` (+ ``days_after``), ms since the epoch; None for None."""
+    """Midnight UTC of ``day`` (+ ``days_after``), ms since the epoch; None for None, and
+    for a day after 9999-12-31 (``--end 9999-12-31``: every row; a date past it, as the
+    window's end, ended in an OverflowError traceback)."""
     import datetime as dt
 
     if day is None:
         return None
-    start = dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc)
-    return int((start + dt.timedelta(days=days_after)).timestamp() * 1000)
+    ordinal = dt.date.fromisoformat(day).toordinal() + days_after
+    if ordinal > dt.date.max.toordinal():
+        return None
+    return (ordinal - dt.date(1970, 1, 1).toordinal()) * 86_400_000
 
 
 def compare_interval(text: str) -> str:

@@ -1146,3 +1146,18 @@ def test_the_window_options_on_the_command_line(tmp_path, capsys):
     )
     assert code == 2
     assert "--start 2023-11-17 is after --end 2023-11-16" in capsys.readouterr().err
+
+
+def test_the_last_day_of_the_calendar_as_the_window_end(tmp_path, capsys):
+    """``--end 9999-12-31`` (every row): its window ends at the midnight after it, a date
+    Python cannot hold; that ended in an OverflowError traceback. It now compares every
+    row, as without the option."""
+    legacy, ours = _legacy_stopped_two_days_earlier(tmp_path)
+    assert cli_main(["compare", str(legacy), str(ours)]) == 1
+    everything = capsys.readouterr().out
+    assert cli_main(["compare", str(legacy), str(ours), "--end", "9999-12-31"]) == 1
+    assert capsys.readouterr().out == everything
+    # The same last day as --start: a window holding no row of either dir.
+    assert cli_main(["compare", str(legacy), str(ours), "--start", "9999-12-31"]) == 1
+    out = capsys.readouterr().out
+    assert "no rows compared: no file of either dir holds a row from 9999-12-31 00:00:00 on" in out
