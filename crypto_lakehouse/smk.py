@@ -189,7 +189,10 @@ def skip_exit_collection() -> None:
     issue 11, thirty-fifth part). Those collections skip frozen objects; the rest of the
     exit is unchanged (``atexit`` handlers, the logging shutdown, stream flushes, the
     modules' teardown by reference count), and objects created later are collected as
-    before.
+    before. Not collected any more: objects already unreachable in a reference cycle when
+    this is called; their finalizers (``__del__``) never run. In a process that goes on
+    (Snakemake used as a library, several runs in one process) such garbage stays until
+    the process ends.
     """
     gc.freeze()
 
