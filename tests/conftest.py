@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -104,3 +108,20 @@ def s3_root(seaweed, seaweed_bucket, request):
         yield f"s3://{seaweed_bucket}/{name}-{secrets.token_hex(3)}"
     finally:
         storage.configure(None)
+
+
+@contextlib.contextmanager
+def data_dir_held(data) -> Iterator[subprocess.Popen]:
+    """Another process holds the run lock of data dir ``data`` (``lock.acquire``) while the
+    block runs; yields that process."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from crypto_lakehouse import lock; "
+         f"lock.acquire({str(data)!r}); print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

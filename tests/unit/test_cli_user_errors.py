@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from crypto_lakehouse import cli
+from tests.conftest import data_dir_held
 
 
 def _workflow(tmp_path, config_text: str, *extra: str) -> subprocess.CompletedProcess:
@@ -39,17 +40,8 @@ def test_a_busy_data_dir_is_one_message_without_traceback_lines(tmp_path):
     # Before: `DataDirBusy in file ...` and three `File "..."` lines (common.smk, lock.py).
     data = tmp_path / "d"
     data.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from crypto_lakehouse import lock; "
-         f"lock.acquire({str(data)!r}); print('held', flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with data_dir_held(data) as holder:
         proc = _workflow(tmp_path, f"data_dir: {data}\n")
-    finally:
-        holder.kill()
-        holder.wait()
     assert proc.returncode == 1
     assert f"data dir {data} is in use by another run: PID {holder.pid}" in proc.stderr
     out = proc.stdout + proc.stderr

@@ -193,24 +193,14 @@ def test_zips_are_hashed_against_their_checksum_on_request(tmp_path):
 
 def test_remove_waits_for_no_run_it_refuses_while_a_run_holds_the_data_dir(tmp_path, capsys):
     # A job may rewrite a damaged file meanwhile: --remove holds the data dir as a run does.
-    import subprocess
-    import sys
+    from tests.conftest import data_dir_held
 
     data, _, damaged = _data_dir(tmp_path)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from crypto_lakehouse import lock; "
-         f"lock.acquire({str(data)!r}); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with data_dir_held(data):
         assert main(["verify", str(data), "--remove"]) == 2
         assert "is in use by another run" in capsys.readouterr().err
         assert all(p.exists() for p in damaged)
         assert main(["verify", str(data)]) == 1  # a check alone needs no lock
-    finally:
-        holder.kill()
-        holder.wait()
     assert main(["verify", str(data), "--remove"]) == 1
     assert not any(p.exists() for p in damaged)
 
