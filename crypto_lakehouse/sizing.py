@@ -109,3 +109,56 @@ def runtime_minutes(
     ``factor`` (a retry: Snakemake's attempt, or ``UNFINISHED_FACTOR``)."""
     work = math.ceil(archive_bytes / 1e6 / mb_per_minute) if archive_bytes > 0 else 0
     return int(max(1, factor) * math.ceil(BASE_MINUTES + minutes_per_symbol * n_symbols + work))
+
+
+# The candle stages (gen_kline, resample, features) read a symbol's parsed candles, which
+# hold what its kline zips held: their work follows those zips' bytes (``archive_bytes`` of
+# the parse's shard report, copied by each candle stage), ~40 bytes of zip per candle row
+# whatever the interval (emulator 1m day 59 KB / 1,440 rows, 1s day 3.3 MB / 86,400 rows).
+# Measured 2026-12-07 on the 2-core development machine, one core, 1m series of 0.53 M and
+# 6.3 M rows (benchmarks/bench_gen_kline.py, bench_resample.py, bench_features.py --years 1
+# and 12): gen_kline 1.0 s / 6.5 s, resample 0.6 s / 4.1 s, features 0.9 s / 8.0 s, i.e.
+# 31-60 zip MB/s; 300 zip MB a
+# minute (5 MB/s) leaves room for shared nodes, object storage and many resample targets.
+CANDLE_MB_PER_MINUTE = 300
+CANDLE_MINUTES_PER_SYMBOL = 0.25  # a symbol's reads of its records, checks and writes
+# Memory: a symbol whose history is built whole (no tail build) is held in memory. Peak RSS
+# 270-280 MB at 0.53 M rows and 1,311-1,463 MB at 6.3 M rows (the runs above): 180-206 bytes
+# a row over ~180 MB, i.e. 4.5-5.2 MB of RSS per MB of kline zips; asked: 6 per MB + 500 MB.
+CANDLE_MEM_BASE_MB = 500
+CANDLE_MEM_PER_ZIP_MB = 6
+# What every candle job asked before (a tail build, small symbols), and per further symbol
+# it works on at the same time (object storage: ``storage.symbols_at_once``).
+CANDLE_MEM_FLOOR_MB = 2000
+CANDLE_MEM_FLOOR_PER_SYMBOL_MB = 1000
+
+
+def full_build_bytes(
+    symbols: Iterable[str],
+    upstream: Mapping[str, int | None],
+    done: Mapping[str, int | None],
+    listed: Mapping[str, int],
+) -> list[int]:
+    """Per symbol the stage builds whole (it did not complete it last time: no tail build
+    applies), the archive bytes behind its whole history: the upstream report's figure, else
+    the listing's. Symbols it completed (a tail build) are left out."""
+    sizes = []
+    for symbol in symbols:
+        if symbol in done:
+            continue
+        now = upstream.get(symbol)
+        sizes.append(now if now is not None else listed.get(symbol, 0))
+    return sizes
+
+
+def candle_mem_mb(full_bytes: Iterable[int], at_once: int = 1, factor: int = 1) -> int:
+    """A candle job's ``mem_mb``: ``CANDLE_MEM_BASE_MB`` + ``CANDLE_MEM_PER_ZIP_MB`` per MB of
+    zips of the ``at_once`` largest symbols built whole (they are in memory together), at
+    least what it asked before (``CANDLE_MEM_FLOOR_MB`` + ``CANDLE_MEM_FLOOR_PER_SYMBOL_MB``
+    per further symbol at once), times ``factor`` (a retry: the previous attempt may have
+    been ended for its memory)."""
+    at_once = max(1, at_once)
+    largest = sorted((max(0, b) for b in full_bytes), reverse=True)[:at_once]
+    need = CANDLE_MEM_BASE_MB + CANDLE_MEM_PER_ZIP_MB * sum(largest) / 1e6
+    floor = CANDLE_MEM_FLOOR_MB + CANDLE_MEM_FLOOR_PER_SYMBOL_MB * (at_once - 1)
+    return int(max(1, factor) * math.ceil(max(floor, need)))

@@ -569,44 +569,79 @@ def shard_mem_mb(mb_per_job, mb_per_symbol=1000, dataset=None):
     return mem_mb
 
 
-def shard_runtime(minutes_per_symbol, stage):
-    """Resource function: a shard job's runtime (minutes, for SLURM) grows with its symbols,
-    times the retry factor (``retry_factor``)."""
+def shard_records(stage, upstream_stage, wildcards, dataset=None, own_tag=None):
+    """What the resource functions of a shard job read from the run directory: its symbols,
+    the archive bytes per symbol of its upstream shard report (``upstream_stage``) and of its
+    own previous one (``sizing.done_bytes``), and the listing index's bytes of the symbols
+    the upstream report gives none (before that job ran). Missing or old records give none."""
+    tt, shard = wildcards.trade_type, wildcards.shard
+    tag = dataset or wildcard_tag(wildcards)
+    own = own_tag(wildcards) if own_tag else tag
+    symbols = shard_symbols(tt, shard, tag)
+    upstream = sizing.done_bytes(shard_report_path(upstream_stage, tt, tag, shard))
+    done = sizing.done_bytes(shard_report_path(stage, tt, own, shard))
+    listed = {}
+    index = listing_index_path(tt, tag)
+    if any(upstream.get(s) is None for s in symbols) and os.path.exists(index):
+        listed = sizing.listed_bytes(plan.load_index(index), symbols)
+    return symbols, upstream, done, listed, own
+
+
+def archive_runtime(
+    minutes_per_symbol,
+    stage,
+    upstream_stage,
+    dataset=None,
+    own_tag=None,
+    mb_per_minute=sizing.ARCHIVE_MB_PER_MINUTE,
+):
+    """Resource function of the jobs that read archives or what was parsed from them (the
+    parse rules, the candle stages): 10 min + ``minutes_per_symbol`` per symbol + 1 min per
+    ``mb_per_minute`` MB of archives the shard has still to work through
+    (crypto_lakehouse.sizing, docs/cluster.md): the bytes its upstream shard report
+    (``upstream_stage``; before that job ran, the listing index) records per symbol, less
+    those its own previous shard report records as done. ``dataset``: the shard's dataset
+    tag when the wildcards do not give it; ``own_tag``: the tag of the job's own report
+    (function of the wildcards; default: ``dataset``)."""
 
     def runtime(wildcards, attempt):
-        tag = wildcard_tag(wildcards)
-        n = len(shard_symbols(wildcards.trade_type, wildcards.shard, tag))
-        factor = retry_factor(stage, wildcards, tag, attempt)
-        return sizing.runtime_minutes(n, minutes_per_symbol, factor=factor)
-
-    return runtime
-
-
-def archive_runtime(minutes_per_symbol, stage, upstream_stage, dataset=None, own_tag=None):
-    """Resource function of the jobs that read archives (the parse rules, the aggTrades
-    candles): 10 min + ``minutes_per_symbol`` per symbol + 1 min per 300 MB of archives
-    the shard has still to work through (crypto_lakehouse.sizing, docs/cluster.md): the
-    bytes its upstream shard report (``upstream_stage``; before that job ran, the listing
-    index) records per symbol, less those its own previous shard report records as done.
-    ``dataset``: the shard's dataset tag when the wildcards do not give it; ``own_tag``:
-    the tag of the job's own report (function of the wildcards; default: ``dataset``)."""
-
-    def runtime(wildcards, attempt):
-        tt, shard = wildcards.trade_type, wildcards.shard
-        tag = dataset or wildcard_tag(wildcards)
-        own = own_tag(wildcards) if own_tag else tag
-        symbols = shard_symbols(tt, shard, tag)
-        upstream = sizing.done_bytes(shard_report_path(upstream_stage, tt, tag, shard))
-        done = sizing.done_bytes(shard_report_path(stage, tt, own, shard))
-        listed = {}
-        index = listing_index_path(tt, tag)
-        if any(upstream.get(s) is None for s in symbols) and os.path.exists(index):
-            listed = sizing.listed_bytes(plan.load_index(index), symbols)
+        symbols, upstream, done, listed, own = shard_records(
+            stage, upstream_stage, wildcards, dataset, own_tag
+        )
         pending = sizing.pending_bytes(symbols, upstream, done, listed)
         factor = retry_factor(stage, wildcards, own, attempt)
-        return sizing.runtime_minutes(len(symbols), minutes_per_symbol, pending, factor=factor)
+        return sizing.runtime_minutes(
+            len(symbols), minutes_per_symbol, pending, mb_per_minute=mb_per_minute, factor=factor
+        )
 
     return runtime
+
+
+def candle_runtime(stage, upstream_stage):
+    """Resource function of the gen_kline, resample and features shards: ``archive_runtime``
+    with the candle stages' per-symbol minutes and rate (``sizing.CANDLE_*``): a daily update
+    asks for its new days, a first build for the symbol's whole history."""
+    return archive_runtime(
+        sizing.CANDLE_MINUTES_PER_SYMBOL,
+        stage,
+        upstream_stage,
+        mb_per_minute=sizing.CANDLE_MB_PER_MINUTE,
+    )
+
+
+def candle_mem_mb(stage, upstream_stage):
+    """Resource function: a candle shard's memory (MB, for SLURM) grows with the history of
+    the largest symbols it builds whole (no tail build: not completed by its last run), as
+    many as it works on at once (``storage.symbols_at_once``); ``sizing.candle_mem_mb``."""
+    at_once = storage_settings.symbols_at_once(DATA)
+
+    def mem_mb(wildcards, attempt):
+        symbols, upstream, done, listed, own = shard_records(stage, upstream_stage, wildcards)
+        full = sizing.full_build_bytes(symbols, upstream, done, listed)
+        factor = retry_factor(stage, wildcards, own, attempt)
+        return sizing.candle_mem_mb(full, min(at_once, max(1, len(symbols))), factor)
+
+    return mem_mb
 
 
 def retry_factor(stage, wildcards, tag, attempt):

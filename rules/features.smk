@@ -17,8 +17,8 @@ rule features_shard:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=shard_mem_mb(2000),
-        runtime=shard_runtime(2, "features"),
+        mem_mb=candle_mem_mb("features", "gen_kline"),
+        runtime=candle_runtime("features", "gen_kline"),
     params:
         job=shard_job_json(get_features_args),
         args=args_digest(get_features_args),

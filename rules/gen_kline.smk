@@ -17,8 +17,8 @@ rule gen_kline_shard:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=shard_mem_mb(2000),
-        runtime=shard_runtime(2, "gen_kline"),
+        mem_mb=candle_mem_mb("gen_kline", "aws_parse"),
+        runtime=candle_runtime("gen_kline", "aws_parse"),
     params:
         job=shard_job_json(get_gen_args),
         args=args_digest(get_gen_args),

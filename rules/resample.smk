@@ -19,8 +19,8 @@ rule resample_shard:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=shard_mem_mb(2000),
-        runtime=shard_runtime(2, "resample"),
+        mem_mb=candle_mem_mb("resample", "gen_kline"),
+        runtime=candle_runtime("resample", "gen_kline"),
     params:
         job=shard_job_json(get_resample_args),
         args=args_digest(get_resample_args),

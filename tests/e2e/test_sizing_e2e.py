@@ -66,3 +66,61 @@ def test_a_tick_parse_asks_for_its_archive_bytes_and_more_after_an_unfinished_at
     report.unlink()
     want = one_symbol + math.ceil((held + 3_000_000_000) / 1e6 / sizing.ARCHIVE_MB_PER_MINUTE)
     assert dry_run() == sizing.UNFINISHED_FACTOR * want
+
+
+def _asked(out: str, log_name: str) -> tuple[int, int]:
+    """(runtime, mem_mb) of the job whose log is ``log_name`` in a dry run's job list."""
+    for block in out.split("\n\n"):
+        if log_name in block and "resources:" in block:
+            runtime = int(re.search(r"runtime=(\d+)", block).group(1))
+            return runtime, int(re.search(r"mem_mb=(\d+)", block).group(1))
+    raise AssertionError(f"no job with log {log_name} in:\n{out[-3000:]}")
+
+
+def test_candle_jobs_ask_for_their_new_days_and_memory_for_a_whole_history(tmp_path, emulator):
+    from crypto_lakehouse_emulator.generate import write_kline_day
+    from crypto_lakehouse_emulator.rest import RestEmulator
+
+    mirror = tmp_path / "mirror"
+    for day in DAYS:
+        write_kline_day(mirror, "spot", "BTCUSDT", "1m", day)
+    first_ms = 1_735_776_000_000  # 2025-01-02 00:00 UTC
+    rest = RestEmulator(now_ms=first_ms + 3 * 86_400_000)
+    rest.add_synthetic_klines("spot", "BTCUSDT", start_ms=first_ms)
+    emu = emulator(mirror_dir=mirror, rest=rest)
+    config = emulator_config(
+        emu.base_url, tmp_path / "data", interval="1m", start_date=DAYS[0], end_date=DAYS[-1],
+        trade_types=["spot"], symbols={"spot": ["BTCUSDT"]},
+        resample={"targets": [{"trade_type": "spot", "interval": "1h", "offset_step": "30m"}]},
+    )  # fmt: skip
+    snakemake(tmp_path, config, "features")
+    lh = tmp_path / "data/lakehouse"
+    parse = lh / "reports/aws_parse/spot/klines-1m/shards/0.json"
+    gen = lh / "reports/gen_kline/spot/klines-1m/shards/0.json"
+    held = sum(p.stat().st_size for p in (mirror / "data/spot/daily/klines").rglob("*.zip"))
+    assert json.loads(gen.read_text())["symbols"]["BTCUSDT"]["archive_bytes"] == held
+    one_symbol = sizing.BASE_MINUTES + 1  # 10 min + a quarter of a minute, rounded up
+
+    def dry_run(stage: str, rule: str) -> tuple[int, int]:
+        report = lh / f"reports/{stage}/spot/klines-1m/shards/0.json"
+        out = snakemake(tmp_path, config, "-n", f"--forcerun={rule}", str(report))
+        return _asked(out.stdout, f"{stage}/spot/klines-1m/shards/0.log")
+
+    # Everything built, a tail build: 10 + 2 per symbol and 2000 MB asked before.
+    for stage in ("gen_kline", "resample", "features"):
+        assert dry_run(stage, f"{stage}_shard") == (one_symbol, 2000)
+    # 3 GB more of kline zips parsed since (a 1s history appearing): one minute per
+    # CANDLE_MB_PER_MINUTE MB of them; still a tail build.
+    record = json.loads(parse.read_text())
+    record["symbols"]["BTCUSDT"]["archive_bytes"] = held + 3_000_000_000
+    parse.write_text(json.dumps(record))
+    work = math.ceil(3000 / sizing.CANDLE_MB_PER_MINUTE)
+    assert dry_run("gen_kline", "gen_kline_shard") == (one_symbol + work, 2000)
+    # gen_kline did not complete the symbol last time: it builds its whole history, held in
+    # memory (500 MB + 6 MB per MB of zips, docs/cluster.md), and resample follows its record.
+    record = json.loads(gen.read_text())
+    record["symbols"]["BTCUSDT"] = {"status": "failed", "error": "x"}
+    gen.write_text(json.dumps(record))
+    whole_mb = (held + 3_000_000_000) / 1e6
+    runtime = one_symbol + math.ceil(whole_mb / sizing.CANDLE_MB_PER_MINUTE)
+    assert dry_run("gen_kline", "gen_kline_shard") == (runtime, math.ceil(500 + 6 * whole_mb))

@@ -139,3 +139,100 @@ def test_a_job_whose_previous_attempt_did_not_finish_asks_twice(tmp_path):
     assert once == 10 + 6 + 900 // sizing.ARCHIVE_MB_PER_MINUTE
     assert sizing.runtime_minutes(3, 2, 900 * MB, factor=sizing.UNFINISHED_FACTOR) == 2 * once
     assert sizing.runtime_minutes(3, 2) == 16  # no archive work: 10 + 2 per symbol
+
+
+# ---------------------------------------------------------------- candle stages
+# What the rules' candle_runtime and candle_mem_mb compute for gen_kline (upstream: the
+# parse's shard report of the klines), resample and features (upstream: gen_kline's).
+DAY_1M = 59_129  # an emulator 1m daily kline zip: 1,440 rows
+DAY_1S = 3_340_103  # an emulator 1s daily kline zip: 86,400 rows
+
+
+def _candle(symbols, index, upstream_report, own_report, at_once=1, factor=1):
+    upstream = sizing.done_bytes(upstream_report)
+    done = sizing.done_bytes(own_report)
+    listed = sizing.listed_bytes(index, symbols)
+    pending = sizing.pending_bytes(symbols, upstream, done, listed)
+    runtime = sizing.runtime_minutes(
+        len(symbols),
+        sizing.CANDLE_MINUTES_PER_SYMBOL,
+        pending,
+        mb_per_minute=sizing.CANDLE_MB_PER_MINUTE,
+        factor=factor,
+    )
+    full = sizing.full_build_bytes(symbols, upstream, done, listed)
+    return runtime, sizing.candle_mem_mb(full, at_once, factor)
+
+
+def test_a_daily_update_of_a_32_symbol_shard_asks_minutes_not_an_hour(tmp_path):
+    # Six years of 1m candles each, completed yesterday; the parse holds one more day today.
+    symbols = [f"S{i:02d}USDT" for i in range(32)]
+    years = 6 * 365
+    own = _shard_report(tmp_path / "gen/0.json", {
+        s: {"status": "ok", "archive_bytes": years * DAY_1M} for s in symbols
+    })  # fmt: skip
+    up = _shard_report(tmp_path / "parse/0.json", {
+        s: {"status": "ok", "archive_bytes": (years + 1) * DAY_1M} for s in symbols
+    })  # fmt: skip
+    runtime, mem = _candle(symbols, {}, up, own)
+    # 10 + 2 per symbol asked 74 minutes for it; 32 new days are 1.9 MB: one minute of work.
+    assert runtime == 10 + math.ceil(32 * sizing.CANDLE_MINUTES_PER_SYMBOL) + 1
+    assert runtime < 30
+    assert mem == 2000  # tail builds: what it asked before
+
+
+def test_a_first_build_of_a_year_of_1s_candles_asks_its_memory(tmp_path):
+    # One symbol, a year of 1s candles (31.5 M rows): the stage holds its history. Measured
+    # on 1m series: ~180-206 bytes of peak RSS a row (docs/cluster.md): at least 5.7 GB.
+    index = _index({"BTCUSDT": [DAY_1S] * 365})
+    missing = tmp_path / "none.json"
+    runtime, mem = _candle(["BTCUSDT"], index, missing, missing)  # before the parse ran
+    rows = 365 * 86_400
+    assert mem >= 180 * rows / 1e6 > 2000
+    zip_mb = 365 * DAY_1S / MB  # 1.2 GB of zips
+    assert runtime == 10 + 1 + math.ceil(zip_mb / sizing.CANDLE_MB_PER_MINUTE)
+    # Once the parse ran, its figure: the same history.
+    up = _shard_report(tmp_path / "parse/0.json", {
+        "BTCUSDT": {"status": "ok", "archive_bytes": 365 * DAY_1S},
+    })  # fmt: skip
+    assert _candle(["BTCUSDT"], {}, up, missing) == (runtime, mem)
+    # Its next daily update is a tail build: one day, the floor's memory.
+    own = _shard_report(tmp_path / "gen/0.json", {
+        "BTCUSDT": {"status": "ok", "archive_bytes": 364 * DAY_1S},
+    })  # fmt: skip
+    assert _candle(["BTCUSDT"], {}, up, own) == (10 + 1 + 1, 2000)
+
+
+def test_candle_memory_counts_the_largest_symbols_built_at_once(tmp_path):
+    big, small = 1000 * MB, 10 * MB
+    own = _shard_report(tmp_path / "gen/0.json", {
+        "DONE": {"status": "ok", "archive_bytes": 5000 * MB},  # a tail build
+        "FAILED": {"status": "failed", "error": "x"},  # not completed: built whole
+    })  # fmt: skip
+    up = _shard_report(tmp_path / "parse/0.json", {
+        "DONE": {"status": "ok", "archive_bytes": 5000 * MB},
+        "FAILED": {"status": "ok", "archive_bytes": big},
+        "NEW": {"status": "ok", "archive_bytes": small},
+    })  # fmt: skip
+    symbols = ["DONE", "FAILED", "NEW"]
+    assert sizing.full_build_bytes(symbols, sizing.done_bytes(up), sizing.done_bytes(own), {}) == [
+        big,
+        small,
+    ]
+    one = 500 + 6 * 1000
+    assert _candle(symbols, {}, up, own)[1] == one
+    assert _candle(symbols, {}, up, own, at_once=2)[1] == one + 6 * 10
+    # At once on object storage with small symbols: what it asked before, 1000 per symbol more.
+    assert sizing.candle_mem_mb([small, small], at_once=4) == 2000 + 3 * 1000
+    # A retry (the previous attempt was ended, maybe for its memory) asks twice.
+    assert _candle(symbols, {}, up, own, factor=2)[1] == 2 * one
+
+
+def test_candle_requests_without_any_record(tmp_path):
+    # A first run before any listing or report (a dry run's DAG): no crash, the floor.
+    missing = tmp_path / "none.json"
+    runtime, mem = _candle(["A", "B"], {}, missing, missing)
+    assert (runtime, mem) == (11, 2000)
+    torn = tmp_path / "torn.json"
+    torn.write_text("{")
+    assert _candle(["A"], {"symbols": {"A": {}}}, torn, torn) == (11, 2000)
