@@ -124,41 +124,59 @@ CANDLE_MB_PER_MINUTE = 300
 CANDLE_MINUTES_PER_SYMBOL = 0.25  # a symbol's reads of its records, checks and writes
 # Memory: a symbol whose history is built whole (no tail build) is held in memory. Peak RSS
 # 270-280 MB at 0.53 M rows and 1,311-1,463 MB at 6.3 M rows (the runs above): 180-206 bytes
-# a row over ~180 MB, i.e. 4.5-5.2 MB of RSS per MB of kline zips; asked: 6 per MB + 500 MB.
+# a row over ~180 MB, i.e. 4.5-5.2 MB of RSS per MB of kline zips. A whole workflow run of
+# 120 days of 1s candles (504 MB of emulator zips, 10.4 M rows; two resample targets):
+# gen_kline 1,831 MB, resample 1,028 MB, features 3,034 MB, i.e. up to 6.0 MB per MB for
+# features (it holds the base and the resampled candles with their indicator columns).
+# Asked: 500 MB + 6 per MB of zips (gen_kline, resample), + 9 per MB (features).
+# A tail build (the stage completed the symbol last time) reads the new days, except the
+# features' (their indicators run over the whole series, docs/features.md): its next daily
+# update in the same run peaked at 148 MB (gen_kline) and 1,019 MB (features: 1.7 MB per MB
+# over ~180 MB); asked for features 3 per MB of the symbol's zips.
 CANDLE_MEM_BASE_MB = 500
-CANDLE_MEM_PER_ZIP_MB = 6
+CANDLE_MEM_PER_ZIP_MB = {"gen_kline": 6, "resample": 6, "features": 9}
+CANDLE_TAIL_MEM_PER_ZIP_MB = {"gen_kline": 0, "resample": 0, "features": 3}
 # What every candle job asked before (a tail build, small symbols), and per further symbol
 # it works on at the same time (object storage: ``storage.symbols_at_once``).
 CANDLE_MEM_FLOOR_MB = 2000
 CANDLE_MEM_FLOOR_PER_SYMBOL_MB = 1000
 
 
-def full_build_bytes(
+def history_bytes(
     symbols: Iterable[str],
     upstream: Mapping[str, int | None],
     done: Mapping[str, int | None],
     listed: Mapping[str, int],
-) -> list[int]:
-    """Per symbol the stage builds whole (it did not complete it last time: no tail build
-    applies), the archive bytes behind its whole history: the upstream report's figure, else
-    the listing's. Symbols it completed (a tail build) are left out."""
-    sizes = []
+) -> tuple[list[int], list[int]]:
+    """The archive bytes behind each symbol's whole history (the upstream report's figure,
+    else the listing's, else what the stage last covered), split into the symbols the stage
+    builds whole (it did not complete them last time: no tail build applies) and those it
+    completed (a tail build)."""
+    full, tail = [], []
     for symbol in symbols:
-        if symbol in done:
-            continue
         now = upstream.get(symbol)
-        sizes.append(now if now is not None else listed.get(symbol, 0))
-    return sizes
+        if now is None:
+            now = listed.get(symbol, done.get(symbol) or 0)
+        (tail if symbol in done else full).append(now)
+    return full, tail
 
 
-def candle_mem_mb(full_bytes: Iterable[int], at_once: int = 1, factor: int = 1) -> int:
-    """A candle job's ``mem_mb``: ``CANDLE_MEM_BASE_MB`` + ``CANDLE_MEM_PER_ZIP_MB`` per MB of
-    zips of the ``at_once`` largest symbols built whole (they are in memory together), at
-    least what it asked before (``CANDLE_MEM_FLOOR_MB`` + ``CANDLE_MEM_FLOOR_PER_SYMBOL_MB``
-    per further symbol at once), times ``factor`` (a retry: the previous attempt may have
-    been ended for its memory)."""
+def candle_mem_mb(
+    stage: str,
+    full_bytes: Iterable[int],
+    tail_bytes: Iterable[int] = (),
+    at_once: int = 1,
+    factor: int = 1,
+) -> int:
+    """A candle job's ``mem_mb``: ``CANDLE_MEM_BASE_MB`` + per MB of zips of the ``at_once``
+    symbols needing most (in memory together), the stage's ``CANDLE_MEM_PER_ZIP_MB`` for a
+    symbol built whole, ``CANDLE_TAIL_MEM_PER_ZIP_MB`` for a tail build; at least what it
+    asked before (``CANDLE_MEM_FLOOR_MB`` + ``CANDLE_MEM_FLOOR_PER_SYMBOL_MB`` per further
+    symbol at once), times ``factor`` (a retry: the previous attempt may have been ended for
+    its memory)."""
     at_once = max(1, at_once)
-    largest = sorted((max(0, b) for b in full_bytes), reverse=True)[:at_once]
-    need = CANDLE_MEM_BASE_MB + CANDLE_MEM_PER_ZIP_MB * sum(largest) / 1e6
+    needs = [CANDLE_MEM_PER_ZIP_MB[stage] * max(0, b) / 1e6 for b in full_bytes]
+    needs += [CANDLE_TAIL_MEM_PER_ZIP_MB[stage] * max(0, b) / 1e6 for b in tail_bytes]
+    need = CANDLE_MEM_BASE_MB + sum(sorted(needs, reverse=True)[:at_once])
     floor = CANDLE_MEM_FLOOR_MB + CANDLE_MEM_FLOOR_PER_SYMBOL_MB * (at_once - 1)
     return int(max(1, factor) * math.ceil(max(floor, need)))

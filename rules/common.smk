@@ -631,15 +631,16 @@ def candle_runtime(stage, upstream_stage):
 
 def candle_mem_mb(stage, upstream_stage):
     """Resource function: a candle shard's memory (MB, for SLURM) grows with the history of
-    the largest symbols it builds whole (no tail build: not completed by its last run), as
-    many as it works on at once (``storage.symbols_at_once``); ``sizing.candle_mem_mb``."""
+    the largest symbols it builds whole (no tail build: not completed by its last run; the
+    features' tail builds too, less), as many as it works on at once
+    (``storage.symbols_at_once``); ``sizing.candle_mem_mb``."""
     at_once = storage_settings.symbols_at_once(DATA)
 
     def mem_mb(wildcards, attempt):
         symbols, upstream, done, listed, own = shard_records(stage, upstream_stage, wildcards)
-        full = sizing.full_build_bytes(symbols, upstream, done, listed)
+        full, tail = sizing.history_bytes(symbols, upstream, done, listed)
         factor = retry_factor(stage, wildcards, own, attempt)
-        return sizing.candle_mem_mb(full, min(at_once, max(1, len(symbols))), factor)
+        return sizing.candle_mem_mb(stage, full, tail, min(at_once, max(1, len(symbols))), factor)
 
     return mem_mb
 

@@ -117,7 +117,7 @@ def test_candle_jobs_ask_for_their_new_days_and_memory_for_a_whole_history(tmp_p
     work = math.ceil(3000 / sizing.CANDLE_MB_PER_MINUTE)
     assert dry_run("gen_kline", "gen_kline_shard") == (one_symbol + work, 2000)
     # gen_kline did not complete the symbol last time: it builds its whole history, held in
-    # memory (500 MB + 6 MB per MB of zips, docs/cluster.md), and resample follows its record.
+    # memory (500 MB + 6 MB per MB of zips, docs/cluster.md).
     record = json.loads(gen.read_text())
     record["symbols"]["BTCUSDT"] = {"status": "failed", "error": "x"}
     gen.write_text(json.dumps(record))

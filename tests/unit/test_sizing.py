@@ -148,7 +148,7 @@ DAY_1M = 59_129  # an emulator 1m daily kline zip: 1,440 rows
 DAY_1S = 3_340_103  # an emulator 1s daily kline zip: 86,400 rows
 
 
-def _candle(symbols, index, upstream_report, own_report, at_once=1, factor=1):
+def _candle(symbols, index, upstream_report, own_report, at_once=1, factor=1, stage="gen_kline"):
     upstream = sizing.done_bytes(upstream_report)
     done = sizing.done_bytes(own_report)
     listed = sizing.listed_bytes(index, symbols)
@@ -160,8 +160,8 @@ def _candle(symbols, index, upstream_report, own_report, at_once=1, factor=1):
         mb_per_minute=sizing.CANDLE_MB_PER_MINUTE,
         factor=factor,
     )
-    full = sizing.full_build_bytes(symbols, upstream, done, listed)
-    return runtime, sizing.candle_mem_mb(full, at_once, factor)
+    full, tail = sizing.history_bytes(symbols, upstream, done, listed)
+    return runtime, sizing.candle_mem_mb(stage, full, tail, at_once, factor)
 
 
 def test_a_daily_update_of_a_32_symbol_shard_asks_minutes_not_an_hour(tmp_path):
@@ -203,6 +203,30 @@ def test_a_first_build_of_a_year_of_1s_candles_asks_its_memory(tmp_path):
     assert _candle(["BTCUSDT"], {}, up, own) == (10 + 1 + 1, 2000)
 
 
+def test_candle_memory_covers_the_measured_peaks_of_a_1s_first_build(tmp_path):
+    # Peak RSS measured in a workflow run of 120 days of 1s candles (504 MB of emulator
+    # zips, 10.4 M rows, two resample targets; docs/cluster.md): each request covers it
+    # with a fifth to spare, where 2000 MB did not cover features.
+    measured = {"gen_kline": 1831, "resample": 1028, "features": 3034}
+    up = _shard_report(tmp_path / "up/0.json", {
+        "BTCUSDT": {"status": "ok", "archive_bytes": 503_598_042},
+    })  # fmt: skip
+    missing = tmp_path / "none.json"
+    for stage, peak in measured.items():
+        mem = _candle(["BTCUSDT"], {}, up, missing, stage=stage)[1]
+        assert mem >= 1.2 * peak, stage
+    # Its next daily update, a tail build, one more day (508 MB): gen_kline peaked at 148
+    # MB, features at 1,019 MB (its indicators run over the whole series).
+    up = _shard_report(tmp_path / "up/0.json", {
+        "BTCUSDT": {"status": "ok", "archive_bytes": 507_794_848},
+    })  # fmt: skip
+    own = _shard_report(tmp_path / "own/0.json", {
+        "BTCUSDT": {"status": "ok", "archive_bytes": 503_598_042},
+    })  # fmt: skip
+    for stage, peak in {"gen_kline": 148, "features": 1019}.items():
+        assert _candle(["BTCUSDT"], {}, up, own, stage=stage)[1] >= 1.2 * peak, stage
+
+
 def test_candle_memory_counts_the_largest_symbols_built_at_once(tmp_path):
     big, small = 1000 * MB, 10 * MB
     own = _shard_report(tmp_path / "gen/0.json", {
@@ -215,15 +239,17 @@ def test_candle_memory_counts_the_largest_symbols_built_at_once(tmp_path):
         "NEW": {"status": "ok", "archive_bytes": small},
     })  # fmt: skip
     symbols = ["DONE", "FAILED", "NEW"]
-    assert sizing.full_build_bytes(symbols, sizing.done_bytes(up), sizing.done_bytes(own), {}) == [
-        big,
-        small,
-    ]
+    assert sizing.history_bytes(symbols, sizing.done_bytes(up), sizing.done_bytes(own), {}) == (
+        [big, small],
+        [5000 * MB],
+    )
     one = 500 + 6 * 1000
     assert _candle(symbols, {}, up, own)[1] == one
     assert _candle(symbols, {}, up, own, at_once=2)[1] == one + 6 * 10
     # At once on object storage with small symbols: what it asked before, 1000 per symbol more.
-    assert sizing.candle_mem_mb([small, small], at_once=4) == 2000 + 3 * 1000
+    assert sizing.candle_mem_mb("resample", [small, small], at_once=4) == 2000 + 3 * 1000
+    # The features' tail build holds the whole series for its indicators: 3 MB per MB.
+    assert _candle(symbols, {}, up, own, stage="features")[1] == 500 + 3 * 5000
     # A retry (the previous attempt was ended, maybe for its memory) asks twice.
     assert _candle(symbols, {}, up, own, factor=2)[1] == 2 * one
 
