@@ -484,7 +484,10 @@ def _add_storage_arguments(parser, what: str) -> None:
     )
     s3.add_argument(
         "--endpoint-url",
-        help="S3 endpoint of a self-hosted store, e.g. http://127.0.0.1:8333 (default: AWS)",
+        help=(
+            "S3 endpoint of a self-hosted store, e.g. http://127.0.0.1:8333 (default: "
+            "AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS)"
+        ),
     )
     s3.add_argument(
         "--region", help="S3 region (default: AWS_DEFAULT_REGION / profile / us-east-1)"

@@ -248,7 +248,8 @@ def unusable_folder(exc: OSError, data_dir: str, run_dir: str) -> str:
     if storage.is_remote(data_dir) and isinstance(exc, storage.StorageError):
         return (
             f"invalid configuration:\n  config key 'data_dir': {data_dir} cannot be used: "
-            f"{exc} (check the bucket, storage.endpoint_url, storage.addressing_style and "
+            f"{exc} (check the bucket, storage.endpoint_url (or AWS_ENDPOINT_URL_S3 / "
+            "AWS_ENDPOINT_URL), storage.addressing_style and "
             "the credentials; docs/storage.md)"
         )
     path = str(exc.filename) if getattr(exc, "filename", None) else ""

@@ -239,28 +239,70 @@ def join(base, *parts: str) -> Path | ObjectPath:
     return data_path(base).joinpath(*parts)
 
 
+# The AWS SDKs' and CLI's standard variables for a non-AWS endpoint, most specific first
+# (the service-specific one wins); AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true turns both off.
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def _environment_endpoint() -> tuple[str, str] | None:
+    """``(variable, url)`` of the first endpoint variable set (and not empty), or None."""
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true":
+        return None
+    for var in ENDPOINT_VARIABLES:
+        url = os.environ.get(var, "").strip()
+        if url:
+            if "://" not in url:
+                raise StorageError(
+                    f"{var}={url!r}: not an endpoint URL (expected http(s)://host[:port])"
+                )
+            return var, url.rstrip("/")
+    return None
+
+
+def _is_ip_host(url: str) -> bool:
+    import ipaddress
+
+    host = url.partition("://")[2].split("/", 1)[0]
+    host = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def s3_endpoint() -> dict[str, Any]:
     """The S3 connection settings every client of this process uses (the pyarrow file
-    system here, the lease's conditional requests): ``endpoint_url`` (None: AWS),
-    ``region`` (None: the AWS chain decides; a self-hosted endpoint gets us-east-1, which
-    such stores ignore, to spare a lookup) and ``addressing_style``. Credentials are not
-    part of it: each client takes them from the AWS default chain."""
+    system here, the lease's conditional requests): ``endpoint_url``, ``region`` (None: the
+    AWS chain decides; a self-hosted endpoint gets us-east-1, which such stores ignore, to
+    spare a lookup) and ``addressing_style``. Credentials are not part of it: each client
+    takes them from the AWS default chain.
+
+    The endpoint, as the AWS SDKs choose it: the config key ``storage.endpoint_url``, else
+    ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL`` (read at each call: a reader used
+    without :func:`configure` honours them too), else AWS. An endpoint whose host is an IP
+    address is addressed by path: a bucket cannot be a sub-domain of an address."""
     endpoint = _SETTINGS["endpoint_url"]
+    if not endpoint:
+        found = _environment_endpoint()
+        endpoint = found[1] if found else None
     region = _SETTINGS["region"] or ("us-east-1" if endpoint else None)
-    return {
-        "endpoint_url": endpoint,
-        "region": region,
-        "addressing_style": _SETTINGS["addressing_style"],
-    }
+    style = _SETTINGS["addressing_style"]
+    if endpoint and _is_ip_host(endpoint):
+        style = "path"
+    return {"endpoint_url": endpoint, "region": region, "addressing_style": style}
+
+
+_S3_ENDPOINT: dict[str, Any] | None = None  # the s3_endpoint() _S3 was made with
 
 
 def _s3() -> pafs.FileSystem:
-    global _S3
+    global _S3, _S3_ENDPOINT
+    endpoint = s3_endpoint()
     with _S3_LOCK:
-        if _S3 is None:
+        if _S3 is None or _S3_ENDPOINT != endpoint:
             import pyarrow.fs as pafs
 
-            endpoint = s3_endpoint()
             opts: dict[str, Any] = {}
             if endpoint["endpoint_url"]:
                 scheme, _, host = endpoint["endpoint_url"].partition("://")
@@ -272,6 +314,7 @@ def _s3() -> pafs.FileSystem:
             # Delayed open: a small object is one PutObject at close instead of a multipart
             # upload (three requests); errors still surface at the explicit close in _put.
             _S3 = pafs.S3FileSystem(allow_delayed_open=True, **opts)
+            _S3_ENDPOINT = endpoint
         return _S3
 
 

@@ -1,0 +1,106 @@
+"""The AWS SDKs' endpoint variables (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``) choose the
+S3 endpoint when the config has no ``storage.endpoint_url``, on SeaweedFS. Before, they were
+not read: the requests went to amazonaws.com."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from crypto_lakehouse import storage
+
+REPO = Path(__file__).resolve().parents[2]
+DEAD = "http://127.0.0.1:9"  # nothing listens there
+
+
+@pytest.fixture
+def endpoint_env(monkeypatch):
+    for var in (*storage.ENDPOINT_VARIABLES, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
+        monkeypatch.delenv(var, raising=False)
+    storage.configure(None)
+    yield monkeypatch
+    storage.configure(None)
+
+
+def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A fresh process that never calls storage.configure (a user's notebook or script)."""
+    full = {k: v for k, v in os.environ.items() if k not in storage.ENDPOINT_VARIABLES}
+    full.update(env, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "emulator")]))
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("var", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"])
+def test_an_endpoint_variable_alone_reaches_the_store(seaweed, seaweed_bucket, var):
+    """No config and no configure(): writes, reads, the lease's conditional requests
+    (botocore) and a reader of crypto_lakehouse.loading all go to the variable's endpoint
+    (an IP address: path-style addressing without being told)."""
+    root = f"s3://{seaweed_bucket}/endpoint-env-{var.lower()}"
+    done = _run(
+        f"""
+        from crypto_lakehouse import loading, storage
+        storage.write_bytes("{root}/x.bin", b"abc")
+        print("read", storage.read_bytes("{root}/x.bin"))
+        print("conditional", tuple(storage.conditional_support("{root}/probe.json")))
+        try:
+            loading.load_klines("{root}/nothing-here", "um_futures", "BTCUSDT", "1m")
+        except loading.DataNotFoundError as exc:
+            print("reader", exc)
+        """,
+        {**seaweed.env, var: seaweed.endpoint_url},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "read b'abc'" in done.stdout
+    assert "conditional (True, True)" in done.stdout
+    # The reader listed the bucket: it exists, the prefix holds nothing.
+    assert "reader no lakehouse data in" in done.stdout
+    assert "no object below it" in done.stdout
+    assert "amazonaws" not in done.stdout + done.stderr
+
+
+def test_precedence_config_then_s3_variable_then_general_variable(seaweed, s3_root, endpoint_env):
+    storage.configure(None)
+    endpoint_env.setenv("AWS_ENDPOINT_URL", DEAD)
+    endpoint_env.setenv("AWS_ENDPOINT_URL_S3", seaweed.endpoint_url)
+    storage.write_bytes(f"{s3_root}/a", b"a")  # the service-specific variable wins
+    assert storage.s3_endpoint()["endpoint_url"] == seaweed.endpoint_url
+
+    endpoint_env.setenv("AWS_ENDPOINT_URL", seaweed.endpoint_url)
+    endpoint_env.setenv("AWS_ENDPOINT_URL_S3", DEAD)
+    with pytest.raises(OSError):
+        storage.write_bytes(f"{s3_root}/b", b"b")  # ... also over a working general one
+
+    storage.configure({"endpoint_url": seaweed.endpoint_url})  # the config key wins
+    endpoint_env.setenv("AWS_ENDPOINT_URL", DEAD)
+    storage.write_bytes(f"{s3_root}/c", b"c")
+    assert storage.read_bytes(f"{s3_root}/c") == b"c"
+
+    storage.configure({"endpoint_url": DEAD, "addressing_style": "path"})
+    endpoint_env.setenv("AWS_ENDPOINT_URL_S3", seaweed.endpoint_url)
+    with pytest.raises(OSError):
+        storage.write_bytes(f"{s3_root}/d", b"d")
+
+
+def test_ignore_variable_and_malformed_url(endpoint_env):
+    endpoint_env.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333/")
+    assert storage.s3_endpoint() == {
+        "endpoint_url": "http://127.0.0.1:8333",
+        "region": "us-east-1",
+        "addressing_style": "path",
+    }
+    endpoint_env.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert storage.s3_endpoint()["endpoint_url"] is None
+    endpoint_env.delenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+    endpoint_env.setenv("AWS_ENDPOINT_URL_S3", "store.example:9000")
+    with pytest.raises(storage.StorageError, match="AWS_ENDPOINT_URL_S3='store.example:9000'"):
+        storage.s3_endpoint()
+    # A host name keeps the configured addressing (virtual by default), as the SDKs do.
+    endpoint_env.setenv("AWS_ENDPOINT_URL_S3", "https://store.example:9000")
+    assert storage.s3_endpoint()["addressing_style"] == "virtual"
