@@ -73,6 +73,14 @@ def configure_logging(log_file: str | Path | None, level: int = logging.INFO) ->
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
 
     def _excepthook(exc_type, exc, tb):
+        if issubclass(exc_type, KeyboardInterrupt):
+            # Ctrl-C (SIGINT): one line, not the traceback of wherever the job was. The
+            # process still ends by SIGINT afterwards (Python re-raises it at exit), so the
+            # workflow names the job "interrupted (SIGINT)" as before.
+            logging.getLogger("crypto_lakehouse").error(
+                "interrupted (SIGINT): stopped; what the job had not finished, the next run does"
+            )
+            return
         logging.getLogger("crypto_lakehouse").error(
             "uncaught exception", exc_info=(exc_type, exc, tb)
         )

@@ -362,9 +362,18 @@ class _FileBatches:
         done = self._executor.submit(_run_batch, batch)
         self._running.add(done)
         done.add_done_callback(self._running.discard)
-        done.add_done_callback(
-            lambda d: self._loop.call_soon_threadsafe(_settle, batch, d.result())
-        )
+        done.add_done_callback(lambda d: self._deliver(batch, d))
+
+    def _deliver(self, batch: list, done) -> None:
+        """On the file thread: hand a batch's results to the loop; if the loop is already
+        closed (nothing awaits them any more), drop its temporary zips here."""
+        results = done.result()
+        try:
+            self._loop.call_soon_threadsafe(_settle, batch, results)
+        except RuntimeError:  # the loop is closed
+            for ok, value in results:
+                if ok and isinstance(value, _TempZip):
+                    value.__exit__(RuntimeError, RuntimeError("abandoned"), None)
 
     async def drain(self) -> None:
         """Wait until every queued call has run (the threads outlive the job's loop)."""
@@ -825,17 +834,40 @@ async def _download(net: JobNetwork, syncer, work, listing, outcomes, progress) 
 
     syncer.downloader = net.downloader
     syncer.files = _FileBatches(loop, _file_threads())
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(work), net.slots_total))]
     try:
-        tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(work), net.slots_total))]
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
-            task.result()  # re-raises the first failure (Unreachable, disk errors)
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # the first failure (Unreachable, disk errors)
     finally:
-        await syncer.files.drain()
+        # Also when this symbol is cancelled (Ctrl-C: asyncio.Runner cancels the job's
+        # task): asyncio.wait does not cancel the workers it waits for. Left running, they
+        # went on fetching (and retrying on the closed session) after the job's network
+        # closed, and queued commits after the drain below: their thread batches ended on
+        # the closed loop ("RuntimeError: Event loop is closed" in the log) and the exit
+        # waited for them. Now they stop here, and the drain waits for the commits already
+        # handed to the file threads: each is whole (zip, then its marker) or not started.
+        for task in tasks:
+            task.cancel()
+        await _settled(tasks)
+        await _settled([asyncio.ensure_future(syncer.files.drain())])
         syncer.downloader = syncer.files = None
+
+
+async def _settled(tasks: list) -> None:
+    """Wait until ``tasks`` have ended (their errors are the caller's business), even if
+    this coroutine is cancelled meanwhile (a second Ctrl-C): cleanup is not cut short."""
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            pass
+        pending = [t for t in pending if not t.done()]
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" at exit
 
 
 def _still_quarantined(recorded: dict | None, listing: dict, key: str) -> bool:
