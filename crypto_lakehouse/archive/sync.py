@@ -850,24 +850,30 @@ async def _download(net: JobNetwork, syncer, work, listing, outcomes, progress) 
         # handed to the file threads: each is whole (zip, then its marker) or not started.
         for task in tasks:
             task.cancel()
-        await _settled(tasks)
-        await _settled([asyncio.ensure_future(syncer.files.drain())])
-        syncer.downloader = syncer.files = None
+        try:
+            await _settled(tasks)
+        finally:
+            await _settled([asyncio.ensure_future(syncer.files.drain())])
+            syncer.downloader = syncer.files = None
 
 
 async def _settled(tasks: list) -> None:
     """Wait until ``tasks`` have ended (their errors are the caller's business), even if
-    this coroutine is cancelled meanwhile (a second Ctrl-C): cleanup is not cut short."""
+    this coroutine is cancelled meanwhile (a second Ctrl-C): cleanup is not cut short, and
+    the cancellation is raised once they have ended."""
     pending = [t for t in tasks if not t.done()]
+    cancelled = False
     while pending:
         try:
             await asyncio.wait(pending)
         except asyncio.CancelledError:
-            pass
+            cancelled = True
         pending = [t for t in pending if not t.done()]
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved: no "exception was never retrieved" at exit
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _still_quarantined(recorded: dict | None, listing: dict, key: str) -> bool:

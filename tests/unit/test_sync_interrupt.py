@@ -133,3 +133,36 @@ def test_ctrl_c_stops_a_download_job_on_s3_promptly_and_cleanly(
         for p in storage.list_files(markers, recursive=True, suffix=".verified")
     }
     assert got == set(keys)
+
+
+def test_a_second_ctrl_c_during_the_cleanup_waits_for_it_then_is_raised():
+    """``sync._settled``: the workers' cleanup is not cut short by another cancellation
+    (a second Ctrl-C), which is raised once they have ended."""
+    import asyncio
+
+    import pytest
+
+    from crypto_lakehouse.archive.sync import _settled
+
+    ended = []
+
+    async def worker():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # its cleanup (a commit being drained, say)
+            ended.append(True)
+            raise
+
+    async def main():
+        task = asyncio.ensure_future(worker())
+        await asyncio.sleep(0)
+        task.cancel()
+        cleanup = asyncio.ensure_future(_settled([task]))
+        await asyncio.sleep(0.01)
+        cleanup.cancel()  # the second Ctrl-C
+        with pytest.raises(asyncio.CancelledError):
+            await cleanup
+        assert task.done() and ended == [True]
+
+    asyncio.run(main())
