@@ -188,6 +188,25 @@ def _reports(run_dir: Path) -> int:
     return len(list(folder.rglob("*.json"))) if folder.is_dir() else 0
 
 
+def test_pipeline_with_the_endpoint_only_in_aws_endpoint_url_s3(
+    tmp_path, scenario, seaweed, s3_root
+):
+    """No ``storage`` block in the config: the endpoint comes from the AWS SDKs' variable, in
+    the main process (the lease) and in every job (docs/storage.md). Before, the requests
+    went to amazonaws.com and the run stopped at its start."""
+    emu, expected, _local_data = scenario
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(h.config_for(emu.base_url, s3_root)))
+    env = {**_env(seaweed), "AWS_ENDPOINT_URL_S3": seaweed.endpoint_url}
+    env.pop("AWS_ENDPOINT_URL", None)
+    proc = _run(tmp_path, config, env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    run_dir = tmp_path / layout.default_run_dir(s3_root)
+    got = _local_snapshot(_assemble(seaweed, s3_root, run_dir, tmp_path / "got"))
+    assert sorted(set(expected) ^ set(got)) == []
+    assert h.differences(expected, got) == []
+
+
 def test_cpu_jobs_on_nodes_without_the_run_directory_equal_the_local_run(
     tmp_path, scenario, seaweed, s3_root
 ):
