@@ -4,14 +4,12 @@ file threads, nothing a later run takes as complete, and a rerun completes."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import zipfile
 from datetime import date
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from crypto_lakehouse import storage
 from crypto_lakehouse.archive.listing import run_listing
 from crypto_lakehouse.archive.sync import run_sync_shard
 from tests.latency_proxy import LatencyProxy
+from tests.unit.test_sync_shard import _mirror as sync_shard_mirror
 
 REPO = Path(__file__).resolve().parents[2]
 SYMBOLS = ["AAAUSDT", "BBBUSDT"]
@@ -28,19 +27,9 @@ DAYS = 120
 
 
 def _mirror(root: Path) -> list[str]:
-    keys = []
-    for n, symbol in enumerate(SYMBOLS):
-        for i in range(DAYS):
-            day = date.fromordinal(date(2024, 1, 1).toordinal() + i).isoformat()
-            key = f"data/spot/daily/klines/{symbol}/1m/{symbol}-1m-{day}.zip"
-            path = root / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(path, "w") as zf:
-                zf.writestr(path.name[:-4] + ".csv", f"{symbol},{day},{n}\n" * 2000)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            (root / f"{key}.CHECKSUM").write_text(f"{digest}  {path.name}\n")
-            keys.append(key)
-    return keys
+    """2 symbols × 120 days of 2,000-line zips: enough for a SIGINT to land mid-download."""
+    by_symbol = sync_shard_mirror(root, DAYS, symbols=SYMBOLS, first=date(2024, 1, 1), rows=2000)
+    return [key for symbol in SYMBOLS for key in by_symbol[symbol]]
 
 
 def _job(emu, tmp: Path, data_dir: str, endpoint_url: str) -> dict:

@@ -25,17 +25,20 @@ def fast_backoff(monkeypatch):
     monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.001)
 
 
-def _mirror(root: Path, days: int) -> dict[str, list[str]]:
-    """Daily spot 1m zips (one CSV member each) with ``sha256sum``-style CHECKSUMs."""
+def _mirror(
+    root: Path, days: int, symbols=SYMBOLS, first=date(2024, 3, 1), rows: int = 50
+) -> dict[str, list[str]]:
+    """Daily spot 1m zips (one CSV member of ``rows`` lines each) with ``sha256sum``-style
+    CHECKSUMs, ``days`` days from ``first``."""
     keys: dict[str, list[str]] = {}
-    for n, symbol in enumerate(SYMBOLS):
+    for n, symbol in enumerate(symbols):
         for i in range(days):
-            day = date.fromordinal(date(2024, 3, 1).toordinal() + i).isoformat()
+            day = date.fromordinal(first.toordinal() + i).isoformat()
             key = f"data/spot/daily/klines/{symbol}/1m/{symbol}-1m-{day}.zip"
             path = root / key
             path.parent.mkdir(parents=True, exist_ok=True)
             with zipfile.ZipFile(path, "w") as zf:
-                zf.writestr(path.name[:-4] + ".csv", f"{symbol},{day},{n}\n" * 50)
+                zf.writestr(path.name[:-4] + ".csv", f"{symbol},{day},{n}\n" * rows)
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             (root / f"{key}.CHECKSUM").write_text(f"{digest}  {path.name}\n")
             keys.setdefault(symbol, []).append(key)
