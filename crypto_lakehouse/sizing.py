@@ -96,6 +96,14 @@ def unfinished_attempt(log_path: str | Path, shard_report: str | Path) -> bool:
     return log_written and not os.path.exists(shard_report)  # seam: run directory
 
 
+def retry_factor(attempt: int, unfinished: bool) -> int:
+    """How many times its estimate a shard job asks: Snakemake's ``attempt`` (``--retries``),
+    at least ``UNFINISHED_FACTOR`` when its previous attempt started and did not finish. The
+    larger of the two, never their product, and always times the estimate, never times a
+    previous request: a job ended again and again asks twice its estimate each time."""
+    return max(1, attempt, UNFINISHED_FACTOR if unfinished else 1)
+
+
 def runtime_minutes(
     n_symbols: int,
     minutes_per_symbol: float,
@@ -103,12 +111,17 @@ def runtime_minutes(
     *,
     mb_per_minute: float = ARCHIVE_MB_PER_MINUTE,
     factor: int = 1,
+    cap: int | None = None,
 ) -> int:
     """The job's SLURM runtime in minutes: ``BASE_MINUTES`` + ``minutes_per_symbol`` per
     symbol + one minute per ``mb_per_minute`` MB of archives to work through, times
-    ``factor`` (a retry: Snakemake's attempt, or ``UNFINISHED_FACTOR``)."""
+    ``factor`` (a retry: Snakemake's attempt, or ``UNFINISHED_FACTOR``), at most ``cap``
+    (config ``cluster.max_runtime_minutes``: the partition's MaxTime; None: no cap). A
+    request above the partition's MaxTime is refused by sbatch; a clamped one runs, and
+    SLURM may end it at the cap (docs/cluster.md: give the shard fewer symbols)."""
     work = math.ceil(archive_bytes / 1e6 / mb_per_minute) if archive_bytes > 0 else 0
-    return int(max(1, factor) * math.ceil(BASE_MINUTES + minutes_per_symbol * n_symbols + work))
+    minutes = int(max(1, factor) * math.ceil(BASE_MINUTES + minutes_per_symbol * n_symbols + work))
+    return min(minutes, max(1, cap)) if cap else minutes
 
 
 # The candle stages (gen_kline, resample, features) read a symbol's parsed candles, which

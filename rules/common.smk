@@ -611,7 +611,12 @@ def archive_runtime(
         pending = sizing.pending_bytes(symbols, upstream, done, listed)
         factor = retry_factor(stage, wildcards, own, attempt)
         return sizing.runtime_minutes(
-            len(symbols), minutes_per_symbol, pending, mb_per_minute=mb_per_minute, factor=factor
+            len(symbols),
+            minutes_per_symbol,
+            pending,
+            mb_per_minute=mb_per_minute,
+            factor=factor,
+            cap=config["cluster"]["max_runtime_minutes"],
         )
 
     return runtime
@@ -646,14 +651,14 @@ def candle_mem_mb(stage, upstream_stage):
 
 
 def retry_factor(stage, wildcards, tag, attempt):
-    """How many times its estimate a shard job asks: Snakemake's ``attempt`` (``--retries``),
-    and at least ``sizing.UNFINISHED_FACTOR`` when its previous attempt started and did not
-    finish (its log without its shard report: SLURM ended it past its time limit)."""
+    """``sizing.retry_factor``: Snakemake's ``attempt`` (``--retries``), at least
+    ``sizing.UNFINISHED_FACTOR`` when the job's previous attempt started and did not finish
+    (its log without its shard report: SLURM ended it past its time limit)."""
     tt, shard = wildcards.trade_type, wildcards.shard
     unfinished = sizing.unfinished_attempt(
         layout.shard_log_path(LH, stage, tt, tag, shard), shard_report_path(stage, tt, tag, shard)
     )
-    return max(attempt, sizing.UNFINISHED_FACTOR if unfinished else 1)
+    return sizing.retry_factor(attempt, unfinished)
 
 
 def wildcard_tag(wildcards):

@@ -66,6 +66,10 @@ def test_a_tick_parse_asks_for_its_archive_bytes_and_more_after_an_unfinished_at
     report.unlink()
     want = one_symbol + math.ceil((held + 3_000_000_000) / 1e6 / sizing.ARCHIVE_MB_PER_MINUTE)
     assert dry_run() == sizing.UNFINISHED_FACTOR * want
+    # A partition whose MaxTime is below that (config cluster.max_runtime_minutes): the job
+    # asks the maximum instead of a request sbatch would refuse, and is still planned.
+    config["cluster"] = {"max_runtime_minutes": want + 1}
+    assert dry_run() == want + 1
 
 
 def _asked(out: str, log_name: str) -> tuple[int, int]:

@@ -141,6 +141,45 @@ def test_a_job_whose_previous_attempt_did_not_finish_asks_twice(tmp_path):
     assert sizing.runtime_minutes(3, 2) == 16  # no archive work: 10 + 2 per symbol
 
 
+def test_a_request_is_clamped_to_the_configured_maximum_and_the_job_still_runs():
+    # Ten years of BTCUSDT trades to parse, 600 GB: 10 + 2 + 2000 minutes, above a 1-day
+    # partition MaxTime; after an unfinished attempt twice that.
+    estimate = 10 + 2 + 600_000 // sizing.ARCHIVE_MB_PER_MINUTE
+    assert sizing.runtime_minutes(1, 2, 600_000 * MB) == estimate
+    assert sizing.runtime_minutes(1, 2, 600_000 * MB, cap=1440) == 1440
+    assert sizing.runtime_minutes(1, 2, 600_000 * MB, factor=2, cap=1440) == 1440
+    assert sizing.runtime_minutes(1, 2, 600_000 * MB, factor=2, cap=None) == 2 * estimate
+    # Below the cap nothing changes, the 2x included.
+    assert sizing.runtime_minutes(3, 2, 900 * MB, factor=2, cap=1440) == 2 * (10 + 6 + 3)
+    # A cap below the fixed part still gives a request (never 0, never an error).
+    assert sizing.runtime_minutes(3, 2, cap=5) == 5
+
+
+def test_the_cap_is_a_config_key_with_a_default():
+    from pathlib import Path
+
+    from crypto_lakehouse.configuration import fill_defaults, load_schema
+
+    schema = load_schema(Path(sizing.__file__).parents[1] / "config/config.schema.yaml")
+    config = {}
+    fill_defaults(config, schema)  # in place; a full config's other keys have defaults too
+    cap = config["cluster"]["max_runtime_minutes"]
+    assert isinstance(cap, int) and cap >= 60
+    assert sizing.runtime_minutes(1, 2, 600_000 * MB, cap=cap) == cap
+    described = schema["properties"]["cluster"]["properties"]["max_runtime_minutes"]
+    assert "MaxTime" in described["description"]
+
+
+def test_retries_ask_the_larger_factor_not_the_product():
+    # An unfinished previous attempt: twice the estimate; Snakemake's --retries: attempt times.
+    assert sizing.retry_factor(1, unfinished=False) == 1
+    assert sizing.retry_factor(1, unfinished=True) == sizing.UNFINISHED_FACTOR == 2
+    assert sizing.retry_factor(2, unfinished=True) == 2  # not 4
+    assert sizing.retry_factor(3, unfinished=True) == 3  # not 6
+    assert sizing.retry_factor(3, unfinished=False) == 3
+    assert sizing.retry_factor(0, unfinished=False) == 1
+
+
 # ---------------------------------------------------------------- candle stages
 # What the rules' candle_runtime and candle_mem_mb compute for gen_kline (upstream: the
 # parse's shard report of the klines), resample and features (upstream: gen_kline's).
