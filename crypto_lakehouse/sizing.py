@@ -66,25 +66,65 @@ def listed_bytes(index: Mapping, symbols: Iterable[str]) -> dict[str, int]:
     return found
 
 
+def pending_by_symbol(
+    symbols: Iterable[str],
+    upstream: Mapping[str, int | None],
+    done: Mapping[str, int | None],
+    listed: Mapping[str, int],
+) -> list[int]:
+    """Archive bytes each of the shard's symbols has still to be worked through (in the
+    order of ``symbols``): the bytes upstream holds now (its shard report's figure; before
+    it ran, or from a version without the figure, the listing's) less those this stage
+    covered when it last completed the symbol (``done``; none when it did not complete it:
+    everything is to do)."""
+    pending = []
+    for symbol in symbols:
+        if symbol in done and done[symbol] is None:
+            pending.append(0)  # completed by a version without the figure: as before
+            continue
+        now = upstream.get(symbol)
+        if now is None:
+            now = listed.get(symbol, 0)
+        pending.append(max(0, now - (done.get(symbol) or 0)))
+    return pending
+
+
 def pending_bytes(
     symbols: Iterable[str],
     upstream: Mapping[str, int | None],
     done: Mapping[str, int | None],
     listed: Mapping[str, int],
 ) -> int:
-    """Archive bytes the shard's symbols have still to be worked through: per symbol, the
-    bytes upstream holds now (its shard report's figure; before it ran, or from a version
-    without the figure, the listing's) less those this stage covered when it last completed
-    the symbol (``done``; none when it did not complete it: everything is to do)."""
-    total = 0
-    for symbol in symbols:
-        if symbol in done and done[symbol] is None:
-            continue  # completed by a version without the figure: as before, nothing counted
-        now = upstream.get(symbol)
-        if now is None:
-            now = listed.get(symbol, 0)
-        total += max(0, now - (done.get(symbol) or 0))
-    return total
+    """Archive bytes the shard's symbols have still to be worked through: the sum of
+    ``pending_by_symbol``."""
+    return sum(pending_by_symbol(symbols, upstream, done, listed))
+
+
+# Memory of the klines parse (aws_parse_klines): its peak grows with the kline zip bytes a
+# symbol has still to parse. /usr/bin/time -v of the job's script, one spot symbol of 1s
+# emulator klines from 2025-01-01, first build, 2026-12-07 on the 2-core development
+# machine: 30 days (126 MB of zips) 1,078 MB, 60 days (252 MB) 1,304 MB, 120 days (504 MB)
+# 1,558 MB: ~900 MB plus 1.0-1.8 MB per MB of zips. Asked: 1000 MB + 2 per MB of the zips
+# still to parse of each symbol worked on at once, at least what it asked before (2000 MB,
+# + 1000 per further symbol at once).
+PARSE_KLINES_MEM_BASE_MB = 1000
+PARSE_KLINES_MEM_PER_ZIP_MB = 2
+PARSE_KLINES_MEM_FLOOR_MB = 2000
+PARSE_KLINES_MEM_FLOOR_PER_SYMBOL_MB = 1000
+
+
+def parse_klines_mem_mb(pending: Iterable[int], at_once: int = 1, factor: int = 1) -> int:
+    """The klines parse job's ``mem_mb``: per symbol of the ``at_once`` with the most kline
+    zip bytes still to parse (``pending_by_symbol``; in memory together),
+    ``PARSE_KLINES_MEM_BASE_MB`` + ``PARSE_KLINES_MEM_PER_ZIP_MB`` per MB of them; at least
+    what it asked before (``PARSE_KLINES_MEM_FLOOR_MB`` + ``..._PER_SYMBOL_MB`` per further
+    symbol at once); times ``factor`` (a retry: the previous attempt may have been ended
+    for its memory)."""
+    at_once = max(1, at_once)
+    largest = sorted((max(0, b) for b in pending), reverse=True)[:at_once]
+    need = sum(PARSE_KLINES_MEM_BASE_MB + PARSE_KLINES_MEM_PER_ZIP_MB * b / 1e6 for b in largest)
+    floor = PARSE_KLINES_MEM_FLOOR_MB + PARSE_KLINES_MEM_FLOOR_PER_SYMBOL_MB * (at_once - 1)
+    return int(max(1, factor) * math.ceil(max(floor, need)))
 
 
 def unfinished_attempt(log_path: str | Path, shard_report: str | Path) -> bool:

@@ -16,7 +16,7 @@ rule aws_parse_klines:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=shard_mem_mb(2000),
+        mem_mb=parse_klines_mem_mb(),
         runtime=archive_runtime(2, "aws_parse", "aws_download"),
     params:
         job=shard_job_json(get_parse_args),

@@ -301,3 +301,54 @@ def test_candle_requests_without_any_record(tmp_path):
     torn = tmp_path / "torn.json"
     torn.write_text("{")
     assert _candle(["A"], {"symbols": {"A": {}}}, torn, torn) == (11, 2000)
+
+
+# ---------------------------------------------------------------- klines parse memory
+# Peak RSS of the klines parse (/usr/bin/time -v of scripts/aws_parse_klines.py), one spot
+# symbol of 1s emulator klines, first build, 2026-12-07: zip bytes -> peak MB.
+PARSE_PEAKS = {125_925_477: 1078, 251_838_227: 1304, 503_657_759: 1558}
+
+
+def _parse_mem(symbols, index, upstream_report, own_report, at_once=1, factor=1):
+    """What the rules' parse_klines_mem_mb computes, step by step."""
+    upstream = sizing.done_bytes(upstream_report)
+    done = sizing.done_bytes(own_report)
+    listed = sizing.listed_bytes(index, symbols)
+    pending = sizing.pending_by_symbol(symbols, upstream, done, listed)
+    assert sum(pending) == sizing.pending_bytes(symbols, upstream, done, listed)
+    return sizing.parse_klines_mem_mb(pending, at_once, factor)
+
+
+def test_the_klines_parse_asks_memory_for_the_zips_it_has_still_to_parse(tmp_path):
+    year = [DAY_1S] * 365  # a year of 1s: 1.2 GB of zips
+    index = _index({"BTCUSDT": year, "ETHUSDT": [DAY_1S]})
+    download = tmp_path / "aws_download/0.json"
+    own = tmp_path / "aws_parse/0.json"
+    # Before any run (the listing's bytes): the year, 2 MB per MB over 1000 MB; the fixed
+    # 2000 MB of before would not hold a peak measured at 1,558 MB for a third of it.
+    asked = _parse_mem(["BTCUSDT", "ETHUSDT"], index, download, own)
+    assert asked == math.ceil(1000 + 2 * sum(year) / 1e6) > 3000
+    # Both completed; the download holds one more day of each: the floor of before.
+    _shard_report(download, {
+        "BTCUSDT": {"status": "ok", "archive_bytes": sum(year) + DAY_1S},
+        "ETHUSDT": {"status": "ok", "archive_bytes": 2 * DAY_1S},
+    })  # fmt: skip
+    _shard_report(own, {
+        "BTCUSDT": {"status": "ok", "archive_bytes": sum(year)},
+        "ETHUSDT": {"status": "ok", "archive_bytes": DAY_1S},
+    })  # fmt: skip
+    assert _parse_mem(["BTCUSDT", "ETHUSDT"], index, download, own) == 2000
+    # On object storage, two symbols at once: both, and at least 2000 + 1000.
+    assert _parse_mem(["BTCUSDT", "ETHUSDT"], index, download, own, at_once=2) == 3000
+    assert _parse_mem(["BTCUSDT", "ETHUSDT"], index, download, tmp_path / "no.json", 2) == (
+        math.ceil(2000 + 2 * (sum(year) + DAY_1S + 2 * DAY_1S) / 1e6)
+    )
+    # After an unfinished attempt (maybe ended for its memory): twice.
+    assert _parse_mem(["BTCUSDT"], index, download, tmp_path / "no.json", factor=2) == 2 * (
+        math.ceil(1000 + 2 * (sum(year) + DAY_1S) / 1e6)
+    )
+
+
+def test_the_klines_parse_memory_covers_its_measured_peaks():
+    for zip_bytes, peak in PARSE_PEAKS.items():
+        assert sizing.parse_klines_mem_mb([zip_bytes]) >= 1.2 * peak
