@@ -16,10 +16,10 @@ from pathlib import Path
 from crypto_lakehouse_emulator import Faults
 
 from crypto_lakehouse import storage
-from crypto_lakehouse.archive.listing import run_listing
 from crypto_lakehouse.archive.sync import run_sync_shard
 from tests.latency_proxy import LatencyProxy
 from tests.unit.test_sync_shard import _mirror as sync_shard_mirror
+from tests.unit.test_sync_shard import list_spot_klines
 
 REPO = Path(__file__).resolve().parents[2]
 SYMBOLS = ["AAAUSDT", "BBBUSDT"]
@@ -33,12 +33,7 @@ def _mirror(root: Path) -> list[str]:
 
 
 def _job(emu, tmp: Path, data_dir: str, endpoint_url: str) -> dict:
-    details = tmp / "listing" / "klines-1m"
-    run_listing(
-        trade_type="spot", dataset="klines", interval="1m", symbols=list(SYMBOLS),
-        listing_url=emu.base_url, out_index=tmp / "listing" / "klines-1m.json",
-        details_dir=details, concurrency=2, timeout_s=5, max_retries=2,
-    )  # fmt: skip
+    details = list_spot_klines(emu, tmp, SYMBOLS)
     return dict(
         symbols=list(SYMBOLS), shard_report=str(tmp / "shard.json"),
         symbol_paths={

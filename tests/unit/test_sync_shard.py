@@ -45,13 +45,20 @@ def _mirror(
     return keys
 
 
-def _shard(emu, tmp: Path, concurrency: int, symbols=SYMBOLS):
+def list_spot_klines(emu, tmp: Path, symbols) -> Path:
+    """List the emulator's spot 1m klines of ``symbols`` into ``tmp/listing``: the
+    listing details folder a download shard reads."""
     details = tmp / "listing" / "klines-1m"
     run_listing(
-        trade_type="spot", dataset="klines", interval="1m", symbols=list(SYMBOLS),
+        trade_type="spot", dataset="klines", interval="1m", symbols=list(symbols),
         listing_url=emu.base_url, out_index=tmp / "listing" / "klines-1m.json",
         details_dir=details, concurrency=2, timeout_s=5, max_retries=2,
     )  # fmt: skip
+    return details
+
+
+def _shard(emu, tmp: Path, concurrency: int, symbols=SYMBOLS):
+    details = list_spot_klines(emu, tmp, SYMBOLS)
     emu.reset_counts()
     reports = tmp / "reports" / "aws_download" / "spot" / "klines-1m"
     args = dict(
