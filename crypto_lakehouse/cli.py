@@ -198,10 +198,59 @@ def cores_value(text: str) -> str:
     return str(cores)
 
 
+def version_text() -> str:
+    """What ``--version`` prints: the package version, then which code runs it. The version
+    is the installed distribution's (importlib.metadata); a source checkout run without
+    installing has none, and says ``crypto_lakehouse.__version__`` and "not installed". The
+    git commit (a checkout only, ``-dirty`` with uncommitted changes) and the package's
+    folder tell apart two trees of one version (an editable install of one checkout, run
+    with PYTHONPATH on another, reports the installed version and the folder imported)."""
+    import platform
+    from importlib import metadata
+
+    from crypto_lakehouse import __version__
+
+    try:
+        version = metadata.version("crypto_lakehouse")
+    except metadata.PackageNotFoundError:
+        version = f"{__version__} (not installed)"
+    where = [f"package {PACKAGE_DIR}", f"Python {platform.python_version()}"]
+    if (PACKAGE_DIR.parent / ".git").exists():
+        try:
+            commit = subprocess.run(
+                ["git", "-C", str(PACKAGE_DIR.parent), "describe", "--always", "--dirty"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+        if commit:
+            where.insert(0, f"git {commit}")
+    return f"crypto_lakehouse {version} ({', '.join(where)})"
+
+
+class VersionAction(argparse.Action):
+    """``--version``: print ``version_text()`` and exit 0, computed only when asked (it may
+    run git)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = ExactOptionParser(
         prog=program_name() if prog is None else prog,
         description="crypto_lakehouse: Binance historical data pipeline (Snakemake).",
+    )
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        help="print the version, git commit, package folder and Python, and exit",
     )
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND", title="commands")
     wf = groups.add_parser(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -303,3 +305,57 @@ def test_the_missing_plugin_check_lets_an_installed_one_or_a_local_profile_pass(
     assert installed  # the dev extra installs it: the check above is not vacuous
     assert missing_executor_plugin(str(REPO_ROOT / "profiles" / "default")) is None
     assert missing_executor_plugin(str(REPO_ROOT / "profiles" / "slurm-srun")) is None
+
+
+def _version_output(capsys) -> str:
+    from crypto_lakehouse.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out.strip()
+
+
+def test_version_names_the_installed_version_the_commit_and_the_package(capsys):
+    """Before, `crypto-lakehouse --version` was refused (exit 2, "the following arguments are
+    required: COMMAND"): a user filing a bug could not say what they ran."""
+    from importlib import metadata
+
+    import crypto_lakehouse
+
+    out = _version_output(capsys)
+    assert out.startswith(f"crypto_lakehouse {metadata.version('crypto_lakehouse')} (")
+    package = str(Path(crypto_lakehouse.__file__).resolve().parent)
+    assert f"package {package}" in out
+    checkout = Path(package).parent
+    if (checkout / ".git").exists():
+        head = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        commit = re.search(r"\(git ([0-9a-f]+)(-dirty)?,", out)
+        assert commit and head.startswith(commit.group(1)), out
+
+
+def test_version_of_a_source_checkout_not_installed_says_so(monkeypatch, capsys):
+    from importlib import metadata
+
+    import crypto_lakehouse
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    out = _version_output(capsys)
+    assert out.startswith(f"crypto_lakehouse {crypto_lakehouse.__version__} (not installed) (")
+
+
+def test_version_of_python_m_crypto_lakehouse_exits_0(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "crypto_lakehouse", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("crypto_lakehouse "), done.stdout
