@@ -51,6 +51,9 @@ class Dataset:
     time_column: str | None = None
     price_columns: tuple[str, ...] = ()
     quantity_columns: tuple[str, ...] = ()
+    # (first, last) id columns of a row that spans a range of ids: first <= last in every
+    # row (aggTrades' first_trade_id..last_trade_id, the trades it groups).
+    id_ranges: tuple[tuple[str, str], ...] = ()
     string_columns: tuple[str, ...] = ()
     # strptime format of a text time column (metrics' "YYYY-MM-DD HH:MM:SS", UTC); None: ms ints.
     time_text_format: str | None = None
@@ -187,6 +190,7 @@ AGG_TRADES = register(
         time_column="transact_time",
         price_columns=("price",),
         quantity_columns=("quantity",),
+        id_ranges=(("first_trade_id", "last_trade_id"),),
         micros_from={SPOT: "2025-01-01"},
         partition="day",
     )

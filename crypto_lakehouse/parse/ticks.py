@@ -14,7 +14,8 @@ behind. On S3 the zip itself is first copied to a local spool file (``storage.lo
 the zip reader's small seeks and reads would each be a ranged GET.
 
 Validation per batch (and across batch boundaries): no empty cell (but in metrics' values),
-ids strictly increasing, times non-decreasing, prices finite, quantities finite and ≥ 0. A
+ids strictly increasing, a row's last id not below its first (aggTrades' trade id range),
+times non-decreasing, prices finite, quantities finite and ≥ 0. A
 defect raises ``ArchiveDefect`` naming the key and the CSV line; so does a row pyarrow's
 reader refuses (``locate_tick_defect`` names its line) and a zip that cannot be read or
 inflated. The job quarantines that zip and goes on with the others.
@@ -167,6 +168,15 @@ def _check_batch(batch: pa.RecordBatch, entry, times: np.ndarray, cur: _Cursor, 
             fail(i, f"{entry.id_column} {ids_all[bad[0] + 1]} does not increase")
         if len(ids):
             cur.last_id = int(ids[-1])
+    for first_name, last_name in entry.id_ranges:
+        # An aggregate trade groups the trades first..last: last below first is no range
+        # (agg_klines would count last - first + 1 <= 0 trades for it).
+        first = batch.column(first_name).to_numpy(zero_copy_only=False)
+        last = batch.column(last_name).to_numpy(zero_copy_only=False)
+        reversed_ = last < first
+        if reversed_.any():
+            i = int(np.argmax(reversed_))
+            fail(i, f"{last_name} {last[i]} is below {first_name} {first[i]}")
     t_all = np.concatenate(([cur.last_time], times)) if cur.last_time is not None else times
     bad = np.flatnonzero(np.diff(t_all) < 0)
     if len(bad):

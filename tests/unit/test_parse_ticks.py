@@ -328,6 +328,40 @@ def test_an_empty_cell_is_a_defect_naming_line_and_column(tmp_path, row, column)
     assert str(err.value) == f"k/X-aggTrades-2024-03-01.zip: line 3: field {column!r} is empty"
 
 
+@pytest.mark.parametrize("trade_type", ["um_futures", "spot"])
+def test_an_agg_trade_whose_last_trade_id_is_below_its_first_is_a_defect(
+    tmp_path, monkeypatch, trade_type
+):
+    # An aggregate trade groups the trades first_trade_id..last_trade_id. Before, a row with
+    # last < first was written as it stood, and agg_klines counted last - first + 1 <= 0
+    # trades for it; now the zip is a defect named by key and line (quarantined, like a row
+    # whose id does not increase), in the first block and in a later one. first == last (one
+    # trade) is a range.
+    t = _ms("2024-03-01T10:00:00")
+    flag = ",true" if trade_type == "spot" else ""
+    head = [] if trade_type == "spot" else [FUTURES_AGG_HEADER]
+    rows = [f"{i},1.0,1,{10 * i},{10 * i + (i % 3)},{t},true{flag}" for i in range(1, 400)]
+    assert _parse(tmp_path, "\n".join(head + rows) + "\n", trade_type=trade_type) == {
+        "20240301": 399
+    }
+    rows[199] = f"200,1.0,1,2000,1999,{t},true{flag}"  # past the first 1024 bytes
+    bad_line = len(head) + 200
+    for block_size in (ticks.BLOCK_SIZE, 1024):
+        monkeypatch.setattr(ticks, "BLOCK_SIZE", block_size)
+        target = layout.parsed_day_path(tmp_path / "d2", trade_type, "aggTrades", "BTCUSDT", "0")
+        with pytest.raises(ArchiveDefect) as err:
+            path = _zip(tmp_path, "X-aggTrades-2024-03-01.zip", "\n".join(head + rows) + "\n")
+            ticks.parse_tick_zip(
+                path, key=f"k/{path.name}", trade_type=trade_type, dataset="aggTrades",
+                symbol="BTCUSDT", data_dir=tmp_path / "d2", first_day="2024-03-01",
+            )  # fmt: skip
+        assert str(err.value) == (
+            f"k/X-aggTrades-2024-03-01.zip: line {bad_line}: "
+            "last_trade_id 1999 is below first_trade_id 2000"
+        )
+        assert not (target.parent.exists() and any(target.parent.glob("*.pqt")))
+
+
 def test_metrics_empty_values_stay_nulls_but_an_empty_time_is_a_defect(tmp_path):
     row = "2025-01-21 00:05:00,BTCUSDT,2310980.00,3669140.0,,2.2,2.7,0.7"
     text = f"{METRICS_HEADER}\n{row}\n"
