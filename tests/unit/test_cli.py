@@ -200,13 +200,13 @@ def test_usage_names_the_command_as_typed_and_the_missing_command(monkeypatch, c
     with pytest.raises(SystemExit):
         main([])
     err = capsys.readouterr().err
-    assert err.startswith("usage: crypto-lakehouse [-h] COMMAND ...")
+    assert err.startswith("usage: crypto-lakehouse [-h] [--version] COMMAND ...")
     assert "the following arguments are required: COMMAND" in err
     proc = subprocess.run(
         [sys.executable, "-m", "crypto_lakehouse"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2
-    assert proc.stderr.startswith("usage: python -m crypto_lakehouse [-h] COMMAND ...")
+    assert proc.stderr.startswith("usage: python -m crypto_lakehouse [-h] [--version] COMMAND ...")
 
 
 def test_verify_of_a_file_says_it_takes_a_data_dir(tmp_path, capsys):
