@@ -539,12 +539,19 @@ def _add_storage_arguments(parser, what: str) -> None:
         ),
     )
     s3.add_argument(
-        "--region", help="S3 region (default: AWS_DEFAULT_REGION / profile / us-east-1)"
+        "--region",
+        help=(
+            "S3 region (default: with --endpoint-url AWS_REGION, else AWS_DEFAULT_REGION, "
+            "else us-east-1; on AWS also the profile's)"
+        ),
     )
     s3.add_argument(
         "--addressing-style",
         choices=("path", "virtual"),
-        help="path (most self-hosted stores) or virtual (AWS; the default)",
+        help=(
+            "path or virtual (default: virtual for AWS, path for any other endpoint, as "
+            "storage.addressing_style: null)"
+        ),
     )
 
 

@@ -49,12 +49,12 @@ if TYPE_CHECKING:
 SCHEME = "s3://"
 
 # The config block's defaults (config/config.schema.yaml): AWS's endpoint and region
-# resolution, virtual-hosted addressing, durable local writes, four symbols at once per
-# shard job on object storage.
+# resolution, addressing chosen by the endpoint (s3_endpoint: virtual-hosted on AWS, by path
+# elsewhere), durable local writes, four symbols at once per shard job on object storage.
 DEFAULTS: dict[str, Any] = {
     "endpoint_url": None,
     "region": None,
-    "addressing_style": "virtual",
+    "addressing_style": None,
     "fsync": True,
     "symbols_at_once": 4,
 }
@@ -162,8 +162,8 @@ def configure(settings: dict | None) -> None:
     unknown = set(merged) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"storage: unknown key(s) {sorted(unknown)}")
-    if merged["addressing_style"] not in ("path", "virtual"):
-        raise ValueError("storage.addressing_style: 'path' or 'virtual'")
+    if merged["addressing_style"] not in (None, "path", "virtual"):
+        raise ValueError("storage.addressing_style: 'path', 'virtual' or null (by endpoint)")
     at_once = merged["symbols_at_once"]
     if isinstance(at_once, bool) or not isinstance(at_once, int) or at_once < 1:
         raise ValueError(f"storage.symbols_at_once: an integer >= 1, not {at_once!r}")
@@ -244,6 +244,10 @@ def join(base, *parts: str) -> Path | ObjectPath:
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
+# The region variables the AWS CLI reads, first found wins (for an endpoint of s3_endpoint).
+REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+
+
 def _environment_endpoint() -> tuple[str, str] | None:
     """``(variable, url)`` of the first endpoint variable set (and not empty), or None."""
     if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true":
@@ -271,23 +275,48 @@ def _is_ip_host(url: str) -> bool:
     return True
 
 
+def _is_aws_host(url: str) -> bool:
+    """Whether the endpoint is one of AWS's own (``*.amazonaws.com``, China's
+    ``*.amazonaws.com.cn``): those serve virtual-hosted requests (``bucket.host``)."""
+    host = url.partition("://")[2].split("/", 1)[0].rsplit(":", 1)[0].lower().rstrip(".")
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
+
 def s3_endpoint() -> dict[str, Any]:
     """The S3 connection settings every client of this process uses (the pyarrow file
-    system here, the lease's conditional requests): ``endpoint_url``, ``region`` (None: the
-    AWS chain decides; a self-hosted endpoint gets us-east-1, which such stores ignore, to
-    spare a lookup) and ``addressing_style``. Credentials are not part of it: each client
+    system here, the lease's conditional requests): ``endpoint_url``, ``region`` (the
+    configured one; else, without an endpoint, None: the AWS chain decides; with one,
+    ``AWS_REGION`` or ``AWS_DEFAULT_REGION``, else us-east-1: an AWS profile's region is not
+    read then) and ``addressing_style``. Credentials are not part of it: each client
     takes them from the AWS default chain.
 
     The endpoint, as the AWS SDKs choose it: the config key ``storage.endpoint_url``, else
     ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL`` (read at each call: a reader used
     without :func:`configure` honours them too), else AWS. An endpoint whose host is an IP
-    address is addressed by path: a bucket cannot be a sub-domain of an address."""
+    address is addressed by path: a bucket cannot be a sub-domain of an address.
+
+    Addressing without ``addressing_style`` (null, the default): virtual-hosted for AWS (no
+    endpoint, or a ``*.amazonaws.com`` one), by path for any other endpoint. A host name of
+    a self-hosted store (``https://minio.lan:9000``) would need a wildcard DNS entry
+    (``bucket.minio.lan``) for virtual addressing, which MinIO, SeaweedFS and Ceph setups
+    rarely have, while all of them serve path-style requests; a service that refuses them
+    needs ``addressing_style: virtual``."""
     endpoint = _SETTINGS["endpoint_url"]
     if not endpoint:
         found = _environment_endpoint()
         endpoint = found[1] if found else None
-    region = _SETTINGS["region"] or ("us-east-1" if endpoint else None)
+    region = _SETTINGS["region"]
+    if not region and endpoint:
+        # Not left to the clients: pyarrow's would look the bucket's region up. The
+        # environment's region as the AWS CLI reads it, else us-east-1 (what self-hosted
+        # stores expect unless configured otherwise, e.g. MinIO's MINIO_REGION).
+        region = next(
+            (os.environ[v].strip() for v in REGION_VARIABLES if os.environ.get(v, "").strip()),
+            "us-east-1",
+        )
     style = _SETTINGS["addressing_style"]
+    if style is None:
+        style = "path" if endpoint and not _is_aws_host(endpoint) else "virtual"
     if endpoint and _is_ip_host(endpoint):
         style = "path"
     return {"endpoint_url": endpoint, "region": region, "addressing_style": style}

@@ -107,7 +107,9 @@ def test_job_storage_settings_switch_fsync_and_leave_the_arguments(events):
 
 def test_only_non_default_settings_reach_the_jobs():
     assert storage.job_settings({"fsync": True, "endpoint_url": None}) == {}
-    assert storage.job_settings({"fsync": False, "addressing_style": "virtual"}) == {"fsync": False}
+    assert storage.job_settings({"fsync": False, "addressing_style": None}) == {"fsync": False}
+    # An explicit virtual is not the default (null: by endpoint): the jobs must get it.
+    assert storage.job_settings({"addressing_style": "virtual"}) == {"addressing_style": "virtual"}
     with pytest.raises(ValueError, match="endpoint"):
         storage.job_settings({"endpointurl": "http://x"})
 

@@ -20,7 +20,11 @@ DEAD = "http://127.0.0.1:9"  # nothing listens there
 
 @pytest.fixture
 def endpoint_env(monkeypatch):
-    for var in (*storage.ENDPOINT_VARIABLES, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
+    for var in (
+        *storage.ENDPOINT_VARIABLES,
+        *storage.REGION_VARIABLES,
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    ):
         monkeypatch.delenv(var, raising=False)
     storage.configure(None)
     yield monkeypatch
@@ -101,6 +105,71 @@ def test_ignore_variable_and_malformed_url(endpoint_env):
     endpoint_env.setenv("AWS_ENDPOINT_URL_S3", "store.example:9000")
     with pytest.raises(storage.StorageError, match="AWS_ENDPOINT_URL_S3='store.example:9000'"):
         storage.s3_endpoint()
-    # A host name keeps the configured addressing (virtual by default), as the SDKs do.
+    # A host name other than AWS's is addressed by path unless told (below).
     endpoint_env.setenv("AWS_ENDPOINT_URL_S3", "https://store.example:9000")
-    assert storage.s3_endpoint()["addressing_style"] == "virtual"
+    assert storage.s3_endpoint()["addressing_style"] == "path"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "configured", "expected"),
+    [
+        (None, None, "virtual"),  # AWS
+        ("https://s3.eu-west-1.amazonaws.com", None, "virtual"),
+        ("https://s3.cn-north-1.amazonaws.com.cn/", None, "virtual"),
+        ("https://minio.lan:9000", None, "path"),
+        ("http://seaweed:8333", None, "path"),
+        ("https://ceph.example.org", None, "path"),
+        ("https://ceph.example.org", "virtual", "virtual"),  # told: kept
+        ("https://s3.eu-west-1.amazonaws.com", "path", "path"),
+        ("http://10.0.0.5:9000", "virtual", "path"),  # an address: always path
+    ],
+)
+def test_addressing_is_virtual_on_aws_and_by_path_on_other_endpoints(
+    endpoint_env, endpoint, configured, expected
+):
+    """Before, every host name got virtual-hosted addressing by default
+    (``bucket.minio.lan``): a self-hosted store without a wildcard DNS entry failed on the
+    bucket's host name. Both clients take it (pyarrow's and the lease's botocore one)."""
+    storage.configure({"endpoint_url": endpoint, "addressing_style": configured})
+    assert storage.s3_endpoint()["addressing_style"] == expected
+    client = storage._conditional_client()
+    assert client.meta.config.s3["addressing_style"] == expected
+
+
+def test_a_host_name_endpoint_without_addressing_style_reaches_the_store(seaweed, s3_root):
+    """``http://localhost:PORT``, a host name of a store that serves no virtual-hosted
+    bucket names. Before, the default virtual addressing asked for host
+    ``lakehouse-tests.localhost`` and SeaweedFS answered 400 InvalidBucketName."""
+    storage.configure({"endpoint_url": f"http://localhost:{seaweed.port}"})
+    try:
+        storage.write_bytes(f"{s3_root}/by-name.bin", b"abc")
+        assert storage.read_bytes(f"{s3_root}/by-name.bin") == b"abc"
+        assert tuple(storage.conditional_support(f"{s3_root}/probe.json")) == (True, True)
+    finally:
+        storage.configure(None)
+
+
+def test_the_region_reaches_both_clients_with_an_endpoint(endpoint_env):
+    """A configured ``storage.region`` is what both clients sign with, also with an endpoint;
+    without one, the environment's (``AWS_REGION``, else ``AWS_DEFAULT_REGION``: before, an
+    endpoint meant us-east-1 whatever the environment said, and a MinIO server configured
+    for another region refused every request), else us-east-1."""
+
+    def regions():
+        return (
+            storage.s3_endpoint()["region"],
+            storage._s3().region,
+            storage._conditional_client().meta.region_name,
+        )
+
+    storage.configure({"endpoint_url": "https://minio.lan:9000", "region": "eu-central-2"})
+    assert regions() == ("eu-central-2",) * 3
+    endpoint_env.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    assert regions() == ("eu-central-2",) * 3  # the configured one wins
+    storage.configure({"endpoint_url": "https://minio.lan:9000"})
+    assert regions() == ("ap-south-1",) * 3
+    endpoint_env.setenv("AWS_REGION", "sa-east-1")
+    assert regions() == ("sa-east-1",) * 3
+    endpoint_env.delenv("AWS_REGION")
+    endpoint_env.delenv("AWS_DEFAULT_REGION")
+    assert regions() == ("us-east-1",) * 3
