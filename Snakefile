@@ -117,12 +117,14 @@ onsuccess:
         started_unix=RUN_STARTED_UNIX,
         listings=[layout.run_listing_index_path(LH, t, KLINES) for t in TRADE_TYPES],
     )
+    warn_clamped_runtimes()
     cancel_scheduler_timers()
     skip_exit_collection()
 
 
 onerror:
     print(failure_report(log), file=sys.stderr)
+    warn_clamped_runtimes()
     summaries_after_failure()
     report_after_failure(log)
     cancel_scheduler_timers()

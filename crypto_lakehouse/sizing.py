@@ -164,6 +164,41 @@ def runtime_minutes(
     return min(minutes, max(1, cap)) if cap else minutes
 
 
+class RuntimeClamps:
+    """The jobs of one run whose runtime request ``cluster.max_runtime_minutes`` clamped,
+    for one warning line at the end of the run (``warning``), not one per job: a job SLURM
+    then ends at the cap would otherwise not say that it asked for more. A job evaluated
+    again (a retry asks more) keeps its largest request."""
+
+    def __init__(self) -> None:
+        self.asked: dict[str, int] = {}  # job -> minutes it asked before the cap
+        self.cap: int | None = None
+
+    def limit(self, job: str, minutes: int, cap: int | None) -> int:
+        """``minutes`` at most ``cap`` (None: no cap), the job recorded when clamped."""
+        if not cap or minutes <= max(1, cap):
+            return minutes
+        self.cap = max(1, cap)
+        self.asked[job] = max(minutes, self.asked.get(job, 0))
+        return self.cap
+
+    def warning(self, shown: int = 10) -> str | None:
+        """One line naming the clamped jobs (the largest requests first, at most ``shown``)
+        and the cap; None when no job was clamped."""
+        if not self.asked:
+            return None
+        jobs = sorted(self.asked.items(), key=lambda item: (-item[1], item[0]))
+        named = ", ".join(f"{job} (asked {minutes} min)" for job, minutes in jobs[:shown])
+        more = f" and {len(jobs) - shown} more" if len(jobs) > shown else ""
+        n = len(jobs)
+        return (
+            f"warning: {n} job{'s' if n > 1 else ''} asked for more runtime than config "
+            f"cluster.max_runtime_minutes ({self.cap} min) and got {self.cap}: {named}{more}; "
+            "on SLURM a job whose work does not fit is ended at that limit: give its symbols "
+            "more shards or raise the key to a partition's longer MaxTime (docs/cluster.md)"
+        )
+
+
 # The candle stages (gen_kline, resample, features) read a symbol's parsed candles, which
 # hold what its kline zips held: their work follows those zips' bytes (``archive_bytes`` of
 # the parse's shard report, copied by each candle stage), ~40 bytes of zip per candle row

@@ -587,6 +587,20 @@ def shard_records(stage, upstream_stage, wildcards, dataset=None, own_tag=None):
     return symbols, upstream, done, listed, own
 
 
+# The jobs whose runtime the cap clamped in this run: one warning line when it ends
+# (warn_clamped_runtimes, onsuccess and onerror).
+RUNTIME_CLAMPS = sizing.RuntimeClamps()
+
+
+def warn_clamped_runtimes():
+    """onsuccess / onerror: one line naming the jobs whose runtime request
+    cluster.max_runtime_minutes clamped, if any (a job SLURM then ends at that limit
+    would not say it asked for more)."""
+    line = RUNTIME_CLAMPS.warning()
+    if line:
+        print(line, file=sys.stderr)
+
+
 def archive_runtime(
     minutes_per_symbol,
     stage,
@@ -610,14 +624,15 @@ def archive_runtime(
         )
         pending = sizing.pending_bytes(symbols, upstream, done, listed)
         factor = retry_factor(stage, wildcards, own, attempt)
-        return sizing.runtime_minutes(
+        minutes = sizing.runtime_minutes(
             len(symbols),
             minutes_per_symbol,
             pending,
             mb_per_minute=mb_per_minute,
             factor=factor,
-            cap=config["cluster"]["max_runtime_minutes"],
         )
+        job = f"{stage} {wildcards.trade_type}/{own} shard {wildcards.shard}"
+        return RUNTIME_CLAMPS.limit(job, minutes, config["cluster"]["max_runtime_minutes"])
 
     return runtime
 

@@ -128,3 +128,36 @@ def test_candle_jobs_ask_for_their_new_days_and_memory_for_a_whole_history(tmp_p
     whole_mb = (held + 3_000_000_000) / 1e6
     runtime = one_symbol + math.ceil(whole_mb / sizing.CANDLE_MB_PER_MINUTE)
     assert dry_run("gen_kline", "gen_kline_shard") == (runtime, math.ceil(500 + 6 * whole_mb))
+
+
+def test_a_run_names_its_clamped_jobs_in_one_warning_line(tmp_path, emulator):
+    """Before, cluster.max_runtime_minutes clamped a request without a word: a job SLURM then
+    ended at the cap did not say it had asked for more. A run whose shard jobs ask more than
+    the cap (here 1 minute, below any job's fixed part) ends with one line naming them."""
+    from crypto_lakehouse_emulator.generate import write_kline_day
+    from crypto_lakehouse_emulator.rest import RestEmulator
+
+    mirror = tmp_path / "mirror"
+    for day in DAYS:
+        write_kline_day(mirror, "spot", "BTCUSDT", "1m", day)
+    first_ms = 1_735_776_000_000  # 2025-01-02 00:00 UTC
+    rest = RestEmulator(now_ms=first_ms + 3 * 86_400_000)
+    rest.add_synthetic_klines("spot", "BTCUSDT", start_ms=first_ms)
+    emu = emulator(mirror_dir=mirror, rest=rest)
+    config = emulator_config(
+        emu.base_url, tmp_path / "data", interval="1m", start_date=DAYS[0], end_date=DAYS[-1],
+        trade_types=["spot"], symbols={"spot": ["BTCUSDT"]}, cluster={"max_runtime_minutes": 1},
+    )  # fmt: skip
+    out = snakemake(tmp_path, config, "gen_kline")
+    warnings = [line for line in out.stderr.splitlines() if "max_runtime_minutes" in line]
+    assert len(warnings) == 1, out.stderr[-4000:]
+    line = warnings[0]
+    assert line.startswith("warning: 2 jobs asked for more runtime than config "
+                           "cluster.max_runtime_minutes (1 min) and got 1: "), line  # fmt: skip
+    for stage in ("aws_parse", "gen_kline"):  # the download jobs have a fixed runtime
+        asked = re.search(rf"{stage} spot/klines-1m shard 0 \(asked (\d+) min\)", line)
+        assert asked and int(asked.group(1)) > sizing.BASE_MINUTES, line
+    # The default cap (1440) clamps nothing here: no line.
+    config["cluster"] = {}
+    out = snakemake(tmp_path, config, "gen_kline", "--forcerun", "aws_parse_klines")
+    assert "max_runtime_minutes" not in out.stderr, out.stderr[-4000:]

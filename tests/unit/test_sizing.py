@@ -155,6 +155,31 @@ def test_a_request_is_clamped_to_the_configured_maximum_and_the_job_still_runs()
     assert sizing.runtime_minutes(3, 2, cap=5) == 5
 
 
+def test_clamped_jobs_are_named_in_one_warning_line_with_the_cap():
+    # Before, a clamp was silent: a job SLURM then ended at the cap did not say it had
+    # asked for more. Now one line per run names them (the largest request first) and the cap.
+    clamps = sizing.RuntimeClamps()
+    assert clamps.warning() is None
+    assert clamps.limit("aws_parse spot/trades shard 0", 2012, 1440) == 1440
+    assert clamps.limit("aws_parse spot/trades shard 0", 4024, 1440) == 1440  # a retry
+    assert clamps.limit("gen_kline um_futures/klines-1m shard 3", 1500, 1440) == 1440
+    assert clamps.limit("resample spot/klines-1m shard 1", 30, 1440) == 30  # not clamped
+    assert clamps.limit("features spot/klines-1m shard 1", 5000, None) == 5000  # no cap
+    line = clamps.warning()
+    assert "\n" not in line
+    assert line.startswith(
+        "warning: 2 jobs asked for more runtime than config cluster.max_runtime_minutes "
+        "(1440 min) and got 1440: aws_parse spot/trades shard 0 (asked 4024 min), "
+        "gen_kline um_futures/klines-1m shard 3 (asked 1500 min); "
+    )
+    assert "resample" not in line and "features" not in line
+    for shard in range(20):
+        clamps.limit(f"aws_parse spot/aggTrades shard {shard}", 3000 + shard, 1440)
+    line = clamps.warning()
+    assert "warning: 22 jobs asked" in line and "and 12 more" in line
+    assert "shard 19 (asked 3019 min)" in line  # the largest requests are the ones named
+
+
 def test_the_cap_is_a_config_key_with_a_default():
     from pathlib import Path
 
