@@ -140,19 +140,27 @@ class _Member:
         return memoryview(self.data)[start:]
 
 
+# CSV bytes read with one pyarrow call: a month of daily 1m files (~3 MB) is one call, a
+# month of 1s (~400 MB of CSV) about seven, so the CSV held at once stays near this size
+# however large the month (before 2026-12-07 a month's CSV was held twice: the files'
+# bytes and their join). A single larger file is one call of its own size.
+CSV_BATCH_BYTES = 64 * 1024 * 1024
+
+
 def read_kline_archives(
     items: list[tuple[str, Path, Period]],
     interval: str,
     timer: Timer | None = None,
     limit: InflateLimit = DEFAULT_INFLATE_LIMIT,
 ) -> tuple[dict[str, pa.Table], dict[str, str], dict[str, int]]:
-    """Several archives (one month's) read with ONE CSV call; same result as one by one.
+    """Several archives (one month's) read with few CSV calls; same result as one by one.
 
-    Returns (tables by key, defect messages by key, CSV bytes by key). A single pyarrow
-    call over the month's joined rows costs about a third less than a call per small
-    daily file, and the checks run once over the month's columns. Whenever something
-    is wrong the affected files go through ``read_kline_archive``'s per-file path, which
-    names the file and line.
+    Returns (tables by key, defect messages by key, CSV bytes by key). The files are read
+    in order and parsed in groups of up to ``CSV_BATCH_BYTES`` of CSV, each group with ONE
+    pyarrow call over its joined rows (a call per small daily file costs about a third
+    more), its checks run once over the group's columns; a group's bytes are released
+    before the next group is read. Whenever something is wrong the affected files go
+    through ``read_kline_archive``'s per-file path, which names the file and line.
     """
     timer = timer or Timer()
     step = interval_ms(interval)
@@ -160,8 +168,9 @@ def read_kline_archives(
     defects: dict[str, str] = {}
     sizes: dict[str, int] = {}
     members: list[_Member] = []
-    with timer.step("read"):
-        for key, path, period in items:
+    held = 0
+    for key, path, period in items:
+        with timer.step("read"):
             try:
                 data = normalise_csv_bytes(read_zip_member(path, key, limit))
             except ArchiveDefect as exc:
@@ -170,9 +179,28 @@ def read_kline_archives(
             sizes[key] = len(data)
             header_lines = 1 if has_header(data, KLINE_CSV) else 0
             rows = data.count(b"\n") - header_lines
-            members.append(_Member(key, period, data, header_lines, rows))
-        batch = None
-        if members and all(m.rows > 0 for m in members):
+        if members and held + len(data) > CSV_BATCH_BYTES:
+            _read_group(members, step, timer, tables, defects)
+            members, held = [], 0
+        members.append(_Member(key, period, data, header_lines, rows))
+        held += len(data)
+        del data
+    if members:
+        _read_group(members, step, timer, tables, defects)
+    return tables, defects, sizes
+
+
+def _read_group(
+    members: list[_Member],
+    step: int,
+    timer: Timer,
+    tables: dict[str, pa.Table],
+    defects: dict[str, str],
+) -> None:
+    """Parse and check one group of read_kline_archives into ``tables`` / ``defects``."""
+    batch = None
+    with timer.step("read"):
+        if all(m.rows > 0 for m in members):
             try:
                 batch = read_csv_bytes(b"".join(m.body for m in members), KLINE_CSV, "batch")[0]
             except ArchiveDefect:
@@ -188,7 +216,7 @@ def read_kline_archives(
                     tables[m.key] = _checked(table, header_lines, m.key, m.period, step)
             except ArchiveDefect as exc:
                 defects[m.key] = str(exc)
-        return tables, defects, sizes
+        return
 
     with timer.step("check"):
         counts = np.array([m.rows for m in members], dtype=np.int64)
@@ -225,7 +253,6 @@ def read_kline_archives(
                 tables[m.key] = _checked(original, m.header_lines, m.key, m.period, step)
             except ArchiveDefect as exc:
                 defects[m.key] = str(exc)
-    return tables, defects, sizes
 
 
 # ---------------------------------------------------------------- day ownership
@@ -554,6 +581,9 @@ class _KlineRun:
                         )
                         partitions[month] = _partition_summary(table)
                         written += 1
+                # The month's rows go before the next month is built (held until the next
+                # assignment, they were two months in memory at once).
+                del table
         progress.done = len(months)
         progress.finish()
 

@@ -11,6 +11,7 @@ import hashlib
 import io as stdio
 import json
 import os
+import weakref
 import zipfile
 from decimal import Decimal
 from pathlib import Path
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from crypto_lakehouse_emulator.generate import write_kline_day
 
-from crypto_lakehouse import layout
+from crypto_lakehouse import layout, storage
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.parse import klines as klines_mod
 from crypto_lakehouse.parse.klines import read_kline_archive, read_kline_archives, run_parse_klines
@@ -639,3 +641,69 @@ def test_a_partition_written_before_sizes_were_recorded_is_checked_once(tmp_path
     stats, _ = parse(tmp_path, report)
     assert stats["files_parsed"] == 0
     assert read_json(state_path)["partition_bytes"] == recorded
+
+
+# ---------------------------------------------------------------- bounded memory
+def test_a_month_is_read_in_groups_of_bounded_csv_with_the_same_partition(tmp_path, monkeypatch):
+    """A month's CSV goes to pyarrow in groups of at most CSV_BATCH_BYTES (a month of 1s is
+    ~400 MB of CSV: one call held it twice); the partition is byte for byte the same."""
+    keys = real_spot_2020(tmp_path / "whole")
+    parse(tmp_path / "whole", download_report(tmp_path / "whole", keys))
+    whole = layout.parsed_klines_dir(tmp_path / "whole", "spot", "BTCUSDT", "1m") / "202001.pqt"
+
+    sizes = [len(member_bytes(REAL / "spot" / Path(k).name)) for k in keys]
+    limit = sizes[0] + sizes[1]  # the first two days together, the third alone
+    calls = []
+    real_read = klines_mod.read_csv_bytes
+
+    def spy(data, spec, label):
+        calls.append(len(data))
+        return real_read(data, spec, label)
+
+    monkeypatch.setattr(klines_mod, "CSV_BATCH_BYTES", limit, raising=False)
+    monkeypatch.setattr(klines_mod, "read_csv_bytes", spy)
+    keys = real_spot_2020(tmp_path / "grouped")
+    stats, report = parse(tmp_path / "grouped", download_report(tmp_path / "grouped", keys))
+    assert report["quarantined"] == {} and stats["files_parsed"] == 3
+    assert len(calls) == 2 and max(calls) <= limit, calls
+    grouped = layout.parsed_klines_dir(tmp_path / "grouped", "spot", "BTCUSDT", "1m")
+    assert (grouped / "202001.pqt").read_bytes() == whole.read_bytes()
+
+
+def test_a_defect_in_a_later_group_is_named_and_the_others_kept(tmp_path, monkeypatch):
+    """Grouped reading still names a bad file's line and keeps the good days."""
+    monkeypatch.setattr(klines_mod, "CSV_BATCH_BYTES", 1, raising=False)  # a group per file
+    data = corrupt(member_bytes(DAY2), 12, lambda ln: b"1577836800000" + ln[13:])
+    key, stats, report, reason = defect_case(tmp_path, zip_of("a.csv", data))
+    assert "line 12:" in reason and "outside the file's day 2020-01-02" in reason
+    assert_quarantined(tmp_path, key, stats, report)
+
+
+def test_a_month_s_rows_are_released_before_the_next_month_is_built(tmp_path, monkeypatch):
+    """One month in memory at a time: the table written for January is gone when February
+    is built (it was held until the next month's table replaced it: two months at once)."""
+    keys = [
+        write_kline_day(tmp_path / "aws_data", "spot", "BTCUSDT", "1m", day, seed=3)
+        for day in ("2021-01-31", "2021-02-01", "2021-03-01")
+    ]
+    for key in keys:
+        path = layout.aws_path(tmp_path, key)
+        path.with_name(path.name + ".verified").touch()
+    written, alive_at_build = [], []
+    real_write = storage.write_parquet
+    real_execute = klines_mod._MonthJob.execute
+
+    def write(path, table, *args, **kwargs):
+        if str(path).endswith(".pqt") and "parsed_data" in str(path):
+            written.append(weakref.ref(table))
+        return real_write(path, table, *args, **kwargs)
+
+    def execute(self):
+        alive_at_build.append(sum(ref() is not None for ref in written))
+        return real_execute(self)
+
+    monkeypatch.setattr(storage, "write_parquet", write)
+    monkeypatch.setattr(klines_mod._MonthJob, "execute", execute)
+    stats, report = parse(tmp_path, download_report(tmp_path, keys))
+    assert stats["partitions_written"] == 3 and len(written) == 3
+    assert alive_at_build == [0, 0, 0]
