@@ -130,7 +130,7 @@ def read_kline_archive(
 class _Member:
     key: str
     period: Period
-    data: bytes  # the CSV member, trailing blank lines trimmed, ending with a newline
+    data: bytes | bytearray  # the CSV member, trailing blank lines trimmed, ending in \n
     header_lines: int
     rows: int
 
@@ -201,10 +201,13 @@ def _read_group(
     batch = None
     with timer.step("read"):
         if all(m.rows > 0 for m in members):
+            # One file (a monthly zip, a large day) is read as it is: no joined copy.
+            joined = members[0].data if len(members) == 1 else b"".join(m.body for m in members)
             try:
-                batch = read_csv_bytes(b"".join(m.body for m in members), KLINE_CSV, "batch")[0]
+                batch = read_csv_bytes(joined, KLINE_CSV, "batch")[0]
             except ArchiveDefect:
                 batch = None  # some file is bad: the per-file path below finds which
+            del joined
             if batch is not None and batch.num_rows != sum(m.rows for m in members):
                 batch = None
     if batch is None:

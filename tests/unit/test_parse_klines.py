@@ -707,3 +707,28 @@ def test_a_month_s_rows_are_released_before_the_next_month_is_built(tmp_path, mo
     stats, report = parse(tmp_path, download_report(tmp_path, keys))
     assert stats["partitions_written"] == 3 and len(written) == 3
     assert alive_at_build == [0, 0, 0]
+
+
+def test_a_single_large_file_goes_to_the_csv_reader_without_a_copy(tmp_path, monkeypatch):
+    """A monthly zip (400 MB of CSV for 1s) is one group of one file: its bytes are read as
+    they are, not copied into a joined buffer first (twice the file in memory)."""
+    from crypto_lakehouse_emulator.generate import write_kline_month
+
+    key = write_kline_month(tmp_path / "aws_data", "spot", "BTCUSDT", "1m", "2021-02", seed=3)
+    layout.aws_path(tmp_path, key).with_name(Path(key).name + ".verified").touch()
+    inflated, given = [], []
+    real_inflate, real_read = klines_mod.read_zip_member, klines_mod.read_csv_bytes
+
+    def inflate(*args, **kwargs):
+        inflated.append(real_inflate(*args, **kwargs))
+        return inflated[-1]
+
+    def read(data, spec, label):
+        given.append(data)
+        return real_read(data, spec, label)
+
+    monkeypatch.setattr(klines_mod, "read_zip_member", inflate)
+    monkeypatch.setattr(klines_mod, "read_csv_bytes", read)
+    stats, report = parse(tmp_path, download_report(tmp_path, [key]))
+    assert stats["files_parsed"] == 1 and report["partitions"]["202102"]["rows"] == 28 * 1440
+    assert len(inflated) == len(given) == 1 and given[0] is inflated[0]
