@@ -732,3 +732,27 @@ def test_a_single_large_file_goes_to_the_csv_reader_without_a_copy(tmp_path, mon
     stats, report = parse(tmp_path, download_report(tmp_path, [key]))
     assert stats["files_parsed"] == 1 and report["partitions"]["202102"]["rows"] == 28 * 1440
     assert len(inflated) == len(given) == 1 and given[0] is inflated[0]
+
+
+def test_the_csv_bytes_are_released_before_the_checks(tmp_path, monkeypatch):
+    """Once a group's CSV is parsed its bytes go: the checks' arrays (a month of 1s: ~170
+    MB) are not made while the CSV (~400 MB) is still held."""
+    held_at_check = []
+    members = []
+
+    class Member(klines_mod._Member):
+        def __init__(self, *args):
+            super().__init__(*args)
+            members.append(self)
+
+    real_offset = klines_mod.grid_offset
+
+    def grid_offset(*args):
+        held_at_check.append(sum(len(m.data) for m in members))
+        return real_offset(*args)
+
+    monkeypatch.setattr(klines_mod, "_Member", Member)
+    monkeypatch.setattr(klines_mod, "grid_offset", grid_offset)
+    stats, report = parse(tmp_path, download_report(tmp_path, real_spot_2020(tmp_path)))
+    assert stats["files_parsed"] == 3 and len(members) == 3
+    assert held_at_check == [0]
