@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from crypto_lakehouse_emulator.generate import write_kline_day
 
 from crypto_lakehouse import layout, storage
 from crypto_lakehouse.io import read_json
@@ -682,6 +681,8 @@ def test_a_defect_in_a_later_group_is_named_and_the_others_kept(tmp_path, monkey
 def test_a_month_s_rows_are_released_before_the_next_month_is_built(tmp_path, monkeypatch):
     """One month in memory at a time: the table written for January is gone when February
     is built (it was held until the next month's table replaced it: two months at once)."""
+    from crypto_lakehouse_emulator.generate import write_kline_day  # pandas: not at the top
+
     keys = [
         write_kline_day(tmp_path / "aws_data", "spot", "BTCUSDT", "1m", day, seed=3)
         for day in ("2021-01-31", "2021-02-01", "2021-03-01")
@@ -712,7 +713,7 @@ def test_a_month_s_rows_are_released_before_the_next_month_is_built(tmp_path, mo
 def test_a_single_large_file_goes_to_the_csv_reader_without_a_copy(tmp_path, monkeypatch):
     """A monthly zip (400 MB of CSV for 1s) is one group of one file: its bytes are read as
     they are, not copied into a joined buffer first (twice the file in memory)."""
-    from crypto_lakehouse_emulator.generate import write_kline_month
+    from crypto_lakehouse_emulator.generate import write_kline_month  # pandas: not at the top
 
     key = write_kline_month(tmp_path / "aws_data", "spot", "BTCUSDT", "1m", "2021-02", seed=3)
     layout.aws_path(tmp_path, key).with_name(Path(key).name + ".verified").touch()
