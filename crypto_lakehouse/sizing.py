@@ -100,15 +100,17 @@ def pending_bytes(
     return sum(pending_by_symbol(symbols, upstream, done, listed))
 
 
-# Memory of the klines parse (aws_parse_klines): its peak grows with the kline zip bytes a
-# symbol has still to parse. /usr/bin/time -v of the job's script, one spot symbol of 1s
-# emulator klines from 2025-01-01, first build, 2026-12-07 on the 2-core development
-# machine: 30 days (126 MB of zips) 1,078 MB, 60 days (252 MB) 1,304 MB, 120 days (504 MB)
-# 1,558 MB: ~900 MB plus 1.0-1.8 MB per MB of zips. Asked: 1000 MB + 2 per MB of the zips
-# still to parse of each symbol worked on at once, at least what it asked before (2000 MB,
-# + 1000 per further symbol at once).
+# Memory of the klines parse (aws_parse_klines). /usr/bin/time -v of the job's function in its
+# own process, one spot symbol of 1s emulator klines, first build, 2026-12-07 on the 2-core
+# development machine, after the parse stopped holding months and CSV copies (docs/cluster.md):
+# 30 days (126 MB of zips) 642 MB, 60 days (252 MB) 688 MB, 120 days (504 MB) 704 MB, one
+# monthly zip (130 MB) 709 MB: ~620 MB plus ~0.16 MB per MB of zips (the code before peaked at
+# 1,078-1,635 MB and asked 1000 MB + 2 per MB). Asked: 1000 MB + 0.5 per MB of the zips
+# still to parse of each symbol worked on at once (three times the measured growth), at least
+# 2000 MB (+ 1000 per further symbol at once): 2000 unless a symbol has more than 2 GB of zips
+# to parse.
 PARSE_KLINES_MEM_BASE_MB = 1000
-PARSE_KLINES_MEM_PER_ZIP_MB = 2
+PARSE_KLINES_MEM_PER_ZIP_MB = 0.5
 PARSE_KLINES_MEM_FLOOR_MB = 2000
 PARSE_KLINES_MEM_FLOOR_PER_SYMBOL_MB = 1000
 
