@@ -326,6 +326,32 @@ def test_run_listing_explicit_symbols_reports_not_listed_and_refused(tmp_path):
     assert index["filtered_out"] == []
 
 
+def test_configured_symbols_are_listed_while_the_symbol_folders_are(tmp_path):
+    # One round trip less per listing: with configured symbols, their folders are asked for
+    # while the listing of the symbol folders is still on the way (both at the server at
+    # once), not after it; at 50-200 ms from the archive each round trip counts.
+    _spot_mirror(tmp_path / "mirror")
+    with Emulator(mirror_dir=tmp_path / "mirror", faults=Faults(latency=0.3)) as emu:
+        _, index = _listing(emu, tmp_path, symbols=["ETHUSDT"])
+        assert emu.counts["list"] == 2
+        assert emu.peak_in_flight == 2
+    assert list(index["symbols"]) == ["ETHUSDT"]
+    assert index["symbols"]["ETHUSDT"]["n_files"] == 3
+
+
+def test_a_configured_symbol_not_listed_is_dropped_even_if_its_folder_listing_fails(tmp_path):
+    # Its folder is asked for before the archive says it has no such symbol: that answer
+    # (here a failure) must not fail the listing, nor make the symbol a failed one.
+    _spot_mirror(tmp_path / "mirror")
+    failing = "?data/spot/daily/klines/DOGEUSDT/1m/"
+    with Emulator(mirror_dir=tmp_path / "mirror", faults=Faults(fail_always={failing})) as emu:
+        stats, index = _listing(emu, tmp_path, symbols=["ETHUSDT", "DOGEUSDT"])
+        assert emu.counts["fault_5xx"] > 0  # its folder was asked for
+    assert list(index["symbols"]) == ["ETHUSDT"]
+    assert index["not_listed"] == ["DOGEUSDT"]
+    assert "failed" not in index and stats["n_failed"] == 0
+
+
 def test_run_listing_funding_with_no_symbols_writes_a_valid_empty_index(tmp_path, caplog):
     _spot_mirror(tmp_path / "mirror")  # no funding prefixes at all (like the legacy fixture)
     with Emulator(mirror_dir=tmp_path / "mirror") as emu:
