@@ -588,6 +588,15 @@ def symbol_digest(index_path: str | Path, symbol: str) -> str:
     return load_index(index_path)["symbols"][symbol]["digest"]
 
 
+def shard_files(index_path: str | Path, symbols: list[str]) -> int:
+    """How many files the listing holds for a shard's symbols (a symbol whose listing
+    failed counts none): the priority of its download job, so that with more download jobs
+    than ``archive_http`` slots the large ones start first and the small ones wait (the
+    longest first: a large job left waiting would end the stage late on its own)."""
+    entries = load_index(index_path)["symbols"]
+    return sum(int(entries.get(s, {}).get("n_files", 0)) for s in symbols)
+
+
 def listing_errors(index_path: str | Path, symbols: list[str]) -> dict[str, str]:
     """{symbol: error} of those ``symbols`` whose listing failed (``run_listing`` with
     keep_going records them in the index's ``failed``)."""

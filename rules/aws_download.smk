@@ -78,6 +78,8 @@ rule aws_download_shard:
         layout.shard_log_path(LH, "aws_download", "{trade_type}", "{dataset}", "{shard}"),
     benchmark:
         layout.shard_benchmark_path(LH, "aws_download", "{trade_type}", "{dataset}", "{shard}")
+    # More download jobs than archive_http slots: the largest start first.
+    priority: get_download_priority
     localrule: True
     conda:
         "../envs/pipeline.yaml"

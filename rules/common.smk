@@ -773,6 +773,14 @@ def get_shard_digest(wildcards):
     return plan.shard_digest(index, symbols, config["end_date"])
 
 
+def get_download_priority(wildcards):
+    """Priority of a download shard job: its symbols' listed files (plan.shard_files); the
+    largest jobs take the archive_http slots first."""
+    index = listing_index_path(wildcards.trade_type, wildcards.dataset)
+    symbols = shard_symbols(wildcards.trade_type, wildcards.shard, wildcards.dataset)
+    return plan.shard_files(index, symbols)
+
+
 def get_download_args(wildcards):
     entry, interval = dataset_registry.split_tag(wildcards.dataset)
     dl = config["download"]

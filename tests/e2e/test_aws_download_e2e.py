@@ -214,3 +214,72 @@ def _two_spot_symbols(tmp_path, emulator, days: list[str], end_date: str):
         resample={"targets": []},
     )  # fmt: skip
     return [k for k in keys if k.endswith(".zip")], emu, data, config
+
+
+def _started_shards(output: str) -> list[tuple[str, str]]:
+    """(trade type, dataset) of each download shard job, in the order Snakemake started
+    them (its job lines, stdout and stderr)."""
+    started, rule = [], None
+    for line in output.splitlines():
+        line = line.strip()
+        if line.endswith(":") and line.split()[0] in {"rule", "localrule", "checkpoint"}:
+            rule = line.split()[1].rstrip(":")
+        elif rule == "aws_download_shard" and line.startswith("wildcards:"):
+            fields = dict(
+                part.split("=", 1) for part in line[len("wildcards:") :].strip().split(", ")
+            )
+            started.append((fields["trade_type"], fields["dataset"]))
+    return started
+
+
+def test_download_jobs_waiting_for_a_slot_start_the_largest_first(tmp_path, emulator):
+    # With more download jobs than archive_http slots, a large job left waiting ends the
+    # stage late on its own: the jobs start in the order of their listed files.
+    mirror = tmp_path / "mirror"
+    hourly = {"interval": "1h"}
+    keys = build_mirror(
+        mirror,
+        {
+            "spot": {"symbols": ["BTCUSDT"], "start": "2024-06-01", "end": "2024-06-03", **hourly},
+            "um_futures": {
+                "symbols": ["BTCUSDT", "ETHUSDT"],
+                "funding_months": ["2024-03", "2024-04"],
+                "start": "2024-05-25",
+                "end": "2024-06-03",
+                **hourly,
+            },
+            "cm_futures": {
+                "symbols": ["BTCUSD_PERP"],
+                "funding_months": ["2024-04"],
+                "start": "2024-05-29",
+                "end": "2024-06-03",
+                **hourly,
+            },
+        },
+    )
+    emu = emulator(mirror_dir=mirror)
+    config = emulator_config(
+        emu.base_url,
+        tmp_path / "data",
+        interval="1h",
+        trade_types=["spot", "um_futures", "cm_futures"],
+        symbols={"spot": "all", "um_futures": "all", "cm_futures": "all"},
+        start_date="2024-03-01",
+        end_date="2024-06-03",
+        resample={"targets": []},
+    )
+    proc = snakemake(tmp_path, config, "aws_download", "--resources", "archive_http=1")
+
+    def folder(key: str) -> tuple[str, str]:  # data/<spot|futures/um>/<period>/<dataset>/...
+        parts = key.split("/")
+        trade_type = "spot" if parts[1] == "spot" else f"{parts[2]}_futures"
+        name = parts[3] if parts[1] == "spot" else parts[4]
+        return trade_type, ("klines-1h" if name == "klines" else "fundingRate")
+
+    sizes: dict[tuple[str, str], int] = {}
+    for key in keys:
+        sizes[folder(key)] = sizes.get(folder(key), 0) + 1
+    expected = sorted(sizes, key=lambda k: -sizes[k])
+    assert len(set(sizes.values())) == len(sizes)  # no ties: one right order
+    started = _started_shards(proc.stdout + proc.stderr)
+    assert [(t, "fundingRate" if d == "funding" else d) for t, d in started] == expected

@@ -504,6 +504,15 @@ def test_listing_errors_of_a_shard(tmp_path):
     assert plan.listing_errors(complete, ["A"]) == {}
 
 
+def test_shard_files_counts_the_listed_files_of_the_shards_symbols(tmp_path):
+    # The priority of a download job; a symbol whose listing failed has no n_files.
+    index = tmp_path / "index.json"
+    _write(index, {"symbols": {"A": {"n_files": 90}, "B": {"n_files": 4}, "C": {}}})
+    assert plan.shard_files(index, ["A", "B"]) == 94
+    assert plan.shard_files(index, ["B", "C"]) == 4
+    assert plan.shard_files(index, []) == 0
+
+
 def test_a_failed_exchange_info_request_is_named_in_the_rest_summary(tmp_path):
     failed = tmp_path / "exchange_info" / "spot.json"
     _write(failed, {"trade_type": "spot", "error": "RestError: HTTP 503", "failed_at_unix": 5})
