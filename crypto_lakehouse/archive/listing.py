@@ -288,7 +288,7 @@ def run_listing(
 
     # Configured symbols: their own folders are listed while the listing of the symbol
     # folders is on the way, not after it (one round trip to the archive less, more where
-    # that listing has several pages of 1,000 symbols: spot has ~3). A configured symbol
+    # that listing has several pages: 1,000 symbol folders per page). A configured symbol
     # the archive does not list is dropped afterwards with its (empty) folder listing.
     # With "all" the symbols are known only from that listing.
     root_error = None
