@@ -277,6 +277,9 @@ def run_listing(
     )
     known, full_listing = previous_listing(details_dir, request, full_listing_every_days)
 
+    # Request slots of the listing: the symbol-folder listing holds one while it runs.
+    slots = threading.BoundedSemaphore(max(1, concurrency))
+
     def list_symbol_folders() -> list[str]:
         session = http.new_session(concurrency, base_url=listing_url)
         try:
@@ -285,18 +288,24 @@ def run_listing(
             )
         finally:
             session.close()
+            slots.release()
 
     # Configured symbols: their own folders are listed while the listing of the symbol
     # folders is on the way, not after it (one round trip to the archive less, more where
-    # that listing has several pages: 1,000 symbol folders per page). A configured symbol
-    # the archive does not list is dropped afterwards with its (empty) folder listing.
-    # With "all" the symbols are known only from that listing.
+    # that listing has several pages: 1,000 symbol folders per page), sharing the listing's
+    # ``concurrency`` request slots with it, so that no more requests are in flight than
+    # before. A configured symbol the archive does not list is dropped afterwards with its
+    # (empty) folder listing. With "all" the symbols are known only from that listing.
+    overlap = explicit and concurrency > 1
     root_error = None
     early = None
+    slots.acquire()
     with ThreadPoolExecutor(max_workers=1) as root_pool:
         root = root_pool.submit(list_symbol_folders)
-        if explicit:
-            early = _list_symbol_files(valid, symbol_dirs, listing_url, concurrency, kwargs, known)
+        if overlap:
+            early = _list_symbol_files(
+                valid, symbol_dirs, listing_url, concurrency, kwargs, known, slots
+            )
         try:
             listed = root.result()
         except (http.ArchiveHTTPError, ListingError) as exc:
@@ -318,6 +327,8 @@ def run_listing(
         listed_set = set(listed)
         kept = [s for s in valid if s in listed_set]
         not_listed = [s for s in valid if s not in listed_set]
+        if early is None:  # one request at a time: after the symbol folders, as listed
+            early = _list_symbol_files(kept, symbol_dirs, listing_url, 1, kwargs, known)
         files_of, refused_of, failures = early
         failures = {s: err for s, err in failures.items() if s in listed_set}
     else:
@@ -674,9 +685,13 @@ def previous_listing(
     return known, full_listing
 
 
-def _list_symbol_files(symbols, symbol_dirs, listing_url, concurrency, kwargs, known=None):
+def _list_symbol_files(
+    symbols, symbol_dirs, listing_url, concurrency, kwargs, known=None, slots=None
+):
     """List every symbol's directories on a thread pool; a symbol in ``known`` only after
-    the last known key of each folder (``previous_listing``), its known files kept.
+    the last known key of each folder (``previous_listing``), its known files kept. With
+    ``slots`` (a semaphore shared with another listing) a symbol is listed while it holds
+    one.
 
     Returns (files_of, refused_of, failures): the accepted files and the refused keys with
     their reasons, per symbol.
@@ -688,6 +703,12 @@ def _list_symbol_files(symbols, symbol_dirs, listing_url, concurrency, kwargs, k
     failures: dict[str, str] = {}
 
     def one(symbol: str) -> tuple[list[FileEntry], list[dict]]:
+        if slots is not None:
+            with slots:
+                return listed_files(symbol)
+        return listed_files(symbol)
+
+    def listed_files(symbol: str) -> tuple[list[FileEntry], list[dict]]:
         session = sessions.get()
         out: list[FileEntry] = []
         refused: list[dict] = []

@@ -339,6 +339,19 @@ def test_configured_symbols_are_listed_while_the_symbol_folders_are(tmp_path):
     assert index["symbols"]["ETHUSDT"]["n_files"] == 3
 
 
+def test_the_listing_keeps_its_requests_in_flight_within_its_concurrency(tmp_path):
+    # The overlap above takes one of the listing's request slots, it does not add one.
+    _spot_mirror(tmp_path / "mirror")
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "SYRUPUSDT"]
+    for concurrency in (1, 2, 3):
+        with Emulator(mirror_dir=tmp_path / "mirror", faults=Faults(latency=0.1)) as emu:
+            _, index = _listing(
+                emu, tmp_path / str(concurrency), symbols=symbols, concurrency=concurrency
+            )
+            assert emu.peak_in_flight <= concurrency
+        assert sorted(index["symbols"]) == ["BTCUSDT", "ETHUSDT", "SYRUPUSDT"]
+
+
 def test_a_configured_symbol_not_listed_is_dropped_even_if_its_folder_listing_fails(tmp_path):
     # Its folder is asked for before the archive says it has no such symbol: that answer
     # (here a failure) must not fail the listing, nor make the symbol a failed one.
