@@ -22,7 +22,6 @@ overwritten: its month's archives wait (not parsed) until it is moved away.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from collections import defaultdict
@@ -289,12 +288,18 @@ def _day_sources_by_month(raw: dict | None) -> dict[str, dict[int, str]]:
 
 
 # ---------------------------------------------------------------- partitions
-def _load_partition(path: Path) -> tuple[pa.Table | None, str | None]:
-    """(table, None), (None, None) when absent, or (None, why it cannot be used)."""
-    if not storage.exists(path):
+def _load_partition(path: Path, listed: bool | None = None) -> tuple[pa.Table | None, str | None]:
+    """(table, None), (None, None) when absent, or (None, why it cannot be used).
+
+    ``listed``: whether the job's listing of the folder holds the partition (then its
+    existence is not asked again: on S3 that was a HEAD per month, one after the other);
+    None: asked here."""
+    if listed is False or (listed is None and not storage.exists(path)):
         return None, None
     try:
         table = storage.read_parquet(path)
+    except FileNotFoundError:
+        return None, None  # removed since the listing
     except (OSError, pa.ArrowException) as exc:
         return None, f"unreadable ({exc})"
     if table.schema.remove_metadata() != KLINE_SCHEMA:
@@ -379,7 +384,10 @@ class _MonthJob:
 
     def execute(self) -> tuple[pa.Table | None, pa.Table | None]:
         run = self.run
-        existing, problem = _load_partition(self.path)
+        # S3: the job's listing says whether the partition exists. Locally a stat asks (the
+        # listing leaves symbolic links out: a legacy partition linked in place is one).
+        listed = self.month in run.on_disk if storage.is_remote(self.path) else None
+        existing, problem = _load_partition(self.path, listed=listed)
         if problem and self.month not in run.own_partitions:
             raise ForeignPartitionUnreadable(problem)
         if problem:
@@ -456,6 +464,7 @@ class _KlineRun:
         self.old_day_sources = _day_sources_by_month(self.state.get("day_sources"))
         self.quarantined_now: dict[str, dict] = {}
         self.own_partitions: set[str] = set()  # months this pipeline wrote (from the state)
+        self.on_disk: set[str] = set()  # months with a partition in the job's listing
         self.files_parsed = 0
         self.csv_bytes = 0
 
@@ -501,7 +510,7 @@ class _KlineRun:
             for name, size in storage.file_sizes(self.part_dir, sized=".pqt").items()
             if name.endswith(".pqt") and _PARTITION_RE.match(name[: -len(".pqt")])
         }
-        on_disk = set(on_disk_bytes)
+        on_disk = self.on_disk = set(on_disk_bytes)
         written_bytes: dict[str, int] = dict(self.state.get("partition_bytes") or {})
         for month in sorted(set(old_parts) & on_disk - set(written_bytes)):
             # Written before sizes were recorded: its footer is checked once, then its size
@@ -657,11 +666,17 @@ class _KlineRun:
             datasets.get(self.dataset).name,
         )
         old = None
-        if storage.exists(qpath) and self.state:
-            with contextlib.suppress(OSError, pa.ArrowException):
+        if self.state:  # read without asking first whether it exists (an S3 HEAD)
+            try:
                 old = storage.read_parquet(qpath)
-                if old.schema.remove_metadata() != quality.QUALITY_SCHEMA:
-                    old = None
+            except FileNotFoundError:
+                pass
+            except storage.StorageError:
+                raise  # the store failed (its HEAD raised here before): not a lost record
+            except (OSError, pa.ArrowException):
+                pass
+            if old is not None and old.schema.remove_metadata() != quality.QUALITY_SCHEMA:
+                old = None
         if old is None:
             # Record lost or from an unknown run: measure the untouched partitions again.
             for month in sorted(set(partitions) - rebuilt):

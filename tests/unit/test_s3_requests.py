@@ -56,3 +56,70 @@ def test_a_whole_object_read_is_one_get(counted):
     assert len(_of(seen, "obj0.bin", "GET")) == 2, seen
     assert len(_of(seen, "obj1.bin", "GET")) == 1, seen
     assert len(seen) <= 6, seen  # and at most a HEAD (the size) per read
+
+
+def _kline_archives(tmp_path, days: list[str]) -> dict[str, bytes]:
+    from crypto_lakehouse_emulator.generate import write_kline_day
+
+    out = {}
+    for day in days:
+        key = write_kline_day(tmp_path / "mirror", "spot", "BTCUSDT", "1m", day, seed=3)
+        out[key] = (tmp_path / "mirror" / key).read_bytes()
+    return out
+
+
+def _put_verified(data_dir, archives: dict[str, bytes], report: dict | None = None) -> dict:
+    """Zip, CHECKSUM and .verified of each archive; the download report of them all."""
+    import hashlib
+
+    from crypto_lakehouse import layout
+
+    files = dict((report or {}).get("files") or {})
+    for key, body in archives.items():
+        path = layout.aws_path(data_dir, key)
+        digest = hashlib.sha256(body).hexdigest()
+        storage.write_bytes(path, body)
+        storage.write_text(path.with_name(path.name + ".CHECKSUM"), f"{digest}  {path.name}\n")
+        storage.touch(layout.verified_marker(path))
+        files[key] = {"size": len(body), "last_modified": "2024-01-01", "sha256": digest}
+    return {"trade_type": "spot", "dataset": "klines-1m", "symbol": "BTCUSDT",
+            "files": files, "quarantined": {}}  # fmt: skip
+
+
+def test_kline_parse_asks_no_existence_before_its_reads(counted, tmp_path):
+    """The klines parse knows from its one listing which monthly partitions exist: no HEAD
+    of a partition before reading (or instead of reading) it, one after the other per
+    month, and none of the quality record before its read."""
+    from crypto_lakehouse.parse.klines import run_parse_klines
+
+    root, counter = counted
+    archives = _kline_archives(tmp_path, ["2024-01-30", "2024-01-31", "2024-02-01"])
+    report = _put_verified(root, archives)
+
+    def parse(report):
+        return run_parse_klines(
+            trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=root,
+            download_report=report, report_path=tmp_path / "r.json",
+            stats_path=tmp_path / "s.json",
+        )  # fmt: skip
+
+    counter.take()
+    assert parse(report)["partitions_written"] == 2
+    first = counter.take()
+    parts = [(m, t) for m, t in first if "/parsed_data/" in t and ".pqt" in t]
+    quality_key = [(m, t) for m, t in first if "quality" in t]
+    # Nothing there yet: each partition and the quality record is one PUT, nothing else.
+    assert sorted(m for m, _ in parts) == ["PUT", "PUT"], parts
+    assert [m for m, _ in quality_key] == ["PUT"], quality_key
+
+    # One more day of February: that partition is read (a HEAD for its size, one GET),
+    # January's is not touched, the quality record read and written once.
+    report = _put_verified(root, _kline_archives(tmp_path, ["2024-02-02"]), report)
+    counter.take()
+    assert parse(report)["partitions_written"] == 1
+    again = counter.take()
+    feb = _of(again, "BTCUSDT/1m/202402.pqt")
+    assert sorted(m for m, _ in feb) == ["GET", "HEAD", "PUT"], feb
+    assert not _of(again, "BTCUSDT/1m/202401.pqt"), again
+    quality_key = [(m, t) for m, t in again if "quality" in t]
+    assert sorted(m for m, _ in quality_key) == ["GET", "HEAD", "PUT"], quality_key
