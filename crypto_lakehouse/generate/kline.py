@@ -30,7 +30,7 @@ from crypto_lakehouse.generate.merge import (
     merge_store,
     read_kline_files,
 )
-from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale
+from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale, scan_symbol
 from crypto_lakehouse.generate.vwap import vwap, vwap_column_name
 from crypto_lakehouse.intervals import interval_ms
 from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE
@@ -155,7 +155,36 @@ def run_gen_kline(
     min_days, min_price_chg = float(min_days), float(min_price_chg)  # config may give ints
     coin_contract = _contract_size_for(trade_type, symbol, with_vwap, contract_size)
     seconds: dict[str, float] = {}
-    started = tick = clock.perf_counter()
+    started = clock.perf_counter()
+    input_dirs = [
+        layout.parsed_klines_dir(data_dir, trade_type, symbol, interval),
+        layout.api_klines_dir(data_dir, trade_type, symbol, interval),
+    ]
+    remote = storage.is_remote(data_dir)
+    with storage.inputs_asked_once(input_dirs):  # S3: each folder listed once (identities)
+        # S3: the two listings at once (a round trip each).
+        archive_paths, rest_paths = storage.concurrently(
+            lambda d: storage.list_files(d, recursive=False, suffix=SUFFIX),
+            input_dirs,
+            2 if remote else 1,
+        )
+        return _build(
+            archive_paths, rest_paths, trade_type=trade_type, symbol=symbol,
+            interval=interval, data_dir=data_dir, split_gaps=split_gaps, with_vwap=with_vwap,
+            with_funding_rates=with_funding_rates, min_days=min_days,
+            min_price_chg=min_price_chg, coin_contract=coin_contract, step_ms=step_ms,
+            report_path=report_path, stats_path=stats_path, incremental=incremental,
+            started=started, seconds=seconds,
+        )  # fmt: skip
+
+
+def _build(
+    archive_paths, rest_paths, *, trade_type, symbol, interval, data_dir, split_gaps,
+    with_vwap, with_funding_rates, min_days, min_price_chg, coin_contract, step_ms,
+    report_path, stats_path, incremental, started, seconds,
+) -> dict:  # fmt: skip
+    """run_gen_kline's work, its inputs listed."""
+    tick = started
 
     def lap(name: str) -> None:
         nonlocal tick
@@ -163,16 +192,6 @@ def run_gen_kline(
         seconds[name] = round(now - tick, 4)
         tick = now
 
-    archive_paths = storage.list_files(
-        layout.parsed_klines_dir(data_dir, trade_type, symbol, interval),
-        recursive=False,
-        suffix=SUFFIX,
-    )
-    rest_paths = storage.list_files(
-        layout.api_klines_dir(data_dir, trade_type, symbol, interval),
-        recursive=False,
-        suffix=SUFFIX,
-    )
     with_funding = with_funding_rates and trade_type in layout.FUTURES_TRADE_TYPES
     events = FundingEvents(np.empty(0, np.int64), np.empty(0, np.float64))
     if with_funding:
@@ -214,9 +233,21 @@ def run_gen_kline(
         report_path=Path(report_path),
         stats_path=Path(stats_path),
     )
+    out_dir = layout.results_klines_dir(data_dir, trade_type, interval)
     record_file = tail.record_path(data_dir, trade_type, symbol, interval)
     previous = storage.read_state(record_file) if incremental else None
-    storage.delete(record_file)  # a build that fails must leave no record behind
+    scanned = None  # this symbol's files in out_dir (outputs.scan_symbol)
+    if previous:
+        storage.delete(record_file)  # a build that fails must leave no record behind
+    else:
+        # A full build: its stale files listed now, at the same time as the delete (S3: a
+        # round trip each), instead of after the new files' uploads, which a listing of
+        # their folder waits for. Its own new files are kept, listed or not.
+        _, scanned = storage.concurrently(
+            lambda do: do(),
+            [lambda: storage.delete(record_file), lambda: scan_symbol(out_dir, symbol)],
+            2 if storage.is_remote(data_dir) else 1,
+        )
     if previous:
         try:
             return tail.run_tail(previous, job)
@@ -266,7 +297,8 @@ def run_gen_kline(
     names = segment_names(symbol, len(ranges))
     lap("split")
 
-    out_dir = layout.results_klines_dir(data_dir, trade_type, interval)
+    if scanned is None:  # the tail build fell back: listed before the writes too
+        scanned = scan_symbol(out_dir, symbol)
     schema, vwap_rule = job.schema, job.vwap_rule
     segments, failures, written, grid_ranges = [], [], set(), []
     fill_seconds = check_seconds = write_seconds = 0.0
@@ -332,7 +364,9 @@ def run_gen_kline(
         fill=round(fill_seconds, 4), checks=round(check_seconds, 4), write=round(write_seconds, 4)
     )
     tick = clock.perf_counter()
-    removed = sorted(_relative(p, data_dir) for p in remove_stale(out_dir, symbol, written))
+    removed = sorted(
+        _relative(p, data_dir) for p in remove_stale(out_dir, symbol, written, scanned=scanned)
+    )
     lap("remove_stale")
 
     report = {

@@ -46,22 +46,31 @@ def remove_stale_in(directories, symbol: str, keep: dict, owns=None) -> list[Pat
     return [p for removed in found for p in removed]
 
 
-def remove_stale(directory: Path, symbol: str, keep_names: set[str], owns=None) -> list[Path]:
+def scan_symbol(directory: Path, symbol: str) -> tuple[list[Path], list[Path]]:
+    """``(files, temporary files)`` in ``directory`` that may be ``symbol``'s: what
+    :func:`remove_stale` deletes from. A job may take it before it writes (its own new
+    files are kept anyway): on S3 a listing of the folder waits for the uploads pending
+    below it, so taken after the writes it was one more round trip after the uploads."""
+    scanned = layout.symbol_names(directory, symbol)  # inside a shard job: scanned once
+    if scanned is None:
+        temps = storage.temp_files(directory)
+        return symbol_files(directory, symbol), temps
+    return [directory / name for name in scanned[0]], [directory / name for name in scanned[1]]
+
+
+def remove_stale(
+    directory: Path, symbol: str, keep_names: set[str], owns=None, scanned=None
+) -> list[Path]:
     """Delete this symbol's files whose segment name is not in ``keep_names``, and its
     orphaned temp files; return the files deleted (not the temp files). ``owns(path)``,
     asked of each such file, false: the file is not the job's to delete (a legacy file used
-    in place) and stays (default: every file of the symbol is the job's)."""
+    in place) and stays (default: every file of the symbol is the job's). ``scanned``: the
+    job's :func:`scan_symbol` of ``directory`` (taken here when None)."""
     removed = []
     # Temp files of this symbol's names that a killed run left ("kill -9 during a write");
     # only this job writes these names, and the data-dir lock keeps other runs out.
     pattern = symbol_file_re(symbol)
-    scanned = layout.symbol_names(directory, symbol)  # inside a shard job: scanned once
-    if scanned is None:
-        temps = storage.temp_files(directory)
-        files = symbol_files(directory, symbol)
-    else:
-        files = [directory / name for name in scanned[0]]
-        temps = [directory / name for name in scanned[1]]
+    files, temps = scan_symbol(directory, symbol) if scanned is None else scanned
     for tmp in temps:
         target = temp_target(tmp.name)
         if target is not None and pattern.match(target):

@@ -123,3 +123,52 @@ def test_kline_parse_asks_no_existence_before_its_reads(counted, tmp_path):
     assert not _of(again, "BTCUSDT/1m/202401.pqt"), again
     quality_key = [(m, t) for m, t in again if "quality" in t]
     assert sorted(m for m, _ in quality_key) == ["GET", "HEAD", "PUT"], quality_key
+
+
+def test_gen_kline_lists_each_folder_once_and_its_stale_files_before_writing(counted, tmp_path):
+    """A full gen_kline build on S3 lists its input folder once (its file list and the
+    inputs' identities were a listing each) and lists its symbol's old output files before
+    it uploads the new one: a listing of the output folder waits for the uploads pending
+    below it, so taken after the writes it was one more round trip after the upload. A
+    stale file is still removed, and the output is the local build's, byte for byte."""
+    from crypto_lakehouse import layout
+    from crypto_lakehouse.generate import run_gen_kline
+    from crypto_lakehouse.parse.klines import run_parse_klines
+
+    root, counter = counted
+    local = tmp_path / "local"
+    archives = _kline_archives(tmp_path, ["2024-01-30", "2024-01-31", "2024-02-01"])
+    for data_dir in (root, local):
+        run_parse_klines(
+            trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=data_dir,
+            download_report=_put_verified(data_dir, archives),
+            report_path=tmp_path / "p.json", stats_path=tmp_path / "ps.json",
+        )  # fmt: skip
+    out_dir = layout.results_klines_dir(root, "spot", "1m")
+    storage.write_bytes(out_dir / "SP7_BTCUSDT.pqt", b"stale")  # an old segment file
+
+    def gen(data_dir):
+        return run_gen_kline(
+            trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=data_dir,
+            split_gaps=True, with_vwap=True, with_funding_rates=False,
+            report_path=tmp_path / "g.json", stats_path=tmp_path / "gs.json",
+        )  # fmt: skip
+
+    counter.take()
+    stats = gen(root)
+    seen = counter.take()
+    assert stats["files_written"] == 1 and stats["files_removed"] == 1
+    lists = [t for m, t in seen if m == "GET" and "list-type=2" in t]
+    parsed_lists = [t for t in lists if "prefix=" in t and "/parsed_data/" in t]
+    assert len(parsed_lists) == 1, lists
+    put = next(i for i, (m, t) in enumerate(seen) if m == "PUT" and "/results_data/" in t)
+    out_lists = [i for i, (m, t) in enumerate(seen) if "list-type=2" in t and "results_data" in t]
+    assert out_lists and max(out_lists) < put, seen
+    assert not storage.exists(out_dir / "SP7_BTCUSDT.pqt")
+
+    gen(local)
+    [name] = [p.name for p in (local / "results_data/spot/klines/1m").iterdir()]
+    assert (
+        storage.read_bytes(out_dir / name)
+        == (local / "results_data/spot/klines/1m" / name).read_bytes()
+    )
