@@ -769,18 +769,14 @@ def read_bytes(path) -> bytes:
 
 
 def _get(p: ObjectPath) -> bytes:
-    """The whole object in one GetObject (botocore): one round trip. pyarrow's files ask
-    a HEAD first (the size), and its input *stream*'s ``read()`` then fetched 256 KiB at a
-    time, one ranged GET each: 13 round trips for a 3 MB partition, and SeaweedFS spent
-    ~9x the CPU of one GET on them. A missing object raises FileNotFoundError naming it."""
+    """The whole object: its HEAD (the size), then one GET of all its bytes. (pyarrow's
+    input *stream* does not know the size: its ``read()`` fetched 256 KiB at a time, one
+    ranged GET each, 13 round trips for a 3 MB partition, and SeaweedFS spent ~9x the CPU
+    of one GET on them.)"""
     _settle(p)
-    try:
-        with _conditional(p, "read"), _request("get"):
-            answer = _conditional_client().get_object(Bucket=p.bucket, Key=p.key)
-            with contextlib.closing(answer["Body"]) as body:
-                return body.read()  # botocore checks the length against Content-Length
-    except PreconditionFailed:
-        raise FileNotFoundError(f"{p}: no such object") from None
+    fs, inner = filesystem(p)
+    with _reading(p), _request("get"), fs.open_input_file(inner) as f:
+        return f.read()
 
 
 class _ReadAhead:
