@@ -60,7 +60,7 @@ from crypto_lakehouse.generate.merge import (
     merge_store,
     read_kline_files,
 )
-from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale
+from crypto_lakehouse.generate.outputs import SUFFIX, iso_ms, remove_stale, scan_symbol
 from crypto_lakehouse.generate.vwap import vwap
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.schema import KLINE_COLUMNS
@@ -365,8 +365,20 @@ def run_tail(previous: dict, job: Job) -> dict:
     if old_report.get("funding_column") != (job.funding_col is not None):
         raise Fallback("the funding column appears or disappears")
     data_dir = storage.data_path(job.data_dir)
-    # Asked at once (on S3 a HEAD each, every symbol's files share the folder).
-    current = storage.identities([data_dir / rel for rel in previous["outputs"]], by_listing=False)
+    out_dir = layout.results_klines_dir(data_dir, job.trade_type, job.interval)
+    # Asked at once (on S3 a HEAD each, every symbol's files share the folder); the symbol's
+    # files for the stale-file clean-up listed meanwhile, before the writes (a listing of
+    # the folder after them waits for their uploads: one more round trip after them).
+    current, scanned = storage.concurrently(
+        lambda ask: ask(),
+        [
+            lambda: storage.identities(
+                [data_dir / rel for rel in previous["outputs"]], by_listing=False
+            ),
+            lambda: scan_symbol(out_dir, job.symbol),
+        ],
+        2 if storage.is_remote(data_dir) else 1,
+    )
     for rel, ident in previous["outputs"].items():
         if current[data_dir / rel] != ident:
             raise Fallback(f"previous output {rel} changed or missing")
@@ -471,7 +483,6 @@ def run_tail(previous: dict, job: Job) -> dict:
     last_ms = int(columns[TIME][-1])
     n_total = len(old_segments) + len(ranges) - 1
     names = segment_names(job.symbol, n_total)
-    out_dir = layout.results_klines_dir(data_dir, job.trade_type, job.interval)
 
     def gates_for(label, cols, offset, first_ms, stop_ms):
         part = {k: v[offset:] for k, v in cols.items()}
@@ -585,7 +596,8 @@ def run_tail(previous: dict, job: Job) -> dict:
                 path, newest_path, keep_groups, table, metadata=metadata, use_dictionary=False
             )
     removed = sorted(
-        p.relative_to(data_dir).as_posix() for p in remove_stale(out_dir, job.symbol, set(names))
+        p.relative_to(data_dir).as_posix()
+        for p in remove_stale(out_dir, job.symbol, set(names), scanned=scanned)
     )
     report = {
         "trade_type": job.trade_type,

@@ -172,3 +172,36 @@ def test_gen_kline_lists_each_folder_once_and_its_stale_files_before_writing(cou
         storage.read_bytes(out_dir / name)
         == (local / "results_data/spot/klines/1m" / name).read_bytes()
     )
+
+
+def test_gen_kline_tail_build_lists_its_stale_files_before_writing(counted, tmp_path):
+    """A tail build (one more day) lists the symbol's output files at the same time as it
+    asks its previous outputs' identities, not after the upload of its rewritten newest
+    file (a listing of the folder waits for that upload: one more round trip)."""
+    from crypto_lakehouse.generate import run_gen_kline
+    from crypto_lakehouse.parse.klines import run_parse_klines
+
+    root, counter = counted
+
+    def parse_and_gen(report):
+        run_parse_klines(
+            trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=root,
+            download_report=report, report_path=tmp_path / "p.json",
+            stats_path=tmp_path / "ps.json",
+        )  # fmt: skip
+        counter.take()
+        return run_gen_kline(
+            trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=root,
+            split_gaps=True, with_vwap=True, with_funding_rates=False, incremental=True,
+            report_path=tmp_path / "g.json", stats_path=tmp_path / "gs.json",
+        )  # fmt: skip
+
+    report = _put_verified(root, _kline_archives(tmp_path, ["2024-01-30", "2024-01-31"]))
+    assert parse_and_gen(report)["files_written"] == 1
+    report = _put_verified(root, _kline_archives(tmp_path, ["2024-02-01"]), report)
+    stats = parse_and_gen(report)
+    seen = counter.take()
+    assert stats["incremental"]["mode"] == "tail", stats
+    put = next(i for i, (m, t) in enumerate(seen) if m == "PUT" and "/results_data/" in t)
+    out_lists = [i for i, (m, t) in enumerate(seen) if "list-type=2" in t and "results_data" in t]
+    assert out_lists and max(out_lists) < put, seen
