@@ -541,8 +541,9 @@ def _add_storage_arguments(parser, what: str) -> None:
     s3.add_argument(
         "--region",
         help=(
-            "S3 region (default: with --endpoint-url AWS_REGION, else AWS_DEFAULT_REGION, "
-            "else us-east-1; on AWS also the profile's)"
+            "S3 region (default: with an endpoint, --endpoint-url or AWS_ENDPOINT_URL_S3 / "
+            "AWS_ENDPOINT_URL, AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1; on AWS "
+            "also the profile's)"
         ),
     )
     s3.add_argument(
