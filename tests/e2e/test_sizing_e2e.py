@@ -81,7 +81,9 @@ def _asked(out: str, log_name: str) -> tuple[int, int]:
     raise AssertionError(f"no job with log {log_name} in:\n{out[-3000:]}")
 
 
-def test_candle_jobs_ask_for_their_new_days_and_memory_for_a_whole_history(tmp_path, emulator):
+def _one_symbol_of_klines(tmp_path, emulator):
+    """An emulator serving spot BTCUSDT's 1m klines of DAYS and its REST klines after them;
+    returns (emulator, its mirror folder)."""
     from crypto_lakehouse_emulator.generate import write_kline_day
     from crypto_lakehouse_emulator.rest import RestEmulator
 
@@ -91,7 +93,11 @@ def test_candle_jobs_ask_for_their_new_days_and_memory_for_a_whole_history(tmp_p
     first_ms = 1_735_776_000_000  # 2025-01-02 00:00 UTC
     rest = RestEmulator(now_ms=first_ms + 3 * 86_400_000)
     rest.add_synthetic_klines("spot", "BTCUSDT", start_ms=first_ms)
-    emu = emulator(mirror_dir=mirror, rest=rest)
+    return emulator(mirror_dir=mirror, rest=rest), mirror
+
+
+def test_candle_jobs_ask_for_their_new_days_and_memory_for_a_whole_history(tmp_path, emulator):
+    emu, mirror = _one_symbol_of_klines(tmp_path, emulator)
     config = emulator_config(
         emu.base_url, tmp_path / "data", interval="1m", start_date=DAYS[0], end_date=DAYS[-1],
         trade_types=["spot"], symbols={"spot": ["BTCUSDT"]},
@@ -134,16 +140,7 @@ def test_a_run_names_its_clamped_jobs_in_one_warning_line(tmp_path, emulator):
     """Before, cluster.max_runtime_minutes clamped a request without a word: a job SLURM then
     ended at the cap did not say it had asked for more. A run whose shard jobs ask more than
     the cap (here 1 minute, below any job's fixed part) ends with one line naming them."""
-    from crypto_lakehouse_emulator.generate import write_kline_day
-    from crypto_lakehouse_emulator.rest import RestEmulator
-
-    mirror = tmp_path / "mirror"
-    for day in DAYS:
-        write_kline_day(mirror, "spot", "BTCUSDT", "1m", day)
-    first_ms = 1_735_776_000_000  # 2025-01-02 00:00 UTC
-    rest = RestEmulator(now_ms=first_ms + 3 * 86_400_000)
-    rest.add_synthetic_klines("spot", "BTCUSDT", start_ms=first_ms)
-    emu = emulator(mirror_dir=mirror, rest=rest)
+    emu, _ = _one_symbol_of_klines(tmp_path, emulator)
     config = emulator_config(
         emu.base_url, tmp_path / "data", interval="1m", start_date=DAYS[0], end_date=DAYS[-1],
         trade_types=["spot"], symbols={"spot": ["BTCUSDT"]}, cluster={"max_runtime_minutes": 1},
