@@ -542,7 +542,8 @@ def _add_storage_arguments(parser, what: str) -> None:
         "--region",
         help=(
             "S3 region (default: with an endpoint, --endpoint-url or AWS_ENDPOINT_URL_S3 / "
-            "AWS_ENDPOINT_URL, AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1; on AWS "
+            "AWS_ENDPOINT_URL, the region an AWS regional endpoint names, else AWS_REGION, "
+            "else AWS_DEFAULT_REGION, else us-east-1; on AWS "
             "also the profile's)"
         ),
     )

@@ -35,6 +35,7 @@ import errno
 import functools
 import json
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path, PurePosixPath
@@ -275,19 +276,40 @@ def _is_ip_host(url: str) -> bool:
     return True
 
 
+def _endpoint_host(url: str) -> str:
+    return url.partition("://")[2].split("/", 1)[0].rsplit(":", 1)[0].lower().rstrip(".")
+
+
 def _is_aws_host(url: str) -> bool:
     """Whether the endpoint is one of AWS's own (``*.amazonaws.com``, China's
     ``*.amazonaws.com.cn``): those serve virtual-hosted requests (``bucket.host``)."""
-    host = url.partition("://")[2].split("/", 1)[0].rsplit(":", 1)[0].lower().rstrip(".")
-    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+    return _endpoint_host(url).endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
+
+# The region in an AWS S3 endpoint's host name: s3.eu-west-1.amazonaws.com,
+# s3-eu-west-1.amazonaws.com, s3.dualstack.us-east-2.amazonaws.com,
+# s3-fips.us-gov-west-1.amazonaws.com, s3.cn-north-1.amazonaws.com.cn, bucket.s3.<region>...
+_AWS_REGION_IN_HOST = re.compile(
+    r"(?:^|\.)s3(?:[.-](?:fips|dualstack|external-1))*[.-]"
+    r"([a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d+)\.amazonaws\.com(?:\.cn)?$"
+)
+
+
+def _aws_host_region(url: str) -> str | None:
+    """The region an AWS regional endpoint names in its host (None for another host or for
+    the global ``s3.amazonaws.com``): a request signed for another region is refused
+    (AuthorizationHeaderMalformed), and an explicit endpoint is not redirected."""
+    match = _AWS_REGION_IN_HOST.search(_endpoint_host(url))
+    return match.group(1) if match else None
 
 
 def s3_endpoint() -> dict[str, Any]:
     """The S3 connection settings every client of this process uses (the pyarrow file
     system here, the lease's conditional requests): ``endpoint_url``, ``region`` (the
-    configured one; else, without an endpoint, None: the AWS chain decides; with one,
-    ``AWS_REGION`` or ``AWS_DEFAULT_REGION``, else us-east-1: an AWS profile's region is not
-    read then) and ``addressing_style``. Credentials are not part of it: each client
+    configured one; else, without an endpoint, None: the AWS chain decides; with one, the
+    region an AWS regional endpoint names in its host, else ``AWS_REGION`` or
+    ``AWS_DEFAULT_REGION``, else us-east-1: an AWS profile's region is not read then) and
+    ``addressing_style``. Credentials are not part of it: each client
     takes them from the AWS default chain.
 
     The endpoint, as the AWS SDKs choose it: the config key ``storage.endpoint_url``, else
@@ -307,10 +329,11 @@ def s3_endpoint() -> dict[str, Any]:
         endpoint = found[1] if found else None
     region = _SETTINGS["region"]
     if not region and endpoint:
-        # Not left to the clients: pyarrow's would look the bucket's region up. The
-        # environment's region as the AWS CLI reads it, else us-east-1 (what self-hosted
-        # stores expect unless configured otherwise, e.g. MinIO's MINIO_REGION).
-        region = next(
+        # Not left to the clients: pyarrow's would look the bucket's region up. An AWS
+        # regional endpoint's own region (what it signs for), else the environment's region
+        # as the AWS CLI reads it, else us-east-1 (what self-hosted stores expect unless
+        # configured otherwise, e.g. MinIO's MINIO_REGION).
+        region = _aws_host_region(endpoint) or next(
             (os.environ[v].strip() for v in REGION_VARIABLES if os.environ.get(v, "").strip()),
             "us-east-1",
         )

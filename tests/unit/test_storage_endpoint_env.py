@@ -173,3 +173,30 @@ def test_the_region_reaches_both_clients_with_an_endpoint(endpoint_env):
     endpoint_env.delenv("AWS_REGION")
     endpoint_env.delenv("AWS_DEFAULT_REGION")
     assert regions() == ("us-east-1",) * 3
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        ("https://s3.eu-west-1.amazonaws.com", "eu-west-1"),
+        ("https://s3-ap-southeast-2.amazonaws.com/", "ap-southeast-2"),
+        ("https://s3.dualstack.us-east-2.amazonaws.com", "us-east-2"),
+        ("https://s3-fips.us-gov-west-1.amazonaws.com", "us-gov-west-1"),
+        ("https://s3.cn-north-1.amazonaws.com.cn", "cn-north-1"),
+        ("https://my-bucket.s3.eu-central-2.amazonaws.com:443", "eu-central-2"),
+        ("https://s3.amazonaws.com", "sa-east-1"),  # global: the environment's
+        ("https://minio.eu-west-1.example.org", "sa-east-1"),  # not AWS's: the environment's
+    ],
+)
+def test_an_aws_regional_endpoint_signs_for_its_own_region(endpoint_env, endpoint, expected):
+    """An AWS regional endpoint without ``storage.region``: both clients sign for the region
+    its host names. Before, it was the environment's or us-east-1, and AWS refuses a request
+    signed for another region (AuthorizationHeaderMalformed) without redirecting an explicit
+    endpoint. A configured region still wins."""
+    endpoint_env.setenv("AWS_REGION", "sa-east-1")
+    storage.configure({"endpoint_url": endpoint})
+    assert storage.s3_endpoint()["region"] == expected
+    assert storage._s3().region == expected
+    assert storage._conditional_client().meta.region_name == expected
+    storage.configure({"endpoint_url": endpoint, "region": "eu-north-1"})
+    assert storage.s3_endpoint()["region"] == "eu-north-1"
