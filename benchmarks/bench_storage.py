@@ -27,7 +27,6 @@ also pays the server's CPU; on a shared machine the figures are noisy.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -44,11 +43,11 @@ sys.path.insert(0, str(REPO / "emulator"))
 
 from crypto_lakehouse_emulator.generate import write_kline_day  # noqa: E402
 
-from crypto_lakehouse import layout, storage  # noqa: E402
+from crypto_lakehouse import storage  # noqa: E402
 from crypto_lakehouse.generate import run_gen_kline  # noqa: E402
 from crypto_lakehouse.parse.klines import run_parse_klines  # noqa: E402
 from tests.latency_proxy import LatencyProxy  # noqa: E402
-from tests.s3_helpers import SeaweedS3, apply_env  # noqa: E402
+from tests.s3_helpers import SeaweedS3, apply_env, put_verified_archives  # noqa: E402
 
 SYMBOL, INTERVAL, TRADE_TYPE = "BTCUSDT", "1m", "spot"
 
@@ -62,19 +61,6 @@ def build_archives(folder: Path, first: date, days: int) -> dict[str, bytes]:
     return out
 
 
-def put_archives(data_dir, archives: dict[str, bytes]) -> dict:
-    files = {}
-    for key, body in archives.items():
-        path = layout.aws_path(data_dir, key)
-        digest = hashlib.sha256(body).hexdigest()
-        storage.write_bytes(path, body)
-        storage.write_text(path.with_name(path.name + ".CHECKSUM"), f"{digest}  {path.name}\n")
-        storage.touch(layout.verified_marker(path))
-        files[key] = {"size": len(body), "last_modified": "2024-01-01", "sha256": digest}
-    return {"trade_type": TRADE_TYPE, "dataset": f"klines-{INTERVAL}", "symbol": SYMBOL,
-            "files": files, "quarantined": {}}  # fmt: skip
-
-
 def process_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of a process so far, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -82,7 +68,9 @@ def process_cpu_s(pid: int) -> float:
 
 
 def one_run(data_dir, archives, out: Path, server_cpu=lambda: 0.0) -> dict:
-    report = put_archives(data_dir, archives)
+    report = put_verified_archives(
+        data_dir, archives, trade_type=TRADE_TYPE, interval=INTERVAL, symbol=SYMBOL
+    )
     storage.request_stats(reset=True)
     s = server_cpu()
     t, c = time.perf_counter(), time.process_time()

@@ -158,6 +158,29 @@ class SeaweedS3:
             self.log.close()
 
 
+def put_verified_archives(
+    data_dir, archives: dict[str, bytes], report: dict | None = None, *,
+    trade_type: str = "spot", interval: str = "1m", symbol: str = "BTCUSDT",
+) -> dict:  # fmt: skip
+    """Each archive below ``data_dir`` (local or ``s3://``) as the download leaves it: the
+    zip, its CHECKSUM and its ``.verified`` marker; returns the symbol's download report of
+    them (``report``'s files and these: a report grown by a later download)."""
+    import hashlib
+
+    from crypto_lakehouse import layout, storage
+
+    files = dict((report or {}).get("files") or {})
+    for key, body in archives.items():
+        path = layout.aws_path(data_dir, key)
+        digest = hashlib.sha256(body).hexdigest()
+        storage.write_bytes(path, body)
+        storage.write_text(path.with_name(path.name + ".CHECKSUM"), f"{digest}  {path.name}\n")
+        storage.touch(layout.verified_marker(path))
+        files[key] = {"size": len(body), "last_modified": "2024-01-01", "sha256": digest}
+    return {"trade_type": trade_type, "dataset": f"klines-{interval}", "symbol": symbol,
+            "files": files, "quarantined": {}}  # fmt: skip
+
+
 def apply_env(env: dict[str, str]) -> dict[str, str | None]:
     """Set environment variables; the previous values, for :func:`restore_env`."""
     previous = {k: os.environ.get(k) for k in env}

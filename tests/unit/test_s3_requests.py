@@ -10,7 +10,7 @@ import secrets
 import pytest
 
 from crypto_lakehouse import storage
-from tests.s3_helpers import RequestCounter, weed_binary
+from tests.s3_helpers import RequestCounter, put_verified_archives, weed_binary
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="needs the weed binary")
 
@@ -68,24 +68,6 @@ def _kline_archives(tmp_path, days: list[str]) -> dict[str, bytes]:
     return out
 
 
-def _put_verified(data_dir, archives: dict[str, bytes], report: dict | None = None) -> dict:
-    """Zip, CHECKSUM and .verified of each archive; the download report of them all."""
-    import hashlib
-
-    from crypto_lakehouse import layout
-
-    files = dict((report or {}).get("files") or {})
-    for key, body in archives.items():
-        path = layout.aws_path(data_dir, key)
-        digest = hashlib.sha256(body).hexdigest()
-        storage.write_bytes(path, body)
-        storage.write_text(path.with_name(path.name + ".CHECKSUM"), f"{digest}  {path.name}\n")
-        storage.touch(layout.verified_marker(path))
-        files[key] = {"size": len(body), "last_modified": "2024-01-01", "sha256": digest}
-    return {"trade_type": "spot", "dataset": "klines-1m", "symbol": "BTCUSDT",
-            "files": files, "quarantined": {}}  # fmt: skip
-
-
 def test_kline_parse_asks_no_existence_before_its_reads(counted, tmp_path):
     """The klines parse knows from its one listing which monthly partitions exist: no HEAD
     of a partition before reading (or instead of reading) it, one after the other per
@@ -94,7 +76,7 @@ def test_kline_parse_asks_no_existence_before_its_reads(counted, tmp_path):
 
     root, counter = counted
     archives = _kline_archives(tmp_path, ["2024-01-30", "2024-01-31", "2024-02-01"])
-    report = _put_verified(root, archives)
+    report = put_verified_archives(root, archives)
 
     def parse(report):
         return run_parse_klines(
@@ -114,7 +96,7 @@ def test_kline_parse_asks_no_existence_before_its_reads(counted, tmp_path):
 
     # One more day of February: that partition is read (a HEAD for its size, one GET),
     # January's is not touched, the quality record read and written once.
-    report = _put_verified(root, _kline_archives(tmp_path, ["2024-02-02"]), report)
+    report = put_verified_archives(root, _kline_archives(tmp_path, ["2024-02-02"]), report)
     counter.take()
     assert parse(report)["partitions_written"] == 1
     again = counter.take()
@@ -141,7 +123,7 @@ def test_gen_kline_lists_each_folder_once_and_its_stale_files_before_writing(cou
     for data_dir in (root, local):
         run_parse_klines(
             trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=data_dir,
-            download_report=_put_verified(data_dir, archives),
+            download_report=put_verified_archives(data_dir, archives),
             report_path=tmp_path / "p.json", stats_path=tmp_path / "ps.json",
         )  # fmt: skip
     out_dir = layout.results_klines_dir(root, "spot", "1m")
@@ -196,9 +178,9 @@ def test_gen_kline_tail_build_lists_its_stale_files_before_writing(counted, tmp_
             report_path=tmp_path / "g.json", stats_path=tmp_path / "gs.json",
         )  # fmt: skip
 
-    report = _put_verified(root, _kline_archives(tmp_path, ["2024-01-30", "2024-01-31"]))
+    report = put_verified_archives(root, _kline_archives(tmp_path, ["2024-01-30", "2024-01-31"]))
     assert parse_and_gen(report)["files_written"] == 1
-    report = _put_verified(root, _kline_archives(tmp_path, ["2024-02-01"]), report)
+    report = put_verified_archives(root, _kline_archives(tmp_path, ["2024-02-01"]), report)
     stats = parse_and_gen(report)
     seen = counter.take()
     assert stats["incremental"]["mode"] == "tail", stats

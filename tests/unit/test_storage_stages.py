@@ -4,7 +4,6 @@ except the job's report and stats (Snakemake's outputs, local to the run directo
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from crypto_lakehouse import layout, storage
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.parse.klines import run_parse_klines
 from tests.conftest import FIXTURES
+from tests.s3_helpers import put_verified_archives
 
 REAL_SPOT = FIXTURES / "real" / "spot"
 DAYS = ("2020-01-01", "2020-01-02", "2020-01-03")
@@ -35,21 +35,6 @@ def _archives() -> dict[str, bytes]:
     return out
 
 
-def _put_archives(data_dir, archives: dict[str, bytes]) -> dict:
-    """Zip, CHECKSUM and .verified of each archive below data_dir (any store); the
-    download report of them."""
-    files = {}
-    for key, body in archives.items():
-        path = layout.aws_path(data_dir, key)
-        digest = hashlib.sha256(body).hexdigest()
-        storage.write_bytes(path, body)
-        storage.write_text(path.with_name(path.name + ".CHECKSUM"), f"{digest}  {path.name}\n")
-        storage.touch(layout.verified_marker(path))
-        files[key] = {"size": len(body), "last_modified": "2024-01-01", "sha256": digest}
-    return {"trade_type": "spot", "dataset": "klines-1m", "symbol": "BTCUSDT",
-            "files": files, "quarantined": {}}  # fmt: skip
-
-
 def _parse(data_dir, report: dict, out: Path) -> tuple[dict, dict]:
     stats = run_parse_klines(
         trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=data_dir,
@@ -67,8 +52,8 @@ def test_parse_on_s3_equals_parse_on_local_disk(tmp_path, s3_root, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a path that escaped the seam would appear here as s3:/…
     local = tmp_path / "local"
     archives = _archives()
-    report_local = _put_archives(local, archives)
-    report_s3 = _put_archives(s3_root, archives)
+    report_local = put_verified_archives(local, archives)
+    report_s3 = put_verified_archives(s3_root, archives)
     assert report_s3 == report_local
 
     stats_l, rep_l = _parse(local, report_local, tmp_path / "out-local")
@@ -116,7 +101,7 @@ def test_gen_kline_on_s3_equals_gen_kline_on_local_disk(tmp_path, s3_root, monke
     archives = _archives()
     local = tmp_path / "local"
     for root, out in ((local, tmp_path / "out-local"), (s3_root, tmp_path / "out-s3")):
-        _parse(root, _put_archives(root, archives), out)
+        _parse(root, put_verified_archives(root, archives), out)
         stats = _gen(root, out)
         assert stats.get("skipped_unchanged") is None
     rep_l = read_json(tmp_path / "out-local" / "gen.json")
@@ -159,7 +144,7 @@ def test_resample_and_features_on_s3_equal_local_disk(tmp_path, s3_root, monkeyp
     archives = _archives()
     reports = {}
     for root, out in ((tmp_path / "local", tmp_path / "out-l"), (s3_root, tmp_path / "out-s")):
-        _parse(root, _put_archives(root, archives), out)
+        _parse(root, put_verified_archives(root, archives), out)
         _gen(root, out)
         run_resample_rule(
             gen_report=str(out / "gen.json"), report_path=str(out / "res.json"),
@@ -305,7 +290,7 @@ def test_parse_killed_on_s3_then_rerun_equals_local(tmp_path, s3_root, monkeypat
         key = write_kline_day(src, "spot", "BTCUSDT", "1m", day, seed=i)
         archives[key] = (src / key).read_bytes()
     local = tmp_path / "local"
-    _, want = _parse(local, _put_archives(local, archives), tmp_path / "out-local")
+    _, want = _parse(local, put_verified_archives(local, archives), tmp_path / "out-local")
     assert sorted(want["partitions"]) == ["202410", "202411"]
     expected = {
         rel: p for rel, p in _relative_files(local).items() if not rel.startswith("aws_data/")
@@ -313,7 +298,7 @@ def test_parse_killed_on_s3_then_rerun_equals_local(tmp_path, s3_root, monkeypat
     interrupted = []
     for n, delay in enumerate((0.05, 0.3, 0.8)):
         root = f"{s3_root}/run{n}"
-        report = _put_archives(root, archives)
+        report = put_verified_archives(root, archives)
         killed_midway, got = _kill_rerun_case(tmp_path, root, archives, report, delay)
         interrupted.append(killed_midway)
         assert got == want, delay
