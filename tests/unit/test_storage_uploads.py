@@ -15,7 +15,8 @@ import pyarrow as pa
 import pytest
 
 from crypto_lakehouse import io, storage
-from tests.unit.test_storage_stages import _archives, _parse, _put_archives
+from tests.s3_helpers import put_verified_archives
+from tests.unit.test_storage_stages import _archives, _parse
 
 
 class HeldUploads:
@@ -157,7 +158,7 @@ def test_a_failed_writer_in_the_background_publishes_nothing_and_leaves_no_spool
 def test_parse_whose_partition_upload_fails_writes_no_state_and_names_the_partition(
     tmp_path, s3_root, monkeypatch
 ):
-    report = _put_archives(s3_root, _archives())
+    report = put_verified_archives(s3_root, _archives())
     real = storage._put
 
     def refuse_partitions(dest, body):
