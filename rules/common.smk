@@ -1257,6 +1257,9 @@ def get_report_args(wildcards):
             stage: RESAMPLED_TRADE_TYPES if stage == "resample" else TRADE_TYPES
             for stage in ACTIVE_STAGES
         },
+        # The run's start: the slowest jobs on the page are those that ended after it (the
+        # benchmark folder keeps earlier runs' files too). Not in the args digest.
+        started_unix=RUN_STARTED_UNIX,
     )
     if LH != layout.default_run_dir(DATA):
         args["run_dir"] = LH  # given only when not the default: a local run's params stay

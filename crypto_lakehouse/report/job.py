@@ -309,7 +309,9 @@ def _freshness_section(
     return "".join(body)
 
 
-def _run_section(run_dir, summaries: dict, out: dict, off=(), expected=None) -> str:
+def _run_section(
+    run_dir, summaries: dict, out: dict, off=(), expected=None, started_unix=None
+) -> str:
     benchmarks = records.read_benchmarks(run_dir)
     stages = records.stage_table(summaries, benchmarks, off, expected)
     # The figure leaves out the stages not in this run: empty bars read as 0 s.
@@ -320,7 +322,11 @@ def _run_section(run_dir, summaries: dict, out: dict, off=(), expected=None) -> 
         list(drawn["job_seconds"].astype(float)),
     )
     out["stages"] = png
-    slowest = benchmarks.sort_values("seconds", ascending=False).head(SLOWEST_JOBS)
+    mine, earlier = records.run_jobs(benchmarks, off, started_unix)
+    slowest = mine.sort_values("seconds", ascending=False).head(SLOWEST_JOBS)
+    slowest = slowest.assign(
+        ended=pd.to_datetime(slowest["end_unix"], unit="s", utc=True).dt.strftime("%Y-%m-%d %H:%M")
+    )
     # The run directory's folders, where they are (an s3:// data dir or a configured run_dir
     # keeps them outside the data dir: the page named lakehouse/… there too).
     summaries_dir = layout.run_summaries_dir(str(run_dir))
@@ -360,18 +366,50 @@ def _run_section(run_dir, summaries: dict, out: dict, off=(), expected=None) -> 
         page.figure(
             png, "time per stage", "Wall time and the jobs' own seconds per stage.", "stages"
         ),
-        f"<h3>The {SLOWEST_JOBS} slowest jobs</h3>",
+        f"<h3>The {SLOWEST_JOBS} slowest jobs"
+        + (" of this run" if started_unix is not None else "")
+        + "</h3>",
+        _earlier_jobs_note(earlier, off, started_unix),
         "<p>max_rss_mb and cpu_time as Snakemake's benchmark measured them; – : not "
         f"measured. Snakemake samples a job at its start, then every {records.FIRST_SAMPLE_S:g} s: "
         "a shorter job was sampled before its script ran (the table says NA, 0 or the "
         "figures of the shell that starts it).</p>",
         page.table(
-            slowest[["job", "stage", "seconds", "max_rss_mb", "cpu_time"]],
+            slowest[["job", "stage", "seconds", "max_rss_mb", "cpu_time", "ended"]].rename(
+                columns={"ended": "ended (UTC)"}
+            ),
             numeric=("seconds", "max_rss_mb", "cpu_time"),
-            empty=f"no benchmark files ({benchmarks_dir}/)",
+            empty="no job of this run has a benchmark file"
+            if len(benchmarks)
+            else f"no benchmark files ({benchmarks_dir}/)",
         ),
     ]
     return "".join(body)
+
+
+def _earlier_jobs_note(earlier: pd.DataFrame, off, started_unix) -> str:
+    """The sentence on the benchmark files left out of the slowest-jobs table
+    (``records.run_jobs``): jobs of the stages the config leaves out, and jobs of earlier
+    runs (ended before this run started), which this run did not rerun."""
+    if not len(earlier):
+        return ""
+    is_off = earlier["stage"].isin(off)
+    parts = []
+    if (~is_off).any():
+        last = pd.to_datetime(earlier.loc[~is_off, "end_unix"].max(), unit="s")
+        started = pd.to_datetime(started_unix, unit="s")
+        parts.append(
+            f"{page.count(int((~is_off).sum()), 'job')} of earlier runs, which this run "
+            f"(started {started:%Y-%m-%d %H:%M} UTC) did not rerun: their outputs were up "
+            f"to date (the latest ended {last:%Y-%m-%d %H:%M} UTC)"
+        )
+    if is_off.any():
+        names = ", ".join(sorted(set(earlier.loc[is_off, "stage"])))
+        parts.append(
+            f"{page.count(int(is_off.sum()), 'job')} of stages this run leaves out "
+            f"({page.esc(names)}), from the runs that had them"
+        )
+    return "<p>Left out of this table: " + "; ".join(parts) + ".</p>"
 
 
 def _checks_section(segments: dict[str, pd.DataFrame], summaries: dict, run_dir=".") -> str:
@@ -469,13 +507,16 @@ def render_report(
     failed_jobs: int = 0,
     kline_listings: dict[str, str] | None = None,
     stages: dict[str, list[str]] | None = None,
+    started_unix: float | None = None,
 ) -> tuple[str, dict[str, bytes]]:
     """The page's HTML and its figures (PNG bytes by name) for a coverage table and the
     generated segments; the data records are read below ``data_dir``, the run's summaries
     and benchmark tables in ``run_dir`` (default: ``layout.default_run_dir(data_dir)``), the
     run's symbols from its kline listing indexes ``kline_listings`` (by trade type); the
     run's stages and their trade types from ``stages`` (None: every stage's summaries found
-    in the run dir, also those an earlier run left of a stage this run's config leaves out)."""
+    in the run dir, also those an earlier run left of a stage this run's config leaves out);
+    ``started_unix``: the run's start, before which a benchmark file's job is an earlier
+    run's (left out of the slowest jobs, ``records.run_jobs``; None: not known)."""
     run_dir = layout.default_run_dir(str(data_dir)) if run_dir is None else run_dir
     seconds = {} if seconds is None else seconds
     tick = clock.perf_counter()
@@ -522,7 +563,11 @@ def render_report(
         )
     )
     sections.append(
-        page.section(4, "The run", _run_section(run_dir, summary_records, pngs, off, stages))
+        page.section(
+            4,
+            "The run",
+            _run_section(run_dir, summary_records, pngs, off, stages, started_unix),
+        )
     )
     sections.append(page.section(5, "Checks", _checks_section(segments, summary_records, run_dir)))
     dataset_summaries = records.read_summaries(run_dir, trade_types, stages=("datasets",))
@@ -565,6 +610,7 @@ def run_report(
     kline_listings: dict[str, str] | None = None,
     now_ms: int | None = None,
     stages: dict[str, list[str]] | None = None,
+    started_unix: float | None = None,
 ) -> dict:
     """Write ``coverage.parquet``, the figures (PNG, also for Snakemake's report) and the
     page ``index.html``. ``summaries`` (the stages') and ``datasets`` (the datasets
@@ -576,7 +622,9 @@ def run_report(
     the symbols with records). ``stages``: the run's stages with their trade types (the
     rule's; a stage the config leaves out shows as off in section 4, not as a failed
     summary, and an earlier run's summaries of it are not shown). ``now_ms``: the time the coverage calls a day over by
-    (default: ``report_now_ms``), before it its uncovered candles are pending, not missing."""
+    (default: ``report_now_ms``), before it its uncovered candles are pending, not missing.
+    ``started_unix``: the run's start (the Snakefile's ``RUN_STARTED_UNIX``): the slowest
+    jobs are those that ended after it."""
     started = clock.perf_counter()
     now_ms = report_now_ms() if now_ms is None else now_ms
     table = build_coverage(data_dir, trade_types, interval, day_number(end_date), now_ms)
@@ -597,6 +645,7 @@ def run_report(
         failed_jobs=failed_jobs,
         kline_listings=kline_listings,
         stages=stages,
+        started_unix=started_unix,
     )
     figures_dir = storage.data_path(figures_dir)
     for name, png in pngs.items():

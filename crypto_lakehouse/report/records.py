@@ -358,6 +358,22 @@ def read_benchmarks(run_dir) -> pd.DataFrame:
     )
 
 
+def run_jobs(
+    benchmarks: pd.DataFrame, off=(), started_unix: float | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The benchmark rows of this run's jobs, and the others: the benchmark folder keeps
+    each job's latest run, so it also holds the files of stages the config now leaves out
+    (``off``: features disabled since, say) and, with the run's start ``started_unix``
+    known, those of jobs that ended before it (earlier runs': this run did not rerun them).
+    Without ``started_unix`` every job of the stages in the run counts as this run's."""
+    if not len(benchmarks):
+        return benchmarks, benchmarks
+    other = benchmarks["stage"].isin(off)
+    if started_unix is not None:
+        other |= benchmarks["end_unix"] < float(started_unix)
+    return benchmarks[~other], benchmarks[other]
+
+
 def _total(totals: dict, *keys: str) -> float:
     return float(sum(totals.get(k, 0) or 0 for k in keys))
 

@@ -187,3 +187,16 @@ def test_page_in_headless_chromium(report_run, tmp_path):
     assert png_size(shot.read_bytes())[0] > 0
     keep = data.parent / "report-screenshot.png"  # for a human look after the run
     shutil.copy(shot, keep)
+
+
+def test_slowest_jobs_are_this_runs(report_run):
+    # The rule passes the run's start (started_unix): the table is this run's jobs, each
+    # with the time it ended. Without it, the heading would not say "of this run".
+    data, _ = report_run
+    html = (data / "lakehouse" / "report" / "index.html").read_text()
+    run = html[html.index('<section id="the-run">') :]
+    run = run[: run.index("</section>")]
+    slowest = run[run.index("slowest jobs of this run") :]
+    jobs = re.findall(r"<tr><td[^>]*>([^<]*)</td>", slowest)
+    assert any(job.startswith("gen_kline/") for job in jobs), jobs
+    assert "ended (UTC)" in slowest

@@ -291,7 +291,7 @@ def test_unmeasured_memory_and_cpu_of_short_jobs_show_as_not_measured(tmp_path):
     assert unmeasured.isna().all().all(), unmeasured
     slowest = _section(_write_page(data), "the-run")
     slowest = slowest[slowest.index("slowest jobs") :]
-    by_job = {row[0]: row[3:] for row in _rows(slowest)}
+    by_job = {row[0]: row[3:5] for row in _rows(slowest)}
     assert by_job["report/report"] == ["174", "0.99"]
     for job in short:
         assert by_job[job] == ["–", "–"], job
@@ -579,3 +579,45 @@ def test_the_score_caption_says_days_without_archive_count(tmp_path):
     assert "a day without archive rows scoring 0" in caption
     assert caption.startswith("1 symbol; score")  # not "1 symbols"
     assert "33.3% of candles missing (1 day without rows)" in quality  # not "1 days"
+
+
+def test_slowest_jobs_are_this_runs_not_earlier_runs_nor_stages_switched_off(tmp_path):
+    # The benchmark folder keeps each job's latest run. The slowest jobs listed a features
+    # job of a run from before features.enabled was set false, and a download of a run a
+    # week ago that this run did not redo, beside this run's jobs, unlabelled.
+    import os
+
+    data = tmp_path / "d"
+    run = layout.default_run_dir(str(data))
+    root = Path(layout.run_benchmarks_dir(run))
+    started = 1_765_000_000.0  # 2025-12-06 05:46:40 UTC
+    tables = {  # job: (seconds, end)
+        "features/spot/klines-1m/shards/0": (900.0, started - 86_400),  # features, now off
+        "aws_download/spot/klines-1m/shards/0": (700.0, started - 7 * 86_400),  # a week ago
+        "gen_kline/spot/klines-1m/shards/0": (30.0, started + 100),  # this run's
+        "aws_parse/spot/klines-1m/shards/0": (20.0, started + 50),  # this run's
+    }
+    for job, (seconds, end) in tables.items():
+        path = root / f"{job}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(BENCH_HEADER + f"{seconds}\t0:00:01\t100\t1\t1\t1\t0\t0\t0\t1.5\n")
+        os.utime(path, (end, end))
+    stages = {"aws_download": ["spot"], "aws_parse": ["spot"], "api_download": ["spot"],
+              "gen_kline": ["spot"], "resample": ["spot"]}  # fmt: skip
+    html = _write_page(data, stages=stages, started_unix=started)
+    section = _section(html, "the-run")
+    slowest = section[section.index("slowest jobs") :]
+    rows = _rows(slowest)
+    assert [row[0] for row in rows] == [
+        "gen_kline/spot/klines-1m/shards/0",
+        "aws_parse/spot/klines-1m/shards/0",
+    ]
+    assert rows[0][-1] == "2025-12-06 05:48"  # when it ended (UTC)
+    assert "1 job of earlier runs" in unescape(slowest)
+    assert "started 2025-12-06 05:46 UTC" in unescape(slowest)
+    assert "the latest ended 2025-11-29 05:46 UTC" in unescape(slowest)
+    assert "1 job of stages this run leaves out (features)" in unescape(slowest)
+    # Run start unknown (a caller from before): the stage switched off still stays out.
+    rows = _rows(_section(_write_page(data, stages=stages), "the-run").split("slowest jobs")[1])
+    assert "features/spot/klines-1m/shards/0" not in [row[0] for row in rows]
+    assert rows[0][0] == "aws_download/spot/klines-1m/shards/0"
