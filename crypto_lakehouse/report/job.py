@@ -281,15 +281,27 @@ def _freshness_section(
             symbols=("symbol", "size"),
             stale=("stale", "sum"),
             max_lag_minutes=("lag_minutes", "max"),
+            past_end_date=("past_end_date", "sum"),
         )
         .reset_index()
+        .rename(columns={"past_end_date": "past end_date"})
+    )
+    past = int(fresh["past_end_date"].sum())
+    past_note = (
+        f"<p>{page.count(past, 'symbol')} with candles after the end of end_date "
+        f"({page.esc(end_date)}; an earlier run with a later end_date wrote them, e.g. "
+        f"{page.esc(', '.join(fresh.loc[fresh['past_end_date'], 'symbol'].head(NAMES_SHOWN)))}): "
+        "data past end_date, counted as lag 0 (up to date).</p>"
+        if past
+        else ""
     )
     body = [
         f"<p>Lag of each symbol's last candle behind the end of end_date ({page.esc(end_date)}), "
         "for every symbol of the run's kline listings and every symbol with records; "
         f"stale: more than {stale_after_hours:g} hours (config <code>report.stale_after_hours</code>), "
         "or no generated candles.</p>",
-        page.table(counts, numeric=("symbols", "stale", "max_lag_minutes")),
+        page.table(counts, numeric=("symbols", "stale", "max_lag_minutes", "past end_date")),
+        past_note,
         page.figure(png, "distribution of freshness lags", "Lag per symbol, in days.", "freshness"),
         f"<h3>Stale symbols ({len(stale)})</h3>",
         f"<h4>Without generated candles ({len(missing)}; {int(expected.sum())} of them without "

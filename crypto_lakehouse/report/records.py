@@ -258,13 +258,18 @@ def download_notes(run_dir, trade_type: str, interval: str, symbols) -> dict[str
 def freshness(segments: pd.DataFrame, symbols, end_day: int, trade_type: str) -> pd.DataFrame:
     """Lag of each symbol's last candle behind the end of ``end_date`` (minutes), from the
     generated segments (``end_ms`` exclusive = close of the last candle). ``symbols`` lists
-    the symbols of the trade type; those without a generated file get no lag (NaN)."""
+    the symbols of the trade type; those without a generated file get no lag (NaN).
+
+    A symbol whose candles go past the end of ``end_date`` (a run with a later end_date
+    wrote them, then ``end_date`` moved back) is up to date: lag 0, ``past_end_date`` True.
+    Before, its lag was negative (``-1440`` for a day past), a figure that means nothing."""
     last_end = segments.groupby("symbol")["end_ms"].max() if len(segments) else pd.Series()
     frame = pd.DataFrame({"symbol": sorted(set(symbols) | set(last_end.index))})
     end = frame["symbol"].map(last_end)
     horizon = (end_day + 1) * DAY_MS
     frame["last_candle_close"] = pd.to_datetime(end, unit="ms", utc=True)
-    frame["lag_minutes"] = (horizon - end) // 60_000
+    frame["lag_minutes"] = ((horizon - end) // 60_000).clip(lower=0)
+    frame["past_end_date"] = (end > horizon).to_numpy()
     frame.insert(0, "trade_type", trade_type)
     return frame
 

@@ -621,3 +621,30 @@ def test_slowest_jobs_are_this_runs_not_earlier_runs_nor_stages_switched_off(tmp
     rows = _rows(_section(_write_page(data, stages=stages), "the-run").split("slowest jobs")[1])
     assert "features/spot/klines-1m/shards/0" not in [row[0] for row in rows]
     assert rows[0][0] == "aws_download/spot/klines-1m/shards/0"
+
+
+def test_candles_past_end_date_count_as_lag_0_with_a_note_not_a_negative_lag(tmp_path):
+    # A run with end_date 2024-01-12 wrote BTCUSDT's candles to its end; the user then ran
+    # with end_date 2024-01-10 (END_DATE). The page showed a lag of -2880 minutes (the
+    # count table's max lag, the histogram) for data two days past end_date.
+    data = tmp_path / "d"
+    _generated_file(data, "BTCUSDT", rows=600, end_ms=END_MS + 2 * 1440 * MIN)
+    freshness = unescape(_section(_write_page(data), "freshness"))
+    counts = _rows(freshness[: freshness.index("Stale symbols")])
+    # trade type, symbols, stale, max lag, past end_date (the max lag read -2,880)
+    assert counts[0] == ["spot", "1", "0", "0", "1"]
+    assert "1 symbol with candles after the end of end_date (2024-01-10" in freshness
+    assert "e.g. BTCUSDT" in freshness and "data past end_date, counted as lag 0" in freshness
+    assert "-2880" not in freshness and "-2,880" not in freshness
+    _generated_file(data, "ETHUSDT", rows=600, end_ms=END_MS - 90 * MIN)  # 90 min behind
+    freshness = unescape(_section(_write_page(data), "freshness"))
+    assert _rows(freshness[: freshness.index("Stale symbols")])[0] == ["spot", "2", "0", "90", "1"]
+    got = records.freshness(
+        records.pd.DataFrame(
+            {"symbol": ["BTCUSDT"], "first_ms": [0], "end_ms": [END_MS + 2 * 1440 * MIN]}
+        ),
+        ["BTCUSDT"],
+        END_MS // (1440 * MIN) - 1,
+        "spot",
+    )
+    assert got["lag_minutes"].tolist() == [0] and got["past_end_date"].tolist() == [True]
