@@ -726,19 +726,22 @@ def print_summaries(
 
     from crypto_lakehouse.io import read_json
     from crypto_lakehouse.layout import run_summaries_dir
-    from crypto_lakehouse.summary import headline
+    from crypto_lakehouse.summary import headline, legacy_kept, legacy_kept_sentence
 
     root = Path(run_summaries_dir(str(run_dir)))
     paths = sorted(root.glob("*/*.json"))
     if not paths:
         return
     print(f"crypto_lakehouse run summaries in {root}:")
+    resampled = []  # the resample summaries: legacy files they kept (summary.legacy_kept)
     for path in paths:
         try:
             summary = read_json(path, default=None)
         except ValueError as exc:  # torn: the report job removes it (report.records)
             print(f"  {path}: unreadable ({type(exc).__name__}: {exc})")
             continue
+        if isinstance(summary, dict) and path.parent.name == "resample":
+            resampled.append(summary)
         if isinstance(summary, dict):
             line = headline(summary)
             written = summary.get("reports_written_unix", summary.get("written_at_unix"))
@@ -752,6 +755,9 @@ def print_summaries(
             print(f"  {line}")
     for line in not_listed_lines(run_dir, listings):
         print(f"  {line}")
+    legacy = legacy_kept_sentence(legacy_kept(resampled))
+    if legacy:  # one line, not one per file: the reports list the files
+        print(f"  resample: {legacy}")
 
 
 NAMES_SHOWN = 10  # symbols named in one closing line; more are counted

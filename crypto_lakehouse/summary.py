@@ -182,6 +182,7 @@ def summarize(stage: str, trade_type: str, report_paths: list[str], records=None
     totals: dict[str, float] = {}
     problems: dict[str, dict] = {}
     figures: dict[str, dict] = {}
+    legacy_kept: dict[str, int] = {}
     for report_path in report_paths:
         report = records.read(report_path)
         stats = records.read(stats_path_for(report_path), of_report=report_path)
@@ -194,6 +195,9 @@ def summarize(stage: str, trade_type: str, report_paths: list[str], records=None
         picked = report_figures(report)
         if picked:
             figures[name] = picked
+        for rel in report.get("kept") or ():  # resample: legacy files it does not own
+            folder = rel.rsplit("/", 1)[0]
+            legacy_kept[folder] = legacy_kept.get(folder, 0) + 1
     summary = {
         "stage": stage,
         "trade_type": trade_type,
@@ -205,6 +209,8 @@ def summarize(stage: str, trade_type: str, report_paths: list[str], records=None
         "figures": figures,
         "written_at_unix": int(time.time()),
     }
+    if legacy_kept:
+        summary["legacy_kept"] = dict(sorted(legacy_kept.items()))
     newest = _newest_mtime(report_paths_given)
     if newest is not None:
         # The stage's jobs that wrote these reports: a summary job rewrites every trade
@@ -230,6 +236,36 @@ def summarize(stage: str, trade_type: str, report_paths: list[str], records=None
     if seconds and files:
         summary["throughput_files_s"] = files / seconds
     return summary
+
+
+def legacy_kept(summaries) -> dict[str, int]:
+    """The resampled files this pipeline did not write that the resample jobs kept (the
+    reports' ``kept``: a legacy data dir's files at targets or offsets no longer
+    configured), per folder (relative to the data dir), over the ``summaries``."""
+    folders: dict[str, int] = {}
+    for summary in summaries:
+        for folder, n in (summary.get("legacy_kept") or {}).items():
+            folders[folder] = folders.get(folder, 0) + int(n)
+    return dict(sorted(folders.items()))
+
+
+LEGACY_FOLDERS_SHOWN = 10
+
+
+def legacy_kept_sentence(folders: dict[str, int]) -> str:
+    """One sentence on ``legacy_kept``'s files (empty when none): how many, and where."""
+    if not folders:
+        return ""
+    total = sum(folders.values())
+    where = ", ".join(f"{f}/ ({n})" for f, n in list(folders.items())[:LEGACY_FOLDERS_SHOWN])
+    if len(folders) > LEGACY_FOLDERS_SHOWN:
+        where += f", … ({len(folders) - LEGACY_FOLDERS_SHOWN} more folders)"
+    return (
+        f"{total} legacy resampled file(s) at resample targets or offsets not configured are "
+        f"kept, stale (no run updates them) and still read by the loaders: {where}; "
+        "this pipeline did not write them and does not remove them: remove them, or "
+        "configure those targets again"
+    )
 
 
 def _figure(value, digits: int = 6) -> str:

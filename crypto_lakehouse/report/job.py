@@ -21,6 +21,7 @@ from crypto_lakehouse.report.coverage import (
     read_segments,
     to_arrow,
 )
+from crypto_lakehouse.summary import legacy_kept, legacy_kept_sentence
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +437,17 @@ def _checks_section(segments: dict[str, pd.DataFrame], summaries: dict, run_dir=
         "files held (checked when written; kept by later runs while unchanged). A file failing "
         "a check is not kept and its job fails.</p>",
         page.table(gates, numeric=("passed", "failed"), empty="no generated files"),
+    ]
+    # Legacy resampled files at targets no longer configured: kept (not this pipeline's to
+    # remove), never updated, read by the loaders; before, only the symbols' resample
+    # reports named them (their `kept`).
+    legacy = legacy_kept([s for (stage, _), s in summaries.items() if stage == "resample"])
+    if legacy:
+        body.append(
+            f"<h3>Stale legacy resampled files ({sum(legacy.values())})</h3>"
+            f"<p>{page.esc(legacy_kept_sentence(legacy))}.</p>"
+        )
+    body += [
         f"<h3>Failures ({len(failures)})</h3>",
     ]
     if failures:

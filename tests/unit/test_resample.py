@@ -439,6 +439,47 @@ def test_legacy_segments_of_a_configured_target_are_rebuilt_as_the_pipeline_spli
     assert sorted(_files(base)) == sorted(["5m/0m/BTCUSDT.pqt", *legacy_1h])
 
 
+def test_legacy_files_kept_are_counted_on_the_console_and_the_report_page(tmp_path, capsys):
+    # The kept legacy files (targets no longer configured: stale, still read by the
+    # loaders) were named only under `kept` in the symbol's resample report and its job
+    # log: the closing lines and the report page said nothing of them.
+    from crypto_lakehouse import plan
+    from crypto_lakehouse.report.job import run_report
+    from crypto_lakehouse.summary import summarize
+
+    _legacy_dir(tmp_path, "spot")
+    seg = "results_data/spot/klines/1m/BTCUSDT.pqt"
+    report = write_gen_report(tmp_path, "spot", "BTCUSDT", [("BTCUSDT", seg)])
+    run_dir = tmp_path / "lakehouse"
+    legacy_1h = [f for f in _files(LEGACY_RESULTS / "spot/resampled_klines") if f[:3] == "1h/"]
+    offsets = sorted({f.split("/")[1] for f in legacy_1h})
+    assert len(legacy_1h) == 24 and len(offsets) == 12  # two files (segments) per offset
+    for attempt in ("first run", "second run"):
+        run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "5m", "offset_step": "0m"}])
+        summary = summarize("resample", "spot", [run_dir / "reports/resample/BTCUSDT.json"])
+        folders = {f"results_data/spot/resampled_klines/1h/{o}": 2 for o in offsets}
+        assert summary["legacy_kept"] == folders, attempt
+    path = Path(layout.run_summary_path(str(run_dir), "resample", "spot"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary))
+    plan.print_summaries(run_dir)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "legacy resampled" in line]
+    assert len(lines) == 1  # one line, not one per file
+    assert "24 legacy resampled file(s) at resample targets or offsets not configured" in lines[0]
+    assert "results_data/spot/resampled_klines/1h/0m/ (2)" in lines[0]
+    assert "(2 more folders)" in lines[0]  # 12 folders, 10 named
+    index = run_dir / "report" / "index.html"
+    run_report(
+        data_dir=str(tmp_path), interval="1m", trade_types=["spot"], end_date="2024-01-10",
+        stale_after_hours=48, index=str(index), coverage=str(run_dir / "report/c.parquet"),
+        figures_dir=str(run_dir / "report/figures"),
+        stages={"gen_kline": ["spot"], "resample": ["spot"]},
+    )  # fmt: skip
+    checks = index.read_text().split('<section id="checks">')[1].split("</section>")[0]
+    assert "<h3>Stale legacy resampled files (24)</h3>" in checks
+    assert "results_data/spot/resampled_klines/1h/15m/ (2)" in checks
+
+
 def test_resampled_leftovers_names_the_configured_symbols_files(tmp_path):
     from crypto_lakehouse.plan import resampled_leftovers
     from crypto_lakehouse.resample import owned
