@@ -37,7 +37,16 @@ def test_legacy_resampled_files_of_other_targets_survive_in_place_runs(tmp_path)
         config = legacy_config(emu.base_url, data)
         config.update(trade_types=[T], symbols={T: ["BTCUSDT"]})
         config["resample"] = {"targets": [{"trade_type": T, "interval": "1h", "offset_step": "0m"}]}
-        snakemake(tmp_path, config, "all")
+        proc = snakemake(tmp_path, config, "all")
+        # The kept legacy files are counted at the end of the run and on the report page
+        # (before 2026-12-07 only the symbol's resample report named them).
+        closing = [line for line in proc.stdout.splitlines() if "legacy resampled" in line]
+        assert len(closing) == 1, proc.stdout
+        assert "12 legacy resampled file(s) at resample targets or offsets not" in closing[0]
+        assert f"results_data/{T}/resampled_klines/1h/15m/ (1)" in closing[0]
+        assert "(2 more folders)" in closing[0]  # 12 folders: 11 offsets of 1h, 5m/0m
+        page = (data / "lakehouse/report/index.html").read_text()
+        assert "<h3>Stale legacy resampled files (12)</h3>" in page
         now = _files(resampled)
         assert sorted(now) == sorted(legacy)
         assert {f: now[f] for f in others} == {f: legacy[f] for f in others}
