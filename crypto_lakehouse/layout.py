@@ -497,6 +497,17 @@ def jobs_lock_path(run_dir: str) -> str:
     return f"{run_dir}/jobs.lock"
 
 
+def data_identity_path(data_dir) -> Path:
+    """The data dir's identity marker (``crypto_lakehouse.data_identity``): a random id
+    written on the first run, which the run dir records."""
+    return lakehouse_dir(data_dir) / "data_dir_id.json"
+
+
+def run_identity_path(run_dir: str) -> str:
+    """The run dir's copy of the identity of the data dir its records describe."""
+    return f"{run_dir}/data_dir_id.json"
+
+
 def data_lease_path(data_dir) -> Path:
     """The lease object an S3 data dir's current run holds (``crypto_lakehouse.lock``)."""
     return lakehouse_dir(data_dir) / "run.lease.json"

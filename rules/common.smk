@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+import crypto_lakehouse.data_identity as data_identity
 import crypto_lakehouse.datasets as dataset_registry
 import crypto_lakehouse.io as data_io
 import crypto_lakehouse.layout as layout
@@ -94,6 +95,16 @@ except data_lock.DataDirBusy as exc:  # another run holds the data dir
     stop(str(exc))
 except OSError as exc:  # the lock's folder cannot be written, the S3 store does not answer
     stop(plan.unusable_folder(exc, DATA, LH))
+# A data dir wiped or replaced under an intact run dir: its records there describe another
+# data dir; they are removed and the run rebuilds (crypto_lakehouse/data_identity.py). One
+# read of the marker per start, by the main process; a dry run only says so.
+if workflow.is_main_process:
+    try:
+        _IDENTITY_NOTICE = data_identity.check(DATA, LH, dry_run=DRY_RUN)
+    except OSError as exc:  # the marker cannot be read or written
+        stop(plan.unusable_folder(exc, DATA, LH))
+    if _IDENTITY_NOTICE:
+        print(_IDENTITY_NOTICE, file=sys.stderr)
 INTERVAL = config["interval"]
 KLINES = f"klines-{INTERVAL}"
 TRADE_TYPES = list(config["trade_types"])

@@ -61,6 +61,9 @@ VOLATILE = (
     # The leftovers scans' records (crypto_lakehouse/leftovers.py `checked`): a cache of
     # "nothing found" keyed by the listing index's size and mtime; a missing one costs a scan.
     "lakehouse/leftovers/",
+    # The data dir's identity marker (crypto_lakehouse/data_identity.py): a random id per
+    # data dir, recorded in a run dir kept elsewhere.
+    "lakehouse/data_dir_id.json",
 )
 
 

@@ -1,0 +1,109 @@
+"""A data dir wiped (or replaced by an empty one) under an intact run dir (config
+``run_dir`` elsewhere, or the local run dir of an S3 data dir). Snakemake's outputs are the
+run dir's reports, so before, the next run said "Nothing to be done" and left a lakehouse
+without data. The data dir's identity marker (crypto_lakehouse/data_identity.py) makes it
+rebuild; an existing data dir without a marker (an upgrade) is adopted, not rebuilt."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from crypto_lakehouse import layout
+from tests.chaos import chaos_helpers as h
+from tests.e2e.e2e_helpers import snakemake
+from tests.s3_helpers import weed_binary
+
+pytestmark = pytest.mark.e2e
+
+
+def _files(folder):
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_a_wiped_data_dir_is_rebuilt_and_an_upgrade_is_not(tmp_path):
+    emu = h.start_emulator(h.build_scenario(tmp_path))
+    try:
+        data, run_dir = tmp_path / "data", tmp_path / "run"
+        config = h.config_for(emu.base_url, data)
+        config["run_dir"] = str(run_dir)
+        snakemake(tmp_path, config, "all")
+        results = sorted(p.relative_to(data) for p in data.glob("results_data/**/*.pqt"))
+        assert results
+        before = h.snapshot(data)
+
+        # An upgrade: a data dir and run dir of a run made before the marker existed.
+        marker = layout.data_identity_path(data)
+        record = Path(layout.run_identity_path(str(run_dir)))
+        marker.unlink()
+        record.unlink()
+        upgrade = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in upgrade.stdout + upgrade.stderr
+        assert json.loads(marker.read_text())["id"] == json.loads(record.read_text())["id"]
+
+        # A dry run on a wiped data dir says so and writes nothing.
+        shutil.rmtree(data)
+        kept = {p: p.read_bytes() for p in _files(run_dir) if "/logs/" not in str(p)}
+        dry = snakemake(tmp_path, config, "all", "-n")
+        assert "no marker" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+        assert not data.exists()
+        assert {p: p.read_bytes() for p in kept if p.exists()} == kept
+
+        rebuilt = snakemake(tmp_path, config, "all")
+        out = rebuilt.stdout + rebuilt.stderr
+        assert "Nothing to be done" not in out
+        assert sorted(p.relative_to(data) for p in data.glob("results_data/**/*.pqt")) == results
+        after = h.snapshot(data)
+        assert h.differences(before, after) == [], out[-3000:]
+        again = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in again.stdout + again.stderr
+    finally:
+        emu.stop()
+
+
+def _bucket_snapshot(seaweed, data_dir: str, into: Path) -> dict:
+    """The chaos suite's snapshot of every object below ``data_dir`` (its own client)."""
+    import pyarrow.fs as pafs
+
+    fs = seaweed.client()
+    base = data_dir.removeprefix("s3://").rstrip("/")
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        if info.type == pafs.FileType.File:
+            target = into / info.path[len(base) + 1 :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(info.path) as src:
+                target.write_bytes(src.read())
+    return h.snapshot(into) if into.exists() else {}
+
+
+@pytest.mark.skipif(weed_binary() is None, reason="needs the weed binary")
+def test_a_wiped_bucket_prefix_is_rebuilt(tmp_path, seaweed, s3_root):
+    emu = h.start_emulator(h.build_scenario(tmp_path))
+    try:
+        config = {**h.config_for(emu.base_url, s3_root), "storage": seaweed.storage_settings}
+        env = {**h.env(), **seaweed.env}
+        (tmp_path / "config.json").write_text(json.dumps(config))
+
+        def run():
+            cmd = h.snakemake_cmd(tmp_path, tmp_path / "config.json")
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+            return proc.stdout + proc.stderr
+
+        run()
+        before = _bucket_snapshot(seaweed, s3_root, tmp_path / "before")
+        assert any(k.startswith("results_data/") for k in before)
+        seaweed.client().delete_dir_contents(s3_root.removeprefix("s3://"))
+        assert _bucket_snapshot(seaweed, s3_root, tmp_path / "wiped") == {}
+
+        out = run()
+        assert "has no marker" in out and "Nothing to be done" not in out, out[-3000:]
+        after = _bucket_snapshot(seaweed, s3_root, tmp_path / "after")
+        assert h.differences(before, after) == [], out[-3000:]
+        assert "Nothing to be done" in run()
+    finally:
+        emu.stop()
