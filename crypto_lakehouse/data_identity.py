@@ -16,7 +16,8 @@ The first run writes a small marker with a random id in the data dir
 - a record, but the data dir's marker missing or different: the data dir was wiped or
   replaced. The run dir's records of the data (``reports/``, ``stats/``, ``summaries/``,
   ``report/``) are removed, as for a new run dir, so that every job runs again; the run
-  says so in one line. A dry run only says what a real run would do.
+  says so in one line. A dry run only says what a real run would do (on a local data dir;
+  a dry run sends an ``s3://`` data dir no request, and says nothing).
 
 A data dir that is wiped before its first run with this version has no record to compare
 with and is not detected (``--forceall`` rebuilds it; docs/storage.md).
@@ -62,6 +63,8 @@ def check(data_dir: str, run_dir: str, *, dry_run: bool) -> str | None:
     written (an S3 store that does not answer)."""
     if not applies(data_dir, run_dir):
         return None
+    if dry_run and storage.is_remote(data_dir):
+        return None  # a dry run sends the bucket no request (planning works offline)
     marker_path = layout.data_identity_path(data_dir)
     record_path = layout.run_identity_path(run_dir)
     marker = _marker_id(lambda p: storage.read_json(p, default=None), marker_path)

@@ -82,7 +82,10 @@ def test_a_dry_run_says_what_a_run_would_do_and_writes_nothing(dirs):
     storage.delete(layout.data_identity_path(data))
     record = Path(layout.run_identity_path(str(run_dir))).read_bytes()
     line = data_identity.check(data, str(run_dir), dry_run=True)
-    assert "has no marker" in line and "a real run removes them" in line
+    if storage.is_remote(data):  # a dry run sends the bucket no request
+        assert line is None
+    else:
+        assert "has no marker" in line and "a real run removes them" in line
     assert _present(run_dir) == set(RECORDS + KEPT)
     assert storage.read_json(layout.data_identity_path(data), default=None) is None
     assert Path(layout.run_identity_path(str(run_dir))).read_bytes() == record
