@@ -129,3 +129,27 @@ def test_an_unreadable_marker_is_replaced_and_the_data_rebuilt(dirs):
     assert _present(run_dir) == set(KEPT)
     marker, record = _ids(data, run_dir)
     assert marker == record != old
+
+
+@pytest.mark.skipif(weed_binary() is None, reason="needs the weed binary")
+def test_a_start_on_an_unchanged_bucket_reads_the_marker_only(seaweed, seaweed_bucket, tmp_path):
+    import secrets
+
+    from tests.s3_helpers import RequestCounter
+
+    counter = RequestCounter(seaweed.port)
+    storage.configure(dict(seaweed.storage_settings, endpoint_url=counter.endpoint_url))
+    try:
+        data = f"s3://{seaweed_bucket}/identity-{secrets.token_hex(3)}"
+        assert data_identity.check(data, str(tmp_path / "run"), dry_run=False) is None
+        counter.requests.clear()
+        assert data_identity.check(data, str(tmp_path / "run"), dry_run=False) is None
+        # The marker read as every record is (storage.read_json: its HEAD, one GET); no write.
+        marker = f"/{seaweed_bucket}/{data.split('/', 3)[3]}/lakehouse/data_dir_id.json"
+        assert counter.requests == [("HEAD", marker), ("GET", marker)]
+        counter.requests.clear()
+        assert data_identity.check(data, str(tmp_path / "run"), dry_run=True) is None
+        assert counter.requests == []
+    finally:
+        storage.configure(None)
+        counter.close()
