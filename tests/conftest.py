@@ -77,7 +77,10 @@ def seaweed(tmp_path_factory):
     in the AWS environment variables while it runs."""
     from tests.s3_helpers import SeaweedS3, apply_env, restore_env
 
-    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    # 32 volumes of 64 MB: the session's tests share the store and SeaweedFS does not reclaim
+    # deleted objects' space without a vacuum; 8 filled up at ~2,000 tests ("No writable
+    # volumes", every later upload an internal error). Volumes grow on demand: no disk cost.
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"), volumes=32).start()
     previous = apply_env(server.env)
     try:
         yield server
