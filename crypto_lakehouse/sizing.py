@@ -126,7 +126,13 @@ def parse_klines_mem_mb(pending: Iterable[int], at_once: int = 1, factor: int = 
     largest = sorted((max(0, b) for b in pending), reverse=True)[:at_once]
     need = sum(PARSE_KLINES_MEM_BASE_MB + PARSE_KLINES_MEM_PER_ZIP_MB * b / 1e6 for b in largest)
     floor = PARSE_KLINES_MEM_FLOOR_MB + PARSE_KLINES_MEM_FLOOR_PER_SYMBOL_MB * (at_once - 1)
-    return int(max(1, factor) * math.ceil(max(floor, need)))
+    return _mem_request(need, floor, factor)
+
+
+def _mem_request(need_mb: float, floor_mb: float, factor: int) -> int:
+    """A job's ``mem_mb``: its need, at least ``floor_mb`` (what it asked before), times
+    the retry ``factor``."""
+    return int(max(1, factor) * math.ceil(max(floor_mb, need_mb)))
 
 
 def unfinished_attempt(log_path: str | Path, shard_report: str | Path) -> bool:
@@ -163,6 +169,12 @@ def runtime_minutes(
     SLURM may end it at the cap (docs/cluster.md: give the shard fewer symbols)."""
     work = math.ceil(archive_bytes / 1e6 / mb_per_minute) if archive_bytes > 0 else 0
     minutes = int(max(1, factor) * math.ceil(BASE_MINUTES + minutes_per_symbol * n_symbols + work))
+    return capped(minutes, cap)
+
+
+def capped(minutes: int, cap: int | None) -> int:
+    """``minutes`` at most ``cap`` (config ``cluster.max_runtime_minutes``; None or 0: no
+    cap, and a cap is at least a minute)."""
     return min(minutes, max(1, cap)) if cap else minutes
 
 
@@ -178,11 +190,11 @@ class RuntimeClamps:
 
     def limit(self, job: str, minutes: int, cap: int | None) -> int:
         """``minutes`` at most ``cap`` (None: no cap), the job recorded when clamped."""
-        if not cap or minutes <= max(1, cap):
-            return minutes
-        self.cap = max(1, cap)
-        self.asked[job] = max(minutes, self.asked.get(job, 0))
-        return self.cap
+        limited = capped(minutes, cap)
+        if limited < minutes:
+            self.cap = limited
+            self.asked[job] = max(minutes, self.asked.get(job, 0))
+        return limited
 
     def warning(self, shown: int = 10) -> str | None:
         """One line naming the clamped jobs (the largest requests first, at most ``shown``)
@@ -269,4 +281,4 @@ def candle_mem_mb(
     needs += [CANDLE_TAIL_MEM_PER_ZIP_MB[stage] * max(0, b) / 1e6 for b in tail_bytes]
     need = CANDLE_MEM_BASE_MB + sum(sorted(needs, reverse=True)[:at_once])
     floor = CANDLE_MEM_FLOOR_MB + CANDLE_MEM_FLOOR_PER_SYMBOL_MB * (at_once - 1)
-    return int(max(1, factor) * math.ceil(max(floor, need)))
+    return _mem_request(need, floor, factor)

@@ -264,20 +264,21 @@ def _environment_endpoint() -> tuple[str, str] | None:
     return None
 
 
+def _endpoint_host(url: str) -> str:
+    """The host of an endpoint URL, lower case, without port, brackets or a final dot."""
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url).hostname or "").rstrip(".")
+
+
 def _is_ip_host(url: str) -> bool:
     import ipaddress
 
-    host = url.partition("://")[2].split("/", 1)[0]
-    host = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0]
     try:
-        ipaddress.ip_address(host)
+        ipaddress.ip_address(_endpoint_host(url))
     except ValueError:
         return False
     return True
-
-
-def _endpoint_host(url: str) -> str:
-    return url.partition("://")[2].split("/", 1)[0].rsplit(":", 1)[0].lower().rstrip(".")
 
 
 def _is_aws_host(url: str) -> bool:
