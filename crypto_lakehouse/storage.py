@@ -191,7 +191,7 @@ def symbols_at_once(data_dir) -> int:
     one after the other (a footer, then the rows; a HEAD per output, then its upload): one
     symbol at a time, a job would wait on the network most of the time. Local data dirs: 1
     (the work is CPU-bound and the cores already run one job each)."""
-    return _SETTINGS["symbols_at_once"] if is_remote(data_dir) else 1
+    return at_once(data_dir, _SETTINGS["symbols_at_once"])
 
 
 # ------------------------------------------------------------------ paths
@@ -468,6 +468,13 @@ def _head_identity(p: ObjectPath) -> list | None:
 
 
 HEADS_AT_ONCE = 16  # identities(by_listing=False): HEADs in flight at most
+
+
+def at_once(path, n: int = HEADS_AT_ONCE) -> int:
+    """How many of a job's requests to ``path`` run at the same time: ``n`` on object
+    storage (each request a round trip, which threads overlap), 1 on a local disk (the work
+    is CPU-bound and the cores already run a job each)."""
+    return n if is_remote(path) else 1
 
 
 def concurrently(func, items, at_once: int = HEADS_AT_ONCE) -> list:

@@ -388,7 +388,7 @@ def _symbol_features(
         f, keep = item
         return bool(keep) or (now[data_dir / f["source"]] or [0])[0] < LIGHT_BYTES
 
-    at_once = FILES_AT_ONCE if storage.is_remote(data_dir) else 1
+    at_once = storage.at_once(data_dir, FILES_AT_ONCE)
     first = [item for item in todo if light(item)]
     results = dict(
         zip(

@@ -62,7 +62,7 @@ def read_funding(data_dir, trade_type: str, symbol: str, strict: bool = False) -
         except Exception as exc:  # a bad file is reported, the other source still counts
             return exc
 
-    at_once = 2 if storage.is_remote(paths[0]) else 1  # on S3 the two round trips at once
+    at_once = storage.at_once(paths[0], 2)  # on S3 the two round trips at once
     for path, read_events in zip(paths, storage.concurrently(read, paths, at_once), strict=True):
         if isinstance(read_events, Exception):
             if strict:

@@ -246,7 +246,7 @@ def _build(
         _, scanned = storage.concurrently(
             lambda do: do(),
             [lambda: storage.delete(record_file), lambda: scan_symbol(out_dir, symbol)],
-            2 if storage.is_remote(data_dir) else 1,
+            storage.at_once(data_dir, 2),
         )
     if previous:
         try:

@@ -39,7 +39,7 @@ def remove_stale_in(directories, symbol: str, keep: dict, owns=None) -> list[Pat
     """``remove_stale`` in each of ``directories`` (``keep``: folder → the names to keep
     there); on S3 the folders at the same time (a listing each is a round trip)."""
     directories = list(directories)
-    at_once = storage.HEADS_AT_ONCE if directories and storage.is_remote(directories[0]) else 1
+    at_once = storage.at_once(directories[0]) if directories else 1
     found = storage.concurrently(
         lambda d: remove_stale(d, symbol, keep.get(d, set()), owns), directories, at_once
     )

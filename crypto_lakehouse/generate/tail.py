@@ -377,7 +377,7 @@ def run_tail(previous: dict, job: Job) -> dict:
             ),
             lambda: scan_symbol(out_dir, job.symbol),
         ],
-        2 if storage.is_remote(data_dir) else 1,
+        storage.at_once(data_dir, 2),
     )
     for rel, ident in previous["outputs"].items():
         if current[data_dir / rel] != ident:

@@ -445,5 +445,5 @@ def _tail_segment(data_dir, seg, prev, r_s, plan, step_ms, vwap_col, aggs, reser
 
     # On S3 each output's previous footer, kept rows and copy are round trips of their
     # own (~8): the outputs of the segment go at the same time.
-    at_once = OUTPUTS_AT_ONCE if storage.is_remote(seg_path) else 1
+    at_once = storage.at_once(seg_path, OUTPUTS_AT_ONCE)
     return storage.concurrently(one_output, jobs, at_once)

@@ -87,7 +87,7 @@ def owned_leftovers(data_dir, trade_type: str, files: list[str]) -> list[str]:
         if named is not None:
             by_symbol.setdefault(named[0], []).append(f)
     symbols = sorted(by_symbol)
-    at_once = storage.HEADS_AT_ONCE if storage.is_remote(root) else 1
+    at_once = storage.at_once(root)
     owned = storage.concurrently(lambda s: owned_files(data_dir, trade_type, s), symbols, at_once)
     mine = set().union(*owned) if owned else set()
     return sorted(f for f in files if f"{prefix}/{f}" in mine)

@@ -47,6 +47,15 @@ def test_paths_keep_the_s3_scheme_and_pathlib_arithmetic():
         storage.data_path("s3://")
 
 
+def test_requests_overlap_on_object_storage_only(tmp_path):
+    """A job's requests run several at a time on S3 (round trips overlap) and one at a time
+    locally (CPU-bound; the cores already run a job each), whatever the path's form."""
+    assert storage.at_once("s3://bkt/pre/x", 5) == 5
+    assert storage.at_once(storage.data_path("s3://bkt/pre")) == storage.HEADS_AT_ONCE
+    assert storage.at_once(Path("s3://bkt/pre/x"), 3) == 3
+    assert storage.at_once(tmp_path, 5) == 1 and storage.at_once(str(tmp_path), 16) == 1
+
+
 def test_write_read_list_delete(root):
     storage.write_bytes(root / "a" / "x.bin", b"abc")
     storage.write_json(root / "a" / "b" / "state.json", {"z": 1, "a": [1, 2]})
