@@ -60,6 +60,7 @@ from crypto_lakehouse.parse.validate import (
     check_times,
     format_ms,
     grid_offset,
+    identical_copies,
 )
 from crypto_lakehouse.progress import Progress
 from crypto_lakehouse.quarantine import quarantine_archive
@@ -80,13 +81,26 @@ _PARTITION_RE = re.compile(r"^\d{6}$")
 PARTITION_WRITE_OPTIONS = {"use_dictionary": False, "write_statistics": ["candle_begin_time"]}
 
 
-def _checked(table: pa.Table, header_lines: int, key: str, period: Period, step: int) -> pa.Table:
-    """Run the structural checks on one archive's rows; returns them with ms UTC times."""
+def _checked(
+    table: pa.Table, header_lines: int, key: str, period: Period, step: int
+) -> tuple[pa.Table, int]:
+    """Run the structural checks on one archive's rows; returns them with ms UTC times and
+    the number of rows dropped as identical copies of an earlier row (docs/quality.md)."""
     raw = table.column("candle_begin_time").to_numpy()
+    copies = identical_copies(raw, table)
     ms, _ = first_defect(
-        lambda: check_times(raw, period, step, header_lines, key),
+        lambda: check_times(raw, period, step, header_lines, key, copies=copies),
         lambda: check_finite(table, header_lines, key),
     )
+    dropped = 0 if copies is None else int(copies.sum())
+    if dropped:
+        first = int(np.argmax(copies))
+        log.warning(
+            "%s: %d row(s) repeat an earlier row in every field, dropped (first: line %d, %s)",
+            key, dropped, first + 1 + header_lines, format_ms(int(ms[first])),
+        )  # fmt: skip
+        keep = ~copies
+        table, raw, ms = table.filter(pa.array(keep)), raw[keep], ms[keep]
     factor = 1000 if int(raw.max()) >= MICROSECOND_THRESHOLD else 1
     floored = np.flatnonzero(raw // factor != ms)
     if floored.size:
@@ -101,7 +115,7 @@ def _checked(table: pa.Table, header_lines: int, key: str, period: Period, step:
     )
     if not bool(np.all(ms[1:] > ms[:-1])):
         table = table.sort_by("candle_begin_time")  # rows out of order, none repeated
-    return table
+    return table, dropped
 
 
 def read_kline_archive(
@@ -121,7 +135,7 @@ def read_kline_archive(
         data = read_zip_member(path, key, limit)
         table, header_lines = read_csv_bytes(data, KLINE_CSV, key)
     with timer.step("check"):
-        table = _checked(table, header_lines, key, period, interval_ms(interval))
+        table, _ = _checked(table, header_lines, key, period, interval_ms(interval))
     return table, len(data)
 
 
@@ -151,10 +165,12 @@ def read_kline_archives(
     interval: str,
     timer: Timer | None = None,
     limit: InflateLimit = DEFAULT_INFLATE_LIMIT,
+    copies: dict[str, int] | None = None,
 ) -> tuple[dict[str, pa.Table], dict[str, str], dict[str, int]]:
     """Several archives (one month's) read with few CSV calls; same result as one by one.
 
-    Returns (tables by key, defect messages by key, CSV bytes by key). The files are read
+    Returns (tables by key, defect messages by key, CSV bytes by key); ``copies``, if
+    given, receives the rows dropped as identical copies by key (files with any). The files are read
     in order and parsed in groups of up to ``CSV_BATCH_BYTES`` of CSV, each group with ONE
     pyarrow call over its joined rows (a call per small daily file costs about a third
     more), its checks run once over the group's columns; a group's bytes are released
@@ -179,13 +195,13 @@ def read_kline_archives(
             header_lines = 1 if has_header(data, KLINE_CSV) else 0
             rows = data.count(b"\n") - header_lines
         if members and held + len(data) > CSV_BATCH_BYTES:
-            _read_group(members, step, timer, tables, defects)
+            _read_group(members, step, timer, tables, defects, copies)
             members, held = [], 0
         members.append(_Member(key, period, data, header_lines, rows))
         held += len(data)
         del data
     if members:
-        _read_group(members, step, timer, tables, defects)
+        _read_group(members, step, timer, tables, defects, copies)
     return tables, defects, sizes
 
 
@@ -195,8 +211,10 @@ def _read_group(
     timer: Timer,
     tables: dict[str, pa.Table],
     defects: dict[str, str],
+    copies: dict[str, int] | None = None,
 ) -> None:
     """Parse and check one group of read_kline_archives into ``tables`` / ``defects``."""
+    copies = {} if copies is None else copies
     batch = None
     with timer.step("read"):
         if all(m.rows > 0 for m in members):
@@ -215,7 +233,9 @@ def _read_group(
                 with timer.step("read"):
                     table, header_lines = read_csv_bytes(m.data, KLINE_CSV, m.key)
                 with timer.step("check"):
-                    tables[m.key] = _checked(table, header_lines, m.key, m.period, step)
+                    tables[m.key], n = _checked(table, header_lines, m.key, m.period, step)
+                if n:
+                    copies[m.key] = n
             except ArchiveDefect as exc:
                 defects[m.key] = str(exc)
         return
@@ -254,7 +274,9 @@ def _read_group(
                 0, "candle_begin_time", pa.array(raw[offsets[i] :][: counts[i]])
             )
             try:
-                tables[m.key] = _checked(original, m.header_lines, m.key, m.period, step)
+                tables[m.key], n = _checked(original, m.header_lines, m.key, m.period, step)
+                if n:
+                    copies[m.key] = n
             except ArchiveDefect as exc:
                 defects[m.key] = str(exc)
 
@@ -463,10 +485,14 @@ class _KlineRun:
         self.day_sources = _day_sources_by_month(self.report_in.get("day_sources"))
         self.old_day_sources = _day_sources_by_month(self.state.get("day_sources"))
         self.quarantined_now: dict[str, dict] = {}
+        # key -> rows dropped as identical copies (docs/quality.md), kept in the state for
+        # archives not read again; an archive read now replaces its count.
+        self.duplicates: dict[str, int] = dict(self.state.get("duplicates") or {})
         self.own_partitions: set[str] = set()  # months this pipeline wrote (from the state)
         self.on_disk: set[str] = set()  # months with a partition in the job's listing
         self.files_parsed = 0
         self.csv_bytes = 0
+        self.duplicates_now = 0  # rows dropped as identical copies by this run
 
     def _belongs(self, key: str) -> bool:
         period = archive_period(key, self.stem_prefix)
@@ -480,10 +506,15 @@ class _KlineRun:
     def read_many(self, shas: dict[str, str]) -> dict[str, pa.Table | None]:
         """Validated archives by key; None for those found defective (now quarantined)."""
         items = [(k, layout.aws_path(self.data_dir, k), self.periods[k]) for k in sorted(shas)]
+        copies: dict[str, int] = {}
         with storage.read_ahead([path for _, path, _ in items]):  # S3: GETs in parallel
             tables, defects, sizes = read_kline_archives(
-                items, self.interval, self.timer, self.limit
+                items, self.interval, self.timer, self.limit, copies
             )
+        for key in tables:
+            self.duplicates.pop(key, None)
+        self.duplicates.update(copies)
+        self.duplicates_now += sum(copies.values())
         for key, reason in sorted(defects.items()):
             log.error("quarantined %s", reason)
             quarantine_archive(self.data_dir, key, reason)
@@ -611,8 +642,10 @@ class _KlineRun:
 
         bad = {k: v for k, v in (self.state.get("quarantined") or {}).items() if k not in usable}
         bad.update(self.quarantined_now)
+        duplicates = {k: n for k, n in sorted(self.duplicates.items()) if k in usable and n}
         new_state = {
             "files": usable,
+            "duplicates": duplicates,
             "partitions": dict(sorted(partitions.items())),
             "partition_bytes": {
                 m: written_bytes[m] for m in sorted(written_bytes) if m in partitions
@@ -630,7 +663,10 @@ class _KlineRun:
             "partitions": new_state["partitions"],
             "files": dict(sorted(usable.items())),
             "quarantined": reported_quarantine(self.sel, found_now),
-            "quality": quality.summarize(qtable),
+            "quality": {
+                **quality.summarize(qtable),
+                "duplicates_dropped": sum(duplicates.values()),
+            },
             "untracked_partitions": dict(sorted(untracked.items())),
         }
         io.write_json(report_path, report)
@@ -651,6 +687,7 @@ class _KlineRun:
             "partitions_removed": removed,
             "partitions_untracked": len(untracked),
             "files_waiting": sorted(blocked),
+            "duplicates_dropped": self.duplicates_now,
             "csv_bytes": self.csv_bytes,
             **throughput_stats(self.timer, self.csv_bytes),
         }

@@ -97,6 +97,7 @@ def check_times(
     label: str,
     *,
     reject_duplicates: bool = True,
+    copies: np.ndarray | None = None,
 ) -> np.ndarray:
     """Normalise a time column to ms and check it; returns the ms values.
 
@@ -108,7 +109,9 @@ def check_times(
 
     Checks (first failing line reported): inside the file's day or month (before and after
     the floor), no repeated time (when ``reject_duplicates``; a floored candle that lands on
-    another's minute repeats it).
+    another's minute repeats it). ``copies`` (bool per row): rows that repeat an earlier row
+    in every field (``identical_copies``); they are left out of the repeated-time check (the
+    caller drops them), so only a repeated time with other values is refused.
     """
     factor = 1000 if int(raw.max()) >= MICROSECOND_THRESHOLD else 1
     ms = raw // factor if factor != 1 else raw
@@ -123,7 +126,8 @@ def check_times(
     first = int(np.argmax(bad)) if bad.any() else None
     dup_first = None
     if reject_duplicates and not bool(np.all(ms[1:] > ms[:-1])):
-        order = np.argsort(ms, kind="stable")
+        rows = np.arange(ms.size) if copies is None else np.flatnonzero(~copies)
+        order = rows[np.argsort(ms[rows], kind="stable")]
         repeated = np.flatnonzero(ms[order][1:] == ms[order][:-1]) + 1
         if repeated.size:
             dup_first = int(order[repeated].min())
@@ -150,6 +154,28 @@ def check_times(
         f"{'month' if period.is_month else 'day'} {period.label}",
         line,
     )
+
+
+def identical_copies(raw: np.ndarray, table: pa.Table) -> np.ndarray | None:
+    """Rows that repeat an earlier row of the file in every read field (raw time included);
+    None when the times are strictly ascending (no row can repeat another: the usual case).
+
+    Such a row carries no conflict (Binance re-publishing a minute twice), so it is dropped,
+    not refused; a repeated time with any other value stays a defect (``check_times``).
+    Vectorised: the rows sorted by raw time (stable), each compared with its predecessor.
+    """
+    if bool(np.all(raw[1:] > raw[:-1])):
+        return None
+    order = np.argsort(raw, kind="stable")
+    same = raw[order][1:] == raw[order][:-1]
+    for column in table.columns:
+        if not same.any():
+            break
+        values = column.to_numpy()[order]
+        same &= values[1:] == values[:-1]
+    copies = np.zeros(raw.size, dtype=bool)
+    copies[order[1:][same]] = True
+    return copies
 
 
 def _floored_note(raw: np.ndarray, factor: int, ms: np.ndarray, i: int) -> str:

@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -98,6 +99,10 @@ def parse(data_dir: Path, report: dict, trade_type="spot", symbol="BTCUSDT", int
 def partition(data_dir: Path, month: str, trade_type="spot", symbol="BTCUSDT", interval="1m"):
     path = layout.parsed_klines_dir(data_dir, trade_type, symbol, interval) / f"{month}.pqt"
     return pq.read_table(path)
+
+
+def times_ms_array(table):
+    return pc.cast(table.column("candle_begin_time"), "int64")
 
 
 def times_ms(table) -> np.ndarray:
@@ -318,11 +323,67 @@ def test_dates_not_matching_the_file_name(tmp_path):
     assert_quarantined(tmp_path, key, stats, report, n_days_left=3)
 
 
+def test_rows_identical_in_every_field_are_dropped_and_counted(tmp_path):
+    """A day file holding some rows twice, byte for byte: no conflict, so the copies are
+    dropped and counted (as funding counts its repeated rows), not the day quarantined
+    (before 2026-12-07 it was, and the day came from REST or was lost)."""
+    rows = member_bytes(DAY2).split(b"\n")
+    body = [r for r in rows if r]
+    # line 100 twice in a row, line 1 again at the very end, line 700 three times
+    dup = b"\n".join(
+        body[:100] + [body[99]] + body[100:700] + [body[699], body[699]] + body[700:] + [body[0]]
+    )
+    key, stats, report, reason = defect_case(tmp_path, zip_of("a.csv", dup))
+    assert reason == "" and report["quarantined"] == {} and key in report["files"]
+    assert stats["files_quarantined"] == 0 and stats["duplicates_dropped"] == 4
+    assert report["quality"]["duplicates_dropped"] == 4
+    # the day holds each CSV row once, as if the file had none twice
+    table = partition(tmp_path, "202001")
+    day2 = table.filter(
+        pc.equal(pc.cast(pc.divide(times_ms_array(table), 86_400_000), "int64"), 18263)
+    )
+    assert_rows_equal_csv(day2, csv_rows(b"\n".join(body)))
+    # the count survives a run that reads nothing (kept in the state per archive) ...
+    stats, report = parse(tmp_path, download_report(tmp_path, report["files"]))
+    assert stats["files_parsed"] == 0 and stats["duplicates_dropped"] == 0
+    assert report["quality"]["duplicates_dropped"] == 4
+    # ... and leaves with the archive when it is re-published without the copies
+    put_archive(tmp_path, key, zip_of("a.csv", b"\n".join(body)))
+    stats, report = parse(tmp_path, download_report(tmp_path, report["files"]))
+    assert stats["files_parsed"] == 1 and report["quality"]["duplicates_dropped"] == 0
+
+
+def test_batched_read_drops_identical_copies_like_the_per_file_read(tmp_path):
+    rows = [r for r in member_bytes(DAY2).split(b"\n") if r]
+    dup = b"\n".join(rows[:10] + [rows[9]] + rows[10:])
+    key = put_archive(tmp_path, spot_key("2020-01-02"), zip_of("a.csv", dup))
+    other = put_archive(
+        tmp_path, spot_key("2020-01-01"), (REAL / "spot" / "BTCUSDT-1m-2020-01-01.zip").read_bytes()
+    )
+    items = [
+        (k, layout.aws_path(tmp_path, k), archive_period(k, "BTCUSDT-1m-")) for k in (other, key)
+    ]
+    copies = {}
+    tables, defects, _ = read_kline_archives(items, "1m", copies=copies)
+    assert defects == {} and copies == {key: 1}
+    assert tables[key].num_rows == 1440
+    single, _ = read_kline_archive(items[1][1], key, items[1][2], "1m")
+    assert tables[key].equals(single)
+
+
 def test_duplicate_rows_and_a_floored_row_that_repeats(tmp_path):
     rows = member_bytes(DAY2).split(b"\n")
-    dup = b"\n".join(rows[:100] + [rows[99]] + rows[100:])
+    # line 100 again with another close: a repeated time that conflicts stays a defect
+    fields = rows[99].split(b",")
+    fields[4] = str(float(fields[4]) + 1).encode()
+    dup = b"\n".join(rows[:100] + [b",".join(fields)] + rows[100:])
     key, stats, report, reason = defect_case(tmp_path, zip_of("a.csv", dup))
     assert "line 101: time 2020-01-02 01:39:00.000 repeats" in reason
+    assert_quarantined(tmp_path, key, stats, report)
+    # an identical copy of line 100 does not hide a conflicting third row at that time
+    dup = b"\n".join(rows[:100] + [rows[99], b",".join(fields)] + rows[100:])
+    key, stats, report, reason = defect_case(tmp_path / "c", zip_of("a.csv", dup))
+    assert "line 102: time 2020-01-02 01:39:00.000 repeats" in reason
     # 00:02:00 moved 30 s later: floored onto 00:02, it is still the only candle there;
     # moved to 00:03:30, it lands on 00:03's minute
     late = corrupt(
