@@ -27,6 +27,7 @@ from crypto_lakehouse.generate.merge import (
     SOURCE_ARCHIVE,
     SOURCE_REST,
     TIME,
+    floor_off_grid,
     merge_store,
     read_kline_files,
 )
@@ -269,9 +270,10 @@ def _build(
         reading=_reading_input(data_dir, trade_type, symbol, interval, rest_paths),
     )
     _refuse_rest_off_grid(store[TIME], n_archive_rows, rest_paths, spans, step_ms)
+    on_grid = _floor_archive_off_grid(store[TIME], n_archive_rows, archive_paths, spans, step_ms)
     rows_in = {"archive": n_archive_rows, "rest": n_rest_rows}
     lap("read")
-    candles = merge_store(store, n_archive_rows)
+    candles = merge_store(store, n_archive_rows, on_grid)
     lap("merge")
     problems = read_problems + events.problems
 
@@ -465,6 +467,35 @@ def _refuse_rest_off_grid(time, n_archive_rows: int, rest_paths, spans, step_ms:
         missing=False,
         others=[p for p, _ in files[1:]],
     )
+
+
+def _floor_archive_off_grid(time, n_archive_rows: int, archive_paths, spans, step_ms: int):
+    """Floor the parsed (archive) candles off the interval grid onto it, in place
+    (``merge.floor_off_grid``); returns the on-grid mask for ``merge_store`` or None.
+
+    Only a legacy BHDS partition used in place holds such rows (the parse floors them since
+    2026-12-06 and never rewrites a file it did not write); the file stays as it is on disk
+    and is named in the log."""
+    on_grid = floor_off_grid(time[:n_archive_rows], step_ms)
+    if on_grid is None:
+        return None
+    floored = np.flatnonzero(~on_grid)
+    files = [
+        path
+        for path in archive_paths
+        if path in spans
+        and np.searchsorted(floored, spans[path][0]) < np.searchsorted(floored, spans[path][1])
+    ]
+    taken = np.isin(time[floored], time[:n_archive_rows][on_grid])
+    log.warning(
+        "%s: %d parsed candle(s) open off the %d ms interval grid (not written by this "
+        "pipeline: a legacy partition used in place?), floored onto it as the parse does; "
+        "%d of them lose their minute to a candle on the grid (first floored onto %s%s)",
+        files[0] if files else "parsed_data", floored.size, step_ms, int(taken.sum()),
+        iso_ms(time[floored[0]]),
+        f"; {len(files) - 1} other file(s) hold such rows too" if len(files) > 1 else "",
+    )  # fmt: skip
+    return on_grid
 
 
 def _reading_input(data_dir, trade_type: str, symbol: str, interval: str, rest_paths):

@@ -146,24 +146,59 @@ def keep_last_index(time: np.ndarray) -> np.ndarray | None:
     return order[last]
 
 
-def _traded_rows(time: np.ndarray, volume: np.ndarray) -> np.ndarray:
-    """Rows left after de-duplication (keep last), sorting and ``volume > 0``."""
-    order = keep_last_index(time)
+def floor_off_grid(time: np.ndarray, step_ms: int) -> np.ndarray | None:
+    """Floor the open times off the interval grid onto it, in place; returns which rows were
+    on the grid (None when every row was: the usual case, nothing changed).
+
+    For the archive rows of gen_kline: a legacy BHDS ``parsed_data`` partition used in place
+    keeps Binance's off-grid candles as the archive holds them (spot after the 2018-02-08
+    outage, ``…:14.789``), which the parse floors since 2026-12-06 (docs/quality.md); before,
+    every gen_kline of such a symbol failed (``candle at … is not on the … grid``) on a file
+    the pipeline never rewrites. ``merge_store(on_grid=…)`` then lets a candle that was on
+    the grid win its minute over a floored one, the rule of the parse's REST twin
+    (``rest.klines.klines_to_table``)."""
+    from crypto_lakehouse.intervals import grid_offset
+
+    if not len(time):
+        return None
+    off = grid_offset(time, step_ms)
+    if not off.any():
+        return None
+    time -= off
+    return off == 0
+
+
+def _traded_rows(
+    time: np.ndarray, volume: np.ndarray, on_grid: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows left after de-duplication (keep last; with ``on_grid``, a row that was on the
+    grid before a floored one of its time), sorting and ``volume > 0``."""
+    if on_grid is None:
+        order = keep_last_index(time)
+    else:
+        order = np.lexsort((on_grid, time))  # by time, then floored rows before on-grid ones
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = time[order][1:] != time[order][:-1]
+        order = order[last]
     if order is None:
         return np.flatnonzero(volume > 0)
     return order[volume[order] > 0]
 
 
-def merge_store(store: dict[str, np.ndarray], n_archive: int) -> Candles:
+def merge_store(
+    store: dict[str, np.ndarray], n_archive: int, on_grid: np.ndarray | None = None
+) -> Candles:
     """Legacy merge with ``exclude_empty=True`` over a store of archive then REST rows.
 
     Archive: de-duplicate (keep last), sort, keep volume > 0. REST: keep volume > 0. Then
     archive + REST de-duplicated keeping the last row, so REST wins on the same minute
     (and the later of two REST rows wins). Both parts being sorted after their own
     de-duplication, the union is a merge of two sorted arrays (no sort of the whole).
+    ``on_grid`` (per archive row, from ``floor_off_grid``): a floored archive candle loses
+    its minute to one that was on the grid, whatever their order.
     """
     time, volume = store[TIME], store["volume"]
-    rows_a = _traded_rows(time[:n_archive], volume[:n_archive])
+    rows_a = _traded_rows(time[:n_archive], volume[:n_archive], on_grid)
     rows_r = n_archive + _traded_rows(time[n_archive:], volume[n_archive:])
     time_a, time_r = time[rows_a], time[rows_r]
     if len(time_r) and len(time_a):

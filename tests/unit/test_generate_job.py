@@ -578,6 +578,51 @@ def test_an_input_file_the_machine_cannot_read_fails_the_symbol_not_its_data(
     assert not out_dir(tmp_path, "um_futures").exists()  # nothing built without it
 
 
+def test_legacy_partition_with_candles_off_the_grid_is_floored_and_left_as_it_is(tmp_path, caplog):
+    # A legacy BHDS parsed_data used in place keeps Binance's off-grid candles as the archive
+    # holds them (spot after the 2018-02-08 outage: …:14.789); the parse floors them since
+    # 2026-12-06 but never rewrites a file it did not write, so every gen_kline of the symbol
+    # failed ("candle at … is not on the 60000 ms grid") for good.
+    day = minutes(T0, 1440)
+    times = [day[0] + 14_789] + day[1:600] + [t + 14_789 for t in day[600:605]] + day[605:]
+    # minute 700 twice: on the grid, then a floored candle of the same minute after it
+    times = times[:701] + [day[700] + 14_789] + times[701:]
+    opens = [100.0] * len(times)
+    opens[0] = 50.0
+    opens[600:605] = [60.0, 61.0, 62.0, 63.0, 64.0]
+    opens[700], opens[701] = 70.0, 71.0
+    write_archive(
+        tmp_path,
+        "spot",
+        "BTCUSDT",
+        "202009",
+        kline_table(times, open=opens, low=[40.0] * len(times)),
+    )
+    legacy = layout.parsed_klines_dir(tmp_path, "spot", "BTCUSDT", "1m") / "202009.pqt"
+    before = legacy.read_bytes()
+    with caplog.at_level("WARNING"):
+        report, _ = gen(tmp_path)
+    assert report["quality_failures"] == [] and len(report["segments"]) == 1
+    out = pq.read_table(tmp_path / report["segments"][0]["file"])
+    got = out.column("candle_begin_time").cast(pa.int64()).to_numpy()
+    assert got.tolist() == day  # every minute once, the first one included, on the grid
+    open_ = out.column("open").to_numpy()
+    assert open_[0] == 50.0 and open_[600:605].tolist() == [60.0, 61.0, 62.0, 63.0, 64.0]
+    assert open_[700] == 70.0  # the candle that was on the grid keeps its minute
+    assert legacy.read_bytes() == before  # not rewritten
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert (
+        str(legacy) in logged and "7 parsed candle(s) open off the 60000 ms interval grid" in logged
+    )
+    assert "1 of them lose their minute" in logged
+    # the next run (a new REST day: the tail build) builds as well
+    write_rest(tmp_path, "spot", "BTCUSDT", "20200914", kline_table(minutes(T0 + DAY, 1440)))
+    report, _ = gen(tmp_path)
+    assert (
+        report["quality_failures"] == [] and sum(s["rows"] for s in report["segments"]) == 2 * 1440
+    )
+
+
 def test_rest_day_files_with_candles_off_the_grid_are_damaged_inputs_of_the_rest_fill(tmp_path):
     # A REST fill before 2026-12-06 stored Binance's off-grid candles as answered (spot after
     # the 2018-02-08 outage: …:14.789); every later gen_kline of the symbol then failed
