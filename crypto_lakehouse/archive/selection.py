@@ -71,6 +71,7 @@ def select(
     use_monthly: bool = False,
     record_days: bool = False,
     unusable: set[str] | frozenset[str] = frozenset(),
+    monthly_gaps: dict[str, set[date]] | None = None,
 ) -> Selection:
     """Select the zips to hold for ``[start, end]`` (None = open bound).
 
@@ -78,7 +79,9 @@ def select(
     the keys of one dataset: daily klines, or monthly funding). With it, each month that
     lies completely inside the range and has a monthly zip not in ``unusable`` (e.g.
     quarantined) is taken from that zip instead of its daily zips; the other monthly zips
-    are not used. ``record_days`` fills ``day_sources``.
+    are not used. ``monthly_gaps``: days a chosen monthly zip holds no row of (a monthly
+    file cut short, binance-public-data #403): their daily zips, if listed, are taken too
+    and own those days. ``record_days`` fills ``day_sources``.
     """
     out = Selection()
     daily: list[ArchiveFile] = []
@@ -97,9 +100,13 @@ def select(
             for f in monthly
             if f.key not in unusable and _inside(f, start, end)
         }
-        chosen = list(months.values()) + [
-            f for f in daily if (f.first_day.year, f.first_day.month) not in months
-        ]
+        gaps = monthly_gaps or {}
+
+        def from_daily(f: ArchiveFile) -> bool:
+            m = months.get((f.first_day.year, f.first_day.month))
+            return m is None or f.first_day in gaps.get(m.key, ())
+
+        chosen = list(months.values()) + [f for f in daily if from_daily(f)]
     else:
         chosen = daily + monthly
     out.files = sorted(chosen, key=lambda f: f.key)

@@ -603,6 +603,14 @@ async def sync_symbol(
     quarantined_state: dict = state.get("quarantined", {})
     # Day choices of earlier runs (monthly klines), kept for days outside today's range.
     day_sources: dict = state.get("day_sources", {}) if use_monthly else {}
+    # Days a monthly zip (by sha256) holds no row of, learnt from the parse's quality record.
+    monthly_gaps: dict = state.get("monthly_gaps", {}) if use_monthly else {}
+    if use_monthly and spec.has_interval:
+        await asyncio.to_thread(
+            _learn_monthly_gaps, monthly_gaps, verified_state, zip_keys,
+            layout.quality_path(data_dir, trade_type, interval, symbol, kind), label,
+        )  # fmt: skip
+    gap_days = {k: {parse_day(d) for d in v["days"]} for k, v in monthly_gaps.items() if v["days"]}
 
     # Quarantined by the parse job since the last run: not fetched again until re-uploaded.
     for key, reason in parse_quarantined.items():
@@ -634,7 +642,7 @@ async def sync_symbol(
             unusable = {k for k in zip_keys if known_quarantine(k)}
             selection = select(
                 zip_keys, start, end, use_monthly=use_monthly, record_days=use_monthly,
-                unusable=unusable,
+                unusable=unusable, monthly_gaps=gap_days,
             )  # fmt: skip
             ignored = selection.ignored
             todo = [f.key for f in selection.files if f.key not in outcomes]
@@ -670,11 +678,16 @@ async def sync_symbol(
             day_sources.update(selection.day_sources)
             day_sources = {d: k for d, k in sorted(day_sources.items()) if k in held}
     finally:
+        # A re-published monthly zip (another sha256) is checked again once parsed.
+        monthly_gaps = {
+            k: v for k, v in sorted(monthly_gaps.items())
+            if verified_state.get(k, {}).get("sha256") == v["sha256"]
+        }  # fmt: skip
         await asyncio.to_thread(
             storage.write_json,
             state_file,
             {"verified": verified_state, "quarantined": quarantined_state,
-             "day_sources": day_sources},
+             "day_sources": day_sources, "monthly_gaps": monthly_gaps},
         )  # fmt: skip
 
     for key, reason in ignored.items():
@@ -743,6 +756,49 @@ async def sync_symbol(
         report["day_sources"] = day_sources
     await asyncio.to_thread(io.write_json, report_path, report)
     return stats
+
+
+def _learn_monthly_gaps(gaps: dict, verified_state: dict, zip_keys, record_path, label) -> None:
+    """Record in ``gaps`` (``{key: {"sha256", "days"}}``) the days each verified monthly zip
+    holds no row of, from the parse's quality record (docs/quality.md: a row per day with
+    its ``source`` key and ``rows``): a monthly file cut short (binance-public-data #403:
+    ALICEUSDT 2024-07 holds 7 days) then gives way to the daily zips of those days
+    (``selection.select``), instead of REST. The record is read only while some monthly zip
+    (by sha256) is not yet learnt, and a zip is learnt once the record has its days."""
+    listed = set(zip_keys)
+    todo = {
+        k: e["sha256"]
+        for k, e in verified_state.items()
+        if k in listed and key_period(k).monthly and gaps.get(k, {}).get("sha256") != e["sha256"]
+    }
+    if not todo:
+        return
+    try:
+        record = storage.read_parquet(record_path, columns=["date", "source", "rows"])
+    except FileNotFoundError:
+        return  # not parsed yet
+    except storage.StorageError:
+        raise
+    except (OSError, ValueError) as exc:
+        log.warning("%s: quality record %s unreadable (%s); monthly gaps not checked",
+                    label, record_path, exc)  # fmt: skip
+        return
+    import numpy as np
+
+    source = np.asarray(record.column("source").to_pylist(), dtype=object)
+    empty = record.column("rows").to_numpy() == 0
+    days = record.column("date").to_pylist()
+    for key, sha in todo.items():
+        mine = source == key
+        if not mine.any():
+            continue  # the parse has not read this zip yet
+        missing = [days[i].isoformat() for i in np.flatnonzero(mine & empty)]
+        gaps[key] = {"sha256": sha, "days": missing}
+        if missing:
+            log.warning(
+                "%s: %s holds no row of %d day(s) (%s … %s); their daily zips are taken "
+                "where listed", label, key, len(missing), missing[0], missing[-1],
+            )  # fmt: skip
 
 
 async def _run_pass(

@@ -858,3 +858,66 @@ def test_an_archive_quarantined_for_candles_off_the_grid_is_released(
     emu.reset_counts()
     job.sync()  # and the next runs leave it alone
     assert emu.counts["get"] == 0 and sorted(job.report()["files"]) == [OFF_GRID_KEY, good]
+
+
+def _minute_rows(days: list[date]) -> bytes:
+    lines = []
+    for d in days:
+        t0 = (d.toordinal() - date(1970, 1, 1).toordinal()) * 86_400_000
+        lines += [
+            f"{t},1,2,0.5,1,3,{t + 59_999},3,4,1,1,0" for t in range(t0, t0 + 86_400_000, 60_000)
+        ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_monthly_zip_cut_short_gives_way_to_the_daily_zips_of_its_missing_days(
+    tmp_path, emulator
+):
+    """binance-public-data #403: ALICEUSDT's monthly 1m file of 2024-07 holds 7 days while
+    the daily files of the month are complete. With use_monthly_klines the missing days came
+    from REST (or from nowhere) although their daily zips are listed."""
+    root = tmp_path / "mirror"
+    feb = [date(2024, 2, d) for d in range(1, 30)]
+    daily = {d: f"{SPOT_DIR}BTCUSDT-1m-{d.isoformat()}.zip" for d in feb}
+    month = "data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2024-02.zip"
+    for d, key in daily.items():
+        _write_archive(root, key, _minute_rows([d]))
+    _write_archive(root, month, _minute_rows(feb[:7]))  # cut short: February 1-7 only
+    emu = emulator(mirror_dir=root)
+    job = Job(emu, tmp_path).list(include_monthly=True)
+    part = layout.parsed_klines_dir(job.data_dir, "spot", "BTCUSDT", "1m") / "202402.pqt"
+
+    def parse():
+        stats = run_parse_klines(
+            trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=job.data_dir,
+            download_report=job.report_path, report_path=job.tmp / "parse.json",
+            stats_path=job.tmp / "parse-stats.json",
+        )  # fmt: skip
+        return stats, pq.read_table(part).column("candle_begin_time").cast("int64").to_numpy()
+
+    job.sync(use_monthly_klines=True)
+    assert sorted(job.report()["files"]) == [month]
+    _, times = parse()
+    assert len(times) == 7 * 1440  # the parse learns that 22 days hold no row
+
+    emu.reset_counts()
+    job.sync(use_monthly_klines=True)
+    report = job.report()
+    missing = [daily[d] for d in feb[7:]]
+    assert sorted(report["files"]) == sorted([month, *missing])
+    assert report["day_sources"]["2024-02-07"] == month
+    assert report["day_sources"]["2024-02-08"] == daily[feb[7]]
+    assert report["day_sources"]["2024-02-29"] == daily[feb[-1]]
+    fetched = {k for k in job.zip_gets() if k.endswith(".zip")}
+    assert fetched == set(missing)  # only the missing days' zips
+    _, times = parse()
+    first = (feb[0].toordinal() - date(1970, 1, 1).toordinal()) * 86_400_000
+    assert times.tolist() == list(range(first, first + 29 * 86_400_000, 60_000))
+
+    # Settled: the next run fetches nothing and the parse keeps the month as it is.
+    emu.reset_counts()
+    job.sync(use_monthly_klines=True)
+    assert job.zip_gets() == {} and job.report() == report
+    stats, again = parse()
+    assert stats["files_parsed"] == 0 and stats["partitions_written"] == 0
+    assert again.tolist() == times.tolist()
