@@ -627,7 +627,23 @@ def _editing(shard_report) -> Iterator[None]:
             os.close(fd)  # releases the lock
 
 
-def _ask_rerun(shard_report, symbol: str, damaged_path) -> bool:
+def ask_upstream_rerun(stage: str, symbol: str, why: str) -> list[str]:
+    """Have the next run rerun the upstream ``stage`` shard(s) of this job that list
+    ``symbol`` (one more retry generation, ``why`` recorded under ``rerun_asked``), for a
+    reason other than a damaged file: the names of the shard reports asked (none outside a
+    workflow job). E.g. the klines parse, on a monthly zip cut short, for its download job
+    to take the daily zips of the missing days (``archive.sync._learn_monthly_gaps``)."""
+    from crypto_lakehouse import layout
+
+    return [
+        layout.report_name(path)
+        for path in _JOB.upstream_shard_reports
+        if layout.report_name(path).split("/", 1)[0] == stage
+        and _ask_rerun(path, symbol, why, record="rerun_asked")
+    ]
+
+
+def _ask_rerun(shard_report, symbol: str, damaged_path, record: str = "damaged") -> bool:
     """Whether the next run reruns ``shard_report``'s job: one more retry generation in it
     if it lists ``symbol`` (a changed param), recording the damaged file. A shard report
     that is missing, or unreadable itself (then removed here), is rebuilt anyway. The
@@ -644,7 +660,7 @@ def _ask_rerun(shard_report, symbol: str, damaged_path) -> bool:
             return False
         generation = report.get("retry_generation")
         report["retry_generation"] = (generation if isinstance(generation, int) else 0) + 1
-        report.setdefault("damaged", {})[symbol] = str(damaged_path)
+        report.setdefault(record, {})[symbol] = str(damaged_path)
         write_json(shard_report, report)
     return True
 

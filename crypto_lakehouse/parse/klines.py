@@ -493,6 +493,7 @@ class _KlineRun:
         self.files_parsed = 0
         self.csv_bytes = 0
         self.duplicates_now = 0  # rows dropped as identical copies by this run
+        self.read_now: set[str] = set()  # archives read (and found sound) by this run
 
     def _belongs(self, key: str) -> bool:
         period = archive_period(key, self.stem_prefix)
@@ -511,6 +512,7 @@ class _KlineRun:
             tables, defects, sizes = read_kline_archives(
                 items, self.interval, self.timer, self.limit, copies
             )
+        self.read_now.update(tables)
         for key in tables:
             self.duplicates.pop(key, None)
         self.duplicates.update(copies)
@@ -640,6 +642,7 @@ class _KlineRun:
         with self.timer.step("quality"):
             qtable = self._update_quality(rebuilt, quality_parts, partitions, usable)
 
+        self._ask_for_daily_zips(qtable, usable)
         bad = {k: v for k, v in (self.state.get("quarantined") or {}).items() if k not in usable}
         bad.update(self.quarantined_now)
         duplicates = {k: n for k, n in sorted(self.duplicates.items()) if k in usable and n}
@@ -693,6 +696,33 @@ class _KlineRun:
         }
         io.write_json(stats_path, stats)
         return stats
+
+    def _ask_for_daily_zips(self, qtable: pa.Table, usable: dict[str, str]) -> None:
+        """A monthly zip read now that holds no row of some of the days it owns (cut short,
+        binance-public-data #403), with monthly klines in use (the download report has
+        ``day_sources``): the next run reruns this symbol's download job, which learns those
+        days from the quality record and takes their daily zips (docs/config.md)."""
+        if not self.report_in.get("day_sources") or not qtable.num_rows:
+            return
+        monthly = {k for k in self.read_now if k in usable and self.periods[k].is_month}
+        if not monthly:
+            return
+        source = qtable.column("source").to_numpy(zero_copy_only=False)
+        empty = qtable.column("rows").to_numpy() == 0
+        short = {k: int(np.count_nonzero(empty & (source == k))) for k in sorted(monthly)}
+        short = {k: n for k, n in short.items() if n}
+        if not short:
+            return
+        from crypto_lakehouse import shards
+
+        why = "; ".join(f"{k} holds no row of {n} day(s)" for k, n in short.items())
+        asked = shards.ask_upstream_rerun("aws_download", self.symbol, why)
+        log.warning(
+            "%s: %s; %s", self.symbol, why,
+            f"the next run's download ({', '.join(asked)}) takes their daily zips where listed"
+            if asked else "a run of aws_download for this symbol takes their daily zips "
+            "where listed (--forcerun aws_download_shard)",
+        )  # fmt: skip
 
     def _update_quality(self, rebuilt, new_rows, partitions, usable) -> pa.Table:
         qpath = layout.quality_path(

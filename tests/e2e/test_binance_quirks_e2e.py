@@ -5,7 +5,8 @@ computed here from what the emulator was given, not from the pipeline's output.
 
 - spot ``QAUSDT``: the ms → µs switch of 2025-01-01 (§4.1), a day with missing minutes and
   zero-volume minutes, a whole day absent from the archive, a day with rows out of order, a
-  day with a repeated row (quarantined: REST gives the day, #191);
+  day with a row repeated identically (dropped and counted: the day comes from the archive), a
+  day with a minute repeated with another volume (quarantined: REST gives the day, #191);
 - spot ``QBUSDT``: listed mid-day (first candle 10:00), delisted, relisted two days later at
   another price (split into ``SP0_QBUSDT`` and ``QBUSDT``);
 - spot ``QCUSDT``: an outage followed by hours of candles opening at ``…:14.789`` until the
@@ -123,8 +124,12 @@ def build(root: Path) -> Scenario:
             frame = full.drop(index=range(100, 110)).reset_index(drop=True)
         if d == date(2025, 1, 2):
             frame = full.iloc[list(range(49, -1, -1)) + list(range(50, len(full)))]
-        if d == date(2025, 1, 3):
+        if d == date(2024, 12, 29):  # a row twice, identical: dropped and counted
             frame = pd.concat([full.iloc[:300], full.iloc[299:300], full.iloc[300:]])
+        if d == date(2025, 1, 3):  # a minute twice with another volume: which is right?
+            other = full.iloc[299:300].copy()
+            other["volume"] = other["volume"] * 2
+            frame = pd.concat([full.iloc[:300], other, full.iloc[300:]])
         s.day("spot", "QAUSDT", d, frame.reset_index(drop=True))
     # spot QBUSDT
     for d in (date(2024, 12, 29), date(2024, 12, 30), date(2025, 1, 2), date(2025, 1, 3)):
@@ -360,6 +365,17 @@ def test_binance_quirks_end_to_end(tmp_path):
     assert funding_report["quality"]["funding_interval_hours"] == {
         str(h): int(n) for h, n in hours.items()
     }
+    spot_report = json.loads(
+        next(
+            (data / "lakehouse" / "reports" / "aws_parse" / "spot").rglob("QAUSDT.json")
+        ).read_text()
+    )
+    assert spot_report["quality"]["duplicates_dropped"] == 1
+    assert list(spot_report["quarantined"]) == [
+        layout.daily_kline_key("spot", "QAUSDT", "1m", "2025-01-03")
+    ]
+    api_qa = data / "api_data" / "spot" / "klines" / "QAUSDT" / "1m"
+    assert "20241229.pqt" not in {p.name for p in api_qa.glob("*.pqt")}  # from the archive
     # the outage's short days were asked of REST, not the day floored whole from the archive
     api_qc = data / "api_data" / "spot" / "klines" / "QCUSDT" / "1m"
     assert sorted(p.name for p in api_qc.glob("*.pqt")) == ["20241229.pqt", "20241230.pqt"]
