@@ -84,3 +84,9 @@ def test_a_monthly_file_cut_short_is_completed_from_the_daily_zips(tmp_path):
     assert set(prov["source"]) == {"archive"}
     got = load_klines(data, "spot", SYMBOL)
     assert got["close"].tolist() == truth["close"].tolist()
+
+    # Settled: the parse asks for no other download run, so the next run downloads nothing.
+    stats = next((data / "lakehouse" / "stats" / "aws_download").rglob(f"{SYMBOL}.json"))
+    before = stats.stat().st_mtime_ns
+    run()
+    assert stats.stat().st_mtime_ns == before
