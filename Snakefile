@@ -104,6 +104,7 @@ rule summarize_resample:
 
 onstart:
     check_launcher()
+    check_slurm_status_command()
     check_endpoints()
 
 

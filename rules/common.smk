@@ -15,6 +15,7 @@ import crypto_lakehouse.lock as data_lock
 import crypto_lakehouse.plan as plan
 import crypto_lakehouse.reachability as reachability
 import crypto_lakehouse.sizing as sizing
+import crypto_lakehouse.slurm as slurm
 import crypto_lakehouse.storage as storage_settings
 from crypto_lakehouse.configuration import (
     check_user_config,
@@ -1181,6 +1182,20 @@ def check_launcher():
             "set cluster.launcher: srun in the config (docs/cluster.md)",
             file=sys.stderr,
         )
+
+
+def check_slurm_status_command():
+    """onstart: the SLURM executor asking job states with sacct on a cluster without an
+    accounting database waits for ever after its first job; stop here saying what to add
+    (crypto_lakehouse.slurm)."""
+    executor = getattr(workflow.executor_plugin, "name", None)
+    status_command = getattr(workflow.executor_settings, "status_command", None)
+    if executor != "slurm" or status_command != "sacct":
+        return
+    problem = slurm.status_command_problem(executor, status_command, slurm.accounting_storage())
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(1)
 
 
 # The rules that talk to Binance: each holds one of the request budgets.

@@ -70,6 +70,35 @@ def test_pipeline_through_slurm_equals_local_run(tmp_path):
         assert a.schema.equals(b.schema) and a.to_pandas().equals(b.to_pandas()), rel
 
 
+def test_sacct_without_an_accounting_database_stops_the_run_at_start(tmp_path):
+    """The profile as shipped, without `--slurm-status-command squeue`, on a cluster without
+    an accounting database (the test cluster's): the executor's default status command,
+    sacct, answers "Slurm accounting storage is disabled", and the run waited for ever after
+    its first SLURM job, printing nothing. Now its start says what to add, exit 1, before
+    any job (crypto_lakehouse.slurm)."""
+    assert _slurm_is_up(), "no SLURM cluster: .ci/run starts one (bash .ci/start-slurm)"
+    config_lines = subprocess.run(
+        ["scontrol", "show", "config"], capture_output=True, text=True
+    ).stdout
+    assert re.search(r"AccountingStorageType\s*=\s*accounting_storage/none", config_lines)
+    from crypto_lakehouse_emulator import Emulator
+
+    legacy_mirror(tmp_path / "mirror")
+    with Emulator(mirror_dir=tmp_path / "mirror", rest=legacy_rest()) as emu:
+        work = tmp_path / "work"
+        work.mkdir()
+        config = legacy_config(emu.base_url, work / "data")
+        config["trade_types"] = ["um_futures"]
+        flags = ("--profile", str(REPO / "profiles" / "slurm"), "--slurm-no-account")
+        # Before: still waiting when the timeout ends the test (subprocess.TimeoutExpired).
+        proc = snakemake(work, config, "all", *flags, timeout=240, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert "add --slurm-status-command squeue" in out, out[-3000:]
+    assert "has been submitted with SLURM" not in out
+    assert not (work / "data" / "parsed_data").exists()
+
+
 def test_cores_sized_auto_shards_are_the_same_on_the_nodes(tmp_path):
     """``shards: auto`` with ``--cores`` given to a SLURM run (at most this host's CPUs): the
     main process sizes one trade type's shards from its cores and pins the value; each SLURM
