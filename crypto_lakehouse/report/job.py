@@ -347,9 +347,10 @@ def _run_section(
     body = [
         f"<p>Per stage, from the run summaries ({page.esc(summaries_dir)}/) and the Snakemake "
         f"benchmark files ({page.esc(benchmarks_dir)}/): summaries are the trade types whose "
-        "summary the stage has (none: no trade type of it finished, so symbols and files are "
-        "not known; spot, um_futures; none: cm_futures: the trade types after none did not "
-        "finish, the figures are of the others; off: the config leaves the stage out of this run, "
+        "summary the stage has (<code>none</code>: no trade type of it finished, so symbols "
+        "and files are not known; <code>spot, um_futures; none: cm_futures</code>: the trade "
+        "types after <code>none:</code> did not finish, the figures are of the others; "
+        "<code>off</code>: the config leaves the stage out of this run, "
         "features.enabled false or no resample.targets); symbols are summed over the trade types; jobs are the "
         "stage's benchmark files (listing and summaries included); wall time is the time "
         "during which at least one of them ran (jobs of earlier runs counted without the "

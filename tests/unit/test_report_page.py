@@ -339,6 +339,12 @@ def test_the_run_section_names_the_run_directory_it_read(tmp_path):
     assert f"benchmark files ({run}/benchmarks/)" in section
     assert f"no benchmark files ({run}/benchmarks/)" in section
     assert "lakehouse/" not in section
+    # The legend's example values are set apart from its prose: it read "(none: no trade type
+    # of it finished, …; spot, um_futures; none: cm_futures: the trade types after none did
+    # not finish, …)", which a first-time reader could not parse.
+    assert "<code>spot, um_futures; none: cm_futures</code>: the trade types after" in section
+    assert "<code>none</code>: no trade type of it finished" in section
+    assert "<code>off</code>: the config leaves the stage out" in section
     # Section 6 too: the datasets summaries are in the run directory's summaries folder.
     section = _section(html, "datasets")
     assert f"from its run summaries ({run}/summaries/datasets/)" in section
