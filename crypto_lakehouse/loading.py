@@ -232,11 +232,18 @@ def segment_files_of(
         if not present and storage.is_remote(data_dir) and not layout.subdir_names(data_dir):
             raise _no_view_files(data_dir)  # an empty prefix: a typo, or a missing bucket
         hint = ""
-        if not present and not storage.is_remote(data_dir):
+        folders = [] if present or storage.is_remote(data_dir) else layout.subdir_names(data_dir)
+        if folders and "results_data" not in folders:
             hint = (
-                f"; folders in {data_dir}: {_names(layout.subdir_names(data_dir))}: is it the "
+                f"; folders in {data_dir}: {_names(folders)}: is it the "
                 "pipeline's data_dir (data/binance_data by default)?"
             )
+        elif folders and resample is not None:
+            # A data dir (its results_data/ is there) whose runs resampled nothing: asking
+            # whether it was the data dir sent the reader the wrong way.
+            hint = "; no run resampled anything here: config key resample.targets (docs/config.md)"
+        elif folders and kind == "features":
+            hint = "; no run built features here: config key features.enabled (docs/features.md)"
         raise DataNotFoundError(
             f"no {what} of {trade_type} in {data_dir} ({root_of(data_dir, trade_type)} "
             f"does not exist; trade types with {what}: {_names(present)}{hint})"

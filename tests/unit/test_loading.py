@@ -225,6 +225,25 @@ def test_a_wrong_data_dir_is_named_as_duckdb_connect_names_it(data, tmp_path):
         crypto_lakehouse.load_features(data / "results_data", "um_futures", "BTCUSDT")
 
 
+def test_a_data_dir_without_resampled_files_or_features_names_the_config_key(tmp_path):
+    # The offline demo (README: resample.targets []) then load_klines(..., resample="1h"):
+    # the error asked "is it the pipeline's data_dir?" of the data dir itself, its
+    # results_data/ in the list of folders it gave.
+    d = tmp_path / "data"
+    write(layout.results_klines_dir(d, "spot", "1m") / "BTCUSDT.pqt", kline_table(T0, 5))
+    with pytest.raises(DataNotFoundError) as err:
+        crypto_lakehouse.load_klines(d, "spot", "BTCUSDT", resample="1h")
+    assert "config key resample.targets" in str(err.value)
+    assert "is it the pipeline's data_dir" not in str(err.value)
+    with pytest.raises(DataNotFoundError) as err:
+        crypto_lakehouse.load_features(d, "spot", "BTCUSDT")
+    assert "config key features.enabled" in str(err.value)
+    assert "is it the pipeline's data_dir" not in str(err.value)
+    # A folder that is not a data dir still gets the question.
+    with pytest.raises(DataNotFoundError, match="is it the pipeline's data_dir"):
+        crypto_lakehouse.load_klines(d / "results_data", "spot", "BTCUSDT", resample="1h")
+
+
 def test_an_offset_without_resample_is_refused_not_ignored(data):
     # offset= alone was ignored: the generated 1m candles came back for what was meant as
     # the 1h windows at offset 15m.
