@@ -430,9 +430,9 @@ def mend_unreadable_listing(index):
     if DRY_RUN:
         problem = plan.unreadable_index(index)
         if problem is not None:
-            raise WorkflowError(
-                f"listing index {index} is unreadable ({problem}): a real run mends it"
-            )
+            # A dry run runs no job: stop() is safe (a WorkflowError came out as an
+            # InputFunctionException with Wildcards and Traceback lines, seven File lines).
+            stop(f"listing index {index} is unreadable ({problem}): a real run mends it")
         return
     done = plan.repair_index(index)
     if done is not None:
@@ -1009,7 +1009,10 @@ def check_features_when_disabled():
             config, layout.config_checks_dir(LH), remember_verdicts=not DRY_RUN
         )
     except plan.ConfigError as exc:
-        raise WorkflowError(str(exc)) from None
+        # Called while the DAG is first built (the `features` target's input, or a features
+        # job asked for by path), before any job runs: stop() is safe. A WorkflowError came
+        # out as an InputFunctionException with Wildcards and Traceback lines.
+        stop(str(exc))
     FEATURES_CHECKED.append(True)
 
 

@@ -275,11 +275,31 @@ def test_disabled_features_are_checked_only_when_their_target_is_asked_for(tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "features_shard" not in proc.stdout + proc.stderr
     proc = _snakemake_with_yaml(tmp_path, block, "features")
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert (
-        "config key features.indicators[1]: RSI has no parameter 'timeperod'"
-        in proc.stdout + proc.stderr
-    )
+        "invalid configuration:\n  config key features.indicators[1]: RSI has no parameter "
+        "'timeperod'"
+    ) in proc.stderr
+    # Before 2026-12-07: an InputFunctionException, the message as a WorkflowError, then
+    # "Wildcards:", "Traceback:" and `File ".../common.smk"` lines.
+    out = proc.stdout + proc.stderr
+    assert "InputFunctionException" not in out and "Traceback" not in out
+    assert 'File "' not in out and "WorkflowError" not in out
+
+
+def test_a_dry_run_names_a_torn_listing_index_in_one_line(tmp_path):
+    # A dry run mends nothing: it names the index and stops. Before 2026-12-07 that came as
+    # an InputFunctionException with Wildcards, Traceback and seven `File ...` lines.
+    index = tmp_path / "d" / "lakehouse" / "listing" / "spot" / "klines-1m.json"
+    index.parent.mkdir(parents=True)
+    index.write_text('{"symbols": {"BTC')
+    proc = _snakemake_with_yaml(tmp_path, "trade_types: [spot]\nsymbols: {spot: [BTCUSDT]}\n")
+    assert proc.returncode == 1
+    assert f"listing index {index} is unreadable (JSONDecodeError: " in proc.stderr
+    assert proc.stderr.rstrip().endswith("a real run mends it"), proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "InputFunctionException" not in out and "Traceback" not in out
+    assert 'File "' not in out and "WorkflowError" not in out
 
 
 def test_features_disabled_plans_the_removal_of_the_feature_files_left(tmp_path):
