@@ -24,7 +24,7 @@ def workflow_dir() -> Path:
         if (candidate / "Snakefile").is_file() and (candidate / "rules").is_dir():
             return candidate
     raise SystemExit(
-        f"crypto_lakehouse: no Snakefile next to {PACKAGE_DIR} nor in {PACKAGE_DIR / 'workflow'};"
+        f"{program_name()}: no Snakefile next to {PACKAGE_DIR} nor in {PACKAGE_DIR / 'workflow'};"
         " reinstall the package (pip install .) or run from a checkout"
     )
 
@@ -36,6 +36,29 @@ def profile_path(profile: str) -> str:
         return profile
     shipped = workflow_dir() / "profiles" / Path(profile).name
     return str(shipped) if shipped.is_dir() else profile
+
+
+def missing_profile(profile: str) -> str | None:
+    """Why Snakemake would find no profile for ``--profile`` (after ``profile_path``), or
+    None. Snakemake looks for a folder with a ``config.yaml`` (or ``profile.yaml``) at the
+    path given, else by name in the current directory and its user and site profile folders;
+    it said so in its own words with exit status 1, one more string than ours."""
+    from snakemake.cli import get_appdirs, get_profile_dir
+
+    if not profile:
+        return "an empty name is no profile"
+    if get_profile_dir(profile) is not None:
+        return None
+    if Path(profile).is_dir():
+        return f"{profile} holds no config.yaml (nor profile.yaml), so it is no Snakemake profile"
+    dirs = get_appdirs()
+    shipped = workflow_dir() / "profiles"
+    names = sorted(p.name for p in shipped.iterdir() if p.is_dir() and p.name != "default")
+    return (
+        f"not found: no folder {profile} in {Path.cwd()}, nor in {dirs.user_config_dir} or "
+        f"{dirs.site_config_dir} (Snakemake's profile folders); the shipped profiles are "
+        f"{', '.join(names)} ({shipped})"
+    )
 
 
 def profile_settings(profile: str) -> dict:
@@ -565,7 +588,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
     storage.configure(storage_settings_of(args))
     if not storage.is_remote(args.data_dir) and not Path(args.data_dir).is_dir():
-        print(f"verify: {not_a_data_dir(args.data_dir)}", file=sys.stderr)
+        print(problem_line("verify", not_a_data_dir(args.data_dir)), file=sys.stderr)
         return 2
     from crypto_lakehouse.lock import DataDirBusy
     from crypto_lakehouse.verify import NotADataDir
@@ -579,12 +602,12 @@ def run_verify(args: argparse.Namespace) -> int:
             pages=args.pages,
         )
     except (DataDirBusy, NotADataDir) as exc:
-        print(f"verify: {exc}", file=sys.stderr)
+        print(problem_line("verify", str(exc)), file=sys.stderr)
         return 2
     except storage.StorageError as exc:
         # The store cannot be reached or refuses (a wrong endpoint, credentials, a read-only
         # identity taking the lease of --remove): exit 2, not 1, which means damaged files.
-        print(f"verify: {args.data_dir}: nothing checked: {exc}", file=sys.stderr)
+        print(problem_line("verify", f"{args.data_dir}: nothing checked: {exc}"), file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(verdict.as_dict(), indent=1))
@@ -625,10 +648,11 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.output:
         problem = report_output_problem(args.output)
         if problem:
-            print(f"compare: --output {args.output}: {problem}", file=sys.stderr)
+            print(problem_line("compare", f"--output {args.output}: {problem}"), file=sys.stderr)
             return 2
     if args.start and args.end and args.start > args.end:
-        print(f"compare: --start {args.start} is after --end {args.end}", file=sys.stderr)
+        message = f"--start {args.start} is after --end {args.end}"
+        print(problem_line("compare", message), file=sys.stderr)
         return 2
     storage.configure(storage_settings_of(args))
     options = Options(
@@ -653,7 +677,7 @@ def run_compare(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     for problem in report.problems:
-        print(f"compare: {problem}", file=sys.stderr)
+        print(problem_line("compare", problem), file=sys.stderr)
     return report.exit_code(args.strict)
 
 
@@ -828,7 +852,27 @@ def plan_table(dry_run_output: str) -> str:
 INTERRUPTED = 130
 
 
+def command_name(argv: list[str]) -> str:
+    """The command a command line runs, as typed (``workflow gen-kline``, ``plan``), or ""
+    when it names none (yet): the middle of ``{program} {command}: {message}``."""
+    words = [w for w in argv if not w.startswith("-")][:2]
+    if words[:1] in (["plan"], ["compare"], ["verify"]):
+        return words[0]
+    if words[:1] == ["workflow"]:
+        return " ".join(words) if words[1:] and words[1] in COMMANDS else "workflow"
+    return ""
+
+
+def problem_line(command: str, message: str) -> str:
+    """A problem our command line reports itself (not argparse, not the workflow), on
+    stderr: ``crypto-lakehouse verify: …``, the command as typed first, as argparse's own
+    usage errors begin. Before 2026-12-07 each command had its own: ``verify: …``,
+    ``compare: …``, ``crypto_lakehouse plan: …``, ``crypto-lakehouse: …``."""
+    return f"{' '.join(filter(None, (program_name(), command)))}: {message}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         status = run(argv)
         sys.stdout.flush()  # here, where a reader gone is caught below, not at exit
@@ -836,7 +880,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Ctrl-C while loading, planning, comparing or verifying (or before Snakemake took
         # over) printed a Python traceback of wherever the process was.
-        print(f"{program_name()}: interrupted", file=sys.stderr)
+        print(problem_line(command_name(argv), "interrupted"), file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
         # stdout piped to a reader that stopped (`| head`): a BrokenPipeError traceback
@@ -852,6 +896,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None = None) -> int:
     """The command, exit status returned (``main`` adds the handling of Ctrl-C)."""
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    command = f"workflow {args.command}" if args.group == "workflow" else args.group
     if args.group == "plan":
         from crypto_lakehouse import preview
 
@@ -870,20 +915,25 @@ def run(argv: list[str] | None = None) -> int:
             return 1
     problem = directory_problem(args.directory) if args.directory else None
     if problem:
-        print(
-            f"{program_name()} workflow: --directory {args.directory}: {problem}", file=sys.stderr
-        )
+        print(problem_line(command, f"--directory {args.directory}: {problem}"), file=sys.stderr)
         return 2
-    missing = missing_executor_plugin(profile_path(args.profile)) if args.profile else None
-    if missing:
-        print(f"crypto-lakehouse: {missing}", file=sys.stderr)
-        return 2
+    if args.profile is not None:
+        # A profile Snakemake finds nowhere: its own "Error: profile directory given (nope),
+        # but no profile.yaml (or config.yaml) found. ..." and exit status 1, where ours
+        # are 2 for an option that cannot be used.
+        profile = profile_path(args.profile)
+        problem = missing_profile(profile) or missing_executor_plugin(profile)
+        if problem:
+            print(problem_line(command, f"--profile {args.profile}: {problem}"), file=sys.stderr)
+            return 2
     smk_argv = snakemake_argv(args)
     problem = snakemake_option_problem(smk_argv) if args.snakemake_args else None
     if problem:
         print(
-            f"{program_name()} workflow {args.command}: after `--`: {problem} "
-            "(`snakemake --help` lists Snakemake's options)",
+            problem_line(
+                command,
+                f"after `--`: {problem} (`snakemake --help` lists Snakemake's options)",
+            ),
             file=sys.stderr,
         )
         return 2

@@ -471,27 +471,26 @@ def main(args) -> int:
     from snakemake.exceptions import WorkflowError
 
     from crypto_lakehouse.archive.listing import ListingError
+    from crypto_lakehouse.cli import problem_line
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.configfile, args.config or (), args.directory)
     except (workflow_plan.ConfigError, WorkflowError, OSError, ValueError) as exc:
         # A schema error's text goes on with the whole schema: its first paragraph says it.
-        print(f"crypto_lakehouse plan: {str(exc).split(chr(10) * 2)[0]}", file=sys.stderr)
+        print(problem_line("plan", str(exc).split(chr(10) * 2)[0]), file=sys.stderr)
         return 1
     storage.configure(config["storage"])  # an s3:// data dir's endpoint
     try:
         plan = make_plan(config)
     except ListingError as exc:
         url = config["endpoints"]["listing"]
-        print(
-            f"crypto_lakehouse plan: listing {url} (config key endpoints.listing) failed: {exc}",
-            file=sys.stderr,
-        )
+        message = f"listing {url} (config key endpoints.listing) failed: {exc}"
+        print(problem_line("plan", message), file=sys.stderr)
         return 1
     except OSError as exc:  # the data dir or run dir cannot be read or written (S3 included)
         problem = workflow_plan.unusable_folder(exc, config["data_dir"], config["run_dir"])
-        print(f"crypto_lakehouse plan: {problem}", file=sys.stderr)
+        print(problem_line("plan", problem), file=sys.stderr)
         return 1
     capped = workflow_plan.end_date_notice(config["end_date"], plan["end_date"])
     if capped:  # an end_date after today: the plan goes up to today (as a run does)

@@ -291,7 +291,10 @@ def test_a_profile_whose_executor_plugin_is_missing_names_what_to_install(
         (profile / "config.yaml").write_text(f"executor: {executor}\njobs: 10\n")
         assert main(["workflow", "gen-kline", "--profile", str(profile), "--dry-run"]) == 2
         err = capsys.readouterr().err
-        assert f"profile {profile} runs jobs with Snakemake's {executor!r} executor" in err
+        assert err.startswith(
+            f"crypto-lakehouse workflow gen-kline: --profile {profile}: profile {profile} runs "
+            f"jobs with Snakemake's {executor!r} executor"
+        )
         assert f"pip install snakemake-executor-plugin-{executor}" in err
     assert "crypto_lakehouse[slurm]" not in err  # only for slurm
 

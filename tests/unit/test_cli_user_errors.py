@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +70,8 @@ def test_ctrl_c_is_one_line_and_exit_130(argv, where, monkeypatch, capsys):
         pytest.fail("the KeyboardInterrupt went through main()")
     assert status == 130
     err = capsys.readouterr().err
-    assert err.splitlines() == [f"{cli.program_name()}: interrupted"]
+    command = " ".join(argv[:2]) if argv[0] == "workflow" else argv[0]
+    assert err.splitlines() == [f"crypto-lakehouse {command}: interrupted"]
 
 
 @pytest.mark.parametrize(
@@ -84,7 +86,7 @@ def test_a_snakemake_option_it_refuses_after_the_separator_is_one_line(passed, e
     assert cli.main(["workflow", "gen-kline", "1m", "--", *passed]) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [
-        f"{cli.program_name()} workflow gen-kline: after `--`: {expected}"
+        f"crypto-lakehouse workflow gen-kline: after `--`: {expected}"
         + (" (choose from 'code', 'input', 'mtime', 'params', 'software-env')" if "nope" in
            passed else "")
         + " (`snakemake --help` lists Snakemake's options)"
@@ -210,7 +212,7 @@ def test_a_workflow_directory_that_cannot_be_used_is_one_line(where, expected, t
     argv = ["workflow", "report", "-n", "--configfile", str(cfg), "--directory", directory]
     assert cli.main(argv) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"{cli.program_name()} workflow: --directory {directory}: {expected}"
+        f"crypto-lakehouse workflow report: --directory {directory}: {expected}"
     ]
 
 
@@ -275,3 +277,71 @@ def test_options_after_the_separator_of_a_command_that_passes_none_are_refused(a
         f"{argv[-1]} after `--`: only the workflow commands pass options on (to Snakemake); "
         f"give {argv[0]}'s own options before it"
     ) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_a_profile_found_nowhere_is_one_line_naming_where_it_was_looked_for(
+    dry_run, tmp_path, monkeypatch, capsys
+):
+    # Before: Snakemake's "Error: profile directory given (nope), but no profile.yaml (or
+    # config.yaml) found. Profile has to be given as ..." and exit status 1 (2 is ours for an
+    # option that cannot be used: a --directory, a profile whose executor is missing).
+    from snakemake.cli import get_appdirs
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["workflow", "report", "--profile", "nope", *dry_run]
+    assert cli.main(argv) == 2
+    dirs = get_appdirs()
+    assert capsys.readouterr().err.splitlines() == [
+        f"crypto-lakehouse workflow report: --profile nope: not found: no folder nope in "
+        f"{tmp_path}, nor in {dirs.user_config_dir} or {dirs.site_config_dir} (Snakemake's "
+        f"profile folders); the shipped profiles are slurm, slurm-srun "
+        f"({cli.workflow_dir() / 'profiles'})"
+    ]
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["workflow", "report", "--profile", "empty", *dry_run]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "crypto-lakehouse workflow report: --profile empty: empty holds no config.yaml (nor "
+        "profile.yaml), so it is no Snakemake profile"
+    ]
+
+
+def test_a_profile_in_snakemakes_own_profile_folder_is_not_refused(tmp_path, monkeypatch):
+    # Snakemake also finds a profile by name in the user's profile folder: not refused.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    from snakemake.cli import get_appdirs
+
+    mine = Path(get_appdirs().user_config_dir) / "mine"
+    assert mine.is_relative_to(tmp_path)  # Linux: $XDG_CONFIG_HOME/snakemake
+    mine.mkdir(parents=True)
+    (mine / "config.yaml").write_text("printshellcmds: true\n")
+    assert cli.missing_profile("mine") is None
+    assert cli.missing_profile(str(mine)) is None
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["verify", "no/such/dir"], "crypto-lakehouse verify: no/such/dir: no such directory"),
+        (
+            ["compare", ".", ".", "--start", "2020-01-02", "--end", "2020-01-01"],
+            "crypto-lakehouse compare: --start 2020-01-02 is after --end 2020-01-01",
+        ),
+        (
+            ["plan", "--configfile", "no-such.yaml"],
+            "crypto-lakehouse plan: invalid configuration:",
+        ),
+        (
+            ["workflow", "report", "--profile", "no-such-profile"],
+            "crypto-lakehouse workflow report: --profile no-such-profile: not found: ",
+        ),
+    ],
+)
+def test_every_command_begins_its_own_errors_with_the_command_as_typed(
+    argv, expected, tmp_path, monkeypatch, capsys
+):
+    # Before 2026-12-07: "verify: ...", "compare: ...", "crypto_lakehouse plan: ..." (the
+    # package's name, not the command's) and Snakemake's "Error: profile directory given".
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) in (1, 2)
+    assert capsys.readouterr().err.startswith(expected)

@@ -108,7 +108,10 @@ def test_an_output_that_cannot_be_written_is_refused_before_comparing(
         err = capsys.readouterr().err
         assert code == 2, case
         assert len(err.splitlines()) == 1, (case, err)  # one line, no traceback
-        assert err.startswith(f"compare: --output {output}: ") and reason in err, (case, err)
+        assert err.startswith(f"crypto-lakehouse compare: --output {output}: ") and reason in err, (
+            case,
+            err,
+        )
 
 
 def test_the_output_folder_is_still_created(tmp_path):

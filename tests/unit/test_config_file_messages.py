@@ -61,7 +61,7 @@ def test_plan_refuses_a_file_that_is_no_single_map_of_keys(tmp_path, capsys, tex
     cfg.write_text(text)
     assert cli.main(["plan", "--configfile", str(cfg)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"crypto_lakehouse plan: invalid configuration:\n  config file {cfg}")
+    assert err.startswith(f"crypto-lakehouse plan: invalid configuration:\n  config file {cfg}")
     assert "Traceback" not in err
 
 

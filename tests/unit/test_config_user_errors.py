@@ -234,7 +234,7 @@ def test_plan_names_a_data_dir_it_cannot_use_instead_of_a_traceback(tmp_path, em
         cfg.write_text(json.dumps(config))
         assert cli.main(["plan", "--configfile", str(cfg)]) == 1
         err = capsys.readouterr().err
-        assert err.startswith("crypto_lakehouse plan: invalid configuration:\n  " + expected), err
+        assert err.startswith("crypto-lakehouse plan: invalid configuration:\n  " + expected), err
         assert "Traceback" not in err
 
 

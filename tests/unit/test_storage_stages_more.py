@@ -537,7 +537,7 @@ def test_compare_with_an_s3_dir_it_cannot_read_names_the_dir_instead_of_a_traceb
     storage.configure(None)
     assert main(["compare", str(legacy), f"{s3_root}/ours", *options]) == 1
     out, err = capsys.readouterr()
-    problem = f"compare: NEW_DIR {s3_root}/ours: cannot be read: "
+    problem = f"crypto-lakehouse compare: NEW_DIR {s3_root}/ours: cannot be read: "
     assert err.startswith(problem), err
     # The store's code in pyarrow's spelling or botocore's (storage.is_dir asks botocore).
     assert "SIGNATURE_DOES_NOT_MATCH" in err or "SignatureDoesNotMatch" in err, err

@@ -224,7 +224,9 @@ def test_a_store_that_cannot_be_reached_is_exit_2_with_one_line_not_a_traceback(
         storage.configure(None)
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("verify: s3://team/lake: nothing checked: s3://team/lake/")
+    assert err.startswith(
+        "crypto-lakehouse verify: s3://team/lake: nothing checked: s3://team/lake/"
+    )
     assert f"127.0.0.1:{closed}" in err and "Traceback" not in err
     assert "secret-never-printed" not in err
 
