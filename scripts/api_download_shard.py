@@ -4,6 +4,9 @@ funding of one shard of symbols through one client of the host).
 Usage (by the rule's shell command): python scripts/api_download_shard.py JOB_JSON LOG_FILE
 """
 
+import crypto_lakehouse.job_start  # noqa: F401 (first: Ctrl-C while importing is one line)
+
+# isort: split
 from crypto_lakehouse.rest.host import run_host_shard
 from crypto_lakehouse.smk import run_job
 

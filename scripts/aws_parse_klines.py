@@ -4,6 +4,9 @@
 Usage (by the rule's shell command): python scripts/aws_parse_klines.py JOB_JSON LOG_FILE
 """
 
+import crypto_lakehouse.job_start  # noqa: F401 (first: Ctrl-C while importing is one line)
+
+# isort: split
 from crypto_lakehouse.parse.klines import run_parse_klines
 from crypto_lakehouse.shards import for_each_symbol
 from crypto_lakehouse.smk import run_job

@@ -4,6 +4,9 @@
 Usage (by the rule's shell command): python scripts/features_shard.py JOB_JSON LOG_FILE
 """
 
+import crypto_lakehouse.job_start  # noqa: F401 (first: Ctrl-C while importing is one line)
+
+# isort: split
 from crypto_lakehouse.features.allocator import keep_freed_memory
 from crypto_lakehouse.jobs import run_features_rule
 from crypto_lakehouse.shards import for_each_symbol

@@ -4,6 +4,9 @@ files a configuration change left: features disabled, another base interval).
 Usage (by the rule's shell command): python scripts/remove_leftovers.py JOB_JSON LOG_FILE
 """
 
+import crypto_lakehouse.job_start  # noqa: F401 (first: Ctrl-C while importing is one line)
+
+# isort: split
 from crypto_lakehouse.leftovers import remove_leftovers
 from crypto_lakehouse.smk import run_job
 

@@ -4,6 +4,9 @@
 Usage (by the rule's shell command): python scripts/resample_shard.py JOB_JSON LOG_FILE
 """
 
+import crypto_lakehouse.job_start  # noqa: F401 (first: Ctrl-C while importing is one line)
+
+# isort: split
 from crypto_lakehouse.io import with_deferred_dir_syncs
 from crypto_lakehouse.jobs import run_resample_rule
 from crypto_lakehouse.shards import for_each_symbol

@@ -1,0 +1,21 @@
+"""The first import of every ``scripts/*.py`` job: Ctrl-C (SIGINT, which the terminal sends
+to every job of the run) while the job still imports its modules is one line on stderr, not
+a ``KeyboardInterrupt`` traceback of wherever the import was (numpy, pyarrow, requests: a
+few hundred milliseconds at each job start). ``logs.configure_logging`` replaces this hook
+once the job's log is open. The job still ends by SIGINT (Python re-raises it at exit), so
+the run lists it as interrupted. Not covered: the interpreter's own start (``site``, ~30 ms
+before this module), which Python alone handles ("Fatal Python error: init_import_site")."""
+
+import sys
+
+STARTING = "crypto_lakehouse: interrupted (SIGINT) while the job started; the next run does it"
+
+
+def _interrupted_while_starting(exc_type, exc, tb) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.stderr.write(STARTING + "\n")
+        return
+    sys.__excepthook__(exc_type, exc, tb)
+
+
+sys.excepthook = _interrupted_while_starting
