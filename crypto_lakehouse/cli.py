@@ -9,6 +9,7 @@ runs in this process through its own command-line entry point, so workflow profi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import subprocess
 import sys
@@ -283,7 +284,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "BHDS shell script; as a Snakemake target, it first runs the earlier steps it needs "
         "that are not up to date (gen-kline on an empty data dir downloads and parses first). "
         "Exit 0 on success, 1 when a job failed or the config is refused, 2 for an invalid "
-        "option, 130 for Ctrl-C before the jobs start (README).",
+        "option, 130 for Ctrl-C (README).",
     )
     commands = wf.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (target, legacy, what) in COMMANDS.items():
@@ -880,7 +881,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Ctrl-C while loading, planning, comparing or verifying (or before Snakemake took
         # over) printed a Python traceback of wherever the process was.
-        print(problem_line(command_name(argv), "interrupted"), file=sys.stderr)
+        command = command_name(argv)
+        message = INTERRUPTED_RUN if command.startswith("workflow") else "interrupted"
+        print(problem_line(command, message), file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
         # stdout piped to a reader that stopped (`| head`): a BrokenPipeError traceback
@@ -949,11 +952,50 @@ def run(argv: list[str] | None = None) -> int:
         return proc.returncode
     from snakemake.cli import main as snakemake_main
 
+    with sigint_noted() as noted:
+        try:
+            snakemake_main(smk_argv)
+            status = 0
+        except SystemExit as exc:  # snakemake's entry point always exits
+            status = int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    if noted and status != 0:
+        # Ctrl-C once the jobs ran: Snakemake stopped them (each listed as interrupted)
+        # and exited 1, the status of a failed job; a second Ctrl-C ended in main's 130.
+        print(problem_line(command, INTERRUPTED_RUN), file=sys.stderr)
+        return INTERRUPTED
+    return status
+
+
+# What a workflow command says last after Ctrl-C (Snakemake's own lines come before it).
+INTERRUPTED_RUN = "interrupted; the same command again completes the run"
+
+
+@contextlib.contextmanager
+def sigint_noted():
+    """Within: a SIGINT is noted (the list yielded gets an entry) and raises
+    KeyboardInterrupt as Python's own handler does, so Snakemake handles it as before.
+    Only where Python's handler is the one in place (not where SIGINT is ignored, as in a
+    background job, nor off the main thread, where no handler can be set); restored after."""
+    import signal
+    import threading
+
+    noted: list[int] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield noted
+        return
+
+    def note(signum, frame):
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
     try:
-        snakemake_main(smk_argv)
-    except SystemExit as exc:  # snakemake's entry point always exits
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    return 0
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":

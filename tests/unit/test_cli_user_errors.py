@@ -4,8 +4,10 @@ status. Each message is the problem in a line or two on stderr, never traceback 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,7 +73,35 @@ def test_ctrl_c_is_one_line_and_exit_130(argv, where, monkeypatch, capsys):
     assert status == 130
     err = capsys.readouterr().err
     command = " ".join(argv[:2]) if argv[0] == "workflow" else argv[0]
-    assert err.splitlines() == [f"crypto-lakehouse {command}: interrupted"]
+    hint = "; the same command again completes the run" if argv[0] == "workflow" else ""
+    assert err.splitlines() == [f"crypto-lakehouse {command}: interrupted{hint}"]
+
+
+def test_ctrl_c_while_snakemake_runs_the_jobs_exits_130_with_the_same_last_line(
+    monkeypatch, capsys
+):
+    # Snakemake catches the KeyboardInterrupt of a Ctrl-C while its jobs run, stops them
+    # and exits 1, the status of a failed job: before 2026-12-07 the command exited 1 too
+    # (and 130 when a second Ctrl-C came through Snakemake), with no line of its own.
+    def snakemake_stopping_its_jobs(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)  # the handler raises here at once
+        except KeyboardInterrupt:
+            print("Terminating processes on user request, this might take some time.")
+        sys.exit(1)
+
+    monkeypatch.setattr("snakemake.cli.main", snakemake_stopping_its_jobs)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert cli.main(["workflow", "report"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        "crypto-lakehouse workflow report: interrupted; the same command again completes the run"
+    ]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    # A job that fails without Ctrl-C keeps its status 1.
+    monkeypatch.setattr("snakemake.cli.main", lambda argv: sys.exit(1))
+    assert cli.main(["workflow", "report"]) == 1
+    assert "interrupted" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
