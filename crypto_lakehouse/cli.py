@@ -864,12 +864,23 @@ def command_name(argv: list[str]) -> str:
     return ""
 
 
+def as_typed(command: str) -> str:
+    """The program and the command, as the user typed them: ``crypto-lakehouse plan``."""
+    return " ".join(filter(None, (program_name(), command)))
+
+
 def problem_line(command: str, message: str) -> str:
-    """A problem our command line reports itself (not argparse, not the workflow), on
-    stderr: ``crypto-lakehouse verify: …``, the command as typed first, as argparse's own
-    usage errors begin. Before 2026-12-07 each command had its own: ``verify: …``,
-    ``compare: …``, ``crypto_lakehouse plan: …``, ``crypto-lakehouse: …``."""
-    return f"{' '.join(filter(None, (program_name(), command)))}: {message}"
+    """A problem our command line reports (not argparse's), on stderr:
+    ``crypto-lakehouse verify: …``, the command as typed first, as argparse's own usage
+    errors begin; the workflow's refusals to start (``stop`` in rules/common.smk) read it
+    from ``COMMAND_ENV``. Before 2026-12-07 each command had its own: ``verify: …``,
+    ``compare: …``, ``crypto_lakehouse plan: …``, ``crypto-lakehouse: …``, and the
+    workflow's ``invalid configuration:`` stood alone."""
+    return f"{as_typed(command)}: {message}"
+
+
+# Set for Snakemake (and its jobs) by a workflow command: the command as typed.
+COMMAND_ENV = "CRYPTO_LAKEHOUSE_COMMAND"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -899,7 +910,6 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None = None) -> int:
     """The command, exit status returned (``main`` adds the handling of Ctrl-C)."""
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    command = f"workflow {args.command}" if args.group == "workflow" else args.group
     if args.group == "plan":
         from crypto_lakehouse import preview
 
@@ -908,13 +918,37 @@ def run(argv: list[str] | None = None) -> int:
         return run_compare(args)
     if args.group == "verify":
         return run_verify(args)
+    command = f"workflow {args.command}"
+    with environment(COMMAND_ENV, as_typed(command)):
+        return run_workflow(args, command)
+
+
+@contextlib.contextmanager
+def environment(name: str, value: str):
+    """``os.environ[name] = value`` within (for Snakemake run in this process and the
+    processes it starts), the previous value back after."""
+    import os
+
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def run_workflow(args: argparse.Namespace, command: str) -> int:
+    """A workflow command: checks, then Snakemake (a dry run in a child process)."""
     if args.configfile:
         # Snakemake reads it before the workflow's checks, and says neither file nor key.
         from crypto_lakehouse.configuration import config_file_problem
 
         problem = config_file_problem(args.configfile)
         if problem:
-            print(f"invalid configuration:\n  {problem}", file=sys.stderr)
+            print(problem_line(command, f"invalid configuration:\n  {problem}"), file=sys.stderr)
             return 1
     problem = directory_problem(args.directory) if args.directory else None
     if problem:

@@ -32,8 +32,11 @@ def stop(message):
     """End the run while the workflow is read, with ``message`` on stderr and exit status
     1: a WorkflowError raised here came out as `WorkflowError in file ".../common.smk",
     line N:` and `File ...` lines around the message (a DataDirBusy: three of them), and a
-    dry run printed it on stdout."""
-    print(message, file=sys.stderr)
+    dry run printed it on stdout. Run by ``crypto-lakehouse workflow …``, the message begins
+    with that command (``COMMAND_ENV`` of crypto_lakehouse.cli), as the command's own
+    problems do; under ``snakemake`` it stands alone."""
+    command = os.environ.get("CRYPTO_LAKEHOUSE_COMMAND")
+    print(f"{command}: {message}" if command else message, file=sys.stderr)
     sys.exit(1)
 
 

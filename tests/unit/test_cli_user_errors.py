@@ -32,8 +32,10 @@ def test_a_config_typo_is_named_on_stderr_without_snakemake_traceback_lines(tmp_
     # `File ".../rules/common.smk", line 43, in <module>` below it; a dry run on stdout.
     proc = _workflow(tmp_path, f"data_dir: {tmp_path / 'd'}\nlookbak_days: 3\n", *extra)
     assert proc.returncode == 1
-    assert "invalid configuration:\n  unknown config key 'lookbak_days': did you mean " \
-        "'lookback_days'?\n" in proc.stderr  # fmt: skip
+    # The command first, as its own problems (and plan's) begin: before 2026-12-07 the
+    # workflow's "invalid configuration:" stood alone.
+    assert "\npython -m crypto_lakehouse workflow report: invalid configuration:\n  unknown " \
+        "config key 'lookbak_days': did you mean 'lookback_days'?\n" in proc.stderr  # fmt: skip
     out = proc.stdout + proc.stderr
     assert 'File "' not in out and "WorkflowError" not in out and "common.smk" not in out
     assert "lookbak_days" not in proc.stdout
@@ -46,7 +48,10 @@ def test_a_busy_data_dir_is_one_message_without_traceback_lines(tmp_path):
     with data_dir_held(data) as holder:
         proc = _workflow(tmp_path, f"data_dir: {data}\n")
     assert proc.returncode == 1
-    assert f"data dir {data} is in use by another run: PID {holder.pid}" in proc.stderr
+    assert (
+        f"python -m crypto_lakehouse workflow report: data dir {data} is in use by another "
+        f"run: PID {holder.pid}"
+    ) in proc.stderr
     out = proc.stdout + proc.stderr
     assert 'File "' not in out and "DataDirBusy" not in out
 

@@ -39,7 +39,9 @@ def test_the_workflow_command_names_the_file_line_and_key(tmp_path, capsys, text
     code = cli.main(["workflow", "aws-download", "1m", "--dry-run", "--configfile", str(cfg)])
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith(f"invalid configuration:\n  config file {cfg}"), err
+    assert err.startswith(
+        f"crypto-lakehouse workflow aws-download: invalid configuration:\n  config file {cfg}"
+    ), err
     for part in expected:
         assert part in err, (part, err)
     assert "Traceback" not in err
