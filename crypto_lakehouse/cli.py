@@ -42,8 +42,9 @@ def profile_path(profile: str) -> str:
 def missing_profile(profile: str) -> str | None:
     """Why Snakemake would find no profile for ``--profile`` (after ``profile_path``), or
     None. Snakemake looks for a folder with a ``config.yaml`` (or ``profile.yaml``) at the
-    path given, else by name in the current directory and its user and site profile folders;
-    it said so in its own words with exit status 1, one more string than ours."""
+    path given, else by name in the current directory and its user and site profile folders
+    (``snakemake.cli.get_profile_dir``, asked here). Before 2026-12-07 Snakemake said so in
+    its own words ("Error: profile directory given (nope), but no profile.yaml ..."), exit 1."""
     from snakemake.cli import get_appdirs, get_profile_dir
 
     if not profile:
