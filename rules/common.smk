@@ -1200,8 +1200,7 @@ def check_slurm_status_command():
         return
     problem = slurm.status_command_problem(executor, status_command, slurm.accounting_storage())
     if problem:
-        print(problem, file=sys.stderr)
-        sys.exit(1)
+        stop(problem)
 
 
 # The rules that talk to Binance: each holds one of the request budgets.
