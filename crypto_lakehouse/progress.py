@@ -50,6 +50,7 @@ class Progress:
         every_s: float = EVERY_S,
         logger: logging.Logger | None = None,
         clock=time.monotonic,
+        status=None,
     ):
         self.label = label
         self.total = int(total)
@@ -63,6 +64,9 @@ class Progress:
         self.started = clock()
         self.last_line = self.started
         self.lines = 0
+        # () -> text or None: what the work waits on right now, added to the line (the ETA
+        # alone stands still then, e.g. while a REST job waits on the host's weight budget).
+        self.status = status
 
     def add(self, units: int = 1, nbytes: int = 0) -> None:
         self.done += units
@@ -91,6 +95,9 @@ class Progress:
         elif elapsed > 0 and self.done:
             parts.append(f"{self.done / elapsed:.1f} {self.unit}/s")
         parts.append(f"ETA {format_duration(self.eta_seconds())}")
+        waiting = self.status() if self.status is not None else None
+        if waiting:
+            parts.append(waiting)
         return f"{self.label}: {', '.join(parts)}"
 
     def maybe_log(self, force: bool = False) -> bool:

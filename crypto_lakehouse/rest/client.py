@@ -178,6 +178,12 @@ class RestClient:
             self._stats.rate_limit_wait_s = sum(x.waited_s for x in self._limiters())
             return self._stats
 
+    def blocked_for(self) -> float | None:
+        """Seconds until requests blocked in this client's limiters try again; None when
+        none is blocked (``WindowLimiter.blocked_for``)."""
+        waits = [w for w in (x.blocked_for() for x in self._limiters()) if w is not None]
+        return max(waits) if waits else None
+
     def _limiters(self) -> list[WindowLimiter]:
         return [x for x in (self.weight_limiter, self.funding_limiter) if x is not None]
 
@@ -409,6 +415,9 @@ class MeteredClient:
 
     def start_time_ms(self) -> int:
         return self.client.start_time_ms(meter=self._stats)
+
+    def blocked_for(self) -> float | None:
+        return self.client.blocked_for()
 
     def server_time_ms(self) -> int:
         return self.client.server_time_ms(meter=self._stats)

@@ -43,7 +43,7 @@ from crypto_lakehouse import layout, storage
 from crypto_lakehouse.intervals import DAY_MS, candles_per_day, grid_offset, interval_ms
 from crypto_lakehouse.io import write_json
 from crypto_lakehouse.progress import EVERY_S as PROGRESS_EVERY_S
-from crypto_lakehouse.progress import Progress
+from crypto_lakehouse.progress import Progress, format_duration
 from crypto_lakehouse.provenance import (
     PROVENANCE_SCHEMA,
     build_provenance,
@@ -395,6 +395,17 @@ class _Job:
                     self.days_empty += 1
 
 
+def waiting_note(client) -> str | None:
+    """What a REST job's progress line adds while its requests wait on the host's limits
+    (the request-weight budget of the minute, a 429 pause): the line's day count and ETA
+    stand still then, for up to a minute."""
+    blocked_for = getattr(client, "blocked_for", None)
+    seconds = blocked_for() if blocked_for is not None else None
+    if seconds is None:
+        return None
+    return f"waiting on the host's rate limit, next request in {format_duration(seconds)}"
+
+
 def _days_text(chunk: Chunk) -> str:
     return f"{day_iso(chunk.first_day)}..{day_iso(chunk.first_day + chunk.n_days - 1)}"
 
@@ -528,7 +539,7 @@ def run_api_klines(
         t_fetch = time.monotonic()
         progress = Progress(
             f"api_download {trade_type} klines-{interval} {symbol}", len(todo), unit="days",
-            logger=log,
+            logger=log, status=lambda: waiting_note(client),
         )  # fmt: skip
         with ThreadPoolExecutor(max_workers=max(1, int(concurrency))) as pool:
             pending = {pool.submit(job.run_chunk, chunk): chunk for chunk in chunks}

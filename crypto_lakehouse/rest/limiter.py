@@ -76,6 +76,8 @@ class WindowLimiter:
         self.waited_s = 0.0  # total time threads spent blocked (summed over threads)
         self._per_thread = threading.local()  # .waited_s: the calling thread's own share
         self.reserved = 0  # total units reserved over the limiter's life
+        self._blocked = 0  # threads blocked in acquire right now
+        self._resume_at = 0.0  # (clock) when the latest of them expects to try again
 
     # ------------------------------------------------------------ windows
     def window_of(self, t: float) -> int:
@@ -185,10 +187,26 @@ class WindowLimiter:
         """Time the calling thread has spent blocked in this limiter."""
         return getattr(self._per_thread, "waited_s", 0.0)
 
+    def blocked_for(self) -> float | None:
+        """Seconds until the threads blocked in ``acquire`` right now try again (a new
+        window, the end of a pause); None when no thread is blocked. For progress lines,
+        whose ETA stands still while a job waits on the host's budget."""
+        with self._cond:
+            if not self._blocked:
+                return None
+            return max(0.0, self._resume_at - self._clock())
+
     def _wait(self, seconds: float) -> None:
         seconds = max(seconds, 0.001)
+        if not self._blocked:
+            self._resume_at = 0.0
+        self._resume_at = max(self._resume_at, self._clock() + seconds)
+        self._blocked += 1
         t0 = time.monotonic()
-        self._cond.wait(seconds)
+        try:
+            self._cond.wait(seconds)
+        finally:
+            self._blocked -= 1
         waited = time.monotonic() - t0
         self.waited_s += waited
         self._per_thread.waited_s = self.thread_waited_s() + waited

@@ -39,6 +39,20 @@ def test_line_without_bytes_uses_units(clock):
     assert p.line() == "api_download um BTCUSDT: 30/90 days, 0.5 days/s, ETA 2 min 00 s"
 
 
+def test_a_status_is_added_while_it_has_something_to_say(clock):
+    """e.g. a REST job waiting on the host's weight budget: its days and ETA stand still."""
+    waiting = ["waiting on the host's rate limit, next request in 38 s"]
+    p = Progress("api_download um BTCUSDT", 90, unit="days", clock=clock, status=lambda: waiting[0])
+    clock.now += 60
+    p.add(30)
+    assert p.line() == (
+        "api_download um BTCUSDT: 30/90 days, 0.5 days/s, ETA 2 min 00 s, "
+        "waiting on the host's rate limit, next request in 38 s"
+    )
+    waiting[0] = None
+    assert p.line() == "api_download um BTCUSDT: 30/90 days, 0.5 days/s, ETA 2 min 00 s"
+
+
 def test_eta_unknown_before_progress_and_zero_when_done(clock):
     p = Progress("x", 3, clock=clock)
     assert math.isinf(p.eta_seconds()) and p.line().endswith("ETA unknown")

@@ -143,6 +143,45 @@ def test_stop_wakes_waiting_threads():
         lim.acquire(0)
 
 
+def test_blocked_for_says_how_long_the_blocked_threads_wait_and_only_while_they_do():
+    """The progress line's "waiting on the rate limit" figure: None while nothing waits, the
+    seconds to the next window while a request waits for one, None again once it is sent."""
+    lim = WindowLimiter(1, share=1.0, window_s=30)
+    lim.acquire(1)  # the window's whole budget
+    assert lim.blocked_for() is None
+    sent = []
+    th = threading.Thread(target=lambda: sent.append(lim.acquire(1)), daemon=True)
+    th.start()
+    deadline = time.monotonic() + 5
+    while lim.blocked_for() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    waiting = lim.blocked_for()
+    to_next_window = lim.seconds_to_end(lim.window_of(time.time()))
+    assert (
+        waiting is not None
+        and 0 < to_next_window
+        and waiting == pytest.approx(to_next_window, abs=0.1)
+    )
+    lim.pause_until(0)  # wakes the thread, which waits again: still blocked
+    time.sleep(0.05)
+    assert lim.blocked_for() is not None
+    lim.stop("test over")
+    th.join(2)
+    assert not th.is_alive() and sent == [] and lim.blocked_for() is None
+
+
+def test_a_pause_counts_as_blocked_for_its_length():
+    lim = WindowLimiter(100, window_s=60)
+    lim.pause_for(0.6)
+    th = threading.Thread(target=lambda: lim.acquire(1), daemon=True)
+    th.start()
+    time.sleep(0.1)
+    waiting = lim.blocked_for()
+    assert waiting is not None and 0.2 < waiting <= 0.6
+    th.join(2)
+    assert lim.blocked_for() is None
+
+
 def test_pause_blocks_everyone():
     lim = WindowLimiter(100, window_s=60)
     lim.pause_for(0.3)
@@ -414,3 +453,34 @@ def test_persistent_429_fails_the_request_after_max_retries_waits(emulator, capl
     assert "kept answering HTTP 429" in message and "rest.max_retries=2" in message
     assert rest.counters("um")["429"] == 3  # the first try and two retries, then no more
     assert 1.8 <= elapsed < 20  # two waits of Retry-After: 1
+
+
+def test_a_rest_progress_line_says_when_the_job_waits_on_the_rate_limit():
+    """The note comes from the client's limiters (funding's too), through the per-symbol
+    view a shard job's symbols use, and is absent while nothing waits."""
+    from crypto_lakehouse.rest.client import MeteredClient
+    from crypto_lakehouse.rest.klines import waiting_note
+
+    weight, funding = WindowLimiter(100, window_s=60), WindowLimiter(1, share=1.0, window_s=30)
+    client = RestClient(
+        "http://127.0.0.1:9", "um_futures", weight_limiter=weight, funding_limiter=funding
+    )
+    view = MeteredClient(client)
+    assert waiting_note(view) is None
+    funding.acquire(1)
+    th = threading.Thread(target=lambda: _acquire_or_stop(funding), daemon=True)
+    th.start()
+    deadline = time.monotonic() + 5
+    while waiting_note(view) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waiting_note(view).startswith("waiting on the host's rate limit, next request in ")
+    funding.stop("test over")
+    th.join(2)
+    assert waiting_note(view) is None
+
+
+def _acquire_or_stop(limiter):
+    try:
+        limiter.acquire(1)
+    except HostStopped:
+        pass
