@@ -435,7 +435,8 @@ def format_plan(plan: dict) -> str:
                 "stored rate (a request or more per symbol, not in the estimate)"
             )
         elif datasets.get(d["dataset"]) is datasets.KLINES:
-            rest = f"  REST: {d['rest_days']} days to fetch (weight {d['rest_weight']})"
+            days = f"{d['rest_days']} day{'' if d['rest_days'] == 1 else 's'}"
+            rest = f"  REST: {days} to fetch (weight {d['rest_weight']})"
             if d["rest_days"] and not d.get("exchange_info"):
                 rest += (
                     "; no exchangeInfo summary from a run yet: a symbol delisted after its last "

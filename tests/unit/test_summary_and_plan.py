@@ -770,3 +770,30 @@ def test_after_a_failed_run_the_trade_types_that_finished_get_their_summaries(tm
         "the failures above)"
     )
     assert summaries_after_failure(summaries) == ""  # spot's is up to date now
+
+
+@pytest.mark.parametrize("days, text", [(1, "REST: 1 day to fetch"), (3, "REST: 3 days to fetch")])
+def test_the_plan_counts_rest_days_in_words_a_reader_expects(days, text):
+    from crypto_lakehouse import datasets
+    from crypto_lakehouse.preview import format_plan
+
+    dataset = dict(
+        trade_type="spot", dataset=datasets.KLINES.name, listing="fresh", kept=1, filtered={},
+        refused={}, not_listed=[], no_files=[], files_to_download=0, bytes_to_download=0,
+        files_present=2, bytes_present=2_000, files_quarantined=0, rest_days=days,
+        rest_weight=2 * days, exchange_info={"spot": "summary"}, rest_symbols=0,
+        rates=dict(rest_weight_s=40.0, rest_source="the weight limit"), rest_seconds=0.1,
+    )  # fmt: skip
+    text_out = format_plan(
+        dict(
+            data_dir="/d",
+            interval="1m",
+            start_date=None,
+            end_date="2024-01-02",
+            lookback_days=None,
+            datasets=[dataset],
+            download_seconds=0,
+            rest_seconds=0.1,
+        )  # fmt: skip
+    )
+    assert f"  {text} (weight {2 * days})" in text_out.splitlines()
