@@ -799,23 +799,37 @@ def read_bytes(path) -> bytes:
     return _get(p)
 
 
-def _get(p: ObjectPath) -> bytes:
+def _get(p: ObjectPath, admit=None) -> bytes | None:
     """The whole object: its HEAD (the size), then one GET of all its bytes. (pyarrow's
     input *stream* does not know the size: its ``read()`` fetched 256 KiB at a time, one
     ranged GET each, 13 round trips for a 3 MB partition, and SeaweedFS spent ~9x the CPU
-    of one GET on them.)"""
+    of one GET on them.) ``admit(size)`` (the read-ahead's byte budget) is asked between
+    the HEAD and the GET; when it says no, nothing is fetched and the answer is None (the
+    request's seconds in ``request_stats`` include a wait for that budget)."""
     _settle(p)
     fs, inner = filesystem(p)
     with _reading(p), _request("get"), fs.open_input_file(inner) as f:
+        if admit is not None and not admit(f.size()):
+            return None
         return f.read()
+
+
+# Bytes of objects a read-ahead may hold that its reader has not taken yet (fetched or
+# being fetched). A larger object is still fetched when nothing else is held, or when the
+# reader asks for it: ahead of the reader there is at most this much, or one object. Eight
+# monthly 1s kline zips (130 MB each) were fetched at once before 2026-12-07: +1 GB at the
+# parse's peak on S3, per symbol at once.
+READ_AHEAD_BYTES = 128 << 20
 
 
 class _ReadAhead:
     """Objects a job is about to read in order, fetched ``window`` at a time on threads:
     on S3 each GET is a round trip, so reading one archive after the other would leave the
-    parse waiting on the network most of the time. Memory: ``window`` objects at most."""
+    parse waiting on the network most of the time. Memory: at most ``window`` objects and
+    at most ``budget`` bytes of them (``READ_AHEAD_BYTES``; a larger object alone) that
+    the reader has not taken; a GET waits after its HEAD until the bytes fit."""
 
-    def __init__(self, paths: list[ObjectPath], window: int):
+    def __init__(self, paths: list[ObjectPath], window: int, budget: int | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
         self.pending = [str(p) for p in paths]
@@ -823,12 +837,45 @@ class _ReadAhead:
         self.futures: dict = {}
         self.pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="read-ahead")
         self.window = window
+        self.budget = READ_AHEAD_BYTES if budget is None else budget
+        self.cond = threading.Condition()
+        self.held = 0  # bytes admitted and not yet taken by the reader (or dropped)
+        self.sizes: dict[str, int] = {}  # key -> bytes admitted
+        self.wanted: set[str] = set()  # the reader waits for it: admitted whatever the bytes
+        self.peeked: set[str] = set()  # the reader peeks: not admitted now, never waited for
+        self.closed = False
         self._fill()
 
     def _fill(self) -> None:
         while self.pending and len(self.futures) < self.window:
             key = self.pending.pop(0)
-            self.futures[key] = self.pool.submit(_get, self.by_key[key])
+            self.futures[key] = self.pool.submit(_get, self.by_key[key], self._admission(key))
+
+    def _admission(self, key: str):
+        def admit(size: int) -> bool:
+            with self.cond:
+                while True:
+                    if self.closed:
+                        return False
+                    if key in self.wanted or not self.held or self.held + size <= self.budget:
+                        self.held += size
+                        self.sizes[key] = size
+                        return True
+                    if key in self.peeked:
+                        return False  # the reader reads the footer itself, the object later
+                    self.cond.wait()
+
+        return admit
+
+    def _release(self, key: str) -> None:
+        with self.cond:
+            self.held -= self.sizes.pop(key, 0)
+            self.cond.notify_all()
+
+    def _mark(self, marks: set[str], key: str) -> None:
+        with self.cond:
+            marks.add(key)
+            self.cond.notify_all()
 
     def get(self, key: str) -> bytes | None:
         if key not in self.futures:
@@ -841,18 +888,22 @@ class _ReadAhead:
         announced = list(self.futures)
         self._drop_before(0, announced[: announced.index(key)])
         future = self.futures.pop(key)
+        self._mark(self.wanted, key)
         self._fill()
         try:
-            return future.result()
+            return future.result()  # None: not fetched (the caller reads it)
         except OSError:
             return None  # read again by the caller: the same error, raised in its place
+        finally:
+            self._release(key)  # the reader holds it now
 
     def peek(self, key: str) -> bytes | None:
         """The object if it is in the window, without taking it (a footer read before the
-        object itself is read)."""
+        object itself is read); None when it would wait for the budget."""
         future = self.futures.get(key)
         if future is None:
             return None
+        self._mark(self.peeked, key)
         try:
             return future.result()
         except OSError:
@@ -861,9 +912,16 @@ class _ReadAhead:
     def _drop_before(self, n_pending: int, skipped_keys: list[str]) -> None:
         del self.pending[:n_pending]
         for skipped in skipped_keys:
-            self.futures.pop(skipped).cancel()
+            future = self.futures.pop(skipped)
+            future.cancel()
+            # Its bytes count until its fetch has ended (now, if it had).
+            future.add_done_callback(lambda _, key=skipped: self._release(key))
+            self._mark(self.peeked, skipped)  # waiting for the budget: give up
 
     def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
         for future in self.futures.values():
             future.cancel()
         self.pool.shutdown(wait=True)

@@ -184,9 +184,9 @@ def test_read_ahead_lets_the_reader_skip_objects_it_does_not_need(s3_root, monke
     fetched: list[tuple[str, str]] = []  # (object, thread that fetched it)
     real_get = storage._get
 
-    def get(p):
+    def get(p, admit=None):
         fetched.append((p.name, threading.current_thread().name))
-        return real_get(p)
+        return real_get(p, admit)
 
     monkeypatch.setattr(storage, "_get", get)
     wanted = [i for i in range(30) if i % 3 == 0 or 20 <= i < 24]  # gaps, then a run
@@ -208,7 +208,9 @@ def test_parquet_footers_and_files_come_from_one_read_ahead_fetch(s3_root, monke
         storage.write_parquet(p, t)
     fetched: list[str] = []
     real_get = storage._get
-    monkeypatch.setattr(storage, "_get", lambda p: fetched.append(p.name) or real_get(p))
+    monkeypatch.setattr(
+        storage, "_get", lambda p, admit=None: fetched.append(p.name) or real_get(p, admit)
+    )
     requests_before = storage.request_stats()
     with storage.read_ahead(paths, window=8):
         rows = [storage.parquet_metadata(p).num_rows for p in paths]  # footers first
@@ -309,10 +311,10 @@ def test_read_ahead_blocks_of_two_threads_do_not_mix(s3_root, monkeypatch):
     fetched: list[str] = []
     real_get = storage._get
 
-    def counting_get(p):
+    def counting_get(p, admit=None):
         ahead = threading.current_thread().name.startswith("read-ahead")
         fetched.append((p.parent.name + "/" + p.name, ahead))
-        return real_get(p)
+        return real_get(p, admit)
 
     monkeypatch.setattr(storage, "_get", counting_get)
     started = threading.Barrier(2, timeout=30)
@@ -390,3 +392,76 @@ def test_another_threads_wait_for_a_failed_upload_leaves_the_failure_to_its_owne
             t.start()
             t.join(30)
     assert outcome == ["went on"]
+
+
+def _large_objects(monkeypatch, size: int, n: int):
+    """``n`` announced objects of ``size`` declared bytes behind a fake ``_get`` (no store:
+    the bytes are counted, not allocated). Returns (paths, counts): ``held`` is the bytes
+    fetched and not yet done with by the reader (it subtracts what it finished), ``max`` its
+    largest value, ``ahead`` the objects fetched on read-ahead threads."""
+    paths = [storage.data_path(f"s3://bucket/big/{i}.zip") for i in range(n)]
+    lock = threading.Lock()
+    counts = {"held": 0, "max": 0, "ahead": 0}
+
+    def fake_get(p, admit=None):
+        if admit is not None and not admit(size):
+            return None
+        time.sleep(0.01)  # the GET's round trip
+        with lock:
+            counts["held"] += size
+            counts["max"] = max(counts["max"], counts["held"])
+            counts["ahead"] += threading.current_thread().name.startswith("read-ahead")
+        return p.name.encode()
+
+    monkeypatch.setattr(storage, "_get", fake_get)
+
+    def done_with_one():
+        with lock:
+            counts["held"] -= size
+
+    return paths, counts, done_with_one
+
+
+def test_read_ahead_of_large_objects_holds_its_byte_budget_not_its_window(monkeypatch):
+    """Six monthly 1s kline zips (~130 MB each) announced by an S3 parse: fetched ahead
+    while the reader works, but never more than the budget (or one object) ahead of it;
+    before, the window of 8 fetched all six at once (+780 MB at the parse's peak)."""
+    size = 100 << 20
+    monkeypatch.setattr(storage, "READ_AHEAD_BYTES", 128 << 20, raising=False)  # one object
+    paths, counts, done_with_one = _large_objects(monkeypatch, size, 6)
+    got = []
+    with storage.read_ahead(paths, window=8):
+        for p in paths:
+            time.sleep(0.1)  # the reader parses the previous object: the fetches run ahead
+            got.append(storage.read_bytes(p))
+            done_with_one()
+    assert got == [p.name.encode() for p in paths]
+    # Still read ahead (each object fetched on a read-ahead thread, none by the reader)...
+    assert counts["ahead"] == len(paths)
+    # ... but at most the one the reader works on and one more (the budget) are held.
+    assert counts["max"] <= 2 * size
+
+
+def test_read_ahead_footers_first_with_large_objects_does_not_wait_for_the_budget(monkeypatch):
+    """gen_kline reads the footers of its files (peek) before the files: an object waiting
+    for the budget is not waited for (the footer is read from the store instead), and every
+    file is still read, by the read-ahead or by the reader."""
+    monkeypatch.setattr(storage, "READ_AHEAD_BYTES", 128 << 20, raising=False)
+    paths, counts, done_with_one = _large_objects(monkeypatch, 100 << 20, 5)
+    peeked: list = []
+    got: list = []
+
+    def reader():
+        with storage.read_ahead(paths, window=8):
+            ahead = storage._read_ahead()
+            peeked.extend(ahead.peek(str(p)) for p in paths)
+            for p in paths:
+                got.append(storage.read_bytes(p))
+                done_with_one()
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the reader waits for ever"
+    assert got == [p.name.encode() for p in paths]
+    assert peeked[0] == paths[0].name.encode()  # the first object is never refused
