@@ -153,6 +153,11 @@ def run_agg_klines(
         built[day] = stamp
         rebuilt += 1
         candles += table.num_rows
+    # Candle files of days the parse no longer has (their aggTrades zip re-published with a
+    # defect and quarantined, or gone): a full build has none; before 2026-12-07 they stayed.
+    for day in sorted(set(state) - set(days)):
+        target = layout.agg_klines_day_path(data_dir, trade_type, symbol, interval, day)
+        storage.delete(target)
     storage.write_json(state_path, built)
     out = {
         "trade_type": trade_type,

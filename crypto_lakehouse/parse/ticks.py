@@ -601,6 +601,18 @@ def _day_sizes(day_path, parsed: dict, parsed_before: dict, present: dict) -> di
     return {n: sizes[n] for n in names if sizes.get(n) is not None}
 
 
+def _remove_days_no_archive_gives(parsed_before: dict, parsed: dict, day_path) -> None:
+    """Delete the day files an earlier run wrote whose day no archive of this run gives any
+    more: its zip re-published with a defect (quarantined) or gone from the download
+    report. A full build of the same archive has no such file; before 2026-12-07 the old
+    rows stayed (and agg_klines kept their candles)."""
+    now = {d for v in parsed.values() for d in v.get("days", {})}
+    gone = {d for v in parsed_before.values() for d in v.get("days", {})} - now
+    for day in sorted(gone):
+        log.warning("removing %s: no archive gives its day any more", day_path(day))
+        storage.delete(day_path(day))
+
+
 def _output_day_rows(parsed: dict) -> dict[str, int]:
     """{YYYYMMDD: rows} of the day files: a daily zip's day wins over its month's."""
     day_rows: dict[str, int] = {}
@@ -686,6 +698,10 @@ def run_parse_ticks(
         parsed[key] = {"sha256": sha, "days": days}
         if period.is_month:
             days_rewritten.update(days)
+    _remove_days_no_archive_gives(
+        parsed_before, parsed,
+        lambda day: layout.parsed_day_path(data_dir, trade_type, entry.name, symbol, day),
+    )  # fmt: skip
     quarantined = {k: v for k, v in (state.get("quarantined") or {}).items() if k not in parsed}
     quarantined.update(quarantined_now)
     sizes = _day_sizes(

@@ -186,6 +186,37 @@ def test_run_agg_klines_rebuilds_only_changed_days(tmp_path):
     assert info.value.missing and str(info.value) == f"{parsed}, written by aws_parse, is missing"
 
 
+def test_candles_of_a_day_the_parse_no_longer_has_are_removed(tmp_path):
+    # A day whose aggTrades zip was re-published with a defect (quarantined, its day file
+    # removed by the parse) leaves the parse report: a full build has no candles of it.
+    # Before 2026-12-07 the candle file of the old trades stayed.
+    import json
+
+    import pyarrow.parquet as pq
+
+    from crypto_lakehouse import layout
+    from crypto_lakehouse.generate.agg_candles import run_agg_klines
+
+    table, _ = _trades_from_csv(agg_trades_csv("um_futures", "2024-03-01", 50, seed=5).decode())
+    days = ("20240301", "20240302")
+    for day in days:
+        path = layout.parsed_day_path(tmp_path, "um_futures", "aggTrades", "BTCUSDT", day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+    report = tmp_path / "parse.json"
+    args = dict(trade_type="um_futures", symbol="BTCUSDT", interval="1h", data_dir=tmp_path,
+                parse_report=report, report_path=tmp_path / "out.json")  # fmt: skip
+    report.write_text(json.dumps({"files": {"k": {"days": {d: 50 for d in days}}}}))
+    run_agg_klines(**args)
+    candles = [layout.agg_klines_day_path(tmp_path, "um_futures", "BTCUSDT", "1h", d) for d in days]
+    assert all(c.exists() for c in candles)
+    layout.parsed_day_path(tmp_path, "um_futures", "aggTrades", "BTCUSDT", days[0]).unlink()
+    report.write_text(json.dumps({"files": {"k2": {"days": {days[1]: 50}}}}))
+    out = run_agg_klines(**args)
+    assert list(out["days"]) == [days[1]]
+    assert not candles[0].exists() and candles[1].exists()
+
+
 def test_run_agg_klines_refuses_cm(tmp_path):
     from crypto_lakehouse.generate.agg_candles import run_agg_klines
 

@@ -627,3 +627,40 @@ def test_the_parse_report_names_the_days_without_rows(tmp_path):
     written = day_file.stat().st_mtime_ns
     assert run()["days_without_rows"] == ["20240302"]  # incremental: not parsed again
     assert day_file.stat().st_mtime_ns == written
+
+
+def test_a_day_whose_zip_is_republished_with_a_defect_loses_its_day_file(tmp_path):
+    # Daily updates must end as a full build of the same archive does. A zip parsed once,
+    # then re-published with a defect, is quarantined; a full build has no file of its day.
+    # Before 2026-12-07 the day file of the old content stayed, read by load_dataset and
+    # agg_klines as if the archive still gave it.
+    data_dir = tmp_path / "data"
+    t1, t2 = _ms("2024-03-01T10:00:00"), _ms("2024-03-02T10:00:00")
+    key = lambda day: layout.archive_key(  # noqa: E731
+        "um_futures", "aggTrades", "BTCUSDT", None, "daily", day
+    )
+    other = _put(data_dir, key("2024-03-02"), f"{FUTURES_AGG_HEADER}\n2,2.0,1,2,2,{t2},true\n")
+
+    def run(files):
+        return ticks.run_parse_ticks(
+            trade_type="um_futures", dataset="aggTrades", symbol="BTCUSDT", data_dir=data_dir,
+            download_report={"files": files}, report_path=tmp_path / "parse.json",
+        )  # fmt: skip
+
+    good = _put(data_dir, key("2024-03-01"), f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{t1},true\n")
+    run(good | other)
+    day1 = layout.parsed_day_path(data_dir, "um_futures", "aggTrades", "BTCUSDT", "20240301")
+    assert day1.exists()
+    bad = _put(data_dir, key("2024-03-01"), f"{FUTURES_AGG_HEADER}\n1,abc,1,1,1,{t1},true\n")
+    report = run(bad | other)
+    assert list(report["quarantined"]) == list(bad)
+    assert not day1.exists()
+    assert _day(tmp_path, "um_futures", "aggTrades", "20240302").column("price").to_pylist() == [
+        2.0
+    ]
+    # Fixed again by the archive: the day is back.
+    fixed = _put(data_dir, key("2024-03-01"), f"{FUTURES_AGG_HEADER}\n1,1.5,1,1,1,{t1},true\n")
+    run(fixed | other)
+    assert _day(tmp_path, "um_futures", "aggTrades", "20240301").column("price").to_pylist() == [
+        1.5
+    ]
