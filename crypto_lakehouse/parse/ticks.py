@@ -601,6 +601,21 @@ def _day_sizes(day_path, parsed: dict, parsed_before: dict, present: dict) -> di
     return {n: sizes[n] for n in names if sizes.get(n) is not None}
 
 
+def _days_taken_by_months(report: dict, usable: dict, periods: dict) -> dict[str, tuple]:
+    """{daily key: (its day YYYYMMDD, the monthly key)} of the daily zips whose day the download report's
+    ``day_sources`` gives to another usable archive (its monthly zip)."""
+    sources = report.get("day_sources") or {}
+    taken = {}
+    for key in usable:
+        period = periods[key]
+        if period.is_month:
+            continue
+        owner = sources.get(period.label)
+        if isinstance(owner, str) and owner != key and owner in usable:
+            taken[key] = (period.label.replace("-", ""), owner)
+    return taken
+
+
 def _remove_days_no_archive_gives(parsed_before: dict, parsed: dict, day_path) -> None:
     """Delete the day files an earlier run wrote whose day no archive of this run gives any
     more: its zip re-published with a defect (quarantined) or gone from the download
@@ -647,13 +662,24 @@ def run_parse_ticks(
         periods[key] = period
         return True
 
-    sel = select_archives(
-        load_download_report(download_report), data_dir, state.get("quarantined") or {}, belongs
-    )
+    report_in = load_download_report(download_report)
+    sel = select_archives(report_in, data_dir, state.get("quarantined") or {}, belongs)
     parsed_before: dict[str, dict] = state.get("parsed") or {}
     parsed: dict[str, dict] = {}
     quarantined_now: dict[str, dict] = {}
+    # download.use_monthly_klines: a month the download took from its monthly zip takes
+    # every day from it (``day_sources``, as the kline parser does), the daily zips held
+    # from earlier runs included, so daily updates end as a full build (which downloads
+    # the monthly zip only). Without day_sources (the month not wholly in the range, or the
+    # monthly zip unusable) a daily zip wins over its month, and so it does on a day the
+    # monthly zip holds no row of (a monthly file cut short, binance-public-data #403).
+    taken = _days_taken_by_months(report_in, sel.usable, periods)
     order = sorted(sel.usable, key=lambda k: (not periods[k].is_month, k))
+    # Days whose day file a daily zip wrote, now owned by their monthly zip: it is read again.
+    daily_before = {
+        d for k, v in parsed_before.items() if "/daily/" in k for d in v.get("days", {})
+    }
+    retaken = daily_before.intersection(day for day, _ in taken.values())
     # The day files present before this run, with their sizes: one listing of the symbol's
     # folder, not one request per day (a day written by a monthly zip of this run does not
     # excuse a daily zip whose own day file is missing: the daily file wins). A day file
@@ -675,11 +701,14 @@ def run_parse_ticks(
         sha = sel.usable[key]
         old = parsed_before.get(key)
         period = periods[key]
+        if key in taken and taken[key][0] in parsed.get(taken[key][1], {}).get("days", {}):
+            continue  # its day comes from its monthly zip (day_sources)
         if (
             old
             and old.get("sha256") == sha
             and all(intact(d) for d in old.get("days", {}))
             and (period.is_month or not days_rewritten.intersection(old.get("days", {})))
+            and not (period.is_month and retaken.intersection(old.get("days", {})))
         ):
             parsed[key] = old
             continue

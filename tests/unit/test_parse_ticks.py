@@ -664,3 +664,49 @@ def test_a_day_whose_zip_is_republished_with_a_defect_loses_its_day_file(tmp_pat
     assert _day(tmp_path, "um_futures", "aggTrades", "20240301").column("price").to_pylist() == [
         1.5
     ]
+
+
+def test_a_month_the_download_took_from_its_monthly_zip_takes_its_days_from_it(tmp_path):
+    # download.use_monthly_klines: a month wholly inside the range is taken from its
+    # monthly zip (the download report's day_sources names it for each day). A full build
+    # downloads that zip only; a data dir updated daily also holds the daily zips of the
+    # month from before the monthly zip was published. Both must end alike: every day from
+    # the monthly zip, as the kline parser does. Before 2026-12-07 the held daily zips
+    # kept their days in the daily-updated dir. A day the monthly zip holds no row of
+    # (cut short, binance-public-data #403) still comes from its daily zip.
+    t1, t2, t3 = _ms("2024-03-01T10:00:00"), _ms("2024-03-02T10:00:00"), _ms("2024-03-03T10:00:00")
+    key = lambda period, day: layout.archive_key(  # noqa: E731
+        "um_futures", "aggTrades", "BTCUSDT", None, period, day
+    )
+    monthly_text = f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{t1},true\n2,1.0,1,2,2,{t2},true\n"
+    sources = {f"2024-03-{d:02d}": key("monthly", "2024-03") for d in range(1, 32)}
+
+    def run(data_dir, files, day_sources=None):
+        download = {"files": files, **({"day_sources": day_sources} if day_sources else {})}
+        return ticks.run_parse_ticks(
+            trade_type="um_futures", dataset="aggTrades", symbol="BTCUSDT", data_dir=data_dir,
+            download_report=download, report_path=tmp_path / "parse.json",
+        )  # fmt: skip
+
+    def prices(data_dir, day):
+        path = layout.parsed_day_path(data_dir, "um_futures", "aggTrades", "BTCUSDT", day)
+        return pq.read_table(path).column("price").to_pylist()
+
+    daily_dir = tmp_path / "daily"
+    dailies = _put(daily_dir, key("daily", "2024-03-02"),
+                   f"{FUTURES_AGG_HEADER}\n2,2.0,1,2,2,{t2},true\n")  # fmt: skip
+    dailies |= _put(daily_dir, key("daily", "2024-03-03"),
+                    f"{FUTURES_AGG_HEADER}\n3,3.0,1,3,3,{t3},true\n")  # fmt: skip
+    run(daily_dir, dailies)
+    assert prices(daily_dir, "20240302") == [2.0]
+    monthly = _put(daily_dir, key("monthly", "2024-03"), monthly_text)
+    run(daily_dir, dailies | monthly, sources)
+    full_dir = tmp_path / "full"
+    run(full_dir, _put(full_dir, key("monthly", "2024-03"), monthly_text), sources)
+    for data_dir in (daily_dir, full_dir):
+        assert prices(data_dir, "20240301") == [1.0]
+        assert prices(data_dir, "20240302") == [1.0]
+    assert prices(daily_dir, "20240303") == [3.0]  # the monthly zip has no row of it
+    # An unchanged run keeps it so.
+    run(daily_dir, dailies | monthly, sources)
+    assert prices(daily_dir, "20240302") == [1.0] and prices(daily_dir, "20240303") == [3.0]
