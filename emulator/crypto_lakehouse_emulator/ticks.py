@@ -384,3 +384,17 @@ def write_daily_metrics(mirror_dir, trade_type, symbol, day, seed=0) -> str:
     datasets.METRICS.check_market(trade_type)
     body = metrics_csv(symbol, metrics_frame(symbol, day, seed=seed))
     return _write(mirror_dir, trade_type, _daily_key(trade_type, "metrics", symbol, day), day, body)
+
+
+def write_monthly_of_days(
+    mirror_dir, trade_type, dataset, symbol, month: str, bodies: list[bytes], interval=None
+) -> str:
+    """Zip + CHECKSUM of a monthly file of ``dataset`` made of day CSVs ``bodies`` (in the
+    published formats above; a header line of all but the first dropped); returns the key."""
+    parts = []
+    for i, body in enumerate(bodies):
+        if i and body[:1].isalpha():  # a header line
+            body = body.split(b"\n", 1)[1]
+        parts.append(body if body.endswith(b"\n") else body + b"\n")
+    key = layout.archive_key(trade_type, dataset, symbol, interval, datasets.MONTHLY, month)
+    return _write(mirror_dir, trade_type, key, f"{month}-28", b"".join(parts))
