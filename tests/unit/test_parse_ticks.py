@@ -710,3 +710,36 @@ def test_a_month_the_download_took_from_its_monthly_zip_takes_its_days_from_it(t
     # An unchanged run keeps it so.
     run(daily_dir, dailies | monthly, sources)
     assert prices(daily_dir, "20240302") == [1.0] and prices(daily_dir, "20240303") == [3.0]
+
+
+def test_a_data_dir_whose_daily_zips_kept_a_months_days_gets_them_from_the_monthly_zip(
+    tmp_path,
+):
+    # A data dir parsed before 2026-12-07 (or a month whose day_sources came later): the
+    # monthly zip is parsed and unchanged, the daily zips' days won. Once day_sources names
+    # the monthly zip, the unchanged monthly zip is read again and its days replace theirs.
+    data_dir = tmp_path / "data"
+    t1, t2 = _ms("2024-03-01T10:00:00"), _ms("2024-03-02T10:00:00")
+    key = lambda period, day: layout.archive_key(  # noqa: E731
+        "um_futures", "aggTrades", "BTCUSDT", None, period, day
+    )
+    files = _put(data_dir, key("daily", "2024-03-02"),
+                 f"{FUTURES_AGG_HEADER}\n2,2.0,1,2,2,{t2},true\n")  # fmt: skip
+    files |= _put(data_dir, key("monthly", "2024-03"),
+                  f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{t1},true\n2,1.0,1,2,2,{t2},true\n")  # fmt: skip
+
+    def run(day_sources=None):
+        download = {"files": files, **({"day_sources": day_sources} if day_sources else {})}
+        return ticks.run_parse_ticks(
+            trade_type="um_futures", dataset="aggTrades", symbol="BTCUSDT", data_dir=data_dir,
+            download_report=download, report_path=tmp_path / "parse.json",
+        )  # fmt: skip
+
+    run()
+    assert _day(tmp_path, "um_futures", "aggTrades", "20240302").column("price").to_pylist() == [
+        2.0
+    ]
+    run({"2024-03-02": key("monthly", "2024-03")})
+    assert _day(tmp_path, "um_futures", "aggTrades", "20240302").column("price").to_pylist() == [
+        1.0
+    ]
