@@ -175,6 +175,7 @@ def configure(settings: dict | None) -> None:
             # The botocore client too: it holds the credentials of the environment it was
             # made in (rebuilt with those of the environment now, as the pyarrow one is).
             _CONDITIONAL_CLIENT.clear()
+            _WHOLE_GETTER.clear()
         _SETTINGS = merged
     io.configure(fsync=merged["fsync"])
 
@@ -800,13 +801,20 @@ def read_bytes(path) -> bytes:
 
 
 def _get(p: ObjectPath, admit=None) -> bytes | None:
-    """The whole object: its HEAD (the size), then one GET of all its bytes. (pyarrow's
-    input *stream* does not know the size: its ``read()`` fetched 256 KiB at a time, one
-    ranged GET each, 13 round trips for a 3 MB partition, and SeaweedFS spent ~9x the CPU
-    of one GET on them.) ``admit(size)`` (the read-ahead's byte budget) is asked between
-    the HEAD and the GET; when it says no, nothing is fetched and the answer is None (the
-    request's seconds in ``request_stats`` include a wait for that budget)."""
+    """The whole object in one plain GET (:class:`_WholeGet`: no HEAD first). Without a
+    signer (no credentials in the AWS chain, or AWS without a known region) through
+    pyarrow: its HEAD (the size), then one GET of all its bytes. (pyarrow's input *stream*
+    does not know the size: its ``read()`` fetched 256 KiB at a time, one ranged GET each,
+    13 round trips for a 3 MB partition, and SeaweedFS spent ~9x the CPU of one GET on
+    them.) ``admit(size)`` (the read-ahead's byte budget) is asked once the size is known
+    (the GET's headers, or pyarrow's HEAD) and before the body is read; when it says no,
+    the body is not read and the answer is None (the request's seconds in
+    ``request_stats`` include a wait for that budget)."""
     _settle(p)
+    getter = _whole_getter()
+    if getter is not None:
+        with _reading(p), _request("get"):
+            return getter.get(p, admit)
     fs, inner = filesystem(p)
     with _reading(p), _request("get"), fs.open_input_file(inner) as f:
         if admit is not None and not admit(f.size()):
@@ -822,12 +830,124 @@ def _get(p: ObjectPath, admit=None) -> bytes | None:
 READ_AHEAD_BYTES = 128 << 20
 
 
+class _WholeGet:
+    """Whole-object GETs without a HEAD: a SigV4-signed ``GET /bucket/key`` (botocore's
+    signer and the AWS default credential chain, urllib3's connection pool).
+
+    pyarrow's ``open_input_file`` asks the size first (a HeadObject, one more round trip
+    per object, and ~0.6 ms of SeaweedFS's CPU); its C++ overload taking a FileInfo with
+    the size is not exposed to Python (pyarrow 26). botocore's ``get_object`` sends no HEAD
+    but spends ~1.3 ms of CPU per request in its client pipeline, more than pyarrow's HEAD
+    and GET together (tried and reverted in December 2026); signing and sending the one
+    request directly costs ~0.6 ms. A plain GET (no Range) returns the object as it is
+    when the GET is served, whole: no size known in advance can go stale. The body's length
+    is checked against its Content-Length (urllib3), so a cut connection is an error, not a
+    short read. Retried like pyarrow's client: 3 attempts on connection errors and 5xx."""
+
+    def __init__(self, endpoint: dict, credentials, pool_size: int):
+        import urllib3
+        from botocore.httpsession import get_cert_path
+
+        self.endpoint = endpoint
+        self.credentials = credentials
+        self.region = endpoint["region"]
+        ca = os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
+        self.pool = urllib3.PoolManager(maxsize=pool_size, block=False, ca_certs=ca)
+        self.retries = urllib3.Retry(
+            total=2,
+            backoff_factor=0.05,
+            status_forcelist=(500, 502, 503, 504),
+            allowed_methods=frozenset({"GET"}),
+            raise_on_status=False,
+        )
+        self.timeout = urllib3.Timeout(connect=10, read=30)
+
+    def url(self, p: ObjectPath) -> str:
+        from urllib.parse import quote
+
+        key = quote(p.key, safe="/~")
+        endpoint = self.endpoint["endpoint_url"]
+        if endpoint is None:  # AWS, virtual-hosted (a region is known: _whole_getter)
+            return f"https://{p.bucket}.s3.{self.region}.amazonaws.com/{key}"
+        scheme, _, host = endpoint.rstrip("/").partition("://")
+        if self.endpoint["addressing_style"] == "virtual":
+            return f"{scheme}://{p.bucket}.{host}/{key}"
+        return f"{scheme}://{host}/{p.bucket}/{key}"
+
+    def get(self, p: ObjectPath, admit=None) -> bytes | None:
+        """The object's bytes; with ``admit``, None when ``admit(size)`` (the size from the
+        answer's Content-Length) refuses it, the body unread and the connection closed."""
+        import urllib3
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        url = self.url(p)
+        request = AWSRequest(method="GET", url=url)
+        S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
+        try:
+            answer = self.pool.request(
+                "GET",
+                url,
+                headers=dict(request.headers.items()),
+                retries=self.retries,
+                timeout=self.timeout,
+                preload_content=False,
+            )
+            try:
+                if answer.status == 200 and admit is not None:
+                    if not admit(int(answer.headers.get("Content-Length") or 0)):
+                        answer.close()  # not returned to the pool: its body is unread
+                        return None
+                data = answer.read()
+            finally:
+                answer.release_conn()
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"{p}: GET failed: {exc}") from exc
+        if answer.status == 200:
+            return data
+        code = re.search(rb"<Code>([^<]*)</Code>", data or b"")
+        code = code.group(1).decode(errors="replace") if code else ""
+        if answer.status == 404:  # as pyarrow's HEAD: a missing bucket is missing too
+            raise FileNotFoundError(
+                f"{p}: no such {'bucket' if code == 'NoSuchBucket' else 'object'}"
+            )
+        raise StorageError(f"{p}: GET failed: HTTP {answer.status} {code}".rstrip())
+
+
+# [((endpoint settings, pool size, credential variables), _WholeGet or None)]
+_WHOLE_GETTER: list = []
+
+
+def _whole_getter() -> _WholeGet | None:
+    """The signed GET of this process's endpoint and credentials, or None (pyarrow reads)
+    when there is nothing to sign with (no credentials found by the AWS chain: pyarrow's
+    client decides what to send) or no region is known (AWS without a configured region:
+    pyarrow looks the bucket's region up)."""
+    endpoint = s3_endpoint()
+    pool = _SETTINGS["symbols_at_once"] * HEADS_AT_ONCE + 8
+    key = (endpoint, pool, tuple(os.environ.get(v) for v in _CREDENTIAL_VARIABLES))
+    with _S3_LOCK:
+        if _WHOLE_GETTER and _WHOLE_GETTER[0][0] == key:
+            return _WHOLE_GETTER[0][1]
+    getter = None
+    if endpoint["region"]:
+        import botocore.session
+
+        credentials = botocore.session.get_session().get_credentials()
+        if credentials is not None:
+            getter = _WholeGet(endpoint, credentials, pool)
+    with _S3_LOCK:
+        _WHOLE_GETTER[:] = [(key, getter)]
+    return getter
+
+
 class _ReadAhead:
     """Objects a job is about to read in order, fetched ``window`` at a time on threads:
     on S3 each GET is a round trip, so reading one archive after the other would leave the
     parse waiting on the network most of the time. Memory: at most ``window`` objects and
     at most ``budget`` bytes of them (``READ_AHEAD_BYTES``; a larger object alone) that
-    the reader has not taken; a GET waits after its HEAD until the bytes fit."""
+    the reader has not taken; a fetch waits, once its size is known (the GET's
+    headers, or pyarrow's HEAD), until the bytes fit."""
 
     def __init__(self, paths: list[ObjectPath], window: int, budget: int | None = None):
         from concurrent.futures import ThreadPoolExecutor
