@@ -1115,15 +1115,22 @@ def read_state(path) -> dict:
 WHOLE_PARQUET_READ_BYTES = 32 << 20
 
 
-def read_parquet(path, **options) -> pa.Table:
+def read_parquet(path, *, listed_size: int | None = None, **options) -> pa.Table:
     """A whole Parquet file (``pq.ParquetFile(...).read(**options)``: columns=...); a
-    damaged file's error names it."""
+    damaged file's error names it.
+
+    ``listed_size``: the object's size in a listing the caller just made. On S3, up to
+    ``WHOLE_PARQUET_READ_BYTES``, the object is then fetched whole in one GET without
+    asking its size first (a HEAD, one more round trip). The size only chooses between the
+    whole read and ranged reads: the GET returns the object as the store holds it when it
+    is served, so an object replaced since the listing is read whole, never cut at the
+    listed size."""
     p = data_path(path)
     with _naming_the_file(p):
-        return _read_parquet(p, **options)
+        return _read_parquet(p, listed_size, **options)
 
 
-def _read_parquet(p, **options) -> pa.Table:
+def _read_parquet(p, listed_size: int | None = None, **options) -> pa.Table:
     import pyarrow.parquet as pq
 
     if not isinstance(p, ObjectPath):
@@ -1132,6 +1139,8 @@ def _read_parquet(p, **options) -> pa.Table:
 
     reading = _read_ahead()
     ahead = reading.get(str(p)) if reading is not None else None
+    if ahead is None and listed_size is not None and listed_size <= WHOLE_PARQUET_READ_BYTES:
+        ahead = _get(p)
     if ahead is not None:
         return pq.ParquetFile(pa.BufferReader(ahead)).read(**options)
     with _request("parquet_read"), _open_object(p) as f:

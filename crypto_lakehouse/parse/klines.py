@@ -310,16 +310,19 @@ def _day_sources_by_month(raw: dict | None) -> dict[str, dict[int, str]]:
 
 
 # ---------------------------------------------------------------- partitions
-def _load_partition(path: Path, listed: bool | None = None) -> tuple[pa.Table | None, str | None]:
+def _load_partition(
+    path: Path, listed: bool | None = None, listed_size: int | None = None
+) -> tuple[pa.Table | None, str | None]:
     """(table, None), (None, None) when absent, or (None, why it cannot be used).
 
     ``listed``: whether the job's listing of the folder holds the partition (then its
     existence is not asked again: on S3 that was a HEAD per month, one after the other);
-    None: asked here."""
+    None: asked here. ``listed_size``: its size in that listing (on S3 the read then sends
+    one GET and no HEAD: ``storage.read_parquet``)."""
     if listed is False or (listed is None and not storage.exists(path)):
         return None, None
     try:
-        table = storage.read_parquet(path)
+        table = storage.read_parquet(path, listed_size=listed_size)
     except FileNotFoundError:
         return None, None  # removed since the listing
     except (OSError, pa.ArrowException) as exc:
@@ -409,7 +412,9 @@ class _MonthJob:
         # S3: the job's listing says whether the partition exists. Locally a stat asks (the
         # listing leaves symbolic links out: a legacy partition linked in place is one).
         listed = self.month in run.on_disk if storage.is_remote(self.path) else None
-        existing, problem = _load_partition(self.path, listed=listed)
+        existing, problem = _load_partition(
+            self.path, listed=listed, listed_size=run.on_disk_bytes.get(self.month)
+        )
         if problem and self.month not in run.own_partitions:
             raise ForeignPartitionUnreadable(problem)
         if problem:
@@ -490,6 +495,7 @@ class _KlineRun:
         self.duplicates: dict[str, int] = dict(self.state.get("duplicates") or {})
         self.own_partitions: set[str] = set()  # months this pipeline wrote (from the state)
         self.on_disk: set[str] = set()  # months with a partition in the job's listing
+        self.on_disk_bytes: dict[str, int | None] = {}  # their sizes in that listing
         self.files_parsed = 0
         self.csv_bytes = 0
         self.duplicates_now = 0  # rows dropped as identical copies by this run
@@ -543,6 +549,7 @@ class _KlineRun:
             for name, size in storage.file_sizes(self.part_dir, sized=".pqt").items()
             if name.endswith(".pqt") and _PARTITION_RE.match(name[: -len(".pqt")])
         }
+        self.on_disk_bytes = on_disk_bytes
         on_disk = self.on_disk = set(on_disk_bytes)
         written_bytes: dict[str, int] = dict(self.state.get("partition_bytes") or {})
         for month in sorted(set(old_parts) & on_disk - set(written_bytes)):

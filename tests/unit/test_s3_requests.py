@@ -118,6 +118,33 @@ def test_kline_parse_and_gen_kline_read_each_input_with_one_get(counted, tmp_pat
         assert [m for m, _ in _of(seen, f"BTCUSDT/1m/{month}.pqt")] == ["GET"], seen
 
 
+def test_a_parquet_read_by_its_listed_size_is_one_get_and_never_cut(counted):
+    """``read_parquet(listed_size=...)`` (the parse's partitions, sizes from its listing):
+    one GET, no HEAD. A stale size (the object replaced since the listing, larger or
+    smaller) still reads the object as it is, whole: the size only picks the whole read
+    over ranged ones. Above ``WHOLE_PARQUET_READ_BYTES`` the ranged read (HEAD first)."""
+    import pyarrow as pa
+
+    root, counter = counted
+    path = storage.join(root, "part.pqt")
+    small = pa.table({"x": list(range(10))})
+    large = pa.table({"x": list(range(100_000)), "y": [str(i) for i in range(100_000)]})
+    storage.write_parquet(path, small)
+    [listed] = storage.file_sizes(root, sized=".pqt").values()
+    counter.take()
+    assert storage.read_parquet(path, listed_size=listed).equals(small)
+    assert [m for m, _ in counter.take()] == ["GET"]
+    storage.write_parquet(path, large)  # replaced: the listed size is stale (smaller)
+    assert storage.read_parquet(path, listed_size=listed).equals(large)
+    big = storage.file_sizes(root, sized=".pqt")["part.pqt"]
+    storage.write_parquet(path, small)  # and the other way round
+    assert storage.read_parquet(path, listed_size=big).equals(small)
+    counter.take()
+    too_big = storage.WHOLE_PARQUET_READ_BYTES + 1
+    assert storage.read_parquet(path, listed_size=too_big).equals(small)
+    assert "HEAD" in [m for m, _ in counter.take()]
+
+
 def test_kline_parse_asks_no_existence_before_its_reads(counted, tmp_path):
     """The klines parse knows from its one listing which monthly partitions exist: no HEAD
     of a partition before reading (or instead of reading) it, one after the other per
@@ -144,14 +171,15 @@ def test_kline_parse_asks_no_existence_before_its_reads(counted, tmp_path):
     assert sorted(m for m, _ in parts) == ["PUT", "PUT"], parts
     assert [m for m, _ in quality_key] == ["PUT"], quality_key
 
-    # One more day of February: that partition is read (a HEAD for its size, one GET),
-    # January's is not touched, the quality record read and written once.
+    # One more day of February: that partition is read (one GET: its size is in the
+    # parse's listing, no HEAD), January's is not touched, the quality record read (a HEAD
+    # for its size, one GET) and written once.
     report = put_verified_archives(root, _kline_archives(tmp_path, ["2024-02-02"]), report)
     counter.take()
     assert parse(report)["partitions_written"] == 1
     again = counter.take()
     feb = _of(again, "BTCUSDT/1m/202402.pqt")
-    assert sorted(m for m, _ in feb) == ["GET", "HEAD", "PUT"], feb
+    assert sorted(m for m, _ in feb) == ["GET", "PUT"], feb
     assert not _of(again, "BTCUSDT/1m/202401.pqt"), again
     quality_key = [(m, t) for m, t in again if "quality" in t]
     assert sorted(m for m, _ in quality_key) == ["GET", "HEAD", "PUT"], quality_key
@@ -237,3 +265,4 @@ def test_gen_kline_tail_build_lists_its_stale_files_before_writing(counted, tmp_
     put = next(i for i, (m, t) in enumerate(seen) if m == "PUT" and "/results_data/" in t)
     out_lists = [i for i, (m, t) in enumerate(seen) if "list-type=2" in t and "results_data" in t]
     assert out_lists and max(out_lists) < put, seen
+

@@ -200,3 +200,32 @@ def test_an_aws_regional_endpoint_signs_for_its_own_region(endpoint_env, endpoin
     assert storage._conditional_client().meta.region_name == expected
     storage.configure({"endpoint_url": endpoint, "region": "eu-north-1"})
     assert storage.s3_endpoint()["region"] == "eu-north-1"
+
+
+@pytest.mark.parametrize(
+    ("settings", "url"),
+    [
+        ({"endpoint_url": "http://127.0.0.1:8333"}, "http://127.0.0.1:8333/bkt/a/b%20c.pqt"),
+        (
+            {"endpoint_url": "https://minio.lan:9000/", "addressing_style": "virtual"},
+            "https://bkt.minio.lan:9000/a/b%20c.pqt",
+        ),
+        ({"region": "eu-west-1"}, "https://bkt.s3.eu-west-1.amazonaws.com/a/b%20c.pqt"),
+    ],
+)
+def test_whole_object_get_addresses_the_object_as_the_sdks_do(endpoint_env, settings, url):
+    """The seam's own whole-object GET (no HEAD first) addresses an object as pyarrow's and
+    botocore's clients do: by path on a self-hosted endpoint, virtual-hosted when asked or
+    on AWS (the region's endpoint); keys percent-encoded."""
+    storage.configure(settings)
+    endpoint = storage.s3_endpoint()
+    getter = storage._WholeGet(endpoint, credentials=None, pool_size=1)
+    assert getter.url(storage.data_path("s3://bkt/a/b c.pqt")) == url
+
+
+def test_whole_object_get_left_to_pyarrow_without_a_region_on_aws(endpoint_env):
+    """On AWS without a configured region (`storage.region`), pyarrow finds the bucket's
+    region: the seam's GET is not used (reads go through pyarrow, a HEAD and a GET)."""
+    storage.configure(None)
+    assert storage.s3_endpoint()["region"] is None
+    assert storage._whole_getter() is None
