@@ -1074,6 +1074,13 @@ def read_ahead(paths, window: int = 8) -> Iterator[None]:
         ahead.close()
 
 
+def in_read_ahead(path) -> bool:
+    """Whether this thread's read-ahead window holds ``path`` (fetched or being fetched):
+    its reads, footer included, need no request of their own."""
+    reading = _read_ahead()
+    return reading is not None and str(data_path(path)) in reading.futures
+
+
 def read_text(path) -> str:
     return read_bytes(path).decode()
 

@@ -91,17 +91,35 @@ def _read_kline_files(groups, spans, reading=None):
             isinstance(exc, (DamagedInput, storage.StorageError)) or storage.is_machine_error(exc)
         )
 
+    def footer(path) -> tuple[int | None, Exception | None]:
+        try:
+            with reading(path) if reading is not None else contextlib.nullcontext():
+                return storage.parquet_metadata(path).num_rows, None
+        except Exception as exc:  # unreadable footer: any pyarrow/OS error
+            return None, exc
+
+    items = [(g, path) for g, paths in enumerate(groups) for path in paths]
+    # S3: the footers of the files beyond the read-ahead window (a year of monthly
+    # partitions is 13 files, the window 8) are asked at once, not one after the other (a
+    # HEAD and a ranged GET each); those in the window come from its GETs.
+    away = [
+        i
+        for i, (_, path) in enumerate(items)
+        if storage.is_remote(path) and not storage.in_read_ahead(path)
+    ]
+    footers = dict(
+        zip(away, storage.concurrently(footer, [items[i][1] for i in away]), strict=True)
+    )
     sized: list[tuple[int, Path, int]] = []
     problems: list[str] = []
-    for g, paths in enumerate(groups):
-        for path in paths:
-            try:
-                with reading(path) if reading is not None else contextlib.nullcontext():
-                    sized.append((g, path, storage.parquet_metadata(path).num_rows))
-            except Exception as exc:  # unreadable footer: any pyarrow/OS error
-                if stops(exc):
-                    raise
-                problems.append(f"{path}: unreadable parquet ({exc})")
+    for i, (g, path) in enumerate(items):
+        n_rows, exc = footers[i] if i in footers else footer(path)
+        if exc is not None:
+            if stops(exc):
+                raise exc
+            problems.append(f"{path}: unreadable parquet ({exc})")
+        else:
+            sized.append((g, path, n_rows))
     total = sum(n for _, _, n in sized)
     out = {f.name: np.empty(total, dtype=numpy_dtype(f.type)) for f in KLINE_SCHEMA}
     group_rows = [0] * len(groups)

@@ -266,3 +266,41 @@ def test_gen_kline_tail_build_lists_its_stale_files_before_writing(counted, tmp_
     out_lists = [i for i, (m, t) in enumerate(seen) if "list-type=2" in t and "results_data" in t]
     assert out_lists and max(out_lists) < put, seen
 
+
+def test_footers_beyond_the_read_ahead_window_are_asked_at_once(counted, monkeypatch):
+    """gen_kline reads every input's footer (row counts) before the files: on S3 those in
+    the read-ahead window (8 objects) come from its GETs, and the others (a year of monthly
+    partitions is 13 files) were read one after the other, a HEAD and a ranged GET each.
+    Now at once. The files' rows are read as before."""
+    import threading
+    import time
+
+    import pyarrow as pa
+
+    from crypto_lakehouse.generate.merge import read_kline_files
+    from crypto_lakehouse.schema import KLINE_SCHEMA
+
+    root, _ = counted
+    paths = []
+    for i in range(13):
+        table = pa.table({f.name: pa.array([i, i], pa.int64()).cast(f.type) for f in KLINE_SCHEMA})
+        paths.append(storage.join(root, f"parsed/{2024 + i // 12}{1 + i % 12:02d}.pqt"))
+        storage.write_parquet(paths[-1], table)
+    real, lock, active, most = storage.parquet_metadata, threading.Lock(), [0], [0]
+
+    def slow_metadata(path):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.05)  # a remote store's round trip
+            return real(path)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(storage, "parquet_metadata", slow_metadata)
+    store, [n_rows], problems = read_kline_files(paths)
+    assert (n_rows, problems) == (26, [])
+    assert list(store["open"]) == [float(i) for i in range(13) for _ in (0, 1)]
+    assert most[0] >= 5, most  # the five beyond the window at once
