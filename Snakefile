@@ -14,6 +14,7 @@ import sys
 import time
 
 from crypto_lakehouse.failures import failure_report
+from crypto_lakehouse.logs import prune_snakemake_logs
 from crypto_lakehouse.smk import (
     cancel_scheduler_timers,
     record_params_without_pandas,
@@ -119,6 +120,7 @@ onsuccess:
         listings=[layout.run_listing_index_path(LH, t, KLINES) for t in TRADE_TYPES],
     )
     warn_clamped_runtimes()
+    prune_snakemake_logs(log)
     cancel_scheduler_timers()
     skip_exit_collection()
 
@@ -128,6 +130,7 @@ onerror:
     warn_clamped_runtimes()
     summaries_after_failure()
     report_after_failure(log)
+    prune_snakemake_logs(log)
     cancel_scheduler_timers()
     skip_exit_collection()
 

@@ -91,3 +91,40 @@ def configure_logging(log_file: str | Path | None, level: int = logging.INFO) ->
 def configure_from_snakemake(smk) -> None:
     """Call first thing in every ``scripts/*.py`` wrapper."""
     configure_logging(smk.log[0] if len(smk.log) else None)
+
+
+# Snakemake writes one log per run to ``.snakemake/log/`` of the directory it runs from and
+# never removes one: a daily cron job gathered one more file a day, forever (about 30 KB a
+# run for four symbols, more with more jobs). The hooks keep the newest ones.
+SNAKEMAKE_LOGS_KEPT = 30
+SNAKEMAKE_LOG_SUFFIX = ".snakemake.log"
+
+
+def prune_snakemake_logs(run_logs, keep: int = SNAKEMAKE_LOGS_KEPT) -> list[str]:
+    """Remove all but the newest ``keep`` Snakemake run logs (``*.snakemake.log``) from the
+    folder holding this run's log; ``run_logs`` is what Snakemake hands its onsuccess and
+    onerror hooks (a list of paths, maybe empty). Their names begin with the run's start
+    time (ISO, so they sort by it); this run's own logs are always kept. Other files are
+    left alone, and a log that cannot be removed stays (pruning never fails a run).
+    Returns the removed paths."""
+    if isinstance(run_logs, (str, os.PathLike)):
+        run_logs = [run_logs]
+    current = {Path(p).resolve() for p in run_logs or []}
+    removed: list[str] = []
+    for folder in {p.parent for p in current}:
+        try:
+            logs = sorted(
+                (p for p in folder.iterdir() if p.name.endswith(SNAKEMAKE_LOG_SUFFIX)),
+                key=lambda p: p.name,
+            )
+        except OSError:
+            continue
+        for path in logs[: max(len(logs) - keep, 0)]:
+            if path.resolve() in current:
+                continue
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            removed.append(str(path))
+    return removed

@@ -1,0 +1,46 @@
+"""A daily cron job's runs leave Snakemake's per-run logs (``.snakemake/log/``): the
+workflow keeps the newest ``SNAKEMAKE_LOGS_KEPT``, so the folder stops growing with the
+number of runs (Snakemake itself never removes one)."""
+
+from __future__ import annotations
+
+import pytest
+from crypto_lakehouse_emulator.generate import write_kline_day
+
+from crypto_lakehouse.logs import SNAKEMAKE_LOGS_KEPT
+from tests.e2e.e2e_helpers import emulator_config, snakemake
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_run_keeps_the_newest_snakemake_logs_only(tmp_path, emulator):
+    mirror = tmp_path / "mirror"
+    for day in ("2025-01-19", "2025-01-20"):
+        write_kline_day(mirror, "spot", "BTCUSDT", "1m", day, seed=3)
+    emu = emulator(mirror_dir=mirror)
+    config = emulator_config(
+        emu.base_url,
+        tmp_path / "data",
+        trade_types=["spot"],
+        symbols={"spot": ["BTCUSDT"]},
+        end_date="2025-01-20",
+        lookback_days=2,
+    )
+    # The logs of earlier daily runs, as Snakemake names them (its start time, ISO).
+    logs = tmp_path / ".snakemake" / "log"
+    logs.mkdir(parents=True)
+    earlier = [f"2025-{m:02d}-01T060000.000000.snakemake.log" for m in range(1, 13)]
+    earlier += [f"2025-12-{d:02d}T060000.000000.snakemake.log" for d in range(1, 31)]
+    for name in earlier:
+        (logs / name).write_text("an earlier run\n")
+    (logs / "operator-notes.txt").write_text("not Snakemake's\n")
+
+    snakemake(tmp_path, config, "aws_parse", timeout=300)
+
+    left = sorted(p.name for p in logs.iterdir())
+    ours = [n for n in left if n not in earlier and n.endswith(".snakemake.log")]
+    assert len(ours) == 1, left  # this run's log, kept
+    kept = [n for n in left if n in earlier]
+    # The newest earlier ones (with this run's: SNAKEMAKE_LOGS_KEPT), the oldest gone.
+    assert kept == earlier[len(earlier) - (SNAKEMAKE_LOGS_KEPT - 1) :], left
+    assert "operator-notes.txt" in left
