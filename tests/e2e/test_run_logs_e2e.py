@@ -5,6 +5,7 @@ number of runs (Snakemake itself never removes one)."""
 from __future__ import annotations
 
 import pytest
+from crypto_lakehouse_emulator.faults import Faults
 from crypto_lakehouse_emulator.generate import write_kline_day
 
 from crypto_lakehouse.logs import SNAKEMAKE_LOGS_KEPT
@@ -13,11 +14,14 @@ from tests.e2e.e2e_helpers import emulator_config, snakemake
 pytestmark = pytest.mark.e2e
 
 
-def test_a_run_keeps_the_newest_snakemake_logs_only(tmp_path, emulator):
+@pytest.mark.parametrize("outcome", ["success", "failure"])
+def test_a_run_keeps_the_newest_snakemake_logs_only(tmp_path, emulator, outcome):
     mirror = tmp_path / "mirror"
     for day in ("2025-01-19", "2025-01-20"):
         write_kline_day(mirror, "spot", "BTCUSDT", "1m", day, seed=3)
-    emu = emulator(mirror_dir=mirror)
+    # A failed run (every archive request answered 5xx) prunes too (the onerror hook).
+    faults = Faults(fail_rate=1.0) if outcome == "failure" else None
+    emu = emulator(mirror_dir=mirror, faults=faults)
     config = emulator_config(
         emu.base_url,
         tmp_path / "data",
@@ -25,6 +29,7 @@ def test_a_run_keeps_the_newest_snakemake_logs_only(tmp_path, emulator):
         symbols={"spot": ["BTCUSDT"]},
         end_date="2025-01-20",
         lookback_days=2,
+        download={"max_retries": 0},
     )
     # The logs of earlier daily runs, as Snakemake names them (its start time, ISO).
     logs = tmp_path / ".snakemake" / "log"
@@ -35,7 +40,8 @@ def test_a_run_keeps_the_newest_snakemake_logs_only(tmp_path, emulator):
         (logs / name).write_text("an earlier run\n")
     (logs / "operator-notes.txt").write_text("not Snakemake's\n")
 
-    snakemake(tmp_path, config, "aws_parse", timeout=300)
+    proc = snakemake(tmp_path, config, "aws_parse", timeout=300, check=False)
+    assert (proc.returncode == 0) == (outcome == "success"), proc.stderr[-3000:]
 
     left = sorted(p.name for p in logs.iterdir())
     ours = [n for n in left if n not in earlier and n.endswith(".snakemake.log")]
