@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 from statistics import median
 
@@ -42,21 +42,15 @@ sys.path[:0] = [str(REPO), str(REPO / "emulator")]
 
 from crypto_lakehouse_emulator import Emulator, Faults  # noqa: E402
 from crypto_lakehouse_emulator.generate import write_funding_month, write_kline_day  # noqa: E402
-from crypto_lakehouse_emulator.rest import RestEmulator  # noqa: E402
 
 from tests.chaos.chaos_helpers import differences, snapshot  # noqa: E402
-from tests.e2e.e2e_helpers import emulator_config  # noqa: E402
+from tests.e2e.e2e_helpers import emulator_config, morning_rest  # noqa: E402
 from tests.workflow.workflow_helpers import OFFLINE_ENDPOINTS  # noqa: E402
 
 SYMBOLS = {"spot": ["BTCUSDT", "ETHUSDT"], "um_futures": ["BTCUSDT", "ETHUSDT"]}
-MARKET = {"spot": "spot", "um_futures": "um"}
 FIRST = date(2024, 1, 1)
 LAG = 2  # a day's zip is listed from the morning of the day after next
 REPUBLISH_RUN, FAULT_RUN, KILL_RUN = 8, 12, 17
-
-
-def _ms(d: date, hour: int = 0) -> int:
-    return int(datetime(d.year, d.month, d.day, hour, tzinfo=timezone.utc).timestamp() * 1000)
 
 
 class Scenario:
@@ -88,19 +82,7 @@ class Scenario:
                 for name in (key, key + ".CHECKSUM"):
                     (archive / name).parent.mkdir(parents=True, exist_ok=True)
                     os.link(self.full / name, archive / name)
-        rest = RestEmulator(now_ms=_ms(day, 1))
-        for i, (trade_type, symbols) in enumerate(SYMBOLS.items()):
-            for symbol in symbols:
-                market = MARKET[trade_type]
-                rest.add_synthetic_klines(market, symbol, start_ms=_ms(FIRST), seed=i)
-                if trade_type != "spot":
-                    rest.add_synthetic_funding(
-                        market,
-                        symbol,
-                        start_ms=_ms(FIRST),
-                        end_ms=_ms(day, 1),
-                        mirror_dir=self.full,
-                    )
+        rest = morning_rest(SYMBOLS, FIRST, day, self.full)
         emu = Emulator(mirror_dir=archive, rest=rest, faults=faults)
         emu.start(self.port)
         return emu

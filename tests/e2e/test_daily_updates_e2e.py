@@ -14,30 +14,24 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 from crypto_lakehouse_emulator import Emulator
 from crypto_lakehouse_emulator.generate import write_funding_month, write_kline_day
-from crypto_lakehouse_emulator.rest import RestEmulator
 
-from tests.e2e.e2e_helpers import emulator_config, snakemake
+from tests.e2e.e2e_helpers import emulator_config, morning_rest, snakemake
 
 pytestmark = pytest.mark.e2e
 
 SYMBOLS = {"spot": ["BTCUSDT"], "um_futures": ["BTCUSDT"]}
-MARKET = {"spot": "spot", "um_futures": "um"}
 # 95 archived days at the first run: 136,800 candles, more than one row group (2^17) of the
 # 1m file, so a tail build keeps the first group.
 FIRST = date(2023, 10, 28)
 RUN_DAYS = [date(2024, 1, 31), date(2024, 2, 1), date(2024, 2, 2)]
 FUNDING_MONTHS = ["2023-11", "2023-12", "2024-01"]
 ARCHIVE_LAG_DAYS = 2  # a day's zip is listed from the morning of the day after next
-
-
-def _ms(d: date, hour: int = 0) -> int:
-    return int(datetime(d.year, d.month, d.day, hour, tzinfo=timezone.utc).timestamp() * 1000)
 
 
 def _archive(root: Path) -> dict[str, date]:
@@ -73,15 +67,7 @@ def _emulator(archive: Path, full: Path, day: date) -> Emulator:
     emulator's synthetic source, so a REST day and the archive's zip of it differ (a stale
     REST day would show); REST funding answers archived months with the archive's events,
     as Binance does."""
-    rest = RestEmulator(now_ms=_ms(day, 1))
-    for i, (trade_type, symbols) in enumerate(SYMBOLS.items()):
-        for symbol in symbols:
-            market = MARKET[trade_type]
-            rest.add_synthetic_klines(market, symbol, start_ms=_ms(FIRST), seed=i)
-            if trade_type != "spot":
-                rest.add_synthetic_funding(
-                    market, symbol, start_ms=_ms(FIRST), end_ms=_ms(day, 1), mirror_dir=full
-                )
+    rest = morning_rest(SYMBOLS, FIRST, day, full)
     emu = Emulator(mirror_dir=archive, rest=rest)
     emu.start()
     return emu

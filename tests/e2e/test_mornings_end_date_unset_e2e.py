@@ -14,31 +14,25 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from crypto_lakehouse_emulator import Emulator
 from crypto_lakehouse_emulator.generate import write_funding_month, write_kline_day
-from crypto_lakehouse_emulator.rest import RestEmulator
 
-from tests.e2e.e2e_helpers import emulator_config, snakemake
+from tests.e2e.e2e_helpers import emulator_config, morning_rest, snakemake
 
 pytestmark = pytest.mark.e2e
 
 SYMBOLS = {"spot": ["BTCUSDT"], "um_futures": ["BTCUSDT"]}
-MARKET = {"spot": "spot", "um_futures": "um"}
 FIRST = date(2024, 1, 28)
 MORNINGS = [date(2024, 1, 31), date(2024, 2, 1), date(2024, 2, 2)]
 # Their zips are listed two mornings after them, not one: on the 31st REST fills the 30th,
 # which the archive replaces on the 1st; on the 2nd no kline zip is new (REST fills the 1st).
 LATE = {date(2024, 1, 30), date(2024, 2, 1)}
 FUNDING_MONTH, FUNDING_LISTED = "2024-01", date(2024, 2, 2)
-
-
-def _ms(d: date, hour: int = 0) -> int:
-    return int(datetime(d.year, d.month, d.day, hour, tzinfo=timezone.utc).timestamp() * 1000)
 
 
 def _archive(root: Path) -> dict[str, date]:
@@ -66,15 +60,7 @@ def _emulator(full: Path, listed_from: dict[str, date], day: date, root: Path) -
             for name in (key, key + ".CHECKSUM"):
                 (root / name).parent.mkdir(parents=True, exist_ok=True)
                 os.link(full / name, root / name)
-    rest = RestEmulator(now_ms=_ms(day, 1))
-    for i, (trade_type, symbols) in enumerate(SYMBOLS.items()):
-        for symbol in symbols:
-            market = MARKET[trade_type]
-            rest.add_synthetic_klines(market, symbol, start_ms=_ms(FIRST), seed=i)
-            if trade_type != "spot":
-                rest.add_synthetic_funding(
-                    market, symbol, start_ms=_ms(FIRST), end_ms=_ms(day, 1), mirror_dir=full
-                )
+    rest = morning_rest(SYMBOLS, FIRST, day, full)
     emu = Emulator(mirror_dir=root, rest=rest)
     emu.start()
     return emu
