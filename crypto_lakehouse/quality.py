@@ -191,3 +191,20 @@ def summarize(table: pa.Table) -> dict:
         "score": round(float(_col(table, "score").mean()), SCORE_DECIMALS),
         **counts,
     }
+
+
+def empty_days_of(record: pa.Table, key: str) -> np.ndarray:
+    """Indices of the record's days that ``key`` owns (``source``) and holds no row of, the
+    days before the symbol's first row left out: a monthly zip cut short (binance-public-data
+    #403) has such days, whose daily zips may hold them; the month the symbol was listed in
+    has days before its first candle, which no zip of any period holds (asking the download
+    for their daily zips asked for nothing, on the first build of nearly every symbol)."""
+    if record.num_rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    source = record.column("source").to_numpy(zero_copy_only=False)
+    rows = record.column("rows").to_numpy()
+    days = record.column("date").cast(pa.int32()).to_numpy()
+    traded = days[rows > 0]
+    if not traded.size:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero((source == key) & (rows == 0) & (days > traded.min()))

@@ -783,16 +783,15 @@ def _learn_monthly_gaps(gaps: dict, verified_state: dict, zip_keys, record_path,
         log.warning("%s: quality record %s unreadable (%s); monthly gaps not checked",
                     label, record_path, exc)  # fmt: skip
         return
-    import numpy as np
+    from crypto_lakehouse.quality import empty_days_of
 
-    source = np.asarray(record.column("source").to_pylist(), dtype=object)
-    empty = record.column("rows").to_numpy() == 0
+    source = set(record.column("source").to_pylist())
     days = record.column("date").to_pylist()
     for key, sha in todo.items():
-        mine = source == key
-        if not mine.any():
+        if key not in source:
             continue  # the parse has not read this zip yet
-        missing = [days[i].isoformat() for i in np.flatnonzero(mine & empty)]
+        # Days before the symbol's first row (its listing month) are no gap: no zip holds them.
+        missing = [days[i].isoformat() for i in empty_days_of(record, key)]
         gaps[key] = {"sha256": sha, "days": missing}
         if missing:
             log.warning(

@@ -705,8 +705,8 @@ class _KlineRun:
         return stats
 
     def _ask_for_daily_zips(self, qtable: pa.Table, usable: dict[str, str]) -> None:
-        """A monthly zip read now that holds no row of some of the days it owns (cut short,
-        binance-public-data #403), with monthly klines in use (the download report has
+        """A monthly zip read now that holds no row of some of the days it owns after the
+        symbol's first row (cut short, binance-public-data #403; ``quality.empty_days_of``), with monthly klines in use (the download report has
         ``day_sources``): the next run reruns this symbol's download job, which learns those
         days from the quality record and takes their daily zips (docs/config.md)."""
         if not self.report_in.get("day_sources") or not qtable.num_rows:
@@ -714,9 +714,7 @@ class _KlineRun:
         monthly = {k for k in self.read_now if k in usable and self.periods[k].is_month}
         if not monthly:
             return
-        source = qtable.column("source").to_numpy(zero_copy_only=False)
-        empty = qtable.column("rows").to_numpy() == 0
-        short = {k: int(np.count_nonzero(empty & (source == k))) for k in sorted(monthly)}
+        short = {k: quality.empty_days_of(qtable, k).size for k in sorted(monthly)}
         short = {k: n for k, n in short.items() if n}
         if not short:
             return

@@ -818,3 +818,36 @@ def test_the_csv_bytes_are_released_before_the_checks(tmp_path, monkeypatch):
     stats, report = parse(tmp_path, download_report(tmp_path, real_spot_2020(tmp_path)))
     assert stats["files_parsed"] == 3 and len(members) == 3
     assert held_at_check == [0]
+
+
+def test_a_monthly_zip_of_the_listing_month_asks_for_no_daily_zips(tmp_path, monkeypatch):
+    """A symbol listed on 2020-01-29, its January taken from the monthly zip (day_sources:
+    every day of the month, the config's start_date being earlier): the 28 days before the
+    listing have no row in any archive, daily or monthly, so they are no monthly file cut
+    short (binance-public-data #403) and the parse asks no download rerun for them; a month
+    whose rows stop early (#403's shape) still asks."""
+    from datetime import date, timedelta
+
+    import pandas as pd
+    from crypto_lakehouse_emulator.generate import format_kline_csv, kline_frame
+
+    from crypto_lakehouse import shards
+
+    asked: list[str] = []
+    monkeypatch.setattr(
+        shards, "ask_upstream_rerun", lambda stage, symbol, why: asked.append(why) or []
+    )
+
+    def month_zip(data_dir, days):
+        frame = pd.concat([kline_frame("spot", "BTCUSDT", "1m", d, seed=3) for d in days])
+        key = layout.monthly_kline_key("spot", "BTCUSDT", "1m", "2020-01")
+        put_archive(data_dir, key, zip_of("m.csv", format_kline_csv(frame, "spot", "ms")))
+        jan = [date(2020, 1, 1) + timedelta(days=k) for k in range(31)]
+        sources = {d.isoformat(): key for d in jan}
+        return download_report(data_dir, [key], day_sources=sources)
+
+    jan = [date(2020, 1, 1) + timedelta(days=k) for k in range(31)]
+    parse(tmp_path / "listed", month_zip(tmp_path / "listed", jan[28:]))
+    assert asked == []
+    parse(tmp_path / "cut", month_zip(tmp_path / "cut", jan[:7]))
+    assert len(asked) == 1 and "holds no row of 24 day(s)" in asked[0]

@@ -921,3 +921,27 @@ def test_a_monthly_zip_cut_short_gives_way_to_the_daily_zips_of_its_missing_days
     stats, again = parse()
     assert stats["files_parsed"] == 0 and stats["partitions_written"] == 0
     assert again.tolist() == times.tolist()
+
+
+def test_the_listing_month_of_a_monthly_zip_is_no_cut_short_month(tmp_path, emulator, caplog):
+    """A symbol listed on 2024-02-20, February taken from its monthly zip: the days before
+    the listing hold no row in any zip, so the download neither warns that the monthly zip
+    holds no row of them nor records them as its gaps (it did, for nearly every symbol)."""
+    root = tmp_path / "mirror"
+    feb = [date(2024, 2, d) for d in range(20, 30)]
+    month = "data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2024-02.zip"
+    for d in feb:
+        _write_archive(root, f"{SPOT_DIR}BTCUSDT-1m-{d.isoformat()}.zip", _minute_rows([d]))
+    _write_archive(root, month, _minute_rows(feb))
+    emu = emulator(mirror_dir=root)
+    job = Job(emu, tmp_path).list(include_monthly=True)
+    job.sync(use_monthly_klines=True)
+    run_parse_klines(
+        trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=job.data_dir,
+        download_report=job.report_path, report_path=job.tmp / "parse.json",
+        stats_path=job.tmp / "parse-stats.json",
+    )  # fmt: skip
+    with caplog.at_level("WARNING"):
+        job.sync(use_monthly_klines=True)
+    assert "holds no row" not in caplog.text
+    assert sorted(job.report()["files"]) == [month]
