@@ -232,8 +232,9 @@ def segment_files_of(
         if not present and storage.is_remote(data_dir) and not layout.subdir_names(data_dir):
             raise _no_view_files(data_dir)  # an empty prefix: a typo, or a missing bucket
         hint = ""
-        folders = [] if present or storage.is_remote(data_dir) else layout.subdir_names(data_dir)
-        if folders and "results_data" not in folders:
+        # None: no hint (a trade type has them, or S3); [] (an empty folder) still asks.
+        folders = None if present or storage.is_remote(data_dir) else layout.subdir_names(data_dir)
+        if folders is not None and "results_data" not in folders:
             hint = (
                 f"; folders in {data_dir}: {_names(folders)}: is it the "
                 "pipeline's data_dir (data/binance_data by default)?"

@@ -242,6 +242,10 @@ def test_a_data_dir_without_resampled_files_or_features_names_the_config_key(tmp
     # A folder that is not a data dir still gets the question.
     with pytest.raises(DataNotFoundError, match="is it the pipeline's data_dir"):
         crypto_lakehouse.load_klines(d / "results_data", "spot", "BTCUSDT", resample="1h")
+    # So does an empty folder (a new one, or a typo of a parent): the question was lost there.
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotFoundError, match="folders in .*empty: none: is it the pipeline"):
+        crypto_lakehouse.load_klines(tmp_path / "empty", "spot", "BTCUSDT")
 
 
 def test_an_offset_without_resample_is_refused_not_ignored(data):
