@@ -115,8 +115,9 @@ def select(
             d = f.first_day
             while d <= f.last_day:
                 if _inside(ArchiveFile("", False, d, d), start, end):
-                    # A daily zip never shares a day with a chosen monthly zip; if the
-                    # archive has two dailies for one day (odd keys), the first key wins.
+                    # Daily zips first: a day of a chosen monthly zip taken from its daily
+                    # zip (``monthly_gaps``) is that zip's; of two dailies for one day (odd
+                    # keys) the first key wins.
                     out.day_sources.setdefault(d.isoformat(), f.key)
                 d += timedelta(days=1)
     return out
