@@ -144,24 +144,37 @@ def test_unsorted_trades_are_refused():
         candles_from_agg_trades(table.take([9, 0, 1, 2, 3, 4, 5, 6, 7, 8]), "1s")
 
 
-def test_run_agg_klines_rebuilds_only_changed_days(tmp_path):
+def _parsed_days(tmp_path, n_trades: int, days) -> tuple:
+    """The same ``n_trades`` aggTrades written as the parsed day file of each of ``days``,
+    a parse report listing them, and run_agg_klines' arguments (1h candles).
+    Returns (trades table, their CSV rows, parse report path, arguments)."""
     import json
 
     import pyarrow.parquet as pq
 
     from crypto_lakehouse import layout
-    from crypto_lakehouse.generate.agg_candles import run_agg_klines
 
-    table, rows = _trades_from_csv(agg_trades_csv("um_futures", "2024-03-01", 200, seed=5).decode())
-    days = ("20240301", "20240302")
+    csv = agg_trades_csv("um_futures", "2024-03-01", n_trades, seed=5).decode()
+    table, rows = _trades_from_csv(csv)
     for day in days:
         path = layout.parsed_day_path(tmp_path, "um_futures", "aggTrades", "BTCUSDT", day)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
     report = tmp_path / "parse.json"
-    report.write_text(json.dumps({"files": {"k": {"days": {d: 200 for d in days}}}}))
+    report.write_text(json.dumps({"files": {"k": {"days": {d: n_trades for d in days}}}}))
     args = dict(trade_type="um_futures", symbol="BTCUSDT", interval="1h", data_dir=tmp_path,
                 parse_report=report, report_path=tmp_path / "out.json")  # fmt: skip
+    return table, rows, report, args
+
+
+def test_run_agg_klines_rebuilds_only_changed_days(tmp_path):
+    import pyarrow.parquet as pq
+
+    from crypto_lakehouse import layout
+    from crypto_lakehouse.generate.agg_candles import run_agg_klines
+
+    days = ("20240301", "20240302")
+    table, rows, _, args = _parsed_days(tmp_path, 200, days)
     first = run_agg_klines(**args)
     assert first["days_rebuilt"] == 2
     assert first["candles_written"] == 2 * len(_textbook(rows, 3_600_000))
@@ -192,21 +205,11 @@ def test_candles_of_a_day_the_parse_no_longer_has_are_removed(tmp_path):
     # Before 2026-12-07 the candle file of the old trades stayed.
     import json
 
-    import pyarrow.parquet as pq
-
     from crypto_lakehouse import layout
     from crypto_lakehouse.generate.agg_candles import run_agg_klines
 
-    table, _ = _trades_from_csv(agg_trades_csv("um_futures", "2024-03-01", 50, seed=5).decode())
     days = ("20240301", "20240302")
-    for day in days:
-        path = layout.parsed_day_path(tmp_path, "um_futures", "aggTrades", "BTCUSDT", day)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
-    report = tmp_path / "parse.json"
-    args = dict(trade_type="um_futures", symbol="BTCUSDT", interval="1h", data_dir=tmp_path,
-                parse_report=report, report_path=tmp_path / "out.json")  # fmt: skip
-    report.write_text(json.dumps({"files": {"k": {"days": {d: 50 for d in days}}}}))
+    _, _, report, args = _parsed_days(tmp_path, 50, days)
     run_agg_klines(**args)
     candles = [layout.agg_klines_day_path(tmp_path, "um_futures", "BTCUSDT", "1h", d) for d in days]
     assert all(c.exists() for c in candles)
