@@ -644,7 +644,9 @@ def run_parse_ticks(
     A zip is parsed again only when its SHA-256 changed or one of its day files is gone or
     no longer has the size it was written with (recorded in the state's ``sizes``).
     Monthly zips go first and daily ones after, so that a day present in both ends up from
-    the daily file (the finer period wins, as for klines). A structurally bad zip is
+    the daily file (the finer period wins, as for klines), except a day the download
+    report's ``day_sources`` gives to its monthly zip (``download.use_monthly_klines``) that
+    the monthly zip holds. A structurally bad zip is
     quarantined with the message naming its key and line; the others go on.
     """
     entry = datasets.get(dataset)
