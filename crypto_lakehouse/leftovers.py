@@ -189,16 +189,21 @@ def other_interval_symbols(data_dir, trade_type: str, interval: str, symbols) ->
 
 
 def notice(kind: str, trade_type: str, found: list, interval: str) -> str:
-    """The run's first line about the leftovers it removes."""
+    """The run's first line about the leftovers that target ``all`` removes (rule
+    ``remove_leftovers``). Printed whatever the targets: the Snakefile is read before
+    Snakemake sets ``workflow.dag_settings`` (Snakemake 9), so it cannot tell them; before
+    2026-12-07 it said "this run removes" under every target, ``features`` included, which
+    removes nothing."""
     if kind == "features":
         return (
-            f"features: features.enabled is false; this run removes the {len(found)} feature "
-            f"file(s) of {trade_type}'s symbols that earlier runs built (e.g. "
-            f"results_data/{trade_type}/{found[0]}), so that no loader serves them"
+            f"features: features.enabled is false; target all removes the {len(found)} "
+            f"feature file(s) of {trade_type}'s symbols that earlier runs built (e.g. "
+            f"results_data/{trade_type}/{found[0]}), so that no loader serves them; "
+            "another target leaves them"
         )
     intervals = sorted({f.split("/")[0] for f in found})
     return (
-        f"interval: the base interval is {interval}; this run removes what earlier runs "
+        f"interval: the base interval is {interval}; target all removes what earlier runs "
         f"derived from the {', '.join(intervals)} candles of {len(found)} {trade_type} "
         f"symbol interval(s) (e.g. {found[0]}: results_data/{trade_type}/klines/ and "
         "features/); their archive, parsed and REST data stay"

@@ -67,7 +67,7 @@ def test_features_off_and_another_interval_leave_nothing_stale(emulator, tmp_pat
 
     # Features off: the next `all` removes them; the candles stay.
     proc = run("all", features={"enabled": False})
-    assert "this run removes the 3 feature file(s) of spot's symbols" in proc.stderr
+    assert "target all removes the 3 feature file(s) of spot's symbols" in proc.stderr
     assert not any((data / f).exists() for f in features)
     with pytest.raises(DataNotFoundError):
         load_features(data, "spot", "BTCUSDT")
@@ -87,7 +87,7 @@ def test_features_off_and_another_interval_leave_nothing_stale(emulator, tmp_pat
 
     # Another base interval: the 1m generated candles and features go, the sources stay.
     proc = run("all", interval="5m")
-    assert "interval: the base interval is 5m; this run removes" in proc.stderr
+    assert "interval: the base interval is 5m; target all removes" in proc.stderr
     assert _files(data, "results_data/spot/klines") == []
     assert not (data / features[0]).exists()
     with pytest.raises(DataNotFoundError):

@@ -317,12 +317,30 @@ def test_features_disabled_plans_the_removal_of_the_feature_files_left(tmp_path)
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (
-        "features: features.enabled is false; this run removes the 2 feature file(s) of "
+        "features: features.enabled is false; target all removes the 2 feature file(s) of "
         "um_futures's symbols that earlier runs built (e.g. "
-        "results_data/um_futures/features/1m/BTCUSDT.pqt), so that no loader serves them"
+        "results_data/um_futures/features/1m/BTCUSDT.pqt), so that no loader serves them; "
+        "another target leaves them"
     ) in proc.stderr
     assert "leftovers/features/um_futures.removed.json" in proc.stdout
     assert "rule features_shard" not in proc.stdout
+
+
+def test_features_disabled_target_features_is_not_told_that_it_removes_them(tmp_path):
+    # `snakemake features` (`crypto-lakehouse workflow features`) plans no remove_leftovers
+    # job; the notice said "this run removes the N feature file(s)" under it too.
+    folder = tmp_path / "d" / "results_data" / "um_futures" / "features" / "1m"
+    folder.mkdir(parents=True)
+    (folder / "BTCUSDT.pqt").write_bytes(b"x")
+    proc = _snakemake_with_yaml(
+        tmp_path,
+        "trade_types: [um_futures]\nsymbols: {um_futures: [BTCUSDT]}\nfeatures: {enabled: false}\n",
+        "features",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rule remove_leftovers" not in proc.stdout
+    assert "this run removes" not in proc.stderr
+    assert "features.enabled is false; target all removes the 1 feature file(s)" in proc.stderr
 
 
 def test_another_interval_plans_the_removal_of_what_the_old_one_derived(tmp_path):
@@ -343,7 +361,7 @@ def test_another_interval_plans_the_removal_of_what_the_old_one_derived(tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (
-        "interval: the base interval is 5m; this run removes what earlier runs derived from "
+        "interval: the base interval is 5m; target all removes what earlier runs derived from "
         "the 1m candles of 1 spot symbol interval(s) (e.g. 1m/BTCUSDT: "
         "results_data/spot/klines/ and features/); their archive, parsed and REST data stay"
     ) in proc.stderr
