@@ -137,6 +137,14 @@ def reported_quarantine(sel: ArchiveSelection, found_now: dict[str, str]) -> dic
     return dict(sorted(merged.items()))
 
 
+def own_quarantine(sel: ArchiveSelection, found_now: dict) -> list[str]:
+    """The keys of ``reported_quarantine`` that the parse quarantined (this run or an
+    earlier one: its state's record), not the download. A zip the parse moved to quarantine
+    is listed by the next download report as quarantined too (``archive.sync``), so the
+    download's list alone does not tell which stage found the defect."""
+    return sorted(set(sel.known_bad) | set(found_now))
+
+
 class Timer:
     """Wall and CPU seconds spent per named step, summed over the run.
 

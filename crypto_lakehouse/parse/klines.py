@@ -36,6 +36,7 @@ from crypto_lakehouse.intervals import DAY_MS, interval_ms
 from crypto_lakehouse.parse import (
     Timer,
     load_download_report,
+    own_quarantine,
     reported_quarantine,
     select_archives,
     state_file,
@@ -673,6 +674,7 @@ class _KlineRun:
             "partitions": new_state["partitions"],
             "files": dict(sorted(usable.items())),
             "quarantined": reported_quarantine(self.sel, found_now),
+            "quarantined_by_parse": own_quarantine(self.sel, found_now),
             "quality": {
                 **quality.summarize(qtable),
                 "duplicates_dropped": sum(duplicates.values()),

@@ -41,6 +41,7 @@ from crypto_lakehouse import datasets, io, layout, storage
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.parse import (
     load_download_report,
+    own_quarantine,
     reported_quarantine,
     select_archives,
     state_file,
@@ -748,6 +749,7 @@ def run_parse_ticks(
         "quarantined": reported_quarantine(
             sel, {k: v["reason"] for k, v in quarantined_now.items()}
         ),
+        "quarantined_by_parse": own_quarantine(sel, quarantined_now),
         "rows": sum(sum(v["days"].values()) for v in parsed.values()),
         # Days published without a row (their day file holds none): not missing days.
         "days_without_rows": sorted(d for d, n in _output_day_rows(parsed).items() if n == 0),

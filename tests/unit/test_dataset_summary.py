@@ -137,3 +137,73 @@ def test_summary_sums_symbols_per_dataset(tmp_path):
     assert summary["datasets"]["markPriceKlines-1m"]["quality_score_min"] == 0.5
     assert set(summary["problems"]) == {"aggTrades/X", "aggTrades/Y"}
     assert "aggTrades: rows=70 days=4 quarantined=4" in headline(summary)
+
+
+def test_a_zip_the_parse_quarantined_stays_the_parse_s_after_the_next_download(
+    tmp_path, emulator, monkeypatch
+):
+    # A daily aggTrades zip the download verifies (its CHECKSUM matches) and the parse
+    # quarantines (an id going back). The next day's download lists it as quarantined too
+    # (not fetched again); it counted then as quarantined by the download, not the parse.
+    from datetime import datetime
+
+    from crypto_lakehouse_emulator.generate import _write_archive, zip_bytes
+    from crypto_lakehouse_emulator.ticks import agg_trades_csv, write_daily_agg_trades
+
+    from crypto_lakehouse.archive import http
+    from crypto_lakehouse.archive.listing import run_listing
+    from crypto_lakehouse.archive.sync import run_sync
+    from crypto_lakehouse.parse import ticks
+
+    monkeypatch.setattr(http, "BACKOFF_BASE_S", 0.001)
+    mirror = tmp_path / "mirror"
+    good = write_daily_agg_trades(mirror, "um_futures", "BTCUSDT", "2024-03-01", 50, seed=1)
+    bad_key = good.replace("2024-03-01", "2024-03-02")
+    csv = agg_trades_csv("um_futures", "2024-03-02", 3, seed=2).decode().splitlines()
+    rows = [x for x in csv if x[0].isdigit()]
+    head = csv[: len(csv) - len(rows)]
+    fields = rows[1].split(",")
+    fields[0] = str(int(rows[0].split(",")[0]) - 1)  # the second row's id goes back
+    rows[1] = ",".join(fields)
+    body = zip_bytes("m.csv", ("\n".join(head + rows) + "\n").encode(), datetime(2024, 1, 1))
+    _write_archive(mirror, bad_key, body, "um_futures", True, None, None)
+    emu = emulator(mirror_dir=mirror)
+    details, data_dir = tmp_path / "listing", tmp_path / "data"
+    run_listing(
+        trade_type="um_futures", dataset="aggTrades", interval=None, symbols=["BTCUSDT"],
+        listing_url=emu.base_url, out_index=tmp_path / "index.json", details_dir=details,
+        concurrency=2, timeout_s=5, max_retries=1,
+    )  # fmt: skip
+
+    def download_and_parse():
+        run_sync(
+            trade_type="um_futures", dataset="aggTrades", interval=None, symbol="BTCUSDT",
+            details_path=details / "BTCUSDT.json", data_dir=data_dir,
+            archive_url=emu.base_url, start_date=None, end_date=None,
+            use_monthly_klines=False, concurrency=2, max_retries=1, timeout_s=5,
+            report_path=tmp_path / "dl.json", stats_path=tmp_path / "dl-stats.json",
+        )  # fmt: skip
+        parse = ticks.run_parse_ticks(
+            trade_type="um_futures", dataset="aggTrades", symbol="BTCUSDT", data_dir=data_dir,
+            download_report=tmp_path / "dl.json", report_path=tmp_path / "parse.json",
+        )  # fmt: skip
+        return parse, json.loads((tmp_path / "dl.json").read_text())
+
+    for run in (1, 2):
+        parse, download = download_and_parse()
+        assert list(parse["quarantined"]) == [bad_key]
+        if run == 2:  # the download now lists it as quarantined, with the parse's reason
+            assert list(download["quarantined"]) == [bad_key]
+        got = dataset_symbol_figures(parse, download)
+        assert (got["files_quarantined_download"], got["files_quarantined_parse"]) == (0, 1)
+        # The first download verified both zips; the next one holds the good one only.
+        assert (got["files_verified"], got["days"]) == (3 - run, 1)
+
+
+def test_a_zip_the_download_quarantined_stays_the_download_s():
+    # The parse report lists the download's quarantines too (reported_quarantine); they are
+    # not in its own list.
+    report = {**_tick_report(), "quarantined_by_parse": [BAD]}
+    download = {"files": {M: {}, D2: {}}, "quarantined": {SUM_BAD: "checksum mismatch"}}
+    got = dataset_symbol_figures(report, download)
+    assert (got["files_quarantined_download"], got["files_quarantined_parse"]) == (1, 1)
