@@ -400,7 +400,7 @@ def test_an_unreadable_zip_is_a_defect_and_the_symbols_other_zips_go_on(tmp_path
     data_dir = tmp_path / "data"
     files = {}
     for day, body in bodies.items():
-        key = layout.archive_key("um_futures", "aggTrades", "BTCUSDT", None, "daily", day)
+        key = _btc_agg_key("daily", day)
         path = layout.aws_path(data_dir, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
@@ -471,6 +471,11 @@ def test_times_in_another_unit_than_the_registrys_are_named_as_such(tmp_path):
 
 
 # ---------------------------------------------------------------- monthly and daily zips
+def _btc_agg_key(period: str, day: str) -> str:
+    """The archive key of a um_futures BTCUSDT aggTrades zip (``period``: daily or monthly)."""
+    return layout.archive_key("um_futures", "aggTrades", "BTCUSDT", None, period, day)
+
+
 def _put(data_dir, key, text) -> dict:
     import hashlib
 
@@ -489,10 +494,7 @@ def test_a_day_in_a_daily_zip_stays_from_it_when_the_monthly_zip_comes_later(tmp
     # the daily zips' days included, and the unchanged daily zips were not parsed again.
     data_dir = tmp_path / "data"
     t1, t2 = _ms("2024-03-01T10:00:00"), _ms("2024-03-02T10:00:00")
-    key = lambda period, day: layout.archive_key(  # noqa: E731
-        "um_futures", "aggTrades", "BTCUSDT", None, period, day
-    )
-    daily = _put(data_dir, key("daily", "2024-03-02"),
+    daily = _put(data_dir, _btc_agg_key("daily", "2024-03-02"),
                  f"{FUTURES_AGG_HEADER}\n2,2.0,1,2,2,{t2},true\n")  # fmt: skip
 
     def run(files):
@@ -503,7 +505,7 @@ def test_a_day_in_a_daily_zip_stays_from_it_when_the_monthly_zip_comes_later(tmp
 
     run(daily)
     for price in ("1.0", "1.5"):  # the monthly zip published, then published again
-        monthly = _put(data_dir, key("monthly", "2024-03"), (
+        monthly = _put(data_dir, _btc_agg_key("monthly", "2024-03"), (
             f"{FUTURES_AGG_HEADER}\n1,{price},1,1,1,{t1},true\n2,{price},1,2,2,{t2},true\n"
         ))  # fmt: skip
         run(daily | monthly)
@@ -608,11 +610,12 @@ def test_a_monthly_zip_without_rows_records_each_day_of_its_month(tmp_path):
 def test_the_parse_report_names_the_days_without_rows(tmp_path):
     data_dir = tmp_path / "data"
     t = _ms("2024-03-01T10:00:00")
-    key = lambda day: layout.archive_key(  # noqa: E731
-        "um_futures", "aggTrades", "BTCUSDT", None, "daily", day
+    files = _put(
+        data_dir,
+        _btc_agg_key("daily", "2024-03-01"),
+        f"{FUTURES_AGG_HEADER}\n1,2.0,1,1,1,{t},true\n",
     )
-    files = _put(data_dir, key("2024-03-01"), f"{FUTURES_AGG_HEADER}\n1,2.0,1,1,1,{t},true\n")
-    files |= _put(data_dir, key("2024-03-02"), f"{FUTURES_AGG_HEADER}\n")
+    files |= _put(data_dir, _btc_agg_key("daily", "2024-03-02"), f"{FUTURES_AGG_HEADER}\n")
 
     def run():
         return ticks.run_parse_ticks(
@@ -622,7 +625,7 @@ def test_the_parse_report_names_the_days_without_rows(tmp_path):
 
     report = run()
     assert report["days_without_rows"] == ["20240302"] and report["quarantined"] == {}
-    assert report["files"][key("2024-03-02")]["days"] == {"20240302": 0}
+    assert report["files"][_btc_agg_key("daily", "2024-03-02")]["days"] == {"20240302": 0}
     day_file = layout.parsed_day_path(data_dir, "um_futures", "aggTrades", "BTCUSDT", "20240302")
     written = day_file.stat().st_mtime_ns
     assert run()["days_without_rows"] == ["20240302"]  # incremental: not parsed again
@@ -636,10 +639,11 @@ def test_a_day_whose_zip_is_republished_with_a_defect_loses_its_day_file(tmp_pat
     # agg_klines as if the archive still gave it.
     data_dir = tmp_path / "data"
     t1, t2 = _ms("2024-03-01T10:00:00"), _ms("2024-03-02T10:00:00")
-    key = lambda day: layout.archive_key(  # noqa: E731
-        "um_futures", "aggTrades", "BTCUSDT", None, "daily", day
+    other = _put(
+        data_dir,
+        _btc_agg_key("daily", "2024-03-02"),
+        f"{FUTURES_AGG_HEADER}\n2,2.0,1,2,2,{t2},true\n",
     )
-    other = _put(data_dir, key("2024-03-02"), f"{FUTURES_AGG_HEADER}\n2,2.0,1,2,2,{t2},true\n")
 
     def run(files):
         return ticks.run_parse_ticks(
@@ -647,11 +651,19 @@ def test_a_day_whose_zip_is_republished_with_a_defect_loses_its_day_file(tmp_pat
             download_report={"files": files}, report_path=tmp_path / "parse.json",
         )  # fmt: skip
 
-    good = _put(data_dir, key("2024-03-01"), f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{t1},true\n")
+    good = _put(
+        data_dir,
+        _btc_agg_key("daily", "2024-03-01"),
+        f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{t1},true\n",
+    )
     run(good | other)
     day1 = layout.parsed_day_path(data_dir, "um_futures", "aggTrades", "BTCUSDT", "20240301")
     assert day1.exists()
-    bad = _put(data_dir, key("2024-03-01"), f"{FUTURES_AGG_HEADER}\n1,abc,1,1,1,{t1},true\n")
+    bad = _put(
+        data_dir,
+        _btc_agg_key("daily", "2024-03-01"),
+        f"{FUTURES_AGG_HEADER}\n1,abc,1,1,1,{t1},true\n",
+    )
     report = run(bad | other)
     assert list(report["quarantined"]) == list(bad)
     assert not day1.exists()
@@ -659,7 +671,11 @@ def test_a_day_whose_zip_is_republished_with_a_defect_loses_its_day_file(tmp_pat
         2.0
     ]
     # Fixed again by the archive: the day is back.
-    fixed = _put(data_dir, key("2024-03-01"), f"{FUTURES_AGG_HEADER}\n1,1.5,1,1,1,{t1},true\n")
+    fixed = _put(
+        data_dir,
+        _btc_agg_key("daily", "2024-03-01"),
+        f"{FUTURES_AGG_HEADER}\n1,1.5,1,1,1,{t1},true\n",
+    )
     run(fixed | other)
     assert _day(tmp_path, "um_futures", "aggTrades", "20240301").column("price").to_pylist() == [
         1.5
@@ -675,11 +691,8 @@ def test_a_month_the_download_took_from_its_monthly_zip_takes_its_days_from_it(t
     # kept their days in the daily-updated dir. A day the monthly zip holds no row of
     # (cut short, binance-public-data #403) still comes from its daily zip.
     t1, t2, t3 = _ms("2024-03-01T10:00:00"), _ms("2024-03-02T10:00:00"), _ms("2024-03-03T10:00:00")
-    key = lambda period, day: layout.archive_key(  # noqa: E731
-        "um_futures", "aggTrades", "BTCUSDT", None, period, day
-    )
     monthly_text = f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{t1},true\n2,1.0,1,2,2,{t2},true\n"
-    sources = {f"2024-03-{d:02d}": key("monthly", "2024-03") for d in range(1, 32)}
+    sources = {f"2024-03-{d:02d}": _btc_agg_key("monthly", "2024-03") for d in range(1, 32)}
 
     def run(data_dir, files, day_sources=None):
         download = {"files": files, **({"day_sources": day_sources} if day_sources else {})}
@@ -693,16 +706,16 @@ def test_a_month_the_download_took_from_its_monthly_zip_takes_its_days_from_it(t
         return pq.read_table(path).column("price").to_pylist()
 
     daily_dir = tmp_path / "daily"
-    dailies = _put(daily_dir, key("daily", "2024-03-02"),
+    dailies = _put(daily_dir, _btc_agg_key("daily", "2024-03-02"),
                    f"{FUTURES_AGG_HEADER}\n2,2.0,1,2,2,{t2},true\n")  # fmt: skip
-    dailies |= _put(daily_dir, key("daily", "2024-03-03"),
+    dailies |= _put(daily_dir, _btc_agg_key("daily", "2024-03-03"),
                     f"{FUTURES_AGG_HEADER}\n3,3.0,1,3,3,{t3},true\n")  # fmt: skip
     run(daily_dir, dailies)
     assert prices(daily_dir, "20240302") == [2.0]
-    monthly = _put(daily_dir, key("monthly", "2024-03"), monthly_text)
+    monthly = _put(daily_dir, _btc_agg_key("monthly", "2024-03"), monthly_text)
     run(daily_dir, dailies | monthly, sources)
     full_dir = tmp_path / "full"
-    run(full_dir, _put(full_dir, key("monthly", "2024-03"), monthly_text), sources)
+    run(full_dir, _put(full_dir, _btc_agg_key("monthly", "2024-03"), monthly_text), sources)
     for data_dir in (daily_dir, full_dir):
         assert prices(data_dir, "20240301") == [1.0]
         assert prices(data_dir, "20240302") == [1.0]
@@ -720,12 +733,9 @@ def test_a_data_dir_whose_daily_zips_kept_a_months_days_gets_them_from_the_month
     # the monthly zip, the unchanged monthly zip is read again and its days replace theirs.
     data_dir = tmp_path / "data"
     t1, t2 = _ms("2024-03-01T10:00:00"), _ms("2024-03-02T10:00:00")
-    key = lambda period, day: layout.archive_key(  # noqa: E731
-        "um_futures", "aggTrades", "BTCUSDT", None, period, day
-    )
-    files = _put(data_dir, key("daily", "2024-03-02"),
+    files = _put(data_dir, _btc_agg_key("daily", "2024-03-02"),
                  f"{FUTURES_AGG_HEADER}\n2,2.0,1,2,2,{t2},true\n")  # fmt: skip
-    files |= _put(data_dir, key("monthly", "2024-03"),
+    files |= _put(data_dir, _btc_agg_key("monthly", "2024-03"),
                   f"{FUTURES_AGG_HEADER}\n1,1.0,1,1,1,{t1},true\n2,1.0,1,2,2,{t2},true\n")  # fmt: skip
 
     def run(day_sources=None):
@@ -739,7 +749,7 @@ def test_a_data_dir_whose_daily_zips_kept_a_months_days_gets_them_from_the_month
     assert _day(tmp_path, "um_futures", "aggTrades", "20240302").column("price").to_pylist() == [
         2.0
     ]
-    run({"2024-03-02": key("monthly", "2024-03")})
+    run({"2024-03-02": _btc_agg_key("monthly", "2024-03")})
     assert _day(tmp_path, "um_futures", "aggTrades", "20240302").column("price").to_pylist() == [
         1.0
     ]
