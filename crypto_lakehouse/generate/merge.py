@@ -151,13 +151,15 @@ def _read_kline_files(groups, spans, reading=None):
     return out, group_rows, problems
 
 
-def keep_last_index(time: np.ndarray) -> np.ndarray | None:
+def keep_last_index(time: np.ndarray, then: np.ndarray | None = None) -> np.ndarray | None:
     """Indices that sort ``time`` ascending, keeping the last row of each duplicate time;
-    ``None`` when ``time`` is already strictly ascending (the usual case: no copy needed)."""
+    ``None`` when ``time`` is already strictly ascending (the usual case: no copy needed).
+    ``then``: a second key; among rows of one time the one with the largest ``then`` (of
+    those, the last) is kept."""
     n = len(time)
     if n < 2 or bool(np.all(time[1:] > time[:-1])):
         return None
-    order = np.argsort(time, kind="stable")
+    order = np.argsort(time, kind="stable") if then is None else np.lexsort((then, time))
     sorted_time = time[order]
     last = np.ones(n, dtype=bool)
     last[:-1] = sorted_time[1:] != sorted_time[:-1]
@@ -191,13 +193,7 @@ def _traded_rows(
 ) -> np.ndarray:
     """Rows left after de-duplication (keep last; with ``on_grid``, a row that was on the
     grid before a floored one of its time), sorting and ``volume > 0``."""
-    if on_grid is None:
-        order = keep_last_index(time)
-    else:
-        order = np.lexsort((on_grid, time))  # by time, then floored rows before on-grid ones
-        last = np.ones(len(order), dtype=bool)
-        last[:-1] = time[order][1:] != time[order][:-1]
-        order = order[last]
+    order = keep_last_index(time, on_grid)  # of one time, an on-grid row over a floored one
     if order is None:
         return np.flatnonzero(volume > 0)
     return order[volume[order] > 0]
