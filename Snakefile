@@ -120,6 +120,7 @@ onsuccess:
         listings=[layout.run_listing_index_path(LH, t, KLINES) for t in TRADE_TYPES],
     )
     warn_clamped_runtimes()
+    record_data_folders()
     prune_snakemake_logs(log)
     cancel_scheduler_timers()
     skip_exit_collection()
@@ -128,6 +129,7 @@ onsuccess:
 onerror:
     print(failure_report(log), file=sys.stderr)
     warn_clamped_runtimes()
+    record_data_folders()
     summaries_after_failure()
     report_after_failure(log)
     prune_snakemake_logs(log)

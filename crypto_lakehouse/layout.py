@@ -508,6 +508,12 @@ def run_identity_path(run_dir: str) -> str:
     return f"{run_dir}/data_dir_id.json"
 
 
+def data_folders_record_path(run_dir: str) -> str:
+    """The stages' data folders that held files when the last run that ran jobs ended
+    (``crypto_lakehouse.data_presence``): one deleted by hand since is rebuilt."""
+    return f"{run_dir}/data_folders.json"
+
+
 def data_lease_path(data_dir) -> Path:
     """The lease object an S3 data dir's current run holds (``crypto_lakehouse.lock``)."""
     return lakehouse_dir(data_dir) / "run.lease.json"

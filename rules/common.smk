@@ -7,6 +7,7 @@ import os
 import sys
 
 import crypto_lakehouse.data_identity as data_identity
+import crypto_lakehouse.data_presence as data_presence
 import crypto_lakehouse.datasets as dataset_registry
 import crypto_lakehouse.io as data_io
 import crypto_lakehouse.layout as layout
@@ -133,6 +134,40 @@ RESAMPLE_TARGETS = {
     ]
     for t in TRADE_TYPES
 }
+# The stages' data folders of this config. A folder that held files after the last run and
+# is gone (deleted by hand) reruns the jobs that write it: without this, their reports in
+# the run dir made the next run say "Nothing to be done" (crypto_lakehouse/data_presence.py).
+# One local read and a stat per recorded folder (on S3 a LIST each) per start; a wipe of
+# the whole data dir is data_identity's (its records were removed: the record with them).
+DATA_FOLDERS = data_presence.stage_folders(
+    DATA,
+    TRADE_TYPES,
+    INTERVAL,
+    resample_intervals={t: [x["interval"] for x in RESAMPLE_TARGETS[t]] for t in TRADE_TYPES},
+    features=plan.features_enabled(config),
+    use_monthly_klines=config["download"]["use_monthly_klines"],
+)
+if workflow.is_main_process:
+    try:
+        _PRESENCE_NOTICE = data_presence.check(DATA, LH, DATA_FOLDERS, dry_run=DRY_RUN)
+    except OSError as exc:  # the S3 store does not answer, the record cannot be written
+        stop(plan.unusable_folder(exc, DATA, LH))
+    if _PRESENCE_NOTICE:
+        print(f"crypto_lakehouse: {_PRESENCE_NOTICE}", file=sys.stderr)
+
+
+def record_data_folders():
+    """onsuccess / onerror (a run that ran jobs): record the stages' folders that hold
+    files now, the next start's reference (crypto_lakehouse/data_presence.py). A store that
+    does not answer leaves the last record (the next start checks against it)."""
+    if DRY_RUN:
+        return
+    try:
+        data_presence.record(DATA, LH, DATA_FOLDERS)
+    except OSError as exc:
+        print(f"crypto_lakehouse: data folders not recorded ({exc})", file=sys.stderr)
+
+
 # Derived files a configuration change left (crypto_lakehouse/leftovers.py) are looked for
 # only when the run directory has no record that the last look, for the same data dir,
 # interval and symbols, found none: the look is a folder scan (on S3 a LIST paginated over

@@ -1,0 +1,186 @@
+"""Which of the stages' data folders a data dir held after its last run, and which of them
+were deleted by hand since.
+
+Snakemake's outputs are the run dir's shard reports; the data files are side effects in
+``data_dir``. A folder deleted by hand (``rm -rf {data_dir}/results_data``, one trade type's
+``parsed_data``, the resampled klines, a market's ``aws_data``) left the reports in place,
+and the next run said "Nothing to be done": the lakehouse stayed without those files.
+(A whole data dir wiped under a run dir kept elsewhere is ``data_identity``'s.)
+
+The run dir keeps a record of the stages' folders that held files when the last run that
+ran jobs ended (``{run_dir}/data_folders.json``). At every start the main process checks
+that each recorded folder is still there (locally a stat each; on S3 one LIST request each,
+stopped at the first key, a few at a time): a recorded folder that is gone was deleted by
+hand. The shard reports of the stage and trade type (and dataset) that write it are
+removed, so that Snakemake runs those jobs again, and their later stages after them (their
+inputs are newer); the jobs rebuild the files their symbols' last reports list and the data
+dir no longer holds (README, "Lost or damaged files"); nothing else reruns. The run says so
+in one line. A dry run only says what a real run would do (on S3 it sends no request and
+says nothing, as ``data_identity``).
+
+The record is written when a run that ran jobs ends (success or failure: what the folders
+hold then, so that a folder a job itself emptied is not taken for a deletion), and at a
+start without one (the first run with this version adopts what the data dir holds: a
+folder deleted before that is not detected). Only the stages' folders are checked, not each
+symbol's: a symbol's files deleted inside a folder that is still there are named by
+``crypto-lakehouse verify`` (``verify.missing``), not at start (a check per symbol and
+stage at every start: ~20,000 stats for the full universe, ~20,000 requests on S3).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from crypto_lakehouse import datasets, io, layout, storage
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A data folder (``path`` below the data dir) and the jobs that write it: the shard
+    jobs of ``stage`` for ``trade_type`` and ``dataset`` (a report tag; None for the REST
+    stage, whose shard reports cover every dataset)."""
+
+    path: str
+    stage: str
+    trade_type: str
+    dataset: str | None
+
+    @property
+    def jobs(self) -> str:
+        """The jobs' name in messages: ``gen_kline spot/klines-1m``."""
+        tail = f"/{self.dataset}" if self.dataset else ""
+        return f"{self.stage} {self.trade_type}{tail}"
+
+
+def _rel(data_dir, path) -> str:
+    root = str(storage.data_path(data_dir)).rstrip("/")
+    return str(path)[len(root) :].lstrip("/")
+
+
+def stage_folders(
+    data_dir,
+    trade_types,
+    interval: str,
+    *,
+    resample_intervals: dict[str, list[str]],
+    features: bool,
+    use_monthly_klines: bool = True,
+) -> list[Folder]:
+    """The folders the stages of target ``all`` write for this config: per trade type the
+    archive's kline (and funding) folders, the parsed ones, the REST ones, the generated
+    klines and their provenance records, each resample target interval's folder and the
+    features' folders. The candidates the record is made of (only those that held files
+    are recorded)."""
+    klines = f"klines-{interval}"
+    found: list[Folder] = []
+
+    def add(path, stage, trade_type, dataset) -> None:
+        found.append(Folder(_rel(data_dir, path), stage, trade_type, dataset))
+
+    for t in trade_types:
+        funding = t in datasets.FUNDING.markets
+        periods = (datasets.DAILY, datasets.MONTHLY) if use_monthly_klines else (datasets.DAILY,)
+        for period in periods:
+            prefix = layout.archive_symbols_prefix(t, datasets.KLINES.name, period)
+            add(layout.aws_path(data_dir, prefix), "aws_download", t, klines)
+        if funding:
+            prefix = layout.funding_symbols_prefix(t)
+            add(layout.aws_path(data_dir, prefix), "aws_download", t, "funding")
+        add(layout.parsed_dataset_root(data_dir, t, "klines"), "aws_parse", t, klines)
+        add(layout.quality_dir(data_dir, t, interval), "aws_parse", t, klines)
+        if funding:
+            add(layout.parsed_funding_dir(data_dir, t), "aws_parse", t, "funding")
+        add(layout.api_klines_dir(data_dir, t, "_", interval).parent.parent, "api_download", t, None)
+        if funding:
+            add(layout.api_funding_dir(data_dir, t), "api_download", t, None)
+        add(layout.results_klines_dir(data_dir, t, interval), "gen_kline", t, klines)
+        add(layout.provenance_dir(data_dir, t, interval), "gen_kline", t, klines)
+        for ri in resample_intervals.get(t, []):
+            add(layout.resampled_root(data_dir, t) / ri, "resample", t, klines)
+        if features:
+            add(layout.features_dir(data_dir, t, interval), "features", t, klines)
+            for ri in resample_intervals.get(t, []):
+                add(layout.resampled_features_root(data_dir, t) / ri, "features", t, klines)
+    return found
+
+
+def _present(data_dir, folders: list[Folder]) -> list[bool]:
+    """Whether each folder holds a file (on S3 one LIST each, a few at a time)."""
+    root = storage.data_path(data_dir)
+    paths = [root / f.path for f in folders]
+    return storage.concurrently(storage.is_dir, paths, storage.at_once(data_dir))
+
+
+def _read_record(run_dir: str) -> list[str] | None:
+    try:
+        record = io.read_json(layout.data_folders_record_path(run_dir))
+    except (OSError, ValueError):  # torn or foreign: as none (adopted again)
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("folders"), list):
+        return None
+    return [f for f in record["folders"] if isinstance(f, str)]
+
+
+def record(data_dir, run_dir: str, folders: list[Folder]) -> None:
+    """Record the folders that hold files now (a run that ran jobs ends). Raises OSError
+    when the S3 store does not answer."""
+    present = _present(data_dir, folders)
+    held = sorted({f.path for f, here in zip(folders, present, strict=True) if here})
+    io.write_json(
+        layout.data_folders_record_path(run_dir),
+        {"data_dir": storage.uri(data_dir), "folders": held},
+    )
+
+
+def shard_reports_dir(run_dir: str, folder: Folder) -> str:
+    """The folder of the shard reports of the jobs that write ``folder``."""
+    if folder.dataset is None:
+        return str(Path(layout.api_shard_report_path(run_dir, folder.trade_type, "0")).parent)
+    report = layout.shard_report_path(run_dir, folder.stage, folder.trade_type, folder.dataset, "0")
+    return str(Path(report).parent)
+
+
+def _remove_shard_reports(run_dir: str, folder: Folder) -> None:
+    directory = shard_reports_dir(run_dir, folder)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.endswith(".json"):
+            Path(directory, name).unlink(missing_ok=True)  # seam: run dir (local) records
+
+
+def check(data_dir, run_dir: str, folders: list[Folder], *, dry_run: bool) -> str | None:
+    """Compare the recorded folders (of this config's ``folders``) with the data dir and
+    act (see the module); returns the one line to print, or None. Raises OSError when the
+    S3 store does not answer."""
+    if dry_run and storage.is_remote(data_dir):
+        return None  # a dry run sends the bucket no request (planning works offline)
+    recorded = _read_record(run_dir)
+    if recorded is None:  # the first run with this version: adopt what is there
+        if not dry_run:
+            record(data_dir, run_dir, folders)
+        return None
+    wanted = set(recorded)
+    checked = [f for f in folders if f.path in wanted]
+    if not checked:
+        return None
+    gone = [f for f, here in zip(checked, _present(data_dir, checked), strict=True) if not here]
+    if not gone:
+        return None
+    jobs = list(dict.fromkeys(f.jobs for f in gone))
+    paths = list(dict.fromkeys(f.path for f in gone))
+    shown = ", ".join(paths[:6]) + (f", … ({len(paths)} in all)" if len(paths) > 6 else "")
+    action = "a real run reruns" if dry_run else "their reports removed: this run reruns"
+    message = (
+        f"data dir {storage.uri(data_dir)}: {len(paths)} folder(s) that held files after the "
+        f"last run are gone ({shown}), deleted by hand? {action} {', '.join(jobs)} "
+        "to rebuild them, and the later stages after them"
+    )
+    if not dry_run:
+        for folder in gone:
+            _remove_shard_reports(run_dir, folder)
+    return message
