@@ -12,8 +12,8 @@ ran jobs ended (``{run_dir}/data_folders.json``). At every start the main proces
 that each recorded folder is still there (locally a stat each; on S3 one LIST request each,
 stopped at the first key, a few at a time): a recorded folder that is gone was deleted by
 hand. The shard reports of the stage and trade type (and dataset) that write it are
-removed, so that Snakemake runs those jobs again, and their later stages after them (their
-inputs are newer); the jobs rebuild the files their symbols' last reports list and the data
+removed, and the stage's run summary of the trade type, so that Snakemake runs those jobs
+again, and their later stages after them (their inputs are newer); the jobs rebuild the files their symbols' last reports list and the data
 dir no longer holds (README, "Lost or damaged files"); nothing else reruns. The run says so
 in one line. A dry run only says what a real run would do (on S3 it sends no request and
 says nothing, as ``data_identity``).
@@ -70,8 +70,9 @@ def stage_folders(
 ) -> list[Folder]:
     """The folders the stages of target ``all`` write for this config: per trade type the
     archive's kline (and funding) folders, the parsed ones, the REST ones, the generated
-    klines and their provenance records, each resample target interval's folder and the
-    features' folders. The candidates the record is made of (only those that held files
+    klines, each resample target interval's folder and the features' folders. (Not the
+    records below ``lakehouse/``: a gen_kline rerun whose inputs are unchanged does not
+    write the provenance records again.) The candidates the record is made of (only those that held files
     are recorded)."""
     klines = f"klines-{interval}"
     found: list[Folder] = []
@@ -89,14 +90,14 @@ def stage_folders(
             prefix = layout.funding_symbols_prefix(t)
             add(layout.aws_path(data_dir, prefix), "aws_download", t, "funding")
         add(layout.parsed_dataset_root(data_dir, t, "klines"), "aws_parse", t, klines)
-        add(layout.quality_dir(data_dir, t, interval), "aws_parse", t, klines)
         if funding:
             add(layout.parsed_funding_dir(data_dir, t), "aws_parse", t, "funding")
-        add(layout.api_klines_dir(data_dir, t, "_", interval).parent.parent, "api_download", t, None)
+        add(
+            layout.api_klines_dir(data_dir, t, "_", interval).parent.parent, "api_download", t, None
+        )
         if funding:
             add(layout.api_funding_dir(data_dir, t), "api_download", t, None)
         add(layout.results_klines_dir(data_dir, t, interval), "gen_kline", t, klines)
-        add(layout.provenance_dir(data_dir, t, interval), "gen_kline", t, klines)
         for ri in resample_intervals.get(t, []):
             add(layout.resampled_root(data_dir, t) / ri, "resample", t, klines)
         if features:
@@ -142,7 +143,12 @@ def shard_reports_dir(run_dir: str, folder: Folder) -> str:
     return str(Path(report).parent)
 
 
-def _remove_shard_reports(run_dir: str, folder: Folder) -> None:
+def _remove_reports(run_dir: str, folder: Folder) -> None:
+    """The shard reports of the jobs that write ``folder`` and their stage's run summary
+    of the trade type. Without the summary Snakemake took the summary job as up to date and
+    never looked at its missing inputs (their shard reports): the listing checkpoint's
+    dependants are evaluated again only for jobs that run."""
+    Path(layout.run_summary_path(run_dir, folder.stage, folder.trade_type)).unlink(missing_ok=True)
     directory = shard_reports_dir(run_dir, folder)
     try:
         names = os.listdir(directory)
@@ -182,5 +188,5 @@ def check(data_dir, run_dir: str, folders: list[Folder], *, dry_run: bool) -> st
     )
     if not dry_run:
         for folder in gone:
-            _remove_shard_reports(run_dir, folder)
+            _remove_reports(run_dir, folder)
     return message
