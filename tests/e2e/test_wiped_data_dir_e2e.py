@@ -107,3 +107,39 @@ def test_a_wiped_bucket_prefix_is_rebuilt(tmp_path, seaweed, s3_root):
         assert "Nothing to be done" in run()
     finally:
         emu.stop()
+
+
+def test_folders_deleted_by_hand_are_rebuilt_and_nothing_else(tmp_path):
+    """Part of a data dir deleted by hand under the default run dir (``{data_dir}/lakehouse``,
+    kept): before, the reports made the next run say "Nothing to be done" and the
+    lakehouse stayed without those files (crypto_lakehouse/data_presence.py)."""
+    emu = h.start_emulator(h.build_scenario(tmp_path))
+    try:
+        data = tmp_path / "data"
+        config = h.config_for(emu.base_url, data)
+        config["resample"] = {
+            "targets": [{"trade_type": "spot", "interval": "1h", "offset_step": "30m"}]
+        }
+        snakemake(tmp_path, config, "all")
+        before = h.snapshot(data)
+        assert any(n.startswith("results_data/spot/resampled_klines/1h/30m/") for n in before)
+
+        shutil.rmtree(data / "parsed_data" / "spot")
+        shutil.rmtree(data / "results_data" / "spot" / "resampled_klines")
+        dry = snakemake(tmp_path, config, "all", "-n")
+        assert "a real run reruns aws_parse spot/klines-1m, resample spot/klines-1m" in dry.stderr
+
+        rebuilt = snakemake(tmp_path, config, "all")
+        out = rebuilt.stdout + rebuilt.stderr
+        notices = [line for line in out.splitlines() if "deleted by hand?" in line]
+        assert len(notices) == 1, out[-3000:]
+        assert "parsed_data/spot/klines" in notices[0]
+        assert "results_data/spot/resampled_klines/1h" in notices[0]
+        # The download jobs, whose archives are all there, do not run again.
+        assert "rule aws_download_shard" not in out and "rule list_archive" not in out
+        assert "rule aws_parse_klines" in out and "rule resample_shard" in out
+        assert h.differences(before, h.snapshot(data)) == [], out[-3000:]
+        again = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in again.stdout + again.stderr
+    finally:
+        emu.stop()

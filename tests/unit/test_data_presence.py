@@ -1,0 +1,140 @@
+"""A stage's data folder deleted by hand under intact reports (crypto_lakehouse/data_presence.py):
+the start removes the reports of the jobs that write it (and their stage's summary of the
+trade type), says so in one line, and touches nothing else; a first run adopts; a dry run
+changes nothing; a folder the last run left empty is not taken for a deletion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from crypto_lakehouse import data_identity, data_presence, layout
+
+GEN = "reports/gen_kline/spot/klines-1m/shards/0.json"
+GEN_SYMBOL = "reports/gen_kline/spot/klines-1m/BTCUSDT.json"
+GEN_SUMMARY = "summaries/gen_kline/spot.json"
+PARSE = "reports/aws_parse/spot/klines-1m/shards/0.json"
+PARSE_SUMMARY = "summaries/aws_parse/spot.json"
+UM_GEN = "reports/gen_kline/um_futures/klines-1m/shards/0.json"
+UM_GEN_SUMMARY = "summaries/gen_kline/um_futures.json"
+API = "reports/api_download/um_futures/shards/0.json"
+API_SUMMARY = "summaries/api_download/um_futures.json"
+RECORDS = (GEN, GEN_SYMBOL, GEN_SUMMARY, PARSE, PARSE_SUMMARY, UM_GEN, UM_GEN_SUMMARY, API,
+           API_SUMMARY)  # fmt: skip
+DATA_FILES = (
+    "parsed_data/spot/klines/BTCUSDT/1m/202402.pqt",
+    "results_data/spot/klines/1m/BTCUSDT.pqt",
+    "results_data/um_futures/klines/1m/BTCUSDT.pqt",
+    "api_data/um_futures/funding_rate/BTCUSDT.pqt",
+)
+
+
+def _folders(data):
+    return data_presence.stage_folders(
+        str(data),
+        ["spot", "um_futures"],
+        "1m",
+        resample_intervals={"spot": ["1h"]},
+        features=True,
+    )
+
+
+def _built(tmp_path):
+    """(data dir, run dir elsewhere) after a run: data files, reports, the record."""
+    data, run_dir = tmp_path / "data", tmp_path / "run"
+    for name in DATA_FILES:
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(b"x")
+    for name in RECORDS:
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("{}")
+    data_presence.record(str(data), str(run_dir), _folders(data))
+    return data, run_dir
+
+
+def _present(run_dir: Path) -> set[str]:
+    return {n for n in RECORDS if (run_dir / n).exists()}
+
+
+def test_the_record_names_the_folders_that_hold_files(tmp_path):
+    data, run_dir = _built(tmp_path)
+    record = json.loads(Path(layout.data_folders_record_path(str(run_dir))).read_text())
+    assert record["folders"] == [
+        "api_data/um_futures/funding_rate",
+        "parsed_data/spot/klines",
+        "results_data/spot/klines/1m",
+        "results_data/um_futures/klines/1m",
+    ]
+
+
+def test_nothing_deleted_removes_nothing(tmp_path):
+    data, run_dir = _built(tmp_path)
+    assert data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False) is None
+    assert _present(run_dir) == set(RECORDS)
+
+
+def test_a_deleted_folder_reruns_its_jobs_only(tmp_path):
+    data, run_dir = _built(tmp_path)
+    for folder in ("results_data/spot/klines", "api_data"):
+        for path in sorted((data / folder).rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (data / folder).rmdir()
+    line = data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False)
+    assert line is not None and "\n" not in line
+    assert "results_data/spot/klines/1m" in line and "api_data/um_futures/funding_rate" in line
+    assert "gen_kline spot/klines-1m" in line and "api_download um_futures" in line
+    # Their shard reports and their stages' summaries of the trade type are gone; the
+    # symbols' reports (what the jobs rebuild from) and everything else stay.
+    assert _present(run_dir) == set(RECORDS) - {GEN, GEN_SUMMARY, API, API_SUMMARY}
+
+
+def test_a_dry_run_says_so_and_changes_nothing(tmp_path):
+    data, run_dir = _built(tmp_path)
+    (data / "results_data/spot/klines/1m/BTCUSDT.pqt").unlink()
+    (data / "results_data/spot/klines/1m").rmdir()
+    line = data_presence.check(str(data), str(run_dir), _folders(data), dry_run=True)
+    assert "a real run reruns gen_kline spot/klines-1m" in line
+    assert _present(run_dir) == set(RECORDS)
+
+
+def test_a_first_run_adopts_what_is_there(tmp_path):
+    data, run_dir = _built(tmp_path)
+    record = Path(layout.data_folders_record_path(str(run_dir)))
+    record.unlink()
+    (data / "results_data/spot/klines/1m/BTCUSDT.pqt").unlink()
+    (data / "results_data/spot/klines/1m").rmdir()
+    assert data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False) is None
+    assert _present(run_dir) == set(RECORDS)
+    assert "results_data/spot/klines/1m" not in json.loads(record.read_text())["folders"]
+
+
+def test_a_folder_the_last_run_left_empty_is_no_deletion(tmp_path):
+    """The record is what the folders held when the run ended: a folder a job emptied
+    itself (its symbols' files removed; on S3 the prefix is then gone) is not expected at
+    the next start."""
+    data, run_dir = _built(tmp_path)
+    (data / "parsed_data/spot/klines/BTCUSDT/1m/202402.pqt").unlink()
+    for empty in ("BTCUSDT/1m", "BTCUSDT", ""):
+        (data / "parsed_data/spot/klines" / empty).rmdir()
+    data_presence.record(str(data), str(run_dir), _folders(data))
+    assert data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False) is None
+    assert _present(run_dir) == set(RECORDS)
+
+
+def test_a_folder_no_longer_in_the_config_is_not_checked(tmp_path):
+    data, run_dir = _built(tmp_path)
+    (data / "results_data/um_futures/klines/1m/BTCUSDT.pqt").unlink()
+    spot_only = [f for f in _folders(data) if f.trade_type == "spot"]
+    assert data_presence.check(str(data), str(run_dir), spot_only, dry_run=False) is None
+    assert _present(run_dir) == set(RECORDS)
+
+
+def test_a_wiped_data_dir_drops_the_record(tmp_path):
+    """data_identity removes the run dir's records of another data dir: this one too, so
+    that the start does not name every folder a second time."""
+    data, run_dir = _built(tmp_path)
+    assert data_identity.check(str(data), str(run_dir), dry_run=False) is None
+    marker = layout.data_identity_path(str(data))
+    marker.unlink()
+    assert "no marker" in data_identity.check(str(data), str(run_dir), dry_run=False)
+    assert not Path(layout.data_folders_record_path(str(run_dir))).exists()
