@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crypto_lakehouse import data_identity, data_presence, layout
+import pytest
+
+from crypto_lakehouse import data_identity, data_presence, layout, storage
+from tests.s3_helpers import weed_binary
 
 GEN = "reports/gen_kline/spot/klines-1m/shards/0.json"
 GEN_SYMBOL = "reports/gen_kline/spot/klines-1m/BTCUSDT.json"
@@ -138,3 +141,27 @@ def test_a_wiped_data_dir_drops_the_record(tmp_path):
     marker.unlink()
     assert "no marker" in data_identity.check(str(data), str(run_dir), dry_run=False)
     assert not Path(layout.data_folders_record_path(str(run_dir))).exists()
+
+
+@pytest.mark.skipif(weed_binary() is None, reason="needs the weed binary")
+def test_an_s3_folder_deleted_by_hand_costs_a_list_per_recorded_folder(tmp_path, s3_root):
+    run_dir = tmp_path / "run"
+    for name in RECORDS:
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("{}")
+    for name in DATA_FILES:
+        storage.write_bytes(storage.data_path(s3_root) / name, b"x")
+    folders = _folders(s3_root)
+    data_presence.record(s3_root, str(run_dir), folders)
+    storage.request_stats(reset=True)
+    assert data_presence.check(s3_root, str(run_dir), folders, dry_run=False) is None
+    asked = storage.request_stats(reset=True)
+    assert asked == {"list": asked["list"]} and asked["list"]["count"] == len(DATA_FILES)
+
+    storage.delete(storage.data_path(s3_root) / "results_data/spot/klines/1m/BTCUSDT.pqt")
+    storage.request_stats(reset=True)
+    assert data_presence.check(s3_root, str(run_dir), folders, dry_run=True) is None  # no request
+    assert storage.request_stats(reset=True) == {}
+    line = data_presence.check(s3_root, str(run_dir), folders, dry_run=False)
+    assert "(results_data/spot/klines/1m)" in line and s3_root in line
+    assert _present(run_dir) == set(RECORDS) - {GEN, GEN_SUMMARY}
