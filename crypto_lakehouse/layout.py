@@ -393,6 +393,11 @@ def state_path(data_dir, stage: str, trade_type: str, dataset: str, symbol: str)
     return lakehouse_dir(data_dir) / "state" / stage / trade_type / dataset / f"{symbol}.json"
 
 
+def state_root(data_dir, stage: str) -> Path:
+    """The folder of a stage's ``state_path`` files: ``{T}/{dataset}/{SYM}.json`` below it."""
+    return lakehouse_dir(data_dir) / "state" / stage
+
+
 def quality_path(data_dir, trade_type, interval, symbol, dataset: str = "klines") -> Path:
     """The day quality record of a symbol's klines (docs/quality.md), or of another
     kline-layout dataset (``markPriceKlines``, ...: one folder per dataset below the

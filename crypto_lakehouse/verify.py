@@ -14,6 +14,12 @@ checksums.) ``zips``: every verified
 archive zip of ``aws_data`` is hashed against its CHECKSUM as well (all of their bytes
 read: opt-in).
 
+Files deleted outside a run are named as well (``missing``): each symbol's state below
+``lakehouse/state/`` names the files its last successful run held (parsed partitions and
+funding files, generated segments, resampled and feature files); one of them absent was
+deleted by hand or lost, and no stage notices it before it runs again (a whole stage folder
+deleted is noticed at the next start: ``crypto_lakehouse.data_presence``).
+
 ``remove``: the damaged Parquet files are deleted, and a damaged zip's ``.verified`` marker
 (the zip stays, unverified: the download checks it again and fetches it anew). A run that
 forces the downloads rebuilds every missing file of these layers (README, "Lost or damaged
@@ -29,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from crypto_lakehouse import datasets, layout, storage
-from crypto_lakehouse.parse import wrote_funding_file, wrote_partition
+from crypto_lakehouse.parse import funding_written, wrote_funding_file, wrote_partition
 
 REPAIR_COMMAND = "snakemake --cores all --forcerun aws_download_shard"
 
@@ -40,14 +46,16 @@ class Verdict:
     checked: dict[str, int] = field(default_factory=dict)  # files per layer
     damaged: dict[str, str] = field(default_factory=dict)  # path below data_dir -> error
     unchecked: dict[str, str] = field(default_factory=dict)  # the storage failed: unknown
+    missing: dict[str, str] = field(default_factory=dict)  # path below data_dir -> its record
     removed: list[str] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)  # damaged, not removed: why
     seconds: float = 0.0
 
     @property
     def exit_code(self) -> int:
-        """0: every file read; 1: damaged files (removed or not) or files not checked."""
-        return 1 if self.damaged or self.unchecked else 0
+        """0: every file read; 1: damaged or missing files (removed or not) or files not
+        checked."""
+        return 1 if self.damaged or self.unchecked or self.missing else 0
 
     def as_dict(self) -> dict:
         return {
@@ -55,6 +63,7 @@ class Verdict:
             "checked": self.checked,
             "damaged": self.damaged,
             "unchecked": self.unchecked,
+            "missing": self.missing,
             "removed": self.removed,
             "kept": self.kept,
             "seconds": self.seconds,
@@ -162,6 +171,64 @@ def _written_by_the_pipeline(root, rel: str) -> bool:
     return True  # a tick dataset's or agg_klines' day: only this pipeline writes those
 
 
+# The stages whose per-symbol state names the data files the symbol holds.
+MISSING_STAGES = ("aws_parse", "gen_kline", "resample", "features")
+
+
+def _held_files(root, stage: str, trade_type: str, tag: str, symbol: str, state: dict) -> list:
+    """The files (below ``root``) a symbol's ``state`` of ``stage`` says its last
+    successful run held."""
+    if stage == "gen_kline":
+        return [s.get("file") for s in (state.get("report") or {}).get("segments", [])]
+    if stage == "resample":
+        return [o.get("file") for o in (state.get("report") or {}).get("outputs", [])]
+    if stage == "features":
+        return [o.get("file") for o in (state.get("section") or {}).get("outputs", [])]
+    if tag == "funding":  # aws_parse
+        written = funding_written(state)
+        return [_rel(root, layout.parsed_funding_path(root, trade_type, symbol))] if written else []
+    entry, interval = datasets.split_tag(tag)
+    if not entry.has_interval:  # a tick dataset's days: not recorded per file
+        return []
+    folder = layout.parsed_klines_dir(root, trade_type, symbol, interval, entry.name)
+    months = state.get("partitions") or {}
+    return [_rel(root, folder / f"{month}{layout.PARQUET_SUFFIX}") for month in months]
+
+
+def _rel(root, path) -> str:
+    return str(path)[len(str(root)) :].lstrip("/")
+
+
+def _state_records(root):
+    """``(stage, trade type, tag, symbol, state path)`` of every per-symbol state of
+    ``MISSING_STAGES``."""
+    for stage in MISSING_STAGES:
+        base = layout.state_root(root, stage)
+        for path in storage.walk_files(base, suffix=".json"):
+            parts = _rel(base, path).split("/")
+            if len(parts) == 3:
+                yield stage, parts[0], parts[1], parts[2].removesuffix(".json"), path
+
+
+def _find_missing(root, verdict: "Verdict", pool) -> None:
+    """Every file a symbol's state names that its folder does not hold: one read per state
+    (``pool``: at once on S3), one listing per folder."""
+    names: dict[str, set[str]] = {}
+    records = list(_state_records(root))
+    states = pool.map(lambda r: storage.read_state(r[4]), records)
+    for (stage, trade_type, tag, symbol, path), state in zip(records, states, strict=True):
+        for rel in _held_files(root, stage, trade_type, tag, symbol, state):
+            if not isinstance(rel, str) or not rel:
+                continue
+            folder, _, name = rel.rpartition("/")
+            if folder not in names:
+                names[folder] = storage.file_names(root / folder)
+            if name not in names[folder]:
+                verdict.missing[rel] = (
+                    f"held after the last {stage} run of {symbol} ({_rel(root, path)})"
+                )
+
+
 # Footers in flight at most per worker: the paths are walked folder by folder, so memory
 # stays bounded by the largest folder however many files the data dir holds.
 BATCH_PER_JOB = 64
@@ -237,6 +304,7 @@ def _verify(data_dir, *, remove: bool, jobs: int, zips: bool, pages: bool) -> Ve
         if zips:
             archive = layout.layer_dir(root, layout.ARCHIVE_LAYER)
             check_all(layout.ARCHIVE_LAYER, _verified_zips(archive), _zip_problem)
+        _find_missing(root, verdict, pool)
     if remove:
         for rel in verdict.damaged:
             if not _written_by_the_pipeline(root, rel):
@@ -256,12 +324,20 @@ def render(verdict: Verdict) -> str:
     lines = [
         f"verify {verdict.data_dir}: {total} file(s) read in {verdict.seconds:.1f} s "
         f"({layers}); {len(verdict.damaged)} damaged"
+        + (f", {len(verdict.missing)} missing" if verdict.missing else "")
     ]
     if verdict.damaged:
         lines.append(
             "damaged (a Parquet footer or page that cannot be read, a zip not its CHECKSUM):"
         )
         lines += [f"  {rel}: {error}" for rel, error in verdict.damaged.items()]
+    if verdict.missing:
+        lines.append(
+            f"missing ({len(verdict.missing)}: a symbol's record names them, deleted outside a "
+            f"run; rebuild them with: {REPAIR_COMMAND} (and the config of the run that "
+            "wrote them)):"
+        )
+        lines += [f"  {rel}: {why}" for rel, why in verdict.missing.items()]
     if verdict.unchecked:
         lines.append(
             "not checked (the storage failed, or the machine: no permission, no room; run again):"

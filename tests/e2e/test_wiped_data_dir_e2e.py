@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,5 +142,49 @@ def test_folders_deleted_by_hand_are_rebuilt_and_nothing_else(tmp_path):
         assert h.differences(before, h.snapshot(data)) == [], out[-3000:]
         again = snakemake(tmp_path, config, "all")
         assert "Nothing to be done" in again.stdout + again.stderr
+    finally:
+        emu.stop()
+
+
+def test_a_symbols_files_deleted_by_hand_are_named_by_verify_and_rebuilt(tmp_path):
+    """A symbol's files deleted inside folders that are still there are not looked for at
+    every start (a check per symbol and stage); `verify` names them from the symbols'
+    records, and its repair command rebuilds them."""
+    emu = h.start_emulator(h.build_scenario(tmp_path))
+    try:
+        data = tmp_path / "data"
+        config = h.config_for(emu.base_url, data)
+        snakemake(tmp_path, config, "all")
+        before = h.snapshot(data)
+        generated = data / "results_data/spot/klines/1m/ETHUSDT.pqt"
+        features = data / "results_data/spot/features/1m/ETHUSDT.pqt"
+        generated.unlink()
+        features.unlink()
+        shutil.rmtree(data / "parsed_data/spot/klines/SOLUSDT")
+        plain = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in plain.stdout + plain.stderr
+
+        verdict = subprocess.run(
+            [sys.executable, "-m", "crypto_lakehouse", "verify", str(data)],
+            capture_output=True, text=True, env=h.env(),
+        )  # fmt: skip
+        assert verdict.returncode == 1, verdict.stdout + verdict.stderr
+        missing = [line.split(":")[0].strip() for line in verdict.stdout.splitlines()
+                   if line.startswith("  ")]  # fmt: skip
+        assert sorted(missing) == [
+            "parsed_data/spot/klines/SOLUSDT/1m/202402.pqt",
+            "parsed_data/spot/klines/SOLUSDT/1m/202403.pqt",
+            "results_data/spot/features/1m/ETHUSDT.pqt",
+            "results_data/spot/klines/1m/ETHUSDT.pqt",
+        ], verdict.stdout
+        assert "--forcerun aws_download_shard" in verdict.stdout
+
+        snakemake(tmp_path, config, "all", "--forcerun", "aws_download_shard")
+        assert h.differences(before, h.snapshot(data)) == []
+        clean = subprocess.run(
+            [sys.executable, "-m", "crypto_lakehouse", "verify", str(data)],
+            capture_output=True, text=True, env=h.env(),
+        )  # fmt: skip
+        assert clean.returncode == 0, clean.stdout
     finally:
         emu.stop()
