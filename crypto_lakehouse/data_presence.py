@@ -20,8 +20,12 @@ says nothing, as ``data_identity``).
 
 The record is written when a run that ran jobs ends (success or failure: what the folders
 hold then, so that a folder a job itself emptied is not taken for a deletion), and at a
-start without one (the first run with this version adopts what the data dir holds: a
-folder deleted before that is not detected). Only the stages' folders are checked, not each
+start without one: the first start with this version adopts what the data dir holds. Such
+a start still finds what was deleted before it where the run dir's summaries count the
+files a stage's symbols hold (download, gen_kline, resample, features): a stage and trade
+type whose summary counts files and none of whose folders is there reruns (so a data dir
+wiped before its first run with this version is rebuilt: its downloads rerun, and every
+later stage after them). A parse or REST folder deleted before that start is not found. Only the stages' folders are checked, not each
 symbol's: a symbol's files deleted inside a folder that is still there are named by
 ``crypto-lakehouse verify`` (``verify.missing``), not at start (a check per symbol and
 stage at every start: ~20,000 stats for the full universe, ~20,000 requests on S3).
@@ -161,6 +165,46 @@ def _remove_reports(run_dir: str, folder: Folder) -> None:
             Path(directory, name).unlink(missing_ok=True)  # seam: run dir (local) records
 
 
+# The stages whose run summary of a trade type counts the files its symbols hold
+# (``totals``), and how: what a start without a record believes of the data dir.
+_HELD_TOTALS = {
+    "aws_download": ("files_held",),
+    "gen_kline": ("files_held",),
+    "resample": ("files_held",),
+    # written, tail-built or kept: every feature file a symbol holds
+    "features": ("files_by_mode.full", "files_by_mode.tail", "files_by_mode.kept"),
+}
+
+
+def _summary_says_held(run_dir: str, stage: str, trade_type: str) -> bool:
+    try:
+        summary = io.read_json(layout.run_summary_path(run_dir, stage, trade_type))
+    except (OSError, ValueError):
+        return False
+    totals = summary.get("totals") if isinstance(summary, dict) else None
+    if not isinstance(totals, dict):
+        return False
+    held = [totals.get(key) for key in _HELD_TOTALS[stage]]
+    return sum(n for n in held if isinstance(n, (int, float))) > 0
+
+
+def _gone_without_a_record(data_dir, run_dir: str, folders: list[Folder]) -> list[Folder]:
+    """A start without a record (the first with this version, or after a wipe of the
+    whole data dir that ``data_identity`` could not see: it too had no record): the
+    folders of each stage and trade type whose run summary says its symbols hold files and
+    none of whose folders is there. One read of a summary each, and the folders' checks."""
+    groups: dict[tuple[str, str], list[Folder]] = {}
+    for f in folders:
+        if f.stage in _HELD_TOTALS:
+            groups.setdefault((f.stage, f.trade_type), []).append(f)
+    said = [g for key, g in groups.items() if _summary_says_held(run_dir, *key)]
+    candidates = [f for g in said for f in g]
+    if not candidates:
+        return []
+    here = dict(zip(candidates, _present(data_dir, candidates), strict=True))
+    return [f for g in said if not any(here[f] for f in g) for f in g]
+
+
 def check(data_dir, run_dir: str, folders: list[Folder], *, dry_run: bool) -> str | None:
     """Compare the recorded folders (of this config's ``folders``) with the data dir and
     act (see the module); returns the one line to print, or None. Raises OSError when the
@@ -168,15 +212,17 @@ def check(data_dir, run_dir: str, folders: list[Folder], *, dry_run: bool) -> st
     if dry_run and storage.is_remote(data_dir):
         return None  # a dry run sends the bucket no request (planning works offline)
     recorded = _read_record(run_dir)
-    if recorded is None:  # the first run with this version: adopt what is there
+    if recorded is None:  # the first start with this version: adopt what is there
+        gone = _gone_without_a_record(data_dir, run_dir, folders)
         if not dry_run:
             record(data_dir, run_dir, folders)
-        return None
-    wanted = set(recorded)
-    checked = [f for f in folders if f.path in wanted]
-    if not checked:
-        return None
-    gone = [f for f, here in zip(checked, _present(data_dir, checked), strict=True) if not here]
+        why = "none of the folders the run dir's summaries say hold files is there"
+    else:
+        wanted = set(recorded)
+        checked = [f for f in folders if f.path in wanted]
+        present = _present(data_dir, checked) if checked else []
+        gone = [f for f, here in zip(checked, present, strict=True) if not here]
+        why = "folder(s) that held files after the last run are gone"
     if not gone:
         return None
     jobs = list(dict.fromkeys(f.jobs for f in gone))
@@ -184,9 +230,8 @@ def check(data_dir, run_dir: str, folders: list[Folder], *, dry_run: bool) -> st
     shown = ", ".join(paths[:6]) + (f", … ({len(paths)} in all)" if len(paths) > 6 else "")
     action = "a real run reruns" if dry_run else "their reports removed: this run reruns"
     message = (
-        f"data dir {storage.uri(data_dir)}: {len(paths)} folder(s) that held files after the "
-        f"last run are gone ({shown}), deleted by hand? {action} {', '.join(jobs)} "
-        "to rebuild them, and the later stages after them"
+        f"data dir {storage.uri(data_dir)}: {why} ({shown}), deleted by hand? {action} "
+        f"{', '.join(jobs)} to rebuild them, and the later stages after them"
     )
     if not dry_run:
         for folder in gone:

@@ -66,6 +66,32 @@ def test_a_wiped_data_dir_is_rebuilt_and_an_upgrade_is_not(tmp_path):
         emu.stop()
 
 
+def test_a_data_dir_wiped_before_its_first_run_with_this_version_is_rebuilt(tmp_path):
+    """Neither an identity record nor a record of the data folders (a run dir of an older
+    version) and the data dir wiped: the run dir's summaries count files no folder holds
+    (crypto_lakehouse/data_presence.py). Before, "Nothing to be done" (a documented gap)."""
+    emu = h.start_emulator(h.build_scenario(tmp_path))
+    try:
+        data, run_dir = tmp_path / "data", tmp_path / "run"
+        config = h.config_for(emu.base_url, data)
+        config["run_dir"] = str(run_dir)
+        snakemake(tmp_path, config, "all")
+        before = h.snapshot(data)
+        for record in (layout.run_identity_path(str(run_dir)),
+                       layout.data_folders_record_path(str(run_dir))):  # fmt: skip
+            Path(record).unlink(missing_ok=True)
+        shutil.rmtree(data)
+
+        rebuilt = snakemake(tmp_path, config, "all")
+        out = rebuilt.stdout + rebuilt.stderr
+        assert "Nothing to be done" not in out and "deleted by hand?" in out, out[-3000:]
+        assert h.differences(before, h.snapshot(data)) == [], out[-3000:]
+        again = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in again.stdout + again.stderr
+    finally:
+        emu.stop()
+
+
 def _bucket_snapshot(seaweed, data_dir: str, into: Path) -> dict:
     """The chaos suite's snapshot of every object below ``data_dir`` (its own client)."""
     import pyarrow.fs as pafs

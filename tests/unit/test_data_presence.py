@@ -165,3 +165,28 @@ def test_an_s3_folder_deleted_by_hand_costs_a_list_per_recorded_folder(tmp_path,
     line = data_presence.check(s3_root, str(run_dir), folders, dry_run=False)
     assert "(results_data/spot/klines/1m)" in line and s3_root in line
     assert _present(run_dir) == set(RECORDS) - {GEN, GEN_SUMMARY}
+
+
+def _summary(run_dir: Path, name: str, totals: dict) -> None:
+    (run_dir / name).write_text(json.dumps({"totals": totals}))
+
+
+def test_a_start_without_a_record_finds_a_stage_whose_summary_counts_files(tmp_path):
+    """The first start with this version: what was deleted before it is found where a
+    stage's summary counts the files its symbols hold and none of its folders is there
+    (the whole data dir wiped before that start included); a stage whose summary counts
+    none (nothing to write) is left alone."""
+    data, run_dir = _built(tmp_path)
+    Path(layout.data_folders_record_path(str(run_dir))).unlink()
+    _summary(run_dir, GEN_SUMMARY, {"files_held": 1, "files_written": 0})
+    _summary(run_dir, UM_GEN_SUMMARY, {"files_held": 0, "files_written": 0})
+    for name in ("results_data/spot/klines/1m/BTCUSDT.pqt",
+                 "results_data/um_futures/klines/1m/BTCUSDT.pqt"):  # fmt: skip
+        (data / name).unlink()
+        (data / name).parent.rmdir()
+    line = data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False)
+    assert "run dir's summaries say hold files" in line
+    assert "(results_data/spot/klines/1m)" in line and "gen_kline spot/klines-1m" in line
+    assert _present(run_dir) == set(RECORDS) - {GEN, GEN_SUMMARY}
+    # Adopted: the next start compares with the record.
+    assert data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False) is None
