@@ -20,7 +20,8 @@ The first run writes a small marker with a random id in the data dir
   a dry run sends an ``s3://`` data dir no request, and says nothing).
 
 A data dir that is wiped before its first run with this version has no record to compare
-with and is not detected (``--forceall`` rebuilds it; docs/storage.md).
+with and is not detected here; ``data_presence`` finds it at that start from the run dir's
+summaries (the stages whose summaries count files none of whose folders is there rerun).
 """
 
 from __future__ import annotations
