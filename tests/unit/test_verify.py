@@ -7,10 +7,12 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from crypto_lakehouse import storage
 from crypto_lakehouse.cli import main
 from crypto_lakehouse.verify import verify
+from tests.s3_helpers import weed_binary
 
 
 def _parquet(path):
@@ -323,3 +325,64 @@ def test_pages_on_s3_a_failing_read_is_not_damage(s3_root, tmp_path, monkeypatch
     assert verdict.damaged == {} and len(verdict.unchecked) == 2
     assert storage.exists(inside) and storage.exists(good)
     monkeypatch.setattr(storage, "local_copy", real)
+
+
+def _write_state(root, stage, trade_type, tag, symbol, state):
+    from crypto_lakehouse import layout
+
+    storage.write_json(layout.state_path(root, stage, trade_type, tag, symbol), state)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_the_files_a_symbols_record_names_and_that_are_gone_are_missing(
+    where, tmp_path, request, monkeypatch, capsys
+):
+    """A symbol's files deleted outside a run inside folders that are still there: each
+    stage's state names the files its last run held (as the stages write it)."""
+    monkeypatch.chdir(tmp_path)
+    if where == "s3":
+        if weed_binary() is None:
+            pytest.skip("needs the weed binary")
+        data = request.getfixturevalue("s3_root")
+    else:
+        data = str(tmp_path / "data")
+    root = storage.data_path(data)
+    files = {
+        "parsed_data/spot/klines/AUSDT/1m/202401.pqt": True,
+        "parsed_data/spot/klines/AUSDT/1m/202402.pqt": False,
+        "parsed_data/um_futures/funding/AUSDT.pqt": False,
+        "results_data/spot/klines/1m/SP0_AUSDT.pqt": True,
+        "results_data/spot/klines/1m/AUSDT.pqt": False,
+        "results_data/spot/resampled_klines/1h/0m/AUSDT.pqt": False,
+        "results_data/spot/features/1m/AUSDT.pqt": True,
+        "results_data/spot/klines/1m/BUSDT.pqt": True,
+    }
+    for rel, kept in files.items():
+        if kept:
+            storage.write_parquet(root / rel, pa.table({"x": [1]}))
+    _write_state(root, "aws_parse", "spot", "klines-1m", "AUSDT",
+                 {"partitions": {"202401": {}, "202402": {}}})  # fmt: skip
+    _write_state(root, "aws_parse", "um_futures", "funding", "AUSDT", {"written": True})
+    _write_state(root, "aws_parse", "um_futures", "funding", "BUSDT", {"written": False})
+    segments = [{"file": "results_data/spot/klines/1m/SP0_AUSDT.pqt"},
+                {"file": "results_data/spot/klines/1m/AUSDT.pqt"}]  # fmt: skip
+    _write_state(root, "gen_kline", "spot", "klines-1m", "AUSDT",
+                 {"fingerprint": "x", "report": {"segments": segments}})  # fmt: skip
+    _write_state(root, "gen_kline", "spot", "klines-1m", "BUSDT",
+                 {"report": {"segments": [{"file": "results_data/spot/klines/1m/BUSDT.pqt"}]}})  # fmt: skip
+    outputs = [{"file": "results_data/spot/resampled_klines/1h/0m/AUSDT.pqt"}]
+    _write_state(root, "resample", "spot", "klines-1m", "AUSDT", {"report": {"outputs": outputs}})
+    features = [{"file": "results_data/spot/features/1m/AUSDT.pqt"}]
+    _write_state(root, "features", "spot", "klines-1m", "AUSDT", {"section": {"outputs": features}})
+
+    verdict = verify(data, jobs=4)
+    assert sorted(verdict.missing) == sorted(rel for rel, kept in files.items() if not kept)
+    assert verdict.missing["results_data/spot/klines/1m/AUSDT.pqt"] == (
+        "held after the last gen_kline run of AUSDT "
+        "(lakehouse/state/gen_kline/spot/klines-1m/AUSDT.json)"
+    )
+    assert verdict.damaged == {} and verdict.exit_code == 1
+    if where == "local":  # the command line (on S3 it takes the endpoint's options)
+        assert main(["verify", data]) == 1
+        out = capsys.readouterr().out
+        assert "0 damaged, 4 missing" in out and "--forcerun aws_download_shard" in out
