@@ -94,7 +94,7 @@ def check(data_dir: str, run_dir: str, *, dry_run: bool) -> str | None:
             run_records = Path(run_dir) / name
             shutil.rmtree(run_records, ignore_errors=True)  # seam: run dir (local) records
         # The data folders recorded for data_presence were the other data dir's as well.
-        Path(layout.data_folders_record_path(run_dir)).unlink(missing_ok=True)
+        storage.delete(layout.data_folders_record_path(run_dir))
     if marker is None or marker == "unreadable":  # another data dir's marker is kept
         marker = uuid.uuid4().hex
         storage.write_json(marker_path, {"id": marker})

@@ -33,7 +33,6 @@ stage at every start: ~20,000 stats for the full universe, ~20,000 requests on S
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,15 +153,11 @@ def _remove_reports(run_dir: str, folder: Folder) -> None:
     of the trade type. Without the summary Snakemake took the summary job as up to date and
     never looked at its missing inputs (their shard reports): the listing checkpoint's
     dependants are evaluated again only for jobs that run."""
-    Path(layout.run_summary_path(run_dir, folder.stage, folder.trade_type)).unlink(missing_ok=True)
+    storage.delete(layout.run_summary_path(run_dir, folder.stage, folder.trade_type))
     directory = shard_reports_dir(run_dir, folder)
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return
-    for name in names:
+    for name in storage.file_names(directory):  # none when the folder is absent
         if name.endswith(".json"):
-            Path(directory, name).unlink(missing_ok=True)  # seam: run dir (local) records
+            storage.delete(Path(directory, name))
 
 
 # The stages whose run summary of a trade type counts the files its symbols hold
