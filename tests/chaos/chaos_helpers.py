@@ -64,6 +64,10 @@ VOLATILE = (
     # The data dir's identity marker (crypto_lakehouse/data_identity.py): a random id per
     # data dir, recorded in a run dir kept elsewhere.
     "lakehouse/data_dir_id.json",
+    # The stages' data folders that held files when the last run ended
+    # (crypto_lakehouse/data_presence.py), with the data dir's path; what matters is the
+    # folders themselves, which the snapshot holds.
+    "lakehouse/data_folders.json",
 )
 
 
