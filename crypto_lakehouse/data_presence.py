@@ -10,13 +10,14 @@ and the next run said "Nothing to be done": the lakehouse stayed without those f
 The run dir keeps a record of the stages' folders that held files when the last run that
 ran jobs ended (``{run_dir}/data_folders.json``). At every start the main process checks
 that each recorded folder is still there (locally a stat each; on S3 one LIST request each,
-stopped at the first key, a few at a time): a recorded folder that is gone was deleted by
+stopped at the first key, 16 at a time): a recorded folder that is gone was deleted by
 hand. The shard reports of the stage and trade type (and dataset) that write it are
 removed, and the stage's run summary of the trade type, so that Snakemake runs those jobs
-again, and their later stages after them (their inputs are newer); the jobs rebuild the files their symbols' last reports list and the data
-dir no longer holds (README, "Lost or damaged files"); nothing else reruns. The run says so
-in one line. A dry run only says what a real run would do (on S3 it sends no request and
-says nothing, as ``data_identity``).
+again, and their later stages after them (their inputs are newer); the jobs rebuild the
+files their symbols' last reports list and the data dir no longer holds (README, "Lost or
+damaged files"); nothing else reruns. The run says so in one line. A dry run only says
+what a real run would do (on S3 it sends no request and says nothing, as
+``data_identity``).
 
 The record is written when a run that ran jobs ends (success or failure: what the folders
 hold then, so that a folder a job itself emptied is not taken for a deletion), and at a
@@ -25,10 +26,12 @@ a start still finds what was deleted before it where the run dir's summaries cou
 files a stage's symbols hold (download, gen_kline, resample, features): a stage and trade
 type whose summary counts files and none of whose folders is there reruns (so a data dir
 wiped before its first run with this version is rebuilt: its downloads rerun, and every
-later stage after them). A parse or REST folder deleted before that start is not found. Only the stages' folders are checked, not each
-symbol's: a symbol's files deleted inside a folder that is still there are named by
-``crypto-lakehouse verify`` (``verify.missing``), not at start (a check per symbol and
-stage at every start: ~20,000 stats for the full universe, ~20,000 requests on S3).
+later stage after them). A parse or REST folder deleted before that start is not found.
+
+Only the stages' folders are checked, not each symbol's: a symbol's files deleted inside a
+folder that is still there are named by ``crypto-lakehouse verify`` (``Verdict.missing``),
+not at start (a check per symbol and stage at every start: some 20,000 stats for the full
+universe, as many requests on S3).
 """
 
 from __future__ import annotations
