@@ -76,10 +76,10 @@ def stage_folders(
 ) -> list[Folder]:
     """The folders the stages of target ``all`` write for this config: per trade type the
     archive's kline (and funding) folders, the parsed ones, the REST ones, the generated
-    klines, each resample target interval's folder and the features' folders. (Not the
-    records below ``lakehouse/``: a gen_kline rerun whose inputs are unchanged does not
-    write the provenance records again.) The candidates the record is made of (only those that held files
-    are recorded)."""
+    klines, each resample target interval's folder and the features' folders: what the
+    record is made of (those that hold files). Not the records below ``lakehouse/``: a
+    gen_kline rerun whose inputs are unchanged does not write the provenance records
+    again."""
     klines = f"klines-{interval}"
     found: list[Folder] = []
 
@@ -98,9 +98,7 @@ def stage_folders(
         add(layout.parsed_dataset_root(data_dir, t, "klines"), "aws_parse", t, klines)
         if funding:
             add(layout.parsed_funding_dir(data_dir, t), "aws_parse", t, "funding")
-        add(
-            layout.api_klines_dir(data_dir, t, "_", interval).parent.parent, "api_download", t, None
-        )
+        add(layout.api_klines_root(data_dir, t), "api_download", t, None)
         if funding:
             add(layout.api_funding_dir(data_dir, t), "api_download", t, None)
         add(layout.results_klines_dir(data_dir, t, interval), "gen_kline", t, klines)

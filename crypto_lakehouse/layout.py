@@ -246,6 +246,11 @@ def api_klines_dir(data_dir, trade_type, symbol, interval) -> Path:
     return storage.data_path(data_dir) / "api_data" / trade_type / "klines" / symbol / interval
 
 
+def api_klines_root(data_dir, trade_type) -> Path:
+    """Parent of the per-symbol folders of ``api_klines_dir``."""
+    return storage.data_path(data_dir) / "api_data" / trade_type / "klines"
+
+
 def api_funding_path(data_dir, trade_type, symbol) -> Path:
     return storage.data_path(data_dir) / "api_data" / trade_type / "funding_rate" / f"{symbol}.pqt"
 
