@@ -304,3 +304,136 @@ def test_footers_beyond_the_read_ahead_window_are_asked_at_once(counted, monkeyp
     assert (n_rows, problems) == (26, [])
     assert list(store["open"]) == [float(i) for i in range(13) for _ in (0, 1)]
     assert most[0] >= 5, most  # the five beyond the window at once
+
+
+def test_gen_kline_keeps_its_outputs_version_from_the_put_instead_of_a_head(counted, tmp_path):
+    """gen_kline's tail record holds each output's identity ``[size, ETag]``. It HEADed the
+    output once its upload had finished: one more round trip between the upload and the
+    record's PUT. The signed PUT's answer carries the ETag, so the output is one PUT and
+    nothing else, and the recorded identity is the one the store gives afterwards."""
+    import json
+
+    from crypto_lakehouse import layout
+    from crypto_lakehouse.generate import run_gen_kline, tail
+    from crypto_lakehouse.parse.klines import run_parse_klines
+
+    root, counter = counted
+    archives = _kline_archives(tmp_path, ["2024-01-30", "2024-01-31"])
+    run_parse_klines(
+        trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=root,
+        download_report=put_verified_archives(root, archives),
+        report_path=tmp_path / "p.json", stats_path=tmp_path / "ps.json",
+    )  # fmt: skip
+    counter.take()
+    stats = run_gen_kline(
+        trade_type="spot", symbol="BTCUSDT", interval="1m", data_dir=root,
+        split_gaps=True, with_vwap=True, with_funding_rates=False,
+        report_path=tmp_path / "g.json", stats_path=tmp_path / "gs.json",
+    )  # fmt: skip
+    seen = counter.take()
+    assert stats["files_written"] == 1
+    [segment] = json.loads((tmp_path / "g.json").read_text())["segments"]
+    assert [m for m, _ in _of(seen, segment["file"])] == ["PUT"], seen
+    assert not [t for m, t in seen if m == "HEAD"], seen
+    record = storage.read_json(tail.record_path(root, "spot", "BTCUSDT", "1m"))
+    output = storage.join(root, segment["file"])
+    assert record["outputs"][segment["file"]] == storage.identity(output)  # a HEAD now
+    listed = storage.listed_identities(layout.results_klines_dir(root, "spot", "1m"))
+    assert record["outputs"][segment["file"]] == listed[output]
+
+
+def test_a_stored_version_is_kept_only_until_the_object_changes(counted, monkeypatch):
+    """Inside a job's upload block the identity of an object it stored comes from the PUT's
+    answer, no HEAD; for an object over SeaweedFS's 8 MB chunk too, the ETag being the one
+    the store gives later. A delete or a new write by the process forgets it, and so does
+    the block's end. An object over ``SIGNED_PUT_MAX_BYTES`` goes through pyarrow's
+    multipart upload, which gives no ETag: asked by a HEAD."""
+    root, counter = counted
+    big, small, large = (storage.join(root, n) for n in ("big.bin", "small.bin", "large.bin"))
+    monkeypatch.setattr(storage, "SIGNED_PUT_MAX_BYTES", 10 << 20, raising=False)
+
+    def methods() -> list[str]:
+        return [m for m, _ in counter.take()]
+
+    with storage.background_uploads():
+        storage.write_bytes(big, os.urandom(9 << 20))
+        storage.write_bytes(small, b"x" * 100)
+        storage.write_bytes(large, b"y" * (11 << 20))
+        storage.flush()
+        counter.take()
+        kept = storage.identities([big, small], by_listing=False)
+        assert methods() == []
+        assert (kept[big][0], kept[small][0]) == (9 << 20, 100)
+        assert storage.identity(large)[0] == 11 << 20
+        assert methods() == ["HEAD"]
+        storage.delete(small)
+        assert storage.identity(small) is None
+        storage.write_bytes(big, b"z" * 10)
+        newer = storage.identity(big)
+        assert newer[0] == 10 and newer[1] != kept[big][1]
+    counter.take()
+    assert storage.identities([big, small], by_listing=False) == {big: newer, small: None}
+    assert methods() == ["HEAD", "HEAD"]  # the block has ended: asked
+    with storage.background_uploads():
+        storage.write_bytes(big, os.urandom(9 << 20))
+        stored = storage.identity(big)
+    assert storage.identity(big) == stored  # the store's ETag of a 9 MB object: the PUT's
+    # A tail build's rewrite (the kept prefix copied inside the store, a multipart upload):
+    # the identity from its completion's answer.
+    with storage.background_uploads():
+        counter.take()
+        assert storage.write_prefix_and_rest(large, big, 6 << 20, b"tail")
+        completed = storage.identity(large)
+        assert "HEAD" not in methods()
+    assert completed[0] == (6 << 20) + 4
+    assert storage.identity(large) == completed
+
+
+def test_a_put_cut_after_its_headers_stores_nothing(counted, seaweed):
+    """A process killed between the headers of its PUT and the body (urllib3 sends them
+    apart) must leave no object: SeaweedFS stores such a PUT as an empty object unless
+    it carries the body's checksum. A relay that passes only the headers, then closes both
+    ends, stands for the kill; the object is absent afterwards, as is one cut mid-body."""
+    import contextlib
+    import socket
+    import socketserver
+    import threading
+
+    root, _ = counted
+
+    class HeadersOnly(socketserver.BaseRequestHandler):
+        keep_body_bytes = 0
+
+        def handle(self):
+            upstream = socket.create_connection(("127.0.0.1", seaweed.port))
+            data = b""
+            while b"\r\n\r\n" not in data and (chunk := self.request.recv(1 << 16)):
+                data += chunk
+            end = data.find(b"\r\n\r\n") + 4
+            upstream.sendall(data[: end + self.keep_body_bytes])
+            upstream.shutdown(socket.SHUT_WR)
+            upstream.settimeout(5)
+            with contextlib.suppress(OSError):
+                upstream.recv(1 << 16)  # the store's answer (or its close): it has seen it all
+            upstream.close()
+            self.request.close()
+
+    for keep in (0, 100):
+        HeadersOnly.keep_body_bytes = keep
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), HeadersOnly)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        path = storage.join(root, f"cut{keep}.bin")
+        try:
+            storage.configure(
+                dict(
+                    seaweed.storage_settings,
+                    endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+                )
+            )
+            with pytest.raises(storage.StorageError, match=f"cut{keep}.bin"):
+                storage.write_bytes(path, b"x" * 5000)
+        finally:
+            server.shutdown()
+            server.server_close()
+        storage.configure(seaweed.storage_settings)
+        assert not storage.exists(path)

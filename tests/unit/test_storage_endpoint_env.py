@@ -219,7 +219,7 @@ def test_whole_object_get_addresses_the_object_as_the_sdks_do(endpoint_env, sett
     on AWS (the region's endpoint); keys percent-encoded."""
     storage.configure(settings)
     endpoint = storage.s3_endpoint()
-    getter = storage._WholeGet(endpoint, credentials=None, pool_size=1)
+    getter = storage._WholeObjects(endpoint, credentials=None, pool_size=1)
     assert getter.url(storage.data_path("s3://bkt/a/b c.pqt")) == url
 
 
@@ -228,4 +228,4 @@ def test_whole_object_get_left_to_pyarrow_without_a_region_on_aws(endpoint_env):
     region: the seam's GET is not used (reads go through pyarrow, a HEAD and a GET)."""
     storage.configure(None)
     assert storage.s3_endpoint()["region"] is None
-    assert storage._whole_getter() is None
+    assert storage._whole_objects() is None
