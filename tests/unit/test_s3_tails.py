@@ -23,7 +23,7 @@ from crypto_lakehouse.resample import run_resample
 from crypto_lakehouse.resample import tail as resample_tail
 from tests.unit import test_generate_tail as gt
 from tests.unit.test_features_job import DEFAULTS
-from tests.unit.test_storage import _CountingClient
+from tests.unit.test_storage import count_asked
 
 
 @pytest.fixture(autouse=True)
@@ -226,22 +226,22 @@ def test_the_features_ask_each_candle_files_identity_once_per_run(tmp_path, s3_r
     _upload(inputs, s3_root)
     asked: list = []  # the S3 requests of the features (boto3's HEADs and LISTs)
     read: dict[str, int] = {}
-    real_client, real_read_state, real_run_features = (
-        storage._conditional_client, storage.read_state, run_features)  # fmt: skip
+    real_client, real_signed, real_read_state, real_run_features = (
+        storage._conditional_client, storage._whole_objects, storage.read_state,
+        run_features)  # fmt: skip
 
     def read_state_counted(path):
         read[str(path)] = read.get(str(path), 0) + 1
         return real_read_state(path)
 
     def run_features_counted(*args, **kwargs):
-        monkeypatch.setattr(
-            storage, "_conditional_client", lambda: _CountingClient(real_client(), asked)
-        )
+        count_asked(monkeypatch, asked)
         monkeypatch.setattr(storage, "read_state", read_state_counted)
         try:
             return real_run_features(*args, **kwargs)
         finally:
             monkeypatch.setattr(storage, "_conditional_client", real_client)
+            monkeypatch.setattr(storage, "_whole_objects", real_signed)
             monkeypatch.setattr(storage, "read_state", real_read_state)
 
     monkeypatch.setitem(globals(), "run_features", run_features_counted)
@@ -345,10 +345,7 @@ def test_a_daily_update_on_s3_asks_about_each_input_once(tmp_path, s3_root, monk
     gt.write_state(inputs, cols, 9, gt.T0 + 10 * gt.DAY + 12 * gt.HOUR, rates)
     _upload(inputs, s3_root)
     asked: list = []
-    real_client = storage._conditional_client
-    monkeypatch.setattr(
-        storage, "_conditional_client", lambda: _CountingClient(real_client(), asked)
-    )
+    count_asked(monkeypatch, asked)
     real_exists = storage.exists
     monkeypatch.setattr(
         storage, "exists", lambda p: asked.append(("exists", str(p))) or real_exists(p)

@@ -787,7 +787,7 @@ def test_on_s3_a_shard_job_lists_every_symbols_sp_files_once(s3_root, tmp_path, 
     the universe), with what a scan of its own would remove, at once on threads too."""
     from crypto_lakehouse import storage
     from crypto_lakehouse.generate.outputs import remove_stale
-    from tests.unit.test_storage import _CountingClient
+    from tests.unit.test_storage import count_asked
 
     folder = storage.join(s3_root, "results/1m")
     names = ["BTCUSDT.pqt", "SP0_BTCUSDT.pqt", "SP1_BTCUSDT.pqt", "ETHUSDT.pqt",
@@ -796,10 +796,7 @@ def test_on_s3_a_shard_job_lists_every_symbols_sp_files_once(s3_root, tmp_path, 
     for name in names:
         storage.write_bytes(folder / name, b"x")
     asked: list = []
-    real_client = storage._conditional_client
-    monkeypatch.setattr(
-        storage, "_conditional_client", lambda: _CountingClient(real_client(), asked)
-    )
+    count_asked(monkeypatch, asked)
     keep = {"BTCUSDT": {"BTCUSDT", "SP0_BTCUSDT"}, "ETHUSDT": {"ETHUSDT"},
             "SPELLUSDT": {"SPELLUSDT"}}  # fmt: skip
     removed: dict[str, list[str]] = {}

@@ -401,7 +401,15 @@ def _count_listed_pages(monkeypatch) -> list[int]:
         def __getattr__(self, name):
             return getattr(self.client, name)
 
+    class Signed(_Forwarding):  # listings by signed GETs (storage._WholeObjects)
+        def list_pages(self, folder, prefix):
+            for page in self.inner.list_pages(folder, prefix):
+                pages.append(len(page))
+                yield page
+
     monkeypatch.setattr(storage, "_conditional_client", lambda: Client(real_client()))
+    real_signed = storage._whole_objects
+    monkeypatch.setattr(storage, "_whole_objects", lambda: Signed.around(real_signed()))
     return pages
 
 
@@ -554,6 +562,42 @@ def test_a_symbols_files_in_a_local_folder_are_found_by_name_without_a_stat_of_e
     assert storage.files_named(folder / "BTCUSDT.pqt", ("BTCUSDT",)) == []  # a file
 
 
+class _Forwarding:
+    """A wrapper of ``inner`` forwarding what it does not define."""
+
+    def __init__(self, inner, *args):
+        self.inner = inner
+        self.args = args
+
+    @classmethod
+    def around(cls, inner, *args):
+        return None if inner is None else cls(inner, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class _CountingSigned(_Forwarding):
+    """storage's signed requests (``_WholeObjects``: GETs, PUTs, listings), its listings
+    counted by prefix as ``_CountingClient`` counts botocore's."""
+
+    def list_pages(self, folder, prefix):
+        self.args[0].append(("list", prefix.rstrip("/")))
+        return self.inner.list_pages(folder, prefix)
+
+
+def count_asked(monkeypatch, asked: list) -> None:
+    """Count the HEADs and LISTs storage sends into ``asked``: ``("head", key)``,
+    ``("list", prefix)``, whichever client sends them."""
+    real_client, real_signed = storage._conditional_client, storage._whole_objects
+    monkeypatch.setattr(
+        storage, "_conditional_client", lambda: _CountingClient(real_client(), asked)
+    )
+    monkeypatch.setattr(
+        storage, "_whole_objects", lambda: _CountingSigned.around(real_signed(), asked)
+    )
+
+
 class _CountingClient:
     """A boto3 client that counts the HEADs and LISTs it sends, by key or prefix."""
 
@@ -588,10 +632,7 @@ def test_a_jobs_inputs_are_asked_about_once_on_s3(s3_root, monkeypatch):
     for rel in ("in/a.pqt", "in/b.pqt", "funding.pqt", "out/x.pqt"):
         storage.write_bytes(root / rel, rel.encode())
     asked: list = []
-    real_client = storage._conditional_client
-    monkeypatch.setattr(
-        storage, "_conditional_client", lambda: _CountingClient(real_client(), asked)
-    )
+    count_asked(monkeypatch, asked)
     monkeypatch.setattr(storage, "_file_infos", None)  # a flat listing is a delimited LIST
     key = root.key
 
