@@ -1283,7 +1283,9 @@ def read_state(path) -> dict:
 WHOLE_PARQUET_READ_BYTES = 32 << 20
 
 
-def read_parquet(path, *, listed_size: int | None = None, **options) -> pa.Table:
+def read_parquet(
+    path, *, listed_size: int | None = None, small: bool = False, **options
+) -> pa.Table:
     """A whole Parquet file (``pq.ParquetFile(...).read(**options)``: columns=...); a
     damaged file's error names it.
 
@@ -1292,13 +1294,17 @@ def read_parquet(path, *, listed_size: int | None = None, **options) -> pa.Table
     asking its size first (a HEAD, one more round trip). The size only chooses between the
     whole read and ranged reads: the GET returns the object as the store holds it when it
     is served, so an object replaced since the listing is read whole, never cut at the
-    listed size."""
+    listed size.
+
+    ``small``: the caller knows the object to be far below ``WHOLE_PARQUET_READ_BYTES``
+    (a symbol's quality record: a row per day), without a listing (its folder holds every
+    symbol's): on S3 one GET of the whole object, no HEAD for its size first."""
     p = data_path(path)
     with _naming_the_file(p):
-        return _read_parquet(p, listed_size, **options)
+        return _read_parquet(p, listed_size, small, **options)
 
 
-def _read_parquet(p, listed_size: int | None = None, **options) -> pa.Table:
+def _read_parquet(p, listed_size: int | None = None, small: bool = False, **options) -> pa.Table:
     import pyarrow.parquet as pq
 
     if not isinstance(p, ObjectPath):
@@ -1307,7 +1313,9 @@ def _read_parquet(p, listed_size: int | None = None, **options) -> pa.Table:
 
     reading = _read_ahead()
     ahead = reading.get(str(p)) if reading is not None else None
-    if ahead is None and listed_size is not None and listed_size <= WHOLE_PARQUET_READ_BYTES:
+    if ahead is None and (
+        small or (listed_size is not None and listed_size <= WHOLE_PARQUET_READ_BYTES)
+    ):
         ahead = _get(p)
     if ahead is not None:
         return pq.ParquetFile(pa.BufferReader(ahead)).read(**options)

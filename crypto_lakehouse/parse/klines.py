@@ -740,9 +740,9 @@ class _KlineRun:
             datasets.get(self.dataset).name,
         )
         old = None
-        if self.state:  # read without asking first whether it exists (an S3 HEAD)
+        if self.state:  # read without asking first whether it exists, or its size (HEADs)
             try:
-                old = storage.read_parquet(qpath)
+                old = storage.read_parquet(qpath, small=True)
             except FileNotFoundError:
                 pass
             except storage.StorageError:
