@@ -737,12 +737,35 @@ def parquet_metadata(path):
             return pq.ParquetFile(p).metadata
         reading = _read_ahead()
         ahead = reading.peek(str(p)) if reading is not None else None
+        if ahead is None:
+            signed = _whole_objects()
+            if signed is not None:
+                ahead = _footer_bytes(p, signed)
         if ahead is not None:
             import pyarrow as pa
 
             return pq.ParquetFile(pa.BufferReader(ahead)).metadata
         with _request("parquet_read"), _open_object(p) as f:
             return pq.ParquetFile(f).metadata
+
+
+FOOTER_GUESS_BYTES = 64 << 10  # as pyarrow's first footer read
+
+
+def _footer_bytes(p: ObjectPath, signed: _WholeObjects) -> bytes:
+    """The end of a Parquet object holding its footer, by suffix-range GETs: the last 64
+    KiB, and only when the footer is longer, the footer's length. pyarrow's
+    ``open_input_file`` asked the size with a HEAD first, then read the last 64 KiB: two
+    round trips, one after the other (gen_kline's inputs beyond the read-ahead window,
+    tail builds' previous outputs). pyarrow reads the metadata from these bytes alone."""
+    _settle(p)
+    with _reading(p), _request("parquet_read"):
+        tail = signed.get(p, last=FOOTER_GUESS_BYTES)
+        if len(tail) == FOOTER_GUESS_BYTES and tail[-4:] == b"PAR1":
+            need = int.from_bytes(tail[-8:-4], "little") + 8
+            if need > len(tail):
+                tail = signed.get(p, last=need)
+    return tail
 
 
 def parquet_file(path):
@@ -927,15 +950,17 @@ class _WholeObjects:
             return f"{scheme}://{bucket}.{host}/{key}"
         return f"{scheme}://{host}/{bucket}/{key}"
 
-    def get(self, p: ObjectPath, admit=None) -> bytes | None:
+    def get(self, p: ObjectPath, admit=None, last: int | None = None) -> bytes | None:
         """The object's bytes; with ``admit``, None when ``admit(size)`` (the size from the
-        answer's Content-Length) refuses it, the body unread and the connection closed."""
+        answer's Content-Length) refuses it, the body unread and the connection closed.
+        ``last``: only its last ``last`` bytes (a suffix Range: all of a shorter object)."""
         import urllib3
         from botocore.auth import S3SigV4Auth
         from botocore.awsrequest import AWSRequest
 
         url = self.url(p)
-        request = AWSRequest(method="GET", url=url)
+        ranged = {} if last is None else {"Range": f"bytes=-{last}"}
+        request = AWSRequest(method="GET", url=url, headers=ranged)
         S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
         try:
             answer = self.pool.request(
@@ -956,8 +981,10 @@ class _WholeObjects:
                 answer.release_conn()
         except urllib3.exceptions.HTTPError as exc:
             raise StorageError(f"{p}: GET failed: {exc}") from exc
-        if answer.status == 200:
+        if answer.status == 200 or (last is not None and answer.status == 206):
             return data
+        if last is not None and answer.status == 416:  # an empty object has no last bytes
+            return b""
         code = re.search(rb"<Code>([^<]*)</Code>", data or b"")
         code = code.group(1).decode(errors="replace") if code else ""
         if answer.status == 404:  # as pyarrow's HEAD: a missing bucket is missing too

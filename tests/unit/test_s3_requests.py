@@ -465,3 +465,33 @@ def test_a_folder_listing_pages_names_and_versions_as_the_store_gives_them(count
         assert listed[folder / name][0] == len(name)
     with pytest.raises(storage.StorageError, match="no-such-bucket-here"):
         storage.file_names(f"s3://no-such-bucket-here/{root.split('/', 3)[3]}")
+
+
+def test_a_footer_is_read_by_its_last_bytes_without_a_head(counted):
+    """A Parquet footer outside the read-ahead window (gen_kline's inputs beyond it, tail
+    builds' previous outputs) was a HEAD for the size, then a ranged GET of the last 64
+    KiB, one after the other: now a GET of the last 64 KiB alone, and a second one only for
+    a footer longer than that. The metadata is the file's; an empty or non-Parquet object
+    is a damaged file, a missing one missing, each named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, counter = counted
+    small, wide = storage.join(root, "small.pqt"), storage.join(root, "wide.pqt")
+    storage.write_parquet(small, pa.table({"a": list(range(1000))}))
+    # 400 columns: a footer well over 64 KiB.
+    storage.write_parquet(wide, pa.table({f"column_{i:03d}": [i, i] for i in range(400)}))
+    counter.take()
+    assert storage.parquet_metadata(small).num_rows == 1000
+    assert [m for m, _ in counter.take()] == ["GET"]
+    meta = storage.parquet_metadata(wide)
+    assert [m for m, _ in counter.take()] == ["GET", "GET"]
+    local = pq.ParquetFile(pa.BufferReader(storage.read_bytes(wide))).metadata
+    assert meta.serialized_size > 64 << 10 and meta.equals(local)
+    for name, body in (("empty.pqt", b""), ("text.pqt", b"not parquet at all")):
+        storage.write_bytes(storage.join(root, name), body)
+        with pytest.raises(Exception, match=name) as err:
+            storage.parquet_metadata(storage.join(root, name))
+        assert storage.is_damaged_file_error(err.value), err.value
+    with pytest.raises(FileNotFoundError, match="missing.pqt"):
+        storage.parquet_metadata(storage.join(root, "missing.pqt"))
