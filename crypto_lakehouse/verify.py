@@ -74,9 +74,10 @@ def _read_problem(read, path, again: bool = True) -> tuple[str, str] | None:
     """None when ``read(path)`` succeeds; else ("damaged" | "unchecked", the error).
 
     A file that does not decode is read once more before it is called damaged: without
-    --remove, verify holds no lock, and on S3 a run that replaces the object between the
-    reader's size request and its footer read gives bytes of the new version at the old
-    offsets (a good file then looked damaged)."""
+    --remove, verify holds no lock, and on S3 a run that replaces the object between two
+    requests of one read (a footer longer than the first GET's 64 KiB; a size request and
+    the footer read without the signed GETs) gives bytes of the new version where the old
+    one's were expected (a good file then looked damaged)."""
     try:
         read(path)
     except Exception as exc:

@@ -236,31 +236,42 @@ def test_a_store_that_cannot_be_reached_is_exit_2_with_one_line_not_a_traceback(
 def test_an_object_a_run_replaces_during_its_footer_read_is_not_called_damaged(
     s3_root, monkeypatch
 ):
-    """verify without --remove holds no lock: on S3 a run may replace an object between the
-    reader's size request (HEAD) and its footer GET, which then reads the new version at
-    the old offsets. Before, that good file was listed as damaged (exit 1; with the advice
-    to remove it)."""
+    """verify without --remove holds no lock: on S3 a run may replace an object between two
+    requests of one footer read, which then reads bytes of the new version where the old
+    one's footer was expected. Before, that good file was listed as damaged (exit 1; with
+    the advice to remove it). The footer read is a GET of the object's last 64 KiB, then,
+    for a longer footer, one of the footer's length (it was a HEAD for the size, then a
+    ranged GET): the object here has a footer over 64 KiB and is replaced between the two
+    by one with a longer footer."""
     root = storage.data_path(s3_root)
     path = root / "results_data/spot/klines/1m/AUSDT.pqt"
-    storage.write_parquet(path, pa.table({"x": list(range(10))}))
+    storage.write_parquet(path, pa.table({f"x{i}": [i] for i in range(400)}))
     new = pa.BufferOutputStream()
-    pq.write_table(pa.table({"x": list(range(5000)), "y": [1.5] * 5000}), new)
-    real_open = storage._open_object
-    opened = []
+    pq.write_table(pa.table({f"longer_name_{i}": [i] * 5 for i in range(800)}), new)
+    real_signed = storage._whole_objects
+    first_reads = []
 
-    def open_then_replaced(p):
-        f = real_open(p)  # the size is known (HEAD)
-        if str(p) == str(path) and not opened:
-            fs, inner = storage.filesystem(p)
-            with fs.open_output_stream(inner) as out:  # the run's new version lands
-                out.write(new.getvalue())
-        opened.append(str(p))
-        return f
+    class ReplacedAfterTheFirstGet:
+        def __init__(self, signed):
+            self.signed = signed
 
-    monkeypatch.setattr(storage, "_open_object", open_then_replaced)
+        def get(self, p, admit=None, last=None):
+            answer = self.signed.get(p, admit, last)
+            if str(p) == str(path) and last == storage.FOOTER_GUESS_BYTES:
+                if not first_reads:
+                    fs, inner = storage.filesystem(p)
+                    with fs.open_output_stream(inner) as out:  # the run's new version lands
+                        out.write(new.getvalue())
+                first_reads.append(str(p))
+            return answer
+
+        def __getattr__(self, name):
+            return getattr(self.signed, name)
+
+    monkeypatch.setattr(storage, "_whole_objects", lambda: ReplacedAfterTheFirstGet(real_signed()))
     verdict = verify(s3_root, jobs=1)
     assert verdict.damaged == {} and verdict.exit_code == 0
-    assert opened.count(str(path)) == 2  # read again
+    assert len(first_reads) == 2  # read again
     assert verdict.checked["results_data"] == 1
 
 
