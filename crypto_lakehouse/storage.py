@@ -950,27 +950,36 @@ class _WholeObjects:
             return f"{scheme}://{bucket}.{host}/{key}"
         return f"{scheme}://{host}/{bucket}/{key}"
 
+    def send(self, method: str, url: str, *, headers=None, body=None, **options):
+        """One SigV4-signed request (botocore's signer, the credentials of the chain) through
+        the pool, with its retries and timeout; the urllib3 answer. A body is sent as
+        ``UNSIGNED-PAYLOAD`` (``_UnsignedPayload``)."""
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        request = AWSRequest(method=method, url=url, headers=headers or {})
+        if body is not None:
+            request.context["client_config"] = _UNSIGNED_PAYLOAD
+        S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
+        return self.pool.request(
+            method,
+            url,
+            body=body,
+            headers=dict(request.headers.items()),
+            retries=self.retries,
+            timeout=self.timeout,
+            **options,
+        )
+
     def get(self, p: ObjectPath, admit=None, last: int | None = None) -> bytes | None:
         """The object's bytes; with ``admit``, None when ``admit(size)`` (the size from the
         answer's Content-Length) refuses it, the body unread and the connection closed.
         ``last``: only its last ``last`` bytes (a suffix Range: all of a shorter object)."""
         import urllib3
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
 
-        url = self.url(p)
         ranged = {} if last is None else {"Range": f"bytes=-{last}"}
-        request = AWSRequest(method="GET", url=url, headers=ranged)
-        S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
         try:
-            answer = self.pool.request(
-                "GET",
-                url,
-                headers=dict(request.headers.items()),
-                retries=self.retries,
-                timeout=self.timeout,
-                preload_content=False,
-            )
+            answer = self.send("GET", self.url(p), headers=ranged, preload_content=False)
             try:
                 if answer.status == 200 and admit is not None:
                     if not admit(int(answer.headers.get("Content-Length") or 0)):
@@ -985,8 +994,7 @@ class _WholeObjects:
             return data
         if last is not None and answer.status == 416:  # an empty object has no last bytes
             return b""
-        code = re.search(rb"<Code>([^<]*)</Code>", data or b"")
-        code = code.group(1).decode(errors="replace") if code else ""
+        code = _error_code(data)
         if answer.status == 404:  # as pyarrow's HEAD: a missing bucket is missing too
             raise FileNotFoundError(
                 f"{p}: no such {'bucket' if code == 'NoSuchBucket' else 'object'}"
@@ -997,40 +1005,21 @@ class _WholeObjects:
         """Store ``body`` (bytes-like: bytes, a memory-mapped pyarrow buffer) as the object
         ``p`` in one PutObject; returns its identity ``[size, ETag]`` from the answer."""
         import urllib3
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
 
         size = memoryview(body).nbytes
         crc32 = zlib.crc32(body).to_bytes(4, "big")  # the GIL released for large bodies
-        url = self.url(p)
-        request = AWSRequest(
-            method="PUT",
-            url=url,
-            headers={
-                "Content-Length": str(size),
-                "x-amz-checksum-crc32": base64.b64encode(crc32).decode(),
-            },
-        )
-        request.context["client_config"] = _UNSIGNED_PAYLOAD
-        S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
+        headers = {
+            "Content-Length": str(size),
+            "x-amz-checksum-crc32": base64.b64encode(crc32).decode(),
+        }
         try:
-            answer = self.pool.request(
-                "PUT",
-                url,
-                body=body,
-                headers=dict(request.headers.items()),
-                retries=self.retries,
-                timeout=self.timeout,
-            )
+            answer = self.send("PUT", self.url(p), headers=headers, body=body)
         except urllib3.exceptions.HTTPError as exc:
             raise StorageError(f"{p}: upload failed: {exc}") from exc
         etag = answer.headers.get("ETag")
         if answer.status == 200 and etag:
             return [size, etag]
-        code = re.search(rb"<Code>([^<]*)</Code>", answer.data or b"")
-        code = code.group(1).decode(errors="replace") if code else ""
-        if answer.status == 200:
-            code = "no ETag in the answer"
+        code = "no ETag in the answer" if answer.status == 200 else _error_code(answer.data)
         raise StorageError(f"{p}: upload failed: HTTP {answer.status} {code}".rstrip())
 
     def list_pages(self, folder: ObjectPath, prefix: str) -> Iterator[list[tuple[str, int, str]]]:
@@ -1043,8 +1032,6 @@ class _WholeObjects:
         from xml.etree import ElementTree
 
         import urllib3
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
 
         ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
         base = self.bucket_url(folder.bucket)
@@ -1054,23 +1041,12 @@ class _WholeObjects:
             if token is not None:
                 query["continuation-token"] = token
             url = f"{base}?{urlencode(sorted(query.items()), quote_via=quote, safe='-_.~')}"
-            request = AWSRequest(method="GET", url=url)
-            S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(
-                request
-            )
             try:
-                answer = self.pool.request(
-                    "GET",
-                    url,
-                    headers=dict(request.headers.items()),
-                    retries=self.retries,
-                    timeout=self.timeout,
-                )
+                answer = self.send("GET", url)
             except urllib3.exceptions.HTTPError as exc:
                 raise StorageError(f"{folder}: list failed: {exc}") from exc
             if answer.status != 200:
-                code = re.search(rb"<Code>([^<]*)</Code>", answer.data or b"")
-                code = code.group(1).decode(errors="replace") if code else ""
+                code = _error_code(answer.data)
                 raise StorageError(f"{folder}: list failed: HTTP {answer.status} {code}".rstrip())
             page = ElementTree.fromstring(answer.data)
             yield [
@@ -1084,6 +1060,12 @@ class _WholeObjects:
             token = page.findtext(f"{ns}NextContinuationToken")
             if page.findtext(f"{ns}IsTruncated") != "true" or not token:
                 return
+
+
+def _error_code(body: bytes | None) -> str:
+    """The ``<Code>`` of an S3 error answer's XML ('' when there is none)."""
+    code = re.search(rb"<Code>([^<]*)</Code>", body or b"")
+    return code.group(1).decode(errors="replace") if code else ""
 
 
 class _UnsignedPayload:

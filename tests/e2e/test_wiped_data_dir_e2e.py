@@ -26,13 +26,20 @@ def _files(folder):
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
+def _built_with_the_run_dir_elsewhere(tmp_path, emu):
+    """A complete run of the scenario, config ``run_dir`` outside the data dir: the data
+    dir, the run dir and the config."""
+    data, run_dir = tmp_path / "data", tmp_path / "run"
+    config = h.config_for(emu.base_url, data)
+    config["run_dir"] = str(run_dir)
+    snakemake(tmp_path, config, "all")
+    return data, run_dir, config
+
+
 def test_a_wiped_data_dir_is_rebuilt_and_an_upgrade_is_not(tmp_path):
     emu = h.start_emulator(h.build_scenario(tmp_path))
     try:
-        data, run_dir = tmp_path / "data", tmp_path / "run"
-        config = h.config_for(emu.base_url, data)
-        config["run_dir"] = str(run_dir)
-        snakemake(tmp_path, config, "all")
+        data, run_dir, config = _built_with_the_run_dir_elsewhere(tmp_path, emu)
         results = sorted(p.relative_to(data) for p in data.glob("results_data/**/*.pqt"))
         assert results
         before = h.snapshot(data)
@@ -72,10 +79,7 @@ def test_a_data_dir_wiped_before_its_first_run_with_this_version_is_rebuilt(tmp_
     (crypto_lakehouse/data_presence.py). Before, "Nothing to be done" (a documented gap)."""
     emu = h.start_emulator(h.build_scenario(tmp_path))
     try:
-        data, run_dir = tmp_path / "data", tmp_path / "run"
-        config = h.config_for(emu.base_url, data)
-        config["run_dir"] = str(run_dir)
-        snakemake(tmp_path, config, "all")
+        data, run_dir, config = _built_with_the_run_dir_elsewhere(tmp_path, emu)
         before = h.snapshot(data)
         for record in (layout.run_identity_path(str(run_dir)),
                        layout.data_folders_record_path(str(run_dir))):  # fmt: skip
