@@ -301,18 +301,13 @@ def _verify(data_dir, *, remove: bool, jobs: int, zips: bool, pages: bool) -> Ve
             if problem is not None:
                 kind, error = problem
                 path = item[0] if isinstance(item, tuple) else item
-                getattr(verdict, kind)[str(path)[len(str(root)) :].lstrip("/")] = error
+                getattr(verdict, kind)[_rel(root, path)] = error
 
     def check_all(layer: str, items, problem_of) -> None:
         verdict.checked[layer] = 0
-        batch: list = []
-        for item in items:
-            verdict.checked[layer] += 1
-            batch.append(item)
-            if len(batch) >= BATCH_PER_JOB * jobs:
-                check(problem_of, batch)
-                batch = []
-        check(problem_of, batch)
+        for batch in _batches(items, BATCH_PER_JOB * jobs):
+            verdict.checked[layer] += len(batch)
+            check(problem_of, batch)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         folders = {layer: layout.layer_dir(root, layer) for layer in layout.PARQUET_LAYERS}
