@@ -9,7 +9,15 @@ __version__ = "0.1.0"
 
 # The loading API, imported on first use so that pipeline jobs (which import submodules of
 # this package) never pay for pandas, polars or DuckDB.
-_LAZY = {"load_klines", "load_features", "load_dataset", "iter_dataset", "duckdb_connect"}
+_LAZY = {
+    "load_klines",
+    "load_features",
+    "load_dataset",
+    "iter_dataset",
+    "duckdb_connect",
+    "StaleFeaturesWarning",
+    "StaleFeaturesError",
+}
 
 
 def __getattr__(name):

@@ -398,6 +398,24 @@ def state_path(data_dir, stage: str, trade_type: str, dataset: str, symbol: str)
     return lakehouse_dir(data_dir) / "state" / stage / trade_type / dataset / f"{symbol}.json"
 
 
+def stale_features_root(data_dir) -> Path:
+    """The folder of the ``stale_features_path`` records: ``{T}/{SYM}/klines-{I}.json``."""
+    return lakehouse_dir(data_dir) / "stale_features"
+
+
+def stale_features_dir(data_dir, trade_type: str, symbol: str) -> Path:
+    """A symbol's ``stale_features_path`` records (one per base interval; usually none)."""
+    return stale_features_root(data_dir) / trade_type / symbol
+
+
+def stale_features_path(data_dir, trade_type: str, interval: str, symbol: str) -> Path:
+    """The record of a symbol's feature files kept stale by its last features build at base
+    ``interval`` (their rebuild failed; docs/features.md): present only while there are
+    some. Public, unlike ``state_path``: the loaders read it (``loading``), one listing of
+    ``stale_features_dir`` per load, whatever the base interval of a resampled file."""
+    return stale_features_dir(data_dir, trade_type, symbol) / f"klines-{interval}.json"
+
+
 def state_root(data_dir, stage: str) -> Path:
     """The folder of a stage's ``state_path`` files: ``{T}/{dataset}/{SYM}.json`` below it."""
     return lakehouse_dir(data_dir) / "state" / stage

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import difflib
+import json
 import numbers
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -40,6 +42,21 @@ class DataNotFoundError(LookupError):
 
 class DataChangedError(RuntimeError):
     """A symbol's files kept changing while they were read (a run is writing them)."""
+
+
+class StaleFeaturesWarning(UserWarning):
+    """Feature files were read whose last rebuild failed: they hold the features of an
+    earlier version of their candle files (docs/loading.md, "Stale feature files").
+    ``warnings.simplefilter("error", StaleFeaturesWarning)`` turns it into an error."""
+
+
+class StaleFeaturesError(RuntimeError):
+    """``stale="raise"``: the feature files asked for include stale ones (the message names
+    them, their failure and how to rebuild them)."""
+
+
+# What the features loaders do with a stale feature file (docs/loading.md).
+STALE_MODES = ("warn", "raise", "ignore")
 
 
 # A read of a symbol's segment files that finds them changed (a run rewrote or removed one
@@ -393,20 +410,106 @@ def load_features(
     resample: str | None = None,
     offset: str | None = None,
     engine: str = "pandas",
+    stale: str = "warn",
 ):
     """One symbol's features as a pandas or polars DataFrame or a pyarrow Table
     (``engine``), as ``load_klines`` reads
     its candles: the segment files of ``results_data/{T}/features/{interval}`` (with
     ``resample``: ``results_data/{T}/resampled_features/{resample}/{offset}``) in time
     order with their ``segment`` number, ``start`` (inclusive) and ``end`` (exclusive)
-    bounding ``candle_begin_time`` (docs/loading.md, docs/features.md)."""
+    bounding ``candle_begin_time`` (docs/loading.md, docs/features.md).
+
+    ``stale``: what to do when a file read is stale (its last rebuild failed, so it holds
+    the features of an earlier version of its candle file): ``"warn"`` (default) a
+    ``StaleFeaturesWarning`` naming the files, the failure and how to rebuild them;
+    ``"raise"`` ``StaleFeaturesError`` instead; ``"ignore"`` nothing."""
     _check_engine(engine)
+    _check_stale_mode(stale)
+    read: list[Path] = []
     table = _segments_table("features", data_dir, trade_type, symbol, interval, resample,
-                            offset, start, end)  # fmt: skip
+                            offset, start, end, read)  # fmt: skip
+    if stale != "ignore":
+        _tell_stale(stale_files_among(data_dir, trade_type, symbol, read), stale, stacklevel=3)
     return _frame(table, engine)
 
 
-def _segments_table(kind, data_dir, trade_type, symbol, interval, resample, offset, start, end):
+def _check_stale_mode(stale: str) -> None:
+    if stale not in STALE_MODES:
+        raise ValueError(f"stale={stale!r}; expected one of {', '.join(STALE_MODES)}")
+
+
+def stale_feature_records(data_dir, trade_type: str | None = None, symbol: str | None = None):
+    """The stale feature files the features builds recorded (``layout.stale_features_path``)
+    as ``{path relative to data_dir: {"failure", "failed_at"}}``: of one symbol (one
+    listing of its record folder, usually absent: on S3 one request), or of every symbol
+    (one recursive listing). A record that cannot be read is skipped: it only ever adds a
+    warning."""
+    root = storage.data_path(_data_dir(data_dir))
+    if symbol is not None:
+        folder = layout.stale_features_dir(root, trade_type, symbol)
+        paths = storage.list_files(folder, recursive=False, suffix=".json")
+    else:
+        paths = storage.list_files(layout.stale_features_root(root), suffix=".json")
+    out: dict[str, dict] = {}
+    for path in paths:
+        try:
+            record = json.loads(storage.read_bytes(path))
+            files = record["files"]
+            for rel, failure in files.items():
+                out[rel] = {"failure": failure, "failed_at": record.get("failed_at")}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # removed since the listing, or not a record of ours
+    return out
+
+
+def stale_files_among(data_dir, trade_type: str, symbol: str, files: list) -> dict[str, dict]:
+    """Of ``files`` (feature files of ``symbol`` below ``data_dir``), those recorded stale,
+    by their path."""
+    records = stale_feature_records(data_dir, trade_type, symbol)
+    if not records:
+        return {}
+    root = storage.data_path(_data_dir(data_dir))
+    out = {}
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        if rel in records:
+            out[str(path)] = records[rel]
+    return out
+
+
+def _tell_stale(found: dict[str, dict], mode: str, stacklevel: int, views: bool = False) -> None:
+    """``StaleFeaturesWarning`` (``mode`` "warn") or ``StaleFeaturesError`` ("raise")
+    naming the stale files of ``found`` (``stale_files_among``); nothing when none.
+    ``views``: said of duckdb_connect's views rather than of load_features."""
+    if not found:
+        return
+    listed = "; ".join(
+        f"{path} (its rebuild failed at {info.get('failed_at') or 'an earlier run'}: "
+        f"{info['failure']})"
+        for path, info in list(found.items())[:5]
+    )
+    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    message = (
+        f"stale feature files: {listed}{more}. Each was kept as the last good features "
+        "build wrote it: it holds the features of an earlier version of its candle file "
+        "(it can lack the newest candles, or have the columns of earlier feature settings), "
+        + (
+            "and the views features/resampled_features hold it: the table stale_features "
+            "lists these files with the views' path columns, to leave them out of a query. "
+            if views
+            else "so its rows need not line up with load_klines'. "
+        )
+        + "A features run that succeeds rebuilds it (fix the failure, then run the "
+        "workflow's features or all target). stale='ignore' goes on without this warning, "
+        "stale='raise' refuses it (docs/loading.md, \"Stale feature files\")."
+    )
+    if mode == "raise":
+        raise StaleFeaturesError(message)
+    warnings.warn(message, StaleFeaturesWarning, stacklevel=stacklevel)
+
+
+def _segments_table(kind, data_dir, trade_type, symbol, interval, resample, offset, start, end,
+                    read_files: list | None = None):  # fmt: skip
     """The symbol's segment files of ``kind`` (``segment_files_of``) read as one table
     between the bounds, a damaged file's error naming the repair.
 
@@ -414,13 +517,19 @@ def _segments_table(kind, data_dir, trade_type, symbol, interval, resample, offs
     writes"): the read is kept only if the symbol's files (names and versions: size and
     mtime locally, size and ETag on S3) are the same after it as before it, and its
     segments do not overlap in time; otherwise it is done again (``READ_RETRY_WAITS``),
-    then DataChangedError."""
+    then DataChangedError. ``read_files`` (a list) gets the files the table was read from."""
     files = segment_files_of(kind, data_dir, trade_type, symbol, interval, resample, offset)
     directory = files[0].parent
+
+    def read(paths):
+        if read_files is not None:
+            read_files[:] = paths
+        return read_segments_table(paths, start, end)
+
     return _read_unchanged(
         files,
         listing=lambda: layout.segment_files(directory, symbol),
-        read=lambda paths: read_segments_table(paths, start, end),
+        read=read,
         data_dir=data_dir,
         what=f"{symbol} in {directory}",
         check=lambda table, paths: overlapping_segments(table, paths, strict=resample is None),
@@ -1089,7 +1198,7 @@ def _no_view_files(data_dir) -> DataNotFoundError:
     )
 
 
-def duckdb_connect(data_dir, database: str = ":memory:"):
+def duckdb_connect(data_dir, database: str = ":memory:", stale: str = "warn"):
     """A DuckDB connection with views ``klines``, ``resampled_klines``, ``features``,
     ``resampled_features``, ``funding``, ``quality``, ``provenance`` and the parsed
     datasets' ``agg_trades``, ``trades``, ``metrics``, ``mark_price_klines``,
@@ -1102,9 +1211,15 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
     connection's ``TimeZone`` is UTC, whatever the machine's.
 
     An ``s3://`` data dir gives the same views over pyarrow datasets on the bucket (the
-    seam's file system and credentials; DuckDB's own S3 reader, httpfs, is not needed)."""
+    seam's file system and credentials; DuckDB's own S3 reader, httpfs, is not needed).
+
+    The views do not leave out stale feature files (their last rebuild failed): the table
+    ``stale_features`` lists those the views hold, with the views' path columns to exclude
+    them by; ``stale`` says what connecting does when there are some: ``"warn"`` (default:
+    a ``StaleFeaturesWarning``), ``"raise"`` (``StaleFeaturesError``) or ``"ignore"``."""
     import duckdb
 
+    _check_stale_mode(stale)
     if storage.is_remote(data_dir) and not layout.subdir_names(_data_dir(data_dir)):
         # A missing bucket or a prefix with nothing below it: said as such, before the
         # delimited listings of view_files (which a missing bucket answers with NoSuchBucket).
@@ -1119,8 +1234,13 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
     con.execute("CREATE TEMP TABLE lakehouse_views (view VARCHAR, files BIGINT)")
     for name, paths in files.items():
         con.execute("INSERT INTO lakehouse_views VALUES (?, ?)", (name, len(paths)))
+    latest = _latest_segments(files)
+    try:
+        _stale_features_table(con, data_dir, files, dict(latest), stale)
+    except StaleFeaturesError:
+        con.close()
+        raise
     with _naming_the_repair(data_dir):  # the views' footers are read below
-        latest = _latest_segments(files)
         if storage.is_remote(data_dir):
             _register_dataset_views(con, files, dict(latest))
             return con
@@ -1133,6 +1253,46 @@ def duckdb_connect(data_dir, database: str = ":memory:"):
             if paths:
                 con.execute(f"CREATE TEMP VIEW {name} AS {_view_sql(name, paths, options)}")
     return con
+
+
+STALE_FEATURES_COLUMNS = (
+    'view VARCHAR, trade_type VARCHAR, interval VARCHAR, "offset" VARCHAR, '
+    "symbol VARCHAR, segment INTEGER, file VARCHAR, failure VARCHAR, failed_at TIMESTAMPTZ"
+)
+
+
+def _stale_features_table(con, data_dir, files: dict[str, list], latest: dict, mode: str):
+    """The table ``stale_features``: the files of the views ``features`` and
+    ``resampled_features`` recorded stale (``stale_feature_records``: one recursive listing
+    of the records, usually empty), with those views' path columns (``"offset"`` NULL for
+    ``features``); then ``mode`` (``_tell_stale``). Records of files the views do not hold
+    (removed since) are left out."""
+    con.execute(f"CREATE TEMP TABLE stale_features ({STALE_FEATURES_COLUMNS})")
+    records = stale_feature_records(data_dir)
+    if not records:
+        return
+    root = storage.data_path(_data_dir(data_dir))
+    if not storage.is_remote(root):
+        root = root.absolute()  # view_files' paths are absolute
+    rows, found = [], {}
+    for view in ("features", "resampled_features"):
+        for path in files[view]:
+            info = records.get(path.relative_to(root).as_posix())
+            if info is None:
+                continue
+            values = _path_values(view, path, latest)
+            failed_at = None
+            with contextlib.suppress(TypeError, ValueError):
+                failed_at = dt.datetime.fromisoformat(info["failed_at"].replace("Z", "+00:00"))
+            rows.append((view, values["trade_type"], values["interval"], values.get("offset"),
+                         values["symbol"], values["segment"], str(path), info["failure"],
+                         failed_at))  # fmt: skip
+            found[str(path)] = info
+    if rows:
+        con.executemany("INSERT INTO stale_features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    if mode != "ignore":
+        # stacklevel: the caller of duckdb_connect.
+        _tell_stale(found, mode, stacklevel=4, views=True)
 
 
 # ---------------------------------------------------------------- views on object storage

@@ -72,6 +72,18 @@ FILES_AT_ONCE = 4
 LIGHT_BYTES = 8 << 20
 
 
+def stale_record(trade_type: str, interval: str, symbol: str, causes: dict[str, str]) -> dict:
+    """The record of ``layout.stale_features_path``: per stale feature file (relative to the
+    data dir) the failure of its rebuild, and when that build ran (UTC)."""
+    return {
+        "trade_type": trade_type,
+        "interval": interval,
+        "symbol": symbol,
+        "failed_at": clock.strftime("%Y-%m-%dT%H:%M:%SZ", clock.gmtime()),
+        "files": dict(sorted(causes.items())),
+    }
+
+
 class FeaturesError(RuntimeError):
     """One or more symbols failed; the message lists them (the others were written)."""
 
@@ -314,6 +326,7 @@ def _symbol_features(
     previous: dict[str, dict],
     built: dict[str, dict],
     counts: dict[str, int],
+    stale_causes: dict[str, str],
 ) -> tuple[dict, list[DamagedInput]]:
     """Write one symbol's feature files and remove those whose candle file is no longer
     listed; its report section, and the ``DamagedInput`` failures among the section's
@@ -321,7 +334,7 @@ def _symbol_features(
     writing it) is kept as it was, listed under ``stale``. ``previous``: what the last
     build of the same settings recorded per candle file (``_write_features``); ``built`` is
     filled with this build's records and ``counts`` counts the files kept, tail-built and
-    built in full, and the rows computed."""
+    built in full, and the rows computed; ``stale_causes`` gets each stale file's failure."""
     vwap_col = vwap_column_name(interval)
     outputs, failures = [], []
     # Feature files whose rebuild failed, kept as the last good build wrote them: from an
@@ -419,6 +432,7 @@ def _symbol_features(
             if now[path] is not None:  # the last good build's file stays, marked stale
                 written.setdefault(f["dir"], set()).add(f["name"])
                 stale.append(rel)
+                stale_causes[rel] = message
                 message += f" (previous feature file {rel} kept, stale, until a run rebuilds it)"
             log.error("features of %s", message)
             failures.append(message)
@@ -595,6 +609,7 @@ def run_features(
                     storage.write_json(state_file, {"settings": same, "files": previous})
                 else:
                     storage.delete(state_file)
+                stale_causes: dict[str, str] = {}
                 section, damaged_here = _symbol_features(
                     data_dir=data_dir,
                     trade_type=trade_type,
@@ -608,7 +623,17 @@ def run_features(
                     previous=previous,
                     built=file_records,
                     counts=counts,
+                    stale_causes=stale_causes,
                 )
+                # What the loaders warn about (load_features, the DuckDB views): the stale
+                # files and why. Only a build that did not end well can have left a record
+                # (a good one removes it), so a symbol built well twice asks nothing more.
+                marker = layout.stale_features_path(data_dir, trade_type, interval, symbol)
+                if stale_causes:
+                    storage.write_json(marker, stale_record(trade_type, interval, symbol,
+                                                            stale_causes))  # fmt: skip
+                elif "fingerprint" not in state:
+                    storage.delete(marker)
         except Exception as exc:  # one broken symbol never stops the others
             if isinstance(exc, DamagedInput):  # an upstream report
                 damaged.append(exc)
