@@ -163,3 +163,32 @@ def test_duckdb_connect_warns_and_lists_the_stale_files_with_the_views_columns(s
         warnings.simplefilter("error")
         con = crypto_lakehouse.duckdb_connect(data, stale="ignore")
     assert con.sql("SELECT count(*) FROM stale_features").fetchall() == [(1,)]
+
+
+def test_on_s3_a_load_asks_one_listing_more_and_warns_as_locally(s3_root):
+    """On an s3:// data dir: the stale record is found (the warning as locally), and what
+    looking for it costs a load is one listing of the symbol's record folder (no record:
+    nothing else), whatever the universe."""
+    from tests.unit.test_loading_while_writing import candles as minute_candles
+    from tests.unit.test_loading_while_writing import put
+
+    root = storage.data_path(s3_root)
+    table = minute_candles(1_704_067_200_000, 1440).select(["candle_begin_time", "open"])
+    for symbol in ("AAAUSDT", "BBBUSDT"):
+        put(layout.features_dir(root, "spot", "1m") / f"{symbol}.pqt", table)
+    storage.write_json(
+        layout.stale_features_path(root, "spot", "1m", "AAAUSDT"),
+        job.stale_record("spot", "1m", "AAAUSDT", {AAA_1M: "x.pqt: RSI: boom"}),
+    )
+
+    def requests(**kwargs) -> dict[str, int]:
+        storage.request_stats(reset=True)
+        crypto_lakehouse.load_features(s3_root, "spot", "BBBUSDT", **kwargs)
+        return {k: v["count"] for k, v in storage.request_stats(reset=True).items()}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ignored, told = requests(stale="ignore"), requests()
+    assert told == {**ignored, "list": ignored["list"] + 1}
+    with pytest.warns(StaleFeaturesWarning, match=f"{root / AAA_1M}.*RSI: boom"):
+        crypto_lakehouse.load_features(s3_root, "spot", "AAAUSDT")
