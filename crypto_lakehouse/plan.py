@@ -632,6 +632,28 @@ def failure_time(paths, end_date=None, *, replaced: bool = False) -> float | Non
     return latest
 
 
+def exchange_info_kept(paths: dict[str, str | Path], asked_for: dict) -> list[str]:
+    """The trade types whose complete exchangeInfo summary the ``exchange_info`` job keeps
+    instead of asking again (``paths``: each trade type's summary, read before the job
+    replaces them). Only when the job reruns because a request failed: a summary holds a
+    failure recorded with ``asked_for`` (the run's end date and job arguments) equal to this
+    run's; every summary beside it was then answered for the same end date and arguments
+    (the job writes them together, or kept them under the same condition), so only the
+    failed trade types are asked again. A new end date, other arguments, or a failure
+    recorded before failures named their ``asked_for`` ask every trade type."""
+    records = {}
+    for trade_type, path in paths.items():
+        try:
+            record = load_index(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict):
+            records[trade_type] = record
+    if not any(r.get("error") and r.get("asked_for") == asked_for for r in records.values()):
+        return []
+    return sorted(t for t, r in records.items() if not r.get("error") and "request_weight" in r)
+
+
 def after_failure(failed_at: float | None, end_date) -> dict | None:
     """The record a complete file keeps of the failed one it replaces (``failure_time``)."""
     if failed_at is None:

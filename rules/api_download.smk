@@ -8,7 +8,9 @@ rule exchange_info:
             "exchange_info", args_digest(get_exchange_info_args), get_exchange_info_refresh
         ),
     output:
-        [exchange_info_path(t) for t in TRADE_TYPES],
+        # update(): Snakemake leaves them in place when the job reruns, so that the rerun
+        # after a failed request keeps the trade types that were answered (keep).
+        [update(exchange_info_path(t)) for t in TRADE_TYPES],
     log:
         layout.job_log_path(LH, "exchange_info", "run"),
     benchmark:

@@ -970,10 +970,19 @@ def get_exchange_info_args(wildcards):
 
 
 def get_exchange_info_job_args(wildcards):
-    """The job's arguments: those above, and the failure the files it replaces hold."""
-    previous = plan.failure_time([exchange_info_path(t) for t in TRADE_TYPES], replaced=True)
+    """The job's arguments: those above, the failure the files it replaces hold, and the
+    trade types it keeps rather than asks again (after a failure of this end date and
+    arguments, the complete ones: plan.exchange_info_kept)."""
+    paths = {t: exchange_info_path(t) for t in TRADE_TYPES}
+    previous = plan.failure_time(list(paths.values()), replaced=True)
     after_failure = plan.after_failure(previous, END_DATE)
-    return dict(get_exchange_info_args(wildcards), after_failure=after_failure)
+    asked_for = dict(end_date=str(END_DATE), args=args_digest(get_exchange_info_args)(wildcards))
+    return dict(
+        get_exchange_info_args(wildcards),
+        after_failure=after_failure,
+        asked_for=asked_for,
+        keep=plan.exchange_info_kept(paths, asked_for),
+    )
 
 
 # ------------------------------------------------------------------ gen_kline

@@ -195,7 +195,19 @@ def run_exchange_info(
     return stats
 
 
-def run_exchange_infos(*, fetches: list[dict], after_failure: dict | None = None) -> dict:
+def _complete(path) -> bool:
+    """Whether ``path`` holds a complete summary (not a failed request's record)."""
+    info = read_exchange_info(path)
+    return bool(info) and not info.get("error") and "request_weight" in info
+
+
+def run_exchange_infos(
+    *,
+    fetches: list[dict],
+    after_failure: dict | None = None,
+    asked_for: dict | None = None,
+    keep: list[str] | tuple = (),
+) -> dict:
     """Rule ``exchange_info``: ``run_exchange_info`` for every trade type of the run, in one
     process, concurrently (one job start per run instead of one per trade type).
 
@@ -206,16 +218,29 @@ def run_exchange_infos(*, fetches: list[dict], after_failure: dict | None = None
     fetches again (``plan.failure_time``, part of the job's rerun value); ``after_failure``
     (that failure and the run's end date, when the files the job replaces hold one) is
     recorded in complete files, so the value stays the same once they are.
+
+    ``keep``: trade types whose complete summary, from a run of the same end date and
+    arguments, stays as it is (``plan.exchange_info_kept``: the rerun after a failure asks
+    the failed trade types only; the rule's outputs are ``update()`` files, so Snakemake
+    leaves them in place for this); it is written again with the same bytes, newer than the
+    rerun stamp. ``asked_for`` (the run's end date and arguments) is recorded with a
+    failure, for that decision.
     """
     results: dict[str, dict] = {}
     failed = 0
-    with ThreadPoolExecutor(max_workers=max(1, len(fetches))) as pool:
+    kept = [f for f in fetches if f["trade_type"] in keep and _complete(f["out_path"])]
+    for f in kept:
+        storage.write_bytes(f["out_path"], storage.read_bytes(f["out_path"]))
+        results[f["trade_type"]] = {"kept": True}
+        log.info("%s exchangeInfo: kept from this end date's run, not asked again", f["trade_type"])
+    asked = [f for f in fetches if f not in kept]
+    with ThreadPoolExecutor(max_workers=max(1, len(asked))) as pool:
         futures = {
             f["trade_type"]: (
                 f,
                 pool.submit(run_exchange_info, **f, after_failure=after_failure),
             )
-            for f in fetches
+            for f in asked
         }
         for trade_type, (fetch, fut) in futures.items():
             try:
@@ -225,12 +250,15 @@ def run_exchange_infos(*, fetches: list[dict], after_failure: dict | None = None
                 cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 log.error("%s exchangeInfo failed", trade_type, exc_info=exc)
                 record = {"trade_type": trade_type, "error": f"{type(exc).__name__}: {cause}"}
-                storage.write_json(fetch["out_path"], dict(record, failed_at_unix=time.time()))
+                failure = dict(record, failed_at_unix=time.time())
+                if asked_for is not None:
+                    failure["asked_for"] = asked_for
+                storage.write_json(fetch["out_path"], failure)
                 results[trade_type] = {"error": record["error"]}
     if failed:
         log.error(
             "exchangeInfo failed for %d of %d trade types (above): their REST jobs use the "
-            "default weight limits; the next run asks again",
+            "default weight limits; the next run asks them again (only them)",
             failed,
             len(fetches),
         )

@@ -170,7 +170,7 @@ def test_a_failing_exchange_info_holds_back_only_its_trade_type(tmp_path):
     gen_kline, which needs the contract sizes, fails naming the request. The next run asks
     again and completes; the one after has nothing to do."""
     faults = Faults(fail_always={"/dapi/v1/exchangeInfo"}, apply_to_rest=True)
-    emu, _, config, data = _futures_run(tmp_path, faults)
+    emu, rest_emulator, config, data = _futures_run(tmp_path, faults)
     um_results = layout.results_klines_dir(data, "um_futures", "1m")
     cm_results = layout.results_klines_dir(data, "cm_futures", "1m")
     try:
@@ -208,7 +208,13 @@ def test_a_failing_exchange_info_holds_back_only_its_trade_type(tmp_path):
         assert "<td>um_futures; none: cm_futures</td>" in run, run[:4000]
 
         emu.faults.fail_always.clear()  # the host answers again
+        um_asked = rest_emulator.counters("um_futures").get("requests/exchangeInfo", 0)
+        assert um_asked == 1
         _recovers_then_rests(tmp_path, config, "exchange_info", cm_results / "BTCUSD_PERP.pqt")
+        # The rerun asked COIN-M only: USDⓈ-M's answer of the failed run was kept (before
+        # 2026-12-07 every trade type was asked again, one request each).
+        assert rest_emulator.counters("um_futures").get("requests/exchangeInfo", 0) == um_asked
+        assert rest_emulator.counters("cm_futures").get("requests/exchangeInfo", 0) == 1
     finally:
         emu.stop()
 

@@ -163,3 +163,54 @@ def test_a_torn_summary_means_default_limits_and_is_removed_for_the_next_run(tmp
         contract_size_for(out, "BTCUSD_PERP")
     assert not out.exists()
     assert contract_size_for(out, "BTCUSD_PERP", override=100) == 100.0
+
+
+def test_the_rerun_after_a_failure_asks_only_the_failed_trade_type(emulator, tmp_path):
+    """COIN-M's request fails, spot's is answered. The rerun for that failure (same end
+    date and arguments) asks COIN-M only and keeps spot's summary, the same bytes written
+    again (newer than the rerun stamp); a new end date asks both again."""
+    import os
+
+    rest = RestEmulator()
+    rest.set_exchange_info("spot", REAL_REST / "api_v3_exchangeInfo_2025-08-07_25symbols.json")
+    rest.set_exchange_info("cm", REAL_REST / "dapi_v1_exchangeInfo_2025-08-07_25symbols.json")
+    emu = emulator(rest=rest)
+    out = {t: str(tmp_path / f"{t}.json") for t in ("spot", "cm_futures")}
+    up = dict(api_url=emu.base_url, timeout_s=5)
+    closed = dict(api_url="http://127.0.0.1:9", timeout_s=1, max_retries=0)
+    run = {"end_date": "2025-01-06", "args": "digest-of-the-job-args"}
+
+    def asked(trade_type: str) -> int:
+        return rest.counters(trade_type).get("requests/exchangeInfo", 0)
+
+    run_exchange_infos(
+        fetches=[
+            dict(up, trade_type="spot", out_path=out["spot"]),
+            dict(closed, trade_type="cm_futures", out_path=out["cm_futures"]),
+        ],
+        asked_for=run,
+    )
+    assert read_json(out["cm_futures"])["asked_for"] == run
+    spot_bytes = open(out["spot"], "rb").read()
+    assert asked("spot") == 1 and asked("cm_futures") == 0
+    # What the next run's planning decides: keep spot; not for another end date or args.
+    assert plan.exchange_info_kept(out, run) == ["spot"]
+    assert plan.exchange_info_kept(out, dict(run, end_date="2025-01-07")) == []
+    assert plan.exchange_info_kept(out, dict(run, args="other")) == []
+    os.utime(out["spot"], (1, 1))
+    previous = plan.failure_time(list(out.values()), replaced=True)
+    stats = run_exchange_infos(
+        fetches=[dict(up, trade_type=t, out_path=out[t]) for t in ("spot", "cm_futures")],
+        after_failure=plan.after_failure(previous, "2025-01-06"),
+        asked_for=run,
+        keep=plan.exchange_info_kept(out, run),
+    )
+    assert asked("spot") == 1 and asked("cm_futures") == 1  # COIN-M only
+    assert stats["spot"] == {"kept": True} and stats["cm_futures"]["symbols"] == 25
+    assert open(out["spot"], "rb").read() == spot_bytes
+    assert os.stat(out["spot"]).st_mtime > 1  # rewritten: newer than the run's stamp
+    assert contract_size_for(out["cm_futures"], "BTCUSD_PERP") == 100.0
+    # The value of the rerun trigger stays the same for this end date (COIN-M's complete
+    # file names the failure it follows): the run after asks nothing.
+    assert plan.failure_time(list(out.values()), "2025-01-06") == previous
+    assert plan.exchange_info_kept(out, run) == []  # no failure left: nothing to keep
