@@ -192,3 +192,8 @@ def test_on_s3_a_load_asks_one_listing_more_and_warns_as_locally(s3_root):
     assert told == {**ignored, "list": ignored["list"] + 1}
     with pytest.warns(StaleFeaturesWarning, match=f"{root / AAA_1M}.*RSI: boom"):
         crypto_lakehouse.load_features(s3_root, "spot", "AAAUSDT")
+    with pytest.warns(StaleFeaturesWarning, match="table stale_features lists"):
+        con = crypto_lakehouse.duckdb_connect(s3_root)
+    assert con.sql("SELECT view, symbol, segment, file FROM stale_features").fetchall() == [
+        ("features", "AAAUSDT", 0, str(root / AAA_1M))
+    ]
