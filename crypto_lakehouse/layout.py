@@ -398,14 +398,16 @@ def state_path(data_dir, stage: str, trade_type: str, dataset: str, symbol: str)
     return lakehouse_dir(data_dir) / "state" / stage / trade_type / dataset / f"{symbol}.json"
 
 
-def stale_features_root(data_dir) -> Path:
-    """The folder of the ``stale_features_path`` records: ``{T}/{SYM}/klines-{I}.json``."""
-    return lakehouse_dir(data_dir) / "stale_features"
+def stale_features_root(data_dir, trade_type: str | None = None) -> Path:
+    """The folder of the ``stale_features_path`` records: ``{T}/{SYM}/klines-{I}.json``
+    below it (with ``trade_type``: ``{SYM}/klines-{I}.json``)."""
+    root = lakehouse_dir(data_dir) / "stale_features"
+    return root if trade_type is None else root / trade_type
 
 
 def stale_features_dir(data_dir, trade_type: str, symbol: str) -> Path:
     """A symbol's ``stale_features_path`` records (one per base interval; usually none)."""
-    return stale_features_root(data_dir) / trade_type / symbol
+    return stale_features_root(data_dir, trade_type) / symbol
 
 
 def stale_features_path(data_dir, trade_type: str, interval: str, symbol: str) -> Path:

@@ -558,6 +558,13 @@ def run_features(
     kept: set[str] = set()  # symbols skipped as unchanged
     damaged: list[DamagedInput] = []
     counts = {"kept": 0, "tail": 0, "full": 0, "rows_computed": 0}
+    # The symbols whose earlier build left a record of stale files (usually none): one
+    # listing for the job, rather than a DELETE per symbol built (on S3 a request each).
+    marked = {
+        path.parent.name
+        for path in storage.list_files(layout.stale_features_root(data_dir, trade_type))
+        if path.name == f"klines-{interval}.json"
+    }
     for symbol in symbols:
         state_file = layout.state_path(data_dir, STAGE, trade_type, f"klines-{interval}", symbol)
         file_records: dict[str, dict] = {}
@@ -626,13 +633,12 @@ def run_features(
                     stale_causes=stale_causes,
                 )
                 # What the loaders warn about (load_features, the DuckDB views): the stale
-                # files and why. Only a build that did not end well can have left a record
-                # (a good one removes it), so a symbol built well twice asks nothing more.
+                # files and why, until a build leaves none.
                 marker = layout.stale_features_path(data_dir, trade_type, interval, symbol)
                 if stale_causes:
                     storage.write_json(marker, stale_record(trade_type, interval, symbol,
                                                             stale_causes))  # fmt: skip
-                elif "fingerprint" not in state:
+                elif symbol in marked:
                     storage.delete(marker)
         except Exception as exc:  # one broken symbol never stops the others
             if isinstance(exc, DamagedInput):  # an upstream report
