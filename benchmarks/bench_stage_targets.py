@@ -17,6 +17,13 @@ Snakemake and its jobs (``RUSAGE_CHILDREN``), and a digest of every file the tar
 in the data dir outside ``lakehouse/`` (the same digest for every checkout: the same bytes).
 Prints each run and the medians. The machine may be shared: CPU seconds are less noisy than
 walls; the load average is printed at the start and the end.
+
+``--daily``: the daily update instead of single targets. For each checkout the five targets
+are built on the mirror (the snapshot), then each repetition restores it and times the five
+targets again on the mirror grown by one day with the next ``end_date`` (as
+``bench_vs_legacy.py``'s daily update; the emulator on the same port, its REST clock a day
+later). Each run also prints its jobs by stage from the Snakemake benchmark files (jobs,
+summed wall and CPU seconds).
 """
 
 from __future__ import annotations
@@ -42,9 +49,11 @@ ORDER = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample")
 
 def run_target(checkout: Path, workdir: Path, target: str, log: Path) -> tuple[float, float]:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "Snakefile"),
-           "--directory", str(workdir), target, "--cores", str(os.cpu_count()),
+           "--directory", str(workdir), *target.split(), "--cores", str(os.cpu_count()),
            "--configfile", str(workdir / "config.json")]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=f"{checkout}{os.pathsep}{checkout / 'emulator'}")
+    # The checkout first; the caller's PYTHONPATH after it (e.g. a sitecustomize of its own).
+    path = [str(checkout), str(checkout / "emulator"), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(log, "w") as fh:
@@ -77,7 +86,11 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=45)
     ap.add_argument("--first-day", default="2024-01-01")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_stage_targets"))
+    ap.add_argument("--daily", action="store_true", help="time the daily update (see above)")
     args = ap.parse_args()
+    if args.daily:
+        daily(args)
+        return
     checkouts = [c.resolve() for c in args.checkout]
     if len({c.name for c in checkouts}) != len(checkouts):
         ap.error("the checkouts' folder names must differ (they label the runs)")
@@ -123,6 +136,66 @@ def main() -> None:
         walls, cpus = [r[0] for r in runs], [r[1] for r in runs]
         print(
             f"{target:13} {name:20} median wall {statistics.median(walls):.2f} s "
+            f"({min(walls):.2f}-{max(walls):.2f}), CPU {statistics.median(cpus):.2f} s "
+            f"({min(cpus):.2f}-{max(cpus):.2f}), outputs {sorted({r[2] for r in runs})}"
+        )
+
+
+def now_ms_for(last_archive_day: date) -> int:
+    """The REST clock: 01:00 UTC of the second day after the archive's last day."""
+    clock = last_archive_day + timedelta(days=2)
+    return int(datetime(clock.year, clock.month, clock.day, 1, tzinfo=timezone.utc).timestamp()) * 1000
+
+
+def daily(args) -> None:
+    checkouts = [c.resolve() for c in args.checkout]
+    if len({c.name for c in checkouts}) != len(checkouts):
+        raise SystemExit("the checkouts' folder names must differ (they label the runs)")
+    whole = " ".join(ORDER)
+    symbols = legacy.universe(args.symbols)
+    first = date.fromisoformat(args.first_day)
+    last = first + timedelta(days=args.days - 1)
+    args.work.mkdir(parents=True, exist_ok=True)
+    mirror, grown = legacy.build_mirrors(args.work, symbols, first, args.days)
+    print(f"load average at start: {os.getloadavg()}; cores: {os.cpu_count()}")
+    print(legacy.environment_line())
+    with legacy.EmulatorProcess(mirror, symbols, first, now_ms_for(last)) as url:
+        for c in checkouts:  # the full builds
+            work = args.work / f"run-{c.name}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            config = legacy.our_config(url, work / "data", last + timedelta(days=1))
+            (work / "config.json").write_text(json.dumps(config))
+            run_target(c, work, whole, args.work / f"log-{c.name}-full.txt")
+            config = legacy.our_config(url, work / "data", last + timedelta(days=2))
+            (work / "config.json").write_text(json.dumps(config))
+            shutil.rmtree(args.work / f"snap-{c.name}-daily", ignore_errors=True)
+            shutil.copytree(work, args.work / f"snap-{c.name}-daily", symlinks=True)
+        port = legacy.urlsplit(url).port
+    results: dict[str, list[tuple[float, float, str]]] = {}
+    next_clock = now_ms_for(last + timedelta(days=1))
+    with legacy.EmulatorProcess(grown, symbols, first, next_clock, port=port):
+        for rep in range(args.reps):
+            for c in checkouts if rep % 2 == 0 else checkouts[::-1]:
+                work = args.work / f"run-{c.name}"
+                shutil.rmtree(work)
+                shutil.copytree(args.work / f"snap-{c.name}-daily", work, symlinks=True)
+                since = time.time()
+                log = args.work / f"log-{c.name}-daily-{rep}.txt"
+                wall, cpu = run_target(c, work, whole, log)
+                digest = data_digest(work / "data")
+                results.setdefault(c.name, []).append((wall, cpu, digest))
+                stages = legacy.stage_seconds(work / "data", since)
+                by_stage = ", ".join(
+                    f"{k} {n}/{w:.2f}/{u:.2f}" for k, (n, w, u) in sorted(stages.items())
+                )
+                print(f"daily {c.name:20} wall {wall:5.2f} s  CPU {cpu:5.2f} s  {digest}")
+                print(f"      jobs/wall/CPU by stage: {by_stage}")
+    print(f"load average at end: {os.getloadavg()}")
+    for name, runs in results.items():
+        walls, cpus = [r[0] for r in runs], [r[1] for r in runs]
+        print(
+            f"daily {name:20} median wall {statistics.median(walls):.2f} s "
             f"({min(walls):.2f}-{max(walls):.2f}), CPU {statistics.median(cpus):.2f} s "
             f"({min(cpus):.2f}-{max(cpus):.2f}), outputs {sorted({r[2] for r in runs})}"
         )
