@@ -56,6 +56,10 @@ def fsync_enabled() -> bool:
 # fsyncs its folder at once. _GROUP_LOCK guards it (writers may run on threads).
 _GROUP: _PendingDirs | None = None
 _GROUP_LOCK = threading.Lock()
+# Held while a barrier takes its pending folders and fsyncs them: a barrier on another thread
+# (a download or REST job writes its symbols' files on several threads) returns only after
+# the folders taken before it are on the disk, not while they are still being synced.
+_SYNC_LOCK = threading.Lock()
 _RECORD_WRITE = threading.local()  # .active: this thread is writing a record
 
 
@@ -86,14 +90,15 @@ def _sync_pending(which: str) -> None:
     group = _GROUP
     if group is None:
         return
-    with _GROUP_LOCK:
-        folders = list(getattr(group, which))
-        getattr(group, which).clear()
-    for folder in folders:
-        try:
-            fsync_dir(folder)
-        except FileNotFoundError:  # removed since (e.g. a stale output folder): nothing to sync
-            pass
+    with _SYNC_LOCK:
+        with _GROUP_LOCK:
+            folders = list(getattr(group, which))
+            getattr(group, which).clear()
+        for folder in folders:
+            try:
+                fsync_dir(folder)
+            except FileNotFoundError:  # removed since (e.g. a stale output folder): nothing to sync
+                pass
 
 
 def sync_pending_data_dirs() -> None:

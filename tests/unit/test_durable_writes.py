@@ -339,3 +339,43 @@ def test_shard_scripts_run_their_jobs_in_one_commit_group(tmp_path):
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
         assert res.stdout.split() == ["group", "True", "after", "False"], (name, res)
+
+
+def test_a_record_on_another_thread_waits_for_the_folder_fsync_in_progress(tmp_path, monkeypatch):
+    """Symbols written on threads (the download and REST jobs): thread A's barrier has taken
+    the pending data folder and is fsyncing it; thread B's record must not be renamed until
+    that fsync has returned (B finds nothing pending, yet the folder is not durable yet)."""
+    import threading
+
+    order: list[str] = []
+    in_fsync, release = threading.Event(), threading.Event()
+    real_fsync_dir = io.fsync_dir
+
+    def slow_fsync_dir(folder):
+        if str(folder) == str(tmp_path / "data"):
+            in_fsync.set()
+            release.wait(5)
+            order.append("data folder durable")
+        real_fsync_dir(folder)
+
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(".json"):
+            order.append("record renamed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io, "fsync_dir", slow_fsync_dir)
+    monkeypatch.setattr(os, "replace", replace)
+    with io.deferred_dir_syncs():
+        io.write_bytes(tmp_path / "data" / "1.pqt", b"1")
+        a = threading.Thread(target=io.sync_pending_data_dirs)
+        a.start()
+        assert in_fsync.wait(5)
+        b = threading.Thread(target=io.write_json, args=(tmp_path / "rep" / "r.json", {"a": 1}))
+        b.start()
+        b.join(0.3)  # B may not finish while A's fsync is in progress
+        release.set()
+        a.join(5)
+        b.join(5)
+    assert order == ["data folder durable", "record renamed"], order
