@@ -144,7 +144,9 @@ def main() -> None:
 def now_ms_for(last_archive_day: date) -> int:
     """The REST clock: 01:00 UTC of the second day after the archive's last day."""
     clock = last_archive_day + timedelta(days=2)
-    return int(datetime(clock.year, clock.month, clock.day, 1, tzinfo=timezone.utc).timestamp()) * 1000
+    return (
+        int(datetime(clock.year, clock.month, clock.day, 1, tzinfo=timezone.utc).timestamp()) * 1000
+    )
 
 
 def daily(args) -> None:

@@ -1,5 +1,5 @@
 """Rule `aws_parse_klines`: crypto_lakehouse.parse.klines.run_parse_klines for each symbol of one shard
-(crypto_lakehouse.shards.for_each_symbol).
+(crypto_lakehouse.shards.for_each_symbol), in one commit group (io.deferred_dir_syncs).
 
 Usage (by the rule's shell command): python scripts/aws_parse_klines.py JOB_JSON LOG_FILE
 """
@@ -7,8 +7,10 @@ Usage (by the rule's shell command): python scripts/aws_parse_klines.py JOB_JSON
 import crypto_lakehouse.job_start  # noqa: F401 (first: Ctrl-C while importing is one line)
 
 # isort: split
+from crypto_lakehouse.io import with_deferred_dir_syncs
 from crypto_lakehouse.parse.klines import run_parse_klines
 from crypto_lakehouse.shards import for_each_symbol
 from crypto_lakehouse.smk import run_job
 
-run_job(for_each_symbol(run_parse_klines), uses_pandas=False)
+# Folder fsyncs once per folder before each record, not once per file (io.deferred_dir_syncs).
+run_job(with_deferred_dir_syncs(for_each_symbol(run_parse_klines)), uses_pandas=False)

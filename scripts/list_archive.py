@@ -1,5 +1,5 @@
 """Rule `list_archive`: calls crypto_lakehouse.archive.listing.run_listings (every kline and
-funding listing of the run in one job).
+funding listing of the run in one job), in one commit group (io.deferred_dir_syncs).
 
 Usage (by the rule's shell command): python scripts/list_archive.py JOB_JSON LOG_FILE
 """
@@ -8,6 +8,8 @@ import crypto_lakehouse.job_start  # noqa: F401 (first: Ctrl-C while importing i
 
 # isort: split
 from crypto_lakehouse.archive.listing import run_listings
+from crypto_lakehouse.io import with_deferred_dir_syncs
 from crypto_lakehouse.smk import run_job
 
-run_job(run_listings)
+# Folder fsyncs once per folder before each record, not once per file (io.deferred_dir_syncs).
+run_job(with_deferred_dir_syncs(run_listings))

@@ -379,3 +379,45 @@ def test_a_record_on_another_thread_waits_for_the_folder_fsync_in_progress(tmp_p
         a.join(5)
         b.join(5)
     assert order == ["data folder durable", "record renamed"], order
+
+
+@pytest.mark.parametrize(
+    "script, module, entry",
+    [
+        ("aws_download_shard", "crypto_lakehouse.archive.sync", "run_sync_shard"),
+        ("aws_parse_klines", "crypto_lakehouse.shards", "for_each_symbol"),
+        ("aws_parse_funding", "crypto_lakehouse.shards", "for_each_symbol"),
+        ("aws_parse_ticks", "crypto_lakehouse.shards", "for_each_symbol"),
+        ("api_download_shard", "crypto_lakehouse.rest.host", "run_host_shard"),
+        ("list_archive", "crypto_lakehouse.archive.listing", "run_listings"),
+        ("list_archive_dataset", "crypto_lakehouse.archive.listing", "run_listing"),
+    ],
+)
+def test_download_parse_rest_and_listing_scripts_run_in_one_commit_group(script, module, entry):
+    """The jobs that write a file per symbol and day (archive zips, parsed days, REST days,
+    listings) run their entry point inside the group too: their folders are fsynced once per
+    barrier, not once per file (checked on the entry point the script hands to run_job, the
+    module's function replaced by a probe before the script imports it)."""
+    code = (
+        "import importlib, runpy, sys\n"
+        "from crypto_lakehouse import io, smk\n"
+        "def probe(*a, **k):\n"
+        "    print('group', io._GROUP is not None)\n"
+        "mod = importlib.import_module(sys.argv[2])\n"
+        "setattr(mod, sys.argv[3], (lambda f: probe) if sys.argv[3] == 'for_each_symbol' else probe)\n"
+        "def fake_run_job(func, **kw):\n"
+        "    func()\n"
+        "    print('after', io._GROUP is not None)\n"
+        "smk.run_job = fake_run_job\n"
+        "runpy.run_path(sys.argv[1], run_name='__main__')\n"
+    )
+    from tests.conftest import REPO_ROOT
+
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(REPO_ROOT / "scripts" / f"{script}.py"), module, entry],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert res.stdout.split() == ["group", "True", "after", "False"], res
