@@ -421,3 +421,67 @@ def test_download_parse_rest_and_listing_scripts_run_in_one_commit_group(script,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert res.stdout.split() == ["group", "True", "after", "False"], res
+
+
+def test_resample_tail_outputs_wait_for_their_fsyncs_together(tmp_path, monkeypatch):
+    """A resample tail build writes its outputs of one segment a few at a time on a local
+    disk (fsync on): their fsyncs are in flight together instead of one after another; the
+    same bytes and reports as one at a time (fsync off writes them one after another)."""
+    import threading
+    import time
+
+    from tests.unit import test_generate_tail as gt
+    from tests.unit.test_job_without_pandas import _gen_and_resample
+
+    monkeypatch.setattr(gt.parquet_append, "ROW_GROUP_ROWS", 5000)
+    real_fsync = os.fsync
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0, "tracking": False}
+
+    def slow_fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        slow = state["tracking"] and "resampled" in path and ".tmp-" in path
+        if slow:
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            time.sleep(0.03)  # a journal commit on a busy disk
+        try:
+            real_fsync(fd)
+        finally:
+            if slow:
+                with lock:
+                    state["now"] -= 1
+
+    io.configure(fsync=False)  # reference: the outputs one after another
+    try:
+        _gen_and_resample(tmp_path / "one")
+    finally:
+        io.configure(fsync=True)
+    one = gt.outputs(tmp_path / "one")
+
+    monkeypatch.setattr(gt, "resample", _tracking(gt.resample, state))
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    _gen_and_resample(tmp_path / "together")
+    assert state["most"] > 1, state
+    together = gt.outputs(tmp_path / "together")
+    assert one.keys() == together.keys() and len(one) > 3
+    assert all(one[name] == together[name] for name in one)
+    a = json.loads((tmp_path / "one/rep/resample.json").read_text())
+    b = json.loads((tmp_path / "together/rep/resample.json").read_text())
+    assert a == b
+
+
+def _tracking(resample, state):
+    """gt.resample that counts fsyncs in flight only during its tail build (the second)."""
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        state["tracking"] = calls["n"] == 2
+        try:
+            return resample(*args, **kwargs)
+        finally:
+            state["tracking"] = False
+
+    return wrapped
