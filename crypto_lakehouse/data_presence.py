@@ -41,17 +41,29 @@ from pathlib import Path
 
 from crypto_lakehouse import datasets, io, layout, storage
 
+# The run summary of the `datasets` target's download and parse folders: the datasets
+# summary of the trade type gathers their shard reports (rules/datasets.smk). The candles
+# built from aggTrades have none (the target asks for their shard reports).
+DATASETS_SUMMARY = "datasets"
+
 
 @dataclass(frozen=True)
 class Folder:
     """A data folder (``path`` below the data dir) and the jobs that write it: the shard
     jobs of ``stage`` for ``trade_type`` and ``dataset`` (a report tag; None for the REST
-    stage, whose shard reports cover every dataset)."""
+    stage, whose shard reports cover every dataset). ``summary``: the stage whose run
+    summary of the trade type gathers those shard reports (the `datasets` target's
+    folders: ``datasets``); None: ``stage``'s own."""
 
     path: str
     stage: str
     trade_type: str
     dataset: str | None
+    summary: str | None = None
+
+    @property
+    def summary_stage(self) -> str:
+        return self.summary or self.stage
 
     @property
     def jobs(self) -> str:
@@ -73,32 +85,42 @@ def stage_folders(
     resample_intervals: dict[str, list[str]],
     features: bool,
     use_monthly_klines: bool = True,
+    extra_datasets: dict[str, list[str]] | None = None,
+    agg_klines_intervals: dict[str, list[str]] | None = None,
 ) -> list[Folder]:
-    """The folders the stages of target ``all`` write for this config: per trade type the
-    archive's kline (and funding) folders, the parsed ones, the REST ones, the generated
-    klines, each resample target interval's folder and the features' folders: what the
-    record is made of (those that hold files). Not the records below ``lakehouse/``: a
-    gen_kline rerun whose inputs are unchanged does not write the provenance records
-    again."""
+    """The folders the stages write for this config: what the record is made of (those
+    that hold files). Per trade type, of target ``all``: the archive's kline (and funding)
+    folders, the parsed ones, the REST ones, the generated klines, each resample target
+    interval's folder, the features' folders, and the Parquet records below ``lakehouse/``
+    (``layout.PARQUET_RECORDS``: the klines' quality record, written by aws_parse, and the
+    day provenance, written by api_download: each stage rebuilds its record when it runs,
+    as it rebuilds its data files). Of target ``datasets`` (``extra_datasets``: the tags
+    beyond klines and funding per trade type; ``agg_klines_intervals``): each dataset's
+    archive folders, its parsed folder (a kline-layout one's quality record), and the
+    candles built from aggTrades."""
     klines = f"klines-{interval}"
     found: list[Folder] = []
 
-    def add(path, stage, trade_type, dataset) -> None:
-        found.append(Folder(_rel(data_dir, path), stage, trade_type, dataset))
+    def add(path, stage, trade_type, dataset, summary=None) -> None:
+        found.append(Folder(_rel(data_dir, path), stage, trade_type, dataset, summary))
+
+    def add_archive(trade_type, entry, tag, summary=None) -> None:
+        for period in entry.read_periods(use_monthly_klines):
+            prefix = layout.archive_symbols_prefix(trade_type, entry.name, period)
+            add(layout.aws_path(data_dir, prefix), "aws_download", trade_type, tag, summary)
 
     for t in trade_types:
         funding = t in datasets.FUNDING.markets
-        periods = (datasets.DAILY, datasets.MONTHLY) if use_monthly_klines else (datasets.DAILY,)
-        for period in periods:
-            prefix = layout.archive_symbols_prefix(t, datasets.KLINES.name, period)
-            add(layout.aws_path(data_dir, prefix), "aws_download", t, klines)
+        add_archive(t, datasets.KLINES, klines)
         if funding:
             prefix = layout.funding_symbols_prefix(t)
             add(layout.aws_path(data_dir, prefix), "aws_download", t, "funding")
         add(layout.parsed_dataset_root(data_dir, t, "klines"), "aws_parse", t, klines)
+        add(layout.quality_dir(data_dir, t, interval), "aws_parse", t, klines)
         if funding:
             add(layout.parsed_funding_dir(data_dir, t), "aws_parse", t, "funding")
         add(layout.api_klines_root(data_dir, t), "api_download", t, None)
+        add(layout.provenance_dir(data_dir, t, interval), "api_download", t, None)
         if funding:
             add(layout.api_funding_dir(data_dir, t), "api_download", t, None)
         add(layout.results_klines_dir(data_dir, t, interval), "gen_kline", t, klines)
@@ -108,6 +130,17 @@ def stage_folders(
             add(layout.features_dir(data_dir, t, interval), "features", t, klines)
             for ri in resample_intervals.get(t, []):
                 add(layout.resampled_features_root(data_dir, t) / ri, "features", t, klines)
+        for tag in (extra_datasets or {}).get(t, []):
+            entry, tag_interval = datasets.split_tag(tag)
+            add_archive(t, entry, tag, DATASETS_SUMMARY)
+            add(layout.parsed_dataset_root(data_dir, t, entry.name), "aws_parse", t, tag,
+                DATASETS_SUMMARY)  # fmt: skip
+            if tag_interval:  # a kline-layout dataset's quality record
+                quality = layout.quality_path(data_dir, t, tag_interval, "_", entry.name).parent
+                add(quality, "aws_parse", t, tag, DATASETS_SUMMARY)
+        for i in (agg_klines_intervals or {}).get(t, []):
+            tag = f"{datasets.AGG_TRADES.name}-{i}"  # the agg_klines reports' tag
+            add(layout.agg_klines_root(data_dir, t), "agg_klines", t, tag)
     return found
 
 
@@ -141,12 +174,26 @@ def record(data_dir, run_dir: str, folders: list[Folder]) -> None:
     )
 
 
-def shard_reports_dir(run_dir: str, folder: Folder) -> str:
-    """The folder of the shard reports of the jobs that write ``folder``."""
+def shard_reports_dir(run_dir: str, folder: Folder, stage: str | None = None) -> str:
+    """The folder of the shard reports of the jobs that write ``folder`` (of ``stage``'s
+    jobs of the same trade type and dataset)."""
     if folder.dataset is None:
         return str(Path(layout.api_shard_report_path(run_dir, folder.trade_type, "0")).parent)
-    report = layout.shard_report_path(run_dir, folder.stage, folder.trade_type, folder.dataset, "0")
+    stage = stage or folder.stage
+    report = layout.shard_report_path(run_dir, stage, folder.trade_type, folder.dataset, "0")
     return str(Path(report).parent)
+
+
+def _removed_report_dirs(run_dir: str, folder: Folder) -> list[str]:
+    """The shard report folders removed for ``folder``: its jobs'; for a `datasets`
+    archive folder its parse jobs' as well. No summary or target asks for the `datasets`
+    download reports (the datasets summary reads them as params): Snakemake took their
+    parse jobs, whose reports were there, as up to date, and never ran the downloads
+    (checked on the emulator)."""
+    dirs = [shard_reports_dir(run_dir, folder)]
+    if folder.summary == DATASETS_SUMMARY and folder.stage == "aws_download":
+        dirs.append(shard_reports_dir(run_dir, folder, "aws_parse"))
+    return dirs
 
 
 def _remove_reports(run_dir: str, folder: Folder) -> None:
@@ -154,11 +201,11 @@ def _remove_reports(run_dir: str, folder: Folder) -> None:
     of the trade type. Without the summary Snakemake took the summary job as up to date and
     never looked at its missing inputs (their shard reports): the listing checkpoint's
     dependants are evaluated again only for jobs that run."""
-    storage.delete(layout.run_summary_path(run_dir, folder.stage, folder.trade_type))
-    directory = shard_reports_dir(run_dir, folder)
-    for name in storage.file_names(directory):  # none when the folder is absent
-        if name.endswith(".json"):
-            storage.delete(Path(directory, name))
+    storage.delete(layout.run_summary_path(run_dir, folder.summary_stage, folder.trade_type))
+    for directory in _removed_report_dirs(run_dir, folder):
+        for name in storage.file_names(directory):  # none when the folder is absent
+            if name.endswith(".json"):
+                storage.delete(Path(directory, name))
 
 
 # The stages whose run summary of a trade type counts the files its symbols hold
@@ -191,7 +238,7 @@ def _gone_without_a_record(data_dir, run_dir: str, folders: list[Folder]) -> lis
     none of whose folders is there. One read of a summary each, and the folders' checks."""
     groups: dict[tuple[str, str], list[Folder]] = {}
     for f in folders:
-        if f.stage in _HELD_TOTALS:
+        if f.stage in _HELD_TOTALS and f.summary_stage == f.stage:
             groups.setdefault((f.stage, f.trade_type), []).append(f)
     said = [g for key, g in groups.items() if _summary_says_held(run_dir, *key)]
     candidates = [f for g in said for f in g]

@@ -231,15 +231,13 @@ def parse_partition_name(name: str, partition: str) -> str | None:
 
 def agg_klines_day_path(data_dir, trade_type, symbol, interval, day: str) -> Path:
     """Candles built from a day of aggTrades (target ``agg_klines``); ``day`` is ``YYYYMMDD``."""
-    return (
-        storage.data_path(data_dir)
-        / "parsed_data"
-        / trade_type
-        / "agg_klines"
-        / symbol
-        / interval
-        / f"{day}.pqt"
-    )
+    return agg_klines_root(data_dir, trade_type) / symbol / interval / f"{day}.pqt"
+
+
+def agg_klines_root(data_dir, trade_type) -> Path:
+    """``parsed_data/{T}/agg_klines``: the parent of the symbols' ``agg_klines_day_path``
+    folders (every interval's)."""
+    return parsed_root(data_dir, trade_type) / "agg_klines"
 
 
 def api_klines_dir(data_dir, trade_type, symbol, interval) -> Path:

@@ -24,6 +24,7 @@ from crypto_lakehouse.configuration import (
     fill_defaults,
     load_schema,
 )
+from crypto_lakehouse.intervals import DAY_MS, interval_ms
 from snakemake.exceptions import WorkflowError
 
 DRY_RUN = bool(getattr(workflow.output_settings, "dryrun", False))
@@ -134,6 +135,35 @@ RESAMPLE_TARGETS = {
     ]
     for t in TRADE_TYPES
 }
+# The datasets of target `datasets` (config `datasets:` beyond klines and funding) and
+# the candles built from aggTrades (config `agg_klines:`), of every trade type.
+CORE_DATASETS = ("klines", "funding")
+
+
+def extra_dataset_tags(trade_type):
+    """Tags of the datasets the config lists for the trade type beyond klines and funding
+    (built by the `datasets` target)."""
+    selected = (config.get("datasets") or {}).get(trade_type) or []
+    return dataset_registry.extra_tags(selected, INTERVAL, CORE_DATASETS)
+
+
+AGG_KLINES_MARKETS = plan.AGG_KLINES_MARKETS  # cm: quote volume needs the contract size
+
+
+def agg_klines_plan():
+    """(trade type, interval) pairs of target agg_klines: trade types listing aggTrades."""
+    intervals = config.get("agg_klines", {}).get("intervals") or []
+    for i in intervals:
+        if DAY_MS % interval_ms(i):
+            raise WorkflowError(f"agg_klines.intervals: {i!r} does not divide a day")
+    return [
+        (t, i)
+        for t in TRADE_TYPES
+        if t in AGG_KLINES_MARKETS and "aggTrades" in extra_dataset_tags(t)
+        for i in intervals
+    ]
+
+
 # The stages' data folders of this config. A folder that held files after the last run and
 # is gone (deleted by hand) reruns the jobs that write it: without this, their reports in
 # the run dir made the next run say "Nothing to be done" (crypto_lakehouse/data_presence.py).
@@ -146,6 +176,8 @@ DATA_FOLDERS = data_presence.stage_folders(
     resample_intervals={t: [x["interval"] for x in RESAMPLE_TARGETS[t]] for t in TRADE_TYPES},
     features=plan.features_enabled(config),
     use_monthly_klines=config["download"]["use_monthly_klines"],
+    extra_datasets={t: extra_dataset_tags(t) for t in TRADE_TYPES},
+    agg_klines_intervals={t: [i for tt, i in agg_klines_plan() if tt == t] for t in TRADE_TYPES},
 )
 if workflow.is_main_process:
     try:
@@ -490,16 +522,6 @@ def published(trade_type, dataset):
 # trade type) was left with a placeholder input by Snakemake 9.27 when some of those
 # listings were already written and their downstream jobs were not (a rerun after a kill or
 # a failure): the summary ran with the listing's path as its input.
-CORE_DATASETS = ("klines", "funding")
-
-
-def extra_dataset_tags(trade_type):
-    """Tags of the datasets the config lists for the trade type beyond klines and funding
-    (built by the `datasets` target)."""
-    selected = (config.get("datasets") or {}).get(trade_type) or []
-    return dataset_registry.extra_tags(selected, INTERVAL, CORE_DATASETS)
-
-
 RUN_LISTINGS = [
     (t, d)
     for t in TRADE_TYPES

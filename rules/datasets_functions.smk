@@ -1,7 +1,5 @@
 # Functions of rules/datasets.smk (kept apart from common.smk; they can move there).
 
-from crypto_lakehouse.intervals import DAY_MS, interval_ms
-
 
 def dataset_trade_types():
     """Trade types whose config lists datasets beyond klines and funding."""
@@ -21,21 +19,7 @@ def get_report_datasets_input(wildcards):
 
 
 # ------------------------------------------------------------------ agg_klines
-AGG_KLINES_MARKETS = plan.AGG_KLINES_MARKETS  # cm: quote volume needs the contract size
-
-
-def agg_klines_plan():
-    """(trade type, interval) pairs of target agg_klines: trade types listing aggTrades."""
-    intervals = config.get("agg_klines", {}).get("intervals") or []
-    for i in intervals:
-        if DAY_MS % interval_ms(i):
-            raise WorkflowError(f"agg_klines.intervals: {i!r} does not divide a day")
-    return [
-        (t, i)
-        for t in TRADE_TYPES
-        if t in AGG_KLINES_MARKETS and "aggTrades" in extra_dataset_tags(t)
-        for i in intervals
-    ]
+# agg_klines_plan: rules/common.smk (the data folders checked at start include its candles).
 
 
 def get_agg_klines_reports(wildcards):
