@@ -75,3 +75,44 @@ def test_deleted_dataset_folders_are_rebuilt_and_nothing_else(tmp_path, emulator
     assert changed == [], (changed, out[-3000:])
     again = snakemake(tmp_path, config, "datasets")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _data_file_times(data) -> dict[str, int]:
+    """The data layers' files by modification time: a record rebuilt must not rewrite them."""
+    return {
+        str(p.relative_to(data)): p.stat().st_mtime_ns
+        for layer in ("aws_data", "parsed_data", "api_data", "results_data")
+        for p in (data / layer).rglob("*")
+        if p.is_file()
+    }
+
+
+def test_deleted_record_folders_are_rebuilt_without_rewriting_the_data(tmp_path):
+    """The klines' day provenance (written by api_download) and quality record (written by
+    aws_parse) below `lakehouse/`: their folders are checked at start like the data's."""
+    emu = h.start_emulator(h.build_scenario(tmp_path))
+    try:
+        data = tmp_path / "data"
+        config = h.config_for(emu.base_url, data)
+        snakemake(tmp_path, config, "all")
+        before, times = h.snapshot(data), _data_file_times(data)
+        assert any(n.startswith("lakehouse/provenance/spot/1m/") for n in before)
+        assert any(n.startswith("lakehouse/quality/spot/1m/") for n in before)
+
+        shutil.rmtree(data / "lakehouse/provenance")
+        shutil.rmtree(data / "lakehouse/quality/spot")
+        rebuilt = snakemake(tmp_path, config, "all")
+        out = rebuilt.stdout + rebuilt.stderr
+        notices = _notices(out)
+        assert len(notices) == 1, out[-3000:]
+        assert "lakehouse/provenance/spot/1m" in notices[0]
+        assert "lakehouse/quality/spot/1m" in notices[0]
+        assert "aws_parse spot/klines-1m, api_download spot" in notices[0]
+        assert "rule aws_download_shard" not in out and "rule aws_parse_klines" in out
+        changed = h.differences(before, h.snapshot(data))
+        assert changed == [], (changed, out[-3000:])
+        assert _data_file_times(data) == times
+        again = snakemake(tmp_path, config, "all")
+        assert "Nothing to be done" in again.stdout + again.stderr
+    finally:
+        emu.stop()
