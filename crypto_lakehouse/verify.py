@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from crypto_lakehouse import datasets, layout, storage
 from crypto_lakehouse.parse import funding_written, wrote_funding_file, wrote_partition
+from crypto_lakehouse.rest import archive_days
 
 REPAIR_COMMAND = "snakemake --cores all --forcerun aws_download_shard"
 
@@ -172,8 +173,12 @@ def _written_by_the_pipeline(root, rel: str) -> bool:
     return True  # a tick dataset's or agg_klines' day: only this pipeline writes those
 
 
-# The stages whose per-symbol state names the data files the symbol holds.
-MISSING_STAGES = ("aws_parse", "gen_kline", "resample", "features")
+# The stages whose per-symbol state names the data files the symbol holds; the REST
+# klines' record of the parsed archive days (one per symbol whose api_download run read
+# parsed partitions: that run wrote the symbol's day provenance).
+PROVENANCE_STATE = archive_days.RECORD_STAGE
+MISSING_STAGES = ("aws_parse", "gen_kline", "resample", "features", PROVENANCE_STATE)
+_WRITER = {PROVENANCE_STATE: "api_download"}  # the stage named in messages
 
 
 def _held_files(root, stage: str, trade_type: str, tag: str, symbol: str, state: dict) -> list:
@@ -185,6 +190,9 @@ def _held_files(root, stage: str, trade_type: str, tag: str, symbol: str, state:
         return [o.get("file") for o in (state.get("report") or {}).get("outputs", [])]
     if stage == "features":
         return [o.get("file") for o in (state.get("section") or {}).get("outputs", [])]
+    if stage == PROVENANCE_STATE:  # the day provenance record (layout.PARQUET_RECORDS)
+        _, interval = datasets.split_tag(tag)
+        return [_rel(root, layout.provenance_path(root, trade_type, interval, symbol))]
     if tag == "funding":  # aws_parse
         written = funding_written(state)
         return [_rel(root, layout.parsed_funding_path(root, trade_type, symbol))] if written else []
@@ -193,7 +201,11 @@ def _held_files(root, stage: str, trade_type: str, tag: str, symbol: str, state:
         return []
     folder = layout.parsed_klines_dir(root, trade_type, symbol, interval, entry.name)
     months = state.get("partitions") or {}
-    return [_rel(root, folder / f"{month}{layout.PARQUET_SUFFIX}") for month in months]
+    held = [_rel(root, folder / f"{month}{layout.PARQUET_SUFFIX}") for month in months]
+    if months and state.get("files"):  # its archives' days measured: the quality record
+        quality = layout.quality_path(root, trade_type, interval, symbol, entry.name)
+        held.append(_rel(root, quality))
+    return held
 
 
 def _rel(root, path) -> str:
@@ -228,7 +240,8 @@ def _find_missing(root, verdict: "Verdict", pool, batch_size: int) -> None:
                     names[folder] = storage.file_names(root / folder)
                 if name not in names[folder]:
                     verdict.missing[rel] = (
-                        f"held after the last {stage} run of {symbol} ({_rel(root, path)})"
+                        f"held after the last {_WRITER.get(stage, stage)} run of {symbol} "
+                        f"({_rel(root, path)})"
                     )
 
     for batch in _batches(_state_records(root), batch_size):

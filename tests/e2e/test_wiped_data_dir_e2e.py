@@ -179,7 +179,8 @@ def test_folders_deleted_by_hand_are_rebuilt_and_nothing_else(tmp_path):
 def test_a_symbols_files_deleted_by_hand_are_named_by_verify_and_rebuilt(tmp_path):
     """A symbol's files deleted inside folders that are still there are not looked for at
     every start (a check per symbol and stage); `verify` names them from the symbols'
-    records, and its repair command rebuilds them."""
+    records (its quality and provenance records too), and its repair command rebuilds
+    them."""
     emu = h.start_emulator(h.build_scenario(tmp_path))
     try:
         data = tmp_path / "data"
@@ -191,6 +192,9 @@ def test_a_symbols_files_deleted_by_hand_are_named_by_verify_and_rebuilt(tmp_pat
         generated.unlink()
         features.unlink()
         shutil.rmtree(data / "parsed_data/spot/klines/SOLUSDT")
+        # The Parquet records below lakehouse/ (their folders stay): named since 2026-12-07.
+        (data / "lakehouse/quality/spot/1m/BTCUSDT.pqt").unlink()
+        (data / "lakehouse/provenance/spot/1m/ETHUSDT.pqt").unlink()
         plain = snakemake(tmp_path, config, "all")
         assert "Nothing to be done" in plain.stdout + plain.stderr
 
@@ -202,6 +206,8 @@ def test_a_symbols_files_deleted_by_hand_are_named_by_verify_and_rebuilt(tmp_pat
         missing = [line.split(":")[0].strip() for line in verdict.stdout.splitlines()
                    if line.startswith("  ")]  # fmt: skip
         assert sorted(missing) == [
+            "lakehouse/provenance/spot/1m/ETHUSDT.pqt",
+            "lakehouse/quality/spot/1m/BTCUSDT.pqt",
             "parsed_data/spot/klines/SOLUSDT/1m/202402.pqt",
             "parsed_data/spot/klines/SOLUSDT/1m/202403.pqt",
             "results_data/spot/features/1m/ETHUSDT.pqt",

@@ -397,3 +397,47 @@ def test_the_files_a_symbols_record_names_and_that_are_gone_are_missing(
         assert main(["verify", data]) == 1
         out = capsys.readouterr().out
         assert "0 damaged, 4 missing" in out and "--forcerun aws_download_shard" in out
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_symbols_quality_and_provenance_records_gone_are_missing(where, tmp_path, request):
+    """The Parquet records below ``lakehouse/`` deleted outside a run in folders that are
+    still there (the start checks only the folders): the parse state of a symbol whose
+    archives built partitions names its quality record (a kline-layout dataset's too), the
+    REST klines' record of its archive days its day provenance."""
+    if where == "s3":
+        if weed_binary() is None:
+            pytest.skip("needs the weed binary")
+        data = request.getfixturevalue("s3_root")
+    else:
+        data = str(tmp_path / "data")
+    root = storage.data_path(data)
+    files = {
+        "parsed_data/spot/klines/AUSDT/1m/202401.pqt": True,
+        "parsed_data/spot/klines/BUSDT/1m/202401.pqt": True,
+        "parsed_data/um_futures/markPriceKlines/AUSDT/1m/202401.pqt": True,
+        "lakehouse/quality/spot/1m/AUSDT.pqt": True,
+        "lakehouse/quality/spot/1m/BUSDT.pqt": False,
+        "lakehouse/quality/um_futures/1m/markPriceKlines/AUSDT.pqt": False,
+        "lakehouse/provenance/spot/1m/AUSDT.pqt": True,
+        "lakehouse/provenance/spot/1m/BUSDT.pqt": False,
+    }
+    for rel, kept in files.items():
+        if kept:
+            storage.write_parquet(root / rel, pa.table({"x": [1]}))
+    parsed = {"files": {"k.zip": "sha"}, "partitions": {"202401": {}}}
+    for trade_type, tag, symbol in (("spot", "klines-1m", "AUSDT"), ("spot", "klines-1m", "BUSDT"),
+                                    ("um_futures", "markPriceKlines-1m", "AUSDT")):  # fmt: skip
+        _write_state(root, "aws_parse", trade_type, tag, symbol, parsed)
+    # A symbol whose archives built no partition has no quality record.
+    _write_state(root, "aws_parse", "spot", "klines-1m", "CUSDT", {"files": {}, "partitions": {}})
+    for symbol in ("AUSDT", "BUSDT"):
+        _write_state(root, "api_download_archive_days", "spot", "klines-1m", symbol,
+                     {"version": 1, "partitions": {"202401.pqt": {}}})  # fmt: skip
+
+    verdict = verify(data, jobs=4)
+    assert sorted(verdict.missing) == sorted(rel for rel, kept in files.items() if not kept)
+    assert verdict.missing["lakehouse/provenance/spot/1m/BUSDT.pqt"] == (
+        "held after the last api_download run of BUSDT "
+        "(lakehouse/state/api_download_archive_days/spot/klines-1m/BUSDT.json)"
+    )
