@@ -6,6 +6,7 @@ changes nothing; a folder the last run left empty is not taken for a deletion.""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,155 @@ def test_a_start_without_a_record_finds_a_stage_whose_summary_counts_files(tmp_p
     assert _present(run_dir) == set(RECORDS) - {GEN, GEN_SUMMARY}
     # Adopted: the next start compares with the record.
     assert data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False) is None
+
+
+# The `datasets` target's folders and the Parquet records below lakehouse/ (2026-12-07).
+DS_FILES = (
+    "aws_data/data/futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-02-01.zip",
+    "aws_data/data/futures/um/daily/markPriceKlines/BTCUSDT/1m/x.zip",
+    "parsed_data/um_futures/aggTrades/BTCUSDT/20240201.pqt",
+    "parsed_data/um_futures/markPriceKlines/BTCUSDT/1m/202402.pqt",
+    "parsed_data/um_futures/agg_klines/BTCUSDT/5m/20240201.pqt",
+    "lakehouse/quality/um_futures/1m/BTCUSDT.pqt",
+    "lakehouse/quality/um_futures/1m/markPriceKlines/BTCUSDT.pqt",
+    "lakehouse/provenance/um_futures/1m/BTCUSDT.pqt",
+)
+DS_REPORTS = {
+    name: f"reports/{name}/shards/0.json"
+    for name in ("aws_download/um_futures/aggTrades", "aws_parse/um_futures/aggTrades",
+                 "aws_download/um_futures/markPriceKlines-1m",
+                 "aws_parse/um_futures/markPriceKlines-1m", "agg_klines/um_futures/aggTrades-5m",
+                 "aws_parse/um_futures/klines-1m", "aws_download/um_futures/klines-1m")
+}  # fmt: skip
+DS_REPORTS["api_download/um_futures"] = API
+DS_SUMMARIES = {
+    "datasets": "summaries/datasets/um_futures.json",
+    "aws_parse": "summaries/aws_parse/um_futures.json",
+    "api_download": API_SUMMARY,
+}
+
+
+def _ds_folders(data):
+    return data_presence.stage_folders(
+        str(data), ["um_futures"], "1m", resample_intervals={}, features=False,
+        use_monthly_klines=False,
+        extra_datasets={"um_futures": ["aggTrades", "markPriceKlines-1m"]},
+        agg_klines_intervals={"um_futures": ["5m"]},
+    )  # fmt: skip
+
+
+def _ds_built(tmp_path, data):
+    run_dir = tmp_path / "run"
+    for name in (*DS_REPORTS.values(), *DS_SUMMARIES.values()):
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("{}")
+    for name in DS_FILES:
+        storage.write_bytes(storage.data_path(data) / name, b"x")
+    data_presence.record(str(data), str(run_dir), _ds_folders(data))
+    return run_dir
+
+
+def _ds_present(run_dir: Path) -> set[str]:
+    return {k for k, n in {**DS_REPORTS, **DS_SUMMARIES}.items() if (run_dir / n).exists()}
+
+
+def _remove(data, *folders) -> None:
+    """``rm -rf`` of each folder below the data dir (on S3 every object below it)."""
+    for folder in folders:
+        for path in list(storage.walk_files(storage.data_path(data) / folder)):
+            storage.delete(path)
+        if not storage.is_remote(data):
+            shutil.rmtree(storage.data_path(data) / folder)
+
+
+def test_the_datasets_folders_and_the_records_are_recorded(tmp_path):
+    data = tmp_path / "data"
+    run_dir = _ds_built(tmp_path, data)
+    record = json.loads(Path(layout.data_folders_record_path(str(run_dir))).read_text())
+    assert record["folders"] == [
+        "aws_data/data/futures/um/daily/aggTrades",
+        "aws_data/data/futures/um/daily/markPriceKlines",
+        "lakehouse/provenance/um_futures/1m",
+        "lakehouse/quality/um_futures/1m",
+        "lakehouse/quality/um_futures/1m/markPriceKlines",
+        "parsed_data/um_futures/aggTrades",
+        "parsed_data/um_futures/agg_klines",
+        "parsed_data/um_futures/markPriceKlines",
+    ]
+
+
+def test_a_deleted_datasets_folder_reruns_its_jobs_and_the_datasets_summary(tmp_path):
+    """A parsed dataset: its parse reports and the datasets summary of the trade type go
+    (the summary that asks for them), not the klines' aws_parse summary; an archive
+    folder: its download reports and its parse reports (nothing asks for the download
+    reports of the datasets target); the candles from aggTrades: their reports only."""
+    data = tmp_path / "data"
+    run_dir = _ds_built(tmp_path, data)
+    _remove(data, "parsed_data/um_futures/aggTrades",
+            "aws_data/data/futures/um/daily/markPriceKlines", "parsed_data/um_futures/agg_klines")  # fmt: skip
+    line = data_presence.check(str(data), str(run_dir), _ds_folders(data), dry_run=False)
+    assert "aws_parse um_futures/aggTrades" in line
+    assert "aws_download um_futures/markPriceKlines-1m" in line
+    assert "agg_klines um_futures/aggTrades-5m" in line
+    assert _ds_present(run_dir) == {
+        "aws_download/um_futures/aggTrades", "aws_parse/um_futures/klines-1m",
+        "aws_download/um_futures/klines-1m", "api_download/um_futures", "aws_parse",
+        "api_download",
+    }  # fmt: skip
+
+
+def test_deleted_record_folders_rerun_the_stages_that_write_them(tmp_path):
+    """The klines' quality folder reruns aws_parse (klines) and, with it, the quality
+    folders of kline-layout datasets below it their parse; the provenance folder
+    api_download; a kline-layout dataset's quality folder alone its own parse."""
+    data = tmp_path / "data"
+    run_dir = _ds_built(tmp_path, data)
+    _remove(data, "lakehouse/quality/um_futures/1m", "lakehouse/provenance/um_futures/1m")
+    line = data_presence.check(str(data), str(run_dir), _ds_folders(data), dry_run=False)
+    for folder in ("lakehouse/quality/um_futures/1m", "lakehouse/provenance/um_futures/1m",
+                   "lakehouse/quality/um_futures/1m/markPriceKlines"):  # fmt: skip
+        assert folder in line
+    assert ("reruns aws_parse um_futures/klines-1m, api_download um_futures, "
+            "aws_parse um_futures/markPriceKlines-1m to rebuild them") in line  # fmt: skip
+    gone = {"aws_parse/um_futures/klines-1m", "aws_parse", "api_download/um_futures",
+            "api_download", "aws_parse/um_futures/markPriceKlines-1m", "datasets"}  # fmt: skip
+    assert _ds_present(run_dir) == (set(DS_REPORTS) | set(DS_SUMMARIES)) - gone
+
+    run_dir = _ds_built(tmp_path, data)
+    _remove(data, "lakehouse/quality/um_futures/1m/markPriceKlines")
+    line = data_presence.check(str(data), str(run_dir), _ds_folders(data), dry_run=False)
+    assert "(lakehouse/quality/um_futures/1m/markPriceKlines)" in line
+    gone = {"aws_parse/um_futures/markPriceKlines-1m", "datasets"}
+    assert _ds_present(run_dir) == (set(DS_REPORTS) | set(DS_SUMMARIES)) - gone
+
+
+def test_a_start_without_a_record_leaves_the_datasets_folders_out(tmp_path):
+    """The download summary counts the klines' and funding's archives only: a datasets
+    archive folder that is there does not hide the klines' archive folders gone."""
+    data = tmp_path / "data"
+    run_dir = _ds_built(tmp_path, data)
+    Path(layout.data_folders_record_path(str(run_dir))).unlink()
+    (run_dir / "summaries/aws_download").mkdir(parents=True)
+    _summary(run_dir, "summaries/aws_download/um_futures.json", {"files_held": 3})
+    line = data_presence.check(str(data), str(run_dir), _ds_folders(data), dry_run=False)
+    assert (
+        "(aws_data/data/futures/um/daily/klines, aws_data/data/futures/um/monthly/fundingRate)"
+        in line
+    )
+    assert "aws_download um_futures/klines-1m, aws_download um_futures/funding to" in line
+    assert "aggTrades" not in line and "markPriceKlines" not in line
+
+
+@pytest.mark.skipif(weed_binary() is None, reason="needs the weed binary")
+def test_s3_datasets_and_record_folders_cost_a_list_each(tmp_path, s3_root):
+    run_dir = _ds_built(tmp_path, s3_root)
+    folders = _ds_folders(s3_root)
+    storage.request_stats(reset=True)
+    assert data_presence.check(s3_root, str(run_dir), folders, dry_run=False) is None
+    asked = storage.request_stats(reset=True)
+    assert asked == {"list": asked["list"]} and asked["list"]["count"] == len(DS_FILES)
+    _remove(s3_root, "parsed_data/um_futures/agg_klines", "lakehouse/provenance/um_futures/1m")
+    line = data_presence.check(s3_root, str(run_dir), folders, dry_run=False)
+    assert "(lakehouse/provenance/um_futures/1m, parsed_data/um_futures/agg_klines)" in line
+    gone = {"agg_klines/um_futures/aggTrades-5m", "api_download/um_futures", "api_download"}
+    assert _ds_present(run_dir) == (set(DS_REPORTS) | set(DS_SUMMARIES)) - gone
