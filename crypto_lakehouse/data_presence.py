@@ -3,9 +3,10 @@ were deleted by hand since.
 
 Snakemake's outputs are the run dir's shard reports; the data files are side effects in
 ``data_dir``. A folder deleted by hand (``rm -rf {data_dir}/results_data``, one trade type's
-``parsed_data``, the resampled klines, a market's ``aws_data``) left the reports in place,
-and the next run said "Nothing to be done": the lakehouse stayed without those files.
-(A whole data dir wiped under a run dir kept elsewhere is ``data_identity``'s.)
+``parsed_data``, the resampled klines, a market's ``aws_data``, a dataset of the `datasets`
+target, ``lakehouse/provenance``) left the reports in place, and the next run said "Nothing
+to be done": the lakehouse stayed without those files. (A whole data dir wiped under a run
+dir kept elsewhere is ``data_identity``'s.)
 
 The run dir keeps a record of the stages' folders that held files when the last run that
 ran jobs ended (``{run_dir}/data_folders.json``). At every start the main process checks
@@ -28,10 +29,15 @@ type whose summary counts files and none of whose folders is there reruns (so a 
 wiped before its first run with this version is rebuilt: its downloads rerun, and every
 later stage after them). A parse or REST folder deleted before that start is not found.
 
-Only the stages' folders are checked, not each symbol's: a symbol's files deleted inside a
-folder that is still there are named by ``crypto-lakehouse verify`` (``Verdict.missing``),
-not at start (a check per symbol and stage at every start: some 20,000 stats for the full
-universe, as many requests on S3).
+The folders are those of ``stage_folders``: the stages' data folders of targets ``all`` and
+``datasets`` and the folders of the Parquet records below ``lakehouse/`` (quality,
+provenance), each with the jobs that write it. Only the folders are checked, not each
+symbol's files: a symbol's files (or records) deleted inside a folder that is still there
+are named by ``crypto-lakehouse verify`` (``Verdict.missing``), not at start (a check per
+symbol and stage at every start: some 20,000 stats for the full universe, as many requests
+on S3). A folder inside another one (a kline-layout dataset's quality records below the
+klines' ``lakehouse/quality/{T}/{I}``) keeps the outer one there when only the outer one's
+own files are deleted: verify names those.
 """
 
 from __future__ import annotations

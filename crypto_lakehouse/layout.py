@@ -441,8 +441,11 @@ def quarantine_dir(data_dir) -> Path:
 
 
 # The Parquet records kept per symbol below ``lakehouse/`` of the data dir (beside the data,
-# on S3 too): written by aws_parse (quality) and gen_kline (provenance), each rebuilt by its
-# stage when missing.
+# on S3 too): written by aws_parse (quality) and api_download (the klines' day provenance),
+# each rebuilt by its stage when missing, without rewriting the data files: the parse
+# measures its partitions again, the REST fill writes the provenance at every run. A record
+# folder deleted reruns its stage at the next start (data_presence); one symbol's record
+# deleted is named by ``verify``, whose repair command reruns both stages.
 PARQUET_RECORDS = ("provenance", "quality")
 
 

@@ -16,9 +16,10 @@ read: opt-in).
 
 Files deleted outside a run are named as well (``missing``): each symbol's state below
 ``lakehouse/state/`` names the files its last successful run held (parsed partitions and
-funding files, generated segments, resampled and feature files); one of them absent was
-deleted by hand or lost, and no stage notices it before it runs again (a whole stage folder
-deleted is noticed at the next start: ``crypto_lakehouse.data_presence``).
+funding files, the quality record, generated segments, resampled and feature files; the
+REST klines' record of the archive days names the day provenance); one of them absent was
+deleted by hand or lost, and no stage notices it before it runs again (a whole stage or
+record folder deleted is noticed at the next start: ``crypto_lakehouse.data_presence``).
 
 ``remove``: the damaged Parquet files are deleted, and a damaged zip's ``.verified`` marker
 (the zip stays, unverified: the download checks it again and fetches it anew). A run that
