@@ -215,8 +215,14 @@ def test_a_symbols_files_deleted_by_hand_are_named_by_verify_and_rebuilt(tmp_pat
         ], verdict.stdout
         assert "--forcerun aws_download_shard" in verdict.stdout
 
+        # BTCUSDT lost its quality record only: its data files are not written again.
+        layers = ("aws_data", "parsed_data", "api_data", "results_data")
+        btc = {p: p.stat().st_mtime_ns for layer in layers for p in (data / layer).rglob("*")
+               if p.is_file() and "BTCUSDT" in str(p.relative_to(data))}  # fmt: skip
         snakemake(tmp_path, config, "all", "--forcerun", "aws_download_shard")
         assert h.differences(before, h.snapshot(data)) == []
+        assert any("parsed_data" in str(p) for p in btc)
+        assert {p: p.stat().st_mtime_ns for p in btc} == btc
         clean = subprocess.run(
             [sys.executable, "-m", "crypto_lakehouse", "verify", str(data)],
             capture_output=True, text=True, env=h.env(),
