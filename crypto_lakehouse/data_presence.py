@@ -159,14 +159,24 @@ def _present(data_dir, folders: list[Folder]) -> list[bool]:
     return storage.concurrently(storage.is_dir, paths, storage.at_once(data_dir))
 
 
-def _read_record(run_dir: str) -> list[str] | None:
+# The record's version: 2 since the record folders and the `datasets` folders are in it
+# (2026-12-07). A record of version 1 is checked, then adopted again at that start: it
+# never named those folders, and a run dir whose runs have nothing to do would otherwise
+# keep it, and never notice one of them deleted.
+RECORD_VERSION = 2
+
+
+def _read_record(run_dir: str) -> tuple[list[str], bool] | None:
+    """The recorded folders, and whether the record is of ``RECORD_VERSION``; None when
+    there is none."""
     try:
         record = io.read_json(layout.data_folders_record_path(run_dir))
     except (OSError, ValueError):  # torn or foreign: as none (adopted again)
         return None
     if not isinstance(record, dict) or not isinstance(record.get("folders"), list):
         return None
-    return [f for f in record["folders"] if isinstance(f, str)]
+    folders = [f for f in record["folders"] if isinstance(f, str)]
+    return folders, record.get("version") == RECORD_VERSION
 
 
 def record(data_dir, run_dir: str, folders: list[Folder]) -> None:
@@ -176,7 +186,7 @@ def record(data_dir, run_dir: str, folders: list[Folder]) -> None:
     held = sorted({f.path for f, here in zip(folders, present, strict=True) if here})
     io.write_json(
         layout.data_folders_record_path(run_dir),
-        {"data_dir": storage.uri(data_dir), "folders": held},
+        {"version": RECORD_VERSION, "data_dir": storage.uri(data_dir), "folders": held},
     )
 
 
@@ -267,10 +277,12 @@ def check(data_dir, run_dir: str, folders: list[Folder], *, dry_run: bool) -> st
             record(data_dir, run_dir, folders)
         why = "none of the folders the run dir's summaries say hold files is there"
     else:
-        wanted = set(recorded)
+        wanted = set(recorded[0])
         checked = [f for f in folders if f.path in wanted]
         present = _present(data_dir, checked) if checked else []
         gone = [f for f, here in zip(checked, present, strict=True) if not here]
+        if not recorded[1] and not dry_run:  # an older record: adopt the folders it lacks
+            record(data_dir, run_dir, folders)
         why = "folder(s) that held files after the last run are gone"
     if not gone:
         return None

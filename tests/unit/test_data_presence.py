@@ -343,3 +343,22 @@ def test_s3_datasets_and_record_folders_cost_a_list_each(tmp_path, s3_root):
     assert "(lakehouse/provenance/um_futures/1m, parsed_data/um_futures/agg_klines)" in line
     gone = {"agg_klines/um_futures/aggTrades-5m", "api_download/um_futures", "api_download"}
     assert _ds_present(run_dir) == (set(DS_REPORTS) | set(DS_SUMMARIES)) - gone
+
+
+def test_a_record_of_the_last_version_is_adopted_again(tmp_path):
+    """A record written before the record and `datasets` folders were in it (no version):
+    checked as it is, then written again with every folder that holds files, so that a
+    run dir whose runs have nothing to do notices one of those deleted from then on."""
+    data = tmp_path / "data"
+    run_dir = _ds_built(tmp_path, data)
+    path = Path(layout.data_folders_record_path(str(run_dir)))
+    path.write_text(
+        json.dumps({"data_dir": str(data), "folders": ["parsed_data/um_futures/aggTrades"]})
+    )
+    assert data_presence.check(str(data), str(run_dir), _ds_folders(data), dry_run=True) is None
+    assert "version" not in json.loads(path.read_text())  # a dry run writes nothing
+    assert data_presence.check(str(data), str(run_dir), _ds_folders(data), dry_run=False) is None
+    assert "lakehouse/provenance/um_futures/1m" in json.loads(path.read_text())["folders"]
+    _remove(data, "lakehouse/provenance/um_futures/1m")
+    line = data_presence.check(str(data), str(run_dir), _ds_folders(data), dry_run=False)
+    assert "(lakehouse/provenance/um_futures/1m)" in line and "api_download um_futures" in line
