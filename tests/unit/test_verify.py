@@ -338,6 +338,24 @@ def test_pages_on_s3_a_failing_read_is_not_damage(s3_root, tmp_path, monkeypatch
     monkeypatch.setattr(storage, "local_copy", real)
 
 
+def _local_or_s3(where, tmp_path, request) -> str:
+    """A local data dir, or a bucket prefix on SeaweedFS (``where`` "s3")."""
+    if where == "s3":
+        if weed_binary() is None:
+            pytest.skip("needs the weed binary")
+        return request.getfixturevalue("s3_root")
+    return str(tmp_path / "data")
+
+
+def _write_kept(data, files: dict[str, bool]):
+    """A one-row Parquet file for each path of ``files`` marked kept; the data dir's root."""
+    root = storage.data_path(data)
+    for rel, kept in files.items():
+        if kept:
+            storage.write_parquet(root / rel, pa.table({"x": [1]}))
+    return root
+
+
 def _write_state(root, stage, trade_type, tag, symbol, state):
     from crypto_lakehouse import layout
 
@@ -351,13 +369,7 @@ def test_the_files_a_symbols_record_names_and_that_are_gone_are_missing(
     """A symbol's files deleted outside a run inside folders that are still there: each
     stage's state names the files its last run held (as the stages write it)."""
     monkeypatch.chdir(tmp_path)
-    if where == "s3":
-        if weed_binary() is None:
-            pytest.skip("needs the weed binary")
-        data = request.getfixturevalue("s3_root")
-    else:
-        data = str(tmp_path / "data")
-    root = storage.data_path(data)
+    data = _local_or_s3(where, tmp_path, request)
     files = {
         "parsed_data/spot/klines/AUSDT/1m/202401.pqt": True,
         "parsed_data/spot/klines/AUSDT/1m/202402.pqt": False,
@@ -368,9 +380,7 @@ def test_the_files_a_symbols_record_names_and_that_are_gone_are_missing(
         "results_data/spot/features/1m/AUSDT.pqt": True,
         "results_data/spot/klines/1m/BUSDT.pqt": True,
     }
-    for rel, kept in files.items():
-        if kept:
-            storage.write_parquet(root / rel, pa.table({"x": [1]}))
+    root = _write_kept(data, files)
     _write_state(root, "aws_parse", "spot", "klines-1m", "AUSDT",
                  {"partitions": {"202401": {}, "202402": {}}})  # fmt: skip
     _write_state(root, "aws_parse", "um_futures", "funding", "AUSDT", {"written": True})
@@ -405,13 +415,7 @@ def test_a_symbols_quality_and_provenance_records_gone_are_missing(where, tmp_pa
     still there (the start checks only the folders): the parse state of a symbol whose
     archives built partitions names its quality record (a kline-layout dataset's too), the
     REST klines' record of its archive days its day provenance."""
-    if where == "s3":
-        if weed_binary() is None:
-            pytest.skip("needs the weed binary")
-        data = request.getfixturevalue("s3_root")
-    else:
-        data = str(tmp_path / "data")
-    root = storage.data_path(data)
+    data = _local_or_s3(where, tmp_path, request)
     files = {
         "parsed_data/spot/klines/AUSDT/1m/202401.pqt": True,
         "parsed_data/spot/klines/BUSDT/1m/202401.pqt": True,
@@ -422,9 +426,7 @@ def test_a_symbols_quality_and_provenance_records_gone_are_missing(where, tmp_pa
         "lakehouse/provenance/spot/1m/AUSDT.pqt": True,
         "lakehouse/provenance/spot/1m/BUSDT.pqt": False,
     }
-    for rel, kept in files.items():
-        if kept:
-            storage.write_parquet(root / rel, pa.table({"x": [1]}))
+    root = _write_kept(data, files)
     parsed = {"files": {"k.zip": "sha"}, "partitions": {"202401": {}}}
     for trade_type, tag, symbol in (("spot", "klines-1m", "AUSDT"), ("spot", "klines-1m", "BUSDT"),
                                     ("um_futures", "markPriceKlines-1m", "AUSDT")):  # fmt: skip
