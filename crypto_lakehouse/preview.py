@@ -56,7 +56,8 @@ class DatasetPlan:
     files_present: int = 0
     bytes_present: int = 0
     rest_days: int = 0
-    rest_weight: int = 0
+    rest_weight: int = 0  # klines and the server time (/time) their jobs ask first
+    rest_jobs: int = 0  # klines: REST shard jobs with days to fetch (one /time request each)
     rest_symbols: int = 0  # funding: symbols whose history REST is asked for
     # klines: the exchangeInfo summary whose delisted symbols stop at their last archived
     # day (None: no run wrote one yet, every symbol counts to the end date)
@@ -248,6 +249,7 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
     exchange_info = layout.exchange_info_path(config["run_dir"], trade_type)
     exchange_info = exchange_info if knows_symbols(exchange_info) else None
     out.exchange_info = exchange_info if entry is datasets.KLINES else None
+    fetching: list[str] = []  # klines symbols with REST days to fetch
     for symbol in sorted(index["symbols"]):
         try:
             details = io.read_json(details_dir / f"{symbol}.json", default=[]) or []
@@ -285,6 +287,34 @@ def count_dataset(config, trade_type, dataset, index, index_path, end_date, toda
             )
             out.rest_days += days
             out.rest_weight += weight
+            if days:
+                fetching.append(symbol)
+    if fetching:
+        # Each REST shard job asks the server time once before its first day
+        # (RestClient.start_time_ms): a weight the klines requests alone left out.
+        from crypto_lakehouse.rest import SERVER_TIME_WEIGHT
+        from crypto_lakehouse.shards import shard_of
+
+        count = rest_shard_count(config, index_path)
+        out.rest_jobs = len({shard_of(s, count) for s in fetching})
+        out.rest_weight += out.rest_jobs * SERVER_TIME_WEIGHT
+
+
+def rest_shard_count(config, index_path) -> int:
+    """The shard count the run gives the trade type's REST jobs (``shards``): a number as
+    configured; "auto" from the kline listing and the jobs at once the last run pinned
+    (``{run_dir}/plan/auto_parallel.json``; none: 1), as rules/common.smk ``shard_count``. A run
+    with other --cores than the last one may shard differently."""
+    if config["shards"] != "auto":
+        return int(config["shards"])
+    parallel = workflow_plan.auto_parallel(
+        layout.auto_parallel_path(config["run_dir"]),
+        cores=None,
+        trade_types=len(config["trade_types"]),
+        main_process=False,
+        write=False,
+    )
+    return workflow_plan.auto_shard_count(index_path, parallel=parallel)
 
 
 def funding_rest_symbols(kline_index: dict, funding_index: dict | None) -> int:
@@ -436,7 +466,11 @@ def format_plan(plan: dict) -> str:
             )
         elif datasets.get(d["dataset"]) is datasets.KLINES:
             days = f"{d['rest_days']} day{'' if d['rest_days'] == 1 else 's'}"
-            rest = f"  REST: {days} to fetch (weight {d['rest_weight']})"
+            rest = f"  REST: {days} to fetch (weight {d['rest_weight']}"
+            if d.get("rest_jobs"):
+                jobs = d["rest_jobs"]
+                rest += f", with the server time of {jobs} job{'' if jobs == 1 else 's'}"
+            rest += ")"
             if d["rest_days"] and not d.get("exchange_info"):
                 rest += (
                     "; no exchangeInfo summary from a run yet: a symbol delisted after its last "

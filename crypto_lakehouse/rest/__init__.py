@@ -25,6 +25,10 @@ DEFAULT_WEIGHT_LIMIT = {"spot": 6000, "um_futures": 2400, "cm_futures": 2400}
 FUNDING_REQUEST_LIMIT = 500
 FUNDING_WINDOW_MINUTES = 5
 
+# Server time (``/time``): weight 1 in every market (binance-facts §5). A REST shard job asks
+# it once (``RestClient.start_time_ms``); ``crypto-lakehouse plan`` counts it per job.
+SERVER_TIME_WEIGHT = 1
+
 # exchangeInfo weight per market (binance-facts §5).
 EXCHANGE_INFO_WEIGHT = {"spot": 20, "um_futures": 1, "cm_futures": 1}
 

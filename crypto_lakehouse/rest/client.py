@@ -34,7 +34,7 @@ import requests
 
 from crypto_lakehouse import retry as retry_policy
 from crypto_lakehouse.reachability import unreachable_cause
-from crypto_lakehouse.rest import API_PREFIX, INVALID_SYMBOL_CODES
+from crypto_lakehouse.rest import API_PREFIX, INVALID_SYMBOL_CODES, SERVER_TIME_WEIGHT
 from crypto_lakehouse.rest.limiter import HostStopped, WindowLimiter
 
 log = logging.getLogger(__name__)
@@ -384,7 +384,7 @@ class RestClient:
         return retry_after, "Retry-After"
 
     def server_time_ms(self, meter: ClientStats | None = None) -> int:
-        return int(self.get_json("/time", weight=1, meter=meter)["serverTime"])
+        return int(self.get_json("/time", weight=SERVER_TIME_WEIGHT, meter=meter)["serverTime"])
 
     def start_time_ms(self, meter: ClientStats | None = None) -> int:
         """The server time taken once, at the first call: "now" for every symbol of the job

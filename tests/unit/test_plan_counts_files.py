@@ -54,6 +54,8 @@ def plan_config(data) -> dict:
         "end_date": DAYS[-1],
         "lookback_days": None,
         "download": {"use_monthly_klines": False},
+        "shards": "auto",
+        "trade_types": ["spot"],
     }
 
 
@@ -125,6 +127,38 @@ def test_plan_counts_no_rest_day_after_the_archive_of_a_symbol_that_no_longer_tr
     }
     io.write_json(path, summarize_exchange_info(raw, "spot"))
     assert rest_days() == 10  # AAAUSDT's only
+
+
+def test_plan_rest_weight_counts_the_server_time_of_each_rest_job(tmp_path):
+    """Each REST shard job asks /time (weight 1) once before its days; plan's weight was the
+    klines requests' alone."""
+    import zlib
+
+    from crypto_lakehouse.rest.klines import plan_weight
+
+    data = tmp_path / "data"
+    index, payload = write_listing_and_archive(data, set(), set())
+    today = date.fromisoformat(DAYS[-1]) + timedelta(days=3)  # 2 closed days after the archive
+    epoch = date(1970, 1, 1).toordinal()
+    first, last = date.fromisoformat(DAYS[-1]).toordinal(), today.toordinal()
+    klines_per_symbol = plan_weight("spot", "1h", [o - epoch for o in range(first + 1, last)])[1]
+    assert klines_per_symbol > 0
+
+    def plan_for(shards) -> preview.DatasetPlan:
+        config = plan_config(data) | {"end_date": None, "shards": shards}
+        out = preview.DatasetPlan("spot", "klines-1h", "test")
+        preview.count_dataset(
+            config, "spot", "klines-1h", payload, index, today.isoformat(), today, out
+        )
+        return out
+
+    one = plan_for(1)  # one job asks the time once
+    assert one.rest_days == 3 * 2
+    assert (one.rest_jobs, one.rest_weight) == (1, 3 * klines_per_symbol + 1)
+    jobs = len({zlib.crc32(s.encode()) % 64 for s in SYMBOLS})
+    many = plan_for(64)
+    assert (many.rest_jobs, many.rest_weight) == (jobs, 3 * klines_per_symbol + jobs)
+    assert plan_for("auto").rest_jobs == 1  # 3 symbols: one shard
 
 
 def test_plan_text_says_when_delisted_symbols_may_be_counted(tmp_path):
