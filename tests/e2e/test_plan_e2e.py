@@ -324,3 +324,43 @@ def test_plan_counts_the_extra_datasets_of_the_config(tmp_path):
     assert plan["_plan"]["download_seconds"] >= spot_agg["download_seconds"] > 0
     block = text[text.index("spot aggTrades:") :].split("\n")[:4]
     assert block[2].startswith("  archive: 2 files") and not any("REST" in b for b in block)
+
+
+def test_plan_rest_weight_is_what_the_rest_jobs_send(tmp_path):
+    """The plan's REST weight against the weight the emulator counted for the run's
+    api_download jobs: the klines requests and the server time (/time, weight 1) each REST
+    shard job asks first; the plan left /time out. exchangeInfo (asked once per run and end
+    date, weight 20 for spot) is taken apart: it is not in the plan's figure."""
+    from datetime import datetime, timezone
+
+    from crypto_lakehouse_emulator.rest import RestEmulator
+
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT"]
+    mirror = tmp_path / "mirror"
+    build_mirror(
+        mirror,
+        {"spot": {"symbols": symbols, "start": "2024-05-30", "end": "2024-06-03",
+                  "interval": "1h"}},
+    )  # fmt: skip
+    now_ms = int(datetime(2024, 6, 10, tzinfo=timezone.utc).timestamp() * 1000)
+    rest = RestEmulator(now_ms=now_ms)
+    first_ms = int(datetime(2024, 5, 30, tzinfo=timezone.utc).timestamp() * 1000)
+    for i, symbol in enumerate(symbols):
+        rest.add_synthetic_klines("spot", symbol, start_ms=first_ms, seed=i)
+    with Emulator(mirror_dir=mirror, rest=rest) as emu:
+        config = config_for(
+            emu, tmp_path / "data", trade_types=["spot"], symbols={"spot": symbols},
+            start_date="2024-05-30", end_date="2024-06-08", shards=4,
+        )  # fmt: skip
+        snakemake(tmp_path, config, "aws_download")  # the archive part, before the plan
+        planned = run_plan(tmp_path, config)[("spot", "klines-1h")]
+        before = rest.counters("spot")
+        snakemake(tmp_path, config, "api_download")
+        after = rest.counters("spot")
+    sent = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert sent.get("429", 0) == 0
+    # 06-04 … 06-08 of each symbol; the jobs of 4 shards that hold them ask the time once each.
+    assert planned["rest_days"] == 5 * len(symbols)
+    exchange_info = 20 * sent.get("requests/exchangeInfo", 0)
+    assert planned["rest_weight"] == sent["weight"] - exchange_info
+    assert planned["rest_jobs"] == sent["requests/time"] > 1
