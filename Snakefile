@@ -121,7 +121,7 @@ onsuccess:
     )
     warn_clamped_runtimes()
     record_data_folders()
-    prune_snakemake_logs(log)
+    prune_snakemake_logs(log, keep=config["snakemake_logs_kept"])
     cancel_scheduler_timers()
     skip_exit_collection()
 
@@ -132,7 +132,7 @@ onerror:
     record_data_folders()
     summaries_after_failure()
     report_after_failure(log)
-    prune_snakemake_logs(log)
+    prune_snakemake_logs(log, keep=config["snakemake_logs_kept"])
     cancel_scheduler_timers()
     skip_exit_collection()
 

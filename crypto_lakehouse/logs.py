@@ -95,18 +95,20 @@ def configure_from_snakemake(smk) -> None:
 
 # Snakemake writes one log per run to ``.snakemake/log/`` of the directory it runs from and
 # never removes one: a daily cron job gathered one more file a day, forever (about 30 KB a
-# run for four symbols, more with more jobs). The hooks keep the newest ones.
-SNAKEMAKE_LOGS_KEPT = 30
+# run for four symbols, more with more jobs). The hooks keep the newest ``keep`` (config key
+# ``snakemake_logs_kept``, default 30 in config/config.schema.yaml).
 SNAKEMAKE_LOG_SUFFIX = ".snakemake.log"
 
 
-def prune_snakemake_logs(run_logs, keep: int = SNAKEMAKE_LOGS_KEPT) -> list[str]:
+def prune_snakemake_logs(run_logs, keep: int) -> list[str]:
     """Remove all but the newest ``keep`` Snakemake run logs (``*.snakemake.log``) from the
     folder holding this run's log; ``run_logs`` is what Snakemake hands its onsuccess and
     onerror hooks (a list of paths, maybe empty). Their names begin with the run's start
     time (ISO, so they sort by it); this run's own logs are always kept. Other files are
     left alone, and a log that cannot be removed stays (pruning never fails a run).
     Returns the removed paths."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"snakemake_logs_kept must be an integer >= 1, got {keep!r}")
     if isinstance(run_logs, (str, os.PathLike)):
         run_logs = [run_logs]
     current = {Path(p).resolve() for p in run_logs or []}

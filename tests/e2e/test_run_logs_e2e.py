@@ -1,6 +1,6 @@
 """A daily cron job's runs leave Snakemake's per-run logs (``.snakemake/log/``): the
-workflow keeps the newest ``SNAKEMAKE_LOGS_KEPT``, so the folder stops growing with the
-number of runs (Snakemake itself never removes one)."""
+workflow keeps the newest ``snakemake_logs_kept`` (config key, default 30), so the folder
+stops growing with the number of runs (Snakemake itself never removes one)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import pytest
 from crypto_lakehouse_emulator.faults import Faults
 from crypto_lakehouse_emulator.generate import write_kline_day
 
-from crypto_lakehouse.logs import SNAKEMAKE_LOGS_KEPT
 from tests.e2e.e2e_helpers import emulator_config, snakemake
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("outcome", ["success", "failure"])
-def test_a_run_keeps_the_newest_snakemake_logs_only(tmp_path, emulator, outcome):
+@pytest.mark.parametrize(
+    ("outcome", "kept_setting"), [("success", None), ("failure", None), ("success", 5)]
+)
+def test_a_run_keeps_the_newest_snakemake_logs_only(tmp_path, emulator, outcome, kept_setting):
     mirror = tmp_path / "mirror"
     for day in ("2025-01-19", "2025-01-20"):
         write_kline_day(mirror, "spot", "BTCUSDT", "1m", day, seed=3)
@@ -30,7 +31,9 @@ def test_a_run_keeps_the_newest_snakemake_logs_only(tmp_path, emulator, outcome)
         end_date="2025-01-20",
         lookback_days=2,
         download={"max_retries": 0},
+        **({} if kept_setting is None else {"snakemake_logs_kept": kept_setting}),
     )
+    keep = 30 if kept_setting is None else kept_setting  # the schema's default
     # The logs of earlier daily runs, as Snakemake names them (its start time, ISO).
     logs = tmp_path / ".snakemake" / "log"
     logs.mkdir(parents=True)
@@ -47,6 +50,6 @@ def test_a_run_keeps_the_newest_snakemake_logs_only(tmp_path, emulator, outcome)
     ours = [n for n in left if n not in earlier and n.endswith(".snakemake.log")]
     assert len(ours) == 1, left  # this run's log, kept
     kept = [n for n in left if n in earlier]
-    # The newest earlier ones (with this run's: SNAKEMAKE_LOGS_KEPT), the oldest gone.
-    assert kept == earlier[len(earlier) - (SNAKEMAKE_LOGS_KEPT - 1) :], left
+    # The newest earlier ones (with this run's: `keep`), the oldest gone.
+    assert kept == earlier[len(earlier) - (keep - 1) :], left
     assert "operator-notes.txt" in left

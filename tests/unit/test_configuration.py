@@ -335,3 +335,16 @@ def test_an_end_date_after_today_counts_as_today_and_the_run_says_so():
     assert end_date_notice(None, "2026-12-06") is None
     both = date_range_notice({**config, "start_date": None, "lookback_days": 30}, "x", "2026-12-06")
     assert len(both.splitlines()) == 2 and both.startswith("klines from x to 2026-12-06")
+
+
+def test_snakemake_logs_kept_defaults_to_30_and_a_bad_value_is_refused_by_name():
+    from crypto_lakehouse.configuration import fill_defaults, load_schema
+
+    config = user_config("interval: 1m\n")
+    check_user_config(config, SCHEMA)
+    fill_defaults(config, load_schema(SCHEMA))
+    assert config["snakemake_logs_kept"] == 30
+    check_user_config(user_config("snakemake_logs_kept: 7\n"), SCHEMA)
+    for bad in ("0", "-3", "2.5", "many", "null"):
+        with pytest.raises(ConfigError, match="snakemake_logs_kept"):
+            check_user_config(user_config(f"snakemake_logs_kept: {bad}\n"), SCHEMA)

@@ -88,3 +88,15 @@ def test_prune_snakemake_logs_without_a_log_touches_nothing(tmp_path):
     folder = _snakemake_logs(tmp_path / "log", [f"2026-01-0{d}.snakemake.log" for d in range(1, 5)])
     assert prune_snakemake_logs([], keep=1) == []
     assert len(list(folder.iterdir())) == 4
+
+
+@pytest.mark.parametrize("keep", [0, -1, 2.5, "30", True])
+def test_prune_snakemake_logs_refuses_a_keep_that_is_no_count(tmp_path, keep):
+    from crypto_lakehouse.logs import prune_snakemake_logs
+
+    folder = tmp_path / "log"
+    folder.mkdir()
+    (folder / "2020-01-01T000000.000000.snakemake.log").write_text("x")
+    with pytest.raises(ValueError, match="snakemake_logs_kept"):
+        prune_snakemake_logs([str(folder / "2020-01-01T000000.000000.snakemake.log")], keep=keep)
+    assert (folder / "2020-01-01T000000.000000.snakemake.log").exists()
