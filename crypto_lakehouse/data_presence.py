@@ -27,7 +27,10 @@ a start still finds what was deleted before it where the run dir's summaries cou
 files a stage's symbols hold (download, gen_kline, resample, features): a stage and trade
 type whose summary counts files and none of whose folders is there reruns (so a data dir
 wiped before its first run with this version is rebuilt: its downloads rerun, and every
-later stage after them). A parse or REST folder deleted before that start is not found.
+later stage after them). Only the folders whose jobs have shard reports count there: a
+start that also changes the base ``interval`` has the new interval's folders missing and
+their jobs never run (they run anyway); that is no deletion. A parse or REST folder
+deleted before that start is not found.
 
 The folders are those of ``stage_folders``: the stages' data folders of targets ``all`` and
 ``datasets`` and the folders of the Parquet records below ``lakehouse/`` (quality,
@@ -247,14 +250,30 @@ def _summary_says_held(run_dir: str, stage: str, trade_type: str) -> bool:
     return sum(n for n in held if isinstance(n, (int, float))) > 0
 
 
+def _has_reports(run_dir: str, folder: Folder) -> bool:
+    """Whether the jobs that write ``folder`` have shard reports: jobs that never ran for
+    it (this start changed the base ``interval``: ``klines-1h`` reports, the summary counting
+    the ``1m`` files) run anyway, and their folder's absence says nothing of a deletion.
+    One listing of a local folder."""
+    return any(
+        name.endswith(".json") for name in storage.file_names(shard_reports_dir(run_dir, folder))
+    )
+
+
 def _gone_without_a_record(data_dir, run_dir: str, folders: list[Folder]) -> list[Folder]:
     """A start without a record (the first with this version, or after a wipe of the
     whole data dir that ``data_identity`` could not see: it too had no record): the
     folders of each stage and trade type whose run summary says its symbols hold files and
-    none of whose folders is there. One read of a summary each, and the folders' checks."""
+    none of whose folders is there, among the folders whose jobs have shard reports. One
+    read of a summary each, and the folders' checks.
+
+    A summary counts the files of every interval its trade type's jobs wrote: without the
+    reports' condition, the first start after the upgrade that also changed the base
+    ``interval`` said the new interval's folders were "deleted by hand?" (and removed the
+    summary), though nothing was deleted and the jobs ran for the config change anyway."""
     groups: dict[tuple[str, str], list[Folder]] = {}
     for f in folders:
-        if f.stage in _HELD_TOTALS and f.summary_stage == f.stage:
+        if f.stage in _HELD_TOTALS and f.summary_stage == f.stage and _has_reports(run_dir, f):
             groups.setdefault((f.stage, f.trade_type), []).append(f)
     said = [g for key, g in groups.items() if _summary_says_held(run_dir, *key)]
     candidates = [f for g in said for f in g]

@@ -193,6 +193,30 @@ def test_a_start_without_a_record_finds_a_stage_whose_summary_counts_files(tmp_p
     assert data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False) is None
 
 
+def test_a_first_start_that_changes_the_interval_names_no_deletion(tmp_path):
+    """The first start after the upgrade (no record) that also changes the base interval:
+    the summaries count the 1m files, the 1h folders are not there yet, and their jobs have
+    never run (no klines-1h reports). It said "deleted by hand?" and removed the summaries,
+    though nothing was deleted; the 1h jobs run for the config change anyway."""
+    data, run_dir = _built(tmp_path)
+    Path(layout.data_folders_record_path(str(run_dir))).unlink()
+    _summary(run_dir, GEN_SUMMARY, {"files_held": 1, "files_written": 0})
+    _summary(run_dir, UM_GEN_SUMMARY, {"files_held": 1, "files_written": 0})
+    hourly = data_presence.stage_folders(
+        str(data), ["spot", "um_futures"], "1h", resample_intervals={"spot": ["4h"]},
+        features=True,
+    )  # fmt: skip
+    assert not (data / "results_data/spot/klines/1h").exists()
+    line = data_presence.check(str(data), str(run_dir), hourly, dry_run=False)
+    assert line is None
+    assert _present(run_dir) == set(RECORDS)
+    # A folder of the interval the jobs did write, gone before that start, is still found.
+    Path(layout.data_folders_record_path(str(run_dir))).unlink()
+    shutil.rmtree(data / "results_data/spot/klines/1m")
+    line = data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False)
+    assert "(results_data/spot/klines/1m)" in line and "deleted by hand?" in line
+
+
 # The `datasets` target's folders and the Parquet records below lakehouse/ (2026-12-07).
 DS_FILES = (
     "aws_data/data/futures/um/daily/aggTrades/BTCUSDT/BTCUSDT-aggTrades-2024-02-01.zip",
@@ -321,6 +345,10 @@ def test_a_start_without_a_record_leaves_the_datasets_folders_out(tmp_path):
     Path(layout.data_folders_record_path(str(run_dir))).unlink()
     (run_dir / "summaries/aws_download").mkdir(parents=True)
     _summary(run_dir, "summaries/aws_download/um_futures.json", {"files_held": 3})
+    # The funding archive's download jobs ran too (their summary counts its files).
+    funding_reports = run_dir / "reports/aws_download/um_futures/funding/shards"
+    funding_reports.mkdir(parents=True)
+    (funding_reports / "0.json").write_text("{}")
     line = data_presence.check(str(data), str(run_dir), _ds_folders(data), dry_run=False)
     assert (
         "(aws_data/data/futures/um/daily/klines, aws_data/data/futures/um/monthly/fundingRate)"
