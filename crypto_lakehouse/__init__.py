@@ -17,6 +17,10 @@ _LAZY = {
     "duckdb_connect",
     "StaleFeaturesWarning",
     "StaleFeaturesError",
+    "StaleDataWarning",
+    "StaleDataError",
+    "LegacyResampledWarning",
+    "LegacyResampledError",
 }
 
 

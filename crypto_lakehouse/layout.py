@@ -397,8 +397,12 @@ def state_path(data_dir, stage: str, trade_type: str, dataset: str, symbol: str)
 
 
 def stale_features_root(data_dir, trade_type: str | None = None) -> Path:
-    """The folder of the ``stale_features_path`` records: ``{T}/{SYM}/klines-{I}.json``
-    below it (with ``trade_type``: ``{SYM}/klines-{I}.json``)."""
+    """The folder of the records of stale files the loaders warn about:
+    ``{T}/{SYM}/klines-{I}.json`` below it (``stale_features_path``) and
+    ``{T}/{SYM}/resampled_klines.json`` (``stale_resampled_path``); with ``trade_type``:
+    ``{SYM}/…``. One folder per symbol for both kinds, so that a load or a DuckDB connection
+    lists it once (the folder kept its first name, ``stale_features``: records of data dirs
+    written before the resampled kind stay where the loaders look)."""
     root = lakehouse_dir(data_dir) / "stale_features"
     return root if trade_type is None else root / trade_type
 
@@ -414,6 +418,18 @@ def stale_features_path(data_dir, trade_type: str, interval: str, symbol: str) -
     some. Public, unlike ``state_path``: the loaders read it (``loading``), one listing of
     ``stale_features_dir`` per load, whatever the base interval of a resampled file."""
     return stale_features_dir(data_dir, trade_type, symbol) / f"klines-{interval}.json"
+
+
+# The name of a symbol's ``stale_resampled_path`` record in its ``stale_features_dir``.
+STALE_RESAMPLED_NAME = "resampled_klines.json"
+
+
+def stale_resampled_path(data_dir, trade_type: str, symbol: str) -> Path:
+    """The record of a symbol's resampled files that its last resample run kept but the
+    pipeline did not write (a legacy data dir's, at a target or offset the config does not
+    list; ``resample.owned``): present only while there are some. The loaders read it
+    (``load_klines`` with ``resample``, the DuckDB view ``resampled_klines``)."""
+    return stale_features_dir(data_dir, trade_type, symbol) / STALE_RESAMPLED_NAME
 
 
 def state_root(data_dir, stage: str) -> Path:

@@ -44,19 +44,42 @@ class DataChangedError(RuntimeError):
     """A symbol's files kept changing while they were read (a run is writing them)."""
 
 
-class StaleFeaturesWarning(UserWarning):
+class StaleDataWarning(UserWarning):
+    """Files were read that the pipeline records as not current (docs/loading.md, "Stale
+    feature files" and "Kept legacy resampled files"); the subclass says which kind.
+    ``warnings.simplefilter("error", StaleDataWarning)`` turns both into errors."""
+
+
+class StaleDataError(RuntimeError):
+    """``stale="raise"``: the files asked for include ones recorded as not current (the
+    message names them, why, and what makes them current); the subclass says which kind."""
+
+
+class StaleFeaturesWarning(StaleDataWarning):
     """Feature files were read whose last rebuild failed: they hold the features of an
     earlier version of their candle files (docs/loading.md, "Stale feature files").
     ``warnings.simplefilter("error", StaleFeaturesWarning)`` turns it into an error."""
 
 
-class StaleFeaturesError(RuntimeError):
+class StaleFeaturesError(StaleDataError):
     """``stale="raise"``: the feature files asked for include stale ones (the message names
     them, their failure and how to rebuild them)."""
 
 
-# What the features loaders do with a stale feature file (docs/loading.md).
+class LegacyResampledWarning(StaleDataWarning):
+    """Resampled klines were read that the pipeline did not write: a legacy data dir's,
+    at a target or offset the config does not list, which the resample runs keep as they
+    are (docs/loading.md, "Kept legacy resampled files")."""
+
+
+class LegacyResampledError(StaleDataError):
+    """``stale="raise"``: the resampled klines asked for are kept legacy files."""
+
+
+# What the loaders do with a file recorded as not current (docs/loading.md).
 STALE_MODES = ("warn", "raise", "ignore")
+# The kinds of records below ``layout.stale_features_root``.
+FEATURES, RESAMPLED = "features", "resampled_klines"
 
 
 # A read of a symbol's segment files that finds them changed (a run rewrote or removed one
@@ -378,6 +401,7 @@ def load_klines(
     offset: str | None = None,
     engine: str = "pandas",
     funding: str = "file",
+    stale: str = "warn",
 ):
     """One symbol's klines as a pandas or polars DataFrame, or a pyarrow Table (``engine``).
 
@@ -390,12 +414,23 @@ def load_klines(
     millisecond is rounded up, None is no bound; numbers (epoch ms? s?) and NaT raise
     ValueError. ``funding``
     is one of ``file``, ``nan``, ``zero`` (docs/loading.md).
+
+    ``stale`` (with ``resample``): what to do when the files read are resampled files the
+    pipeline did not write, kept from a legacy data dir at a target or offset the config
+    does not list (their candles can stop at the legacy run's date): ``"warn"`` (default) a
+    ``LegacyResampledWarning`` naming them; ``"raise"`` ``LegacyResampledError``;
+    ``"ignore"`` nothing. Without ``resample`` nothing is looked up.
     """
     _check_engine(engine)
+    _check_stale_mode(stale)
     if funding not in FUNDING_MODES:
         raise ValueError(f"funding={funding!r}; expected one of {', '.join(FUNDING_MODES)}")
+    read: list[Path] = []
     table = _segments_table("klines", data_dir, trade_type, symbol, interval, resample, offset,
-                            start, end)  # fmt: skip
+                            start, end, read)  # fmt: skip
+    if resample is not None and stale != "ignore":
+        found = stale_files_among(data_dir, trade_type, symbol, read, kind=RESAMPLED)
+        _tell_stale(found, stale, stacklevel=3, kind=RESAMPLED)
     table = apply_funding_mode(table, funding, resampled=resample is not None)
     return _frame(table, engine)
 
@@ -438,34 +473,49 @@ def _check_stale_mode(stale: str) -> None:
         raise ValueError(f"stale={stale!r}; expected one of {', '.join(STALE_MODES)}")
 
 
-def stale_feature_records(data_dir, trade_type: str | None = None, symbol: str | None = None):
-    """The stale feature files the features builds recorded (``layout.stale_features_path``)
-    as ``{path relative to data_dir: {"failure", "failed_at"}}``: of one symbol (one
-    listing of its record folder, usually absent: on S3 one request), or of every symbol
-    (one recursive listing). A record that cannot be read is skipped: it only ever adds a
-    warning."""
+def stale_records(data_dir, trade_type: str | None = None, symbol: str | None = None):
+    """The files recorded as not current below ``layout.stale_features_root``, by kind:
+    ``{FEATURES: {path relative to data_dir: {"failure", "failed_at"}}, RESAMPLED: {path:
+    {"reason", "recorded_at"}}}`` (``layout.stale_features_path``: feature files whose
+    rebuild failed; ``layout.stale_resampled_path``: legacy resampled files the resample
+    runs keep). Of one symbol (one listing of its record folder, usually absent: on S3 one
+    request, for both kinds), or of every symbol (one recursive listing). A record that
+    cannot be read is skipped: it only ever adds a warning."""
     root = storage.data_path(_data_dir(data_dir))
     if symbol is not None:
         folder = layout.stale_features_dir(root, trade_type, symbol)
         paths = storage.list_files(folder, recursive=False, suffix=".json")
     else:
         paths = storage.list_files(layout.stale_features_root(root), suffix=".json")
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, dict]] = {FEATURES: {}, RESAMPLED: {}}
     for path in paths:
         try:
             record = json.loads(storage.read_bytes(path))
             files = record["files"]
-            for rel, failure in files.items():
-                out[rel] = {"failure": failure, "failed_at": record.get("failed_at")}
+            for rel, cause in files.items():
+                if path.name == layout.STALE_RESAMPLED_NAME:
+                    out[RESAMPLED][rel] = {
+                        "reason": cause,
+                        "recorded_at": record.get("recorded_at"),
+                    }
+                else:
+                    out[FEATURES][rel] = {"failure": cause, "failed_at": record.get("failed_at")}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # removed since the listing, or not a record of ours
     return out
 
 
-def stale_files_among(data_dir, trade_type: str, symbol: str, files: list) -> dict[str, dict]:
-    """Of ``files`` (feature files of ``symbol`` below ``data_dir``), those recorded stale,
-    by their path."""
-    records = stale_feature_records(data_dir, trade_type, symbol)
+def stale_feature_records(data_dir, trade_type: str | None = None, symbol: str | None = None):
+    """The stale feature files the features builds recorded (``layout.stale_features_path``)
+    as ``{path relative to data_dir: {"failure", "failed_at"}}`` (``stale_records``)."""
+    return stale_records(data_dir, trade_type, symbol)[FEATURES]
+
+
+def stale_files_among(data_dir, trade_type: str, symbol: str, files: list,
+                      kind: str = FEATURES) -> dict[str, dict]:  # fmt: skip
+    """Of ``files`` (feature files of ``symbol`` below ``data_dir``, or its resampled
+    klines with ``kind`` RESAMPLED), those recorded as not current, by their path."""
+    records = stale_records(data_dir, trade_type, symbol)[kind]
     if not records:
         return {}
     root = storage.data_path(_data_dir(data_dir))
@@ -477,11 +527,18 @@ def stale_files_among(data_dir, trade_type: str, symbol: str, files: list) -> di
     return out
 
 
-def _tell_stale(found: dict[str, dict], mode: str, stacklevel: int, views: bool = False) -> None:
-    """``StaleFeaturesWarning`` (``mode`` "warn") or ``StaleFeaturesError`` ("raise")
-    naming the stale files of ``found`` (``stale_files_among``); nothing when none.
-    ``views``: said of duckdb_connect's views rather than of load_features."""
+def _tell_stale(found: dict[str, dict], mode: str, stacklevel: int, views: bool = False,
+                kind: str = FEATURES) -> None:  # fmt: skip
+    """The warning (``mode`` "warn") or error ("raise") of ``kind`` naming the files of
+    ``found`` (``stale_files_among``); nothing when none. ``views``: said of
+    duckdb_connect's views rather than of a loader."""
     if not found:
+        return
+    if kind == RESAMPLED:
+        message = _legacy_resampled_message(found, views)
+        if mode == "raise":
+            raise LegacyResampledError(message)
+        warnings.warn(message, LegacyResampledWarning, stacklevel=stacklevel)
         return
     listed = "; ".join(
         f"{path} (its rebuild failed at {info.get('failed_at') or 'an earlier run'}: "
@@ -506,6 +563,30 @@ def _tell_stale(found: dict[str, dict], mode: str, stacklevel: int, views: bool 
     if mode == "raise":
         raise StaleFeaturesError(message)
     warnings.warn(message, StaleFeaturesWarning, stacklevel=stacklevel)
+
+
+def _legacy_resampled_message(found: dict[str, dict], views: bool) -> str:
+    listed = "; ".join(
+        f"{path} (kept by the resample run of {info.get('recorded_at') or 'an earlier run'})"
+        for path, info in list(found.items())[:5]
+    )
+    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    return (
+        f"legacy resampled files: {listed}{more}. This pipeline did not write them: they "
+        "are a legacy data dir's, at a target or offset the config does not list, and the "
+        "resample runs leave them as they are, so their candles can stop at the legacy "
+        "run's last date or carry what the legacy code computed differently, "
+        + (
+            "and the view resampled_klines holds them: the table stale_resampled_klines "
+            "lists them with the view's path columns, to leave them out of a query. "
+            if views
+            else "not the candles of the current base files. "
+        )
+        + "To have the pipeline build them, add the target and offset to the config's "
+        "resample targets and run the workflow (it then replaces them); if they are not "
+        "wanted, remove them. stale='ignore' goes on without this warning, stale='raise' "
+        'refuses them (docs/loading.md, "Kept legacy resampled files").'
+    )
 
 
 def _segments_table(kind, data_dir, trade_type, symbol, interval, resample, offset, start, end,
@@ -1213,10 +1294,13 @@ def duckdb_connect(data_dir, database: str = ":memory:", stale: str = "warn"):
     An ``s3://`` data dir gives the same views over pyarrow datasets on the bucket (the
     seam's file system and credentials; DuckDB's own S3 reader, httpfs, is not needed).
 
-    The views do not leave out stale feature files (their last rebuild failed): the table
-    ``stale_features`` lists those the views hold, with the views' path columns to exclude
-    them by; ``stale`` says what connecting does when there are some: ``"warn"`` (default:
-    a ``StaleFeaturesWarning``), ``"raise"`` (``StaleFeaturesError``) or ``"ignore"``."""
+    The views do not leave out stale feature files (their last rebuild failed) nor kept
+    legacy resampled files (written by a legacy run, at a target or offset the config does
+    not list): the tables ``stale_features`` and ``stale_resampled_klines`` list those the
+    views hold, with the views' path columns to exclude them by (one listing of the
+    records for both); ``stale`` says what connecting does when there are some: ``"warn"``
+    (default: a ``StaleFeaturesWarning``, a ``LegacyResampledWarning``), ``"raise"``
+    (``StaleFeaturesError`` or ``LegacyResampledError``) or ``"ignore"``."""
     import duckdb
 
     _check_stale_mode(stale)
@@ -1236,8 +1320,8 @@ def duckdb_connect(data_dir, database: str = ":memory:", stale: str = "warn"):
         con.execute("INSERT INTO lakehouse_views VALUES (?, ?)", (name, len(paths)))
     latest = _latest_segments(files)
     try:
-        _stale_features_table(con, data_dir, files, dict(latest), stale)
-    except StaleFeaturesError:
+        _stale_tables(con, data_dir, files, dict(latest), stale)
+    except StaleDataError:
         con.close()
         raise
     with _naming_the_repair(data_dir):  # the views' footers are read below
@@ -1259,40 +1343,55 @@ STALE_FEATURES_COLUMNS = (
     'view VARCHAR, trade_type VARCHAR, interval VARCHAR, "offset" VARCHAR, '
     "symbol VARCHAR, segment INTEGER, file VARCHAR, failure VARCHAR, failed_at TIMESTAMPTZ"
 )
+STALE_RESAMPLED_COLUMNS = (
+    'view VARCHAR, trade_type VARCHAR, interval VARCHAR, "offset" VARCHAR, '
+    "symbol VARCHAR, segment INTEGER, file VARCHAR, reason VARCHAR, recorded_at TIMESTAMPTZ"
+)
+# Per kind of record: its table, its columns, the views whose files it can name, and the
+# keys of a record's cause and time.
+_STALE_TABLES = {
+    FEATURES: ("stale_features", STALE_FEATURES_COLUMNS, ("features", "resampled_features"),
+               "failure", "failed_at"),
+    RESAMPLED: ("stale_resampled_klines", STALE_RESAMPLED_COLUMNS, ("resampled_klines",),
+                "reason", "recorded_at"),
+}  # fmt: skip
 
 
-def _stale_features_table(con, data_dir, files: dict[str, list], latest: dict, mode: str):
-    """The table ``stale_features``: the files of the views ``features`` and
-    ``resampled_features`` recorded stale (``stale_feature_records``: one recursive listing
-    of the records, usually empty), with those views' path columns (``"offset"`` NULL for
-    ``features``); then ``mode`` (``_tell_stale``). Records of files the views do not hold
-    (removed since) are left out."""
-    con.execute(f"CREATE TEMP TABLE stale_features ({STALE_FEATURES_COLUMNS})")
-    records = stale_feature_records(data_dir)
-    if not records:
+def _stale_tables(con, data_dir, files: dict[str, list], latest: dict, mode: str):
+    """The tables ``stale_features`` (the files of the views ``features`` and
+    ``resampled_features`` recorded stale) and ``stale_resampled_klines`` (the files of the
+    view ``resampled_klines`` kept from a legacy data dir), from one recursive listing of
+    the records (``stale_records``, usually empty), with the views' path columns
+    (``"offset"`` NULL for ``features``); then ``mode`` (``_tell_stale``) per kind. Records
+    of files the views do not hold (removed since) are left out."""
+    for table, columns, *_ in _STALE_TABLES.values():
+        con.execute(f"CREATE TEMP TABLE {table} ({columns})")
+    records = stale_records(data_dir)
+    if not any(records.values()):
         return
     root = storage.data_path(_data_dir(data_dir))
     if not storage.is_remote(root):
         root = root.absolute()  # view_files' paths are absolute
-    rows, found = [], {}
-    for view in ("features", "resampled_features"):
-        for path in files[view]:
-            info = records.get(path.relative_to(root).as_posix())
-            if info is None:
-                continue
-            values = _path_values(view, path, latest)
-            failed_at = None
-            with contextlib.suppress(TypeError, ValueError):
-                failed_at = dt.datetime.fromisoformat(info["failed_at"].replace("Z", "+00:00"))
-            rows.append((view, values["trade_type"], values["interval"], values.get("offset"),
-                         values["symbol"], values["segment"], str(path), info["failure"],
-                         failed_at))  # fmt: skip
-            found[str(path)] = info
-    if rows:
-        con.executemany("INSERT INTO stale_features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    if mode != "ignore":
-        # stacklevel: the caller of duckdb_connect.
-        _tell_stale(found, mode, stacklevel=4, views=True)
+    for kind, (table, _columns, views, cause, when) in _STALE_TABLES.items():
+        rows, found = [], {}
+        for view in views:
+            for path in files[view] if records[kind] else ():
+                info = records[kind].get(path.relative_to(root).as_posix())
+                if info is None:
+                    continue
+                values = _path_values(view, path, latest)
+                at = None
+                with contextlib.suppress(AttributeError, TypeError, ValueError):
+                    at = dt.datetime.fromisoformat(info[when].replace("Z", "+00:00"))
+                rows.append((view, values["trade_type"], values["interval"], values.get("offset"),
+                             values["symbol"], values["segment"], str(path), info[cause],
+                             at))  # fmt: skip
+                found[str(path)] = info
+        if rows:
+            con.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        if mode != "ignore":
+            # stacklevel: the caller of duckdb_connect.
+            _tell_stale(found, mode, stacklevel=4, views=True, kind=kind)
 
 
 # ---------------------------------------------------------------- views on object storage

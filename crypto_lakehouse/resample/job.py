@@ -103,6 +103,25 @@ def output_table(
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+# Why a kept file is in the loaders' record (``kept_record``), as their warning says it.
+KEPT_REASON = (
+    "a resampled file this pipeline did not write (a legacy data dir's), at a target or "
+    "offset the config does not list: the resample runs leave it as it is"
+)
+
+
+def kept_record(trade_type: str, symbol: str, kept: list[str]) -> dict:
+    """The record of ``layout.stale_resampled_path``: per kept file (relative to the data
+    dir) why it is kept, and when the resample run that kept it ran (UTC)."""
+    return {
+        "kind": "resampled_klines",
+        "trade_type": trade_type,
+        "symbol": symbol,
+        "recorded_at": clock.strftime("%Y-%m-%dT%H:%M:%SZ", clock.gmtime()),
+        "files": {rel: KEPT_REASON for rel in sorted(kept)},
+    }
+
+
 def _segments(gen_report, symbol: str) -> list[dict]:
     if gen_report is None:
         return []
@@ -155,7 +174,7 @@ def run_resample(
     params = tail.params_of(targets, aggregations, interval)
     record_file = tail.record_path(data_dir, trade_type, symbol, interval)
     # Before the tail record goes (it tells the files of runs before the ownership record).
-    recorded = ownership.read_record(data_dir, trade_type, symbol)
+    recorded, stale_recorded = ownership.read_record_and_mark(data_dir, trade_type, symbol)
     if recorded is None:
         owned = ownership.files_before_the_record(data_dir, trade_type, symbol)
     else:
@@ -172,7 +191,7 @@ def run_resample(
     }
     if recorded is None or not planned <= owned:  # before they are written: a killed job
         owned |= planned  # leaves none of its files unrecorded
-        ownership.write(data_dir, trade_type, symbol, owned)
+        ownership.write(data_dir, trade_type, symbol, owned, stale_record=stale_recorded)
         recorded = set(owned)
     record = storage.read_state(record_file) if incremental else None
     storage.delete(record_file)  # a failed run leaves no record behind
@@ -322,8 +341,20 @@ def run_resample(
     ]
     # Every file of the symbol the pipeline wrote and still holds is one of this run's.
     holds = {o["file"] for o in outputs}
-    if holds != recorded:
-        ownership.write(data_dir, trade_type, symbol, holds)
+    # What the loaders warn about (load_klines with resample, the view resampled_klines):
+    # the kept files, which they would otherwise read as current. The ownership record
+    # says a record may exist before it is written, and after it is removed, so that a
+    # killed job never leaves one that no later run removes.
+    marker = layout.stale_resampled_path(data_dir, trade_type, symbol)
+    if kept and not stale_recorded:
+        ownership.write(data_dir, trade_type, symbol, recorded, stale_record=True)
+        stale_recorded = True
+    if kept:
+        storage.write_json(marker, kept_record(trade_type, symbol, kept))
+    elif stale_recorded:
+        storage.delete(marker)
+    if holds != recorded or stale_recorded != bool(kept):
+        ownership.write(data_dir, trade_type, symbol, holds, stale_record=bool(kept))
     if kept:
         log.info(
             "%s %s: %d resampled file(s) this pipeline did not write kept (e.g. %s)",

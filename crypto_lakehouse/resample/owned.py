@@ -16,6 +16,10 @@ configured target and offset (there the job rebuilds the symbol's set of files: 
 ``SP{n}_`` file beside the pipeline's segments would mix two splits). Any other file, a
 legacy one, is kept and named in the report (``kept``).
 
+The record also says whether the job left a record of the kept files for the loaders
+(``layout.stale_resampled_path``, "stale_record"): a run that keeps none removes that record
+only then, rather than asking to delete it at every run (on S3 a request per symbol).
+
 Files written before the record existed are known from the tail-build records
 (``resample/tail.py``, one per base interval), which list the outputs of the last
 successful run; a symbol without either record owns none of its files.
@@ -38,10 +42,16 @@ def record_path(data_dir, trade_type: str, symbol: str) -> Path:
 
 def read_record(data_dir, trade_type: str, symbol: str) -> set[str] | None:
     """The files the symbol's record lists; None without a (readable) record."""
+    return read_record_and_mark(data_dir, trade_type, symbol)[0]
+
+
+def read_record_and_mark(data_dir, trade_type: str, symbol: str) -> tuple[set[str] | None, bool]:
+    """``read_record``, and whether the record says the job left a record of kept files
+    for the loaders (``layout.stale_resampled_path``); one read."""
     record = storage.read_state(record_path(data_dir, trade_type, symbol))
     if record.get("version") == VERSION and isinstance(record.get("files"), list):
-        return set(record["files"])
-    return None
+        return set(record["files"]), record.get("stale_record") is True
+    return None, False
 
 
 def files_before_the_record(data_dir, trade_type: str, symbol: str) -> set[str]:
@@ -69,11 +79,13 @@ def owned_files(data_dir, trade_type: str, symbol: str) -> set[str]:
     return files_before_the_record(data_dir, trade_type, symbol)
 
 
-def write(data_dir, trade_type: str, symbol: str, files) -> None:
-    """Record ``files`` as the symbol's resampled files that this pipeline wrote."""
-    storage.write_json(
-        record_path(data_dir, trade_type, symbol), {"version": VERSION, "files": sorted(files)}
-    )
+def write(data_dir, trade_type: str, symbol: str, files, stale_record: bool = False) -> None:
+    """Record ``files`` as the symbol's resampled files that this pipeline wrote, and
+    whether a record of kept files for the loaders may exist (``stale_record``)."""
+    record = {"version": VERSION, "files": sorted(files)}
+    if stale_record:
+        record["stale_record"] = True
+    storage.write_json(record_path(data_dir, trade_type, symbol), record)
 
 
 def owned_leftovers(data_dir, trade_type: str, files: list[str]) -> list[str]:
