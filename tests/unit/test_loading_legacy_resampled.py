@@ -1,0 +1,161 @@
+"""Resampled files of a legacy data dir used in place that the resample job keeps (a target
+or offset the config does not list; ``kept`` in its report) are not served silently:
+load_klines with ``resample`` warns (or raises, or says nothing, as asked) naming them, and
+duckdb_connect warns and lists them in its table ``stale_resampled_klines``. The kept files
+are legacy BHDS V1's real ones, kept by the real resample job (as tests/unit/test_resample.py
+does)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+import crypto_lakehouse
+from crypto_lakehouse import layout, storage
+from crypto_lakehouse.loading import (
+    LegacyResampledError,
+    LegacyResampledWarning,
+    StaleDataError,
+    StaleDataWarning,
+)
+from crypto_lakehouse.resample import job
+from tests.unit.test_resample import _legacy_dir, run, write_gen_report
+
+LEGACY_1H_5M = "results_data/um_futures/resampled_klines/1h/5m/BTCUSDT.pqt"
+ONLY_1H_0M = [{"interval": "1h", "offset_step": "0m"}]
+
+
+@pytest.fixture
+def legacy_data(tmp_path):
+    """Legacy V1's um_futures results_data used in place; the resample job run with only
+    1h/0m configured keeps legacy's 1h files at the other 11 offsets and its 5m/0m file."""
+    _legacy_dir(tmp_path, "um_futures")
+    seg = "results_data/um_futures/klines/1m/BTCUSDT.pqt"  # legacy's generated file
+    report = write_gen_report(tmp_path, "um_futures", "BTCUSDT", [("BTCUSDT", seg)])
+    run(tmp_path, "um_futures", "BTCUSDT", report, ONLY_1H_0M)
+    rep = json.loads((tmp_path / "lakehouse/reports/resample/BTCUSDT.json").read_text())
+    assert LEGACY_1H_5M in rep["kept"] and len(rep["kept"]) == 12
+    return tmp_path, report
+
+
+def test_load_klines_of_a_kept_legacy_file_warns_naming_it(legacy_data):
+    data, _ = legacy_data
+    with pytest.warns(LegacyResampledWarning) as caught:
+        frame = crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", resample="1h",
+                                             offset="5m")  # fmt: skip
+    assert len(caught) == 1 and isinstance(caught[0].message, StaleDataWarning)
+    message = str(caught[0].message)
+    assert str(data / LEGACY_1H_5M) in message and "did not write" in message
+    assert len(frame) > 0  # the data still comes back
+    # The configured target the pipeline wrote, and the base klines: nothing said.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", resample="1h")
+        crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT")
+
+
+def test_stale_raise_refuses_and_ignore_is_silent(legacy_data):
+    data, _ = legacy_data
+    with pytest.raises(LegacyResampledError, match="5m/0m/BTCUSDT.pqt") as raised:
+        crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", resample="5m",
+                                     stale="raise")  # fmt: skip
+    assert isinstance(raised.value, StaleDataError)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", resample="5m",
+                                     stale="ignore")  # fmt: skip
+    with pytest.raises(ValueError, match="stale='loud'"):
+        crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", stale="loud")
+
+
+def test_duckdb_connect_warns_and_lists_the_kept_files_with_the_views_columns(legacy_data):
+    data, _ = legacy_data
+    with pytest.warns(LegacyResampledWarning, match="table stale_resampled_klines lists"):
+        con = crypto_lakehouse.duckdb_connect(data)
+    rows = con.sql(
+        'SELECT view, trade_type, interval, "offset", symbol, segment, file '
+        "FROM stale_resampled_klines ORDER BY file"
+    ).fetchall()
+    assert len(rows) == 12
+    assert ("resampled_klines", "um_futures", "1h", "5m", "BTCUSDT", 0,
+            str(data.absolute() / LEGACY_1H_5M)) in rows  # fmt: skip
+    assert not any(r[2] == "1h" and r[3] == "0m" for r in rows)  # the pipeline's
+    # The table leaves them out of a query on the view.
+    current = con.sql(
+        "SELECT DISTINCT interval, \"offset\" FROM resampled_klines v WHERE NOT EXISTS "
+        "(SELECT 1 FROM stale_resampled_klines s WHERE s.interval = v.interval "
+        'AND s."offset" = v."offset" AND s.symbol = v.symbol AND s.segment = v.segment)'
+    ).fetchall()
+    assert current == [("1h", "0m")]
+    assert con.sql("SELECT count(*) FROM stale_features").fetchall() == [(0,)]
+    with pytest.raises(LegacyResampledError):
+        crypto_lakehouse.duckdb_connect(data, stale="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        con = crypto_lakehouse.duckdb_connect(data, stale="ignore")
+    assert con.sql("SELECT count(*) FROM stale_resampled_klines").fetchall() == [(12,)]
+
+
+def test_once_the_kept_files_are_gone_the_record_goes_with_the_next_run(legacy_data):
+    data, report = legacy_data
+    record = layout.stale_resampled_path(data, "um_futures", "BTCUSDT")
+    assert record.exists()
+    base = data / "results_data/um_futures/resampled_klines"
+    for path in base.rglob("*.pqt"):
+        if path.parent != base / "1h" / "0m":  # the user removes legacy's files
+            path.unlink()
+    run(data, "um_futures", "BTCUSDT", report, ONLY_1H_0M)
+    assert not record.exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crypto_lakehouse.duckdb_connect(data)
+        crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", resample="1h")
+
+
+def test_a_configured_target_makes_the_legacy_files_the_pipelines(legacy_data):
+    # 5m/0m added to the config: the pipeline rewrites it, it is no longer kept.
+    data, report = legacy_data
+    run(data, "um_futures", "BTCUSDT", report,
+        [*ONLY_1H_0M, {"interval": "5m", "offset_step": "0m"}])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", resample="5m")
+    with pytest.warns(LegacyResampledWarning):  # 1h/5m still legacy's
+        crypto_lakehouse.load_klines(data, "um_futures", "BTCUSDT", resample="1h", offset="5m")
+
+
+def test_on_s3_a_resampled_load_asks_one_listing_more_and_warns_as_locally(s3_root):
+    """On an s3:// data dir: the record is found, and looking for it costs a resampled
+    load one listing of the symbol's record folder (no record: nothing else); a load
+    without ``resample`` asks nothing more."""
+    from tests.unit.test_loading_while_writing import candles as minute_candles
+    from tests.unit.test_loading_while_writing import put
+
+    root = storage.data_path(s3_root)
+    table = minute_candles(1_704_067_200_000, 1440)
+    for symbol in ("AAAUSDT", "BBBUSDT"):
+        put(layout.resampled_dir(root, "spot", "1h", "0m") / f"{symbol}.pqt", table)
+        put(layout.results_klines_dir(root, "spot", "1m") / f"{symbol}.pqt", table)
+    kept = "results_data/spot/resampled_klines/1h/0m/AAAUSDT.pqt"
+    storage.write_json(layout.stale_resampled_path(root, "spot", "AAAUSDT"),
+                       job.kept_record("spot", "AAAUSDT", [kept]))  # fmt: skip
+
+    def requests(**kwargs) -> dict[str, int]:
+        storage.request_stats(reset=True)
+        crypto_lakehouse.load_klines(s3_root, "spot", "BBBUSDT", **kwargs)
+        return {k: v["count"] for k, v in storage.request_stats(reset=True).items()}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ignored, told = requests(resample="1h", stale="ignore"), requests(resample="1h")
+        assert requests(stale="ignore") == requests()
+    assert told == {**ignored, "list": ignored["list"] + 1}
+    with pytest.warns(LegacyResampledWarning, match=str(root / kept)):
+        crypto_lakehouse.load_klines(s3_root, "spot", "AAAUSDT", resample="1h")
+    with pytest.warns(LegacyResampledWarning, match="table stale_resampled_klines lists"):
+        con = crypto_lakehouse.duckdb_connect(s3_root)
+    assert con.sql("SELECT view, symbol, file FROM stale_resampled_klines").fetchall() == [
+        ("resampled_klines", "AAAUSDT", str(root / kept))
+    ]
