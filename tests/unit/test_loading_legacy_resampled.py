@@ -84,7 +84,7 @@ def test_duckdb_connect_warns_and_lists_the_kept_files_with_the_views_columns(le
     assert not any(r[2] == "1h" and r[3] == "0m" for r in rows)  # the pipeline's
     # The table leaves them out of a query on the view.
     current = con.sql(
-        "SELECT DISTINCT interval, \"offset\" FROM resampled_klines v WHERE NOT EXISTS "
+        'SELECT DISTINCT interval, "offset" FROM resampled_klines v WHERE NOT EXISTS '
         "(SELECT 1 FROM stale_resampled_klines s WHERE s.interval = v.interval "
         'AND s."offset" = v."offset" AND s.symbol = v.symbol AND s.segment = v.segment)'
     ).fetchall()
@@ -159,3 +159,34 @@ def test_on_s3_a_resampled_load_asks_one_listing_more_and_warns_as_locally(s3_ro
     assert con.sql("SELECT view, symbol, file FROM stale_resampled_klines").fetchall() == [
         ("resampled_klines", "AAAUSDT", str(root / kept))
     ]
+
+
+def test_a_run_that_keeps_nothing_asks_no_delete_of_the_record(tmp_path, monkeypatch):
+    # The ownership record says whether a record of kept files may exist: a symbol without
+    # legacy files (every symbol of a data dir the pipeline made) never asks to delete one
+    # (on S3 a request per symbol per run); once one was written, its removal is asked once.
+    from tests.unit.test_resample import T0, series, write_segment
+
+    deleted = []
+    delete = storage.delete
+
+    def recording_delete(path, *args, **kwargs):
+        deleted.append(path)
+        return delete(path, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "delete", recording_delete)
+    seg = write_segment(tmp_path, "spot", "BTCUSDT", series(T0, 120))
+    report = write_gen_report(tmp_path, "spot", "BTCUSDT", [("BTCUSDT", seg)])
+    record = layout.stale_resampled_path(tmp_path, "spot", "BTCUSDT")
+    for _ in range(2):
+        run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
+    assert record not in deleted and not record.exists()
+    legacy = layout.resampled_dir(tmp_path, "spot", "4h", "0m") / "BTCUSDT.pqt"
+    storage.write_bytes(legacy, (layout.resampled_dir(tmp_path, "spot", "1h", "0m")
+                                 / "BTCUSDT.pqt").read_bytes())  # fmt: skip
+    run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
+    assert record.exists() and record not in deleted
+    legacy.unlink()
+    for _ in range(2):
+        run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
+    assert deleted.count(record) == 1 and not record.exists()
