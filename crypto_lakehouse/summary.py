@@ -262,7 +262,7 @@ def legacy_kept_sentence(folders: dict[str, int]) -> str:
         where += f", … ({len(folders) - LEGACY_FOLDERS_SHOWN} more folders)"
     return (
         f"{total} legacy resampled file(s) at resample targets or offsets not configured are "
-        f"kept, stale (no run updates them) and still read by the loaders: {where}; "
+        f"kept, stale (no run updates them), read by the loaders with a warning: {where}; "
         "this pipeline did not write them and does not remove them: remove them, or "
         "configure those targets again"
     )
