@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import pytest
 
+import crypto_lakehouse
+from crypto_lakehouse.loading import LegacyResampledWarning
 from tests.e2e.e2e_helpers import snakemake
 from tests.e2e.legacy_real_scenario import LEGACY, legacy_config, legacy_mirror, legacy_rest
 
@@ -55,6 +58,16 @@ def test_legacy_resampled_files_of_other_targets_survive_in_place_runs(tmp_path)
         rep = json.loads(report.read_text())
         assert rep["removed"] == []
         assert rep["kept"] == [f"results_data/{T}/resampled_klines/{f}" for f in others]
+        # The loaders tell the kept files from the pipeline's (before 2026-12-07 they were
+        # read as if current, with no sign).
+        with pytest.warns(LegacyResampledWarning, match="1h/15m/BTCUSDT.pqt"):
+            crypto_lakehouse.load_klines(data, T, "BTCUSDT", resample="1h", offset="15m")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            crypto_lakehouse.load_klines(data, T, "BTCUSDT", resample="1h")
+        with pytest.warns(LegacyResampledWarning):
+            con = crypto_lakehouse.duckdb_connect(data)
+        assert con.sql("SELECT count(*) FROM stale_resampled_klines").fetchall() == [(12,)]
         # No target left: the stage runs for the file the pipeline wrote, and only that goes.
         config["resample"] = {
             "targets": [{"trade_type": "spot", "interval": "1h", "offset_step": "0m"}]
