@@ -567,7 +567,7 @@ def _tell_stale(found: dict[str, dict], mode: str, stacklevel: int, views: bool 
 
 def _legacy_resampled_message(found: dict[str, dict], views: bool) -> str:
     listed = "; ".join(
-        f"{path} (kept by the resample run of {info.get('recorded_at') or 'an earlier run'})"
+        f"{path} (recorded by the resample run of {info.get('recorded_at') or 'an earlier run'})"
         for path, info in list(found.items())[:5]
     )
     more = f"; and {len(found) - 5} more" if len(found) > 5 else ""

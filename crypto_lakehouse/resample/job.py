@@ -342,19 +342,21 @@ def run_resample(
     # Every file of the symbol the pipeline wrote and still holds is one of this run's.
     holds = {o["file"] for o in outputs}
     # What the loaders warn about (load_klines with resample, the view resampled_klines):
-    # the kept files, which they would otherwise read as current. The ownership record
-    # says a record may exist before it is written, and after it is removed, so that a
-    # killed job never leaves one that no later run removes.
-    marker = layout.stale_resampled_path(data_dir, trade_type, symbol)
-    if kept and not stale_recorded:
-        ownership.write(data_dir, trade_type, symbol, recorded, stale_record=True)
-        stale_recorded = True
-    if kept:
-        storage.write_json(marker, kept_record(trade_type, symbol, kept))
-    elif stale_recorded:
-        storage.delete(marker)
-    if holds != recorded or stale_recorded != bool(kept):
-        ownership.write(data_dir, trade_type, symbol, holds, stale_record=bool(kept))
+    # the kept files, which they would otherwise read as current. Written or removed only
+    # when the kept files change (the ownership record notes which are recorded); the
+    # ownership record says a record may exist before it is written, and until it is
+    # removed, so that a killed job never leaves one that no later run removes.
+    kept_now = ownership.kept_digest(kept)
+    if kept_now != stale_recorded:
+        marker = layout.stale_resampled_path(data_dir, trade_type, symbol)
+        if kept:
+            if stale_recorded is None:
+                ownership.write(data_dir, trade_type, symbol, recorded, stale_record="pending")
+            storage.write_json(marker, kept_record(trade_type, symbol, kept))
+        else:
+            storage.delete(marker)
+    if holds != recorded or kept_now != stale_recorded:
+        ownership.write(data_dir, trade_type, symbol, holds, stale_record=kept_now)
     if kept:
         log.info(
             "%s %s: %d resampled file(s) this pipeline did not write kept (e.g. %s)",

@@ -17,8 +17,10 @@ configured target and offset (there the job rebuilds the symbol's set of files: 
 legacy one, is kept and named in the report (``kept``).
 
 The record also says whether the job left a record of the kept files for the loaders
-(``layout.stale_resampled_path``, "stale_record"): a run that keeps none removes that record
-only then, rather than asking to delete it at every run (on S3 a request per symbol).
+(``layout.stale_resampled_path``, "stale_record": a digest of the kept files' names, or
+"pending" while it is being written): a run that keeps none removes that record only then,
+and one that keeps the same files does not write it again, rather than asking at every run
+(on S3 a request per symbol).
 
 Files written before the record existed are known from the tail-build records
 (``resample/tail.py``, one per base interval), which list the outputs of the last
@@ -27,6 +29,7 @@ successful run; a symbol without either record owns none of its files.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from crypto_lakehouse import layout, storage
@@ -45,13 +48,23 @@ def read_record(data_dir, trade_type: str, symbol: str) -> set[str] | None:
     return read_record_and_mark(data_dir, trade_type, symbol)[0]
 
 
-def read_record_and_mark(data_dir, trade_type: str, symbol: str) -> tuple[set[str] | None, bool]:
-    """``read_record``, and whether the record says the job left a record of kept files
-    for the loaders (``layout.stale_resampled_path``); one read."""
+def read_record_and_mark(data_dir, trade_type: str, symbol: str):
+    """``read_record``, and its "stale_record" (``kept_digest`` of the kept files the job
+    recorded for the loaders, ``layout.stale_resampled_path``; "pending"; None when it
+    left no such record); one read."""
     record = storage.read_state(record_path(data_dir, trade_type, symbol))
     if record.get("version") == VERSION and isinstance(record.get("files"), list):
-        return set(record["files"]), record.get("stale_record") is True
-    return None, False
+        mark = record.get("stale_record")
+        return set(record["files"]), mark if isinstance(mark, str) else None
+    return None, None
+
+
+def kept_digest(kept) -> str | None:
+    """What the ownership record notes of the kept files recorded for the loaders (None:
+    there are none)."""
+    if not kept:
+        return None
+    return hashlib.sha256("\n".join(sorted(kept)).encode()).hexdigest()[:16]
 
 
 def files_before_the_record(data_dir, trade_type: str, symbol: str) -> set[str]:
@@ -79,12 +92,12 @@ def owned_files(data_dir, trade_type: str, symbol: str) -> set[str]:
     return files_before_the_record(data_dir, trade_type, symbol)
 
 
-def write(data_dir, trade_type: str, symbol: str, files, stale_record: bool = False) -> None:
+def write(data_dir, trade_type: str, symbol: str, files, stale_record: str | None = None) -> None:
     """Record ``files`` as the symbol's resampled files that this pipeline wrote, and
-    whether a record of kept files for the loaders may exist (``stale_record``)."""
+    ``stale_record`` (``read_record_and_mark``)."""
     record = {"version": VERSION, "files": sorted(files)}
-    if stale_record:
-        record["stale_record"] = True
+    if stale_record is not None:
+        record["stale_record"] = stale_record
     storage.write_json(record_path(data_dir, trade_type, symbol), record)
 
 

@@ -161,32 +161,76 @@ def test_on_s3_a_resampled_load_asks_one_listing_more_and_warns_as_locally(s3_ro
     ]
 
 
-def test_a_run_that_keeps_nothing_asks_no_delete_of_the_record(tmp_path, monkeypatch):
-    # The ownership record says whether a record of kept files may exist: a symbol without
-    # legacy files (every symbol of a data dir the pipeline made) never asks to delete one
-    # (on S3 a request per symbol per run); once one was written, its removal is asked once.
+def test_the_record_is_written_and_removed_only_when_the_kept_files_change(tmp_path, monkeypatch):
+    # The ownership record notes which kept files are recorded for the loaders: a symbol
+    # without legacy files (every symbol of a data dir the pipeline made) never asks to
+    # delete a record, and one whose kept files stay the same does not write it again (on
+    # S3 each a request per symbol per run); a change writes or removes it once.
     from tests.unit.test_resample import T0, series, write_segment
 
-    deleted = []
-    delete = storage.delete
+    asked = []
+    delete, write_json = storage.delete, storage.write_json
 
     def recording_delete(path, *args, **kwargs):
-        deleted.append(path)
+        asked.append(("delete", path))
         return delete(path, *args, **kwargs)
 
+    def recording_write_json(path, *args, **kwargs):
+        asked.append(("write", path))
+        return write_json(path, *args, **kwargs)
+
     monkeypatch.setattr(storage, "delete", recording_delete)
+    monkeypatch.setattr(storage, "write_json", recording_write_json)
     seg = write_segment(tmp_path, "spot", "BTCUSDT", series(T0, 120))
     report = write_gen_report(tmp_path, "spot", "BTCUSDT", [("BTCUSDT", seg)])
     record = layout.stale_resampled_path(tmp_path, "spot", "BTCUSDT")
-    for _ in range(2):
-        run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
-    assert record not in deleted and not record.exists()
+
+    def runs(n: int) -> list[str]:
+        asked.clear()
+        for _ in range(n):
+            run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
+        return [what for what, path in asked if path == record]
+
+    assert runs(2) == [] and not record.exists()
     legacy = layout.resampled_dir(tmp_path, "spot", "4h", "0m") / "BTCUSDT.pqt"
-    storage.write_bytes(legacy, (layout.resampled_dir(tmp_path, "spot", "1h", "0m")
-                                 / "BTCUSDT.pqt").read_bytes())  # fmt: skip
-    run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
-    assert record.exists() and record not in deleted
+    pipelines = layout.resampled_dir(tmp_path, "spot", "1h", "0m") / "BTCUSDT.pqt"
+    storage.write_bytes(legacy, pipelines.read_bytes())  # a legacy file at another target
+    assert runs(2) == ["write"] and record.exists()
+    second = layout.resampled_dir(tmp_path, "spot", "4h", "1h") / "BTCUSDT.pqt"
+    storage.write_bytes(second, pipelines.read_bytes())
+    assert runs(2) == ["write"]
+    assert sorted(json.loads(record.read_text())["files"]) == [
+        "results_data/spot/resampled_klines/4h/0m/BTCUSDT.pqt",
+        "results_data/spot/resampled_klines/4h/1h/BTCUSDT.pqt",
+    ]
     legacy.unlink()
-    for _ in range(2):
-        run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
-    assert deleted.count(record) == 1 and not record.exists()
+    second.unlink()
+    assert runs(2) == ["delete"] and not record.exists()
+
+
+def test_a_job_killed_while_writing_the_record_leaves_it_to_a_later_run(tmp_path, monkeypatch):
+    # The ownership record says a record may exist before it is written: a job killed
+    # then, whose legacy file goes before the next run, still has the record removed.
+    from tests.unit.test_resample import T0, series, write_segment
+
+    seg = write_segment(tmp_path, "spot", "BTCUSDT", series(T0, 120))
+    report = write_gen_report(tmp_path, "spot", "BTCUSDT", [("BTCUSDT", seg)])
+    run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
+    record = layout.stale_resampled_path(tmp_path, "spot", "BTCUSDT")
+    legacy = layout.resampled_dir(tmp_path, "spot", "4h", "0m") / "BTCUSDT.pqt"
+    storage.write_bytes(legacy, b"legacy's")
+    write_json = storage.write_json
+
+    def killed_after_the_record(path, *args, **kwargs):
+        write_json(path, *args, **kwargs)
+        if path == record:
+            raise KeyboardInterrupt  # the job is killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(storage, "write_json", killed_after_the_record)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
+    assert record.exists()
+    legacy.unlink()
+    run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
+    assert not record.exists()
