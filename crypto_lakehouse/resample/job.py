@@ -112,7 +112,8 @@ KEPT_REASON = (
 
 def kept_record(trade_type: str, symbol: str, kept: list[str]) -> dict:
     """The record of ``layout.stale_resampled_path``: per kept file (relative to the data
-    dir) why it is kept, and when the resample run that kept it ran (UTC)."""
+    dir) why it is kept, and when the resample run that recorded these files ran (UTC;
+    written again only when the kept files change)."""
     return {
         "kind": "resampled_klines",
         "trade_type": trade_type,
