@@ -428,26 +428,20 @@ def test_a_damaged_candle_file_is_the_writer_s_to_rebuild(data):
     assert feature_path(next((data / "results_data/spot/klines").rglob("BUSDT.pqt"))).exists()
 
 
-def test_a_failed_rebuild_keeps_the_previous_feature_file_marked_stale(data, monkeypatch):
-    """An exception in one indicator while a symbol's changed candle file is rebuilt: the
-    feature file of the last good build stays (it was removed before: the user lost the
-    features they had until the bug was fixed), the report marks it stale, the failure
-    names the symbol and the file, the other symbol is rebuilt, and the next run, the
-    indicator fixed, rebuilds it."""
-    from crypto_lakehouse.features import job
-
-    reports = {
-        "AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [300], seed=11),
-        "BBBUSDT": make_symbol(data, "spot", "BBBUSDT", [200], seed=12),
-    }
-    features(data, ["AAAUSDT", "BBBUSDT"], reports)
+def grow_1m_candles(data) -> None:
+    """AAAUSDT's and BBBUSDT's 1m candle files replaced by longer ones (360 and 260 rows), as
+    a day later."""
     klines = layout.results_klines_dir(data, "spot", "1m")
-    feat_1m = layout.features_dir(data, "spot", "1m")
-    good = digest(feat_1m / "AAAUSDT.pqt")
-    # A day later: both 1m candle files changed (new rows).
     for symbol, rows, seed in (("AAAUSDT", 360, 13), ("BBBUSDT", 260, 14)):
         write_candles(klines / f"{symbol}.pqt", candles(rows, seed=seed))
         os.utime(klines / f"{symbol}.pqt", ns=(1, 1))
+
+
+def break_indicators_of_aaa(patch) -> None:
+    """With ``patch`` (a monkeypatch), the indicators raise "RSI: boom" on AAAUSDT's grown 1m
+    file (``grow_1m_candles``) only."""
+    from crypto_lakehouse.features import job
+
     compute = job.compute_indicators
 
     def broken_on_aaa(specs, inputs):
@@ -455,7 +449,25 @@ def test_a_failed_rebuild_keeps_the_previous_feature_file_marked_stale(data, mon
             raise ValueError("RSI: boom")
         return compute(specs, inputs)
 
-    monkeypatch.setattr(job, "compute_indicators", broken_on_aaa)
+    patch.setattr(job, "compute_indicators", broken_on_aaa)
+
+
+def test_a_failed_rebuild_keeps_the_previous_feature_file_marked_stale(data, monkeypatch):
+    """An exception in one indicator while a symbol's changed candle file is rebuilt: the
+    feature file of the last good build stays (it was removed before: the user lost the
+    features they had until the bug was fixed), the report marks it stale, the failure
+    names the symbol and the file, the other symbol is rebuilt, and the next run, the
+    indicator fixed, rebuilds it."""
+
+    reports = {
+        "AAAUSDT": make_symbol(data, "spot", "AAAUSDT", [300], seed=11),
+        "BBBUSDT": make_symbol(data, "spot", "BBBUSDT", [200], seed=12),
+    }
+    features(data, ["AAAUSDT", "BBBUSDT"], reports)
+    feat_1m = layout.features_dir(data, "spot", "1m")
+    good = digest(feat_1m / "AAAUSDT.pqt")
+    grow_1m_candles(data)  # a day later: both 1m candle files changed (new rows)
+    break_indicators_of_aaa(monkeypatch)
     with pytest.raises(FeaturesError) as info:
         features(data, ["AAAUSDT", "BBBUSDT"], reports)
     message = str(info.value)

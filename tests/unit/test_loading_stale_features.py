@@ -6,7 +6,6 @@ indicator that raises on one candle file (as tests/unit/test_features_job.py doe
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pyarrow.parquet as pq
@@ -17,8 +16,12 @@ from crypto_lakehouse import layout, storage
 from crypto_lakehouse.features import job
 from crypto_lakehouse.features.job import FeaturesError
 from crypto_lakehouse.loading import StaleFeaturesError, StaleFeaturesWarning
-from tests.unit.test_features_job import features, make_symbol
-from tests.unit.test_features_microstructure import candles, write_candles
+from tests.unit.test_features_job import (
+    break_indicators_of_aaa,
+    features,
+    grow_1m_candles,
+    make_symbol,
+)
 
 AAA_1M = "results_data/spot/features/1m/AAAUSDT.pqt"
 
@@ -33,19 +36,9 @@ def stale_data(tmp_path, monkeypatch):
         "BBBUSDT": make_symbol(data, "spot", "BBBUSDT", [200], seed=12),
     }
     features(data, ["AAAUSDT", "BBBUSDT"], reports)
-    klines = layout.results_klines_dir(data, "spot", "1m")
-    for symbol, rows, seed in (("AAAUSDT", 360, 13), ("BBBUSDT", 260, 14)):
-        write_candles(klines / f"{symbol}.pqt", candles(rows, seed=seed))
-        os.utime(klines / f"{symbol}.pqt", ns=(1, 1))
-    compute = job.compute_indicators
-
-    def broken_on_aaa(specs, inputs):
-        if len(inputs["close"]) == 360:  # AAAUSDT's new 1m file only
-            raise ValueError("RSI: boom")
-        return compute(specs, inputs)
-
+    grow_1m_candles(data)
     with monkeypatch.context() as patch:
-        patch.setattr(job, "compute_indicators", broken_on_aaa)
+        break_indicators_of_aaa(patch)
         with pytest.raises(FeaturesError, match="kept, stale"):
             features(data, ["AAAUSDT", "BBBUSDT"], reports)
     return data, reports
