@@ -81,11 +81,6 @@ class Folder:
         return f"{self.stage} {self.trade_type}{tail}"
 
 
-def _rel(data_dir, path) -> str:
-    root = str(storage.data_path(data_dir)).rstrip("/")
-    return str(path)[len(root) :].lstrip("/")
-
-
 def stage_folders(
     data_dir,
     trade_types,
@@ -111,7 +106,9 @@ def stage_folders(
     found: list[Folder] = []
 
     def add(path, stage, trade_type, dataset, summary=None) -> None:
-        found.append(Folder(_rel(data_dir, path), stage, trade_type, dataset, summary))
+        found.append(
+            Folder(layout.relative_path(data_dir, path), stage, trade_type, dataset, summary)
+        )
 
     def add_archive(trade_type, entry, tag, summary=None) -> None:
         for period in entry.read_periods(use_monthly_klines):

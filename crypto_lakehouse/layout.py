@@ -370,6 +370,13 @@ def resampled_features_root(data_dir, trade_type) -> Path:
 
 
 # ---------------------------------------------------------------- pipeline records
+def relative_path(data_dir, path) -> str:
+    """``path`` (below ``data_dir``, local or S3) as the data dir's records and messages name
+    it: relative, ``/``-separated."""
+    root = str(storage.data_path(data_dir)).rstrip("/")
+    return str(path)[len(root) :].lstrip("/")
+
+
 def lakehouse_dir(data_dir) -> Path:
     return storage.data_path(data_dir) / "lakehouse"
 

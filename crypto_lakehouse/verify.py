@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from crypto_lakehouse import datasets, layout, storage
+from crypto_lakehouse.layout import relative_path
 from crypto_lakehouse.parse import funding_written, wrote_funding_file, wrote_partition
 from crypto_lakehouse.rest import archive_days
 
@@ -193,24 +194,24 @@ def _held_files(root, stage: str, trade_type: str, tag: str, symbol: str, state:
         return [o.get("file") for o in (state.get("section") or {}).get("outputs", [])]
     if stage == PROVENANCE_STATE:  # the day provenance record (layout.PARQUET_RECORDS)
         _, interval = datasets.split_tag(tag)
-        return [_rel(root, layout.provenance_path(root, trade_type, interval, symbol))]
+        return [relative_path(root, layout.provenance_path(root, trade_type, interval, symbol))]
     if tag == "funding":  # aws_parse
         written = funding_written(state)
-        return [_rel(root, layout.parsed_funding_path(root, trade_type, symbol))] if written else []
+        return (
+            [relative_path(root, layout.parsed_funding_path(root, trade_type, symbol))]
+            if written
+            else []
+        )
     entry, interval = datasets.split_tag(tag)
     if not entry.has_interval:  # a tick dataset's days: not recorded per file
         return []
     folder = layout.parsed_klines_dir(root, trade_type, symbol, interval, entry.name)
     months = state.get("partitions") or {}
-    held = [_rel(root, folder / f"{month}{layout.PARQUET_SUFFIX}") for month in months]
+    held = [relative_path(root, folder / f"{month}{layout.PARQUET_SUFFIX}") for month in months]
     if months and state.get("files"):  # its archives' days measured: the quality record
         quality = layout.quality_path(root, trade_type, interval, symbol, entry.name)
-        held.append(_rel(root, quality))
+        held.append(relative_path(root, quality))
     return held
-
-
-def _rel(root, path) -> str:
-    return str(path)[len(str(root)) :].lstrip("/")
 
 
 def _state_records(root):
@@ -219,7 +220,7 @@ def _state_records(root):
     for stage in MISSING_STAGES:
         base = layout.state_root(root, stage)
         for path in storage.walk_files(base, suffix=".json"):
-            parts = _rel(base, path).split("/")
+            parts = relative_path(base, path).split("/")
             if len(parts) == 3:
                 yield stage, parts[0], parts[1], parts[2].removesuffix(".json"), path
 
@@ -242,7 +243,7 @@ def _find_missing(root, verdict: "Verdict", pool, batch_size: int) -> None:
                 if name not in names[folder]:
                     verdict.missing[rel] = (
                         f"held after the last {_WRITER.get(stage, stage)} run of {symbol} "
-                        f"({_rel(root, path)})"
+                        f"({relative_path(root, path)})"
                     )
 
     for batch in _batches(_state_records(root), batch_size):
@@ -315,7 +316,7 @@ def _verify(data_dir, *, remove: bool, jobs: int, zips: bool, pages: bool) -> Ve
             if problem is not None:
                 kind, error = problem
                 path = item[0] if isinstance(item, tuple) else item
-                getattr(verdict, kind)[_rel(root, path)] = error
+                getattr(verdict, kind)[relative_path(root, path)] = error
 
     def check_all(layer: str, items, problem_of) -> None:
         verdict.checked[layer] = 0
