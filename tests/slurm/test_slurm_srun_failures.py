@@ -47,3 +47,28 @@ def test_a_job_cancelled_by_scancel_says_so_in_its_log(submit_host, tmp_path):  
     last = (run_dir / "logs/x.log").read_text().splitlines()[-1]
     # "…; SLURM: slurmstepd-localhost: error: *** STEP 912.0 ON localhost CANCELLED AT …"
     assert "; SLURM: slurmstepd" in last and " CANCELLED AT " in last, last
+
+
+def test_a_job_past_its_time_limit_says_so_in_its_log(submit_host, tmp_path):  # noqa: F811
+    """SLURM's own time kill (not scancel): the launcher passes the rule's runtime as
+    ``--time`` in minutes, SLURM's shortest limit is one minute, and slurmctld looks for jobs
+    past their limit every 30 s (slurm 22.05), so the job ends 60 to 90 s after it started:
+    it gets SIGTERM, and a job that dies on it (as Python does) needs no KillWait (30 s on
+    the test cluster) before SIGKILL. The test cluster's OverTimeLimit is 0."""
+    assert _slurm_is_up(), "no SLURM cluster: .ci/run starts one (bash .ci/start-slurm)"
+    run_dir, _ = submit_host
+    name = f"crypto_lakehouse-fake_job-{tmp_path.name}"
+    job = _job(run_dir, sleep_s=300)
+    argv = [sys.executable, FAKE_JOB, json.dumps(job), f"{run_dir}/logs/x.log"]
+    started = time.monotonic()
+    status = remote.launch(argv, srun=["srun"], runtime_min=1, extra=[f"--job-name={name}"])
+    took = time.monotonic() - started
+    assert status != 0 and 55 < took < 150, (status, took)
+    lines = (run_dir / "logs/x.log").read_text().splitlines()
+    # srun's relayed line, in SLURM's words: "slurmstepd-localhost: error: *** STEP 913.0 ON
+    # localhost CANCELLED AT … DUE TO TIME LIMIT ***"
+    assert any(ln.startswith("slurmstepd") and "DUE TO TIME LIMIT" in ln for ln in lines), lines
+    # and the launcher's last line names the limit and where it came from.
+    assert "SLURM: past its time limit (asked: --time=1 min, the rule's runtime" in lines[-1]
+    # Nothing of the job came back: it was ended before it wrote its reports.
+    assert not (run_dir / "reports/down").exists()
