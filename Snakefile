@@ -18,6 +18,7 @@ from crypto_lakehouse.logs import prune_snakemake_logs
 from crypto_lakehouse.smk import (
     cancel_scheduler_timers,
     record_params_without_pandas,
+    retry_with_fresh_params,
     skip_exit_collection,
 )
 from snakemake.utils import min_version
@@ -27,6 +28,8 @@ min_version("9.0")
 RUN_STARTED_UNIX = time.time()
 # Saves Snakemake's import of pandas (~0.35 s of each start) when checking params records.
 record_params_without_pandas()
+# A retried job's params see its new resources: the srun launcher's --time and --mem.
+retry_with_fresh_params()
 
 
 # The default config sits next to this Snakefile, whatever the working directory;

@@ -231,3 +231,40 @@ def record_params_without_pandas() -> bool:
 
     base._serialize_param = property(serializer)
     return True
+
+
+def retry_with_fresh_params() -> bool:
+    """Let a job Snakemake retries (``--retries``) evaluate its params again, as it does its
+    resources; returns False (nothing changed) if this Snakemake's internals differ.
+
+    For the workflow's main process. Snakemake 9 (``jobs.py``, ``Job.attempt``'s setter)
+    clears a job's resources when it raises the attempt, so the resource functions see the
+    new attempt (``sizing.retry_factor`` doubles the runtime and memory), but keeps the
+    params it evaluated for the first attempt. With ``cluster.launcher: srun`` the rule's
+    threads, memory and runtime reach srun only through a params function
+    (``job_python`` in rules/common.smk): the second attempt of a job SLURM had ended past
+    its time limit asked the same ``--time`` again and was ended again (seen on the test
+    cluster, tests/slurm/test_slurm_srun_time_limit.py). The executor plugin reads the
+    resources themselves and was not affected. Params are evaluated again only for a
+    retried job; their records (the ``params`` rerun trigger) are written when the job
+    ends, from whichever attempt succeeded, and no rule's params depend on the attempt
+    other than through the resources.
+    """
+    try:
+        from snakemake.jobs import Job
+    except ImportError:
+        return False
+    attempt = Job.__dict__.get("attempt")
+    if not (isinstance(attempt, property) and attempt.fset and "_params" in Job.__slots__):
+        return False
+    set_attempt = attempt.fset
+    if getattr(set_attempt, "_fresh_params", False):
+        return True  # patched already (the Snakefile read twice in one process)
+
+    def set_attempt_fresh_params(self, value):
+        set_attempt(self, value)
+        self._params = None
+
+    set_attempt_fresh_params._fresh_params = True
+    Job.attempt = attempt.setter(set_attempt_fresh_params)
+    return True

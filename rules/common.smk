@@ -1259,15 +1259,21 @@ def check_launcher():
 
 def check_slurm_status_command():
     """onstart: the SLURM executor asking job states with sacct on a cluster without an
-    accounting database waits for ever after its first job; stop here saying what to add
-    (crypto_lakehouse.slurm)."""
+    accounting database waits for ever after its first job, and with squeue on a cluster
+    whose MinJobAge is short it does too, or may; stop (or warn) here saying what to do
+    (crypto_lakehouse.slurm). One `scontrol show config` for both."""
     executor = getattr(workflow.executor_plugin, "name", None)
-    status_command = getattr(workflow.executor_settings, "status_command", None)
-    if executor != "slurm" or status_command != "sacct":
+    settings = workflow.executor_settings
+    status_command = getattr(settings, "status_command", None)
+    if executor != "slurm" or status_command not in ("sacct", "squeue"):
         return
-    problem = slurm.status_command_problem(executor, status_command, slurm.accounting_storage())
-    if problem:
-        stop(problem)
+    found = slurm.start_check(
+        executor, status_command, getattr(settings, "init_seconds_before_status_checks", None)
+    )
+    if found and found[0]:
+        stop(found[1])
+    if found:
+        print(found[1], file=sys.stderr)
 
 
 # The rules that talk to Binance: each holds one of the request budgets.

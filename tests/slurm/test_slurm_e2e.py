@@ -99,6 +99,46 @@ def test_sacct_without_an_accounting_database_stops_the_run_at_start(tmp_path):
     assert not (work / "data" / "parsed_data").exists()
 
 
+def test_squeue_with_a_short_min_job_age_stops_the_run_at_start(tmp_path, monkeypatch):
+    """`--slurm-status-command squeue` on a cluster whose MinJobAge (10 s here: the test
+    cluster's `scontrol show config`, that line changed, by an `scontrol` first on PATH) is
+    below 3 x the profile's first status wait (5 s): the executor asks sacct instead, which
+    this cluster without an accounting database cannot answer, and the run waited for ever
+    after its first SLURM job, as with sacct itself. Now its start says so, naming
+    MinJobAge, exit 1, before any job (crypto_lakehouse.slurm.squeue_problem)."""
+    import os
+    import shutil as sh
+
+    assert _slurm_is_up(), "no SLURM cluster: .ci/run starts one (bash .ci/start-slurm)"
+    from crypto_lakehouse_emulator import Emulator
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real = sh.which("scontrol")
+    (bin_dir / "scontrol").write_text(
+        "#!/bin/sh\n"
+        f'if [ "$*" = "show config" ]; then {real} show config | '
+        "sed 's/^MinJobAge .*/MinJobAge               = 10 sec/'; else exec "
+        f'{real} "$@"; fi\n'
+    )
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    legacy_mirror(tmp_path / "mirror")
+    with Emulator(mirror_dir=tmp_path / "mirror", rest=legacy_rest()) as emu:
+        work = tmp_path / "work"
+        work.mkdir()
+        config = legacy_config(emu.base_url, work / "data")
+        config["trade_types"] = ["um_futures"]
+        # Before: still waiting when the timeout ends the test (subprocess.TimeoutExpired).
+        proc = snakemake(work, config, "all", *SLURM_FLAGS, timeout=240, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert "MinJobAge = 10 s (scontrol show config)" in out, out[-3000:]
+    assert "asks job states with sacct instead of squeue" in out, out[-3000:]
+    assert "has been submitted with SLURM" not in out
+    assert not (work / "data" / "parsed_data").exists()
+
+
 def test_cores_sized_auto_shards_are_the_same_on_the_nodes(tmp_path):
     """``shards: auto`` with ``--cores`` given to a SLURM run (at most this host's CPUs): the
     main process sizes one trade type's shards from its cores and pins the value; each SLURM
