@@ -150,14 +150,17 @@ def start_check(
     if text is None:
         return None
     accounting = parse_accounting_storage(text)
+    min_job_age = parse_min_job_age(text)
+    sacct_on_path = shutil.which("sacct") is not None
     problem = status_command_problem(executor, status_command, accounting)
     if problem:
+        # The advice is squeue: say at once if this cluster's MinJobAge rules it out too.
+        instead = squeue_problem(
+            executor, "squeue", accounting, min_job_age, init_seconds, sacct_on_path
+        )
+        if instead and instead[0]:
+            problem += f". But squeue will not do here either: {instead[1]}"
         return True, problem
     return squeue_problem(
-        executor,
-        status_command,
-        accounting,
-        parse_min_job_age(text),
-        init_seconds,
-        sacct_on_path=shutil.which("sacct") is not None,
+        executor, status_command, accounting, min_job_age, init_seconds, sacct_on_path
     )

@@ -131,6 +131,17 @@ def test_the_start_check_asks_scontrol_once_for_both(tmp_path, monkeypatch):
     stop, message = slurm.start_check("slurm", "squeue", 5)
     assert stop and "MinJobAge = 10 s" in message and "sacct instead of squeue" in message
     stop, message = slurm.start_check("slurm", "sacct", 5)
+    # The advice for sacct, and at once why it will not do with this MinJobAge.
     assert stop and "--slurm-status-command squeue" in message
+    assert "But squeue will not do here either: MinJobAge = 10 s" in message
     assert slurm.start_check("local", None, None) is None
     assert calls.read_text().splitlines() == ["show config", "show config"]
+
+
+def test_the_advice_for_sacct_stands_alone_with_a_long_min_job_age(tmp_path, monkeypatch):
+    (tmp_path / "out.txt").write_text(CONFIG_NONE + "MinJobAge               = 300 sec\n")
+    _fake_scontrol(tmp_path, f"cat {tmp_path / 'out.txt'}")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    stop, message = slurm.start_check("slurm", "sacct", 5)
+    assert stop and "--slurm-status-command squeue" in message and "MinJobAge" not in message
+    assert slurm.start_check("slurm", "squeue", 5) is None
