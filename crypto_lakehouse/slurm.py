@@ -151,7 +151,7 @@ def start_check(
         return None
     accounting = parse_accounting_storage(text)
     min_job_age = parse_min_job_age(text)
-    sacct_on_path = shutil.which("sacct") is not None
+    sacct_on_path = shutil.which("sacct") is not None  # seam: PATH, as the plugin asks it
     problem = status_command_problem(executor, status_command, accounting)
     if problem:
         # The advice is squeue: say at once if this cluster's MinJobAge rules it out too.
