@@ -1,7 +1,9 @@
 """``cluster.launcher: srun`` when SLURM ends a job past its time limit, through Snakemake on
 the one-node test cluster: the killed job's log says so in SLURM's words, a plain rerun of
 the same command recovers (outputs equal a clean run's), and with ``--retries 1`` the second
-attempt asks twice the time (``sizing.retry_factor``) and succeeds.
+attempt asks twice the time (``sizing.retry_factor``) and succeeds. Before 2026-12-07 the
+second attempt asked the first's ``--time`` again and was ended again: Snakemake kept the
+first attempt's params, which carry the launcher's resources (smk.retry_with_fresh_params).
 
 SLURM's shortest limit is one minute and slurmctld looks for jobs past their limit every
 30 s, so a job asking one minute ends 60-90 s after it started. The rules ask at least ten
