@@ -562,6 +562,17 @@ def run_identity_path(run_dir: str) -> str:
     return f"{run_dir}/data_dir_id.json"
 
 
+def rest_budget_dir(run_dir: str) -> str:
+    """The folder of the REST hosts' shared rate-limit windows (``rest.limiter``)."""
+    return f"{run_dir}/rest_budget"
+
+
+def rest_budget_path(budget_dir: str, trade_type: str, pool: str) -> str:
+    """The window of one rate-limit ``pool`` (``weight``; um: ``fundingRate``) of the trade
+    type's API host, shared by the run's REST jobs on that host (``SharedWindowState``)."""
+    return f"{budget_dir}/{trade_type}.{pool}.json"
+
+
 def data_folders_record_path(run_dir: str) -> str:
     """The stages' data folders that held files when the last run that ran jobs ended
     (``crypto_lakehouse.data_presence``): one deleted by hand since is rebuilt."""

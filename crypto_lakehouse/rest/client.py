@@ -152,6 +152,8 @@ class RestClient:
             for s in self._sessions:
                 s.close()
             self._sessions.clear()
+        for lim in self._limiters():
+            lim.close()
 
     def __enter__(self) -> "RestClient":
         return self

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from crypto_lakehouse import layout
 from crypto_lakehouse.rest import FUNDING_REQUEST_LIMIT, FUNDING_WINDOW_MINUTES
 from crypto_lakehouse.rest.client import RestClient
 from crypto_lakehouse.rest.exchange_info import load_rate_limits
@@ -32,15 +33,26 @@ def open_host_client(
     max_retries: int = 5,
     timeout_s: float = 15.0,
     backoff_base_s: float = 1.0,
+    rest_budget_dir: str | Path | None = None,
 ) -> RestClient:
     """A client for the trade type's host with its weight limiter (and, for um, the
-    separate fundingRate request pool). Use it as a context manager."""
+    separate fundingRate request pool). Use it as a context manager. ``rest_budget_dir``
+    (the run's ``layout.rest_budget_dir``): the limiters' windows are shared with every
+    other job of the host given the same folder (``limiter.SharedWindowState``); None: this
+    process's own (a job alone on its host)."""
+
+    def shared(pool: str) -> str | None:
+        if rest_budget_dir is None:
+            return None
+        return layout.rest_budget_path(str(rest_budget_dir), trade_type, pool)
+
     limits = load_rate_limits(exchange_info_path, trade_type)
     weight_limiter = WindowLimiter(
         limits.weight_limit,
         share=weight_share,
         window_s=limits.window_s,
         name=f"{trade_type}-weight",
+        shared_path=shared("weight"),
     )
     funding_limiter = None
     if trade_type == "um_futures":
@@ -49,6 +61,7 @@ def open_host_client(
             share=weight_share,
             window_s=limits.window_s * FUNDING_WINDOW_MINUTES,
             name="um-fundingRate",
+            shared_path=shared("fundingRate"),
         )
     return RestClient(
         api_url,
@@ -118,6 +131,7 @@ def run_host_shard(
     weight_share: float = 0.8,
     max_retries: int = 5,
     timeout_s: float = 15.0,
+    rest_budget_dir: str | Path | None = None,
     **common,
 ) -> dict:
     """Entry point of the REST shard job (rule ``api_download_shard``): the shard's klines
@@ -129,7 +143,9 @@ def run_host_shard(
     None for all history) to the funding symbols. The symbols of a part run
     ``SYMBOLS_AT_ONCE`` at a time; "now" is the server time taken once per job
     (``RestClient.start_time_ms``). A ban (418/403) stops every symbol not yet started, in
-    both parts, at once: continuing would extend it."""
+    both parts, at once: continuing would extend it. ``rest_budget_dir``: the run's shared
+    rate-limit windows (``open_host_client``), so that the host's jobs running at once
+    together stay within its limits."""
     from crypto_lakehouse.rest.limiter import HostStopped
     from crypto_lakehouse.shards import run_shard_parts
 
@@ -141,7 +157,7 @@ def run_host_shard(
         max_retries=max_retries,
         timeout_s=timeout_s,
     )
-    with open_host_client(**client_args) as client:
+    with open_host_client(**client_args, rest_budget_dir=rest_budget_dir) as client:
         shared = dict(common, **client_args, client=client)
         parts = []
         if klines.get("symbols"):

@@ -19,15 +19,30 @@ answers 429 when a request would exceed the limit. The limiter keeps a job below
   a late answer to a request of the previous window must not fill the new window.
 - ``pause_until`` stops every thread (429 ``Retry-After``, circuit breaker); ``stop`` makes
   every waiting and future ``acquire`` raise ``HostStopped`` (418, 403).
+
+One host, several processes (``SharedWindowState``): the window's state above (used weight,
+requests in flight, carry, pause) can live in a file that every REST job of the host reads and
+updates under an exclusive ``flock``, instead of in the process. Without it, a job saw the
+other jobs' weight only in the used-weight header of answers to requests that had already
+arrived: N jobs, each with up to 32 requests in flight, could each fill the window's remaining
+budget in the same round trip (6 jobs on a 200-weight window drew 429s, then a 418 ban:
+``tests/unit/test_rest_shards_one_host.py``). With the shared state, every reservation counts
+for every job of the host before its request is sent, whatever the number of jobs, and a
+429's pause holds them all.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import math
+import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
 
 
 class HostStopped(RuntimeError):
@@ -43,6 +58,83 @@ class Reservation:
     in_guard: bool  # reserved after the wall boundary: already carried into the next window
 
 
+@dataclass
+class WindowState:
+    """What the requests to a host have spent of the current window (one process's or, in
+    a ``SharedWindowState``, every job's of the host)."""
+
+    window: int = -1
+    used: int = 0
+    carry: int = 0  # counts for the next window too (sent or answered after the boundary)
+    in_flight: dict[int, int] = field(default_factory=dict)  # window -> units unanswered
+    paused_until: float = 0.0
+
+
+class LocalWindowState:
+    """The window's state of one process (the default)."""
+
+    def __init__(self) -> None:
+        self._state = WindowState()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[WindowState]:
+        yield self._state
+
+    def close(self) -> None:
+        pass
+
+
+class SharedWindowState:
+    """The window's state in a file shared by every process pacing on the same host (the
+    REST jobs of one trade type in one run directory): read and written back under an
+    exclusive ``flock`` for each reservation, answer and pause (a few µs; a request takes
+    milliseconds). The content is a few dozen bytes of JSON rewritten in place: the state
+    lives one window, it is not data; a content that cannot be read (a process killed while
+    writing) counts as an empty window, as a fresh process's limiter starts."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[WindowState]:
+        fd = self._fd
+        if fd is None:
+            raise RuntimeError(f"{self.path}: shared window state used after close")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            state = self._read(fd)
+            before = asdict(state)
+            yield state
+            if asdict(state) != before:
+                data = json.dumps(asdict(state), separators=(",", ":")).encode()
+                os.pwrite(fd, data, 0)
+                os.ftruncate(fd, len(data))
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _read(fd: int) -> WindowState:
+        raw = os.pread(fd, 65536, 0)
+        try:
+            d = json.loads(raw) if raw else {}
+            return WindowState(
+                window=int(d.get("window", -1)),
+                used=int(d.get("used", 0)),
+                carry=int(d.get("carry", 0)),
+                in_flight={int(k): int(v) for k, v in d.get("in_flight", {}).items()},
+                paused_until=float(d.get("paused_until", 0.0)),
+            )
+        except (ValueError, TypeError, AttributeError):
+            return WindowState()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class WindowLimiter:
     def __init__(
         self,
@@ -53,6 +145,7 @@ class WindowLimiter:
         guard_s: float | None = None,
         name: str = "",
         clock: Callable[[], float] = time.time,
+        shared_path: str | Path | None = None,
     ) -> None:
         if limit <= 0 or window_s <= 0:
             raise ValueError(f"limiter {name!r}: limit and window_s must be > 0")
@@ -67,11 +160,9 @@ class WindowLimiter:
         self.name = name
         self._clock = clock
         self._cond = threading.Condition()
-        self._window = -1
-        self._used = 0
-        self._carry = 0  # counts for the next window too (sent or answered after the boundary)
-        self._in_flight: dict[int, int] = {}  # window -> units reserved and not yet answered
-        self._paused_until = 0.0
+        # Every access to the window's state is under self._cond (one thread of the process
+        # at a time), then, when shared, under the file's flock (one process at a time).
+        self._state = LocalWindowState() if shared_path is None else SharedWindowState(shared_path)
         self._stopped: str | None = None
         self.waited_s = 0.0  # total time threads spent blocked (summed over threads)
         self._per_thread = threading.local()  # .waited_s: the calling thread's own share
@@ -86,19 +177,19 @@ class WindowLimiter:
     def window_start(self, window: int) -> float:
         return window * self.window_s + self.guard_s
 
-    def _roll(self, now: float) -> int:
+    def _roll(self, st: WindowState, now: float) -> int:
         w = self.window_of(now)
-        if w != self._window:
+        if w != st.window:
             # Requests of the previous window still unanswered may arrive in this one. A
             # request travels for less than a window (the client's timeout is shorter), so
             # older reservations are forgotten, answered or not.
-            if w == self._window + 1:
-                self._used = self._carry + self._in_flight.get(self._window, 0)
+            if w == st.window + 1:
+                st.used = st.carry + st.in_flight.get(st.window, 0)
             else:
-                self._used = 0
-            self._in_flight = {k: v for k, v in self._in_flight.items() if k >= w - 1}
-            self._window = w
-            self._carry = 0
+                st.used = 0
+            st.in_flight = {k: v for k, v in st.in_flight.items() if k >= w - 1}
+            st.window = w
+            st.carry = 0
         return w
 
     # ------------------------------------------------------------ API
@@ -109,56 +200,65 @@ class WindowLimiter:
                 if self._stopped is not None:
                     raise HostStopped(self._stopped)
                 now = self._clock()
-                if now < self._paused_until:
-                    self._wait(self._paused_until - now)
-                    continue
-                w = self._roll(now)
-                # An empty window always admits one request, so a weight above the budget
-                # (a misconfigured tiny limit) still makes progress instead of hanging.
-                if self._used + units <= self.budget or self._used == 0:
-                    self._used += units
-                    self.reserved += units
-                    in_guard = now >= (w + 1) * self.window_s
-                    if in_guard:
-                        self._carry += units
+                with self._state.held() as st:
+                    if now < st.paused_until:
+                        wait = st.paused_until - now
                     else:
-                        self._in_flight[w] = self._in_flight.get(w, 0) + units
-                    return Reservation(w, units, in_guard)
-                self._wait(self.window_start(w + 1) - now)
+                        w = self._roll(st, now)
+                        # An empty window always admits one request, so a weight above the
+                        # budget (a misconfigured tiny limit) still makes progress.
+                        if st.used + units <= self.budget or st.used == 0:
+                            st.used += units
+                            self.reserved += units
+                            in_guard = now >= (w + 1) * self.window_s
+                            if in_guard:
+                                st.carry += units
+                            else:
+                                st.in_flight[w] = st.in_flight.get(w, 0) + units
+                            return Reservation(w, units, in_guard)
+                        wait = self.window_start(w + 1) - now
+                self._wait(wait)
 
     def release(self, reservation: Reservation) -> None:
         """The request of ``reservation`` was answered (or failed): it no longer travels."""
         if reservation.in_guard:
             return
-        with self._cond:
+        with self._cond, self._state.held() as st:
             w = reservation.window
-            left = self._in_flight.get(w, 0) - reservation.units
+            left = st.in_flight.get(w, 0) - reservation.units
             if left > 0:
-                self._in_flight[w] = left
+                st.in_flight[w] = left
             else:
-                self._in_flight.pop(w, None)
+                st.in_flight.pop(w, None)
             # Answered after the wall boundary, before this limiter moved on: the server may
             # have counted it in the next window (once moved on, the roll counted it).
-            if w == self._window and self._clock() >= (w + 1) * self.window_s:
-                self._carry += reservation.units
+            if w == st.window and self._clock() >= (w + 1) * self.window_s:
+                st.carry += reservation.units
 
     def observe(self, window: int, used: int) -> None:
         """Record the server's used-weight figure of a request sent in ``window``."""
-        with self._cond:
-            if window == self._window and used > self._used:
-                self._used = used
+        with self._cond, self._state.held() as st:
+            if window == st.window and used > st.used:
+                st.used = used
 
     def mark_full(self, window: int) -> None:
         """The server said the window is exhausted (429): send nothing more in it."""
-        with self._cond:
-            if window == self._window:
-                self._used = max(self._used, self.budget)
+        with self._cond, self._state.held() as st:
+            if window == st.window:
+                st.used = max(st.used, self.budget)
 
     def is_full(self, window: int) -> bool:
         """Whether ``window`` is the current window and nothing more fits into it (our
         reservations or the server's used-weight figure reached the budget)."""
-        with self._cond:
-            return window == self._window and self._used >= self.budget
+        with self._cond, self._state.held() as st:
+            return window == st.window and st.used >= self.budget
+
+    @property
+    def used(self) -> int:
+        """Weight counted in the window last entered (reserved, carried, or the server's
+        figure), by this process or, shared, by every job of the host."""
+        with self._cond, self._state.held() as st:
+            return st.used
 
     def seconds_to_end(self, window: int) -> float:
         """Seconds from now until ``window`` ends (0 when it is over)."""
@@ -166,8 +266,9 @@ class WindowLimiter:
 
     def pause_until(self, t: float) -> None:
         with self._cond:
-            if t > self._paused_until:
-                self._paused_until = t
+            with self._state.held() as st:
+                if t > st.paused_until:
+                    st.paused_until = t
             self._cond.notify_all()
 
     def pause_for(self, seconds: float) -> None:
@@ -178,6 +279,11 @@ class WindowLimiter:
             if self._stopped is None:
                 self._stopped = reason
             self._cond.notify_all()
+
+    def close(self) -> None:
+        """Let go of the shared state's file (nothing to do for a process's own state)."""
+        with self._cond:
+            self._state.close()
 
     @property
     def stopped(self) -> str | None:

@@ -87,9 +87,9 @@ def test_a_request_unanswered_at_the_boundary_counts_in_the_next_window():
     assert late.window == 100 and not late.in_guard
     clock.t = 1010.6  # past the guard time: window 101
     assert lim.acquire(2).window == 101
-    assert lim._used == 10  # full: the next acquire would wait for window 102
+    assert lim.used == 10  # full: the next acquire would wait for window 102
     lim.release(late)
-    assert lim._used == 10  # answered now, but it may have been counted in 101
+    assert lim.used == 10  # answered now, but it may have been counted in 101
 
 
 def test_a_request_answered_after_the_boundary_counts_in_the_next_window():
@@ -99,7 +99,7 @@ def test_a_request_answered_after_the_boundary_counts_in_the_next_window():
     lim.release(late)
     clock.t = 1010.6
     assert lim.acquire(2).window == 101
-    assert lim._used == 10
+    assert lim.used == 10
 
 
 def test_a_request_answered_before_the_boundary_frees_the_next_window():
@@ -109,7 +109,7 @@ def test_a_request_answered_before_the_boundary_frees_the_next_window():
     lim.release(early)  # the server counted it in window 100
     clock.t = 1010.6
     assert lim.acquire(2).window == 101
-    assert lim._used == 2
+    assert lim.used == 2
 
 
 def test_a_request_sent_in_the_guard_time_counts_once_in_the_next_window():
@@ -119,7 +119,7 @@ def test_a_request_sent_in_the_guard_time_counts_once_in_the_next_window():
     lim.release(guard)
     clock.t = 1010.6
     lim.acquire(1)
-    assert lim._used == 4
+    assert lim.used == 4
 
 
 def test_stop_wakes_waiting_threads():
@@ -312,7 +312,7 @@ def test_requests_in_the_guard_time_count_for_the_next_window_too():
     # the server already counts these 6 in the new window: only 4 more fit there
     clock.t = 1010.6
     assert lim.acquire(4).window == 101
-    assert lim._used == lim.budget  # the next acquire waits for window 102
+    assert lim.used == lim.budget  # the next acquire waits for window 102
 
 
 # ---------------------------------------------------------------- client: 429
