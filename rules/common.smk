@@ -370,7 +370,7 @@ def rerun_stamp(rule_name, *value_functions):
 # server), concurrency, timeout, retry count or rate-limit share reruns nothing.
 CONNECTION_ARGS = frozenset(
     ("archive_url", "listing_url", "api_url", "concurrency", "timeout_s", "max_retries",
-     "weight_share")
+     "weight_share", "rest_budget_dir")
 )  # fmt: skip
 
 
@@ -956,6 +956,8 @@ def get_api_args(wildcards):
         weight_share=rest["weight_share"],
         max_retries=rest["max_retries"],
         timeout_s=rest["timeout_s"],
+        # The host's jobs running at once share its rate-limit windows (rest.limiter).
+        rest_budget_dir=layout.rest_budget_dir(LH),
     )
     if published(tt, "funding"):
         funding = shard_args(
