@@ -22,7 +22,7 @@ Binance semantics reproduced (binance-facts §5):
   not exist yet; the candle containing "now" is served still open.
 - Faults: ``inject`` answers the next matching requests (by family, endpoint, symbol) with a
   status (5xx bursts, 403, 418, 429) or delays them (timeouts); ``ban`` puts a family into
-  the 418 state.
+  the 418 state; ``exhaust`` into a Retry-After period (another client used the weight).
 
 Data sources: frames (legacy 10-column schema), CSV files (the legacy-v1-real ``truth`` format,
 header ``open_time,open,…,taker_buy_quote_volume``), a seeded synthetic generator computed per
@@ -501,6 +501,16 @@ class RestEmulator:
     def ban(self, market: str, seconds: float) -> None:
         with self._lock:
             self._state[market_of(market)].banned_until = time.time() + seconds
+
+    def exhaust(self, market: str, seconds: float) -> None:
+        """Another client of the same IP used up the family's request weight: every request
+        for the next ``seconds`` is answered 429 with ``Retry-After`` (the seconds left) and
+        counts as a violation (more than ``ban_after`` → 418), as in the rest of a window
+        after the limit was reached. For clients that get a 429 they did not cause."""
+        with self._lock:
+            pool = self._state[market_of(market)].weight
+            pool.retry_until = time.time() + seconds
+            pool.violations = 0
 
     def unban(self, market: str) -> None:
         """End a ban and any pending Retry-After period of the family."""

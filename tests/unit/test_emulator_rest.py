@@ -250,6 +250,27 @@ def test_429_with_retry_after_then_418_for_a_client_that_keeps_going():
     assert (c["429"], c["418"]) == (3, 2)
 
 
+def test_weight_used_up_elsewhere_answers_429_then_418_for_a_client_that_keeps_going():
+    rest = RestEmulator(window_s=60, ban_after=2)
+    assert get(rest, "/fapi/v1/time")[0] == 200
+    rest.exhaust("um", 1.5)
+    status, headers, _ = get(rest, "/fapi/v1/time")  # violation 1
+    assert status == 429 and int(headers["Retry-After"]) == 2  # 1.5 s, rounded up
+    assert get(rest, "/fapi/v1/time")[0] == 429  # violation 2
+    assert get(rest, "/fapi/v1/time")[0] == 418
+    assert get(rest, "/api/v3/time")[0] == 200  # only the family's pool
+
+    # A client that waits out Retry-After is answered again, without a ban.
+    rest.unban("um")
+    rest.exhaust("um", 0.3)
+    status, headers, _ = get(rest, "/fapi/v1/time")
+    assert status == 429 and headers["Retry-After"] == "1"
+    time.sleep(0.35)
+    assert get(rest, "/fapi/v1/time")[0] == 200
+    c = rest.counters("um")
+    assert (c["429"], c["418"]) == (3, 1)
+
+
 def test_weight_window_resets():
     rest = RestEmulator(window_s=0.5, weight_limits={"um": 1})
     assert get(rest, "/fapi/v1/time")[0] == 200

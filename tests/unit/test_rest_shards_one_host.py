@@ -21,6 +21,8 @@ from crypto_lakehouse_emulator.rest import RestEmulator
 
 from crypto_lakehouse import layout
 from crypto_lakehouse.io import write_json
+from crypto_lakehouse.rest.host import SYMBOLS_AT_ONCE
+from crypto_lakehouse.rest.klines import DEFAULT_CONCURRENCY
 from tests.unit.test_rest_funding import DAY, HOUR, D, write_first_kline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,9 +66,12 @@ def _shard_args(tmp, url, shard, symbols, run_dir):
     )
 
 
-def run_jobs_at_once(tmp, url, shards: list[list[str]], *, timeout_s=90.0) -> list[dict]:
+def run_jobs_at_once(
+    tmp, url, shards: list[list[str]], *, meanwhile=None, timeout_s=90.0
+) -> list[dict]:
     """Each shard's ``run_host_shard`` in its own Python process, started together; their
-    shard results (the function's return values; None for a job that failed)."""
+    shard results (the function's return values; None for a job that failed). ``meanwhile``:
+    called once the jobs have been let go."""
     go = tmp / "go"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "emulator")]))
     procs = []
@@ -77,6 +82,8 @@ def run_jobs_at_once(tmp, url, shards: list[list[str]], *, timeout_s=90.0) -> li
         procs.append((subprocess.Popen(cmd, env=env, cwd=tmp), out_path))
     time.sleep(1.0 + 0.3 * len(shards))  # the imports (2 cores shared)
     go.write_text("")
+    if meanwhile is not None:
+        meanwhile()
     results = []
     for proc, out_path in procs:
         ok = proc.wait(timeout=timeout_s) == 0
@@ -101,7 +108,7 @@ def _days_fetched(tmp, symbols):
 
 
 JOBS = 6
-PER_JOB = 8  # rest.host.SYMBOLS_AT_ONCE: every symbol of a job in flight at once
+PER_JOB = SYMBOLS_AT_ONCE  # every symbol of a job in flight at once
 
 
 def test_shard_jobs_of_one_host_at_once_stay_within_its_limit(emulator, tmp_path):
@@ -126,3 +133,37 @@ def day_iso_compact(day: int) -> str:
     from crypto_lakehouse.provenance import day_iso
 
     return day_iso(day).replace("-", "")
+
+
+def test_a_429_they_did_not_cause_makes_the_jobs_wait_as_retry_after_asks_without_a_ban(
+    emulator, tmp_path
+):
+    # Another client of the IP uses up the host's weight while the jobs run (the limit is
+    # far off for them: 2400 a minute): every request for 3 s is answered 429. Each thread
+    # of a job has at most one request under way, so the jobs, backing off as Retry-After
+    # asks, send at most that many (6 x 32) during the 3 s; the emulator bans (418) beyond.
+    # Jobs that did not wait (retrying at once) would send each request six times.
+    symbols = [f"S{i:02d}USDT" for i in range(JOBS * PER_JOB)]
+    under_way = JOBS * SYMBOLS_AT_ONCE * DEFAULT_CONCURRENCY
+    rest = _setup(tmp_path, symbols, limit=2400, window_s=60, ban_after=under_way)
+    write_json(tmp_path / "ei.json", {"request_weight": {"limit": 2400, "window_s": 60.0}})
+    emu = emulator(rest=rest)
+    shards = [symbols[n * PER_JOB : (n + 1) * PER_JOB] for n in range(JOBS)]
+
+    def exhaust_while_running():
+        deadline = time.monotonic() + 30
+        while rest.counters("um").get("requests/klines", 0) < 40:
+            assert time.monotonic() < deadline, "the jobs sent no requests"
+            time.sleep(0.002)
+        rest.exhaust("um", 3.0)
+
+    t0 = time.monotonic()
+    results = run_jobs_at_once(tmp_path, emu.base_url, shards, meanwhile=exhaust_while_running)
+    c = rest.counters("um")
+    assert 0 < c.get("429", 0) <= under_way and c.get("418", 0) == 0, c
+    assert all(r is not None and r["failed"] == [] for r in results)
+    # each job's /time and its symbols' klines, and each request answered 429 once more
+    assert c["requests"] == JOBS + 6 * len(symbols) + c["429"]
+    day_files = [f"{day_iso_compact(d)}.pqt" for d in (D, D + 1)]
+    assert _days_fetched(tmp_path, symbols) == {s: day_files for s in symbols}
+    assert time.monotonic() - t0 >= 3.0
