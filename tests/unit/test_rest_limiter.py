@@ -122,6 +122,52 @@ def test_a_request_sent_in_the_guard_time_counts_once_in_the_next_window():
     assert lim.used == 4
 
 
+def _two_jobs_of_one_host(tmp_path, t):
+    """Two limiters on one shared window file, as two REST jobs of one host (two processes:
+    each limiter has its own descriptor, so the flock excludes them as it would)."""
+    clock = _Clock(t)
+    path = tmp_path / "rest_budget" / "um_futures.weight.json"
+    make = dict(share=1.0, window_s=10.0, guard_s=0.5, clock=clock, shared_path=path)
+    return WindowLimiter(10, **make), WindowLimiter(10, **make), clock
+
+
+def test_jobs_of_one_host_reserve_from_one_window(tmp_path):
+    a, b, clock = _two_jobs_of_one_host(tmp_path, 1001.0)
+    sent = a.acquire(8)  # under way: no answer, no used-weight header yet
+    assert b.used == 8
+    b.acquire(2)
+    assert a.is_full(sent.window) and b.is_full(sent.window)
+    # a's request answered before the boundary, b's still under way at it: the next window
+    # starts with b's 2 for both
+    a.release(sent)
+    clock.t = 1010.6
+    assert a.acquire(8).window == 101
+    assert b.used == 10
+
+
+def test_a_429_pause_of_one_job_holds_the_others(tmp_path):
+    a, b, clock = _two_jobs_of_one_host(tmp_path, 1001.0)
+    a.pause_until(1001.5)
+    waited = []
+    worker = threading.Thread(target=lambda: waited.append(b.acquire(1)))
+    worker.start()
+    worker.join(0.2)
+    assert worker.is_alive()  # b waits on a's pause
+    clock.t = 1001.6
+    worker.join(5)
+    assert waited and waited[0].window == 100
+
+
+def test_an_unreadable_shared_window_counts_as_empty(tmp_path):
+    a, b, clock = _two_jobs_of_one_host(tmp_path, 1001.0)
+    a.acquire(9)
+    a._state.path.write_bytes(b'{"window": 100, "used": ')  # a process killed mid-write
+    assert b.acquire(10).window == 100  # a fresh window: the whole budget
+    assert a.used == 10
+    a.close()
+    b.close()
+
+
 def test_stop_wakes_waiting_threads():
     lim = WindowLimiter(1, share=1.0, window_s=30)
     lim.acquire(1)
