@@ -33,8 +33,8 @@ from pathlib import Path
 from crypto_lakehouse import io, layout, storage
 
 # The run dir's folders that describe the data dir's content (Snakemake's outputs and what
-# is derived from them); listing/, exchange_info/, stamps/, config_checks/, plan/ describe
-# the remote or the config and stay.
+# is derived from them); listing/, exchange_info/, rest_budget/, stamps/, config_checks/,
+# plan/ describe the remote or the config and stay.
 DATA_RECORDS = ("reports", "stats", "summaries", "report")
 
 
