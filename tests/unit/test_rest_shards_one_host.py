@@ -167,3 +167,21 @@ def test_a_429_they_did_not_cause_makes_the_jobs_wait_as_retry_after_asks_withou
     day_files = [f"{day_iso_compact(d)}.pqt" for d in (D, D + 1)]
     assert _days_fetched(tmp_path, symbols) == {s: day_files for s in symbols}
     assert time.monotonic() - t0 >= 3.0
+
+
+def test_both_um_pools_are_shared_in_the_run_dir(tmp_path):
+    from crypto_lakehouse.rest.host import open_host_client
+
+    budget_dir = layout.rest_budget_dir(str(tmp_path / "run"))
+    make = dict(trade_type="um_futures", api_url="http://127.0.0.1:9", exchange_info_path=None)
+    with open_host_client(**make, rest_budget_dir=budget_dir) as a:
+        with open_host_client(**make, rest_budget_dir=budget_dir) as b:
+            a.weight_limiter.acquire(7)
+            a.funding_limiter.acquire(1)
+            assert (b.weight_limiter.used, b.funding_limiter.used) == (7, 1)
+    assert sorted(p.name for p in Path(budget_dir).iterdir()) == [
+        "um_futures.fundingRate.json",
+        "um_futures.weight.json",
+    ]
+    with open_host_client(**make) as alone:  # no folder: the process's own windows
+        assert (alone.weight_limiter.used, alone.funding_limiter.used) == (0, 0)
