@@ -87,8 +87,8 @@ class LocalWindowState:
 class SharedWindowState:
     """The window's state in a file shared by every process pacing on the same host (the
     REST jobs of one trade type in one run directory): read and written back under an
-    exclusive ``flock`` for each reservation, answer and pause (a few µs; a request takes
-    milliseconds). The content is a few dozen bytes of JSON rewritten in place: the state
+    exclusive ``flock`` for each reservation, answer and pause (~40 µs each; a request
+    takes milliseconds). The content is a few dozen bytes of JSON rewritten in place: the state
     lives one window, it is not data; a content that cannot be read (a process killed while
     writing) counts as an empty window, as a fresh process's limiter starts."""
 
