@@ -55,6 +55,9 @@ VOLATILE = (
     # The REST fill's cache of the archive's days (rest/archive_days.py): keyed by the same
     # file identities; a missing or stale entry only costs reading that partition again.
     "lakehouse/state/api_download_archive_days/",
+    # The REST hosts' shared rate-limit windows (rest/limiter.py SharedWindowState): the
+    # weight of the last window a run's requests were in.
+    "lakehouse/rest_budget/",
     # Rerun stamps (rules/common.smk rerun_stamp) hold the jobs' argument digests, which
     # name this run's data dir and endpoints; only their modification times matter.
     "lakehouse/stamps/",
