@@ -94,7 +94,7 @@ class SharedWindowState:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # seam: run directory
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
 
     @contextlib.contextmanager
