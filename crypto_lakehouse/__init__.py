@@ -21,6 +21,8 @@ _LAZY = {
     "StaleDataError",
     "LegacyResampledWarning",
     "LegacyResampledError",
+    "LegacyUnownedWarning",
+    "LegacyUnownedError",
 }
 
 

@@ -76,10 +76,32 @@ class LegacyResampledError(StaleDataError):
     """``stale="raise"``: the resampled klines asked for are kept legacy files."""
 
 
+class LegacyUnownedWarning(StaleDataWarning):
+    """Klines or features were read that no run of this pipeline wrote: their Parquet files
+    lack the key-value metadata every one of its writers puts in (``PIPELINE_STAMP``). A
+    legacy data dir's files of a symbol the config does not list (or no longer lists), or
+    files copied in: no run updates them (docs/loading.md, "Files this pipeline did not
+    write")."""
+
+
+class LegacyUnownedError(StaleDataError):
+    """``stale="raise"``: the klines or features asked for include files no run of this
+    pipeline wrote."""
+
+
 # What the loaders do with a file recorded as not current (docs/loading.md).
 STALE_MODES = ("warn", "raise", "ignore")
 # The kinds of records below ``layout.stale_features_root``.
 FEATURES, RESAMPLED = "features", "resampled_klines"
+# Files no run of the pipeline wrote (no record: told by the files' own metadata).
+UNOWNED = "unowned"
+
+# The key-value metadata key every file of a kind that the pipeline writes carries, since
+# its first version: ``interval`` in the generated klines (generate.kline.segment_metadata)
+# and the resampled ones (resample.job), ``indicators`` in the features (features.job). A
+# legacy BHDS file has none (pandas' or pyarrow's schema only). The loaders read the
+# footer anyway, so telling a file the pipeline did not write costs no request.
+PIPELINE_STAMP = {"klines": b"interval", "features": b"indicators"}
 
 
 # A read of a symbol's segment files that finds them changed (a run rewrote or removed one
@@ -317,14 +339,19 @@ def segment_files_of(
     return files
 
 
-def read_segments_table(files: list[Path], start=None, end=None) -> pa.Table:
+def read_segments_table(files: list[Path], start=None, end=None, stamp: bytes | None = None,
+                        unstamped: list | None = None) -> pa.Table:  # fmt: skip
     """The segment files concatenated (time order kept), with an int32 ``segment`` column:
-    0 for the oldest segment file, n-1 for ``SYM.pqt``."""
+    0 for the oldest segment file, n-1 for ``SYM.pqt``. ``unstamped`` (a list) gets the
+    files whose metadata lacks the key ``stamp`` (``PIPELINE_STAMP``): from the footers
+    the read takes anyway."""
     expr = time_filter(start, end)
     tables = []
     for number, path in enumerate(files):
         fs, inner = storage.filesystem(path)  # on S3: ranged GETs of the row groups kept
         table = ds.dataset(inner, filesystem=fs, format="parquet").to_table(filter=expr)
+        if unstamped is not None and stamp not in (table.schema.metadata or {}):
+            unstamped.append(path)
         segment = pa.array([number] * table.num_rows, pa.int32())
         tables.append(table.append_column("segment", segment))
     return pa.concat_tables(tables, promote_options="default")
@@ -415,22 +442,31 @@ def load_klines(
     ValueError. ``funding``
     is one of ``file``, ``nan``, ``zero`` (docs/loading.md).
 
-    ``stale`` (with ``resample``): what to do when the files read are resampled files the
-    pipeline did not write, kept from a legacy data dir at a target or offset the config
-    does not list (their candles can stop at the legacy run's date): ``"warn"`` (default) a
-    ``LegacyResampledWarning`` naming them; ``"raise"`` ``LegacyResampledError``;
-    ``"ignore"`` nothing. Without ``resample`` nothing is looked up.
+    ``stale``: what to do when files read are files the pipeline did not write (their
+    candles can stop at the legacy run's date): with ``resample``, resampled files kept from
+    a legacy data dir at a target or offset the config does not list (the resample runs'
+    record: ``LegacyResampledWarning``); any other file no run of the pipeline wrote (a
+    legacy data dir's files of a symbol the config does not list: its Parquet metadata
+    tells, ``LegacyUnownedWarning``). ``"warn"`` (default) a warning naming them;
+    ``"raise"`` ``LegacyResampledError`` / ``LegacyUnownedError``; ``"ignore"`` nothing.
+    Without ``resample`` no record is looked up (the metadata is in the footers read).
     """
     _check_engine(engine)
     _check_stale_mode(stale)
     if funding not in FUNDING_MODES:
         raise ValueError(f"funding={funding!r}; expected one of {', '.join(FUNDING_MODES)}")
     read: list[Path] = []
+    unstamped: list[Path] = []
     table = _segments_table("klines", data_dir, trade_type, symbol, interval, resample, offset,
-                            start, end, read)  # fmt: skip
-    if resample is not None and stale != "ignore":
-        found = stale_files_among(data_dir, trade_type, symbol, read, kind=RESAMPLED)
-        _tell_stale(found, stale, stacklevel=3, kind=RESAMPLED)
+                            start, end, read, unstamped)  # fmt: skip
+    if stale != "ignore":
+        found = {}
+        if resample is not None:
+            found = stale_files_among(data_dir, trade_type, symbol, read, kind=RESAMPLED)
+            _tell_stale(found, stale, stacklevel=3, kind=RESAMPLED)
+        # The files no run wrote that no record names (a kept file's record says more).
+        unowned = {str(p): {} for p in unstamped if str(p) not in found}
+        _tell_stale(unowned, stale, stacklevel=3, kind=UNOWNED)
     table = apply_funding_mode(table, funding, resampled=resample is not None)
     return _frame(table, engine)
 
@@ -457,14 +493,18 @@ def load_features(
     ``stale``: what to do when a file read is stale (its last rebuild failed, so it holds
     the features of an earlier version of its candle file): ``"warn"`` (default) a
     ``StaleFeaturesWarning`` naming the files, the failure and how to rebuild them;
-    ``"raise"`` ``StaleFeaturesError`` instead; ``"ignore"`` nothing."""
+    ``"raise"`` ``StaleFeaturesError`` instead; ``"ignore"`` nothing. Feature files no run
+    of the pipeline wrote (their metadata tells) get ``LegacyUnownedWarning`` (or
+    ``LegacyUnownedError``) the same way."""
     _check_engine(engine)
     _check_stale_mode(stale)
     read: list[Path] = []
+    unstamped: list[Path] = []
     table = _segments_table("features", data_dir, trade_type, symbol, interval, resample,
-                            offset, start, end, read)  # fmt: skip
+                            offset, start, end, read, unstamped)  # fmt: skip
     if stale != "ignore":
         _tell_stale(stale_files_among(data_dir, trade_type, symbol, read), stale, stacklevel=3)
+        _tell_stale({str(p): {} for p in unstamped}, stale, stacklevel=3, kind=UNOWNED)
     return _frame(table, engine)
 
 
@@ -534,6 +574,12 @@ def _tell_stale(found: dict[str, dict], mode: str, stacklevel: int, views: bool 
     duckdb_connect's views rather than of a loader."""
     if not found:
         return
+    if kind == UNOWNED:
+        message = _unowned_message(found)
+        if mode == "raise":
+            raise LegacyUnownedError(message)
+        warnings.warn(message, LegacyUnownedWarning, stacklevel=stacklevel)
+        return
     if kind == RESAMPLED:
         message = _legacy_resampled_message(found, views)
         if mode == "raise":
@@ -589,8 +635,25 @@ def _legacy_resampled_message(found: dict[str, dict], views: bool) -> str:
     )
 
 
+def _unowned_message(found: dict[str, dict]) -> str:
+    listed = "; ".join(list(found)[:5])
+    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    return (
+        f"files this pipeline did not write: {listed}{more}. None of its runs wrote them "
+        "(their Parquet metadata lacks what every file it writes carries): a legacy data "
+        "dir's files of a symbol the config does not list (or no longer lists), or files "
+        "copied in. No run updates them, so their candles can stop at the legacy run's "
+        "last date or carry what the legacy code computed differently. To have the "
+        "pipeline build them, add the symbol to the config's symbols (for resampled files "
+        "also their target and offset to resample.targets) and run the workflow (it then "
+        "replaces them); if they are not wanted, remove them. stale='ignore' goes on "
+        "without this warning, stale='raise' refuses them (docs/loading.md, \"Files this "
+        'pipeline did not write").'
+    )
+
+
 def _segments_table(kind, data_dir, trade_type, symbol, interval, resample, offset, start, end,
-                    read_files: list | None = None):  # fmt: skip
+                    read_files: list | None = None, unstamped: list | None = None):  # fmt: skip
     """The symbol's segment files of ``kind`` (``segment_files_of``) read as one table
     between the bounds, a damaged file's error naming the repair.
 
@@ -598,14 +661,17 @@ def _segments_table(kind, data_dir, trade_type, symbol, interval, resample, offs
     writes"): the read is kept only if the symbol's files (names and versions: size and
     mtime locally, size and ETag on S3) are the same after it as before it, and its
     segments do not overlap in time; otherwise it is done again (``READ_RETRY_WAITS``),
-    then DataChangedError. ``read_files`` (a list) gets the files the table was read from."""
+    then DataChangedError. ``read_files`` (a list) gets the files the table was read from,
+    ``unstamped`` (a list) those of them no run of the pipeline wrote (``PIPELINE_STAMP``)."""
     files = segment_files_of(kind, data_dir, trade_type, symbol, interval, resample, offset)
     directory = files[0].parent
 
     def read(paths):
         if read_files is not None:
             read_files[:] = paths
-        return read_segments_table(paths, start, end)
+        if unstamped is not None:
+            unstamped.clear()  # a read done again tells again
+        return read_segments_table(paths, start, end, PIPELINE_STAMP[kind], unstamped)
 
     return _read_unchanged(
         files,

@@ -229,7 +229,9 @@ def write_candles(path, c: dict[str, np.ndarray], rows: int | None = None) -> No
     fields = list(KLINE_SCHEMA) + [pa.field("avg_price_1m", pa.float64())]
     for f in fields[1:]:
         arrays.append(pa.array(c[f.name][:n], type=f.type))
-    pq.write_table(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), path)
+    # The metadata key gen_kline's files carry (the loaders warn about a file without it).
+    schema = pa.schema(fields, metadata={"interval": "1m"})
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
 
 
 def test_features_of_a_truncated_file_are_the_first_rows_of_the_full_files(tmp_path):

@@ -40,7 +40,11 @@ def kline_table(first_ms: int, n: int, step_ms: int = MIN, funding: str | None =
 
 
 def write(path, table):
+    """With the metadata keys the pipeline's kline and feature writers put in: a file
+    without them is one no run wrote, which the loaders warn about."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = {"interval": "1m", "indicators": "[]"}  # the feature writer's key too
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
     pq.write_table(table, path, row_group_size=60)
 
 

@@ -42,7 +42,9 @@ def write_segment(path, first_ms: int, c: dict[str, np.ndarray]) -> None:
     fields = list(KLINE_SCHEMA) + [pa.field("avg_price_1m", pa.float64())]
     arrays += [pa.array(c[f.name], type=f.type) for f in fields[1:]]
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_arrays(arrays, schema=pa.schema(fields)), path)
+    # The metadata key gen_kline's files carry (a file without it is one no run wrote).
+    schema = pa.schema(fields, metadata={"interval": "1m"})
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
 
 
 def build_data_dir(data) -> None:

@@ -39,7 +39,11 @@ def candles(first_ms: int, n: int, version: float = 0.0) -> pa.Table:
 
 
 def put(path, table: pa.Table, row_group_size: int = 500) -> None:
-    """Written as a run writes it (one atomic write through the storage seam)."""
+    """Written as a run writes it (one atomic write through the storage seam), with the
+    metadata keys its kline and feature writers put in (a file without them is one no run
+    wrote, which the loaders warn about)."""
+    stamp = {"interval": "1m", "indicators": "[]"}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=row_group_size)
     storage.ensure_dir(storage.data_path(path).parent)
@@ -219,7 +223,7 @@ def test_an_object_replaced_during_its_read_on_s3_is_read_again(s3_root, monkeyp
 
     def replace():  # the run's upload (the store's own client: storage.filesystem is patched)
         sink = pa.BufferOutputStream()
-        pq.write_table(new, sink, row_group_size=700)
+        pq.write_table(new.replace_schema_metadata({"interval": "1m"}), sink, row_group_size=700)
         with fs.open_output_stream(inner) as out:
             out.write(sink.getvalue())
 
@@ -248,7 +252,7 @@ def test_load_dataset_reads_again_a_month_file_replaced_during_its_read_on_s3(s3
 
     def replace():  # the run's upload (the store's own client: storage.filesystem is patched)
         sink = pa.BufferOutputStream()
-        pq.write_table(new, sink, row_group_size=700)
+        pq.write_table(new.replace_schema_metadata({"interval": "1m"}), sink, row_group_size=700)
         with fs.open_output_stream(inner) as out:
             out.write(sink.getvalue())
 
