@@ -33,8 +33,9 @@ their jobs never run (they run anyway); that is no deletion. A parse or REST fol
 deleted before that start is not found.
 
 The folders are those of ``stage_folders``: the stages' data folders of targets ``all`` and
-``datasets`` and the folders of the Parquet records below ``lakehouse/`` (quality,
-provenance), each with the jobs that write it. Only the folders are checked, not each
+``datasets``, the folders of the Parquet records below ``lakehouse/`` (quality,
+provenance) and of the records the loaders warn by (``lakehouse/stale_features/{T}``: stale
+feature files, kept legacy resampled files), each with the jobs that write it. Only the folders are checked, not each
 symbol's files: a symbol's files (or records) deleted inside a folder that is still there
 are named by ``crypto-lakehouse verify`` (``Verdict.missing``), not at start (a check per
 symbol and stage at every start: some 20,000 stats for the full universe, as many requests
@@ -95,7 +96,9 @@ def stage_folders(
     """The folders the stages write for this config: what the record is made of (those
     that hold files). Per trade type, of target ``all``: the archive's kline (and funding)
     folders, the parsed ones, the REST ones, the generated klines, each resample target
-    interval's folder, the features' folders, and the Parquet records below ``lakehouse/``
+    interval's folder, the features' folders, the records of stale and kept files the loaders
+    warn by (``layout.stale_features_root``, of the resample and features stages), and the
+    Parquet records below ``lakehouse/``
     (``layout.PARQUET_RECORDS``: the klines' quality record, written by aws_parse, and the
     day provenance, written by api_download: each stage rebuilds its record when it runs,
     as it rebuilds its data files). Of target ``datasets`` (``extra_datasets``: the tags
@@ -136,6 +139,14 @@ def stage_folders(
             add(layout.features_dir(data_dir, t, interval), "features", t, klines)
             for ri in resample_intervals.get(t, []):
                 add(layout.resampled_features_root(data_dir, t) / ri, "features", t, klines)
+        # The records the loaders warn by (stale feature files, kept legacy resampled
+        # files): one folder, written by both stages, so listed once for each; deleted by
+        # hand, both run again and write the records of the files still stale or kept.
+        stale_records = layout.stale_features_root(data_dir, t)
+        if resample_intervals.get(t):
+            add(stale_records, "resample", t, klines)
+        if features:
+            add(stale_records, "features", t, klines)
         for tag in (extra_datasets or {}).get(t, []):
             entry, tag_interval = datasets.split_tag(tag)
             add_archive(t, entry, tag, DATASETS_SUMMARY)

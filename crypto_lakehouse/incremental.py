@@ -90,21 +90,24 @@ def run_unless_unchanged(
     report_path: str | Path,
     stats_path: str | Path,
     build: Callable[[], dict],
+    records: Callable[[dict], list[str]] | None = None,
 ) -> dict:
     """Run ``build`` (which writes report and stats) unless nothing changed since the last
-    successful run; ``output_files(report)`` lists the report's outputs relative to data_dir."""
+    successful run; ``output_files(report)`` lists the report's outputs relative to data_dir.
+    ``records(report)``: files the build writes beside its outputs (relative to data_dir,
+    not counted as held files); one of them gone also runs the build."""
     inputs = list(inputs)
     # On S3 the inputs are asked about once, for the digest and the build.
     with storage.inputs_asked_once(inputs):
         return _run_unless_unchanged(
             stage, data_dir, trade_type, dataset, symbol, inputs, params, output_files,
-            report_path, stats_path, build,
+            report_path, stats_path, build, records,
         )  # fmt: skip
 
 
 def _run_unless_unchanged(
     stage, data_dir, trade_type, dataset, symbol, inputs, params, output_files,
-    report_path, stats_path, build,
+    report_path, stats_path, build, records=None,
 ) -> dict:  # fmt: skip
     state_file = layout.state_path(data_dir, stage, trade_type, dataset, symbol)
     if storage.is_remote(state_file):  # two independent round trips at once
@@ -116,7 +119,8 @@ def _run_unless_unchanged(
         digest, state = fingerprint(inputs, params), storage.read_state(state_file)
     if state.get("fingerprint") == digest and "report" in state:
         outputs = output_files(state["report"])
-        if storage.all_exist(storage.join(data_dir, rel) for rel in outputs):
+        written = outputs + (records(state["report"]) if records else [])
+        if storage.all_exist(storage.join(data_dir, rel) for rel in written):
             io.write_json(report_path, state["report"])
             stats = {
                 "skipped_unchanged": 1,

@@ -67,6 +67,15 @@ def run_gen_kline_rule(
     )
 
 
+def _kept_record(kwargs) -> list[str]:
+    """The record of the kept legacy files the loaders warn by (``run_resample`` writes it):
+    deleted by hand (the start's check then reruns the job, data_presence), the symbol is
+    built again and the record written again, not skipped as unchanged."""
+    data_dir = kwargs["data_dir"]
+    path = layout.stale_resampled_path(data_dir, kwargs["trade_type"], kwargs["symbol"])
+    return [layout.relative_path(data_dir, path)]
+
+
 def run_resample_rule(*, gen_report, report_path, stats_path, **kwargs):
     """Rule resample_shard, for one symbol: inputs are the segment files the gen_kline report lists."""
     from crypto_lakehouse.resample import run_resample
@@ -82,6 +91,7 @@ def run_resample_rule(*, gen_report, report_path, stats_path, **kwargs):
         inputs=[gen_report, *(f"{kwargs['data_dir']}/{s['file']}" for s in segments)],
         params=kwargs,
         output_files=lambda report: [o["file"] for o in report.get("outputs", [])],
+        records=lambda report: _kept_record(kwargs) if report.get("kept") else [],
         report_path=report_path,
         stats_path=stats_path,
         build=lambda: run_resample(

@@ -804,6 +804,18 @@ def output_folders(root, depth: int) -> list:
     return storage.subdirs(root, depth=depth) if found is None else list(found)
 
 
+def symbols_with_record(data_dir, trade_type: str, name: str) -> set[str] | None:
+    """The symbols whose ``stale_features_dir`` holds the record ``name`` (as
+    ``STALE_RESAMPLED_NAME``), from one listing of the trade type's records per job
+    (``folders_scanned_once``; None outside one: the caller asks about its symbol's file).
+    Only a symbol's own job writes its record of a name, and each symbol asks once."""
+    root = stale_features_root(data_dir, trade_type)
+    return _once(
+        f"records\0{root}\0{name}",
+        lambda: {p.parent.name for p in storage.list_files(root) if p.name == name},
+    )
+
+
 def _by_symbol(names) -> _Scan:
     files: dict[str, list[str]] = {}
     temps: dict[str, list[str]] = {}

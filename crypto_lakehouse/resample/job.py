@@ -135,6 +135,14 @@ def _segments(gen_report, symbol: str) -> list[dict]:
 
 
 @storage.uploads_in_background  # S3: PUTs overlap the work; barrier before records
+def _kept_record_there(data_dir, trade_type: str, symbol: str, marker) -> bool:
+    """Whether the symbol's record of kept files (``marker``) is there: from the shard job's
+    one listing of the records (``layout.symbols_with_record``), or asked alone outside a
+    job."""
+    listed = layout.symbols_with_record(data_dir, trade_type, layout.STALE_RESAMPLED_NAME)
+    return storage.exists(marker) if listed is None else symbol in listed
+
+
 def run_resample(
     *,
     trade_type: str,
@@ -348,8 +356,15 @@ def run_resample(
     # ownership record says a record may exist before it is written, and until it is
     # removed, so that a killed job never leaves one that no later run removes.
     kept_now = ownership.kept_digest(kept)
-    if kept_now != stale_recorded:
-        marker = layout.stale_resampled_path(data_dir, trade_type, symbol)
+    marker = layout.stale_resampled_path(data_dir, trade_type, symbol)
+    # The same kept files, and their record deleted by hand (``rm -rf
+    # lakehouse/stale_features``, or the symbol's): written again. Asked only when a symbol
+    # keeps files, never in a data dir without legacy files: one listing of the trade
+    # type's records per shard job (on S3 one LIST), not a request per symbol.
+    if kept and kept_now == stale_recorded:
+        if not _kept_record_there(data_dir, trade_type, symbol, marker):
+            storage.write_json(marker, kept_record(trade_type, symbol, kept))
+    elif kept_now != stale_recorded:
         if kept:
             if stale_recorded is None:
                 ownership.write(data_dir, trade_type, symbol, recorded, stale_record="pending")

@@ -390,3 +390,30 @@ def test_a_record_of_the_last_version_is_adopted_again(tmp_path):
     _remove(data, "lakehouse/provenance/um_futures/1m")
     line = data_presence.check(str(data), str(run_dir), _ds_folders(data), dry_run=False)
     assert "(lakehouse/provenance/um_futures/1m)" in line and "api_download um_futures" in line
+
+
+def test_the_loaders_records_folder_deleted_reruns_resample_and_features(tmp_path):
+    """``lakehouse/stale_features/{T}`` (the records of stale feature files and of kept
+    legacy resampled files, which the loaders warn by) is recorded like the data folders:
+    deleted by hand, both stages that write it run again (before 2026-12-07 the loaders just
+    stopped warning, the stale and kept files still there)."""
+    data, run_dir = _built(tmp_path)
+    stages = ("resample", "features")
+    reports = [f"reports/{s}/spot/klines-1m/shards/0.json" for s in stages]
+    summaries = [f"summaries/{s}/spot.json" for s in stages]
+    for name in (*reports, *summaries):
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("{}")
+    kept = data / "lakehouse/stale_features/spot/BTCUSDT/resampled_klines.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{}")
+    data_presence.record(str(data), str(run_dir), _folders(data))
+    record = json.loads(Path(layout.data_folders_record_path(str(run_dir))).read_text())
+    assert "lakehouse/stale_features/spot" in record["folders"]
+    assert data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False) is None
+    shutil.rmtree(data / "lakehouse/stale_features")
+    line = data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False)
+    assert "(lakehouse/stale_features/spot)" in line
+    assert "reruns resample spot/klines-1m, features spot/klines-1m to rebuild them" in line
+    assert [n for n in (*reports, *summaries) if (run_dir / n).exists()] == []
+    assert _present(run_dir) == set(RECORDS)  # nothing else reruns

@@ -8,6 +8,7 @@ does)."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import pytest
@@ -237,3 +238,80 @@ def test_a_job_killed_while_writing_the_record_leaves_it_to_a_later_run(tmp_path
     legacy.unlink()
     run(tmp_path, "spot", "BTCUSDT", report, ONLY_1H_0M)
     assert not record.exists()
+
+
+def test_a_record_deleted_by_hand_is_written_again_by_the_next_run(tmp_path):
+    # The kept files stay the same, so the ownership record's digest says "recorded":
+    # before 2026-12-07 the next runs did not write it again (the loaders stayed silent
+    # until the kept files changed). Inside a shard job the records are listed once for
+    # all of its symbols, not asked per symbol.
+    from crypto_lakehouse.resample import owned
+    from tests.unit.test_resample import T0, series, write_segment
+
+    reports = {}
+    for symbol in ("AAAUSDT", "BBBUSDT"):
+        seg = write_segment(tmp_path, "spot", symbol, series(T0, 120))
+        reports[symbol] = write_gen_report(tmp_path, "spot", symbol, [(symbol, seg)])
+        run(tmp_path, "spot", symbol, reports[symbol], ONLY_1H_0M)
+        pipelines = layout.resampled_dir(tmp_path, "spot", "1h", "0m") / f"{symbol}.pqt"
+        legacy = layout.resampled_dir(tmp_path, "spot", "4h", "0m") / f"{symbol}.pqt"
+        storage.write_bytes(legacy, pipelines.read_bytes())  # a legacy file at another target
+        run(tmp_path, "spot", symbol, reports[symbol], ONLY_1H_0M)
+    records = {s: layout.stale_resampled_path(tmp_path, "spot", s) for s in reports}
+    assert all(r.exists() for r in records.values())
+    first = records["AAAUSDT"].read_bytes()
+    records["AAAUSDT"].unlink()  # one symbol's record
+    run(tmp_path, "spot", "AAAUSDT", reports["AAAUSDT"], ONLY_1H_0M)
+    assert json.loads(records["AAAUSDT"].read_bytes())["files"] == json.loads(first)["files"]
+    assert owned.read_record_and_mark(tmp_path, "spot", "AAAUSDT")[1] is not None
+
+    shutil.rmtree(layout.stale_features_root(tmp_path))  # the whole folder
+    listed = []
+    list_files = storage.list_files
+
+    def recording_list_files(path, *args, **kwargs):
+        listed.append(path)
+        return list_files(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(storage, "list_files", recording_list_files)
+        with layout.folders_scanned_once():  # one shard job's symbols
+            for symbol, report in reports.items():
+                run(tmp_path, "spot", symbol, report, ONLY_1H_0M)
+    assert all(r.exists() for r in records.values())
+    assert listed.count(layout.stale_features_root(tmp_path, "spot")) == 1
+
+
+def test_a_symbol_whose_record_is_gone_is_not_skipped_as_unchanged(tmp_path):
+    # The rule's skip of unchanged inputs checked the outputs only: with the record deleted
+    # by hand and the inputs as they were, the rerun the start's check asks for
+    # (data_presence) skipped the symbol, and the record stayed gone.
+    from crypto_lakehouse.jobs import run_resample_rule
+    from tests.unit.test_resample import T0, series, write_segment
+
+    seg = write_segment(tmp_path, "spot", "BTCUSDT", series(T0, 120))
+    report = write_gen_report(tmp_path, "spot", "BTCUSDT", [("BTCUSDT", seg)])
+    legacy = layout.resampled_dir(tmp_path, "spot", "4h", "0m") / "BTCUSDT.pqt"
+
+    def rule() -> dict:
+        return run_resample_rule(
+            gen_report=report,
+            report_path=tmp_path / "run/resample/BTCUSDT.json",
+            stats_path=tmp_path / "run/resample/BTCUSDT.stats.json",
+            trade_type="spot",
+            symbol="BTCUSDT",
+            interval="1m",
+            data_dir=str(tmp_path),
+            targets=ONLY_1H_0M,
+            aggregations={},
+        )
+
+    storage.write_bytes(legacy, b"legacy's")  # there before the first run; kept as it is
+    rule()
+    record = layout.stale_resampled_path(tmp_path, "spot", "BTCUSDT")
+    assert record.exists()
+    assert rule().get("skipped_unchanged") == 1  # nothing changed: skipped
+    record.unlink()
+    assert not rule().get("skipped_unchanged")
+    assert record.exists()
+    assert rule().get("skipped_unchanged") == 1
