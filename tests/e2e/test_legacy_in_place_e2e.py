@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 import crypto_lakehouse
-from crypto_lakehouse.loading import LegacyResampledWarning
+from crypto_lakehouse.loading import LegacyResampledWarning, LegacyUnownedWarning
 from tests.e2e.e2e_helpers import snakemake
 from tests.e2e.legacy_real_scenario import LEGACY, legacy_config, legacy_mirror, legacy_rest
 
@@ -83,3 +83,58 @@ def test_legacy_resampled_files_of_other_targets_survive_in_place_runs(tmp_path)
         proc = snakemake(tmp_path, config, "all")
         assert f"no resample.targets entry for {T}; the resample stage skips it" in proc.stderr
         assert _files(resampled) == {f: legacy[f] for f in others}
+
+
+def test_legacy_files_of_a_symbol_not_configured_and_a_deleted_record_e2e(tmp_path):
+    """A legacy data dir in place also holds files of a symbol the config does not list
+    (here ETHUSDT: legacy's real BTCUSDT files under that name): no job of a run touches
+    them, and the loaders tell them by their metadata (LegacyUnownedWarning; before
+    2026-12-07 they were read as current). The record of the configured symbol's kept legacy
+    files, deleted by hand, is written again by a plain rerun (before, the loaders stopped
+    warning until the kept files changed)."""
+    from crypto_lakehouse_emulator import Emulator
+
+    data = tmp_path / "data"
+    for layer in ("parsed_data", "results_data"):
+        shutil.copytree(LEGACY / layer / T, data / layer / T)
+    results = data / "results_data" / T
+    eth = {
+        "klines/1m/BTCUSDT.pqt": "klines/1m/ETHUSDT.pqt",
+        "resampled_klines/1h/15m/BTCUSDT.pqt": "resampled_klines/1h/15m/ETHUSDT.pqt",
+        "resampled_klines/1h/0m/BTCUSDT.pqt": "resampled_klines/1h/0m/ETHUSDT.pqt",
+    }
+    for src, dst in eth.items():
+        shutil.copyfile(results / src, results / dst)
+    legacy_eth = {dst: (results / dst).read_bytes() for dst in eth.values()}
+    legacy_mirror(tmp_path / "mirror")
+    with Emulator(mirror_dir=tmp_path / "mirror", rest=legacy_rest()) as emu:
+        config = legacy_config(emu.base_url, data)
+        config.update(trade_types=[T], symbols={T: ["BTCUSDT"]})
+        config["resample"] = {"targets": [{"trade_type": T, "interval": "1h", "offset_step": "0m"}]}
+        snakemake(tmp_path, config, "all")
+        assert {f: (results / f).read_bytes() for f in legacy_eth} == legacy_eth  # untouched
+        for kwargs, shown in (
+            ({}, "klines/1m/ETHUSDT.pqt"),
+            ({"resample": "1h"}, "resampled_klines/1h/0m/ETHUSDT.pqt"),
+            ({"resample": "1h", "offset": "15m"}, "resampled_klines/1h/15m/ETHUSDT.pqt"),
+        ):
+            with pytest.warns(LegacyUnownedWarning, match=shown):
+                crypto_lakehouse.load_klines(data, T, "ETHUSDT", **kwargs)
+        with warnings.catch_warnings():  # the configured symbol's files are the pipeline's
+            warnings.simplefilter("error")
+            crypto_lakehouse.load_klines(data, T, "BTCUSDT")
+            crypto_lakehouse.load_klines(data, T, "BTCUSDT", resample="1h")
+            crypto_lakehouse.load_features(data, T, "BTCUSDT")
+        # The records the loaders warn by, deleted by hand; a plain rerun writes them again.
+        record = data / "lakehouse/stale_features" / T / "BTCUSDT/resampled_klines.json"
+        before = record.read_bytes()
+        shutil.rmtree(data / "lakehouse/stale_features")
+        proc = snakemake(tmp_path, config, "all")
+        out = proc.stdout + proc.stderr
+        notices = [line for line in out.splitlines() if "deleted by hand?" in line]
+        assert len(notices) == 1 and f"lakehouse/stale_features/{T}" in notices[0], out[-3000:]
+        assert json.loads(record.read_bytes())["files"] == json.loads(before)["files"]
+        with pytest.warns(LegacyResampledWarning, match="1h/15m/BTCUSDT.pqt"):
+            crypto_lakehouse.load_klines(data, T, "BTCUSDT", resample="1h", offset="15m")
+        proc = snakemake(tmp_path, config, "all")  # and nothing more after that
+        assert "deleted by hand?" not in proc.stdout + proc.stderr
