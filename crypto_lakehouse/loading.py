@@ -575,7 +575,7 @@ def _tell_stale(found: dict[str, dict], mode: str, stacklevel: int, views: bool 
     if not found:
         return
     if kind == UNOWNED:
-        message = _unowned_message(found)
+        message = _unowned_message(found, views)
         if mode == "raise":
             raise LegacyUnownedError(message)
         warnings.warn(message, LegacyUnownedWarning, stacklevel=stacklevel)
@@ -635,7 +635,7 @@ def _legacy_resampled_message(found: dict[str, dict], views: bool) -> str:
     )
 
 
-def _unowned_message(found: dict[str, dict]) -> str:
+def _unowned_message(found: dict[str, dict], views: bool = False) -> str:
     listed = "; ".join(list(found)[:5])
     more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
     return (
@@ -643,7 +643,14 @@ def _unowned_message(found: dict[str, dict]) -> str:
         "(their Parquet metadata lacks what every file it writes carries): a legacy data "
         "dir's files of a symbol the config does not list (or no longer lists), or files "
         "copied in. No run updates them, so their candles can stop at the legacy run's "
-        "last date or carry what the legacy code computed differently. To have the "
+        "last date or carry what the legacy code computed differently"
+        + (
+            ", and the views hold them: the table unowned_files lists them with the views' "
+            "path columns, to leave them out of a query. "
+            if views
+            else ". "
+        )
+        + "To have the "
         "pipeline build them, add the symbol to the config's symbols (for resampled files "
         "also their target and offset to resample.targets) and run the workflow (it then "
         "replaces them); if they are not wanted, remove them. stale='ignore' goes on "
@@ -1129,14 +1136,15 @@ def _sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
-def schema_groups(paths: list[Path]) -> list[list[Path]]:
+def schema_groups(paths: list[Path], stamp: bytes | None = None,
+                  unstamped: list | None = None) -> list[list[Path]]:  # fmt: skip
     """The files grouped by identical Arrow schema (names and types), in first-seen order.
 
     Spot klines have no ``funding_rate``, futures klines may; VWAP is optional. DuckDB's
     ``union_by_name`` would read every file's footer each time a query is planned; one scan
     per schema needs only the first file's, and files pruned by a filter are never opened.
     """
-    return [group for _, group in _schema_groups(paths)]
+    return [group for _, group in _schema_groups(paths, stamp, unstamped)]
 
 
 # Footers read at once on S3 (duckdb_connect), and how many paths are handed to the threads
@@ -1150,10 +1158,13 @@ def _schema_of(path) -> tuple[tuple, pa.Schema]:
     return tuple((f.name, str(f.type)) for f in schema), schema
 
 
-def _schema_groups(paths: list[Path]) -> list[tuple[pa.Schema, list[Path]]]:
+def _schema_groups(paths: list[Path], stamp: bytes | None = None,
+                   unstamped: list | None = None) -> list[tuple[pa.Schema, list[Path]]]:  # fmt: skip
     """The files by schema, in first-seen order. On S3 each footer is a round trip or two:
     they are read ``FOOTERS_AT_ONCE`` at a time (one after the other, a connection over
-    2,000 objects took 94 s at 20 ms of latency, 5.3 s on loopback)."""
+    2,000 objects took 94 s at 20 ms of latency, 5.3 s on loopback). ``unstamped`` (a
+    list, with ``stamp``) gets the files whose footer lacks the metadata key ``stamp``
+    (``PIPELINE_STAMP``): no run of the pipeline wrote them."""
     groups: dict[tuple, tuple[pa.Schema, list[Path]]] = {}
     remote = bool(paths) and storage.is_remote(paths[0])
     step = FOOTER_BATCH if remote else max(len(paths), 1)
@@ -1165,6 +1176,8 @@ def _schema_groups(paths: list[Path]) -> list[tuple[pa.Schema, list[Path]]]:
         )
         for path, (key, schema) in zip(batch, found, strict=True):
             groups.setdefault(key, (schema.remove_metadata(), []))[1].append(path)
+            if stamp is not None and unstamped is not None and stamp not in (schema.metadata or {}):
+                unstamped.append(path)
     return list(groups.values())
 
 
@@ -1185,13 +1198,13 @@ def _nan_option(con) -> str:
     return ", can_have_nan = true" if row and "can_have_nan" in row[0] else ""
 
 
-def _view_groups(name: str, paths: list[Path]):
+def _view_groups(name: str, paths: list[Path], unstamped: list | None = None):
     """(schema, files) per scan of a view. The files of a parsed dataset share their trade
     type's schema (the parser's): grouped by trade type from the path, one footer read per
     group, never one per file (a dataset has a file per symbol and day). The other views:
     by the schema in every file's footer (``schema_groups``)."""
     if name not in DATASET_VIEWS:
-        return _schema_groups(paths)
+        return _schema_groups(paths, _view_stamp(name), unstamped)
     by_type: dict[str, list[Path]] = {}
     for path in paths:
         by_type.setdefault(re.search(VIEW_PATTERNS[name][0], str(path)).group(1), []).append(path)
@@ -1201,12 +1214,13 @@ def _view_groups(name: str, paths: list[Path]):
     ]
 
 
-def _scan_sql(paths: list[Path], options: str = "") -> str:
+def _scan_sql(paths: list[Path], options: str = "", stamp: bytes | None = None,
+              unstamped: list | None = None) -> str:  # fmt: skip
     """One ``read_parquet`` per schema, united by column name (NULL where a file lacks one);
     ``options`` are added to each ``read_parquet`` call (``_nan_option``)."""
     scans = [
         f"SELECT * FROM read_parquet({_sql_list(group)}, filename = true{options})"
-        for group in schema_groups(paths)
+        for group in schema_groups(paths, stamp, unstamped)
     ]
     return "(" + " UNION ALL BY NAME ".join(scans) + ")"
 
@@ -1261,12 +1275,23 @@ def _dataset_view_sql(name: str, paths: list[Path], options: str = "") -> str:
     return " UNION ALL BY NAME ".join(scans)
 
 
-def _view_sql(name: str, paths: list[Path], options: str = "") -> str:
+def _view_stamp(name: str) -> bytes | None:
+    """The metadata key the pipeline puts in the files of view ``name`` (None: a view whose
+    files are not told apart, ``PIPELINE_STAMP``)."""
+    kind = {"klines": "klines", "resampled_klines": "klines", "features": "features",
+            "resampled_features": "features"}.get(name)  # fmt: skip
+    return PIPELINE_STAMP.get(kind)
+
+
+def _view_sql(name: str, paths: list[Path], options: str = "",
+              unstamped: list | None = None) -> str:  # fmt: skip
+    """``unstamped`` (a list) gets the view's files no run of the pipeline wrote, from the
+    footers read for the view's schemas."""
     if name in DATASET_VIEWS:
         return _dataset_view_sql(name, paths, options)
     pattern, columns = VIEW_PATTERNS[name]
     derived = [_path_column_sql(pattern, i, col) for i, col in enumerate(columns, start=1)]
-    scan = _scan_sql(paths, options)
+    scan = _scan_sql(paths, options, _view_stamp(name), unstamped)
     if "segment_sp" not in columns:
         return f"SELECT {', '.join(derived)}, * EXCLUDE (filename) FROM {scan}"
     # The latest segment is the plain SYM.pqt; its number (the count of SPn_ files beside
@@ -1366,7 +1391,11 @@ def duckdb_connect(data_dir, database: str = ":memory:", stale: str = "warn"):
     views hold, with the views' path columns to exclude them by (one listing of the
     records for both); ``stale`` says what connecting does when there are some: ``"warn"``
     (default: a ``StaleFeaturesWarning``, a ``LegacyResampledWarning``), ``"raise"``
-    (``StaleFeaturesError`` or ``LegacyResampledError``) or ``"ignore"``."""
+    (``StaleFeaturesError`` or ``LegacyResampledError``) or ``"ignore"``. Nor do they leave
+    out the files no run of the pipeline wrote (a legacy data dir's files of a symbol the
+    config does not list: their footers, read for the views' schemas, tell): the table
+    ``unowned_files`` lists them, and ``stale`` says what connecting does
+    (``LegacyUnownedWarning``, ``LegacyUnownedError``)."""
     import duckdb
 
     _check_stale_mode(stale)
@@ -1386,23 +1415,59 @@ def duckdb_connect(data_dir, database: str = ":memory:", stale: str = "warn"):
         con.execute("INSERT INTO lakehouse_views VALUES (?, ?)", (name, len(paths)))
     latest = _latest_segments(files)
     try:
-        _stale_tables(con, data_dir, files, dict(latest), stale)
+        kept = _stale_tables(con, data_dir, files, dict(latest), stale)
     except StaleDataError:
         con.close()
         raise
+    unowned: dict[str, list] = {}  # per view, its files no run wrote (from their footers)
     with _naming_the_repair(data_dir):  # the views' footers are read below
         if storage.is_remote(data_dir):
-            _register_dataset_views(con, files, dict(latest))
-            return con
-        con.execute("SET parquet_metadata_cache = true")  # footers read once per connection
-        con.execute("CREATE TEMP TABLE _lakehouse_latest_segment (file VARCHAR, segment INTEGER)")
-        if latest:
-            con.executemany("INSERT INTO _lakehouse_latest_segment VALUES (?, ?)", latest)
-        options = _nan_option(con)
-        for name, paths in files.items():
-            if paths:
-                con.execute(f"CREATE TEMP VIEW {name} AS {_view_sql(name, paths, options)}")
+            _register_dataset_views(con, files, dict(latest), unowned)
+        else:
+            con.execute("SET parquet_metadata_cache = true")  # footers read once per connection
+            con.execute(
+                "CREATE TEMP TABLE _lakehouse_latest_segment (file VARCHAR, segment INTEGER)"
+            )
+            if latest:
+                con.executemany("INSERT INTO _lakehouse_latest_segment VALUES (?, ?)", latest)
+            options = _nan_option(con)
+            for name, paths in files.items():
+                if paths:
+                    sql = _view_sql(name, paths, options, unowned.setdefault(name, []))
+                    con.execute(f"CREATE TEMP VIEW {name} AS {sql}")
+    try:
+        _unowned_table(con, unowned, dict(latest), kept, stale)
+    except StaleDataError:
+        con.close()
+        raise
     return con
+
+
+UNOWNED_COLUMNS = (
+    'view VARCHAR, trade_type VARCHAR, interval VARCHAR, "offset" VARCHAR, '
+    "symbol VARCHAR, segment INTEGER, file VARCHAR"
+)
+
+
+def _unowned_table(con, unowned: dict[str, list], latest: dict, kept: set[str], mode: str):
+    """The table ``unowned_files``: the files of the views klines, resampled_klines,
+    features and resampled_features no run of the pipeline wrote (their footers, read for
+    the views' schemas, lack ``PIPELINE_STAMP``), with the views' path columns, but those
+    ``stale_resampled_klines`` names already (``kept``); then ``mode`` (``_tell_stale``)."""
+    con.execute(f"CREATE TEMP TABLE unowned_files ({UNOWNED_COLUMNS})")
+    rows, found = [], {}
+    for view, paths in unowned.items():
+        for path in paths:
+            if str(path) in kept:
+                continue
+            values = _path_values(view, path, latest)
+            rows.append((view, values["trade_type"], values["interval"], values.get("offset"),
+                         values["symbol"], values["segment"], str(path)))  # fmt: skip
+            found[str(path)] = {}
+    if rows:
+        con.executemany("INSERT INTO unowned_files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    if mode != "ignore":
+        _tell_stale(found, mode, stacklevel=4, views=True, kind=UNOWNED)  # duckdb_connect's caller
 
 
 STALE_FEATURES_COLUMNS = (
@@ -1429,12 +1494,14 @@ def _stale_tables(con, data_dir, files: dict[str, list], latest: dict, mode: str
     view ``resampled_klines`` kept from a legacy data dir), from one recursive listing of
     the records (``stale_records``, usually empty), with the views' path columns
     (``"offset"`` NULL for ``features``); then ``mode`` (``_tell_stale``) per kind. Records
-    of files the views do not hold (removed since) are left out."""
+    of files the views do not hold (removed since) are left out. Returns the files of
+    ``stale_resampled_klines``."""
     for table, columns, *_ in _STALE_TABLES.values():
         con.execute(f"CREATE TEMP TABLE {table} ({columns})")
     records = stale_records(data_dir)
+    kept: set[str] = set()  # the files stale_resampled_klines lists (returned)
     if not any(records.values()):
-        return
+        return kept
     root = storage.data_path(_data_dir(data_dir))
     if not storage.is_remote(root):
         root = root.absolute()  # view_files' paths are absolute
@@ -1453,11 +1520,14 @@ def _stale_tables(con, data_dir, files: dict[str, list], latest: dict, mode: str
                              values["symbol"], values["segment"], str(path), info[cause],
                              at))  # fmt: skip
                 found[str(path)] = info
+        if kind == RESAMPLED:
+            kept.update(found)
         if rows:
             con.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         if mode != "ignore":
             # stacklevel: the caller of duckdb_connect.
             _tell_stale(found, mode, stacklevel=4, views=True, kind=kind)
+    return kept
 
 
 # ---------------------------------------------------------------- views on object storage
@@ -1503,14 +1573,17 @@ def _view_dataset(name: str, file_schema: pa.Schema, paths: list, latest: dict[s
     )
 
 
-def _register_dataset_views(con, files: dict[str, list], latest: dict[str, int]) -> None:
+def _register_dataset_views(con, files: dict[str, list], latest: dict[str, int],
+                            unowned: dict[str, list]) -> None:  # fmt: skip
     """The views of an S3 data dir: per view one registered dataset per file schema,
-    united by column name (NULL where a schema lacks a column), as on a local dir."""
+    united by column name (NULL where a schema lacks a column), as on a local dir.
+    ``unowned`` gets per view its files no run of the pipeline wrote."""
     for name, paths in files.items():
         if not paths:
             continue
         scans = []
-        for i, (file_schema, group) in enumerate(_view_groups(name, paths)):
+        for i, (file_schema, group) in enumerate(_view_groups(name, paths,
+                                                              unowned.setdefault(name, []))):  # fmt: skip
             table = f"_lakehouse_{name}_{i}"
             con.register(table, _view_dataset(name, file_schema, group, latest))
             scans.append(f"SELECT * FROM {table}")

@@ -97,6 +97,33 @@ def test_stale_raise_refuses_and_ignore_is_silent(data):
         crypto_lakehouse.load_klines(data, T, "BTCUSDT", resample="5m", stale="ignore")
 
 
+def test_duckdb_connect_warns_and_lists_them_with_the_views_columns(data):
+    with pytest.warns(LegacyUnownedWarning, match="table unowned_files lists them"):
+        con = crypto_lakehouse.duckdb_connect(data)
+    rows = con.sql(
+        'SELECT view, trade_type, interval, "offset", symbol, segment, file FROM unowned_files '
+        "ORDER BY file"
+    ).fetchall()
+    legacy = sorted((LEGACY_RESULTS / T).rglob("*.pqt"))  # BTCUSDT's: 1m, 5m/0m, 1h at 12
+    assert len(rows) == len(legacy) == 14
+    assert {r[4] for r in rows} == {"BTCUSDT"} and {r[5] for r in rows} == {0}
+    assert ("klines", T, "1m", None, "BTCUSDT", 0, str(data.absolute() / LEGACY_1M)) in rows
+    assert ("resampled_klines", T, "1h", "15m", "BTCUSDT", 0,
+            str(data.absolute() / LEGACY_1H_15M)) in rows  # fmt: skip
+    # What the table is for: the views' rows of the pipeline's files only.
+    left = con.sql(
+        "SELECT DISTINCT symbol FROM klines k WHERE NOT EXISTS (SELECT 1 FROM unowned_files u "
+        "WHERE u.view = 'klines' AND u.symbol = k.symbol AND u.segment = k.segment)"
+    ).fetchall()
+    assert left == [("AAAUSDT",)]
+    with pytest.raises(LegacyUnownedError):
+        crypto_lakehouse.duckdb_connect(data, stale="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        con = crypto_lakehouse.duckdb_connect(data, stale="ignore")
+    assert con.sql("SELECT count(*) FROM unowned_files").fetchall() == [(14,)]
+
+
 def test_a_feature_file_no_run_wrote_warns(data):
     # Copied in, or another tool's: a features file of a symbol no run built.
     legacy = pq.read_table(data / LEGACY_1M).select(["candle_begin_time", "close"])
@@ -117,6 +144,14 @@ def test_a_kept_legacy_resampled_file_is_told_once_as_kept(tmp_path):
     with pytest.warns(StaleDataWarning) as caught:
         crypto_lakehouse.load_klines(tmp_path, T, "BTCUSDT", resample="1h", offset="15m")
     assert [type(w.message) for w in caught] == [LegacyResampledWarning]
+    # The views: in stale_resampled_klines, not again in unowned_files (which has the base
+    # file here: legacy's own, no gen_kline ran in this test).
+    with pytest.warns(StaleDataWarning):
+        con = crypto_lakehouse.duckdb_connect(tmp_path)
+    assert con.sql("SELECT count(*) FROM stale_resampled_klines").fetchall() == [(12,)]
+    assert con.sql("SELECT view, file FROM unowned_files").fetchall() == [
+        ("klines", str(tmp_path.absolute() / LEGACY_1M))
+    ]
 
 
 def test_the_features_job_removes_resampled_feature_files_it_did_not_write(tmp_path):
@@ -176,3 +211,8 @@ def test_on_s3_telling_a_file_no_run_wrote_asks_nothing_more(s3_root):
     with pytest.warns(LegacyUnownedWarning, match=str(root / "results_data/spot/klines/1m")):
         legacy = requests("LEGACYUSDT")
     assert legacy == ours == requests("LEGACYUSDT", stale="ignore")
+    with pytest.warns(LegacyUnownedWarning):
+        con = crypto_lakehouse.duckdb_connect(s3_root)
+    assert con.sql("SELECT symbol, file FROM unowned_files").fetchall() == [
+        ("LEGACYUSDT", str(root / "results_data/spot/klines/1m/LEGACYUSDT.pqt"))
+    ]

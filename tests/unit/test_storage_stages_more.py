@@ -355,11 +355,12 @@ def test_load_klines_from_s3_equals_local(tmp_path, s3_root):
 
     local = tmp_path / "local"
     segments = {"SP0_AUSDT.pqt": _segment(D, 30), "AUSDT.pqt": _segment(D + 2, 40)}
+    stamp = {"interval": "1m"}  # as gen_kline writes them (the loaders warn without it)
     for root in (local, s3_root):
         folder = layout.results_klines_dir(root, "um_futures", "1m")
         for name, table in segments.items():
-            storage.write_parquet(folder / name, table)
-        storage.write_parquet(folder / "BUSDT.pqt", _segment(D, 5))
+            storage.write_parquet(folder / name, table, stamp)
+        storage.write_parquet(folder / "BUSDT.pqt", _segment(D, 5), stamp)
     start, end = day_iso(D) + " 00:10", day_iso(D + 2) + " 00:20"
     got = load_klines(s3_root, "um_futures", "AUSDT", start=start, end=end)
     want = load_klines(local, "um_futures", "AUSDT", start=start, end=end)
