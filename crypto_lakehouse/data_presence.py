@@ -171,10 +171,11 @@ def _present(data_dir, folders: list[Folder]) -> list[bool]:
 
 
 # The record's version: 2 since the record folders and the `datasets` folders are in it
-# (2026-12-07). A record of version 1 is checked, then adopted again at that start: it
-# never named those folders, and a run dir whose runs have nothing to do would otherwise
-# keep it, and never notice one of them deleted.
-RECORD_VERSION = 2
+# (2026-12-07), 3 since the loaders' records (``lakehouse/stale_features/{T}``) are. A
+# record of an earlier version is checked, then adopted again at that start: it never
+# named those folders, and a run dir whose runs have nothing to do would otherwise keep
+# it, and never notice one of them deleted.
+RECORD_VERSION = 3
 
 
 def _read_record(run_dir: str) -> tuple[list[str], bool] | None:

@@ -408,9 +408,15 @@ def test_the_loaders_records_folder_deleted_reruns_resample_and_features(tmp_pat
     kept.parent.mkdir(parents=True)
     kept.write_text("{}")
     data_presence.record(str(data), str(run_dir), _folders(data))
-    record = json.loads(Path(layout.data_folders_record_path(str(run_dir))).read_text())
+    path = Path(layout.data_folders_record_path(str(run_dir)))
+    record = json.loads(path.read_text())
     assert "lakehouse/stale_features/spot" in record["folders"]
+    # A record of the last version (without the folder) is adopted again at a start with
+    # nothing to do: the folder is checked from then on.
+    record["folders"].remove("lakehouse/stale_features/spot")
+    path.write_text(json.dumps({**record, "version": 2}))
     assert data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False) is None
+    assert "lakehouse/stale_features/spot" in json.loads(path.read_text())["folders"]
     shutil.rmtree(data / "lakehouse/stale_features")
     line = data_presence.check(str(data), str(run_dir), _folders(data), dry_run=False)
     assert "(lakehouse/stale_features/spot)" in line
