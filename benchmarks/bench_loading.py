@@ -2,7 +2,7 @@
 
 Run by hand (not in CI)::
 
-    python benchmarks/bench_loading.py [--symbols 1000] [--days 365] [--repeat 3]
+    python benchmarks/bench_loading.py [--symbols 1000] [--days 365] [--repeat 3] [--legacy]
 
 What it does, in a temporary folder:
 
@@ -15,6 +15,10 @@ What it does, in a temporary folder:
 3. ``duckdb_connect`` over all files, then a count of one symbol through the ``klines`` view,
    against the baseline of ``read_parquet`` on that symbol's file alone: ``ratio_view`` =
    baseline / view (1.0 would mean the view costs nothing over knowing the path).
+
+The files carry the key-value metadata gen_kline writes (``interval``); with ``--legacy``
+they do not, as a legacy data dir's (the loaders then warn: docs/loading.md, "Files this
+pipeline did not write").
 
 Prints the figures as JSON (best of ``--repeat``). Noisy on a shared machine.
 """
@@ -57,6 +61,11 @@ def candles(first_ms: int, n: int) -> pa.Table:
     )
 
 
+def written(table: pa.Table, legacy: bool) -> pa.Table:
+    """As gen_kline writes it (its ``interval`` metadata key), or as legacy's file."""
+    return table if legacy else table.replace_schema_metadata({"interval": "1m"})
+
+
 def best(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -71,14 +80,16 @@ def main() -> None:
     ap.add_argument("--symbols", type=int, default=1000)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--legacy", action="store_true", help="files without gen_kline's metadata")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         kdir = layout.results_klines_dir(data, "um_futures", "1m")
         kdir.mkdir(parents=True)
         big = kdir / "BTCUSDT.pqt"
-        pq.write_table(candles(T0, args.days * 1440), big, row_group_size=1440)
-        small = candles(T0, 1440)
+        pq.write_table(written(candles(T0, args.days * 1440), args.legacy), big,
+                       row_group_size=1440)  # fmt: skip
+        small = written(candles(T0, 1440), args.legacy)
         for i in range(args.symbols):
             pq.write_table(small, kdir / f"S{i:05d}USDT.pqt")
 
