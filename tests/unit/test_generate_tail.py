@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from crypto_lakehouse import io, layout
@@ -239,6 +240,13 @@ def test_one_more_day_keeps_row_groups_and_matches_full_build(tmp_path, monkeypa
     assert len(report["segments"]) == 1
     # the 5m file (~2,900 rows in groups of 1,000) kept its first two groups, bytes unread
     assert kept_by_file["5m/0m"] == 2
+    # Tail-built files carry the metadata key the loaders tell the pipeline's files by (a
+    # file without it is one no run wrote: LegacyUnownedWarning).
+    from crypto_lakehouse.loading import PIPELINE_STAMP
+
+    outputs = sorted(tmp_path.rglob("results_data/**/*.pqt"))
+    assert len(outputs) >= 4
+    assert [p for p in outputs if PIPELINE_STAMP["klines"] not in pq.read_schema(p).metadata] == []
 
 
 def test_the_day_after_crossing_into_a_new_row_group_is_a_tail_build(tmp_path):
