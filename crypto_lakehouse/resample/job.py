@@ -134,7 +134,6 @@ def _segments(gen_report, symbol: str) -> list[dict]:
     return list(report.get("segments", []))
 
 
-@storage.uploads_in_background  # S3: PUTs overlap the work; barrier before records
 def _kept_record_there(data_dir, trade_type: str, symbol: str, marker) -> bool:
     """Whether the symbol's record of kept files (``marker``) is there: from the shard job's
     one listing of the records (``layout.symbols_with_record``), or asked alone outside a
@@ -143,6 +142,7 @@ def _kept_record_there(data_dir, trade_type: str, symbol: str, marker) -> bool:
     return storage.exists(marker) if listed is None else symbol in listed
 
 
+@storage.uploads_in_background  # S3: PUTs overlap the work; barrier before records
 def run_resample(
     *,
     trade_type: str,
