@@ -57,12 +57,41 @@ def _col(table: pa.Table, name: str) -> np.ndarray:
     return table.column(name).to_numpy()
 
 
+# Rows measured at once: a month of 1s (2.68 M rows) is measured a day or two at a time, so
+# the measure's arrays (~20 of one int64 or float64 per row: ~400 MB for the month) stay a
+# slice's, whatever the month. Every measure is per day, so the rows are the same.
+QUALITY_SLICE_ROWS = 1 << 17
+
+
 def day_quality(klines: pa.Table, interval: str, day_sources: dict[int, str]) -> pa.Table:
     """Quality rows for the days in ``day_sources`` (day number -> source key).
 
     ``klines`` holds the rows of those days (legacy kline schema), sorted by time; a day
     without rows gets a row with ``rows`` = 0.
     """
+    if klines.num_rows <= QUALITY_SLICE_ROWS or len(day_sources) < 2:
+        return _day_quality(klines, interval, day_sources)
+    days = np.array(sorted(day_sources), dtype=np.int64)
+    ts = klines.column("candle_begin_time").cast(pa.int64()).to_numpy()
+    # Row where each day starts; the rows of a day no source has (refused below) and those
+    # before the first day or after the last go with the slice around them.
+    start = np.searchsorted(ts, days * DAY_MS)
+    start[0] = 0
+    del ts
+    end = np.append(start[1:], klines.num_rows)
+    parts, first = [], 0
+    while first < days.size:
+        last = first + 1  # at least one day; more while the slice stays under the limit
+        while last < days.size and end[last] - start[first] <= QUALITY_SLICE_ROWS:
+            last += 1
+        rows = klines.slice(int(start[first]), int(end[last - 1] - start[first]))
+        sources = {int(d): day_sources[int(d)] for d in days[first:last]}
+        parts.append(_day_quality(rows, interval, sources))
+        first = last
+    return pa.concat_tables(parts)
+
+
+def _day_quality(klines: pa.Table, interval: str, day_sources: dict[int, str]) -> pa.Table:
     days = np.array(sorted(day_sources), dtype=np.int64)
     expected = candles_per_day(interval)
     step = interval_ms(interval)

@@ -8,11 +8,15 @@ person at the exact row whatever pyarrow version produced the error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
@@ -105,16 +109,16 @@ def _over_cap(label: str, name: str, what: str, zip_size: int, cap: int, limit) 
     )
 
 
-def read_zip_member(
+@contextlib.contextmanager
+def open_zip_member(
     path: str | Path, label: str, limit: InflateLimit = DEFAULT_INFLATE_LIMIT
-) -> bytearray:
-    """The bytes of the single CSV member of a Binance zip, inflated in bounded chunks into
-    one buffer (a bytearray: no second copy).
+) -> Iterator[ZipMember]:
+    """The single CSV member of a Binance zip, open for reading (``ZipMember``).
 
-    ``label`` names the file in error messages (the bucket key). A member whose declared
-    or actual inflated size passes ``limit.cap(zip size)`` is an ArchiveDefect, raised
-    before more than the cap is held in memory (the declared size can lie, so the stream
-    is counted too).
+    ``label`` names the file in error messages (the bucket key). A zip with no member or
+    several, or whose member declares more inflated bytes than ``limit.cap(zip size)``, is
+    an ArchiveDefect before anything is inflated; so is a zip that cannot be read or
+    inflated while the block reads it.
     """
     # Read errors of the store (a missing file, S3 down) are not defects of the archive:
     # they propagate, only what the zip itself holds is checked below.
@@ -135,27 +139,67 @@ def read_zip_member(
             if member.file_size > cap:
                 what = f"declares {member.file_size} inflated bytes"
                 raise _over_cap(label, member.filename, what, zip_size, cap, limit)
-            # Inflated into one buffer of the declared size (≤ the cap): chunks joined at the
-            # end held the member twice (800 MB at the peak for a monthly 1s kline zip).
-            data = bytearray(member.file_size)
-            total = 0
             with zf.open(member) as stream:
-                with memoryview(data) as view:
-                    while total < len(data) and (n := stream.readinto(view[total:][:_CHUNK])):
-                        total += n
-                del data[total:]  # fewer bytes than declared
-                while chunk := stream.read(_CHUNK):  # more than declared: counted too
-                    total += len(chunk)
-                    if total > cap:
-                        what = f"inflates past {total} bytes (declared {member.file_size})"
-                        raise _over_cap(label, member.filename, what, zip_size, cap, limit)
-                    data += chunk
-            return data
+                yield ZipMember(label, member, stream, zip_size, cap, limit)
     except zipfile.BadZipFile as exc:
         raise ArchiveDefect(f"{label}: not a readable zip ({exc})") from exc
     except (zipfile.LargeZipFile, NotImplementedError, EOFError, OSError, zlib.error) as exc:
         # OSError covers a truncated member, zlib.error a corrupt deflate stream; a missing file is checked before we get here.
         raise ArchiveDefect(f"{label}: cannot inflate zip member ({exc})") from exc
+
+
+@dataclass
+class ZipMember:
+    """An open zip member (``open_zip_member``): its declared size, its stream, its cap."""
+
+    label: str
+    info: zipfile.ZipInfo
+    stream: IO[bytes]
+    zip_size: int
+    cap: int
+    limit: InflateLimit
+
+    @property
+    def declared_size(self) -> int:
+        return self.info.file_size
+
+    def over_cap(self, total: int) -> ArchiveDefect:
+        what = f"inflates past {total} bytes (declared {self.info.file_size})"
+        return _over_cap(self.label, self.info.filename, what, self.zip_size, self.cap, self.limit)
+
+    def read_all(self) -> bytearray:
+        """The whole member inflated in bounded chunks into one buffer (a bytearray: no
+        second copy), counted against the cap (the declared size can lie)."""
+        # Inflated into one buffer of the declared size (≤ the cap): chunks joined at the
+        # end held the member twice (800 MB at the peak for a monthly 1s kline zip).
+        data = bytearray(self.info.file_size)
+        total = 0
+        stream = self.stream
+        with memoryview(data) as view:
+            while total < len(data) and (n := stream.readinto(view[total:][:_CHUNK])):
+                total += n
+        del data[total:]  # fewer bytes than declared
+        while chunk := stream.read(_CHUNK):  # more than declared: counted too
+            total += len(chunk)
+            if total > self.cap:
+                raise self.over_cap(total)
+            data += chunk
+        return data
+
+
+def read_zip_member(
+    path: str | Path, label: str, limit: InflateLimit = DEFAULT_INFLATE_LIMIT
+) -> bytearray:
+    """The bytes of the single CSV member of a Binance zip, inflated in bounded chunks into
+    one buffer (a bytearray: no second copy).
+
+    ``label`` names the file in error messages (the bucket key). A member whose declared
+    or actual inflated size passes ``limit.cap(zip size)`` is an ArchiveDefect, raised
+    before more than the cap is held in memory (the declared size can lie, so the stream
+    is counted too).
+    """
+    with open_zip_member(path, label, limit) as member:
+        return member.read_all()
 
 
 def has_header(data: bytes, spec: CsvSpec) -> bool:
@@ -211,6 +255,142 @@ def read_csv_bytes(data: bytes, spec: CsvSpec, label: str) -> tuple[pa.Table, in
     if table.num_rows == 0:
         raise ArchiveDefect(f"{label}: CSV has no data rows")
     return table, header_lines
+
+
+class _NotStreamable(Exception):
+    """A member the streamed read leaves to the whole read (which gives the exact verdict)."""
+
+
+# Whitespace a member may end with that the streamed read holds back (normalise_csv_bytes
+# trims it); a member ending in more than this is read whole instead.
+_MAX_HELD_WHITESPACE = 1 << 20
+
+
+class _NormalisedStream(io.RawIOBase):
+    """A member's bytes exactly as ``normalise_csv_bytes`` gives them, read chunk by chunk.
+
+    The run of whitespace at the end of what was read so far is held back until data follows
+    it; at the end it is given on unchanged or replaced by one newline, as the whole-bytes
+    function decides. Counts the inflated bytes against the member's cap.
+    """
+
+    def __init__(self, member: ZipMember, first: bytes):
+        super().__init__()
+        self.member = member
+        self.first: bytes | None = first
+        self.inflated = 0
+        self.given = 0  # CSV bytes handed on: len(normalise_csv_bytes(member))
+        self.held = b""
+        self.seen_data = False
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        size = _CHUNK if size is None or size < 0 else size
+        out = bytearray()
+        while len(out) < size and not self.done:
+            out += self._piece(size - len(out))
+        self.given += len(out)
+        return bytes(out)
+
+    def _piece(self, size: int) -> bytes:
+        raw, self.first = (self.first, None) if self.first else (None, None)
+        if raw is None:
+            raw = self.member.stream.read(min(size, _CHUNK))
+        if not raw:
+            self.done = True
+            if not self.seen_data:
+                raise _NotStreamable("no data")  # empty or blank: the whole read's verdict
+            tail = self.held
+            if tail.endswith(b"\n") and not tail.endswith((b"\n\n", b"\r\n\r\n", b"\r\n\n")):
+                return tail
+            return b"\n"
+        self.inflated += len(raw)
+        if self.inflated > self.member.cap:
+            raise _NotStreamable("over the cap")
+        data = raw.rstrip()
+        if not data:
+            self.held += raw
+            if len(self.held) > _MAX_HELD_WHITESPACE:
+                raise _NotStreamable("a long run of whitespace")
+            return b""
+        self.seen_data = True
+        out, self.held = self.held + data, raw[len(data) :]
+        return out
+
+
+def _block_read_options(spec: CsvSpec, header_lines: int, size: int) -> pacsv.ReadOptions:
+    """One block read as one chunk (pyarrow's own blocks are 1 MB: ~7,000 rows of 1s)."""
+    return pacsv.ReadOptions(
+        column_names=list(spec.names),
+        skip_rows=header_lines,
+        use_threads=False,
+        block_size=size + 1,
+    )
+
+
+def read_csv_stream(
+    member: ZipMember, spec: CsvSpec, block_size: int
+) -> tuple[pa.Table, int, int] | None:
+    """A large member parsed block by block as it is inflated; returns (the table of the
+    kept columns, one chunk per block; header lines; CSV bytes), or None when the member
+    must be read whole instead (anything pyarrow or the stream refuses, a quote character,
+    no data row, over the cap): that read gives the exact verdict and message
+    (``read_csv_bytes``).
+
+    Same table as ``read_csv_bytes`` of the whole member: the same bytes
+    (``_NormalisedStream``) cut after the last newline of each ``block_size`` bytes (no
+    quote, so no value holds a newline) and the same reader options. One pyarrow call per
+    block, not ``pyarrow.csv.open_csv``: its reader ran ahead of the parse, and a monthly 1s
+    member read from a Python stream held ~130 MB of CSV besides the rows. Memory: the
+    rows and about two blocks of CSV. The blocks' chunks are not joined here: joined, the
+    rows were held twice, and the freed blocks stayed in the process (the allocators could
+    not give back pages shared with the other columns' blocks): +220 MB for a month of 1s.
+    """
+    parts: list[pa.Table] = []
+    try:
+        first = member.stream.read(_CHUNK)
+        header_lines = 1 if has_header(first, spec) else 0
+        source = _NormalisedStream(member, first)
+        del first
+        carry = b""
+        while True:
+            chunk = source.read(block_size)
+            if not chunk and not carry:
+                break
+            buf = carry + chunk if carry else chunk
+            del chunk
+            cut = buf.rfind(b"\n") + 1 if not source.done else len(buf)
+            if cut == 0:
+                if len(buf) > 4 * block_size:
+                    return None  # no line end in 4 blocks: not these files' CSV
+                carry = buf
+                continue
+            if buf.find(b'"', 0, cut) >= 0:
+                return None
+            carry = buf[cut:]
+            with memoryview(buf) as view:
+                block = view[:cut]
+                _, parse_options, convert_options = _options(spec, 0)
+                parts.append(
+                    pacsv.read_csv(
+                        pa.py_buffer(block),
+                        read_options=_block_read_options(
+                            spec, 0 if parts else header_lines, cut
+                        ),
+                        parse_options=parse_options,
+                        convert_options=convert_options,
+                    )
+                )
+                del block
+            del buf
+        if not sum(p.num_rows for p in parts):
+            return None
+    except Exception:  # noqa: BLE001 (any refusal: the whole read names it, or the store's error)
+        return None
+    return pa.concat_tables(parts), header_lines, source.given
 
 
 def _lines(data: bytes) -> pa.Array:

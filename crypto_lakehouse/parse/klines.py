@@ -50,7 +50,9 @@ from crypto_lakehouse.parse.csv_reader import (
     first_defect,
     has_header,
     normalise_csv_bytes,
+    open_zip_member,
     read_csv_bytes,
+    read_csv_stream,
     read_zip_member,
 )
 from crypto_lakehouse.parse.validate import (
@@ -155,10 +157,15 @@ class _Member:
 
 
 # CSV bytes read with one pyarrow call: a month of daily 1m files (~3 MB) is one call, a
-# month of 1s (~400 MB of CSV) about seven, so the CSV held at once stays near this size
-# however large the month (before 2026-12-07 a month's CSV was held twice: the files'
-# bytes and their join). A single larger file is one call of its own size.
+# month of daily 1s files (~400 MB of CSV) about seven, so the CSV held at once stays near
+# this size however large the month (before 2026-12-07 a month's CSV was held twice: the
+# files' bytes and their join). A member that declares more than this (a monthly 1s zip:
+# ~414 MB) is not inflated whole: it is parsed as it is inflated, CSV_BLOCK_BYTES at a
+# time (before, its whole CSV and its rows were held together: ~700 MB at the peak).
 CSV_BATCH_BYTES = 64 * 1024 * 1024
+CSV_BLOCK_BYTES = 16 * 1024 * 1024
+# Chunks at least this long on average are written as they are (``_concat_by_time``).
+LARGE_CHUNK_ROWS = 65_536
 
 
 def read_kline_archives(
@@ -188,10 +195,23 @@ def read_kline_archives(
     for key, path, period in items:
         with timer.step("read"):
             try:
-                data = normalise_csv_bytes(read_zip_member(path, key, limit))
+                data, streamed = _read_member(path, key, limit)
             except ArchiveDefect as exc:
                 defects[key] = str(exc)
                 continue
+        if streamed is not None:
+            table, header_lines, sizes[key] = streamed
+            del streamed
+            try:
+                with timer.step("check"):
+                    tables[key], n = _checked(table, header_lines, key, period, step)
+                if n and copies is not None:
+                    copies[key] = n
+            except ArchiveDefect as exc:
+                defects[key] = str(exc)
+            del table
+            continue
+        with timer.step("read"):
             sizes[key] = len(data)
             header_lines = 1 if has_header(data, KLINE_CSV) else 0
             rows = data.count(b"\n") - header_lines
@@ -204,6 +224,23 @@ def read_kline_archives(
     if members:
         _read_group(members, step, timer, tables, defects, copies)
     return tables, defects, sizes
+
+
+def _read_member(
+    path: Path, key: str, limit: InflateLimit
+) -> tuple[bytes | bytearray | None, tuple[pa.Table, int, int] | None]:
+    """One archive's member: (its CSV bytes, None), or for a member larger than
+    CSV_BATCH_BYTES (None, ``read_csv_stream``'s table, header lines and CSV bytes).
+
+    A large member the streamed read leaves alone (a row pyarrow refuses, over the cap, no
+    data row) is read whole as before, so its verdict and message are the whole read's."""
+    with open_zip_member(path, key, limit) as member:
+        if member.declared_size <= CSV_BATCH_BYTES:
+            return normalise_csv_bytes(member.read_all()), None
+        streamed = read_csv_stream(member, KLINE_CSV, CSV_BLOCK_BYTES)
+    if streamed is not None:
+        return None, streamed
+    return normalise_csv_bytes(read_zip_member(path, key, limit)), None
 
 
 def _read_group(
@@ -378,7 +415,12 @@ def _concat_by_time(parts: list[pa.Table]) -> pa.Table:
     table = pa.concat_tables([parts[i] for i in order])
     if any(bounds[a][1] >= bounds[b][0] for a, b in zip(order, order[1:], strict=False)):
         table = table.sort_by("candle_begin_time")
-    # One chunk per archive makes the Parquet writer 2-3x slower: combine first.
+    # One chunk per daily archive (1,440 rows of 1m) makes the Parquet writer 2-3x slower:
+    # combine first. Chunks of a streamed member's blocks (~100,000 rows) are written as
+    # fast as one chunk, and the file is byte for byte the same (checked in the tests):
+    # combined, a month of 1s was held twice (+200 MB).
+    if table.num_rows >= LARGE_CHUNK_ROWS * table.column(0).num_chunks:
+        return table
     return table.combine_chunks()
 
 
