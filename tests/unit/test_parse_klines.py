@@ -24,6 +24,7 @@ import pytest
 from crypto_lakehouse import layout, storage
 from crypto_lakehouse.io import read_json
 from crypto_lakehouse.parse import klines as klines_mod
+from crypto_lakehouse.parse.csv_reader import ZipMember
 from crypto_lakehouse.parse.klines import read_kline_archive, read_kline_archives, run_parse_klines
 from crypto_lakehouse.parse.validate import archive_period
 from crypto_lakehouse.schema import KLINE_SCHEMA
@@ -457,6 +458,7 @@ def test_second_run_reads_no_zip(tmp_path, monkeypatch):
         raise AssertionError("a zip was read")
 
     monkeypatch.setattr(klines_mod, "read_zip_member", no_read)
+    monkeypatch.setattr(klines_mod, "open_zip_member", no_read)
     stats, second = parse(tmp_path, report)
     assert stats["files_parsed"] == 0 and stats["files_unchanged"] == 3
     assert second == first
@@ -779,17 +781,17 @@ def test_a_single_large_file_goes_to_the_csv_reader_without_a_copy(tmp_path, mon
     key = write_kline_month(tmp_path / "aws_data", "spot", "BTCUSDT", "1m", "2021-02", seed=3)
     layout.aws_path(tmp_path, key).with_name(Path(key).name + ".verified").touch()
     inflated, given = [], []
-    real_inflate, real_read = klines_mod.read_zip_member, klines_mod.read_csv_bytes
+    real_inflate, real_read = ZipMember.read_all, klines_mod.read_csv_bytes
 
-    def inflate(*args, **kwargs):
-        inflated.append(real_inflate(*args, **kwargs))
+    def inflate(self):
+        inflated.append(real_inflate(self))
         return inflated[-1]
 
     def read(data, spec, label):
         given.append(data)
         return real_read(data, spec, label)
 
-    monkeypatch.setattr(klines_mod, "read_zip_member", inflate)
+    monkeypatch.setattr(ZipMember, "read_all", inflate)
     monkeypatch.setattr(klines_mod, "read_csv_bytes", read)
     stats, report = parse(tmp_path, download_report(tmp_path, [key]))
     assert stats["files_parsed"] == 1 and report["partitions"]["202102"]["rows"] == 28 * 1440
