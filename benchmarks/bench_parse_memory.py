@@ -3,7 +3,9 @@
 Builds (once, into ``--src``, kept between calls) emulator kline zips of one spot symbol:
 
 - ``monthly_1s``: one monthly ``1s`` zip (2025-01, microsecond stamps: 2.68 M rows);
+- ``two_monthly_1s``: two of them (2025-01 and 2025-02);
 - ``daily_1s``: one daily ``1s`` zip (2025-02-01, 86,400 rows);
+- ``month_of_daily_1s``: 31 daily ``1s`` zips (2025-03);
 - ``daily_1m``: 31 daily ``1m`` zips (2024-10), the ordinary daily update's kind of file.
 
 Each ``--case`` is parsed on a fresh copy of its zips, ``--runs`` times, each in a new
@@ -13,6 +15,9 @@ parse's Timer (read, check, merge, quality, write) the highest RSS and Arrow byt
 sampled every 2 ms while that step ran (tracemalloc does not see Arrow's memory).
 
     python benchmarks/bench_parse_memory.py --src /tmp/parse_mem_src --case monthly_1s --runs 3
+
+``--s3``: the data dir on a SeaweedFS server on 127.0.0.1 (``tests/s3_helpers.py``; the
+zips uploaded first, the job's process reads and writes the bucket).
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 SYMBOL, TRADE_TYPE = "BTCUSDT", "spot"
-CASES = {"monthly_1s": "1s", "daily_1s": "1s", "daily_1m": "1m"}
+CASES = {"monthly_1s": "1s", "two_monthly_1s": "1s", "daily_1s": "1s", "month_of_daily_1s": "1s",
+         "daily_1m": "1m"}  # fmt: skip
 
 
 def build(src: Path, case: str) -> dict:
@@ -46,8 +52,14 @@ def build(src: Path, case: str) -> dict:
     interval = CASES[case]
     if case == "monthly_1s":
         keys = [write_kline_month(mirror, TRADE_TYPE, SYMBOL, interval, "2025-01", seed=7)]
+    elif case == "two_monthly_1s":
+        keys = [write_kline_month(mirror, TRADE_TYPE, SYMBOL, interval, m, seed=7)
+                for m in ("2025-01", "2025-02")]  # fmt: skip
     elif case == "daily_1s":
         keys = [write_kline_day(mirror, TRADE_TYPE, SYMBOL, interval, "2025-02-01", seed=7)]
+    elif case == "month_of_daily_1s":
+        keys = [write_kline_day(mirror, TRADE_TYPE, SYMBOL, interval, date(2025, 3, d), seed=7)
+                for d in range(1, 32)]  # fmt: skip
     else:
         first = date(2024, 10, 1)
         keys = [
@@ -77,6 +89,9 @@ CHILD = textwrap.dedent(
     from crypto_lakehouse.parse.klines import run_parse_klines
 
     args = json.loads(sys.argv[1])
+    if args.get("storage"):
+        from crypto_lakehouse import storage
+        storage.configure(args.pop("storage"))
     current = ["setup"]
     peaks = {}
     original_step = parse_pkg.Timer.step
@@ -124,18 +139,37 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_once(src: Path, case: str, report: dict) -> dict:
+def run_once(src: Path, case: str, report: dict, s3=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_parse_memory_") as tmp:
         work = Path(tmp)
-        shutil.copytree(src / case / "aws_data", work / "aws_data")
+        env = None
+        if s3 is None:
+            shutil.copytree(src / case / "aws_data", work / "aws_data")
+            data_dir = str(work)
+        else:
+            import os
+            import secrets
+
+            from crypto_lakehouse import storage
+
+            data_dir = f"s3://{secrets.token_hex(4)}"
+            s3.create_bucket(data_dir[5:])
+            for path in sorted((src / case / "aws_data").rglob("*")):
+                if path.is_file():
+                    rel = path.relative_to(src / case)
+                    storage.write_bytes(f"{data_dir}/{rel}", path.read_bytes())
+            env = {**os.environ, **s3.env}
         args = dict(
-            trade_type=TRADE_TYPE, symbol=SYMBOL, interval=CASES[case], data_dir=str(work),
+            trade_type=TRADE_TYPE, symbol=SYMBOL, interval=CASES[case], data_dir=data_dir,
             download_report=report, report_path=str(work / "report.json"),
             stats_path=str(work / "stats.json"),
         )  # fmt: skip
+        if s3 is not None:
+            args["storage"] = s3.storage_settings
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True
-        )
+            [sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True,
+            env=env,
+        )  # fmt: skip
         if out.returncode:
             raise SystemExit(out.stderr)
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -146,16 +180,32 @@ def main() -> None:
     ap.add_argument("--src", type=Path, required=True, help="where the zips are built / kept")
     ap.add_argument("--case", choices=sorted(CASES), action="append")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--s3", action="store_true", help="data dir on a local SeaweedFS server")
     args = ap.parse_args()
-    for case in args.case or sorted(CASES):
-        report = build(args.src, case)
-        runs = [run_once(args.src, case, report) for _ in range(args.runs)]
-        for r in runs:
-            print(json.dumps({"case": case, **r}))
-        if len(runs) > 1:
-            med = {k: statistics.median(r[k] for r in runs)
-                   for k in ("peak_rss_mb", "arrow_max_mb", "wall_s", "cpu_s")}  # fmt: skip
-            print(json.dumps({"case": case, "median": med}))
+    s3 = None
+    if args.s3:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from s3_helpers import SeaweedS3, apply_env
+
+        s3 = SeaweedS3(Path(tempfile.mkdtemp(prefix="bench_parse_memory_s3_")), 16, 512).start()
+        apply_env(s3.env)
+        from crypto_lakehouse import storage
+
+        storage.configure(s3.storage_settings)
+    try:
+        for case in args.case or sorted(CASES):
+            report = build(args.src, case)
+            runs = [run_once(args.src, case, report, s3) for _ in range(args.runs)]
+            for r in runs:
+                print(json.dumps({"case": case, "s3": args.s3, **r}), flush=True)
+            if len(runs) > 1:
+                med = {k: statistics.median(r[k] for r in runs)
+                       for k in ("peak_rss_mb", "arrow_max_mb", "wall_s", "cpu_s")}  # fmt: skip
+                print(json.dumps({"case": case, "s3": args.s3, "median": med}), flush=True)
+    finally:
+        if s3 is not None:
+            s3.stop()
+            shutil.rmtree(s3.workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
