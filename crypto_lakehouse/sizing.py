@@ -100,33 +100,29 @@ def pending_bytes(
     return sum(pending_by_symbol(symbols, upstream, done, listed))
 
 
-# Memory of the klines parse (aws_parse_klines). /usr/bin/time -v of the job's function in its
-# own process, one spot symbol of 1s emulator klines, first build, 2026-12-07 on the 2-core
-# development machine, after the parse stopped holding months and CSV copies (docs/cluster.md):
-# 30 days (126 MB of zips) 642 MB, 60 days (252 MB) 688 MB, 120 days (504 MB) 704 MB, one
-# monthly zip (130 MB) 709 MB: ~620 MB plus ~0.16 MB per MB of zips (the code before peaked at
-# 1,078-1,635 MB and asked 1000 MB + 2 per MB). Asked: 1000 MB + 0.5 per MB of the zips
-# still to parse of each symbol worked on at once (three times the measured growth), at least
-# 2000 MB (+ 1000 per further symbol at once): 2000 unless a symbol has more than 2 GB of zips
-# to parse.
-PARSE_KLINES_MEM_BASE_MB = 1000
-PARSE_KLINES_MEM_PER_ZIP_MB = 0.5
-PARSE_KLINES_MEM_FLOOR_MB = 2000
-PARSE_KLINES_MEM_FLOOR_PER_SYMBOL_MB = 1000
+# Memory of the kline parses (aws_parse_klines, aws_parse_kline_layout: the same code). Peak
+# RSS of the job's function in its own process (benchmarks/bench_parse_memory.py), one spot
+# symbol of 1s emulator klines, first build, 2026-12-07 on the 2-core development machine,
+# after a large member was parsed as it is inflated (docs/cluster.md): one monthly zip (130
+# MB, 2.68 M rows) 459-475 MB, two 476 MB, a month of 31 daily zips 481 MB, one daily zip
+# 146-150 MB, a month of daily 1m zips 137 MB; on an s3:// data dir (SeaweedFS) one monthly
+# zip 522 MB, two 640 MB (the next zip is fetched ahead). The peak is a month's partition
+# (at most a month of 1s) and what is read ahead, whatever the number of months or zips:
+# before, 695 / 949 / 652 MB locally and 725 / 1,193 MB on S3 for the same files, and up to
+# 2,058 MB on S3 before the read-ahead was bounded. Asked: this per symbol worked on at once
+# (about 1.5 times the S3 peak, twice the local one); before, 1000 + 0.5 per MB of zips
+# still to parse, at least 2000 (+ 1000 per further symbol at once); the kline-layout parse
+# asked 2000 for a measured 152-161 MB.
+PARSE_KLINES_MEM_PER_SYMBOL_MB = 1000
 
 
-def parse_klines_mem_mb(pending: Iterable[int], at_once: int = 1, factor: int = 1) -> int:
-    """The klines parse job's ``mem_mb``: per symbol of the ``at_once`` with the most kline
-    zip bytes still to parse (``pending_by_symbol``; in memory together),
-    ``PARSE_KLINES_MEM_BASE_MB`` + ``PARSE_KLINES_MEM_PER_ZIP_MB`` per MB of them; at least
-    what it asked before (``PARSE_KLINES_MEM_FLOOR_MB`` + ``..._PER_SYMBOL_MB`` per further
-    symbol at once); times ``factor`` (a retry: the previous attempt may have been ended
-    for its memory)."""
-    at_once = max(1, at_once)
-    largest = sorted((max(0, b) for b in pending), reverse=True)[:at_once]
-    need = sum(PARSE_KLINES_MEM_BASE_MB + PARSE_KLINES_MEM_PER_ZIP_MB * b / 1e6 for b in largest)
-    floor = PARSE_KLINES_MEM_FLOOR_MB + PARSE_KLINES_MEM_FLOOR_PER_SYMBOL_MB * (at_once - 1)
-    return _mem_request(need, floor, factor)
+def parse_klines_mem_mb(at_once: int = 1, factor: int = 1) -> int:
+    """A kline parse job's ``mem_mb``: ``PARSE_KLINES_MEM_PER_SYMBOL_MB`` for each symbol it
+    works on at once (``storage.symbols_at_once``, at most its symbols), times ``factor`` (a
+    retry: the previous attempt may have been ended for its memory). Not the zip bytes it
+    has to parse: its peak does not grow with them (a month at a time, a member block by
+    block)."""
+    return _mem_request(PARSE_KLINES_MEM_PER_SYMBOL_MB * max(1, at_once), 0, factor)
 
 
 def _mem_request(need_mb: float, floor_mb: float, factor: int) -> int:

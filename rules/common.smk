@@ -739,17 +739,16 @@ def candle_mem_mb(stage, upstream_stage):
 
 
 def parse_klines_mem_mb():
-    """Resource function of aws_parse_klines: its memory (MB, for SLURM) grows with the
-    kline zip bytes each symbol has still to parse (the records ``archive_runtime`` reads),
-    for as many symbols as it works on at once (``storage.symbols_at_once``);
-    ``sizing.parse_klines_mem_mb``."""
+    """Resource function of the kline parses (aws_parse_klines, aws_parse_kline_layout): a
+    constant per symbol worked on at once (``storage.symbols_at_once``), twice after an
+    unfinished attempt; ``sizing.parse_klines_mem_mb``."""
     at_once = storage_settings.symbols_at_once(DATA)
 
     def mem_mb(wildcards, attempt):
-        symbols, upstream, done, listed, own = shard_records("aws_parse", "aws_download", wildcards)
-        pending = sizing.pending_by_symbol(symbols, upstream, done, listed)
-        factor = retry_factor("aws_parse", wildcards, own, attempt)
-        return sizing.parse_klines_mem_mb(pending, min(at_once, max(1, len(symbols))), factor)
+        tag = wildcard_tag(wildcards)
+        n = len(shard_symbols(wildcards.trade_type, wildcards.shard, tag))
+        factor = retry_factor("aws_parse", wildcards, tag, attempt)
+        return sizing.parse_klines_mem_mb(min(at_once, max(1, n)), factor)
 
     return mem_mb
 

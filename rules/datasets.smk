@@ -53,7 +53,7 @@ rule aws_parse_kline_layout:
     conda:
         "../envs/pipeline.yaml"
     resources:
-        mem_mb=shard_mem_mb(2000),
+        mem_mb=parse_klines_mem_mb(),
         runtime=archive_runtime(2, "aws_parse", "aws_download"),
     params:
         job=shard_job_json(get_extra_parse_args),

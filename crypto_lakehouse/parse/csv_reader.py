@@ -377,9 +377,7 @@ def read_csv_stream(
                 parts.append(
                     pacsv.read_csv(
                         pa.py_buffer(block),
-                        read_options=_block_read_options(
-                            spec, 0 if parts else header_lines, cut
-                        ),
+                        read_options=_block_read_options(spec, 0 if parts else header_lines, cut),
                         parse_options=parse_options,
                         convert_options=convert_options,
                     )

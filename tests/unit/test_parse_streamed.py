@@ -9,8 +9,8 @@ line); and the parse's memory no longer holds the member's CSV, nor the rows twi
 
 from __future__ import annotations
 
+import functools
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -66,7 +66,9 @@ CASES = {
     "identical copies": ("2021-02", False, lambda d: _repeat(_repeat(d, 20_000, 35_000), 5, 6)),
     "blank lines at the end": ("2021-02", False, lambda d: d.rstrip(b"\n") + b"\n\n\n"),
     "a blank line then CRLF at the end": (
-        "2021-02", False, lambda d: d.rstrip(b"\n") + b"\n\n\r\n",
+        "2021-02",
+        False,
+        lambda d: d.rstrip(b"\n") + b"\n\n\r\n",
     ),
     "no final newline": ("2021-02", True, lambda d: d.rstrip(b"\n")),
     "microsecond times": ("2025-02", False, lambda d: d),
@@ -142,7 +144,7 @@ def test_the_stream_gives_the_bytes_normalise_gives(tmp_path):
         with csv_reader.open_zip_member(path, "k") as member:
             first = member.stream.read(3)  # chunk ends inside the data
             stream = csv_reader._NormalisedStream(member, first)
-            got = b"".join(iter(lambda: stream.read(2), b""))
+            got = b"".join(iter(functools.partial(stream.read, 2), b""))
         assert got == csv_reader.normalise_csv_bytes(data), tail
         assert stream.given == len(got)
 
