@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -266,8 +265,8 @@ class _NotStreamable(Exception):
 _MAX_HELD_WHITESPACE = 1 << 20
 
 
-class _NormalisedStream(io.RawIOBase):
-    """A member's bytes exactly as ``normalise_csv_bytes`` gives them, read chunk by chunk.
+class _NormalisedStream:
+    """A member's bytes exactly as ``normalise_csv_bytes`` gives them, read piece by piece.
 
     The run of whitespace at the end of what was read so far is held back until data follows
     it; at the end it is given on unchanged or replaced by one newline, as the whole-bytes
@@ -275,7 +274,6 @@ class _NormalisedStream(io.RawIOBase):
     """
 
     def __init__(self, member: ZipMember, first: bytes):
-        super().__init__()
         self.member = member
         self.first: bytes | None = first
         self.inflated = 0
@@ -284,21 +282,20 @@ class _NormalisedStream(io.RawIOBase):
         self.seen_data = False
         self.done = False
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        size = _CHUNK if size is None or size < 0 else size
-        out = bytearray()
-        while len(out) < size and not self.done:
-            out += self._piece(size - len(out))
-        self.given += len(out)
-        return bytes(out)
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes (fewer only at the end); b"" once all were given."""
+        pieces, n = [], 0
+        while n < size and not self.done:
+            piece = self._piece(size - n)
+            pieces.append(piece)
+            n += len(piece)
+        self.given += n
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _piece(self, size: int) -> bytes:
         raw, self.first = (self.first, None) if self.first else (None, None)
         if raw is None:
-            raw = self.member.stream.read(min(size, _CHUNK))
+            raw = self.member.stream.read(size)
         if not raw:
             self.done = True
             if not self.seen_data:
