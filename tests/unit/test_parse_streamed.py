@@ -157,10 +157,11 @@ MEMORY_JOB = textwrap.dedent(
     from crypto_lakehouse import quality
     from crypto_lakehouse.parse import klines
     args = json.loads(sys.argv[1])
-    # A month of 1s (2.68 M rows) at 1/60 scale: a month of 1m (44,640 rows), its sizes
-    # scaled alike (on the old code these names did nothing, but CSV_BATCH_BYTES).
+    # A month of 1s (2.68 M rows) at 1/60 scale: a month of 1m (44,640 rows) in blocks of
+    # 256 KiB (~1,700 rows, written as they are), its quality measured ~1.5 days at a time
+    # (on the old code these names did nothing, but CSV_BATCH_BYTES).
     klines.CSV_BATCH_BYTES = klines.CSV_BLOCK_BYTES = 256 << 10
-    klines.LARGE_CHUNK_ROWS = 65_536 // 60
+    klines.LARGE_CHUNK_ROWS = 1000
     quality.QUALITY_SLICE_ROWS = 131_072 // 60
 
     def run(name):
