@@ -183,8 +183,10 @@ def read_kline_archives(
     in order and parsed in groups of up to ``CSV_BATCH_BYTES`` of CSV, each group with ONE
     pyarrow call over its joined rows (a call per small daily file costs about a third
     more), its checks run once over the group's columns; a group's bytes are released
-    before the next group is read. Whenever something is wrong the affected files go
-    through ``read_kline_archive``'s per-file path, which names the file and line.
+    before the next group is read. A member larger than a group is parsed as it is
+    inflated (``read_csv_stream``, CSV_BLOCK_BYTES at a time) and checked alone. Whenever
+    something is wrong the affected files go through ``read_kline_archive``'s per-file
+    path, which names the file and line.
     """
     timer = timer or Timer()
     step = interval_ms(interval)
