@@ -104,11 +104,11 @@ def pending_bytes(
 # RSS of the job's function in its own process (benchmarks/bench_parse_memory.py), one spot
 # symbol of 1s emulator klines, first build, 2026-12-07 on the 2-core development machine,
 # after a large member was parsed as it is inflated (docs/cluster.md): one monthly zip (130
-# MB, 2.68 M rows) 459-475 MB, two 476 MB, a month of 31 daily zips 481 MB, one daily zip
-# 146-150 MB, a month of daily 1m zips 137 MB; on an s3:// data dir (SeaweedFS) one monthly
-# zip 522 MB, two 640 MB (the next zip is fetched ahead). The peak is a month's partition
-# (at most a month of 1s) and what is read ahead, whatever the number of months or zips:
-# before, 695 / 949 / 652 MB locally and 725 / 1,193 MB on S3 for the same files, and up to
+# MB, 2.68 M rows) 447-451 MB, two 451 MB, a month of 31 daily zips 480 MB, one daily zip 150 MB, a
+# month of daily 1m zips 137 MB; on an s3:// data dir (SeaweedFS) one monthly zip 510 MB,
+# two 631 MB (the next zip is fetched ahead). The peak is a month's partition (at most a
+# month of 1s) and what is read ahead, whatever the number of months or zips: before,
+# 693 / 949 / 652 MB locally and 725 / 1,193 MB on S3 for the same files, and up to
 # 2,058 MB on S3 before the read-ahead was bounded. Asked: this per symbol worked on at once
 # (about 1.5 times the S3 peak, twice the local one); before, 1000 + 0.5 per MB of zips
 # still to parse, at least 2000 (+ 1000 per further symbol at once); the kline-layout parse

@@ -331,14 +331,14 @@ def test_candle_requests_without_any_record(tmp_path):
 # ---------------------------------------------------------------- klines parse memory
 # Peak RSS of the klines parse (benchmarks/bench_parse_memory.py: the job's function in its
 # own process), one spot symbol of 1s emulator klines, first build, 2026-12-07, after a large
-# member was parsed block by block: (case, zip MB) -> peak MB. The code before peaked at 695,
+# member was parsed block by block: (case, zip MB) -> peak MB. The code before peaked at 693,
 # 949, 652, 725 and 1,193 MB for the same files.
 PARSE_PEAKS = {
-    ("one monthly zip", 130): 475,
-    ("two monthly zips", 260): 476,
-    ("31 daily zips", 130): 481,
-    ("one monthly zip, s3://", 130): 522,
-    ("two monthly zips, s3://", 260): 640,
+    ("one monthly zip", 130): 451,
+    ("two monthly zips", 260): 451,
+    ("31 daily zips", 130): 480,
+    ("one monthly zip, s3://", 130): 510,
+    ("two monthly zips, s3://", 260): 631,
 }
 
 
