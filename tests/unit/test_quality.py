@@ -142,3 +142,36 @@ def test_record_of_a_real_cm_day(tmp_path):
     assert row["score"] == pytest.approx((1 - ohlc_bad / 1440) * (1 - 0.5 * zero / 1440), abs=1e-6)
     summary = read_json(tmp_path / "r.json")["quality"]
     assert summary["score"] == row["score"] and summary["zero_volume_rows"] == zero
+
+
+@pytest.mark.parametrize("slice_rows", [1000, 3000])
+def test_days_measured_a_slice_at_a_time_give_the_rows_of_one_measure(monkeypatch, slice_rows):
+    """A large table (a month of 1s) is measured a few days at a time
+    (``QUALITY_SLICE_ROWS``); every measure is per day, so the rows equal one measure of the
+    whole table: gaps, a day without rows, zero runs up to midnight, violations; rows of a day
+    no source names are refused either way."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for day in range(5):
+        if day == 2:
+            continue  # a day without rows
+        for minute in range(1440):
+            if rng.random() < 0.1:
+                continue  # gaps
+            volume = 0 if (minute > 1400 or rng.random() < 0.05) else 2
+            close = 13 if rng.random() < 0.01 else 11  # above high now and then
+            rows.append((day * 1440 + minute, 10, 12, 9, close, volume, volume / 2))
+    table = candles(rows)
+    sources = {D0 + d: f"k{d}" for d in range(5)}
+    whole = quality.day_quality(table, "1m", sources)
+    no_day_3 = {d: k for d, k in sources.items() if d != D0 + 3}
+    with pytest.raises(ValueError, match="a day that has no source"):
+        quality.day_quality(table, "1m", no_day_3)
+    monkeypatch.setattr(quality, "QUALITY_SLICE_ROWS", slice_rows)
+    sliced = quality.day_quality(table, "1m", sources)
+    assert sliced.equals(whole)
+    with pytest.raises(ValueError, match="a day that has no source"):  # refused alike
+        quality.day_quality(table, "1m", no_day_3)
+    assert whole.column("rows").to_pylist()[2] == 0
+    assert sum(whole.column("ohlc_violations").to_pylist()) > 0
+    assert max(whole.column("longest_zero_volume_run").to_pylist()) >= 10
