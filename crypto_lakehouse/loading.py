@@ -574,25 +574,25 @@ def _tell_stale(found: dict[str, dict], mode: str, stacklevel: int, views: bool 
     duckdb_connect's views rather than of a loader."""
     if not found:
         return
-    if kind == UNOWNED:
-        message = _unowned_message(found, views)
-        if mode == "raise":
-            raise LegacyUnownedError(message)
-        warnings.warn(message, LegacyUnownedWarning, stacklevel=stacklevel)
-        return
-    if kind == RESAMPLED:
-        message = _legacy_resampled_message(found, views)
-        if mode == "raise":
-            raise LegacyResampledError(message)
-        warnings.warn(message, LegacyResampledWarning, stacklevel=stacklevel)
-        return
+    message_of, error, warning = {
+        FEATURES: (_stale_features_message, StaleFeaturesError, StaleFeaturesWarning),
+        RESAMPLED: (_legacy_resampled_message, LegacyResampledError, LegacyResampledWarning),
+        UNOWNED: (_unowned_message, LegacyUnownedError, LegacyUnownedWarning),
+    }[kind]
+    message = message_of(found, views)
+    if mode == "raise":
+        raise error(message)
+    warnings.warn(message, warning, stacklevel=stacklevel)
+
+
+def _stale_features_message(found: dict[str, dict], views: bool) -> str:
     listed = "; ".join(
         f"{path} (its rebuild failed at {info.get('failed_at') or 'an earlier run'}: "
         f"{info['failure']})"
         for path, info in list(found.items())[:5]
     )
     more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
-    message = (
+    return (
         f"stale feature files: {listed}{more}. Each was kept as the last good features "
         "build wrote it: it holds the features of an earlier version of its candle file "
         "(it can lack the newest candles, or have the columns of earlier feature settings), "
@@ -606,9 +606,6 @@ def _tell_stale(found: dict[str, dict], mode: str, stacklevel: int, views: bool 
         "workflow's features or all target). stale='ignore' goes on without this warning, "
         "stale='raise' refuses it (docs/loading.md, \"Stale feature files\")."
     )
-    if mode == "raise":
-        raise StaleFeaturesError(message)
-    warnings.warn(message, StaleFeaturesWarning, stacklevel=stacklevel)
 
 
 def _legacy_resampled_message(found: dict[str, dict], views: bool) -> str:
