@@ -82,6 +82,15 @@ def test_sacct_without_an_accounting_database_stops_the_run_at_start(tmp_path):
         ["scontrol", "show", "config"], capture_output=True, text=True
     ).stdout
     assert re.search(r"AccountingStorageType\s*=\s*accounting_storage/none", config_lines)
+    flags = ("--profile", str(REPO / "profiles" / "slurm"), "--slurm-no-account")
+    out = _stopped_at_start(tmp_path, flags)
+    assert "add --slurm-status-command squeue" in out, out[-3000:]
+
+
+def _stopped_at_start(tmp_path, flags) -> str:
+    """The um_futures run through SLURM with ``flags``, checked to exit 1 before its first
+    SLURM job; its output. Before the start checks such runs waited for ever after their
+    first job: the timeout ends the test then (subprocess.TimeoutExpired)."""
     from crypto_lakehouse_emulator import Emulator
 
     legacy_mirror(tmp_path / "mirror")
@@ -90,14 +99,12 @@ def test_sacct_without_an_accounting_database_stops_the_run_at_start(tmp_path):
         work.mkdir()
         config = legacy_config(emu.base_url, work / "data")
         config["trade_types"] = ["um_futures"]
-        flags = ("--profile", str(REPO / "profiles" / "slurm"), "--slurm-no-account")
-        # Before: still waiting when the timeout ends the test (subprocess.TimeoutExpired).
         proc = snakemake(work, config, "all", *flags, timeout=240, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
-    assert "add --slurm-status-command squeue" in out, out[-3000:]
     assert "has been submitted with SLURM" not in out
     assert not (work / "data" / "parsed_data").exists()
+    return out
 
 
 def test_squeue_with_a_short_min_job_age_stops_the_run_at_start(tmp_path, monkeypatch):
@@ -111,8 +118,6 @@ def test_squeue_with_a_short_min_job_age_stops_the_run_at_start(tmp_path, monkey
     import shutil as sh
 
     assert _slurm_is_up(), "no SLURM cluster: .ci/run starts one (bash .ci/start-slurm)"
-    from crypto_lakehouse_emulator import Emulator
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     real = sh.which("scontrol")
@@ -124,20 +129,9 @@ def test_squeue_with_a_short_min_job_age_stops_the_run_at_start(tmp_path, monkey
     )
     (bin_dir / "scontrol").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    legacy_mirror(tmp_path / "mirror")
-    with Emulator(mirror_dir=tmp_path / "mirror", rest=legacy_rest()) as emu:
-        work = tmp_path / "work"
-        work.mkdir()
-        config = legacy_config(emu.base_url, work / "data")
-        config["trade_types"] = ["um_futures"]
-        # Before: still waiting when the timeout ends the test (subprocess.TimeoutExpired).
-        proc = snakemake(work, config, "all", *SLURM_FLAGS, timeout=240, check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out[-3000:]
+    out = _stopped_at_start(tmp_path, SLURM_FLAGS)
     assert "MinJobAge = 10 s (scontrol show config)" in out, out[-3000:]
     assert "asks job states with sacct instead of squeue" in out, out[-3000:]
-    assert "has been submitted with SLURM" not in out
-    assert not (work / "data" / "parsed_data").exists()
 
 
 def test_cores_sized_auto_shards_are_the_same_on_the_nodes(tmp_path):
