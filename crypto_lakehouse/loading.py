@@ -585,15 +585,23 @@ def _tell_stale(found: dict[str, dict], mode: str, stacklevel: int, views: bool 
     warnings.warn(message, warning, stacklevel=stacklevel)
 
 
+def _first_files(found: dict[str, dict], describe=lambda path, info: path) -> str:
+    """The first five files of ``found``, each as ``describe(path, info)`` says, and how
+    many more: the list every stale-data message starts with."""
+    listed = "; ".join(describe(path, info) for path, info in list(found.items())[:5])
+    return listed + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+
+
 def _stale_features_message(found: dict[str, dict], views: bool) -> str:
-    listed = "; ".join(
-        f"{path} (its rebuild failed at {info.get('failed_at') or 'an earlier run'}: "
-        f"{info['failure']})"
-        for path, info in list(found.items())[:5]
+    listed = _first_files(
+        found,
+        lambda path, info: (
+            f"{path} (its rebuild failed at "
+            f"{info.get('failed_at') or 'an earlier run'}: {info['failure']})"
+        ),
     )
-    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
     return (
-        f"stale feature files: {listed}{more}. Each was kept as the last good features "
+        f"stale feature files: {listed}. Each was kept as the last good features "
         "build wrote it: it holds the features of an earlier version of its candle file "
         "(it can lack the newest candles, or have the columns of earlier feature settings), "
         + (
@@ -609,13 +617,15 @@ def _stale_features_message(found: dict[str, dict], views: bool) -> str:
 
 
 def _legacy_resampled_message(found: dict[str, dict], views: bool) -> str:
-    listed = "; ".join(
-        f"{path} (recorded by the resample run of {info.get('recorded_at') or 'an earlier run'})"
-        for path, info in list(found.items())[:5]
+    listed = _first_files(
+        found,
+        lambda path, info: (
+            f"{path} (recorded by the resample run of "
+            f"{info.get('recorded_at') or 'an earlier run'})"
+        ),
     )
-    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
     return (
-        f"legacy resampled files: {listed}{more}. This pipeline did not write them: they "
+        f"legacy resampled files: {listed}. This pipeline did not write them: they "
         "are a legacy data dir's, at a target or offset the config does not list, and the "
         "resample runs leave them as they are, so their candles can stop at the legacy "
         "run's last date or carry what the legacy code computed differently, "
@@ -633,10 +643,8 @@ def _legacy_resampled_message(found: dict[str, dict], views: bool) -> str:
 
 
 def _unowned_message(found: dict[str, dict], views: bool = False) -> str:
-    listed = "; ".join(list(found)[:5])
-    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
     return (
-        f"files this pipeline did not write: {listed}{more}. None of its runs wrote them "
+        f"files this pipeline did not write: {_first_files(found)}. None of its runs wrote them "
         "(their Parquet metadata lacks what every file it writes carries): a legacy data "
         "dir's files of a symbol the config does not list (or no longer lists), or files "
         "copied in. No run updates them, so their candles can stop at the legacy run's "
