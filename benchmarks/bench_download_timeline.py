@@ -176,6 +176,15 @@ def run_aria2(emu: Emulator, mirror: Path, work: Path) -> tuple[float, float]:
     return time.perf_counter() - t0, child_cpu() - c0
 
 
+def disk_pressure() -> str:
+    """The kernel's I/O pressure: a busy disk slows aria2c's fsyncs (see the docstring)."""
+    try:
+        with open("/proc/pressure/io") as fh:
+            return f"disk pressure {fh.readline().split()[1].split('=')[1]} % (some, avg10)"
+    except (OSError, IndexError):
+        return "disk pressure unknown"
+
+
 def mirror_end_date(mirror: Path) -> date:
     days = [
         re.search(r"(\d{4}-\d{2}-\d{2})\.zip$", p.name)
@@ -204,7 +213,7 @@ def main() -> None:
     args = ap.parse_args()
     checkouts = [c.resolve() for c in (args.checkout or [REPO])]
     end = mirror_end_date(args.mirror)
-    print(f"load average at start: {os.getloadavg()}; cores: {os.cpu_count()}")
+    print(f"load average at start: {os.getloadavg()}; cores: {os.cpu_count()}; {disk_pressure()}")
     emu = Emulator(args.mirror, args.latency)
     results: dict[str, list[dict]] = {str(c): [] for c in checkouts}
     aria: list[tuple[float, float]] = []
@@ -246,7 +255,7 @@ def main() -> None:
         print(line)
     if aria:
         print(f"median aria2c: {statistics.median(a[0] for a in aria):.2f} s")
-    print(f"load average at end: {os.getloadavg()}")
+    print(f"load average at end: {os.getloadavg()}; {disk_pressure()}")
 
 
 if __name__ == "__main__":

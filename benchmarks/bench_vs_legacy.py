@@ -585,8 +585,21 @@ def report_aria2(r: dict, args) -> None:
         f"  aws_download at {args.aria2_latency * 1000:.0f} ms latency, {n} files: ours (listing "
         f"included) {o:.2f} s ({CPU.get('ours aws_download-latency', 0.0):.2f} CPU s), "
         f"aria2c -j32 -x4 {a:.2f} s ({CPU.get('aria2', 0.0):.2f} CPU s): ours/aria2 = "
-        f"{o / a:.2f} (goal <= 1.5); load average {os.getloadavg()[0]:.2f}"
+        f"{o / a:.2f} (goal <= 1.5); load average {os.getloadavg()[0]:.2f}, {disk_pressure()}"
     )
+
+
+def disk_pressure() -> str:
+    """The kernel's I/O pressure (share of the last 10 s some task waited on I/O): aria2c
+    fsyncs its control file three times per file, so a disk other processes keep busy slows
+    it several-fold (3.3-26 s against ~1 s on tmpfs, docs/benchmarks.md, session 30) and
+    the ratio then measures the disk. Also see --work on a tmpfs."""
+    try:
+        with open("/proc/pressure/io") as fh:
+            some = fh.readline().split()
+        return f"disk pressure {some[1].split('=')[1]} % (some, avg10)"
+    except (OSError, IndexError):
+        return "disk pressure unknown"
 
 
 if __name__ == "__main__":
