@@ -78,6 +78,9 @@ rule summarize:
     localrule: True
     conda:
         "envs/pipeline.yaml"
+    # A few tenths of a second of reading reports: no core slot, so that the next stage's
+    # CPU job does not wait for it (one summary job per stage bounds them).
+    threads: 0
     params:
         job=job_json(get_summary_args),
         python=PYTHON,
@@ -98,6 +101,7 @@ rule summarize_resample:
     localrule: True
     conda:
         "envs/pipeline.yaml"
+    threads: 0  # as rule summarize
     params:
         job=job_json(get_summary_args),
         python=PYTHON,
