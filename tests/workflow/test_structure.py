@@ -100,6 +100,40 @@ def test_dry_run_plans_one_job_per_shard_and_stage(tmp_path, shards):
     assert "list_archive" not in counts  # indexes exist: no re-listing in the same day
 
 
+def _job_blocks(output: str) -> dict[str, list[str]]:
+    """The job blocks of a dry run's output (``rule NAME:`` and the indented lines after
+    it), by rule name."""
+    blocks: dict[str, list[str]] = {}
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        head = line.split()
+        if len(head) == 2 and head[0] in ("rule", "localrule") and head[1].endswith(":"):
+            block = []
+            for row in lines[i + 1 :]:
+                if not row.startswith("    "):
+                    break
+                block.append(row.strip())
+            blocks.setdefault(head[1][:-1], []).append("\n".join(block))
+    return blocks
+
+
+def test_summary_jobs_take_no_core_slot(tmp_path):
+    # A stage's summary job reads reports for a few tenths of a second; holding one of
+    # --cores' slots meanwhile, it kept the next stage's CPU job of another trade type
+    # waiting (the daily update's timeline, docs/benchmarks.md session 30). The CPU jobs
+    # keep their slot.
+    data = tmp_path / "d"
+    _write_small_listing(data)
+    proc = run_snakemake(tmp_path, "-n", "--cores", "2", config={"data_dir": str(data)})
+    blocks = _job_blocks(proc.stdout)
+    summaries = blocks["summarize"] + blocks["summarize_resample"]
+    assert len(summaries) == 6  # 5 stages + resample
+    assert all("threads: 0" in block.splitlines() for block in summaries), summaries
+    for rule in ("aws_parse_klines", "gen_kline_shard", "resample_shard"):
+        assert blocks[rule]
+        assert not any("threads: 0" in block.splitlines() for block in blocks[rule]), rule
+
+
 def test_auto_shards_split_a_trade_type_past_32_symbols(tmp_path):
     data = tmp_path / "d"
     spot = [f"S{i:02d}USDT" for i in range(40)]  # 40 symbols: 2 shards (power of two >= 40/32)
