@@ -23,7 +23,10 @@ are built on the mirror (the snapshot), then each repetition restores it and tim
 targets again on the mirror grown by one day with the next ``end_date`` (as
 ``bench_vs_legacy.py``'s daily update; the emulator on the same port, its REST clock a day
 later). Each run also prints its jobs by stage from the Snakemake benchmark files (jobs,
-summed wall and CPU seconds).
+summed wall and CPU seconds). ``--timeline``: also each job of each run by start (its
+process's start, when its log opened, its end, its CPU seconds and fsyncs), timed from
+inside the job by ``benchmarks/job_probe/sitecustomize.py``; Snakemake's benchmark files
+miss a short job's CPU (sampled every 0.5 s).
 """
 
 from __future__ import annotations
@@ -45,15 +48,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_vs_legacy as legacy  # noqa: E402  (the mirror, the emulator process, the config)
 
 ORDER = ("aws_download", "aws_parse", "api_download", "gen_kline", "resample")
+PROBE = Path(__file__).resolve().parent / "job_probe"  # its sitecustomize (--timeline)
 
 
-def run_target(checkout: Path, workdir: Path, target: str, log: Path) -> tuple[float, float]:
+def run_target(
+    checkout: Path, workdir: Path, target: str, log: Path, probe: Path | None = None
+) -> tuple[float, float]:
+    """``probe``: a folder for the job probe's records (``--timeline``)."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "Snakefile"),
            "--directory", str(workdir), *target.split(), "--cores", str(os.cpu_count()),
            "--configfile", str(workdir / "config.json")]  # fmt: skip
     # The checkout first; the caller's PYTHONPATH after it (e.g. a sitecustomize of its own).
     path = [str(checkout), str(checkout / "emulator"), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
+    env = dict(os.environ)
+    if probe is not None:
+        path.insert(2, str(PROBE))
+        env["CL_JOB_PROBE_DIR"] = str(probe)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(log, "w") as fh:
@@ -87,6 +98,11 @@ def main() -> None:
     ap.add_argument("--first-day", default="2024-01-01")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_stage_targets"))
     ap.add_argument("--daily", action="store_true", help="time the daily update (see above)")
+    ap.add_argument(
+        "--timeline",
+        action="store_true",
+        help="with --daily: each run's jobs by start (benchmarks/job_probe; see above)",
+    )
     args = ap.parse_args()
     if args.daily:
         daily(args)
@@ -141,6 +157,41 @@ def main() -> None:
         )
 
 
+def _log_opened(log: str | None) -> float | None:
+    """Epoch seconds of a job log's first line (``2026-12-07 18:25:57,649 ...``, local
+    time as the logs write it), None without one."""
+    try:
+        with open(log) as f:
+            first = f.readline()
+        return datetime.strptime(first[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def print_timeline(probe: Path, started: float, ended: float) -> None:
+    """The jobs of one run, by start: offsets from the ``snakemake`` command's start, when
+    the job's log opened (its imports done), its end, CPU seconds, fsyncs."""
+    jobs = [json.loads(line) for line in (probe / "jobs.jsonl").read_text().splitlines()]
+    jobs.sort(key=lambda j: j["start"])
+    print("      job                                         start   log  end   CPU  fsyncs")
+    for j in jobs:
+        name = j["log"] or j["script"]
+        if "/logs/" in name:
+            name = name.split("/logs/", 1)[1].removesuffix(".log")
+        opened = _log_opened(j["log"])
+        log_at = f"{opened - started:5.2f}" if opened else "    -"
+        print(
+            f"      {name[:43]:43} {j['start'] - started:5.2f} {log_at} {j['end'] - started:5.2f}"
+            f" {j['cpu']:5.2f} {j['fsyncs']:4d} ({j['fsync_s']:.3f} s)"
+        )
+    if jobs:
+        print(
+            f"      first job at {jobs[0]['start'] - started:.2f} s; "
+            f"after the last job's end {ended - max(j['end'] for j in jobs):.2f} s; "
+            f"job CPU {sum(j['cpu'] for j in jobs):.2f} s in {len(jobs)} processes"
+        )
+
+
 def now_ms_for(last_archive_day: date) -> int:
     """The REST clock: 01:00 UTC of the second day after the archive's last day."""
     clock = last_archive_day + timedelta(days=2)
@@ -182,9 +233,14 @@ def daily(args) -> None:
                 work = args.work / f"run-{c.name}"
                 shutil.rmtree(work)
                 shutil.copytree(args.work / f"snap-{c.name}-daily", work, symlinks=True)
+                probe = None
+                if args.timeline:
+                    probe = args.work / f"probe-{c.name}-{rep}"
+                    shutil.rmtree(probe, ignore_errors=True)
+                    probe.mkdir()
                 since = time.time()
                 log = args.work / f"log-{c.name}-daily-{rep}.txt"
-                wall, cpu = run_target(c, work, whole, log)
+                wall, cpu = run_target(c, work, whole, log, probe)
                 digest = data_digest(work / "data")
                 results.setdefault(c.name, []).append((wall, cpu, digest))
                 stages = legacy.stage_seconds(work / "data", since)
@@ -193,6 +249,8 @@ def daily(args) -> None:
                 )
                 print(f"daily {c.name:20} wall {wall:5.2f} s  CPU {cpu:5.2f} s  {digest}")
                 print(f"      jobs/wall/CPU by stage: {by_stage}")
+                if probe is not None:
+                    print_timeline(probe, since, since + wall)
     print(f"load average at end: {os.getloadavg()}")
     for name, runs in results.items():
         walls, cpus = [r[0] for r in runs], [r[1] for r in runs]
