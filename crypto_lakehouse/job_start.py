@@ -6,7 +6,15 @@ once the job's log is open. The job still ends by SIGINT (Python re-raises it at
 the run lists it as interrupted. Not covered: the interpreter's own start (``site``, ~30 ms
 before this module), which Python alone handles ("Fatal Python error: init_import_site")."""
 
+import os
 import sys
+
+# numpy's OpenBLAS starts a thread per core when numpy is imported, and they spin waiting
+# for work: ~30-45 ms of CPU per job process (measured: `import numpy, pyarrow` took 0.140
+# user s, 0.117 with one thread; held 1 s, 0.173 and 0.128), taken from the other job on a
+# 2-core machine. No job calls BLAS (no matrix products), so one thread does: no pool.
+# Set before numpy is imported (OpenBLAS reads it when it loads); a user's value is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 STARTING = "crypto_lakehouse: interrupted (SIGINT) while the job started; the next run does it"
 

@@ -99,3 +99,37 @@ API_FUNDING_SCHEMA = pa.schema(
 
 def empty_klines() -> pa.Table:
     return KLINE_SCHEMA.empty_table()
+
+
+# pyarrow's casts, even of a column to its own type, go through ``pyarrow.compute``, whose
+# first import costs a process ~30 ms of CPU (it wraps ~300 kernels in Python functions):
+# before 2026-12-07 every gen_kline and resample job paid it for casts of columns that
+# already had their type (the files this pipeline writes). The helpers below cast only what
+# differs; the values are the same either way.
+
+
+def conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table.cast(schema)`` (the same errors), or ``table`` when its columns are
+    ``schema``'s names and types already."""
+    if table.schema.names == schema.names and all(
+        have.type == want.type for have, want in zip(table.schema, schema, strict=True)
+    ):
+        return table
+    return table.cast(schema)
+
+
+def cast_column(column, arrow_type: pa.DataType):
+    """``column.cast(arrow_type)``, or ``column`` when it has that type already."""
+    return column if column.type == arrow_type else column.cast(arrow_type)
+
+
+def epoch_ms(column):
+    """A timestamp column (Array or ChunkedArray) as int64 milliseconds since the epoch:
+    ``column.cast(TIME_TYPE).cast(pa.int64())``, by a zero-copy view when it is in ms
+    already (Arrow stores every time zone's timestamps as UTC counts, and a cast between
+    timestamp types only rescales the unit)."""
+    if not (pa.types.is_timestamp(column.type) and column.type.unit == "ms"):
+        return column.cast(TIME_TYPE).cast(pa.int64())
+    if isinstance(column, pa.ChunkedArray):
+        return pa.chunked_array([c.view(pa.int64()) for c in column.chunks], pa.int64())
+    return column.view(pa.int64())

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from crypto_lakehouse import layout, storage
+from crypto_lakehouse.schema import cast_column, epoch_ms
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ class FundingEvents:
 
 def _read_events(path: Path) -> tuple[np.ndarray, np.ndarray]:
     table = storage.read_parquet(path, columns=["candle_begin_time", "funding_rate"])
-    time = table.column("candle_begin_time").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
-    rate = table.column("funding_rate").cast(pa.float64())
+    time = epoch_ms(table.column("candle_begin_time"))
+    rate = cast_column(table.column("funding_rate"), pa.float64())
     if time.null_count or rate.null_count:
         raise ValueError("null candle_begin_time or funding_rate")
     return time.to_numpy(), rate.to_numpy()

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from crypto_lakehouse import storage
-from crypto_lakehouse.schema import KLINE_COLUMNS, KLINE_SCHEMA, numpy_dtype
+from crypto_lakehouse.schema import KLINE_COLUMNS, KLINE_SCHEMA, conformed, epoch_ms, numpy_dtype
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _conformed(path: Path, reading=None) -> pa.Table:
     missing = [c for c in KLINE_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"missing columns {missing}")
-    table = table.select(list(KLINE_COLUMNS)).cast(KLINE_SCHEMA)
+    table = conformed(table.select(list(KLINE_COLUMNS)), KLINE_SCHEMA)
     for name in KLINE_COLUMNS:
         if table.column(name).null_count:
             raise ValueError(f"null values in column {name!r}")
@@ -135,7 +135,7 @@ def _read_kline_files(groups, spans, reading=None):
         for name in KLINE_COLUMNS:
             col = table.column(name)
             if name == TIME:
-                col = col.cast(pa.int64())
+                col = epoch_ms(col)
             at = pos
             for chunk in col.chunks:  # copy each chunk once, straight into place
                 out[name][at : at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)

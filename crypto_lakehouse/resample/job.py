@@ -33,7 +33,7 @@ from crypto_lakehouse.resample.windows import (
     first_full_window,
     resample,
 )
-from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE, numpy_dtype
+from crypto_lakehouse.schema import KLINE_SCHEMA, TIME_TYPE, epoch_ms, numpy_dtype
 from crypto_lakehouse.shards import DamagedInput, read_report, reading_output_of
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def read_columns(path: Path) -> tuple[dict[str, np.ndarray], pa.Schema]:
             if col.null_count:
                 raise ValueError(f"{path}: column {field.name!r} has null values")
             if pa.types.is_timestamp(field.type):
-                col = col.cast(TIME_TYPE).cast(pa.int64())
+                col = epoch_ms(col)
             pos = at
             for chunk in col.chunks:
                 columns[field.name][pos : pos + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
