@@ -407,7 +407,9 @@ def test_a_killed_resample_job_leaves_its_files_owned(tmp_path, monkeypatch):
     written = []
 
     def killed_after_one(path, table, metadata):
-        if written:
+        # The outputs may be written a few at a time (job.OutputWrites): the kill is told by
+        # the output, not by the order the writes start in.
+        if path.parent.name != "0m":
             raise KeyboardInterrupt  # the job is killed
         io.write_parquet(path, table)
         written.append(path)
@@ -565,3 +567,83 @@ def test_a_damaged_or_missing_segment_is_the_gen_kline_s_to_rebuild(tmp_path):
     path.unlink()
     with pytest.raises(DamagedInput, match="written by gen_kline, is missing"):
         run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "1h", "offset_step": "0m"}])
+
+
+def _outputs_written_at_once(tmp_path, monkeypatch, fsync: bool):
+    """Two segments to 1h at every 5m offset and 5m (26 outputs): the most outputs being
+    written at the same time, whether the report existed while any was, and the files."""
+    import threading
+    import time as clock
+
+    from crypto_lakehouse.resample import job
+
+    data_dir = tmp_path / ("fsync" if fsync else "nofsync")
+    seg_old = write_segment(data_dir, "um_futures", "SP0_BTCUSDT", series(T0, 300, {0: 1e-4}))
+    seg_new = write_segment(data_dir, "um_futures", "BTCUSDT", series(T0 + 5 * DAY, 400))
+    report = write_gen_report(
+        data_dir, "um_futures", "BTCUSDT", [("SP0_BTCUSDT", seg_old), ("BTCUSDT", seg_new)]
+    )
+    report_path = data_dir / "lakehouse" / "reports" / "resample" / "BTCUSDT.json"
+    lock, running, seen = threading.Lock(), [0], {"most": 0, "report_before": False}
+    write_output = job.write_output
+
+    def counted(path, table, metadata):
+        with lock:
+            running[0] += 1
+            seen["most"] = max(seen["most"], running[0])
+        clock.sleep(0.02)  # an fsync on a busy disk
+        write_output(path, table, metadata)
+        with lock:
+            running[0] -= 1
+            seen["report_before"] |= report_path.exists()
+
+    monkeypatch.setattr(job, "write_output", counted)
+    io.configure(fsync=fsync)
+    try:
+        targets = [{"interval": "1h", "offset_step": "5m"}, {"interval": "5m", "offset_step": "0m"}]
+        stats = run(data_dir, "um_futures", "BTCUSDT", report, targets)
+    finally:
+        io.configure(fsync=True)
+    assert stats["files_written"] == 26
+    base = data_dir / "results_data" / "um_futures" / "resampled_klines"
+    files = {f: (base / f).read_bytes() for f in _files(base)}
+    return seen, files, json.loads(report_path.read_text())
+
+
+def test_a_full_build_writes_its_outputs_a_few_at_a_time_with_fsync(tmp_path, monkeypatch):
+    """Each output waited for its fsync before the next was computed (13 per segment, one
+    after another); locally with fsync on they are written LOCAL_OUTPUTS_AT_ONCE at a time,
+    all before the report. Without fsync, one after another as before: the same bytes."""
+    from crypto_lakehouse.resample import job
+
+    at_once, files, report = _outputs_written_at_once(tmp_path, monkeypatch, fsync=True)
+    assert at_once == {"most": job.LOCAL_OUTPUTS_AT_ONCE, "report_before": False}
+    one, files_one, report_one = _outputs_written_at_once(tmp_path, monkeypatch, fsync=False)
+    assert one == {"most": 1, "report_before": False}
+    assert files == files_one and len(files) == 26
+    assert report == report_one
+
+
+def test_a_failed_output_write_fails_the_symbol_after_the_others(tmp_path, monkeypatch):
+    """A write failing on its thread fails the symbol as one failing in line did: the
+    exception is raised, no report is written, and no write is left running."""
+    import threading
+
+    from crypto_lakehouse.resample import job
+
+    seg = write_segment(tmp_path, "spot", "BTCUSDT", series(T0, 300))
+    report = write_gen_report(tmp_path, "spot", "BTCUSDT", [("BTCUSDT", seg)])
+    write_output, done = job.write_output, []
+
+    def disk_full_at_15m(path, table, metadata):
+        if path.parent.name == "15m":
+            raise OSError(28, "No space left on device")
+        write_output(path, table, metadata)
+        done.append(path.parent.name)
+
+    monkeypatch.setattr(job, "write_output", disk_full_at_15m)
+    with pytest.raises(OSError, match="No space left"):
+        run(tmp_path, "spot", "BTCUSDT", report, [{"interval": "1h", "offset_step": "5m"}])
+    assert not (tmp_path / "lakehouse" / "reports" / "resample" / "BTCUSDT.json").exists()
+    assert [t.name for t in threading.enumerate() if t.name.startswith("resample-write")] == []
+    assert "0m" in done and "15m" not in done
