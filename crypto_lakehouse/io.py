@@ -244,7 +244,7 @@ def new_temp_path(path: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path) -> Iterator[tuple[int, Path]]:
+def atomic_file(path: str | Path, *, durable: bool = True) -> Iterator[tuple[int, Path]]:
     """Yield ``(fd, temporary path)`` beside ``path``: write through the descriptor; on
     success it is closed and the file renamed onto ``path``.
 
@@ -252,6 +252,9 @@ def atomic_file(path: str | Path) -> Iterator[tuple[int, Path]]:
     caller may also move the temporary file away itself before raising). An ``OSError``
     that names no file (``ENOSPC`` from a write, pyarrow's "Error writing bytes to file")
     is raised again as an ``OSError`` of the same errno naming ``path``.
+
+    ``durable=False`` (a cache, :func:`write_cache`): atomic, but neither the file nor its
+    folder is fsynced.
     """
     path = local_path(path)
     _ensure_dir(path.parent)
@@ -259,13 +262,14 @@ def atomic_file(path: str | Path) -> Iterator[tuple[int, Path]]:
     try:
         try:
             yield fd, tmp_path
-            if _FSYNC:
+            if _FSYNC and durable:
                 # The same inode as tmp_path, also when the caller wrote through the path.
                 os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp_path, path)
-        _commit_dir(path.parent)
+        if durable:
+            _commit_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -325,6 +329,20 @@ def write_record(path: str | Path, data: bytes) -> None:
     _barrier()
     with writing_record():
         write_bytes(path, data)
+
+
+def write_cache(path: str | Path, data: bytes) -> None:
+    """A cache file: a record that only saves work, read back by a reader that takes a
+    missing, torn or older one as absent or stale and redoes the work (a stage's state,
+    ``storage.read_state``). After the record barrier like any record (data written before it
+    is durable first, so it never vouches for data that a crash could lose), atomic, but not
+    fsynced, nor its folder: a crash may leave the older file, none, or (on a file system
+    that does not order a rename after its data) an empty one, all of which the reader
+    survives. Two fsyncs fewer per cache write (a REST symbol writes two: docs/benchmarks.md,
+    "session 30, api")."""
+    _barrier()
+    with atomic_file(path, durable=False) as (fd, _tmp):
+        write_all(fd, data)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

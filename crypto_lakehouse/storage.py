@@ -2150,6 +2150,34 @@ def write_json_text_if_changed(path, text: str) -> bool:
     return True
 
 
+def write_cache_json(path, obj: Any) -> None:
+    """:func:`write_json` of a cache (a state record read back with :func:`read_state`,
+    which takes a missing or torn one as absent): locally atomic but not fsynced
+    (``io.write_cache``); on S3 one upload, as any record."""
+    _write_cache(path, _json_text(obj).encode())
+
+
+def write_cache_json_if_changed(path, obj: Any) -> bool:
+    """:func:`write_cache_json` when the content differs (True when written)."""
+    text = _json_text(obj)
+    try:
+        if read_text(path) == text:
+            return False
+    except FileNotFoundError:
+        pass
+    _write_cache(path, text.encode())
+    return True
+
+
+def _write_cache(path, data: bytes) -> None:
+    p = data_path(path)
+    if isinstance(p, ObjectPath):
+        _write_record(p, data)  # an upload is stored when it returns: nothing to spare
+        return
+    flush()  # the barrier, as for any record
+    io.write_cache(p, data)
+
+
 def touch(path) -> None:
     """An empty marker (``.verified``): io.touch locally, an empty object on S3."""
     p = data_path(path)

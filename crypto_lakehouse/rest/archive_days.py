@@ -146,5 +146,8 @@ def load(data_dir, trade_type: str, symbol: str, interval: str) -> ArchiveDays:
         entries[part.name] = entry
         partitions[part] = entry
     if entries != known:
-        storage.write_json_if_changed(path, {"version": RECORD_VERSION, "partitions": entries})
+        # A cache (not fsynced): a lost or torn one means the partitions are read again.
+        storage.write_cache_json_if_changed(
+            path, {"version": RECORD_VERSION, "partitions": entries}
+        )
     return ArchiveDays(partitions, _times=times)

@@ -299,8 +299,10 @@ def run_api_funding(
     if new.num_rows:
         storage.write_parquet(out_path, merged)
     if merged.num_rows and (last_stored is None or head_done):
-        # after the file: a record never claims events the file does not hold
-        storage.write_json(record_path, {"covered_from_ms": lower_ms})
+        # After the file (the record barrier): a record never claims events the file does
+        # not hold. A cache (not fsynced): a lost, older or torn one only fetches the head
+        # span again (the stored file counts as covered from its first event).
+        storage.write_cache_json(record_path, {"covered_from_ms": lower_ms})
     times = merged["funding_time"].cast(pa.int64()).to_numpy() if merged.num_rows else np.array([])
     report.update(
         records=merged.num_rows,
