@@ -15,8 +15,8 @@ from crypto_lakehouse import io, layout, storage
 from crypto_lakehouse.rest import archive_days
 from crypto_lakehouse.rest.funding import coverage_record_path
 from tests.unit.test_rest_funding import (
-    D,
     DAY,
+    D,
     _host_shard_args,
     _rest_with_klines_and_funding,
     write_first_kline,
@@ -45,9 +45,7 @@ def fsynced(monkeypatch):
     io.configure(fsync=True)
 
 
-def test_rest_shard_job_fsyncs_its_data_and_records_but_not_its_caches(
-    emulator, tmp_path, fsynced
-):
+def test_rest_shard_job_fsyncs_its_data_and_records_but_not_its_caches(emulator, tmp_path, fsynced):
     from crypto_lakehouse.rest.host import run_host_shard
 
     symbols = ["AUSDT", "BUSDT"]
@@ -82,9 +80,7 @@ def test_rest_shard_job_fsyncs_its_data_and_records_but_not_its_caches(
     assert targets.count("AUSDT.pqt") == 2  # the provenance and the funding file
 
 
-def test_a_cache_written_after_data_waits_for_the_data_folder_and_is_not_fsynced(
-    tmp_path, fsynced
-):
+def test_a_cache_written_after_data_waits_for_the_data_folder_and_is_not_fsynced(tmp_path, fsynced):
     with io.deferred_dir_syncs():
         io.write_bytes(tmp_path / "data" / "1.pqt", b"1")
         storage.write_cache_json(tmp_path / "state" / "c.json", {"covered_from_ms": 1})
