@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -410,9 +410,13 @@ def run_shard_parts(
     """``run_shard`` over several parts in one job, in order, with one shard report: a
     ``fatal`` exception in one part also stops the symbols of the parts after it.
 
-    ``at_once`` > 1: the symbols of a part run on that many threads (for network-bound
-    entry points whose shared state is thread-safe: the REST client and its limiter, the
-    stages on object storage); the parts still run one after the other. A ``fatal``
+    ``at_once`` > 1: the symbols run on that many threads (for network-bound entry points
+    whose shared state is thread-safe: the REST client and its limiter, the stages on object
+    storage), started in order, part after part, on one pool: a later part's symbols are
+    queued once a symbol of the part before has ended, not after its last one (the REST
+    job's funding symbols run beside its last klines symbols; no part reads another's
+    output). Waiting for that first end keeps a ban met by the first requests (a ``fatal``
+    exception) from reaching the later parts: they are then not started. A ``fatal``
     exception stops every symbol not yet started (``not_run``); those already running end
     on their own."""
     started = time.monotonic()
@@ -444,17 +448,29 @@ def run_shard_parts(
     from crypto_lakehouse.layout import folders_scanned_once
 
     with folders_scanned_once():  # the symbols' stale-file clean-up scans each folder once
-        for part in parts:
-            # The shard report lists the symbols in order, whatever order they finish in.
-            calls = [(symbol, _start_symbol(part, symbol, entries)) for symbol in part.symbols]
-            if at_once <= 1 or len(calls) <= 1:
-                for symbol, kwargs in calls:
-                    one(part, symbol, kwargs)
-                continue
-            log.info("%s: %d symbols, %d at a time", part.func.__name__, len(calls), at_once)
+        # The shard report lists the symbols in order, whatever order they finish in.
+        by_part = [
+            [(part, symbol, _start_symbol(part, symbol, entries)) for symbol in part.symbols]
+            for part in parts
+        ]
+        calls = [call for part_calls in by_part for call in part_calls]
+        if at_once <= 1 or len(calls) <= 1:
+            for part, symbol, kwargs in calls:
+                one(part, symbol, kwargs)
+        else:
             _import_lazy_numpy_modules()
+            futures: list = []
             with ThreadPoolExecutor(max_workers=min(at_once, len(calls))) as pool:
-                futures = [pool.submit(one, part, symbol, kwargs) for symbol, kwargs in calls]
+                before: list = []  # the futures of the last part queued
+                for part_calls in filter(None, by_part):
+                    if before:
+                        wait(before, return_when=FIRST_COMPLETED)
+                    log.info(
+                        "%s: %d symbols, %d at a time",
+                        part_calls[0][0].func.__name__, len(part_calls), at_once,
+                    )  # fmt: skip
+                    before = [pool.submit(one, *call) for call in part_calls]
+                    futures += before
                 for future in futures:
                     future.result()  # one() records every failure itself
     return _finish_shard(parts, entries, started, shard, shard_report, fatal=bool(stop))

@@ -321,6 +321,31 @@ def test_symbols_at_once_a_failure_is_isolated_and_a_fatal_one_stops_the_rest(tm
     assert sorted(calls) == ["A", "B"]  # nothing started after the ban
 
 
+def test_a_later_part_starts_once_a_symbol_of_the_part_before_has_ended(tmp_path):
+    """The REST job's funding symbols run beside its last klines symbols (session 30, api):
+    a later part is queued once one symbol of the part before has ended, not its last."""
+    import threading
+
+    funding_started = threading.Event()
+    seen = []
+
+    def klines(*, symbol, report_path, stats_path):
+        if symbol == "B":  # the slow last symbol: ends when funding has started (or 5 s)
+            seen.append(("B saw funding running", funding_started.wait(timeout=5)))
+
+    def funding(*, symbol, report_path, stats_path):
+        funding_started.set()
+
+    parts = [
+        _part(tmp_path, klines, ["A", "B"], "klines"),
+        _part(tmp_path, funding, ["F"], "funding"),
+    ]
+    report = _run_parts(tmp_path, parts, at_once=3)
+    assert seen == [("B saw funding running", True)]
+    assert list(report["symbols"]) == ["klines/A", "klines/B", "funding/F"]
+    assert all(e["status"] == "ok" for e in report["symbols"].values())
+
+
 # ------------------------------------------------ partial shards (a workflow shard job)
 @pytest.fixture
 def job_context():
