@@ -41,7 +41,7 @@ import tempfile
 import threading
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 from crypto_lakehouse import io
 
@@ -2141,12 +2141,17 @@ def write_json_if_changed(path, obj: Any) -> bool:
 def write_json_text_if_changed(path, text: str) -> bool:
     """:func:`write_json_if_changed` of a record's text already made by :func:`json_text`
     (a caller that also digests the text encodes it once)."""
+    return _write_text_if_changed(path, text, _write_record)
+
+
+def _write_text_if_changed(path, text: str, write: Callable[[Any, bytes], None]) -> bool:
+    """``write(path, text)`` unless the stored text is ``text`` already (True when written)."""
     try:
         if read_text(path) == text:
             return False
     except FileNotFoundError:
         pass
-    _write_record(path, text.encode())
+    write(path, text.encode())
     return True
 
 
@@ -2159,14 +2164,7 @@ def write_cache_json(path, obj: Any) -> None:
 
 def write_cache_json_if_changed(path, obj: Any) -> bool:
     """:func:`write_cache_json` when the content differs (True when written)."""
-    text = _json_text(obj)
-    try:
-        if read_text(path) == text:
-            return False
-    except FileNotFoundError:
-        pass
-    _write_cache(path, text.encode())
-    return True
+    return _write_text_if_changed(path, _json_text(obj), _write_cache)
 
 
 def _write_cache(path, data: bytes) -> None:
