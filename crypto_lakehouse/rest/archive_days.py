@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from crypto_lakehouse import datasets, layout, storage
 from crypto_lakehouse.intervals import DAY_MS
 from crypto_lakehouse.parse import wrote_partition
-from crypto_lakehouse.schema import TIME_TYPE
+from crypto_lakehouse.schema import epoch_ms
 from crypto_lakehouse.shards import reading_output_of
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ def record_path(data_dir, trade_type: str, symbol: str, interval: str) -> Path:
 def read_times(path) -> np.ndarray:
     """Open times (int64 ms, ascending) of one parsed partition."""
     col = storage.read_parquet(path, columns=["candle_begin_time"])["candle_begin_time"]
-    return np.sort(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy(), kind="stable")
+    return np.sort(epoch_ms(col).to_numpy(), kind="stable")
 
 
 def day_counts(times_ms: np.ndarray) -> dict[int, int]:

@@ -53,7 +53,7 @@ from crypto_lakehouse.rest.client import (
 )
 from crypto_lakehouse.rest.exchange_info import not_trading
 from crypto_lakehouse.rest.host import shared_or_own_client, stats_since
-from crypto_lakehouse.schema import API_FUNDING_SCHEMA, TIME_TYPE
+from crypto_lakehouse.schema import API_FUNDING_SCHEMA, TIME_TYPE, epoch_ms
 from crypto_lakehouse.shards import DamagedInput, reading_output_of
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _max_time(path: Path, column: str, wrote) -> int | None:
 def _column_max(col) -> int | None:
     if len(col) == 0:
         return None
-    return int(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy().max())
+    return int(epoch_ms(col).to_numpy().max())
 
 
 def _fetch_span(
@@ -124,7 +124,7 @@ def first_kline_ms(data_dir, trade_type: str, symbol: str) -> int | None:
                 col = storage.read_parquet(parts[0], columns=["candle_begin_time"])
             col = col["candle_begin_time"]
             if len(col):
-                firsts.append(int(col.cast(TIME_TYPE).cast(pa.int64()).to_numpy().min()))
+                firsts.append(int(epoch_ms(col).to_numpy().min()))
     return min(firsts) if firsts else None
 
 

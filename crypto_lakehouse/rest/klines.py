@@ -62,7 +62,7 @@ from crypto_lakehouse.rest.client import (
 )
 from crypto_lakehouse.rest.exchange_info import not_trading
 from crypto_lakehouse.rest.host import shared_or_own_client, stats_since
-from crypto_lakehouse.schema import KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE
+from crypto_lakehouse.schema import KLINE_SCHEMA, KLINE_SOURCE_FIELDS, TIME_TYPE, epoch_ms
 from crypto_lakehouse.shards import read_report
 
 log = logging.getLogger(__name__)
@@ -643,7 +643,7 @@ def _provenance(api_dir, archive, first_day, end_day, last_complete_day, cpd, kn
 
 def _file_times(path: Path) -> np.ndarray:
     col = storage.read_parquet(path, columns=["candle_begin_time"])["candle_begin_time"]
-    return col.cast(TIME_TYPE).cast(pa.int64()).to_numpy()
+    return epoch_ms(col).to_numpy()
 
 
 def _finish(report, stats, report_path, stats_path, t0) -> dict:
