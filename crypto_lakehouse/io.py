@@ -20,7 +20,6 @@ tmpfs may turn it off.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import glob
 import itertools
 import json
@@ -429,15 +428,33 @@ def remove_stale_temps(directory: str | Path) -> int:
     writes in the data dir; within a run, call it only from the job that owns the directory
     (a shared folder such as ``api_data/{T}/funding_rate/`` takes ``remove_stale_temps_of``).
     """
-    # os.walk with a name filter: about half the time of Path.rglob on a data dir of many
-    # thousands of files (this runs at every run's start over the whole data dir).
+    # This runs at every run's start over the derived folders of the whole data dir (one
+    # listing per folder, the cost of the walk): os.scandir with a prefix and suffix test
+    # took ~60 % of os.walk with fnmatch (0.005 s against 0.0085 s for the ~470 folders of
+    # the 13 x 45 benchmark data dir; issue 11), which was half of Path.rglob. The same
+    # entries as os.walk: no link to a folder is followed, a folder is never a temp file.
     n = 0
-    for folder, _dirs, names in os.walk(directory):
-        for name in fnmatch.filter(names, TEMP_GLOB):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(folder, name))
-                n += 1
+    pending = [os.fspath(directory)]
+    while pending:
+        try:
+            entries = os.scandir(pending.pop())
+        except OSError:  # gone, or not a folder: os.walk skipped it as well
+            continue
+        with entries:
+            for entry in entries:
+                if entry.is_dir():
+                    if not entry.is_symlink():
+                        pending.append(entry.path)
+                elif _is_temp_name(entry.name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        n += 1
     return n
+
+
+def _is_temp_name(name: str) -> bool:
+    """``name`` matches ``TEMP_GLOB`` (``.tmp-*.part``), without fnmatch's translation."""
+    return name.startswith(".tmp-") and name.endswith(".part") and len(name) >= 10
 
 
 _TEMP_NAME = re.compile(r"^\.tmp-(?P<target>.+)\.\d+-\d+-\d+\.part$")

@@ -3,6 +3,7 @@ looks complete."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pyarrow as pa
@@ -101,3 +102,52 @@ def test_a_full_disk_error_names_the_file_it_was_writing(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as info:
         io.write_parquet(out, pa.table({"x": [1]}))
     assert info.value.filename == "/x"
+
+
+def _walk_reference(directory) -> list[str]:
+    """What remove_stale_temps removed before 2026-12-07: os.walk, names by TEMP_GLOB."""
+    import fnmatch
+
+    return sorted(
+        os.path.join(folder, name)
+        for folder, _dirs, names in os.walk(directory)
+        for name in fnmatch.filter(names, io.TEMP_GLOB)
+    )
+
+
+def test_stale_temps_are_those_os_walk_found(tmp_path):
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / ".tmp-folder.1-1-1.part").mkdir()  # a folder so named is no temp file
+    (root / ".tmp-folder.1-1-1.part" / ".tmp-in.1-1-1.part").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".tmp-elsewhere.1-1-1.part").write_bytes(b"x")
+    (root / "linked").symlink_to(outside, target_is_directory=True)  # not followed
+    (root / ".tmp-link.1-1-1.part").symlink_to(outside, target_is_directory=True)
+    (root / ".tmp-dangling.1-1-1.part").symlink_to(tmp_path / "nothing")
+    names = [".tmp-.part", ".tmp-part", ".tmp.part", "x.tmp-y.part", ".tmp-y.part.zip",
+             ".tmp-202401.pqt.9-9-9.part", ".TMP-y.part", ".tmp-y.PART"]  # fmt: skip
+    for folder in (root, root / "a", root / "a" / "b"):
+        for name in names:
+            (folder / name).write_bytes(b"x")
+    expected = _walk_reference(root)
+    assert len(expected) == 3 * 2 + 2  # ".tmp-.part" and the pqt temp per folder, + 2 inside
+    assert io.remove_stale_temps(root) == len(expected)
+    assert not any(os.path.lexists(p) for p in expected)
+    assert _walk_reference(root) == [] and (outside / ".tmp-elsewhere.1-1-1.part").exists()
+    assert (root / ".tmp-link.1-1-1.part").is_symlink()  # a link to a folder: kept
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert ".tmp-folder.1-1-1.part" in left and "a/b/.tmp-part" in left
+
+
+def test_the_sweep_lists_each_folder_once_without_os_walk(tmp_path, monkeypatch):
+    # The start's sweep over the data dir (issue 11): one os.scandir per folder.
+    for i in range(3):
+        (tmp_path / f"d{i}" / "e").mkdir(parents=True)
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "walk", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(os, "scandir", lambda p: listed.append(p) or scandir(p))
+    io.remove_stale_temps(tmp_path)
+    assert len(listed) == 7
