@@ -448,10 +448,11 @@ def fill_defaults(config: dict, schema: dict) -> None:
         raise config_error([f"config key {key!r}: {_message(error)}"]) from None
 
 
-def check_user_config(config: dict, schema_path: str | Path) -> None:
+def check_user_config(config: dict, schema_path: str | Path, schema: dict | None = None) -> None:
     """Raise ConfigError with one line per problem, every problem at once (dates, endpoint
-    URLs, data_dir and run_dir normalised in place first)."""
-    schema = load_schema(schema_path)
+    URLs, data_dir and run_dir normalised in place first). ``schema``: the schema at
+    ``schema_path`` already read (``load_schema``; rules/common.smk reads it once)."""
+    schema = load_schema(schema_path) if schema is None else schema
     _normalise_folders(config)
     unknown = _unknown_keys(config, schema)
     own = (

@@ -62,8 +62,9 @@ _SCHEMA_PATH = f"{workflow.basedir}/config/config.schema.yaml"
 try:
     if _FILE_PROBLEMS:
         raise plan.config_error(_FILE_PROBLEMS)
-    check_user_config(config, _SCHEMA_PATH)
-    fill_defaults(config, load_schema(_SCHEMA_PATH))
+    _SCHEMA = load_schema(_SCHEMA_PATH)  # read once for both
+    check_user_config(config, _SCHEMA_PATH, _SCHEMA)
+    fill_defaults(config, _SCHEMA)
 except plan.ConfigError as exc:
     stop(str(exc))
 

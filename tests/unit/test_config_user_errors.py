@@ -364,3 +364,17 @@ def test_a_yte_template_may_repeat_its_keys(tmp_path):
     assert config_file_problem(cfg) is None
     cfg.write_text("symbols:\n  spot: all\n  spot: [BTCUSDT]\n")
     assert "'symbols.spot' is given twice" in config_file_problem(cfg)
+
+
+def test_a_schema_already_read_is_used_instead_of_the_file(tmp_path):
+    """rules/common.smk reads the schema once for the check and the defaults: the schema
+    given is the one checked against (the path only names it)."""
+    from crypto_lakehouse.configuration import load_schema
+
+    schema = load_schema(SCHEMA)
+    schema["properties"]["shards"] = {"const": "auto"}  # stricter than the file's
+    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    config["shards"] = 4
+    check_user_config(dict(config), SCHEMA)  # the file allows 4
+    with pytest.raises(ConfigError, match="shards"):
+        check_user_config(dict(config), tmp_path / "absent.yaml", schema)
