@@ -129,6 +129,7 @@ onsuccess:
     warn_clamped_runtimes()
     record_data_folders()
     prune_snakemake_logs(log, keep=config["snakemake_logs_kept"])
+    stop_job_server()
     cancel_scheduler_timers()
     skip_exit_collection()
 
@@ -140,6 +141,7 @@ onerror:
     summaries_after_failure()
     report_after_failure(log)
     prune_snakemake_logs(log, keep=config["snakemake_logs_kept"])
+    stop_job_server()
     cancel_scheduler_timers()
     skip_exit_collection()
 

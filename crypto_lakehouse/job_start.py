@@ -27,3 +27,12 @@ def _interrupted_while_starting(exc_type, exc, tb) -> None:
 
 
 sys.excepthook = _interrupted_while_starting
+
+# A local run's job server (crypto_lakehouse.job_server) runs this job in a process forked
+# from one that imported the job's modules already: this process then only waits for it
+# and exits as it did. Checked before anything heavy is imported; without a server (or on
+# a SLURM node) the job goes on here.
+if os.environ.get("CRYPTO_LAKEHOUSE_JOB_SERVER"):
+    from crypto_lakehouse.job_server import hand_over
+
+    hand_over()

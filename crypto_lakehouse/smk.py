@@ -14,6 +14,7 @@ import importlib.abc
 import inspect
 import json
 import logging
+import os
 import sys
 import threading
 from typing import Any, Callable
@@ -128,6 +129,9 @@ def run_job(func: Callable, argv: list[str] | None = None, *, uses_pandas: bool 
         shards.configure_job(**shard_context)
     logger = logging.getLogger("crypto_lakehouse")
     logger.info("%s(%s)", func.__name__, ", ".join(sorted(kwargs)))
+    forked = os.environ.get("CRYPTO_LAKEHOUSE_JOB_SERVER_CHILD")
+    if forked:  # crypto_lakehouse.job_server
+        logger.info("run by the run's job server (process %s)", forked)
     try:
         return _call_job(func, kwargs, shard_context, logger)
     finally:

@@ -1,6 +1,7 @@
 # Shared set-up: config validation, path helpers and every input/params function.
 # Rules live in the topic files; functions live here (snakemake --lint wants them apart).
 
+import atexit
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ import crypto_lakehouse.data_identity as data_identity
 import crypto_lakehouse.data_presence as data_presence
 import crypto_lakehouse.datasets as dataset_registry
 import crypto_lakehouse.io as data_io
+import crypto_lakehouse.job_server as job_server
 import crypto_lakehouse.layout as layout
 import crypto_lakehouse.leftovers as leftovers
 import crypto_lakehouse.lock as data_lock
@@ -289,6 +291,28 @@ wildcard_constraints:
 # the `snakemake` entry point of one environment all give `{prefix}/bin/python3`.
 _ENV_PYTHON = os.path.join(sys.prefix, "bin", "python3")
 PYTHON = _ENV_PYTHON if os.path.exists(_ENV_PYTHON) else sys.executable
+
+# The job server of a run that executes jobs here (config job_server; crypto_lakehouse/
+# job_server.py): one process that imports the jobs' modules while the DAG is built and
+# forks each local job from there. Not for dry runs or --lint (check_envvars is off only
+# there); jobs on SLURM never use it. Ended by onsuccess/onerror, or at this process's exit
+# (nothing to be done, an error before the run); it ends itself if this process dies.
+JOB_SERVER = None
+if (
+    workflow.is_main_process
+    and not DRY_RUN
+    and workflow.check_envvars
+    and config["job_server"]
+    and not job_server.disabled()
+):
+    JOB_SERVER = job_server.start(LH, PYTHON)
+    atexit.register(JOB_SERVER.stop)
+
+
+def stop_job_server():
+    """onsuccess / onerror: end the job server and remove its socket."""
+    if JOB_SERVER is not None:
+        JOB_SERVER.stop()
 
 
 def job_python(wildcards, threads, resources):

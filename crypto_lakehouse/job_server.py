@@ -1,0 +1,662 @@
+"""The job fork server of a local run: Python's start and the jobs' imports once per run, not
+once per job (config ``job_server``; docs/architecture.md, "The job server").
+
+Every job of a rule is ``PYTHON scripts/<rule>.py JOB_JSON LOG``: a new interpreter that
+imports numpy, pyarrow (and requests, aiohttp) before a few tenths of a second of work.
+The run's main process starts one server (:func:`start`, from rules/common.smk while the
+Snakefile is parsed) that imports those modules once and listens on a Unix socket; its
+path reaches the jobs in ``SOCKET_ENV``. A job's first import (crypto_lakehouse.job_start)
+calls :func:`hand_over`, which sends the job (argv, cwd, environment, umask, and its
+stdin/stdout/stderr descriptors) to the server and waits: the server forks a child that
+adopts them and runs the script as ``__main__``; the job process exits as the child did
+(its status, or the signal that ended it, raised again on itself). Without a server, with
+one that refuses the job (another interpreter, other ``PYTHON*`` or locale variables,
+other interpreter flags) or inside a SLURM job, the job runs in its own process as before.
+
+What makes a child the job it would have been:
+
+- its own process group (the terminal's Ctrl-C reaches the job process, which forwards
+  SIGINT, SIGTERM, SIGHUP and SIGQUIT to the child through the server: exactly one of each);
+- the job process killed (SIGKILL, or a signal it forwards) or gone: the server kills the
+  child (its connection closed); the server gone (its parent, the main process, died:
+  ``PR_SET_PDEATHSIG``): every child is killed by the kernel;
+- nothing of the server's in the child: its listening socket, the other jobs' connections
+  and descriptors are closed before the child runs (only 0, 1, 2 are the job's);
+- no thread pool is started in the server (only imports: pyarrow creates its pools on
+  first use, so ``OMP_NUM_THREADS`` of the job sizes them in the child); numpy's OpenBLAS
+  is loaded with one thread (no job calls BLAS; crypto_lakehouse.job_start);
+- uncaught exceptions, ``SystemExit`` and ``KeyboardInterrupt`` end the child as the
+  interpreter ends a script (traceback from the script's frame on, exit status 1, the
+  status of ``SystemExit``, death by SIGINT).
+
+Only the standard library is imported here: the job side runs before any heavy import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+
+# The socket's path, set by the main process for its jobs.
+SOCKET_ENV = "CRYPTO_LAKEHOUSE_JOB_SERVER"
+# Any non-empty value other than "0": no server is started and no job hands over (debugging).
+DISABLE_ENV = "CRYPTO_LAKEHOUSE_NO_JOB_SERVER"
+# Set in a child the server forked (its PID): a job's log says it was forked.
+FORKED_ENV = "CRYPTO_LAKEHOUSE_JOB_SERVER_CHILD"
+
+# What the jobs import: loaded once in the server. Modules of every job script's imports
+# that the hot stages use; none imports pandas (crypto_lakehouse.smk.refuse_pandas) or
+# starts a thread. features (TA-Lib) and report import theirs in the child.
+PRELOAD = (
+    "numpy",
+    "pyarrow",
+    "pyarrow.compute",
+    "pyarrow.parquet",
+    "pyarrow.fs",
+    "requests",
+    "aiohttp",
+    "crypto_lakehouse.job_start",
+    "crypto_lakehouse.smk",
+    "crypto_lakehouse.io",
+    "crypto_lakehouse.lock",
+    "crypto_lakehouse.storage",
+    "crypto_lakehouse.shards",
+    "crypto_lakehouse.jobs",
+    "crypto_lakehouse.summary",
+    "crypto_lakehouse.rest.host",
+    "crypto_lakehouse.rest.exchange_info",
+    "crypto_lakehouse.archive.sync",
+    "crypto_lakehouse.archive.listing",
+    "crypto_lakehouse.parse.klines",
+    "crypto_lakehouse.parse.funding",
+)
+
+# Signals a job process passes on to its child (the ones a terminal, Snakemake or a user
+# sends to a job); SIGKILL cannot be caught: the closed connection tells the server.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Environment variables read when the interpreter starts: a job whose values differ from the
+# server's would have started another interpreter; the server refuses it.
+_START_VARIABLES = ("LANG", "LC_ALL", "LC_CTYPE")
+_PR_SET_PDEATHSIG = 1
+# Unix socket paths are at most 107 bytes (sun_path, 108 with the NUL).
+SOCKET_PATH_MAX = 107
+_HEADER = struct.Struct("!I")
+_READ = 1  # selectors.EVENT_READ (selectors is imported by the server only)
+# A job waits this long for the server to take it, then runs itself.
+START_TIMEOUT_S = 60.0
+
+
+# ------------------------------------------------------------------ both sides
+def disabled(environ=None) -> bool:
+    value = (os.environ if environ is None else environ).get(DISABLE_ENV, "")
+    return value not in ("", "0")
+
+
+def _interpreter() -> dict:
+    """What must be equal between a job's interpreter and the server's."""
+    return {
+        "executable": os.path.realpath(sys.executable),
+        # Options before the script (-u, -X ..., -W ...): jobs have none; the server is
+        # started without any (its "-m module" is not one).
+        "options": [] if _SERVING else sys.orig_argv[1 : len(sys.orig_argv) - len(sys.argv)],
+        "flags": list(sys.flags),
+        "warnoptions": list(sys.warnoptions),
+        "xoptions": sorted(f"{k}={v}" for k, v in sys._xoptions.items()),
+        "start_env": {
+            k: v for k, v in os.environ.items() if k.startswith("PYTHON") or k in _START_VARIABLES
+        },
+    }
+
+
+def _die_with_parent(sig: int, parent: int) -> None:
+    """Be sent ``sig`` when the parent ends (Linux); end now if it has ended already."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the server's getppid check still ends it (serve)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+
+
+def socket_path(run_dir: str, tmp_dir: str | None = None) -> str:
+    """The server's socket: ``{run_dir}/job_server.sock``, or one named after the run
+    directory in the temporary folder ($TMPDIR, else /tmp) when that path is too long for a
+    Unix socket (a killed run's is replaced by the next run's)."""
+    path = os.path.join(os.path.abspath(run_dir), "job_server.sock")
+    if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
+        return path
+    import hashlib
+
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(run_dir))).hexdigest()[:16]
+    name = f"crypto_lakehouse-job-server-{os.getuid()}-{digest}.sock"
+    path = os.path.join(tmp_dir or os.environ.get("TMPDIR") or "/tmp", name)
+    return path if len(os.fsencode(path)) <= SOCKET_PATH_MAX else os.path.join("/tmp", name)
+
+
+# ------------------------------------------------------------------ the job side
+def hand_over() -> None:
+    """Called by crypto_lakehouse.job_start: run this job in a child of the run's server
+    and exit as it did; returns (the job runs here) when there is no server to take it."""
+    path = os.environ.get(SOCKET_ENV)
+    if not path or os.environ.get("SLURM_JOB_ID") or disabled() or _SERVING:
+        return
+    status = _run_by_server(path, sys.argv)
+    if status is not None:
+        _exit_as(status)
+
+
+def _run_by_server(path: str, argv: list[str]) -> int | None:
+    """The child's exit status (negative: the signal that ended it), or None when the
+    server did not take the job."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(START_TIMEOUT_S)
+        conn.connect(path)
+        umask = os.umask(0)
+        os.umask(umask)
+        request = {
+            "argv": argv,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "umask": umask,
+            "interpreter": _interpreter(),
+        }
+        _send_request(conn, request, [0, 1, 2])
+        reader = conn.makefile("rb")
+        started = _read_message(reader)
+    except OSError:
+        conn.close()
+        return None
+    if not started or "pid" not in started:
+        conn.close()  # refused, or the server ended before taking it
+        return None
+    # From here on the job is the child's: this process only passes signals and waits.
+    conn.settimeout(None)
+    previous = {
+        s: signal.signal(s, lambda signum, frame: _forward(conn, signum)) for s in FORWARDED
+    }
+    try:
+        while True:
+            try:
+                ended = _read_message(reader)
+            except OSError:
+                ended = None
+            if ended is None:
+                # The server died (and its children with it: PR_SET_PDEATHSIG).
+                return -signal.SIGKILL
+            if "status" in ended:
+                return int(ended["status"])
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        conn.close()
+
+
+def _forward(conn: socket.socket, signum: int) -> None:
+    try:
+        conn.send(bytes([signum]))
+    except OSError:
+        pass  # the server is gone: the child with it
+
+
+def _exit_as(status: int) -> None:
+    """End this process as the child ended: its exit status, or the same signal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if status >= 0:
+        os._exit(status)
+    sig = -status
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those have no handler to reset
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        except (OSError, ValueError):
+            pass
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig)  # a signal whose default action is not to end the process
+
+
+def _send_request(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    data = json.dumps(request).encode()
+    payload = _HEADER.pack(len(data)) + data
+    sent = socket.send_fds(conn, [payload], fds)
+    if sent < len(payload):
+        conn.sendall(payload[sent:])
+
+
+def _read_message(reader) -> dict | None:
+    line = reader.readline()
+    return json.loads(line) if line else None
+
+
+# ------------------------------------------------------------------ the main process's side
+class ServerHandle:
+    """The server process as the main process sees it."""
+
+    def __init__(self, proc, path: str):
+        self.proc = proc
+        self.path = path
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the server (it kills any child left) and remove its socket."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.terminate()
+                self.proc.wait(timeout)
+            except Exception:  # noqa: BLE001 - ended anyway below
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def start(run_dir: str, python: str | None = None) -> ServerHandle:
+    """Start the run's server (it imports in the background) and name its socket in this
+    process's environment, which the jobs inherit. Called by the main process of a run."""
+    import subprocess
+
+    path = socket_path(run_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    proc = subprocess.Popen(
+        [python or sys.executable, "-m", "crypto_lakehouse.job_server", path, str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        close_fds=True,
+    )
+    os.environ[SOCKET_ENV] = path
+    return ServerHandle(proc, path)
+
+
+# ------------------------------------------------------------------ the server
+_SERVING = False  # True in the server and its children: never hand over from there
+
+
+class _Job:
+    """A request the server took, as the forked child sees it."""
+
+    def __init__(self, request: dict):
+        self.argv = request["argv"]
+        self.cwd = request["cwd"]
+        self.env = request["env"]
+        self.umask = request["umask"]
+
+
+class _Stop(Exception):
+    """SIGTERM to the server: end it."""
+
+
+def _refusal(request: dict, mine: dict) -> str | None:
+    theirs = request.get("interpreter")
+    if theirs != mine:
+        return "another interpreter, its flags or its start variables"
+    argv = request.get("argv") or []
+    if not argv or not os.path.isfile(os.path.join(request.get("cwd", ""), argv[0])):
+        return "no script"
+    return None
+
+
+def _receive_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    conn.settimeout(10.0)
+    data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
+    try:
+        while len(data) < _HEADER.size:
+            more = conn.recv(65536)
+            if not more:
+                raise ConnectionError("short request")
+            data += more
+        (size,) = _HEADER.unpack_from(data)
+        while len(data) < _HEADER.size + size:
+            more = conn.recv(max(65536, size))
+            if not more:
+                raise ConnectionError("short request")
+            data += more
+        if len(fds) != 3:
+            raise ConnectionError("no descriptors")
+        return json.loads(data[_HEADER.size : _HEADER.size + size]), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _send(conn: socket.socket, message: dict) -> bool:
+    try:
+        conn.sendall(json.dumps(message).encode() + b"\n")
+        return True
+    except OSError:
+        return False
+
+
+class _Child:
+    def __init__(self, pid: int, pidfd: int, conn: socket.socket | None):
+        self.pid = pid
+        self.pidfd = pidfd
+        self.conn = conn
+
+    def kill(self, sig: int) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, sig)
+        except OSError:
+            pass
+
+
+class Server:
+    def __init__(self, path: str, parent: int | None):
+        import selectors
+
+        self.path = path
+        self.parent = parent
+        self.forked = 0
+        self.children: dict[int, _Child] = {}  # pidfd -> child
+        self.by_conn: dict[int, _Child] = {}  # connection fd -> child
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.unlink(path)  # a killed run's (the run lock says no other run is alive)
+        except FileNotFoundError:
+            pass
+        self.listener.bind(path)
+        # Jobs that connect while the imports run wait in the backlog.
+        self.listener.listen(128)
+        self.selector = selectors.DefaultSelector()
+        self.interpreter: dict | None = None
+
+    def preload(self) -> None:
+        import gc
+        import importlib
+
+        for name in PRELOAD:
+            importlib.import_module(name)
+        self.interpreter = _interpreter()
+        # Objects of the imports live as long as every child: the children's collections
+        # skip them (as crypto_lakehouse.smk.skip_exit_collection does at a job's end).
+        gc.collect()
+        gc.freeze()
+
+    def serve(self) -> _Job | None:
+        """Serve until SIGTERM or the parent's end; returns a job in a forked child."""
+
+        self.listener.setblocking(False)
+        self.selector.register(self.listener, _READ, "accept")
+        try:
+            while True:
+                if self.parent is not None and os.getppid() != self.parent:
+                    return None
+                for key, _events in self.selector.select(timeout=1.0):
+                    kind = key.data
+                    if kind == "accept":
+                        job = self._accept()
+                        if job is not None:
+                            return job  # in the child
+                    elif kind == "conn":
+                        self._from_client(key.fileobj)
+                    else:
+                        self._reap(kind)
+        except _Stop:
+            return None
+        finally:
+            if _SERVER_PID == os.getpid():
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ending already
+                self._shut_down()
+
+    def _accept(self) -> _Job | None:
+        try:
+            conn, _addr = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        try:
+            request, fds = _receive_request(conn)
+        except (OSError, ValueError):
+            conn.close()
+            return None
+        refusal = _refusal(request, self.interpreter)
+        if refusal:
+            _send(conn, {"refused": refusal})
+            conn.close()
+            for fd in fds:
+                os.close(fd)
+            return None
+        go_read, go_write = os.pipe()
+        # Signals wait until the child has its own handlers (a forwarded SIGTERM must not
+        # meet the server's).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        pid = os.fork()
+        if pid == 0:
+            os.close(go_write)
+            return self._become_child(conn, fds, go_read, request, blocked)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(go_read)
+        for fd in fds:
+            os.close(fd)
+        self.forked += 1
+        pidfd = os.pidfd_open(pid)
+        child = _Child(pid, pidfd, conn)
+        self.children[pidfd] = child
+        self.selector.register(pidfd, _READ, pidfd)
+        if _send(conn, {"pid": pid, "forked": self.forked}):
+            os.write(go_write, b"g")
+            conn.setblocking(False)
+            self.by_conn[conn.fileno()] = child
+            self.selector.register(conn, _READ, "conn")
+        else:  # the job process is gone already: the child never runs the job
+            child.kill(signal.SIGKILL)
+            child.conn = None
+            conn.close()
+        os.close(go_write)
+        return None
+
+    def _from_client(self, conn: socket.socket) -> None:
+        child = self.by_conn[conn.fileno()]
+        try:
+            data = conn.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            for sig in data:
+                child.kill(sig)
+            return
+        # The job process ended before its child (SIGKILL): the job must not live on.
+        child.kill(signal.SIGKILL)
+        self._forget_conn(child)
+
+    def _forget_conn(self, child: _Child) -> None:
+        if child.conn is not None:
+            del self.by_conn[child.conn.fileno()]
+            self.selector.unregister(child.conn)
+            child.conn.close()
+            child.conn = None
+
+    def _reap(self, pidfd: int) -> None:
+        child = self.children.pop(pidfd)
+        self.selector.unregister(pidfd)
+        _pid, status = os.waitpid(child.pid, 0)
+        os.close(pidfd)
+        if child.conn is not None:
+            child.conn.setblocking(True)
+            _send(child.conn, {"status": os.waitstatus_to_exitcode(status)})
+            self._forget_conn(child)
+
+    def _shut_down(self) -> None:
+        for child in list(self.children.values()):
+            child.kill(signal.SIGKILL)
+        for child in list(self.children.values()):
+            try:
+                os.waitpid(child.pid, 0)
+            except ChildProcessError:
+                pass
+        try:
+            if os.path.exists(self.path):
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    # -------------------------------------------------------------- in the child
+    def _become_child(self, conn, fds, go_read, request, blocked) -> _Job:
+        os.setpgid(0, 0)  # the job process forwards the terminal's signals: one of each
+        _die_with_parent(signal.SIGKILL, _SERVER_PID)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        # Nothing of the server's stays open in the job: the selector, the socket, the
+        # other jobs' connections and children.
+        os.close(self.selector.fileno())
+        self.listener.close()
+        for other in self.children.values():
+            os.close(other.pidfd)
+            if other.conn is not None:
+                other.conn.close()
+        conn.close()
+        # Until the server told the job process it runs here.
+        ok = os.read(go_read, 1)
+        os.close(go_read)
+        if not ok:
+            os._exit(1)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        return _Job(request)
+
+
+_SERVER_PID: int | None = None
+
+
+def _on_sigterm(signum, frame):
+    raise _Stop()
+
+
+def _reopen_stdio() -> None:
+    """Standard streams for the job's descriptors, as the interpreter makes them at start:
+    stdout line-buffered only on a terminal, stderr line-buffered."""
+    import io
+
+    # -u is refused (_interpreter); PYTHONUNBUFFERED is the server's too.
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        old = getattr(sys, name)
+        raw = io.FileIO(fd, mode + "b", closefd=False)
+        if mode == "r":
+            buffer = io.BufferedReader(raw)
+        elif unbuffered:
+            buffer = raw
+        else:
+            buffer = io.BufferedWriter(raw)
+        stream = io.TextIOWrapper(
+            buffer,
+            encoding=old.encoding,
+            errors=old.errors,
+            line_buffering=(name == "stderr" or (name == "stdout" and raw.isatty())),
+            write_through=unbuffered and mode == "w",
+        )
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def _run_job(job: _Job) -> None:
+    """In the child: become the job's process and run its script as ``__main__``."""
+    import runpy
+    import tempfile
+    import time
+
+    os.chdir(job.cwd)
+    os.environ.clear()
+    os.environ.update(job.env)
+    os.environ[FORKED_ENV] = str(os.getpid())
+    time.tzset()
+    tempfile.tempdir = None
+    os.umask(job.umask)
+    # OpenBLAS was loaded with one thread in the server (crypto_lakehouse.job_start).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # The interpreter runs a script by its absolute path (its frames' file names, __file__).
+    script = os.path.abspath(job.argv[0])
+    sys.argv = list(job.argv)
+    sys.path[0] = os.path.dirname(os.path.realpath(script))
+    _reopen_stdio()
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - ends the child as the interpreter would
+        _report_uncaught(exc, script)
+        if isinstance(exc, KeyboardInterrupt):
+            _end_by_sigint()
+        sys.exit(1)
+
+
+def _report_uncaught(exc: BaseException, script: str) -> None:
+    """``sys.excepthook`` on an exception that left the script, its traceback from the
+    script's frame on (the server's frames are not the job's)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != script:
+        tb = tb.tb_next
+    if tb is not None:
+        exc.__traceback__ = tb
+    try:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    except Exception:  # noqa: BLE001 - as the interpreter: the default hook then
+        sys.__excepthook__(type(exc), exc, exc.__traceback__)
+
+
+def _end_by_sigint() -> None:
+    """The interpreter's end after an uncaught KeyboardInterrupt: the non-daemon threads
+    joined, the exit handlers run, the streams flushed, then death by SIGINT."""
+    import atexit
+    import threading
+
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _SERVING, _SERVER_PID
+    argv = sys.argv[1:] if argv is None else argv
+    path, parent = argv[0], int(argv[1]) if len(argv) > 1 else None
+    _SERVING = True
+    _SERVER_PID = os.getpid()
+    # The terminal's Ctrl-C reaches the run's process group, this server too: the jobs'
+    # processes forward it to their children; the server ends when the run does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Before the imports: OpenBLAS reads it when numpy loads it.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.pop(SOCKET_ENV, None)
+    server = None
+    try:
+        if parent is not None:
+            _die_with_parent(signal.SIGTERM, parent)
+        server = Server(path, parent)
+        server.preload()
+        job = server.serve()
+    except _Stop:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ending already
+        if server is not None:
+            server._shut_down()
+        return 0
+    if job is None:
+        return 0
+    _run_job(job)
+    return 0
+
+
+if __name__ == "__main__":
+    from crypto_lakehouse import job_server
+
+    sys.exit(job_server.main())
