@@ -171,7 +171,15 @@ def _log_opened(log: str | None) -> float | None:
 def print_timeline(probe: Path, started: float, ended: float) -> None:
     """The jobs of one run, by start: offsets from the ``snakemake`` command's start, when
     the job's log opened (its imports done), its end, CPU seconds, fsyncs."""
-    jobs = [json.loads(line) for line in (probe / "jobs.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (probe / "jobs.jsonl").read_text().splitlines()]
+    # A job the job server ran: its job process's CPU (a record of its own) goes to the job.
+    handed = {}
+    for r in records:
+        if r.get("handed_over"):
+            handed[r["log"]] = handed.get(r["log"], 0.0) + r["cpu"]
+    jobs = [r for r in records if not r.get("handed_over")]
+    for j in jobs:
+        j["cpu"] += handed.get(j["log"], 0.0)
     jobs.sort(key=lambda j: j["start"])
     print("      job                                         start   log  end   CPU  fsyncs")
     for j in jobs:
