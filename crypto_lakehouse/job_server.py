@@ -48,17 +48,17 @@ DISABLE_ENV = "CRYPTO_LAKEHOUSE_NO_JOB_SERVER"
 # Set in a child the server forked (its PID): a job's log says it was forked.
 FORKED_ENV = "CRYPTO_LAKEHOUSE_JOB_SERVER_CHILD"
 
-# What the jobs import: loaded once in the server. Modules of every job script's imports
-# that the hot stages use; none imports pandas (crypto_lakehouse.smk.refuse_pandas) or
-# starts a thread. features (TA-Lib) and report import theirs in the child.
+# What every job imports, loaded while the run plans. The modules a job's script imports
+# at its top level (and theirs: requests for the REST stages, aiohttp for the archive
+# downloads) are loaded when the first job of that script arrives, before its fork: that
+# job waits for them as it would have imported them itself, the next ones do not, and a run
+# without such jobs never pays for them. None imports pandas (refused in the server:
+# crypto_lakehouse.smk.refuse_pandas) or starts a thread.
 PRELOAD = (
     "numpy",
     "pyarrow",
     "pyarrow.compute",
     "pyarrow.parquet",
-    "pyarrow.fs",
-    "requests",
-    "aiohttp",
     "crypto_lakehouse.job_start",
     "crypto_lakehouse.smk",
     "crypto_lakehouse.io",
@@ -67,12 +67,6 @@ PRELOAD = (
     "crypto_lakehouse.shards",
     "crypto_lakehouse.jobs",
     "crypto_lakehouse.summary",
-    "crypto_lakehouse.rest.host",
-    "crypto_lakehouse.rest.exchange_info",
-    "crypto_lakehouse.archive.sync",
-    "crypto_lakehouse.archive.listing",
-    "crypto_lakehouse.parse.klines",
-    "crypto_lakehouse.parse.funding",
 )
 
 # Signals a job process passes on to its child (the ones a terminal, Snakemake or a user
@@ -257,6 +251,8 @@ class ServerHandle:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        if os.environ.get(SOCKET_ENV) == self.path:  # a later run in this process starts its own
+            del os.environ[SOCKET_ENV]
 
 
 def start(run_dir: str, python: str | None = None) -> ServerHandle:
@@ -289,7 +285,7 @@ class _Job:
         self.umask = request["umask"]
 
 
-class _Stop(Exception):
+class _Stop(BaseException):
     """SIGTERM to the server: end it."""
 
 
@@ -367,18 +363,51 @@ class Server:
         self.listener.listen(128)
         self.selector = selectors.DefaultSelector()
         self.interpreter: dict | None = None
+        self.scripts: dict[str, list[str]] = {}  # script path -> its top-level imports
 
     def preload(self) -> None:
+        from crypto_lakehouse.smk import refuse_pandas
+
+        refuse_pandas()  # a module that imports pandas at its top is left to the child
+        self._import(PRELOAD)
+        self.interpreter = _interpreter()
+
+    def _import(self, names) -> None:
         import gc
         import importlib
 
-        for name in PRELOAD:
-            importlib.import_module(name)
-        self.interpreter = _interpreter()
-        # Objects of the imports live as long as every child: the children's collections
-        # skip them (as crypto_lakehouse.smk.skip_exit_collection does at a job's end).
-        gc.collect()
-        gc.freeze()
+        fresh = [name for name in names if name not in sys.modules]
+        for name in fresh:
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # noqa: BLE001 - the child imports it again, as alone
+                if isinstance(exc, _Stop):
+                    raise
+        if fresh:
+            # Objects of the imports live as long as every child: the children's
+            # collections skip them (as smk.skip_exit_collection does at a job's end).
+            gc.collect()
+            gc.freeze()
+
+    def _script_imports(self, script: str) -> list[str]:
+        """The modules ``script`` imports at its top level (the scripts are thin wrappers:
+        ``from crypto_lakehouse.X import entry``), read once per script."""
+        if script not in self.scripts:
+            import ast
+
+            names = []
+            try:
+                with open(script, "rb") as f:
+                    tree = ast.parse(f.read())
+                for node in tree.body:
+                    if isinstance(node, ast.Import):
+                        names += [alias.name for alias in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                        names.append(node.module)
+            except (OSError, SyntaxError, ValueError):
+                pass
+            self.scripts[script] = names
+        return self.scripts[script]
 
     def serve(self) -> _Job | None:
         """Serve until SIGTERM or the parent's end; returns a job in a forked child."""
@@ -417,6 +446,11 @@ class Server:
             conn.close()
             return None
         refusal = _refusal(request, self.interpreter)
+        if not refusal:
+            script = os.path.join(request["cwd"], request["argv"][0])
+            self._import(self._script_imports(os.path.abspath(script)))
+            if threading_count() > 1:  # an import started a thread: no fork from here on
+                refusal = "a thread runs in the server"
         if refusal:
             _send(conn, {"refused": refusal})
             conn.close()
@@ -532,6 +566,27 @@ class Server:
 _SERVER_PID: int | None = None
 
 
+def threading_count() -> int:
+    """Threads of this process, those Python did not start too (a fork copies only the
+    calling one; a lock another held stays locked in the child). pyarrow's jemalloc starts
+    a purging thread when the library loads, which its fork handlers take care of."""
+    try:
+        names = os.listdir("/proc/self/task")
+    except OSError:
+        import threading
+
+        return threading.active_count()
+    count = 0
+    for tid in names:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().strip() != "jemalloc_bg_thd":
+                    count += 1
+        except OSError:
+            pass
+    return count
+
+
 def _on_sigterm(signum, frame):
     raise _Stop()
 
@@ -583,15 +638,52 @@ def _run_job(job: _Job) -> None:
     sys.argv = list(job.argv)
     sys.path[0] = os.path.dirname(os.path.realpath(script))
     _reopen_stdio()
+    # As in a new interpreter: pandas importable until the job refuses it (smk.run_job).
+    sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "_PandasRefused"]
     try:
         runpy.run_path(script, run_name="__main__")
-    except SystemExit:
-        raise
+    except SystemExit as exc:
+        _exit(_system_exit_status(exc))
     except BaseException as exc:  # noqa: BLE001 - ends the child as the interpreter would
         _report_uncaught(exc, script)
         if isinstance(exc, KeyboardInterrupt):
             _end_by_sigint()
-        sys.exit(1)
+        _exit(1)
+    _exit(0)
+
+
+def _system_exit_status(exc: SystemExit) -> int:
+    """The interpreter's exit status for an uncaught ``SystemExit`` (its message printed)."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(f"{code}\n")
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
+def _exit(status: int) -> None:
+    """The interpreter's exit without its teardown of the modules: the non-daemon threads
+    joined, the exit handlers run (logging's flush among them), the standard streams
+    flushed, then ``os._exit``. The teardown would touch every object of the server's
+    imports, copying the pages the child shares with the server (measured: ~0.05 CPU s per
+    job, most of what a forked job cost); a fork child ends this way in multiprocessing too.
+    Not run: finalizers of objects still referenced at exit (a job closes what it writes)."""
+    import atexit
+    import threading
+
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 def _report_uncaught(exc: BaseException, script: str) -> None:

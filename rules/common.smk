@@ -301,7 +301,7 @@ JOB_SERVER = None
 if (
     workflow.is_main_process
     and not DRY_RUN
-    and workflow.check_envvars
+    and getattr(workflow, "check_envvars", True)
     and config["job_server"]
     and not job_server.disabled()
 ):

@@ -425,9 +425,10 @@ def test_stop_ends_the_server_and_removes_its_socket(tmp_path):
         assert os.environ[job_server.SOCKET_ENV] == handle.path
         assert _wait_for(lambda: os.path.exists(handle.path))
     finally:
-        os.environ.pop(job_server.SOCKET_ENV, None)
         handle.stop()
     assert handle.proc.returncode is not None and not os.path.exists(handle.path)
+    # A later Snakemake run in this process (the CLI runs it in-process) starts its own.
+    assert job_server.SOCKET_ENV not in os.environ
 
 
 def test_a_run_dir_too_long_for_a_socket_gets_one_in_the_temporary_folder(tmp_path):
@@ -457,3 +458,20 @@ def test_the_server_imports_no_pandas_and_starts_no_python_thread():
         [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120
     )
     assert done.stdout.split() == ["False", "1"], done.stderr
+
+
+def test_a_job_may_import_pandas_though_the_server_refuses_it(tmp_path, server):
+    # The server keeps pandas out of its imports (crypto_lakehouse.smk.refuse_pandas); a
+    # forked job starts as a new interpreter: pandas importable until the job refuses it.
+    script = _script(
+        tmp_path,
+        """
+        import os, sys
+        import pandas
+        from crypto_lakehouse.smk import refuse_pandas
+        print(bool(os.environ.get("%s")), refuse_pandas())
+        """
+        % FORKED,
+    )
+    done = _run(script, sock=server)
+    assert done.stdout.split() == ["True", "False"], done.stderr
