@@ -31,6 +31,8 @@ EXEMPT = {
     # A job launched on a node (cluster.launcher srun): its run-directory files, sent to the
     # node's private temporary folder and back; the data dir is the job's own business.
     "remote.py": "a launched job's run-directory files (never the data dir)",
+    # The job server's socket in the run directory, /proc, the job scripts it reads.
+    "job_server.py": "the job server's socket (run directory), /proc, the job scripts",
     # No data: the command line, the config file, job logs.
     "cli.py": "command line (profiles, --output of compare)",
     "configuration.py": "the config file",
