@@ -40,6 +40,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 # The socket's path, set by the main process for its jobs.
 SOCKET_ENV = "CRYPTO_LAKEHOUSE_JOB_SERVER"
@@ -172,6 +173,7 @@ def _run_by_server(path: str, argv: list[str]) -> int | None:
         conn.close()  # refused, or the server ended before taking it
         return None
     # From here on the job is the child's: this process only passes signals and waits.
+    started = time.monotonic()
     conn.settimeout(None)
     previous = {
         s: signal.signal(s, lambda signum, frame: _forward(conn, signum)) for s in FORWARDED
@@ -186,11 +188,40 @@ def _run_by_server(path: str, argv: list[str]) -> int | None:
                 # The server died (and its children with it: PR_SET_PDEATHSIG).
                 return -signal.SIGKILL
             if "status" in ended:
+                if ended.get("figures"):
+                    _write_figures(ended, time.monotonic() - started)
                 return int(ended["status"])
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         conn.close()
+
+
+def _write_figures(ended: dict, seconds: float) -> None:
+    """The job's wall time, CPU time (the child's and this process's) and peak memory beside
+    its Snakemake benchmark table, as crypto_lakehouse.remote writes a node's: Snakemake
+    measures this process, which only waited (crypto_lakehouse.report.records)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    figures = {
+        "s": round(seconds, 4),
+        "cpu_time": round(ended["cpu_time"] + usage.ru_utime + usage.ru_stime, 4),
+        "max_rss": round(max(ended["max_rss"], usage.ru_maxrss / 1024), 2),
+        "host": socket.gethostname(),
+        "job_server": True,
+    }
+    path = ended["figures"]
+    temp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    try:
+        with open(temp, "w") as f:
+            json.dump(figures, f)
+        os.replace(temp, path)
+    except OSError:  # no benchmark folder (a job run by hand): nothing to measure against
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
 
 
 def _forward(conn: socket.socket, signum: int) -> None:
@@ -332,16 +363,31 @@ def _send(conn: socket.socket, message: dict) -> bool:
 
 
 class _Child:
-    def __init__(self, pid: int, pidfd: int, conn: socket.socket | None):
+    def __init__(self, pid: int, pidfd: int, conn: socket.socket | None, figures: str | None):
         self.pid = pid
         self.pidfd = pidfd
         self.conn = conn
+        self.figures = figures  # where the job process writes the child's figures
 
     def kill(self, sig: int) -> None:
         try:
             signal.pidfd_send_signal(self.pidfd, sig)
         except OSError:
             pass
+
+
+def _figures_path(argv: list[str]) -> str | None:
+    """``scripts/<rule>.py JOB_JSON LOG``: the file beside the job's Snakemake benchmark table
+    that holds the job's own figures (``layout.node_figures_path``, which the report prefers
+    to the table's: the table measured the job process, not the child that did the work)."""
+    if len(argv) != 3:
+        return None
+    from crypto_lakehouse import layout
+
+    try:
+        return layout.node_figures_path(argv[2])
+    except ValueError:
+        return None
 
 
 class Server:
@@ -471,7 +517,7 @@ class Server:
             os.close(fd)
         self.forked += 1
         pidfd = os.pidfd_open(pid)
-        child = _Child(pid, pidfd, conn)
+        child = _Child(pid, pidfd, conn, _figures_path(request["argv"]))
         self.children[pidfd] = child
         self.selector.register(pidfd, _READ, pidfd)
         if _send(conn, {"pid": pid, "forked": self.forked}):
@@ -512,11 +558,17 @@ class Server:
     def _reap(self, pidfd: int) -> None:
         child = self.children.pop(pidfd)
         self.selector.unregister(pidfd)
-        _pid, status = os.waitpid(child.pid, 0)
+        _pid, status, usage = os.wait4(child.pid, 0)
         os.close(pidfd)
         if child.conn is not None:
             child.conn.setblocking(True)
-            _send(child.conn, {"status": os.waitstatus_to_exitcode(status)})
+            ended = {
+                "status": os.waitstatus_to_exitcode(status),
+                "cpu_time": usage.ru_utime + usage.ru_stime,
+                "max_rss": usage.ru_maxrss / 1024,  # Linux: KiB -> MiB, as Snakemake's
+                "figures": child.figures,
+            }
+            _send(child.conn, ended)
             self._forget_conn(child)
 
     def _shut_down(self) -> None:

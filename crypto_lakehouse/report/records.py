@@ -354,7 +354,8 @@ def read_benchmarks(run_dir) -> pd.DataFrame:
     Memory and CPU are NaN where the table did not measure them (``_measured``). For a job
     launched on a node (``cluster.launcher: srun``) memory and CPU are the node's
     (``_node_figures``, measured by the launcher however short the job), the wall time
-    Snakemake's."""
+    Snakemake's; so are those of a job the run's job server forked (the job process wrote
+    its child's figures there: crypto_lakehouse.job_server)."""
     root = Path(layout.run_benchmarks_dir(str(run_dir)))
     rows = []
     for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:

@@ -38,6 +38,10 @@ def test_a_run_forks_its_jobs_from_the_server_and_builds_the_same_files(tmp_path
             # The server ended with the run and took its socket along.
             assert not (data / "lakehouse" / "job_server.sock").exists()
             assert not any(tmp_path.rglob("*.sock"))
+            # The jobs' own figures beside their benchmark tables (the report reads them).
+            tables = sorted((data / "lakehouse" / "benchmarks").rglob("*.tsv"))
+            figures = [t.with_name(t.name.removesuffix(".tsv") + ".node.json") for t in tables]
+            assert tables and [f.exists() for f in figures] == [switch] * len(tables)
             snapshots[switch] = h.snapshot(data)
     finally:
         emu.stop()

@@ -475,3 +475,25 @@ def test_a_job_may_import_pandas_though_the_server_refuses_it(tmp_path, server):
     )
     done = _run(script, sock=server)
     assert done.stdout.split() == ["True", "False"], done.stderr
+
+
+def test_the_jobs_own_figures_go_beside_its_benchmark_table(tmp_path, server):
+    # Snakemake's benchmark table measures the job process, which only waits: the child's
+    # CPU and memory go where the report reads a launched job's (layout.node_figures_path).
+    script = _script(
+        tmp_path,
+        """
+        import time
+        while time.process_time() < 0.3:
+            pass
+        """,
+    )
+    log = tmp_path / "run" / "logs" / "gen_kline" / "spot" / "shards" / "0.log"
+    benchmarks = tmp_path / "run" / "benchmarks" / "gen_kline" / "spot" / "shards"
+    benchmarks.mkdir(parents=True)
+    done = _run(script, "{}", str(log), sock=server)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((benchmarks / "0.node.json").read_text())
+    assert figures["job_server"] is True and figures["cpu_time"] >= 0.3
+    assert figures["max_rss"] > 1 and figures["s"] > 0
+    assert [p.name for p in benchmarks.iterdir()] == ["0.node.json"]  # no temporary left
