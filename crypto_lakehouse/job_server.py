@@ -165,11 +165,11 @@ def _run_by_server(path: str, argv: list[str]) -> int | None:
         }
         _send_request(conn, request, [0, 1, 2])
         reader = conn.makefile("rb")
-        started = _read_message(reader)
+        started_reply = _read_message(reader)
     except OSError:
         conn.close()
         return None
-    if not started or "pid" not in started:
+    if not started_reply or "pid" not in started_reply:
         conn.close()  # refused, or the server ended before taking it
         return None
     # From here on the job is the child's: this process only passes signals and waits.
@@ -178,6 +178,7 @@ def _run_by_server(path: str, argv: list[str]) -> int | None:
     previous = {
         s: signal.signal(s, lambda signum, frame: _forward(conn, signum)) for s in FORWARDED
     }
+    previous.update(_pause_with_child(started_reply["pid"]))
     try:
         while True:
             try:
@@ -222,6 +223,38 @@ def _write_figures(ended: dict, seconds: float) -> None:
             os.unlink(temp)
         except OSError:
             pass
+
+
+def _pause_with_child(pid: int) -> dict:
+    """Ctrl-Z (SIGTSTP to the run's process group) stops the child with this process, and
+    SIGCONT (``fg``, ``bg``) continues both: the child is in a process group of its own,
+    and the server, stopped with the run, forwards nothing then. Through a pidfd (the
+    child's PID cannot be another process's while the server has not reaped it, nor after:
+    the pidfd stays the child's). Returns the handlers it replaced."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return {}
+
+    def stop_both(signum, frame):
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGSTOP)
+        except OSError:
+            pass
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
+        signal.signal(signal.SIGTSTP, stop_both)
+
+    def continue_child(signum, frame):
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGCONT)
+        except OSError:
+            pass
+
+    return {
+        signal.SIGTSTP: signal.signal(signal.SIGTSTP, stop_both),
+        signal.SIGCONT: signal.signal(signal.SIGCONT, continue_child),
+    }
 
 
 def _forward(conn: socket.socket, signum: int) -> None:

@@ -250,7 +250,9 @@ def _start_sleeper(tmp_path, sock, name="pid"):
         env=_env(**{job_server.SOCKET_ENV: sock}),
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # as a run's job: the test signals its process group
+        # As a run's job: the test signals its process group, which is in this session
+        # (the kernel ignores Ctrl-Z's SIGTSTP in a group without a parent outside it).
+        process_group=0,
     )
     assert _wait_for(lambda: (tmp_path / name).exists() and (tmp_path / name).read_text())
     pid, forked = (tmp_path / name).read_text().split(" ")
@@ -497,3 +499,19 @@ def test_the_jobs_own_figures_go_beside_its_benchmark_table(tmp_path, server):
     assert figures["job_server"] is True and figures["cpu_time"] >= 0.3
     assert figures["max_rss"] > 1 and figures["s"] > 0
     assert [p.name for p in benchmarks.iterdir()] == ["0.node.json"]  # no temporary left
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+
+
+def test_ctrl_z_stops_the_child_with_the_job_process_and_fg_continues_both(tmp_path, server):
+    client, child = _start_sleeper(tmp_path, server)
+    try:
+        os.killpg(client.pid, signal.SIGTSTP)  # as the terminal's Ctrl-Z
+        assert _wait_for(lambda: _state(child) == "T" and _state(client.pid) == "T")
+        os.killpg(client.pid, signal.SIGCONT)
+        assert _wait_for(lambda: _state(child) != "T" and _state(client.pid) != "T")
+    finally:
+        client.kill()
+        client.wait()
