@@ -302,15 +302,13 @@ class ServerHandle:
         self.proc = proc
         self.path = path
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """End the server (it kills any child left) and remove its socket."""
+    def stop(self) -> None:
+        """End the server and remove its socket. At the run's end no job runs any more
+        (Snakemake waited for them), so a SIGKILL: no wait for imports still under way or
+        for the server's own exit (a child left, if any, dies with it: PR_SET_PDEATHSIG)."""
         if self.proc.poll() is None:
-            try:
-                self.proc.terminate()
-                self.proc.wait(timeout)
-            except Exception:  # noqa: BLE001 - ended anyway below
-                self.proc.kill()
-                self.proc.wait()
+            self.proc.kill()
+            self.proc.wait()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
