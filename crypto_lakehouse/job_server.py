@@ -4,7 +4,8 @@ once per job (config ``job_server``; docs/architecture.md, "The job server").
 Every job of a rule is ``PYTHON scripts/<rule>.py JOB_JSON LOG``: a new interpreter that
 imports numpy, pyarrow (and requests, aiohttp) before a few tenths of a second of work.
 The run's main process starts one server (:func:`start`, from rules/common.smk while the
-Snakefile is parsed) that imports those modules once and listens on a Unix socket; its
+Snakefile is parsed) that imports those modules once (``PRELOAD`` at start, a script's own
+imports when its first job arrives) and listens on a Unix socket; its
 path reaches the jobs in ``SOCKET_ENV``. A job's first import (crypto_lakehouse.job_start)
 calls :func:`hand_over`, which sends the job (argv, cwd, environment, umask, and its
 stdin/stdout/stderr descriptors) to the server and waits: the server forks a child that
@@ -16,7 +17,8 @@ other interpreter flags) or inside a SLURM job, the job runs in its own process 
 What makes a child the job it would have been:
 
 - its own process group (the terminal's Ctrl-C reaches the job process, which forwards
-  SIGINT, SIGTERM, SIGHUP and SIGQUIT to the child through the server: exactly one of each);
+  SIGINT, SIGTERM, SIGHUP and SIGQUIT to the child through the server: exactly one of each;
+  Ctrl-Z's SIGTSTP and SIGCONT directly, through a pidfd);
 - the job process killed (SIGKILL, or a signal it forwards) or gone: the server kills the
   child (its connection closed); the server gone (its parent, the main process, died:
   ``PR_SET_PDEATHSIG``): every child is killed by the kernel;
@@ -27,7 +29,10 @@ What makes a child the job it would have been:
   is loaded with one thread (no job calls BLAS; crypto_lakehouse.job_start);
 - uncaught exceptions, ``SystemExit`` and ``KeyboardInterrupt`` end the child as the
   interpreter ends a script (traceback from the script's frame on, exit status 1, the
-  status of ``SystemExit``, death by SIGINT).
+  status of ``SystemExit``, death by SIGINT), without the teardown of the modules (as a
+  ``multiprocessing`` fork child: ``_exit``);
+- its CPU and peak memory go beside the job's Snakemake benchmark table (which measures the
+  waiting job process), where the report reads them (``_write_figures``).
 
 Only the standard library is imported here: the job side runs before any heavy import.
 """
