@@ -79,8 +79,18 @@ def read_kline_files(
     """
     # S3: every file fetched ahead (whole objects, a window at a time) while the footers
     # and then the files are read in this order.
-    with storage.read_ahead([path for paths in groups for path in paths]):
+    paths = [path for paths in groups for path in paths]
+    with storage.read_ahead(paths, window=INPUTS_AHEAD):
         return _read_kline_files(groups, spans, reading)
+
+
+# S3: a symbol's input files fetched at the same time at most (read-ahead threads): a year
+# of monthly partitions (13) and a few REST days in one round of GETs. With a window of 8
+# the other five were a suffix-range GET each for their footers (row counts, which size
+# the store before any rows are read), then a second round of whole GETs started only as
+# the reader took the first files. The read-ahead's byte budget (storage.READ_AHEAD_BYTES)
+# still bounds what is held.
+INPUTS_AHEAD = 16
 
 
 def _read_kline_files(groups, spans, reading=None):
@@ -99,9 +109,9 @@ def _read_kline_files(groups, spans, reading=None):
             return None, exc
 
     items = [(g, path) for g, paths in enumerate(groups) for path in paths]
-    # S3: the footers of the files beyond the read-ahead window (a year of monthly
-    # partitions is 13 files, the window 8) are asked at once, not one after the other (a
-    # HEAD and a ranged GET each); those in the window come from its GETs.
+    # S3: the footers of the files beyond the read-ahead window (INPUTS_AHEAD files: more
+    # than a year of monthly partitions) are asked at once, not one after the other (a
+    # suffix-range GET each); those in the window come from its GETs.
     away = [
         i
         for i, (_, path) in enumerate(items)

@@ -267,25 +267,33 @@ def test_gen_kline_tail_build_lists_its_stale_files_before_writing(counted, tmp_
     assert out_lists and max(out_lists) < put, seen
 
 
-def test_footers_beyond_the_read_ahead_window_are_asked_at_once(counted, monkeypatch):
-    """gen_kline reads every input's footer (row counts) before the files: on S3 those in
-    the read-ahead window (8 objects) come from its GETs, and the others (a year of monthly
-    partitions is 13 files) were read one after the other, a HEAD and a ranged GET each.
-    Now at once. The files' rows are read as before."""
-    import threading
-    import time
-
+def _monthly_partitions(root, n: int) -> list:
+    """``n`` tiny parsed partitions (two rows each, values ``i``) written to ``root``."""
     import pyarrow as pa
 
-    from crypto_lakehouse.generate.merge import read_kline_files
     from crypto_lakehouse.schema import KLINE_SCHEMA
 
-    root, _ = counted
     paths = []
-    for i in range(13):
+    for i in range(n):
         table = pa.table({f.name: pa.array([i, i], pa.int64()).cast(f.type) for f in KLINE_SCHEMA})
         paths.append(storage.join(root, f"parsed/{2024 + i // 12}{1 + i % 12:02d}.pqt"))
         storage.write_parquet(paths[-1], table)
+    return paths
+
+
+def test_footers_beyond_the_read_ahead_window_are_asked_at_once(counted, monkeypatch):
+    """gen_kline reads every input's footer (row counts) before the files: on S3 those in
+    the read-ahead window (``merge.INPUTS_AHEAD`` objects) come from its GETs, and the
+    others (21 files here, five years and a half of monthly partitions would be more) were
+    read one after the other, a HEAD and a ranged GET each. Now at once. The files' rows
+    are read as before."""
+    import threading
+    import time
+
+    from crypto_lakehouse.generate.merge import INPUTS_AHEAD, read_kline_files
+
+    root, _ = counted
+    paths = _monthly_partitions(root, INPUTS_AHEAD + 5)
     real, lock, active, most = storage.parquet_metadata, threading.Lock(), [0], [0]
 
     def slow_metadata(path):
@@ -301,9 +309,30 @@ def test_footers_beyond_the_read_ahead_window_are_asked_at_once(counted, monkeyp
 
     monkeypatch.setattr(storage, "parquet_metadata", slow_metadata)
     store, [n_rows], problems = read_kline_files(paths)
+    assert (n_rows, problems) == (2 * len(paths), [])
+    assert list(store["open"]) == [float(i) for i in range(len(paths)) for _ in (0, 1)]
+    assert most[0] >= 5, most  # the five beyond the window at once
+
+
+def test_a_year_of_partitions_is_one_get_each_and_no_footer_request(counted):
+    """A year of monthly partitions (13 files, gen_kline's inputs of a one-year history) is
+    read with one GET each, all in one read-ahead window. With a window of 8 the other five
+    were asked their footer first (a suffix-range GET each: one more request per file, and
+    on a remote store one more round trip before the rows) and fetched whole only once the
+    reader had taken the first files (a second round of GETs)."""
+    from crypto_lakehouse.generate.merge import read_kline_files
+
+    root, counter = counted
+    paths = _monthly_partitions(root, 13)
+    counter.take()
+    store, [n_rows], problems = read_kline_files(paths)
     assert (n_rows, problems) == (26, [])
     assert list(store["open"]) == [float(i) for i in range(13) for _ in (0, 1)]
-    assert most[0] >= 5, most  # the five beyond the window at once
+    seen = counter.take()
+    for path in paths:
+        key = storage.data_path(path).key
+        assert _of(seen, key) == [("GET", f"/{storage.data_path(path).bucket}/{key}")], seen
+    assert len(seen) == 13, seen
 
 
 def test_gen_kline_keeps_its_outputs_version_from_the_put_instead_of_a_head(counted, tmp_path):
