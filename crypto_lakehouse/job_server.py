@@ -754,13 +754,10 @@ def _system_exit_status(exc: SystemExit) -> int:
     return 1
 
 
-def _exit(status: int) -> None:
-    """The interpreter's exit without its teardown of the modules: the non-daemon threads
-    joined, the exit handlers run (logging's flush among them), the standard streams
-    flushed, then ``os._exit``. The teardown would touch every object of the server's
-    imports, copying the pages the child shares with the server (measured: ~0.05 CPU s per
-    job, most of what a forked job cost); a fork child ends this way in multiprocessing too.
-    Not run: finalizers of objects still referenced at exit (a job closes what it writes)."""
+def _finish_interpreter() -> None:
+    """What the interpreter does at its end before the module teardown: the non-daemon
+    threads joined, the exit handlers run (logging's flush among them), the standard
+    streams flushed."""
     import atexit
     import threading
 
@@ -771,6 +768,16 @@ def _exit(status: int) -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
+
+
+def _exit(status: int) -> None:
+    """The interpreter's exit without its teardown of the modules: the non-daemon threads
+    joined, the exit handlers run (logging's flush among them), the standard streams
+    flushed, then ``os._exit``. The teardown would touch every object of the server's
+    imports, copying the pages the child shares with the server (measured: ~0.05 CPU s per
+    job, most of what a forked job cost); a fork child ends this way in multiprocessing too.
+    Not run: finalizers of objects still referenced at exit (a job closes what it writes)."""
+    _finish_interpreter()
     os._exit(status)
 
 
@@ -791,16 +798,7 @@ def _report_uncaught(exc: BaseException, script: str) -> None:
 def _end_by_sigint() -> None:
     """The interpreter's end after an uncaught KeyboardInterrupt: the non-daemon threads
     joined, the exit handlers run, the streams flushed, then death by SIGINT."""
-    import atexit
-    import threading
-
-    threading._shutdown()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    _finish_interpreter()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)
 

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from crypto_lakehouse_emulator.generate import build_mirror
 from crypto_lakehouse_emulator.rest import RestEmulator
 
 from crypto_lakehouse.plan import TODAY_VARIABLE
+from tests.conftest import wait_for  # noqa: F401 (the chaos tests' import of it)
 from tests.e2e.e2e_helpers import emulator_config
 from tests.workflow.workflow_helpers import REPO
 
@@ -146,15 +146,6 @@ def kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
-
-
-def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 # ---------------------------------------------------------------- comparing runs

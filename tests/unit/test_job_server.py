@@ -11,24 +11,15 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from crypto_lakehouse import job_server
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 FORKED = job_server.FORKED_ENV
-
-
-def _wait_for(predicate, timeout=60.0, step=0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 def _alive(pid: int) -> bool:
@@ -62,7 +53,7 @@ def server(tmp_path):
         env=_env(),
         cwd=tmp_path,
     )
-    assert _wait_for(lambda: os.path.exists(path)), "the server never bound its socket"
+    assert wait_for(lambda: os.path.exists(path)), "the server never bound its socket"
     yield path
     proc.terminate()
     proc.wait(30)
@@ -254,7 +245,7 @@ def _start_sleeper(tmp_path, sock, name="pid"):
         # (the kernel ignores Ctrl-Z's SIGTSTP in a group without a parent outside it).
         process_group=0,
     )
-    assert _wait_for(lambda: (tmp_path / name).exists() and (tmp_path / name).read_text())
+    assert wait_for(lambda: (tmp_path / name).exists() and (tmp_path / name).read_text())
     pid, forked = (tmp_path / name).read_text().split(" ")
     assert forked == pid  # the server's child, not the client
     return client, int(pid)
@@ -265,7 +256,7 @@ def test_a_killed_job_process_leaves_no_child(tmp_path, server):
     assert child != client.pid and _alive(child)
     client.kill()
     client.wait()
-    assert _wait_for(lambda: not _alive(child)), "the child lived on after its job process"
+    assert wait_for(lambda: not _alive(child)), "the child lived on after its job process"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -290,7 +281,7 @@ def test_signals_to_the_job_process_group_reach_the_child_once(tmp_path, server,
         env=_env(**{job_server.SOCKET_ENV: server}),
         start_new_session=True,
     )
-    assert _wait_for(lambda: (tmp_path / "ready").exists() and (tmp_path / "ready").read_text())
+    assert wait_for(lambda: (tmp_path / "ready").exists() and (tmp_path / "ready").read_text())
     assert (tmp_path / "ready").read_text() != "-"
     os.killpg(client.pid, sig)  # as the terminal's Ctrl-C does
     assert client.wait(60) == 11
@@ -412,12 +403,12 @@ def test_the_server_and_its_children_end_with_the_process_that_started_it(tmp_pa
         text=True,
     )
     server_pid, path = starter_proc.stdout.readline().split()
-    assert _wait_for(lambda: os.path.exists(path))
+    assert wait_for(lambda: os.path.exists(path))
     client, child = _start_sleeper(tmp_path, path)
     starter_proc.kill()  # kill -9 of the run's main process alone
     starter_proc.wait()
-    assert _wait_for(lambda: not _alive(int(server_pid))), "the server outlived its run"
-    assert _wait_for(lambda: not _alive(child)), "a job outlived the server"
+    assert wait_for(lambda: not _alive(int(server_pid))), "the server outlived its run"
+    assert wait_for(lambda: not _alive(child)), "a job outlived the server"
     assert client.wait(60) == -signal.SIGKILL
 
 
@@ -425,7 +416,7 @@ def test_stop_ends_the_server_and_removes_its_socket(tmp_path):
     handle = job_server.start(str(tmp_path / "run"))
     try:
         assert os.environ[job_server.SOCKET_ENV] == handle.path
-        assert _wait_for(lambda: os.path.exists(handle.path))
+        assert wait_for(lambda: os.path.exists(handle.path))
     finally:
         handle.stop()
     assert handle.proc.returncode is not None and not os.path.exists(handle.path)
@@ -509,9 +500,9 @@ def test_ctrl_z_stops_the_child_with_the_job_process_and_fg_continues_both(tmp_p
     client, child = _start_sleeper(tmp_path, server)
     try:
         os.killpg(client.pid, signal.SIGTSTP)  # as the terminal's Ctrl-Z
-        assert _wait_for(lambda: _state(child) == "T" and _state(client.pid) == "T")
+        assert wait_for(lambda: _state(child) == "T" and _state(client.pid) == "T")
         os.killpg(client.pid, signal.SIGCONT)
-        assert _wait_for(lambda: _state(child) != "T" and _state(client.pid) != "T")
+        assert wait_for(lambda: _state(child) != "T" and _state(client.pid) != "T")
     finally:
         client.kill()
         client.wait()
