@@ -803,10 +803,23 @@ def _end_by_sigint() -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+def _can_watch_children() -> bool:
+    """Whether this kernel gives pidfds (Linux >= 5.3), by which the server watches and
+    signals its children; an older one (e.g. the 3.10 of a CentOS 7 login node) gets no
+    server rather than one that fails at its first fork."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     global _SERVING, _SERVER_PID
     argv = sys.argv[1:] if argv is None else argv
     path, parent = argv[0], int(argv[1]) if len(argv) > 1 else None
+    if not _can_watch_children():
+        return 0  # no socket bound: every job runs in its own process, as without a server
     _SERVING = True
     _SERVER_PID = os.getpid()
     # The terminal's Ctrl-C reaches the run's process group, this server too: the jobs'

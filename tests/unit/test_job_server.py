@@ -506,3 +506,20 @@ def test_ctrl_z_stops_the_child_with_the_job_process_and_fg_continues_both(tmp_p
     finally:
         client.kill()
         client.wait()
+
+
+def test_a_kernel_without_pidfds_gets_no_server_and_jobs_run_themselves(tmp_path, monkeypatch):
+    """Linux < 5.3 (CentOS 7's 3.10 on cluster login nodes) has no pidfd_open: the server
+    ends at once without binding its socket, so every job falls back to its own process."""
+
+    def no_pidfds(pid, flags=0):
+        raise OSError(38, "Function not implemented")
+
+    def no_server(*args):
+        raise AssertionError("a server was built without pidfds")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfds)
+    monkeypatch.setattr(job_server, "Server", no_server)
+    path = str(tmp_path / "server.sock")
+    assert job_server.main([path]) == 0
+    assert not os.path.exists(path)
